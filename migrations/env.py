@@ -1,0 +1,49 @@
+"""Alembic environment: runs migrations over asyncpg, the driver the daemon uses."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from alembic import context
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from reminderd.schema import metadata
+
+
+def sqlalchemy_url() -> str:
+    url = context.config.get_main_option("sqlalchemy.url") or os.environ.get("REMINDERD_DATABASE_URL")
+    if not url:
+        raise SystemExit("REMINDERD_DATABASE_URL is required to run migrations")
+    scheme, _, rest = url.partition("://")
+    return f"postgresql+asyncpg://{rest}" if scheme in {"postgres", "postgresql"} else url
+
+
+def run_in(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        version_table_schema="reminderd",
+        include_schemas=True,
+        transaction_per_migration=True,
+    )
+    with context.begin_transaction():
+        # The version table lives in our schema, so the schema must exist before Alembic looks.
+        connection.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS reminderd")
+        context.run_migrations()
+
+
+async def run_online() -> None:
+    engine = create_async_engine(sqlalchemy_url())
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(run_in)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline (--sql) migrations are not supported: run them against a database")
+asyncio.run(run_online())

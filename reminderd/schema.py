@@ -1,0 +1,76 @@
+"""The reminderd tables described with SQLAlchemy Core, for Alembic's comparisons.
+
+The migrations in migrations/versions are the source of truth and are written as SQL a DBA can
+read; tests check that this description matches what they create.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Identity,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+
+metadata = MetaData(schema="reminderd")
+
+TIMESTAMPTZ = TIMESTAMP(timezone=True)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("callback_url", Text),
+    Column("signing_secret", Text, nullable=False, server_default=text("reminderd.generate_secret()")),
+    Column("created_at", TIMESTAMPTZ, nullable=False, server_default=text("now()")),
+)
+
+scheduled_messages = Table(
+    "scheduled_messages",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("tenant_id", Text, ForeignKey("reminderd.tenants.id"), nullable=False),
+    Column("ref_id", Text, nullable=False),
+    Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("callback_url", Text),
+    Column("fire_at", TIMESTAMPTZ),
+    Column("cron", Text),
+    Column("timezone", Text, nullable=False, server_default=text("'UTC'::text")),
+    Column("status", Text, nullable=False, server_default=text("'pending'::text")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("max_attempts", Integer),
+    Column("last_error", Text),
+    Column("created_at", TIMESTAMPTZ, nullable=False, server_default=text("now()")),
+    Column("updated_at", TIMESTAMPTZ, nullable=False, server_default=text("now()")),
+    Column("picked_at", TIMESTAMPTZ),
+    Column("sent_at", TIMESTAMPTZ),
+    Column("lease_expires_at", TIMESTAMPTZ),
+    Column("scheduled_for", TIMESTAMPTZ),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column(
+        "message_id",
+        BigInteger,
+        ForeignKey("reminderd.scheduled_messages.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("tenant_id", Text, nullable=False),
+    Column("webhook_id", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("scheduled_for", TIMESTAMPTZ, nullable=False),
+    Column("status_code", Integer),
+    Column("error", Text),
+    Column("duration_ms", Integer, nullable=False),
+    Column("created_at", TIMESTAMPTZ, nullable=False, server_default=text("now()")),
+)

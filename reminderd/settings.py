@@ -1,0 +1,195 @@
+"""Settings: one frozen object, built once from the environment, failing loudly on bad values."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+from .exceptions import ConfigError
+
+T = TypeVar("T")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one field is read from the environment."""
+
+    env: str
+    help: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    poll_interval_s: float = 2.0
+    lookback_s: float = 120.0
+    batch_size: int = 100
+    concurrency: int = 64
+    lease_s: float = 300.0
+    callback_timeout_s: float = 10.0
+    max_attempts: int = 8
+    retry_base_s: float = 5.0
+    retry_cap_s: float = 3600.0
+    shutdown_timeout_s: float = 30.0
+    allowed_callback_networks: tuple[Network, ...] = ()
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every REMINDERD_* variable; raise ConfigError naming the first bad one."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in fields(cls):
+            spec = SETTINGS[field.name]
+            raw = _read(env, spec.env)
+            if raw is None:
+                if field.name == "database_url":
+                    raise ConfigError(f"{spec.env} is required ({spec.help})")
+                continue
+            parse = PARSERS[field.name]
+            try:
+                values[field.name] = parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{spec.env}={_shown(field.name, raw)!s}: {exc}") from None
+        settings = cls(**values)
+        settings._check_relations()
+        return settings
+
+    def _check_relations(self) -> None:
+        if self.lease_s <= self.callback_timeout_s:
+            raise ConfigError(
+                f"REMINDERD_LEASE ({self.lease_s:g}s) must be longer than "
+                f"REMINDERD_CALLBACK_TIMEOUT ({self.callback_timeout_s:g}s), or a slow callback "
+                "would be handed to another daemon while still in flight"
+            )
+        if self.retry_cap_s < self.retry_base_s:
+            raise ConfigError(
+                f"REMINDERD_RETRY_CAP ({self.retry_cap_s:g}s) must be at least "
+                f"REMINDERD_RETRY_BASE ({self.retry_base_s:g}s)"
+            )
+
+    def masked(self) -> dict[str, str]:
+        """Effective settings for display, with the password in the database URL hidden."""
+        shown: dict[str, str] = {}
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name == "database_url":
+                shown[SETTINGS[field.name].env] = mask_url(value)
+            elif isinstance(value, tuple):
+                shown[SETTINGS[field.name].env] = ",".join(str(v) for v in value)
+            else:
+                shown[SETTINGS[field.name].env] = str(value)
+        return shown
+
+
+def _read(env: Mapping[str, str], name: str) -> str | None:
+    """A value from NAME, or from the file named by NAME_FILE (systemd credentials, k8s secrets)."""
+    value = env.get(name)
+    if value is not None and value.strip() != "":
+        return value.strip()
+    path = env.get(f"{name}_FILE")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE={path}: cannot read it ({exc.strerror})") from None
+    return None
+
+
+def _shown(field_name: str, raw: str) -> str:
+    return mask_url(raw) if field_name == "database_url" else repr(raw)
+
+
+def mask_url(url: str) -> str:
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user, has_password, _ = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if has_password else ''}@{host}"
+
+
+def _number(kind: Callable[[str], T], *, minimum: float, maximum: float) -> Callable[[str], T]:
+    def parse(raw: str) -> T:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ValueError(f"not a valid {kind.__name__}") from None
+        if not minimum <= value <= maximum:  # type: ignore[operator]
+            raise ValueError(f"must be between {minimum:g} and {maximum:g}")
+        return value
+
+    return parse
+
+
+def _seconds(minimum: float, maximum: float) -> Callable[[str], float]:
+    return _number(float, minimum=minimum, maximum=maximum)
+
+
+def _networks(raw: str) -> tuple[Network, ...]:
+    networks = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{part!r} is not a CIDR network like 10.0.0.0/8") from None
+    return tuple(networks)
+
+
+def _database_url(raw: str) -> str:
+    if not raw.startswith(("postgresql://", "postgres://")):
+        raise ValueError("must start with postgresql://")
+    return raw
+
+
+def _log_level(raw: str) -> str:
+    level = raw.lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        raise ValueError("must be one of debug, info, warning, error")
+    return level
+
+
+SETTINGS: dict[str, Setting] = {
+    "database_url": Setting("REMINDERD_DATABASE_URL", "PostgreSQL URL, postgresql://…"),
+    "poll_interval_s": Setting("REMINDERD_POLL_INTERVAL", "seconds between polls when idle"),
+    "lookback_s": Setting("REMINDERD_LOOKBACK", "seconds late a message may still fire"),
+    "batch_size": Setting("REMINDERD_BATCH_SIZE", "rows claimed per query"),
+    "concurrency": Setting("REMINDERD_CONCURRENCY", "callbacks in flight at once"),
+    "lease_s": Setting("REMINDERD_LEASE", "seconds a claim is held before another daemon may retry"),
+    "callback_timeout_s": Setting("REMINDERD_CALLBACK_TIMEOUT", "seconds per callback request"),
+    "max_attempts": Setting("REMINDERD_MAX_ATTEMPTS", "attempts before dead-lettering"),
+    "retry_base_s": Setting("REMINDERD_RETRY_BASE", "first retry delay ceiling, seconds"),
+    "retry_cap_s": Setting("REMINDERD_RETRY_CAP", "largest retry delay, seconds"),
+    "shutdown_timeout_s": Setting("REMINDERD_SHUTDOWN_TIMEOUT", "seconds to drain on SIGTERM"),
+    "allowed_callback_networks": Setting(
+        "REMINDERD_ALLOWED_CALLBACK_NETWORKS", "CIDRs callbacks may reach despite being private"
+    ),
+    "log_level": Setting("REMINDERD_LOG_LEVEL", "debug, info, warning or error"),
+}
+
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "database_url": _database_url,
+    # The NOTIFY trigger wakes daemons for rows due within 10 minutes; a longer poll could miss one.
+    "poll_interval_s": _seconds(0.01, 600),
+    "lookback_s": _seconds(1, 30 * 86400),
+    "batch_size": _number(int, minimum=1, maximum=10_000),
+    "concurrency": _number(int, minimum=1, maximum=10_000),
+    "lease_s": _seconds(1, 86400),
+    "callback_timeout_s": _seconds(0.1, 3600),
+    "max_attempts": _number(int, minimum=1, maximum=1000),
+    "retry_base_s": _seconds(0, 86400),
+    "retry_cap_s": _seconds(0, 7 * 86400),
+    "shutdown_timeout_s": _seconds(0, 3600),
+    "allowed_callback_networks": _networks,
+    "log_level": _log_level,
+}
