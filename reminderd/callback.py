@@ -1,0 +1,162 @@
+"""POST one signed callback (Standard Webhooks) and say what happened. Knows HTTP, not SQL."""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import json
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiohttp
+from yarl import URL
+
+from . import __version__
+from .exceptions import CallbackRefused
+from .jobs import Job
+from .settings import Settings
+from .signing import sign
+from .ssrf import GuardedResolver, refusal
+
+USER_AGENT = f"reminderd/{__version__}"
+EXCERPT_BYTES = 256  # never keep more of a response body than this
+RETRYABLE_STATUS = frozenset({408, 429})
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one attempt achieved. `poison`: the row itself can never be delivered as it stands."""
+
+    delivered: bool
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    permanent: bool = False
+    poison: bool = False
+    retry_after_s: float | None = None
+
+
+def callback_body(job: Job) -> bytes:
+    """The JSON body. The payload is inserted as the database stored it (already valid JSON)."""
+    return (
+        b'{"id":%d,"tenant_id":%s,"ref_id":%s,"scheduled_for":"%s","attempt":%d,"payload":%s}'
+        % (
+            job.id,
+            json.dumps(job.tenant_id).encode(),
+            json.dumps(job.ref_id).encode(),
+            iso_utc(job.scheduled_for).encode(),
+            job.attempt,
+            job.payload_json.encode(),
+        )
+    )
+
+
+def iso_utc(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def check_url(raw: str | None, allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> URL:
+    """The callback URL, or CallbackRefused naming what is wrong with it."""
+    if not raw:
+        raise CallbackRefused("no callback_url on the message and none on its tenant")
+    try:
+        url = URL(raw)
+    except ValueError:
+        raise CallbackRefused("callback_url is not a valid URL") from None
+    if url.scheme not in {"http", "https"} or not url.host:
+        raise CallbackRefused(f"callback_url must be an http(s) URL, not {url.scheme or 'schemeless'}")
+    try:
+        literal = ipaddress.ip_address(url.host)
+    except ValueError:
+        return url  # a name: checked on what it resolves to, in GuardedResolver
+    reason = refusal(str(literal), allowed)
+    if reason:
+        raise CallbackRefused(reason)
+    return url
+
+
+def parse_retry_after(value: str | None, now_s: float) -> float | None:
+    """Retry-After as seconds from now: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now_s)
+
+
+class CallbackClient:
+    """One shared aiohttp session for every callback: pooled keep-alive connections, guarded DNS."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._allowed = settings.allowed_callback_networks
+        self._timeout_s = settings.callback_timeout_s
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=settings.concurrency,
+                resolver=GuardedResolver(self._allowed),
+                enable_cleanup_closed=True,
+            ),
+            timeout=aiohttp.ClientTimeout(total=settings.callback_timeout_s),
+            headers={"user-agent": USER_AGENT, "content-type": "application/json"},
+            trust_env=False,  # no proxy from the environment: it would hide where we connect
+            auto_decompress=False,
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def send(self, job: Job) -> AttemptResult:
+        started = time.perf_counter()
+        try:
+            url = check_url(job.callback_url, self._allowed)
+            return await self._post(job, url, started)
+        except CallbackRefused as refused:
+            return AttemptResult(
+                delivered=False, status_code=None, error=f"refused: {refused}",
+                duration_ms=_elapsed_ms(started), permanent=True, poison=True,
+            )
+        except TimeoutError:
+            return self._failed(started, f"timed out after {self._timeout_s:g}s")
+        except aiohttp.ClientConnectorError as exc:
+            return self._failed(started, f"connection failed: {exc.os_error.strerror or exc}")
+        except aiohttp.ClientError as exc:
+            return self._failed(started, f"{type(exc).__name__}: {exc}")
+
+    async def _post(self, job: Job, url: URL, started: float) -> AttemptResult:
+        body = callback_body(job)
+        webhook_id = job.webhook_id
+        timestamp_s = int(time.time())
+        headers = {
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(timestamp_s),
+            "webhook-signature": sign(job.signing_secret, webhook_id, timestamp_s, body),
+        }
+        async with self._session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
+            status = resp.status
+            if 200 <= status < 300:
+                await resp.read()  # drain (receivers answer briefly) so the connection is reused
+                return AttemptResult(True, status, None, _elapsed_ms(started))
+            excerpt = (await resp.content.read(EXCERPT_BYTES)).decode("utf-8", "replace")
+            retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
+        error = f"HTTP {status}" + (f": {' '.join(excerpt.split())[:200]}" if excerpt.strip() else "")
+        if 300 <= status < 400:
+            error += " (redirects are not followed: point the callback_url at the final address)"
+        permanent = 400 <= status < 500 and status not in RETRYABLE_STATUS
+        return AttemptResult(
+            delivered=False, status_code=status, error=error, duration_ms=_elapsed_ms(started),
+            permanent=permanent, retry_after_s=retry_after,
+        )
+
+    @staticmethod
+    def _failed(started: float, error: str) -> AttemptResult:
+        return AttemptResult(delivered=False, status_code=None, error=error, duration_ms=_elapsed_ms(started))
+
+
+def _elapsed_ms(started: float) -> int:
+    return round((time.perf_counter() - started) * 1000)

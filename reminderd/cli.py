@@ -1,0 +1,243 @@
+"""The `reminderd` command line. Bad input gets one clear line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
+
+import asyncpg
+
+from . import __version__, logs
+from .cron import InvalidSchedule, load_timezone, validate_cron
+from .exceptions import ConfigError
+from .settings import Settings
+from .store import CONNECTION_ERRORS, Store
+
+EX_USAGE = 2
+EX_CONFIG = 78
+
+
+class UsageError(Exception):
+    """Bad input from the command line."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EX_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+_DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90s', '15m', '2h', '3d' or combinations such as '1h30m'."""
+    compact = text.strip().lower()
+    parts = _DURATION_PART.findall(compact)
+    if not compact or _DURATION_PART.sub("", compact).strip():
+        raise UsageError(f"--in {text!r}: use a duration such as 90s, 15m, 2h, 3d or 1h30m")
+    seconds = sum(int(amount) * _UNIT_S[unit] for amount, unit in parts)
+    if seconds <= 0:
+        raise UsageError(f"--in {text!r}: the delay must be positive")
+    return timedelta(seconds=seconds)
+
+
+def parse_instant(text: str, tz_name: str | None) -> datetime:
+    """An ISO-8601 instant. Without a UTC offset it is read as wall time in --tz."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"--at {text!r} is not ISO-8601, e.g. 2026-12-24T09:00:00Z") from None
+    if value.tzinfo is not None:
+        return value.astimezone(UTC)
+    if tz_name is None:
+        raise UsageError(
+            f"--at {text!r} has no UTC offset: add one (Z, +05:30) or say --tz Region/City"
+        )
+    return value.replace(tzinfo=load_timezone(tz_name)).astimezone(UTC)
+
+
+def parse_payload(text: str | None) -> Any:
+    if text is None:
+        return {}
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--payload is not valid JSON: {exc.msg} at character {exc.pos}") from None
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="reminderd", description="Durable scheduled callbacks on PostgreSQL.")
+    parser.add_argument("--version", action="version", version=f"reminderd {__version__}")
+    parser.add_argument(
+        "--database-url", default=None,
+        help="PostgreSQL URL (default: $REMINDERD_DATABASE_URL)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    commands.add_parser("migrate", help="apply database migrations (run before `run`)")
+    commands.add_parser("run", help="run the daemon (settings from REMINDERD_* variables)")
+    commands.add_parser("status", help="messages by tenant and status, and the next due")
+    commands.add_parser("demo", help="a throwaway database, a demo receiver, callbacks that fire")
+
+    tenant = commands.add_parser("tenant", help="manage tenants")
+    tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True, parser_class=Parser)
+    add = tenant_commands.add_parser("add", help="create a tenant; prints its signing secret once")
+    add.add_argument("tenant_id", metavar="ID")
+    add.add_argument("--callback-url", required=True, help="default callback endpoint (http/https)")
+
+    schedule = commands.add_parser("schedule", help="schedule a message; prints its id")
+    schedule.add_argument("tenant_id", metavar="TENANT")
+    schedule.add_argument("ref_id", metavar="REF")
+    when = schedule.add_mutually_exclusive_group(required=True)
+    when.add_argument("--at", help="ISO-8601 instant, e.g. 2026-12-24T09:00:00Z")
+    when.add_argument("--in", dest="delay", help="relative delay: 90s, 15m, 2h, 3d")
+    when.add_argument("--cron", help='5-field cron, e.g. "0 9 * * MON-FRI"')
+    schedule.add_argument("--tz", help="IANA timezone for --cron (default UTC) or an offset-less --at")
+    schedule.add_argument("--payload", help="JSON payload sent in the callback")
+    schedule.add_argument("--callback-url", help="override the tenant's callback URL")
+
+    cancel = commands.add_parser("cancel", help="cancel a scheduled message (0 when none is live)")
+    cancel.add_argument("tenant_id", metavar="TENANT")
+    cancel.add_argument("ref_id", metavar="REF")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from .demo import main as demo_main
+
+        return demo_main(args.database_url)
+    try:
+        settings = _settings(args)
+    except ConfigError as exc:
+        print(f"reminderd: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    try:
+        if args.command == "migrate":
+            from .migrate import upgrade
+
+            upgrade(settings.database_url)
+            print("reminderd: schema is at the latest migration")
+            return 0
+        if args.command == "run":
+            return _run_daemon(settings)
+        return _run(_commands[args.command], args, settings)
+    except UsageError as exc:
+        print(f"reminderd: error: {exc}", file=sys.stderr)
+        return EX_USAGE
+    except CONNECTION_ERRORS as exc:
+        print(f"reminderd: cannot reach the database: {exc}", file=sys.stderr)
+        return 1
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    env = dict(os.environ)
+    if args.database_url:
+        env["REMINDERD_DATABASE_URL"] = args.database_url
+    if args.command == "run":
+        return Settings.from_env(env)
+    # Other commands need only the database: ignore daemon tuning they do not use.
+    return Settings.from_env({k: v for k, v in env.items() if k.startswith("REMINDERD_DATABASE_URL")})
+
+
+def _run_daemon(settings: Settings) -> int:
+    from .daemon import run
+
+    logs.configure(settings.log_level)
+    return _event_loop_run(run(settings))
+
+
+def _event_loop_run(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _run(command: Callable[[Store, argparse.Namespace], Awaitable[int]], args: argparse.Namespace,
+         settings: Settings) -> int:
+    async def go() -> int:
+        store = await Store.connect(settings.database_url, max_size=1)
+        try:
+            return await command(store, args)
+        except asyncpg.PostgresError as exc:
+            if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedFunctionError):
+                raise UsageError("the reminderd schema is missing: run `reminderd migrate`") from None
+            hint = f" ({exc.hint})" if getattr(exc, "hint", None) else ""
+            raise UsageError(f"{exc.message}{hint}") from None
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+async def _tenant(store: Store, args: argparse.Namespace) -> int:
+    secret = await store.add_tenant(args.tenant_id, args.callback_url)
+    print(f"tenant {args.tenant_id} created. Signing secret (shown once, keep it safe):")
+    print(secret)
+    return 0
+
+
+async def _schedule(store: Store, args: argparse.Namespace) -> int:
+    payload = parse_payload(args.payload)
+    try:
+        if args.cron is not None:
+            tz_name = args.tz or "UTC"
+            validate_cron(args.cron)
+            load_timezone(tz_name)
+            message_id = await store.schedule_cron(
+                args.tenant_id, args.ref_id, args.cron, tz_name, payload, args.callback_url
+            )
+        else:
+            if args.tz is not None:
+                load_timezone(args.tz)
+            if args.delay is not None:
+                fire_at = datetime.now(UTC) + parse_duration(args.delay)
+            else:
+                fire_at = parse_instant(args.at, args.tz)
+            message_id = await store.schedule_at(
+                args.tenant_id, args.ref_id, fire_at, payload, args.callback_url
+            )
+    except InvalidSchedule as exc:
+        raise UsageError(str(exc)) from None
+    print(message_id)
+    return 0
+
+
+async def _cancel(store: Store, args: argparse.Namespace) -> int:
+    print(await store.cancel(args.tenant_id, args.ref_id))
+    return 0
+
+
+async def _status(store: Store, args: argparse.Namespace) -> int:
+    rows = await store.status_counts()
+    if not rows:
+        print("no messages")
+        return 0
+    print(f"{'TENANT':<24} {'STATUS':<10} {'MESSAGES':>9}  NEXT DUE (UTC)")
+    for row in rows:
+        next_due = row["next_due"].astimezone(UTC).isoformat(timespec="seconds") if row["next_due"] else ""
+        print(f"{row['tenant_id']:<24} {row['status']:<10} {row['messages']:>9}  {next_due}")
+    return 0
+
+
+_commands: dict[str, Callable[[Store, argparse.Namespace], Awaitable[int]]] = {
+    "tenant": _tenant,
+    "schedule": _schedule,
+    "cancel": _cancel,
+    "status": _status,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

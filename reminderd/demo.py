@@ -1,0 +1,152 @@
+"""`reminderd demo`: everything in one process, on a throwaway database, in about ten seconds.
+
+A local PostgreSQL cluster, the migrations, a tenant, a receiver that verifies signatures, a few
+messages, and the daemon delivering them: one is refused once by the receiver and retried with the
+same webhook-id, one is cancelled and never fires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from . import logs
+from .callback import CallbackClient
+from .migrate import upgrade
+from .pgcluster import ClusterError, throwaway_cluster
+from .settings import Settings
+from .signing import verify
+from .store import Store
+from .worker import Worker
+
+MESSAGES = [  # (ref, seconds from now, payload)
+    ("welcome:alice", 1, {"to": "+14155550100", "text": "Welcome aboard, Alice!"}),
+    ("booking:b7d2:24h", 3, {"to": "+447700900123", "text": "Reminder: your table is tomorrow 19:30"}),
+    ("cart:991:nudge", 5, {"to": "+919876543210", "text": "You left something in your cart"}),
+    ("booking:b7d2:1h", 6, {"to": "+447700900123", "text": "This one is cancelled before it fires"}),
+]
+FLAKY_REF = "cart:991:nudge"  # the receiver answers 503 the first time
+CANCELLED_REF = "booking:b7d2:1h"
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+class Receiver:
+    """The app's side: verifies each callback's signature, as a real receiver must."""
+
+    def __init__(self, secret: str, done: asyncio.Event, expected: int) -> None:
+        self.secret = secret
+        self.done = done
+        self.expected = expected
+        self.delivered: list[str] = []
+        self.refused_once = False
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        ok = verify(
+            self.secret, request.headers["webhook-id"], int(request.headers["webhook-timestamp"]),
+            body, request.headers["webhook-signature"],
+        )
+        message = json.loads(body)
+        late_ms = (time.time() - datetime.fromisoformat(message["scheduled_for"]).timestamp()) * 1000
+        status = 200
+        if message["ref_id"] == FLAKY_REF and not self.refused_once:
+            self.refused_once = True
+            status = 503
+        say(
+            f"  receiver <- {message['ref_id']:<18} attempt {message['attempt']}  "
+            f"webhook-id {request.headers['webhook-id']}  signature {'ok' if ok else 'BAD'}  "
+            f"{late_ms:5.0f} ms after its time  -> answering {status}"
+        )
+        if status == 200:
+            self.delivered.append(message["ref_id"])
+            if len(self.delivered) >= self.expected:
+                self.done.set()
+        return web.Response(status=status)
+
+
+async def demo(database_url: str) -> int:
+    say("reminderd demo: applying migrations")
+    await asyncio.to_thread(upgrade, database_url)
+    done = asyncio.Event()
+    store = await Store.connect(database_url)
+    secret = await store.add_tenant("demo", None)
+    receiver = Receiver(secret, done, expected=len(MESSAGES) - 1)
+    app = web.Application()
+    app.router.add_post("/callbacks", receiver.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    url = f"http://127.0.0.1:{port}/callbacks"
+    say(f"reminderd demo: receiver listening on {url}")
+
+    now = datetime.now(UTC)
+    for ref, seconds, payload in MESSAGES:
+        fire_at = now + timedelta(seconds=seconds)
+        message_id = await store.schedule_at("demo", ref, fire_at, payload, url)
+        say(f"  scheduled #{message_id} {ref:<18} at {fire_at.time().isoformat('milliseconds')} UTC")
+    say(f"  cancelled {CANCELLED_REF}: {await store.cancel('demo', CANCELLED_REF)} row")
+
+    settings = Settings(
+        database_url=database_url,
+        poll_interval_s=1.0,
+        retry_base_s=1.0,
+        retry_cap_s=2.0,
+        concurrency=8,
+        allowed_callback_networks=Settings.from_env(
+            {"REMINDERD_DATABASE_URL": database_url, "REMINDERD_ALLOWED_CALLBACK_NETWORKS": "127.0.0.1/32"}
+        ).allowed_callback_networks,
+    )
+    client = CallbackClient(settings)
+    worker = Worker(settings, store, client)
+    say("reminderd demo: daemon running (JSON log lines below are its own)\n")
+    running = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(done.wait(), timeout=30)
+        # Give the recorder its moment to write the last outcome before stopping.
+        await asyncio.sleep(0.2)
+    except TimeoutError:
+        say("reminderd demo: not every message arrived within 30 s")
+    worker.stop()
+    await running
+    await client.close()
+    await runner.cleanup()
+
+    say("\nreminderd demo: final state (what `reminderd status` and plain SQL show)")
+    for row in await store.status_counts():
+        say(f"  {row['tenant_id']:<8} {row['status']:<10} {row['messages']}")
+    await store.close()
+    ok = sorted(receiver.delivered) == sorted(r for r, _, _ in MESSAGES if r != CANCELLED_REF)
+    say("reminderd demo: " + ("every message fired once, on time" if ok else "FAILED"))
+    return 0 if ok else 1
+
+
+@contextlib.contextmanager
+def _database(database_url: str | None) -> Iterator[str]:
+    if database_url:
+        yield database_url
+        return
+    say("reminderd demo: starting a throwaway PostgreSQL cluster")
+    with throwaway_cluster() as cluster:
+        yield cluster.url()
+
+
+def main(database_url: str | None = None) -> int:
+    logs.configure("info", json=True)
+    try:
+        with _database(database_url) as url:
+            return asyncio.run(demo(url))
+    except ClusterError as exc:
+        print(f"reminderd demo: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,52 @@
+"""A claimed message, as the claim query returns it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    tenant_id: str
+    ref_id: str
+    payload_json: str  # the payload as JSON text, sent as it is stored
+    callback_url: str | None
+    scheduled_for: datetime  # the occurrence: stable across its retries
+    cron: str | None
+    timezone: str
+    attempt: int  # 1-based; also the fencing token for recording the outcome
+    max_attempts: int | None
+    signing_secret: str = field(repr=False)  # never printed
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        return cls(
+            id=row["id"],
+            tenant_id=row["tenant_id"],
+            ref_id=row["ref_id"],
+            payload_json=row["payload"],
+            callback_url=row["callback_url"],
+            scheduled_for=row["scheduled_for"],
+            cron=row["cron"],
+            timezone=row["timezone"],
+            attempt=row["attempts"],
+            max_attempts=row["max_attempts"],
+            signing_secret=row["signing_secret"],
+        )
+
+    @property
+    def webhook_id(self) -> str:
+        """Stable for one occurrence across all its retries, different for each occurrence.
+
+        No '.' in it: Standard Webhooks signs "{id}.{timestamp}.{body}".
+        """
+        return make_webhook_id(self.id, self.scheduled_for)
+
+
+
+def make_webhook_id(message_id: int, occurrence: datetime) -> str:
+    return f"msg_{message_id}_{round(occurrence.timestamp() * 1000)}"

@@ -1,0 +1,185 @@
+-- Every statement reminderd runs, by name. Loaded once by reminderd/queries.py.
+-- Times come from the database clock (now()), never from the daemon's host.
+
+-- claim --
+-- Claim up to $2 due rows in one short transaction; committed before any HTTP call.
+-- $1 lookback (s), $2 batch size, $3 lease (s). attempts counts the attempt being made.
+WITH due AS (
+    SELECT id
+    FROM reminderd.scheduled_messages
+    WHERE status = 'pending'
+      AND fire_at <= now()
+      AND fire_at > now() - make_interval(secs => $1)
+    ORDER BY fire_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE reminderd.scheduled_messages AS m
+SET status = 'picked',
+    attempts = m.attempts + 1,
+    picked_at = now(),
+    lease_expires_at = now() + make_interval(secs => $3),
+    updated_at = now()
+FROM due, reminderd.tenants AS t
+WHERE m.id = due.id
+  AND t.id = m.tenant_id
+RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
+          coalesce(m.callback_url, t.callback_url) AS callback_url,
+          coalesce(m.scheduled_for, m.fire_at) AS scheduled_for,
+          m.cron, m.timezone, m.attempts, m.max_attempts, t.signing_secret;
+
+-- record_outcomes --
+-- Log a batch of attempts and move each row on, in one round trip. A row is only moved when it
+-- is still picked for the same attempt: if its lease ran out and another daemon took it over,
+-- that daemon owns it now (attempts is the fencing token).
+WITH outcome AS (
+    SELECT *
+    FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::timestamptz[],
+                $6::int[], $7::text[], $8::int[],
+                $9::text[], $10::timestamptz[], $11::float8[], $12::timestamptz[],
+                $13::bool[], $14::bool[], $15::text[])
+         AS o(message_id, attempt, tenant_id, webhook_id, occurrence,
+              status_code, error, duration_ms,
+              next_status, next_fire_at, retry_in_s, next_scheduled_for,
+              reset_attempts, delivered, last_error)
+),
+logged AS (
+    INSERT INTO reminderd.deliveries
+        (message_id, tenant_id, webhook_id, attempt, scheduled_for, status_code, error, duration_ms)
+    SELECT message_id, tenant_id, webhook_id, attempt, occurrence, status_code, error, duration_ms
+    FROM outcome
+)
+UPDATE reminderd.scheduled_messages AS m
+SET status = o.next_status,
+    fire_at = CASE WHEN o.retry_in_s IS NOT NULL THEN now() + make_interval(secs => o.retry_in_s)
+                   ELSE coalesce(o.next_fire_at, m.fire_at) END,
+    scheduled_for = o.next_scheduled_for,
+    attempts = CASE WHEN o.reset_attempts THEN 0 ELSE m.attempts END,
+    sent_at = CASE WHEN o.delivered THEN now() ELSE m.sent_at END,
+    last_error = o.last_error,
+    lease_expires_at = NULL,
+    updated_at = now()
+FROM outcome AS o
+WHERE m.id = o.message_id
+  AND m.status = 'picked'
+  AND m.attempts = o.attempt;
+
+-- release --
+-- Shutdown: hand back claimed rows this daemon will not finish. Rows never attempted give their
+-- attempt back; all keep their occurrence (same webhook-id) and are due again now, so the
+-- lookback does not expire them.
+UPDATE reminderd.scheduled_messages AS m
+SET status = 'pending',
+    attempts = m.attempts - CASE WHEN r.started THEN 0 ELSE 1 END,
+    scheduled_for = coalesce(m.scheduled_for, m.fire_at),
+    fire_at = now(),
+    lease_expires_at = NULL,
+    updated_at = now()
+FROM unnest($1::bigint[], $2::int[], $3::bool[]) AS r(message_id, attempt, started)
+WHERE m.id = r.message_id
+  AND m.status = 'picked'
+  AND m.attempts = r.attempt;
+
+-- reap_expired_leases --
+-- A daemon died holding these: make them due again now, keeping their occurrence.
+WITH expired AS (
+    SELECT id
+    FROM reminderd.scheduled_messages
+    WHERE status = 'picked' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE reminderd.scheduled_messages AS m
+SET status = 'pending',
+    scheduled_for = coalesce(m.scheduled_for, m.fire_at),
+    fire_at = now(),
+    lease_expires_at = NULL,
+    last_error = 'lease expired after attempt ' || m.attempts || ' (daemon stopped mid-flight); redelivering',
+    updated_at = now()
+FROM expired
+WHERE m.id = expired.id
+RETURNING m.id, m.tenant_id, m.ref_id, m.attempts;
+
+-- expire_missed --
+-- One-off rows due longer ago than the lookback: expired with the reason, never fired late in an
+-- avalanche. $1 lookback (s), $2 batch.
+WITH missed AS (
+    SELECT id
+    FROM reminderd.scheduled_messages
+    WHERE status = 'pending'
+      AND cron IS NULL
+      AND fire_at <= now() - make_interval(secs => $1)
+    ORDER BY fire_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE reminderd.scheduled_messages AS m
+SET status = 'expired',
+    last_error = format('missed: due at %s, more than %s s before a daemon could send it (REMINDERD_LOOKBACK)',
+                        to_char(coalesce(m.scheduled_for, m.fire_at) AT TIME ZONE 'UTC',
+                                'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                        $1::float8),
+    updated_at = now()
+FROM missed
+WHERE m.id = missed.id
+RETURNING m.id, m.tenant_id, m.ref_id, coalesce(m.scheduled_for, m.fire_at) AS scheduled_for;
+
+-- recurring_to_plan --
+-- Cron rows needing a new fire_at: never planned (fire_at NULL), or their occurrence was missed
+-- beyond the lookback. $1 lookback (s), $2 batch. Also returns the database's now().
+SELECT id, tenant_id, ref_id, cron, timezone, fire_at, now() AS db_now
+FROM reminderd.scheduled_messages
+WHERE status = 'pending'
+  AND cron IS NOT NULL
+  AND (fire_at IS NULL OR fire_at <= now() - make_interval(secs => $1))
+ORDER BY fire_at NULLS FIRST
+LIMIT $2;
+
+-- plan_recurring --
+-- Set the planned fire_at (or dead-letter a poisoned row), only if nobody changed the row since it
+-- was read (fire_at compared), so concurrent daemons cannot plan one row twice.
+UPDATE reminderd.scheduled_messages AS m
+SET fire_at = coalesce(p.next_fire_at, m.fire_at),
+    status = p.next_status,
+    scheduled_for = NULL,
+    attempts = 0,
+    last_error = p.last_error,
+    updated_at = now()
+FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[])
+     AS p(message_id, seen_fire_at, next_fire_at, next_status, last_error)
+WHERE m.id = p.message_id
+  AND m.status = 'pending'
+  AND m.fire_at IS NOT DISTINCT FROM p.seen_fire_at
+RETURNING m.id, m.tenant_id, m.ref_id, m.status, m.fire_at, m.last_error;
+
+-- seconds_until_next_due --
+-- How long the claim loop may sleep: until the earliest pending row inside the lookback.
+SELECT extract(epoch FROM min(fire_at) - clock_timestamp())::float8
+FROM reminderd.scheduled_messages
+WHERE status = 'pending'
+  AND fire_at > now() - make_interval(secs => $1);
+
+-- add_tenant --
+INSERT INTO reminderd.tenants (id, callback_url)
+VALUES ($1, $2)
+RETURNING signing_secret;
+
+-- schedule_at --
+SELECT reminderd.schedule($1, $2, $3, $4::jsonb, $5);
+
+-- schedule_cron --
+SELECT reminderd.schedule_cron($1, $2, $3, $4, $5::jsonb, $6);
+
+-- cancel --
+SELECT reminderd.cancel($1, $2);
+
+-- status_counts --
+SELECT tenant_id, status, count(*) AS messages,
+       min(fire_at) FILTER (WHERE status = 'pending') AS next_due
+FROM reminderd.scheduled_messages
+GROUP BY tenant_id, status
+ORDER BY tenant_id, status;
+
+-- schema_revision --
+SELECT version_num FROM reminderd.alembic_version;

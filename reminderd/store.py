@@ -1,0 +1,190 @@
+"""The one module that talks to PostgreSQL. Each method runs one named query from sql/queries.sql."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from .jobs import Job
+from .outcome import Outcome
+from .queries import QUERIES
+
+NOTIFY_CHANNEL = "reminderd_due"
+
+# Errors that mean "the database is not reachable right now", as opposed to a bug in a query.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A claimed job handed back at shutdown; `started` when its HTTP request may have gone out."""
+
+    job: Job
+    started: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A recurring row's next fire_at, or its dead-letter reason when it cannot recur."""
+
+    message_id: int
+    seen_fire_at: datetime | None
+    next_fire_at: datetime | None
+    next_status: str
+    last_error: str | None
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def connect(cls, database_url: str, *, max_size: int = 4) -> Store:
+        pool = await asyncpg.create_pool(
+            database_url, min_size=1, max_size=max_size, command_timeout=60,
+            server_settings={"application_name": "reminderd"},
+        )
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    # The claim loop -------------------------------------------------------------------------
+
+    async def claim(self, *, lookback_s: float, batch_size: int, lease_s: float) -> list[Job]:
+        rows = await self._pool.fetch(QUERIES["claim"], lookback_s, batch_size, lease_s)
+        return [Job.from_row(row) for row in rows]
+
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        await self._pool.execute(
+            QUERIES["record_outcomes"],
+            [o.job.id for o in outcomes],
+            [o.job.attempt for o in outcomes],
+            [o.job.tenant_id for o in outcomes],
+            [o.job.webhook_id for o in outcomes],
+            [o.job.scheduled_for for o in outcomes],
+            [o.result.status_code for o in outcomes],
+            [o.result.error for o in outcomes],
+            [o.result.duration_ms for o in outcomes],
+            [o.next_status for o in outcomes],
+            [o.next_fire_at for o in outcomes],
+            [o.retry_in_s for o in outcomes],
+            [o.next_scheduled_for for o in outcomes],
+            [o.reset_attempts for o in outcomes],
+            [o.result.delivered for o in outcomes],
+            [o.last_error for o in outcomes],
+        )
+
+    async def release(self, releases: Sequence[Release]) -> None:
+        await self._pool.execute(
+            QUERIES["release"],
+            [r.job.id for r in releases],
+            [r.job.attempt for r in releases],
+            [r.started for r in releases],
+        )
+
+    async def seconds_until_next_due(self, *, lookback_s: float) -> float | None:
+        value: float | None = await self._pool.fetchval(QUERIES["seconds_until_next_due"], lookback_s)
+        return value
+
+    # Housekeeping ---------------------------------------------------------------------------
+
+    async def reap_expired_leases(self, *, limit: int = 1000) -> list[asyncpg.Record]:
+        return list(await self._pool.fetch(QUERIES["reap_expired_leases"], limit))
+
+    async def expire_missed(self, *, lookback_s: float, limit: int = 1000) -> list[asyncpg.Record]:
+        return list(await self._pool.fetch(QUERIES["expire_missed"], lookback_s, limit))
+
+    async def recurring_to_plan(self, *, lookback_s: float, limit: int = 500) -> list[asyncpg.Record]:
+        return list(await self._pool.fetch(QUERIES["recurring_to_plan"], lookback_s, limit))
+
+    async def plan_recurring(self, plans: Sequence[Plan]) -> list[asyncpg.Record]:
+        return list(
+            await self._pool.fetch(
+                QUERIES["plan_recurring"],
+                [p.message_id for p in plans],
+                [p.seen_fire_at for p in plans],
+                [p.next_fire_at for p in plans],
+                [p.next_status for p in plans],
+                [p.last_error for p in plans],
+            )
+        )
+
+    async def schema_revision(self) -> str | None:
+        try:
+            value: str | None = await self._pool.fetchval(QUERIES["schema_revision"])
+        except asyncpg.UndefinedTableError:
+            return None
+        return value
+
+    # The application's side (CLI) -----------------------------------------------------------
+
+    async def add_tenant(self, tenant_id: str, callback_url: str | None) -> str:
+        secret: str = await self._pool.fetchval(QUERIES["add_tenant"], tenant_id, callback_url)
+        return secret
+
+    async def schedule_at(
+        self, tenant_id: str, ref_id: str, fire_at: datetime, payload: Any, callback_url: str | None
+    ) -> int:
+        message_id: int = await self._pool.fetchval(
+            QUERIES["schedule_at"], tenant_id, ref_id, fire_at, json.dumps(payload), callback_url
+        )
+        return message_id
+
+    async def schedule_cron(
+        self, tenant_id: str, ref_id: str, cron: str, timezone: str, payload: Any,
+        callback_url: str | None,
+    ) -> int:
+        message_id: int = await self._pool.fetchval(
+            QUERIES["schedule_cron"], tenant_id, ref_id, cron, timezone, json.dumps(payload),
+            callback_url,
+        )
+        return message_id
+
+    async def cancel(self, tenant_id: str, ref_id: str) -> int:
+        cancelled: int = await self._pool.fetchval(QUERIES["cancel"], tenant_id, ref_id)
+        return cancelled
+
+    async def status_counts(self) -> list[asyncpg.Record]:
+        return list(await self._pool.fetch(QUERIES["status_counts"]))
+
+
+class Listener:
+    """A dedicated connection LISTENing for due-soon notifications (a pool connection cannot)."""
+
+    def __init__(self, database_url: str, on_notify: Callable[[str], None]) -> None:
+        self._database_url = database_url
+        self._on_notify = on_notify
+        self._connection: asyncpg.Connection | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed()
+
+    async def connect(self) -> None:
+        connection = await asyncpg.connect(
+            self._database_url, server_settings={"application_name": "reminderd-listen"}
+        )
+        await connection.add_listener(NOTIFY_CHANNEL, self._notified)
+        self._connection = connection
+
+    def _notified(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        self._on_notify(payload)
+
+    async def close(self) -> None:
+        if self._connection is not None and not self._connection.is_closed():
+            await self._connection.close()
+        self._connection = None

@@ -1,0 +1,318 @@
+"""The daemon's loop: claim due rows, send their callbacks concurrently, record outcomes in batches.
+
+Tasks, all inside one TaskGroup:
+- the claim loop wakes on whichever comes first: a NOTIFY, the next known fire_at, the poll
+  interval, room freed by a finished callback, or a stop request;
+- `concurrency` senders each POST one callback at a time;
+- the recorder writes finished attempts in batches, one round trip for many;
+- housekeeping reaps expired leases, expires missed one-offs and plans recurring rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import structlog
+
+from .callback import AttemptResult, CallbackClient
+from .cron import InvalidSchedule, next_fire
+from .jobs import Job
+from .outcome import Outcome, decide, preflight
+from .retry import RetryPolicy
+from .settings import Settings
+from .store import Listener, Plan, Release, Store
+
+log = structlog.get_logger("reminderd")
+T = TypeVar("T")
+
+RECORD_BATCH_MAX = 1000
+DB_BACKOFF_MAX_S = 30.0
+
+
+class Worker:
+    def __init__(
+        self, settings: Settings, store: Store, client: CallbackClient, *, rng: random.Random | None = None
+    ) -> None:
+        self.settings = settings
+        self._store = store
+        self._client = client
+        self._rng = rng or random.Random()
+        self._policy = RetryPolicy(settings.retry_base_s, settings.retry_cap_s, settings.max_attempts)
+        self._jobs: asyncio.Queue[Job | None] = asyncio.Queue()
+        self._outcomes: asyncio.Queue[Outcome | None] = asyncio.Queue()
+        self._in_flight: dict[int, Job] = {}
+        self._wake = asyncio.Event()
+        self._plan_now = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._waiting_for_room = False
+        self._listener = Listener(settings.database_url, self._notified)
+        # Claim when at least this much room is free, so a busy daemon claims in batches, not one by one.
+        self._capacity = settings.concurrency + settings.batch_size
+        self._claim_threshold = max(1, min(settings.batch_size, settings.concurrency) // 4)
+        self.ticks = 0
+        self.last_tick_monotonic = time.monotonic()
+        self.ready = asyncio.Event()  # set after the first successful claim
+
+    def stop(self) -> None:
+        """Stop claiming; in-flight callbacks get REMINDERD_SHUTDOWN_TIMEOUT to finish."""
+        self._stop.set()
+        self._wake.set()
+        self._plan_now.set()
+
+    # The whole lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self._connect_listener()
+        async with asyncio.TaskGroup() as group:
+            senders = [group.create_task(self._sender()) for _ in range(self.settings.concurrency)]
+            recorder = group.create_task(self._recorder())
+            housekeeping = group.create_task(self._housekeeping())
+            await self._claim_loop()
+            await self._shutdown(senders, recorder)
+            housekeeping.cancel()
+        await self._listener.close()
+
+    async def _shutdown(self, senders: list[asyncio.Task[None]], recorder: asyncio.Task[None]) -> None:
+        unstarted = self._drain_queue()
+        for _ in senders:
+            self._jobs.put_nowait(None)
+        log.info("stopping", in_flight=len(self._in_flight), handed_back=len(unstarted))
+        _, still_running = await asyncio.wait(senders, timeout=self.settings.shutdown_timeout_s)
+        for task in still_running:
+            task.cancel()
+        await asyncio.gather(*still_running, return_exceptions=True)
+        cut_short = [Release(job, started=True) for job in self._in_flight.values()]
+        if cut_short:
+            log.warning("shutdown_timeout", cut_short=len(cut_short))
+        self._outcomes.put_nowait(None)
+        await recorder
+        releases = [Release(job, started=False) for job in unstarted] + cut_short
+        if releases:
+            await self._with_db_retry("release", self._store.release, releases, give_up_s=10.0)
+        log.info("stopped", released=len(releases))
+
+    def _drain_queue(self) -> list[Job]:
+        jobs = []
+        while not self._jobs.empty():
+            job = self._jobs.get_nowait()
+            if job is not None:
+                jobs.append(job)
+        return jobs
+
+    # Claiming --------------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        failures = 0
+        empty_streak = 0
+        while not self._stop.is_set():
+            room = self._capacity - self._jobs.qsize() - len(self._in_flight)
+            if room < self._claim_threshold:
+                self._waiting_for_room = True
+                await self._sleep(self.settings.poll_interval_s)
+                continue
+            want = min(room, self.settings.batch_size)
+            try:
+                jobs = await self._store.claim(
+                    lookback_s=self.settings.lookback_s, batch_size=want, lease_s=self.settings.lease_s
+                )
+                for job in jobs:
+                    self._jobs.put_nowait(job)
+                self._tick()
+                if len(jobs) == want:
+                    empty_streak = 0
+                    continue  # more may be due right now
+                until_due = await self._store.seconds_until_next_due(lookback_s=self.settings.lookback_s)
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                delay = min(DB_BACKOFF_MAX_S, 0.2 * 2 ** min(failures, 10)) * self._rng.uniform(0.5, 1)
+                log.error("claim_failed", error=_describe(exc), retry_in_s=round(delay, 2))
+                await self._sleep(delay)
+                continue
+            empty_streak = empty_streak + 1 if not jobs and until_due is not None and until_due <= 0 else 0
+            await self._sleep(self._idle_delay(until_due, empty_streak))
+
+    def _idle_delay(self, until_due_s: float | None, empty_streak: int) -> float:
+        """Sleep until the next known fire_at, never longer than the poll interval.
+
+        A row that is due but could not be claimed (another daemon is claiming it right now) is
+        looked at again soon, backing off so a stuck row cannot make the loop spin.
+        """
+        if until_due_s is None:
+            return self.settings.poll_interval_s
+        floor = 0.005 * 2 ** min(empty_streak, 10) if empty_streak else 0.0005
+        return min(self.settings.poll_interval_s, max(until_due_s, floor))
+
+    def _tick(self) -> None:
+        self.ticks += 1
+        self.last_tick_monotonic = time.monotonic()
+        self.ready.set()
+
+    async def _sleep(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout_s)
+        self._wake.clear()
+        self._waiting_for_room = False
+
+    def _notified(self, payload: str) -> None:
+        if payload == "plan":
+            self._plan_now.set()
+        self._wake.set()
+
+    # Sending ---------------------------------------------------------------------------------
+
+    async def _sender(self) -> None:
+        while (job := await self._jobs.get()) is not None:
+            self._in_flight[job.id] = job
+            result = await self._attempt(job)  # cancelled at shutdown timeout: job stays in flight
+            del self._in_flight[job.id]
+            self._outcomes.put_nowait(decide(job, result, self._policy, self._rng))
+            if self._waiting_for_room:
+                self._wake.set()
+
+    async def _attempt(self, job: Job) -> AttemptResult:
+        problem = preflight(job)
+        if problem:
+            return AttemptResult(False, None, problem, 0, permanent=True, poison=True)
+        try:
+            return await self._client.send(job)
+        except Exception as exc:  # a bug must cost one attempt, never the daemon
+            log.exception("send_crashed", message_id=job.id)
+            return AttemptResult(False, None, f"internal error: {_describe(exc)}", 0)
+
+    # Recording -------------------------------------------------------------------------------
+
+    async def _recorder(self) -> None:
+        stopping = False
+        while not stopping:
+            first = await self._outcomes.get()
+            batch: list[Outcome] = []
+            if first is None:
+                stopping = True
+            else:
+                batch.append(first)
+            while len(batch) < RECORD_BATCH_MAX and not self._outcomes.empty():
+                item = self._outcomes.get_nowait()
+                if item is None:
+                    stopping = True
+                else:
+                    batch.append(item)
+            if batch:
+                give_up_s = self.settings.shutdown_timeout_s if stopping else None
+                if await self._with_db_retry("record", self._store.record_outcomes, batch, give_up_s=give_up_s):
+                    for outcome in batch:
+                        _log_outcome(outcome)
+
+    # Housekeeping ----------------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._plan_now.wait(), self.settings.poll_interval_s)
+            self._plan_now.clear()
+            try:
+                await self._housekeep_once()
+            except Exception as exc:
+                log.error("housekeeping_failed", error=_describe(exc))
+                await asyncio.sleep(self._rng.uniform(1, 2) * self.settings.poll_interval_s)
+
+    async def _housekeep_once(self) -> None:
+        if not self._listener.connected:
+            await self._connect_listener()
+        for row in await self._store.reap_expired_leases():
+            log.warning("lease_expired", message_id=row["id"], tenant=row["tenant_id"],
+                        ref=row["ref_id"], attempt=row["attempts"])
+        for row in await self._store.expire_missed(lookback_s=self.settings.lookback_s):
+            log.warning("expired", message_id=row["id"], tenant=row["tenant_id"], ref=row["ref_id"],
+                        scheduled_for=row["scheduled_for"].isoformat())
+        await self._plan_recurring()
+
+    async def _plan_recurring(self) -> None:
+        rows = await self._store.recurring_to_plan(lookback_s=self.settings.lookback_s)
+        if not rows:
+            return
+        plans = [self._plan(row) for row in rows]
+        for row in await self._store.plan_recurring(plans):
+            if row["status"] == "dead":
+                log.error("dead", message_id=row["id"], tenant=row["tenant_id"], ref=row["ref_id"],
+                          error=row["last_error"])
+            else:
+                log.info("planned", message_id=row["id"], tenant=row["tenant_id"], ref=row["ref_id"],
+                         fire_at=row["fire_at"].isoformat(), note=row["last_error"])
+
+    def _plan(self, row: Mapping[str, Any]) -> Plan:
+        seen = row["fire_at"]
+        try:
+            following = next_fire(row["cron"], row["timezone"], row["db_now"])
+        except InvalidSchedule as exc:
+            return Plan(row["id"], seen, None, "dead", f"cannot schedule: {exc}")
+        note = None
+        if seen is not None:
+            note = (
+                f"missed occurrence due {seen.isoformat()} ({_seconds(row['db_now'] - seen)} late, "
+                f"beyond REMINDERD_LOOKBACK={self.settings.lookback_s:g}s): skipped to the next one"
+            )
+        return Plan(row["id"], seen, following, "pending", note)
+
+    # Plumbing --------------------------------------------------------------------------------
+
+    async def _connect_listener(self) -> None:
+        try:
+            await self._listener.connect()
+        except Exception as exc:
+            log.warning("listen_failed", error=_describe(exc), fallback="polling")
+
+    async def _with_db_retry(
+        self, what: str, call: Callable[[Sequence[T]], Awaitable[None]], argument: Sequence[T],
+        *, give_up_s: float | None,
+    ) -> bool:
+        """Retry a write through a database outage; give up only after `give_up_s` (if set)."""
+        deadline = None if give_up_s is None else time.monotonic() + give_up_s
+        failures = 0
+        while True:
+            try:
+                await call(argument)
+                return True
+            except Exception as exc:
+                failures += 1
+                delay = min(DB_BACKOFF_MAX_S, 0.2 * 2 ** min(failures, 10)) * self._rng.uniform(0.5, 1)
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    log.error(f"{what}_abandoned", error=_describe(exc), rows=len(argument),
+                              consequence="leases expire and the rows are redelivered")
+                    return False
+                log.error(f"{what}_failed", error=_describe(exc), retry_in_s=round(delay, 2))
+                await asyncio.sleep(delay)
+
+
+def _log_outcome(outcome: Outcome) -> None:
+    job, result = outcome.job, outcome.result
+    fields = {
+        "message_id": job.id,
+        "tenant": job.tenant_id,
+        "ref": job.ref_id,
+        "webhook_id": job.webhook_id,
+        "attempt": job.attempt,
+        "status_code": result.status_code,
+        "latency_ms": result.duration_ms,
+    }
+    if outcome.event == "delivered":
+        log.info("delivered", **fields)
+    elif outcome.event == "retry":
+        log.warning("retry", **fields, error=result.error, retry_in_s=round(outcome.retry_in_s or 0, 2))
+    else:
+        log.error(outcome.event, **fields, error=outcome.last_error)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _seconds(delta: timedelta) -> str:
+    return f"{delta.total_seconds():.0f}s"

@@ -1,0 +1,334 @@
+"""Unit tests for reminderd.cron: exact UTC fire times, DST edges, validation."""
+
+import functools
+import re
+from datetime import UTC, datetime, time, timedelta, timezone
+from itertools import pairwise
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reminderd.cron import InvalidSchedule, load_timezone, next_fire, validate_cron
+
+NY = "America/New_York"
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+def chain(expr: str, tz: str, after: datetime, count: int) -> list[datetime]:
+    """The next `count` fire times of `expr` after `after`."""
+    fires: list[datetime] = []
+    for _ in range(count):
+        after = next_fire(expr, tz, after)
+        fires.append(after)
+    return fires
+
+
+# Plain schedules
+
+
+def test_utc_daily() -> None:
+    assert chain("0 9 * * *", "UTC", utc(2026, 1, 1, 10), 2) == [
+        utc(2026, 1, 2, 9),
+        utc(2026, 1, 3, 9),
+    ]
+
+
+def test_utc_hourly() -> None:
+    assert chain("0 * * * *", "UTC", utc(2026, 1, 1, 10, 15), 2) == [
+        utc(2026, 1, 1, 11),
+        utc(2026, 1, 1, 12),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("tz", "expected"),
+    [
+        ("Asia/Kolkata", utc(2026, 1, 1, 3, 30)),  # +05:30
+        ("Asia/Kathmandu", utc(2026, 1, 1, 3, 15)),  # +05:45
+    ],
+)
+def test_fractional_offset_zones(tz: str, expected: datetime) -> None:
+    assert next_fire("0 9 * * *", tz, utc(2026, 1, 1)) == expected
+
+
+def test_result_is_utc_whatever_the_zone_of_after() -> None:
+    tokyo_midnight = datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=9)))
+    fire = next_fire("0 9 * * *", "Asia/Kolkata", tokyo_midnight)
+    assert fire == utc(2026, 1, 1, 3, 30)
+    assert fire.tzinfo is UTC
+
+
+def test_names_and_aliases() -> None:
+    # 2026-01-01 is a Thursday.
+    assert next_fire("0 9 * JAN MON", "UTC", utc(2026, 1, 1)) == utc(2026, 1, 5, 9)
+    assert next_fire("@daily", "UTC", utc(2026, 1, 1, 1)) == utc(2026, 1, 2)
+    assert next_fire("@hourly", "UTC", utc(2026, 1, 1, 1, 1)) == utc(2026, 1, 1, 2)
+
+
+def test_naive_after_is_rejected() -> None:
+    with pytest.raises(ValueError, match="aware"):
+        next_fire("0 9 * * *", "UTC", datetime(2026, 1, 1))
+
+
+# America/New_York: spring forward 2026-03-08 02:00 EST -> 03:00 EDT (07:00 UTC)
+
+
+def test_ny_skipped_fixed_time_fires_at_the_jump_once() -> None:
+    assert chain("30 2 * * *", NY, utc(2026, 3, 7, 12), 3) == [
+        utc(2026, 3, 8, 7),  # 02:30 does not exist: 03:00 EDT
+        utc(2026, 3, 9, 6, 30),  # 02:30 EDT
+        utc(2026, 3, 10, 6, 30),
+    ]
+
+
+def test_ny_spring_forward_every_15_minutes_has_no_duplicates() -> None:
+    # From 01:45 EST: 02:00..02:45 all collapse onto 03:00 EDT, which fires once.
+    assert chain("*/15 * * * *", NY, utc(2026, 3, 8, 6, 45), 2) == [
+        utc(2026, 3, 8, 7),
+        utc(2026, 3, 8, 7, 15),
+    ]
+
+
+# America/New_York: fall back 2026-11-01 02:00 EDT -> 01:00 EST (06:00 UTC)
+
+
+def test_ny_fall_back_fixed_time_fires_once_despite_croniter7_repeat_bug() -> None:
+    # croniter 7 with a tz-aware start yields 01:30 EDT *and* 01:30 EST here.
+    assert chain("30 1 * * *", NY, utc(2026, 10, 31, 12), 2) == [
+        utc(2026, 11, 1, 5, 30),  # 01:30 EDT, the first 01:30
+        utc(2026, 11, 2, 6, 30),  # 01:30 EST the next day
+    ]
+    # Asking from the first 01:30, or from inside the repeated hour, skips the repeat.
+    assert next_fire("30 1 * * *", NY, utc(2026, 11, 1, 5, 30)) == utc(2026, 11, 2, 6, 30)
+    assert next_fire("30 1 * * *", NY, utc(2026, 11, 1, 6, 10)) == utc(2026, 11, 2, 6, 30)
+
+
+def test_ny_fall_back_hourly_fires_in_both_one_oclocks() -> None:
+    assert chain("0 * * * *", NY, utc(2026, 11, 1, 4, 30), 3) == [
+        utc(2026, 11, 1, 5),  # 01:00 EDT
+        utc(2026, 11, 1, 6),  # 01:00 EST
+        utc(2026, 11, 1, 7),  # 02:00 EST
+    ]
+
+
+def test_ny_fall_back_every_30_minutes_keeps_every_real_half_hour() -> None:
+    start = utc(2026, 11, 1, 4, 45)  # 00:45 EDT
+    expected = [start + timedelta(minutes=15 + 30 * i) for i in range(6)]
+    assert chain("*/30 * * * *", NY, start, 6) == expected
+    # Starting in the second 01:xx (EST), nothing from the first pass comes back.
+    assert next_fire("*/30 * * * *", NY, utc(2026, 11, 1, 6, 10)) == utc(2026, 11, 1, 6, 30)
+
+
+# Europe/London: 2026-03-29 01:00 GMT -> 02:00 BST; 2026-10-25 02:00 BST -> 01:00 GMT
+
+
+def test_london_spring_forward() -> None:
+    assert chain("30 1 * * *", "Europe/London", utc(2026, 3, 28, 12), 2) == [
+        utc(2026, 3, 29, 1),  # 01:30 does not exist: 02:00 BST
+        utc(2026, 3, 30, 0, 30),  # 01:30 BST
+    ]
+
+
+def test_london_fall_back() -> None:
+    assert chain("30 1 * * *", "Europe/London", utc(2026, 10, 24, 12), 2) == [
+        utc(2026, 10, 25, 0, 30),  # 01:30 BST only
+        utc(2026, 10, 26, 1, 30),
+    ]
+    assert chain("0 * * * *", "Europe/London", utc(2026, 10, 24, 22, 30), 4) == [
+        utc(2026, 10, 24, 23),  # 00:00 BST
+        utc(2026, 10, 25, 0),  # 01:00 BST
+        utc(2026, 10, 25, 1),  # 01:00 GMT
+        utc(2026, 10, 25, 2),  # 02:00 GMT
+    ]
+
+
+# Australia/Sydney: 2026-04-05 03:00 AEDT -> 02:00 AEST; 2026-10-04 02:00 AEST -> 03:00 AEDT
+
+
+def test_sydney_fall_back_in_april() -> None:
+    assert chain("30 2 * * *", "Australia/Sydney", utc(2026, 4, 4), 2) == [
+        utc(2026, 4, 4, 15, 30),  # 02:30 AEDT only
+        utc(2026, 4, 5, 16, 30),  # 02:30 AEST
+    ]
+    assert chain("0 * * * *", "Australia/Sydney", utc(2026, 4, 4, 14, 30), 3) == [
+        utc(2026, 4, 4, 15),  # 02:00 AEDT
+        utc(2026, 4, 4, 16),  # 02:00 AEST
+        utc(2026, 4, 4, 17),  # 03:00 AEST
+    ]
+
+
+def test_sydney_spring_forward_in_october() -> None:
+    assert chain("30 2 * * *", "Australia/Sydney", utc(2026, 10, 3), 2) == [
+        utc(2026, 10, 3, 16),  # 02:30 does not exist: 03:00 AEDT
+        utc(2026, 10, 4, 15, 30),  # 02:30 AEDT
+    ]
+
+
+def test_lord_howe_half_hour_shift_keeps_every_real_quarter_hour() -> None:
+    # 2026-04-05 02:00 (+11) -> 01:30 (+10:30), at 15:00 UTC.
+    start = utc(2026, 4, 4, 14, 20)
+    expected = [start + timedelta(minutes=10 + 15 * i) for i in range(6)]
+    assert chain("*/15 * * * *", "Australia/Lord_Howe", start, 6) == expected
+
+
+def test_a_skipped_calendar_day_fires_once_at_the_jump() -> None:
+    # Samoa skipped 2011-12-30 entirely (-10:00 -> +14:00 at 10:00 UTC).
+    assert chain("0 9 * * *", "Pacific/Apia", utc(2011, 12, 29), 3) == [
+        utc(2011, 12, 29, 19),  # 29th 09:00 -10:00
+        utc(2011, 12, 30, 10),  # 30th 09:00 does not exist: 31st 00:00 +14:00
+        utc(2011, 12, 30, 19),  # 31st 09:00 +14:00
+    ]
+
+
+# Strictly after
+
+
+@pytest.mark.parametrize(
+    ("expr", "tz", "occurrence", "following"),
+    [
+        ("0 9 * * *", "UTC", utc(2026, 1, 1, 9), utc(2026, 1, 2, 9)),
+        ("*/15 * * * *", NY, utc(2026, 3, 8, 7), utc(2026, 3, 8, 7, 15)),
+        ("30 2 * * *", NY, utc(2026, 3, 8, 7), utc(2026, 3, 9, 6, 30)),
+        ("0 * * * *", NY, utc(2026, 11, 1, 5), utc(2026, 11, 1, 6)),
+        ("0 * * * *", NY, utc(2026, 11, 1, 6), utc(2026, 11, 1, 7)),
+    ],
+)
+def test_an_occurrence_is_never_returned_for_itself(
+    expr: str, tz: str, occurrence: datetime, following: datetime
+) -> None:
+    assert next_fire(expr, tz, occurrence - timedelta(microseconds=1)) == occurrence
+    assert next_fire(expr, tz, occurrence) == following
+
+
+# Validation
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "61 * * * *",
+        "* 24 * * *",
+        "* * * *",
+        "0 0 * * * *",  # 6 fields (seconds)
+        "0 0 * * * * 2030",  # 7 fields (year)
+        "@reboot",
+        "",
+        "every day",
+        "0 0 * * FUNDAY",
+        "R * * * *",  # random: would differ between processes
+        "H * * * *",  # hashed: needs an id
+    ],
+)
+def test_invalid_cron(expr: str) -> None:
+    with pytest.raises(InvalidSchedule, match=re.escape(f'invalid cron "{expr}": ')):
+        validate_cron(expr)
+    with pytest.raises(InvalidSchedule, match=re.escape(f'invalid cron "{expr}": ')):
+        next_fire(expr, "UTC", utc(2026, 1, 1))
+
+
+def test_never_firing_cron() -> None:
+    expected = re.escape('invalid cron "0 0 30 2 *": it never fires')
+    with pytest.raises(InvalidSchedule, match=expected):
+        validate_cron("0 0 30 2 *")
+    with pytest.raises(InvalidSchedule, match=expected):
+        next_fire("0 0 30 2 *", "UTC", utc(2026, 1, 1))
+
+
+@pytest.mark.parametrize(
+    "expr", ["*/5 * * * *", "0 9 * * MON-FRI", "0 0 29 2 *", "0 0 L * *", "@yearly", "@weekly"]
+)
+def test_valid_cron(expr: str) -> None:
+    validate_cron(expr)
+
+
+@pytest.mark.parametrize("name", ["Mars/Base", "", "America", "../etc/passwd", "utc"])
+def test_unknown_timezone(name: str) -> None:
+    with pytest.raises(InvalidSchedule, match=re.escape(f'unknown timezone "{name}"')):
+        load_timezone(name)
+    with pytest.raises(InvalidSchedule, match=re.escape(f'unknown timezone "{name}"')):
+        next_fire("0 9 * * *", name, utc(2026, 1, 1))
+
+
+def test_load_timezone() -> None:
+    assert load_timezone(NY) == ZoneInfo(NY)
+
+
+# Properties over many zones and start instants
+
+ZONES = [
+    NY,
+    "Europe/London",
+    "Australia/Sydney",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "Australia/Lord_Howe",  # 30-minute DST shift
+]
+DAILY = {"30 1 * * *": time(1, 30), "30 2 * * *": time(2, 30)}
+PERIODIC = {"0 * * * *": timedelta(hours=1), "*/15 * * * *": timedelta(minutes=15)}
+WEEKLY = "0 9 * * MON"
+
+
+@functools.cache
+def transition_days(tz_name: str) -> list[datetime]:
+    """UTC midnights of days (2024-2030) during which `tz_name` changes offset."""
+    tz = ZoneInfo(tz_name)
+
+    def offset(instant: datetime) -> timedelta | None:
+        return instant.astimezone(tz).utcoffset()
+
+    days = [utc(2024, 1, 1) + timedelta(days=i) for i in range(7 * 366)]
+    return [d for d in days if offset(d) != offset(d + timedelta(days=1))]
+
+
+@st.composite
+def zone_and_start(draw: st.DrawFn) -> tuple[str, datetime]:
+    """A zone and an instant, often within a day or so of a clock change."""
+    tz = draw(st.sampled_from(ZONES))
+    anywhere = st.datetimes(datetime(2024, 1, 1), datetime(2030, 12, 31), timezones=st.just(UTC))
+    starts = anywhere
+    if transition_days(tz):
+        near = st.builds(
+            lambda day, seconds: day + timedelta(seconds=seconds),
+            st.sampled_from(transition_days(tz)),
+            st.integers(-12 * 3600, 24 * 3600),
+        )
+        starts = anywhere | near
+    return tz, draw(starts)
+
+
+def check_daily_fire(fire: datetime, at: time, tz: ZoneInfo) -> None:
+    """`fire` is at the first `at` of its local day or, if `at` was skipped, at the jump."""
+    local = datetime.combine(fire.astimezone(tz).date(), at, tz)
+    if local.astimezone(UTC).astimezone(tz).time() == at:
+        assert fire == local.astimezone(UTC)  # fold=0: the first of a repeated time
+    else:
+        assert (fire - timedelta(seconds=1)).astimezone(tz).time() < at < fire.astimezone(tz).time()
+
+
+@settings(max_examples=150, deadline=None)
+@given(zone_and_start(), st.sampled_from([*DAILY, *PERIODIC, WEEKLY]))
+def test_chained_fires(zone_start: tuple[str, datetime], expr: str) -> None:
+    tz_name, start = zone_start
+    tz = ZoneInfo(tz_name)
+    fires = chain(expr, tz_name, start, 50)
+
+    assert fires[0] > start
+    assert all(a < b for a, b in pairwise(fires))  # so never the same instant twice
+
+    if expr in DAILY:
+        days = [f.astimezone(tz).date() for f in fires]
+        assert days == [days[0] + timedelta(i) for i in range(50)]  # one per day, none lost
+        for fire in fires:
+            check_daily_fire(fire, DAILY[expr], tz)
+    elif expr in PERIODIC:
+        # Clock changes may shorten or stretch one gap by the shift, never more.
+        gaps = [b - a for a, b in pairwise(fires)]
+        assert max(gaps) <= PERIODIC[expr] + timedelta(minutes=30)
+    else:
+        assert all(f.astimezone(tz).weekday() == 0 for f in fires)
+        assert all(f.astimezone(tz).time() == time(9) for f in fires)
