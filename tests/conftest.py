@@ -1,0 +1,110 @@
+"""Shared fixtures: a real PostgreSQL server, a migrated template database, one clone per test.
+
+Where the server comes from, first match wins:
+1. REMINDERD_TEST_DATABASE_URL (a server where this role may CREATE DATABASE);
+2. testcontainers, when it is installed and a Docker engine answers a ping;
+3. a throwaway cluster from the local PostgreSQL server binaries (reminderd.pgcluster).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from reminderd.migrate import upgrade
+from reminderd.pgcluster import throwaway_cluster
+from reminderd.store import Store
+
+
+def _with_database(url: str, database: str) -> str:
+    base, _, _ = url.rpartition("/")
+    return f"{base}/{database}"
+
+
+@contextlib.contextmanager
+def _docker_postgres() -> Iterator[str | None]:
+    try:
+        import docker  # type: ignore[import-untyped]
+        from testcontainers.postgres import PostgresContainer  # type: ignore[import-not-found]
+
+        docker.from_env().ping()
+    except Exception:
+        yield None
+        return
+    with PostgresContainer("postgres:15", driver=None) as container:
+        yield container.get_connection_url()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    explicit = os.environ.get("REMINDERD_TEST_DATABASE_URL")
+    if explicit:
+        yield explicit
+        return
+    with _docker_postgres() as docker_url:
+        if docker_url:
+            yield docker_url
+            return
+        with throwaway_cluster() as cluster:
+            yield cluster.url()
+
+
+async def _admin(server_url: str, *statements: str) -> None:
+    connection = await asyncpg.connect(server_url)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def template_database(pg_server_url: str) -> Iterator[str]:
+    """A database migrated once per session; every test clones it (CREATE DATABASE … TEMPLATE)."""
+    name = f"reminderd_template_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}"'))
+    upgrade(_with_database(pg_server_url, name))
+    yield name
+    asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+_clone_numbers = itertools.count()
+
+
+@pytest.fixture
+def database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
+    name = f"reminderd_test_{os.getpid()}_{next(_clone_numbers)}"
+    asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+    yield _with_database(pg_server_url, name)
+    asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def empty_database_url(pg_server_url: str) -> Iterator[str]:
+    """A database with no schema at all, for migration tests."""
+    name = f"reminderd_empty_{os.getpid()}_{next(_clone_numbers)}"
+    asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}"'))
+    yield _with_database(pg_server_url, name)
+    asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection for arranging rows and asserting on them with SQL."""
+    connection = await asyncpg.connect(database_url)
+    yield connection
+    await connection.close()
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    s = await Store.connect(database_url)
+    yield s
+    await s.close()

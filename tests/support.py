@@ -1,0 +1,106 @@
+"""Test helpers: a real HTTP receiver that records callbacks and answers as scripted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+TEST_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+@dataclass
+class Received:
+    webhook_id: str
+    timestamp: str
+    signature: str
+    body: bytes
+    headers: dict[str, str]
+    received_at: float  # time.time()
+
+    @property
+    def message(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.body)
+        return parsed
+
+
+@dataclass
+class Receiver:
+    """Answers 200 unless `script[ref_id]` lists statuses to answer first (one per request).
+
+    `delay_s` holds every request before answering (to keep callbacks in flight).
+    """
+
+    script: dict[str, list[int | tuple[int, dict[str, str]]]] = field(default_factory=dict)
+    delay_s: float = 0.0
+    received: list[Received] = field(default_factory=list)
+    url: str = ""
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> Receiver:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/callbacks"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)  # holding the request open is what is under test
+        item = Received(
+            webhook_id=request.headers.get("webhook-id", ""),
+            timestamp=request.headers.get("webhook-timestamp", ""),
+            signature=request.headers.get("webhook-signature", ""),
+            body=body,
+            headers=dict(request.headers),
+            received_at=time.time(),
+        )
+        ref = item.message.get("ref_id", "") if body else ""
+        answers = self.script.get(ref)
+        answer = answers.pop(0) if answers else 200
+        status, headers = answer if isinstance(answer, tuple) else (answer, {})
+        async with self._changed:
+            self.received.append(item)
+            self._changed.notify_all()
+        return web.Response(status=status, headers=headers, text="scripted answer")
+
+    async def wait_for(self, predicate: Callable[[list[Received]], bool], timeout_s: float = 15) -> None:
+        """Wait until `predicate(received)` holds; fail with what arrived if it never does."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self.received)), timeout_s)
+            except TimeoutError:
+                raise AssertionError(f"receiver got {len(self.received)} callbacks: condition not met") from None
+
+    def by_ref(self) -> dict[str, list[Received]]:
+        grouped: dict[str, list[Received]] = defaultdict(list)
+        for item in self.received:
+            grouped[item.message["ref_id"]].append(item)
+        return grouped
+
+
+async def poll_until(check: Callable[[], Any], timeout_s: float = 15, interval_s: float = 0.05) -> Any:
+    """Evaluate the async `check` until it returns something truthy; bounded, never a blind sleep."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s (last value {value!r})")
+        await asyncio.sleep(interval_s)
