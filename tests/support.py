@@ -34,7 +34,8 @@ class Received:
 class Receiver:
     """Answers 200 unless `script[ref_id]` lists statuses to answer first (one per request).
 
-    `delay_s` holds every request before answering (to keep callbacks in flight).
+    `delay_s` holds every request before answering (to keep callbacks in flight); requests are
+    recorded on arrival.
     """
 
     script: dict[str, list[int | tuple[int, dict[str, str]]]] = field(default_factory=dict)
@@ -60,8 +61,6 @@ class Receiver:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)  # holding the request open is what is under test
         item = Received(
             webhook_id=request.headers.get("webhook-id", ""),
             timestamp=request.headers.get("webhook-timestamp", ""),
@@ -75,8 +74,10 @@ class Receiver:
         answer = answers.pop(0) if answers else 200
         status, headers = answer if isinstance(answer, tuple) else (answer, {})
         async with self._changed:
-            self.received.append(item)
+            self.received.append(item)  # on arrival: in flight counts as received
             self._changed.notify_all()
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)  # holding the request open is what is under test
         return web.Response(status=status, headers=headers, text="scripted answer")
 
     async def wait_for(self, predicate: Callable[[list[Received]], bool], timeout_s: float = 15) -> None:

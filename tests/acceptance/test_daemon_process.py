@@ -1,0 +1,227 @@
+"""The real `reminderd` command in subprocesses: real signals, real HTTP, real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import pytest
+from standardwebhooks.webhooks import Webhook
+from support import TEST_SECRET, Receiver, poll_until
+
+pytestmark = pytest.mark.slow
+
+REMINDERD = [sys.executable, "-m", "reminderd.cli"]
+
+
+def daemon_env(database_url: str, **overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REMINDERD_")}
+    env.update(
+        REMINDERD_DATABASE_URL=database_url,
+        REMINDERD_POLL_INTERVAL="0.2",
+        REMINDERD_ALLOWED_CALLBACK_NETWORKS="127.0.0.0/8",
+        REMINDERD_RETRY_BASE="0.1",
+        REMINDERD_RETRY_CAP="0.5",
+        REMINDERD_CALLBACK_TIMEOUT="5",
+        REMINDERD_LEASE="10",
+        REMINDERD_SHUTDOWN_TIMEOUT="10",
+    )
+    env.update(overrides)
+    return env
+
+
+class Daemon:
+    """A `reminderd run` subprocess whose output is read as it is written (a full pipe would
+    block the daemon's log writes)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._logged = asyncio.Condition()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        async for raw in self.process.stdout:
+            async with self._logged:
+                self.lines.append(raw.decode())
+                self._logged.notify_all()
+
+    @property
+    def log(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.lines if line.startswith("{")]
+
+    def events(self, event: str) -> list[dict[str, object]]:
+        return [line for line in self.log if line.get("event") == event]
+
+    async def wait_logged(self, event: str, timeout_s: float = 20) -> None:
+        async with self._logged:
+            await asyncio.wait_for(self._logged.wait_for(lambda: bool(self.events(event))), timeout_s)
+
+    def send_signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    async def exit_code(self, timeout_s: float = 20) -> int:
+        code = await asyncio.wait_for(self.process.wait(), timeout_s)
+        await self._reader
+        return code
+
+
+@asynccontextmanager
+async def daemon(env: dict[str, str]) -> AsyncIterator[Daemon]:
+    process = await asyncio.create_subprocess_exec(
+        *REMINDERD, "run", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    running = Daemon(process)
+    try:
+        yield running
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await running.exit_code()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = await Receiver().start()
+    yield r
+    await r.stop()
+
+
+@pytest.fixture
+async def tenant(db: asyncpg.Connection, receiver: Receiver) -> str:
+    await db.execute(
+        "INSERT INTO reminderd.tenants (id, callback_url, signing_secret) VALUES ('acme', $1, $2)",
+        receiver.url, TEST_SECRET,
+    )
+    return "acme"
+
+
+async def insert_due(db: asyncpg.Connection, count: int) -> None:
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) "
+        "SELECT 'acme', 'bulk:' || i, now() FROM generate_series(1, $1) AS i",
+        count,
+    )
+
+
+async def counts(db: asyncpg.Connection) -> dict[str, int]:
+    rows = await db.fetch("SELECT status, count(*) FROM reminderd.scheduled_messages GROUP BY status")
+    return {row["status"]: row["count"] for row in rows}
+
+
+async def test_sigterm_drains_in_flight_hands_back_the_rest_and_exits_0(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    receiver.delay_s = 1.0
+    await insert_due(db, 60)
+    env = daemon_env(database_url, REMINDERD_CONCURRENCY="8", REMINDERD_BATCH_SIZE="20")
+    async with daemon(env) as process:
+        await receiver.wait_for(lambda got: len(got) >= 8)
+        process.send_signal(signal.SIGTERM)
+        assert await process.exit_code() == 0
+        log = process.log
+
+    after = await counts(db)
+    assert "picked" not in after
+    assert after["sent"] + after.get("pending", 0) == 60 and after["sent"] >= 8
+    assert any(line["event"] == "stopped" for line in log)
+
+    # A second daemon delivers the rest: every message exactly once overall.
+    receiver.delay_s = 0
+    async with daemon(daemon_env(database_url)) as process:
+        await poll_until(lambda: _all_sent(db, 60), timeout_s=30)
+        process.send_signal(signal.SIGTERM)
+        assert await process.exit_code() == 0
+    per_ref = Counter(r.message["ref_id"] for r in receiver.received)
+    assert len(per_ref) == 60 and set(per_ref.values()) == {1}
+
+
+async def _all_sent(db: asyncpg.Connection, expected: int) -> bool:
+    return (await counts(db)).get("sent", 0) == expected
+
+
+async def test_kill_9_mid_flight_then_restart_redelivers_with_the_same_webhook_id(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    receiver.delay_s = 1.0
+    await insert_due(db, 20)
+    env = daemon_env(database_url, REMINDERD_LEASE="3", REMINDERD_CALLBACK_TIMEOUT="2",
+                     REMINDERD_CONCURRENCY="5", REMINDERD_BATCH_SIZE="5")
+    async with daemon(env) as process:
+        await receiver.wait_for(lambda got: len(got) >= 5)
+        process.kill()
+        await process.exit_code()
+    in_flight_at_kill = {r.webhook_id for r in receiver.received}
+    assert (await counts(db)).get("picked", 0) >= 5
+
+    receiver.delay_s = 0
+    async with daemon(env) as process:
+        await poll_until(lambda: _all_sent(db, 20), timeout_s=40)
+        process.send_signal(signal.SIGTERM)
+        assert await process.exit_code() == 0
+
+    by_ref = receiver.by_ref()
+    assert len(by_ref) == 20  # nothing lost
+    for attempts in by_ref.values():
+        assert len({a.webhook_id for a in attempts}) == 1  # a redelivery reuses the webhook-id
+    redelivered = {a.webhook_id for attempts in by_ref.values() if len(attempts) > 1 for a in attempts}
+    assert redelivered and redelivered <= in_flight_at_kill
+    for item in receiver.received:
+        Webhook(TEST_SECRET).verify(item.body, item.headers)
+
+
+async def test_three_daemons_deliver_3000_due_rows_exactly_once(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    await insert_due(db, 3000)
+    env = daemon_env(database_url, REMINDERD_BATCH_SIZE="50", REMINDERD_CONCURRENCY="32")
+    async with daemon(env) as a, daemon(env) as b, daemon(env) as c:
+        await poll_until(lambda: _all_sent(db, 3000), timeout_s=90, interval_s=0.2)
+        for process in (a, b, c):
+            process.send_signal(signal.SIGTERM)
+        codes = [await p.exit_code() for p in (a, b, c)]
+        logs = [p.log for p in (a, b, c)]
+    assert codes == [0, 0, 0]
+    per_ref = Counter(r.message["ref_id"] for r in receiver.received)
+    assert len(per_ref) == 3000 and set(per_ref.values()) == {1}
+    delivered_by = [sum(1 for line in log if line["event"] == "delivered") for log in logs]
+    assert sum(delivered_by) == 3000
+    assert sum(1 for n in delivered_by if n > 0) >= 2  # the work really was shared
+    assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 3000
+
+
+async def test_bad_configuration_exits_78_naming_the_setting(database_url: str) -> None:
+    env = daemon_env(database_url, REMINDERD_CONCURRENCY="lots")
+    async with daemon(env) as process:
+        code = await process.exit_code()
+        text = "".join(process.lines)
+    assert code == 78
+    assert "REMINDERD_CONCURRENCY" in text and len(text.strip().splitlines()) == 1
+
+
+async def test_daemon_refuses_to_run_on_an_unmigrated_database(empty_database_url: str) -> None:
+    async with daemon(daemon_env(empty_database_url)) as process:
+        code = await process.exit_code()
+        log = process.log
+    assert code == 78
+    assert any(line["event"] == "schema_not_ready" and "reminderd migrate" in str(line) for line in log)
+
+
+async def test_daemon_waits_for_the_database_and_logs_no_secret() -> None:
+    url = "postgresql://reminderd:hunter2@127.0.0.1:1/nowhere"  # nothing listens on port 1
+    async with daemon(daemon_env(url)) as process:
+        await process.wait_logged("database_unreachable")
+        process.send_signal(signal.SIGTERM)
+        assert await process.exit_code() == 0
+    assert "hunter2" not in "".join(process.lines)

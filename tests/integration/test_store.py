@@ -1,0 +1,720 @@
+"""Integration tests for reminderd.store.Store: every named query against a real PostgreSQL.
+
+Rows are arranged and checked with plain SQL on the `db` connection; the Store under test runs the
+queries the daemon runs. Times are compared with the database clock, never the host's. The module
+shares one clone of the migrated template, emptied before each test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from reminderd.callback import AttemptResult
+from reminderd.jobs import Job
+from reminderd.outcome import Outcome
+from reminderd.queries import QUERIES
+from reminderd.store import Plan, Release, Store
+
+CALLBACK = "https://example.com/cb"
+LOOKBACK_S = 120.0
+LEASE_S = 300.0
+DUE = "now() - interval '5 seconds'"
+TOLERANCE = timedelta(seconds=5)
+TRUNCATE = "TRUNCATE reminderd.deliveries, reminderd.scheduled_messages, reminderd.tenants RESTART IDENTITY"
+
+
+async def _admin(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="module")
+def module_database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
+    """One clone of the migrated template for this module: a clone costs ~0.3 s, too much per test."""
+    name = f"reminderd_{__name__.rpartition('.')[2]}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+    base, _, _ = pg_server_url.rpartition("/")
+    yield f"{base}/{name}"
+    asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def database_url(module_database_url: str) -> str:
+    """Overrides conftest's clone per test (used by `db` and `store`): the module's database,
+    emptied before each test. Tests here change rows only, never the schema."""
+    asyncio.run(_admin(module_database_url, TRUNCATE))
+    return module_database_url
+
+
+async def add_tenant(db: asyncpg.Connection, tenant_id: str = "t1", callback_url: str | None = CALLBACK) -> str:
+    secret: str = await db.fetchval(
+        "INSERT INTO reminderd.tenants (id, callback_url) VALUES ($1, $2) RETURNING signing_secret",
+        tenant_id, callback_url,
+    )
+    return secret
+
+
+async def insert(db: asyncpg.Connection, ref_id: str, fire_at: str | None = DUE, **columns: Any) -> int:
+    """Insert one message for tenant t1 (unless given); `fire_at` is an SQL expression."""
+    values = {"tenant_id": "t1", "ref_id": ref_id, **columns}
+    placeholders = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+    message_id: int = await db.fetchval(
+        f"INSERT INTO reminderd.scheduled_messages (fire_at, {', '.join(values)})"
+        f" VALUES ({fire_at or 'NULL'}, {placeholders}) RETURNING id",
+        *values.values(),
+    )
+    return message_id
+
+
+async def message(db: asyncpg.Connection, message_id: int) -> asyncpg.Record:
+    row = await db.fetchrow("SELECT * FROM reminderd.scheduled_messages WHERE id = $1", message_id)
+    assert row is not None
+    return row
+
+
+async def deliveries(db: asyncpg.Connection, message_id: int) -> list[asyncpg.Record]:
+    return await db.fetch(
+        "SELECT * FROM reminderd.deliveries WHERE message_id = $1 ORDER BY id", message_id
+    )
+
+
+async def db_now(db: asyncpg.Connection) -> datetime:
+    now: datetime = await db.fetchval("SELECT now()")
+    return now
+
+
+def near(actual: datetime | None, expected: datetime) -> bool:
+    return actual is not None and abs(actual - expected) < TOLERANCE
+
+
+async def claim(store: Store, batch_size: int = 100) -> list[Job]:
+    return await store.claim(lookback_s=LOOKBACK_S, batch_size=batch_size, lease_s=LEASE_S)
+
+
+async def claim_one(store: Store) -> Job:
+    jobs = await claim(store)
+    assert len(jobs) == 1, jobs
+    return jobs[0]
+
+
+def delivered(job: Job) -> Outcome:
+    """A one-off delivered: the row is sent."""
+    return Outcome(job, AttemptResult(True, 200, None, 42), "delivered", "sent")
+
+
+def advanced(job: Job, next_fire_at: datetime) -> Outcome:
+    """A recurring occurrence delivered: the row moves on to its next occurrence."""
+    return Outcome(
+        job, AttemptResult(True, 204, None, 3), "delivered", "pending",
+        next_fire_at=next_fire_at, reset_attempts=True,
+    )
+
+
+# claim ----------------------------------------------------------------------------------------
+
+
+async def test_claim_takes_only_due_pending_rows_inside_the_lookback(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    await add_tenant(db)
+    due = await insert(db, "due")
+    await insert(db, "future", "now() + interval '1 hour'")
+    await insert(db, "too-old", "now() - interval '10 minutes'")
+    await insert(db, "cancelled", status="cancelled")
+    await insert(db, "sent", status="sent")
+    await insert(db, "paused", status="paused")
+    await insert(db, "unplanned-cron", None, cron="@daily")
+
+    assert [job.id for job in await claim(store)] == [due]
+    assert await claim(store) == []  # claimed rows are not claimed twice
+
+
+async def test_claim_marks_rows_picked_with_a_lease(db: asyncpg.Connection, store: Store) -> None:
+    await add_tenant(db)
+    message_id = await insert(db, "r1")
+
+    job = await claim_one(store)
+    now = await db_now(db)
+    row = await message(db, message_id)
+
+    assert job.attempt == 1
+    assert row["status"] == "picked"
+    assert row["attempts"] == 1
+    assert near(row["picked_at"], now)
+    assert near(row["lease_expires_at"], now + timedelta(seconds=LEASE_S))
+
+
+async def test_claim_returns_what_a_callback_needs(db: asyncpg.Connection, store: Store) -> None:
+    secret = await add_tenant(db)
+    own_url = await insert(
+        db, "own-url", "now() - interval '6 seconds'",
+        payload='{"b": [1, 2], "a": "x"}', callback_url="https://hooks.example.org/own", max_attempts=3,
+    )
+    tenant_url = await insert(db, "tenant-url", "now() - interval '5 seconds'")
+
+    jobs = {job.id: job for job in await claim(store)}
+
+    first = jobs[own_url]
+    assert (first.tenant_id, first.ref_id) == ("t1", "own-url")
+    assert json.loads(first.payload_json) == {"a": "x", "b": [1, 2]}
+    assert first.payload_json == await db.fetchval(
+        "SELECT payload::text FROM reminderd.scheduled_messages WHERE id = $1", own_url
+    )
+    assert first.callback_url == "https://hooks.example.org/own"
+    assert first.signing_secret == secret
+    assert first.scheduled_for == (await message(db, own_url))["fire_at"]
+    assert (first.cron, first.timezone, first.attempt, first.max_attempts) == (None, "UTC", 1, 3)
+
+    second = jobs[tenant_url]
+    assert second.callback_url == CALLBACK  # the tenant's default
+    assert second.payload_json == "{}"
+    assert second.max_attempts is None
+    assert second.webhook_id != first.webhook_id
+
+
+async def test_claim_orders_by_fire_at_and_respects_the_batch_size(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    await add_tenant(db)
+    ids = {}
+    for seconds in (3, 50, 1, 20, 7):  # inserted out of order
+        ids[seconds] = await insert(db, f"r{seconds}", f"now() - interval '{seconds} seconds'")
+
+    first_batch = await claim(store, batch_size=3)
+    second_batch = await claim(store, batch_size=3)
+
+    assert [job.id for job in first_batch] == [ids[50], ids[20], ids[7]]
+    assert [job.id for job in second_batch] == [ids[3], ids[1]]
+
+
+async def test_concurrent_claims_share_the_due_rows_without_overlap(
+    db: asyncpg.Connection, store: Store, database_url: str
+) -> None:
+    await add_tenant(db)
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+        " SELECT 't1', 'r' || n, now() - make_interval(secs => n / 10.0) FROM generate_series(1, 500) AS n"
+    )
+    other = await Store.connect(database_url)
+    try:
+        batches = await asyncio.gather(
+            *(
+                s.claim(lookback_s=LOOKBACK_S, batch_size=300, lease_s=LEASE_S)
+                for s in (store, other, store, other)
+            )
+        )
+    finally:
+        await other.close()
+
+    claimed = [job.id for batch in batches for job in batch]
+    assert len(claimed) == len(set(claimed)), "a row was claimed twice"
+    assert len(claimed) == 500
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'picked'") == 500
+
+
+async def test_claim_plan_uses_the_partial_due_index(db: asyncpg.Connection) -> None:
+    await add_tenant(db)
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status, callback_url)"
+        " SELECT 't1', 'r' || n, now() + make_interval(secs => n),"
+        "        CASE WHEN n % 2 = 0 THEN 'pending' ELSE 'sent' END, 'https://example.com/cb'"
+        " FROM generate_series(1, 40000) AS n"
+    )
+    await db.execute("ANALYZE reminderd.scheduled_messages")
+
+    plan = "\n".join(
+        row[0] for row in await db.fetch(f"EXPLAIN {QUERIES['claim']}", LOOKBACK_S, 100, LEASE_S)
+    )
+
+    assert "scheduled_messages_due" in plan, plan
+    assert "Seq Scan on scheduled_messages" not in plan, plan
+
+
+# record_outcomes ------------------------------------------------------------------------------
+
+
+async def test_record_outcomes_marks_delivered_sent_and_logs_the_attempt(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    await add_tenant(db)
+    message_id = await insert(db, "r1")
+    job = await claim_one(store)
+
+    await store.record_outcomes([delivered(job)])
+
+    row = await message(db, message_id)
+    now = await db_now(db)
+    assert row["status"] == "sent"
+    assert near(row["sent_at"], now)
+    assert row["lease_expires_at"] is None
+    assert row["last_error"] is None
+    [logged] = await deliveries(db, message_id)
+    assert logged["tenant_id"] == "t1"
+    assert logged["webhook_id"] == job.webhook_id
+    assert logged["attempt"] == 1
+    assert logged["status_code"] == 200
+    assert logged["error"] is None
+    assert logged["duration_ms"] == 42
+    assert logged["scheduled_for"] == job.scheduled_for
+
+
+async def test_record_outcomes_applies_every_outcome_of_a_batch(db: asyncpg.Connection, store: Store) -> None:
+    await add_tenant(db)
+    ok = await insert(db, "ok")
+    refused = await insert(db, "refused")
+    jobs = {job.id: job for job in await claim(store)}
+
+    await store.record_outcomes([
+        delivered(jobs[ok]),
+        Outcome(jobs[refused], AttemptResult(False, 404, "HTTP 404", 7, permanent=True), "dead", "dead",
+                last_error="permanent failure: HTTP 404"),
+    ])
+
+    assert (await message(db, ok))["status"] == "sent"
+    dead = await message(db, refused)
+    assert dead["status"] == "dead"
+    assert dead["last_error"] == "permanent failure: HTTP 404"
+    assert dead["sent_at"] is None
+    [logged] = await deliveries(db, refused)
+    assert (logged["status_code"], logged["error"], logged["duration_ms"]) == (404, "HTTP 404", 7)
+
+
+async def test_retry_is_due_later_for_the_same_occurrence(db: asyncpg.Connection, store: Store) -> None:
+    await add_tenant(db)
+    message_id = await insert(db, "r1")
+    job = await claim_one(store)
+    occurrence = job.scheduled_for
+
+    await store.record_outcomes([
+        Outcome(job, AttemptResult(False, None, "timed out after 10s", 10_000), "retry", "pending",
+                retry_in_s=60.0, next_scheduled_for=occurrence,
+                last_error="attempt 1 failed: timed out after 10s; retrying in 60.0s"),
+    ])
+
+    row = await message(db, message_id)
+    assert row["status"] == "pending"
+    assert near(row["fire_at"], await db_now(db) + timedelta(seconds=60))
+    assert row["scheduled_for"] == occurrence
+    assert row["attempts"] == 1
+    assert row["last_error"] == "attempt 1 failed: timed out after 10s; retrying in 60.0s"
+    [logged] = await deliveries(db, message_id)
+    assert (logged["status_code"], logged["error"]) == (None, "timed out after 10s")
+
+    # When the retry is due, the next attempt carries the same occurrence, hence the same webhook-id.
+    await db.execute("UPDATE reminderd.scheduled_messages SET fire_at = now() WHERE id = $1", message_id)
+    again = await claim_one(store)
+    assert again.attempt == 2
+    assert again.scheduled_for == occurrence
+    assert again.webhook_id == job.webhook_id
+
+
+async def test_stale_outcome_does_not_move_a_reclaimed_row_but_is_logged(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    await add_tenant(db)
+    message_id = await insert(db, "r1")
+    stale = await claim_one(store)
+    # Its lease ran out and another daemon claimed the row again: attempts is now 2.
+    await db.execute(
+        "UPDATE reminderd.scheduled_messages SET attempts = attempts + 1, picked_at = now() WHERE id = $1",
+        message_id,
+    )
+    before = await message(db, message_id)
+
+    await store.record_outcomes([delivered(stale)])
+
+    after = await message(db, message_id)
+    assert after["status"] == "picked"
+    assert after["attempts"] == 2
+    assert after["sent_at"] is None
+    assert after["lease_expires_at"] == before["lease_expires_at"]
+    assert [d["attempt"] for d in await deliveries(db, message_id)] == [1]
+
+
+async def test_outcome_for_a_cancelled_row_does_not_revive_it(db: asyncpg.Connection, store: Store) -> None:
+    await add_tenant(db)
+    message_id = await insert(db, "r1")
+    job = await claim_one(store)
+    assert await store.cancel("t1", "r1") == 1
+
+    await store.record_outcomes([
+        Outcome(job, AttemptResult(False, 503, "HTTP 503", 5), "retry", "pending", retry_in_s=1.0,
+                next_scheduled_for=job.scheduled_for, last_error="retrying"),
+    ])
+
+    row = await message(db, message_id)
+    assert (row["status"], row["last_error"]) == ("cancelled", "cancelled")
+    assert len(await deliveries(db, message_id)) == 1
+
+
+async def test_delivered_cron_occurrence_advances_to_the_next_one(db: asyncpg.Connection, store: Store) -> None:
+    await add_tenant(db)
+    message_id = await insert(db, "r1", DUE, cron="*/5 * * * *", timezone="Europe/London")
+    # A previous failed attempt of this occurrence left a retry behind.
+    await db.execute(
+        "UPDATE reminderd.scheduled_messages SET scheduled_for = fire_at - interval '1 minute', attempts = 2"
+        " WHERE id = $1", message_id,
+    )
+    job = await claim_one(store)
+    assert (job.cron, job.timezone, job.attempt) == ("*/5 * * * *", "Europe/London", 3)
+    following = job.scheduled_for + timedelta(minutes=5)
+
+    await store.record_outcomes([advanced(job, following)])
+
+    row = await message(db, message_id)
+    assert row["status"] == "pending"
+    assert row["fire_at"] == following
+    assert row["attempts"] == 0
+    assert row["scheduled_for"] is None
+    assert near(row["sent_at"], await db_now(db))
+    [logged] = await deliveries(db, message_id)
+    assert (logged["attempt"], logged["scheduled_for"]) == (3, job.scheduled_for)
+
+
+async def test_stale_outcome_of_an_earlier_cron_occurrence_does_not_move_the_current_one(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    """attempts restarts at 0 for every occurrence of a cron row, so attempt alone cannot fence.
+
+    Daemon A claims occurrence X (attempt 1) and stalls; its lease is reaped, daemon B delivers X
+    and the row advances to Y; daemon C claims Y (attempt 1 again). A's late outcome for X must
+    not move the row C now owns.
+    """
+    await add_tenant(db)
+    message_id = await insert(db, "r1", "now() - interval '30 seconds'", cron="* * * * *")
+    stalled = await claim_one(store)  # daemon A: occurrence X, attempt 1
+
+    await db.execute(
+        "UPDATE reminderd.scheduled_messages SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+        message_id,
+    )
+    assert [r["id"] for r in await store.reap_expired_leases()] == [message_id]
+    takeover = await claim_one(store)  # daemon B: occurrence X, attempt 2
+    next_occurrence = await db.fetchval("SELECT now() - interval '1 second'")
+    await store.record_outcomes([advanced(takeover, next_occurrence)])
+    current = await claim_one(store)  # daemon C: occurrence Y, attempt 1
+    assert (current.attempt, current.scheduled_for) == (1, next_occurrence)
+    owned = await message(db, message_id)
+
+    await store.record_outcomes([advanced(stalled, next_occurrence)])
+
+    row = await message(db, message_id)
+    assert row["status"] == "picked", "a stale outcome for occurrence X released the row daemon C holds"
+    assert (row["attempts"], row["lease_expires_at"], row["fire_at"]) == (
+        owned["attempts"], owned["lease_expires_at"], owned["fire_at"],
+    )
+
+
+# release ----------------------------------------------------------------------------------------
+
+
+async def test_release_hands_rows_back_due_now_for_the_same_occurrence(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    await add_tenant(db)
+    unstarted_id = await insert(db, "unstarted", "now() - interval '6 seconds'")
+    started_id = await insert(db, "started", "now() - interval '5 seconds'")
+    jobs = {job.id: job for job in await claim(store)}
+
+    await store.release([Release(jobs[unstarted_id], started=False), Release(jobs[started_id], started=True)])
+
+    now = await db_now(db)
+    unstarted = await message(db, unstarted_id)
+    started = await message(db, started_id)
+    for row, job in ((unstarted, jobs[unstarted_id]), (started, jobs[started_id])):
+        assert row["status"] == "pending"
+        assert near(row["fire_at"], now)
+        assert row["scheduled_for"] == job.scheduled_for
+        assert row["lease_expires_at"] is None
+    assert unstarted["attempts"] == 0  # never attempted: the attempt is given back
+    assert started["attempts"] == 1  # may have reached the receiver: it counts
+
+    again = {job.id: job for job in await claim(store)}
+    assert again[unstarted_id].webhook_id == jobs[unstarted_id].webhook_id
+    assert again[started_id].webhook_id == jobs[started_id].webhook_id
+    assert (again[unstarted_id].attempt, again[started_id].attempt) == (1, 2)
+
+
+async def test_release_ignores_rows_no_longer_held(db: asyncpg.Connection, store: Store) -> None:
+    await add_tenant(db)
+    message_id = await insert(db, "r1")
+    job = await claim_one(store)
+    await store.cancel("t1", "r1")
+
+    await store.release([Release(job, started=False)])
+
+    row = await message(db, message_id)
+    assert (row["status"], row["attempts"]) == ("cancelled", 1)
+
+
+async def test_release_by_a_stalled_daemon_does_not_hand_back_the_next_cron_occurrence(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    """Same fencing gap as for outcomes: daemon A, shutting down, releases a job of occurrence X
+    whose lease was reaped long ago, while daemon C holds occurrence Y with the same attempt number.
+    """
+    await add_tenant(db)
+    message_id = await insert(db, "r1", "now() - interval '30 seconds'", cron="* * * * *")
+    stalled = await claim_one(store)  # daemon A: occurrence X, attempt 1
+    await db.execute(
+        "UPDATE reminderd.scheduled_messages SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+        message_id,
+    )
+    await store.reap_expired_leases()
+    takeover = await claim_one(store)  # daemon B: occurrence X, attempt 2
+    await store.record_outcomes([advanced(takeover, await db.fetchval("SELECT now() - interval '1 second'"))])
+    current = await claim_one(store)  # daemon C: occurrence Y, attempt 1
+    assert current.attempt == stalled.attempt
+    owned = await message(db, message_id)
+
+    await store.release([Release(stalled, started=False)])
+
+    row = await message(db, message_id)
+    assert (row["status"], row["attempts"], row["lease_expires_at"]) == (
+        "picked", owned["attempts"], owned["lease_expires_at"],
+    ), "a stale release for occurrence X handed back the row daemon C holds"
+
+
+# Housekeeping -----------------------------------------------------------------------------------
+
+
+async def test_reap_returns_expired_leases_to_pending(db: asyncpg.Connection, store: Store) -> None:
+    await add_tenant(db)
+    expired_id = await insert(db, "expired", "now() - interval '6 seconds'")
+    live_id = await insert(db, "live", "now() - interval '5 seconds'")
+    await claim(store)
+    await db.execute(
+        "UPDATE reminderd.scheduled_messages SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+        expired_id,
+    )
+    expired_before = await message(db, expired_id)
+    live_before = await message(db, live_id)
+
+    reaped = await store.reap_expired_leases()
+
+    assert [(r["id"], r["ref_id"], r["attempts"]) for r in reaped] == [(expired_id, "expired", 1)]
+    expired = await message(db, expired_id)
+    assert expired["status"] == "pending"
+    assert near(expired["fire_at"], await db_now(db))
+    assert expired["scheduled_for"] == expired_before["fire_at"]
+    assert expired["lease_expires_at"] is None
+    assert expired["attempts"] == 1
+    assert "lease expired" in expired["last_error"]
+    assert dict(await message(db, live_id)) == dict(live_before)
+
+
+async def test_expire_missed_expires_only_one_offs_beyond_the_lookback(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    await add_tenant(db)
+    missed = await insert(db, "missed", "now() - interval '10 minutes'")
+    recent = await insert(db, "recent", "now() - interval '60 seconds'")
+    cron = await insert(db, "cron", "now() - interval '10 minutes'", cron="*/5 * * * *")
+    sent = await insert(db, "sent", "now() - interval '10 minutes'", status="sent")
+
+    expired = await store.expire_missed(lookback_s=LOOKBACK_S)
+
+    assert [(r["id"], r["ref_id"]) for r in expired] == [(missed, "missed")]
+    row = await message(db, missed)
+    assert row["status"] == "expired"
+    assert "REMINDERD_LOOKBACK" in row["last_error"]
+    assert "120" in row["last_error"]
+    assert expired[0]["scheduled_for"] == row["fire_at"]
+    assert [(await message(db, i))["status"] for i in (recent, cron, sent)] == ["pending", "pending", "sent"]
+
+
+async def test_recurring_to_plan_lists_unplanned_and_missed_cron_rows(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    await add_tenant(db)
+    unplanned = await insert(db, "unplanned", None, cron="@hourly", timezone="Asia/Kolkata")
+    missed = await insert(db, "missed", "now() - interval '10 minutes'", cron="@hourly")
+    await insert(db, "due", "now() - interval '30 seconds'", cron="@hourly")  # the claim's business
+    await insert(db, "future", "now() + interval '1 hour'", cron="@hourly")
+    await insert(db, "one-off", "now() - interval '10 minutes'")
+    await insert(db, "cancelled", None, cron="@hourly", status="cancelled")
+
+    rows = await store.recurring_to_plan(lookback_s=LOOKBACK_S)
+
+    assert [r["id"] for r in rows] == [unplanned, missed]
+    assert (rows[0]["cron"], rows[0]["timezone"], rows[0]["fire_at"]) == ("@hourly", "Asia/Kolkata", None)
+    assert rows[1]["fire_at"] == (await message(db, missed))["fire_at"]
+    assert near(rows[0]["db_now"], await db_now(db))
+
+
+async def test_plan_recurring_sets_the_planned_fire_at_and_resets_attempts(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    await add_tenant(db)
+    unplanned = await insert(db, "unplanned", None, cron="@hourly")
+    missed = await insert(db, "missed", "now() - interval '10 minutes'", cron="@hourly", attempts=3)
+    await db.execute(
+        "UPDATE reminderd.scheduled_messages SET scheduled_for = fire_at - interval '1 hour' WHERE id = $1",
+        missed,
+    )
+    seen = {r["id"]: r["fire_at"] for r in await store.recurring_to_plan(lookback_s=LOOKBACK_S)}
+    next_fire = (await db_now(db)).replace(microsecond=0) + timedelta(hours=1)
+
+    planned = await store.plan_recurring([
+        Plan(unplanned, seen[unplanned], next_fire, "pending", None),
+        Plan(missed, seen[missed], next_fire, "pending", "missed occurrence: skipped to the next one"),
+    ])
+
+    assert sorted(r["id"] for r in planned) == sorted([unplanned, missed])
+    for message_id in (unplanned, missed):
+        row = await message(db, message_id)
+        assert (row["status"], row["fire_at"], row["attempts"], row["scheduled_for"]) == (
+            "pending", next_fire, 0, None,
+        )
+    assert (await message(db, missed))["last_error"] == "missed occurrence: skipped to the next one"
+
+
+async def test_plan_recurring_skips_a_row_changed_since_it_was_read(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    await add_tenant(db)
+    missed = await insert(db, "missed", "now() - interval '10 minutes'", cron="@hourly")
+    [read] = await store.recurring_to_plan(lookback_s=LOOKBACK_S)
+    # Another daemon planned it in between.
+    await db.execute(
+        "UPDATE reminderd.scheduled_messages SET fire_at = now() + interval '30 minutes' WHERE id = $1", missed
+    )
+    before = await message(db, missed)
+
+    planned = await store.plan_recurring([
+        Plan(missed, read["fire_at"], read["db_now"] + timedelta(hours=1), "pending", None),
+    ])
+
+    assert planned == []
+    assert dict(await message(db, missed)) == dict(before)
+
+
+async def test_plan_recurring_dead_letters_a_row_that_cannot_recur(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    await add_tenant(db)
+    message_id = await insert(db, "r1", None, cron="0 0 31 2 *")
+
+    planned = await store.plan_recurring([
+        Plan(message_id, None, None, "dead", "cannot schedule: no occurrence"),
+    ])
+
+    assert [(r["id"], r["status"], r["last_error"]) for r in planned] == [
+        (message_id, "dead", "cannot schedule: no occurrence"),
+    ]
+    row = await message(db, message_id)
+    assert row["status"] == "dead"
+    assert row["fire_at"] is None
+    assert row["last_error"] == "cannot schedule: no occurrence"
+
+
+async def test_seconds_until_next_due_follows_the_earliest_pending_row(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    await add_tenant(db)
+    assert await store.seconds_until_next_due(lookback_s=LOOKBACK_S) is None
+
+    await insert(db, "soon", "now() + interval '30 seconds'")
+    await insert(db, "later", "now() + interval '1 hour'")
+    await insert(db, "finished", "now() - interval '1 second'", status="sent")
+    until = await store.seconds_until_next_due(lookback_s=LOOKBACK_S)
+    assert until is not None
+    assert 25 < until <= 30
+
+    await insert(db, "due", "now() - interval '5 seconds'")
+    until = await store.seconds_until_next_due(lookback_s=LOOKBACK_S)
+    assert until is not None
+    assert -10 < until <= -5
+
+
+async def test_seconds_until_next_due_ignores_rows_beyond_the_lookback(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    await add_tenant(db)
+    await insert(db, "missed", "now() - interval '10 minutes'")
+    assert await store.seconds_until_next_due(lookback_s=LOOKBACK_S) is None
+
+
+# The application's side -------------------------------------------------------------------------
+
+
+async def test_add_tenant_returns_its_whsec_signing_secret(db: asyncpg.Connection, store: Store) -> None:
+    secret = await store.add_tenant("acme", "https://acme.example/hooks")
+    other = await store.add_tenant("globex", None)
+
+    assert secret.startswith("whsec_")
+    assert secret != other
+    row = await db.fetchrow("SELECT callback_url, signing_secret FROM reminderd.tenants WHERE id = 'acme'")
+    assert (row["callback_url"], row["signing_secret"]) == ("https://acme.example/hooks", secret)
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await store.add_tenant("acme", None)
+
+
+async def test_schedule_at_replaces_and_cancel_cancels(db: asyncpg.Connection, store: Store) -> None:
+    await store.add_tenant("t1", CALLBACK)
+    fire_at = (await db_now(db)).replace(microsecond=0) + timedelta(hours=1)
+
+    first = await store.schedule_at("t1", "r1", fire_at, {"n": 1}, None)
+    second = await store.schedule_at("t1", "r1", fire_at, {"n": 2, "text": "é"}, "https://other.example/x")
+
+    old = await message(db, first)
+    new = await message(db, second)
+    assert (old["status"], old["last_error"]) == ("cancelled", "replaced by a new schedule")
+    assert (new["status"], new["fire_at"], new["callback_url"]) == ("pending", fire_at, "https://other.example/x")
+    assert json.loads(new["payload"]) == {"n": 2, "text": "é"}
+
+    assert await store.cancel("t1", "r1") == 1
+    assert await store.cancel("t1", "r1") == 0
+    assert (await message(db, second))["status"] == "cancelled"
+
+
+async def test_schedule_cron_stores_an_unplanned_recurring_row(db: asyncpg.Connection, store: Store) -> None:
+    await store.add_tenant("t1", CALLBACK)
+
+    message_id = await store.schedule_cron("t1", "daily", "0 9 * * *", "Europe/Paris", ["x"], None)
+
+    row = await message(db, message_id)
+    assert (row["cron"], row["timezone"], row["fire_at"], row["status"]) == (
+        "0 9 * * *", "Europe/Paris", None, "pending",
+    )
+    assert json.loads(row["payload"]) == ["x"]
+    assert [r["id"] for r in await store.recurring_to_plan(lookback_s=LOOKBACK_S)] == [message_id]
+
+
+async def test_status_counts_groups_by_tenant_and_status(db: asyncpg.Connection, store: Store) -> None:
+    await add_tenant(db, "t1")
+    await add_tenant(db, "t2")
+    await insert(db, "a", "now() + interval '1 hour'")
+    await insert(db, "b", "now() + interval '2 hours'")
+    await insert(db, "c", status="sent")
+    await insert(db, "d", "now() + interval '3 hours'", tenant_id="t2")
+    earliest = (await message(db, await insert(db, "e", "now() + interval '30 minutes'")))["fire_at"]
+
+    counts = [(r["tenant_id"], r["status"], r["messages"], r["next_due"]) for r in await store.status_counts()]
+
+    assert [c[:3] for c in counts] == [("t1", "pending", 3), ("t1", "sent", 1), ("t2", "pending", 1)]
+    assert counts[0][3] == earliest
+    assert counts[1][3] is None
+
+
+async def test_schema_revision_is_0001(store: Store) -> None:
+    assert await store.schema_revision() == "0001"
+
+
+async def test_schema_revision_is_none_on_an_empty_database(empty_database_url: str) -> None:
+    empty = await Store.connect(empty_database_url)
+    try:
+        assert await empty.schema_revision() is None
+    finally:
+        await empty.close()

@@ -1,0 +1,347 @@
+"""The worker in-process against a real database and a real local HTTP receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+from standardwebhooks.webhooks import Webhook
+from support import TEST_SECRET, Receiver, poll_until
+
+from reminderd.callback import CallbackClient
+from reminderd.settings import Settings
+from reminderd.store import Store
+from reminderd.worker import Worker
+
+LOCALHOST = (ipaddress.ip_network("127.0.0.0/8"),)
+
+
+def fast_settings(database_url: str, **overrides: Any) -> Settings:
+    base = Settings(
+        database_url=database_url,
+        poll_interval_s=0.2,
+        retry_base_s=0.05,
+        retry_cap_s=0.2,
+        callback_timeout_s=2,
+        lease_s=10,
+        shutdown_timeout_s=5,
+        allowed_callback_networks=LOCALHOST,
+    )
+    return replace(base, **overrides)
+
+
+@asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
+    store = await Store.connect(settings.database_url)
+    client = CallbackClient(settings)
+    worker = Worker(settings, store, client)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.ready.wait(), 10)
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 20)
+        await client.close()
+        await store.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = await Receiver().start()
+    yield r
+    await r.stop()
+
+
+@pytest.fixture
+async def tenant(db: asyncpg.Connection, receiver: Receiver) -> str:
+    await db.execute(
+        "INSERT INTO reminderd.tenants (id, callback_url, signing_secret) VALUES ('acme', $1, $2)",
+        receiver.url, TEST_SECRET,
+    )
+    return "acme"
+
+
+async def status_of(db: asyncpg.Connection, ref: str) -> asyncpg.Record:
+    return await db.fetchrow(
+        "SELECT * FROM reminderd.scheduled_messages WHERE ref_id = $1 ORDER BY id DESC LIMIT 1", ref
+    )
+
+
+def settled(db: asyncpg.Connection, ref: str, *statuses: str) -> Callable[[], Any]:
+    async def check() -> asyncpg.Record | None:
+        row = await status_of(db, ref)
+        return row if row is not None and row["status"] in statuses else None
+
+    return check
+
+
+async def test_delivers_a_due_message_signed_for_standard_webhooks(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, payload) "
+        "VALUES ('acme', 'booking:1', now(), '{\"to\": \"+441234\", \"text\": \"héllo\"}')"
+    )
+    async with running_worker(fast_settings(database_url)):
+        await receiver.wait_for(lambda got: len(got) == 1)
+        row = await poll_until(settled(db, "booking:1", "sent"))
+
+    got = receiver.received[0]
+    verified = Webhook(TEST_SECRET).verify(got.body, got.headers)
+    assert verified["payload"] == {"to": "+441234", "text": "héllo"}
+    assert verified["ref_id"] == "booking:1" and verified["tenant_id"] == "acme"
+    assert verified["attempt"] == 1 and verified["id"] == row["id"]
+    assert got.headers["Content-Type"] == "application/json"
+    assert got.headers["User-Agent"].startswith("reminderd/")
+    assert "." not in got.webhook_id
+    assert row["sent_at"] is not None and row["attempts"] == 1
+    delivery = await db.fetchrow("SELECT * FROM reminderd.deliveries WHERE message_id = $1", row["id"])
+    assert delivery["status_code"] == 200 and delivery["webhook_id"] == got.webhook_id
+
+
+async def test_retry_then_success_keeps_one_webhook_id(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    receiver.script["flaky"] = [503, 500, 429]
+    await db.execute("SELECT reminderd.schedule('acme', 'flaky', now())")
+    async with running_worker(fast_settings(database_url)):
+        row = await poll_until(settled(db, "flaky", "sent"))
+
+    attempts = receiver.by_ref()["flaky"]
+    assert [a.message["attempt"] for a in attempts] == [1, 2, 3, 4]
+    assert len({a.webhook_id for a in attempts}) == 1
+    assert {a.message["scheduled_for"] for a in attempts} == {attempts[0].message["scheduled_for"]}
+    assert row["attempts"] == 4 and row["last_error"] is None
+    codes = await db.fetch(
+        "SELECT status_code FROM reminderd.deliveries WHERE message_id = $1 ORDER BY attempt", row["id"]
+    )
+    assert [c["status_code"] for c in codes] == [503, 500, 429, 200]
+
+
+async def test_dead_letters_after_max_attempts(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    receiver.script["doomed"] = [503] * 10
+    await db.execute("SELECT reminderd.schedule('acme', 'doomed', now())")
+    async with running_worker(fast_settings(database_url, max_attempts=3)):
+        row = await poll_until(settled(db, "doomed", "dead"))
+
+    assert row["attempts"] == 3
+    assert "gave up after 3 attempts" in row["last_error"] and "HTTP 503" in row["last_error"]
+    assert len(receiver.by_ref()["doomed"]) == 3
+
+
+async def test_row_max_attempts_overrides_the_setting(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    receiver.script["once"] = [500] * 10
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, max_attempts) "
+        "VALUES ('acme', 'once', now(), 1)"
+    )
+    async with running_worker(fast_settings(database_url, max_attempts=5)):
+        row = await poll_until(settled(db, "once", "dead"))
+    assert row["attempts"] == 1 and len(receiver.received) == 1
+
+
+async def test_404_dead_letters_at_once(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    receiver.script["gone"] = [404]
+    await db.execute("SELECT reminderd.schedule('acme', 'gone', now())")
+    async with running_worker(fast_settings(database_url)):
+        row = await poll_until(settled(db, "gone", "dead"))
+    assert row["attempts"] == 1
+    assert row["last_error"].startswith("permanent failure: HTTP 404")
+    assert len(receiver.received) == 1
+
+
+async def test_redirect_is_a_failed_attempt_not_followed(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    receiver.script["moved"] = [(302, {"Location": "http://169.254.169.254/latest/meta-data"})]
+    await db.execute("SELECT reminderd.schedule('acme', 'moved', now())")
+    async with running_worker(fast_settings(database_url)):
+        row = await poll_until(settled(db, "moved", "sent"))
+    first = await db.fetchval(
+        "SELECT error FROM reminderd.deliveries WHERE message_id = $1 AND attempt = 1", row["id"]
+    )
+    assert first.startswith("HTTP 302") and "redirects are not followed" in first
+    assert len(receiver.received) == 2  # the retry, never the redirect target
+
+
+async def test_retry_after_is_honoured(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    receiver.script["busy"] = [(429, {"Retry-After": "60"})]
+    await db.execute("SELECT reminderd.schedule('acme', 'busy', now())")
+    async with running_worker(fast_settings(database_url, retry_cap_s=3600)):
+        row = await poll_until(settled(db, "busy", "pending"))
+        wait_s = await db.fetchval(
+            "SELECT extract(epoch FROM fire_at - now()) FROM reminderd.scheduled_messages WHERE id = $1",
+            row["id"],
+        )
+    assert 55 < wait_s <= 60
+    assert "HTTP 429" in row["last_error"] and row["scheduled_for"] is not None
+
+
+async def test_cancel_and_replace_sends_only_the_replacement(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    await db.execute("SELECT reminderd.schedule('acme', 'cart:7', now() + interval '1 second', '{\"v\": 1}')")
+    await db.execute("SELECT reminderd.schedule('acme', 'cart:7', now() + interval '1 second', '{\"v\": 2}')")
+    await db.execute("SELECT reminderd.schedule('acme', 'cart:8', now() + interval '1 second')")
+    assert await db.fetchval("SELECT reminderd.cancel('acme', 'cart:8')") == 1
+    async with running_worker(fast_settings(database_url)):
+        await poll_until(settled(db, "cart:7", "sent"))
+
+    assert [r.message["payload"] for r in receiver.received] == [{"v": 2}]
+    statuses = await db.fetch("SELECT ref_id, status FROM reminderd.scheduled_messages ORDER BY id")
+    assert [tuple(s) for s in statuses] == [("cart:7", "cancelled"), ("cart:7", "sent"), ("cart:8", "cancelled")]
+
+
+async def test_missed_beyond_lookback_expires_with_reason_and_never_fires(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) VALUES "
+        "('acme', 'stale', now() - interval '10 minutes'), ('acme', 'fresh', now() - interval '30 seconds')"
+    )
+    async with running_worker(fast_settings(database_url, lookback_s=120)):
+        stale = await poll_until(settled(db, "stale", "expired"))
+        await poll_until(settled(db, "fresh", "sent"))
+    assert "REMINDERD_LOOKBACK" in stale["last_error"]
+    assert [r.message["ref_id"] for r in receiver.received] == ["fresh"]
+
+
+async def test_private_callback_address_is_refused_and_dead_lettered(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    await db.execute("SELECT reminderd.schedule('acme', 'ssrf-name', now())")  # localhost by name
+    await db.execute(
+        "SELECT reminderd.schedule('acme', 'ssrf-literal', now(), '{}', 'http://169.254.169.254/latest')"
+    )
+    await db.execute(
+        "UPDATE reminderd.scheduled_messages SET callback_url = replace($1, '127.0.0.1', 'localhost') "
+        "WHERE ref_id = 'ssrf-name'",
+        receiver.url,
+    )
+    async with running_worker(fast_settings(database_url, allowed_callback_networks=())):
+        by_name = await poll_until(settled(db, "ssrf-name", "dead"))
+        literal = await poll_until(settled(db, "ssrf-literal", "dead"))
+    assert by_name["last_error"].startswith("refused:") and "not a public address" in by_name["last_error"]
+    assert "169.254.169.254" in literal["last_error"]
+    assert receiver.received == []
+
+
+async def test_poisoned_rows_end_dead_with_a_reason_and_the_daemon_keeps_going(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    # Both pass the SQL checks (five fields; a zone name PostgreSQL knows) but cannot be scheduled.
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, cron, timezone) VALUES "
+        "('acme', 'bad-cron', '61 * * * *', 'UTC'), ('acme', 'bad-zone', '* * * * *', 'PST')"
+    )
+    await db.execute("SELECT reminderd.schedule('acme', 'good', now())")
+    async with running_worker(fast_settings(database_url)):
+        bad_cron = await poll_until(settled(db, "bad-cron", "dead"))
+        bad_zone = await poll_until(settled(db, "bad-zone", "dead"))
+        await poll_until(settled(db, "good", "sent"))
+    assert '"61 * * * *"' in bad_cron["last_error"]
+    assert 'unknown timezone "PST"' in bad_zone["last_error"]
+    assert [r.message["ref_id"] for r in receiver.received] == ["good"]
+
+
+async def test_recurring_row_is_planned_fired_and_advanced(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    await db.execute("SELECT reminderd.schedule_cron('acme', 'monthly', '0 9 1 * *', 'Asia/Kolkata')")
+    async with running_worker(fast_settings(database_url)):
+        planned = await poll_until(_planned(db, "monthly"))
+        # Make the planned occurrence due now, as if the month had turned.
+        occurrence = datetime(2026, 12, 1, 3, 30, tzinfo=UTC)
+        await db.execute(
+            "UPDATE reminderd.scheduled_messages SET fire_at = now() - interval '1 second', "
+            "scheduled_for = $1 WHERE id = $2",
+            occurrence, planned["id"],
+        )
+        await receiver.wait_for(lambda got: len(got) == 1)
+        advanced = await poll_until(_fire_at_after(db, planned["id"], occurrence))
+
+    local = planned["fire_at"].astimezone(ZoneInfo("Asia/Kolkata"))
+    assert (local.day, local.hour, local.minute) == (1, 9, 0)
+    assert receiver.received[0].message["scheduled_for"] == "2026-12-01T03:30:00.000Z"
+    assert advanced["fire_at"] == datetime(2027, 1, 1, 3, 30, tzinfo=UTC)
+    assert advanced["status"] == "pending" and advanced["attempts"] == 0
+    assert advanced["scheduled_for"] is None and advanced["sent_at"] is not None
+
+
+def _planned(db: asyncpg.Connection, ref: str) -> Callable[[], Any]:
+    async def check() -> asyncpg.Record | None:
+        row = await status_of(db, ref)
+        return row if row["fire_at"] is not None else None
+
+    return check
+
+
+def _fire_at_after(db: asyncpg.Connection, message_id: int, instant: datetime) -> Callable[[], Any]:
+    async def check() -> asyncpg.Record | None:
+        row = await db.fetchrow("SELECT * FROM reminderd.scheduled_messages WHERE id = $1", message_id)
+        return row if row["fire_at"] > instant and row["status"] == "pending" else None
+
+    return check
+
+
+async def test_recurring_occurrence_dead_letters_and_the_row_moves_on(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    receiver.script["hourly"] = [410]
+    message_id = await db.fetchval(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, cron, fire_at) "
+        "VALUES ('acme', 'hourly', '0 * * * *', date_trunc('hour', now())) RETURNING id"
+    )
+    occurrence = await db.fetchval("SELECT fire_at FROM reminderd.scheduled_messages WHERE id = $1", message_id)
+    async with running_worker(fast_settings(database_url, lookback_s=3600)):
+        row = await poll_until(_fire_at_after(db, message_id, occurrence))
+    assert row["fire_at"] == occurrence + timedelta(hours=1)
+    assert "dead-lettered" in row["last_error"] and "HTTP 410" in row["last_error"]
+
+
+async def test_a_message_scheduled_while_idle_fires_on_time_not_at_the_next_poll(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    async with running_worker(fast_settings(database_url, poll_interval_s=30)):
+        fire_at = await db.fetchval("SELECT now() + interval '300 milliseconds'")
+        await db.execute("SELECT reminderd.schedule('acme', 'soon', $1)", fire_at)
+        await receiver.wait_for(lambda got: len(got) == 1, timeout_s=10)
+    late_s = receiver.received[0].received_at - fire_at.timestamp()
+    assert -0.05 < late_s < 2.0  # woken by NOTIFY and the known fire_at, not the 30 s poll
+
+
+async def test_graceful_stop_finishes_in_flight_and_hands_back_the_rest(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    receiver.delay_s = 0.5
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) "
+        "SELECT 'acme', 'bulk:' || i, now() FROM generate_series(1, 40) AS i"
+    )
+    async with running_worker(fast_settings(database_url, concurrency=4, batch_size=10)):
+        await receiver.wait_for(lambda got: len(got) >= 4)
+    counts = dict(await db.fetch("SELECT status, count(*) FROM reminderd.scheduled_messages GROUP BY status"))
+    assert "picked" not in counts
+    assert counts["sent"] >= 4 and counts["sent"] + counts.get("pending", 0) == 40
+    never_tried = await db.fetchval(
+        "SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'pending' AND attempts = 0"
+    )
+    assert never_tried == counts.get("pending", 0)  # handed back rows gave their attempt back
+    assert len(receiver.received) == counts["sent"]  # nothing sent twice, nothing lost

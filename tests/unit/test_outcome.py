@@ -1,0 +1,220 @@
+"""Unit tests for reminderd.outcome: what a row becomes after one attempt (pure: no DB, no clock)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from support import TEST_SECRET
+
+from reminderd.callback import AttemptResult
+from reminderd.jobs import Job
+from reminderd.outcome import decide, preflight
+from reminderd.retry import RetryPolicy
+
+POLICY = RetryPolicy(base_s=5, cap_s=3600, max_attempts=8)
+OCCURRENCE = datetime(2026, 3, 10, 3, 30, tzinfo=UTC)  # 09:00 in Asia/Kolkata
+
+DELIVERED = AttemptResult(delivered=True, status_code=204, error=None, duration_ms=12)
+UNAVAILABLE = AttemptResult(delivered=False, status_code=503, error="HTTP 503: busy", duration_ms=30)
+TIMED_OUT = AttemptResult(delivered=False, status_code=None, error="timed out after 10s", duration_ms=10_000)
+NOT_FOUND = AttemptResult(
+    delivered=False, status_code=404, error="HTTP 404: no such hook", duration_ms=8, permanent=True
+)
+REFUSED = AttemptResult(
+    delivered=False,
+    status_code=None,
+    error="refused: callback address 10.0.0.1 is not a public address",
+    duration_ms=0,
+    permanent=True,
+    poison=True,
+)
+
+
+def one_off(**changes: Any) -> Job:
+    job = Job(
+        id=7,
+        tenant_id="acme",
+        ref_id="invoice-7",
+        payload_json='{"n": 1}',
+        callback_url="https://hooks.example/cb",
+        scheduled_for=OCCURRENCE,
+        cron=None,
+        timezone="UTC",
+        attempt=1,
+        max_attempts=None,
+        signing_secret=TEST_SECRET,
+    )
+    return replace(job, **changes)
+
+
+def recurring(**changes: Any) -> Job:
+    return replace(one_off(cron="0 9 * * *", timezone="Asia/Kolkata"), **changes)
+
+
+def rng() -> random.Random:
+    return random.Random(1234)
+
+
+# Delivered
+
+
+def test_delivered_one_off_is_sent() -> None:
+    outcome = decide(one_off(), DELIVERED, POLICY, rng())
+    assert (outcome.event, outcome.next_status) == ("delivered", "sent")
+    assert outcome.next_fire_at is None and outcome.retry_in_s is None
+    assert outcome.last_error is None
+    assert outcome.job == one_off() and outcome.result is DELIVERED
+
+
+def test_delivered_cron_goes_back_to_pending_at_its_next_occurrence() -> None:
+    outcome = decide(recurring(attempt=3), DELIVERED, POLICY, rng())
+    assert (outcome.event, outcome.next_status) == ("delivered", "pending")
+    assert outcome.next_fire_at == datetime(2026, 3, 11, 3, 30, tzinfo=UTC)  # next 09:00 in Kolkata
+    assert outcome.next_fire_at > OCCURRENCE
+    assert outcome.reset_attempts is True
+    assert outcome.last_error is None
+    assert outcome.retry_in_s is None
+
+
+def test_next_occurrence_follows_the_rows_timezone_across_dst() -> None:
+    # 09:00 New York: 14:00Z in winter; DST starts on 2026-03-08, so the next one is 13:00Z.
+    job = recurring(timezone="America/New_York", scheduled_for=datetime(2026, 3, 7, 14, 0, tzinfo=UTC))
+    outcome = decide(job, DELIVERED, POLICY, rng())
+    assert outcome.next_fire_at == datetime(2026, 3, 8, 13, 0, tzinfo=UTC)
+
+
+def test_next_occurrence_is_strictly_after_the_one_just_sent() -> None:
+    job = recurring(cron="* * * * *", timezone="UTC")
+    outcome = decide(job, DELIVERED, POLICY, rng())
+    assert outcome.next_fire_at == datetime(2026, 3, 10, 3, 31, tzinfo=UTC)
+
+
+# Retried
+
+
+@pytest.mark.parametrize("result", [UNAVAILABLE, TIMED_OUT], ids=["503", "timeout"])
+def test_transient_failure_is_retried_for_the_same_occurrence(result: AttemptResult) -> None:
+    outcome = decide(one_off(), result, POLICY, rng())
+    assert (outcome.event, outcome.next_status) == ("retry", "pending")
+    assert outcome.next_scheduled_for == OCCURRENCE
+    assert outcome.retry_in_s is not None and 0 <= outcome.retry_in_s <= 5
+    assert outcome.next_fire_at is None
+    assert outcome.reset_attempts is False
+    assert outcome.last_error is not None
+    assert outcome.last_error.startswith(f"attempt 1 failed: {result.error}; retrying in ")
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 4, 7])
+def test_retry_delay_is_within_the_backoff_bounds(attempt: int) -> None:
+    for seed in range(100):
+        outcome = decide(one_off(attempt=attempt), UNAVAILABLE, POLICY, random.Random(seed))
+        assert outcome.retry_in_s is not None
+        assert 0 <= outcome.retry_in_s <= min(3600, 5 * 2 ** (attempt - 1))
+
+
+def test_retry_honours_retry_after_from_the_receiver() -> None:
+    result = replace(UNAVAILABLE, retry_after_s=90.0)
+    outcome = decide(one_off(), result, POLICY, rng())
+    assert outcome.retry_in_s == 90.0
+    assert outcome.last_error is not None and outcome.last_error.endswith("retrying in 90.0s")
+
+
+def test_failure_without_an_error_text_still_explains_itself() -> None:
+    outcome = decide(one_off(), replace(UNAVAILABLE, error=None), POLICY, rng())
+    assert outcome.last_error is not None and outcome.last_error.startswith("attempt 1 failed: failed;")
+
+
+def test_cron_row_retries_its_current_occurrence_not_the_next() -> None:
+    outcome = decide(recurring(attempt=2), UNAVAILABLE, POLICY, rng())
+    assert outcome.event == "retry"
+    assert outcome.next_scheduled_for == OCCURRENCE
+    assert outcome.next_fire_at is None and outcome.reset_attempts is False
+
+
+# Dead-lettered
+
+
+def test_permanent_failure_dead_letters_at_once() -> None:
+    outcome = decide(one_off(attempt=1), NOT_FOUND, POLICY, rng())
+    assert (outcome.event, outcome.next_status) == ("dead", "dead")
+    assert outcome.last_error == "permanent failure: HTTP 404: no such hook"
+    assert outcome.retry_in_s is None
+
+
+def test_gives_up_after_default_max_attempts() -> None:
+    outcome = decide(one_off(attempt=8), UNAVAILABLE, POLICY, rng())
+    assert (outcome.event, outcome.next_status) == ("dead", "dead")
+    assert outcome.last_error == "gave up after 8 attempts: HTTP 503: busy"
+
+
+def test_last_attempt_but_one_still_retries() -> None:
+    assert decide(one_off(attempt=7), UNAVAILABLE, POLICY, rng()).event == "retry"
+
+
+def test_row_max_attempts_below_default_is_respected() -> None:
+    outcome = decide(one_off(attempt=3, max_attempts=3), UNAVAILABLE, POLICY, rng())
+    assert outcome.event == "dead"
+    assert outcome.last_error == "gave up after 3 attempts: HTTP 503: busy"
+
+
+def test_row_max_attempts_above_default_is_respected() -> None:
+    assert decide(one_off(attempt=8, max_attempts=12), UNAVAILABLE, POLICY, rng()).event == "retry"
+    assert decide(one_off(attempt=12, max_attempts=12), UNAVAILABLE, POLICY, rng()).event == "dead"
+
+
+def test_cron_occurrence_that_gives_up_advances_to_the_next_occurrence() -> None:
+    outcome = decide(recurring(attempt=8), UNAVAILABLE, POLICY, rng())
+    assert (outcome.event, outcome.next_status) == ("advanced", "pending")
+    assert outcome.next_fire_at == datetime(2026, 3, 11, 3, 30, tzinfo=UTC)
+    assert outcome.reset_attempts is True
+    assert outcome.last_error == (
+        "occurrence 2026-03-10T03:30:00.000Z dead-lettered (gave up after 8 attempts: HTTP 503: busy)"
+    )
+
+
+def test_cron_occurrence_with_permanent_failure_advances() -> None:
+    outcome = decide(recurring(), NOT_FOUND, POLICY, rng())
+    assert (outcome.event, outcome.next_status) == ("advanced", "pending")
+    assert outcome.next_fire_at == datetime(2026, 3, 11, 3, 30, tzinfo=UTC)
+    assert outcome.last_error is not None and "permanent failure: HTTP 404" in outcome.last_error
+
+
+@pytest.mark.parametrize("job", [one_off(), recurring()], ids=["one-off", "cron"])
+def test_poison_result_is_dead_even_for_cron_rows(job: Job) -> None:
+    outcome = decide(job, REFUSED, POLICY, rng())
+    assert (outcome.event, outcome.next_status) == ("dead", "dead")
+    assert outcome.next_fire_at is None
+    assert outcome.reset_attempts is False
+    assert outcome.last_error == REFUSED.error
+
+
+def test_delivered_cron_row_that_cannot_recur_is_dead() -> None:
+    outcome = decide(recurring(timezone="Mars/Olympus_Mons"), DELIVERED, POLICY, rng())
+    assert (outcome.event, outcome.next_status) == ("dead", "dead")
+    assert outcome.last_error == 'cannot recur: unknown timezone "Mars/Olympus_Mons"'
+
+
+# Preflight
+
+
+def test_preflight_passes_a_valid_cron_row() -> None:
+    assert preflight(recurring()) is None
+
+
+def test_preflight_passes_a_one_off_row_whatever_its_timezone() -> None:
+    assert preflight(one_off(timezone="Not/A_Zone")) is None
+
+
+@pytest.mark.parametrize("cron", ["61 * * * *", "* * * *", "0 9 31 2 *", "R * * * *"])
+def test_preflight_explains_an_invalid_cron(cron: str) -> None:
+    problem = preflight(recurring(cron=cron))
+    assert problem is not None
+    assert problem.startswith(f'invalid cron "{cron}"')
+
+
+def test_preflight_explains_an_unknown_timezone_on_a_cron_row() -> None:
+    assert preflight(recurring(timezone="Mars/Olympus_Mons")) == 'unknown timezone "Mars/Olympus_Mons"'

@@ -1,0 +1,244 @@
+"""Unit tests for reminderd.settings: defaults, validation naming the variable, *_FILE, masking."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from reminderd.exceptions import ConfigError
+from reminderd.settings import Settings, mask_url
+
+PASSWORD = "hunter2-s3cret"
+URL = f"postgresql://app:{PASSWORD}@db.example:5432/reminderd"
+
+
+def load(**variables: str) -> Settings:
+    """Settings from an explicit environment holding URL plus REMINDERD_<name>=value for each keyword."""
+    env = {"REMINDERD_DATABASE_URL": URL}
+    env.update({f"REMINDERD_{name}": value for name, value in variables.items()})
+    return Settings.from_env(env)
+
+
+# Defaults
+
+
+def test_defaults_match_the_documented_values() -> None:
+    settings = load()
+    assert settings.database_url == URL
+    assert settings.poll_interval_s == 2
+    assert settings.lookback_s == 120
+    assert settings.batch_size == 100
+    assert settings.concurrency == 64
+    assert settings.lease_s == 300
+    assert settings.callback_timeout_s == 10
+    assert settings.max_attempts == 8
+    assert settings.retry_base_s == 5
+    assert settings.retry_cap_s == 3600
+    assert settings.shutdown_timeout_s == 30
+    assert settings.allowed_callback_networks == ()
+    assert settings.log_level == "info"
+
+
+def test_blank_values_fall_back_to_defaults() -> None:
+    settings = load(BATCH_SIZE="   ", CONCURRENCY="")
+    assert (settings.batch_size, settings.concurrency) == (100, 64)
+
+
+def test_unrelated_environment_is_ignored() -> None:
+    settings = Settings.from_env({"REMINDERD_DATABASE_URL": URL, "PATH": "/bin", "REMINDERD_UNKNOWN": "x"})
+    assert settings.batch_size == 100
+
+
+# Valid overrides
+
+
+def test_overrides_are_parsed_to_their_types() -> None:
+    settings = load(
+        POLL_INTERVAL="0.5",
+        LOOKBACK="60",
+        BATCH_SIZE="250",
+        CONCURRENCY="8",
+        LEASE="90",
+        CALLBACK_TIMEOUT="2.5",
+        MAX_ATTEMPTS="3",
+        RETRY_BASE="1",
+        RETRY_CAP="60",
+        SHUTDOWN_TIMEOUT="0",
+        LOG_LEVEL="DEBUG",
+    )
+    assert settings.poll_interval_s == 0.5
+    assert settings.lookback_s == 60
+    assert settings.batch_size == 250 and isinstance(settings.batch_size, int)
+    assert settings.concurrency == 8
+    assert settings.lease_s == 90
+    assert settings.callback_timeout_s == 2.5
+    assert settings.max_attempts == 3
+    assert (settings.retry_base_s, settings.retry_cap_s) == (1, 60)
+    assert settings.shutdown_timeout_s == 0
+    assert settings.log_level == "debug"
+
+
+def test_allowed_networks_parse_a_comma_separated_list() -> None:
+    settings = load(ALLOWED_CALLBACK_NETWORKS=" 10.0.0.0/8, fd00::/8,,127.0.0.1, 192.168.1.7/24 ")
+    assert settings.allowed_callback_networks == (
+        ipaddress.ip_network("10.0.0.0/8"),
+        ipaddress.ip_network("fd00::/8"),
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("192.168.1.0/24"),  # host bits are tolerated, not an error
+    )
+
+
+def test_postgres_scheme_alias_is_accepted() -> None:
+    url = "postgres://app@db/reminderd"
+    assert Settings.from_env({"REMINDERD_DATABASE_URL": url}).database_url == url
+
+
+# Errors name the variable
+
+
+@pytest.mark.parametrize("environ", [{}, {"REMINDERD_DATABASE_URL": "   "}, {"DATABASE_URL": URL}])
+def test_missing_database_url_is_a_config_error_naming_it(environ: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="REMINDERD_DATABASE_URL is required"):
+        Settings.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BATCH_SIZE", "abc"),
+        ("BATCH_SIZE", "0"),
+        ("BATCH_SIZE", "1.5"),
+        ("BATCH_SIZE", "10001"),
+        ("CONCURRENCY", "0"),
+        ("CONCURRENCY", "-4"),
+        ("POLL_INTERVAL", "0"),
+        ("POLL_INTERVAL", "601"),
+        ("POLL_INTERVAL", "fast"),
+        ("LOOKBACK", "0.5"),
+        ("LEASE", "5m"),
+        ("CALLBACK_TIMEOUT", "0"),
+        ("MAX_ATTEMPTS", "0"),
+        ("MAX_ATTEMPTS", "1001"),
+        ("RETRY_BASE", "-1"),
+        ("RETRY_CAP", "nan"),
+        ("SHUTDOWN_TIMEOUT", "inf"),
+        ("ALLOWED_CALLBACK_NETWORKS", "10.0.0.0/33"),
+        ("ALLOWED_CALLBACK_NETWORKS", "10.0.0.0/8,example.com"),
+        ("LOG_LEVEL", "loud"),
+        ("DATABASE_URL", "mysql://app@db/reminderd"),
+    ],
+)
+def test_bad_value_is_a_config_error_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(**{name: value})
+    assert str(raised.value).startswith(f"REMINDERD_{name}=")
+
+
+def test_bad_value_error_says_what_is_allowed() -> None:
+    with pytest.raises(ConfigError, match=r"REMINDERD_CONCURRENCY='0': must be between 1 and 10000"):
+        load(CONCURRENCY="0")
+    with pytest.raises(ConfigError, match=r"'10\.0\.0\.0/33' is not a CIDR network"):
+        load(ALLOWED_CALLBACK_NETWORKS="10.0.0.0/33")
+
+
+@pytest.mark.parametrize(("lease", "timeout"), [("10", "10"), ("5", "10"), ("30", "31")])
+def test_lease_not_longer_than_callback_timeout_is_rejected(lease: str, timeout: str) -> None:
+    with pytest.raises(ConfigError, match=r"REMINDERD_LEASE .* must be longer than REMINDERD_CALLBACK_TIMEOUT"):
+        load(LEASE=lease, CALLBACK_TIMEOUT=timeout)
+
+
+def test_lease_just_longer_than_callback_timeout_is_accepted() -> None:
+    assert load(LEASE="11", CALLBACK_TIMEOUT="10").lease_s == 11
+
+
+def test_retry_cap_below_retry_base_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"REMINDERD_RETRY_CAP .* must be at least REMINDERD_RETRY_BASE"):
+        load(RETRY_BASE="60", RETRY_CAP="30")
+
+
+# *_FILE
+
+
+def test_database_url_is_read_from_the_named_file(tmp_path: Path) -> None:
+    secret_file = tmp_path / "database-url"
+    secret_file.write_text(f"  {URL}\n", encoding="utf-8")
+    settings = Settings.from_env({"REMINDERD_DATABASE_URL_FILE": str(secret_file)})
+    assert settings.database_url == URL
+
+
+def test_variable_takes_precedence_over_its_file(tmp_path: Path) -> None:
+    secret_file = tmp_path / "database-url"
+    secret_file.write_text("postgresql://other@elsewhere/db", encoding="utf-8")
+    settings = Settings.from_env(
+        {"REMINDERD_DATABASE_URL": URL, "REMINDERD_DATABASE_URL_FILE": str(secret_file)}
+    )
+    assert settings.database_url == URL
+
+
+def test_other_settings_can_come_from_files_too(tmp_path: Path) -> None:
+    (tmp_path / "batch").write_text("7\n", encoding="utf-8")
+    assert load(BATCH_SIZE_FILE=str(tmp_path / "batch")).batch_size == 7
+
+
+def test_unreadable_file_is_a_config_error_naming_the_variable(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(ConfigError, match=f"REMINDERD_DATABASE_URL_FILE={missing}: cannot read it"):
+        Settings.from_env({"REMINDERD_DATABASE_URL_FILE": str(missing)})
+
+
+def test_bad_value_from_a_file_names_the_variable(tmp_path: Path) -> None:
+    (tmp_path / "batch").write_text("lots", encoding="utf-8")
+    with pytest.raises(ConfigError, match="REMINDERD_BATCH_SIZE="):
+        load(BATCH_SIZE_FILE=str(tmp_path / "batch"))
+
+
+# Masking the password
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("postgresql://app:hunter2@db:5432/reminderd", "postgresql://app:***@db:5432/reminderd"),
+        ("postgres://app:p@ss:w@rd@db/reminderd", "postgres://app:***@db/reminderd"),
+        ("postgresql://app:@db/reminderd", "postgresql://app:***@db/reminderd"),
+        ("postgresql://app@db/reminderd", "postgresql://app@db/reminderd"),
+        ("postgresql://db/reminderd", "postgresql://db/reminderd"),
+        ("postgresql:///reminderd?host=/run/postgresql", "postgresql:///reminderd?host=/run/postgresql"),
+    ],
+)
+def test_mask_url_hides_the_password_and_keeps_the_rest(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_mask_url_hides_a_password_given_as_a_query_parameter() -> None:
+    # asyncpg and libpq accept the password as ?password=…; the daemon logs masked() at startup.
+    masked = mask_url(f"postgresql://app@db/reminderd?sslmode=require&password={PASSWORD}")
+    assert PASSWORD not in masked, f"BUG: mask_url leaves a query-string password in clear: {masked}"
+
+
+def test_masked_settings_do_not_contain_the_password() -> None:
+    shown = load(ALLOWED_CALLBACK_NETWORKS="10.0.0.0/8,fd00::/8").masked()
+    assert shown["REMINDERD_DATABASE_URL"] == "postgresql://app:***@db.example:5432/reminderd"
+    assert shown["REMINDERD_ALLOWED_CALLBACK_NETWORKS"] == "10.0.0.0/8,fd00::/8"
+    assert shown["REMINDERD_BATCH_SIZE"] == "100"
+    assert not any(PASSWORD in value for value in shown.values())
+
+
+@pytest.mark.parametrize(
+    "bad_url",
+    [
+        f"mysql://app:{PASSWORD}@db/reminderd",
+        f"postgresql:/app:{PASSWORD}@db/reminderd",
+        f"app:{PASSWORD}@db/reminderd",
+        f"host=db user=app password={PASSWORD}",
+    ],
+    ids=["wrong-scheme", "one-slash", "no-scheme", "libpq-keywords"],
+)
+def test_bad_database_url_error_does_not_leak_the_password(bad_url: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"REMINDERD_DATABASE_URL": bad_url})
+    message = str(raised.value)
+    assert message.startswith("REMINDERD_DATABASE_URL=")
+    assert PASSWORD not in message, f"BUG: the configuration error prints the password: {message}"

@@ -1,0 +1,255 @@
+"""Unit tests for the SSRF guard: refusal(), check_url() and GuardedResolver (DNS faked, no network)."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+from aiohttp.abc import ResolveResult
+from aiohttp.resolver import ThreadedResolver
+from support import TEST_SECRET
+
+from reminderd.callback import CallbackClient, check_url
+from reminderd.exceptions import CallbackRefused
+from reminderd.jobs import Job
+from reminderd.settings import Network, Settings
+from reminderd.ssrf import GuardedResolver, refusal
+
+LOOPBACK_ALLOWED: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),)
+
+NOT_PUBLIC = [
+    "127.0.0.1",
+    "127.1.2.3",
+    "::1",
+    "10.0.0.1",
+    "10.255.255.254",
+    "172.16.0.1",
+    "172.31.255.1",
+    "192.168.1.1",
+    "169.254.169.254",  # cloud metadata
+    "100.64.0.1",  # CGNAT
+    "fd00::1",  # unique local
+    "fe80::1",  # link local
+    "fe80::1%eth0",  # with a zone
+    "0.0.0.0",
+    "::",
+    "::ffff:127.0.0.1",  # IPv4-mapped loopback
+    "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254",
+    "224.0.0.1",  # multicast
+    "239.255.255.250",
+    "ff02::1",
+    "255.255.255.255",
+    "192.0.2.1",  # documentation
+    "2001:db8::1",
+]
+
+PUBLIC = ["93.184.216.34", "1.1.1.1", "8.8.8.8", "2606:4700::1111", "2a00:1450:4001:80b::200e"]
+
+
+# refusal()
+
+
+@pytest.mark.parametrize("address", NOT_PUBLIC)
+def test_refuses_non_public_address(address: str) -> None:
+    reason = refusal(address, ())
+    assert reason is not None
+    assert "is not a public address" in reason
+    assert "REMINDERD_ALLOWED_CALLBACK_NETWORKS" in reason
+
+
+def test_refusal_names_the_embedded_ipv4_of_a_mapped_address() -> None:
+    assert refusal("::ffff:127.0.0.1", ()) == refusal("127.0.0.1", ())
+
+
+@pytest.mark.parametrize("address", PUBLIC)
+def test_allows_public_address(address: str) -> None:
+    assert refusal(address, ()) is None
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::ffff:127.0.0.1"])
+def test_allowed_networks_let_a_private_address_through(address: str) -> None:
+    assert refusal(address, LOOPBACK_ALLOWED) is None
+
+
+def test_allowed_networks_do_not_open_other_private_ranges() -> None:
+    assert refusal("10.0.0.1", LOOPBACK_ALLOWED) is not None
+    assert refusal("::1", LOOPBACK_ALLOWED) is not None  # 127/8 does not cover IPv6 loopback
+
+
+def test_allowed_ipv6_network() -> None:
+    allowed = (ipaddress.ip_network("fd00::/8"),)
+    assert refusal("fd00::1", allowed) is None
+    assert refusal("fe80::1", allowed) is not None
+
+
+@pytest.mark.parametrize("address", ["example.com", "", "10.0.0.256", "localhost"])
+def test_refuses_what_is_not_an_ip_address(address: str) -> None:
+    assert refusal(address, ()) == f"{address!r} is not an IP address"
+
+
+# check_url()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/hooks?x=1",
+        "http://hooks.example.org:8080/cb",
+        "http://93.184.216.34/cb",
+        "https://[2606:4700::1111]/cb",
+    ],
+)
+def test_check_url_accepts_public_http_urls(url: str) -> None:
+    checked = check_url(url, ())
+    assert str(checked) == url
+    assert checked.scheme in {"http", "https"}
+
+
+def test_check_url_accepts_a_name_that_merely_looks_internal() -> None:
+    # Names are judged on what they resolve to, by GuardedResolver at connection time.
+    assert check_url("http://internal.corp/cb", ()).host == "internal.corp"
+
+
+@pytest.mark.parametrize("raw", [None, ""])
+def test_check_url_refuses_a_missing_url(raw: str | None) -> None:
+    with pytest.raises(CallbackRefused, match="no callback_url"):
+        check_url(raw, ())
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://example.com/file", "file:///etc/passwd", "gopher://example.com/", "example.com/cb", "http:///cb"],
+)
+def test_check_url_refuses_non_http_urls(url: str) -> None:
+    with pytest.raises(CallbackRefused, match=r"must be an http\(s\) URL"):
+        check_url(url, ())
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/cb",
+        "http://10.0.0.1/cb",
+        "https://192.168.0.10/cb",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:9000/cb",
+        "http://[::ffff:127.0.0.1]/cb",
+        "http://[fe80::1%25eth0]/cb",
+        "http://0.0.0.0/cb",
+    ],
+)
+def test_check_url_refuses_literal_private_addresses(url: str) -> None:
+    with pytest.raises(CallbackRefused, match="is not a public address") as raised:
+        check_url(url, ())
+    assert raised.value.permanent is True
+
+
+def test_check_url_allows_a_literal_in_an_allowed_network() -> None:
+    assert check_url("http://127.0.0.1:9000/cb", LOOPBACK_ALLOWED).port == 9000
+
+
+def test_check_url_refuses_an_unparseable_url() -> None:
+    with pytest.raises(CallbackRefused):
+        check_url("http://[::1/cb", ())
+
+
+# GuardedResolver, with aiohttp's resolver answering from a fixed table
+
+
+def answers(*addresses: str, port: int = 443) -> list[ResolveResult]:
+    return [
+        ResolveResult(
+            hostname="hooks.example",
+            host=address,
+            port=port,
+            family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+            proto=0,
+            flags=0,
+        )
+        for address in addresses
+    ]
+
+
+@pytest.fixture
+def dns(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[tuple[str, int]]]:
+    """`dns("1.2.3.4", ...)` makes every lookup answer those addresses; returns the lookups made."""
+    lookups: list[tuple[str, int]] = []
+
+    def install(*addresses: str) -> list[tuple[str, int]]:
+        async def resolve(
+            self: ThreadedResolver, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[ResolveResult]:
+            lookups.append((host, port))
+            return answers(*addresses, port=port)
+
+        monkeypatch.setattr(ThreadedResolver, "resolve", resolve)
+        return lookups
+
+    return install
+
+
+async def test_resolver_passes_public_answers_through(dns: Callable[..., list[tuple[str, int]]]) -> None:
+    lookups = dns("93.184.216.34", "2606:4700::1111")
+    results = await GuardedResolver(()).resolve("hooks.example", 443)
+    assert results == answers("93.184.216.34", "2606:4700::1111")
+    assert lookups == [("hooks.example", 443)]
+
+
+async def test_resolver_refuses_a_name_with_any_private_answer(
+    dns: Callable[..., list[tuple[str, int]]],
+) -> None:
+    dns("93.184.216.34", "10.0.0.1")
+    with pytest.raises(CallbackRefused) as raised:
+        await GuardedResolver(()).resolve("rebind.example", 443)
+    assert str(raised.value).startswith("rebind.example resolves to 10.0.0.1 is not a public address")
+    assert raised.value.permanent is True
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "::1", "fd00::1", "::ffff:127.0.0.1"])
+async def test_resolver_refuses_a_name_resolving_to_internal_address(
+    dns: Callable[..., list[tuple[str, int]]], address: str
+) -> None:
+    dns(address)
+    with pytest.raises(CallbackRefused, match=r"^metadata\.example resolves to "):
+        await GuardedResolver(()).resolve("metadata.example", 80)
+
+
+async def test_resolver_lets_allowed_networks_through(dns: Callable[..., list[tuple[str, int]]]) -> None:
+    dns("127.0.0.1")
+    results = await GuardedResolver(LOOPBACK_ALLOWED).resolve("receiver.local", 8080)
+    assert [r["host"] for r in results] == ["127.0.0.1"]
+
+
+async def test_callback_client_never_connects_to_a_name_resolving_privately(
+    dns: Callable[..., list[tuple[str, int]]],
+) -> None:
+    # End to end through aiohttp's connector: the refusal surfaces as a poison result, no request made.
+    lookups = dns("10.1.2.3")
+    job = Job(
+        id=1,
+        tenant_id="acme",
+        ref_id="r1",
+        payload_json="{}",
+        callback_url="http://hooks.example:8080/cb",
+        scheduled_for=datetime(2026, 1, 1, tzinfo=UTC),
+        cron=None,
+        timezone="UTC",
+        attempt=1,
+        max_attempts=None,
+        signing_secret=TEST_SECRET,
+    )
+    client = CallbackClient(Settings(database_url="postgresql://x@127.0.0.1:1/x"))
+    try:
+        result = await client.send(job)
+    finally:
+        await client.close()
+    assert lookups == [("hooks.example", 8080)]
+    assert result.delivered is False
+    assert result.status_code is None
+    assert result.permanent and result.poison
+    assert result.error is not None
+    assert result.error.startswith("refused: hooks.example resolves to 10.1.2.3")
