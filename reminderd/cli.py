@@ -9,6 +9,7 @@ import os
 import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
 
@@ -35,6 +36,7 @@ class Parser(argparse.ArgumentParser):
 
 _DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DELAY_S = 100 * 365 * 86400
 
 
 def parse_duration(text: str) -> timedelta:
@@ -46,6 +48,8 @@ def parse_duration(text: str) -> timedelta:
     seconds = sum(int(amount) * _UNIT_S[unit] for amount, unit in parts)
     if seconds <= 0:
         raise UsageError(f"--in {text!r}: the delay must be positive")
+    if seconds > MAX_DELAY_S:
+        raise UsageError(f"--in {text!r}: the delay must be under 100 years")
     return timedelta(seconds=seconds)
 
 
@@ -130,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _run_daemon(settings)
+        if args.command == "schedule":
+            args.request = ScheduleRequest.from_args(args)
         return _run(_commands[args.command], args, settings)
     except UsageError as exc:
         print(f"reminderd: error: {exc}", file=sys.stderr)
@@ -188,28 +194,48 @@ async def _tenant(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _schedule(store: Store, args: argparse.Namespace) -> int:
-    payload = parse_payload(args.payload)
-    try:
-        if args.cron is not None:
-            tz_name = args.tz or "UTC"
-            validate_cron(args.cron)
-            load_timezone(tz_name)
-            message_id = await store.schedule_cron(
-                args.tenant_id, args.ref_id, args.cron, tz_name, payload, args.callback_url
-            )
-        else:
+@dataclass(frozen=True)
+class ScheduleRequest:
+    """`reminderd schedule` arguments, checked before any connection is made."""
+
+    tenant_id: str
+    ref_id: str
+    payload: Any
+    callback_url: str | None
+    fire_at: datetime | None = None
+    cron: str | None = None
+    timezone: str = "UTC"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ScheduleRequest:
+        payload = parse_payload(args.payload)
+        common = {"tenant_id": args.tenant_id, "ref_id": args.ref_id, "payload": payload,
+                  "callback_url": args.callback_url}
+        try:
             if args.tz is not None:
                 load_timezone(args.tz)
-            if args.delay is not None:
-                fire_at = datetime.now(UTC) + parse_duration(args.delay)
-            else:
-                fire_at = parse_instant(args.at, args.tz)
-            message_id = await store.schedule_at(
-                args.tenant_id, args.ref_id, fire_at, payload, args.callback_url
-            )
-    except InvalidSchedule as exc:
-        raise UsageError(str(exc)) from None
+            if args.cron is not None:
+                validate_cron(args.cron)
+                return cls(**common, cron=args.cron, timezone=args.tz or "UTC")
+        except InvalidSchedule as exc:
+            raise UsageError(str(exc)) from None
+        if args.delay is not None:
+            return cls(**common, fire_at=datetime.now(UTC) + parse_duration(args.delay))
+        return cls(**common, fire_at=parse_instant(args.at, args.tz))
+
+
+async def _schedule(store: Store, args: argparse.Namespace) -> int:
+    request: ScheduleRequest = args.request
+    if request.cron is not None:
+        message_id = await store.schedule_cron(
+            request.tenant_id, request.ref_id, request.cron, request.timezone, request.payload,
+            request.callback_url,
+        )
+    else:
+        assert request.fire_at is not None
+        message_id = await store.schedule_at(
+            request.tenant_id, request.ref_id, request.fire_at, request.payload, request.callback_url
+        )
     print(message_id)
     return 0
 

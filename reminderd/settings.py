@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .exceptions import ConfigError
 
@@ -25,7 +26,7 @@ class Setting:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str
+    database_url: str = field(repr=False)  # may hold a password
     poll_interval_s: float = 2.0
     lookback_s: float = 120.0
     batch_size: int = 100
@@ -44,18 +45,18 @@ class Settings:
         """Read every REMINDERD_* variable; raise ConfigError naming the first bad one."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for field in fields(cls):
-            spec = SETTINGS[field.name]
+        for setting in fields(cls):
+            spec = SETTINGS[setting.name]
             raw = _read(env, spec.env)
             if raw is None:
-                if field.name == "database_url":
+                if setting.name == "database_url":
                     raise ConfigError(f"{spec.env} is required ({spec.help})")
                 continue
-            parse = PARSERS[field.name]
+            parse = PARSERS[setting.name]
             try:
-                values[field.name] = parse(raw)
+                values[setting.name] = parse(raw)
             except ValueError as exc:
-                raise ConfigError(f"{spec.env}={_shown(field.name, raw)!s}: {exc}") from None
+                raise ConfigError(f"{spec.env}={_shown(setting.name, raw)!s}: {exc}") from None
         settings = cls(**values)
         settings._check_relations()
         return settings
@@ -76,14 +77,15 @@ class Settings:
     def masked(self) -> dict[str, str]:
         """Effective settings for display, with the password in the database URL hidden."""
         shown: dict[str, str] = {}
-        for field in fields(self):
-            value = getattr(self, field.name)
-            if field.name == "database_url":
-                shown[SETTINGS[field.name].env] = mask_url(value)
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            env_name = SETTINGS[setting.name].env
+            if setting.name == "database_url":
+                shown[env_name] = mask_url(value)
             elif isinstance(value, tuple):
-                shown[SETTINGS[field.name].env] = ",".join(str(v) for v in value)
+                shown[env_name] = ",".join(str(v) for v in value)
             else:
-                shown[SETTINGS[field.name].env] = str(value)
+                shown[env_name] = str(value)
         return shown
 
 
@@ -107,13 +109,34 @@ def _shown(field_name: str, raw: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """postgresql://user:secret@host/db -> postgresql://user:***@host/db."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
+    """postgresql://user:secret@host/db?password=x -> postgresql://user:***@host/db?password=***.
+
+    Text that is not a URL this can take apart is hidden whole: it may be a password.
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<hidden>"
+    if not url.startswith(("postgresql://", "postgres://")):
+        return "<hidden>"
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if password is None and not any(key.lower() in _SECRET_PARAMETERS for key, _ in pairs):
         return url
-    credentials, _, host = rest.rpartition("@")
-    user, has_password, _ = credentials.partition(":")
-    return f"{scheme}://{user}{':***' if has_password else ''}@{host}"
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    query = parts.query
+    if any(key.lower() in _SECRET_PARAMETERS for key, _ in pairs):
+        query = urlencode(
+            [(key, "***" if key.lower() in _SECRET_PARAMETERS else value) for key, value in pairs],
+            safe="*/",
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_SECRET_PARAMETERS = {"password", "sslpassword"}
 
 
 def _number(kind: Callable[[str], T], *, minimum: float, maximum: float) -> Callable[[str], T]:

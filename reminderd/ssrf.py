@@ -25,8 +25,10 @@ def refusal(address: str, allowed: Sequence[Network]) -> str | None:
         ip: Address = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return f"{address!r} is not an IP address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = embedded_ipv4(ip)
+        if embedded is not None:
+            ip = embedded  # judge the IPv4 host it really reaches
     if any(ip in network for network in allowed):
         return None
     # is_global is False for loopback, private (RFC 1918), link-local (169.254/16, where cloud
@@ -36,6 +38,23 @@ def refusal(address: str, allowed: Sequence[Network]) -> str | None:
             f"callback address {ip} is not a public address; allow it with "
             "REMINDERD_ALLOWED_CALLBACK_NETWORKS if it is meant to be reached"
         )
+    return None
+
+
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, 6to4, Teredo, NAT64, compatible), if any."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if any(ip in network for network in _NAT64) or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 
 

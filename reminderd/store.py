@@ -93,6 +93,7 @@ class Store:
             QUERIES["release"],
             [r.job.id for r in releases],
             [r.job.attempt for r in releases],
+            [r.job.scheduled_for for r in releases],
             [r.started for r in releases],
         )
 

@@ -86,7 +86,8 @@ class Receiver:
             try:
                 await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self.received)), timeout_s)
             except TimeoutError:
-                raise AssertionError(f"receiver got {len(self.received)} callbacks: condition not met") from None
+                got = len(self.received)
+                raise AssertionError(f"receiver got {got} callbacks: condition not met") from None
 
     def by_ref(self) -> dict[str, list[Received]]:
         grouped: dict[str, list[Received]] = defaultdict(list)

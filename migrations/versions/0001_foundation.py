@@ -96,6 +96,12 @@ BEGIN
     IF name IS NULL OR name !~ '^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$' THEN
         RETURN false;
     END IF;
+    -- A name shaped like a POSIX rule ('UTC+3', 'JST-9') must be a real zone file, not a rule.
+    IF name ~ '^[A-Za-z]+[+-]?[0-9]' AND NOT EXISTS (
+        SELECT 1 FROM pg_timezone_names z WHERE z.name = is_timezone.name
+    ) THEN
+        RETURN false;
+    END IF;
     PERFORM now() AT TIME ZONE name;
     RETURN true;
 EXCEPTION WHEN invalid_parameter_value THEN

@@ -30,8 +30,9 @@ RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
 
 -- record_outcomes --
 -- Log a batch of attempts and move each row on, in one round trip. A row is only moved when it
--- is still picked for the same attempt: if its lease ran out and another daemon took it over,
--- that daemon owns it now (attempts is the fencing token).
+-- is still picked for the same occurrence and attempt: if its lease ran out and another daemon
+-- took it over, that daemon owns it now. (occurrence, attempt) is the fencing token; attempts
+-- alone is not, since it restarts for each occurrence of a recurring row.
 WITH outcome AS (
     SELECT *
     FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::timestamptz[],
@@ -62,7 +63,8 @@ SET status = o.next_status,
 FROM outcome AS o
 WHERE m.id = o.message_id
   AND m.status = 'picked'
-  AND m.attempts = o.attempt;
+  AND m.attempts = o.attempt
+  AND coalesce(m.scheduled_for, m.fire_at) = o.occurrence;
 
 -- release --
 -- Shutdown: hand back claimed rows this daemon will not finish. Rows never attempted give their
@@ -75,10 +77,12 @@ SET status = 'pending',
     fire_at = now(),
     lease_expires_at = NULL,
     updated_at = now()
-FROM unnest($1::bigint[], $2::int[], $3::bool[]) AS r(message_id, attempt, started)
+FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::bool[])
+     AS r(message_id, attempt, occurrence, started)
 WHERE m.id = r.message_id
   AND m.status = 'picked'
-  AND m.attempts = r.attempt;
+  AND m.attempts = r.attempt
+  AND coalesce(m.scheduled_for, m.fire_at) = r.occurrence;
 
 -- reap_expired_leases --
 -- A daemon died holding these: make them due again now, keeping their occurrence.

@@ -206,7 +206,9 @@ async def test_cancel_and_replace_sends_only_the_replacement(
 
     assert [r.message["payload"] for r in receiver.received] == [{"v": 2}]
     statuses = await db.fetch("SELECT ref_id, status FROM reminderd.scheduled_messages ORDER BY id")
-    assert [tuple(s) for s in statuses] == [("cart:7", "cancelled"), ("cart:7", "sent"), ("cart:8", "cancelled")]
+    assert [tuple(s) for s in statuses] == [
+        ("cart:7", "cancelled"), ("cart:7", "sent"), ("cart:8", "cancelled")
+    ]
 
 
 async def test_missed_beyond_lookback_expires_with_reason_and_never_fires(
