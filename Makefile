@@ -1,0 +1,26 @@
+# reminderd: make install | demo | test | lint | typecheck | bench | clean
+PY := .venv/bin/python
+
+.PHONY: install demo test lint typecheck bench clean
+
+install: ## PostgreSQL binaries (apt, when missing) and the project in .venv
+	@bash .ci/setup
+
+demo: install ## a throwaway database, the daemon and a receiver: watch callbacks fire
+	@$(PY) -m reminderd.cli demo
+
+test: install ## the whole suite against real PostgreSQL
+	@$(PY) -m pytest -q
+
+lint: install ## ruff, then mypy --strict
+	@.venv/bin/ruff check .
+	@.venv/bin/mypy
+
+typecheck: install
+	@.venv/bin/mypy
+
+bench: install ## throughput, timer precision, burst lateness, claim cost, memory
+	@$(PY) bench/run.py
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
