@@ -17,9 +17,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
+from support import TEST_SECRET, Receiver
 
 from reminderd.migrate import upgrade
-from reminderd.pgcluster import throwaway_cluster
+from reminderd.pgcluster import Cluster, throwaway_cluster
 from reminderd.store import Store
 
 
@@ -43,17 +44,33 @@ def _docker_postgres() -> Iterator[str | None]:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url() -> Iterator[str]:
+def pg_server() -> Iterator[tuple[str, Cluster | None]]:
+    """The server's URL, and the cluster itself when this session started it (so tests may
+    restart it)."""
     explicit = os.environ.get("REMINDERD_TEST_DATABASE_URL")
     if explicit:
-        yield explicit
+        yield explicit, None
         return
     with _docker_postgres() as docker_url:
         if docker_url:
-            yield docker_url
+            yield docker_url, None
             return
         with throwaway_cluster() as cluster:
-            yield cluster.url()
+            yield cluster.url(), cluster
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(pg_server: tuple[str, Cluster | None]) -> str:
+    return pg_server[0]
+
+
+@pytest.fixture
+def pg_cluster(pg_server: tuple[str, Cluster | None]) -> Cluster:
+    """The local cluster, for tests that stop and start the database server."""
+    cluster = pg_server[1]
+    if cluster is None:
+        pytest.skip("needs the throwaway cluster (REMINDERD_TEST_DATABASE_URL or Docker is in use)")
+    return cluster
 
 
 async def _admin(server_url: str, *statements: str) -> None:
@@ -108,3 +125,19 @@ async def store(database_url: str) -> AsyncIterator[Store]:
     s = await Store.connect(database_url)
     yield s
     await s.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = await Receiver().start()
+    yield r
+    await r.stop()
+
+
+@pytest.fixture
+async def tenant(db: asyncpg.Connection, receiver: Receiver) -> str:
+    await db.execute(
+        "INSERT INTO reminderd.tenants (id, callback_url, signing_secret) VALUES ('acme', $1, $2)",
+        receiver.url, TEST_SECRET,
+    )
+    return "acme"

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import asyncpg
 from aiohttp import web
+
+from reminderd.callback import CallbackClient
+from reminderd.settings import Settings
+from reminderd.store import Store
+from reminderd.worker import Worker
 
 TEST_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -106,3 +114,50 @@ async def poll_until(check: Callable[[], Any], timeout_s: float = 15, interval_s
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout_s}s (last value {value!r})")
         await asyncio.sleep(interval_s)
+
+
+LOCALHOST = (ipaddress.ip_network("127.0.0.0/8"),)
+
+
+def fast_settings(database_url: str, **overrides: Any) -> Settings:
+    base = Settings(
+        database_url=database_url,
+        poll_interval_s=0.2,
+        retry_base_s=0.05,
+        retry_cap_s=0.2,
+        callback_timeout_s=2,
+        lease_s=10,
+        shutdown_timeout_s=5,
+        allowed_callback_networks=LOCALHOST,
+    )
+    return replace(base, **overrides)
+
+
+@asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
+    store = await Store.connect(settings.database_url)
+    client = CallbackClient(settings)
+    worker = Worker(settings, store, client)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(worker.ready.wait(), 10)
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 20)
+        await client.close()
+        await store.close()
+
+
+async def status_of(db: asyncpg.Connection, ref: str) -> asyncpg.Record:
+    return await db.fetchrow(
+        "SELECT * FROM reminderd.scheduled_messages WHERE ref_id = $1 ORDER BY id DESC LIMIT 1", ref
+    )
+
+
+def settled(db: asyncpg.Connection, ref: str, *statuses: str) -> Callable[[], Any]:
+    async def check() -> asyncpg.Record | None:
+        row = await status_of(db, ref)
+        return row if row is not None and row["status"] in statuses else None
+
+    return check

@@ -91,22 +91,6 @@ async def daemon(env: dict[str, str]) -> AsyncIterator[Daemon]:
         await running.exit_code()
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    yield r
-    await r.stop()
-
-
-@pytest.fixture
-async def tenant(db: asyncpg.Connection, receiver: Receiver) -> str:
-    await db.execute(
-        "INSERT INTO reminderd.tenants (id, callback_url, signing_secret) VALUES ('acme', $1, $2)",
-        receiver.url, TEST_SECRET,
-    )
-    return "acme"
-
-
 async def insert_due(db: asyncpg.Connection, count: int) -> None:
     await db.execute(
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) "

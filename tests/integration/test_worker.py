@@ -2,86 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import replace
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
-import pytest
 from standardwebhooks.webhooks import Webhook
-from support import TEST_SECRET, Receiver, poll_until
-
-from reminderd.callback import CallbackClient
-from reminderd.settings import Settings
-from reminderd.store import Store
-from reminderd.worker import Worker
-
-LOCALHOST = (ipaddress.ip_network("127.0.0.0/8"),)
-
-
-def fast_settings(database_url: str, **overrides: Any) -> Settings:
-    base = Settings(
-        database_url=database_url,
-        poll_interval_s=0.2,
-        retry_base_s=0.05,
-        retry_cap_s=0.2,
-        callback_timeout_s=2,
-        lease_s=10,
-        shutdown_timeout_s=5,
-        allowed_callback_networks=LOCALHOST,
-    )
-    return replace(base, **overrides)
-
-
-@asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
-    store = await Store.connect(settings.database_url)
-    client = CallbackClient(settings)
-    worker = Worker(settings, store, client)
-    task = asyncio.create_task(worker.run())
-    try:
-        await asyncio.wait_for(worker.ready.wait(), 10)
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 20)
-        await client.close()
-        await store.close()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = await Receiver().start()
-    yield r
-    await r.stop()
-
-
-@pytest.fixture
-async def tenant(db: asyncpg.Connection, receiver: Receiver) -> str:
-    await db.execute(
-        "INSERT INTO reminderd.tenants (id, callback_url, signing_secret) VALUES ('acme', $1, $2)",
-        receiver.url, TEST_SECRET,
-    )
-    return "acme"
-
-
-async def status_of(db: asyncpg.Connection, ref: str) -> asyncpg.Record:
-    return await db.fetchrow(
-        "SELECT * FROM reminderd.scheduled_messages WHERE ref_id = $1 ORDER BY id DESC LIMIT 1", ref
-    )
-
-
-def settled(db: asyncpg.Connection, ref: str, *statuses: str) -> Callable[[], Any]:
-    async def check() -> asyncpg.Record | None:
-        row = await status_of(db, ref)
-        return row if row is not None and row["status"] in statuses else None
-
-    return check
+from support import TEST_SECRET, Receiver, fast_settings, poll_until, running_worker, settled, status_of
 
 
 async def test_delivers_a_due_message_signed_for_standard_webhooks(

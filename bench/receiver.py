@@ -1,0 +1,223 @@
+"""A minimal, fast webhook receiver for the benchmark, run in its own process.
+
+HTTP/1.1 keep-alive over an asyncio.Protocol on uvloop: parses the request line and headers,
+reads a Content-Length body, answers `200 OK` with an empty body. Pipelined requests on one
+connection are answered in one write. For each request it records, cheaply, the arrival time
+(time.time()), the webhook-id header and the raw body; the body's "ref_id" and "scheduled_for"
+are extracted only when the bench asks for a dump, never on the hot path.
+
+The bench process talks to it over a multiprocessing Pipe (see ReceiverProcess), so the receiver
+never shares an event loop, or a core's worth of Python, with the client under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import re
+import socket
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+MAX_HEAD = 64 * 1024
+
+_REF = re.compile(rb'"ref_id":"((?:[^"\\]|\\.)*)"')
+_SCHEDULED = re.compile(rb'"scheduled_for":"([^"]*)"')
+
+
+class Recorder:
+    """What arrived: parallel lists, appended to on the hot path and read on request."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.ids: list[bytes] = []
+        self.bodies: list[bytes] = []
+        self.errors = 0
+        self.connections = 0
+
+    def reset(self) -> None:
+        self.times = []
+        self.ids = []
+        self.bodies = []
+        self.errors = 0
+        self.connections = 0
+
+    def dump(self) -> list[tuple[float, str, str, str]]:
+        """(arrival time, webhook-id, ref_id, scheduled_for) per request, in arrival order."""
+        rows = []
+        for arrived, webhook_id, body in zip(self.times, self.ids, self.bodies, strict=True):
+            ref = _REF.search(body)
+            scheduled = _SCHEDULED.search(body)
+            rows.append((
+                arrived,
+                webhook_id.decode("latin-1"),
+                ref.group(1).decode() if ref else "",
+                scheduled.group(1).decode() if scheduled else "",
+            ))
+        return rows
+
+
+class HttpProtocol(asyncio.Protocol):
+    __slots__ = ("buffer", "recorder", "transport")
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.recorder.connections += 1
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        answered = 0
+        recorder = self.recorder
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > MAX_HEAD:
+                    self._reject()
+                    return
+                break
+            head = bytes(buffer[:end])
+            lowered = head.lower()
+            length = 0
+            at = lowered.find(b"\r\ncontent-length:")
+            if at >= 0:
+                stop = lowered.find(b"\r\n", at + 2)
+                try:
+                    length = int(lowered[at + 17 : stop if stop >= 0 else None])
+                except ValueError:
+                    self._reject()
+                    return
+            elif b"\r\ntransfer-encoding:" in lowered:
+                self._reject()  # the clients under test always send Content-Length
+                return
+            total = end + 4 + length
+            if len(buffer) < total:
+                break
+            recorder.times.append(time.time())
+            at = lowered.find(b"\r\nwebhook-id:")
+            if at >= 0:
+                stop = lowered.find(b"\r\n", at + 2)
+                recorder.ids.append(head[at + 13 : stop if stop >= 0 else None].strip())
+            else:
+                recorder.ids.append(b"")
+            recorder.bodies.append(bytes(buffer[end + 4 : total]))
+            del buffer[:total]
+            answered += 1
+        if answered and self.transport is not None:
+            self.transport.write(RESPONSE * answered if answered > 1 else RESPONSE)
+
+    def _reject(self) -> None:
+        self.recorder.errors += 1
+        if self.transport is not None:
+            self.transport.write(BAD_REQUEST)
+            self.transport.close()
+        self.buffer.clear()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.transport = None
+
+
+def serve(control: Connection, host: str = "127.0.0.1") -> None:
+    """The receiver process's entry point: serve until told to stop over `control`."""
+    import uvloop
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        recorder = Recorder()
+        server = await loop.create_server(
+            lambda: HttpProtocol(recorder), host, 0, backlog=2048, reuse_address=True
+        )
+        port = server.sockets[0].getsockname()[1]
+        stopped = loop.create_future()
+
+        def on_control() -> None:
+            while control.poll():
+                try:
+                    command, *args = control.recv()
+                except EOFError:  # the bench died: stop with it
+                    if not stopped.done():
+                        stopped.set_result(None)
+                    return
+                reply: Any
+                if command == "count":
+                    reply = (len(recorder.times), recorder.errors)
+                elif command == "reset":
+                    recorder.reset()
+                    reply = "ok"
+                elif command == "dump":
+                    reply = recorder.dump()
+                elif command == "stop":
+                    reply = "bye"
+                    if not stopped.done():
+                        stopped.set_result(None)
+                else:
+                    reply = f"unknown command {command!r}"
+                control.send(reply)
+
+        loop.add_reader(control.fileno(), on_control)
+        control.send(("ready", port, os.getpid()))
+        await stopped
+        loop.remove_reader(control.fileno())
+        server.close()
+
+    uvloop.run(main())
+
+
+class ReceiverProcess:
+    """The receiver in a child process, driven over a Pipe from the bench."""
+
+    def __init__(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._control, child = context.Pipe()
+        self.process = context.Process(target=serve, args=(child,), name="bench-receiver", daemon=True)
+        self.process.start()
+        child.close()
+        if not self._control.poll(30):
+            self.process.kill()
+            raise RuntimeError("the receiver process did not start within 30 s")
+        tag, self.port, self.pid = self._control.recv()
+        assert tag == "ready"
+        self.url = f"http://127.0.0.1:{self.port}/callbacks"
+
+    def _ask(self, *message: Any, timeout_s: float = 30.0) -> Any:
+        self._control.send(message)
+        if not self._control.poll(timeout_s):
+            raise RuntimeError(f"the receiver did not answer {message[0]!r} within {timeout_s} s")
+        return self._control.recv()
+
+    def count(self) -> int:
+        received, _errors = self._ask("count")
+        return int(received)
+
+    def errors(self) -> int:
+        return int(self._ask("count")[1])
+
+    def reset(self) -> None:
+        self._ask("reset")
+
+    def dump(self) -> list[tuple[float, str, str, str]]:
+        return list(self._ask("dump", timeout_s=60))
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            try:
+                self._ask("stop", timeout_s=5)
+            except (RuntimeError, OSError, EOFError):
+                pass
+            self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+        self._control.close()
