@@ -21,6 +21,7 @@ from .ssrf import GuardedResolver, refusal
 
 USER_AGENT = f"reminderd/{__version__}"
 EXCERPT_BYTES = 256  # never keep more of a response body than this
+DRAIN_BYTES = 64 * 1024
 RETRYABLE_STATUS = frozenset({408, 429})
 
 
@@ -140,7 +141,11 @@ class CallbackClient:
         async with self._session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
             status = resp.status
             if 200 <= status < 300:
-                await resp.read()  # drain (receivers answer briefly) so the connection is reused
+                # Drain a short answer so the connection is reused; drop the connection rather
+                # than read a long one.
+                await resp.content.read(DRAIN_BYTES)
+                if not resp.content.at_eof():
+                    resp.close()
                 return AttemptResult(True, status, None, _elapsed_ms(started))
             excerpt = (await resp.content.read(EXCERPT_BYTES)).decode("utf-8", "replace")
             retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())

@@ -131,14 +131,18 @@ RETURNING m.id, m.tenant_id, m.ref_id, coalesce(m.scheduled_for, m.fire_at) AS s
 
 -- recurring_to_plan --
 -- Cron rows needing a new fire_at: never planned (fire_at NULL), or their occurrence was missed
--- beyond the lookback. $1 lookback (s), $2 batch. Also returns the database's now().
-SELECT id, tenant_id, ref_id, cron, timezone, fire_at, now() AS db_now
-FROM reminderd.scheduled_messages
-WHERE status = 'pending'
-  AND cron IS NOT NULL
-  AND (fire_at IS NULL OR fire_at <= now() - make_interval(secs => $1))
-ORDER BY fire_at NULLS FIRST
-LIMIT $2;
+-- beyond the lookback. $1 lookback (s), $2 batch. Also returns the database's now(). Two
+-- branches so each is a short range of the due index.
+(SELECT id, tenant_id, ref_id, cron, timezone, fire_at, now() AS db_now
+ FROM reminderd.scheduled_messages
+ WHERE status = 'pending' AND fire_at IS NULL AND cron IS NOT NULL
+ LIMIT $2)
+UNION ALL
+(SELECT id, tenant_id, ref_id, cron, timezone, fire_at, now() AS db_now
+ FROM reminderd.scheduled_messages
+ WHERE status = 'pending' AND fire_at <= now() - make_interval(secs => $1) AND cron IS NOT NULL
+ ORDER BY fire_at
+ LIMIT $2);
 
 -- plan_recurring --
 -- Set the planned fire_at (or dead-letter a poisoned row), only if nobody changed the row since it
