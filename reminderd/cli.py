@@ -84,11 +84,17 @@ def build_parser() -> Parser:
         "--database-url", default=None,
         help="PostgreSQL URL (default: $REMINDERD_DATABASE_URL)",
     )
+    parser.add_argument(
+        "--config", metavar="FILE", default=os.environ.get("REMINDERD_CONFIG"),
+        help="TOML file with the same settings, lower-case without REMINDERD_ "
+             "(env wins over it; default: $REMINDERD_CONFIG)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     commands.add_parser("migrate", help="apply database migrations (run before `run`)")
     commands.add_parser("run", help="run the daemon (settings from REMINDERD_* variables)")
     commands.add_parser("status", help="messages by tenant and status, and the next due")
+    commands.add_parser("config", help="the effective settings, secrets masked, and where each came from")
     commands.add_parser("demo", help="a throwaway database, a demo receiver, callbacks that fire")
 
     tenant = commands.add_parser("tenant", help="manage tenants")
@@ -121,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return demo_main(args.database_url)
     try:
-        settings = _settings(args)
+        settings, sources = _settings(args)
     except ConfigError as exc:
         print(f"reminderd: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
@@ -133,7 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("reminderd: schema is at the latest migration")
             return 0
         if args.command == "run":
-            return _run_daemon(settings)
+            return _run_daemon(settings, args.config)
+        if args.command == "config":
+            return _show_config(settings, sources)
         if args.command == "schedule":
             args.request = ScheduleRequest.from_args(args)
         return _run(_commands[args.command], args, settings)
@@ -145,21 +153,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
     env = dict(os.environ)
     if args.database_url:
         env["REMINDERD_DATABASE_URL"] = args.database_url
-    if args.command == "run":
-        return Settings.from_env(env)
+    if args.command in {"run", "config"}:
+        return Settings.load(env, args.config)
     # Other commands need only the database: ignore daemon tuning they do not use.
-    return Settings.from_env({k: v for k, v in env.items() if k.startswith("REMINDERD_DATABASE_URL")})
+    database_only = {k: v for k, v in env.items() if k.startswith("REMINDERD_DATABASE_URL")}
+    return Settings.load(database_only)
 
 
-def _run_daemon(settings: Settings) -> int:
-    from .daemon import run
+def _run_daemon(settings: Settings, config_file: str | None) -> int:
+    from .daemon import Daemon
 
-    logs.configure(settings.log_level)
-    return _event_loop_run(run(settings))
+    logs.configure(settings.log_level, log_file=settings.log_file)
+
+    async def go() -> int:
+        return await Daemon(settings, config_file).run()
+
+    return _event_loop_run(go())
+
+
+def _show_config(settings: Settings, sources: dict[str, str]) -> int:
+    for name, value in settings.masked().items():
+        print(f"{name}={value}  # {sources.get(name, 'default')}")
+    return 0
 
 
 def _event_loop_run(coro: Coroutine[Any, Any, int]) -> int:

@@ -1,15 +1,20 @@
-"""`reminderd run`: wire settings, database, HTTP client and worker together; handle signals."""
+"""`reminderd run`: wire settings, database, HTTP client, worker and health server together;
+handle signals; speak systemd's notify protocol."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 
 import structlog
 from alembic.script import ScriptDirectory
 
-from . import __version__
+from . import __version__, logs, sdnotify
 from .callback import CallbackClient
+from .exceptions import ConfigError
+from .health import HealthServer
 from .migrate import alembic_config
 from .settings import Settings
 from .store import CONNECTION_ERRORS, Store
@@ -18,10 +23,7 @@ from .worker import Worker
 log = structlog.get_logger("reminderd")
 
 EX_CONFIG = 78  # sysexits.h: a configuration error; systemd should not restart-loop on it
-
-
-class SchemaNotReady(Exception):
-    """The database schema is not at the migration head."""
+POOL_SIZE = 4  # claim loop, recorder, housekeeping, one spare for /readyz; plus one LISTEN
 
 
 def head_revision(database_url: str) -> str | None:
@@ -33,52 +35,106 @@ async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Store |
     delay = 0.5
     while not stop.is_set():
         try:
-            return await Store.connect(settings.database_url, max_size=4)
+            return await Store.connect(settings.database_url, max_size=POOL_SIZE, pgbouncer=settings.pgbouncer)
         except CONNECTION_ERRORS as exc:
             log.error("database_unreachable", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
-        except TimeoutError:
-            delay = min(delay * 2, 30.0)
+        delay = min(delay * 2, 30.0)
     return None
 
 
-async def run(settings: Settings) -> int:
-    stop = asyncio.Event()
-    worker: Worker | None = None
+class Daemon:
+    def __init__(self, settings: Settings, config_file: str | None = None) -> None:
+        self.settings = settings
+        self._config_file = config_file
+        self._stop = asyncio.Event()
+        self._worker: Worker | None = None
 
-    def request_stop(signame: str) -> None:
+    def request_stop(self, signame: str) -> None:
         log.info("signal", signal=signame)
-        stop.set()
-        if worker is not None:
-            worker.stop()
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.stop()
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, request_stop, sig.name)
-
-    log.info("starting", version=__version__, **_public_settings(settings))
-    store = await connect_with_retry(settings, stop)
-    if store is None:
-        return 0
-    try:
-        expected = head_revision(settings.database_url)
-        actual = await store.schema_revision()
-        if actual != expected:
-            log.error("schema_not_ready", expected=expected, actual=actual,
-                      fix="run `reminderd migrate` first")
-            return EX_CONFIG
-        client = CallbackClient(settings)
+    def reload(self) -> None:
+        """SIGHUP: reopen the log file and take the log level from the environment and config
+        file again. In-flight work is untouched."""
         try:
-            worker = Worker(settings, store, client)
-            if stop.is_set():
-                return 0
+            fresh, _ = Settings.load(os.environ, self._config_file)
+        except ConfigError as exc:
+            log.error("reload_failed", error=str(exc), keeping="the current settings")
+            return
+        logs.configure(fresh.log_level, log_file=fresh.log_file)
+        log.info("reloaded", log_level=fresh.log_level, log_file=fresh.log_file)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+        settings = self.settings
+        log.info("starting", version=__version__, **_public_settings(settings))
+        store = await connect_with_retry(settings, self._stop)
+        if store is None:
+            return 0
+        try:
+            expected = head_revision(settings.database_url)
+            actual = await store.schema_revision()
+            if actual != expected:
+                log.error("schema_not_ready", expected=expected, actual=actual,
+                          fix="run `reminderd migrate` first")
+                return EX_CONFIG
+            client = CallbackClient(settings)
+            try:
+                return await self._run_worker(store, client, expected)
+            finally:
+                await client.close()
+        finally:
+            await store.close()
+
+    async def _run_worker(self, store: Store, client: CallbackClient, head: str | None) -> int:
+        worker = self._worker = Worker(self.settings, store, client)
+        worker.metrics.watch_pool(store.pool_in_use, store.pool_idle)
+        if self._stop.is_set():
+            return 0
+        health = HealthServer(self.settings, worker, store, head)
+        if self.settings.http_port:
+            try:
+                await health.start()
+            except OSError as exc:
+                log.error("http_listen_failed", host=self.settings.http_host, port=self.settings.http_port,
+                          error=exc.strerror, fix="choose another REMINDERD_HTTP_PORT, or 0 to disable")
+                return EX_CONFIG
+            log.info("http_listening", host=self.settings.http_host, port=health.port)
+        companions = [asyncio.create_task(self._announce_ready(worker))]
+        watchdog_s = sdnotify.watchdog_interval_s()
+        if watchdog_s:
+            companions.append(asyncio.create_task(_watchdog(worker, watchdog_s)))
+        try:
             await worker.run()
         finally:
-            await client.close()
-    finally:
-        await store.close()
-    return 0
+            sdnotify.notify("STOPPING=1")
+            for task in companions:
+                task.cancel()
+            await asyncio.gather(*companions, return_exceptions=True)
+            await health.stop()
+        return 0
+
+    async def _announce_ready(self, worker: Worker) -> None:
+        await worker.ready.wait()
+        sdnotify.notify(f"READY=1\nSTATUS=delivering (concurrency {self.settings.concurrency})")
+        log.info("ready")
+
+
+async def _watchdog(worker: Worker, interval_s: float) -> None:
+    """Ping systemd's watchdog only while the claim loop keeps coming round: a wedged loop is
+    then restarted by systemd."""
+    while True:
+        if worker.alive:
+            sdnotify.notify("WATCHDOG=1")
+        await asyncio.sleep(interval_s)
 
 
 def _public_settings(settings: Settings) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
@@ -39,27 +40,54 @@ class Settings:
     shutdown_timeout_s: float = 30.0
     allowed_callback_networks: tuple[Network, ...] = ()
     log_level: str = "info"
+    log_file: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 9464
+    metrics_tenant_labels: bool = True
+    pgbouncer: bool = False
+    listen_database_url: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every REMINDERD_* variable; raise ConfigError naming the first bad one."""
+        return cls.load(environ)[0]
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, config_file: str | None = None
+    ) -> tuple[Settings, dict[str, str]]:
+        """Settings from the environment over a TOML file over the defaults, and where each came
+        from ("env", "env file", "config file" or "default"), keyed by variable name."""
         env = os.environ if environ is None else environ
+        from_file = _read_config_file(config_file) if config_file else {}
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
         for setting in fields(cls):
             spec = SETTINGS[setting.name]
-            raw = _read(env, spec.env)
+            raw, source = _read(env, spec.env)
+            if raw is None and setting.name in from_file:
+                raw, source = from_file[setting.name], f"config file {config_file}"
             if raw is None:
                 if setting.name == "database_url":
                     raise ConfigError(f"{spec.env} is required ({spec.help})")
+                sources[spec.env] = "default"
                 continue
-            parse = PARSERS[setting.name]
             try:
-                values[setting.name] = parse(raw)
+                values[setting.name] = PARSERS[setting.name](raw)
             except ValueError as exc:
                 raise ConfigError(f"{spec.env}={_shown(setting.name, raw)!s}: {exc}") from None
+            sources[spec.env] = source
         settings = cls(**values)
         settings._check_relations()
-        return settings
+        return settings, sources
+
+    @property
+    def listen_url(self) -> str | None:
+        """Where to LISTEN: its own URL, else the main one unless that goes through PgBouncer in
+        transaction mode (which cannot hold a LISTEN): then None, and the daemon only polls."""
+        if self.listen_database_url:
+            return self.listen_database_url
+        return None if self.pgbouncer else self.database_url
 
     def _check_relations(self) -> None:
         if self.lease_s <= self.callback_timeout_s:
@@ -80,8 +108,10 @@ class Settings:
         for setting in fields(self):
             value = getattr(self, setting.name)
             env_name = SETTINGS[setting.name].env
-            if setting.name == "database_url":
-                shown[env_name] = mask_url(value)
+            if setting.name in {"database_url", "listen_database_url"}:
+                shown[env_name] = mask_url(value) if value else ""
+            elif value is None:
+                shown[env_name] = ""
             elif isinstance(value, tuple):
                 shown[env_name] = ",".join(str(v) for v in value)
             else:
@@ -89,23 +119,49 @@ class Settings:
         return shown
 
 
-def _read(env: Mapping[str, str], name: str) -> str | None:
+def _read(env: Mapping[str, str], name: str) -> tuple[str | None, str]:
     """A value from NAME, or from the file named by NAME_FILE (systemd credentials, k8s secrets)."""
     value = env.get(name)
     if value is not None and value.strip() != "":
-        return value.strip()
+        return value.strip(), "env"
     path = env.get(f"{name}_FILE")
     if path:
         try:
             with open(path, encoding="utf-8") as handle:
-                return handle.read().strip()
+                return handle.read().strip(), f"env file {name}_FILE"
         except OSError as exc:
             raise ConfigError(f"{name}_FILE={path}: cannot read it ({exc.strerror})") from None
-    return None
+    return None, "default"
+
+
+def _read_config_file(path: str) -> dict[str, str]:
+    """A TOML file with the same keys as the variables, lower-case and without REMINDERD_
+    (`poll_interval = 2`), or spelled exactly like them. Unknown keys are errors: a typo must not
+    silently keep a default."""
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    by_key = {spec.env.removeprefix("REMINDERD_").lower(): name for name, spec in SETTINGS.items()}
+    values: dict[str, str] = {}
+    for key, value in document.items():
+        name = by_key.get(key.removeprefix("REMINDERD_").lower())
+        if name is None:
+            raise ConfigError(f"--config {path}: unknown setting {key!r}")
+        if isinstance(value, bool):
+            values[name] = "1" if value else "0"
+        elif isinstance(value, list):
+            values[name] = ",".join(str(item) for item in value)
+        else:
+            values[name] = str(value)
+    return values
 
 
 def _shown(field_name: str, raw: str) -> str:
-    return mask_url(raw) if field_name == "database_url" else repr(raw)
+    return mask_url(raw) if field_name in {"database_url", "listen_database_url"} else repr(raw)
 
 
 def mask_url(url: str) -> str:
@@ -175,6 +231,25 @@ def _database_url(raw: str) -> str:
     return raw
 
 
+def _flag(raw: str) -> bool:
+    value = raw.lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be 1 or 0 (true or false)")
+
+
+def _host(raw: str) -> str:
+    if not raw or any(c.isspace() for c in raw):
+        raise ValueError("must be a host name or address to listen on")
+    return raw
+
+
+def _path(raw: str) -> str:
+    return raw
+
+
 def _log_level(raw: str) -> str:
     level = raw.lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -198,6 +273,18 @@ SETTINGS: dict[str, Setting] = {
         "REMINDERD_ALLOWED_CALLBACK_NETWORKS", "CIDRs callbacks may reach despite being private"
     ),
     "log_level": Setting("REMINDERD_LOG_LEVEL", "debug, info, warning or error"),
+    "log_file": Setting("REMINDERD_LOG_FILE", "write logs to this file (reopened on SIGHUP)"),
+    "http_host": Setting("REMINDERD_HTTP_HOST", "address of /healthz, /readyz and /metrics"),
+    "http_port": Setting("REMINDERD_HTTP_PORT", "port of /healthz, /readyz and /metrics; 0 disables"),
+    "metrics_tenant_labels": Setting(
+        "REMINDERD_METRICS_TENANT_LABELS", "label callback metrics by tenant (0 for many tenants)"
+    ),
+    "pgbouncer": Setting(
+        "REMINDERD_PGBOUNCER", "1 when the database URL goes through PgBouncer in transaction mode"
+    ),
+    "listen_database_url": Setting(
+        "REMINDERD_LISTEN_DATABASE_URL", "direct PostgreSQL URL for LISTEN (with REMINDERD_PGBOUNCER)"
+    ),
 }
 
 PARSERS: dict[str, Callable[[str], Any]] = {
@@ -215,4 +302,10 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "shutdown_timeout_s": _seconds(0, 3600),
     "allowed_callback_networks": _networks,
     "log_level": _log_level,
+    "log_file": _path,
+    "http_host": _host,
+    "http_port": _number(int, minimum=0, maximum=65535),
+    "metrics_tenant_labels": _flag,
+    "pgbouncer": _flag,
+    "listen_database_url": _database_url,
 }

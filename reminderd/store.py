@@ -52,12 +52,21 @@ class Store:
         self._pool = pool
 
     @classmethod
-    async def connect(cls, database_url: str, *, max_size: int = 4) -> Store:
+    async def connect(cls, database_url: str, *, max_size: int = 4, pgbouncer: bool = False) -> Store:
+        """A pool of at most `max_size` connections. Behind PgBouncer in transaction mode, no
+        prepared statement may outlive a transaction: the statement cache is off."""
         pool = await asyncpg.create_pool(
             database_url, min_size=1, max_size=max_size, command_timeout=60,
+            statement_cache_size=0 if pgbouncer else 100,
             server_settings={"application_name": "reminderd"},
         )
         return cls(pool)
+
+    def pool_in_use(self) -> float:
+        return float(self._pool.get_size() - self._pool.get_idle_size())
+
+    def pool_idle(self) -> float:
+        return float(self._pool.get_idle_size())
 
     async def close(self) -> None:
         await self._pool.close()
@@ -123,6 +132,10 @@ class Store:
                 [p.last_error for p in plans],
             )
         )
+
+    async def queue_depth(self) -> tuple[dict[str, int], int]:
+        row = await self._pool.fetchrow(QUERIES["queue_depth"])
+        return {s: row[s] for s in ("pending", "picked", "paused")}, row["due_not_picked"]
 
     async def schema_revision(self) -> str | None:
         try:

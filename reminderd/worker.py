@@ -23,6 +23,7 @@ import structlog
 from .callback import AttemptResult, CallbackClient
 from .cron import InvalidSchedule, next_fire
 from .jobs import Job
+from .metrics import Metrics
 from .outcome import Outcome, decide, preflight
 from .retry import RetryPolicy
 from .settings import Settings
@@ -33,13 +34,17 @@ T = TypeVar("T")
 
 RECORD_BATCH_MAX = 1000
 DB_BACKOFF_MAX_S = 30.0
+QUERY_DEADLINE_S = 90.0  # a claim query takes milliseconds; asyncpg's command timeout is 60 s
+QUEUE_DEPTH_EVERY_S = 30.0
 
 
 class Worker:
     def __init__(
-        self, settings: Settings, store: Store, client: CallbackClient, *, rng: random.Random | None = None
+        self, settings: Settings, store: Store, client: CallbackClient, *,
+        metrics: Metrics | None = None, rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics(tenant_labels=settings.metrics_tenant_labels)
         self._store = store
         self._client = client
         self._rng = rng or random.Random()
@@ -51,16 +56,25 @@ class Worker:
         self._plan_now = asyncio.Event()
         self._stop = asyncio.Event()
         self._waiting_for_room = False
-        self._listener = Listener(settings.database_url, self._notified)
+        self._listener = Listener(settings.listen_url, self._notified) if settings.listen_url else None
         # Claim when at least this much room is free, so a busy daemon claims in batches, not one by one.
         self._capacity = settings.concurrency + settings.batch_size
         self._claim_threshold = max(1, min(settings.batch_size, settings.concurrency) // 4)
         self.ticks = 0
-        self.last_tick_monotonic = time.monotonic()
         self.ready = asyncio.Event()  # set after the first successful claim
+        self.stopping = False
+        # The claim loop promises to come round again before this instant; past it, it is wedged.
+        self.loop_deadline = time.monotonic() + QUERY_DEADLINE_S
+        self._queue_depth_due = 0.0
+
+    @property
+    def alive(self) -> bool:
+        """True while the claim loop keeps its promise to come round again."""
+        return time.monotonic() < self.loop_deadline
 
     def stop(self) -> None:
         """Stop claiming; in-flight callbacks get REMINDERD_SHUTDOWN_TIMEOUT to finish."""
+        self.stopping = True
         self._stop.set()
         self._wake.set()
         self._plan_now.set()
@@ -76,7 +90,8 @@ class Worker:
             await self._claim_loop()
             await self._shutdown(senders, recorder)
             housekeeping.cancel()
-        await self._listener.close()
+        if self._listener is not None:
+            await self._listener.close()
 
     async def _shutdown(self, senders: list[asyncio.Task[None]], recorder: asyncio.Task[None]) -> None:
         unstarted = self._drain_queue()
@@ -117,13 +132,14 @@ class Worker:
                 await self._sleep(self.settings.poll_interval_s)
                 continue
             want = min(room, self.settings.batch_size)
+            self.loop_deadline = time.monotonic() + QUERY_DEADLINE_S
             try:
                 jobs = await self._store.claim(
                     lookback_s=self.settings.lookback_s, batch_size=want, lease_s=self.settings.lease_s
                 )
                 for job in jobs:
                     self._jobs.put_nowait(job)
-                self._tick()
+                self._tick(len(jobs))
                 if len(jobs) == want:
                     empty_streak = 0
                     continue  # more may be due right now
@@ -131,6 +147,7 @@ class Worker:
                 failures = 0
             except Exception as exc:
                 failures += 1
+                self.metrics.database_failed()
                 delay = min(DB_BACKOFF_MAX_S, 0.2 * 2 ** min(failures, 10)) * self._rng.uniform(0.5, 1)
                 log.error("claim_failed", error=_describe(exc), retry_in_s=round(delay, 2))
                 await self._sleep(delay)
@@ -149,12 +166,13 @@ class Worker:
         floor = 0.005 * 2 ** min(empty_streak, 10) if empty_streak else 0.0005
         return min(self.settings.poll_interval_s, max(until_due_s, floor))
 
-    def _tick(self) -> None:
+    def _tick(self, claimed: int) -> None:
         self.ticks += 1
-        self.last_tick_monotonic = time.monotonic()
+        self.metrics.polled(claimed)
         self.ready.set()
 
     async def _sleep(self, timeout_s: float) -> None:
+        self.loop_deadline = time.monotonic() + timeout_s + QUERY_DEADLINE_S
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout_s)
         self._wake.clear()
@@ -170,7 +188,11 @@ class Worker:
     async def _sender(self) -> None:
         while (job := await self._jobs.get()) is not None:
             self._in_flight[job.id] = job
-            result = await self._attempt(job)  # cancelled at shutdown timeout: job stays in flight
+            self.metrics.in_flight.inc()
+            try:
+                result = await self._attempt(job)  # cancelled at shutdown timeout: stays in flight
+            finally:
+                self.metrics.in_flight.dec()
             del self._in_flight[job.id]
             self._outcomes.put_nowait(decide(job, result, self._policy, self._rng))
             if self._waiting_for_room:
@@ -206,8 +228,10 @@ class Worker:
             if batch:
                 give_up_s = self.settings.shutdown_timeout_s if stopping else None
                 if await self._with_db_retry("record", self._store.record_outcomes, batch, give_up_s=give_up_s):
+                    now_s = time.time()
                     for outcome in batch:
                         _log_outcome(outcome)
+                        self.metrics.recorded(outcome, now_s)
 
     # Housekeeping ----------------------------------------------------------------------------
 
@@ -223,7 +247,7 @@ class Worker:
                 await asyncio.sleep(self._rng.uniform(1, 2) * self.settings.poll_interval_s)
 
     async def _housekeep_once(self) -> None:
-        if not self._listener.connected:
+        if self._listener is not None and not self._listener.connected:
             await self._connect_listener()
         for row in await self._store.reap_expired_leases():
             log.warning("lease_expired", message_id=row["id"], tenant=row["tenant_id"],
@@ -231,7 +255,12 @@ class Worker:
         for row in await self._store.expire_missed(lookback_s=self.settings.lookback_s):
             log.warning("expired", message_id=row["id"], tenant=row["tenant_id"], ref=row["ref_id"],
                         scheduled_for=row["scheduled_for"].isoformat())
+            self.metrics.count("expired", row["tenant_id"])
         await self._plan_recurring()
+        if time.monotonic() >= self._queue_depth_due:
+            self._queue_depth_due = time.monotonic() + QUEUE_DEPTH_EVERY_S
+            by_status, due_not_picked = await self._store.queue_depth()
+            self.metrics.set_queue_depth(by_status, due_not_picked)
 
     async def _plan_recurring(self) -> None:
         rows = await self._store.recurring_to_plan(lookback_s=self.settings.lookback_s)
@@ -263,6 +292,8 @@ class Worker:
     # Plumbing --------------------------------------------------------------------------------
 
     async def _connect_listener(self) -> None:
+        if self._listener is None:
+            return
         try:
             await self._listener.connect()
         except Exception as exc:

@@ -189,5 +189,13 @@ FROM reminderd.scheduled_messages
 GROUP BY tenant_id, status
 ORDER BY tenant_id, status;
 
+-- queue_depth --
+-- For the metrics, every 30 s: each count reads one partial index (paused rows: the live-ref one).
+SELECT (SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'picked') AS picked,
+       (SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'paused') AS paused,
+       (SELECT count(*) FROM reminderd.scheduled_messages
+        WHERE status = 'pending' AND fire_at <= now()) AS due_not_picked;
+
 -- schema_revision --
 SELECT version_num FROM reminderd.alembic_version;

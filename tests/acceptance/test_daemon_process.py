@@ -32,6 +32,7 @@ def daemon_env(database_url: str, **overrides: str) -> dict[str, str]:
         REMINDERD_CALLBACK_TIMEOUT="5",
         REMINDERD_LEASE="10",
         REMINDERD_SHUTDOWN_TIMEOUT="10",
+        REMINDERD_HTTP_PORT="0",
     )
     env.update(overrides)
     return env

@@ -1,0 +1,105 @@
+"""Prometheus metrics: what an operator alerts on. One registry per daemon, no globals."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .outcome import Outcome
+
+OUTCOMES = ("delivered", "retried", "dead", "expired", "refused")
+QUEUE_STATUSES = ("pending", "picked", "paused")
+
+# Latency of a local receiver is milliseconds; a slow one hits the callback timeout (10 s).
+CALLBACK_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+# Lateness: p99 should stay well under 50 ms; retries push it to minutes or hours.
+LATENESS_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300, 3600)
+BATCH_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
+
+
+class Metrics:
+    def __init__(self, *, tenant_labels: bool = True) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._tenant_labels = tenant_labels
+        labels = ["outcome", "tenant"] if tenant_labels else ["outcome"]
+        self.callbacks = Counter(
+            "reminderd_callbacks", "Callback outcomes: delivered, retried, dead, expired, refused.",
+            labels, registry=self.registry,
+        )
+        self.callback_duration = Histogram(
+            "reminderd_callback_duration_seconds", "Time from sending a callback to its answer.",
+            buckets=CALLBACK_BUCKETS_S, registry=self.registry,
+        )
+        self.fire_lateness = Histogram(
+            "reminderd_fire_lateness_seconds",
+            "Delivery time minus scheduled time, for delivered callbacks (retries included).",
+            buckets=LATENESS_BUCKETS_S, registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "reminderd_callbacks_in_flight", "Callbacks being sent right now.", registry=self.registry
+        )
+        self.claim_batch = Histogram(
+            "reminderd_claim_batch_size", "Rows claimed per claim query.",
+            buckets=BATCH_BUCKETS, registry=self.registry,
+        )
+        self.last_poll_age = Gauge(
+            "reminderd_last_poll_age_seconds", "Seconds since the last successful claim query.",
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "reminderd_queue_depth", "Live messages by status (refreshed on an interval).",
+            ["status"], registry=self.registry,
+        )
+        self.due_not_picked = Gauge(
+            "reminderd_due_not_picked", "Pending messages already due: near 0 when healthy.",
+            registry=self.registry,
+        )
+        self.database_up = Gauge(
+            "reminderd_database_up", "1 when the last database query succeeded, else 0.",
+            registry=self.registry,
+        )
+        self.pool_connections = Gauge(
+            "reminderd_db_pool_connections", "Database pool connections by state.",
+            ["state"], registry=self.registry,
+        )
+        self._last_poll_monotonic = time.monotonic()
+        self.last_poll_age.set_function(lambda: time.monotonic() - self._last_poll_monotonic)
+
+    def polled(self, claimed: int) -> None:
+        self._last_poll_monotonic = time.monotonic()
+        self.claim_batch.observe(claimed)
+        self.database_up.set(1)
+
+    def database_failed(self) -> None:
+        self.database_up.set(0)
+
+    def count(self, outcome: str, tenant: str, amount: int = 1) -> None:
+        labels = (outcome, tenant) if self._tenant_labels else (outcome,)
+        self.callbacks.labels(*labels).inc(amount)
+
+    def recorded(self, outcome: Outcome, now_s: float) -> None:
+        """Account for one recorded attempt."""
+        job, result = outcome.job, outcome.result
+        if result.status_code is not None:
+            self.callback_duration.observe(result.duration_ms / 1000)
+        if result.delivered:
+            self.fire_lateness.observe(max(0.0, now_s - job.scheduled_for.timestamp()))
+        if result.poison and result.error and result.error.startswith("refused"):
+            name = "refused"
+        else:
+            name = {"delivered": "delivered", "retry": "retried"}.get(outcome.event, "dead")
+        self.count(name, job.tenant_id)
+
+    def set_queue_depth(self, by_status: dict[str, int], due_not_picked: int) -> None:
+        for status in QUEUE_STATUSES:
+            self.queue_depth.labels(status).set(by_status.get(status, 0))
+        self.due_not_picked.set(due_not_picked)
+
+    def watch_pool(self, in_use: Callable[[], float], idle: Callable[[], float]) -> None:
+        self.pool_connections.labels("in_use").set_function(in_use)
+        self.pool_connections.labels("idle").set_function(idle)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
