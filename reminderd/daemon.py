@@ -108,33 +108,27 @@ class Daemon:
                           error=exc.strerror, fix="choose another REMINDERD_HTTP_PORT, or 0 to disable")
                 return EX_CONFIG
             log.info("http_listening", host=self.settings.http_host, port=health.port)
-        companions = [asyncio.create_task(self._announce_ready(worker))]
-        watchdog_s = sdnotify.watchdog_interval_s()
-        if watchdog_s:
-            companions.append(asyncio.create_task(_watchdog(worker, watchdog_s)))
+        systemd = asyncio.create_task(self._tell_systemd(worker))
         try:
             await worker.run()
         finally:
             sdnotify.notify("STOPPING=1")
-            for task in companions:
-                task.cancel()
-            await asyncio.gather(*companions, return_exceptions=True)
+            systemd.cancel()
+            await asyncio.gather(systemd, return_exceptions=True)
             await health.stop()
         return 0
 
-    async def _announce_ready(self, worker: Worker) -> None:
+    async def _tell_systemd(self, worker: Worker) -> None:
+        """READY=1 after the first successful claim; then, when systemd set a watchdog, WATCHDOG=1
+        only while the claim loop keeps coming round, so a wedged loop gets restarted."""
         await worker.ready.wait()
         sdnotify.notify(f"READY=1\nSTATUS=delivering (concurrency {self.settings.concurrency})")
         log.info("ready")
-
-
-async def _watchdog(worker: Worker, interval_s: float) -> None:
-    """Ping systemd's watchdog only while the claim loop keeps coming round: a wedged loop is
-    then restarted by systemd."""
-    while True:
-        if worker.alive:
-            sdnotify.notify("WATCHDOG=1")
-        await asyncio.sleep(interval_s)
+        interval_s = sdnotify.watchdog_interval_s()
+        while interval_s:
+            if worker.alive:
+                sdnotify.notify("WATCHDOG=1")
+            await asyncio.sleep(interval_s)
 
 
 def _public_settings(settings: Settings) -> dict[str, str]:
