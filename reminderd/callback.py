@@ -77,6 +77,15 @@ def check_url(raw: str | None, allowed: tuple[ipaddress.IPv4Network | ipaddress.
     return url
 
 
+def signature_header(job: Job, webhook_id: str, timestamp_s: int, body: bytes) -> str:
+    """One signature, or two space-separated while a rotated-out secret is still in its grace
+    period, so receivers holding either secret verify (Standard Webhooks allows several)."""
+    signature = sign(job.signing_secret, webhook_id, timestamp_s, body)
+    if job.previous_signing_secret:
+        signature += " " + sign(job.previous_signing_secret, webhook_id, timestamp_s, body)
+    return signature
+
+
 def parse_retry_after(value: str | None, now_s: float) -> float | None:
     """Retry-After as seconds from now: delta-seconds or an HTTP date."""
     if not value:
@@ -136,7 +145,7 @@ class CallbackClient:
         headers = {
             "webhook-id": webhook_id,
             "webhook-timestamp": str(timestamp_s),
-            "webhook-signature": sign(job.signing_secret, webhook_id, timestamp_s, body),
+            "webhook-signature": signature_header(job, webhook_id, timestamp_s, body),
         }
         async with self._session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
             status = resp.status

@@ -39,17 +39,17 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DELAY_S = 100 * 365 * 86400
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, flag: str = "--in") -> timedelta:
     """'90s', '15m', '2h', '3d' or combinations such as '1h30m'."""
     compact = text.strip().lower()
     parts = _DURATION_PART.findall(compact)
     if not compact or _DURATION_PART.sub("", compact).strip():
-        raise UsageError(f"--in {text!r}: use a duration such as 90s, 15m, 2h, 3d or 1h30m")
+        raise UsageError(f"{flag} {text!r}: use a duration such as 90s, 15m, 2h, 3d or 1h30m")
     seconds = sum(int(amount) * _UNIT_S[unit] for amount, unit in parts)
     if seconds <= 0:
-        raise UsageError(f"--in {text!r}: the delay must be positive")
+        raise UsageError(f"{flag} {text!r}: the delay must be positive")
     if seconds > MAX_DELAY_S:
-        raise UsageError(f"--in {text!r}: the delay must be under 100 years")
+        raise UsageError(f"{flag} {text!r}: the delay must be under 100 years")
     return timedelta(seconds=seconds)
 
 
@@ -102,6 +102,17 @@ def build_parser() -> Parser:
     add = tenant_commands.add_parser("add", help="create a tenant; prints its signing secret once")
     add.add_argument("tenant_id", metavar="ID")
     add.add_argument("--callback-url", required=True, help="default callback endpoint (http/https)")
+    grant = tenant_commands.add_parser("grant", help="let a database role act for the tenant (RLS)")
+    grant.add_argument("tenant_id", metavar="TENANT")
+    grant.add_argument("role", metavar="ROLE")
+    revoke = tenant_commands.add_parser("revoke", help="stop a database role acting for the tenant")
+    revoke.add_argument("tenant_id", metavar="TENANT")
+    revoke.add_argument("role", metavar="ROLE")
+    rotate = tenant_commands.add_parser(
+        "rotate-secret", help="issue a new signing secret; the old one keeps signing for --grace"
+    )
+    rotate.add_argument("tenant_id", metavar="TENANT")
+    rotate.add_argument("--grace", default="24h", help="how long the old secret stays valid (default 24h)")
 
     schedule = commands.add_parser("schedule", help="schedule a message; prints its id")
     schedule.add_argument("tenant_id", metavar="TENANT")
@@ -207,9 +218,27 @@ def _run(command: Callable[[Store, argparse.Namespace], Awaitable[int]], args: a
 
 
 async def _tenant(store: Store, args: argparse.Namespace) -> int:
-    secret = await store.add_tenant(args.tenant_id, args.callback_url)
-    print(f"tenant {args.tenant_id} created. Signing secret (shown once, keep it safe):")
-    print(secret)
+    if args.tenant_command == "add":
+        secret = await store.add_tenant(args.tenant_id, args.callback_url)
+        print(f"tenant {args.tenant_id} created. Signing secret (shown once, keep it safe):")
+        print(secret)
+    elif args.tenant_command == "grant":
+        try:
+            await store.grant_tenant(args.tenant_id, args.role)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        print(f"role {args.role} acts for tenant {args.tenant_id} "
+              f"(it also needs: GRANT reminderd_app TO {args.role})")
+    elif args.tenant_command == "revoke":
+        removed = await store.revoke_tenant(args.tenant_id, args.role)
+        print(f"role {args.role} no longer acts for tenant {args.tenant_id}" if removed
+              else "nothing to revoke")
+    else:
+        grace = parse_duration(args.grace, flag="--grace")
+        secret = await store.rotate_secret(args.tenant_id, grace.total_seconds())
+        print(f"tenant {args.tenant_id}: new signing secret "
+              f"(shown once; the old one signs too for {args.grace}):")
+        print(secret)
     return 0
 
 

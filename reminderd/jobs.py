@@ -21,6 +21,7 @@ class Job:
     attempt: int  # 1-based; also the fencing token for recording the outcome
     max_attempts: int | None
     signing_secret: str = field(repr=False)  # never printed
+    previous_signing_secret: str | None = field(default=None, repr=False)  # during a rotation
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
@@ -36,6 +37,7 @@ class Job:
             attempt=row["attempts"],
             max_attempts=row["max_attempts"],
             signing_secret=row["signing_secret"],
+            previous_signing_secret=row["previous_signing_secret"],
         )
 
     @property

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Identity,
     Integer,
     MetaData,
+    String,
     Table,
     Text,
     text,
@@ -20,6 +22,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
 
 metadata = MetaData(schema="reminderd")
+
+NAME = String  # PostgreSQL's `name` (role names), which SQLAlchemy reflects as a string
 
 TIMESTAMPTZ = TIMESTAMP(timezone=True)
 
@@ -30,6 +34,9 @@ tenants = Table(
     Column("callback_url", Text),
     Column("signing_secret", Text, nullable=False, server_default=text("reminderd.generate_secret()")),
     Column("created_at", TIMESTAMPTZ, nullable=False, server_default=text("now()")),
+    Column("previous_signing_secret", Text),
+    Column("previous_secret_expires_at", TIMESTAMPTZ),
+    Column("paused", Boolean, nullable=False, server_default=text("false")),
 )
 
 scheduled_messages = Table(
@@ -53,6 +60,8 @@ scheduled_messages = Table(
     Column("sent_at", TIMESTAMPTZ),
     Column("lease_expires_at", TIMESTAMPTZ),
     Column("scheduled_for", TIMESTAMPTZ),
+    Column("last_event", Text),
+    Column("paused_by", Text),
 )
 
 deliveries = Table(
@@ -73,4 +82,34 @@ deliveries = Table(
     Column("error", Text),
     Column("duration_ms", Integer, nullable=False),
     Column("created_at", TIMESTAMPTZ, nullable=False, server_default=text("now()")),
+)
+
+tenant_members = Table(
+    "tenant_members",
+    metadata,
+    Column("role_name", NAME, primary_key=True),
+    Column("tenant_id", Text, ForeignKey("reminderd.tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("created_at", TIMESTAMPTZ, nullable=False, server_default=text("now()")),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("message_id", BigInteger, nullable=False),
+    Column("tenant_id", Text, nullable=False),
+    Column("ref_id", Text, nullable=False),
+    Column("event", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("fire_at", TIMESTAMPTZ),
+    Column("reason", Text),
+    Column("actor", NAME, nullable=False),
+    Column("created_at", TIMESTAMPTZ, nullable=False, server_default=text("now()")),
+)
+
+config = Table(
+    "config",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
 )

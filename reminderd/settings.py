@@ -46,6 +46,9 @@ class Settings:
     metrics_tenant_labels: bool = True
     pgbouncer: bool = False
     listen_database_url: str | None = field(default=None, repr=False)
+    retention_days: int = 7
+    dead_retention_days: int = 30
+    history_retention_days: int = 30
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -285,6 +288,11 @@ SETTINGS: dict[str, Setting] = {
     "listen_database_url": Setting(
         "REMINDERD_LISTEN_DATABASE_URL", "direct PostgreSQL URL for LISTEN (with REMINDERD_PGBOUNCER)"
     ),
+    "retention_days": Setting("REMINDERD_RETENTION_DAYS", "days sent, cancelled and expired rows are kept"),
+    "dead_retention_days": Setting("REMINDERD_DEAD_RETENTION_DAYS", "days dead letters are kept"),
+    "history_retention_days": Setting(
+        "REMINDERD_HISTORY_RETENTION_DAYS", "days deliveries and audit events are kept"
+    ),
 }
 
 PARSERS: dict[str, Callable[[str], Any]] = {
@@ -308,4 +316,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "metrics_tenant_labels": _flag,
     "pgbouncer": _flag,
     "listen_database_url": _database_url,
+    "retention_days": _number(int, minimum=1, maximum=3650),
+    "dead_retention_days": _number(int, minimum=1, maximum=3650),
+    "history_retention_days": _number(int, minimum=1, maximum=3650),
 }

@@ -16,6 +16,14 @@ from .queries import QUERIES
 
 NOTIFY_CHANNEL = "reminderd_due"
 
+# Outcome events as the audit trail (reminderd.events) names them.
+AUDIT_EVENTS = {
+    "delivered": "fired",
+    "retry": "retry_scheduled",
+    "dead": "dead_lettered",
+    "advanced": "dead_lettered",  # a recurring row's occurrence; the row moves on
+}
+
 # Errors that mean "the database is not reachable right now", as opposed to a bug in a query.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -45,6 +53,13 @@ class Plan:
     next_fire_at: datetime | None
     next_status: str
     last_error: str | None
+
+    @property
+    def event(self) -> str:
+        """What the audit trail calls this change."""
+        if self.next_status == "dead":
+            return "dead_lettered"
+        return "planned" if self.seen_fire_at is None else "missed_skipped"
 
 
 class Store:
@@ -95,6 +110,7 @@ class Store:
             [o.reset_attempts for o in outcomes],
             [o.result.delivered for o in outcomes],
             [o.last_error for o in outcomes],
+            [AUDIT_EVENTS[o.event] for o in outcomes],
         )
 
     async def release(self, releases: Sequence[Release]) -> None:
@@ -130,12 +146,18 @@ class Store:
                 [p.next_fire_at for p in plans],
                 [p.next_status for p in plans],
                 [p.last_error for p in plans],
+                [p.event for p in plans],
             )
         )
 
     async def queue_depth(self) -> tuple[dict[str, int], int]:
         row = await self._pool.fetchrow(QUERIES["queue_depth"])
         return {s: row[s] for s in ("pending", "picked", "paused")}, row["due_not_picked"]
+
+    async def prune_batch(self, *, keep_finished_days: int, keep_dead_days: int, keep_history_days: int
+                          ) -> tuple[int, int, int]:
+        row = await self._pool.fetchrow(QUERIES["prune"], keep_finished_days, keep_dead_days, keep_history_days)
+        return row["messages"], row["deliveries"], row["events"]
 
     async def schema_revision(self) -> str | None:
         try:
@@ -167,6 +189,22 @@ class Store:
             callback_url,
         )
         return message_id
+
+    async def rotate_secret(self, tenant_id: str, grace_s: float) -> str:
+        secret: str = await self._pool.fetchval(QUERIES["rotate_secret"], tenant_id, grace_s)
+        return secret
+
+    async def grant_tenant(self, tenant_id: str, role_name: str) -> None:
+        """Let `role_name` act for `tenant_id`; ValueError naming what does not exist."""
+        if not await self._pool.fetchval(QUERIES["tenant_exists"], tenant_id):
+            raise ValueError(f'unknown tenant "{tenant_id}"')
+        if not await self._pool.fetchval(QUERIES["role_exists"], role_name):
+            raise ValueError(f'no database role "{role_name}" (CREATE ROLE it first)')
+        await self._pool.execute(QUERIES["grant_tenant"], tenant_id, role_name)
+
+    async def revoke_tenant(self, tenant_id: str, role_name: str) -> int:
+        status: str = await self._pool.execute(QUERIES["revoke_tenant"], tenant_id, role_name)
+        return int(status.split()[-1])
 
     async def cancel(self, tenant_id: str, ref_id: str) -> int:
         cancelled: int = await self._pool.fetchval(QUERIES["cancel"], tenant_id, ref_id)

@@ -36,6 +36,9 @@ RECORD_BATCH_MAX = 1000
 DB_BACKOFF_MAX_S = 30.0
 QUERY_DEADLINE_S = 90.0  # a claim query takes milliseconds; asyncpg's command timeout is 60 s
 QUEUE_DEPTH_EVERY_S = 30.0
+PRUNE_EVERY_S = 60.0
+PRUNE_BATCHES_PER_ROUND = 20  # at most 20,000 rows of each kind a minute, in short transactions
+PRUNE_BATCH = 1000
 
 
 class Worker:
@@ -66,6 +69,7 @@ class Worker:
         # The claim loop promises to come round again before this instant; past it, it is wedged.
         self.loop_deadline = time.monotonic() + QUERY_DEADLINE_S
         self._queue_depth_due = 0.0
+        self._prune_due = time.monotonic() + PRUNE_EVERY_S / 4
 
     @property
     def alive(self) -> bool:
@@ -261,6 +265,25 @@ class Worker:
             self._queue_depth_due = time.monotonic() + QUEUE_DEPTH_EVERY_S
             by_status, due_not_picked = await self._store.queue_depth()
             self.metrics.set_queue_depth(by_status, due_not_picked)
+        if time.monotonic() >= self._prune_due:
+            self._prune_due = time.monotonic() + PRUNE_EVERY_S
+            await self.prune()
+
+    async def prune(self) -> tuple[int, int, int]:
+        """Delete finished rows and old history past their retention, in small batches."""
+        totals = [0, 0, 0]
+        for _ in range(PRUNE_BATCHES_PER_ROUND):
+            batch = await self._store.prune_batch(
+                keep_finished_days=self.settings.retention_days,
+                keep_dead_days=self.settings.dead_retention_days,
+                keep_history_days=self.settings.history_retention_days,
+            )
+            totals = [total + count for total, count in zip(totals, batch, strict=True)]
+            if max(batch) < PRUNE_BATCH:
+                break
+        if any(totals):
+            log.info("pruned", messages=totals[0], deliveries=totals[1], events=totals[2])
+        return totals[0], totals[1], totals[2]
 
     async def _plan_recurring(self) -> None:
         rows = await self._store.recurring_to_plan(lookback_s=self.settings.lookback_s)

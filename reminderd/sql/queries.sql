@@ -26,7 +26,9 @@ WHERE m.id = due.id
 RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
           coalesce(m.callback_url, t.callback_url) AS callback_url,
           coalesce(m.scheduled_for, m.fire_at) AS scheduled_for,
-          m.cron, m.timezone, m.attempts, m.max_attempts, t.signing_secret;
+          m.cron, m.timezone, m.attempts, m.max_attempts, t.signing_secret,
+          CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
+              AS previous_signing_secret;
 
 -- record_outcomes --
 -- Log a batch of attempts and move each row on, in one round trip. A row is only moved when it
@@ -38,11 +40,11 @@ WITH outcome AS (
     FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::timestamptz[],
                 $6::int[], $7::text[], $8::int[],
                 $9::text[], $10::timestamptz[], $11::float8[], $12::timestamptz[],
-                $13::bool[], $14::bool[], $15::text[])
+                $13::bool[], $14::bool[], $15::text[], $16::text[])
          AS o(message_id, attempt, tenant_id, webhook_id, occurrence,
               status_code, error, duration_ms,
               next_status, next_fire_at, retry_in_s, next_scheduled_for,
-              reset_attempts, delivered, last_error)
+              reset_attempts, delivered, last_error, event)
 ),
 logged AS (
     INSERT INTO reminderd.deliveries
@@ -58,6 +60,7 @@ SET status = o.next_status,
     attempts = CASE WHEN o.reset_attempts THEN 0 ELSE m.attempts END,
     sent_at = CASE WHEN o.delivered THEN now() ELSE m.sent_at END,
     last_error = o.last_error,
+    last_event = o.event,
     lease_expires_at = NULL,
     updated_at = now()
 FROM outcome AS o
@@ -76,6 +79,8 @@ SET status = 'pending',
     scheduled_for = coalesce(m.scheduled_for, m.fire_at),
     fire_at = now(),
     lease_expires_at = NULL,
+    last_event = 'released',
+    last_error = 'handed back at shutdown',
     updated_at = now()
 FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::bool[])
      AS r(message_id, attempt, occurrence, started)
@@ -100,6 +105,7 @@ SET status = 'pending',
     fire_at = now(),
     lease_expires_at = NULL,
     last_error = 'lease expired after attempt ' || m.attempts || ' (daemon stopped mid-flight); redelivering',
+    last_event = 'lease_expired',
     updated_at = now()
 FROM expired
 WHERE m.id = expired.id
@@ -124,6 +130,7 @@ SET status = 'expired',
                         to_char(coalesce(m.scheduled_for, m.fire_at) AT TIME ZONE 'UTC',
                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
                         $1::float8),
+    last_event = 'expired',
     updated_at = now()
 FROM missed
 WHERE m.id = missed.id
@@ -153,9 +160,10 @@ SET fire_at = coalesce(p.next_fire_at, m.fire_at),
     scheduled_for = NULL,
     attempts = 0,
     last_error = p.last_error,
+    last_event = p.event,
     updated_at = now()
-FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[])
-     AS p(message_id, seen_fire_at, next_fire_at, next_status, last_error)
+FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
+     AS p(message_id, seen_fire_at, next_fire_at, next_status, last_error, event)
 WHERE m.id = p.message_id
   AND m.status = 'pending'
   AND m.fire_at IS NOT DISTINCT FROM p.seen_fire_at
@@ -168,6 +176,12 @@ FROM reminderd.scheduled_messages
 WHERE status = 'pending'
   AND fire_at > now() - make_interval(secs => $1);
 
+-- prune --
+-- One batch of retention pruning (see reminderd.prune in the 0002 migration). $1 finished rows,
+-- $2 dead rows, $3 deliveries and events: days to keep.
+SELECT messages, deliveries, events
+FROM reminderd.prune(make_interval(days => $1), make_interval(days => $2), make_interval(days => $3));
+
 -- add_tenant --
 INSERT INTO reminderd.tenants (id, callback_url)
 VALUES ($1, $2)
@@ -178,6 +192,24 @@ SELECT reminderd.schedule($1, $2, $3, $4::jsonb, $5);
 
 -- schedule_cron --
 SELECT reminderd.schedule_cron($1, $2, $3, $4, $5::jsonb, $6);
+
+-- rotate_secret --
+SELECT reminderd.rotate_secret($1, make_interval(secs => $2));
+
+-- grant_tenant --
+INSERT INTO reminderd.tenant_members (role_name, tenant_id)
+SELECT r.rolname, t.id FROM pg_roles r, reminderd.tenants t WHERE r.rolname = $2 AND t.id = $1
+ON CONFLICT DO NOTHING
+RETURNING role_name;
+
+-- revoke_tenant --
+DELETE FROM reminderd.tenant_members WHERE tenant_id = $1 AND role_name = $2;
+
+-- role_exists --
+SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1);
+
+-- tenant_exists --
+SELECT EXISTS (SELECT 1 FROM reminderd.tenants WHERE id = $1);
 
 -- cancel --
 SELECT reminderd.cancel($1, $2);

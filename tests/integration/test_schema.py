@@ -21,6 +21,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 from support import poll_until
 
+from reminderd.daemon import head_revision
 from reminderd.migrate import upgrade
 from reminderd.schema import metadata
 
@@ -28,7 +29,10 @@ CALLBACK = "https://example.com/cb"
 LIVE = ("pending", "picked", "paused")
 NOTIFY_CHANNEL = "reminderd_due"
 NOTIFY_TIMEOUT_S = 5.0
-TRUNCATE = "TRUNCATE reminderd.deliveries, reminderd.scheduled_messages, reminderd.tenants RESTART IDENTITY"
+TRUNCATE = (
+    "TRUNCATE reminderd.deliveries, reminderd.events, reminderd.scheduled_messages,"
+    " reminderd.tenant_members, reminderd.tenants RESTART IDENTITY"
+)
 
 
 async def add_tenant(
@@ -108,7 +112,8 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
     try:
         versions = await connection.fetch("SELECT version_num FROM reminderd.alembic_version")
         tables = await connection.fetch(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'reminderd' ORDER BY 1"
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = 'reminderd' AND table_type = 'BASE TABLE' ORDER BY 1"
         )
         functions = await connection.fetch(
             "SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
@@ -117,9 +122,10 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
     finally:
         await connection.close()
 
-    assert [v["version_num"] for v in versions] == ["0001"]
+    assert [v["version_num"] for v in versions] == [head_revision("postgresql://unused")]
     assert [t["table_name"] for t in tables] == [
-        "alembic_version", "deliveries", "scheduled_messages", "tenants",
+        "alembic_version", "config", "deliveries", "events", "scheduled_messages", "tenant_members",
+        "tenants",
     ]
     assert {f["proname"] for f in functions} >= {
         "schedule", "schedule_cron", "cancel", "cancel_live", "generate_secret",
@@ -252,7 +258,7 @@ async def test_same_ref_under_two_tenants_is_two_live_rows(tx: asyncpg.Connectio
 
 async def test_schedule_stores_payload_and_callback_url(tx: asyncpg.Connection) -> None:
     await add_tenant(tx)
-    fire_at = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+    fire_at = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
     message_id = await tx.fetchval(
         "SELECT reminderd.schedule('t1', 'r1', $1, '{\"k\": [1, 2]}', 'https://hooks.example.org/x')", fire_at
     )
@@ -291,7 +297,7 @@ async def test_schedule_twice_replaces_the_live_row(tx: asyncpg.Connection) -> N
 
 async def test_schedule_with_null_fire_at_is_refused(tx: asyncpg.Connection) -> None:
     await add_tenant(tx)
-    with pytest.raises(asyncpg.NullValueNotAllowedError, match="fire_at"):
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="fire_at"):
         await tx.fetchval("SELECT reminderd.schedule('t1', 'r1', NULL)")
 
 
