@@ -125,12 +125,14 @@ class CallbackClient:
         started = time.perf_counter()
         try:
             url = check_url(job.callback_url, self._allowed)
-            return await self._post(job, url, started)
+            body = callback_body(job)
+            try:
+                headers = self._signed_headers(job, body)
+            except ValueError as exc:  # a damaged signing secret: no retry can fix it
+                return _poisoned(started, f"cannot sign for tenant {job.tenant_id}: {exc}")
+            return await self._post(url, body, headers, started)
         except CallbackRefused as refused:
-            return AttemptResult(
-                delivered=False, status_code=None, error=f"refused: {refused}",
-                duration_ms=_elapsed_ms(started), permanent=True, poison=True,
-            )
+            return _poisoned(started, f"refused: {refused}")
         except TimeoutError:
             return self._failed(started, f"timed out after {self._timeout_s:g}s")
         except aiohttp.ClientConnectorError as exc:
@@ -138,15 +140,17 @@ class CallbackClient:
         except aiohttp.ClientError as exc:
             return self._failed(started, f"{type(exc).__name__}: {exc}")
 
-    async def _post(self, job: Job, url: URL, started: float) -> AttemptResult:
-        body = callback_body(job)
+    @staticmethod
+    def _signed_headers(job: Job, body: bytes) -> dict[str, str]:
         webhook_id = job.webhook_id
         timestamp_s = int(time.time())
-        headers = {
+        return {
             "webhook-id": webhook_id,
             "webhook-timestamp": str(timestamp_s),
             "webhook-signature": signature_header(job, webhook_id, timestamp_s, body),
         }
+
+    async def _post(self, url: URL, body: bytes, headers: dict[str, str], started: float) -> AttemptResult:
         async with self._session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
             status = resp.status
             if 200 <= status < 300:
@@ -170,6 +174,14 @@ class CallbackClient:
     @staticmethod
     def _failed(started: float, error: str) -> AttemptResult:
         return AttemptResult(delivered=False, status_code=None, error=error, duration_ms=_elapsed_ms(started))
+
+
+def _poisoned(started: float, error: str) -> AttemptResult:
+    """The row can never be delivered as it stands: dead-letter it with the reason."""
+    return AttemptResult(
+        delivered=False, status_code=None, error=error, duration_ms=_elapsed_ms(started),
+        permanent=True, poison=True,
+    )
 
 
 def _elapsed_ms(started: float) -> int:

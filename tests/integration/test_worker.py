@@ -275,3 +275,15 @@ async def test_graceful_stop_finishes_in_flight_and_hands_back_the_rest(
     )
     assert never_tried == counts.get("pending", 0)  # handed back rows gave their attempt back
     assert len(receiver.received) == counts["sent"]  # nothing sent twice, nothing lost
+
+
+async def test_a_damaged_signing_secret_dead_letters_at_once_without_leaking_it(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    await db.execute("UPDATE reminderd.tenants SET signing_secret = 'whsec_!!not-base64!!' WHERE id = 'acme'")
+    await db.execute("SELECT reminderd.schedule('acme', 'unsignable', now())")
+    async with running_worker(fast_settings(database_url)):
+        row = await poll_until(settled(db, "unsignable", "dead"))
+    assert row["attempts"] == 1 and "cannot sign for tenant acme" in row["last_error"]
+    assert "not-base64" not in row["last_error"]
+    assert receiver.received == []
