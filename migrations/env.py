@@ -29,6 +29,10 @@ def run_in(connection: Connection) -> None:
         transaction_per_migration=True,
     )
     with context.begin_transaction():
+        # Several hosts may migrate at once (each one's reminderd-migrate.service at boot): one
+        # migrates, the others wait for it (a session lock: it outlives each migration's commit)
+        # and then find nothing left to do. Released when the connection closes.
+        connection.exec_driver_sql("SELECT pg_advisory_lock(hashtext('reminderd migrate'))")
         # The version table lives in our schema, so the schema must exist before Alembic looks.
         connection.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS reminderd")
         context.run_migrations()

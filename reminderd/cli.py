@@ -144,11 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_CONFIG
     try:
         if args.command == "migrate":
-            from .migrate import upgrade
-
-            upgrade(settings.database_url)
-            print("reminderd: schema is at the latest migration")
-            return 0
+            return _migrate(settings)
         if args.command == "run":
             return _run_daemon(settings, args.config)
         if args.command == "config":
@@ -171,8 +167,24 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
     if args.command in {"run", "config"}:
         return Settings.load(env, args.config)
     # Other commands need only the database: ignore daemon tuning they do not use.
-    database_only = {k: v for k, v in env.items() if k.startswith("REMINDERD_DATABASE_URL")}
+    database_only = {k: v for k, v in env.items() if k.startswith(
+        ("REMINDERD_DATABASE_URL", "REMINDERD_PGBOUNCER", "REMINDERD_LISTEN_DATABASE_URL"))}
     return Settings.load(database_only)
+
+
+def _migrate(settings: Settings) -> int:
+    from .migrate import upgrade_with_retry
+
+    url = settings.database_url
+    if settings.pgbouncer:  # DDL and Alembic's prepared statements need a direct connection
+        if not settings.listen_database_url:
+            print("reminderd: migrate needs a direct connection: set REMINDERD_LISTEN_DATABASE_URL "
+                  "or pass --database-url", file=sys.stderr)
+            return EX_CONFIG
+        url = settings.listen_database_url
+    upgrade_with_retry(url)
+    print("reminderd: schema is at the latest migration")
+    return 0
 
 
 def _run_daemon(settings: Settings, config_file: str | None) -> int:
@@ -203,7 +215,7 @@ def _event_loop_run(coro: Coroutine[Any, Any, int]) -> int:
 def _run(command: Callable[[Store, argparse.Namespace], Awaitable[int]], args: argparse.Namespace,
          settings: Settings) -> int:
     async def go() -> int:
-        store = await Store.connect(settings.database_url, max_size=1)
+        store = await Store.connect(settings.database_url, max_size=1, pgbouncer=settings.pgbouncer)
         try:
             return await command(store, args)
         except asyncpg.PostgresError as exc:

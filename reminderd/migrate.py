@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 from alembic import command
@@ -23,3 +25,20 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str, revision: str = HEAD) -> None:
     """Bring the schema to `revision`. Blocking: call it from a thread inside an event loop."""
     command.upgrade(alembic_config(database_url), revision)
+
+
+def upgrade_with_retry(database_url: str, *, give_up_after_s: float = 120.0) -> None:
+    """upgrade(), waiting with backoff while the database is unreachable (at boot it may start
+    after us); any other error is raised at once."""
+    deadline = time.monotonic() + give_up_after_s
+    delay_s = 0.5
+    while True:
+        try:
+            upgrade(database_url)
+            return
+        except (OSError, ConnectionError) as exc:
+            if time.monotonic() + delay_s > deadline:
+                raise
+            print(f"reminderd: database unreachable ({exc}); retrying in {delay_s:g}s", file=sys.stderr)
+            time.sleep(delay_s)
+            delay_s = min(delay_s * 2, 10.0)
