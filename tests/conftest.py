@@ -103,6 +103,31 @@ def database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
     asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture(scope="module")
+def module_database_url(
+    request: pytest.FixtureRequest, pg_server_url: str, template_database: str
+) -> Iterator[str]:
+    """One clone of the template for a whole module, for modules whose tests change rows only:
+    a clone costs ~0.3 s. Such a module overrides `database_url` with `emptied(module_database_url)`."""
+    name = f"reminderd_{request.module.__name__.rpartition('.')[2]}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+    yield _with_database(pg_server_url, name)
+    asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+EMPTY_TABLES = (
+    "TRUNCATE reminderd.deliveries, reminderd.events, reminderd.scheduled_messages,"
+    " reminderd.tenant_members, reminderd.tenants RESTART IDENTITY"
+)
+DEFAULT_CONFIG = "UPDATE reminderd.config SET value = '90 days' WHERE key = 'horizon'"
+
+
+def emptied(database_url: str) -> str:
+    """The database with every reminderd table emptied and the SQL settings back at defaults."""
+    asyncio.run(_admin(database_url, EMPTY_TABLES, DEFAULT_CONFIG))
+    return database_url
+
+
 @pytest.fixture
 def empty_database_url(pg_server_url: str) -> Iterator[str]:
     """A database with no schema at all, for migration tests."""

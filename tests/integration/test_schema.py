@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from conftest import emptied
 from sqlalchemy.ext.asyncio import create_async_engine
 from support import poll_until
 
@@ -29,10 +29,6 @@ CALLBACK = "https://example.com/cb"
 LIVE = ("pending", "picked", "paused")
 NOTIFY_CHANNEL = "reminderd_due"
 NOTIFY_TIMEOUT_S = 5.0
-TRUNCATE = (
-    "TRUNCATE reminderd.deliveries, reminderd.events, reminderd.scheduled_messages,"
-    " reminderd.tenant_members, reminderd.tenants RESTART IDENTITY"
-)
 
 
 async def add_tenant(
@@ -63,29 +59,10 @@ def asyncpg_to_sqlalchemy(url: str) -> str:
     return f"postgresql+asyncpg://{rest}"
 
 
-async def _admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(url)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@pytest.fixture(scope="module")
-def module_database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
-    """One clone of the migrated template for this module: a clone costs ~0.3 s, too much per test."""
-    name = f"reminderd_{__name__.rpartition('.')[2]}_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
-    base, _, _ = pg_server_url.rpartition("/")
-    yield f"{base}/{name}"
-    asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 @pytest.fixture
 def database_url(module_database_url: str) -> str:
-    """Overrides conftest's clone per test: the module's database, emptied before each test."""
-    asyncio.run(_admin(module_database_url, TRUNCATE))
-    return module_database_url
+    """Overrides conftest's clone per test: this module's database, emptied before each test."""
+    return emptied(module_database_url)
 
 
 @pytest.fixture

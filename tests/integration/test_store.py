@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
+from conftest import emptied
 
 from reminderd.callback import AttemptResult
 from reminderd.daemon import head_revision
@@ -29,36 +28,12 @@ LOOKBACK_S = 120.0
 LEASE_S = 300.0
 DUE = "now() - interval '5 seconds'"
 TOLERANCE = timedelta(seconds=5)
-TRUNCATE = (
-    "TRUNCATE reminderd.deliveries, reminderd.events, reminderd.scheduled_messages,"
-    " reminderd.tenant_members, reminderd.tenants RESTART IDENTITY"
-)
-
-
-async def _admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(url)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@pytest.fixture(scope="module")
-def module_database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
-    """One clone of the migrated template for this module: a clone costs ~0.3 s, too much per test."""
-    name = f"reminderd_{__name__.rpartition('.')[2]}_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
-    base, _, _ = pg_server_url.rpartition("/")
-    yield f"{base}/{name}"
-    asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
 def database_url(module_database_url: str) -> str:
-    """Overrides conftest's clone per test (used by `db` and `store`): the module's database,
-    emptied before each test. Tests here change rows only, never the schema."""
-    asyncio.run(_admin(module_database_url, TRUNCATE))
-    return module_database_url
+    """Overrides conftest's clone per test: this module's database, emptied before each test."""
+    return emptied(module_database_url)
 
 
 async def add_tenant(db: asyncpg.Connection, tenant_id: str = "t1", callback_url: str | None = CALLBACK) -> str:
