@@ -13,6 +13,7 @@ never shares an event loop, or a core's worth of Python, with the client under t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import re
@@ -145,7 +146,7 @@ def serve(control: Connection, host: str = "127.0.0.1") -> None:
         def on_control() -> None:
             while control.poll():
                 try:
-                    command, *args = control.recv()
+                    command, *_args = control.recv()
                 except EOFError:  # the bench died: stop with it
                     if not stopped.done():
                         stopped.set_result(None)
@@ -164,6 +165,9 @@ def serve(control: Connection, host: str = "127.0.0.1") -> None:
                         stopped.set_result(None)
                 else:
                     reply = f"unknown command {command!r}"
+                # The loop's reader made the pipe non-blocking; a dump is larger than the pipe
+                # buffer, so send it blocking (the bench is waiting to read it).
+                os.set_blocking(control.fileno(), True)
                 control.send(reply)
 
         loop.add_reader(control.fileno(), on_control)
@@ -212,10 +216,8 @@ class ReceiverProcess:
 
     def stop(self) -> None:
         if self.process.is_alive():
-            try:
+            with contextlib.suppress(RuntimeError, OSError, EOFError):
                 self._ask("stop", timeout_s=5)
-            except (RuntimeError, OSError, EOFError):
-                pass
             self.process.join(5)
         if self.process.is_alive():
             self.process.kill()

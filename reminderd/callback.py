@@ -22,6 +22,7 @@ from .ssrf import GuardedResolver, refusal
 USER_AGENT = f"reminderd/{__version__}"
 EXCERPT_BYTES = 256  # never keep more of a response body than this
 DRAIN_BYTES = 64 * 1024
+CHECKED_URLS_MAX = 10_000
 RETRYABLE_STATUS = frozenset({408, 429})
 
 
@@ -105,6 +106,7 @@ class CallbackClient:
 
     def __init__(self, settings: Settings) -> None:
         self._allowed = settings.allowed_callback_networks
+        self._checked_urls: dict[str, URL] = {}  # most tenants use one URL: check it once
         self._timeout_s = settings.callback_timeout_s
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
@@ -124,7 +126,7 @@ class CallbackClient:
     async def send(self, job: Job) -> AttemptResult:
         started = time.perf_counter()
         try:
-            url = check_url(job.callback_url, self._allowed)
+            url = self._checked_url(job.callback_url)
             body = callback_body(job)
             try:
                 headers = self._signed_headers(job, body)
@@ -139,6 +141,15 @@ class CallbackClient:
             return self._failed(started, f"connection failed: {exc.os_error.strerror or exc}")
         except aiohttp.ClientError as exc:
             return self._failed(started, f"{type(exc).__name__}: {exc}")
+
+    def _checked_url(self, raw: str | None) -> URL:
+        if raw and (known := self._checked_urls.get(raw)) is not None:
+            return known
+        url = check_url(raw, self._allowed)  # a refusal raises, so it is never cached
+        if len(self._checked_urls) >= CHECKED_URLS_MAX:
+            self._checked_urls.clear()
+        self._checked_urls[str(raw)] = url
+        return url
 
     @staticmethod
     def _signed_headers(job: Job, body: bytes) -> dict[str, str]:

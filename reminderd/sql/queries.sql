@@ -56,7 +56,9 @@ UPDATE reminderd.scheduled_messages AS m
 SET status = o.next_status,
     fire_at = CASE WHEN o.retry_in_s IS NOT NULL THEN now() + make_interval(secs => o.retry_in_s)
                    ELSE coalesce(o.next_fire_at, m.fire_at) END,
-    scheduled_for = o.next_scheduled_for,
+    -- A finished row keeps its occurrence (dead_letters shows it; requeue reuses the webhook-id).
+    scheduled_for = CASE WHEN o.next_status IN ('sent', 'dead') THEN o.occurrence
+                         ELSE o.next_scheduled_for END,
     attempts = CASE WHEN o.reset_attempts THEN 0 ELSE m.attempts END,
     sent_at = CASE WHEN o.delivered THEN now() ELSE m.sent_at END,
     last_error = o.last_error,

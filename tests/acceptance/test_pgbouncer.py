@@ -202,10 +202,14 @@ def _stats(bouncer: Bouncer) -> dict[str, str]:
     return rows[0]
 
 
-async def _direct_connections(db: asyncpg.Connection, application_name: str) -> int:
+async def _direct_connections(db: asyncpg.Connection, application_name: str, bouncer: Bouncer) -> int:
+    """Sessions with this application_name that are not PgBouncer's own server connections (a
+    server connection keeps the name its first client set: the daemon's pool does not RESET ALL)."""
+    via_bouncer = [int(s["local_port"]) for s in bouncer.admin("SHOW SERVERS") if s["database"] == ALIAS]
     count: int = await db.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1",
-        application_name,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = $1 AND NOT client_port = ANY($2::int[])",
+        application_name, via_bouncer,
     )
     return count
 
@@ -240,8 +244,8 @@ async def test_behind_pgbouncer_with_a_direct_listen_connection_delivers_each_me
         await process.wait_logged("ready")
         clients = [c for c in bouncer.admin("SHOW CLIENTS") if c["database"] == ALIAS]
         assert clients and all(c["user"] == bouncer.user for c in clients), clients
-        assert await _direct_connections(db, "reminderd-listen") == 1  # LISTEN bypasses PgBouncer
-        assert await _direct_connections(db, "reminderd") == 0  # the pool does not
+        assert await _direct_connections(db, "reminderd-listen", bouncer) == 1  # LISTEN bypasses PgBouncer
+        assert await _direct_connections(db, "reminderd", bouncer) == 0  # the pool does not
 
         soon_fire_at = await _schedule(db)
         await poll_until(lambda: _all_sent(db), timeout_s=15)
@@ -266,8 +270,8 @@ async def test_behind_pgbouncer_without_a_listen_url_polls_and_delivers_each_mes
     env = daemon_env(bouncer.url, REMINDERD_PGBOUNCER="1")  # poll every 0.2 s, no LISTEN at all
     async with daemon(env) as process:
         await process.wait_logged("ready")
-        assert await _direct_connections(db, "reminderd-listen") == 0
-        assert await _direct_connections(db, "reminderd") == 0
+        assert await _direct_connections(db, "reminderd-listen", bouncer) == 0
+        assert await _direct_connections(db, "reminderd", bouncer) == 0
 
         await _schedule(db)
         await poll_until(lambda: _all_sent(db), timeout_s=15)

@@ -1,0 +1,109 @@
+"""Quiet hours: a daily window of the recipient's wall clock in which messages wait.
+
+    quiet = QuietHours.parse("21:00-09:00")
+    quiet.defer(instant, "Europe/London")
+    -> (09:00 the next morning, "deferred from 22:30 to 09:00 Europe/London (quiet hours 21:00-09:00)")
+
+The window may wrap midnight; its start is inside it, its end is not. Pure:
+the instant to check is always an argument, never read from a clock.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from reminderd.cron import load_timezone
+
+__all__ = ["QuietHours", "applies"]
+
+_WINDOW = re.compile(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*")
+
+
+def applies(category: str, exempt: frozenset[str] = frozenset({"transactional"})) -> bool:
+    """Whether quiet hours hold back a message of `category`: every category does
+    (marketing, and any unknown one) except the `exempt` ones."""
+    return category not in exempt
+
+
+@dataclass(frozen=True)
+class QuietHours:
+    start: time  # inside the window
+    end: time  # the first wall time outside it
+
+    def __post_init__(self) -> None:
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
+        if self.start.tzinfo is not None or self.end.tzinfo is not None:
+            raise ValueError("quiet hours are wall-clock times: start and end take no timezone")
+
+    @classmethod
+    def parse(cls, text: str) -> QuietHours:
+        """QuietHours from "HH:MM-HH:MM", like "21:00-09:00"."""
+        match = _WINDOW.fullmatch(text)
+        if match is None:
+            raise ValueError(f'invalid quiet hours "{text}": expected HH:MM-HH:MM, like 21:00-09:00')
+        start_hour, start_minute, end_hour, end_minute = map(int, match.groups())
+        try:
+            return cls(time(start_hour, start_minute), time(end_hour, end_minute))
+        except ValueError as exc:  # hour 24 or more, minute 60 or more, or an empty window
+            raise ValueError(f'invalid quiet hours "{text}": {exc}') from None
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+    def contains(self, local: datetime) -> bool:
+        """Whether the wall time of `local` (already in the recipient's timezone) is quiet."""
+        wall = local.time()
+        if self.start < self.end:
+            return self.start <= wall < self.end
+        return wall >= self.start or wall < self.end
+
+    def defer(self, instant: datetime, tz_name: str) -> tuple[datetime, str | None]:
+        """(instant, None) when `instant` is not quiet in timezone `tz_name`; otherwise the
+        first instant after it at which the window ends, in UTC, and why."""
+        if instant.utcoffset() is None:
+            raise ValueError("instant must be timezone-aware")
+        tz = load_timezone(tz_name)
+        local = instant.astimezone(tz)
+        if not self.contains(local):
+            return instant, None
+        resume = local
+        while self.contains(resume):  # again only if a clock change skips past both end and start
+            resume = _next_wall(resume, self.end, tz).astimezone(tz)
+        reason = f"deferred from {local:%H:%M} to {resume:%H:%M} {tz_name} (quiet hours {self})"
+        return resume.astimezone(UTC), reason
+
+
+def _next_wall(after: datetime, wall_time: time, tz: ZoneInfo) -> datetime:
+    """The first instant later than `after` at which the clock in `tz` reads `wall_time`, as UTC.
+
+    A wall time repeated by a backward jump counts at its first reading; one skipped by a
+    forward jump counts at the jump, the first instant after the gap."""
+    day = after.date()
+    while True:
+        wall = datetime.combine(day, wall_time)
+        for fold in (0, 1):
+            instant = wall.replace(tzinfo=tz, fold=fold).astimezone(UTC)
+            if instant.astimezone(tz).replace(tzinfo=None) != wall:  # skipped
+                instant = _jump(wall, tz)
+            if instant > after:
+                return instant
+        day += timedelta(days=1)
+
+
+def _jump(skipped: datetime, tz: ZoneInfo) -> datetime:
+    """The instant, as UTC, of the forward jump that skips the wall time `skipped`."""
+    early = skipped.replace(tzinfo=tz, fold=1)  # read with the new offset: an instant before the jump
+    late = skipped.replace(tzinfo=tz, fold=0)  # read with the old offset: an instant after it
+    old_offset = late.utcoffset()
+    lo, hi = int(early.timestamp()), int(late.timestamp())
+    while hi - lo > 1:  # offsets change on whole seconds
+        mid = (lo + hi) // 2
+        if datetime.fromtimestamp(mid, tz).utcoffset() == old_offset:
+            lo = mid
+        else:
+            hi = mid
+    return datetime.fromtimestamp(hi, UTC)

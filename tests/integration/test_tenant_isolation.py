@@ -1,0 +1,568 @@
+"""Row-level security and roles (migration 0002) with real LOGIN roles, as an application would
+connect: each app role sees and changes only its own tenant's rows, whatever it tries; the readonly
+role sees everything and changes nothing; signing secrets are hidden from both; a daemon that is not
+a superuser delivers; secret rotation signs with both secrets during the grace period only.
+
+The test superuser bypasses row-level security, so every check runs on a connection made as a
+role created here (roles are cluster-wide: names are unique per test, dropped afterwards).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from support import TEST_SECRET, Receiver, fast_settings, poll_until, running_worker, settled
+
+from reminderd.queries import QUERIES
+from reminderd.store import NOTIFY_CHANNEL, Store
+
+TRUNCATE = (
+    "TRUNCATE reminderd.deliveries, reminderd.events, reminderd.scheduled_messages,"
+    " reminderd.tenant_members, reminderd.tenants RESTART IDENTITY"
+)
+RESET_CONFIG = "UPDATE reminderd.config SET value = '90 days' WHERE key = 'horizon'"
+ROLE_PASSWORD = "reminderd-test"  # ignored under trust authentication, needed under scram
+OTHER_SECRET = "whsec_" + "R2xvYmV4U2VjcmV0MDEyMzQ1Njc4OWFiY2RlZmdoaWo="
+
+# What an app role may read, and the column naming the tenant of each row.
+TENANT_COLUMN = {
+    "reminderd.scheduled_messages": "tenant_id",
+    "reminderd.deliveries": "tenant_id",
+    "reminderd.events": "tenant_id",
+    "reminderd.tenants": "id",
+    "reminderd.tenant_members": "tenant_id",
+    "reminderd.queue_overview": "tenant_id",
+    "reminderd.due_now": "tenant_id",
+    "reminderd.stuck": "tenant_id",
+    "reminderd.dead_letters": "tenant_id",
+    "reminderd.upcoming_by_hour": "tenant_id",
+    "reminderd.recent_deliveries": "tenant_id",
+}
+
+
+async def _admin(url: str, *statements: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="module")
+def module_database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
+    """One clone of the migrated template for this module: a clone costs ~0.3 s, too much per test."""
+    name = f"reminderd_{__name__.rpartition('.')[2]}_{uuid.uuid4().hex[:8]}"
+    asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+    base, _, _ = pg_server_url.rpartition("/")
+    yield f"{base}/{name}"
+    asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def database_url(module_database_url: str) -> str:
+    """Overrides conftest's clone per test (used by `db`, `store`, `tenant`): the module's database,
+    emptied."""
+    asyncio.run(_admin(module_database_url, TRUNCATE, RESET_CONFIG))
+    return module_database_url
+
+
+def url_as(database_url: str, user: str) -> str:
+    """The same server and database, as another role."""
+    parts = urlsplit(database_url)
+    host = parts.hostname or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{ROLE_PASSWORD}@{host}{port}"))
+
+
+@dataclass
+class Roles:
+    """Creates LOGIN roles with unique names, connects as them, and cleans both up."""
+
+    admin: asyncpg.Connection
+    database_url: str
+    names: list[str] = field(default_factory=list)
+    connections: list[asyncpg.Connection] = field(default_factory=list)
+
+    async def create(self, prefix: str, *member_of: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        groups = f" IN ROLE {', '.join(member_of)}" if member_of else ""
+        await self.admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{ROLE_PASSWORD}'{groups}")
+        self.names.append(name)
+        return name
+
+    def url(self, name: str) -> str:
+        return url_as(self.database_url, name)
+
+    async def connect(self, name: str) -> asyncpg.Connection:
+        connection = await asyncpg.connect(self.url(name))
+        self.connections.append(connection)
+        return connection
+
+    async def cleanup(self) -> None:
+        for connection in self.connections:
+            await connection.close()
+        for name in self.names:
+            await self.admin.execute(f"DROP OWNED BY {name}")
+            await self.admin.execute(f"DROP ROLE IF EXISTS {name}")
+
+
+@pytest.fixture
+async def roles(db: asyncpg.Connection, database_url: str) -> AsyncIterator[Roles]:
+    made = Roles(db, database_url)
+    yield made
+    await made.cleanup()
+
+
+@dataclass
+class TwoTenants:
+    app_a: asyncpg.Connection  # acts for acme
+    app_b: asyncpg.Connection  # acts for globex
+    role_a: str
+    role_b: str
+    ids: dict[tuple[str, str], int]  # (tenant, ref) -> message id
+
+
+async def arrange_messages(db: asyncpg.Connection, tenant_id: str) -> dict[tuple[str, str], int]:
+    """One row for every view: upcoming, due, stuck (lease expired), dead, sent with a delivery."""
+    rows = await db.fetch(
+        "INSERT INTO reminderd.scheduled_messages"
+        " (tenant_id, ref_id, fire_at, status, attempts, picked_at, lease_expires_at, last_error) VALUES"
+        " ($1, 'upcoming', now() + interval '1 hour', 'pending', 0, NULL, NULL, NULL),"
+        " ($1, 'due', now() - interval '10 seconds', 'pending', 0, NULL, NULL, NULL),"
+        " ($1, 'stuck', now() - interval '10 minutes', 'picked', 1, now() - interval '6 minutes',"
+        "  now() - interval '1 minute', NULL),"
+        " ($1, 'dead', now() - interval '1 hour', 'dead', 8, NULL, NULL, 'gave up after 8 attempts: HTTP 503'),"
+        " ($1, 'sent', now() - interval '1 hour', 'sent', 1, NULL, NULL, NULL),"
+        " ($1, $1 || '-only', now() + interval '2 hours', 'pending', 0, NULL, NULL, NULL)"
+        " RETURNING id, ref_id",
+        tenant_id,
+    )
+    ids = {(tenant_id, r["ref_id"]): r["id"] for r in rows}
+    await db.execute(
+        "INSERT INTO reminderd.deliveries (message_id, tenant_id, webhook_id, attempt, scheduled_for,"
+        " status_code, duration_ms) VALUES ($1, $2, $3, 1, now() - interval '1 hour', 200, 12)",
+        ids[tenant_id, "sent"], tenant_id, f"msg_{ids[tenant_id, 'sent']}_0",
+    )
+    return ids
+
+
+@pytest.fixture
+async def two_tenants(db: asyncpg.Connection, store: Store, roles: Roles, tenant: str) -> TwoTenants:
+    """acme (the receiver's tenant) and globex, each with one app role mapped to it only."""
+    await db.execute(
+        "INSERT INTO reminderd.tenants (id, callback_url, signing_secret) VALUES ('globex', $1, $2)",
+        "https://globex.example/hooks", OTHER_SECRET,
+    )
+    role_a = await roles.create("app_a", "reminderd_app")
+    role_b = await roles.create("app_b", "reminderd_app")
+    await store.grant_tenant("acme", role_a)
+    await store.grant_tenant("globex", role_b)
+    ids = {**await arrange_messages(db, "acme"), **await arrange_messages(db, "globex")}
+    return TwoTenants(await roles.connect(role_a), await roles.connect(role_b), role_a, role_b, ids)
+
+
+def everywhere(*tenants: str) -> dict[str, set[str]]:
+    """What a role should see: these tenants in every table and view."""
+    return {relation: set(tenants) for relation in TENANT_COLUMN}
+
+
+async def tenants_seen(connection: asyncpg.Connection) -> dict[str, set[str]]:
+    """For each table and view: the tenants whose rows this connection can see."""
+    seen = {}
+    for relation, column in TENANT_COLUMN.items():
+        rows = await connection.fetch(f"SELECT DISTINCT {column} AS tenant FROM {relation}")
+        seen[relation] = {r["tenant"] for r in rows}
+    return seen
+
+
+async def snapshot(db: asyncpg.Connection, tenant_id: str) -> list[tuple[Any, ...]]:
+    rows = await db.fetch(
+        "SELECT id, ref_id, status, fire_at, payload::text, attempts, paused_by, updated_at"
+        " FROM reminderd.scheduled_messages WHERE tenant_id = $1 ORDER BY id", tenant_id,
+    )
+    return [tuple(r) for r in rows]
+
+
+async def failure_of(call: Any) -> asyncpg.PostgresError:
+    with pytest.raises(asyncpg.PostgresError) as failure:
+        await call
+    return failure.value
+
+
+async def run_cli(database_url: str, *args: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "reminderd.cli", "--database-url", database_url, *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+# Mapping roles to tenants --------------------------------------------------------------------------
+
+
+async def test_cli_grant_and_revoke_map_a_role_to_a_tenant(
+    database_url: str, db: asyncpg.Connection, roles: Roles, tenant: str
+) -> None:
+    role = await roles.create("booking_service", "reminderd_app")
+    app = await roles.connect(role)
+    assert await app.fetch("SELECT tenant_id FROM reminderd.my_tenants") == []
+
+    code, out, err = await run_cli(database_url, "tenant", "grant", "acme", role)
+    assert (code, err) == (0, ""), err
+    assert f"role {role} acts for tenant acme" in out
+
+    assert [r["tenant_id"] for r in await app.fetch("SELECT tenant_id FROM reminderd.my_tenants")] == ["acme"]
+    assert await app.fetchval("SELECT reminderd.schedule('acme', 'via-cli-grant', now() + interval '1 hour')")
+    code, _, _ = await run_cli(database_url, "tenant", "grant", "acme", role)
+    assert code == 0  # granting twice is harmless
+
+    code, out, err = await run_cli(database_url, "tenant", "grant", "acme", f"{role}_missing")
+    assert code == 2 and f'no database role "{role}_missing"' in err
+    code, out, err = await run_cli(database_url, "tenant", "grant", "nope", role)
+    assert code == 2 and 'unknown tenant "nope"' in err
+
+    code, out, _ = await run_cli(database_url, "tenant", "revoke", "acme", role)
+    assert code == 0 and "no longer acts for tenant acme" in out
+    assert await app.fetch("SELECT tenant_id FROM reminderd.my_tenants") == []
+    assert await app.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
+
+
+# Reading -------------------------------------------------------------------------------------------
+
+
+async def test_each_app_role_sees_only_its_own_tenant_in_every_table_and_view(two_tenants: TwoTenants) -> None:
+    seen_by_a = await tenants_seen(two_tenants.app_a)
+    seen_by_b = await tenants_seen(two_tenants.app_b)
+
+    assert seen_by_a == everywhere("acme")  # non-empty: every view has a row
+    assert seen_by_b == everywhere("globex")
+    assert await two_tenants.app_a.fetchval(
+        "SELECT count(*) FROM reminderd.scheduled_messages WHERE tenant_id = 'globex'"
+    ) == 0
+    mine = await two_tenants.app_a.fetch("SELECT * FROM reminderd.my_tenants")
+    assert [r["tenant_id"] for r in mine] == ["acme"]
+
+
+async def test_session_variables_and_set_role_do_not_switch_tenants(two_tenants: TwoTenants) -> None:
+    app = two_tenants.app_a
+    await app.execute("SELECT set_config('app.tenant', 'globex', false)")
+    await app.execute("SET reminderd.tenant = 'globex'")
+    await app.execute("SET app.current_tenant = 'globex'")
+
+    assert await tenants_seen(app) == everywhere("acme")
+    assert await app.fetchval("SELECT count(*) FROM reminderd.events WHERE tenant_id = 'globex'") == 0
+
+    failure = await failure_of(app.execute(f"SET ROLE {two_tenants.role_b}"))
+    assert failure.sqlstate == "42501"
+    failure = await failure_of(app.execute(f"SET SESSION AUTHORIZATION {two_tenants.role_b}"))
+    assert failure.sqlstate == "42501"
+
+
+async def test_a_role_mapped_to_no_tenant_sees_nothing(
+    roles: Roles, two_tenants: TwoTenants
+) -> None:
+    lonely = await roles.connect(await roles.create("app_none", "reminderd_app"))
+
+    assert await tenants_seen(lonely) == everywhere()
+    failure = await failure_of(lonely.fetchval("SELECT reminderd.schedule('acme', 'x', now())"))
+    assert failure.sqlstate == "23503" and 'unknown tenant "acme"' in str(failure)
+    assert await lonely.execute("UPDATE reminderd.scheduled_messages SET status = 'cancelled'") == "UPDATE 0"
+
+
+async def test_readonly_role_sees_every_tenant_and_writes_nothing(
+    db: asyncpg.Connection, roles: Roles, two_tenants: TwoTenants
+) -> None:
+    readonly = await roles.connect(await roles.create("dba_ro", "reminderd_readonly"))
+    every = everywhere("acme", "globex")
+    assert await tenants_seen(readonly) == every
+    total = await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages")
+    assert await readonly.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == total
+    before = await snapshot(db, "acme")
+
+    for statement in (
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) VALUES ('acme', 'ro', now())",
+        "UPDATE reminderd.scheduled_messages SET status = 'cancelled'",
+        "DELETE FROM reminderd.scheduled_messages",
+        "UPDATE reminderd.tenants SET callback_url = 'https://evil.example/'",
+        "INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, actor)"
+        " VALUES (1, 'acme', 'x', 'fired', 'sent', current_user)",
+        "SELECT reminderd.schedule('acme', 'ro', now() + interval '1 hour')",
+        "SELECT reminderd.cancel('acme', 'upcoming')",
+        "SELECT reminderd.pause('acme', 'upcoming')",
+        "UPDATE reminderd.config SET value = '1000 days'",
+    ):
+        failure = await failure_of(readonly.execute(statement))
+        assert failure.sqlstate == "42501", statement
+    assert await snapshot(db, "acme") == before
+
+
+# Writing the other tenant's rows ---------------------------------------------------------------
+
+
+async def test_app_role_cannot_change_the_other_tenants_messages(
+    db: asyncpg.Connection, two_tenants: TwoTenants
+) -> None:
+    app = two_tenants.app_a
+    before = await snapshot(db, "globex")
+    globex_dead = two_tenants.ids["globex", "dead"]
+
+    # Through the SQL API: the other tenant is as unknown as one that does not exist.
+    for call in (
+        "reminderd.cancel('globex', 'upcoming')",
+        "reminderd.cancel_matching('globex', '%')",
+        "reminderd.pause('globex', 'upcoming')",
+        "reminderd.resume('globex', 'upcoming')",
+        "reminderd.reschedule('globex', 'upcoming', now() + interval '5 hours')",
+        "reminderd.requeue_dead('globex', now() - interval '1 day')",
+        "reminderd.schedule('globex', 'upcoming', now() + interval '1 hour')",
+    ):
+        failure = await failure_of(app.fetchval(f"SELECT {call}"))
+        assert failure.sqlstate == "23503" and 'unknown tenant "globex"' in str(failure), call
+    # Its own tenant never reaches the other's refs.
+    assert await app.fetchval("SELECT reminderd.cancel('acme', 'globex-only')") == 0
+    assert await app.fetchval("SELECT reminderd.cancel_matching('acme', 'globex-only%')") == 0
+    failure = await failure_of(app.fetchval("SELECT reminderd.requeue($1)", globex_dead))
+    assert failure.sqlstate == "P0002"  # as if it did not exist
+
+    # Plain SQL.
+    assert await app.execute(
+        "UPDATE reminderd.scheduled_messages SET status = 'cancelled' WHERE tenant_id = 'globex'"
+    ) == "UPDATE 0"
+    assert await app.execute("UPDATE reminderd.scheduled_messages SET status = 'cancelled' WHERE id = $1",
+                             two_tenants.ids["globex", "upcoming"]) == "UPDATE 0"
+    delete = "DELETE FROM reminderd.scheduled_messages WHERE "
+    assert await app.execute(delete + "tenant_id = 'globex'") == "DELETE 0"
+    assert await app.execute(delete + "ref_id = 'globex-only'") == "DELETE 0"
+    # Moving an own row over to the other tenant: refused by the insert checks, else by RLS.
+    own = two_tenants.ids["acme", "upcoming"]
+    failure = await failure_of(app.execute(
+        "UPDATE reminderd.scheduled_messages SET tenant_id = 'globex' WHERE id = $1", own
+    ))
+    assert failure.sqlstate == "23503" and 'unknown tenant "globex"' in str(failure)
+    failure = await failure_of(app.execute(
+        "UPDATE reminderd.scheduled_messages SET tenant_id = 'globex', callback_url = 'https://a.example/'"
+        " WHERE id = $1", own,
+    ))
+    assert failure.sqlstate == "42501" and "row-level security" in str(failure)
+
+    assert await snapshot(db, "globex") == before
+
+
+async def test_inserting_a_message_for_the_other_tenant_fails_naming_it(
+    db: asyncpg.Connection, two_tenants: TwoTenants
+) -> None:
+    app = two_tenants.app_a
+    failure = await failure_of(app.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+        " VALUES ('globex', 'sneak', now())"
+    ))
+    assert failure.sqlstate == "23503" and 'unknown tenant "globex"' in str(failure)
+    failure = await failure_of(app.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, callback_url)"
+        " VALUES ('globex', 'sneak', now(), 'https://acme.example/steal')"
+    ))
+    assert failure.sqlstate == "42501"
+    assert 'row-level security policy for table "scheduled_messages"' in str(failure)
+    for statement in (
+        "INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, actor)"
+        " VALUES (1, 'globex', 'x', 'fired', 'sent', current_user)",
+        "INSERT INTO reminderd.deliveries"
+        " (message_id, tenant_id, webhook_id, attempt, scheduled_for, duration_ms)"
+        " VALUES (1, 'acme', 'w', 1, now(), 1)",
+        "INSERT INTO reminderd.tenant_members (role_name, tenant_id) VALUES (current_user, 'globex')",
+        "UPDATE reminderd.tenants SET callback_url = 'https://acme.example/steal' WHERE id = 'globex'",
+    ):
+        assert (await failure_of(app.execute(statement))).sqlstate == "42501", statement
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE ref_id = 'sneak'") == 0
+
+
+async def test_an_app_role_cannot_forge_audit_rows_in_another_roles_name(
+    db: asyncpg.Connection, two_tenants: TwoTenants
+) -> None:
+    """reminderd.events answers "who did it" with `actor`. The app may insert audit rows of its own
+    tenant (its triggers do, as the app), but not claim another role did something."""
+    app = two_tenants.app_a
+    forged = app.fetchval(
+        "INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, reason, actor)"
+        " VALUES ($1, 'acme', 'upcoming', 'cancelled', 'cancelled', 'cancelled by the DBA', 'postgres')"
+        " RETURNING id", two_tenants.ids["acme", "upcoming"],
+    )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        await forged
+    assert await db.fetchval("SELECT count(*) FROM reminderd.events WHERE actor = 'postgres'") == 0
+
+
+# Secrets ------------------------------------------------------------------------------------------
+
+
+async def test_signing_secrets_are_hidden_from_app_and_readonly_roles(
+    store: Store, roles: Roles, two_tenants: TwoTenants
+) -> None:
+    await store.rotate_secret("acme", 3600)  # so previous_signing_secret holds a secret too
+    readonly = await roles.connect(await roles.create("dba_ro", "reminderd_readonly"))
+    daemon = await roles.connect(await roles.create("daemon", "reminderd_daemon"))
+
+    for connection in (two_tenants.app_a, readonly):
+        for query in (
+            "SELECT signing_secret FROM reminderd.tenants",
+            "SELECT previous_signing_secret FROM reminderd.tenants",
+            "SELECT * FROM reminderd.tenants",
+            "SELECT t FROM reminderd.tenants t",
+            "SELECT id FROM reminderd.tenants WHERE signing_secret LIKE 'whsec_%'",
+        ):
+            failure = await failure_of(connection.fetch(query))
+            assert failure.sqlstate == "42501" and "permission denied" in str(failure), query
+        visible = await connection.fetch("SELECT id, callback_url, paused FROM reminderd.tenants")
+        assert {r["id"] for r in visible}
+    # The claim query returns secrets, so an app role cannot run it (nor take messages that way).
+    failure = await failure_of(two_tenants.app_a.fetch(QUERIES["claim"], 120.0, 10, 300.0))
+    assert failure.sqlstate == "42501"
+    # The daemon signs callbacks: it reads them.
+    assert await daemon.fetchval("SELECT count(signing_secret) FROM reminderd.tenants") == 2
+
+
+async def test_daemon_only_functions_are_not_executable_by_app_or_readonly_roles(
+    db: asyncpg.Connection, roles: Roles, two_tenants: TwoTenants
+) -> None:
+    """The migration grants pause_tenant, resume_tenant, rotate_secret and prune to reminderd_daemon
+    only; a function is executable by PUBLIC unless that is revoked after it is created."""
+    readonly = await roles.create("dba_ro", "reminderd_readonly")
+    executable = {}
+    for role in (two_tenants.role_a, readonly):
+        for function in (
+            "reminderd.pause_tenant(text)",
+            "reminderd.resume_tenant(text)",
+            "reminderd.rotate_secret(text, interval)",
+            "reminderd.prune(interval, interval, interval, integer)",
+        ):
+            if await db.fetchval("SELECT has_function_privilege($1, $2, 'EXECUTE')", role, function):
+                executable.setdefault(role, []).append(function)
+    assert executable == {}
+
+
+# Own tenant, as the app role -------------------------------------------------------------------
+
+
+async def test_app_role_uses_the_sql_api_and_plain_sql_for_its_own_tenant(
+    db: asyncpg.Connection, two_tenants: TwoTenants
+) -> None:
+    app, role = two_tenants.app_a, two_tenants.role_a
+    notifications: asyncio.Queue[str] = asyncio.Queue()
+    await db.add_listener(NOTIFY_CHANNEL, lambda *args: notifications.put_nowait(args[-1]))
+
+    scheduled = await app.fetchval("SELECT reminderd.schedule('acme', 'api', now() + interval '1 hour')")
+    replaced = await app.fetchval("SELECT reminderd.schedule('acme', 'api', now() + interval '2 hours')")
+    assert await app.fetchval("SELECT reminderd.pause('acme', 'api')") == 1
+    assert await app.fetchval("SELECT reminderd.resume('acme', 'api')") == 1
+    assert await app.fetchval("SELECT reminderd.reschedule('acme', 'api', now() + interval '3 hours')") == 1
+    assert await app.fetchval("SELECT reminderd.cancel('acme', 'api')") == 1
+    inserted = await app.fetchval(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) VALUES ('acme', 'plain', now())"
+        " RETURNING id"
+    )
+    notified = await asyncio.wait_for(notifications.get(), 5)
+    assert notified != "plan"  # the due-soon NOTIFY of the plain insert fired under RLS too
+    assert await app.fetchval("SELECT reminderd.cancel_matching('acme', 'plai%')") == 1
+    assert await app.fetchval("SELECT reminderd.requeue($1)", two_tenants.ids["acme", "dead"]) == 1
+    assert await app.execute("UPDATE reminderd.scheduled_messages SET payload = '{\"v\": 2}'"
+                             " WHERE ref_id = 'upcoming'") == "UPDATE 1"
+
+    events = await db.fetch(
+        "SELECT message_id, event, actor FROM reminderd.events WHERE actor <> current_user ORDER BY id"
+    )
+    assert {e["actor"] for e in events} == {role}
+    assert [(e["message_id"], e["event"]) for e in events] == [
+        (scheduled, "created"), (scheduled, "replaced"), (replaced, "created"), (replaced, "paused"),
+        (replaced, "resumed"), (replaced, "rescheduled"), (replaced, "cancelled"), (inserted, "created"),
+        (inserted, "cancelled"), (two_tenants.ids["acme", "dead"], "requeued"),
+    ]
+    # ...and the app reads its own trail back.
+    assert await app.fetchval("SELECT count(*) FROM reminderd.events WHERE actor = current_user") == len(events)
+
+
+# The daemon as a non-superuser -----------------------------------------------------------------
+
+
+async def test_a_daemon_role_that_is_not_a_superuser_delivers(
+    db: asyncpg.Connection, roles: Roles, receiver: Receiver, tenant: str
+) -> None:
+    daemon = await roles.create("reminderd_svc", "reminderd_daemon")
+    assert await db.fetchrow(
+        "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1", daemon
+    ) == (False, False)
+    await db.execute("SELECT reminderd.schedule('acme', 'as-daemon', now())")
+
+    async with running_worker(fast_settings(roles.url(daemon))):
+        await receiver.wait_for(lambda got: len(got) == 1)
+        row = await poll_until(settled(db, "as-daemon", "sent"))
+
+    got = receiver.received[0]
+    assert Webhook(TEST_SECRET).verify(got.body, got.headers)["ref_id"] == "as-daemon"
+    delivery = await db.fetchrow("SELECT * FROM reminderd.deliveries WHERE message_id = $1", row["id"])
+    assert delivery["status_code"] == 200
+    fired = await db.fetchrow(
+        "SELECT * FROM reminderd.events WHERE message_id = $1 AND event = 'fired'", row["id"]
+    )
+    assert fired["actor"] == daemon
+    # Its retention job runs as that role too.
+    connection = await roles.connect(daemon)
+    assert tuple(await connection.fetchrow(
+        "SELECT * FROM reminderd.prune('7 days', '30 days', '30 days')"
+    )) == (0, 0, 0)
+
+
+# Secret rotation --------------------------------------------------------------------------------
+
+
+async def test_rotation_signs_with_both_secrets_during_the_grace_period_then_only_the_new_one(
+    database_url: str, db: asyncpg.Connection, store: Store, receiver: Receiver, tenant: str
+) -> None:
+    code, out, err = await run_cli(database_url, "tenant", "rotate-secret", "acme", "--grace", "1h")
+    assert code == 0, err
+    rotated = out.strip().splitlines()[-1]
+    assert rotated.startswith("whsec_") and rotated != TEST_SECRET
+    expires = await db.fetchval(
+        "SELECT previous_secret_expires_at - now() FROM reminderd.tenants WHERE id = 'acme'"
+    )
+    assert 3590 < expires.total_seconds() <= 3600
+
+    async with running_worker(fast_settings(database_url)):
+        await db.execute("SELECT reminderd.schedule('acme', 'during-grace', now())")
+        await receiver.wait_for(lambda got: len(got) == 1)
+
+        newest = await store.rotate_secret("acme", 0.2)
+
+        async def grace_over() -> bool:
+            return bool(await db.fetchval(
+                "SELECT previous_secret_expires_at < now() FROM reminderd.tenants WHERE id = 'acme'"
+            ))
+
+        await poll_until(grace_over)
+        await db.execute("SELECT reminderd.schedule('acme', 'after-grace', now())")
+        await receiver.wait_for(lambda got: len(got) == 2)
+
+    during, after = receiver.by_ref()["during-grace"][0], receiver.by_ref()["after-grace"][0]
+    assert len(during.signature.split(" ")) == 2
+    assert Webhook(TEST_SECRET).verify(during.body, during.headers)["ref_id"] == "during-grace"
+    assert Webhook(rotated).verify(during.body, during.headers)["ref_id"] == "during-grace"
+
+    assert len(after.signature.split(" ")) == 1
+    assert Webhook(newest).verify(after.body, after.headers)["ref_id"] == "after-grace"
+    for stale in (rotated, TEST_SECRET):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(stale).verify(after.body, after.headers)
+    assert time.time() - after.received_at < 60

@@ -1,0 +1,230 @@
+"""Unit tests for reminderd.human: phrases to cron, and cron back to English."""
+
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from reminderd.cron import InvalidSchedule, next_fire, validate_cron
+from reminderd.human import EXAMPLES, UnknownPhrase, compile_phrase, describe
+
+KOLKATA = ZoneInfo("Asia/Kolkata")
+AFTER = datetime(2026, 1, 1, tzinfo=UTC)  # Thursday 1 January 2026, 05:30 in Kolkata
+
+
+@pytest.mark.parametrize(
+    ("phrase", "cron"),
+    [
+        ("every minute", "* * * * *"),
+        ("every 1 minute", "* * * * *"),
+        ("every 15 minutes", "*/15 * * * *"),
+        ("  Every   5  MINUTES ", "*/5 * * * *"),
+        ("every 30 minutes", "*/30 * * * *"),
+        ("every hour", "0 * * * *"),
+        ("hourly", "0 * * * *"),
+        ("every 2 hours", "0 */2 * * *"),
+        ("every 12 hours", "0 */12 * * *"),
+        ("daily at 9am", "0 9 * * *"),
+        ("Daily at 9 AM", "0 9 * * *"),
+        ("every day at 09:15", "15 9 * * *"),
+        ("every day at 9:30pm", "30 21 * * *"),
+        ("daily at 12pm", "0 12 * * *"),
+        ("daily at 12am", "0 0 * * *"),
+        ("daily at 21:00", "0 21 * * *"),
+        ("daily at 9", "0 9 * * *"),
+        ("every day at noon", "0 12 * * *"),
+        ("every day at midnight", "0 0 * * *"),
+        ("every monday at 9am", "0 9 * * 1"),
+        ("mondays at 9am", "0 9 * * 1"),
+        ("every sunday at 8pm", "0 20 * * 0"),
+        ("every mon, wed and fri at 18:30", "30 18 * * 1,3,5"),
+        ("every fri,mon , wed at 18:30", "30 18 * * 1,3,5"),
+        ("every tues and thurs at 7am", "0 7 * * 2,4"),
+        ("weekdays at 09:15", "15 9 * * 1-5"),
+        ("every weekday at 09:15", "15 9 * * 1-5"),
+        ("weekends at 10am", "0 10 * * 0,6"),
+        ("first day of each month at noon", "0 12 1 * *"),
+        ("last day of each month at 17:00", "0 17 L * *"),
+        ("last day of every month at 5pm", "0 17 L * *"),
+        ("every month on the 15th at 8am", "0 8 15 * *"),
+        ("every month on 1 at 8am", "0 8 1 * *"),
+        ("every year on 24 dec at 9am", "0 9 24 12 *"),
+        ("every year on the 24th of December at 9am", "0 9 24 12 *"),
+        ("every year on december 24 at 9am", "0 9 24 12 *"),
+        ("every year on feb 28 at 9am", "0 9 28 2 *"),
+        ("midnight", "0 0 * * *"),
+        ("noon", "0 12 * * *"),
+    ],
+)
+def test_phrase_compiles_to_exact_cron(phrase: str, cron: str) -> None:
+    assert compile_phrase(phrase) == cron
+    validate_cron(cron)
+
+
+@pytest.mark.parametrize("phrase", EXAMPLES)
+def test_every_advertised_example_compiles(phrase: str) -> None:
+    validate_cron(compile_phrase(phrase))
+
+
+@pytest.mark.parametrize(
+    ("phrase", "local"),
+    [
+        ("weekdays at 09:15", datetime(2026, 1, 1, 9, 15)),
+        ("every mon, wed and fri at 18:30", datetime(2026, 1, 2, 18, 30)),
+        ("weekends at 10am", datetime(2026, 1, 3, 10)),
+        ("first day of each month at noon", datetime(2026, 1, 1, 12)),
+        ("last day of each month at 17:00", datetime(2026, 1, 31, 17)),
+        ("every month on the 15th at 8am", datetime(2026, 1, 15, 8)),
+        ("every year on 24 dec at 9am", datetime(2026, 12, 24, 9)),
+        ("midnight", datetime(2026, 1, 2)),
+        ("every 15 minutes", datetime(2026, 1, 1, 5, 45)),
+        ("every 2 hours", datetime(2026, 1, 1, 6)),
+    ],
+)
+def test_round_trip_through_next_fire(phrase: str, local: datetime) -> None:
+    fire = next_fire(compile_phrase(phrase), "Asia/Kolkata", AFTER)
+    assert fire.astimezone(KOLKATA).replace(tzinfo=None) == local
+
+
+@pytest.mark.parametrize(
+    ("phrase", "bad"),
+    [
+        ("daily at 25:00", '"25:00": hours go up to 23'),
+        ("daily at 24:00", '"24:00": hours go up to 23'),
+        ("daily at 13pm", '"13pm": with am or pm the hour is 1 to 12'),
+        ("daily at 0am", '"0am": with am or pm the hour is 1 to 12'),
+        ("daily at 9:61", '"9:61": minutes go up to 59'),
+        ("daily at 9:5", 'cannot read the time "9:5"'),
+        ("weekdays at teatime", 'cannot read the time "teatime"'),
+    ],
+)
+def test_bad_time_is_named(phrase: str, bad: str) -> None:
+    with pytest.raises(UnknownPhrase) as info:
+        compile_phrase(phrase)
+    assert bad in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("phrase", "reason"),
+    [
+        ("every 7 minutes", "must divide 60 evenly (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)"),
+        ("every 60 minutes", "must divide 60"),
+        ("every 0 minutes", "must divide 60"),
+        ("every 5 hours", "must divide 24 evenly (1, 2, 3, 4, 6, 8, 12)"),
+        (
+            "every month on the 31st at 9am",
+            "day 31 is missing from some months, which cron would skip; use a day",
+        ),
+        ("every month on the 0th at 9am", "there is no day 0 in a month"),
+        ("every year on 30 feb at 9am", "there is no day 30 in February"),
+        ("every year on 29 feb at 9am", "29 February is missing from most years"),
+    ],
+)
+def test_schedules_that_cron_would_distort_are_refused(phrase: str, reason: str) -> None:
+    with pytest.raises(UnknownPhrase) as info:
+        compile_phrase(phrase)
+    assert reason in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "phrase",
+    [
+        "",
+        "whenever",
+        "at 9am",
+        "every funday at 9am",
+        "every month at 9am",
+        "every year on 24 smarch at 9am",
+        "every mo at 9am",
+        "tomorrow at 9am",
+        "every 15 mins",
+    ],
+)
+def test_unknown_phrase_lists_examples(phrase: str) -> None:
+    with pytest.raises(UnknownPhrase) as info:
+        compile_phrase(phrase)
+    message = str(info.value)
+    assert message.startswith(f'cannot read the schedule "{phrase.strip()}"; phrases like these work: ')
+    assert all(f'"{example}"' in message for example in EXAMPLES)
+
+
+def test_unknown_phrase_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="cannot read the schedule"):
+        compile_phrase("sometime")
+
+
+@pytest.mark.parametrize(
+    ("cron", "words"),
+    [
+        ("* * * * *", "every minute"),
+        ("*/15 * * * *", "every 15 minutes"),
+        ("0 * * * *", "every hour"),
+        ("0 */2 * * *", "every 2 hours"),
+        ("15,45 * * * *", "at 15 and 45 minutes past the hour"),
+        ("30 */6 * * *", "at 30 minutes past the hour, every 6 hours"),
+        ("0 9 * * *", "at 09:00"),
+        ("0,30 9 * * *", "at 09:00 and 09:30"),
+        ("0 9,13,17 * * *", "at 09:00, 13:00 and 17:00"),
+        ("15 9 * * 1-5", "at 09:15 on Monday through Friday"),
+        ("15 9 * * MON-FRI", "at 09:15 on Monday through Friday"),
+        ("30 18 * * 1,3,5", "at 18:30 on Monday, Wednesday and Friday"),
+        ("0 10 * * 0,6", "at 10:00 on Sunday and Saturday"),
+        ("0 10 * * 5-7", "at 10:00 on Friday through Sunday"),
+        ("0 9-17 * * 1-5", "every hour from 09:00 through 17:00 on Monday through Friday"),
+        ("*/15 9-17 * * *", "every 15 minutes between 09:00 and 17:59"),
+        ("* 9 * * *", "every minute between 09:00 and 09:59"),
+        ("0 12 1 * *", "at 12:00 on day 1 of the month"),
+        ("0 12 1,15 * *", "at 12:00 on days 1 and 15 of the month"),
+        ("0 12 1-7 * *", "at 12:00 on days 1 through 7 of the month"),
+        ("0 17 L * *", "at 17:00 on the last day of the month"),
+        ("0 9 24 12 *", "at 09:00 on 24 December"),
+        ("0 9 24 dec *", "at 09:00 on 24 December"),
+        ("0 9 * jan-mar,sep *", "at 09:00 in January through March and September"),
+        ("0 0 L 2 *", "at 00:00 on the last day of the month in February"),
+        ("0 9 13 * 5", "at 09:00 on day 13 of the month or on Friday"),  # cron fires on either
+    ],
+)
+def test_describe(cron: str, words: str) -> None:
+    assert describe(cron) == words
+
+
+@pytest.mark.parametrize(
+    "cron",
+    [
+        "*/7 * * * *",  # 0, 7, ..., 56, then 0 again: not "every 7 minutes"
+        "0 */5 * * *",  # likewise not "every 5 hours"
+        "5-10 * * * *",
+        "0 9 */2 * *",
+        "0 9 15W * *",
+        "0 9 * * 1#2",
+        "0 9 1,L * *",
+        "0 9 1 3 1",
+        "@daily",
+    ],
+)
+def test_describe_falls_back_to_the_expression(cron: str) -> None:
+    assert describe(cron) == f"cron: {cron}"
+
+
+@pytest.mark.parametrize("cron", ["0 9 * *", "61 * * * *", "0 9 31 2 *", "not a cron"])
+def test_describe_rejects_invalid_cron(cron: str) -> None:
+    with pytest.raises(InvalidSchedule):
+        describe(cron)
+
+
+@pytest.mark.parametrize(
+    ("phrase", "words"),
+    [
+        ("weekdays at 9:15am", "at 09:15 on Monday through Friday"),
+        ("every mon, wed and fri at 6:30pm", "at 18:30 on Monday, Wednesday and Friday"),
+        ("last day of each month at 5pm", "at 17:00 on the last day of the month"),
+        ("every year on december 24 at 9am", "at 09:00 on 24 December"),
+    ],
+)
+def test_phrase_described_back(phrase: str, words: str) -> None:
+    assert describe(compile_phrase(phrase)) == words
+
+
+@pytest.mark.parametrize("phrase", EXAMPLES)
+def test_examples_are_described_in_words(phrase: str) -> None:
+    assert not describe(compile_phrase(phrase)).startswith("cron:")
