@@ -176,36 +176,7 @@ def report(title: str, plan: str) -> bool:
     return seq
 
 
-# Candidate fixes for what the plans above show (see docs/sql.md, "Query plans"), tried with --suggestions.
-SUGGESTIONS = (
-    # dead_letters: a tiny partial index instead of reading the whole table (also serves
-    # ORDER BY updated_at DESC, the newest dead letters first).
-    "CREATE INDEX scheduled_messages_dead ON reminderd.scheduled_messages (updated_at) WHERE status = 'dead'",
-    # RLS: `tenant_id = ANY (ARRAY(subquery))` is an InitPlan the planner can use as an index condition;
-    # `tenant_id IN (subquery)` is a filter applied to every row the view reads.
-    "ALTER POLICY app_own_tenants ON reminderd.scheduled_messages"
-    " USING (tenant_id = ANY (ARRAY(SELECT tenant_id FROM reminderd.my_tenants)))"
-    " WITH CHECK (tenant_id = ANY (ARRAY(SELECT tenant_id FROM reminderd.my_tenants)))",
-    "ANALYZE reminderd.scheduled_messages",
-)
-
-
-async def try_suggestions(db: asyncpg.Connection) -> None:
-    say("=== with the suggested indexes and policies (--suggestions) ===")
-    say()
-    for statement in SUGGESTIONS:
-        say(f"-- {statement};")
-        await db.execute(statement)
-    say()
-    report("SELECT * FROM reminderd.dead_letters", await explain(db, "SELECT * FROM reminderd.dead_letters"))
-    await db.execute(f"SET ROLE {APP_ROLE}")
-    for view in ("queue_overview", "upcoming_by_hour", "dead_letters"):
-        plan = await explain(db, f"SELECT * FROM reminderd.{view}")
-        report(f"SELECT * FROM reminderd.{view}   (as {APP_ROLE}, RLS: tenant t00)", plan)
-    await db.execute("RESET ROLE")
-
-
-async def main(rows: int, suggestions: bool) -> int:
+async def main(rows: int) -> int:
     with throwaway_cluster() as cluster:
         admin = await asyncpg.connect(cluster.url())
         await admin.execute(f"CREATE DATABASE {DATABASE}")
@@ -248,8 +219,6 @@ async def main(rows: int, suggestions: bool) -> int:
                 if report(f"SELECT * FROM reminderd.{view}   (as {APP_ROLE}, RLS: tenant t00)", plan):
                     flagged.append(f"{view} (as app role)")
             await db.execute("RESET ROLE")
-            if suggestions:
-                await try_suggestions(db)
             await db.execute(f"DELETE FROM reminderd.tenant_members WHERE role_name = '{APP_ROLE}'")
             await db.execute(f"DROP ROLE {APP_ROLE}")
         finally:
@@ -262,7 +231,5 @@ async def main(rows: int, suggestions: bool) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in scheduled_messages")
-    parser.add_argument("--suggestions", action="store_true",
-                        help="then add the suggested indexes and policies and explain the affected views again")
     arguments = parser.parse_args()
-    raise SystemExit(asyncio.run(main(arguments.rows, arguments.suggestions)))
+    raise SystemExit(asyncio.run(main(arguments.rows)))

@@ -66,7 +66,7 @@ class Daemon:
             log.error("reload_failed", error=str(exc), keeping="the current settings")
             return
         logs.configure(fresh.log_level, log_file=fresh.log_file)
-        log.info("reloaded", log_level=fresh.log_level, log_file=fresh.log_file)
+        log.warning("reloaded", log_level=fresh.log_level, log_file=fresh.log_file)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()

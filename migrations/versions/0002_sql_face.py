@@ -231,7 +231,7 @@ GRANT SELECT ON reminderd.config TO reminderd_app, reminderd_readonly, reminderd
 
 -- The SQL API ------------------------------------------------------------------------------------
 -- Errors use these SQLSTATEs (documented in docs/sql.md):
---   23503 foreign_key_violation   unknown tenant
+--   23503 foreign_key_violation   unknown tenant (cancel and cancel_matching return 0 instead)
 --   22023 invalid_parameter_value empty ref, bad timezone, bad interval, both/neither of fire_at and fire_in
 --   22004 null_value_not_allowed  a required argument is NULL
 --   22008 datetime_field_overflow fire_at beyond the horizon
@@ -255,7 +255,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     cancelled integer;
 BEGIN
-    PERFORM reminderd.check_tenant(cancel_live.tenant_id);
+    -- No tenant check: cancelling is safe to repeat, and a tenant this role cannot see (or that
+    -- does not exist) simply has nothing live to cancel: 0.
     IF coalesce(cancel_live.ref_id, '') = '' THEN
         RAISE EXCEPTION 'ref_id must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -303,6 +304,7 @@ BEGIN
         RAISE EXCEPTION 'fire_in must not be negative (got %)', schedule.fire_in
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM reminderd.check_tenant(schedule.tenant_id);
     due := coalesce(schedule.fire_at, now() + schedule.fire_in);
     PERFORM reminderd.check_fire_at(due);
     PERFORM reminderd.cancel_live(schedule.tenant_id, schedule.ref_id, 'replaced by a new schedule');
@@ -321,7 +323,6 @@ LANGUAGE plpgsql AS $$
 DECLARE
     cancelled integer;
 BEGIN
-    PERFORM reminderd.check_tenant(cancel_matching.tenant_id);
     IF coalesce(cancel_matching.ref_pattern, '') = '' THEN
         RAISE EXCEPTION 'ref_pattern must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;

@@ -66,6 +66,30 @@ async def test_sighup_reopens_the_log_file(database_url: str, tenant: str, tmp_p
     assert '"event": "starting"' in (tmp_path / "reminderd.log.1").read_text()
 
 
+async def test_sighup_reloads_the_log_level_from_the_config_file(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "reminderd.toml"
+    config.write_text('log_level = "info"\n')
+    env = daemon_env(database_url)
+    env.pop("REMINDERD_LOG_LEVEL", None)
+    env["REMINDERD_CONFIG"] = str(config)
+    async with daemon(env) as process:
+        await process.wait_logged("ready")
+        await db.execute("SELECT reminderd.schedule('acme', 'loud', now())")
+        await process.wait_logged("delivered")
+        config.write_text('log_level = "warning"\n')
+        process.send_signal(signal.SIGHUP)
+        await process.wait_logged("reloaded")
+        await db.execute("SELECT reminderd.schedule('acme', 'quiet', now())")
+        await poll_until(settled(db, "quiet", "sent"))
+        process.send_signal(signal.SIGTERM)
+        assert await process.exit_code() == 0
+    delivered = [line["ref"] for line in process.events("delivered")]
+    assert delivered == ["loud"]  # the second delivery happened, at a level no longer logged
+    assert [r.message["ref_id"] for r in receiver.received] == ["loud", "quiet"]
+
+
 async def _contains(path: Path, text: str) -> bool:
     return path.exists() and text in path.read_text()  # noqa: ASYNC240 (a small local file)
 

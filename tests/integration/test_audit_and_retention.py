@@ -8,22 +8,17 @@ pruner must delete exactly what is past its retention, in batches, one pruner at
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from conftest import emptied
 from support import Receiver, fast_settings, poll_until, running_worker, settled
 
 from reminderd.callback import CallbackClient
 from reminderd.store import Store
 from reminderd.worker import Worker
 
-TRUNCATE = (
-    "TRUNCATE reminderd.deliveries, reminderd.events, reminderd.scheduled_messages,"
-    " reminderd.tenant_members, reminderd.tenants RESTART IDENTITY"
-)
-RESET_CONFIG = "UPDATE reminderd.config SET value = '90 days' WHERE key = 'horizon'"
 LOOKBACK_S = 120.0
 
 # The one query a DBA runs: everything that happened to a reference, in order.
@@ -35,31 +30,10 @@ ORDER BY e.id
 """
 
 
-async def _admin(url: str, *statements: str) -> None:
-    connection = await asyncpg.connect(url)
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@pytest.fixture(scope="module")
-def module_database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
-    """One clone of the migrated template for this module: a clone costs ~0.3 s, too much per test."""
-    name = f"reminderd_{__name__.rpartition('.')[2]}_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
-    base, _, _ = pg_server_url.rpartition("/")
-    yield f"{base}/{name}"
-    asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 @pytest.fixture
 def database_url(module_database_url: str) -> str:
-    """Overrides conftest's clone per test (used by `db`, `store`, `tenant`): the module's database,
-    emptied."""
-    asyncio.run(_admin(module_database_url, TRUNCATE, RESET_CONFIG))
-    return module_database_url
+    """Overrides conftest's clone per test: this module's database, emptied before each test."""
+    return emptied(module_database_url)
 
 
 async def trail(db: asyncpg.Connection, ref: str, tenant_id: str = "acme") -> list[asyncpg.Record]:

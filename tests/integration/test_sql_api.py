@@ -9,55 +9,29 @@ as real application roles under row-level security.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
+from conftest import emptied
 from support import Receiver, fast_settings, poll_until, running_worker, settled
 
 from reminderd.callback import AttemptResult
 from reminderd.outcome import Outcome
 from reminderd.store import Store
 
-TRUNCATE = (
-    "TRUNCATE reminderd.deliveries, reminderd.events, reminderd.scheduled_messages,"
-    " reminderd.tenant_members, reminderd.tenants RESTART IDENTITY"
-)
-RESET_CONFIG = "UPDATE reminderd.config SET value = '90 days' WHERE key = 'horizon'"
 TOLERANCE = timedelta(seconds=5)
 LOOKBACK_S = 120.0
 
 
-async def _admin(url: str, *statements: str) -> None:
-    connection = await asyncpg.connect(url)
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@pytest.fixture(scope="module")
-def module_database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
-    """One clone of the migrated template for this module: a clone costs ~0.3 s, too much per test."""
-    name = f"reminderd_{__name__.rpartition('.')[2]}_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
-    base, _, _ = pg_server_url.rpartition("/")
-    yield f"{base}/{name}"
-    asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 @pytest.fixture
 def database_url(module_database_url: str) -> str:
-    """Overrides conftest's clone per test (used by `db`, `store`, `tenant`): the module's database,
-    emptied, with the horizon back at its default."""
-    asyncio.run(_admin(module_database_url, TRUNCATE, RESET_CONFIG))
-    return module_database_url
+    """Overrides conftest's clone per test: this module's database, emptied before each test."""
+    return emptied(module_database_url)
 
 
 async def sqlstate_of(call: Awaitable[Any]) -> tuple[str, str]:
@@ -141,12 +115,11 @@ async def test_cancel_matching_cancels_every_reminder_of_one_booking_and_is_idem
     assert await db.fetchval("SELECT reminderd.cancel_matching('acme', 'booking_b7d2:%')") == 0
 
 
-async def test_cancel_matching_refuses_an_empty_pattern_and_an_unknown_tenant(
+async def test_cancel_matching_refuses_an_empty_pattern_and_finds_nothing_for_an_unknown_tenant(
     db: asyncpg.Connection, tenant: str
 ) -> None:
     assert (await sqlstate_of(db.fetchval("SELECT reminderd.cancel_matching('acme', '')")))[0] == "22023"
-    state, message = await sqlstate_of(db.fetchval("SELECT reminderd.cancel_matching('nope', 'x%')"))
-    assert state == "23503" and 'unknown tenant "nope"' in message
+    assert await db.fetchval("SELECT reminderd.cancel_matching('nope', 'x%')") == 0
 
 
 # pause / resume -------------------------------------------------------------------------------
@@ -517,7 +490,6 @@ async def test_payload_over_256_kib_is_program_limit_exceeded(db: asyncpg.Connec
     "call",
     [
         "reminderd.schedule('nope', 'r', now())",
-        "reminderd.cancel('nope', 'r')",
         "reminderd.pause('nope', 'r')",
         "reminderd.resume('nope', 'r')",
         "reminderd.reschedule('nope', 'r', now())",
