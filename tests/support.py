@@ -10,17 +10,38 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 
 from reminderd.callback import CallbackClient
+from reminderd.jobs import Job
 from reminderd.settings import Settings
 from reminderd.store import Store
 from reminderd.worker import Worker
 
 TEST_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SOME_OCCURRENCE = datetime(2026, 12, 24, 3, 30, tzinfo=UTC)
+
+
+def make_job(**changes: Any) -> Job:
+    """A claimed one-off message, as the claim query would return it, with `changes` applied."""
+    base = Job(
+        id=42,
+        tenant_id="acme",
+        ref_id="invoice-7",
+        payload_json='{"amount": 12.5, "currency": "EUR"}',
+        callback_url="https://hooks.example/cb",
+        scheduled_for=SOME_OCCURRENCE,
+        cron=None,
+        timezone="UTC",
+        attempt=1,
+        max_attempts=None,
+        signing_secret=TEST_SECRET,
+    )
+    return replace(base, **changes)
 
 
 @dataclass

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from support import TEST_SECRET
+from support import make_job
 
 from reminderd.callback import callback_body, iso_utc, parse_retry_after
 from reminderd.jobs import Job, make_webhook_id
@@ -19,20 +18,7 @@ NOW_S = datetime(2026, 1, 1, 12, 0, tzinfo=UTC).timestamp()
 
 
 def job(**changes: Any) -> Job:
-    base = Job(
-        id=42,
-        tenant_id="acme",
-        ref_id="invoice-7",
-        payload_json='{"amount": 12.5, "currency": "EUR"}',
-        callback_url="https://hooks.example/cb",
-        scheduled_for=OCCURRENCE,
-        cron=None,
-        timezone="UTC",
-        attempt=3,
-        max_attempts=None,
-        signing_secret=TEST_SECRET,
-    )
-    return replace(base, **changes)
+    return make_job(**{"scheduled_for": OCCURRENCE, "attempt": 3, **changes})
 
 
 def decoded(body: bytes) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from support import TEST_SECRET
+from support import make_job
 
 from reminderd.callback import AttemptResult
 from reminderd.jobs import Job
@@ -35,20 +35,7 @@ REFUSED = AttemptResult(
 
 
 def one_off(**changes: Any) -> Job:
-    job = Job(
-        id=7,
-        tenant_id="acme",
-        ref_id="invoice-7",
-        payload_json='{"n": 1}',
-        callback_url="https://hooks.example/cb",
-        scheduled_for=OCCURRENCE,
-        cron=None,
-        timezone="UTC",
-        attempt=1,
-        max_attempts=None,
-        signing_secret=TEST_SECRET,
-    )
-    return replace(job, **changes)
+    return make_job(**{"id": 7, "payload_json": '{"n": 1}', "scheduled_for": OCCURRENCE, **changes})
 
 
 def recurring(**changes: Any) -> Job:

@@ -5,16 +5,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import pytest
 from aiohttp.abc import ResolveResult
 from aiohttp.resolver import ThreadedResolver
-from support import TEST_SECRET
+from support import make_job
 
 from reminderd.callback import CallbackClient, check_url
 from reminderd.exceptions import CallbackRefused
-from reminderd.jobs import Job
 from reminderd.settings import Network, Settings
 from reminderd.ssrf import GuardedResolver, refusal
 
@@ -229,19 +227,7 @@ async def test_callback_client_never_connects_to_a_name_resolving_privately(
 ) -> None:
     # End to end through aiohttp's connector: the refusal surfaces as a poison result, no request made.
     lookups = dns("10.1.2.3")
-    job = Job(
-        id=1,
-        tenant_id="acme",
-        ref_id="r1",
-        payload_json="{}",
-        callback_url="http://hooks.example:8080/cb",
-        scheduled_for=datetime(2026, 1, 1, tzinfo=UTC),
-        cron=None,
-        timezone="UTC",
-        attempt=1,
-        max_attempts=None,
-        signing_secret=TEST_SECRET,
-    )
+    job = make_job(callback_url="http://hooks.example:8080/cb")
     client = CallbackClient(Settings(database_url="postgresql://x@127.0.0.1:1/x"))
     try:
         result = await client.send(job)
