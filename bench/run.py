@@ -57,6 +57,7 @@ from reminderd.signing import generate_secret, sign  # noqa: E402
 CONCURRENCY = 64
 TENANT = "bench"
 TEMPLATE_DB = "bench_template"
+DAEMON_ENV: dict[str, str] = {}  # --daemon-env KEY=VALUE: settings to try on every daemon
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PY_SPY_HZ = 500
 
@@ -294,6 +295,7 @@ class Daemon:
             REMINDERD_HTTP_PORT=str(free_port()),
         )
         env.update(extra_env or {})
+        env.update(DAEMON_ENV)
         http_port = int(env["REMINDERD_HTTP_PORT"])
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "reminderd.cli", "run", cwd=ROOT, env=env,
@@ -1188,8 +1190,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--profile", action="store_true",
                         help="also run py-spy on the daemon during one extra delivery run")
+    parser.add_argument("--daemon-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="a REMINDERD_* setting for every daemon the bench starts (repeatable)")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    for item in args.daemon_env:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("REMINDERD_"):
+            parser.error(f"--daemon-env {item!r}: expected REMINDERD_NAME=VALUE")
+        DAEMON_ENV[key] = value
 
     say(f"reminderd bench ({'quick' if args.quick else 'full'} run): {environment()}")
     say(f"sizes: {sizes}")
