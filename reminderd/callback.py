@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import json
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,6 +72,11 @@ def check_url(raw: str | None, allowed: tuple[ipaddress.IPv4Network | ipaddress.
     try:
         literal = ipaddress.ip_address(url.host)
     except ValueError:
+        if _NUMERIC_HOST.match(url.host):
+            # 2130706433, 127.1, 0x7f.1: inet_aton reads these as addresses, ip_address does not.
+            raise CallbackRefused(
+                f"callback_url host {url.host!r} is an address in a non-standard form"
+            ) from None
         return url  # a name: checked on what it resolves to, in GuardedResolver
     reason = refusal(str(literal), allowed)
     if reason:
@@ -85,6 +91,17 @@ def signature_header(job: Job, webhook_id: str, timestamp_s: int, body: bytes) -
     if job.previous_signing_secret:
         signature += " " + sign(job.previous_signing_secret, webhook_id, timestamp_s, body)
     return signature
+
+
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]*))*\.?$", re.IGNORECASE)
+
+
+def _text(raw: str) -> str:
+    """Text safe to store: no NUL (PostgreSQL text cannot hold it), no credentials in URLs."""
+    return _CREDENTIALS.sub(r"\1***@", raw.replace("\x00", "\ufffd"))
+
+
+_CREDENTIALS = re.compile(r"(://[^/@\s:]*:)[^/@\s]*@")
 
 
 def parse_retry_after(value: str | None, now_s: float) -> float | None:
@@ -135,12 +152,14 @@ class CallbackClient:
             return await self._post(url, body, headers, started)
         except CallbackRefused as refused:
             return _poisoned(started, f"refused: {refused}")
+        except aiohttp.InvalidURL:
+            return _poisoned(started, "refused: callback_url is not a URL the client accepts")
         except TimeoutError:
             return self._failed(started, f"timed out after {self._timeout_s:g}s")
         except aiohttp.ClientConnectorError as exc:
-            return self._failed(started, f"connection failed: {exc.os_error.strerror or exc}")
+            return self._failed(started, f"connection failed: {exc.os_error.strerror or type(exc).__name__}")
         except aiohttp.ClientError as exc:
-            return self._failed(started, f"{type(exc).__name__}: {exc}")
+            return self._failed(started, f"{type(exc).__name__}: {_text(str(exc))}")
 
     def _checked_url(self, raw: str | None) -> URL:
         if raw and (known := self._checked_urls.get(raw)) is not None:
@@ -171,7 +190,7 @@ class CallbackClient:
                 if not resp.content.at_eof():
                     resp.close()
                 return AttemptResult(True, status, None, _elapsed_ms(started))
-            excerpt = (await resp.content.read(EXCERPT_BYTES)).decode("utf-8", "replace")
+            excerpt = _text((await resp.content.read(EXCERPT_BYTES)).decode("utf-8", "replace"))
             retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
         error = f"HTTP {status}" + (f": {' '.join(excerpt.split())[:200]}" if excerpt.strip() else "")
         if 300 <= status < 400:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,9 +23,11 @@ class Job:
     max_attempts: int | None
     signing_secret: str = field(repr=False)  # never printed
     previous_signing_secret: str | None = field(default=None, repr=False)  # during a rotation
+    picked_at: datetime | None = None  # the claim's token: outcomes are recorded only for it
+    lease_deadline: float = math.inf  # time.monotonic() when the lease runs out
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Job:
+    def from_row(cls, row: Mapping[str, Any], lease_deadline: float = math.inf) -> Job:
         return cls(
             id=row["id"],
             tenant_id=row["tenant_id"],
@@ -38,6 +41,8 @@ class Job:
             max_attempts=row["max_attempts"],
             signing_secret=row["signing_secret"],
             previous_signing_secret=row["previous_signing_secret"],
+            picked_at=row["picked_at"],
+            lease_deadline=lease_deadline,
         )
 
     @property

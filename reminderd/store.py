@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -99,8 +100,10 @@ class Store:
     # The claim loop -------------------------------------------------------------------------
 
     async def claim(self, *, lookback_s: float, batch_size: int, lease_s: float) -> list[Job]:
+        # The lease as this process's clock sees it, counted from before the query: never later.
+        lease_deadline = time.monotonic() + lease_s
         rows = await self._pool.fetch(QUERIES["claim"], lookback_s, batch_size, lease_s)
-        return [Job.from_row(row) for row in rows]
+        return [Job.from_row(row, lease_deadline) for row in rows]
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         await self._pool.execute(
@@ -121,14 +124,14 @@ class Store:
             [o.result.delivered for o in outcomes],
             [o.last_error for o in outcomes],
             [AUDIT_EVENTS[o.event] for o in outcomes],
+            [o.job.picked_at for o in outcomes],
         )
 
     async def release(self, releases: Sequence[Release]) -> None:
         await self._pool.execute(
             QUERIES["release"],
             [r.job.id for r in releases],
-            [r.job.attempt for r in releases],
-            [r.job.scheduled_for for r in releases],
+            [r.job.picked_at for r in releases],
             [r.started for r in releases],
         )
 

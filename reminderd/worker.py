@@ -27,7 +27,7 @@ from .metrics import Metrics
 from .outcome import Outcome, decide, preflight
 from .retry import RetryPolicy
 from .settings import Settings
-from .store import Listener, Plan, Release, Store
+from .store import CONNECTION_ERRORS, Listener, Plan, Release, Store
 
 log = structlog.get_logger("reminderd")
 T = TypeVar("T")
@@ -54,7 +54,7 @@ class Worker:
         self._policy = RetryPolicy(settings.retry_base_s, settings.retry_cap_s, settings.max_attempts)
         self._jobs: asyncio.Queue[Job | None] = asyncio.Queue()
         self._outcomes: asyncio.Queue[Outcome | None] = asyncio.Queue()
-        self._in_flight: dict[int, Job] = {}
+        self._in_flight: dict[tuple[int, object], Job] = {}  # keyed by (id, claim token)
         self._wake = asyncio.Event()
         self._plan_now = asyncio.Event()
         self._stop = asyncio.Event()
@@ -113,7 +113,10 @@ class Worker:
         await recorder
         releases = [Release(job, started=False) for job in unstarted] + cut_short
         if releases:
-            await self._with_db_retry("release", self._store.release, releases, give_up_s=10.0)
+            try:
+                await self._with_db_retry("release", self._store.release, releases, give_up_s=10.0)
+            except Exception as exc:  # their leases hand them back all the same
+                log.error("release_failed", error=_describe(exc), rows=len(releases))
         log.info("stopped", released=len(releases))
 
     def _drain_queue(self) -> list[Job]:
@@ -191,13 +194,20 @@ class Worker:
 
     async def _sender(self) -> None:
         while (job := await self._jobs.get()) is not None:
-            self._in_flight[job.id] = job
+            if time.monotonic() + self.settings.callback_timeout_s > job.lease_deadline:
+                # Waited so long in the queue that its lease could run out mid-request: another
+                # daemon may redeliver it then. Leave it to the lease; sending now could send twice.
+                log.warning("lease_too_short", message_id=job.id, attempt=job.attempt,
+                            fix="raise REMINDERD_LEASE or REMINDERD_CONCURRENCY")
+                continue
+            key = (job.id, job.picked_at)
+            self._in_flight[key] = job
             self.metrics.in_flight.inc()
             try:
                 result = await self._attempt(job)  # cancelled at shutdown timeout: stays in flight
             finally:
                 self.metrics.in_flight.dec()
-            del self._in_flight[job.id]
+            del self._in_flight[key]
             self._outcomes.put_nowait(decide(job, result, self._policy, self._rng))
             if self._waiting_for_room:
                 self._wake.set()
@@ -230,12 +240,27 @@ class Worker:
                 else:
                     batch.append(item)
             if batch:
-                give_up_s = self.settings.shutdown_timeout_s if stopping else None
-                if await self._with_db_retry("record", self._store.record_outcomes, batch, give_up_s=give_up_s):
-                    now_s = time.time()
-                    for outcome in batch:
-                        _log_outcome(outcome)
-                        self.metrics.recorded(outcome, now_s)
+                now_s = time.time()
+                for outcome in await self._record(batch):
+                    _log_outcome(outcome)
+                    self.metrics.recorded(outcome, now_s)
+
+    async def _record(self, batch: list[Outcome]) -> list[Outcome]:
+        """Write a batch of outcomes; return those written. Through a database outage the batch is
+        retried; a batch the database refuses for its content is written row by row, so one bad row
+        cannot hold up the others (that row's lease then runs out and it is redelivered)."""
+        try:
+            if await self._with_db_retry("record", self._store.record_outcomes, batch):
+                return batch
+            return []
+        except Exception as exc:
+            if len(batch) == 1:
+                log.error("record_rejected", message_id=batch[0].job.id, error=_describe(exc))
+                return []
+        written: list[Outcome] = []
+        for outcome in batch:
+            written += await self._record([outcome])
+        return written
 
     # Housekeeping ----------------------------------------------------------------------------
 
@@ -324,24 +349,32 @@ class Worker:
 
     async def _with_db_retry(
         self, what: str, call: Callable[[Sequence[T]], Awaitable[None]], argument: Sequence[T],
-        *, give_up_s: float | None,
+        *, give_up_s: float | None = None,
     ) -> bool:
-        """Retry a write through a database outage; give up only after `give_up_s` (if set)."""
+        """Retry a write through a database outage. Give up after `give_up_s`, or once stopping
+        after REMINDERD_SHUTDOWN_TIMEOUT: the leases then hand the rows to the next daemon. Any
+        other error is raised at once."""
         deadline = None if give_up_s is None else time.monotonic() + give_up_s
         failures = 0
         while True:
             try:
                 await call(argument)
                 return True
-            except Exception as exc:
+            except CONNECTION_ERRORS as exc:
                 failures += 1
+                if deadline is None and self.stopping:
+                    deadline = time.monotonic() + self.settings.shutdown_timeout_s
                 delay = min(DB_BACKOFF_MAX_S, 0.2 * 2 ** min(failures, 10)) * self._rng.uniform(0.5, 1)
                 if deadline is not None and time.monotonic() + delay > deadline:
                     log.error(f"{what}_abandoned", error=_describe(exc), rows=len(argument),
                               consequence="leases expire and the rows are redelivered")
                     return False
                 log.error(f"{what}_failed", error=_describe(exc), retry_in_s=round(delay, 2))
-                await asyncio.sleep(delay)
+                if self.stopping:
+                    await asyncio.sleep(delay)
+                else:  # a stop request cuts the wait short and starts the shutdown deadline
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), delay)
 
 
 def _log_outcome(outcome: Outcome) -> None:

@@ -67,7 +67,9 @@ class Receiver:
     recorded on arrival.
     """
 
-    script: dict[str, list[int | tuple[int, dict[str, str]]]] = field(default_factory=dict)
+    script: dict[str, list[int | tuple[int, dict[str, str]] | tuple[int, dict[str, str], bytes]]] = field(
+        default_factory=dict
+    )
     delay_s: float = 0.0
     received: list[Received] = field(default_factory=list)
     url: str = ""
@@ -101,13 +103,15 @@ class Receiver:
         ref = item.message.get("ref_id", "") if body else ""
         answers = self.script.get(ref)
         answer = answers.pop(0) if answers else 200
-        status, headers = answer if isinstance(answer, tuple) else (answer, {})
+        if not isinstance(answer, tuple):
+            answer = (answer, {})
+        status, headers, body_out = (*answer, b"scripted answer")[:3]
         async with self._changed:
             self.received.append(item)  # on arrival: in flight counts as received
             self._changed.notify_all()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)  # holding the request open is what is under test
-        return web.Response(status=status, headers=headers, text="scripted answer")
+        return web.Response(status=status, headers=headers, body=body_out)
 
     async def wait_for(self, predicate: Callable[[list[Received]], bool], timeout_s: float = 15) -> None:
         """Wait until `predicate(received)` holds; fail with what arrived if it never does."""

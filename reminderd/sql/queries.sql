@@ -28,29 +28,32 @@ RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
           coalesce(m.scheduled_for, m.fire_at) AS scheduled_for,
           m.cron, m.timezone, m.attempts, m.max_attempts, t.signing_secret,
           CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
-              AS previous_signing_secret;
+              AS previous_signing_secret,
+          m.picked_at;
 
 -- record_outcomes --
 -- Log a batch of attempts and move each row on, in one round trip. A row is only moved when it
--- is still picked for the same occurrence and attempt: if its lease ran out and another daemon
--- took it over, that daemon owns it now. (occurrence, attempt) is the fencing token; attempts
--- alone is not, since it restarts for each occurrence of a recurring row.
+-- is still picked by the same claim: if its lease ran out and another daemon took it over, that
+-- daemon owns it now. picked_at (the claiming transaction's time) is the fencing token: it
+-- changes with every claim, unlike attempts, which restarts for each occurrence and on requeue.
+-- An attempt on a message deleted meanwhile is not logged (deliveries would lose its parent).
 WITH outcome AS (
     SELECT *
     FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::timestamptz[],
                 $6::int[], $7::text[], $8::int[],
                 $9::text[], $10::timestamptz[], $11::float8[], $12::timestamptz[],
-                $13::bool[], $14::bool[], $15::text[], $16::text[])
+                $13::bool[], $14::bool[], $15::text[], $16::text[], $17::timestamptz[])
          AS o(message_id, attempt, tenant_id, webhook_id, occurrence,
               status_code, error, duration_ms,
               next_status, next_fire_at, retry_in_s, next_scheduled_for,
-              reset_attempts, delivered, last_error, event)
+              reset_attempts, delivered, last_error, event, picked_at)
 ),
 logged AS (
     INSERT INTO reminderd.deliveries
         (message_id, tenant_id, webhook_id, attempt, scheduled_for, status_code, error, duration_ms)
     SELECT message_id, tenant_id, webhook_id, attempt, occurrence, status_code, error, duration_ms
     FROM outcome
+    WHERE EXISTS (SELECT 1 FROM reminderd.scheduled_messages m WHERE m.id = outcome.message_id)
 )
 UPDATE reminderd.scheduled_messages AS m
 SET status = o.next_status,
@@ -68,8 +71,7 @@ SET status = o.next_status,
 FROM outcome AS o
 WHERE m.id = o.message_id
   AND m.status = 'picked'
-  AND m.attempts = o.attempt
-  AND coalesce(m.scheduled_for, m.fire_at) = o.occurrence;
+  AND m.picked_at = o.picked_at;
 
 -- release --
 -- Shutdown: hand back claimed rows this daemon will not finish. Rows never attempted give their
@@ -84,12 +86,10 @@ SET status = 'pending',
     last_event = 'released',
     last_error = 'handed back at shutdown',
     updated_at = now()
-FROM unnest($1::bigint[], $2::int[], $3::timestamptz[], $4::bool[])
-     AS r(message_id, attempt, occurrence, started)
+FROM unnest($1::bigint[], $2::timestamptz[], $3::bool[]) AS r(message_id, picked_at, started)
 WHERE m.id = r.message_id
   AND m.status = 'picked'
-  AND m.attempts = r.attempt
-  AND coalesce(m.scheduled_for, m.fire_at) = r.occurrence;
+  AND m.picked_at = r.picked_at;
 
 -- reap_expired_leases --
 -- A daemon died holding these: make them due again now, keeping their occurrence.

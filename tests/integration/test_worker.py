@@ -287,3 +287,55 @@ async def test_a_damaged_signing_secret_dead_letters_at_once_without_leaking_it(
     assert row["attempts"] == 1 and "cannot sign for tenant acme" in row["last_error"]
     assert "not-base64" not in row["last_error"]
     assert receiver.received == []
+
+
+async def test_an_error_body_postgresql_cannot_store_does_not_block_other_outcomes(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    gzip_page = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03 broken"  # NUL bytes: not storable as text
+    receiver.script["gzipped"] = [(500, {}, gzip_page)]
+    await db.execute("SELECT reminderd.schedule('acme', 'gzipped', now())")
+    await db.execute("SELECT reminderd.schedule('acme', 'bystander', now())")
+    async with running_worker(fast_settings(database_url)):
+        await poll_until(settled(db, "bystander", "sent"))
+        row = await poll_until(settled(db, "gzipped", "sent"))
+    first = await db.fetchval(
+        "SELECT error FROM reminderd.deliveries WHERE message_id = $1 AND attempt = 1", row["id"]
+    )
+    assert first.startswith("HTTP 500") and "\ufffd" in first
+    assert sorted(r.message["ref_id"] for r in receiver.received) == ["bystander", "gzipped", "gzipped"]
+
+
+async def test_a_message_deleted_while_in_flight_does_not_block_recording(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    receiver.delay_s = 0.5
+    await db.execute("SELECT reminderd.schedule('acme', 'deleted', now())")
+    await db.execute("SELECT reminderd.schedule('acme', 'kept', now())")
+    async with running_worker(fast_settings(database_url)):
+        await receiver.wait_for(lambda got: len(got) == 2)
+        await db.execute("DELETE FROM reminderd.scheduled_messages WHERE ref_id = 'deleted'")
+        await poll_until(settled(db, "kept", "sent"))
+    assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 1
+
+
+async def test_a_job_whose_lease_ran_out_in_the_queue_is_not_sent_twice(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    receiver.delay_s = 0.4
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) "
+        "SELECT 'acme', 'slow:' || i, now() FROM generate_series(1, 8) AS i"
+    )
+    settings = fast_settings(database_url, concurrency=1, batch_size=8, lease_s=1.5, callback_timeout_s=1)
+    async with running_worker(settings):
+
+        async def all_sent() -> bool:
+            count: int = await db.fetchval(
+                "SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'sent'"
+            )
+            return count == 8
+
+        await poll_until(all_sent, timeout_s=40)
+    per_ref = receiver.by_ref()
+    assert len(per_ref) == 8 and all(len(sends) == 1 for sends in per_ref.values())

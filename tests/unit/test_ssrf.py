@@ -239,3 +239,9 @@ async def test_callback_client_never_connects_to_a_name_resolving_privately(
     assert result.permanent and result.poison
     assert result.error is not None
     assert result.error.startswith("refused: hooks.example resolves to 10.1.2.3")
+
+
+@pytest.mark.parametrize("host", ["2130706433", "127.1", "0x7f.1", "127.000.000.001", "2852039166"])
+def test_numeric_hosts_in_non_standard_forms_are_refused(host: str) -> None:
+    with pytest.raises(CallbackRefused, match="non-standard form"):
+        check_url(f"http://{host}:8080/cb", ())
