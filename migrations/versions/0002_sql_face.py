@@ -293,8 +293,9 @@ CREATE FUNCTION reminderd.schedule(
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    due    timestamptz;
-    new_id bigint;
+    due      timestamptz;
+    existing bigint;
+    new_id   bigint;
 BEGIN
     IF (schedule.fire_at IS NULL) = (schedule.fire_in IS NULL) THEN
         RAISE EXCEPTION 'give exactly one of fire_at (an instant) and fire_in (a delay)'
@@ -307,6 +308,27 @@ BEGIN
     PERFORM reminderd.check_tenant(schedule.tenant_id);
     due := coalesce(schedule.fire_at, now() + schedule.fire_in);
     PERFORM reminderd.check_fire_at(due);
+    -- A retried call (the same request again: same instant or delay, payload, URL and attempts)
+    -- returns the message the first call created, even if it is in flight or already sent, so a
+    -- client that timed out and retries never causes a second send. Anything else replaces.
+    PERFORM pg_advisory_xact_lock(hashtextextended(schedule.tenant_id || chr(31) || schedule.ref_id, 0));
+    SELECT m.id INTO existing
+    FROM reminderd.scheduled_messages m
+    WHERE m.tenant_id = schedule.tenant_id AND m.ref_id = schedule.ref_id
+      AND m.status IN ('pending', 'picked', 'paused', 'sent')
+      AND m.cron IS NULL
+      AND m.payload = coalesce(schedule.payload, '{}')
+      AND m.callback_url IS NOT DISTINCT FROM schedule.callback_url
+      AND m.max_attempts IS NOT DISTINCT FROM schedule.max_attempts
+      AND CASE WHEN schedule.fire_at IS NOT NULL
+               THEN coalesce(m.scheduled_for, m.fire_at) = schedule.fire_at
+               ELSE abs(extract(epoch FROM coalesce(m.scheduled_for, m.fire_at) - m.created_at)
+                        - extract(epoch FROM schedule.fire_in)) < 1 END
+    ORDER BY m.id DESC
+    LIMIT 1;
+    IF existing IS NOT NULL THEN
+        RETURN existing;
+    END IF;
     PERFORM reminderd.cancel_live(schedule.tenant_id, schedule.ref_id, 'replaced by a new schedule');
     INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, payload, callback_url, max_attempts)
     VALUES (schedule.tenant_id, schedule.ref_id, due, coalesce(schedule.payload, '{}'),
@@ -572,6 +594,9 @@ CREATE INDEX scheduled_messages_overview ON reminderd.scheduled_messages (tenant
     WHERE status IN ('pending', 'picked', 'paused', 'dead');
 CREATE INDEX deliveries_created ON reminderd.deliveries (created_at);
 CREATE INDEX scheduled_messages_dead ON reminderd.scheduled_messages (updated_at) WHERE status = 'dead';
+-- schedule() finds a sent message again when a client retries the call that created it.
+CREATE INDEX scheduled_messages_sent_ref ON reminderd.scheduled_messages (tenant_id, ref_id)
+    WHERE status = 'sent';
 
 -- Retention: finished rows and old history, pruned in small batches by the daemon (or by hand:
 -- SELECT * FROM reminderd.prune('7 days', '30 days', '30 days')). One pruner at a time: the

@@ -516,3 +516,51 @@ async def test_unknown_tenant_is_a_foreign_key_violation_naming_it(
 async def test_empty_ref_is_an_invalid_parameter(db: asyncpg.Connection, tenant: str, call: str) -> None:
     state, message = await sqlstate_of(db.fetchval(f"SELECT {call}"))
     assert state == "22023" and "ref_id must not be empty" in message
+
+
+# Retried schedule calls ------------------------------------------------------------------------
+
+
+async def test_the_same_schedule_call_twice_returns_the_same_message(
+    db: asyncpg.Connection, tenant: str
+) -> None:
+    call = "SELECT reminderd.schedule('acme', 'invoice:9', $1, '{\"n\": 1}')"
+    fire_at = await db.fetchval("SELECT date_trunc('second', now()) + interval '1 hour'")
+    first = await db.fetchval(call, fire_at)
+    assert await db.fetchval(call, fire_at) == first
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 1
+
+
+async def test_a_retry_after_the_message_was_sent_does_not_send_it_again(
+    db: asyncpg.Connection, tenant: str
+) -> None:
+    call = "SELECT reminderd.schedule('acme', 'invoice:9', $1, '{\"n\": 1}')"
+    fire_at = await db.fetchval("SELECT date_trunc('second', now())")
+    first = await db.fetchval(call, fire_at)
+    await db.execute(
+        "UPDATE reminderd.scheduled_messages SET status = 'sent', sent_at = now() WHERE id = $1", first
+    )
+    assert await db.fetchval(call, fire_at) == first
+    statuses = await db.fetch("SELECT status FROM reminderd.scheduled_messages")
+    assert [s["status"] for s in statuses] == ["sent"]
+
+
+async def test_a_retried_fire_in_call_returns_the_same_message(db: asyncpg.Connection, tenant: str) -> None:
+    call = "SELECT reminderd.schedule('acme', 'cart:1', fire_in => interval '2 hours')"
+    first = await db.fetchval(call)
+    assert await db.fetchval(call) == first
+
+
+async def test_a_different_schedule_for_the_same_ref_still_replaces(
+    db: asyncpg.Connection, tenant: str
+) -> None:
+    fire_at = await db.fetchval("SELECT date_trunc('second', now()) + interval '1 hour'")
+    first = await db.fetchval("SELECT reminderd.schedule('acme', 'invoice:9', $1, '{\"n\": 1}')", fire_at)
+    second = await db.fetchval("SELECT reminderd.schedule('acme', 'invoice:9', $1, '{\"n\": 2}')", fire_at)
+    later = await db.fetchval(
+        "SELECT reminderd.schedule('acme', 'invoice:9', $1, '{\"n\": 2}')", fire_at + timedelta(minutes=5)
+    )
+    assert len({first, second, later}) == 3
+    assert (await row_of(db, first))["status"] == "cancelled"
+    assert (await row_of(db, second))["status"] == "cancelled"
+    assert (await row_of(db, later))["status"] == "pending"
