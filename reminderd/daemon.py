@@ -8,6 +8,7 @@ import contextlib
 import os
 import signal
 
+import asyncpg
 import structlog
 from alembic.script import ScriptDirectory
 
@@ -36,6 +37,8 @@ async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Store |
     while not stop.is_set():
         try:
             return await Store.connect(settings.database_url, max_size=POOL_SIZE, pgbouncer=settings.pgbouncer)
+        except asyncpg.ClientConfigurationError as exc:  # e.g. sslmode=bogus: waiting cannot fix it
+            raise ConfigError(f"REMINDERD_DATABASE_URL: {exc}") from None
         except CONNECTION_ERRORS as exc:
             log.error("database_unreachable", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
         with contextlib.suppress(TimeoutError):
@@ -76,7 +79,11 @@ class Daemon:
 
         settings = self.settings
         log.info("starting", version=__version__, **_public_settings(settings))
-        store = await connect_with_retry(settings, self._stop)
+        try:
+            store = await connect_with_retry(settings, self._stop)
+        except ConfigError as exc:
+            log.error("configuration_error", error=str(exc))
+            return EX_CONFIG
         if store is None:
             return 0
         try:

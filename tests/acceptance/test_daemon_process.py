@@ -210,3 +210,9 @@ async def test_daemon_waits_for_the_database_and_logs_no_secret() -> None:
         process.send_signal(signal.SIGTERM)
         assert await process.exit_code() == 0
     assert "hunter2" not in "".join(process.lines)
+
+
+async def test_a_database_url_option_asyncpg_rejects_exits_78_instead_of_retrying(database_url: str) -> None:
+    async with daemon(daemon_env(database_url + "?sslmode=bogus")) as process:
+        assert await process.exit_code() == 78
+    assert process.events("configuration_error")
