@@ -595,6 +595,21 @@ class DeliveryResult:
     noisy: bool
 
 
+def received_at_least(receiver: ReceiverProcess, n: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return receiver.count() >= n
+
+    return check
+
+
+def sent_at_least(db: asyncpg.Connection, n: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        sent: int = await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'sent'")
+        return sent >= n
+
+    return check
+
+
 async def deliver(dbs: Databases, receiver: ReceiverProcess, n: int, *, log_level: str, to_devnull: bool,
                   label: str, profile_to: Path | None = None, audit: bool = True) -> DeliveryResult:
     name, url = await dbs.fresh(label)
@@ -630,13 +645,8 @@ async def deliver(dbs: Databases, receiver: ReceiverProcess, n: int, *, log_leve
             )
             committed = time.time()  # the rows exist for the daemon from here on
 
-            async def all_received() -> bool:
-                return receiver.count() >= n
-
-            async def all_sent() -> bool:
-                sent: int = await db.fetchval(
-                    "SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'sent'")
-                return sent >= n
+            all_received = received_at_least(receiver, n)
+            all_sent = sent_at_least(db, n)
 
             async def progress() -> str:
                 statuses = await db.fetch(
@@ -823,8 +833,7 @@ async def timer_precision(dbs: Databases, receiver: ReceiverProcess, sizes: Size
             if inserted > min(fire_at.values()):
                 raise RuntimeError("the insert took longer than the headroom before the first message")
 
-            async def all_received() -> bool:
-                return receiver.count() >= n
+            all_received = received_at_least(receiver, n)
 
             async def progress() -> str:
                 return f"received {receiver.count()} of {n}"
@@ -882,13 +891,8 @@ async def burst(dbs: Databases, receiver: ReceiverProcess, sizes: Sizes, report:
                 raise RuntimeError("the insert took longer than the headroom before T")
             meter = CpuMeter(daemon.pid, receiver.pid)
 
-            async def all_received() -> bool:
-                return receiver.count() >= n
-
-            async def all_sent() -> bool:
-                sent: int = await db.fetchval(
-                    "SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'sent'")
-                return sent >= n
+            all_received = received_at_least(receiver, n)
+            all_sent = sent_at_least(db, n)
 
             async def progress() -> str:
                 return f"received {receiver.count()} of {n}"
