@@ -595,6 +595,22 @@ class DeliveryResult:
     noisy: bool
 
 
+@contextlib.asynccontextmanager
+async def tenant_database(
+    dbs: Databases, receiver: ReceiverProcess, label: str
+) -> AsyncIterator[tuple[str, str, asyncpg.Connection]]:
+    """A fresh clone holding the bench tenant (its callbacks go to `receiver`, whose count is
+    reset), and a connection to it: (database name, URL, connection)."""
+    name, url = await dbs.fresh(label)
+    db = await asyncpg.connect(url)
+    try:
+        await add_tenant(db, receiver.url)
+        receiver.reset()
+        yield name, url, db
+    finally:
+        await db.close()
+
+
 def received_at_least(receiver: ReceiverProcess, n: int) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         return receiver.count() >= n
@@ -612,12 +628,9 @@ def sent_at_least(db: asyncpg.Connection, n: int) -> Callable[[], Awaitable[bool
 
 async def deliver(dbs: Databases, receiver: ReceiverProcess, n: int, *, log_level: str, to_devnull: bool,
                   label: str, profile_to: Path | None = None, audit: bool = True) -> DeliveryResult:
-    name, url = await dbs.fresh(label)
     assert dbs.admin is not None
-    db = await asyncpg.connect(url)
     statements: list[asyncpg.Record] = []
-    try:
-        await add_tenant(db, receiver.url)
+    async with tenant_database(dbs, receiver, label) as (name, url, db):
         if not audit:  # what the audit trail (reminderd.events) costs: the same run without it
             await db.execute(
                 "ALTER TABLE reminderd.scheduled_messages DISABLE TRIGGER scheduled_messages_audit_insert, "
@@ -625,7 +638,6 @@ async def deliver(dbs: Databases, receiver: ReceiverProcess, n: int, *, log_leve
             )
         if profile_to is not None:
             await db.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        receiver.reset()
         async with running_daemon(url, log_level=log_level, to_devnull=to_devnull) as daemon:
             ready_s = await daemon.wait_idle(dbs.admin, name)
             spy = None
@@ -674,8 +686,6 @@ async def deliver(dbs: Databases, receiver: ReceiverProcess, n: int, *, log_leve
                     "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
                     "AND query NOT ILIKE '%pg_stat_statements%' ORDER BY total_exec_time DESC LIMIT 12")
         arrivals = receiver.dump()
-    finally:
-        await db.close()
 
     times = [row[0] for row in arrivals]
     ids = Counter(row[1] for row in arrivals)
@@ -812,12 +822,8 @@ async def timer_precision(dbs: Databases, receiver: ReceiverProcess, sizes: Size
     n, span = sizes.timer_n, sizes.timer_span_s
     section(f"(3) timer precision: {n} messages at random instants over the next {span:g}s, "
             "idle daemon, default poll interval 2s")
-    name, url = await dbs.fresh("timer")
     assert dbs.admin is not None
-    db = await asyncpg.connect(url)
-    try:
-        await add_tenant(db, receiver.url)
-        receiver.reset()
+    async with tenant_database(dbs, receiver, "timer") as (name, url, db):
         async with running_daemon(url) as daemon:
             await daemon.wait_idle(dbs.admin, name)
             rng = random.Random(20261123)
@@ -842,8 +848,6 @@ async def timer_precision(dbs: Databases, receiver: ReceiverProcess, sizes: Size
                              daemon, progress)
             await asyncio.sleep(0.3)  # anything arriving twice would show up now
         arrivals = receiver.dump()
-    finally:
-        await db.close()
 
     lateness_ms = []
     seen: Counter[str] = Counter()
@@ -870,12 +874,8 @@ async def timer_precision(dbs: Databases, receiver: ReceiverProcess, sizes: Size
 async def burst(dbs: Databases, receiver: ReceiverProcess, sizes: Sizes, report: Report) -> None:
     n = sizes.burst_n
     section(f"(4) burst: {n:,} rows due at the same instant T, inserted while the daemon idles")
-    name, url = await dbs.fresh("burst")
     assert dbs.admin is not None
-    db = await asyncpg.connect(url)
-    try:
-        await add_tenant(db, receiver.url)
-        receiver.reset()
+    async with tenant_database(dbs, receiver, "burst") as (name, url, db):
         async with running_daemon(url) as daemon:
             await daemon.wait_idle(dbs.admin, name)
             await wait_for_quiet(receiver.pid)
@@ -903,8 +903,6 @@ async def burst(dbs: Databases, receiver: ReceiverProcess, sizes: Sizes, report:
             last_sent = await db.fetchval(
                 "SELECT extract(epoch FROM max(sent_at))::float8 FROM reminderd.scheduled_messages")
         arrivals = receiver.dump()
-    finally:
-        await db.close()
     times = sorted(row[0] for row in arrivals)
     first, last = times[0] - due, times[-1] - due
     distinct = len({row[1] for row in arrivals})
