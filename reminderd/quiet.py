@@ -11,11 +11,11 @@ the instant to check is always an argument, never read from a clock.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
-from reminderd.cron import load_timezone
+from .wallclock import load_timezone, next_instant
 
 __all__ = ["QuietHours", "applies"]
 
@@ -72,38 +72,25 @@ class QuietHours:
             return instant, None
         resume = local
         while self.contains(resume):  # again only if a clock change skips past both end and start
-            resume = _next_wall(resume, self.end, tz).astimezone(tz)
+            following = next_instant(_DailyAt(self.end), tz, resume)
+            assert following is not None  # a daily time never ends
+            resume = following.astimezone(tz)
         reason = f"deferred from {local:%H:%M} to {resume:%H:%M} {tz_name} (quiet hours {self})"
         return resume.astimezone(UTC), reason
 
 
-def _next_wall(after: datetime, wall_time: time, tz: ZoneInfo) -> datetime:
-    """The first instant later than `after` at which the clock in `tz` reads `wall_time`, as UTC.
+@dataclass(frozen=True)
+class _DailyAt:
+    """A WallSchedule reading `at` once a day. Both readings of a time repeated by a backward
+    jump count: inside the window during the second 01:10, it ends at the second 01:30."""
 
-    A wall time repeated by a backward jump counts at its first reading; one skipped by a
-    forward jump counts at the jump, the first instant after the gap."""
-    day = after.date()
-    while True:
-        wall = datetime.combine(day, wall_time)
-        for fold in (0, 1):
-            instant = wall.replace(tzinfo=tz, fold=fold).astimezone(UTC)
-            if instant.astimezone(tz).replace(tzinfo=None) != wall:  # skipped
-                instant = _jump(wall, tz)
-            if instant > after:
-                return instant
-        day += timedelta(days=1)
+    at: time
+    every_hour = True
 
-
-def _jump(skipped: datetime, tz: ZoneInfo) -> datetime:
-    """The instant, as UTC, of the forward jump that skips the wall time `skipped`."""
-    early = skipped.replace(tzinfo=tz, fold=1)  # read with the new offset: an instant before the jump
-    late = skipped.replace(tzinfo=tz, fold=0)  # read with the old offset: an instant after it
-    old_offset = late.utcoffset()
-    lo, hi = int(early.timestamp()), int(late.timestamp())
-    while hi - lo > 1:  # offsets change on whole seconds
-        mid = (lo + hi) // 2
-        if datetime.fromtimestamp(mid, tz).utcoffset() == old_offset:
-            lo = mid
-        else:
-            hi = mid
-    return datetime.fromtimestamp(hi, UTC)
+    def walls_after(self, start: datetime) -> Iterator[datetime]:
+        day = start.date()
+        while True:
+            candidate = datetime.combine(day, self.at)
+            if candidate > start:
+                yield candidate
+            day += timedelta(days=1)

@@ -214,8 +214,8 @@ def test_an_occurrence_is_never_returned_for_itself(
         "61 * * * *",
         "* 24 * * *",
         "* * * *",
-        "0 0 * * * *",  # 6 fields (seconds)
         "0 0 * * * * 2030",  # 7 fields (year)
+        "60 0 9 * * *",  # seconds go up to 59
         "@reboot",
         "",
         "every day",
@@ -240,10 +240,54 @@ def test_never_firing_cron() -> None:
 
 
 @pytest.mark.parametrize(
-    "expr", ["*/5 * * * *", "0 9 * * MON-FRI", "0 0 29 2 *", "0 0 L * *", "@yearly", "@weekly"]
+    "expr",
+    [
+        "*/5 * * * *", "0 9 * * MON-FRI", "0 0 29 2 *", "0 0 L * *", "@yearly", "@weekly",
+        "0 0 9 * * MON-FRI", "*/30 * * * * *", "0 9 15W * *", "0 9 * * 1#1", "0 9 * * L5", "0 9 * * 5L",
+    ],
 )
 def test_valid_cron(expr: str) -> None:
     validate_cron(expr)
+
+
+# Seconds, L, W and #
+
+def test_six_fields_lead_with_seconds() -> None:
+    assert chain("30 0 9 * * MON-FRI", "UTC", utc(2026, 1, 2, 9, 1), 2) == [
+        datetime(2026, 1, 5, 9, 0, 30, tzinfo=UTC),  # Friday 09:00:30 is past: Monday next
+        datetime(2026, 1, 6, 9, 0, 30, tzinfo=UTC),
+    ]
+    assert chain("*/20 * * * * *", "UTC", utc(2026, 1, 1), 3) == [
+        datetime(2026, 1, 1, 0, 0, 20, tzinfo=UTC),
+        datetime(2026, 1, 1, 0, 0, 40, tzinfo=UTC),
+        datetime(2026, 1, 1, 0, 1, 0, tzinfo=UTC),
+    ]
+
+
+def test_seconds_in_a_skipped_hour_fire_once_at_the_jump() -> None:
+    # New York, 8 March 2026: 02:00 EST jumps to 03:00 EDT (07:00 UTC).
+    fires = chain("15 30 2 * * *", NY, utc(2026, 3, 8, 6), 2)
+    assert fires == [utc(2026, 3, 8, 7), datetime(2026, 3, 9, 6, 30, 15, tzinfo=UTC)]
+
+
+def test_every_30_seconds_through_fall_back_keeps_every_real_instant() -> None:
+    # New York, 1 November 2026: 01:00-02:00 happens twice (05:00-07:00 UTC).
+    fires = chain("*/30 * * * * *", NY, utc(2026, 11, 1, 5, 59), 4)
+    assert [f - utc(2026, 11, 1, 5, 59) for f in fires] == [timedelta(seconds=s) for s in (30, 60, 90, 120)]
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("0 9 L * *", [utc(2026, 1, 31, 9), utc(2026, 2, 28, 9), utc(2026, 3, 31, 9)]),
+        ("0 9 15W * *", [utc(2026, 1, 15, 9), utc(2026, 2, 16, 9), utc(2026, 3, 16, 9)]),  # 15 Feb: Sunday
+        ("0 9 * * 1#1", [utc(2026, 1, 5, 9), utc(2026, 2, 2, 9), utc(2026, 3, 2, 9)]),
+        ("0 9 * * L5", [utc(2026, 1, 30, 9), utc(2026, 2, 27, 9), utc(2026, 3, 27, 9)]),
+        ("0 9 * * 5L", [utc(2026, 1, 30, 9), utc(2026, 2, 27, 9), utc(2026, 3, 27, 9)]),  # Quartz spelling
+    ],
+)
+def test_last_nearest_weekday_and_nth(expr: str, expected: list[datetime]) -> None:
+    assert chain(expr, "UTC", utc(2026, 1, 1), 3) == expected
 
 
 @pytest.mark.parametrize("name", ["Mars/Base", "", "America", "../etc/passwd", "utc"])
