@@ -1,31 +1,36 @@
 """Schedules written as short English phrases, and crons read back in English.
 
     compile_phrase("weekdays at 9:15am")  ->  "15 9 * * 1-5"
-    describe("15 9 * * 1-5")              ->  "at 09:15 on Monday through Friday"
+    describe("15 9 * * 1-5")              ->  "At 09:15, Monday through Friday"
 
 Both are pure: no clock, no database. A phrase never compiles to a cron that
 silently skips occurrences: "every 7 minutes" (cron restarts the count each
 hour) and "on the 31st" (missing from some months) are refused with a reason.
+Crons are put into words by the cron_descriptor package.
 """
 
 from __future__ import annotations
 
 import calendar
 import re
-from collections.abc import Callable
+
+from cron_descriptor import ExpressionDescriptor, Options
 
 from reminderd.cron import validate_cron
 
 __all__ = ["EXAMPLES", "UnknownPhrase", "compile_phrase", "describe"]
 
 EXAMPLES = (
+    "every 30 seconds",
     "every 15 minutes",
-    "every 2 hours",
     "daily at 9am",
+    "every monday at 9am",
     "weekdays at 09:15",
     "every mon, wed and fri at 18:30",
     "first day of each month at noon",
     "last day of each month at 17:00",
+    "first monday of each month at 9am",
+    "last friday of each month at 5pm",
     "every month on the 15th at 8am",
     "every year on 24 dec at 9am",
 )
@@ -47,15 +52,18 @@ _MONTHS = (  # cron 1-12
 )
 
 _FIXED = {
+    "every second": "* * * * * *",
     "every minute": "* * * * *",
     "every hour": "0 * * * *",
     "hourly": "0 * * * *",
     "midnight": "0 0 * * *",
     "noon": "0 12 * * *",
 }
-_EVERY = re.compile(r"every (\d+) (minute|hour)s?")
+_EVERY = re.compile(r"every (\d+) (second|minute|hour)s?")
 _CLOCK = re.compile(r"(\d{1,2})(?::(\d{2}))? ?(am|pm)?")
 _DAY = r"(\d{1,2})(?:st|nd|rd|th)?"
+_ORDINALS = ("first", "second", "third", "fourth")  # a fifth weekday is missing from most months
+_NTH = "|".join((*_ORDINALS, "last"))
 
 
 class UnknownPhrase(ValueError):
@@ -63,15 +71,20 @@ class UnknownPhrase(ValueError):
 
 
 def compile_phrase(text: str) -> str:
-    """The 5-field cron for a phrase like "weekdays at 9am" (case and spacing do not matter)."""
+    """The cron for a phrase like "weekdays at 9am" (case and spacing do not matter).
+
+    5 fields, or 6 with a leading seconds field for "every N seconds"."""
     phrase = " ".join(text.lower().replace(",", ", ").split())
     if phrase in _FIXED:
         return _FIXED[phrase]
     if match := _EVERY.fullmatch(phrase):
         return _every(int(match[1]), match[2])
-    days, at, clock = phrase.rpartition(" at ")
-    if not at:
-        raise _unknown(text)
+    if match := re.fullmatch(r"at (\S+(?: [ap]m)?) (.+)", phrase):  # "at 9am on weekdays"
+        days, clock = match[2], match[1]
+    else:
+        days, at, clock = phrase.rpartition(" at ")
+        if not at:
+            raise _unknown(text)
     fields = _days(days)
     if fields is None:
         raise _unknown(text)
@@ -86,7 +99,7 @@ def _unknown(text: str) -> UnknownPhrase:
 
 
 def _every(n: int, unit: str) -> str:
-    span, whole = (60, "hour") if unit == "minute" else (24, "day")
+    span, whole = {"second": (60, "minute"), "minute": (60, "hour"), "hour": (24, "day")}[unit]
     steps = [step for step in range(1, span) if span % step == 0]
     if n not in steps:
         choices = ", ".join(map(str, steps))
@@ -95,7 +108,7 @@ def _every(n: int, unit: str) -> str:
             f"so the number must divide {span} evenly ({choices})"
         )
     step = "*" if n == 1 else f"*/{n}"
-    return f"{step} * * * *" if unit == "minute" else f"0 {step} * * *"
+    return {"second": f"{step} * * * * *", "minute": f"{step} * * * *", "hour": f"0 {step} * * *"}[unit]
 
 
 def _days(days: str) -> tuple[str, str, str] | None:
@@ -106,8 +119,15 @@ def _days(days: str) -> tuple[str, str, str] | None:
         return "*", "*", "1-5"
     if days in ("weekends", "every weekend", "on weekends"):
         return "*", "*", "0,6"
-    if match := re.fullmatch(r"(first|last) day of (?:each|every|the) month", days):
+    if match := re.fullmatch(r"(?:on )?(?:the )?(first|last) day of (?:each|every|the) month", days):
         return ("1" if match[1] == "first" else "L"), "*", "*"
+    if match := re.fullmatch(rf"(?:on )?(?:the )?({_NTH}) ([a-z]+) of (?:each|every|the) month", days):
+        weekday = _name(match[2], _DAYS)
+        if weekday is None:
+            return None
+        if match[1] == "last":
+            return "*", "*", f"L{weekday}"  # croniter's spelling of "5L", the last Friday
+        return "*", "*", f"{weekday}#{_ORDINALS.index(match[1]) + 1}"
     if match := re.fullmatch(rf"(?:every|each) month on (?:the )?{_DAY}", days):
         return _day_of_month(int(match[1]), None), "*", "*"
     if match := re.fullmatch(rf"(?:every|each) year on (?:the )?{_DAY} (?:of )?([a-z]+)", days):
@@ -180,123 +200,43 @@ def _clock(text: str) -> tuple[int, int]:
 
 # Describing a cron
 
-
-class _Unusual(Exception):
-    """A cron field this describer does not put into words."""
+_ALIASES = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
 
 
 def describe(cron: str) -> str:
-    """Plain English for a 5-field cron, or "cron: <expr>" when it is too unusual to say simply.
+    """Plain English for a cron, or "cron: <expr>" when it cannot be said simply and truly.
 
     Raises reminderd.cron.InvalidSchedule when `cron` is not a valid schedule."""
     validate_cron(cron)
-    fields = cron.split()
+    fields = _ALIASES.get(cron.strip().lower(), cron).split()
+    fields[-1] = re.sub(r"\bL([0-7])\b", r"\1L", fields[-1], flags=re.IGNORECASE)  # croniter's L5 is 5L
+    fallback = "cron: " + " ".join(cron.split())
+    if _uneven_step(fields):
+        return fallback
+    options = Options(locale_code="en_US")  # not the server's locale, which may be unset or not English
+    options.use_24hour_time_format = True
+    options.day_of_week_start_index_zero = True  # 0 is Sunday
     try:
-        if len(fields) != 5:  # an alias such as @daily
-            raise _Unusual
-        minute, hour, day, month, weekday = fields
-        words = [_time(minute, hour), _dates(day, month, weekday)]
-    except _Unusual:
-        return "cron: " + " ".join(fields)
-    return " ".join(word for word in words if word)
+        words: str = ExpressionDescriptor(" ".join(fields), options).get_description()
+    except Exception:
+        return fallback
+    # Lists of L or # items come out garbled ("on day 1 and L", "on the  Monday and Monday").
+    return fallback if re.search(r"  |\bL\b|#", words) else words
 
 
-def _time(minute: str, hour: str) -> str:
-    minute_step, hour_step = _step(minute, 60), _step(hour, 24)
-    if minute_step is not None:
-        every = "every minute" if minute_step == 1 else f"every {minute_step} minutes"
-        if hour == "*":
-            return every
-        hours = _items(hour)
-        if len(hours) != 1:
-            raise _Unusual
-        first, last = hours[0]
-        return f"{every} between {first:02}:00 and {last:02}:59"
-    minutes = _values(minute)
-    if hour_step is not None:
-        every = "every hour" if hour_step == 1 else f"every {hour_step} hours"
-        if minutes == [0]:
-            return every
-        past = f"at {_join([str(m) for m in minutes])} minutes past the hour"
-        return past if hour_step == 1 else f"{past}, {every}"
-    hours = _items(hour)
-    if len(minutes) == 1 and len(hours) == 1 and hours[0][0] < hours[0][1]:
-        (first, last), m = hours[0], minutes[0]
-        return f"every hour from {first:02}:{m:02} through {last:02}:{m:02}"
-    return "at " + _join([f"{h:02}:{m:02}" for h in _values(hour) for m in minutes])
-
-
-def _dates(day: str, month: str, weekday: str) -> str:
-    months = [] if month == "*" else _items(month, _MONTHS, base=1)
-    if day.isdigit() and weekday == "*" and len(months) == 1 and months[0][0] == months[0][1]:
-        return f"on {int(day)} {_month_name(months[0][0])}"  # on 24 December
-    words = []
-    if day == "L":
-        words.append("on the last day of the month")
-    elif day != "*":
-        days = _items(day)
-        noun = "day" if len(days) == 1 and days[0][0] == days[0][1] else "days"
-        words.append(f"on {noun} {_spans(days, str)} of the month")
-    if weekday != "*":
-        if words:
-            words.append("or")  # cron fires when either the day of the month or the weekday matches
-        words.append("on " + _spans(_items(weekday, _DAYS), _day_name))
-    if months:
-        if "or" in words:
-            raise _Unusual  # "on day 1 of the month or on Monday in March" reads ambiguously
-        words.append("in " + _spans(months, _month_name))
-    return " ".join(words)
-
-
-def _day_name(number: int) -> str:
-    return _DAYS[number % 7].title()  # 7 is Sunday too
-
-
-def _month_name(number: int) -> str:
-    return _MONTHS[number - 1].title()
-
-
-def _step(field: str, span: int) -> int | None:
-    """1 for "*", N for "*/N" when N divides `span` (so it really is every N), else None."""
-    if field == "*":
-        return 1
-    match = re.fullmatch(r"\*/(\d+)", field)
-    return int(match[1]) if match and span % int(match[1]) == 0 else None
-
-
-def _items(field: str, names: tuple[str, ...] = (), base: int = 0) -> list[tuple[int, int]]:
-    """The comma-separated values and ranges of `field` as (first, last) pairs."""
-    items = []
-    for item in field.split(","):
-        first, _, last = item.partition("-")
-        pair = _number(first, names, base), _number(last or first, names, base)
-        if pair[0] > pair[1]:
-            raise _Unusual
-        items.append(pair)
-    return items
-
-
-def _values(field: str) -> list[int]:
-    """The plain numbers of `field` (no ranges), sorted."""
-    items = _items(field)
-    if any(first != last for first, last in items):
-        raise _Unusual
-    return sorted(first for first, _ in items)
-
-
-def _number(text: str, names: tuple[str, ...], base: int) -> int:
-    if text.isdigit():
-        return int(text)
-    for index, name in enumerate(names):
-        if text.lower() == name[:3]:
-            return index + base
-    raise _Unusual
-
-
-def _spans(items: list[tuple[int, int]], name: Callable[[int], str]) -> str:
-    """The items as words: [(1, 5), (0, 0)] -> "Monday through Friday and Sunday"."""
-    return _join([name(a) if a == b else f"{name(a)} through {name(b)}" for a, b in items])
-
-
-def _join(words: list[str]) -> str:
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+def _uneven_step(fields: list[str]) -> bool:
+    """Whether a seconds, minutes or hours step skips at the wrap: */7 minutes is not "every 7 minutes"."""
+    spans = (60, 60, 24) if len(fields) == 6 else (60, 24)  # the time fields lead, seconds first if present
+    for field, span in zip(fields, spans, strict=False):
+        match = re.fullmatch(r"[*0]/(\d+)", field)
+        if match and span % int(match[1]):
+            return True
+    return False

@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     ForeignKey,
     Identity,
     Integer,
@@ -19,7 +20,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL, JSONB, TIME, TIMESTAMP
 
 metadata = MetaData(schema="reminderd")
 
@@ -37,6 +38,11 @@ tenants = Table(
     Column("previous_signing_secret", Text),
     Column("previous_secret_expires_at", TIMESTAMPTZ),
     Column("paused", Boolean, nullable=False, server_default=text("false")),
+    Column("calendar", Text),
+    Column("holiday_rule", Text, nullable=False, server_default=text("'skip'::text")),
+    Column("quiet_start", TIME),
+    Column("quiet_end", TIME),
+    Column("quiet_exempt", ARRAY(Text), nullable=False, server_default=text("'{transactional}'::text[]")),
 )
 
 scheduled_messages = Table(
@@ -62,6 +68,15 @@ scheduled_messages = Table(
     Column("scheduled_for", TIMESTAMPTZ),
     Column("last_event", Text),
     Column("paused_by", Text),
+    Column("rrule", Text),
+    Column("until", TIMESTAMPTZ),
+    Column("max_runs", Integer),
+    Column("runs", Integer, nullable=False, server_default=text("0")),
+    Column("category", Text, nullable=False, server_default=text("'transactional'::text")),
+    Column("calendar", Text),
+    Column("holiday_rule", Text),
+    Column("backfill", Text),
+    Column("max_lateness", INTERVAL),
 )
 
 deliveries = Table(
@@ -105,6 +120,14 @@ events = Table(
     Column("reason", Text),
     Column("actor", NAME, nullable=False),
     Column("created_at", TIMESTAMPTZ, nullable=False, server_default=text("now()")),
+)
+
+tenant_holidays = Table(
+    "tenant_holidays",
+    metadata,
+    Column("tenant_id", Text, ForeignKey("reminderd.tenants.id", ondelete="CASCADE"), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("name", Text, nullable=False, server_default=text("'holiday'::text")),
 )
 
 config = Table(

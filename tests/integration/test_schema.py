@@ -101,7 +101,7 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
 
     assert [v["version_num"] for v in versions] == [head_revision("postgresql://unused")]
     assert [t["table_name"] for t in tables] == [
-        "alembic_version", "config", "deliveries", "events", "scheduled_messages", "tenant_members",
+        "alembic_version", "config", "deliveries", "events", "scheduled_messages", "tenant_holidays", "tenant_members",
         "tenants",
     ]
     assert {f["proname"] for f in functions} >= {
@@ -434,16 +434,18 @@ async def test_check_constraints_reject_bad_values(
     assert caught.value.constraint_name == constraint
 
 
-@pytest.mark.parametrize("cron", ["* * *", "* * * * * *", "@fortnightly", ""])
-async def test_cron_without_five_fields_is_rejected(tx: asyncpg.Connection, cron: str) -> None:
+@pytest.mark.parametrize("cron", ["* * *", "* * * * * * *", "@fortnightly", ""])
+async def test_cron_without_five_or_six_fields_is_rejected(tx: asyncpg.Connection, cron: str) -> None:
     await add_tenant(tx)
     with pytest.raises(asyncpg.CheckViolationError) as caught:
         await tx.fetchval("SELECT reminderd.schedule_cron('t1', 'r1', $1)", cron)
-    assert caught.value.constraint_name == "cron_has_five_fields"
+    assert caught.value.constraint_name == "cron_shape"
 
 
-@pytest.mark.parametrize("cron", ["*/5 * * * *", "0 9 * * MON-FRI", "@hourly", " @weekly "])
-async def test_five_field_and_alias_crons_are_accepted(tx: asyncpg.Connection, cron: str) -> None:
+@pytest.mark.parametrize(
+    "cron", ["*/5 * * * *", "0 9 * * MON-FRI", "@hourly", " @weekly ", "0 0 9 * * MON-FRI", "0 9 * * 1#1"]
+)
+async def test_five_and_six_field_and_alias_crons_are_accepted(tx: asyncpg.Connection, cron: str) -> None:
     await add_tenant(tx)
     message_id = await tx.fetchval("SELECT reminderd.schedule_cron('t1', 'r1', $1)", cron)
     assert await tx.fetchval("SELECT cron FROM reminderd.scheduled_messages WHERE id = $1", message_id) == cron

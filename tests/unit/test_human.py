@@ -15,6 +15,10 @@ AFTER = datetime(2026, 1, 1, tzinfo=UTC)  # Thursday 1 January 2026, 05:30 in Ko
 @pytest.mark.parametrize(
     ("phrase", "cron"),
     [
+        ("every second", "* * * * * *"),
+        ("every 1 second", "* * * * * *"),
+        ("every 30 seconds", "*/30 * * * * *"),
+        ("Every 5 Seconds", "*/5 * * * * *"),
         ("every minute", "* * * * *"),
         ("every 1 minute", "* * * * *"),
         ("every 15 minutes", "*/15 * * * *"),
@@ -37,6 +41,17 @@ AFTER = datetime(2026, 1, 1, tzinfo=UTC)  # Thursday 1 January 2026, 05:30 in Ko
         ("every monday at 9am", "0 9 * * 1"),
         ("mondays at 9am", "0 9 * * 1"),
         ("every sunday at 8pm", "0 20 * * 0"),
+        ("Every Monday at 9am", "0 9 * * 1"),
+        ("first monday of each month at 9am", "0 9 * * 1#1"),
+        ("second tue of every month at 18:30", "30 18 * * 2#2"),
+        ("third wednesday of the month at noon", "0 12 * * 3#3"),
+        ("fourth sunday of each month at 8pm", "0 20 * * 0#4"),
+        ("on the first monday of the month at 9am", "0 9 * * 1#1"),
+        ("last friday of each month at 5pm", "0 17 * * L5"),
+        ("last sun of every month at 10am", "0 10 * * L0"),
+        ("at 9am on weekdays", "0 9 * * 1-5"),
+        ("at 9 am every monday", "0 9 * * 1"),
+        ("at noon daily", "0 12 * * *"),
         ("every mon, wed and fri at 18:30", "30 18 * * 1,3,5"),
         ("every fri,mon , wed at 18:30", "30 18 * * 1,3,5"),
         ("every tues and thurs at 7am", "0 7 * * 2,4"),
@@ -44,6 +59,7 @@ AFTER = datetime(2026, 1, 1, tzinfo=UTC)  # Thursday 1 January 2026, 05:30 in Ko
         ("every weekday at 09:15", "15 9 * * 1-5"),
         ("weekends at 10am", "0 10 * * 0,6"),
         ("first day of each month at noon", "0 12 1 * *"),
+        ("on the first day of the month at 9am", "0 9 1 * *"),
         ("last day of each month at 17:00", "0 17 L * *"),
         ("last day of every month at 5pm", "0 17 L * *"),
         ("every month on the 15th at 8am", "0 8 15 * *"),
@@ -79,6 +95,10 @@ def test_every_advertised_example_compiles(phrase: str) -> None:
         ("midnight", datetime(2026, 1, 2)),
         ("every 15 minutes", datetime(2026, 1, 1, 5, 45)),
         ("every 2 hours", datetime(2026, 1, 1, 6)),
+        ("every 30 seconds", datetime(2026, 1, 1, 5, 30, 30)),
+        ("first monday of each month at 9am", datetime(2026, 1, 5, 9)),
+        ("last friday of each month at 5pm", datetime(2026, 1, 30, 17)),
+        ("at 9am on weekdays", datetime(2026, 1, 1, 9)),
     ],
 )
 def test_round_trip_through_next_fire(phrase: str, local: datetime) -> None:
@@ -112,6 +132,13 @@ def test_bad_time_is_named(phrase: str, bad: str) -> None:
         ("every 0 minutes", "must divide 60"),
         ("every 5 hours", "must divide 24 evenly (1, 2, 3, 4, 6, 8, 12)"),
         (
+            "every 7 seconds",
+            "cannot run every 7 seconds: cron counts seconds afresh each minute, "
+            "so the number must divide 60 evenly (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)",
+        ),
+        ("every 60 seconds", "must divide 60"),
+        ("every 0 seconds", "must divide 60"),
+        (
             "every month on the 31st at 9am",
             "day 31 is missing from some months, which cron would skip; use a day",
         ),
@@ -138,6 +165,11 @@ def test_schedules_that_cron_would_distort_are_refused(phrase: str, reason: str)
         "every mo at 9am",
         "tomorrow at 9am",
         "every 15 mins",
+        "every 15 secs",
+        "fifth monday of each month at 9am",
+        "last funday of each month at 9am",
+        "first monday at 9am",
+        "at 9am on",
     ],
 )
 def test_unknown_phrase_lists_examples(phrase: str) -> None:
@@ -156,32 +188,52 @@ def test_unknown_phrase_is_a_value_error() -> None:
 @pytest.mark.parametrize(
     ("cron", "words"),
     [
-        ("* * * * *", "every minute"),
-        ("*/15 * * * *", "every 15 minutes"),
-        ("0 * * * *", "every hour"),
-        ("0 */2 * * *", "every 2 hours"),
-        ("15,45 * * * *", "at 15 and 45 minutes past the hour"),
-        ("30 */6 * * *", "at 30 minutes past the hour, every 6 hours"),
-        ("0 9 * * *", "at 09:00"),
-        ("0,30 9 * * *", "at 09:00 and 09:30"),
-        ("0 9,13,17 * * *", "at 09:00, 13:00 and 17:00"),
-        ("15 9 * * 1-5", "at 09:15 on Monday through Friday"),
-        ("15 9 * * MON-FRI", "at 09:15 on Monday through Friday"),
-        ("30 18 * * 1,3,5", "at 18:30 on Monday, Wednesday and Friday"),
-        ("0 10 * * 0,6", "at 10:00 on Sunday and Saturday"),
-        ("0 10 * * 5-7", "at 10:00 on Friday through Sunday"),
-        ("0 9-17 * * 1-5", "every hour from 09:00 through 17:00 on Monday through Friday"),
-        ("*/15 9-17 * * *", "every 15 minutes between 09:00 and 17:59"),
-        ("* 9 * * *", "every minute between 09:00 and 09:59"),
-        ("0 12 1 * *", "at 12:00 on day 1 of the month"),
-        ("0 12 1,15 * *", "at 12:00 on days 1 and 15 of the month"),
-        ("0 12 1-7 * *", "at 12:00 on days 1 through 7 of the month"),
-        ("0 17 L * *", "at 17:00 on the last day of the month"),
-        ("0 9 24 12 *", "at 09:00 on 24 December"),
-        ("0 9 24 dec *", "at 09:00 on 24 December"),
-        ("0 9 * jan-mar,sep *", "at 09:00 in January through March and September"),
-        ("0 0 L 2 *", "at 00:00 on the last day of the month in February"),
-        ("0 9 13 * 5", "at 09:00 on day 13 of the month or on Friday"),  # cron fires on either
+        ("15 9 * * 1-5", "At 09:15, Monday through Friday"),
+        ("15 9 * * MON-FRI", "At 09:15, Monday through Friday"),
+        ("0 0 9 * * MON-FRI", "At 09:00, Monday through Friday"),
+        ("30 0 9 * * *", "At 09:00:30"),
+        ("*/30 * * * * *", "Every 30 seconds"),
+        ("* * * * * *", "Every second"),
+        ("* * * * *", "Every minute"),
+        ("*/15 * * * *", "Every 15 minutes"),
+        ("0/15 * * * *", "Every 15 minutes"),
+        ("0 * * * *", "Every hour"),
+        ("0 */2 * * *", "Every 2 hours"),
+        ("15,45 * * * *", "At 15 and 45 minutes past the hour"),
+        ("30 */6 * * *", "At 30 minutes past the hour, every 6 hours"),
+        ("5-10 * * * *", "Minutes 5 through 10 past the hour"),
+        ("0 9 * * *", "At 09:00"),
+        ("0,30 9 * * *", "At 0 and 30 minutes past the hour, at 09:00"),  # 09:00 and 09:30
+        ("0 9,13,17 * * *", "At 09:00, 13:00 and 17:00"),
+        ("30 18 * * 1,3,5", "At 18:30, only on Monday, Wednesday, and Friday"),
+        ("0 10 * * 0,6", "At 10:00, only on Sunday and Saturday"),
+        ("0 10 * * 5-7", "At 10:00, Friday through Sunday"),
+        ("0 9-17 * * 1-5", "At 0 minutes past the hour, between 09:00 and 17:59, Monday through Friday"),
+        ("*/15 9-17 * * *", "Every 15 minutes, between 09:00 and 17:59"),
+        ("* 9 * * *", "Every minute, between 09:00 and 09:59"),
+        ("0 12 1 * *", "At 12:00, on day 1 of the month"),
+        ("0 12 1,15 * *", "At 12:00, on day 1 and 15 of the month"),
+        ("0 12 1-7 * *", "At 12:00, between day 1 and 7 of the month"),
+        ("0 9 */2 * *", "At 09:00, every 2 days"),
+        ("0 9 L * *", "At 09:00, on the last day of the month"),
+        ("0 9 15W * *", "At 09:00, on the weekday nearest day 15 of the month"),
+        ("0 9 * * 1#1", "At 09:00, on the first Monday of the month"),
+        ("0 9 * * 1#2", "At 09:00, on the second Monday of the month"),
+        ("0 9 * * L5", "At 09:00, on the last Friday of the month"),  # croniter's spelling
+        ("0 9 * * 5L", "At 09:00, on the last Friday of the month"),  # Quartz's spelling
+        ("0 9 24 12 *", "At 09:00, on day 24 of the month, only in December"),
+        ("0 9 24 dec *", "At 09:00, on day 24 of the month, only in December"),
+        ("0 9 * jan-mar,sep *", "At 09:00, only in January through March and September"),
+        ("0 0 L 2 *", "At 00:00, on the last day of the month, only in February"),
+        ("0 9 13 * 5", "At 09:00, on day 13 of the month, or on Friday"),  # cron fires on either
+        ("0 9 1 3 1", "At 09:00, on day 1 of the month, or on Monday, only in March"),
+        ("@daily", "At 00:00"),
+        ("@midnight", "At 00:00"),
+        (" @Weekly ", "At 00:00, only on Sunday"),
+        ("@monthly", "At 00:00, on day 1 of the month"),
+        ("@yearly", "At 00:00, on day 1 of the month, only in January"),
+        ("@annually", "At 00:00, on day 1 of the month, only in January"),
+        ("@hourly", "Every hour"),
     ],
 )
 def test_describe(cron: str, words: str) -> None:
@@ -193,20 +245,26 @@ def test_describe(cron: str, words: str) -> None:
     [
         "*/7 * * * *",  # 0, 7, ..., 56, then 0 again: not "every 7 minutes"
         "0 */5 * * *",  # likewise not "every 5 hours"
-        "5-10 * * * *",
-        "0 9 */2 * *",
-        "0 9 15W * *",
-        "0 9 * * 1#2",
-        "0 9 1,L * *",
-        "0 9 1 3 1",
-        "@daily",
+        "*/7 * * * * *",  # nor "every 7 seconds"
+        "0 9 1,L * *",  # cron_descriptor says "on day 1 and L of the month"
+        "0 9 * * 1#1,1#3",  # and "on the  Monday and Monday of the month"
     ],
 )
 def test_describe_falls_back_to_the_expression(cron: str) -> None:
     assert describe(cron) == f"cron: {cron}"
 
 
-@pytest.mark.parametrize("cron", ["0 9 * *", "61 * * * *", "0 9 31 2 *", "not a cron"])
+def test_describe_falls_back_when_the_describer_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("describer bug")
+
+    monkeypatch.setattr("reminderd.human.ExpressionDescriptor", broken)
+    assert describe("0  9 * * 1-5") == "cron: 0 9 * * 1-5"
+
+
+@pytest.mark.parametrize(
+    "cron", ["0 9 * *", "61 * * * *", "0 9 31 2 *", "not a cron", "0 0 9 * * * *", "60 * * * * *", "@reboot"]
+)
 def test_describe_rejects_invalid_cron(cron: str) -> None:
     with pytest.raises(InvalidSchedule):
         describe(cron)
@@ -215,10 +273,14 @@ def test_describe_rejects_invalid_cron(cron: str) -> None:
 @pytest.mark.parametrize(
     ("phrase", "words"),
     [
-        ("weekdays at 9:15am", "at 09:15 on Monday through Friday"),
-        ("every mon, wed and fri at 6:30pm", "at 18:30 on Monday, Wednesday and Friday"),
-        ("last day of each month at 5pm", "at 17:00 on the last day of the month"),
-        ("every year on december 24 at 9am", "at 09:00 on 24 December"),
+        ("weekdays at 9:15am", "At 09:15, Monday through Friday"),
+        ("every mon, wed and fri at 6:30pm", "At 18:30, only on Monday, Wednesday, and Friday"),
+        ("last day of each month at 5pm", "At 17:00, on the last day of the month"),
+        ("every year on december 24 at 9am", "At 09:00, on day 24 of the month, only in December"),
+        ("first monday of each month at 9am", "At 09:00, on the first Monday of the month"),
+        ("last friday of each month at 5pm", "At 17:00, on the last Friday of the month"),
+        ("every 30 seconds", "Every 30 seconds"),
+        ("every second", "Every second"),
     ],
 )
 def test_phrase_described_back(phrase: str, words: str) -> None:
@@ -228,3 +290,7 @@ def test_phrase_described_back(phrase: str, words: str) -> None:
 @pytest.mark.parametrize("phrase", EXAMPLES)
 def test_examples_are_described_in_words(phrase: str) -> None:
     assert not describe(compile_phrase(phrase)).startswith("cron:")
+
+
+def test_examples_stay_few() -> None:
+    assert len(EXAMPLES) <= 12
