@@ -101,8 +101,8 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
 
     assert [v["version_num"] for v in versions] == [head_revision("postgresql://unused")]
     assert [t["table_name"] for t in tables] == [
-        "alembic_version", "config", "deliveries", "events", "scheduled_messages", "tenant_holidays", "tenant_members",
-        "tenants",
+        "alembic_version", "config", "deliveries", "events", "scheduled_messages", "tenant_holidays",
+        "tenant_members", "tenants",
     ]
     assert {f["proname"] for f in functions} >= {
         "schedule", "schedule_cron", "cancel", "cancel_live", "generate_secret",
