@@ -6,18 +6,29 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import asyncpg
 
 from . import __version__, logs
-from .cron import InvalidSchedule, load_timezone, validate_cron
+from .arguments import (
+    Recurrence,
+    ScheduleRequest,
+    UsageError,
+    add_recurrence_options,
+    add_schedule_options,
+    checked_calendar,
+    checked_quiet,
+    checked_timezone,
+    parse_duration,
+    parse_instant,
+)
+from .calendars import Holidays
 from .exceptions import ConfigError
+from .preview import anchor_rrule, preview
 from .settings import Settings
 from .store import CONNECTION_ERRORS, Store
 
@@ -25,56 +36,9 @@ EX_USAGE = 2
 EX_CONFIG = 78
 
 
-class UsageError(Exception):
-    """Bad input from the command line."""
-
-
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EX_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-_DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-MAX_DELAY_S = 100 * 365 * 86400
-
-
-def parse_duration(text: str, flag: str = "--in") -> timedelta:
-    """'90s', '15m', '2h', '3d' or combinations such as '1h30m'."""
-    compact = text.strip().lower()
-    parts = _DURATION_PART.findall(compact)
-    if not compact or _DURATION_PART.sub("", compact).strip():
-        raise UsageError(f"{flag} {text!r}: use a duration such as 90s, 15m, 2h, 3d or 1h30m")
-    seconds = sum(int(amount) * _UNIT_S[unit] for amount, unit in parts)
-    if seconds <= 0:
-        raise UsageError(f"{flag} {text!r}: the delay must be positive")
-    if seconds > MAX_DELAY_S:
-        raise UsageError(f"{flag} {text!r}: the delay must be under 100 years")
-    return timedelta(seconds=seconds)
-
-
-def parse_instant(text: str, tz_name: str | None) -> datetime:
-    """An ISO-8601 instant. Without a UTC offset it is read as wall time in --tz."""
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise UsageError(f"--at {text!r} is not ISO-8601, e.g. 2026-12-24T09:00:00Z") from None
-    if value.tzinfo is not None:
-        return value.astimezone(UTC)
-    if tz_name is None:
-        raise UsageError(
-            f"--at {text!r} has no UTC offset: add one (Z, +05:30) or say --tz Region/City"
-        )
-    return value.replace(tzinfo=load_timezone(tz_name)).astimezone(UTC)
-
-
-def parse_payload(text: str | None) -> Any:
-    if text is None:
-        return {}
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--payload is not valid JSON: {exc.msg} at character {exc.pos}") from None
 
 
 def build_parser() -> Parser:
@@ -114,16 +78,38 @@ def build_parser() -> Parser:
     rotate.add_argument("tenant_id", metavar="TENANT")
     rotate.add_argument("--grace", default="24h", help="how long the old secret stays valid (default 24h)")
 
+    tenant_set = tenant_commands.add_parser(
+        "set", help="the tenant's holiday calendar and rule, and quiet hours ('none' clears)"
+    )
+    tenant_set.add_argument("tenant_id", metavar="TENANT")
+    tenant_set.add_argument("--calendar", help="default holiday calendar, e.g. IN, GB, US-CA, or none")
+    tenant_set.add_argument("--holiday-rule", choices=("skip", "send"), help="default rule on holidays")
+    tenant_set.add_argument("--quiet", help="quiet hours in the recipient's timezone: 21:00-09:00, or none")
+    tenant_set.add_argument("--quiet-exempt", help="categories sent in quiet hours too (default transactional)")
+    holiday = tenant_commands.add_parser("holiday", help="add or remove one of the tenant's own days off")
+    holiday.add_argument("action", choices=("add", "remove"))
+    holiday.add_argument("tenant_id", metavar="TENANT")
+    holiday.add_argument("day", metavar="YYYY-MM-DD")
+    holiday.add_argument("name", nargs="?", default="holiday")
+
     schedule = commands.add_parser("schedule", help="schedule a message; prints its id")
     schedule.add_argument("tenant_id", metavar="TENANT")
     schedule.add_argument("ref_id", metavar="REF")
     when = schedule.add_mutually_exclusive_group(required=True)
-    when.add_argument("--at", help="ISO-8601 instant, e.g. 2026-12-24T09:00:00Z")
+    when.add_argument("--at", help="ISO-8601 instant, or a wall time in --tz: 2026-12-24T09:00")
     when.add_argument("--in", dest="delay", help="relative delay: 90s, 15m, 2h, 3d")
-    when.add_argument("--cron", help='5-field cron, e.g. "0 9 * * MON-FRI"')
-    schedule.add_argument("--tz", help="IANA timezone for --cron (default UTC) or an offset-less --at")
-    schedule.add_argument("--payload", help="JSON payload sent in the callback")
-    schedule.add_argument("--callback-url", help="override the tenant's callback URL")
+    add_recurrence_options(when)
+    add_schedule_options(schedule)
+
+    show = commands.add_parser("preview", help="the next fire times of a schedule (no database)")
+    recurrence = show.add_mutually_exclusive_group(required=True)
+    add_recurrence_options(recurrence)
+    show.add_argument("--tz", help="IANA timezone the schedule is read in (default UTC)")
+    show.add_argument("--calendar", help="skip this calendar's holidays, e.g. IN, GB, US-CA")
+    show.add_argument("--quiet", help="defer fires in these quiet hours, e.g. 21:00-09:00")
+    show.add_argument("--from", dest="start", help="list fires after this ISO-8601 instant (default now)")
+    show.add_argument("-n", type=int, default=10, help="how many fires (default 10)")
+    show.add_argument("--json", action="store_true", help="a JSON list of {utc, local[, skipped, reason]}")
 
     cancel = commands.add_parser("cancel", help="cancel a scheduled message (0 when none is live)")
     cancel.add_argument("tenant_id", metavar="TENANT")
@@ -137,6 +123,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(args.database_url)
+    if args.command == "preview":
+        try:
+            return _preview(args, datetime.now(UTC))
+        except UsageError as exc:
+            print(f"reminderd: error: {exc}", file=sys.stderr)
+            return EX_USAGE
     try:
         settings, sources = _settings(args)
     except ConfigError as exc:
@@ -150,7 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             return _show_config(settings, sources)
         if args.command == "schedule":
-            args.request = ScheduleRequest.from_args(args)
+            args.request = ScheduleRequest.from_args(args, datetime.now(UTC))
+        if args.command == "tenant":
+            _check_tenant_args(args)
         return _run(_commands[args.command], args, settings)
     except UsageError as exc:
         print(f"reminderd: error: {exc}", file=sys.stderr)
@@ -245,6 +239,21 @@ async def _tenant(store: Store, args: argparse.Namespace) -> int:
         removed = await store.revoke_tenant(args.tenant_id, args.role)
         print(f"role {args.role} no longer acts for tenant {args.tenant_id}" if removed
               else "nothing to revoke")
+    elif args.tenant_command == "set":
+        changed = await store.set_tenant(
+            args.tenant_id, calendar=args.calendar, holiday_rule=args.holiday_rule, quiet=args.quiet,
+            quiet_exempt=args.quiet_exempt,
+        )
+        if not changed:
+            raise UsageError(f'unknown tenant "{args.tenant_id}"')
+        print(f"tenant {args.tenant_id}: {changed}")
+    elif args.tenant_command == "holiday":
+        if args.action == "add":
+            await store.add_holiday(args.tenant_id, args.day, args.name)
+            print(f"tenant {args.tenant_id}: {args.day:%Y-%m-%d} is a holiday ({args.name})")
+        else:
+            removed = await store.remove_holiday(args.tenant_id, args.day)
+            print(f"tenant {args.tenant_id}: {args.day:%Y-%m-%d} removed" if removed else "no such holiday")
     else:
         grace = parse_duration(args.grace, flag="--grace")
         secret = await store.rotate_secret(args.tenant_id, grace.total_seconds())
@@ -254,49 +263,55 @@ async def _tenant(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-@dataclass(frozen=True)
-class ScheduleRequest:
-    """`reminderd schedule` arguments, checked before any connection is made."""
-
-    tenant_id: str
-    ref_id: str
-    payload: Any
-    callback_url: str | None
-    fire_at: datetime | None = None
-    cron: str | None = None
-    timezone: str = "UTC"
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ScheduleRequest:
-        payload = parse_payload(args.payload)
-        common = {"tenant_id": args.tenant_id, "ref_id": args.ref_id, "payload": payload,
-                  "callback_url": args.callback_url}
+def _check_tenant_args(args: argparse.Namespace) -> None:
+    """Turn `tenant set` and `tenant holiday` text into checked values ("none" clears a setting)."""
+    if args.tenant_command == "set":
+        if args.calendar is not None and args.calendar.lower() != "none":
+            checked_calendar(args.calendar)
+        if args.quiet is not None and args.quiet.lower() != "none":
+            args.quiet = checked_quiet(args.quiet)
+        if args.quiet_exempt is not None:
+            args.quiet_exempt = [c.strip() for c in args.quiet_exempt.split(",") if c.strip()]
+    elif args.tenant_command == "holiday":
         try:
-            if args.tz is not None:
-                load_timezone(args.tz)
-            if args.cron is not None:
-                validate_cron(args.cron)
-                return cls(**common, cron=args.cron, timezone=args.tz or "UTC")
-        except InvalidSchedule as exc:
-            raise UsageError(str(exc)) from None
-        if args.delay is not None:
-            return cls(**common, fire_at=datetime.now(UTC) + parse_duration(args.delay))
-        return cls(**common, fire_at=parse_instant(args.at, args.tz))
+            args.day = datetime.strptime(args.day, "%Y-%m-%d").date()
+        except ValueError:
+            raise UsageError(f"{args.day!r} is not a date like 2026-12-31") from None
 
 
 async def _schedule(store: Store, args: argparse.Namespace) -> int:
-    request: ScheduleRequest = args.request
-    if request.cron is not None:
-        message_id = await store.schedule_cron(
-            request.tenant_id, request.ref_id, request.cron, request.timezone, request.payload,
-            request.callback_url,
-        )
-    else:
-        assert request.fire_at is not None
-        message_id = await store.schedule_at(
-            request.tenant_id, request.ref_id, request.fire_at, request.payload, request.callback_url
-        )
-    print(message_id)
+    print(await store.schedule(args.request))
+    return 0
+
+
+def _preview(args: argparse.Namespace, now: datetime) -> int:
+    """Print the next fires of a schedule; no database needed."""
+    from .timing import Timing
+
+    if args.n < 1:
+        raise UsageError(f"-n {args.n}: must be at least 1")
+    timezone = checked_timezone(args.tz)
+    start = now if args.start is None else parse_instant(args.start, timezone, flag="--from")
+    recurrence = Recurrence.from_args(args, timezone, start)
+    assert recurrence is not None  # argparse requires one of the flags
+    timing = Timing(
+        timezone=timezone, cron=recurrence.cron,
+        rrule=None if recurrence.rrule is None else anchor_rrule(recurrence.rrule, timezone, start),
+        holidays=Holidays.of(checked_calendar(args.calendar)), quiet=checked_quiet(args.quiet),
+    )
+    entries = preview(timing, start, args.n)
+    if args.json:
+        print(json.dumps([entry.as_json() for entry in entries], indent=2))
+        return 0
+    print(recurrence.description(timezone, start))
+    print(f"next {len(entries)} after {start.astimezone(timing.tz):%Y-%m-%d %H:%M:%S %Z} ({timezone}):")
+    for entry in entries:
+        line = f"  {entry.local:%a %Y-%m-%d %H:%M:%S %Z}   {entry.utc.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+        if entry.skipped:
+            line += f"   skipped: {entry.reason}"
+        elif entry.deferred:
+            line += f"   {entry.reason}"
+        print(line)
     return 0
 
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from . import logs
+from .arguments import ScheduleRequest
 from .callback import CallbackClient
 from .migrate import upgrade
 from .pgcluster import ClusterError, throwaway_cluster
@@ -95,7 +96,7 @@ async def demo(database_url: str) -> int:
     now = datetime.now(UTC)
     for ref, seconds, payload in MESSAGES:
         fire_at = now + timedelta(seconds=seconds)
-        message_id = await store.schedule_at("demo", ref, fire_at, payload, url)
+        message_id = await store.schedule(ScheduleRequest("demo", ref, payload, url, fire_at=fire_at))
         say(f"  scheduled #{message_id} {ref:<18} at {fire_at.time().isoformat('milliseconds')} UTC")
     say(f"  cancelled {CANCELLED_REF}: {await store.cancel('demo', CANCELLED_REF)} row")
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .timing import Timing
+
 
 @dataclass(frozen=True, slots=True)
 class Job:
@@ -17,14 +19,14 @@ class Job:
     payload_json: str  # the payload as JSON text, sent as it is stored
     callback_url: str | None
     scheduled_for: datetime  # the occurrence: stable across its retries
-    cron: str | None
-    timezone: str
     attempt: int  # 1-based; also the fencing token for recording the outcome
     max_attempts: int | None
     signing_secret: str = field(repr=False)  # never printed
     previous_signing_secret: str | None = field(default=None, repr=False)  # during a rotation
     picked_at: datetime | None = None  # the claim's token: outcomes are recorded only for it
     lease_deadline: float = math.inf  # time.monotonic() when the lease runs out
+    due_at: datetime | None = None  # the fire_at it was claimed at (a retry's or deferral's time)
+    timing: Timing = field(default_factory=Timing)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], lease_deadline: float = math.inf) -> Job:
@@ -35,14 +37,14 @@ class Job:
             payload_json=row["payload"],
             callback_url=row["callback_url"],
             scheduled_for=row["scheduled_for"],
-            cron=row["cron"],
-            timezone=row["timezone"],
             attempt=row["attempts"],
             max_attempts=row["max_attempts"],
             signing_secret=row["signing_secret"],
             previous_signing_secret=row["previous_signing_secret"],
             picked_at=row["picked_at"],
             lease_deadline=lease_deadline,
+            due_at=row["fire_at"],
+            timing=Timing.from_row(row),
         )
 
     @property

@@ -82,6 +82,9 @@ class Metrics:
     def recorded(self, outcome: Outcome, now_s: float) -> None:
         """Account for one recorded attempt."""
         job, result = outcome.job, outcome.result
+        if result is None:  # held back before any request: deferred, holiday_skipped, expired, …
+            self.count(outcome.event, job.tenant_id)
+            return
         if result.status_code is not None:
             self.callback_duration.observe(result.duration_ms / 1000)
         if result.delivered:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .exceptions import ConfigError
+from .timing import BACKFILL_POLICIES
 
 T = TypeVar("T")
 
@@ -29,7 +30,9 @@ class Setting:
 class Settings:
     database_url: str = field(repr=False)  # may hold a password
     poll_interval_s: float = 2.0
-    lookback_s: float = 120.0
+    lookback_s: float = 86400.0
+    backfill: str = "send"
+    max_lateness_s: float = 1800.0
     batch_size: int = 100
     concurrency: int = 64
     lease_s: float = 300.0
@@ -260,10 +263,23 @@ def _log_level(raw: str) -> str:
     return level
 
 
+def _backfill(raw: str) -> str:
+    policy = raw.strip().lower()
+    if policy not in BACKFILL_POLICIES:
+        raise ValueError("must be one of " + ", ".join(BACKFILL_POLICIES))
+    return policy
+
+
 SETTINGS: dict[str, Setting] = {
     "database_url": Setting("REMINDERD_DATABASE_URL", "PostgreSQL URL, postgresql://…"),
     "poll_interval_s": Setting("REMINDERD_POLL_INTERVAL", "seconds between polls when idle"),
-    "lookback_s": Setting("REMINDERD_LOOKBACK", "seconds late a message may still fire"),
+    "lookback_s": Setting(
+        "REMINDERD_LOOKBACK", "hard limit, seconds: nothing later than this is ever sent, whatever the policy"
+    ),
+    "backfill": Setting(
+        "REMINDERD_BACKFILL", "after an outage, by default: send (if at most max lateness late), latest or skip"
+    ),
+    "max_lateness_s": Setting("REMINDERD_MAX_LATENESS", "seconds late a message may still be sent, by default"),
     "batch_size": Setting("REMINDERD_BATCH_SIZE", "rows claimed per query"),
     "concurrency": Setting("REMINDERD_CONCURRENCY", "callbacks in flight at once"),
     "lease_s": Setting("REMINDERD_LEASE", "seconds a claim is held before another daemon may retry"),
@@ -300,6 +316,8 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     # The NOTIFY trigger wakes daemons for rows due within 10 minutes; a longer poll could miss one.
     "poll_interval_s": _seconds(0.01, 600),
     "lookback_s": _seconds(1, 30 * 86400),
+    "backfill": _backfill,
+    "max_lateness_s": _seconds(0, 30 * 86400),
     "batch_size": _number(int, minimum=1, maximum=10_000),
     "concurrency": _number(int, minimum=1, maximum=10_000),
     "lease_s": _seconds(1, 86400),

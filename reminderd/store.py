@@ -6,14 +6,18 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from .jobs import Job
 from .outcome import Outcome
 from .queries import QUERIES
+from .quiet import QuietHours
+
+if TYPE_CHECKING:
+    from .arguments import ScheduleRequest
 
 NOTIFY_CHANNEL = "reminderd_due"
 
@@ -23,6 +27,12 @@ AUDIT_EVENTS = {
     "retry": "retry_scheduled",
     "dead": "dead_lettered",
     "advanced": "dead_lettered",  # a recurring row's occurrence; the row moves on
+    # Held back before any request (reminderd/timing.py):
+    "deferred": "deferred",  # quiet hours
+    "holiday_skipped": "holiday_skipped",
+    "missed_skipped": "missed_skipped",  # backfill=latest: older missed occurrences passed over
+    "expired": "expired",  # too late for the backfill policy
+    "finished": "finished",  # past until
 }
 
 # Errors that mean "the database is not reachable right now", as opposed to a bug in a query.
@@ -58,8 +68,8 @@ class Plan:
     @property
     def event(self) -> str:
         """What the audit trail calls this change."""
-        if self.next_status == "dead":
-            return "dead_lettered"
+        if self.next_status in ("dead", "finished"):
+            return {"dead": "dead_lettered", "finished": "finished"}[self.next_status]
         return "planned" if self.seen_fire_at is None else "missed_skipped"
 
 
@@ -99,10 +109,16 @@ class Store:
 
     # The claim loop -------------------------------------------------------------------------
 
-    async def claim(self, *, lookback_s: float, batch_size: int, lease_s: float) -> list[Job]:
+    async def claim(
+        self, *, lookback_s: float, batch_size: int, lease_s: float, backfill: str = "send",
+        max_lateness_s: float = 1800.0,
+    ) -> list[Job]:
+        """Claim due rows; `backfill` and `max_lateness_s` are the defaults for rows without their own."""
         # The lease as this process's clock sees it, counted from before the query: never later.
         lease_deadline = time.monotonic() + lease_s
-        rows = await self._pool.fetch(QUERIES["claim"], lookback_s, batch_size, lease_s)
+        rows = await self._pool.fetch(
+            QUERIES["claim"], lookback_s, batch_size, lease_s, backfill, max_lateness_s
+        )
         return [Job.from_row(row, lease_deadline) for row in rows]
 
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
@@ -113,18 +129,21 @@ class Store:
             [o.job.tenant_id for o in outcomes],
             [o.job.webhook_id for o in outcomes],
             [o.job.scheduled_for for o in outcomes],
-            [o.result.status_code for o in outcomes],
-            [o.result.error for o in outcomes],
-            [o.result.duration_ms for o in outcomes],
+            [o.result.status_code if o.result else None for o in outcomes],
+            [o.result.error if o.result else None for o in outcomes],
+            [o.result.duration_ms if o.result else 0 for o in outcomes],
             [o.next_status for o in outcomes],
             [o.next_fire_at for o in outcomes],
             [o.retry_in_s for o in outcomes],
             [o.next_scheduled_for for o in outcomes],
             [o.reset_attempts for o in outcomes],
-            [o.result.delivered for o in outcomes],
+            [o.delivered for o in outcomes],
             [o.last_error for o in outcomes],
             [AUDIT_EVENTS[o.event] for o in outcomes],
             [o.job.picked_at for o in outcomes],
+            [o.result is not None for o in outcomes],
+            [o.refund_attempt for o in outcomes],
+            [o.ran for o in outcomes],
         )
 
     async def release(self, releases: Sequence[Release]) -> None:
@@ -147,8 +166,12 @@ class Store:
     async def expire_missed(self, *, lookback_s: float, limit: int = 1000) -> list[asyncpg.Record]:
         return list(await self._pool.fetch(QUERIES["expire_missed"], lookback_s, limit))
 
-    async def recurring_to_plan(self, *, lookback_s: float, limit: int = 500) -> list[asyncpg.Record]:
-        return list(await self._pool.fetch(QUERIES["recurring_to_plan"], lookback_s, limit))
+    async def recurring_to_plan(
+        self, *, lookback_s: float, limit: int = 500, backfill: str = "send", max_lateness_s: float = 1800.0
+    ) -> list[asyncpg.Record]:
+        return list(
+            await self._pool.fetch(QUERIES["recurring_to_plan"], lookback_s, limit, backfill, max_lateness_s)
+        )
 
     async def plan_recurring(self, plans: Sequence[Plan]) -> list[asyncpg.Record]:
         return list(
@@ -185,23 +208,53 @@ class Store:
         secret: str = await self._pool.fetchval(QUERIES["add_tenant"], tenant_id, callback_url)
         return secret
 
-    async def schedule_at(
-        self, tenant_id: str, ref_id: str, fire_at: datetime, payload: Any, callback_url: str | None
-    ) -> int:
-        message_id: int = await self._pool.fetchval(
-            QUERIES["schedule_at"], tenant_id, ref_id, fire_at, json.dumps(payload), callback_url
-        )
+    async def schedule(self, request: ScheduleRequest) -> int:
+        """Schedule what `reminderd schedule` asked for; the message's id."""
+        r = request
+        if r.recurrence is None:
+            message_id: int = await self._pool.fetchval(
+                QUERIES["schedule_one_off"], r.tenant_id, r.ref_id, r.fire_at, json.dumps(r.payload),
+                r.callback_url, r.timezone, r.category, r.calendar, r.holiday_rule, r.backfill,
+                r.max_lateness_s,
+            )
+        else:
+            message_id = await self._pool.fetchval(
+                QUERIES["schedule_recurring"], r.tenant_id, r.ref_id, r.recurrence.cron, r.recurrence.rrule,
+                r.timezone, json.dumps(r.payload), r.callback_url, r.until, r.max_runs, r.category,
+                r.calendar, r.holiday_rule, r.backfill, r.max_lateness_s,
+            )
         return message_id
 
-    async def schedule_cron(
-        self, tenant_id: str, ref_id: str, cron: str, timezone: str, payload: Any,
-        callback_url: str | None,
-    ) -> int:
-        message_id: int = await self._pool.fetchval(
-            QUERIES["schedule_cron"], tenant_id, ref_id, cron, timezone, json.dumps(payload),
-            callback_url,
+    async def set_tenant(
+        self, tenant_id: str, *, calendar: str | None, holiday_rule: str | None, quiet: QuietHours | str | None,
+        quiet_exempt: list[str] | None,
+    ) -> str | None:
+        """Change a tenant's holiday and quiet-hour settings ("none" clears calendar or quiet);
+        the settings now in force, in words, or None for an unknown tenant."""
+        quiet_hours = quiet if isinstance(quiet, QuietHours) else None
+        row = await self._pool.fetchrow(
+            QUERIES["set_tenant"], tenant_id,
+            calendar is not None, None if calendar is None or calendar.lower() == "none" else calendar,
+            holiday_rule,
+            quiet is not None,
+            quiet_hours.start if quiet_hours else None,
+            quiet_hours.end if quiet_hours else None,
+            quiet_exempt,
         )
-        return message_id
+        if row is None:
+            return None
+        quiet_text = f"{row['quiet_start']:%H:%M}-{row['quiet_end']:%H:%M}" if row["quiet_start"] else "none"
+        return (
+            f"calendar {row['calendar'] or 'none'}, holidays {row['holiday_rule']}, "
+            f"quiet hours {quiet_text} (exempt: {', '.join(row['quiet_exempt']) or 'none'})"
+        )
+
+    async def add_holiday(self, tenant_id: str, day: date, name: str) -> None:
+        await self._pool.execute(QUERIES["add_holiday"], tenant_id, day, name)
+
+    async def remove_holiday(self, tenant_id: str, day: date) -> bool:
+        status: str = await self._pool.execute(QUERIES["remove_holiday"], tenant_id, day)
+        return status.endswith(" 1")
 
     async def rotate_secret(self, tenant_id: str, grace_s: float) -> str:
         secret: str = await self._pool.fetchval(QUERIES["rotate_secret"], tenant_id, grace_s)

@@ -15,19 +15,20 @@ import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
 
 from .callback import AttemptResult, CallbackClient
-from .cron import InvalidSchedule, next_fire
 from .jobs import Job
 from .metrics import Metrics
-from .outcome import Outcome, decide, preflight
+from .outcome import Outcome, before_sending, decide
 from .retry import RetryPolicy
 from .settings import Settings
 from .store import CONNECTION_ERRORS, Listener, Plan, Release, Store
+from .timing import Timing, first_occurrence
+from .wallclock import InvalidSchedule
 
 log = structlog.get_logger("reminderd")
 T = TypeVar("T")
@@ -142,7 +143,8 @@ class Worker:
             self.loop_deadline = time.monotonic() + QUERY_DEADLINE_S
             try:
                 jobs = await self._store.claim(
-                    lookback_s=self.settings.lookback_s, batch_size=want, lease_s=self.settings.lease_s
+                    lookback_s=self.settings.lookback_s, batch_size=want, lease_s=self.settings.lease_s,
+                    backfill=self.settings.backfill, max_lateness_s=self.settings.max_lateness_s,
                 )
                 for job in jobs:
                     self._jobs.put_nowait(job)
@@ -200,6 +202,10 @@ class Worker:
                 log.warning("lease_too_short", message_id=job.id, attempt=job.attempt,
                             fix="raise REMINDERD_LEASE or REMINDERD_CONCURRENCY")
                 continue
+            held = _before_sending(job)
+            if held is not None:  # deferred, moved off a holiday, too late, finished: no request
+                self._outcomes.put_nowait(held)
+                continue
             key = (job.id, job.picked_at)
             self._in_flight[key] = job
             self.metrics.in_flight.inc()
@@ -213,9 +219,6 @@ class Worker:
                 self._wake.set()
 
     async def _attempt(self, job: Job) -> AttemptResult:
-        problem = preflight(job)
-        if problem:
-            return AttemptResult(False, None, problem, 0, permanent=True, poison=True)
         try:
             return await self._client.send(job)
         except Exception as exc:  # a bug must cost one attempt, never the daemon
@@ -311,12 +314,18 @@ class Worker:
         return totals[0], totals[1], totals[2]
 
     async def _plan_recurring(self) -> None:
-        rows = await self._store.recurring_to_plan(lookback_s=self.settings.lookback_s)
+        rows = await self._store.recurring_to_plan(
+            lookback_s=self.settings.lookback_s, backfill=self.settings.backfill,
+            max_lateness_s=self.settings.max_lateness_s,
+        )
         if not rows:
             return
         plans = [self._plan(row) for row in rows]
         for row in await self._store.plan_recurring(plans):
-            if row["status"] == "dead":
+            if row["status"] == "finished":
+                log.info("finished", message_id=row["id"], tenant=row["tenant_id"], ref=row["ref_id"],
+                         note=row["last_error"])
+            elif row["status"] == "dead":
                 log.error("dead", message_id=row["id"], tenant=row["tenant_id"], ref=row["ref_id"],
                           error=row["last_error"])
             else:
@@ -325,17 +334,20 @@ class Worker:
 
     def _plan(self, row: Mapping[str, Any]) -> Plan:
         seen = row["fire_at"]
+        timing = Timing.from_row(row)
         try:
-            following = next_fire(row["cron"], row["timezone"], row["db_now"])
+            timing.check()
+            following, note = first_occurrence(timing, row["db_now"])
         except InvalidSchedule as exc:
             return Plan(row["id"], seen, None, "dead", f"cannot schedule: {exc}")
-        note = None
         if seen is not None:
-            note = (
+            missed = (
                 f"missed occurrence due {seen.isoformat()} ({_seconds(row['db_now'] - seen)} late, "
-                f"beyond REMINDERD_LOOKBACK={self.settings.lookback_s:g}s): skipped to the next one"
+                f"beyond REMINDERD_LOOKBACK={self.settings.lookback_s:g}s, the hard limit): "
+                "skipped to the next one"
             )
-        return Plan(row["id"], seen, following, "pending", note)
+            note = f"{missed}; {note}" if note else missed
+        return Plan(row["id"], seen, following, "pending" if following else "finished", note)
 
     # Plumbing --------------------------------------------------------------------------------
 
@@ -377,17 +389,30 @@ class Worker:
                         await asyncio.wait_for(self._stop.wait(), delay)
 
 
+def _before_sending(job: Job) -> Outcome | None:
+    """before_sending, with the claim's database time as now; a bug costs the row, not the daemon."""
+    try:
+        return before_sending(job, job.picked_at or datetime.now(UTC))
+    except Exception as exc:
+        log.exception("timing_crashed", message_id=job.id)
+        return Outcome(job, None, "dead", "dead", last_error=f"internal error while timing: {_describe(exc)}")
+
+
 def _log_outcome(outcome: Outcome) -> None:
     job, result = outcome.job, outcome.result
-    fields = {
+    fields: dict[str, Any] = {
         "message_id": job.id,
         "tenant": job.tenant_id,
         "ref": job.ref_id,
         "webhook_id": job.webhook_id,
         "attempt": job.attempt,
-        "status_code": result.status_code,
-        "latency_ms": result.duration_ms,
     }
+    if result is None:  # held back before any request
+        level = log.error if outcome.event == "dead" else log.info
+        level(outcome.event, **fields, status=outcome.next_status, reason=outcome.last_error,
+              fire_at=outcome.next_fire_at.isoformat() if outcome.next_fire_at else None)
+        return
+    fields.update(status_code=result.status_code, latency_ms=result.duration_ms)
     if outcome.event == "delivered":
         log.info("delivered", **fields)
     elif outcome.event == "retry":

@@ -35,8 +35,6 @@ def make_job(**changes: Any) -> Job:
         payload_json='{"amount": 12.5, "currency": "EUR"}',
         callback_url="https://hooks.example/cb",
         scheduled_for=SOME_OCCURRENCE,
-        cron=None,
-        timezone="UTC",
         attempt=1,
         max_attempts=None,
         signing_secret=TEST_SECRET,

@@ -4,6 +4,8 @@
 -- claim --
 -- Claim up to $2 due rows in one short transaction; committed before any HTTP call.
 -- $1 lookback (s), $2 batch size, $3 lease (s). attempts counts the attempt being made.
+-- The daemon then decides, before any HTTP, whether the occurrence is sent now or held: deferred
+-- (quiet hours), moved off a holiday, expired as too late (backfill policy) or finished.
 WITH due AS (
     SELECT id
     FROM reminderd.scheduled_messages
@@ -25,11 +27,29 @@ WHERE m.id = due.id
   AND t.id = m.tenant_id
 RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
           coalesce(m.callback_url, t.callback_url) AS callback_url,
-          coalesce(m.scheduled_for, m.fire_at) AS scheduled_for,
-          m.cron, m.timezone, m.attempts, m.max_attempts, t.signing_secret,
+          coalesce(m.scheduled_for, m.fire_at) AS scheduled_for, m.fire_at,
+          m.attempts, m.max_attempts, t.signing_secret,
           CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
               AS previous_signing_secret,
-          m.picked_at;
+          m.picked_at,
+          -- Timing (see reminderd/timing.py): effective values, the row's over its tenant's over
+          -- the daemon's defaults ($4 backfill, $5 max lateness in seconds).
+          m.timezone, m.cron, m.rrule, m.until, m.max_runs, m.runs,
+          coalesce(m.calendar, t.calendar) AS calendar,
+          coalesce(m.holiday_rule, t.holiday_rule) AS holiday_rule,
+          CASE WHEN coalesce(m.holiday_rule, t.holiday_rule) = 'skip' THEN ARRAY(
+              SELECT h.day FROM reminderd.tenant_holidays h
+              WHERE h.tenant_id = m.tenant_id AND h.day >= (coalesce(m.fire_at, now()) AT TIME ZONE 'UTC')::date - 2
+              ORDER BY h.day LIMIT 400) END AS holiday_days,
+          CASE WHEN coalesce(m.holiday_rule, t.holiday_rule) = 'skip' THEN ARRAY(
+              SELECT h.name FROM reminderd.tenant_holidays h
+              WHERE h.tenant_id = m.tenant_id AND h.day >= (coalesce(m.fire_at, now()) AT TIME ZONE 'UTC')::date - 2
+              ORDER BY h.day LIMIT 400) END AS holiday_names,
+          -- Quiet hours only for categories the tenant does not exempt.
+          CASE WHEN m.category <> ALL (t.quiet_exempt) THEN t.quiet_start END AS quiet_start,
+          CASE WHEN m.category <> ALL (t.quiet_exempt) THEN t.quiet_end END AS quiet_end,
+          coalesce(m.backfill, $4) AS backfill,
+          coalesce(extract(epoch FROM m.max_lateness)::float8, $5) AS max_lateness_s;
 
 -- record_outcomes --
 -- Log a batch of attempts and move each row on, in one round trip. A row is only moved when it
@@ -42,27 +62,33 @@ WITH outcome AS (
     FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::timestamptz[],
                 $6::int[], $7::text[], $8::int[],
                 $9::text[], $10::timestamptz[], $11::float8[], $12::timestamptz[],
-                $13::bool[], $14::bool[], $15::text[], $16::text[], $17::timestamptz[])
+                $13::bool[], $14::bool[], $15::text[], $16::text[], $17::timestamptz[],
+                $18::bool[], $19::bool[], $20::bool[])
          AS o(message_id, attempt, tenant_id, webhook_id, occurrence,
               status_code, error, duration_ms,
               next_status, next_fire_at, retry_in_s, next_scheduled_for,
-              reset_attempts, delivered, last_error, event, picked_at)
+              reset_attempts, delivered, last_error, event, picked_at,
+              attempted, refund_attempt, ran)
 ),
 logged AS (
     INSERT INTO reminderd.deliveries
         (message_id, tenant_id, webhook_id, attempt, scheduled_for, status_code, error, duration_ms)
     SELECT message_id, tenant_id, webhook_id, attempt, occurrence, status_code, error, duration_ms
     FROM outcome
-    WHERE EXISTS (SELECT 1 FROM reminderd.scheduled_messages m WHERE m.id = outcome.message_id)
+    WHERE outcome.attempted  -- not for a message held back before any request
+      AND EXISTS (SELECT 1 FROM reminderd.scheduled_messages m WHERE m.id = outcome.message_id)
 )
 UPDATE reminderd.scheduled_messages AS m
 SET status = o.next_status,
     fire_at = CASE WHEN o.retry_in_s IS NOT NULL THEN now() + make_interval(secs => o.retry_in_s)
                    ELSE coalesce(o.next_fire_at, m.fire_at) END,
     -- A finished row keeps its occurrence (dead_letters shows it; requeue reuses the webhook-id).
-    scheduled_for = CASE WHEN o.next_status IN ('sent', 'dead') THEN o.occurrence
+    scheduled_for = CASE WHEN o.next_status IN ('sent', 'dead', 'expired', 'finished') THEN o.occurrence
                          ELSE o.next_scheduled_for END,
-    attempts = CASE WHEN o.reset_attempts THEN 0 ELSE m.attempts END,
+    attempts = CASE WHEN o.reset_attempts THEN 0
+                    WHEN o.refund_attempt THEN m.attempts - 1
+                    ELSE m.attempts END,
+    runs = m.runs + CASE WHEN o.ran THEN 1 ELSE 0 END,
     sent_at = CASE WHEN o.delivered THEN now() ELSE m.sent_at END,
     last_error = o.last_error,
     last_event = o.event,
@@ -120,7 +146,7 @@ WITH missed AS (
     SELECT id
     FROM reminderd.scheduled_messages
     WHERE status = 'pending'
-      AND cron IS NULL
+      AND cron IS NULL AND rrule IS NULL
       AND fire_at <= now() - make_interval(secs => $1)
     ORDER BY fire_at
     LIMIT $2
@@ -139,19 +165,45 @@ WHERE m.id = missed.id
 RETURNING m.id, m.tenant_id, m.ref_id, coalesce(m.scheduled_for, m.fire_at) AS scheduled_for;
 
 -- recurring_to_plan --
--- Cron rows needing a new fire_at: never planned (fire_at NULL), or their occurrence was missed
--- beyond the lookback. $1 lookback (s), $2 batch. Also returns the database's now(). Two
--- branches so each is a short range of the due index.
-(SELECT id, tenant_id, ref_id, cron, timezone, fire_at, now() AS db_now
- FROM reminderd.scheduled_messages
- WHERE status = 'pending' AND fire_at IS NULL AND cron IS NOT NULL
- LIMIT $2)
-UNION ALL
-(SELECT id, tenant_id, ref_id, cron, timezone, fire_at, now() AS db_now
- FROM reminderd.scheduled_messages
- WHERE status = 'pending' AND fire_at <= now() - make_interval(secs => $1) AND cron IS NOT NULL
- ORDER BY fire_at
- LIMIT $2);
+-- Recurring rows needing a new fire_at: never planned (fire_at NULL), or their occurrence was
+-- missed beyond the lookback. $1 lookback (s), $2 batch. Also returns the database's now() and
+-- the timing columns the claim returns ($3 backfill and $4 max lateness are not used in planning
+-- but keep the shape). Two branches so each is a short range of the due index.
+WITH to_plan AS (
+    (SELECT id
+     FROM reminderd.scheduled_messages
+     WHERE status = 'pending' AND fire_at IS NULL AND (cron IS NOT NULL OR rrule IS NOT NULL)
+     LIMIT $2)
+    UNION ALL
+    (SELECT id
+     FROM reminderd.scheduled_messages
+     WHERE status = 'pending' AND fire_at <= now() - make_interval(secs => $1)
+       AND (cron IS NOT NULL OR rrule IS NOT NULL)
+     ORDER BY fire_at
+     LIMIT $2)
+)
+SELECT m.id, m.tenant_id, m.ref_id, m.fire_at, now() AS db_now,
+          -- Timing (see reminderd/timing.py): effective values, the row's over its tenant's over
+          -- the daemon's defaults ($3 backfill, $4 max lateness in seconds).
+          m.timezone, m.cron, m.rrule, m.until, m.max_runs, m.runs,
+          coalesce(m.calendar, t.calendar) AS calendar,
+          coalesce(m.holiday_rule, t.holiday_rule) AS holiday_rule,
+          CASE WHEN coalesce(m.holiday_rule, t.holiday_rule) = 'skip' THEN ARRAY(
+              SELECT h.day FROM reminderd.tenant_holidays h
+              WHERE h.tenant_id = m.tenant_id AND h.day >= (coalesce(m.fire_at, now()) AT TIME ZONE 'UTC')::date - 2
+              ORDER BY h.day LIMIT 400) END AS holiday_days,
+          CASE WHEN coalesce(m.holiday_rule, t.holiday_rule) = 'skip' THEN ARRAY(
+              SELECT h.name FROM reminderd.tenant_holidays h
+              WHERE h.tenant_id = m.tenant_id AND h.day >= (coalesce(m.fire_at, now()) AT TIME ZONE 'UTC')::date - 2
+              ORDER BY h.day LIMIT 400) END AS holiday_names,
+          -- Quiet hours only for categories the tenant does not exempt.
+          CASE WHEN m.category <> ALL (t.quiet_exempt) THEN t.quiet_start END AS quiet_start,
+          CASE WHEN m.category <> ALL (t.quiet_exempt) THEN t.quiet_end END AS quiet_end,
+          coalesce(m.backfill, $3) AS backfill,
+          coalesce(extract(epoch FROM m.max_lateness)::float8, $4) AS max_lateness_s
+FROM to_plan
+JOIN reminderd.scheduled_messages m ON m.id = to_plan.id
+JOIN reminderd.tenants t ON t.id = m.tenant_id;
 
 -- plan_recurring --
 -- Set the planned fire_at (or dead-letter a poisoned row), only if nobody changed the row since it
@@ -188,12 +240,6 @@ FROM reminderd.prune(make_interval(days => $1), make_interval(days => $2), make_
 INSERT INTO reminderd.tenants (id, callback_url)
 VALUES ($1, $2)
 RETURNING signing_secret;
-
--- schedule_at --
-SELECT reminderd.schedule($1, $2, $3, $4::jsonb, $5);
-
--- schedule_cron --
-SELECT reminderd.schedule_cron($1, $2, $3, $4, $5::jsonb, $6);
 
 -- rotate_secret --
 SELECT reminderd.rotate_secret($1, make_interval(secs => $2));
@@ -233,3 +279,29 @@ SELECT (SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'pendin
 
 -- schema_revision --
 SELECT version_num FROM reminderd.alembic_version;
+
+-- schedule_one_off --
+SELECT reminderd.schedule($1, $2, $3, $4::jsonb, $5, timezone => $6, category => $7, calendar => $8,
+                          holiday_rule => $9, backfill => $10, max_lateness => make_interval(secs => $11));
+
+-- schedule_recurring --
+SELECT reminderd.schedule_recurring($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13,
+                                    make_interval(secs => $14), NULL);
+
+-- set_tenant --
+-- $2: whether to set the calendar to $3 (NULL clears); $5: whether to set quiet hours to $6-$7.
+UPDATE reminderd.tenants
+SET calendar = CASE WHEN $2 THEN $3 ELSE calendar END,
+    holiday_rule = coalesce($4, holiday_rule),
+    quiet_start = CASE WHEN $5 THEN $6 ELSE quiet_start END,
+    quiet_end = CASE WHEN $5 THEN $7 ELSE quiet_end END,
+    quiet_exempt = coalesce($8, quiet_exempt)
+WHERE id = $1
+RETURNING calendar, holiday_rule, quiet_start, quiet_end, quiet_exempt;
+
+-- add_holiday --
+INSERT INTO reminderd.tenant_holidays (tenant_id, day, name) VALUES ($1, $2, $3)
+ON CONFLICT (tenant_id, day) DO UPDATE SET name = excluded.name;
+
+-- remove_holiday --
+DELETE FROM reminderd.tenant_holidays WHERE tenant_id = $1 AND day = $2;

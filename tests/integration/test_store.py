@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 from conftest import emptied
 
+from reminderd.arguments import Recurrence, ScheduleRequest
 from reminderd.callback import AttemptResult
 from reminderd.daemon import head_revision
 from reminderd.jobs import Job
@@ -644,8 +645,10 @@ async def test_schedule_at_replaces_and_cancel_cancels(db: asyncpg.Connection, s
     await store.add_tenant("t1", CALLBACK)
     fire_at = (await db_now(db)).replace(microsecond=0) + timedelta(hours=1)
 
-    first = await store.schedule_at("t1", "r1", fire_at, {"n": 1}, None)
-    second = await store.schedule_at("t1", "r1", fire_at, {"n": 2, "text": "é"}, "https://other.example/x")
+    first = await store.schedule(ScheduleRequest("t1", "r1", {"n": 1}, None, fire_at=fire_at))
+    second = await store.schedule(
+        ScheduleRequest("t1", "r1", {"n": 2, "text": "é"}, "https://other.example/x", fire_at=fire_at)
+    )
 
     old = await message(db, first)
     new = await message(db, second)
@@ -661,7 +664,11 @@ async def test_schedule_at_replaces_and_cancel_cancels(db: asyncpg.Connection, s
 async def test_schedule_cron_stores_an_unplanned_recurring_row(db: asyncpg.Connection, store: Store) -> None:
     await store.add_tenant("t1", CALLBACK)
 
-    message_id = await store.schedule_cron("t1", "daily", "0 9 * * *", "Europe/Paris", ["x"], None)
+    message_id = await store.schedule(
+        ScheduleRequest(
+            "t1", "daily", ["x"], None, timezone="Europe/Paris", recurrence=Recurrence(cron="0 9 * * *")
+        )
+    )
 
     row = await message(db, message_id)
     assert (row["cron"], row["timezone"], row["fire_at"], row["status"]) == (

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from reminderd.cli import EX_CONFIG, EX_USAGE, UsageError, main, parse_duration, parse_instant, parse_payload
+from reminderd.arguments import UsageError, parse_duration, parse_instant, parse_payload
+from reminderd.cli import EX_CONFIG, EX_USAGE, main
 from reminderd.cron import InvalidSchedule
 from reminderd.store import Store
 
@@ -180,7 +181,7 @@ def test_schedule_without_when_names_the_choices(
 ) -> None:
     with pytest.raises(SystemExit):
         main(["schedule", "t", "r"])
-    assert "one of the arguments --at --in --cron is required" in capsys.readouterr().err
+    assert "one of the arguments --at --in --cron --every --rrule is required" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

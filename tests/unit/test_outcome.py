@@ -14,6 +14,7 @@ from reminderd.callback import AttemptResult
 from reminderd.jobs import Job
 from reminderd.outcome import decide, preflight
 from reminderd.retry import RetryPolicy
+from reminderd.timing import Timing
 
 POLICY = RetryPolicy(base_s=5, cap_s=3600, max_attempts=8)
 OCCURRENCE = datetime(2026, 3, 10, 3, 30, tzinfo=UTC)  # 09:00 in Asia/Kolkata
@@ -34,12 +35,13 @@ REFUSED = AttemptResult(
 )
 
 
-def one_off(**changes: Any) -> Job:
-    return make_job(**{"id": 7, "payload_json": '{"n": 1}', "scheduled_for": OCCURRENCE, **changes})
+def one_off(timezone: str = "UTC", **changes: Any) -> Job:
+    return make_job(**{"id": 7, "payload_json": '{"n": 1}', "scheduled_for": OCCURRENCE,
+                       "timing": Timing(timezone=timezone), **changes})
 
 
-def recurring(**changes: Any) -> Job:
-    return replace(one_off(cron="0 9 * * *", timezone="Asia/Kolkata"), **changes)
+def recurring(cron: str = "0 9 * * *", timezone: str = "Asia/Kolkata", **changes: Any) -> Job:
+    return replace(one_off(timing=Timing(cron=cron, timezone=timezone)), **changes)
 
 
 def rng() -> random.Random:

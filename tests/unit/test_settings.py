@@ -28,7 +28,8 @@ def test_defaults_match_the_documented_values() -> None:
     settings = load()
     assert settings.database_url == URL
     assert settings.poll_interval_s == 2
-    assert settings.lookback_s == 120
+    assert settings.lookback_s == 86400
+    assert (settings.backfill, settings.max_lateness_s) == ("send", 1800)
     assert settings.batch_size == 100
     assert settings.concurrency == 64
     assert settings.lease_s == 300

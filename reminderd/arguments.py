@@ -1,0 +1,203 @@
+"""Command-line text turned into checked values, before any database connection is made.
+
+Every function raises UsageError with one line naming the flag and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .calendars import validate_calendar
+from .cron import validate_cron
+from .human import UnknownPhrase, compile_phrase, describe
+from .preview import anchor_rrule
+from .quiet import QuietHours
+from .rrule import parse_rrule
+from .timing import BACKFILL_POLICIES
+from .wallclock import InvalidSchedule, load_timezone, to_instant
+
+_DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DELAY_S = 100 * 365 * 86400
+
+
+class UsageError(Exception):
+    """Bad input from the command line."""
+
+
+def parse_duration(text: str, flag: str = "--in", *, allow_zero: bool = False) -> timedelta:
+    """'90s', '15m', '2h', '3d' or combinations such as '1h30m'."""
+    compact = text.strip().lower()
+    parts = _DURATION_PART.findall(compact)
+    if not compact or _DURATION_PART.sub("", compact).strip():
+        raise UsageError(f"{flag} {text!r}: use a duration such as 90s, 15m, 2h, 3d or 1h30m")
+    seconds = sum(int(amount) * _UNIT_S[unit] for amount, unit in parts)
+    if seconds <= 0 and not allow_zero:
+        raise UsageError(f"{flag} {text!r}: the delay must be positive")
+    if seconds > MAX_DELAY_S:
+        raise UsageError(f"{flag} {text!r}: the delay must be under 100 years")
+    return timedelta(seconds=seconds)
+
+
+def parse_instant(text: str, tz_name: str | None, flag: str = "--at") -> datetime:
+    """An ISO-8601 instant. Without a UTC offset it is a wall time in --tz: a time repeated when
+    clocks go back means its first occurrence, one skipped when they go forward the jump."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"{flag} {text!r} is not ISO-8601, e.g. 2026-12-24T09:00:00Z") from None
+    if value.tzinfo is not None:
+        return value.astimezone(UTC)
+    if tz_name is None:
+        raise UsageError(f"{flag} {text!r} has no UTC offset: add one (Z, +05:30) or say --tz Region/City")
+    return to_instant(value, load_timezone(tz_name))
+
+
+def parse_payload(text: str | None) -> Any:
+    if text is None:
+        return {}
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--payload is not valid JSON: {exc.msg} at character {exc.pos}") from None
+
+
+@dataclass(frozen=True)
+class Recurrence:
+    """A recurring schedule as given by --cron, --every or --rrule."""
+
+    cron: str | None = None
+    rrule: str | None = None
+    phrase: str | None = None  # the --every text it was compiled from
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, timezone: str, start: datetime) -> Recurrence | None:
+        """None when no recurrence flag was given. An RRULE without DTSTART is checked as the
+        database will store it: anchored at the local midnight of `start`."""
+        try:
+            if args.cron is not None:
+                validate_cron(args.cron)
+                return cls(cron=args.cron)
+            if args.every is not None:
+                return cls(cron=compile_phrase(args.every), phrase=args.every)
+            if args.rrule is not None:
+                rrule = args.rrule.replace("\\n", "\n")
+                parse_rrule(anchor_rrule(rrule, timezone, start), timezone)
+                return cls(rrule=rrule)
+        except (InvalidSchedule, UnknownPhrase) as exc:
+            raise UsageError(str(exc)) from None
+        return None
+
+    def description(self, timezone: str, start: datetime) -> str:
+        if self.rrule is not None:
+            return parse_rrule(anchor_rrule(self.rrule, timezone, start), timezone).describe()
+        assert self.cron is not None
+        said = describe(self.cron)
+        return f'"{self.phrase}" = cron "{self.cron}": {said}' if self.phrase else f'cron "{self.cron}": {said}'
+
+
+def checked_timezone(name: str | None) -> str:
+    if name is None:
+        return "UTC"
+    try:
+        load_timezone(name)
+    except InvalidSchedule as exc:
+        raise UsageError(f"--tz: {exc}") from None
+    return name
+
+
+def checked_calendar(code: str | None) -> str | None:
+    if code is not None:
+        try:
+            validate_calendar(code)
+        except InvalidSchedule as exc:
+            raise UsageError(f"--calendar: {exc}") from None
+    return code
+
+
+def checked_quiet(text: str | None) -> QuietHours | None:
+    if text is None:
+        return None
+    try:
+        return QuietHours.parse(text)
+    except ValueError as exc:
+        raise UsageError(f"--quiet: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ScheduleRequest:
+    """`reminderd schedule` arguments, checked before any connection is made."""
+
+    tenant_id: str
+    ref_id: str
+    payload: Any
+    callback_url: str | None
+    timezone: str = "UTC"
+    fire_at: datetime | None = None
+    recurrence: Recurrence | None = None
+    until: datetime | None = None
+    max_runs: int | None = None
+    category: str = "transactional"
+    calendar: str | None = None
+    holiday_rule: str | None = None
+    backfill: str | None = None
+    max_lateness_s: float | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, now: datetime) -> ScheduleRequest:
+        timezone = checked_timezone(args.tz)
+        recurrence = Recurrence.from_args(args, timezone, now)
+        if recurrence is None and (args.until is not None or args.max_runs is not None):
+            raise UsageError(
+                "--until and --max-runs end a recurring schedule: use them with --cron, --every or --rrule"
+            )
+        if args.max_runs is not None and args.max_runs < 1:
+            raise UsageError(f"--max-runs {args.max_runs}: must be at least 1")
+        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", args.category):
+            raise UsageError(
+                f"--category {args.category!r}: lower-case letters, digits, _ and -, like marketing"
+            )
+        fire_at = None
+        if args.delay is not None:
+            fire_at = now + parse_duration(args.delay)
+        elif args.at is not None:
+            fire_at = parse_instant(args.at, args.tz)
+        return cls(
+            tenant_id=args.tenant_id, ref_id=args.ref_id, payload=parse_payload(args.payload),
+            callback_url=args.callback_url, timezone=timezone, fire_at=fire_at, recurrence=recurrence,
+            until=None if args.until is None else parse_instant(args.until, timezone, flag="--until"),
+            max_runs=args.max_runs, category=args.category, calendar=checked_calendar(args.calendar),
+            holiday_rule=args.holiday_rule, backfill=args.backfill,
+            max_lateness_s=None if args.max_lateness is None else parse_duration(
+                args.max_lateness, "--max-lateness", allow_zero=True).total_seconds(),
+        )
+
+
+def add_schedule_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `reminderd schedule` beyond the when."""
+    parser.add_argument("--tz", help="the recipient's IANA timezone: recurrences, offset-less --at, "
+                                     "holidays and quiet hours are read in it (default UTC)")
+    parser.add_argument("--payload", help="JSON payload sent in the callback")
+    parser.add_argument("--callback-url", help="override the tenant's callback URL")
+    parser.add_argument("--until", help="recurring: no occurrence after this (ISO-8601; offset-less in --tz)")
+    parser.add_argument("--max-runs", type=int, help="recurring: finish after this many occurrences fired")
+    parser.add_argument("--category", default="transactional",
+                        help="transactional (default; exempt from quiet hours) or e.g. marketing")
+    parser.add_argument("--calendar", help="holiday calendar, e.g. IN, GB, US-CA (default: the tenant's)")
+    parser.add_argument("--holiday-rule", choices=("skip", "send"), help="on a holiday (default: the tenant's)")
+    parser.add_argument("--backfill", choices=BACKFILL_POLICIES,
+                        help="after an outage (default: $REMINDERD_BACKFILL, send)")
+    parser.add_argument("--max-lateness", help="how late it may still be sent, e.g. 30m "
+                                               "(default: $REMINDERD_MAX_LATENESS)")
+
+
+def add_recurrence_options(group: argparse._MutuallyExclusiveGroup) -> None:
+    group.add_argument("--cron", help='cron: 5 fields, or 6 with leading seconds ("0 0 9 * * MON-FRI")')
+    group.add_argument("--every", metavar="PHRASE", help='a phrase such as "weekdays at 09:15"')
+    group.add_argument("--rrule", help='RFC 5545, e.g. "FREQ=MONTHLY;BYDAY=1MO;BYHOUR=9;BYMINUTE=0" '
+                                       "(EXDATE/DTSTART lines separated by \\n)")

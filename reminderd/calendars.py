@@ -1,0 +1,89 @@
+"""Holiday calendars: a country's or subdivision's public holidays (the `holidays` package) plus a
+tenant's own days off.
+
+    Holidays.of("US-CA").name_of(date(2026, 12, 25))  ->  "Christmas Day"
+
+Pure and cached: the package computes each year once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+
+from .wallclock import InvalidSchedule
+
+__all__ = ["Holidays", "validate_calendar"]
+
+_CODE = re.compile(r"([A-Z]{2})(?:-([A-Z0-9]{1,10}))?")
+
+
+def validate_calendar(code: str) -> None:
+    """Raise InvalidSchedule unless `code` names a calendar: a country ("IN", "GB") or a
+    country-subdivision ("US-CA") that the holidays package knows."""
+    _country_and_subdivision(code)
+
+
+@functools.lru_cache(maxsize=256)
+def _country_and_subdivision(code: str) -> tuple[str, str | None]:
+    match = _CODE.fullmatch(code)
+    if match is None:
+        raise InvalidSchedule(
+            f'unknown holiday calendar "{code}": write a country code (IN, GB) or country-subdivision (US-CA)'
+        )
+    country, subdivision = match[1], match[2]
+    import holidays
+
+    supported = holidays.list_supported_countries()
+    if country not in supported:
+        raise InvalidSchedule(
+            f'unknown holiday calendar "{code}": no public holidays known for country {country}'
+        )
+    if subdivision is not None and subdivision not in supported[country]:
+        known = ", ".join(supported[country][:12]) + (", …" if len(supported[country]) > 12 else "")
+        raise InvalidSchedule(
+            f'unknown holiday calendar "{code}": {country} has no subdivision {subdivision}'
+            + (f" (known: {known})" if known else " (it has none)")
+        )
+    return country, subdivision
+
+
+@functools.lru_cache(maxsize=1024)
+def _public_holidays(code: str, year: int) -> dict[date, str]:
+    country, subdivision = _country_and_subdivision(code)
+    import holidays
+
+    return dict(holidays.country_holidays(country, subdiv=subdivision, years=year, language="en_US").items())
+
+
+@dataclass(frozen=True)
+class Holidays:
+    """The days on which a message with the holiday rule "skip" does not fire."""
+
+    calendar: str | None = None
+    custom: tuple[tuple[date, str], ...] = ()  # the tenant's own (day, name)
+    _custom: dict[date, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:  # the calendar is checked when first used: see validate_calendar
+        object.__setattr__(self, "_custom", dict(self.custom))
+
+    @classmethod
+    def of(cls, calendar: str | None, custom: Iterable[tuple[date, str]] = ()) -> Holidays:
+        return cls(calendar, tuple(custom))
+
+    def __bool__(self) -> bool:
+        return self.calendar is not None or bool(self.custom)
+
+    def name_of(self, day: date) -> str | None:
+        """The holiday's name, with its calendar ("Christmas Day (US-CA)"), or None on other days.
+        Raises InvalidSchedule when the calendar is unknown."""
+        if day in self._custom:
+            return self._custom[day]
+        if self.calendar is not None:
+            name = _public_holidays(self.calendar, day.year).get(day)
+            if name is not None:
+                return f"{name} ({self.calendar})"
+        return None

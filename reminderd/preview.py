@@ -1,0 +1,85 @@
+"""The next fire times of a schedule, as `reminderd preview` prints them. Pure: `start` is passed in.
+
+    entries = preview(Timing(cron="0 9 * * 1", timezone="Europe/London"), start, count=3)
+
+Holiday occurrences are listed as skipped with the holiday's name; occurrences in quiet hours are
+listed at the time they are deferred to, with the reason. It is CLI-only, not also an SQL
+function: the schedule logic (croniter, RFC 5545 via dateutil, the holidays package, the DST
+rules in wallclock.py) is Python, and a second implementation in PL/pgSQL could disagree with the
+daemon, which is exactly the mistake previews exist to catch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .timing import Timing
+from .wallclock import wall
+
+__all__ = ["PreviewEntry", "anchor_rrule", "preview"]
+
+_MAX_SKIPPED = 1000
+
+
+@dataclass(frozen=True)
+class PreviewEntry:
+    utc: datetime  # when it fires (for a deferred one: when the quiet hours end)
+    local: datetime  # the same instant on the recipient's clock
+    skipped: bool = False  # a holiday: not sent
+    deferred: bool = False  # in quiet hours: sent at `utc` instead of at its occurrence
+    reason: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "utc": self.utc.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "local": self.local.isoformat(),
+        }
+        if self.skipped:
+            entry["skipped"] = True
+        if self.deferred:
+            entry["deferred"] = True
+        if self.reason is not None:
+            entry["reason"] = self.reason
+        return entry
+
+
+def preview(timing: Timing, start: datetime, count: int) -> list[PreviewEntry]:
+    """The next `count` fires strictly after `start`, with the holiday occurrences passed over."""
+    entries: list[PreviewEntry] = []
+    fires = skipped = 0
+    after = start
+    while fires < count:
+        instant = timing.occurrence_after(after)
+        if instant is None:
+            break
+        after = instant
+        if (name := timing.holiday(instant)) is not None:
+            skipped += 1
+            if skipped > _MAX_SKIPPED:
+                break
+            entries.append(_entry(timing, instant, skipped=True, reason=f"holiday: {name}"))
+            continue
+        fires += 1
+        if timing.quiet is not None:
+            resume, why = timing.quiet.defer(instant, timing.timezone)
+            if why is not None:
+                entries.append(_entry(timing, resume, deferred=True, reason=why))
+                continue
+        entries.append(_entry(timing, instant))
+    return entries
+
+
+def anchor_rrule(rrule: str, timezone: str, start: datetime) -> str:
+    """The RRULE with a DTSTART: its own, else the local midnight of `start`'s day, as the
+    database does for a row inserted without one."""
+    if re.search(r"(^|\n)\s*DTSTART", rrule, re.IGNORECASE):
+        return rrule
+    midnight = wall(start, Timing(timezone=timezone).tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    return f"DTSTART:{midnight:%Y%m%dT%H%M%S}\n{rrule.strip()}"
+
+
+def _entry(timing: Timing, instant: datetime, **details: Any) -> PreviewEntry:
+    return PreviewEntry(utc=instant, local=instant.astimezone(timing.tz), **details)

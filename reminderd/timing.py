@@ -1,0 +1,302 @@
+"""When a message may fire: its recurrence (cron or RRULE) in its own timezone, its end conditions,
+holidays, quiet hours and outage backfill policy, applied to an instant passed in.
+
+    timing = Timing(cron="0 9 * * *", timezone="Asia/Kolkata", holidays=Holidays.of("IN"))
+    timing.next_after(now)                       # the next occurrence that is not a holiday
+    hold(timing, occurrence=..., due_at=..., attempt=1, now=now)   # None: send it now
+
+Pure: no clock, no database. The daemon uses it when it plans a recurring row, when it has
+claimed a row (before any HTTP) and after an attempt; the CLI's preview uses it too.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from .calendars import Holidays, validate_calendar
+from .cron import parse_cron
+from .quiet import QuietHours
+from .rrule import parse_rrule
+from .wallclock import InvalidSchedule, WallSchedule, load_timezone, next_instant, to_instant
+
+__all__ = ["BACKFILL_POLICIES", "ON_TIME_S", "Hold", "Timing", "first_occurrence", "following", "hold"]
+
+BACKFILL_POLICIES = ("send", "latest", "skip")
+ON_TIME_S = 60.0  # backfill "skip": an occurrence later than this (or max_lateness) was missed
+_MAX_HOLIDAYS_IN_A_ROW = 1000  # a calendar that is all holidays is a mistake, not a loop
+_COUNT_UP_TO = 1000  # missed occurrences are counted one by one up to this
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Everything that decides when one message fires, as read from its row and its tenant."""
+
+    timezone: str = "UTC"  # the recipient's: cron, RRULE, holidays and quiet hours read it
+    cron: str | None = None
+    rrule: str | None = None
+    until: datetime | None = None  # no occurrence after this instant
+    max_runs: int | None = None  # finished after this many occurrences fired
+    runs: int = 0  # occurrences fired so far (delivered, or given up after retries)
+    holidays: Holidays = field(default_factory=Holidays)  # empty unless the holiday rule is "skip"
+    quiet: QuietHours | None = None  # None when the tenant has none or the category is exempt
+    backfill: str = "send"  # send | latest | skip
+    max_lateness_s: float = 1800.0
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Timing:
+        """From the columns the claim and planning queries return (effective values: the row's,
+        else its tenant's, else the daemon's defaults). Never raises: bad values are found by
+        check(), so a poisoned row is dead-lettered with its reason instead of stopping a batch."""
+        skip = row["holiday_rule"] == "skip"
+        custom = zip(row["holiday_days"] or (), row["holiday_names"] or (), strict=False) if skip else ()
+        start, end = row["quiet_start"], row["quiet_end"]
+        return cls(
+            timezone=row["timezone"],
+            cron=row["cron"],
+            rrule=row["rrule"],
+            until=row["until"],
+            max_runs=row["max_runs"],
+            runs=row["runs"],
+            holidays=Holidays.of(row["calendar"] if skip else None, custom),
+            quiet=QuietHours(start, end) if start is not None and end is not None and start != end else None,
+            backfill=row["backfill"],
+            max_lateness_s=row["max_lateness_s"],
+        )
+
+    @property
+    def recurring(self) -> bool:
+        return self.cron is not None or self.rrule is not None
+
+    @functools.cached_property
+    def tz(self) -> ZoneInfo:
+        return load_timezone(self.timezone)
+
+    @functools.cached_property
+    def schedule(self) -> WallSchedule | None:
+        if self.cron is not None:
+            return parse_cron(self.cron)
+        if self.rrule is not None:
+            return parse_rrule(self.rrule, self.timezone)
+        return None
+
+    @property
+    def allowance_s(self) -> float:
+        """How late an occurrence may still be sent under the backfill policy."""
+        if self.backfill == "skip":
+            return min(self.max_lateness_s, ON_TIME_S)
+        return self.max_lateness_s
+
+    def check(self) -> None:
+        """Raise InvalidSchedule when this message can never be timed: an unknown timezone (where
+        it matters), an invalid recurrence, an unknown calendar or backfill policy."""
+        if self.recurring or self.holidays or self.quiet is not None:
+            _ = self.tz
+        _ = self.schedule
+        if self.holidays.calendar is not None:
+            validate_calendar(self.holidays.calendar)
+        if self.backfill not in BACKFILL_POLICIES:
+            raise InvalidSchedule(f'unknown backfill policy "{self.backfill}": use send, latest or skip')
+
+    def local(self, instant: datetime) -> str:
+        """An instant as the recipient's wall clock reads it: "2026-12-25 09:00 Europe/London"."""
+        text = instant.astimezone(self.tz).strftime("%Y-%m-%d %H:%M:%S")
+        return f"{text.removesuffix(':00')} {self.timezone}"
+
+    def holiday(self, instant: datetime) -> str | None:
+        """The name of the holiday on the recipient's local day of `instant`, or None."""
+        if not self.holidays:
+            return None
+        return self.holidays.name_of(instant.astimezone(self.tz).date())
+
+    def occurrence_after(self, after: datetime) -> datetime | None:
+        """The recurrence's next instant strictly after `after`, ignoring holidays; None once
+        it has ended (RRULE COUNT/UNTIL, or past `until`)."""
+        assert self.schedule is not None, "a one-off message has no occurrences to list"
+        instant = next_instant(self.schedule, self.tz, after)
+        if instant is None or (self.until is not None and instant > self.until):
+            return None
+        return instant
+
+    def next_after(self, after: datetime) -> tuple[datetime | None, list[str]]:
+        """The next occurrence strictly after `after` that is not a holiday, and the holiday
+        occurrences passed over on the way ("2026-12-25 09:00 Europe/London: Christmas Day (GB)")."""
+        passed_over: list[str] = []
+        for _ in range(_MAX_HOLIDAYS_IN_A_ROW):
+            instant = self.occurrence_after(after)
+            if instant is None:
+                return None, passed_over
+            name = self.holiday(instant)
+            if name is None:
+                return instant, passed_over
+            passed_over.append(f"{self.local(instant)}: {name}")
+            after = instant
+        raise InvalidSchedule(f"the next {_MAX_HOLIDAYS_IN_A_ROW} occurrences all fall on holidays")
+
+    def next_workday(self, instant: datetime) -> tuple[datetime, list[str]]:
+        """A one-off's move off a holiday: the same wall time on the next day that is not one."""
+        local = instant.astimezone(self.tz)
+        day, passed_over = local.date(), list[str]()
+        for _ in range(_MAX_HOLIDAYS_IN_A_ROW):
+            name = self.holidays.name_of(day)
+            if name is None:
+                moved = to_instant(datetime.combine(day, local.time().replace(tzinfo=None)), self.tz)
+                return moved, passed_over
+            passed_over.append(f"{day}: {name}")
+            day += timedelta(days=1)
+        raise InvalidSchedule(f"the next {_MAX_HOLIDAYS_IN_A_ROW} days are all holidays")
+
+    def count_between(self, first: datetime, last: datetime) -> str:
+        """How many occurrences lie in [first, last], as words ("3", "more than 1000")."""
+        count, instant = 0, first
+        while instant <= last:
+            count += 1
+            if count > _COUNT_UP_TO:
+                return f"more than {_COUNT_UP_TO}"
+            following_one = self.occurrence_after(instant)
+            if following_one is None:
+                break
+            instant = following_one
+        return str(count)
+
+    def latest_at_or_before(self, now: datetime) -> datetime | None:
+        """The most recent occurrence at or before `now` (holidays included), or None."""
+        for window in _WINDOWS:
+            instant = self.occurrence_after(now - window)
+            if instant is not None and instant <= now:
+                while (following_one := self.occurrence_after(instant)) is not None and following_one <= now:
+                    instant = following_one
+                return instant
+        return None
+
+
+# Search windows for the latest occurrence: small first, so dense schedules stay cheap.
+_WINDOWS = tuple(timedelta(seconds=s) for s in (60, 3600, 86400, 32 * 86400, 367 * 86400, 3660 * 86400))
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A claimed occurrence that is not sent now: where its row goes instead, and why."""
+
+    event: str  # deferred | holiday_skipped | missed_skipped | expired | finished
+    status: str  # pending | expired | finished
+    reason: str
+    fire_at: datetime | None = None  # when the row is due next (pending)
+    occurrence: datetime | None = None  # the occurrence it then carries; None: fire_at itself
+    keeps_attempt_count: bool = False  # the same occurrence waits (True) or a new one starts
+
+
+def hold(timing: Timing, *, occurrence: datetime, due_at: datetime, attempt: int, now: datetime) -> Hold | None:
+    """Why a claimed message must not be sent at `now`, or None to send it.
+
+    `occurrence` is the one being sent, `due_at` the fire_at it was claimed at (a retry's or a
+    deferral's time), `attempt` 1 for its first try. In order: end conditions, the backfill
+    policy (lateness is counted from due_at), holidays (first tries only), quiet hours."""
+    if timing.recurring and timing.until is not None and occurrence > timing.until:
+        return Hold("finished", "finished", f"finished: the occurrence {_iso(occurrence)} is past until")
+    late = now - due_at
+    if timing.backfill == "latest":
+        if timing.recurring and attempt == 1:
+            following_one = timing.occurrence_after(occurrence)
+            if following_one is not None and following_one <= now:
+                latest = timing.latest_at_or_before(now)
+                assert latest is not None
+                missed = timing.count_between(occurrence, latest - timedelta(microseconds=1))
+                return Hold(
+                    "missed_skipped", "pending",
+                    f"backfill=latest: {missed} missed occurrence(s) from {timing.local(occurrence)} skipped; "
+                    f"sending only the latest, {timing.local(latest)}",
+                    fire_at=now, occurrence=latest,
+                )
+    elif late.total_seconds() > timing.allowance_s:
+        allowance = _duration(timedelta(seconds=timing.allowance_s))
+        allowed = f"more than the {allowance} allowed (backfill={timing.backfill})"
+        if not timing.recurring:
+            return Hold("expired", "expired", f"missed: due {_iso(due_at)}, {_duration(late)} late, {allowed}")
+        cutoff = now - timedelta(seconds=timing.allowance_s)
+        missed = timing.count_between(occurrence, cutoff)
+        reason = (
+            f"missed {missed} occurrence(s) from {timing.local(occurrence)}, {_duration(late)} late, {allowed}"
+        )
+        return _next_or_finished(timing, cutoff, "expired", reason)
+    if attempt == 1 and (name := timing.holiday(due_at)) is not None:
+        if timing.recurring:
+            return _next_or_finished(
+                timing, occurrence, "holiday_skipped", f"skipped {timing.local(due_at)}: {name}"
+            )
+        moved, passed_over = timing.next_workday(due_at)
+        return Hold(
+            "holiday_skipped", "pending",
+            f"moved from {timing.local(due_at)} ({', '.join([name, *passed_over[1:]])}) "
+            f"to {timing.local(moved)}",
+            fire_at=moved, occurrence=occurrence, keeps_attempt_count=True,
+        )
+    if timing.quiet is not None:
+        resume, why = timing.quiet.defer(now, timing.timezone)
+        if why is not None:
+            return Hold(
+                "deferred", "pending", why, fire_at=resume, occurrence=occurrence, keeps_attempt_count=True
+            )
+    return None
+
+
+def following(timing: Timing, occurrence: datetime) -> tuple[datetime | None, str | None]:
+    """After an occurrence fired (delivered, or given up): the next one and a note about holidays
+    passed over, or (None, why it finished)."""
+    if timing.max_runs is not None and timing.runs + 1 >= timing.max_runs:
+        return None, f"finished: ran {timing.max_runs} time(s) (max_runs)"
+    instant, passed_over = timing.next_after(occurrence)
+    if instant is None:
+        return None, _why_finished(timing)
+    return instant, _passed_over_note(passed_over)
+
+
+def first_occurrence(timing: Timing, now: datetime) -> tuple[datetime | None, str | None]:
+    """A recurring row's first occurrence after `now` (planning), or (None, why it finished)."""
+    if timing.max_runs is not None and timing.runs >= timing.max_runs:
+        return None, f"finished: ran {timing.max_runs} time(s) (max_runs)"
+    instant, passed_over = timing.next_after(now)
+    if instant is None:
+        return None, _why_finished(timing)
+    return instant, _passed_over_note(passed_over)
+
+
+def _next_or_finished(timing: Timing, after: datetime, event: str, reason: str) -> Hold:
+    instant, passed_over = timing.next_after(after)
+    if instant is None:
+        return Hold("finished", "finished", f"{reason}; {_why_finished(timing)}")
+    note = _passed_over_note(passed_over)
+    return Hold(event, "pending", f"{reason}; next {timing.local(instant)}" + (f" ({note})" if note else ""),
+                fire_at=instant)
+
+
+def _why_finished(timing: Timing) -> str:
+    if timing.until is not None:
+        return f"finished: no occurrence left before until {_iso(timing.until)}"
+    return "finished: the RRULE has no more occurrences"
+
+
+def _passed_over_note(passed_over: list[str]) -> str | None:
+    if not passed_over:
+        return None
+    return "holidays skipped: " + "; ".join(passed_over)
+
+
+def _iso(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _duration(delta: timedelta) -> str:
+    """A duration for people: 45s, 30m, 6h 5m, 2d 3h."""
+    seconds = int(delta.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes else ""]
+    if not any(parts) or (secs and not days and not hours):
+        parts.append(f"{secs}s")
+    return " ".join(part for part in parts if part)
