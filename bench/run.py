@@ -990,7 +990,8 @@ async def explain_rolled_back(db: asyncpg.Connection, statement: str, *args: Any
     return median
 
 
-CLAIM_ARGS = (120.0, 100, 300.0)  # lookback_s, batch_size, lease_s: the daemon's defaults
+# lookback_s, batch_size, lease_s, backfill, max lateness: the daemon's defaults
+CLAIM_ARGS = (86400.0, 100, 300.0, "send", 1800.0)
 
 
 async def claim_cost(dbs: Databases, sizes: Sizes, report: Report) -> None:

@@ -154,7 +154,7 @@ async def test_claim_returns_what_a_callback_needs(db: asyncpg.Connection, store
     assert first.callback_url == "https://hooks.example.org/own"
     assert first.signing_secret == secret
     assert first.scheduled_for == (await message(db, own_url))["fire_at"]
-    assert (first.cron, first.timezone, first.attempt, first.max_attempts) == (None, "UTC", 1, 3)
+    assert (first.timing.cron, first.timing.timezone, first.attempt, first.max_attempts) == (None, "UTC", 1, 3)
 
     second = jobs[tenant_url]
     assert second.callback_url == CALLBACK  # the tenant's default
@@ -214,7 +214,7 @@ async def test_claim_plan_uses_the_partial_due_index(db: asyncpg.Connection) -> 
     await db.execute("ANALYZE reminderd.scheduled_messages")
 
     plan = "\n".join(
-        row[0] for row in await db.fetch(f"EXPLAIN {QUERIES['claim']}", LOOKBACK_S, 100, LEASE_S)
+        row[0] for row in await db.fetch(f"EXPLAIN {QUERIES['claim']}", LOOKBACK_S, 100, LEASE_S, "send", 1800.0)
     )
 
     assert "scheduled_messages_due" in plan, plan
@@ -347,7 +347,7 @@ async def test_delivered_cron_occurrence_advances_to_the_next_one(db: asyncpg.Co
         " WHERE id = $1", message_id,
     )
     job = await claim_one(store)
-    assert (job.cron, job.timezone, job.attempt) == ("*/5 * * * *", "Europe/London", 3)
+    assert (job.timing.cron, job.timing.timezone, job.attempt) == ("*/5 * * * *", "Europe/London", 3)
     following = job.scheduled_for + timedelta(minutes=5)
 
     await store.record_outcomes([advanced(job, following)])

@@ -236,8 +236,8 @@ async def test_recurring_occurrence_dead_letters_and_the_row_moves_on(
 ) -> None:
     receiver.script["hourly"] = [410]
     message_id = await db.fetchval(
-        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, cron, fire_at) "
-        "VALUES ('acme', 'hourly', '0 * * * *', date_trunc('hour', now())) RETURNING id"
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, cron, fire_at, max_lateness) "
+        "VALUES ('acme', 'hourly', '0 * * * *', date_trunc('hour', now()), '1 hour') RETURNING id"
     )
     occurrence = await db.fetchval("SELECT fire_at FROM reminderd.scheduled_messages WHERE id = $1", message_id)
     async with running_worker(fast_settings(database_url, lookback_s=3600)):
