@@ -304,7 +304,8 @@ def _preview(args: argparse.Namespace, now: datetime) -> int:
         print(json.dumps([entry.as_json() for entry in entries], indent=2))
         return 0
     print(recurrence.description(timezone, start))
-    print(f"next {len(entries)} after {start.astimezone(timing.tz):%Y-%m-%d %H:%M:%S %Z} ({timezone}):")
+    fires = sum(not entry.skipped for entry in entries)
+    print(f"next {fires} fires after {start.astimezone(timing.tz):%Y-%m-%d %H:%M:%S %Z} ({timezone}):")
     for entry in entries:
         line = f"  {entry.local:%a %Y-%m-%d %H:%M:%S %Z}   {entry.utc.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
         if entry.skipped:

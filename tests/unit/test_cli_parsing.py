@@ -198,8 +198,22 @@ def test_schedule_without_when_names_the_choices(
         (["schedule", "t", "r", "--cron", "61 * * * *"], 'invalid cron "61 * * * *"'),
         (["schedule", "t", "r", "--cron", "0 9 * * *", "--tz", "Mars/Olympus_Mons"], "unknown timezone"),
         (["schedule", "t", "r", "--in", "5m", "--payload", "{bad"], "--payload is not valid JSON"),
+        (["schedule", "t", "r", "--every", "whenever"], 'cannot read the schedule "whenever"'),
+        (["schedule", "t", "r", "--every", "every 7 minutes"], "must divide 60 evenly"),
+        (["schedule", "t", "r", "--rrule", "FREQ=DAILY;BYDAYS=MO"], "BYDAYS"),
+        (["schedule", "t", "r", "--in", "5m", "--max-runs", "3"], "--until and --max-runs end a recurring"),
+        (["schedule", "t", "r", "--cron", "0 9 * * *", "--max-runs", "0"], "--max-runs 0: must be at least 1"),
+        (["schedule", "t", "r", "--cron", "0 9 * * *", "--until", "soon"], "--until 'soon' is not ISO-8601"),
+        (["schedule", "t", "r", "--in", "5m", "--calendar", "ZZ"], 'unknown holiday calendar "ZZ"'),
+        (["schedule", "t", "r", "--in", "5m", "--category", "Marketing!"], "--category 'Marketing!'"),
+        (["schedule", "t", "r", "--in", "5m", "--max-lateness", "soon"], "--max-lateness 'soon'"),
+        (["tenant", "set", "t", "--quiet", "21-09"], '--quiet: invalid quiet hours "21-09"'),
+        (["tenant", "set", "t", "--calendar", "US-ZZ"], "US has no subdivision ZZ"),
+        (["tenant", "holiday", "add", "t", "31/12/2026"], "'31/12/2026' is not a date like 2026-12-31"),
     ],
-    ids=["in-5x", "in-0s", "at-words", "at-naive", "at-bad-tz", "cron-61", "cron-bad-tz", "payload"],
+    ids=["in-5x", "in-0s", "at-words", "at-naive", "at-bad-tz", "cron-61", "cron-bad-tz", "payload",
+         "every-unknown", "every-7-minutes", "rrule-part", "max-runs-one-off", "max-runs-0", "until-words",
+         "calendar", "category", "max-lateness", "tenant-quiet", "tenant-calendar", "holiday-date"],
 )
 def test_bad_schedule_values_exit_2_before_connecting(
     argv: list[str], complaint: str, connections: list[str], capsys: pytest.CaptureFixture[str]
@@ -214,6 +228,12 @@ def test_bad_schedule_values_exit_2_before_connecting(
     line = one_line(err)
     assert line.startswith("reminderd: error: ")
     assert complaint in line
+
+
+def test_a_local_wall_time_in_a_gap_is_the_jump_and_a_repeated_one_the_first() -> None:
+    assert parse_instant("2026-03-08T02:30", "America/New_York") == datetime(2026, 3, 8, 7, tzinfo=UTC)
+    assert parse_instant("2026-11-01T01:30", "America/New_York") == datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
+    assert parse_instant("2026-12-24 09:00", "Asia/Kolkata") == datetime(2026, 12, 24, 3, 30, tzinfo=UTC)
 
 
 def test_valid_schedule_does_reach_for_the_database(

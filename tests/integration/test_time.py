@@ -1,0 +1,345 @@
+"""Time rules end to end: the worker against a real database and receiver. Outages are simulated
+by moving the rows' times into the past (as a stopped daemon would find them), never by waiting."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+from support import Receiver, fast_settings, poll_until, running_worker, settled, status_of
+
+from reminderd.cli import main
+from reminderd.timing import Timing
+from reminderd.wallclock import to_instant
+
+
+async def db_now(db: asyncpg.Connection) -> datetime:
+    now: datetime = await db.fetchval("SELECT now()")
+    return now
+
+
+def settled_event(db: asyncpg.Connection, ref: str, *events: str) -> object:
+    async def check() -> asyncpg.Record | None:
+        row = await status_of(db, ref)
+        return row if row is not None and row["last_event"] in events else None
+
+    return check
+
+
+# Outage backfill ----------------------------------------------------------------------------------
+
+async def test_after_a_six_hour_outage_no_customer_gets_stale_messages(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    # An hourly schedule whose latest occurrence was 40 minutes ago; the daemon stopped 6 hours
+    # before that, leaving every row at the occurrence it was due then.
+    now = await db_now(db)
+    latest = (now - timedelta(minutes=40)).replace(second=0, microsecond=0)
+    stale = latest - timedelta(hours=6)
+    cron = f"{latest.minute} * * * *"
+    for ref, policy in [("hourly-send", "send"), ("hourly-latest", "latest"), ("hourly-skip", "skip")]:
+        await db.execute(
+            "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, cron, fire_at, backfill) "
+            "VALUES ('acme', $1, $2, $3, $4)", ref, cron, stale, policy,
+        )
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) VALUES "
+        "('acme', 'booking-stale', $1), ('acme', 'booking-recent', now() - interval '10 minutes')", stale,
+    )
+
+    async with running_worker(fast_settings(database_url)):
+        await receiver.wait_for(lambda got: len(got) == 2)
+        send = await poll_until(settled_event(db, "hourly-send", "expired"))
+        skip = await poll_until(settled_event(db, "hourly-skip", "expired"))
+        expired = await poll_until(settled(db, "booking-stale", "expired"))
+        latest_row = await poll_until(settled_event(db, "hourly-latest", "fired"))
+
+    # Exactly two callbacks: the recent one-off, and the latest occurrence of the "latest" row.
+    got = receiver.by_ref()
+    assert sorted(got) == ["booking-recent", "hourly-latest"]
+    (only,) = got["hourly-latest"]
+    assert datetime.fromisoformat(only.message["scheduled_for"]) == latest
+    assert latest_row["fire_at"] == latest + timedelta(hours=1)
+    # The rest expired with reasons and wait for their next occurrence.
+    next_hour = latest + timedelta(hours=1)
+    assert (send["status"], send["fire_at"]) == ("pending", next_hour)
+    assert "missed 7 occurrence(s)" in send["last_error"] and "(backfill=send)" in send["last_error"]
+    assert (skip["status"], skip["fire_at"]) == ("pending", next_hour)
+    assert "(backfill=skip)" in skip["last_error"]
+    assert expired["last_error"].startswith("missed: due ") and "6h 40m late" in expired["last_error"]
+    # The audit trail says so, and no delivery attempt was logged for what was held back.
+    events = await db.fetch(
+        "SELECT ref_id, event FROM reminderd.events WHERE event IN ('expired', 'missed_skipped') "
+        "ORDER BY ref_id"
+    )
+    assert [(e["ref_id"], e["event"]) for e in events] == [
+        ("booking-stale", "expired"), ("hourly-latest", "missed_skipped"), ("hourly-send", "expired"),
+        ("hourly-skip", "expired"),
+    ]
+    assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 2
+
+
+async def test_occurrences_older_than_the_lookback_are_never_sent_whatever_the_policy(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, backfill) "
+        "VALUES ('acme', 'ancient', now() - interval '3 hours', 'latest')"
+    )
+    async with running_worker(fast_settings(database_url, lookback_s=3600)):
+        row = await poll_until(settled(db, "ancient", "expired"))
+    assert "REMINDERD_LOOKBACK" in row["last_error"]
+    assert receiver.received == []
+
+
+# Quiet hours --------------------------------------------------------------------------------------
+
+async def test_quiet_hours_defer_marketing_and_let_transactional_through(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    now = await db_now(db)
+    start, end = (now - timedelta(hours=1)).time(), (now + timedelta(hours=1)).replace(microsecond=0).time()
+    await db.execute("UPDATE reminderd.tenants SET quiet_start = $1, quiet_end = $2", start, end)
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, category) VALUES "
+        "('acme', 'promo', now(), 'marketing'), ('acme', 'otp', now(), 'transactional')"
+    )
+    async with running_worker(fast_settings(database_url)):
+        await poll_until(settled(db, "otp", "sent"))
+        promo = await poll_until(settled_event(db, "promo", "deferred"))
+
+    assert [r.message["ref_id"] for r in receiver.received] == ["otp"]
+    window_end = datetime.combine(now.date(), end, UTC)
+    window_end += timedelta(days=1) if window_end < now else timedelta()
+    assert (promo["status"], promo["fire_at"], promo["attempts"]) == ("pending", window_end, 0)
+    assert promo["last_error"].startswith(f"deferred from {now:%H:%M} to {end:%H:%M} UTC (quiet hours ")
+    assert promo["scheduled_for"] is not None  # the same occurrence waits: the same webhook-id later
+    deferrals = "SELECT count(*) FROM reminderd.events WHERE ref_id = 'promo' AND event = 'deferred'"
+    assert await db.fetchval(deferrals) == 1
+
+
+async def test_a_tenant_may_exempt_marketing_from_quiet_hours(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    await db.execute(
+        "UPDATE reminderd.tenants SET quiet_start = '00:00', quiet_end = '23:59:59', "
+        "quiet_exempt = '{transactional,marketing}'"
+    )
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, category) VALUES "
+        "('acme', 'promo', now(), 'marketing'), ('acme', 'survey', now(), 'survey')"
+    )
+    async with running_worker(fast_settings(database_url)):
+        await poll_until(settled(db, "promo", "sent"))
+        await poll_until(settled_event(db, "survey", "deferred"))
+
+
+# Holidays -----------------------------------------------------------------------------------------
+
+async def test_holidays_move_a_one_off_and_skip_a_recurring_occurrence(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    now = (await db_now(db)).replace(microsecond=0)
+    if now.hour == 23 and now.minute >= 59:
+        pytest.skip("too close to midnight UTC for a one-day holiday")
+    await db.execute(
+        "INSERT INTO reminderd.tenant_holidays (tenant_id, day, name) VALUES ('acme', $1, 'Founders Day')",
+        now.date(),
+    )
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, cron, holiday_rule) VALUES "
+        "('acme', 'invoice', $1, NULL, NULL), ('acme', 'daily', $1, $2, NULL), "
+        "('acme', 'urgent', $1, NULL, 'send')",
+        now, f"{now.minute} {now.hour} * * *",
+    )
+    async with running_worker(fast_settings(database_url)):
+        await poll_until(settled(db, "urgent", "sent"))
+        invoice = await poll_until(settled_event(db, "invoice", "holiday_skipped"))
+        daily = await poll_until(settled_event(db, "daily", "holiday_skipped"))
+
+    tomorrow = now + timedelta(days=1)
+    assert [r.message["ref_id"] for r in receiver.received] == ["urgent"]
+    assert (invoice["status"], invoice["fire_at"], invoice["scheduled_for"]) == ("pending", tomorrow, now)
+    assert invoice["last_error"] == (
+        f"moved from {now:%Y-%m-%d %H:%M:%S} UTC (Founders Day) to {tomorrow:%Y-%m-%d %H:%M:%S} UTC"
+    ).replace(":00 UTC", " UTC")
+    assert (daily["status"], daily["fire_at"]) == ("pending", tomorrow.replace(second=0))
+    assert "Founders Day" in daily["last_error"]
+
+
+async def test_an_unknown_calendar_dead_letters_the_row_with_its_reason(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, calendar) "
+        "VALUES ('acme', 'nowhere', now(), 'XX')"
+    )
+    async with running_worker(fast_settings(database_url)):
+        row = await poll_until(settled(db, "nowhere", "dead"))
+    assert row["last_error"].startswith('unknown holiday calendar "XX"')
+    assert receiver.received == []
+
+
+async def test_calendar_codes_are_checked_for_shape_on_insert(db: asyncpg.Connection, tenant: str) -> None:
+    with pytest.raises(asyncpg.CheckViolationError) as caught:
+        await db.execute(
+            "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, calendar) "
+            "VALUES ('acme', 'x', now(), 'united states')"
+        )
+    assert caught.value.constraint_name == "calendar_format"
+
+
+# End conditions, seconds and RRULE ---------------------------------------------------------------
+
+async def test_max_runs_ends_a_six_field_cron_row_finished(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    await db.execute("SELECT reminderd.schedule_cron('acme', 'twice', '* * * * * *', max_runs => 2)")
+    async with running_worker(fast_settings(database_url)):
+        row = await poll_until(settled(db, "twice", "finished"))
+
+    got = receiver.by_ref()["twice"]
+    assert len(got) == 2 and len({g.webhook_id for g in got}) == 2
+    occurrences = [datetime.fromisoformat(g.message["scheduled_for"]) for g in got]
+    assert occurrences[1] - occurrences[0] == timedelta(seconds=1)
+    assert (row["runs"], row["last_error"]) == (2, "finished: ran 2 time(s) (max_runs)")
+
+
+async def test_until_ends_a_row_finished(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    until = await db.fetchval("SELECT date_trunc('second', now()) + interval '2 seconds'")
+    await db.execute("SELECT reminderd.schedule_cron('acme', 'briefly', '* * * * * *', until => $1)", until)
+    async with running_worker(fast_settings(database_url)):
+        row = await poll_until(settled(db, "briefly", "finished"))
+    got = receiver.by_ref()["briefly"]
+    assert 1 <= len(got) <= 2
+    assert all(datetime.fromisoformat(g.message["scheduled_for"]) <= until for g in got)
+    assert row["last_error"].startswith("finished: no occurrence left before until")
+
+
+async def test_rrule_rows_are_anchored_and_planned_in_their_timezone(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    message_id = await db.fetchval(
+        "SELECT reminderd.schedule_rrule('acme', 'first-monday', "
+        "'FREQ=MONTHLY;BYDAY=1MO;BYHOUR=9;BYMINUTE=0;BYSECOND=0', 'Asia/Kolkata', category => 'marketing')"
+    )
+    stored = await db.fetchrow("SELECT rrule, now() AS now FROM reminderd.scheduled_messages WHERE id = $1",
+                               message_id)
+    local_midnight = stored["now"].astimezone(ZoneInfo("Asia/Kolkata")).strftime("%Y%m%dT000000")
+    assert stored["rrule"] == f"DTSTART:{local_midnight}\nFREQ=MONTHLY;BYDAY=1MO;BYHOUR=9;BYMINUTE=0;BYSECOND=0"
+
+    async with running_worker(fast_settings(database_url)):
+        row = await poll_until(settled_event(db, "first-monday", "planned"))
+    expected = Timing(rrule=stored["rrule"], timezone="Asia/Kolkata").occurrence_after(row["updated_at"])
+    assert row["fire_at"] == expected
+    local = row["fire_at"].astimezone(ZoneInfo("Asia/Kolkata"))
+    assert (local.weekday(), local.day <= 7, local.hour, local.minute) == (0, True, 9, 0)
+
+
+async def test_an_invalid_rrule_dead_letters_with_its_reason(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    await db.execute("SELECT reminderd.schedule_rrule('acme', 'bad', 'FREQ=MONTHLY;BYDAY=XX')")
+    async with running_worker(fast_settings(database_url)):
+        row = await poll_until(settled(db, "bad", "dead"))
+    assert row["last_error"].startswith("cannot schedule: invalid RRULE")
+
+
+async def test_cron_and_rrule_are_alternatives(db: asyncpg.Connection, tenant: str) -> None:
+    with pytest.raises(asyncpg.CheckViolationError) as caught:
+        await db.execute(
+            "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, cron, rrule) "
+            "VALUES ('acme', 'both', '0 9 * * *', 'FREQ=DAILY')"
+        )
+    assert caught.value.constraint_name == "one_recurrence"
+
+
+# Local wall times in SQL ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("local", "zone"),
+    [
+        ("2026-12-24 09:00", "Asia/Kolkata"),
+        ("2026-12-24 09:00", "Asia/Kathmandu"),
+        ("2026-03-08 02:30", "America/New_York"),  # skipped: the jump, 03:00 EDT
+        ("2026-11-01 01:30", "America/New_York"),  # repeated: the first, EDT
+        ("2026-03-29 01:30", "Europe/London"),  # skipped
+        ("2026-10-25 01:30", "Europe/London"),  # repeated
+        ("2026-04-05 02:30", "Australia/Sydney"),  # repeated (southern autumn)
+        ("2026-10-04 02:30", "Australia/Sydney"),  # skipped (southern spring)
+        ("2026-10-04 02:10", "Australia/Lord_Howe"),  # a 30-minute jump
+    ],
+)
+async def test_sql_local_instant_agrees_with_the_daemon(db: asyncpg.Connection, local: str, zone: str) -> None:
+    wall = datetime.fromisoformat(local)
+    in_sql = await db.fetchval("SELECT reminderd.local_instant($1, $2)", wall, zone)
+    assert in_sql == to_instant(wall, ZoneInfo(zone))
+
+
+async def test_schedule_at_a_local_wall_time_stores_the_instant_and_the_timezone(
+    db: asyncpg.Connection, tenant: str
+) -> None:
+    message_id = await db.fetchval(
+        "SELECT reminderd.schedule('acme', 'xmas', "
+        "local_time => now()::date + time '09:00' + interval '1 day', timezone => 'Asia/Kolkata')"
+    )
+    row = await db.fetchrow(
+        "SELECT fire_at, timezone FROM reminderd.scheduled_messages WHERE id = $1", message_id
+    )
+    local = row["fire_at"].astimezone(ZoneInfo("Asia/Kolkata"))
+    assert (local.hour, local.minute, row["timezone"]) == (9, 0, "Asia/Kolkata")
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="exactly one of fire_at"):
+        await db.execute("SELECT reminderd.schedule('acme', 'x', now(), local_time => '2026-12-24 09:00')")
+
+
+# The CLI ----------------------------------------------------------------------------------------------
+
+def test_cli_schedules_with_the_new_options_and_sets_tenant_rules(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def cli(*args: str) -> str:
+        assert main(["--database-url", database_url, *args]) == 0, capsys.readouterr().err
+        return capsys.readouterr().out.strip()
+
+    cli("tenant", "add", "acme", "--callback-url", "https://hooks.example/cb")
+    assert cli("tenant", "set", "acme", "--calendar", "IN", "--quiet", "21:00-09:00",
+               "--quiet-exempt", "transactional,otp") == (
+        "tenant acme: calendar IN, holidays skip, quiet hours 21:00-09:00 (exempt: transactional, otp)"
+    )
+    assert cli("tenant", "holiday", "add", "acme", "2026-12-31", "Company day") == (
+        "tenant acme: 2026-12-31 is a holiday (Company day)"
+    )
+    digest = int(cli("schedule", "acme", "digest", "--every", "weekdays at 9am", "--tz", "Asia/Kolkata",
+                     "--max-runs", "5", "--until", "2027-06-01T00:00", "--category", "marketing",
+                     "--backfill", "latest", "--max-lateness", "10m"))
+    xmas = int(cli("schedule", "acme", "xmas", "--at", "2026-12-24T09:00", "--tz", "Asia/Kolkata",
+                   "--holiday-rule", "send"))
+    monthly = int(cli("schedule", "acme", "monthly", "--rrule", "FREQ=MONTHLY;BYDAY=1MO;BYHOUR=9"))
+    assert cli("tenant", "set", "acme", "--calendar", "none", "--quiet", "none") == (
+        "tenant acme: calendar none, holidays skip, quiet hours none (exempt: transactional, otp)"
+    )
+
+    async def rows() -> dict[int, asyncpg.Record]:
+        connection = await asyncpg.connect(database_url)
+        try:
+            found = await connection.fetch("SELECT * FROM reminderd.scheduled_messages ORDER BY id")
+            holidays = await connection.fetch("SELECT day, name FROM reminderd.tenant_holidays")
+        finally:
+            await connection.close()
+        assert [(h["day"].isoformat(), h["name"]) for h in holidays] == [("2026-12-31", "Company day")]
+        return {row["id"]: row for row in found}
+
+    stored = asyncio.run(rows())
+    assert (stored[digest]["cron"], stored[digest]["timezone"], stored[digest]["max_runs"]) == (
+        "0 9 * * 1-5", "Asia/Kolkata", 5)
+    assert stored[digest]["until"] == datetime(2027, 5, 31, 18, 30, tzinfo=UTC)  # midnight in Kolkata
+    assert (stored[digest]["category"], stored[digest]["backfill"], stored[digest]["max_lateness"]) == (
+        "marketing", "latest", timedelta(minutes=10))
+    assert (stored[xmas]["fire_at"], stored[xmas]["timezone"], stored[xmas]["holiday_rule"]) == (
+        datetime(2026, 12, 24, 3, 30, tzinfo=UTC), "Asia/Kolkata", "send")
+    assert stored[monthly]["rrule"].endswith("\nFREQ=MONTHLY;BYDAY=1MO;BYHOUR=9")
