@@ -91,7 +91,7 @@ SHAPES: dict[str, dict[str, str]] = {
 }
 
 EXTRA_QUERIES = {
-    "claim (QUERIES['claim'], lookback 120 s, batch 100, lease 300 s)": (
+    "claim (QUERIES['claim'], lookback 1 day, batch 100, lease 300 s)": (
         QUERIES["claim"], (86400.0, 100, 300.0, "send", 1800.0),
     ),
     "why didn't it fire (events of one ref)": (

@@ -1009,8 +1009,8 @@ async def claim_cost(dbs: Databases, sizes: Sizes, report: Report) -> None:
         await db.execute("VACUUM ANALYZE reminderd.scheduled_messages")
         # Both a custom plan (parameters known) and the generic plan a long-lived prepared
         # statement may switch to after five runs (asyncpg caches prepared statements).
-        await db.execute(f"PREPARE bench_claim(float8, bigint, float8) AS {QUERIES['claim']}")
-        execute = "EXECUTE bench_claim(120, 100, 300)"
+        await db.execute(f"PREPARE bench_claim(float8, bigint, float8, text, float8) AS {QUERIES['claim']}")
+        execute = "EXECUTE bench_claim(86400, 100, 300, 'send', 1800)"
         results: dict[tuple[int, str], PlanStats] = {}
         for mode in ("custom", "generic"):
             results[(0, mode)] = await explain_rolled_back(
@@ -1065,10 +1065,11 @@ async def claim_cost(dbs: Databases, sizes: Sizes, report: Report) -> None:
         # The daemon's other periodic statements against the same backlog (information only).
         say("the daemon's other periodic statements at this backlog (rolled back, median of 3):")
         periodic = {
-            "seconds_until_next_due (every idle claim-loop pass)": ("seconds_until_next_due", (120.0,)),
-            "expire_missed (housekeeping, every poll)": ("expire_missed", (120.0, 1000)),
+            "seconds_until_next_due (every idle claim-loop pass)": ("seconds_until_next_due", (86400.0,)),
+            "expire_missed (housekeeping, every poll)": ("expire_missed", (86400.0, 1000)),
             "reap_expired_leases (housekeeping, every poll)": ("reap_expired_leases", (1000,)),
-            "recurring_to_plan (housekeeping, every poll)": ("recurring_to_plan", (120.0, 500)),
+            "recurring_to_plan (housekeeping, every poll)":
+                ("recurring_to_plan", (86400.0, 500, "send", 1800.0)),
         }
         for label, (query, args) in periodic.items():
             stats = await explain_rolled_back(db, QUERIES[query], *args, runs=3)
