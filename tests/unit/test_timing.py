@@ -4,10 +4,15 @@ conditions, all by moving an injected `now`, never by waiting."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
 from typing import Any
+from zoneinfo import ZoneInfo, available_timezones
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reminderd.calendars import Holidays
 from reminderd.quiet import QuietHours
@@ -257,3 +262,54 @@ def test_from_row_reads_effective_values_and_never_raises_on_bad_ones() -> None:
     assert (timing.backfill, timing.max_lateness_s, timing.max_runs, timing.runs) == ("latest", 60.0, 2, 1)
     sent_anyway = Timing.from_row({**row, "holiday_rule": "send", "quiet_start": None, "quiet_end": None})
     assert not sent_anyway.holidays and sent_anyway.quiet is None
+
+
+# Properties over every zone the system knows, 2024-2030 ----------------------------------------
+
+ALL_ZONES = sorted(z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/")))
+DAILY_AT_0230 = {
+    "cron": Timing(cron="30 2 * * *"),
+    "cron with seconds": Timing(cron="0 30 2 * * *"),
+    "rrule": Timing(rrule="DTSTART:20240101T000000\nRRULE:FREQ=DAILY;BYHOUR=2;BYMINUTE=30;BYSECOND=0"),
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(ALL_ZONES),
+    st.sampled_from(sorted(DAILY_AT_0230)),
+    st.datetimes(datetime(2024, 1, 2), datetime(2030, 6, 1), timezones=st.just(UTC)),
+)
+def test_a_daily_wall_time_fires_once_a_local_day_in_order_in_every_zone(
+    zone: str, kind: str, start: datetime
+) -> None:
+    timing = replace(DAILY_AT_0230[kind], timezone=zone)
+    tz = ZoneInfo(zone)
+    fires, after = [], start
+    for _ in range(40):
+        fire = timing.occurrence_after(after)
+        assert fire is not None
+        fires.append(fire)
+        after = fire
+    assert fires[0] > start
+    assert all(a < b for a, b in pairwise(fires))  # never earlier than its predecessor, never twice
+    days = [f.astimezone(tz).date() for f in fires]
+    assert days == [days[0] + timedelta(i) for i in range(40)]  # one per local day: none lost
+    for fire in fires:  # at 02:30, or at the jump when 02:30 did not exist that day
+        local = fire.astimezone(tz)
+        if local.time() != time(2, 30):
+            before = (fire - timedelta(seconds=1)).astimezone(tz)
+            assert before.time() < time(2, 30) < local.time() or before.date() < local.date()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(ALL_ZONES),
+    st.datetimes(datetime(2024, 1, 1), datetime(2030, 12, 31), timezones=st.just(UTC)),
+)
+def test_quiet_hours_always_resume_outside_the_window_within_a_day(zone: str, instant: datetime) -> None:
+    quiet = QuietHours(time(21), time(9))
+    resume, why = quiet.defer(instant, zone)
+    assert resume >= instant and resume - instant <= timedelta(hours=13)
+    assert not quiet.contains(resume.astimezone(ZoneInfo(zone)))
+    assert (why is None) == (resume == instant)
