@@ -32,8 +32,10 @@ __all__ = [
 # see whether wall-clock order may disagree with real order.
 _WINDOW = timedelta(hours=3)
 
-# Guards against looping forever on a bug; real searches need far fewer.
-_MAX_CANDIDATES = 10_000
+# Guards against looping forever on a bug: a search passes over at most an hour or two of wall
+# times (a repeated hour), which for a schedule firing every second is 7,200.
+_MAX_CANDIDATES = 100_000
+_MAX_RESTARTS = 8
 
 
 class InvalidSchedule(ValueError):
@@ -78,30 +80,83 @@ def next_instant(schedule: WallSchedule, tz: ZoneInfo, after: datetime) -> datet
     if after.utcoffset() is None:
         raise ValueError("after must be timezone-aware")
     after = after.astimezone(UTC)
-    # Wall times and instants are ordered alike except near a clock change, so look a little
-    # behind `after` and a little beyond the best so far.
-    best: datetime | None = None
-    stop = datetime.max
-    walls = schedule.walls_after(wall(after, tz) - _slack(after, tz))
-    for count, candidate in enumerate(walls):
-        if best is not None and candidate > stop:
-            return best
+    if schedule.every_hour:
+        return _next_reading(schedule, tz, after)
+    return _next_first_reading(schedule, tz, after)
+
+
+def _next_first_reading(schedule: WallSchedule, tz: ZoneInfo, after: datetime) -> datetime | None:
+    """For a schedule that fires at the first reading of each wall time (or at the jump over a
+    skipped one): that mapping never runs backwards, so the first wall time after `after`'s own
+    that maps to a later instant is the answer. Only walls repeated after a backward jump are passed
+    over, at most an hour's worth."""
+    for count, candidate in enumerate(schedule.walls_after(wall(after, tz))):
         if count >= _MAX_CANDIDATES:
-            raise RuntimeError(f"no fire time found in {tz.key} after {after}")
-        for instant in _instants(candidate, tz, schedule.every_hour):
-            if instant > after and (best is None or instant < best):
-                best, stop = instant, wall(instant, tz) + _slack(instant, tz)
+            raise InvalidSchedule(f"no fire time found in {tz.key} after {after:%Y-%m-%d %H:%M:%S}Z")
+        instant = _instants(candidate, tz, every_hour=False)[0]
+        if instant > after:
+            return instant
+    return None
+
+
+def _next_reading(schedule: WallSchedule, tz: ZoneInfo, after: datetime) -> datetime | None:
+    """For a schedule that fires at every real instant its wall times are read (each reading of a
+    repeated wall time; the jump over skipped ones): the earliest over the UTC offsets in force
+    near `after`, and over any era a candidate lands in."""
+    offsets = [_offset(after + delta, tz) for delta in (-_WINDOW, timedelta(), _WINDOW)]
+    best: datetime | None = None
+    tried: set[timedelta] = set()
+    while offsets:
+        offset = offsets.pop()
+        if offset in tried:
+            continue
+        tried.add(offset)
+        instant, elsewhere = _next_reading_at_offset(schedule, tz, after, offset)
+        if instant is not None and (best is None or instant < best):
+            best = instant
+        if elsewhere is not None:
+            offsets.append(elsewhere)
     return best
+
+
+def _next_reading_at_offset(
+    schedule: WallSchedule, tz: ZoneInfo, after: datetime, offset: timedelta
+) -> tuple[datetime | None, timedelta | None]:
+    """The first instant after `after` at which the clock, showing UTC+`offset`, reads one of the
+    schedule's wall times (or the jump over a skipped one). When the era of `offset` is over by
+    then, (None, the offset in force there) instead."""
+    tiny = timedelta(microseconds=1)
+    cursor = _naive(after + offset)
+    for _ in range(_MAX_RESTARTS):
+        for count, candidate in enumerate(schedule.walls_after(cursor)):
+            if count >= _MAX_CANDIDATES:
+                raise InvalidSchedule(f"no fire time found in {tz.key} after {after:%Y-%m-%d %H:%M:%S}Z")
+            instant = candidate.replace(tzinfo=UTC) - offset
+            actual = _offset(instant, tz)
+            if actual == offset:
+                return instant, None
+            first = _instants(candidate, tz, every_hour=False)[0]
+            if wall(first, tz) == candidate:  # a real wall time, but read under another offset
+                if _offset(instant + _WINDOW, tz) != offset:
+                    return None, actual  # this offset's era is over
+                era_start = _jump(instant, instant + _WINDOW, tz)  # or soon to begin: go on from there
+                cursor = _naive(era_start + offset) - tiny
+            elif first > after:  # skipped by a forward jump: it fires at the jump
+                return first, None
+            else:  # skipped, and the jump is past: go on from the end of the gap
+                cursor = wall(first, tz) - tiny
+            break
+        else:
+            return None, None  # the schedule has ended
+    raise InvalidSchedule(f"no fire time found in {tz.key} after {after:%Y-%m-%d %H:%M:%S}Z")
+
+
+def _naive(instant: datetime) -> datetime:
+    return instant.replace(tzinfo=None)
 
 
 def _offset(instant: datetime, tz: ZoneInfo) -> timedelta:
     return instant.astimezone(tz).utcoffset() or timedelta()
-
-
-def _slack(instant: datetime, tz: ZoneInfo) -> timedelta:
-    """How far wall-clock order may disagree with real order near `instant`."""
-    offsets = [_offset(instant + delta, tz) for delta in (-_WINDOW, timedelta(), _WINDOW)]
-    return max(offsets) - min(offsets)
 
 
 def _instants(local: datetime, tz: ZoneInfo, every_hour: bool) -> tuple[datetime, ...]:

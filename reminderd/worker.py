@@ -214,9 +214,18 @@ class Worker:
             finally:
                 self.metrics.in_flight.dec()
             del self._in_flight[key]
-            self._outcomes.put_nowait(decide(job, result, self._policy, self._rng))
+            self._outcomes.put_nowait(self._decide(job, result))
             if self._waiting_for_room:
                 self._wake.set()
+
+    def _decide(self, job: Job, result: AttemptResult) -> Outcome:
+        """decide(); a bug there costs this row (dead, with the reason, requeue-able), never the daemon."""
+        try:
+            return decide(job, result, self._policy, self._rng)
+        except Exception as exc:
+            log.exception("decide_crashed", message_id=job.id)
+            reason = f"internal error after the attempt: {_describe(exc)}"
+            return Outcome(job, result, "dead", "dead", last_error=reason)
 
     async def _attempt(self, job: Job) -> AttemptResult:
         try:
@@ -320,7 +329,7 @@ class Worker:
         )
         if not rows:
             return
-        plans = [self._plan(row) for row in rows]
+        plans = [self._plan_safely(row) for row in rows]
         for row in await self._store.plan_recurring(plans):
             if row["status"] == "finished":
                 log.info("finished", message_id=row["id"], tenant=row["tenant_id"], ref=row["ref_id"],
@@ -331,6 +340,14 @@ class Worker:
             else:
                 log.info("planned", message_id=row["id"], tenant=row["tenant_id"], ref=row["ref_id"],
                          fire_at=row["fire_at"].isoformat(), note=row["last_error"])
+
+    def _plan_safely(self, row: Mapping[str, Any]) -> Plan:
+        try:
+            return self._plan(row)
+        except Exception as exc:  # a bug costs this row, not every planning round
+            log.exception("plan_crashed", message_id=row["id"])
+            reason = f"internal error while planning: {_describe(exc)}"
+            return Plan(row["id"], row["fire_at"], None, "dead", reason)
 
     def _plan(self, row: Mapping[str, Any]) -> Plan:
         seen = row["fire_at"]
