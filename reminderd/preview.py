@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .timing import Timing
-from .wallclock import wall
+from .timing import Timing, collapse_quiet
+from .wallclock import InvalidSchedule, wall
 
 __all__ = ["PreviewEntry", "anchor_rrule", "preview"]
 
@@ -65,8 +65,9 @@ def preview(timing: Timing, start: datetime, count: int) -> list[PreviewEntry]:
         fires += 1
         if timing.quiet is not None:
             resume, why = timing.quiet.defer(instant, timing.timezone)
-            if why is not None:
-                entries.append(_entry(timing, resume, deferred=True, reason=why))
+            if why is not None:  # as the daemon does: the occurrences up to `resume` go out once
+                after, note = collapse_quiet(timing, instant, resume)
+                entries.append(_entry(timing, resume, deferred=True, reason=why + note))
                 continue
         entries.append(_entry(timing, instant))
     return entries
@@ -74,9 +75,13 @@ def preview(timing: Timing, start: datetime, count: int) -> list[PreviewEntry]:
 
 def anchor_rrule(rrule: str, timezone: str, start: datetime) -> str:
     """The RRULE with a DTSTART: its own, else the local midnight of `start`'s day, as the
-    database does for a row inserted without one."""
+    database does for a row inserted without one (which it refuses with COUNT, as here)."""
     if re.search(r"(^|\n)\s*DTSTART", rrule, re.IGNORECASE):
         return rrule
+    if re.search(r"COUNT=", rrule, re.IGNORECASE):
+        raise InvalidSchedule(
+            "an RRULE with COUNT needs a DTSTART (COUNT counts from it): add a DTSTART line, or use --max-runs"
+        )
     midnight = wall(start, Timing(timezone=timezone).tz).replace(hour=0, minute=0, second=0, microsecond=0)
     return f"DTSTART:{midnight:%Y%m%dT%H%M%S}\n{rrule.strip()}"
 

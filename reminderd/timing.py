@@ -24,7 +24,16 @@ from .quiet import QuietHours
 from .rrule import parse_rrule
 from .wallclock import InvalidSchedule, WallSchedule, load_timezone, next_instant, to_instant
 
-__all__ = ["BACKFILL_POLICIES", "ON_TIME_S", "Hold", "Timing", "first_occurrence", "following", "hold"]
+__all__ = [
+    "BACKFILL_POLICIES",
+    "ON_TIME_S",
+    "Hold",
+    "Timing",
+    "collapse_quiet",
+    "first_occurrence",
+    "following",
+    "hold",
+]
 
 BACKFILL_POLICIES = ("send", "latest", "skip")
 ON_TIME_S = 60.0  # backfill "skip": an occurrence later than this (or max_lateness) was missed
@@ -223,10 +232,13 @@ def hold(timing: Timing, *, occurrence: datetime, due_at: datetime, attempt: int
             f"missed {missed} occurrence(s) from {timing.local(occurrence)}, {_duration(late)} late, {allowed}"
         )
         return _next_or_finished(timing, cutoff, "expired", reason)
-    if attempt == 1 and (name := timing.holiday(due_at)) is not None:
+    # A recurring occurrence is judged by its own day; a one-off by the day it is due now (after a
+    # move off a holiday, its occurrence keeps the original day).
+    day_of = occurrence if timing.recurring else due_at
+    if attempt == 1 and (name := timing.holiday(day_of)) is not None:
         if timing.recurring:
             return _next_or_finished(
-                timing, occurrence, "holiday_skipped", f"skipped {timing.local(due_at)}: {name}"
+                timing, occurrence, "holiday_skipped", f"skipped {timing.local(occurrence)}: {name}"
             )
         moved, passed_over = timing.next_workday(due_at)
         return Hold(
@@ -238,10 +250,26 @@ def hold(timing: Timing, *, occurrence: datetime, due_at: datetime, attempt: int
     if timing.quiet is not None:
         resume, why = timing.quiet.defer(now, timing.timezone)
         if why is not None:
+            carried = occurrence
+            if attempt == 1:  # not a retry: its webhook-id may change
+                carried, note = collapse_quiet(timing, occurrence, resume)
+                why += note
             return Hold(
-                "deferred", "pending", why, fire_at=resume, occurrence=occurrence, keeps_attempt_count=True
+                "deferred", "pending", why, fire_at=resume, occurrence=carried, keeps_attempt_count=True
             )
     return None
+
+
+def collapse_quiet(timing: Timing, occurrence: datetime, resume: datetime) -> tuple[datetime, str]:
+    """A recurring row's occurrences up to the end of quiet hours go out once, as the latest of
+    them: the one it carries to `resume`, and a note saying so."""
+    if not timing.recurring:
+        return occurrence, ""
+    latest = timing.latest_at_or_before(resume)
+    if latest is None or latest <= occurrence:
+        return occurrence, ""
+    count = timing.count_between(occurrence, latest)
+    return latest, f"; its {count} occurrences up to then are sent once, as {timing.local(latest)}"
 
 
 def following(timing: Timing, occurrence: datetime) -> tuple[datetime | None, str | None]:
@@ -251,7 +279,7 @@ def following(timing: Timing, occurrence: datetime) -> tuple[datetime | None, st
         return None, f"finished: ran {timing.max_runs} time(s) (max_runs)"
     instant, passed_over = timing.next_after(occurrence)
     if instant is None:
-        return None, _why_finished(timing)
+        return None, _why_finished(timing, occurrence)
     return instant, _passed_over_note(passed_over)
 
 
@@ -261,21 +289,22 @@ def first_occurrence(timing: Timing, now: datetime) -> tuple[datetime | None, st
         return None, f"finished: ran {timing.max_runs} time(s) (max_runs)"
     instant, passed_over = timing.next_after(now)
     if instant is None:
-        return None, _why_finished(timing)
+        return None, _why_finished(timing, now)
     return instant, _passed_over_note(passed_over)
 
 
 def _next_or_finished(timing: Timing, after: datetime, event: str, reason: str) -> Hold:
     instant, passed_over = timing.next_after(after)
     if instant is None:
-        return Hold("finished", "finished", f"{reason}; {_why_finished(timing)}")
+        return Hold("finished", "finished", f"{reason}; {_why_finished(timing, after)}")
     note = _passed_over_note(passed_over)
     return Hold(event, "pending", f"{reason}; next {timing.local(instant)}" + (f" ({note})" if note else ""),
                 fire_at=instant)
 
 
-def _why_finished(timing: Timing) -> str:
-    if timing.until is not None:
+def _why_finished(timing: Timing, after: datetime) -> str:
+    assert timing.schedule is not None
+    if timing.until is not None and next_instant(timing.schedule, timing.tz, after) is not None:
         return f"finished: no occurrence left before until {_iso(timing.until)}"
     return "finished: the RRULE has no more occurrences"
 

@@ -20,7 +20,7 @@ UPGRADE = r"""
 ALTER TABLE reminderd.scheduled_messages
     DROP CONSTRAINT cron_has_five_fields,
     ADD CONSTRAINT cron_shape CHECK (
-        cron ~ '^\s*(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\S+(\s+\S+){4,5})\s*$'),
+        cron ~* '^\s*(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\S+(\s+\S+){4,5})\s*$'),
     -- An RFC 5545 recurrence: an RRULE line, optionally DTSTART, EXDATE and RDATE lines, all wall
     -- times in the row's timezone. Stored beside cron as the alternative recurrence.
     ADD COLUMN rrule text CONSTRAINT rrule_has_freq CHECK (rrule ~* '(^|\n)\s*(RRULE:)?FREQ='),
@@ -96,10 +96,10 @@ CREATE FUNCTION reminderd.local_instant(local_time timestamp, timezone text) RET
 LANGUAGE plpgsql STABLE STRICT AS $$
 DECLARE
     probe      timestamptz := local_time AT TIME ZONE 'UTC';
-    offset_a   interval := (probe - interval '1 day') AT TIME ZONE timezone - (probe - interval '1 day') AT TIME ZONE 'UTC';
-    offset_b   interval := (probe + interval '1 day') AT TIME ZONE timezone - (probe + interval '1 day') AT TIME ZONE 'UTC';
-    first_try  timestamptz := (local_time - offset_a) AT TIME ZONE 'UTC';
-    second_try timestamptz := (local_time - offset_b) AT TIME ZONE 'UTC';
+    offset_a   interval;
+    offset_b   interval;
+    first_try  timestamptz;
+    second_try timestamptz;
     lo         timestamptz;
     hi         timestamptz;
     mid        timestamptz;
@@ -108,6 +108,11 @@ BEGIN
         RAISE EXCEPTION 'unknown timezone "%"', timezone USING ERRCODE = 'invalid_parameter_value',
             HINT = 'Use an IANA name such as Europe/London or Asia/Kolkata.';
     END IF;
+    -- The offsets in force a day either side; the wall time is read under each.
+    offset_a := (probe - interval '1 day') AT TIME ZONE timezone - (probe - interval '1 day') AT TIME ZONE 'UTC';
+    offset_b := (probe + interval '1 day') AT TIME ZONE timezone - (probe + interval '1 day') AT TIME ZONE 'UTC';
+    first_try := (local_time - offset_a) AT TIME ZONE 'UTC';
+    second_try := (local_time - offset_b) AT TIME ZONE 'UTC';
     IF first_try AT TIME ZONE timezone = local_time AND second_try AT TIME ZONE timezone = local_time THEN
         RETURN least(first_try, second_try);
     ELSIF first_try AT TIME ZONE timezone = local_time THEN
@@ -154,6 +159,11 @@ BEGIN
             USING ERRCODE = 'not_null_violation';
     END IF;
     IF NEW.rrule IS NOT NULL AND NEW.rrule !~* '(^|\n)\s*DTSTART' THEN
+        IF NEW.rrule ~* 'COUNT=' THEN
+            RAISE EXCEPTION 'the rrule of message % / % has COUNT but no DTSTART', NEW.tenant_id, NEW.ref_id
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'COUNT counts from DTSTART: give one (DTSTART:20261201T090000), or use max_runs instead.';
+        END IF;
         NEW.rrule := 'DTSTART:' || to_char(date_trunc('day', now() AT TIME ZONE NEW.timezone), 'YYYYMMDD"T"HH24MISS')
                      || E'\n' || btrim(NEW.rrule, E' \t\r\n');
     END IF;

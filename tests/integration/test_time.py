@@ -250,6 +250,15 @@ async def test_an_invalid_rrule_dead_letters_with_its_reason(
     assert row["last_error"].startswith("cannot schedule: invalid RRULE")
 
 
+async def test_an_rrule_with_count_needs_its_own_dtstart(db: asyncpg.Connection, tenant: str) -> None:
+    with pytest.raises(asyncpg.InvalidParameterValueError, match="has COUNT but no DTSTART"):
+        await db.execute("SELECT reminderd.schedule_rrule('acme', 'thrice', 'FREQ=DAILY;COUNT=3')")
+    await db.execute(
+        "SELECT reminderd.schedule_rrule('acme', 'thrice', "
+        "E'DTSTART:20261201T090000\\nRRULE:FREQ=DAILY;COUNT=3')"
+    )
+
+
 async def test_cron_and_rrule_are_alternatives(db: asyncpg.Connection, tenant: str) -> None:
     with pytest.raises(asyncpg.CheckViolationError) as caught:
         await db.execute(

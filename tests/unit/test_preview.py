@@ -98,6 +98,7 @@ def test_from_without_an_offset_is_read_in_tz(capsys: pytest.CaptureFixture[str]
         (["--cron", "0 9 * * *", "--quiet", "9pm-9am"], '--quiet: invalid quiet hours "9pm-9am"'),
         (["--cron", "0 9 * * *", "--from", "tomorrow"], "--from 'tomorrow' is not ISO-8601"),
         (["--cron", "0 9 * * *", "-n", "0"], "-n 0: must be at least 1"),
+        (["--rrule", "FREQ=DAILY;COUNT=3"], "an RRULE with COUNT needs a DTSTART"),
     ],
 )
 def test_bad_input_gets_one_clear_line(
@@ -106,3 +107,15 @@ def test_bad_input_gets_one_clear_line(
     assert main(["preview", *args]) == EX_USAGE
     err = capsys.readouterr().err
     assert err.startswith("reminderd: error: ") and message in err and err.count("\n") == 1
+
+
+def test_occurrences_in_quiet_hours_are_shown_going_out_once(capsys: pytest.CaptureFixture[str]) -> None:
+    got = preview_json(
+        capsys, "--cron", "0 * * * *", "--quiet", "21:00-09:00", "--from", "2026-06-10T20:30:00Z", "-n", "2"
+    )
+    assert got == [
+        {"utc": "2026-06-11T09:00:00Z", "local": "2026-06-11T09:00:00+00:00", "deferred": True,
+         "reason": "deferred from 21:00 to 09:00 UTC (quiet hours 21:00-09:00); its 13 occurrences up to then "
+                   "are sent once, as 2026-06-11 09:00 UTC"},
+        {"utc": "2026-06-11T10:00:00Z", "local": "2026-06-11T10:00:00+00:00"},
+    ]

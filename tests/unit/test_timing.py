@@ -313,3 +313,32 @@ def test_quiet_hours_always_resume_outside_the_window_within_a_day(zone: str, in
     assert resume >= instant and resume - instant <= timedelta(hours=13)
     assert not quiet.contains(resume.astimezone(ZoneInfo(zone)))
     assert (why is None) == (resume == instant)
+
+
+def test_recurring_occurrences_in_quiet_hours_go_out_once_at_the_end() -> None:
+    # Hourly marketing, quiet 21:00-09:00 UTC: the 21:00 occurrence waits until 09:00 and carries
+    # the 09:00 occurrence with it, so 09:00 sees one message and the next is 10:00 (no burst).
+    timing = Timing(cron="0 * * * *", quiet=QuietHours(time(21), time(9)))
+    nine_pm = utc(2026, 6, 10, 21)
+    held = hold(timing, occurrence=nine_pm, due_at=nine_pm, attempt=1, now=nine_pm)
+    assert held is not None and (held.fire_at, held.occurrence) == (utc(2026, 6, 11, 9), utc(2026, 6, 11, 9))
+    assert held.reason == (
+        "deferred from 21:00 to 09:00 UTC (quiet hours 21:00-09:00); "
+        "its 13 occurrences up to then are sent once, as 2026-06-11 09:00 UTC"
+    )
+    assert following(timing, held.occurrence) == (utc(2026, 6, 11, 10), None)
+    # A retry keeps its occurrence (and its webhook-id).
+    retry = hold(timing, occurrence=nine_pm, due_at=nine_pm, attempt=2, now=nine_pm)
+    assert retry is not None and retry.occurrence == nine_pm
+
+
+def test_a_recurring_occurrence_is_judged_by_its_own_day_not_when_it_is_claimed() -> None:
+    timing = Timing(cron="0 23 * * *", holidays=CHRISTMAS)
+    eve = utc(2026, 12, 24, 23)  # a deferral or hand-back may make it due on the 25th: still sent
+    claimed = utc(2026, 12, 25, 0, 5)
+    assert hold(timing, occurrence=eve, due_at=claimed, attempt=1, now=claimed) is None
+
+
+def test_why_a_row_finished_names_until_or_the_rrule() -> None:
+    counted = Timing(rrule="DTSTART:20260601T090000\nRRULE:FREQ=DAILY;COUNT=2", until=utc(2030, 1, 1))
+    assert following(counted, utc(2026, 6, 2, 9)) == (None, "finished: the RRULE has no more occurrences")
