@@ -55,6 +55,7 @@ class Timing:
     quiet: QuietHours | None = None  # None when the tenant has none or the category is exempt
     backfill: str = "send"  # send | latest | skip
     max_lateness_s: float = 1800.0
+    ignored_calendar: str | None = None  # the tenant's, unknown: public holidays are not applied
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Timing:
@@ -63,6 +64,15 @@ class Timing:
         check(), so a poisoned row is dead-lettered with its reason instead of stopping a batch."""
         skip = row["holiday_rule"] == "skip"
         custom = zip(row["holiday_days"] or (), row["holiday_names"] or (), strict=False) if skip else ()
+        calendar, ignored = row["calendar"] if skip else None, None
+        if calendar is not None and row["calendar_from_tenant"]:
+            # A typo in the tenant's calendar must not dead-letter all its messages: they are sent
+            # without public holidays and the daemon logs it. A message's own unknown calendar is
+            # its own fault: check() refuses it.
+            try:
+                validate_calendar(calendar)
+            except InvalidSchedule:
+                calendar, ignored = None, calendar
         start, end = row["quiet_start"], row["quiet_end"]
         return cls(
             timezone=row["timezone"],
@@ -71,10 +81,11 @@ class Timing:
             until=row["until"],
             max_runs=row["max_runs"],
             runs=row["runs"],
-            holidays=Holidays.of(row["calendar"] if skip else None, custom),
+            holidays=Holidays.of(calendar, custom),
             quiet=QuietHours(start, end) if start is not None and end is not None and start != end else None,
             backfill=row["backfill"],
             max_lateness_s=row["max_lateness_s"],
+            ignored_calendar=ignored,
         )
 
     @property

@@ -406,8 +406,17 @@ class Worker:
                         await asyncio.wait_for(self._stop.wait(), delay)
 
 
+_warned_calendars: set[tuple[str, str]] = set()
+
+
 def _before_sending(job: Job) -> Outcome | None:
     """before_sending, with the claim's database time as now; a bug costs the row, not the daemon."""
+    ignored = job.timing.ignored_calendar
+    if ignored is not None and (job.tenant_id, ignored) not in _warned_calendars:
+        _warned_calendars.add((job.tenant_id, ignored))
+        log.error("tenant_calendar_unknown", tenant=job.tenant_id, calendar=ignored,
+                  consequence="its messages are sent without public holidays",
+                  fix="reminderd tenant set TENANT --calendar CODE (e.g. IN, GB, US-CA)")
     try:
         return before_sending(job, job.picked_at or datetime.now(UTC))
     except Exception as exc:

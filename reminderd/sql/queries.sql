@@ -35,7 +35,7 @@ RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
           -- Timing (see reminderd/timing.py): effective values, the row's over its tenant's over
           -- the daemon's defaults ($4 backfill, $5 max lateness in seconds).
           m.timezone, m.cron, m.rrule, m.until, m.max_runs, m.runs,
-          coalesce(m.calendar, t.calendar) AS calendar,
+          coalesce(m.calendar, t.calendar) AS calendar, m.calendar IS NULL AS calendar_from_tenant,
           coalesce(m.holiday_rule, t.holiday_rule) AS holiday_rule,
           CASE WHEN coalesce(m.holiday_rule, t.holiday_rule) = 'skip' THEN ARRAY(
               SELECT h.day FROM reminderd.tenant_holidays h
@@ -186,7 +186,7 @@ SELECT m.id, m.tenant_id, m.ref_id, m.fire_at, now() AS db_now,
           -- Timing (see reminderd/timing.py): effective values, the row's over its tenant's over
           -- the daemon's defaults ($3 backfill, $4 max lateness in seconds).
           m.timezone, m.cron, m.rrule, m.until, m.max_runs, m.runs,
-          coalesce(m.calendar, t.calendar) AS calendar,
+          coalesce(m.calendar, t.calendar) AS calendar, m.calendar IS NULL AS calendar_from_tenant,
           coalesce(m.holiday_rule, t.holiday_rule) AS holiday_rule,
           CASE WHEN coalesce(m.holiday_rule, t.holiday_rule) = 'skip' THEN ARRAY(
               SELECT h.day FROM reminderd.tenant_holidays h

@@ -183,6 +183,17 @@ async def test_an_unknown_calendar_dead_letters_the_row_with_its_reason(
     assert receiver.received == []
 
 
+async def test_a_typo_in_the_tenants_calendar_does_not_dead_letter_its_messages(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    await db.execute("UPDATE reminderd.tenants SET calendar = 'XX'")
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) VALUES ('acme', 'a', now())"
+    )
+    async with running_worker(fast_settings(database_url)):
+        await poll_until(settled(db, "a", "sent"))
+
+
 async def test_calendar_codes_are_checked_for_shape_on_insert(db: asyncpg.Connection, tenant: str) -> None:
     with pytest.raises(asyncpg.CheckViolationError) as caught:
         await db.execute(

@@ -252,7 +252,8 @@ def test_a_one_off_with_nothing_to_read_in_its_timezone_does_not_need_a_valid_on
 def test_from_row_reads_effective_values_and_never_raises_on_bad_ones() -> None:
     row = {
         "timezone": "Nowhere/Land", "cron": "bad", "rrule": None, "until": None, "max_runs": 2, "runs": 1,
-        "calendar": "XX", "holiday_rule": "skip", "holiday_days": [date(2026, 12, 31)],
+        "calendar": "XX", "calendar_from_tenant": False, "holiday_rule": "skip",
+        "holiday_days": [date(2026, 12, 31)],
         "holiday_names": ["Company day"], "quiet_start": time(21), "quiet_end": time(9),
         "backfill": "latest", "max_lateness_s": 60.0,
     }
@@ -342,3 +343,18 @@ def test_a_recurring_occurrence_is_judged_by_its_own_day_not_when_it_is_claimed(
 def test_why_a_row_finished_names_until_or_the_rrule() -> None:
     counted = Timing(rrule="DTSTART:20260601T090000\nRRULE:FREQ=DAILY;COUNT=2", until=utc(2030, 1, 1))
     assert following(counted, utc(2026, 6, 2, 9)) == (None, "finished: the RRULE has no more occurrences")
+
+
+def test_an_unknown_tenant_calendar_is_ignored_not_fatal_while_a_rows_own_is_refused() -> None:
+    row = {
+        "timezone": "UTC", "cron": None, "rrule": None, "until": None, "max_runs": None, "runs": 0,
+        "calendar": "XX", "calendar_from_tenant": True, "holiday_rule": "skip", "holiday_days": [],
+        "holiday_names": [], "quiet_start": None, "quiet_end": None, "backfill": "send",
+        "max_lateness_s": 1800.0,
+    }
+    tenants = Timing.from_row(row)
+    assert (tenants.ignored_calendar, tenants.holidays.calendar) == ("XX", None)
+    tenants.check()
+    own = Timing.from_row({**row, "calendar_from_tenant": False})
+    with pytest.raises(InvalidSchedule, match='unknown holiday calendar "XX"'):
+        own.check()
