@@ -280,7 +280,11 @@ def _check_tenant_args(args: argparse.Namespace) -> None:
 
 
 async def _schedule(store: Store, args: argparse.Namespace) -> int:
-    print(await store.schedule(args.request))
+    request: ScheduleRequest = args.request
+    print(await store.schedule(request))  # the id alone on stdout, for scripts
+    if request.recurrence is not None:  # and, for people, what it understood
+        understood = request.recurrence.description(request.timezone, datetime.now(UTC))
+        print(f"{understood} ({request.timezone})", file=sys.stderr)
     return 0
 
 

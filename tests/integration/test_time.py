@@ -322,9 +322,13 @@ async def test_schedule_at_a_local_wall_time_stores_the_instant_and_the_timezone
 def test_cli_schedules_with_the_new_options_and_sets_tenant_rules(
     database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    said: list[str] = []
+
     def cli(*args: str) -> str:
         assert main(["--database-url", database_url, *args]) == 0, capsys.readouterr().err
-        return capsys.readouterr().out.strip()
+        out, err = capsys.readouterr()
+        said.append(err.strip())
+        return out.strip()
 
     cli("tenant", "add", "acme", "--callback-url", "https://hooks.example/cb")
     assert cli("tenant", "set", "acme", "--calendar", "IN", "--quiet", "21:00-09:00",
@@ -340,6 +344,11 @@ def test_cli_schedules_with_the_new_options_and_sets_tenant_rules(
     xmas = int(cli("schedule", "acme", "xmas", "--at", "2026-12-24T09:00", "--tz", "Asia/Kolkata",
                    "--holiday-rule", "send"))
     monthly = int(cli("schedule", "acme", "monthly", "--rrule", "FREQ=MONTHLY;BYDAY=1MO;BYHOUR=9"))
+    assert said[-3:] == [
+        '"weekdays at 9am" = cron "0 9 * * 1-5": At 09:00, Monday through Friday (Asia/Kolkata)',
+        "",
+        "monthly on the first Monday at 09:00 (UTC)",
+    ]
     assert cli("tenant", "set", "acme", "--calendar", "none", "--quiet", "none") == (
         "tenant acme: calendar none, holidays skip, quiet hours none (exempt: transactional, otp)"
     )
