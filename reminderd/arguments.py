@@ -44,18 +44,34 @@ def parse_duration(text: str, flag: str = "--in", *, allow_zero: bool = False) -
     return timedelta(seconds=seconds)
 
 
+def split_zone(text: str) -> tuple[str, str | None]:
+    """ "2026-12-24 09:00 in Asia/Kolkata" -> ("2026-12-24 09:00", "Asia/Kolkata")."""
+    when, found, zone = text.rpartition(" in ")
+    return (when, zone.strip()) if found and when.strip() else (text, None)
+
+
 def parse_instant(text: str, tz_name: str | None, flag: str = "--at") -> datetime:
-    """An ISO-8601 instant. Without a UTC offset it is a wall time in --tz: a time repeated when
-    clocks go back means its first occurrence, one skipped when they go forward the jump."""
+    """An ISO-8601 instant. Without a UTC offset it is a wall time in --tz (or in the zone it
+    names: "2026-12-24 09:00 in Asia/Kolkata"): a time repeated when clocks go back means its
+    first occurrence, one skipped when they go forward the jump."""
+    when, zone = split_zone(text)
+    if zone is not None:
+        if tz_name is not None and tz_name != zone:
+            raise UsageError(f"{flag} {text!r} names {zone}, but --tz says {tz_name}")
+        tz_name = zone
     try:
-        value = datetime.fromisoformat(text.strip())
+        value = datetime.fromisoformat(when.strip())
     except ValueError:
         raise UsageError(f"{flag} {text!r} is not ISO-8601, e.g. 2026-12-24T09:00:00Z") from None
     if value.tzinfo is not None:
         return value.astimezone(UTC)
     if tz_name is None:
         raise UsageError(f"{flag} {text!r} has no UTC offset: add one (Z, +05:30) or say --tz Region/City")
-    return to_instant(value, load_timezone(tz_name))
+    try:
+        tz = load_timezone(tz_name)
+    except InvalidSchedule as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+    return to_instant(value, tz)
 
 
 def parse_payload(text: str | None) -> Any:
@@ -150,7 +166,8 @@ class ScheduleRequest:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, now: datetime) -> ScheduleRequest:
-        timezone = checked_timezone(args.tz)
+        at_zone = None if args.at is None else split_zone(args.at)[1]
+        timezone = checked_timezone(args.tz or at_zone)  # the recipient's
         recurrence = Recurrence.from_args(args, timezone, now)
         if recurrence is None and (args.until is not None or args.max_runs is not None):
             raise UsageError(

@@ -9,7 +9,6 @@ import pytest
 
 from reminderd.arguments import UsageError, parse_duration, parse_instant, parse_payload
 from reminderd.cli import EX_CONFIG, EX_USAGE, main
-from reminderd.cron import InvalidSchedule
 from reminderd.store import Store
 
 # parse_duration
@@ -97,7 +96,7 @@ def test_parse_instant_rejects_non_iso_text(text: str) -> None:
 
 
 def test_parse_instant_with_unknown_tz_names_it() -> None:
-    with pytest.raises(InvalidSchedule, match='unknown timezone "Mars/Olympus_Mons"'):
+    with pytest.raises(UsageError, match='--at: unknown timezone "Mars/Olympus_Mons"'):
         parse_instant("2026-12-24T09:00:00", "Mars/Olympus_Mons")
 
 
@@ -234,6 +233,11 @@ def test_a_local_wall_time_in_a_gap_is_the_jump_and_a_repeated_one_the_first() -
     assert parse_instant("2026-03-08T02:30", "America/New_York") == datetime(2026, 3, 8, 7, tzinfo=UTC)
     assert parse_instant("2026-11-01T01:30", "America/New_York") == datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
     assert parse_instant("2026-12-24 09:00", "Asia/Kolkata") == datetime(2026, 12, 24, 3, 30, tzinfo=UTC)
+    assert parse_instant("2026-12-24 09:00 in Asia/Kolkata", None) == datetime(2026, 12, 24, 3, 30, tzinfo=UTC)
+    with pytest.raises(UsageError, match="names Asia/Kolkata, but --tz says Europe/London"):
+        parse_instant("2026-12-24 09:00 in Asia/Kolkata", "Europe/London")
+    with pytest.raises(UsageError, match='--at: unknown timezone "Mars/Base"'):
+        parse_instant("2026-12-24 09:00 in Mars/Base", None)
 
 
 def test_valid_schedule_does_reach_for_the_database(
