@@ -20,9 +20,17 @@ from croniter import CroniterBadDateError, croniter
 
 from .wallclock import InvalidSchedule, load_timezone, next_instant
 
-__all__ = ["CronSchedule", "InvalidSchedule", "load_timezone", "next_fire", "parse_cron", "validate_cron"]
+__all__ = [
+    "ALIASES",
+    "CronSchedule",
+    "InvalidSchedule",
+    "load_timezone",
+    "next_fire",
+    "parse_cron",
+    "validate_cron",
+]
 
-_ALIASES = {
+ALIASES = {  # the @names and the crons they stand for
     "@yearly": "0 0 1 1 *",
     "@annually": "0 0 1 1 *",
     "@monthly": "0 0 1 * *",
@@ -62,7 +70,7 @@ def next_fire(expr: str, tz_name: str, after: datetime) -> datetime:
 
 @functools.lru_cache(maxsize=1024)
 def parse_cron(expr: str) -> CronSchedule:
-    text = _ALIASES.get(expr.strip().lower(), expr)
+    text = ALIASES.get(expr.strip().lower(), expr)
     fields = text.split()
     if len(fields) not in (5, 6):
         reason = (

@@ -16,7 +16,7 @@ import re
 
 from cron_descriptor import ExpressionDescriptor, Options
 
-from reminderd.cron import validate_cron
+from reminderd.cron import ALIASES, validate_cron
 
 __all__ = ["EXAMPLES", "UnknownPhrase", "compile_phrase", "describe"]
 
@@ -200,23 +200,13 @@ def _clock(text: str) -> tuple[int, int]:
 
 # Describing a cron
 
-_ALIASES = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
-
 
 def describe(cron: str) -> str:
     """Plain English for a cron, or "cron: <expr>" when it cannot be said simply and truly.
 
     Raises reminderd.cron.InvalidSchedule when `cron` is not a valid schedule."""
     validate_cron(cron)
-    fields = _ALIASES.get(cron.strip().lower(), cron).split()
+    fields = ALIASES.get(cron.strip().lower(), cron).split()
     fields[-1] = re.sub(r"\bL([0-7])\b", r"\1L", fields[-1], flags=re.IGNORECASE)  # croniter's L5 is 5L
     fallback = "cron: " + " ".join(cron.split())
     if _uneven_step(fields):

@@ -6,16 +6,32 @@ import re
 from importlib.resources import files
 
 _HEADER = re.compile(r"^-- ([a-z_]+) --$", re.MULTILINE)
+_INCLUDE = re.compile(r"\{([a-z_]+)((?: \$\d+)*)\}")  # {fragment $4 $5}
+_NAMED_PARAMETER = re.compile(r"\$[a-z_]+")
 
 
 def load(text: str) -> dict[str, str]:
-    """Split `-- name --` blocks into {name: statement}."""
+    """Split `-- name --` blocks into {name: statement}; `{name $4 $5}` includes the block `name`,
+    its named parameters ($backfill, …, in order of first use) numbered as given."""
     parts = _HEADER.split(text)
     statements = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
         sql = "\n".join(line for line in body.strip().splitlines() if not line.startswith("--"))
         statements[name] = sql.strip().rstrip(";")
-    return statements
+
+    def include(match: re.Match[str]) -> str:
+        if match[1] not in statements:  # a literal such as '{transactional}', not an include
+            return match[0]
+        fragment = statements[match[1]]
+        named = list(dict.fromkeys(_NAMED_PARAMETER.findall(fragment)))
+        numbered = match[2].split()
+        if len(named) != len(numbered):
+            raise ValueError(f"{match[0]}: {match[1]} takes {len(named)} parameters ({' '.join(named)})")
+        for placeholder, number in zip(named, numbered, strict=True):
+            fragment = fragment.replace(placeholder, number)
+        return fragment
+
+    return {name: _INCLUDE.sub(include, sql) for name, sql in statements.items()}
 
 
 QUERIES = load(files("reminderd").joinpath("sql/queries.sql").read_text(encoding="utf-8"))

@@ -1,6 +1,27 @@
 -- Every statement reminderd runs, by name. Loaded once by reminderd/queries.py.
 -- Times come from the database clock (now()), never from the daemon's host.
 
+-- timing_columns --
+-- A fragment, not a statement: the columns reminderd/timing.py reads, included by the claim and
+-- the planner as {timing_columns $n $m}, which number its $backfill and $max_lateness. Effective
+-- values: the row's over its tenant's over the daemon's defaults.
+m.timezone, m.cron, m.rrule, m.until, m.max_runs, m.runs,
+coalesce(m.calendar, t.calendar) AS calendar, m.calendar IS NULL AS calendar_from_tenant,
+coalesce(m.holiday_rule, t.holiday_rule) AS holiday_rule,
+CASE WHEN coalesce(m.holiday_rule, t.holiday_rule) = 'skip' THEN ARRAY(
+    SELECT h.day FROM reminderd.tenant_holidays h
+    WHERE h.tenant_id = m.tenant_id AND h.day >= (coalesce(m.fire_at, now()) AT TIME ZONE 'UTC')::date - 2
+    ORDER BY h.day LIMIT 400) END AS holiday_days,
+CASE WHEN coalesce(m.holiday_rule, t.holiday_rule) = 'skip' THEN ARRAY(
+    SELECT h.name FROM reminderd.tenant_holidays h
+    WHERE h.tenant_id = m.tenant_id AND h.day >= (coalesce(m.fire_at, now()) AT TIME ZONE 'UTC')::date - 2
+    ORDER BY h.day LIMIT 400) END AS holiday_names,
+-- Quiet hours only for categories the tenant does not exempt.
+CASE WHEN m.category <> ALL (t.quiet_exempt) THEN t.quiet_start END AS quiet_start,
+CASE WHEN m.category <> ALL (t.quiet_exempt) THEN t.quiet_end END AS quiet_end,
+coalesce(m.backfill, $backfill) AS backfill,
+coalesce(extract(epoch FROM m.max_lateness)::float8, $max_lateness) AS max_lateness_s
+
 -- claim --
 -- Claim up to $2 due rows in one short transaction; committed before any HTTP call.
 -- $1 lookback (s), $2 batch size, $3 lease (s). attempts counts the attempt being made.
@@ -32,24 +53,7 @@ RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
           CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
               AS previous_signing_secret,
           m.picked_at,
-          -- Timing (see reminderd/timing.py): effective values, the row's over its tenant's over
-          -- the daemon's defaults ($4 backfill, $5 max lateness in seconds).
-          m.timezone, m.cron, m.rrule, m.until, m.max_runs, m.runs,
-          coalesce(m.calendar, t.calendar) AS calendar, m.calendar IS NULL AS calendar_from_tenant,
-          coalesce(m.holiday_rule, t.holiday_rule) AS holiday_rule,
-          CASE WHEN coalesce(m.holiday_rule, t.holiday_rule) = 'skip' THEN ARRAY(
-              SELECT h.day FROM reminderd.tenant_holidays h
-              WHERE h.tenant_id = m.tenant_id AND h.day >= (coalesce(m.fire_at, now()) AT TIME ZONE 'UTC')::date - 2
-              ORDER BY h.day LIMIT 400) END AS holiday_days,
-          CASE WHEN coalesce(m.holiday_rule, t.holiday_rule) = 'skip' THEN ARRAY(
-              SELECT h.name FROM reminderd.tenant_holidays h
-              WHERE h.tenant_id = m.tenant_id AND h.day >= (coalesce(m.fire_at, now()) AT TIME ZONE 'UTC')::date - 2
-              ORDER BY h.day LIMIT 400) END AS holiday_names,
-          -- Quiet hours only for categories the tenant does not exempt.
-          CASE WHEN m.category <> ALL (t.quiet_exempt) THEN t.quiet_start END AS quiet_start,
-          CASE WHEN m.category <> ALL (t.quiet_exempt) THEN t.quiet_end END AS quiet_end,
-          coalesce(m.backfill, $4) AS backfill,
-          coalesce(extract(epoch FROM m.max_lateness)::float8, $5) AS max_lateness_s;
+          {timing_columns $4 $5};
 
 -- record_outcomes --
 -- Log a batch of attempts and move each row on, in one round trip. A row is only moved when it
@@ -166,9 +170,9 @@ RETURNING m.id, m.tenant_id, m.ref_id, coalesce(m.scheduled_for, m.fire_at) AS s
 
 -- recurring_to_plan --
 -- Recurring rows needing a new fire_at: never planned (fire_at NULL), or their occurrence was
--- missed beyond the lookback. $1 lookback (s), $2 batch. Also returns the database's now() and
--- the timing columns the claim returns ($3 backfill and $4 max lateness are not used in planning
--- but keep the shape). Two branches so each is a short range of the due index.
+-- missed beyond the lookback. $1 lookback (s), $2 batch, $3 and $4 the default backfill and max
+-- lateness. Also returns the database's now(). Two branches so each is a short range of the due
+-- index.
 WITH to_plan AS (
     (SELECT id
      FROM reminderd.scheduled_messages
@@ -183,24 +187,7 @@ WITH to_plan AS (
      LIMIT $2)
 )
 SELECT m.id, m.tenant_id, m.ref_id, m.fire_at, now() AS db_now,
-          -- Timing (see reminderd/timing.py): effective values, the row's over its tenant's over
-          -- the daemon's defaults ($3 backfill, $4 max lateness in seconds).
-          m.timezone, m.cron, m.rrule, m.until, m.max_runs, m.runs,
-          coalesce(m.calendar, t.calendar) AS calendar, m.calendar IS NULL AS calendar_from_tenant,
-          coalesce(m.holiday_rule, t.holiday_rule) AS holiday_rule,
-          CASE WHEN coalesce(m.holiday_rule, t.holiday_rule) = 'skip' THEN ARRAY(
-              SELECT h.day FROM reminderd.tenant_holidays h
-              WHERE h.tenant_id = m.tenant_id AND h.day >= (coalesce(m.fire_at, now()) AT TIME ZONE 'UTC')::date - 2
-              ORDER BY h.day LIMIT 400) END AS holiday_days,
-          CASE WHEN coalesce(m.holiday_rule, t.holiday_rule) = 'skip' THEN ARRAY(
-              SELECT h.name FROM reminderd.tenant_holidays h
-              WHERE h.tenant_id = m.tenant_id AND h.day >= (coalesce(m.fire_at, now()) AT TIME ZONE 'UTC')::date - 2
-              ORDER BY h.day LIMIT 400) END AS holiday_names,
-          -- Quiet hours only for categories the tenant does not exempt.
-          CASE WHEN m.category <> ALL (t.quiet_exempt) THEN t.quiet_start END AS quiet_start,
-          CASE WHEN m.category <> ALL (t.quiet_exempt) THEN t.quiet_end END AS quiet_end,
-          coalesce(m.backfill, $3) AS backfill,
-          coalesce(extract(epoch FROM m.max_lateness)::float8, $4) AS max_lateness_s
+       {timing_columns $3 $4}
 FROM to_plan
 JOIN reminderd.scheduled_messages m ON m.id = to_plan.id
 JOIN reminderd.tenants t ON t.id = m.tenant_id;
