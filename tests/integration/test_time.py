@@ -120,6 +120,16 @@ async def test_quiet_hours_defer_marketing_and_let_transactional_through(
     deferrals = "SELECT count(*) FROM reminderd.events WHERE ref_id = 'promo' AND event = 'deferred'"
     assert await db.fetchval(deferrals) == 1
 
+    # Time moves on to the window's end (the row's fire_at): it goes out as its first attempt,
+    # with the webhook-id of its original occurrence.
+    await db.execute("UPDATE reminderd.tenants SET quiet_start = NULL, quiet_end = NULL")
+    await db.execute("UPDATE reminderd.scheduled_messages SET fire_at = now() WHERE ref_id = 'promo'")
+    async with running_worker(fast_settings(database_url)):
+        sent = await poll_until(settled(db, "promo", "sent"))
+    (delivered,) = receiver.by_ref()["promo"]
+    assert delivered.message["attempt"] == 1 and sent["attempts"] == 1
+    assert delivered.webhook_id == f"msg_{sent['id']}_{round(promo['scheduled_for'].timestamp() * 1000)}"
+
 
 async def test_a_tenant_may_exempt_marketing_from_quiet_hours(
     database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
@@ -168,6 +178,15 @@ async def test_holidays_move_a_one_off_and_skip_a_recurring_occurrence(
     ).replace(":00 UTC", " UTC")
     assert (daily["status"], daily["fire_at"]) == ("pending", tomorrow.replace(second=0))
     assert "Founders Day" in daily["last_error"]
+
+    # Tomorrow comes (moved by hand here): the one-off goes out once, with its original webhook-id.
+    await db.execute("UPDATE reminderd.scheduled_messages SET fire_at = now() WHERE ref_id = 'invoice'")
+    await db.execute("DELETE FROM reminderd.tenant_holidays")
+    async with running_worker(fast_settings(database_url)):
+        sent = await poll_until(settled(db, "invoice", "sent"))
+    (delivered,) = receiver.by_ref()["invoice"]
+    assert delivered.webhook_id == f"msg_{sent['id']}_{round(now.timestamp() * 1000)}"
+    assert delivered.message["attempt"] == 1
 
 
 async def test_an_unknown_calendar_dead_letters_the_row_with_its_reason(
