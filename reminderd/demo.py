@@ -15,14 +15,16 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
 from . import logs
-from .arguments import ScheduleRequest
+from .arguments import Recurrence, ScheduleRequest
 from .callback import CallbackClient
 from .migrate import upgrade
 from .pgcluster import ClusterError, throwaway_cluster
+from .quiet import QuietHours
 from .settings import Settings
 from .signing import verify
 from .store import Store
@@ -36,6 +38,9 @@ MESSAGES = [  # (ref, seconds from now, payload)
 ]
 FLAKY_REF = "cart:991:nudge"  # the receiver answers 503 the first time
 CANCELLED_REF = "booking:b7d2:1h"
+RECURRING_REF = "pulse"  # every 2 seconds, twice (max_runs), then finished
+RECURRING_RUNS = 2
+QUIET_REF = "promo:spring-sale"  # marketing, inside the tenant's quiet hours: deferred, not sent
 
 
 def say(text: str) -> None:
@@ -82,7 +87,7 @@ async def demo(database_url: str) -> int:
     done = asyncio.Event()
     store = await Store.connect(database_url)
     secret = await store.add_tenant("demo", None)
-    receiver = Receiver(secret, done, expected=len(MESSAGES) - 1)
+    receiver = Receiver(secret, done, expected=len(MESSAGES) - 1 + RECURRING_RUNS)
     app = web.Application()
     app.router.add_post("/callbacks", receiver.handle)
     runner = web.AppRunner(app, access_log=None)
@@ -99,6 +104,24 @@ async def demo(database_url: str) -> int:
         message_id = await store.schedule(ScheduleRequest("demo", ref, payload, url, fire_at=fire_at))
         say(f"  scheduled #{message_id} {ref:<18} at {fire_at.time().isoformat('milliseconds')} UTC")
     say(f"  cancelled {CANCELLED_REF}: {await store.cancel('demo', CANCELLED_REF)} row")
+    message_id = await store.schedule(ScheduleRequest(
+        "demo", RECURRING_REF, {"text": "tick"}, url, timezone="Europe/London",
+        recurrence=Recurrence(cron="*/2 * * * * *"), max_runs=RECURRING_RUNS,
+    ))
+    say(f'  scheduled #{message_id} {RECURRING_REF:<18} cron "*/2 * * * * *" (every 2 s), '
+        f"max_runs {RECURRING_RUNS}")
+    # Quiet hours around the present hour in Kolkata: a marketing message there waits for their end.
+    kolkata = ZoneInfo("Asia/Kolkata")
+    local_now = now.astimezone(kolkata)
+    quiet = QuietHours((local_now - timedelta(hours=1)).time().replace(second=0, microsecond=0),
+                       (local_now + timedelta(hours=2)).time().replace(second=0, microsecond=0))
+    await store.set_tenant("demo", calendar=None, holiday_rule=None, quiet=quiet, quiet_exempt=None)
+    message_id = await store.schedule(ScheduleRequest(
+        "demo", QUIET_REF, {"text": "20% off today"}, url, fire_at=now + timedelta(seconds=1),
+        timezone="Asia/Kolkata", category="marketing",
+    ))
+    say(f"  scheduled #{message_id} {QUIET_REF:<18} marketing, for Asia/Kolkata, where it is "
+        f"{local_now:%H:%M}: inside the tenant's quiet hours {quiet}")
 
     settings = Settings(
         database_url=database_url,
@@ -124,11 +147,16 @@ async def demo(database_url: str) -> int:
     await runner.cleanup()
 
     say("\nreminderd demo: final state (what `reminderd status` and plain SQL show)")
-    for row in await store.status_counts():
-        say(f"  {row['tenant_id']:<8} {row['status']:<10} {row['messages']}")
+    counts = {row["status"]: row["messages"] for row in await store.status_counts()}
+    for status, messages in counts.items():
+        say(f"  demo     {status:<10} {messages}")
     await store.close()
-    ok = sorted(receiver.delivered) == sorted(r for r, _, _ in MESSAGES if r != CANCELLED_REF)
-    say("reminderd demo: " + ("every message fired once, on time" if ok else "FAILED"))
+    expected = [r for r, _, _ in MESSAGES if r != CANCELLED_REF] + [RECURRING_REF] * RECURRING_RUNS
+    held = counts.get("finished") == 1 and counts.get("pending") == 1  # the pulse and the deferred promo
+    ok = sorted(receiver.delivered) == sorted(expected) and held
+    say("reminderd demo: " + (
+        f"every message fired once, on time; {RECURRING_REF} fired {RECURRING_RUNS} times and finished; "
+        f"{QUIET_REF} waits for the end of quiet hours" if ok else "FAILED"))
     return 0 if ok else 1
 
 
