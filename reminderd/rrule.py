@@ -29,6 +29,14 @@ from zoneinfo import ZoneInfo
 from dateutil.rrule import DAILY, HOURLY, MINUTELY, MONTHLY, WEEKLY, YEARLY, rrule
 from dateutil.rrule import weekday as rrule_weekday
 
+from reminderd.rrule_words import (
+    DAY_NAMES,
+    describe_rule,
+    join_words,
+    plural,
+    span_text,
+    until_text,
+)
 from reminderd.wallclock import InvalidSchedule, load_timezone
 
 __all__ = ["RRule", "parse_rrule"]
@@ -45,14 +53,7 @@ _FREQS: dict[str, _Freq] = {
 _FREQ_NAMES = tuple(_FREQS)  # by frequency
 
 _WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")  # index == datetime.weekday()
-_DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_MONTH_NAMES = (
-    "January", "February", "March", "April", "May", "June",
-    "July", "August", "September", "October", "November", "December",
-)  # fmt: skip
 _MAX_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-_ORDINAL_WORDS = {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth"}
-
 # A COUNT rule is listed from DTSTART on every call, so its length is bounded; longer runs use UNTIL.
 _MAX_COUNT = 10_000
 # Keeps one step of dateutil's arithmetic cheap (it walks month by month through a DAILY step).
@@ -167,19 +168,19 @@ class RRule:
         """Plain English, e.g. "monthly on the first Monday at 09:00"."""
         compiled = self._compiled
         parts = compiled.parts
-        text = _describe(parts, compiled.effective)
+        text = describe_rule(parts, compiled.effective)
         if text is None:
             text = f"RRULE: {parts.line}"
         else:
             if parts.count is not None:
                 text += ", " + {1: "once", 2: "twice"}.get(parts.count, f"{parts.count} times")
             if parts.until is not None:
-                text += " until " + _until_text(parts, compiled.effective)
+                text += " until " + until_text(parts, compiled.effective)
         excluded = len(compiled.exdates) + len(compiled.exdays)
         if excluded:
-            text += f", except {_plural(excluded, 'date')}"
+            text += f", except {plural(excluded, 'date')}"
         if compiled.rdates:
-            text += f", plus {_plural(len(compiled.rdates), 'extra date')}"
+            text += f", plus {plural(len(compiled.rdates), 'extra date')}"
         return text
 
     def _rebased_start(self, after: datetime) -> datetime | None:
@@ -268,7 +269,7 @@ def _parse(text: str, tz_name: str, default_start: datetime | None) -> RRule:
     except Exception as exc:  # dateutil's own refusals
         raise _rule_error(parts.line, f"it cannot be expanded ({exc})") from None
     if first is None:
-        raise _rule_error(parts.line, f"it never fires: {_span_text(start, parts.until)} matches it")
+        raise _rule_error(parts.line, f"it never fires: {span_text(start, parts.until)} matches it")
     compiled = _Compiled(parts, effective, rule, frozenset(exdates), frozenset(exdays), tuple(sorted(rdates)))
     result = RRule(text.strip(), tz_name, start, compiled)
     if next(result.walls_after(datetime.min), None) is None:
@@ -371,7 +372,7 @@ def _parse_parts(line: str, tz: ZoneInfo) -> _Parts:
     if freq_name == "SECONDLY":
         raise _rule_error(line, "FREQ=SECONDLY is not supported; use cron with a seconds field")
     if freq_name not in _FREQS:
-        raise _rule_error(line, f'unknown FREQ "{freq_name}" (use {_join(list(_FREQ_NAMES), "or")})')
+        raise _rule_error(line, f'unknown FREQ "{freq_name}" (use {join_words(list(_FREQ_NAMES), "or")})')
     interval, count, until, until_is_date, wkst = 1, None, None, False, 0
     byday: tuple[tuple[int, int], ...] = ()
     lists: dict[str, tuple[int, ...]] = {}
@@ -560,7 +561,7 @@ def _check_reachable(parts: _Parts, start: datetime) -> None:
     step_minutes = parts.interval * {DAILY: 1440, HOURLY: 60, MINUTELY: 1}.get(parts.freq, 0)
     weekdays = {day for day, _ in parts.byday}
     if weekdays and step_minutes and step_minutes % (7 * 1440) == 0 and start.weekday() not in weekdays:
-        weekday = _DAY_NAMES[start.weekday()]
+        weekday = DAY_NAMES[start.weekday()]
         raise _rule_error(line, f"it never fires: every step lands on a {weekday}, like DTSTART")
     if parts.freq >= DAILY and (parts.bymonthday or parts.byyearday):
         # Does any date match at all? dateutil answers that for a yearly rule quickly.
@@ -617,175 +618,6 @@ def _period_start(freq: int, wkst: int, index: int) -> datetime:
     if freq == HOURLY:
         return datetime.fromordinal(index // 24) + timedelta(hours=index % 24)
     return datetime.fromordinal(index // 1440) + timedelta(minutes=index % 1440)
-
-
-# describe()
-
-
-def _describe(parts: _Parts, effective: _Parts) -> str | None:
-    """The rule in plain English without COUNT and UNTIL; None for combinations not covered."""
-    if parts.byweekno or parts.byyearday:
-        return None
-    every = {YEARLY: "year", MONTHLY: "month", WEEKLY: "week", DAILY: "day", HOURLY: "hour", MINUTELY: "minute"}
-    if parts.interval > 1:
-        text = f"every {parts.interval} {every[parts.freq]}s"
-    else:
-        text = ("yearly", "monthly", "weekly", "daily", "hourly", "every minute")[parts.freq]
-    days = _days_text(parts, effective)
-    if days is None:
-        return None
-    times = _times_text(parts, effective)
-    if times is None:
-        return None
-    months = "" if parts.freq == YEARLY or not parts.bymonth else " in " + _months(parts.bymonth)
-    return f"{text}{' ' + days if days else ''}{months}{' ' + times if times else ''}"
-
-
-def _days_text(parts: _Parts, effective: _Parts) -> str | None:
-    """E.g. "on the first Monday"; "" when every day is meant; None when not covered."""
-    plain = sorted({day for day, n in effective.byday if n == 0})
-    numbered = [(day, n) for day, n in effective.byday if n]
-    if parts.bysetpos:
-        single_time = effective.times_per_day == 1
-        if parts.freq != MONTHLY or numbered or effective.bymonthday or not plain or not single_time:
-            return None
-        noun = {(0, 1, 2, 3, 4): "weekday", (5, 6): "weekend day"}.get(tuple(plain))
-        if noun is None and len(plain) == 1:
-            noun = _DAY_NAMES[plain[0]]
-        if noun is None:
-            return None
-        return f"on the {_join([_ordinal_word(p) for p in sorted(parts.bysetpos, key=_position_order)])} {noun}"
-    if effective.byday and effective.bymonthday:
-        return None
-    if parts.freq == YEARLY:
-        if numbered and not plain:
-            scope = _months(parts.bymonth) if parts.bymonth else "the year"
-            return f"on {_numbered_days(numbered)} of {scope}"
-        if effective.byday:
-            return None
-        phrases = [_month_day(day, month) for month in effective.bymonth for day in effective.bymonthday]
-        return "on " + _join(phrases) if len(phrases) <= 4 else None
-    if numbered:
-        return f"on {_numbered_days(numbered)}" if parts.freq == MONTHLY and not plain else None
-    if plain:
-        return "on " + _weekday_names(plain, plural=parts.freq != WEEKLY)
-    if effective.bymonthday:
-        ordered = sorted(effective.bymonthday, key=_position_order)
-        return "on " + _join([_month_day_number(day) for day in ordered])
-    return ""
-
-
-def _times_text(parts: _Parts, effective: _Parts) -> str | None:
-    """E.g. "at 09:00" or "at minute 30"; None when not covered."""
-    if parts.freq <= DAILY:
-        clock_times = sorted(
-            time(hour, minute, second)
-            for hour in effective.byhour
-            for minute in effective.byminute
-            for second in effective.bysecond
-        )
-        return "at " + _join([_clock(t) for t in clock_times]) if len(clock_times) <= 6 else None
-    if effective.bysecond != (0,):
-        return None
-    if parts.freq == HOURLY:
-        minutes = sorted(effective.byminute)
-        label = "minute" if len(minutes) == 1 else "minutes"
-        text = f"at {label} {_join([str(m) for m in minutes])}"
-    elif parts.byminute:
-        return None
-    else:
-        text = ""
-    hours = sorted(parts.byhour)
-    if hours and hours != list(range(24)):
-        contiguous = hours == list(range(hours[0], hours[-1] + 1))
-        if contiguous and len(hours) > 1:
-            span = f"from {hours[0]:02d}:00 to {hours[-1]:02d}:59"
-        else:
-            span = "in hours " + _join([f"{h:02d}" for h in hours])
-        text = f"{text} {span}".strip()
-    return text
-
-
-def _until_text(parts: _Parts, effective: _Parts) -> str:
-    assert parts.until is not None
-    until = parts.until
-    last_time = max(
-        (time(h, m, s) for h in effective.byhour for m in effective.byminute for s in effective.bysecond),
-        default=time(23, 59, 59),
-    )
-    whole_day = parts.until_is_date or until.time() == time(23, 59, 59)
-    if whole_day or (parts.freq <= DAILY and last_time <= until.time()):
-        return f"{until:%Y-%m-%d}"
-    return f"{until:%Y-%m-%d} {_clock(until.time())}"
-
-
-def _span_text(start: datetime, until: datetime | None) -> str:
-    if until is None:
-        return f"nothing on or after DTSTART {start.isoformat(sep=' ')}"
-    return f"nothing between DTSTART {start.isoformat(sep=' ')} and UNTIL {until.isoformat(sep=' ')}"
-
-
-def _weekday_names(days: list[int], plural: bool) -> str:
-    if days == [0, 1, 2, 3, 4]:
-        return "weekdays"
-    if days == [5, 6]:
-        return "weekends"
-    if len(days) == 7:
-        return "every day"
-    return _join([_DAY_NAMES[day] + ("s" if plural else "") for day in days])
-
-
-def _numbered_days(numbered: list[tuple[int, int]]) -> str:
-    """E.g. "the first and third Monday" or "the first Monday and the last Friday"."""
-    numbered = sorted(numbered, key=lambda item: (_position_order(item[1]), item[0]))
-    if len({day for day, _ in numbered}) == 1:
-        return f"the {_join([_ordinal_word(n) for _, n in numbered])} {_DAY_NAMES[numbered[0][0]]}"
-    return _join([f"the {_ordinal_word(n)} {_DAY_NAMES[day]}" for day, n in numbered])
-
-
-def _month_day(day: int, month: int) -> str:
-    if day > 0:
-        return f"{day} {_MONTH_NAMES[month - 1]}"
-    return f"the {_ordinal_word(day)} day of {_MONTH_NAMES[month - 1]}"
-
-
-def _month_day_number(day: int) -> str:
-    return f"the {_ordinal_suffix(day)}" if day > 0 else f"the {_ordinal_word(day)} day"
-
-
-def _months(months: tuple[int, ...]) -> str:
-    return _join([_MONTH_NAMES[month - 1] for month in sorted(months)])
-
-
-def _position_order(position: int) -> tuple[bool, int]:
-    """Sort key: counted from the start first, then from the end (..., second-to-last, last)."""
-    return (position < 0, position)
-
-
-def _ordinal_word(position: int) -> str:
-    """1 -> "first", 12 -> "12th", -1 -> "last", -2 -> "second-to-last"."""
-    if position == -1:
-        return "last"
-    word = _ORDINAL_WORDS.get(abs(position)) or _ordinal_suffix(abs(position))
-    return word if position > 0 else f"{word}-to-last"
-
-
-def _ordinal_suffix(number: int) -> str:
-    suffix = "th" if 11 <= number % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
-    return f"{number}{suffix}"
-
-
-def _clock(clock_time: time) -> str:
-    text = f"{clock_time.hour:02d}:{clock_time.minute:02d}"
-    return f"{text}:{clock_time.second:02d}" if clock_time.second else text
-
-
-def _join(words: list[str], last: str = "and") -> str:
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {last} {words[-1]}"
-
-
-def _plural(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 # Errors
