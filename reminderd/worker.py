@@ -205,6 +205,8 @@ class Worker:
             held = _before_sending(job)
             if held is not None:  # deferred, moved off a holiday, too late, finished: no request
                 self._outcomes.put_nowait(held)
+                if self._waiting_for_room:
+                    self._wake.set()
                 continue
             key = (job.id, job.picked_at)
             self._in_flight[key] = job
