@@ -144,7 +144,9 @@ class RRule:
         if parts.freq == HOURLY:
             return parts.interval == 1 and (all_hours or not parts.byhour)
         if parts.freq == MINUTELY:
-            steps_into_every_hour = parts.interval == 1 or (parts.interval < 60 and not parts.byminute)
+            # Steps dividing the hour repeat the same minutes every hour; other steps below an hour
+            # reach every hour only when no BYMINUTE filters them.
+            steps_into_every_hour = 60 % parts.interval == 0 or (parts.interval < 60 and not parts.byminute)
             return steps_into_every_hour and (all_hours or not parts.byhour)
         return all_hours and not parts.bysetpos  # e.g. FREQ=DAILY;BYHOUR=0,1,...,23
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,7 +38,7 @@ __all__ = [
 BACKFILL_POLICIES = ("send", "latest", "skip")
 ON_TIME_S = 60.0  # backfill "skip": an occurrence later than this (or max_lateness) was missed
 _MAX_HOLIDAYS_IN_A_ROW = 1000  # a calendar that is all holidays is a mistake, not a loop
-_COUNT_UP_TO = 1000  # missed occurrences are counted one by one up to this
+_COUNT_UP_TO = 100  # missed occurrences are counted one by one up to this (a few ms)
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,9 @@ class Timing:
         return instant
 
     def next_after(self, after: datetime) -> tuple[datetime | None, list[str]]:
-        """The next occurrence strictly after `after` that is not a holiday, and the holiday
-        occurrences passed over on the way ("2026-12-25 09:00 Europe/London: Christmas Day (GB)")."""
+        """The next occurrence strictly after `after` that is not a holiday, and the holidays
+        passed over on the way, by their first occurrence ("2026-12-25 09:00 Europe/London:
+        Christmas Day (GB)"). A holiday is skipped a whole day at a time."""
         passed_over: list[str] = []
         for _ in range(_MAX_HOLIDAYS_IN_A_ROW):
             instant = self.occurrence_after(after)
@@ -154,8 +155,17 @@ class Timing:
             if name is None:
                 return instant, passed_over
             passed_over.append(f"{self.local(instant)}: {name}")
-            after = instant
-        raise InvalidSchedule(f"the next {_MAX_HOLIDAYS_IN_A_ROW} occurrences all fall on holidays")
+            after = self.end_of_day(instant)
+        raise InvalidSchedule(f"the next {_MAX_HOLIDAYS_IN_A_ROW} days it fires on are all holidays")
+
+    def end_of_day(self, instant: datetime) -> datetime:
+        """The last microsecond of the recipient's local day of `instant`."""
+        following_day = instant.astimezone(self.tz).date() + timedelta(days=1)
+        return to_instant(datetime.combine(following_day, time()), self.tz) - _MICROSECOND
+
+    def start_of_day(self, instant: datetime) -> datetime:
+        """The first instant of the recipient's local day of `instant`."""
+        return to_instant(datetime.combine(instant.astimezone(self.tz).date(), time()), self.tz)
 
     def next_workday(self, instant: datetime) -> tuple[datetime, list[str]]:
         """A one-off's move off a holiday: the same wall time on the next day that is not one."""
@@ -184,15 +194,26 @@ class Timing:
         return str(count)
 
     def latest_at_or_before(self, now: datetime) -> datetime | None:
-        """The most recent occurrence at or before `now` (holidays included), or None."""
+        """The most recent occurrence at or before `now` (holidays included), or None. Found by
+        bisection, so dense schedules cost a few dozen steps, not one per occurrence."""
         for window in _WINDOWS:
             instant = self.occurrence_after(now - window)
-            if instant is not None and instant <= now:
-                while (following_one := self.occurrence_after(instant)) is not None and following_one <= now:
-                    instant = following_one
-                return instant
+            if instant is None or instant > now:
+                continue
+            # occurrence_after(x) <= now exactly while x is before the latest occurrence.
+            lo, hi = now - window, now
+            while hi - lo > _MICROSECOND:
+                mid = lo + (hi - lo) / 2
+                following_one = self.occurrence_after(mid)
+                if following_one is not None and following_one <= now:
+                    lo = mid
+                else:
+                    hi = mid
+            return self.occurrence_after(lo)
         return None
 
+
+_MICROSECOND = timedelta(microseconds=1)
 
 # Search windows for the latest occurrence: small first, so dense schedules stay cheap.
 _WINDOWS = tuple(timedelta(seconds=s) for s in (60, 3600, 86400, 32 * 86400, 367 * 86400, 3660 * 86400))
@@ -277,6 +298,8 @@ def collapse_quiet(timing: Timing, occurrence: datetime, resume: datetime) -> tu
     if not timing.recurring:
         return occurrence, ""
     latest = timing.latest_at_or_before(resume)
+    while latest is not None and latest > occurrence and timing.holiday(latest) is not None:
+        latest = timing.latest_at_or_before(timing.start_of_day(latest) - _MICROSECOND)  # not a holiday's
     if latest is None or latest <= occurrence:
         return occurrence, ""
     count = timing.count_between(occurrence, latest)

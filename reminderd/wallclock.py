@@ -88,15 +88,24 @@ def next_instant(schedule: WallSchedule, tz: ZoneInfo, after: datetime) -> datet
 def _next_first_reading(schedule: WallSchedule, tz: ZoneInfo, after: datetime) -> datetime | None:
     """For a schedule that fires at the first reading of each wall time (or at the jump over a
     skipped one): that mapping never runs backwards, so the first wall time after `after`'s own
-    that maps to a later instant is the answer. Only walls repeated after a backward jump are passed
-    over, at most an hour's worth."""
-    for count, candidate in enumerate(schedule.walls_after(wall(after, tz))):
-        if count >= _MAX_CANDIDATES:
-            raise InvalidSchedule(f"no fire time found in {tz.key} after {after:%Y-%m-%d %H:%M:%S}Z")
-        instant = _instants(candidate, tz, every_hour=False)[0]
-        if instant > after:
-            return instant
-    return None
+    that maps to a later instant is the answer. Walls repeated after a backward jump are passed
+    over in one step."""
+    cursor = wall(after, tz)
+    for _ in range(_MAX_RESTARTS):
+        for count, candidate in enumerate(schedule.walls_after(cursor)):
+            if count >= _MAX_CANDIDATES:
+                raise InvalidSchedule(f"no fire time found in {tz.key} after {after:%Y-%m-%d %H:%M:%S}Z")
+            instant = _instants(candidate, tz, every_hour=False)[0]
+            if instant > after:
+                return instant
+            # A wall time repeated after a backward jump, first read before `after`: so is every
+            # one up to the end of the repeated stretch. Go on from there.
+            jump = _jump(instant, after, tz)
+            cursor = _naive(jump + _offset(instant, tz)) - timedelta(microseconds=1)
+            break
+        else:
+            return None
+    raise InvalidSchedule(f"no fire time found in {tz.key} after {after:%Y-%m-%d %H:%M:%S}Z")
 
 
 def _next_reading(schedule: WallSchedule, tz: ZoneInfo, after: datetime) -> datetime | None:

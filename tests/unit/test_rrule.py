@@ -187,8 +187,9 @@ def test_works_with_next_instant() -> None:
         ("FREQ=HOURLY;BYHOUR=9,10,11", False),
         ("FREQ=MINUTELY", True),
         ("FREQ=MINUTELY;INTERVAL=45", True),
-        ("FREQ=MINUTELY;INTERVAL=60", False),
-        ("FREQ=MINUTELY;INTERVAL=7;BYMINUTE=0", False),
+        ("FREQ=MINUTELY;INTERVAL=60", True),  # the same minute every hour, like cron "0 * * * *"
+        ("FREQ=MINUTELY;INTERVAL=30;BYMINUTE=0", True),
+        ("FREQ=MINUTELY;INTERVAL=7;BYMINUTE=0", False),  # minute 0 only every 7 hours
         ("FREQ=MINUTELY;BYHOUR=9", False),
         ("FREQ=DAILY;BYHOUR=" + ",".join(str(hour) for hour in range(24)), True),
         ("FREQ=DAILY;BYHOUR=9", False),

@@ -99,7 +99,7 @@ def test_one_off_late_beyond_max_lateness_expires_with_the_reason() -> None:
 def test_dense_schedules_count_missed_occurrences_up_to_a_limit() -> None:
     missed = NOW - OUTAGE
     held = hold(Timing(cron="* * * * * *"), occurrence=missed, due_at=missed, attempt=1, now=NOW)
-    assert held is not None and "missed more than 1000 occurrence(s)" in held.reason
+    assert held is not None and "missed more than 100 occurrence(s)" in held.reason
     latest = hold(Timing(cron="*/10 * * * * *", backfill="latest"), occurrence=missed, due_at=missed,
                   attempt=1, now=NOW + timedelta(seconds=3))
     assert latest is not None and latest.occurrence == NOW
@@ -358,3 +358,32 @@ def test_an_unknown_tenant_calendar_is_ignored_not_fatal_while_a_rows_own_is_ref
     own = Timing.from_row({**row, "calendar_from_tenant": False})
     with pytest.raises(InvalidSchedule, match='unknown holiday calendar "XX"'):
         own.check()
+
+
+def test_a_dense_schedule_skips_a_holiday_a_day_at_a_time() -> None:
+    timing = Timing(cron="*/2 * * * *", timezone="Europe/London", holidays=Holidays.of("GB"))
+    following_one, note = following(timing, utc(2025, 12, 24, 23, 58))
+    assert following_one == utc(2025, 12, 27)
+    assert note == (
+        "holidays skipped: 2025-12-25 00:00 Europe/London: Christmas Day (GB); "
+        "2025-12-26 00:00 Europe/London: Boxing Day (GB)"
+    )
+
+
+def test_the_latest_occurrence_of_a_dense_schedule_is_found_by_bisection() -> None:
+    weekdays = Timing(cron="* 9-17 * * MON-FRI", timezone="Europe/London")
+    assert weekdays.latest_at_or_before(utc(2026, 6, 15, 7)) == utc(2026, 6, 12, 16, 59)  # Fri 17:59 BST
+    mondays = Timing(cron="* * * * * MON", backfill="latest")
+    held = hold(mondays, occurrence=utc(2026, 6, 15, 10), due_at=utc(2026, 6, 15, 10), attempt=1,
+                now=utc(2026, 6, 16, 2))
+    assert held is not None and held.occurrence == utc(2026, 6, 15, 23, 59, 59)
+
+
+def test_quiet_hours_never_carry_an_occurrence_onto_a_holiday() -> None:
+    timing = Timing(cron="0 * * * *", quiet=QuietHours(time(21), time(9)),
+                    holidays=Holidays.of(None, [(date(2026, 12, 25), "Christmas")]))
+    ten_pm = utc(2026, 12, 24, 22)
+    held = hold(timing, occurrence=ten_pm, due_at=ten_pm, attempt=1, now=ten_pm)
+    assert held is not None and held.occurrence == utc(2026, 12, 24, 23)  # the last one before the holiday
+    nine_am = utc(2026, 12, 25, 9)
+    assert hold(timing, occurrence=utc(2026, 12, 24, 23), due_at=nine_am, attempt=1, now=nine_am) is None

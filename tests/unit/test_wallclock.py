@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,3 +85,18 @@ def test_to_instant_reads_the_first_of_a_repeated_time_and_the_jump_for_a_skippe
     ny = ZoneInfo("America/New_York")
     assert to_instant(datetime(2026, 11, 1, 1, 30), ny) == datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
     assert to_instant(datetime(2026, 3, 8, 2, 30), ny) == datetime(2026, 3, 8, 7, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("cron", "zone", "after"),
+    [
+        ("* * 1 * * *", "America/New_York", datetime(2026, 11, 1, 6, tzinfo=UTC)),  # inside the repeat
+        ("* * 1 * * *", "Europe/Dublin", datetime(2026, 10, 25, 1, tzinfo=UTC)),  # negative DST
+        ("* * 1,2 * * *", "Antarctica/Troll", datetime(2026, 10, 25, 1, 0, 1, tzinfo=UTC)),
+    ],
+)
+def test_a_dense_first_reading_schedule_passes_a_repeated_stretch_in_one_step(
+    cron: str, zone: str, after: datetime
+) -> None:
+    schedule, tz = parse_cron(cron), ZoneInfo(zone)
+    assert next_instant(schedule, tz, after) == reference_next_instant(schedule, tz, after)
