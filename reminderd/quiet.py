@@ -5,7 +5,8 @@
     -> (09:00 the next morning, "deferred from 22:30 to 09:00 Europe/London (quiet hours 21:00-09:00)")
 
 The window may wrap midnight; its start is inside it, its end is not. Pure:
-the instant to check is always an argument, never read from a clock.
+the instant to check is always an argument, never read from a clock. Which message categories it
+holds back is the tenant's `quiet_exempt`, applied by the claim query.
 """
 
 from __future__ import annotations
@@ -17,15 +18,9 @@ from datetime import UTC, datetime, time, timedelta
 
 from .wallclock import load_timezone, next_instant
 
-__all__ = ["QuietHours", "applies"]
+__all__ = ["QuietHours"]
 
 _WINDOW = re.compile(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*")
-
-
-def applies(category: str, exempt: frozenset[str] = frozenset({"transactional"})) -> bool:
-    """Whether quiet hours hold back a message of `category`: every category does
-    (marketing, and any unknown one) except the `exempt` ones."""
-    return category not in exempt
 
 
 @dataclass(frozen=True)

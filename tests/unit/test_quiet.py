@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reminderd.cron import InvalidSchedule
-from reminderd.quiet import QuietHours, applies
+from reminderd.quiet import QuietHours
 
 NIGHT = QuietHours(time(21), time(9))
 LUNCH = QuietHours(time(13), time(14))
@@ -272,18 +272,3 @@ def test_deferred_instant_is_the_first_one_outside_the_window(
         assert instant < resume <= instant + timedelta(days=2)
         assert not quiet.contains(resume.astimezone(tz))
         assert quiet.contains((resume - timedelta(seconds=1)).astimezone(tz))
-
-
-# Categories
-
-
-@pytest.mark.parametrize(
-    ("category", "respects"), [("marketing", True), ("transactional", False), ("newsletter", True), ("", True)]
-)
-def test_quiet_hours_apply_by_category(category: str, respects: bool) -> None:
-    assert applies(category) is respects
-
-
-def test_exempt_categories_are_configurable() -> None:
-    assert applies("transactional", exempt=frozenset())
-    assert not applies("alerts", exempt=frozenset({"alerts", "transactional"}))
