@@ -31,6 +31,7 @@ from .exceptions import ConfigError
 from .preview import anchor_rrule, preview
 from .settings import Settings
 from .store import CONNECTION_ERRORS, Store
+from .timing import Timing
 
 EX_USAGE = 2
 EX_CONFIG = 78
@@ -290,8 +291,6 @@ async def _schedule(store: Store, args: argparse.Namespace) -> int:
 
 def _preview(args: argparse.Namespace, now: datetime) -> int:
     """Print the next fires of a schedule; no database needed."""
-    from .timing import Timing
-
     if args.n < 1:
         raise UsageError(f"-n {args.n}: must be at least 1")
     timezone = checked_timezone(args.tz)
