@@ -12,14 +12,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .calendars import validate_calendar
-from .cron import validate_cron
-from .human import UnknownPhrase, compile_phrase, describe
-from .preview import anchor_rrule
-from .quiet import QuietHours
-from .rrule import parse_rrule
-from .timing import BACKFILL_POLICIES
-from .wallclock import InvalidSchedule, load_timezone, to_instant
+from .schedule import (
+    BACKFILL_POLICIES,
+    InvalidSchedule,
+    QuietHours,
+    UnknownPhrase,
+    anchor_rrule,
+    compile_phrase,
+    describe,
+    load_timezone,
+    parse_rrule,
+    to_instant,
+    validate_calendar,
+    validate_cron,
+)
 
 _DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -26,12 +26,10 @@ from .arguments import (
     parse_duration,
     parse_instant,
 )
-from .calendars import Holidays
 from .exceptions import ConfigError
-from .preview import anchor_rrule, preview
+from .schedule import Holidays, Timing, anchor_rrule, preview
 from .settings import Settings
 from .store import CONNECTION_ERRORS, Store
-from .timing import Timing
 
 EX_USAGE = 2
 EX_CONFIG = 78

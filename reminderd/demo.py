@@ -24,7 +24,7 @@ from .arguments import Recurrence, ScheduleRequest
 from .callback import CallbackClient
 from .migrate import upgrade
 from .pgcluster import ClusterError, throwaway_cluster
-from .quiet import QuietHours
+from .schedule import QuietHours
 from .settings import Settings
 from .signing import verify
 from .store import Store

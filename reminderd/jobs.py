@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .timing import Timing
+from .schedule import Timing
 
 
 @dataclass(frozen=True, slots=True)

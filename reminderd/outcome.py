@@ -11,8 +11,7 @@ from datetime import datetime
 from .callback import AttemptResult, iso_utc
 from .jobs import Job
 from .retry import RetryPolicy
-from .timing import Hold, following, hold
-from .wallclock import InvalidSchedule
+from .schedule import Hold, InvalidSchedule, following, hold
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .exceptions import ConfigError
-from .timing import BACKFILL_POLICIES
+from .schedule import BACKFILL_POLICIES
 
 T = TypeVar("T")
 

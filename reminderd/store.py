@@ -14,7 +14,7 @@ import asyncpg
 from .jobs import Job
 from .outcome import Outcome
 from .queries import QUERIES
-from .quiet import QuietHours
+from .schedule import QuietHours
 
 if TYPE_CHECKING:
     from .arguments import ScheduleRequest
@@ -27,7 +27,7 @@ AUDIT_EVENTS = {
     "retry": "retry_scheduled",
     "dead": "dead_lettered",
     "advanced": "dead_lettered",  # a recurring row's occurrence; the row moves on
-    # Held back before any request (reminderd/timing.py):
+    # Held back before any request (reminderd/schedule/timing.py):
     "deferred": "deferred",  # quiet hours
     "holiday_skipped": "holiday_skipped",
     "missed_skipped": "missed_skipped",  # backfill=latest: older missed occurrences passed over

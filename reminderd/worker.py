@@ -25,10 +25,9 @@ from .jobs import Job
 from .metrics import Metrics
 from .outcome import Outcome, before_sending, decide
 from .retry import RetryPolicy
+from .schedule import InvalidSchedule, Timing, first_occurrence
 from .settings import Settings
 from .store import CONNECTION_ERRORS, Listener, Plan, Release, Store
-from .timing import Timing, first_occurrence
-from .wallclock import InvalidSchedule
 
 log = structlog.get_logger("reminderd")
 T = TypeVar("T")

@@ -2,7 +2,7 @@
 -- Times come from the database clock (now()), never from the daemon's host.
 
 -- timing_columns --
--- A fragment, not a statement: the columns reminderd/timing.py reads, included by the claim and
+-- A fragment, not a statement: the columns reminderd/schedule/timing.py reads, included by the claim and
 -- the planner as {timing_columns $n $m}, which number its $backfill and $max_lateness. Effective
 -- values: the row's over its tenant's over the daemon's defaults.
 m.timezone, m.cron, m.rrule, m.until, m.max_runs, m.runs,

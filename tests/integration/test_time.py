@@ -12,8 +12,7 @@ import pytest
 from support import Receiver, fast_settings, poll_until, running_worker, settled, status_of
 
 from reminderd.cli import main
-from reminderd.timing import Timing
-from reminderd.wallclock import to_instant
+from reminderd.schedule import Timing, to_instant
 
 
 async def db_now(db: asyncpg.Connection) -> datetime:

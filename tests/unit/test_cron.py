@@ -1,4 +1,4 @@
-"""Unit tests for reminderd.cron: exact UTC fire times, DST edges, validation."""
+"""Unit tests for reminderd.schedule.cron: exact UTC fire times, DST edges, validation."""
 
 import functools
 import re
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reminderd.cron import InvalidSchedule, load_timezone, next_fire, validate_cron
+from reminderd.schedule.cron import InvalidSchedule, load_timezone, next_fire, validate_cron
 
 NY = "America/New_York"
 

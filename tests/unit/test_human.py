@@ -1,12 +1,12 @@
-"""Unit tests for reminderd.human: phrases to cron, and cron back to English."""
+"""Unit tests for reminderd.schedule.human: phrases to cron, and cron back to English."""
 
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from reminderd.cron import InvalidSchedule, next_fire, validate_cron
-from reminderd.human import EXAMPLES, UnknownPhrase, compile_phrase, describe
+from reminderd.schedule.cron import InvalidSchedule, next_fire, validate_cron
+from reminderd.schedule.human import EXAMPLES, UnknownPhrase, compile_phrase, describe
 
 KOLKATA = ZoneInfo("Asia/Kolkata")
 AFTER = datetime(2026, 1, 1, tzinfo=UTC)  # Thursday 1 January 2026, 05:30 in Kolkata
@@ -258,7 +258,7 @@ def test_describe_falls_back_when_the_describer_fails(monkeypatch: pytest.Monkey
     def broken(*args: object) -> None:
         raise RuntimeError("describer bug")
 
-    monkeypatch.setattr("reminderd.human.ExpressionDescriptor", broken)
+    monkeypatch.setattr("reminderd.schedule.human.ExpressionDescriptor", broken)
     assert describe("0  9 * * 1-5") == "cron: 0 9 * * 1-5"
 
 

@@ -14,7 +14,7 @@ from reminderd.callback import AttemptResult
 from reminderd.jobs import Job
 from reminderd.outcome import decide, preflight
 from reminderd.retry import RetryPolicy
-from reminderd.timing import Timing
+from reminderd.schedule import Timing
 
 POLICY = RetryPolicy(base_s=5, cap_s=3600, max_attempts=8)
 OCCURRENCE = datetime(2026, 3, 10, 3, 30, tzinfo=UTC)  # 09:00 in Asia/Kolkata

@@ -1,4 +1,4 @@
-"""Unit tests for reminderd.quiet: quiet-hour windows and deferral across midnight and DST."""
+"""Unit tests for reminderd.schedule.quiet: quiet-hour windows and deferral across midnight and DST."""
 
 from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reminderd.cron import InvalidSchedule
-from reminderd.quiet import QuietHours
+from reminderd.schedule.cron import InvalidSchedule
+from reminderd.schedule.quiet import QuietHours
 
 NIGHT = QuietHours(time(21), time(9))
 LUNCH = QuietHours(time(13), time(14))

@@ -1,4 +1,4 @@
-"""Unit tests for reminderd.rrule: RFC 5545 recurrences listed as naive wall-clock times."""
+"""Unit tests for reminderd.schedule.rrule: RFC 5545 recurrences listed as naive wall-clock times."""
 
 import doctest
 from datetime import UTC, datetime, timedelta
@@ -10,9 +10,9 @@ from dateutil.rrule import rrulestr
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-import reminderd.rrule
-from reminderd.rrule import RRule, parse_rrule
-from reminderd.wallclock import InvalidSchedule, next_instant
+import reminderd.schedule.rrule
+from reminderd.schedule.rrule import RRule, parse_rrule
+from reminderd.schedule.wallclock import InvalidSchedule, next_instant
 
 TZ = "Europe/Berlin"
 JAN_1 = datetime(2026, 1, 1)
@@ -433,4 +433,4 @@ def test_walls_match_listing_from_dtstart(recurrence: tuple[str, datetime, datet
 
 
 def test_module_docstring_example() -> None:
-    assert doctest.testmod(reminderd.rrule).failed == 0
+    assert doctest.testmod(reminderd.schedule.rrule).failed == 0

@@ -1,4 +1,4 @@
-"""Unit tests for reminderd.timing: backfill after an outage, holidays, quiet hours and end
+"""Unit tests for reminderd.schedule.timing: backfill after an outage, holidays, quiet hours and end
 conditions, all by moving an injected `now`, never by waiting."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reminderd.calendars import Holidays
-from reminderd.quiet import QuietHours
-from reminderd.timing import Timing, first_occurrence, following, hold
-from reminderd.wallclock import InvalidSchedule
+from reminderd.schedule.calendars import Holidays
+from reminderd.schedule.quiet import QuietHours
+from reminderd.schedule.timing import Timing, first_occurrence, following, hold
+from reminderd.schedule.wallclock import InvalidSchedule
 
 NOW = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)  # a Wednesday
 OUTAGE = timedelta(hours=6)

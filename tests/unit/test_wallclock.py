@@ -1,4 +1,4 @@
-"""reminderd.wallclock against a slow reference: the straightforward search that scans every wall
+"""reminderd.schedule.wallclock against a slow reference: the straightforward search that scans every wall
 time within the DST shift of `after` (correct, but thousands of steps for dense schedules)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reminderd.cron import parse_cron
-from reminderd.wallclock import WallSchedule, _instants, next_instant, to_instant, wall
+from reminderd.schedule.cron import parse_cron
+from reminderd.schedule.wallclock import WallSchedule, _instants, next_instant, to_instant, wall
 
 WINDOW = timedelta(hours=3)
 

@@ -16,7 +16,7 @@ import re
 
 from cron_descriptor import ExpressionDescriptor, Options
 
-from reminderd.cron import ALIASES, validate_cron
+from .cron import ALIASES, validate_cron
 
 __all__ = ["EXAMPLES", "UnknownPhrase", "compile_phrase", "describe"]
 

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 from dateutil.rrule import DAILY, HOURLY, MINUTELY, MONTHLY, WEEKLY, YEARLY, rrule
 from dateutil.rrule import weekday as rrule_weekday
 
-from reminderd.rrule_words import (
+from .rrule_words import (
     DAY_NAMES,
     describe_rule,
     join_words,
@@ -37,7 +37,7 @@ from reminderd.rrule_words import (
     span_text,
     until_text,
 )
-from reminderd.wallclock import InvalidSchedule, load_timezone
+from .wallclock import InvalidSchedule, load_timezone
 
 __all__ = ["RRule", "parse_rrule"]
 

@@ -1,0 +1,48 @@
+"""When a message fires: cron, RFC 5545 and plain-English schedules in IANA zones, with exact DST,
+holidays, quiet hours and backfill. Pure: every function takes `now` (or an instant) as an argument,
+and nothing here imports the rest of reminderd (tests/unit/test_schedule_wall.py keeps it so).
+
+The rest of the package imports from here, never from the modules below:
+
+- wallclock: wall-clock times to instants and back, the DST rules (`to_instant`, `load_timezone`)
+- cron, rrule, human: the three ways to write a recurrence (`parse_cron`, `parse_rrule`,
+  `compile_phrase`)
+- calendars, quiet: public holidays skipped, quiet hours deferred (`Holidays`, `QuietHours`)
+- timing: a row's schedule and the decisions on it (`Timing`, `hold`, `following`)
+- preview: the next fire times as `reminderd preview` lists them
+"""
+
+from .calendars import Holidays, validate_calendar
+from .cron import parse_cron, validate_cron
+from .human import UnknownPhrase, compile_phrase, describe
+from .preview import PreviewEntry, anchor_rrule, preview
+from .quiet import QuietHours
+from .rrule import RRule, parse_rrule
+from .timing import BACKFILL_POLICIES, Hold, Timing, collapse_quiet, first_occurrence, following, hold
+from .wallclock import InvalidSchedule, load_timezone, to_instant
+
+__all__ = [
+    "BACKFILL_POLICIES",
+    "Hold",
+    "Holidays",
+    "InvalidSchedule",
+    "PreviewEntry",
+    "QuietHours",
+    "RRule",
+    "Timing",
+    "UnknownPhrase",
+    "anchor_rrule",
+    "collapse_quiet",
+    "compile_phrase",
+    "describe",
+    "first_occurrence",
+    "following",
+    "hold",
+    "load_timezone",
+    "parse_cron",
+    "parse_rrule",
+    "preview",
+    "to_instant",
+    "validate_calendar",
+    "validate_cron",
+]
