@@ -23,12 +23,12 @@ from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
 from zoneinfo import ZoneInfo
 
 from dateutil.rrule import DAILY, HOURLY, MINUTELY, MONTHLY, WEEKLY, YEARLY, rrule
 from dateutil.rrule import weekday as rrule_weekday
 
+from .rrule_parts import Freq, RuleParts
 from .rrule_words import (
     DAY_NAMES,
     describe_rule,
@@ -41,8 +41,7 @@ from .wallclock import InvalidSchedule, load_timezone
 
 __all__ = ["RRule", "parse_rrule"]
 
-_Freq = Literal[0, 1, 2, 3, 4, 5]  # dateutil's YEARLY ... MINUTELY
-_FREQS: dict[str, _Freq] = {
+_FREQS: dict[str, Freq] = {
     "YEARLY": YEARLY,
     "MONTHLY": MONTHLY,
     "WEEKLY": WEEKLY,
@@ -80,42 +79,11 @@ _UNTIL = re.compile(r"(\d{8})(?:T(\d{6})(Z?))?")
 
 
 @dataclass(frozen=True)
-class _Parts:
-    """The RRULE line, parsed and checked. Empty tuples are parts not given."""
-
-    line: str
-    freq: _Freq
-    interval: int = 1
-    count: int | None = None
-    until: datetime | None = None  # naive wall time, inclusive
-    until_is_date: bool = False  # UNTIL was a bare date: the whole day is included
-    wkst: int = 0  # Monday
-    bymonth: tuple[int, ...] = ()
-    byweekno: tuple[int, ...] = ()
-    byyearday: tuple[int, ...] = ()
-    bymonthday: tuple[int, ...] = ()
-    byday: tuple[tuple[int, int], ...] = ()  # (weekday, n); n == 0 means every such weekday
-    byhour: tuple[int, ...] = ()
-    byminute: tuple[int, ...] = ()
-    bysecond: tuple[int, ...] = ()
-    bysetpos: tuple[int, ...] = ()
-
-    @property
-    def has_day_part(self) -> bool:
-        return bool(self.byweekno or self.byyearday or self.bymonthday or self.byday)
-
-    @property
-    def times_per_day(self) -> int:
-        """Times of day per matching day; only meaningful once DTSTART's defaults are filled in."""
-        return len(self.byhour) * len(self.byminute) * len(self.bysecond)
-
-
-@dataclass(frozen=True)
 class _Compiled:
     """Everything walls_after needs, built once by parse_rrule."""
 
-    parts: _Parts  # as written
-    effective: _Parts  # with RFC 5545's defaults from DTSTART filled in
+    parts: RuleParts  # as written
+    effective: RuleParts  # with RFC 5545's defaults from DTSTART filled in
     rule: rrule  # from DTSTART
     exdates: frozenset[datetime]
     exdays: frozenset[date]
@@ -353,7 +321,7 @@ def _datetime(day_digits: str, time_digits: str) -> datetime | None:
 # The RRULE line
 
 
-def _parse_parts(line: str, tz: ZoneInfo) -> _Parts:
+def _parse_parts(line: str, tz: ZoneInfo) -> RuleParts:
     values: dict[str, str] = {}
     for raw in line.split(";"):
         if not raw.strip():
@@ -394,7 +362,7 @@ def _parse_parts(line: str, tz: ZoneInfo) -> _Parts:
             lists[name] = tuple(
                 _int(line, name, item, low, high, negatives=negatives) for item in value.split(",")
             )
-    parts = _Parts(
+    parts = RuleParts(
         line,
         _FREQS[freq_name],
         interval=interval,
@@ -416,7 +384,7 @@ def _parse_parts(line: str, tz: ZoneInfo) -> _Parts:
     return parts
 
 
-def _check_combination(parts: _Parts) -> None:
+def _check_combination(parts: RuleParts) -> None:
     line, freq = parts.line, _FREQ_NAMES[parts.freq]
     if parts.count is not None and parts.until is not None:
         raise _rule_error(line, "COUNT and UNTIL cannot both be given")
@@ -486,7 +454,7 @@ def _until(line: str, text: str, tz: ZoneInfo) -> tuple[datetime, bool]:
 # Building and checking the dateutil rule
 
 
-def _with_defaults(parts: _Parts, start: datetime) -> _Parts:
+def _with_defaults(parts: RuleParts, start: datetime) -> RuleParts:
     """RFC 5545's defaults from DTSTART made explicit, so any DTSTART in phase gives the same rule."""
     bymonth, bymonthday, byday = parts.bymonth, parts.bymonthday, parts.byday
     if not parts.has_day_part:
@@ -507,7 +475,7 @@ def _with_defaults(parts: _Parts, start: datetime) -> _Parts:
     )
 
 
-def _build(parts: _Parts, dtstart: datetime) -> rrule:
+def _build(parts: RuleParts, dtstart: datetime) -> rrule:
     """A dateutil rrule for `parts` (with defaults filled in) starting at `dtstart`."""
     return rrule(
         parts.freq,
@@ -528,7 +496,7 @@ def _build(parts: _Parts, dtstart: datetime) -> rrule:
     )
 
 
-def _check_reachable(parts: _Parts, start: datetime) -> None:
+def _check_reachable(parts: RuleParts, start: datetime) -> None:
     """Refuse, quickly, rules that never fire but would make dateutil search up to year 9999."""
     line = parts.line
     if parts.freq >= HOURLY:

@@ -1,17 +1,16 @@
 """RFC 5545 recurrences put into words: "monthly on the first Monday at 09:00". Pure.
 
-Used by rrule.RRule.describe(); kept apart from the parsing and listing in rrule.py.
+Used by rrule.RRule.describe(); kept apart from the parsing and listing in rrule.py. A leaf: it
+reads the parsed parts (rrule_parts.RuleParts) and never imports rrule.py back.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, time
-from typing import TYPE_CHECKING
 
 from dateutil.rrule import DAILY, HOURLY, MINUTELY, MONTHLY, WEEKLY, YEARLY
 
-if TYPE_CHECKING:
-    from .rrule import _Parts
+from .rrule_parts import RuleParts
 
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 MONTH_NAMES = (
@@ -21,7 +20,7 @@ MONTH_NAMES = (
 ORDINAL_WORDS = {1: "first", 2: "second", 3: "third", 4: "fourth", 5: "fifth"}
 
 
-def describe_rule(parts: _Parts, effective: _Parts) -> str | None:
+def describe_rule(parts: RuleParts, effective: RuleParts) -> str | None:
     """The rule in plain English without COUNT and UNTIL; None for combinations not covered."""
     if parts.byweekno or parts.byyearday:
         return None
@@ -40,7 +39,7 @@ def describe_rule(parts: _Parts, effective: _Parts) -> str | None:
     return f"{text}{' ' + days if days else ''}{months}{' ' + times if times else ''}"
 
 
-def _days_text(parts: _Parts, effective: _Parts) -> str | None:
+def _days_text(parts: RuleParts, effective: RuleParts) -> str | None:
     """E.g. "on the first Monday"; "" when every day is meant; None when not covered."""
     plain = sorted({day for day, n in effective.byday if n == 0})
     numbered = [(day, n) for day, n in effective.byday if n]
@@ -75,7 +74,7 @@ def _days_text(parts: _Parts, effective: _Parts) -> str | None:
     return ""
 
 
-def _times_text(parts: _Parts, effective: _Parts) -> str | None:
+def _times_text(parts: RuleParts, effective: RuleParts) -> str | None:
     """E.g. "at 09:00" or "at minute 30"; None when not covered."""
     if parts.freq <= DAILY:
         clock_times = sorted(
@@ -106,7 +105,7 @@ def _times_text(parts: _Parts, effective: _Parts) -> str | None:
     return text
 
 
-def until_text(parts: _Parts, effective: _Parts) -> str:
+def until_text(parts: RuleParts, effective: RuleParts) -> str:
     assert parts.until is not None
     until = parts.until
     last_time = max(
