@@ -15,9 +15,9 @@ The rest of the package imports from here, never from the modules below:
 from .calendars import Holidays, validate_calendar
 from .cron import parse_cron, validate_cron
 from .human import UnknownPhrase, compile_phrase, describe
-from .preview import PreviewEntry, anchor_rrule, preview
+from .preview import PreviewEntry, preview
 from .quiet import QuietHours
-from .rrule import RRule, parse_rrule
+from .rrule import RRule, anchor_rrule, parse_rrule
 from .timing import BACKFILL_POLICIES, Hold, Timing, collapse_quiet, first_occurrence, following, hold
 from .wallclock import InvalidSchedule, load_timezone, to_instant
 

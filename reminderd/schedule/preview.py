@@ -11,15 +11,13 @@ daemon, which is exactly the mistake previews exist to catch.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from .timing import Timing, collapse_quiet
-from .wallclock import InvalidSchedule, wall
 
-__all__ = ["PreviewEntry", "anchor_rrule", "preview"]
+__all__ = ["PreviewEntry", "preview"]
 
 _MAX_SKIPPED = 1000
 
@@ -71,19 +69,6 @@ def preview(timing: Timing, start: datetime, count: int) -> list[PreviewEntry]:
                 continue
         entries.append(_entry(timing, instant))
     return entries
-
-
-def anchor_rrule(rrule: str, timezone: str, start: datetime) -> str:
-    """The RRULE with a DTSTART: its own, else the local midnight of `start`'s day, as the
-    database does for a row inserted without one (which it refuses with COUNT, as here)."""
-    if re.search(r"(^|\n)\s*DTSTART", rrule, re.IGNORECASE):
-        return rrule
-    if re.search(r"COUNT=", rrule, re.IGNORECASE):
-        raise InvalidSchedule(
-            "an RRULE with COUNT needs a DTSTART (COUNT counts from it): add a DTSTART line, or use --max-runs"
-        )
-    midnight = wall(start, Timing(timezone=timezone).tz).replace(hour=0, minute=0, second=0, microsecond=0)
-    return f"DTSTART:{midnight:%Y%m%dT%H%M%S}\n{rrule.strip()}"
 
 
 def _entry(timing: Timing, instant: datetime, **details: Any) -> PreviewEntry:

@@ -39,7 +39,7 @@ from .rrule_words import (
 )
 from .wallclock import InvalidSchedule, load_timezone
 
-__all__ = ["RRule", "parse_rrule"]
+__all__ = ["RRule", "anchor_rrule", "parse_rrule"]
 
 _FREQS: dict[str, Freq] = {
     "YEARLY": YEARLY,
@@ -183,6 +183,19 @@ def parse_rrule(text: str, tz_name: str, default_start: datetime | None = None) 
     if default_start is not None and default_start.tzinfo is not None:
         raise ValueError("default_start must be a naive wall time")
     return _parse(text, tz_name, default_start)
+
+
+def anchor_rrule(rrule: str, timezone: str, start: datetime) -> str:
+    """The RRULE with a DTSTART: its own, else the local midnight of `start`'s day, as the
+    database does for a row inserted without one (which it refuses with COUNT, as here)."""
+    if re.search(r"(^|\n)\s*DTSTART", rrule, re.IGNORECASE):
+        return rrule
+    if re.search(r"COUNT=", rrule, re.IGNORECASE):
+        raise InvalidSchedule(
+            "an RRULE with COUNT needs a DTSTART (COUNT counts from it): add a DTSTART line, or use --max-runs"
+        )
+    day = start.astimezone(load_timezone(timezone)).date()
+    return f"DTSTART:{day:%Y%m%d}T000000\n{rrule.strip()}"
 
 
 @functools.lru_cache(maxsize=1024)
