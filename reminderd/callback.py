@@ -8,7 +8,6 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import aiohttp
 from yarl import URL
@@ -16,6 +15,7 @@ from yarl import URL
 from . import __version__
 from .exceptions import CallbackRefused
 from .jobs import Job
+from .schedule import iso_utc
 from .settings import Settings
 from .signing import sign
 from .ssrf import GuardedResolver, refusal
@@ -53,10 +53,6 @@ def callback_body(job: Job) -> bytes:
             job.payload_json.encode(),
         )
     )
-
-
-def iso_utc(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def check_url(raw: str | None, allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> URL:

@@ -8,10 +8,10 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from .callback import AttemptResult, iso_utc
+from .callback import AttemptResult
 from .jobs import Job
 from .retry import RetryPolicy
-from .schedule import Hold, InvalidSchedule, following, hold
+from .schedule import Hold, InvalidSchedule, following, hold, iso_utc
 
 
 @dataclass(frozen=True, slots=True)

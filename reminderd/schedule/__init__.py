@@ -19,7 +19,7 @@ from .preview import PreviewEntry, preview
 from .quiet import QuietHours
 from .rrule import RRule, anchor_rrule, parse_rrule
 from .timing import BACKFILL_POLICIES, Hold, Timing, collapse_quiet, first_occurrence, following, hold
-from .wallclock import InvalidSchedule, load_timezone, to_instant
+from .wallclock import InvalidSchedule, iso_utc, load_timezone, to_instant
 
 __all__ = [
     "BACKFILL_POLICIES",
@@ -38,6 +38,7 @@ __all__ = [
     "first_occurrence",
     "following",
     "hold",
+    "iso_utc",
     "load_timezone",
     "parse_cron",
     "parse_rrule",

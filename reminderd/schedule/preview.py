@@ -12,10 +12,11 @@ daemon, which is exactly the mistake previews exist to catch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from .timing import Timing, collapse_quiet
+from .wallclock import iso_utc
 
 __all__ = ["PreviewEntry", "preview"]
 
@@ -32,7 +33,7 @@ class PreviewEntry:
 
     def as_json(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
-            "utc": self.utc.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "utc": iso_utc(self.utc, timespec="auto"),
             "local": self.local.isoformat(),
         }
         if self.skipped:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,7 +22,7 @@ from .calendars import Holidays, validate_calendar
 from .cron import parse_cron
 from .quiet import QuietHours
 from .rrule import parse_rrule
-from .wallclock import InvalidSchedule, WallSchedule, load_timezone, next_instant, to_instant
+from .wallclock import InvalidSchedule, WallSchedule, iso_utc, load_timezone, next_instant, to_instant
 
 __all__ = [
     "BACKFILL_POLICIES",
@@ -238,7 +238,8 @@ def hold(timing: Timing, *, occurrence: datetime, due_at: datetime, attempt: int
     deferral's time), `attempt` 1 for its first try. In order: end conditions, the backfill
     policy (lateness is counted from due_at), holidays (first tries only), quiet hours."""
     if timing.recurring and timing.until is not None and occurrence > timing.until:
-        return Hold("finished", "finished", f"finished: the occurrence {_iso(occurrence)} is past until")
+        past = iso_utc(occurrence, timespec="auto")
+        return Hold("finished", "finished", f"finished: the occurrence {past} is past until")
     late = now - due_at
     if timing.backfill == "latest":
         if timing.recurring and attempt == 1:
@@ -257,7 +258,8 @@ def hold(timing: Timing, *, occurrence: datetime, due_at: datetime, attempt: int
         allowance = _duration(timedelta(seconds=timing.allowance_s))
         allowed = f"more than the {allowance} allowed (backfill={timing.backfill})"
         if not timing.recurring:
-            return Hold("expired", "expired", f"missed: due {_iso(due_at)}, {_duration(late)} late, {allowed}")
+            due = iso_utc(due_at, timespec="auto")
+            return Hold("expired", "expired", f"missed: due {due}, {_duration(late)} late, {allowed}")
         cutoff = now - timedelta(seconds=timing.allowance_s)
         missed = timing.count_between(occurrence, cutoff)
         reason = (
@@ -339,7 +341,8 @@ def _next_or_finished(timing: Timing, after: datetime, event: str, reason: str) 
 def _why_finished(timing: Timing, after: datetime) -> str:
     assert timing.schedule is not None
     if timing.until is not None and next_instant(timing.schedule, timing.tz, after) is not None:
-        return f"finished: no occurrence left before until {_iso(timing.until)}"
+        until = iso_utc(timing.until, timespec="auto")
+        return f"finished: no occurrence left before until {until}"
     return "finished: the RRULE has no more occurrences"
 
 
@@ -347,10 +350,6 @@ def _passed_over_note(passed_over: list[str]) -> str | None:
     if not passed_over:
         return None
     return "holidays skipped: " + "; ".join(passed_over)
-
-
-def _iso(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _duration(delta: timedelta) -> str:

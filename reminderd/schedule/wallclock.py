@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
     "InvalidSchedule",
     "WallSchedule",
+    "iso_utc",
     "load_timezone",
     "next_instant",
     "to_instant",
@@ -61,6 +62,15 @@ def load_timezone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidSchedule(f'unknown timezone "{name}"') from None
+
+
+Timespec = Literal["auto", "hours", "minutes", "seconds", "milliseconds", "microseconds"]
+
+
+def iso_utc(instant: datetime, timespec: Timespec = "milliseconds") -> str:
+    """`instant` in UTC, ISO 8601 with a "Z": "2026-12-24T03:30:00.000Z", the callback body's fixed
+    width. `timespec` as datetime.isoformat's: "auto" leaves out a zero fraction ("...T03:30:00Z")."""
+    return instant.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def wall(instant: datetime, tz: ZoneInfo) -> datetime:
