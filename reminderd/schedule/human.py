@@ -204,7 +204,7 @@ def _clock(text: str) -> tuple[int, int]:
 def describe(cron: str) -> str:
     """Plain English for a cron, or "cron: <expr>" when it cannot be said simply and truly.
 
-    Raises reminderd.cron.InvalidSchedule when `cron` is not a valid schedule."""
+    Raises reminderd.schedule.InvalidSchedule when `cron` is not a valid schedule."""
     validate_cron(cron)
     fields = ALIASES.get(cron.strip().lower(), cron).split()
     fields[-1] = re.sub(r"\bL([0-7])\b", r"\1L", fields[-1], flags=re.IGNORECASE)  # croniter's L5 is 5L
