@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import difflib
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from importlib.resources import files
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -23,12 +26,17 @@ from support import poll_until
 
 from reminderd.daemon import head_revision
 from reminderd.migrate import upgrade
+from reminderd.queries import load
 from reminderd.schema import metadata
 
 CALLBACK = "https://example.com/cb"
 LIVE = ("pending", "picked", "paused")
 NOTIFY_CHANNEL = "reminderd_due"
 NOTIFY_TIMEOUT_S = 5.0
+
+SCHEMA_SQL = files("reminderd").joinpath("sql/schema.sql")
+CATALOG_QUERIES = load(Path(__file__).with_name("schema_catalog.sql").read_text(encoding="utf-8"))
+Catalog = dict[str, list[str]]
 
 
 async def add_tenant(
@@ -108,6 +116,118 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
         "schedule", "schedule_cron", "cancel", "cancel_live", "generate_secret",
         "is_timezone", "validate_message", "notify_due_soon",
     }
+
+
+# schema.sql: the current schema for reading, kept equal to what the migrations build ------------
+
+
+@pytest.fixture
+async def schema_sql_database_url(empty_database_url: str) -> str:
+    """An empty database with reminderd/sql/schema.sql loaded into it, as `psql -f` would."""
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        await connection.execute(SCHEMA_SQL.read_text(encoding="utf-8"))
+    finally:
+        await connection.close()
+    return empty_database_url
+
+
+@pytest.fixture
+def migrated_database_url(pg_server_url: str, template_database: str) -> str:
+    """The session's template database: empty, then brought to head by the migrations (conftest)."""
+    return f"{pg_server_url.rpartition('/')[0]}/{template_database}"
+
+
+async def catalog_of(connection: asyncpg.Connection) -> Catalog:
+    """Every aspect of the reminderd schema that schema_catalog.sql lists, as sorted lines."""
+    return {
+        aspect: [row["line"] for row in await connection.fetch(query)]
+        for aspect, query in CATALOG_QUERIES.items()
+    }
+
+
+async def catalog_at(database_url: str) -> Catalog:
+    # search_path = pg_catalog: every name comes out schema-qualified, whoever the role is.
+    connection = await asyncpg.connect(database_url, server_settings={"search_path": "pg_catalog"})
+    try:
+        return await catalog_of(connection)
+    finally:
+        await connection.close()
+
+
+def differences(expected: Catalog, actual: Catalog, expected_name: str, actual_name: str) -> str:
+    """A unified diff of each aspect in which the two catalogs disagree; empty when they agree."""
+    diff: list[str] = []
+    for aspect in CATALOG_QUERIES:
+        if expected[aspect] != actual[aspect]:
+            diff += difflib.unified_diff(
+                [line for entry in expected[aspect] for line in entry.splitlines()],
+                [line for entry in actual[aspect] for line in entry.splitlines()],
+                f"{aspect} ({expected_name})", f"{aspect} ({actual_name})", lineterm="",
+            )
+    return "\n".join(diff)
+
+
+async def test_schema_sql_builds_the_schema_the_migrations_build(
+    schema_sql_database_url: str, migrated_database_url: str
+) -> None:
+    migrated = await catalog_at(migrated_database_url)
+    built = await catalog_at(schema_sql_database_url)
+
+    # Every query saw the schema (none of these may be empty), so equality below means something.
+    seen = {"relations", "columns", "constraints", "indexes", "functions", "triggers", "views", "policies",
+            "grants", "comments", "config_rows"}
+    assert {aspect for aspect in seen if not migrated[aspect]} == set()
+    diff = differences(migrated, built, "the migrations", "reminderd/sql/schema.sql")
+    assert not diff, (
+        "reminderd/sql/schema.sql no longer builds what the migrations build: a schema change needs both"
+        " a new migration and the same change in schema.sql.\n" + diff
+    )
+
+
+# One change of each kind the comparison covers, and the aspect it must show up in.
+CHANGES = {
+    "ALTER TABLE reminderd.scheduled_messages SET (fillfactor = 90)": "relations",
+    "ALTER TABLE reminderd.tenants ALTER COLUMN paused DROP DEFAULT": "columns",
+    "ALTER TABLE reminderd.scheduled_messages ALTER COLUMN id SET MAXVALUE 1000": "sequences",
+    "CREATE TYPE reminderd.outcome AS (message_id bigint, status text)": "relations columns types grants",
+    "CREATE DOMAIN reminderd.positive AS integer CHECK (VALUE > 0)": "types constraints grants",
+    "ALTER TABLE reminderd.scheduled_messages DROP CONSTRAINT one_recurrence": "constraints",
+    "DROP INDEX reminderd.scheduled_messages_dead": "indexes",
+    "ALTER FUNCTION reminderd.is_timezone(text) IMMUTABLE": "functions",
+    "ALTER TABLE reminderd.scheduled_messages DISABLE TRIGGER scheduled_messages_payload_size": "triggers",
+    "CREATE RULE no_delete AS ON DELETE TO reminderd.config DO INSTEAD NOTHING": "rules",
+    "CREATE OR REPLACE VIEW reminderd.due_now WITH (security_invoker) AS"
+    " SELECT id, tenant_id, ref_id, fire_at, now() - fire_at AS late_by, attempts, last_error"
+    " FROM reminderd.scheduled_messages WHERE status = 'pending'": "views",
+    "ALTER POLICY read_all ON reminderd.events TO reminderd_readonly, reminderd_app": "policies",
+    "REVOKE SELECT ON reminderd.config FROM reminderd_readonly": "grants",
+    "COMMENT ON TABLE reminderd.events IS 'the audit trail'": "comments",
+    "CREATE STATISTICS reminderd.due_by_tenant ON tenant_id, status FROM reminderd.scheduled_messages":
+        "extended_statistics",
+    "UPDATE reminderd.config SET value = '1 day' WHERE key = 'horizon'": "config_rows",
+}
+
+
+async def test_the_comparison_sees_each_kind_of_difference(schema_sql_database_url: str) -> None:
+    connection = await asyncpg.connect(schema_sql_database_url, server_settings={"search_path": "pg_catalog"})
+    try:
+        before = await catalog_of(connection)
+        seen = {}
+        for change in CHANGES:
+            transaction = connection.transaction()
+            await transaction.start()
+            try:
+                await connection.execute(change)
+                after = await catalog_of(connection)
+            finally:
+                await transaction.rollback()
+            seen[change] = " ".join(aspect for aspect in CATALOG_QUERIES if after[aspect] != before[aspect])
+    finally:
+        await connection.close()
+
+    assert seen == CHANGES
+    assert set(" ".join(CHANGES.values()).split()) == set(CATALOG_QUERIES) - {"schema"}
 
 
 async def test_sqlalchemy_description_matches_the_migrated_tables(module_database_url: str) -> None:
