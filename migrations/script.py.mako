@@ -1,28 +1,29 @@
+<%!
+    import re
+%>\
+<% name = up_revision + "_" + "_".join(re.findall(r"\w+", message or "")).lower() %>\
 """${message}
 
 Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
-
 """
-from typing import Sequence, Union
 
-from alembic import op
-import sqlalchemy as sa
-${imports if imports else ""}
+from __future__ import annotations
 
-# revision identifiers, used by Alembic.
-revision: str = ${repr(up_revision)}
-down_revision: Union[str, Sequence[str], None] = ${repr(down_revision)}
-branch_labels: Union[str, Sequence[str], None] = ${repr(branch_labels)}
-depends_on: Union[str, Sequence[str], None] = ${repr(depends_on)}
+from reminderd.migrations import run_sql_file
+
+revision = "${up_revision}"
+down_revision = ${f'"{down_revision}"' if down_revision else None}
+branch_labels = None
+depends_on = None
 
 
 def upgrade() -> None:
-    """Upgrade schema."""
-    ${upgrades if upgrades else "pass"}
+    # migrations/sql/${name}.sql;
+    # make the same change in reminderd/sql/schema.sql (docs/sql.md, "Where the schema lives").
+    run_sql_file("${name}")
 
 
 def downgrade() -> None:
-    """Downgrade schema."""
-    ${downgrades if downgrades else "pass"}
+    raise NotImplementedError("${up_revision} is forward-only: restore from a backup to go back")

@@ -1,4 +1,4 @@
-"""Integration tests for the schema of migration 0001: tables, constraints, triggers, SQL functions.
+"""Integration tests for the schema: schema.sql against the migrations, tables, constraints, triggers, SQL API.
 
 Every test runs against a real PostgreSQL database: one clone of the migrated template per module
 (cloning costs ~0.3 s). Tests that only need one connection run in a transaction rolled back at the
@@ -9,26 +9,34 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import difflib
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from importlib.resources import files
+from pathlib import Path
 
 import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from conftest import emptied
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from support import poll_until
 
 from reminderd.daemon import head_revision
 from reminderd.migrate import upgrade
-from reminderd.schema import metadata
+from reminderd.queries import load
 
 CALLBACK = "https://example.com/cb"
 LIVE = ("pending", "picked", "paused")
 NOTIFY_CHANNEL = "reminderd_due"
 NOTIFY_TIMEOUT_S = 5.0
+
+SCHEMA_SQL = files("reminderd").joinpath("sql/schema.sql")
+CATALOG_QUERIES = load(Path(__file__).with_name("schema_catalog.sql").read_text(encoding="utf-8"))
+Catalog = dict[str, list[str]]
 
 
 async def add_tenant(
@@ -110,12 +118,140 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
     }
 
 
-async def test_sqlalchemy_description_matches_the_migrated_tables(module_database_url: str) -> None:
+# schema.sql: the current schema for reading, kept equal to what the migrations build ------------
+
+
+@pytest.fixture
+async def schema_sql_database_url(empty_database_url: str) -> str:
+    """An empty database with reminderd/sql/schema.sql loaded into it, as `psql -f` would."""
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        await connection.execute(SCHEMA_SQL.read_text(encoding="utf-8"))
+    finally:
+        await connection.close()
+    return empty_database_url
+
+
+@pytest.fixture
+def migrated_database_url(pg_server_url: str, template_database: str) -> str:
+    """The session's template database: empty, then brought to head by the migrations (conftest)."""
+    return f"{pg_server_url.rpartition('/')[0]}/{template_database}"
+
+
+async def catalog_of(connection: asyncpg.Connection) -> Catalog:
+    """Every aspect of the reminderd schema that schema_catalog.sql lists, as sorted lines."""
+    return {
+        aspect: [row["line"] for row in await connection.fetch(query)]
+        for aspect, query in CATALOG_QUERIES.items()
+    }
+
+
+async def catalog_at(database_url: str) -> Catalog:
+    # search_path = pg_catalog: every name comes out schema-qualified, whoever the role is.
+    connection = await asyncpg.connect(database_url, server_settings={"search_path": "pg_catalog"})
+    try:
+        return await catalog_of(connection)
+    finally:
+        await connection.close()
+
+
+def differences(expected: Catalog, actual: Catalog, expected_name: str, actual_name: str) -> str:
+    """A unified diff of each aspect in which the two catalogs disagree; empty when they agree."""
+    diff: list[str] = []
+    for aspect in CATALOG_QUERIES:
+        if expected[aspect] != actual[aspect]:
+            diff += difflib.unified_diff(
+                [line for entry in expected[aspect] for line in entry.splitlines()],
+                [line for entry in actual[aspect] for line in entry.splitlines()],
+                f"{aspect} ({expected_name})", f"{aspect} ({actual_name})", lineterm="",
+            )
+    return "\n".join(diff)
+
+
+async def test_schema_sql_builds_the_schema_the_migrations_build(
+    schema_sql_database_url: str, migrated_database_url: str
+) -> None:
+    migrated = await catalog_at(migrated_database_url)
+    built = await catalog_at(schema_sql_database_url)
+
+    # Every query saw the schema (none of these may be empty), so equality below means something.
+    seen = {"relations", "columns", "constraints", "indexes", "functions", "triggers", "views", "policies",
+            "grants", "comments", "config_rows"}
+    assert {aspect for aspect in seen if not migrated[aspect]} == set()
+    diff = differences(migrated, built, "the migrations", "reminderd/sql/schema.sql")
+    assert not diff, (
+        "reminderd/sql/schema.sql no longer builds what the migrations build: a schema change needs both"
+        " a new migration and the same change in schema.sql.\n" + diff
+    )
+
+
+# One change of each kind the comparison covers, and the aspect it must show up in.
+CHANGES = {
+    "ALTER TABLE reminderd.scheduled_messages SET (fillfactor = 90)": "relations",
+    "ALTER TABLE reminderd.tenants ALTER COLUMN paused DROP DEFAULT": "columns",
+    "ALTER TABLE reminderd.scheduled_messages ALTER COLUMN id SET MAXVALUE 1000": "sequences",
+    "CREATE TYPE reminderd.outcome AS (message_id bigint, status text)": "relations columns types grants",
+    "CREATE DOMAIN reminderd.positive AS integer CHECK (VALUE > 0)": "types constraints grants",
+    "ALTER TABLE reminderd.scheduled_messages DROP CONSTRAINT one_recurrence": "constraints",
+    "DROP INDEX reminderd.scheduled_messages_dead": "indexes",
+    "ALTER FUNCTION reminderd.is_timezone(text) IMMUTABLE": "functions",
+    "ALTER TABLE reminderd.scheduled_messages DISABLE TRIGGER scheduled_messages_payload_size": "triggers",
+    "CREATE RULE no_delete AS ON DELETE TO reminderd.config DO INSTEAD NOTHING": "rules",
+    "CREATE OR REPLACE VIEW reminderd.due_now WITH (security_invoker) AS"
+    " SELECT id, tenant_id, ref_id, fire_at, now() - fire_at AS late_by, attempts, last_error"
+    " FROM reminderd.scheduled_messages WHERE status = 'pending'": "views",
+    "ALTER POLICY read_all ON reminderd.events TO reminderd_readonly, reminderd_app": "policies",
+    "REVOKE SELECT ON reminderd.config FROM reminderd_readonly": "grants",
+    "COMMENT ON TABLE reminderd.events IS 'the audit trail'": "comments",
+    "CREATE STATISTICS reminderd.due_by_tenant ON tenant_id, status FROM reminderd.scheduled_messages":
+        "extended_statistics",
+    "UPDATE reminderd.config SET value = '1 day' WHERE key = 'horizon'": "config_rows",
+}
+
+
+async def test_the_comparison_sees_each_kind_of_difference(schema_sql_database_url: str) -> None:
+    connection = await asyncpg.connect(schema_sql_database_url, server_settings={"search_path": "pg_catalog"})
+    try:
+        before = await catalog_of(connection)
+        seen = {}
+        for change in CHANGES:
+            transaction = connection.transaction()
+            await transaction.start()
+            try:
+                await connection.execute(change)
+                after = await catalog_of(connection)
+            finally:
+                await transaction.rollback()
+            seen[change] = " ".join(aspect for aspect in CATALOG_QUERIES if after[aspect] != before[aspect])
+    finally:
+        await connection.close()
+
+    assert seen == CHANGES
+    assert set(" ".join(CHANGES.values()).split()) == set(CATALOG_QUERIES) - {"schema"}
+
+
+def reflecting_engine(database_url: str) -> AsyncEngine:
     # The test role is named "reminderd": with the default search_path ("$user", public) our schema
     # would be the default one, reflected as schema=None and compared wrongly. Pin it to public.
-    engine = create_async_engine(
-        asyncpg_to_sqlalchemy(module_database_url), connect_args={"server_settings": {"search_path": "public"}}
+    return create_async_engine(
+        asyncpg_to_sqlalchemy(database_url), connect_args={"server_settings": {"search_path": "public"}}
     )
+
+
+async def test_alembic_finds_no_difference_between_schema_sql_and_the_migrations(
+    schema_sql_database_url: str, migrated_database_url: str
+) -> None:
+    """A second opinion, from Alembic's own comparison: the tables of schema.sql's database,
+    reflected into a SQLAlchemy description, against the migrated database."""
+    description = MetaData()
+    engine = reflecting_engine(schema_sql_database_url)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(lambda sync_conn: description.reflect(sync_conn, schema="reminderd"))
+    finally:
+        await engine.dispose()
+
+    engine = reflecting_engine(migrated_database_url)
     try:
         async with engine.connect() as connection:
             diffs = await connection.run_sync(
@@ -123,7 +259,7 @@ async def test_sqlalchemy_description_matches_the_migrated_tables(module_databas
                     MigrationContext.configure(
                         sync_conn, opts={"include_schemas": True, "version_table_schema": "reminderd"}
                     ),
-                    metadata,
+                    description,
                 )
             )
     finally:
@@ -139,10 +275,15 @@ async def test_sqlalchemy_description_matches_the_migrated_tables(module_databas
         "add_fk", "remove_fk",
     }
     assert [d for d in diffs if kind(d) in structural] == []
-    # What remains is what the description deliberately leaves to the migration: partial and
-    # secondary indexes, and column comments. Their presence also shows the tables were compared.
-    assert {kind(d) for d in diffs} <= {"remove_index", "modify_comment"}
-    assert "scheduled_messages_due" in {d[1].name for d in diffs if kind(d) == "remove_index"}
+    # Reflected, the description has the partial indexes and comments too: nothing may differ.
+    assert diffs == []
+    # The description is the whole of schema.sql's tables, so the comparison above covered them.
+    assert set(description.tables) == {
+        "reminderd.config", "reminderd.deliveries", "reminderd.events", "reminderd.scheduled_messages",
+        "reminderd.tenant_holidays", "reminderd.tenant_members", "reminderd.tenants",
+    }
+    messages = description.tables["reminderd.scheduled_messages"]
+    assert "scheduled_messages_due" in {index.name for index in messages.indexes}
 
 
 # Plain inserts and defaults ---------------------------------------------------------------------
