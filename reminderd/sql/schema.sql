@@ -368,7 +368,7 @@ END
 $$;
 
 -- The instant at which the clock in `timezone` first reads `local_time`; a wall time skipped by a
--- forward jump happens at the jump. The same rule as the daemon's (reminderd/wallclock.py).
+-- forward jump happens at the jump. The same rule as the daemon's (reminderd/schedule/wallclock.py).
 -- PostgreSQL's own `local_time AT TIME ZONE tz` picks the later of a repeated time and moves a
 -- skipped one past the gap by its length, so it is not used alone.
 CREATE FUNCTION reminderd.local_instant(local_time timestamp, timezone text) RETURNS timestamptz
