@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import trustme
 import uvloop
-from scripted_server import Client
 
+from conformance.scripted_server import Client
 from reminderd.callback import CallbackClient
 from reminderd.settings import Network, Settings
 from reminderd.ssrf import Resolver, system_resolver

@@ -19,7 +19,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from scripted_server import (
+from standardwebhooks.webhooks import Webhook
+from support import TEST_SECRET, make_job
+
+from conformance.scripted_server import (
     Answer,
     Client,
     ScriptedServer,
@@ -34,9 +37,6 @@ from scripted_server import (
     reset,
     respond,
 )
-from standardwebhooks.webhooks import Webhook
-from support import TEST_SECRET, make_job
-
 from reminderd.callback import AttemptResult, callback_body
 from reminderd.settings import Network
 
