@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 from support import TEST_SECRET, make_job
+from yarl import URL
 
 from conformance.scripted_server import (
     Answer,
@@ -38,9 +39,11 @@ from conformance.scripted_server import (
     respond,
 )
 from reminderd.callback import AttemptResult, callback_body
+from reminderd.http1 import Http1Client
 from reminderd.settings import Network
 
 MakeClient = Callable[..., Client]
+LOOPBACK_V4: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.1/32"),)
 LOOPBACK_V6: tuple[Network, ...] = (ipaddress.ip_network("::1/128"),)
 ALL_LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
@@ -182,6 +185,35 @@ async def test_a_fresh_connection_closed_without_an_answer_is_one_failed_attempt
     assert is_failed_attempt(result) and result.status_code is None
     assert result.error == "connection closed by the receiver before any answer"
     assert (server.connections, len(server.requests)) == (1, 1)
+
+
+async def test_the_per_endpoint_limit_caps_exchanges_in_flight() -> None:
+    # Http1Client's own knob (issue 15 will set it per endpoint): 5 callbacks, at most 2 at a time.
+    release = asyncio.Semaphore(0)
+    in_flight = peak = 0
+
+    async def held(_request: Any, _reader: Any, writer: asyncio.StreamWriter) -> bool:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await release.acquire()
+        in_flight -= 1
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        return True
+
+    client = Http1Client(LOOPBACK_V4, max_connections_per_endpoint=2)
+    try:
+        async with serving(held) as server:
+            posts = [asyncio.ensure_future(client.post(URL(server.url()), b"{}", (), 5)) for _ in range(5)]
+            for arrived in (2, 3, 4, 5, 5):
+                await server.wait_for_requests(arrived)
+                release.release()
+            responses = await asyncio.gather(*posts)
+    finally:
+        await client.close()
+    assert [response.status for response in responses] == [200] * 5
+    assert peak == 2 and server.connections == 2
 
 
 # Framing of the answer
@@ -394,8 +426,8 @@ async def test_tls_refuses_a_certificate_from_an_unknown_ca(
 
 async def test_https_to_a_plain_http_server_fails_within_the_timeout(make_client: MakeClient) -> None:
     async with serving(never_answers) as server:
-        result = await send(make_client(callback_timeout_s=1), server.url(scheme="https"))
-    assert is_failed_attempt(result) and result.error is not None
+        result = await send(make_client(callback_timeout_s=0.5), server.url(scheme="https"))
+    assert is_failed_attempt(result) and result.error == "timed out after 0.5s"  # no ServerHello comes
 
 
 # SSRF: decided on the address actually connected to. 127.0.0.1 is allowed; 127.0.0.2 (where a
