@@ -6,30 +6,30 @@ import email.utils
 import ipaddress
 import json
 import re
+import ssl
 import time
 from dataclasses import dataclass
 
-import aiohttp
 from yarl import URL
 
 from . import __version__
-from .exceptions import CallbackRefused
+from .exceptions import CallbackFailed, CallbackRefused
+from .http1 import Http1Client, Response
 from .jobs import Job
 from .schedule import iso_utc
 from .settings import Settings
 from .signing import sign
-from .ssrf import GuardedResolver, refusal
+from .ssrf import Resolver, refusal, system_resolver
 
 USER_AGENT = f"reminderd/{__version__}"
-EXCERPT_BYTES = 256  # never keep more of a response body than this
-DRAIN_BYTES = 64 * 1024
 CHECKED_URLS_MAX = 10_000
 RETRYABLE_STATUS = frozenset({408, 429})
 
 
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
-    """What one attempt achieved. `poison`: the row itself can never be delivered as it stands."""
+    """What one attempt achieved. `poison`: the row itself can never be delivered as it stands;
+    `refused`: the SSRF guard or the URL check refused it before any connection."""
 
     delivered: bool
     status_code: int | None
@@ -38,6 +38,7 @@ class AttemptResult:
     permanent: bool = False
     poison: bool = False
     retry_after_s: float | None = None
+    refused: bool = False
 
 
 def callback_body(job: Job) -> bytes:
@@ -66,6 +67,12 @@ def check_url(raw: str | None, allowed: tuple[ipaddress.IPv4Network | ipaddress.
     if url.scheme not in {"http", "https"} or not url.host:
         raise CallbackRefused(f"callback_url must be an http(s) URL, not {url.scheme or 'schemeless'}")
     try:
+        port = url.port
+    except ValueError:
+        raise CallbackRefused("callback_url has a port outside 1-65535") from None
+    if not port:
+        raise CallbackRefused("callback_url has a port outside 1-65535")
+    try:
         literal = ipaddress.ip_address(url.host)
     except ValueError:
         if _NUMERIC_HOST.match(url.host):
@@ -73,7 +80,7 @@ def check_url(raw: str | None, allowed: tuple[ipaddress.IPv4Network | ipaddress.
             raise CallbackRefused(
                 f"callback_url host {url.host!r} is an address in a non-standard form"
             ) from None
-        return url  # a name: checked on what it resolves to, in GuardedResolver
+        return url  # a name: checked on what it resolves to, at each connection (http1)
     reason = refusal(str(literal), allowed)
     if reason:
         raise CallbackRefused(reason)
@@ -115,26 +122,28 @@ def parse_retry_after(value: str | None, now_s: float) -> float | None:
 
 
 class CallbackClient:
-    """One shared aiohttp session for every callback: pooled keep-alive connections, guarded DNS."""
+    """Sends every callback through one pool of keep-alive connections (reminderd.http1).
 
-    def __init__(self, settings: Settings) -> None:
+    `resolver` and `ssl_context` are for tests: a fake DNS, a test CA.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        resolver: Resolver = system_resolver,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self._allowed = settings.allowed_callback_networks
         self._checked_urls: dict[str, URL] = {}  # most tenants use one URL: check it once
         self._timeout_s = settings.callback_timeout_s
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=settings.concurrency,
-                resolver=GuardedResolver(self._allowed),
-                enable_cleanup_closed=True,
-            ),
-            timeout=aiohttp.ClientTimeout(total=settings.callback_timeout_s),
-            headers={"user-agent": USER_AGENT, "content-type": "application/json"},
-            trust_env=False,  # no proxy from the environment: it would hide where we connect
-            auto_decompress=False,
+        self._http = Http1Client(
+            self._allowed, resolver=resolver, ssl_context=ssl_context,
+            headers=(("User-Agent", USER_AGENT), ("Content-Type", "application/json")),
         )
 
     async def close(self) -> None:
-        await self._session.close()
+        await self._http.close()
 
     async def send(self, job: Job) -> AttemptResult:
         started = time.perf_counter()
@@ -145,17 +154,14 @@ class CallbackClient:
                 headers = self._signed_headers(job, body)
             except ValueError as exc:  # a damaged signing secret: no retry can fix it
                 return _poisoned(started, f"cannot sign for tenant {job.tenant_id}: {exc}")
-            return await self._post(url, body, headers, started)
+            response = await self._http.post(url, body, headers, self._timeout_s)
         except CallbackRefused as refused:
-            return _poisoned(started, f"refused: {refused}")
-        except aiohttp.InvalidURL:
-            return _poisoned(started, "refused: callback_url is not a URL the client accepts")
+            return _poisoned(started, f"refused: {refused}", refused=True)
         except TimeoutError:
             return self._failed(started, f"timed out after {self._timeout_s:g}s")
-        except aiohttp.ClientConnectorError as exc:
-            return self._failed(started, f"connection failed: {exc.os_error.strerror or type(exc).__name__}")
-        except aiohttp.ClientError as exc:
-            return self._failed(started, f"{type(exc).__name__}: {_text(str(exc))}")
+        except CallbackFailed as exc:
+            return self._failed(started, _text(str(exc)))
+        return _judged(response, started)
 
     def _checked_url(self, raw: str | None) -> URL:
         if raw and (known := self._checked_urls.get(raw)) is not None:
@@ -167,34 +173,13 @@ class CallbackClient:
         return url
 
     @staticmethod
-    def _signed_headers(job: Job, body: bytes) -> dict[str, str]:
+    def _signed_headers(job: Job, body: bytes) -> tuple[tuple[str, str], ...]:
         webhook_id = job.webhook_id
         timestamp_s = int(time.time())
-        return {
-            "webhook-id": webhook_id,
-            "webhook-timestamp": str(timestamp_s),
-            "webhook-signature": signature_header(job, webhook_id, timestamp_s, body),
-        }
-
-    async def _post(self, url: URL, body: bytes, headers: dict[str, str], started: float) -> AttemptResult:
-        async with self._session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
-            status = resp.status
-            if 200 <= status < 300:
-                # Drain a short answer so the connection is reused; drop the connection rather
-                # than read a long one.
-                await resp.content.read(DRAIN_BYTES)
-                if not resp.content.at_eof():
-                    resp.close()
-                return AttemptResult(True, status, None, _elapsed_ms(started))
-            excerpt = _text((await resp.content.read(EXCERPT_BYTES)).decode("utf-8", "replace"))
-            retry_after = parse_retry_after(resp.headers.get("retry-after"), time.time())
-        error = f"HTTP {status}" + (f": {' '.join(excerpt.split())[:200]}" if excerpt.strip() else "")
-        if 300 <= status < 400:
-            error += " (redirects are not followed: point the callback_url at the final address)"
-        permanent = 400 <= status < 500 and status not in RETRYABLE_STATUS
-        return AttemptResult(
-            delivered=False, status_code=status, error=error, duration_ms=_elapsed_ms(started),
-            permanent=permanent, retry_after_s=retry_after,
+        return (
+            ("webhook-id", webhook_id),
+            ("webhook-timestamp", str(timestamp_s)),
+            ("webhook-signature", signature_header(job, webhook_id, timestamp_s, body)),
         )
 
     @staticmethod
@@ -202,11 +187,27 @@ class CallbackClient:
         return AttemptResult(delivered=False, status_code=None, error=error, duration_ms=_elapsed_ms(started))
 
 
-def _poisoned(started: float, error: str) -> AttemptResult:
+def _judged(response: Response, started: float) -> AttemptResult:
+    """2xx delivered; 3xx, 408, 429 and 5xx retried; other 4xx permanent. With the body's excerpt."""
+    status = response.status
+    if 200 <= status < 300:
+        return AttemptResult(True, status, None, _elapsed_ms(started))
+    excerpt = _text(response.excerpt.decode("utf-8", "replace"))
+    error = f"HTTP {status}" + (f": {' '.join(excerpt.split())[:200]}" if excerpt.strip() else "")
+    if 300 <= status < 400:
+        error += " (redirects are not followed: point the callback_url at the final address)"
+    permanent = 400 <= status < 500 and status not in RETRYABLE_STATUS
+    return AttemptResult(
+        delivered=False, status_code=status, error=error, duration_ms=_elapsed_ms(started),
+        permanent=permanent, retry_after_s=parse_retry_after(response.retry_after, time.time()),
+    )
+
+
+def _poisoned(started: float, error: str, *, refused: bool = False) -> AttemptResult:
     """The row can never be delivered as it stands: dead-letter it with the reason."""
     return AttemptResult(
         delivered=False, status_code=None, error=error, duration_ms=_elapsed_ms(started),
-        permanent=True, poison=True,
+        permanent=True, poison=True, refused=refused,
     )
 
 

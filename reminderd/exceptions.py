@@ -39,3 +39,10 @@ class CallbackRefused(DeliveryError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, permanent=True)
+
+
+class CallbackFailed(DeliveryError):
+    """The callback's HTTP exchange failed before a complete answer (connection, TLS or protocol)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=False)

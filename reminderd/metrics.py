@@ -89,7 +89,7 @@ class Metrics:
             self.callback_duration.observe(result.duration_ms / 1000)
         if result.delivered:
             self.fire_lateness.observe(max(0.0, now_s - job.scheduled_for.timestamp()))
-        if result.poison and result.error and result.error.startswith("refused"):
+        if result.refused:
             name = "refused"
         else:
             name = {"delivered": "delivered", "retry": "retried"}.get(outcome.event, "dead")

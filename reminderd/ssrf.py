@@ -1,22 +1,23 @@
 """Refuse callbacks to addresses inside the operator's own network (SSRF guard).
 
-Checked on the addresses a name actually resolves to, inside the HTTP client's resolver, so a DNS
-answer that changes between a check and the connection (rebinding) cannot slip past.
+Checked on the addresses a name actually resolves to, when the HTTP client opens a connection, and
+the client connects to the very address checked: a DNS answer that changes between a check and the
+connection (rebinding) cannot slip past.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
-from collections.abc import Sequence
-
-from aiohttp.abc import ResolveResult
-from aiohttp.resolver import ThreadedResolver
+from collections.abc import Awaitable, Callable, Sequence
 
 from .exceptions import CallbackRefused
 from .settings import Network
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+"""`resolve(host, port)`: the addresses a name stands for, best first (tests inject their own)."""
 
 
 def refusal(address: str, allowed: Sequence[Network]) -> str | None:
@@ -58,21 +59,20 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
-class GuardedResolver(ThreadedResolver):
-    """Resolves like aiohttp's default resolver, then refuses any non-public answer."""
+async def system_resolver(host: str, port: int) -> list[str]:
+    """The system's answer (getaddrinfo, in the loop's thread pool), in its order, each address once."""
+    answers = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    return list(dict.fromkeys(str(sockaddr[0]) for _family, _type, _proto, _name, sockaddr in answers))
 
-    def __init__(self, allowed: Sequence[Network]) -> None:
-        super().__init__()
-        self._allowed = tuple(allowed)
 
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await super().resolve(host, port, family)
-        for result in results:
-            reason = refusal(result["host"], self._allowed)
-            if reason:
-                # One bad answer refuses the name: a mixed answer is how rebinding attacks start.
-                raise CallbackRefused(f"{host} resolves to {reason.removeprefix('callback address ')}")
-        return results
-
+async def checked_addresses(host: str, port: int, resolve: Resolver, allowed: Sequence[Network]) -> list[str]:
+    """The addresses `host` resolves to, or CallbackRefused if any of them is refused."""
+    addresses = list(await resolve(host, port))
+    for address in addresses:
+        reason = refusal(address, allowed)
+        if reason:
+            # One bad answer refuses the name: a mixed answer is how rebinding attacks start.
+            raise CallbackRefused(f"{host} resolves to {reason.removeprefix('callback address ')}")
+    return addresses

@@ -1,20 +1,17 @@
-"""Unit tests for the SSRF guard: refusal(), check_url() and GuardedResolver (DNS faked, no network)."""
+"""Unit tests for the SSRF guard: refusal(), check_url() and checked_addresses() (DNS faked, no network)."""
 
 from __future__ import annotations
 
 import ipaddress
-import socket
 from collections.abc import Callable
 
 import pytest
-from aiohttp.abc import ResolveResult
-from aiohttp.resolver import ThreadedResolver
 from support import make_job
 
 from reminderd.callback import CallbackClient, check_url
 from reminderd.exceptions import CallbackRefused
 from reminderd.settings import Network, Settings
-from reminderd.ssrf import GuardedResolver, refusal
+from reminderd.ssrf import Resolver, checked_addresses, refusal
 
 LOOPBACK_ALLOWED: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),)
 
@@ -108,7 +105,7 @@ def test_check_url_accepts_public_http_urls(url: str) -> None:
 
 
 def test_check_url_accepts_a_name_that_merely_looks_internal() -> None:
-    # Names are judged on what they resolve to, by GuardedResolver at connection time.
+    # Names are judged on what they resolve to, by checked_addresses() at connection time.
     assert check_url("http://internal.corp/cb", ()).host == "internal.corp"
 
 
@@ -155,80 +152,61 @@ def test_check_url_refuses_an_unparseable_url() -> None:
         check_url("http://[::1/cb", ())
 
 
-# GuardedResolver, with aiohttp's resolver answering from a fixed table
-
-
-def answers(*addresses: str, port: int = 443) -> list[ResolveResult]:
-    return [
-        ResolveResult(
-            hostname="hooks.example",
-            host=address,
-            port=port,
-            family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-            proto=0,
-            flags=0,
-        )
-        for address in addresses
-    ]
+# checked_addresses(), with a resolver answering from a fixed table
 
 
 @pytest.fixture
-def dns(monkeypatch: pytest.MonkeyPatch) -> Callable[..., list[tuple[str, int]]]:
-    """`dns("1.2.3.4", ...)` makes every lookup answer those addresses; returns the lookups made."""
-    lookups: list[tuple[str, int]] = []
+def dns() -> Callable[..., tuple[Resolver, list[tuple[str, int]]]]:
+    """`dns("1.2.3.4", ...)`: a resolver answering those addresses to every name, and the lookups made."""
 
-    def install(*addresses: str) -> list[tuple[str, int]]:
-        async def resolve(
-            self: ThreadedResolver, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-        ) -> list[ResolveResult]:
+    def install(*addresses: str) -> tuple[Resolver, list[tuple[str, int]]]:
+        lookups: list[tuple[str, int]] = []
+
+        async def resolve(host: str, port: int) -> list[str]:
             lookups.append((host, port))
-            return answers(*addresses, port=port)
+            return list(addresses)
 
-        monkeypatch.setattr(ThreadedResolver, "resolve", resolve)
-        return lookups
+        return resolve, lookups
 
     return install
 
 
-async def test_resolver_passes_public_answers_through(dns: Callable[..., list[tuple[str, int]]]) -> None:
-    lookups = dns("93.184.216.34", "2606:4700::1111")
-    results = await GuardedResolver(()).resolve("hooks.example", 443)
-    assert results == answers("93.184.216.34", "2606:4700::1111")
+Dns = Callable[..., tuple[Resolver, list[tuple[str, int]]]]
+
+
+async def test_resolver_passes_public_answers_through(dns: Dns) -> None:
+    resolver, lookups = dns("93.184.216.34", "2606:4700::1111")
+    results = await checked_addresses("hooks.example", 443, resolver, ())
+    assert results == ["93.184.216.34", "2606:4700::1111"]
     assert lookups == [("hooks.example", 443)]
 
 
-async def test_resolver_refuses_a_name_with_any_private_answer(
-    dns: Callable[..., list[tuple[str, int]]],
-) -> None:
-    dns("93.184.216.34", "10.0.0.1")
+async def test_resolver_refuses_a_name_with_any_private_answer(dns: Dns) -> None:
+    resolver, _ = dns("93.184.216.34", "10.0.0.1")
     with pytest.raises(CallbackRefused) as raised:
-        await GuardedResolver(()).resolve("rebind.example", 443)
+        await checked_addresses("rebind.example", 443, resolver, ())
     assert str(raised.value).startswith("rebind.example resolves to 10.0.0.1 is not a public address")
     assert raised.value.permanent is True
 
 
 @pytest.mark.parametrize("address", ["169.254.169.254", "::1", "fd00::1", "::ffff:127.0.0.1"])
-async def test_resolver_refuses_a_name_resolving_to_internal_address(
-    dns: Callable[..., list[tuple[str, int]]], address: str
-) -> None:
-    dns(address)
+async def test_resolver_refuses_a_name_resolving_to_internal_address(dns: Dns, address: str) -> None:
+    resolver, _ = dns(address)
     with pytest.raises(CallbackRefused, match=r"^metadata\.example resolves to "):
-        await GuardedResolver(()).resolve("metadata.example", 80)
+        await checked_addresses("metadata.example", 80, resolver, ())
 
 
-async def test_resolver_lets_allowed_networks_through(dns: Callable[..., list[tuple[str, int]]]) -> None:
-    dns("127.0.0.1")
-    results = await GuardedResolver(LOOPBACK_ALLOWED).resolve("receiver.local", 8080)
-    assert [r["host"] for r in results] == ["127.0.0.1"]
+async def test_resolver_lets_allowed_networks_through(dns: Dns) -> None:
+    resolver, _ = dns("127.0.0.1")
+    results = await checked_addresses("receiver.local", 8080, resolver, LOOPBACK_ALLOWED)
+    assert results == ["127.0.0.1"]
 
 
-async def test_callback_client_never_connects_to_a_name_resolving_privately(
-    dns: Callable[..., list[tuple[str, int]]],
-) -> None:
-    # End to end through aiohttp's connector: the refusal surfaces as a poison result, no request made.
-    lookups = dns("10.1.2.3")
+async def test_callback_client_never_connects_to_a_name_resolving_privately(dns: Dns) -> None:
+    # End to end through the HTTP client: the refusal surfaces as a poison result, no request made.
+    resolver, lookups = dns("10.1.2.3")
     job = make_job(callback_url="http://hooks.example:8080/cb")
-    client = CallbackClient(Settings(database_url="postgresql://x@127.0.0.1:1/x"))
+    client = CallbackClient(Settings(database_url="postgresql://x@127.0.0.1:1/x"), resolver=resolver)
     try:
         result = await client.send(job)
     finally:
@@ -236,7 +214,7 @@ async def test_callback_client_never_connects_to_a_name_resolving_privately(
     assert lookups == [("hooks.example", 8080)]
     assert result.delivered is False
     assert result.status_code is None
-    assert result.permanent and result.poison
+    assert result.permanent and result.poison and result.refused
     assert result.error is not None
     assert result.error.startswith("refused: hooks.example resolves to 10.1.2.3")
 

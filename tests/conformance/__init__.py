@@ -1,0 +1,1 @@
+"""The callback client conformance suite (a package, so its conftest does not shadow tests/conftest.py)."""
