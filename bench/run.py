@@ -50,9 +50,9 @@ import uvloop  # noqa: E402
 from receiver import ReceiverProcess  # noqa: E402
 
 from reminderd.migrate import upgrade  # noqa: E402
-from reminderd.pgcluster import Cluster, free_port, throwaway_cluster  # noqa: E402
 from reminderd.queries import QUERIES  # noqa: E402
 from reminderd.signing import generate_secret, sign  # noqa: E402
+from reminderd.testing import Cluster, free_port, throwaway_cluster  # noqa: E402
 
 CONCURRENCY = 64
 TENANT = "bench"

@@ -10,12 +10,13 @@ from dataclasses import replace
 import aiohttp
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
-from support import Receiver, fast_settings, poll_until, running_worker, settled
+from support import fast_settings, poll_until, running_worker, settled
 
 from reminderd.daemon import head_revision
 from reminderd.health import HealthServer
 from reminderd.settings import Settings
 from reminderd.store import Store
+from reminderd.testing import Receiver
 from reminderd.worker import Worker
 
 HEAD = head_revision("postgresql://unused")

@@ -20,12 +20,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from conftest import emptied
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-from support import TEST_SECRET, Receiver, fast_settings, poll_until, running_worker, settled
+from support import TEST_SECRET, fast_settings, poll_until, running_worker, settled
 
 from reminderd.queries import QUERIES
 from reminderd.store import NOTIFY_CHANNEL, Store
+from reminderd.testing import Receiver
 
 ROLE_PASSWORD = "reminderd-test"  # ignored under trust authentication, needed under scram
 OTHER_SECRET = "whsec_" + "R2xvYmV4U2VjcmV0MDEyMzQ1Njc4OWFiY2RlZmdoaWo="
@@ -46,10 +46,7 @@ TENANT_COLUMN = {
 }
 
 
-@pytest.fixture
-def database_url(module_database_url: str) -> str:
-    """Overrides conftest's clone per test: this module's database, emptied before each test."""
-    return emptied(module_database_url)
+pytestmark = pytest.mark.shared_database
 
 
 def url_as(database_url: str, user: str) -> str:

@@ -9,21 +9,17 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
-from support import Receiver, fast_settings, poll_until, running_worker, settled, status_of
+from support import db_now, fast_settings, newest_row, poll_until, running_worker, settled
 
 from reminderd.cli import main
+from reminderd.testing import Receiver
 from reminderd.timing import Timing
 from reminderd.wallclock import to_instant
 
 
-async def db_now(db: asyncpg.Connection) -> datetime:
-    now: datetime = await db.fetchval("SELECT now()")
-    return now
-
-
 def settled_event(db: asyncpg.Connection, ref: str, *events: str) -> object:
     async def check() -> asyncpg.Record | None:
-        row = await status_of(db, ref)
+        row = await newest_row(db, ref)
         return row if row is not None and row["last_event"] in events else None
 
     return check
