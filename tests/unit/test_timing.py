@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, available_timezones
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import utc
 
 from reminderd.calendars import Holidays
 from reminderd.quiet import QuietHours
@@ -21,10 +22,6 @@ from reminderd.wallclock import InvalidSchedule
 
 NOW = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)  # a Wednesday
 OUTAGE = timedelta(hours=6)
-
-
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
 
 
 def every_15_minutes(**changes: Any) -> Timing:
