@@ -342,8 +342,10 @@ class DaemonProcess:
     """`reminderd run` in a subprocess whose output is read as it is written (a full pipe would block
     the daemon's log writes). Lines are kept in `lines` (the last `keep_lines` of them when given)."""
 
-    def __init__(self, process: asyncio.subprocess.Process, keep_lines: int | None = None) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, env: Mapping[str, str],
+                 keep_lines: int | None = None) -> None:
         self.process = process
+        self.env = dict(env)  # what it was started with
         self.lines: deque[str] = deque(maxlen=keep_lines)
         self._logged = asyncio.Condition()
         self._readers = [asyncio.create_task(self._read(stream))
@@ -360,7 +362,7 @@ class DaemonProcess:
             stderr=asyncio.subprocess.PIPE if stdout_to_devnull else asyncio.subprocess.STDOUT,
             preexec_fn=die_with_parent,
         )
-        return cls(process, keep_lines)
+        return cls(process, env, keep_lines)
 
     @property
     def pid(self) -> int:

@@ -1,0 +1,1 @@
+"""reminderd's benchmark: `bench/run.py` runs it (see bench/README.md)."""
