@@ -35,8 +35,8 @@ def _with_database(url: str, database: str) -> str:
 @contextlib.contextmanager
 def _docker_postgres() -> Iterator[str | None]:
     try:
-        import docker  # type: ignore[import-untyped]
-        from testcontainers.postgres import PostgresContainer  # type: ignore[import-not-found]
+        import docker
+        from testcontainers.postgres import PostgresContainer
 
         docker.from_env().ping()
     except Exception:

@@ -135,10 +135,11 @@ def _start_pgbouncer(database_url: str) -> tuple[subprocess.Popen[bytes], Bounce
     if as_root:
         for path in (directory, *directory.iterdir()):
             shutil.chown(path, user="postgres", group="postgres")
+    run_as = "postgres" if as_root else None
     process = subprocess.Popen(
         [binary, str(directory / "pgbouncer.ini")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        **({"user": "postgres", "group": "postgres", "extra_groups": []} if as_root else {}),
+        user=run_as, group=run_as, extra_groups=[] if as_root else None,
     )
     return process, Bouncer(port, user, directory / "pgbouncer.log"), directory
 

@@ -23,7 +23,7 @@ HEAD = head_revision("postgresql://unused")
 
 
 @asynccontextmanager
-async def serving(settings: Settings, worker: Worker, head: str = HEAD) -> AsyncIterator[str]:
+async def serving(settings: Settings, worker: Worker, head: str | None = HEAD) -> AsyncIterator[str]:
     store = await Store.connect(settings.database_url, max_size=1)
     server = HealthServer(replace(settings, http_port=0), worker, store, head)
     await server.start()

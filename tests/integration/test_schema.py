@@ -33,11 +33,12 @@ pytestmark = pytest.mark.shared_database
 
 
 async def live_rows(conn: asyncpg.Connection, tenant_id: str, ref_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT * FROM reminderd.scheduled_messages"
         " WHERE tenant_id = $1 AND ref_id = $2 AND status = ANY($3::text[]) ORDER BY id",
         tenant_id, ref_id, list(LIVE),
     )
+    return rows
 
 
 def asyncpg_to_sqlalchemy(url: str) -> str:
@@ -112,7 +113,7 @@ async def test_sqlalchemy_description_matches_the_migrated_tables(module_databas
     def kind(diff: object) -> str:
         # A table/index diff is a tuple ("add_table", ...); column modifications come as a list of them.
         first = diff[0] if isinstance(diff, list) else diff
-        return str(first[0])  # type: ignore[index]
+        return str(first[0])  # type: ignore[index]  # alembic's diffs are untyped tuples (or lists of them)
 
     structural = {
         "add_table", "remove_table", "add_column", "remove_column", "modify_type", "modify_nullable",

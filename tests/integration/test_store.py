@@ -44,9 +44,10 @@ async def insert(db: asyncpg.Connection, ref_id: str, fire_at: str | None = DUE,
 
 
 async def deliveries(db: asyncpg.Connection, message_id: int) -> list[asyncpg.Record]:
-    return await db.fetch(
+    rows: list[asyncpg.Record] = await db.fetch(
         "SELECT * FROM reminderd.deliveries WHERE message_id = $1 ORDER BY id", message_id
     )
+    return rows
 
 
 async def claim(store: Store, batch_size: int = 100) -> list[Job]:

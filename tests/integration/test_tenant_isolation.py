@@ -414,7 +414,7 @@ async def test_daemon_only_functions_are_not_executable_by_app_or_readonly_roles
     """The migration grants pause_tenant, resume_tenant, rotate_secret and prune to reminderd_daemon
     only; a function is executable by PUBLIC unless that is revoked after it is created."""
     readonly = await roles.create("dba_ro", "reminderd_readonly")
-    executable = {}
+    executable: dict[str, list[str]] = {}
     for role in (two_tenants.role_a, readonly):
         for function in (
             "reminderd.pause_tenant(text)",

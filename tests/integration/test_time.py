@@ -4,6 +4,7 @@ by moving the rows' times into the past (as a stopped daemon would find them), n
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -17,7 +18,9 @@ from reminderd.timing import Timing
 from reminderd.wallclock import to_instant
 
 
-def settled_event(db: asyncpg.Connection, ref: str, *events: str) -> object:
+def settled_event(
+    db: asyncpg.Connection, ref: str, *events: str
+) -> Callable[[], Awaitable[asyncpg.Record | None]]:
     async def check() -> asyncpg.Record | None:
         row = await newest_row(db, ref)
         return row if row is not None and row["last_event"] in events else None

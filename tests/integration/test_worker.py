@@ -220,7 +220,7 @@ async def test_recurring_row_is_planned_fired_and_advanced(
 def _planned(db: asyncpg.Connection, ref: str) -> Callable[[], Any]:
     async def check() -> asyncpg.Record | None:
         row = await newest_row(db, ref)
-        return row if row["fire_at"] is not None else None
+        return row if row is not None and row["fire_at"] is not None else None
 
     return check
 
