@@ -19,12 +19,20 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
+from bench import ROOT
 from bench.receiver import ReceiverProcess
 from bench.report import Report, say
 from reminderd.migrate import upgrade
-from reminderd.testing import Cluster, DaemonProcess, add_tenant, daemon_env, die_with_parent, free_port
+from reminderd.testing import (
+    Cluster,
+    DaemonProcess,
+    add_tenant,
+    daemon_env,
+    die_with_parent,
+    free_port,
+    running_daemon,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = 64
 TENANT = "bench"
 TEMPLATE_DB = "bench_template"
@@ -168,8 +176,8 @@ def describe_per_delivery(n: int, used: dict[str, float]) -> str:
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(bench: Bench, database_url: str, *, log_level: str = "warning",
-                         to_devnull: bool = False) -> AsyncIterator[DaemonProcess]:
+async def bench_daemon(bench: Bench, database_url: str, *, log_level: str = "warning",
+                       to_devnull: bool = False) -> AsyncIterator[DaemonProcess]:
     """The real `reminderd run` with CONCURRENCY and defaults otherwise, plus --daemon-env; its last
     50 lines kept for error messages. Stopped (SIGTERM) on the way out."""
     settings = {
@@ -180,11 +188,8 @@ async def running_daemon(bench: Bench, database_url: str, *, log_level: str = "w
         "REMINDERD_HTTP_PORT": str(free_port()),
     }
     env = daemon_env(database_url, **{**settings, **bench.daemon_settings})
-    daemon = await DaemonProcess.start(env, stdout_to_devnull=to_devnull, keep_lines=50, cwd=ROOT)
-    try:
+    async with running_daemon(env, stdout_to_devnull=to_devnull, keep_lines=50, cwd=ROOT) as daemon:
         yield daemon
-    finally:
-        await daemon.stop()
 
 
 async def wait_idle(daemon: DaemonProcess, admin: asyncpg.Connection, database: str,

@@ -8,13 +8,12 @@ import platform
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 import asyncpg
 import uvloop
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench import ROOT
 
 
 def say(text: str = "") -> None:

@@ -424,9 +424,12 @@ class DaemonProcess:
 
 
 @contextlib.asynccontextmanager
-async def running_daemon(env: Mapping[str, str], **options: Any) -> AsyncIterator[DaemonProcess]:
-    """A `DaemonProcess` (options as for `DaemonProcess.start`), stopped on the way out."""
-    daemon = await DaemonProcess.start(env, **options)
+async def running_daemon(
+    env: Mapping[str, str], *, stdout_to_devnull: bool = False, keep_lines: int | None = None,
+    cwd: Path | None = None,
+) -> AsyncIterator[DaemonProcess]:
+    """A `DaemonProcess` (see `DaemonProcess.start`), stopped on the way out (SIGTERM, then SIGKILL)."""
+    daemon = await DaemonProcess.start(env, stdout_to_devnull=stdout_to_devnull, keep_lines=keep_lines, cwd=cwd)
     try:
         yield daemon
     finally:

@@ -10,9 +10,9 @@ from bench.harness import (
     Bench,
     CpuMeter,
     Databases,
+    bench_daemon,
     describe_cpu,
     received_at_least,
-    running_daemon,
     sent_at_least,
     tenant_database,
     wait_for_quiet,
@@ -27,7 +27,7 @@ async def run(bench: Bench, dbs: Databases) -> None:
     receiver, report = bench.receiver, bench.report
     section(f"(4) burst: {n:,} rows due at the same instant T, inserted while the daemon idles")
     async with tenant_database(dbs, receiver, "burst") as (name, url, db):
-        async with running_daemon(bench, url) as daemon:
+        async with bench_daemon(bench, url) as daemon:
             await wait_idle(daemon, dbs.admin, name)
             await wait_for_quiet(receiver.pid, dbs.postmaster_pid)
             due = time.time() + 2.5

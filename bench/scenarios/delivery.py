@@ -21,6 +21,7 @@ from bench.harness import (
     Bench,
     CpuMeter,
     Databases,
+    bench_daemon,
     daemon_counters,
     describe_cpu,
     describe_per_delivery,
@@ -28,7 +29,6 @@ from bench.harness import (
     memory_kb,
     noisy,
     received_at_least,
-    running_daemon,
     sent_at_least,
     start_py_spy,
     tenant_database,
@@ -100,7 +100,7 @@ async def deliver(bench: Bench, dbs: Databases, n: int, *, log_level: str, to_de
             )
         if profile_to is not None:
             await db.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        async with running_daemon(bench, url, log_level=log_level, to_devnull=to_devnull) as daemon:
+        async with bench_daemon(bench, url, log_level=log_level, to_devnull=to_devnull) as daemon:
             ready_s = await wait_idle(daemon, dbs.admin, name)
             spy = None
             if profile_to is not None:

@@ -12,8 +12,8 @@ from bench.harness import (
     TENANT,
     Bench,
     Databases,
+    bench_daemon,
     received_at_least,
-    running_daemon,
     tenant_database,
     wait_idle,
     wait_until,
@@ -27,7 +27,7 @@ async def run(bench: Bench, dbs: Databases) -> None:
     section(f"(3) timer precision: {n} messages at random instants over the next {span:g}s, "
             "idle daemon, default poll interval 2s")
     async with tenant_database(dbs, receiver, "timer") as (name, url, db):
-        async with running_daemon(bench, url) as daemon:
+        async with bench_daemon(bench, url) as daemon:
             await wait_idle(daemon, dbs.admin, name)
             rng = random.Random(20261123)
             base = time.time() + 1.0  # headroom for the insert itself
