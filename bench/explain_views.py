@@ -33,8 +33,8 @@ if str(ROOT) not in sys.path:
 import asyncpg  # noqa: E402
 
 from reminderd.migrate import upgrade  # noqa: E402
-from reminderd.pgcluster import throwaway_cluster  # noqa: E402
 from reminderd.queries import QUERIES  # noqa: E402
+from reminderd.testing import throwaway_cluster  # noqa: E402
 
 DATABASE = "explain_views"
 TENANTS = 50

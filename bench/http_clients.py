@@ -15,21 +15,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # run as a script: `bench` and `reminderd` from this checkout
 
-from receiver import ReceiverProcess
-
-from reminderd.signing import generate_secret, sign
+from bench.receiver import ReceiverProcess  # noqa: E402
+from reminderd.signing import generate_secret, sign  # noqa: E402
 
 IN_FLIGHT = 64
 WARMUP = 2_000
@@ -144,7 +145,7 @@ async def with_callback_client(url: str, n: int) -> dict[str, float]:
 
 async def with_pycurl(url: str, n: int) -> dict[str, float]:
     """pycurl's CurlMulti driven by the asyncio loop (socket and timer callbacks)."""
-    import pycurl  # type: ignore[import-not-found]
+    import pycurl  # type: ignore[import-untyped]  # no stubs; an optional, bench-only comparison
 
     loop = asyncio.get_running_loop()
     multi = pycurl.CurlMulti()
@@ -208,7 +209,7 @@ async def with_pycurl(url: str, n: int) -> dict[str, float]:
     return await drive(post, n)
 
 
-RUNNERS: dict[str, Callable[[str, int], Awaitable[dict[str, float]]]] = {
+RUNNERS: dict[str, Callable[[str, int], Coroutine[Any, Any, dict[str, float]]]] = {
     "aiohttp": with_aiohttp, "http1": with_http1, "callbackclient": with_callback_client, "pycurl": with_pycurl,
 }
 
@@ -219,7 +220,7 @@ def child(client: str, url: str, n: int) -> None:
     if loop == "uvloop":
         import uvloop
 
-        figures = uvloop.run(coroutine)
+        figures: dict[str, float] = uvloop.run(coroutine)
     else:
         figures = asyncio.run(coroutine)
     print(json.dumps(figures))
@@ -236,12 +237,9 @@ def main() -> int:
         child(args.child[0], args.child[1], args.n)
         return 0
     clients = list(args.clients)
-    if "pycurl-uvloop" in clients:
-        try:
-            import pycurl  # type: ignore[import-not-found]  # noqa: F401
-        except ImportError:
-            clients.remove("pycurl-uvloop")
-            print("pycurl is not installed: skipped", file=sys.stderr)
+    if "pycurl-uvloop" in clients and importlib.util.find_spec("pycurl") is None:
+        clients.remove("pycurl-uvloop")
+        print("pycurl is not installed: skipped", file=sys.stderr)
     receiver = ReceiverProcess()
     runs: dict[str, list[dict[str, float]]] = {client: [] for client in clients}
     try:

@@ -20,7 +20,7 @@ import re
 import socket
 import time
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
@@ -71,7 +71,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # create_server gives a stream transport
         self.recorder.connections += 1
         sock = transport.get_extra_info("socket")
         if sock is not None:

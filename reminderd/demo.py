@@ -10,24 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
-
-from aiohttp import web
 
 from . import logs
 from .arguments import Recurrence, ScheduleRequest
 from .callback import CallbackClient
 from .migrate import upgrade
-from .pgcluster import ClusterError, throwaway_cluster
 from .schedule import QuietHours
 from .settings import Settings
-from .signing import verify
 from .store import Store
+from .testing import ClusterError, Received, Receiver, throwaway_cluster
 from .worker import Worker
 
 MESSAGES = [  # (ref, seconds from now, payload)
@@ -47,55 +42,29 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-class Receiver:
-    """The app's side: verifies each callback's signature, as a real receiver must."""
+def show(item: Received) -> None:
+    """One line per callback the app's receiver got: it checks each signature, as a real one must."""
+    message = item.message
+    late_ms = (item.received_at - datetime.fromisoformat(message["scheduled_for"]).timestamp()) * 1000
+    say(
+        f"  receiver <- {message['ref_id']:<18} attempt {message['attempt']}  "
+        f"webhook-id {item.webhook_id}  signature {'ok' if item.verified else 'BAD'}  "
+        f"{late_ms:5.0f} ms after its time  -> answering {item.status}"
+    )
 
-    def __init__(self, secret: str, done: asyncio.Event, expected: int) -> None:
-        self.secret = secret
-        self.done = done
-        self.expected = expected
-        self.delivered: list[str] = []
-        self.refused_once = False
 
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.read()
-        ok = verify(
-            self.secret, request.headers["webhook-id"], int(request.headers["webhook-timestamp"]),
-            body, request.headers["webhook-signature"],
-        )
-        message = json.loads(body)
-        late_ms = (time.time() - datetime.fromisoformat(message["scheduled_for"]).timestamp()) * 1000
-        status = 200
-        if message["ref_id"] == FLAKY_REF and not self.refused_once:
-            self.refused_once = True
-            status = 503
-        say(
-            f"  receiver <- {message['ref_id']:<18} attempt {message['attempt']}  "
-            f"webhook-id {request.headers['webhook-id']}  signature {'ok' if ok else 'BAD'}  "
-            f"{late_ms:5.0f} ms after its time  -> answering {status}"
-        )
-        if status == 200:
-            self.delivered.append(message["ref_id"])
-            if len(self.delivered) >= self.expected:
-                self.done.set()
-        return web.Response(status=status)
+def delivered(received: list[Received]) -> list[str]:
+    return [item.message["ref_id"] for item in received if item.status == 200]
 
 
 async def demo(database_url: str) -> int:
     say("reminderd demo: applying migrations")
     await asyncio.to_thread(upgrade, database_url)
-    done = asyncio.Event()
     store = await Store.connect(database_url)
     secret = await store.add_tenant("demo", None)
-    receiver = Receiver(secret, done, expected=len(MESSAGES) - 1 + RECURRING_RUNS)
-    app = web.Application()
-    app.router.add_post("/callbacks", receiver.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    url = f"http://127.0.0.1:{port}/callbacks"
+    # The receiver answers 503 to the flaky message the first time.
+    receiver = await Receiver(secret, script={FLAKY_REF: [503]}, on_receive=show).start()
+    url = receiver.url
     say(f"reminderd demo: receiver listening on {url}")
 
     now = datetime.now(UTC)
@@ -135,8 +104,9 @@ async def demo(database_url: str) -> int:
     worker = Worker(settings, store, client)
     say("reminderd demo: daemon running (JSON log lines below are its own)\n")
     running = asyncio.create_task(worker.run())
+    expected = [r for r, _, _ in MESSAGES if r != CANCELLED_REF] + [RECURRING_REF] * RECURRING_RUNS
     try:
-        await asyncio.wait_for(done.wait(), timeout=30)
+        await receiver.wait_for(lambda received: len(delivered(received)) >= len(expected), timeout_s=30)
         # Give the recorder its moment to write the last outcome before stopping.
         await asyncio.sleep(0.2)
     except TimeoutError:
@@ -144,16 +114,15 @@ async def demo(database_url: str) -> int:
     worker.stop()
     await running
     await client.close()
-    await runner.cleanup()
+    await receiver.stop()
 
     say("\nreminderd demo: final state (what `reminderd status` and plain SQL show)")
     counts = {row["status"]: row["messages"] for row in await store.status_counts()}
     for status, messages in counts.items():
         say(f"  demo     {status:<10} {messages}")
     await store.close()
-    expected = [r for r, _, _ in MESSAGES if r != CANCELLED_REF] + [RECURRING_REF] * RECURRING_RUNS
     held = counts.get("finished") == 1 and counts.get("pending") == 1  # the pulse and the deferred promo
-    ok = sorted(receiver.delivered) == sorted(expected) and held
+    ok = sorted(delivered(receiver.received)) == sorted(expected) and held
     say("reminderd demo: " + (
         f"every message fired once, on time; {RECURRING_REF} fired {RECURRING_RUNS} times and finished; "
         f"{QUIET_REF} waits for the end of quiet hours" if ok else "FAILED"))

@@ -3,7 +3,10 @@
 Where the server comes from, first match wins:
 1. REMINDERD_TEST_DATABASE_URL (a server where this role may CREATE DATABASE);
 2. testcontainers, when it is installed and a Docker engine answers a ping;
-3. a throwaway cluster from the local PostgreSQL server binaries (reminderd.pgcluster).
+3. a throwaway cluster from the local PostgreSQL server binaries (reminderd.testing).
+
+A module whose tests change rows only marks itself `pytestmark = pytest.mark.shared_database`: its
+tests then share one clone, emptied before each test, instead of a clone each (~0.3 s).
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
-from support import TEST_SECRET, Receiver
+from support import TEST_SECRET
 
 from reminderd.migrate import upgrade
-from reminderd.pgcluster import Cluster, throwaway_cluster
 from reminderd.store import Store
+from reminderd.testing import Cluster, Receiver, add_tenant, throwaway_cluster
 
 
 def _with_database(url: str, database: str) -> str:
@@ -32,8 +35,8 @@ def _with_database(url: str, database: str) -> str:
 @contextlib.contextmanager
 def _docker_postgres() -> Iterator[str | None]:
     try:
-        import docker  # type: ignore[import-untyped]
-        from testcontainers.postgres import PostgresContainer  # type: ignore[import-not-found]
+        import docker
+        from testcontainers.postgres import PostgresContainer
 
         docker.from_env().ping()
     except Exception:
@@ -96,7 +99,12 @@ _clone_numbers = itertools.count()
 
 
 @pytest.fixture
-def database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest, pg_server_url: str, template_database: str) -> Iterator[str]:
+    """A clone of the template for this test; in a `shared_database` module, the module's clone,
+    emptied."""
+    if request.node.get_closest_marker("shared_database") is not None:
+        yield emptied(request.getfixturevalue("module_database_url"))
+        return
     name = f"reminderd_test_{os.getpid()}_{next(_clone_numbers)}"
     asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
     yield _with_database(pg_server_url, name)
@@ -107,8 +115,7 @@ def database_url(pg_server_url: str, template_database: str) -> Iterator[str]:
 def module_database_url(
     request: pytest.FixtureRequest, pg_server_url: str, template_database: str
 ) -> Iterator[str]:
-    """One clone of the template for a whole module, for modules whose tests change rows only:
-    a clone costs ~0.3 s. Such a module overrides `database_url` with `emptied(module_database_url)`."""
+    """One clone of the template for a whole module (see `shared_database`)."""
     name = f"reminderd_{request.module.__name__.rpartition('.')[2]}_{uuid.uuid4().hex[:8]}"
     asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
     yield _with_database(pg_server_url, name)
@@ -161,8 +168,5 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 @pytest.fixture
 async def tenant(db: asyncpg.Connection, receiver: Receiver) -> str:
-    await db.execute(
-        "INSERT INTO reminderd.tenants (id, callback_url, signing_secret) VALUES ('acme', $1, $2)",
-        receiver.url, TEST_SECRET,
-    )
+    await add_tenant(db, "acme", receiver.url, signing_secret=TEST_SECRET)
     return "acme"

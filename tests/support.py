@@ -1,29 +1,37 @@
-"""Test helpers: a real HTTP receiver that records callbacks and answers as scripted."""
+"""Test helpers shared by the test modules (the receiver, the cluster and the daemon process they
+share with the demo and the bench are in reminderd.testing)."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import time
-from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import asyncpg
-from aiohttp import web
 
 from reminderd.callback import CallbackClient
 from reminderd.jobs import Job
 from reminderd.settings import Settings
 from reminderd.store import Store
+from reminderd.testing import daemon_env
 from reminderd.worker import Worker
+
+T = TypeVar("T")
 
 TEST_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SOME_OCCURRENCE = datetime(2026, 12, 24, 3, 30, tzinfo=UTC)
+CALLBACK = "https://example.com/cb"  # add_tenant's default callback URL
+LOOKBACK_S = 120.0  # the claim's lookback in tests that call the store directly
+TOLERANCE = timedelta(seconds=5)  # how near a database time must be to the expected one
+
+
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def make_job(**changes: Any) -> Job:
@@ -42,93 +50,11 @@ def make_job(**changes: Any) -> Job:
     return replace(base, **changes)
 
 
-@dataclass
-class Received:
-    webhook_id: str
-    timestamp: str
-    signature: str
-    body: bytes
-    headers: dict[str, str]
-    received_at: float  # time.time()
-
-    @property
-    def message(self) -> dict[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.body)
-        return parsed
-
-
-@dataclass
-class Receiver:
-    """Answers 200 unless `script[ref_id]` lists statuses to answer first (one per request).
-
-    `delay_s` holds every request before answering (to keep callbacks in flight); requests are
-    recorded on arrival.
-    """
-
-    script: dict[str, list[int | tuple[int, dict[str, str]] | tuple[int, dict[str, str], bytes]]] = field(
-        default_factory=dict
-    )
-    delay_s: float = 0.0
-    received: list[Received] = field(default_factory=list)
-    url: str = ""
-    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-    _runner: web.AppRunner | None = None
-
-    async def start(self) -> Receiver:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/callbacks"
-        return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        item = Received(
-            webhook_id=request.headers.get("webhook-id", ""),
-            timestamp=request.headers.get("webhook-timestamp", ""),
-            signature=request.headers.get("webhook-signature", ""),
-            body=body,
-            headers=dict(request.headers),
-            received_at=time.time(),
-        )
-        ref = item.message.get("ref_id", "") if body else ""
-        answers = self.script.get(ref)
-        answer = answers.pop(0) if answers else 200
-        if not isinstance(answer, tuple):
-            answer = (answer, {})
-        status, headers, body_out = (*answer, b"scripted answer")[:3]
-        async with self._changed:
-            self.received.append(item)  # on arrival: in flight counts as received
-            self._changed.notify_all()
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)  # holding the request open is what is under test
-        return web.Response(status=status, headers=headers, body=body_out)
-
-    async def wait_for(self, predicate: Callable[[list[Received]], bool], timeout_s: float = 15) -> None:
-        """Wait until `predicate(received)` holds; fail with what arrived if it never does."""
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self.received)), timeout_s)
-            except TimeoutError:
-                got = len(self.received)
-                raise AssertionError(f"receiver got {got} callbacks: condition not met") from None
-
-    def by_ref(self) -> dict[str, list[Received]]:
-        grouped: dict[str, list[Received]] = defaultdict(list)
-        for item in self.received:
-            grouped[item.message["ref_id"]].append(item)
-        return grouped
-
-
-async def poll_until(check: Callable[[], Any], timeout_s: float = 15, interval_s: float = 0.05) -> Any:
-    """Evaluate the async `check` until it returns something truthy; bounded, never a blind sleep."""
+async def poll_until(
+    check: Callable[[], Awaitable[T | None]], timeout_s: float = 15, interval_s: float = 0.05
+) -> T:
+    """Evaluate the async `check` until it returns something truthy, and return that; bounded, never
+    a blind sleep."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = await check()
@@ -138,6 +64,8 @@ async def poll_until(check: Callable[[], Any], timeout_s: float = 15, interval_s
             raise AssertionError(f"condition not met within {timeout_s}s (last value {value!r})")
         await asyncio.sleep(interval_s)
 
+
+# The worker in-process ----------------------------------------------------------------------------
 
 LOCALHOST = (ipaddress.ip_network("127.0.0.0/8"),)
 
@@ -172,15 +100,87 @@ async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
         await store.close()
 
 
-async def status_of(db: asyncpg.Connection, ref: str) -> asyncpg.Record:
-    return await db.fetchrow(
+# The daemon as a process --------------------------------------------------------------------------
+
+FAST_DAEMON = {
+    "REMINDERD_POLL_INTERVAL": "0.2",
+    "REMINDERD_RETRY_BASE": "0.1",
+    "REMINDERD_RETRY_CAP": "0.5",
+    "REMINDERD_CALLBACK_TIMEOUT": "5",
+    "REMINDERD_LEASE": "10",
+    "REMINDERD_SHUTDOWN_TIMEOUT": "10",
+    "REMINDERD_HTTP_PORT": "0",
+}
+
+
+def fast_daemon_env(database_url: str, **overrides: str) -> dict[str, str]:
+    """The environment of a `reminderd run` with test timings (fast_settings' counterpart)."""
+    return daemon_env(database_url, **{**FAST_DAEMON, **overrides})
+
+
+# Rows ---------------------------------------------------------------------------------------------
+
+
+async def db_now(db: asyncpg.Connection) -> datetime:
+    """The database's clock (its transaction time): tests compare with it, never with the host's."""
+    now: datetime = await db.fetchval("SELECT now()")
+    return now
+
+
+def near(actual: datetime | None, expected: datetime) -> bool:
+    return actual is not None and abs(actual - expected) < TOLERANCE
+
+
+async def row_by_id(db: asyncpg.Connection, message_id: int) -> asyncpg.Record:
+    row: asyncpg.Record | None = await db.fetchrow(
+        "SELECT * FROM reminderd.scheduled_messages WHERE id = $1", message_id
+    )
+    assert row is not None
+    return row
+
+
+async def status_by_id(db: asyncpg.Connection, message_id: int) -> str:
+    status: str = await db.fetchval("SELECT status FROM reminderd.scheduled_messages WHERE id = $1", message_id)
+    return status
+
+
+async def newest_row(db: asyncpg.Connection, ref: str) -> asyncpg.Record | None:
+    """The newest row for `ref` (a replaced schedule leaves older ones behind), or None."""
+    row: asyncpg.Record | None = await db.fetchrow(
         "SELECT * FROM reminderd.scheduled_messages WHERE ref_id = $1 ORDER BY id DESC LIMIT 1", ref
+    )
+    return row
+
+
+def settled(db: asyncpg.Connection, ref: str, *statuses: str) -> Callable[[], Awaitable[asyncpg.Record | None]]:
+    """A check for poll_until: the newest row for `ref` once its status is one of `statuses`."""
+
+    async def check() -> asyncpg.Record | None:
+        row = await newest_row(db, ref)
+        return row if row is not None and row["status"] in statuses else None
+
+    return check
+
+
+async def insert_due(db: asyncpg.Connection, count: int) -> None:
+    """`count` messages of tenant acme, due now: bulk:1 … bulk:<count>."""
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) "
+        "SELECT 'acme', 'bulk:' || i, now() FROM generate_series(1, $1) AS i",
+        count,
     )
 
 
-def settled(db: asyncpg.Connection, ref: str, *statuses: str) -> Callable[[], Any]:
-    async def check() -> asyncpg.Record | None:
-        row = await status_of(db, ref)
-        return row if row is not None and row["status"] in statuses else None
+async def counts(db: asyncpg.Connection) -> dict[str, int]:
+    """Messages by status."""
+    rows = await db.fetch("SELECT status, count(*) FROM reminderd.scheduled_messages GROUP BY status")
+    return {row["status"]: row["count"] for row in rows}
+
+
+def all_sent(db: asyncpg.Connection, expected: int) -> Callable[[], Awaitable[bool]]:
+    """A check for poll_until: exactly `expected` messages are sent."""
+
+    async def check() -> bool:
+        return (await counts(db)).get("sent", 0) == expected
 
     return check

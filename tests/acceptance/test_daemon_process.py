@@ -2,107 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import signal
-import sys
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
 from standardwebhooks.webhooks import Webhook
-from support import TEST_SECRET, Receiver, poll_until
+from support import TEST_SECRET, all_sent, counts, fast_daemon_env, insert_due, poll_until
+
+from reminderd.testing import Receiver, running_daemon
 
 pytestmark = pytest.mark.slow
-
-REMINDERD = [sys.executable, "-m", "reminderd.cli"]
-
-
-def daemon_env(database_url: str, **overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REMINDERD_")}
-    env.update(
-        REMINDERD_DATABASE_URL=database_url,
-        REMINDERD_POLL_INTERVAL="0.2",
-        REMINDERD_ALLOWED_CALLBACK_NETWORKS="127.0.0.0/8",
-        REMINDERD_RETRY_BASE="0.1",
-        REMINDERD_RETRY_CAP="0.5",
-        REMINDERD_CALLBACK_TIMEOUT="5",
-        REMINDERD_LEASE="10",
-        REMINDERD_SHUTDOWN_TIMEOUT="10",
-        REMINDERD_HTTP_PORT="0",
-    )
-    env.update(overrides)
-    return env
-
-
-class Daemon:
-    """A `reminderd run` subprocess whose output is read as it is written (a full pipe would
-    block the daemon's log writes)."""
-
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self._logged = asyncio.Condition()
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        async for raw in self.process.stdout:
-            async with self._logged:
-                self.lines.append(raw.decode())
-                self._logged.notify_all()
-
-    @property
-    def log(self) -> list[dict[str, object]]:
-        return [json.loads(line) for line in self.lines if line.startswith("{")]
-
-    def events(self, event: str) -> list[dict[str, object]]:
-        return [line for line in self.log if line.get("event") == event]
-
-    async def wait_logged(self, event: str, timeout_s: float = 20) -> None:
-        async with self._logged:
-            await asyncio.wait_for(self._logged.wait_for(lambda: bool(self.events(event))), timeout_s)
-
-    def send_signal(self, signum: int) -> None:
-        self.process.send_signal(signum)
-
-    def kill(self) -> None:
-        self.process.kill()
-
-    async def exit_code(self, timeout_s: float = 20) -> int:
-        code = await asyncio.wait_for(self.process.wait(), timeout_s)
-        await self._reader
-        return code
-
-
-@asynccontextmanager
-async def daemon(env: dict[str, str]) -> AsyncIterator[Daemon]:
-    process = await asyncio.create_subprocess_exec(
-        *REMINDERD, "run", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    running = Daemon(process)
-    try:
-        yield running
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await running.exit_code()
-
-
-async def insert_due(db: asyncpg.Connection, count: int) -> None:
-    await db.execute(
-        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) "
-        "SELECT 'acme', 'bulk:' || i, now() FROM generate_series(1, $1) AS i",
-        count,
-    )
-
-
-async def counts(db: asyncpg.Connection) -> dict[str, int]:
-    rows = await db.fetch("SELECT status, count(*) FROM reminderd.scheduled_messages GROUP BY status")
-    return {row["status"]: row["count"] for row in rows}
 
 
 async def test_sigterm_drains_in_flight_hands_back_the_rest_and_exits_0(
@@ -110,8 +20,8 @@ async def test_sigterm_drains_in_flight_hands_back_the_rest_and_exits_0(
 ) -> None:
     receiver.delay_s = 1.0
     await insert_due(db, 60)
-    env = daemon_env(database_url, REMINDERD_CONCURRENCY="8", REMINDERD_BATCH_SIZE="20")
-    async with daemon(env) as process:
+    env = fast_daemon_env(database_url, REMINDERD_CONCURRENCY="8", REMINDERD_BATCH_SIZE="20")
+    async with running_daemon(env) as process:
         await receiver.wait_for(lambda got: len(got) >= 8)
         process.send_signal(signal.SIGTERM)
         assert await process.exit_code() == 0
@@ -124,16 +34,12 @@ async def test_sigterm_drains_in_flight_hands_back_the_rest_and_exits_0(
 
     # A second daemon delivers the rest: every message exactly once overall.
     receiver.delay_s = 0
-    async with daemon(daemon_env(database_url)) as process:
-        await poll_until(lambda: _all_sent(db, 60), timeout_s=30)
+    async with running_daemon(fast_daemon_env(database_url)) as process:
+        await poll_until(all_sent(db, 60), timeout_s=30)
         process.send_signal(signal.SIGTERM)
         assert await process.exit_code() == 0
     per_ref = Counter(r.message["ref_id"] for r in receiver.received)
     assert len(per_ref) == 60 and set(per_ref.values()) == {1}
-
-
-async def _all_sent(db: asyncpg.Connection, expected: int) -> bool:
-    return (await counts(db)).get("sent", 0) == expected
 
 
 async def test_kill_9_mid_flight_then_restart_redelivers_with_the_same_webhook_id(
@@ -141,9 +47,9 @@ async def test_kill_9_mid_flight_then_restart_redelivers_with_the_same_webhook_i
 ) -> None:
     receiver.delay_s = 1.0
     await insert_due(db, 20)
-    env = daemon_env(database_url, REMINDERD_LEASE="3", REMINDERD_CALLBACK_TIMEOUT="2",
+    env = fast_daemon_env(database_url, REMINDERD_LEASE="3", REMINDERD_CALLBACK_TIMEOUT="2",
                      REMINDERD_CONCURRENCY="5", REMINDERD_BATCH_SIZE="5")
-    async with daemon(env) as process:
+    async with running_daemon(env) as process:
         await receiver.wait_for(lambda got: len(got) >= 5)
         process.kill()
         await process.exit_code()
@@ -151,8 +57,8 @@ async def test_kill_9_mid_flight_then_restart_redelivers_with_the_same_webhook_i
     assert (await counts(db)).get("picked", 0) >= 5
 
     receiver.delay_s = 0
-    async with daemon(env) as process:
-        await poll_until(lambda: _all_sent(db, 20), timeout_s=40)
+    async with running_daemon(env) as process:
+        await poll_until(all_sent(db, 20), timeout_s=40)
         process.send_signal(signal.SIGTERM)
         assert await process.exit_code() == 0
 
@@ -170,9 +76,9 @@ async def test_three_daemons_deliver_3000_due_rows_exactly_once(
     database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
 ) -> None:
     await insert_due(db, 3000)
-    env = daemon_env(database_url, REMINDERD_BATCH_SIZE="50", REMINDERD_CONCURRENCY="32")
-    async with daemon(env) as a, daemon(env) as b, daemon(env) as c:
-        await poll_until(lambda: _all_sent(db, 3000), timeout_s=90, interval_s=0.2)
+    env = fast_daemon_env(database_url, REMINDERD_BATCH_SIZE="50", REMINDERD_CONCURRENCY="32")
+    async with running_daemon(env) as a, running_daemon(env) as b, running_daemon(env) as c:
+        await poll_until(all_sent(db, 3000), timeout_s=90, interval_s=0.2)
         for process in (a, b, c):
             process.send_signal(signal.SIGTERM)
         codes = [await p.exit_code() for p in (a, b, c)]
@@ -187,8 +93,8 @@ async def test_three_daemons_deliver_3000_due_rows_exactly_once(
 
 
 async def test_bad_configuration_exits_78_naming_the_setting(database_url: str) -> None:
-    env = daemon_env(database_url, REMINDERD_CONCURRENCY="lots")
-    async with daemon(env) as process:
+    env = fast_daemon_env(database_url, REMINDERD_CONCURRENCY="lots")
+    async with running_daemon(env) as process:
         code = await process.exit_code()
         text = "".join(process.lines)
     assert code == 78
@@ -196,7 +102,7 @@ async def test_bad_configuration_exits_78_naming_the_setting(database_url: str) 
 
 
 async def test_daemon_refuses_to_run_on_an_unmigrated_database(empty_database_url: str) -> None:
-    async with daemon(daemon_env(empty_database_url)) as process:
+    async with running_daemon(fast_daemon_env(empty_database_url)) as process:
         code = await process.exit_code()
         log = process.log
     assert code == 78
@@ -205,7 +111,7 @@ async def test_daemon_refuses_to_run_on_an_unmigrated_database(empty_database_ur
 
 async def test_daemon_waits_for_the_database_and_logs_no_secret() -> None:
     url = "postgresql://reminderd:hunter2@127.0.0.1:1/nowhere"  # nothing listens on port 1
-    async with daemon(daemon_env(url)) as process:
+    async with running_daemon(fast_daemon_env(url)) as process:
         await process.wait_logged("database_unreachable")
         process.send_signal(signal.SIGTERM)
         assert await process.exit_code() == 0
@@ -213,6 +119,6 @@ async def test_daemon_waits_for_the_database_and_logs_no_secret() -> None:
 
 
 async def test_a_database_url_option_asyncpg_rejects_exits_78_instead_of_retrying(database_url: str) -> None:
-    async with daemon(daemon_env(database_url + "?sslmode=bogus")) as process:
+    async with running_daemon(fast_daemon_env(database_url + "?sslmode=bogus")) as process:
         assert await process.exit_code() == 78
     assert process.events("configuration_error")

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
+
+from reminderd.testing import REMINDERD_CLI
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_demo_fires_everything_once_and_exits_0(empty_database_url: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "reminderd.cli", "--database-url", empty_database_url, "demo"],
+        [*REMINDERD_CLI, "--database-url", empty_database_url, "demo"],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -24,10 +24,9 @@ from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import pytest
-from support import Receiver, poll_until
-from test_daemon_process import counts, daemon, daemon_env, insert_due
+from support import all_sent, fast_daemon_env, insert_due, poll_until
 
-from reminderd.pgcluster import ClusterError, find_bindir, free_port
+from reminderd.testing import ClusterError, Receiver, find_bindir, free_port, running_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -136,10 +135,11 @@ def _start_pgbouncer(database_url: str) -> tuple[subprocess.Popen[bytes], Bounce
     if as_root:
         for path in (directory, *directory.iterdir()):
             shutil.chown(path, user="postgres", group="postgres")
+    run_as = "postgres" if as_root else None
     process = subprocess.Popen(
         [binary, str(directory / "pgbouncer.ini")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        **({"user": "postgres", "group": "postgres", "extra_groups": []} if as_root else {}),
+        user=run_as, group=run_as, extra_groups=[] if as_root else None,
     )
     return process, Bouncer(port, user, directory / "pgbouncer.log"), directory
 
@@ -192,10 +192,6 @@ async def _schedule(db: asyncpg.Connection) -> float:
     return float(fire_at.timestamp())
 
 
-async def _all_sent(db: asyncpg.Connection) -> bool:
-    return (await counts(db)).get("sent", 0) == ROWS + 1
-
-
 def _stats(bouncer: Bouncer) -> dict[str, str]:
     rows = [row for row in bouncer.admin("SHOW STATS") if row["database"] == ALIAS]
     assert len(rows) == 1, bouncer.admin("SHOW STATS")
@@ -238,9 +234,9 @@ async def test_behind_pgbouncer_with_a_direct_listen_connection_delivers_each_me
 ) -> None:
     before = int(_stats(bouncer)["total_xact_count"])
     # A long poll interval: only a NOTIFY on the direct LISTEN connection can make these prompt.
-    env = daemon_env(bouncer.url, REMINDERD_PGBOUNCER="1", REMINDERD_LISTEN_DATABASE_URL=database_url,
+    env = fast_daemon_env(bouncer.url, REMINDERD_PGBOUNCER="1", REMINDERD_LISTEN_DATABASE_URL=database_url,
                      REMINDERD_POLL_INTERVAL="30")
-    async with daemon(env) as process:
+    async with running_daemon(env) as process:
         await process.wait_logged("ready")
         clients = [c for c in bouncer.admin("SHOW CLIENTS") if c["database"] == ALIAS]
         assert clients and all(c["user"] == bouncer.user for c in clients), clients
@@ -248,7 +244,7 @@ async def test_behind_pgbouncer_with_a_direct_listen_connection_delivers_each_me
         assert await _direct_connections(db, "reminderd", bouncer) == 0  # the pool does not
 
         soon_fire_at = await _schedule(db)
-        await poll_until(lambda: _all_sent(db), timeout_s=15)
+        await poll_until(all_sent(db, ROWS + 1), timeout_s=15)
         _assert_multiplexed(bouncer)
         process.send_signal(signal.SIGTERM)
         assert await process.exit_code() == 0
@@ -267,14 +263,14 @@ async def test_behind_pgbouncer_without_a_listen_url_polls_and_delivers_each_mes
     db: asyncpg.Connection, receiver: Receiver, tenant: str, bouncer: Bouncer
 ) -> None:
     before = int(_stats(bouncer)["total_xact_count"])
-    env = daemon_env(bouncer.url, REMINDERD_PGBOUNCER="1")  # poll every 0.2 s, no LISTEN at all
-    async with daemon(env) as process:
+    env = fast_daemon_env(bouncer.url, REMINDERD_PGBOUNCER="1")  # poll every 0.2 s, no LISTEN at all
+    async with running_daemon(env) as process:
         await process.wait_logged("ready")
         assert await _direct_connections(db, "reminderd-listen", bouncer) == 0
         assert await _direct_connections(db, "reminderd", bouncer) == 0
 
         await _schedule(db)
-        await poll_until(lambda: _all_sent(db), timeout_s=15)
+        await poll_until(all_sent(db, ROWS + 1), timeout_s=15)
         _assert_multiplexed(bouncer)
         process.send_signal(signal.SIGTERM)
         assert await process.exit_code() == 0

@@ -8,16 +8,14 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
-from support import Receiver, poll_until, settled
-from test_daemon_process import REMINDERD, daemon, daemon_env
+from support import fast_daemon_env, poll_until, settled
 
-from reminderd.pgcluster import Cluster, free_port
+from reminderd.testing import REMINDERD_CLI, Cluster, Receiver, free_port, running_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +35,9 @@ async def test_notify_protocol_ready_watchdog_stopping(
         received.append(data.decode())
         return received[-1]
 
-    env = daemon_env(database_url, NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")
+    env = fast_daemon_env(database_url, NOTIFY_SOCKET=path, WATCHDOG_USEC="400000")
     try:
-        async with daemon(env) as process:
+        async with running_daemon(env) as process:
             assert (await next_message()).startswith("READY=1")
             assert await next_message() == "WATCHDOG=1"
             assert await next_message() == "WATCHDOG=1"  # keeps pinging while the loop runs
@@ -54,8 +52,8 @@ async def test_notify_protocol_ready_watchdog_stopping(
 
 async def test_sighup_reopens_the_log_file(database_url: str, tenant: str, tmp_path: Path) -> None:
     log_file = tmp_path / "reminderd.log"
-    env = daemon_env(database_url, REMINDERD_LOG_FILE=str(log_file))
-    async with daemon(env) as process:
+    env = fast_daemon_env(database_url, REMINDERD_LOG_FILE=str(log_file))
+    async with running_daemon(env) as process:
         await poll_until(lambda: _contains(log_file, '"event": "ready"'))
         log_file.rename(tmp_path / "reminderd.log.1")  # what logrotate does
         process.send_signal(signal.SIGHUP)
@@ -71,10 +69,10 @@ async def test_sighup_reloads_the_log_level_from_the_config_file(
 ) -> None:
     config = tmp_path / "reminderd.toml"
     config.write_text('log_level = "info"\n')
-    env = daemon_env(database_url)
+    env = fast_daemon_env(database_url)
     env.pop("REMINDERD_LOG_LEVEL", None)
     env["REMINDERD_CONFIG"] = str(config)
-    async with daemon(env) as process:
+    async with running_daemon(env) as process:
         await process.wait_logged("ready")
         await db.execute("SELECT reminderd.schedule('acme', 'loud', now())")
         await process.wait_logged("delivered")
@@ -98,10 +96,10 @@ async def test_readyz_goes_503_then_200_across_a_database_restart_and_nothing_is
     database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str, pg_cluster: Cluster
 ) -> None:
     port = free_port()
-    env = daemon_env(database_url, REMINDERD_HTTP_PORT=str(port))
+    env = fast_daemon_env(database_url, REMINDERD_HTTP_PORT=str(port))
     ready_url = f"http://127.0.0.1:{port}/readyz"
     await db.close()
-    async with daemon(env) as process, aiohttp.ClientSession() as http:
+    async with running_daemon(env) as process, aiohttp.ClientSession() as http:
 
         async def readiness(expected: int) -> bool:
             try:
@@ -137,7 +135,7 @@ def test_config_shows_effective_settings_masked_with_their_source(tmp_path: Path
     env["REMINDERD_DATABASE_URL"] = "postgresql://app:hunter2@db.internal/app"
     env["REMINDERD_CONCURRENCY"] = "16"  # the environment wins over the file
     result = subprocess.run(
-        [*REMINDERD, "--config", str(config), "config"], env=env, capture_output=True, text=True, timeout=30
+        [*REMINDERD_CLI, "--config", str(config), "config"], env=env, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
     lines = dict(line.split("=", 1) for line in result.stdout.splitlines())
@@ -155,7 +153,7 @@ def test_config_file_with_an_unknown_key_exits_78(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REMINDERD_")}
     env["REMINDERD_DATABASE_URL"] = "postgresql://app@db.internal/app"
     result = subprocess.run(
-        [sys.executable, "-m", "reminderd.cli", "--config", str(config), "run"],
+        [*REMINDERD_CLI, "--config", str(config), "run"],
         env=env, capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 78

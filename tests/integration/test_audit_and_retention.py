@@ -12,14 +12,14 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from conftest import emptied
-from support import Receiver, fast_settings, poll_until, running_worker, settled
+from support import LOOKBACK_S, fast_settings, poll_until, running_worker, settled
 
 from reminderd.callback import CallbackClient
 from reminderd.store import Store
+from reminderd.testing import Receiver
 from reminderd.worker import Worker
 
-LOOKBACK_S = 120.0
+pytestmark = pytest.mark.shared_database
 
 # The one query a DBA runs: everything that happened to a reference, in order.
 WHY_DIDNT_IT_FIRE = """
@@ -28,12 +28,6 @@ FROM reminderd.events e
 WHERE e.tenant_id = $1 AND e.ref_id = $2
 ORDER BY e.id
 """
-
-
-@pytest.fixture
-def database_url(module_database_url: str) -> str:
-    """Overrides conftest's clone per test: this module's database, emptied before each test."""
-    return emptied(module_database_url)
 
 
 async def trail(db: asyncpg.Connection, ref: str, tenant_id: str = "acme") -> list[asyncpg.Record]:

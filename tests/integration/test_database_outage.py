@@ -6,11 +6,11 @@ import asyncio
 import time
 
 import asyncpg
-from support import Receiver, fast_settings, poll_until, running_worker, settled
+from support import fast_settings, poll_until, running_worker, settled
 
 from reminderd.callback import CallbackClient
-from reminderd.pgcluster import Cluster
 from reminderd.store import Store
+from reminderd.testing import Cluster, Receiver
 from reminderd.worker import Worker
 
 

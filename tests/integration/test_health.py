@@ -10,19 +10,20 @@ from dataclasses import replace
 import aiohttp
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
-from support import Receiver, fast_settings, poll_until, running_worker, settled
+from support import fast_settings, poll_until, running_worker, settled
 
 from reminderd.daemon import head_revision
 from reminderd.health import HealthServer
 from reminderd.settings import Settings
 from reminderd.store import Store
+from reminderd.testing import Receiver
 from reminderd.worker import Worker
 
 HEAD = head_revision("postgresql://unused")
 
 
 @asynccontextmanager
-async def serving(settings: Settings, worker: Worker, head: str = HEAD) -> AsyncIterator[str]:
+async def serving(settings: Settings, worker: Worker, head: str | None = HEAD) -> AsyncIterator[str]:
     store = await Store.connect(settings.database_url, max_size=1)
     server = HealthServer(replace(settings, http_port=0), worker, store, head)
     await server.start()

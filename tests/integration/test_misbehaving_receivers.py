@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncpg
 from conformance.scripted_server import ScriptedServer, dribble, headers_without_body, huge_body, reset
-from support import TEST_SECRET, Receiver, fast_settings, poll_until, running_worker, settled
+from support import TEST_SECRET, fast_settings, poll_until, running_worker, settled
+
+from reminderd.testing import Receiver
 
 TIMEOUT_S = 3.0
 

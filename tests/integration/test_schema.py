@@ -20,16 +20,15 @@ import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest import emptied
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from support import poll_until
+from support import poll_until, status_by_id
 
 from reminderd.daemon import head_revision
 from reminderd.migrate import upgrade
 from reminderd.queries import load
+from reminderd.testing import add_tenant
 
-CALLBACK = "https://example.com/cb"
 LIVE = ("pending", "picked", "paused")
 NOTIFY_CHANNEL = "reminderd_due"
 NOTIFY_TIMEOUT_S = 5.0
@@ -38,39 +37,21 @@ SCHEMA_SQL = files("reminderd").joinpath("sql/schema.sql")
 CATALOG_QUERIES = load(Path(__file__).with_name("schema_catalog.sql").read_text(encoding="utf-8"))
 Catalog = dict[str, list[str]]
 
-
-async def add_tenant(
-    conn: asyncpg.Connection, tenant_id: str = "t1", callback_url: str | None = CALLBACK
-) -> None:
-    await conn.execute(
-        "INSERT INTO reminderd.tenants (id, callback_url) VALUES ($1, $2)", tenant_id, callback_url
-    )
+pytestmark = pytest.mark.shared_database
 
 
 async def live_rows(conn: asyncpg.Connection, tenant_id: str, ref_id: str) -> list[asyncpg.Record]:
-    return await conn.fetch(
+    rows: list[asyncpg.Record] = await conn.fetch(
         "SELECT * FROM reminderd.scheduled_messages"
         " WHERE tenant_id = $1 AND ref_id = $2 AND status = ANY($3::text[]) ORDER BY id",
         tenant_id, ref_id, list(LIVE),
     )
-
-
-async def status_of(conn: asyncpg.Connection, message_id: int) -> str:
-    status: str = await conn.fetchval(
-        "SELECT status FROM reminderd.scheduled_messages WHERE id = $1", message_id
-    )
-    return status
+    return rows
 
 
 def asyncpg_to_sqlalchemy(url: str) -> str:
     _, _, rest = url.partition("://")
     return f"postgresql+asyncpg://{rest}"
-
-
-@pytest.fixture
-def database_url(module_database_url: str) -> str:
-    """Overrides conftest's clone per test: this module's database, emptied before each test."""
-    return emptied(module_database_url)
 
 
 @pytest.fixture
@@ -268,7 +249,7 @@ async def test_alembic_finds_no_difference_between_schema_sql_and_the_migrations
     def kind(diff: object) -> str:
         # A table/index diff is a tuple ("add_table", ...); column modifications come as a list of them.
         first = diff[0] if isinstance(diff, list) else diff
-        return str(first[0])  # type: ignore[index]
+        return str(first[0])  # type: ignore[index]  # alembic's diffs are untyped tuples (or lists of them)
 
     structural = {
         "add_table", "remove_table", "add_column", "remove_column", "modify_type", "modify_nullable",
@@ -436,7 +417,7 @@ async def test_schedule_cron_replaces_a_one_off_for_the_same_ref(tx: asyncpg.Con
     await add_tenant(tx)
     one_off = await tx.fetchval("SELECT reminderd.schedule('t1', 'r1', now() + interval '1 hour')")
     recurring = await tx.fetchval("SELECT reminderd.schedule_cron('t1', 'r1', '@daily')")
-    assert await status_of(tx, one_off) == "cancelled"
+    assert await status_by_id(tx, one_off) == "cancelled"
     assert [r["id"] for r in await live_rows(tx, "t1", "r1")] == [recurring]
 
 

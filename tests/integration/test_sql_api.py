@@ -12,26 +12,19 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import pytest
-from conftest import emptied
-from support import Receiver, fast_settings, poll_until, running_worker, settled
+from support import LOOKBACK_S, db_now, fast_settings, near, poll_until, row_by_id, running_worker, settled
 
 from reminderd.callback import AttemptResult
 from reminderd.outcome import Outcome
 from reminderd.store import Store
+from reminderd.testing import Receiver
 
-TOLERANCE = timedelta(seconds=5)
-LOOKBACK_S = 120.0
-
-
-@pytest.fixture
-def database_url(module_database_url: str) -> str:
-    """Overrides conftest's clone per test: this module's database, emptied before each test."""
-    return emptied(module_database_url)
+pytestmark = pytest.mark.shared_database
 
 
 async def sqlstate_of(call: Awaitable[Any]) -> tuple[str, str]:
@@ -39,17 +32,6 @@ async def sqlstate_of(call: Awaitable[Any]) -> tuple[str, str]:
     with pytest.raises(asyncpg.PostgresError) as failure:
         await call
     return failure.value.sqlstate, failure.value.args[0] if failure.value.args else ""
-
-
-async def db_now(db: asyncpg.Connection) -> datetime:
-    now: datetime = await db.fetchval("SELECT now()")
-    return now
-
-
-async def row_of(db: asyncpg.Connection, message_id: int) -> asyncpg.Record:
-    row = await db.fetchrow("SELECT * FROM reminderd.scheduled_messages WHERE id = $1", message_id)
-    assert row is not None
-    return row
 
 
 async def schedule(db: asyncpg.Connection, ref: str, when: str = "now() + interval '1 hour'",
@@ -66,10 +48,6 @@ async def events_of(db: asyncpg.Connection, message_id: int) -> list[str]:
 
 async def add_globex(db: asyncpg.Connection) -> None:
     await db.execute("INSERT INTO reminderd.tenants (id, callback_url) VALUES ('globex', 'https://g.example/cb')")
-
-
-def near(actual: datetime | None, expected: datetime) -> bool:
-    return actual is not None and abs(actual - expected) < TOLERANCE
 
 
 def arrived(receiver: Receiver, ref: str, count: int = 1) -> Callable[[list[Any]], bool]:
@@ -109,7 +87,7 @@ async def test_cancel_matching_cancels_every_reminder_of_one_booking_and_is_idem
     assert statuses[day] == statuses[hour] == "cancelled"
     assert statuses[other_booking] == "pending" and statuses[other_tenant] == "pending"
     assert statuses[already_sent] == "sent"
-    row = await row_of(db, day)
+    row = await row_by_id(db, day)
     assert row["last_error"] == "cancelled by pattern booking_b7d2:%" and row["last_event"] == "cancelled"
     assert await events_of(db, day) == ["created", "cancelled"]
     assert await db.fetchval("SELECT reminderd.cancel_matching('acme', 'booking_b7d2:%')") == 0
@@ -127,15 +105,15 @@ async def test_cancel_matching_refuses_an_empty_pattern_and_finds_nothing_for_an
 
 async def test_pause_and_resume_of_a_one_off(db: asyncpg.Connection, tenant: str) -> None:
     message_id = await schedule(db, "nudge")
-    fire_at = (await row_of(db, message_id))["fire_at"]
+    fire_at = (await row_by_id(db, message_id))["fire_at"]
 
     assert await db.fetchval("SELECT reminderd.pause('acme', 'nudge')") == 1
-    row = await row_of(db, message_id)
+    row = await row_by_id(db, message_id)
     assert row["status"] == "paused" and row["paused_by"] == "message"
     assert await db.fetchval("SELECT reminderd.pause('acme', 'nudge')") == 0  # only pending rows pause
 
     assert await db.fetchval("SELECT reminderd.resume('acme', 'nudge')") == 1
-    row = await row_of(db, message_id)
+    row = await row_by_id(db, message_id)
     assert row["status"] == "pending" and row["paused_by"] is None and row["fire_at"] == fire_at
     assert await db.fetchval("SELECT reminderd.resume('acme', 'nudge')") == 0
     assert await events_of(db, message_id) == ["created", "paused", "resumed"]
@@ -172,7 +150,7 @@ async def test_a_one_off_resumed_after_the_lookback_expires_instead_of_firing_la
     await db.execute("SELECT reminderd.resume('acme', 'late')")
 
     assert [r["id"] for r in await store.expire_missed(lookback_s=LOOKBACK_S)] == [message_id]
-    assert (await row_of(db, message_id))["status"] == "expired"
+    assert (await row_by_id(db, message_id))["status"] == "expired"
 
 
 async def test_pause_tenant_holds_pending_and_new_rows_and_resume_tenant_releases_only_those(
@@ -195,10 +173,10 @@ async def test_pause_tenant_holds_pending_and_new_rows_and_resume_tenant_release
     )
 
     for held in (pending, by_function, by_insert):
-        row = await row_of(db, held)
+        row = await row_by_id(db, held)
         assert (row["status"], row["paused_by"]) == ("paused", "tenant"), row["ref_id"]
-    assert (await row_of(db, individually))["paused_by"] == "message"
-    assert (await row_of(db, finished))["status"] == "sent"
+    assert (await row_by_id(db, individually))["paused_by"] == "message"
+    assert (await row_by_id(db, finished))["status"] == "sent"
     reasons = await db.fetch(
         "SELECT message_id, event, reason FROM reminderd.events WHERE status = 'paused' ORDER BY id"
     )
@@ -211,8 +189,8 @@ async def test_pause_tenant_holds_pending_and_new_rows_and_resume_tenant_release
     assert await db.fetchval("SELECT reminderd.resume_tenant('acme')") == 3
     assert await db.fetchval("SELECT paused FROM reminderd.tenants WHERE id = 'acme'") is False
     for released in (pending, by_function, by_insert):
-        assert (await row_of(db, released))["status"] == "pending"
-    row = await row_of(db, individually)
+        assert (await row_by_id(db, released))["status"] == "pending"
+    row = await row_by_id(db, individually)
     assert (row["status"], row["paused_by"]) == ("paused", "message")  # still paused by its own pause
     assert await db.fetchval("SELECT reminderd.resume_tenant('acme')") == 0
 
@@ -232,7 +210,7 @@ async def test_a_retry_of_a_message_in_flight_when_its_tenant_was_paused_is_held
         last_error="attempt 1 failed: HTTP 503; retrying in 0.0s",
     )])
 
-    row = await row_of(db, message_id)
+    row = await row_by_id(db, message_id)
     assert await store.claim(lookback_s=LOOKBACK_S, batch_size=10, lease_s=300) == [], (
         "the retry of a paused tenant's message was claimed for sending"
     )
@@ -248,7 +226,7 @@ async def test_a_message_resumed_while_its_tenant_is_paused_stays_held(
 
     await db.execute("SELECT reminderd.resume('acme', 'own-pause')")
 
-    row = await row_of(db, message_id)
+    row = await row_by_id(db, message_id)
     assert (row["status"], row["paused_by"]) == ("paused", "tenant"), (
         "resuming one message sent it although its whole tenant is paused"
     )
@@ -273,7 +251,7 @@ async def test_a_recurring_row_resumed_after_its_occurrence_passed_is_replanned_
         assert await db.fetchval("SELECT reminderd.resume('acme', 'yearly')") == 1
 
         async def planned() -> asyncpg.Record | None:
-            row = await row_of(db, message_id)
+            row = await row_by_id(db, message_id)
             return row if row["fire_at"] is not None else None
 
         row = await poll_until(planned)
@@ -298,7 +276,7 @@ async def test_reschedule_moves_fire_at_and_resets_attempts(db: asyncpg.Connecti
 
     assert await db.fetchval("SELECT reminderd.reschedule('acme', 'move-me', now() + interval '3 hours')") == 1
 
-    row = await row_of(db, message_id)
+    row = await row_by_id(db, message_id)
     assert near(row["fire_at"], await db_now(db) + timedelta(hours=3))
     assert row["attempts"] == 0 and row["scheduled_for"] is None and row["last_error"] is None
     assert row["status"] == "pending"
@@ -327,7 +305,7 @@ async def test_requeue_sends_a_dead_message_again_with_the_same_webhook_id(
         dead_letter = await db.fetchrow("SELECT * FROM reminderd.dead_letters WHERE id = $1", message_id)
         async with db.transaction():  # due now: check the row before a daemon sends it
             assert await db.fetchval("SELECT reminderd.requeue($1)", message_id) == 1
-            row = await row_of(db, message_id)
+            row = await row_by_id(db, message_id)
             assert row["status"] == "pending" and row["attempts"] == 0 and row["fire_at"] == await db_now(db)
             assert row["last_error"] == "requeued from: " + dead["last_error"]
         await poll_until(settled(db, "gone", "sent"))
@@ -347,7 +325,7 @@ async def test_a_message_retried_before_it_died_keeps_its_occurrence_for_requeue
     new webhook-id and receivers cannot deduplicate it."""
     receiver.script["flaky"] = [503, 503]  # dead after its row's max_attempts of 2
     message_id = await db.fetchval("SELECT reminderd.schedule('acme', 'flaky', now(), max_attempts => 2)")
-    occurrence = (await row_of(db, message_id))["fire_at"]
+    occurrence = (await row_by_id(db, message_id))["fire_at"]
 
     async with running_worker(fast_settings(database_url)):
         await poll_until(settled(db, "flaky", "dead"))
@@ -377,7 +355,7 @@ async def test_requeue_of_an_unknown_id_is_no_data_found_and_of_a_live_row_is_ze
         " VALUES ('acme', 'alive', now() - interval '1 hour', 'dead') RETURNING id"
     )
     assert await db.fetchval("SELECT reminderd.requeue($1)", dead) == 0
-    assert (await row_of(db, dead))["status"] == "dead"
+    assert (await row_by_id(db, dead))["status"] == "dead"
 
 
 async def test_requeue_dead_requeues_a_tenants_dead_rows_since_an_instant(
@@ -413,7 +391,7 @@ async def test_schedule_with_fire_in_and_max_attempts(db: asyncpg.Connection, te
         "SELECT reminderd.schedule('acme', 'cart:991', fire_in => interval '2 hours',"
         " payload => '{\"cart\": 991}', max_attempts => 3)"
     )
-    row = await row_of(db, message_id)
+    row = await row_by_id(db, message_id)
     assert near(row["fire_at"], await db_now(db) + timedelta(hours=2))
     assert row["max_attempts"] == 3 and json.loads(row["payload"]) == {"cart": 991}
     assert row["status"] == "pending"
@@ -421,7 +399,7 @@ async def test_schedule_with_fire_in_and_max_attempts(db: asyncpg.Connection, te
     positional = await db.fetchval(
         "SELECT reminderd.schedule('acme', 'p', now() + interval '1 minute', '{}', NULL)"
     )
-    assert (await row_of(db, positional))["max_attempts"] is None
+    assert (await row_by_id(db, positional))["max_attempts"] is None
 
 
 @pytest.mark.parametrize(
@@ -561,6 +539,6 @@ async def test_a_different_schedule_for_the_same_ref_still_replaces(
         "SELECT reminderd.schedule('acme', 'invoice:9', $1, '{\"n\": 2}')", fire_at + timedelta(minutes=5)
     )
     assert len({first, second, later}) == 3
-    assert (await row_of(db, first))["status"] == "cancelled"
-    assert (await row_of(db, second))["status"] == "cancelled"
-    assert (await row_of(db, later))["status"] == "pending"
+    assert (await row_by_id(db, first))["status"] == "cancelled"
+    assert (await row_by_id(db, second))["status"] == "cancelled"
+    assert (await row_by_id(db, later))["status"] == "pending"

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from conftest import emptied
+from support import CALLBACK, LOOKBACK_S, db_now, near, row_by_id
 
 from reminderd.arguments import Recurrence, ScheduleRequest
 from reminderd.callback import AttemptResult
@@ -23,26 +23,12 @@ from reminderd.jobs import Job
 from reminderd.outcome import Outcome
 from reminderd.queries import QUERIES
 from reminderd.store import Plan, Release, Store
+from reminderd.testing import add_tenant
 
-CALLBACK = "https://example.com/cb"
-LOOKBACK_S = 120.0
 LEASE_S = 300.0
 DUE = "now() - interval '5 seconds'"
-TOLERANCE = timedelta(seconds=5)
 
-
-@pytest.fixture
-def database_url(module_database_url: str) -> str:
-    """Overrides conftest's clone per test: this module's database, emptied before each test."""
-    return emptied(module_database_url)
-
-
-async def add_tenant(db: asyncpg.Connection, tenant_id: str = "t1", callback_url: str | None = CALLBACK) -> str:
-    secret: str = await db.fetchval(
-        "INSERT INTO reminderd.tenants (id, callback_url) VALUES ($1, $2) RETURNING signing_secret",
-        tenant_id, callback_url,
-    )
-    return secret
+pytestmark = pytest.mark.shared_database
 
 
 async def insert(db: asyncpg.Connection, ref_id: str, fire_at: str | None = DUE, **columns: Any) -> int:
@@ -57,25 +43,11 @@ async def insert(db: asyncpg.Connection, ref_id: str, fire_at: str | None = DUE,
     return message_id
 
 
-async def message(db: asyncpg.Connection, message_id: int) -> asyncpg.Record:
-    row = await db.fetchrow("SELECT * FROM reminderd.scheduled_messages WHERE id = $1", message_id)
-    assert row is not None
-    return row
-
-
 async def deliveries(db: asyncpg.Connection, message_id: int) -> list[asyncpg.Record]:
-    return await db.fetch(
+    rows: list[asyncpg.Record] = await db.fetch(
         "SELECT * FROM reminderd.deliveries WHERE message_id = $1 ORDER BY id", message_id
     )
-
-
-async def db_now(db: asyncpg.Connection) -> datetime:
-    now: datetime = await db.fetchval("SELECT now()")
-    return now
-
-
-def near(actual: datetime | None, expected: datetime) -> bool:
-    return actual is not None and abs(actual - expected) < TOLERANCE
+    return rows
 
 
 async def claim(store: Store, batch_size: int = 100) -> list[Job]:
@@ -126,7 +98,7 @@ async def test_claim_marks_rows_picked_with_a_lease(db: asyncpg.Connection, stor
 
     job = await claim_one(store)
     now = await db_now(db)
-    row = await message(db, message_id)
+    row = await row_by_id(db, message_id)
 
     assert job.attempt == 1
     assert row["status"] == "picked"
@@ -153,7 +125,7 @@ async def test_claim_returns_what_a_callback_needs(db: asyncpg.Connection, store
     )
     assert first.callback_url == "https://hooks.example.org/own"
     assert first.signing_secret == secret
-    assert first.scheduled_for == (await message(db, own_url))["fire_at"]
+    assert first.scheduled_for == (await row_by_id(db, own_url))["fire_at"]
     assert (first.timing.cron, first.timing.timezone, first.attempt, first.max_attempts) == (None, "UTC", 1, 3)
 
     second = jobs[tenant_url]
@@ -234,7 +206,7 @@ async def test_record_outcomes_marks_delivered_sent_and_logs_the_attempt(
 
     await store.record_outcomes([delivered(job)])
 
-    row = await message(db, message_id)
+    row = await row_by_id(db, message_id)
     now = await db_now(db)
     assert row["status"] == "sent"
     assert near(row["sent_at"], now)
@@ -262,8 +234,8 @@ async def test_record_outcomes_applies_every_outcome_of_a_batch(db: asyncpg.Conn
                 last_error="permanent failure: HTTP 404"),
     ])
 
-    assert (await message(db, ok))["status"] == "sent"
-    dead = await message(db, refused)
+    assert (await row_by_id(db, ok))["status"] == "sent"
+    dead = await row_by_id(db, refused)
     assert dead["status"] == "dead"
     assert dead["last_error"] == "permanent failure: HTTP 404"
     assert dead["sent_at"] is None
@@ -283,7 +255,7 @@ async def test_retry_is_due_later_for_the_same_occurrence(db: asyncpg.Connection
                 last_error="attempt 1 failed: timed out after 10s; retrying in 60.0s"),
     ])
 
-    row = await message(db, message_id)
+    row = await row_by_id(db, message_id)
     assert row["status"] == "pending"
     assert near(row["fire_at"], await db_now(db) + timedelta(seconds=60))
     assert row["scheduled_for"] == occurrence
@@ -311,11 +283,11 @@ async def test_stale_outcome_does_not_move_a_reclaimed_row_but_is_logged(
         "UPDATE reminderd.scheduled_messages SET attempts = attempts + 1, picked_at = now() WHERE id = $1",
         message_id,
     )
-    before = await message(db, message_id)
+    before = await row_by_id(db, message_id)
 
     await store.record_outcomes([delivered(stale)])
 
-    after = await message(db, message_id)
+    after = await row_by_id(db, message_id)
     assert after["status"] == "picked"
     assert after["attempts"] == 2
     assert after["sent_at"] is None
@@ -334,7 +306,7 @@ async def test_outcome_for_a_cancelled_row_does_not_revive_it(db: asyncpg.Connec
                 next_scheduled_for=job.scheduled_for, last_error="retrying"),
     ])
 
-    row = await message(db, message_id)
+    row = await row_by_id(db, message_id)
     assert (row["status"], row["last_error"]) == ("cancelled", "cancelled")
     assert len(await deliveries(db, message_id)) == 1
 
@@ -353,7 +325,7 @@ async def test_delivered_cron_occurrence_advances_to_the_next_one(db: asyncpg.Co
 
     await store.record_outcomes([advanced(job, following)])
 
-    row = await message(db, message_id)
+    row = await row_by_id(db, message_id)
     assert row["status"] == "pending"
     assert row["fire_at"] == following
     assert row["attempts"] == 0
@@ -386,11 +358,11 @@ async def test_stale_outcome_of_an_earlier_cron_occurrence_does_not_move_the_cur
     await store.record_outcomes([advanced(takeover, next_occurrence)])
     current = await claim_one(store)  # daemon C: occurrence Y, attempt 1
     assert (current.attempt, current.scheduled_for) == (1, next_occurrence)
-    owned = await message(db, message_id)
+    owned = await row_by_id(db, message_id)
 
     await store.record_outcomes([advanced(stalled, next_occurrence)])
 
-    row = await message(db, message_id)
+    row = await row_by_id(db, message_id)
     assert row["status"] == "picked", "a stale outcome for occurrence X released the row daemon C holds"
     assert (row["attempts"], row["lease_expires_at"], row["fire_at"]) == (
         owned["attempts"], owned["lease_expires_at"], owned["fire_at"],
@@ -411,8 +383,8 @@ async def test_release_hands_rows_back_due_now_for_the_same_occurrence(
     await store.release([Release(jobs[unstarted_id], started=False), Release(jobs[started_id], started=True)])
 
     now = await db_now(db)
-    unstarted = await message(db, unstarted_id)
-    started = await message(db, started_id)
+    unstarted = await row_by_id(db, unstarted_id)
+    started = await row_by_id(db, started_id)
     for row, job in ((unstarted, jobs[unstarted_id]), (started, jobs[started_id])):
         assert row["status"] == "pending"
         assert near(row["fire_at"], now)
@@ -435,7 +407,7 @@ async def test_release_ignores_rows_no_longer_held(db: asyncpg.Connection, store
 
     await store.release([Release(job, started=False)])
 
-    row = await message(db, message_id)
+    row = await row_by_id(db, message_id)
     assert (row["status"], row["attempts"]) == ("cancelled", 1)
 
 
@@ -457,11 +429,11 @@ async def test_release_by_a_stalled_daemon_does_not_hand_back_the_next_cron_occu
     await store.record_outcomes([advanced(takeover, await db.fetchval("SELECT now() - interval '1 second'"))])
     current = await claim_one(store)  # daemon C: occurrence Y, attempt 1
     assert current.attempt == stalled.attempt
-    owned = await message(db, message_id)
+    owned = await row_by_id(db, message_id)
 
     await store.release([Release(stalled, started=False)])
 
-    row = await message(db, message_id)
+    row = await row_by_id(db, message_id)
     assert (row["status"], row["attempts"], row["lease_expires_at"]) == (
         "picked", owned["attempts"], owned["lease_expires_at"],
     ), "a stale release for occurrence X handed back the row daemon C holds"
@@ -479,20 +451,20 @@ async def test_reap_returns_expired_leases_to_pending(db: asyncpg.Connection, st
         "UPDATE reminderd.scheduled_messages SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
         expired_id,
     )
-    expired_before = await message(db, expired_id)
-    live_before = await message(db, live_id)
+    expired_before = await row_by_id(db, expired_id)
+    live_before = await row_by_id(db, live_id)
 
     reaped = await store.reap_expired_leases()
 
     assert [(r["id"], r["ref_id"], r["attempts"]) for r in reaped] == [(expired_id, "expired", 1)]
-    expired = await message(db, expired_id)
+    expired = await row_by_id(db, expired_id)
     assert expired["status"] == "pending"
     assert near(expired["fire_at"], await db_now(db))
     assert expired["scheduled_for"] == expired_before["fire_at"]
     assert expired["lease_expires_at"] is None
     assert expired["attempts"] == 1
     assert "lease expired" in expired["last_error"]
-    assert dict(await message(db, live_id)) == dict(live_before)
+    assert dict(await row_by_id(db, live_id)) == dict(live_before)
 
 
 async def test_expire_missed_expires_only_one_offs_beyond_the_lookback(
@@ -507,12 +479,12 @@ async def test_expire_missed_expires_only_one_offs_beyond_the_lookback(
     expired = await store.expire_missed(lookback_s=LOOKBACK_S)
 
     assert [(r["id"], r["ref_id"]) for r in expired] == [(missed, "missed")]
-    row = await message(db, missed)
+    row = await row_by_id(db, missed)
     assert row["status"] == "expired"
     assert "REMINDERD_LOOKBACK" in row["last_error"]
     assert "120" in row["last_error"]
     assert expired[0]["scheduled_for"] == row["fire_at"]
-    assert [(await message(db, i))["status"] for i in (recent, cron, sent)] == ["pending", "pending", "sent"]
+    assert [(await row_by_id(db, i))["status"] for i in (recent, cron, sent)] == ["pending", "pending", "sent"]
 
 
 async def test_recurring_to_plan_lists_unplanned_and_missed_cron_rows(
@@ -530,7 +502,7 @@ async def test_recurring_to_plan_lists_unplanned_and_missed_cron_rows(
 
     assert [r["id"] for r in rows] == [unplanned, missed]
     assert (rows[0]["cron"], rows[0]["timezone"], rows[0]["fire_at"]) == ("@hourly", "Asia/Kolkata", None)
-    assert rows[1]["fire_at"] == (await message(db, missed))["fire_at"]
+    assert rows[1]["fire_at"] == (await row_by_id(db, missed))["fire_at"]
     assert near(rows[0]["db_now"], await db_now(db))
 
 
@@ -554,11 +526,11 @@ async def test_plan_recurring_sets_the_planned_fire_at_and_resets_attempts(
 
     assert sorted(r["id"] for r in planned) == sorted([unplanned, missed])
     for message_id in (unplanned, missed):
-        row = await message(db, message_id)
+        row = await row_by_id(db, message_id)
         assert (row["status"], row["fire_at"], row["attempts"], row["scheduled_for"]) == (
             "pending", next_fire, 0, None,
         )
-    assert (await message(db, missed))["last_error"] == "missed occurrence: skipped to the next one"
+    assert (await row_by_id(db, missed))["last_error"] == "missed occurrence: skipped to the next one"
 
 
 async def test_plan_recurring_skips_a_row_changed_since_it_was_read(
@@ -571,14 +543,14 @@ async def test_plan_recurring_skips_a_row_changed_since_it_was_read(
     await db.execute(
         "UPDATE reminderd.scheduled_messages SET fire_at = now() + interval '30 minutes' WHERE id = $1", missed
     )
-    before = await message(db, missed)
+    before = await row_by_id(db, missed)
 
     planned = await store.plan_recurring([
         Plan(missed, read["fire_at"], read["db_now"] + timedelta(hours=1), "pending", None),
     ])
 
     assert planned == []
-    assert dict(await message(db, missed)) == dict(before)
+    assert dict(await row_by_id(db, missed)) == dict(before)
 
 
 async def test_plan_recurring_dead_letters_a_row_that_cannot_recur(
@@ -594,7 +566,7 @@ async def test_plan_recurring_dead_letters_a_row_that_cannot_recur(
     assert [(r["id"], r["status"], r["last_error"]) for r in planned] == [
         (message_id, "dead", "cannot schedule: no occurrence"),
     ]
-    row = await message(db, message_id)
+    row = await row_by_id(db, message_id)
     assert row["status"] == "dead"
     assert row["fire_at"] is None
     assert row["last_error"] == "cannot schedule: no occurrence"
@@ -651,15 +623,15 @@ async def test_schedule_at_replaces_and_cancel_cancels(db: asyncpg.Connection, s
         ScheduleRequest("t1", "r1", {"n": 2, "text": "é"}, "https://other.example/x", fire_at=fire_at)
     )
 
-    old = await message(db, first)
-    new = await message(db, second)
+    old = await row_by_id(db, first)
+    new = await row_by_id(db, second)
     assert (old["status"], old["last_error"]) == ("cancelled", "replaced by a new schedule")
     assert (new["status"], new["fire_at"], new["callback_url"]) == ("pending", fire_at, "https://other.example/x")
     assert json.loads(new["payload"]) == {"n": 2, "text": "é"}
 
     assert await store.cancel("t1", "r1") == 1
     assert await store.cancel("t1", "r1") == 0
-    assert (await message(db, second))["status"] == "cancelled"
+    assert (await row_by_id(db, second))["status"] == "cancelled"
 
 
 async def test_schedule_cron_stores_an_unplanned_recurring_row(db: asyncpg.Connection, store: Store) -> None:
@@ -671,7 +643,7 @@ async def test_schedule_cron_stores_an_unplanned_recurring_row(db: asyncpg.Conne
         )
     )
 
-    row = await message(db, message_id)
+    row = await row_by_id(db, message_id)
     assert (row["cron"], row["timezone"], row["fire_at"], row["status"]) == (
         "0 9 * * *", "Europe/Paris", None, "pending",
     )
@@ -686,7 +658,7 @@ async def test_status_counts_groups_by_tenant_and_status(db: asyncpg.Connection,
     await insert(db, "b", "now() + interval '2 hours'")
     await insert(db, "c", status="sent")
     await insert(db, "d", "now() + interval '3 hours'", tenant_id="t2")
-    earliest = (await message(db, await insert(db, "e", "now() + interval '30 minutes'")))["fire_at"]
+    earliest = (await row_by_id(db, await insert(db, "e", "now() + interval '30 minutes'")))["fire_at"]
 
     counts = [(r["tenant_id"], r["status"], r["messages"], r["next_due"]) for r in await store.status_counts()]
 

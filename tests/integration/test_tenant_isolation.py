@@ -20,12 +20,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from conftest import emptied
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-from support import TEST_SECRET, Receiver, fast_settings, poll_until, running_worker, settled
+from support import TEST_SECRET, fast_settings, poll_until, running_worker, settled
 
 from reminderd.queries import QUERIES
 from reminderd.store import NOTIFY_CHANNEL, Store
+from reminderd.testing import Receiver
 
 ROLE_PASSWORD = "reminderd-test"  # ignored under trust authentication, needed under scram
 OTHER_SECRET = "whsec_" + "R2xvYmV4U2VjcmV0MDEyMzQ1Njc4OWFiY2RlZmdoaWo="
@@ -46,10 +46,7 @@ TENANT_COLUMN = {
 }
 
 
-@pytest.fixture
-def database_url(module_database_url: str) -> str:
-    """Overrides conftest's clone per test: this module's database, emptied before each test."""
-    return emptied(module_database_url)
+pytestmark = pytest.mark.shared_database
 
 
 def url_as(database_url: str, user: str) -> str:
@@ -417,7 +414,7 @@ async def test_daemon_only_functions_are_not_executable_by_app_or_readonly_roles
     """The migration grants pause_tenant, resume_tenant, rotate_secret and prune to reminderd_daemon
     only; a function is executable by PUBLIC unless that is revoked after it is created."""
     readonly = await roles.create("dba_ro", "reminderd_readonly")
-    executable = {}
+    executable: dict[str, list[str]] = {}
     for role in (two_tenants.role_a, readonly):
         for function in (
             "reminderd.pause_tenant(text)",

@@ -4,25 +4,24 @@ by moving the rows' times into the past (as a stopped daemon would find them), n
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
-from support import Receiver, fast_settings, poll_until, running_worker, settled, status_of
+from support import db_now, fast_settings, newest_row, poll_until, running_worker, settled
 
 from reminderd.cli import main
 from reminderd.schedule import Timing, to_instant
+from reminderd.testing import Receiver
 
 
-async def db_now(db: asyncpg.Connection) -> datetime:
-    now: datetime = await db.fetchval("SELECT now()")
-    return now
-
-
-def settled_event(db: asyncpg.Connection, ref: str, *events: str) -> object:
+def settled_event(
+    db: asyncpg.Connection, ref: str, *events: str
+) -> Callable[[], Awaitable[asyncpg.Record | None]]:
     async def check() -> asyncpg.Record | None:
-        row = await status_of(db, ref)
+        row = await newest_row(db, ref)
         return row if row is not None and row["last_event"] in events else None
 
     return check

@@ -9,7 +9,9 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 from standardwebhooks.webhooks import Webhook
-from support import TEST_SECRET, Receiver, fast_settings, poll_until, running_worker, settled, status_of
+from support import TEST_SECRET, fast_settings, newest_row, poll_until, running_worker, settled
+
+from reminderd.testing import Receiver
 
 
 async def test_delivers_a_due_message_signed_for_standard_webhooks(
@@ -217,8 +219,8 @@ async def test_recurring_row_is_planned_fired_and_advanced(
 
 def _planned(db: asyncpg.Connection, ref: str) -> Callable[[], Any]:
     async def check() -> asyncpg.Record | None:
-        row = await status_of(db, ref)
-        return row if row["fire_at"] is not None else None
+        row = await newest_row(db, ref)
+        return row if row is not None and row["fire_at"] is not None else None
 
     return check
 

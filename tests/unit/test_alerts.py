@@ -108,6 +108,7 @@ def test_the_exporter_really_names_the_counter_with_total() -> None:
 
 
 if PROMTOOL:
+    promtool: str = PROMTOOL  # found: the tests below exist only then
     # promtool unit tests: each alert fires on the series that should trigger it, and only then.
     RULE_TESTS = """
 rule_files:
@@ -178,7 +179,7 @@ tests:
 
     def test_promtool_accepts_the_rules() -> None:
         result = subprocess.run(
-            [PROMTOOL, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60
+            [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0, result.stdout + result.stderr
 
@@ -193,6 +194,6 @@ tests:
         tests = tmp_path / "alerts_test.yml"
         tests.write_text(RULE_TESTS.format(alerts=rules, lateness=_lateness_series()), encoding="utf-8")
         result = subprocess.run(
-            [PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True, timeout=60
+            [promtool, "test", "rules", str(tests)], capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0, result.stdout + result.stderr

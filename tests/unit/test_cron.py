@@ -9,14 +9,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import utc
 
 from reminderd.schedule.cron import InvalidSchedule, load_timezone, next_fire, validate_cron
 
 NY = "America/New_York"
-
-
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
-    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def chain(expr: str, tz: str, after: datetime, count: int) -> list[datetime]:

@@ -6,16 +6,13 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import utc
 
 from reminderd.schedule.cron import InvalidSchedule
 from reminderd.schedule.quiet import QuietHours
 
 NIGHT = QuietHours(time(21), time(9))
 LUNCH = QuietHours(time(13), time(14))
-
-
-def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
-    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def at(clock: str) -> datetime:

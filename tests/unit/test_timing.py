@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, available_timezones
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import utc
 
 from reminderd.schedule.calendars import Holidays
 from reminderd.schedule.quiet import QuietHours
@@ -21,10 +22,6 @@ from reminderd.schedule.wallclock import InvalidSchedule
 
 NOW = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)  # a Wednesday
 OUTAGE = timedelta(hours=6)
-
-
-def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
 
 
 def every_15_minutes(**changes: Any) -> Timing:
@@ -327,6 +324,7 @@ def test_recurring_occurrences_in_quiet_hours_go_out_once_at_the_end() -> None:
         "deferred from 21:00 to 09:00 UTC (quiet hours 21:00-09:00); "
         "its 13 occurrences up to then are sent once, as 2026-06-11 09:00 UTC"
     )
+    assert held.occurrence is not None
     assert following(timing, held.occurrence) == (utc(2026, 6, 11, 10), None)
     # A retry keeps its occurrence (and its webhook-id).
     retry = hold(timing, occurrence=nine_pm, due_at=nine_pm, attempt=2, now=nine_pm)
@@ -346,7 +344,7 @@ def test_why_a_row_finished_names_until_or_the_rrule() -> None:
 
 
 def test_an_unknown_tenant_calendar_is_ignored_not_fatal_while_a_rows_own_is_refused() -> None:
-    row = {
+    row: dict[str, Any] = {
         "timezone": "UTC", "cron": None, "rrule": None, "until": None, "max_runs": None, "runs": 0,
         "calendar": "XX", "calendar_from_tenant": True, "holiday_rule": "skip", "holiday_days": [],
         "holiday_names": [], "quiet_start": None, "quiet_end": None, "backfill": "send",

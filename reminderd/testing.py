@@ -1,0 +1,456 @@
+"""The harness that tests, `reminderd demo` and the benchmark share.
+
+- `throwaway_cluster()`: a local PostgreSQL cluster on a free loopback port, deleted on exit.
+- `Receiver`: a real HTTP receiver that records each callback, checks its signature and answers as
+  scripted.
+- `DaemonProcess` / `running_daemon()`: the real `reminderd run` in a subprocess, its output read as
+  it is written.
+- `add_tenant()`: a tenant inserted with plain SQL.
+
+It imports only reminderd's own dependencies (the demo runs without the dev extras): no pytest, no
+standardwebhooks (signatures are checked with `reminderd.signing.verify`).
+
+The cluster uses the server binaries of an installed PostgreSQL (Debian: /usr/lib/postgresql/NN/bin).
+initdb refuses to run as root, so as root only the server runs as the OS user `postgres`, in a
+temporary directory it owns, with fsync off (nothing here needs to survive a crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from .signing import verify
+
+# The throwaway cluster ----------------------------------------------------------------------------
+
+SUPERUSER = "reminderd"
+
+
+class ClusterError(RuntimeError):
+    """The throwaway PostgreSQL cluster could not be started."""
+
+
+def find_bindir() -> Path:
+    """Where initdb and postgres live; newest major version first."""
+    explicit = os.environ.get("REMINDERD_PG_BINDIR")
+    candidates = [explicit] if explicit else []
+    candidates += sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]), reverse=True
+    )
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(str(Path(on_path).parent))
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "initdb").exists():
+            return Path(candidate)
+    raise ClusterError(
+        "no PostgreSQL server binaries found (initdb): install them with "
+        "`apt-get install postgresql-15`, or set REMINDERD_PG_BINDIR"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    bindir: Path
+    datadir: Path
+    port: int
+    run_as: str | None
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+
+    def _command(self, *argv: str) -> list[str]:
+        return ["runuser", "-u", self.run_as, "--", *argv] if self.run_as else list(argv)
+
+    def start(self) -> None:
+        log = self.datadir.parent / "postgres.log"
+        subprocess.run(
+            self._command(
+                str(self.bindir / "pg_ctl"), "start", "--wait", "--timeout=60", "--silent",
+                "-D", str(self.datadir), "-l", str(log),
+                "-o", f"-p {self.port} -k {self.datadir.parent}",
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def postmaster_pid(self) -> int | None:
+        """The running server's process id (None when it is not running)."""
+        try:
+            return int((self.datadir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run(
+            self._command(
+                str(self.bindir / "pg_ctl"), "stop", "--wait", "--silent", "-m", mode,
+                "-D", str(self.datadir),
+            ),
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+
+@contextlib.contextmanager
+def throwaway_cluster() -> Iterator[Cluster]:
+    """Start a fresh cluster on a free loopback port; stop it and delete its files on exit."""
+    bindir = find_bindir()
+    run_as = "postgres" if os.geteuid() == 0 else None
+    root = Path(tempfile.mkdtemp(prefix="reminderd-pg-"))
+    try:
+        if run_as:
+            shutil.chown(root, user=run_as)
+        datadir = root / "data"
+        cluster = Cluster(bindir, datadir, free_port(), run_as)
+        _initdb(cluster)
+        cluster.start()
+        _wait_ready(cluster)
+        try:
+            yield cluster
+        finally:
+            cluster.stop("immediate")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _initdb(cluster: Cluster) -> None:
+    result = subprocess.run(
+        cluster._command(
+            str(cluster.bindir / "initdb"), "-D", str(cluster.datadir), "-U", SUPERUSER,
+            "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync",
+        ),
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        raise ClusterError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
+    settings = {
+        "listen_addresses": "'127.0.0.1'",
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "max_connections": "200",
+        "shared_buffers": "256MB",
+        "log_min_messages": "warning",
+    }
+    with open(cluster.datadir / "postgresql.conf", "a", encoding="utf-8") as conf:
+        conf.write("\n# reminderd throwaway cluster: speed over durability\n")
+        conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+
+
+def _wait_ready(cluster: Cluster, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready = subprocess.run(
+            [str(cluster.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(cluster.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        if ready.returncode == 0:
+            return
+        time.sleep(0.05)
+    raise ClusterError(f"PostgreSQL did not accept connections on port {cluster.port}")
+
+
+# The receiver ---------------------------------------------------------------------------------------
+
+Answer = int | tuple[int, dict[str, str]] | tuple[int, dict[str, str], bytes]
+"""An HTTP status, optionally with response headers and a body."""
+
+
+@dataclass
+class Received:
+    """One request as it arrived, and what the receiver answered."""
+
+    webhook_id: str
+    timestamp: str
+    signature: str
+    body: bytes
+    headers: dict[str, str]
+    received_at: float  # time.time()
+    status: int  # the status the receiver answered
+    verified: bool | None  # the signature checked against the receiver's secret; None without a secret
+
+    @property
+    def message(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.body)
+        return parsed
+
+
+@dataclass
+class Receiver:
+    """A real HTTP receiver on a free loopback port, answering every path and method.
+
+    It answers 200 unless `script[ref_id]` lists answers to give first (one per request), checks
+    each signature when it knows the tenant's `secret`, and holds every request `delay_s` before
+    answering (to keep callbacks in flight). Requests are recorded on arrival, and `on_receive` is
+    called with each.
+    """
+
+    secret: str | None = None
+    script: dict[str, list[Answer]] = field(default_factory=dict)
+    delay_s: float = 0.0
+    on_receive: Callable[[Received], None] | None = None
+    received: list[Received] = field(default_factory=list)
+    url: str = ""
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _runner: web.AppRunner | None = None
+
+    async def start(self) -> Receiver:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/callbacks"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> Receiver:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        webhook_id = request.headers.get("webhook-id", "")
+        timestamp = request.headers.get("webhook-timestamp", "")
+        signature = request.headers.get("webhook-signature", "")
+        ref = _ref_of(body)
+        answers = self.script.get(ref)
+        answer = answers.pop(0) if answers else 200
+        status, headers, body_out = _parts(answer)
+        verified = None
+        if self.secret is not None:
+            verified = _verified(self.secret, webhook_id, timestamp, body, signature)
+        item = Received(
+            webhook_id=webhook_id,
+            timestamp=timestamp,
+            signature=signature,
+            body=body,
+            headers=dict(request.headers),
+            received_at=time.time(),
+            status=status,
+            verified=verified,
+        )
+        async with self._changed:
+            self.received.append(item)  # on arrival: in flight counts as received
+            self._changed.notify_all()
+        if self.on_receive is not None:
+            self.on_receive(item)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)  # holding the request open is what is under test
+        return web.Response(status=status, headers=headers, body=body_out)
+
+    async def wait_for(self, predicate: Callable[[list[Received]], bool], timeout_s: float = 15) -> None:
+        """Wait until `predicate(received)` holds; TimeoutError saying what arrived if it never does."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self.received)), timeout_s)
+            except TimeoutError:
+                got = len(self.received)
+                raise TimeoutError(
+                    f"receiver got {got} callbacks: condition not met within {timeout_s} s"
+                ) from None
+
+    def by_ref(self) -> dict[str, list[Received]]:
+        grouped: dict[str, list[Received]] = defaultdict(list)
+        for item in self.received:
+            grouped[item.message["ref_id"]].append(item)
+        return grouped
+
+
+def _ref_of(body: bytes) -> str:
+    if not body:
+        return ""
+    try:
+        ref = json.loads(body).get("ref_id", "")
+    except (ValueError, AttributeError):
+        return ""
+    return ref if isinstance(ref, str) else ""
+
+
+def _parts(answer: Answer) -> tuple[int, dict[str, str], bytes]:
+    if isinstance(answer, int):
+        return answer, {}, b"scripted answer"
+    if len(answer) == 2:
+        return answer[0], answer[1], b"scripted answer"
+    return answer
+
+
+def _verified(secret: str, webhook_id: str, timestamp: str, body: bytes, signature: str) -> bool:
+    try:
+        return verify(secret, webhook_id, int(timestamp), body, signature)
+    except ValueError:  # no timestamp, or a webhook-id that cannot have been signed
+        return False
+
+
+# The daemon process ---------------------------------------------------------------------------------
+
+REMINDERD_CLI = (sys.executable, "-m", "reminderd.cli")
+
+
+def daemon_env(database_url: str, **variables: str) -> dict[str, str]:
+    """This process's environment without its REMINDERD_* variables, plus the database URL, callbacks
+    to loopback addresses allowed, and `variables` (full names: REMINDERD_CONCURRENCY="8")."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REMINDERD_")}
+    env.update(REMINDERD_DATABASE_URL=database_url, REMINDERD_ALLOWED_CALLBACK_NETWORKS="127.0.0.0/8")
+    env.update(variables)
+    return env
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGKILL when this process dies, so no daemon outlives it (Linux)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class DaemonProcess:
+    """`reminderd run` in a subprocess whose output is read as it is written (a full pipe would block
+    the daemon's log writes). Lines are kept in `lines` (the last `keep_lines` of them when given)."""
+
+    def __init__(self, process: asyncio.subprocess.Process, env: Mapping[str, str],
+                 keep_lines: int | None = None) -> None:
+        self.process = process
+        self.env = dict(env)  # what it was started with
+        self.lines: deque[str] = deque(maxlen=keep_lines)
+        self._logged = asyncio.Condition()
+        self._readers = [asyncio.create_task(self._read(stream))
+                         for stream in (process.stdout, process.stderr) if stream is not None]
+
+    @classmethod
+    async def start(cls, env: Mapping[str, str], *, stdout_to_devnull: bool = False,
+                    keep_lines: int | None = None, cwd: Path | None = None) -> DaemonProcess:
+        """Spawn the daemon with exactly `env` (see `daemon_env`); stderr is read with stdout, or
+        alone when stdout goes to /dev/null."""
+        process = await asyncio.create_subprocess_exec(
+            *REMINDERD_CLI, "run", env=dict(env), cwd=cwd,
+            stdout=asyncio.subprocess.DEVNULL if stdout_to_devnull else asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE if stdout_to_devnull else asyncio.subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
+        return cls(process, env, keep_lines)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        async for raw in stream:
+            async with self._logged:
+                self.lines.append(raw.decode(errors="replace"))
+                self._logged.notify_all()
+
+    @property
+    def log(self) -> list[dict[str, object]]:
+        """The JSON log lines, parsed."""
+        return [json.loads(line) for line in self.lines if line.startswith("{")]
+
+    def events(self, event: str) -> list[dict[str, object]]:
+        return [line for line in self.log if line.get("event") == event]
+
+    async def wait_logged(self, event: str, timeout_s: float = 20) -> None:
+        async with self._logged:
+            await asyncio.wait_for(self._logged.wait_for(lambda: bool(self.events(event))), timeout_s)
+
+    def output(self) -> str:
+        """The output kept, for an error message."""
+        return "".join(self.lines).rstrip() or "(no output)"
+
+    def check_alive(self) -> None:
+        """RuntimeError with the daemon's output when it has exited."""
+        if self.process.returncode is not None:
+            raise RuntimeError(f"the daemon exited with status {self.process.returncode}:\n{self.output()}")
+
+    def send_signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    async def exit_code(self, timeout_s: float = 20) -> int:
+        """Wait for the daemon to exit by itself and its output to be read."""
+        code = await asyncio.wait_for(self.process.wait(), timeout_s)
+        await asyncio.wait_for(asyncio.gather(*self._readers), timeout_s)
+        return code
+
+    async def stop(self, timeout_s: float = 20) -> int:
+        """SIGTERM, then SIGKILL if it has not exited within `timeout_s`; its exit status."""
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*self._readers), 5)
+        return self.process.returncode or 0
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(
+    env: Mapping[str, str], *, stdout_to_devnull: bool = False, keep_lines: int | None = None,
+    cwd: Path | None = None,
+) -> AsyncIterator[DaemonProcess]:
+    """A `DaemonProcess` (see `DaemonProcess.start`), stopped on the way out (SIGTERM, then SIGKILL)."""
+    daemon = await DaemonProcess.start(env, stdout_to_devnull=stdout_to_devnull, keep_lines=keep_lines, cwd=cwd)
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()
+
+
+# Rows ----------------------------------------------------------------------------------------------
+
+
+async def add_tenant(db: asyncpg.Connection, tenant_id: str = "t1",
+                     callback_url: str | None = "https://example.com/cb", *,
+                     signing_secret: str | None = None) -> str:
+    """Insert a tenant with plain SQL; its signing secret (the database generates one unless given)."""
+    if signing_secret is None:
+        generated: str = await db.fetchval(
+            "INSERT INTO reminderd.tenants (id, callback_url) VALUES ($1, $2) RETURNING signing_secret",
+            tenant_id, callback_url,
+        )
+        return generated
+    await db.execute(
+        "INSERT INTO reminderd.tenants (id, callback_url, signing_secret) VALUES ($1, $2, $3)",
+        tenant_id, callback_url, signing_secret,
+    )
+    return signing_secret
