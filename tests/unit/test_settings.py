@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
 
 from reminderd.exceptions import ConfigError
-from reminderd.settings import Settings, mask_url
+from reminderd.settings import SETTINGS, Settings, mask_url
 
 PASSWORD = "hunter2-s3cret"
 URL = f"postgresql://app:{PASSWORD}@db.example:5432/reminderd"
@@ -243,3 +244,50 @@ def test_bad_database_url_error_does_not_leak_the_password(bad_url: str) -> None
     message = str(raised.value)
     assert message.startswith("REMINDERD_DATABASE_URL=")
     assert PASSWORD not in message, f"BUG: the configuration error prints the password: {message}"
+
+
+# The README's configuration table is the declaration
+
+
+def documented_default(name: str) -> str:
+    """How the README shows a setting's default: the text that, set as the variable, gives it."""
+    declared = next(f for f in fields(Settings) if f.name == name)
+    value = declared.default
+    if value is MISSING or value is None or value == ():
+        return SETTINGS[name].unset
+    if isinstance(value, bool):
+        return f"`{int(value)}`"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    return f"`{value}`"
+
+
+def settings_table() -> str:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{spec.env}` | {documented_default(name)} | {spec.help} |" for name, spec in SETTINGS.items()]
+    return "\n".join(rows)
+
+
+def test_the_readme_configuration_table_is_the_declaration() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    table = settings_table()
+    assert table in readme, (
+        "README.md's configuration table differs from reminderd/settings.py: replace it with\n\n" + table
+    )
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_each_documented_default_reads_back_as_the_default(name: str) -> None:
+    shown = documented_default(name)
+    if not shown.startswith("`"):
+        assert shown.startswith("(") and shown.endswith(")"), f"{name}: say what an unset value means"
+        return
+    value = SETTINGS[name].parse(shown.strip("`"))
+    assert value == getattr(load(), name)
+
+
+def test_each_setting_has_its_own_variable_and_a_meaning() -> None:
+    names = [spec.env for spec in SETTINGS.values()]
+    assert len(set(names)) == len(names) == len(fields(Settings))
+    assert all(name.startswith("REMINDERD_") and name.isupper() for name in names)
+    assert all(spec.help for spec in SETTINGS.values())
