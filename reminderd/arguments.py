@@ -9,7 +9,7 @@ import argparse
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from .calendars import validate_calendar
@@ -193,6 +193,117 @@ class ScheduleRequest:
             max_lateness_s=None if args.max_lateness is None else parse_duration(
                 args.max_lateness, "--max-lateness", allow_zero=True).total_seconds(),
         )
+
+
+@dataclass(frozen=True)
+class PreviewRequest:
+    """`reminderd preview` arguments: a schedule read in a zone, from an instant, shown n times."""
+
+    recurrence: Recurrence
+    timezone: str
+    start: datetime
+    calendar: str | None
+    quiet: QuietHours | None
+    count: int
+    as_json: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, now: datetime) -> PreviewRequest:
+        if args.n < 1:
+            raise UsageError(f"-n {args.n}: must be at least 1")
+        timezone = checked_timezone(args.tz)
+        start = now if args.start is None else parse_instant(args.start, timezone, flag="--from")
+        recurrence = Recurrence.from_args(args, timezone, start)
+        assert recurrence is not None  # argparse requires one of the flags
+        return cls(
+            recurrence=recurrence, timezone=timezone, start=start, calendar=checked_calendar(args.calendar),
+            quiet=checked_quiet(args.quiet), count=args.n, as_json=args.json,
+        )
+
+
+@dataclass(frozen=True)
+class TenantAddRequest:
+    tenant_id: str
+    callback_url: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TenantAddRequest:
+        return cls(args.tenant_id, args.callback_url)
+
+
+@dataclass(frozen=True)
+class TenantRoleRequest:
+    """`tenant grant` and `tenant revoke`: a database role and the tenant it acts for."""
+
+    tenant_id: str
+    role: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TenantRoleRequest:
+        return cls(args.tenant_id, args.role)
+
+
+@dataclass(frozen=True)
+class RotateSecretRequest:
+    tenant_id: str
+    grace: str  # as given, for the message
+    grace_s: float
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RotateSecretRequest:
+        grace = parse_duration(args.grace, flag="--grace")
+        return cls(args.tenant_id, args.grace, grace.total_seconds())
+
+
+@dataclass(frozen=True)
+class TenantSetRequest:
+    """`tenant set`: each None leaves a setting alone; calendar and quiet may be "none" (clear)."""
+
+    tenant_id: str
+    calendar: str | None
+    holiday_rule: str | None
+    quiet: QuietHours | str | None
+    quiet_exempt: list[str] | None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TenantSetRequest:
+        calendar, quiet = args.calendar, args.quiet
+        if calendar is not None and calendar.lower() != "none":
+            checked_calendar(calendar)
+        if quiet is not None and quiet.lower() != "none":
+            quiet = checked_quiet(quiet)
+        exempt = None if args.quiet_exempt is None else [
+            category.strip() for category in args.quiet_exempt.split(",") if category.strip()
+        ]
+        return cls(args.tenant_id, calendar, args.holiday_rule, quiet, exempt)
+
+
+@dataclass(frozen=True)
+class HolidayRequest:
+    """`tenant holiday add|remove`: one of the tenant's own days off."""
+
+    add: bool
+    tenant_id: str
+    day: date
+    name: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> HolidayRequest:
+        try:
+            day = datetime.strptime(args.day, "%Y-%m-%d").date()
+        except ValueError:
+            raise UsageError(f"{args.day!r} is not a date like 2026-12-31") from None
+        return cls(args.action == "add", args.tenant_id, day, args.name)
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    tenant_id: str
+    ref_id: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> CancelRequest:
+        return cls(args.tenant_id, args.ref_id)
 
 
 def add_schedule_options(parser: argparse.ArgumentParser) -> None:

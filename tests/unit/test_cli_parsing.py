@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import argparse
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pytest
 
-from reminderd.arguments import UsageError, parse_duration, parse_instant, parse_payload
-from reminderd.cli import EX_CONFIG, EX_USAGE, main
+from reminderd.arguments import (
+    CancelRequest,
+    HolidayRequest,
+    ScheduleRequest,
+    TenantSetRequest,
+    UsageError,
+    parse_duration,
+    parse_instant,
+    parse_payload,
+)
+from reminderd.cli import EX_CONFIG, EX_USAGE, build_parser, main
+from reminderd.quiet import QuietHours
 from reminderd.store import Store
 
 # parse_duration
@@ -273,3 +284,74 @@ def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.startswith("reminderd ")
+
+
+# Dispatch: every subcommand registers its handler and describes itself in one line
+
+
+def subcommands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], Any]]:
+    """Every (sub)subcommand's path and parser, depth first."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found.append(((*path, name), child))
+                found += subcommands(child, (*path, name))
+    return found
+
+
+ALL_COMMANDS = subcommands(build_parser())
+
+
+def test_the_subcommands_are_the_documented_ones() -> None:
+    assert {" ".join(path) for path, _ in ALL_COMMANDS} == {
+        "migrate", "run", "status", "config", "demo", "schedule", "preview", "cancel", "tenant",
+        "tenant add", "tenant grant", "tenant revoke", "tenant rotate-secret", "tenant set", "tenant holiday",
+    }
+
+
+@pytest.mark.parametrize(("path", "command"), ALL_COMMANDS, ids=[" ".join(p) for p, _ in ALL_COMMANDS])
+def test_every_subcommand_says_what_it_does_in_its_help(
+    path: tuple[str, ...], command: argparse.ArgumentParser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*path, "--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    description = command.description
+    assert description and "\n" not in description and description.endswith(".")
+    assert f"\n{description}\n" in shown.replace("\n\n", "\n")
+    # and the parent's --help lists it with the same words
+    with pytest.raises(SystemExit):
+        main([*path[:-1], "--help"])
+    parent_help = " ".join(capsys.readouterr().out.split())
+    assert description.rstrip(".").lower() in parent_help.lower()
+
+
+@pytest.mark.parametrize(("path", "command"), ALL_COMMANDS, ids=[" ".join(p) for p, _ in ALL_COMMANDS])
+def test_every_leaf_subcommand_registers_its_handler(path: tuple[str, ...], command: Any) -> None:
+    has_children = any(isinstance(a, argparse._SubParsersAction) for a in command._actions)
+    assert has_children or callable(command.get_default("handler")), f"{' '.join(path)} has no handler"
+
+
+def test_handlers_get_typed_requests_not_the_namespace(
+    connections: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+
+    def record(command: Any, request: Any, settings: Any) -> int:
+        seen.append(request)
+        return 0
+
+    monkeypatch.setattr("reminderd.cli._run", record)
+    assert main(["tenant", "holiday", "add", "acme", "2026-12-31", "Company day"]) == 0
+    assert main(["tenant", "set", "acme", "--quiet", "21:00-09:00", "--quiet-exempt", "otp, sms"]) == 0
+    assert main(["schedule", "acme", "r", "--in", "5m"]) == 0
+    assert main(["cancel", "acme", "r"]) == 0
+    holiday, rules, schedule, cancel = seen
+    assert holiday == HolidayRequest(add=True, tenant_id="acme", day=date(2026, 12, 31), name="Company day")
+    assert rules == TenantSetRequest("acme", None, None, QuietHours(time(21), time(9)), ["otp", "sms"])
+    assert isinstance(schedule, ScheduleRequest) and schedule.fire_at is not None
+    assert cancel == CancelRequest("acme", "r")
