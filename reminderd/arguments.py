@@ -14,6 +14,7 @@ from typing import Any
 
 from .calendars import validate_calendar
 from .cron import validate_cron
+from .duration import EXAMPLES, parse_seconds
 from .human import UnknownPhrase, compile_phrase, describe
 from .preview import anchor_rrule
 from .quiet import QuietHours
@@ -21,8 +22,6 @@ from .rrule import parse_rrule
 from .timing import BACKFILL_POLICIES
 from .wallclock import InvalidSchedule, load_timezone, to_instant
 
-_DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DELAY_S = 100 * 365 * 86400
 
 
@@ -31,13 +30,15 @@ class UsageError(Exception):
 
 
 def parse_duration(text: str, flag: str = "--in", *, allow_zero: bool = False) -> timedelta:
-    """'90s', '15m', '2h', '3d' or combinations such as '1h30m'."""
-    compact = text.strip().lower()
-    parts = _DURATION_PART.findall(compact)
-    if not compact or _DURATION_PART.sub("", compact).strip():
-        raise UsageError(f"{flag} {text!r}: use a duration such as 90s, 15m, 2h, 3d or 1h30m")
-    seconds = sum(int(amount) * _UNIT_S[unit] for amount, unit in parts)
-    if seconds <= 0 and not allow_zero:
+    """A positive duration, read as reminderd reads every duration (reminderd/duration.py):
+    '90s', '15m', '2h', '3d', '1h30m', or a bare number of seconds."""
+    try:
+        seconds = parse_seconds(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag} {text!r}: {exc}") from None
+    if seconds < 0:
+        raise UsageError(f"{flag} {text!r}: a duration cannot be negative; {EXAMPLES}")
+    if seconds == 0 and not allow_zero:
         raise UsageError(f"{flag} {text!r}: the delay must be positive")
     if seconds > MAX_DELAY_S:
         raise UsageError(f"{flag} {text!r}: the delay must be under 100 years")

@@ -172,7 +172,7 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_negative_values_attached(sys.argv[1:] if argv is None else argv))
     handler: Handler = args.handler
     try:
         return handler(args)
@@ -185,6 +185,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CONNECTION_ERRORS as exc:
         print(f"reminderd: cannot reach the database: {exc}", file=sys.stderr)
         return 1
+
+
+_DURATION_OPTIONS = ("--in", "--grace", "--max-lateness")
+
+
+def _negative_values_attached(argv: Sequence[str]) -> list[str]:
+    """argparse reads `--in -5m` as two options and says "expected one argument"; the user meant
+    `--in=-5m`, which parse_duration then refuses with a sentence saying why."""
+    attached: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        value = argv[index + 1] if index + 1 < len(argv) else ""
+        if arg in _DURATION_OPTIONS and value[:1] == "-" and value[1:2].isdigit():
+            attached.append(f"{arg}={value}")
+            index += 2
+        else:
+            attached.append(arg)
+            index += 1
+    return attached
 
 
 def _environment(args: argparse.Namespace) -> dict[str, str]:

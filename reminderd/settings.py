@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .duration import parse_seconds
 from .exceptions import ConfigError
 from .timing import BACKFILL_POLICIES
 
@@ -56,7 +57,15 @@ def _number(kind: Callable[[str], T], *, minimum: float, maximum: float) -> Call
 
 
 def _seconds(minimum: float, maximum: float) -> Callable[[str], float]:
-    return _number(float, minimum=minimum, maximum=maximum)
+    """A duration read as reminderd reads every duration (reminderd/duration.py): 300, 300s, 5m, 1h30m."""
+
+    def parse(raw: str) -> float:
+        value = parse_seconds(raw)
+        if not minimum <= value <= maximum:
+            raise ValueError(f"must be between {minimum:g} and {maximum:g} seconds")
+        return value
+
+    return parse
 
 
 def _networks(raw: str) -> tuple[Network, ...]:

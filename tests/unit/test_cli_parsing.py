@@ -20,6 +20,7 @@ from reminderd.arguments import (
 )
 from reminderd.cli import EX_CONFIG, EX_USAGE, build_parser, main
 from reminderd.quiet import QuietHours
+from reminderd.settings import Settings
 from reminderd.store import Store
 
 # parse_duration
@@ -37,6 +38,10 @@ from reminderd.store import Store
         (" 2H ", timedelta(hours=2)),
         ("1h 30m", timedelta(minutes=90)),
         ("0h5m", timedelta(minutes=5)),
+        # Durations are read one way everywhere (issue 10): a bare number is seconds, as in
+        # REMINDERD_LEASE=300; "90" was refused here before.
+        ("90", timedelta(seconds=90)),
+        ("1.5s", timedelta(seconds=1.5)),
     ],
 )
 def test_parse_duration_accepts(text: str, expected: timedelta) -> None:
@@ -44,7 +49,7 @@ def test_parse_duration_accepts(text: str, expected: timedelta) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "   ", "5x", "90", "1h30", "1.5h", "-5m", "5m-", "h", "soon", "5 minutes"]
+    "text", ["", "   ", "5x", "1h30", "1.5h", "-5m", "5m-", "h", "soon", "5 minutes", "30m1h", "1e3", "nan"]
 )
 def test_parse_duration_rejects_malformed_text(text: str) -> None:
     with pytest.raises(UsageError, match=r"use a duration such as 90s, 15m, 2h, 3d or 1h30m") as raised:
@@ -355,3 +360,38 @@ def test_handlers_get_typed_requests_not_the_namespace(
     assert rules == TenantSetRequest("acme", None, None, QuietHours(time(21), time(9)), ["otp", "sms"])
     assert isinstance(schedule, ScheduleRequest) and schedule.fire_at is not None
     assert cancel == CancelRequest("acme", "r")
+
+
+# Durations: one parser for the environment, the TOML file and the command line
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["schedule", "t", "r", "--in", "-5m"],
+        ["schedule", "t", "r", "--in=-5m"],
+        ["schedule", "t", "r", "--in", "-300"],
+        ["schedule", "t", "r", "--cron", "0 9 * * *", "--max-lateness", "-1h"],
+        ["tenant", "rotate-secret", "t", "--grace", "-1h"],
+    ],
+)
+def test_a_negative_duration_is_refused_with_a_sentence(
+    argv: list[str], connections: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == EX_USAGE
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("reminderd: error: --") and "a duration cannot be negative" in line
+    assert "expected one argument" not in line
+    assert connections == []
+
+
+def test_the_cli_and_the_settings_read_durations_alike(
+    connections: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr("reminderd.cli._run", lambda command, request, settings: seen.append(request) or 0)
+    for text in ["300", "300s", "5m", "1h30m", "1.5s"]:
+        assert main(["schedule", "t", "r", "--cron", "0 9 * * *", "--max-lateness", text]) == 0
+        assert seen[-1].max_lateness_s == Settings.from_env(
+            {"REMINDERD_DATABASE_URL": "postgresql://x@h/d", "REMINDERD_MAX_LATENESS": text}
+        ).max_lateness_s

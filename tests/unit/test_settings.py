@@ -119,7 +119,9 @@ def test_missing_database_url_is_a_config_error_naming_it(environ: dict[str, str
         ("POLL_INTERVAL", "601"),
         ("POLL_INTERVAL", "fast"),
         ("LOOKBACK", "0.5"),
-        ("LEASE", "5m"),
+        ("LEASE", "5 minutes"),  # was "5m", a duration now (see test_durations_are_read_one_way)
+        ("LEASE", "1.5h"),
+        ("LEASE", "-5m"),
         ("CALLBACK_TIMEOUT", "0"),
         ("MAX_ATTEMPTS", "0"),
         ("MAX_ATTEMPTS", "1001"),
@@ -136,6 +138,29 @@ def test_bad_value_is_a_config_error_naming_the_variable(name: str, value: str) 
     with pytest.raises(ConfigError) as raised:
         load(**{name: value})
     assert str(raised.value).startswith(f"REMINDERD_{name}=")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("300", 300), ("300s", 300), ("2.5", 2.5), ("1.5s", 1.5), ("5m", 300), ("1h30m", 5400), ("1h 30m", 5400),
+     ("2H", 7200), ("1d", 86400)],
+)
+def test_durations_are_read_one_way(text: str, seconds: float) -> None:
+    settings = load(LEASE=text, LOOKBACK=text, MAX_LATENESS=text, RETRY_CAP=text, CALLBACK_TIMEOUT="1",
+                    RETRY_BASE="1")
+    read = (settings.lease_s, settings.lookback_s, settings.max_lateness_s, settings.retry_cap_s)
+    assert read == (seconds,) * 4
+
+
+def test_a_bad_duration_says_what_a_duration_looks_like() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(LEASE="5 minutes")
+    assert str(raised.value) == (
+        "REMINDERD_LEASE='5 minutes': use a duration such as 90s, 15m, 2h, 3d or 1h30m "
+        "(a bare number is seconds)"
+    )
+    with pytest.raises(ConfigError, match=r"^REMINDERD_LEASE='-5m': must be between 1 and 86400 seconds$"):
+        load(LEASE="-5m")
 
 
 def test_bad_value_error_says_what_is_allowed() -> None:
