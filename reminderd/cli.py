@@ -42,6 +42,7 @@ from .timing import Timing
 
 R = TypeVar("R")
 Handler = Callable[[argparse.Namespace], int]
+DATABASE_SETTINGS = ("database_url", "pgbouncer", "listen_database_url")
 
 
 class Parser(argparse.ArgumentParser):
@@ -64,6 +65,17 @@ class DatabaseCommand(Generic[R]):
 
 def _no_arguments(args: argparse.Namespace) -> None:
     return None
+
+
+def _connection_options(*, config: bool = True) -> Parser:
+    """--database-url and --config, accepted after the subcommand as well as before it."""
+    options = Parser(add_help=False)
+    options.add_argument("--database-url", default=argparse.SUPPRESS,
+                         help="PostgreSQL URL (default: $REMINDERD_DATABASE_URL)")
+    if config:
+        options.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                             help="TOML file with the same settings (default: $REMINDERD_CONFIG)")
+    return options
 
 
 def _add_command(
@@ -93,7 +105,7 @@ def build_parser() -> Parser:
              "(env wins over it; default: $REMINDERD_CONFIG)",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    database: list[Parser] = []  # parents of the subcommands that connect
+    database = [_connection_options()]
 
     _add_command(commands, "migrate", "apply database migrations (run before `run`)", _migrate,
                  parents=database)
@@ -104,7 +116,7 @@ def build_parser() -> Parser:
     _add_command(commands, "config", "the effective settings, secrets masked, and where each came from",
                  _show_config, parents=database)
     _add_command(commands, "demo", "a throwaway database, a demo receiver, callbacks that fire", _demo,
-                 parents=database)
+                 parents=[_connection_options(config=False)])
 
     tenant = _add_command(commands, "tenant", "manage tenants: add, grant, revoke, rotate-secret, set, holiday",
                           None)
@@ -220,10 +232,9 @@ def _daemon_settings(args: argparse.Namespace) -> tuple[Settings, dict[str, str]
 
 
 def _database_settings(args: argparse.Namespace) -> Settings:
-    """What the other commands need: the database. Daemon tuning they do not use is ignored."""
-    database_only = {k: v for k, v in _environment(args).items() if k.startswith(
-        ("REMINDERD_DATABASE_URL", "REMINDERD_PGBOUNCER", "REMINDERD_LISTEN_DATABASE_URL"))}
-    return Settings.load(database_only)[0]
+    """What the other commands need: the database. Daemon tuning they do not use is not read (a
+    bad REMINDERD_BATCH_SIZE is the daemon's problem), but every name is still checked."""
+    return Settings.load(_environment(args), args.config, only=DATABASE_SETTINGS)[0]
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
+import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -84,6 +86,12 @@ def _networks(raw: str) -> tuple[Network, ...]:
 def _database_url(raw: str) -> str:
     if not raw.startswith(("postgresql://", "postgres://")):
         raise ValueError("must start with postgresql://")
+    hosts = urlsplit(raw).netloc.rpartition("@")[2]
+    for host in hosts.split(","):  # libpq and asyncpg accept host1:5432,host2:5433
+        port = host.rpartition("]")[2] if host.startswith("[") else host  # [::1]:5432
+        _, colon, number = port.rpartition(":")
+        if colon and number and not (number.isdecimal() and 0 < int(number) <= 65535):
+            raise ValueError(f"port {number!r} is not a port number (1-65535)")
     return raw
 
 
@@ -198,18 +206,27 @@ class Settings:
 
     @classmethod
     def load(
-        cls, environ: Mapping[str, str] | None = None, config_file: str | None = None
+        cls, environ: Mapping[str, str] | None = None, config_file: str | None = None,
+        *, only: Collection[str] | None = None,
     ) -> tuple[Settings, dict[str, str]]:
         """Settings from the environment over a TOML file over the defaults, and where each came
-        from ("env", "env file", "config file" or "default"), keyed by variable name."""
+        from ("env", "env file", "config file" or "default"), keyed by variable name. With `only`,
+        just those fields are read (the others keep their defaults); every REMINDERD_* name in the
+        environment is checked all the same, so a misspelt one never passes unnoticed."""
         env = os.environ if environ is None else environ
+        check_variable_names(env)
         from_file = _read_config_file(config_file) if config_file else {}
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
         for name, spec in SETTINGS.items():
+            if only is not None and name not in only:
+                continue
             raw, source = _read(env, spec.env)
+            where = spec.env
             if raw is None and name in from_file:
-                raw, source = from_file[name], f"config file {config_file}"
+                entry = from_file[name]
+                raw, source = entry.raw, f"config file {config_file}"
+                where = f"--config {config_file}, line {entry.line}: {entry.key}"
             if raw is None:
                 if name == "database_url":
                     raise ConfigError(f"{spec.env} is required ({spec.help.replace('`', '')})")
@@ -218,7 +235,10 @@ class Settings:
             try:
                 values[name] = spec.parse(raw)
             except ValueError as exc:
-                raise ConfigError(f"{spec.env}={_shown(spec, raw)}: {exc}") from None
+                shown = _shown(spec, raw)
+                raise ConfigError(
+                    f"{where}={shown}: {exc}" if where == spec.env else f"{where} = {shown}: {exc}"
+                ) from None
             sources[spec.env] = source
         settings = cls(**values)
         settings._check_relations()
@@ -281,30 +301,90 @@ def _read(env: Mapping[str, str], name: str) -> tuple[str | None, str]:
     return None, "default"
 
 
-def _read_config_file(path: str) -> dict[str, str]:
+OTHER_VARIABLES = {
+    "REMINDERD_CONFIG": "the TOML file --config reads",
+    "REMINDERD_TEST_DATABASE_URL": "the server the test suite makes its databases on",
+    "REMINDERD_PG_BINDIR": "where the throwaway cluster finds PostgreSQL's programs",
+}
+"""REMINDERD_* variables that are not settings but are read all the same: never misspellings."""
+
+
+def check_variable_names(env: Mapping[str, str]) -> None:
+    """Refuse REMINDERD_* variables that nothing reads, naming the closest real one: a misspelt
+    name must not silently keep a default."""
+    known = set(OTHER_VARIABLES)
+    for spec in SETTINGS.values():
+        known |= {spec.env, f"{spec.env}_FILE"}
+    unknown = sorted(name for name in env if name.startswith("REMINDERD_") and name not in known)
+    if unknown:
+        raise ConfigError("; ".join(_unknown_variable(name, known) for name in unknown))
+
+
+def _unknown_variable(name: str, known: Collection[str]) -> str:
+    # Compared without the prefix, which every candidate shares and which would make all look close.
+    close = difflib.get_close_matches(
+        name.removeprefix("REMINDERD_"), [k.removeprefix("REMINDERD_") for k in known], n=1
+    )
+    if close:
+        return f"{name} is not a reminderd setting; did you mean REMINDERD_{close[0]}?"
+    return f"{name} is not a reminderd setting (the README's configuration table lists them)"
+
+
+@dataclass(frozen=True)
+class _FileValue:
+    """A value from the --config file, as text, and where it was written."""
+
+    raw: str
+    key: str
+    line: int | None
+
+
+def _read_config_file(path: str) -> dict[str, _FileValue]:
     """A TOML file with the same keys as the variables, lower-case and without REMINDERD_
     (`poll_interval = 2`), or spelled exactly like them. Unknown keys are errors: a typo must not
     silently keep a default."""
     try:
         with open(path, "rb") as handle:
-            document = tomllib.load(handle)
+            content = handle.read()
+        document = tomllib.loads(content.decode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config {path}: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    lines = content.decode("utf-8").splitlines()
     by_key = {spec.env.removeprefix("REMINDERD_").lower(): name for name, spec in SETTINGS.items()}
-    values: dict[str, str] = {}
+    values: dict[str, _FileValue] = {}
     for key, value in document.items():
+        line = _line_of(lines, key)
+        at = f"--config {path}, line {line}"
         name = by_key.get(key.removeprefix("REMINDERD_").lower())
         if name is None:
-            raise ConfigError(f"--config {path}: unknown setting {key!r}")
-        if isinstance(value, bool):
-            values[name] = "1" if value else "0"
-        elif isinstance(value, list):
-            values[name] = ",".join(str(item) for item in value)
-        else:
-            values[name] = str(value)
+            close = difflib.get_close_matches(key.removeprefix("REMINDERD_").lower(), by_key, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"{at}: unknown setting {key!r}{hint}")
+        if isinstance(value, dict):
+            raise ConfigError(f"{at}: [{key}] is a table; settings are top-level keys, like poll_interval = 2")
+        values[name] = _FileValue(_as_text(value), key, line)
     return values
+
+
+def _as_text(value: object) -> str:
+    """A TOML value as the text an environment variable would hold."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, list):
+        return ",".join(_as_text(item) for item in value)
+    if isinstance(value, float) and "e" in repr(value):
+        return format(value, "f")
+    return str(value)
+
+
+def _line_of(lines: Sequence[str], key: str) -> int | None:
+    """The line where `key = ` (or the table [key]) is written. tomllib gives no positions."""
+    pattern = re.compile(rf"""^\s*(?:\[\s*)?(["']?){re.escape(key)}\1\s*[=.\]]""")
+    return next((number for number, text in enumerate(lines, 1) if pattern.match(text)), None)
 
 
 def _shown(spec: Setting, raw: str) -> str:

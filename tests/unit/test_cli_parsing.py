@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -395,3 +396,42 @@ def test_the_cli_and_the_settings_read_durations_alike(
         assert seen[-1].max_lateness_s == Settings.from_env(
             {"REMINDERD_DATABASE_URL": "postgresql://x@h/d", "REMINDERD_MAX_LATENESS": text}
         ).max_lateness_s
+
+
+# Options after the subcommand; the environment checked before anything else
+
+
+def test_database_url_and_config_are_accepted_after_the_subcommand(
+    connections: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["cancel", "t", "r", "--database-url", "postgresql://after@127.0.0.1:3/z"])
+    main(["tenant", "grant", "acme", "app", "--database-url", "postgresql://leaf@127.0.0.1:4/z"])
+    assert connections == ["postgresql://after@127.0.0.1:3/z", "postgresql://leaf@127.0.0.1:4/z"]
+    config = tmp_path / "reminderd.toml"
+    config.write_text("concurrency = 16\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["config", "--config", str(config)]) == 0
+    assert f"REMINDERD_CONCURRENCY=16  # config file {config}" in capsys.readouterr().out.splitlines()
+
+
+def test_every_command_that_connects_reads_the_database_url_from_the_config_file(
+    connections: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REMINDERD_DATABASE_URL")
+    config = tmp_path / "reminderd.toml"
+    config.write_text('database_url = "postgresql://file@127.0.0.1:5/z"\nbatch_size = "ignored here"\n')
+    main(["status", "--config", str(config)])
+    assert connections == ["postgresql://file@127.0.0.1:5/z"]
+
+
+@pytest.mark.parametrize("argv", [["status"], ["cancel", "t", "r"], ["config"], ["run"], ["migrate"]])
+def test_a_misspelt_variable_stops_every_command_on_one_line(
+    argv: list[str], connections: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REMINDERD_ALLOWED_CALLBACK_NETWORK", "10.0.0.0/8")
+    assert main(argv) == EX_CONFIG
+    assert one_line(capsys.readouterr().err) == (
+        "reminderd: configuration error: REMINDERD_ALLOWED_CALLBACK_NETWORK is not a reminderd setting; "
+        "did you mean REMINDERD_ALLOWED_CALLBACK_NETWORKS?"
+    )
+    assert connections == []
