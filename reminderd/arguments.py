@@ -6,16 +6,17 @@ Every function raises UsageError with one line naming the flag and what is wrong
 from __future__ import annotations
 
 import argparse
-import json
 import re
+import sys
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import BinaryIO
 
 from .calendars import validate_calendar
 from .cron import validate_cron
 from .duration import EXAMPLES, parse_seconds
 from .human import UnknownPhrase, compile_phrase, describe
+from .payload import MAX_PAYLOAD_BYTES, PayloadError, check_payload
 from .preview import anchor_rrule
 from .quiet import QuietHours
 from .rrule import parse_rrule
@@ -23,6 +24,7 @@ from .timing import BACKFILL_POLICIES
 from .wallclock import InvalidSchedule, load_timezone, to_instant
 
 MAX_DELAY_S = 100 * 365 * 86400
+MAX_PAYLOAD_READ = 64 * MAX_PAYLOAD_BYTES  # read no further: room for a pretty-printed file
 
 
 class UsageError(Exception):
@@ -75,13 +77,36 @@ def parse_instant(text: str, tz_name: str | None, flag: str = "--at") -> datetim
     return to_instant(value, tz)
 
 
-def parse_payload(text: str | None) -> Any:
-    if text is None:
-        return {}
+def read_payload(argument: str | None, stdin: BinaryIO | None = None) -> tuple[str | None, str]:
+    """The JSON text --payload names, and how to name it in an error: the text itself, `@FILE`
+    (the kernel limits one argument to 128 KiB, below the 256 KiB payload limit) or `-` (stdin)."""
+    if argument is None or not (argument == "-" or argument.startswith("@")):
+        return argument, "--payload"
+    flag = f"--payload {argument}"
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--payload is not valid JSON: {exc.msg} at character {exc.pos}") from None
+        if argument == "-":
+            data = (stdin or sys.stdin.buffer).read(MAX_PAYLOAD_READ + 1)
+        else:
+            with open(argument[1:], "rb") as handle:
+                data = handle.read(MAX_PAYLOAD_READ + 1)
+    except OSError as exc:
+        raise UsageError(f"{flag}: cannot read it ({exc.strerror})") from None
+    if len(data) > MAX_PAYLOAD_READ:
+        raise UsageError(f"{flag} is over {MAX_PAYLOAD_READ // 2**20} MiB; a payload is at most 256 KiB")
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff"), flag  # an editor's byte-order mark is no content
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{flag} is not UTF-8 text (byte {exc.start})") from None
+
+
+def parse_payload(text: str | None, flag: str = "--payload") -> str:
+    """The payload's JSON text, checked as PostgreSQL will take it and kept exactly as given."""
+    if text is None:
+        return "{}"
+    try:
+        return check_payload(text)
+    except PayloadError as exc:
+        raise UsageError(f"{flag} {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -152,7 +177,7 @@ class ScheduleRequest:
 
     tenant_id: str
     ref_id: str
-    payload: Any
+    payload_json: str  # as given, checked: never decoded and encoded again
     callback_url: str | None
     timezone: str = "UTC"
     fire_at: datetime | None = None
@@ -185,8 +210,9 @@ class ScheduleRequest:
             fire_at = now + parse_duration(args.delay)
         elif args.at is not None:
             fire_at = parse_instant(args.at, args.tz)
+        payload_json = parse_payload(*read_payload(args.payload))
         return cls(
-            tenant_id=args.tenant_id, ref_id=args.ref_id, payload=parse_payload(args.payload),
+            tenant_id=args.tenant_id, ref_id=args.ref_id, payload_json=payload_json,
             callback_url=args.callback_url, timezone=timezone, fire_at=fire_at, recurrence=recurrence,
             until=None if args.until is None else parse_instant(args.until, timezone, flag="--until"),
             max_runs=args.max_runs, category=args.category, calendar=checked_calendar(args.calendar),
@@ -230,6 +256,15 @@ class TenantAddRequest:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TenantAddRequest:
         return cls(args.tenant_id, args.callback_url)
+
+
+@dataclass(frozen=True)
+class TenantListRequest:
+    as_json: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TenantListRequest:
+        return cls(args.json)
 
 
 @dataclass(frozen=True)
@@ -311,7 +346,8 @@ def add_schedule_options(parser: argparse.ArgumentParser) -> None:
     """The options of `reminderd schedule` beyond the when."""
     parser.add_argument("--tz", help="the recipient's IANA timezone: recurrences, offset-less --at, "
                                      "holidays and quiet hours are read in it (default UTC)")
-    parser.add_argument("--payload", help="JSON payload sent in the callback")
+    parser.add_argument("--payload", metavar="JSON", help="JSON payload sent in the callback, as written; "
+                                                          "@FILE reads it from a file, - from stdin")
     parser.add_argument("--callback-url", help="override the tenant's callback URL")
     parser.add_argument("--until", help="recurring: no occurrence after this (ISO-8601; offset-less in --tz)")
     parser.add_argument("--max-runs", type=int, help="recurring: finish after this many occurrences fired")

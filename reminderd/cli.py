@@ -27,6 +27,7 @@ from .arguments import (
     RotateSecretRequest,
     ScheduleRequest,
     TenantAddRequest,
+    TenantListRequest,
     TenantRoleRequest,
     TenantSetRequest,
     UsageError,
@@ -37,7 +38,7 @@ from .calendars import Holidays
 from .exceptions import EX_CONFIG, EX_USAGE, ConfigError
 from .preview import anchor_rrule, preview
 from .settings import Settings
-from .store import CONNECTION_ERRORS, Store
+from .store import CONNECTION_ERRORS, Store, TenantOverview
 from .timing import Timing
 
 R = TypeVar("R")
@@ -125,6 +126,11 @@ def build_parser() -> Parser:
                        DatabaseCommand(TenantAddRequest.from_args, _tenant_add), parents=database)
     add.add_argument("tenant_id", metavar="ID")
     add.add_argument("--callback-url", required=True, help="default callback endpoint (http/https)")
+    listing = _add_command(
+        tenant_commands, "list", "every tenant, its settings and its messages waiting and dead",
+        DatabaseCommand(TenantListRequest.from_args, _tenant_list), parents=database,
+    )
+    listing.add_argument("--json", action="store_true", help="a JSON list, one object per tenant")
     grant = _add_command(tenant_commands, "grant", "let a database role act for the tenant (RLS)",
                          DatabaseCommand(TenantRoleRequest.from_args, _tenant_grant), parents=database)
     grant.add_argument("tenant_id", metavar="TENANT")
@@ -314,9 +320,50 @@ async def _tenant_grant(store: Store, request: TenantRoleRequest) -> int:
         await store.grant_tenant(request.tenant_id, request.role)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    print(f"role {request.role} acts for tenant {request.tenant_id} "
-          f"(it also needs: GRANT reminderd_app TO {request.role})")
+    needs = {
+        "inherits": "",
+        "member": f" (it is a member of reminderd_app but does not inherit its privileges: "
+                  f"ALTER ROLE {request.role} INHERIT, or SET ROLE reminderd_app after connecting)",
+        "none": f" (it also needs: GRANT reminderd_app TO {request.role})",
+    }[await store.app_membership(request.role)]
+    print(f"role {request.role} acts for tenant {request.tenant_id}{needs}")
     return 0
+
+
+async def _tenant_list(store: Store, request: TenantListRequest) -> int:
+    tenants = await store.tenants()
+    if request.as_json:
+        print(json.dumps([_tenant_json(tenant) for tenant in tenants], indent=2))
+        return 0
+    if not tenants:
+        print("no tenants")
+        return 0
+    header = (
+        "TENANT", "CALLBACK URL", "CALENDAR", "QUIET HOURS", "STATE", "PENDING", "PICKED", "PAUSED", "DEAD"
+    )
+    rows = [header] + [(
+        t.id, t.callback_url or "-", f"{t.calendar} ({t.holiday_rule})" if t.calendar else "-",
+        f"{t.quiet_start:%H:%M}-{t.quiet_end:%H:%M}" if t.quiet_start and t.quiet_end else "-",
+        "paused" if t.paused else "active", str(t.pending), str(t.picked), str(t.paused_messages), str(t.dead),
+    ) for t in tenants]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    for row in rows:
+        text = [cell.ljust(width) for cell, width in zip(row[:5], widths[:5], strict=True)]
+        counts = [cell.rjust(width) for cell, width in zip(row[5:], widths[5:], strict=True)]
+        print("  ".join(text + counts))
+    return 0
+
+
+def _tenant_json(tenant: TenantOverview) -> dict[str, Any]:
+    return {
+        "id": tenant.id, "callback_url": tenant.callback_url, "calendar": tenant.calendar,
+        "holiday_rule": tenant.holiday_rule,
+        "quiet_hours": f"{tenant.quiet_start:%H:%M}-{tenant.quiet_end:%H:%M}"
+        if tenant.quiet_start and tenant.quiet_end else None,
+        "paused": tenant.paused,
+        "messages": {"pending": tenant.pending, "picked": tenant.picked, "paused": tenant.paused_messages,
+                     "dead": tenant.dead},
+    }
 
 
 async def _tenant_revoke(store: Store, request: TenantRoleRequest) -> int:

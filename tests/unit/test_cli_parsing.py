@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import io
+import json
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -131,7 +133,9 @@ def test_parse_instant_with_unknown_tz_names_it() -> None:
     ],
 )
 def test_parse_payload_accepts_any_json(text: str | None, expected: Any) -> None:
-    assert parse_payload(text) == expected
+    # parse_payload keeps the JSON text as given (issue 10); it returned the decoded value before.
+    assert json.loads(parse_payload(text)) == expected
+    assert text is None or parse_payload(text) == text
 
 
 @pytest.mark.parametrize(("text", "position"), [("{bad", 1), ("", 0), ('{"a": 1,}', 8), ("{'a': 1}", 1)])
@@ -314,7 +318,8 @@ ALL_COMMANDS = subcommands(build_parser())
 def test_the_subcommands_are_the_documented_ones() -> None:
     assert {" ".join(path) for path, _ in ALL_COMMANDS} == {
         "migrate", "run", "status", "config", "demo", "schedule", "preview", "cancel", "tenant",
-        "tenant add", "tenant grant", "tenant revoke", "tenant rotate-secret", "tenant set", "tenant holiday",
+        "tenant add", "tenant list", "tenant grant", "tenant revoke", "tenant rotate-secret", "tenant set",
+        "tenant holiday",
     }
 
 
@@ -434,4 +439,110 @@ def test_a_misspelt_variable_stops_every_command_on_one_line(
         "reminderd: configuration error: REMINDERD_ALLOWED_CALLBACK_NETWORK is not a reminderd setting; "
         "did you mean REMINDERD_ALLOWED_CALLBACK_NETWORKS?"
     )
+    assert connections == []
+
+
+# Payloads: checked as PostgreSQL's jsonb takes them, kept as written, before connecting
+
+HUGE_INTEGER = "9" * 5000  # beyond Python's 4300-digit int-string limit
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"amount": 12345678901234567.5}', HUGE_INTEGER, "1e400", '{"id": 123456789012345678901234567890}',
+     '"\\ud83d\\ude00 \\\\u0000"', '{"a": 1, "a": 2}', "[" * 500 + "]" * 500],
+    ids=["decimal", "5000-digits", "1e400", "big-id", "escapes", "duplicate-key", "500-deep"],
+)
+def test_a_payload_is_kept_exactly_as_written(text: str) -> None:
+    assert parse_payload(text) == text
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ('{"amount": NaN}', "--payload is not valid JSON: NaN at character 11 "
+                            "(JSON has no NaN or Infinity, and PostgreSQL refuses them)"),
+        ("[1, Infinity]", "--payload is not valid JSON: Infinity at character 4 "
+                          "(JSON has no NaN or Infinity, and PostgreSQL refuses them)"),
+        ('{"t": -Infinity}', "--payload is not valid JSON: -Infinity at character 6 "
+                             "(JSON has no NaN or Infinity, and PostgreSQL refuses them)"),
+        ('{"n": 1e131072}', "--payload has a number too large for PostgreSQL at character 6: 1e131072 has "
+                            "more than 131072 digits before the decimal point"),
+        ('[0.5e-16383]', "--payload has a number too precise for PostgreSQL at character 1: 0.5e-16383 has "
+                         "more than 16383 digits after the decimal point"),
+        ('{"s": "a\\u0000b"}',
+         "--payload has \\u0000 at character 8: PostgreSQL cannot store the NUL character"),
+        ('["\\ud83d"]', "--payload has half a UTF-16 surrogate pair, \\ud83d, at character 2: "
+                        "PostgreSQL refuses it"),
+        ('"\\ude00\\ud83d"', "--payload has half a UTF-16 surrogate pair, \\ude00, at character 1: "
+                             "PostgreSQL refuses it"),
+        ("[" * 501 + "]" * 501,
+         "--payload nests arrays and objects more than 500 levels deep at character 500"),
+        ('{"a": 1,}', "--payload is not valid JSON: Expecting property name enclosed in double quotes "
+                      "at character 8"),
+        ('"x' + "y" * 300_000 + '"', "--payload is 300003 bytes of JSON (not counting whitespace between "
+                                     "values); at most 262144 (256 KiB): a callback is a nudge, not a file "
+                                     "transfer"),
+        ("\udcff", "--payload is not valid UTF-8 text at character 0"),
+    ],
+    ids=["nan", "infinity", "-infinity", "1e131072", "too-precise", "nul", "high-alone", "low-first",
+         "501-deep", "trailing-comma", "300-kb", "bad-utf8-argv"],
+)
+def test_a_payload_jsonb_would_refuse_is_one_line_before_connecting(
+    payload: str, message: str, connections: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["schedule", "t", "r", "--in", "5m", "--payload", payload]) == EX_USAGE
+    assert one_line(capsys.readouterr().err) == f"reminderd: error: {message}"
+    assert connections == []
+
+
+def test_a_payload_error_on_a_later_line_says_line_and_column() -> None:
+    with pytest.raises(UsageError) as raised:
+        parse_payload('{\n  "to": "+4477",\n  "n": NaN\n}')
+    assert "NaN at line 3, column 8 (character 26)" in str(raised.value)
+
+
+def scheduled_payload(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> str:
+    seen: list[ScheduleRequest] = []
+    monkeypatch.setattr("reminderd.cli._run", lambda command, request, settings: seen.append(request) or 0)
+    assert main(argv) == 0
+    return seen[0].payload_json
+
+
+def test_payload_from_a_file(connections: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    written = '{\n  "amount": 12345678901234567.5,\n  "text": "é"\n}\n'
+    (tmp_path / "order.json").write_text(written, encoding="utf-8")
+    (tmp_path / "bom.json").write_bytes(b'\xef\xbb\xbf{"a": 1}')
+    assert scheduled_payload(monkeypatch, ["schedule", "t", "r", "--in", "5m", "--payload",
+                                           f"@{tmp_path / 'order.json'}"]) == written
+    assert scheduled_payload(monkeypatch, ["schedule", "t", "r", "--in", "5m", "--payload",
+                                           f"@{tmp_path / 'bom.json'}"]) == '{"a": 1}'
+
+
+def test_payload_from_stdin(connections: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    big = '{"text": "' + "x" * 200_000 + '"}'  # over the kernel's 128 KiB limit for one argument
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(big.encode())))
+    assert scheduled_payload(monkeypatch, ["schedule", "t", "r", "--in", "5m", "--payload", "-"]) == big
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "--payload @{path}: cannot read it (No such file or directory)"),
+        (b'{"text": "caf\xe9"}', "--payload @{path} is not UTF-8 text (byte 13)"),
+        (b'{\n  "a": [1, 2,]\n}', "--payload @{path} is not valid JSON: Expecting value at line 2, column 14 "
+                                  "(character 15)"),
+        (b" " * (64 * 262144 + 1), "--payload @{path} is over 16 MiB; a payload is at most 256 KiB"),
+    ],
+    ids=["missing", "latin-1", "bad-json", "enormous"],
+)
+def test_a_bad_payload_file_is_one_line(
+    content: bytes | None, message: str, connections: list[str], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "payload.json"
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["schedule", "t", "r", "--in", "5m", "--payload", f"@{path}"]) == EX_USAGE
+    assert one_line(capsys.readouterr().err) == "reminderd: error: " + message.format(path=path)
     assert connections == []
