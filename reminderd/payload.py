@@ -17,6 +17,7 @@ MAX_PAYLOAD_BYTES = 262144  # the scheduled_messages payload trigger refuses mor
 MAX_DEPTH = 500  # arrays and objects inside each other; Python's parser is recursive
 MAX_INTEGER_DIGITS = 131072  # PostgreSQL's numeric: digits before the decimal point
 MAX_FRACTION_DIGITS = 16383  # and after it
+MAX_EXPONENT = 2**30 - 1  # numeric_in refuses an exponent this large, even on zero
 
 _TOKEN = re.compile(
     r"""
@@ -106,6 +107,8 @@ def _check_number(token: re.Match[str], text: str) -> None:
     number = token.group()
     shown = number if len(number) <= 24 else f"{number[:12]}…{number[-8:]}"
     at = where(text, token.start())
+    if abs(exponent) >= MAX_EXPONENT:
+        raise PayloadError(f"has a number PostgreSQL cannot read at {at}: {shown} has too large an exponent")
     if _integer_digits(integer, fraction, exponent) > MAX_INTEGER_DIGITS:
         raise PayloadError(
             f"has a number too large for PostgreSQL at {at}: {shown} has more than "
@@ -121,7 +124,7 @@ def _check_number(token: re.Match[str], text: str) -> None:
 def _exponent(text: str | None) -> int:
     if text is None:
         return 0
-    if len(text.lstrip("+-").lstrip("0")) > 12:  # far outside every limit: no need to read it all
+    if len(text.lstrip("+-").lstrip("0")) > 12:  # far beyond MAX_EXPONENT: no need to read it all
         return -(10**12) if text.startswith("-") else 10**12
     return int(text)
 

@@ -468,6 +468,8 @@ def test_a_payload_is_kept_exactly_as_written(text: str) -> None:
                              "(JSON has no NaN or Infinity, and PostgreSQL refuses them)"),
         ('{"n": 1e131072}', "--payload has a number too large for PostgreSQL at character 6: 1e131072 has "
                             "more than 131072 digits before the decimal point"),
+        ("[0e1073741823]", "--payload has a number PostgreSQL cannot read at character 1: 0e1073741823 has too "
+                           "large an exponent"),
         ('[0.5e-16383]', "--payload has a number too precise for PostgreSQL at character 1: 0.5e-16383 has "
                          "more than 16383 digits after the decimal point"),
         ('{"s": "a\\u0000b"}',
@@ -485,8 +487,8 @@ def test_a_payload_is_kept_exactly_as_written(text: str) -> None:
                                      "transfer"),
         ("\udcff", "--payload is not valid UTF-8 text at character 0"),
     ],
-    ids=["nan", "infinity", "-infinity", "1e131072", "too-precise", "nul", "high-alone", "low-first",
-         "501-deep", "trailing-comma", "300-kb", "bad-utf8-argv"],
+    ids=["nan", "infinity", "-infinity", "1e131072", "exponent", "too-precise", "nul", "high-alone",
+         "low-first", "501-deep", "trailing-comma", "300-kb", "bad-utf8-argv"],
 )
 def test_a_payload_jsonb_would_refuse_is_one_line_before_connecting(
     payload: str, message: str, connections: list[str], capsys: pytest.CaptureFixture[str]
