@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import BinaryIO
+from urllib.parse import urlsplit
 
 from .calendars import validate_calendar
 from .cron import validate_cron
@@ -66,15 +67,16 @@ def parse_instant(text: str, tz_name: str | None, flag: str = "--at") -> datetim
         value = datetime.fromisoformat(when.strip())
     except ValueError:
         raise UsageError(f"{flag} {text!r} is not ISO-8601, e.g. 2026-12-24T09:00:00Z") from None
-    if value.tzinfo is not None:
-        return value.astimezone(UTC)
-    if tz_name is None:
+    if value.tzinfo is None and tz_name is None:
         raise UsageError(f"{flag} {text!r} has no UTC offset: add one (Z, +05:30) or say --tz Region/City")
     try:
-        tz = load_timezone(tz_name)
+        if value.tzinfo is not None or tz_name is None:
+            return value.astimezone(UTC)
+        return to_instant(value, load_timezone(tz_name))
     except InvalidSchedule as exc:
         raise UsageError(f"{flag}: {exc}") from None
-    return to_instant(value, tz)
+    except OverflowError:  # 0001-01-01T00:00+05:00 is before the first instant Python can hold
+        raise UsageError(f"{flag} {text!r} is outside the years 1 to 9999 in UTC") from None
 
 
 def read_payload(argument: str | None, stdin: BinaryIO | None = None) -> tuple[str | None, str]:
@@ -201,10 +203,9 @@ class ScheduleRequest:
             )
         if args.max_runs is not None and args.max_runs < 1:
             raise UsageError(f"--max-runs {args.max_runs}: must be at least 1")
-        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", args.category):
-            raise UsageError(
-                f"--category {args.category!r}: lower-case letters, digits, _ and -, like marketing"
-            )
+        if args.max_runs is not None and args.max_runs > MAX_INT4:
+            raise UsageError(f"--max-runs {args.max_runs}: at most {MAX_INT4}")
+        checked_category(args.category)
         fire_at = None
         if args.delay is not None:
             fire_at = now + parse_duration(args.delay)
@@ -212,8 +213,9 @@ class ScheduleRequest:
             fire_at = parse_instant(args.at, args.tz)
         payload_json = parse_payload(*read_payload(args.payload))
         return cls(
-            tenant_id=args.tenant_id, ref_id=args.ref_id, payload_json=payload_json,
-            callback_url=args.callback_url, timezone=timezone, fire_at=fire_at, recurrence=recurrence,
+            tenant_id=checked_tenant_id(args.tenant_id), ref_id=checked_ref(args.ref_id),
+            payload_json=payload_json, callback_url=checked_callback_url(args.callback_url),
+            timezone=timezone, fire_at=fire_at, recurrence=recurrence,
             until=None if args.until is None else parse_instant(args.until, timezone, flag="--until"),
             max_runs=args.max_runs, category=args.category, calendar=checked_calendar(args.calendar),
             holiday_rule=args.holiday_rule, backfill=args.backfill,
@@ -238,6 +240,8 @@ class PreviewRequest:
     def from_args(cls, args: argparse.Namespace, now: datetime) -> PreviewRequest:
         if args.n < 1:
             raise UsageError(f"-n {args.n}: must be at least 1")
+        if args.n > MAX_PREVIEW:
+            raise UsageError(f"-n {args.n}: at most {MAX_PREVIEW}")
         timezone = checked_timezone(args.tz)
         start = now if args.start is None else parse_instant(args.start, timezone, flag="--from")
         recurrence = Recurrence.from_args(args, timezone, start)
@@ -248,14 +252,50 @@ class PreviewRequest:
         )
 
 
+# What the schema's CHECK constraints ask, asked before connecting (migrations 0001 and 0003).
+_TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+_CATEGORY = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+MAX_INT4 = 2**31 - 1
+MAX_PREVIEW = 1000  # fires `reminderd preview` lists
+
+
+def checked_tenant_id(text: str) -> str:
+    if not _TENANT_ID.fullmatch(text):
+        raise UsageError(
+            f"tenant {text!r}: letters, digits and _ . : -, starting with a letter or digit, at most 128"
+        )
+    return text
+
+
+def checked_ref(text: str) -> str:
+    if not text:
+        raise UsageError("REF is empty: name the message, e.g. booking:b7d2:24h")
+    return text
+
+
+def checked_callback_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or any(c.isspace() for c in url):
+        raise UsageError(f"--callback-url {url!r}: use an http:// or https:// URL, like https://example.com/hooks")
+    return url
+
+
+def checked_category(text: str, flag: str = "--category") -> str:
+    if not _CATEGORY.fullmatch(text):
+        raise UsageError(f"{flag} {text!r}: lower-case letters, digits, _ and -, like marketing")
+    return text
+
+
 @dataclass(frozen=True)
 class TenantAddRequest:
     tenant_id: str
-    callback_url: str
+    callback_url: str | None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TenantAddRequest:
-        return cls(args.tenant_id, args.callback_url)
+        return cls(checked_tenant_id(args.tenant_id), checked_callback_url(args.callback_url))
 
 
 @dataclass(frozen=True)
@@ -276,7 +316,9 @@ class TenantRoleRequest:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TenantRoleRequest:
-        return cls(args.tenant_id, args.role)
+        if not args.role:
+            raise UsageError("ROLE is empty: name a database role, e.g. booking_service")
+        return cls(checked_tenant_id(args.tenant_id), args.role)
 
 
 @dataclass(frozen=True)
@@ -287,8 +329,8 @@ class RotateSecretRequest:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RotateSecretRequest:
-        grace = parse_duration(args.grace, flag="--grace")
-        return cls(args.tenant_id, args.grace, grace.total_seconds())
+        grace = parse_duration(args.grace, flag="--grace", allow_zero=True)  # 0: the old one stops now
+        return cls(checked_tenant_id(args.tenant_id), args.grace, grace.total_seconds())
 
 
 @dataclass(frozen=True)
@@ -309,9 +351,10 @@ class TenantSetRequest:
         if quiet is not None and quiet.lower() != "none":
             quiet = checked_quiet(quiet)
         exempt = None if args.quiet_exempt is None else [
-            category.strip() for category in args.quiet_exempt.split(",") if category.strip()
+            checked_category(category.strip(), "--quiet-exempt")
+            for category in args.quiet_exempt.split(",") if category.strip()
         ]
-        return cls(args.tenant_id, calendar, args.holiday_rule, quiet, exempt)
+        return cls(checked_tenant_id(args.tenant_id), calendar, args.holiday_rule, quiet, exempt)
 
 
 @dataclass(frozen=True)
@@ -329,7 +372,9 @@ class HolidayRequest:
             day = datetime.strptime(args.day, "%Y-%m-%d").date()
         except ValueError:
             raise UsageError(f"{args.day!r} is not a date like 2026-12-31") from None
-        return cls(args.action == "add", args.tenant_id, day, args.name)
+        if not args.name.strip():
+            raise UsageError("the holiday's name is empty: say what the day is, e.g. \"Company day\"")
+        return cls(args.action == "add", checked_tenant_id(args.tenant_id), day, args.name)
 
 
 @dataclass(frozen=True)
@@ -339,7 +384,7 @@ class CancelRequest:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CancelRequest:
-        return cls(args.tenant_id, args.ref_id)
+        return cls(checked_tenant_id(args.tenant_id), checked_ref(args.ref_id))
 
 
 def add_schedule_options(parser: argparse.ArgumentParser) -> None:

@@ -44,6 +44,11 @@ from .timing import Timing
 R = TypeVar("R")
 Handler = Callable[[argparse.Namespace], int]
 DATABASE_SETTINGS = ("database_url", "pgbouncer", "listen_database_url")
+EX_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_STATUSES = (
+    "exit status: 0 done; 1 the database cannot be reached; 2 bad input (nothing was changed); "
+    "78 a configuration error (REMINDERD_*, --config, --database-url); 130 interrupted"
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -94,7 +99,8 @@ def _add_command(
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="reminderd", description="Durable scheduled callbacks on PostgreSQL.")
+    parser = Parser(prog="reminderd", description="Durable scheduled callbacks on PostgreSQL.",
+                    epilog=EXIT_STATUSES)
     parser.add_argument("--version", action="version", version=f"reminderd {__version__}")
     parser.add_argument(
         "--database-url", default=None,
@@ -203,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CONNECTION_ERRORS as exc:
         print(f"reminderd: cannot reach the database: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("reminderd: interrupted", file=sys.stderr)
+        return EX_INTERRUPTED
 
 
 _DURATION_OPTIONS = ("--in", "--grace", "--max-lateness")
@@ -396,8 +405,8 @@ async def _tenant_holiday(store: Store, request: HolidayRequest) -> int:
 
 async def _tenant_rotate_secret(store: Store, request: RotateSecretRequest) -> int:
     secret = await store.rotate_secret(request.tenant_id, request.grace_s)
-    print(f"tenant {request.tenant_id}: new signing secret "
-          f"(shown once; the old one signs too for {request.grace}):")
+    old = f"the old one signs too for {request.grace}" if request.grace_s else "the old one no longer signs"
+    print(f"tenant {request.tenant_id}: new signing secret (shown once; {old}):")
     print(secret)
     return 0
 
@@ -423,7 +432,10 @@ def _preview(args: argparse.Namespace) -> int:
         rrule=None if recurrence.rrule is None else anchor_rrule(recurrence.rrule, timezone, start),
         holidays=Holidays.of(request.calendar), quiet=request.quiet,
     )
-    entries = preview(timing, start, request.count)
+    try:
+        entries = preview(timing, start, request.count)
+    except OverflowError:  # the schedule's next fires run past datetime.max
+        raise UsageError(f"the next {request.count} fires run past the year 9999") from None
     if request.as_json:
         print(json.dumps([entry.as_json() for entry in entries], indent=2))
         return 0

@@ -548,3 +548,78 @@ def test_a_bad_payload_file_is_one_line(
     assert main(["schedule", "t", "r", "--in", "5m", "--payload", f"@{path}"]) == EX_USAGE
     assert one_line(capsys.readouterr().err) == "reminderd: error: " + message.format(path=path)
     assert connections == []
+
+
+# What the schema would refuse, refused before connecting; every failure one line and a status
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["schedule", "t", "r", "--at", "0001-01-01T00:00:00+05:00"],
+         "--at '0001-01-01T00:00:00+05:00' is outside the years 1 to 9999 in UTC"),
+        (["schedule", "t", "r", "--cron", "0 9 * * *", "--until", "9999-12-31T23:59:59-05:00"],
+         "--until '9999-12-31T23:59:59-05:00' is outside the years 1 to 9999 in UTC"),
+        (["schedule", "t", "r", "--cron", "0 9 * * *", "--max-runs", "99999999999"],
+         "--max-runs 99999999999: at most 2147483647"),
+        (["schedule", "bad tenant!", "r", "--in", "5m"],
+         "tenant 'bad tenant!': letters, digits and _ . : -, starting with a letter or digit, at most 128"),
+        (["schedule", "t", "", "--in", "5m"], "REF is empty: name the message, e.g. booking:b7d2:24h"),
+        (["schedule", "t", "r", "--in", "5m", "--callback-url", "ftp://x"],
+         "--callback-url 'ftp://x': use an http:// or https:// URL, like https://example.com/hooks"),
+        (["tenant", "add", "acme", "--callback-url", "hooks.example/x"],
+         "--callback-url 'hooks.example/x': use an http:// or https:// URL, like https://example.com/hooks"),
+        (["tenant", "add", "-acme", "--callback-url", "https://a.example"], None),  # argparse: an option
+        (["tenant", "add", "a" * 129, "--callback-url", "https://a.example"], f"tenant {'a' * 129!r}:"),
+        (["tenant", "holiday", "add", "t", "2026-12-31", " "],
+         "the holiday's name is empty: say what the day is, e.g. \"Company day\""),
+        (["tenant", "grant", "t", ""], "ROLE is empty: name a database role, e.g. booking_service"),
+        (["tenant", "set", "t", "--quiet-exempt", "otp,Bad!"],
+         "--quiet-exempt 'Bad!': lower-case letters, digits, _ and -, like marketing"),
+        (["cancel", "t", ""], "REF is empty: name the message, e.g. booking:b7d2:24h"),
+        (["preview", "--cron", "0 9 * * *", "-n", "100000000"], "-n 100000000: at most 1000"),
+        (["preview", "--cron", "0 9 * * *", "--from", "9999-12-31T23:00:00Z"],
+         "the next 10 fires run past the year 9999"),
+    ],
+)
+def test_what_the_schema_would_refuse_is_one_line_before_connecting(
+    argv: list[str], message: str | None, connections: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    if message is None:
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == EX_USAGE
+        one_line(capsys.readouterr().err)
+    else:
+        assert main(argv) == EX_USAGE
+        line = one_line(capsys.readouterr().err)
+        assert line.startswith(f"reminderd: error: {message}")
+    assert connections == []
+
+
+def test_rotating_with_no_grace_retires_the_old_secret_at_once(connections: list[str]) -> None:
+    assert main(["tenant", "rotate-secret", "acme", "--grace", "0"]) != EX_USAGE
+    assert len(connections) == 1  # valid: it went on to connect
+
+
+def test_the_exit_statuses_are_documented_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 done; 1 the database cannot be reached; 2 bad input" in shown
+    assert "78 a configuration error" in shown and "130 interrupted" in shown
+
+
+def test_an_interrupt_is_one_line_and_status_130(
+    connections: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Interrupting(io.RawIOBase):  # Ctrl-C while the payload is read from stdin
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(Interrupting())))
+    assert main(["schedule", "t", "r", "--in", "5m", "--payload", "-"]) == 130
+    assert one_line(capsys.readouterr().err) == "reminderd: interrupted"
