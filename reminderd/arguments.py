@@ -6,12 +6,15 @@ Every function raises UsageError with one line naming the flag and what is wrong
 from __future__ import annotations
 
 import argparse
-import json
 import re
+import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from typing import BinaryIO
+from urllib.parse import urlsplit
 
+from .duration import EXAMPLES, parse_seconds
+from .payload import MAX_PAYLOAD_BYTES, PayloadError, check_payload
 from .schedule import (
     BACKFILL_POLICIES,
     InvalidSchedule,
@@ -27,9 +30,8 @@ from .schedule import (
     validate_cron,
 )
 
-_DURATION_PART = re.compile(r"(\d+)\s*([smhd])")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DELAY_S = 100 * 365 * 86400
+MAX_PAYLOAD_READ = 64 * MAX_PAYLOAD_BYTES  # read no further: room for a pretty-printed file
 
 
 class UsageError(Exception):
@@ -37,13 +39,15 @@ class UsageError(Exception):
 
 
 def parse_duration(text: str, flag: str = "--in", *, allow_zero: bool = False) -> timedelta:
-    """'90s', '15m', '2h', '3d' or combinations such as '1h30m'."""
-    compact = text.strip().lower()
-    parts = _DURATION_PART.findall(compact)
-    if not compact or _DURATION_PART.sub("", compact).strip():
-        raise UsageError(f"{flag} {text!r}: use a duration such as 90s, 15m, 2h, 3d or 1h30m")
-    seconds = sum(int(amount) * _UNIT_S[unit] for amount, unit in parts)
-    if seconds <= 0 and not allow_zero:
+    """A positive duration, read as reminderd reads every duration (reminderd/duration.py):
+    '90s', '15m', '2h', '3d', '1h30m', or a bare number of seconds."""
+    try:
+        seconds = parse_seconds(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag} {text!r}: {exc}") from None
+    if seconds < 0:
+        raise UsageError(f"{flag} {text!r}: a duration cannot be negative; {EXAMPLES}")
+    if seconds == 0 and not allow_zero:
         raise UsageError(f"{flag} {text!r}: the delay must be positive")
     if seconds > MAX_DELAY_S:
         raise UsageError(f"{flag} {text!r}: the delay must be under 100 years")
@@ -69,24 +73,48 @@ def parse_instant(text: str, tz_name: str | None, flag: str = "--at") -> datetim
         value = datetime.fromisoformat(when.strip())
     except ValueError:
         raise UsageError(f"{flag} {text!r} is not ISO-8601, e.g. 2026-12-24T09:00:00Z") from None
-    if value.tzinfo is not None:
-        return value.astimezone(UTC)
-    if tz_name is None:
+    if value.tzinfo is None and tz_name is None:
         raise UsageError(f"{flag} {text!r} has no UTC offset: add one (Z, +05:30) or say --tz Region/City")
     try:
-        tz = load_timezone(tz_name)
+        if value.tzinfo is not None or tz_name is None:
+            return value.astimezone(UTC)
+        return to_instant(value, load_timezone(tz_name))
     except InvalidSchedule as exc:
         raise UsageError(f"{flag}: {exc}") from None
-    return to_instant(value, tz)
+    except OverflowError:  # 0001-01-01T00:00+05:00 is before the first instant Python can hold
+        raise UsageError(f"{flag} {text!r} is outside the years 1 to 9999 in UTC") from None
 
 
-def parse_payload(text: str | None) -> Any:
-    if text is None:
-        return {}
+def read_payload(argument: str | None, stdin: BinaryIO | None = None) -> tuple[str | None, str]:
+    """The JSON text --payload names, and how to name it in an error: the text itself, `@FILE`
+    (the kernel limits one argument to 128 KiB, below the 256 KiB payload limit) or `-` (stdin)."""
+    if argument is None or not (argument == "-" or argument.startswith("@")):
+        return argument, "--payload"
+    flag = f"--payload {argument}"
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--payload is not valid JSON: {exc.msg} at character {exc.pos}") from None
+        if argument == "-":
+            data = (stdin or sys.stdin.buffer).read(MAX_PAYLOAD_READ + 1)
+        else:
+            with open(argument[1:], "rb") as handle:
+                data = handle.read(MAX_PAYLOAD_READ + 1)
+    except OSError as exc:
+        raise UsageError(f"{flag}: cannot read it ({exc.strerror})") from None
+    if len(data) > MAX_PAYLOAD_READ:
+        raise UsageError(f"{flag} is over {MAX_PAYLOAD_READ // 2**20} MiB; a payload is at most 256 KiB")
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff"), flag  # an editor's byte-order mark is no content
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{flag} is not UTF-8 text (byte {exc.start})") from None
+
+
+def parse_payload(text: str | None, flag: str = "--payload") -> str:
+    """The payload's JSON text, checked as PostgreSQL will take it and kept exactly as given."""
+    if text is None:
+        return "{}"
+    try:
+        return check_payload(text)
+    except PayloadError as exc:
+        raise UsageError(f"{flag} {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -157,7 +185,7 @@ class ScheduleRequest:
 
     tenant_id: str
     ref_id: str
-    payload: Any
+    payload_json: str  # as given, checked: never decoded and encoded again
     callback_url: str | None
     timezone: str = "UTC"
     fire_at: datetime | None = None
@@ -181,18 +209,19 @@ class ScheduleRequest:
             )
         if args.max_runs is not None and args.max_runs < 1:
             raise UsageError(f"--max-runs {args.max_runs}: must be at least 1")
-        if not re.fullmatch(r"[a-z][a-z0-9_-]{0,31}", args.category):
-            raise UsageError(
-                f"--category {args.category!r}: lower-case letters, digits, _ and -, like marketing"
-            )
+        if args.max_runs is not None and args.max_runs > MAX_INT4:
+            raise UsageError(f"--max-runs {args.max_runs}: at most {MAX_INT4}")
+        checked_category(args.category)
         fire_at = None
         if args.delay is not None:
             fire_at = now + parse_duration(args.delay)
         elif args.at is not None:
             fire_at = parse_instant(args.at, args.tz)
+        payload_json = parse_payload(*read_payload(args.payload))
         return cls(
-            tenant_id=args.tenant_id, ref_id=args.ref_id, payload=parse_payload(args.payload),
-            callback_url=args.callback_url, timezone=timezone, fire_at=fire_at, recurrence=recurrence,
+            tenant_id=checked_tenant_id(args.tenant_id), ref_id=checked_ref(args.ref_id),
+            payload_json=payload_json, callback_url=checked_callback_url(args.callback_url),
+            timezone=timezone, fire_at=fire_at, recurrence=recurrence,
             until=None if args.until is None else parse_instant(args.until, timezone, flag="--until"),
             max_runs=args.max_runs, category=args.category, calendar=checked_calendar(args.calendar),
             holiday_rule=args.holiday_rule, backfill=args.backfill,
@@ -201,11 +230,175 @@ class ScheduleRequest:
         )
 
 
+@dataclass(frozen=True)
+class PreviewRequest:
+    """`reminderd preview` arguments: a schedule read in a zone, from an instant, shown n times."""
+
+    recurrence: Recurrence
+    timezone: str
+    start: datetime
+    calendar: str | None
+    quiet: QuietHours | None
+    count: int
+    as_json: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, now: datetime) -> PreviewRequest:
+        if args.n < 1:
+            raise UsageError(f"-n {args.n}: must be at least 1")
+        if args.n > MAX_PREVIEW:
+            raise UsageError(f"-n {args.n}: at most {MAX_PREVIEW}")
+        timezone = checked_timezone(args.tz)
+        start = now if args.start is None else parse_instant(args.start, timezone, flag="--from")
+        recurrence = Recurrence.from_args(args, timezone, start)
+        assert recurrence is not None  # argparse requires one of the flags
+        return cls(
+            recurrence=recurrence, timezone=timezone, start=start, calendar=checked_calendar(args.calendar),
+            quiet=checked_quiet(args.quiet), count=args.n, as_json=args.json,
+        )
+
+
+# What the schema's CHECK constraints ask, asked before connecting (migrations 0001 and 0003).
+_TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+_CATEGORY = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+MAX_INT4 = 2**31 - 1
+MAX_PREVIEW = 1000  # fires `reminderd preview` lists
+
+
+def checked_tenant_id(text: str) -> str:
+    if not _TENANT_ID.fullmatch(text):
+        raise UsageError(
+            f"tenant {text!r}: letters, digits and _ . : -, starting with a letter or digit, at most 128"
+        )
+    return text
+
+
+def checked_ref(text: str) -> str:
+    if not text:
+        raise UsageError("REF is empty: name the message, e.g. booking:b7d2:24h")
+    return text
+
+
+def checked_callback_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or any(c.isspace() for c in url):
+        raise UsageError(f"--callback-url {url!r}: use an http:// or https:// URL, like https://example.com/hooks")
+    return url
+
+
+def checked_category(text: str, flag: str = "--category") -> str:
+    if not _CATEGORY.fullmatch(text):
+        raise UsageError(f"{flag} {text!r}: lower-case letters, digits, _ and -, like marketing")
+    return text
+
+
+@dataclass(frozen=True)
+class TenantAddRequest:
+    tenant_id: str
+    callback_url: str | None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TenantAddRequest:
+        return cls(checked_tenant_id(args.tenant_id), checked_callback_url(args.callback_url))
+
+
+@dataclass(frozen=True)
+class TenantListRequest:
+    as_json: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TenantListRequest:
+        return cls(args.json)
+
+
+@dataclass(frozen=True)
+class TenantRoleRequest:
+    """`tenant grant` and `tenant revoke`: a database role and the tenant it acts for."""
+
+    tenant_id: str
+    role: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TenantRoleRequest:
+        if not args.role:
+            raise UsageError("ROLE is empty: name a database role, e.g. booking_service")
+        return cls(checked_tenant_id(args.tenant_id), args.role)
+
+
+@dataclass(frozen=True)
+class RotateSecretRequest:
+    tenant_id: str
+    grace: str  # as given, for the message
+    grace_s: float
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RotateSecretRequest:
+        grace = parse_duration(args.grace, flag="--grace", allow_zero=True)  # 0: the old one stops now
+        return cls(checked_tenant_id(args.tenant_id), args.grace, grace.total_seconds())
+
+
+@dataclass(frozen=True)
+class TenantSetRequest:
+    """`tenant set`: each None leaves a setting alone; calendar and quiet may be "none" (clear)."""
+
+    tenant_id: str
+    calendar: str | None
+    holiday_rule: str | None
+    quiet: QuietHours | str | None
+    quiet_exempt: list[str] | None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TenantSetRequest:
+        calendar, quiet = args.calendar, args.quiet
+        if calendar is not None and calendar.lower() != "none":
+            checked_calendar(calendar)
+        if quiet is not None and quiet.lower() != "none":
+            quiet = checked_quiet(quiet)
+        exempt = None if args.quiet_exempt is None else [
+            checked_category(category.strip(), "--quiet-exempt")
+            for category in args.quiet_exempt.split(",") if category.strip()
+        ]
+        return cls(checked_tenant_id(args.tenant_id), calendar, args.holiday_rule, quiet, exempt)
+
+
+@dataclass(frozen=True)
+class HolidayRequest:
+    """`tenant holiday add|remove`: one of the tenant's own days off."""
+
+    add: bool
+    tenant_id: str
+    day: date
+    name: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> HolidayRequest:
+        try:
+            day = datetime.strptime(args.day, "%Y-%m-%d").date()
+        except ValueError:
+            raise UsageError(f"{args.day!r} is not a date like 2026-12-31") from None
+        if not args.name.strip():
+            raise UsageError("the holiday's name is empty: say what the day is, e.g. \"Company day\"")
+        return cls(args.action == "add", checked_tenant_id(args.tenant_id), day, args.name)
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    tenant_id: str
+    ref_id: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> CancelRequest:
+        return cls(checked_tenant_id(args.tenant_id), checked_ref(args.ref_id))
+
+
 def add_schedule_options(parser: argparse.ArgumentParser) -> None:
     """The options of `reminderd schedule` beyond the when."""
     parser.add_argument("--tz", help="the recipient's IANA timezone: recurrences, offset-less --at, "
                                      "holidays and quiet hours are read in it (default UTC)")
-    parser.add_argument("--payload", help="JSON payload sent in the callback")
+    parser.add_argument("--payload", metavar="JSON", help="JSON payload sent in the callback, as written; "
+                                                          "@FILE reads it from a file, - from stdin")
     parser.add_argument("--callback-url", help="override the tenant's callback URL")
     parser.add_argument("--until", help="recurring: no occurrence after this (ISO-8601; offset-less in --tz)")
     parser.add_argument("--max-runs", type=int, help="recurring: finish after this many occurrences fired")

@@ -1,4 +1,9 @@
-"""The `reminderd` command line. Bad input gets one clear line on stderr and exit status 2."""
+"""The `reminderd` command line. Bad input gets one clear line on stderr and exit status 2, a
+configuration error exit status 78.
+
+Each subcommand registers its handler (`set_defaults(handler=...)`): a function of the parsed
+arguments, or a DatabaseCommand that checks them into a typed request before it connects.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +13,40 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, Generic, NoReturn, TypeVar
 
 import asyncpg
 
 from . import __version__, logs
 from .arguments import (
-    Recurrence,
+    CancelRequest,
+    HolidayRequest,
+    PreviewRequest,
+    RotateSecretRequest,
     ScheduleRequest,
+    TenantAddRequest,
+    TenantListRequest,
+    TenantRoleRequest,
+    TenantSetRequest,
     UsageError,
     add_recurrence_options,
     add_schedule_options,
-    checked_calendar,
-    checked_quiet,
-    checked_timezone,
-    parse_duration,
-    parse_instant,
 )
-from .exceptions import ConfigError
+from .exceptions import EX_CONFIG, EX_USAGE, ConfigError
 from .schedule import Holidays, Timing, anchor_rrule, preview
 from .settings import Settings
-from .store import CONNECTION_ERRORS, Store
+from .store import CONNECTION_ERRORS, Store, TenantOverview
 
-EX_USAGE = 2
-EX_CONFIG = 78
+R = TypeVar("R")
+Handler = Callable[[argparse.Namespace], int]
+DATABASE_SETTINGS = ("database_url", "pgbouncer", "listen_database_url")
+EX_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_STATUSES = (
+    "exit status: 0 done; 1 the database cannot be reached; 2 bad input (nothing was changed); "
+    "78 a configuration error (REMINDERD_*, --config, --database-url); 130 interrupted"
+)
 
 
 class Parser(argparse.ArgumentParser):
@@ -40,8 +54,51 @@ class Parser(argparse.ArgumentParser):
         self.exit(EX_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
+@dataclass(frozen=True)
+class DatabaseCommand(Generic[R]):
+    """A subcommand that needs the database: its arguments are checked into a request first, so a
+    typo never costs a connection, then `run` gets a Store and the request."""
+
+    parse: Callable[[argparse.Namespace], R]
+    run: Callable[[Store, R], Awaitable[int]]
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        request = self.parse(args)
+        return _run(self.run, request, _database_settings(args))
+
+
+def _no_arguments(args: argparse.Namespace) -> None:
+    return None
+
+
+def _connection_options(*, config: bool = True) -> Parser:
+    """--database-url and --config, accepted after the subcommand as well as before it."""
+    options = Parser(add_help=False)
+    options.add_argument("--database-url", default=argparse.SUPPRESS,
+                         help="PostgreSQL URL (default: $REMINDERD_DATABASE_URL)")
+    if config:
+        options.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                             help="TOML file with the same settings (default: $REMINDERD_CONFIG)")
+    return options
+
+
+def _add_command(
+    commands: argparse._SubParsersAction[Parser], name: str, summary: str, handler: Handler | None,
+    *, parents: Sequence[Parser] = (),
+) -> Parser:
+    """A subcommand whose one-line summary is both its entry in the parent's --help and its own
+    description."""
+    command = commands.add_parser(
+        name, help=summary, description=f"{summary[0].upper()}{summary[1:]}.", parents=list(parents)
+    )
+    if handler is not None:
+        command.set_defaults(handler=handler)
+    return command
+
+
 def build_parser() -> Parser:
-    parser = Parser(prog="reminderd", description="Durable scheduled callbacks on PostgreSQL.")
+    parser = Parser(prog="reminderd", description="Durable scheduled callbacks on PostgreSQL.",
+                    epilog=EXIT_STATUSES)
     parser.add_argument("--version", action="version", version=f"reminderd {__version__}")
     parser.add_argument(
         "--database-url", default=None,
@@ -53,45 +110,64 @@ def build_parser() -> Parser:
              "(env wins over it; default: $REMINDERD_CONFIG)",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    database = [_connection_options()]
 
-    commands.add_parser("migrate", help="apply database migrations (run before `run`)")
-    commands.add_parser("run", help="run the daemon (settings from REMINDERD_* variables)")
-    commands.add_parser("status", help="messages by tenant and status, and the next due")
-    commands.add_parser("config", help="the effective settings, secrets masked, and where each came from")
-    commands.add_parser("demo", help="a throwaway database, a demo receiver, callbacks that fire")
+    _add_command(commands, "migrate", "apply database migrations (run before `run`)", _migrate,
+                 parents=database)
+    _add_command(commands, "run", "run the daemon (settings from REMINDERD_* variables)", _run_daemon,
+                 parents=database)
+    _add_command(commands, "status", "messages by tenant and status, and the next due",
+                 DatabaseCommand(_no_arguments, _status), parents=database)
+    _add_command(commands, "config", "the effective settings, secrets masked, and where each came from",
+                 _show_config, parents=database)
+    _add_command(commands, "demo", "a throwaway database, a demo receiver, callbacks that fire", _demo,
+                 parents=[_connection_options(config=False)])
 
-    tenant = commands.add_parser("tenant", help="manage tenants")
+    tenant = _add_command(commands, "tenant", "manage tenants: add, grant, revoke, rotate-secret, set, holiday",
+                          None)
     tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True, parser_class=Parser)
-    add = tenant_commands.add_parser("add", help="create a tenant; prints its signing secret once")
+    add = _add_command(tenant_commands, "add", "create a tenant; prints its signing secret once",
+                       DatabaseCommand(TenantAddRequest.from_args, _tenant_add), parents=database)
     add.add_argument("tenant_id", metavar="ID")
     add.add_argument("--callback-url", required=True, help="default callback endpoint (http/https)")
-    grant = tenant_commands.add_parser("grant", help="let a database role act for the tenant (RLS)")
+    listing = _add_command(
+        tenant_commands, "list", "every tenant, its settings and its messages waiting and dead",
+        DatabaseCommand(TenantListRequest.from_args, _tenant_list), parents=database,
+    )
+    listing.add_argument("--json", action="store_true", help="a JSON list, one object per tenant")
+    grant = _add_command(tenant_commands, "grant", "let a database role act for the tenant (RLS)",
+                         DatabaseCommand(TenantRoleRequest.from_args, _tenant_grant), parents=database)
     grant.add_argument("tenant_id", metavar="TENANT")
     grant.add_argument("role", metavar="ROLE")
-    revoke = tenant_commands.add_parser("revoke", help="stop a database role acting for the tenant")
+    revoke = _add_command(tenant_commands, "revoke", "stop a database role acting for the tenant",
+                          DatabaseCommand(TenantRoleRequest.from_args, _tenant_revoke), parents=database)
     revoke.add_argument("tenant_id", metavar="TENANT")
     revoke.add_argument("role", metavar="ROLE")
-    rotate = tenant_commands.add_parser(
-        "rotate-secret", help="issue a new signing secret; the old one keeps signing for --grace"
+    rotate = _add_command(
+        tenant_commands, "rotate-secret", "issue a new signing secret; the old one keeps signing for --grace",
+        DatabaseCommand(RotateSecretRequest.from_args, _tenant_rotate_secret), parents=database,
     )
     rotate.add_argument("tenant_id", metavar="TENANT")
     rotate.add_argument("--grace", default="24h", help="how long the old secret stays valid (default 24h)")
 
-    tenant_set = tenant_commands.add_parser(
-        "set", help="the tenant's holiday calendar and rule, and quiet hours ('none' clears)"
+    tenant_set = _add_command(
+        tenant_commands, "set", "the tenant's holiday calendar and rule, and quiet hours ('none' clears)",
+        DatabaseCommand(TenantSetRequest.from_args, _tenant_set), parents=database,
     )
     tenant_set.add_argument("tenant_id", metavar="TENANT")
     tenant_set.add_argument("--calendar", help="default holiday calendar, e.g. IN, GB, US-CA, or none")
     tenant_set.add_argument("--holiday-rule", choices=("skip", "send"), help="default rule on holidays")
     tenant_set.add_argument("--quiet", help="quiet hours in the recipient's timezone: 21:00-09:00, or none")
     tenant_set.add_argument("--quiet-exempt", help="categories sent in quiet hours too (default transactional)")
-    holiday = tenant_commands.add_parser("holiday", help="add or remove one of the tenant's own days off")
+    holiday = _add_command(tenant_commands, "holiday", "add or remove one of the tenant's own days off",
+                           DatabaseCommand(HolidayRequest.from_args, _tenant_holiday), parents=database)
     holiday.add_argument("action", choices=("add", "remove"))
     holiday.add_argument("tenant_id", metavar="TENANT")
     holiday.add_argument("day", metavar="YYYY-MM-DD")
     holiday.add_argument("name", nargs="?", default="holiday")
 
-    schedule = commands.add_parser("schedule", help="schedule a message; prints its id")
+    schedule = _add_command(commands, "schedule", "schedule a message; prints its id",
+                            DatabaseCommand(_schedule_request, _schedule), parents=database)
     schedule.add_argument("tenant_id", metavar="TENANT")
     schedule.add_argument("ref_id", metavar="REF")
     when = schedule.add_mutually_exclusive_group(required=True)
@@ -100,7 +176,7 @@ def build_parser() -> Parser:
     add_recurrence_options(when)
     add_schedule_options(schedule)
 
-    show = commands.add_parser("preview", help="the next fire times of a schedule (no database)")
+    show = _add_command(commands, "preview", "the next fire times of a schedule (no database)", _preview)
     recurrence = show.add_mutually_exclusive_group(required=True)
     add_recurrence_options(recurrence)
     show.add_argument("--tz", help="IANA timezone the schedule is read in (default UTC)")
@@ -110,64 +186,80 @@ def build_parser() -> Parser:
     show.add_argument("-n", type=int, default=10, help="how many fires (default 10)")
     show.add_argument("--json", action="store_true", help="a JSON list of {utc, local[, skipped, reason]}")
 
-    cancel = commands.add_parser("cancel", help="cancel a scheduled message (0 when none is live)")
+    cancel = _add_command(commands, "cancel", "cancel a scheduled message (0 when none is live)",
+                          DatabaseCommand(CancelRequest.from_args, _cancel), parents=database)
     cancel.add_argument("tenant_id", metavar="TENANT")
     cancel.add_argument("ref_id", metavar="REF")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        from .demo import main as demo_main
-
-        return demo_main(args.database_url)
-    if args.command == "preview":
-        try:
-            return _preview(args, datetime.now(UTC))
-        except UsageError as exc:
-            print(f"reminderd: error: {exc}", file=sys.stderr)
-            return EX_USAGE
+    args = build_parser().parse_args(_negative_values_attached(sys.argv[1:] if argv is None else argv))
+    handler: Handler = args.handler
     try:
-        settings, sources = _settings(args)
-    except ConfigError as exc:
-        print(f"reminderd: configuration error: {exc}", file=sys.stderr)
-        return EX_CONFIG
-    try:
-        if args.command == "migrate":
-            return _migrate(settings)
-        if args.command == "run":
-            return _run_daemon(settings, args.config)
-        if args.command == "config":
-            return _show_config(settings, sources)
-        if args.command == "schedule":
-            args.request = ScheduleRequest.from_args(args, datetime.now(UTC))
-        if args.command == "tenant":
-            _check_tenant_args(args)
-        return _run(_commands[args.command], args, settings)
+        return handler(args)
     except UsageError as exc:
         print(f"reminderd: error: {exc}", file=sys.stderr)
         return EX_USAGE
+    except ConfigError as exc:
+        print(f"reminderd: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
     except CONNECTION_ERRORS as exc:
         print(f"reminderd: cannot reach the database: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("reminderd: interrupted", file=sys.stderr)
+        return EX_INTERRUPTED
 
 
-def _settings(args: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
+_DURATION_OPTIONS = ("--in", "--grace", "--max-lateness")
+
+
+def _negative_values_attached(argv: Sequence[str]) -> list[str]:
+    """argparse reads `--in -5m` as two options and says "expected one argument"; the user meant
+    `--in=-5m`, which parse_duration then refuses with a sentence saying why."""
+    attached: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        value = argv[index + 1] if index + 1 < len(argv) else ""
+        if arg in _DURATION_OPTIONS and value[:1] == "-" and value[1:2].isdigit():
+            attached.append(f"{arg}={value}")
+            index += 2
+        else:
+            attached.append(arg)
+            index += 1
+    return attached
+
+
+def _environment(args: argparse.Namespace) -> dict[str, str]:
     env = dict(os.environ)
     if args.database_url:
         env["REMINDERD_DATABASE_URL"] = args.database_url
-    if args.command in {"run", "config"}:
-        return Settings.load(env, args.config)
-    # Other commands need only the database: ignore daemon tuning they do not use.
-    database_only = {k: v for k, v in env.items() if k.startswith(
-        ("REMINDERD_DATABASE_URL", "REMINDERD_PGBOUNCER", "REMINDERD_LISTEN_DATABASE_URL"))}
-    return Settings.load(database_only)
+    return env
 
 
-def _migrate(settings: Settings) -> int:
+def _daemon_settings(args: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
+    """Every setting, and where each came from: for `run` and `config`."""
+    return Settings.load(_environment(args), args.config)
+
+
+def _database_settings(args: argparse.Namespace) -> Settings:
+    """What the other commands need: the database. Daemon tuning they do not use is not read (a
+    bad REMINDERD_BATCH_SIZE is the daemon's problem), but every name is still checked."""
+    return Settings.load(_environment(args), args.config, only=DATABASE_SETTINGS)[0]
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import main as demo_main
+
+    return demo_main(args.database_url)
+
+
+def _migrate(args: argparse.Namespace) -> int:
     from .migrate import upgrade_with_retry
 
+    settings = _database_settings(args)
     url = settings.database_url
     if settings.pgbouncer:  # DDL and Alembic's prepared statements need a direct connection
         if not settings.listen_database_url:
@@ -180,18 +272,20 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _run_daemon(settings: Settings, config_file: str | None) -> int:
+def _run_daemon(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
+    settings, _ = _daemon_settings(args)
     logs.configure(settings.log_level, log_file=settings.log_file)
 
     async def go() -> int:
-        return await Daemon(settings, config_file).run()
+        return await Daemon(settings, args.config).run()
 
     return _event_loop_run(go())
 
 
-def _show_config(settings: Settings, sources: dict[str, str]) -> int:
+def _show_config(args: argparse.Namespace) -> int:
+    settings, sources = _daemon_settings(args)
     for name, value in settings.masked().items():
         print(f"{name}={value}  # {sources.get(name, 'default')}")
     return 0
@@ -205,12 +299,11 @@ def _event_loop_run(coro: Coroutine[Any, Any, int]) -> int:
     return uvloop.run(coro)
 
 
-def _run(command: Callable[[Store, argparse.Namespace], Awaitable[int]], args: argparse.Namespace,
-         settings: Settings) -> int:
+def _run(command: Callable[[Store, R], Awaitable[int]], request: R, settings: Settings) -> int:
     async def go() -> int:
         store = await Store.connect(settings.database_url, max_size=1, pgbouncer=settings.pgbouncer)
         try:
-            return await command(store, args)
+            return await command(store, request)
         except asyncpg.PostgresError as exc:
             if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedFunctionError):
                 raise UsageError("the reminderd schema is missing: run `reminderd migrate`") from None
@@ -222,64 +315,105 @@ def _run(command: Callable[[Store, argparse.Namespace], Awaitable[int]], args: a
     return asyncio.run(go())
 
 
-async def _tenant(store: Store, args: argparse.Namespace) -> int:
-    if args.tenant_command == "add":
-        secret = await store.add_tenant(args.tenant_id, args.callback_url)
-        print(f"tenant {args.tenant_id} created. Signing secret (shown once, keep it safe):")
-        print(secret)
-    elif args.tenant_command == "grant":
-        try:
-            await store.grant_tenant(args.tenant_id, args.role)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-        print(f"role {args.role} acts for tenant {args.tenant_id} "
-              f"(it also needs: GRANT reminderd_app TO {args.role})")
-    elif args.tenant_command == "revoke":
-        removed = await store.revoke_tenant(args.tenant_id, args.role)
-        print(f"role {args.role} no longer acts for tenant {args.tenant_id}" if removed
-              else "nothing to revoke")
-    elif args.tenant_command == "set":
-        changed = await store.set_tenant(
-            args.tenant_id, calendar=args.calendar, holiday_rule=args.holiday_rule, quiet=args.quiet,
-            quiet_exempt=args.quiet_exempt,
-        )
-        if not changed:
-            raise UsageError(f'unknown tenant "{args.tenant_id}"')
-        print(f"tenant {args.tenant_id}: {changed}")
-    elif args.tenant_command == "holiday":
-        if args.action == "add":
-            await store.add_holiday(args.tenant_id, args.day, args.name)
-            print(f"tenant {args.tenant_id}: {args.day:%Y-%m-%d} is a holiday ({args.name})")
-        else:
-            removed = await store.remove_holiday(args.tenant_id, args.day)
-            print(f"tenant {args.tenant_id}: {args.day:%Y-%m-%d} removed" if removed else "no such holiday")
-    else:
-        grace = parse_duration(args.grace, flag="--grace")
-        secret = await store.rotate_secret(args.tenant_id, grace.total_seconds())
-        print(f"tenant {args.tenant_id}: new signing secret "
-              f"(shown once; the old one signs too for {args.grace}):")
-        print(secret)
+async def _tenant_add(store: Store, request: TenantAddRequest) -> int:
+    secret = await store.add_tenant(request.tenant_id, request.callback_url)
+    print(f"tenant {request.tenant_id} created. Signing secret (shown once, keep it safe):")
+    print(secret)
     return 0
 
 
-def _check_tenant_args(args: argparse.Namespace) -> None:
-    """Turn `tenant set` and `tenant holiday` text into checked values ("none" clears a setting)."""
-    if args.tenant_command == "set":
-        if args.calendar is not None and args.calendar.lower() != "none":
-            checked_calendar(args.calendar)
-        if args.quiet is not None and args.quiet.lower() != "none":
-            args.quiet = checked_quiet(args.quiet)
-        if args.quiet_exempt is not None:
-            args.quiet_exempt = [c.strip() for c in args.quiet_exempt.split(",") if c.strip()]
-    elif args.tenant_command == "holiday":
-        try:
-            args.day = datetime.strptime(args.day, "%Y-%m-%d").date()
-        except ValueError:
-            raise UsageError(f"{args.day!r} is not a date like 2026-12-31") from None
+async def _tenant_grant(store: Store, request: TenantRoleRequest) -> int:
+    try:
+        await store.grant_tenant(request.tenant_id, request.role)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    needs = {
+        "inherits": "",
+        "member": f" (it is a member of reminderd_app but does not inherit its privileges: "
+                  f"ALTER ROLE {request.role} INHERIT, or SET ROLE reminderd_app after connecting)",
+        "none": f" (it also needs: GRANT reminderd_app TO {request.role})",
+    }[await store.app_membership(request.role)]
+    print(f"role {request.role} acts for tenant {request.tenant_id}{needs}")
+    return 0
 
 
-async def _schedule(store: Store, args: argparse.Namespace) -> int:
-    request: ScheduleRequest = args.request
+async def _tenant_list(store: Store, request: TenantListRequest) -> int:
+    tenants = await store.tenants()
+    if request.as_json:
+        print(json.dumps([_tenant_json(tenant) for tenant in tenants], indent=2))
+        return 0
+    if not tenants:
+        print("no tenants")
+        return 0
+    header = (
+        "TENANT", "CALLBACK URL", "CALENDAR", "QUIET HOURS", "STATE", "PENDING", "PICKED", "PAUSED", "DEAD"
+    )
+    rows = [header] + [(
+        t.id, t.callback_url or "-", f"{t.calendar} ({t.holiday_rule})" if t.calendar else "-",
+        f"{t.quiet_start:%H:%M}-{t.quiet_end:%H:%M}" if t.quiet_start and t.quiet_end else "-",
+        "paused" if t.paused else "active", str(t.pending), str(t.picked), str(t.paused_messages), str(t.dead),
+    ) for t in tenants]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    for row in rows:
+        text = [cell.ljust(width) for cell, width in zip(row[:5], widths[:5], strict=True)]
+        counts = [cell.rjust(width) for cell, width in zip(row[5:], widths[5:], strict=True)]
+        print("  ".join(text + counts))
+    return 0
+
+
+def _tenant_json(tenant: TenantOverview) -> dict[str, Any]:
+    return {
+        "id": tenant.id, "callback_url": tenant.callback_url, "calendar": tenant.calendar,
+        "holiday_rule": tenant.holiday_rule,
+        "quiet_hours": f"{tenant.quiet_start:%H:%M}-{tenant.quiet_end:%H:%M}"
+        if tenant.quiet_start and tenant.quiet_end else None,
+        "paused": tenant.paused,
+        "messages": {"pending": tenant.pending, "picked": tenant.picked, "paused": tenant.paused_messages,
+                     "dead": tenant.dead},
+    }
+
+
+async def _tenant_revoke(store: Store, request: TenantRoleRequest) -> int:
+    removed = await store.revoke_tenant(request.tenant_id, request.role)
+    print(f"role {request.role} no longer acts for tenant {request.tenant_id}" if removed
+          else "nothing to revoke")
+    return 0
+
+
+async def _tenant_set(store: Store, request: TenantSetRequest) -> int:
+    changed = await store.set_tenant(
+        request.tenant_id, calendar=request.calendar, holiday_rule=request.holiday_rule, quiet=request.quiet,
+        quiet_exempt=request.quiet_exempt,
+    )
+    if not changed:
+        raise UsageError(f'unknown tenant "{request.tenant_id}"')
+    print(f"tenant {request.tenant_id}: {changed}")
+    return 0
+
+
+async def _tenant_holiday(store: Store, request: HolidayRequest) -> int:
+    if request.add:
+        await store.add_holiday(request.tenant_id, request.day, request.name)
+        print(f"tenant {request.tenant_id}: {request.day:%Y-%m-%d} is a holiday ({request.name})")
+    else:
+        removed = await store.remove_holiday(request.tenant_id, request.day)
+        print(f"tenant {request.tenant_id}: {request.day:%Y-%m-%d} removed" if removed else "no such holiday")
+    return 0
+
+
+async def _tenant_rotate_secret(store: Store, request: RotateSecretRequest) -> int:
+    secret = await store.rotate_secret(request.tenant_id, request.grace_s)
+    old = f"the old one signs too for {request.grace}" if request.grace_s else "the old one no longer signs"
+    print(f"tenant {request.tenant_id}: new signing secret (shown once; {old}):")
+    print(secret)
+    return 0
+
+
+def _schedule_request(args: argparse.Namespace) -> ScheduleRequest:
+    return ScheduleRequest.from_args(args, datetime.now(UTC))
+
+
+async def _schedule(store: Store, request: ScheduleRequest) -> int:
     print(await store.schedule(request))  # the id alone on stdout, for scripts
     if request.recurrence is not None:  # and, for people, what it understood
         understood = request.recurrence.description(request.timezone, datetime.now(UTC))
@@ -287,21 +421,20 @@ async def _schedule(store: Store, args: argparse.Namespace) -> int:
     return 0
 
 
-def _preview(args: argparse.Namespace, now: datetime) -> int:
+def _preview(args: argparse.Namespace) -> int:
     """Print the next fires of a schedule; no database needed."""
-    if args.n < 1:
-        raise UsageError(f"-n {args.n}: must be at least 1")
-    timezone = checked_timezone(args.tz)
-    start = now if args.start is None else parse_instant(args.start, timezone, flag="--from")
-    recurrence = Recurrence.from_args(args, timezone, start)
-    assert recurrence is not None  # argparse requires one of the flags
+    request = PreviewRequest.from_args(args, datetime.now(UTC))
+    recurrence, timezone, start = request.recurrence, request.timezone, request.start
     timing = Timing(
         timezone=timezone, cron=recurrence.cron,
         rrule=None if recurrence.rrule is None else anchor_rrule(recurrence.rrule, timezone, start),
-        holidays=Holidays.of(checked_calendar(args.calendar)), quiet=checked_quiet(args.quiet),
+        holidays=Holidays.of(request.calendar), quiet=request.quiet,
     )
-    entries = preview(timing, start, args.n)
-    if args.json:
+    try:
+        entries = preview(timing, start, request.count)
+    except OverflowError:  # the schedule's next fires run past datetime.max
+        raise UsageError(f"the next {request.count} fires run past the year 9999") from None
+    if request.as_json:
         print(json.dumps([entry.as_json() for entry in entries], indent=2))
         return 0
     print(recurrence.description(timezone, start))
@@ -317,12 +450,12 @@ def _preview(args: argparse.Namespace, now: datetime) -> int:
     return 0
 
 
-async def _cancel(store: Store, args: argparse.Namespace) -> int:
-    print(await store.cancel(args.tenant_id, args.ref_id))
+async def _cancel(store: Store, request: CancelRequest) -> int:
+    print(await store.cancel(request.tenant_id, request.ref_id))
     return 0
 
 
-async def _status(store: Store, args: argparse.Namespace) -> int:
+async def _status(store: Store, _request: None) -> int:
     rows = await store.status_counts()
     if not rows:
         print("no messages")
@@ -332,14 +465,6 @@ async def _status(store: Store, args: argparse.Namespace) -> int:
         next_due = row["next_due"].astimezone(UTC).isoformat(timespec="seconds") if row["next_due"] else ""
         print(f"{row['tenant_id']:<24} {row['status']:<10} {row['messages']:>9}  {next_due}")
     return 0
-
-
-_commands: dict[str, Callable[[Store, argparse.Namespace], Awaitable[int]]] = {
-    "tenant": _tenant,
-    "schedule": _schedule,
-    "cancel": _cancel,
-    "status": _status,
-}
 
 
 if __name__ == "__main__":  # pragma: no cover

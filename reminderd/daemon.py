@@ -14,7 +14,7 @@ from alembic.script import ScriptDirectory
 
 from . import __version__, logs, sdnotify
 from .callback import CallbackClient
-from .exceptions import ConfigError
+from .exceptions import EX_CONFIG, ConfigError
 from .health import HealthServer
 from .migrate import alembic_config
 from .settings import Settings
@@ -23,7 +23,6 @@ from .worker import Worker
 
 log = structlog.get_logger("reminderd")
 
-EX_CONFIG = 78  # sysexits.h: a configuration error; systemd should not restart-loop on it
 POOL_SIZE = 4  # claim loop, recorder, housekeeping, one spare for /readyz; plus one LISTEN
 
 

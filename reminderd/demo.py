@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -70,11 +71,12 @@ async def demo(database_url: str) -> int:
     now = datetime.now(UTC)
     for ref, seconds, payload in MESSAGES:
         fire_at = now + timedelta(seconds=seconds)
-        message_id = await store.schedule(ScheduleRequest("demo", ref, payload, url, fire_at=fire_at))
+        request = ScheduleRequest("demo", ref, json.dumps(payload), url, fire_at=fire_at)
+        message_id = await store.schedule(request)
         say(f"  scheduled #{message_id} {ref:<18} at {fire_at.time().isoformat('milliseconds')} UTC")
     say(f"  cancelled {CANCELLED_REF}: {await store.cancel('demo', CANCELLED_REF)} row")
     message_id = await store.schedule(ScheduleRequest(
-        "demo", RECURRING_REF, {"text": "tick"}, url, timezone="Europe/London",
+        "demo", RECURRING_REF, '{"text": "tick"}', url, timezone="Europe/London",
         recurrence=Recurrence(cron="*/2 * * * * *"), max_runs=RECURRING_RUNS,
     ))
     say(f'  scheduled #{message_id} {RECURRING_REF:<18} cron "*/2 * * * * *" (every 2 s), '
@@ -86,7 +88,7 @@ async def demo(database_url: str) -> int:
                        (local_now + timedelta(hours=2)).time().replace(second=0, microsecond=0))
     await store.set_tenant("demo", calendar=None, holiday_rule=None, quiet=quiet, quiet_exempt=None)
     message_id = await store.schedule(ScheduleRequest(
-        "demo", QUIET_REF, {"text": "20% off today"}, url, fire_at=now + timedelta(seconds=1),
+        "demo", QUIET_REF, '{"text": "20% off today"}', url, fire_at=now + timedelta(seconds=1),
         timezone="Asia/Kolkata", category="marketing",
     ))
     say(f"  scheduled #{message_id} {QUIET_REF:<18} marketing, for Asia/Kolkata, where it is "

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Exit statuses of the command line and the daemon.
+EX_USAGE = 2  # bad command-line input (argparse's own status)
+EX_CONFIG = 78  # sysexits.h: a configuration error; systemd should not restart-loop on it
+
 
 class ReminderdError(Exception):
     """reminderd failed."""

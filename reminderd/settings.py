@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
+import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .duration import parse_seconds
 from .exceptions import ConfigError
 from .schedule import BACKFILL_POLICIES
 
@@ -20,185 +23,26 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @dataclass(frozen=True)
 class Setting:
-    """How one field is read from the environment."""
+    """One REMINDERD_* variable: its name, how its text is read, and what it means. The README's
+    configuration table is this declaration, checked by tests/unit/test_settings.py."""
 
     env: str
+    parse: Callable[[str], Any]
     help: str
+    unset: str = ""  # how the README shows a default of None or nothing: "(required)", "(stdout)"
+    secret: bool = False  # may hold a password: masked when shown
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str = field(repr=False)  # may hold a password
-    poll_interval_s: float = 2.0
-    lookback_s: float = 86400.0
-    backfill: str = "send"
-    max_lateness_s: float = 1800.0
-    batch_size: int = 100
-    concurrency: int = 64
-    lease_s: float = 300.0
-    callback_timeout_s: float = 10.0
-    max_attempts: int = 8
-    retry_base_s: float = 5.0
-    retry_cap_s: float = 3600.0
-    shutdown_timeout_s: float = 30.0
-    allowed_callback_networks: tuple[Network, ...] = ()
-    log_level: str = "info"
-    log_file: str | None = None
-    http_host: str = "127.0.0.1"
-    http_port: int = 9464
-    metrics_tenant_labels: bool = True
-    pgbouncer: bool = False
-    listen_database_url: str | None = field(default=None, repr=False)
-    retention_days: int = 7
-    dead_retention_days: int = 30
-    history_retention_days: int = 30
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read every REMINDERD_* variable; raise ConfigError naming the first bad one."""
-        return cls.load(environ)[0]
-
-    @classmethod
-    def load(
-        cls, environ: Mapping[str, str] | None = None, config_file: str | None = None
-    ) -> tuple[Settings, dict[str, str]]:
-        """Settings from the environment over a TOML file over the defaults, and where each came
-        from ("env", "env file", "config file" or "default"), keyed by variable name."""
-        env = os.environ if environ is None else environ
-        from_file = _read_config_file(config_file) if config_file else {}
-        values: dict[str, Any] = {}
-        sources: dict[str, str] = {}
-        for setting in fields(cls):
-            spec = SETTINGS[setting.name]
-            raw, source = _read(env, spec.env)
-            if raw is None and setting.name in from_file:
-                raw, source = from_file[setting.name], f"config file {config_file}"
-            if raw is None:
-                if setting.name == "database_url":
-                    raise ConfigError(f"{spec.env} is required ({spec.help})")
-                sources[spec.env] = "default"
-                continue
-            try:
-                values[setting.name] = PARSERS[setting.name](raw)
-            except ValueError as exc:
-                raise ConfigError(f"{spec.env}={_shown(setting.name, raw)!s}: {exc}") from None
-            sources[spec.env] = source
-        settings = cls(**values)
-        settings._check_relations()
-        return settings, sources
-
-    @property
-    def listen_url(self) -> str | None:
-        """Where to LISTEN: its own URL, else the main one unless that goes through PgBouncer in
-        transaction mode (which cannot hold a LISTEN): then None, and the daemon only polls."""
-        if self.listen_database_url:
-            return self.listen_database_url
-        return None if self.pgbouncer else self.database_url
-
-    def _check_relations(self) -> None:
-        if self.lease_s <= self.callback_timeout_s:
-            raise ConfigError(
-                f"REMINDERD_LEASE ({self.lease_s:g}s) must be longer than "
-                f"REMINDERD_CALLBACK_TIMEOUT ({self.callback_timeout_s:g}s), or a slow callback "
-                "would be handed to another daemon while still in flight"
-            )
-        if self.retry_cap_s < self.retry_base_s:
-            raise ConfigError(
-                f"REMINDERD_RETRY_CAP ({self.retry_cap_s:g}s) must be at least "
-                f"REMINDERD_RETRY_BASE ({self.retry_base_s:g}s)"
-            )
-
-    def masked(self) -> dict[str, str]:
-        """Effective settings for display, with the password in the database URL hidden."""
-        shown: dict[str, str] = {}
-        for setting in fields(self):
-            value = getattr(self, setting.name)
-            env_name = SETTINGS[setting.name].env
-            if setting.name in {"database_url", "listen_database_url"}:
-                shown[env_name] = mask_url(value) if value else ""
-            elif value is None:
-                shown[env_name] = ""
-            elif isinstance(value, tuple):
-                shown[env_name] = ",".join(str(v) for v in value)
-            else:
-                shown[env_name] = str(value)
-        return shown
+def setting(
+    env: str, default: T, parse: Callable[[str], T], help: str, *, unset: str = "", secret: bool = False
+) -> T:
+    """A field of Settings, declared once: its variable, default, parser and meaning."""
+    return field(
+        default=default, repr=not secret, metadata={"setting": Setting(env, parse, help, unset, secret)}
+    )
 
 
-def _read(env: Mapping[str, str], name: str) -> tuple[str | None, str]:
-    """A value from NAME, or from the file named by NAME_FILE (systemd credentials, k8s secrets)."""
-    value = env.get(name)
-    if value is not None and value.strip() != "":
-        return value.strip(), "env"
-    path = env.get(f"{name}_FILE")
-    if path:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                return handle.read().strip(), f"env file {name}_FILE"
-        except OSError as exc:
-            raise ConfigError(f"{name}_FILE={path}: cannot read it ({exc.strerror})") from None
-    return None, "default"
-
-
-def _read_config_file(path: str) -> dict[str, str]:
-    """A TOML file with the same keys as the variables, lower-case and without REMINDERD_
-    (`poll_interval = 2`), or spelled exactly like them. Unknown keys are errors: a typo must not
-    silently keep a default."""
-    try:
-        with open(path, "rb") as handle:
-            document = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
-    by_key = {spec.env.removeprefix("REMINDERD_").lower(): name for name, spec in SETTINGS.items()}
-    values: dict[str, str] = {}
-    for key, value in document.items():
-        name = by_key.get(key.removeprefix("REMINDERD_").lower())
-        if name is None:
-            raise ConfigError(f"--config {path}: unknown setting {key!r}")
-        if isinstance(value, bool):
-            values[name] = "1" if value else "0"
-        elif isinstance(value, list):
-            values[name] = ",".join(str(item) for item in value)
-        else:
-            values[name] = str(value)
-    return values
-
-
-def _shown(field_name: str, raw: str) -> str:
-    return mask_url(raw) if field_name in {"database_url", "listen_database_url"} else repr(raw)
-
-
-def mask_url(url: str) -> str:
-    """postgresql://user:secret@host/db?password=x -> postgresql://user:***@host/db?password=***.
-
-    Text that is not a URL this can take apart is hidden whole: it may be a password.
-    """
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<hidden>"
-    if not url.startswith(("postgresql://", "postgres://")):
-        return "<hidden>"
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    if password is None and not any(key.lower() in _SECRET_PARAMETERS for key, _ in pairs):
-        return url
-    netloc = parts.netloc
-    if password is not None:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-    query = parts.query
-    if any(key.lower() in _SECRET_PARAMETERS for key, _ in pairs):
-        query = urlencode(
-            [(key, "***" if key.lower() in _SECRET_PARAMETERS else value) for key, value in pairs],
-            safe="*/",
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-_SECRET_PARAMETERS = {"password", "sslpassword"}
+# Parsers: text -> value, or ValueError saying what is allowed.
 
 
 def _number(kind: Callable[[str], T], *, minimum: float, maximum: float) -> Callable[[str], T]:
@@ -215,7 +59,15 @@ def _number(kind: Callable[[str], T], *, minimum: float, maximum: float) -> Call
 
 
 def _seconds(minimum: float, maximum: float) -> Callable[[str], float]:
-    return _number(float, minimum=minimum, maximum=maximum)
+    """A duration read as reminderd reads every duration (reminderd/duration.py): 300, 300s, 5m, 1h30m."""
+
+    def parse(raw: str) -> float:
+        value = parse_seconds(raw)
+        if not minimum <= value <= maximum:
+            raise ValueError(f"must be between {minimum:g} and {maximum:g} seconds")
+        return value
+
+    return parse
 
 
 def _networks(raw: str) -> tuple[Network, ...]:
@@ -234,6 +86,12 @@ def _networks(raw: str) -> tuple[Network, ...]:
 def _database_url(raw: str) -> str:
     if not raw.startswith(("postgresql://", "postgres://")):
         raise ValueError("must start with postgresql://")
+    hosts = urlsplit(raw).netloc.rpartition("@")[2]
+    for host in hosts.split(","):  # libpq and asyncpg accept host1:5432,host2:5433
+        port = host.rpartition("]")[2] if host.startswith("[") else host  # [::1]:5432
+        _, colon, number = port.rpartition(":")
+        if colon and number and not (number.isdecimal() and 0 < int(number) <= 65535):
+            raise ValueError(f"port {number!r} is not a port number (1-65535)")
     return raw
 
 
@@ -270,71 +128,295 @@ def _backfill(raw: str) -> str:
     return policy
 
 
-SETTINGS: dict[str, Setting] = {
-    "database_url": Setting("REMINDERD_DATABASE_URL", "PostgreSQL URL, postgresql://…"),
-    "poll_interval_s": Setting("REMINDERD_POLL_INTERVAL", "seconds between polls when idle"),
-    "lookback_s": Setting(
-        "REMINDERD_LOOKBACK", "hard limit, seconds: nothing later than this is ever sent, whatever the policy"
-    ),
-    "backfill": Setting(
-        "REMINDERD_BACKFILL", "after an outage, by default: send (if at most max lateness late), latest or skip"
-    ),
-    "max_lateness_s": Setting("REMINDERD_MAX_LATENESS", "seconds late a message may still be sent, by default"),
-    "batch_size": Setting("REMINDERD_BATCH_SIZE", "rows claimed per query"),
-    "concurrency": Setting("REMINDERD_CONCURRENCY", "callbacks in flight at once"),
-    "lease_s": Setting("REMINDERD_LEASE", "seconds a claim is held before another daemon may retry"),
-    "callback_timeout_s": Setting("REMINDERD_CALLBACK_TIMEOUT", "seconds per callback request"),
-    "max_attempts": Setting("REMINDERD_MAX_ATTEMPTS", "attempts before dead-lettering"),
-    "retry_base_s": Setting("REMINDERD_RETRY_BASE", "first retry delay ceiling, seconds"),
-    "retry_cap_s": Setting("REMINDERD_RETRY_CAP", "largest retry delay, seconds"),
-    "shutdown_timeout_s": Setting("REMINDERD_SHUTDOWN_TIMEOUT", "seconds to drain on SIGTERM"),
-    "allowed_callback_networks": Setting(
-        "REMINDERD_ALLOWED_CALLBACK_NETWORKS", "CIDRs callbacks may reach despite being private"
-    ),
-    "log_level": Setting("REMINDERD_LOG_LEVEL", "debug, info, warning or error"),
-    "log_file": Setting("REMINDERD_LOG_FILE", "write logs to this file (reopened on SIGHUP)"),
-    "http_host": Setting("REMINDERD_HTTP_HOST", "address of /healthz, /readyz and /metrics"),
-    "http_port": Setting("REMINDERD_HTTP_PORT", "port of /healthz, /readyz and /metrics; 0 disables"),
-    "metrics_tenant_labels": Setting(
-        "REMINDERD_METRICS_TENANT_LABELS", "label callback metrics by tenant (0 for many tenants)"
-    ),
-    "pgbouncer": Setting(
-        "REMINDERD_PGBOUNCER", "1 when the database URL goes through PgBouncer in transaction mode"
-    ),
-    "listen_database_url": Setting(
-        "REMINDERD_LISTEN_DATABASE_URL", "direct PostgreSQL URL for LISTEN (with REMINDERD_PGBOUNCER)"
-    ),
-    "retention_days": Setting("REMINDERD_RETENTION_DAYS", "days sent, cancelled and expired rows are kept"),
-    "dead_retention_days": Setting("REMINDERD_DEAD_RETENTION_DAYS", "days dead letters are kept"),
-    "history_retention_days": Setting(
-        "REMINDERD_HISTORY_RETENTION_DAYS", "days deliveries and audit events are kept"
-    ),
-}
-
-PARSERS: dict[str, Callable[[str], Any]] = {
-    "database_url": _database_url,
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = field(repr=False, metadata={"setting": Setting(
+        "REMINDERD_DATABASE_URL", _database_url, "PostgreSQL URL, `postgresql://user:pass@host:5432/db`",
+        unset="(required)", secret=True)})
     # The NOTIFY trigger wakes daemons for rows due within 10 minutes; a longer poll could miss one.
-    "poll_interval_s": _seconds(0.01, 600),
-    "lookback_s": _seconds(1, 30 * 86400),
-    "backfill": _backfill,
-    "max_lateness_s": _seconds(0, 30 * 86400),
-    "batch_size": _number(int, minimum=1, maximum=10_000),
-    "concurrency": _number(int, minimum=1, maximum=10_000),
-    "lease_s": _seconds(1, 86400),
-    "callback_timeout_s": _seconds(0.1, 3600),
-    "max_attempts": _number(int, minimum=1, maximum=1000),
-    "retry_base_s": _seconds(0, 86400),
-    "retry_cap_s": _seconds(0, 7 * 86400),
-    "shutdown_timeout_s": _seconds(0, 3600),
-    "allowed_callback_networks": _networks,
-    "log_level": _log_level,
-    "log_file": _path,
-    "http_host": _host,
-    "http_port": _number(int, minimum=0, maximum=65535),
-    "metrics_tenant_labels": _flag,
-    "pgbouncer": _flag,
-    "listen_database_url": _database_url,
-    "retention_days": _number(int, minimum=1, maximum=3650),
-    "dead_retention_days": _number(int, minimum=1, maximum=3650),
-    "history_retention_days": _number(int, minimum=1, maximum=3650),
+    poll_interval_s: float = setting(
+        "REMINDERD_POLL_INTERVAL", 2.0, _seconds(0.01, 600),
+        "seconds between polls when nothing is known to be due (≤ 600)")
+    lookback_s: float = setting(
+        "REMINDERD_LOOKBACK", 86400.0, _seconds(1, 30 * 86400),
+        "hard limit, seconds: nothing later than this is ever sent, whatever the policy")
+    backfill: str = setting(
+        "REMINDERD_BACKFILL", "send", _backfill,
+        "after an outage, for rows without their own: `send`, `latest` or `skip` "
+        "([docs/time.md](docs/time.md))")
+    max_lateness_s: float = setting(
+        "REMINDERD_MAX_LATENESS", 1800.0, _seconds(0, 30 * 86400),
+        "seconds late a message may still be sent (`send` policy), for rows without their own")
+    batch_size: int = setting(
+        "REMINDERD_BATCH_SIZE", 100, _number(int, minimum=1, maximum=10_000), "rows claimed per query")
+    concurrency: int = setting(
+        "REMINDERD_CONCURRENCY", 64, _number(int, minimum=1, maximum=10_000), "callbacks in flight at once")
+    lease_s: float = setting(
+        "REMINDERD_LEASE", 300.0, _seconds(1, 86400),
+        "seconds a claim is held before another daemon may redeliver it")
+    callback_timeout_s: float = setting(
+        "REMINDERD_CALLBACK_TIMEOUT", 10.0, _seconds(0.1, 3600),
+        "seconds per callback request (must be below the lease)")
+    max_attempts: int = setting(
+        "REMINDERD_MAX_ATTEMPTS", 8, _number(int, minimum=1, maximum=1000),
+        "attempts before dead-lettering (a row's `max_attempts` wins)")
+    retry_base_s: float = setting(
+        "REMINDERD_RETRY_BASE", 5.0, _seconds(0, 86400),
+        "backoff: attempt *n* waits up to `base * 2^(n-1)` seconds")
+    retry_cap_s: float = setting(
+        "REMINDERD_RETRY_CAP", 3600.0, _seconds(0, 7 * 86400), "backoff never waits longer than this")
+    shutdown_timeout_s: float = setting(
+        "REMINDERD_SHUTDOWN_TIMEOUT", 30.0, _seconds(0, 3600),
+        "seconds in-flight callbacks get to finish on SIGTERM")
+    allowed_callback_networks: tuple[Network, ...] = setting(
+        "REMINDERD_ALLOWED_CALLBACK_NETWORKS", (), _networks,
+        "CIDRs callbacks may reach although not public, e.g. `10.1.0.0/16`", unset="(empty)")
+    log_level: str = setting(
+        "REMINDERD_LOG_LEVEL", "info", _log_level, "`debug`, `info`, `warning`, `error`")
+    log_file: str | None = setting(
+        "REMINDERD_LOG_FILE", None, _path, "write logs to this file instead; reopened on SIGHUP",
+        unset="(stdout)")
+    http_host: str = setting(
+        "REMINDERD_HTTP_HOST", "127.0.0.1", _host, "address of `/healthz`, `/readyz` and `/metrics`")
+    http_port: int = setting(
+        "REMINDERD_HTTP_PORT", 9464, _number(int, minimum=0, maximum=65535),
+        "port of `/healthz`, `/readyz` and `/metrics`; `0` disables them")
+    metrics_tenant_labels: bool = setting(
+        "REMINDERD_METRICS_TENANT_LABELS", True, _flag, "`0` drops the tenant label (many tenants)")
+    pgbouncer: bool = setting(
+        "REMINDERD_PGBOUNCER", False, _flag, "`1` when the URL goes through PgBouncer in transaction mode")
+    listen_database_url: str | None = setting(
+        "REMINDERD_LISTEN_DATABASE_URL", None, _database_url,
+        "direct connection for `LISTEN`; with PgBouncer and without it the daemon only polls",
+        unset="(the main URL)", secret=True)
+    retention_days: int = setting(
+        "REMINDERD_RETENTION_DAYS", 7, _number(int, minimum=1, maximum=3650),
+        "sent, cancelled and expired rows are pruned after this")
+    dead_retention_days: int = setting(
+        "REMINDERD_DEAD_RETENTION_DAYS", 30, _number(int, minimum=1, maximum=3650),
+        "dead letters are pruned after this")
+    history_retention_days: int = setting(
+        "REMINDERD_HISTORY_RETENTION_DAYS", 30, _number(int, minimum=1, maximum=3650),
+        "deliveries and audit events are pruned after this")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every REMINDERD_* variable; raise ConfigError naming the first bad one."""
+        return cls.load(environ)[0]
+
+    @classmethod
+    def load(
+        cls, environ: Mapping[str, str] | None = None, config_file: str | None = None,
+        *, only: Collection[str] | None = None,
+    ) -> tuple[Settings, dict[str, str]]:
+        """Settings from the environment over a TOML file over the defaults, and where each came
+        from ("env", "env file", "config file" or "default"), keyed by variable name. With `only`,
+        just those fields are read (the others keep their defaults); every REMINDERD_* name in the
+        environment is checked all the same, so a misspelt one never passes unnoticed."""
+        env = os.environ if environ is None else environ
+        check_variable_names(env)
+        from_file = _read_config_file(config_file) if config_file else {}
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for name, spec in SETTINGS.items():
+            if only is not None and name not in only:
+                continue
+            raw, source = _read(env, spec.env)
+            where = spec.env
+            if raw is None and name in from_file:
+                entry = from_file[name]
+                raw, source = entry.raw, f"config file {config_file}"
+                where = f"--config {config_file}, line {entry.line}: {entry.key}"
+            if raw is None:
+                if name == "database_url":
+                    raise ConfigError(f"{spec.env} is required ({spec.help.replace('`', '')})")
+                sources[spec.env] = "default"
+                continue
+            try:
+                values[name] = spec.parse(raw)
+            except ValueError as exc:
+                shown = _shown(spec, raw)
+                raise ConfigError(
+                    f"{where}={shown}: {exc}" if where == spec.env else f"{where} = {shown}: {exc}"
+                ) from None
+            sources[spec.env] = source
+        settings = cls(**values)
+        settings._check_relations()
+        return settings, sources
+
+    @property
+    def listen_url(self) -> str | None:
+        """Where to LISTEN: its own URL, else the main one unless that goes through PgBouncer in
+        transaction mode (which cannot hold a LISTEN): then None, and the daemon only polls."""
+        if self.listen_database_url:
+            return self.listen_database_url
+        return None if self.pgbouncer else self.database_url
+
+    def _check_relations(self) -> None:
+        if self.lease_s <= self.callback_timeout_s:
+            raise ConfigError(
+                f"REMINDERD_LEASE ({self.lease_s:g}s) must be longer than "
+                f"REMINDERD_CALLBACK_TIMEOUT ({self.callback_timeout_s:g}s), or a slow callback "
+                "would be handed to another daemon while still in flight"
+            )
+        if self.retry_cap_s < self.retry_base_s:
+            raise ConfigError(
+                f"REMINDERD_RETRY_CAP ({self.retry_cap_s:g}s) must be at least "
+                f"REMINDERD_RETRY_BASE ({self.retry_base_s:g}s)"
+            )
+
+    def masked(self) -> dict[str, str]:
+        """Effective settings for display, with the password in the database URL hidden."""
+        shown: dict[str, str] = {}
+        for name, spec in SETTINGS.items():
+            value = getattr(self, name)
+            env_name = spec.env
+            if spec.secret:
+                shown[env_name] = mask_url(value) if value else ""
+            elif value is None:
+                shown[env_name] = ""
+            elif isinstance(value, tuple):
+                shown[env_name] = ",".join(str(v) for v in value)
+            else:
+                shown[env_name] = str(value)
+        return shown
+
+
+SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in fields(Settings)}
+"""Each Settings field's declaration, in declaration order, by field name."""
+
+
+def _read(env: Mapping[str, str], name: str) -> tuple[str | None, str]:
+    """A value from NAME, or from the file named by NAME_FILE (systemd credentials, k8s secrets)."""
+    value = env.get(name)
+    if value is not None and value.strip() != "":
+        return value.strip(), "env"
+    path = env.get(f"{name}_FILE")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return handle.read().strip(), f"env file {name}_FILE"
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE={path}: cannot read it ({exc.strerror})") from None
+    return None, "default"
+
+
+OTHER_VARIABLES = {
+    "REMINDERD_CONFIG": "the TOML file --config reads",
+    "REMINDERD_TEST_DATABASE_URL": "the server the test suite makes its databases on",
+    "REMINDERD_PG_BINDIR": "where the throwaway cluster finds PostgreSQL's programs",
 }
+"""REMINDERD_* variables that are not settings but are read all the same: never misspellings."""
+
+
+def check_variable_names(env: Mapping[str, str]) -> None:
+    """Refuse REMINDERD_* variables that nothing reads, naming the closest real one: a misspelt
+    name must not silently keep a default."""
+    known = set(OTHER_VARIABLES)
+    for spec in SETTINGS.values():
+        known |= {spec.env, f"{spec.env}_FILE"}
+    unknown = sorted(name for name in env if name.startswith("REMINDERD_") and name not in known)
+    if unknown:
+        raise ConfigError("; ".join(_unknown_variable(name, known) for name in unknown))
+
+
+def _unknown_variable(name: str, known: Collection[str]) -> str:
+    # Compared without the prefix, which every candidate shares and which would make all look close.
+    close = difflib.get_close_matches(
+        name.removeprefix("REMINDERD_"), [k.removeprefix("REMINDERD_") for k in known], n=1
+    )
+    if close:
+        return f"{name} is not a reminderd setting; did you mean REMINDERD_{close[0]}?"
+    return f"{name} is not a reminderd setting (the README's configuration table lists them)"
+
+
+@dataclass(frozen=True)
+class _FileValue:
+    """A value from the --config file, as text, and where it was written."""
+
+    raw: str
+    key: str
+    line: int | None
+
+
+def _read_config_file(path: str) -> dict[str, _FileValue]:
+    """A TOML file with the same keys as the variables, lower-case and without REMINDERD_
+    (`poll_interval = 2`), or spelled exactly like them. Unknown keys are errors: a typo must not
+    silently keep a default."""
+    try:
+        with open(path, "rb") as handle:
+            content = handle.read()
+        document = tomllib.loads(content.decode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config {path}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML ({exc})") from None
+    lines = content.decode("utf-8").splitlines()
+    by_key = {spec.env.removeprefix("REMINDERD_").lower(): name for name, spec in SETTINGS.items()}
+    values: dict[str, _FileValue] = {}
+    for key, value in document.items():
+        line = _line_of(lines, key)
+        at = f"--config {path}, line {line}"
+        name = by_key.get(key.removeprefix("REMINDERD_").lower())
+        if name is None:
+            close = difflib.get_close_matches(key.removeprefix("REMINDERD_").lower(), by_key, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"{at}: unknown setting {key!r}{hint}")
+        if isinstance(value, dict):
+            raise ConfigError(f"{at}: [{key}] is a table; settings are top-level keys, like poll_interval = 2")
+        values[name] = _FileValue(_as_text(value), key, line)
+    return values
+
+
+def _as_text(value: object) -> str:
+    """A TOML value as the text an environment variable would hold."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, list):
+        return ",".join(_as_text(item) for item in value)
+    if isinstance(value, float) and "e" in repr(value):
+        return format(value, "f")
+    return str(value)
+
+
+def _line_of(lines: Sequence[str], key: str) -> int | None:
+    """The line where `key = ` (or the table [key]) is written. tomllib gives no positions."""
+    pattern = re.compile(rf"""^\s*(?:\[\s*)?(["']?){re.escape(key)}\1\s*[=.\]]""")
+    return next((number for number, text in enumerate(lines, 1) if pattern.match(text)), None)
+
+
+def _shown(spec: Setting, raw: str) -> str:
+    return mask_url(raw) if spec.secret else repr(raw)
+
+
+def mask_url(url: str) -> str:
+    """postgresql://user:secret@host/db?password=x -> postgresql://user:***@host/db?password=***.
+
+    Text that is not a URL this can take apart is hidden whole: it may be a password.
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<hidden>"
+    if not url.startswith(("postgresql://", "postgres://")):
+        return "<hidden>"
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    if password is None and not any(key.lower() in _SECRET_PARAMETERS for key, _ in pairs):
+        return url
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    query = parts.query
+    if any(key.lower() in _SECRET_PARAMETERS for key, _ in pairs):
+        query = urlencode(
+            [(key, "***" if key.lower() in _SECRET_PARAMETERS else value) for key, value in pairs],
+            safe="*/",
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+_SECRET_PARAMETERS = {"password", "sslpassword"}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import time as TimeOfDay
+from typing import TYPE_CHECKING, Any, Literal
 
 import asyncpg
 
@@ -213,14 +213,14 @@ class Store:
         r = request
         if r.recurrence is None:
             message_id: int = await self._pool.fetchval(
-                QUERIES["schedule_one_off"], r.tenant_id, r.ref_id, r.fire_at, json.dumps(r.payload),
+                QUERIES["schedule_one_off"], r.tenant_id, r.ref_id, r.fire_at, r.payload_json,
                 r.callback_url, r.timezone, r.category, r.calendar, r.holiday_rule, r.backfill,
                 r.max_lateness_s,
             )
         else:
             message_id = await self._pool.fetchval(
                 QUERIES["schedule_recurring"], r.tenant_id, r.ref_id, r.recurrence.cron, r.recurrence.rrule,
-                r.timezone, json.dumps(r.payload), r.callback_url, r.until, r.max_runs, r.category,
+                r.timezone, r.payload_json, r.callback_url, r.until, r.max_runs, r.category,
                 r.calendar, r.holiday_rule, r.backfill, r.max_lateness_s,
             )
         return message_id
@@ -279,6 +279,16 @@ class Store:
     async def status_counts(self) -> list[asyncpg.Record]:
         return list(await self._pool.fetch(QUERIES["status_counts"]))
 
+    async def app_membership(self, role_name: str) -> AppMembership:
+        """How `role_name` stands to reminderd_app, whose privileges an app role needs."""
+        row = await self._pool.fetchrow(QUERIES["role_uses_app"], role_name)
+        if row["inherits"]:
+            return "inherits"
+        return "member" if row["member"] else "none"
+
+    async def tenants(self) -> list[TenantOverview]:
+        return [TenantOverview.from_row(row) for row in await self._pool.fetch(QUERIES["list_tenants"])]
+
 
 class Listener:
     """A dedicated connection LISTENing for due-soon notifications (a pool connection cannot)."""
@@ -306,3 +316,27 @@ class Listener:
         if self._connection is not None and not self._connection.is_closed():
             await self._connection.close()
         self._connection = None
+
+
+AppMembership = Literal["inherits", "member", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class TenantOverview:
+    """A tenant as `reminderd tenant list` shows it: its settings and its waiting and dead messages."""
+
+    id: str
+    callback_url: str | None
+    calendar: str | None
+    holiday_rule: str
+    quiet_start: TimeOfDay | None
+    quiet_end: TimeOfDay | None
+    paused: bool
+    pending: int
+    picked: int
+    paused_messages: int
+    dead: int
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> TenantOverview:
+        return cls(**dict(row.items()))

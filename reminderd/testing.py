@@ -320,7 +320,7 @@ def _verified(secret: str, webhook_id: str, timestamp: str, body: bytes, signatu
 
 # The daemon process ---------------------------------------------------------------------------------
 
-REMINDERD_CLI = (sys.executable, "-m", "reminderd.cli")
+CLI_COMMAND = (sys.executable, "-m", "reminderd.cli")
 
 
 def daemon_env(database_url: str, **variables: str) -> dict[str, str]:
@@ -357,7 +357,7 @@ class DaemonProcess:
         """Spawn the daemon with exactly `env` (see `daemon_env`); stderr is read with stdout, or
         alone when stdout goes to /dev/null."""
         process = await asyncio.create_subprocess_exec(
-            *REMINDERD_CLI, "run", env=dict(env), cwd=cwd,
+            *CLI_COMMAND, "run", env=dict(env), cwd=cwd,
             stdout=asyncio.subprocess.DEVNULL if stdout_to_devnull else asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE if stdout_to_devnull else asyncio.subprocess.STDOUT,
             preexec_fn=die_with_parent,

@@ -292,3 +292,28 @@ ON CONFLICT (tenant_id, day) DO UPDATE SET name = excluded.name;
 
 -- remove_holiday --
 DELETE FROM reminderd.tenant_holidays WHERE tenant_id = $1 AND day = $2;
+
+-- role_uses_app --
+-- Whether a role may use reminderd_app's privileges (a member that inherits them), and whether it
+-- is a member at all (a NOINHERIT member must SET ROLE reminderd_app first).
+SELECT pg_has_role($1, 'reminderd_app', 'USAGE') AS inherits,
+       pg_has_role($1, 'reminderd_app', 'MEMBER') AS member;
+
+-- list_tenants --
+-- Every tenant, its settings, and its messages waiting and dead: the counts read only live and
+-- dead rows (the partial index scheduled_messages_overview), never the history of sent ones.
+SELECT t.id, t.callback_url, t.calendar, t.holiday_rule, t.quiet_start, t.quiet_end, t.paused,
+       coalesce(m.pending, 0) AS pending, coalesce(m.picked, 0) AS picked,
+       coalesce(m.paused, 0) AS paused_messages, coalesce(m.dead, 0) AS dead
+FROM reminderd.tenants t
+LEFT JOIN (
+    SELECT tenant_id,
+           count(*) FILTER (WHERE status = 'pending') AS pending,
+           count(*) FILTER (WHERE status = 'picked') AS picked,
+           count(*) FILTER (WHERE status = 'paused') AS paused,
+           count(*) FILTER (WHERE status = 'dead') AS dead
+    FROM reminderd.scheduled_messages
+    WHERE status IN ('pending', 'picked', 'paused', 'dead')
+    GROUP BY tenant_id
+) m ON m.tenant_id = t.id
+ORDER BY t.id;

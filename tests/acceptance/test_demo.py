@@ -6,14 +6,14 @@ import subprocess
 
 import pytest
 
-from reminderd.testing import REMINDERD_CLI
+from reminderd.testing import CLI_COMMAND
 
 pytestmark = pytest.mark.slow
 
 
 def test_the_demo_fires_everything_once_and_exits_0(empty_database_url: str) -> None:
     done = subprocess.run(
-        [*REMINDERD_CLI, "--database-url", empty_database_url, "demo"],
+        [*CLI_COMMAND, "--database-url", empty_database_url, "demo"],
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

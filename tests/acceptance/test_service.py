@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 from support import fast_daemon_env, poll_until, settled
 
-from reminderd.testing import REMINDERD_CLI, Cluster, Receiver, free_port, running_daemon
+from reminderd.testing import CLI_COMMAND, Cluster, Receiver, free_port, running_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -135,7 +135,7 @@ def test_config_shows_effective_settings_masked_with_their_source(tmp_path: Path
     env["REMINDERD_DATABASE_URL"] = "postgresql://app:hunter2@db.internal/app"
     env["REMINDERD_CONCURRENCY"] = "16"  # the environment wins over the file
     result = subprocess.run(
-        [*REMINDERD_CLI, "--config", str(config), "config"], env=env, capture_output=True, text=True, timeout=30
+        [*CLI_COMMAND, "--config", str(config), "config"], env=env, capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
     lines = dict(line.split("=", 1) for line in result.stdout.splitlines())
@@ -153,7 +153,7 @@ def test_config_file_with_an_unknown_key_exits_78(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REMINDERD_")}
     env["REMINDERD_DATABASE_URL"] = "postgresql://app@db.internal/app"
     result = subprocess.run(
-        [*REMINDERD_CLI, "--config", str(config), "run"],
+        [*CLI_COMMAND, "--config", str(config), "run"],
         env=env, capture_output=True, text=True, timeout=30,
     )
     assert result.returncode == 78

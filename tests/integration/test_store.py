@@ -618,9 +618,9 @@ async def test_schedule_at_replaces_and_cancel_cancels(db: asyncpg.Connection, s
     await store.add_tenant("t1", CALLBACK)
     fire_at = (await db_now(db)).replace(microsecond=0) + timedelta(hours=1)
 
-    first = await store.schedule(ScheduleRequest("t1", "r1", {"n": 1}, None, fire_at=fire_at))
+    first = await store.schedule(ScheduleRequest("t1", "r1", '{"n": 1}', None, fire_at=fire_at))
     second = await store.schedule(
-        ScheduleRequest("t1", "r1", {"n": 2, "text": "é"}, "https://other.example/x", fire_at=fire_at)
+        ScheduleRequest("t1", "r1", '{"n": 2, "text": "é"}', "https://other.example/x", fire_at=fire_at)
     )
 
     old = await row_by_id(db, first)
@@ -639,7 +639,7 @@ async def test_schedule_cron_stores_an_unplanned_recurring_row(db: asyncpg.Conne
 
     message_id = await store.schedule(
         ScheduleRequest(
-            "t1", "daily", ["x"], None, timezone="Europe/Paris", recurrence=Recurrence(cron="0 9 * * *")
+            "t1", "daily", '["x"]', None, timezone="Europe/Paris", recurrence=Recurrence(cron="0 9 * * *")
         )
     )
 

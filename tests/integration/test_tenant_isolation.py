@@ -213,6 +213,31 @@ async def test_cli_grant_and_revoke_map_a_role_to_a_tenant(
     assert await app.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
 
 
+async def test_cli_grant_says_what_else_the_role_needs_only_when_it_needs_it(
+    database_url: str, db: asyncpg.Connection, roles: Roles, tenant: str
+) -> None:
+    app = await roles.create("app_member", "reminderd_app")
+    bare = await roles.create("not_yet_app")
+    noinherit = await roles.create("noinherit_app", "reminderd_app")
+    await db.execute(f"ALTER ROLE {noinherit} NOINHERIT")
+
+    code, out, err = await run_cli(database_url, "tenant", "grant", "acme", app)
+    assert (code, err, out) == (0, "", f"role {app} acts for tenant acme\n")
+    code, out, err = await run_cli(database_url, "tenant", "grant", "acme", bare)
+    assert (code, err) == (0, "")
+    assert out == f"role {bare} acts for tenant acme (it also needs: GRANT reminderd_app TO {bare})\n"
+    code, out, err = await run_cli(database_url, "tenant", "grant", "acme", noinherit)
+    assert (code, err) == (0, "")
+    assert out == (
+        f"role {noinherit} acts for tenant acme (it is a member of reminderd_app but does not inherit its "
+        f"privileges: ALTER ROLE {noinherit} INHERIT, or SET ROLE reminderd_app after connecting)\n"
+    )
+
+    await db.execute(f"GRANT reminderd_app TO {bare}")  # and the hint goes away once it is done
+    code, out, err = await run_cli(database_url, "tenant", "grant", "acme", bare)
+    assert (code, err, out) == (0, "", f"role {bare} acts for tenant acme\n")
+
+
 # Reading -------------------------------------------------------------------------------------------
 
 

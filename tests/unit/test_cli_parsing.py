@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import argparse
+import io
+import json
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from reminderd.arguments import UsageError, parse_duration, parse_instant, parse_payload
-from reminderd.cli import EX_CONFIG, EX_USAGE, main
+from reminderd.arguments import (
+    CancelRequest,
+    HolidayRequest,
+    ScheduleRequest,
+    TenantSetRequest,
+    UsageError,
+    parse_duration,
+    parse_instant,
+    parse_payload,
+)
+from reminderd.cli import build_parser, main
+from reminderd.exceptions import EX_CONFIG, EX_USAGE
+from reminderd.schedule import QuietHours
+from reminderd.settings import Settings
 from reminderd.store import Store
 
 # parse_duration
@@ -26,6 +42,10 @@ from reminderd.store import Store
         (" 2H ", timedelta(hours=2)),
         ("1h 30m", timedelta(minutes=90)),
         ("0h5m", timedelta(minutes=5)),
+        # Durations are read one way everywhere (issue 10): a bare number is seconds, as in
+        # REMINDERD_LEASE=300; "90" was refused here before.
+        ("90", timedelta(seconds=90)),
+        ("1.5s", timedelta(seconds=1.5)),
     ],
 )
 def test_parse_duration_accepts(text: str, expected: timedelta) -> None:
@@ -33,7 +53,7 @@ def test_parse_duration_accepts(text: str, expected: timedelta) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "   ", "5x", "90", "1h30", "1.5h", "-5m", "5m-", "h", "soon", "5 minutes"]
+    "text", ["", "   ", "5x", "1h30", "1.5h", "-5m", "5m-", "h", "soon", "5 minutes", "30m1h", "1e3", "nan"]
 )
 def test_parse_duration_rejects_malformed_text(text: str) -> None:
     with pytest.raises(UsageError, match=r"use a duration such as 90s, 15m, 2h, 3d or 1h30m") as raised:
@@ -114,7 +134,9 @@ def test_parse_instant_with_unknown_tz_names_it() -> None:
     ],
 )
 def test_parse_payload_accepts_any_json(text: str | None, expected: Any) -> None:
-    assert parse_payload(text) == expected
+    # parse_payload keeps the JSON text as given (issue 10); it returned the decoded value before.
+    assert json.loads(parse_payload(text)) == expected
+    assert text is None or parse_payload(text) == text
 
 
 @pytest.mark.parametrize(("text", "position"), [("{bad", 1), ("", 0), ('{"a": 1,}', 8), ("{'a': 1}", 1)])
@@ -273,3 +295,342 @@ def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.startswith("reminderd ")
+
+
+# Dispatch: every subcommand registers its handler and describes itself in one line
+
+
+def subcommands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], Any]]:
+    """Every (sub)subcommand's path and parser, depth first."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found.append(((*path, name), child))
+                found += subcommands(child, (*path, name))
+    return found
+
+
+ALL_COMMANDS = subcommands(build_parser())
+
+
+def test_the_subcommands_are_the_documented_ones() -> None:
+    assert {" ".join(path) for path, _ in ALL_COMMANDS} == {
+        "migrate", "run", "status", "config", "demo", "schedule", "preview", "cancel", "tenant",
+        "tenant add", "tenant list", "tenant grant", "tenant revoke", "tenant rotate-secret", "tenant set",
+        "tenant holiday",
+    }
+
+
+@pytest.mark.parametrize(("path", "command"), ALL_COMMANDS, ids=[" ".join(p) for p, _ in ALL_COMMANDS])
+def test_every_subcommand_says_what_it_does_in_its_help(
+    path: tuple[str, ...], command: argparse.ArgumentParser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*path, "--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    description = command.description
+    assert description and "\n" not in description and description.endswith(".")
+    assert f"\n{description}\n" in shown.replace("\n\n", "\n")
+    # and the parent's --help lists it with the same words
+    with pytest.raises(SystemExit):
+        main([*path[:-1], "--help"])
+    parent_help = " ".join(capsys.readouterr().out.split())
+    assert description.rstrip(".").lower() in parent_help.lower()
+
+
+@pytest.mark.parametrize(("path", "command"), ALL_COMMANDS, ids=[" ".join(p) for p, _ in ALL_COMMANDS])
+def test_every_leaf_subcommand_registers_its_handler(path: tuple[str, ...], command: Any) -> None:
+    has_children = any(isinstance(a, argparse._SubParsersAction) for a in command._actions)
+    assert has_children or callable(command.get_default("handler")), f"{' '.join(path)} has no handler"
+
+
+def test_handlers_get_typed_requests_not_the_namespace(
+    connections: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+
+    def record(command: Any, request: Any, settings: Any) -> int:
+        seen.append(request)
+        return 0
+
+    monkeypatch.setattr("reminderd.cli._run", record)
+    assert main(["tenant", "holiday", "add", "acme", "2026-12-31", "Company day"]) == 0
+    assert main(["tenant", "set", "acme", "--quiet", "21:00-09:00", "--quiet-exempt", "otp, sms"]) == 0
+    assert main(["schedule", "acme", "r", "--in", "5m"]) == 0
+    assert main(["cancel", "acme", "r"]) == 0
+    holiday, rules, schedule, cancel = seen
+    assert holiday == HolidayRequest(add=True, tenant_id="acme", day=date(2026, 12, 31), name="Company day")
+    assert rules == TenantSetRequest("acme", None, None, QuietHours(time(21), time(9)), ["otp", "sms"])
+    assert isinstance(schedule, ScheduleRequest) and schedule.fire_at is not None
+    assert cancel == CancelRequest("acme", "r")
+
+
+# Durations: one parser for the environment, the TOML file and the command line
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["schedule", "t", "r", "--in", "-5m"],
+        ["schedule", "t", "r", "--in=-5m"],
+        ["schedule", "t", "r", "--in", "-300"],
+        ["schedule", "t", "r", "--cron", "0 9 * * *", "--max-lateness", "-1h"],
+        ["tenant", "rotate-secret", "t", "--grace", "-1h"],
+    ],
+)
+def test_a_negative_duration_is_refused_with_a_sentence(
+    argv: list[str], connections: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == EX_USAGE
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("reminderd: error: --") and "a duration cannot be negative" in line
+    assert "expected one argument" not in line
+    assert connections == []
+
+
+def test_the_cli_and_the_settings_read_durations_alike(
+    connections: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[Any] = []
+    monkeypatch.setattr("reminderd.cli._run", recording(seen))
+    for text in ["300", "300s", "5m", "1h30m", "1.5s"]:
+        assert main(["schedule", "t", "r", "--cron", "0 9 * * *", "--max-lateness", text]) == 0
+        assert seen[-1].max_lateness_s == Settings.from_env(
+            {"REMINDERD_DATABASE_URL": "postgresql://x@h/d", "REMINDERD_MAX_LATENESS": text}
+        ).max_lateness_s
+
+
+# Options after the subcommand; the environment checked before anything else
+
+
+def test_database_url_and_config_are_accepted_after_the_subcommand(
+    connections: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["cancel", "t", "r", "--database-url", "postgresql://after@127.0.0.1:3/z"])
+    main(["tenant", "grant", "acme", "app", "--database-url", "postgresql://leaf@127.0.0.1:4/z"])
+    assert connections == ["postgresql://after@127.0.0.1:3/z", "postgresql://leaf@127.0.0.1:4/z"]
+    config = tmp_path / "reminderd.toml"
+    config.write_text("concurrency = 16\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["config", "--config", str(config)]) == 0
+    assert f"REMINDERD_CONCURRENCY=16  # config file {config}" in capsys.readouterr().out.splitlines()
+
+
+def test_every_command_that_connects_reads_the_database_url_from_the_config_file(
+    connections: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REMINDERD_DATABASE_URL")
+    config = tmp_path / "reminderd.toml"
+    config.write_text('database_url = "postgresql://file@127.0.0.1:5/z"\nbatch_size = "ignored here"\n')
+    main(["status", "--config", str(config)])
+    assert connections == ["postgresql://file@127.0.0.1:5/z"]
+
+
+@pytest.mark.parametrize("argv", [["status"], ["cancel", "t", "r"], ["config"], ["run"], ["migrate"]])
+def test_a_misspelt_variable_stops_every_command_on_one_line(
+    argv: list[str], connections: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REMINDERD_ALLOWED_CALLBACK_NETWORK", "10.0.0.0/8")
+    assert main(argv) == EX_CONFIG
+    assert one_line(capsys.readouterr().err) == (
+        "reminderd: configuration error: REMINDERD_ALLOWED_CALLBACK_NETWORK is not a reminderd setting; "
+        "did you mean REMINDERD_ALLOWED_CALLBACK_NETWORKS?"
+    )
+    assert connections == []
+
+
+# Payloads: checked as PostgreSQL's jsonb takes them, kept as written, before connecting
+
+HUGE_INTEGER = "9" * 5000  # beyond Python's 4300-digit int-string limit
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"amount": 12345678901234567.5}', HUGE_INTEGER, "1e400", '{"id": 123456789012345678901234567890}',
+     '"\\ud83d\\ude00 \\\\u0000"', '{"a": 1, "a": 2}', "[" * 500 + "]" * 500],
+    ids=["decimal", "5000-digits", "1e400", "big-id", "escapes", "duplicate-key", "500-deep"],
+)
+def test_a_payload_is_kept_exactly_as_written(text: str) -> None:
+    assert parse_payload(text) == text
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ('{"amount": NaN}', "--payload is not valid JSON: NaN at character 11 "
+                            "(JSON has no NaN or Infinity, and PostgreSQL refuses them)"),
+        ("[1, Infinity]", "--payload is not valid JSON: Infinity at character 4 "
+                          "(JSON has no NaN or Infinity, and PostgreSQL refuses them)"),
+        ('{"t": -Infinity}', "--payload is not valid JSON: -Infinity at character 6 "
+                             "(JSON has no NaN or Infinity, and PostgreSQL refuses them)"),
+        ('{"n": 1e131072}', "--payload has a number too large for PostgreSQL at character 6: 1e131072 has "
+                            "more than 131072 digits before the decimal point"),
+        ("[0e1073741823]", "--payload has a number PostgreSQL cannot read at character 1: 0e1073741823 has too "
+                           "large an exponent"),
+        ('[0.5e-16383]', "--payload has a number too precise for PostgreSQL at character 1: 0.5e-16383 has "
+                         "more than 16383 digits after the decimal point"),
+        ('{"s": "a\\u0000b"}',
+         "--payload has \\u0000 at character 8: PostgreSQL cannot store the NUL character"),
+        ('["\\ud83d"]', "--payload has half a UTF-16 surrogate pair, \\ud83d, at character 2: "
+                        "PostgreSQL refuses it"),
+        ('"\\ude00\\ud83d"', "--payload has half a UTF-16 surrogate pair, \\ude00, at character 1: "
+                             "PostgreSQL refuses it"),
+        ("[" * 501 + "]" * 501,
+         "--payload nests arrays and objects more than 500 levels deep at character 500"),
+        ('{"a": 1,}', "--payload is not valid JSON: Expecting property name enclosed in double quotes "
+                      "at character 8"),
+        ('"x' + "y" * 300_000 + '"', "--payload is 300003 bytes of JSON (not counting whitespace between "
+                                     "values); at most 262144 (256 KiB): a callback is a nudge, not a file "
+                                     "transfer"),
+        ("\udcff", "--payload is not valid UTF-8 text at character 0"),
+    ],
+    ids=["nan", "infinity", "-infinity", "1e131072", "exponent", "too-precise", "nul", "high-alone",
+         "low-first", "501-deep", "trailing-comma", "300-kb", "bad-utf8-argv"],
+)
+def test_a_payload_jsonb_would_refuse_is_one_line_before_connecting(
+    payload: str, message: str, connections: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["schedule", "t", "r", "--in", "5m", "--payload", payload]) == EX_USAGE
+    assert one_line(capsys.readouterr().err) == f"reminderd: error: {message}"
+    assert connections == []
+
+
+def test_a_payload_error_on_a_later_line_says_line_and_column() -> None:
+    with pytest.raises(UsageError) as raised:
+        parse_payload('{\n  "to": "+4477",\n  "n": NaN\n}')
+    assert "NaN at line 3, column 8 (character 26)" in str(raised.value)
+
+
+def recording(seen: list[Any]) -> Any:
+    """A stand-in for cli._run that keeps the request it was given and connects nowhere."""
+
+    def run(command: object, request: object, settings: object) -> int:
+        seen.append(request)
+        return 0
+
+    return run
+
+
+def scheduled_payload(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> str:
+    seen: list[ScheduleRequest] = []
+    monkeypatch.setattr("reminderd.cli._run", recording(seen))
+    assert main(argv) == 0
+    return seen[0].payload_json
+
+
+def test_payload_from_a_file(connections: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    written = '{\n  "amount": 12345678901234567.5,\n  "text": "é"\n}\n'
+    (tmp_path / "order.json").write_text(written, encoding="utf-8")
+    (tmp_path / "bom.json").write_bytes(b'\xef\xbb\xbf{"a": 1}')
+    assert scheduled_payload(monkeypatch, ["schedule", "t", "r", "--in", "5m", "--payload",
+                                           f"@{tmp_path / 'order.json'}"]) == written
+    assert scheduled_payload(monkeypatch, ["schedule", "t", "r", "--in", "5m", "--payload",
+                                           f"@{tmp_path / 'bom.json'}"]) == '{"a": 1}'
+
+
+def test_payload_from_stdin(connections: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    big = '{"text": "' + "x" * 200_000 + '"}'  # over the kernel's 128 KiB limit for one argument
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(big.encode())))
+    assert scheduled_payload(monkeypatch, ["schedule", "t", "r", "--in", "5m", "--payload", "-"]) == big
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "--payload @{path}: cannot read it (No such file or directory)"),
+        (b'{"text": "caf\xe9"}', "--payload @{path} is not UTF-8 text (byte 13)"),
+        (b'{\n  "a": [1, 2,]\n}', "--payload @{path} is not valid JSON: Expecting value at line 2, column 14 "
+                                  "(character 15)"),
+        (b" " * (64 * 262144 + 1), "--payload @{path} is over 16 MiB; a payload is at most 256 KiB"),
+    ],
+    ids=["missing", "latin-1", "bad-json", "enormous"],
+)
+def test_a_bad_payload_file_is_one_line(
+    content: bytes | None, message: str, connections: list[str], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "payload.json"
+    if content is not None:
+        path.write_bytes(content)
+    assert main(["schedule", "t", "r", "--in", "5m", "--payload", f"@{path}"]) == EX_USAGE
+    assert one_line(capsys.readouterr().err) == "reminderd: error: " + message.format(path=path)
+    assert connections == []
+
+
+# What the schema would refuse, refused before connecting; every failure one line and a status
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["schedule", "t", "r", "--at", "0001-01-01T00:00:00+05:00"],
+         "--at '0001-01-01T00:00:00+05:00' is outside the years 1 to 9999 in UTC"),
+        (["schedule", "t", "r", "--cron", "0 9 * * *", "--until", "9999-12-31T23:59:59-05:00"],
+         "--until '9999-12-31T23:59:59-05:00' is outside the years 1 to 9999 in UTC"),
+        (["schedule", "t", "r", "--cron", "0 9 * * *", "--max-runs", "99999999999"],
+         "--max-runs 99999999999: at most 2147483647"),
+        (["schedule", "bad tenant!", "r", "--in", "5m"],
+         "tenant 'bad tenant!': letters, digits and _ . : -, starting with a letter or digit, at most 128"),
+        (["schedule", "t", "", "--in", "5m"], "REF is empty: name the message, e.g. booking:b7d2:24h"),
+        (["schedule", "t", "r", "--in", "5m", "--callback-url", "ftp://x"],
+         "--callback-url 'ftp://x': use an http:// or https:// URL, like https://example.com/hooks"),
+        (["tenant", "add", "acme", "--callback-url", "hooks.example/x"],
+         "--callback-url 'hooks.example/x': use an http:// or https:// URL, like https://example.com/hooks"),
+        (["tenant", "add", "-acme", "--callback-url", "https://a.example"], None),  # argparse: an option
+        (["tenant", "add", "a" * 129, "--callback-url", "https://a.example"], f"tenant {'a' * 129!r}:"),
+        (["tenant", "holiday", "add", "t", "2026-12-31", " "],
+         "the holiday's name is empty: say what the day is, e.g. \"Company day\""),
+        (["tenant", "grant", "t", ""], "ROLE is empty: name a database role, e.g. booking_service"),
+        (["tenant", "set", "t", "--quiet-exempt", "otp,Bad!"],
+         "--quiet-exempt 'Bad!': lower-case letters, digits, _ and -, like marketing"),
+        (["cancel", "t", ""], "REF is empty: name the message, e.g. booking:b7d2:24h"),
+        (["preview", "--cron", "0 9 * * *", "-n", "100000000"], "-n 100000000: at most 1000"),
+        (["preview", "--cron", "0 9 * * *", "--from", "9999-12-31T23:00:00Z"],
+         "the next 10 fires run past the year 9999"),
+    ],
+)
+def test_what_the_schema_would_refuse_is_one_line_before_connecting(
+    argv: list[str], message: str | None, connections: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    if message is None:
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == EX_USAGE
+        one_line(capsys.readouterr().err)
+    else:
+        assert main(argv) == EX_USAGE
+        line = one_line(capsys.readouterr().err)
+        assert line.startswith(f"reminderd: error: {message}")
+    assert connections == []
+
+
+def test_rotating_with_no_grace_retires_the_old_secret_at_once(connections: list[str]) -> None:
+    assert main(["tenant", "rotate-secret", "acme", "--grace", "0"]) != EX_USAGE
+    assert len(connections) == 1  # valid: it went on to connect
+
+
+def test_the_exit_statuses_are_documented_in_help(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "exit status: 0 done; 1 the database cannot be reached; 2 bad input" in shown
+    assert "78 a configuration error" in shown and "130 interrupted" in shown
+
+
+def test_an_interrupt_is_one_line_and_status_130(
+    connections: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Interrupting(io.RawIOBase):  # Ctrl-C while the payload is read from stdin
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(Interrupting())))
+    assert main(["schedule", "t", "r", "--in", "5m", "--payload", "-"]) == 130
+    assert one_line(capsys.readouterr().err) == "reminderd: interrupted"

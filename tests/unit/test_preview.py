@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from reminderd.cli import EX_USAGE, main
+from reminderd.cli import main
+from reminderd.exceptions import EX_USAGE
 
 
 def preview_json(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, Any]]:

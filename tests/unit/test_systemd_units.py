@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from reminderd.daemon import EX_CONFIG
+from reminderd.exceptions import EX_CONFIG
 from reminderd.settings import Settings
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"

@@ -1,0 +1,32 @@
+"""Durations, read one way everywhere (environment, TOML file, command line).
+
+`300` and `300s` are seconds, `1.5s` too; `5m`, `2h`, `3d` and combinations, largest unit first,
+such as `1h30m` or `1d 2h`. Only seconds take a fraction: write `1h30m`, not `1.5h`. A leading `-`
+makes the duration negative; whoever reads it decides whether that is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+
+EXAMPLES = "use a duration such as 90s, 15m, 2h, 3d or 1h30m (a bare number is seconds)"
+
+_BARE_SECONDS = re.compile(r"\d+(?:\.\d+)?")
+_UNITS = re.compile(
+    r"(?:(?P<d>\d+)\s*d)?\s*(?:(?P<h>\d+)\s*h)?\s*(?:(?P<m>\d+)\s*m)?\s*(?:(?P<s>\d+(?:\.\d+)?)\s*s)?"
+)
+_SECONDS_PER = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_seconds(text: str) -> float:
+    """The duration `text` in seconds; ValueError saying what a duration looks like."""
+    compact = text.strip().lower()
+    sign = -1.0 if compact.startswith("-") else 1.0
+    body = compact.removeprefix("-").lstrip()
+    if _BARE_SECONDS.fullmatch(body):
+        return sign * float(body)
+    parts = _UNITS.fullmatch(body)
+    if not body or parts is None or not any(parts.groupdict().values()):
+        raise ValueError(EXAMPLES)
+    amounts = parts.groupdict().items()
+    return sign * sum(float(amount) * _SECONDS_PER[unit] for unit, amount in amounts if amount)

@@ -1,0 +1,143 @@
+"""The command line against a real PostgreSQL: payloads are checked as jsonb checks them and
+arrive as written; `tenant list` shows every tenant. The module shares one emptied database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import asyncpg
+import pytest
+from conftest import emptied
+
+from reminderd.callback import callback_body
+from reminderd.cli import main
+from reminderd.payload import PayloadError, check_payload
+from reminderd.store import Store
+
+
+@pytest.fixture
+def database_url(module_database_url: str) -> str:
+    return emptied(module_database_url)
+
+
+def cli(database_url: str, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    status = main(["--database-url", database_url, *args])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    return out
+
+
+def sql(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    async def go() -> list[asyncpg.Record]:
+        connection = await asyncpg.connect(database_url)
+        try:
+            return list(await connection.fetch(query, *args))
+        finally:
+            await connection.close()
+
+    return asyncio.run(go())
+
+
+# What jsonb takes, the CLI takes: the same payloads refused, before connecting
+JSONB_CORPUS = [
+    '{"a": 1}', "[]", '"text"', "null", "true", "-0", "0.00", "1E2", "1e400", "-1e400", "1e-400",
+    "12345678901234567.5", "9" * 5000, "9" * 131072, "9" * 131073, "1e131071", "99e131070", "99e131071",
+    "9.9e131071", "0.0e131072", "0e200000", "0e-20000", "0.5e-16382", "0.5e-16383", "123e-16381",
+    "123e-16384", "0." + "1" * 16383, "0." + "1" * 16384, "1." + "0" * 16384, "1e+131072",
+    "NaN", "Infinity", "-Infinity", '{"a": NaN}', '"\\u0000"', '"a\\u0000b"', '"\\\\u0000"', '"\\ud800"',
+    '"\\udc00"', '"\\ud83d\\ude00"', '"\\uD83D\\uDE00"', '"\\ud83dx"', '"\\ude00\\ud83d"', '"\\ud83d\\n"',
+    '"\\u00e9"', '"é"', "01", "1.", ".5", "+1", "[1,]", "{'a': 1}", '{"a" 1}', "", " ", " \f1",
+    "0e99999999999999", "1e99999999999999", "1e-99999999999999", "0e1073741822", "0e1073741823",
+    "0e-1073741823", "0e2147483648", '"\x01"', '"\x7f"', '"\u2028"', '"\U0001f600"', '"\\/"',
+    '"tab\tinside"', '{"a": 1, "a": 2}', "[" * 200 + "]" * 200, '"\\x"', "[1] [2]",
+]
+
+
+def test_the_cli_refuses_exactly_the_payloads_jsonb_refuses(database_url: str) -> None:
+    async def jsonb_takes(connection: asyncpg.Connection, text: str) -> bool:
+        try:
+            await connection.fetchval("SELECT $1::jsonb IS NOT NULL", text)
+        except (asyncpg.DataError, asyncpg.UntranslatableCharacterError):
+            return False
+        return True
+
+    async def go() -> list[tuple[str, bool, bool]]:
+        connection = await asyncpg.connect(database_url)
+        try:
+            verdicts = []
+            for text in JSONB_CORPUS:
+                try:
+                    check_payload(text)
+                    cli_takes = True
+                except PayloadError:
+                    cli_takes = False
+                verdicts.append((text, cli_takes, await jsonb_takes(connection, text)))
+            return verdicts
+        finally:
+            await connection.close()
+
+    disagreements = [(text[:40], cli, pg) for text, cli, pg in asyncio.run(go()) if cli != pg]
+    assert disagreements == [], "(payload, the CLI takes it, jsonb takes it)"
+
+
+def test_a_payload_reaches_the_database_and_the_callback_as_written(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(database_url, capsys, "tenant", "add", "acme", "--callback-url", "https://acme.example/hooks")
+    huge = "9" * 5000
+    payload = f'{{"amount": 12345678901234567.5, "id": {huge}, "big": 1e400}}'
+    message_id = int(cli(database_url, capsys, "schedule", "acme", "order:1", "--in", "1h",
+                         "--payload", payload))
+
+    stored = sql(database_url, "SELECT payload::text AS text FROM reminderd.scheduled_messages WHERE id = $1",
+                 message_id)[0]["text"]
+    assert '"amount": 12345678901234567.5' in stored  # not 12345678901234568 (a float)
+    assert f'"id": {huge}' in stored
+    assert '"big": 1' + "0" * 400 in stored  # jsonb spells 1e400 out; the value is the same
+
+    async def claimed_body() -> bytes:
+        store = await Store.connect(database_url)
+        try:
+            await store._pool.execute(
+                "UPDATE reminderd.scheduled_messages SET fire_at = now() - interval '1 second' WHERE id = $1",
+                message_id,
+            )
+            (job,) = await store.claim(lookback_s=3600, batch_size=10, lease_s=60)
+            return callback_body(job)
+        finally:
+            await store.close()
+
+    body = asyncio.run(claimed_body()).decode()
+    assert '"amount": 12345678901234567.5' in body and f'"id": {huge}' in body
+    assert json.loads(body, parse_float=str, parse_int=str)["payload"]["amount"] == "12345678901234567.5"
+
+
+def test_tenant_list_shows_each_tenant_its_settings_and_its_messages(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(database_url, capsys, "tenant", "list") == "no tenants\n"
+    cli(database_url, capsys, "tenant", "add", "acme", "--callback-url", "https://acme.example/hooks")
+    cli(database_url, capsys, "tenant", "add", "globex", "--callback-url", "https://globex.example/cb")
+    cli(database_url, capsys, "tenant", "set", "acme", "--calendar", "GB", "--quiet", "21:00-09:00")
+    for ref in ("a", "b", "c"):
+        cli(database_url, capsys, "schedule", "acme", ref, "--in", "1h")
+    cli(database_url, capsys, "schedule", "globex", "g", "--in", "1h")
+    sql(database_url, "UPDATE reminderd.scheduled_messages SET status = 'dead' WHERE ref_id = 'c'")
+    sql(database_url, "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status)"
+                      " VALUES ('acme', 'old', now(), 'sent')")  # history is not counted
+    sql(database_url, "SELECT reminderd.pause_tenant('globex')")
+
+    assert cli(database_url, capsys, "tenant", "list").splitlines() == [
+        "TENANT  CALLBACK URL                CALENDAR   QUIET HOURS  STATE   PENDING  PICKED  PAUSED  DEAD",
+        "acme    https://acme.example/hooks  GB (skip)  21:00-09:00  active        2       0       0     1",
+        "globex  https://globex.example/cb   -          -            paused        0       0       1     0",
+    ]
+    assert json.loads(cli(database_url, capsys, "tenant", "list", "--json")) == [
+        {"id": "acme", "callback_url": "https://acme.example/hooks", "calendar": "GB", "holiday_rule": "skip",
+         "quiet_hours": "21:00-09:00", "paused": False,
+         "messages": {"pending": 2, "picked": 0, "paused": 0, "dead": 1}},
+        {"id": "globex", "callback_url": "https://globex.example/cb", "calendar": None, "holiday_rule": "skip",
+         "quiet_hours": None, "paused": True, "messages": {"pending": 0, "picked": 0, "paused": 1, "dead": 0}},
+    ]
