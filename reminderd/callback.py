@@ -7,15 +7,14 @@ import ipaddress
 import json
 import re
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import aiohttp
 from yarl import URL
 
 from . import __version__
 from .exceptions import CallbackRefused
-from .jobs import Job
+from .jobs import Job, iso_utc
+from .outcome import AttemptResult
 from .settings import Settings
 from .signing import sign
 from .ssrf import GuardedResolver, refusal
@@ -25,19 +24,6 @@ EXCERPT_BYTES = 256  # never keep more of a response body than this
 DRAIN_BYTES = 64 * 1024
 CHECKED_URLS_MAX = 10_000
 RETRYABLE_STATUS = frozenset({408, 429})
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptResult:
-    """What one attempt achieved. `poison`: the row itself can never be delivered as it stands."""
-
-    delivered: bool
-    status_code: int | None
-    error: str | None
-    duration_ms: int
-    permanent: bool = False
-    poison: bool = False
-    retry_after_s: float | None = None
 
 
 def callback_body(job: Job) -> bytes:
@@ -53,10 +39,6 @@ def callback_body(job: Job) -> bytes:
             job.payload_json.encode(),
         )
     )
-
-
-def iso_utc(instant: datetime) -> str:
-    return instant.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def check_url(raw: str | None, allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> URL:
@@ -151,9 +133,9 @@ class CallbackClient:
                 return _poisoned(started, f"cannot sign for tenant {job.tenant_id}: {exc}")
             return await self._post(url, body, headers, started)
         except CallbackRefused as refused:
-            return _poisoned(started, f"refused: {refused}")
+            return _refused(started, str(refused))
         except aiohttp.InvalidURL:
-            return _poisoned(started, "refused: callback_url is not a URL the client accepts")
+            return _refused(started, "callback_url is not a URL the client accepts")
         except TimeoutError:
             return self._failed(started, f"timed out after {self._timeout_s:g}s")
         except aiohttp.ClientConnectorError as exc:
@@ -211,6 +193,14 @@ def _poisoned(started: float, error: str) -> AttemptResult:
     return AttemptResult(
         delivered=False, status_code=None, error=error, duration_ms=_elapsed_ms(started),
         permanent=True, poison=True,
+    )
+
+
+def _refused(started: float, reason: str) -> AttemptResult:
+    """The callback address is not allowed: dead-letter the row with the reason."""
+    return AttemptResult(
+        delivered=False, status_code=None, error=f"refused: {reason}", duration_ms=_elapsed_ms(started),
+        permanent=True, poison=True, refused=True,
     )
 
 

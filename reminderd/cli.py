@@ -11,8 +11,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-import asyncpg
-
 from . import __version__, logs
 from .arguments import (
     Recurrence,
@@ -27,10 +25,10 @@ from .arguments import (
     parse_instant,
 )
 from .calendars import Holidays
-from .exceptions import ConfigError
+from .exceptions import ConfigError, DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from .preview import anchor_rrule, preview
 from .settings import Settings
-from .store import CONNECTION_ERRORS, Store
+from .store import Store
 from .timing import Timing
 
 EX_USAGE = 2
@@ -150,9 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"reminderd: error: {exc}", file=sys.stderr)
         return EX_USAGE
-    except CONNECTION_ERRORS as exc:
+    except DatabaseUnavailable as exc:
         print(f"reminderd: cannot reach the database: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:  # e.g. a wrong password in REMINDERD_DATABASE_URL
+        print(f"reminderd: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
 
 
 def _settings(args: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
@@ -213,10 +214,10 @@ def _run(command: Callable[[Store, argparse.Namespace], Awaitable[int]], args: a
         store = await Store.connect(settings.database_url, max_size=1, pgbouncer=settings.pgbouncer)
         try:
             return await command(store, args)
-        except asyncpg.PostgresError as exc:
-            if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedFunctionError):
-                raise UsageError("the reminderd schema is missing: run `reminderd migrate`") from None
-            hint = f" ({exc.hint})" if getattr(exc, "hint", None) else ""
+        except SchemaMissing:
+            raise UsageError("the reminderd schema is missing: run `reminderd migrate`") from None
+        except DatabaseRefused as exc:
+            hint = f" ({exc.hint})" if exc.hint else ""
             raise UsageError(f"{exc.message}{hint}") from None
         finally:
             await store.close()
@@ -331,8 +332,8 @@ async def _status(store: Store, args: argparse.Namespace) -> int:
         return 0
     print(f"{'TENANT':<24} {'STATUS':<10} {'MESSAGES':>9}  NEXT DUE (UTC)")
     for row in rows:
-        next_due = row["next_due"].astimezone(UTC).isoformat(timespec="seconds") if row["next_due"] else ""
-        print(f"{row['tenant_id']:<24} {row['status']:<10} {row['messages']:>9}  {next_due}")
+        next_due = row.next_due.astimezone(UTC).isoformat(timespec="seconds") if row.next_due else ""
+        print(f"{row.tenant_id:<24} {row.status:<10} {row.messages:>9}  {next_due}")
     return 0
 
 

@@ -22,6 +22,7 @@ from aiohttp import web
 from . import logs
 from .arguments import Recurrence, ScheduleRequest
 from .callback import CallbackClient
+from .lifecycle import Status
 from .migrate import upgrade
 from .pgcluster import ClusterError, throwaway_cluster
 from .quiet import QuietHours
@@ -147,12 +148,13 @@ async def demo(database_url: str) -> int:
     await runner.cleanup()
 
     say("\nreminderd demo: final state (what `reminderd status` and plain SQL show)")
-    counts = {row["status"]: row["messages"] for row in await store.status_counts()}
+    counts = {row.status: row.messages for row in await store.status_counts()}
     for status, messages in counts.items():
         say(f"  demo     {status:<10} {messages}")
     await store.close()
     expected = [r for r, _, _ in MESSAGES if r != CANCELLED_REF] + [RECURRING_REF] * RECURRING_RUNS
-    held = counts.get("finished") == 1 and counts.get("pending") == 1  # the pulse and the deferred promo
+    # The pulse finished and the deferred promo pending:
+    held = counts.get(Status.FINISHED) == 1 and counts.get(Status.PENDING) == 1
     ok = sorted(receiver.delivered) == sorted(expected) and held
     say("reminderd demo: " + (
         f"every message fired once, on time; {RECURRING_REF} fired {RECURRING_RUNS} times and finished; "

@@ -1,11 +1,12 @@
-"""A claimed message, as the claim query returns it."""
+"""What the loop reads from the database: a claimed message (Job), and a recurring row waiting for
+its next fire_at (Unplanned)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from .timing import Timing
@@ -56,6 +57,30 @@ class Job:
         return make_webhook_id(self.id, self.scheduled_for)
 
 
+@dataclass(frozen=True, slots=True)
+class Unplanned:
+    """A recurring row needing a new fire_at: never planned (fire_at None), or its occurrence was
+    missed beyond the lookback. `db_now` is the database's clock when it was read."""
+
+    id: int
+    tenant_id: str
+    ref_id: str
+    fire_at: datetime | None
+    db_now: datetime
+    timing: Timing
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Unplanned:
+        return cls(
+            id=row["id"], tenant_id=row["tenant_id"], ref_id=row["ref_id"], fire_at=row["fire_at"],
+            db_now=row["db_now"], timing=Timing.from_row(row),
+        )
+
 
 def make_webhook_id(message_id: int, occurrence: datetime) -> str:
     return f"msg_{message_id}_{round(occurrence.timestamp() * 1000)}"
+
+
+def iso_utc(instant: datetime) -> str:
+    """2026-12-24T03:30:00.000Z: the callback body's scheduled_for, and how reasons name an occurrence."""
+    return instant.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .exceptions import ConfigError
-from .timing import BACKFILL_POLICIES
+from .timing import BACKFILL_POLICIES, DEFAULT_BACKFILL, DEFAULT_MAX_LATENESS_S
 
 T = TypeVar("T")
 
@@ -31,8 +31,8 @@ class Settings:
     database_url: str = field(repr=False)  # may hold a password
     poll_interval_s: float = 2.0
     lookback_s: float = 86400.0
-    backfill: str = "send"
-    max_lateness_s: float = 1800.0
+    backfill: str = DEFAULT_BACKFILL
+    max_lateness_s: float = DEFAULT_MAX_LATENESS_S
     batch_size: int = 100
     concurrency: int = 64
     lease_s: float = 300.0

@@ -180,7 +180,7 @@ async def test_three_daemons_deliver_3000_due_rows_exactly_once(
     assert codes == [0, 0, 0]
     per_ref = Counter(r.message["ref_id"] for r in receiver.received)
     assert len(per_ref) == 3000 and set(per_ref.values()) == {1}
-    delivered_by = [sum(1 for line in log if line["event"] == "delivered") for log in logs]
+    delivered_by = [sum(1 for line in log if line["event"] == "fired") for log in logs]
     assert sum(delivered_by) == 3000
     assert sum(1 for n in delivered_by if n > 0) >= 2  # the work really was shared
     assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 3000

@@ -1,15 +1,19 @@
-"""The worker in-process against a real database and a real local HTTP receiver."""
+"""The worker in-process against a real database and a real local HTTP receiver.
+
+Most tests run it in burst mode (`drain`: Worker.run(until_idle=True)) and assert on the state it
+leaves; the ones about the running loop itself (waking on time, stopping, leases running out)
+run it in the background.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
 from standardwebhooks.webhooks import Webhook
-from support import TEST_SECRET, Receiver, fast_settings, poll_until, running_worker, settled, status_of
+from support import TEST_SECRET, Receiver, drain, fast_settings, poll_until, running_worker, status_of
 
 
 async def test_delivers_a_due_message_signed_for_standard_webhooks(
@@ -19,10 +23,10 @@ async def test_delivers_a_due_message_signed_for_standard_webhooks(
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, payload) "
         "VALUES ('acme', 'booking:1', now(), '{\"to\": \"+441234\", \"text\": \"héllo\"}')"
     )
-    async with running_worker(fast_settings(database_url)):
-        await receiver.wait_for(lambda got: len(got) == 1)
-        row = await poll_until(settled(db, "booking:1", "sent"))
+    await drain(fast_settings(database_url))
+    row = await status_of(db, "booking:1")
 
+    assert row["status"] == "sent" and len(receiver.received) == 1
     got = receiver.received[0]
     verified = Webhook(TEST_SECRET).verify(got.body, got.headers)
     assert verified["payload"] == {"to": "+441234", "text": "héllo"}
@@ -41,9 +45,10 @@ async def test_retry_then_success_keeps_one_webhook_id(
 ) -> None:
     receiver.script["flaky"] = [503, 500, 429]
     await db.execute("SELECT reminderd.schedule('acme', 'flaky', now())")
-    async with running_worker(fast_settings(database_url)):
-        row = await poll_until(settled(db, "flaky", "sent"))
+    await drain(fast_settings(database_url))
+    row = await status_of(db, "flaky")
 
+    assert row["status"] == "sent"
     attempts = receiver.by_ref()["flaky"]
     assert [a.message["attempt"] for a in attempts] == [1, 2, 3, 4]
     assert len({a.webhook_id for a in attempts}) == 1
@@ -60,10 +65,10 @@ async def test_dead_letters_after_max_attempts(
 ) -> None:
     receiver.script["doomed"] = [503] * 10
     await db.execute("SELECT reminderd.schedule('acme', 'doomed', now())")
-    async with running_worker(fast_settings(database_url, max_attempts=3)):
-        row = await poll_until(settled(db, "doomed", "dead"))
+    await drain(fast_settings(database_url, max_attempts=3))
+    row = await status_of(db, "doomed")
 
-    assert row["attempts"] == 3
+    assert row["status"] == "dead" and row["attempts"] == 3
     assert "gave up after 3 attempts" in row["last_error"] and "HTTP 503" in row["last_error"]
     assert len(receiver.by_ref()["doomed"]) == 3
 
@@ -76,9 +81,9 @@ async def test_row_max_attempts_overrides_the_setting(
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, max_attempts) "
         "VALUES ('acme', 'once', now(), 1)"
     )
-    async with running_worker(fast_settings(database_url, max_attempts=5)):
-        row = await poll_until(settled(db, "once", "dead"))
-    assert row["attempts"] == 1 and len(receiver.received) == 1
+    await drain(fast_settings(database_url, max_attempts=5))
+    row = await status_of(db, "once")
+    assert row["status"] == "dead" and row["attempts"] == 1 and len(receiver.received) == 1
 
 
 async def test_404_dead_letters_at_once(
@@ -86,9 +91,9 @@ async def test_404_dead_letters_at_once(
 ) -> None:
     receiver.script["gone"] = [404]
     await db.execute("SELECT reminderd.schedule('acme', 'gone', now())")
-    async with running_worker(fast_settings(database_url)):
-        row = await poll_until(settled(db, "gone", "dead"))
-    assert row["attempts"] == 1
+    await drain(fast_settings(database_url))
+    row = await status_of(db, "gone")
+    assert row["status"] == "dead" and row["attempts"] == 1
     assert row["last_error"].startswith("permanent failure: HTTP 404")
     assert len(receiver.received) == 1
 
@@ -98,8 +103,9 @@ async def test_redirect_is_a_failed_attempt_not_followed(
 ) -> None:
     receiver.script["moved"] = [(302, {"Location": "http://169.254.169.254/latest/meta-data"})]
     await db.execute("SELECT reminderd.schedule('acme', 'moved', now())")
-    async with running_worker(fast_settings(database_url)):
-        row = await poll_until(settled(db, "moved", "sent"))
+    await drain(fast_settings(database_url))
+    row = await status_of(db, "moved")
+    assert row["status"] == "sent"
     first = await db.fetchval(
         "SELECT error FROM reminderd.deliveries WHERE message_id = $1 AND attempt = 1", row["id"]
     )
@@ -112,12 +118,13 @@ async def test_retry_after_is_honoured(
 ) -> None:
     receiver.script["busy"] = [(429, {"Retry-After": "60"})]
     await db.execute("SELECT reminderd.schedule('acme', 'busy', now())")
-    async with running_worker(fast_settings(database_url, retry_cap_s=3600)):
-        row = await poll_until(settled(db, "busy", "pending"))
-        wait_s = await db.fetchval(
-            "SELECT extract(epoch FROM fire_at - now()) FROM reminderd.scheduled_messages WHERE id = $1",
-            row["id"],
-        )
+    await drain(fast_settings(database_url, retry_cap_s=3600))
+    row = await status_of(db, "busy")
+    wait_s = await db.fetchval(
+        "SELECT extract(epoch FROM fire_at - now()) FROM reminderd.scheduled_messages WHERE id = $1",
+        row["id"],
+    )
+    assert row["status"] == "pending" and len(receiver.received) == 1
     assert 55 < wait_s <= 60
     assert "HTTP 429" in row["last_error"] and row["scheduled_for"] is not None
 
@@ -129,9 +136,9 @@ async def test_cancel_and_replace_sends_only_the_replacement(
     await db.execute("SELECT reminderd.schedule('acme', 'cart:7', now() + interval '1 second', '{\"v\": 2}')")
     await db.execute("SELECT reminderd.schedule('acme', 'cart:8', now() + interval '1 second')")
     assert await db.fetchval("SELECT reminderd.cancel('acme', 'cart:8')") == 1
-    async with running_worker(fast_settings(database_url)):
-        await poll_until(settled(db, "cart:7", "sent"))
+    await drain(fast_settings(database_url), due_within_s=5)  # they are due in a second
 
+    assert (await status_of(db, "cart:7"))["status"] == "sent"
     assert [r.message["payload"] for r in receiver.received] == [{"v": 2}]
     statuses = await db.fetch("SELECT ref_id, status FROM reminderd.scheduled_messages ORDER BY id")
     assert [tuple(s) for s in statuses] == [
@@ -146,9 +153,9 @@ async def test_missed_beyond_lookback_expires_with_reason_and_never_fires(
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) VALUES "
         "('acme', 'stale', now() - interval '10 minutes'), ('acme', 'fresh', now() - interval '30 seconds')"
     )
-    async with running_worker(fast_settings(database_url, lookback_s=120)):
-        stale = await poll_until(settled(db, "stale", "expired"))
-        await poll_until(settled(db, "fresh", "sent"))
+    await drain(fast_settings(database_url, lookback_s=120))
+    stale = await status_of(db, "stale")
+    assert stale["status"] == "expired" and (await status_of(db, "fresh"))["status"] == "sent"
     assert "REMINDERD_LOOKBACK" in stale["last_error"]
     assert [r.message["ref_id"] for r in receiver.received] == ["fresh"]
 
@@ -165,9 +172,9 @@ async def test_private_callback_address_is_refused_and_dead_lettered(
         "WHERE ref_id = 'ssrf-name'",
         receiver.url,
     )
-    async with running_worker(fast_settings(database_url, allowed_callback_networks=())):
-        by_name = await poll_until(settled(db, "ssrf-name", "dead"))
-        literal = await poll_until(settled(db, "ssrf-literal", "dead"))
+    await drain(fast_settings(database_url, allowed_callback_networks=()))
+    by_name, literal = await status_of(db, "ssrf-name"), await status_of(db, "ssrf-literal")
+    assert by_name["status"] == literal["status"] == "dead"
     assert by_name["last_error"].startswith("refused:") and "not a public address" in by_name["last_error"]
     assert "169.254.169.254" in literal["last_error"]
     assert receiver.received == []
@@ -182,10 +189,10 @@ async def test_poisoned_rows_end_dead_with_a_reason_and_the_daemon_keeps_going(
         "('acme', 'bad-cron', '61 * * * *', 'UTC'), ('acme', 'bad-zone', '* * * * *', 'PST')"
     )
     await db.execute("SELECT reminderd.schedule('acme', 'good', now())")
-    async with running_worker(fast_settings(database_url)):
-        bad_cron = await poll_until(settled(db, "bad-cron", "dead"))
-        bad_zone = await poll_until(settled(db, "bad-zone", "dead"))
-        await poll_until(settled(db, "good", "sent"))
+    await drain(fast_settings(database_url))
+    bad_cron, bad_zone = await status_of(db, "bad-cron"), await status_of(db, "bad-zone")
+    assert bad_cron["status"] == bad_zone["status"] == "dead"
+    assert (await status_of(db, "good"))["status"] == "sent"
     assert '"61 * * * *"' in bad_cron["last_error"]
     assert 'unknown timezone "PST"' in bad_zone["last_error"]
     assert [r.message["ref_id"] for r in receiver.received] == ["good"]
@@ -195,40 +202,26 @@ async def test_recurring_row_is_planned_fired_and_advanced(
     database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
 ) -> None:
     await db.execute("SELECT reminderd.schedule_cron('acme', 'monthly', '0 9 1 * *', 'Asia/Kolkata')")
-    async with running_worker(fast_settings(database_url)):
-        planned = await poll_until(_planned(db, "monthly"))
-        # Make the planned occurrence due now, as if the month had turned.
-        occurrence = datetime(2026, 12, 1, 3, 30, tzinfo=UTC)
-        await db.execute(
-            "UPDATE reminderd.scheduled_messages SET fire_at = now() - interval '1 second', "
-            "scheduled_for = $1 WHERE id = $2",
-            occurrence, planned["id"],
-        )
-        await receiver.wait_for(lambda got: len(got) == 1)
-        advanced = await poll_until(_fire_at_after(db, planned["id"], occurrence))
+    await drain(fast_settings(database_url))
+    planned = await status_of(db, "monthly")
+    assert planned["fire_at"] is not None
+    # Make the planned occurrence due now, as if the month had turned.
+    occurrence = datetime(2026, 12, 1, 3, 30, tzinfo=UTC)
+    await db.execute(
+        "UPDATE reminderd.scheduled_messages SET fire_at = now() - interval '1 second', "
+        "scheduled_for = $1 WHERE id = $2",
+        occurrence, planned["id"],
+    )
+    await drain(fast_settings(database_url))
+    advanced = await status_of(db, "monthly")
 
+    assert len(receiver.received) == 1 and advanced["fire_at"] > occurrence
     local = planned["fire_at"].astimezone(ZoneInfo("Asia/Kolkata"))
     assert (local.day, local.hour, local.minute) == (1, 9, 0)
     assert receiver.received[0].message["scheduled_for"] == "2026-12-01T03:30:00.000Z"
     assert advanced["fire_at"] == datetime(2027, 1, 1, 3, 30, tzinfo=UTC)
     assert advanced["status"] == "pending" and advanced["attempts"] == 0
     assert advanced["scheduled_for"] is None and advanced["sent_at"] is not None
-
-
-def _planned(db: asyncpg.Connection, ref: str) -> Callable[[], Any]:
-    async def check() -> asyncpg.Record | None:
-        row = await status_of(db, ref)
-        return row if row["fire_at"] is not None else None
-
-    return check
-
-
-def _fire_at_after(db: asyncpg.Connection, message_id: int, instant: datetime) -> Callable[[], Any]:
-    async def check() -> asyncpg.Record | None:
-        row = await db.fetchrow("SELECT * FROM reminderd.scheduled_messages WHERE id = $1", message_id)
-        return row if row["fire_at"] > instant and row["status"] == "pending" else None
-
-    return check
 
 
 async def test_recurring_occurrence_dead_letters_and_the_row_moves_on(
@@ -240,8 +233,9 @@ async def test_recurring_occurrence_dead_letters_and_the_row_moves_on(
         "VALUES ('acme', 'hourly', '0 * * * *', date_trunc('hour', now()), '1 hour') RETURNING id"
     )
     occurrence = await db.fetchval("SELECT fire_at FROM reminderd.scheduled_messages WHERE id = $1", message_id)
-    async with running_worker(fast_settings(database_url, lookback_s=3600)):
-        row = await poll_until(_fire_at_after(db, message_id, occurrence))
+    await drain(fast_settings(database_url, lookback_s=3600))
+    row = await status_of(db, "hourly")
+    assert row["status"] == "pending" and row["fire_at"] > occurrence
     assert row["fire_at"] == occurrence + timedelta(hours=1)
     assert "dead-lettered" in row["last_error"] and "HTTP 410" in row["last_error"]
 
@@ -282,8 +276,9 @@ async def test_a_damaged_signing_secret_dead_letters_at_once_without_leaking_it(
 ) -> None:
     await db.execute("UPDATE reminderd.tenants SET signing_secret = 'whsec_!!not-base64!!' WHERE id = 'acme'")
     await db.execute("SELECT reminderd.schedule('acme', 'unsignable', now())")
-    async with running_worker(fast_settings(database_url)):
-        row = await poll_until(settled(db, "unsignable", "dead"))
+    await drain(fast_settings(database_url))
+    row = await status_of(db, "unsignable")
+    assert row["status"] == "dead"
     assert row["attempts"] == 1 and "cannot sign for tenant acme" in row["last_error"]
     assert "not-base64" not in row["last_error"]
     assert receiver.received == []
@@ -296,9 +291,9 @@ async def test_an_error_body_postgresql_cannot_store_does_not_block_other_outcom
     receiver.script["gzipped"] = [(500, {}, gzip_page)]
     await db.execute("SELECT reminderd.schedule('acme', 'gzipped', now())")
     await db.execute("SELECT reminderd.schedule('acme', 'bystander', now())")
-    async with running_worker(fast_settings(database_url)):
-        await poll_until(settled(db, "bystander", "sent"))
-        row = await poll_until(settled(db, "gzipped", "sent"))
+    await drain(fast_settings(database_url))
+    row = await status_of(db, "gzipped")
+    assert row["status"] == (await status_of(db, "bystander"))["status"] == "sent"
     first = await db.fetchval(
         "SELECT error FROM reminderd.deliveries WHERE message_id = $1 AND attempt = 1", row["id"]
     )
@@ -312,10 +307,11 @@ async def test_a_message_deleted_while_in_flight_does_not_block_recording(
     receiver.delay_s = 0.5
     await db.execute("SELECT reminderd.schedule('acme', 'deleted', now())")
     await db.execute("SELECT reminderd.schedule('acme', 'kept', now())")
-    async with running_worker(fast_settings(database_url)):
-        await receiver.wait_for(lambda got: len(got) == 2)
-        await db.execute("DELETE FROM reminderd.scheduled_messages WHERE ref_id = 'deleted'")
-        await poll_until(settled(db, "kept", "sent"))
+    draining = asyncio.create_task(drain(fast_settings(database_url)))
+    await receiver.wait_for(lambda got: len(got) == 2)
+    await db.execute("DELETE FROM reminderd.scheduled_messages WHERE ref_id = 'deleted'")
+    await draining
+    assert (await status_of(db, "kept"))["status"] == "sent"
     assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 1
 
 

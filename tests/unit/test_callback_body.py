@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from support import make_job
 
-from reminderd.callback import callback_body, iso_utc, parse_retry_after
-from reminderd.jobs import Job, make_webhook_id
+from reminderd.callback import callback_body, parse_retry_after
+from reminderd.jobs import Job, iso_utc, make_webhook_id
 from reminderd.signing import generate_secret, sign
 
 OCCURRENCE = datetime(2026, 12, 24, 9, 0, tzinfo=timezone(timedelta(hours=5, minutes=30)))  # 03:30Z

@@ -9,6 +9,7 @@ import pytest
 
 from reminderd.arguments import UsageError, parse_duration, parse_instant, parse_payload
 from reminderd.cli import EX_CONFIG, EX_USAGE, main
+from reminderd.exceptions import DatabaseUnavailable
 from reminderd.store import Store
 
 # parse_duration
@@ -135,7 +136,7 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     async def refuse(url: str, *args: Any, **kwargs: Any) -> Store:
         attempts.append(url)
-        raise ConnectionRefusedError(111, "Connection refused (test double)")
+        raise DatabaseUnavailable("ConnectionRefusedError: [Errno 111] Connection refused (test double)")
 
     monkeypatch.setattr(Store, "connect", refuse)
     return attempts

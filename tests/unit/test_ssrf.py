@@ -13,6 +13,7 @@ from support import make_job
 
 from reminderd.callback import CallbackClient, check_url
 from reminderd.exceptions import CallbackRefused
+from reminderd.outcome import AttemptResult
 from reminderd.settings import Network, Settings
 from reminderd.ssrf import GuardedResolver, refusal
 
@@ -46,6 +47,15 @@ NOT_PUBLIC = [
 ]
 
 PUBLIC = ["93.184.216.34", "1.1.1.1", "8.8.8.8", "2606:4700::1111", "2a00:1450:4001:80b::200e"]
+
+
+async def send_once(url: str) -> AttemptResult:
+    """One attempt to `url` by a real client allowed no private networks."""
+    client = CallbackClient(Settings(database_url="postgresql://x@127.0.0.1:1/x"))
+    try:
+        return await client.send(make_job(callback_url=url))
+    finally:
+        await client.close()
 
 
 # refusal()
@@ -140,10 +150,11 @@ def test_check_url_refuses_non_http_urls(url: str) -> None:
         "http://0.0.0.0/cb",
     ],
 )
-def test_check_url_refuses_literal_private_addresses(url: str) -> None:
-    with pytest.raises(CallbackRefused, match="is not a public address") as raised:
+async def test_check_url_refuses_literal_private_addresses(url: str) -> None:
+    with pytest.raises(CallbackRefused, match="is not a public address"):
         check_url(url, ())
-    assert raised.value.permanent is True
+    result = await send_once(url)  # a refusal is permanent: dead-lettered, never retried
+    assert result.permanent and result.poison and result.refused
 
 
 def test_check_url_allows_a_literal_in_an_allowed_network() -> None:
@@ -204,7 +215,8 @@ async def test_resolver_refuses_a_name_with_any_private_answer(
     with pytest.raises(CallbackRefused) as raised:
         await GuardedResolver(()).resolve("rebind.example", 443)
     assert str(raised.value).startswith("rebind.example resolves to 10.0.0.1 is not a public address")
-    assert raised.value.permanent is True
+    result = await send_once("https://rebind.example/cb")  # a refusal is permanent: never retried
+    assert result.permanent and result.poison and result.refused
 
 
 @pytest.mark.parametrize("address", ["169.254.169.254", "::1", "fd00::1", "::ffff:127.0.0.1"])
@@ -236,7 +248,7 @@ async def test_callback_client_never_connects_to_a_name_resolving_privately(
     assert lookups == [("hooks.example", 8080)]
     assert result.delivered is False
     assert result.status_code is None
-    assert result.permanent and result.poison
+    assert result.permanent and result.poison and result.refused
     assert result.error is not None
     assert result.error.startswith("refused: hooks.example resolves to 10.1.2.3")
 
