@@ -20,6 +20,7 @@ import contextlib
 import functools
 import random
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 import structlog
@@ -44,6 +45,7 @@ FAILURE_BACKOFF_CAP_S = 30.0
 class Service(Protocol):
     name: str
     every_s: float  # 0: every round
+    first_after_s: float  # after start, not before this
 
     async def run_once(self) -> int:
         """One step; how many rows it changed."""
@@ -51,7 +53,7 @@ class Service(Protocol):
 
 
 class LeaseReaper:
-    name, every_s = "reap_leases", 0.0
+    name, every_s, first_after_s = "reap_leases", 0.0, 0.0
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -65,7 +67,7 @@ class LeaseReaper:
 
 
 class MissedExpirer:
-    name, every_s = "expire_missed", 0.0
+    name, every_s, first_after_s = "expire_missed", 0.0, 0.0
 
     def __init__(self, settings: Settings, store: Store, metrics: Metrics) -> None:
         self._lookback_s = settings.lookback_s
@@ -82,7 +84,7 @@ class MissedExpirer:
 
 
 class RecurringPlanner:
-    name, every_s = "plan_recurring", 0.0
+    name, every_s, first_after_s = "plan_recurring", 0.0, 0.0
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self._settings = settings
@@ -116,7 +118,7 @@ class RecurringPlanner:
 class ListenerKeeper:
     """Keeps the LISTEN connection up; without it the loop falls back to polling."""
 
-    name, every_s = "listen", 0.0
+    name, every_s, first_after_s = "listen", 0.0, 0.0
 
     def __init__(self, listener: Listener) -> None:
         self._listener = listener
@@ -128,7 +130,7 @@ class ListenerKeeper:
 
 
 class QueueDepthSampler:
-    name, every_s = "queue_depth", QUEUE_DEPTH_EVERY_S
+    name, every_s, first_after_s = "queue_depth", QUEUE_DEPTH_EVERY_S, 0.0
 
     def __init__(self, store: Store, metrics: Metrics) -> None:
         self._store = store
@@ -140,7 +142,7 @@ class QueueDepthSampler:
 
 
 class Pruner:
-    name, every_s = "prune", PRUNE_EVERY_S
+    name, every_s, first_after_s = "prune", PRUNE_EVERY_S, PRUNE_EVERY_S / 4  # not in a start's rush
 
     def __init__(self, settings: Settings, store: Store) -> None:
         self._settings = settings
@@ -177,21 +179,27 @@ class Housekeeping:
     """Runs the services in rounds: each round runs every service that is due."""
 
     def __init__(
-        self, settings: Settings, store: Store, metrics: Metrics, *, listener: Listener | None = None,
-        rng: random.Random | None = None,
+        self, services: Sequence[Service], *, poll_interval_s: float, rng: random.Random | None = None
     ) -> None:
-        self._poll_interval_s = settings.poll_interval_s
+        self.services = list(services)
+        self._poll_interval_s = poll_interval_s
         self._rng = rng or random.Random()
-        self.services: list[Service] = [
+        now = time.monotonic()
+        self._due = {service.name: now + service.first_after_s for service in self.services}
+        self._failures = dict.fromkeys(self._due, 0)
+
+    @classmethod
+    def for_daemon(
+        cls, settings: Settings, store: Store, metrics: Metrics, *, listener: Listener | None = None,
+        rng: random.Random | None = None,
+    ) -> Housekeeping:
+        services: list[Service] = [
             LeaseReaper(store), MissedExpirer(settings, store, metrics), RecurringPlanner(settings, store),
         ]
         if listener is not None:
-            self.services.append(ListenerKeeper(listener))
-        self.services += [QueueDepthSampler(store, metrics), Pruner(settings, store)]
-        now = time.monotonic()
-        self._due = {service.name: now for service in self.services}
-        self._due["prune"] = now + PRUNE_EVERY_S / 4  # not in the rush of a start
-        self._failures = dict.fromkeys(self._due, 0)
+            services.append(ListenerKeeper(listener))
+        services += [QueueDepthSampler(store, metrics), Pruner(settings, store)]
+        return cls(services, poll_interval_s=settings.poll_interval_s, rng=rng)
 
     async def run(self, wake: asyncio.Event) -> None:
         """A round every poll interval, or sooner when `wake` is set (a NOTIFY asks for planning)."""

@@ -67,7 +67,8 @@ class Worker:
         self._waiting_for_room = False
         self._until_idle = False
         self._listener = Listener(settings.listen_url, self._notified) if settings.listen_url else None
-        self.housekeeping = Housekeeping(settings, store, self.metrics, listener=self._listener, rng=self._rng)
+        self.housekeeping = Housekeeping.for_daemon(settings, store, self.metrics, listener=self._listener,
+                                                    rng=self._rng)
         self._warned_calendars: set[tuple[str, str]] = set()  # (tenant, calendar): logged once
         # Claim when at least this much room is free, so a busy daemon claims in batches, not one by one.
         self._capacity = settings.concurrency + settings.batch_size

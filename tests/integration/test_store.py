@@ -11,6 +11,7 @@ import asyncio
 import json
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -18,7 +19,7 @@ from conftest import emptied
 
 from reminderd.arguments import Recurrence, ScheduleRequest
 from reminderd.daemon import head_revision
-from reminderd.exceptions import DatabaseRefused
+from reminderd.exceptions import ConfigError, DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from reminderd.jobs import Job
 from reminderd.lifecycle import Event, Status
 from reminderd.outcome import AttemptResult, Outcome, Plan
@@ -710,3 +711,87 @@ async def test_schema_revision_is_none_on_an_empty_database(empty_database_url: 
         assert await empty.schema_revision() is None
     finally:
         await empty.close()
+
+
+# Errors: asyncpg's become reminderd's own ------------------------------------------------------
+
+
+def _with(url: str, *, user: str | None = None, database: str | None = None) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc if user is None else f"{user}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc, path=f"/{database}" if database else parts.path))
+
+
+async def test_an_unreachable_server_is_database_unavailable() -> None:
+    with pytest.raises(DatabaseUnavailable, match=r"^(OSError|ConnectionRefusedError)"):
+        await Store.connect("postgresql://x@127.0.0.1:1/x")
+
+
+@pytest.mark.parametrize("wrong", ["database", "role"])
+async def test_a_url_waiting_cannot_fix_is_a_config_error_naming_the_setting(
+    pg_server_url: str, wrong: str
+) -> None:
+    url = _with(pg_server_url, database="no_such_db") if wrong == "database" else _with(
+        pg_server_url, user="nobody_here"
+    )
+    with pytest.raises(ConfigError, match=r"^REMINDERD_DATABASE_URL: ") as caught:
+        await Store.connect(url)
+    assert ("no_such_db" if wrong == "database" else "nobody_here") in str(caught.value)
+
+
+async def test_a_missing_schema_is_schema_missing(empty_database_url: str) -> None:
+    empty = await Store.connect(empty_database_url)
+    try:
+        with pytest.raises(SchemaMissing) as caught:
+            await empty.status_counts()
+    finally:
+        await empty.close()
+    assert caught.value.sqlstate == "42P01"  # undefined_table
+
+
+async def test_a_refused_statement_carries_sqlstate_message_and_hint(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    with pytest.raises(DatabaseRefused) as caught:
+        await store.schedule(ScheduleRequest("ghost", "r1", {}, None, fire_at=await db_now(db)))
+    refused = caught.value
+    assert refused.sqlstate == "23503" and 'unknown tenant "ghost"' in refused.message
+    assert refused.hint is not None
+
+
+async def test_a_closed_pool_is_database_unavailable(database_url: str) -> None:
+    closed = await Store.connect(database_url)
+    await closed.close()
+    with pytest.raises(DatabaseUnavailable):
+        await closed.seconds_until_next_due(lookback_s=LOOKBACK_S)
+
+
+# Batch writes behind PgBouncer: no statement cache, the composite types' codecs still work --------
+
+
+async def test_batch_writes_work_without_a_statement_cache(db: asyncpg.Connection, database_url: str) -> None:
+    await add_tenant(db)
+    recurring = await insert(db, "planned", None, cron="@hourly")
+    bouncer = await Store.connect(database_url, max_size=1, pgbouncer=True)
+    try:
+        for ref in ("first", "second"):  # the second batch reuses the connection's cached codecs
+            message_id = await insert(db, ref)
+            await bouncer.record_outcomes([delivered(await claim_one(bouncer))])
+            assert (await message(db, message_id))["last_event"] == Event.FIRED
+        await insert(db, "released")
+        await bouncer.release([Release(await claim_one(bouncer), started=False)])
+        [unplanned] = await bouncer.recurring_to_plan(lookback_s=LOOKBACK_S)
+        next_fire_at = unplanned.db_now + timedelta(hours=1)
+        [planned] = await bouncer.plan_recurring([Plan(recurring, None, next_fire_at, Status.PENDING, None)])
+    finally:
+        await bouncer.close()
+    assert (await status_of_ref(db, "released"))["last_event"] == Event.RELEASED
+    assert (planned.id, planned.status, (await message(db, recurring))["last_event"]) == (
+        recurring, Status.PENDING, Event.PLANNED,
+    )
+
+
+async def status_of_ref(db: asyncpg.Connection, ref: str) -> asyncpg.Record:
+    row = await db.fetchrow("SELECT * FROM reminderd.scheduled_messages WHERE ref_id = $1", ref)
+    assert row is not None
+    return row

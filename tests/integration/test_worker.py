@@ -8,12 +8,21 @@ run it in the background.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import pytest
 from standardwebhooks.webhooks import Webhook
 from support import TEST_SECRET, Receiver, drain, fast_settings, poll_until, running_worker, status_of
+
+from reminderd import housekeeping as housekeeping_module
+from reminderd import worker as worker_module
+from reminderd.callback import CallbackClient
+from reminderd.jobs import Job, Unplanned
+from reminderd.outcome import AttemptResult, Plan
 
 
 async def test_delivers_a_due_message_signed_for_standard_webhooks(
@@ -335,3 +344,107 @@ async def test_a_job_whose_lease_ran_out_in_the_queue_is_not_sent_twice(
         await poll_until(all_sent, timeout_s=40)
     per_ref = receiver.by_ref()
     assert len(per_ref) == 8 and all(len(sends) == 1 for sends in per_ref.values())
+
+
+# Burst mode: Worker.run(until_idle=True) -----------------------------------------------------
+
+
+async def test_burst_mode_sends_what_is_due_and_leaves_the_future_alone(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    await db.execute("SELECT reminderd.schedule('acme', 'now', now())")
+    await db.execute("SELECT reminderd.schedule('acme', 'tomorrow', now() + interval '1 day')")
+    await db.execute("SELECT reminderd.schedule('acme', 'soon', now() + interval '300 milliseconds')")
+
+    worker = await drain(fast_settings(database_url), due_within_s=1)
+
+    assert sorted(r.message["ref_id"] for r in receiver.received) == ["now", "soon"]
+    assert (await status_of(db, "tomorrow"))["status"] == "pending"
+    assert worker.stopping and worker.ticks >= 2
+
+
+async def test_burst_mode_on_an_empty_queue_returns_after_one_look(database_url: str, tenant: str) -> None:
+    worker = await drain(fast_settings(database_url, poll_interval_s=30), timeout_s=5)
+    assert worker.ticks == 1 and worker.ready.is_set()
+
+
+# A bug costs the row, never the daemon ----------------------------------------------------------
+
+
+async def test_a_crash_while_deciding_or_timing_dead_letters_only_that_row(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def crash_for(ref: str, step: Callable[..., Any]) -> Callable[..., Any]:
+        def maybe_crash(job: Job, *args: Any) -> Any:
+            if job.ref_id == ref:
+                raise KeyError("a bug")
+            return step(job, *args)
+
+        return maybe_crash
+
+    monkeypatch.setattr(worker_module, "decide", crash_for("decide-bug", worker_module.decide))
+    monkeypatch.setattr(worker_module, "before_sending", crash_for("timing-bug", worker_module.before_sending))
+    for ref in ("decide-bug", "timing-bug", "fine"):
+        await db.execute("SELECT reminderd.schedule('acme', $1, now())", ref)
+
+    await drain(fast_settings(database_url))
+
+    decided = await status_of(db, "decide-bug")
+    assert decided["status"] == "dead"
+    assert decided["last_error"] == "internal error after the attempt: KeyError: 'a bug'"
+    timed = await status_of(db, "timing-bug")
+    assert (timed["status"], timed["last_error"]) == ("dead", "internal error while timing: KeyError: 'a bug'")
+    assert (await status_of(db, "fine"))["status"] == "sent"
+    assert sorted(r.message["ref_id"] for r in receiver.received) == ["decide-bug", "fine"]
+
+
+async def test_a_crash_while_sending_costs_one_attempt(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    send = CallbackClient.send
+    crashes = [RuntimeError("a bug in the client")]
+
+    async def crash_once(self: CallbackClient, job: Job) -> AttemptResult:
+        if crashes:
+            raise crashes.pop()
+        return await send(self, job)
+
+    monkeypatch.setattr(CallbackClient, "send", crash_once)
+    await db.execute("SELECT reminderd.schedule('acme', 'unlucky', now())")
+
+    await drain(fast_settings(database_url))
+
+    row = await status_of(db, "unlucky")
+    assert (row["status"], row["attempts"]) == ("sent", 2)
+    errors = await db.fetch(
+        "SELECT error FROM reminderd.deliveries WHERE message_id = $1 ORDER BY attempt", row["id"]
+    )
+    assert [e["error"] for e in errors] == [
+        "internal error while sending: RuntimeError: a bug in the client", None,
+    ]
+
+
+async def test_a_crash_while_planning_dead_letters_only_that_row(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plan = housekeeping_module.plan
+
+    def crash_for_one(row: Unplanned, *args: Any, **kwargs: Any) -> Plan:
+        if row.ref_id == "plan-bug":
+            raise ValueError("a bug")
+        return plan(row, *args, **kwargs)
+
+    monkeypatch.setattr(housekeeping_module, "plan", crash_for_one)
+    await db.execute("SELECT reminderd.schedule_cron('acme', 'plan-bug', '0 9 * * *')")
+    await db.execute("SELECT reminderd.schedule_cron('acme', 'daily', '0 9 * * *')")
+
+    await drain(fast_settings(database_url))
+
+    broken = await status_of(db, "plan-bug")
+    assert broken["status"] == "dead"
+    assert broken["last_error"] == "internal error while planning: ValueError: a bug"
+    daily = await status_of(db, "daily")
+    assert daily["status"] == "pending" and daily["fire_at"] is not None

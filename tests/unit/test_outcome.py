@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
 from support import make_job
 
-from reminderd.jobs import Job
+from reminderd.jobs import Job, Unplanned
 from reminderd.lifecycle import Event, Status
-from reminderd.outcome import AttemptResult, decide, preflight
+from reminderd.outcome import AttemptResult, Plan, before_sending, decide, plan, preflight
+from reminderd.quiet import QuietHours
 from reminderd.retry import RetryPolicy
 from reminderd.timing import Timing
 
@@ -209,3 +210,55 @@ def test_preflight_explains_an_invalid_cron(cron: str) -> None:
 
 def test_preflight_explains_an_unknown_timezone_on_a_cron_row() -> None:
     assert preflight(recurring(timezone="Mars/Olympus_Mons")) == 'unknown timezone "Mars/Olympus_Mons"'
+
+
+# Held back before sending: the hold's event and status, in the one vocabulary
+
+
+def test_quiet_hours_hold_a_message_back_as_deferred() -> None:
+    job = one_off(timing=Timing(quiet=QuietHours(time(0, 0), time(23, 59))), due_at=OCCURRENCE)
+    held = before_sending(job, OCCURRENCE)
+    assert held is not None and held.result is None
+    assert (held.event, held.next_status) == (Event.DEFERRED, Status.PENDING)
+    assert type(held.event) is Event and type(held.next_status) is Status
+    assert held.refund_attempt is True  # the claim counted an attempt that was not made
+
+
+# Planning recurring rows (pure: `now` passed in)
+
+NOW = datetime(2026, 3, 10, 1, 0, tzinfo=UTC)  # 06:30 in Asia/Kolkata
+
+
+def unplanned(fire_at: datetime | None = None, **timing: Any) -> Unplanned:
+    return Unplanned(id=5, tenant_id="acme", ref_id="daily", fire_at=fire_at, db_now=NOW,
+                     timing=Timing(**{"cron": "0 9 * * *", "timezone": "Asia/Kolkata", **timing}))
+
+
+def test_a_never_planned_row_gets_its_first_occurrence_after_now() -> None:
+    planned = plan(unplanned(), NOW, lookback_s=86400)
+    assert planned == Plan(5, None, datetime(2026, 3, 10, 3, 30, tzinfo=UTC), Status.PENDING, None)
+    assert planned.event is Event.PLANNED
+
+
+def test_an_occurrence_missed_beyond_the_lookback_is_skipped_with_the_reason() -> None:
+    missed = NOW - timedelta(days=2)
+    planned = plan(unplanned(fire_at=missed), NOW, lookback_s=86400)
+    assert (planned.seen_fire_at, planned.next_fire_at) == (missed, datetime(2026, 3, 10, 3, 30, tzinfo=UTC))
+    assert planned.event is Event.MISSED_SKIPPED and planned.next_status is Status.PENDING
+    assert planned.last_error == (
+        f"missed occurrence due {missed.isoformat()} (172800s late, beyond REMINDERD_LOOKBACK=86400s, "
+        "the hard limit): skipped to the next one"
+    )
+
+
+def test_a_row_that_cannot_be_scheduled_is_dead_lettered() -> None:
+    planned = plan(unplanned(cron="61 * * * *"), NOW, lookback_s=86400)
+    assert (planned.next_status, planned.next_fire_at) == (Status.DEAD, None)
+    assert planned.event is Event.DEAD_LETTERED
+    assert planned.last_error is not None and planned.last_error.startswith('cannot schedule: invalid cron "61')
+
+
+def test_a_row_at_its_max_runs_is_finished() -> None:
+    planned = plan(unplanned(max_runs=2, runs=2), NOW, lookback_s=86400)
+    assert (planned.next_status, planned.next_fire_at, planned.event) == (Status.FINISHED, None, Event.FINISHED)
+    assert planned.last_error == "finished: ran 2 time(s) (max_runs)"
