@@ -36,9 +36,7 @@ class Metrics:
         self._tenant_labels = tenant_labels
         labels = ["outcome", "tenant"] if tenant_labels else ["outcome"]
         self.callbacks = Counter(
-            "reminderd_callbacks",
-            "Callback outcomes: fired, retry_scheduled, dead_lettered, refused, expired; held back: "
-            "deferred, holiday_skipped, missed_skipped, finished.",
+            "reminderd_callbacks", "Callback outcomes: " + ", ".join(OUTCOMES) + ".",
             labels, registry=self.registry,
         )
         self.callback_duration = Histogram(
