@@ -216,3 +216,12 @@ async def test_a_database_url_option_asyncpg_rejects_exits_78_instead_of_retryin
     async with daemon(daemon_env(database_url + "?sslmode=bogus")) as process:
         assert await process.exit_code() == 78
     assert process.events("configuration_error")
+
+
+async def test_a_database_that_does_not_exist_exits_78_instead_of_retrying(database_url: str) -> None:
+    missing = database_url.rpartition("/")[0] + "/no_such_database"
+    async with daemon(daemon_env(missing)) as process:
+        assert await process.exit_code() == 78
+    [error] = process.events("configuration_error")
+    text = str(error["error"])
+    assert text.startswith("REMINDERD_DATABASE_URL: ") and "no_such_database" in text

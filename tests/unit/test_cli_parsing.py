@@ -9,7 +9,7 @@ import pytest
 
 from reminderd.arguments import UsageError, parse_duration, parse_instant, parse_payload
 from reminderd.cli import EX_CONFIG, EX_USAGE, main
-from reminderd.exceptions import DatabaseUnavailable
+from reminderd.exceptions import ConfigError, DatabaseUnavailable
 from reminderd.store import Store
 
 # parse_duration
@@ -274,3 +274,19 @@ def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.startswith("reminderd ")
+
+
+def test_a_database_url_waiting_cannot_fix_is_a_config_error_on_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REMINDERD_DATABASE_URL", "postgresql://x@127.0.0.1:1/x")
+    monkeypatch.delenv("REMINDERD_DATABASE_URL_FILE", raising=False)
+
+    async def misconfigured(url: str, *args: Any, **kwargs: Any) -> Store:
+        raise ConfigError('REMINDERD_DATABASE_URL: database "x" does not exist')
+
+    monkeypatch.setattr(Store, "connect", misconfigured)
+    assert main(["status"]) == EX_CONFIG
+    assert one_line(capsys.readouterr().err) == (
+        'reminderd: configuration error: REMINDERD_DATABASE_URL: database "x" does not exist'
+    )
