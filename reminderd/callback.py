@@ -8,7 +8,6 @@ import json
 import re
 import ssl
 import time
-from dataclasses import dataclass
 
 from yarl import URL
 
@@ -16,6 +15,7 @@ from . import __version__
 from .exceptions import CallbackFailed, CallbackRefused
 from .http1 import Http1Client, Response
 from .jobs import Job
+from .outcome import AttemptResult
 from .schedule import iso_utc
 from .settings import Settings
 from .signing import sign
@@ -24,21 +24,6 @@ from .ssrf import Resolver, refusal, system_resolver
 USER_AGENT = f"reminderd/{__version__}"
 CHECKED_URLS_MAX = 10_000
 RETRYABLE_STATUS = frozenset({408, 429})
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptResult:
-    """What one attempt achieved. `poison`: the row itself can never be delivered as it stands;
-    `refused`: the SSRF guard or the URL check refused it before any connection."""
-
-    delivered: bool
-    status_code: int | None
-    error: str | None
-    duration_ms: int
-    permanent: bool = False
-    poison: bool = False
-    retry_after_s: float | None = None
-    refused: bool = False
 
 
 def callback_body(job: Job) -> bytes:
@@ -156,7 +141,7 @@ class CallbackClient:
                 return _poisoned(started, f"cannot sign for tenant {job.tenant_id}: {exc}")
             response = await self._http.post(url, body, headers, self._timeout_s)
         except CallbackRefused as refused:
-            return _poisoned(started, f"refused: {refused}", refused=True)
+            return _refused(started, str(refused))
         except TimeoutError:
             return self._failed(started, f"timed out after {self._timeout_s:g}s")
         except CallbackFailed as exc:
@@ -203,11 +188,19 @@ def _judged(response: Response, started: float) -> AttemptResult:
     )
 
 
-def _poisoned(started: float, error: str, *, refused: bool = False) -> AttemptResult:
+def _poisoned(started: float, error: str) -> AttemptResult:
     """The row can never be delivered as it stands: dead-letter it with the reason."""
     return AttemptResult(
         delivered=False, status_code=None, error=error, duration_ms=_elapsed_ms(started),
-        permanent=True, poison=True, refused=refused,
+        permanent=True, poison=True,
+    )
+
+
+def _refused(started: float, reason: str) -> AttemptResult:
+    """The callback address is not allowed: dead-letter the row with the reason."""
+    return AttemptResult(
+        delivered=False, status_code=None, error=f"refused: {reason}", duration_ms=_elapsed_ms(started),
+        permanent=True, poison=True, refused=True,
     )
 
 

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, NoReturn, TypeVar
 
-import asyncpg
-
 from . import __version__, logs
 from .arguments import (
     CancelRequest,
@@ -34,10 +32,10 @@ from .arguments import (
     add_recurrence_options,
     add_schedule_options,
 )
-from .exceptions import EX_CONFIG, EX_USAGE, ConfigError
+from .exceptions import EX_CONFIG, EX_USAGE, ConfigError, DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from .schedule import Holidays, Timing, anchor_rrule, preview
 from .settings import Settings
-from .store import CONNECTION_ERRORS, Store, TenantOverview
+from .store import Store, TenantOverview
 
 R = TypeVar("R")
 Handler = Callable[[argparse.Namespace], int]
@@ -201,10 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"reminderd: error: {exc}", file=sys.stderr)
         return EX_USAGE
-    except ConfigError as exc:
+    except ConfigError as exc:  # e.g. a wrong password in REMINDERD_DATABASE_URL
         print(f"reminderd: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
-    except CONNECTION_ERRORS as exc:
+    except DatabaseUnavailable as exc:
         print(f"reminderd: cannot reach the database: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -304,10 +302,10 @@ def _run(command: Callable[[Store, R], Awaitable[int]], request: R, settings: Se
         store = await Store.connect(settings.database_url, max_size=1, pgbouncer=settings.pgbouncer)
         try:
             return await command(store, request)
-        except asyncpg.PostgresError as exc:
-            if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedFunctionError):
-                raise UsageError("the reminderd schema is missing: run `reminderd migrate`") from None
-            hint = f" ({exc.hint})" if getattr(exc, "hint", None) else ""
+        except SchemaMissing:
+            raise UsageError("the reminderd schema is missing: run `reminderd migrate`") from None
+        except DatabaseRefused as exc:
+            hint = f" ({exc.hint})" if exc.hint else ""
             raise UsageError(f"{exc.message}{hint}") from None
         finally:
             await store.close()
@@ -462,8 +460,8 @@ async def _status(store: Store, _request: None) -> int:
         return 0
     print(f"{'TENANT':<24} {'STATUS':<10} {'MESSAGES':>9}  NEXT DUE (UTC)")
     for row in rows:
-        next_due = row["next_due"].astimezone(UTC).isoformat(timespec="seconds") if row["next_due"] else ""
-        print(f"{row['tenant_id']:<24} {row['status']:<10} {row['messages']:>9}  {next_due}")
+        next_due = row.next_due.astimezone(UTC).isoformat(timespec="seconds") if row.next_due else ""
+        print(f"{row.tenant_id:<24} {row.status:<10} {row.messages:>9}  {next_due}")
     return 0
 
 

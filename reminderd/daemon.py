@@ -8,17 +8,17 @@ import contextlib
 import os
 import signal
 
-import asyncpg
 import structlog
 from alembic.script import ScriptDirectory
 
 from . import __version__, logs, sdnotify
 from .callback import CallbackClient
-from .exceptions import EX_CONFIG, ConfigError
+from .exceptions import EX_CONFIG, ConfigError, DatabaseUnavailable
 from .health import HealthServer
 from .migrate import alembic_config
+from .retry import backoff_s
 from .settings import Settings
-from .store import CONNECTION_ERRORS, Store
+from .store import Store
 from .worker import Worker
 
 log = structlog.get_logger("reminderd")
@@ -31,18 +31,18 @@ def head_revision(database_url: str) -> str | None:
 
 
 async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Store | None:
-    """Connect, retrying with backoff while the database is unreachable (it may start after us)."""
-    delay = 0.5
+    """Connect, retrying with backoff while the database is unreachable (it may start after us).
+    ConfigError (e.g. sslmode=bogus, a wrong password) at once: waiting cannot fix it."""
+    failures = 0
     while not stop.is_set():
         try:
             return await Store.connect(settings.database_url, max_size=POOL_SIZE, pgbouncer=settings.pgbouncer)
-        except asyncpg.ClientConfigurationError as exc:  # e.g. sslmode=bogus: waiting cannot fix it
-            raise ConfigError(f"REMINDERD_DATABASE_URL: {exc}") from None
-        except CONNECTION_ERRORS as exc:
-            log.error("database_unreachable", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+        except DatabaseUnavailable as exc:
+            failures += 1
+            delay_s = backoff_s(failures, base_s=0.5, cap_s=30.0, jitter="half")
+            log.error("database_unreachable", error=str(exc), retry_in_s=round(delay_s, 2))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-        delay = min(delay * 2, 30.0)
+            await asyncio.wait_for(stop.wait(), delay_s)
     return None
 
 

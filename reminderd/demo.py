@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from . import logs
 from .arguments import Recurrence, ScheduleRequest
 from .callback import CallbackClient
+from .lifecycle import Status
 from .migrate import upgrade
 from .schedule import QuietHours
 from .settings import Settings
@@ -119,11 +120,12 @@ async def demo(database_url: str) -> int:
     await receiver.stop()
 
     say("\nreminderd demo: final state (what `reminderd status` and plain SQL show)")
-    counts = {row["status"]: row["messages"] for row in await store.status_counts()}
+    counts = {row.status: row.messages for row in await store.status_counts()}
     for status, messages in counts.items():
         say(f"  demo     {status:<10} {messages}")
     await store.close()
-    held = counts.get("finished") == 1 and counts.get("pending") == 1  # the pulse and the deferred promo
+    # The pulse finished and the deferred promo pending:
+    held = counts.get(Status.FINISHED) == 1 and counts.get(Status.PENDING) == 1
     ok = sorted(delivered(receiver.received)) == sorted(expected) and held
     say("reminderd demo: " + (
         f"every message fired once, on time; {RECURRING_REF} fired {RECURRING_RUNS} times and finished; "

@@ -18,35 +18,36 @@ class ConfigError(ReminderdError):
     """The configuration is invalid: fix the named REMINDERD_* setting."""
 
 
-class DeliveryError(ReminderdError):
-    """The callback was not delivered.
+class CallbackRefused(ReminderdError):
+    """The callback address is not allowed (not http(s), or not a public address): every attempt
+    would be refused, so the row is dead-lettered at once."""
 
-    `permanent` errors dead-letter at once; the retry policy decides about the others.
-    """
+
+class CallbackFailed(ReminderdError):
+    """The callback's HTTP exchange failed before a complete answer (connection, TLS or protocol):
+    a retry may succeed."""
+
+
+class DatabaseError(ReminderdError):
+    """The database failed."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached right now (refused, reset, timed out, restarting): retry."""
+
+
+class DatabaseRefused(DatabaseError):
+    """The database refused a statement; its SQLSTATE, message, DETAIL and HINT say why."""
 
     def __init__(
-        self,
-        message: str,
-        *,
-        permanent: bool,
-        status_code: int | None = None,
-        retry_after_s: float | None = None,
+        self, message: str, *, sqlstate: str | None = None, detail: str | None = None, hint: str | None = None
     ) -> None:
         super().__init__(message)
-        self.permanent = permanent
-        self.status_code = status_code
-        self.retry_after_s = retry_after_s
+        self.sqlstate = sqlstate
+        self.message = message
+        self.detail = detail
+        self.hint = hint
 
 
-class CallbackRefused(DeliveryError):
-    """The callback address is not allowed (not http(s), or not a public address)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, permanent=True)
-
-
-class CallbackFailed(DeliveryError):
-    """The callback's HTTP exchange failed before a complete answer (connection, TLS or protocol)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, permanent=False)
+class SchemaMissing(DatabaseRefused):
+    """The reminderd schema is missing or out of date: run `reminderd migrate`."""

@@ -1,4 +1,5 @@
-"""A claimed message, as the claim query returns it."""
+"""What the loop reads from the database: a claimed message (Job), and a recurring row waiting for
+its next fire_at (Unplanned)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,25 @@ class Job:
         """
         return make_webhook_id(self.id, self.scheduled_for)
 
+
+@dataclass(frozen=True, slots=True)
+class Unplanned:
+    """A recurring row needing a new fire_at: never planned (fire_at None), or its occurrence was
+    missed beyond the lookback. `db_now` is the database's clock when it was read."""
+
+    id: int
+    tenant_id: str
+    ref_id: str
+    fire_at: datetime | None
+    db_now: datetime
+    timing: Timing
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Unplanned:
+        return cls(
+            id=row["id"], tenant_id=row["tenant_id"], ref_id=row["ref_id"], fire_at=row["fire_at"],
+            db_now=row["db_now"], timing=Timing.from_row(row),
+        )
 
 
 def make_webhook_id(message_id: int, occurrence: datetime) -> str:

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from .lifecycle import Event, Status
 from .outcome import Outcome
 
-OUTCOMES = ("delivered", "retried", "dead", "expired", "refused")
-QUEUE_STATUSES = ("pending", "picked", "paused")
+if TYPE_CHECKING:
+    from .store import QueueDepth
+
+# reminderd_callbacks_total{outcome}: the event an outcome recorded, or "refused" for a callback
+# address the SSRF rules refuse (dead-lettered too, but the fix is the operator's, not the receiver's).
+REFUSED = "refused"
+OUTCOMES: tuple[str, ...] = (
+    Event.FIRED, Event.RETRY_SCHEDULED, Event.DEAD_LETTERED, REFUSED, Event.EXPIRED,
+    # Held back without a request:
+    Event.DEFERRED, Event.HOLIDAY_SKIPPED, Event.MISSED_SKIPPED, Event.FINISHED,
+)
 
 # Latency of a local receiver is milliseconds; a slow one hits the callback timeout (10 s).
 CALLBACK_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -25,7 +36,7 @@ class Metrics:
         self._tenant_labels = tenant_labels
         labels = ["outcome", "tenant"] if tenant_labels else ["outcome"]
         self.callbacks = Counter(
-            "reminderd_callbacks", "Callback outcomes: delivered, retried, dead, expired, refused.",
+            "reminderd_callbacks", "Callback outcomes: " + ", ".join(OUTCOMES) + ".",
             labels, registry=self.registry,
         )
         self.callback_duration = Histogram(
@@ -89,16 +100,13 @@ class Metrics:
             self.callback_duration.observe(result.duration_ms / 1000)
         if result.delivered:
             self.fire_lateness.observe(max(0.0, now_s - job.scheduled_for.timestamp()))
-        if result.refused:
-            name = "refused"
-        else:
-            name = {"delivered": "delivered", "retry": "retried"}.get(outcome.event, "dead")
-        self.count(name, job.tenant_id)
+        self.count(REFUSED if result.refused else outcome.event, job.tenant_id)
 
-    def set_queue_depth(self, by_status: dict[str, int], due_not_picked: int) -> None:
-        for status in QUEUE_STATUSES:
-            self.queue_depth.labels(status).set(by_status.get(status, 0))
-        self.due_not_picked.set(due_not_picked)
+    def set_queue_depth(self, depth: QueueDepth) -> None:
+        for status, count in ((Status.PENDING, depth.pending), (Status.PICKED, depth.picked),
+                              (Status.PAUSED, depth.paused)):
+            self.queue_depth.labels(status).set(count)
+        self.due_not_picked.set(depth.due_not_picked)
 
     def watch_pool(self, in_use: Callable[[], float], idle: Callable[[], float]) -> None:
         self.pool_connections.labels("in_use").set_function(in_use)

@@ -10,6 +10,7 @@ from alembic import command
 from alembic.config import Config
 
 from . import migrations  # type: ignore[attr-defined]
+from .retry import backoff_s
 
 HEAD = "head"
 
@@ -31,14 +32,15 @@ def upgrade_with_retry(database_url: str, *, give_up_after_s: float = 120.0) -> 
     """upgrade(), waiting with backoff while the database is unreachable (at boot it may start
     after us); any other error is raised at once."""
     deadline = time.monotonic() + give_up_after_s
-    delay_s = 0.5
+    failures = 0
     while True:
         try:
             upgrade(database_url)
             return
         except (OSError, ConnectionError) as exc:
+            failures += 1
+            delay_s = backoff_s(failures, base_s=0.5, cap_s=10.0, jitter="half")
             if time.monotonic() + delay_s > deadline:
                 raise
-            print(f"reminderd: database unreachable ({exc}); retrying in {delay_s:g}s", file=sys.stderr)
+            print(f"reminderd: database unreachable ({exc}); retrying in {delay_s:.1f}s", file=sys.stderr)
             time.sleep(delay_s)
-            delay_s = min(delay_s * 2, 10.0)

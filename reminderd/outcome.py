@@ -1,6 +1,7 @@
 """What happens to a claimed message: held back before any HTTP (deferred, moved off a holiday,
 expired as too late, finished), or after an attempt sent, retried, dead-lettered, or moved to its
-next occurrence. Pure: no database, no network, no clock."""
+next occurrence; and what a recurring row waiting to be planned becomes. Pure: no database, no
+network, no clock (`now` is passed in)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,37 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
-from .callback import AttemptResult
-from .jobs import Job
+from .jobs import Job, Unplanned
+from .lifecycle import Event, Status
 from .retry import RetryPolicy
-from .schedule import Hold, InvalidSchedule, following, hold, iso_utc
+from .schedule import Hold, InvalidSchedule, first_occurrence, following, hold, iso_utc
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """What one attempt achieved.
+
+    `permanent`: no retry can help (a 4xx); `poison`: the row itself can never be delivered as it
+    stands; `refused`: the URL check or the SSRF guard refused its callback address before any
+    connection, a kind of poison (metrics count these by this field).
+    """
+
+    delivered: bool
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    permanent: bool = False
+    poison: bool = False
+    retry_after_s: float | None = None
+    refused: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
     job: Job
     result: AttemptResult | None  # None: held back before any HTTP request (no attempt logged)
-    # delivered | retry | dead | advanced (a recurring occurrence dead-lettered) | or a Hold's event:
-    # deferred | holiday_skipped | missed_skipped | expired | finished
-    event: str
-    next_status: str
+    event: Event  # what the audit trail records
+    next_status: Status
     next_fire_at: datetime | None = None  # None keeps fire_at (or uses retry_in_s)
     retry_in_s: float | None = None  # from the database clock at recording time
     next_scheduled_for: datetime | None = None
@@ -29,6 +47,11 @@ class Outcome:
     refund_attempt: bool = False  # the claim counted an attempt that was not made
     ran: bool = False  # a recurring occurrence fired (delivered or given up): counts for max_runs
     last_error: str | None = None
+
+    @classmethod
+    def dead(cls, job: Job, result: AttemptResult | None, reason: str) -> Outcome:
+        """Dead-lettered with `reason`; requeue-able once whatever is wrong is fixed."""
+        return cls(job, result, Event.DEAD_LETTERED, Status.DEAD, last_error=reason)
 
     @property
     def delivered(self) -> bool:
@@ -39,12 +62,12 @@ def before_sending(job: Job, now: datetime) -> Outcome | None:
     """The outcome of a claimed message that must not be sent at `now`, or None to send it."""
     problem = preflight(job)
     if problem is not None:
-        return Outcome(job, None, "dead", "dead", last_error=problem)
+        return Outcome.dead(job, None, problem)
     try:
         held = hold(job.timing, occurrence=job.scheduled_for, due_at=job.due_at or job.scheduled_for,
                     attempt=job.attempt, now=now)
     except InvalidSchedule as exc:
-        return Outcome(job, None, "dead", "dead", last_error=str(exc))
+        return Outcome.dead(job, None, str(exc))
     return None if held is None else _held(job, held)
 
 
@@ -59,7 +82,7 @@ def preflight(job: Job) -> str | None:
 
 def _held(job: Job, held: Hold) -> Outcome:
     return Outcome(
-        job, None, held.event, held.status,
+        job, None, Event(held.event), Status(held.status),
         next_fire_at=held.fire_at,
         next_scheduled_for=held.occurrence,
         reset_attempts=not held.keeps_attempt_count,
@@ -71,16 +94,16 @@ def _held(job: Job, held: Hold) -> Outcome:
 def decide(job: Job, result: AttemptResult, policy: RetryPolicy, rng: random.Random | None = None) -> Outcome:
     if result.delivered:
         if not job.timing.recurring:
-            return Outcome(job, result, "delivered", "sent")
-        return _next_occurrence(job, result, "delivered", last_error=None)
+            return Outcome(job, result, Event.FIRED, Status.SENT)
+        return _next_occurrence(job, result, Event.FIRED, last_error=None)
 
     error = result.error or "failed"
     if result.poison:
-        return Outcome(job, result, "dead", "dead", last_error=error)
+        return Outcome.dead(job, result, error)
     if not result.permanent and not policy.gives_up(job.attempt, job.max_attempts):
         delay_s = policy.delay_s(job.attempt, retry_after_s=result.retry_after_s, rng=rng)
         return Outcome(
-            job, result, "retry", "pending",
+            job, result, Event.RETRY_SCHEDULED, Status.PENDING,
             retry_in_s=delay_s,
             next_scheduled_for=job.scheduled_for,
             last_error=f"attempt {job.attempt} failed: {error}; retrying in {delay_s:.1f}s",
@@ -88,24 +111,70 @@ def decide(job: Job, result: AttemptResult, policy: RetryPolicy, rng: random.Ran
 
     why = "permanent failure" if result.permanent else f"gave up after {job.attempt} attempts"
     if not job.timing.recurring:
-        return Outcome(job, result, "dead", "dead", last_error=f"{why}: {error}")
-    return _next_occurrence(
-        job, result, "advanced",
+        return Outcome.dead(job, result, f"{why}: {error}")
+    return _next_occurrence(  # this occurrence is dead-lettered; the row moves on
+        job, result, Event.DEAD_LETTERED,
         last_error=f"occurrence {iso_utc(job.scheduled_for)} dead-lettered ({why}: {error})",
     )
 
 
-def _next_occurrence(job: Job, result: AttemptResult, event: str, last_error: str | None) -> Outcome:
+def _next_occurrence(job: Job, result: AttemptResult, event: Event, last_error: str | None) -> Outcome:
     """A recurring row goes back to pending at its next occurrence strictly after this one (past
     holidays it skips), or ends 'finished' (until passed, max_runs reached, RRULE exhausted)."""
     try:
         instant, note = following(job.timing, job.scheduled_for)
     except InvalidSchedule as exc:
-        return Outcome(job, result, "dead", "dead", last_error=f"cannot recur: {exc}", ran=True)
+        return Outcome(job, result, Event.DEAD_LETTERED, Status.DEAD, last_error=f"cannot recur: {exc}",
+                       ran=True)
     last_error = "; ".join(text for text in (last_error, note) if text) or None
     if instant is None:
-        return Outcome(job, result, event, "finished", last_error=last_error, ran=True)
+        return Outcome(job, result, event, Status.FINISHED, last_error=last_error, ran=True)
     return Outcome(
-        job, result, event, "pending",
+        job, result, event, Status.PENDING,
         next_fire_at=instant, reset_attempts=True, last_error=last_error, ran=True,
     )
+
+
+# Planning recurring rows ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A recurring row's next fire_at, or its dead-letter reason when it cannot recur."""
+
+    message_id: int
+    seen_fire_at: datetime | None  # the fire_at it was read with: the write's fencing token
+    next_fire_at: datetime | None
+    next_status: Status
+    last_error: str | None
+
+    @classmethod
+    def dead(cls, row: Unplanned, reason: str) -> Plan:
+        return cls(row.id, row.fire_at, None, Status.DEAD, reason)
+
+    @property
+    def event(self) -> Event:
+        """What the audit trail calls this change."""
+        if self.next_status is Status.DEAD:
+            return Event.DEAD_LETTERED
+        if self.next_status is Status.FINISHED:
+            return Event.FINISHED
+        return Event.PLANNED if self.seen_fire_at is None else Event.MISSED_SKIPPED
+
+
+def plan(row: Unplanned, now: datetime, *, lookback_s: float) -> Plan:
+    """A recurring row's first occurrence after `now`: never planned yet (fire_at NULL), or its
+    occurrence was missed beyond the lookback, the hard limit, and is skipped."""
+    seen = row.fire_at
+    try:
+        row.timing.check()
+        next_fire_at, note = first_occurrence(row.timing, now)
+    except InvalidSchedule as exc:
+        return Plan.dead(row, f"cannot schedule: {exc}")
+    if seen is not None:
+        missed = (
+            f"missed occurrence due {seen.isoformat()} ({(now - seen).total_seconds():.0f}s late, "
+            f"beyond REMINDERD_LOOKBACK={lookback_s:g}s, the hard limit): skipped to the next one"
+        )
+        note = f"{missed}; {note}" if note else missed
+    return Plan(row.id, seen, next_fire_at, Status.PENDING if next_fire_at else Status.FINISHED, note)

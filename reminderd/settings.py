@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .duration import parse_seconds
 from .exceptions import ConfigError
-from .schedule import BACKFILL_POLICIES
+from .schedule import BACKFILL_POLICIES, DEFAULT_BACKFILL, DEFAULT_MAX_LATENESS_S
 
 T = TypeVar("T")
 
@@ -141,11 +141,11 @@ class Settings:
         "REMINDERD_LOOKBACK", 86400.0, _seconds(1, 30 * 86400),
         "hard limit, seconds: nothing later than this is ever sent, whatever the policy")
     backfill: str = setting(
-        "REMINDERD_BACKFILL", "send", _backfill,
+        "REMINDERD_BACKFILL", DEFAULT_BACKFILL, _backfill,
         "after an outage, for rows without their own: `send`, `latest` or `skip` "
         "([docs/time.md](docs/time.md))")
     max_lateness_s: float = setting(
-        "REMINDERD_MAX_LATENESS", 1800.0, _seconds(0, 30 * 86400),
+        "REMINDERD_MAX_LATENESS", DEFAULT_MAX_LATENESS_S, _seconds(0, 30 * 86400),
         "seconds late a message may still be sent (`send` policy), for rows without their own")
     batch_size: int = setting(
         "REMINDERD_BATCH_SIZE", 100, _number(int, minimum=1, maximum=10_000), "rows claimed per query")

@@ -1,50 +1,82 @@
-"""The one module that talks to PostgreSQL. Each method runs one named query from sql/queries.sql."""
+"""The one module that talks to PostgreSQL. Each method runs one named query from sql/queries.sql
+and returns frozen dataclasses built by `from_row()`; asyncpg's errors become reminderd's own
+(exceptions.py), so nothing else imports asyncpg."""
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from datetime import time as TimeOfDay
-from typing import TYPE_CHECKING, Any, Literal
+from datetime import time as clock_time
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import asyncpg
 
-from .jobs import Job
-from .outcome import Outcome
+from .exceptions import ConfigError, DatabaseRefused, DatabaseUnavailable, SchemaMissing
+from .jobs import Job, Unplanned
+from .lifecycle import Status
+from .outcome import Outcome, Plan
 from .queries import QUERIES
-from .schedule import QuietHours
+from .schedule import DEFAULT_BACKFILL, DEFAULT_MAX_LATENESS_S, QuietHours
 
 if TYPE_CHECKING:
     from .arguments import ScheduleRequest
 
 NOTIFY_CHANNEL = "reminderd_due"
 
-# Outcome events as the audit trail (reminderd.events) names them.
-AUDIT_EVENTS = {
-    "delivered": "fired",
-    "retry": "retry_scheduled",
-    "dead": "dead_lettered",
-    "advanced": "dead_lettered",  # a recurring row's occurrence; the row moves on
-    # Held back before any request (reminderd/schedule/timing.py):
-    "deferred": "deferred",  # quiet hours
-    "holiday_skipped": "holiday_skipped",
-    "missed_skipped": "missed_skipped",  # backfill=latest: older missed occurrences passed over
-    "expired": "expired",  # too late for the backfill policy
-    "finished": "finished",  # past until
-}
+P = ParamSpec("P")
+T = TypeVar("T")
 
-# Errors that mean "the database is not reachable right now", as opposed to a bug in a query.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+# "The database is not reachable right now", as opposed to a statement it refused.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,  # a restart storm: waiting fixes it
     TimeoutError,
 )
+_SCHEMA_MISSING = (asyncpg.UndefinedTableError, asyncpg.UndefinedFunctionError, asyncpg.InvalidSchemaNameError)
+# At connect: waiting cannot fix these, the URL (or the server's pg_hba.conf) must change.
+_MISCONFIGURED = (
+    asyncpg.ClientConfigurationError,
+    asyncpg.InvalidAuthorizationSpecificationError,  # unknown role, no pg_hba.conf entry, bad password
+    asyncpg.InvalidCatalogNameError,  # no such database
+)
+
+
+def translated(exc: Exception) -> Exception:
+    """reminderd's exception for an asyncpg (or socket) error; any other exception as it is."""
+    if isinstance(exc, asyncpg.ClientConfigurationError):  # an InterfaceError, yet no outage
+        return ConfigError(f"REMINDERD_DATABASE_URL: {exc}")
+    if isinstance(exc, _UNAVAILABLE):
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        return DatabaseUnavailable(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    if isinstance(exc, asyncpg.PostgresError):
+        kind = SchemaMissing if isinstance(exc, _SCHEMA_MISSING) else DatabaseRefused
+        return kind(exc.message, sqlstate=exc.sqlstate, detail=exc.detail, hint=exc.hint)
+    return exc
+
+
+def _translating(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except Exception as exc:
+            mine = translated(exc)
+            if mine is exc:
+                raise
+            raise mine from exc
+
+    return call
+
+
+# What the queries return -------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,21 +88,165 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
-    """A recurring row's next fire_at, or its dead-letter reason when it cannot recur."""
+class ReapedLease:
+    """A row whose lease ran out (its daemon died mid-flight): due again now."""
 
-    message_id: int
-    seen_fire_at: datetime | None
-    next_fire_at: datetime | None
-    next_status: str
+    id: int
+    tenant_id: str
+    ref_id: str
+    attempt: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ReapedLease:
+        return cls(row["id"], row["tenant_id"], row["ref_id"], row["attempts"])
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """A one-off missed beyond the lookback: expired, never sent."""
+
+    id: int
+    tenant_id: str
+    ref_id: str
+    scheduled_for: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Expired:
+        return cls(row["id"], row["tenant_id"], row["ref_id"], row["scheduled_for"])
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A recurring row as planning left it."""
+
+    id: int
+    tenant_id: str
+    ref_id: str
+    status: Status
+    fire_at: datetime | None
     last_error: str | None
 
-    @property
-    def event(self) -> str:
-        """What the audit trail calls this change."""
-        if self.next_status in ("dead", "finished"):
-            return {"dead": "dead_lettered", "finished": "finished"}[self.next_status]
-        return "planned" if self.seen_fire_at is None else "missed_skipped"
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Planned:
+        return cls(row["id"], row["tenant_id"], row["ref_id"], Status(row["status"]), row["fire_at"],
+                   row["last_error"])
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """Live messages by status, database-wide, and how many pending ones are already due."""
+
+    pending: int
+    picked: int
+    paused: int
+    due_not_picked: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> QueueDepth:
+        return cls(row["pending"], row["picked"], row["paused"], row["due_not_picked"])
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """Rows one round of retention pruning deleted."""
+
+    messages: int
+    deliveries: int
+    events: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Pruned:
+        return cls(row["messages"], row["deliveries"], row["events"])
+
+    def __add__(self, other: Pruned) -> Pruned:
+        return Pruned(self.messages + other.messages, self.deliveries + other.deliveries,
+                      self.events + other.events)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCount:
+    """`reminderd status`: one tenant's messages in one status, and the next due."""
+
+    tenant_id: str
+    status: Status
+    messages: int
+    next_due: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> StatusCount:
+        return cls(row["tenant_id"], Status(row["status"]), row["messages"], row["next_due"])
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRules:
+    """A tenant's holiday and quiet-hour settings; str() says them in words."""
+
+    calendar: str | None
+    holiday_rule: str
+    quiet_start: clock_time | None
+    quiet_end: clock_time | None
+    quiet_exempt: tuple[str, ...]
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TenantRules:
+        return cls(row["calendar"], row["holiday_rule"], row["quiet_start"], row["quiet_end"],
+                   tuple(row["quiet_exempt"]))
+
+    def __str__(self) -> str:
+        quiet = f"{self.quiet_start:%H:%M}-{self.quiet_end:%H:%M}" if self.quiet_start else "none"
+        return (
+            f"calendar {self.calendar or 'none'}, holidays {self.holiday_rule}, "
+            f"quiet hours {quiet} (exempt: {', '.join(self.quiet_exempt) or 'none'})"
+        )
+
+
+AppMembership = Literal["inherits", "member", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class TenantOverview:
+    """A tenant as `reminderd tenant list` shows it: its settings and its waiting and dead messages."""
+
+    id: str
+    callback_url: str | None
+    calendar: str | None
+    holiday_rule: str
+    quiet_start: clock_time | None
+    quiet_end: clock_time | None
+    paused: bool
+    pending: int
+    picked: int
+    paused_messages: int
+    dead: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TenantOverview:
+        return cls(**dict(row.items()))
+
+
+# Batch writes pass one array of a composite type (migration 0004); each tuple below is in the
+# order of its type's attributes. A type is never altered once released: a new version is added
+# beside it, so daemons of the previous release keep working during a rolling upgrade.
+
+
+def _outcome_v1(o: Outcome) -> tuple[Any, ...]:
+    job, result = o.job, o.result
+    return (
+        job.id, job.picked_at, job.attempt, job.tenant_id, job.webhook_id, job.scheduled_for,
+        result is not None,
+        result.status_code if result else None, result.error if result else None,
+        result.duration_ms if result else 0,
+        o.event, o.next_status, o.next_fire_at, o.retry_in_s, o.next_scheduled_for,
+        o.reset_attempts, o.refund_attempt, o.ran, o.delivered, o.last_error,
+    )
+
+
+def _plan_v1(p: Plan) -> tuple[Any, ...]:
+    return (p.message_id, p.seen_fire_at, p.next_fire_at, p.next_status, p.event, p.last_error)
+
+
+def _release_v1(r: Release) -> tuple[Any, ...]:
+    return (r.job.id, r.job.picked_at, r.started)
 
 
 async def _end_transaction(connection: asyncpg.Connection) -> None:
@@ -89,13 +265,19 @@ class Store:
     @classmethod
     async def connect(cls, database_url: str, *, max_size: int = 4, pgbouncer: bool = False) -> Store:
         """A pool of at most `max_size` connections. Behind PgBouncer in transaction mode, no
-        prepared statement may outlive a transaction: the statement cache is off."""
-        pool = await asyncpg.create_pool(
-            database_url, min_size=1, max_size=max_size, command_timeout=60,
-            statement_cache_size=0 if pgbouncer else 100,
-            server_settings={"application_name": "reminderd"},
-            reset=_end_transaction,
-        )
+        prepared statement may outlive a transaction: the statement cache is off (the codecs of
+        the composite types are cached per connection all the same)."""
+        try:
+            pool = await asyncpg.create_pool(
+                database_url, min_size=1, max_size=max_size, command_timeout=60,
+                statement_cache_size=0 if pgbouncer else 100,
+                server_settings={"application_name": "reminderd"},
+                reset=_end_transaction,
+            )
+        except _MISCONFIGURED as exc:
+            raise ConfigError(f"REMINDERD_DATABASE_URL: {exc}") from None
+        except Exception as exc:
+            raise translated(exc) from exc
         return cls(pool)
 
     def pool_in_use(self) -> float:
@@ -109,9 +291,10 @@ class Store:
 
     # The claim loop -------------------------------------------------------------------------
 
+    @_translating
     async def claim(
-        self, *, lookback_s: float, batch_size: int, lease_s: float, backfill: str = "send",
-        max_lateness_s: float = 1800.0,
+        self, *, lookback_s: float, batch_size: int, lease_s: float, backfill: str = DEFAULT_BACKFILL,
+        max_lateness_s: float = DEFAULT_MAX_LATENESS_S,
     ) -> list[Job]:
         """Claim due rows; `backfill` and `max_lateness_s` are the defaults for rows without their own."""
         # The lease as this process's clock sees it, counted from before the query: never later.
@@ -121,80 +304,54 @@ class Store:
         )
         return [Job.from_row(row, lease_deadline) for row in rows]
 
+    @_translating
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
-        await self._pool.execute(
-            QUERIES["record_outcomes"],
-            [o.job.id for o in outcomes],
-            [o.job.attempt for o in outcomes],
-            [o.job.tenant_id for o in outcomes],
-            [o.job.webhook_id for o in outcomes],
-            [o.job.scheduled_for for o in outcomes],
-            [o.result.status_code if o.result else None for o in outcomes],
-            [o.result.error if o.result else None for o in outcomes],
-            [o.result.duration_ms if o.result else 0 for o in outcomes],
-            [o.next_status for o in outcomes],
-            [o.next_fire_at for o in outcomes],
-            [o.retry_in_s for o in outcomes],
-            [o.next_scheduled_for for o in outcomes],
-            [o.reset_attempts for o in outcomes],
-            [o.delivered for o in outcomes],
-            [o.last_error for o in outcomes],
-            [AUDIT_EVENTS[o.event] for o in outcomes],
-            [o.job.picked_at for o in outcomes],
-            [o.result is not None for o in outcomes],
-            [o.refund_attempt for o in outcomes],
-            [o.ran for o in outcomes],
-        )
+        await self._pool.execute(QUERIES["record_outcomes"], [_outcome_v1(o) for o in outcomes])
 
+    @_translating
     async def release(self, releases: Sequence[Release]) -> None:
-        await self._pool.execute(
-            QUERIES["release"],
-            [r.job.id for r in releases],
-            [r.job.picked_at for r in releases],
-            [r.started for r in releases],
-        )
+        await self._pool.execute(QUERIES["release"], [_release_v1(r) for r in releases])
 
+    @_translating
     async def seconds_until_next_due(self, *, lookback_s: float) -> float | None:
         value: float | None = await self._pool.fetchval(QUERIES["seconds_until_next_due"], lookback_s)
         return value
 
     # Housekeeping ---------------------------------------------------------------------------
 
-    async def reap_expired_leases(self, *, limit: int = 1000) -> list[asyncpg.Record]:
-        return list(await self._pool.fetch(QUERIES["reap_expired_leases"], limit))
+    @_translating
+    async def reap_expired_leases(self, *, limit: int = 1000) -> list[ReapedLease]:
+        return [ReapedLease.from_row(r) for r in await self._pool.fetch(QUERIES["reap_expired_leases"], limit)]
 
-    async def expire_missed(self, *, lookback_s: float, limit: int = 1000) -> list[asyncpg.Record]:
-        return list(await self._pool.fetch(QUERIES["expire_missed"], lookback_s, limit))
+    @_translating
+    async def expire_missed(self, *, lookback_s: float, limit: int = 1000) -> list[Expired]:
+        rows = await self._pool.fetch(QUERIES["expire_missed"], lookback_s, limit)
+        return [Expired.from_row(r) for r in rows]
 
+    @_translating
     async def recurring_to_plan(
-        self, *, lookback_s: float, limit: int = 500, backfill: str = "send", max_lateness_s: float = 1800.0
-    ) -> list[asyncpg.Record]:
-        return list(
-            await self._pool.fetch(QUERIES["recurring_to_plan"], lookback_s, limit, backfill, max_lateness_s)
-        )
+        self, *, lookback_s: float, limit: int = 500, backfill: str = DEFAULT_BACKFILL,
+        max_lateness_s: float = DEFAULT_MAX_LATENESS_S,
+    ) -> list[Unplanned]:
+        rows = await self._pool.fetch(QUERIES["recurring_to_plan"], lookback_s, limit, backfill, max_lateness_s)
+        return [Unplanned.from_row(r) for r in rows]
 
-    async def plan_recurring(self, plans: Sequence[Plan]) -> list[asyncpg.Record]:
-        return list(
-            await self._pool.fetch(
-                QUERIES["plan_recurring"],
-                [p.message_id for p in plans],
-                [p.seen_fire_at for p in plans],
-                [p.next_fire_at for p in plans],
-                [p.next_status for p in plans],
-                [p.last_error for p in plans],
-                [p.event for p in plans],
-            )
-        )
+    @_translating
+    async def plan_recurring(self, plans: Sequence[Plan]) -> list[Planned]:
+        rows = await self._pool.fetch(QUERIES["plan_recurring"], [_plan_v1(p) for p in plans])
+        return [Planned.from_row(r) for r in rows]
 
-    async def queue_depth(self) -> tuple[dict[str, int], int]:
-        row = await self._pool.fetchrow(QUERIES["queue_depth"])
-        return {s: row[s] for s in ("pending", "picked", "paused")}, row["due_not_picked"]
+    @_translating
+    async def queue_depth(self) -> QueueDepth:
+        return QueueDepth.from_row(await self._pool.fetchrow(QUERIES["queue_depth"]))
 
+    @_translating
     async def prune_batch(self, *, keep_finished_days: int, keep_dead_days: int, keep_history_days: int
-                          ) -> tuple[int, int, int]:
+                          ) -> Pruned:
         row = await self._pool.fetchrow(QUERIES["prune"], keep_finished_days, keep_dead_days, keep_history_days)
-        return row["messages"], row["deliveries"], row["events"]
+        return Pruned.from_row(row)
 
+    @_translating
     async def schema_revision(self) -> str | None:
         try:
             value: str | None = await self._pool.fetchval(QUERIES["schema_revision"])
@@ -204,10 +361,12 @@ class Store:
 
     # The application's side (CLI) -----------------------------------------------------------
 
+    @_translating
     async def add_tenant(self, tenant_id: str, callback_url: str | None) -> str:
         secret: str = await self._pool.fetchval(QUERIES["add_tenant"], tenant_id, callback_url)
         return secret
 
+    @_translating
     async def schedule(self, request: ScheduleRequest) -> int:
         """Schedule what `reminderd schedule` asked for; the message's id."""
         r = request
@@ -225,12 +384,13 @@ class Store:
             )
         return message_id
 
+    @_translating
     async def set_tenant(
         self, tenant_id: str, *, calendar: str | None, holiday_rule: str | None, quiet: QuietHours | str | None,
         quiet_exempt: list[str] | None,
-    ) -> str | None:
+    ) -> TenantRules | None:
         """Change a tenant's holiday and quiet-hour settings ("none" clears calendar or quiet);
-        the settings now in force, in words, or None for an unknown tenant."""
+        the settings now in force, or None for an unknown tenant."""
         quiet_hours = quiet if isinstance(quiet, QuietHours) else None
         row = await self._pool.fetchrow(
             QUERIES["set_tenant"], tenant_id,
@@ -241,25 +401,23 @@ class Store:
             quiet_hours.end if quiet_hours else None,
             quiet_exempt,
         )
-        if row is None:
-            return None
-        quiet_text = f"{row['quiet_start']:%H:%M}-{row['quiet_end']:%H:%M}" if row["quiet_start"] else "none"
-        return (
-            f"calendar {row['calendar'] or 'none'}, holidays {row['holiday_rule']}, "
-            f"quiet hours {quiet_text} (exempt: {', '.join(row['quiet_exempt']) or 'none'})"
-        )
+        return None if row is None else TenantRules.from_row(row)
 
+    @_translating
     async def add_holiday(self, tenant_id: str, day: date, name: str) -> None:
         await self._pool.execute(QUERIES["add_holiday"], tenant_id, day, name)
 
+    @_translating
     async def remove_holiday(self, tenant_id: str, day: date) -> bool:
         status: str = await self._pool.execute(QUERIES["remove_holiday"], tenant_id, day)
         return status.endswith(" 1")
 
+    @_translating
     async def rotate_secret(self, tenant_id: str, grace_s: float) -> str:
         secret: str = await self._pool.fetchval(QUERIES["rotate_secret"], tenant_id, grace_s)
         return secret
 
+    @_translating
     async def grant_tenant(self, tenant_id: str, role_name: str) -> None:
         """Let `role_name` act for `tenant_id`; ValueError naming what does not exist."""
         if not await self._pool.fetchval(QUERIES["tenant_exists"], tenant_id):
@@ -268,17 +426,21 @@ class Store:
             raise ValueError(f'no database role "{role_name}" (CREATE ROLE it first)')
         await self._pool.execute(QUERIES["grant_tenant"], tenant_id, role_name)
 
+    @_translating
     async def revoke_tenant(self, tenant_id: str, role_name: str) -> int:
         status: str = await self._pool.execute(QUERIES["revoke_tenant"], tenant_id, role_name)
         return int(status.split()[-1])
 
+    @_translating
     async def cancel(self, tenant_id: str, ref_id: str) -> int:
         cancelled: int = await self._pool.fetchval(QUERIES["cancel"], tenant_id, ref_id)
         return cancelled
 
-    async def status_counts(self) -> list[asyncpg.Record]:
-        return list(await self._pool.fetch(QUERIES["status_counts"]))
+    @_translating
+    async def status_counts(self) -> list[StatusCount]:
+        return [StatusCount.from_row(r) for r in await self._pool.fetch(QUERIES["status_counts"])]
 
+    @_translating
     async def app_membership(self, role_name: str) -> AppMembership:
         """How `role_name` stands to reminderd_app, whose privileges an app role needs."""
         row = await self._pool.fetchrow(QUERIES["role_uses_app"], role_name)
@@ -286,6 +448,7 @@ class Store:
             return "inherits"
         return "member" if row["member"] else "none"
 
+    @_translating
     async def tenants(self) -> list[TenantOverview]:
         return [TenantOverview.from_row(row) for row in await self._pool.fetch(QUERIES["list_tenants"])]
 
@@ -302,6 +465,7 @@ class Listener:
     def connected(self) -> bool:
         return self._connection is not None and not self._connection.is_closed()
 
+    @_translating
     async def connect(self) -> None:
         connection = await asyncpg.connect(
             self._database_url, server_settings={"application_name": "reminderd-listen"}
@@ -317,26 +481,3 @@ class Listener:
             await self._connection.close()
         self._connection = None
 
-
-AppMembership = Literal["inherits", "member", "none"]
-
-
-@dataclass(frozen=True, slots=True)
-class TenantOverview:
-    """A tenant as `reminderd tenant list` shows it: its settings and its waiting and dead messages."""
-
-    id: str
-    callback_url: str | None
-    calendar: str | None
-    holiday_rule: str
-    quiet_start: TimeOfDay | None
-    quiet_end: TimeOfDay | None
-    paused: bool
-    pending: int
-    picked: int
-    paused_messages: int
-    dead: int
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> TenantOverview:
-        return cls(**dict(row.items()))

@@ -5,40 +5,45 @@ Tasks, all inside one TaskGroup:
   interval, room freed by a finished callback, or a stop request;
 - `concurrency` senders each POST one callback at a time;
 - the recorder writes finished attempts in batches, one round trip for many;
-- housekeeping reaps expired leases, expires missed one-offs and plans recurring rows.
+- housekeeping (housekeeping.py) reaps expired leases, expires missed one-offs, plans recurring
+  rows, samples the queue and prunes.
+
+`run(until_idle=True)` is the same loop in burst mode: it returns once nothing is left to do soon,
+so tests drive it to quiescence instead of polling the database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
 
-from .callback import AttemptResult, CallbackClient
+from .callback import CallbackClient
+from .exceptions import DatabaseUnavailable
+from .guard import contain, crashed, describe
+from .housekeeping import Housekeeping, connect_listener
 from .jobs import Job
+from .lifecycle import Event
 from .metrics import Metrics
-from .outcome import Outcome, before_sending, decide
-from .retry import RetryPolicy
-from .schedule import InvalidSchedule, Timing, first_occurrence
+from .outcome import AttemptResult, Outcome, before_sending, decide
+from .retry import RetryPolicy, backoff_s
 from .settings import Settings
-from .store import CONNECTION_ERRORS, Listener, Plan, Release, Store
+from .store import Listener, Release, Store
 
 log = structlog.get_logger("reminderd")
 T = TypeVar("T")
 
 RECORD_BATCH_MAX = 1000
+DB_BACKOFF_BASE_S = 0.4
 DB_BACKOFF_MAX_S = 30.0
 QUERY_DEADLINE_S = 90.0  # a claim query takes milliseconds; asyncpg's command timeout is 60 s
-QUEUE_DEPTH_EVERY_S = 30.0
-PRUNE_EVERY_S = 60.0
-PRUNE_BATCHES_PER_ROUND = 20  # at most 20,000 rows of each kind a minute, in short transactions
-PRUNE_BATCH = 1000
 
 
 class Worker:
@@ -55,11 +60,16 @@ class Worker:
         self._jobs: asyncio.Queue[Job | None] = asyncio.Queue()
         self._outcomes: asyncio.Queue[Outcome | None] = asyncio.Queue()
         self._in_flight: dict[tuple[int, object], Job] = {}  # keyed by (id, claim token)
+        self._unfinished = 0  # claimed, and not yet recorded (nor left to its lease)
         self._wake = asyncio.Event()
         self._plan_now = asyncio.Event()
         self._stop = asyncio.Event()
         self._waiting_for_room = False
+        self._until_idle = False
         self._listener = Listener(settings.listen_url, self._notified) if settings.listen_url else None
+        self.housekeeping = Housekeeping.for_daemon(settings, store, self.metrics, listener=self._listener,
+                                                    rng=self._rng)
+        self._warned_calendars: set[tuple[str, str]] = set()  # (tenant, calendar): logged once
         # Claim when at least this much room is free, so a busy daemon claims in batches, not one by one.
         self._capacity = settings.concurrency + settings.batch_size
         self._claim_threshold = max(1, min(settings.batch_size, settings.concurrency) // 4)
@@ -68,8 +78,6 @@ class Worker:
         self.stopping = False
         # The claim loop promises to come round again before this instant; past it, it is wedged.
         self.loop_deadline = time.monotonic() + QUERY_DEADLINE_S
-        self._queue_depth_due = 0.0
-        self._prune_due = time.monotonic() + PRUNE_EVERY_S / 4
 
     @property
     def alive(self) -> bool:
@@ -81,23 +89,32 @@ class Worker:
         self.stopping = True
         self._stop.set()
         self._wake.set()
-        self._plan_now.set()
 
     # The whole lifecycle ---------------------------------------------------------------------
 
-    async def run(self) -> None:
-        await self._connect_listener()
+    async def run(self, *, until_idle: bool = False, due_within_s: float | None = None) -> None:
+        """Claim, send and record until stop(). With `until_idle`, return (after a graceful stop)
+        once nothing is claimed, in flight or unrecorded, a housekeeping round changed nothing,
+        and no row is due within `due_within_s` (default: one poll interval, so the short retries
+        and deferrals a test provokes are waited for, and a row due tomorrow is not)."""
+        self._until_idle = until_idle
+        horizon_s = self.settings.poll_interval_s if due_within_s is None else due_within_s
+        if self._listener is not None:
+            await connect_listener(self._listener)
         async with asyncio.TaskGroup() as group:
             senders = [group.create_task(self._sender()) for _ in range(self.settings.concurrency)]
             recorder = group.create_task(self._recorder())
-            housekeeping = group.create_task(self._housekeeping())
-            await self._claim_loop()
+            # Burst mode runs housekeeping rounds itself, whenever it is otherwise idle.
+            housekeeping = None if until_idle else group.create_task(self.housekeeping.run(self._plan_now))
+            await self._claim_loop(horizon_s)
             await self._shutdown(senders, recorder)
-            housekeeping.cancel()
+            if housekeeping is not None:
+                housekeeping.cancel()
         if self._listener is not None:
             await self._listener.close()
 
     async def _shutdown(self, senders: list[asyncio.Task[None]], recorder: asyncio.Task[None]) -> None:
+        self.stopping = True
         unstarted = self._drain_queue()
         for _ in senders:
             self._jobs.put_nowait(None)
@@ -116,7 +133,7 @@ class Worker:
             try:
                 await self._with_db_retry("release", self._store.release, releases, give_up_s=10.0)
             except Exception as exc:  # their leases hand them back all the same
-                log.error("release_failed", error=_describe(exc), rows=len(releases))
+                log.error("release_failed", error=describe(exc), rows=len(releases))
         log.info("stopped", released=len(releases))
 
     def _drain_queue(self) -> list[Job]:
@@ -129,7 +146,7 @@ class Worker:
 
     # Claiming --------------------------------------------------------------------------------
 
-    async def _claim_loop(self) -> None:
+    async def _claim_loop(self, horizon_s: float) -> None:
         failures = 0
         empty_streak = 0
         while not self._stop.is_set():
@@ -145,6 +162,7 @@ class Worker:
                     lookback_s=self.settings.lookback_s, batch_size=want, lease_s=self.settings.lease_s,
                     backfill=self.settings.backfill, max_lateness_s=self.settings.max_lateness_s,
                 )
+                self._unfinished += len(jobs)
                 for job in jobs:
                     self._jobs.put_nowait(job)
                 self._tick(len(jobs))
@@ -152,13 +170,18 @@ class Worker:
                     empty_streak = 0
                     continue  # more may be due right now
                 until_due = await self._store.seconds_until_next_due(lookback_s=self.settings.lookback_s)
+                if self._until_idle and self._unfinished == 0:
+                    if await self.housekeeping.run_once():
+                        continue  # it changed rows: some may be due now
+                    if until_due is None or until_due > horizon_s:
+                        return  # idle: nothing left to do soon
                 failures = 0
             except Exception as exc:
                 failures += 1
                 self.metrics.database_failed()
-                delay = min(DB_BACKOFF_MAX_S, 0.2 * 2 ** min(failures, 10)) * self._rng.uniform(0.5, 1)
-                log.error("claim_failed", error=_describe(exc), retry_in_s=round(delay, 2))
-                await self._sleep(delay)
+                delay_s = self._db_backoff_s(failures)
+                log.error("claim_failed", error=describe(exc), retry_in_s=round(delay_s, 2))
+                await self._sleep(delay_s)
                 continue
             empty_streak = empty_streak + 1 if not jobs and until_due is not None and until_due <= 0 else 0
             await self._sleep(self._idle_delay(until_due, empty_streak))
@@ -171,7 +194,7 @@ class Worker:
         """
         if until_due_s is None:
             return self.settings.poll_interval_s
-        floor = 0.005 * 2 ** min(empty_streak, 10) if empty_streak else 0.0005
+        floor = backoff_s(empty_streak, base_s=0.01, cap_s=5.12, jitter="none") if empty_streak else 0.0005
         return min(self.settings.poll_interval_s, max(until_due_s, floor))
 
     def _tick(self, claimed: int) -> None:
@@ -191,6 +214,10 @@ class Worker:
             self._plan_now.set()
         self._wake.set()
 
+    def _db_backoff_s(self, failures: int) -> float:
+        return backoff_s(failures, base_s=DB_BACKOFF_BASE_S, cap_s=DB_BACKOFF_MAX_S, jitter="half",
+                         rng=self._rng)
+
     # Sending ---------------------------------------------------------------------------------
 
     async def _sender(self) -> None:
@@ -200,40 +227,40 @@ class Worker:
                 # daemon may redeliver it then. Leave it to the lease; sending now could send twice.
                 log.warning("lease_too_short", message_id=job.id, attempt=job.attempt,
                             fix="raise REMINDERD_LEASE or REMINDERD_CONCURRENCY")
+                self._finished(1)
                 continue
-            held = _before_sending(job)
-            if held is not None:  # deferred, moved off a holiday, too late, finished: no request
-                self._outcomes.put_nowait(held)
-                if self._waiting_for_room:
-                    self._wake.set()
-                continue
-            key = (job.id, job.picked_at)
-            self._in_flight[key] = job
-            self.metrics.in_flight.inc()
-            try:
-                result = await self._attempt(job)  # cancelled at shutdown timeout: stays in flight
-            finally:
-                self.metrics.in_flight.dec()
-            del self._in_flight[key]
-            self._outcomes.put_nowait(self._decide(job, result))
+            self._warn_if_calendar_ignored(job)
+            # Timed by the claim's database time; a bug there or in decide() costs this row only.
+            outcome = contain("timing", job.id, functools.partial(Outcome.dead, job, None),
+                              before_sending, job, job.picked_at or datetime.now(UTC))
+            if outcome is None:  # not deferred, moved off a holiday, too late or finished: send it
+                result = await self._send(job)
+                outcome = contain("decide", job.id, functools.partial(Outcome.dead, job, result),
+                                  decide, job, result, self._policy, self._rng)
+            self._outcomes.put_nowait(outcome)
             if self._waiting_for_room:
                 self._wake.set()
 
-    def _decide(self, job: Job, result: AttemptResult) -> Outcome:
-        """decide(); a bug there costs this row (dead, with the reason, requeue-able), never the daemon."""
+    async def _send(self, job: Job) -> AttemptResult:
+        key = (job.id, job.picked_at)
+        self._in_flight[key] = job
+        self.metrics.in_flight.inc()
         try:
-            return decide(job, result, self._policy, self._rng)
-        except Exception as exc:
-            log.exception("decide_crashed", message_id=job.id)
-            reason = f"internal error after the attempt: {_describe(exc)}"
-            return Outcome(job, result, "dead", "dead", last_error=reason)
+            result = await self._client.send(job)  # cancelled at shutdown timeout: stays in flight
+        except Exception as exc:  # a bug costs this attempt, never the daemon
+            result = AttemptResult(False, None, crashed("send", job.id, exc), 0)
+        finally:
+            self.metrics.in_flight.dec()
+        del self._in_flight[key]
+        return result
 
-    async def _attempt(self, job: Job) -> AttemptResult:
-        try:
-            return await self._client.send(job)
-        except Exception as exc:  # a bug must cost one attempt, never the daemon
-            log.exception("send_crashed", message_id=job.id)
-            return AttemptResult(False, None, f"internal error: {_describe(exc)}", 0)
+    def _warn_if_calendar_ignored(self, job: Job) -> None:
+        ignored = job.timing.ignored_calendar
+        if ignored is not None and (job.tenant_id, ignored) not in self._warned_calendars:
+            self._warned_calendars.add((job.tenant_id, ignored))
+            log.error("tenant_calendar_unknown", tenant=job.tenant_id, calendar=ignored,
+                      consequence="its messages are sent without public holidays",
+                      fix="reminderd tenant set TENANT --calendar CODE (e.g. IN, GB, US-CA)")
 
     # Recording -------------------------------------------------------------------------------
 
@@ -257,6 +284,7 @@ class Worker:
                 for outcome in await self._record(batch):
                     _log_outcome(outcome)
                     self.metrics.recorded(outcome, now_s)
+                self._finished(len(batch))
 
     async def _record(self, batch: list[Outcome]) -> list[Outcome]:
         """Write a batch of outcomes; return those written. Through a database outage the batch is
@@ -268,114 +296,20 @@ class Worker:
             return []
         except Exception as exc:
             if len(batch) == 1:
-                log.error("record_rejected", message_id=batch[0].job.id, error=_describe(exc))
+                log.error("record_rejected", message_id=batch[0].job.id, error=describe(exc))
                 return []
         written: list[Outcome] = []
         for outcome in batch:
             written += await self._record([outcome])
         return written
 
-    # Housekeeping ----------------------------------------------------------------------------
-
-    async def _housekeeping(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._plan_now.wait(), self.settings.poll_interval_s)
-            self._plan_now.clear()
-            try:
-                await self._housekeep_once()
-            except Exception as exc:
-                log.error("housekeeping_failed", error=_describe(exc))
-                await asyncio.sleep(self._rng.uniform(1, 2) * self.settings.poll_interval_s)
-
-    async def _housekeep_once(self) -> None:
-        if self._listener is not None and not self._listener.connected:
-            await self._connect_listener()
-        for row in await self._store.reap_expired_leases():
-            log.warning("lease_expired", message_id=row["id"], tenant=row["tenant_id"],
-                        ref=row["ref_id"], attempt=row["attempts"])
-        for row in await self._store.expire_missed(lookback_s=self.settings.lookback_s):
-            log.warning("expired", message_id=row["id"], tenant=row["tenant_id"], ref=row["ref_id"],
-                        scheduled_for=row["scheduled_for"].isoformat())
-            self.metrics.count("expired", row["tenant_id"])
-        await self._plan_recurring()
-        if time.monotonic() >= self._queue_depth_due:
-            self._queue_depth_due = time.monotonic() + QUEUE_DEPTH_EVERY_S
-            by_status, due_not_picked = await self._store.queue_depth()
-            self.metrics.set_queue_depth(by_status, due_not_picked)
-        if time.monotonic() >= self._prune_due:
-            self._prune_due = time.monotonic() + PRUNE_EVERY_S
-            await self.prune()
-
-    async def prune(self) -> tuple[int, int, int]:
-        """Delete finished rows and old history past their retention, in small batches."""
-        totals = [0, 0, 0]
-        for _ in range(PRUNE_BATCHES_PER_ROUND):
-            batch = await self._store.prune_batch(
-                keep_finished_days=self.settings.retention_days,
-                keep_dead_days=self.settings.dead_retention_days,
-                keep_history_days=self.settings.history_retention_days,
-            )
-            totals = [total + count for total, count in zip(totals, batch, strict=True)]
-            if max(batch) < PRUNE_BATCH:
-                break
-        if any(totals):
-            log.info("pruned", messages=totals[0], deliveries=totals[1], events=totals[2])
-        return totals[0], totals[1], totals[2]
-
-    async def _plan_recurring(self) -> None:
-        rows = await self._store.recurring_to_plan(
-            lookback_s=self.settings.lookback_s, backfill=self.settings.backfill,
-            max_lateness_s=self.settings.max_lateness_s,
-        )
-        if not rows:
-            return
-        plans = [self._plan_safely(row) for row in rows]
-        for row in await self._store.plan_recurring(plans):
-            if row["status"] == "finished":
-                log.info("finished", message_id=row["id"], tenant=row["tenant_id"], ref=row["ref_id"],
-                         note=row["last_error"])
-            elif row["status"] == "dead":
-                log.error("dead", message_id=row["id"], tenant=row["tenant_id"], ref=row["ref_id"],
-                          error=row["last_error"])
-            else:
-                log.info("planned", message_id=row["id"], tenant=row["tenant_id"], ref=row["ref_id"],
-                         fire_at=row["fire_at"].isoformat(), note=row["last_error"])
-
-    def _plan_safely(self, row: Mapping[str, Any]) -> Plan:
-        try:
-            return self._plan(row)
-        except Exception as exc:  # a bug costs this row, not every planning round
-            log.exception("plan_crashed", message_id=row["id"])
-            reason = f"internal error while planning: {_describe(exc)}"
-            return Plan(row["id"], row["fire_at"], None, "dead", reason)
-
-    def _plan(self, row: Mapping[str, Any]) -> Plan:
-        seen = row["fire_at"]
-        timing = Timing.from_row(row)
-        try:
-            timing.check()
-            following, note = first_occurrence(timing, row["db_now"])
-        except InvalidSchedule as exc:
-            return Plan(row["id"], seen, None, "dead", f"cannot schedule: {exc}")
-        if seen is not None:
-            missed = (
-                f"missed occurrence due {seen.isoformat()} ({_seconds(row['db_now'] - seen)} late, "
-                f"beyond REMINDERD_LOOKBACK={self.settings.lookback_s:g}s, the hard limit): "
-                "skipped to the next one"
-            )
-            note = f"{missed}; {note}" if note else missed
-        return Plan(row["id"], seen, following, "pending" if following else "finished", note)
+    def _finished(self, count: int) -> None:
+        """`count` claimed jobs are done with (recorded, or left to their lease)."""
+        self._unfinished -= count
+        if self._until_idle and self._unfinished == 0:
+            self._wake.set()  # burst mode: the claim loop may be idle now
 
     # Plumbing --------------------------------------------------------------------------------
-
-    async def _connect_listener(self) -> None:
-        if self._listener is None:
-            return
-        try:
-            await self._listener.connect()
-        except Exception as exc:
-            log.warning("listen_failed", error=_describe(exc), fallback="polling")
 
     async def _with_db_retry(
         self, what: str, call: Callable[[Sequence[T]], Awaitable[None]], argument: Sequence[T],
@@ -390,42 +324,25 @@ class Worker:
             try:
                 await call(argument)
                 return True
-            except CONNECTION_ERRORS as exc:
+            except DatabaseUnavailable as exc:
                 failures += 1
                 if deadline is None and self.stopping:
                     deadline = time.monotonic() + self.settings.shutdown_timeout_s
-                delay = min(DB_BACKOFF_MAX_S, 0.2 * 2 ** min(failures, 10)) * self._rng.uniform(0.5, 1)
-                if deadline is not None and time.monotonic() + delay > deadline:
-                    log.error(f"{what}_abandoned", error=_describe(exc), rows=len(argument),
+                delay_s = self._db_backoff_s(failures)
+                if deadline is not None and time.monotonic() + delay_s > deadline:
+                    log.error(f"{what}_abandoned", error=describe(exc), rows=len(argument),
                               consequence="leases expire and the rows are redelivered")
                     return False
-                log.error(f"{what}_failed", error=_describe(exc), retry_in_s=round(delay, 2))
+                log.error(f"{what}_failed", error=describe(exc), retry_in_s=round(delay_s, 2))
                 if self.stopping:
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(delay_s)
                 else:  # a stop request cuts the wait short and starts the shutdown deadline
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stop.wait(), delay)
-
-
-_warned_calendars: set[tuple[str, str]] = set()
-
-
-def _before_sending(job: Job) -> Outcome | None:
-    """before_sending, with the claim's database time as now; a bug costs the row, not the daemon."""
-    ignored = job.timing.ignored_calendar
-    if ignored is not None and (job.tenant_id, ignored) not in _warned_calendars:
-        _warned_calendars.add((job.tenant_id, ignored))
-        log.error("tenant_calendar_unknown", tenant=job.tenant_id, calendar=ignored,
-                  consequence="its messages are sent without public holidays",
-                  fix="reminderd tenant set TENANT --calendar CODE (e.g. IN, GB, US-CA)")
-    try:
-        return before_sending(job, job.picked_at or datetime.now(UTC))
-    except Exception as exc:
-        log.exception("timing_crashed", message_id=job.id)
-        return Outcome(job, None, "dead", "dead", last_error=f"internal error while timing: {_describe(exc)}")
+                        await asyncio.wait_for(self._stop.wait(), delay_s)
 
 
 def _log_outcome(outcome: Outcome) -> None:
+    """The canonical line for one claimed row, named by the event the audit trail records."""
     job, result = outcome.job, outcome.result
     fields: dict[str, Any] = {
         "message_id": job.id,
@@ -435,23 +352,14 @@ def _log_outcome(outcome: Outcome) -> None:
         "attempt": job.attempt,
     }
     if result is None:  # held back before any request
-        level = log.error if outcome.event == "dead" else log.info
+        level = log.error if outcome.event is Event.DEAD_LETTERED else log.info
         level(outcome.event, **fields, status=outcome.next_status, reason=outcome.last_error,
               fire_at=outcome.next_fire_at.isoformat() if outcome.next_fire_at else None)
         return
     fields.update(status_code=result.status_code, latency_ms=result.duration_ms)
-    if outcome.event == "delivered":
-        log.info("delivered", **fields)
-    elif outcome.event == "retry":
-        log.warning("retry", **fields, error=result.error, retry_in_s=round(outcome.retry_in_s or 0, 2))
+    if outcome.event is Event.FIRED:
+        log.info(outcome.event, **fields)
+    elif outcome.event is Event.RETRY_SCHEDULED:
+        log.warning(outcome.event, **fields, error=result.error, retry_in_s=round(outcome.retry_in_s or 0, 2))
     else:
-        log.error(outcome.event, **fields, error=outcome.last_error)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _seconds(delta: timedelta) -> str:
-    return f"{delta.total_seconds():.0f}s"
+        log.error(outcome.event, **fields, status=outcome.next_status, error=outcome.last_error)

@@ -100,6 +100,22 @@ async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
         await store.close()
 
 
+async def drain(settings: Settings, *, due_within_s: float | None = None, timeout_s: float = 30) -> Worker:
+    """Run a worker in burst mode, `Worker.run(until_idle=True)`: claim, send and record until
+    nothing is left to do soon, then stop. No polling, no sleeps; bounded by `timeout_s`."""
+    store = await Store.connect(settings.database_url)
+    client = CallbackClient(settings)
+    worker = Worker(settings, store, client)
+    try:
+        await asyncio.wait_for(worker.run(until_idle=True, due_within_s=due_within_s), timeout_s)
+    except TimeoutError:
+        raise AssertionError(f"the worker was not idle within {timeout_s}s") from None
+    finally:
+        await client.close()
+        await store.close()
+    return worker
+
+
 # The daemon as a process --------------------------------------------------------------------------
 
 FAST_DAEMON = {
@@ -149,6 +165,13 @@ async def newest_row(db: asyncpg.Connection, ref: str) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await db.fetchrow(
         "SELECT * FROM reminderd.scheduled_messages WHERE ref_id = $1 ORDER BY id DESC LIMIT 1", ref
     )
+    return row
+
+
+async def row_by_ref(db: asyncpg.Connection, ref: str) -> asyncpg.Record:
+    """The newest row for `ref`, which must exist (a test that drained the worker reads its end)."""
+    row = await newest_row(db, ref)
+    assert row is not None, f"no message with ref {ref!r}"
     return row
 
 

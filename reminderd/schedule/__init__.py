@@ -18,11 +18,23 @@ from .human import UnknownPhrase, compile_phrase, describe
 from .preview import PreviewEntry, preview
 from .quiet import QuietHours
 from .rrule import RRule, anchor_rrule, parse_rrule
-from .timing import BACKFILL_POLICIES, Hold, Timing, collapse_quiet, first_occurrence, following, hold
+from .timing import (
+    BACKFILL_POLICIES,
+    DEFAULT_BACKFILL,
+    DEFAULT_MAX_LATENESS_S,
+    Hold,
+    Timing,
+    collapse_quiet,
+    first_occurrence,
+    following,
+    hold,
+)
 from .wallclock import InvalidSchedule, iso_utc, load_timezone, to_instant
 
 __all__ = [
     "BACKFILL_POLICIES",
+    "DEFAULT_BACKFILL",
+    "DEFAULT_MAX_LATENESS_S",
     "Hold",
     "Holidays",
     "InvalidSchedule",

@@ -26,6 +26,8 @@ from .wallclock import InvalidSchedule, WallSchedule, iso_utc, load_timezone, ne
 
 __all__ = [
     "BACKFILL_POLICIES",
+    "DEFAULT_BACKFILL",
+    "DEFAULT_MAX_LATENESS_S",
     "ON_TIME_S",
     "Hold",
     "Timing",
@@ -36,6 +38,9 @@ __all__ = [
 ]
 
 BACKFILL_POLICIES = ("send", "latest", "skip")
+# For a message without its own (nor, for the daemon, REMINDERD_BACKFILL / REMINDERD_MAX_LATENESS):
+DEFAULT_BACKFILL = "send"
+DEFAULT_MAX_LATENESS_S = 1800.0
 ON_TIME_S = 60.0  # backfill "skip": an occurrence later than this (or max_lateness) was missed
 _MAX_HOLIDAYS_IN_A_ROW = 1000  # a calendar that is all holidays is a mistake, not a loop
 _COUNT_UP_TO = 100  # missed occurrences are counted one by one up to this (a few ms)
@@ -53,8 +58,8 @@ class Timing:
     runs: int = 0  # occurrences fired so far (delivered, or given up after retries)
     holidays: Holidays = field(default_factory=Holidays)  # empty unless the holiday rule is "skip"
     quiet: QuietHours | None = None  # None when the tenant has none or the category is exempt
-    backfill: str = "send"  # send | latest | skip
-    max_lateness_s: float = 1800.0
+    backfill: str = DEFAULT_BACKFILL  # send | latest | skip
+    max_lateness_s: float = DEFAULT_MAX_LATENESS_S
     ignored_calendar: str | None = None  # the tenant's, unknown: public holidays are not applied
 
     @classmethod

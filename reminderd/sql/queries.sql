@@ -61,18 +61,9 @@ RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
 -- daemon owns it now. picked_at (the claiming transaction's time) is the fencing token: it
 -- changes with every claim, unlike attempts, which restarts for each occurrence and on requeue.
 -- An attempt on a message deleted meanwhile is not logged (deliveries would lose its parent).
+-- $1: the batch, reminderd.outcome_v1[] (migration 0004).
 WITH outcome AS (
-    SELECT *
-    FROM unnest($1::bigint[], $2::int[], $3::text[], $4::text[], $5::timestamptz[],
-                $6::int[], $7::text[], $8::int[],
-                $9::text[], $10::timestamptz[], $11::float8[], $12::timestamptz[],
-                $13::bool[], $14::bool[], $15::text[], $16::text[], $17::timestamptz[],
-                $18::bool[], $19::bool[], $20::bool[])
-         AS o(message_id, attempt, tenant_id, webhook_id, occurrence,
-              status_code, error, duration_ms,
-              next_status, next_fire_at, retry_in_s, next_scheduled_for,
-              reset_attempts, delivered, last_error, event, picked_at,
-              attempted, refund_attempt, ran)
+    SELECT * FROM unnest($1::reminderd.outcome_v1[])
 ),
 logged AS (
     INSERT INTO reminderd.deliveries
@@ -106,7 +97,7 @@ WHERE m.id = o.message_id
 -- release --
 -- Shutdown: hand back claimed rows this daemon will not finish. Rows never attempted give their
 -- attempt back; all keep their occurrence (same webhook-id) and are due again now, so the
--- lookback does not expire them.
+-- lookback does not expire them. $1: the rows, reminderd.release_v1[].
 UPDATE reminderd.scheduled_messages AS m
 SET status = 'pending',
     attempts = m.attempts - CASE WHEN r.started THEN 0 ELSE 1 END,
@@ -116,7 +107,7 @@ SET status = 'pending',
     last_event = 'released',
     last_error = 'handed back at shutdown',
     updated_at = now()
-FROM unnest($1::bigint[], $2::timestamptz[], $3::bool[]) AS r(message_id, picked_at, started)
+FROM unnest($1::reminderd.release_v1[]) AS r
 WHERE m.id = r.message_id
   AND m.status = 'picked'
   AND m.picked_at = r.picked_at;
@@ -194,7 +185,8 @@ JOIN reminderd.tenants t ON t.id = m.tenant_id;
 
 -- plan_recurring --
 -- Set the planned fire_at (or dead-letter a poisoned row), only if nobody changed the row since it
--- was read (fire_at compared), so concurrent daemons cannot plan one row twice.
+-- was read (fire_at compared), so concurrent daemons cannot plan one row twice. $1: the plans,
+-- reminderd.plan_v1[].
 UPDATE reminderd.scheduled_messages AS m
 SET fire_at = coalesce(p.next_fire_at, m.fire_at),
     status = p.next_status,
@@ -203,8 +195,7 @@ SET fire_at = coalesce(p.next_fire_at, m.fire_at),
     last_error = p.last_error,
     last_event = p.event,
     updated_at = now()
-FROM unnest($1::bigint[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
-     AS p(message_id, seen_fire_at, next_fire_at, next_status, last_error, event)
+FROM unnest($1::reminderd.plan_v1[]) AS p
 WHERE m.id = p.message_id
   AND m.status = 'pending'
   AND m.fire_at IS NOT DISTINCT FROM p.seen_fire_at

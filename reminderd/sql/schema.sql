@@ -1,4 +1,4 @@
--- The reminderd schema as it stands after the last migration (0003), in one file, for reading.
+-- The reminderd schema as it stands after the last migration (0004), in one file, for reading.
 --
 -- Three things describe the schema, each with one job:
 --   migrations/sql/NNNN_*.sql   the history. `reminderd migrate` (Alembic) runs each file once, in
@@ -15,8 +15,9 @@
 -- reminderd_readonly and reminderd_daemon may read it). To install or upgrade reminderd, run
 -- `reminderd migrate`, not this file.
 --
--- Contents: schema · tables · indexes · roles, row-level security and table privileges ·
--- functions (the SQL API, its helpers, the trigger functions) · triggers · views for DBAs.
+-- Contents: schema · tables · indexes · types (the daemon's batches) · roles, row-level security
+-- and table privileges · functions (the SQL API, its helpers, the trigger functions) · triggers ·
+-- views for DBAs.
 
 CREATE SCHEMA reminderd;
 
@@ -212,6 +213,57 @@ CREATE INDEX deliveries_created ON reminderd.deliveries (created_at);
 CREATE INDEX events_message ON reminderd.events (message_id, id);
 CREATE INDEX events_tenant_ref ON reminderd.events (tenant_id, ref_id, id);
 CREATE INDEX events_created ON reminderd.events (created_at);
+
+-- Types -------------------------------------------------------------------------------------------
+-- The daemon's batch writes (queries.sql: record_outcomes, plan_recurring, release) each pass one
+-- array of a composite type, one element per row, instead of one array per field. Versioned
+-- names: a released type is never altered; a change adds `_v2` beside it, so daemons of the
+-- previous release keep writing with `_v1` during a rolling upgrade.
+
+-- One attempt's outcome (or a claimed row held back before any request), as record_outcomes writes
+-- it: the attempt logged in reminderd.deliveries, the row moved on.
+CREATE TYPE reminderd.outcome_v1 AS (
+    message_id         bigint,
+    picked_at          timestamptz,  -- the claim's fencing token
+    attempt            integer,
+    tenant_id          text,
+    webhook_id         text,
+    occurrence         timestamptz,
+    attempted          boolean,      -- false: held back before any request, no attempt logged
+    status_code        integer,
+    error              text,
+    duration_ms        integer,
+    event              text,         -- the audit trail's event (last_event)
+    next_status        text,
+    next_fire_at       timestamptz,  -- NULL keeps fire_at (or uses retry_in_s)
+    retry_in_s         float8,       -- from the database clock at recording time
+    next_scheduled_for timestamptz,
+    reset_attempts     boolean,
+    refund_attempt     boolean,      -- the claim counted an attempt that was not made
+    ran                boolean,      -- a recurring occurrence fired: counts for max_runs
+    delivered          boolean,
+    last_error         text
+);
+COMMENT ON TYPE reminderd.outcome_v1 IS 'One outcome in a batch the daemon records (record_outcomes).';
+
+-- A recurring row's next fire_at, written only if the row still has the fire_at it was read with.
+CREATE TYPE reminderd.plan_v1 AS (
+    message_id   bigint,
+    seen_fire_at timestamptz,
+    next_fire_at timestamptz,
+    next_status  text,
+    event        text,
+    last_error   text
+);
+COMMENT ON TYPE reminderd.plan_v1 IS 'One recurring row planned by the daemon (plan_recurring).';
+
+-- A claimed row handed back at shutdown.
+CREATE TYPE reminderd.release_v1 AS (
+    message_id bigint,
+    picked_at  timestamptz,
+    started    boolean  -- its request may have gone out: the attempt counts
+);
+COMMENT ON TYPE reminderd.release_v1 IS 'One claimed row the daemon hands back at shutdown (release).';
 
 -- Roles, row-level security and table privileges --------------------------------------------------
 -- Group roles that cannot log in; operators grant them to login roles:

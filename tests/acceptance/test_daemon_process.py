@@ -86,7 +86,7 @@ async def test_three_daemons_deliver_3000_due_rows_exactly_once(
     assert codes == [0, 0, 0]
     per_ref = Counter(r.message["ref_id"] for r in receiver.received)
     assert len(per_ref) == 3000 and set(per_ref.values()) == {1}
-    delivered_by = [sum(1 for line in log if line["event"] == "delivered") for log in logs]
+    delivered_by = [sum(1 for line in log if line["event"] == "fired") for log in logs]
     assert sum(delivered_by) == 3000
     assert sum(1 for n in delivered_by if n > 0) >= 2  # the work really was shared
     assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 3000
@@ -122,3 +122,12 @@ async def test_a_database_url_option_asyncpg_rejects_exits_78_instead_of_retryin
     async with running_daemon(fast_daemon_env(database_url + "?sslmode=bogus")) as process:
         assert await process.exit_code() == 78
     assert process.events("configuration_error")
+
+
+async def test_a_database_that_does_not_exist_exits_78_instead_of_retrying(database_url: str) -> None:
+    missing = database_url.rpartition("/")[0] + "/no_such_database"
+    async with running_daemon(fast_daemon_env(missing)) as process:
+        assert await process.exit_code() == 78
+    [error] = process.events("configuration_error")
+    text = str(error["error"])
+    assert text.startswith("REMINDERD_DATABASE_URL: ") and "no_such_database" in text

@@ -75,7 +75,7 @@ async def test_sighup_reloads_the_log_level_from_the_config_file(
     async with running_daemon(env) as process:
         await process.wait_logged("ready")
         await db.execute("SELECT reminderd.schedule('acme', 'loud', now())")
-        await process.wait_logged("delivered")
+        await process.wait_logged("fired")
         config.write_text('log_level = "warning"\n')
         process.send_signal(signal.SIGHUP)
         await process.wait_logged("reloaded")
@@ -83,7 +83,7 @@ async def test_sighup_reloads_the_log_level_from_the_config_file(
         await poll_until(settled(db, "quiet", "sent"))
         process.send_signal(signal.SIGTERM)
         assert await process.exit_code() == 0
-    delivered = [line["ref"] for line in process.events("delivered")]
+    delivered = [line["ref"] for line in process.events("fired")]
     assert delivered == ["loud"]  # the second delivery happened, at a level no longer logged
     assert [r.message["ref_id"] for r in receiver.received] == ["loud", "quiet"]
 

@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from reminderd.callback import AttemptResult
 from reminderd.jobs import Job
+from reminderd.outcome import AttemptResult
 from reminderd.ssrf import Resolver
 
 

@@ -38,8 +38,9 @@ from conformance.scripted_server import (
     reset,
     respond,
 )
-from reminderd.callback import AttemptResult, callback_body
+from reminderd.callback import callback_body
 from reminderd.http1 import Http1Client
+from reminderd.outcome import AttemptResult
 from reminderd.settings import Network
 
 MakeClient = Callable[..., Client]

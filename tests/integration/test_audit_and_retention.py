@@ -12,12 +12,11 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from support import LOOKBACK_S, fast_settings, poll_until, running_worker, settled
+from support import LOOKBACK_S, drain, fast_settings, row_by_ref
 
-from reminderd.callback import CallbackClient
-from reminderd.store import Store
+from reminderd.housekeeping import Pruner
+from reminderd.store import Pruned, Store
 from reminderd.testing import Receiver
-from reminderd.worker import Worker
 
 pytestmark = pytest.mark.shared_database
 
@@ -71,9 +70,9 @@ async def test_worker_outcomes_are_events_but_claims_are_not(
     await db.execute("SELECT reminderd.schedule('acme', 'flaky', now())")
     await db.execute("SELECT reminderd.schedule('acme', 'gone', now())")
 
-    async with running_worker(fast_settings(database_url)):
-        await poll_until(settled(db, "flaky", "sent"))
-        await poll_until(settled(db, "gone", "dead"))
+    await drain(fast_settings(database_url))
+    assert (await row_by_ref(db, "flaky"))["status"] == "sent"
+    assert (await row_by_ref(db, "gone"))["status"] == "dead"
 
     flaky = await trail(db, "flaky")
     assert names(flaky) == ["created", "retry_scheduled", "fired"]
@@ -230,23 +229,19 @@ async def test_prune_deletes_exactly_what_is_past_its_retention(
     settings = fast_settings(database_url)
     keep = (settings.retention_days, settings.dead_retention_days, settings.history_retention_days)
     assert keep == (7, 30, 30)
-    client = CallbackClient(settings)
-    try:
-        pruned = await Worker(settings, store, client).prune()
-    finally:
-        await client.close()
+    pruned = await Pruner(settings, store).prune()
 
     assert await remaining_refs(db) == {"sent-1d", "dead-20d", "cancelled-6d", "pending-60d", "paused-60d"}
-    assert pruned[0] == 4  # sent-8d, dead-40d, cancelled-10d, expired-10d
+    assert pruned.messages == 4  # sent-8d, dead-40d, cancelled-10d, expired-10d
     deliveries = await db.fetch("SELECT message_id, attempt FROM reminderd.deliveries ORDER BY id")
     assert [(d["message_id"], d["attempt"]) for d in deliveries] == [(ids["sent-1d"], 2), (ids["dead-20d"], 1)]
-    assert pruned[1] == 1  # the 40-day-old one; sent-8d's went with its message (ON DELETE CASCADE)
+    assert pruned.deliveries == 1  # the 40-day-old one; sent-8d's went with its message (ON DELETE CASCADE)
     # Events: the two older than 30 days go; the trail of pruned messages stays (no foreign key).
-    assert pruned[2] == 2
+    assert pruned.events == 2
     assert await db.fetchval("SELECT count(*) FROM reminderd.events") == events_before - 2
     assert await db.fetchval("SELECT count(*) FROM reminderd.events WHERE message_id = $1", ids["sent-8d"]) == 1
 
-    assert await Worker(settings, store, client).prune() == (0, 0, 0)
+    assert await Pruner(settings, store).prune() == Pruned(0, 0, 0)
 
 
 async def test_prune_works_through_a_backlog_in_batches(
@@ -259,13 +254,9 @@ async def test_prune_works_through_a_backlog_in_batches(
     )
     # One call of the function deletes at most a batch (1000 by default)...
     first = await store.prune_batch(keep_finished_days=7, keep_dead_days=30, keep_history_days=30)
-    assert first == (1000, 0, 0)
+    assert first == Pruned(1000, 0, 0)
     # ...and the daemon calls it again while batches come back full.
-    client = CallbackClient(fast_settings(database_url))
-    try:
-        assert await Worker(fast_settings(database_url), store, client).prune() == (1500, 0, 0)
-    finally:
-        await client.close()
+    assert await Pruner(fast_settings(database_url), store).prune() == Pruned(1500, 0, 0)
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
 
 
@@ -291,7 +282,7 @@ async def test_a_second_pruner_prunes_nothing_while_another_holds_the_lock(
         batch = await asyncio.wait_for(
             store.prune_batch(keep_finished_days=7, keep_dead_days=30, keep_history_days=30), 5
         )
-        assert batch == (0, 0, 0)
+        assert batch == Pruned(0, 0, 0)
         assert await remaining_refs(db) == before
     finally:
         await holder.rollback()
@@ -307,8 +298,9 @@ async def test_a_second_pruner_prunes_nothing_while_another_holds_the_lock(
         batch = await asyncio.wait_for(
             store.prune_batch(keep_finished_days=7, keep_dead_days=30, keep_history_days=30), 5
         )
-        assert batch == (0, 0, 0)
+        assert batch == Pruned(0, 0, 0)
     finally:
         await holder.commit()
     assert await remaining_refs(db) == before - {"sent-8d", "dead-40d", "cancelled-10d", "expired-10d"}
-    assert await store.prune_batch(keep_finished_days=7, keep_dead_days=30, keep_history_days=30) == (0, 0, 0)
+    again = await store.prune_batch(keep_finished_days=7, keep_dead_days=30, keep_history_days=30)
+    assert again == Pruned(0, 0, 0)

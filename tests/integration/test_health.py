@@ -10,7 +10,7 @@ from dataclasses import replace
 import aiohttp
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
-from support import fast_settings, poll_until, running_worker, settled
+from support import drain, fast_settings, poll_until, row_by_ref, running_worker
 
 from reminderd.daemon import head_revision
 from reminderd.health import HealthServer
@@ -93,14 +93,15 @@ async def test_metrics_count_outcomes_by_tenant_and_time_them(
     await db.execute("SELECT reminderd.schedule('acme', 'flaky', now())")
     await db.execute("SELECT reminderd.schedule('acme', 'ssrf', now(), '{}', 'http://10.0.0.1/x')")
     settings = fast_settings(database_url)
-    async with running_worker(settings) as worker, serving(settings, worker) as base:
-        await poll_until(settled(db, "flaky", "sent"))
-        await poll_until(settled(db, "ssrf", "dead"))
+    worker = await drain(settings)
+    assert (await row_by_ref(db, "flaky"))["status"] == "sent"
+    assert (await row_by_ref(db, "ssrf"))["status"] == "dead"
+    async with serving(settings, worker) as base:
         status, text = await get(f"{base}/metrics")
     got = samples(text)
     assert status == 200
-    assert got[("reminderd_callbacks_total", (("outcome", "delivered"), ("tenant", "acme")))] == 1
-    assert got[("reminderd_callbacks_total", (("outcome", "retried"), ("tenant", "acme")))] == 1
+    assert got[("reminderd_callbacks_total", (("outcome", "fired"), ("tenant", "acme")))] == 1
+    assert got[("reminderd_callbacks_total", (("outcome", "retry_scheduled"), ("tenant", "acme")))] == 1
     assert got[("reminderd_callbacks_total", (("outcome", "refused"), ("tenant", "acme")))] == 1
     assert got[("reminderd_fire_lateness_seconds_count", ())] == 1
     assert got[("reminderd_callback_duration_seconds_count", ())] == 2
@@ -115,10 +116,11 @@ async def test_tenant_labels_can_be_turned_off(
 ) -> None:
     await db.execute("SELECT reminderd.schedule('acme', 'one', now())")
     settings = fast_settings(database_url, metrics_tenant_labels=False)
-    async with running_worker(settings) as worker, serving(settings, worker) as base:
-        await poll_until(settled(db, "one", "sent"))
+    worker = await drain(settings)
+    assert (await row_by_ref(db, "one"))["status"] == "sent"
+    async with serving(settings, worker) as base:
         _, text = await get(f"{base}/metrics")
-    assert samples(text)[("reminderd_callbacks_total", (("outcome", "delivered"),))] == 1
+    assert samples(text)[("reminderd_callbacks_total", (("outcome", "fired"),))] == 1
     assert "tenant=" not in text
 
 

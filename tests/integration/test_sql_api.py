@@ -17,10 +17,20 @@ from typing import Any
 
 import asyncpg
 import pytest
-from support import LOOKBACK_S, db_now, fast_settings, near, poll_until, row_by_id, running_worker, settled
+from support import (
+    LOOKBACK_S,
+    db_now,
+    drain,
+    fast_settings,
+    near,
+    poll_until,
+    row_by_id,
+    running_worker,
+    settled,
+)
 
-from reminderd.callback import AttemptResult
-from reminderd.outcome import Outcome
+from reminderd.lifecycle import Event, Status
+from reminderd.outcome import AttemptResult, Outcome
 from reminderd.store import Store
 from reminderd.testing import Receiver
 
@@ -149,7 +159,7 @@ async def test_a_one_off_resumed_after_the_lookback_expires_instead_of_firing_la
     )
     await db.execute("SELECT reminderd.resume('acme', 'late')")
 
-    assert [r["id"] for r in await store.expire_missed(lookback_s=LOOKBACK_S)] == [message_id]
+    assert [r.id for r in await store.expire_missed(lookback_s=LOOKBACK_S)] == [message_id]
     assert (await row_by_id(db, message_id))["status"] == "expired"
 
 
@@ -206,7 +216,8 @@ async def test_a_retry_of_a_message_in_flight_when_its_tenant_was_paused_is_held
 
     failed = AttemptResult(False, 503, "HTTP 503", 4)
     await store.record_outcomes([Outcome(
-        job, failed, "retry", "pending", retry_in_s=0.0, next_scheduled_for=job.scheduled_for,
+        job, failed, Event.RETRY_SCHEDULED, Status.PENDING, retry_in_s=0.0,
+        next_scheduled_for=job.scheduled_for,
         last_error="attempt 1 failed: HTTP 503; retrying in 0.0s",
     )])
 
@@ -247,17 +258,12 @@ async def test_a_recurring_row_resumed_after_its_occurrence_passed_is_replanned_
         " WHERE id = $1", message_id,
     )
 
-    async with running_worker(fast_settings(database_url)) as worker:
-        assert await db.fetchval("SELECT reminderd.resume('acme', 'yearly')") == 1
+    assert await db.fetchval("SELECT reminderd.resume('acme', 'yearly')") == 1
+    worker = await drain(fast_settings(database_url))  # plans it, then finds nothing due
 
-        async def planned() -> asyncpg.Record | None:
-            row = await row_by_id(db, message_id)
-            return row if row["fire_at"] is not None else None
-
-        row = await poll_until(planned)
-        await wait_ticks(worker, 3)
-
+    row = await row_by_id(db, message_id)
     now = await db_now(db)
+    assert row["fire_at"] is not None and worker.ticks >= 2
     assert row["status"] == "pending" and row["attempts"] == 0
     assert row["fire_at"] > now and (row["fire_at"].month, row["fire_at"].day, row["fire_at"].hour) == (1, 1, 0)
     assert receiver.received == []
@@ -299,16 +305,18 @@ async def test_requeue_sends_a_dead_message_again_with_the_same_webhook_id(
     receiver.script["gone"] = [410]  # permanent: dead after its first attempt
     message_id = await schedule(db, "gone", "now()")
 
-    async with running_worker(fast_settings(database_url)):
-        dead = await poll_until(settled(db, "gone", "dead"))
-        [first] = receiver.by_ref()["gone"]
-        dead_letter = await db.fetchrow("SELECT * FROM reminderd.dead_letters WHERE id = $1", message_id)
-        async with db.transaction():  # due now: check the row before a daemon sends it
-            assert await db.fetchval("SELECT reminderd.requeue($1)", message_id) == 1
-            row = await row_by_id(db, message_id)
-            assert row["status"] == "pending" and row["attempts"] == 0 and row["fire_at"] == await db_now(db)
-            assert row["last_error"] == "requeued from: " + dead["last_error"]
-        await poll_until(settled(db, "gone", "sent"))
+    await drain(fast_settings(database_url))
+    dead = await row_by_id(db, message_id)
+    assert dead["status"] == "dead"
+    [first] = receiver.by_ref()["gone"]
+    dead_letter = await db.fetchrow("SELECT * FROM reminderd.dead_letters WHERE id = $1", message_id)
+    async with db.transaction():  # the row as requeue leaves it, in the transaction's time
+        assert await db.fetchval("SELECT reminderd.requeue($1)", message_id) == 1
+        row = await row_by_id(db, message_id)
+        assert row["status"] == "pending" and row["attempts"] == 0 and row["fire_at"] == await db_now(db)
+        assert row["last_error"] == "requeued from: " + dead["last_error"]
+    await drain(fast_settings(database_url))
+    assert (await row_by_id(db, message_id))["status"] == "sent"
 
     again = receiver.by_ref()["gone"][-1]
     assert again.webhook_id == first.webhook_id and again.message["attempt"] == 1
@@ -327,12 +335,13 @@ async def test_a_message_retried_before_it_died_keeps_its_occurrence_for_requeue
     message_id = await db.fetchval("SELECT reminderd.schedule('acme', 'flaky', now(), max_attempts => 2)")
     occurrence = (await row_by_id(db, message_id))["fire_at"]
 
-    async with running_worker(fast_settings(database_url)):
-        await poll_until(settled(db, "flaky", "dead"))
-        first_ids = {r.webhook_id for r in receiver.by_ref()["flaky"]}
-        dead_letter = await db.fetchrow("SELECT * FROM reminderd.dead_letters WHERE id = $1", message_id)
-        assert await db.fetchval("SELECT reminderd.requeue($1)", message_id) == 1
-        await poll_until(settled(db, "flaky", "sent"))
+    await drain(fast_settings(database_url))
+    assert (await row_by_id(db, message_id))["status"] == "dead"
+    first_ids = {r.webhook_id for r in receiver.by_ref()["flaky"]}
+    dead_letter = await db.fetchrow("SELECT * FROM reminderd.dead_letters WHERE id = $1", message_id)
+    assert await db.fetchval("SELECT reminderd.requeue($1)", message_id) == 1
+    await drain(fast_settings(database_url))
+    assert (await row_by_id(db, message_id))["status"] == "sent"
 
     again = receiver.by_ref()["flaky"][-1]
     assert len(first_ids) == 1  # both attempts of the occurrence shared one id

@@ -11,18 +11,20 @@ import asyncio
 import json
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from support import CALLBACK, LOOKBACK_S, db_now, near, row_by_id
+from support import CALLBACK, LOOKBACK_S, db_now, near, row_by_id, row_by_ref
 
 from reminderd.arguments import Recurrence, ScheduleRequest
-from reminderd.callback import AttemptResult
 from reminderd.daemon import head_revision
+from reminderd.exceptions import ConfigError, DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from reminderd.jobs import Job
-from reminderd.outcome import Outcome
+from reminderd.lifecycle import Event, Status
+from reminderd.outcome import AttemptResult, Outcome, Plan
 from reminderd.queries import QUERIES
-from reminderd.store import Plan, Release, Store
+from reminderd.store import Release, Store
 from reminderd.testing import add_tenant
 
 LEASE_S = 300.0
@@ -62,13 +64,13 @@ async def claim_one(store: Store) -> Job:
 
 def delivered(job: Job) -> Outcome:
     """A one-off delivered: the row is sent."""
-    return Outcome(job, AttemptResult(True, 200, None, 42), "delivered", "sent")
+    return Outcome(job, AttemptResult(True, 200, None, 42), Event.FIRED, Status.SENT)
 
 
 def advanced(job: Job, next_fire_at: datetime) -> Outcome:
     """A recurring occurrence delivered: the row moves on to its next occurrence."""
     return Outcome(
-        job, AttemptResult(True, 204, None, 3), "delivered", "pending",
+        job, AttemptResult(True, 204, None, 3), Event.FIRED, Status.PENDING,
         next_fire_at=next_fire_at, reset_attempts=True,
     )
 
@@ -230,7 +232,8 @@ async def test_record_outcomes_applies_every_outcome_of_a_batch(db: asyncpg.Conn
 
     await store.record_outcomes([
         delivered(jobs[ok]),
-        Outcome(jobs[refused], AttemptResult(False, 404, "HTTP 404", 7, permanent=True), "dead", "dead",
+        Outcome(jobs[refused], AttemptResult(False, 404, "HTTP 404", 7, permanent=True),
+                Event.DEAD_LETTERED, Status.DEAD,
                 last_error="permanent failure: HTTP 404"),
     ])
 
@@ -250,7 +253,8 @@ async def test_retry_is_due_later_for_the_same_occurrence(db: asyncpg.Connection
     occurrence = job.scheduled_for
 
     await store.record_outcomes([
-        Outcome(job, AttemptResult(False, None, "timed out after 10s", 10_000), "retry", "pending",
+        Outcome(job, AttemptResult(False, None, "timed out after 10s", 10_000),
+                Event.RETRY_SCHEDULED, Status.PENDING,
                 retry_in_s=60.0, next_scheduled_for=occurrence,
                 last_error="attempt 1 failed: timed out after 10s; retrying in 60.0s"),
     ])
@@ -302,7 +306,8 @@ async def test_outcome_for_a_cancelled_row_does_not_revive_it(db: asyncpg.Connec
     assert await store.cancel("t1", "r1") == 1
 
     await store.record_outcomes([
-        Outcome(job, AttemptResult(False, 503, "HTTP 503", 5), "retry", "pending", retry_in_s=1.0,
+        Outcome(job, AttemptResult(False, 503, "HTTP 503", 5), Event.RETRY_SCHEDULED, Status.PENDING,
+                retry_in_s=1.0,
                 next_scheduled_for=job.scheduled_for, last_error="retrying"),
     ])
 
@@ -352,7 +357,7 @@ async def test_stale_outcome_of_an_earlier_cron_occurrence_does_not_move_the_cur
         "UPDATE reminderd.scheduled_messages SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
         message_id,
     )
-    assert [r["id"] for r in await store.reap_expired_leases()] == [message_id]
+    assert [r.id for r in await store.reap_expired_leases()] == [message_id]
     takeover = await claim_one(store)  # daemon B: occurrence X, attempt 2
     next_occurrence = await db.fetchval("SELECT now() - interval '1 second'")
     await store.record_outcomes([advanced(takeover, next_occurrence)])
@@ -456,7 +461,7 @@ async def test_reap_returns_expired_leases_to_pending(db: asyncpg.Connection, st
 
     reaped = await store.reap_expired_leases()
 
-    assert [(r["id"], r["ref_id"], r["attempts"]) for r in reaped] == [(expired_id, "expired", 1)]
+    assert [(r.id, r.ref_id, r.attempt) for r in reaped] == [(expired_id, "expired", 1)]
     expired = await row_by_id(db, expired_id)
     assert expired["status"] == "pending"
     assert near(expired["fire_at"], await db_now(db))
@@ -478,12 +483,12 @@ async def test_expire_missed_expires_only_one_offs_beyond_the_lookback(
 
     expired = await store.expire_missed(lookback_s=LOOKBACK_S)
 
-    assert [(r["id"], r["ref_id"]) for r in expired] == [(missed, "missed")]
+    assert [(r.id, r.ref_id) for r in expired] == [(missed, "missed")]
     row = await row_by_id(db, missed)
     assert row["status"] == "expired"
     assert "REMINDERD_LOOKBACK" in row["last_error"]
     assert "120" in row["last_error"]
-    assert expired[0]["scheduled_for"] == row["fire_at"]
+    assert expired[0].scheduled_for == row["fire_at"]
     assert [(await row_by_id(db, i))["status"] for i in (recent, cron, sent)] == ["pending", "pending", "sent"]
 
 
@@ -500,10 +505,10 @@ async def test_recurring_to_plan_lists_unplanned_and_missed_cron_rows(
 
     rows = await store.recurring_to_plan(lookback_s=LOOKBACK_S)
 
-    assert [r["id"] for r in rows] == [unplanned, missed]
-    assert (rows[0]["cron"], rows[0]["timezone"], rows[0]["fire_at"]) == ("@hourly", "Asia/Kolkata", None)
-    assert rows[1]["fire_at"] == (await row_by_id(db, missed))["fire_at"]
-    assert near(rows[0]["db_now"], await db_now(db))
+    assert [r.id for r in rows] == [unplanned, missed]
+    assert (rows[0].timing.cron, rows[0].timing.timezone, rows[0].fire_at) == ("@hourly", "Asia/Kolkata", None)
+    assert rows[1].fire_at == (await row_by_id(db, missed))["fire_at"]
+    assert near(rows[0].db_now, await db_now(db))
 
 
 async def test_plan_recurring_sets_the_planned_fire_at_and_resets_attempts(
@@ -516,15 +521,15 @@ async def test_plan_recurring_sets_the_planned_fire_at_and_resets_attempts(
         "UPDATE reminderd.scheduled_messages SET scheduled_for = fire_at - interval '1 hour' WHERE id = $1",
         missed,
     )
-    seen = {r["id"]: r["fire_at"] for r in await store.recurring_to_plan(lookback_s=LOOKBACK_S)}
+    seen = {r.id: r.fire_at for r in await store.recurring_to_plan(lookback_s=LOOKBACK_S)}
     next_fire = (await db_now(db)).replace(microsecond=0) + timedelta(hours=1)
 
     planned = await store.plan_recurring([
-        Plan(unplanned, seen[unplanned], next_fire, "pending", None),
-        Plan(missed, seen[missed], next_fire, "pending", "missed occurrence: skipped to the next one"),
+        Plan(unplanned, seen[unplanned], next_fire, Status.PENDING, None),
+        Plan(missed, seen[missed], next_fire, Status.PENDING, "missed occurrence: skipped to the next one"),
     ])
 
-    assert sorted(r["id"] for r in planned) == sorted([unplanned, missed])
+    assert sorted(r.id for r in planned) == sorted([unplanned, missed])
     for message_id in (unplanned, missed):
         row = await row_by_id(db, message_id)
         assert (row["status"], row["fire_at"], row["attempts"], row["scheduled_for"]) == (
@@ -546,7 +551,7 @@ async def test_plan_recurring_skips_a_row_changed_since_it_was_read(
     before = await row_by_id(db, missed)
 
     planned = await store.plan_recurring([
-        Plan(missed, read["fire_at"], read["db_now"] + timedelta(hours=1), "pending", None),
+        Plan(missed, read.fire_at, read.db_now + timedelta(hours=1), Status.PENDING, None),
     ])
 
     assert planned == []
@@ -560,10 +565,10 @@ async def test_plan_recurring_dead_letters_a_row_that_cannot_recur(
     message_id = await insert(db, "r1", None, cron="0 0 31 2 *")
 
     planned = await store.plan_recurring([
-        Plan(message_id, None, None, "dead", "cannot schedule: no occurrence"),
+        Plan(message_id, None, None, Status.DEAD, "cannot schedule: no occurrence"),
     ])
 
-    assert [(r["id"], r["status"], r["last_error"]) for r in planned] == [
+    assert [(r.id, r.status, r.last_error) for r in planned] == [
         (message_id, "dead", "cannot schedule: no occurrence"),
     ]
     row = await row_by_id(db, message_id)
@@ -610,8 +615,9 @@ async def test_add_tenant_returns_its_whsec_signing_secret(db: asyncpg.Connectio
     assert secret != other
     row = await db.fetchrow("SELECT callback_url, signing_secret FROM reminderd.tenants WHERE id = 'acme'")
     assert (row["callback_url"], row["signing_secret"]) == ("https://acme.example/hooks", secret)
-    with pytest.raises(asyncpg.UniqueViolationError):
+    with pytest.raises(DatabaseRefused) as refused:
         await store.add_tenant("acme", None)
+    assert refused.value.sqlstate == "23505"  # unique_violation
 
 
 async def test_schedule_at_replaces_and_cancel_cancels(db: asyncpg.Connection, store: Store) -> None:
@@ -648,7 +654,7 @@ async def test_schedule_cron_stores_an_unplanned_recurring_row(db: asyncpg.Conne
         "0 9 * * *", "Europe/Paris", None, "pending",
     )
     assert json.loads(row["payload"]) == ["x"]
-    assert [r["id"] for r in await store.recurring_to_plan(lookback_s=LOOKBACK_S)] == [message_id]
+    assert [r.id for r in await store.recurring_to_plan(lookback_s=LOOKBACK_S)] == [message_id]
 
 
 async def test_status_counts_groups_by_tenant_and_status(db: asyncpg.Connection, store: Store) -> None:
@@ -660,7 +666,7 @@ async def test_status_counts_groups_by_tenant_and_status(db: asyncpg.Connection,
     await insert(db, "d", "now() + interval '3 hours'", tenant_id="t2")
     earliest = (await row_by_id(db, await insert(db, "e", "now() + interval '30 minutes'")))["fire_at"]
 
-    counts = [(r["tenant_id"], r["status"], r["messages"], r["next_due"]) for r in await store.status_counts()]
+    counts = [(r.tenant_id, r.status, r.messages, r.next_due) for r in await store.status_counts()]
 
     assert [c[:3] for c in counts] == [("t1", "pending", 3), ("t1", "sent", 1), ("t2", "pending", 1)]
     assert counts[0][3] == earliest
@@ -677,3 +683,81 @@ async def test_schema_revision_is_none_on_an_empty_database(empty_database_url: 
         assert await empty.schema_revision() is None
     finally:
         await empty.close()
+
+
+# Errors: asyncpg's become reminderd's own ------------------------------------------------------
+
+
+def _with(url: str, *, user: str | None = None, database: str | None = None) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc if user is None else f"{user}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc, path=f"/{database}" if database else parts.path))
+
+
+async def test_an_unreachable_server_is_database_unavailable() -> None:
+    with pytest.raises(DatabaseUnavailable, match=r"^(OSError|ConnectionRefusedError)"):
+        await Store.connect("postgresql://x@127.0.0.1:1/x")
+
+
+@pytest.mark.parametrize("wrong", ["database", "role"])
+async def test_a_url_waiting_cannot_fix_is_a_config_error_naming_the_setting(
+    pg_server_url: str, wrong: str
+) -> None:
+    url = _with(pg_server_url, database="no_such_db") if wrong == "database" else _with(
+        pg_server_url, user="nobody_here"
+    )
+    with pytest.raises(ConfigError, match=r"^REMINDERD_DATABASE_URL: ") as caught:
+        await Store.connect(url)
+    assert ("no_such_db" if wrong == "database" else "nobody_here") in str(caught.value)
+
+
+async def test_a_missing_schema_is_schema_missing(empty_database_url: str) -> None:
+    empty = await Store.connect(empty_database_url)
+    try:
+        with pytest.raises(SchemaMissing) as caught:
+            await empty.status_counts()
+    finally:
+        await empty.close()
+    assert caught.value.sqlstate == "42P01"  # undefined_table
+
+
+async def test_a_refused_statement_carries_sqlstate_message_and_hint(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    with pytest.raises(DatabaseRefused) as caught:
+        await store.schedule(ScheduleRequest("ghost", "r1", "{}", None, fire_at=await db_now(db)))
+    refused = caught.value
+    assert refused.sqlstate == "23503" and 'unknown tenant "ghost"' in refused.message
+    assert refused.hint is not None
+
+
+async def test_a_closed_pool_is_database_unavailable(database_url: str) -> None:
+    closed = await Store.connect(database_url)
+    await closed.close()
+    with pytest.raises(DatabaseUnavailable):
+        await closed.seconds_until_next_due(lookback_s=LOOKBACK_S)
+
+
+# Batch writes behind PgBouncer: no statement cache, the composite types' codecs still work --------
+
+
+async def test_batch_writes_work_without_a_statement_cache(db: asyncpg.Connection, database_url: str) -> None:
+    await add_tenant(db)
+    recurring = await insert(db, "planned", None, cron="@hourly")
+    bouncer = await Store.connect(database_url, max_size=1, pgbouncer=True)
+    try:
+        for ref in ("first", "second"):  # the second batch reuses the connection's cached codecs
+            message_id = await insert(db, ref)
+            await bouncer.record_outcomes([delivered(await claim_one(bouncer))])
+            assert (await row_by_id(db, message_id))["last_event"] == Event.FIRED
+        await insert(db, "released")
+        await bouncer.release([Release(await claim_one(bouncer), started=False)])
+        [unplanned] = await bouncer.recurring_to_plan(lookback_s=LOOKBACK_S)
+        next_fire_at = unplanned.db_now + timedelta(hours=1)
+        [planned] = await bouncer.plan_recurring([Plan(recurring, None, next_fire_at, Status.PENDING, None)])
+    finally:
+        await bouncer.close()
+    assert (await row_by_ref(db, "released"))["last_event"] == Event.RELEASED
+    assert (planned.id, planned.status, (await row_by_id(db, recurring))["last_event"]) == (
+        recurring, Status.PENDING, Event.PLANNED,
+    )

@@ -4,27 +4,25 @@ by moving the rows' times into the past (as a stopped daemon would find them), n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
-from support import db_now, fast_settings, newest_row, poll_until, running_worker, settled
+from support import db_now, drain, fast_settings, row_by_ref
 
 from reminderd.cli import main
 from reminderd.schedule import Timing, to_instant
 from reminderd.testing import Receiver
 
 
-def settled_event(
-    db: asyncpg.Connection, ref: str, *events: str
-) -> Callable[[], Awaitable[asyncpg.Record | None]]:
-    async def check() -> asyncpg.Record | None:
-        row = await newest_row(db, ref)
-        return row if row is not None and row["last_event"] in events else None
-
-    return check
+async def ended_in(db: asyncpg.Connection, ref: str, status: str, event: str | None = None) -> asyncpg.Record:
+    """The ref's newest row once the worker is idle, asserted to be in `status` after its last
+    event `event`."""
+    row = await row_by_ref(db, ref)
+    assert row["status"] == status, (ref, row["status"])
+    assert event is None or row["last_event"] == event, (ref, row["last_event"])
+    return row
 
 
 # Outage backfill ----------------------------------------------------------------------------------
@@ -48,12 +46,12 @@ async def test_after_a_six_hour_outage_no_customer_gets_stale_messages(
         "('acme', 'booking-stale', $1), ('acme', 'booking-recent', now() - interval '10 minutes')", stale,
     )
 
-    async with running_worker(fast_settings(database_url)):
-        await receiver.wait_for(lambda got: len(got) == 2)
-        send = await poll_until(settled_event(db, "hourly-send", "expired"))
-        skip = await poll_until(settled_event(db, "hourly-skip", "expired"))
-        expired = await poll_until(settled(db, "booking-stale", "expired"))
-        latest_row = await poll_until(settled_event(db, "hourly-latest", "fired"))
+    await drain(fast_settings(database_url))
+    assert len(receiver.received) == 2
+    send = await ended_in(db, "hourly-send", "pending", "expired")
+    skip = await ended_in(db, "hourly-skip", "pending", "expired")
+    expired = await ended_in(db, "booking-stale", "expired")
+    latest_row = await ended_in(db, "hourly-latest", "pending", "fired")
 
     # Exactly two callbacks: the recent one-off, and the latest occurrence of the "latest" row.
     got = receiver.by_ref()
@@ -87,8 +85,8 @@ async def test_occurrences_older_than_the_lookback_are_never_sent_whatever_the_p
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, backfill) "
         "VALUES ('acme', 'ancient', now() - interval '3 hours', 'latest')"
     )
-    async with running_worker(fast_settings(database_url, lookback_s=3600)):
-        row = await poll_until(settled(db, "ancient", "expired"))
+    await drain(fast_settings(database_url, lookback_s=3600))
+    row = await ended_in(db, "ancient", "expired")
     assert "REMINDERD_LOOKBACK" in row["last_error"]
     assert receiver.received == []
 
@@ -105,9 +103,9 @@ async def test_quiet_hours_defer_marketing_and_let_transactional_through(
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, category) VALUES "
         "('acme', 'promo', now(), 'marketing'), ('acme', 'otp', now(), 'transactional')"
     )
-    async with running_worker(fast_settings(database_url)):
-        await poll_until(settled(db, "otp", "sent"))
-        promo = await poll_until(settled_event(db, "promo", "deferred"))
+    await drain(fast_settings(database_url))
+    await ended_in(db, "otp", "sent")
+    promo = await ended_in(db, "promo", "pending", "deferred")
 
     assert [r.message["ref_id"] for r in receiver.received] == ["otp"]
     window_end = datetime.combine(now.date(), end, UTC)
@@ -122,8 +120,8 @@ async def test_quiet_hours_defer_marketing_and_let_transactional_through(
     # with the webhook-id of its original occurrence.
     await db.execute("UPDATE reminderd.tenants SET quiet_start = NULL, quiet_end = NULL")
     await db.execute("UPDATE reminderd.scheduled_messages SET fire_at = now() WHERE ref_id = 'promo'")
-    async with running_worker(fast_settings(database_url)):
-        sent = await poll_until(settled(db, "promo", "sent"))
+    await drain(fast_settings(database_url))
+    sent = await ended_in(db, "promo", "sent")
     (delivered,) = receiver.by_ref()["promo"]
     assert delivered.message["attempt"] == 1 and sent["attempts"] == 1
     assert delivered.webhook_id == f"msg_{sent['id']}_{round(promo['scheduled_for'].timestamp() * 1000)}"
@@ -140,9 +138,9 @@ async def test_a_tenant_may_exempt_marketing_from_quiet_hours(
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, category) VALUES "
         "('acme', 'promo', now(), 'marketing'), ('acme', 'survey', now(), 'survey')"
     )
-    async with running_worker(fast_settings(database_url)):
-        await poll_until(settled(db, "promo", "sent"))
-        await poll_until(settled_event(db, "survey", "deferred"))
+    await drain(fast_settings(database_url))
+    await ended_in(db, "promo", "sent")
+    await ended_in(db, "survey", "pending", "deferred")
 
 
 # Holidays -----------------------------------------------------------------------------------------
@@ -163,10 +161,10 @@ async def test_holidays_move_a_one_off_and_skip_a_recurring_occurrence(
         "('acme', 'urgent', $1, NULL, 'send')",
         now, f"{now.minute} {now.hour} * * *",
     )
-    async with running_worker(fast_settings(database_url)):
-        await poll_until(settled(db, "urgent", "sent"))
-        invoice = await poll_until(settled_event(db, "invoice", "holiday_skipped"))
-        daily = await poll_until(settled_event(db, "daily", "holiday_skipped"))
+    await drain(fast_settings(database_url))
+    await ended_in(db, "urgent", "sent")
+    invoice = await ended_in(db, "invoice", "pending", "holiday_skipped")
+    daily = await ended_in(db, "daily", "pending", "holiday_skipped")
 
     tomorrow = now + timedelta(days=1)
     assert [r.message["ref_id"] for r in receiver.received] == ["urgent"]
@@ -180,8 +178,8 @@ async def test_holidays_move_a_one_off_and_skip_a_recurring_occurrence(
     # Tomorrow comes (moved by hand here): the one-off goes out once, with its original webhook-id.
     await db.execute("UPDATE reminderd.scheduled_messages SET fire_at = now() WHERE ref_id = 'invoice'")
     await db.execute("DELETE FROM reminderd.tenant_holidays")
-    async with running_worker(fast_settings(database_url)):
-        sent = await poll_until(settled(db, "invoice", "sent"))
+    await drain(fast_settings(database_url))
+    sent = await ended_in(db, "invoice", "sent")
     (delivered,) = receiver.by_ref()["invoice"]
     assert delivered.webhook_id == f"msg_{sent['id']}_{round(now.timestamp() * 1000)}"
     assert delivered.message["attempt"] == 1
@@ -194,8 +192,8 @@ async def test_an_unknown_calendar_dead_letters_the_row_with_its_reason(
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, calendar) "
         "VALUES ('acme', 'nowhere', now(), 'XX')"
     )
-    async with running_worker(fast_settings(database_url)):
-        row = await poll_until(settled(db, "nowhere", "dead"))
+    await drain(fast_settings(database_url))
+    row = await ended_in(db, "nowhere", "dead")
     assert row["last_error"].startswith('unknown holiday calendar "XX"')
     assert receiver.received == []
 
@@ -207,8 +205,8 @@ async def test_a_typo_in_the_tenants_calendar_does_not_dead_letter_its_messages(
     await db.execute(
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) VALUES ('acme', 'a', now())"
     )
-    async with running_worker(fast_settings(database_url)):
-        await poll_until(settled(db, "a", "sent"))
+    await drain(fast_settings(database_url))
+    await ended_in(db, "a", "sent")
 
 
 async def test_calendar_codes_are_checked_for_shape_on_insert(db: asyncpg.Connection, tenant: str) -> None:
@@ -226,8 +224,8 @@ async def test_max_runs_ends_a_six_field_cron_row_finished(
     database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
 ) -> None:
     await db.execute("SELECT reminderd.schedule_cron('acme', 'twice', '* * * * * *', max_runs => 2)")
-    async with running_worker(fast_settings(database_url)):
-        row = await poll_until(settled(db, "twice", "finished"))
+    await drain(fast_settings(database_url), due_within_s=2)  # it fires every second
+    row = await ended_in(db, "twice", "finished")
 
     got = receiver.by_ref()["twice"]
     assert len(got) == 2 and len({g.webhook_id for g in got}) == 2
@@ -241,8 +239,8 @@ async def test_until_ends_a_row_finished(
 ) -> None:
     until = await db.fetchval("SELECT date_trunc('second', now()) + interval '2 seconds'")
     await db.execute("SELECT reminderd.schedule_cron('acme', 'briefly', '* * * * * *', until => $1)", until)
-    async with running_worker(fast_settings(database_url)):
-        row = await poll_until(settled(db, "briefly", "finished"))
+    await drain(fast_settings(database_url), due_within_s=2)  # it fires every second
+    row = await ended_in(db, "briefly", "finished")
     got = receiver.by_ref()["briefly"]
     assert 1 <= len(got) <= 2
     assert all(datetime.fromisoformat(g.message["scheduled_for"]) <= until for g in got)
@@ -261,8 +259,8 @@ async def test_rrule_rows_are_anchored_and_planned_in_their_timezone(
     local_midnight = stored["now"].astimezone(ZoneInfo("Asia/Kolkata")).strftime("%Y%m%dT000000")
     assert stored["rrule"] == f"DTSTART:{local_midnight}\nFREQ=MONTHLY;BYDAY=1MO;BYHOUR=9;BYMINUTE=0;BYSECOND=0"
 
-    async with running_worker(fast_settings(database_url)):
-        row = await poll_until(settled_event(db, "first-monday", "planned"))
+    await drain(fast_settings(database_url))
+    row = await ended_in(db, "first-monday", "pending", "planned")
     expected = Timing(rrule=stored["rrule"], timezone="Asia/Kolkata").occurrence_after(row["updated_at"])
     assert row["fire_at"] == expected
     local = row["fire_at"].astimezone(ZoneInfo("Asia/Kolkata"))
@@ -273,8 +271,8 @@ async def test_an_invalid_rrule_dead_letters_with_its_reason(
     database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
 ) -> None:
     await db.execute("SELECT reminderd.schedule_rrule('acme', 'bad', 'FREQ=MONTHLY;BYDAY=XX')")
-    async with running_worker(fast_settings(database_url)):
-        row = await poll_until(settled(db, "bad", "dead"))
+    await drain(fast_settings(database_url))
+    row = await ended_in(db, "bad", "dead")
     assert row["last_error"].startswith("cannot schedule: invalid RRULE")
 
 

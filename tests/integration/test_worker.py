@@ -1,16 +1,29 @@
-"""The worker in-process against a real database and a real local HTTP receiver."""
+"""The worker in-process against a real database and a real local HTTP receiver.
+
+Most tests run it in burst mode (`drain`: Worker.run(until_idle=True)) and assert on the state it
+leaves; the ones about the running loop itself (waking on time, stopping, leases running out)
+run it in the background.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import pytest
 from standardwebhooks.webhooks import Webhook
-from support import TEST_SECRET, fast_settings, newest_row, poll_until, running_worker, settled
+from support import TEST_SECRET, drain, fast_settings, poll_until, row_by_ref, running_worker
 
+from reminderd import housekeeping as housekeeping_module
+from reminderd import outcome as outcome_module
+from reminderd import worker as worker_module
+from reminderd.callback import CallbackClient
+from reminderd.jobs import Job, Unplanned
+from reminderd.outcome import AttemptResult, Plan
 from reminderd.testing import Receiver
 
 
@@ -21,10 +34,10 @@ async def test_delivers_a_due_message_signed_for_standard_webhooks(
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, payload) "
         "VALUES ('acme', 'booking:1', now(), '{\"to\": \"+441234\", \"text\": \"héllo\"}')"
     )
-    async with running_worker(fast_settings(database_url)):
-        await receiver.wait_for(lambda got: len(got) == 1)
-        row = await poll_until(settled(db, "booking:1", "sent"))
+    await drain(fast_settings(database_url))
+    row = await row_by_ref(db, "booking:1")
 
+    assert row["status"] == "sent" and len(receiver.received) == 1
     got = receiver.received[0]
     verified = Webhook(TEST_SECRET).verify(got.body, got.headers)
     assert verified["payload"] == {"to": "+441234", "text": "héllo"}
@@ -43,9 +56,10 @@ async def test_retry_then_success_keeps_one_webhook_id(
 ) -> None:
     receiver.script["flaky"] = [503, 500, 429]
     await db.execute("SELECT reminderd.schedule('acme', 'flaky', now())")
-    async with running_worker(fast_settings(database_url)):
-        row = await poll_until(settled(db, "flaky", "sent"))
+    await drain(fast_settings(database_url))
+    row = await row_by_ref(db, "flaky")
 
+    assert row["status"] == "sent"
     attempts = receiver.by_ref()["flaky"]
     assert [a.message["attempt"] for a in attempts] == [1, 2, 3, 4]
     assert len({a.webhook_id for a in attempts}) == 1
@@ -62,10 +76,10 @@ async def test_dead_letters_after_max_attempts(
 ) -> None:
     receiver.script["doomed"] = [503] * 10
     await db.execute("SELECT reminderd.schedule('acme', 'doomed', now())")
-    async with running_worker(fast_settings(database_url, max_attempts=3)):
-        row = await poll_until(settled(db, "doomed", "dead"))
+    await drain(fast_settings(database_url, max_attempts=3))
+    row = await row_by_ref(db, "doomed")
 
-    assert row["attempts"] == 3
+    assert row["status"] == "dead" and row["attempts"] == 3
     assert "gave up after 3 attempts" in row["last_error"] and "HTTP 503" in row["last_error"]
     assert len(receiver.by_ref()["doomed"]) == 3
 
@@ -78,9 +92,9 @@ async def test_row_max_attempts_overrides_the_setting(
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, max_attempts) "
         "VALUES ('acme', 'once', now(), 1)"
     )
-    async with running_worker(fast_settings(database_url, max_attempts=5)):
-        row = await poll_until(settled(db, "once", "dead"))
-    assert row["attempts"] == 1 and len(receiver.received) == 1
+    await drain(fast_settings(database_url, max_attempts=5))
+    row = await row_by_ref(db, "once")
+    assert row["status"] == "dead" and row["attempts"] == 1 and len(receiver.received) == 1
 
 
 async def test_404_dead_letters_at_once(
@@ -88,9 +102,9 @@ async def test_404_dead_letters_at_once(
 ) -> None:
     receiver.script["gone"] = [404]
     await db.execute("SELECT reminderd.schedule('acme', 'gone', now())")
-    async with running_worker(fast_settings(database_url)):
-        row = await poll_until(settled(db, "gone", "dead"))
-    assert row["attempts"] == 1
+    await drain(fast_settings(database_url))
+    row = await row_by_ref(db, "gone")
+    assert row["status"] == "dead" and row["attempts"] == 1
     assert row["last_error"].startswith("permanent failure: HTTP 404")
     assert len(receiver.received) == 1
 
@@ -100,8 +114,9 @@ async def test_redirect_is_a_failed_attempt_not_followed(
 ) -> None:
     receiver.script["moved"] = [(302, {"Location": "http://169.254.169.254/latest/meta-data"})]
     await db.execute("SELECT reminderd.schedule('acme', 'moved', now())")
-    async with running_worker(fast_settings(database_url)):
-        row = await poll_until(settled(db, "moved", "sent"))
+    await drain(fast_settings(database_url))
+    row = await row_by_ref(db, "moved")
+    assert row["status"] == "sent"
     first = await db.fetchval(
         "SELECT error FROM reminderd.deliveries WHERE message_id = $1 AND attempt = 1", row["id"]
     )
@@ -114,12 +129,13 @@ async def test_retry_after_is_honoured(
 ) -> None:
     receiver.script["busy"] = [(429, {"Retry-After": "60"})]
     await db.execute("SELECT reminderd.schedule('acme', 'busy', now())")
-    async with running_worker(fast_settings(database_url, retry_cap_s=3600)):
-        row = await poll_until(settled(db, "busy", "pending"))
-        wait_s = await db.fetchval(
-            "SELECT extract(epoch FROM fire_at - now()) FROM reminderd.scheduled_messages WHERE id = $1",
-            row["id"],
-        )
+    await drain(fast_settings(database_url, retry_cap_s=3600))
+    row = await row_by_ref(db, "busy")
+    wait_s = await db.fetchval(
+        "SELECT extract(epoch FROM fire_at - now()) FROM reminderd.scheduled_messages WHERE id = $1",
+        row["id"],
+    )
+    assert row["status"] == "pending" and len(receiver.received) == 1
     assert 55 < wait_s <= 60
     assert "HTTP 429" in row["last_error"] and row["scheduled_for"] is not None
 
@@ -131,9 +147,9 @@ async def test_cancel_and_replace_sends_only_the_replacement(
     await db.execute("SELECT reminderd.schedule('acme', 'cart:7', now() + interval '1 second', '{\"v\": 2}')")
     await db.execute("SELECT reminderd.schedule('acme', 'cart:8', now() + interval '1 second')")
     assert await db.fetchval("SELECT reminderd.cancel('acme', 'cart:8')") == 1
-    async with running_worker(fast_settings(database_url)):
-        await poll_until(settled(db, "cart:7", "sent"))
+    await drain(fast_settings(database_url), due_within_s=5)  # they are due in a second
 
+    assert (await row_by_ref(db, "cart:7"))["status"] == "sent"
     assert [r.message["payload"] for r in receiver.received] == [{"v": 2}]
     statuses = await db.fetch("SELECT ref_id, status FROM reminderd.scheduled_messages ORDER BY id")
     assert [tuple(s) for s in statuses] == [
@@ -148,9 +164,9 @@ async def test_missed_beyond_lookback_expires_with_reason_and_never_fires(
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) VALUES "
         "('acme', 'stale', now() - interval '10 minutes'), ('acme', 'fresh', now() - interval '30 seconds')"
     )
-    async with running_worker(fast_settings(database_url, lookback_s=120)):
-        stale = await poll_until(settled(db, "stale", "expired"))
-        await poll_until(settled(db, "fresh", "sent"))
+    await drain(fast_settings(database_url, lookback_s=120))
+    stale = await row_by_ref(db, "stale")
+    assert stale["status"] == "expired" and (await row_by_ref(db, "fresh"))["status"] == "sent"
     assert "REMINDERD_LOOKBACK" in stale["last_error"]
     assert [r.message["ref_id"] for r in receiver.received] == ["fresh"]
 
@@ -167,9 +183,9 @@ async def test_private_callback_address_is_refused_and_dead_lettered(
         "WHERE ref_id = 'ssrf-name'",
         receiver.url,
     )
-    async with running_worker(fast_settings(database_url, allowed_callback_networks=())):
-        by_name = await poll_until(settled(db, "ssrf-name", "dead"))
-        literal = await poll_until(settled(db, "ssrf-literal", "dead"))
+    await drain(fast_settings(database_url, allowed_callback_networks=()))
+    by_name, literal = await row_by_ref(db, "ssrf-name"), await row_by_ref(db, "ssrf-literal")
+    assert by_name["status"] == literal["status"] == "dead"
     assert by_name["last_error"].startswith("refused:") and "not a public address" in by_name["last_error"]
     assert "169.254.169.254" in literal["last_error"]
     assert receiver.received == []
@@ -184,10 +200,10 @@ async def test_poisoned_rows_end_dead_with_a_reason_and_the_daemon_keeps_going(
         "('acme', 'bad-cron', '61 * * * *', 'UTC'), ('acme', 'bad-zone', '* * * * *', 'PST')"
     )
     await db.execute("SELECT reminderd.schedule('acme', 'good', now())")
-    async with running_worker(fast_settings(database_url)):
-        bad_cron = await poll_until(settled(db, "bad-cron", "dead"))
-        bad_zone = await poll_until(settled(db, "bad-zone", "dead"))
-        await poll_until(settled(db, "good", "sent"))
+    await drain(fast_settings(database_url))
+    bad_cron, bad_zone = await row_by_ref(db, "bad-cron"), await row_by_ref(db, "bad-zone")
+    assert bad_cron["status"] == bad_zone["status"] == "dead"
+    assert (await row_by_ref(db, "good"))["status"] == "sent"
     assert '"61 * * * *"' in bad_cron["last_error"]
     assert 'unknown timezone "PST"' in bad_zone["last_error"]
     assert [r.message["ref_id"] for r in receiver.received] == ["good"]
@@ -197,40 +213,26 @@ async def test_recurring_row_is_planned_fired_and_advanced(
     database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
 ) -> None:
     await db.execute("SELECT reminderd.schedule_cron('acme', 'monthly', '0 9 1 * *', 'Asia/Kolkata')")
-    async with running_worker(fast_settings(database_url)):
-        planned = await poll_until(_planned(db, "monthly"))
-        # Make the planned occurrence due now, as if the month had turned.
-        occurrence = datetime(2026, 12, 1, 3, 30, tzinfo=UTC)
-        await db.execute(
-            "UPDATE reminderd.scheduled_messages SET fire_at = now() - interval '1 second', "
-            "scheduled_for = $1 WHERE id = $2",
-            occurrence, planned["id"],
-        )
-        await receiver.wait_for(lambda got: len(got) == 1)
-        advanced = await poll_until(_fire_at_after(db, planned["id"], occurrence))
+    await drain(fast_settings(database_url))
+    planned = await row_by_ref(db, "monthly")
+    assert planned["fire_at"] is not None
+    # Make the planned occurrence due now, as if the month had turned.
+    occurrence = datetime(2026, 12, 1, 3, 30, tzinfo=UTC)
+    await db.execute(
+        "UPDATE reminderd.scheduled_messages SET fire_at = now() - interval '1 second', "
+        "scheduled_for = $1 WHERE id = $2",
+        occurrence, planned["id"],
+    )
+    await drain(fast_settings(database_url))
+    advanced = await row_by_ref(db, "monthly")
 
+    assert len(receiver.received) == 1 and advanced["fire_at"] > occurrence
     local = planned["fire_at"].astimezone(ZoneInfo("Asia/Kolkata"))
     assert (local.day, local.hour, local.minute) == (1, 9, 0)
     assert receiver.received[0].message["scheduled_for"] == "2026-12-01T03:30:00.000Z"
     assert advanced["fire_at"] == datetime(2027, 1, 1, 3, 30, tzinfo=UTC)
     assert advanced["status"] == "pending" and advanced["attempts"] == 0
     assert advanced["scheduled_for"] is None and advanced["sent_at"] is not None
-
-
-def _planned(db: asyncpg.Connection, ref: str) -> Callable[[], Any]:
-    async def check() -> asyncpg.Record | None:
-        row = await newest_row(db, ref)
-        return row if row is not None and row["fire_at"] is not None else None
-
-    return check
-
-
-def _fire_at_after(db: asyncpg.Connection, message_id: int, instant: datetime) -> Callable[[], Any]:
-    async def check() -> asyncpg.Record | None:
-        row = await db.fetchrow("SELECT * FROM reminderd.scheduled_messages WHERE id = $1", message_id)
-        return row if row["fire_at"] > instant and row["status"] == "pending" else None
-
-    return check
 
 
 async def test_recurring_occurrence_dead_letters_and_the_row_moves_on(
@@ -242,8 +244,9 @@ async def test_recurring_occurrence_dead_letters_and_the_row_moves_on(
         "VALUES ('acme', 'hourly', '0 * * * *', date_trunc('hour', now()), '1 hour') RETURNING id"
     )
     occurrence = await db.fetchval("SELECT fire_at FROM reminderd.scheduled_messages WHERE id = $1", message_id)
-    async with running_worker(fast_settings(database_url, lookback_s=3600)):
-        row = await poll_until(_fire_at_after(db, message_id, occurrence))
+    await drain(fast_settings(database_url, lookback_s=3600))
+    row = await row_by_ref(db, "hourly")
+    assert row["status"] == "pending" and row["fire_at"] > occurrence
     assert row["fire_at"] == occurrence + timedelta(hours=1)
     assert "dead-lettered" in row["last_error"] and "HTTP 410" in row["last_error"]
 
@@ -284,8 +287,9 @@ async def test_a_damaged_signing_secret_dead_letters_at_once_without_leaking_it(
 ) -> None:
     await db.execute("UPDATE reminderd.tenants SET signing_secret = 'whsec_!!not-base64!!' WHERE id = 'acme'")
     await db.execute("SELECT reminderd.schedule('acme', 'unsignable', now())")
-    async with running_worker(fast_settings(database_url)):
-        row = await poll_until(settled(db, "unsignable", "dead"))
+    await drain(fast_settings(database_url))
+    row = await row_by_ref(db, "unsignable")
+    assert row["status"] == "dead"
     assert row["attempts"] == 1 and "cannot sign for tenant acme" in row["last_error"]
     assert "not-base64" not in row["last_error"]
     assert receiver.received == []
@@ -298,9 +302,9 @@ async def test_an_error_body_postgresql_cannot_store_does_not_block_other_outcom
     receiver.script["gzipped"] = [(500, {}, gzip_page)]
     await db.execute("SELECT reminderd.schedule('acme', 'gzipped', now())")
     await db.execute("SELECT reminderd.schedule('acme', 'bystander', now())")
-    async with running_worker(fast_settings(database_url)):
-        await poll_until(settled(db, "bystander", "sent"))
-        row = await poll_until(settled(db, "gzipped", "sent"))
+    await drain(fast_settings(database_url))
+    row = await row_by_ref(db, "gzipped")
+    assert row["status"] == (await row_by_ref(db, "bystander"))["status"] == "sent"
     first = await db.fetchval(
         "SELECT error FROM reminderd.deliveries WHERE message_id = $1 AND attempt = 1", row["id"]
     )
@@ -314,10 +318,11 @@ async def test_a_message_deleted_while_in_flight_does_not_block_recording(
     receiver.delay_s = 0.5
     await db.execute("SELECT reminderd.schedule('acme', 'deleted', now())")
     await db.execute("SELECT reminderd.schedule('acme', 'kept', now())")
-    async with running_worker(fast_settings(database_url)):
-        await receiver.wait_for(lambda got: len(got) == 2)
-        await db.execute("DELETE FROM reminderd.scheduled_messages WHERE ref_id = 'deleted'")
-        await poll_until(settled(db, "kept", "sent"))
+    draining = asyncio.create_task(drain(fast_settings(database_url)))
+    await receiver.wait_for(lambda got: len(got) == 2)
+    await db.execute("DELETE FROM reminderd.scheduled_messages WHERE ref_id = 'deleted'")
+    await draining
+    assert (await row_by_ref(db, "kept"))["status"] == "sent"
     assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 1
 
 
@@ -341,3 +346,107 @@ async def test_a_job_whose_lease_ran_out_in_the_queue_is_not_sent_twice(
         await poll_until(all_sent, timeout_s=40)
     per_ref = receiver.by_ref()
     assert len(per_ref) == 8 and all(len(sends) == 1 for sends in per_ref.values())
+
+
+# Burst mode: Worker.run(until_idle=True) -----------------------------------------------------
+
+
+async def test_burst_mode_sends_what_is_due_and_leaves_the_future_alone(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    await db.execute("SELECT reminderd.schedule('acme', 'now', now())")
+    await db.execute("SELECT reminderd.schedule('acme', 'tomorrow', now() + interval '1 day')")
+    await db.execute("SELECT reminderd.schedule('acme', 'soon', now() + interval '300 milliseconds')")
+
+    worker = await drain(fast_settings(database_url), due_within_s=1)
+
+    assert sorted(r.message["ref_id"] for r in receiver.received) == ["now", "soon"]
+    assert (await row_by_ref(db, "tomorrow"))["status"] == "pending"
+    assert worker.stopping and worker.ticks >= 2
+
+
+async def test_burst_mode_on_an_empty_queue_returns_after_one_look(database_url: str, tenant: str) -> None:
+    worker = await drain(fast_settings(database_url, poll_interval_s=30), timeout_s=5)
+    assert worker.ticks == 1 and worker.ready.is_set()
+
+
+# A bug costs the row, never the daemon ----------------------------------------------------------
+
+
+async def test_a_crash_while_deciding_or_timing_dead_letters_only_that_row(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def crash_for(ref: str, step: Callable[..., Any]) -> Callable[..., Any]:
+        def maybe_crash(job: Job, *args: Any) -> Any:
+            if job.ref_id == ref:
+                raise KeyError("a bug")
+            return step(job, *args)
+
+        return maybe_crash
+
+    monkeypatch.setattr(worker_module, "decide", crash_for("decide-bug", outcome_module.decide))
+    monkeypatch.setattr(worker_module, "before_sending", crash_for("timing-bug", outcome_module.before_sending))
+    for ref in ("decide-bug", "timing-bug", "fine"):
+        await db.execute("SELECT reminderd.schedule('acme', $1, now())", ref)
+
+    await drain(fast_settings(database_url))
+
+    decided = await row_by_ref(db, "decide-bug")
+    assert decided["status"] == "dead"
+    assert decided["last_error"] == "internal error after the attempt: KeyError: 'a bug'"
+    timed = await row_by_ref(db, "timing-bug")
+    assert (timed["status"], timed["last_error"]) == ("dead", "internal error while timing: KeyError: 'a bug'")
+    assert (await row_by_ref(db, "fine"))["status"] == "sent"
+    assert sorted(r.message["ref_id"] for r in receiver.received) == ["decide-bug", "fine"]
+
+
+async def test_a_crash_while_sending_costs_one_attempt(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    send = CallbackClient.send
+    crashes = [RuntimeError("a bug in the client")]
+
+    async def crash_once(self: CallbackClient, job: Job) -> AttemptResult:
+        if crashes:
+            raise crashes.pop()
+        return await send(self, job)
+
+    monkeypatch.setattr(CallbackClient, "send", crash_once)
+    await db.execute("SELECT reminderd.schedule('acme', 'unlucky', now())")
+
+    await drain(fast_settings(database_url))
+
+    row = await row_by_ref(db, "unlucky")
+    assert (row["status"], row["attempts"]) == ("sent", 2)
+    errors = await db.fetch(
+        "SELECT error FROM reminderd.deliveries WHERE message_id = $1 ORDER BY attempt", row["id"]
+    )
+    assert [e["error"] for e in errors] == [
+        "internal error while sending: RuntimeError: a bug in the client", None,
+    ]
+
+
+async def test_a_crash_while_planning_dead_letters_only_that_row(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plan = outcome_module.plan  # what housekeeping calls
+
+    def crash_for_one(row: Unplanned, *args: Any, **kwargs: Any) -> Plan:
+        if row.ref_id == "plan-bug":
+            raise ValueError("a bug")
+        return plan(row, *args, **kwargs)
+
+    monkeypatch.setattr(housekeeping_module, "plan", crash_for_one)
+    await db.execute("SELECT reminderd.schedule_cron('acme', 'plan-bug', '0 9 * * *')")
+    await db.execute("SELECT reminderd.schedule_cron('acme', 'daily', '0 9 * * *')")
+
+    await drain(fast_settings(database_url))
+
+    broken = await row_by_ref(db, "plan-bug")
+    assert broken["status"] == "dead"
+    assert broken["last_error"] == "internal error while planning: ValueError: a bug"
+    daily = await row_by_ref(db, "daily")
+    assert daily["status"] == "pending" and daily["fire_at"] is not None

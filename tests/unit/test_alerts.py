@@ -17,6 +17,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from reminderd.metrics import OUTCOMES, Metrics
+from reminderd.store import QueueDepth
 
 ALERTS = Path(__file__).resolve().parents[2] / "examples" / "prometheus" / "alerts.yml"
 METRIC_NAME = re.compile(r"\breminderd_[A-Za-z0-9_]+")
@@ -47,7 +48,7 @@ def exported_sample_names(*, tenant_labels: bool) -> set[str]:
     m.database_failed()
     for outcome in OUTCOMES:
         m.count(outcome, "t")
-    m.set_queue_depth({"pending": 2, "picked": 1}, 0)
+    m.set_queue_depth(QueueDepth(pending=2, picked=1, paused=0, due_not_picked=0))
     m.callback_duration.observe(0.02)
     m.fire_lateness.observe(0.01)
     m.in_flight.inc()
@@ -80,7 +81,7 @@ def test_every_promised_alert_is_there_on_its_metric() -> None:
     for alert, metric in EXPECTED.items():
         assert re.search(rf"\b{metric}\b", by_name[alert]), f"{alert} does not use {metric}"
     assert 'up{job="reminderd"}' in by_name["ReminderdDown"]
-    assert 'outcome="dead"' in by_name["ReminderdDeadLettersRising"]
+    assert 'outcome="dead_lettered"' in by_name["ReminderdDeadLettersRising"]
     assert "histogram_quantile(0.99" in by_name["ReminderdFireLatenessHigh"]
 
 
@@ -127,9 +128,10 @@ tests:
         values: '0 500x10'
       - series: 'reminderd_due_not_picked{{job="reminderd", instance="b:9464"}}'
         values: '0 500x10'
-      - series: 'reminderd_callbacks_total{{job="reminderd", instance="a:9464", outcome="dead", tenant="acme"}}'
+      - series: 'reminderd_callbacks_total{{job="reminderd", instance="a:9464",
+                   outcome="dead_lettered", tenant="acme"}}'
         values: '0 0 1 1 1 1 1 1 1 1'
-      - series: 'reminderd_callbacks_total{{job="reminderd", outcome="delivered", tenant="beta"}}'
+      - series: 'reminderd_callbacks_total{{job="reminderd", outcome="fired", tenant="beta"}}'
         values: '0+10x30'
 {lateness}
     alert_rule_test:

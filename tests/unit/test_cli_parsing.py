@@ -22,7 +22,7 @@ from reminderd.arguments import (
     parse_payload,
 )
 from reminderd.cli import build_parser, main
-from reminderd.exceptions import EX_CONFIG, EX_USAGE
+from reminderd.exceptions import EX_CONFIG, EX_USAGE, ConfigError, DatabaseUnavailable
 from reminderd.schedule import QuietHours
 from reminderd.settings import Settings
 from reminderd.store import Store
@@ -157,7 +157,7 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     async def refuse(url: str, *args: Any, **kwargs: Any) -> Store:
         attempts.append(url)
-        raise ConnectionRefusedError(111, "Connection refused (test double)")
+        raise DatabaseUnavailable("ConnectionRefusedError: [Errno 111] Connection refused (test double)")
 
     monkeypatch.setattr(Store, "connect", refuse)
     return attempts
@@ -634,3 +634,19 @@ def test_an_interrupt_is_one_line_and_status_130(
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BufferedReader(Interrupting())))
     assert main(["schedule", "t", "r", "--in", "5m", "--payload", "-"]) == 130
     assert one_line(capsys.readouterr().err) == "reminderd: interrupted"
+
+
+def test_a_database_url_waiting_cannot_fix_is_a_config_error_on_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REMINDERD_DATABASE_URL", "postgresql://x@127.0.0.1:1/x")
+    monkeypatch.delenv("REMINDERD_DATABASE_URL_FILE", raising=False)
+
+    async def misconfigured(url: str, *args: Any, **kwargs: Any) -> Store:
+        raise ConfigError('REMINDERD_DATABASE_URL: database "x" does not exist')
+
+    monkeypatch.setattr(Store, "connect", misconfigured)
+    assert main(["status"]) == EX_CONFIG
+    assert one_line(capsys.readouterr().err) == (
+        'reminderd: configuration error: REMINDERD_DATABASE_URL: database "x" does not exist'
+    )

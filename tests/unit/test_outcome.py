@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import pytest
 from support import make_job
 
-from reminderd.callback import AttemptResult
-from reminderd.jobs import Job
-from reminderd.outcome import decide, preflight
+from reminderd.jobs import Job, Unplanned
+from reminderd.lifecycle import Event, Status
+from reminderd.outcome import AttemptResult, Plan, before_sending, decide, plan, preflight
 from reminderd.retry import RetryPolicy
-from reminderd.schedule import Timing
+from reminderd.schedule import QuietHours, Timing
 
 POLICY = RetryPolicy(base_s=5, cap_s=3600, max_attempts=8)
 OCCURRENCE = datetime(2026, 3, 10, 3, 30, tzinfo=UTC)  # 09:00 in Asia/Kolkata
@@ -32,6 +32,7 @@ REFUSED = AttemptResult(
     duration_ms=0,
     permanent=True,
     poison=True,
+    refused=True,
 )
 
 
@@ -53,7 +54,7 @@ def rng() -> random.Random:
 
 def test_delivered_one_off_is_sent() -> None:
     outcome = decide(one_off(), DELIVERED, POLICY, rng())
-    assert (outcome.event, outcome.next_status) == ("delivered", "sent")
+    assert (outcome.event, outcome.next_status) == (Event.FIRED, Status.SENT)
     assert outcome.next_fire_at is None and outcome.retry_in_s is None
     assert outcome.last_error is None
     assert outcome.job == one_off() and outcome.result is DELIVERED
@@ -61,7 +62,7 @@ def test_delivered_one_off_is_sent() -> None:
 
 def test_delivered_cron_goes_back_to_pending_at_its_next_occurrence() -> None:
     outcome = decide(recurring(attempt=3), DELIVERED, POLICY, rng())
-    assert (outcome.event, outcome.next_status) == ("delivered", "pending")
+    assert (outcome.event, outcome.next_status) == (Event.FIRED, Status.PENDING)
     assert outcome.next_fire_at == datetime(2026, 3, 11, 3, 30, tzinfo=UTC)  # next 09:00 in Kolkata
     assert outcome.next_fire_at > OCCURRENCE
     assert outcome.reset_attempts is True
@@ -88,7 +89,7 @@ def test_next_occurrence_is_strictly_after_the_one_just_sent() -> None:
 @pytest.mark.parametrize("result", [UNAVAILABLE, TIMED_OUT], ids=["503", "timeout"])
 def test_transient_failure_is_retried_for_the_same_occurrence(result: AttemptResult) -> None:
     outcome = decide(one_off(), result, POLICY, rng())
-    assert (outcome.event, outcome.next_status) == ("retry", "pending")
+    assert (outcome.event, outcome.next_status) == (Event.RETRY_SCHEDULED, Status.PENDING)
     assert outcome.next_scheduled_for == OCCURRENCE
     assert outcome.retry_in_s is not None and 0 <= outcome.retry_in_s <= 5
     assert outcome.next_fire_at is None
@@ -119,7 +120,7 @@ def test_failure_without_an_error_text_still_explains_itself() -> None:
 
 def test_cron_row_retries_its_current_occurrence_not_the_next() -> None:
     outcome = decide(recurring(attempt=2), UNAVAILABLE, POLICY, rng())
-    assert outcome.event == "retry"
+    assert outcome.event == Event.RETRY_SCHEDULED
     assert outcome.next_scheduled_for == OCCURRENCE
     assert outcome.next_fire_at is None and outcome.reset_attempts is False
 
@@ -129,35 +130,36 @@ def test_cron_row_retries_its_current_occurrence_not_the_next() -> None:
 
 def test_permanent_failure_dead_letters_at_once() -> None:
     outcome = decide(one_off(attempt=1), NOT_FOUND, POLICY, rng())
-    assert (outcome.event, outcome.next_status) == ("dead", "dead")
+    assert (outcome.event, outcome.next_status) == (Event.DEAD_LETTERED, Status.DEAD)
     assert outcome.last_error == "permanent failure: HTTP 404: no such hook"
     assert outcome.retry_in_s is None
 
 
 def test_gives_up_after_default_max_attempts() -> None:
     outcome = decide(one_off(attempt=8), UNAVAILABLE, POLICY, rng())
-    assert (outcome.event, outcome.next_status) == ("dead", "dead")
+    assert (outcome.event, outcome.next_status) == (Event.DEAD_LETTERED, Status.DEAD)
     assert outcome.last_error == "gave up after 8 attempts: HTTP 503: busy"
 
 
 def test_last_attempt_but_one_still_retries() -> None:
-    assert decide(one_off(attempt=7), UNAVAILABLE, POLICY, rng()).event == "retry"
+    assert decide(one_off(attempt=7), UNAVAILABLE, POLICY, rng()).event == Event.RETRY_SCHEDULED
 
 
 def test_row_max_attempts_below_default_is_respected() -> None:
     outcome = decide(one_off(attempt=3, max_attempts=3), UNAVAILABLE, POLICY, rng())
-    assert outcome.event == "dead"
+    assert outcome.event == Event.DEAD_LETTERED
     assert outcome.last_error == "gave up after 3 attempts: HTTP 503: busy"
 
 
 def test_row_max_attempts_above_default_is_respected() -> None:
-    assert decide(one_off(attempt=8, max_attempts=12), UNAVAILABLE, POLICY, rng()).event == "retry"
-    assert decide(one_off(attempt=12, max_attempts=12), UNAVAILABLE, POLICY, rng()).event == "dead"
+    eighth, twelfth = one_off(attempt=8, max_attempts=12), one_off(attempt=12, max_attempts=12)
+    assert decide(eighth, UNAVAILABLE, POLICY, rng()).event == Event.RETRY_SCHEDULED
+    assert decide(twelfth, UNAVAILABLE, POLICY, rng()).event == Event.DEAD_LETTERED
 
 
 def test_cron_occurrence_that_gives_up_advances_to_the_next_occurrence() -> None:
     outcome = decide(recurring(attempt=8), UNAVAILABLE, POLICY, rng())
-    assert (outcome.event, outcome.next_status) == ("advanced", "pending")
+    assert (outcome.event, outcome.next_status) == (Event.DEAD_LETTERED, Status.PENDING)
     assert outcome.next_fire_at == datetime(2026, 3, 11, 3, 30, tzinfo=UTC)
     assert outcome.reset_attempts is True
     assert outcome.last_error == (
@@ -167,7 +169,7 @@ def test_cron_occurrence_that_gives_up_advances_to_the_next_occurrence() -> None
 
 def test_cron_occurrence_with_permanent_failure_advances() -> None:
     outcome = decide(recurring(), NOT_FOUND, POLICY, rng())
-    assert (outcome.event, outcome.next_status) == ("advanced", "pending")
+    assert (outcome.event, outcome.next_status) == (Event.DEAD_LETTERED, Status.PENDING)
     assert outcome.next_fire_at == datetime(2026, 3, 11, 3, 30, tzinfo=UTC)
     assert outcome.last_error is not None and "permanent failure: HTTP 404" in outcome.last_error
 
@@ -175,7 +177,7 @@ def test_cron_occurrence_with_permanent_failure_advances() -> None:
 @pytest.mark.parametrize("job", [one_off(), recurring()], ids=["one-off", "cron"])
 def test_poison_result_is_dead_even_for_cron_rows(job: Job) -> None:
     outcome = decide(job, REFUSED, POLICY, rng())
-    assert (outcome.event, outcome.next_status) == ("dead", "dead")
+    assert (outcome.event, outcome.next_status) == (Event.DEAD_LETTERED, Status.DEAD)
     assert outcome.next_fire_at is None
     assert outcome.reset_attempts is False
     assert outcome.last_error == REFUSED.error
@@ -183,7 +185,7 @@ def test_poison_result_is_dead_even_for_cron_rows(job: Job) -> None:
 
 def test_delivered_cron_row_that_cannot_recur_is_dead() -> None:
     outcome = decide(recurring(timezone="Mars/Olympus_Mons"), DELIVERED, POLICY, rng())
-    assert (outcome.event, outcome.next_status) == ("dead", "dead")
+    assert (outcome.event, outcome.next_status) == (Event.DEAD_LETTERED, Status.DEAD)
     assert outcome.last_error == 'cannot recur: unknown timezone "Mars/Olympus_Mons"'
 
 
@@ -207,3 +209,55 @@ def test_preflight_explains_an_invalid_cron(cron: str) -> None:
 
 def test_preflight_explains_an_unknown_timezone_on_a_cron_row() -> None:
     assert preflight(recurring(timezone="Mars/Olympus_Mons")) == 'unknown timezone "Mars/Olympus_Mons"'
+
+
+# Held back before sending: the hold's event and status, in the one vocabulary
+
+
+def test_quiet_hours_hold_a_message_back_as_deferred() -> None:
+    job = one_off(timing=Timing(quiet=QuietHours(time(0, 0), time(23, 59))), due_at=OCCURRENCE)
+    held = before_sending(job, OCCURRENCE)
+    assert held is not None and held.result is None
+    assert (held.event, held.next_status) == (Event.DEFERRED, Status.PENDING)
+    assert type(held.event) is Event and type(held.next_status) is Status
+    assert held.refund_attempt is True  # the claim counted an attempt that was not made
+
+
+# Planning recurring rows (pure: `now` passed in)
+
+NOW = datetime(2026, 3, 10, 1, 0, tzinfo=UTC)  # 06:30 in Asia/Kolkata
+
+
+def unplanned(fire_at: datetime | None = None, **timing: Any) -> Unplanned:
+    return Unplanned(id=5, tenant_id="acme", ref_id="daily", fire_at=fire_at, db_now=NOW,
+                     timing=Timing(**{"cron": "0 9 * * *", "timezone": "Asia/Kolkata", **timing}))
+
+
+def test_a_never_planned_row_gets_its_first_occurrence_after_now() -> None:
+    planned = plan(unplanned(), NOW, lookback_s=86400)
+    assert planned == Plan(5, None, datetime(2026, 3, 10, 3, 30, tzinfo=UTC), Status.PENDING, None)
+    assert planned.event is Event.PLANNED
+
+
+def test_an_occurrence_missed_beyond_the_lookback_is_skipped_with_the_reason() -> None:
+    missed = NOW - timedelta(days=2)
+    planned = plan(unplanned(fire_at=missed), NOW, lookback_s=86400)
+    assert (planned.seen_fire_at, planned.next_fire_at) == (missed, datetime(2026, 3, 10, 3, 30, tzinfo=UTC))
+    assert planned.event is Event.MISSED_SKIPPED and planned.next_status is Status.PENDING
+    assert planned.last_error == (
+        f"missed occurrence due {missed.isoformat()} (172800s late, beyond REMINDERD_LOOKBACK=86400s, "
+        "the hard limit): skipped to the next one"
+    )
+
+
+def test_a_row_that_cannot_be_scheduled_is_dead_lettered() -> None:
+    planned = plan(unplanned(cron="61 * * * *"), NOW, lookback_s=86400)
+    assert (planned.next_status, planned.next_fire_at) == (Status.DEAD, None)
+    assert planned.event is Event.DEAD_LETTERED
+    assert planned.last_error is not None and planned.last_error.startswith('cannot schedule: invalid cron "61')
+
+
+def test_a_row_at_its_max_runs_is_finished() -> None:
+    planned = plan(unplanned(max_runs=2, runs=2), NOW, lookback_s=86400)
+    assert (planned.next_status, planned.next_fire_at, planned.event) == (Status.FINISHED, None, Event.FINISHED)
+    assert planned.last_error == "finished: ran 2 time(s) (max_runs)"

@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from reminderd.retry import RetryPolicy
+from reminderd.retry import RetryPolicy, backoff_s
 
 POLICY = RetryPolicy(base_s=5, cap_s=3600, max_attempts=8)
 SEEDS = range(300)
@@ -108,3 +108,31 @@ def test_row_max_attempts_higher_than_default_wins(attempt: int, expected: bool)
 
 def test_single_attempt_row_gives_up_after_the_first() -> None:
     assert POLICY.gives_up(1, max_attempts=1) is True
+
+
+# backoff_s: the one backoff the daemon uses for callbacks, database waits and connecting
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 5, 9, 40])
+def test_half_jitter_waits_between_half_the_ceiling_and_the_ceiling(attempt: int) -> None:
+    ceiling_s = min(30.0, 0.4 * 2 ** (attempt - 1))
+    drawn = [backoff_s(attempt, base_s=0.4, cap_s=30, jitter="half", rng=random.Random(s)) for s in SEEDS]
+    assert all(ceiling_s / 2 <= d <= ceiling_s for d in drawn)
+    assert max(drawn) - min(drawn) > 0.4 * ceiling_s  # spread over the range, not one value
+
+
+def test_no_jitter_waits_the_ceiling_doubling_up_to_the_cap() -> None:
+    waits = [backoff_s(attempt, base_s=0.5, cap_s=10, jitter="none") for attempt in range(1, 8)]
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+
+
+def test_full_jitter_is_what_the_retry_policy_draws() -> None:
+    for attempt in (1, 4, 12):
+        expected = backoff_s(attempt, base_s=5, cap_s=3600, jitter="full", rng=random.Random(3))
+        assert POLICY.delay_s(attempt, rng=random.Random(3)) == expected
+
+
+@pytest.mark.parametrize("attempt", [0, -3, 10_000])
+def test_backoff_never_overflows_or_goes_below_the_first_step(attempt: int) -> None:
+    wait = backoff_s(attempt, base_s=1, cap_s=60, jitter="none")
+    assert wait == (1.0 if attempt < 1 else 60.0)

@@ -10,8 +10,9 @@ from support import make_job
 
 from reminderd.callback import CallbackClient, check_url
 from reminderd.exceptions import CallbackRefused
+from reminderd.outcome import AttemptResult
 from reminderd.settings import Network, Settings
-from reminderd.ssrf import Resolver, checked_addresses, refusal
+from reminderd.ssrf import Resolver, checked_addresses, refusal, system_resolver
 
 LOOPBACK_ALLOWED: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"),)
 
@@ -43,6 +44,16 @@ NOT_PUBLIC = [
 ]
 
 PUBLIC = ["93.184.216.34", "1.1.1.1", "8.8.8.8", "2606:4700::1111", "2a00:1450:4001:80b::200e"]
+
+
+async def send_once(url: str, resolver: Resolver = system_resolver) -> AttemptResult:
+    """One attempt to `url` by a real client allowed no private networks (a refusal comes before
+    any connection, so none is made)."""
+    client = CallbackClient(Settings(database_url="postgresql://x@127.0.0.1:1/x"), resolver=resolver)
+    try:
+        return await client.send(make_job(callback_url=url))
+    finally:
+        await client.close()
 
 
 # refusal()
@@ -137,10 +148,11 @@ def test_check_url_refuses_non_http_urls(url: str) -> None:
         "http://0.0.0.0/cb",
     ],
 )
-def test_check_url_refuses_literal_private_addresses(url: str) -> None:
-    with pytest.raises(CallbackRefused, match="is not a public address") as raised:
+async def test_check_url_refuses_literal_private_addresses(url: str) -> None:
+    with pytest.raises(CallbackRefused, match="is not a public address"):
         check_url(url, ())
-    assert raised.value.permanent is True
+    result = await send_once(url)  # a refusal is permanent: dead-lettered, never retried
+    assert result.permanent and result.poison and result.refused
 
 
 def test_check_url_allows_a_literal_in_an_allowed_network() -> None:
@@ -186,7 +198,8 @@ async def test_resolver_refuses_a_name_with_any_private_answer(dns: Dns) -> None
     with pytest.raises(CallbackRefused) as raised:
         await checked_addresses("rebind.example", 443, resolver, ())
     assert str(raised.value).startswith("rebind.example resolves to 10.0.0.1 is not a public address")
-    assert raised.value.permanent is True
+    result = await send_once("https://rebind.example/cb", resolver)  # a refusal is permanent: never retried
+    assert result.permanent and result.poison and result.refused
 
 
 @pytest.mark.parametrize("address", ["169.254.169.254", "::1", "fd00::1", "::ffff:127.0.0.1"])

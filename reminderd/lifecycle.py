@@ -1,0 +1,51 @@
+"""A message's statuses and the events that move it between them: one vocabulary for the
+database (`scheduled_messages.status`, `last_event`), the audit trail (`reminderd.events`), the
+daemon's log lines and its `reminderd_callbacks_total{outcome}` counter.
+
+The values are the names PostgreSQL stores and docs/sql.md documents: users query them, so they
+never change (tests compare them with the schema and the docs).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """`scheduled_messages.status` (the status_is_known constraint)."""
+
+    PENDING = "pending"
+    PICKED = "picked"
+    SENT = "sent"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+    PAUSED = "paused"
+    EXPIRED = "expired"
+    FINISHED = "finished"
+
+
+class Event(StrEnum):
+    """What happened to a message: `last_event`, and `reminderd.events.event` in the audit trail."""
+
+    # Written by the SQL API and the triggers.
+    CREATED = "created"
+    REPLACED = "replaced"
+    CANCELLED = "cancelled"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    RESCHEDULED = "rescheduled"
+    REQUEUED = "requeued"
+    UPDATED = "updated"  # a plain UPDATE that did not say what it did
+    # Written by the daemon after an attempt.
+    FIRED = "fired"  # delivered; a recurring row moves on to its next occurrence
+    RETRY_SCHEDULED = "retry_scheduled"
+    DEAD_LETTERED = "dead_lettered"  # a recurring row's occurrence: the row moves on
+    # Written by the daemon before any request (reminderd/schedule/timing.py's holds) or by housekeeping.
+    DEFERRED = "deferred"  # quiet hours
+    HOLIDAY_SKIPPED = "holiday_skipped"
+    MISSED_SKIPPED = "missed_skipped"  # older missed occurrences passed over
+    EXPIRED = "expired"  # too late for the backfill policy, or beyond the lookback
+    FINISHED = "finished"  # end conditions: until, max_runs, the RRULE's end
+    PLANNED = "planned"  # a recurring row's first fire_at
+    LEASE_EXPIRED = "lease_expired"  # a dead daemon's row, made due again
+    RELEASED = "released"  # handed back at shutdown
