@@ -99,6 +99,36 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
     }
 
 
+async def test_a_database_at_0003_with_data_upgrades_to_head(empty_database_url: str) -> None:
+    # 0004 adds the batch types: a database already in use at 0003 keeps its rows and gains them.
+    await asyncio.to_thread(upgrade, empty_database_url, "0003")
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO reminderd.tenants (id, callback_url) VALUES ('acme', 'https://example.com/cb')"
+        )
+        message_id = await connection.fetchval(
+            "SELECT reminderd.schedule('acme', 'r1', now() + interval '1 hour')"
+        )
+        assert await connection.fetchval("SELECT to_regtype('reminderd.outcome_v1')") is None
+        await asyncio.to_thread(upgrade, empty_database_url)
+        version = await connection.fetchval("SELECT version_num FROM reminderd.alembic_version")
+        row = await connection.fetchrow(
+            "SELECT ref_id, status FROM reminderd.scheduled_messages WHERE id = $1", message_id
+        )
+        types = [
+            await connection.fetchval(
+                "SELECT t.typname FROM pg_type t WHERE t.oid = to_regtype($1) AND t.typtype = 'c'", name
+            )
+            for name in ("reminderd.outcome_v1", "reminderd.plan_v1", "reminderd.release_v1")
+        ]
+    finally:
+        await connection.close()
+    assert version == head_revision("postgresql://unused")
+    assert (row["ref_id"], row["status"]) == ("r1", "pending")
+    assert types == ["outcome_v1", "plan_v1", "release_v1"]  # composite types, in the reminderd schema
+
+
 # schema.sql: the current schema for reading, kept equal to what the migrations build ------------
 
 
