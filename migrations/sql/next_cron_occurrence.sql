@@ -647,9 +647,9 @@ BEGIN
             candidate := reminderd.cron_next_wall(date_trunc(unit_name, cursor_wall + unit),
                 f.seconds, f.minutes, f.hours, f.months, f.days, f.nearest_weekday, f.weekdays, f.nth_weekdays);
             IF candidate IS NULL THEN
-                RAISE EXCEPTION 'cron "%" does not fire in the 50 years after % (%)', cron, cursor_wall, timezone
+                RAISE EXCEPTION 'cron "%" does not fire in the 50 years after % in %', cron, cursor_wall, timezone
                     USING ERRCODE = 'invalid_parameter_value',
-                          DETAIL = 'Like croniter, the search for the next fire time looks 50 years ahead.';
+                          DETAIL = 'The search looks 50 years ahead, as croniter''s does, and not past the year 9999.';
             END IF;
             instant := reminderd.cron_first_reading(candidate);
             IF instant > after THEN
@@ -688,9 +688,9 @@ BEGIN
             candidate := reminderd.cron_next_wall(date_trunc(unit_name, cursor_wall + unit),
                 f.seconds, f.minutes, f.hours, f.months, f.days, f.nearest_weekday, f.weekdays, f.nth_weekdays);
             IF candidate IS NULL THEN
-                RAISE EXCEPTION 'cron "%" does not fire in the 50 years after % (%)', cron, cursor_wall, timezone
+                RAISE EXCEPTION 'cron "%" does not fire in the 50 years after % in %', cron, cursor_wall, timezone
                     USING ERRCODE = 'invalid_parameter_value',
-                          DETAIL = 'Like croniter, the search for the next fire time looks 50 years ahead.';
+                          DETAIL = 'The search looks 50 years ahead, as croniter''s does, and not past the year 9999.';
             END IF;
             instant := (candidate - zone_offset) AT TIME ZONE interval '0';
             actual := instant::timestamp - (instant AT TIME ZONE interval '0');
