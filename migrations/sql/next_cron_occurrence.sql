@@ -375,7 +375,7 @@ BEGIN
                             plain := plain & ~(1::bigint << w);
                         END IF;
                     END LOOP;
-                    IF plain <> 0 AND NOT collapsed AND elements <> 7 THEN
+                    IF plain <> 0 AND elements <> 7 THEN
                         RAISE EXCEPTION 'invalid cron "%": day of week "%": # and L cannot be mixed with plain days of the week',
                             cron, typed[i] USING ERRCODE = 'invalid_parameter_value', HINT = hint;
                     END IF;
@@ -434,6 +434,9 @@ DECLARE
     either     timestamp;
     other      timestamp;
 BEGIN
+    IF start IS NULL OR seconds IS NULL OR minutes IS NULL OR hours IS NULL OR months IS NULL THEN
+        RETURN NULL;
+    END IF;
     IF day_or AND (nth_weekdays IS NOT NULL OR nearest_weekday IS NOT NULL) THEN
         either := reminderd.cron_next_wall(start, seconds, minutes, hours, months, days, nearest_weekday, NULL, nth_weekdays);
         other := reminderd.cron_next_wall(start, seconds, minutes, hours, months, NULL, nearest_weekday, weekdays, nth_weekdays);
