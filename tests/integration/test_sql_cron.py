@@ -119,8 +119,8 @@ def python_next(cron: str, zone: str, after: datetime) -> datetime | Exception |
         return exc
 
 
-def at(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=UTC)  # type: ignore[arg-type, misc]
+def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 # (1) Known answers ---------------------------------------------------------------------------------
