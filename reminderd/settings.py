@@ -305,6 +305,7 @@ OTHER_VARIABLES = {
     "REMINDERD_CONFIG": "the TOML file --config reads",
     "REMINDERD_TEST_DATABASE_URL": "the server the test suite makes its databases on",
     "REMINDERD_PG_BINDIR": "where the throwaway cluster finds PostgreSQL's programs",
+    "REMINDERD_CI": "set to 1 by .ci/run: tests needing a tool (promtool) fail instead of skipping",
 }
 """REMINDERD_* variables that are not settings but are read all the same: never misspellings."""
 
