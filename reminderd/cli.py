@@ -31,8 +31,18 @@ from .arguments import (
     UsageError,
     add_recurrence_options,
     add_schedule_options,
+    parse_duration,
 )
-from .exceptions import EX_CONFIG, EX_USAGE, ConfigError, DatabaseRefused, DatabaseUnavailable, SchemaMissing
+from .exceptions import (
+    EX_CONFIG,
+    EX_USAGE,
+    ConfigError,
+    DatabaseMisconfigured,
+    DatabaseRefused,
+    DatabaseUnavailable,
+    ReminderdError,
+    SchemaMissing,
+)
 from .schedule import Holidays, Timing, anchor_rrule, preview
 from .settings import Settings
 from .store import Store, TenantOverview
@@ -110,8 +120,10 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     database = [_connection_options()]
 
-    _add_command(commands, "migrate", "apply database migrations (run before `run`)", _migrate,
-                 parents=database)
+    migrate = _add_command(commands, "migrate", "apply database migrations (run before `run`)", _migrate,
+                           parents=database)
+    migrate.add_argument("--wait", default="2m", metavar="DURATION",
+                         help="how long to keep trying while the database is unreachable (default 2m; 0: once)")
     _add_command(commands, "run", "run the daemon (settings from REMINDERD_* variables)", _run_daemon,
                  parents=database)
     _add_command(commands, "status", "messages by tenant and status, and the next due",
@@ -199,11 +211,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"reminderd: error: {exc}", file=sys.stderr)
         return EX_USAGE
-    except ConfigError as exc:  # e.g. a wrong password in REMINDERD_DATABASE_URL
+    except DatabaseMisconfigured as exc:  # e.g. a wrong password in REMINDERD_DATABASE_URL
+        print(f"reminderd: {exc.one_line()}", file=sys.stderr)
+        return EX_CONFIG
+    except ConfigError as exc:
         print(f"reminderd: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
     except DatabaseUnavailable as exc:
-        print(f"reminderd: cannot reach the database: {exc}", file=sys.stderr)
+        print(f"reminderd: {exc.one_line()}", file=sys.stderr)
+        return 1
+    except ReminderdError as exc:  # an expected failure, said in its own words (a migration refused)
+        print(f"reminderd: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("reminderd: interrupted", file=sys.stderr)
@@ -242,10 +260,31 @@ def _daemon_settings(args: argparse.Namespace) -> tuple[Settings, dict[str, str]
     return Settings.load(_environment(args), args.config)
 
 
-def _database_settings(args: argparse.Namespace) -> Settings:
+@dataclass(frozen=True)
+class Database:
+    """The settings a command that connects needs, and where the URL came from, for errors
+    ("--database-url", "REMINDERD_DATABASE_URL", "--config app.toml: database_url")."""
+
+    settings: Settings
+    url_source: str
+
+
+def _database_settings(args: argparse.Namespace) -> Database:
     """What the other commands need: the database. Daemon tuning they do not use is not read (a
     bad REMINDERD_BATCH_SIZE is the daemon's problem), but every name is still checked."""
-    return Settings.load(_environment(args), args.config, only=DATABASE_SETTINGS)[0]
+    settings, sources = Settings.load(_environment(args), args.config, only=DATABASE_SETTINGS)
+    return Database(settings, _url_source(args, sources))
+
+
+def _url_source(args: argparse.Namespace, sources: dict[str, str]) -> str:
+    source = sources.get("REMINDERD_DATABASE_URL", "")
+    if args.database_url:
+        return "--database-url"
+    if source.startswith("env file"):
+        return "REMINDERD_DATABASE_URL_FILE"
+    if source.startswith("config file"):
+        return f"--config {args.config}: database_url"
+    return "REMINDERD_DATABASE_URL"
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -255,18 +294,20 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from .migrate import upgrade_with_retry
+    from .migrate import migrate
 
-    settings = _database_settings(args)
+    wait_s = parse_duration(args.wait, "--wait", allow_zero=True).total_seconds()
+    database = _database_settings(args)
+    settings, url_source = database.settings, database.url_source
     url = settings.database_url
     if settings.pgbouncer:  # DDL and Alembic's prepared statements need a direct connection
         if not settings.listen_database_url:
             print("reminderd: migrate needs a direct connection: set REMINDERD_LISTEN_DATABASE_URL "
                   "or pass --database-url", file=sys.stderr)
             return EX_CONFIG
-        url = settings.listen_database_url
-    upgrade_with_retry(url)
-    print("reminderd: schema is at the latest migration")
+        url, url_source = settings.listen_database_url, "REMINDERD_LISTEN_DATABASE_URL"
+    done = migrate(url, setting=url_source, wait_s=wait_s, say=lambda line: print(line, file=sys.stderr))
+    print(f"reminderd: {done}")
     return 0
 
 
@@ -297,9 +338,11 @@ def _event_loop_run(coro: Coroutine[Any, Any, int]) -> int:
     return uvloop.run(coro)
 
 
-def _run(command: Callable[[Store, R], Awaitable[int]], request: R, settings: Settings) -> int:
+def _run(command: Callable[[Store, R], Awaitable[int]], request: R, database: Database) -> int:
     async def go() -> int:
-        store = await Store.connect(settings.database_url, max_size=1, pgbouncer=settings.pgbouncer)
+        settings = database.settings
+        store = await Store.connect(settings.database_url, max_size=1, pgbouncer=settings.pgbouncer,
+                                    setting=database.url_source)
         try:
             return await command(store, request)
         except SchemaMissing:

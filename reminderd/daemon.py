@@ -9,13 +9,12 @@ import os
 import signal
 
 import structlog
-from alembic.script import ScriptDirectory
 
 from . import __version__, logs, sdnotify
 from .callback import CallbackClient
 from .exceptions import EX_CONFIG, ConfigError, DatabaseUnavailable
 from .health import HealthServer
-from .migrate import alembic_config
+from .migrate import head_revision
 from .retry import backoff_s
 from .settings import Settings
 from .store import Store
@@ -24,10 +23,6 @@ from .worker import Worker
 log = structlog.get_logger("reminderd")
 
 POOL_SIZE = 4  # claim loop, recorder, housekeeping, one spare for /readyz; plus one LISTEN
-
-
-def head_revision(database_url: str) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
 
 
 async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Store | None:

@@ -27,7 +27,8 @@ def test_the_wheel_builds_without_warnings_and_ships_the_sql(tmp_path: Path) -> 
     (wheel,) = tmp_path.glob("reminderd-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
     expected = {f"reminderd/sql/{path.name}" for path in (ROOT / "reminderd" / "sql").glob("*.sql")}
-    expected |= {f"reminderd/migrations/sql/{path.name}" for path in (ROOT / "migrations" / "sql").glob("*.sql")}
+    expected |= {f"reminderd/migrations/sql/{path.name}"
+                 for path in (ROOT / "migrations" / "sql").glob("*.sql")}
     expected |= {f"reminderd/migrations/versions/{path.name}"
                  for path in (ROOT / "migrations" / "versions").glob("0*.py")}
     expected |= {"reminderd/py.typed", "reminderd/migrations/script.py.mako"}
