@@ -70,7 +70,8 @@ def wrong_urls(server_url: str, database_url: str) -> list[tuple[str, str, int]]
     return [
         (with_url(database_url, database="nosuchdb"),
          'database "nosuchdb" does not exist (--database-url)', EX_CONFIG),
-        (with_url(database_url, user="nobody_here"), 'role "nobody_here" does not exist (--database-url)', EX_CONFIG),
+        (with_url(database_url, user="nobody_here"),
+         'role "nobody_here" does not exist (--database-url)', EX_CONFIG),
         (with_url(database_url, user=f"{PASSWORD_ROLE}:wrong"),
          f'password authentication failed for user "{PASSWORD_ROLE}" (--database-url)', EX_CONFIG),
         (with_url(database_url, user=REFUSED_ROLE),
@@ -127,5 +128,7 @@ async def test_the_daemon_exits_78_on_a_wrong_password_instead_of_retrying(
     async with running_daemon(daemon_env(url)) as process:
         assert await process.exit_code() == EX_CONFIG
     [error] = process.events("configuration_error")
-    assert error["error"] == f'REMINDERD_DATABASE_URL: password authentication failed for user "{PASSWORD_ROLE}"'
+    assert error["error"] == (
+        f'REMINDERD_DATABASE_URL: password authentication failed for user "{PASSWORD_ROLE}"'
+    )
     assert "wrong" not in process.output()  # the password is never logged

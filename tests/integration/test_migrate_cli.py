@@ -71,7 +71,9 @@ def test_a_bad_wait_is_refused_before_connecting(capsys: pytest.CaptureFixture[s
     assert err.startswith("reminderd: error: --wait 'soon': ") and err.count("\n") == 1
 
 
-def test_migrate_reads_the_url_as_the_daemon_does(empty_database_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_migrate_reads_the_url_as_the_daemon_does(
+    empty_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     """sslmode and other libpq parameters mean the same to `migrate` as to `run` (asyncpg reads the
     URL in both), instead of reaching asyncpg's connect() as unknown arguments."""
     status, out, err = run(capsys, "migrate", "--database-url", f"{empty_database_url}?sslmode=disable")
