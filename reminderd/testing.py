@@ -383,8 +383,14 @@ class DaemonProcess:
         return [line for line in self.log if line.get("event") == event]
 
     async def wait_logged(self, event: str, timeout_s: float = 20) -> None:
+        await self.wait_for_log(lambda _: bool(self.events(event)), timeout_s)
+
+    async def wait_for_log(
+        self, predicate: Callable[[list[dict[str, object]]], bool], timeout_s: float = 20
+    ) -> None:
+        """Wait until `predicate(the JSON lines so far)` holds."""
         async with self._logged:
-            await asyncio.wait_for(self._logged.wait_for(lambda: bool(self.events(event))), timeout_s)
+            await asyncio.wait_for(self._logged.wait_for(lambda: predicate(self.log)), timeout_s)
 
     def output(self) -> str:
         """The output kept, for an error message."""
