@@ -197,6 +197,7 @@ class ScheduleRequest:
     holiday_rule: str | None = None
     backfill: str | None = None
     max_lateness_s: float | None = None
+    first_fire_at: datetime | None = None  # a recurring row's first occurrence, when computed
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, now: datetime) -> ScheduleRequest:

@@ -482,7 +482,7 @@ class Store:
             message_id = await self._pool.fetchval(
                 QUERIES["schedule_recurring"], r.tenant_id, r.ref_id, r.recurrence.cron, r.recurrence.rrule,
                 r.timezone, r.payload_json, r.callback_url, r.until, r.max_runs, r.category,
-                r.calendar, r.holiday_rule, r.backfill, r.max_lateness_s,
+                r.calendar, r.holiday_rule, r.backfill, r.max_lateness_s, r.first_fire_at,
             )
         return message_id
 

@@ -263,8 +263,9 @@ SELECT reminderd.schedule($1, $2, $3, $4::jsonb, $5, timezone => $6, category =>
                           holiday_rule => $9, backfill => $10, max_lateness => make_interval(secs => $11));
 
 -- schedule_recurring --
+-- $15: the first fire_at the CLI computed with the daemon's code (NULL: planned by the daemon).
 SELECT reminderd.schedule_recurring($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13,
-                                    make_interval(secs => $14), NULL);
+                                    make_interval(secs => $14), NULL, $15);
 
 -- set_tenant --
 -- $2: whether to set the calendar to $3 (NULL clears); $5: whether to set quiet hours to $6-$7.

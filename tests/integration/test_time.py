@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
-from support import db_now, drain, fast_settings, row_by_ref
+from support import db_now, drain, fast_settings, inserted_before_the_outage, row_by_ref
 
 from reminderd.cli import main
 from reminderd.schedule import Timing, to_instant
@@ -41,10 +41,11 @@ async def test_after_a_six_hour_outage_no_customer_gets_stale_messages(
             "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, cron, fire_at, backfill) "
             "VALUES ('acme', $1, $2, $3, $4)", ref, cron, stale, policy,
         )
-    await db.execute(
-        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) VALUES "
-        "('acme', 'booking-stale', $1), ('acme', 'booking-recent', now() - interval '10 minutes')", stale,
-    )
+    async with inserted_before_the_outage(db):
+        await db.execute(
+            "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) VALUES "
+            "('acme', 'booking-stale', $1), ('acme', 'booking-recent', now() - interval '10 minutes')", stale,
+        )
 
     await drain(fast_settings(database_url))
     assert len(receiver.received) == 2
