@@ -14,10 +14,10 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, NoReturn, TypeVar
 
-from . import __version__, logs
+from . import __version__, logs, refusals
 from .arguments import (
     CancelRequest,
     HolidayRequest,
@@ -43,7 +43,7 @@ from .exceptions import (
     ReminderdError,
     SchemaMissing,
 )
-from .schedule import Holidays, Timing, anchor_rrule, preview
+from .schedule import Holidays, Timing, anchor_rrule, iso_utc, load_timezone, preview
 from .settings import Settings
 from .store import Store, TenantOverview
 
@@ -51,6 +51,7 @@ R = TypeVar("R")
 Handler = Callable[[argparse.Namespace], int]
 DATABASE_SETTINGS = ("database_url", "pgbouncer", "listen_database_url")
 EX_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+INSUFFICIENT_PRIVILEGE = "42501"
 EXIT_STATUSES = (
     "exit status: 0 done; 1 the database cannot be reached; 2 bad input (nothing was changed); "
     "78 a configuration error (REMINDERD_*, --config, --database-url); 130 interrupted"
@@ -348,8 +349,11 @@ def _run(command: Callable[[Store, R], Awaitable[int]], request: R, database: Da
         except SchemaMissing:
             raise UsageError("the reminderd schema is missing: run `reminderd migrate`") from None
         except DatabaseRefused as exc:
-            hint = f" ({exc.hint})" if exc.hint else ""
-            raise UsageError(f"{exc.message}{hint}") from None
+            if exc.sqlstate == INSUFFICIENT_PRIVILEGE:  # the URL's role, not the input, is wrong
+                roles = "reminderd_app, reminderd_readonly or reminderd_daemon"
+                raise DatabaseMisconfigured(refusals.one_line(exc), setting=database.url_source,
+                                            hint=f"its role needs {roles}: docs/sql.md, Roles") from None
+            raise UsageError(refusals.one_line(exc)) from None
         finally:
             await store.close()
 
@@ -455,10 +459,21 @@ def _schedule_request(args: argparse.Namespace) -> ScheduleRequest:
 
 
 async def _schedule(store: Store, request: ScheduleRequest) -> int:
+    now = datetime.now(UTC)
+    if request.recurrence is not None:  # its first fire_at, timed as the daemon would time it
+        tenant = await store.tenant_calendar(request.tenant_id, from_day=(now - timedelta(days=2)).date())
+        if tenant is None:
+            raise UsageError(f'unknown tenant "{request.tenant_id}"')
+        request = request.with_first_occurrence(tenant, now)
     print(await store.schedule(request))  # the id alone on stdout, for scripts
-    if request.recurrence is not None:  # and, for people, what it understood
-        understood = request.recurrence.description(request.timezone, datetime.now(UTC))
-        print(f"{understood} ({request.timezone})", file=sys.stderr)
+    if request.recurrence is not None and request.first_fire_at is not None:  # for people: what it understood
+        understood = request.recurrence.description(request.timezone, now)
+        tz = load_timezone(request.timezone)
+        first = request.first_fire_at.astimezone(tz)
+        print(f"{understood} ({request.timezone}); first {first:%a %Y-%m-%d %H:%M:%S %Z} "
+              f"({iso_utc(request.first_fire_at, timespec='auto')})", file=sys.stderr)
+    elif (note := request.late_note()) is not None:
+        print(f"reminderd: {note}", file=sys.stderr)
     return 0
 
 

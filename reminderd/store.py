@@ -300,6 +300,22 @@ class TenantRules:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class TenantCalendar:
+    """What of a tenant times a new recurring row's first occurrence: its holiday settings and its
+    own days off (from a day before today on)."""
+
+    calendar: str | None
+    holiday_rule: str
+    holiday_days: tuple[date, ...]
+    holiday_names: tuple[str, ...]
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TenantCalendar:
+        return cls(row["calendar"], row["holiday_rule"], tuple(row["holiday_days"]),
+                   tuple(row["holiday_names"]))
+
+
 AppMembership = Literal["inherits", "member", "none"]
 
 
@@ -485,6 +501,13 @@ class Store:
                 r.calendar, r.holiday_rule, r.backfill, r.max_lateness_s, r.first_fire_at,
             )
         return message_id
+
+    @_translating
+    async def tenant_calendar(self, tenant_id: str, *, from_day: date) -> TenantCalendar | None:
+        """The tenant's holiday settings and days off from `from_day` on; None for a tenant that
+        does not exist (or that this role does not act for)."""
+        row = await self._pool.fetchrow(QUERIES["tenant_calendar"], tenant_id, from_day)
+        return None if row is None else TenantCalendar.from_row(row)
 
     @_translating
     async def set_tenant(

@@ -127,8 +127,8 @@ EMPTY_TABLES = (
     " reminderd.tenant_members, reminderd.tenant_holidays, reminderd.tenants RESTART IDENTITY"
 )
 DEFAULT_CONFIG = (
-    "UPDATE reminderd.config SET value = defaults.value FROM (VALUES ('horizon', '90 days'), ('backfill', 'send'),"
-    " ('max_lateness', '30 minutes'), ('lookback', '1 day')) AS defaults (key, value)"
+    "UPDATE reminderd.config SET value = defaults.value FROM (VALUES ('horizon', '90 days'),"
+    " ('backfill', 'send'), ('max_lateness', '30 minutes'), ('lookback', '1 day')) AS defaults (key, value)"
     " WHERE config.key = defaults.key"
 )
 

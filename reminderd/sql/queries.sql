@@ -267,6 +267,17 @@ SELECT reminderd.schedule($1, $2, $3, $4::jsonb, $5, timezone => $6, category =>
 SELECT reminderd.schedule_recurring($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13,
                                     make_interval(secs => $14), NULL, $15);
 
+-- tenant_calendar --
+-- What times a new recurring row's first occurrence as the daemon's planner would: the tenant's
+-- holiday settings and its own days off from $2 on (the planner reads the same, timing_columns).
+SELECT t.calendar, t.holiday_rule,
+       ARRAY(SELECT h.day FROM reminderd.tenant_holidays h
+             WHERE h.tenant_id = t.id AND h.day >= $2 ORDER BY h.day LIMIT 400) AS holiday_days,
+       ARRAY(SELECT h.name FROM reminderd.tenant_holidays h
+             WHERE h.tenant_id = t.id AND h.day >= $2 ORDER BY h.day LIMIT 400) AS holiday_names
+FROM reminderd.tenants t
+WHERE t.id = $1;
+
 -- set_tenant --
 -- $2: whether to set the calendar to $3 (NULL clears); $5: whether to set quiet hours to $6-$7.
 UPDATE reminderd.tenants
