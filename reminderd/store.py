@@ -316,6 +316,20 @@ class TenantCalendar:
                    tuple(row["holiday_names"]))
 
 
+@dataclass(frozen=True, slots=True)
+class DatabaseDefaults:
+    """The defaults the database checks new rows with (reminderd.config), for rows without their
+    own backfill policy and lateness: they should be the daemon's."""
+
+    backfill: str | None
+    max_lateness_s: float | None
+    lookback_s: float | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> DatabaseDefaults:
+        return cls(row["backfill"], row["max_lateness_s"], row["lookback_s"])
+
+
 AppMembership = Literal["inherits", "member", "none"]
 
 
@@ -476,6 +490,10 @@ class Store:
         except asyncpg.UndefinedTableError:
             return None
         return value
+
+    @_translating
+    async def database_defaults(self) -> DatabaseDefaults:
+        return DatabaseDefaults.from_row(await self._pool.fetchrow(QUERIES["database_defaults"]))
 
     # The application's side (CLI) -----------------------------------------------------------
 

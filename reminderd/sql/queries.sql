@@ -255,6 +255,15 @@ SELECT (SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'pendin
        (SELECT count(*) FROM reminderd.scheduled_messages
         WHERE status = 'pending' AND fire_at <= now()) AS due_not_picked;
 
+-- database_defaults --
+-- The defaults the database's insert-time check reads (reminderd.check_arrival), for the daemon
+-- to compare with its own REMINDERD_BACKFILL, REMINDERD_MAX_LATENESS and REMINDERD_LOOKBACK.
+SELECT (SELECT value FROM reminderd.config WHERE key = 'backfill') AS backfill,
+       (SELECT extract(epoch FROM value::interval)::float8 FROM reminderd.config
+        WHERE key = 'max_lateness') AS max_lateness_s,
+       (SELECT extract(epoch FROM value::interval)::float8 FROM reminderd.config
+        WHERE key = 'lookback') AS lookback_s;
+
 -- schema_revision --
 SELECT version_num FROM reminderd.alembic_version;
 
