@@ -134,6 +134,22 @@ def build_parser() -> Parser:
     _add_command(commands, "demo", "a throwaway database, a demo receiver, callbacks that fire", _demo,
                  parents=[_connection_options(config=False)])
 
+    dev_db = _add_command(commands, "dev-db", "a local PostgreSQL for trying reminderd, kept across runs: "
+                                              "start, stop, url, status, delete", None)
+    dev_db_commands = dev_db.add_subparsers(dest="dev_db_command", required=True, parser_class=Parser)
+    dev_start = _add_command(dev_db_commands, "start", "create (once), start and migrate it; prints its URL",
+                             _dev_db_start)
+    dev_start.add_argument("--export", action="store_true",
+                           help='print `export REMINDERD_DATABASE_URL=…`, for '
+                                'eval "$(reminderd dev-db start --export)"')
+    dev_url = _add_command(dev_db_commands, "url", "print its URL", _dev_db_url)
+    dev_url.add_argument("--export", action="store_true", help="print `export REMINDERD_DATABASE_URL=…`")
+    _add_command(dev_db_commands, "stop", "stop it (its data stays)", _dev_db_stop)
+    dev_status = _add_command(dev_db_commands, "status", "running, stopped or absent (exit 0, 3, 3)",
+                              _dev_db_status)
+    dev_status.add_argument("--json", action="store_true", help="a JSON object")
+    _add_command(dev_db_commands, "delete", "stop it and delete its data", _dev_db_delete)
+
     tenant = _add_command(commands, "tenant", "manage tenants: add, grant, revoke, rotate-secret, set, holiday",
                           None)
     tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True, parser_class=Parser)
@@ -286,6 +302,74 @@ def _url_source(args: argparse.Namespace, sources: dict[str, str]) -> str:
     if source.startswith("config file"):
         return f"--config {args.config}: database_url"
     return "REMINDERD_DATABASE_URL"
+
+
+def _dev_db_start(args: argparse.Namespace) -> int:
+    from .devdb import DevDatabase, export_line
+
+    state, _ = _dev_db_call(lambda: DevDatabase().start())
+    print(export_line(state.url) if args.export else state.url)
+    return 0
+
+
+def _dev_db_url(args: argparse.Namespace) -> int:
+    from .devdb import DevDatabase, export_line
+
+    state = _dev_db_call(lambda: DevDatabase().state())
+    if state is None:
+        print("reminderd: there is no dev database yet: `reminderd dev-db start` creates it", file=sys.stderr)
+        return 1
+    print(export_line(state.url) if args.export else state.url)
+    return 0
+
+
+def _dev_db_stop(args: argparse.Namespace) -> int:
+    from .devdb import DevDatabase
+
+    print("reminderd dev-db: stopped" if _dev_db_call(lambda: DevDatabase().stop())
+          else "reminderd dev-db: not running", file=sys.stderr)
+    return 0
+
+
+def _dev_db_status(args: argparse.Namespace) -> int:
+    from .devdb import EX_NOT_RUNNING, DevDatabase, describe
+
+    dev = DevDatabase()
+    state = _dev_db_call(dev.state)
+    running = state is not None and _dev_db_call(lambda: dev.running(state))
+    if args.json:
+        print(json.dumps(describe(state, running, dev.path), indent=2))
+    elif state is None:
+        print(f"absent: `reminderd dev-db start` creates it (in {dev.path})")
+    elif running:
+        print(f"running on 127.0.0.1:{state.port} (cluster in {state.cluster_dir})")
+    else:
+        print(f"stopped (cluster in {state.cluster_dir}): `reminderd dev-db start` starts it")
+    return 0 if running else EX_NOT_RUNNING
+
+
+def _dev_db_delete(args: argparse.Namespace) -> int:
+    from .devdb import DevDatabase
+
+    dev = DevDatabase()
+    deleted = _dev_db_call(dev.delete)
+    print(f"reminderd dev-db: deleted {dev.path}" if deleted else "reminderd dev-db: nothing to delete",
+          file=sys.stderr)
+    return 0
+
+
+def _dev_db_call(call: Callable[[], R]) -> R:
+    """A dev-db step; a cluster that cannot be created or started is one line, exit 1."""
+    from .testing import ClusterError
+
+    try:
+        return call()
+    except ClusterError as exc:
+        raise DevDatabaseFailed(str(exc)) from None
+
+
+class DevDatabaseFailed(ReminderdError):
+    """The dev database could not be created or started."""
 
 
 def _demo(args: argparse.Namespace) -> int:
