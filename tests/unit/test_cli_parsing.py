@@ -321,6 +321,7 @@ def test_the_subcommands_are_the_documented_ones() -> None:
         "migrate", "run", "status", "config", "demo", "schedule", "preview", "cancel", "tenant",
         "tenant add", "tenant list", "tenant grant", "tenant revoke", "tenant rotate-secret", "tenant set",
         "tenant holiday",
+        "dev-db", "dev-db start", "dev-db url", "dev-db stop", "dev-db status", "dev-db delete",
     }
 
 
