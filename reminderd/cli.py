@@ -134,8 +134,9 @@ def build_parser() -> Parser:
     _add_command(commands, "demo", "a throwaway database, a demo receiver, callbacks that fire", _demo,
                  parents=[_connection_options(config=False)])
 
-    dev_db = _add_command(commands, "dev-db", "a PostgreSQL for trying the CLI: start, stop, url, status, delete",
-                          None)
+    dev_db = _add_command(
+        commands, "dev-db", "a PostgreSQL for trying the CLI: start, stop, url, status, delete", None
+    )
     dev_db_commands = dev_db.add_subparsers(dest="dev_db_command", required=True, parser_class=Parser)
     dev_start = _add_command(dev_db_commands, "start", "create (once), start and migrate it; prints its URL",
                              _dev_db_start)
