@@ -106,10 +106,14 @@ def test_a_wrong_database_url_is_one_line_naming_the_problem_and_the_setting(
 def test_the_right_password_gets_past_pg_hba(strict_roles: str, database_url: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     """The strict rules above refuse only what they should: the same role with its password
-    connects (and, having no grants, is told what it may not read)."""
+    connects, and, having no grants, is told on one line what its role lacks (a configuration
+    error too: the URL names a role without reminderd's privileges)."""
     url = with_url(database_url, user=f"{PASSWORD_ROLE}:right")
-    assert main(["--database-url", url, "status"]) != EX_CONFIG
-    assert "password authentication failed" not in capsys.readouterr().err
+    assert main(["--database-url", url, "status"]) == EX_CONFIG
+    assert capsys.readouterr().err == (
+        "reminderd: permission denied for schema reminderd (--database-url; its role needs reminderd_app, "
+        "reminderd_readonly or reminderd_daemon: docs/sql.md, Roles)\n"
+    )
 
 
 def test_the_setting_named_is_where_the_url_came_from(
