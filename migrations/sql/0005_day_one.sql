@@ -111,7 +111,8 @@ BEGIN
     END IF;
     PERFORM reminderd.check_tenant(schedule_recurring.tenant_id);
     IF schedule_recurring.first_fire_at < now() - interval '1 minute' THEN
-        RAISE EXCEPTION 'first_fire_at % of message % / % is in the past', schedule_recurring.first_fire_at,
+        RAISE EXCEPTION 'first_fire_at % of message % / % is in the past',
+            to_char(schedule_recurring.first_fire_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
             schedule_recurring.tenant_id, schedule_recurring.ref_id
             USING ERRCODE = 'datetime_field_overflow',
                   HINT = 'Leave it NULL: the first occurrence after now is planned for you.';
@@ -121,9 +122,11 @@ BEGIN
                                                coalesce(schedule_recurring.timezone, 'UTC'), now()));
     IF due > schedule_recurring.until THEN
         RAISE EXCEPTION 'message % / % has no occurrence before its until %', schedule_recurring.tenant_id,
-            schedule_recurring.ref_id, schedule_recurring.until
+            schedule_recurring.ref_id,
+            to_char(schedule_recurring.until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
             USING ERRCODE = 'datetime_field_overflow',
-                  DETAIL = format('Its first occurrence would be %s: it would finish without sending anything.', due),
+                  DETAIL = format('Its first occurrence would be %s: it would finish without sending anything.',
+                                  to_char(due AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
                   HINT = 'Give a later until, or none.';
     END IF;
     PERFORM reminderd.cancel_live(schedule_recurring.tenant_id, schedule_recurring.ref_id, 'replaced by a new schedule');
@@ -234,7 +237,7 @@ BEGIN
             PERFORM reminderd.check_arrival(NEW.tenant_id, NEW.ref_id, NEW.fire_at, NEW.backfill, NEW.max_lateness);
         ELSIF NEW.until <= now() THEN
             RAISE EXCEPTION 'message % / % ends before it starts: its until % is already past', NEW.tenant_id,
-                NEW.ref_id, NEW.until
+                NEW.ref_id, to_char(NEW.until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
                 USING ERRCODE = 'datetime_field_overflow',
                       DETAIL = 'A recurring message sends nothing after its until; this one would finish at once.',
                       HINT = 'Give an until in the future, or none.';
