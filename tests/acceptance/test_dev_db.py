@@ -1,12 +1,12 @@
 """`reminderd dev-db`: a database for the CLI in one step, kept across runs, on loopback with a
-password, started, stopped and deleted by the real command (a subprocess) in a folder of its own."""
+password, started, stopped and deleted by the real command (a subprocess) in a folder of its own.
+(`eval "$(reminderd dev-db start --export)"` is run by tests/acceptance/test_readme.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import asyncpg
@@ -75,19 +75,6 @@ def test_start_creates_migrates_and_prints_the_url_then_stop_start_and_delete(tm
     assert deleted.stderr == f"reminderd dev-db: deleted {folder}\n"
     assert not folder.exists()
     assert dev_db(tmp_path, "url").returncode == 1
-
-
-def test_the_url_is_ready_for_eval(tmp_path: Path) -> None:
-    """eval "$(reminderd dev-db start --export)" sets REMINDERD_DATABASE_URL for what follows."""
-    script = (f'eval "$({sys.executable} -m reminderd.cli dev-db start --export)" && '
-              f"{sys.executable} -m reminderd.cli status")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REMINDERD_")}
-    env["XDG_DATA_HOME"] = str(tmp_path)
-    try:
-        result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=120)
-        assert (result.returncode, result.stdout) == (0, "no messages\n"), result.stderr
-    finally:
-        dev_db(tmp_path, "delete")
 
 
 def _cluster(data_home: Path) -> str:
