@@ -126,7 +126,11 @@ EMPTY_TABLES = (
     "TRUNCATE reminderd.deliveries, reminderd.events, reminderd.scheduled_messages,"
     " reminderd.tenant_members, reminderd.tenant_holidays, reminderd.tenants RESTART IDENTITY"
 )
-DEFAULT_CONFIG = "UPDATE reminderd.config SET value = '90 days' WHERE key = 'horizon'"
+DEFAULT_CONFIG = (
+    "UPDATE reminderd.config SET value = defaults.value FROM (VALUES ('horizon', '90 days'),"
+    " ('backfill', 'send'), ('max_lateness', '30 minutes'), ('lookback', '1 day')) AS defaults (key, value)"
+    " WHERE config.key = defaults.key"
+)
 
 
 def emptied(database_url: str) -> str:
