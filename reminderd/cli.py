@@ -21,7 +21,6 @@ from . import __version__, logs
 from .arguments import (
     CancelRequest,
     HolidayRequest,
-    PreviewRequest,
     RotateSecretRequest,
     ScheduleRequest,
     TenantAddRequest,
@@ -31,6 +30,8 @@ from .arguments import (
     UsageError,
     add_recurrence_options,
     add_schedule_options,
+    preview_request,
+    schedule_request,
 )
 from .exceptions import EX_CONFIG, EX_USAGE, ConfigError, DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from .schedule import Holidays, Timing, anchor_rrule, preview
@@ -408,7 +409,7 @@ async def _tenant_rotate_secret(store: Store, request: RotateSecretRequest) -> i
 
 
 def _schedule_request(args: argparse.Namespace) -> ScheduleRequest:
-    return ScheduleRequest.from_args(args, datetime.now(UTC))
+    return schedule_request(args, datetime.now(UTC))
 
 
 async def _schedule(store: Store, request: ScheduleRequest) -> int:
@@ -421,7 +422,7 @@ async def _schedule(store: Store, request: ScheduleRequest) -> int:
 
 def _preview(args: argparse.Namespace) -> int:
     """Print the next fires of a schedule; no database needed."""
-    request = PreviewRequest.from_args(args, datetime.now(UTC))
+    request = preview_request(args, datetime.now(UTC))
     recurrence, timezone, start = request.recurrence, request.timezone, request.start
     timing = Timing(
         timezone=timezone, cron=recurrence.cron,

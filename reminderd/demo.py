@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from . import logs
-from .arguments import Recurrence, ScheduleRequest
 from .callback import CallbackClient
 from .lifecycle import Status
 from .migrate import upgrade
@@ -25,6 +24,7 @@ from .schedule import QuietHours
 from .settings import Settings
 from .store import Store
 from .testing import ClusterError, Received, Receiver, throwaway_cluster
+from .validation import Recurrence, ScheduleRequest
 from .worker import Worker
 
 MESSAGES = [  # (ref, seconds from now, payload)

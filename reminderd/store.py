@@ -22,7 +22,7 @@ from .queries import QUERIES
 from .schedule import DEFAULT_BACKFILL, DEFAULT_MAX_LATENESS_S, QuietHours
 
 if TYPE_CHECKING:
-    from .arguments import ScheduleRequest
+    from .validation import ScheduleRequest
 
 NOTIFY_CHANNEL = "reminderd_due"
 

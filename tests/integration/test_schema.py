@@ -145,7 +145,8 @@ async def test_a_database_at_0004_with_data_upgrades_to_0006(empty_database_url:
         assert await connection.fetchval("SELECT reminderd.schedule('acme', 'r1', $1)", fire_at) == live
         with pytest.raises(asyncpg.UniqueViolationError):
             await connection.execute(
-                "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) VALUES ('acme', 'r1', now())"
+                "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+                " VALUES ('acme', 'r1', now())"
             )
         extra = await connection.fetchval("SELECT reminderd.send_now('acme', 'c1')")
         rows = await connection.fetch(
