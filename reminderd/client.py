@@ -25,6 +25,7 @@ import functools
 import json
 import logging
 import random
+import re
 import secrets
 import threading
 import types
@@ -41,6 +42,7 @@ import yarl
 from . import __version__
 from .exceptions import ReminderdError
 from .lifecycle import Status
+from .retry import backoff_s
 
 __all__ = [
     "UNSET",
@@ -102,6 +104,7 @@ Duration = timedelta | float | str
 UNREACHABLE = "urn:reminderd:client:unreachable"
 INVALID_RESPONSE = "urn:reminderd:client:invalid-response"
 IDEMPOTENCY_IN_FLIGHT = "urn:reminderd:problem:idempotency-in-flight"
+_KEY_SHAPE = re.compile(r"(rk_[a-z2-7]{12})_")  # a key's visible prefix (reminderd/apikeys.py)
 
 
 # Answers: frozen dataclasses named after the OpenAPI document's schemas --------------------------------
@@ -441,7 +444,8 @@ def _present(**values: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How a call is retried: `attempts` tries in all (the first included), waiting a random time up
+    """How the client retries a call (the daemon's callback retries are reminderd.retry's, whose
+    backoff it shares): `attempts` tries in all (the first included), waiting a random time up
     to min(cap_s, base_s * 2 ** (retry - 1)) before each retry (full jitter), or the server's
     Retry-After when it gives one; a Retry-After over `max_retry_after_s` is not waited for (the
     call fails with the 429 or 503 at once)."""
@@ -465,8 +469,7 @@ class RetryPolicy:
             return None
         if retry_after_s is not None:
             return retry_after_s if retry_after_s <= self.max_retry_after_s else None
-        ceiling = min(self.cap_s, self.base_s * 2 ** (retry - 1))
-        return (rng or random).uniform(0, ceiling)
+        return backoff_s(retry, base_s=self.base_s, cap_s=self.cap_s, jitter="full", rng=rng)
 
 
 NO_RETRIES = RetryPolicy(attempts=1)
@@ -653,12 +656,14 @@ class ReminderdClient:
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self._authorization = f"Bearer {api_key}"
+        shape = _KEY_SHAPE.match(api_key)
+        self.key_prefix = shape[1] if shape else None  # rk_xxxxxxxxxxxx: shown for support, not secret
         self._session = session
         self._own_session = session is None
         self._user_agent = user_agent or f"reminderd-python/{__version__}"
 
     def __repr__(self) -> str:
-        return f"ReminderdClient({str(self.base_url)!r}, api_key=<hidden>)"
+        return f"ReminderdClient({str(self.base_url)!r}, api_key={self.key_prefix or '<hidden>'!r})"
 
     async def __aenter__(self) -> ReminderdClient:
         return self
@@ -979,7 +984,7 @@ class SyncReminderdClient:
         self._thread.start()
 
     def __repr__(self) -> str:
-        return f"SyncReminderdClient({str(self._client.base_url)!r}, api_key=<hidden>)"
+        return "Sync" + repr(self._client)
 
     def __enter__(self) -> SyncReminderdClient:
         return self
