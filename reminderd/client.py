@@ -385,7 +385,7 @@ class ScheduleRequest:
         body: dict[str, Any] = {}
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
-            if value is None or value is UNSET:
+            if value is UNSET or (value is None and item.name != "payload"):
                 continue
             body[item.name] = _wire_value(item.name, value)
         return body
@@ -531,6 +531,18 @@ class ApiError(ReminderdError):
         return self.problem.errors
 
 
+class _Secret:
+    """A value that shows as <hidden> in any repr (vars(), a debugger, a log of the object)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<hidden>"
+
+
 class _InvalidResponse(Exception):
     pass
 
@@ -655,7 +667,7 @@ class ReminderdClient:
         self.base_url = url.with_query(None).with_fragment(None)
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
-        self._authorization = f"Bearer {api_key}"
+        self._authorization = _Secret(f"Bearer {api_key}")
         shape = _KEY_SHAPE.match(api_key)
         self.key_prefix = shape[1] if shape else None  # rk_xxxxxxxxxxxx: shown for support, not secret
         self._session = session
@@ -691,7 +703,7 @@ class ReminderdClient:
         if query:
             pairs = {name: value for name, value in query.items() if value is not None}
             url = yarl.URL(f"{url}?{urlencode(pairs, quote_via=quote)}", encoded=True)
-        headers = {"Authorization": self._authorization, "Accept": "application/json",
+        headers = {"Authorization": self._authorization.value, "Accept": "application/json",
                    "User-Agent": self._user_agent}
         data = None
         if body is not UNSET:
@@ -965,9 +977,7 @@ def _blocking(
     def call(self: SyncReminderdClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
         return self._run(method(self._client, *args, **kwargs))
 
-    call.__name__ = method.__name__
-    call.__doc__ = method.__doc__
-    return call
+    return functools.update_wrapper(call, method)
 
 
 class SyncReminderdClient:
