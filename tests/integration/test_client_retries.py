@@ -223,7 +223,8 @@ async def test_the_key_is_in_no_log_line_and_no_error(
 async def test_list_follows_the_cursor_with_the_same_filters(server: Scripted, rd: ReminderdClient) -> None:
     message = {
         "id": 1, "ref_id": "b:1", "status": "pending", "fire_at": None, "scheduled_for": None,
-        "timezone": "UTC", "cron": None, "rrule": None, "until": None, "max_runs": None, "runs": 0, "category": "transactional",
+        "timezone": "UTC", "cron": None, "rrule": None, "until": None, "max_runs": None, "runs": 0,
+        "category": "transactional",
         "callback_url": None, "max_attempts": None, "attempts": 0, "calendar": None, "holiday_rule": None,
         "backfill": None, "max_lateness_s": None, "last_error": None, "last_event": "created",
         "created_at": "2026-12-01T10:00:00Z", "updated_at": "2026-12-01T10:00:00Z", "sent_at": None,
