@@ -16,8 +16,11 @@ from .duration import EXAMPLES, parse_seconds
 from .payload import PayloadError, check_payload
 from .schedule import (
     BACKFILL_POLICIES,
+    Holidays,
     InvalidSchedule,
+    PreviewEntry,
     QuietHours,
+    Timing,
     UnknownPhrase,
     anchor_rrule,
     compile_phrase,
@@ -25,6 +28,7 @@ from .schedule import (
     iso_utc,
     load_timezone,
     parse_rrule,
+    preview,
     to_instant,
     validate_calendar,
     validate_cron,
@@ -411,3 +415,19 @@ class PreviewRequest:
             calendar=checked_calendar(calendar, names.calendar), quiet=checked_quiet(quiet, names.quiet),
             count=count, as_json=as_json,
         )
+
+    def timing(self) -> Timing:
+        """The schedule as the daemon would time it (holidays of the calendar, quiet hours)."""
+        recurrence = self.recurrence
+        return Timing(
+            timezone=self.timezone, cron=recurrence.cron,
+            rrule=None if recurrence.rrule is None else anchor_rrule(recurrence.rrule, self.timezone, self.start),
+            holidays=Holidays.of(self.calendar), quiet=self.quiet,
+        )
+
+    def entries(self) -> list[PreviewEntry]:
+        """The next fires; InvalidInput when they run past the year 9999."""
+        try:
+            return preview(self.timing(), self.start, self.count)
+        except OverflowError:  # the schedule's next fires run past datetime.max
+            raise InvalidInput(f"the next {self.count} fires run past the year 9999", None) from None
