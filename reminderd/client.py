@@ -133,7 +133,8 @@ class Problem:
     errors: tuple[ProblemField, ...] = ()
     sqlstate: str | None = None
     hint: str | None = None
-    item: int | None = None
+    item: int | None = None  # the batch item (from 0) the database refused
+    message_status: Status | None = None  # not-live: the status the message is in
 
 
 @dataclass(frozen=True, slots=True)
@@ -814,7 +815,8 @@ class ReminderdClient:
              cursor: str | None = None) -> MessagePages:
         """The messages, page by page (`async for page in rd.list(...)`, or `.messages()` for one by
         one), newest first or soonest first, following each page's cursor; `cursor` starts from a
-        page's `next_cursor` kept earlier."""
+        page's `next_cursor` kept earlier. A walk never ends on an empty page (the server may answer
+        one after a full last page)."""
         statuses = None
         if status is not None:
             statuses = ",".join([status] if isinstance(status, str) else status)
@@ -950,7 +952,8 @@ class MessagePages:
         cursor = self.cursor
         while True:
             page = await self._client.list_page(self.query, cursor)
-            yield page
+            if page.messages or cursor == self.cursor:  # not the empty page that can end a walk
+                yield page
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
@@ -1048,7 +1051,8 @@ class SyncReminderdClient:
         next_cursor = pages.cursor
         while True:
             page = self.list_page(pages.query, next_cursor)
-            yield page
+            if page.messages or next_cursor == pages.cursor:  # not the empty page that can end a walk
+                yield page
             if page.next_cursor is None:
                 return
             next_cursor = page.next_cursor

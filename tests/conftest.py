@@ -26,6 +26,8 @@ from reminderd.migrate import upgrade
 from reminderd.store import Store
 from reminderd.testing import Cluster, Receiver, add_tenant, throwaway_cluster
 
+pytest_plugins = ["live_api"]  # live_api, api_db, tenant_key: a real `reminderd serve` per module
+
 
 def _with_database(url: str, database: str) -> str:
     base, _, _ = url.rpartition("/")
