@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import shutil
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -285,3 +288,21 @@ async def running_api(settings: Settings) -> AsyncIterator[ApiClient]:
     finally:
         await client.close()
         await store.close()
+
+
+# The JavaScript SDK ------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+JS = ROOT / "clients" / "js"
+
+
+def node() -> str:
+    """The `node` executable (Node.js >= 18; the SDK targets 20); the test fails when there is none."""
+    import pytest  # support.py is imported by the harness's own checks too, where pytest is the runner
+
+    found = shutil.which("node")
+    if found is None:
+        pytest.fail("Node.js is not installed: `make install` (.ci/setup) installs it")
+    version = subprocess.run([found, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    assert int(version.lstrip("v").split(".")[0]) >= 18, f"the JavaScript SDK needs Node >= 18, found {version}"
+    return found

@@ -1,5 +1,5 @@
 // The JavaScript SDK of reminderd's HTTP API (`reminderd serve`). No dependencies: the global
-// fetch of Node >= 20 (or a browser, Deno, Bun, a worker).
+// fetch of Node >= 20 (18 works too), or of a browser, Deno, Bun, a worker.
 //
 //   const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: process.env.REMINDERD_API_KEY });
 //   const { id, status } = await rd.schedule({ refId: "booking:b7d2:24h", fireAt, payload });
@@ -97,8 +97,22 @@ function retryable(status, type) {
   return status === 429 || status >= 500 || (status === 409 && type === IDEMPOTENCY_IN_FLIGHT);
 }
 
-function newIdempotencyKey() {
-  return "rdjs_" + globalThis.crypto.randomUUID();
+async function newIdempotencyKey() {
+  // Node >= 19, browsers, Deno, Bun and workers have the Web Crypto global; Node 18 has node:crypto.
+  const crypto = globalThis.crypto?.randomUUID ? globalThis.crypto : await import("node:crypto");
+  return "rdjs_" + crypto.randomUUID();
+}
+
+/** A signal aborted when either is (AbortSignal.any, which Node 18 lacks). */
+function either(signal, timeout) {
+  if (!signal) return timeout;
+  if (AbortSignal.any) return AbortSignal.any([signal, timeout]);
+  const controller = new AbortController();
+  for (const s of [signal, timeout]) {
+    if (s.aborted) controller.abort(s.reason);
+    else s.addEventListener("abort", () => controller.abort(s.reason), { once: true });
+  }
+  return controller.signal;
 }
 
 function sleep(ms, signal) {
@@ -186,12 +200,11 @@ export class Reminderd {
       data = JSON.stringify(toWire(body));
       headers["Content-Type"] = "application/json";
     }
-    if (method !== "GET") headers["Idempotency-Key"] = idempotencyKey ?? newIdempotencyKey();
+    if (method !== "GET") headers["Idempotency-Key"] = idempotencyKey ?? (await newIdempotencyKey());
     for (let attempt = 1; ; attempt++) {
       let response, text;
       try {
-        const timeout = AbortSignal.timeout(this.timeoutMs);
-        const abort = signal ? AbortSignal.any([signal, timeout]) : timeout;
+        const abort = either(signal, AbortSignal.timeout(this.timeoutMs));
         response = await this.#fetch(url, { method, headers, body: data, signal: abort, redirect: "manual" });
         text = await response.text();
       } catch (error) {
@@ -332,7 +345,7 @@ export class MessagePages {
     let cursor = this.cursor;
     for (;;) {
       const page = await this.client.listPage({ ...this.query, cursor: cursor ?? undefined }, { signal: this.signal });
-      yield page;
+      if (page.messages.length > 0 || cursor === this.cursor) yield page; // not the empty page that can end a walk
       if (page.nextCursor === null || page.nextCursor === undefined) return;
       cursor = page.nextCursor;
     }
