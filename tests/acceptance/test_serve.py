@@ -165,7 +165,7 @@ async def test_schemathesis_finds_no_5xx_and_no_answer_outside_the_document(
         "--header", f"Authorization: Bearer {served.key}",
         "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                     "response_schema_conformance,response_headers_conformance",
-        "--max-examples", "12", "--phases", "examples,fuzzing", "--mode", "all",
+        "--max-examples", "40", "--phases", "examples,coverage,fuzzing", "--mode", "all",
         "--request-timeout", "10", "--seed", "7", "--no-color",
     ]
     done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=240,
