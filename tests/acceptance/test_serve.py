@@ -145,7 +145,7 @@ def curl_blocks() -> list[str]:
 async def test_the_docs_curl_examples_work_as_written(served: Served, database_url: str) -> None:
     blocks = curl_blocks()
     assert len(blocks) >= 12
-    env = {**os.environ, "REMINDERD_URL": served.url, "KEY": served.key}
+    env = {**os.environ, "API_URL": served.url, "KEY": served.key}
     for block in blocks:
         script = 'curl() { command curl --fail-with-body --max-time 10 "$@"; }\nset -e\n' + block
         done = await asyncio.to_thread(subprocess.run, ["bash", "-c", script], env=env, capture_output=True,
