@@ -75,6 +75,9 @@ NEVER = datetime.min.replace(tzinfo=UTC)
 FOREVER = datetime.max.replace(tzinfo=UTC)
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 WWW_AUTHENTICATE = 'Bearer realm="reminderd"'
+# aiohttp's HTTP parser answers a longer request line or header itself, in plain text, before any
+# middleware: room for the longest query the document allows (2,000 characters, percent-encoded).
+SERVER_LIMITS: dict[str, Any] = {"max_line_size": 65536, "max_field_size": 16384}
 
 # The fields of a message to schedule, by the JSON type each must have.
 _STRING_FIELDS = ("ref_id", "fire_at", "local_time", "cron", "every", "rrule", "timezone", "callback_url",

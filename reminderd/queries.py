@@ -41,14 +41,14 @@ SQL_FILES = ("sql/queries.sql", "sql/api.sql")
 def load_files(names: tuple[str, ...] = SQL_FILES) -> dict[str, str]:
     """Every file's statements in one dict; a name defined twice is an error naming both files.
     Includes ({fragment $n}) may use a fragment of any file."""
-    texts = {name: files("reminderd").joinpath(name).read_text(encoding="utf-8") for name in names}
+    texts = [(name, files("reminderd").joinpath(name).read_text(encoding="utf-8")) for name in names]
     seen: dict[str, str] = {}
-    for name, text in texts.items():
+    for name, text in texts:
         for statement in _HEADER.findall(text):
             if statement in seen:
                 raise ValueError(f"query {statement!r} is defined in both {seen[statement]} and {name}")
             seen[statement] = name
-    return load("\n".join(texts.values()))
+    return load("\n".join(text for _, text in texts))
 
 
 QUERIES = load_files()

@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from . import __version__, housekeeping, logs
-from .api import Api
+from .api import SERVER_LIMITS, Api
 from .daemon import connect_with_retry, head_revision
 from .exceptions import EX_CONFIG, ConfigError
 from .settings import Settings
@@ -63,7 +63,7 @@ class Server:
             api.metrics.watch_pool(store.pool_in_use, store.pool_idle)
             api.metrics.database_up.set(1)
             runner = web.AppRunner(api.app(), access_log=None, handle_signals=False,
-                                   shutdown_timeout=settings.shutdown_timeout_s)
+                                   shutdown_timeout=settings.shutdown_timeout_s, **SERVER_LIMITS)
             await runner.setup()
             try:
                 site = web.TCPSite(runner, settings.api_host, settings.api_port, backlog=1024)

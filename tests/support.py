@@ -21,7 +21,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from reminderd.api import Api
+from reminderd.api import SERVER_LIMITS, Api
 from reminderd.callback import CallbackClient
 from reminderd.daemon import head_revision
 from reminderd.jobs import Job
@@ -281,7 +281,7 @@ class Answer:
 async def running_api(settings: Settings) -> AsyncIterator[ApiClient]:
     store = await Store.connect(settings.database_url, max_size=4)
     api = Api(settings, store, head_revision=head_revision(settings.database_url))
-    client = TestClient(TestServer(api.app(), host="127.0.0.1"))
+    client = TestClient(TestServer(api.app(), host="127.0.0.1", **SERVER_LIMITS))
     await client.start_server()
     try:
         yield ApiClient(client, api)
