@@ -330,6 +330,7 @@ OTHER_VARIABLES = {
     "REMINDERD_CONFIG": "the TOML file --config reads",
     "REMINDERD_TEST_DATABASE_URL": "the server the test suite makes its databases on",
     "REMINDERD_PG_BINDIR": "where the throwaway cluster finds PostgreSQL's programs",
+    "REMINDERD_API_KEY": "an app's API key where docs/api.md's SDK examples read it (the SDKs read none)",
 }
 """REMINDERD_* variables that are not settings but are read all the same: never misspellings."""
 
