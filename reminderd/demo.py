@@ -3,7 +3,8 @@
 A local PostgreSQL cluster, the migrations, a tenant, a receiver that verifies signatures, a few
 messages, and the daemon delivering them: one is refused once by the receiver and retried with the
 same webhook-id, one is cancelled and never fires. `reminderd serve` runs beside it, and one
-message is scheduled over HTTP (the curl equivalent is printed).
+message is scheduled over HTTP through the Python SDK (reminderd.client; the curl equivalent is
+printed).
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import aiohttp
 import asyncpg
 
 from . import logs
 from .callback import CallbackClient
+from .client import ReminderdClient
 from .lifecycle import Status
 from .migrate import upgrade
 from .schedule import QuietHours
@@ -140,16 +141,18 @@ async def _schedule_over_http(database_url: str, api: DaemonProcess, receiver_ur
     finally:
         await connection.close()
     base = f"http://127.0.0.1:{port}"
-    body = {"ref_id": HTTP_REF, "fire_in": "2s", "callback_url": receiver_url,
-            "payload": {"to": "+14155550111", "text": "Welcome, Bob (scheduled over HTTP)"}}
-    say(f"reminderd demo: reminderd serve listening on {base}; the same call with curl:")
+    payload = {"to": "+14155550111", "text": "Welcome, Bob (scheduled over HTTP)"}
+    say(f"reminderd demo: reminderd serve listening on {base}; one message through the Python SDK:")
+    say(f'  async with reminderd.client.ReminderdClient("{base}", api_key) as rd:')
+    say(f"      await rd.schedule({HTTP_REF!r}, fire_in='2s', callback_url={receiver_url!r},\n"
+        f"                        payload={payload!r})")
+    async with ReminderdClient(base, key) as rd:
+        made = await rd.schedule(HTTP_REF, fire_in="2s", callback_url=receiver_url, payload=payload)
+    body = {"ref_id": HTTP_REF, "fire_in": "2s", "callback_url": receiver_url, "payload": payload}  # as sent
+    say("  the same call with curl:")
     say(f"  curl -X POST {base}/v1/messages -H 'Authorization: Bearer {key[:15]}_…' "
         f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'")
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{base}/v1/messages", json=body, headers={"Authorization": f"Bearer {key}"}
-    ) as answer:
-        made = await answer.json()
-    say(f"  scheduled #{made['id']} {HTTP_REF:<18} over HTTP: {answer.status} {made['description']}")
+    say(f"  scheduled #{made.id} {HTTP_REF:<18} over HTTP: {made.result}, {made.description}")
 
 
 async def _deliver(database_url: str, store: Store, receiver: Receiver, api: DaemonProcess, url: str) -> int:
