@@ -85,3 +85,13 @@ def test_the_package_is_esm_without_runtime_dependencies() -> None:
     runtime = (JS / "src" / "index.js").read_text(encoding="utf-8")
     imported = re.findall(r"""\bimport\b[^;]*?["']([^"']+)["']""", runtime)
     assert all(name.startswith(("./", "node:")) for name in imported), imported  # builtins only
+
+
+def test_the_declarations_compile_and_type_what_users_write() -> None:
+    """tsc --strict over src/index.d.ts (and the generated wire.d.ts it imports) and test/types.ts,
+    a typed use of every method whose @ts-expect-error lines must each be an error."""
+    tsc = JS / "node_modules" / ".bin" / "tsc"
+    assert tsc.exists(), "TypeScript is not installed in clients/js: `make install` (.ci/setup) runs npm ci"
+    done = subprocess.run([node(), str(tsc), "-p", str(JS)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
