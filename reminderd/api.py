@@ -80,8 +80,21 @@ WWW_AUTHENTICATE = 'Bearer realm="reminderd"'
 SERVER_LIMITS: dict[str, Any] = {"max_line_size": 65536, "max_field_size": 16384}
 
 # The fields of a message to schedule, by the JSON type each must have.
-_STRING_FIELDS = ("ref_id", "fire_at", "local_time", "cron", "every", "rrule", "timezone", "callback_url",
-                  "category", "backfill", "calendar", "holiday_rule", "until")
+_STRING_FIELDS = (
+    "ref_id",
+    "fire_at",
+    "local_time",
+    "cron",
+    "every",
+    "rrule",
+    "timezone",
+    "callback_url",
+    "category",
+    "backfill",
+    "calendar",
+    "holiday_rule",
+    "until",
+)
 _DURATION_FIELDS = ("fire_in", "max_lateness")
 _INTEGER_FIELDS = ("max_attempts", "max_runs")
 SCHEDULE_FIELDS = frozenset((*_STRING_FIELDS, *_DURATION_FIELDS, *_INTEGER_FIELDS, "payload"))
@@ -111,8 +124,14 @@ def json_response(document: Any, status: int = 200) -> web.Response:
 
 
 class Api:
-    def __init__(self, settings: Settings, store: Store, *, head_revision: str | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        head_revision: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.head_revision = head_revision
@@ -164,8 +183,9 @@ class Api:
     # Every request ------------------------------------------------------------------------------
 
     @web.middleware
-    async def _middleware(self, request: web.Request,
-                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         started = time.perf_counter()
         request_id = uuid.uuid4().hex[:16]
         request[REQUEST_ID] = request_id
@@ -177,54 +197,80 @@ class Api:
                 async with asyncio.timeout(self.settings.api_request_timeout_s):
                     response = await handler(request)
             except TimeoutError:
-                raise Problem("timeout", f"the request took longer than {self.settings.api_request_timeout_s:g} s "
-                              "(REMINDERD_API_REQUEST_TIMEOUT); retry, with the same Idempotency-Key",
-                              headers={"Retry-After": "1"}) from None
+                raise Problem(
+                    "timeout",
+                    f"the request took longer than {self.settings.api_request_timeout_s:g} s "
+                    "(REMINDERD_API_REQUEST_TIMEOUT); retry, with the same Idempotency-Key",
+                    headers={"Retry-After": "1"},
+                ) from None
             except web.HTTPRequestEntityTooLarge:
-                raise Problem("body-too-large", f"the body is over {self.settings.api_max_body} bytes "
-                              "(REMINDERD_API_MAX_BODY)") from None
+                raise Problem(
+                    "body-too-large",
+                    f"the body is over {self.settings.api_max_body} bytes (REMINDERD_API_MAX_BODY)",
+                ) from None
             except web.HTTPMethodNotAllowed as exc:
-                raise Problem("method-not-allowed", f"{request.method} is not allowed here; "
-                              f"allowed: {', '.join(sorted(exc.allowed_methods))}",
-                              headers={"Allow": ", ".join(sorted(exc.allowed_methods))}) from None
+                raise Problem(
+                    "method-not-allowed",
+                    f"{request.method} is not allowed here; allowed: {', '.join(sorted(exc.allowed_methods))}",
+                    headers={"Allow": ", ".join(sorted(exc.allowed_methods))},
+                ) from None
             except web.HTTPNotFound:
                 raise Problem("not-found", f"no route {request.path}: see /openapi.json") from None
             except web.HTTPException as exc:  # anything else aiohttp raises about the request
                 raise Problem("invalid-parameter", exc.reason or "bad request") from None
             except SchemaMissing:
                 log.error("schema_missing", request_id=request_id, fix="run `reminderd migrate`")
-                raise Problem("unavailable", "the database schema is not migrated yet",
-                              headers={"Retry-After": "5"}) from None
+                raise Problem(
+                    "unavailable", "the database schema is not migrated yet", headers={"Retry-After": "5"}
+                ) from None
             except DatabaseRefused as exc:
                 raise _refused(exc) from None
             except DatabaseUnavailable as exc:
                 self.metrics.database_up.set(0)
                 log.error("database_unreachable", request_id=request_id, error=str(exc))
-                raise Problem("unavailable", "the database cannot be reached right now; retry",
-                              headers={"Retry-After": "1"}) from None
+                raise Problem(
+                    "unavailable",
+                    "the database cannot be reached right now; retry",
+                    headers={"Retry-After": "1"},
+                ) from None
         except Problem as problem:
             response = self._problem(problem, request_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("api_error", request_id=request_id, method=request.method, route=route,
-                          error=type(exc).__name__)
-            response = self._problem(Problem("internal", f"an internal error; the server's log says more "
-                                             f"under request_id {request_id}"), request_id)
+            log.exception(
+                "api_error", request_id=request_id, method=request.method, route=route, error=type(exc).__name__
+            )
+            response = self._problem(
+                Problem(
+                    "internal", f"an internal error; the server's log says more under request_id {request_id}"
+                ),
+                request_id,
+            )
         finally:
             self.metrics.in_flight.dec()
         elapsed_s = time.perf_counter() - started
         self.metrics.observe(route, request.method, response.status, elapsed_s)
         response.headers["X-Request-Id"] = request_id
         caller = request.get(CALLER)
-        log.info("request", method=request.method, route=route, status=response.status,
-                 latency_ms=round(elapsed_s * 1000, 2), request_id=request_id,
-                 tenant=caller.tenant_id if caller else None, key=caller.prefix if caller else None)
+        log.info(
+            "request",
+            method=request.method,
+            route=route,
+            status=response.status,
+            latency_ms=round(elapsed_s * 1000, 2),
+            request_id=request_id,
+            tenant=caller.tenant_id if caller else None,
+            key=caller.prefix if caller else None,
+        )
         return response
 
     def _problem(self, problem: Problem, request_id: str) -> web.Response:
-        response = web.Response(body=problem.body(f"urn:reminderd:request:{request_id}"), status=problem.status,
-                                content_type=PROBLEM_JSON)
+        response = web.Response(
+            body=problem.body(f"urn:reminderd:request:{request_id}"),
+            status=problem.status,
+            content_type=PROBLEM_JSON,
+        )
         response.headers.update(problem.headers)
         return response
 
@@ -247,51 +293,81 @@ class Api:
     async def _caller(self, request: web.Request, *, writes: bool) -> Caller:
         header = request.headers.get("Authorization")
         if header is None:
-            raise Problem("unauthorized", "send an API key: Authorization: Bearer rk_…",
-                          headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+            raise Problem(
+                "unauthorized",
+                "send an API key: Authorization: Bearer rk_…",
+                headers={"WWW-Authenticate": WWW_AUTHENTICATE},
+            )
         scheme, _, key = header.partition(" ")
         caller = await self.keys.caller(key.strip()) if scheme.lower() == "bearer" else None
         if caller is None:
-            raise Problem("unauthorized", "the API key is unknown or revoked",
-                          headers={"WWW-Authenticate": f'{WWW_AUTHENTICATE}, error="invalid_token"'})
+            raise Problem(
+                "unauthorized",
+                "the API key is unknown or revoked",
+                headers={"WWW-Authenticate": f'{WWW_AUTHENTICATE}, error="invalid_token"'},
+            )
         if caller.tenant_id is None:
-            raise Problem("forbidden", "an operator key acts on all tenants and signs in to the dashboard; "
-                          "the /v1 routes take a tenant's key")
-        wait_s = self.limiter.check(caller.key_id, caller.rate_limit or self.settings.api_rate_limit, self._clock())
+            raise Problem(
+                "forbidden",
+                "an operator key acts on all tenants and signs in to the dashboard; "
+                "the /v1 routes take a tenant's key",
+            )
+        wait_s = self.limiter.check(
+            caller.key_id, caller.rate_limit or self.settings.api_rate_limit, self._clock()
+        )
         if wait_s is not None:
-            raise Problem("rate-limited", f"more than {caller.rate_limit or self.settings.api_rate_limit:g} "
-                          "requests per second with this key", headers={"Retry-After": retry_after_header(wait_s)})
+            raise Problem(
+                "rate-limited",
+                f"more than {caller.rate_limit or self.settings.api_rate_limit:g} "
+                "requests per second with this key",
+                headers={"Retry-After": retry_after_header(wait_s)},
+            )
         if writes and not caller.may_write:
             raise Problem("forbidden", "this API key is read-only")
         return caller
 
-    async def _idempotent(self, request: web.Request, caller: Caller, key: str, handler: Handler
-                          ) -> web.StreamResponse:
+    async def _idempotent(
+        self, request: web.Request, caller: Caller, key: str, handler: Handler
+    ) -> web.StreamResponse:
         """Stripe's rules: the first successful answer is stored in the write's own transaction and
         replayed to the same request; another request with the key gets 422; while the first one
         runs, 409."""
         if not IDEMPOTENCY_KEY.fullmatch(key):
-            raise invalid("Idempotency-Key: 1 to 255 printable ASCII characters", "Idempotency-Key",
-                          where="header")
+            raise invalid(
+                "Idempotency-Key: 1 to 255 printable ASCII characters", "Idempotency-Key", where="header"
+            )
         tenant = _tenant(caller)
         body = await request.read()
-        fingerprint = hashlib.sha256(b"\n".join([request.method.encode(), request.path_qs.encode(), body])).digest()
+        fingerprint = hashlib.sha256(
+            b"\n".join([request.method.encode(), request.path_qs.encode(), body])
+        ).digest()
         async with self.store.transaction() as store:
             if not await store.idempotency_lock(tenant, key):
-                raise Problem("idempotency-in-flight", "a request with this Idempotency-Key is still running; "
-                              "retry once it has answered", headers={"Retry-After": "1"})
+                raise Problem(
+                    "idempotency-in-flight",
+                    "a request with this Idempotency-Key is still running; retry once it has answered",
+                    headers={"Retry-After": "1"},
+                )
             stored = await store.idempotency_answer(tenant, key)
             if stored is not None:
                 if stored.request_hash != fingerprint:
-                    raise Problem("idempotency-mismatch", "this Idempotency-Key was used for another request "
-                                  "(another method, path or body) in the last 24 hours")
-                replay = web.Response(body=stored.body, status=stored.status_code, content_type=stored.content_type)
+                    raise Problem(
+                        "idempotency-mismatch",
+                        "this Idempotency-Key was used for another request "
+                        "(another method, path or body) in the last 24 hours",
+                    )
+                replay = web.Response(
+                    body=stored.body, status=stored.status_code, content_type=stored.content_type
+                )
                 replay.headers["Idempotent-Replayed"] = "true"
                 return replay
             response = await handler(request, caller, store)
             if 200 <= response.status < 300 and isinstance(response.body, bytes):
-                await store.save_idempotency_answer(tenant, key, StoredAnswer(
-                    fingerprint, response.status, response.content_type, response.body))
+                await store.save_idempotency_answer(
+                    tenant,
+                    key,
+                    StoredAnswer(fingerprint, response.status, response.content_type, response.body),
+                )
             return response
 
     # Reading requests ---------------------------------------------------------------------------
@@ -301,7 +377,11 @@ class Api:
         if not raw and not required:
             return {}
         content_type = request.content_type
-        if raw and content_type not in (JSON, "application/octet-stream") and not content_type.endswith("+json"):
+        if (
+            raw
+            and content_type not in (JSON, "application/octet-stream")
+            and not content_type.endswith("+json")
+        ):
             raise Problem("unsupported-media-type", f"send the body as {JSON}, not {content_type}")
         try:
             document = wire.parse(raw)
@@ -310,11 +390,16 @@ class Api:
         if not isinstance(document, dict):
             raise Problem("invalid-json", "the body must be a JSON object")
         if wire.depth(document, self.settings.api_max_json_depth) > self.settings.api_max_json_depth:
-            raise Problem("invalid-json", f"the body nests arrays and objects more than "
-                          f"{self.settings.api_max_json_depth} levels deep (REMINDERD_API_MAX_JSON_DEPTH)")
+            raise Problem(
+                "invalid-json",
+                f"the body nests arrays and objects more than "
+                f"{self.settings.api_max_json_depth} levels deep (REMINDERD_API_MAX_JSON_DEPTH)",
+            )
         return document
 
-    def _schedule_request(self, tenant: str, item: Any, at: tuple[str | int, ...], now: datetime) -> ScheduleRequest:
+    def _schedule_request(
+        self, tenant: str, item: Any, at: tuple[str | int, ...], now: datetime
+    ) -> ScheduleRequest:
         """One message to schedule, checked by the CLI's rules; Problem naming the field by pointer."""
         if not isinstance(item, dict):
             raise invalid("a message to schedule is a JSON object", pointer(*at))
@@ -322,8 +407,9 @@ class Api:
         if unknown:
             raise invalid(f"unknown field {unknown[0]!r}", pointer(*at, unknown[0]))
         if "ref_id" not in item:
-            raise invalid("ref_id is required: your name for the message, e.g. booking:b7d2:24h",
-                          pointer(*at, "ref_id"))
+            raise invalid(
+                "ref_id is required: your name for the message, e.g. booking:b7d2:24h", pointer(*at, "ref_id")
+            )
         values: dict[str, Any] = {}
         for name in _STRING_FIELDS:
             value = item.get(name)
@@ -340,13 +426,28 @@ class Api:
         payload = None if "payload" not in item else wire.text_of(item["payload"])
         try:
             return ScheduleRequest.build(
-                tenant_id=tenant, ref_id=values["ref_id"], now=now, names=API_NAMES, at=values["fire_at"],
-                delay=values["fire_in"], local_time=values["local_time"], cron=values["cron"],
-                every=values["every"], rrule=values["rrule"], tz=values["timezone"], payload_json=payload,
-                callback_url=values["callback_url"], until=values["until"], max_runs=values["max_runs"],
-                category=values["category"] or "transactional", calendar=values["calendar"],
-                holiday_rule=values["holiday_rule"], backfill=values["backfill"],
-                max_lateness=values["max_lateness"], max_attempts=values["max_attempts"], delay_at_now=False,
+                tenant_id=tenant,
+                ref_id=values["ref_id"],
+                now=now,
+                names=API_NAMES,
+                at=values["fire_at"],
+                delay=values["fire_in"],
+                local_time=values["local_time"],
+                cron=values["cron"],
+                every=values["every"],
+                rrule=values["rrule"],
+                tz=values["timezone"],
+                payload_json=payload,
+                callback_url=values["callback_url"],
+                until=values["until"],
+                max_runs=values["max_runs"],
+                category=values["category"] or "transactional",
+                calendar=values["calendar"],
+                holiday_rule=values["holiday_rule"],
+                backfill=values["backfill"],
+                max_lateness=values["max_lateness"],
+                max_attempts=values["max_attempts"],
+                delay_at_now=False,
             )
         except InvalidInput as exc:
             raise invalid(str(exc), pointer(*at, exc.field) if exc.field else pointer(*at)) from None
@@ -367,8 +468,14 @@ class Api:
         if done.result == "error":
             raise _refused_item(done.error_sqlstate, done.error_message, done.error_hint)
         assert done.message_id is not None and done.status is not None
-        document = {"id": done.message_id, "ref_id": item.ref_id, "status": done.status, "fire_at": done.fire_at,
-                    "description": item.description(done.fire_at, now), "result": done.result}
+        document = {
+            "id": done.message_id,
+            "ref_id": item.ref_id,
+            "status": done.status,
+            "fire_at": done.fire_at,
+            "description": item.description(done.fire_at, now),
+            "result": done.result,
+        }
         return json_response(document, 200 if done.result == "unchanged" else 201)
 
     async def schedule_batch(self, request: web.Request, caller: Caller, store: Store) -> web.Response:
@@ -383,7 +490,9 @@ class Api:
         if not isinstance(messages, list) or not messages:
             raise invalid("messages must be a list of 1 to 1000 messages to schedule", pointer("messages"))
         if len(messages) > MAX_BATCH:
-            raise invalid(f"at most {MAX_BATCH} messages in one batch (got {len(messages)})", pointer("messages"))
+            raise invalid(
+                f"at most {MAX_BATCH} messages in one batch (got {len(messages)})", pointer("messages")
+            )
         now = datetime.now(UTC)
         requests: dict[int, ScheduleRequest] = {}
         failed: dict[int, Problem] = {}
@@ -394,34 +503,65 @@ class Api:
                 failed[index] = refused
         if failed and atomic:
             errors = [error for problem in failed.values() for error in problem.errors]
-            raise Problem("invalid-request", f"{len(failed)} of {len(messages)} messages are invalid; "
-                          "nothing was scheduled (atomic)", errors)
+            raise Problem(
+                "invalid-request",
+                f"{len(failed)} of {len(messages)} messages are invalid; nothing was scheduled (atomic)",
+                errors,
+            )
         indexes = sorted(requests)
-        done = await store.schedule_many(tenant, [requests[i] for i in indexes], atomic=atomic) if indexes else []
+        done = (
+            await store.schedule_many(tenant, [requests[i] for i in indexes], atomic=atomic) if indexes else []
+        )
         if atomic and done and done[0].result == "error":
             index = indexes[done[0].item - 1]
             problem = _refused_item(done[0].error_sqlstate, done[0].error_message, done[0].error_hint)
-            raise Problem("database-refused", f"message {index}: {problem.detail}; nothing was scheduled (atomic)",
-                          extra={**problem.extra, "item": index})
+            raise Problem(
+                "database-refused",
+                f"message {index}: {problem.detail}; nothing was scheduled (atomic)",
+                extra={**problem.extra, "item": index},
+            )
         results: list[dict[str, Any]] = [{} for _ in messages]
         for index, problem in failed.items():
-            results[index] = {"index": index, "result": "error", "ref_id": _ref_of(messages[index]),
-                              "error": problem.as_json()}
+            results[index] = {
+                "index": index,
+                "result": "error",
+                "ref_id": _ref_of(messages[index]),
+                "error": problem.as_json(),
+            }
         for row in done:
             index = indexes[row.item - 1]
             item = requests[index]
             if row.result == "error":
                 problem = _refused_item(row.error_sqlstate, row.error_message, row.error_hint)
-                results[index] = {"index": index, "result": "error", "ref_id": item.ref_id,
-                                  "error": problem.as_json()}
+                results[index] = {
+                    "index": index,
+                    "result": "error",
+                    "ref_id": item.ref_id,
+                    "error": problem.as_json(),
+                }
             else:
-                results[index] = {"index": index, "result": row.result, "id": row.message_id,
-                                  "ref_id": item.ref_id, "status": row.status, "fire_at": row.fire_at,
-                                  "description": item.description(row.fire_at, now)}
-        tally = {kind: sum(1 for r in results if r["result"] == kind)
-                 for kind in ("created", "replaced", "unchanged", "error")}
-        return json_response({"results": results, "created": tally["created"], "replaced": tally["replaced"],
-                              "unchanged": tally["unchanged"], "failed": tally["error"]})
+                results[index] = {
+                    "index": index,
+                    "result": row.result,
+                    "id": row.message_id,
+                    "ref_id": item.ref_id,
+                    "status": row.status,
+                    "fire_at": row.fire_at,
+                    "description": item.description(row.fire_at, now),
+                }
+        tally = {
+            kind: sum(1 for r in results if r["result"] == kind)
+            for kind in ("created", "replaced", "unchanged", "error")
+        }
+        return json_response(
+            {
+                "results": results,
+                "created": tally["created"],
+                "replaced": tally["replaced"],
+                "unchanged": tally["unchanged"],
+                "failed": tally["error"],
+            }
+        )
 
     async def get_message(self, request: web.Request, caller: Caller, store: Store) -> web.Response:
         tenant, message_id = _tenant(caller), self._message_id(request)
@@ -431,13 +571,27 @@ class Api:
         deliveries, events = await store.message_history(tenant, message_id)
         document = _message_json(message)
         document["deliveries"] = [
-            {"attempt": d.attempt, "webhook_id": d.webhook_id, "scheduled_for": d.scheduled_for,
-             "status_code": d.status_code, "error": d.error, "duration_ms": d.duration_ms,
-             "created_at": d.created_at} for d in deliveries
+            {
+                "attempt": d.attempt,
+                "webhook_id": d.webhook_id,
+                "scheduled_for": d.scheduled_for,
+                "status_code": d.status_code,
+                "error": d.error,
+                "duration_ms": d.duration_ms,
+                "created_at": d.created_at,
+            }
+            for d in deliveries
         ]
         document["events"] = [
-            {"created_at": e.created_at, "event": e.event, "status": e.status, "fire_at": e.fire_at,
-             "reason": e.reason, "actor": e.actor} for e in events
+            {
+                "created_at": e.created_at,
+                "event": e.event,
+                "status": e.status,
+                "fire_at": e.fire_at,
+                "reason": e.reason,
+                "actor": e.actor,
+            }
+            for e in events
         ]
         return json_response(document)
 
@@ -447,8 +601,9 @@ class Api:
         ref, prefix = query.text("ref"), query.text("ref_prefix")
         order = query.choice("order", ("newest", "soonest"), "newest")
         soonest = order == "soonest"
-        statuses = query.statuses(SOONEST_STATUSES if soonest else ALL_STATUSES,
-                                  SOONEST_DEFAULT if soonest else ALL_STATUSES, order)
+        statuses = query.statuses(
+            SOONEST_STATUSES if soonest else ALL_STATUSES, SOONEST_DEFAULT if soonest else ALL_STATUSES, order
+        )
         fire_from = query.instant("fire_after") or NEVER
         fire_until = query.instant("fire_before") or FOREVER
         unbounded = fire_from == NEVER and fire_until == FOREVER
@@ -461,15 +616,35 @@ class Api:
             assert low is not None
             high = low + "\x01" if ref is not None else _after_prefix(low)
             rows = await store.list_by_ref(
-                tenant, (low, high), statuses, soonest=soonest, cursor=(cursor.fire_at, cursor.id), limit=limit,
-                fire_from=fire_from, fire_until=fire_until, keep_unplanned=unbounded and not soonest,
+                tenant,
+                (low, high),
+                statuses,
+                soonest=soonest,
+                cursor=(cursor.fire_at, cursor.id),
+                limit=limit,
+                fire_from=fire_from,
+                fire_until=fire_until,
+                keep_unplanned=unbounded and not soonest,
             )
         elif soonest:
-            rows = await store.list_soonest(tenant, statuses, after=(cursor.fire_at, cursor.id), limit=limit,
-                                            fire_from=fire_from, fire_until=fire_until)
+            rows = await store.list_soonest(
+                tenant,
+                statuses,
+                after=(cursor.fire_at, cursor.id),
+                limit=limit,
+                fire_from=fire_from,
+                fire_until=fire_until,
+            )
         else:
-            rows = await store.list_newest(tenant, statuses, before_id=cursor.id, limit=limit, fire_from=fire_from,
-                                           fire_until=fire_until, keep_unplanned=unbounded)
+            rows = await store.list_newest(
+                tenant,
+                statuses,
+                before_id=cursor.id,
+                limit=limit,
+                fire_from=fire_from,
+                fire_until=fire_until,
+                keep_unplanned=unbounded,
+            )
         next_cursor = Cursor.after(rows[-1], order).text() if len(rows) == limit else None
         return json_response({"messages": [_message_json(m) for m in rows], "next_cursor": next_cursor})
 
@@ -486,7 +661,9 @@ class Api:
         if unknown:
             raise invalid(f"unknown field {unknown[0]!r}", pointer(unknown[0]))
         if not isinstance(pattern, str) or not pattern:
-            raise invalid("ref_pattern is required: a LIKE pattern such as booking:b7d2:%", pointer("ref_pattern"))
+            raise invalid(
+                "ref_pattern is required: a LIKE pattern such as booking:b7d2:%", pointer("ref_pattern")
+            )
         return json_response({"cancelled": await store.cancel_matching(_tenant(caller), pattern)})
 
     async def cancel_message(self, request: web.Request, caller: Caller, store: Store) -> web.Response:
@@ -495,20 +672,27 @@ class Api:
             raise _no_message(message_id)
         return json_response({"cancelled": await store.cancel_message(tenant, message_id)})
 
-    async def _live(self, store: Store, tenant: str, message_id: int, action: str,
-                    allowed: frozenset[Status]) -> str:
+    async def _live(
+        self, store: Store, tenant: str, message_id: int, action: str, allowed: frozenset[Status]
+    ) -> str:
         """The ref of a message an action by id may change; Problem otherwise."""
         found = await store.message_ref(tenant, message_id)
         if found is None:
             raise _no_message(message_id)
         if found.extra_of is not None and action != "send now":
-            raise Problem("not-live", f"message {message_id} is an extra occurrence (send now) of message "
-                          f"{found.extra_of}: it can only be cancelled")
+            raise Problem(
+                "not-live",
+                f"message {message_id} is an extra occurrence (send now) of message "
+                f"{found.extra_of}: it can only be cancelled",
+            )
         if found.status not in allowed:
             names = " or ".join(sorted(allowed))
-            raise Problem("not-live", f"message {message_id} is {found.status}: only a {names} message can be "
-                          f"{'sent now' if action == 'send now' else action + 'd'}",
-                          extra={"message_status": str(found.status)})
+            raise Problem(
+                "not-live",
+                f"message {message_id} is {found.status}: only a {names} message can be "
+                f"{'sent now' if action == 'send now' else action + 'd'}",
+                extra={"message_status": str(found.status)},
+            )
         return found.ref_id
 
     async def _message_now(self, store: Store, tenant: str, message_id: int) -> web.Response:
@@ -529,8 +713,11 @@ class Api:
         await store.resume(tenant, ref)
         message = await store.message(tenant, message_id)
         if message is not None and message.status == Status.PAUSED:
-            raise Problem("not-live", f"message {message_id} is held because its tenant is paused: "
-                          "resume the tenant (POST /v1/tenant/resume)")
+            raise Problem(
+                "not-live",
+                f"message {message_id} is held because its tenant is paused: "
+                "resume the tenant (POST /v1/tenant/resume)",
+            )
         return await self._message_now(store, tenant, message_id)
 
     async def requeue_message(self, request: web.Request, caller: Caller, store: Store) -> web.Response:
@@ -539,11 +726,16 @@ class Api:
         if found is None:
             raise _no_message(message_id)
         if found.status != Status.DEAD:
-            raise Problem("not-live", f"message {message_id} is {found.status}: only a dead message can be "
-                          "requeued", extra={"message_status": str(found.status)})
+            raise Problem(
+                "not-live",
+                f"message {message_id} is {found.status}: only a dead message can be requeued",
+                extra={"message_status": str(found.status)},
+            )
         if not await store.requeue_message(tenant, message_id):
-            raise Problem("not-live", f"message {message_id} cannot be requeued: its ref {found.ref_id!r} has a "
-                          "live message already")
+            raise Problem(
+                "not-live",
+                f"message {message_id} cannot be requeued: its ref {found.ref_id!r} has a live message already",
+            )
         return await self._message_now(store, tenant, message_id)
 
     async def send_now(self, request: web.Request, caller: Caller, store: Store) -> web.Response:
@@ -552,11 +744,20 @@ class Api:
         out = await store.send_now(tenant, ref)
         if out is None:
             raise Problem("not-live", f"message {message_id} is no longer live")
-        due = await store.due_now(tenant, out, backfill=self.settings.backfill,
-                                  max_lateness_s=self.settings.max_lateness_s)
+        due = await store.due_now(
+            tenant, out, backfill=self.settings.backfill, max_lateness_s=self.settings.max_lateness_s
+        )
         assert due is not None
-        return json_response({"id": due.id, "ref_id": due.ref_id, "status": due.status, "fire_at": due.fire_at,
-                              "extra_occurrence": due.extra_of is not None, "held": describe_held(due)})
+        return json_response(
+            {
+                "id": due.id,
+                "ref_id": due.ref_id,
+                "status": due.status,
+                "fire_at": due.fire_at,
+                "extra_occurrence": due.extra_of is not None,
+                "held": describe_held(due),
+            }
+        )
 
     async def update_message(self, request: web.Request, caller: Caller, store: Store) -> web.Response:
         tenant, message_id = _tenant(caller), self._message_id(request)
@@ -601,8 +802,11 @@ class Api:
     async def _tenant_now(self, store: Store, tenant: str) -> web.Response:
         found = await store.api_tenant(tenant)
         if found is None:  # deleted after its key was cached
-            raise Problem("unauthorized", "the API key's tenant no longer exists",
-                          headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+            raise Problem(
+                "unauthorized",
+                "the API key's tenant no longer exists",
+                headers={"WWW-Authenticate": WWW_AUTHENTICATE},
+            )
         return json_response(_tenant_json(found, self.settings.api_rate_limit))
 
     async def update_tenant(self, request: web.Request, caller: Caller, store: Store) -> web.Response:
@@ -622,13 +826,17 @@ class Api:
                 checked_callback_url(body["callback_url"], "callback_url")
             calendar = None
             if "calendar" in body:
-                calendar = "none" if body["calendar"] is None else checked_calendar(body["calendar"], "calendar")
+                calendar = (
+                    "none" if body["calendar"] is None else checked_calendar(body["calendar"], "calendar")
+                )
             if "holiday_rule" in body and body["holiday_rule"] is None:
                 raise InvalidInput("holiday_rule must be skip or send", "holiday_rule")
             holiday_rule = checked_choice(body.get("holiday_rule"), HOLIDAY_RULES, "holiday_rule")
             quiet: Any = None
             if "quiet_hours" in body:
-                quiet = "none" if body["quiet_hours"] is None else checked_quiet(body["quiet_hours"], "quiet_hours")
+                quiet = (
+                    "none" if body["quiet_hours"] is None else checked_quiet(body["quiet_hours"], "quiet_hours")
+                )
             exempt = body.get("quiet_exempt")
             if "quiet_exempt" in body:
                 if not isinstance(exempt, list) or not all(isinstance(c, str) for c in exempt):
@@ -638,8 +846,9 @@ class Api:
             raise invalid(str(exc), pointer(exc.field) if exc.field else None) from None
         async with store.transaction() as tx:
             if calendar is not None or holiday_rule is not None or quiet is not None or exempt is not None:
-                await tx.set_tenant(tenant, calendar=calendar, holiday_rule=holiday_rule, quiet=quiet,
-                                    quiet_exempt=exempt)
+                await tx.set_tenant(
+                    tenant, calendar=calendar, holiday_rule=holiday_rule, quiet=quiet, quiet_exempt=exempt
+                )
             if "callback_url" in body:
                 await tx.set_callback_url(tenant, body["callback_url"])
             return await self._tenant_now(tx, tenant)
@@ -669,29 +878,48 @@ class Api:
         query = Query(request.query)
         try:
             preview = PreviewRequest.build(
-                now=datetime.now(UTC), cron=query.text("cron"), every=query.text("every"), rrule=query.text("rrule"),
-                tz=query.text("timezone"), calendar=query.text("calendar"), quiet=query.text("quiet_hours"),
-                start=query.text("from"), count=query.integer("n", 10, 1, 1000), names=API_NAMES,
+                now=datetime.now(UTC),
+                cron=query.text("cron"),
+                every=query.text("every"),
+                rrule=query.text("rrule"),
+                tz=query.text("timezone"),
+                calendar=query.text("calendar"),
+                quiet=query.text("quiet_hours"),
+                start=query.text("from"),
+                count=query.integer("n", 10, 1, 1000),
+                names=API_NAMES,
             )
             entries = preview.entries()
         except InvalidInput as exc:
             raise invalid(str(exc), exc.field, where="parameter") from None
-        return json_response({
-            "description": preview.recurrence.description(preview.timezone, preview.start),
-            "timezone": preview.timezone, "fires": [entry.as_json() for entry in entries],
-        })
+        return json_response(
+            {
+                "description": preview.recurrence.description(preview.timezone, preview.start),
+                "timezone": preview.timezone,
+                "fires": [entry.as_json() for entry in entries],
+            }
+        )
 
     async def stats(self, request: web.Request, caller: Caller, store: Store) -> web.Response:
         numbers = await store.tenant_stats(_tenant(caller))
         rates = numbers.rates
-        return json_response({
-            "counts": numbers.counts,
-            "upcoming_by_hour": [{"hour": hour, "messages": count} for hour, count in numbers.upcoming],
-            "last_1h": {"delivered": rates["delivered_1h"], "retried": rates["retried_1h"], "dead": rates["dead_1h"]},
-            "last_24h": {"delivered": rates["delivered_24h"], "retried": rates["retried_24h"],
-                         "dead": rates["dead_24h"]},
-            "lateness_ms": {"p50": numbers.lateness_p50_ms, "p99": numbers.lateness_p99_ms},
-        })
+        return json_response(
+            {
+                "counts": numbers.counts,
+                "upcoming_by_hour": [{"hour": hour, "messages": count} for hour, count in numbers.upcoming],
+                "last_1h": {
+                    "delivered": rates["delivered_1h"],
+                    "retried": rates["retried_1h"],
+                    "dead": rates["dead_1h"],
+                },
+                "last_24h": {
+                    "delivered": rates["delivered_24h"],
+                    "retried": rates["retried_24h"],
+                    "dead": rates["dead_24h"],
+                },
+                "lateness_ms": {"p50": numbers.lateness_p50_ms, "p99": numbers.lateness_p99_ms},
+            }
+        )
 
     # Operations (no API key) ------------------------------------------------------------------------
 
@@ -710,8 +938,13 @@ class Api:
             return json_response({"ready": False, "reason": f"database unreachable: {type(exc).__name__}"}, 503)
         self.metrics.database_up.set(1)
         if revision != self.head_revision:
-            return json_response({"ready": False, "reason": f"migrations pending: schema at {revision}, "
-                                  f"code expects {self.head_revision}"}, 503)
+            return json_response(
+                {
+                    "ready": False,
+                    "reason": f"migrations pending: schema at {revision}, code expects {self.head_revision}",
+                },
+                503,
+            )
         return json_response({"ready": True, "schema": revision})
 
     async def metrics_page(self, request: web.Request) -> web.Response:
@@ -737,8 +970,11 @@ class Query:
         if value is None:
             return None
         if not value or "\x00" in value:
-            raise invalid(f"{name} must not be empty" if not value else f"{name} must not hold a NUL character",
-                          name, where="parameter")
+            raise invalid(
+                f"{name} must not be empty" if not value else f"{name} must not hold a NUL character",
+                name,
+                where="parameter",
+            )
         return value
 
     def integer(self, name: str, default: int, minimum: int, maximum: int) -> int:
@@ -771,8 +1007,11 @@ class Query:
         given = [part.strip() for part in value.split(",")]
         for status in given:
             if status not in allowed:
-                detail = (f"status {status!r}: order=soonest lists {', '.join(allowed)} messages"
-                          if status in ALL_STATUSES else f"status {status!r}: one of {', '.join(ALL_STATUSES)}")
+                detail = (
+                    f"status {status!r}: order=soonest lists {', '.join(allowed)} messages"
+                    if status in ALL_STATUSES
+                    else f"status {status!r}: one of {', '.join(ALL_STATUSES)}"
+                )
                 raise invalid(detail, "status", where="parameter")
         return list(dict.fromkeys(given))
 
@@ -796,8 +1035,11 @@ class Cursor:
             fire_at = datetime.fromtimestamp(int(micros) / 1e6, UTC) if micros else NEVER
             cursor = cls(kind, int(message_id), fire_at)
         except (ValueError, UnicodeDecodeError, OverflowError, OSError):
-            raise invalid("cursor is not one this server gave out: pass next_cursor back as it is", "cursor",
-                          where="parameter") from None
+            raise invalid(
+                "cursor is not one this server gave out: pass next_cursor back as it is",
+                "cursor",
+                where="parameter",
+            ) from None
         if cursor.order != order:
             raise invalid(f"cursor is for order={cursor.order}, not {order}", "cursor", where="parameter")
         return cursor
@@ -838,7 +1080,7 @@ def _duration_text(value: Any, at: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-        raise invalid(f"{at.rpartition('/')[2]} must be a duration such as \"2h\" or a number of seconds", at)
+        raise invalid(f'{at.rpartition("/")[2]} must be a duration such as "2h" or a number of seconds', at)
     return str(value)
 
 
@@ -855,23 +1097,48 @@ def _after_prefix(prefix: str) -> str:
 
 def _message_json(message: MessageView) -> dict[str, Any]:
     return {
-        "id": message.id, "ref_id": message.ref_id, "status": message.status, "fire_at": message.fire_at,
-        "scheduled_for": message.scheduled_for, "timezone": message.timezone, "cron": message.cron,
-        "rrule": message.rrule, "until": message.until, "max_runs": message.max_runs, "runs": message.runs,
-        "category": message.category, "callback_url": message.callback_url, "max_attempts": message.max_attempts,
-        "attempts": message.attempts, "calendar": message.calendar, "holiday_rule": message.holiday_rule,
-        "backfill": message.backfill, "max_lateness_s": message.max_lateness_s, "last_error": message.last_error,
-        "last_event": message.last_event, "created_at": message.created_at, "updated_at": message.updated_at,
-        "sent_at": message.sent_at, "extra_of": message.extra_of, "payload": wire.Raw(message.payload),
+        "id": message.id,
+        "ref_id": message.ref_id,
+        "status": message.status,
+        "fire_at": message.fire_at,
+        "scheduled_for": message.scheduled_for,
+        "timezone": message.timezone,
+        "cron": message.cron,
+        "rrule": message.rrule,
+        "until": message.until,
+        "max_runs": message.max_runs,
+        "runs": message.runs,
+        "category": message.category,
+        "callback_url": message.callback_url,
+        "max_attempts": message.max_attempts,
+        "attempts": message.attempts,
+        "calendar": message.calendar,
+        "holiday_rule": message.holiday_rule,
+        "backfill": message.backfill,
+        "max_lateness_s": message.max_lateness_s,
+        "last_error": message.last_error,
+        "last_event": message.last_event,
+        "created_at": message.created_at,
+        "updated_at": message.updated_at,
+        "sent_at": message.sent_at,
+        "extra_of": message.extra_of,
+        "payload": wire.Raw(message.payload),
     }
 
 
 def _tenant_json(tenant: TenantView, default_rate: float) -> dict[str, Any]:
-    quiet = (f"{tenant.quiet_start:%H:%M}-{tenant.quiet_end:%H:%M}"
-             if tenant.quiet_start is not None and tenant.quiet_end is not None else None)
+    quiet = (
+        f"{tenant.quiet_start:%H:%M}-{tenant.quiet_end:%H:%M}"
+        if tenant.quiet_start is not None and tenant.quiet_end is not None
+        else None
+    )
     return {
-        "id": tenant.id, "callback_url": tenant.callback_url, "calendar": tenant.calendar,
-        "holiday_rule": tenant.holiday_rule, "quiet_hours": quiet, "quiet_exempt": list(tenant.quiet_exempt),
+        "id": tenant.id,
+        "callback_url": tenant.callback_url,
+        "calendar": tenant.calendar,
+        "holiday_rule": tenant.holiday_rule,
+        "quiet_hours": quiet,
+        "quiet_exempt": list(tenant.quiet_exempt),
         "paused": tenant.paused,
         "api_rate_limit": float(tenant.api_rate_limit) if tenant.api_rate_limit is not None else default_rate,
         "previous_secret_expires_at": tenant.previous_secret_expires_at,
@@ -882,14 +1149,21 @@ def describe_held(due: DueNow) -> dict[str, Any] | None:
     """Whether the daemon will hold the message send_now made due, until when and why: the same
     decision (reminderd.schedule.hold) it takes when it claims it."""
     if due.status == Status.PAUSED:
-        reason = "the tenant is paused: it goes out when the tenant is resumed" if due.tenant_paused else "paused"
+        reason = (
+            "the tenant is paused: it goes out when the tenant is resumed" if due.tenant_paused else "paused"
+        )
         return {"reason": reason, "until": None}
     if due.status != Status.PENDING or due.fire_at is None:
         return None  # picked: on its way
     try:
         due.timing.check()
-        held = hold(due.timing, occurrence=due.occurrence or due.fire_at, due_at=due.fire_at,
-                    attempt=due.attempts + 1, now=max(due.db_now, due.fire_at))
+        held = hold(
+            due.timing,
+            occurrence=due.occurrence or due.fire_at,
+            due_at=due.fire_at,
+            attempt=due.attempts + 1,
+            now=max(due.db_now, due.fire_at),
+        )
     except InvalidSchedule as exc:
         return {"reason": f"it cannot be timed and will be dead-lettered: {exc}", "until": None}
     return None if held is None else {"reason": held.reason, "until": held.fire_at}
@@ -905,7 +1179,9 @@ def _refused_item(sqlstate: str | None, message: str | None, hint: str | None) -
     if hint:
         extra["hint"] = hint
     if sqlstate == "42501":  # a grant is missing: the operator's problem, not the client's
-        log.error("permission_denied", error=message, fix="grant reminderd_api to the role reminderd serve uses")
+        log.error(
+            "permission_denied", error=message, fix="grant reminderd_api to the role reminderd serve uses"
+        )
         return Problem("internal", "the server's database role lacks a privilege; its log says which")
     return Problem("database-refused", message or "the database refused the request", extra=extra)
 

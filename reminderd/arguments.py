@@ -244,7 +244,9 @@ class ApiKeyRevokeRequest:
         if not re.fullmatch(r"rk_[a-z2-7]{12}", prefix):
             full = re.fullmatch(r"(rk_[a-z2-7]{12})_\S+", prefix)
             if full is None:
-                raise UsageError(f"{prefix!r} is not a key prefix: rk_ and 12 characters, as `api-key list` shows")
+                raise UsageError(
+                    f"{prefix!r} is not a key prefix: rk_ and 12 characters, as `api-key list` shows"
+                )
             prefix = full[1]  # the whole key was given: its prefix is enough
         return cls(prefix)
 

@@ -495,7 +495,9 @@ async def _send_now(store: Store, request: SendNowRequest) -> int:
 
     message_id = await store.send_now(request.tenant_id, request.ref_id)
     if message_id is None:
-        raise UsageError(f"{request.ref_id!r} of tenant {request.tenant_id} has no pending, picked or paused message")
+        raise UsageError(
+            f"{request.ref_id!r} of tenant {request.tenant_id} has no pending, picked or paused message"
+        )
     settings = _lateness_defaults()
     due = await store.due_now(request.tenant_id, message_id, backfill=settings[0], max_lateness_s=settings[1])
     assert due is not None
@@ -520,7 +522,9 @@ async def _api_key_create(store: Store, request: ApiKeyCreateRequest) -> int:
 
     made = generate()
     try:
-        info = await store.create_api_key(made.prefix, made.key_hash, request.tenant_id, request.name, request.scopes)
+        info = await store.create_api_key(
+            made.prefix, made.key_hash, request.tenant_id, request.name, request.scopes
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     whom = f"tenant {info.tenant_id}" if info.tenant_id else "all tenants (operator)"
@@ -551,7 +555,9 @@ async def _api_key_list(store: Store, request: ApiKeyListRequest) -> int:
 
 
 def _when(moment: datetime | None) -> str:
-    return "-" if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _api_key_json(key: ApiKeyInfo) -> dict[str, Any]:

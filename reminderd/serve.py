@@ -57,24 +57,41 @@ class Server:
             expected = head_revision(settings.database_url)
             actual = await store.schema_revision()
             if actual != expected:
-                log.error("schema_not_ready", expected=expected, actual=actual, fix="run `reminderd migrate` first")
+                log.error(
+                    "schema_not_ready", expected=expected, actual=actual, fix="run `reminderd migrate` first"
+                )
                 return EX_CONFIG
             api = self.api = Api(settings, store, head_revision=expected)
             api.metrics.watch_pool(store.pool_in_use, store.pool_idle)
             api.metrics.database_up.set(1)
-            runner = web.AppRunner(api.app(), access_log=None, handle_signals=False,
-                                   shutdown_timeout=settings.shutdown_timeout_s, **SERVER_LIMITS)
+            runner = web.AppRunner(
+                api.app(),
+                access_log=None,
+                handle_signals=False,
+                shutdown_timeout=settings.shutdown_timeout_s,
+                **SERVER_LIMITS,
+            )
             await runner.setup()
             try:
                 site = web.TCPSite(runner, settings.api_host, settings.api_port, backlog=1024)
                 await site.start()
             except OSError as exc:
                 await runner.cleanup()
-                log.error("http_listen_failed", host=settings.api_host, port=settings.api_port, error=exc.strerror,
-                          fix="choose another REMINDERD_API_PORT")
+                log.error(
+                    "http_listen_failed",
+                    host=settings.api_host,
+                    port=settings.api_port,
+                    error=exc.strerror,
+                    fix="choose another REMINDERD_API_PORT",
+                )
                 return EX_CONFIG
             self.port = int(runner.addresses[0][1])
-            log.info("listening", host=settings.api_host, port=self.port, url=f"http://{settings.api_host}:{self.port}")
+            log.info(
+                "listening",
+                host=settings.api_host,
+                port=self.port,
+                url=f"http://{settings.api_host}:{self.port}",
+            )
             chores = housekeeping.for_api(store, api.keys.take_usage)
             wake = asyncio.Event()
             background = asyncio.create_task(chores.run(wake))

@@ -366,7 +366,8 @@ class StoredAnswer:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> StoredAnswer:
-        return cls(bytes(row["request_hash"]), row["status_code"], row["content_type"], bytes(row["response_body"]))
+        return cls(bytes(row["request_hash"]), row["status_code"], row["content_type"],
+                   bytes(row["response_body"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,7 +402,8 @@ class DueNow:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> DueNow:
         return cls(row["id"], row["ref_id"], Status(row["status"]), row["fire_at"], row["attempts"],
-                   row["extra_of"], row["occurrence"], row["db_now"], row["tenant_paused"], Timing.from_row(row))
+                   row["extra_of"], row["occurrence"], row["db_now"], row["tenant_paused"],
+                   Timing.from_row(row))
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,7 +489,8 @@ class Store:
 
     @classmethod
     async def connect(
-        cls, database_url: str, *, max_size: int = 4, pgbouncer: bool = False, application_name: str = "reminderd"
+        cls, database_url: str, *, max_size: int = 4, pgbouncer: bool = False,
+        application_name: str = "reminderd",
     ) -> Store:
         """A pool of at most `max_size` connections. Behind PgBouncer in transaction mode, no
         prepared statement may outlive a transaction: the statement cache is off (the codecs of
@@ -724,7 +727,8 @@ class Store:
                              scopes: Sequence[str]) -> ApiKeyInfo:
         if tenant_id is not None and not await self._pool.fetchval(QUERIES["tenant_exists"], tenant_id):
             raise ValueError(f'unknown tenant "{tenant_id}"')
-        row = await self._pool.fetchrow(QUERIES["create_api_key"], prefix, key_hash, tenant_id, name, list(scopes))
+        row = await self._pool.fetchrow(QUERIES["create_api_key"], prefix, key_hash, tenant_id, name,
+                                        list(scopes))
         return ApiKeyInfo.from_row(row)
 
     @_translating
@@ -771,7 +775,9 @@ class Store:
         return None if row is None else MessageView.from_row(row)
 
     @_translating
-    async def message_history(self, tenant_id: str, message_id: int) -> tuple[list[DeliveryView], list[EventView]]:
+    async def message_history(
+        self, tenant_id: str, message_id: int
+    ) -> tuple[list[DeliveryView], list[EventView]]:
         deliveries = await self._pool.fetch(QUERIES["message_deliveries"], tenant_id, message_id)
         events = await self._pool.fetch(QUERIES["message_events"], tenant_id, message_id)
         return [DeliveryView.from_row(r) for r in deliveries], [EventView.from_row(r) for r in events]
@@ -793,7 +799,8 @@ class Store:
     @_translating
     async def list_by_ref(
         self, tenant_id: str, ref_range: tuple[str, str], statuses: Sequence[str], *, soonest: bool,
-        cursor: tuple[datetime, int], limit: int, fire_from: datetime, fire_until: datetime, keep_unplanned: bool,
+        cursor: tuple[datetime, int], limit: int, fire_from: datetime, fire_until: datetime,
+        keep_unplanned: bool,
     ) -> list[MessageView]:
         rows = await self._pool.fetch(
             QUERIES["list_by_ref"], tenant_id, ref_range[0], ref_range[1], list(statuses), soonest, cursor[1],
@@ -853,7 +860,8 @@ class Store:
     @_translating
     async def due_now(self, tenant_id: str, message_id: int, *, backfill: str = DEFAULT_BACKFILL,
                       max_lateness_s: float = DEFAULT_MAX_LATENESS_S) -> DueNow | None:
-        row = await self._pool.fetchrow(QUERIES["send_now_timing"], tenant_id, message_id, backfill, max_lateness_s)
+        row = await self._pool.fetchrow(QUERIES["send_now_timing"], tenant_id, message_id, backfill,
+                                        max_lateness_s)
         return None if row is None else DueNow.from_row(row)
 
     @_translating
@@ -885,8 +893,10 @@ class Store:
 
     @_translating
     async def tenant_stats(self, tenant_id: str) -> TenantStats:
-        counts = {r["status"]: r["messages"] for r in await self._pool.fetch(QUERIES["stats_counts"], tenant_id)}
-        upcoming = [(r["hour"], r["messages"]) for r in await self._pool.fetch(QUERIES["stats_upcoming"], tenant_id)]
+        rows = await self._pool.fetch(QUERIES["stats_counts"], tenant_id)
+        counts = {r["status"]: r["messages"] for r in rows}
+        rows = await self._pool.fetch(QUERIES["stats_upcoming"], tenant_id)
+        upcoming = [(r["hour"], r["messages"]) for r in rows]
         rates = dict((await self._pool.fetchrow(QUERIES["stats_rates"], tenant_id)).items())
         lateness = await self._pool.fetchrow(QUERIES["stats_lateness"], tenant_id)
         return TenantStats(counts, upcoming, rates, lateness["p50"], lateness["p99"])

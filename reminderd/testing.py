@@ -353,7 +353,8 @@ class DaemonProcess:
 
     @classmethod
     async def start(cls, env: Mapping[str, str], *, stdout_to_devnull: bool = False,
-                    keep_lines: int | None = None, cwd: Path | None = None, command: str = "run") -> DaemonProcess:
+                    keep_lines: int | None = None, cwd: Path | None = None,
+                    command: str = "run") -> DaemonProcess:
         """Spawn the daemon (or, with command="serve", the HTTP API) with exactly `env` (see
         `daemon_env`); stderr is read with stdout, or alone when stdout goes to /dev/null."""
         process = await asyncio.create_subprocess_exec(
@@ -464,7 +465,8 @@ async def add_api_key(db: asyncpg.Connection, tenant_id: str | None, *, name: st
 
     made = generate()
     await db.execute(
-        "INSERT INTO reminderd.api_keys (prefix, key_hash, tenant_id, name, scopes) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO reminderd.api_keys (prefix, key_hash, tenant_id, name, scopes)"
+        " VALUES ($1, $2, $3, $4, $5)",
         made.prefix, made.key_hash, tenant_id, name, ["read"] if read_only else ["read", "write"],
     )
     return made.key

@@ -421,7 +421,8 @@ class PreviewRequest:
         recurrence = self.recurrence
         return Timing(
             timezone=self.timezone, cron=recurrence.cron,
-            rrule=None if recurrence.rrule is None else anchor_rrule(recurrence.rrule, self.timezone, self.start),
+            rrule=None if recurrence.rrule is None
+            else anchor_rrule(recurrence.rrule, self.timezone, self.start),
             holidays=Holidays.of(self.calendar), quiet=self.quiet,
         )
 

@@ -37,7 +37,9 @@ def parse(body: bytes) -> Any:
     try:
         return json.loads(text, parse_float=_Written, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
-        raise NotJSON(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise NotJSON(
+            f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     except RecursionError:
         raise NotJSON("the body nests arrays and objects too deeply") from None
     except ValueError as exc:  # an integer of more digits than int() converts (4300)

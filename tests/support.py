@@ -256,8 +256,10 @@ class ApiClient:
     client: TestClient[web.Request, web.Application]
     api: Api
 
-    async def call(self, method: str, path: str, key: str | None, *, json: Any = None, data: bytes | None = None,
-                   headers: dict[str, str] | None = None, params: dict[str, str] | None = None) -> Answer:
+    async def call(
+        self, method: str, path: str, key: str | None, *, json: Any = None, data: bytes | None = None,
+        headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
+    ) -> Answer:
         sent = dict(headers or {})
         if key is not None:
             sent["Authorization"] = f"Bearer {key}"

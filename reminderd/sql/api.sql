@@ -125,15 +125,21 @@ LIMIT $5;
 
 -- list_by_ref --
 -- One ref's messages, or every ref from $2 (inclusive) to $3 (exclusive) in byte order (a prefix
--- range: scheduled_messages_tenant_ref), in the statuses $4; newest first ($5 false) below the
--- cursor id $6, or soonest first ($5 true) after ($7, $6). fire_at bounds $8/$9/$10 as in list_newest.
-SELECT {message_columns}
-FROM reminderd.scheduled_messages m
-WHERE m.tenant_id = $1 AND m.ref_id ~>=~ $2 AND m.ref_id ~<~ $3
-  AND m.status = ANY ($4::text[])
-  AND ((m.fire_at >= $8 AND m.fire_at < $9) OR (m.fire_at IS NULL AND $10))
-  AND CASE WHEN $5 THEN m.fire_at IS NOT NULL AND (m.fire_at, m.id) > ($7, $6) ELSE m.id < $6 END
-ORDER BY CASE WHEN $5 THEN m.fire_at END, CASE WHEN $5 THEN m.id END, CASE WHEN NOT $5 THEN m.id END DESC
+-- range), in the statuses $4; newest first ($5 false) below the cursor id $6, or soonest first ($5
+-- true) after ($7, $6). fire_at bounds $8/$9/$10 as in list_newest. The range is read first, from
+-- scheduled_messages_tenant_ref (MATERIALIZED: else the planner may walk the primary key backwards
+-- and filter, which is slow when the prefix is rare), then sorted: a page costs what the refs
+-- matching the prefix cost, not what the tenant's history does.
+WITH matched AS MATERIALIZED (
+    SELECT {message_columns}
+    FROM reminderd.scheduled_messages m
+    WHERE m.tenant_id = $1 AND m.ref_id ~>=~ $2 AND m.ref_id ~<~ $3
+      AND m.status = ANY ($4::text[])
+      AND ((m.fire_at >= $8 AND m.fire_at < $9) OR (m.fire_at IS NULL AND $10))
+      AND CASE WHEN $5 THEN m.fire_at IS NOT NULL AND (m.fire_at, m.id) > ($7, $6) ELSE m.id < $6 END
+)
+SELECT * FROM matched
+ORDER BY CASE WHEN $5 THEN fire_at END, CASE WHEN $5 THEN id END, CASE WHEN NOT $5 THEN id END DESC
 LIMIT $11;
 
 -- cancel_message --

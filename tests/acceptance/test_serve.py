@@ -18,7 +18,14 @@ import asyncpg
 import pytest
 from support import api_role_url, fast_daemon_env, poll_until
 
-from reminderd.testing import DaemonProcess, Receiver, add_api_key, add_tenant, api_listening_port, running_daemon
+from reminderd.testing import (
+    DaemonProcess,
+    Receiver,
+    add_api_key,
+    add_tenant,
+    api_listening_port,
+    running_daemon,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +44,12 @@ class Served:
 async def served(db: asyncpg.Connection, database_url: str, receiver: Receiver) -> AsyncIterator[Served]:
     await add_tenant(db, "acme", receiver.url)
     key = await add_api_key(db, "acme", name="acceptance")
-    env = fast_daemon_env(await api_role_url(db, database_url), REMINDERD_API_PORT="0",
-                          REMINDERD_API_KEY_CACHE="0", REMINDERD_SHUTDOWN_TIMEOUT="10")
+    env = fast_daemon_env(
+        await api_role_url(db, database_url),
+        REMINDERD_API_PORT="0",
+        REMINDERD_API_KEY_CACHE="0",
+        REMINDERD_SHUTDOWN_TIMEOUT="10",
+    )
     async with running_daemon(env, command="serve") as process:
         port = await api_listening_port(process)
         yield Served(process, f"http://127.0.0.1:{port}", port, key)
@@ -55,24 +66,29 @@ async def raw_exchange(port: int, request: bytes, *, read: bool = True) -> bytes
 
 
 def post(path: str, key: str, body: bytes, extra: str = "") -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
-            ).encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
+    ).encode() + body
 
 
 async def test_probes_and_a_schedule_over_http(served: Served, db: asyncpg.Connection) -> None:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{served.url}/readyz") as ready:
             assert ready.status == 200 and (await ready.json())["ready"] is True
-        async with session.post(f"{served.url}/v1/messages", headers={"Authorization": f"Bearer {served.key}"},
-                                json={"ref_id": "r1", "fire_in": "1h"}) as made:
+        async with session.post(
+            f"{served.url}/v1/messages",
+            headers={"Authorization": f"Bearer {served.key}"},
+            json={"ref_id": "r1", "fire_in": "1h"},
+        ) as made:
             assert made.status == 201
             assert made.headers["X-Request-Id"]
     row = await db.fetchrow("SELECT ref_id, status FROM reminderd.scheduled_messages")
     assert (row["ref_id"], row["status"]) == ("r1", "pending")
     lines = [line for line in served.process.log if line.get("event") == "request"]
-    assert any(line["route"] == "/v1/messages" and line["status"] == 201 and line["tenant"] == "acme"
-               for line in lines)
+    assert any(
+        line["route"] == "/v1/messages" and line["status"] == 201 and line["tenant"] == "acme" for line in lines
+    )
     assert served.key not in served.process.output()  # a key never reaches the log
 
 
@@ -88,7 +104,9 @@ async def test_sigterm_lets_a_request_in_flight_finish_and_exits_0(
     await writer.drain()
 
     async def waiting() -> bool:
-        return bool(await db.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"))
+        return bool(
+            await db.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        )
 
     await poll_until(waiting)
     served.process.send_signal(signal.SIGTERM)
@@ -102,7 +120,9 @@ async def test_sigterm_lets_a_request_in_flight_finish_and_exits_0(
     writer.close()
     assert answer.startswith(b"HTTP/1.1 201"), answer
     assert await served.process.exit_code() == 0
-    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE ref_id = 'in-flight'") == 1
+    assert (
+        await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE ref_id = 'in-flight'") == 1
+    )
 
 
 async def test_a_retry_after_the_connection_was_cut_gets_the_same_message(
@@ -110,12 +130,14 @@ async def test_a_retry_after_the_connection_was_cut_gets_the_same_message(
 ) -> None:
     body = b'{"ref_id": "order:77", "fire_in": "2h", "payload": {"n": 1}}'
     request = post("/v1/messages", served.key, body, "Idempotency-Key: order-77\r\n")
-    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    _, writer = await asyncio.open_connection("127.0.0.1", served.port)
     writer.write(request)
     await writer.drain()
 
     async def committed() -> int | None:
-        found: int | None = await db.fetchval("SELECT id FROM reminderd.scheduled_messages WHERE ref_id = 'order:77'")
+        found: int | None = await db.fetchval(
+            "SELECT id FROM reminderd.scheduled_messages WHERE ref_id = 'order:77'"
+        )
         stored = await db.fetchval("SELECT count(*) FROM reminderd.idempotency_keys WHERE key = 'order-77'")
         return found if stored else None
 
@@ -148,8 +170,15 @@ async def test_the_docs_curl_examples_work_as_written(served: Served, database_u
     env = {**os.environ, "API_URL": served.url, "KEY": served.key}
     for block in blocks:
         script = 'curl() { command curl --fail-with-body --max-time 10 "$@"; }\nset -e\n' + block
-        done = await asyncio.to_thread(subprocess.run, ["bash", "-c", script], env=env, capture_output=True,
-                                       text=True, timeout=60, cwd="/tmp")
+        done = await asyncio.to_thread(
+            subprocess.run,
+            ["bash", "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/tmp",
+        )
         assert done.returncode == 0, f"{block}\n{done.stdout}\n{done.stderr}"
 
 
@@ -160,15 +189,38 @@ async def test_schemathesis_finds_no_5xx_and_no_answer_outside_the_document(
     documented (status, content type, schema) and none a 5xx. Bounded: a few examples each."""
     await db.execute("UPDATE reminderd.tenants SET api_rate_limit = 100000")
     command = [
-        str(ROOT / ".venv" / "bin" / "schemathesis") if (ROOT / ".venv" / "bin" / "schemathesis").exists()
-        else "schemathesis", "run", f"{served.url}/openapi.json", "--url", served.url,
-        "--header", f"Authorization: Bearer {served.key}",
-        "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
-                    "response_schema_conformance,response_headers_conformance",
-        "--max-examples", "40", "--phases", "examples,coverage,fuzzing", "--mode", "all",
-        "--request-timeout", "10", "--seed", "7", "--no-color",
+        str(ROOT / ".venv" / "bin" / "schemathesis")
+        if (ROOT / ".venv" / "bin" / "schemathesis").exists()
+        else "schemathesis",
+        "run",
+        f"{served.url}/openapi.json",
+        "--url",
+        served.url,
+        "--header",
+        f"Authorization: Bearer {served.key}",
+        "--checks",
+        "not_a_server_error,status_code_conformance,content_type_conformance,"
+        "response_schema_conformance,response_headers_conformance",
+        "--max-examples",
+        "40",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--mode",
+        "all",
+        "--request-timeout",
+        "10",
+        "--seed",
+        "7",
+        "--no-color",
     ]
-    done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=240,
-                                   cwd="/tmp", env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+    done = await asyncio.to_thread(
+        subprocess.run,
+        command,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd="/tmp",
+        env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+    )
     assert done.returncode == 0, done.stdout[-30000:] + done.stderr[-3000:]
     await poll_until(lambda: asyncio.sleep(0, result=served.process.process.returncode is None))

@@ -56,8 +56,12 @@ def test_the_openapi_document_is_valid_openapi_3_1() -> None:
 
 
 def test_every_route_of_the_app_is_in_the_document_and_vice_versa() -> None:
-    documented = {(method.upper(), path) for path, item in openapi_document()["paths"].items()
-                  for method in item if method in METHODS}
+    documented = {
+        (method.upper(), path)
+        for path, item in openapi_document()["paths"].items()
+        for method in item
+        if method in METHODS
+    }
     assert app_routes() == documented
 
 
@@ -73,9 +77,17 @@ def test_every_problem_kind_is_named_in_the_document() -> None:
 
 async def _arrange(http: ApiClient, owner: str) -> dict[str, Any]:
     """acme's messages: a live one-off, a recurring one and a dead one."""
-    live = (await http.call("POST", "/v1/messages", owner, json={"ref_id": "booking:1", "fire_in": "1h",
-                                                                 "payload": {"secret": "acme only"}})).json
-    cron = (await http.call("POST", "/v1/messages", owner, json={"ref_id": "booking:2", "cron": "0 9 * * *"})).json
+    live = (
+        await http.call(
+            "POST",
+            "/v1/messages",
+            owner,
+            json={"ref_id": "booking:1", "fire_in": "1h", "payload": {"secret": "acme only"}},
+        )
+    ).json
+    cron = (
+        await http.call("POST", "/v1/messages", owner, json={"ref_id": "booking:2", "cron": "0 9 * * *"})
+    ).json
     return {"live": live["id"], "cron": cron["id"], "ref": "booking:1", "pattern": "booking:%"}
 
 
@@ -108,7 +120,9 @@ def _requests(ids: dict[str, Any], message_id: int) -> dict[tuple[str, str], dic
     }
 
 
-async def _answers(http: ApiClient, key: str, ids: dict[str, Any], message_id: int) -> dict[str, tuple[int, Any]]:
+async def _answers(
+    http: ApiClient, key: str, ids: dict[str, Any], message_id: int
+) -> dict[str, tuple[int, Any]]:
     answers = {}
     for (method, path), request in _requests(ids, message_id).items():
         answer = await http.call(method, path.replace("{id}", str(message_id)), key, **request)
@@ -125,13 +139,17 @@ async def test_every_route_answers_another_tenants_key_as_for_a_message_that_doe
     acme, globex = keys
     ids = await _arrange(http, acme)
     assert set(_requests(ids, 0)) == app_routes()  # a new route cannot be left out of this test
-    before = await db.fetch("SELECT id, status, fire_at, payload::text FROM reminderd.scheduled_messages"
-                            " WHERE tenant_id = 'acme' ORDER BY id")
+    before = await db.fetch(
+        "SELECT id, status, fire_at, payload::text FROM reminderd.scheduled_messages"
+        " WHERE tenant_id = 'acme' ORDER BY id"
+    )
     acme_secret = await db.fetchval("SELECT signing_secret FROM reminderd.tenants WHERE id = 'acme'")
     # globex aims at acme's message and refs...
     foreign = await _answers(http, globex, ids, ids["live"])
-    after = await db.fetch("SELECT id, status, fire_at, payload::text FROM reminderd.scheduled_messages"
-                           " WHERE tenant_id = 'acme' ORDER BY id")
+    after = await db.fetch(
+        "SELECT id, status, fire_at, payload::text FROM reminderd.scheduled_messages"
+        " WHERE tenant_id = 'acme' ORDER BY id"
+    )
     assert after == before  # nothing of acme's changed
     assert await db.fetchval("SELECT signing_secret FROM reminderd.tenants WHERE id = 'acme'") == acme_secret
     assert "acme only" not in json.dumps(foreign)
@@ -143,7 +161,10 @@ async def test_every_route_answers_another_tenants_key_as_for_a_message_that_doe
     for route, (status, body) in foreign.items():
         if "{id}" in route:  # the same answer, but for the id it names
             said = json.dumps(body).replace(str(ids["live"]), "ID")
-            assert (status, said) == (nowhere[route][0], json.dumps(nowhere[route][1]).replace("999999", "ID")), route
+            assert (status, said) == (
+                nowhere[route][0],
+                json.dumps(nowhere[route][1]).replace("999999", "ID"),
+            ), route
             assert status == 404, route
     # By ref and pattern: only globex's own rows (the POST routes above made one), as with no acme at all.
     for route in ("DELETE /v1/messages", "POST /v1/messages/cancel"):
@@ -179,12 +200,15 @@ async def test_a_key_is_per_tenant_and_a_failed_request_is_not_kept(
 ) -> None:
     acme, globex = keys
     headers = {"Idempotency-Key": "k1"}
-    assert (await http.call("POST", "/v1/messages", acme, json={"ref_id": "r", "fire_in": "x"},
-                            headers=headers)).status == 422
-    assert (await http.call("POST", "/v1/messages", acme, json={"ref_id": "r", "fire_in": "1h"},
-                            headers=headers)).status == 201
-    assert (await http.call("POST", "/v1/messages", globex, json={"ref_id": "r", "fire_in": "1h"},
-                            headers=headers)).status == 201
+    assert (
+        await http.call("POST", "/v1/messages", acme, json={"ref_id": "r", "fire_in": "x"}, headers=headers)
+    ).status == 422
+    assert (
+        await http.call("POST", "/v1/messages", acme, json={"ref_id": "r", "fire_in": "1h"}, headers=headers)
+    ).status == 201
+    assert (
+        await http.call("POST", "/v1/messages", globex, json={"ref_id": "r", "fire_in": "1h"}, headers=headers)
+    ).status == 201
     assert await db.fetchval("SELECT count(*) FROM reminderd.idempotency_keys") == 2
 
 
@@ -200,8 +224,13 @@ async def test_a_concurrent_duplicate_in_flight_is_a_409(
             "SELECT pg_advisory_xact_lock(hashtextextended('reminderd idempotency' || chr(31) || 'acme'"
             " || chr(31) || 'k-busy', 0))"
         )
-        busy = await http.call("POST", "/v1/messages", acme, json={"ref_id": "r", "fire_in": "1h"},
-                               headers={"Idempotency-Key": "k-busy"})
+        busy = await http.call(
+            "POST",
+            "/v1/messages",
+            acme,
+            json={"ref_id": "r", "fire_in": "1h"},
+            headers={"Idempotency-Key": "k-busy"},
+        )
         await holder.execute("ROLLBACK")
     finally:
         await holder.close()
@@ -215,8 +244,12 @@ async def test_two_requests_racing_with_one_key_make_one_message(
 ) -> None:
     acme, _ = keys
     body = {"ref_id": "race", "fire_in": "1h"}
-    answers = await asyncio.gather(*(http.call("POST", "/v1/messages", acme, json=body,
-                                               headers={"Idempotency-Key": "same"}) for _ in range(8)))
+    answers = await asyncio.gather(
+        *(
+            http.call("POST", "/v1/messages", acme, json=body, headers={"Idempotency-Key": "same"})
+            for _ in range(8)
+        )
+    )
     assert {a.status for a in answers} <= {201, 409}
     assert len({a.body for a in answers if a.status == 201}) == 1
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 1

@@ -30,8 +30,16 @@ def test_a_key_has_a_visible_prefix_and_256_bits_of_secret_and_is_stored_as_its_
 
 
 def _stored(made: apikeys.NewKey, *, revoked: bool = False) -> ApiKey:
-    return ApiKey(1, made.prefix, made.key_hash, "acme", "n", ("read", "write"),
-                  datetime.now(UTC) if revoked else None, None)
+    return ApiKey(
+        1,
+        made.prefix,
+        made.key_hash,
+        "acme",
+        "n",
+        ("read", "write"),
+        datetime.now(UTC) if revoked else None,
+        None,
+    )
 
 
 async def test_the_cache_verifies_each_request_and_reads_the_database_once_per_ttl() -> None:
@@ -84,7 +92,8 @@ def test_json_keeps_numbers_as_written_and_embeds_raw_text() -> None:
     assert wire.text_of(value) == '{"a": 12345678901234567.5, "b": [1e400, -0.0], "c": "\u00e9"}'
     assert wire.text_of({"x": [1, True, None]}) == '{"x": [1, true, null]}'
     assert wire.dumps({"p": wire.Raw('{"k": 1.50}'), "t": datetime(2026, 12, 24, 3, 30, tzinfo=UTC)}) == (
-        b'{"p":{"k": 1.50},"t":"2026-12-24T03:30:00Z"}')
+        b'{"p":{"k": 1.50},"t":"2026-12-24T03:30:00Z"}'
+    )
     for bad in (b"{", b"NaN", b'{"a": Infinity}', b"\xff"):
         with pytest.raises(wire.NotJSON):
             wire.parse(bad)
@@ -96,8 +105,11 @@ def test_a_problem_is_rfc_9457_with_a_stable_type_per_kind() -> None:
     problem = invalid("fire_at has no UTC offset", pointer("messages", 3, "fire_at"))
     document = problem.as_json("urn:reminderd:request:1")
     assert document == {
-        "type": "urn:reminderd:problem:invalid-request", "title": "The request is invalid", "status": 422,
-        "detail": "fire_at has no UTC offset", "instance": "urn:reminderd:request:1",
+        "type": "urn:reminderd:problem:invalid-request",
+        "title": "The request is invalid",
+        "status": 422,
+        "detail": "fire_at has no UTC offset",
+        "instance": "urn:reminderd:request:1",
         "errors": [{"detail": "fire_at has no UTC offset", "pointer": "/messages/3/fire_at"}],
     }
     assert pointer("a/b", "c~d") == "/a~1b/c~0d"
@@ -107,9 +119,17 @@ def test_a_problem_is_rfc_9457_with_a_stable_type_per_kind() -> None:
     assert len({status for status, _ in KINDS.values()}) >= 10
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("PT2H", 7200), ("P1DT2H30M", 95400), ("PT1.5S", 1.5), ("P2W", 1209600), ("pt90m", 5400), ("PT0,5S", 0.5),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("PT2H", 7200),
+        ("P1DT2H30M", 95400),
+        ("PT1.5S", 1.5),
+        ("P2W", 1209600),
+        ("pt90m", 5400),
+        ("PT0,5S", 0.5),
+    ],
+)
 def test_iso_8601_durations(text: str, seconds: float) -> None:
     assert parse_seconds(text) == seconds
 
@@ -138,5 +158,5 @@ def test_the_prefix_range_ends_after_every_string_with_the_prefix() -> None:
 
 
 def test_a_query_name_defined_in_two_files_is_refused() -> None:
-    with pytest.raises(ValueError, match="defined in both sql/queries.sql and sql/queries.sql"):
+    with pytest.raises(ValueError, match=r"defined in both sql/queries\.sql and sql/queries\.sql"):
         load_files(("sql/queries.sql", "sql/queries.sql"))
