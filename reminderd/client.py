@@ -667,6 +667,7 @@ class ReminderdClient:
                              "`reminderd api-key create`)")
         self.base_url = url.with_query(None).with_fragment(None)
         self.timeout_s = timeout_s
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)  # each attempt, in a session given too
         self.retry = retry or RetryPolicy()
         self._authorization = _Secret(f"Bearer {api_key}")
         shape = _KEY_SHAPE.match(api_key)
@@ -691,7 +692,7 @@ class ReminderdClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
             self._own_session = True
         return self._session
 
@@ -739,7 +740,8 @@ class ReminderdClient:
 
     async def _exchange(self, method: str, url: yarl.URL, headers: Mapping[str, str],
                         data: bytes | None) -> tuple[int, str, bytes, str | None]:
-        async with self._http().request(method, url, headers=headers, data=data, allow_redirects=False) as resp:
+        async with self._http().request(method, url, headers=headers, data=data, allow_redirects=False,
+                                        timeout=self._timeout) as resp:
             return resp.status, resp.reason or "", await resp.read(), resp.headers.get("Retry-After")
 
     @staticmethod
