@@ -381,3 +381,15 @@ def test_scheduled_is_frozen() -> None:
     scheduled = Scheduled(1, "r", Status.PENDING, None, "once", "created")
     with pytest.raises(dataclasses.FrozenInstanceError):
         scheduled.id = 2  # type: ignore[misc]  # the point: it is frozen
+
+
+def test_the_client_imports_nothing_of_the_server() -> None:
+    """An app that only schedules over HTTP loads aiohttp and four small modules, no database driver."""
+    import subprocess
+    import sys
+
+    script = ("import sys, reminderd.client; print(sorted(m for m in sys.modules if m.startswith('reminderd') "
+              "or m.split('.')[0] in ('asyncpg', 'structlog', 'sqlalchemy', 'alembic', 'croniter', 'yaml')))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str(["reminderd", "reminderd.client", "reminderd.exceptions",
+                                       "reminderd.lifecycle", "reminderd.retry"])
