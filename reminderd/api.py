@@ -313,7 +313,7 @@ class Api:
                 "the /v1 routes take a tenant's key",
             )
         wait_s = self.limiter.check(
-            caller.key_id, caller.rate_limit or self.settings.api_rate_limit, self._clock()
+            caller.key_id, caller.rate_limit or self.settings.api_rate_limit, self.clock()
         )
         if wait_s is not None:
             raise Problem(
