@@ -139,7 +139,7 @@ class Api:
         self.limiter = RateLimiter()
         self.metrics = ApiMetrics()
         self.stopping = False
-        self._clock = clock
+        self.clock = clock  # for the rate limits
         self._document = json.dumps(openapi_document()).encode()
 
     # The routes: every one of them, here. ------------------------------------------------------
@@ -313,7 +313,7 @@ class Api:
                 "the /v1 routes take a tenant's key",
             )
         wait_s = self.limiter.check(
-            caller.key_id, caller.rate_limit or self.settings.api_rate_limit, self._clock()
+            caller.key_id, caller.rate_limit or self.settings.api_rate_limit, self.clock()
         )
         if wait_s is not None:
             raise Problem(
@@ -423,7 +423,7 @@ class Api:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
                 raise invalid(f"{name} must be an integer", pointer(*at, name))
             values[name] = value
-        payload = None if "payload" not in item else wire.text_of(item["payload"])
+        payload, encoded = (None, False) if "payload" not in item else wire.encode(item["payload"])
         try:
             return ScheduleRequest.build(
                 tenant_id=tenant,
@@ -448,6 +448,7 @@ class Api:
                 max_lateness=values["max_lateness"],
                 max_attempts=values["max_attempts"],
                 delay_at_now=False,
+                payload_encoded=encoded,
             )
         except InvalidInput as exc:
             raise invalid(str(exc), pointer(*at, exc.field) if exc.field else pointer(*at)) from None

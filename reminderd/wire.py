@@ -66,10 +66,15 @@ def depth(value: Any, limit: int) -> int:
 
 def text_of(value: Any) -> str:
     """A parsed JSON value as JSON text again, its numbers as they were written."""
+    return encode(value)[0]
+
+
+def encode(value: Any) -> tuple[str, bool]:
+    """text_of(value), and whether json.dumps wrote it (no number kept as written inside)."""
     try:
-        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), allow_nan=False)
+        return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), allow_nan=False), True
     except TypeError:  # a _Written number inside
-        return "".join(_write(value))
+        return "".join(_write(value)), False
 
 
 def _write(value: Any) -> Any:

@@ -96,7 +96,7 @@ async def test_the_identical_call_returns_the_message_it_created_and_another_rep
         ({"ref_id": "r", "fire_in": "1h", "callback_url": "ftp://x"}, "/callback_url", "http"),
         ({"ref_id": "r", "fire_in": "1h", "backfill": "maybe"}, "/backfill", "one of send, latest, skip"),
         ({"ref_id": "r", "fire_in": "1h", "max_attempts": 0}, "/max_attempts", "at least 1"),
-        ({"ref_id": "r", "fire_in": "1h", "payload": "\ud800"}, "/payload", "not valid UTF-8"),
+        ({"ref_id": "r", "fire_in": "1h", "payload": "\ud800"}, "/payload", "half a UTF-16 surrogate pair"),
         ({"ref_id": "r", "fire_in": "1h", "surprise": 1}, "/surprise", "unknown field"),
         ({"ref_id": "", "fire_in": "1h"}, "/ref_id", "is empty"),
     ],
@@ -195,6 +195,7 @@ async def test_the_rate_limit_is_a_429_with_retry_after(
     await db.execute("UPDATE reminderd.tenants SET api_rate_limit = 2 WHERE id = 'acme'")
     url = await api_role_url(db, database_url)
     async with running_api(api_settings(url)) as http:
+        http.api.clock = lambda: 1000.0  # no refill between the requests, however slow the machine
         statuses = [(await http.call("GET", "/v1/tenant", key)).status for _ in range(3)]
         limited = await http.call("GET", "/v1/tenant", key)
     assert statuses == [200, 200, 429]

@@ -160,3 +160,20 @@ def test_the_prefix_range_ends_after_every_string_with_the_prefix() -> None:
 def test_a_query_name_defined_in_two_files_is_refused() -> None:
     with pytest.raises(ValueError, match=r"defined in both sql/queries\.sql and sql/queries\.sql"):
         load_files(("sql/queries.sql", "sql/queries.sql"))
+
+
+def test_an_encoded_payload_is_refused_for_what_jsonb_refuses_and_kept_otherwise() -> None:
+    from reminderd.payload import PayloadError, check_encoded, check_payload
+
+    for value in ({"a": "x\x00y"}, {"k\x00": 1}, {"a": "\ud800"}):
+        text = json.dumps(value, ensure_ascii=False)
+        with pytest.raises(PayloadError) as fast:
+            check_encoded(text)
+        with pytest.raises(PayloadError) as full:
+            check_payload(json.dumps(value))  # the CLI's check, on the escaped text: the same verdict
+        assert fast.value.args[0].split(" at ")[0] == full.value.args[0].split(" at ")[0]
+    kept = json.dumps({"a": "\\u0000", "b": [1, 2.5]}, ensure_ascii=False)  # a backslash, not a NUL
+    assert check_encoded(kept) == kept
+    big = json.dumps({"a": "x" * 300_000})
+    with pytest.raises(PayloadError, match="at most 262144"):
+        check_encoded(big)
