@@ -2,7 +2,9 @@
 
 A local PostgreSQL cluster, the migrations, a tenant, a receiver that verifies signatures, a few
 messages, and the daemon delivering them: one is refused once by the receiver and retried with the
-same webhook-id, one is cancelled and never fires.
+same webhook-id, one is cancelled and never fires. `reminderd serve` runs beside it, and one
+message is scheduled over HTTP through the Python SDK (reminderd.client; the curl equivalent is
+printed).
 """
 
 from __future__ import annotations
@@ -17,14 +19,26 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from . import logs
-from .arguments import Recurrence, ScheduleRequest
 from .callback import CallbackClient
+from .client import ReminderdClient
 from .lifecycle import Status
 from .migrate import upgrade
 from .schedule import QuietHours
 from .settings import Settings
 from .store import Store
-from .testing import ClusterError, Received, Receiver, throwaway_cluster
+from .testing import (
+    SUPERUSER,
+    ClusterError,
+    DaemonProcess,
+    Received,
+    Receiver,
+    api_listening_port,
+    api_login_role,
+    daemon_env,
+    new_api_key,
+    throwaway_cluster,
+)
+from .validation import Recurrence, ScheduleRequest
 from .worker import Worker
 
 MESSAGES = [  # (ref, seconds from now, payload)
@@ -38,6 +52,7 @@ CANCELLED_REF = "booking:b7d2:1h"
 RECURRING_REF = "pulse"  # every 2 seconds, twice (max_runs), then finished
 RECURRING_RUNS = 2
 QUIET_REF = "promo:spring-sale"  # marketing, inside the tenant's quiet hours: deferred, not sent
+HTTP_REF = "welcome:bob"  # scheduled over HTTP, through `reminderd serve`
 
 
 def say(text: str) -> None:
@@ -95,6 +110,41 @@ async def demo(database_url: str) -> int:
     say(f"  scheduled #{message_id} {QUIET_REF:<18} marketing, for Asia/Kolkata, where it is "
         f"{local_now:%H:%M}: inside the tenant's quiet hours {quiet}")
 
+    api = await _start_api(database_url)
+    try:
+        return await _deliver(database_url, store, receiver, api, url)
+    finally:
+        await api.stop()
+
+
+async def _start_api(database_url: str) -> DaemonProcess:
+    """`reminderd serve` as its own process, as a login role granted reminderd_api only."""
+    await api_login_role(database_url, "reminderd_demo_api")
+    # On the demo's own cluster (trust authentication) as that role; on a server you named, as you.
+    api_url = database_url.replace(f"//{SUPERUSER}@", "//reminderd_demo_api@", 1)
+    return await DaemonProcess.start(daemon_env(api_url, REMINDERD_API_PORT="0"), command="serve")
+
+
+async def _schedule_over_http(database_url: str, api: DaemonProcess, receiver_url: str) -> None:
+    port = await api_listening_port(api)
+    key = await new_api_key(database_url, "demo", name="demo-app")
+    base = f"http://127.0.0.1:{port}"
+    payload = {"to": "+14155550111", "text": "Welcome, Bob (scheduled over HTTP)"}
+    say(f"reminderd demo: reminderd serve listening on {base}; one message through the Python SDK:")
+    say(f'  async with reminderd.client.ReminderdClient("{base}", api_key) as rd:')
+    say(f"      await rd.schedule({HTTP_REF!r}, fire_in='2s', callback_url={receiver_url!r},\n"
+        f"                        payload={payload!r})")
+    async with ReminderdClient(base, key) as rd:
+        made = await rd.schedule(HTTP_REF, fire_in="2s", callback_url=receiver_url, payload=payload)
+    body = {"ref_id": HTTP_REF, "fire_in": "2s", "callback_url": receiver_url, "payload": payload}  # as sent
+    say("  the same call with curl:")
+    say(f"  curl -X POST {base}/v1/messages -H 'Authorization: Bearer {key[:15]}_…' "
+        f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'")
+    say(f"  scheduled #{made.id} {HTTP_REF:<18} over HTTP: {made.result}, {made.description}")
+
+
+async def _deliver(database_url: str, store: Store, receiver: Receiver, api: DaemonProcess, url: str) -> int:
+    await _schedule_over_http(database_url, api, url)
     settings = Settings(
         database_url=database_url,
         poll_interval_s=1.0,
@@ -107,7 +157,7 @@ async def demo(database_url: str) -> int:
     worker = Worker(settings, store, client)
     say("reminderd demo: daemon running (JSON log lines below are its own)\n")
     running = asyncio.create_task(worker.run())
-    expected = [r for r, _, _ in MESSAGES if r != CANCELLED_REF] + [RECURRING_REF] * RECURRING_RUNS
+    expected = [r for r, _, _ in MESSAGES if r != CANCELLED_REF] + [RECURRING_REF] * RECURRING_RUNS + [HTTP_REF]
     try:
         await receiver.wait_for(lambda received: len(delivered(received)) >= len(expected), timeout_s=30)
         # Give the recorder its moment to write the last outcome before stopping.
