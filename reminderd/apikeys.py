@@ -1,7 +1,9 @@
 """API keys: how they are made, stored and checked.
 
 A key is `rk_` + 12 visible characters (its prefix: shown in `api-key list`, the logs and support
-tickets) + `_` + 43 characters of secret (256 bits from `secrets`). The database keeps the prefix
+tickets) + `_` + 43 letters and digits of secret (43 * log2(62) > 256 bits from `secrets`): only
+the two underscores separate its parts, so splitting it at `_` or double-clicking it never cuts
+the secret. The database keeps the prefix
 and the SHA-256 of the whole key, never the key: a fast hash is right for a key this random (no
 dictionary to try), and it is compared with hmac.compare_digest, in constant time.
 
@@ -20,6 +22,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import string
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -28,7 +31,9 @@ from dataclasses import dataclass
 from .store import ApiKey
 
 PREFIX_LENGTH = 12
-_KEY = re.compile(r"(rk_[a-z2-7]{12})_([A-Za-z0-9_-]{43})")
+SECRET_LENGTH = 43
+SECRET_ALPHABET = string.ascii_letters + string.digits  # no "_" (the separator) and no "-"
+_KEY = re.compile(rf"(rk_[a-z2-7]{{{PREFIX_LENGTH}}})_([A-Za-z0-9]{{{SECRET_LENGTH}}})")
 READ, WRITE = "read", "write"
 
 
@@ -41,7 +46,8 @@ class NewKey:
 
 def generate() -> NewKey:
     prefix = "rk_" + base64.b32encode(secrets.token_bytes(10)).decode("ascii").lower()[:PREFIX_LENGTH]
-    key = f"{prefix}_{secrets.token_urlsafe(32)}"
+    secret = "".join(secrets.choice(SECRET_ALPHABET) for _ in range(SECRET_LENGTH))
+    key = f"{prefix}_{secret}"
     return NewKey(key, prefix, digest(key))
 
 
