@@ -323,10 +323,17 @@ BEGIN
 END
 $$;
 
--- Rotation for the API role, which may not read any signing secret: it gets the new one once.
-CREATE FUNCTION reminderd.api_rotate_secret(tenant_id text, grace interval) RETURNS text
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-    SELECT reminderd.rotate_secret(tenant_id, grace)
+-- Rotation for the API role, which may not read any signing secret: it gets the new one once, and
+-- until when the old one still signs (read after the rotation, in a statement of its own: a
+-- subquery beside the call would see the row as it was before it).
+CREATE FUNCTION reminderd.api_rotate_secret(tenant_id text, grace interval,
+    OUT secret text, OUT previous_until timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    secret := reminderd.rotate_secret(api_rotate_secret.tenant_id, api_rotate_secret.grace);
+    SELECT t.previous_secret_expires_at INTO previous_until
+    FROM reminderd.tenants t WHERE t.id = api_rotate_secret.tenant_id;
+END
 $$;
 
 -- The role `reminderd serve` connects as (through a login role granted it): every tenant's

@@ -211,8 +211,9 @@ SELECT reminderd.pause_tenant($1);
 SELECT reminderd.resume_tenant($1);
 
 -- api_rotate_secret --
-SELECT reminderd.api_rotate_secret($1, make_interval(secs => $2)) AS secret,
-       (SELECT previous_secret_expires_at FROM reminderd.tenants WHERE id = $1) AS previous_until;
+-- The new secret, and previous_until: when the old one stops signing (the function reads it back
+-- after rotating; a subquery here would read the row from before the call).
+SELECT secret, previous_until FROM reminderd.api_rotate_secret($1, make_interval(secs => $2));
 
 -- stats_counts --
 -- Messages by status: each count one range of scheduled_messages_tenant_status.

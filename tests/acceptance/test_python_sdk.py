@@ -275,8 +275,6 @@ async def test_rotating_the_secret_shows_the_new_one_once(
     assert near(expires, datetime.now(UTC) + timedelta(hours=1))
 
 
-@pytest.mark.xfail(strict=True, reason="server: rotate-secret answers previous_secret_valid_until null even "
-                   "with a grace (sql/api.sql api_rotate_secret reads tenants in the statement's own snapshot)")
 async def test_the_rotation_answer_says_until_when_the_old_secret_signs(rd: ReminderdClient) -> None:
     rotated = await rd.rotate_secret(grace="1h")
     assert near(rotated.previous_secret_valid_until, datetime.now(UTC) + timedelta(hours=1))

@@ -484,6 +484,18 @@ async def test_the_tenant_routes(http: ApiClient, key: str, db: asyncpg.Connecti
     assert await db.fetchval("SELECT previous_signing_secret FROM reminderd.tenants") == old
 
 
+async def test_the_rotation_says_until_when_the_old_secret_still_signs(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    rotated = (await http.call("POST", "/v1/tenant/rotate-secret", key, json={"grace": "1h"})).json
+    stored = await db.fetchval("SELECT previous_secret_expires_at FROM reminderd.tenants WHERE id = 'acme'")
+    assert rotated["previous_secret_valid_until"] is not None
+    assert datetime.fromisoformat(rotated["previous_secret_valid_until"]) == stored
+    assert near(stored, await db_now(db) + timedelta(hours=1))
+    at_once = (await http.call("POST", "/v1/tenant/rotate-secret", key, json={"grace": "0"})).json
+    assert at_once["previous_secret_valid_until"] is None
+
+
 async def test_preview_and_stats(http: ApiClient, key: str) -> None:
     preview = await http.call(
         "GET",
