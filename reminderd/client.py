@@ -145,7 +145,7 @@ class Scheduled:
     id: int
     ref_id: str
     status: Status
-    fire_at: datetime | None  # None for a recurring schedule until the daemon plans it
+    fire_at: datetime | None  # a recurring schedule's first occurrence (None: not planned yet)
     description: str
     result: Literal["created", "replaced", "unchanged"]
 

@@ -85,9 +85,9 @@ export interface Scheduled {
   /** (wire: `ref_id`) */
   refId: string;
   status: Status;
-  /** null for a recurring schedule until the daemon plans its first occurrence (wire: `fire_at`) */
+  /** when it fires; for a recurring schedule its first occurrence (the tenant's holidays skipped), computed when it is scheduled (wire: `fire_at`) */
   fireAt: string | null;
-  /** what was understood */
+  /** what was understood, as `reminderd schedule` says it */
   description: string;
   result: "created" | "replaced" | "unchanged";
 }
