@@ -643,6 +643,7 @@ class Api:
         fire_until = query.instant("fire_before") or FOREVER
         unbounded = fire_from == NEVER and fire_until == FOREVER
         limit = query.integer("limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        fetch = limit + 1  # one row past the page: whether there is a next page at all
         cursor = Cursor.read(query.text("cursor"), order)
         if ref is not None and prefix is not None:
             raise invalid("give ref or ref_prefix, not both", "ref_prefix", where="parameter")
@@ -656,7 +657,7 @@ class Api:
                 statuses,
                 soonest=soonest,
                 cursor=(cursor.fire_at, cursor.id),
-                limit=limit,
+                limit=fetch,
                 fire_from=fire_from,
                 fire_until=fire_until,
                 keep_unplanned=unbounded and not soonest,
@@ -666,7 +667,7 @@ class Api:
                 tenant,
                 statuses,
                 after=(cursor.fire_at, cursor.id),
-                limit=limit,
+                limit=fetch,
                 fire_from=fire_from,
                 fire_until=fire_until,
             )
@@ -675,12 +676,13 @@ class Api:
                 tenant,
                 statuses,
                 before_id=cursor.id,
-                limit=limit,
+                limit=fetch,
                 fire_from=fire_from,
                 fire_until=fire_until,
                 keep_unplanned=unbounded,
             )
-        next_cursor = Cursor.after(rows[-1], order).text() if len(rows) == limit else None
+        rows, more = rows[:limit], len(rows) > limit
+        next_cursor = Cursor.after(rows[-1], order).text() if more else None
         return json_response({"messages": [_message_json(m) for m in rows], "next_cursor": next_cursor})
 
     async def cancel_by_ref(self, request: web.Request, caller: Caller, store: Store) -> web.Response:

@@ -330,6 +330,29 @@ async def test_a_batch_reports_each_item_and_atomic_is_all_or_nothing(
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE ref_id LIKE 'c:%'") == 0
 
 
+@pytest.mark.parametrize("order", ["newest", "soonest"])
+@pytest.mark.parametrize("params", [{}, {"ref_prefix": "page:"}], ids=["all", "by-prefix"])
+async def test_the_last_page_has_no_next_cursor_even_when_it_is_full(
+    http: ApiClient, key: str, order: str, params: dict[str, str]
+) -> None:
+    """Six messages in pages of three: two pages, the second without a next_cursor (not a third,
+    empty page); none at all: one empty page."""
+    empty = (await http.call("GET", "/v1/messages", key, params={"order": order, **params})).json
+    assert empty == {"messages": [], "next_cursor": None}
+    messages = [{"ref_id": f"page:{i}", "fire_in": f"{i + 1}h"} for i in range(6)]
+    assert (await http.call("POST", "/v1/messages/batch", key, json={"messages": messages})).status == 200
+    pages, cursor = [], None
+    while True:
+        query = {"order": order, "limit": "3", **params} | ({"cursor": cursor} if cursor else {})
+        page = (await http.call("GET", "/v1/messages", key, params=query)).json
+        pages.append([m["ref_id"] for m in page["messages"]])
+        cursor = page["next_cursor"]
+        if cursor is None or len(pages) > 3:
+            break
+    assert [len(page) for page in pages] == [3, 3]
+    assert sorted(ref for page in pages for ref in page) == [f"page:{i}" for i in range(6)]
+
+
 async def test_listing_pages_newest_and_soonest_first_with_filters(
     http: ApiClient, key: str, db: asyncpg.Connection
 ) -> None:
