@@ -1247,18 +1247,17 @@ def _refused_item(done: ItemScheduled, item: ScheduleRequest, at: tuple[str | in
     """An item schedule_many refused; a time too late or too far (22008) names its field."""
     refused = done.refused()
     assert refused is not None
-    field = _late_field(refused, item) if refused.sqlstate == TOO_LATE_OR_TOO_FAR else None
+    field = _late_field(item) if refused.sqlstate == TOO_LATE_OR_TOO_FAR else None
     return _refused(refused, pointer(*at, field) if field is not None else None)
 
 
-def _late_field(refused: DatabaseRefused, item: ScheduleRequest) -> str:
-    """Which field a 22008 is about: the until of a recurring message whose until leaves it
-    nothing, else the time it was given (fire_at, fire_in, local_time, or its recurrence)."""
+def _late_field(item: ScheduleRequest) -> str:
+    """Which field a 22008 is about. A recurring message's is its until (past, or before the first
+    occurrence: schedule_recurring() checks no horizon, and the first fire_at is the server's own,
+    computed after now); a one-off's the time it was given (fire_at, fire_in, local_time)."""
     names = item.names
     if item.recurrence is not None:
-        if item.until is not None and "until" in refused.message:
-            return names.until
-        return item.recurrence.field(names)
+        return names.until if item.until is not None else item.recurrence.field(names)
     if item.fire_in_s is not None:
         return names.delay
     return names.local_time if item.local_time is not None else names.at

@@ -472,10 +472,9 @@ class ScheduleRequest:
             first, why_not = first_occurrence(timing, now)
         except InvalidSchedule as exc:
             raise InvalidInput(str(exc), field) from None
-        if first is None:
-            if self.until is not None and "until" in (why_not or ""):
-                field = self.names.until
-            raise InvalidInput(f"nothing would ever be sent: {why_not}", field)
+        if first is None:  # an until leaves it nothing (holidays before it), or the rule has ended
+            raise InvalidInput(f"nothing would ever be sent: {why_not}",
+                               self.names.until if self.until is not None else field)
         return replace(self, recurrence=replace(recurrence, rrule=rrule), first_fire_at=first)
 
     def description(self, fire_at: datetime | None, now: datetime) -> str:
