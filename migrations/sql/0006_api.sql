@@ -420,5 +420,13 @@ GRANT EXECUTE ON FUNCTION
     reminderd.hold_for_paused_tenant(),
     reminderd.notify_due_soon(),
     reminderd.audit_insert(),
-    reminderd.audit_update()
+    reminderd.audit_update(),
+    reminderd.check_timezone(text, text),
+    reminderd.first_reading(timestamp),
+    reminderd.offset_change(timestamptz, timestamptz),
+    reminderd.wall_time(timestamptz, text),
+    reminderd.cron_parse(text),
+    reminderd.cron_next_wall(timestamp, bigint, bigint, bigint, bigint, bigint, integer, bigint, bigint),
+    reminderd.next_cron_occurrence(text, text, timestamptz),
+    reminderd.check_cron(text, text)
 TO reminderd_api;
