@@ -18,12 +18,13 @@ from .health import HealthServer
 from .migrate import alembic_config
 from .retry import backoff_s
 from .settings import Settings
-from .store import Store
+from .store import QUERY_DEADLINE_S, Store
 from .worker import Worker
 
 log = structlog.get_logger("reminderd")
 
-POOL_SIZE = 4  # claim loop, recorder, housekeeping, one spare for /readyz; plus one LISTEN
+# Claim loop, recorder, housekeeping, liveness (heartbeat), one spare for /readyz; plus one LISTEN.
+POOL_SIZE = 5
 
 
 def head_revision(database_url: str) -> str | None:
@@ -36,7 +37,8 @@ async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Store |
     failures = 0
     while not stop.is_set():
         try:
-            return await Store.connect(settings.database_url, max_size=POOL_SIZE, pgbouncer=settings.pgbouncer)
+            return await Store.connect(settings.database_url, max_size=POOL_SIZE, pgbouncer=settings.pgbouncer,
+                                       query_deadline_s=QUERY_DEADLINE_S)
         except DatabaseUnavailable as exc:
             failures += 1
             delay_s = backoff_s(failures, base_s=0.5, cap_s=30.0, jitter="half")

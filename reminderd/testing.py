@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -211,14 +211,15 @@ class Receiver:
 
     It answers 200 unless `script[ref_id]` lists answers to give first (one per request), checks
     each signature when it knows the tenant's `secret`, and holds every request `delay_s` before
-    answering (to keep callbacks in flight). Requests are recorded on arrival, and `on_receive` is
-    called with each.
+    answering (to keep callbacks in flight), and then until `before_answer(request)` returns.
+    Requests are recorded on arrival, and `on_receive` is called with each.
     """
 
     secret: str | None = None
     script: dict[str, list[Answer]] = field(default_factory=dict)
     delay_s: float = 0.0
     on_receive: Callable[[Received], None] | None = None
+    before_answer: Callable[[Received], Awaitable[None]] | None = None
     received: list[Received] = field(default_factory=list)
     url: str = ""
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -273,6 +274,8 @@ class Receiver:
             self.on_receive(item)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)  # holding the request open is what is under test
+        if self.before_answer is not None:
+            await self.before_answer(item)
         return web.Response(status=status, headers=headers, body=body_out)
 
     async def wait_for(self, predicate: Callable[[list[Received]], bool], timeout_s: float = 15) -> None:
