@@ -107,6 +107,33 @@ class Cluster:
         except (OSError, ValueError, IndexError):
             return None
 
+    def server_pids(self) -> list[int]:
+        """The postmaster and every process it started (backends, checkpointer, …)."""
+        return server_processes(self.postmaster_pid())
+
+    def freeze(self) -> list[int]:
+        """SIGSTOP the whole server, as a host that hangs would: connections stay open, queries
+        neither fail nor answer, new connections are accepted by the kernel and never served.
+        Every backend calls setsid(), so one signal to the postmaster's process group would miss
+        them: the postmaster is stopped first (it can start no one new), then each of its
+        children. Returns the processes stopped, for `thaw`."""
+        postmaster = self.postmaster_pid()
+        if postmaster is None:
+            raise ClusterError("the cluster is not running")
+        os.kill(postmaster, signal.SIGSTOP)
+        stopped = [postmaster]
+        for pid in server_processes(postmaster)[1:]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        return stopped
+
+    def thaw(self, stopped: list[int]) -> None:
+        """SIGCONT what `freeze` stopped, the postmaster last."""
+        for pid in reversed(stopped):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def stop(self, mode: str = "fast") -> None:
         subprocess.run(
             self._command(
@@ -117,6 +144,23 @@ class Cluster:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+
+def server_processes(postmaster: int | None) -> list[int]:
+    """A PostgreSQL server's postmaster and its children (and no other server's), from /proc."""
+    if postmaster is None:
+        return []
+    pids = [postmaster]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == postmaster:
+                pids.append(int(entry))
+    return pids
 
 
 @contextlib.contextmanager

@@ -229,6 +229,9 @@ class Worker:
                         picked_by=self.identity.id,
                     )
                     self.claims.claimed(jobs)
+                if failures:  # the database answers again: say so, and compare what it says is held
+                    self._beat_now.set()
+                    failures = 0
                 self._unfinished += len(jobs)
                 for job in jobs:
                     self._jobs.put_nowait(job)
