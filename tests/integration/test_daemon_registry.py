@@ -18,6 +18,8 @@ from structlog.testing import capture_logs
 from support import all_sent, fast_settings, poll_until, row_by_ref, running_worker, settled
 
 from reminderd.jobs import make_webhook_id
+from reminderd.lifecycle import Event, Status
+from reminderd.outcome import AttemptResult, Outcome
 from reminderd.settings import Settings
 from reminderd.store import Store
 from reminderd.testing import Received, Receiver
@@ -259,3 +261,38 @@ async def test_three_hundred_rows_of_a_dead_daemon_are_shared_by_the_living(
     per_ref = [r.message["ref_id"] for r in receiver.received]
     assert len(per_ref) == 300 == len(set(per_ref))  # each rescued row once, by one of them
     assert await db.fetchval("SELECT count(*) FROM reminderd.events WHERE event = 'rescued'") == 300
+
+
+async def test_a_batch_written_again_after_its_reply_was_lost_logs_each_attempt_once(
+    db: asyncpg.Connection, store: Store, tenant: str
+) -> None:
+    # An outage swallowed the reply to the first write, which the server committed all the same;
+    # the daemon writes the batch again: nothing is applied twice, no attempt is logged twice, and
+    # the daemon learns that the first write had applied its outcome (not "discarded").
+    await db.execute("SELECT reminderd.schedule('acme', 'twice', now())")
+    [job] = await store.claim(lookback_s=120, batch_size=10, lease_s=300)
+    outcome = Outcome(job, AttemptResult(True, 200, None, 42), Event.FIRED, Status.SENT)
+    assert await store.record_outcomes([outcome]) == {job.id}
+    assert await store.record_outcomes([outcome]) == set()  # fenced: the row is no longer picked
+    assert await store.outcomes_written([outcome]) == {job.id}
+    assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries WHERE message_id = $1", job.id) == 1
+    assert await db.fetchval("SELECT count(*) FROM reminderd.events WHERE event = 'fired'") == 1
+    # Taken over meanwhile instead (rescued): the outcome was not written, by either try.
+    await db.execute("SELECT reminderd.schedule('acme', 'taken', now())")
+    [other] = await store.claim(lookback_s=120, batch_size=10, lease_s=300)
+    await db.execute("UPDATE reminderd.scheduled_messages SET status = 'pending', last_event = 'rescued'"
+                     " WHERE id = $1", other.id)
+    late = Outcome(other, AttemptResult(True, 200, None, 42), Event.FIRED, Status.SENT)
+    assert await store.record_outcomes([late]) == set()
+    assert await store.outcomes_written([late]) == set()
+    await db.execute("SELECT reminderd.cancel('acme', 'taken')")
+    # A requeued occurrence's new attempt 1 is a new attempt, logged although its number repeats.
+    await db.execute("UPDATE reminderd.scheduled_messages SET status = 'dead' WHERE id = $1", job.id)
+    await db.execute("SELECT reminderd.requeue($1)", job.id)
+    [again] = await store.claim(lookback_s=120, batch_size=10, lease_s=300)
+    assert (again.id, again.attempt, again.webhook_id) == (job.id, 1, job.webhook_id)
+    assert await store.record_outcomes([Outcome(again, AttemptResult(True, 200, None, 7), Event.FIRED,
+                                                Status.SENT)]) == {job.id}
+    attempts = await db.fetch("SELECT attempt, duration_ms FROM reminderd.deliveries WHERE message_id = $1"
+                              " ORDER BY id", job.id)
+    assert [tuple(row) for row in attempts] == [(1, 42), (1, 7)]
