@@ -67,25 +67,21 @@ class Service(Protocol):
 class Heartbeat:
     """Registers this daemon (its first beat) and refreshes its row, one short statement each time.
     A beat that finds the row gone means another daemon declared this one dead and rescued its
-    rows: the row is inserted again, the error logged, and `on_declared_dead` called."""
+    rows: the row is inserted again and the error logged (the reconciler, next in the round, then
+    stops the rows taken away from being sent)."""
 
     name, every_s, first_after_s = "heartbeat", 0.0, 0.0
 
     def __init__(
         self, identity: Identity, store: Store, contact: Contact, claims: ClaimBook, *,
-        stopping: Callable[[], bool], on_declared_dead: Callable[[], None] = lambda: None,
+        stopping: Callable[[], bool],
     ) -> None:
         self._identity = identity
         self._store = store
         self.contact = contact
         self._claims = claims
         self._stopping = stopping
-        self._on_declared_dead = on_declared_dead
         self.started_at: datetime | None = None  # the database's time of the first beat
-
-    @property
-    def registered(self) -> bool:
-        return self.started_at is not None
 
     async def run_once(self) -> int:
         try:
@@ -107,7 +103,6 @@ class Heartbeat:
                                   "are discarded; registered again",
                       fix="a daemon silent for REMINDERD_DEAD_AFTER is taken for dead: "
                           "check the database's and this host's load")
-            self._on_declared_dead()
         return 0
 
 
@@ -134,9 +129,6 @@ class ClaimReconciler:
             claims.revoke(comparison.taken_away)
         finally:
             claims.lock.release()
-        for message_id, _ in comparison.taken_away:
-            log.warning("claim_revoked", message_id=message_id,
-                        reason="no longer picked by this claim (rescued, lease expired or cancelled): not sent")
         if not comparison.never_received:
             return 0
         handed_back = await self._store.hand_back(

@@ -121,6 +121,11 @@ class ClaimBook:
         self.finished(job)
         self._left[job.id] = job.picked_at
 
+    @property
+    def revoked(self) -> frozenset[Claim]:
+        """The claims taken away that the sender has not skipped yet."""
+        return frozenset(self._revoked)
+
     def is_revoked(self, job: Job) -> bool:
         return (job.id, job.picked_at) in self._revoked
 

@@ -156,6 +156,8 @@ class Worker:
         """A clean exit deletes the daemon's row, after handing back any claim whose reply was
         lost. With rows still held (an outcome or a release that could not be written), the row
         stays: silent, it is taken for dead and its rows are rescued by another daemon."""
+        if self._store.health.failing_since is not None:  # not answering: no more waiting on it
+            handed_back = False
         try:
             if handed_back:
                 await self._reconciler.run_once()  # nothing is in flight now: every picked row is an orphan
@@ -293,6 +295,9 @@ class Worker:
     async def _sender(self) -> None:
         while (job := await self._jobs.get()) is not None:
             if self.claims.is_revoked(job):  # taken away before it was sent (the reconciler said so)
+                log.warning("claim_revoked", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
+                            attempt=job.attempt, reason="no longer picked by this claim (rescued, lease "
+                                                        "expired or cancelled): not sent")
                 self.claims.finished(job)
                 self._finished(1)
                 continue

@@ -218,10 +218,14 @@ async def test_a_database_that_hangs_for_30_s_wedges_nothing_loses_nothing_and_s
             resumed_s = min(item.received_at for item in receiver.received
                             if item.message["ref_id"].startswith("during:")) - thawed_wall
             ready = [await get_json(f"http://127.0.0.1:{port}/readyz") for port in ports]
+            alive = "SELECT count(*) FROM reminderd.daemon_overview WHERE state = 'alive'"
+            registered = await db.fetchval(alive)
             for process in (a, b):
                 process.send_signal(signal.SIGTERM)
             assert [await process.exit_code() for process in (a, b)] == [0, 0]
             logs = a.log + b.log
+    assert registered == 2
+    assert await db.fetchval("SELECT count(*) FROM reminderd.daemons") == 0  # a clean exit deletes the row
     seen = {event: n for event, n in Counter(str(line["event"]) for line in logs).items() if event in {
         "claim_failed", "record_failed", "housekeeping_failed", "claim_reply_lost", "outcome_discarded"}}
     print(f"\nSIGCONT -> first callback claimed during the stall delivered: {resumed_s:.1f} s; {seen}")

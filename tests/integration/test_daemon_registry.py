@@ -195,6 +195,40 @@ async def test_a_daemon_taken_for_dead_registers_again_and_says_so(
     assert [line["daemon"] for line in logs if line["event"] == "declared_dead"] == [str(worker.identity.id)]
 
 
+async def test_a_claimed_row_cancelled_before_it_was_sent_is_not_sent(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    release = asyncio.Event()
+
+    async def hold_first(item: Received) -> None:
+        if item.message["ref_id"] == "first":
+            await release.wait()
+
+    receiver.before_answer = hold_first
+    await db.execute("SELECT reminderd.schedule('acme', 'first', now() - interval '1 second')")
+    await db.execute("SELECT reminderd.schedule('acme', 'second', now())")
+    with capture_logs() as logs:
+        async with running_worker(beating(database_url, concurrency=1, batch_size=2)) as worker:
+            await receiver.wait_for(lambda got: len(got) == 1)  # 'first' in flight, 'second' queued
+            assert (await row_by_ref(db, "second"))["status"] == "picked"
+            await db.execute("SELECT reminderd.cancel('acme', 'second')")
+
+            async def revoked() -> frozenset[tuple[int, object]]:
+                return worker.claims.revoked
+
+            async def skipped() -> bool:
+                return not worker.claims.revoked
+
+            await poll_until(revoked)  # the reconciler saw it taken away
+            release.set()
+            await poll_until(settled(db, "first", "sent"))
+            await poll_until(skipped)
+    assert [item.message["ref_id"] for item in receiver.received] == ["first"]
+    assert (await row_by_ref(db, "second"))["status"] == "cancelled"
+    assert [line["ref"] for line in logs if line["event"] == "claim_revoked"] == ["second"]
+    assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 1
+
+
 def first_attempt_held(release: asyncio.Event) -> Callable[[Received], Awaitable[None]]:
     async def hold(item: Received) -> None:
         if item.message["attempt"] == 1:
