@@ -156,12 +156,12 @@ class Rescuer:
         self._contact = contact
 
     async def run_once(self) -> int:
-        since = self._contact.unbroken_since(time.monotonic())
-        if since is None:
+        since, last_beat_at = self._contact.unbroken_since(time.monotonic()), self._contact.last_beat_at
+        if since is None or last_beat_at is None:
             return 0
         rescued = await self._store.rescue_dead_daemons(
             self._identity.id, dead_after_s=self._dead_after_s, heartbeat_s=self._heartbeat_s,
-            contact_since=since,
+            contact_since=since, last_beat_at=last_beat_at,
         )
         by_daemon: dict[str, list[Rescued]] = {}
         for row in rescued:

@@ -56,16 +56,19 @@ class Contact:
     heartbeat_s: float
     _since: datetime | None = None  # the database's time of the first beat of the unbroken run
     _last_ok: float | None = None  # time.monotonic() of the last successful beat
+    last_beat_at: datetime | None = None  # the database's time of the last successful beat
 
     def answered(self, db_time: datetime, now: float) -> None:
         """A heartbeat succeeded at `db_time` (the database's clock), `now` (monotonic)."""
         if self.unbroken_since(now) is None:
             self._since = db_time
         self._last_ok = now
+        self.last_beat_at = db_time
 
     def failed(self) -> None:
         self._since = None
         self._last_ok = None
+        self.last_beat_at = None
 
     def unbroken_since(self, now: float) -> datetime | None:
         """The database's time since which contact is unbroken, or None when it is broken now."""

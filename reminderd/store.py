@@ -571,12 +571,14 @@ class Store:
 
     @_translating
     async def rescue_dead_daemons(
-        self, daemon_id: uuid.UUID, *, dead_after_s: float, heartbeat_s: float, contact_since: datetime
+        self, daemon_id: uuid.UUID, *, dead_after_s: float, heartbeat_s: float, contact_since: datetime,
+        last_beat_at: datetime,
     ) -> list[Rescued]:
-        """As daemon `daemon_id`, in unbroken contact with the database since `contact_since`:
-        return the rows of dead daemons to pending, and delete those daemons' rows."""
+        """As daemon `daemon_id`, in unbroken contact with the database since `contact_since`, its
+        last heartbeat at `last_beat_at`: return the rows of dead daemons to pending, and delete
+        those daemons' rows."""
         rows = await self._pool.fetch(
-            QUERIES["rescue_dead_daemons"], daemon_id, dead_after_s, heartbeat_s, contact_since
+            QUERIES["rescue_dead_daemons"], daemon_id, dead_after_s, heartbeat_s, contact_since, last_beat_at
         )
         return [Rescued.from_row(row) for row in rows]
 

@@ -208,12 +208,18 @@ RETURNING m.id, m.tenant_id, m.ref_id, m.attempts;
 -- Only a daemon that is itself in touch with the database judges: its own heartbeat is fresh, and
 -- its contact has been unbroken since $4 (the database's time), from before the silent daemon's
 -- next heartbeat was due, or for at least its own dead_after. After the database itself stalled,
--- every daemon's heartbeat looks old, and none of them is dead.
--- $1 this daemon, $2 its dead_after (s), $3 its heartbeat (s), $4 its unbroken contact since.
+-- every daemon's heartbeat looks old, and none of them is dead. The judgement holds only within
+-- the heartbeat it was made in ($5, the judge's heartbeat_at as its last beat left it): a rescue
+-- sent just before a stall, which the server runs only once it resumes, finds the judge's
+-- heartbeat old or already renewed, and does nothing.
+-- $1 this daemon, $2 its dead_after (s), $3 its heartbeat (s), $4 its unbroken contact since,
+-- $5 its last heartbeat_at.
 WITH judge AS (
     SELECT 1
     FROM reminderd.daemons
-    WHERE id = $1 AND heartbeat_at > now() - make_interval(secs => 1.5 * $3)
+    WHERE id = $1
+      AND heartbeat_at = $5
+      AND heartbeat_at > now() - make_interval(secs => 1.5 * $3)
 ),
 dead AS (
     SELECT d.id, d.host, d.pid, d.heartbeat_at

@@ -9,7 +9,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -21,7 +21,7 @@ from reminderd.jobs import make_webhook_id
 from reminderd.lifecycle import Event, Status
 from reminderd.outcome import AttemptResult, Outcome
 from reminderd.settings import Settings
-from reminderd.store import Store
+from reminderd.store import Rescued, Store
 from reminderd.testing import Received, Receiver
 
 pytestmark = pytest.mark.shared_database
@@ -56,6 +56,14 @@ async def hold_rows(db: asyncpg.Connection, daemon_id: uuid.UUID, refs: list[str
         " now() + interval '5 minutes' FROM unnest($2::text[]) AS ref",
         daemon_id, refs,
     )
+
+
+async def rescue(store: Store, db: asyncpg.Connection, judge: uuid.UUID, *, dead_after_s: float,
+                 contact_since: datetime) -> list[Rescued]:
+    """Rescue as `judge` (heartbeat 2 s), judging within its current heartbeat."""
+    last_beat_at = await db.fetchval("SELECT heartbeat_at FROM reminderd.daemons WHERE id = $1", judge)
+    return await store.rescue_dead_daemons(judge, dead_after_s=dead_after_s, heartbeat_s=2,
+                                           contact_since=contact_since, last_beat_at=last_beat_at)
 
 
 async def daemon_ids(db: asyncpg.Connection) -> set[uuid.UUID]:
@@ -130,10 +138,10 @@ async def test_a_daemon_silent_for_less_than_the_longer_dead_after_of_both_is_le
     await hold_rows(db, late, ["late"])
     judge = await add_daemon(db, silent_s=0)
     long_ago = await db.fetchval("SELECT now() - interval '1 hour'")
-    assert await store.rescue_dead_daemons(judge, dead_after_s=10, heartbeat_s=2, contact_since=long_ago) == []
+    assert await rescue(store, db, judge, dead_after_s=10, contact_since=long_ago) == []
     assert await daemon_ids(db) == {slow, late, judge}
     assert set(await db.fetchval("SELECT array_agg(status) FROM reminderd.scheduled_messages")) == {"picked"}
-    rescued = await store.rescue_dead_daemons(judge, dead_after_s=1, heartbeat_s=2, contact_since=long_ago)
+    rescued = await rescue(store, db, judge, dead_after_s=1, contact_since=long_ago)
     assert [(r.daemon_id, r.ref_id) for r in rescued] == [(late, "late")]
 
 
@@ -147,22 +155,25 @@ async def test_after_a_database_stall_nobody_is_dead_until_the_judge_has_been_in
     await hold_rows(db, other, ["held"])
     judge = await add_daemon(db, silent_s=0)
     now = await db.fetchval("SELECT now()")
-    assert await store.rescue_dead_daemons(judge, dead_after_s=1, heartbeat_s=2, contact_since=now) == []
+    assert await rescue(store, db, judge, dead_after_s=1, contact_since=now) == []
     stale_judge = await add_daemon(db, silent_s=5, dead_after_s=60)  # its heartbeat is old: it judges no one
     long_ago = now - timedelta(hours=1)
-    assert await store.rescue_dead_daemons(stale_judge, dead_after_s=1, heartbeat_s=2,
-                                           contact_since=long_ago) == []
+    assert await rescue(store, db, stale_judge, dead_after_s=1, contact_since=long_ago) == []
     assert other in await daemon_ids(db)
     # Heard the database without a break from before the other's next beat was due: it is dead.
     since = await db.fetchval("SELECT heartbeat_at FROM reminderd.daemons WHERE id = $1", other)
-    rescued = await store.rescue_dead_daemons(judge, dead_after_s=1, heartbeat_s=2, contact_since=since)
+    # A rescue the server runs only after a stall, once the judge has beaten again: nothing.
+    seen_beat = await db.fetchval("SELECT heartbeat_at FROM reminderd.daemons WHERE id = $1", judge)
+    await db.execute("UPDATE reminderd.daemons SET heartbeat_at = now() WHERE id = $1", judge)
+    assert await store.rescue_dead_daemons(judge, dead_after_s=1, heartbeat_s=2, contact_since=since,
+                                           last_beat_at=seen_beat) == []
+    rescued = await rescue(store, db, judge, dead_after_s=1, contact_since=since)
     assert [(r.daemon_id, r.ref_id, r.attempt) for r in rescued] == [(other, "held", 1)]
     assert (await row_by_ref(db, "held"))["status"] == "pending"
     assert other not in await daemon_ids(db)
     # Once in touch for a whole dead_after, a silent daemon without rows is forgotten too.
     empty = await add_daemon(db, silent_s=30)
-    rescued = await store.rescue_dead_daemons(judge, dead_after_s=1, heartbeat_s=2,
-                                              contact_since=now - timedelta(seconds=1))
+    rescued = await rescue(store, db, judge, dead_after_s=1, contact_since=now - timedelta(seconds=1))
     assert [(r.daemon_id, r.message_id) for r in rescued] == [(empty, None)]
 
 

@@ -35,8 +35,9 @@ def test_a_late_beat_starts_a_new_run_as_does_a_failed_one() -> None:
     contact.answered(T0, 100.0)
     contact.answered(T0 + timedelta(seconds=38), 138.0)  # the database stalled for half a minute
     assert contact.unbroken_since(139.0) == T0 + timedelta(seconds=38)
+    assert contact.last_beat_at == T0 + timedelta(seconds=38)  # the rescuer judges within this beat
     contact.failed()
-    assert contact.unbroken_since(139.0) is None
+    assert contact.unbroken_since(139.0) is None and contact.last_beat_at is None
     contact.answered(T0 + timedelta(seconds=40), 140.0)
     assert contact.unbroken_since(141.0) == T0 + timedelta(seconds=40)
 
