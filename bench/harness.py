@@ -31,6 +31,7 @@ from reminderd.testing import (
     die_with_parent,
     free_port,
     running_daemon,
+    server_processes,
 )
 
 CONCURRENCY = 64
@@ -90,19 +91,7 @@ def cpu_seconds(pid: int) -> float:
 
 def postgres_pids(postmaster: int | None) -> list[int]:
     """The bench cluster's postmaster and its children (not other PostgreSQL servers here)."""
-    if postmaster is None:
-        return []
-    pids = [postmaster]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if parent == postmaster:
-                pids.append(int(entry))
-    return pids
+    return server_processes(postmaster)
 
 
 def machine_busy_seconds() -> float:

@@ -1,10 +1,12 @@
 """A minimal, fast webhook receiver for the benchmark, run in its own process.
 
 HTTP/1.1 keep-alive over an asyncio.Protocol on uvloop: parses the request line and headers,
-reads a Content-Length body, answers `200 OK` with an empty body. Pipelined requests on one
-connection are answered in one write. For each request it records, cheaply, the arrival time
-(time.time()), the webhook-id header and the raw body; the body's "ref_id" and "scheduled_for"
-are extracted only when the bench asks for a dump, never on the hot path.
+reads a Content-Length body, answers `200 OK` with an empty body. Told to, it answers `503` to a
+share of requests (drawn at random) and holds every answer for a fixed latency. Pipelined requests
+on one connection are answered in one write. For each request it records, cheaply, the arrival
+time (time.time()), the webhook-id header, the raw body and the status answered; the body's
+"ref_id" and "scheduled_for" are extracted only when the bench asks for a dump, never on the hot
+path.
 
 The bench process talks to it over a multiprocessing Pipe (see ReceiverProcess), so the receiver
 never shares an event loop, or a core's worth of Python, with the client under test.
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import random
 import re
 import socket
 import time
@@ -23,6 +26,7 @@ from multiprocessing.connection import Connection
 from typing import Any, cast
 
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
 BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 MAX_HEAD = 64 * 1024
 
@@ -37,15 +41,26 @@ class Recorder:
         self.times: list[float] = []
         self.ids: list[bytes] = []
         self.bodies: list[bytes] = []
+        self.statuses: list[int] = []
         self.errors = 0
         self.connections = 0
+        self.fail_ratio = 0.0
+        self.latency_s = 0.0
+        self.rng = random.Random(16)
 
     def reset(self) -> None:
         self.times = []
         self.ids = []
         self.bodies = []
+        self.statuses = []
         self.errors = 0
         self.connections = 0
+        self.fail_ratio = 0.0
+        self.latency_s = 0.0
+
+    def answers(self) -> list[tuple[float, str, str, str, int]]:
+        """dump(), with the status each request was answered."""
+        return [(*row, status) for row, status in zip(self.dump(), self.statuses, strict=True)]
 
     def dump(self) -> list[tuple[float, str, str, str]]:
         """(arrival time, webhook-id, ref_id, scheduled_for) per request, in arrival order."""
@@ -81,6 +96,7 @@ class HttpProtocol(asyncio.Protocol):
         buffer = self.buffer
         buffer += data
         answered = 0
+        replies: list[bytes] = []
         recorder = self.recorder
         while True:
             end = buffer.find(b"\r\n\r\n")
@@ -115,9 +131,23 @@ class HttpProtocol(asyncio.Protocol):
                 recorder.ids.append(b"")
             recorder.bodies.append(bytes(buffer[end + 4 : total]))
             del buffer[:total]
+            if recorder.fail_ratio and recorder.rng.random() < recorder.fail_ratio:
+                recorder.statuses.append(503)
+                replies.append(UNAVAILABLE)
+            else:
+                recorder.statuses.append(200)
+                replies.append(RESPONSE)
             answered += 1
         if answered and self.transport is not None:
-            self.transport.write(RESPONSE * answered if answered > 1 else RESPONSE)
+            reply = b"".join(replies) if answered > 1 else replies[0]
+            if recorder.latency_s:  # the same delay for every answer keeps each connection's order
+                asyncio.get_running_loop().call_later(recorder.latency_s, self._answer, reply)
+            else:
+                self.transport.write(reply)
+
+    def _answer(self, reply: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(reply)
 
     def _reject(self) -> None:
         self.recorder.errors += 1
@@ -146,7 +176,7 @@ def serve(control: Connection, host: str = "127.0.0.1") -> None:
         def on_control() -> None:
             while control.poll():
                 try:
-                    command, *_args = control.recv()
+                    command, *args = control.recv()
                 except EOFError:  # the bench died: stop with it
                     if not stopped.done():
                         stopped.set_result(None)
@@ -159,6 +189,14 @@ def serve(control: Connection, host: str = "127.0.0.1") -> None:
                     reply = "ok"
                 elif command == "dump":
                     reply = recorder.dump()
+                elif command == "answers":
+                    reply = recorder.answers()
+                elif command == "fail":
+                    recorder.fail_ratio = float(args[0])
+                    reply = "ok"
+                elif command == "latency":
+                    recorder.latency_s = float(args[0])
+                    reply = "ok"
                 elif command == "stop":
                     reply = "bye"
                     if not stopped.done():
@@ -213,6 +251,18 @@ class ReceiverProcess:
 
     def dump(self) -> list[tuple[float, str, str, str]]:
         return list(self._ask("dump", timeout_s=60))
+
+    def answers(self) -> list[tuple[float, str, str, str, int]]:
+        """(arrival time, webhook-id, ref_id, scheduled_for, status answered) per request."""
+        return list(self._ask("answers", timeout_s=120))
+
+    def fail(self, ratio: float) -> None:
+        """Answer 503 to this share of requests from now on (at random); reset() sets it back to 0."""
+        self._ask("fail", ratio)
+
+    def latency(self, seconds: float) -> None:
+        """Hold every answer this long, as a real receiver's work would; reset() sets it back to 0."""
+        self._ask("latency", seconds)
 
     def stop(self) -> None:
         if self.process.is_alive():

@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py            # full run, a few minutes
     .venv/bin/python bench/run.py --quick    # smaller sizes, a smoke run
     .venv/bin/python bench/run.py --profile  # also py-spy the daemon during one extra delivery run
+    .venv/bin/python bench/run.py --soak     # only the 10-minute soak (8)
 
 Scenarios (see bench/README.md for what each number means):
  (1) HTTP ceiling: a plain aiohttp client, signing each body, POSTing to the bench receiver.
@@ -13,6 +14,8 @@ Scenarios (see bench/README.md for what each number means):
  (6) daemon peak RSS (VmHWM) at the end of (2).
  (7) the HTTP API: POST /v1/messages at concurrency 32 and batches of 1,000, beside the SQL path.
      `--only api` runs it alone.
+ (8) soak: 3 daemons for 10 minutes, 300 callbacks/s, a kill -9 a minute, the receiver failing 5 %
+     (full runs only; `--soak` runs it alone, `--soak-minutes` shortens it).
 
 Exit status: 0 every target passed, 1 some target failed, 2 a scenario could not run (error/timeout).
 """
@@ -44,6 +47,7 @@ from bench.scenarios import (  # noqa: E402
     delivery,
     http_ceiling,
     profile,
+    soak,
     timer,
 )
 from reminderd.testing import throwaway_cluster  # noqa: E402
@@ -62,7 +66,26 @@ async def run_api_only(bench: Bench) -> None:
             await dbs.close()
 
 
-async def run_scenarios(bench: Bench, with_profile: bool) -> None:
+async def run_soak(bench: Bench, minutes: float) -> None:
+    """Only the soak (8), on its own throwaway cluster."""
+    with throwaway_cluster() as cluster:
+        dbs = Databases(cluster)
+        await dbs.setup()
+        try:
+            await soak_scenario(bench, dbs, minutes)
+        finally:
+            await dbs.close()
+
+
+async def soak_scenario(bench: Bench, dbs: Databases, minutes: float) -> None:
+    plan = soak.Plan(duration_s=60 * minutes)
+    try:
+        await asyncio.wait_for(soak.run(bench, dbs, plan), plan.duration_s + plan.drain_s + 300)
+    except Exception as exc:
+        bench.report.error("(8) soak", exc)
+
+
+async def run_scenarios(bench: Bench, with_profile: bool, soak_minutes: float | None) -> None:
     """Every scenario in order; one that fails is reported as an error and the next one runs."""
     report = bench.report
     ceiling: float | None = None
@@ -97,6 +120,8 @@ async def run_scenarios(bench: Bench, with_profile: bool) -> None:
                     report.error(title, exc)
             if with_profile:
                 await profile.run(bench, dbs)
+            if soak_minutes:
+                await soak_scenario(bench, dbs, soak_minutes)
         finally:
             await dbs.close()
 
@@ -106,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--profile", action="store_true",
                         help="also run py-spy on the daemon during one extra delivery run")
+    parser.add_argument("--soak", action="store_true", help="run only the soak (8)")
+    parser.add_argument("--soak-minutes", type=float, default=10.0, metavar="N",
+                        help="how long the soak runs (default 10); 0 leaves it out of a full run")
     parser.add_argument("--daemon-env", action="append", default=[], metavar="KEY=VALUE",
                         help="a REMINDERD_* setting for every daemon the bench starts (repeatable)")
     parser.add_argument("--only", choices=("api",), help="run only this scenario")
@@ -120,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--daemon-env {item!r}: expected REMINDERD_NAME=VALUE")
         daemon_settings[key] = value
 
-    say(f"reminderd bench ({'quick' if args.quick else 'full'} run): {environment()}")
+    kind = "soak" if args.soak else "quick" if args.quick else "full"
+    say(f"reminderd bench ({kind} run): {environment()}")
     say(f"sizes: {sizes}")
     with open("/proc/loadavg", encoding="ascii") as handle:
         load = handle.read().split()[:3]
@@ -140,10 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, task.cancel)
-        if args.only == "api":
+        if args.soak:
+            await run_soak(bench, args.soak_minutes)
+        elif args.only == "api":
             await run_api_only(bench)
         else:
-            await run_scenarios(bench, args.profile)
+            await run_scenarios(bench, args.profile, None if args.quick else args.soak_minutes)
 
     try:
         uvloop.run(guarded())

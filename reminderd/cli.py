@@ -51,7 +51,7 @@ from .exceptions import (
 )
 from .schedule import iso_utc, load_timezone
 from .settings import Settings
-from .store import ApiKeyInfo, Store, TenantOverview
+from .store import ApiKeyInfo, DaemonStatus, Store, TenantOverview
 
 R = TypeVar("R")
 Handler = Callable[[argparse.Namespace], int]
@@ -133,7 +133,7 @@ def build_parser() -> Parser:
                          help="how long to keep trying while the database is unreachable (default 2m; 0: once)")
     _add_command(commands, "run", "run the daemon (settings from REMINDERD_* variables)", _run_daemon,
                  parents=database)
-    _add_command(commands, "status", "messages by tenant and status, and the next due",
+    _add_command(commands, "status", "messages by tenant and status, the next due, and the running daemons",
                  DatabaseCommand(_no_arguments, _status), parents=database)
     _add_command(commands, "config", "the effective settings, secrets masked, and where each came from",
                  _show_config, parents=database)
@@ -737,12 +737,36 @@ async def _status(store: Store, _request: None) -> int:
     rows = await store.status_counts()
     if not rows:
         print("no messages")
-        return 0
-    print(f"{'TENANT':<24} {'STATUS':<10} {'MESSAGES':>9}  NEXT DUE (UTC)")
-    for row in rows:
-        next_due = row.next_due.astimezone(UTC).isoformat(timespec="seconds") if row.next_due else ""
-        print(f"{row.tenant_id:<24} {row.status:<10} {row.messages:>9}  {next_due}")
+    else:
+        print(f"{'TENANT':<24} {'STATUS':<10} {'MESSAGES':>9}  NEXT DUE (UTC)")
+        for row in rows:
+            next_due = row.next_due.astimezone(UTC).isoformat(timespec="seconds") if row.next_due else ""
+            print(f"{row.tenant_id:<24} {row.status:<10} {row.messages:>9}  {next_due}")
+    print()
+    _print_daemons(await store.daemons())
     return 0
+
+
+def _print_daemons(daemons: Sequence[DaemonStatus]) -> None:
+    """The registry: which daemons run, since when, whether they are alive, what they hold."""
+    if not daemons:
+        print("no daemons running")
+        return
+
+    def utc(moment: datetime | None) -> str:
+        return moment.astimezone(UTC).isoformat(timespec="seconds") if moment else "-"
+
+    header = (
+        "DAEMON", "HOST", "PID", "VERSION", "STATE", "HEARTBEAT", "HELD", "STARTED (UTC)", "LAST CLAIM (UTC)"
+    )
+    rows = [header] + [(
+        str(d.id), d.host, str(d.pid), d.version, d.state, f"{d.silent_for_s:.1f}s ago", str(d.held),
+        utc(d.started_at), utc(d.last_claim_at),
+    ) for d in daemons]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.rjust(width) if column in (2, 5, 6) else cell.ljust(width)
+                        for column, (cell, width) in enumerate(zip(row, widths, strict=True))).rstrip())
 
 
 if __name__ == "__main__":  # pragma: no cover

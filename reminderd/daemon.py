@@ -15,7 +15,7 @@ from .exceptions import EX_CONFIG, ConfigError
 from .health import HealthServer
 from .migrate import head_revision
 from .settings import Settings
-from .store import DatabaseDefaults, Store
+from .store import QUERY_DEADLINE_S, DatabaseDefaults, Store
 from .worker import Worker
 
 log = structlog.get_logger("reminderd")
@@ -25,13 +25,16 @@ DEFAULTS_FIX = (
     "REMINDERD_MAX_LATENESS and REMINDERD_LOOKBACK: the database refuses late rows by the first, "
     "the daemon expires them by the second"
 )
-POOL_SIZE = 4  # claim loop, recorder, housekeeping, one spare for /readyz; plus one LISTEN
+# Claim loop, recorder, housekeeping, liveness (heartbeat), one spare for /readyz; plus one LISTEN.
+POOL_SIZE = 5
 
 
 async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Store | None:
-    """The daemon's pool, waiting for a database that is not up yet (Store.connect_retrying)."""
+    """The daemon's pool, waiting for a database that is not up yet (Store.connect_retrying); every
+    query it runs is bounded by QUERY_DEADLINE_S."""
     return await Store.connect_retrying(
         settings.database_url, stop, max_size=POOL_SIZE, pgbouncer=settings.pgbouncer,
+        query_deadline_s=QUERY_DEADLINE_S,
         on_unreachable=lambda exc, delay_s: log.error(
             "database_unreachable", error=str(exc), retry_in_s=round(delay_s, 2)),
     )

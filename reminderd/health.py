@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -43,10 +44,21 @@ class HealthServer:
             await self._runner.cleanup()
 
     async def healthz(self, _request: web.Request) -> web.Response:
-        """200 while the event loop turns (this answer proves it) and the claim loop keeps coming round."""
+        """200 while the event loop turns (this answer proves it) and the claim loop keeps coming
+        round, also while the database does not answer (restarting would not help: the loop
+        waits for it with bounded queries); `database` says whether it answers."""
+        database = self._database()
         if self._worker.alive:
-            return web.json_response({"healthy": True, "ticks": self._worker.ticks})
-        return web.json_response({"healthy": False, "reason": "claim loop is wedged"}, status=503)
+            return web.json_response({"healthy": True, "ticks": self._worker.ticks, "database": database})
+        return web.json_response({"healthy": False, "reason": "claim loop is wedged", "database": database},
+                                 status=503)
+
+    def _database(self) -> dict[str, object]:
+        health = self._store.health
+        if health.failing_since is None:
+            return {"answering": True}
+        return {"answering": False, "failing_for_s": round(time.monotonic() - health.failing_since, 1),
+                "error": health.last_error}
 
     async def readyz(self, _request: web.Request) -> web.Response:
         """200 only when the database answers and its schema is at the migration head."""

@@ -2,7 +2,17 @@
 job in one `run_once()` step and says how many rows it changed; `Housekeeping` runs them in
 rounds, every poll interval or when a NOTIFY asks for planning.
 
-- LeaseReaper: rows whose daemon died mid-flight (lease run out) are due again now;
+The daemon runs two sets of rounds. Liveness, every REMINDERD_HEARTBEAT, never held up by the
+others:
+- Heartbeat: registers this daemon in reminderd.daemons and keeps its row fresh (and says when it
+  is stopping); it keeps the Contact the rescuer trusts;
+- ClaimReconciler: rows the database says this daemon holds but it never received (a claim whose
+  reply was lost) are handed back at once; rows it holds that were taken away are not sent.
+
+Maintenance, every poll interval:
+- Rescuer: rows of dead daemons (silent beyond REMINDERD_DEAD_AFTER) are due again now;
+- LeaseReaper: rows whose lease ran out (a daemon alive but wedged, or one from before the
+  registry) are due again now;
 - MissedExpirer: one-offs missed beyond the lookback are expired, never sent late;
 - RecurringPlanner: recurring rows get their first fire_at, or skip an occurrence missed beyond
   the lookback (the decision is outcome.plan(), pure);
@@ -23,6 +33,7 @@ import functools
 import random
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Protocol
 
 import structlog
@@ -31,9 +42,10 @@ from .guard import contain, describe
 from .lifecycle import Event, Status
 from .metrics import Metrics
 from .outcome import Plan, plan
+from .registry import ClaimBook, Contact, Identity
 from .retry import backoff_s
 from .settings import Settings
-from .store import Listener, Pruned, Store
+from .store import QUERY_DEADLINE_S, Held, Listener, Pruned, Rescued, Store
 
 log = structlog.get_logger("reminderd")
 
@@ -52,6 +64,121 @@ class Service(Protocol):
     async def run_once(self) -> int:
         """One step; how many rows it changed."""
         ...
+
+
+class Heartbeat:
+    """Registers this daemon (its first beat) and refreshes its row, one short statement each time.
+    A beat that finds the row gone means another daemon declared this one dead and rescued its
+    rows: the row is inserted again and the error logged (the reconciler, next in the round, then
+    stops the rows taken away from being sent)."""
+
+    name, every_s, first_after_s = "heartbeat", 0.0, 0.0
+
+    def __init__(
+        self, identity: Identity, store: Store, contact: Contact, claims: ClaimBook, *,
+        stopping: Callable[[], bool],
+    ) -> None:
+        self._identity = identity
+        self._store = store
+        self.contact = contact
+        self._claims = claims
+        self._stopping = stopping
+        self.started_at: datetime | None = None  # the database's time of the first beat
+
+    async def run_once(self) -> int:
+        try:
+            beat = await self._store.heartbeat(
+                self._identity, started_at=self.started_at, stopping=self._stopping(),
+                last_claim_at=self._claims.last_claim_at,
+            )
+        except Exception:
+            self.contact.failed()
+            raise
+        self.contact.answered(beat.at, time.monotonic())
+        if self.started_at is None:
+            self.started_at = beat.started_at
+            log.info("registered", daemon=str(self._identity.id), host=self._identity.host,
+                     pid=self._identity.pid)
+        elif beat.inserted:
+            log.error("declared_dead", daemon=str(self._identity.id),
+                      consequence="another daemon rescued the rows this one held: their late outcomes "
+                                  "are discarded; registered again",
+                      fix="a daemon silent for REMINDERD_DEAD_AFTER is taken for dead: "
+                          "check the database's and this host's load")
+        return 0
+
+
+class ClaimReconciler:
+    """Compares the rows the database says this daemon holds with those it holds in memory: rows
+    it never received (a claim committed whose reply was lost in an outage) are handed back at
+    once instead of waiting for their lease; rows it holds that are no longer its own (rescued
+    while it was taken for dead, reaped, cancelled) are not sent."""
+
+    name, every_s, first_after_s = "reconcile", 0.0, 0.0
+
+    def __init__(self, identity: Identity, store: Store, claims: ClaimBook) -> None:
+        self._identity = identity
+        self._store = store
+        self._claims = claims
+
+    async def run_once(self) -> int:
+        claims = self._claims
+        async with asyncio.timeout(QUERY_DEADLINE_S):
+            await claims.lock.acquire()  # after the claim in progress, if any: its reply is on its way
+        try:
+            held = await self._store.held_by(self._identity.id)
+            comparison = claims.compare({row.id: row.picked_at for row in held})
+            claims.revoke(comparison.taken_away)
+        finally:
+            claims.lock.release()
+        if not comparison.never_received:
+            return 0
+        handed_back = await self._store.hand_back(
+            [Held(message_id, token) for message_id, token in comparison.never_received],
+            f"claim reply lost: handed back by daemon {self._identity.id} (never attempted)",
+        )
+        for row in handed_back:
+            log.warning("claim_reply_lost", message_id=row.id, tenant=row.tenant_id, ref=row.ref_id,
+                        attempt=row.attempt, handed_back=True)
+        return len(handed_back)
+
+
+class Rescuer:
+    """Returns the rows of dead daemons (silent beyond their REMINDERD_DEAD_AFTER) to pending at
+    once, and deletes their rows; only while this daemon's own contact with the database is
+    unbroken, so a database that stalled does not make every daemon look dead."""
+
+    name, every_s, first_after_s = "rescue", 0.0, 0.0
+
+    def __init__(self, settings: Settings, identity: Identity, store: Store, contact: Contact) -> None:
+        self._dead_after_s = settings.dead_after_s
+        self._heartbeat_s = settings.heartbeat_s
+        self._identity = identity
+        self._store = store
+        self._contact = contact
+
+    async def run_once(self) -> int:
+        since, last_beat_at = self._contact.unbroken_since(time.monotonic()), self._contact.last_beat_at
+        if since is None or last_beat_at is None:
+            return 0
+        rescued = await self._store.rescue_dead_daemons(
+            self._identity.id, dead_after_s=self._dead_after_s, heartbeat_s=self._heartbeat_s,
+            contact_since=since, last_beat_at=last_beat_at,
+        )
+        by_daemon: dict[str, list[Rescued]] = {}
+        for row in rescued:
+            by_daemon.setdefault(str(row.daemon_id), []).append(row)
+        count = 0
+        for daemon, rows in by_daemon.items():
+            first = rows[0]
+            held = [row for row in rows if row.message_id is not None]
+            log.warning("daemon_dead", daemon=daemon, host=first.host, pid=first.pid,
+                        heartbeat_at=first.heartbeat_at.isoformat(), rescued=len(held))
+            for row in held:
+                log.warning(Event.RESCUED, message_id=row.message_id, tenant=row.tenant_id, ref=row.ref_id,
+                            attempt=row.attempt, daemon=daemon)
+            count += len(held)
+        return count
 
 
 class LeaseReaper:
@@ -183,10 +310,12 @@ class Housekeeping:
     """Runs the services in rounds: each round runs every service that is due."""
 
     def __init__(
-        self, services: Sequence[Service], *, poll_interval_s: float, rng: random.Random | None = None
+        self, services: Sequence[Service], *, poll_interval_s: float, rng: random.Random | None = None,
+        failure_backoff_cap_s: float | None = None,
     ) -> None:
         self.services = list(services)
         self._poll_interval_s = poll_interval_s
+        self._backoff_cap_s = failure_backoff_cap_s
         self._rng = rng or random.Random()
         now = time.monotonic()
         self._due = {service.name: now + service.first_after_s for service in self.services}
@@ -195,15 +324,26 @@ class Housekeeping:
     @classmethod
     def for_daemon(
         cls, settings: Settings, store: Store, metrics: Metrics, *, listener: Listener | None = None,
-        rng: random.Random | None = None,
+        rescuer: Rescuer | None = None, rng: random.Random | None = None,
     ) -> Housekeeping:
-        services: list[Service] = [
+        services: list[Service] = [] if rescuer is None else [rescuer]
+        services += [
             LeaseReaper(store), MissedExpirer(settings, store, metrics), RecurringPlanner(settings, store),
         ]
         if listener is not None:
             services.append(ListenerKeeper(listener))
         services += [QueueDepthSampler(store, metrics), Pruner(settings, store)]
         return cls(services, poll_interval_s=settings.poll_interval_s, rng=rng)
+
+    @classmethod
+    def for_liveness(
+        cls, settings: Settings, heartbeat: Heartbeat, reconciler: ClaimReconciler, *,
+        rng: random.Random | None = None,
+    ) -> Housekeeping:
+        """Every heartbeat interval; a failure is retried within one interval, never later, so a
+        database that answers again sees this daemon alive before anyone takes it for dead."""
+        return cls([heartbeat, reconciler], poll_interval_s=settings.heartbeat_s, rng=rng,
+                   failure_backoff_cap_s=settings.heartbeat_s / 2)
 
     async def run(self, wake: asyncio.Event) -> None:
         """A round every poll interval, or sooner when `wake` is set (a NOTIFY asks for planning)."""
@@ -224,9 +364,11 @@ class Housekeeping:
                 changed += await service.run_once()
             except Exception as exc:
                 failures = self._failures[service.name] = self._failures[service.name] + 1
-                delay_s = backoff_s(failures, base_s=2 * self._poll_interval_s,
-                                    cap_s=max(FAILURE_BACKOFF_CAP_S, 2 * self._poll_interval_s),
-                                    jitter="half", rng=self._rng)
+                cap_s = max(FAILURE_BACKOFF_CAP_S, 2 * self._poll_interval_s)
+                if self._backoff_cap_s is not None:
+                    cap_s = min(cap_s, self._backoff_cap_s)
+                delay_s = backoff_s(failures, base_s=min(2 * self._poll_interval_s, cap_s),
+                                    cap_s=cap_s, jitter="half", rng=self._rng)
                 self._due[service.name] = now + delay_s
                 log.error("housekeeping_failed", service=service.name, error=describe(exc),
                           retry_in_s=round(delay_s, 2))

@@ -49,5 +49,6 @@ class Event(StrEnum):
     EXPIRED = "expired"  # too late for the backfill policy, or beyond the lookback
     FINISHED = "finished"  # end conditions: until, max_runs, the RRULE's end
     PLANNED = "planned"  # a recurring row's first fire_at
-    LEASE_EXPIRED = "lease_expired"  # a dead daemon's row, made due again
-    RELEASED = "released"  # handed back at shutdown
+    LEASE_EXPIRED = "lease_expired"  # a row whose lease ran out, made due again
+    RESCUED = "rescued"  # a dead daemon's row (its heartbeat stopped), made due again at once
+    RELEASED = "released"  # handed back: at shutdown, or a claim whose reply was lost

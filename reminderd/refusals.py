@@ -79,6 +79,8 @@ CONSTRAINTS: dict[str, str] = {
     "deliveries_message_id_fkey": "no message with id {value}",
     "events_pkey": "an event with id {value} already exists",
     "config_pkey": 'the setting "{value}" already exists: UPDATE reminderd.config to change it',
+    # daemons (the registry, migration 0008): each daemon draws a random id at start
+    "daemons_pkey": "a daemon with id {value} is already registered",
 }
 
 # PostgreSQL's own constraint errors say which row in their DETAIL; reminderd's triggers do not.

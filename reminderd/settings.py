@@ -157,6 +157,12 @@ class Settings:
     callback_timeout_s: float = setting(
         "REMINDERD_CALLBACK_TIMEOUT", 10.0, _seconds(0.1, 3600),
         "seconds per callback request (must be below the lease)")
+    heartbeat_s: float = setting(
+        "REMINDERD_HEARTBEAT", 5.0, _seconds(0.1, 300),
+        "seconds between the daemon's heartbeats in `reminderd.daemons`")
+    dead_after_s: float = setting(
+        "REMINDERD_DEAD_AFTER", 15.0, _seconds(0.3, 3600),
+        "a daemon silent this long is dead: its claimed rows are rescued at once (≥ 3 heartbeats)")
     max_attempts: int = setting(
         "REMINDERD_MAX_ATTEMPTS", 8, _number(int, minimum=1, maximum=1000),
         "attempts before dead-lettering (a row's `max_attempts` wins)")
@@ -284,6 +290,12 @@ class Settings:
                 f"REMINDERD_CALLBACK_TIMEOUT ({self.callback_timeout_s:g}s), or a slow callback "
                 "would be handed to another daemon while still in flight"
             )
+        if self.dead_after_s < 3 * self.heartbeat_s:
+            raise ConfigError(
+                f"REMINDERD_DEAD_AFTER ({self.dead_after_s:g}s) must be at least 3 heartbeats "
+                f"(3 x REMINDERD_HEARTBEAT = {3 * self.heartbeat_s:g}s), or a daemon that is only slow "
+                "would be declared dead and its rows sent twice"
+            )
         if self.retry_cap_s < self.retry_base_s:
             raise ConfigError(
                 f"REMINDERD_RETRY_CAP ({self.retry_cap_s:g}s) must be at least "
@@ -304,6 +316,20 @@ class Settings:
                 shown[env_name] = ",".join(str(v) for v in value)
             else:
                 shown[env_name] = str(value)
+        return shown
+
+
+    def public(self) -> dict[str, object]:
+        """Effective settings as JSON values, keyed like the TOML file (`poll_interval`), secrets
+        masked: what a daemon publishes in `reminderd.daemons.settings`."""
+        shown: dict[str, object] = {}
+        for name, spec in SETTINGS.items():
+            value = getattr(self, name)
+            if spec.secret:
+                value = mask_url(value) if value else None
+            elif isinstance(value, tuple):
+                value = [str(v) for v in value]
+            shown[spec.env.removeprefix("REMINDERD_").lower()] = value
         return shown
 
 

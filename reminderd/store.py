@@ -8,10 +8,12 @@ import asyncio
 import contextlib
 import errno
 import functools
+import json
 import re
 import socket
 import ssl
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 import asyncpg
 
 from .exceptions import ConfigError, DatabaseMisconfigured, DatabaseRefused, DatabaseUnavailable, SchemaMissing
+from .guard import describe
 from .jobs import Job, Unplanned
 from .lifecycle import Status
 from .outcome import Outcome, Plan
@@ -29,9 +32,15 @@ from .retry import backoff_s
 from .schedule import DEFAULT_BACKFILL, DEFAULT_MAX_LATENESS_S, QuietHours, Timing
 
 if TYPE_CHECKING:
+    from .registry import Identity
     from .validation import ScheduleRequest
 
 NOTIFY_CHANNEL = "reminderd_due"
+# The daemon's bound on every database call (acquiring a connection included). Shorter than
+# systemd's WatchdogSec (30 s) with room for the claim loop's three calls in a row, so the
+# watchdog only ever restarts a daemon that is stuck for another reason (a blocked event loop).
+QUERY_DEADLINE_S = 8.0
+CLOSE_DEADLINE_S = 5.0
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -333,6 +342,91 @@ class DatabaseDefaults:
         return cls(row["backfill"], row["max_lateness_s"], row["lookback_s"])
 
 
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """A heartbeat: the database's time, and whether the daemon's row had to be inserted (its
+    first beat, or another daemon had declared it dead and deleted the row)."""
+
+    at: datetime
+    started_at: datetime
+    inserted: bool
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Beat:
+        return cls(row["at"], row["started_at"], row["inserted"])
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A row the database says a daemon holds (picked by it), and its claim token."""
+
+    id: int
+    picked_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Held:
+        return cls(row["id"], row["picked_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class HandedBack:
+    """A picked row handed back: pending again, due now."""
+
+    id: int
+    tenant_id: str
+    ref_id: str
+    attempt: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> HandedBack:
+        return cls(row["id"], row["tenant_id"], row["ref_id"], row["attempts"])
+
+
+@dataclass(frozen=True, slots=True)
+class Rescued:
+    """A dead daemon whose row was deleted, and one of the rows it held, now pending again
+    (`message_id` None when it held none)."""
+
+    daemon_id: uuid.UUID
+    host: str
+    pid: int
+    heartbeat_at: datetime
+    message_id: int | None
+    tenant_id: str | None
+    ref_id: str | None
+    attempt: int | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Rescued:
+        return cls(row["daemon_id"], row["host"], row["pid"], row["heartbeat_at"], row["id"], row["tenant_id"],
+                   row["ref_id"], row["attempts"])
+
+
+DaemonState = Literal["alive", "stopping", "dead"]
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonStatus:
+    """A registered daemon as `reminderd status`, the daemon_overview view and the dashboard show
+    it: alive, stopping or dead (silent beyond its dead_after, about to be rescued), the rows it
+    holds and its last claim."""
+
+    id: uuid.UUID
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+    silent_for_s: float
+    state: DaemonState
+    held: int
+    last_claim_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> DaemonStatus:
+        return cls(**dict(row.items()))
+
+
 AppMembership = Literal["inherits", "member", "none"]
 
 
@@ -627,34 +721,128 @@ async def _end_transaction(connection: asyncpg.Connection) -> None:
         await connection.execute("ROLLBACK")
 
 
+class DatabaseHealth:
+    """Whether the database answers: the last call's fate, for /healthz."""
+
+    def __init__(self) -> None:
+        self.failing_since: float | None = None  # time.monotonic() of the first failure in a row
+        self.last_error: str | None = None
+
+    def answered(self) -> None:
+        self.failing_since = None
+        self.last_error = None
+
+    def failed(self, exc: BaseException) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        self.last_error = describe(exc)
+
+
+class BoundedPool:
+    """The asyncpg pool with every call bounded by a deadline, acquiring the connection included.
+
+    On the deadline the connection is terminated at once. asyncpg on its own would send the
+    server a cancel request and keep the connection until the server acknowledged it: a hung
+    server (stopped, or its host frozen) answers neither the query nor the cancel, and the pool
+    would stay short of that connection. A fresh one is made on the next acquire.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, deadline_s: float | None) -> None:
+        self.pool = pool
+        self.deadline_s = deadline_s
+        self.health = DatabaseHealth()
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        rows: list[asyncpg.Record] = await self._call("fetch", query, args)
+        return rows
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:  # an asyncpg.Record, or None
+        return await self._call("fetchrow", query, args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self._call("fetchval", query, args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        status: str = await self._call("execute", query, args)
+        return status
+
+    async def _call(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                connection = await self.pool.acquire()
+                try:
+                    result = await getattr(connection, method)(query, *args)
+                except asyncio.CancelledError:  # the deadline: the query's fate is unknown
+                    connection.terminate()
+                    raise
+                finally:
+                    await self.pool.release(connection)  # nothing to do once terminated
+        except _UNAVAILABLE as exc:
+            self.health.failed(exc)
+            raise
+        except asyncpg.PostgresError:  # refused: the database answers all the same
+            self.health.answered()
+            raise
+        self.health.answered()
+        return result
+
+    async def close(self) -> None:
+        """Close gracefully, or, when the server does not answer, drop the connections."""
+        try:
+            async with asyncio.timeout(CLOSE_DEADLINE_S):
+                await self.pool.close()
+        except TimeoutError:
+            self.pool.terminate()
+
+
 class Store:
-    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection) -> None:
-        self._pool = pool  # a pool, or one connection inside a transaction (transaction())
+    def __init__(
+        self, pool: asyncpg.Pool | asyncpg.Connection, *, query_deadline_s: float | None = None
+    ) -> None:
+        # A pool, every call bounded by query_deadline_s; or one connection inside a transaction
+        # (transaction()).
+        self._pool: BoundedPool | asyncpg.Connection = (
+            BoundedPool(pool, query_deadline_s) if isinstance(pool, asyncpg.Pool) else pool
+        )
 
     @classmethod
     async def connect(
         cls, database_url: str, *, max_size: int = 4, pgbouncer: bool = False,
         setting: str = "REMINDERD_DATABASE_URL", application_name: str = "reminderd",
+        query_deadline_s: float | None = None,
     ) -> Store:
         """A pool of at most `max_size` connections. Behind PgBouncer in transaction mode, no
         prepared statement may outlive a transaction: the statement cache is off (the codecs of
         the composite types are cached per connection all the same). A failure names `setting`,
-        where the URL came from (connect_error)."""
+        where the URL came from (connect_error). With `query_deadline_s` (the daemon:
+        QUERY_DEADLINE_S), every call fails within it when the server hangs."""
         try:
             pool = await asyncpg.create_pool(
                 database_url, min_size=1, max_size=max_size, command_timeout=60,
+                timeout=query_deadline_s or 60,  # connecting: a server that accepts and hangs
                 statement_cache_size=0 if pgbouncer else 100,
                 server_settings={"application_name": application_name},
                 reset=_end_transaction,
             )
         except Exception as exc:
             raise connect_error(exc, database_url, setting) from None
-        return cls(pool)
+        return cls(pool, query_deadline_s=query_deadline_s)
+
+    @property
+    def _bounded(self) -> BoundedPool:
+        if not isinstance(self._pool, BoundedPool):
+            raise TypeError("a Store inside a transaction (Store.transaction()) has no pool of its own")
+        return self._pool
+
+    @property
+    def health(self) -> DatabaseHealth:
+        return self._bounded.health
 
     @classmethod
     async def connect_retrying(
         cls, database_url: str, stop: asyncio.Event, *, max_size: int = 4, pgbouncer: bool = False,
-        application_name: str = "reminderd", on_unreachable: Callable[[DatabaseUnavailable, float], None],
+        application_name: str = "reminderd", query_deadline_s: float | None = None,
+        on_unreachable: Callable[[DatabaseUnavailable, float], None],
     ) -> Store | None:
         """connect(), retried with backoff while the database is unreachable (it may start after
         the daemon or the API server); `on_unreachable(error, retry_in_s)` says so each time. None
@@ -664,7 +852,7 @@ class Store:
         while not stop.is_set():
             try:
                 return await cls.connect(database_url, max_size=max_size, pgbouncer=pgbouncer,
-                                         application_name=application_name)
+                                         application_name=application_name, query_deadline_s=query_deadline_s)
             except DatabaseUnavailable as exc:
                 failures += 1
                 delay_s = backoff_s(failures, base_s=0.5, cap_s=30.0, jitter="half")
@@ -674,32 +862,43 @@ class Store:
         return None
 
     def pool_in_use(self) -> float:
-        return float(self._pool.get_size() - self._pool.get_idle_size())
+        pool = self._bounded.pool
+        return float(pool.get_size() - pool.get_idle_size())
 
     def pool_idle(self) -> float:
-        return float(self._pool.get_idle_size())
+        return float(self._bounded.pool.get_idle_size())
 
     async def close(self) -> None:
-        await self._pool.close()
+        await self._bounded.close()
 
     # The claim loop -------------------------------------------------------------------------
 
     @_translating
     async def claim(
         self, *, lookback_s: float, batch_size: int, lease_s: float, backfill: str = DEFAULT_BACKFILL,
-        max_lateness_s: float = DEFAULT_MAX_LATENESS_S,
+        max_lateness_s: float = DEFAULT_MAX_LATENESS_S, picked_by: uuid.UUID | None = None,
     ) -> list[Job]:
-        """Claim due rows; `backfill` and `max_lateness_s` are the defaults for rows without their own."""
+        """Claim due rows for the daemon `picked_by`; `backfill` and `max_lateness_s` are the
+        defaults for rows without their own."""
         # The lease as this process's clock sees it, counted from before the query: never later.
         lease_deadline = time.monotonic() + lease_s
         rows = await self._pool.fetch(
-            QUERIES["claim"], lookback_s, batch_size, lease_s, backfill, max_lateness_s
+            QUERIES["claim"], lookback_s, batch_size, lease_s, backfill, max_lateness_s, picked_by
         )
         return [Job.from_row(row, lease_deadline) for row in rows]
 
     @_translating
-    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
-        await self._pool.execute(QUERIES["record_outcomes"], [_outcome_v1(o) for o in outcomes])
+    async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[int]:
+        """Write a batch of outcomes; the ids of the rows they moved on. The others were no
+        longer picked by the same claim (rescued, lease expired, cancelled): not applied."""
+        rows = await self._pool.fetch(QUERIES["record_outcomes"], [_outcome_v1(o) for o in outcomes])
+        return {row["id"] for row in rows}
+
+    @_translating
+    async def outcomes_written(self, outcomes: Sequence[Outcome]) -> set[int]:
+        """Of outcomes a repeated write did not apply, the ids of those an earlier write had."""
+        rows = await self._pool.fetch(QUERIES["outcomes_written"], [_outcome_v1(o) for o in outcomes])
+        return {row["id"] for row in rows}
 
     @_translating
     async def release(self, releases: Sequence[Release]) -> None:
@@ -743,6 +942,53 @@ class Store:
                           ) -> Pruned:
         row = await self._pool.fetchrow(QUERIES["prune"], keep_finished_days, keep_dead_days, keep_history_days)
         return Pruned.from_row(row)
+
+    # The daemon registry -------------------------------------------------------------------
+
+    @_translating
+    async def heartbeat(
+        self, identity: Identity, *, started_at: datetime | None, stopping: bool, last_claim_at: datetime | None
+    ) -> Beat:
+        """Register the daemon, or refresh its heartbeat (and say whether it is stopping)."""
+        row = await self._pool.fetchrow(
+            QUERIES["heartbeat"], identity.id, identity.host, identity.pid, identity.version, started_at,
+            json.dumps(identity.settings), stopping, last_claim_at,
+        )
+        return Beat.from_row(row)
+
+    @_translating
+    async def deregister(self, daemon_id: uuid.UUID) -> None:
+        await self._pool.execute(QUERIES["deregister"], daemon_id)
+
+    @_translating
+    async def held_by(self, daemon_id: uuid.UUID) -> list[Held]:
+        """The rows the database says `daemon_id` holds: picked by it."""
+        return [Held.from_row(row) for row in await self._pool.fetch(QUERIES["held_by"], daemon_id)]
+
+    @_translating
+    async def hand_back(self, rows: Sequence[Held], reason: str) -> list[HandedBack]:
+        """Picked rows never attempted (a claim whose reply was lost): pending again, due now,
+        their attempt given back, if they are still picked by the same claim."""
+        batch = [(row.id, row.picked_at, False) for row in rows]
+        return [HandedBack.from_row(r) for r in await self._pool.fetch(QUERIES["hand_back"], batch, reason)]
+
+    @_translating
+    async def rescue_dead_daemons(
+        self, daemon_id: uuid.UUID, *, dead_after_s: float, heartbeat_s: float, contact_since: datetime,
+        last_beat_at: datetime,
+    ) -> list[Rescued]:
+        """As daemon `daemon_id`, in unbroken contact with the database since `contact_since`, its
+        last heartbeat at `last_beat_at`: return the rows of dead daemons to pending, and delete
+        those daemons' rows."""
+        rows = await self._pool.fetch(
+            QUERIES["rescue_dead_daemons"], daemon_id, dead_after_s, heartbeat_s, contact_since, last_beat_at
+        )
+        return [Rescued.from_row(row) for row in rows]
+
+    @_translating
+    async def daemons(self) -> list[DaemonStatus]:
+        """Every registered daemon: alive, stopping or dead, what it holds, its last claim."""
+        return [DaemonStatus.from_row(row) for row in await self._pool.fetch(QUERIES["daemons"])]
 
     @_translating
     async def schema_revision(self) -> str | None:
@@ -862,11 +1108,12 @@ class Store:
     async def transaction(self) -> AsyncIterator[Store]:
         """A Store on one connection inside a transaction: committed when the block ends, rolled
         back when it raises. Inside one already, that one."""
-        if not isinstance(self._pool, asyncpg.Pool):  # already in one: the same transaction
+        if not isinstance(self._pool, BoundedPool):  # already in one: the same transaction
             yield self
             return
+        pool = self._pool.pool
         try:
-            connection = await self._pool.acquire()
+            connection = await pool.acquire()
         except Exception as exc:
             raise translated(exc) from exc
         try:
@@ -886,7 +1133,7 @@ class Store:
             except Exception as exc:
                 raise translated(exc) from exc
         finally:
-            await self._pool.release(connection)
+            await pool.release(connection)
 
     @_translating
     async def api_key(self, prefix: str) -> ApiKey | None:
@@ -1081,11 +1328,13 @@ class Listener:
     """A dedicated connection LISTENing for due-soon notifications (a pool connection cannot)."""
 
     def __init__(
-        self, database_url: str, on_notify: Callable[[str], None], *, setting: str = "REMINDERD_DATABASE_URL"
+        self, database_url: str, on_notify: Callable[[str], None], *, setting: str = "REMINDERD_DATABASE_URL",
+        connect_timeout_s: float = QUERY_DEADLINE_S,
     ) -> None:
         self._database_url = database_url
         self._on_notify = on_notify
         self._setting = setting  # where the URL came from, for errors
+        self._connect_timeout_s = connect_timeout_s
         self._connection: asyncpg.Connection | None = None
 
     @property
@@ -1094,12 +1343,21 @@ class Listener:
 
     async def connect(self) -> None:
         try:
-            connection = await asyncpg.connect(
-                self._database_url, server_settings={"application_name": "reminderd-listen"}
-            )
+            async with asyncio.timeout(self._connect_timeout_s):  # a server that accepts and hangs
+                connection = await asyncpg.connect(
+                    self._database_url, server_settings={"application_name": "reminderd-listen"}
+                )
         except Exception as exc:
             raise connect_error(exc, self._database_url, self._setting) from None
-        await connection.add_listener(NOTIFY_CHANNEL, self._notified)
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                await connection.add_listener(NOTIFY_CHANNEL, self._notified)
+        except BaseException as exc:
+            connection.terminate()
+            mine = translated(exc) if isinstance(exc, Exception) else exc
+            if mine is exc:
+                raise
+            raise mine from exc
         self._connection = connection
 
     def _notified(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
@@ -1107,6 +1365,7 @@ class Listener:
 
     async def close(self) -> None:
         if self._connection is not None and not self._connection.is_closed():
-            await self._connection.close()
+            with contextlib.suppress(Exception):  # a server that does not answer: close() terminated it
+                await self._connection.close(timeout=CLOSE_DEADLINE_S)
         self._connection = None
 

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,33 @@ class Cluster:
         except (OSError, ValueError, IndexError):
             return None
 
+    def server_pids(self) -> list[int]:
+        """The postmaster and every process it started (backends, checkpointer, …)."""
+        return server_processes(self.postmaster_pid())
+
+    def freeze(self) -> list[int]:
+        """SIGSTOP the whole server, as a host that hangs would: connections stay open, queries
+        neither fail nor answer, new connections are accepted by the kernel and never served.
+        Every backend calls setsid(), so one signal to the postmaster's process group would miss
+        them: the postmaster is stopped first (it can start no one new), then each of its
+        children. Returns the processes stopped, for `thaw`."""
+        postmaster = self.postmaster_pid()
+        if postmaster is None:
+            raise ClusterError("the cluster is not running")
+        os.kill(postmaster, signal.SIGSTOP)
+        stopped = [postmaster]
+        for pid in server_processes(postmaster)[1:]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+        return stopped
+
+    def thaw(self, stopped: list[int]) -> None:
+        """SIGCONT what `freeze` stopped, the postmaster last."""
+        for pid in reversed(stopped):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
     def stop(self, mode: str = "fast") -> None:
         subprocess.run(
             self._command(
@@ -118,6 +145,23 @@ class Cluster:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+
+
+def server_processes(postmaster: int | None) -> list[int]:
+    """A PostgreSQL server's postmaster and its children (and no other server's), from /proc."""
+    if postmaster is None:
+        return []
+    pids = [postmaster]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                    parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == postmaster:
+                pids.append(int(entry))
+    return pids
 
 
 @contextlib.contextmanager
@@ -238,14 +282,15 @@ class Receiver:
 
     It answers 200 unless `script[ref_id]` lists answers to give first (one per request), checks
     each signature when it knows the tenant's `secret`, and holds every request `delay_s` before
-    answering (to keep callbacks in flight). Requests are recorded on arrival, and `on_receive` is
-    called with each.
+    answering (to keep callbacks in flight), and then until `before_answer(request)` returns.
+    Requests are recorded on arrival, and `on_receive` is called with each.
     """
 
     secret: str | None = None
     script: dict[str, list[Answer]] = field(default_factory=dict)
     delay_s: float = 0.0
     on_receive: Callable[[Received], None] | None = None
+    before_answer: Callable[[Received], Awaitable[None]] | None = None
     received: list[Received] = field(default_factory=list)
     url: str = ""
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -300,6 +345,8 @@ class Receiver:
             self.on_receive(item)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)  # holding the request open is what is under test
+        if self.before_answer is not None:
+            await self.before_answer(item)
         return web.Response(status=status, headers=headers, body=body_out)
 
     async def wait_for(self, predicate: Callable[[list[Received]], bool], timeout_s: float = 15) -> None:

@@ -5,8 +5,13 @@ Tasks, all inside one TaskGroup:
   interval, room freed by a finished callback, or a stop request;
 - `concurrency` senders each POST one callback at a time;
 - the recorder writes finished attempts in batches, one round trip for many;
-- housekeeping (housekeeping.py) reaps expired leases, expires missed one-offs, plans recurring
-  rows, samples the queue and prunes.
+- liveness (housekeeping.py), every REMINDERD_HEARTBEAT: the heartbeat in reminderd.daemons, and
+  the reconciler comparing the rows the database says this daemon holds with its ClaimBook;
+- housekeeping (housekeeping.py) rescues dead daemons' rows, reaps expired leases, expires missed
+  one-offs, plans recurring rows, samples the queue and prunes.
+
+The daemon registers (its first heartbeat) before it claims anything, and deletes its row once
+it has handed everything back; every claim stamps its rows with the daemon's id.
 
 `run(until_idle=True)` is the same loop in burst mode: it returns once nothing is left to do soon,
 so tests drive it to quiescence instead of polling the database.
@@ -28,14 +33,15 @@ import structlog
 from .callback import CallbackClient
 from .exceptions import DatabaseUnavailable
 from .guard import contain, crashed, describe
-from .housekeeping import Housekeeping, connect_listener
+from .housekeeping import ClaimReconciler, Heartbeat, Housekeeping, Rescuer, connect_listener
 from .jobs import Job
 from .lifecycle import Event
 from .metrics import Metrics
 from .outcome import AttemptResult, Outcome, before_sending, decide
+from .registry import ClaimBook, Contact, Identity
 from .retry import RetryPolicy, backoff_s
 from .settings import Settings
-from .store import Listener, Release, Store
+from .store import QUERY_DEADLINE_S, Listener, Release, Store
 
 log = structlog.get_logger("reminderd")
 T = TypeVar("T")
@@ -43,13 +49,15 @@ T = TypeVar("T")
 RECORD_BATCH_MAX = 1000
 DB_BACKOFF_BASE_S = 0.4
 DB_BACKOFF_MAX_S = 30.0
-QUERY_DEADLINE_S = 90.0  # a claim query takes milliseconds; asyncpg's command timeout is 60 s
+# One turn of the claim loop: waiting for the claim book (the reconciler holds it for one query),
+# the claim, the next-due query; each bounded by the daemon's QUERY_DEADLINE_S.
+LOOP_DEADLINE_S = 3 * QUERY_DEADLINE_S
 
 
 class Worker:
     def __init__(
         self, settings: Settings, store: Store, client: CallbackClient, *,
-        metrics: Metrics | None = None, rng: random.Random | None = None,
+        metrics: Metrics | None = None, rng: random.Random | None = None, identity: Identity | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics(tenant_labels=settings.metrics_tenant_labels)
@@ -70,8 +78,18 @@ class Worker:
         self._listener = Listener(
             settings.listen_url, self._notified, setting=listen_setting or "REMINDERD_DATABASE_URL"
         ) if settings.listen_url else None
-        self.housekeeping = Housekeeping.for_daemon(settings, store, self.metrics, listener=self._listener,
-                                                    rng=self._rng)
+        self.identity = identity or Identity.of_this_process(settings)
+        self.claims = ClaimBook()
+        self.heartbeat = Heartbeat(
+            self.identity, store, Contact(settings.heartbeat_s), self.claims, stopping=lambda: self.stopping,
+        )
+        self._beat_now = asyncio.Event()
+        self._reconciler = ClaimReconciler(self.identity, store, self.claims)
+        self.liveness = Housekeeping.for_liveness(settings, self.heartbeat, self._reconciler, rng=self._rng)
+        self.housekeeping = Housekeeping.for_daemon(
+            settings, store, self.metrics, listener=self._listener, rng=self._rng,
+            rescuer=Rescuer(settings, self.identity, store, self.heartbeat.contact),
+        )
         self._warned_calendars: set[tuple[str, str]] = set()  # (tenant, calendar): logged once
         # Claim when at least this much room is free, so a busy daemon claims in batches, not one by one.
         self._capacity = settings.concurrency + settings.batch_size
@@ -80,7 +98,7 @@ class Worker:
         self.ready = asyncio.Event()  # set after the first successful claim
         self.stopping = False
         # The claim loop promises to come round again before this instant; past it, it is wedged.
-        self.loop_deadline = time.monotonic() + QUERY_DEADLINE_S
+        self.loop_deadline = time.monotonic() + LOOP_DEADLINE_S
 
     @property
     def alive(self) -> bool:
@@ -92,6 +110,7 @@ class Worker:
         self.stopping = True
         self._stop.set()
         self._wake.set()
+        self._beat_now.set()  # the registry says so at once
 
     # The whole lifecycle ---------------------------------------------------------------------
 
@@ -102,21 +121,62 @@ class Worker:
         and deferrals a test provokes are waited for, and a row due tomorrow is not)."""
         self._until_idle = until_idle
         horizon_s = self.settings.poll_interval_s if due_within_s is None else due_within_s
+        if not await self._register():
+            return
         if self._listener is not None:
             await connect_listener(self._listener)
         async with asyncio.TaskGroup() as group:
+            liveness = group.create_task(self.liveness.run(self._beat_now))
             senders = [group.create_task(self._sender()) for _ in range(self.settings.concurrency)]
             recorder = group.create_task(self._recorder())
             # Burst mode runs housekeeping rounds itself, whenever it is otherwise idle.
             housekeeping = None if until_idle else group.create_task(self.housekeeping.run(self._plan_now))
             await self._claim_loop(horizon_s)
-            await self._shutdown(senders, recorder)
+            handed_back = await self._shutdown(senders, recorder)
             if housekeeping is not None:
                 housekeeping.cancel()
+            liveness.cancel()  # beating until everything is handed back: never taken for dead mid-drain
         if self._listener is not None:
             await self._listener.close()
+        await self._deregister(handed_back)
 
-    async def _shutdown(self, senders: list[asyncio.Task[None]], recorder: asyncio.Task[None]) -> None:
+    async def _register(self) -> bool:
+        """The first heartbeat, retried through an outage; False when stopped before it succeeded."""
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                await self.heartbeat.run_once()
+                return True
+            except Exception as exc:
+                failures += 1
+                delay_s = self._db_backoff_s(failures)
+                log.error("register_failed", error=describe(exc), retry_in_s=round(delay_s, 2))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay_s)
+        return False
+
+    async def _deregister(self, handed_back: bool) -> None:
+        """A clean exit deletes the daemon's row, after handing back any claim whose reply was
+        lost. With rows still held (an outcome or a release that could not be written), the row
+        stays: silent, it is taken for dead and its rows are rescued by another daemon."""
+        if self._store.health.failing_since is not None:  # not answering: no more waiting on it
+            handed_back = False
+        try:
+            if handed_back:
+                await self._reconciler.run_once()  # nothing is in flight now: every picked row is an orphan
+            if handed_back and not self.claims.holding:
+                await self._store.deregister(self.identity.id)
+                log.info("deregistered", daemon=str(self.identity.id))
+                return
+        except Exception as exc:
+            log.error("deregister_failed", daemon=str(self.identity.id), error=describe(exc),
+                      consequence="its row is found silent and deleted by another daemon")
+            return
+        log.warning("registration_kept", daemon=str(self.identity.id), rows=self.claims.holding,
+                    consequence="the rows still held are rescued once another daemon finds this one silent")
+
+    async def _shutdown(self, senders: list[asyncio.Task[None]], recorder: asyncio.Task[None]) -> bool:
+        """Drain; True when every claimed row was recorded or handed back."""
         self.stopping = True
         unstarted = self._drain_queue()
         for _ in senders:
@@ -132,12 +192,18 @@ class Worker:
         self._outcomes.put_nowait(None)
         await recorder
         releases = [Release(job, started=False) for job in unstarted] + cut_short
+        released = True
         if releases:
             try:
-                await self._with_db_retry("release", self._store.release, releases, give_up_s=10.0)
+                released = await self._with_db_retry("release", self._store.release, releases, give_up_s=10.0)
             except Exception as exc:  # their leases hand them back all the same
                 log.error("release_failed", error=describe(exc), rows=len(releases))
-        log.info("stopped", released=len(releases))
+                released = False
+            if released:
+                for release in releases:
+                    self.claims.finished(release.job)
+        log.info("stopped", released=len(releases) if released else 0)
+        return released
 
     def _drain_queue(self) -> list[Job]:
         jobs = []
@@ -159,12 +225,18 @@ class Worker:
                 await self._sleep(self.settings.poll_interval_s)
                 continue
             want = min(room, self.settings.batch_size)
-            self.loop_deadline = time.monotonic() + QUERY_DEADLINE_S
+            self.loop_deadline = time.monotonic() + LOOP_DEADLINE_S
             try:
-                jobs = await self._store.claim(
-                    lookback_s=self.settings.lookback_s, batch_size=want, lease_s=self.settings.lease_s,
-                    backfill=self.settings.backfill, max_lateness_s=self.settings.max_lateness_s,
-                )
+                async with self.claims.lock:  # the reconciler never compares while a reply is on its way
+                    jobs = await self._store.claim(
+                        lookback_s=self.settings.lookback_s, batch_size=want, lease_s=self.settings.lease_s,
+                        backfill=self.settings.backfill, max_lateness_s=self.settings.max_lateness_s,
+                        picked_by=self.identity.id,
+                    )
+                    self.claims.claimed(jobs)
+                if failures:  # the database answers again: say so, and compare what it says is held
+                    self._beat_now.set()
+                    failures = 0
                 self._unfinished += len(jobs)
                 for job in jobs:
                     self._jobs.put_nowait(job)
@@ -206,7 +278,7 @@ class Worker:
         self.ready.set()
 
     async def _sleep(self, timeout_s: float) -> None:
-        self.loop_deadline = time.monotonic() + timeout_s + QUERY_DEADLINE_S
+        self.loop_deadline = time.monotonic() + timeout_s + LOOP_DEADLINE_S
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout_s)
         self._wake.clear()
@@ -225,11 +297,19 @@ class Worker:
 
     async def _sender(self) -> None:
         while (job := await self._jobs.get()) is not None:
+            if self.claims.is_revoked(job):  # taken away before it was sent (the reconciler said so)
+                log.warning("claim_revoked", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
+                            attempt=job.attempt, reason="no longer picked by this claim (rescued, lease "
+                                                        "expired or cancelled): not sent")
+                self.claims.finished(job)
+                self._finished(1)
+                continue
             if time.monotonic() + self.settings.callback_timeout_s > job.lease_deadline:
                 # Waited so long in the queue that its lease could run out mid-request: another
                 # daemon may redeliver it then. Leave it to the lease; sending now could send twice.
                 log.warning("lease_too_short", message_id=job.id, attempt=job.attempt,
                             fix="raise REMINDERD_LEASE or REMINDERD_CONCURRENCY")
+                self.claims.left_to_lease(job)
                 self._finished(1)
                 continue
             self._warn_if_calendar_ignored(job)
@@ -284,17 +364,40 @@ class Worker:
                     batch.append(item)
             if batch:
                 now_s = time.time()
-                for outcome in await self._record(batch):
-                    _log_outcome(outcome)
+                applied: set[int] = set()
+                written = await self._record(batch, applied)
+                for outcome in written:
+                    if outcome.job.id in applied:
+                        _log_outcome(outcome)
+                    else:
+                        _log_discarded(outcome)
                     self.metrics.recorded(outcome, now_s)
+                    self.claims.finished(outcome.job)
+                if len(written) < len(batch):
+                    recorded = {id(outcome) for outcome in written}
+                    for outcome in batch:
+                        if id(outcome) not in recorded:
+                            self.claims.left_to_lease(outcome.job)
                 self._finished(len(batch))
 
-    async def _record(self, batch: list[Outcome]) -> list[Outcome]:
-        """Write a batch of outcomes; return those written. Through a database outage the batch is
-        retried; a batch the database refuses for its content is written row by row, so one bad row
-        cannot hold up the others (that row's lease then runs out and it is redelivered)."""
+    async def _record(self, batch: list[Outcome], applied: set[int]) -> list[Outcome]:
+        """Write a batch of outcomes; return those written, and add to `applied` the ids of the rows
+        they moved on (the others were no longer picked by the same claim: discarded). Through a
+        database outage the batch is retried; a batch the database refuses for its content is
+        written row by row, so one bad row cannot hold up the others (that row's lease then runs
+        out and it is redelivered)."""
+
+        tries = 0
+
+        async def record(outcomes: Sequence[Outcome]) -> None:
+            nonlocal tries
+            tries += 1
+            applied.update(await self._store.record_outcomes(outcomes))
+
         try:
-            if await self._with_db_retry("record", self._store.record_outcomes, batch):
+            if await self._with_db_retry("record", record, batch):
+                if tries > 1:  # an earlier try may have been committed, its reply lost
+                    await self._confirm_written(batch, applied)
                 return batch
             return []
         except Exception as exc:
@@ -303,8 +406,18 @@ class Worker:
                 return []
         written: list[Outcome] = []
         for outcome in batch:
-            written += await self._record([outcome])
+            written += await self._record([outcome], applied)
         return written
+
+    async def _confirm_written(self, batch: list[Outcome], applied: set[int]) -> None:
+        """Add to `applied` the outcomes of `batch` that an earlier, unanswered try wrote."""
+        missing = [outcome for outcome in batch if outcome.job.id not in applied]
+        if not missing:
+            return
+        try:
+            applied.update(await self._store.outcomes_written(missing))
+        except Exception as exc:  # they are logged as discarded: the database had the last word
+            log.warning("confirm_failed", error=describe(exc), rows=len(missing))
 
     def _finished(self, count: int) -> None:
         """`count` claimed jobs are done with (recorded, or left to their lease)."""
@@ -342,6 +455,16 @@ class Worker:
                 else:  # a stop request cuts the wait short and starts the shutdown deadline
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), delay_s)
+
+
+def _log_discarded(outcome: Outcome) -> None:
+    """An outcome that came too late: the row was rescued, reaped or cancelled meanwhile (its
+    attempt is in reminderd.deliveries; the row's new owner decides what happens to it)."""
+    job, result = outcome.job, outcome.result
+    log.warning("outcome_discarded", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
+                webhook_id=job.webhook_id, attempt=job.attempt, outcome=outcome.event,
+                status_code=result.status_code if result else None,
+                reason="the row is no longer picked by this claim (rescued, lease expired or cancelled)")
 
 
 def _log_outcome(outcome: Outcome) -> None:

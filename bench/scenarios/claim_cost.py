@@ -101,8 +101,10 @@ async def run(bench: Bench, dbs: Databases) -> None:
         await db.execute("VACUUM ANALYZE reminderd.scheduled_messages")
         # Both a custom plan (parameters known) and the generic plan a long-lived prepared
         # statement may switch to after five runs (asyncpg caches prepared statements).
-        await db.execute(f"PREPARE bench_claim(float8, bigint, float8, text, float8) AS {QUERIES['claim']}")
-        execute = "EXECUTE bench_claim(86400, 100, 300, 'send', 1800)"
+        await db.execute(
+            f"PREPARE bench_claim(float8, bigint, float8, text, float8, uuid) AS {QUERIES['claim']}"
+        )
+        execute = "EXECUTE bench_claim(86400, 100, 300, 'send', 1800, gen_random_uuid())"
         results: dict[tuple[int, str], PlanStats] = {}
         for mode in ("custom", "generic"):
             results[(0, mode)] = await explain_rolled_back(

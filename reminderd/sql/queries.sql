@@ -24,7 +24,8 @@ coalesce(extract(epoch FROM m.max_lateness)::float8, $max_lateness) AS max_laten
 
 -- claim --
 -- Claim up to $2 due rows in one short transaction; committed before any HTTP call.
--- $1 lookback (s), $2 batch size, $3 lease (s). attempts counts the attempt being made.
+-- $1 lookback (s), $2 batch size, $3 lease (s), $6 the claiming daemon (reminderd.daemons.id).
+-- attempts counts the attempt being made.
 -- The daemon then decides, before any HTTP, whether the occurrence is sent now or held: deferred
 -- (quiet hours), moved off a holiday, expired as too late (backfill policy) or finished.
 WITH due AS (
@@ -41,6 +42,7 @@ UPDATE reminderd.scheduled_messages AS m
 SET status = 'picked',
     attempts = m.attempts + 1,
     picked_at = now(),
+    picked_by = $6,
     lease_expires_at = now() + make_interval(secs => $3),
     updated_at = now()
 FROM due, reminderd.tenants AS t
@@ -60,7 +62,10 @@ RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
 -- is still picked by the same claim: if its lease ran out and another daemon took it over, that
 -- daemon owns it now. picked_at (the claiming transaction's time) is the fencing token: it
 -- changes with every claim, unlike attempts, which restarts for each occurrence and on requeue.
--- An attempt on a message deleted meanwhile is not logged (deliveries would lose its parent).
+-- An attempt on a message deleted meanwhile is not logged (deliveries would lose its parent), nor
+-- one already logged: a batch written again after an outage swallowed the reply to the first
+-- write (which the server still committed) logs each attempt once.
+-- Returns the ids of the rows moved on: the daemon logs the others as discarded.
 -- $1: the batch, reminderd.outcome_v1[] (migration 0004).
 WITH outcome AS (
     SELECT * FROM unnest($1::reminderd.outcome_v1[])
@@ -72,6 +77,9 @@ logged AS (
     FROM outcome
     WHERE outcome.attempted  -- not for a message held back before any request
       AND EXISTS (SELECT 1 FROM reminderd.scheduled_messages m WHERE m.id = outcome.message_id)
+      AND NOT EXISTS (SELECT 1 FROM reminderd.deliveries d  -- this claim's attempt, logged already
+                      WHERE d.message_id = outcome.message_id AND d.attempt = outcome.attempt
+                        AND d.webhook_id = outcome.webhook_id AND d.created_at >= outcome.picked_at)
 )
 UPDATE reminderd.scheduled_messages AS m
 SET status = o.next_status,
@@ -92,7 +100,20 @@ SET status = o.next_status,
 FROM outcome AS o
 WHERE m.id = o.message_id
   AND m.status = 'picked'
-  AND m.picked_at = o.picked_at;
+  AND m.picked_at = o.picked_at
+RETURNING m.id;
+
+-- outcomes_written --
+-- After a batch had to be written again (an outage swallowed a reply): which of the outcomes the
+-- second write did not apply had been applied by the first. Such a row is still marked with the
+-- claim's token and carries the outcome's event; a row rescued, reaped or cancelled meanwhile
+-- does not. $1: the outcomes, reminderd.outcome_v1[].
+SELECT m.id
+FROM unnest($1::reminderd.outcome_v1[]) AS o
+JOIN reminderd.scheduled_messages AS m ON m.id = o.message_id
+WHERE m.picked_at = o.picked_at
+  AND m.status <> 'picked'
+  AND m.last_event = o.event;
 
 -- release --
 -- Shutdown: hand back claimed rows this daemon will not finish. Rows never attempted give their
@@ -133,6 +154,120 @@ SET status = 'pending',
 FROM expired
 WHERE m.id = expired.id
 RETURNING m.id, m.tenant_id, m.ref_id, m.attempts;
+
+-- The daemon registry ------------------------------------------------------------------------
+
+-- heartbeat --
+-- Register this daemon, or refresh its heartbeat: one short statement, a transaction of its own.
+-- A row found missing is inserted again: the first beat, or another daemon declared this one dead
+-- meanwhile (inserted says so). $1 id, $2 host, $3 pid, $4 version, $5 started_at (NULL: now),
+-- $6 settings (jsonb), $7 stopping, $8 the database time of its last claim with rows.
+INSERT INTO reminderd.daemons AS d
+    (id, host, pid, version, started_at, heartbeat_at, stopping, settings, last_claim_at)
+VALUES ($1, $2, $3, $4, coalesce($5, now()), now(), $7, $6::jsonb, $8)
+ON CONFLICT (id) DO UPDATE
+SET heartbeat_at = now(),
+    stopping = excluded.stopping,
+    last_claim_at = coalesce(excluded.last_claim_at, d.last_claim_at)
+RETURNING d.heartbeat_at AS at, d.started_at, (d.xmax = 0) AS inserted;
+
+-- deregister --
+-- A clean exit: nothing is held any more.
+DELETE FROM reminderd.daemons WHERE id = $1;
+
+-- held_by --
+-- What the database says daemon $1 holds: its picked rows and their claim tokens. Read through
+-- scheduled_messages_leases (every picked row: a small set).
+SELECT id, picked_at
+FROM reminderd.scheduled_messages
+WHERE status = 'picked' AND picked_by = $1;
+
+-- hand_back --
+-- Claimed rows the daemon never received (the claim's reply was lost): pending again, due now,
+-- their attempt given back (it was never made), their occurrence kept. Only rows still picked by
+-- that claim. $1: the rows, reminderd.release_v1[]; $2 the reason.
+UPDATE reminderd.scheduled_messages AS m
+SET status = 'pending',
+    attempts = m.attempts - CASE WHEN r.started THEN 0 ELSE 1 END,
+    scheduled_for = coalesce(m.scheduled_for, m.fire_at),
+    fire_at = now(),
+    lease_expires_at = NULL,
+    last_event = 'released',
+    last_error = $2,
+    updated_at = now()
+FROM unnest($1::reminderd.release_v1[]) AS r
+WHERE m.id = r.message_id
+  AND m.status = 'picked'
+  AND m.picked_at = r.picked_at
+RETURNING m.id, m.tenant_id, m.ref_id, m.attempts;
+
+-- rescue_dead_daemons --
+-- Daemons silent longer than their REMINDERD_DEAD_AFTER (and this daemon's) are dead: their picked
+-- rows go back to pending, due now, keeping their occurrence (same webhook-id) and their attempt
+-- count, as the lease reaper does; then their registry rows are deleted. One statement.
+-- Only a daemon that is itself in touch with the database judges: its own heartbeat is fresh, and
+-- its contact has been unbroken since $4 (the database's time), from before the silent daemon's
+-- next heartbeat was due, or for at least its own dead_after. After the database itself stalled,
+-- every daemon's heartbeat looks old, and none of them is dead. The judgement holds only within
+-- the heartbeat it was made in ($5, the judge's heartbeat_at as its last beat left it): a rescue
+-- sent just before a stall, which the server runs only once it resumes, finds the judge's
+-- heartbeat old or already renewed, and does nothing.
+-- $1 this daemon, $2 its dead_after (s), $3 its heartbeat (s), $4 its unbroken contact since,
+-- $5 its last heartbeat_at.
+WITH judge AS (
+    SELECT 1
+    FROM reminderd.daemons
+    WHERE id = $1
+      AND heartbeat_at = $5
+      AND heartbeat_at > now() - make_interval(secs => 1.5 * $3)
+),
+dead AS (
+    SELECT d.id, d.host, d.pid, d.heartbeat_at
+    FROM reminderd.daemons AS d
+    WHERE EXISTS (SELECT FROM judge)
+      AND d.id <> $1
+      AND d.heartbeat_at < now() - make_interval(secs => greatest($2, CASE
+              WHEN jsonb_typeof(d.settings -> 'dead_after') = 'number' THEN (d.settings ->> 'dead_after')::float8 END))
+      AND $4 <= greatest(
+              d.heartbeat_at + make_interval(secs => CASE
+                  WHEN jsonb_typeof(d.settings -> 'heartbeat') = 'number' THEN (d.settings ->> 'heartbeat')::float8
+                  ELSE $3 END),
+              now() - make_interval(secs => $2))
+    FOR UPDATE OF d SKIP LOCKED
+),
+rescued AS (
+    UPDATE reminderd.scheduled_messages AS m
+    SET status = 'pending',
+        scheduled_for = coalesce(m.scheduled_for, m.fire_at),
+        fire_at = now(),
+        lease_expires_at = NULL,
+        last_error = format('rescued from daemon %s (%s, pid %s), silent since %s, after attempt %s; redelivering',
+                            dead.id, dead.host, dead.pid,
+                            to_char(dead.heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+                            m.attempts),
+        last_event = 'rescued',
+        updated_at = now()
+    FROM dead
+    WHERE m.status = 'picked'
+      AND m.picked_by = dead.id
+    RETURNING m.id, m.tenant_id, m.ref_id, m.attempts, m.picked_by
+),
+forgotten AS (
+    DELETE FROM reminderd.daemons AS d
+    USING dead
+    WHERE d.id = dead.id
+)
+SELECT dead.id AS daemon_id, dead.host, dead.pid, dead.heartbeat_at, r.id, r.tenant_id, r.ref_id, r.attempts
+FROM dead
+LEFT JOIN rescued AS r ON r.picked_by = dead.id
+ORDER BY dead.id, r.id;
+
+-- daemons --
+-- Every registered daemon, for `reminderd status` and the dashboard (the daemon_overview view).
+SELECT id, host, pid, version, started_at, heartbeat_at, extract(epoch FROM silent_for)::float8 AS silent_for_s,
+       state, held, last_claim_at
+FROM reminderd.daemon_overview
+ORDER BY started_at, id;
 
 -- expire_missed --
 -- One-off rows due longer ago than the lookback: expired with the reason, never fired late in an

@@ -1,4 +1,4 @@
--- The reminderd schema as it stands after the last migration (0006), in one file, for reading.
+-- The reminderd schema as it stands after the last migration (0008), in one file, for reading.
 --
 -- Three things describe the schema, each with one job:
 --   migrations/sql/NNNN_*.sql   the history. `reminderd migrate` (Alembic) runs each file once, in
@@ -138,6 +138,11 @@ CREATE TABLE reminderd.scheduled_messages (
     -- naming its schedule here. No foreign key: pruning a finished schedule must not scan for its
     -- extras, and the extra's own history stands on its own.
     extra_of         bigint,
+    -- The daemon that claimed the row last: while picked, the one holding it (reminderd.daemons.id).
+    -- No foreign key: a dead daemon's row is deleted once its rows are rescued. Rescue and
+    -- reconciliation read picked rows through scheduled_messages_leases (all picked rows, a small
+    -- set), so it needs no index of its own.
+    picked_by        uuid,
     CONSTRAINT one_off_needs_fire_at CHECK (cron IS NOT NULL OR rrule IS NOT NULL OR fire_at IS NOT NULL),
     CONSTRAINT one_recurrence CHECK (cron IS NULL OR rrule IS NULL),
     CONSTRAINT end_conditions_need_recurrence CHECK (
@@ -158,6 +163,8 @@ COMMENT ON COLUMN reminderd.scheduled_messages.scheduled_for IS
 COMMENT ON COLUMN reminderd.scheduled_messages.extra_of IS
     'Set on an extra occurrence sent now (reminderd.send_now): the id of the recurring row it is an '
     'extra occurrence of. Such a row does not count as the ref''s live row.';
+COMMENT ON COLUMN reminderd.scheduled_messages.picked_by IS
+    'The daemon (reminderd.daemons.id) that claimed the row last; while picked, the one holding it.';
 
 -- One row per HTTP attempt: its answer (or the error), and how long it took. deliveries and
 -- events are append-only: autovacuum runs on them for visibility (index-only scans), not space.
@@ -233,6 +240,25 @@ CREATE TABLE reminderd.idempotency_keys (
     created_at    timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, key)
 );
+
+-- One row per running daemon: registered at start, its heartbeat_at refreshed every
+-- REMINDERD_HEARTBEAT seconds, stopping set on SIGTERM, deleted on a clean exit. A row whose
+-- heartbeat is older than its REMINDERD_DEAD_AFTER is a dead daemon: another daemon's housekeeping
+-- returns its picked rows to pending ('rescued') and deletes the row.
+CREATE TABLE reminderd.daemons (
+    id            uuid PRIMARY KEY,           -- chosen by the daemon at start (random)
+    host          text NOT NULL,
+    pid           integer NOT NULL,
+    version       text NOT NULL,
+    started_at    timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at  timestamptz NOT NULL DEFAULT now(),
+    stopping      boolean NOT NULL DEFAULT false,
+    -- Its effective settings, secrets masked, keyed like the TOML file (heartbeat, dead_after, …).
+    settings      jsonb NOT NULL DEFAULT '{}',
+    last_claim_at timestamptz                 -- its last claim that got rows (the database's time)
+);
+COMMENT ON TABLE reminderd.daemons IS
+    'Running daemons and their heartbeats; a row silent beyond its dead_after is a dead daemon.';
 
 -- Indexes -----------------------------------------------------------------------------------------
 -- Most rows are future-dated or finished history, so the hot paths read partial indexes.
@@ -458,6 +484,9 @@ GRANT SELECT, INSERT, DELETE ON reminderd.tenant_members TO reminderd_daemon;
 GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.tenant_holidays, reminderd.scheduled_messages,
     reminderd.deliveries, reminderd.events TO reminderd_daemon;
 GRANT SELECT ON reminderd.my_tenants, reminderd.config TO reminderd_daemon;
+-- The daemon registry: the daemons keep it, DBAs read it; applications have no business there.
+GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.daemons TO reminderd_daemon;
+GRANT SELECT ON reminderd.daemons TO reminderd_readonly;
 
 GRANT SELECT (api_rate_limit) ON reminderd.tenants TO reminderd_app, reminderd_readonly;
 GRANT SELECT (id, callback_url, created_at, paused, calendar, holiday_rule, quiet_start, quiet_end, quiet_exempt,
@@ -2461,3 +2490,20 @@ ORDER BY d.id DESC;
 
 GRANT SELECT ON reminderd.queue_overview, reminderd.due_now, reminderd.stuck, reminderd.dead_letters,
     reminderd.upcoming_by_hour, reminderd.recent_deliveries TO reminderd_readonly, reminderd_app, reminderd_daemon;
+
+-- Which daemons run, since when, whether they are alive, what they hold and when they last claimed.
+-- state: alive, stopping (draining after SIGTERM), or dead (silent beyond its dead_after: a live
+-- daemon rescues its rows and deletes it within a poll interval).
+CREATE VIEW reminderd.daemon_overview WITH (security_invoker = true) AS
+SELECT d.id, d.host, d.pid, d.version, d.started_at, d.heartbeat_at, now() - d.heartbeat_at AS silent_for,
+       CASE WHEN d.heartbeat_at < now() - make_interval(secs => CASE
+                WHEN jsonb_typeof(d.settings -> 'dead_after') = 'number'
+                THEN (d.settings ->> 'dead_after')::float8 ELSE 15 END) THEN 'dead'
+            WHEN d.stopping THEN 'stopping'
+            ELSE 'alive' END AS state,
+       (SELECT count(*) FROM reminderd.scheduled_messages m
+        WHERE m.status = 'picked' AND m.picked_by = d.id) AS held,
+       d.last_claim_at
+FROM reminderd.daemons d;
+
+GRANT SELECT ON reminderd.daemon_overview TO reminderd_readonly, reminderd_daemon;

@@ -73,7 +73,8 @@ SHELL = {
         out=ID, err=r"^an extra occurrence of message \d+ (goes out now|is held: .+)\n$"),
     "reminderd status": Expect(
         out=r"^TENANT +STATUS +MESSAGES +NEXT DUE \(UTC\)\nacme +cancelled +2 +\nacme +pending +4 +\d{4}-.*\n"
-            r"globex +cancelled +1 +\nglobex +pending +7 +\d{4}-\d\d-\d\dT[\d:]{8}\+00:00\n$"),
+            r"globex +cancelled +1 +\nglobex +pending +7 +\d{4}-\d\d-\d\dT[\d:]{8}\+00:00\n"
+            r"\nno daemons running\n$"),
     "reminderd tenant list": Expect(
         out=r"^TENANT +CALLBACK URL .*\nacme +https://acme\.example/hooks/reminders +- +- +active +4 +0 +0 +0\n"
             r"globex +https://globex\.example/hooks/reminders +GB \(skip\) +21:00-09:00 +active +7 +0 +0 +0\n$"),

@@ -292,3 +292,39 @@ def test_send_now_prints_the_message_that_goes_out_and_rate_limits_are_per_tenan
     cli(database_url, capsys, "tenant", "rate-limit", "acme", "default")
     assert sql(database_url, "SELECT api_rate_limit FROM reminderd.tenants")[0]["api_rate_limit"] is None
     assert main(["--database-url", database_url, "tenant", "rate-limit", "acme", "fast"]) == 2
+
+
+def test_status_shows_the_messages_and_each_daemon_alive_stopping_or_dead_with_what_it_holds(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(database_url, capsys, "status").splitlines() == ["no messages", "", "no daemons running"]
+    cli(database_url, capsys, "tenant", "add", "acme", "--callback-url", "https://acme.example/hooks")
+    cli(database_url, capsys, "schedule", "acme", "later", "--in", "1h")
+    alive, stopping, dead = (f"00000000-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))
+    sql(database_url,
+        "INSERT INTO reminderd.daemons (id, host, pid, version, started_at, heartbeat_at, stopping, settings,"
+        " last_claim_at) VALUES"
+        " ($1, 'host-a', 101, '0.1.0', '2026-12-01 09:00Z', now(), false, $4, '2026-12-01 10:00Z'),"
+        " ($2, 'host-b', 202, '0.1.0', '2026-12-01 09:30Z', now(), true, $4, NULL),"
+        " ($3, 'host-c', 303, '0.0.9', '2026-12-01 08:00Z', now() - interval '1 minute', false, $4, NULL)",
+        alive, stopping, dead, json.dumps({"heartbeat": 5, "dead_after": 15}))
+    sql(database_url,
+        "INSERT INTO reminderd.scheduled_messages"
+        " (tenant_id, ref_id, fire_at, status, attempts, picked_at, picked_by)"
+        " SELECT 'acme', 'held-' || n, now(), 'picked', 1, now(), $1 FROM generate_series(1, 2) n", alive)
+
+    lines = cli(database_url, capsys, "status").splitlines()
+    gap = lines.index("")
+    assert lines[0].split() == ["TENANT", "STATUS", "MESSAGES", "NEXT", "DUE", "(UTC)"]
+    assert [line.split()[:3] for line in lines[1:gap]] == [["acme", "pending", "1"], ["acme", "picked", "2"]]
+    header, *daemons = lines[gap + 1:]
+    assert header.split()[:7] == ["DAEMON", "HOST", "PID", "VERSION", "STATE", "HEARTBEAT", "HELD"]
+    rows = [line.split() for line in daemons]
+    assert [(r[0], r[1], r[2], r[3], r[4], r[7]) for r in rows] == [
+        (dead, "host-c", "303", "0.0.9", "dead", "0"),
+        (alive, "host-a", "101", "0.1.0", "alive", "2"),
+        (stopping, "host-b", "202", "0.1.0", "stopping", "0"),
+    ]
+    assert rows[0][6] == "ago" and float(rows[0][5].removesuffix("s")) >= 60
+    assert rows[1][8:] == ["2026-12-01T09:00:00+00:00", "2026-12-01T10:00:00+00:00"]
+    assert rows[2][-1] == "-"  # no claim yet

@@ -90,7 +90,7 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
 
     assert [v["version_num"] for v in versions] == [head_revision("postgresql://unused")]
     assert [t["table_name"] for t in tables] == [
-        "alembic_version", "api_keys", "config", "deliveries", "events", "idempotency_keys",
+        "alembic_version", "api_keys", "config", "daemons", "deliveries", "events", "idempotency_keys",
         "scheduled_messages", "tenant_holidays", "tenant_members", "tenants",
     ]
     assert {f["proname"] for f in functions} >= {
@@ -158,6 +158,32 @@ async def test_a_database_at_0004_with_data_upgrades_to_0006(empty_database_url:
     assert [(r["id"], r["status"], r["extra_of"], r["api_rate_limit"]) for r in rows] == [
         (live, "pending", None, None), (cron, "pending", None, None), (extra, "pending", cron, None),
     ]
+
+
+async def test_a_database_at_0004_with_rows_in_flight_upgrades_to_head(empty_database_url: str) -> None:
+    # 0008 adds the registry: rows claimed by a daemon of the previous release (no picked_by) keep
+    # their claim and stay the lease's to hand back; the upgraded daemon registers and stamps.
+    await asyncio.to_thread(upgrade, empty_database_url, "0004")
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(connection, "acme")
+        await connection.execute(
+            "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status, attempts, picked_at,"
+            " lease_expires_at) VALUES"
+            " ('acme', 'in-flight', now(), 'picked', 1, now(), now() + interval '5 minutes'),"
+            " ('acme', 'later', now() + interval '1 hour', 'pending', 0, NULL, NULL)"
+        )
+        await asyncio.to_thread(upgrade, empty_database_url)
+        rows = await connection.fetch(
+            "SELECT ref_id, status, attempts, picked_by FROM reminderd.scheduled_messages ORDER BY ref_id"
+        )
+        daemons = await connection.fetchval("SELECT count(*) FROM reminderd.daemon_overview")
+        version = await connection.fetchval("SELECT version_num FROM reminderd.alembic_version")
+    finally:
+        await connection.close()
+    assert version == head_revision("postgresql://unused")
+    assert [tuple(row) for row in rows] == [("in-flight", "picked", 1, None), ("later", "pending", 0, None)]
+    assert daemons == 0
 
 
 # schema.sql: the current schema for reading, kept equal to what the migrations build ------------
@@ -321,9 +347,9 @@ async def test_alembic_finds_no_difference_between_schema_sql_and_the_migrations
     assert diffs == []
     # The description is the whole of schema.sql's tables, so the comparison above covered them.
     assert set(description.tables) == {
-        "reminderd.api_keys", "reminderd.config", "reminderd.deliveries", "reminderd.events",
-        "reminderd.idempotency_keys", "reminderd.scheduled_messages", "reminderd.tenant_holidays",
-        "reminderd.tenant_members", "reminderd.tenants",
+        "reminderd.api_keys", "reminderd.config", "reminderd.daemons", "reminderd.deliveries",
+        "reminderd.events", "reminderd.idempotency_keys", "reminderd.scheduled_messages",
+        "reminderd.tenant_holidays", "reminderd.tenant_members", "reminderd.tenants",
     }
     messages = description.tables["reminderd.scheduled_messages"]
     assert "scheduled_messages_due" in {index.name for index in messages.indexes}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -36,6 +37,7 @@ def test_defaults_match_the_documented_values() -> None:
     assert settings.concurrency == 64
     assert settings.lease_s == 300
     assert settings.callback_timeout_s == 10
+    assert (settings.heartbeat_s, settings.dead_after_s) == (5, 15)
     assert settings.max_attempts == 8
     assert settings.retry_base_s == 5
     assert settings.retry_cap_s == 3600
@@ -245,6 +247,27 @@ def test_lease_not_longer_than_callback_timeout_is_rejected(lease: str, timeout:
 
 def test_lease_just_longer_than_callback_timeout_is_accepted() -> None:
     assert load(LEASE="11", CALLBACK_TIMEOUT="10").lease_s == 11
+
+
+@pytest.mark.parametrize(("heartbeat", "dead_after"), [("5", "14.9"), ("5", "5"), ("1m", "2m")])
+def test_dead_after_shorter_than_three_heartbeats_is_rejected(heartbeat: str, dead_after: str) -> None:
+    with pytest.raises(ConfigError, match=r"REMINDERD_DEAD_AFTER .* must be at least 3 heartbeats"):
+        load(HEARTBEAT=heartbeat, DEAD_AFTER=dead_after)
+
+
+def test_dead_after_of_exactly_three_heartbeats_is_accepted() -> None:
+    settings = load(HEARTBEAT="1.5", DEAD_AFTER="4.5s")
+    assert (settings.heartbeat_s, settings.dead_after_s) == (1.5, 4.5)
+
+
+def test_public_settings_are_json_values_keyed_like_the_config_file_with_the_password_masked() -> None:
+    settings = load(HEARTBEAT="2", ALLOWED_CALLBACK_NETWORKS="10.0.0.0/8")
+    public = settings.public()
+    assert json.loads(json.dumps(public)) == public
+    assert public["heartbeat"] == 2.0 and public["dead_after"] == 15.0 and public["concurrency"] == 64
+    assert public["allowed_callback_networks"] == ["10.0.0.0/8"]
+    assert public["database_url"] == mask_url(URL) and public["listen_database_url"] is None
+    assert set(public) == {spec.env.removeprefix("REMINDERD_").lower() for spec in SETTINGS.values()}
 
 
 def test_retry_cap_below_retry_base_is_rejected() -> None:

@@ -18,6 +18,8 @@ import pytest
 
 from reminderd.exceptions import EX_CONFIG
 from reminderd.settings import Settings
+from reminderd.store import QUERY_DEADLINE_S
+from reminderd.worker import LOOP_DEADLINE_S
 
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 DAEMON = UNITS / "reminderd.service"
@@ -112,6 +114,15 @@ def test_the_daemon_unit_speaks_the_notify_protocol_with_a_watchdog() -> None:
     assert value(unit, "Service", "NotifyAccess") == "main"
     assert seconds(value(unit, "Service", "WatchdogSec") or "") == 30
     assert values(unit, "Service", "ExecStart") == ["/usr/local/bin/reminderd run"]
+
+
+def test_every_query_gives_up_before_the_watchdog_would_restart_the_daemon() -> None:
+    # A database that hangs fails each query within QUERY_DEADLINE_S; the claim loop's turn (at most
+    # three bounded calls) keeps its promise, so /healthz stays 200 and the pings go on. Only a loop
+    # stuck for another reason misses LOOP_DEADLINE_S, and then the watchdog restarts it.
+    watchdog_s = seconds(value(load(DAEMON), "Service", "WatchdogSec") or "")
+    assert watchdog_s / 2 > QUERY_DEADLINE_S  # fails before the next ping is due
+    assert 3 * QUERY_DEADLINE_S <= LOOP_DEADLINE_S < watchdog_s
 
 
 def test_the_daemon_unit_restarts_on_failure_but_not_on_a_configuration_error() -> None:
