@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 from collections import Counter
 
 import asyncpg
@@ -131,3 +132,18 @@ async def test_a_database_that_does_not_exist_exits_78_instead_of_retrying(datab
     [error] = process.events("configuration_error")
     text = str(error["error"])
     assert text.startswith("REMINDERD_DATABASE_URL: ") and "no_such_database" in text
+
+
+async def test_an_http_port_in_use_exits_78_before_claiming_anything(
+    database_url: str, db: asyncpg.Connection, tenant: str
+) -> None:
+    """The probe server is imported and started only after the first claim, but its port is bound
+    at start: a port in use stops the daemon before it takes any row."""
+    await insert_due(db, 5)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        env = fast_daemon_env(database_url, REMINDERD_HTTP_PORT=str(taken.getsockname()[1]))
+        async with running_daemon(env) as process:
+            assert await process.exit_code() == 78
+    [failed] = process.events("http_listen_failed")
+    assert "REMINDERD_HTTP_PORT" in str(failed["fix"])
+    assert await counts(db) == {"pending": 5}
