@@ -28,6 +28,12 @@ class Job:
     lease_deadline: float = math.inf  # time.monotonic() when the lease runs out
     due_at: datetime | None = None  # the fire_at it was claimed at (a retry's or deferral's time)
     timing: Timing = field(default_factory=Timing)
+    # Stable for one occurrence across all its retries, different for each occurrence. No '.' in
+    # it: Standard Webhooks signs "{id}.{timestamp}.{body}". Computed once (headers, log, record).
+    webhook_id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "webhook_id", make_webhook_id(self.id, self.scheduled_for))
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], lease_deadline: float = math.inf) -> Job:
@@ -47,14 +53,6 @@ class Job:
             due_at=row["fire_at"],
             timing=Timing.from_row(row),
         )
-
-    @property
-    def webhook_id(self) -> str:
-        """Stable for one occurrence across all its retries, different for each occurrence.
-
-        No '.' in it: Standard Webhooks signs "{id}.{timestamp}.{body}".
-        """
-        return make_webhook_id(self.id, self.scheduled_for)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,9 +24,10 @@ from typing import Any, TypeVar
 
 import structlog
 
+from . import logs
 from .callback import CallbackClient
 from .exceptions import DatabaseUnavailable
-from .guard import contain, crashed, describe
+from .guard import crashed, describe
 from .housekeeping import Housekeeping, connect_listener
 from .jobs import Job
 from .lifecycle import Event
@@ -60,6 +60,7 @@ class Worker:
         self._jobs: asyncio.Queue[Job | None] = asyncio.Queue()
         self._outcomes: asyncio.Queue[Outcome | None] = asyncio.Queue()
         self._in_flight: dict[tuple[int, object], Job] = {}  # keyed by (id, claim token)
+        self.metrics.watch_in_flight(self._in_flight.__len__)
         self._unfinished = 0  # claimed, and not yet recorded (nor left to its lease)
         self._wake = asyncio.Event()
         self._plan_now = asyncio.Event()
@@ -229,14 +230,19 @@ class Worker:
                             fix="raise REMINDERD_LEASE or REMINDERD_CONCURRENCY")
                 self._finished(1)
                 continue
-            self._warn_if_calendar_ignored(job)
+            if job.timing.ignored_calendar is not None:
+                self._warn_if_calendar_ignored(job)
             # Timed by the claim's database time; a bug there or in decide() costs this row only.
-            outcome = contain("timing", job.id, functools.partial(Outcome.dead, job, None),
-                              before_sending, job, job.picked_at or datetime.now(UTC))
+            try:
+                outcome = before_sending(job, job.picked_at or datetime.now(UTC))
+            except Exception as exc:
+                outcome = Outcome.dead(job, None, crashed("timing", job.id, exc))
             if outcome is None:  # not deferred, moved off a holiday, too late or finished: send it
                 result = await self._send(job)
-                outcome = contain("decide", job.id, functools.partial(Outcome.dead, job, result),
-                                  decide, job, result, self._policy, self._rng)
+                try:
+                    outcome = decide(job, result, self._policy, self._rng)
+                except Exception as exc:
+                    outcome = Outcome.dead(job, result, crashed("decide", job.id, exc))
             self._outcomes.put_nowait(outcome)
             if self._waiting_for_room:
                 self._wake.set()
@@ -244,13 +250,10 @@ class Worker:
     async def _send(self, job: Job) -> AttemptResult:
         key = (job.id, job.picked_at)
         self._in_flight[key] = job
-        self.metrics.in_flight.inc()
         try:
             result = await self._client.send(job)  # cancelled at shutdown timeout: stays in flight
         except Exception as exc:  # a bug costs this attempt, never the daemon
             result = AttemptResult(False, None, crashed("send", job.id, exc), 0)
-        finally:
-            self.metrics.in_flight.dec()
         del self._in_flight[key]
         return result
 
@@ -281,9 +284,12 @@ class Worker:
                     batch.append(item)
             if batch:
                 now_s = time.time()
-                for outcome in await self._record(batch):
-                    _log_outcome(outcome)
-                    self.metrics.recorded(outcome, now_s)
+                written = await self._record(batch)
+                self.metrics.recorded(written, now_s)
+                lines = log.bind()  # once per batch: the module's lazy logger rebuilds itself per call
+                with logs.batch():  # the batch's canonical lines in one write
+                    for outcome in written:
+                        _log_outcome(lines, outcome)
                 self._finished(len(batch))
 
     async def _record(self, batch: list[Outcome]) -> list[Outcome]:
@@ -341,25 +347,25 @@ class Worker:
                         await asyncio.wait_for(self._stop.wait(), delay_s)
 
 
-def _log_outcome(outcome: Outcome) -> None:
+def _log_outcome(lines: Any, outcome: Outcome) -> None:
     """The canonical line for one claimed row, named by the event the audit trail records."""
     job, result = outcome.job, outcome.result
-    fields: dict[str, Any] = {
-        "message_id": job.id,
-        "tenant": job.tenant_id,
-        "ref": job.ref_id,
-        "webhook_id": job.webhook_id,
-        "attempt": job.attempt,
-    }
     if result is None:  # held back before any request
-        level = log.error if outcome.event is Event.DEAD_LETTERED else log.info
-        level(outcome.event, **fields, status=outcome.next_status, reason=outcome.last_error,
+        level = lines.error if outcome.event is Event.DEAD_LETTERED else lines.info
+        level(outcome.event, message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
+              webhook_id=job.webhook_id, attempt=job.attempt, status=outcome.next_status,
+              reason=outcome.last_error,
               fire_at=outcome.next_fire_at.isoformat() if outcome.next_fire_at else None)
-        return
-    fields.update(status_code=result.status_code, latency_ms=result.duration_ms)
-    if outcome.event is Event.FIRED:
-        log.info(outcome.event, **fields)
+    elif outcome.event is Event.FIRED:
+        lines.info(outcome.event, message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
+                   webhook_id=job.webhook_id, attempt=job.attempt, status_code=result.status_code,
+                   latency_ms=result.duration_ms)
     elif outcome.event is Event.RETRY_SCHEDULED:
-        log.warning(outcome.event, **fields, error=result.error, retry_in_s=round(outcome.retry_in_s or 0, 2))
+        lines.warning(outcome.event, message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
+                      webhook_id=job.webhook_id, attempt=job.attempt, status_code=result.status_code,
+                      latency_ms=result.duration_ms, error=result.error,
+                      retry_in_s=round(outcome.retry_in_s or 0, 2))
     else:
-        log.error(outcome.event, **fields, status=outcome.next_status, error=outcome.last_error)
+        lines.error(outcome.event, message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
+                    webhook_id=job.webhook_id, attempt=job.attempt, status_code=result.status_code,
+                    latency_ms=result.duration_ms, status=outcome.next_status, error=outcome.last_error)
