@@ -5,12 +5,14 @@
     .venv/bin/python bench/run.py --profile  # also py-spy the daemon during one extra delivery run
 
 Scenarios (see bench/README.md for what each number means):
- (1) HTTP ceiling: a plain aiohttp client, signing each body, POSTing to the bench receiver.
+ (1) HTTP ceiling: the daemon's HTTP client alone (reminderd.http1), signing each body.
  (2) reminderd delivering due rows to the same receiver (log level warning, then info to /dev/null).
  (3) timer precision of an idle daemon: lateness of messages spread over the next seconds.
  (4) burst: many rows due at one instant.
- (5) claim cost vs backlog: EXPLAIN (ANALYZE, BUFFERS) of the claim with 0 and 1M future rows.
+ (5) claim cost vs backlog: EXPLAIN (ANALYZE, BUFFERS) of the claim with 0 and 10M future rows.
  (6) daemon peak RSS (VmHWM) at the end of (2).
+ (7) start-up: spawn of `reminderd run` to its first claim.
+ (8) write path: PostgreSQL CPU per callback for claim + record, before and after ANALYZE.
 
 Exit status: 0 every target passed, 1 some target failed, 2 a scenario could not run (error/timeout).
 """
@@ -41,7 +43,9 @@ from bench.scenarios import (  # noqa: E402
     delivery,
     http_ceiling,
     profile,
+    startup,
     timer,
+    write_path,
 )
 from reminderd.testing import throwaway_cluster  # noqa: E402
 
@@ -72,7 +76,9 @@ async def run_scenarios(bench: Bench, with_profile: bool) -> None:
             for title, scenario, limit_s in (
                 ("(3) timer precision", timer.run, bench.sizes.timer_span_s + 60),
                 ("(4) burst", burst.run, 120),
-                ("(5) claim cost", claim_cost.run, 900),
+                ("(5) claim cost", claim_cost.run, 1800),
+                ("(7) start-up", startup.run, 120),
+                ("(8) write path", write_path.run, 600),
             ):
                 try:
                     await asyncio.wait_for(scenario(bench, dbs), limit_s)
