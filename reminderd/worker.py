@@ -244,7 +244,10 @@ class Worker:
                 except Exception as exc:
                     outcome = Outcome.dead(job, result, crashed("decide", job.id, exc))
             self._outcomes.put_nowait(outcome)
-            if self._waiting_for_room:
+            # Wake the claim loop once there is room for a batch, not at every finished callback.
+            if self._waiting_for_room and (
+                self._capacity - self._jobs.qsize() - len(self._in_flight) >= self._claim_threshold
+            ):
                 self._wake.set()
 
     async def _send(self, job: Job) -> AttemptResult:
