@@ -13,6 +13,7 @@ Scenarios (see bench/README.md for what each number means):
  (6) daemon peak RSS (VmHWM) at the end of (2).
  (7) start-up: spawn of `reminderd run` to its first claim.
  (8) write path: PostgreSQL CPU per callback for claim + record, before and after ANALYZE.
+ (9) 1, 2 and 3 daemons delivering the same due rows from one database.
 
 Exit status: 0 every target passed, 1 some target failed, 2 a scenario could not run (error/timeout).
 """
@@ -43,6 +44,7 @@ from bench.scenarios import (  # noqa: E402
     delivery,
     http_ceiling,
     profile,
+    scaling,
     startup,
     timer,
     write_path,
@@ -79,6 +81,7 @@ async def run_scenarios(bench: Bench, with_profile: bool) -> None:
                 ("(5) claim cost", claim_cost.run, 1800),
                 ("(7) start-up", startup.run, 120),
                 ("(8) write path", write_path.run, 600),
+                ("(9) daemons on one database", scaling.run, 600),
             ):
                 try:
                     await asyncio.wait_for(scenario(bench, dbs), limit_s)

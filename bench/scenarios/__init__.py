@@ -8,5 +8,6 @@
  (5) claim_cost       EXPLAIN of the claim with 0 and a large backlog of future rows
  (7) startup          spawn of `reminderd run` to its first claim
  (8) write_path       PostgreSQL CPU per callback of claim + record, before and after ANALYZE
+ (9) scaling          1, 2 and 3 daemons on one database, the same due rows
  profile              py-spy and pg_stat_statements during one more delivery run (--profile)
 """
