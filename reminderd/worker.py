@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 from . import logs
 from .callback import CallbackClient
@@ -289,7 +290,7 @@ class Worker:
                 now_s = time.time()
                 written = await self._record(batch)
                 self.metrics.recorded(written, now_s)
-                lines = log.bind()  # once per batch: the module's lazy logger rebuilds itself per call
+                lines: FilteringBoundLogger = log.bind()  # once per batch, not once per line
                 with logs.batch():  # the batch's canonical lines in one write
                     for outcome in written:
                         _log_outcome(lines, outcome)
@@ -350,25 +351,25 @@ class Worker:
                         await asyncio.wait_for(self._stop.wait(), delay_s)
 
 
-def _log_outcome(lines: Any, outcome: Outcome) -> None:
+def _log_outcome(lines: FilteringBoundLogger, outcome: Outcome) -> None:
     """The canonical line for one claimed row, named by the event the audit trail records."""
     job, result = outcome.job, outcome.result
+    fields: dict[str, Any] = {
+        "message_id": job.id,
+        "tenant": job.tenant_id,
+        "ref": job.ref_id,
+        "webhook_id": job.webhook_id,
+        "attempt": job.attempt,
+    }
     if result is None:  # held back before any request
         level = lines.error if outcome.event is Event.DEAD_LETTERED else lines.info
-        level(outcome.event, message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
-              webhook_id=job.webhook_id, attempt=job.attempt, status=outcome.next_status,
-              reason=outcome.last_error,
+        level(outcome.event, **fields, status=outcome.next_status, reason=outcome.last_error,
               fire_at=outcome.next_fire_at.isoformat() if outcome.next_fire_at else None)
-    elif outcome.event is Event.FIRED:
-        lines.info(outcome.event, message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
-                   webhook_id=job.webhook_id, attempt=job.attempt, status_code=result.status_code,
-                   latency_ms=result.duration_ms)
+        return
+    fields.update(status_code=result.status_code, latency_ms=result.duration_ms)
+    if outcome.event is Event.FIRED:
+        lines.info(outcome.event, **fields)
     elif outcome.event is Event.RETRY_SCHEDULED:
-        lines.warning(outcome.event, message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
-                      webhook_id=job.webhook_id, attempt=job.attempt, status_code=result.status_code,
-                      latency_ms=result.duration_ms, error=result.error,
-                      retry_in_s=round(outcome.retry_in_s or 0, 2))
+        lines.warning(outcome.event, **fields, error=result.error, retry_in_s=round(outcome.retry_in_s or 0, 2))
     else:
-        lines.error(outcome.event, message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
-                    webhook_id=job.webhook_id, attempt=job.attempt, status_code=result.status_code,
-                    latency_ms=result.duration_ms, status=outcome.next_status, error=outcome.last_error)
+        lines.error(outcome.event, **fields, status=outcome.next_status, error=outcome.last_error)
