@@ -79,9 +79,9 @@ async def run_scenarios(bench: Bench, with_profile: bool) -> None:
                 ("(3) timer precision", timer.run, bench.sizes.timer_span_s + 60),
                 ("(4) burst", burst.run, 120),
                 ("(5) claim cost", claim_cost.run, 1800),
-                ("(7) start-up", startup.run, 120),
+                ("(7) start-up", startup.run, 240),
                 ("(8) write path", write_path.run, 600),
-                ("(9) daemons on one database", scaling.run, 600),
+                ("(9) daemons on one database", scaling.run, 900),
             ):
                 try:
                     await asyncio.wait_for(scenario(bench, dbs), limit_s)

@@ -15,8 +15,8 @@ async def run(bench: Bench, dbs: Databases) -> None:
     section(f"(7) start-up: spawn of `reminderd run` to its first claim, {RUNS} runs")
     _name, url = await dbs.fresh("startup")
     times_ms = []
+    await wait_for_quiet(bench.receiver.pid, dbs.postmaster_pid)
     for _ in range(RUNS):
-        await wait_for_quiet(bench.receiver.pid, dbs.postmaster_pid)
         started = time.perf_counter()
         # The probe server is on (a free port), as it is by default: it starts after the claim.
         async with bench_daemon(bench, url, log_level="info") as daemon:
