@@ -167,10 +167,10 @@ async def load(db: asyncpg.Connection, rows: int) -> dict[str, int]:
     # ~100,000 deliveries: the latest attempts of sent messages.
     deliveries = min(100_000, counts["sent"])
     await db.execute(
-        "INSERT INTO reminderd.deliveries (message_id, tenant_id, webhook_id, attempt, scheduled_for,"
-        " status_code, error, duration_ms, created_at)"
-        " SELECT id, tenant_id, 'msg_' || id || '_' || (extract(epoch FROM fire_at) * 1000)::bigint, 1,"
-        " fire_at, 200, NULL, 20 + id % 300, updated_at"
+        "INSERT INTO reminderd.deliveries (message_id, tenant_id, ref_id, webhook_id, attempt, scheduled_for,"
+        " status_code, error, duration_ms, created_at, event, status)"
+        " SELECT id, tenant_id, ref_id, 'msg_' || id || '_' || (extract(epoch FROM fire_at) * 1000)::bigint, 1,"
+        " fire_at, 200, NULL, 20 + id % 300, updated_at, 'fired', 'sent'"
         " FROM reminderd.scheduled_messages WHERE status = 'sent' ORDER BY updated_at LIMIT $1", deliveries,
     )
     # ~300,000 audit events.

@@ -56,12 +56,13 @@ class Sizes:
     timer_span_s: float
     burst_n: int
     backlog_n: int
+    write_path_n: int
 
 
 FULL = Sizes(ceiling_n=10_000, deliver_n=10_000, timer_n=200, timer_span_s=20.0, burst_n=5_000,
-             backlog_n=1_000_000)
+             backlog_n=10_000_000, write_path_n=20_000)
 QUICK = Sizes(ceiling_n=2_000, deliver_n=2_000, timer_n=50, timer_span_s=5.0, burst_n=1_000,
-              backlog_n=100_000)
+              backlog_n=100_000, write_path_n=5_000)
 
 
 @dataclass(frozen=True)

@@ -6,16 +6,19 @@
     .venv/bin/python bench/run.py --soak     # only the 10-minute soak (8)
 
 Scenarios (see bench/README.md for what each number means):
- (1) HTTP ceiling: a plain aiohttp client, signing each body, POSTing to the bench receiver.
+ (1) HTTP ceiling: the daemon's HTTP client alone (reminderd.http1), signing each body.
  (2) reminderd delivering due rows to the same receiver (log level warning, then info to /dev/null).
  (3) timer precision of an idle daemon: lateness of messages spread over the next seconds.
  (4) burst: many rows due at one instant.
- (5) claim cost vs backlog: EXPLAIN (ANALYZE, BUFFERS) of the claim with 0 and 1M future rows.
+ (5) claim cost vs backlog: EXPLAIN (ANALYZE, BUFFERS) of the claim with 0 and 10M future rows.
  (6) daemon peak RSS (VmHWM) at the end of (2).
  (7) the HTTP API: POST /v1/messages at concurrency 32 and batches of 1,000, beside the SQL path.
      `--only api` runs it alone.
  (8) soak: 3 daemons for 10 minutes, 300 callbacks/s, a kill -9 a minute, the receiver failing 5 %
      (full runs only; `--soak` runs it alone, `--soak-minutes` shortens it).
+ (9) start-up: spawn of `reminderd run` to its first claim.
+ (10) write path: PostgreSQL CPU per callback for claim + record, before and after ANALYZE.
+ (11) 1, 2 and 3 daemons delivering the same due rows from one database.
 
 Exit status: 0 every target passed, 1 some target failed, 2 a scenario could not run (error/timeout).
 """
@@ -47,8 +50,11 @@ from bench.scenarios import (  # noqa: E402
     delivery,
     http_ceiling,
     profile,
+    scaling,
     soak,
+    startup,
     timer,
+    write_path,
 )
 from reminderd.testing import throwaway_cluster  # noqa: E402
 
@@ -111,8 +117,11 @@ async def run_scenarios(bench: Bench, with_profile: bool, soak_minutes: float | 
             for title, scenario, limit_s in (
                 ("(3) timer precision", timer.run, bench.sizes.timer_span_s + 60),
                 ("(4) burst", burst.run, 120),
-                ("(5) claim cost", claim_cost.run, 900),
+                ("(5) claim cost", claim_cost.run, 1800),
                 ("(7) HTTP API", api.run, 900),
+                ("(9) start-up", startup.run, 240),
+                ("(10) write path", write_path.run, 600),
+                ("(11) daemons on one database", scaling.run, 900),
             ):
                 try:
                     await asyncio.wait_for(scenario(bench, dbs), limit_s)

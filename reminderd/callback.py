@@ -8,7 +8,9 @@ import json
 import re
 import ssl
 import time
+from datetime import datetime
 
+import orjson
 from yarl import URL
 
 from . import __version__
@@ -26,19 +28,27 @@ CHECKED_URLS_MAX = 10_000
 RETRYABLE_STATUS = frozenset({408, 429})
 
 
-def callback_body(job: Job) -> bytes:
-    """The JSON body. The payload is inserted as the database stored it (already valid JSON)."""
+def callback_body(job: Job, scheduled_for: str | None = None) -> bytes:
+    """The JSON body. The payload is inserted as the database stored it (already valid JSON);
+    `scheduled_for` is iso_utc(job.scheduled_for), when the caller has it already."""
     return (
         b'{"id":%d,"tenant_id":%s,"ref_id":%s,"scheduled_for":"%s","attempt":%d,"payload":%s}'
         % (
             job.id,
-            json.dumps(job.tenant_id).encode(),
-            json.dumps(job.ref_id).encode(),
-            iso_utc(job.scheduled_for).encode(),
+            _json_string(job.tenant_id),
+            _json_string(job.ref_id),
+            (scheduled_for or iso_utc(job.scheduled_for)).encode(),
             job.attempt,
             job.payload_json.encode(),
         )
     )
+
+
+def _json_string(text: str) -> bytes:
+    try:
+        return orjson.dumps(text)
+    except TypeError:  # not encodable as UTF-8 (a lone surrogate): escaped as json.dumps does
+        return json.dumps(text).encode()
 
 
 def check_url(raw: str | None, allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> URL:
@@ -121,6 +131,7 @@ class CallbackClient:
     ) -> None:
         self._allowed = settings.allowed_callback_networks
         self._checked_urls: dict[str, URL] = {}  # most tenants use one URL: check it once
+        self._occurrence: tuple[datetime | None, str] = (None, "")  # the last one formatted
         self._timeout_s = settings.callback_timeout_s
         self._http = Http1Client(
             self._allowed, resolver=resolver, ssl_context=ssl_context,
@@ -134,7 +145,7 @@ class CallbackClient:
         started = time.perf_counter()
         try:
             url = self._checked_url(job.callback_url)
-            body = callback_body(job)
+            body = callback_body(job, self._scheduled_for(job.scheduled_for))
             try:
                 headers = self._signed_headers(job, body)
             except ValueError as exc:  # a damaged signing secret: no retry can fix it
@@ -156,6 +167,14 @@ class CallbackClient:
             self._checked_urls.clear()
         self._checked_urls[str(raw)] = url
         return url
+
+    def _scheduled_for(self, occurrence: datetime) -> str:
+        """iso_utc(occurrence), formatted once for the many rows of a batch due at one instant."""
+        last, text = self._occurrence
+        if occurrence != last:
+            text = iso_utc(occurrence)
+            self._occurrence = (occurrence, text)
+        return text
 
     @staticmethod
     def _signed_headers(job: Job, body: bytes) -> tuple[tuple[str, str], ...]:

@@ -6,17 +6,21 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
+from typing import TYPE_CHECKING
 
 import structlog
 
 from . import __version__, logs, sdnotify
 from .callback import CallbackClient
 from .exceptions import EX_CONFIG, ConfigError
-from .health import HealthServer
-from .migrate import head_revision
+from .migrate import HEAD_REVISION
 from .settings import Settings
 from .store import QUERY_DEADLINE_S, DatabaseDefaults, Store
 from .worker import Worker
+
+if TYPE_CHECKING:
+    from .health import HealthServer
 
 log = structlog.get_logger("reminderd")
 
@@ -46,6 +50,7 @@ class Daemon:
         self._config_file = config_file
         self._stop = asyncio.Event()
         self._worker: Worker | None = None
+        self._health: HealthServer | None = None
 
     def request_stop(self, signame: str) -> None:
         log.info("signal", signal=signame)
@@ -80,7 +85,7 @@ class Daemon:
         if store is None:
             return 0
         try:
-            expected = head_revision(settings.database_url)
+            expected = HEAD_REVISION
             actual = await store.schema_revision()
             if actual != expected:
                 log.error("schema_not_ready", expected=expected, actual=actual,
@@ -101,24 +106,38 @@ class Daemon:
         worker.metrics.watch_pool(store.pool_in_use, store.pool_idle)
         if self._stop.is_set():
             return 0
-        health = HealthServer(self.settings, worker, store, head)
+        side_tasks = [asyncio.create_task(self._tell_systemd(worker))]
         if self.settings.http_port:
-            try:
-                await health.start()
+            try:  # bound now, so a port in use fails the start at once; served once claiming began
+                listening = listening_socket(self.settings.http_host, self.settings.http_port)
             except OSError as exc:
+                side_tasks[0].cancel()
                 log.error("http_listen_failed", host=self.settings.http_host, port=self.settings.http_port,
                           error=exc.strerror, fix="choose another REMINDERD_HTTP_PORT, or 0 to disable")
                 return EX_CONFIG
-            log.info("http_listening", host=self.settings.http_host, port=health.port)
-        systemd = asyncio.create_task(self._tell_systemd(worker))
+            side_tasks.append(asyncio.create_task(self._serve_probes(worker, store, head, listening)))
         try:
             await worker.run()
         finally:
             sdnotify.notify("STOPPING=1")
-            systemd.cancel()
-            await asyncio.gather(systemd, return_exceptions=True)
-            await health.stop()
+            for task in side_tasks:
+                task.cancel()
+            await asyncio.gather(*side_tasks, return_exceptions=True)
+            if self._health is not None:
+                await self._health.stop()
         return 0
+
+    async def _serve_probes(
+        self, worker: Worker, store: Store, head: str | None, listening: socket.socket
+    ) -> None:
+        """/healthz, /readyz and /metrics, from the first claim on: the HTTP server's import (aiohttp,
+        0.15 s) is not on the way to the first callback."""
+        await worker.ready.wait()
+        from .health import HealthServer
+
+        self._health = HealthServer(self.settings, worker, store, head)
+        await self._health.start(listening)
+        log.info("http_listening", host=self.settings.http_host, port=self._health.port)
 
     async def _tell_systemd(self, worker: Worker) -> None:
         """READY=1 after the first successful claim; then, when systemd set a watchdog, WATCHDOG=1
@@ -143,6 +162,12 @@ def defaults_differ(settings: Settings, database: DatabaseDefaults) -> dict[str,
     }
     return {name: f"database {ours!s}, daemon {theirs!s}" for name, (ours, theirs) in pairs.items()
             if ours is not None and ours != theirs}
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) and listening."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=128)
 
 
 def _public_settings(settings: Settings) -> dict[str, str]:

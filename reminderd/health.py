@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 from aiohttp import web
@@ -33,10 +34,15 @@ class HealthServer:
         assert self._runner is not None
         return int(self._runner.addresses[0][1])
 
-    async def start(self) -> None:
+    async def start(self, listening: socket.socket | None = None) -> None:
+        """Serve on `listening` (a bound, listening socket), or on REMINDERD_HTTP_HOST and _PORT."""
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._settings.http_host, self._settings.http_port)
+        site: web.BaseSite
+        if listening is not None:
+            site = web.SockSite(self._runner, listening)
+        else:
+            site = web.TCPSite(self._runner, self._settings.http_host, self._settings.http_port)
         await site.start()
 
     async def stop(self) -> None:

@@ -6,7 +6,8 @@ It does only what callbacks need, in plain sight (bench/http_clients.py measures
   connection made to the very address that was checked (TLS still verifies, and sends as SNI, the
   URL's host);
 - the request written in one go; the response parsed by httptools (llhttp, Node's parser);
-- one deadline for the whole exchange, waiting for a slot, resolving and connecting included;
+- one deadline for the whole exchange, waiting for a slot, resolving and connecting included (on
+  the common path, a request on an idle keep-alive connection, it is one timer on the answer);
 - at most EXCERPT_BYTES of a body kept and at most DRAIN_BYTES read to keep a connection, else the
   connection is closed; 1xx answers skipped; redirects never followed; nothing decompressed (no
   compression is asked for).
@@ -34,6 +35,7 @@ EXCERPT_BYTES = 256  # never keep more of a response body than this
 DRAIN_BYTES = 64 * 1024  # read (and drop) at most this much of a body to reuse its connection
 MAX_HEAD_BYTES = 64 * 1024  # status line and headers, informational answers included
 IDLE_S = 15.0  # an idle connection older than this is closed, never reused
+MAX_URLS_PER_ENDPOINT = 1024  # request heads kept per endpoint (most tenants use one URL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +73,17 @@ class Http1Client:
     ) -> Response:
         """The final answer to one POST, or CallbackRefused, CallbackFailed or TimeoutError."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
+        now = loop.time()
+        deadline = now + timeout_s
         endpoint = self._endpoint(url)
         request = endpoint.head(url, len(body), headers) + body
         endpoint.active += 1
         try:
+            if endpoint.slots is None and (connection := endpoint.take_idle(now - self._idle_s)) is not None:
+                try:
+                    return await self._use(endpoint, connection, request, deadline)
+                except _Stale:
+                    pass  # the server closed it while idle, as our request crossed: once more, fresh
             async with asyncio.timeout_at(deadline):
                 if endpoint.slots is None:
                     return await self._exchange(endpoint, request, deadline)
@@ -115,12 +123,21 @@ class Http1Client:
         except _Stale as stale:
             raise CallbackFailed(stale.reason) from None
 
-    async def _use(self, endpoint: _Endpoint, connection: _Connection, request: bytes) -> Response:
+    async def _use(
+        self, endpoint: _Endpoint, connection: _Connection, request: bytes, deadline: float | None = None
+    ) -> Response:
+        """One exchange on `connection`; TimeoutError at `deadline` when given (else the caller's
+        asyncio.timeout bounds it)."""
+        waiter = connection.exchange(request)
+        timer = None if deadline is None else asyncio.get_running_loop().call_at(deadline, _time_out, waiter)
         try:
-            response = await connection.exchange(request)
+            response = await waiter
         except BaseException:
             connection.abort()
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         if connection.reusable:
             connection.idle_since = asyncio.get_running_loop().time()
             endpoint.idle.append(connection)
@@ -219,18 +236,23 @@ class _Endpoint:
         if not url.is_default_port():
             host += f":{self.port}"
         self._fixed = f" HTTP/1.1\r\nHost: {host}\r\n{fixed_headers}"
+        self._starts: dict[URL, str] = {}
         self.idle: list[_Connection] = []
         self.slots = asyncio.Semaphore(limit) if limit is not None else None
         self.active = 0
 
     def head(self, url: URL, length: int, headers: Sequence[tuple[str, str]]) -> bytes:
-        lines = [f"POST {url.raw_path_qs}", self._fixed, f"Content-Length: {length}\r\n"]
-        if url.raw_user is not None:
-            credentials = f"{url.user or ''}:{url.password or ''}".encode()
-            lines.append(f"Authorization: Basic {base64.b64encode(credentials).decode()}\r\n")
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers)
-        lines.append("\r\n")
-        return "".join(lines).encode("latin-1")
+        start = self._starts.get(url)
+        if start is None:  # the request line and the fixed headers of this URL: once
+            start = f"POST {url.raw_path_qs}{self._fixed}"
+            if url.raw_user is not None:
+                credentials = f"{url.user or ''}:{url.password or ''}".encode()
+                start += f"Authorization: Basic {base64.b64encode(credentials).decode()}\r\n"
+            if len(self._starts) >= MAX_URLS_PER_ENDPOINT:
+                self._starts.clear()
+            self._starts[url] = start
+        varying = "".join([f"{name}: {value}\r\n" for name, value in headers])
+        return f"{start}Content-Length: {length}\r\n{varying}\r\n".encode("latin-1")
 
     def take_idle(self, oldest: float) -> _Connection | None:
         """The most recently used open connection (the least likely to be stale), if any."""
@@ -381,6 +403,11 @@ class _Connection(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(CallbackFailed(reason))
         self.abort()
+
+
+def _time_out(waiter: asyncio.Future[Response]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 def _strerror(exc: BaseException) -> str:

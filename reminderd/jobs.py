@@ -28,6 +28,12 @@ class Job:
     lease_deadline: float = math.inf  # time.monotonic() when the lease runs out
     due_at: datetime | None = None  # the fire_at it was claimed at (a retry's or deferral's time)
     timing: Timing = field(default_factory=Timing)
+    # Stable for one occurrence across all its retries, different for each occurrence. No '.' in
+    # it: Standard Webhooks signs "{id}.{timestamp}.{body}". Computed once (headers, log, record).
+    webhook_id: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "webhook_id", make_webhook_id(self.id, self.scheduled_for))
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], lease_deadline: float = math.inf) -> Job:
@@ -45,16 +51,8 @@ class Job:
             picked_at=row["picked_at"],
             lease_deadline=lease_deadline,
             due_at=row["fire_at"],
-            timing=Timing.from_row(row),
+            timing=_timing(row),
         )
-
-    @property
-    def webhook_id(self) -> str:
-        """Stable for one occurrence across all its retries, different for each occurrence.
-
-        No '.' in it: Standard Webhooks signs "{id}.{timestamp}.{body}".
-        """
-        return make_webhook_id(self.id, self.scheduled_for)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +73,27 @@ class Unplanned:
             id=row["id"], tenant_id=row["tenant_id"], ref_id=row["ref_id"], fire_at=row["fire_at"],
             db_now=row["db_now"], timing=Timing.from_row(row),
         )
+
+
+# The timing columns (queries.sql: timing_columns) but the tenant's own holidays.
+_TIMING_COLUMNS = ("timezone", "cron", "rrule", "until", "max_runs", "runs", "calendar", "calendar_from_tenant",
+                   "holiday_rule", "quiet_start", "quiet_end", "backfill", "max_lateness_s")
+_TIMINGS_KEPT = 1024
+_timings: dict[tuple[Any, ...], Timing] = {}
+
+
+def _timing(row: Mapping[str, Any]) -> Timing:
+    """Timing.from_row(row), one instance for all rows that time alike (a tenant's one-offs, most
+    of a batch): Timing is immutable, and building one costs more than looking it up."""
+    if row["holiday_days"] or row["holiday_names"]:  # a tenant's own days off: rarely shared
+        return Timing.from_row(row)
+    key = tuple([row[column] for column in _TIMING_COLUMNS])
+    timing = _timings.get(key)
+    if timing is None:
+        if len(_timings) >= _TIMINGS_KEPT:
+            _timings.clear()
+        timing = _timings[key] = Timing.from_row(row)
+    return timing
 
 
 def make_webhook_id(message_id: int, occurrence: datetime) -> str:

@@ -1,12 +1,22 @@
-"""Prometheus metrics: what an operator alerts on. One registry per daemon, no globals."""
+"""Prometheus metrics: what an operator alerts on. One registry per daemon, no globals.
+
+The daemon accounts for its callbacks a recorded batch at a time: a count per outcome and tenant,
+and each histogram's values under one lock per batch (BatchHistogram), not one per callback.
+"""
 
 from __future__ import annotations
 
+import math
+import threading
 import time
-from collections.abc import Callable
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from .lifecycle import Event, Status
 from .outcome import Outcome
@@ -30,6 +40,45 @@ LATENESS_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60, 300,
 BATCH_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
 
 
+class BatchHistogram(Collector):
+    """A Prometheus histogram (the same exposition as prometheus_client's Histogram, without its
+    `_created` sample) that takes many values under one lock."""
+
+    def __init__(self, name: str, documentation: str, *, buckets: Sequence[float],
+                 registry: CollectorRegistry) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = (*(float(bound) for bound in buckets), math.inf)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe(self, value: float) -> None:
+        self.observe_many((value,))
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        bounds, counts = self._bounds, self._counts
+        with self._lock:
+            for value in values:
+                counts[bisect_left(bounds, value)] += 1  # the first bucket whose `le` holds it
+                self._sum += value
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        family = HistogramMetricFamily(self._name, self._documentation)
+        cumulative, buckets = 0, []
+        for bound, count in zip(self._bounds, counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == math.inf else repr(bound), float(cumulative)))
+        family.add_metric([], buckets, sum_value=total)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self._name, self._documentation)
+
+
 class Metrics:
     def __init__(self, *, tenant_labels: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -39,11 +88,11 @@ class Metrics:
             "reminderd_callbacks", "Callback outcomes: " + ", ".join(OUTCOMES) + ".",
             labels, registry=self.registry,
         )
-        self.callback_duration = Histogram(
+        self.callback_duration = BatchHistogram(
             "reminderd_callback_duration_seconds", "Time from sending a callback to its answer.",
             buckets=CALLBACK_BUCKETS_S, registry=self.registry,
         )
-        self.fire_lateness = Histogram(
+        self.fire_lateness = BatchHistogram(
             "reminderd_fire_lateness_seconds",
             "Delivery time minus scheduled time, for delivered callbacks (retries included).",
             buckets=LATENESS_BUCKETS_S, registry=self.registry,
@@ -90,17 +139,30 @@ class Metrics:
         labels = (outcome, tenant) if self._tenant_labels else (outcome,)
         self.callbacks.labels(*labels).inc(amount)
 
-    def recorded(self, outcome: Outcome, now_s: float) -> None:
-        """Account for one recorded attempt."""
-        job, result = outcome.job, outcome.result
-        if result is None:  # held back before any request: deferred, holiday_skipped, expired, …
-            self.count(outcome.event, job.tenant_id)
-            return
-        if result.status_code is not None:
-            self.callback_duration.observe(result.duration_ms / 1000)
-        if result.delivered:
-            self.fire_lateness.observe(max(0.0, now_s - job.scheduled_for.timestamp()))
-        self.count(REFUSED if result.refused else outcome.event, job.tenant_id)
+    def recorded(self, outcomes: Sequence[Outcome], now_s: float) -> None:
+        """Account for a recorded batch: what each outcome was, how long answers took, how late
+        deliveries were (`now_s` the time they were recorded)."""
+        tally: Tally[tuple[str, str]] = Tally()
+        durations_s: list[float] = []
+        lateness_s: list[float] = []
+        for outcome in outcomes:
+            job, result = outcome.job, outcome.result
+            if result is None:  # held back before any request: deferred, holiday_skipped, expired, …
+                tally[outcome.event, job.tenant_id] += 1
+                continue
+            if result.status_code is not None:
+                durations_s.append(result.duration_ms / 1000)
+            if result.delivered:
+                lateness_s.append(max(0.0, now_s - job.scheduled_for.timestamp()))
+            tally[REFUSED if result.refused else outcome.event, job.tenant_id] += 1
+        for (outcome_name, tenant), amount in tally.items():
+            self.count(outcome_name, tenant, amount)
+        self.callback_duration.observe_many(durations_s)
+        self.fire_lateness.observe_many(lateness_s)
+
+    def watch_in_flight(self, in_flight: Callable[[], float]) -> None:
+        """The callbacks in flight, read when scraped (nothing to update per callback)."""
+        self.in_flight.set_function(in_flight)
 
     def set_queue_depth(self, depth: QueueDepth) -> None:
         for status, count in ((Status.PENDING, depth.pending), (Status.PICKED, depth.picked),

@@ -1,4 +1,9 @@
-"""Apply the Alembic migrations that ship inside the package, and say what was done."""
+"""Apply the Alembic migrations that ship inside the package, say what was done, and say which
+revision this code needs.
+
+Alembic (and SQLAlchemy under it) is imported inside the functions that run it: `reminderd run`
+imports this module for HEAD_REVISION only, and importing Alembic would cost it a quarter of a second.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +12,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
-
-from . import migrations  # type: ignore[attr-defined]
 from .exceptions import DatabaseMisconfigured, DatabaseRefused, DatabaseUnavailable, ReminderdError
 from .retry import backoff_s
 from .store import Store, cause, translated
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 HEAD = "head"
 WAIT_S = 120.0  # how long `reminderd migrate` waits for an unreachable database by default
@@ -40,7 +42,16 @@ class Migrated:
         return f"already at head {self.head}"
 
 
+# The newest revision in migrations/versions/: the schema this code works with. The daemon refuses
+# to start on any other; tests/unit/test_migrate.py checks it against what Alembic reads there.
+HEAD_REVISION = "0008"
+
+
 def alembic_config(database_url: str) -> Config:
+    from alembic.config import Config
+
+    from . import migrations  # type: ignore[attr-defined]
+
     config = Config()
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
     # ConfigParser interpolates %, which URL-encoded passwords contain.
@@ -49,12 +60,17 @@ def alembic_config(database_url: str) -> Config:
 
 
 def head_revision(database_url: str = "postgresql://unused") -> str | None:
+    """The head revision as Alembic reads it from migrations/versions/ (slow: imports Alembic)."""
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
 
 
 def upgrade(database_url: str, revision: str = HEAD) -> list[str]:
     """Bring the schema to `revision`; the revisions applied, in order. Blocking: call it from a
     thread inside an event loop."""
+    from alembic import command
+
     config = alembic_config(database_url)
     applied: list[str] = []
 
@@ -76,6 +92,8 @@ def migrate(
     While the database is unreachable `say` is told, once, how long this keeps trying, then one
     line per retry. DatabaseMisconfigured when the URL is wrong (at once: waiting cannot fix it),
     DatabaseUnavailable when the time is up, MigrationFailed when a migration is refused."""
+    from alembic.util.exc import CommandError
+
     wait_for_database(database_url, setting=setting, wait_s=wait_s, say=say)
     applied: list[str] = []
     try:

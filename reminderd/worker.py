@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,10 +28,12 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
+from . import logs
 from .callback import CallbackClient
 from .exceptions import DatabaseUnavailable
-from .guard import contain, crashed, describe
+from .guard import crashed, describe
 from .housekeeping import ClaimReconciler, Heartbeat, Housekeeping, Rescuer, connect_listener
 from .jobs import Job
 from .lifecycle import Event
@@ -68,6 +69,7 @@ class Worker:
         self._jobs: asyncio.Queue[Job | None] = asyncio.Queue()
         self._outcomes: asyncio.Queue[Outcome | None] = asyncio.Queue()
         self._in_flight: dict[tuple[int, object], Job] = {}  # keyed by (id, claim token)
+        self.metrics.watch_in_flight(self._in_flight.__len__)
         self._unfinished = 0  # claimed, and not yet recorded (nor left to its lease)
         self._wake = asyncio.Event()
         self._plan_now = asyncio.Event()
@@ -312,28 +314,33 @@ class Worker:
                 self.claims.left_to_lease(job)
                 self._finished(1)
                 continue
-            self._warn_if_calendar_ignored(job)
+            if job.timing.ignored_calendar is not None:
+                self._warn_if_calendar_ignored(job)
             # Timed by the claim's database time; a bug there or in decide() costs this row only.
-            outcome = contain("timing", job.id, functools.partial(Outcome.dead, job, None),
-                              before_sending, job, job.picked_at or datetime.now(UTC))
+            try:
+                outcome = before_sending(job, job.picked_at or datetime.now(UTC))
+            except Exception as exc:
+                outcome = Outcome.dead(job, None, crashed("timing", job.id, exc))
             if outcome is None:  # not deferred, moved off a holiday, too late or finished: send it
                 result = await self._send(job)
-                outcome = contain("decide", job.id, functools.partial(Outcome.dead, job, result),
-                                  decide, job, result, self._policy, self._rng)
+                try:
+                    outcome = decide(job, result, self._policy, self._rng)
+                except Exception as exc:
+                    outcome = Outcome.dead(job, result, crashed("decide", job.id, exc))
             self._outcomes.put_nowait(outcome)
-            if self._waiting_for_room:
+            # Wake the claim loop once there is room for a batch, not at every finished callback.
+            if self._waiting_for_room and (
+                self._capacity - self._jobs.qsize() - len(self._in_flight) >= self._claim_threshold
+            ):
                 self._wake.set()
 
     async def _send(self, job: Job) -> AttemptResult:
         key = (job.id, job.picked_at)
         self._in_flight[key] = job
-        self.metrics.in_flight.inc()
         try:
             result = await self._client.send(job)  # cancelled at shutdown timeout: stays in flight
         except Exception as exc:  # a bug costs this attempt, never the daemon
             result = AttemptResult(False, None, crashed("send", job.id, exc), 0)
-        finally:
-            self.metrics.in_flight.dec()
         del self._in_flight[key]
         return result
 
@@ -366,13 +373,15 @@ class Worker:
                 now_s = time.time()
                 applied: set[int] = set()
                 written = await self._record(batch, applied)
-                for outcome in written:
-                    if outcome.job.id in applied:
-                        _log_outcome(outcome)
-                    else:
-                        _log_discarded(outcome)
-                    self.metrics.recorded(outcome, now_s)
-                    self.claims.finished(outcome.job)
+                self.metrics.recorded(written, now_s)
+                lines: FilteringBoundLogger = log.bind()  # once per batch, not once per line
+                with logs.batch():  # the batch's canonical lines in one write
+                    for outcome in written:
+                        if outcome.job.id in applied:
+                            _log_outcome(lines, outcome)
+                        else:
+                            _log_discarded(lines, outcome)
+                        self.claims.finished(outcome.job)
                 if len(written) < len(batch):
                     recorded = {id(outcome) for outcome in written}
                     for outcome in batch:
@@ -457,17 +466,17 @@ class Worker:
                         await asyncio.wait_for(self._stop.wait(), delay_s)
 
 
-def _log_discarded(outcome: Outcome) -> None:
+def _log_discarded(lines: FilteringBoundLogger, outcome: Outcome) -> None:
     """An outcome that came too late: the row was rescued, reaped or cancelled meanwhile (its
     attempt is in reminderd.deliveries; the row's new owner decides what happens to it)."""
     job, result = outcome.job, outcome.result
-    log.warning("outcome_discarded", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
-                webhook_id=job.webhook_id, attempt=job.attempt, outcome=outcome.event,
-                status_code=result.status_code if result else None,
-                reason="the row is no longer picked by this claim (rescued, lease expired or cancelled)")
+    lines.warning("outcome_discarded", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
+                  webhook_id=job.webhook_id, attempt=job.attempt, outcome=outcome.event,
+                  status_code=result.status_code if result else None,
+                  reason="the row is no longer picked by this claim (rescued, lease expired or cancelled)")
 
 
-def _log_outcome(outcome: Outcome) -> None:
+def _log_outcome(lines: FilteringBoundLogger, outcome: Outcome) -> None:
     """The canonical line for one claimed row, named by the event the audit trail records."""
     job, result = outcome.job, outcome.result
     fields: dict[str, Any] = {
@@ -478,14 +487,14 @@ def _log_outcome(outcome: Outcome) -> None:
         "attempt": job.attempt,
     }
     if result is None:  # held back before any request
-        level = log.error if outcome.event is Event.DEAD_LETTERED else log.info
+        level = lines.error if outcome.event is Event.DEAD_LETTERED else lines.info
         level(outcome.event, **fields, status=outcome.next_status, reason=outcome.last_error,
               fire_at=outcome.next_fire_at.isoformat() if outcome.next_fire_at else None)
         return
     fields.update(status_code=result.status_code, latency_ms=result.duration_ms)
     if outcome.event is Event.FIRED:
-        log.info(outcome.event, **fields)
+        lines.info(outcome.event, **fields)
     elif outcome.event is Event.RETRY_SCHEDULED:
-        log.warning(outcome.event, **fields, error=result.error, retry_in_s=round(outcome.retry_in_s or 0, 2))
+        lines.warning(outcome.event, **fields, error=result.error, retry_in_s=round(outcome.retry_in_s or 0, 2))
     else:
-        log.error(outcome.event, **fields, status=outcome.next_status, error=outcome.last_error)
+        lines.error(outcome.event, **fields, status=outcome.next_status, error=outcome.last_error)

@@ -1,16 +1,21 @@
-"""(1) HTTP ceiling: what one Python process can push at the receiver, signing every body."""
+"""(1) HTTP ceiling: what one Python process can push at the receiver, signing every body, with the
+daemon's own HTTP client (reminderd.http1) and nothing else: no database, no CallbackClient."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 
-import aiohttp
+from yarl import URL
 
 from bench.harness import CONCURRENCY, Bench, CpuMeter, describe_cpu, describe_per_delivery, wait_for_quiet
 from bench.receiver import ReceiverProcess
 from bench.report import fmt_rate, percentile, say, section
+from reminderd.http1 import Http1Client
 from reminderd.signing import generate_secret, sign
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
 
 BODY_FORMAT = (
     b'{"id":%d,"tenant_id":"bench","ref_id":"ceiling:%d","scheduled_for":"2026-11-23T09:30:00.000Z",'
@@ -22,7 +27,7 @@ BODY_FORMAT = (
 async def run(bench: Bench, runs: int = 3) -> float:
     """The median rate of `runs` runs, in POSTs per second."""
     n, receiver = bench.sizes.ceiling_n, bench.receiver
-    section(f"(1) HTTP ceiling: plain aiohttp client, {n:,} signed POSTs, concurrency {CONCURRENCY}, "
+    section(f"(1) HTTP ceiling: reminderd.http1 alone, {n:,} signed POSTs, concurrency {CONCURRENCY}, "
             f"median of {runs} runs")
     say(f"body {len(BODY_FORMAT % (0, 0, 0))} bytes, signed with reminderd.signing.sign per request")
     rates = []
@@ -34,7 +39,7 @@ async def run(bench: Bench, runs: int = 3) -> float:
         say(f"       {describe_per_delivery(n, used)}")
     rate = percentile(rates, 50)
     say(f"HTTP ceiling (median): {fmt_rate(rate)}")
-    bench.report.add("(1) HTTP ceiling (aiohttp client -> receiver)", fmt_rate(rate))
+    bench.report.add("(1) HTTP ceiling (reminderd.http1 -> receiver)", fmt_rate(rate))
     return rate
 
 
@@ -43,11 +48,10 @@ async def _ceiling_run(receiver: ReceiverProcess, n: int) -> tuple[float, float,
     secret = generate_secret()
     failures = 0
     ids = iter(range(1, n + 1))
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=CONCURRENCY),
-        timeout=aiohttp.ClientTimeout(total=10),
-        headers={"user-agent": "reminderd-bench", "content-type": "application/json"},
-    ) as session:
+    url = URL(receiver.url)
+    client = Http1Client(LOOPBACK, headers=(("User-Agent", "reminderd-bench"),
+                                            ("Content-Type", "application/json")))
+    try:
 
         async def worker() -> None:
             nonlocal failures
@@ -55,21 +59,22 @@ async def _ceiling_run(receiver: ReceiverProcess, n: int) -> tuple[float, float,
                 body = BODY_FORMAT % (i, i, i)
                 webhook_id = f"msg_{i}_1795426200000"
                 timestamp_s = int(time.time())
-                headers = {
-                    "webhook-id": webhook_id,
-                    "webhook-timestamp": str(timestamp_s),
-                    "webhook-signature": sign(secret, webhook_id, timestamp_s, body),
-                }
-                async with session.post(receiver.url, data=body, headers=headers) as response:
-                    await response.read()
-                    if response.status != 200:
-                        failures += 1
+                headers = (
+                    ("webhook-id", webhook_id),
+                    ("webhook-timestamp", str(timestamp_s)),
+                    ("webhook-signature", sign(secret, webhook_id, timestamp_s, body)),
+                )
+                response = await client.post(url, body, headers, 10.0)
+                if response.status != 200:
+                    failures += 1
 
         meter = CpuMeter(None, receiver.pid, None)
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
         elapsed = time.perf_counter() - started
         wall, used = meter.stop()
+    finally:
+        await client.close()
     received = receiver.count()
     if failures or received != n:
         raise RuntimeError(f"{failures} non-200 answers, receiver counted {received} of {n}")

@@ -30,6 +30,9 @@ COMMENT ON TABLE reminderd.daemons IS
 ALTER TABLE reminderd.scheduled_messages ADD COLUMN picked_by uuid;
 COMMENT ON COLUMN reminderd.scheduled_messages.picked_by IS
     'The daemon (reminderd.daemons.id) that claimed the row last; while picked, the one holding it.';
+-- Applications and the API server may update every column of a message but last_delivery_id
+-- (migration 0007 grants UPDATE column by column): picked_by too.
+GRANT UPDATE (picked_by) ON reminderd.scheduled_messages TO reminderd_app, reminderd_api;
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.daemons TO reminderd_daemon;
 GRANT SELECT ON reminderd.daemons TO reminderd_readonly;

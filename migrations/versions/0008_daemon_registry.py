@@ -3,7 +3,7 @@ daemon_overview view, and scheduled_messages.picked_by, stamped by every claim, 
 rows are rescued by owner within seconds instead of waiting for their lease.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-01
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from reminderd.migrations import run_sql_file
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -72,7 +72,10 @@ class Holidays:
 
     @classmethod
     def of(cls, calendar: str | None, custom: Iterable[tuple[date, str]] = ()) -> Holidays:
-        return cls(calendar, tuple(custom))
+        days = tuple(custom)
+        if calendar is None and not days:
+            return NO_HOLIDAYS  # most messages: one shared instance (Holidays is immutable)
+        return cls(calendar, days)
 
     def __bool__(self) -> bool:
         return self.calendar is not None or bool(self.custom)
@@ -87,3 +90,6 @@ class Holidays:
             if name is not None:
                 return f"{name} ({self.calendar})"
         return None
+
+
+NO_HOLIDAYS = Holidays()

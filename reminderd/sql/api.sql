@@ -82,12 +82,15 @@ FROM (SELECT * FROM reminderd.deliveries d
 ORDER BY created_at, id;
 
 -- message_events --
--- A message's audit trail, the last 200 events, oldest first (events_message).
-SELECT created_at, event, status, fire_at, reason, actor
-FROM (SELECT * FROM reminderd.events e
-      WHERE e.message_id = $2 AND e.tenant_id = $1
-      ORDER BY e.id DESC LIMIT 200) e
-ORDER BY id;
+-- A message's audit trail, the last 200 changes, oldest first: its events and the changes its
+-- attempts made, as reminderd.trail tells them (an attempt's change is on its deliveries row, not
+-- in events: migration 0007). The trail's two halves are read by message (events_message,
+-- deliveries_message).
+SELECT at AS created_at, event, status, fire_at, reason, actor
+FROM (SELECT * FROM reminderd.trail t
+      WHERE t.message_id = $2 AND t.tenant_id = $1 AND t.event IS NOT NULL
+      ORDER BY t.at DESC, t.event_id DESC NULLS LAST, t.delivery_id DESC LIMIT 200) t
+ORDER BY at, event_id, delivery_id;
 
 -- list_newest --
 -- Newest first in the statuses $2: for each status, the first $4 entries of
@@ -231,16 +234,17 @@ GROUP BY 1
 ORDER BY 1;
 
 -- stats_rates --
--- Delivered, retried and dead-lettered in the last hour and day, from the audit trail (events_created).
+-- Delivered, retried and dead-lettered in the last hour and day, from the audit trail: the attempts'
+-- changes (deliveries_created) and the rest of events (events_created), as reminderd.trail has them.
 SELECT count(*) FILTER (WHERE event = 'fired' AND created_at > now() - interval '1 hour') AS delivered_1h,
        count(*) FILTER (WHERE event = 'retry_scheduled' AND created_at > now() - interval '1 hour') AS retried_1h,
        count(*) FILTER (WHERE event = 'dead_lettered' AND created_at > now() - interval '1 hour') AS dead_1h,
        count(*) FILTER (WHERE event = 'fired') AS delivered_24h,
        count(*) FILTER (WHERE event = 'retry_scheduled') AS retried_24h,
        count(*) FILTER (WHERE event = 'dead_lettered') AS dead_24h
-FROM reminderd.events
-WHERE created_at > now() - interval '24 hours' AND tenant_id = $1
-  AND event IN ('fired', 'retry_scheduled', 'dead_lettered');
+FROM (SELECT t.at AS created_at, t.event FROM reminderd.trail t
+      WHERE t.at > now() - interval '24 hours' AND t.tenant_id = $1
+        AND t.event IN ('fired', 'retry_scheduled', 'dead_lettered')) changes;
 
 -- stats_lateness --
 -- Delivered attempts of the last day: how late, in milliseconds (deliveries_created).

@@ -62,46 +62,73 @@ RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
 -- is still picked by the same claim: if its lease ran out and another daemon took it over, that
 -- daemon owns it now. picked_at (the claiming transaction's time) is the fencing token: it
 -- changes with every claim, unlike attempts, which restarts for each occurrence and on requeue.
--- An attempt on a message deleted meanwhile is not logged (deliveries would lose its parent), nor
--- one already logged: a batch written again after an outage swallowed the reply to the first
--- write (which the server still committed) logs each attempt once.
--- Returns the ids of the rows moved on: the daemon logs the others as discarded.
 -- $1: the batch, reminderd.outcome_v1[] (migration 0004).
-WITH outcome AS (
-    SELECT * FROM unnest($1::reminderd.outcome_v1[])
+-- Returns the ids of the rows moved on: the daemon logs the others as discarded.
+--
+-- Each attempt is one row in reminderd.deliveries: its answer, and the change it made (event,
+-- status, fire_at, reason; NULL when it made none: the row was no longer this claim's). The row
+-- points at it (last_delivery_id), so the audit trigger does not write that change to events
+-- again (migration 0007). Rows held back before any request get their event from the trigger.
+-- An attempt on a message deleted meanwhile is not logged (its ref is gone with it), nor one
+-- already logged: a batch written again after an outage swallowed the reply to the first write
+-- (which the server still committed) logs each attempt once. Such an attempt gets no delivery_id,
+-- so a row it still moved (it cannot: the first write moved it) would be audited by the trigger.
+--
+-- Rows are looked up by primary key, whatever the statistics say: the status is compared with a
+-- column of the batch (held_status), a join condition. As a constant (m.status = 'picked') it was
+-- a filter on scheduled_messages alone, which let the planner read the rows through the partial
+-- index on picked rows; after ANALYZE saw none picked, that index looks empty, and the plan
+-- walked it once per outcome (issue 13: statements of seconds).
+WITH outcome AS MATERIALIZED (
+    SELECT o.*, 'picked'::text AS held_status,
+           CASE WHEN o.attempted  -- not for a message held back before any request
+                 AND NOT EXISTS (SELECT 1 FROM reminderd.deliveries d  -- this claim's attempt, logged already
+                                 WHERE d.message_id = o.message_id AND d.attempt = o.attempt
+                                   AND d.webhook_id = o.webhook_id AND d.created_at >= o.picked_at)
+                THEN nextval('reminderd.deliveries_id_seq') END AS delivery_id
+    FROM unnest($1::reminderd.outcome_v1[]) AS o
+),
+moved AS (
+    UPDATE reminderd.scheduled_messages AS m
+    SET status = o.next_status,
+        fire_at = CASE WHEN o.retry_in_s IS NOT NULL THEN now() + make_interval(secs => o.retry_in_s)
+                       ELSE coalesce(o.next_fire_at, m.fire_at) END,
+        -- A finished row keeps its occurrence (dead_letters shows it; requeue reuses the webhook-id).
+        scheduled_for = CASE WHEN o.next_status IN ('sent', 'dead', 'expired', 'finished') THEN o.occurrence
+                             ELSE o.next_scheduled_for END,
+        attempts = CASE WHEN o.reset_attempts THEN 0
+                        WHEN o.refund_attempt THEN m.attempts - 1
+                        ELSE m.attempts END,
+        runs = m.runs + CASE WHEN o.ran THEN 1 ELSE 0 END,
+        sent_at = CASE WHEN o.delivered THEN now() ELSE m.sent_at END,
+        last_error = o.last_error,
+        last_event = o.event,
+        lease_expires_at = NULL,
+        updated_at = now(),
+        last_delivery_id = coalesce(o.delivery_id, m.last_delivery_id)
+    FROM outcome AS o
+    WHERE m.id = o.message_id
+      AND m.status = o.held_status
+      AND m.picked_at = o.picked_at
+    RETURNING m.id, o.delivery_id, m.ref_id, m.last_event, m.status, m.fire_at, m.last_error
 ),
 logged AS (
     INSERT INTO reminderd.deliveries
-        (message_id, tenant_id, webhook_id, attempt, scheduled_for, status_code, error, duration_ms)
-    SELECT message_id, tenant_id, webhook_id, attempt, occurrence, status_code, error, duration_ms
-    FROM outcome
-    WHERE outcome.attempted  -- not for a message held back before any request
-      AND EXISTS (SELECT 1 FROM reminderd.scheduled_messages m WHERE m.id = outcome.message_id)
-      AND NOT EXISTS (SELECT 1 FROM reminderd.deliveries d  -- this claim's attempt, logged already
-                      WHERE d.message_id = outcome.message_id AND d.attempt = outcome.attempt
-                        AND d.webhook_id = outcome.webhook_id AND d.created_at >= outcome.picked_at)
+        (id, message_id, tenant_id, ref_id, webhook_id, attempt, scheduled_for, status_code, error, duration_ms,
+         event, status, fire_at, reason)
+    OVERRIDING SYSTEM VALUE
+    SELECT o.delivery_id, o.message_id, o.tenant_id, r.ref_id, o.webhook_id, o.attempt, o.occurrence,
+           o.status_code, o.error, o.duration_ms, moved.last_event, moved.status, moved.fire_at, moved.last_error
+    FROM outcome AS o
+    LEFT JOIN moved ON moved.delivery_id = o.delivery_id
+    CROSS JOIN LATERAL (
+        SELECT coalesce(moved.ref_id,
+                        (SELECT m.ref_id FROM reminderd.scheduled_messages m WHERE m.id = o.message_id)) AS ref_id
+    ) AS r
+    WHERE o.delivery_id IS NOT NULL  -- an attempt made, and not logged already
+      AND r.ref_id IS NOT NULL
 )
-UPDATE reminderd.scheduled_messages AS m
-SET status = o.next_status,
-    fire_at = CASE WHEN o.retry_in_s IS NOT NULL THEN now() + make_interval(secs => o.retry_in_s)
-                   ELSE coalesce(o.next_fire_at, m.fire_at) END,
-    -- A finished row keeps its occurrence (dead_letters shows it; requeue reuses the webhook-id).
-    scheduled_for = CASE WHEN o.next_status IN ('sent', 'dead', 'expired', 'finished') THEN o.occurrence
-                         ELSE o.next_scheduled_for END,
-    attempts = CASE WHEN o.reset_attempts THEN 0
-                    WHEN o.refund_attempt THEN m.attempts - 1
-                    ELSE m.attempts END,
-    runs = m.runs + CASE WHEN o.ran THEN 1 ELSE 0 END,
-    sent_at = CASE WHEN o.delivered THEN now() ELSE m.sent_at END,
-    last_error = o.last_error,
-    last_event = o.event,
-    lease_expires_at = NULL,
-    updated_at = now()
-FROM outcome AS o
-WHERE m.id = o.message_id
-  AND m.status = 'picked'
-  AND m.picked_at = o.picked_at
-RETURNING m.id;
+SELECT moved.id FROM moved;
 
 -- outcomes_written --
 -- After a batch had to be written again (an outage swallowed a reply): which of the outcomes the

@@ -138,6 +138,9 @@ CREATE TABLE reminderd.scheduled_messages (
     -- naming its schedule here. No foreign key: pruning a finished schedule must not scan for its
     -- extras, and the extra's own history stands on its own.
     extra_of         bigint,
+    -- The attempt whose outcome last moved the row (reminderd.deliveries.id): that row records the
+    -- change, so the audit trigger does not repeat it in events. Set by the daemon only.
+    last_delivery_id bigint,
     -- The daemon that claimed the row last: while picked, the one holding it (reminderd.daemons.id).
     -- No foreign key: a dead daemon's row is deleted once its rows are rescued. Rescue and
     -- reconciliation read picked rows through scheduled_messages_leases (all picked rows, a small
@@ -163,14 +166,20 @@ COMMENT ON COLUMN reminderd.scheduled_messages.scheduled_for IS
 COMMENT ON COLUMN reminderd.scheduled_messages.extra_of IS
     'Set on an extra occurrence sent now (reminderd.send_now): the id of the recurring row it is an '
     'extra occurrence of. Such a row does not count as the ref''s live row.';
+COMMENT ON COLUMN reminderd.scheduled_messages.last_delivery_id IS
+    'The reminderd.deliveries row of the attempt that last moved this row; that row records the '
+    'change, so reminderd.events does not repeat it. Set by the daemon only.';
 COMMENT ON COLUMN reminderd.scheduled_messages.picked_by IS
     'The daemon (reminderd.daemons.id) that claimed the row last; while picked, the one holding it.';
 
--- One row per HTTP attempt: its answer (or the error), and how long it took. deliveries and
--- events are append-only: autovacuum runs on them for visibility (index-only scans), not space.
+-- One row per HTTP attempt: its answer (or the error), how long it took, and the change it made to
+-- its message (event, status and fire_at after it, reason; NULL when it made none: the row was no
+-- longer its claim's). Part of the audit trail with events (see the view trail): no foreign key, it
+-- outlives its message and is pruned by age. deliveries and events are append-only: autovacuum
+-- runs on them for visibility (index-only scans), not space.
 CREATE TABLE reminderd.deliveries (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    message_id    bigint NOT NULL REFERENCES reminderd.scheduled_messages (id) ON DELETE CASCADE,
+    message_id    bigint NOT NULL,
     tenant_id     text NOT NULL,
     webhook_id    text NOT NULL,
     attempt       integer NOT NULL,
@@ -178,7 +187,13 @@ CREATE TABLE reminderd.deliveries (
     status_code   integer,                 -- NULL when no HTTP answer came back
     error         text,
     duration_ms   integer NOT NULL,
-    created_at    timestamptz NOT NULL DEFAULT now()
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    ref_id        text NOT NULL,
+    event         text,                    -- fired, retry_scheduled, dead_lettered (NULL: no change)
+    status        text,                    -- the message's status after the attempt
+    fire_at       timestamptz,             -- its fire_at after the attempt
+    reason        text,
+    actor         name DEFAULT current_user  -- the daemon's role (NULL for attempts before 0007)
 ) WITH (autovacuum_vacuum_insert_scale_factor = 0.05);
 
 -- The audit trail: every change of a message's status or fire_at, written by the triggers below.
@@ -293,6 +308,7 @@ CREATE INDEX scheduled_messages_finished ON reminderd.scheduled_messages (update
 CREATE INDEX scheduled_messages_dead ON reminderd.scheduled_messages (updated_at) WHERE status = 'dead';
 
 CREATE INDEX deliveries_message ON reminderd.deliveries (message_id, attempt);
+CREATE INDEX deliveries_tenant_ref ON reminderd.deliveries (tenant_id, ref_id, id);
 CREATE INDEX deliveries_created ON reminderd.deliveries (created_at);
 
 CREATE INDEX events_message ON reminderd.events (message_id, id);
@@ -473,7 +489,14 @@ GRANT SELECT (id, callback_url, created_at, paused, calendar, holiday_rule, quie
 
 GRANT SELECT ON reminderd.tenant_members, reminderd.my_tenants, reminderd.deliveries, reminderd.config
     TO reminderd_app;
-GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.tenant_holidays, reminderd.scheduled_messages TO reminderd_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.tenant_holidays TO reminderd_app;
+-- Every column but last_delivery_id, which would let an application hide a change from the trail.
+GRANT SELECT, INSERT, DELETE ON reminderd.scheduled_messages TO reminderd_app;
+GRANT UPDATE (id, tenant_id, ref_id, payload, callback_url, fire_at, cron, timezone, status, attempts,
+              max_attempts, last_error, created_at, updated_at, picked_at, sent_at, lease_expires_at,
+              scheduled_for, last_event, paused_by, rrule, until, max_runs, runs, category, calendar,
+              holiday_rule, backfill, max_lateness, extra_of, picked_by)
+    ON reminderd.scheduled_messages TO reminderd_app, reminderd_api;
 GRANT SELECT, INSERT ON reminderd.events TO reminderd_app;
 
 GRANT SELECT ON reminderd.tenant_members, reminderd.tenant_holidays, reminderd.scheduled_messages,
@@ -484,6 +507,8 @@ GRANT SELECT, INSERT, DELETE ON reminderd.tenant_members TO reminderd_daemon;
 GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.tenant_holidays, reminderd.scheduled_messages,
     reminderd.deliveries, reminderd.events TO reminderd_daemon;
 GRANT SELECT ON reminderd.my_tenants, reminderd.config TO reminderd_daemon;
+-- record_outcomes numbers each attempt before writing it (the row's last_delivery_id points at it).
+GRANT USAGE ON SEQUENCE reminderd.deliveries_id_seq TO reminderd_daemon;
 -- The daemon registry: the daemons keep it, DBAs read it; applications have no business there.
 GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.daemons TO reminderd_daemon;
 GRANT SELECT ON reminderd.daemons TO reminderd_readonly;
@@ -494,7 +519,8 @@ GRANT SELECT (id, callback_url, created_at, paused, calendar, holiday_rule, quie
     ON reminderd.tenants TO reminderd_api;
 GRANT UPDATE (callback_url, calendar, holiday_rule, quiet_start, quiet_end, quiet_exempt, paused)
     ON reminderd.tenants TO reminderd_api;
-GRANT SELECT, INSERT, UPDATE ON reminderd.scheduled_messages TO reminderd_api;
+-- Its UPDATE: every column but last_delivery_id, granted with reminderd_app's above.
+GRANT SELECT, INSERT ON reminderd.scheduled_messages TO reminderd_api;
 GRANT SELECT ON reminderd.tenant_holidays, reminderd.deliveries, reminderd.config TO reminderd_api;
 GRANT SELECT, INSERT ON reminderd.events TO reminderd_api;
 GRANT SELECT ON reminderd.api_keys TO reminderd_api;
@@ -2221,7 +2247,7 @@ BEGIN
 END
 $$;
 
--- Wake the daemons when a statement makes a row due within 10 minutes (their poll interval is at
+-- Wake the daemons when an insert makes a row due within 10 minutes (their poll interval is at
 -- most that), or adds a cron row for them to plan. One notification per statement, not per row.
 CREATE FUNCTION reminderd.notify_due_soon() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -2252,27 +2278,35 @@ BEGIN
 END
 $$;
 
--- Every change of status, fire_at or last_event, except a claim (deliveries logs attempts). The
--- event is what the writer put in last_event; a plain UPDATE by hand that did not say is
--- recorded as 'updated' with the status change as its reason.
+-- Every change of status, fire_at or last_event, except a claim and an attempt's outcome (the
+-- attempt's deliveries row records it): the triggers' WHEN clauses pick the rows. The event is
+-- what the writer put in last_event; a plain UPDATE by hand that did not say is recorded as
+-- 'updated' with the status change as its reason.
 CREATE FUNCTION reminderd.audit_update() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, fire_at, reason, actor)
-    SELECT n.id, n.tenant_id, n.ref_id,
-           CASE WHEN n.last_event IS DISTINCT FROM o.last_event OR n.updated_at > o.updated_at
-                THEN coalesce(n.last_event, 'updated') ELSE 'updated' END,
-           n.status, n.fire_at,
-           CASE WHEN n.last_event IS DISTINCT FROM o.last_event OR n.updated_at > o.updated_at
-                THEN n.last_error ELSE format('status %s -> %s', o.status, n.status) END,
-           current_user
-    FROM changed_rows n
-    JOIN previous_rows o ON o.id = n.id
-    WHERE n.status <> 'picked'
-      AND (n.status IS DISTINCT FROM o.status
-           OR n.fire_at IS DISTINCT FROM o.fire_at
-           OR n.last_event IS DISTINCT FROM o.last_event
-           OR n.updated_at > o.updated_at);
+    VALUES (NEW.id, NEW.tenant_id, NEW.ref_id,
+            CASE WHEN NEW.last_event IS DISTINCT FROM OLD.last_event OR NEW.updated_at > OLD.updated_at
+                 THEN coalesce(NEW.last_event, 'updated') ELSE 'updated' END,
+            NEW.status, NEW.fire_at,
+            CASE WHEN NEW.last_event IS DISTINCT FROM OLD.last_event OR NEW.updated_at > OLD.updated_at
+                 THEN NEW.last_error ELSE format('status %s -> %s', OLD.status, NEW.status) END,
+            current_user);
+    RETURN NULL;
+END
+$$;
+
+-- An update that makes a row due within 10 minutes (or leaves a recurring row to plan) wakes the
+-- daemons: one notification per such row (identical ones, 'plan', are merged by PostgreSQL).
+CREATE FUNCTION reminderd.notify_row_due_soon() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.fire_at IS NULL THEN
+        PERFORM pg_notify('reminderd_due', 'plan');
+    ELSE
+        PERFORM pg_notify('reminderd_due', extract(epoch FROM NEW.fire_at)::text);
+    END IF;
     RETURN NULL;
 END
 $$;
@@ -2327,6 +2361,7 @@ GRANT EXECUTE ON FUNCTION
     reminderd.check_payload(),
     reminderd.hold_for_paused_tenant(),
     reminderd.notify_due_soon(),
+    reminderd.notify_row_due_soon(),
     reminderd.audit_insert(),
     reminderd.audit_update()
 TO reminderd_app, reminderd_daemon;
@@ -2380,6 +2415,7 @@ GRANT EXECUTE ON FUNCTION
     reminderd.check_payload(),
     reminderd.hold_for_paused_tenant(),
     reminderd.notify_due_soon(),
+    reminderd.notify_row_due_soon(),
     reminderd.audit_insert(),
     reminderd.audit_update(),
     reminderd.check_timezone(text, text),
@@ -2423,18 +2459,30 @@ CREATE TRIGGER scheduled_messages_audit_insert
     AFTER INSERT ON reminderd.scheduled_messages
     REFERENCING NEW TABLE AS changed_rows
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.audit_insert();
-CREATE TRIGGER scheduled_messages_audit_update
-    AFTER UPDATE ON reminderd.scheduled_messages
-    REFERENCING OLD TABLE AS previous_rows NEW TABLE AS changed_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.audit_update();
 CREATE TRIGGER scheduled_messages_notify_insert
     AFTER INSERT ON reminderd.scheduled_messages
     REFERENCING NEW TABLE AS changed_rows
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.notify_due_soon();
+-- After each updated row, as its WHEN clause decides: a statement-level UPDATE trigger with
+-- transition tables would make every claim copy its rows twice for nothing. A claim (picked) and
+-- an attempt's outcome (last_delivery_id moves: deliveries records it) write no event.
+CREATE TRIGGER scheduled_messages_audit_update
+    AFTER UPDATE ON reminderd.scheduled_messages
+    FOR EACH ROW
+    WHEN (NEW.status <> 'picked'
+          AND NEW.last_delivery_id IS NOT DISTINCT FROM OLD.last_delivery_id
+          AND (NEW.status IS DISTINCT FROM OLD.status
+               OR NEW.fire_at IS DISTINCT FROM OLD.fire_at
+               OR NEW.last_event IS DISTINCT FROM OLD.last_event
+               OR NEW.updated_at > OLD.updated_at))
+    EXECUTE FUNCTION reminderd.audit_update();
 CREATE TRIGGER scheduled_messages_notify_update
     AFTER UPDATE ON reminderd.scheduled_messages
-    REFERENCING NEW TABLE AS changed_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.notify_due_soon();
+    FOR EACH ROW
+    WHEN (NEW.status = 'pending'
+          AND (NEW.fire_at IS NULL OR NEW.fire_at < clock_timestamp() + interval '10 minutes')
+          AND (OLD.status IS DISTINCT FROM 'pending' OR NEW.fire_at IS DISTINCT FROM OLD.fire_at))
+    EXECUTE FUNCTION reminderd.notify_row_due_soon();
 
 -- Triggers on tenants and tenant_holidays ---------------------------------------------------------
 -- A tenant and a tenant's day off are checked with sentences before their constraints are.
@@ -2481,15 +2529,35 @@ WHERE status = 'pending' AND fire_at >= date_trunc('hour', now()) AND fire_at < 
 GROUP BY tenant_id, date_trunc('hour', fire_at);
 
 CREATE VIEW reminderd.recent_deliveries WITH (security_invoker = true) AS
-SELECT d.id, d.created_at, d.message_id, d.tenant_id, m.ref_id, d.webhook_id, d.attempt, d.scheduled_for,
+SELECT d.id, d.created_at, d.message_id, d.tenant_id, d.ref_id, d.webhook_id, d.attempt, d.scheduled_for,
        d.status_code, d.error, d.duration_ms,
        CASE WHEN d.status_code BETWEEN 200 AND 299 THEN 'delivered' ELSE 'failed' END AS outcome
 FROM (SELECT * FROM reminderd.deliveries ORDER BY id DESC LIMIT 1000) d
-LEFT JOIN reminderd.scheduled_messages m ON m.id = d.message_id
 ORDER BY d.id DESC;
 
+-- Everything that happened to each message, as one story: its events, and its attempts, each with
+-- the change it made. "Why didn't this reminder fire?":
+--   SELECT * FROM reminderd.trail WHERE tenant_id = 'acme' AND ref_id = 'booking:b7d2:1h'
+--   ORDER BY at, event_id, delivery_id;
+CREATE VIEW reminderd.trail WITH (security_invoker = true) AS
+SELECT e.created_at AS at, e.message_id, e.tenant_id, e.ref_id, e.event, e.status, e.fire_at, e.reason,
+       e.actor, NULL::integer AS attempt, NULL::text AS webhook_id, NULL::integer AS status_code,
+       NULL::text AS error, NULL::integer AS duration_ms, e.id AS event_id, NULL::bigint AS delivery_id
+FROM reminderd.events e
+UNION ALL
+SELECT d.created_at, d.message_id, d.tenant_id, d.ref_id, d.event, d.status, d.fire_at, d.reason,
+       d.actor, d.attempt, d.webhook_id, d.status_code, d.error, d.duration_ms, NULL, d.id
+FROM reminderd.deliveries d;
+COMMENT ON VIEW reminderd.trail IS
+    'Everything that happened to each message: reminderd.events and the attempts of reminderd.deliveries '
+    '(attempt set), each attempt with the change it made (event NULL when it made none). '
+    'ORDER BY at, event_id, delivery_id.';
+
 GRANT SELECT ON reminderd.queue_overview, reminderd.due_now, reminderd.stuck, reminderd.dead_letters,
-    reminderd.upcoming_by_hour, reminderd.recent_deliveries TO reminderd_readonly, reminderd_app, reminderd_daemon;
+    reminderd.upcoming_by_hour, reminderd.recent_deliveries, reminderd.trail
+    TO reminderd_readonly, reminderd_app, reminderd_daemon;
+-- The HTTP API's message history and stats read the trail (the attempts' changes are not in events).
+GRANT SELECT ON reminderd.trail TO reminderd_api;
 
 -- Which daemons run, since when, whether they are alive, what they hold and when they last claimed.
 -- state: alive, stopping (draining after SIGTERM), or dead (silent beyond its dead_after: a live

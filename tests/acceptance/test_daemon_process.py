@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 from collections import Counter
 
 import asyncpg
@@ -148,3 +149,18 @@ async def test_the_daemon_warns_when_the_databases_defaults_for_late_rows_differ
     assert warning["max_lateness_s"] == "database 600.0, daemon 1800.0"
     assert "lookback_s" not in warning and "backfill" not in warning
     assert "REMINDERD_MAX_LATENESS" in str(warning["fix"])
+
+
+async def test_an_http_port_in_use_exits_78_before_claiming_anything(
+    database_url: str, db: asyncpg.Connection, tenant: str
+) -> None:
+    """The probe server is imported and started only after the first claim, but its port is bound
+    at start: a port in use stops the daemon before it takes any row."""
+    await insert_due(db, 5)
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        env = fast_daemon_env(database_url, REMINDERD_HTTP_PORT=str(taken.getsockname()[1]))
+        async with running_daemon(env) as process:
+            assert await process.exit_code() == 78
+    [failed] = process.events("http_listen_failed")
+    assert "REMINDERD_HTTP_PORT" in str(failed["fix"])
+    assert await counts(db) == {"pending": 5}

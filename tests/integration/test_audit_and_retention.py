@@ -1,5 +1,6 @@
-"""The audit trail (reminderd.events, written by statement-level triggers) and retention
-(reminderd.prune, run by the daemon) against a real PostgreSQL.
+"""The audit trail (reminderd.trail: the events the triggers write, and each attempt's row in
+reminderd.deliveries with the change it made) and retention (reminderd.prune, run by the daemon)
+against a real PostgreSQL.
 
 The trail must answer "why didn't this reminder fire?" from one query on (tenant_id, ref_id); the
 pruner must delete exactly what is past its retention, in batches, one pruner at a time.
@@ -22,10 +23,10 @@ pytestmark = pytest.mark.shared_database
 
 # The one query a DBA runs: everything that happened to a reference, in order.
 WHY_DIDNT_IT_FIRE = """
-SELECT e.id, e.message_id, e.event, e.status, e.fire_at, e.reason, e.actor, e.created_at
-FROM reminderd.events e
-WHERE e.tenant_id = $1 AND e.ref_id = $2
-ORDER BY e.id
+SELECT t.message_id, t.event, t.status, t.fire_at, t.reason, t.actor, t.at AS created_at
+FROM reminderd.trail t
+WHERE t.tenant_id = $1 AND t.ref_id = $2
+ORDER BY t.at, t.event_id, t.delivery_id
 """
 
 
@@ -82,7 +83,7 @@ async def test_worker_outcomes_are_events_but_claims_are_not(
     gone = await trail(db, "gone")
     assert names(gone) == ["created", "dead_lettered"]
     assert gone[1]["status"] == "dead" and gone[1]["reason"].startswith("permanent failure: HTTP 410")
-    assert await db.fetchval("SELECT count(*) FROM reminderd.events WHERE status = 'picked'") == 0
+    assert await db.fetchval("SELECT count(*) FROM reminderd.trail WHERE status = 'picked'") == 0
     # The attempts themselves are in deliveries, one per claim.
     assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 3
 
@@ -200,11 +201,11 @@ async def arrange_history(db: asyncpg.Connection) -> dict[str, int]:
     )
     ids |= {r["ref_id"]: r["id"] for r in live}
     await db.execute(
-        "INSERT INTO reminderd.deliveries (message_id, tenant_id, webhook_id, attempt, scheduled_for,"
+        "INSERT INTO reminderd.deliveries (message_id, tenant_id, ref_id, webhook_id, attempt, scheduled_for,"
         " status_code, duration_ms, created_at)"
-        " SELECT m, 'acme', 'msg_' || m || '_' || n, n, now(), 200, 5, now() - age FROM (VALUES"
+        " SELECT m, 'acme', 'ref-' || m, 'msg_' || m || '_' || n, n, now(), 200, 5, now() - age FROM (VALUES"
         "   ($1::bigint, 1, interval '40 days'), ($1, 2, interval '1 day'),"  # kept message: old one pruned
-        "   ($2::bigint, 1, interval '1 day'),"  # pruned message: goes with it
+        "   ($2::bigint, 1, interval '1 day'),"  # pruned message: its attempt stays (the trail)
         "   ($3::bigint, 1, interval '29 days')"  # dead-20d: kept
         " ) AS v(m, n, age)",
         ids["sent-1d"], ids["sent-8d"], ids["dead-20d"],
@@ -235,8 +236,11 @@ async def test_prune_deletes_exactly_what_is_past_its_retention(
     assert await remaining_refs(db) == {"sent-1d", "dead-20d", "cancelled-6d", "pending-60d", "paused-60d"}
     assert pruned.messages == 4  # sent-8d, dead-40d, cancelled-10d, expired-10d
     deliveries = await db.fetch("SELECT message_id, attempt FROM reminderd.deliveries ORDER BY id")
-    assert [(d["message_id"], d["attempt"]) for d in deliveries] == [(ids["sent-1d"], 2), (ids["dead-20d"], 1)]
-    assert pruned.deliveries == 1  # the 40-day-old one; sent-8d's went with its message (ON DELETE CASCADE)
+    assert [(d["message_id"], d["attempt"]) for d in deliveries] == [
+        (ids["sent-1d"], 2), (ids["sent-8d"], 1), (ids["dead-20d"], 1),
+    ]
+    # The 40-day-old one. Attempts are the trail, like events: sent-8d's stays after its message.
+    assert pruned.deliveries == 1
     # Events: the two older than 30 days go; the trail of pruned messages stays (no foreign key).
     assert pruned.events == 2
     assert await db.fetchval("SELECT count(*) FROM reminderd.events") == events_before - 2

@@ -13,13 +13,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import drain, fast_settings, poll_until, row_by_ref, running_worker
 
 from reminderd.health import HealthServer
-from reminderd.migrate import head_revision
+from reminderd.migrate import HEAD_REVISION
 from reminderd.settings import Settings
 from reminderd.store import Store
 from reminderd.testing import Receiver
 from reminderd.worker import Worker
 
-HEAD = head_revision("postgresql://unused")
+HEAD = HEAD_REVISION
 
 
 @asynccontextmanager

@@ -24,7 +24,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from support import poll_until, status_by_id
 
-from reminderd.migrate import head_revision, upgrade
+from reminderd.migrate import HEAD_REVISION, head_revision, upgrade
 from reminderd.queries import load
 from reminderd.schedule.cron import InvalidSchedule, load_timezone, next_fire
 from reminderd.testing import add_tenant
@@ -88,7 +88,7 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
     finally:
         await connection.close()
 
-    assert [v["version_num"] for v in versions] == [head_revision("postgresql://unused")]
+    assert [v["version_num"] for v in versions] == [HEAD_REVISION]
     assert [t["table_name"] for t in tables] == [
         "alembic_version", "api_keys", "config", "daemons", "deliveries", "events", "idempotency_keys",
         "scheduled_messages", "tenant_holidays", "tenant_members", "tenants",
@@ -124,7 +124,7 @@ async def test_a_database_at_0003_with_data_upgrades_to_head(empty_database_url:
         ]
     finally:
         await connection.close()
-    assert version == head_revision("postgresql://unused")
+    assert version == HEAD_REVISION
     assert (row["ref_id"], row["status"]) == ("r1", "pending")
     assert types == ["outcome_v1", "plan_v1", "release_v1"]  # composite types, in the reminderd schema
 
@@ -184,6 +184,42 @@ async def test_a_database_at_0004_with_rows_in_flight_upgrades_to_head(empty_dat
     assert version == head_revision("postgresql://unused")
     assert [tuple(row) for row in rows] == [("in-flight", "picked", 1, None), ("later", "pending", 0, None)]
     assert daemons == 0
+
+
+async def test_a_database_at_0004_with_history_upgrades_to_head(empty_database_url: str) -> None:
+    # 0007 moves an attempt's change into its deliveries row: the attempts logged before keep their
+    # events (written by the old trigger), gain their ref, and read as one story in the trail.
+    await asyncio.to_thread(upgrade, empty_database_url, "0004")
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO reminderd.tenants (id, callback_url) VALUES ('acme', 'https://example.com/cb')"
+        )
+        message_id = await connection.fetchval("SELECT reminderd.schedule('acme', 'r1', now())")
+        await connection.execute(
+            "UPDATE reminderd.scheduled_messages SET status = 'picked', picked_at = now() WHERE id = $1",
+            message_id,
+        )
+        await connection.execute(
+            "INSERT INTO reminderd.deliveries (message_id, tenant_id, webhook_id, attempt, scheduled_for,"
+            " status_code, duration_ms) VALUES ($1, 'acme', 'msg_1_0', 1, now(), 200, 4)", message_id,
+        )
+        await connection.execute(
+            "UPDATE reminderd.scheduled_messages SET status = 'sent', last_event = 'fired', updated_at = now()"
+            " WHERE id = $1", message_id,
+        )
+        await asyncio.to_thread(upgrade, empty_database_url)
+        version = await connection.fetchval("SELECT version_num FROM reminderd.alembic_version")
+        delivery = await connection.fetchrow("SELECT * FROM reminderd.deliveries")
+        trail = await connection.fetch(
+            "SELECT event, status, attempt FROM reminderd.trail WHERE tenant_id = 'acme' AND ref_id = 'r1'"
+            " ORDER BY at, event_id, delivery_id"
+        )
+    finally:
+        await connection.close()
+    assert version == HEAD_REVISION
+    assert (delivery["ref_id"], delivery["status_code"], delivery["event"]) == ("r1", 200, None)
+    assert [tuple(t) for t in trail] == [("created", "pending", None), (None, None, 1), ("fired", "sent", None)]
 
 
 # schema.sql: the current schema for reading, kept equal to what the migrations build ------------

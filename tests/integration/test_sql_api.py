@@ -52,7 +52,10 @@ async def schedule(db: asyncpg.Connection, ref: str, when: str = "now() + interv
 
 
 async def events_of(db: asyncpg.Connection, message_id: int) -> list[str]:
-    rows = await db.fetch("SELECT event FROM reminderd.events WHERE message_id = $1 ORDER BY id", message_id)
+    rows = await db.fetch(
+        "SELECT event FROM reminderd.trail WHERE message_id = $1 AND event IS NOT NULL"
+        " ORDER BY at, event_id, delivery_id", message_id,
+    )
     return [r["event"] for r in rows]
 
 

@@ -21,11 +21,11 @@ from reminderd.arguments import Recurrence, ScheduleRequest
 from reminderd.exceptions import ConfigError, DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from reminderd.jobs import Job
 from reminderd.lifecycle import Event, Status
-from reminderd.migrate import head_revision
+from reminderd.migrate import HEAD_REVISION
 from reminderd.outcome import AttemptResult, Outcome, Plan
 from reminderd.queries import QUERIES
 from reminderd.schedule.cron import next_fire
-from reminderd.store import Release, Store
+from reminderd.store import Release, Store, _outcome_v1
 from reminderd.testing import add_tenant
 
 LEASE_S = 300.0
@@ -375,6 +375,143 @@ async def test_stale_outcome_of_an_earlier_cron_occurrence_does_not_move_the_cur
     )
 
 
+async def test_an_attempt_is_one_row_carrying_the_change_it_made(db: asyncpg.Connection, store: Store) -> None:
+    """The attempt's deliveries row records what it did to the message; events does not repeat it."""
+    await add_tenant(db)
+    sent_id = await insert(db, "sent")
+    retried_id = await insert(db, "retried")
+    jobs = {job.id: job for job in await claim(store)}
+    retry = Outcome(jobs[retried_id], AttemptResult(False, 503, "HTTP 503", 9), Event.RETRY_SCHEDULED,
+                    Status.PENDING, retry_in_s=60.0, next_scheduled_for=jobs[retried_id].scheduled_for,
+                    last_error="attempt 1 failed: HTTP 503; retrying in 60.0s")
+
+    await store.record_outcomes([delivered(jobs[sent_id]), retry])
+
+    me = await db.fetchval("SELECT current_user")
+    [fired] = await deliveries(db, sent_id)
+    assert (fired["ref_id"], fired["event"], fired["status"], fired["reason"], fired["actor"]) == (
+        "sent", "fired", "sent", None, me,
+    )
+    [retrying] = await deliveries(db, retried_id)
+    row = await row_by_id(db, retried_id)
+    assert (retrying["ref_id"], retrying["event"], retrying["status"], retrying["reason"]) == (
+        "retried", "retry_scheduled", "pending", "attempt 1 failed: HTTP 503; retrying in 60.0s",
+    )
+    assert retrying["fire_at"] == row["fire_at"]
+    assert row["last_delivery_id"] == retrying["id"]
+    # One row per attempt: the events table holds the creations only.
+    assert [e["event"] for e in await db.fetch("SELECT event FROM reminderd.events ORDER BY id")] == [
+        "created", "created",
+    ]
+    trail = await db.fetch(
+        "SELECT event, status, attempt, status_code FROM reminderd.trail WHERE ref_id = 'retried'"
+        " ORDER BY at, event_id, delivery_id"
+    )
+    assert [tuple(t) for t in trail] == [
+        ("created", "pending", None, None), ("retry_scheduled", "pending", 1, 503),
+    ]
+
+
+async def test_a_stale_attempt_is_logged_with_no_change(db: asyncpg.Connection, store: Store) -> None:
+    await add_tenant(db)
+    message_id = await insert(db, "r1")
+    stale = await claim_one(store)
+    await db.execute("UPDATE reminderd.scheduled_messages SET picked_at = now() WHERE id = $1", message_id)
+
+    await store.record_outcomes([delivered(stale)])
+
+    [logged] = await deliveries(db, message_id)
+    assert (logged["ref_id"], logged["status_code"]) == ("r1", 200)
+    assert (logged["event"], logged["status"], logged["fire_at"], logged["reason"]) == (None, None, None, None)
+    assert (await row_by_id(db, message_id))["last_delivery_id"] is None
+
+
+async def test_claims_and_attempts_queue_no_trigger_call_held_rows_and_retries_do(
+    db: asyncpg.Connection,
+) -> None:
+    """The claim and the attempts' outcomes are the hot path: the UPDATE triggers' WHEN clauses let
+    them through without a call (a statement-level trigger would be called, its transition tables
+    built, for every claim). A row held back writes its event; a retry due soon wakes the daemons."""
+    await add_tenant(db)
+    for ref in ("delivered", "held", "retried"):
+        await insert(db, ref)
+
+    async with db.transaction():
+        await db.execute("SET LOCAL track_functions = 'pl'")
+        claimed = await db.fetch(QUERIES["claim"], LOOKBACK_S, 10, LEASE_S, "send", 1800.0)
+        jobs = {job.ref_id: job for job in map(Job.from_row, claimed)}
+        after_claim = await trigger_calls(db)
+        held = Outcome(jobs["held"], None, Event.DEFERRED, Status.PENDING,
+                       next_fire_at=jobs["held"].scheduled_for + timedelta(hours=9), refund_attempt=True,
+                       last_error="deferred")
+        retried = Outcome(jobs["retried"], AttemptResult(False, 503, "HTTP 503", 5), Event.RETRY_SCHEDULED,
+                          Status.PENDING, retry_in_s=1.0, next_scheduled_for=jobs["retried"].scheduled_for,
+                          last_error="retrying")
+        await db.execute(QUERIES["record_outcomes"], [outcome_row(delivered(jobs["delivered"]))])
+        after_delivered = await trigger_calls(db)
+        await db.execute(QUERIES["record_outcomes"], [outcome_row(held), outcome_row(retried)])
+        after_the_rest = await trigger_calls(db)
+
+    assert after_claim == {}
+    assert after_delivered == {}
+    assert after_the_rest == {"audit_update": 1, "notify_row_due_soon": 1}
+
+
+async def trigger_calls(db: asyncpg.Connection) -> dict[str, int]:
+    rows = await db.fetch(
+        "SELECT funcname, calls FROM pg_stat_xact_user_functions"
+        " WHERE schemaname = 'reminderd' AND funcname IN ('audit_update', 'notify_row_due_soon')"
+    )
+    return {r["funcname"]: r["calls"] for r in rows}
+
+
+def outcome_row(outcome: Outcome) -> tuple[Any, ...]:
+    """An outcome as the store passes it to record_outcomes (an element of reminderd.outcome_v1[])."""
+    return _outcome_v1(outcome)
+
+
+async def test_recording_looks_rows_up_by_id_whatever_the_statistics_say(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    """Issue 13's plan flip: after ANALYZE saw the table full of pending rows (autovacuum does it at
+    a random moment after a bulk insert), the partial index of picked rows looks empty, and a plan
+    walking it once per outcome took seconds. Every row must be found by its primary key, in the
+    plan of the first executions (custom) and in the one a cached statement switches to (generic)."""
+    await add_tenant(db)
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+        " SELECT 't1', 'r' || n, now() - interval '1 second' FROM generate_series(1, 100000) AS n"
+    )
+    await db.execute("ANALYZE reminderd.scheduled_messages")
+    jobs = await claim(store, batch_size=1000)
+    assert len(jobs) == 1000
+    batch = [outcome_row(delivered(job)) for job in jobs]
+
+    for mode in ("custom", "generic"):
+        async with db.transaction():
+            await db.execute(f"SET LOCAL plan_cache_mode = force_{mode}_plan")
+            [document] = json.loads(await db.fetchval(
+                f"EXPLAIN (FORMAT JSON) {QUERIES['record_outcomes']}", batch
+            ))
+        scans = scans_of(document["Plan"], "scheduled_messages")
+        assert scans, document
+        assert all(scan == "scheduled_messages_pkey" for scan in scans), (mode, scans)
+
+    await store.record_outcomes([delivered(job) for job in jobs])
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'sent'") == 1000
+    assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 1000
+
+
+def scans_of(node: dict[str, Any], relation: str) -> list[str]:
+    """How `relation` is read in a JSON plan: the index of each scan of it, or the scan's type."""
+    found = []
+    if node.get("Relation Name") == relation and "Scan" in node.get("Node Type", ""):
+        found.append(node.get("Index Name") or node["Node Type"])
+    for child in node.get("Plans", []):
+        found += scans_of(child, relation)
+    return found
+
+
 # release ----------------------------------------------------------------------------------------
 
 
@@ -695,7 +832,7 @@ async def test_status_counts_groups_by_tenant_and_status(db: asyncpg.Connection,
 
 
 async def test_schema_revision_is_0001(store: Store) -> None:
-    assert await store.schema_revision() == head_revision("postgresql://unused")
+    assert await store.schema_revision() == HEAD_REVISION
 
 
 async def test_schema_revision_is_none_on_an_empty_database(empty_database_url: str) -> None:

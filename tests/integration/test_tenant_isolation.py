@@ -45,6 +45,7 @@ TENANT_COLUMN = {
     "reminderd.dead_letters": "tenant_id",
     "reminderd.upcoming_by_hour": "tenant_id",
     "reminderd.recent_deliveries": "tenant_id",
+    "reminderd.trail": "tenant_id",
 }
 
 
@@ -125,8 +126,8 @@ async def arrange_messages(db: asyncpg.Connection, tenant_id: str) -> dict[tuple
     )
     ids = {(tenant_id, r["ref_id"]): r["id"] for r in rows}
     await db.execute(
-        "INSERT INTO reminderd.deliveries (message_id, tenant_id, webhook_id, attempt, scheduled_for,"
-        " status_code, duration_ms) VALUES ($1, $2, $3, 1, now() - interval '1 hour', 200, 12)",
+        "INSERT INTO reminderd.deliveries (message_id, tenant_id, ref_id, webhook_id, attempt, scheduled_for,"
+        " status_code, duration_ms) VALUES ($1, $2, 'sent', $3, 1, now() - interval '1 hour', 200, 12)",
         ids[tenant_id, "sent"], tenant_id, f"msg_{ids[tenant_id, 'sent']}_0",
     )
     return ids
@@ -381,8 +382,8 @@ async def test_inserting_a_message_for_the_other_tenant_fails_naming_it(
         "INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, actor)"
         " VALUES (1, 'globex', 'x', 'fired', 'sent', current_user)",
         "INSERT INTO reminderd.deliveries"
-        " (message_id, tenant_id, webhook_id, attempt, scheduled_for, duration_ms)"
-        " VALUES (1, 'acme', 'w', 1, now(), 1)",
+        " (message_id, tenant_id, ref_id, webhook_id, attempt, scheduled_for, duration_ms)"
+        " VALUES (1, 'acme', 'upcoming', 'w', 1, now(), 1)",
         "INSERT INTO reminderd.tenant_members (role_name, tenant_id) VALUES (current_user, 'globex')",
         "UPDATE reminderd.tenants SET callback_url = 'https://acme.example/steal' WHERE id = 'globex'",
     ):
@@ -404,6 +405,38 @@ async def test_an_app_role_cannot_forge_audit_rows_in_another_roles_name(
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await forged
     assert await db.fetchval("SELECT count(*) FROM reminderd.events WHERE actor = 'postgres'") == 0
+
+
+async def test_an_app_role_cannot_hide_a_change_from_the_trail(
+    db: asyncpg.Connection, two_tenants: TwoTenants
+) -> None:
+    """The audit trigger leaves to deliveries the changes whose row moves last_delivery_id (an
+    attempt records them): only the daemon may move it, or an app could cancel without a trace."""
+    app = two_tenants.app_a
+    message_id = two_tenants.ids["acme", "upcoming"]
+    hidden = app.execute(
+        "UPDATE reminderd.scheduled_messages SET status = 'cancelled', last_event = 'cancelled',"
+        " last_delivery_id = 1 WHERE id = $1", message_id,
+    )
+    assert (await failure_of(hidden)).sqlstate == "42501"
+    assert await app.execute(
+        "UPDATE reminderd.scheduled_messages SET status = 'cancelled', last_event = 'cancelled',"
+        " updated_at = now() WHERE id = $1", message_id,
+    ) == "UPDATE 1"
+    assert await db.fetchval(
+        "SELECT count(*) FROM reminderd.trail WHERE message_id = $1 AND event = 'cancelled'", message_id
+    ) == 1
+
+
+async def test_an_app_role_may_update_every_column_but_last_delivery_id(db: asyncpg.Connection) -> None:
+    """Its UPDATE privilege is granted column by column (all but last_delivery_id): a column added
+    later must be added to that grant too, or applications cannot set it."""
+    rows = await db.fetch(
+        "SELECT attname, has_column_privilege('reminderd_app', attrelid, attname, 'UPDATE') AS updatable"
+        " FROM pg_attribute WHERE attrelid = 'reminderd.scheduled_messages'::regclass"
+        " AND attnum > 0 AND NOT attisdropped"
+    )
+    assert {r["attname"] for r in rows if not r["updatable"]} == {"last_delivery_id"}
 
 
 # Secrets ------------------------------------------------------------------------------------------
@@ -534,7 +567,7 @@ async def test_a_daemon_role_that_is_not_a_superuser_delivers(
     delivery = await db.fetchrow("SELECT * FROM reminderd.deliveries WHERE message_id = $1", row["id"])
     assert delivery["status_code"] == 200
     fired = await db.fetchrow(
-        "SELECT * FROM reminderd.events WHERE message_id = $1 AND event = 'fired'", row["id"]
+        "SELECT * FROM reminderd.trail WHERE message_id = $1 AND event = 'fired'", row["id"]
     )
     assert fired["actor"] == daemon
     # Its retention job runs as that role too.
