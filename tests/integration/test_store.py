@@ -438,7 +438,7 @@ async def test_claims_and_attempts_queue_no_trigger_call_held_rows_and_retries_d
 
     async with db.transaction():
         await db.execute("SET LOCAL track_functions = 'pl'")
-        claimed = await db.fetch(QUERIES["claim"], LOOKBACK_S, 10, LEASE_S, "send", 1800.0)
+        claimed = await db.fetch(QUERIES["claim"], LOOKBACK_S, 10, LEASE_S, "send", 1800.0, None)
         jobs = {job.ref_id: job for job in map(Job.from_row, claimed)}
         after_claim = await trigger_calls(db)
         held = Outcome(jobs["held"], None, Event.DEFERRED, Status.PENDING,
