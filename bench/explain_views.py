@@ -98,6 +98,10 @@ EXTRA_QUERIES = {
     "why didn't it fire (events of one ref)": (
         "SELECT * FROM reminderd.events WHERE tenant_id = $1 AND ref_id = $2 ORDER BY id", ("t07", "ref:7"),
     ),
+    "why didn't it fire (the trail of one ref: events and attempts)": (
+        "SELECT * FROM reminderd.trail WHERE tenant_id = $1 AND ref_id = $2 ORDER BY at, event_id, delivery_id",
+        ("t07", "ref:7"),
+    ),
     "one tenant's due_now (WHERE tenant_id = 't07')": (
         "SELECT * FROM reminderd.due_now WHERE tenant_id = $1", ("t07",),
     ),

@@ -76,7 +76,6 @@ CONSTRAINTS: dict[str, str] = {
     "idempotency_keys_tenant_id_fkey": 'unknown tenant "{value}"',
     # deliveries, events, config
     "deliveries_pkey": "a delivery with id {value} already exists",
-    "deliveries_message_id_fkey": "no message with id {value}",
     "events_pkey": "an event with id {value} already exists",
     "config_pkey": 'the setting "{value}" already exists: UPDATE reminderd.config to change it',
     # daemons (the registry, migration 0008): each daemon draws a random id at start

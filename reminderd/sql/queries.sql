@@ -72,7 +72,7 @@ RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
 -- An attempt on a message deleted meanwhile is not logged (its ref is gone with it), nor one
 -- already logged: a batch written again after an outage swallowed the reply to the first write
 -- (which the server still committed) logs each attempt once. Such an attempt gets no delivery_id,
--- so a row it still moved (it cannot: the first write moved it) would be audited by the trigger.
+-- so it cannot claim a change it did not record (the first write moved its row already).
 --
 -- Rows are looked up by primary key, whatever the statistics say: the status is compared with a
 -- column of the batch (held_status), a join condition. As a constant (m.status = 'picked') it was

@@ -137,7 +137,7 @@ async def test_a_daemon_that_was_only_slow_has_its_late_outcome_discarded_and_lo
     first, second = receiver.received
     assert first.webhook_id == second.webhook_id
     assert (first.message["attempt"], second.message["attempt"]) == (1, 2)
-    assert await db.fetchval("SELECT count(*) FROM reminderd.events WHERE event = 'fired'") == 1
+    assert await db.fetchval("SELECT count(*) FROM reminderd.trail WHERE event = 'fired'") == 1
     attempts = await db.fetch("SELECT attempt, status_code FROM reminderd.deliveries ORDER BY attempt")
     assert [tuple(row) for row in attempts] == [(1, 200), (2, 200)]  # both requests went out
     [discarded] = a.events("outcome_discarded")

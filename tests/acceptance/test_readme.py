@@ -101,9 +101,9 @@ SQL = {
     "SELECT reminderd.reschedule('acme', 'booking:b7d2:24h', '2026-12-25 09:00+05:30')": Expect(out="^0\n$"),
     "SELECT reminderd.requeue(id) FROM reminderd.dead_letters WHERE tenant_id = 'acme'": Expect(out="^$"),
     "SELECT reminderd.requeue_dead('acme', now() - interval '1 day')": Expect(out="^0\n$"),
-    "SELECT created_at, event, status, fire_at, reason, actor FROM reminderd.events": Expect(
-        out=r"\|created\|pending\|2026-12-24 03:30:00\+00\|\|reminderd\n.*\|cancelled\|cancelled\|.*"
-            r"\|cancelled by pattern booking:b7d2:%\|reminderd\n$"),
+    "SELECT at, event, status, fire_at, reason, actor, attempt, status_code FROM reminderd.trail": Expect(
+        out=r"\|created\|pending\|2026-12-24 03:30:00\+00\|\|reminderd\|\|\n.*\|cancelled\|cancelled\|.*"
+            r"\|cancelled by pattern booking:b7d2:%\|reminderd\|\|\n$"),
 }
 
 

@@ -452,6 +452,29 @@ async def test_send_now_a_one_off_is_due_now_and_a_recurring_one_sends_an_extra_
     assert (child["status"], child["extra_of"], child["ref_id"]) == ("sent", recurring["id"], "c")
 
 
+async def test_a_messages_history_and_the_stats_read_what_the_daemon_wrote(
+    http: ApiClient, key: str, db: asyncpg.Connection, receiver: Receiver, database_url: str
+) -> None:
+    """An attempt's change (fired, dead_lettered) is on its deliveries row, not in events (migration
+    0007): the message's history and the stats read both, as reminderd.trail does."""
+    now = (await db_now(db)).isoformat()
+    ok = (await http.call("POST", "/v1/messages", key, json={"ref_id": "ok", "fire_at": now})).json
+    gone = (await http.call("POST", "/v1/messages", key, json={"ref_id": "gone", "fire_at": now})).json
+    receiver.script["gone"] = [410]
+    await drain(fast_settings(database_url), due_within_s=0)
+    delivered = (await http.call("GET", f"/v1/messages/{ok['id']}", key)).json
+    assert [(e["event"], e["status"]) for e in delivered["events"]] == [
+        ("created", "pending"), ("fired", "sent"),
+    ]
+    assert delivered["events"][1]["actor"] != "reminderd_api_test"  # the daemon's role
+    assert [(d["attempt"], d["status_code"]) for d in delivered["deliveries"]] == [(1, 200)]
+    dead = (await http.call("GET", f"/v1/messages/{gone['id']}", key)).json
+    assert [e["event"] for e in dead["events"]] == ["created", "dead_lettered"]
+    assert dead["events"][1]["reason"].startswith("permanent failure: HTTP 410")
+    stats = (await http.call("GET", "/v1/stats", key)).json
+    assert stats["last_24h"] == {"delivered": 1, "retried": 0, "dead": 1}
+
+
 async def test_send_now_says_it_is_held_by_quiet_hours(
     http: ApiClient, key: str, db: asyncpg.Connection
 ) -> None:

@@ -286,7 +286,7 @@ async def test_a_rescued_rows_late_outcome_from_a_daemon_that_was_only_slow_is_d
     first_item, second_item = receiver.received
     assert first_item.webhook_id == second_item.webhook_id  # the same occurrence
     assert (first_item.message["attempt"], second_item.message["attempt"]) == (1, 2)
-    fired = await db.fetchval("SELECT count(*) FROM reminderd.events WHERE event = 'fired'")
+    fired = await db.fetchval("SELECT count(*) FROM reminderd.trail WHERE event = 'fired'")
     assert fired == 1
     attempts = await db.fetch("SELECT attempt, status_code FROM reminderd.deliveries ORDER BY attempt")
     assert [tuple(row) for row in attempts] == [(1, 200), (2, 200)]  # both requests really went out
@@ -321,7 +321,7 @@ async def test_a_batch_written_again_after_its_reply_was_lost_logs_each_attempt_
     assert await store.record_outcomes([outcome]) == set()  # fenced: the row is no longer picked
     assert await store.outcomes_written([outcome]) == {job.id}
     assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries WHERE message_id = $1", job.id) == 1
-    assert await db.fetchval("SELECT count(*) FROM reminderd.events WHERE event = 'fired'") == 1
+    assert await db.fetchval("SELECT count(*) FROM reminderd.trail WHERE event = 'fired'") == 1
     # Taken over meanwhile instead (rescued): the outcome was not written, by either try.
     await db.execute("SELECT reminderd.schedule('acme', 'taken', now())")
     [other] = await store.claim(lookback_s=120, batch_size=10, lease_s=300)

@@ -222,6 +222,35 @@ async def test_a_database_at_0004_with_history_upgrades_to_head(empty_database_u
     assert [tuple(t) for t in trail] == [("created", "pending", None), (None, None, 1), ("fired", "sent", None)]
 
 
+async def test_a_database_at_0006_with_api_history_upgrades_to_head(empty_database_url: str) -> None:
+    # 0007 then 0008 on a database the HTTP API has used: an extra occurrence's attempt gains its
+    # ref, the API's role keeps updating the columns it had (extra_of, picked_by), not last_delivery_id.
+    await asyncio.to_thread(upgrade, empty_database_url, "0006")
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(connection, "acme")
+        await connection.fetchval("SELECT reminderd.schedule_cron('acme', 'c1', '0 9 * * *')")
+        extra = await connection.fetchval("SELECT reminderd.send_now('acme', 'c1')")
+        await connection.execute(
+            "INSERT INTO reminderd.deliveries (message_id, tenant_id, webhook_id, attempt, scheduled_for,"
+            " status_code, duration_ms) VALUES ($1, 'acme', 'msg_x', 1, now(), 503, 4)", extra,
+        )
+        await asyncio.to_thread(upgrade, empty_database_url)
+        delivery = await connection.fetchrow("SELECT ref_id, message_id, event FROM reminderd.deliveries")
+        updatable = {
+            column: await connection.fetchval(
+                "SELECT has_column_privilege('reminderd_api', 'reminderd.scheduled_messages', $1, 'UPDATE')",
+                column)
+            for column in ("extra_of", "picked_by", "last_delivery_id")
+        }
+        version = await connection.fetchval("SELECT version_num FROM reminderd.alembic_version")
+    finally:
+        await connection.close()
+    assert version == HEAD_REVISION
+    assert tuple(delivery) == ("c1", extra, None)
+    assert updatable == {"extra_of": True, "picked_by": True, "last_delivery_id": False}
+
+
 # schema.sql: the current schema for reading, kept equal to what the migrations build ------------
 
 

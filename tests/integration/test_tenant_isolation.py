@@ -439,6 +439,19 @@ async def test_an_app_role_may_update_every_column_but_last_delivery_id(db: asyn
     assert {r["attname"] for r in rows if not r["updatable"]} == {"last_delivery_id"}
 
 
+async def test_the_api_role_may_update_every_column_but_last_delivery_id(db: asyncpg.Connection) -> None:
+    """`reminderd serve` connects as reminderd_api, granted UPDATE column by column like
+    reminderd_app: it cannot hide a change from the trail either, and may set every other column
+    (picked_by, extra_of and last_delivery_id came after its role)."""
+    rows = await db.fetch(
+        "SELECT attname, has_column_privilege('reminderd_api', attrelid, attname, 'UPDATE') AS updatable"
+        " FROM pg_attribute WHERE attrelid = 'reminderd.scheduled_messages'::regclass"
+        " AND attnum > 0 AND NOT attisdropped"
+    )
+    assert {r["attname"] for r in rows if not r["updatable"]} == {"last_delivery_id"}
+    assert await db.fetchval("SELECT has_table_privilege('reminderd_api', 'reminderd.trail', 'SELECT')")
+
+
 # Secrets ------------------------------------------------------------------------------------------
 
 
