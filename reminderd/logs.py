@@ -45,10 +45,16 @@ class Output:
         self.text: TextIO = sys.stdout
         self.binary: BinaryIO | None = None
         self._pending: list[bytes] | None = None
+        self._opened: TextIO | None = None  # a log file this output opened, closed when replaced
 
-    def use(self, stream: TextIO) -> None:
+    def use(self, stream: TextIO, *, opened: bool = False) -> None:
+        """Write to `stream` from now on; `opened`: a file configure() opened, so this output
+        closes it when the next one replaces it (SIGHUP, for logrotate)."""
+        previous, self._opened = self._opened, (stream if opened else None)
         self.text = stream
         self.binary = getattr(stream, "buffer", None)
+        if previous is not None and previous is not stream:
+            previous.close()
 
     def msg(self, line: bytes | str) -> None:
         data = line if isinstance(line, bytes) else line.encode()
@@ -84,7 +90,6 @@ class Output:
 
 
 OUTPUT = Output()
-_log_file: TextIO | None = None
 
 
 def batch() -> contextlib.AbstractContextManager[None]:
@@ -120,14 +125,10 @@ def _render_json(_logger: object, _method: str, event_dict: MutableMapping[str, 
 def configure(level: str = "info", *, json: bool | None = None, log_file: str | None = None) -> None:
     """(Re)configure logging. Called again on SIGHUP: a log file is closed and reopened, so
     logrotate can move it away."""
-    global _log_file
     stream: TextIO = sys.stdout
     if log_file:
         stream = open(log_file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
-    previous, _log_file = _log_file, (stream if log_file else None)
-    OUTPUT.use(stream)
-    if previous is not None:
-        previous.close()
+    OUTPUT.use(stream, opened=bool(log_file))
     as_json = not stream.isatty() if json is None else json
     renderer: structlog.typing.Processor = _render_json if as_json else structlog.dev.ConsoleRenderer()
     structlog.configure(

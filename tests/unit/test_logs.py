@@ -36,9 +36,7 @@ def restore_logging() -> Iterator[None]:
     root.setLevel(level)
     logging.captureWarnings(False)
     sys.excepthook, threading.excepthook = hooks
-    if logs._log_file is not None:
-        logs._log_file.close()
-        logs._log_file = None
+    logs.OUTPUT.use(sys.stdout)  # closes a log file a test configured
     structlog.reset_defaults()
 
 
@@ -253,7 +251,9 @@ def test_reconfiguring_reopens_the_log_file_and_applies_to_a_logger_made_before(
     first, second = tmp_path / "a.log", tmp_path / "b.log"
     configure(stream, "info", log_file=str(first))
     log.info("one")
+    first_file = logs.OUTPUT.text
     configure(stream, "error", log_file=str(second))
+    assert first_file.closed  # the replaced file is closed, not leaked
     log.warning("filtered")
     log.error("two")
     assert [json.loads(line)["event"] for line in first.read_text().splitlines()] == ["one"]
