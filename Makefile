@@ -9,7 +9,8 @@ install: ## PostgreSQL binaries (apt, when missing) and the project in .venv
 demo: install ## a throwaway database, the daemon and a receiver: watch callbacks fire
 	@$(PY) -m reminderd.cli demo
 
-test: install ## the whole suite against real PostgreSQL
+test: ## the whole suite against real PostgreSQL and a real browser (installs chromium once)
+	@bash .ci/setup test
 	@$(PY) -m pytest -q
 
 lint: install ## ruff, then mypy --strict
