@@ -14,6 +14,20 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import asyncpg
 
+from .dashboard_rows import (
+    FIRES,
+    Attempt,
+    AuditEntry,
+    Bucket,
+    DashboardKey,
+    FeedEntry,
+    LatenessCount,
+    MessageLine,
+    MessageStory,
+    TenantCounts,
+    TenantFires,
+    TenantRulesView,
+)
 from .exceptions import ConfigError, DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from .jobs import Job, Unplanned
 from .lifecycle import Status
@@ -25,6 +39,7 @@ if TYPE_CHECKING:
     from .validation import ScheduleRequest
 
 NOTIFY_CHANNEL = "reminderd_due"
+FEED_CHANNEL = "reminderd_feed"  # the ids of the fires a statement recorded (migration 0011)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -452,6 +467,185 @@ class Store:
     async def tenants(self) -> list[TenantOverview]:
         return [TenantOverview.from_row(row) for row in await self._pool.fetch(QUERIES["list_tenants"])]
 
+    # The dashboard (sql/dashboard.sql): `tenants` is always the tenants in view ------------
+
+    @_translating
+    async def dashboard_key(self, prefix: str) -> DashboardKey | None:
+        row = await self._pool.fetchrow(QUERIES["dashboard_key"], prefix)
+        return None if row is None else DashboardKey.from_row(row)
+
+    @_translating
+    async def all_tenant_ids(self) -> list[str]:
+        return [row["id"] for row in await self._pool.fetch(QUERIES["dashboard_all_tenant_ids"])]
+
+    @_translating
+    async def tenant_rules(self, tenants: Sequence[str]) -> list[TenantRulesView]:
+        rows = await self._pool.fetch(QUERIES["dashboard_tenants"], list(tenants))
+        return [TenantRulesView.from_row(r) for r in rows]
+
+    @_translating
+    async def database_now(self) -> datetime:
+        now: datetime = await self._pool.fetchval(QUERIES["database_now"])
+        return now
+
+    @_translating
+    async def overview_counts(self, tenants: Sequence[str]) -> list[TenantCounts]:
+        rows = await self._pool.fetch(QUERIES["overview_counts"], list(tenants))
+        return [TenantCounts.from_row(r) for r in rows]
+
+    @_translating
+    async def overview_fires(self, tenants: Sequence[str]) -> list[TenantFires]:
+        rows = await self._pool.fetch(QUERIES["overview_fires"], list(tenants))
+        return [TenantFires.from_row(r) for r in rows]
+
+    @_translating
+    async def overview_lateness(self, tenants: Sequence[str]) -> list[LatenessCount]:
+        rows = await self._pool.fetch(QUERIES["overview_lateness"], list(tenants))
+        return [LatenessCount.from_row(r) for r in rows]
+
+    @_translating
+    async def lateness_bounds_ms(self) -> tuple[float, ...]:
+        return tuple(await self._pool.fetchval(QUERIES["lateness_bounds_ms"]))
+
+    @_translating
+    async def upcoming(self, tenant_id: str | None, *, start: datetime, end: datetime, unit: str,
+                       timezone: str) -> list[Bucket]:
+        """Pending messages by `unit` ('hour' or 'minute' on `timezone`'s clock), fire_at in [start, end)."""
+        if tenant_id is None:
+            rows = await self._pool.fetch(QUERIES["upcoming_all"], start, end, unit, timezone)
+        else:
+            rows = await self._pool.fetch(QUERIES["upcoming_tenant"], start, end, unit, timezone, tenant_id)
+        return [Bucket.from_row(r) for r in rows]
+
+    @_translating
+    async def upcoming_messages(self, tenant_id: str | None, *, start: datetime, end: datetime,
+                                limit: int) -> list[MessageLine]:
+        if tenant_id is None:
+            rows = await self._pool.fetch(QUERIES["upcoming_messages_all"], start, end, limit)
+        else:
+            rows = await self._pool.fetch(QUERIES["upcoming_messages_tenant"], start, end, limit, tenant_id)
+        return [MessageLine.from_row(r) for r in rows]
+
+    @_translating
+    async def next_timezone(self, tenant_id: str) -> str | None:
+        timezone: str | None = await self._pool.fetchval(QUERIES["upcoming_timezone"], tenant_id)
+        return timezone
+
+    @_translating
+    async def tenant_holidays_between(self, tenant_id: str, first: date, last: date) -> list[tuple[date, str]]:
+        rows = await self._pool.fetch(QUERIES["tenant_holidays_between"], tenant_id, first, last)
+        return [(r["day"], r["name"]) for r in rows]
+
+    @_translating
+    async def feed_recent(
+        self, tenant_id: str | None, *, after_id: int = 0, limit: int = 1000, kinds: Sequence[str] = FIRES,
+        ref_range: tuple[str, str | None] = ("", None), look_back_events: int | None = None,
+    ) -> list[FeedEntry]:
+        """The newest `limit` fires after event `after_id`, newest first; a filtered feed looks back
+        over the last `look_back_events` audit events only (None: no bound)."""
+        floor = 0
+        if look_back_events is not None:
+            floor = max(0, await self._pool.fetchval(QUERIES["feed_newest_event_id"]) - look_back_events)
+        args = (after_id, limit, list(kinds), ref_range[0], ref_range[1], floor)
+        if tenant_id is None:
+            rows = await self._pool.fetch(QUERIES["feed_recent_all"], *args)
+        else:
+            rows = await self._pool.fetch(QUERIES["feed_recent_tenant"], *args, tenant_id)
+        return [FeedEntry.from_row(r) for r in rows]
+
+    @_translating
+    async def feed_events(self, event_ids: Sequence[int]) -> list[FeedEntry]:
+        return [FeedEntry.from_row(r) for r in await self._pool.fetch(QUERIES["feed_events"], list(event_ids))]
+
+    @_translating
+    async def message_by_id(self, tenants: Sequence[str], message_id: int) -> MessageLine | None:
+        row = await self._pool.fetchrow(QUERIES["search_by_id"], list(tenants), message_id)
+        return None if row is None else MessageLine.from_row(row)
+
+    @_translating
+    async def messages_by_ref(self, tenants: Sequence[str], ref_range: tuple[str, str], *, limit: int
+                              ) -> list[MessageLine]:
+        rows = await self._pool.fetch(QUERIES["search_by_ref"], list(tenants), *ref_range, limit)
+        return [MessageLine.from_row(r) for r in rows]
+
+    @_translating
+    async def message_story(self, tenants: Sequence[str], message_id: int, *, backfill: str = DEFAULT_BACKFILL,
+                            max_lateness_s: float = DEFAULT_MAX_LATENESS_S,
+                            ) -> tuple[MessageStory, list[Attempt], list[AuditEntry]] | None:
+        """One message of the tenants in view with its attempts and its audit trail; None when there
+        is no such message among them."""
+        row = await self._pool.fetchrow(QUERIES["dashboard_message"], list(tenants), message_id, backfill,
+                                        max_lateness_s)
+        if row is None:
+            return None
+        attempts = await self._pool.fetch(QUERIES["dashboard_deliveries"], message_id)
+        events = await self._pool.fetch(QUERIES["dashboard_events"], message_id)
+        return (MessageStory.from_row(row), [Attempt.from_row(r) for r in attempts],
+                [AuditEntry.from_row(r) for r in events])
+
+    @_translating
+    async def dead_letters(
+        self, tenants: Sequence[str], *, min_age_s: float, max_age_s: float, error: str | None,
+        before: tuple[datetime, int], limit: int,
+    ) -> list[MessageLine]:
+        """Newest first, below the cursor `before` = (dead since, id); up to `limit` + 1 rows."""
+        rows = await self._pool.fetch(QUERIES["dead_letters"], list(tenants), min_age_s, max_age_s, error,
+                                      before[0], before[1], limit)
+        return [MessageLine.from_row(r) for r in rows]
+
+    @_translating
+    async def dead_letters_count(self, tenants: Sequence[str], *, min_age_s: float, max_age_s: float,
+                                 error: str | None) -> int:
+        count: int = await self._pool.fetchval(QUERIES["dead_letters_count"], list(tenants), min_age_s,
+                                               max_age_s, error)
+        return count
+
+    @_translating
+    async def dead_letters_selected(self, tenants: Sequence[str], message_ids: Sequence[int]
+                                    ) -> list[MessageLine]:
+        rows = await self._pool.fetch(QUERIES["dead_letters_selected"], list(tenants), list(message_ids))
+        return [MessageLine.from_row(r) for r in rows]
+
+    async def _acting(self, on_behalf_of: str, query: str, *args: Any) -> Any:
+        """Run `query` in a transaction whose audit events say whom it was done for."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(QUERIES["act_for"], on_behalf_of)
+            return await connection.fetchval(QUERIES[query], *args)
+
+    @_translating
+    async def requeue_dead(self, tenants: Sequence[str], message_ids: Sequence[int], *, on_behalf_of: str
+                           ) -> int:
+        requeued: int = await self._acting(on_behalf_of, "requeue_dead_ids", list(tenants), list(message_ids))
+        return requeued
+
+    @_translating
+    async def requeue_dead_matching(self, tenants: Sequence[str], *, min_age_s: float, max_age_s: float,
+                                    error: str | None, limit: int, on_behalf_of: str) -> int:
+        requeued: int = await self._acting(on_behalf_of, "requeue_dead_matching", list(tenants), min_age_s,
+                                           max_age_s, error, limit)
+        return requeued
+
+    @_translating
+    async def send_now_as(self, tenant_id: str, ref_id: str, *, on_behalf_of: str) -> int | None:
+        """reminderd.send_now: the id of the message that goes out (None: nothing live)."""
+        message_id: int | None = await self._acting(on_behalf_of, "dashboard_send_now", tenant_id, ref_id)
+        return message_id
+
+    @_translating
+    async def pause_as(self, tenant_id: str, ref_id: str, *, on_behalf_of: str) -> int:
+        paused: int = await self._acting(on_behalf_of, "dashboard_pause", tenant_id, ref_id)
+        return paused
+
+    @_translating
+    async def resume_as(self, tenant_id: str, ref_id: str, *, on_behalf_of: str) -> int:
+        resumed: int = await self._acting(on_behalf_of, "dashboard_resume", tenant_id, ref_id)
+        return resumed
+
+    @_translating
+    async def cancel_as(self, tenant_id: str, message_id: int, *, on_behalf_of: str) -> int:
+        cancelled: int = await self._acting(on_behalf_of, "dashboard_cancel", tenant_id, message_id)
+        return cancelled
+
 
 class Listener:
     """A dedicated connection LISTENing for due-soon notifications (a pool connection cannot)."""
@@ -481,3 +675,42 @@ class Listener:
             await self._connection.close()
         self._connection = None
 
+
+
+class FeedListener:
+    """A dedicated connection LISTENing for the fires statements record (FEED_CHANNEL): each
+    notification is a comma-separated list of event ids. `on_lost` is called when the
+    connection ends (the feed then reconnects and catches up)."""
+
+    def __init__(self, database_url: str, on_ids: Callable[[list[int]], None],
+                 on_lost: Callable[[], None]) -> None:
+        self._database_url = database_url
+        self._on_ids = on_ids
+        self._on_lost = on_lost
+        self._connection: asyncpg.Connection | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed()
+
+    @_translating
+    async def connect(self) -> None:
+        connection = await asyncpg.connect(
+            self._database_url, server_settings={"application_name": "reminderd-feed"}
+        )
+        connection.add_termination_listener(self._terminated)
+        await connection.add_listener(FEED_CHANNEL, self._notified)
+        self._connection = connection
+
+    def _notified(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        self._on_ids([int(part) for part in payload.split(",") if part.isdecimal()])
+
+    def _terminated(self, _connection: Any) -> None:
+        self._connection = None
+        self._on_lost()
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            connection.remove_termination_listener(self._terminated)
+            await connection.close()
