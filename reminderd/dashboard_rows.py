@@ -71,7 +71,8 @@ class TenantCounts:
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> TenantCounts:
-        return cls(**dict(row.items()))
+        return cls(row["tenant_id"], row.get("pending", 0), row.get("picked", 0), row.get("paused", 0),
+                   row.get("dead", 0), row.get("due", 0), row.get("oldest_due"))
 
 
 @dataclass(frozen=True, slots=True)

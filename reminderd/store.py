@@ -467,7 +467,11 @@ class Store:
     async def tenants(self) -> list[TenantOverview]:
         return [TenantOverview.from_row(row) for row in await self._pool.fetch(QUERIES["list_tenants"])]
 
-    # The dashboard (sql/dashboard.sql): `tenants` is always the tenants in view ------------
+    # The dashboard (sql/dashboard.sql): `tenant_id` is the tenant in view, None for every one --
+
+    def _scoped(self, name: str, tenant_id: str | None) -> str:
+        """The statement `name` for every tenant (`name_all`) or for one (`name_tenant`, $1)."""
+        return QUERIES[f"{name}_all" if tenant_id is None else f"{name}_tenant"]
 
     @_translating
     async def dashboard_key(self, prefix: str) -> DashboardKey | None:
@@ -475,12 +479,8 @@ class Store:
         return None if row is None else DashboardKey.from_row(row)
 
     @_translating
-    async def all_tenant_ids(self) -> list[str]:
-        return [row["id"] for row in await self._pool.fetch(QUERIES["dashboard_all_tenant_ids"])]
-
-    @_translating
-    async def tenant_rules(self, tenants: Sequence[str]) -> list[TenantRulesView]:
-        rows = await self._pool.fetch(QUERIES["dashboard_tenants"], list(tenants))
+    async def tenant_rules(self, tenant_id: str | None) -> list[TenantRulesView]:
+        rows = await self._pool.fetch(QUERIES["dashboard_tenants"], tenant_id)
         return [TenantRulesView.from_row(r) for r in rows]
 
     @_translating
@@ -489,18 +489,27 @@ class Store:
         return now
 
     @_translating
-    async def overview_counts(self, tenants: Sequence[str]) -> list[TenantCounts]:
-        rows = await self._pool.fetch(QUERIES["overview_counts"], list(tenants))
-        return [TenantCounts.from_row(r) for r in rows]
+    async def overview_counts(self, tenant_id: str | None) -> list[TenantCounts]:
+        """Per tenant: its live and dead messages by status, and its backlog."""
+        args = () if tenant_id is None else (tenant_id,)
+        counts: dict[str, dict[str, Any]] = {}
+        for row in await self._pool.fetch(self._scoped("overview_counts", tenant_id), *args):
+            counts.setdefault(row["tenant_id"], {})[row["status"]] = row["messages"]
+        for row in await self._pool.fetch(self._scoped("overview_backlog", tenant_id), *args):
+            counts.setdefault(row["tenant_id"], {}).update(due=row["due"], oldest_due=row["oldest_due"])
+        return [TenantCounts.from_row({"tenant_id": tenant, **values})
+                for tenant, values in sorted(counts.items())]
 
     @_translating
-    async def overview_fires(self, tenants: Sequence[str]) -> list[TenantFires]:
-        rows = await self._pool.fetch(QUERIES["overview_fires"], list(tenants))
+    async def overview_fires(self, tenant_id: str | None) -> list[TenantFires]:
+        args = () if tenant_id is None else (tenant_id,)
+        rows = await self._pool.fetch(self._scoped("overview_fires", tenant_id), *args)
         return [TenantFires.from_row(r) for r in rows]
 
     @_translating
-    async def overview_lateness(self, tenants: Sequence[str]) -> list[LatenessCount]:
-        rows = await self._pool.fetch(QUERIES["overview_lateness"], list(tenants))
+    async def overview_lateness(self, tenant_id: str | None) -> list[LatenessCount]:
+        args = () if tenant_id is None else (tenant_id,)
+        rows = await self._pool.fetch(self._scoped("overview_lateness", tenant_id), *args)
         return [LatenessCount.from_row(r) for r in rows]
 
     @_translating
@@ -511,19 +520,14 @@ class Store:
     async def upcoming(self, tenant_id: str | None, *, start: datetime, end: datetime, unit: str,
                        timezone: str) -> list[Bucket]:
         """Pending messages by `unit` ('hour' or 'minute' on `timezone`'s clock), fire_at in [start, end)."""
-        if tenant_id is None:
-            rows = await self._pool.fetch(QUERIES["upcoming_all"], start, end, unit, timezone)
-        else:
-            rows = await self._pool.fetch(QUERIES["upcoming_tenant"], start, end, unit, timezone, tenant_id)
-        return [Bucket.from_row(r) for r in rows]
+        args = (start, end, unit, timezone) + (() if tenant_id is None else (tenant_id,))
+        return [Bucket.from_row(r) for r in await self._pool.fetch(self._scoped("upcoming", tenant_id), *args)]
 
     @_translating
     async def upcoming_messages(self, tenant_id: str | None, *, start: datetime, end: datetime,
                                 limit: int) -> list[MessageLine]:
-        if tenant_id is None:
-            rows = await self._pool.fetch(QUERIES["upcoming_messages_all"], start, end, limit)
-        else:
-            rows = await self._pool.fetch(QUERIES["upcoming_messages_tenant"], start, end, limit, tenant_id)
+        args = (start, end, limit) + (() if tenant_id is None else (tenant_id,))
+        rows = await self._pool.fetch(self._scoped("upcoming_messages", tenant_id), *args)
         return [MessageLine.from_row(r) for r in rows]
 
     @_translating
@@ -546,11 +550,10 @@ class Store:
         floor = 0
         if look_back_events is not None:
             floor = max(0, await self._pool.fetchval(QUERIES["feed_newest_event_id"]) - look_back_events)
-        args = (after_id, limit, list(kinds), ref_range[0], ref_range[1], floor)
-        if tenant_id is None:
-            rows = await self._pool.fetch(QUERIES["feed_recent_all"], *args)
-        else:
-            rows = await self._pool.fetch(QUERIES["feed_recent_tenant"], *args, tenant_id)
+        args: tuple[Any, ...] = (after_id, limit, list(kinds), ref_range[0], ref_range[1], floor)
+        if tenant_id is not None:
+            args += (tenant_id,)
+        rows = await self._pool.fetch(self._scoped("feed_recent", tenant_id), *args)
         return [FeedEntry.from_row(r) for r in rows]
 
     @_translating
@@ -558,23 +561,24 @@ class Store:
         return [FeedEntry.from_row(r) for r in await self._pool.fetch(QUERIES["feed_events"], list(event_ids))]
 
     @_translating
-    async def message_by_id(self, tenants: Sequence[str], message_id: int) -> MessageLine | None:
-        row = await self._pool.fetchrow(QUERIES["search_by_id"], list(tenants), message_id)
+    async def message_by_id(self, tenant_id: str | None, message_id: int) -> MessageLine | None:
+        row = await self._pool.fetchrow(QUERIES["search_by_id"], tenant_id, message_id)
         return None if row is None else MessageLine.from_row(row)
 
     @_translating
-    async def messages_by_ref(self, tenants: Sequence[str], ref_range: tuple[str, str], *, limit: int
+    async def messages_by_ref(self, tenant_id: str | None, ref_range: tuple[str, str], *, limit: int
                               ) -> list[MessageLine]:
-        rows = await self._pool.fetch(QUERIES["search_by_ref"], list(tenants), *ref_range, limit)
+        args = (*ref_range, limit) + (() if tenant_id is None else (tenant_id,))
+        rows = await self._pool.fetch(self._scoped("search_by_ref", tenant_id), *args)
         return [MessageLine.from_row(r) for r in rows]
 
     @_translating
-    async def message_story(self, tenants: Sequence[str], message_id: int, *, backfill: str = DEFAULT_BACKFILL,
+    async def message_story(self, tenant_id: str | None, message_id: int, *, backfill: str = DEFAULT_BACKFILL,
                             max_lateness_s: float = DEFAULT_MAX_LATENESS_S,
                             ) -> tuple[MessageStory, list[Attempt], list[AuditEntry]] | None:
-        """One message of the tenants in view with its attempts and its audit trail; None when there
-        is no such message among them."""
-        row = await self._pool.fetchrow(QUERIES["dashboard_message"], list(tenants), message_id, backfill,
+        """One message in view with its attempts and its audit trail; None when there is no such
+        message, or it is another tenant's."""
+        row = await self._pool.fetchrow(QUERIES["dashboard_message"], tenant_id, message_id, backfill,
                                         max_lateness_s)
         if row is None:
             return None
@@ -585,25 +589,25 @@ class Store:
 
     @_translating
     async def dead_letters(
-        self, tenants: Sequence[str], *, min_age_s: float, max_age_s: float, error: str | None,
+        self, tenant_id: str | None, *, min_age_s: float, max_age_s: float, error: str | None,
         before: tuple[datetime, int], limit: int,
     ) -> list[MessageLine]:
         """Newest first, below the cursor `before` = (dead since, id); up to `limit` + 1 rows."""
-        rows = await self._pool.fetch(QUERIES["dead_letters"], list(tenants), min_age_s, max_age_s, error,
+        rows = await self._pool.fetch(QUERIES["dead_letters"], tenant_id, min_age_s, max_age_s, error,
                                       before[0], before[1], limit)
         return [MessageLine.from_row(r) for r in rows]
 
     @_translating
-    async def dead_letters_count(self, tenants: Sequence[str], *, min_age_s: float, max_age_s: float,
+    async def dead_letters_count(self, tenant_id: str | None, *, min_age_s: float, max_age_s: float,
                                  error: str | None) -> int:
-        count: int = await self._pool.fetchval(QUERIES["dead_letters_count"], list(tenants), min_age_s,
+        count: int = await self._pool.fetchval(QUERIES["dead_letters_count"], tenant_id, min_age_s,
                                                max_age_s, error)
         return count
 
     @_translating
-    async def dead_letters_selected(self, tenants: Sequence[str], message_ids: Sequence[int]
+    async def dead_letters_selected(self, tenant_id: str | None, message_ids: Sequence[int]
                                     ) -> list[MessageLine]:
-        rows = await self._pool.fetch(QUERIES["dead_letters_selected"], list(tenants), list(message_ids))
+        rows = await self._pool.fetch(QUERIES["dead_letters_selected"], tenant_id, list(message_ids))
         return [MessageLine.from_row(r) for r in rows]
 
     async def _acting(self, on_behalf_of: str, query: str, *args: Any) -> Any:
@@ -613,15 +617,15 @@ class Store:
             return await connection.fetchval(QUERIES[query], *args)
 
     @_translating
-    async def requeue_dead(self, tenants: Sequence[str], message_ids: Sequence[int], *, on_behalf_of: str
+    async def requeue_dead(self, tenant_id: str | None, message_ids: Sequence[int], *, on_behalf_of: str
                            ) -> int:
-        requeued: int = await self._acting(on_behalf_of, "requeue_dead_ids", list(tenants), list(message_ids))
+        requeued: int = await self._acting(on_behalf_of, "requeue_dead_ids", tenant_id, list(message_ids))
         return requeued
 
     @_translating
-    async def requeue_dead_matching(self, tenants: Sequence[str], *, min_age_s: float, max_age_s: float,
+    async def requeue_dead_matching(self, tenant_id: str | None, *, min_age_s: float, max_age_s: float,
                                     error: str | None, limit: int, on_behalf_of: str) -> int:
-        requeued: int = await self._acting(on_behalf_of, "requeue_dead_matching", list(tenants), min_age_s,
+        requeued: int = await self._acting(on_behalf_of, "requeue_dead_matching", tenant_id, min_age_s,
                                            max_age_s, error, limit)
         return requeued
 

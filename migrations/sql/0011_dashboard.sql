@@ -7,11 +7,14 @@
 --   NOTIFY reminderd_feed          the ids of the fires each statement recorded, so the feed is
 --                                  pushed as they are written (no polling).
 --   events.on_behalf_of            who a role acted for: the API key of a dashboard or API action.
+--   deliveries_message             on (message_id, id) instead of (message_id, attempt): a message's
+--                                  last 100 attempts are an index range even for a recurring row
+--                                  (whose attempts restart at 1 for each occurrence).
 -- Run by migrations/versions/0011_dashboard.py in one transaction. History: once released, never
 -- edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 --
--- On a large events table the two CREATE INDEX below block writes to it while they build (about
--- a second per million events here); run it in a quiet moment.
+-- On large events and deliveries tables the CREATE INDEX below block writes to them while they
+-- build (about a second per million rows here); run it in a quiet moment.
 
 -- The audit trail: who a role acted for. A column default, not a trigger: every insert path
 -- (the audit triggers, send_now's own insert) fills it at no cost, from the transaction's
@@ -31,6 +34,11 @@ CREATE INDEX events_fires ON reminderd.events (id)
 CREATE INDEX events_tenant_fires ON reminderd.events (tenant_id, id)
     WHERE event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
                     'holiday_skipped');
+
+-- A message's attempts newest first, bounded, whatever their attempt numbers: the message page
+-- (and the foreign key's cascade, and any lookup by message, as before).
+DROP INDEX reminderd.deliveries_message;
+CREATE INDEX deliveries_message ON reminderd.deliveries (message_id, id);
 
 -- Fires per tenant and minute, and per tenant and hour (UTC), counted from the audit trail as it
 -- is written. The dashboard's "last hour" is the current minute and the 59 before it; its "last

@@ -3,7 +3,9 @@
 -- the files. Each reads an index or one of the aggregates the triggers keep (fire_counts,
 -- lateness_counts), never the whole of scheduled_messages or deliveries: docs/sql.md has their
 -- plans on 1,000,000 messages and 5,000,000 deliveries (bench/explain_views.py --dashboard).
--- $1 is always the tenants in view: one, for a tenant's key; all of them, for an operator's.
+-- The tenants in view are one (a tenant's key, or an operator looking at one tenant) or all of
+-- them (an operator): statements whose plans differ come in two, `_all` and `_tenant`; the others
+-- take the tenant as $1, NULL for all of them, where the row is found by its id first.
 
 -- dashboard_key --
 -- The key a sign-in presented (or a session names), found by its visible prefix; the server
@@ -13,61 +15,93 @@ FROM reminderd.api_keys
 WHERE prefix = $1;
 
 -- dashboard_tenants --
--- Every tenant, with the rules the upcoming page shades (quiet hours, calendar).
+-- The tenants in view ($1 NULL: every one), with the rules the upcoming page shades.
 SELECT id, paused, calendar, holiday_rule, quiet_start, quiet_end, quiet_exempt
 FROM reminderd.tenants
-WHERE id = ANY ($1::text[])
+WHERE $1::text IS NULL OR id = $1
 ORDER BY id;
 
--- dashboard_all_tenant_ids --
-SELECT id FROM reminderd.tenants ORDER BY id;
+-- overview_counts_all --
+-- Live and dead messages per tenant and status: one range count of the partial index
+-- scheduled_messages_overview per tenant and status, read without the table.
+SELECT t.id AS tenant_id, s.status, c.messages
+FROM reminderd.tenants t
+CROSS JOIN unnest(ARRAY['pending', 'picked', 'paused', 'dead']) AS s(status)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS messages
+    FROM reminderd.scheduled_messages m
+    WHERE m.tenant_id = t.id AND m.status = s.status AND m.status IN ('pending', 'picked', 'paused', 'dead')
+) c;
 
--- overview_counts --
--- Live and dead messages per tenant, and the pending ones already due (the backlog): one range of
--- the partial index scheduled_messages_overview per tenant, read without the table.
-SELECT t.id AS tenant_id, c.pending, c.picked, c.paused, c.dead, c.due, c.oldest_due
+-- overview_counts_tenant --
+SELECT $1::text AS tenant_id, s.status, c.messages
+FROM unnest(ARRAY['pending', 'picked', 'paused', 'dead']) AS s(status)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS messages
+    FROM reminderd.scheduled_messages m
+    WHERE m.tenant_id = $1 AND m.status = s.status AND m.status IN ('pending', 'picked', 'paused', 'dead')
+) c;
+
+-- overview_backlog_all --
+-- Per tenant, the pending messages already due (not picked yet) and the oldest one's fire_at: the
+-- due end of each tenant's range of scheduled_messages_overview.
+SELECT t.id AS tenant_id, c.due, c.oldest_due
 FROM reminderd.tenants t
 CROSS JOIN LATERAL (
-    SELECT count(*) FILTER (WHERE m.status = 'pending') AS pending,
-           count(*) FILTER (WHERE m.status = 'picked') AS picked,
-           count(*) FILTER (WHERE m.status = 'paused') AS paused,
-           count(*) FILTER (WHERE m.status = 'dead') AS dead,
-           count(*) FILTER (WHERE m.status = 'pending' AND m.fire_at <= now()) AS due,
-           min(m.fire_at) FILTER (WHERE m.status = 'pending' AND m.fire_at <= now()) AS oldest_due
+    SELECT count(*) AS due, min(m.fire_at) AS oldest_due
     FROM reminderd.scheduled_messages m
-    WHERE m.tenant_id = t.id AND m.status IN ('pending', 'picked', 'paused', 'dead')
-) c
-WHERE t.id = ANY ($1::text[])
-ORDER BY t.id;
+    WHERE m.tenant_id = t.id AND m.status = 'pending' AND m.fire_at <= now()
+) c;
 
--- overview_fires --
--- Fires per tenant in the last hour (the current minute and the 59 before it) and the last 24
--- hours (the current hour and the 23 before it), from the aggregate fire_counts.
-SELECT f.tenant_id,
-       coalesce(sum(f.delivered) FILTER (WHERE f.period = 'minute'), 0)::bigint AS delivered_1h,
-       coalesce(sum(f.retried) FILTER (WHERE f.period = 'minute'), 0)::bigint AS retried_1h,
-       coalesce(sum(f.dead) FILTER (WHERE f.period = 'minute'), 0)::bigint AS dead_1h,
-       coalesce(sum(f.expired) FILTER (WHERE f.period = 'minute'), 0)::bigint AS expired_1h,
-       coalesce(sum(f.held) FILTER (WHERE f.period = 'minute'), 0)::bigint AS held_1h,
-       coalesce(sum(f.delivered) FILTER (WHERE f.period = 'hour'), 0)::bigint AS delivered_24h,
-       coalesce(sum(f.retried) FILTER (WHERE f.period = 'hour'), 0)::bigint AS retried_24h,
-       coalesce(sum(f.dead) FILTER (WHERE f.period = 'hour'), 0)::bigint AS dead_24h,
-       coalesce(sum(f.expired) FILTER (WHERE f.period = 'hour'), 0)::bigint AS expired_24h,
-       coalesce(sum(f.held) FILTER (WHERE f.period = 'hour'), 0)::bigint AS held_24h
-FROM reminderd.fire_counts f
-WHERE ((f.period = 'minute' AND f.starts_at > date_trunc('minute', now(), 'UTC') - interval '1 hour')
-       OR (f.period = 'hour' AND f.starts_at > date_trunc('hour', now(), 'UTC') - interval '24 hours'))
-  AND f.tenant_id = ANY ($1::text[])
-GROUP BY f.tenant_id;
+-- overview_backlog_tenant --
+SELECT $1::text AS tenant_id, count(*) AS due, min(m.fire_at) AS oldest_due
+FROM reminderd.scheduled_messages m
+WHERE m.tenant_id = $1 AND m.status = 'pending' AND m.fire_at <= now();
 
--- overview_lateness --
--- Delivered attempts per tenant, window (the same two as overview_fires) and lateness bucket,
--- from the aggregate lateness_counts; the server reads the percentiles off these counts.
-SELECT l.tenant_id, l.period = 'minute' AS last_hour, l.bucket, sum(l.delivered)::bigint AS delivered
-FROM reminderd.lateness_counts l
-WHERE ((l.period = 'minute' AND l.starts_at > date_trunc('minute', now(), 'UTC') - interval '1 hour')
-       OR (l.period = 'hour' AND l.starts_at > date_trunc('hour', now(), 'UTC') - interval '24 hours'))
-  AND l.tenant_id = ANY ($1::text[])
+-- fire_counts_columns --
+-- A fragment: fires per tenant in the last hour (the current minute and the 59 before it) and the
+-- last 24 hours (the current hour and the 23 before it), from the aggregate fire_counts.
+c.tenant_id,
+coalesce(sum(c.delivered) FILTER (WHERE c.period = 'minute'), 0)::bigint AS delivered_1h,
+coalesce(sum(c.retried) FILTER (WHERE c.period = 'minute'), 0)::bigint AS retried_1h,
+coalesce(sum(c.dead) FILTER (WHERE c.period = 'minute'), 0)::bigint AS dead_1h,
+coalesce(sum(c.expired) FILTER (WHERE c.period = 'minute'), 0)::bigint AS expired_1h,
+coalesce(sum(c.held) FILTER (WHERE c.period = 'minute'), 0)::bigint AS held_1h,
+coalesce(sum(c.delivered) FILTER (WHERE c.period = 'hour'), 0)::bigint AS delivered_24h,
+coalesce(sum(c.retried) FILTER (WHERE c.period = 'hour'), 0)::bigint AS retried_24h,
+coalesce(sum(c.dead) FILTER (WHERE c.period = 'hour'), 0)::bigint AS dead_24h,
+coalesce(sum(c.expired) FILTER (WHERE c.period = 'hour'), 0)::bigint AS expired_24h,
+coalesce(sum(c.held) FILTER (WHERE c.period = 'hour'), 0)::bigint AS held_24h
+
+-- counts_window --
+-- A fragment: the rows of an aggregate (c) in those two windows (two ranges of its primary key).
+((c.period = 'minute' AND c.starts_at > date_trunc('minute', now(), 'UTC') - interval '1 hour')
+ OR (c.period = 'hour' AND c.starts_at > date_trunc('hour', now(), 'UTC') - interval '24 hours'))
+
+-- overview_fires_all --
+SELECT {fire_counts_columns}
+FROM reminderd.fire_counts c
+WHERE {counts_window}
+GROUP BY c.tenant_id;
+
+-- overview_fires_tenant --
+SELECT {fire_counts_columns}
+FROM reminderd.fire_counts c
+WHERE {counts_window} AND c.tenant_id = $1
+GROUP BY c.tenant_id;
+
+-- overview_lateness_all --
+-- Delivered attempts per tenant, window and lateness bucket, from the aggregate lateness_counts;
+-- the server reads the percentiles off these counts.
+SELECT c.tenant_id, c.period = 'minute' AS last_hour, c.bucket, sum(c.delivered)::bigint AS delivered
+FROM reminderd.lateness_counts c
+WHERE {counts_window}
+GROUP BY 1, 2, 3;
+
+-- overview_lateness_tenant --
+SELECT c.tenant_id, c.period = 'minute' AS last_hour, c.bucket, sum(c.delivered)::bigint AS delivered
+FROM reminderd.lateness_counts c
+WHERE {counts_window} AND c.tenant_id = $1
 GROUP BY 1, 2, 3;
 
 -- lateness_bounds_ms --
@@ -176,22 +210,30 @@ ORDER BY e.id;
 -- search_by_id --
 SELECT {dashboard_message_columns}
 FROM reminderd.scheduled_messages m
-WHERE m.id = $2 AND m.tenant_id = ANY ($1::text[]);
+WHERE m.id = $2 AND ($1::text IS NULL OR m.tenant_id = $1);
 
--- search_by_ref --
--- Each tenant's messages with refs in [$2, $3) (a prefix; an exact ref is the range of itself and
--- its extensions): one range of scheduled_messages_tenant_ref per tenant, newest first.
+-- search_by_ref_all --
+-- Every tenant's messages with refs in [$1, $2) (a prefix; an exact ref is the range of itself and
+-- its extensions): one range of scheduled_messages_tenant_ref per tenant, the exact ref first,
+-- then by ref, newest first.
 SELECT page.*
-FROM unnest($1::text[]) AS t(id)
+FROM reminderd.tenants t
 CROSS JOIN LATERAL (
     SELECT {dashboard_message_columns}
     FROM reminderd.scheduled_messages m
-    WHERE m.tenant_id = t.id AND m.ref_id ~>=~ $2 AND m.ref_id ~<~ $3
+    WHERE m.tenant_id = t.id AND m.ref_id ~>=~ $1 AND m.ref_id ~<~ $2
     ORDER BY m.ref_id, m.id DESC
-    LIMIT $4
+    LIMIT $3
 ) page
-ORDER BY page.ref_id = $2 DESC, page.ref_id, page.id DESC
-LIMIT $4;
+ORDER BY page.ref_id = $1 DESC, page.ref_id, page.id DESC
+LIMIT $3;
+
+-- search_by_ref_tenant --
+SELECT {dashboard_message_columns}
+FROM reminderd.scheduled_messages m
+WHERE m.tenant_id = $4 AND m.ref_id ~>=~ $1 AND m.ref_id ~<~ $2
+ORDER BY m.ref_id = $1 DESC, m.ref_id, m.id DESC
+LIMIT $3;
 
 -- dashboard_message --
 -- One message, with its tenant's rules for the preview ($3/$4: the default backfill and max
@@ -204,7 +246,7 @@ SELECT m.id, m.tenant_id, m.ref_id, m.status, m.fire_at, m.scheduled_for, m.payl
        {timing_columns $3 $4}
 FROM reminderd.scheduled_messages m
 JOIN reminderd.tenants t ON t.id = m.tenant_id
-WHERE m.id = $2 AND m.tenant_id = ANY ($1::text[]);
+WHERE m.id = $2 AND ($1::text IS NULL OR m.tenant_id = $1);
 
 -- dashboard_deliveries --
 -- A message's last 100 attempts, oldest first (deliveries_message).
@@ -221,10 +263,11 @@ ORDER BY id;
 -- dead_letters --
 -- Dead letters of the tenants in view, newest first, dead for at least $2 and at most $3 seconds,
 -- last_error containing $4 (NULL: any), below the cursor ($5, $6) = (dead since, id): the partial
--- index scheduled_messages_dead. One more than $7, so the page knows whether another follows.
+-- index scheduled_messages_dead (dead letters only: pruned after REMINDERD_DEAD_RETENTION_DAYS).
+-- One more than $7, so the page knows whether another follows.
 SELECT {dashboard_message_columns}
 FROM reminderd.scheduled_messages m
-WHERE m.status = 'dead' AND m.tenant_id = ANY ($1::text[])
+WHERE m.status = 'dead' AND ($1::text IS NULL OR m.tenant_id = $1)
   AND m.updated_at <= now() - make_interval(secs => $2) AND m.updated_at >= now() - make_interval(secs => $3)
   AND ($4::text IS NULL OR strpos(lower(m.last_error), lower($4)) > 0)
   AND (m.updated_at, m.id) < ($5, $6)
@@ -235,7 +278,7 @@ LIMIT $7 + 1;
 -- How many dead letters the same filter matches.
 SELECT count(*)
 FROM reminderd.scheduled_messages m
-WHERE m.status = 'dead' AND m.tenant_id = ANY ($1::text[])
+WHERE m.status = 'dead' AND ($1::text IS NULL OR m.tenant_id = $1)
   AND m.updated_at <= now() - make_interval(secs => $2) AND m.updated_at >= now() - make_interval(secs => $3)
   AND ($4::text IS NULL OR strpos(lower(m.last_error), lower($4)) > 0);
 
@@ -243,7 +286,7 @@ WHERE m.status = 'dead' AND m.tenant_id = ANY ($1::text[])
 -- Of the ids $2, the dead letters of the tenants in view.
 SELECT {dashboard_message_columns}
 FROM reminderd.scheduled_messages m
-WHERE m.id = ANY ($2::bigint[]) AND m.status = 'dead' AND m.tenant_id = ANY ($1::text[])
+WHERE m.id = ANY ($2::bigint[]) AND m.status = 'dead' AND ($1::text IS NULL OR m.tenant_id = $1)
 ORDER BY m.updated_at DESC, m.id DESC;
 
 -- act_for --
@@ -254,14 +297,14 @@ SELECT set_config('reminderd.on_behalf_of', $1, true);
 -- Requeue the dead letters among the ids $2 of the tenants in view; how many went back to pending.
 SELECT count(*) FILTER (WHERE reminderd.requeue(m.id) = 1)
 FROM (SELECT id FROM reminderd.scheduled_messages
-      WHERE id = ANY ($2::bigint[]) AND status = 'dead' AND tenant_id = ANY ($1::text[])
+      WHERE id = ANY ($2::bigint[]) AND status = 'dead' AND ($1::text IS NULL OR tenant_id = $1)
       ORDER BY id) m;
 
 -- requeue_dead_matching --
 -- Requeue the dead letters a filter matches (as dead_letters_count), at most $5 of them.
 SELECT count(*) FILTER (WHERE reminderd.requeue(m.id) = 1)
 FROM (SELECT id FROM reminderd.scheduled_messages m
-      WHERE m.status = 'dead' AND m.tenant_id = ANY ($1::text[])
+      WHERE m.status = 'dead' AND ($1::text IS NULL OR m.tenant_id = $1)
         AND m.updated_at <= now() - make_interval(secs => $2)
         AND m.updated_at >= now() - make_interval(secs => $3)
         AND ($4::text IS NULL OR strpos(lower(m.last_error), lower($4)) > 0)

@@ -309,7 +309,9 @@ CREATE INDEX scheduled_messages_finished ON reminderd.scheduled_messages (update
     WHERE status IN ('sent', 'cancelled', 'expired', 'dead', 'finished');
 CREATE INDEX scheduled_messages_dead ON reminderd.scheduled_messages (updated_at) WHERE status = 'dead';
 
-CREATE INDEX deliveries_message ON reminderd.deliveries (message_id, attempt);
+-- A message's attempts newest first, bounded even for a recurring row (whose attempt numbers
+-- restart with each occurrence): the dashboard's message page, the foreign key's cascade.
+CREATE INDEX deliveries_message ON reminderd.deliveries (message_id, id);
 CREATE INDEX deliveries_created ON reminderd.deliveries (created_at);
 
 CREATE INDEX events_message ON reminderd.events (message_id, id);

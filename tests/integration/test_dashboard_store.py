@@ -55,14 +55,14 @@ async def test_fire_counts_equal_the_audit_trail_through_the_worker(
     await drain(fast_settings(database_url, lookback_s=86400))
 
     assert (await row_by_ref(db, "promo"))["status"] == "pending"  # deferred to the end of quiet hours
-    fires = {f.tenant_id: f for f in await store.overview_fires(["acme", "other"])}
+    fires = {f.tenant_id: f for f in await store.overview_fires(None)}
     assert fires["acme"].last_hour == FireTotals(delivered=4, retried=1, dead=1, held=1)
     assert fires["other"].last_hour == FireTotals(delivered=1, expired=1)
     for name in ("acme", "other"):
         assert fires[name].last_hour == await audit_counts(db, name, WINDOW_1H)
         assert fires[name].last_day == await audit_counts(db, name, WINDOW_24H)
     # Only the tenants asked for.
-    assert [f.tenant_id for f in await store.overview_fires(["other"])] == ["other"]
+    assert [f.tenant_id for f in await store.overview_fires("other")] == ["other"]
 
 
 async def test_lateness_counts_every_delivered_attempt_in_its_bucket(
@@ -78,7 +78,7 @@ async def test_lateness_counts_every_delivered_attempt_in_its_bucket(
     await drain(fast_settings(database_url))
 
     bounds = await store.lateness_bounds_ms()
-    counts = await store.overview_lateness(["acme"])
+    counts = await store.overview_lateness("acme")
     for last_hour in (True, False):
         delivered = {c.bucket: c.delivered for c in counts if c.last_hour is last_hour}
         assert sum(delivered.values()) == 7  # every 2xx attempt, the retried one's second included
@@ -215,8 +215,8 @@ async def test_an_action_for_an_api_key_is_audited_with_it_and_with_the_role(
     ids = [r["id"] for r in await db.fetch("SELECT id FROM reminderd.scheduled_messages ORDER BY id")]
     who = "rk_abcdefghijkl (alice)"
 
-    assert await store.requeue_dead(["other"], ids, on_behalf_of=who) == 0  # not in view
-    assert await store.requeue_dead(["acme"], ids[:1], on_behalf_of=who) == 1
+    assert await store.requeue_dead("other", ids, on_behalf_of=who) == 0  # not in view
+    assert await store.requeue_dead("acme", ids[:1], on_behalf_of=who) == 1
     await db.execute("SELECT reminderd.requeue($1)", ids[1])  # by hand: for nobody else
 
     trail = await db.fetch(
@@ -259,14 +259,14 @@ async def test_the_store_reads_one_message_only_among_the_tenants_in_view(
     )
     acme_id = (await db.fetchval("SELECT id FROM reminderd.scheduled_messages WHERE tenant_id = 'acme'"
                                  " ORDER BY id LIMIT 1"))
-    assert await store.message_by_id(["other"], acme_id) is None
-    assert await store.message_story(["other"], acme_id) is None
-    found = await store.message_story(["acme"], acme_id)
+    assert await store.message_by_id("other", acme_id) is None
+    assert await store.message_story("other", acme_id) is None
+    found = await store.message_story("acme", acme_id)
     assert found is not None and found[0].ref_id == "booking:1" and [e.event for e in found[2]] == ["created"]
-    by_ref = await store.messages_by_ref(["acme", "other"], ("booking:", "booking;"), limit=10)
+    by_ref = await store.messages_by_ref(None, ("booking:", "booking;"), limit=10)
     assert sorted((m.tenant_id, m.ref_id) for m in by_ref) == [
         ("acme", "booking:1"), ("acme", "booking:2"), ("other", "booking:1")]
-    assert [m.ref_id for m in await store.messages_by_ref(["other"], ("booking:", "booking;"), limit=10)] == [
+    assert [m.ref_id for m in await store.messages_by_ref("other", ("booking:", "booking;"), limit=10)] == [
         "booking:1"]
 
 
@@ -283,7 +283,7 @@ async def test_dead_letters_filter_by_tenant_error_and_age_and_page_newest_first
     )
     forever = (await db.fetchval("SELECT 'infinity'::timestamptz"), 0)
 
-    async def refs(tenants: list[str], *, min_age_s: float = 0, max_age_s: float = 1e9,
+    async def refs(tenants: str | None, *, min_age_s: float = 0, max_age_s: float = 1e9,
                    error: str | None = None) -> list[str]:
         rows = await store.dead_letters(tenants, min_age_s=min_age_s, max_age_s=max_age_s, error=error,
                                         before=forever, limit=10)
@@ -291,19 +291,19 @@ async def test_dead_letters_filter_by_tenant_error_and_age_and_page_newest_first
                                               error=error) == len(rows)
         return [r.ref_id for r in rows]
 
-    assert await refs(["acme", "other"]) == ["d", "b", "a", "c"]
-    assert await refs(["acme"]) == ["b", "a", "c"]
-    assert await refs(["acme"], error="410 gone") == ["a", "c"]
-    assert await refs(["acme"], min_age_s=3600) == ["a", "c"]
-    assert await refs(["acme"], max_age_s=86400) == ["b", "a"]
-    first = await store.dead_letters(["acme"], min_age_s=0, max_age_s=1e9, error=None, before=forever, limit=1)
+    assert await refs(None) == ["d", "b", "a", "c"]
+    assert await refs("acme") == ["b", "a", "c"]
+    assert await refs("acme", error="410 gone") == ["a", "c"]
+    assert await refs("acme", min_age_s=3600) == ["a", "c"]
+    assert await refs("acme", max_age_s=86400) == ["b", "a"]
+    first = await store.dead_letters("acme", min_age_s=0, max_age_s=1e9, error=None, before=forever, limit=1)
     assert [r.ref_id for r in first] == ["b", "a"]  # one more than asked: a next page exists
-    after = await store.dead_letters(["acme"], min_age_s=0, max_age_s=1e9, error=None,
+    after = await store.dead_letters("acme", min_age_s=0, max_age_s=1e9, error=None,
                                      before=(first[0].updated_at, first[0].id), limit=5)
     assert [r.ref_id for r in after] == ["a", "c"]
-    assert await store.requeue_dead_matching(["acme"], min_age_s=3600, max_age_s=1e9, error="410",
+    assert await store.requeue_dead_matching("acme", min_age_s=3600, max_age_s=1e9, error="410",
                                              limit=100, on_behalf_of="x") == 2
-    assert await refs(["acme", "other"]) == ["d", "b"]
+    assert await refs(None) == ["d", "b"]
 
 
 async def test_upcoming_counts_pending_messages_by_hour_and_minute(
@@ -354,13 +354,13 @@ async def test_overview_counts_live_and_dead_messages_and_the_backlog_per_tenant
         " ('acme', 'gone', now(), 'dead'), ('acme', 'done', now(), 'sent'),"
         " ('other', 'x', now() + interval '1 day', 'pending')"
     )
-    counts = {c.tenant_id: c for c in await store.overview_counts(["acme", "other", "idle"])}
+    counts = {c.tenant_id: c for c in await store.overview_counts(None)}
     acme = counts["acme"]
     assert (acme.pending, acme.picked, acme.paused, acme.dead, acme.due) == (3, 1, 1, 1, 2)
     assert acme.oldest_due is not None
     assert (counts["other"].pending, counts["other"].due) == (1, 0)
     assert (counts["idle"].pending, counts["idle"].oldest_due) == (0, None)
-    assert [c.tenant_id for c in await store.overview_counts(["other"])] == ["other"]
+    assert [c.tenant_id for c in await store.overview_counts("other")] == ["other"]
 
 
 async def test_the_python_names_of_the_fires_are_the_schemas(db: asyncpg.Connection) -> None:
