@@ -543,14 +543,12 @@ class Store:
     @_translating
     async def feed_recent(
         self, tenant_id: str | None, *, after_id: int = 0, limit: int = 1000, kinds: Sequence[str] = FIRES,
-        ref_range: tuple[str, str | None] = ("", None), look_back_events: int | None = None,
+        ref_range: tuple[str, str | None] = ("", None), look_back: int | None = None,
     ) -> list[FeedEntry]:
-        """The newest `limit` fires after event `after_id`, newest first; a filtered feed looks back
-        over the last `look_back_events` audit events only (None: no bound)."""
-        floor = 0
-        if look_back_events is not None:
-            floor = max(0, await self._pool.fetchval(QUERIES["feed_newest_event_id"]) - look_back_events)
-        args: tuple[Any, ...] = (after_id, limit, list(kinds), ref_range[0], ref_range[1], floor)
+        """The newest `limit` fires after event `after_id`, newest first, of those `kinds` and refs
+        in `ref_range`, found among the newest `look_back` fires (default: `limit`, for a feed
+        that filters by nothing but the tenant)."""
+        args: tuple[Any, ...] = (after_id, limit, list(kinds), ref_range[0], ref_range[1], look_back or limit)
         if tenant_id is not None:
             args += (tenant_id,)
         rows = await self._pool.fetch(self._scoped("feed_recent", tenant_id), *args)

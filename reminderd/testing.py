@@ -5,7 +5,9 @@
   scripted.
 - `DaemonProcess` / `running_daemon()`: the real `reminderd run` in a subprocess, its output read as
   it is written.
-- `add_tenant()`: a tenant inserted with plain SQL.
+- `add_tenant()`: a tenant inserted with plain SQL; `add_api_key()`: an API key for it (or an
+  operator's), the key returned.
+- `running_dashboard()`: the dashboard served on a free loopback port, in this process.
 
 It imports only reminderd's own dependencies (the demo runs without the dev extras): no pytest, no
 standardwebhooks (signatures are checked with `reminderd.signing.verify`).
@@ -39,6 +41,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from .sessions import key_hash, new_key
 from .signing import verify
 
 # The throwaway cluster ----------------------------------------------------------------------------
@@ -454,3 +457,41 @@ async def add_tenant(db: asyncpg.Connection, tenant_id: str = "t1",
         tenant_id, callback_url, signing_secret,
     )
     return signing_secret
+
+
+async def add_api_key(db: asyncpg.Connection, tenant_id: str | None, name: str = "ops", *,
+                      read_only: bool = False) -> str:
+    """Insert an API key of `tenant_id` (None: an operator's) with plain SQL; the key itself."""
+    key, prefix = new_key()
+    await db.execute(
+        "INSERT INTO reminderd.api_keys (prefix, key_hash, tenant_id, name, scopes)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        prefix, key_hash(key), tenant_id, name, ["read"] if read_only else ["read", "write"],
+    )
+    return key
+
+
+# The dashboard ---------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def running_dashboard(settings: Any, *, store: Any = None) -> AsyncIterator[str]:
+    """The dashboard (reminderd.dashboard, mounted as `reminderd serve` mounts it) on a free
+    loopback port of this process; yields its URL (http://127.0.0.1:PORT/dashboard)."""
+    from .dashboard import PREFIX, mount
+    from .store import Store
+
+    own = store is None
+    used = await Store.connect(settings.database_url) if own else store
+    app = web.Application()
+    mount(app, used, settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}{PREFIX}"
+    finally:
+        await runner.cleanup()
+        if own:
+            await used.close()

@@ -168,35 +168,49 @@ ORDER BY day;
 e.id, e.created_at, e.message_id, e.tenant_id, e.ref_id, e.event, e.status, e.fire_at, left(e.reason, 300) AS reason
 
 -- feed_recent_all --
--- The newest $2 fires of every tenant after event id $1, of the kinds $3, with refs in
--- [$4, $5) ($5 NULL: no upper end), newer than event id $6: a backward scan of events_fires.
-SELECT {feed_columns}
-FROM reminderd.events e
-WHERE e.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
-                  'holiday_skipped')
-  AND e.id > greatest($1::bigint, $6::bigint)
-  AND e.event = ANY ($3::text[])
-  AND e.ref_id ~>=~ $4 AND ($5::text IS NULL OR e.ref_id ~<~ $5)
-ORDER BY e.id DESC
+-- The newest $2 fires of every tenant after event id $1, of the kinds $3, with refs in [$4, $5)
+-- ($5 NULL: no upper end), among the newest $6 fires: those are an index-only backward scan of
+-- events_fires, each then read by its primary key and filtered ($6 = $2 when nothing is).
+WITH candidates AS MATERIALIZED (
+    SELECT f.id FROM reminderd.events f
+    WHERE f.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
+                      'holiday_skipped')
+      AND f.id > $1
+    ORDER BY f.id DESC
+    LIMIT $6
+)
+SELECT e.*
+FROM candidates c
+CROSS JOIN LATERAL (
+    SELECT {feed_columns} FROM reminderd.events e
+    WHERE e.id = c.id
+      AND e.event = ANY ($3::text[]) AND e.ref_id ~>=~ $4 AND ($5::text IS NULL OR e.ref_id ~<~ $5)
+    OFFSET 0  -- one primary key lookup per candidate, never a join over the whole table
+) e
+ORDER BY c.id DESC
 LIMIT $2;
 
 -- feed_recent_tenant --
--- The same for one tenant ($7): a backward scan of events_tenant_fires.
-SELECT {feed_columns}
-FROM reminderd.events e
-WHERE e.tenant_id = $7
-  AND e.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
-                  'holiday_skipped')
-  AND e.id > greatest($1::bigint, $6::bigint)
-  AND e.event = ANY ($3::text[])
-  AND e.ref_id ~>=~ $4 AND ($5::text IS NULL OR e.ref_id ~<~ $5)
-ORDER BY e.id DESC
+-- The same for one tenant ($7): an index-only backward scan of events_tenant_fires.
+WITH candidates AS MATERIALIZED (
+    SELECT f.id FROM reminderd.events f
+    WHERE f.tenant_id = $7
+      AND f.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
+                      'holiday_skipped')
+      AND f.id > $1
+    ORDER BY f.id DESC
+    LIMIT $6
+)
+SELECT e.*
+FROM candidates c
+CROSS JOIN LATERAL (
+    SELECT {feed_columns} FROM reminderd.events e
+    WHERE e.id = c.id
+      AND e.event = ANY ($3::text[]) AND e.ref_id ~>=~ $4 AND ($5::text IS NULL OR e.ref_id ~<~ $5)
+    OFFSET 0  -- one primary key lookup per candidate, never a join over the whole table
+) e
+ORDER BY c.id DESC
 LIMIT $2;
-
--- feed_newest_event_id --
--- The newest audit event's id (the primary key's last entry): filtered feed queries look back
--- over a bounded number of events before it.
-SELECT coalesce(max(id), 0) FROM reminderd.events;
 
 -- feed_events --
 -- The fires a NOTIFY named (primary key lookups).

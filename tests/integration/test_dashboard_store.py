@@ -194,7 +194,7 @@ async def test_the_feed_lists_fires_newest_first_filtered_and_scoped(
     assert len(everything) == 6  # five delivered, one retried
     acme = await store.feed_recent("acme")
     assert {e.tenant_id for e in acme} == {"acme"} and len(acme) == 5
-    retried = await store.feed_recent("acme", kinds=["retry_scheduled"], look_back_events=100)
+    retried = await store.feed_recent("acme", kinds=["retry_scheduled"], look_back=100)
     assert [(e.ref_id, e.event) for e in retried] == [("booking:2", "retry_scheduled")]
     assert "503" in (retried[0].reason or "")
     bookings = await store.feed_recent(None, ref_range=("booking:", "booking;"))
