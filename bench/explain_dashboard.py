@@ -61,7 +61,7 @@ async def statements(db: asyncpg.Connection) -> list[tuple[str, str, tuple[Any, 
     forever = await db.fetchval("SELECT 'infinity'::timestamptz")
     fires = list(FIRES)
     return [
-        ("sign-in: the key by its prefix", "dashboard_key", ("rk_abcdefghijkl",)),
+        ("sign-in, and each request: the key by its prefix", "api_key_by_prefix", ("rk_abcdefghijkl",)),
         ("overview: counts per tenant and status, operator (50 tenants)", "overview_counts_all", ()),
         ("overview: counts by status, one tenant", "overview_counts_tenant", (ONE,)),
         ("overview: the backlog per tenant, operator", "overview_backlog_all", ()),

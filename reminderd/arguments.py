@@ -8,6 +8,7 @@ Every function raises UsageError with one line naming the flag and what is wrong
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -189,6 +190,84 @@ class CancelRequest:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CancelRequest:
         return cls(checked_tenant_id(args.tenant_id), checked_ref(args.ref_id))
+
+
+@dataclass(frozen=True)
+class SendNowRequest:
+    tenant_id: str
+    ref_id: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SendNowRequest:
+        return cls(checked_tenant_id(args.tenant_id), checked_ref(args.ref_id))
+
+
+@dataclass(frozen=True)
+class ApiKeyCreateRequest:
+    """`api-key create`: a tenant's key, or with --operator one for all tenants (the dashboard)."""
+
+    tenant_id: str | None
+    name: str
+    scopes: tuple[str, ...]
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ApiKeyCreateRequest:
+        if args.operator and args.tenant_id is not None:
+            raise UsageError("--operator keys act on all tenants: give no TENANT")
+        if not args.operator and args.tenant_id is None:
+            raise UsageError("name the TENANT the key acts for (or --operator for a key of all tenants)")
+        name = args.name.strip()
+        if not name or len(name) > 100:
+            raise UsageError("--name: say what uses the key, e.g. booking-service (at most 100 characters)")
+        scopes = ("read",) if args.read_only else ("read", "write")
+        tenant = None if args.tenant_id is None else checked_tenant_id(args.tenant_id)
+        return cls(tenant, name, scopes)
+
+
+@dataclass(frozen=True)
+class ApiKeyListRequest:
+    tenant_id: str | None
+    as_json: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ApiKeyListRequest:
+        return cls(None if args.tenant_id is None else checked_tenant_id(args.tenant_id), args.json)
+
+
+@dataclass(frozen=True)
+class ApiKeyRevokeRequest:
+    prefix: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ApiKeyRevokeRequest:
+        prefix = args.prefix.strip()
+        if not re.fullmatch(r"rk_[a-z2-7]{12}", prefix):
+            full = re.fullmatch(r"(rk_[a-z2-7]{12})_\S+", prefix)
+            if full is None:
+                raise UsageError(
+                    f"{prefix!r} is not a key prefix: rk_ and 12 characters, as `api-key list` shows"
+                )
+            prefix = full[1]  # the whole key was given: its prefix is enough
+        return cls(prefix)
+
+
+@dataclass(frozen=True)
+class ApiRateLimitRequest:
+    tenant_id: str
+    rate: float | None  # None: back to REMINDERD_API_RATE_LIMIT
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ApiRateLimitRequest:
+        text = args.rate.strip().lower()
+        if text == "default":
+            return cls(checked_tenant_id(args.tenant_id), None)
+        try:
+            rate = float(text)
+        except ValueError:
+            raise UsageError(f"{args.rate!r}: requests per second (a positive integer), or default") from None
+        if rate < 1 or rate > MAX_INT4 or rate != int(rate):
+            raise UsageError(f"{args.rate!r}: requests per second, a whole number from 1 to {MAX_INT4}")
+        return cls(checked_tenant_id(args.tenant_id), rate)
 
 
 def add_schedule_options(parser: argparse.ArgumentParser) -> None:

@@ -30,13 +30,15 @@ def head_revision(database_url: str) -> str | None:
     return ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
 
 
-async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Store | None:
+async def connect_with_retry(settings: Settings, stop: asyncio.Event, *, max_size: int = POOL_SIZE,
+                             application_name: str = "reminderd") -> Store | None:
     """Connect, retrying with backoff while the database is unreachable (it may start after us).
     ConfigError (e.g. sslmode=bogus, a wrong password) at once: waiting cannot fix it."""
     failures = 0
     while not stop.is_set():
         try:
-            return await Store.connect(settings.database_url, max_size=POOL_SIZE, pgbouncer=settings.pgbouncer)
+            return await Store.connect(settings.database_url, max_size=max_size, pgbouncer=settings.pgbouncer,
+                                       application_name=application_name)
         except DatabaseUnavailable as exc:
             failures += 1
             delay_s = backoff_s(failures, base_s=0.5, cap_s=30.0, jitter="half")

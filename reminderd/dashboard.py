@@ -34,6 +34,7 @@ from urllib.parse import urlencode, urlsplit
 import structlog
 from aiohttp import web
 
+from .apikeys import WRITE, digest, prefix_of
 from .dashboard_rows import FIRES, FeedEntry, FireTotals, TenantCounts
 from .exceptions import DatabaseUnavailable, ReminderdError
 from .feed import FeedFilter, FeedHub, entry_json
@@ -61,8 +62,6 @@ from .sessions import (
     SESSION_MAX_AGE_S,
     Signer,
     acting_for,
-    key_matches,
-    key_prefix,
     login_nonce,
 )
 from .settings import Settings
@@ -192,6 +191,11 @@ def mount(app: web.Application, store: Store, settings: Settings, *, database_ur
     app.router.add_get(PREFIX, to_dashboard)
 
 
+def serves(path: str) -> bool:
+    """Whether a request path is the dashboard's (the API's middleware lets those through)."""
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
 def _state(request: web.Request) -> Dashboard:
     return request.app[DASHBOARD]
 
@@ -261,10 +265,10 @@ async def _session_viewer(request: web.Request) -> Viewer | None:
     session = state.signer.session(request.cookies.get(SESSION_COOKIE), time.time())
     if session is None:
         return None
-    key = await state.store.dashboard_key(session.prefix)
+    key = await state.store.api_key(session.prefix)  # each request: a revoked key's session ends at once
     if key is None or key.id != session.key_id or key.revoked_at is not None:
         return None
-    return Viewer(key.id, key.prefix, key.name, key.tenant_id, "write" in key.scopes,
+    return Viewer(key.id, key.prefix, key.name, key.tenant_id, WRITE in key.scopes,
                   state.signer.csrf_token(session.nonce))
 
 
@@ -346,9 +350,9 @@ async def login(request: web.Request) -> web.StreamResponse:
         return await login_page(request, problem="The sign-in form expired: try again.", status=403)
     presented = form.get("key")
     presented = presented.strip() if isinstance(presented, str) else ""
-    prefix = key_prefix(presented)
-    key = None if prefix is None else await state.store.dashboard_key(prefix)
-    if key is None or key.revoked_at is not None or not key_matches(presented, key.key_hash):
+    prefix = prefix_of(presented)
+    key = None if prefix is None else await state.store.api_key(prefix)
+    if key is None or key.revoked_at is not None or not hmac.compare_digest(key.key_hash, digest(presented)):
         log.info("dashboard_sign_in_refused", prefix=prefix)
         return await login_page(request, problem="That is not a valid API key (or it was revoked).", status=401)
     log.info("dashboard_signed_in", prefix=key.prefix, key=key.name, tenant=key.tenant_id)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from datetime import time as clock_time
 from typing import Any
@@ -19,24 +19,6 @@ FIRES: tuple[Event, ...] = (
     Event.FIRED, Event.RETRY_SCHEDULED, Event.DEAD_LETTERED, Event.EXPIRED, Event.MISSED_SKIPPED,
     Event.DEFERRED, Event.HOLIDAY_SKIPPED,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class DashboardKey:
-    """An API key as a sign-in checks it (its hash is compared in constant time, never shown)."""
-
-    id: int
-    prefix: str
-    key_hash: bytes = field(repr=False)
-    tenant_id: str | None  # None: an operator's key (every tenant)
-    name: str
-    scopes: tuple[str, ...]
-    revoked_at: datetime | None
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> DashboardKey:
-        return cls(row["id"], row["prefix"], bytes(row["key_hash"]), row["tenant_id"], row["name"],
-                   tuple(row["scopes"]), row["revoked_at"])
 
 
 @dataclass(frozen=True, slots=True)

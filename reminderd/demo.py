@@ -2,7 +2,8 @@
 
 A local PostgreSQL cluster, the migrations, a tenant, a receiver that verifies signatures, a few
 messages, and the daemon delivering them: one is refused once by the receiver and retried with the
-same webhook-id, one is cancelled and never fires.
+same webhook-id, one is cancelled and never fires. `reminderd serve` runs beside it, and one
+message is scheduled over HTTP (the curl equivalent is printed).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import aiohttp
+import asyncpg
+
 from . import logs
 from .callback import CallbackClient
 from .lifecycle import Status
@@ -23,7 +27,17 @@ from .migrate import upgrade
 from .schedule import QuietHours
 from .settings import Settings
 from .store import Store
-from .testing import ClusterError, Received, Receiver, throwaway_cluster
+from .testing import (
+    SUPERUSER,
+    ClusterError,
+    DaemonProcess,
+    Received,
+    Receiver,
+    add_api_key,
+    api_listening_port,
+    daemon_env,
+    throwaway_cluster,
+)
 from .validation import Recurrence, ScheduleRequest
 from .worker import Worker
 
@@ -38,6 +52,7 @@ CANCELLED_REF = "booking:b7d2:1h"
 RECURRING_REF = "pulse"  # every 2 seconds, twice (max_runs), then finished
 RECURRING_RUNS = 2
 QUIET_REF = "promo:spring-sale"  # marketing, inside the tenant's quiet hours: deferred, not sent
+HTTP_REF = "welcome:bob"  # scheduled over HTTP, through `reminderd serve`
 
 
 def say(text: str) -> None:
@@ -95,6 +110,50 @@ async def demo(database_url: str) -> int:
     say(f"  scheduled #{message_id} {QUIET_REF:<18} marketing, for Asia/Kolkata, where it is "
         f"{local_now:%H:%M}: inside the tenant's quiet hours {quiet}")
 
+    api = await _start_api(database_url)
+    try:
+        return await _deliver(database_url, store, receiver, api, url)
+    finally:
+        await api.stop()
+
+
+async def _start_api(database_url: str) -> DaemonProcess:
+    """`reminderd serve` as its own process, as a login role granted reminderd_api only."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'reminderd_demo_api') THEN "
+            "CREATE ROLE reminderd_demo_api LOGIN IN ROLE reminderd_api; END IF; END $$"
+        )
+    finally:
+        await connection.close()
+    # On the demo's own cluster (trust authentication) as that role; on a server you named, as you.
+    api_url = database_url.replace(f"//{SUPERUSER}@", "//reminderd_demo_api@", 1)
+    return await DaemonProcess.start(daemon_env(api_url, REMINDERD_API_PORT="0"), command="serve")
+
+
+async def _schedule_over_http(database_url: str, api: DaemonProcess, receiver_url: str) -> None:
+    port = await api_listening_port(api)
+    connection = await asyncpg.connect(database_url)
+    try:
+        key = await add_api_key(connection, "demo", name="demo-app")
+    finally:
+        await connection.close()
+    base = f"http://127.0.0.1:{port}"
+    body = {"ref_id": HTTP_REF, "fire_in": "2s", "callback_url": receiver_url,
+            "payload": {"to": "+14155550111", "text": "Welcome, Bob (scheduled over HTTP)"}}
+    say(f"reminderd demo: reminderd serve listening on {base}; the same call with curl:")
+    say(f"  curl -X POST {base}/v1/messages -H 'Authorization: Bearer {key[:15]}_…' "
+        f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'")
+    async with aiohttp.ClientSession() as session, session.post(
+        f"{base}/v1/messages", json=body, headers={"Authorization": f"Bearer {key}"}
+    ) as answer:
+        made = await answer.json()
+    say(f"  scheduled #{made['id']} {HTTP_REF:<18} over HTTP: {answer.status} {made['description']}")
+
+
+async def _deliver(database_url: str, store: Store, receiver: Receiver, api: DaemonProcess, url: str) -> int:
+    await _schedule_over_http(database_url, api, url)
     settings = Settings(
         database_url=database_url,
         poll_interval_s=1.0,
@@ -107,7 +166,7 @@ async def demo(database_url: str) -> int:
     worker = Worker(settings, store, client)
     say("reminderd demo: daemon running (JSON log lines below are its own)\n")
     running = asyncio.create_task(worker.run())
-    expected = [r for r, _, _ in MESSAGES if r != CANCELLED_REF] + [RECURRING_REF] * RECURRING_RUNS
+    expected = [r for r, _, _ in MESSAGES if r != CANCELLED_REF] + [RECURRING_REF] * RECURRING_RUNS + [HTTP_REF]
     try:
         await receiver.wait_for(lambda received: len(delivered(received)) >= len(expected), timeout_s=30)
         # Give the recorder its moment to write the last outcome before stopping.

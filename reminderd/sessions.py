@@ -1,8 +1,6 @@
-"""Signing in to the dashboard with an API key, and the session cookie that follows.
-
-An API key (`rk_<12 visible characters>_<secret>`, see `reminderd api-key create`) is shown once
-and stored only as the SHA-256 of the whole key: a sign-in finds the key by its visible prefix and
-compares the hashes in constant time. The session is a signed cookie, never the key:
+"""The dashboard's session cookie and CSRF tokens, once an API key signed in (reminderd/apikeys.py
+checks the key: found by its visible prefix, its SHA-256 compared in constant time). The session
+is a signed cookie, never the key:
 
     v1.<prefix>.<key id>.<issued, unix s>.<nonce>.<HMAC-SHA256 of the rest>
 
@@ -25,35 +23,14 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from .apikeys import PREFIX_LENGTH
+
 SESSION_COOKIE = "reminderd_session"
 LOGIN_COOKIE = "reminderd_login"
 SESSION_MAX_AGE_S = 12 * 3600
 LOGIN_MAX_AGE_S = 3600
-KEY_PREFIX = re.compile(r"rk_[a-z2-7]{12}")
-KEY_SHAPE = re.compile(r"rk_[a-z2-7]{12}_[A-Za-z0-9_-]{20,128}")
+KEY_PREFIX = re.compile(rf"rk_[a-z2-7]{{{PREFIX_LENGTH}}}")
 _VERSION = "v1"
-
-
-def key_prefix(presented: str) -> str | None:
-    """The visible prefix of something shaped like an API key, else None."""
-    presented = presented.strip()
-    return presented[:15] if KEY_SHAPE.fullmatch(presented) else None
-
-
-def key_hash(key: str) -> bytes:
-    """What reminderd.api_keys stores of a key: the SHA-256 of all of it."""
-    return hashlib.sha256(key.strip().encode("ascii", errors="replace")).digest()
-
-
-def key_matches(presented: str, stored_hash: bytes) -> bool:
-    return hmac.compare_digest(key_hash(presented), stored_hash)
-
-
-def new_key() -> tuple[str, str]:
-    """A fresh key and its prefix (what `reminderd api-key create` makes; the tests use it too)."""
-    visible = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(12))
-    prefix = f"rk_{visible}"
-    return f"{prefix}_{secrets.token_urlsafe(32)}", prefix
 
 
 def _b64(raw: bytes) -> str:

@@ -204,6 +204,31 @@ class Settings:
     history_retention_days: int = setting(
         "REMINDERD_HISTORY_RETENTION_DAYS", 30, _number(int, minimum=1, maximum=3650),
         "deliveries and audit events are pruned after this")
+    # `reminderd serve`, the HTTP API (docs/api.md).
+    api_host: str = setting(
+        "REMINDERD_API_HOST", "127.0.0.1", _host, "address `reminderd serve` listens on")
+    api_port: int = setting(
+        "REMINDERD_API_PORT", 8080, _number(int, minimum=0, maximum=65535),
+        "port of `reminderd serve` (`0`: any free port, logged)")
+    api_rate_limit: float = setting(
+        "REMINDERD_API_RATE_LIMIT", 100.0, _number(float, minimum=0.1, maximum=1_000_000),
+        "requests per second per API key and server process, for tenants without their own")
+    api_max_body: int = setting(
+        "REMINDERD_API_MAX_BODY", 8 * 2**20, _number(int, minimum=1024, maximum=2**30),
+        "bytes a request body may have (413 beyond)")
+    api_max_json_depth: int = setting(
+        "REMINDERD_API_MAX_JSON_DEPTH", 64, _number(int, minimum=2, maximum=500),
+        "how deeply arrays and objects may nest in a request body")
+    api_request_timeout_s: float = setting(
+        "REMINDERD_API_REQUEST_TIMEOUT", 30.0, _seconds(0.1, 3600),
+        "seconds a request may take, body included (503 beyond)")
+    api_key_cache_s: float = setting(
+        "REMINDERD_API_KEY_CACHE", 10.0, _seconds(0, 3600),
+        "seconds a verified API key is trusted without asking the database (how late a revocation "
+        "takes effect)")
+    api_pool_size: int = setting(
+        "REMINDERD_API_POOL_SIZE", 10, _number(int, minimum=1, maximum=1000),
+        "database connections of `reminderd serve`")
     session_secret: str | None = setting(
         "REMINDERD_SESSION_SECRET", None, _session_secret,
         "signs the dashboard's session cookies (16+ characters; give every `reminderd serve` the same); "

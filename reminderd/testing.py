@@ -7,7 +7,6 @@
   it is written.
 - `add_tenant()`: a tenant inserted with plain SQL; `add_api_key()`: an API key for it (or an
   operator's), the key returned.
-- `running_dashboard()`: the dashboard served on a free loopback port, in this process.
 
 It imports only reminderd's own dependencies (the demo runs without the dev extras): no pytest, no
 standardwebhooks (signatures are checked with `reminderd.signing.verify`).
@@ -41,7 +40,6 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from .sessions import key_hash, new_key
 from .signing import verify
 
 # The throwaway cluster ----------------------------------------------------------------------------
@@ -356,11 +354,12 @@ class DaemonProcess:
 
     @classmethod
     async def start(cls, env: Mapping[str, str], *, stdout_to_devnull: bool = False,
-                    keep_lines: int | None = None, cwd: Path | None = None) -> DaemonProcess:
-        """Spawn the daemon with exactly `env` (see `daemon_env`); stderr is read with stdout, or
-        alone when stdout goes to /dev/null."""
+                    keep_lines: int | None = None, cwd: Path | None = None,
+                    command: str = "run") -> DaemonProcess:
+        """Spawn the daemon (or, with command="serve", the HTTP API) with exactly `env` (see
+        `daemon_env`); stderr is read with stdout, or alone when stdout goes to /dev/null."""
         process = await asyncio.create_subprocess_exec(
-            *CLI_COMMAND, "run", env=dict(env), cwd=cwd,
+            *CLI_COMMAND, command, env=dict(env), cwd=cwd,
             stdout=asyncio.subprocess.DEVNULL if stdout_to_devnull else asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE if stdout_to_devnull else asyncio.subprocess.STDOUT,
             preexec_fn=die_with_parent,
@@ -429,10 +428,11 @@ class DaemonProcess:
 @contextlib.asynccontextmanager
 async def running_daemon(
     env: Mapping[str, str], *, stdout_to_devnull: bool = False, keep_lines: int | None = None,
-    cwd: Path | None = None,
+    cwd: Path | None = None, command: str = "run",
 ) -> AsyncIterator[DaemonProcess]:
     """A `DaemonProcess` (see `DaemonProcess.start`), stopped on the way out (SIGTERM, then SIGKILL)."""
-    daemon = await DaemonProcess.start(env, stdout_to_devnull=stdout_to_devnull, keep_lines=keep_lines, cwd=cwd)
+    daemon = await DaemonProcess.start(env, stdout_to_devnull=stdout_to_devnull, keep_lines=keep_lines, cwd=cwd,
+                                       command=command)
     try:
         yield daemon
     finally:
@@ -459,39 +459,23 @@ async def add_tenant(db: asyncpg.Connection, tenant_id: str = "t1",
     return signing_secret
 
 
-async def add_api_key(db: asyncpg.Connection, tenant_id: str | None, name: str = "ops", *,
+async def add_api_key(db: asyncpg.Connection, tenant_id: str | None, *, name: str = "test",
                       read_only: bool = False) -> str:
-    """Insert an API key of `tenant_id` (None: an operator's) with plain SQL; the key itself."""
-    key, prefix = new_key()
+    """An API key for `tenant_id` (None: an operator key), inserted with plain SQL; the key itself."""
+    from .apikeys import generate
+
+    made = generate()
     await db.execute(
         "INSERT INTO reminderd.api_keys (prefix, key_hash, tenant_id, name, scopes)"
         " VALUES ($1, $2, $3, $4, $5)",
-        prefix, key_hash(key), tenant_id, name, ["read"] if read_only else ["read", "write"],
+        made.prefix, made.key_hash, tenant_id, name, ["read"] if read_only else ["read", "write"],
     )
-    return key
+    return made.key
 
 
-# The dashboard ---------------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def running_dashboard(settings: Any, *, store: Any = None) -> AsyncIterator[str]:
-    """The dashboard (reminderd.dashboard, mounted as `reminderd serve` mounts it) on a free
-    loopback port of this process; yields its URL (http://127.0.0.1:PORT/dashboard)."""
-    from .dashboard import PREFIX, mount
-    from .store import Store
-
-    own = store is None
-    used = await Store.connect(settings.database_url) if own else store
-    app = web.Application()
-    mount(app, used, settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}{PREFIX}"
-    finally:
-        await runner.cleanup()
-        if own:
-            await used.close()
+async def api_listening_port(process: DaemonProcess, timeout_s: float = 20) -> int:
+    """The port a `reminderd serve` process logged it listens on (REMINDERD_API_PORT=0 picks one)."""
+    await process.wait_logged("listening", timeout_s)
+    port = process.events("listening")[-1]["port"]
+    assert isinstance(port, int)
+    return port

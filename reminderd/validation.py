@@ -13,11 +13,14 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from .duration import EXAMPLES, parse_seconds
-from .payload import PayloadError, check_payload
+from .payload import PayloadError, check_encoded, check_payload
 from .schedule import (
     BACKFILL_POLICIES,
+    Holidays,
     InvalidSchedule,
+    PreviewEntry,
     QuietHours,
+    Timing,
     UnknownPhrase,
     anchor_rrule,
     compile_phrase,
@@ -25,6 +28,7 @@ from .schedule import (
     iso_utc,
     load_timezone,
     parse_rrule,
+    preview,
     to_instant,
     validate_calendar,
     validate_cron,
@@ -147,12 +151,13 @@ def parse_wall_time(text: str, flag: str = "local_time") -> datetime:
     return value
 
 
-def parse_payload(text: str | None, flag: str = "--payload") -> str:
-    """The payload's JSON text, checked as PostgreSQL will take it and kept exactly as given."""
+def parse_payload(text: str | None, flag: str = "--payload", *, encoded: bool = False) -> str:
+    """The payload's JSON text, checked as PostgreSQL will take it and kept exactly as given.
+    `encoded`: json.dumps wrote it from a parsed value (the API), so it is valid JSON already."""
     if text is None:
         return "{}"
     try:
-        return check_payload(text)
+        return check_encoded(text) if encoded else check_payload(text)
     except PayloadError as exc:
         raise InvalidInput(f"{flag} {exc}", flag) from None
 
@@ -303,7 +308,7 @@ class ScheduleRequest:
         payload_json: str | None = None, callback_url: str | None = None, until: str | None = None,
         max_runs: int | None = None, category: str = "transactional", calendar: str | None = None,
         holiday_rule: str | None = None, backfill: str | None = None, max_lateness: str | None = None,
-        max_attempts: int | None = None, delay_at_now: bool = True,
+        max_attempts: int | None = None, delay_at_now: bool = True, payload_encoded: bool = False,
     ) -> ScheduleRequest:
         """Check every value. `delay_at_now`: a delay becomes fire_at = now + delay (the command
         line); otherwise it is kept as fire_in_s for the database's clock (the API, whose identical
@@ -353,7 +358,7 @@ class ScheduleRequest:
             )
         return cls(
             tenant_id=checked_tenant_id(tenant_id), ref_id=checked_ref(ref_id, names.ref),
-            payload_json=parse_payload(payload_json, names.payload),
+            payload_json=parse_payload(payload_json, names.payload, encoded=payload_encoded),
             callback_url=checked_callback_url(callback_url, names.callback_url),
             timezone=timezone, fire_at=fire_at, recurrence=recurrence,
             until=None if until is None else parse_instant(until, timezone, flag=names.until, names=names),
@@ -411,3 +416,20 @@ class PreviewRequest:
             calendar=checked_calendar(calendar, names.calendar), quiet=checked_quiet(quiet, names.quiet),
             count=count, as_json=as_json,
         )
+
+    def timing(self) -> Timing:
+        """The schedule as the daemon would time it (holidays of the calendar, quiet hours)."""
+        recurrence = self.recurrence
+        return Timing(
+            timezone=self.timezone, cron=recurrence.cron,
+            rrule=None if recurrence.rrule is None
+            else anchor_rrule(recurrence.rrule, self.timezone, self.start),
+            holidays=Holidays.of(self.calendar), quiet=self.quiet,
+        )
+
+    def entries(self) -> list[PreviewEntry]:
+        """The next fires; InvalidInput when they run past the year 9999."""
+        try:
+            return preview(self.timing(), self.start, self.count)
+        except OverflowError:  # the schedule's next fires run past datetime.max
+            raise InvalidInput(f"the next {self.count} fires run past the year 9999", None) from None

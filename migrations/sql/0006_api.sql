@@ -338,6 +338,8 @@ GRANT UPDATE (callback_url, calendar, holiday_rule, quiet_start, quiet_end, quie
 GRANT SELECT (api_rate_limit) ON reminderd.tenants TO reminderd_app, reminderd_readonly;
 GRANT SELECT, INSERT, UPDATE ON reminderd.scheduled_messages TO reminderd_api;
 GRANT SELECT ON reminderd.tenant_holidays, reminderd.deliveries, reminderd.config TO reminderd_api;
+-- /readyz compares the schema's revision with the code's (Alembic's table: not in schema.sql).
+GRANT SELECT ON reminderd.alembic_version TO reminderd_api;
 GRANT SELECT, INSERT ON reminderd.events TO reminderd_api;
 GRANT SELECT ON reminderd.api_keys TO reminderd_api;
 GRANT UPDATE (last_used_at) ON reminderd.api_keys TO reminderd_api;

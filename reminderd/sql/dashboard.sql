@@ -7,13 +7,6 @@
 -- them (an operator): statements whose plans differ come in two, `_all` and `_tenant`; the others
 -- take the tenant as $1, NULL for all of them, where the row is found by its id first.
 
--- dashboard_key --
--- The key a sign-in presented (or a session names), found by its visible prefix; the server
--- compares the hash in constant time.
-SELECT id, prefix, key_hash, tenant_id, name, scopes, revoked_at
-FROM reminderd.api_keys
-WHERE prefix = $1;
-
 -- dashboard_tenants --
 -- The tenants in view ($1 NULL: every one), with the rules the upcoming page shades.
 SELECT id, paused, calendar, holiday_rule, quiet_start, quiet_end, quiet_exempt

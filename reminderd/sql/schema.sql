@@ -12,7 +12,7 @@
 --
 -- Loaded into an empty database (psql -f), this file builds the same schema the migrations do,
 -- minus Alembic's own table, reminderd.alembic_version (version_num: the revision applied last;
--- reminderd_readonly and reminderd_daemon may read it). To install or upgrade reminderd, run
+-- reminderd_readonly, reminderd_daemon and reminderd_api may read it). To install or upgrade reminderd, run
 -- `reminderd migrate`, not this file.
 --
 -- Contents: schema · tables · indexes · types (the daemon's batches) · roles, row-level security

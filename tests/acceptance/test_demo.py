@@ -22,5 +22,6 @@ def test_the_demo_fires_everything_once_and_exits_0(empty_database_url: str) -> 
         "every message fired once, on time; pulse fired 2 times and finished; "
         "promo:spring-sale waits for the end of quiet hours"
     )
-    assert out.count("signature ok") == 6 and "BAD" not in out
+    assert out.count("signature ok") == 7 and "BAD" not in out
+    assert "over HTTP: 201" in out and "curl -X POST http://127.0.0.1:" in out and "Bearer rk_" in out
     assert '"event": "deferred"' in out and "quiet hours" in out

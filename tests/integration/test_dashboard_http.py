@@ -1,23 +1,25 @@
-"""The dashboard over HTTP, served in-process against a real database: signing in, who sees what,
-sessions and CSRF, escaping, the pages' numbers, the actions and their audit trail, the live feed's
-Server-Sent Events. (tests/browser drives the same pages in a real browser.)"""
+"""The dashboard over HTTP, served by the API's app in-process (as `reminderd serve` serves it, as a
+login role granted reminderd_api) against a real database: signing in, who sees what, sessions and
+CSRF, escaping, the pages' numbers, the actions and their audit trail, the live feed's Server-Sent
+Events. (tests/browser drives the same pages in a real browser.)"""
 
 from __future__ import annotations
 
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
-from support import fast_settings, poll_until, row_by_ref
+from support import api_role_url, api_settings, poll_until, row_by_ref, running_api
 
 from reminderd.sessions import SESSION_COOKIE
 from reminderd.settings import Settings
-from reminderd.testing import Receiver, add_api_key, add_tenant, running_dashboard
+from reminderd.testing import Receiver, add_api_key, add_tenant
 
 SECRET = "a-dashboard-session-secret-for-tests"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -61,13 +63,20 @@ class Browser:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return replace(fast_settings(database_url), session_secret=SECRET)
+async def settings(db: asyncpg.Connection, database_url: str) -> Settings:
+    return api_settings(await api_role_url(db, database_url), session_secret=SECRET)
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[str]:
+    """The API's app with its dashboard, in this process; the dashboard's URL."""
+    async with running_api(settings) as http:
+        yield str(http.client.make_url("/dashboard"))
 
 
 @pytest.fixture
 async def dashboard(settings: Settings) -> AsyncIterator[str]:
-    async with running_dashboard(settings) as url:
+    async with serving(settings) as url:
         yield url
 
 
@@ -79,7 +88,7 @@ async def browser(dashboard: str) -> AsyncIterator[Browser]:
 
 
 async def operator(db: asyncpg.Connection, browser: Browser, *, read_only: bool = False) -> str:
-    key = await add_api_key(db, None, "ops-alice", read_only=read_only)
+    key = await add_api_key(db, None, name="ops-alice", read_only=read_only)
     status, _ = await browser.sign_in(key)
     assert status == 200
     return key
@@ -100,7 +109,7 @@ async def test_every_page_asks_to_sign_in_first(browser: Browser) -> None:
 async def test_signing_in_with_a_key_sets_a_strict_httponly_cookie_without_the_key(
     db: asyncpg.Connection, browser: Browser, tenant: str
 ) -> None:
-    key = await add_api_key(db, None, "ops-alice")
+    key = await add_api_key(db, None, name="ops-alice")
     await browser.get("/login")
     form = {"key": key, "csrf": browser.csrf, "next": "/dashboard/dead"}
     async with browser.session.post(browser.url + "/login", allow_redirects=False, data=form) as answer:
@@ -117,7 +126,7 @@ async def test_signing_in_with_a_key_sets_a_strict_httponly_cookie_without_the_k
 async def test_a_wrong_revoked_or_missing_key_is_refused_with_one_line(
     db: asyncpg.Connection, browser: Browser
 ) -> None:
-    key = await add_api_key(db, None, "ops")
+    key = await add_api_key(db, None, name="ops")
     altered = key[:-1] + ("a" if key[-1] != "a" else "b")
     for presented in ("rk_abcdefghijkl_" + "x" * 43, altered, "", "nonsense"):
         status, body = await browser.sign_in(presented)
@@ -153,12 +162,12 @@ async def test_a_forged_or_foreign_session_cookie_is_not_a_session(
     for forged in (other_id, real[:-2] + "xx", "v1.x.1.1.x.x", ""):
         assert await with_cookie(browser.url, forged) == 303
     # Signed with another secret (another deployment): not ours.
-    async with running_dashboard(replace(settings, session_secret="another-secret-of-16-chars")) as other:
+    async with serving(replace(settings, session_secret="another-secret-of-16-chars")) as other:
         assert await with_cookie(other, real) == 303
 
 
 async def test_the_sign_in_form_needs_its_token(db: asyncpg.Connection, browser: Browser) -> None:
-    key = await add_api_key(db, None, "ops")
+    key = await add_api_key(db, None, name="ops")
     await browser.get("/login")
     status, body, _ = await browser.post("/login", {"key": key}, csrf=False)
     assert status == 403 and "expired" in body
@@ -224,7 +233,7 @@ async def test_a_tenant_key_sees_its_tenant_only_even_by_url(db: asyncpg.Connect
     )
     theirs = (await row_by_ref(db, "globex:1"))["id"]
     theirs_dead = (await row_by_ref(db, "globex:dead"))["id"]
-    key = await add_api_key(db, "acme", "booking")
+    key = await add_api_key(db, "acme", name="booking")
     assert (await browser.sign_in(key))[0] == 200
 
     nowhere = await browser.get("/messages/999999")

@@ -320,7 +320,8 @@ def test_the_subcommands_are_the_documented_ones() -> None:
     assert {" ".join(path) for path, _ in ALL_COMMANDS} == {
         "migrate", "run", "status", "config", "demo", "schedule", "preview", "cancel", "tenant",
         "tenant add", "tenant list", "tenant grant", "tenant revoke", "tenant rotate-secret", "tenant set",
-        "tenant holiday",
+        "tenant holiday", "tenant rate-limit", "send-now", "serve", "api-key", "api-key create", "api-key list",
+        "api-key revoke",
     }
 
 
