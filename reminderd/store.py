@@ -594,6 +594,12 @@ class Store:
         return Pruned.from_row(row)
 
     @_translating
+    async def prune_counts(self) -> int:
+        """The dashboard's aggregates past their use (reminderd.prune_counts); rows deleted."""
+        deleted: int = await self._pool.fetchval(QUERIES["prune_counts"])
+        return deleted
+
+    @_translating
     async def schema_revision(self) -> str | None:
         try:
             value: str | None = await self._pool.fetchval(QUERIES["schema_revision"])

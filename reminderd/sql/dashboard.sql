@@ -329,3 +329,7 @@ SELECT reminderd.resume($1, $2);
 
 -- dashboard_cancel --
 SELECT reminderd.cancel_message($1, $2);
+
+-- prune_counts --
+-- The daemon's housekeeping: the aggregates' minutes after 3 hours, hours after 8 days.
+SELECT reminderd.prune_counts();

@@ -12,6 +12,8 @@ import asyncpg
 from support import drain, fast_settings, poll_until, row_by_ref
 
 from reminderd.dashboard_rows import FIRES, FireTotals
+from reminderd.housekeeping import CountsPruner, Housekeeping
+from reminderd.metrics import Metrics
 from reminderd.migrate import upgrade
 from reminderd.store import Store
 from reminderd.testing import Receiver, add_tenant
@@ -395,3 +397,24 @@ async def test_a_database_at_0006_with_history_upgrades_to_0011(empty_database_u
         assert await db.fetchval("SELECT dead FROM reminderd.fire_counts WHERE period = 'hour'") == 1
     finally:
         await db.close()
+
+
+async def test_the_daemons_housekeeping_prunes_the_aggregates_past_their_use(
+    db: asyncpg.Connection, database_url: str, store: Store
+) -> None:
+    await db.execute(
+        "INSERT INTO reminderd.fire_counts (period, starts_at, tenant_id, delivered) VALUES"
+        " ('minute', now() - interval '4 hours', 'acme', 1),"
+        " ('minute', now() - interval '2 hours', 'acme', 1),"
+        " ('hour', now() - interval '9 days', 'acme', 1), ('hour', now() - interval '7 days', 'acme', 1);"
+        "INSERT INTO reminderd.lateness_counts (period, starts_at, tenant_id, bucket, delivered) VALUES"
+        " ('minute', now() - interval '4 hours', 'acme', 3, 1),"
+        " ('hour', now() - interval '1 day', 'acme', 3, 1)"
+    )
+    pruner = next(s for s in Housekeeping.for_daemon(fast_settings(database_url), store, Metrics()).services
+                  if isinstance(s, CountsPruner))
+    assert await pruner.run_once() == 3
+    kept = await db.fetch("SELECT period, now() - starts_at AS age FROM reminderd.fire_counts ORDER BY 1")
+    ages = [(r["period"], round(r["age"].total_seconds() / 3600)) for r in kept]
+    assert ages == [("hour", 168), ("minute", 2)]
+    assert await db.fetchval("SELECT count(*) FROM reminderd.lateness_counts") == 1
