@@ -15,6 +15,7 @@ from reminderd.dashboard_rows import FIRES, FireTotals
 from reminderd.housekeeping import CountsPruner, Housekeeping
 from reminderd.metrics import Metrics
 from reminderd.migrate import upgrade
+from reminderd.panels import LATENESS_BOUNDS_MS
 from reminderd.store import Store
 from reminderd.testing import Receiver, add_tenant
 
@@ -418,3 +419,7 @@ async def test_the_daemons_housekeeping_prunes_the_aggregates_past_their_use(
     ages = [(r["period"], round(r["age"].total_seconds() / 3600)) for r in kept]
     assert ages == [("hour", 168), ("minute", 2)]
     assert await db.fetchval("SELECT count(*) FROM reminderd.lateness_counts") == 1
+
+
+async def test_the_lateness_buckets_are_the_same_in_python_and_in_sql(store: Store) -> None:
+    assert await store.lateness_bounds_ms() == LATENESS_BOUNDS_MS
