@@ -630,7 +630,8 @@ async def message(request: web.Request) -> web.Response:
     actions = _actions(story.status, story.recurring) if viewer.can_write else ()
     return _page(
         request, "message.html", "message", story=story, attempts=attempts, trail=trail, now=now,
-        words=schedule_words(story.timing), fires=next_fires(story.timing, story.fire_at, now),
+        words=schedule_words(story.timing),
+        fires=next_fires(story.timing, story.fire_at, now) if story.live else [],
         why=why(story.status, fire_at=story.fire_at, scheduled_for=story.scheduled_for, attempts=story.attempts,
                 max_attempts=story.max_attempts, last_error=story.last_error, picked_at=story.picked_at,
                 lease_expires_at=story.lease_expires_at, sent_at=story.sent_at, paused_by=story.paused_by,

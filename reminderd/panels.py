@@ -198,16 +198,16 @@ def chart(counts: Iterable[tuple[datetime, int]], *, start: datetime, step: time
         Span(max(a, start), min(b, end), label, x_of(max(a, start)), x_of(min(b, end)) - x_of(max(a, start)))
         for a, b, label in spans if a < end and b > start
     )
-    ticks = tuple(Tick(i * slot_width, _tick_label(start + step * i, step, tz), major=i % (2 * tick_every) == 0)
-                  for i in range(0, slots, tick_every))
-    return Chart(start, end, bars, placed, ticks, peak, sum(per_slot))
-
-
-def _tick_label(instant: datetime, step: timedelta, tz: ZoneInfo) -> str:
-    local = instant.astimezone(tz)
-    if step >= timedelta(hours=1):
-        return local.strftime("%a %H:%M") if local.hour < 1 or local.hour % 12 == 0 else local.strftime("%H:%M")
-    return local.strftime("%H:%M")
+    ticks = []
+    day = None
+    for i in range(0, slots, tick_every):
+        local = (start + step * i).astimezone(tz)
+        label = local.strftime("%H:%M")
+        if step >= timedelta(hours=1) and local.date() != day:  # the day's first tick names the day
+            label = local.strftime("%a %H:%M")
+            day = local.date()
+        ticks.append(Tick(i * slot_width, label, major=i % (2 * tick_every) == 0))
+    return Chart(start, end, bars, placed, tuple(ticks), peak, sum(per_slot))
 
 
 def quiet_spans(quiet: QuietHours, tz: ZoneInfo, start: datetime, end: datetime

@@ -68,6 +68,7 @@
       const kind = kinds[fire.event] || [fire.event, fire.event];
       tr.dataset.id = String(fire.id);
       tr.dataset.kind = kind[0];
+      tr.dataset.shownAt = String(Date.now());  // when it appeared (the browser tests read it)
       tr.className = "new";
       tr.appendChild(cell(utc(fire.at), "when"));
       tr.appendChild(cell(fire.tenant_id));

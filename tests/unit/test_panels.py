@@ -112,7 +112,8 @@ def test_every_slot_is_a_bar_scaled_to_the_busiest_and_counts_outside_are_left_o
     assert drawn.bars[2].height == pytest.approx(2 * drawn.bars[0].height) and drawn.bars[1].height == 0
     assert drawn.bars[1].starts_at == start + hour and drawn.bars[1].ends_at == start + 2 * hour
     assert drawn.bars[47].x + drawn.bars[47].width <= drawn.width
-    assert [t.label for t in drawn.ticks[:2]] == ["10:00", "16:00"] and len(drawn.ticks) == 8
+    assert [t.label for t in drawn.ticks[:5]] == ["Tue 10:00", "16:00", "22:00", "Wed 04:00", "10:00"]
+    assert len(drawn.ticks) == 8
     assert [t.major for t in drawn.ticks[:3]] == [True, False, True]
 
 
