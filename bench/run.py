@@ -13,6 +13,9 @@ Scenarios (see bench/README.md for what each number means):
  (6) daemon peak RSS (VmHWM) at the end of (2).
  (7) the HTTP API: POST /v1/messages at concurrency 32 and batches of 1,000, beside the SQL path.
      `--only api` runs it alone.
+ (8) the dashboard's pages: server time on 1,000,000 messages and 5,000,000 deliveries.
+ (9) the dashboard's live feed: the daemon's lateness without and with 50 feed streams open.
+     `--only dashboard` runs (8) and (9) alone.
 
 Exit status: 0 every target passed, 1 some target failed, 2 a scenario could not run (error/timeout).
 """
@@ -41,6 +44,7 @@ from bench.scenarios import (  # noqa: E402
     burst,
     claim_cost,
     client_ceiling,
+    dashboard,
     delivery,
     http_ceiling,
     profile,
@@ -58,6 +62,24 @@ async def run_api_only(bench: Bench) -> None:
             await asyncio.wait_for(api.run(bench, dbs), 900)
         except Exception as exc:
             bench.report.error("(7) HTTP API", exc)
+        finally:
+            await dbs.close()
+
+
+async def run_dashboard_only(bench: Bench) -> None:
+    section("PostgreSQL: throwaway cluster, migrated template database")
+    with throwaway_cluster() as cluster:
+        dbs = Databases(cluster)
+        await dbs.setup()
+        try:
+            for title, scenario, limit_s in (
+                ("(8) dashboard pages", dashboard.pages, 1800),
+                ("(9) dashboard feed", dashboard.feed, bench.sizes.timer_span_s * 2 + 120),
+            ):
+                try:
+                    await asyncio.wait_for(scenario(bench, dbs), limit_s)
+                except Exception as exc:
+                    bench.report.error(title, exc)
         finally:
             await dbs.close()
 
@@ -90,6 +112,8 @@ async def run_scenarios(bench: Bench, with_profile: bool) -> None:
                 ("(4) burst", burst.run, 120),
                 ("(5) claim cost", claim_cost.run, 900),
                 ("(7) HTTP API", api.run, 900),
+                ("(8) dashboard pages", dashboard.pages, 1800),
+                ("(9) dashboard feed", dashboard.feed, bench.sizes.timer_span_s * 2 + 120),
             ):
                 try:
                     await asyncio.wait_for(scenario(bench, dbs), limit_s)
@@ -108,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run py-spy on the daemon during one extra delivery run")
     parser.add_argument("--daemon-env", action="append", default=[], metavar="KEY=VALUE",
                         help="a REMINDERD_* setting for every daemon the bench starts (repeatable)")
-    parser.add_argument("--only", choices=("api",), help="run only this scenario")
+    parser.add_argument("--only", choices=("api", "dashboard"), help="run only this scenario")
     parser.add_argument("--api-log-level", default="warning", choices=("info", "warning"),
                         help="reminderd serve's log level in (7): info logs a line per request")
     args = parser.parse_args(argv)
@@ -142,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(signum, task.cancel)
         if args.only == "api":
             await run_api_only(bench)
+        elif args.only == "dashboard":
+            await run_dashboard_only(bench)
         else:
             await run_scenarios(bench, args.profile)
 

@@ -6,5 +6,8 @@
  (3) timer            timer precision of an idle daemon
  (4) burst            many rows due at one instant
  (5) claim_cost       EXPLAIN of the claim with 0 and a large backlog of future rows
+ (7) api              the HTTP API against the real reminderd serve, beside the SQL path
+ (8) dashboard        pages: the dashboard's pages on 1,000,000 messages and 5,000,000 deliveries
+ (9) dashboard        feed: the daemon's lateness without and with 50 live-feed streams open
  profile              py-spy and pg_stat_statements during one more delivery run (--profile)
 """
