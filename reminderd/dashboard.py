@@ -325,8 +325,15 @@ def _scope(request: web.Request, viewer: Viewer) -> str | None:
 
 
 def _cookie_options(request: web.Request, max_age_s: int) -> dict[str, Any]:
-    return {"httponly": True, "samesite": "Strict", "secure": request.secure, "max_age": max_age_s,
+    return {"httponly": True, "samesite": "Strict", "secure": _over_tls(request), "max_age": max_age_s,
             "path": _state(request).base + "/"}
+
+
+def _over_tls(request: web.Request) -> bool:
+    """Whether the browser reached us over TLS: here, or at a proxy that says so. Trusting the
+    header costs nothing: it can only make the cookie stricter."""
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    return request.secure or forwarded == "https"
 
 
 async def login_page(request: web.Request, *, problem: str | None = None, status: int = 200) -> web.Response:
@@ -414,10 +421,14 @@ async def _overview_numbers(state: Dashboard, scope: str | None) -> dict[str, An
     if cached is not None and time.monotonic() - cached[0] < OVERVIEW_CACHE_S:
         return cached[1]
     store = state.store
-    counts = await store.overview_counts(scope)
-    fires = {f.tenant_id: f for f in await store.overview_fires(scope)}
+    # On separate pool connections at once: the page takes as long as its longest query.
+    counts, fired, late, now = await asyncio.gather(
+        store.overview_counts(scope), store.overview_fires(scope), store.overview_lateness(scope),
+        store.database_now(),
+    )
+    fires = {f.tenant_id: f for f in fired}
     buckets: dict[tuple[str, bool], dict[int, int]] = {}
-    for row in await store.overview_lateness(scope):
+    for row in late:
         buckets.setdefault((row.tenant_id, row.last_hour), {})[row.bucket] = row.delivered
     lines = []
     total_counts = TenantCounts("all", 0, 0, 0, 0, 0, None)
@@ -442,7 +453,7 @@ async def _overview_numbers(state: Dashboard, scope: str | None) -> dict[str, An
     numbers = {
         "lines": lines,
         "total": TenantLine(total_counts, total_hour, total_day, lateness(all_hour), lateness(all_day)),
-        "now": await store.database_now(),
+        "now": now,
         "share": share,
     }
     state.overview_cache[scope] = (time.monotonic(), numbers)

@@ -4,6 +4,7 @@ and returns frozen dataclasses built by `from_row()`; asyncpg's errors become re
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import time
@@ -720,10 +721,14 @@ class Store:
     async def overview_counts(self, tenant_id: str | None) -> list[TenantCounts]:
         """Per tenant: its live and dead messages by status, and its backlog."""
         args = () if tenant_id is None else (tenant_id,)
+        by_status, backlog = await asyncio.gather(  # two pool connections at once
+            self._pool.fetch(self._scoped("overview_counts", tenant_id), *args),
+            self._pool.fetch(self._scoped("overview_backlog", tenant_id), *args),
+        )
         counts: dict[str, dict[str, Any]] = {}
-        for row in await self._pool.fetch(self._scoped("overview_counts", tenant_id), *args):
+        for row in by_status:
             counts.setdefault(row["tenant_id"], {})[row["status"]] = row["messages"]
-        for row in await self._pool.fetch(self._scoped("overview_backlog", tenant_id), *args):
+        for row in backlog:
             counts.setdefault(row["tenant_id"], {}).update(due=row["due"], oldest_due=row["oldest_due"])
         return [TenantCounts.from_row({"tenant_id": tenant, **values})
                 for tenant, values in sorted(counts.items())]

@@ -15,25 +15,22 @@ WHERE $1::text IS NULL OR id = $1
 ORDER BY id;
 
 -- overview_counts_all --
--- Live and dead messages per tenant and status: one range count of the partial index
--- scheduled_messages_overview per tenant and status, read without the table.
-SELECT t.id AS tenant_id, s.status, c.messages
+-- Live and dead messages per tenant and status: one index-only range of the partial index
+-- scheduled_messages_overview per tenant, counted by status as it is read (in index order).
+SELECT t.id AS tenant_id, c.status, c.messages
 FROM reminderd.tenants t
-CROSS JOIN unnest(ARRAY['pending', 'picked', 'paused', 'dead']) AS s(status)
 CROSS JOIN LATERAL (
-    SELECT count(*) AS messages
+    SELECT m.status, count(*) AS messages
     FROM reminderd.scheduled_messages m
-    WHERE m.tenant_id = t.id AND m.status = s.status AND m.status IN ('pending', 'picked', 'paused', 'dead')
+    WHERE m.tenant_id = t.id AND m.status IN ('pending', 'picked', 'paused', 'dead')
+    GROUP BY m.status
 ) c;
 
 -- overview_counts_tenant --
-SELECT $1::text AS tenant_id, s.status, c.messages
-FROM unnest(ARRAY['pending', 'picked', 'paused', 'dead']) AS s(status)
-CROSS JOIN LATERAL (
-    SELECT count(*) AS messages
-    FROM reminderd.scheduled_messages m
-    WHERE m.tenant_id = $1 AND m.status = s.status AND m.status IN ('pending', 'picked', 'paused', 'dead')
-) c;
+SELECT $1::text AS tenant_id, m.status, count(*) AS messages
+FROM reminderd.scheduled_messages m
+WHERE m.tenant_id = $1 AND m.status IN ('pending', 'picked', 'paused', 'dead')
+GROUP BY m.status;
 
 -- overview_backlog_all --
 -- Per tenant, the pending messages already due (not picked yet) and the oldest one's fire_at: the

@@ -121,6 +121,13 @@ async def test_signing_in_with_a_key_sets_a_strict_httponly_cookie_without_the_k
     assert secret_part not in cookie and key not in cookie
     status, body = await browser.get("/")
     assert status == 200 and "ops-alice" in body and "operator" in body
+    # Behind a proxy that ended TLS, the cookie is Secure too.
+    await browser.get("/login")
+    form = {"key": key, "csrf": browser.csrf, "next": "/dashboard/"}
+    async with browser.session.post(browser.url + "/login", allow_redirects=False, data=form,
+                                    headers={"X-Forwarded-Proto": "https"}) as answer:
+        cookie = next(c for c in answer.headers.getall("Set-Cookie") if c.startswith(SESSION_COOKIE))
+    assert "Secure" in cookie
 
 
 async def test_a_wrong_revoked_or_missing_key_is_refused_with_one_line(
