@@ -422,9 +422,9 @@ async def _overview_numbers(state: Dashboard, scope: str | None) -> dict[str, An
         return cached[1]
     store = state.store
     # On separate pool connections at once: the page takes as long as its longest query.
-    counts, fired, late, now = await asyncio.gather(
+    counts, fired, late, now, daemons = await asyncio.gather(
         store.overview_counts(scope), store.overview_fires(scope), store.overview_lateness(scope),
-        store.database_now(),
+        store.database_now(), store.daemons_listening(),
     )
     fires = {f.tenant_id: f for f in fired}
     buckets: dict[tuple[str, bool], dict[int, int]] = {}
@@ -454,9 +454,14 @@ async def _overview_numbers(state: Dashboard, scope: str | None) -> dict[str, An
         "lines": lines,
         "total": TenantLine(total_counts, total_hour, total_day, lateness(all_hour), lateness(all_day)),
         "now": now,
+        "daemons": daemons,
         "share": share,
     }
-    state.overview_cache[scope] = (time.monotonic(), numbers)
+    cache, now_s = state.overview_cache, time.monotonic()
+    if len(cache) > 100:  # an operator may ask for any ?tenant=: keep only what is fresh
+        for stale in [k for k, (at, _) in cache.items() if now_s - at >= OVERVIEW_CACHE_S]:
+            del cache[stale]
+    cache[scope] = (now_s, numbers)
     return numbers
 
 

@@ -62,6 +62,7 @@ def test_the_overview_counts_equal_what_sql_says(browser: WebDriver, site: Site)
     wanted = {(row["tenant"], c): row[c] for row in expected for c in columns}
     # The counts are at most 2 s old (one count serves every open overview) and refresh every 5 s.
     wait(browser, 15).until(lambda d: shown(d) == wanted)
+    assert browser.find_element(By.CSS_SELECTOR, '[data-total="daemons"]').text == "1"  # reminderd run
     total = browser.find_element(By.CSS_SELECTOR, '[data-total="pending"]').text
     assert int(total.replace(",", "")) == sum(r["pending"] for r in expected)
     # It refreshes itself in place (no reload: what the page holds survives).

@@ -16,7 +16,7 @@ from reminderd.housekeeping import CountsPruner, Housekeeping
 from reminderd.metrics import Metrics
 from reminderd.migrate import upgrade
 from reminderd.panels import LATENESS_BOUNDS_MS
-from reminderd.store import Store
+from reminderd.store import Listener, Store
 from reminderd.testing import Receiver, add_tenant
 
 WINDOW_1H = "created_at >= date_trunc('minute', now(), 'UTC') - interval '59 minutes'"
@@ -423,3 +423,20 @@ async def test_the_daemons_housekeeping_prunes_the_aggregates_past_their_use(
 
 async def test_the_lateness_buckets_are_the_same_in_python_and_in_sql(store: Store) -> None:
     assert await store.lateness_bounds_ms() == LATENESS_BOUNDS_MS
+
+
+async def test_the_daemons_connected_are_those_listening_on_this_database(
+    database_url: str, store: Store
+) -> None:
+    assert await store.daemons_listening() == 0
+    listener = Listener(database_url, lambda payload: None)  # what each daemon holds
+    await listener.connect()
+    try:
+        assert await store.daemons_listening() == 1
+    finally:
+        await listener.close()
+    assert await poll_until(lambda: _none_listening(store))
+
+
+async def _none_listening(store: Store) -> bool:
+    return await store.daemons_listening() == 0
