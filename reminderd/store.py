@@ -727,14 +727,19 @@ class Store:
     async def overview_counts(self, tenant_id: str | None) -> list[TenantCounts]:
         """Per tenant: its live and dead messages by status, and its backlog."""
         args = () if tenant_id is None else (tenant_id,)
-        by_status, backlog = await asyncio.gather(  # two pool connections at once
-            self._pool.fetch(self._scoped("overview_counts", tenant_id), *args),
-            self._pool.fetch(self._scoped("overview_backlog", tenant_id), *args),
-        )
+        backlog = self._pool.fetch(self._scoped("overview_backlog", tenant_id), *args)
+        if tenant_id is None:  # the big count, in two halves on two connections at once
+            tenants = [row["id"] for row in await self._pool.fetch(QUERIES["tenant_ids"])]
+            half = (len(tenants) + 1) // 2
+            parts = [self._pool.fetch(QUERIES["overview_counts_of"], part)
+                     for part in (tenants[:half], tenants[half:])]
+        else:
+            parts = [self._pool.fetch(QUERIES["overview_counts_tenant"], tenant_id)]
+        *by_status, backlog_rows = await asyncio.gather(*parts, backlog)
         counts: dict[str, dict[str, Any]] = {}
-        for row in by_status:
+        for row in (r for rows in by_status for r in rows):
             counts.setdefault(row["tenant_id"], {})[row["status"]] = row["messages"]
-        for row in backlog:
+        for row in backlog_rows:
             counts.setdefault(row["tenant_id"], {}).update(due=row["due"], oldest_due=row["oldest_due"])
         return [TenantCounts.from_row({"tenant_id": tenant, **values})
                 for tenant, values in sorted(counts.items())]

@@ -14,11 +14,15 @@ FROM reminderd.tenants
 WHERE $1::text IS NULL OR id = $1
 ORDER BY id;
 
--- overview_counts_all --
--- Live and dead messages per tenant and status: one index-only range of the partial index
--- scheduled_messages_overview per tenant, counted by status as it is read (in index order).
+-- tenant_ids --
+SELECT id FROM reminderd.tenants ORDER BY id;
+
+-- overview_counts_of --
+-- Live and dead messages of the tenants $1 by status: one index-only range of the partial index
+-- scheduled_messages_overview per tenant, counted by status as it is read (in index order). The
+-- server splits every tenant in two such lists and counts them on two connections at once.
 SELECT t.id AS tenant_id, c.status, c.messages
-FROM reminderd.tenants t
+FROM unnest($1::text[]) AS t(id)
 CROSS JOIN LATERAL (
     SELECT m.status, count(*) AS messages
     FROM reminderd.scheduled_messages m
