@@ -14,8 +14,9 @@ Scenarios (see bench/README.md for what each number means):
  (7) the HTTP API: POST /v1/messages at concurrency 32 and batches of 1,000, beside the SQL path.
      `--only api` runs it alone.
  (8) the dashboard's pages: server time on 1,000,000 messages and 5,000,000 deliveries.
- (9) the dashboard's live feed: the daemon's lateness without and with 50 feed streams open.
-     `--only dashboard` runs (8) and (9) alone.
+ (9) the dashboard's live feed: the daemon's lateness without and with 50 feed streams open;
+     (9b) a burst drained with and without the dashboard's counting triggers.
+     `--only dashboard` runs (8), (9) and (9b) alone.
 
 Exit status: 0 every target passed, 1 some target failed, 2 a scenario could not run (error/timeout).
 """
@@ -75,6 +76,7 @@ async def run_dashboard_only(bench: Bench) -> None:
             for title, scenario, limit_s in (
                 ("(8) dashboard pages", dashboard.pages, 1800),
                 ("(9) dashboard feed", dashboard.feed, bench.sizes.timer_span_s * 2 + 120),
+                ("(9b) dashboard triggers", dashboard.trigger_cost, 600),
             ):
                 try:
                     await asyncio.wait_for(scenario(bench, dbs), limit_s)
@@ -114,6 +116,7 @@ async def run_scenarios(bench: Bench, with_profile: bool) -> None:
                 ("(7) HTTP API", api.run, 900),
                 ("(8) dashboard pages", dashboard.pages, 1800),
                 ("(9) dashboard feed", dashboard.feed, bench.sizes.timer_span_s * 2 + 120),
+                ("(9b) dashboard triggers", dashboard.trigger_cost, 600),
             ):
                 try:
                     await asyncio.wait_for(scenario(bench, dbs), limit_s)

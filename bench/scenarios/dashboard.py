@@ -11,6 +11,10 @@ request) as well as warm.
 no dashboard open, then again with 50 Server-Sent Events streams of the live feed open on
 `reminderd serve`; the lateness of the two runs is compared, and every stream must have received
 every fire.
+
+(9b) What the dashboard costs the daemon's write path even with nobody looking (the triggers that
+keep its aggregates and notify the feed): a burst of rows due at one instant drained with those
+triggers, and with them disabled.
 """
 
 from __future__ import annotations
@@ -32,10 +36,13 @@ from bench.harness import (
     PAYLOAD_SQL,
     TENANT,
     Bench,
+    CpuMeter,
     Databases,
     bench_daemon,
     received_at_least,
+    sent_at_least,
     tenant_database,
+    wait_for_quiet,
     wait_idle,
     wait_until,
 )
@@ -262,3 +269,60 @@ async def feed(bench: Bench, dbs: Databases) -> None:
                p99_with < 50 and p99_with <= max(2 * p99_without, p99_without + 10))
     report.add(f"(9) fires every one of {STREAMS} streams received", f"{min(received)} of {n}", f"{n}",
                min(received) == n)
+
+
+async def _burst_drain(bench: Bench, dbs: Databases, label: str, *, triggers: bool) -> tuple[float, float]:
+    """(seconds from T to the last of a burst's rows `sent`, PostgreSQL CPU seconds over the burst),
+    with the dashboard's counting triggers on or off (a fresh database each time)."""
+    n = bench.sizes.burst_n
+    receiver = bench.receiver
+    async with tenant_database(dbs, receiver, label) as (name, url, db):
+        if not triggers:
+            await db.execute("ALTER TABLE reminderd.events DISABLE TRIGGER events_count_fires;"
+                             "ALTER TABLE reminderd.deliveries DISABLE TRIGGER deliveries_count_lateness")
+        async with bench_daemon(bench, url) as daemon:
+            await wait_idle(daemon, dbs.admin, name)
+            await wait_for_quiet(receiver.pid, dbs.postmaster_pid)
+            due = time.time() + 2.5
+            await db.execute(
+                "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, payload) "
+                f"SELECT '{TENANT}', 'burst:' || i, to_timestamp($2), {PAYLOAD_SQL.format(i='i')} "
+                "FROM generate_series(1, $1) AS i",
+                n, due,
+            )
+            await asyncio.sleep(max(0.0, due - time.time() - 0.05))  # the meter covers the burst only
+            meter = CpuMeter(daemon.pid, receiver.pid, dbs.postmaster_pid)
+
+            async def progress() -> str:
+                return f"received {receiver.count()} of {n}"
+
+            await wait_until("burst rows sent", sent_at_least(db, n), due + 60, daemon, progress,
+                             interval_s=0.02)
+            _, used = meter.stop()
+            last_sent: float = await db.fetchval(
+                "SELECT extract(epoch FROM max(sent_at))::float8 FROM reminderd.scheduled_messages")
+            counted = await db.fetchval("SELECT coalesce(sum(delivered), 0) FROM reminderd.fire_counts"
+                                        " WHERE period = 'minute'")
+        if counted != (n if triggers else 0):
+            raise RuntimeError(f"fire_counts holds {counted} deliveries of {n}")
+    return last_sent - due, used["postgres"]
+
+
+async def trigger_cost(bench: Bench, dbs: Databases) -> None:
+    """(9b) What the dashboard's counting triggers (and the feed's NOTIFY) cost the daemon: a burst
+    drained with them and with them disabled, alternately, three times each; medians."""
+    n = bench.sizes.burst_n
+    section(f"(9b) the dashboard's triggers on the write path: {n:,} rows due at one instant, drained "
+            "with and without them (3 times each)")
+    on: list[tuple[float, float]] = []
+    off: list[tuple[float, float]] = []
+    for round_ in range(3):
+        on.append(await _burst_drain(bench, dbs, f"counted{round_}", triggers=True))
+        off.append(await _burst_drain(bench, dbs, f"uncounted{round_}", triggers=False))
+    drain_on, drain_off = (statistics.median(d for d, _ in runs) for runs in (on, off))
+    cpu_on, cpu_off = (1e6 * statistics.median(c for _, c in runs) / n for runs in (on, off))
+    say(f"drained in {drain_on:.3f} s with the triggers ({n / drain_on:,.0f}/s), {drain_off:.3f} s without "
+        f"({n / drain_off:,.0f}/s); PostgreSQL CPU per delivery {cpu_on:.0f} us with, {cpu_off:.0f} us without")
+    bench.report.add("(9b) burst drain, counting triggers on / off", f"{drain_on:.2f} s / {drain_off:.2f} s")
+    bench.report.add("(9b) PostgreSQL CPU per delivery, triggers on / off", f"{cpu_on:.0f} / {cpu_off:.0f} us",
+                     "within 25 %", cpu_on <= 1.25 * cpu_off)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -15,7 +16,9 @@ PAGES = ("/", "/upcoming", "/feed", "/messages?q=booking", "/dead")
 
 
 def wait(driver: WebDriver, timeout_s: float = 10) -> WebDriverWait[WebDriver]:
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.02)
+    """A bounded wait; an element the overview's refresh replaced meanwhile is read again."""
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.02,
+                         ignored_exceptions=(StaleElementReferenceException,))
 
 
 def test_signing_in_shows_the_overview_and_signing_out_ends_it(browser: WebDriver, site: Site) -> None:
@@ -62,9 +65,10 @@ def test_the_overview_counts_equal_what_sql_says(browser: WebDriver, site: Site)
     wanted = {(row["tenant"], c): row[c] for row in expected for c in columns}
     # The counts are at most 2 s old (one count serves every open overview) and refresh every 5 s.
     wait(browser, 15).until(lambda d: shown(d) == wanted)
-    assert browser.find_element(By.CSS_SELECTOR, '[data-total="daemons"]').text == "1"  # reminderd run
-    total = browser.find_element(By.CSS_SELECTOR, '[data-total="pending"]').text
-    assert int(total.replace(",", "")) == sum(r["pending"] for r in expected)
+    wait(browser).until(lambda d: d.find_element(By.CSS_SELECTOR, '[data-total="daemons"]').text == "1")
+    pending = str(sum(r["pending"] for r in expected))
+    wait(browser).until(lambda d: d.find_element(
+        By.CSS_SELECTOR, '[data-total="pending"]').text.replace(",", "") == pending)
     # It refreshes itself in place (no reload: what the page holds survives).
     browser.execute_script("window.reminderdMarker = 1;")
     site.sql("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) VALUES"
