@@ -16,6 +16,10 @@ Scenarios (see bench/README.md for what each number means):
      `--only api` runs it alone.
  (8) soak: 3 daemons for 10 minutes, 300 callbacks/s, a kill -9 a minute, the receiver failing 5 %
      (full runs only; `--soak` runs it alone, `--soak-minutes` shortens it).
+ (9) the dashboard's pages: server time on 1,000,000 messages and 5,000,000 deliveries.
+ (10) the dashboard's live feed: the daemon's lateness without and with 50 feed streams open;
+     (10b) a burst drained with and without the dashboard's counting triggers.
+     `--only dashboard` runs (9), (10) and (10b) alone.
 
 Exit status: 0 every target passed, 1 some target failed, 2 a scenario could not run (error/timeout).
 """
@@ -28,6 +32,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +49,7 @@ from bench.scenarios import (  # noqa: E402
     burst,
     claim_cost,
     client_ceiling,
+    dashboard,
     delivery,
     http_ceiling,
     profile,
@@ -51,6 +57,17 @@ from bench.scenarios import (  # noqa: E402
     timer,
 )
 from reminderd.testing import throwaway_cluster  # noqa: E402
+
+Scenario = Callable[[Bench, Databases], Awaitable[object]]
+
+
+def dashboard_scenarios(bench: Bench) -> list[tuple[str, Scenario, float]]:
+    """The dashboard's (9), (10) and (10b): title, scenario, time limit in seconds."""
+    return [
+        ("(9) dashboard pages", dashboard.pages, 1800),
+        ("(10) dashboard feed", dashboard.feed, bench.sizes.timer_span_s * 2 + 120),
+        ("(10b) dashboard triggers", dashboard.trigger_cost, 600),
+    ]
 
 
 async def run_api_only(bench: Bench) -> None:
@@ -73,6 +90,22 @@ async def run_soak(bench: Bench, minutes: float) -> None:
         await dbs.setup()
         try:
             await soak_scenario(bench, dbs, minutes)
+        finally:
+            await dbs.close()
+
+
+async def run_dashboard_only(bench: Bench) -> None:
+    """Only the dashboard's (9), (10) and (10b)."""
+    section("PostgreSQL: throwaway cluster, migrated template database")
+    with throwaway_cluster() as cluster:
+        dbs = Databases(cluster)
+        await dbs.setup()
+        try:
+            for title, scenario, limit_s in dashboard_scenarios(bench):
+                try:
+                    await asyncio.wait_for(scenario(bench, dbs), limit_s)
+                except Exception as exc:
+                    bench.report.error(title, exc)
         finally:
             await dbs.close()
 
@@ -113,6 +146,7 @@ async def run_scenarios(bench: Bench, with_profile: bool, soak_minutes: float | 
                 ("(4) burst", burst.run, 120),
                 ("(5) claim cost", claim_cost.run, 900),
                 ("(7) HTTP API", api.run, 900),
+                *dashboard_scenarios(bench),
             ):
                 try:
                     await asyncio.wait_for(scenario(bench, dbs), limit_s)
@@ -136,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="how long the soak runs (default 10); 0 leaves it out of a full run")
     parser.add_argument("--daemon-env", action="append", default=[], metavar="KEY=VALUE",
                         help="a REMINDERD_* setting for every daemon the bench starts (repeatable)")
-    parser.add_argument("--only", choices=("api",), help="run only this scenario")
+    parser.add_argument("--only", choices=("api", "dashboard"), help="run only this scenario")
     parser.add_argument("--api-log-level", default="warning", choices=("info", "warning"),
                         help="reminderd serve's log level in (7): info logs a line per request")
     args = parser.parse_args(argv)
@@ -173,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             await run_soak(bench, args.soak_minutes)
         elif args.only == "api":
             await run_api_only(bench)
+        elif args.only == "dashboard":
+            await run_dashboard_only(bench)
         else:
             await run_scenarios(bench, args.profile, None if args.quick else args.soak_minutes)
 

@@ -32,7 +32,7 @@ import yaml
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import refusals, wire
+from . import dashboard, refusals, wire
 from .apikeys import Caller, KeyCache
 from .exceptions import DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from .lifecycle import Status
@@ -179,6 +179,9 @@ class Api:
             # {id} only matches digits: anything else is a 404, as an unknown message is.
             path = route.path.replace("{id}", "{id:[0-9]{1,19}}")
             app.router.add_route(route.method, path, self._guarded(route), name=_route_name(route))
+        # The operator dashboard (reminderd/dashboard.py): its pages under /dashboard/, signed in
+        # with the same API keys; its own middleware (HTML errors, sessions), not this one.
+        dashboard.mount(app, self.store, self.settings)
         return app
 
     # Every request ------------------------------------------------------------------------------
@@ -187,6 +190,8 @@ class Api:
     async def _middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if dashboard.serves(request.path):  # pages and a live stream, not JSON: its own middleware
+            return await handler(request)
         started = time.perf_counter()
         request_id = uuid.uuid4().hex[:16]
         request[REQUEST_ID] = request_id
