@@ -424,7 +424,7 @@ async def _overview_numbers(state: Dashboard, scope: str | None) -> dict[str, An
     # On separate pool connections at once: the page takes as long as its longest query.
     counts, fired, late, now, daemons = await asyncio.gather(
         store.overview_counts(scope), store.overview_fires(scope), store.overview_lateness(scope),
-        store.database_now(), store.daemons_listening(),
+        store.database_now(), store.daemons(),
     )
     fires = {f.tenant_id: f for f in fired}
     buckets: dict[tuple[str, bool], dict[int, int]] = {}
@@ -455,6 +455,8 @@ async def _overview_numbers(state: Dashboard, scope: str | None) -> dict[str, An
         "total": TenantLine(total_counts, total_hour, total_day, lateness(all_hour), lateness(all_day)),
         "now": now,
         "daemons": daemons,
+        "alive": [d for d in daemons if d.state == "alive"],
+        "last_claim": max((d.last_claim_at for d in daemons if d.last_claim_at is not None), default=None),
         "share": share,
     }
     cache, now_s = state.overview_cache, time.monotonic()

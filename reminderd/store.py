@@ -1134,12 +1134,6 @@ class Store:
         return [TenantRulesView.from_row(r) for r in rows]
 
     @_translating
-    async def daemons_listening(self) -> int:
-        """How many daemons hold a LISTEN connection to this database."""
-        count: int = await self._pool.fetchval(QUERIES["daemons_listening"])
-        return count
-
-    @_translating
     async def database_now(self) -> datetime:
         now: datetime = await self._pool.fetchval(QUERIES["database_now"])
         return now

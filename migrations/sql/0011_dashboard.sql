@@ -7,6 +7,8 @@
 --   NOTIFY reminderd_feed          the ids of the fires each statement recorded, so the feed is
 --                                  pushed as they are written (no polling).
 --   events.on_behalf_of            who a role acted for: the API key of a dashboard or API action.
+--   reminderd_api reads daemons    the overview's daemons, alive or not, and their last claims
+--                                  (the registry of migration 0008).
 --   deliveries_message             on (message_id, id) instead of (message_id, attempt): a message's
 --                                  last 100 attempts are an index range even for a recurring row
 --                                  (whose attempts restart at 1 for each occurrence).
@@ -198,3 +200,7 @@ CREATE POLICY read_all ON reminderd.lateness_counts FOR SELECT TO reminderd_read
     USING (true);
 GRANT SELECT ON reminderd.fire_counts, reminderd.lateness_counts
     TO reminderd_app, reminderd_readonly, reminderd_daemon, reminderd_api;
+
+-- The overview's daemons: the registry (migration 0008) read by `reminderd serve` (its hosts,
+-- versions, heartbeats and last claims; the settings it holds are masked).
+GRANT SELECT ON reminderd.daemons, reminderd.daemon_overview TO reminderd_api;

@@ -101,13 +101,6 @@ GROUP BY 1, 2, 3;
 -- lateness_bounds_ms --
 SELECT reminderd.lateness_bounds_ms();
 
--- daemons_listening --
--- Daemons connected to this database: each holds one LISTEN connection (application_name
--- reminderd-listen; pg_stat_activity shows any role that much of other roles' sessions). Until the
--- daemon registry (reminderd.daemons) says more: which, and their last claim.
-SELECT count(*) FROM pg_stat_activity
-WHERE datname = current_database() AND application_name = 'reminderd-listen';
-
 -- database_now --
 SELECT now();
 

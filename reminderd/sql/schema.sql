@@ -541,9 +541,10 @@ GRANT SELECT, INSERT, DELETE ON reminderd.tenant_members TO reminderd_daemon;
 GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.tenant_holidays, reminderd.scheduled_messages,
     reminderd.deliveries, reminderd.events TO reminderd_daemon;
 GRANT SELECT ON reminderd.my_tenants, reminderd.config TO reminderd_daemon;
--- The daemon registry: the daemons keep it, DBAs read it; applications have no business there.
+-- The daemon registry: the daemons keep it, DBAs and the dashboard (reminderd serve) read it;
+-- applications have no business there.
 GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.daemons TO reminderd_daemon;
-GRANT SELECT ON reminderd.daemons TO reminderd_readonly;
+GRANT SELECT ON reminderd.daemons TO reminderd_readonly, reminderd_api;
 
 GRANT SELECT (api_rate_limit) ON reminderd.tenants TO reminderd_app, reminderd_readonly;
 GRANT SELECT (id, callback_url, created_at, paused, calendar, holiday_rule, quiet_start, quiet_end, quiet_exempt,
@@ -2688,4 +2689,4 @@ SELECT d.id, d.host, d.pid, d.version, d.started_at, d.heartbeat_at, now() - d.h
        d.last_claim_at
 FROM reminderd.daemons d;
 
-GRANT SELECT ON reminderd.daemon_overview TO reminderd_readonly, reminderd_daemon;
+GRANT SELECT ON reminderd.daemon_overview TO reminderd_readonly, reminderd_daemon, reminderd_api;

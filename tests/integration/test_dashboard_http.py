@@ -330,6 +330,50 @@ async def test_the_overview_counts_are_what_sql_counts(db: asyncpg.Connection, b
             assert cell is not None and int(cell[1].replace(",", "")) == row[column], (row["tenant_id"], column)
 
 
+async def test_the_overview_shows_the_registrys_daemons_alive_or_not_and_their_last_claim(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    """Which daemons are alive comes from reminderd.daemons (migration 0008), read by the API's
+    role: an operator sees each with its state, what it holds and its last claim; a tenant's key
+    only how many are alive and the latest claim (the hosts are the operator's business)."""
+    await operator(db, browser)
+    _, body = await browser.get("/")
+    assert re.search(r'data-total="daemons">0<', body) and "none: nothing is sent" in body
+    assert "No daemon registered" in body
+    alive, dead = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000d"
+    await db.execute(
+        "INSERT INTO reminderd.daemons"
+        " (id, host, pid, version, started_at, heartbeat_at, settings, last_claim_at) VALUES"
+        " ($1, 'host-a', 101, '0.1.0', now() - interval '1 hour', now(), $3, now() - interval '30 minutes'),"
+        " ($2, 'host-d', 404, '0.0.9', now() - interval '2 hours', now() - interval '1 minute', $3, NULL)",
+        alive, dead, '{"heartbeat": 5, "dead_after": 15}',
+    )
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status, attempts, picked_at,"
+        " picked_by) SELECT 'acme', 'held-' || n, now(), 'picked', 1, now(), $1 FROM generate_series(1, 3) n",
+        alive,
+    )
+    _, body = await browser.get("/?fragment=live&tenant=acme")  # another scope: not the cached count
+    assert re.search(r'data-total="daemons">1<', body)
+    assert re.search(r'data-total="last_claim">last claim 30 min ago<', body)
+    rows = dict(re.findall(r'<tr data-daemon="([0-9a-f-]+)">(.*?)</tr>', body, re.S))
+    assert set(rows) == {alive, dead}
+    assert "host-a" in rows[alive] and re.search(r"data-daemon-state>alive<", rows[alive])
+    assert re.search(r'<td class="n">3</td>', rows[alive])  # the rows it holds
+    assert "host-d" in rows[dead] and re.search(r"data-daemon-state>dead<", rows[dead])
+    assert "none yet" in rows[dead]
+
+    key = await add_api_key(db, "acme", name="acme-ops")
+    other = Browser(browser.url)
+    try:
+        assert (await other.sign_in(key))[0] == 200
+        _, body = await other.get("/")
+        assert re.search(r'data-total="daemons">1<', body) and "last claim" in body
+        assert "host-a" not in body and "data-daemon=" not in body
+    finally:
+        await other.close()
+
+
 async def test_message_page_tells_the_whole_story_and_its_actions_are_audited_with_the_key(
     db: asyncpg.Connection, browser: Browser, tenant: str
 ) -> None:

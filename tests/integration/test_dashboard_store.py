@@ -9,14 +9,14 @@ import asyncio
 from datetime import timedelta
 
 import asyncpg
-from support import drain, fast_settings, poll_until, row_by_ref
+from support import api_role_url, drain, fast_settings, inserted_before_the_outage, poll_until, row_by_ref
 
 from reminderd.dashboard_rows import FIRES, FireTotals
 from reminderd.housekeeping import CountsPruner, Housekeeping
 from reminderd.metrics import Metrics
 from reminderd.migrate import upgrade
 from reminderd.panels import LATENESS_BOUNDS_MS
-from reminderd.store import Listener, Store
+from reminderd.store import Store
 from reminderd.testing import Receiver, add_tenant
 
 WINDOW_1H = "created_at >= date_trunc('minute', now(), 'UTC') - interval '59 minutes'"
@@ -51,10 +51,13 @@ async def test_fire_counts_equal_the_audit_trail_through_the_worker(
         "SELECT reminderd.schedule('acme', 'gone', now());"
         "SELECT reminderd.schedule('acme', 'promo', now(), category => 'marketing');"
         "SELECT reminderd.schedule('other', 'ok', now());"
-        # Due too long ago for the default 30 minutes of lateness: expired at the claim.
-        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
-        " VALUES ('other', 'stale', now() - interval '2 hours')"
     )
+    async with inserted_before_the_outage(db):  # the database refuses a row this late at insert
+        # Due too long ago for the default 30 minutes of lateness: expired at the claim.
+        await db.execute(
+            "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+            " VALUES ('other', 'stale', now() - interval '2 hours')"
+        )
     await drain(fast_settings(database_url, lookback_s=86400))
 
     assert (await row_by_ref(db, "promo"))["status"] == "pending"  # deferred to the end of quiet hours
@@ -425,18 +428,20 @@ async def test_the_lateness_buckets_are_the_same_in_python_and_in_sql(store: Sto
     assert await store.lateness_bounds_ms() == LATENESS_BOUNDS_MS
 
 
-async def test_the_daemons_connected_are_those_listening_on_this_database(
-    database_url: str, store: Store
+async def test_the_api_role_reads_the_daemon_registry_the_overview_shows(
+    db: asyncpg.Connection, database_url: str
 ) -> None:
-    assert await store.daemons_listening() == 0
-    listener = Listener(database_url, lambda payload: None)  # what each daemon holds
-    await listener.connect()
+    """reminderd serve's role (reminderd_api) reads reminderd.daemons through daemon_overview
+    (granted by migration 0011): each daemon, its state and its last claim."""
+    await db.execute(
+        "INSERT INTO reminderd.daemons (id, host, pid, version, heartbeat_at, settings, last_claim_at)"
+        " VALUES ('00000000-0000-4000-8000-000000000001', 'host-a', 101, '0.1.0', now(), '{}',"
+        "         now() - interval '5 seconds')"
+    )
+    api = await Store.connect(await api_role_url(db, database_url))
     try:
-        assert await store.daemons_listening() == 1
+        (daemon,) = await api.daemons()
     finally:
-        await listener.close()
-    assert await poll_until(lambda: _none_listening(store))
-
-
-async def _none_listening(store: Store) -> bool:
-    return await store.daemons_listening() == 0
+        await api.close()
+    assert (daemon.host, daemon.pid, daemon.state, daemon.held) == ("host-a", 101, "alive", 0)
+    assert daemon.last_claim_at is not None and daemon.last_claim_at < daemon.heartbeat_at
