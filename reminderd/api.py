@@ -288,11 +288,18 @@ class Api:
         async def guarded(request: web.Request) -> web.StreamResponse:
             caller = await self._caller(request, writes=route.writes)
             request[CALLER] = caller
+            if not route.writes:
+                response: web.StreamResponse = await route.handler(request, caller, self.store)
+                return response
             key = request.headers.get("Idempotency-Key")
-            if route.writes and key is not None:
+            if key is not None:
                 return await self._idempotent(request, caller, key, route.handler)
-            response: web.StreamResponse = await route.handler(request, caller, self.store)
-            return response
+            await request.read()  # the whole body before a connection is held for the write
+            # One transaction, so the audit trail says which key did it (events.on_behalf_of).
+            async with self.store.transaction() as store:
+                await store.act_for(caller.acting_for)
+                written: web.StreamResponse = await route.handler(request, caller, store)
+                return written
 
         return guarded
 
@@ -348,6 +355,7 @@ class Api:
             b"\n".join([request.method.encode(), request.path_qs.encode(), body])
         ).digest()
         async with self.store.transaction() as store:
+            await store.act_for(caller.acting_for)  # events.on_behalf_of: which key did it
             if not await store.idempotency_lock(tenant, key):
                 raise Problem(
                     "idempotency-in-flight",

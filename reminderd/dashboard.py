@@ -34,7 +34,7 @@ from urllib.parse import urlencode, urlsplit
 import structlog
 from aiohttp import web
 
-from .apikeys import WRITE, digest, prefix_of
+from .apikeys import WRITE, acting_for, digest, prefix_of
 from .dashboard_rows import FIRES, FeedEntry, FireTotals, TenantCounts
 from .exceptions import DatabaseUnavailable, ReminderdError
 from .feed import FeedFilter, FeedHub, entry_json
@@ -61,7 +61,6 @@ from .sessions import (
     SESSION_COOKIE,
     SESSION_MAX_AGE_S,
     Signer,
-    acting_for,
     login_nonce,
 )
 from .settings import Settings

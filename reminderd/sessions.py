@@ -95,8 +95,3 @@ class Signer:
 
 def login_nonce() -> str:
     return _b64(secrets.token_bytes(16))
-
-
-def acting_for(prefix: str, name: str) -> str:
-    """How the audit trail names an action done with a key (events.on_behalf_of)."""
-    return f"{prefix} ({name})"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reminderd.sessions import SESSION_MAX_AGE_S, Signer, acting_for, login_nonce
+from reminderd.apikeys import acting_for
+from reminderd.sessions import SESSION_MAX_AGE_S, Signer, login_nonce
 
 NOW = 1_796_000_000.0
 PREFIX = "rk_abcdefghijkl"
