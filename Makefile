@@ -12,7 +12,7 @@ demo: install ## a throwaway database, the daemon and a receiver: watch callback
 db: install ## a PostgreSQL for the CLI, kept across runs (reminderd dev-db start): prints its URL
 	@$(PY) -m reminderd.cli dev-db start
 
-test: ## the whole suite against real PostgreSQL (installs PgBouncer too, which only the tests use)
+test: ## the whole suite against real PostgreSQL and a real browser (installs PgBouncer, chromium, … once)
 	@bash .ci/setup --test
 	@$(PY) -m pytest -q
 

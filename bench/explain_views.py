@@ -3,11 +3,19 @@ scheduled_messages table of about 1,000,000 rows, in a throwaway PostgreSQL clus
 
     .venv/bin/python bench/explain_views.py              # ~1,000,000 rows
     .venv/bin/python bench/explain_views.py --rows 200000  # smaller, same proportions
+    .venv/bin/python bench/explain_views.py --dashboard    # the dashboard's queries instead, on
+                                                           # 1,000,000 messages and 5,000,000 deliveries
 
 The table is shaped like a busy production queue: mostly future-dated pending rows, ~30 % sent
 history, some cancelled/expired/dead/paused rows, a few due now, some picked with expired leases;
 ~100,000 deliveries and ~300,000 audit events. Loaded with INSERT ... SELECT generate_series (triggers
 off: session_replication_role = replica), then VACUUM ANALYZE.
+
+With --dashboard the database is bench/dashboard_data.py's (a week of history on top: 5,000,000
+deliveries with their audit events, and the dashboard's aggregates) and the plans are those of
+reminderd/sql/dashboard.sql's statements, as `reminderd serve` runs them (as reminderd_api), for
+an operator (all 50 tenants) and for one tenant; a Seq Scan on scheduled_messages, deliveries or
+events is flagged there.
 
 Each plan is printed; a "Seq Scan on scheduled_messages" is flagged. The live views (due_now,
 stuck, upcoming_by_hour, queue_overview, dead_letters, recent_deliveries) must not need one. The
@@ -205,10 +213,10 @@ async def explain(db: asyncpg.Connection, sql: str, *args: object) -> str:
     return "\n".join(r[0] for r in rows)
 
 
-def report(title: str, plan: str) -> bool:
-    """Print one plan; True when it seq-scans scheduled_messages."""
-    seq = bool(SEQ_SCAN.search(plan))
-    say(f"--- {title}{'   !! SEQ SCAN ON scheduled_messages' if seq else ''}")
+def report(title: str, plan: str, pattern: re.Pattern[str] = SEQ_SCAN) -> bool:
+    """Print one plan; True when it seq-scans scheduled_messages (or what `pattern` names)."""
+    seq = bool(pattern.search(plan))
+    say(f"--- {title}{'   !! SEQ SCAN ON A BIG TABLE' if seq else ''}")
     say(plan)
     say()
     return seq
@@ -272,5 +280,12 @@ async def main(rows: int) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in scheduled_messages")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="the dashboard's queries, with --deliveries attempts of history")
+    parser.add_argument("--deliveries", type=int, default=5_000_000, help="rows in deliveries (--dashboard)")
     arguments = parser.parse_args()
+    if arguments.dashboard:
+        from bench.explain_dashboard import main as dashboard_main
+
+        raise SystemExit(asyncio.run(dashboard_main(arguments.rows, arguments.deliveries)))
     raise SystemExit(asyncio.run(main(arguments.rows)))

@@ -19,6 +19,10 @@ Scenarios (see bench/README.md for what each number means):
  (9) start-up: spawn of `reminderd run` to its first claim.
  (10) write path: PostgreSQL CPU per callback for claim + record, before and after ANALYZE.
  (11) 1, 2 and 3 daemons delivering the same due rows from one database.
+ (12) the dashboard's pages: server time on 1,000,000 messages and 5,000,000 deliveries.
+ (13) the dashboard's live feed: the daemon's lateness without and with 50 feed streams open;
+     (13b) a burst drained with and without the dashboard's counting triggers.
+     `--only dashboard` runs (12), (13) and (13b) alone.
 
 Exit status: 0 every target passed, 1 some target failed, 2 a scenario could not run (error/timeout).
 """
@@ -31,6 +35,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +52,7 @@ from bench.scenarios import (  # noqa: E402
     burst,
     claim_cost,
     client_ceiling,
+    dashboard,
     delivery,
     http_ceiling,
     profile,
@@ -57,6 +63,17 @@ from bench.scenarios import (  # noqa: E402
     write_path,
 )
 from reminderd.testing import throwaway_cluster  # noqa: E402
+
+Scenario = Callable[[Bench, Databases], Awaitable[object]]
+
+
+def dashboard_scenarios(bench: Bench) -> list[tuple[str, Scenario, float]]:
+    """The dashboard's (12), (13) and (13b): title, scenario, time limit in seconds."""
+    return [
+        ("(12) dashboard pages", dashboard.pages, 1800),
+        ("(13) dashboard feed", dashboard.feed, bench.sizes.timer_span_s * 2 + 120),
+        ("(13b) dashboard triggers", dashboard.trigger_cost, 600),
+    ]
 
 
 async def run_api_only(bench: Bench) -> None:
@@ -79,6 +96,22 @@ async def run_soak(bench: Bench, minutes: float) -> None:
         await dbs.setup()
         try:
             await soak_scenario(bench, dbs, minutes)
+        finally:
+            await dbs.close()
+
+
+async def run_dashboard_only(bench: Bench) -> None:
+    """Only the dashboard's (12), (13) and (13b)."""
+    section("PostgreSQL: throwaway cluster, migrated template database")
+    with throwaway_cluster() as cluster:
+        dbs = Databases(cluster)
+        await dbs.setup()
+        try:
+            for title, scenario, limit_s in dashboard_scenarios(bench):
+                try:
+                    await asyncio.wait_for(scenario(bench, dbs), limit_s)
+                except Exception as exc:
+                    bench.report.error(title, exc)
         finally:
             await dbs.close()
 
@@ -122,6 +155,7 @@ async def run_scenarios(bench: Bench, with_profile: bool, soak_minutes: float | 
                 ("(9) start-up", startup.run, 240),
                 ("(10) write path", write_path.run, 600),
                 ("(11) daemons on one database", scaling.run, 900),
+                *dashboard_scenarios(bench),
             ):
                 try:
                     await asyncio.wait_for(scenario(bench, dbs), limit_s)
@@ -145,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="how long the soak runs (default 10); 0 leaves it out of a full run")
     parser.add_argument("--daemon-env", action="append", default=[], metavar="KEY=VALUE",
                         help="a REMINDERD_* setting for every daemon the bench starts (repeatable)")
-    parser.add_argument("--only", choices=("api",), help="run only this scenario")
+    parser.add_argument("--only", choices=("api", "dashboard"), help="run only this scenario")
     parser.add_argument("--api-log-level", default="warning", choices=("info", "warning"),
                         help="reminderd serve's log level in (7): info logs a line per request")
     args = parser.parse_args(argv)
@@ -182,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
             await run_soak(bench, args.soak_minutes)
         elif args.only == "api":
             await run_api_only(bench)
+        elif args.only == "dashboard":
+            await run_dashboard_only(bench)
         else:
             await run_scenarios(bench, args.profile, None if args.quick else args.soak_minutes)
 

@@ -32,7 +32,7 @@ import yaml
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import refusals, wire
+from . import dashboard, refusals, wire
 from .apikeys import Caller, KeyCache
 from .exceptions import DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from .lifecycle import Status
@@ -179,6 +179,9 @@ class Api:
             # {id} only matches digits: anything else is a 404, as an unknown message is.
             path = route.path.replace("{id}", "{id:[0-9]{1,19}}")
             app.router.add_route(route.method, path, self._guarded(route), name=_route_name(route))
+        # The operator dashboard (reminderd/dashboard.py): its pages under /dashboard/, signed in
+        # with the same API keys; its own middleware (HTML errors, sessions), not this one.
+        dashboard.mount(app, self.store, self.settings)
         return app
 
     # Every request ------------------------------------------------------------------------------
@@ -187,6 +190,8 @@ class Api:
     async def _middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if dashboard.serves(request.path):  # pages and a live stream, not JSON: its own middleware
+            return await handler(request)
         started = time.perf_counter()
         request_id = uuid.uuid4().hex[:16]
         request[REQUEST_ID] = request_id
@@ -283,11 +288,18 @@ class Api:
         async def guarded(request: web.Request) -> web.StreamResponse:
             caller = await self._caller(request, writes=route.writes)
             request[CALLER] = caller
+            if not route.writes:
+                response: web.StreamResponse = await route.handler(request, caller, self.store)
+                return response
             key = request.headers.get("Idempotency-Key")
-            if route.writes and key is not None:
+            if key is not None:
                 return await self._idempotent(request, caller, key, route.handler)
-            response: web.StreamResponse = await route.handler(request, caller, self.store)
-            return response
+            await request.read()  # the whole body before a connection is held for the write
+            # One transaction, so the audit trail says which key did it (events.on_behalf_of).
+            async with self.store.transaction() as store:
+                await store.act_for(caller.acting_for)
+                written: web.StreamResponse = await route.handler(request, caller, store)
+                return written
 
         return guarded
 
@@ -343,6 +355,7 @@ class Api:
             b"\n".join([request.method.encode(), request.path_qs.encode(), body])
         ).digest()
         async with self.store.transaction() as store:
+            await store.act_for(caller.acting_for)  # events.on_behalf_of: which key did it
             if not await store.idempotency_lock(tenant, key):
                 raise Problem(
                     "idempotency-in-flight",

@@ -61,6 +61,12 @@ def prefix_of(key: str) -> str | None:
     return match[1] if match else None
 
 
+def acting_for(prefix: str, name: str) -> str:
+    """How the audit trail names what was done with a key (events.on_behalf_of): an API write's,
+    a dashboard action's."""
+    return f"{prefix} ({name})"
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who a request acts as: its key's tenant (None for an operator key), and what it may do."""
@@ -70,10 +76,15 @@ class Caller:
     tenant_id: str | None
     scopes: tuple[str, ...]
     rate_limit: float | None
+    name: str
 
     @property
     def may_write(self) -> bool:
         return WRITE in self.scopes
+
+    @property
+    def acting_for(self) -> str:
+        return acting_for(self.prefix, self.name)
 
 
 class KeyCache:
@@ -100,7 +111,7 @@ class KeyCache:
         if not hmac.compare_digest(found.key_hash, digest(key)):
             return None
         self._used.add(found.id)
-        return Caller(found.id, found.prefix, found.tenant_id, found.scopes, found.rate_limit)
+        return Caller(found.id, found.prefix, found.tenant_id, found.scopes, found.rate_limit, found.name)
 
     async def _lookup(self, prefix: str) -> ApiKey | None:
         now = self._clock()

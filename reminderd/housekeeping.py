@@ -19,6 +19,7 @@ Maintenance, every poll interval:
 - ListenerKeeper: the LISTEN connection is reconnected after a database outage;
 - QueueDepthSampler (every 30 s): the queue-wide gauges;
 - Pruner (every 60 s): finished rows and old history past their retention, in small batches;
+- CountsPruner (every 5 min): the dashboard's fire counts per minute and hour past their use;
 - KeyUsageWriter, IdempotencyPruner: `reminderd serve`'s (API keys' last_used_at, expired
   Idempotency-Keys), run by `for_api()`.
 
@@ -51,6 +52,7 @@ log = structlog.get_logger("reminderd")
 
 QUEUE_DEPTH_EVERY_S = 30.0
 PRUNE_EVERY_S = 60.0
+COUNTS_PRUNE_EVERY_S = 300.0
 PRUNE_BATCHES_PER_ROUND = 20  # at most 20,000 rows of each kind a minute, in short transactions
 PRUNE_BATCH = 1000
 FAILURE_BACKOFF_CAP_S = 30.0
@@ -299,6 +301,18 @@ class Pruner:
         return total
 
 
+class CountsPruner:
+    """The dashboard's aggregates (migration 0011): minutes after 3 hours, hours after 8 days."""
+
+    name, every_s, first_after_s = "prune_counts", COUNTS_PRUNE_EVERY_S, PRUNE_EVERY_S / 2
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def run_once(self) -> int:
+        return await self._store.prune_counts()
+
+
 async def connect_listener(listener: Listener) -> None:
     try:
         await listener.connect()
@@ -332,7 +346,7 @@ class Housekeeping:
         ]
         if listener is not None:
             services.append(ListenerKeeper(listener))
-        services += [QueueDepthSampler(store, metrics), Pruner(settings, store)]
+        services += [QueueDepthSampler(store, metrics), Pruner(settings, store), CountsPruner(store)]
         return cls(services, poll_interval_s=settings.poll_interval_s, rng=rng)
 
     @classmethod

@@ -1,5 +1,6 @@
-"""The named SQL statements of sql/queries.sql (the daemon and the CLI) and sql/api.sql (the HTTP
-API), loaded once into one namespace: a name is unique across the files."""
+"""The named SQL statements of sql/queries.sql (the daemon and the CLI), sql/api.sql (the HTTP
+API) and sql/dashboard.sql (the dashboard), loaded once into one namespace: a name is unique
+across the files."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def load(text: str) -> dict[str, str]:
     return {name: _INCLUDE.sub(include, sql) for name, sql in statements.items()}
 
 
-SQL_FILES = ("sql/queries.sql", "sql/api.sql")
+SQL_FILES = ("sql/queries.sql", "sql/api.sql", "sql/dashboard.sql")
 
 
 def load_files(names: tuple[str, ...] = SQL_FILES) -> dict[str, str]:

@@ -80,6 +80,11 @@ CONSTRAINTS: dict[str, str] = {
     "config_pkey": 'the setting "{value}" already exists: UPDATE reminderd.config to change it',
     # daemons (the registry, migration 0008): each daemon draws a random id at start
     "daemons_pkey": "a daemon with id {value} is already registered",
+    # the dashboard's aggregates (migration 0011): kept by triggers, one row per period and tenant
+    "fire_counts_pkey": 'the fire counts of "{value}" already exist: the trigger adds to them',
+    "fire_counts_period_is_known": "a count's period is minute or hour",
+    "lateness_counts_pkey": 'the lateness counts of "{value}" already exist: the trigger adds to them',
+    "lateness_counts_period_is_known": "a count's period is minute or hour",
 }
 
 # PostgreSQL's own constraint errors say which row in their DETAIL; reminderd's triggers do not.

@@ -114,6 +114,12 @@ def _path(raw: str) -> str:
     return raw
 
 
+def _session_secret(raw: str) -> str:
+    if len(raw) < 16:
+        raise ValueError("must be at least 16 characters (e.g. `openssl rand -base64 32`)")
+    return raw
+
+
 def _log_level(raw: str) -> str:
     level = raw.lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -229,6 +235,10 @@ class Settings:
     api_pool_size: int = setting(
         "REMINDERD_API_POOL_SIZE", 10, _number(int, minimum=1, maximum=1000),
         "database connections of `reminderd serve`")
+    session_secret: str | None = setting(
+        "REMINDERD_SESSION_SECRET", None, _session_secret,
+        "signs the dashboard's session cookies (16+ characters; give every `reminderd serve` the same); "
+        "unset: one per process, drawn at start", unset="(random)", secret=True)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -22,6 +22,19 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import asyncpg
 
+from .dashboard_rows import (
+    FIRES,
+    Attempt,
+    AuditEntry,
+    Bucket,
+    FeedEntry,
+    LatenessCount,
+    MessageLine,
+    MessageStory,
+    TenantCounts,
+    TenantFires,
+    TenantRulesView,
+)
 from .exceptions import ConfigError, DatabaseMisconfigured, DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from .guard import describe
 from .jobs import Job, Unplanned
@@ -36,6 +49,7 @@ if TYPE_CHECKING:
     from .validation import ScheduleRequest
 
 NOTIFY_CHANNEL = "reminderd_due"
+FEED_CHANNEL = "reminderd_feed"  # the ids of the fires a statement recorded (migration 0011)
 # The daemon's bound on every database call (acquiring a connection included). Shorter than
 # systemd's WatchdogSec (30 s) with room for the claim loop's three calls in a row, so the
 # watchdog only ever restarts a daemon that is stuck for another reason (a blocked event loop).
@@ -991,6 +1005,12 @@ class Store:
         return [DaemonStatus.from_row(row) for row in await self._pool.fetch(QUERIES["daemons"])]
 
     @_translating
+    async def prune_counts(self) -> int:
+        """The dashboard's aggregates past their use (reminderd.prune_counts); rows deleted."""
+        deleted: int = await self._pool.fetchval(QUERIES["prune_counts"])
+        return deleted
+
+    @_translating
     async def schema_revision(self) -> str | None:
         try:
             value: str | None = await self._pool.fetchval(QUERIES["schema_revision"])
@@ -1101,6 +1121,199 @@ class Store:
     @_translating
     async def tenants(self) -> list[TenantOverview]:
         return [TenantOverview.from_row(row) for row in await self._pool.fetch(QUERIES["list_tenants"])]
+
+    # The dashboard (sql/dashboard.sql): `tenant_id` is the tenant in view, None for every one --
+
+    def _scoped(self, name: str, tenant_id: str | None) -> str:
+        """The statement `name` for every tenant (`name_all`) or for one (`name_tenant`, $1)."""
+        return QUERIES[f"{name}_all" if tenant_id is None else f"{name}_tenant"]
+
+    @_translating
+    async def tenant_rules(self, tenant_id: str | None) -> list[TenantRulesView]:
+        rows = await self._pool.fetch(QUERIES["dashboard_tenants"], tenant_id)
+        return [TenantRulesView.from_row(r) for r in rows]
+
+    @_translating
+    async def database_now(self) -> datetime:
+        now: datetime = await self._pool.fetchval(QUERIES["database_now"])
+        return now
+
+    @_translating
+    async def overview_counts(self, tenant_id: str | None) -> list[TenantCounts]:
+        """Per tenant: its live and dead messages by status, and its backlog."""
+        args = () if tenant_id is None else (tenant_id,)
+        backlog = self._pool.fetch(self._scoped("overview_backlog", tenant_id), *args)
+        if tenant_id is None:  # the big count, in two halves on two connections at once
+            tenants = [row["id"] for row in await self._pool.fetch(QUERIES["tenant_ids"])]
+            half = (len(tenants) + 1) // 2
+            parts = [self._pool.fetch(QUERIES["overview_counts_of"], part)
+                     for part in (tenants[:half], tenants[half:])]
+        else:
+            parts = [self._pool.fetch(QUERIES["overview_counts_tenant"], tenant_id)]
+        *by_status, backlog_rows = await asyncio.gather(*parts, backlog)
+        counts: dict[str, dict[str, Any]] = {}
+        for row in (r for rows in by_status for r in rows):
+            counts.setdefault(row["tenant_id"], {})[row["status"]] = row["messages"]
+        for row in backlog_rows:
+            counts.setdefault(row["tenant_id"], {}).update(due=row["due"], oldest_due=row["oldest_due"])
+        return [TenantCounts.from_row({"tenant_id": tenant, **values})
+                for tenant, values in sorted(counts.items())]
+
+    @_translating
+    async def overview_fires(self, tenant_id: str | None) -> list[TenantFires]:
+        args = () if tenant_id is None else (tenant_id,)
+        rows = await self._pool.fetch(self._scoped("overview_fires", tenant_id), *args)
+        return [TenantFires.from_row(r) for r in rows]
+
+    @_translating
+    async def overview_lateness(self, tenant_id: str | None) -> list[LatenessCount]:
+        args = () if tenant_id is None else (tenant_id,)
+        rows = await self._pool.fetch(self._scoped("overview_lateness", tenant_id), *args)
+        return [LatenessCount.from_row(r) for r in rows]
+
+    @_translating
+    async def lateness_bounds_ms(self) -> tuple[float, ...]:
+        return tuple(await self._pool.fetchval(QUERIES["lateness_bounds_ms"]))
+
+    @_translating
+    async def upcoming(self, tenant_id: str | None, *, start: datetime, end: datetime, unit: str,
+                       timezone: str) -> list[Bucket]:
+        """Pending messages by `unit` ('hour' or 'minute' on `timezone`'s clock), fire_at in [start, end)."""
+        args = (start, end, unit, timezone) + (() if tenant_id is None else (tenant_id,))
+        return [Bucket.from_row(r) for r in await self._pool.fetch(self._scoped("upcoming", tenant_id), *args)]
+
+    @_translating
+    async def upcoming_messages(self, tenant_id: str | None, *, start: datetime, end: datetime,
+                                limit: int) -> list[MessageLine]:
+        args = (start, end, limit) + (() if tenant_id is None else (tenant_id,))
+        rows = await self._pool.fetch(self._scoped("upcoming_messages", tenant_id), *args)
+        return [MessageLine.from_row(r) for r in rows]
+
+    @_translating
+    async def next_timezone(self, tenant_id: str) -> str | None:
+        timezone: str | None = await self._pool.fetchval(QUERIES["upcoming_timezone"], tenant_id)
+        return timezone
+
+    @_translating
+    async def tenant_holidays_between(self, tenant_id: str, first: date, last: date) -> list[tuple[date, str]]:
+        rows = await self._pool.fetch(QUERIES["tenant_holidays_between"], tenant_id, first, last)
+        return [(r["day"], r["name"]) for r in rows]
+
+    @_translating
+    async def feed_recent(
+        self, tenant_id: str | None, *, after_id: int = 0, limit: int = 1000, kinds: Sequence[str] = FIRES,
+        ref_range: tuple[str, str | None] = ("", None), look_back: int | None = None,
+    ) -> list[FeedEntry]:
+        """The newest `limit` fires after event `after_id`, newest first, of those `kinds` and refs
+        in `ref_range`, found among the newest `look_back` fires (default: `limit`, for a feed
+        that filters by nothing but the tenant)."""
+        args: tuple[Any, ...] = (after_id, limit, list(kinds), ref_range[0], ref_range[1], look_back or limit)
+        if tenant_id is not None:
+            args += (tenant_id,)
+        rows = await self._pool.fetch(self._scoped("feed_recent", tenant_id), *args)
+        return [FeedEntry.from_row(r) for r in rows]
+
+    @_translating
+    async def feed_events(self, event_ids: Sequence[int]) -> list[FeedEntry]:
+        return [FeedEntry.from_row(r) for r in await self._pool.fetch(QUERIES["feed_events"], list(event_ids))]
+
+    @_translating
+    async def message_by_id(self, tenant_id: str | None, message_id: int) -> MessageLine | None:
+        row = await self._pool.fetchrow(QUERIES["search_by_id"], tenant_id, message_id)
+        return None if row is None else MessageLine.from_row(row)
+
+    @_translating
+    async def messages_by_ref(self, tenant_id: str | None, ref_range: tuple[str, str], *, limit: int
+                              ) -> list[MessageLine]:
+        args = (*ref_range, limit) + (() if tenant_id is None else (tenant_id,))
+        rows = await self._pool.fetch(self._scoped("search_by_ref", tenant_id), *args)
+        return [MessageLine.from_row(r) for r in rows]
+
+    @_translating
+    async def message_story(self, tenant_id: str | None, message_id: int, *, backfill: str = DEFAULT_BACKFILL,
+                            max_lateness_s: float = DEFAULT_MAX_LATENESS_S,
+                            ) -> tuple[MessageStory, list[Attempt], list[AuditEntry]] | None:
+        """One message in view with its attempts and its audit trail; None when there is no such
+        message, or it is another tenant's."""
+        row = await self._pool.fetchrow(QUERIES["dashboard_message"], tenant_id, message_id, backfill,
+                                        max_lateness_s)
+        if row is None:
+            return None
+        attempts = await self._pool.fetch(QUERIES["dashboard_deliveries"], message_id)
+        events = await self._pool.fetch(QUERIES["dashboard_events"], message_id)
+        return (MessageStory.from_row(row), [Attempt.from_row(r) for r in attempts],
+                [AuditEntry.from_row(r) for r in events])
+
+    @_translating
+    async def dead_letters(
+        self, tenant_id: str | None, *, min_age_s: float, max_age_s: float, error: str | None,
+        before: tuple[datetime, int], limit: int,
+    ) -> list[MessageLine]:
+        """Newest first, below the cursor `before` = (dead since, id); up to `limit` + 1 rows."""
+        rows = await self._pool.fetch(QUERIES["dead_letters"], tenant_id, min_age_s, max_age_s, error,
+                                      before[0], before[1], limit)
+        return [MessageLine.from_row(r) for r in rows]
+
+    @_translating
+    async def dead_letters_count(self, tenant_id: str | None, *, min_age_s: float, max_age_s: float,
+                                 error: str | None) -> int:
+        count: int = await self._pool.fetchval(QUERIES["dead_letters_count"], tenant_id, min_age_s,
+                                               max_age_s, error)
+        return count
+
+    @_translating
+    async def dead_letters_selected(self, tenant_id: str | None, message_ids: Sequence[int]
+                                    ) -> list[MessageLine]:
+        rows = await self._pool.fetch(QUERIES["dead_letters_selected"], tenant_id, list(message_ids))
+        return [MessageLine.from_row(r) for r in rows]
+
+    async def _acting(self, on_behalf_of: str, query: str, *args: Any) -> Any:
+        """Run `query` in a transaction whose audit events say whom it was done for."""
+        async with self.transaction() as tx:
+            await tx.act_for(on_behalf_of)
+            return await tx._pool.fetchval(QUERIES[query], *args)
+
+    @_translating
+    async def act_for(self, on_behalf_of: str) -> None:
+        """Inside a transaction (transaction()): the audit events written in the rest of it say
+        whom they were done for (events.on_behalf_of, migration 0011)."""
+        if isinstance(self._pool, BoundedPool):
+            raise TypeError("act_for() needs a transaction (Store.transaction()): it lasts until its end")
+        await self._pool.execute(QUERIES["act_for"], on_behalf_of)
+
+    @_translating
+    async def requeue_dead(self, tenant_id: str | None, message_ids: Sequence[int], *, on_behalf_of: str
+                           ) -> int:
+        requeued: int = await self._acting(on_behalf_of, "requeue_dead_ids", tenant_id, list(message_ids))
+        return requeued
+
+    @_translating
+    async def requeue_dead_matching(self, tenant_id: str | None, *, min_age_s: float, max_age_s: float,
+                                    error: str | None, limit: int, on_behalf_of: str) -> int:
+        requeued: int = await self._acting(on_behalf_of, "requeue_dead_matching", tenant_id, min_age_s,
+                                           max_age_s, error, limit)
+        return requeued
+
+    @_translating
+    async def send_now_as(self, tenant_id: str, ref_id: str, *, on_behalf_of: str) -> int | None:
+        """reminderd.send_now: the id of the message that goes out (None: nothing live)."""
+        message_id: int | None = await self._acting(on_behalf_of, "dashboard_send_now", tenant_id, ref_id)
+        return message_id
+
+    @_translating
+    async def pause_as(self, tenant_id: str, ref_id: str, *, on_behalf_of: str) -> int:
+        paused: int = await self._acting(on_behalf_of, "dashboard_pause", tenant_id, ref_id)
+        return paused
+
+    @_translating
+    async def resume_as(self, tenant_id: str, ref_id: str, *, on_behalf_of: str) -> int:
+        resumed: int = await self._acting(on_behalf_of, "dashboard_resume", tenant_id, ref_id)
+        return resumed
+
+    @_translating
+    async def cancel_as(self, tenant_id: str, message_id: int, *, on_behalf_of: str) -> int:
+        cancelled: int = await self._acting(on_behalf_of, "dashboard_cancel", tenant_id, message_id)
+        return cancelled
 
     # The HTTP API's side (reminderd serve, reminderd api-key) --------------------------------
 
@@ -1369,3 +1582,42 @@ class Listener:
                 await self._connection.close(timeout=CLOSE_DEADLINE_S)
         self._connection = None
 
+
+
+class FeedListener:
+    """A dedicated connection LISTENing for the fires statements record (FEED_CHANNEL): each
+    notification is a comma-separated list of event ids. `on_lost` is called when the
+    connection ends (the feed then reconnects and catches up)."""
+
+    def __init__(self, database_url: str, on_ids: Callable[[list[int]], None],
+                 on_lost: Callable[[], None]) -> None:
+        self._database_url = database_url
+        self._on_ids = on_ids
+        self._on_lost = on_lost
+        self._connection: asyncpg.Connection | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed()
+
+    @_translating
+    async def connect(self) -> None:
+        connection = await asyncpg.connect(
+            self._database_url, server_settings={"application_name": "reminderd-feed"}
+        )
+        connection.add_termination_listener(self._terminated)
+        await connection.add_listener(FEED_CHANNEL, self._notified)
+        self._connection = connection
+
+    def _notified(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        self._on_ids([int(part) for part in payload.split(",") if part.isdecimal()])
+
+    def _terminated(self, _connection: Any) -> None:
+        self._connection = None
+        self._on_lost()
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed():
+            connection.remove_termination_listener(self._terminated)
+            await connection.close()

@@ -6,7 +6,8 @@
   scripted.
 - `DaemonProcess` / `running_daemon()`: the real `reminderd run` in a subprocess, its output read as
   it is written.
-- `add_tenant()`: a tenant inserted with plain SQL.
+- `add_tenant()`: a tenant inserted with plain SQL; `add_api_key()`: an API key for it (or an
+  operator's), the key returned.
 
 It imports only reminderd's own dependencies (the demo runs without the dev extras): no pytest, no
 standardwebhooks (signatures are checked with `reminderd.signing.verify`).

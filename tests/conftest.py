@@ -127,6 +127,7 @@ def module_database_url(
 EMPTY_TABLES = (
     "TRUNCATE reminderd.deliveries, reminderd.events, reminderd.scheduled_messages,"
     " reminderd.tenant_members, reminderd.tenant_holidays, reminderd.api_keys, reminderd.idempotency_keys,"
+    " reminderd.fire_counts, reminderd.lateness_counts,"
     " reminderd.tenants, reminderd.daemons RESTART IDENTITY"
 )
 DEFAULT_CONFIG = (

@@ -258,3 +258,8 @@ FROM (SELECT extract(epoch FROM d.created_at - d.scheduled_for) * 1000 AS ms
 -- set_api_rate_limit --
 -- `reminderd tenant rate-limit`: the tenant's own limit per key, NULL for the server's default.
 UPDATE reminderd.tenants SET api_rate_limit = $2 WHERE id = $1;
+
+-- act_for --
+-- Inside a write's transaction (an API route's, a dashboard action's): the audit trail's
+-- on_behalf_of (migration 0011) for what follows in it, "prefix (name)" of the API key.
+SELECT set_config('reminderd.on_behalf_of', $1, true);

@@ -1,4 +1,4 @@
--- The reminderd schema as it stands after the last migration (0008), in one file, for reading.
+-- The reminderd schema as it stands after the last migration (0011), in one file, for reading.
 --
 -- Three things describe the schema, each with one job:
 --   migrations/sql/NNNN_*.sql   the history. `reminderd migrate` (Alembic) runs each file once, in
@@ -208,8 +208,16 @@ CREATE TABLE reminderd.events (
     fire_at    timestamptz,              -- fire_at after the event
     reason     text,
     actor      name NOT NULL,            -- the database role that did it
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    -- Who the role acted for: the API key of a dashboard or API action. A column default, not a
+    -- trigger: every insert path (the audit triggers, send_now's own insert) fills it at no cost,
+    -- from the transaction's setting (SELECT set_config('reminderd.on_behalf_of', '…', true)). It
+    -- is what the role says; actor, the role itself, stays the one nobody can forge.
+    on_behalf_of text DEFAULT nullif(current_setting('reminderd.on_behalf_of', true), '')
 ) WITH (autovacuum_vacuum_insert_scale_factor = 0.05);
+COMMENT ON COLUMN reminderd.events.on_behalf_of IS
+    'Who the role (actor) acted for, as it said in the setting reminderd.on_behalf_of: reminderd serve '
+    'sets the API key''s prefix and name (dashboard and API actions). NULL: the role acted for itself.';
 
 -- Settings a DBA can change with SQL.
 CREATE TABLE reminderd.config (
@@ -275,6 +283,45 @@ CREATE TABLE reminderd.daemons (
 COMMENT ON TABLE reminderd.daemons IS
     'Running daemons and their heartbeats; a row silent beyond its dead_after is a dead daemon.';
 
+-- The dashboard's aggregates, kept by the triggers events_count_fires and deliveries_count_lateness
+-- as the audit trail and the attempts are written: its overview reads a few thousand of these
+-- rows, whatever the traffic, instead of the history. Per tenant and minute, and per tenant and
+-- hour (UTC): "the last hour" is the current minute and the 59 before it, "the last 24 hours" the
+-- current hour and the 23 before it. Pruned by the daemon (prune_counts: minutes after 3 hours,
+-- hours after 8 days).
+
+-- Fires, counted from the audit trail.
+CREATE TABLE reminderd.fire_counts (
+    period    text NOT NULL CONSTRAINT fire_counts_period_is_known CHECK (period IN ('minute', 'hour')),
+    starts_at timestamptz NOT NULL,
+    tenant_id text NOT NULL,
+    delivered integer NOT NULL DEFAULT 0,  -- fired
+    retried   integer NOT NULL DEFAULT 0,  -- retry_scheduled
+    dead      integer NOT NULL DEFAULT 0,  -- dead_lettered
+    expired   integer NOT NULL DEFAULT 0,  -- expired, missed_skipped: too late to send
+    held      integer NOT NULL DEFAULT 0,  -- deferred (quiet hours), holiday_skipped (moved off a holiday)
+    PRIMARY KEY (period, starts_at, tenant_id)
+);
+COMMENT ON TABLE reminderd.fire_counts IS
+    'Fires per tenant and minute or hour (UTC), kept by the trigger events_count_fires: the dashboard''s rates.';
+
+-- Delivered attempts by lateness (delivery time minus scheduled time, retries included:
+-- reminderd_fire_lateness_seconds' definition), counted from deliveries. bucket n holds
+-- [bound n, bound n+1) of lateness_bounds_ms(), bucket 0 anything under its first bound. A table
+-- of its own: the deliveries of a batch are counted before its events, so two daemons' batches
+-- lock these rows and fire_counts' in the same order and cannot deadlock.
+CREATE TABLE reminderd.lateness_counts (
+    period    text NOT NULL CONSTRAINT lateness_counts_period_is_known CHECK (period IN ('minute', 'hour')),
+    starts_at timestamptz NOT NULL,
+    tenant_id text NOT NULL,
+    bucket    smallint NOT NULL,
+    delivered integer NOT NULL,
+    PRIMARY KEY (period, starts_at, tenant_id, bucket)
+);
+COMMENT ON TABLE reminderd.lateness_counts IS
+    'Delivered attempts per tenant, minute or hour (UTC) and lateness bucket (lateness_bounds_ms()), '
+    'kept by the trigger deliveries_count_lateness: the dashboard''s lateness percentiles.';
+
 -- Indexes -----------------------------------------------------------------------------------------
 -- Most rows are future-dated or finished history, so the hot paths read partial indexes.
 
@@ -307,13 +354,23 @@ CREATE INDEX scheduled_messages_finished ON reminderd.scheduled_messages (update
     WHERE status IN ('sent', 'cancelled', 'expired', 'dead', 'finished');
 CREATE INDEX scheduled_messages_dead ON reminderd.scheduled_messages (updated_at) WHERE status = 'dead';
 
-CREATE INDEX deliveries_message ON reminderd.deliveries (message_id, attempt);
+-- A message's attempts newest first, bounded even for a recurring row (whose attempt numbers
+-- restart with each occurrence): the dashboard's message page, record_outcomes' once-only check.
+CREATE INDEX deliveries_message ON reminderd.deliveries (message_id, id);
 CREATE INDEX deliveries_tenant_ref ON reminderd.deliveries (tenant_id, ref_id, id);
 CREATE INDEX deliveries_created ON reminderd.deliveries (created_at);
 
 CREATE INDEX events_message ON reminderd.events (message_id, id);
 CREATE INDEX events_tenant_ref ON reminderd.events (tenant_id, ref_id, id);
 CREATE INDEX events_created ON reminderd.events (created_at);
+-- The fires (the events the daemon records when it sends or holds back an occurrence): the
+-- dashboard's live feed reads the last 1,000 of them, of all tenants or of one.
+CREATE INDEX events_fires ON reminderd.events (id)
+    WHERE event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
+                    'holiday_skipped');
+CREATE INDEX events_tenant_fires ON reminderd.events (tenant_id, id)
+    WHERE event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
+                    'holiday_skipped');
 
 CREATE UNIQUE INDEX api_keys_prefix ON reminderd.api_keys (prefix);
 CREATE INDEX api_keys_tenant ON reminderd.api_keys (tenant_id);
@@ -509,9 +566,10 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.tenant_holidays, reminderd.sch
 GRANT SELECT ON reminderd.my_tenants, reminderd.config TO reminderd_daemon;
 -- record_outcomes numbers each attempt before writing it (the row's last_delivery_id points at it).
 GRANT USAGE ON SEQUENCE reminderd.deliveries_id_seq TO reminderd_daemon;
--- The daemon registry: the daemons keep it, DBAs read it; applications have no business there.
+-- The daemon registry: the daemons keep it, DBAs and the dashboard (reminderd serve) read it;
+-- applications have no business there.
 GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.daemons TO reminderd_daemon;
-GRANT SELECT ON reminderd.daemons TO reminderd_readonly;
+GRANT SELECT ON reminderd.daemons TO reminderd_readonly, reminderd_api;
 
 GRANT SELECT (api_rate_limit) ON reminderd.tenants TO reminderd_app, reminderd_readonly;
 GRANT SELECT (id, callback_url, created_at, paused, calendar, holiday_rule, quiet_start, quiet_end, quiet_exempt,
@@ -526,6 +584,21 @@ GRANT SELECT, INSERT ON reminderd.events TO reminderd_api;
 GRANT SELECT ON reminderd.api_keys TO reminderd_api;
 GRANT UPDATE (last_used_at) ON reminderd.api_keys TO reminderd_api;
 GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.idempotency_keys TO reminderd_api;
+
+-- The dashboard's aggregates: per-tenant numbers without payloads or secrets, so applications read
+-- their own tenants' and the other roles every tenant's. Only their trigger functions write them.
+ALTER TABLE reminderd.fire_counts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE reminderd.lateness_counts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY app_own_tenants ON reminderd.fire_counts FOR SELECT TO reminderd_app
+    USING (tenant_id = ANY (ARRAY(SELECT tenant_id FROM reminderd.my_tenants)));
+CREATE POLICY app_own_tenants ON reminderd.lateness_counts FOR SELECT TO reminderd_app
+    USING (tenant_id = ANY (ARRAY(SELECT tenant_id FROM reminderd.my_tenants)));
+CREATE POLICY read_all ON reminderd.fire_counts FOR SELECT TO reminderd_readonly, reminderd_daemon, reminderd_api
+    USING (true);
+CREATE POLICY read_all ON reminderd.lateness_counts FOR SELECT TO reminderd_readonly, reminderd_daemon, reminderd_api
+    USING (true);
+GRANT SELECT ON reminderd.fire_counts, reminderd.lateness_counts
+    TO reminderd_app, reminderd_readonly, reminderd_daemon, reminderd_api;
 
 -- Functions ---------------------------------------------------------------------------------------
 -- The SQL API's errors use these SQLSTATEs (documented in docs/sql.md):
@@ -2103,6 +2176,100 @@ BEGIN
 END
 $$;
 
+-- Functions: the dashboard's aggregates (their triggers are on events and deliveries) ---------------
+
+-- The lower bounds, in milliseconds, of the lateness buckets after the first.
+CREATE FUNCTION reminderd.lateness_bounds_ms() RETURNS float8[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT '{1,2.5,5,10,25,50,100,250,500,1000,2500,5000,10000,30000,60000,300000,900000,3600000}'::float8[]
+$$;
+
+-- Count a statement's fires (one upsert per tenant and period; rows locked in key order), and
+-- tell the live feed which events they are: their ids, 500 to a notification (payloads are at most
+-- 8,000 bytes). SECURITY DEFINER: whoever writes events (the daemon, an application's own
+-- statements) needs no privilege on fire_counts, and cannot change it either.
+CREATE FUNCTION reminderd.count_fires() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM new_events e
+                   WHERE e.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped',
+                                     'deferred', 'holiday_skipped')) THEN
+        RETURN NULL;  -- scheduling, cancelling, pausing: nothing fired
+    END IF;
+    INSERT INTO reminderd.fire_counts AS c (period, starts_at, tenant_id, delivered, retried, dead, expired, held)
+    SELECT p.period, date_trunc(p.period, e.created_at, 'UTC'), e.tenant_id,
+           count(*) FILTER (WHERE e.event = 'fired'),
+           count(*) FILTER (WHERE e.event = 'retry_scheduled'),
+           count(*) FILTER (WHERE e.event = 'dead_lettered'),
+           count(*) FILTER (WHERE e.event IN ('expired', 'missed_skipped')),
+           count(*) FILTER (WHERE e.event IN ('deferred', 'holiday_skipped'))
+    FROM new_events e
+    CROSS JOIN (VALUES ('minute'), ('hour')) AS p(period)
+    WHERE e.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
+                      'holiday_skipped')
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (period, starts_at, tenant_id) DO UPDATE
+    SET delivered = c.delivered + excluded.delivered, retried = c.retried + excluded.retried,
+        dead = c.dead + excluded.dead, expired = c.expired + excluded.expired, held = c.held + excluded.held;
+    FOR ids IN
+        SELECT string_agg(f.id::text, ',' ORDER BY f.id)
+        FROM (SELECT e.id, (row_number() OVER (ORDER BY e.id) - 1) / 500 AS chunk
+              FROM new_events e
+              WHERE e.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped',
+                                'deferred', 'holiday_skipped')) f
+        GROUP BY f.chunk
+        ORDER BY f.chunk
+    LOOP
+        PERFORM pg_notify('reminderd_feed', ids);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+-- Count a statement's delivered attempts by lateness (one upsert per tenant, period and bucket;
+-- rows locked in key order).
+CREATE FUNCTION reminderd.count_lateness() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO reminderd.lateness_counts AS c (period, starts_at, tenant_id, bucket, delivered)
+    SELECT p.period, date_trunc(p.period, d.created_at, 'UTC'), d.tenant_id,
+           width_bucket(extract(epoch FROM d.created_at - d.scheduled_for)::float8 * 1000,
+                        reminderd.lateness_bounds_ms()),
+           count(*)
+    FROM new_deliveries d
+    CROSS JOIN (VALUES ('minute'), ('hour')) AS p(period)
+    WHERE d.status_code BETWEEN 200 AND 299
+    GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 2, 3, 4
+    ON CONFLICT (period, starts_at, tenant_id, bucket) DO UPDATE
+    SET delivered = c.delivered + excluded.delivered;
+    RETURN NULL;
+END
+$$;
+
+-- Pruning the aggregates (the daemon's housekeeping, or by hand): minutes older than 3 hours,
+-- hours older than 8 days. Returns the rows deleted.
+CREATE FUNCTION reminderd.prune_counts() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    fires    integer;
+    lateness integer;
+BEGIN
+    DELETE FROM reminderd.fire_counts
+    WHERE (period = 'minute' AND starts_at < now() - interval '3 hours')
+       OR (period = 'hour' AND starts_at < now() - interval '8 days');
+    GET DIAGNOSTICS fires = ROW_COUNT;
+    DELETE FROM reminderd.lateness_counts
+    WHERE (period = 'minute' AND starts_at < now() - interval '3 hours')
+       OR (period = 'hour' AND starts_at < now() - interval '8 days');
+    GET DIAGNOSTICS lateness = ROW_COUNT;
+    RETURN fires + lateness;
+END
+$$;
+
 -- Functions: what the triggers run (the triggers themselves follow) -------------------------------
 
 -- Reject what SQL can check at insert, with a message that names the problem (a callback_url or
@@ -2427,6 +2594,12 @@ GRANT EXECUTE ON FUNCTION
     reminderd.next_cron_occurrence(text, text, timestamptz),
     reminderd.check_cron(text, text)
 TO reminderd_api;
+-- The dashboard's aggregates: their trigger functions for whoever writes events and deliveries,
+-- the bounds for their readers, the pruning for the daemon.
+GRANT EXECUTE ON FUNCTION reminderd.count_fires(), reminderd.count_lateness()
+    TO reminderd_app, reminderd_daemon, reminderd_api;
+GRANT EXECUTE ON FUNCTION reminderd.lateness_bounds_ms() TO reminderd_readonly, reminderd_daemon, reminderd_api;
+GRANT EXECUTE ON FUNCTION reminderd.prune_counts() TO reminderd_daemon;
 
 -- Triggers on scheduled_messages ------------------------------------------------------------------
 -- Triggers on the same event fire in the order of their names.
@@ -2492,6 +2665,16 @@ CREATE TRIGGER tenants_validate
 CREATE TRIGGER tenant_holidays_validate
     BEFORE INSERT OR UPDATE OF tenant_id, name ON reminderd.tenant_holidays
     FOR EACH ROW EXECUTE FUNCTION reminderd.validate_holiday();
+
+-- Triggers on events and deliveries: the dashboard's aggregates and its live feed ------------------
+CREATE TRIGGER events_count_fires
+    AFTER INSERT ON reminderd.events
+    REFERENCING NEW TABLE AS new_events
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_fires();
+CREATE TRIGGER deliveries_count_lateness
+    AFTER INSERT ON reminderd.deliveries
+    REFERENCING NEW TABLE AS new_deliveries
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_lateness();
 
 -- Views for DBAs ----------------------------------------------------------------------------------
 -- They run with the reader's rights (security_invoker), so each role sees what its policies allow.
@@ -2574,4 +2757,4 @@ SELECT d.id, d.host, d.pid, d.version, d.started_at, d.heartbeat_at, now() - d.h
        d.last_claim_at
 FROM reminderd.daemons d;
 
-GRANT SELECT ON reminderd.daemon_overview TO reminderd_readonly, reminderd_daemon;
+GRANT SELECT ON reminderd.daemon_overview TO reminderd_readonly, reminderd_daemon, reminderd_api;

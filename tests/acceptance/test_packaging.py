@@ -1,5 +1,5 @@
 """`pip install .` builds a wheel without a warning, and the wheel carries every .sql file the
-package reads (queries, schema, migrations)."""
+package reads (queries, schema, migrations) and the dashboard's templates and static files."""
 
 from __future__ import annotations
 
@@ -31,5 +31,7 @@ def test_the_wheel_builds_without_warnings_and_ships_the_sql(tmp_path: Path) -> 
                  for path in (ROOT / "migrations" / "sql").glob("*.sql")}
     expected |= {f"reminderd/migrations/versions/{path.name}"
                  for path in (ROOT / "migrations" / "versions").glob("0*.py")}
+    expected |= {f"reminderd/{folder}/{path.name}" for folder in ("templates", "static")
+                 for path in (ROOT / "reminderd" / folder).iterdir() if path.is_file()}
     expected |= {"reminderd/py.typed", "reminderd/migrations/script.py.mako"}
     assert expected <= shipped, sorted(expected - shipped)

@@ -429,6 +429,37 @@ async def test_cancel_pause_resume_reschedule_and_requeue_by_id(
     assert pattern.json == {"cancelled": 1}
 
 
+async def test_every_write_says_in_the_audit_trail_which_key_did_it(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    """The role (actor) is the server's, the same for every key; events.on_behalf_of (migration
+    0011) names the key: its prefix and name, with an Idempotency-Key or without."""
+    other = await add_api_key(db, "acme", name="billing-service")
+    made = (await http.call("POST", "/v1/messages", key, json={"ref_id": "r1", "fire_in": "1h"})).json
+    path = f"/v1/messages/{made['id']}"
+    paused = await http.call("POST", f"{path}/pause", other, headers={"Idempotency-Key": "pause-r1"})
+    assert paused.status == 200
+    assert (await http.call("POST", f"{path}/resume", key)).status == 200
+    assert (await http.call("PATCH", path, other, json={"payload": {"v": 2}})).status == 200
+    assert (await http.call("POST", "/v1/messages/batch", key,
+                            json={"messages": [{"ref_id": "r2", "fire_in": "2h"}]})).status == 200
+    assert (await http.call("DELETE", path, other)).json == {"cancelled": 1}
+    assert (await http.call("GET", path, key)).status == 200  # a read writes no event
+
+    events = await db.fetch(
+        "SELECT ref_id, event, actor, on_behalf_of FROM reminderd.events ORDER BY id")
+    booking, billing = f"{key[:15]} (booking-service)", f"{other[:15]} (billing-service)"
+    assert [(e["ref_id"], e["event"], e["on_behalf_of"]) for e in events] == [
+        ("r1", "created", booking), ("r1", "paused", billing), ("r1", "resumed", booking),
+        ("r1", "edited", billing), ("r2", "created", booking), ("r1", "cancelled", billing),
+    ]
+    assert {e["actor"] for e in events} == {"reminderd_api_test"}
+    # Outside a request (plain SQL, the CLI, the daemon) nobody is named.
+    await db.execute("SELECT reminderd.cancel('acme', 'r2')")
+    assert await db.fetchval(
+        "SELECT on_behalf_of FROM reminderd.events WHERE ref_id = 'r2' ORDER BY id DESC LIMIT 1") is None
+
+
 async def test_send_now_a_one_off_is_due_now_and_a_recurring_one_sends_an_extra_occurrence(
     http: ApiClient, key: str, db: asyncpg.Connection, receiver: Receiver, database_url: str
 ) -> None:

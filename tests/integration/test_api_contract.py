@@ -14,6 +14,7 @@ import pytest
 from openapi_spec_validator import validate
 from support import ApiClient, api_role_url, api_settings, running_api
 
+from reminderd import dashboard
 from reminderd.api import Api, openapi_document
 from reminderd.settings import Settings
 from reminderd.store import Store
@@ -45,8 +46,16 @@ def app_routes() -> set[tuple[str, str]]:
         if route.method == "HEAD":
             continue  # aiohttp adds HEAD beside each GET
         path = route.resource.canonical.replace("{id:[0-9]{1,19}}", "{id}") if route.resource else ""
+        if dashboard.serves(path):
+            continue  # the dashboard's HTML pages, mounted beside the API: not part of its document
         found.add((route.method, path))
     return found
+
+
+def test_the_dashboard_is_mounted_beside_the_api() -> None:
+    api = Api(Settings(database_url="postgresql://unused"), Store.__new__(Store))
+    paths = {route.resource.canonical for route in api.app().router.routes() if route.resource}
+    assert {"/dashboard", "/dashboard/", "/dashboard/feed/stream", "/dashboard/login"} <= paths
 
 
 def test_the_openapi_document_is_valid_openapi_3_1() -> None:

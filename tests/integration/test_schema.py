@@ -90,8 +90,9 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
 
     assert [v["version_num"] for v in versions] == [HEAD_REVISION]
     assert [t["table_name"] for t in tables] == [
-        "alembic_version", "api_keys", "config", "daemons", "deliveries", "events", "idempotency_keys",
-        "scheduled_messages", "tenant_holidays", "tenant_members", "tenants",
+        "alembic_version", "api_keys", "config", "daemons", "deliveries", "events", "fire_counts",
+        "idempotency_keys", "lateness_counts", "scheduled_messages", "tenant_holidays", "tenant_members",
+        "tenants",
     ]
     assert {f["proname"] for f in functions} >= {
         "schedule", "schedule_cron", "cancel", "cancel_live", "generate_secret",
@@ -413,8 +414,9 @@ async def test_alembic_finds_no_difference_between_schema_sql_and_the_migrations
     # The description is the whole of schema.sql's tables, so the comparison above covered them.
     assert set(description.tables) == {
         "reminderd.api_keys", "reminderd.config", "reminderd.daemons", "reminderd.deliveries",
-        "reminderd.events", "reminderd.idempotency_keys", "reminderd.scheduled_messages",
-        "reminderd.tenant_holidays", "reminderd.tenant_members", "reminderd.tenants",
+        "reminderd.events", "reminderd.fire_counts", "reminderd.idempotency_keys", "reminderd.lateness_counts",
+        "reminderd.scheduled_messages", "reminderd.tenant_holidays", "reminderd.tenant_members",
+        "reminderd.tenants",
     }
     messages = description.tables["reminderd.scheduled_messages"]
     assert "scheduled_messages_due" in {index.name for index in messages.indexes}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
@@ -96,7 +97,11 @@ def test_identity_publishes_the_settings_and_is_unique_per_start() -> None:
     settings = Settings(database_url="postgresql://app:secret@db/app")
     one, two = Identity.of_this_process(settings), Identity.of_this_process(settings)
     assert one.id != two.id and one.pid == two.pid
-    assert one.settings["heartbeat"] == 5.0 and "secret" not in str(one.settings)
+    # No secret's value (the URL's password here); a key may name one (session_secret).
+    assert one.settings["heartbeat"] == 5.0 and "secret" not in str(list(one.settings.values()))
+    with_session = Identity.of_this_process(replace(settings, session_secret="a-session-secret-of-ours"))
+    assert with_session.settings["session_secret"] == "<hidden>"
+    assert "a-session-secret-of-ours" not in str(with_session.settings)
     assert one.short == str(one.id)[:8]
 
 

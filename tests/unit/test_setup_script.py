@@ -1,6 +1,6 @@
 """What `make demo` and `make test` install: the demo only what it runs (PostgreSQL, the project);
-PgBouncer, Node.js (the JavaScript SDK's tests) and promtool only on the test path
-(.ci/setup --test), promtool in CI."""
+PgBouncer, Node.js (the JavaScript SDK's tests), chromium and its chromedriver (the dashboard's
+browser tests) and promtool only on the test path (.ci/setup --test), promtool in CI."""
 
 from __future__ import annotations
 
@@ -50,4 +50,5 @@ def test_the_demo_path_installs_no_nodejs() -> None:
 def test_the_test_path_installs_what_the_tests_need() -> None:
     _, lines = recipe("test")
     assert lines[0] == "@bash .ci/setup --test"
+    assert guard_of("chromium").startswith('if [ -n "$for_tests" ]')  # with chromium-driver: tests/browser
     assert "REMINDERD_CI=1" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")

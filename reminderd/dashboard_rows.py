@@ -1,0 +1,253 @@
+"""What the dashboard's queries (sql/dashboard.sql) return: frozen dataclasses built by
+`from_row()`, as reminderd.store hands them to reminderd/dashboard.py."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import time as clock_time
+from typing import Any
+
+from .lifecycle import Event, Status
+from .schedule import Timing
+
+# The events the daemon records when it sends or holds back an occurrence: the live feed's rows,
+# in the order the feed's filter lists them (the partial indexes events_fires and
+# events_tenant_fires, and the trigger events_count_fires, name the same ones).
+FIRES: tuple[Event, ...] = (
+    Event.FIRED, Event.RETRY_SCHEDULED, Event.DEAD_LETTERED, Event.EXPIRED, Event.MISSED_SKIPPED,
+    Event.DEFERRED, Event.HOLIDAY_SKIPPED,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRulesView:
+    """A tenant as the upcoming page shades it."""
+
+    id: str
+    paused: bool
+    calendar: str | None
+    holiday_rule: str
+    quiet_start: clock_time | None
+    quiet_end: clock_time | None
+    quiet_exempt: tuple[str, ...]
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TenantRulesView:
+        return cls(row["id"], row["paused"], row["calendar"], row["holiday_rule"], row["quiet_start"],
+                   row["quiet_end"], tuple(row["quiet_exempt"]))
+
+
+@dataclass(frozen=True, slots=True)
+class TenantCounts:
+    """One tenant's live and dead messages, and its backlog (pending and already due)."""
+
+    tenant_id: str
+    pending: int
+    picked: int
+    paused: int
+    dead: int
+    due: int
+    oldest_due: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TenantCounts:
+        return cls(row["tenant_id"], row.get("pending", 0), row.get("picked", 0), row.get("paused", 0),
+                   row.get("dead", 0), row.get("due", 0), row.get("oldest_due"))
+
+
+@dataclass(frozen=True, slots=True)
+class FireTotals:
+    """One tenant's fires in one window, from the aggregate fire_counts."""
+
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    expired: int = 0
+    held: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.delivered + self.retried + self.dead + self.expired + self.held
+
+    def __add__(self, other: FireTotals) -> FireTotals:
+        return FireTotals(self.delivered + other.delivered, self.retried + other.retried,
+                          self.dead + other.dead, self.expired + other.expired, self.held + other.held)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantFires:
+    """One tenant's fires in the last hour and the last 24 hours."""
+
+    tenant_id: str
+    last_hour: FireTotals
+    last_day: FireTotals
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TenantFires:
+        def window(suffix: str) -> FireTotals:
+            kinds = ("delivered", "retried", "dead", "expired", "held")
+            return FireTotals(*(row[f"{kind}_{suffix}"] for kind in kinds))
+
+        return cls(row["tenant_id"], window("1h"), window("24h"))
+
+
+@dataclass(frozen=True, slots=True)
+class LatenessCount:
+    """Delivered attempts of one tenant, in one window, in one lateness bucket."""
+
+    tenant_id: str
+    last_hour: bool  # else the last 24 hours
+    bucket: int
+    delivered: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> LatenessCount:
+        return cls(row["tenant_id"], row["last_hour"], row["bucket"], row["delivered"])
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """Pending messages whose fire_at falls in one hour or minute."""
+
+    starts_at: datetime
+    messages: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Bucket:
+        return cls(row["starts_at"], row["messages"])
+
+
+@dataclass(frozen=True, slots=True)
+class MessageLine:
+    """A message as the dashboard's lists show it."""
+
+    id: int
+    tenant_id: str
+    ref_id: str
+    status: Status
+    fire_at: datetime | None
+    scheduled_for: datetime | None
+    timezone: str
+    cron: str | None
+    rrule: str | None
+    category: str
+    attempts: int
+    last_error: str | None
+    last_event: str | None
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> MessageLine:
+        values = dict(row.items())
+        values["status"] = Status(values["status"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntry:
+    """One fire in the live feed."""
+
+    id: int
+    created_at: datetime
+    message_id: int
+    tenant_id: str
+    ref_id: str
+    event: str
+    status: str
+    fire_at: datetime | None
+    reason: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> FeedEntry:
+        return cls(**dict(row.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStory:
+    """One message, whole, for its page: the row and what decides when it fires."""
+
+    id: int
+    tenant_id: str
+    ref_id: str
+    status: Status
+    fire_at: datetime | None
+    scheduled_for: datetime | None
+    payload: str
+    callback_url: str | None
+    category: str
+    attempts: int
+    max_attempts: int | None
+    last_error: str | None
+    last_event: str | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    picked_at: datetime | None
+    lease_expires_at: datetime | None
+    paused_by: str | None
+    extra_of: int | None
+    tenant_paused: bool
+    db_now: datetime
+    timing: Timing
+    calendar: str | None  # the effective one (the message's, else its tenant's)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> MessageStory:
+        return cls(
+            row["id"], row["tenant_id"], row["ref_id"], Status(row["status"]), row["fire_at"],
+            row["scheduled_for"], row["payload"], row["callback_url"], row["category"], row["attempts"],
+            row["max_attempts"], row["last_error"], row["last_event"], row["created_at"], row["updated_at"],
+            row["sent_at"], row["picked_at"], row["lease_expires_at"], row["paused_by"], row["extra_of"],
+            row["tenant_paused"], row["db_now"], Timing.from_row(row),
+            row["calendar"] if row["holiday_rule"] == "skip" else None,
+        )
+
+    @property
+    def recurring(self) -> bool:
+        return self.timing.recurring
+
+    @property
+    def live(self) -> bool:
+        return self.status in (Status.PENDING, Status.PICKED, Status.PAUSED)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One HTTP attempt of a message."""
+
+    id: int
+    attempt: int
+    webhook_id: str
+    scheduled_for: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Attempt:
+        return cls(**dict(row.items()))
+
+    @property
+    def delivered(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One entry of a message's audit trail: what happened, and who did it."""
+
+    id: int
+    created_at: datetime
+    event: str
+    status: str
+    fire_at: datetime | None
+    reason: str | None
+    actor: str  # the database role
+    on_behalf_of: str | None  # whom it acted for (an API key), when it said
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> AuditEntry:
+        return cls(**dict(row.items()))

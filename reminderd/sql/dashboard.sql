@@ -1,0 +1,332 @@
+-- The statements of the dashboard (reminderd/dashboard.py, served by `reminderd serve`), by name.
+-- Loaded by reminderd/queries.py into the same namespace as queries.sql: names are unique across
+-- the files. Each reads an index or one of the aggregates the triggers keep (fire_counts,
+-- lateness_counts), never the whole of scheduled_messages or deliveries: docs/sql.md has their
+-- plans on 1,000,000 messages and 5,000,000 deliveries (bench/explain_views.py --dashboard).
+-- The tenants in view are one (a tenant's key, or an operator looking at one tenant) or all of
+-- them (an operator): statements whose plans differ come in two, `_all` and `_tenant`; the others
+-- take the tenant as $1, NULL for all of them, where the row is found by its id first.
+
+-- dashboard_tenants --
+-- The tenants in view ($1 NULL: every one), with the rules the upcoming page shades.
+SELECT id, paused, calendar, holiday_rule, quiet_start, quiet_end, quiet_exempt
+FROM reminderd.tenants
+WHERE $1::text IS NULL OR id = $1
+ORDER BY id;
+
+-- tenant_ids --
+SELECT id FROM reminderd.tenants ORDER BY id;
+
+-- overview_counts_of --
+-- Live and dead messages of the tenants $1 by status: one index-only range of the partial index
+-- scheduled_messages_overview per tenant, counted by status as it is read (in index order). The
+-- server splits every tenant in two such lists and counts them on two connections at once.
+SELECT t.id AS tenant_id, c.status, c.messages
+FROM unnest($1::text[]) AS t(id)
+CROSS JOIN LATERAL (
+    SELECT m.status, count(*) AS messages
+    FROM reminderd.scheduled_messages m
+    WHERE m.tenant_id = t.id AND m.status IN ('pending', 'picked', 'paused', 'dead')
+    GROUP BY m.status
+) c;
+
+-- overview_counts_tenant --
+SELECT $1::text AS tenant_id, m.status, count(*) AS messages
+FROM reminderd.scheduled_messages m
+WHERE m.tenant_id = $1 AND m.status IN ('pending', 'picked', 'paused', 'dead')
+GROUP BY m.status;
+
+-- overview_backlog_all --
+-- Per tenant, the pending messages already due (not picked yet) and the oldest one's fire_at: the
+-- due end of each tenant's range of scheduled_messages_overview.
+SELECT t.id AS tenant_id, c.due, c.oldest_due
+FROM reminderd.tenants t
+CROSS JOIN LATERAL (
+    SELECT count(*) AS due, min(m.fire_at) AS oldest_due
+    FROM reminderd.scheduled_messages m
+    WHERE m.tenant_id = t.id AND m.status = 'pending' AND m.fire_at <= now()
+) c;
+
+-- overview_backlog_tenant --
+SELECT $1::text AS tenant_id, count(*) AS due, min(m.fire_at) AS oldest_due
+FROM reminderd.scheduled_messages m
+WHERE m.tenant_id = $1 AND m.status = 'pending' AND m.fire_at <= now();
+
+-- fire_counts_columns --
+-- A fragment: fires per tenant in the last hour (the current minute and the 59 before it) and the
+-- last 24 hours (the current hour and the 23 before it), from the aggregate fire_counts.
+c.tenant_id,
+coalesce(sum(c.delivered) FILTER (WHERE c.period = 'minute'), 0)::bigint AS delivered_1h,
+coalesce(sum(c.retried) FILTER (WHERE c.period = 'minute'), 0)::bigint AS retried_1h,
+coalesce(sum(c.dead) FILTER (WHERE c.period = 'minute'), 0)::bigint AS dead_1h,
+coalesce(sum(c.expired) FILTER (WHERE c.period = 'minute'), 0)::bigint AS expired_1h,
+coalesce(sum(c.held) FILTER (WHERE c.period = 'minute'), 0)::bigint AS held_1h,
+coalesce(sum(c.delivered) FILTER (WHERE c.period = 'hour'), 0)::bigint AS delivered_24h,
+coalesce(sum(c.retried) FILTER (WHERE c.period = 'hour'), 0)::bigint AS retried_24h,
+coalesce(sum(c.dead) FILTER (WHERE c.period = 'hour'), 0)::bigint AS dead_24h,
+coalesce(sum(c.expired) FILTER (WHERE c.period = 'hour'), 0)::bigint AS expired_24h,
+coalesce(sum(c.held) FILTER (WHERE c.period = 'hour'), 0)::bigint AS held_24h
+
+-- counts_window --
+-- A fragment: the rows of an aggregate (c) in those two windows (two ranges of its primary key).
+((c.period = 'minute' AND c.starts_at > date_trunc('minute', now(), 'UTC') - interval '1 hour')
+ OR (c.period = 'hour' AND c.starts_at > date_trunc('hour', now(), 'UTC') - interval '24 hours'))
+
+-- overview_fires_all --
+SELECT {fire_counts_columns}
+FROM reminderd.fire_counts c
+WHERE {counts_window}
+GROUP BY c.tenant_id;
+
+-- overview_fires_tenant --
+SELECT {fire_counts_columns}
+FROM reminderd.fire_counts c
+WHERE {counts_window} AND c.tenant_id = $1
+GROUP BY c.tenant_id;
+
+-- overview_lateness_all --
+-- Delivered attempts per tenant, window and lateness bucket, from the aggregate lateness_counts;
+-- the server reads the percentiles off these counts.
+SELECT c.tenant_id, c.period = 'minute' AS last_hour, c.bucket, sum(c.delivered)::bigint AS delivered
+FROM reminderd.lateness_counts c
+WHERE {counts_window}
+GROUP BY 1, 2, 3;
+
+-- overview_lateness_tenant --
+SELECT c.tenant_id, c.period = 'minute' AS last_hour, c.bucket, sum(c.delivered)::bigint AS delivered
+FROM reminderd.lateness_counts c
+WHERE {counts_window} AND c.tenant_id = $1
+GROUP BY 1, 2, 3;
+
+-- lateness_bounds_ms --
+SELECT reminderd.lateness_bounds_ms();
+
+-- database_now --
+SELECT now();
+
+-- upcoming_all --
+-- Pending messages of every tenant by $3 ('hour' or 'minute', on the clock of timezone $4) with
+-- fire_at in [$1, $2): the partial index scheduled_messages_due, read without the table.
+SELECT date_trunc($3, m.fire_at, $4) AS starts_at, count(*) AS messages
+FROM reminderd.scheduled_messages m
+WHERE m.status = 'pending' AND m.fire_at >= $1 AND m.fire_at < $2
+GROUP BY 1
+ORDER BY 1;
+
+-- upcoming_tenant --
+-- The same for one tenant ($5): a range of scheduled_messages_overview.
+SELECT date_trunc($3, m.fire_at, $4) AS starts_at, count(*) AS messages
+FROM reminderd.scheduled_messages m
+WHERE m.tenant_id = $5 AND m.status = 'pending' AND m.fire_at >= $1 AND m.fire_at < $2
+GROUP BY 1
+ORDER BY 1;
+
+-- dashboard_message_columns --
+-- A fragment: what the dashboard lists of a message.
+m.id, m.tenant_id, m.ref_id, m.status, m.fire_at, m.scheduled_for, m.timezone, m.cron, m.rrule,
+m.category, m.attempts, m.last_error, m.last_event, m.updated_at
+
+-- upcoming_messages_all --
+-- The messages of one bar: every tenant's pending messages with fire_at in [$1, $2), soonest
+-- first (scheduled_messages_due).
+SELECT {dashboard_message_columns}
+FROM reminderd.scheduled_messages m
+WHERE m.status = 'pending' AND m.fire_at >= $1 AND m.fire_at < $2
+ORDER BY m.fire_at, m.id
+LIMIT $3;
+
+-- upcoming_messages_tenant --
+SELECT {dashboard_message_columns}
+FROM reminderd.scheduled_messages m
+WHERE m.tenant_id = $4 AND m.status = 'pending' AND m.fire_at >= $1 AND m.fire_at < $2
+ORDER BY m.fire_at, m.id
+LIMIT $3;
+
+-- upcoming_timezone --
+-- The timezone of a tenant's next pending message: the upcoming page shades quiet hours and
+-- holidays on that clock unless asked for another.
+SELECT m.timezone
+FROM reminderd.scheduled_messages m
+WHERE m.tenant_id = $1 AND m.status = 'pending' AND m.fire_at >= now()
+ORDER BY m.fire_at
+LIMIT 1;
+
+-- tenant_holidays_between --
+SELECT day, name
+FROM reminderd.tenant_holidays
+WHERE tenant_id = $1 AND day >= $2 AND day <= $3
+ORDER BY day;
+
+-- feed_columns --
+-- A fragment: one fire as the live feed shows it.
+e.id, e.created_at, e.message_id, e.tenant_id, e.ref_id, e.event, e.status, e.fire_at, left(e.reason, 300) AS reason
+
+-- feed_recent_all --
+-- The newest $2 fires of every tenant after event id $1, of the kinds $3, with refs in [$4, $5)
+-- ($5 NULL: no upper end), among the newest $6 fires: those are an index-only backward scan of
+-- events_fires, each then read by its primary key and filtered ($6 = $2 when nothing is).
+WITH candidates AS MATERIALIZED (
+    SELECT f.id FROM reminderd.events f
+    WHERE f.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
+                      'holiday_skipped')
+      AND f.id > $1
+    ORDER BY f.id DESC
+    LIMIT $6
+)
+SELECT e.*
+FROM candidates c
+CROSS JOIN LATERAL (
+    SELECT {feed_columns} FROM reminderd.events e
+    WHERE e.id = c.id
+      AND e.event = ANY ($3::text[]) AND e.ref_id ~>=~ $4 AND ($5::text IS NULL OR e.ref_id ~<~ $5)
+    OFFSET 0  -- one primary key lookup per candidate, never a join over the whole table
+) e
+ORDER BY c.id DESC
+LIMIT $2;
+
+-- feed_recent_tenant --
+-- The same for one tenant ($7): an index-only backward scan of events_tenant_fires.
+WITH candidates AS MATERIALIZED (
+    SELECT f.id FROM reminderd.events f
+    WHERE f.tenant_id = $7
+      AND f.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
+                      'holiday_skipped')
+      AND f.id > $1
+    ORDER BY f.id DESC
+    LIMIT $6
+)
+SELECT e.*
+FROM candidates c
+CROSS JOIN LATERAL (
+    SELECT {feed_columns} FROM reminderd.events e
+    WHERE e.id = c.id
+      AND e.event = ANY ($3::text[]) AND e.ref_id ~>=~ $4 AND ($5::text IS NULL OR e.ref_id ~<~ $5)
+    OFFSET 0  -- one primary key lookup per candidate, never a join over the whole table
+) e
+ORDER BY c.id DESC
+LIMIT $2;
+
+-- feed_events --
+-- The fires a NOTIFY named (primary key lookups).
+SELECT {feed_columns}
+FROM reminderd.events e
+WHERE e.id = ANY ($1::bigint[])
+  AND e.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
+                  'holiday_skipped')
+ORDER BY e.id;
+
+-- search_by_id --
+SELECT {dashboard_message_columns}
+FROM reminderd.scheduled_messages m
+WHERE m.id = $2 AND ($1::text IS NULL OR m.tenant_id = $1);
+
+-- search_by_ref_all --
+-- Every tenant's messages with refs in [$1, $2) (a prefix; an exact ref is the range of itself and
+-- its extensions): one range of scheduled_messages_tenant_ref per tenant, the exact ref first,
+-- then by ref, newest first.
+SELECT page.*
+FROM reminderd.tenants t
+CROSS JOIN LATERAL (
+    SELECT {dashboard_message_columns}
+    FROM reminderd.scheduled_messages m
+    WHERE m.tenant_id = t.id AND m.ref_id ~>=~ $1 AND m.ref_id ~<~ $2
+    ORDER BY m.ref_id, m.id DESC
+    LIMIT $3
+) page
+ORDER BY page.ref_id = $1 DESC, page.ref_id, page.id DESC
+LIMIT $3;
+
+-- search_by_ref_tenant --
+SELECT {dashboard_message_columns}
+FROM reminderd.scheduled_messages m
+WHERE m.tenant_id = $4 AND m.ref_id ~>=~ $1 AND m.ref_id ~<~ $2
+ORDER BY m.ref_id = $1 DESC, m.ref_id, m.id DESC
+LIMIT $3;
+
+-- dashboard_message --
+-- One message, with its tenant's rules for the preview ($3/$4: the default backfill and max
+-- lateness); no row for a tenant not in view.
+SELECT m.id, m.tenant_id, m.ref_id, m.status, m.fire_at, m.scheduled_for, m.payload::text AS payload,
+       m.callback_url, m.category, m.attempts, m.max_attempts, m.last_error, m.last_event, m.created_at,
+       m.updated_at, m.sent_at, m.picked_at, m.lease_expires_at, m.paused_by, m.extra_of,
+       m.backfill AS own_backfill, extract(epoch FROM m.max_lateness)::float8 AS own_max_lateness_s,
+       t.paused AS tenant_paused, now() AS db_now,
+       {timing_columns $3 $4}
+FROM reminderd.scheduled_messages m
+JOIN reminderd.tenants t ON t.id = m.tenant_id
+WHERE m.id = $2 AND ($1::text IS NULL OR m.tenant_id = $1);
+
+-- dashboard_deliveries --
+-- A message's last 100 attempts, oldest first (deliveries_message).
+SELECT id, attempt, webhook_id, scheduled_for, status_code, error, duration_ms, created_at
+FROM (SELECT * FROM reminderd.deliveries d WHERE d.message_id = $1 ORDER BY d.id DESC LIMIT 100) d
+ORDER BY id;
+
+-- dashboard_events --
+-- A message's audit trail, the last 200 events, oldest first (events_message).
+SELECT id, created_at, event, status, fire_at, reason, actor, on_behalf_of
+FROM (SELECT * FROM reminderd.events e WHERE e.message_id = $1 ORDER BY e.id DESC LIMIT 200) e
+ORDER BY id;
+
+-- dead_letters --
+-- Dead letters of the tenants in view, newest first, dead for at least $2 and at most $3 seconds,
+-- last_error containing $4 (NULL: any), below the cursor ($5, $6) = (dead since, id): the partial
+-- index scheduled_messages_dead (dead letters only: pruned after REMINDERD_DEAD_RETENTION_DAYS).
+-- One more than $7, so the page knows whether another follows.
+SELECT {dashboard_message_columns}
+FROM reminderd.scheduled_messages m
+WHERE m.status = 'dead' AND ($1::text IS NULL OR m.tenant_id = $1)
+  AND m.updated_at <= now() - make_interval(secs => $2) AND m.updated_at >= now() - make_interval(secs => $3)
+  AND ($4::text IS NULL OR strpos(lower(m.last_error), lower($4)) > 0)
+  AND (m.updated_at, m.id) < ($5, $6)
+ORDER BY m.updated_at DESC, m.id DESC
+LIMIT $7 + 1;
+
+-- dead_letters_count --
+-- How many dead letters the same filter matches.
+SELECT count(*)
+FROM reminderd.scheduled_messages m
+WHERE m.status = 'dead' AND ($1::text IS NULL OR m.tenant_id = $1)
+  AND m.updated_at <= now() - make_interval(secs => $2) AND m.updated_at >= now() - make_interval(secs => $3)
+  AND ($4::text IS NULL OR strpos(lower(m.last_error), lower($4)) > 0);
+
+-- dead_letters_selected --
+-- Of the ids $2, the dead letters of the tenants in view.
+SELECT {dashboard_message_columns}
+FROM reminderd.scheduled_messages m
+WHERE m.id = ANY ($2::bigint[]) AND m.status = 'dead' AND ($1::text IS NULL OR m.tenant_id = $1)
+ORDER BY m.updated_at DESC, m.id DESC;
+
+-- requeue_dead_ids --
+-- Requeue the dead letters among the ids $2 of the tenants in view; how many went back to pending.
+SELECT count(*) FILTER (WHERE reminderd.requeue(m.id) = 1)
+FROM (SELECT id FROM reminderd.scheduled_messages
+      WHERE id = ANY ($2::bigint[]) AND status = 'dead' AND ($1::text IS NULL OR tenant_id = $1)
+      ORDER BY id) m;
+
+-- requeue_dead_matching --
+-- Requeue the dead letters a filter matches (as dead_letters_count), at most $5 of them.
+SELECT count(*) FILTER (WHERE reminderd.requeue(m.id) = 1)
+FROM (SELECT id FROM reminderd.scheduled_messages m
+      WHERE m.status = 'dead' AND ($1::text IS NULL OR m.tenant_id = $1)
+        AND m.updated_at <= now() - make_interval(secs => $2)
+        AND m.updated_at >= now() - make_interval(secs => $3)
+        AND ($4::text IS NULL OR strpos(lower(m.last_error), lower($4)) > 0)
+      ORDER BY m.id
+      LIMIT $5) m;
+
+-- dashboard_send_now --
+SELECT reminderd.send_now($1, $2);
+
+-- dashboard_pause --
+SELECT reminderd.pause($1, $2);
+
+-- dashboard_resume --
+SELECT reminderd.resume($1, $2);
+
+-- dashboard_cancel --
+SELECT reminderd.cancel_message($1, $2);
+
+-- prune_counts --
+-- The daemon's housekeeping: the aggregates' minutes after 3 hours, hours after 8 days.
+SELECT reminderd.prune_counts();

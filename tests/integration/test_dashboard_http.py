@@ -1,0 +1,499 @@
+"""The dashboard over HTTP, served by the API's app in-process (as `reminderd serve` serves it, as a
+login role granted reminderd_api) against a real database: signing in, who sees what, sessions and
+CSRF, escaping, the pages' numbers, the actions and their audit trail, the live feed's Server-Sent
+Events. (tests/browser drives the same pages in a real browser.)"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from support import api_role_url, api_settings, poll_until, row_by_ref, running_api
+
+from reminderd.sessions import SESSION_COOKIE
+from reminderd.settings import Settings
+from reminderd.testing import Receiver, add_api_key, add_tenant
+
+SECRET = "a-dashboard-session-secret-for-tests"
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+class Browser:
+    """A cookie-keeping HTTP client that signs in like a person would (the form, its token)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.csrf = ""
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, str]:
+        async with self.session.get(self.url + path, allow_redirects=kwargs.pop("redirects", True),
+                                    **kwargs) as answer:
+            body = await answer.text()
+            if (found := CSRF.search(body)) is not None:
+                self.csrf = found[1]
+            return answer.status, body
+
+    async def post(self, path: str, data: dict[str, Any] | list[tuple[str, str]], *, csrf: bool = True,
+                   headers: dict[str, str] | None = None) -> tuple[int, str, str]:
+        fields = list(data.items()) if isinstance(data, dict) else list(data)
+        if csrf:
+            fields.append(("csrf", self.csrf))
+        async with self.session.post(self.url + path, data=fields, allow_redirects=True,
+                                     headers=headers or {}) as answer:
+            body = await answer.text()
+            if (found := CSRF.search(body)) is not None:
+                self.csrf = found[1]
+            return answer.status, body, str(answer.url)
+
+    async def sign_in(self, key: str) -> tuple[int, str]:
+        await self.get("/login")
+        status, body, _ = await self.post("/login", {"key": key, "next": "/dashboard/"})
+        return status, body
+
+
+@pytest.fixture
+async def settings(db: asyncpg.Connection, database_url: str) -> Settings:
+    return api_settings(await api_role_url(db, database_url), session_secret=SECRET)
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[str]:
+    """The API's app with its dashboard, in this process; the dashboard's URL."""
+    async with running_api(settings) as http:
+        yield str(http.client.make_url("/dashboard"))
+
+
+@pytest.fixture
+async def dashboard(settings: Settings) -> AsyncIterator[str]:
+    async with serving(settings) as url:
+        yield url
+
+
+@pytest.fixture
+async def browser(dashboard: str) -> AsyncIterator[Browser]:
+    client = Browser(dashboard)
+    yield client
+    await client.close()
+
+
+async def operator(db: asyncpg.Connection, browser: Browser, *, read_only: bool = False) -> str:
+    key = await add_api_key(db, None, name="ops-alice", read_only=read_only)
+    status, _ = await browser.sign_in(key)
+    assert status == 200
+    return key
+
+
+# Signing in -----------------------------------------------------------------------------------------
+
+
+async def test_every_page_asks_to_sign_in_first(browser: Browser) -> None:
+    for path in ("/", "/upcoming", "/feed", "/messages", "/messages/1", "/dead"):
+        async with browser.session.get(browser.url + path, allow_redirects=False) as answer:
+            assert answer.status == 303
+            assert answer.headers["Location"].startswith("/dashboard/login?next=")
+    async with browser.session.get(browser.url + "/feed/stream") as answer:
+        assert answer.status == 401
+
+
+async def test_signing_in_with_a_key_sets_a_strict_httponly_cookie_without_the_key(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    key = await add_api_key(db, None, name="ops-alice")
+    await browser.get("/login")
+    form = {"key": key, "csrf": browser.csrf, "next": "/dashboard/dead"}
+    async with browser.session.post(browser.url + "/login", allow_redirects=False, data=form) as answer:
+        assert answer.status == 303 and answer.headers["Location"] == "/dashboard/dead"
+        cookie = next(c for c in answer.headers.getall("Set-Cookie") if c.startswith(SESSION_COOKIE))
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/dashboard/" in cookie
+    assert "Secure" not in cookie  # plain HTTP here: Secure when served over TLS
+    secret_part = key.split("_", 2)[2]
+    assert secret_part not in cookie and key not in cookie
+    status, body = await browser.get("/")
+    assert status == 200 and "ops-alice" in body and "operator" in body
+    # Behind a proxy that ended TLS, the cookie is Secure too.
+    await browser.get("/login")
+    form = {"key": key, "csrf": browser.csrf, "next": "/dashboard/"}
+    async with browser.session.post(browser.url + "/login", allow_redirects=False, data=form,
+                                    headers={"X-Forwarded-Proto": "https"}) as answer:
+        cookie = next(c for c in answer.headers.getall("Set-Cookie") if c.startswith(SESSION_COOKIE))
+    assert "Secure" in cookie
+
+
+async def test_a_wrong_revoked_or_missing_key_is_refused_with_one_line(
+    db: asyncpg.Connection, browser: Browser
+) -> None:
+    key = await add_api_key(db, None, name="ops")
+    altered = key[:-1] + ("a" if key[-1] != "a" else "b")
+    for presented in ("rk_abcdefghijkl_" + "x" * 43, altered, "", "nonsense"):
+        status, body = await browser.sign_in(presented)
+        assert status == 401 and "not a valid API key" in body
+    await db.execute("UPDATE reminderd.api_keys SET revoked_at = now()")
+    status, _ = await browser.sign_in(key)
+    assert status == 401
+
+
+async def test_a_revoked_key_ends_its_sessions_at_once(db: asyncpg.Connection, browser: Browser) -> None:
+    await operator(db, browser)
+    assert (await browser.get("/", redirects=False))[0] == 200
+    await db.execute("UPDATE reminderd.api_keys SET revoked_at = now()")
+    assert (await browser.get("/", redirects=False))[0] == 303
+
+
+async def with_cookie(url: str, value: str) -> int:
+    """The status of the overview asked for with exactly this session cookie."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session, session.get(
+        url + "/", headers={"Cookie": f"{SESSION_COOKIE}={value}"}, allow_redirects=False
+    ) as answer:
+        return answer.status
+
+
+async def test_a_forged_or_foreign_session_cookie_is_not_a_session(
+    db: asyncpg.Connection, browser: Browser, settings: Settings
+) -> None:
+    await operator(db, browser)
+    real = next(c.value for c in browser.session.cookie_jar if c.key == SESSION_COOKIE)
+    assert await with_cookie(browser.url, real) == 200
+    parts = real.split(".")
+    other_id = ".".join([*parts[:2], str(int(parts[2]) + 1), *parts[3:]])
+    for forged in (other_id, real[:-2] + "xx", "v1.x.1.1.x.x", ""):
+        assert await with_cookie(browser.url, forged) == 303
+    # Signed with another secret (another deployment): not ours.
+    async with serving(replace(settings, session_secret="another-secret-of-16-chars")) as other:
+        assert await with_cookie(other, real) == 303
+
+
+async def test_the_sign_in_form_needs_its_token(db: asyncpg.Connection, browser: Browser) -> None:
+    key = await add_api_key(db, None, name="ops")
+    await browser.get("/login")
+    status, body, _ = await browser.post("/login", {"key": key}, csrf=False)
+    assert status == 403 and "expired" in body
+
+
+# Headers and escaping ------------------------------------------------------------------------------
+
+
+async def test_pages_carry_a_csp_without_inline_script_and_no_store(db: asyncpg.Connection, browser: Browser,
+                                                                     tenant: str) -> None:
+    await operator(db, browser)
+    for path in ("/", "/upcoming", "/feed", "/messages", "/dead", "/login"):
+        async with browser.session.get(browser.url + path) as answer:
+            policy = answer.headers["Content-Security-Policy"]
+            body = await answer.text()
+        assert "script-src 'self'" in policy and "default-src 'none'" in policy
+        assert "unsafe-inline" not in policy
+        assert answer.headers["Cache-Control"] == "no-store" and answer.headers["X-Frame-Options"] == "DENY"
+        assert re.search(r"app;dur=[0-9.]+", answer.headers["Server-Timing"])
+        assert not re.search(r"<script(?![^>]*\bsrc=)", body)  # no inline script anywhere
+        assert " style=" not in body and "<style" not in body  # no inline style either
+
+
+async def test_a_script_in_a_ref_reason_or_payload_is_shown_as_text(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    evil = "<script>alert(1)</script>"
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status, payload, last_error)"
+        " VALUES ('acme', $1, now(), 'dead', jsonb_build_object('x', $1::text), $1)", evil,
+    )
+    message_id = (await row_by_ref(db, evil))["id"]
+    await db.execute(
+        "INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, reason, actor)"
+        " VALUES ($1, 'acme', $2, 'dead_lettered', 'dead', $2, current_user)", message_id, evil,
+    )
+    await operator(db, browser)
+    for path in (f"/messages/{message_id}", "/messages?q=%3Cscript", "/dead", "/feed"):
+        status, body = await browser.get(path)
+        assert status == 200, path
+        assert "<script>alert" not in body, path
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body, path
+
+
+# Who sees what -------------------------------------------------------------------------------------
+
+
+def main(page: str, message_id: int) -> str:
+    """A page's <main>, the message id in it replaced."""
+    found = re.search(r"<main>(.*)</main>", page, re.S)
+    assert found is not None
+    return re.sub(rf"\b{message_id}\b", "N", found[1])
+
+
+async def test_a_tenant_key_sees_its_tenant_only_even_by_url(db: asyncpg.Connection, browser: Browser) -> None:
+    await add_tenant(db, "acme")
+    await add_tenant(db, "globex")
+    await db.execute(
+        "SELECT reminderd.schedule('acme', 'acme:1', now() + interval '1 hour');"
+        "SELECT reminderd.schedule('globex', 'globex:1', now() + interval '1 hour');"
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status)"
+        " VALUES ('globex', 'globex:dead', now(), 'dead')"
+    )
+    theirs = (await row_by_ref(db, "globex:1"))["id"]
+    theirs_dead = (await row_by_ref(db, "globex:dead"))["id"]
+    key = await add_api_key(db, "acme", name="booking")
+    assert (await browser.sign_in(key))[0] == 200
+
+    nowhere = await browser.get("/messages/999999")
+    other = await browser.get(f"/messages/{theirs}")
+    assert other[0] == nowhere[0] == 404
+    assert main(other[1], theirs) == main(nowhere[1], 999999)  # the same answer
+    for path in ("/", "/?tenant=globex", "/upcoming?tenant=globex", "/dead?tenant=globex",
+                 "/feed?tenant=globex", f"/messages?q={theirs}&exact=0"):
+        status, body = await browser.get(path)
+        assert status == 200 and "globex" not in body, path
+    status, body = await browser.get("/messages?q=globex")  # the search box says what was asked
+    assert status == 200 and "No message has that id" in body and "globex:1" not in body
+    for action in ("cancel", "pause", "send-now"):
+        status, _, _ = await browser.post(f"/messages/{theirs}/{action}", {})
+        assert status == 404
+    status, body, _ = await browser.post("/dead/requeue", [("id", str(theirs_dead)), ("confirm", "yes")])
+    assert (await row_by_ref(db, "globex:1"))["status"] == "pending"
+    assert (await row_by_ref(db, "globex:dead"))["status"] == "dead"
+    assert "0 requeued" in body or "Nothing to requeue" in body
+
+
+async def test_a_read_only_key_sees_no_buttons_and_its_posts_are_refused(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    await db.execute(
+        "SELECT reminderd.schedule('acme', 'later', now() + interval '1 hour');"
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status)"
+        " VALUES ('acme', 'gone', now(), 'dead')"
+    )
+    later, gone = (await row_by_ref(db, "later"))["id"], (await row_by_ref(db, "gone"))["id"]
+    await operator(db, browser, read_only=True)
+    _, page = await browser.get(f"/messages/{later}")
+    assert "/cancel" not in page and "Send now" not in page and "Pause" not in page
+    _, dead = await browser.get("/dead")
+    assert "Requeue" not in dead and 'name="id"' not in dead
+    for path, data in ((f"/messages/{later}/cancel", {}), (f"/messages/{gone}/requeue", {}),
+                       ("/dead/requeue", {"id": str(gone), "confirm": "yes"})):
+        status, body, _ = await browser.post(path, data)
+        assert status == 403 and "read-only" in body
+    assert (await row_by_ref(db, "later"))["status"] == "pending"
+    assert (await row_by_ref(db, "gone"))["status"] == "dead"
+
+
+async def test_a_post_without_the_csrf_token_or_from_another_site_is_refused(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    await db.execute("SELECT reminderd.schedule('acme', 'later', now() + interval '1 hour')")
+    later = (await row_by_ref(db, "later"))["id"]
+    await operator(db, browser)
+    await browser.get(f"/messages/{later}")
+    status, body, _ = await browser.post(f"/messages/{later}/cancel", {}, csrf=False)
+    assert status == 403 and "security token" in body
+    status, _, _ = await browser.post(f"/messages/{later}/cancel", {"csrf": "forged"}, csrf=False)
+    assert status == 403
+    status, body, _ = await browser.post(f"/messages/{later}/cancel", {}, headers={"Origin": "https://evil.example"})
+    assert status == 403 and "another site" in body
+    assert (await row_by_ref(db, "later"))["status"] == "pending"
+    status, _, _ = await browser.post(f"/messages/{later}/cancel", {})
+    assert status == 200 and (await row_by_ref(db, "later"))["status"] == "cancelled"
+
+
+# The pages' numbers and actions --------------------------------------------------------------------
+
+
+async def test_the_overview_counts_are_what_sql_counts(db: asyncpg.Connection, browser: Browser, tenant: str,
+                                                       database_url: str, receiver: Receiver) -> None:
+    await add_tenant(db, "globex")
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status)"
+        " SELECT t, t || ':' || s || ':' || g, now() + CASE WHEN g % 3 = 0 THEN interval '-1 minute'"
+        "        ELSE interval '1 hour' END, s"
+        " FROM unnest(ARRAY['acme', 'globex']) t, unnest(ARRAY['pending', 'paused', 'dead', 'sent']) s,"
+        "      generate_series(1, 7) g WHERE NOT (t = 'globex' AND s = 'dead')"
+    )
+    await operator(db, browser)
+    _, body = await browser.get("/")
+    expected = await db.fetch(
+        "SELECT tenant_id, count(*) FILTER (WHERE status = 'pending') AS pending,"
+        " count(*) FILTER (WHERE status = 'paused') AS paused, count(*) FILTER (WHERE status = 'dead') AS dead,"
+        " count(*) FILTER (WHERE status = 'pending' AND fire_at <= now()) AS due"
+        " FROM reminderd.scheduled_messages GROUP BY 1"
+    )
+    for row in expected:
+        for column in ("pending", "paused", "dead", "due"):
+            cell = re.search(
+                rf'data-tenant="{row["tenant_id"]}" data-count="{column}"[^>]*>(?:<a[^>]*>)?([0-9,]+)', body)
+            assert cell is not None and int(cell[1].replace(",", "")) == row[column], (row["tenant_id"], column)
+
+
+async def test_the_overview_shows_the_registrys_daemons_alive_or_not_and_their_last_claim(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    """Which daemons are alive comes from reminderd.daemons (migration 0008), read by the API's
+    role: an operator sees each with its state, what it holds and its last claim; a tenant's key
+    only how many are alive and the latest claim (the hosts are the operator's business)."""
+    await operator(db, browser)
+    _, body = await browser.get("/")
+    assert re.search(r'data-total="daemons">0<', body) and "none: nothing is sent" in body
+    assert "No daemon registered" in body
+    alive, dead = "00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000d"
+    await db.execute(
+        "INSERT INTO reminderd.daemons"
+        " (id, host, pid, version, started_at, heartbeat_at, settings, last_claim_at) VALUES"
+        " ($1, 'host-a', 101, '0.1.0', now() - interval '1 hour', now(), $3, now() - interval '30 minutes'),"
+        " ($2, 'host-d', 404, '0.0.9', now() - interval '2 hours', now() - interval '1 minute', $3, NULL)",
+        alive, dead, '{"heartbeat": 5, "dead_after": 15}',
+    )
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status, attempts, picked_at,"
+        " picked_by) SELECT 'acme', 'held-' || n, now(), 'picked', 1, now(), $1 FROM generate_series(1, 3) n",
+        alive,
+    )
+    _, body = await browser.get("/?fragment=live&tenant=acme")  # another scope: not the cached count
+    assert re.search(r'data-total="daemons">1<', body)
+    assert re.search(r'data-total="last_claim">last claim 30 min ago<', body)
+    rows = dict(re.findall(r'<tr data-daemon="([0-9a-f-]+)">(.*?)</tr>', body, re.S))
+    assert set(rows) == {alive, dead}
+    assert "host-a" in rows[alive] and re.search(r"data-daemon-state>alive<", rows[alive])
+    assert re.search(r'<td class="n">3</td>', rows[alive])  # the rows it holds
+    assert "host-d" in rows[dead] and re.search(r"data-daemon-state>dead<", rows[dead])
+    assert "none yet" in rows[dead]
+
+    key = await add_api_key(db, "acme", name="acme-ops")
+    other = Browser(browser.url)
+    try:
+        assert (await other.sign_in(key))[0] == 200
+        _, body = await other.get("/")
+        assert re.search(r'data-total="daemons">1<', body) and "last claim" in body
+        assert "host-a" not in body and "data-daemon=" not in body
+    finally:
+        await other.close()
+
+
+async def test_message_page_tells_the_whole_story_and_its_actions_are_audited_with_the_key(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    await db.execute("SELECT reminderd.schedule_cron('acme', 'digest', '0 9 * * 1-5', 'Europe/London')")
+    await db.execute("UPDATE reminderd.scheduled_messages SET fire_at = now() + interval '1 day'")
+    digest = (await row_by_ref(db, "digest"))["id"]
+    key = await operator(db, browser)
+    prefix = key[:15]
+    status, body = await browser.get(f"/messages/{digest}")
+    assert status == 200
+    assert "At 09:00, Monday through Friday" in body and "Europe/London" in body
+    assert body.count("<li") >= 5  # the next fires
+    assert "Waiting: due" in body
+
+    status, body, url = await browser.post(f"/messages/{digest}/pause", {})
+    assert url.endswith(f"/messages/{digest}?done=paused") and "Paused, not sent" in body
+    status, body, _ = await browser.post(f"/messages/{digest}/resume", {})
+    assert "resumed" in body
+    trail = await db.fetch("SELECT event, on_behalf_of FROM reminderd.events WHERE message_id = $1 ORDER BY id",
+                           digest)
+    assert [(r["event"], r["on_behalf_of"]) for r in trail][-2:] == [
+        ("paused", f"{prefix} (ops-alice)"), ("resumed", f"{prefix} (ops-alice)")]
+    _, body = await browser.get(f"/messages/{digest}")
+    assert f"{prefix} (ops-alice)" in body  # the trail shows who
+
+
+async def test_searching_by_id_ref_and_prefix(db: asyncpg.Connection, browser: Browser, tenant: str) -> None:
+    await db.execute(
+        "SELECT reminderd.schedule('acme', 'booking:b7d2:24h', now() + interval '1 day');"
+        "SELECT reminderd.schedule('acme', 'booking:b7d2:1h', now() + interval '1 day');"
+        "SELECT reminderd.schedule('acme', 'booking:c9', now() + interval '1 day')"
+    )
+    one = (await row_by_ref(db, "booking:c9"))["id"]
+    await operator(db, browser)
+    _, body = await browser.get("/messages?q=booking:b7d2")
+    assert "booking:b7d2:24h" in body and "booking:b7d2:1h" in body and "booking:c9" not in body
+    status, body = await browser.get(f"/messages?q={one}")  # an id: straight to it
+    assert status == 200 and "<span id=\"ref\">booking:c9</span>" in body
+    _, body = await browser.get("/messages?q=nothing-like-it")
+    assert "No message has that id" in body
+
+
+async def test_requeue_from_the_dead_letters_page_says_how_many_first(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status, last_error, updated_at)"
+        " SELECT 'acme', 'gone:' || g, now(), 'dead', CASE WHEN g <= 3 THEN 'HTTP 410' ELSE 'timeout' END,"
+        "        now() - interval '2 hours' FROM generate_series(1, 5) g"
+    )
+    await operator(db, browser)
+    _, body = await browser.get("/dead?error=410")
+    assert '<span id="matching">3</span>' in body
+    status, body, _ = await browser.post("/dead/requeue", {"scope": "matching", "error": "410"})
+    assert status == 200 and "Requeue 3 dead letters?" in body
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'dead'") == 5
+    status, body, url = await browser.post("/dead/requeue",
+                                           {"scope": "matching", "error": "410", "confirm": "yes"})
+    assert "3 requeued" in body and "error=410" in url
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'dead'") == 2
+    chosen = [str(r["id"]) for r in await db.fetch(
+        "SELECT id FROM reminderd.scheduled_messages WHERE status = 'dead' ORDER BY id")]
+    status, body, _ = await browser.post("/dead/requeue", [("scope", "selected"), ("id", chosen[0])])
+    assert "Requeue 1 dead letter?" in body
+    status, body, _ = await browser.post("/dead/requeue", [("only", chosen[1]), ("confirm", "yes")])
+    assert "1 requeued" in body
+    acted = await db.fetch("SELECT DISTINCT on_behalf_of FROM reminderd.events WHERE event = 'requeued'")
+    assert [r["on_behalf_of"].endswith("(ops-alice)") for r in acted] == [True]
+
+
+async def test_upcoming_draws_48_hourly_and_60_minute_bars_and_a_bar_lists_its_messages(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    await db.execute("UPDATE reminderd.tenants SET quiet_start = '21:00', quiet_end = '07:00', calendar = 'GB'")
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+        " SELECT 'acme', 'soon:' || g, now() + interval '3 hours' FROM generate_series(1, 4) g"
+    )
+    await operator(db, browser)
+    _, body = await browser.get("/upcoming?tenant=acme&tz=Europe/London")
+    assert body.count('class="bar-link"') == 48 + 60
+    assert 'class="span quiet"' in body
+    link = re.search(r'href="(/dashboard/upcoming\?[^"]*)"[^>]*data-messages="4"', body)
+    assert link is not None
+    _, listed = await browser.get(link[1].replace("&amp;", "&").removeprefix("/dashboard"))
+    assert listed.count("soon:") == 4
+
+
+async def test_the_feed_streams_each_fire_as_it_is_recorded(
+    db: asyncpg.Connection, browser: Browser, tenant: str, database_url: str
+) -> None:
+    await operator(db, browser)
+    got: list[str] = []
+
+    async def listen() -> None:
+        async with browser.session.get(browser.url + "/feed/stream?tenant=acme") as answer:
+            assert answer.headers["Content-Type"].startswith("text/event-stream")
+            async for line in answer.content:
+                got.append(line.decode().rstrip("\n"))
+
+    reader = asyncio.create_task(listen())
+    try:
+        await poll_until(lambda: _have(got, "retry: 2000"))
+        await db.execute(
+            "INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, reason, actor)"
+            " VALUES (1, 'acme', 'r1', 'fired', 'sent', NULL, current_user),"
+            "        (2, 'globex', 'r2', 'fired', 'sent', NULL, current_user),"
+            "        (3, 'acme', 'r3', 'created', 'pending', NULL, current_user)"
+        )
+        await poll_until(lambda: _have(got, "event: fire"))
+        fired = await db.fetchval("SELECT id FROM reminderd.events WHERE ref_id = 'r1'")
+        await asyncio.sleep(0)  # let anything else queued arrive before asserting there is nothing else
+    finally:
+        reader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+    data = [line for line in got if line.startswith("data: ")]
+    assert len(data) == 1 and '"ref_id": "r1"' in data[0]  # not globex's, not a non-fire
+    assert f"id: {fired}" in got
+
+
+async def _have(lines: list[str], wanted: str) -> bool:
+    return wanted in lines

@@ -1,0 +1,447 @@
+"""What the dashboard reads, against a real database: the aggregates the triggers of migration 0011
+keep (fire_counts, lateness_counts) equal what the audit trail and the attempts say; the live
+feed's NOTIFY names each fire as it is recorded; an action done for an API key says so in the
+audit trail; and the store's dashboard queries scope every read to the tenants in view."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import asyncpg
+from support import api_role_url, drain, fast_settings, inserted_before_the_outage, poll_until, row_by_ref
+
+from reminderd.dashboard_rows import FIRES, FireTotals
+from reminderd.housekeeping import CountsPruner, Housekeeping
+from reminderd.metrics import Metrics
+from reminderd.migrate import upgrade
+from reminderd.panels import LATENESS_BOUNDS_MS
+from reminderd.store import Store
+from reminderd.testing import Receiver, add_tenant
+
+WINDOW_1H = "created_at >= date_trunc('minute', now(), 'UTC') - interval '59 minutes'"
+WINDOW_24H = "created_at >= date_trunc('hour', now(), 'UTC') - interval '23 hours'"
+
+
+async def audit_counts(db: asyncpg.Connection, tenant: str, window: str) -> FireTotals:
+    """The fires of a tenant in a window, counted from the audit trail itself."""
+    row = await db.fetchrow(
+        "SELECT count(*) FILTER (WHERE event = 'fired') AS delivered,"
+        " count(*) FILTER (WHERE event = 'retry_scheduled') AS retried,"
+        " count(*) FILTER (WHERE event = 'dead_lettered') AS dead,"
+        " count(*) FILTER (WHERE event IN ('expired', 'missed_skipped')) AS expired,"
+        " count(*) FILTER (WHERE event IN ('deferred', 'holiday_skipped')) AS held"
+        f" FROM reminderd.events WHERE tenant_id = $1 AND {window}", tenant,
+    )
+    return FireTotals(*row.values())
+
+
+async def test_fire_counts_equal_the_audit_trail_through_the_worker(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str, store: Store
+) -> None:
+    await add_tenant(db, "other", receiver.url)
+    receiver.script["flaky"] = [503]
+    receiver.script["gone"] = [410]
+    await db.execute(
+        "UPDATE reminderd.tenants SET quiet_start = '00:00', quiet_end = '23:59:59' WHERE id = 'acme'"
+    )
+    await db.execute(
+        "SELECT reminderd.schedule('acme', 'ok:' || g, now()) FROM generate_series(1, 3) g;"
+        "SELECT reminderd.schedule('acme', 'flaky', now());"
+        "SELECT reminderd.schedule('acme', 'gone', now());"
+        "SELECT reminderd.schedule('acme', 'promo', now(), category => 'marketing');"
+        "SELECT reminderd.schedule('other', 'ok', now());"
+    )
+    async with inserted_before_the_outage(db):  # the database refuses a row this late at insert
+        # Due too long ago for the default 30 minutes of lateness: expired at the claim.
+        await db.execute(
+            "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+            " VALUES ('other', 'stale', now() - interval '2 hours')"
+        )
+    await drain(fast_settings(database_url, lookback_s=86400))
+
+    assert (await row_by_ref(db, "promo"))["status"] == "pending"  # deferred to the end of quiet hours
+    fires = {f.tenant_id: f for f in await store.overview_fires(None)}
+    assert fires["acme"].last_hour == FireTotals(delivered=4, retried=1, dead=1, held=1)
+    assert fires["other"].last_hour == FireTotals(delivered=1, expired=1)
+    for name in ("acme", "other"):
+        assert fires[name].last_hour == await audit_counts(db, name, WINDOW_1H)
+        assert fires[name].last_day == await audit_counts(db, name, WINDOW_24H)
+    # Only the tenants asked for.
+    assert [f.tenant_id for f in await store.overview_fires("other")] == ["other"]
+
+
+async def test_lateness_counts_every_delivered_attempt_in_its_bucket(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str, store: Store
+) -> None:
+    receiver.script["flaky"] = [503]
+    await db.execute(
+        "SELECT reminderd.schedule('acme', 'now:' || g, now()) FROM generate_series(1, 5) g;"
+        "SELECT reminderd.schedule('acme', 'flaky', now());"
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+        " VALUES ('acme', 'late', now() - interval '10 minutes')"
+    )
+    await drain(fast_settings(database_url))
+
+    bounds = await store.lateness_bounds_ms()
+    counts = await store.overview_lateness("acme")
+    for last_hour in (True, False):
+        delivered = {c.bucket: c.delivered for c in counts if c.last_hour is last_hour}
+        assert sum(delivered.values()) == 7  # every 2xx attempt, the retried one's second included
+        # The one due ten minutes ago lies in [5 min, 15 min); nothing else is that late.
+        ten_minutes = next(i for i, bound in enumerate(bounds, start=1) if bound > 600_000) - 1
+        assert delivered.get(ten_minutes) == 1
+        assert sum(n for bucket, n in delivered.items() if bucket > ten_minutes) == 0
+    expected = await db.fetch(
+        "SELECT width_bucket(extract(epoch FROM created_at - scheduled_for)::float8 * 1000,"
+        " reminderd.lateness_bounds_ms()) AS bucket, count(*) FROM reminderd.deliveries"
+        " WHERE status_code BETWEEN 200 AND 299 GROUP BY 1"
+    )
+    assert {c.bucket: c.delivered for c in counts if c.last_hour} == {r["bucket"]: r["count"] for r in expected}
+
+
+async def test_counting_concurrent_batches_of_many_tenants_does_not_deadlock(
+    database_url: str, db: asyncpg.Connection, tenant: str
+) -> None:
+    tenants = [f"t{i}" for i in range(6)]
+    for name in tenants:
+        await add_tenant(db, name)
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+        " SELECT t, 'r', now() FROM unnest($1::text[]) t", tenants,
+    )
+    ids = dict(await db.fetch("SELECT tenant_id, id FROM reminderd.scheduled_messages"))
+
+    async def writer(order: list[str]) -> None:
+        """As record_outcomes writes: attempts, then audit events, in one statement each round."""
+        connection = await asyncpg.connect(database_url)
+        try:
+            for _ in range(30):
+                async with connection.transaction():
+                    await connection.execute(
+                        "INSERT INTO reminderd.deliveries (message_id, tenant_id, webhook_id, attempt,"
+                        " scheduled_for, status_code, duration_ms)"
+                        " SELECT m, t, 'w', 1, now(), 200, 1 FROM unnest($1::bigint[], $2::text[]) AS u(m, t)",
+                        [ids[t] for t in order], order,
+                    )
+                    await connection.execute(
+                        "INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, actor)"
+                        " SELECT m, t, 'r', 'fired', 'sent', current_user"
+                        " FROM unnest($1::bigint[], $2::text[]) AS u(m, t)",
+                        [ids[t] for t in order], order,
+                    )
+        finally:
+            await connection.close()
+
+    await asyncio.gather(writer(tenants), writer(tenants[::-1]), writer(tenants[2:] + tenants[:2]))
+    total = await db.fetchval("SELECT sum(delivered) FROM reminderd.fire_counts WHERE period = 'minute'")
+    late = await db.fetchval("SELECT sum(delivered) FROM reminderd.lateness_counts WHERE period = 'hour'")
+    assert total == late == 3 * 30 * len(tenants)
+
+
+async def test_each_recorded_fire_is_notified_to_the_feed_by_id(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str, store: Store
+) -> None:
+    listener = await asyncpg.connect(database_url)
+    got: list[str] = []
+    await listener.add_listener("reminderd_feed", lambda *args: got.append(args[3]))
+    try:
+        await db.execute(
+            "SELECT reminderd.schedule('acme', 'a', now()); SELECT reminderd.schedule('acme', 'b', now())"
+        )
+        await drain(fast_settings(database_url))
+        await poll_until(lambda: at_least(got, 1))
+    finally:
+        await listener.close()
+
+    notified = [int(i) for payload in got for i in payload.split(",")]
+    fired = await db.fetch("SELECT id FROM reminderd.events WHERE event = 'fired' ORDER BY id")
+    assert notified == [r["id"] for r in fired]  # scheduling them was not notified: nothing fired
+    entries = await store.feed_events(notified)
+    assert [(e.ref_id, e.event) for e in entries] == [("a", "fired"), ("b", "fired")]
+
+
+async def at_least(items: list[str], count: int) -> bool:
+    return len(items) >= count
+
+
+async def test_a_statement_recording_many_fires_notifies_them_500_to_a_payload(
+    database_url: str, db: asyncpg.Connection, tenant: str
+) -> None:
+    listener = await asyncpg.connect(database_url)
+    got: list[str] = []
+    await listener.add_listener("reminderd_feed", lambda *args: got.append(args[3]))
+    try:
+        await db.execute(
+            "INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, actor)"
+            " SELECT g, 'acme', 'r' || g, 'fired', 'sent', current_user FROM generate_series(1, 1200) g"
+        )
+        await poll_until(lambda: at_least(got, 3))
+    finally:
+        await listener.close()
+    assert [len(payload.split(",")) for payload in got] == [500, 500, 200]
+    assert all(len(payload) < 8000 for payload in got)
+
+
+async def test_the_feed_lists_fires_newest_first_filtered_and_scoped(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str, store: Store
+) -> None:
+    await add_tenant(db, "other", receiver.url)
+    receiver.script["booking:2"] = [503]
+    await db.execute(
+        "SELECT reminderd.schedule('acme', 'booking:' || g, now()) FROM generate_series(1, 3) g;"
+        "SELECT reminderd.schedule('acme', 'cart:1', now());"
+        "SELECT reminderd.schedule('other', 'booking:9', now())"
+    )
+    await drain(fast_settings(database_url))
+
+    everything = await store.feed_recent(None)
+    assert [e.id for e in everything] == sorted((e.id for e in everything), reverse=True)
+    assert len(everything) == 6  # five delivered, one retried
+    acme = await store.feed_recent("acme")
+    assert {e.tenant_id for e in acme} == {"acme"} and len(acme) == 5
+    retried = await store.feed_recent("acme", kinds=["retry_scheduled"], look_back=100)
+    assert [(e.ref_id, e.event) for e in retried] == [("booking:2", "retry_scheduled")]
+    assert "503" in (retried[0].reason or "")
+    bookings = await store.feed_recent(None, ref_range=("booking:", "booking;"))
+    assert {e.ref_id for e in bookings} == {"booking:1", "booking:2", "booking:3", "booking:9"}
+    newest = everything[0].id
+    assert await store.feed_recent(None, after_id=newest) == []
+    assert [e.id for e in await store.feed_recent(None, after_id=everything[1].id)] == [newest]
+    assert len(await store.feed_recent(None, limit=2)) == 2
+
+
+async def test_an_action_for_an_api_key_is_audited_with_it_and_with_the_role(
+    db: asyncpg.Connection, tenant: str, store: Store
+) -> None:
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status, last_error)"
+        " VALUES ('acme', 'dead:1', now(), 'dead', 'HTTP 410'), ('acme', 'dead:2', now(), 'dead', 'HTTP 410')"
+    )
+    ids = [r["id"] for r in await db.fetch("SELECT id FROM reminderd.scheduled_messages ORDER BY id")]
+    who = "rk_abcdefghijkl (alice)"
+
+    assert await store.requeue_dead("other", ids, on_behalf_of=who) == 0  # not in view
+    assert await store.requeue_dead("acme", ids[:1], on_behalf_of=who) == 1
+    await db.execute("SELECT reminderd.requeue($1)", ids[1])  # by hand: for nobody else
+
+    trail = await db.fetch(
+        "SELECT message_id, actor, on_behalf_of, current_user AS me FROM reminderd.events"
+        " WHERE event = 'requeued' ORDER BY message_id"
+    )
+    assert [(r["message_id"], r["on_behalf_of"]) for r in trail] == [(ids[0], who), (ids[1], None)]
+    assert {r["actor"] for r in trail} == {trail[0]["me"]}
+    # The setting lasted the action's transaction only.
+    assert await db.fetchval("SELECT nullif(current_setting('reminderd.on_behalf_of', true), '')") is None
+
+
+async def test_dashboard_actions_change_only_the_tenants_given(
+    db: asyncpg.Connection, tenant: str, store: Store
+) -> None:
+    await db.execute("SELECT reminderd.schedule('acme', 'later', now() + interval '1 hour')")
+    message_id = (await row_by_ref(db, "later"))["id"]
+    who = "rk_abcdefghijkl (ops)"
+
+    assert await store.pause_as("acme", "later", on_behalf_of=who) == 1
+    assert await store.resume_as("acme", "later", on_behalf_of=who) == 1
+    assert await store.send_now_as("acme", "later", on_behalf_of=who) == message_id
+    assert await store.cancel_as("other", message_id, on_behalf_of=who) == 0
+    assert await store.cancel_as("acme", message_id, on_behalf_of=who) == 1
+    trail = await db.fetch("SELECT event, on_behalf_of FROM reminderd.events WHERE message_id = $1 ORDER BY id",
+                           message_id)
+    assert [(r["event"], r["on_behalf_of"]) for r in trail] == [
+        ("created", None), ("paused", who), ("resumed", who), ("sent_now", who), ("cancelled", who),
+    ]
+
+
+async def test_the_store_reads_one_message_only_among_the_tenants_in_view(
+    db: asyncpg.Connection, tenant: str, store: Store
+) -> None:
+    await add_tenant(db, "other")
+    await db.execute(
+        "SELECT reminderd.schedule('acme', 'booking:1', now() + interval '1 hour');"
+        "SELECT reminderd.schedule('acme', 'booking:2', now() + interval '1 hour');"
+        "SELECT reminderd.schedule('other', 'booking:1', now() + interval '1 hour')"
+    )
+    acme_id = (await db.fetchval("SELECT id FROM reminderd.scheduled_messages WHERE tenant_id = 'acme'"
+                                 " ORDER BY id LIMIT 1"))
+    assert await store.message_by_id("other", acme_id) is None
+    assert await store.message_story("other", acme_id) is None
+    found = await store.message_story("acme", acme_id)
+    assert found is not None and found[0].ref_id == "booking:1" and [e.event for e in found[2]] == ["created"]
+    by_ref = await store.messages_by_ref(None, ("booking:", "booking;"), limit=10)
+    assert sorted((m.tenant_id, m.ref_id) for m in by_ref) == [
+        ("acme", "booking:1"), ("acme", "booking:2"), ("other", "booking:1")]
+    assert [m.ref_id for m in await store.messages_by_ref("other", ("booking:", "booking;"), limit=10)] == [
+        "booking:1"]
+
+
+async def test_dead_letters_filter_by_tenant_error_and_age_and_page_newest_first(
+    db: asyncpg.Connection, tenant: str, store: Store
+) -> None:
+    await add_tenant(db, "other")
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status, last_error, updated_at)"
+        " VALUES ('acme', 'a', now(), 'dead', 'HTTP 410 Gone', now() - interval '2 hours'),"
+        "        ('acme', 'b', now(), 'dead', 'connection refused', now() - interval '10 minutes'),"
+        "        ('acme', 'c', now(), 'dead', 'HTTP 410 Gone', now() - interval '3 days'),"
+        "        ('other', 'd', now(), 'dead', 'HTTP 410 Gone', now())"
+    )
+    forever = (await db.fetchval("SELECT 'infinity'::timestamptz"), 0)
+
+    async def refs(tenants: str | None, *, min_age_s: float = 0, max_age_s: float = 1e9,
+                   error: str | None = None) -> list[str]:
+        rows = await store.dead_letters(tenants, min_age_s=min_age_s, max_age_s=max_age_s, error=error,
+                                        before=forever, limit=10)
+        assert await store.dead_letters_count(tenants, min_age_s=min_age_s, max_age_s=max_age_s,
+                                              error=error) == len(rows)
+        return [r.ref_id for r in rows]
+
+    assert await refs(None) == ["d", "b", "a", "c"]
+    assert await refs("acme") == ["b", "a", "c"]
+    assert await refs("acme", error="410 gone") == ["a", "c"]
+    assert await refs("acme", min_age_s=3600) == ["a", "c"]
+    assert await refs("acme", max_age_s=86400) == ["b", "a"]
+    first = await store.dead_letters("acme", min_age_s=0, max_age_s=1e9, error=None, before=forever, limit=1)
+    assert [r.ref_id for r in first] == ["b", "a"]  # one more than asked: a next page exists
+    after = await store.dead_letters("acme", min_age_s=0, max_age_s=1e9, error=None,
+                                     before=(first[0].updated_at, first[0].id), limit=5)
+    assert [r.ref_id for r in after] == ["a", "c"]
+    assert await store.requeue_dead_matching("acme", min_age_s=3600, max_age_s=1e9, error="410",
+                                             limit=100, on_behalf_of="x") == 2
+    assert await refs(None) == ["d", "b"]
+
+
+async def test_upcoming_counts_pending_messages_by_hour_and_minute(
+    db: asyncpg.Connection, tenant: str, store: Store
+) -> None:
+    await add_tenant(db, "other")
+    now = await store.database_now()
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+        " SELECT 'acme', 'h' || g, $1::timestamptz + interval '2 hours' + g * interval '1 second'"
+        " FROM generate_series(1, 3) g", hour,
+    )
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) VALUES"
+        " ('other', 'o', $1::timestamptz + interval '2 hours 30 minutes'),"
+        " ('acme', 'soon', $1::timestamptz + interval '1 hour 5 minutes')", hour,
+    )
+    end = hour + timedelta(hours=48)
+    everyone = await store.upcoming(None, start=hour, end=end, unit="hour", timezone="UTC")
+    assert [(b.starts_at - hour, b.messages) for b in everyone] == [
+        (timedelta(hours=1), 1), (timedelta(hours=2), 4)]
+    acme = await store.upcoming("acme", start=hour, end=end, unit="hour", timezone="UTC")
+    assert [b.messages for b in acme] == [1, 3]
+    minutes = await store.upcoming("acme", start=hour + timedelta(hours=1), end=hour + timedelta(hours=2),
+                                   unit="minute", timezone="UTC")
+    assert [(b.starts_at - hour, b.messages) for b in minutes] == [(timedelta(hours=1, minutes=5), 1)]
+    # Kolkata's hours start at :30 UTC.
+    kolkata = await store.upcoming(None, start=hour, end=end, unit="hour", timezone="Asia/Kolkata")
+    assert [(b.starts_at - hour, b.messages) for b in kolkata] == [
+        (timedelta(minutes=30), 1), (timedelta(hours=1, minutes=30), 3), (timedelta(hours=2, minutes=30), 1)]
+    listed = await store.upcoming_messages("acme", start=hour + timedelta(hours=2),
+                                           end=hour + timedelta(hours=3), limit=2)
+    assert [m.ref_id for m in listed] == ["h1", "h2"]
+
+
+async def test_overview_counts_live_and_dead_messages_and_the_backlog_per_tenant(
+    db: asyncpg.Connection, tenant: str, store: Store
+) -> None:
+    await add_tenant(db, "other")
+    await add_tenant(db, "idle")
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status) VALUES"
+        " ('acme', 'due1', now() - interval '1 minute', 'pending'),"
+        " ('acme', 'due2', now() - interval '2 minutes', 'pending'),"
+        " ('acme', 'later', now() + interval '1 hour', 'pending'),"
+        " ('acme', 'busy', now(), 'picked'), ('acme', 'held', now(), 'paused'),"
+        " ('acme', 'gone', now(), 'dead'), ('acme', 'done', now(), 'sent'),"
+        " ('other', 'x', now() + interval '1 day', 'pending')"
+    )
+    counts = {c.tenant_id: c for c in await store.overview_counts(None)}
+    acme = counts["acme"]
+    assert (acme.pending, acme.picked, acme.paused, acme.dead, acme.due) == (3, 1, 1, 1, 2)
+    assert acme.oldest_due is not None
+    assert (counts["other"].pending, counts["other"].due) == (1, 0)
+    assert (counts["idle"].pending, counts["idle"].oldest_due) == (0, None)
+    assert [c.tenant_id for c in await store.overview_counts("other")] == ["other"]
+
+
+async def test_the_python_names_of_the_fires_are_the_schemas(db: asyncpg.Connection) -> None:
+    predicate = await db.fetchval(
+        "SELECT pg_get_expr(indpred, indrelid) FROM pg_index"
+        " WHERE indexrelid = 'reminderd.events_fires'::regclass"
+    )
+    assert sorted(FIRES) == sorted(predicate.split("'")[1::2])
+
+
+async def test_a_database_at_0006_with_history_upgrades_to_0011(empty_database_url: str) -> None:
+    await asyncio.to_thread(upgrade, empty_database_url, "0006")
+    db = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(db, "acme")
+        await db.execute(
+            "SELECT reminderd.schedule('acme', 'r' || g, now() + interval '1 hour')"
+            " FROM generate_series(1, 50) g"
+        )
+        await db.execute(
+            "INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, actor)"
+            " SELECT id, tenant_id, ref_id, 'fired', 'sent', current_user FROM reminderd.scheduled_messages"
+        )
+        await asyncio.to_thread(upgrade, empty_database_url, "0011")
+        assert await db.fetchval("SELECT count(*) FROM reminderd.events WHERE on_behalf_of IS NULL") == 100
+        # History before the aggregates is not in them; what is recorded from now on is.
+        assert await db.fetchval("SELECT count(*) FROM reminderd.fire_counts") == 0
+        await db.execute(
+            "INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, actor)"
+            " VALUES (1, 'acme', 'r1', 'dead_lettered', 'dead', current_user)"
+        )
+        assert await db.fetchval("SELECT dead FROM reminderd.fire_counts WHERE period = 'hour'") == 1
+    finally:
+        await db.close()
+
+
+async def test_the_daemons_housekeeping_prunes_the_aggregates_past_their_use(
+    db: asyncpg.Connection, database_url: str, store: Store
+) -> None:
+    await db.execute(
+        "INSERT INTO reminderd.fire_counts (period, starts_at, tenant_id, delivered) VALUES"
+        " ('minute', now() - interval '4 hours', 'acme', 1),"
+        " ('minute', now() - interval '2 hours', 'acme', 1),"
+        " ('hour', now() - interval '9 days', 'acme', 1), ('hour', now() - interval '7 days', 'acme', 1);"
+        "INSERT INTO reminderd.lateness_counts (period, starts_at, tenant_id, bucket, delivered) VALUES"
+        " ('minute', now() - interval '4 hours', 'acme', 3, 1),"
+        " ('hour', now() - interval '1 day', 'acme', 3, 1)"
+    )
+    pruner = next(s for s in Housekeeping.for_daemon(fast_settings(database_url), store, Metrics()).services
+                  if isinstance(s, CountsPruner))
+    assert await pruner.run_once() == 3
+    kept = await db.fetch("SELECT period, now() - starts_at AS age FROM reminderd.fire_counts ORDER BY 1")
+    ages = [(r["period"], round(r["age"].total_seconds() / 3600)) for r in kept]
+    assert ages == [("hour", 168), ("minute", 2)]
+    assert await db.fetchval("SELECT count(*) FROM reminderd.lateness_counts") == 1
+
+
+async def test_the_lateness_buckets_are_the_same_in_python_and_in_sql(store: Store) -> None:
+    assert await store.lateness_bounds_ms() == LATENESS_BOUNDS_MS
+
+
+async def test_the_api_role_reads_the_daemon_registry_the_overview_shows(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    """reminderd serve's role (reminderd_api) reads reminderd.daemons through daemon_overview
+    (granted by migration 0011): each daemon, its state and its last claim."""
+    await db.execute(
+        "INSERT INTO reminderd.daemons (id, host, pid, version, heartbeat_at, settings, last_claim_at)"
+        " VALUES ('00000000-0000-4000-8000-000000000001', 'host-a', 101, '0.1.0', now(), '{}',"
+        "         now() - interval '5 seconds')"
+    )
+    api = await Store.connect(await api_role_url(db, database_url))
+    try:
+        (daemon,) = await api.daemons()
+    finally:
+        await api.close()
+    assert (daemon.host, daemon.pid, daemon.state, daemon.held) == ("host-a", 101, "alive", 0)
+    assert daemon.last_claim_at is not None and daemon.last_claim_at < daemon.heartbeat_at
