@@ -75,7 +75,7 @@ async def statements(db: asyncpg.Connection) -> list[tuple[str, str, tuple[Any, 
         "SELECT message_id FROM reminderd.deliveries GROUP BY 1 ORDER BY count(*) DESC LIMIT 1"
     )
     dead = await db.fetchval("SELECT id FROM reminderd.scheduled_messages WHERE status = 'dead' LIMIT 1")
-    newest = await db.fetch("SELECT id FROM reminderd.events ORDER BY id DESC LIMIT 100")
+    newest = await db.fetch("SELECT id FROM reminderd.deliveries ORDER BY id DESC LIMIT 100")
     forever = await db.fetchval("SELECT 'infinity'::timestamptz")
     fires = list(FIRES)
     return [
@@ -100,14 +100,15 @@ async def statements(db: asyncpg.Connection) -> list[tuple[str, str, tuple[Any, 
         ("upcoming: one bar's messages, one tenant", "upcoming_messages_tenant",
          (hour + timedelta(hours=5), hour + timedelta(hours=6), 200, ONE)),
         ("upcoming: the timezone of a tenant's next message", "upcoming_timezone", (ONE,)),
-        ("feed: the last 1,000 fires, every tenant", "feed_recent_all", (0, 1000, fires, "", None, 1000)),
+        ("feed: the last 1,000 fires, every tenant", "feed_recent_all", (0, 0, 1000, fires, "", None, 1000)),
         ("feed: the last 1,000 fires, one tenant", "feed_recent_tenant",
-         (0, 1000, fires, "", None, 1000, ONE)),
+         (0, 0, 1000, fires, "", None, 1000, ONE)),
         ("feed: retries only, among the newest 10,000 fires", "feed_recent_all",
-         (0, 1000, ["retry_scheduled"], "", None, 10_000)),
+         (0, 0, 1000, ["retry_scheduled"], "", None, 10_000)),
         ("feed: refs starting ref:12, among the newest 10,000 fires of one tenant", "feed_recent_tenant",
-         (0, 1000, fires, "ref:12", "ref:13", 10_000, ONE)),
-        ("feed: the fires a NOTIFY named (100 ids)", "feed_events", ([r["id"] for r in newest],)),
+         (0, 0, 1000, fires, "ref:12", "ref:13", 10_000, ONE)),
+        ("feed: where the stream starts (the newest fire of each table)", "feed_newest", ()),
+        ("feed: the fires a NOTIFY named (100 deliveries)", "feed_entries", ([], [r["id"] for r in newest])),
         ("message search: by id", "search_by_id", (None, 123456)),
         ("message search: refs starting ref:1234, operator", "search_by_ref_all",
          ("ref:1234", "ref:1235", 100)),
@@ -116,7 +117,7 @@ async def statements(db: asyncpg.Connection) -> list[tuple[str, str, tuple[Any, 
         ("message page: the message and its timing", "dashboard_message", (None, recurring, "send", 1800.0)),
         ("message page: its last 100 attempts (a recurring row with the most)", "dashboard_deliveries",
          (recurring,)),
-        ("message page: its audit trail", "dashboard_events", (recurring,)),
+        ("message page: its trail (events and the attempts' changes)", "dashboard_trail", (recurring,)),
         ("dead letters: newest first, operator", "dead_letters", (None, 0.0, 1e9, None, forever, 0, 100)),
         ("dead letters: error contains 503, dead over an hour, one tenant", "dead_letters",
          (ONE, 3600.0, 1e9, "503", forever, 0, 100)),

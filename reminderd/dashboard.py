@@ -35,9 +35,9 @@ import structlog
 from aiohttp import web
 
 from .apikeys import WRITE, acting_for, digest, prefix_of
-from .dashboard_rows import FIRES, FeedEntry, FireTotals, TenantCounts
+from .dashboard_rows import FEED_START, FIRES, FeedCursor, FeedEntry, FireTotals, TenantCounts
 from .exceptions import DatabaseUnavailable, ReminderdError
-from .feed import FeedFilter, FeedHub, entry_json
+from .feed import FeedFilter, FeedHub, entry_json, oldest_first
 from .lifecycle import Event, Status
 from .pages import ASSETS, render
 from .panels import (
@@ -543,10 +543,10 @@ def _feed_filter(request: web.Request, viewer: Viewer) -> tuple[FeedFilter, list
     return FeedFilter(_scope(request, viewer), kinds, prefix), chosen
 
 
-async def _recent(state: Dashboard, wanted: FeedFilter, after_id: int = 0) -> list[FeedEntry]:
+async def _recent(state: Dashboard, wanted: FeedFilter, after: FeedCursor = FEED_START) -> list[FeedEntry]:
     ref_range: tuple[str, str | None] = prefix_range(wanted.ref_prefix) if wanted.ref_prefix else ("", None)
     return await state.store.feed_recent(
-        wanted.tenant_id, after_id=after_id, limit=FEED_SIZE, kinds=sorted(wanted.kinds), ref_range=ref_range,
+        wanted.tenant_id, after=after, limit=FEED_SIZE, kinds=sorted(wanted.kinds), ref_range=ref_range,
         look_back=FEED_LOOK_BACK if wanted.narrowed else None,
     )
 
@@ -555,8 +555,11 @@ async def feed_page(request: web.Request) -> web.Response:
     viewer = _viewer(request)
     state = _state(request)
     wanted, chosen = _feed_filter(request, viewer)
+    # Where the page's stream starts: every fire recorded before the page was read (read first, so
+    # a fire recorded in between comes again on the stream rather than not at all; the page's
+    # script shows a fire once).
+    after = await state.store.feed_newest()
     entries = await _recent(state, wanted)
-    after = entries[0].id if entries else 0
     stream = f"{state.base}/feed/stream?" + urlencode(
         [("after", str(after))]
         + [(k, v) for k, v in request.query.items()
@@ -568,13 +571,14 @@ async def feed_page(request: web.Request) -> web.Response:
 
 
 async def feed_stream(request: web.Request) -> web.StreamResponse:
-    """Server-Sent Events: each fire the filter takes, as it is recorded (`event: fire`, its
-    event id as the SSE id, so a reconnecting browser resumes where it was)."""
+    """Server-Sent Events: each fire the filter takes, as it is recorded (`event: fire`, with the
+    feed's cursor once it is had as the SSE id, so a reconnecting browser resumes where it was:
+    it gets the fires it missed, none twice). No cursor: from now on."""
     viewer = _viewer(request)
     state = _state(request)
     wanted, _ = _feed_filter(request, viewer)
-    resume = request.headers.get("Last-Event-ID") or request.query.get("after") or "0"
-    after = int(resume) if resume.isdecimal() else 0
+    resume = request.headers.get("Last-Event-ID") or request.query.get("after") or ""
+    after = FeedCursor.parse(resume)
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-store",
         "X-Accel-Buffering": "no", "Content-Security-Policy": CONTENT_SECURITY_POLICY,
@@ -584,11 +588,15 @@ async def feed_stream(request: web.Request) -> web.StreamResponse:
     try:
         await response.prepare(request)
         await response.write(b"retry: 2000\n\n")
-        sent: set[int] = set()
-        if after:
-            for missed in sorted(await _recent(state, wanted, after_id=after), key=lambda e: e.id):
-                await response.write(_event(missed))
-                sent.add(missed.id)
+        sent: set[str] = set()
+        if after is None:  # from now on: a reconnect catches up from the newest fires so far
+            cursor = await state.store.feed_newest()
+        else:
+            cursor = after
+            for missed in oldest_first(await _recent(state, wanted, after)):
+                cursor = cursor.past(missed)
+                await response.write(_event(missed, cursor))
+                sent.add(missed.key)
         while True:
             try:
                 entry = await asyncio.wait_for(subscription.queue.get(), FEED_HEARTBEAT_S)
@@ -597,9 +605,10 @@ async def feed_stream(request: web.Request) -> web.StreamResponse:
                 continue
             if entry is None:  # the server is stopping, or this browser fell behind: it reconnects
                 break
-            if entry.id in sent:
+            if entry.key in sent:
                 continue
-            await response.write(_event(entry))
+            cursor = cursor.past(entry)
+            await response.write(_event(entry, cursor))
     except (ConnectionResetError, ConnectionError):
         pass  # the browser went away
     finally:
@@ -609,8 +618,9 @@ async def feed_stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _event(entry: FeedEntry) -> bytes:
-    return f"id: {entry.id}\nevent: fire\ndata: {entry_json(entry)}\n\n".encode()
+def _event(entry: FeedEntry, cursor: FeedCursor) -> bytes:
+    """One fire as a Server-Sent Event; its id is where the feed is once it is had."""
+    return f"id: {cursor}\nevent: fire\ndata: {entry_json(entry)}\n\n".encode()
 
 
 # Messages ------------------------------------------------------------------------------------------

@@ -13,8 +13,10 @@ from .lifecycle import Event, Status
 from .schedule import Timing
 
 # The events the daemon records when it sends or holds back an occurrence: the live feed's rows,
-# in the order the feed's filter lists them (the partial indexes events_fires and
-# events_tenant_fires, and the trigger events_count_fires, name the same ones).
+# in the order the feed's filter lists them (the partial indexes events_fires, events_tenant_fires,
+# deliveries_fires and deliveries_tenant_fires, and the trigger function count_fires, name the same
+# ones). An attempt's (fired, retry_scheduled, dead_lettered) is on its deliveries row since
+# migration 0007; the others are events.
 FIRES: tuple[Event, ...] = (
     Event.FIRED, Event.RETRY_SCHEDULED, Event.DEAD_LETTERED, Event.EXPIRED, Event.MISSED_SKIPPED,
     Event.DEFERRED, Event.HOLIDAY_SKIPPED,
@@ -147,9 +149,11 @@ class MessageLine:
 
 @dataclass(frozen=True, slots=True)
 class FeedEntry:
-    """One fire in the live feed."""
+    """One fire in the live feed: a row of reminderd.events (`event_id`) or of reminderd.deliveries
+    (`delivery_id`, an attempt and the change it made), as the trail has them."""
 
-    id: int
+    event_id: int | None
+    delivery_id: int | None
     created_at: datetime
     message_id: int
     tenant_id: str
@@ -162,6 +166,48 @@ class FeedEntry:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> FeedEntry:
         return cls(**dict(row.items()))
+
+    @property
+    def key(self) -> str:
+        """Which row it is, unique across both tables: `e42` (an event) or `d42` (a delivery)."""
+        return f"e{self.event_id}" if self.event_id is not None else f"d{self.delivery_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class FeedCursor:
+    """Where a feed is: the newest fire it has of each of the trail's tables (0: none). Each table
+    numbers its rows in its own sequence, so the two ids are kept side by side, never compared;
+    as a Server-Sent Events id it reads `events.deliveries`, e.g. `1042.977`."""
+
+    event_id: int = 0
+    delivery_id: int = 0
+
+    def past(self, entry: FeedEntry) -> FeedCursor:
+        """The cursor once `entry` is had too."""
+        if entry.event_id is not None and entry.event_id > self.event_id:
+            return FeedCursor(entry.event_id, self.delivery_id)
+        if entry.delivery_id is not None and entry.delivery_id > self.delivery_id:
+            return FeedCursor(self.event_id, entry.delivery_id)
+        return self
+
+    def __str__(self) -> str:
+        return f"{self.event_id}.{self.delivery_id}"
+
+    @classmethod
+    def parse(cls, text: str) -> FeedCursor | None:
+        """`1042.977` as written by str(); None for anything else."""
+        events, dot, deliveries = text.partition(".")
+        if not (dot and all(part.isascii() and part.isdecimal() and len(part) <= 18  # a bigint
+                                for part in (events, deliveries))):
+            return None
+        return cls(int(events), int(deliveries))
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> FeedCursor:
+        return cls(row["event_id"], row["delivery_id"])
+
+
+FEED_START = FeedCursor()  # a feed that has no fire yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,9 +283,11 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """One entry of a message's audit trail: what happened, and who did it."""
+    """One entry of a message's trail: what happened, and who did it; an event (`event_id`) or the
+    change an attempt made (`delivery_id`)."""
 
-    id: int
+    event_id: int | None
+    delivery_id: int | None
     created_at: datetime
     event: str
     status: str

@@ -1,11 +1,15 @@
 """The live feed: fires pushed to every open dashboard as they are recorded.
 
 One `FeedHub` per `reminderd serve` process holds one LISTEN connection (reminderd_feed: the
-trigger events_count_fires notifies the ids of the fires each statement records, at commit),
-reads those events once by primary key, and hands each to every subscriber whose filter takes it.
-So the database does the same work for one browser or for fifty, and nothing polls. If the LISTEN
-connection drops, the hub reconnects and catches up from the last event id it saw; a browser that
-reconnects catches up the same way from its Last-Event-ID (Server-Sent Events do that themselves).
+triggers events_count_fires and deliveries_count_fires notify the ids of the fires each statement
+records, at commit), reads those rows once by primary key, and hands each to every subscriber
+whose filter takes it. So the database does the same work for one browser or for fifty, and
+nothing polls. A fire is a row of either table of the trail (an attempt's change is on its
+deliveries row, every other fire is an event), and each table numbers its rows in its own
+sequence: where a feed is, is a `FeedCursor` of both ids. If the LISTEN connection drops, the hub
+reconnects and catches up from the cursor it had; a browser that reconnects catches up the same
+way from its Last-Event-ID (Server-Sent Events do that themselves), the cursor of the last fire
+it got.
 A subscriber too slow to keep up is dropped (its browser reconnects and catches up) rather than
 let its queue grow.
 """
@@ -14,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import structlog
 
-from .dashboard_rows import FIRES, FeedEntry
+from .dashboard_rows import FEED_START, FIRES, FeedCursor, FeedEntry
 from .guard import describe
 from .store import FeedListener, Store
 
@@ -52,7 +57,7 @@ class FeedFilter:
 def entry_json(entry: FeedEntry) -> str:
     """One fire as the browser receives it."""
     return json.dumps({
-        "id": entry.id,
+        "id": entry.key,
         "at": entry.created_at.isoformat(timespec="milliseconds"),
         "message_id": entry.message_id,
         "tenant_id": entry.tenant_id,
@@ -62,6 +67,14 @@ def entry_json(entry: FeedEntry) -> str:
         "fire_at": None if entry.fire_at is None else entry.fire_at.isoformat(timespec="seconds"),
         "reason": entry.reason,
     }, ensure_ascii=False)
+
+
+def oldest_first(entries: Collection[FeedEntry]) -> list[FeedEntry]:
+    """Fires in the order to send them: each table's by its ids, so that a cursor moved past one
+    has had every earlier one of that table; the two merged by the time they were recorded."""
+    events = sorted((e for e in entries if e.event_id is not None), key=lambda e: e.event_id or 0)
+    deliveries = sorted((e for e in entries if e.delivery_id is not None), key=lambda e: e.delivery_id or 0)
+    return list(heapq.merge(events, deliveries, key=lambda e: e.created_at))
 
 
 @dataclass(eq=False)
@@ -86,9 +99,10 @@ class FeedHub:
         self._store = store
         self._listener = FeedListener(database_url, self._notified, self._lost)
         self._subscriptions: set[Subscription] = set()
-        self._ids: list[int] = []
+        self._event_ids: list[int] = []
+        self._delivery_ids: list[int] = []
         self._wake = asyncio.Event()
-        self._last_id = 0
+        self._cursor: FeedCursor | None = None  # None: not read yet
         self._caught_up = True
         self._task: asyncio.Task[None] | None = None
         self.published = 0
@@ -126,8 +140,9 @@ class FeedHub:
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
 
-    def _notified(self, ids: list[int]) -> None:
-        self._ids.extend(ids)
+    def _notified(self, event_ids: list[int], delivery_ids: list[int]) -> None:
+        self._event_ids.extend(event_ids)
+        self._delivery_ids.extend(delivery_ids)
         self._wake.set()
 
     def _lost(self) -> None:
@@ -146,46 +161,46 @@ class FeedHub:
                     delay_s = min(2 * delay_s, RECONNECT_MAX_S)
                     continue
                 delay_s = 0.5
-                if self._last_id == 0:
+                if self._cursor is None:
                     await self._remember_newest()
                 elif not self._caught_up:
                     await self._catch_up()
             await self._wake.wait()
             self._wake.clear()
-            ids, self._ids = self._ids, []
-            if ids:
+            event_ids, self._event_ids = self._event_ids, []
+            delivery_ids, self._delivery_ids = self._delivery_ids, []
+            if event_ids or delivery_ids:
                 try:
-                    self._publish(await self._store.feed_events(ids))
+                    self._publish(oldest_first(await self._store.feed_entries(event_ids, delivery_ids)))
                 except Exception as exc:  # the database is away: catch up once it is back
                     log.warning("feed_read_failed", error=describe(exc))
                     self._caught_up = False
                     await self._listener.close()
 
     async def _remember_newest(self) -> None:
-        """At start: the newest fire so far, from which a reconnect catches up."""
+        """At start: the newest fires so far, from which a reconnect catches up."""
         try:
-            newest = await self._store.feed_recent(None, limit=1)
+            self._cursor = await self._store.feed_newest()
         except Exception as exc:
             log.warning("feed_read_failed", error=describe(exc))
             await self._listener.close()
             return
-        self._last_id = newest[0].id if newest else -1  # -1: none yet, catch up from the start
         self._caught_up = True
 
     async def _catch_up(self) -> None:
         """After a reconnect: the fires recorded while the hub was not listening."""
         try:
-            missed = await self._store.feed_recent(None, after_id=max(self._last_id, 0), limit=CATCH_UP)
+            missed = await self._store.feed_recent(None, after=self._cursor or FEED_START, limit=CATCH_UP)
         except Exception as exc:
             log.warning("feed_read_failed", error=describe(exc))
             await self._listener.close()
             return
         self._caught_up = True
-        self._publish(sorted(missed, key=lambda e: e.id))
+        self._publish(oldest_first(missed))
 
     def _publish(self, entries: Collection[FeedEntry]) -> None:
         for entry in entries:
-            self._last_id = max(self._last_id, entry.id)
+            self._cursor = (self._cursor or FEED_START).past(entry)
             for subscription in tuple(self._subscriptions):
                 subscription.offer(entry)
         self.published += len(entries)

@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 import asyncpg
 
 from .dashboard_rows import (
+    FEED_START,
     FIRES,
     Attempt,
     AuditEntry,
     Bucket,
+    FeedCursor,
     FeedEntry,
     LatenessCount,
     MessageLine,
@@ -1201,21 +1203,30 @@ class Store:
 
     @_translating
     async def feed_recent(
-        self, tenant_id: str | None, *, after_id: int = 0, limit: int = 1000, kinds: Sequence[str] = FIRES,
-        ref_range: tuple[str, str | None] = ("", None), look_back: int | None = None,
+        self, tenant_id: str | None, *, after: FeedCursor = FEED_START, limit: int = 1000,
+        kinds: Sequence[str] = FIRES, ref_range: tuple[str, str | None] = ("", None),
+        look_back: int | None = None,
     ) -> list[FeedEntry]:
-        """The newest `limit` fires after event `after_id`, newest first, of those `kinds` and refs
-        in `ref_range`, found among the newest `look_back` fires (default: `limit`, for a feed
-        that filters by nothing but the tenant)."""
-        args: tuple[Any, ...] = (after_id, limit, list(kinds), ref_range[0], ref_range[1], look_back or limit)
+        """The newest `limit` fires past the cursor `after`, newest first, of those `kinds` and refs
+        in `ref_range`, found among the newest `look_back` fires of events and of deliveries each
+        (default: `limit`, for a feed that filters by nothing but the tenant)."""
+        args: tuple[Any, ...] = (after.event_id, after.delivery_id, limit, list(kinds), *ref_range,
+                                 look_back or limit)
         if tenant_id is not None:
             args += (tenant_id,)
         rows = await self._pool.fetch(self._scoped("feed_recent", tenant_id), *args)
         return [FeedEntry.from_row(r) for r in rows]
 
     @_translating
-    async def feed_events(self, event_ids: Sequence[int]) -> list[FeedEntry]:
-        return [FeedEntry.from_row(r) for r in await self._pool.fetch(QUERIES["feed_events"], list(event_ids))]
+    async def feed_newest(self) -> FeedCursor:
+        """The cursor of a feed that has every fire recorded so far."""
+        return FeedCursor.from_row(await self._pool.fetchrow(QUERIES["feed_newest"]))
+
+    @_translating
+    async def feed_entries(self, event_ids: Sequence[int], delivery_ids: Sequence[int]) -> list[FeedEntry]:
+        """The fires among those events and deliveries (a NOTIFY named them), each table's in order."""
+        rows = await self._pool.fetch(QUERIES["feed_entries"], list(event_ids), list(delivery_ids))
+        return [FeedEntry.from_row(r) for r in rows]
 
     @_translating
     async def message_by_id(self, tenant_id: str | None, message_id: int) -> MessageLine | None:
@@ -1240,7 +1251,7 @@ class Store:
         if row is None:
             return None
         attempts = await self._pool.fetch(QUERIES["dashboard_deliveries"], message_id)
-        events = await self._pool.fetch(QUERIES["dashboard_events"], message_id)
+        events = await self._pool.fetch(QUERIES["dashboard_trail"], message_id)
         return (MessageStory.from_row(row), [Attempt.from_row(r) for r in attempts],
                 [AuditEntry.from_row(r) for r in events])
 
@@ -1586,10 +1597,11 @@ class Listener:
 
 class FeedListener:
     """A dedicated connection LISTENing for the fires statements record (FEED_CHANNEL): each
-    notification is a comma-separated list of event ids. `on_lost` is called when the
+    notification names one table of the trail and ids of its rows, `events:1,2,3` or
+    `deliveries:4,5`; `on_ids` gets (event ids, delivery ids). `on_lost` is called when the
     connection ends (the feed then reconnects and catches up)."""
 
-    def __init__(self, database_url: str, on_ids: Callable[[list[int]], None],
+    def __init__(self, database_url: str, on_ids: Callable[[list[int], list[int]], None],
                  on_lost: Callable[[], None]) -> None:
         self._database_url = database_url
         self._on_ids = on_ids
@@ -1610,7 +1622,12 @@ class FeedListener:
         self._connection = connection
 
     def _notified(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
-        self._on_ids([int(part) for part in payload.split(",") if part.isdecimal()])
+        table, _, listed = payload.partition(":")
+        ids = [int(part) for part in listed.split(",") if part.isascii() and part.isdecimal()]
+        if table == "events":
+            self._on_ids(ids, [])
+        elif table == "deliveries":
+            self._on_ids([], ids)
 
     def _terminated(self, _connection: Any) -> None:
         self._connection = None

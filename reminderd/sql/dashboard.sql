@@ -157,63 +157,106 @@ FROM reminderd.tenant_holidays
 WHERE tenant_id = $1 AND day >= $2 AND day <= $3
 ORDER BY day;
 
+-- fires --
+-- A fragment: the events that are fires, as the partial indexes events_fires, events_tenant_fires,
+-- deliveries_fires and deliveries_tenant_fires (and the trigger function count_fires) name them.
+('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred', 'holiday_skipped')
+
 -- feed_columns --
--- A fragment: one fire as the live feed shows it.
-e.id, e.created_at, e.message_id, e.tenant_id, e.ref_id, e.event, e.status, e.fire_at, left(e.reason, 300) AS reason
+-- A fragment: one fire as the live feed shows it, from events or deliveries (f), after its id.
+f.created_at, f.message_id, f.tenant_id, f.ref_id, f.event, f.status, f.fire_at, left(f.reason, 300) AS reason
+
+-- feed_filter --
+-- A fragment: the fires of the kinds $kinds with refs in [$ref_from, $ref_to) ($ref_to NULL: no upper end).
+f.event = ANY ($kinds::text[]) AND f.ref_id ~>=~ $ref_from AND ($ref_to::text IS NULL OR f.ref_id ~<~ $ref_to)
 
 -- feed_recent_all --
--- The newest $2 fires of every tenant after event id $1, of the kinds $3, with refs in [$4, $5)
--- ($5 NULL: no upper end), among the newest $6 fires: those are an index-only backward scan of
--- events_fires, each then read by its primary key and filtered ($6 = $2 when nothing is).
-WITH candidates AS MATERIALIZED (
+-- The newest $3 fires of every tenant after the cursor ($1 an event id, $2 a delivery id: each of
+-- the trail's two tables numbers its rows in its own sequence), of the kinds $4, with refs in
+-- [$5, $6), among the newest $7 fires of each table ($7 = $3 when nothing is filtered): those
+-- are an index-only backward scan of events_fires and of deliveries_fires, each candidate then
+-- read by its primary key and filtered; newest first (by time, then id).
+WITH event_candidates AS MATERIALIZED (
     SELECT f.id FROM reminderd.events f
-    WHERE f.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
-                      'holiday_skipped')
-      AND f.id > $1
+    WHERE f.event IN {fires} AND f.id > $1
     ORDER BY f.id DESC
-    LIMIT $6
+    LIMIT $7
+),
+delivery_candidates AS MATERIALIZED (
+    SELECT f.id FROM reminderd.deliveries f
+    WHERE f.event IN {fires} AND f.id > $2
+    ORDER BY f.id DESC
+    LIMIT $7
 )
-SELECT e.*
-FROM candidates c
-CROSS JOIN LATERAL (
-    SELECT {feed_columns} FROM reminderd.events e
-    WHERE e.id = c.id
-      AND e.event = ANY ($3::text[]) AND e.ref_id ~>=~ $4 AND ($5::text IS NULL OR e.ref_id ~<~ $5)
-    OFFSET 0  -- one primary key lookup per candidate, never a join over the whole table
-) e
-ORDER BY c.id DESC
-LIMIT $2;
+SELECT fire.*
+FROM (
+    SELECT e.* FROM event_candidates c
+    CROSS JOIN LATERAL (
+        SELECT f.id AS event_id, NULL::bigint AS delivery_id, {feed_columns} FROM reminderd.events f
+        WHERE f.id = c.id AND {feed_filter $4 $5 $6}
+        OFFSET 0  -- one primary key lookup per candidate, never a join over the whole table
+    ) e
+    UNION ALL
+    SELECT d.* FROM delivery_candidates c
+    CROSS JOIN LATERAL (
+        SELECT NULL::bigint AS event_id, f.id AS delivery_id, {feed_columns} FROM reminderd.deliveries f
+        WHERE f.id = c.id AND {feed_filter $4 $5 $6}
+        OFFSET 0
+    ) d
+) fire
+ORDER BY fire.created_at DESC, fire.event_id DESC, fire.delivery_id DESC
+LIMIT $3;
 
 -- feed_recent_tenant --
--- The same for one tenant ($7): an index-only backward scan of events_tenant_fires.
-WITH candidates AS MATERIALIZED (
+-- The same for one tenant ($8): index-only backward scans of events_tenant_fires and
+-- deliveries_tenant_fires.
+WITH event_candidates AS MATERIALIZED (
     SELECT f.id FROM reminderd.events f
-    WHERE f.tenant_id = $7
-      AND f.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
-                      'holiday_skipped')
-      AND f.id > $1
+    WHERE f.tenant_id = $8 AND f.event IN {fires} AND f.id > $1
     ORDER BY f.id DESC
-    LIMIT $6
+    LIMIT $7
+),
+delivery_candidates AS MATERIALIZED (
+    SELECT f.id FROM reminderd.deliveries f
+    WHERE f.tenant_id = $8 AND f.event IN {fires} AND f.id > $2
+    ORDER BY f.id DESC
+    LIMIT $7
 )
-SELECT e.*
-FROM candidates c
-CROSS JOIN LATERAL (
-    SELECT {feed_columns} FROM reminderd.events e
-    WHERE e.id = c.id
-      AND e.event = ANY ($3::text[]) AND e.ref_id ~>=~ $4 AND ($5::text IS NULL OR e.ref_id ~<~ $5)
-    OFFSET 0  -- one primary key lookup per candidate, never a join over the whole table
-) e
-ORDER BY c.id DESC
-LIMIT $2;
+SELECT fire.*
+FROM (
+    SELECT e.* FROM event_candidates c
+    CROSS JOIN LATERAL (
+        SELECT f.id AS event_id, NULL::bigint AS delivery_id, {feed_columns} FROM reminderd.events f
+        WHERE f.id = c.id AND {feed_filter $4 $5 $6}
+        OFFSET 0  -- one primary key lookup per candidate, never a join over the whole table
+    ) e
+    UNION ALL
+    SELECT d.* FROM delivery_candidates c
+    CROSS JOIN LATERAL (
+        SELECT NULL::bigint AS event_id, f.id AS delivery_id, {feed_columns} FROM reminderd.deliveries f
+        WHERE f.id = c.id AND {feed_filter $4 $5 $6}
+        OFFSET 0
+    ) d
+) fire
+ORDER BY fire.created_at DESC, fire.event_id DESC, fire.delivery_id DESC
+LIMIT $3;
 
--- feed_events --
--- The fires a NOTIFY named (primary key lookups).
-SELECT {feed_columns}
-FROM reminderd.events e
-WHERE e.id = ANY ($1::bigint[])
-  AND e.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
-                  'holiday_skipped')
-ORDER BY e.id;
+-- feed_newest --
+-- The feed's cursor now: the newest fire's id in events and in deliveries (0: none yet), the
+-- end of events_fires and of deliveries_fires.
+SELECT coalesce((SELECT max(f.id) FROM reminderd.events f WHERE f.event IN {fires}), 0) AS event_id,
+       coalesce((SELECT max(f.id) FROM reminderd.deliveries f WHERE f.event IN {fires}), 0) AS delivery_id;
+
+-- feed_entries --
+-- The fires a NOTIFY named: events $1, deliveries $2 (primary key lookups), each table's in order.
+SELECT f.id AS event_id, NULL::bigint AS delivery_id, {feed_columns}
+FROM reminderd.events f
+WHERE f.id = ANY ($1::bigint[]) AND f.event IN {fires}
+UNION ALL
+SELECT NULL::bigint, f.id, {feed_columns}
+FROM reminderd.deliveries f
+WHERE f.id = ANY ($2::bigint[]) AND f.event IN {fires}
+ORDER BY event_id, delivery_id;
 
 -- search_by_id --
 SELECT {dashboard_message_columns}
@@ -262,11 +305,24 @@ SELECT id, attempt, webhook_id, scheduled_for, status_code, error, duration_ms, 
 FROM (SELECT * FROM reminderd.deliveries d WHERE d.message_id = $1 ORDER BY d.id DESC LIMIT 100) d
 ORDER BY id;
 
--- dashboard_events --
--- A message's audit trail, the last 200 events, oldest first (events_message).
-SELECT id, created_at, event, status, fire_at, reason, actor, on_behalf_of
-FROM (SELECT * FROM reminderd.events e WHERE e.message_id = $1 ORDER BY e.id DESC LIMIT 200) e
-ORDER BY id;
+-- dashboard_trail --
+-- A message's trail, the last 200 entries, oldest first: its events (events_message) and the
+-- changes its attempts made (deliveries_message; an attempt that changed nothing is only an
+-- attempt), in the trail's order.
+SELECT t.*
+FROM (
+    SELECT *
+    FROM ((SELECT e.id AS event_id, NULL::bigint AS delivery_id, e.created_at, e.event, e.status, e.fire_at,
+                  e.reason, e.actor, e.on_behalf_of
+           FROM reminderd.events e WHERE e.message_id = $1 ORDER BY e.id DESC LIMIT 200)
+          UNION ALL
+          (SELECT NULL::bigint, d.id, d.created_at, d.event, d.status, d.fire_at, d.reason, d.actor, NULL::text
+           FROM reminderd.deliveries d WHERE d.message_id = $1 AND d.event IS NOT NULL
+           ORDER BY d.id DESC LIMIT 200)) newest
+    ORDER BY created_at DESC, event_id DESC, delivery_id DESC
+    LIMIT 200
+) t
+ORDER BY t.created_at, t.event_id, t.delivery_id;
 
 -- dead_letters --
 -- Dead letters of the tenants in view, newest first, dead for at least $2 and at most $3 seconds,

@@ -283,14 +283,15 @@ CREATE TABLE reminderd.daemons (
 COMMENT ON TABLE reminderd.daemons IS
     'Running daemons and their heartbeats; a row silent beyond its dead_after is a dead daemon.';
 
--- The dashboard's aggregates, kept by the triggers events_count_fires and deliveries_count_lateness
--- as the audit trail and the attempts are written: its overview reads a few thousand of these
+-- The dashboard's aggregates, kept by the triggers events_count_fires and deliveries_count_fires
+-- as the trail (events, and the attempts in deliveries) is written: its overview reads a few thousand of these
 -- rows, whatever the traffic, instead of the history. Per tenant and minute, and per tenant and
 -- hour (UTC): "the last hour" is the current minute and the 59 before it, "the last 24 hours" the
 -- current hour and the 23 before it. Pruned by the daemon (prune_counts: minutes after 3 hours,
 -- hours after 8 days).
 
--- Fires, counted from the audit trail.
+-- Fires, counted from the trail: an attempt's change is on its deliveries row (migration 0007), every
+-- other fire is an event.
 CREATE TABLE reminderd.fire_counts (
     period    text NOT NULL CONSTRAINT fire_counts_period_is_known CHECK (period IN ('minute', 'hour')),
     starts_at timestamptz NOT NULL,
@@ -303,13 +304,12 @@ CREATE TABLE reminderd.fire_counts (
     PRIMARY KEY (period, starts_at, tenant_id)
 );
 COMMENT ON TABLE reminderd.fire_counts IS
-    'Fires per tenant and minute or hour (UTC), kept by the trigger events_count_fires: the dashboard''s rates.';
+    'Fires per tenant and minute or hour (UTC), kept by the triggers events_count_fires and '
+    'deliveries_count_fires: the dashboard''s rates.';
 
 -- Delivered attempts by lateness (delivery time minus scheduled time, retries included:
 -- reminderd_fire_lateness_seconds' definition), counted from deliveries. bucket n holds
--- [bound n, bound n+1) of lateness_bounds_ms(), bucket 0 anything under its first bound. A table
--- of its own: the deliveries of a batch are counted before its events, so two daemons' batches
--- lock these rows and fire_counts' in the same order and cannot deadlock.
+-- [bound n, bound n+1) of lateness_bounds_ms(), bucket 0 anything under its first bound.
 CREATE TABLE reminderd.lateness_counts (
     period    text NOT NULL CONSTRAINT lateness_counts_period_is_known CHECK (period IN ('minute', 'hour')),
     starts_at timestamptz NOT NULL,
@@ -320,7 +320,7 @@ CREATE TABLE reminderd.lateness_counts (
 );
 COMMENT ON TABLE reminderd.lateness_counts IS
     'Delivered attempts per tenant, minute or hour (UTC) and lateness bucket (lateness_bounds_ms()), '
-    'kept by the trigger deliveries_count_lateness: the dashboard''s lateness percentiles.';
+    'kept by the trigger deliveries_count_fires: the dashboard''s lateness percentiles.';
 
 -- Indexes -----------------------------------------------------------------------------------------
 -- Most rows are future-dated or finished history, so the hot paths read partial indexes.
@@ -359,12 +359,20 @@ CREATE INDEX scheduled_messages_dead ON reminderd.scheduled_messages (updated_at
 CREATE INDEX deliveries_message ON reminderd.deliveries (message_id, id);
 CREATE INDEX deliveries_tenant_ref ON reminderd.deliveries (tenant_id, ref_id, id);
 CREATE INDEX deliveries_created ON reminderd.deliveries (created_at);
+-- The attempts that changed their message (fired, retry_scheduled, dead_lettered: fires, as the
+-- events below): the dashboard's live feed reads the last 1,000 of them, of all tenants or of one.
+CREATE INDEX deliveries_fires ON reminderd.deliveries (id)
+    WHERE event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
+                    'holiday_skipped');
+CREATE INDEX deliveries_tenant_fires ON reminderd.deliveries (tenant_id, id)
+    WHERE event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
+                    'holiday_skipped');
 
 CREATE INDEX events_message ON reminderd.events (message_id, id);
 CREATE INDEX events_tenant_ref ON reminderd.events (tenant_id, ref_id, id);
 CREATE INDEX events_created ON reminderd.events (created_at);
--- The fires (the events the daemon records when it sends or holds back an occurrence): the
--- dashboard's live feed reads the last 1,000 of them, of all tenants or of one.
+-- The fires (the events the daemon records when it holds back an occurrence, and the attempts
+-- logged before migration 0007): the dashboard's live feed reads the last 1,000 of them.
 CREATE INDEX events_fires ON reminderd.events (id)
     WHERE event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
                     'holiday_skipped');
@@ -2184,19 +2192,48 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT '{1,2.5,5,10,25,50,100,250,500,1000,2500,5000,10000,30000,60000,300000,900000,3600000}'::float8[]
 $$;
 
--- Count a statement's fires (one upsert per tenant and period; rows locked in key order), and
--- tell the live feed which events they are: their ids, 500 to a notification (payloads are at most
--- 8,000 bytes). SECURITY DEFINER: whoever writes events (the daemon, an application's own
--- statements) needs no privilege on fire_counts, and cannot change it either.
+-- Count a statement's fires (one upsert per tenant and period) and, for attempts, its delivered
+-- ones by lateness (one upsert per tenant, period and bucket), and tell the live feed which rows
+-- they are: their ids, named by table, 500 to a notification (payloads are at most 8,000 bytes).
+-- The trigger of events (events_count_fires) and that of deliveries (deliveries_count_fires) run
+-- it, on a statement's new rows (new_rows).
+-- No deadlock: a transaction may count several times (a batch's attempts, then each held row's
+-- event, one statement each from the audit trigger), each time in key order but not in one order
+-- overall; so every count first takes one transaction-level advisory lock, and two transactions
+-- that count wait for each other there, before either locks a row of the aggregates.
+-- SECURITY DEFINER: whoever writes events or deliveries (the daemon, an application's own
+-- statements) needs no privilege on the aggregates, and cannot change them either.
 CREATE FUNCTION reminderd.count_fires() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     ids text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM new_events e
-                   WHERE e.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped',
-                                     'deferred', 'holiday_skipped')) THEN
+    IF TG_TABLE_NAME = 'deliveries' THEN
+        IF NOT EXISTS (SELECT 1 FROM new_rows d
+                       WHERE d.status_code BETWEEN 200 AND 299
+                          OR d.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped',
+                                         'deferred', 'holiday_skipped')) THEN
+            RETURN NULL;  -- attempts that neither delivered nor changed their message
+        END IF;
+        PERFORM pg_advisory_xact_lock(hashtext('reminderd.counts'));
+        INSERT INTO reminderd.lateness_counts AS c (period, starts_at, tenant_id, bucket, delivered)
+        SELECT p.period, date_trunc(p.period, d.created_at, 'UTC'), d.tenant_id,
+               width_bucket(extract(epoch FROM d.created_at - d.scheduled_for)::float8 * 1000,
+                            reminderd.lateness_bounds_ms()),
+               count(*)
+        FROM new_rows d
+        CROSS JOIN (VALUES ('minute'), ('hour')) AS p(period)
+        WHERE d.status_code BETWEEN 200 AND 299
+        GROUP BY 1, 2, 3, 4
+        ORDER BY 1, 2, 3, 4
+        ON CONFLICT (period, starts_at, tenant_id, bucket) DO UPDATE
+        SET delivered = c.delivered + excluded.delivered;
+    ELSIF NOT EXISTS (SELECT 1 FROM new_rows e
+                      WHERE e.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped',
+                                        'deferred', 'holiday_skipped')) THEN
         RETURN NULL;  -- scheduling, cancelling, pausing: nothing fired
+    ELSE
+        PERFORM pg_advisory_xact_lock(hashtext('reminderd.counts'));
     END IF;
     INSERT INTO reminderd.fire_counts AS c (period, starts_at, tenant_id, delivered, retried, dead, expired, held)
     SELECT p.period, date_trunc(p.period, e.created_at, 'UTC'), e.tenant_id,
@@ -2205,7 +2242,7 @@ BEGIN
            count(*) FILTER (WHERE e.event = 'dead_lettered'),
            count(*) FILTER (WHERE e.event IN ('expired', 'missed_skipped')),
            count(*) FILTER (WHERE e.event IN ('deferred', 'holiday_skipped'))
-    FROM new_events e
+    FROM new_rows e
     CROSS JOIN (VALUES ('minute'), ('hour')) AS p(period)
     WHERE e.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped', 'deferred',
                       'holiday_skipped')
@@ -2217,35 +2254,14 @@ BEGIN
     FOR ids IN
         SELECT string_agg(f.id::text, ',' ORDER BY f.id)
         FROM (SELECT e.id, (row_number() OVER (ORDER BY e.id) - 1) / 500 AS chunk
-              FROM new_events e
+              FROM new_rows e
               WHERE e.event IN ('fired', 'retry_scheduled', 'dead_lettered', 'expired', 'missed_skipped',
                                 'deferred', 'holiday_skipped')) f
         GROUP BY f.chunk
         ORDER BY f.chunk
     LOOP
-        PERFORM pg_notify('reminderd_feed', ids);
+        PERFORM pg_notify('reminderd_feed', TG_TABLE_NAME || ':' || ids);
     END LOOP;
-    RETURN NULL;
-END
-$$;
-
--- Count a statement's delivered attempts by lateness (one upsert per tenant, period and bucket;
--- rows locked in key order).
-CREATE FUNCTION reminderd.count_lateness() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    INSERT INTO reminderd.lateness_counts AS c (period, starts_at, tenant_id, bucket, delivered)
-    SELECT p.period, date_trunc(p.period, d.created_at, 'UTC'), d.tenant_id,
-           width_bucket(extract(epoch FROM d.created_at - d.scheduled_for)::float8 * 1000,
-                        reminderd.lateness_bounds_ms()),
-           count(*)
-    FROM new_deliveries d
-    CROSS JOIN (VALUES ('minute'), ('hour')) AS p(period)
-    WHERE d.status_code BETWEEN 200 AND 299
-    GROUP BY 1, 2, 3, 4
-    ORDER BY 1, 2, 3, 4
-    ON CONFLICT (period, starts_at, tenant_id, bucket) DO UPDATE
-    SET delivered = c.delivered + excluded.delivered;
     RETURN NULL;
 END
 $$;
@@ -2596,8 +2612,7 @@ GRANT EXECUTE ON FUNCTION
 TO reminderd_api;
 -- The dashboard's aggregates: their trigger functions for whoever writes events and deliveries,
 -- the bounds for their readers, the pruning for the daemon.
-GRANT EXECUTE ON FUNCTION reminderd.count_fires(), reminderd.count_lateness()
-    TO reminderd_app, reminderd_daemon, reminderd_api;
+GRANT EXECUTE ON FUNCTION reminderd.count_fires() TO reminderd_app, reminderd_daemon, reminderd_api;
 GRANT EXECUTE ON FUNCTION reminderd.lateness_bounds_ms() TO reminderd_readonly, reminderd_daemon, reminderd_api;
 GRANT EXECUTE ON FUNCTION reminderd.prune_counts() TO reminderd_daemon;
 
@@ -2669,12 +2684,12 @@ CREATE TRIGGER tenant_holidays_validate
 -- Triggers on events and deliveries: the dashboard's aggregates and its live feed ------------------
 CREATE TRIGGER events_count_fires
     AFTER INSERT ON reminderd.events
-    REFERENCING NEW TABLE AS new_events
+    REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_fires();
-CREATE TRIGGER deliveries_count_lateness
+CREATE TRIGGER deliveries_count_fires
     AFTER INSERT ON reminderd.deliveries
-    REFERENCING NEW TABLE AS new_deliveries
-    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_lateness();
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_fires();
 
 -- Views for DBAs ----------------------------------------------------------------------------------
 -- They run with the reader's rights (security_invoker), so each role sees what its policies allow.
@@ -2725,16 +2740,17 @@ ORDER BY d.id DESC;
 CREATE VIEW reminderd.trail WITH (security_invoker = true) AS
 SELECT e.created_at AS at, e.message_id, e.tenant_id, e.ref_id, e.event, e.status, e.fire_at, e.reason,
        e.actor, NULL::integer AS attempt, NULL::text AS webhook_id, NULL::integer AS status_code,
-       NULL::text AS error, NULL::integer AS duration_ms, e.id AS event_id, NULL::bigint AS delivery_id
+       NULL::text AS error, NULL::integer AS duration_ms, e.id AS event_id, NULL::bigint AS delivery_id,
+       e.on_behalf_of
 FROM reminderd.events e
 UNION ALL
 SELECT d.created_at, d.message_id, d.tenant_id, d.ref_id, d.event, d.status, d.fire_at, d.reason,
-       d.actor, d.attempt, d.webhook_id, d.status_code, d.error, d.duration_ms, NULL, d.id
+       d.actor, d.attempt, d.webhook_id, d.status_code, d.error, d.duration_ms, NULL, d.id, NULL
 FROM reminderd.deliveries d;
 COMMENT ON VIEW reminderd.trail IS
     'Everything that happened to each message: reminderd.events and the attempts of reminderd.deliveries '
-    '(attempt set), each attempt with the change it made (event NULL when it made none). '
-    'ORDER BY at, event_id, delivery_id.';
+    '(attempt set), each attempt with the change it made (event NULL when it made none), and whom an '
+    'event was done for (on_behalf_of). ORDER BY at, event_id, delivery_id.';
 
 GRANT SELECT ON reminderd.queue_overview, reminderd.due_now, reminderd.stuck, reminderd.dead_letters,
     reminderd.upcoming_by_hour, reminderd.recent_deliveries, reminderd.trail

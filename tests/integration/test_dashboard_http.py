@@ -6,6 +6,8 @@ Events. (tests/browser drives the same pages in a real browser.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -492,7 +494,95 @@ async def test_the_feed_streams_each_fire_as_it_is_recorded(
             await reader
     data = [line for line in got if line.startswith("data: ")]
     assert len(data) == 1 and '"ref_id": "r1"' in data[0]  # not globex's, not a non-fire
-    assert f"id: {fired}" in got
+    assert f'"id": "e{fired}"' in data[0]
+    # The SSE id is the feed's cursor once it has that event (and no delivery yet).
+    assert f"id: {fired}.0" in got
+
+
+@asynccontextmanager
+async def fires_streamed(browser: Browser, last_event_id: str | None = None
+                         ) -> AsyncIterator[list[tuple[str, dict[str, Any]]]]:
+    """acme's feed as a browser reads it: each fire's SSE id and data, as they arrive."""
+    fires: list[tuple[str, dict[str, Any]]] = []
+    lines: list[str] = []
+
+    async def listen() -> None:
+        headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
+        async with browser.session.get(browser.url + "/feed/stream?tenant=acme", headers=headers) as answer:
+            sse_id = ""
+            async for raw in answer.content:
+                line = raw.decode().rstrip("\n")
+                lines.append(line)
+                if line.startswith("id: "):
+                    sse_id = line.removeprefix("id: ")
+                elif line.startswith("data: "):
+                    fires.append((sse_id, json.loads(line.removeprefix("data: "))))
+
+    reader = asyncio.create_task(listen())
+    try:
+        await poll_until(lambda: _have(lines, "retry: 2000"))
+        yield fires
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+async def _fire(db: asyncpg.Connection, ref: str, *, table: str, tenant: str = "acme") -> None:
+    """A fire as the write path records it: an attempt's change in deliveries, a held row's in events."""
+    if table == "deliveries":
+        await db.execute(
+            "INSERT INTO reminderd.deliveries (message_id, tenant_id, ref_id, webhook_id, attempt,"
+            " scheduled_for, status_code, duration_ms, event, status)"
+            " VALUES (1, $1, $2, 'w', 1, now(), 200, 3, 'fired', 'sent')",
+            tenant, ref,
+        )
+    else:
+        await db.execute(
+            "INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, actor)"
+            " VALUES (1, $1, $2, 'deferred', 'pending', current_user)", tenant, ref,
+        )
+
+
+async def test_a_feed_reconnecting_with_its_last_event_id_gets_exactly_what_it_missed(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    """Fires come from both tables of the trail; the SSE id is a cursor over both, and a browser
+    that reconnects with the last one it got (Last-Event-ID) gets every fire recorded meanwhile,
+    in order, none it had, none twice, then the live ones."""
+    await operator(db, browser)
+    async with fires_streamed(browser) as first:
+        await _fire(db, "a", table="events")
+        await _fire(db, "b", table="deliveries")
+        await poll_until(lambda: at_least(first, 2))
+    assert [f["ref_id"] for _, f in first] == ["a", "b"]
+    after_a, after_b = (sse_id for sse_id, _ in first)
+
+    # Disconnected: fires of both tables, another tenant's, a non-fire.
+    await _fire(db, "c", table="events")
+    await _fire(db, "d", table="deliveries")
+    await _fire(db, "x", table="deliveries", tenant="globex")
+    await db.execute("INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, actor)"
+                     " VALUES (1, 'acme', 'n', 'created', 'pending', current_user)")
+    async with fires_streamed(browser, after_b) as resumed:
+        await poll_until(lambda: at_least(resumed, 2))
+        await _fire(db, "e", table="deliveries")  # live, after the catch-up
+        await poll_until(lambda: at_least(resumed, 3))
+        await _fire(db, "f", table="events")
+        await poll_until(lambda: at_least(resumed, 4))
+    assert [f["ref_id"] for _, f in resumed] == ["c", "d", "e", "f"]
+    assert len({f["id"] for _, f in resumed}) == 4
+    # Cut off earlier, in the middle of two tables' fires: from there on, exactly.
+    async with fires_streamed(browser, after_a) as again:
+        await poll_until(lambda: at_least(again, 5))
+        await _fire(db, "g", table="events")
+        await poll_until(lambda: at_least(again, 6))
+    assert [f["ref_id"] for _, f in again] == ["b", "c", "d", "e", "f", "g"]
+    assert [sse_id for sse_id, _ in again][-2] == [sse_id for sse_id, _ in resumed][-1]
+
+
+async def at_least(items: list[Any], count: int) -> bool:
+    return len(items) >= count
 
 
 async def _have(lines: list[str], wanted: str) -> bool:

@@ -1,7 +1,9 @@
 """What the dashboard reads, against a real database: the aggregates the triggers of migration 0011
-keep (fire_counts, lateness_counts) equal what the audit trail and the attempts say; the live
-feed's NOTIFY names each fire as it is recorded; an action done for an API key says so in the
-audit trail; and the store's dashboard queries scope every read to the tenants in view."""
+keep (fire_counts, lateness_counts) equal what the trail (reminderd.trail: events, and the
+attempts in deliveries, each with the change it made) and the attempts say; counting never
+deadlocks two writers; the live feed's NOTIFY names each fire as it is recorded, in whichever
+table; an action done for an API key says so in the audit trail; and the store's dashboard
+queries scope every read to the tenants in view."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from datetime import timedelta
 import asyncpg
 from support import api_role_url, drain, fast_settings, inserted_before_the_outage, poll_until, row_by_ref
 
-from reminderd.dashboard_rows import FIRES, FireTotals
+from reminderd.dashboard_rows import FEED_START, FIRES, FeedCursor, FeedEntry, FireTotals
 from reminderd.housekeeping import CountsPruner, Housekeeping
 from reminderd.metrics import Metrics
 from reminderd.migrate import upgrade
@@ -19,19 +21,19 @@ from reminderd.panels import LATENESS_BOUNDS_MS
 from reminderd.store import Store
 from reminderd.testing import Receiver, add_tenant
 
-WINDOW_1H = "created_at >= date_trunc('minute', now(), 'UTC') - interval '59 minutes'"
-WINDOW_24H = "created_at >= date_trunc('hour', now(), 'UTC') - interval '23 hours'"
+WINDOW_1H = "at >= date_trunc('minute', now(), 'UTC') - interval '59 minutes'"
+WINDOW_24H = "at >= date_trunc('hour', now(), 'UTC') - interval '23 hours'"
 
 
 async def audit_counts(db: asyncpg.Connection, tenant: str, window: str) -> FireTotals:
-    """The fires of a tenant in a window, counted from the audit trail itself."""
+    """The fires of a tenant in a window, counted from the trail itself (events and attempts)."""
     row = await db.fetchrow(
         "SELECT count(*) FILTER (WHERE event = 'fired') AS delivered,"
         " count(*) FILTER (WHERE event = 'retry_scheduled') AS retried,"
         " count(*) FILTER (WHERE event = 'dead_lettered') AS dead,"
         " count(*) FILTER (WHERE event IN ('expired', 'missed_skipped')) AS expired,"
         " count(*) FILTER (WHERE event IN ('deferred', 'holiday_skipped')) AS held"
-        f" FROM reminderd.events WHERE tenant_id = $1 AND {window}", tenant,
+        f" FROM reminderd.trail WHERE tenant_id = $1 AND {window}", tenant,
     )
     return FireTotals(*row.values())
 
@@ -113,20 +115,22 @@ async def test_counting_concurrent_batches_of_many_tenants_does_not_deadlock(
     ids = dict(await db.fetch("SELECT tenant_id, id FROM reminderd.scheduled_messages"))
 
     async def writer(order: list[str]) -> None:
-        """As record_outcomes writes: attempts, then audit events, in one statement each round."""
+        """As record_outcomes writes: attempts carrying their changes, then held rows' audit events,
+        in one statement each round."""
         connection = await asyncpg.connect(database_url)
         try:
             for _ in range(30):
                 async with connection.transaction():
                     await connection.execute(
-                        "INSERT INTO reminderd.deliveries (message_id, tenant_id, webhook_id, attempt,"
-                        " scheduled_for, status_code, duration_ms)"
-                        " SELECT m, t, 'w', 1, now(), 200, 1 FROM unnest($1::bigint[], $2::text[]) AS u(m, t)",
+                        "INSERT INTO reminderd.deliveries (message_id, tenant_id, ref_id, webhook_id, attempt,"
+                        " scheduled_for, status_code, duration_ms, event, status)"
+                        " SELECT m, t, 'r', 'w', 1, now(), 200, 1, 'fired', 'sent'"
+                        " FROM unnest($1::bigint[], $2::text[]) AS u(m, t)",
                         [ids[t] for t in order], order,
                     )
                     await connection.execute(
                         "INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, actor)"
-                        " SELECT m, t, 'r', 'fired', 'sent', current_user"
+                        " SELECT m, t, 'r', 'deferred', 'pending', current_user"
                         " FROM unnest($1::bigint[], $2::text[]) AS u(m, t)",
                         [ids[t] for t in order], order,
                     )
@@ -136,7 +140,53 @@ async def test_counting_concurrent_batches_of_many_tenants_does_not_deadlock(
     await asyncio.gather(writer(tenants), writer(tenants[::-1]), writer(tenants[2:] + tenants[:2]))
     total = await db.fetchval("SELECT sum(delivered) FROM reminderd.fire_counts WHERE period = 'minute'")
     late = await db.fetchval("SELECT sum(delivered) FROM reminderd.lateness_counts WHERE period = 'hour'")
-    assert total == late == 3 * 30 * len(tenants)
+    held = await db.fetchval("SELECT sum(held) FROM reminderd.fire_counts WHERE period = 'hour'")
+    assert total == late == held == 3 * 30 * len(tenants)
+
+
+async def test_counting_attempts_then_held_rows_one_by_one_does_not_deadlock(
+    database_url: str, db: asyncpg.Connection, tenant: str
+) -> None:
+    """A batch's attempts are counted in one statement, but the events of its held rows one row at a
+    time (the audit trigger is row-level): each count locks its rows in key order, not all of a
+    transaction's counts together. Two writers whose attempts are of the tenants the other holds
+    back would each hold what the other waits for, but for the one lock every count takes first."""
+    tenants = [f"t{i}" for i in range(6)]
+    for name in tenants:
+        await add_tenant(db, name)
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+        " SELECT t, 'r', now() FROM unnest($1::text[]) t", tenants,
+    )
+    ids = dict(await db.fetch("SELECT tenant_id, id FROM reminderd.scheduled_messages"))
+
+    async def writer(attempted: list[str], held: list[str]) -> None:
+        connection = await asyncpg.connect(database_url)
+        try:
+            for _ in range(30):
+                async with connection.transaction():
+                    await connection.execute(
+                        "INSERT INTO reminderd.deliveries (message_id, tenant_id, ref_id, webhook_id, attempt,"
+                        " scheduled_for, status_code, duration_ms, event, status)"
+                        " SELECT m, t, 'r', 'w', 1, now(), 200, 1, 'fired', 'sent'"
+                        " FROM unnest($1::bigint[], $2::text[]) AS u(m, t)",
+                        [ids[t] for t in attempted], attempted,
+                    )
+                    for name in held:
+                        await connection.execute(
+                            "INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, actor)"
+                            " VALUES ($1, $2, 'r', 'deferred', 'pending', current_user)", ids[name], name,
+                        )
+        finally:
+            await connection.close()
+
+    first, second = tenants[:3], tenants[3:]
+    await asyncio.gather(writer(first, second[::-1]), writer(second, first[::-1]))
+    counts = await db.fetchrow(
+        "SELECT sum(delivered) AS delivered, sum(held) AS held"
+        " FROM reminderd.fire_counts WHERE period = 'minute'"
+    )
+    assert (counts["delivered"], counts["held"]) == (2 * 30 * 3, 2 * 30 * 3)
 
 
 async def test_each_recorded_fire_is_notified_to_the_feed_by_id(
@@ -154,11 +204,36 @@ async def test_each_recorded_fire_is_notified_to_the_feed_by_id(
     finally:
         await listener.close()
 
-    notified = [int(i) for payload in got for i in payload.split(",")]
-    fired = await db.fetch("SELECT id FROM reminderd.events WHERE event = 'fired' ORDER BY id")
-    assert notified == [r["id"] for r in fired]  # scheduling them was not notified: nothing fired
-    entries = await store.feed_events(notified)
+    # The attempts' changes are on their deliveries rows (migration 0007): the notifications name them.
+    assert all(payload.startswith("deliveries:") for payload in got)
+    notified = [int(i) for payload in got for i in payload.removeprefix("deliveries:").split(",")]
+    fired = await db.fetch("SELECT delivery_id FROM reminderd.trail WHERE event = 'fired' ORDER BY delivery_id")
+    assert notified == [r["delivery_id"] for r in fired]  # scheduling them was not notified: nothing fired
+    entries = await store.feed_entries([], notified)
     assert [(e.ref_id, e.event) for e in entries] == [("a", "fired"), ("b", "fired")]
+
+
+async def test_a_fire_held_back_is_notified_as_an_event(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str, store: Store
+) -> None:
+    await db.execute(
+        "UPDATE reminderd.tenants SET quiet_start = '00:00', quiet_end = '23:59:59' WHERE id = 'acme'"
+    )
+    listener = await asyncpg.connect(database_url)
+    got: list[str] = []
+    await listener.add_listener("reminderd_feed", lambda *args: got.append(args[3]))
+    try:
+        await db.execute("SELECT reminderd.schedule('acme', 'promo', now(), category => 'marketing')")
+        await drain(fast_settings(database_url))
+        await poll_until(lambda: at_least(got, 1))
+    finally:
+        await listener.close()
+
+    deferred = await db.fetchval("SELECT id FROM reminderd.events WHERE event = 'deferred'")
+    assert got == [f"events:{deferred}"]
+    (entry,) = await store.feed_entries([deferred], [])
+    assert (entry.event_id, entry.delivery_id, entry.ref_id) == (deferred, None, "promo")
+    assert entry.event == "deferred"
 
 
 async def at_least(items: list[str], count: int) -> bool:
@@ -180,7 +255,7 @@ async def test_a_statement_recording_many_fires_notifies_them_500_to_a_payload(
     finally:
         await listener.close()
     assert [len(payload.split(",")) for payload in got] == [500, 500, 200]
-    assert all(len(payload) < 8000 for payload in got)
+    assert all(len(payload) < 8000 and payload.startswith("events:") for payload in got)
 
 
 async def test_the_feed_lists_fires_newest_first_filtered_and_scoped(
@@ -196,7 +271,9 @@ async def test_the_feed_lists_fires_newest_first_filtered_and_scoped(
     await drain(fast_settings(database_url))
 
     everything = await store.feed_recent(None)
-    assert [e.id for e in everything] == sorted((e.id for e in everything), reverse=True)
+    assert [e.created_at for e in everything] == sorted((e.created_at for e in everything), reverse=True)
+    attempts = [e.delivery_id for e in everything]  # the attempts' changes: deliveries rows
+    assert None not in attempts and attempts == sorted(attempts, reverse=True)  # type: ignore[type-var]
     assert len(everything) == 6  # five delivered, one retried
     acme = await store.feed_recent("acme")
     assert {e.tenant_id for e in acme} == {"acme"} and len(acme) == 5
@@ -205,10 +282,44 @@ async def test_the_feed_lists_fires_newest_first_filtered_and_scoped(
     assert "503" in (retried[0].reason or "")
     bookings = await store.feed_recent(None, ref_range=("booking:", "booking;"))
     assert {e.ref_id for e in bookings} == {"booking:1", "booking:2", "booking:3", "booking:9"}
-    newest = everything[0].id
-    assert await store.feed_recent(None, after_id=newest) == []
-    assert [e.id for e in await store.feed_recent(None, after_id=everything[1].id)] == [newest]
+    newest = everything[0]
+    assert await store.feed_recent(None, after=cursor_past(everything)) == []
+    assert await store.feed_recent(None, after=cursor_past(everything[1:])) == [newest]
+    assert await store.feed_newest() == cursor_past(everything)
     assert len(await store.feed_recent(None, limit=2)) == 2
+
+
+def cursor_past(entries: list[FeedEntry]) -> FeedCursor:
+    cursor = FEED_START
+    for entry in entries:
+        cursor = cursor.past(entry)
+    return cursor
+
+
+async def test_the_feed_reads_fires_of_both_tables_past_a_cursor_of_both(
+    db: asyncpg.Connection, tenant: str, store: Store
+) -> None:
+    """Fires held back are events, attempts' changes deliveries rows: one feed, newest first, and
+    a cursor that holds an id of each table."""
+    await db.execute(
+        "INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, actor, created_at)"
+        " VALUES (1, 'acme', 'held:1', 'deferred', 'pending', current_user, now() - interval '3 seconds');"
+        "INSERT INTO reminderd.deliveries (message_id, tenant_id, ref_id, webhook_id, attempt, scheduled_for,"
+        " status_code, duration_ms, event, status, created_at)"
+        " VALUES (2, 'acme', 'sent:2', 'w2', 1, now(), 200, 1, 'fired', 'sent', now() - interval '2 seconds'),"
+        "        (3, 'acme', 'lost:3', 'w3', 1, now(), 200, 1, NULL, NULL, now() - interval '2 seconds');"
+        "INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, actor, created_at)"
+        " VALUES (4, 'acme', 'held:4', 'expired', 'expired', current_user, now() - interval '1 second'),"
+        "        (5, 'acme', 'made:5', 'created', 'pending', current_user, now())"
+    )
+    everything = await store.feed_recent("acme")
+    assert [e.ref_id for e in everything] == ["held:4", "sent:2", "held:1"]  # not a non-fire, nor an attempt
+    assert [e.key[0] for e in everything] == ["e", "d", "e"]                 # that changed nothing
+    assert await store.feed_recent(None) == everything
+    past_first = cursor_past(everything[2:])
+    assert [e.ref_id for e in await store.feed_recent(None, after=past_first)] == ["held:4", "sent:2"]
+    assert [e.ref_id for e in await store.feed_recent(None, after=FeedCursor(past_first.event_id, 10**9))] == [
+        "held:4"]
 
 
 async def test_an_action_for_an_api_key_is_audited_with_it_and_with_the_role(
@@ -274,6 +385,25 @@ async def test_the_store_reads_one_message_only_among_the_tenants_in_view(
         ("acme", "booking:1"), ("acme", "booking:2"), ("other", "booking:1")]
     assert [m.ref_id for m in await store.messages_by_ref("other", ("booking:", "booking;"), limit=10)] == [
         "booking:1"]
+
+
+async def test_a_message_story_tells_its_events_and_its_attempts_changes_in_order(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str, store: Store
+) -> None:
+    receiver.script["flaky"] = [503]
+    await db.execute("SELECT reminderd.schedule('acme', 'flaky', now())")
+    message_id = (await row_by_ref(db, "flaky"))["id"]
+    await drain(fast_settings(database_url))
+
+    found = await store.message_story("acme", message_id)
+    assert found is not None
+    _, attempts, trail = found
+    assert [a.status_code for a in attempts] == [503, 200]
+    assert [(e.event, e.status) for e in trail] == [
+        ("created", "pending"), ("retry_scheduled", "pending"), ("fired", "sent")]
+    assert [e.delivery_id for e in trail[1:]] == [a.id for a in attempts]  # the attempts' own rows
+    assert trail[0].event_id is not None and trail[0].delivery_id is None
+    assert "503" in (trail[1].reason or "") and trail[2].actor == trail[1].actor
 
 
 async def test_dead_letters_filter_by_tenant_error_and_age_and_page_newest_first(
@@ -370,11 +500,12 @@ async def test_overview_counts_live_and_dead_messages_and_the_backlog_per_tenant
 
 
 async def test_the_python_names_of_the_fires_are_the_schemas(db: asyncpg.Connection) -> None:
-    predicate = await db.fetchval(
-        "SELECT pg_get_expr(indpred, indrelid) FROM pg_index"
-        " WHERE indexrelid = 'reminderd.events_fires'::regclass"
-    )
-    assert sorted(FIRES) == sorted(predicate.split("'")[1::2])
+    for index in ("events_fires", "events_tenant_fires", "deliveries_fires", "deliveries_tenant_fires"):
+        predicate = await db.fetchval(
+            "SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid = $1::regclass",
+            f"reminderd.{index}",
+        )
+        assert sorted(FIRES) == sorted(predicate.split("'")[1::2]), index
 
 
 async def test_a_database_at_0006_with_history_upgrades_to_0011(empty_database_url: str) -> None:
@@ -399,6 +530,12 @@ async def test_a_database_at_0006_with_history_upgrades_to_0011(empty_database_u
             " VALUES (1, 'acme', 'r1', 'dead_lettered', 'dead', current_user)"
         )
         assert await db.fetchval("SELECT dead FROM reminderd.fire_counts WHERE period = 'hour'") == 1
+        await db.execute(
+            "INSERT INTO reminderd.deliveries (message_id, tenant_id, ref_id, webhook_id, attempt,"
+            " scheduled_for, status_code, duration_ms, event, status)"
+            " VALUES (2, 'acme', 'r2', 'w', 1, now(), 200, 3, 'fired', 'sent')"
+        )
+        assert await db.fetchval("SELECT delivered FROM reminderd.fire_counts WHERE period = 'hour'") == 1
     finally:
         await db.close()
 

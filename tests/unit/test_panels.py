@@ -32,7 +32,7 @@ NOW = datetime(2026, 12, 1, 10, 17, 30, tzinfo=UTC)
 
 
 def bucket_of(ms: float) -> int:
-    """The bucket reminderd.count_lateness() puts a lateness in (width_bucket)."""
+    """The bucket reminderd.count_fires() puts a lateness in (width_bucket)."""
     return sum(1 for bound in LATENESS_BOUNDS_MS if ms >= bound)
 
 
