@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from pathlib import Path
@@ -24,8 +25,27 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = HEAD) -> None:
-    """Bring the schema to `revision`. Blocking: call it from a thread inside an event loop."""
+    """Bring the schema to `revision`, and at the head the reference data up to the installed
+    phonenumbers and tzdata. Blocking: call it from a thread inside an event loop."""
     command.upgrade(alembic_config(database_url), revision)
+    if revision == HEAD:
+        asyncio.run(refresh_reference_data(database_url))
+
+
+async def refresh_reference_data(database_url: str) -> bool:
+    """Load the tables the database resolves timezones with (reminderd/phones.py), unless they were
+    built from the libraries installed here already; whether it loaded them."""
+    from . import phones  # phonenumbers is imported for migrating only, not by the daemon
+    from .store import Store
+
+    store = await Store.connect(database_url, max_size=1)
+    try:
+        if await store.reference_versions() == phones.versions():
+            return False
+        await store.load_reference_data(phones.reference_data())
+        return True
+    finally:
+        await store.close()
 
 
 def upgrade_with_retry(database_url: str, *, give_up_after_s: float = 120.0) -> None:

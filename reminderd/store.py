@@ -5,6 +5,7 @@ and returns frozen dataclasses built by `from_row()`; asyncpg's errors become re
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from .schedule import DEFAULT_BACKFILL, DEFAULT_MAX_LATENESS_S, QuietHours
 
 if TYPE_CHECKING:
     from .arguments import ScheduleRequest
+    from .phones import ReferenceData
 
 NOTIFY_CHANNEL = "reminderd_due"
 
@@ -358,6 +360,27 @@ class Store:
         except asyncpg.UndefinedTableError:
             return None
         return value
+
+    # Reference data (reminderd migrate) ------------------------------------------------------
+
+    @_translating
+    async def reference_versions(self) -> dict[str, str]:
+        """Which library versions the reference tables were built from; empty before the first load."""
+        return {row["source"]: row["version"] for row in await self._pool.fetch(QUERIES["reference_versions"])}
+
+    @_translating
+    async def load_reference_data(self, data: ReferenceData) -> None:
+        """Replace the reference tables with `data`, in one transaction."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(QUERIES["clear_reference_tables"])
+            for query, rows in (
+                ("load_phone_plans", data.plans), ("load_phone_regions", data.regions),
+                ("load_phone_prefixes", data.prefixes), ("load_phone_timezones", data.timezones),
+                ("load_countries", data.countries),
+            ):
+                await connection.execute(QUERIES[query], json.dumps(rows))
+            await connection.execute(QUERIES["record_reference_versions"], json.dumps(data.versions))
+        await self._pool.execute(QUERIES["analyze_reference_tables"])
 
     # The application's side (CLI) -----------------------------------------------------------
 

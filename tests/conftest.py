@@ -124,7 +124,9 @@ def module_database_url(
 
 EMPTY_TABLES = (
     "TRUNCATE reminderd.deliveries, reminderd.events, reminderd.scheduled_messages,"
-    " reminderd.tenant_members, reminderd.tenant_holidays, reminderd.tenants RESTART IDENTITY"
+    " reminderd.tenant_members, reminderd.tenant_holidays, reminderd.tenants,"
+    " reminderd.contacts, reminderd.audiences, reminderd.audience_members, reminderd.broadcast_requests,"
+    " reminderd.broadcast_occurrences, reminderd.broadcast_counts RESTART IDENTITY"
 )
 DEFAULT_CONFIG = "UPDATE reminderd.config SET value = '90 days' WHERE key = 'horizon'"
 

@@ -90,8 +90,10 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
 
     assert [v["version_num"] for v in versions] == [head_revision("postgresql://unused")]
     assert [t["table_name"] for t in tables] == [
-        "alembic_version", "config", "deliveries", "events", "scheduled_messages", "tenant_holidays",
-        "tenant_members", "tenants",
+        "alembic_version", "audience_members", "audiences", "broadcast_counts", "broadcast_occurrences",
+        "broadcast_requests", "config", "contacts", "countries", "deliveries", "events", "phone_plans",
+        "phone_prefixes", "phone_regions", "phone_timezones", "reference_versions", "scheduled_messages",
+        "tenant_holidays", "tenant_members", "tenants",
     ]
     assert {f["proname"] for f in functions} >= {
         "schedule", "schedule_cron", "cancel", "cancel_live", "generate_secret",
@@ -292,6 +294,10 @@ async def test_alembic_finds_no_difference_between_schema_sql_and_the_migrations
     assert set(description.tables) == {
         "reminderd.config", "reminderd.deliveries", "reminderd.events", "reminderd.scheduled_messages",
         "reminderd.tenant_holidays", "reminderd.tenant_members", "reminderd.tenants",
+        "reminderd.audience_members", "reminderd.audiences", "reminderd.broadcast_counts",
+        "reminderd.broadcast_occurrences", "reminderd.broadcast_requests", "reminderd.contacts",
+        "reminderd.countries", "reminderd.phone_plans", "reminderd.phone_prefixes", "reminderd.phone_regions",
+        "reminderd.phone_timezones", "reminderd.reference_versions",
     }
     messages = description.tables["reminderd.scheduled_messages"]
     assert "scheduled_messages_due" in {index.name for index in messages.indexes}

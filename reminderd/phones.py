@@ -1,0 +1,242 @@
+"""Phone numbers and countries to timezones: the reference data the database resolves with.
+
+A contact's zone is resolved in the database (reminderd.upsert_contacts and the contacts trigger),
+so every way a contact comes in (SQL, the CLI, later the HTTP API) gets the same answer in the
+same transaction. The database resolves with tables built here from the installed libraries' own
+data, loaded by `reminderd migrate` whenever their versions change:
+
+- phone_plans, one row per country calling code: how a number written `+<code><number>` is
+  parsed (the national prefix some people write after the code, "+44 (0)20 …");
+- phone_regions, one row per region of a calling code in phonenumbers' order: the patterns that
+  say whether a number is valid there and of which type (fixed line, mobile, or a non-geographic
+  kind such as toll-free), lengths folded in;
+- phone_timezones: phonenumbers' own prefix -> timezones map, searched by longest prefix;
+- countries: ISO 3166 countries (tzdata's iso3166.tab) and, where all of a country's zones in
+  zone.tab keep the same time from now on, its zone.
+
+`phone_timezone()` is the same resolution straight from phonenumbers: the oracle the SQL is
+tested against (tests/integration/test_contacts.py). `international()` writes a nationally
+formatted number in E.164 for `reminderd contacts import`.
+
+Nothing here reads a clock: the country zones compare each zone's rule for the future (the POSIX
+TZ string a TZif file ends with), not offsets sampled around today.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import metadata, resources
+from typing import Any
+
+import phonenumbers
+from phonenumbers import PhoneMetadata, PhoneNumberDesc
+from phonenumbers.phonenumberutil import (
+    _GEO_MOBILE_COUNTRIES,  # the library's own set; no public name
+    COUNTRY_CODE_TO_REGION_CODE,
+    region_code_for_country_code,
+)
+from phonenumbers.timezone import UNKNOWN_TIMEZONE, time_zones_for_number
+from phonenumbers.tzdata import TIMEZONE_DATA
+
+from .prefixes import DigitPattern, expand, leading_prefixes
+
+__all__ = [
+    "SEPARATORS",
+    "ReferenceData",
+    "international",
+    "phone_timezone",
+    "reference_data",
+    "versions",
+]
+
+# What a number may be written with besides "+" and digits, in SQL and here alike.
+SEPARATORS = re.compile(r"[\s().\-/]")
+_E164_SHAPE = re.compile(r"\+[0-9]{3,}")
+_MAX_INPUT = 250  # phonenumbers' own limit on the text it parses
+
+# The kinds of number that are never tied to a place, in the order phonenumbers tests them.
+_SPECIAL = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan", "voicemail")
+
+
+def phone_timezone(phone: str | None) -> str | None:
+    """The one zone phonenumbers gives `phone`, or None: not written as + and digits, not a valid
+    number, or a number whose place spans several zones (the resolution falls through)."""
+    if phone is None:
+        return None
+    written = SEPARATORS.sub("", phone)
+    if len(written) > _MAX_INPUT or not _E164_SHAPE.fullmatch(written):
+        return None
+    try:
+        number = phonenumbers.parse(written, None)
+    except phonenumbers.NumberParseException:
+        return None
+    zones = time_zones_for_number(number)
+    return zones[0] if len(zones) == 1 and zones[0] != UNKNOWN_TIMEZONE else None
+
+
+def international(phone: str, country: str | None) -> str:
+    """`phone` in E.164 (+14155552671) when phonenumbers can read it, nationally written numbers
+    read as `country`'s; otherwise as written (the database then gives it no zone)."""
+    text = phone.strip()
+    try:
+        number = phonenumbers.parse(text, country.upper() if country else None)
+    except phonenumbers.NumberParseException:
+        return text
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# The reference tables ---------------------------------------------------------------------------
+
+
+MAX_DIGITS = 17  # phonenumbers' longest national number
+# The kinds of number a region's prefix table tells apart, bit by bit (see reminderd.phone_timezone).
+GENERAL, SPECIAL, FIXED_LINE, MOBILE = 1, 2, 4, 8
+
+
+@dataclass(frozen=True)
+class ReferenceData:
+    """The rows of the database's reference tables, and the versions they were built from."""
+
+    versions: dict[str, str]
+    plans: list[dict[str, Any]]
+    regions: list[dict[str, Any]]
+    prefixes: list[dict[str, Any]]
+    timezones: list[dict[str, Any]]
+    countries: list[dict[str, Any]]
+
+
+def versions() -> dict[str, str]:
+    """The versions of the libraries the reference data comes from."""
+    return {"phonenumbers": phonenumbers.__version__, "tzdata": _tzdata_version()}
+
+
+@functools.cache
+def reference_data() -> ReferenceData:
+    """Every row of the reference tables (a second or two to build; built once per process)."""
+    codes = sorted(COUNTRY_CODE_TO_REGION_CODE)
+    regions = [row for code in codes for row in _regions(code)]
+    prefixes = [row for code in codes for row in _prefixes(code)]
+    longest: dict[int, int] = {}
+    for row in prefixes:
+        longest[row["country_code"]] = max(longest.get(row["country_code"], 0), len(row["prefix"]))
+    return ReferenceData(
+        versions=versions(),
+        plans=[_plan(code, longest.get(code, 0)) for code in codes],
+        regions=regions,
+        prefixes=prefixes,
+        timezones=[{"prefix": prefix, "timezones": list(zones)}
+                   for prefix, zones in sorted(TIMEZONE_DATA.items())],
+        countries=_countries(),
+    )
+
+
+def _metadata(code: int, region: str) -> PhoneMetadata:
+    found = PhoneMetadata.metadata_for_region_or_calling_code(code, region)
+    assert found is not None, f"phonenumbers lists +{code} for {region} but has no metadata for it"
+    return found
+
+
+def _plan(code: int, longest_prefix: int) -> dict[str, Any]:
+    """How a number after "+<code>" is read: the national prefix phonenumbers strips (a match at
+    the start, its capture groups, the rewrite rule) and the main region's general description."""
+    plan = _metadata(code, region_code_for_country_code(code))
+    prefix = plan.national_prefix_for_parsing or None
+    general = plan.general_desc
+    assert general is not None, f"phonenumbers has no general description for +{code}"
+    return {
+        "country_code": code,
+        "main_region": region_code_for_country_code(code),
+        "regions": len(COUNTRY_CODE_TO_REGION_CODE[code]),
+        "national_prefix": prefix,
+        "national_prefix_groups": 0 if prefix is None else re.compile(prefix).groups,
+        "national_prefix_rule": plan.national_prefix_transform_rule or None,
+        "viable": None if not general.national_number_pattern else f"^(?:{general.national_number_pattern})$",
+        "lengths": list(general.possible_length),
+        "local_lengths": list(general.possible_length_local_only),
+        "geographic_mobile": code in _GEO_MOBILE_COUNTRIES,
+        "longest_prefix": longest_prefix,
+    }
+
+
+def _regions(code: int) -> Iterable[dict[str, Any]]:
+    for position, region in enumerate(COUNTRY_CODE_TO_REGION_CODE[code], start=1):
+        yield {"country_code": code, "position": position, "region": region,
+               "has_leading_digits": _metadata(code, region).leading_digits is not None}
+
+
+def _pattern(desc: PhoneNumberDesc | None) -> DigitPattern | None:
+    if desc is None or not desc.national_number_pattern:
+        return None
+    lengths = tuple(n for n in desc.possible_length if n > 0)
+    if desc.possible_length and not lengths:  # the library's "no numbers of this kind" (-1)
+        return None
+    return DigitPattern(desc.national_number_pattern, lengths)
+
+
+def _prefixes(code: int) -> Iterable[dict[str, Any]]:
+    """Each region's prefix table (reminderd/prefixes.py): for each prefix and total length, which
+    of its general, special (premium, toll-free, shared cost, VoIP, personal, pager, UAN, voicemail),
+    fixed-line and mobile patterns accept the number, as phonenumbers' _is_number_matching_desc
+    would say; and the prefixes its leading digits match."""
+    for position, region in enumerate(COUNTRY_CODE_TO_REGION_CODE[code], start=1):
+        plan = _metadata(code, region)
+        patterns = [_pattern(plan.general_desc), *(_pattern(getattr(plan, kind)) for kind in _SPECIAL),
+                    _pattern(plan.fixed_line),
+                    None if plan.same_mobile_and_fixed_line_pattern else _pattern(plan.mobile)]
+        for leaf in expand(patterns, max_length=MAX_DIGITS):
+            masks = [0] * MAX_DIGITS
+            for length, mask in leaf.masks.items():
+                general = mask & 1
+                special = mask & (((1 << len(_SPECIAL)) - 1) << 1)
+                masks[length - 1] = (GENERAL if general else 0) | (SPECIAL if special else 0) | (
+                    FIXED_LINE if mask & (1 << (len(_SPECIAL) + 1)) else 0) | (
+                    MOBILE if mask & (1 << (len(_SPECIAL) + 2)) else 0)
+            yield {"country_code": code, "prefix": leaf.prefix, "position": position,
+                   "leading_digits": False, "masks": masks}
+        if plan.leading_digits is not None:
+            for prefix in leading_prefixes(plan.leading_digits, max_length=MAX_DIGITS):
+                yield {"country_code": code, "prefix": prefix, "position": position,
+                       "leading_digits": True, "masks": None}
+
+
+# Countries and their zones ----------------------------------------------------------------------
+
+
+def _tzdata_text(name: str) -> str:
+    return resources.files("tzdata").joinpath("zoneinfo", name).read_text(encoding="utf-8")
+
+
+def _tzdata_version() -> str:
+    try:
+        return metadata.version("tzdata")
+    except metadata.PackageNotFoundError:  # pragma: no cover - tzdata is a dependency
+        return "unknown"
+
+
+def _future_rule(zone: str) -> bytes:
+    """The POSIX TZ string a zone's TZif file ends with: its rule after the last transition listed.
+    Two zones with the same rule keep the same time from then on."""
+    data = resources.files("tzdata").joinpath("zoneinfo", *zone.split("/")).read_bytes()
+    return data.rstrip(b"\n").rpartition(b"\n")[2]
+
+
+def _countries() -> list[dict[str, Any]]:
+    names = {}
+    for line in _tzdata_text("iso3166.tab").splitlines():
+        if line and not line.startswith("#"):
+            code, name = line.split("\t", 1)
+            names[code] = name
+    zones: dict[str, list[str]] = {}
+    for line in _tzdata_text("zone.tab").splitlines():
+        if line and not line.startswith("#"):
+            fields = line.split("\t")
+            zones.setdefault(fields[0], []).append(fields[2])
+    rows = []
+    for code, name in sorted(names.items()):
+        listed = zones.get(code, [])
+        single = listed and len({_future_rule(zone) for zone in listed}) == 1
+        rows.append({"country": code, "name": name, "timezone": listed[0] if single else None})
+    return rows
