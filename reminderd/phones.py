@@ -39,7 +39,7 @@ from phonenumbers.phonenumberutil import (
     region_code_for_country_code,
 )
 from phonenumbers.timezone import UNKNOWN_TIMEZONE, time_zones_for_number
-from phonenumbers.tzdata import TIMEZONE_DATA
+from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
 
 from .prefixes import DigitPattern, expand, leading_prefixes
 
@@ -158,6 +158,9 @@ def _plan(code: int, longest_prefix: int) -> dict[str, Any]:
         "local_lengths": list(general.possible_length_local_only),
         "geographic_mobile": code in _GEO_MOBILE_COUNTRIES,
         "longest_prefix": longest_prefix,
+        "first_region_has_leading_digits": _metadata(code, COUNTRY_CODE_TO_REGION_CODE[code][0]).leading_digits
+        is not None,
+        "country_timezone": _country_level_zone(code),
     }
 
 
@@ -176,30 +179,66 @@ def _pattern(desc: PhoneNumberDesc | None) -> DigitPattern | None:
     return DigitPattern(desc.national_number_pattern, lengths)
 
 
+def _single_zone(zones: Iterable[str] | None) -> str | None:
+    listed = tuple(zones or ())
+    return listed[0] if len(listed) == 1 and listed[0] != UNKNOWN_TIMEZONE else None
+
+
+def _longest_timezones(digits: str) -> tuple[str, ...] | None:
+    """phonenumbers' longest-prefix lookup in its prefix -> timezones map (at most 9 digits)."""
+    for length in range(min(len(digits), TIMEZONE_LONGEST_PREFIX), 0, -1):
+        if digits[:length] in TIMEZONE_DATA:
+            return tuple(TIMEZONE_DATA[digits[:length]])
+    return None
+
+
+def _country_level_zone(code: int) -> str | None:
+    """The zone phonenumbers gives a number of `code` that is not tied to a place."""
+    digits = str(code)
+    for candidate in (digits, digits[:2]):
+        if candidate in TIMEZONE_DATA:
+            return _single_zone(TIMEZONE_DATA[candidate])
+    return None
+
+
+@functools.cache
+def _timezone_prefixes() -> frozenset[str]:
+    """Every proper prefix of the map's prefixes: a number starting with one of these may still
+    fall under a longer prefix of the map."""
+    return frozenset(prefix[:length] for prefix in TIMEZONE_DATA for length in range(len(prefix)))
+
+
 def _prefixes(code: int) -> Iterable[dict[str, Any]]:
     """Each region's prefix table (reminderd/prefixes.py): for each prefix and total length, which
     of its general, special (premium, toll-free, shared cost, VoIP, personal, pager, UAN, voicemail),
     fixed-line and mobile patterns accept the number, as phonenumbers' _is_number_matching_desc
-    would say; and the prefixes its leading digits match."""
+    would say; with the zone a place-bound number there has (its longest prefix in phonenumbers'
+    map: prefixes are split until the map can tell no longer number apart); and the prefixes its
+    leading digits match."""
+    longer = _timezone_prefixes()
+
+    def split(prefix: str) -> bool:
+        whole = str(code) + prefix
+        return len(whole) < TIMEZONE_LONGEST_PREFIX and whole in longer
+
     for position, region in enumerate(COUNTRY_CODE_TO_REGION_CODE[code], start=1):
         plan = _metadata(code, region)
         patterns = [_pattern(plan.general_desc), *(_pattern(getattr(plan, kind)) for kind in _SPECIAL),
                     _pattern(plan.fixed_line),
                     None if plan.same_mobile_and_fixed_line_pattern else _pattern(plan.mobile)]
-        for leaf in expand(patterns, max_length=MAX_DIGITS):
+        for leaf in expand(patterns, max_length=MAX_DIGITS, split=split):
             masks = [0] * MAX_DIGITS
             for length, mask in leaf.masks.items():
-                general = mask & 1
                 special = mask & (((1 << len(_SPECIAL)) - 1) << 1)
-                masks[length - 1] = (GENERAL if general else 0) | (SPECIAL if special else 0) | (
+                masks[length - 1] = (GENERAL if mask & 1 else 0) | (SPECIAL if special else 0) | (
                     FIXED_LINE if mask & (1 << (len(_SPECIAL) + 1)) else 0) | (
                     MOBILE if mask & (1 << (len(_SPECIAL) + 2)) else 0)
-            yield {"country_code": code, "prefix": leaf.prefix, "position": position,
-                   "leading_digits": False, "masks": masks}
+            yield {"country_code": code, "position": position, "leading_digits": False, "prefix": leaf.prefix,
+                   "masks": masks, "timezone": _single_zone(_longest_timezones(str(code) + leaf.prefix))}
         if plan.leading_digits is not None:
             for prefix in leading_prefixes(plan.leading_digits, max_length=MAX_DIGITS):
-                yield {"country_code": code, "prefix": prefix, "position": position,
-                       "leading_digits": True, "masks": None}
+                yield {"country_code": code, "position": position, "leading_digits": True, "prefix": prefix,
+                       "masks": None, "timezone": None}
 
 
 # Countries and their zones ----------------------------------------------------------------------

@@ -5,7 +5,8 @@ phonenumbers describes each kind of number of a region with a pattern such as
 `2(?:0[1-35-9]|1[02-9])[2-9]\\d{6}`. Walked digit by digit (a DFA built from the pattern), every
 number soon reaches a point after which only its length matters (`\\d{6}` is left). The walk stops
 there and records the prefix with, for each total length, which patterns accept it: the prefixes
-recorded are prefix-free, so a number matches at most one of them.
+recorded are prefix-free unless the caller asks for finer ones (`split`); a number's row is the
+longest recorded prefix of it.
 
     table = expand([DigitPattern("[2-9]\\d{2}", (3,))], max_length=17)
     # [Leaf(prefix="2", masks={3: 1}), …, Leaf(prefix="9", masks={3: 1})]
@@ -16,7 +17,7 @@ and bounded repetition (?, {n}, {n,m}). Anything else raises ValueError.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from re import _constants as sre  # type: ignore[attr-defined]  # the parser's own vocabulary
 from re import _parser as sre_parse  # type: ignore[attr-defined]  # Python's regex parser, no public name
@@ -155,11 +156,19 @@ def _digits(op: object, argument: object) -> set[str]:
     return set(DIGITS) - found if negate else found
 
 
-def expand(patterns: Sequence[DigitPattern | None], *, max_length: int, required: int = 0) -> list[Leaf]:
+def expand(
+    patterns: Sequence[DigitPattern | None], *, max_length: int, required: int = 0,
+    split: Callable[[str], bool] | None = None,
+) -> list[Leaf]:
     """The prefix table of `patterns` (None: a pattern that accepts nothing) for numbers of at most
     `max_length` digits. A number matches pattern i when it has one of its lengths and the pattern
-    matches it whole. Prefixes where the pattern `required` can no longer match are left out, so a
-    number that matches no leaf does not match that pattern."""
+    matches it whole; its leaf is the longest recorded prefix of it, and gives its mask at its
+    length. Prefixes where the pattern `required` can no longer match are left out, so a number
+    with no leaf (or a mask without that bit) does not match it.
+
+    `split(prefix)` asks for numbers starting with `prefix` to get leaves of their own below it
+    even where only their length matters (the caller tells them apart by something else): the
+    prefix then keeps only the numbers that end there, and its children the rest."""
     automata = [None if p is None else _Automaton(p.pattern) for p in patterns]
     lengths = [() if p is None else p.lengths for p in patterns]
     leaves: list[Leaf] = []
@@ -175,6 +184,10 @@ def expand(patterns: Sequence[DigitPattern | None], *, max_length: int, required
                     found[total] = found.get(total, 0) | (1 << index)
         return found
 
+    def record(prefix: str, found: dict[int, int]) -> None:
+        if any(mask & (1 << required) for mask in found.values()):
+            leaves.append(Leaf(prefix, found))
+
     def walk(prefix: str, states: tuple[frozenset[int], ...]) -> None:
         if automata[required] is not None and not states[required]:
             return  # the required pattern cannot match any more
@@ -184,9 +197,10 @@ def expand(patterns: Sequence[DigitPattern | None], *, max_length: int, required
                     for a, s in zip(automata, states, strict=True)]
         if all(end is not None for end in ends):
             found = masks(prefix, ends)  # type: ignore[arg-type]  # none is None here
-            if any(mask & (1 << required) for mask in found.values()):
-                leaves.append(Leaf(prefix, found))
-            return
+            if split is None or len(prefix) == max_length or not split(prefix):
+                record(prefix, found)
+                return
+            record(prefix, {total: mask for total, mask in found.items() if total == len(prefix)})
         for digit in DIGITS:
             walk(prefix + digit, tuple(state if a is None else a.step(state, digit)
                                        for a, state in zip(automata, states, strict=True)))

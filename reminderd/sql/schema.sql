@@ -226,7 +226,9 @@ CREATE TABLE reminderd.phone_plans (
     lengths                integer[] NOT NULL,
     local_lengths          integer[] NOT NULL,
     geographic_mobile      boolean NOT NULL,  -- mobile numbers are tied to a place (MX, AR, BR, ID, CN)
-    longest_prefix         integer NOT NULL   -- of its rows in phone_prefixes
+    longest_prefix         integer NOT NULL,  -- of its rows in phone_prefixes
+    first_region_has_leading_digits boolean NOT NULL,
+    country_timezone       text               -- the one zone of its numbers not tied to a place, if one
 );
 
 -- The regions sharing a calling code, in phonenumbers' order.
@@ -238,18 +240,23 @@ CREATE TABLE reminderd.phone_regions (
     PRIMARY KEY (country_code, position)
 );
 
--- Each region's number patterns as prefixes (reminderd/prefixes.py): a number matches at most one
--- row of a region; masks[its length] says which kinds accept it (1 valid at all, 2 premium,
--- toll-free or another kind tied to no place, 4 fixed line, 8 mobile), 0 or no row: invalid.
--- Rows with leading_digits are the prefixes the region's numbers start with instead.
+-- Each region's number patterns as prefixes (reminderd/prefixes.py): a number's row is the longest
+-- prefix of it in its region; masks[its length] says which kinds accept it (1 valid at all, 2
+-- premium, toll-free or another kind tied to no place, 4 fixed line, 8 mobile), 0 or no row:
+-- invalid; timezone is the one zone of a place-bound number there, if one. Rows with
+-- leading_digits are the prefixes the region's numbers start with instead. Prefixes sort
+-- bytewise (C), so the row of a number is the last one not after it.
 CREATE TABLE reminderd.phone_prefixes (
     country_code   integer NOT NULL,
-    prefix         text NOT NULL,
     position       integer NOT NULL,
     leading_digits boolean NOT NULL,
+    prefix         text COLLATE "C" NOT NULL,
     masks          smallint[],
-    PRIMARY KEY (country_code, prefix, position, leading_digits)
+    timezone       text,
+    PRIMARY KEY (country_code, position, leading_digits, prefix)
 );
+-- For numbers of a code shared by several regions: every row of the code a number starts with.
+CREATE INDEX phone_prefixes_any_region ON reminderd.phone_prefixes (country_code, prefix);
 
 -- phonenumbers' prefix → timezones map (the E.164 digits without "+"), searched by longest prefix.
 CREATE TABLE reminderd.phone_timezones (
@@ -1254,8 +1261,13 @@ CREATE FUNCTION reminderd.phone_timezone(phone text) RETURNS TABLE (timezone tex
 LANGUAGE sql STABLE AS $$
     -- Each step is its own LATERAL subquery with OFFSET 0, so it is computed once per number (a
     -- flattened query would repeat the expressions, and their regular expressions, where used).
-    SELECT zones.timezones[1]
-    FROM (SELECT regexp_replace(phone, '[[:space:]().\-/]', '', 'g') AS written) AS given
+    SELECT CASE WHEN found.mask & 1 = 0 THEN NULL
+                WHEN found.mask & 2 <> 0 THEN code.country_timezone
+                WHEN found.mask & 4 <> 0 THEN found.timezone
+                WHEN found.mask & 8 <> 0 THEN
+                    CASE WHEN code.geographic_mobile THEN found.timezone ELSE code.country_timezone END
+           END
+    FROM (SELECT translate(phone, E' \t\n\r\f\v().-/', '') AS written) AS given
     -- The calling code: the shortest leading 1-3 digits that are one (none starts with 0).
     CROSS JOIN LATERAL (
         SELECT p.*, substr(given.written, length(p.country_code::text) + 2) AS rest
@@ -1291,11 +1303,7 @@ LANGUAGE sql STABLE AS $$
     ) AS kept
     -- The prefix is dropped only when what is left has a possible length (or is too long).
     CROSS JOIN LATERAL (
-        SELECT nsn, length(nsn) AS digits,
-               (ARRAY[left(nsn, 0), left(nsn, 1), left(nsn, 2), left(nsn, 3), left(nsn, 4), left(nsn, 5),
-                      left(nsn, 6), left(nsn, 7), left(nsn, 8), left(nsn, 9), left(nsn, 10), left(nsn, 11),
-                      left(nsn, 12), left(nsn, 13), left(nsn, 14), left(nsn, 15), left(nsn, 16),
-                      left(nsn, 17)])[1:least(length(nsn), code.longest_prefix) + 1] AS starts
+        SELECT nsn, length(nsn) AS digits
         FROM (SELECT CASE WHEN NOT (length(kept.stripped) = ANY (code.local_lengths))
                                AND (code.lengths[1] = length(kept.stripped)
                                     OR (code.lengths[1] < length(kept.stripped)
@@ -1305,47 +1313,53 @@ LANGUAGE sql STABLE AS $$
         WHERE length(nsn) BETWEEN 2 AND 17
         OFFSET 0
     ) AS number
-    -- The rows of the code's regions the number starts with (one lookup), then the region: the
-    -- first whose leading digits the number starts with, or that has none and where the number is
-    -- valid; and what kind of number it is there (the mask at its length).
+    -- Its row in the first region of the code (one index lookup: the last prefix not after it).
+    LEFT JOIN LATERAL (
+        SELECT last.masks[number.digits] AS mask, last.timezone
+        FROM (SELECT x.prefix, x.masks, x.timezone
+              FROM reminderd.phone_prefixes x
+              WHERE x.country_code = code.country_code AND x.position = 1 AND NOT x.leading_digits
+                AND x.prefix <= number.nsn
+              ORDER BY x.prefix DESC
+              LIMIT 1) AS last
+        WHERE starts_with(number.nsn, last.prefix)
+    ) AS first_region ON true
+    -- That region is the number's when the code has no other, or when it is valid there and the
+    -- region is not told by leading digits. Otherwise the regions in phonenumbers' order: the first
+    -- whose leading digits the number starts with, or that has none and where it is valid.
     CROSS JOIN LATERAL (
-        SELECT array_agg(x.position ORDER BY x.position) FILTER (WHERE NOT x.leading_digits) AS positions,
-               array_agg(x.masks[number.digits] ORDER BY x.position) FILTER (WHERE NOT x.leading_digits) AS masks,
-               CASE WHEN code.regions = 1 THEN 1 ELSE min(x.position) FILTER (
-                   WHERE x.leading_digits
-                      OR (NOT r.has_leading_digits AND x.masks[number.digits] & 1 = 1
-                          AND x.masks[number.digits] & 14 <> 0)) END AS position
-        FROM reminderd.phone_prefixes x
-        JOIN reminderd.phone_regions r ON r.country_code = x.country_code AND r.position = x.position
-        WHERE x.country_code = code.country_code AND x.prefix = ANY (number.starts)
-    ) AS rows_found
+        SELECT CASE
+            WHEN code.regions = 1 OR (NOT code.first_region_has_leading_digits AND first_region.mask & 1 = 1
+                                      AND first_region.mask & 14 <> 0)
+                THEN ARRAY[first_region.mask::text, first_region.timezone]
+            ELSE (
+                SELECT ARRAY[y.mask::text, y.timezone]
+                FROM (SELECT x.position, bool_or(x.leading_digits) AS led, bool_or(r.has_leading_digits) AS has_leading,
+                             (array_agg(x.masks[number.digits] ORDER BY length(x.prefix) DESC)
+                                  FILTER (WHERE NOT x.leading_digits))[1] AS mask,
+                             (array_agg(x.timezone ORDER BY length(x.prefix) DESC)
+                                  FILTER (WHERE NOT x.leading_digits))[1] AS timezone
+                      FROM reminderd.phone_prefixes x
+                      JOIN reminderd.phone_regions r ON r.country_code = x.country_code AND r.position = x.position
+                      WHERE x.country_code = code.country_code
+                        AND x.prefix = ANY ((ARRAY[
+                            left(number.nsn, 0), left(number.nsn, 1), left(number.nsn, 2), left(number.nsn, 3),
+                            left(number.nsn, 4), left(number.nsn, 5), left(number.nsn, 6), left(number.nsn, 7),
+                            left(number.nsn, 8), left(number.nsn, 9), left(number.nsn, 10), left(number.nsn, 11),
+                            left(number.nsn, 12), left(number.nsn, 13), left(number.nsn, 14), left(number.nsn, 15),
+                            left(number.nsn, 16), left(number.nsn, 17)])[1:least(number.digits, code.longest_prefix) + 1])
+                      GROUP BY x.position) AS y
+                WHERE y.led OR (NOT y.has_leading AND y.mask & 1 = 1 AND y.mask & 14 <> 0)
+                ORDER BY y.position
+                LIMIT 1)
+            END AS pick
+        OFFSET 0
+    ) AS choice
     CROSS JOIN LATERAL (
-        SELECT coalesce(rows_found.masks[array_position(rows_found.positions, rows_found.position)], 0) AS mask
+        SELECT coalesce(choice.pick[1]::integer, 0) AS mask, choice.pick[2] AS timezone
         OFFSET 0
     ) AS found
-    CROSS JOIN LATERAL (
-        SELECT CASE WHEN found.mask & 1 = 0 THEN NULL
-                    WHEN found.mask & 2 <> 0 THEN false
-                    WHEN found.mask & 4 <> 0 THEN true
-                    WHEN found.mask & 8 <> 0 THEN code.geographic_mobile
-               END AS geographic,
-               code.country_code::text || number.nsn AS e164
-        OFFSET 0
-    ) AS kind
-    -- The longest known prefix of the whole number, or of the calling code.
-    CROSS JOIN LATERAL (
-        SELECT z.timezones
-        FROM reminderd.phone_timezones z
-        WHERE kind.geographic IS NOT NULL
-          AND z.prefix = ANY (CASE WHEN kind.geographic
-              THEN ARRAY[left(kind.e164, 1), left(kind.e164, 2), left(kind.e164, 3), left(kind.e164, 4),
-                         left(kind.e164, 5), left(kind.e164, 6), left(kind.e164, 7), left(kind.e164, 8),
-                         left(kind.e164, 9)]
-              ELSE ARRAY[code.country_code::text, left(code.country_code::text, 2)] END)
-        ORDER BY length(z.prefix) DESC
-        LIMIT 1
-    ) AS zones
-    WHERE cardinality(zones.timezones) = 1 AND zones.timezones[1] <> 'Etc/Unknown'
+    WHERE found.mask & 1 = 1
 $$;
 
 -- A contact's zone from its own fields: its timezone, else its phone's, else its country's (NULL:
@@ -1430,7 +1444,8 @@ BEGIN
     END IF;
     -- Timezones and countries: each distinct value once.
     SELECT z.value INTO bad
-    FROM (SELECT DISTINCT e->>'timezone' AS value FROM jsonb_array_elements(items) AS e WHERE e->>'timezone' IS NOT NULL) AS z
+    FROM (SELECT DISTINCT e->>'timezone' AS value FROM jsonb_array_elements(items) AS e
+          WHERE e->>'timezone' IS NOT NULL OFFSET 0) AS z  -- OFFSET 0: each distinct zone checked once
     WHERE NOT reminderd.is_timezone(z.value)
     LIMIT 1;
     IF FOUND THEN
@@ -1877,6 +1892,7 @@ DECLARE
     per_hour  integer;
     new_id    bigint;
     live_refs bigint;
+    by_zone   jsonb;
 BEGIN
     PERFORM reminderd.check_tenant(broadcast.tenant_id);
     IF num_nonnulls(broadcast.audience, broadcast.contact_ids) + coalesce(broadcast.everyone, false)::integer <> 1 THEN
@@ -1961,12 +1977,17 @@ BEGIN
                 USING ERRCODE = 'no_data_found', HINT = 'Add them first: reminderd.upsert_contacts.';
         END IF;
     END IF;
-    SELECT coalesce(sum(z.contacts), 0), coalesce(sum(z.contacts) FILTER (WHERE z.timezone IS NULL), 0), count(*)
-    INTO contacts, zoneless, zones
+    -- One pass over the audience: how many contacts in each zone (and without one).
+    SELECT coalesce(jsonb_agg(jsonb_build_object('timezone', z.timezone, 'contacts', z.contacts)), '[]')
+    INTO by_zone
     FROM (SELECT a.timezone, count(*) AS contacts
           FROM reminderd.audience_contacts(broadcast.tenant_id, broadcast.audience, broadcast.contact_ids,
                                            coalesce(broadcast.everyone, false)) AS a
           GROUP BY a.timezone) AS z;
+    SELECT coalesce(sum((z->>'contacts')::bigint), 0),
+           coalesce(sum((z->>'contacts')::bigint) FILTER (WHERE z->>'timezone' IS NULL), 0), count(*)
+    INTO contacts, zoneless, zones
+    FROM jsonb_array_elements(by_zone) AS z;
     IF contacts = 0 THEN
         RAISE EXCEPTION 'the audience of broadcast "%" is empty', broadcast.ref_prefix
             USING ERRCODE = 'invalid_parameter_value';
@@ -2001,10 +2022,10 @@ BEGIN
                                  to_char(z.fire_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI"Z"')), '; '
                           ORDER BY z.fire_at) AS detail
         INTO late
-        FROM (SELECT a.timezone, count(*) AS contacts, reminderd.local_instant(broadcast.local_time, a.timezone) AS fire_at
-              FROM reminderd.audience_contacts(broadcast.tenant_id, broadcast.audience, broadcast.contact_ids,
-                                               coalesce(broadcast.everyone, false)) AS a
-              GROUP BY a.timezone) AS z
+        FROM (SELECT e->>'timezone' AS timezone, (e->>'contacts')::bigint AS contacts,
+                     reminderd.local_instant(broadcast.local_time, e->>'timezone') AS fire_at
+              FROM jsonb_array_elements(by_zone) AS e
+              OFFSET 0) AS z
         WHERE z.fire_at <= now();
         IF late.zones > 0 THEN
             RAISE EXCEPTION 'broadcast "%" at % would send % of its % messages in the past (% of its % zones)',
@@ -2018,10 +2039,10 @@ BEGIN
                                  to_char(z.fire_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI"Z"')), '; '
                           ORDER BY z.fire_at) AS detail
         INTO late
-        FROM (SELECT a.timezone, count(*) AS contacts, reminderd.local_instant(broadcast.local_time, a.timezone) AS fire_at
-              FROM reminderd.audience_contacts(broadcast.tenant_id, broadcast.audience, broadcast.contact_ids,
-                                               coalesce(broadcast.everyone, false)) AS a
-              GROUP BY a.timezone) AS z
+        FROM (SELECT e->>'timezone' AS timezone, (e->>'contacts')::bigint AS contacts,
+                     reminderd.local_instant(broadcast.local_time, e->>'timezone') AS fire_at
+              FROM jsonb_array_elements(by_zone) AS e
+              OFFSET 0) AS z
         WHERE z.fire_at > now() + (SELECT value::interval FROM reminderd.config WHERE key = 'horizon');
         IF late.zones > 0 THEN
             RAISE EXCEPTION 'broadcast "%" at % would send % of its % messages beyond the horizon of %',
@@ -2078,6 +2099,12 @@ BEGIN
         RAISE EXCEPTION 'no broadcast with id %', stage_broadcast.broadcast_id USING ERRCODE = 'no_data_found';
     END IF;
     recurring := request.local_time IS NULL;
+    SELECT * INTO tenant FROM reminderd.tenants t WHERE t.id = request.tenant_id;
+    IF request.callback_url IS NULL AND tenant.callback_url IS NULL THEN
+        RAISE EXCEPTION 'no callback_url for broadcast "%": it has none and tenant "%" has no default',
+            request.ref_prefix, request.tenant_id
+            USING ERRCODE = 'not_null_violation';
+    END IF;
     -- Staged already (or by another daemon just now), or over: nothing to do.
     IF request.ended_at IS NOT NULL OR request.approval = 'rejected'
        OR (recurring AND request.next_occurrence IS DISTINCT FROM stage_broadcast.occurrence)
@@ -2086,7 +2113,6 @@ BEGIN
         RETURN 0;
     END IF;
     IF recurring THEN
-        SELECT * INTO tenant FROM reminderd.tenants t WHERE t.id = request.tenant_id;
         SELECT count(*), count(*) FILTER (WHERE a.timezone IS NULL) INTO contacts, zoneless
         FROM reminderd.audience_contacts(request.tenant_id, request.audience, request.contact_ids, request.everyone) AS a;
         problem := CASE WHEN contacts = 0 THEN 'the audience is empty'
@@ -2111,21 +2137,24 @@ BEGIN
         FROM reminderd.audience_contacts(request.tenant_id, request.audience, request.contact_ids, request.everyone) AS a
         WHERE a.timezone IS NOT NULL
     ),
-    zones AS (
+    zones AS MATERIALIZED (  -- each zone's instant computed once, not once per contact
         SELECT z.timezone, reminderd.local_instant(stage_broadcast.occurrence, z.timezone) AS fire_at
         FROM (SELECT DISTINCT timezone FROM audience) AS z
     ),
     inserted AS (
         INSERT INTO reminderd.scheduled_messages
             (tenant_id, ref_id, fire_at, payload, callback_url, max_attempts, timezone, category, calendar,
-             holiday_rule, backfill, max_lateness, contact_id, timezone_source, local_time, broadcast_id, status)
+             holiday_rule, backfill, max_lateness, contact_id, timezone_source, local_time, broadcast_id, status,
+             paused_by)
         SELECT request.tenant_id,
                request.ref_prefix || ':' || a.contact_id
                    || CASE WHEN recurring THEN '#' || to_char(stage_broadcast.occurrence, 'YYYYMMDD"T"HH24MI') ELSE '' END,
                z.fire_at, request.payload, request.callback_url, request.max_attempts, a.timezone, request.category,
                request.calendar, request.holiday_rule, request.backfill, request.max_lateness, a.contact_id,
                a.timezone_source, stage_broadcast.occurrence, request.id,
-               coalesce(CASE WHEN request.approval = 'awaiting' THEN 'awaiting_approval' END, 'pending')
+               coalesce(CASE WHEN request.approval = 'awaiting' THEN 'awaiting_approval'
+                             WHEN tenant.paused THEN 'paused' END, 'pending'),
+               CASE WHEN tenant.paused AND request.approval <> 'awaiting' THEN 'tenant' END
         FROM audience a
         JOIN zones z ON z.timezone = a.timezone
         RETURNING fire_at
@@ -2595,9 +2624,10 @@ GRANT EXECUTE ON FUNCTION reminderd.complete_broadcasts(integer) TO reminderd_da
 -- Triggers on the same event fire in the order of their names.
 
 -- Before each row is written: hold it for a paused tenant, check its payload size, validate it.
+-- A broadcast's rows are held (and checked, below) by stage_broadcast for all its rows at once.
 CREATE TRIGGER scheduled_messages_hold_paused_tenant
     BEFORE INSERT ON reminderd.scheduled_messages
-    FOR EACH ROW EXECUTE FUNCTION reminderd.hold_for_paused_tenant();
+    FOR EACH ROW WHEN (NEW.broadcast_id IS NULL) EXECUTE FUNCTION reminderd.hold_for_paused_tenant();
 -- A retry of a message that was in flight when the tenant was paused, or a message resumed on
 -- its own, would become pending again: held too.
 CREATE TRIGGER scheduled_messages_hold_paused_tenant_update
@@ -2609,7 +2639,7 @@ CREATE TRIGGER scheduled_messages_payload_size
     FOR EACH ROW EXECUTE FUNCTION reminderd.check_payload();
 CREATE TRIGGER scheduled_messages_validate
     BEFORE INSERT OR UPDATE OF timezone, callback_url, tenant_id, rrule ON reminderd.scheduled_messages
-    FOR EACH ROW EXECUTE FUNCTION reminderd.validate_message();
+    FOR EACH ROW WHEN (NEW.broadcast_id IS NULL) EXECUTE FUNCTION reminderd.validate_message();
 
 -- After each statement: the audit trail, then the wake-up for the daemons.
 CREATE TRIGGER scheduled_messages_audit_insert
