@@ -52,8 +52,8 @@ __all__ = [
     "versions",
 ]
 
-# What a number may be written with besides "+" and digits, in SQL and here alike.
-SEPARATORS = re.compile(r"[\s().\-/]")
+# What a number may be written with besides "+" and digits, in SQL (translate) and here alike.
+SEPARATORS = re.compile(r"[ \t\n\r\f\v().\-/]")
 _E164_SHAPE = re.compile(r"\+[0-9]{3,}")
 _MAX_INPUT = 250  # phonenumbers' own limit on the text it parses
 
@@ -78,9 +78,14 @@ def phone_timezone(phone: str | None) -> str | None:
 
 
 def international(phone: str, country: str | None) -> str:
-    """`phone` in E.164 (+14155552671) when phonenumbers can read it, nationally written numbers
-    read as `country`'s; otherwise as written (the database then gives it no zone)."""
+    """`phone` as the database reads it: one written with "+" without its separators (the
+    database reads "+44 (0)20 …" as phonenumbers does); a nationally written one ("020 7946
+    0018", "0044 20 …") in E.164 (+442079460018), read as `country` dials, when phonenumbers can
+    read it; otherwise as written (the database then gives it no zone)."""
     text = phone.strip()
+    compact = SEPARATORS.sub("", text)
+    if compact.startswith("+"):
+        return compact
     try:
         number = phonenumbers.parse(text, country.upper() if country else None)
     except phonenumbers.NumberParseException:

@@ -321,6 +321,10 @@ def test_the_subcommands_are_the_documented_ones() -> None:
         "migrate", "run", "status", "config", "demo", "schedule", "preview", "cancel", "tenant",
         "tenant add", "tenant list", "tenant grant", "tenant revoke", "tenant rotate-secret", "tenant set",
         "tenant holiday",
+        # Recipients (issue 14, docs/audiences.md)
+        "contacts", "contacts import", "contacts remove", "contact", "contact show", "audience", "audience add",
+        "audience remove", "audience drop", "audience list", "broadcast", "broadcasts", "broadcasts list",
+        "broadcasts show", "broadcasts approve", "broadcasts reject", "broadcasts cancel", "cadence",
     }
 
 
