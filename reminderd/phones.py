@@ -46,6 +46,7 @@ from .prefixes import DigitPattern, expand, leading_prefixes
 __all__ = [
     "SEPARATORS",
     "ReferenceData",
+    "canonical",
     "international",
     "phone_timezone",
     "reference_data",
@@ -73,8 +74,7 @@ def phone_timezone(phone: str | None) -> str | None:
         number = phonenumbers.parse(written, None)
     except phonenumbers.NumberParseException:
         return None
-    zones = time_zones_for_number(number)
-    return zones[0] if len(zones) == 1 and zones[0] != UNKNOWN_TIMEZONE else None
+    return _single_zone(time_zones_for_number(number))
 
 
 def international(phone: str, country: str | None) -> str:
@@ -113,9 +113,14 @@ class ReferenceData:
     countries: list[dict[str, Any]]
 
 
+# How the tables are built from the libraries: bumped when that changes, so `reminderd migrate`
+# reloads them even when the libraries did not change.
+TABLES_VERSION = "1"
+
+
 def versions() -> dict[str, str]:
-    """The versions of the libraries the reference data comes from."""
-    return {"phonenumbers": phonenumbers.__version__, "tzdata": _tzdata_version()}
+    """The versions the reference data comes from: the libraries', and the tables' own."""
+    return {"phonenumbers": phonenumbers.__version__, "tzdata": _tzdata_version(), "tables": TABLES_VERSION}
 
 
 @functools.cache
@@ -185,8 +190,26 @@ def _pattern(desc: PhoneNumberDesc | None) -> DigitPattern | None:
 
 
 def _single_zone(zones: Iterable[str] | None) -> str | None:
+    """The one zone of `zones`, by its current name (phonenumbers says Asia/Calcutta, tzdata and
+    a contact's own field Asia/Kolkata: one name, so the same zone is never a change)."""
     listed = tuple(zones or ())
-    return listed[0] if len(listed) == 1 and listed[0] != UNKNOWN_TIMEZONE else None
+    return canonical(listed[0]) if len(listed) == 1 and listed[0] != UNKNOWN_TIMEZONE else None
+
+
+@functools.cache
+def _links() -> dict[str, str]:
+    """tzdata's links, old name -> current name ("L Asia/Kolkata Asia/Calcutta")."""
+    links = {}
+    for line in _tzdata_text("tzdata.zi").splitlines():
+        if line.startswith("L "):
+            _, target, name = line.split()
+            links[name] = target
+    return links
+
+
+def canonical(zone: str) -> str:
+    """A zone by its current name in tzdata (Asia/Calcutta -> Asia/Kolkata)."""
+    return _links().get(zone, zone)
 
 
 def _longest_timezones(digits: str) -> tuple[str, ...] | None:

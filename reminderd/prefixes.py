@@ -136,8 +136,9 @@ class _Automaton:
 
 
 def _digits(op: object, argument: object) -> set[str]:
+    """The digits a literal, \\d or a class stands for; ValueError for anything but digits."""
     if op is sre.LITERAL:
-        return {chr(argument)} & set(DIGITS)  # type: ignore[arg-type]
+        return _only_digits({chr(argument)})  # type: ignore[arg-type]
     if op is sre.CATEGORY:
         return set(DIGITS)
     found, negate = set(), False
@@ -145,15 +146,20 @@ def _digits(op: object, argument: object) -> set[str]:
         if item is sre.NEGATE:
             negate = True
         elif item is sre.LITERAL:
-            found.add(chr(value))
+            found |= _only_digits({chr(value)})
         elif item is sre.RANGE:
-            found |= {chr(code) for code in range(value[0], value[1] + 1)}
+            found |= _only_digits({chr(code) for code in range(value[0], value[1] + 1)})
         elif item is sre.CATEGORY and value is sre.CATEGORY_DIGIT:
             found |= set(DIGITS)
         else:
             raise ValueError(f"unsupported in a character class: {item}")
-    found &= set(DIGITS)
     return set(DIGITS) - found if negate else found
+
+
+def _only_digits(characters: set[str]) -> set[str]:
+    if not characters <= set(DIGITS):
+        raise ValueError(f"not a digit in a digit pattern: {''.join(sorted(characters - set(DIGITS)))!r}")
+    return characters
 
 
 def expand(
