@@ -2017,7 +2017,7 @@ BEGIN
         END IF;
     ELSE
         -- Every zone's instant of the wall time: none in the past, none beyond the horizon.
-        SELECT count(*) AS zones, sum(z.contacts) AS contacts,
+        SELECT count(*) AS zones, sum(z.contacts)::bigint AS contacts,
                string_agg(format('%s: %s contacts at %s', z.timezone, reminderd.thousands(z.contacts),
                                  to_char(z.fire_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI"Z"')), '; '
                           ORDER BY z.fire_at) AS detail
@@ -2034,7 +2034,7 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value', DETAIL = late.detail,
                       HINT = 'Choose a later local_time: the zone whose clock is furthest ahead sends first.';
         END IF;
-        SELECT count(*) AS zones, sum(z.contacts) AS contacts,
+        SELECT count(*) AS zones, sum(z.contacts)::bigint AS contacts,
                string_agg(format('%s: %s contacts at %s', z.timezone, reminderd.thousands(z.contacts),
                                  to_char(z.fire_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI"Z"')), '; '
                           ORDER BY z.fire_at) AS detail
@@ -2363,11 +2363,11 @@ BEGIN
 END
 $$;
 
--- The daemon, now and then: fold each occurrence's count rows into one, and mark occurrences
--- whose rows have all ended completed, queueing the broadcast.completed callback for those whose
--- broadcast asked for one (a message like any other: signed, retried, audited). One caller at a
--- time. Returns the occurrences completed.
-CREATE FUNCTION reminderd.complete_broadcasts(batch integer DEFAULT 100)
+-- The daemon, now and then: fold each occurrence's count rows (more than fold_above) into one, and
+-- mark occurrences whose rows have all ended completed, queueing the broadcast.completed callback
+-- for those whose broadcast asked for one (a message like any other: signed, retried, audited).
+-- One caller at a time. Returns the occurrences completed.
+CREATE FUNCTION reminderd.complete_broadcasts(batch integer DEFAULT 100, fold_above integer DEFAULT 20)
 RETURNS TABLE (broadcast_id bigint, tenant_id text, occurrence timestamp, message_id bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -2380,7 +2380,7 @@ BEGIN
     END IF;
     FOR folded IN
         SELECT k.broadcast_id, k.occurrence FROM reminderd.broadcast_counts k
-        GROUP BY 1, 2 HAVING count(*) > 20 LIMIT complete_broadcasts.batch
+        GROUP BY 1, 2 HAVING count(*) > complete_broadcasts.fold_above LIMIT complete_broadcasts.batch
     LOOP
         WITH gone AS (
             DELETE FROM reminderd.broadcast_counts k
@@ -2618,7 +2618,7 @@ GRANT EXECUTE ON FUNCTION
                                text, text, interval, integer),
     reminderd.contact_messages(text, text, interval, integer)
 TO reminderd_app, reminderd_daemon;
-GRANT EXECUTE ON FUNCTION reminderd.complete_broadcasts(integer) TO reminderd_daemon;
+GRANT EXECUTE ON FUNCTION reminderd.complete_broadcasts(integer, integer) TO reminderd_daemon;
 
 -- Triggers on scheduled_messages ------------------------------------------------------------------
 -- Triggers on the same event fire in the order of their names.
