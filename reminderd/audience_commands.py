@@ -227,11 +227,12 @@ async def import_contacts(store: Store, request: ContactsImportRequest) -> int:
             if refused:
                 continue  # another batch was refused: send nothing more
             try:
-                totals["written"] += await store.upsert_contacts(
-                    request.tenant_id, json.dumps([contact for _, contact in batch]))
+                written = await store.upsert_contacts(request.tenant_id, json.dumps([contact for _,
+                                                                                     contact in batch]))
             except DatabaseRefused as exc:
                 refused.append(_refusal(exc, batch))
                 continue
+            totals["written"] += written  # added after the await: the two workers never lose a count
             totals["sent"] += len(batch)
             progress.update(totals["sent"])
 
