@@ -26,6 +26,7 @@ from support import poll_until, status_by_id
 
 from reminderd.daemon import head_revision
 from reminderd.migrate import upgrade
+from reminderd.queries import QUERIES as QUERIES_NOW
 from reminderd.queries import load
 from reminderd.testing import add_tenant
 
@@ -129,6 +130,35 @@ async def test_a_database_at_0003_with_data_upgrades_to_head(empty_database_url:
     assert version == head_revision("postgresql://unused")
     assert (row["ref_id"], row["status"]) == ("r1", "pending")
     assert types == ["outcome_v1", "plan_v1", "release_v1"]  # composite types, in the reminderd schema
+
+
+async def test_a_database_at_0004_with_data_upgrades_to_audiences(empty_database_url: str) -> None:
+    # 0009 adds contacts and broadcasts: messages already there keep everything, take their zone
+    # from themselves ('message'), and stay claimable; the reference data is loaded with it.
+    await asyncio.to_thread(upgrade, empty_database_url, "0004")
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO reminderd.tenants (id, callback_url) VALUES ('acme', 'https://example.com/cb')"
+        )
+        due = await connection.fetchval("SELECT reminderd.schedule('acme', 'due', now(), timezone => "
+                                        "'Asia/Kolkata')")
+        later = await connection.fetchval("SELECT reminderd.schedule_cron('acme', 'weekly', '0 9 * * 1')")
+        await asyncio.to_thread(upgrade, empty_database_url)
+        rows = {r["id"]: r for r in await connection.fetch("SELECT * FROM reminderd.scheduled_messages")}
+        claimed = await connection.fetch(QUERIES_NOW["claim"], 120.0, 10, 300.0, "send", 1800.0)
+        await connection.execute("UPDATE reminderd.tenants SET timezone = 'UTC' WHERE id = 'acme'")
+        await connection.execute(
+            """SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "c1", "phone": "+919876543210"}]')"""
+        )
+        zone = await connection.fetchval("SELECT resolved_timezone FROM reminderd.contacts")
+    finally:
+        await connection.close()
+    assert (rows[due]["timezone"], rows[due]["timezone_source"], rows[due]["contact_id"]) == (
+        "Asia/Kolkata", "message", None)
+    assert (rows[later]["cron"], rows[later]["status"]) == ("0 9 * * 1", "pending")
+    assert [(r["id"], r["contact_id"], r["timezone_source"]) for r in claimed] == [(due, None, "message")]
+    assert zone == "Asia/Kolkata"  # phonenumbers' Asia/Calcutta, by its current name
 
 
 # schema.sql: the current schema for reading, kept equal to what the migrations build ------------
