@@ -11,6 +11,9 @@ Scenarios (see bench/README.md for what each number means):
  (4) burst: many rows due at one instant.
  (5) claim cost vs backlog: EXPLAIN (ANALYZE, BUFFERS) of the claim with 0 and 1M future rows.
  (6) daemon peak RSS (VmHWM) at the end of (2).
+ (7) contacts import: `reminderd contacts import` of a CSV, contacts per second.
+ (8) broadcast staging: 240,000 contacts over 14 zones in one call, checked against zoneinfo.
+ (9) waves: the daemon delivering each zone's wave, lateness of the first 5,000 of each.
 
 Exit status: 0 every target passed, 1 some target failed, 2 a scenario could not run (error/timeout).
 """
@@ -35,6 +38,7 @@ from bench.harness import FULL, QUICK, Bench, Databases  # noqa: E402
 from bench.receiver import ReceiverProcess  # noqa: E402
 from bench.report import Report, environment, say, section  # noqa: E402
 from bench.scenarios import (  # noqa: E402
+    audiences,
     burst,
     claim_cost,
     client_ceiling,
@@ -78,6 +82,7 @@ async def run_scenarios(bench: Bench, with_profile: bool) -> None:
                     await asyncio.wait_for(scenario(bench, dbs), limit_s)
                 except Exception as exc:
                     report.error(title, exc)
+            await audiences.run(bench, dbs)  # (7), (8), (9)
             if with_profile:
                 await profile.run(bench, dbs)
         finally:
