@@ -212,12 +212,18 @@ def canonical(zone: str) -> str:
     return _links().get(zone, zone)
 
 
-def _longest_timezones(digits: str) -> tuple[str, ...] | None:
-    """phonenumbers' longest-prefix lookup in its prefix -> timezones map (at most 9 digits)."""
+def _place_zone(digits: str) -> str | None:
+    """The one zone of phonenumbers' longest prefix of `digits` in its prefix -> timezones map (at
+    most 9 digits), if it has one."""
     for length in range(min(len(digits), TIMEZONE_LONGEST_PREFIX), 0, -1):
         if digits[:length] in TIMEZONE_DATA:
-            return tuple(TIMEZONE_DATA[digits[:length]])
+            return _zone_of_prefix(digits[:length])
     return None
+
+
+@functools.cache
+def _zone_of_prefix(prefix: str) -> str | None:
+    return _single_zone(TIMEZONE_DATA[prefix])
 
 
 def _country_level_zone(code: int) -> str | None:
@@ -262,7 +268,7 @@ def _prefixes(code: int) -> Iterable[dict[str, Any]]:
                     FIXED_LINE if mask & (1 << (len(_SPECIAL) + 1)) else 0) | (
                     MOBILE if mask & (1 << (len(_SPECIAL) + 2)) else 0)
             yield {"country_code": code, "position": position, "leading_digits": False, "prefix": leaf.prefix,
-                   "masks": masks, "timezone": _single_zone(_longest_timezones(str(code) + leaf.prefix))}
+                   "masks": masks, "timezone": _place_zone(str(code) + leaf.prefix)}
         if plan.leading_digits is not None:
             for prefix in leading_prefixes(plan.leading_digits, max_length=MAX_DIGITS):
                 yield {"country_code": code, "position": position, "leading_digits": True, "prefix": prefix,

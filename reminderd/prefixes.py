@@ -174,11 +174,10 @@ def expand(
 
     `split(prefix)` asks for numbers starting with `prefix` to get leaves of their own below it
     even where only their length matters (the caller tells them apart by something else): the
-    prefix then keeps only the numbers that end there, and its children the rest."""
+    prefix then keeps only the numbers that end there, and its children the rest. Once it says no
+    for a prefix it must say no for every longer one."""
     automata = [None if p is None else _Automaton(p.pattern) for p in patterns]
     lengths = [() if p is None else p.lengths for p in patterns]
-    leaves: list[Leaf] = []
-
     def masks(prefix: str, ends: Sequence[frozenset[int]]) -> dict[int, int]:
         found: dict[int, int] = {}
         for index, (automaton, end) in enumerate(zip(automata, ends, strict=True)):
@@ -190,29 +189,50 @@ def expand(
                     found[total] = found.get(total, 0) | (1 << index)
         return found
 
-    def record(prefix: str, found: dict[int, int]) -> None:
-        if any(mask & (1 << required) for mask in found.values()):
-            leaves.append(Leaf(prefix, found))
+    def keep(found: dict[int, int]) -> bool:
+        return any(mask & (1 << required) for mask in found.values())
 
-    def walk(prefix: str, states: tuple[frozenset[int], ...]) -> None:
-        if automata[required] is not None and not states[required]:
-            return  # the required pattern cannot match any more
-        ends = [frozenset() if a is None else a.remaining(s) for a, s in zip(automata, states, strict=True)]
-        if len(prefix) == max_length:  # no longer number: only what is accepted now
-            ends = [frozenset({0}) if a is not None and a.accepts(s) else frozenset()
-                    for a, s in zip(automata, states, strict=True)]
-        if all(end is not None for end in ends):
-            found = masks(prefix, ends)  # type: ignore[arg-type]  # none is None here
-            if split is None or len(prefix) == max_length or not split(prefix):
-                record(prefix, found)
-                return
-            record(prefix, {total: mask for total, mask in found.items() if total == len(prefix)})
-        for digit in DIGITS:
-            walk(prefix + digit, tuple(state if a is None else a.step(state, digit)
-                                       for a, state in zip(automata, states, strict=True)))
+    # Below a prefix `split` declines, what follows depends only on the automata's states and the
+    # depth, not on the digits so far: those subtrees are walked once (NANPA's area codes share them).
+    memo: dict[tuple[tuple[frozenset[int], ...], int], list[tuple[str, dict[int, int]]]] = {}
 
-    walk("", tuple(frozenset() if a is None else a.start for a in automata))
-    return leaves
+    def walk(prefix: str, states: tuple[frozenset[int], ...], splitting: bool) -> list[tuple[str, dict[int,
+                                                                                                       int]]]:
+        """The leaves below `prefix`, as (suffix, masks)."""
+        key = (states, len(prefix))
+        if not splitting and key in memo:
+            return memo[key]
+        found_below: list[tuple[str, dict[int, int]]] = []
+        if automata[required] is None or states[required]:  # else the required pattern cannot match any more
+            ends = [frozenset() if a is None else a.remaining(s) for a, s in zip(automata, states, strict=True)]
+            if len(prefix) == max_length:  # no longer number: only what is accepted now
+                ends = [frozenset({0}) if a is not None and a.accepts(s) else frozenset()
+                        for a, s in zip(automata, states, strict=True)]
+            descend = True
+            if all(end is not None for end in ends):
+                found = masks(prefix, ends)  # type: ignore[arg-type]  # none is None here
+                if not splitting or len(prefix) == max_length:
+                    descend = False
+                    if keep(found):
+                        found_below.append(("", found))
+                else:
+                    ending_here = {total: mask for total, mask in found.items() if total == len(prefix)}
+                    if keep(ending_here):
+                        found_below.append(("", ending_here))
+            if descend:
+                for digit in DIGITS:
+                    child = prefix + digit
+                    child_states = tuple(state if a is None else a.step(state, digit)
+                                         for a, state in zip(automata, states, strict=True))
+                    below = walk(child, child_states, splitting and split is not None and split(child))
+                    found_below += [(digit + suffix, found) for suffix, found in below]
+        if not splitting:
+            memo[key] = found_below
+        return found_below
+
+    start = tuple(frozenset() if a is None else a.start for a in automata)
+    return [Leaf(suffix, found) for suffix, found in walk("", start, split is not None and split(""))]
+
 
 
 def leading_prefixes(pattern: str, *, max_length: int) -> Iterator[str]:
