@@ -194,15 +194,15 @@ def expand(
 
     # Below a prefix `split` declines, what follows depends only on the automata's states and the
     # depth, not on the digits so far: those subtrees are walked once (NANPA's area codes share them).
-    memo: dict[tuple[tuple[frozenset[int], ...], int], list[tuple[str, dict[int, int]]]] = {}
+    Found = list[tuple[str, dict[int, int]]]
+    memo: dict[tuple[tuple[frozenset[int], ...], int], Found] = {}
 
-    def walk(prefix: str, states: tuple[frozenset[int], ...], splitting: bool) -> list[tuple[str, dict[int,
-                                                                                                       int]]]:
+    def walk(prefix: str, states: tuple[frozenset[int], ...], splitting: bool) -> Found:
         """The leaves below `prefix`, as (suffix, masks)."""
         key = (states, len(prefix))
         if not splitting and key in memo:
             return memo[key]
-        found_below: list[tuple[str, dict[int, int]]] = []
+        found_below: Found = []
         if automata[required] is None or states[required]:  # else the required pattern cannot match any more
             ends = [frozenset() if a is None else a.remaining(s) for a, s in zip(automata, states, strict=True)]
             if len(prefix) == max_length:  # no longer number: only what is accepted now
