@@ -11,6 +11,7 @@ with those keys, as reminderd.upsert_contacts takes them. A phone written nation
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import re
@@ -77,7 +78,7 @@ def _csv(handle: TextIO) -> Iterator[Line]:
         if len(cells) != len(header):
             yield Line(reader.line_num, None, f"{len(cells)} cells, the header has {len(header)}")
             continue
-        yield _checked(reader.line_num, _from_cells(header, cells))
+        yield _checked(reader.line_num, _from_cells(header, cells), shaped=True)
 
 
 def _from_cells(header: list[str], cells: list[str]) -> dict[str, Any] | str:
@@ -115,31 +116,39 @@ def _jsonl(handle: TextIO) -> Iterator[Line]:
         yield _checked(number, contact)
 
 
-def _checked(number: int, contact: dict[str, Any] | str) -> Line:
+def _checked(number: int, contact: dict[str, Any] | str, *, shaped: bool = False) -> Line:
     """The line's contact as the database will take it (phone in E.164 where it can be read), or
-    what is wrong with it."""
+    what is wrong with it. `shaped`: built from CSV cells, so its keys and types are known."""
     if isinstance(contact, str):
         return Line(number, None, contact)
-    unknown = set(contact) - set(FIELDS)
-    if unknown:
-        return Line(number, None, f"unknown fields {', '.join(sorted(unknown))} (known: {', '.join(FIELDS)})")
+    if not shaped:
+        unknown = set(contact) - set(FIELDS)
+        if unknown:
+            known = ", ".join(FIELDS)
+            return Line(number, None, f"unknown fields {', '.join(sorted(unknown))} (known: {known})")
+        for name in ("timezone", "phone", "country"):
+            if not isinstance(contact.get(name), str | None):
+                return Line(number, None, f"{name} is not text")
+        if contact.get("attributes") is not None and not isinstance(contact["attributes"], dict):
+            return Line(number, None, "attributes is not a JSON object")
     contact_id = contact.get("contact_id")
     if not isinstance(contact_id, str) or not _CONTACT_ID.fullmatch(contact_id):
         return Line(number, None, f"contact_id {contact_id!r}: letters, digits and _ . : @ + -, "
                                   "starting with a letter or digit, at most 128")
-    for name in ("timezone", "phone", "country"):
-        if not isinstance(contact.get(name), str | None):
-            return Line(number, None, f"{name} is not text")
-    if contact.get("attributes") is not None and not isinstance(contact["attributes"], dict):
-        return Line(number, None, "attributes is not a JSON object")
     timezone, country, phone = contact.get("timezone"), contact.get("country"), contact.get("phone")
-    if timezone is not None:
-        try:
-            load_timezone(timezone)
-        except InvalidSchedule:
-            return Line(number, None, f"timezone {timezone!r} is not an IANA zone (such as Europe/London)")
+    if timezone is not None and not _known_zone(timezone):
+        return Line(number, None, f"timezone {timezone!r} is not an IANA zone (such as Europe/London)")
     if country is not None and not _COUNTRY.fullmatch(country):
         return Line(number, None, f"country {country!r} is not a two-letter ISO 3166 code (such as GB)")
-    if phone is not None:
+    if phone is not None and not (phone[:1] == "+" and phone[1:].isdigit()):  # E.164 already: as it is
         contact["phone"] = international(phone, country)
     return Line(number, contact)
+
+
+@functools.lru_cache(maxsize=1024)
+def _known_zone(name: str) -> bool:
+    try:
+        load_timezone(name)
+    except InvalidSchedule:
+        return False
+    return True
