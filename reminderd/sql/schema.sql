@@ -1257,20 +1257,52 @@ $$;
 -- the code; the number's type there; then, for a fixed-line number (and mobiles where they are
 -- tied to a place), the longest known prefix of the whole number, otherwise the calling code's.
 -- A set-returning SQL function, so a query inlines it (upsert_contacts resolves thousands at once).
+-- The national number of "+<code><rest>" when the plan's national prefix matched the start of
+-- rest (m: that match and its groups): without the prefix (or rewritten by the plan's rule), unless
+-- the number was viable as written and is not without it, or what is left has no possible length.
+CREATE FUNCTION reminderd.national_number(
+    rest text, m text[], national_prefix text, national_prefix_groups integer, national_prefix_rule text,
+    viable text, lengths integer[], local_lengths integer[]
+) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    candidate text;
+BEGIN
+    IF national_prefix_rule IS NULL OR national_prefix_groups = 0 OR m[national_prefix_groups + 1] IS NULL THEN
+        candidate := substr(rest, length(m[1]) + 1);
+    ELSE
+        candidate := regexp_replace(rest, '^(?:' || national_prefix || ')', national_prefix_rule);
+    END IF;
+    IF coalesce(rest ~ viable, false) AND NOT coalesce(candidate ~ viable, false) THEN
+        RETURN rest;
+    END IF;
+    IF NOT (length(candidate) = ANY (local_lengths))
+       AND (lengths[1] = length(candidate)
+            OR (lengths[1] < length(candidate)
+                AND (lengths[cardinality(lengths)] < length(candidate) OR length(candidate) = ANY (lengths[2:])))) THEN
+        RETURN candidate;
+    END IF;
+    RETURN rest;
+END
+$$;
+
 CREATE FUNCTION reminderd.phone_timezone(phone text) RETURNS TABLE (timezone text)
 LANGUAGE sql STABLE AS $$
-    -- Each step is its own LATERAL subquery with OFFSET 0, so it is computed once per number (a
-    -- flattened query would repeat the expressions, and their regular expressions, where used).
-    SELECT CASE WHEN found.mask & 1 = 0 THEN NULL
-                WHEN found.mask & 2 <> 0 THEN code.country_timezone
-                WHEN found.mask & 4 <> 0 THEN found.timezone
-                WHEN found.mask & 8 <> 0 THEN
-                    CASE WHEN code.geographic_mobile THEN found.timezone ELSE code.country_timezone END
+    -- A few LATERAL steps, each computed once per number (OFFSET 0 where a flattened query would
+    -- repeat an expression); upsert_contacts inlines it for a whole batch.
+    SELECT CASE WHEN choice.mask & 1 = 0 THEN NULL
+                WHEN choice.mask & 2 <> 0 THEN code.country_timezone
+                WHEN choice.mask & 4 <> 0 THEN choice.zone
+                WHEN choice.mask & 8 <> 0 THEN
+                    CASE WHEN code.geographic_mobile THEN choice.zone ELSE code.country_timezone END
            END
     FROM (SELECT translate(phone, E' \t\n\r\f\v().-/', '') AS written) AS given
-    -- The calling code: the shortest leading 1-3 digits that are one (none starts with 0).
+    -- The calling code (the shortest leading 1-3 digits that are one; none starts with 0), and a
+    -- national prefix written after it ("+44 (0)20 …"), matched.
     CROSS JOIN LATERAL (
-        SELECT p.*, substr(given.written, length(p.country_code::text) + 2) AS rest
+        SELECT p.*, substr(given.written, length(p.country_code::text) + 2) AS rest,
+               regexp_match(substr(given.written, length(p.country_code::text) + 2),
+                            '^(' || p.national_prefix || ')') AS m
         FROM reminderd.phone_plans p
         WHERE given.written ~ '^\+[1-9][0-9]{2,}$' AND length(given.written) <= 250
           AND p.country_code IN (substr(given.written, 2, 1)::integer, substr(given.written, 2, 2)::integer,
@@ -1278,38 +1310,15 @@ LANGUAGE sql STABLE AS $$
         ORDER BY p.country_code
         LIMIT 1
     ) AS code
-    -- A national prefix written after the code ("+44 (0)20 …"), and what is left without it (or
-    -- rewritten by the plan's rule), kept only if the number was not viable as written or still is.
-    CROSS JOIN LATERAL (
-        SELECT regexp_match(code.rest, '^(' || code.national_prefix || ')') AS m
-        WHERE length(code.rest) >= 2
-        OFFSET 0
-    ) AS prefix
-    CROSS JOIN LATERAL (
-        SELECT CASE
-                   WHEN prefix.m IS NULL THEN code.rest
-                   WHEN code.national_prefix_rule IS NULL OR code.national_prefix_groups = 0
-                        OR prefix.m[code.national_prefix_groups + 1] IS NULL
-                       THEN substr(code.rest, length(prefix.m[1]) + 1)
-                   ELSE regexp_replace(code.rest, '^(?:' || code.national_prefix || ')', code.national_prefix_rule)
-               END AS candidate
-        OFFSET 0
-    ) AS rewritten
-    CROSS JOIN LATERAL (
-        SELECT CASE WHEN prefix.m IS NOT NULL AND coalesce(code.rest ~ code.viable, false)
-                         AND NOT coalesce(rewritten.candidate ~ code.viable, false)
-                    THEN code.rest ELSE rewritten.candidate END AS stripped
-        OFFSET 0
-    ) AS kept
-    -- The prefix is dropped only when what is left has a possible length (or is too long).
+    -- The national number: what follows the code, or without the national prefix (rare: its own
+    -- function, reminderd.national_number).
     CROSS JOIN LATERAL (
         SELECT nsn, length(nsn) AS digits
-        FROM (SELECT CASE WHEN NOT (length(kept.stripped) = ANY (code.local_lengths))
-                               AND (code.lengths[1] = length(kept.stripped)
-                                    OR (code.lengths[1] < length(kept.stripped)
-                                        AND (code.lengths[cardinality(code.lengths)] < length(kept.stripped)
-                                             OR length(kept.stripped) = ANY (code.lengths[2:]))))
-                          THEN kept.stripped ELSE code.rest END AS nsn) AS chosen
+        FROM (SELECT CASE WHEN code.m IS NULL THEN code.rest
+                          ELSE reminderd.national_number(code.rest, code.m, code.national_prefix,
+                                                         code.national_prefix_groups, code.national_prefix_rule,
+                                                         code.viable, code.lengths, code.local_lengths) END AS nsn
+              WHERE length(code.rest) >= 2) AS chosen
         WHERE length(nsn) BETWEEN 2 AND 17
         OFFSET 0
     ) AS number
@@ -1326,9 +1335,12 @@ LANGUAGE sql STABLE AS $$
     ) AS first_region ON true
     -- That region is the number's when the code has no other, or when it is valid there and the
     -- region is not told by leading digits. Otherwise the regions in phonenumbers' order: the first
-    -- whose leading digits the number starts with, or that has none and where it is valid.
+    -- whose leading digits the number starts with, or that has none and where it is valid. Then
+    -- what kind of number it is there (mask: 1 valid, 2 tied to no place, 4 fixed line, 8 mobile)
+    -- and the zone of a place-bound number there.
     CROSS JOIN LATERAL (
-        SELECT CASE
+        SELECT coalesce(pick[1]::integer, 0) AS mask, pick[2] AS zone
+        FROM (SELECT CASE
             WHEN code.regions = 1 OR (NOT code.first_region_has_leading_digits AND first_region.mask & 1 = 1
                                       AND first_region.mask & 14 <> 0)
                 THEN ARRAY[first_region.mask::text, first_region.timezone]
@@ -1353,13 +1365,9 @@ LANGUAGE sql STABLE AS $$
                 ORDER BY y.position
                 LIMIT 1)
             END AS pick
-        OFFSET 0
+            OFFSET 0) AS chosen
     ) AS choice
-    CROSS JOIN LATERAL (
-        SELECT coalesce(choice.pick[1]::integer, 0) AS mask, choice.pick[2] AS timezone
-        OFFSET 0
-    ) AS found
-    WHERE found.mask & 1 = 1
+    WHERE choice.mask & 1 = 1
 $$;
 
 -- A contact's zone from its own fields: its timezone, else its phone's, else its country's (NULL:
@@ -2582,6 +2590,7 @@ GRANT EXECUTE ON FUNCTION
 TO reminderd_daemon;
 -- Contacts, audiences, broadcasts and cadences (completing broadcasts is the daemon's alone).
 GRANT EXECUTE ON FUNCTION
+    reminderd.national_number(text, text[], text, integer, text, text, integer[], integer[]),
     reminderd.phone_timezone(text),
     reminderd.resolve_contact(),
     reminderd.upsert_contacts(text, jsonb),
