@@ -414,3 +414,21 @@ async def test_a_missed_occurrence_is_passed_over_and_a_broken_recurrence_ends(
     assert rows[broken]["ended_reason"].startswith("cannot recur:")
     assert rows[ending]["ended_reason"] == "no occurrence ahead"
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
+
+
+@pytest.mark.parametrize(
+    ("cron", "rrule", "per_hour"),
+    [
+        ("0 9 * * 1", None, 1), ("*/5 * * * *", None, 12), ("0,30 * * * *", None, 2), ("15-20 * * * *", None,
+                                                                                       6),
+        ("0-59/20 * * * *", None, 3), ("0 0 9 * * *", None, 1), ("*/10 5 * * * *", None, 6), ("@hourly",
+                                                                                              None, 1),
+        (None, "FREQ=MINUTELY;INTERVAL=90", 1), (None, "FREQ=MINUTELY;INTERVAL=45", 2),
+        (None, "FREQ=SECONDLY", 3600), (None, "FREQ=DAILY;BYHOUR=9,10;BYMINUTE=0", 1),
+        (None, "DTSTART:20261130T090000\nRRULE:FREQ=HOURLY;BYMINUTE=0,15,30,45", 4),
+    ],
+)
+async def test_how_often_a_recurrence_fires_in_an_hour(
+    db: asyncpg.Connection, cron: str | None, rrule: str | None, per_hour: int
+) -> None:
+    assert await db.fetchval("SELECT reminderd.fires_per_hour($1, $2)", cron, rrule) == per_hour
