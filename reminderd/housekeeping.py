@@ -194,7 +194,9 @@ class BroadcastStager:
 
     async def run_once(self) -> int:
         changed = 0
-        for broadcast in await self._store.recurring_broadcasts():
+        broadcasts = await self._store.recurring_broadcasts()
+        self._zones = {b.id: self._zones[b.id] for b in broadcasts if b.id in self._zones}  # forget ended ones
+        for broadcast in broadcasts:
             changed += await contain_async(broadcast.id, self._step(broadcast))
         return changed
 
