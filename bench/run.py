@@ -16,6 +16,9 @@ Scenarios (see bench/README.md for what each number means):
      `--only api` runs it alone.
  (8) soak: 3 daemons for 10 minutes, 300 callbacks/s, a kill -9 a minute, the receiver failing 5 %
      (full runs only; `--soak` runs it alone, `--soak-minutes` shortens it).
+ (9) contacts import: `reminderd contacts import` of a CSV, contacts per second.
+ (10) broadcast staging: 240,000 contacts over 14 zones in one call, checked against zoneinfo.
+ (11) waves: the daemon delivering each zone's wave, lateness of the first 5,000 of each.
 
 Exit status: 0 every target passed, 1 some target failed, 2 a scenario could not run (error/timeout).
 """
@@ -41,6 +44,7 @@ from bench.receiver import ReceiverProcess  # noqa: E402
 from bench.report import Report, environment, say, section  # noqa: E402
 from bench.scenarios import (  # noqa: E402
     api,
+    audiences,
     burst,
     claim_cost,
     client_ceiling,
@@ -118,6 +122,7 @@ async def run_scenarios(bench: Bench, with_profile: bool, soak_minutes: float | 
                     await asyncio.wait_for(scenario(bench, dbs), limit_s)
                 except Exception as exc:
                     report.error(title, exc)
+            await audiences.run(bench, dbs)  # (9), (10), (11)
             if with_profile:
                 await profile.run(bench, dbs)
             if soak_minutes:

@@ -27,18 +27,36 @@ RETRYABLE_STATUS = frozenset({408, 429})
 
 
 def callback_body(job: Job) -> bytes:
-    """The JSON body. The payload is inserted as the database stored it (already valid JSON)."""
+    """The JSON body. The payload is inserted as the database stored it (already valid JSON).
+
+    A message for a contact also says which contact, the zone it was timed in and why
+    (`timezone_source`), and its broadcast if it has one; a broadcast's completion callback says
+    `"event": "broadcast.completed"`. Other messages carry exactly the six original keys."""
     return (
-        b'{"id":%d,"tenant_id":%s,"ref_id":%s,"scheduled_for":"%s","attempt":%d,"payload":%s}'
+        b'{"id":%d,"tenant_id":%s,"ref_id":%s,"scheduled_for":"%s","attempt":%d,%s"payload":%s}'
         % (
             job.id,
             json.dumps(job.tenant_id).encode(),
             json.dumps(job.ref_id).encode(),
             iso_utc(job.scheduled_for).encode(),
             job.attempt,
+            _audience_fields(job),
             job.payload_json.encode(),
         )
     )
+
+
+def _audience_fields(job: Job) -> bytes:
+    if job.broadcast_id is not None and job.contact_id is None:  # job.completes_broadcast
+        return b'"event":"broadcast.completed","broadcast_id":%d,' % job.broadcast_id
+    if job.contact_id is None:
+        return b""
+    fields = b'"contact_id":%s,"timezone":%s,"timezone_source":%s,' % (
+        json.dumps(job.contact_id).encode(), json.dumps(job.timing.timezone).encode(),
+        json.dumps(job.timezone_source).encode())
+    if job.broadcast_id is not None:
+        fields += b'"broadcast_id":%d,' % job.broadcast_id
+    return fields
 
 
 def check_url(raw: str | None, allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> URL:

@@ -28,6 +28,9 @@ class Job:
     lease_deadline: float = math.inf  # time.monotonic() when the lease runs out
     due_at: datetime | None = None  # the fire_at it was claimed at (a retry's or deferral's time)
     timing: Timing = field(default_factory=Timing)
+    contact_id: str | None = None  # the contact it is for (docs/audiences.md)
+    timezone_source: str = "message"  # why timing.timezone: message, contact, phone, country, tenant
+    broadcast_id: int | None = None  # its broadcast; with no contact, that broadcast's completion callback
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], lease_deadline: float = math.inf) -> Job:
@@ -46,7 +49,15 @@ class Job:
             lease_deadline=lease_deadline,
             due_at=row["fire_at"],
             timing=Timing.from_row(row),
+            contact_id=row["contact_id"],
+            timezone_source=row["timezone_source"] or "message",
+            broadcast_id=row["broadcast_id"],
         )
+
+    @property
+    def completes_broadcast(self) -> bool:
+        """The `broadcast.completed` callback of its broadcast, not a message to a contact."""
+        return self.broadcast_id is not None and self.contact_id is None
 
     @property
     def webhook_id(self) -> str:
