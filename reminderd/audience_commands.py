@@ -14,7 +14,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import refusals
 from .arguments import (
@@ -34,10 +34,10 @@ from .exceptions import DatabaseRefused
 from .schedule import BACKFILL_POLICIES, InvalidSchedule, first_everywhere, next_wall, parse_cron, parse_rrule
 from .store import BroadcastProgress, Contact, ContactMessage, Store, ZoneWave
 
-if TYPE_CHECKING:
-    from .cli import Parser
-
-AddCommand = Callable[..., "Parser"]
+# cli.py's parser class, whose error() exits with EX_USAGE; as an ArgumentParser here, so that this
+# module (below the command line) never imports it (tests/unit/test_boundaries.py).
+Parser = argparse.ArgumentParser
+AddCommand = Callable[..., Parser]
 IMPORT_WORKERS = 2  # connections upserting at once: the database resolves zones, on both cores
 PROGRESS_EVERY_S = 0.25
 

@@ -484,7 +484,10 @@ def _run(command: Callable[[Store, R], Awaitable[int]], request: R, database: Da
         except SchemaMissing:
             raise UsageError("the reminderd schema is missing: run `reminderd migrate`") from None
         except DatabaseRefused as exc:
-            if exc.sqlstate == INSUFFICIENT_PRIVILEGE:  # the URL's role, not the input, is wrong
+            # PostgreSQL's own 42501 (permission denied, a row-level security check): the URL's
+            # role, not the input, is wrong. reminderd's own (approving one's own broadcast, acting
+            # under another name: docs/audiences.md) refuse the input and say what to do instead.
+            if exc.sqlstate == INSUFFICIENT_PRIVILEGE and exc.hint is None:
                 roles = "reminderd_app, reminderd_readonly or reminderd_daemon"
                 raise DatabaseMisconfigured(refusals.one_line(exc), setting=database.url_source,
                                             hint=f"its role needs {roles}: docs/sql.md, Roles") from None
