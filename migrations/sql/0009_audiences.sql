@@ -2131,3 +2131,6 @@ GRANT EXECUTE ON FUNCTION
 TO reminderd_api;
 GRANT SELECT, INSERT ON reminderd.broadcast_counts TO reminderd_api;
 CREATE POLICY api_all ON reminderd.broadcast_counts TO reminderd_api USING (true) WITH CHECK (true);
+-- The tenant settings statement (queries.sql set_tenant, PATCH /v1/tenant) names the new columns.
+GRANT SELECT (timezone, broadcast_limit, approval_threshold), UPDATE (timezone, broadcast_limit, approval_threshold)
+    ON reminderd.tenants TO reminderd_api;

@@ -760,9 +760,12 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.contacts, reminderd.audiences,
     reminderd.broadcast_requests, reminderd.broadcast_occurrences TO reminderd_app, reminderd_daemon;
 GRANT SELECT, INSERT ON reminderd.broadcast_counts TO reminderd_app;
 GRANT SELECT, INSERT, DELETE ON reminderd.broadcast_counts TO reminderd_daemon;
--- reminderd serve's writes of messages run the progress counts' triggers, which write here.
+-- reminderd serve's writes of messages run the progress counts' triggers, which write here; its
+-- tenant settings statement (queries.sql set_tenant, PATCH /v1/tenant) names the new columns.
 CREATE POLICY api_all ON reminderd.broadcast_counts TO reminderd_api USING (true) WITH CHECK (true);
 GRANT SELECT, INSERT ON reminderd.broadcast_counts TO reminderd_api;
+GRANT SELECT (timezone, broadcast_limit, approval_threshold), UPDATE (timezone, broadcast_limit, approval_threshold)
+    ON reminderd.tenants TO reminderd_api;
 GRANT SELECT ON reminderd.contacts, reminderd.audiences, reminderd.audience_members, reminderd.broadcast_requests,
     reminderd.broadcast_occurrences, reminderd.broadcast_counts TO reminderd_readonly;
 
