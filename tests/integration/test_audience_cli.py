@@ -18,6 +18,7 @@ from conftest import emptied
 
 from reminderd.cli import main
 from reminderd.exceptions import EX_USAGE
+from reminderd.schedule.cron import next_fire
 
 
 @pytest.fixture
@@ -144,6 +145,27 @@ def test_contact_show_says_the_zone_why_and_the_messages(
     assert [m["id"] for m in shown["messages"]] == [message_id]
     _, err = cli(database_url, capsys, "contact", "show", "acme", "nobody", status=EX_USAGE)
     assert 'tenant "acme" has no contact "nobody"' in err
+
+
+def test_a_recurring_schedule_for_a_contact_is_timed_in_its_zone_by_the_database(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sql(database_url, """SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "cust_8f",
+        "phone": "+13125550100"}]')""")
+    out, err = cli(database_url, capsys, "schedule", "acme", "weekly", "--cron", "0 9 * * 1", "--contact",
+                   "cust_8f")
+    row = sql(database_url, "SELECT *, now() AS asked_at FROM reminderd.scheduled_messages WHERE id = $1",
+              int(out))[0]
+    assert (row["timezone"], row["timezone_source"], row["contact_id"]) == (
+        "America/Chicago", "phone", "cust_8f")
+    assert row["fire_at"] == next_fire("0 9 * * 1", "America/Chicago", row["asked_at"])  # due at once (0005)
+    assert "(in the contact's timezone)" in err
+    _, err = cli(database_url, capsys, "schedule", "acme", "weekly", "--cron", "0 9 * * 1", "--contact",
+                 "cust_8f", "--until", "2020-01-01T00:00Z", status=EX_USAGE)
+    assert "--until '2020-01-01T00:00Z' is already past" in err
+    _, err = cli(database_url, capsys, "schedule", "acme", "once", "--at", "2020-01-01T09:00", "--contact",
+                 "cust_8f", status=EX_USAGE)  # a wall time in its zone, too late: the database says so
+    assert "too late to send" in err
 
 
 def test_audiences_broadcast_dry_run_and_approval(database_url: str,

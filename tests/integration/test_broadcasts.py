@@ -416,6 +416,59 @@ async def test_a_missed_occurrence_is_passed_over_and_a_broken_recurrence_ends(
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
 
 
+# With day one and the HTTP API (migrations 0005, 0006) ---------------------------------------------------
+
+
+async def test_a_wave_staged_after_its_first_zones_instant_follows_each_rows_backfill(
+    db: asyncpg.Connection, acme: str, database_url: str
+) -> None:
+    # No daemon ran at its first zone's instant: that row is staged late, not refused at insert as a
+    # message of its own would be (check_arrival, 0005), and its backfill policy decides when claimed.
+    await contacts_in(db, ["Pacific/Kiritimati", "Pacific/Honolulu"])
+    broadcast_id = await broadcast(db, "'hourly', cron => '0 * * * *', everyone => true")
+    now = await db_now(db)
+    wall = (now - timedelta(hours=1)).astimezone(ZoneInfo("Pacific/Kiritimati")).replace(
+        tzinfo=None, second=0, microsecond=0)
+    await db.execute("UPDATE reminderd.broadcast_requests SET next_occurrence = $1 WHERE id = $2", wall,
+                     broadcast_id)
+    assert await db.fetchval("SELECT reminderd.stage_broadcast($1, $2)", broadcast_id, wall) == 2
+    rows = {r["timezone"]: r for r in await db.fetch("SELECT * FROM reminderd.scheduled_messages")}
+    assert rows["Pacific/Kiritimati"]["status"] == "pending" and rows["Pacific/Kiritimati"]["fire_at"] < now
+    assert rows["Pacific/Honolulu"]["fire_at"] > now + timedelta(hours=22)
+    await drain(fast_settings(database_url))
+    late = await db.fetchrow("SELECT status, last_error FROM reminderd.scheduled_messages WHERE id = $1",
+                             rows["Pacific/Kiritimati"]["id"])
+    assert late["status"] == "expired" and "late" in late["last_error"]  # over the default 30 minutes
+    assert (await counts_agree(db, broadcast_id))["expired"] == 1
+    failure = await refusal(db.execute("SELECT reminderd.schedule('acme', 'late', now() - interval '1 hour')"))
+    assert failure.sqlstate == "22008"  # a message of its own this late is refused at insert
+
+
+async def test_the_apis_functions_see_a_message_awaiting_approval_as_live(
+    db: asyncpg.Connection, acme: str
+) -> None:
+    await contacts_in(db, ["Asia/Tokyo"], per_zone=2)
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 0 WHERE id = 'acme'")
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true, actor => 'alice'", days_ahead(3))
+    first, second = await db.fetch("SELECT id, ref_id FROM reminderd.scheduled_messages ORDER BY id")
+    item = ("ROW($1, now() + interval '1 day', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
+            " NULL, NULL, NULL, NULL, NULL, NULL)::reminderd.schedule_item_v1")
+    await db.execute("SET ROLE reminderd_api")  # reminderd serve's role: the counts' triggers write as it
+    try:
+        cancelled = await db.fetchval("SELECT reminderd.cancel_message('acme', $1)", first["id"])
+        result = await db.fetchval(f"SELECT result FROM reminderd.schedule_item('acme', {item})",
+                                   second["ref_id"])
+        sent_now = await db.fetchval("SELECT reminderd.send_now('acme', $1)", second["ref_id"])
+    finally:
+        await db.execute("RESET ROLE")
+    assert (cancelled, result) == (1, "replaced")
+    assert sent_now is not None  # the new message, not the one awaiting approval
+    statuses = {r["id"]: r["status"]
+                for r in await db.fetch("SELECT id, status FROM reminderd.scheduled_messages")}
+    assert (statuses[first["id"]], statuses[second["id"]]) == ("cancelled", "cancelled")
+    assert (await counts_agree(db, broadcast_id))["cancelled"] == 2
+
+
 @pytest.mark.parametrize(
     ("cron", "rrule", "per_hour"),
     [

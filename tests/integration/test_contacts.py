@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
+from reminderd.schedule.cron import next_fire
 from reminderd.testing import add_tenant
 
 pytestmark = pytest.mark.shared_database
@@ -162,8 +163,36 @@ async def test_a_recurring_message_for_a_contact(db: asyncpg.Connection, acme: s
     await upsert(db, {"contact_id": "c1", "country": "IN"})
     message_id = await db.fetchval("SELECT reminderd.schedule_cron('acme', 'weekly', '0 9 * * 1', "
                                    "contact_id => 'c1')")
-    row = await db.fetchrow("SELECT * FROM reminderd.scheduled_messages WHERE id = $1", message_id)
-    assert (row["timezone"], row["timezone_source"], row["fire_at"]) == ("Asia/Kolkata", "country", None)
+    row = await db.fetchrow("SELECT *, now() AS scheduled_at FROM reminderd.scheduled_messages WHERE id = $1",
+                            message_id)
+    assert (row["timezone"], row["timezone_source"]) == ("Asia/Kolkata", "country")
+    # Its first occurrence is timed in SQL when it is scheduled (migration 0005), in the contact's zone.
+    assert row["fire_at"] == next_fire("0 9 * * 1", "Asia/Kolkata", row["scheduled_at"])
+
+
+async def test_an_extra_occurrence_sent_now_is_the_contacts_message_too(
+    db: asyncpg.Connection, acme: str
+) -> None:
+    await upsert(db, {"contact_id": "c1", "country": "IN"})
+    schedule_id = await db.fetchval("SELECT reminderd.schedule_cron('acme', 'weekly', '0 9 * * 1', "
+                                    "contact_id => 'c1')")
+    extra = await db.fetchval("SELECT reminderd.send_now('acme', 'weekly')")  # the HTTP API's (0006)
+    row = await db.fetchrow("SELECT extra_of, contact_id, timezone, timezone_source"
+                            " FROM reminderd.scheduled_messages WHERE id = $1", extra)
+    assert tuple(row) == (schedule_id, "c1", "Asia/Kolkata", "country")
+    listed = await db.fetch("SELECT id FROM reminderd.contact_messages('acme', 'c1')")
+    assert {r["id"] for r in listed} == {schedule_id, extra}
+
+
+async def test_a_tenants_default_zone_is_one_the_daemon_reads(db: asyncpg.Connection, acme: str) -> None:
+    failure = await refusal(
+        db.execute("UPDATE reminderd.tenants SET timezone = 'europe/london' WHERE id = 'acme'"))
+    assert (failure.sqlstate, failure.message) == (
+        "22023", 'unknown timezone "europe/london" for tenant "acme"')
+    assert failure.hint == "Timezone names are case-sensitive: Europe/London."
+    failure = await refusal(
+        db.execute("UPDATE reminderd.tenants SET callback_url = 'ftp://x' WHERE id = 'acme'"))
+    assert failure.constraint_name == "tenant_callback_url_is_http"  # day one's checks stand beside it
 
 
 async def test_unknown_contacts_and_contacts_without_a_zone_are_refused(db: asyncpg.Connection,

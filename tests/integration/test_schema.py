@@ -191,6 +191,42 @@ async def test_a_database_at_0004_with_rows_in_flight_upgrades_to_head(empty_dat
     assert daemons == 0
 
 
+async def test_a_database_at_0008_with_data_upgrades_to_audiences(empty_database_url: str) -> None:
+    # 0009 rebuilds the live-ref index (one more live status, extras still aside) and re-creates the
+    # scheduling functions with contact_id: rows of day one, the API and the registry keep theirs.
+    await asyncio.to_thread(upgrade, empty_database_url, "0008")
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(connection, "acme")
+        cron = await connection.fetchval("SELECT reminderd.schedule_cron('acme', 'c1', '0 9 * * *')")
+        extra = await connection.fetchval("SELECT reminderd.send_now('acme', 'c1')")
+        daemon = uuid.uuid4()
+        await connection.execute(
+            "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status, attempts, picked_at,"
+            " lease_expires_at, picked_by) VALUES ('acme', 'in-flight', now(), 'picked', 1, now(),"
+            " now() + interval '5 minutes', $1)", daemon)
+        before = await connection.fetchval("SELECT fire_at FROM reminderd.scheduled_messages WHERE id = $1",
+                                           cron)
+        await asyncio.to_thread(upgrade, empty_database_url)
+        rows = await connection.fetch(
+            "SELECT ref_id, status, extra_of, picked_by, timezone_source, contact_id, fire_at"
+            " FROM reminderd.scheduled_messages ORDER BY id")
+        again = await connection.fetchval("SELECT reminderd.send_now('acme', 'c1')")
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await connection.execute(
+                "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+                " VALUES ('acme', 'c1', now())"
+            )
+    finally:
+        await connection.close()
+    assert [tuple(r)[:6] for r in rows] == [
+        ("c1", "pending", None, None, "message", None), ("c1", "pending", cron, None, "message", None),
+        ("in-flight", "picked", None, daemon, "message", None),
+    ]
+    assert rows[0]["fire_at"] == before  # its first occurrence, timed when it was scheduled (0005)
+    assert again == extra  # the extra occurrence still waiting is the one send_now returns
+
+
 async def test_a_database_at_0004_with_data_upgrades_to_audiences(empty_database_url: str) -> None:
     # 0009 adds contacts and broadcasts: messages already there keep everything, take their zone
     # from themselves ('message'), and stay claimable; the reference data is loaded with it.
