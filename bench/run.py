@@ -19,6 +19,9 @@ Scenarios (see bench/README.md for what each number means):
  (9) start-up: spawn of `reminderd run` to its first claim.
  (10) write path: PostgreSQL CPU per callback for claim + record, before and after ANALYZE.
  (11) 1, 2 and 3 daemons delivering the same due rows from one database.
+ (12) contacts import: `reminderd contacts import` of a CSV, contacts per second.
+ (13) broadcast staging: 240,000 contacts over 14 zones in one call, checked against zoneinfo.
+ (14) waves: the daemon delivering each zone's wave, lateness of the first 5,000 of each.
 
 Exit status: 0 every target passed, 1 some target failed, 2 a scenario could not run (error/timeout).
 """
@@ -44,6 +47,7 @@ from bench.receiver import ReceiverProcess  # noqa: E402
 from bench.report import Report, environment, say, section  # noqa: E402
 from bench.scenarios import (  # noqa: E402
     api,
+    audiences,
     burst,
     claim_cost,
     client_ceiling,
@@ -127,6 +131,7 @@ async def run_scenarios(bench: Bench, with_profile: bool, soak_minutes: float | 
                     await asyncio.wait_for(scenario(bench, dbs), limit_s)
                 except Exception as exc:
                     report.error(title, exc)
+            await audiences.run(bench, dbs)  # (12), (13), (14)
             if with_profile:
                 await profile.run(bench, dbs)
             if soak_minutes:

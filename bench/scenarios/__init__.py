@@ -11,5 +11,6 @@
  (9) startup          spawn of `reminderd run` to its first claim
  (10) write_path      PostgreSQL CPU per callback of claim + record, before and after ANALYZE
  (11) scaling         1, 2 and 3 daemons on one database, the same due rows
+ (12) audiences       contacts import; (13) a broadcast staged over 14 zones; (14) its waves delivered
  profile              py-spy and pg_stat_statements during one more delivery run (--profile)
 """
