@@ -25,6 +25,10 @@ ALTER TABLE reminderd.scheduled_messages
     ADD COLUMN local_time timestamp,
     ADD COLUMN broadcast_id bigint,
     ADD CONSTRAINT zone_from_contact_needs_contact CHECK (timezone_source = 'message' OR contact_id IS NOT NULL);
+-- Applications and the API server may update every column of a message but last_delivery_id
+-- (migration 0007 grants UPDATE column by column): these four too.
+GRANT UPDATE (contact_id, timezone_source, local_time, broadcast_id)
+    ON reminderd.scheduled_messages TO reminderd_app, reminderd_api;
 
 ALTER TABLE reminderd.scheduled_messages DROP CONSTRAINT status_is_known;
 ALTER TABLE reminderd.scheduled_messages ADD CONSTRAINT status_is_known CHECK (

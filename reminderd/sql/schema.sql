@@ -703,7 +703,8 @@ GRANT SELECT, INSERT, DELETE ON reminderd.scheduled_messages TO reminderd_app;
 GRANT UPDATE (id, tenant_id, ref_id, payload, callback_url, fire_at, cron, timezone, status, attempts,
               max_attempts, last_error, created_at, updated_at, picked_at, sent_at, lease_expires_at,
               scheduled_for, last_event, paused_by, rrule, until, max_runs, runs, category, calendar,
-              holiday_rule, backfill, max_lateness, extra_of, picked_by)
+              holiday_rule, backfill, max_lateness, extra_of, picked_by, contact_id, timezone_source,
+              local_time, broadcast_id)
     ON reminderd.scheduled_messages TO reminderd_app, reminderd_api;
 GRANT SELECT, INSERT ON reminderd.events TO reminderd_app;
 
