@@ -110,7 +110,24 @@ moved AS (
     WHERE m.id = o.message_id
       AND m.status = o.held_status
       AND m.picked_at = o.picked_at
-    RETURNING m.id, o.delivery_id, m.ref_id, m.last_event, m.status, m.fire_at, m.last_error
+    RETURNING m.id, o.delivery_id, m.ref_id, m.last_event, m.status, m.fire_at, m.last_error,
+              m.tenant_id, m.broadcast_id, m.contact_id, m.local_time
+),
+-- A broadcast's progress (migration 0009): the rows the attempts moved, counted here once per
+-- batch and wave (the counting trigger leaves them, as the audit trigger leaves their change to
+-- deliveries). A picked row was 'waiting'; one a retry keeps waiting changes no count.
+counted AS (
+    INSERT INTO reminderd.broadcast_counts
+        (broadcast_id, occurrence, tenant_id, waiting, held, sent, failed, expired, cancelled)
+    SELECT moved.broadcast_id, moved.local_time, moved.tenant_id, -count(*),
+           count(*) FILTER (WHERE s.after = 'held'), count(*) FILTER (WHERE s.after = 'sent'),
+           count(*) FILTER (WHERE s.after = 'failed'), count(*) FILTER (WHERE s.after = 'expired'),
+           count(*) FILTER (WHERE s.after = 'cancelled')
+    FROM moved
+    CROSS JOIN LATERAL (SELECT reminderd.broadcast_state(moved.status, moved.last_event) AS after) AS s
+    WHERE moved.delivery_id IS NOT NULL AND moved.broadcast_id IS NOT NULL AND moved.contact_id IS NOT NULL
+      AND s.after <> 'waiting'
+    GROUP BY 1, 2, 3
 ),
 logged AS (
     INSERT INTO reminderd.deliveries

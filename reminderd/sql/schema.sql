@@ -3692,29 +3692,26 @@ BEGIN
 END
 $$;
 
--- One row per occurrence whose rows a statement moved between states: +1 where they went, -1
--- where they left. A statement touching no broadcast row (most of the daemon's) returns at once.
-CREATE FUNCTION reminderd.count_broadcast_updates() RETURNS trigger
+-- One row per broadcast row an update moved between states: +1 where it went, -1 where it left
+-- (the daemon folds them). Row-level, called only as the trigger's WHEN clause decides: a
+-- statement-level UPDATE trigger with transition tables would make every claim copy its rows
+-- twice (migration 0007). An attempt's outcome (last_delivery_id moves) is counted by
+-- record_outcomes itself, once per batch (queries.sql), as its deliveries row records its change.
+CREATE FUNCTION reminderd.count_broadcast_update() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    before text := reminderd.broadcast_state(OLD.status, OLD.last_event);
+    after  text := reminderd.broadcast_state(NEW.status, NEW.last_event);
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM changed_rows WHERE broadcast_id IS NOT NULL) THEN
-        RETURN NULL;
-    END IF;
     INSERT INTO reminderd.broadcast_counts
         (broadcast_id, occurrence, tenant_id, waiting, held, sent, failed, expired, cancelled)
-    SELECT n.broadcast_id, n.local_time, n.tenant_id,
-           count(*) FILTER (WHERE s.after = 'waiting') - count(*) FILTER (WHERE s.before = 'waiting'),
-           count(*) FILTER (WHERE s.after = 'held') - count(*) FILTER (WHERE s.before = 'held'),
-           count(*) FILTER (WHERE s.after = 'sent') - count(*) FILTER (WHERE s.before = 'sent'),
-           count(*) FILTER (WHERE s.after = 'failed') - count(*) FILTER (WHERE s.before = 'failed'),
-           count(*) FILTER (WHERE s.after = 'expired') - count(*) FILTER (WHERE s.before = 'expired'),
-           count(*) FILTER (WHERE s.after = 'cancelled') - count(*) FILTER (WHERE s.before = 'cancelled')
-    FROM changed_rows n
-    JOIN previous_rows o ON o.id = n.id
-    CROSS JOIN LATERAL (SELECT reminderd.broadcast_state(o.status, o.last_event) AS before,
-                               reminderd.broadcast_state(n.status, n.last_event) AS after) AS s
-    WHERE n.broadcast_id IS NOT NULL AND n.contact_id IS NOT NULL AND s.before <> s.after
-    GROUP BY 1, 2, 3;
+    VALUES (NEW.broadcast_id, NEW.local_time, NEW.tenant_id,
+            (after = 'waiting')::integer - (before = 'waiting')::integer,
+            (after = 'held')::integer - (before = 'held')::integer,
+            (after = 'sent')::integer - (before = 'sent')::integer,
+            (after = 'failed')::integer - (before = 'failed')::integer,
+            (after = 'expired')::integer - (before = 'expired')::integer,
+            (after = 'cancelled')::integer - (before = 'cancelled')::integer);
     RETURN NULL;
 END
 $$;
@@ -4007,7 +4004,7 @@ GRANT EXECUTE ON FUNCTION
     reminderd.replan_for_tenants(),
     reminderd.broadcast_state(text, text),
     reminderd.count_broadcast_inserts(),
-    reminderd.count_broadcast_updates(),
+    reminderd.count_broadcast_update(),
     reminderd.check_timezone(text, text),
     reminderd.first_reading(timestamp),
     reminderd.offset_change(timestamptz, timestamptz),
@@ -4044,7 +4041,7 @@ GRANT EXECUTE ON FUNCTION
     reminderd.cancel_broadcast(text, bigint),
     reminderd.broadcast_state(text, text),
     reminderd.count_broadcast_inserts(),
-    reminderd.count_broadcast_updates(),
+    reminderd.count_broadcast_update(),
     reminderd.offset_label(interval),
     reminderd.schedule_cadence(text, text, timestamptz, interval[], time, text, jsonb, text, text, text, text,
                                text, text, interval, integer),
@@ -4133,10 +4130,16 @@ CREATE TRIGGER scheduled_messages_count_broadcast_insert
     AFTER INSERT ON reminderd.scheduled_messages
     REFERENCING NEW TABLE AS changed_rows
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_broadcast_inserts();
+-- Row-level, like the other UPDATE triggers (0007): rows of no broadcast, rows whose state stays
+-- (a claim of a waiting row), and an attempt's outcome (record_outcomes counts it) call nothing.
 CREATE TRIGGER scheduled_messages_count_broadcast_update
     AFTER UPDATE ON reminderd.scheduled_messages
-    REFERENCING OLD TABLE AS previous_rows NEW TABLE AS changed_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_broadcast_updates();
+    FOR EACH ROW
+    WHEN (NEW.broadcast_id IS NOT NULL AND NEW.contact_id IS NOT NULL
+          AND NEW.last_delivery_id IS NOT DISTINCT FROM OLD.last_delivery_id
+          AND reminderd.broadcast_state(OLD.status, OLD.last_event)
+              IS DISTINCT FROM reminderd.broadcast_state(NEW.status, NEW.last_event))
+    EXECUTE FUNCTION reminderd.count_broadcast_update();
 
 -- Views for DBAs ----------------------------------------------------------------------------------
 -- They run with the reader's rights (security_invoker), so each role sees what its policies allow.

@@ -16,11 +16,15 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 from standardwebhooks.webhooks import Webhook
-from support import TEST_SECRET, db_now, drain, fast_settings
+from support import LOOKBACK_S, TEST_SECRET, db_now, drain, fast_settings
 
 from reminderd.housekeeping import BroadcastCompleter, BroadcastStager
+from reminderd.jobs import Job
+from reminderd.lifecycle import Event, Status
+from reminderd.outcome import AttemptResult, Outcome
+from reminderd.queries import QUERIES
 from reminderd.schedule import load_timezone, to_instant
-from reminderd.store import Store
+from reminderd.store import Store, _outcome_v1
 from reminderd.testing import Receiver, add_tenant
 
 pytestmark = pytest.mark.shared_database
@@ -332,6 +336,58 @@ async def test_the_counts_follow_every_change_of_the_rows(db: asyncpg.Connection
     assert await db.fetchval("SELECT done FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE ref_id = "
                              "'bf#completed'") == 0
+
+
+async def test_the_daemons_claim_and_attempts_count_once_per_batch_without_a_trigger_call(
+    db: asyncpg.Connection, acme: str
+) -> None:
+    """The claim and the attempts' outcomes are the write path's hot statements (issue 13): the
+    counting trigger is row-level and its WHEN clause lets through only the rows it must count. A
+    claim of waiting rows calls nothing (one held back earlier, by quiet hours, is counted); the
+    attempts' outcomes are counted by record_outcomes itself, one count row per wave and batch,
+    and only rows held back before any request (no attempt recorded) call the trigger."""
+    await contacts_in(db, ZONES[:5], per_zone=2)
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true", days_ahead(3))
+    await db.execute("UPDATE reminderd.scheduled_messages SET fire_at = now() - interval '1 second'"
+                     " WHERE broadcast_id = $1", broadcast_id)
+    await db.execute("UPDATE reminderd.scheduled_messages SET last_event = 'deferred'"
+                     " WHERE ref_id = 'bf:tokyo_0'")
+    assert (await counts_agree(db, broadcast_id))["held"] == 1
+    counted_before = await db.fetchval("SELECT count(*) FROM reminderd.broadcast_counts")
+
+    async with db.transaction():
+        await db.execute("SET LOCAL track_functions = 'pl'")
+        claimed = await db.fetch(QUERIES["claim"], LOOKBACK_S, 100, 300.0, "send", 1800.0, None)
+        jobs = sorted(map(Job.from_row, claimed), key=lambda job: job.ref_id)
+        after_claim = await count_calls(db)
+        outcomes = [Outcome(job, AttemptResult(True, 200, None, 5), Event.FIRED, Status.SENT)
+                    for job in jobs[:4]]
+        gone, busy = AttemptResult(False, 410, "HTTP 410", 5), AttemptResult(False, 503, "HTTP 503", 5)
+        outcomes += [Outcome.dead(job, gone, "HTTP 410") for job in jobs[4:6]]
+        outcomes += [Outcome(job, busy, Event.RETRY_SCHEDULED, Status.PENDING, retry_in_s=60.0,
+                             next_scheduled_for=job.scheduled_for, last_error="HTTP 503")
+                     for job in jobs[6:8]]
+        outcomes += [Outcome(job, None, Event.DEFERRED, Status.PENDING, next_fire_at=job.scheduled_for
+                             + timedelta(hours=9), refund_attempt=True, last_error="deferred: quiet hours")
+                     for job in jobs[8:]]
+        moved = await db.fetch(QUERIES["record_outcomes"], [_outcome_v1(outcome) for outcome in outcomes])
+        after_record = await count_calls(db)
+    counted = await db.fetchval("SELECT count(*) FROM reminderd.broadcast_counts") - counted_before
+
+    assert len(jobs) == 10 and len(moved) == 10
+    assert after_claim == 1  # bf:tokyo_0, held by quiet hours, now waiting again
+    assert after_record == 1 + 2  # the two held back before any request
+    assert counted == 1 + 1 + 2  # the claim's, the batch's (one wave), the two held rows'
+    assert await counts_agree(db, broadcast_id) == {"waiting": 2, "held": 2, "sent": 4, "failed": 2,
+                                                    "expired": 0, "cancelled": 0, "staged": 10}
+
+
+async def count_calls(db: asyncpg.Connection) -> int:
+    calls: int | None = await db.fetchval(
+        "SELECT calls FROM pg_stat_xact_user_functions"
+        " WHERE schemaname = 'reminderd' AND funcname = 'count_broadcast_update'"
+    )
+    return calls or 0
 
 
 async def test_a_paused_tenants_broadcast_is_held_and_quiet_hours_hold_marketing(
