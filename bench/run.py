@@ -23,6 +23,9 @@ Scenarios (see bench/README.md for what each number means):
  (13) the dashboard's live feed: the daemon's lateness without and with 50 feed streams open;
      (13b) a burst drained with and without the dashboard's counting triggers.
      `--only dashboard` runs (12), (13) and (13b) alone, `--only dashboard-triggers` (13b) alone.
+ (14) contacts import: `reminderd contacts import` of a CSV, contacts per second.
+ (15) broadcast staging: 240,000 contacts over 14 zones in one call, checked against zoneinfo.
+ (16) waves: the daemon delivering each zone's wave, lateness of the first 5,000 of each.
 
 Exit status: 0 every target passed, 1 some target failed, 2 a scenario could not run (error/timeout).
 """
@@ -49,6 +52,7 @@ from bench.receiver import ReceiverProcess  # noqa: E402
 from bench.report import Report, environment, say, section  # noqa: E402
 from bench.scenarios import (  # noqa: E402
     api,
+    audiences,
     burst,
     claim_cost,
     client_ceiling,
@@ -161,6 +165,7 @@ async def run_scenarios(bench: Bench, with_profile: bool, soak_minutes: float | 
                     await asyncio.wait_for(scenario(bench, dbs), limit_s)
                 except Exception as exc:
                     report.error(title, exc)
+            await audiences.run(bench, dbs)  # (14), (15), (16)
             if with_profile:
                 await profile.run(bench, dbs)
             if soak_minutes:

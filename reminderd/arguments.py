@@ -11,11 +11,12 @@ import argparse
 import re
 import sys
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import BinaryIO
+from datetime import date, datetime, time
+from typing import BinaryIO, Literal
 
+from .duration import parse_seconds
 from .payload import MAX_PAYLOAD_BYTES
-from .schedule import BACKFILL_POLICIES, QuietHours
+from .schedule import BACKFILL_POLICIES, QuietHours, load_timezone, to_instant
 from .validation import (
     MAX_INT4,
     MAX_PREVIEW,
@@ -26,6 +27,7 @@ from .validation import (
     checked_calendar,
     checked_callback_url,
     checked_category,
+    checked_contact_id,
     checked_quiet,
     checked_ref,
     checked_tenant_id,
@@ -33,6 +35,7 @@ from .validation import (
     parse_duration,
     parse_instant,
     parse_payload,
+    parse_wall_or_instant,
     split_zone,
 )
 
@@ -77,6 +80,7 @@ def schedule_request(args: argparse.Namespace, now: datetime) -> ScheduleRequest
         payload_json=_payload_text(args.payload), callback_url=args.callback_url, until=args.until,
         max_runs=args.max_runs, category=args.category, calendar=args.calendar,
         holiday_rule=args.holiday_rule, backfill=args.backfill, max_lateness=args.max_lateness,
+        contact_id=args.contact,
     )
 
 
@@ -97,10 +101,12 @@ def preview_request(args: argparse.Namespace, now: datetime) -> PreviewRequest:
 class TenantAddRequest:
     tenant_id: str
     callback_url: str | None
+    timezone: str | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TenantAddRequest:
-        return cls(checked_tenant_id(args.tenant_id), checked_callback_url(args.callback_url))
+        timezone = None if args.timezone is None else checked_timezone(args.timezone, "--timezone")
+        return cls(checked_tenant_id(args.tenant_id), checked_callback_url(args.callback_url), timezone)
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,9 @@ class TenantSetRequest:
     holiday_rule: str | None
     quiet: QuietHours | str | None
     quiet_exempt: list[str] | None
+    timezone: str | None = None
+    broadcast_limit: int | Literal["none"] | None = None
+    approval_threshold: int | Literal["none"] | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TenantSetRequest:
@@ -159,7 +168,12 @@ class TenantSetRequest:
             checked_category(category.strip(), "--quiet-exempt")
             for category in args.quiet_exempt.split(",") if category.strip()
         ]
-        return cls(checked_tenant_id(args.tenant_id), calendar, args.holiday_rule, quiet, exempt)
+        timezone = args.timezone
+        if timezone is not None and timezone.lower() != "none":
+            checked_timezone(timezone, "--timezone")
+        return cls(checked_tenant_id(args.tenant_id), calendar, args.holiday_rule, quiet, exempt, timezone,
+                   checked_count(args.broadcast_limit, "--broadcast-limit"),
+                   checked_count(args.approval_threshold, "--approval-threshold"))
 
 
 @dataclass(frozen=True)
@@ -270,10 +284,322 @@ class ApiRateLimitRequest:
         return cls(checked_tenant_id(args.tenant_id), rate)
 
 
+# Audiences (docs/audiences.md) -------------------------------------------------------------------
+
+_AUDIENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+_REF_PREFIX = re.compile(r"[^%#\s]{1,100}")
+MAX_CONTACT_IDS = 100_000  # on one command line (--contacts, or a file of ids)
+
+
+def checked_audience_name(text: str, flag: str = "AUDIENCE") -> str:
+    if not _AUDIENCE.fullmatch(text):
+        raise UsageError(f"{flag} {text!r}: letters, digits and _ . : -, starting with a letter or digit, "
+                         "at most 128")
+    return text
+
+
+def contact_ids(listed: list[str] | None, file: str | None, flag: str) -> list[str]:
+    """Contact ids from the command line (each may be comma-separated) and from a file (one per
+    line, `-` for stdin), checked, in order, without repeats."""
+    given = [part.strip() for item in listed or () for part in item.split(",") if part.strip()]
+    if file is not None:
+        try:
+            handle = sys.stdin if file == "-" else open(file, encoding="utf-8")  # noqa: SIM115
+            with handle:
+                given += [line.strip() for line in handle if line.strip() and not line.startswith("#")]
+        except OSError as exc:
+            raise UsageError(f"--file {file}: cannot read it ({exc.strerror})") from None
+    if len(given) > MAX_CONTACT_IDS:
+        raise UsageError(f"{flag}: at most {MAX_CONTACT_IDS:,} contacts at once (put them in an audience)")
+    return list(dict.fromkeys(checked_contact_id(text, flag) for text in given))
+
+
+def checked_count(text: str | None, flag: str) -> int | Literal["none"] | None:
+    """A positive count, or "none" (clears it)."""
+    if text is None or text.lower() == "none":
+        return None if text is None else "none"
+    if not text.isdigit() or int(text) > MAX_INT4:
+        raise UsageError(f"{flag} {text!r}: a whole number of contacts (at most {MAX_INT4:,}), or none")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Whom a broadcast reaches: a named list, these contacts, or every contact of the tenant."""
+
+    name: str | None = None
+    contact_ids: list[str] | None = None
+    everyone: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Audience:
+        chosen = sum((args.audience is not None, args.contacts is not None, args.everyone))
+        if chosen != 1:
+            raise UsageError("say whom it reaches: exactly one of --audience NAME, --contacts ID,… and "
+                             "--everyone")
+        if args.audience is not None:
+            return cls(name=checked_audience_name(args.audience, "--audience"))
+        if args.contacts is not None:
+            return cls(contact_ids=contact_ids([args.contacts], None, "--contacts"))
+        return cls(everyone=True)
+
+    def __str__(self) -> str:
+        if self.name is not None:
+            return f"audience {self.name}"
+        if self.contact_ids is not None:
+            return f"{len(self.contact_ids):,} contacts"
+        return "every contact"
+
+
+@dataclass(frozen=True)
+class BroadcastRequest:
+    """`reminderd broadcast`: one message per contact at a wall time in each contact's zone, once
+    (--at) or on a recurrence (--cron, --every, --rrule)."""
+
+    tenant_id: str
+    ref_prefix: str
+    audience: Audience
+    payload_json: str
+    category: str = "marketing"
+    local_time: datetime | None = None  # naive: read in each contact's zone
+    recurrence: Recurrence | None = None
+    until: datetime | None = None
+    callback_url: str | None = None
+    calendar: str | None = None
+    holiday_rule: str | None = None
+    backfill: str | None = None
+    max_lateness_s: float | None = None
+    notify: bool = False
+    stage_ahead_s: float | None = None
+    actor: str | None = None
+    dry_run: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, now: datetime) -> BroadcastRequest:
+        prefix = args.ref_prefix
+        if not _REF_PREFIX.fullmatch(prefix):
+            raise UsageError(f"PREFIX {prefix!r}: 1 to 100 characters without spaces, % or #")
+        recurrence = Recurrence.parse(cron=args.cron, every=args.every, rrule=args.rrule, timezone="UTC",
+                                      start=now)
+        local_time = None
+        if args.at is not None:
+            local_time = parse_wall_or_instant(args.at, "--at")
+            if local_time.tzinfo is not None:
+                raise UsageError(f"--at {args.at!r}: a broadcast's time is a wall time, read in each "
+                                 "contact's own "
+                                 "zone: leave out the UTC offset (2026-11-27T09:00)")
+        if (local_time is None) == (recurrence is None):
+            raise UsageError("say when: --at WALL-TIME for one wave, or --cron, --every or --rrule for a "
+                             "recurring one")
+        if args.until is not None and recurrence is None:
+            raise UsageError("--until ends a recurring broadcast: use it with --cron, --every or --rrule")
+        checked_category(args.category)
+        return cls(
+            tenant_id=checked_tenant_id(args.tenant_id), ref_prefix=prefix, audience=Audience.from_args(args),
+            payload_json=parse_payload(*read_payload(args.payload)), category=args.category,
+            local_time=local_time, recurrence=recurrence,
+            until=None if args.until is None else parse_instant(args.until, "UTC", flag="--until"),
+            callback_url=checked_callback_url(args.callback_url), calendar=checked_calendar(args.calendar),
+            holiday_rule=args.holiday_rule, backfill=args.backfill,
+            max_lateness_s=None if args.max_lateness is None else parse_duration(
+                args.max_lateness, "--max-lateness", allow_zero=True).total_seconds(),
+            notify=args.notify,
+            stage_ahead_s=None if args.stage_ahead is None else parse_duration(
+                args.stage_ahead, "--stage-ahead").total_seconds(),
+            actor=checked_actor(args.actor), dry_run=args.dry_run,
+        )
+
+
+def checked_actor(text: str | None) -> str | None:
+    if text is not None and not (0 < len(text.strip()) <= 200):
+        raise UsageError("--as: a name of 1 to 200 characters (who is acting)")
+    return None if text is None else text.strip()
+
+
+@dataclass(frozen=True)
+class BroadcastRef:
+    """`broadcasts show|cancel TENANT ID`."""
+
+    tenant_id: str
+    broadcast_id: int
+    as_json: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BroadcastRef:
+        return cls(checked_tenant_id(args.tenant_id), checked_broadcast_id(args.broadcast_id),
+                   getattr(args, "json", False))
+
+
+def checked_broadcast_id(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 2**63:
+        raise UsageError(f"ID {text!r}: a broadcast's number, as `reminderd broadcasts list` shows it")
+    return int(text)
+
+
+@dataclass(frozen=True)
+class BroadcastDecision:
+    """`broadcasts approve|reject TENANT ID [--as NAME] [--note TEXT]`."""
+
+    tenant_id: str
+    broadcast_id: int
+    approve: bool
+    actor: str | None
+    note: str | None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BroadcastDecision:
+        return cls(checked_tenant_id(args.tenant_id), checked_broadcast_id(args.broadcast_id),
+                   args.decision == "approve", checked_actor(args.actor), args.note)
+
+
+@dataclass(frozen=True)
+class TenantOnly:
+    """A subcommand of one tenant (`broadcasts list`, `audience list`)."""
+
+    tenant_id: str
+    as_json: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TenantOnly:
+        return cls(checked_tenant_id(args.tenant_id), getattr(args, "json", False))
+
+
+@dataclass(frozen=True)
+class AudienceChange:
+    """`audience add|remove TENANT NAME ID…` and `audience drop TENANT NAME`."""
+
+    tenant_id: str
+    audience: str
+    action: str  # add | remove | drop
+    contact_ids: list[str]
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> AudienceChange:
+        ids = [] if args.action == "drop" else contact_ids(args.contact_ids, args.file, "CONTACT")
+        if args.action != "drop" and not ids:
+            raise UsageError(f"audience {args.action}: name the contacts (CONTACT … or --file FILE)")
+        return cls(checked_tenant_id(args.tenant_id), checked_audience_name(args.audience), args.action, ids)
+
+
+@dataclass(frozen=True)
+class ContactShowRequest:
+    tenant_id: str
+    contact_id: str
+    recent_s: float
+    as_json: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ContactShowRequest:
+        recent = parse_duration(args.recent, "--recent", allow_zero=True)
+        return cls(checked_tenant_id(args.tenant_id), checked_contact_id(args.contact_id),
+                   recent.total_seconds(),
+                   args.json)
+
+
+@dataclass(frozen=True)
+class ContactsRemoveRequest:
+    tenant_id: str
+    contact_ids: list[str]
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ContactsRemoveRequest:
+        ids = contact_ids(args.contact_ids, args.file, "CONTACT")
+        if not ids:
+            raise UsageError("contacts remove: name the contacts (CONTACT … or --file FILE)")
+        return cls(checked_tenant_id(args.tenant_id), ids)
+
+
+IMPORT_FORMATS = ("csv", "jsonl")
+
+
+@dataclass(frozen=True)
+class ContactsImportRequest:
+    """`contacts import TENANT FILE`: a CSV (header row) or JSON Lines file, `-` for stdin."""
+
+    tenant_id: str
+    path: str
+    file_format: str
+    batch_size: int
+    skip_invalid: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ContactsImportRequest:
+        file_format = args.format
+        if file_format is None:
+            suffix = args.file.rpartition(".")[2].lower()
+            if args.file == "-" or suffix not in IMPORT_FORMATS:
+                raise UsageError(f"FILE {args.file!r}: name a .csv or .jsonl file, or say --format csv|jsonl")
+            file_format = suffix
+        if not 1 <= args.batch_size <= 50_000:
+            raise UsageError(f"--batch-size {args.batch_size}: between 1 and 50,000")
+        return cls(checked_tenant_id(args.tenant_id), args.file, file_format, args.batch_size,
+                   args.skip_invalid)
+
+
+@dataclass(frozen=True)
+class CadenceRequest:
+    """`reminderd cadence`: messages at offsets around an anchor, at a wall time in the contact's zone."""
+
+    tenant_id: str
+    ref_prefix: str
+    anchor: datetime
+    offsets: list[str]  # intervals as PostgreSQL reads them, each part with its sign ("-1 days -43200 seconds")
+    at_local: time | None
+    contact_id: str | None
+    timezone: str | None
+    payload_json: str
+    callback_url: str | None
+    category: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> CadenceRequest:
+        if (args.contact is None) == (args.tz is None):
+            raise UsageError("say whose clock: exactly one of --contact ID and --tz ZONE")
+        timezone = None if args.tz is None else checked_timezone(args.tz)
+        prefix = args.ref_prefix
+        if not _REF_PREFIX.fullmatch(prefix):
+            raise UsageError(f"PREFIX {prefix!r}: 1 to 100 characters without spaces, % or #")
+        anchor = parse_wall_or_instant(args.anchor, "--anchor")
+        if anchor.tzinfo is None:
+            if timezone is None:
+                raise UsageError(f"--anchor {args.anchor!r}: give its UTC offset (2027-01-15T00:00Z): "
+                                 "the contact's zone is known to the database only")
+            anchor = to_instant(anchor, load_timezone(timezone))
+        offsets = [interval_text(part.strip(), "--offsets") for part in args.offsets.split(",") if part.strip()]
+        if not offsets:
+            raise UsageError("--offsets: at least one, e.g. -30d,-7d,-1d")
+        at_local = None
+        if args.at_local is not None:
+            try:
+                at_local = time.fromisoformat(args.at_local)
+            except ValueError:
+                raise UsageError(f"--at-local {args.at_local!r}: a time of day such as 10:00") from None
+        checked_category(args.category)
+        return cls(checked_tenant_id(args.tenant_id), prefix, anchor, offsets, at_local,
+                   None if args.contact is None else checked_contact_id(args.contact, "--contact"), timezone,
+                   parse_payload(*read_payload(args.payload)), checked_callback_url(args.callback_url),
+                       args.category)
+
+
+def interval_text(text: str, flag: str) -> str:
+    """A signed duration (-30d, +1d12h, -2h) as a PostgreSQL interval whose parts share its sign, so
+    days stay calendar days (a day is 23 or 25 hours across a clock change)."""
+    try:
+        seconds = parse_seconds(text.removeprefix("+"))
+    except ValueError as exc:
+        raise UsageError(f"{flag} {text!r}: {exc}, with a sign for before (-30d) or after (+1d)") from None
+    sign = "-" if seconds < 0 else ""
+    days, rest = divmod(abs(seconds), 86400)
+    return f"{sign}{int(days)} days {sign}{rest:g} seconds"
+
+
 def add_schedule_options(parser: argparse.ArgumentParser) -> None:
     """The options of `reminderd schedule` beyond the when."""
     parser.add_argument("--tz", help="the recipient's IANA timezone: recurrences, offset-less --at, "
-                                     "holidays and quiet hours are read in it (default UTC)")
+                                     "holidays and quiet hours are read in it (default UTC, or the contact's)")
+    parser.add_argument("--contact", metavar="ID", help="the contact it is for: without --tz its zone is the "
+                                                        "contact's (timezone, phone, country, else the "
+                                                        "tenant's)")
     parser.add_argument("--payload", metavar="JSON", help="JSON payload sent in the callback, as written; "
                                                           "@FILE reads it from a file, - from stdin")
     parser.add_argument("--callback-url", help="override the tenant's callback URL")

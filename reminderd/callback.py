@@ -30,15 +30,20 @@ RETRYABLE_STATUS = frozenset({408, 429})
 
 def callback_body(job: Job, scheduled_for: str | None = None) -> bytes:
     """The JSON body. The payload is inserted as the database stored it (already valid JSON);
-    `scheduled_for` is iso_utc(job.scheduled_for), when the caller has it already."""
+    `scheduled_for` is iso_utc(job.scheduled_for), when the caller has it already.
+
+    A message for a contact also says which contact, the zone it was timed in and why
+    (`timezone_source`), and its broadcast if it has one; a broadcast's completion callback says
+    `"event": "broadcast.completed"`. Other messages carry exactly the six original keys."""
     return (
-        b'{"id":%d,"tenant_id":%s,"ref_id":%s,"scheduled_for":"%s","attempt":%d,"payload":%s}'
+        b'{"id":%d,"tenant_id":%s,"ref_id":%s,"scheduled_for":"%s","attempt":%d,%s"payload":%s}'
         % (
             job.id,
             _json_string(job.tenant_id),
             _json_string(job.ref_id),
             (scheduled_for or iso_utc(job.scheduled_for)).encode(),
             job.attempt,
+            _audience_fields(job),
             job.payload_json.encode(),
         )
     )
@@ -49,6 +54,18 @@ def _json_string(text: str) -> bytes:
         return orjson.dumps(text)
     except TypeError:  # not encodable as UTF-8 (a lone surrogate): escaped as json.dumps does
         return json.dumps(text).encode()
+
+
+def _audience_fields(job: Job) -> bytes:
+    if job.contact_id is None:
+        if job.broadcast_id is not None:  # job.completes_broadcast
+            return b'"event":"broadcast.completed","broadcast_id":%d,' % job.broadcast_id
+        return b""
+    fields = b'"contact_id":%s,"timezone":%s,"timezone_source":%s,' % (
+        _json_string(job.contact_id), _json_string(job.timing.timezone), _json_string(job.timezone_source))
+    if job.broadcast_id is not None:
+        fields += b'"broadcast_id":%d,' % job.broadcast_id
+    return fields
 
 
 def check_url(raw: str | None, allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> URL:

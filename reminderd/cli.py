@@ -39,6 +39,7 @@ from .arguments import (
     preview_request,
     schedule_request,
 )
+from .audience_commands import register as register_audience_commands
 from .exceptions import (
     EX_CONFIG,
     EX_USAGE,
@@ -165,6 +166,8 @@ def build_parser() -> Parser:
                        DatabaseCommand(TenantAddRequest.from_args, _tenant_add), parents=database)
     add.add_argument("tenant_id", metavar="ID")
     add.add_argument("--callback-url", required=True, help="default callback endpoint (http/https)")
+    add.add_argument("--timezone",
+                     help="default IANA zone of its contacts that have none (needed to use contacts)")
     listing = _add_command(
         tenant_commands, "list", "every tenant, its settings and its messages waiting and dead",
         DatabaseCommand(TenantListRequest.from_args, _tenant_list), parents=database,
@@ -194,6 +197,11 @@ def build_parser() -> Parser:
     tenant_set.add_argument("--holiday-rule", choices=("skip", "send"), help="default rule on holidays")
     tenant_set.add_argument("--quiet", help="quiet hours in the recipient's timezone: 21:00-09:00, or none")
     tenant_set.add_argument("--quiet-exempt", help="categories sent in quiet hours too (default transactional)")
+    tenant_set.add_argument("--timezone", help="default IANA zone of its contacts that have none, or none")
+    tenant_set.add_argument("--broadcast-limit", metavar="N",
+                            help="most contacts one broadcast may reach, or none")
+    tenant_set.add_argument("--approval-threshold", metavar="N",
+                            help="broadcasts to more contacts wait for a second person's approval, or none")
     holiday = _add_command(tenant_commands, "holiday", "add or remove one of the tenant's own days off",
                            DatabaseCommand(HolidayRequest.from_args, _tenant_holiday), parents=database)
     holiday.add_argument("action", choices=("add", "remove"))
@@ -256,6 +264,9 @@ def build_parser() -> Parser:
                           DatabaseCommand(CancelRequest.from_args, _cancel), parents=database)
     cancel.add_argument("tenant_id", metavar="TENANT")
     cancel.add_argument("ref_id", metavar="REF")
+
+    # Recipients: contacts, audiences, broadcasts, cadences (reminderd/audience_commands.py).
+    register_audience_commands(commands, database, _add_command, DatabaseCommand)
     return parser
 
 
@@ -465,14 +476,18 @@ def _event_loop_run(coro: Coroutine[Any, Any, int]) -> int:
 def _run(command: Callable[[Store, R], Awaitable[int]], request: R, database: Database) -> int:
     async def go() -> int:
         settings = database.settings
-        store = await Store.connect(settings.database_url, max_size=1, pgbouncer=settings.pgbouncer,
+        # A second connection is opened only when a command works on two at once (contacts import).
+        store = await Store.connect(settings.database_url, max_size=2, pgbouncer=settings.pgbouncer,
                                     setting=database.url_source)
         try:
             return await command(store, request)
         except SchemaMissing:
             raise UsageError("the reminderd schema is missing: run `reminderd migrate`") from None
         except DatabaseRefused as exc:
-            if exc.sqlstate == INSUFFICIENT_PRIVILEGE:  # the URL's role, not the input, is wrong
+            # PostgreSQL's own 42501 (permission denied, a row-level security check): the URL's
+            # role, not the input, is wrong. reminderd's own (approving one's own broadcast, acting
+            # under another name: docs/audiences.md) refuse the input and say what to do instead.
+            if exc.sqlstate == INSUFFICIENT_PRIVILEGE and exc.hint is None:
                 roles = "reminderd_app, reminderd_readonly or reminderd_daemon"
                 raise DatabaseMisconfigured(refusals.one_line(exc), setting=database.url_source,
                                             hint=f"its role needs {roles}: docs/sql.md, Roles") from None
@@ -484,7 +499,7 @@ def _run(command: Callable[[Store, R], Awaitable[int]], request: R, database: Da
 
 
 async def _tenant_add(store: Store, request: TenantAddRequest) -> int:
-    secret = await store.add_tenant(request.tenant_id, request.callback_url)
+    secret = await store.add_tenant(request.tenant_id, request.callback_url, request.timezone)
     print(f"tenant {request.tenant_id} created. Signing secret (shown once, keep it safe):")
     print(secret)
     return 0
@@ -551,7 +566,8 @@ async def _tenant_revoke(store: Store, request: TenantRoleRequest) -> int:
 async def _tenant_set(store: Store, request: TenantSetRequest) -> int:
     changed = await store.set_tenant(
         request.tenant_id, calendar=request.calendar, holiday_rule=request.holiday_rule, quiet=request.quiet,
-        quiet_exempt=request.quiet_exempt,
+        quiet_exempt=request.quiet_exempt, timezone=request.timezone, broadcast_limit=request.broadcast_limit,
+        approval_threshold=request.approval_threshold,
     )
     if not changed:
         raise UsageError(f'unknown tenant "{request.tenant_id}"')
@@ -589,7 +605,11 @@ async def _schedule(store: Store, request: ScheduleRequest) -> int:
             raise UsageError(f'unknown tenant "{request.tenant_id}"')
         request = request.with_first_occurrence(tenant, now)
     print(await store.schedule(request))  # the id alone on stdout, for scripts
-    if request.recurrence is not None and request.first_fire_at is not None:  # for people: what it understood
+    if request.recurrence is not None and request.timezone is None:  # the database times it in the contact's
+        understood = request.recurrence.description("UTC", now)
+        print(f"{understood} (in the contact's timezone)", file=sys.stderr)
+    elif request.recurrence is not None and request.first_fire_at is not None:  # for people: what it understood
+        assert request.timezone is not None  # a zone of its own: its first occurrence was computed here
         understood = request.recurrence.description(request.timezone, now)
         tz = load_timezone(request.timezone)
         first = request.first_fire_at.astimezone(tz)

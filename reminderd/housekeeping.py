@@ -21,7 +21,11 @@ Maintenance, every poll interval:
 - Pruner (every 60 s): finished rows and old history past their retention, in small batches;
 - CountsPruner (every 5 min): the dashboard's fire counts per minute and hour past their use;
 - KeyUsageWriter, IdempotencyPruner: `reminderd serve`'s (API keys' last_used_at, expired
-  Idempotency-Keys), run by `for_api()`.
+  Idempotency-Keys), run by `for_api()`;
+- BroadcastStager: each recurring broadcast's next wave, staged `stage_ahead` before the instant of
+  its earliest zone, to the audience as it stands then (docs/audiences.md);
+- BroadcastCompleter: waves whose messages have all ended are marked completed, with their
+  broadcast.completed callback queued when asked for; the progress counts are folded.
 
 A failing service is logged and backs off on its own; the others carry on.
 """
@@ -33,8 +37,8 @@ import contextlib
 import functools
 import random
 import time
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
@@ -45,8 +49,9 @@ from .metrics import Metrics
 from .outcome import Plan, plan
 from .registry import ClaimBook, Contact, Identity
 from .retry import backoff_s
+from .schedule import InvalidSchedule, first_everywhere, next_wall, parse_cron, parse_rrule, span
 from .settings import Settings
-from .store import QUERY_DEADLINE_S, Held, Listener, Pruned, Rescued, Store
+from .store import QUERY_DEADLINE_S, Held, Listener, Pruned, RecurringBroadcast, Rescued, Store
 
 log = structlog.get_logger("reminderd")
 
@@ -313,6 +318,103 @@ class CountsPruner:
         return await self._store.prune_counts()
 
 
+ZONES_FRESH_S = 60.0  # a recurring broadcast's audience zones are read again after this long
+
+
+class BroadcastStager:
+    """Stages recurring broadcasts one occurrence at a time. An occurrence is a wall time (09:00
+    on Monday) read in each contact's zone: planned as the first still ahead in every zone of the
+    audience, staged stage_ahead before the first zone's instant (the audience's zones are read
+    at most every minute, so a contact added in a new zone is noticed in time), passed over when
+    even the last zone's instant is gone (the daemon was not running), and the broadcast ends
+    after `until` or the recurrence's last occurrence. The decisions are pure (reminderd.schedule
+    waves); several daemons may run this: the database stages each occurrence once."""
+
+    name, every_s, first_after_s = "stage_broadcasts", 0.0, 0.0
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._zones: dict[int, tuple[float, list[str]]] = {}  # broadcast id: (read at, zones)
+
+    async def run_once(self) -> int:
+        changed = 0
+        broadcasts = await self._store.recurring_broadcasts()
+        self._zones = {b.id: self._zones[b.id] for b in broadcasts if b.id in self._zones}  # forget ended ones
+        for broadcast in broadcasts:
+            changed += await contain_async(broadcast.id, self._step(broadcast))
+        return changed
+
+    async def _zones_of(self, broadcast_id: int) -> list[str]:
+        read_at, zones = self._zones.get(broadcast_id, (0.0, []))
+        if time.monotonic() - read_at > ZONES_FRESH_S:
+            zones = await self._store.broadcast_zones(broadcast_id)
+            self._zones[broadcast_id] = (time.monotonic(), zones)
+        return zones
+
+    async def _step(self, b: RecurringBroadcast) -> int:
+        fields = {"broadcast_id": b.id, "tenant": b.tenant_id, "ref_prefix": b.ref_prefix}
+        try:
+            schedule = parse_cron(b.cron) if b.cron is not None else parse_rrule(b.rrule or "", "UTC")
+        except InvalidSchedule as exc:
+            await self._store.end_broadcast(b.id, f"cannot recur: {exc}")
+            log.error("broadcast_ended", **fields, reason=f"cannot recur: {exc}")
+            return 1
+        zones = await self._zones_of(b.id)
+        if b.next_occurrence is None:
+            occurrence = first_everywhere(schedule, zones, b.db_now)
+            if occurrence is None or (b.until is not None and span(occurrence, zones)[0] > b.until):
+                await self._store.end_broadcast(b.id, "no occurrence ahead")
+                log.info("broadcast_ended", **fields, reason="no occurrence ahead")
+                return 1
+            planned = await self._store.plan_broadcast(b.id, occurrence)
+            log.info("broadcast_planned", **fields, occurrence=occurrence.isoformat())
+            return int(planned)
+        occurrence = b.next_occurrence
+        first_at, last_at = span(occurrence, zones)
+        following = next_wall(schedule, occurrence)
+        if following is not None and b.until is not None and span(following, zones)[0] > b.until:
+            following = None
+        if last_at < b.db_now:
+            reason = (f"occurrence {occurrence:%Y-%m-%d %H:%M} missed: its last zone's instant passed "
+                      "before a daemon could stage it")
+            skipped = await self._store.skip_broadcast_occurrence(b.id, occurrence, following, reason)
+            log.warning("broadcast_occurrence_missed", **fields, occurrence=occurrence.isoformat())
+            return int(skipped)
+        if b.db_now < first_at - timedelta(seconds=b.stage_ahead_s):
+            return 0
+        self._zones.pop(b.id, None)  # read afresh for the next occurrence
+        staged = await self._store.stage_broadcast(b.id, occurrence, following)
+        log.info("broadcast_staged", **fields, occurrence=occurrence.isoformat(), messages=staged,
+                 first_at=first_at.isoformat(), following=following.isoformat() if following else None)
+        return staged or 1
+
+
+class BroadcastCompleter:
+    """Marks waves whose messages have all ended completed (queueing their broadcast.completed
+    callbacks) and folds the progress counts, in the database (reminderd.complete_broadcasts)."""
+
+    name, every_s, first_after_s = "complete_broadcasts", 0.0, 0.0
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def run_once(self) -> int:
+        completed = await self._store.complete_broadcasts()
+        for wave in completed:
+            log.info("broadcast_completed", broadcast_id=wave.broadcast_id, tenant=wave.tenant_id,
+                     occurrence=wave.occurrence.isoformat(), callback_message_id=wave.message_id)
+        return len(completed)
+
+
+async def contain_async(broadcast_id: int, step: Awaitable[int]) -> int:
+    """One broadcast's step; a failure is logged and costs that broadcast this round only."""
+    try:
+        return await step
+    except Exception as exc:
+        log.error("broadcast_step_failed", broadcast_id=broadcast_id, error=describe(exc))
+        return 0
+
+
 async def connect_listener(listener: Listener) -> None:
     try:
         await listener.connect()
@@ -346,7 +448,8 @@ class Housekeeping:
         ]
         if listener is not None:
             services.append(ListenerKeeper(listener))
-        services += [QueueDepthSampler(store, metrics), Pruner(settings, store), CountsPruner(store)]
+        services += [QueueDepthSampler(store, metrics), Pruner(settings, store), CountsPruner(store),
+                     BroadcastStager(store), BroadcastCompleter(store)]
         return cls(services, poll_interval_s=settings.poll_interval_s, rng=rng)
 
     @classmethod

@@ -28,6 +28,9 @@ class Job:
     lease_deadline: float = math.inf  # time.monotonic() when the lease runs out
     due_at: datetime | None = None  # the fire_at it was claimed at (a retry's or deferral's time)
     timing: Timing = field(default_factory=Timing)
+    contact_id: str | None = None  # the contact it is for (docs/audiences.md)
+    timezone_source: str = "message"  # why timing.timezone: message, contact, phone, country, tenant
+    broadcast_id: int | None = None  # its broadcast; with no contact, that broadcast's completion callback
     # Stable for one occurrence across all its retries, different for each occurrence. No '.' in
     # it: Standard Webhooks signs "{id}.{timestamp}.{body}". Computed once (headers, log, record).
     webhook_id: str = field(init=False)
@@ -52,7 +55,15 @@ class Job:
             lease_deadline=lease_deadline,
             due_at=row["fire_at"],
             timing=_timing(row),
+            contact_id=row["contact_id"],
+            timezone_source=row["timezone_source"] or "message",
+            broadcast_id=row["broadcast_id"],
         )
+
+    @property
+    def completes_broadcast(self) -> bool:
+        """The `broadcast.completed` callback of its broadcast, not a message to a contact."""
+        return self.broadcast_id is not None and self.contact_id is None
 
 
 @dataclass(frozen=True, slots=True)

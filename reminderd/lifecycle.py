@@ -22,6 +22,7 @@ class Status(StrEnum):
     PAUSED = "paused"
     EXPIRED = "expired"
     FINISHED = "finished"
+    AWAITING_APPROVAL = "awaiting_approval"  # a big broadcast waiting for a second person
 
 
 class Event(StrEnum):
@@ -38,6 +39,9 @@ class Event(StrEnum):
     UPDATED = "updated"  # a plain UPDATE that did not say what it did
     SENT_NOW = "sent_now"  # due now (send_now); a recurring row's extra occurrence is created with it
     EDITED = "edited"  # a new payload (set_payload)
+    REPLANNED = "replanned"  # its contact's (or tenant's) zone changed: placed again in the new one
+    APPROVED = "approved"  # its broadcast was approved by a second person
+    REJECTED = "rejected"  # its broadcast was rejected: cancelled
     # Written by the daemon after an attempt.
     FIRED = "fired"  # delivered; a recurring row moves on to its next occurrence
     RETRY_SCHEDULED = "retry_scheduled"

@@ -67,8 +67,9 @@ def head_revision(database_url: str = "postgresql://unused") -> str | None:
 
 
 def upgrade(database_url: str, revision: str = HEAD) -> list[str]:
-    """Bring the schema to `revision`; the revisions applied, in order. Blocking: call it from a
-    thread inside an event loop."""
+    """Bring the schema to `revision`, and at the head the reference data up to the installed
+    phonenumbers and tzdata; the revisions applied, in order. Blocking: call it from a thread
+    inside an event loop."""
     from alembic import command
 
     config = alembic_config(database_url)
@@ -80,7 +81,24 @@ def upgrade(database_url: str, revision: str = HEAD) -> list[str]:
 
     config.attributes["on_version_apply"] = note  # read by migrations/env.py
     command.upgrade(config, revision)
+    if revision == HEAD:
+        asyncio.run(refresh_reference_data(database_url))
     return applied
+
+
+async def refresh_reference_data(database_url: str) -> bool:
+    """Load the tables the database resolves timezones with (reminderd/phones.py), unless they were
+    built from the libraries installed here already; whether it loaded them."""
+    from . import phones  # phonenumbers is imported for migrating only, not by the daemon
+
+    store = await Store.connect(database_url, max_size=1)
+    try:
+        if await store.reference_versions() == phones.versions():
+            return False
+        await store.load_reference_data(phones.reference_data())
+        return True
+    finally:
+        await store.close()
 
 
 def migrate(

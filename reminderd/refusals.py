@@ -46,7 +46,9 @@ CONSTRAINTS: dict[str, str] = {
     "callback_url_is_http": "a callback URL must be an http:// or https:// URL",
     "cron_shape": "a cron has five fields (minute hour day month weekday), six with seconds first, or is @daily"
                   " and the like",
-    "status_is_known": "unknown status: pending, picked, sent, dead, cancelled, paused, expired or finished",
+    "status_is_known": (
+        "unknown status: pending, picked, sent, dead, cancelled, paused, expired, finished or awaiting_approval"
+    ),
     "max_attempts_positive": "max_attempts must be at least 1",
     "paused_by_is_known": "paused_by is message or tenant",
     "rrule_has_freq": "an RRULE needs FREQ=, e.g. FREQ=WEEKLY;BYDAY=MO",
@@ -80,6 +82,59 @@ CONSTRAINTS: dict[str, str] = {
     "config_pkey": 'the setting "{value}" already exists: UPDATE reminderd.config to change it',
     # daemons (the registry, migration 0008): each daemon draws a random id at start
     "daemons_pkey": "a daemon with id {value} is already registered",
+    # tenants and scheduled_messages: audiences (migration 0009, docs/audiences.md)
+    "broadcast_limit_positive": "a broadcast limit is a whole number of contacts, at least 1",
+    "approval_threshold_not_negative": "an approval threshold is a number of contacts, 0 or more",
+    "timezone_source_is_known": "a message's timezone_source is message, contact, phone, country or tenant",
+    "zone_from_contact_needs_contact": (
+        "a message whose zone comes from a contact names it: give it a contact_id, or timezone_source message"
+    ),
+    # the reference data, loaded by reminderd migrate (reminderd/phones.py)
+    "reference_versions_pkey": 'the reference data of "{value}" is already recorded',
+    "phone_plans_pkey": "the numbering plan of +{value} is already loaded",
+    "phone_regions_pkey": "region {value} of that calling code is already loaded",
+    "phone_prefixes_pkey": "the phone prefix {value} is already loaded",
+    "phone_timezones_pkey": "the zones of phone prefix {value} are already loaded",
+    "countries_pkey": 'the country "{value}" is already loaded',
+    # contacts and audiences
+    "contacts_pkey": 'contact "{value}" already exists: reminderd.upsert_contacts changes it',
+    "contacts_tenant_id_fkey": 'unknown tenant "{value}"',
+    "contact_id_format": (
+        "a contact id is letters, digits and _ . : @ + -, starting with a letter or digit, at most 128"
+    ),
+    "phone_length": "a phone number is at most 250 characters",
+    "contact_country_format": (
+        "a contact's country is an ISO 3166 code of two capital letters, such as GB or IN"
+    ),
+    "attributes_is_object": 'a contact\'s attributes are a JSON object, like {{"name": "Ann"}}',
+    "contact_timezone_source_is_known": "a contact's timezone_source is contact, phone or country",
+    "resolved_with_source": "a contact's resolved timezone and its source are set together, or neither",
+    "audiences_pkey": (
+        'the audience "{value}" already exists: add contacts to it with reminderd.add_to_audience'
+    ),
+    "audiences_tenant_id_fkey": 'unknown tenant "{value}"',
+    "audience_name_format": (
+        "an audience's name is letters, digits and _ . : -, starting with a letter or digit, at most 128"
+    ),
+    "audience_members_pkey": 'contact "{value}" is already in that audience',
+    "audience_members_tenant_id_audience_fkey": (
+        'unknown audience "{value}": reminderd.add_to_audience creates it'
+    ),
+    "audience_members_tenant_id_contact_id_fkey": (
+        'unknown contact "{value}": add it with reminderd.upsert_contacts'
+    ),
+    # broadcasts
+    "broadcast_requests_pkey": "a broadcast with id {value} already exists",
+    "broadcast_requests_tenant_id_fkey": 'unknown tenant "{value}"',
+    "ref_prefix_format": "a broadcast's ref prefix is 1 to 100 characters without spaces, % or #",
+    "broadcast_callback_url_is_http": "a broadcast's callback URL must be an http:// or https:// URL",
+    "broadcast_category_format": "a category is lower-case letters, digits, _ and -, like marketing",
+    "stage_ahead_positive": "stage_ahead must be a positive interval, e.g. 1 hour",
+    "approval_is_known": "a broadcast's approval is not_needed, awaiting, approved or rejected",
+    "one_audience": "a broadcast reaches exactly one of: a named audience, a list of contact_ids, everyone",
+    "one_when": "a broadcast has exactly one of local_time, cron and rrule",
+    "broadcast_occurrences_pkey": "that occurrence of broadcast {value} is already staged",
+    "broadcast_occurrences_broadcast_id_fkey": "no broadcast with id {value}",
     # the dashboard's aggregates (migration 0011): kept by triggers, one row per period and tenant
     "fire_counts_pkey": 'the fire counts of "{value}" already exist: the trigger adds to them',
     "fire_counts_period_is_known": "a count's period is minute or hour",

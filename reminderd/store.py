@@ -47,6 +47,8 @@ from .retry import backoff_s
 from .schedule import DEFAULT_BACKFILL, DEFAULT_MAX_LATENESS_S, QuietHours, Timing
 
 if TYPE_CHECKING:
+    from .arguments import BroadcastRequest, CadenceRequest
+    from .phones import ReferenceData
     from .registry import Identity
     from .validation import ScheduleRequest
 
@@ -307,25 +309,37 @@ class StatusCount:
 
 @dataclass(frozen=True, slots=True)
 class TenantRules:
-    """A tenant's holiday and quiet-hour settings; str() says them in words."""
+    """A tenant's holiday and quiet-hour settings, and its audience settings (default timezone,
+    broadcast limit, approval threshold); str() says them in words."""
 
     calendar: str | None
     holiday_rule: str
     quiet_start: clock_time | None
     quiet_end: clock_time | None
     quiet_exempt: tuple[str, ...]
+    timezone: str | None = None
+    broadcast_limit: int | None = None
+    approval_threshold: int | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> TenantRules:
         return cls(row["calendar"], row["holiday_rule"], row["quiet_start"], row["quiet_end"],
-                   tuple(row["quiet_exempt"]))
+                   tuple(row["quiet_exempt"]), row["timezone"], row["broadcast_limit"],
+                       row["approval_threshold"])
 
     def __str__(self) -> str:
         quiet = f"{self.quiet_start:%H:%M}-{self.quiet_end:%H:%M}" if self.quiet_start else "none"
-        return (
+        said = (
             f"calendar {self.calendar or 'none'}, holidays {self.holiday_rule}, "
             f"quiet hours {quiet} (exempt: {', '.join(self.quiet_exempt) or 'none'})"
         )
+        if self.timezone is not None:
+            said += f", timezone {self.timezone}"
+        if self.broadcast_limit is not None:
+            said += f", broadcasts of at most {self.broadcast_limit:,} contacts"
+        if self.approval_threshold is not None:
+            said += f", approval above {self.approval_threshold:,}"
+        return said
 
 
 @dataclass(frozen=True, slots=True)
@@ -692,6 +706,189 @@ class TenantStats:
     lateness_p99_ms: float | None
 
 
+# Audiences (issue 14; docs/audiences.md) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A contact, and the zone its messages get (`zone`) and why (`zone_source`: contact, phone,
+    country, tenant; None when it has none and its tenant has no default)."""
+
+    contact_id: str
+    timezone: str | None
+    phone: str | None
+    country: str | None
+    attributes: dict[str, Any]
+    zone: str | None
+    zone_source: str | None
+    audiences: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Contact:
+        return cls(row["contact_id"], row["timezone"], row["phone"], row["country"],
+                   json.loads(row["attributes"]),
+                   row["zone"], row["zone_source"], tuple(row["audiences"]), row["created_at"],
+                       row["updated_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class ContactMessage:
+    """One of a contact's messages (reminderd.contact_messages): live, or ended recently."""
+
+    id: int
+    ref_id: str
+    status: Status
+    fire_at: datetime | None
+    local_fire_at: datetime | None  # on the contact's clock
+    timezone: str
+    timezone_source: str
+    recurrence: str | None
+    category: str
+    broadcast_id: int | None
+    last_event: str | None
+    reason: str | None
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ContactMessage:
+        return cls(row["id"], row["ref_id"], Status(row["status"]), row["fire_at"], row["local_fire_at"],
+                   row["timezone"], row["timezone_source"], row["recurrence"], row["category"],
+                       row["broadcast_id"],
+                   row["last_event"], row["reason"], row["updated_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceSummary:
+    name: str
+    members: int
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> AudienceSummary:
+        return cls(row["name"], row["members"], row["created_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneWave:
+    """One zone of a broadcast's audience: when its wave fires, and where its contacts' zone came from."""
+
+    timezone: str | None  # None: contacts with no zone (the tenant has no default)
+    fire_at: datetime | None
+    contacts: int
+    from_contact: int
+    from_phone: int
+    from_country: int
+    from_tenant: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ZoneWave:
+        return cls(row["timezone"], row["fire_at"], row["contacts"], row["from_contact"], row["from_phone"],
+                   row["from_country"], row["from_tenant"])
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastProgress:
+    """A broadcast and its counts, as the reminderd.broadcasts view shows them."""
+
+    id: int
+    tenant_id: str
+    ref_prefix: str
+    audience: str
+    local_time: datetime | None
+    cron: str | None
+    rrule: str | None
+    category: str
+    approval: str
+    created_by: str
+    created_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    occurrences: int
+    staged: int
+    waiting: int
+    held: int
+    sent: int
+    failed: int
+    expired: int
+    cancelled: int
+    done: bool
+    next_occurrence: datetime | None
+    ended_at: datetime | None
+    ended_reason: str | None
+    last_error: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> BroadcastProgress:
+        return cls(**dict(row.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class StagedOccurrence:
+    """One staged wave of a broadcast (a one-off broadcast has one)."""
+
+    occurrence: datetime  # the wall time, read in each contact's zone
+    contacts: int
+    first_fire_at: datetime | None
+    last_fire_at: datetime | None
+    staged_at: datetime
+    completed_at: datetime | None
+    completion_message_id: int | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> StagedOccurrence:
+        return cls(**dict(row.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class CadenceStep:
+    """One offset of a cadence: its message, or why it was skipped."""
+
+    ref_id: str
+    message_id: int | None
+    fire_at: datetime
+    local_time: datetime
+    skipped: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> CadenceStep:
+        return cls(row["ref_id"], row["message_id"], row["fire_at"], row["local_time"], row["skipped"])
+
+
+@dataclass(frozen=True, slots=True)
+class RecurringBroadcast:
+    """A recurring broadcast the daemon stages, wave by wave; `db_now` is the database's clock."""
+
+    id: int
+    tenant_id: str
+    ref_prefix: str
+    cron: str | None
+    rrule: str | None
+    until: datetime | None
+    next_occurrence: datetime | None  # a wall time; None until planned
+    stage_ahead_s: float
+    db_now: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> RecurringBroadcast:
+        return cls(**dict(row.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedOccurrence:
+    """A wave whose rows have all ended; `message_id` its broadcast.completed callback, if asked for."""
+
+    broadcast_id: int
+    tenant_id: str
+    occurrence: datetime
+    message_id: int | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> CompletedOccurrence:
+        return cls(row["broadcast_id"], row["tenant_id"], row["occurrence"], row["message_id"])
+
+
 # Batch writes pass one array of a composite type (migration 0004); each tuple below is in the
 # order of its type's attributes. A type is never altered once released: a new version is added
 # beside it, so daemons of the previous release keep working during a rolling upgrade.
@@ -1024,11 +1221,32 @@ class Store:
     async def database_defaults(self) -> DatabaseDefaults:
         return DatabaseDefaults.from_row(await self._pool.fetchrow(QUERIES["database_defaults"]))
 
+    # Reference data (reminderd migrate) ------------------------------------------------------
+
+    @_translating
+    async def reference_versions(self) -> dict[str, str]:
+        """Which library versions the reference tables were built from; empty before the first load."""
+        return {row["source"]: row["version"] for row in await self._pool.fetch(QUERIES["reference_versions"])}
+
+    @_translating
+    async def load_reference_data(self, data: ReferenceData) -> None:
+        """Replace the reference tables with `data`, in one transaction."""
+        async with self.transaction() as store:
+            await store._pool.execute(QUERIES["clear_reference_tables"])
+            for query, rows in (
+                ("load_phone_plans", data.plans), ("load_phone_regions", data.regions),
+                ("load_phone_prefixes", data.prefixes), ("load_phone_timezones", data.timezones),
+                ("load_countries", data.countries),
+            ):
+                await store._pool.execute(QUERIES[query], json.dumps(rows))
+            await store._pool.execute(QUERIES["record_reference_versions"], json.dumps(data.versions))
+        await self._pool.execute(QUERIES["analyze_reference_tables"])
+
     # The application's side (CLI) -----------------------------------------------------------
 
     @_translating
-    async def add_tenant(self, tenant_id: str, callback_url: str | None) -> str:
-        secret: str = await self._pool.fetchval(QUERIES["add_tenant"], tenant_id, callback_url)
+    async def add_tenant(self, tenant_id: str, callback_url: str | None, timezone: str | None = None) -> str:
+        secret: str = await self._pool.fetchval(QUERIES["add_tenant"], tenant_id, callback_url, timezone)
         return secret
 
     @_translating
@@ -1039,13 +1257,13 @@ class Store:
             message_id: int = await self._pool.fetchval(
                 QUERIES["schedule_one_off"], r.tenant_id, r.ref_id, r.fire_at, r.payload_json,
                 r.callback_url, r.timezone, r.category, r.calendar, r.holiday_rule, r.backfill,
-                r.max_lateness_s,
+                r.max_lateness_s, r.local_time, r.contact_id,
             )
         else:
             message_id = await self._pool.fetchval(
                 QUERIES["schedule_recurring"], r.tenant_id, r.ref_id, r.recurrence.cron, r.recurrence.rrule,
                 r.timezone, r.payload_json, r.callback_url, r.until, r.max_runs, r.category,
-                r.calendar, r.holiday_rule, r.backfill, r.max_lateness_s, r.first_fire_at,
+                r.calendar, r.holiday_rule, r.backfill, r.max_lateness_s, r.first_fire_at, r.contact_id,
             )
         return message_id
 
@@ -1059,10 +1277,13 @@ class Store:
     @_translating
     async def set_tenant(
         self, tenant_id: str, *, calendar: str | None, holiday_rule: str | None, quiet: QuietHours | str | None,
-        quiet_exempt: list[str] | None,
+        quiet_exempt: list[str] | None, timezone: str | None = None,
+        broadcast_limit: int | Literal["none"] | None = None,
+        approval_threshold: int | Literal["none"] | None = None,
     ) -> TenantRules | None:
-        """Change a tenant's holiday and quiet-hour settings ("none" clears calendar or quiet);
-        the settings now in force, or None for an unknown tenant."""
+        """Change a tenant's settings ("none" clears calendar, quiet hours, timezone, broadcast
+        limit or approval threshold; None leaves one alone); the settings now in force, or None for
+        an unknown tenant."""
         quiet_hours = quiet if isinstance(quiet, QuietHours) else None
         row = await self._pool.fetchrow(
             QUERIES["set_tenant"], tenant_id,
@@ -1072,6 +1293,9 @@ class Store:
             quiet_hours.start if quiet_hours else None,
             quiet_hours.end if quiet_hours else None,
             quiet_exempt,
+            timezone is not None, None if timezone is None or timezone.lower() == "none" else timezone,
+            broadcast_limit is not None, broadcast_limit if isinstance(broadcast_limit, int) else None,
+            approval_threshold is not None, approval_threshold if isinstance(approval_threshold, int) else None,
         )
         return None if row is None else TenantRules.from_row(row)
 
@@ -1546,6 +1770,151 @@ class Store:
         rates = dict((await self._pool.fetchrow(QUERIES["stats_rates"], tenant_id)).items())
         lateness = await self._pool.fetchrow(QUERIES["stats_lateness"], tenant_id)
         return TenantStats(counts, upcoming, rates, lateness["p50"], lateness["p99"])
+
+
+    # Contacts, audiences, broadcasts, cadences (docs/audiences.md) -----------------------------
+
+    @_translating
+    async def upsert_contacts(self, tenant_id: str, contacts_json: str) -> int:
+        """Add or change contacts (a JSON array, as reminderd.upsert_contacts takes it); how many
+        were added or changed. Their zones are resolved by the database."""
+        written: int = await self._pool.fetchval(QUERIES["upsert_contacts"], tenant_id, contacts_json)
+        return written
+
+    @_translating
+    async def delete_contacts(self, tenant_id: str, contact_ids: Sequence[str]) -> int:
+        deleted: int = await self._pool.fetchval(QUERIES["delete_contacts"], tenant_id, list(contact_ids))
+        return deleted
+
+    @_translating
+    async def contact(self, tenant_id: str, contact_id: str) -> Contact | None:
+        row = await self._pool.fetchrow(QUERIES["contact"], tenant_id, contact_id)
+        return None if row is None else Contact.from_row(row)
+
+    @_translating
+    async def contact_messages(self, tenant_id: str, contact_id: str, *, recent_s: float, limit: int = 100
+                               ) -> list[ContactMessage]:
+        rows = await self._pool.fetch(QUERIES["contact_messages"], tenant_id, contact_id, recent_s, limit)
+        return [ContactMessage.from_row(row) for row in rows]
+
+    @_translating
+    async def add_to_audience(self, tenant_id: str, audience: str, contact_ids: Sequence[str]) -> int:
+        added: int = await self._pool.fetchval(QUERIES["add_to_audience"], tenant_id, audience,
+                                               list(contact_ids))
+        return added
+
+    @_translating
+    async def remove_from_audience(self, tenant_id: str, audience: str, contact_ids: Sequence[str]) -> int:
+        removed: int = await self._pool.fetchval(QUERIES["remove_from_audience"], tenant_id, audience,
+                                                 list(contact_ids))
+        return removed
+
+    @_translating
+    async def drop_audience(self, tenant_id: str, audience: str) -> bool:
+        return bool(await self._pool.fetchval(QUERIES["drop_audience"], tenant_id, audience))
+
+    @_translating
+    async def audiences(self, tenant_id: str) -> list[AudienceSummary]:
+        return [AudienceSummary.from_row(row) for row in await self._pool.fetch(QUERIES["audiences"],
+                                                                                tenant_id)]
+
+    @_translating
+    async def broadcast(self, request: BroadcastRequest) -> int:
+        """Save (and for a one-off, stage) a broadcast; its id."""
+        r = request
+        broadcast_id: int = await self._pool.fetchval(
+            QUERIES["broadcast"], r.tenant_id, r.ref_prefix, r.local_time, r.audience.name, r.payload_json,
+            r.category, r.audience.contact_ids, r.audience.everyone,
+            r.recurrence.cron if r.recurrence else None, r.recurrence.rrule if r.recurrence else None, r.until,
+            r.callback_url, r.calendar, r.holiday_rule, r.backfill, r.max_lateness_s, r.notify, r.stage_ahead_s,
+            r.actor,
+        )
+        return broadcast_id
+
+    @_translating
+    async def broadcast_preview(self, request: BroadcastRequest, local_time: datetime) -> list[ZoneWave]:
+        """What the broadcast would send at `local_time` (a wall time), per zone; nothing is staged."""
+        r = request
+        rows = await self._pool.fetch(QUERIES["broadcast_preview"], r.tenant_id, local_time, r.audience.name,
+                                      r.audience.contact_ids, r.audience.everyone)
+        return [ZoneWave.from_row(row) for row in rows]
+
+    @_translating
+    async def approve_broadcast(self, tenant_id: str, broadcast_id: int, *, actor: str | None,
+                                note: str | None) -> int:
+        released: int = await self._pool.fetchval(QUERIES["approve_broadcast"], tenant_id, broadcast_id,
+                                                  actor, note)
+        return released
+
+    @_translating
+    async def reject_broadcast(self, tenant_id: str, broadcast_id: int, *, actor: str | None,
+                               note: str | None) -> int:
+        cancelled: int = await self._pool.fetchval(QUERIES["reject_broadcast"], tenant_id, broadcast_id,
+                                                   actor, note)
+        return cancelled
+
+    @_translating
+    async def cancel_broadcast(self, tenant_id: str, broadcast_id: int) -> int:
+        cancelled: int = await self._pool.fetchval(QUERIES["cancel_broadcast"], tenant_id, broadcast_id)
+        return cancelled
+
+    @_translating
+    async def broadcasts(self, tenant_id: str, broadcast_id: int | None = None) -> list[BroadcastProgress]:
+        rows = await self._pool.fetch(QUERIES["broadcasts"], tenant_id, broadcast_id)
+        return [BroadcastProgress.from_row(row) for row in rows]
+
+    @_translating
+    async def broadcast_occurrences(self, broadcast_id: int) -> list[StagedOccurrence]:
+        rows = await self._pool.fetch(QUERIES["broadcast_occurrences"], broadcast_id)
+        return [StagedOccurrence.from_row(row) for row in rows]
+
+    @_translating
+    async def schedule_cadence(self, request: CadenceRequest) -> list[CadenceStep]:
+        r = request
+        rows = await self._pool.fetch(
+            QUERIES["schedule_cadence"], r.tenant_id, r.ref_prefix, r.anchor, r.offsets, r.at_local,
+                r.contact_id,
+            r.payload_json, r.timezone, r.callback_url, r.category,
+        )
+        return [CadenceStep.from_row(row) for row in rows]
+
+    # The daemon's broadcast services (housekeeping.py)
+
+    @_translating
+    async def recurring_broadcasts(self) -> list[RecurringBroadcast]:
+        rows = await self._pool.fetch(QUERIES["recurring_broadcasts"])
+        return [RecurringBroadcast.from_row(row) for row in rows]
+
+    @_translating
+    async def broadcast_zones(self, broadcast_id: int) -> list[str]:
+        return [row["timezone"] for row in await self._pool.fetch(QUERIES["broadcast_zones"], broadcast_id)]
+
+    @_translating
+    async def plan_broadcast(self, broadcast_id: int, occurrence: datetime) -> bool:
+        status: str = await self._pool.execute(QUERIES["plan_broadcast"], broadcast_id, occurrence)
+        return status.endswith(" 1")
+
+    @_translating
+    async def stage_broadcast(self, broadcast_id: int, occurrence: datetime, following: datetime | None) -> int:
+        staged: int = await self._pool.fetchval(QUERIES["stage_broadcast"], broadcast_id, occurrence, following)
+        return staged
+
+    @_translating
+    async def skip_broadcast_occurrence(self, broadcast_id: int, occurrence: datetime,
+                                        following: datetime | None,
+                                        reason: str) -> bool:
+        status: str = await self._pool.execute(QUERIES["skip_broadcast_occurrence"], broadcast_id, occurrence,
+                                               following, reason)
+        return status.endswith(" 1")
+
+    @_translating
+    async def end_broadcast(self, broadcast_id: int, reason: str) -> None:
+        await self._pool.execute(QUERIES["end_broadcast"], broadcast_id, reason)
+
+    @_translating
+    async def complete_broadcasts(self) -> list[CompletedOccurrence]:
+        rows = await self._pool.fetch(QUERIES["complete_broadcasts"])
+        return [CompletedOccurrence.from_row(row) for row in rows]
 
 
 class Listener:

@@ -48,6 +48,7 @@ HOLIDAY_RULES = ("skip", "send")
 # What the schema's CHECK constraints ask, asked before connecting (migrations 0001 and 0003).
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 _CATEGORY = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+_CONTACT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}")  # migration 0009's contact_id_format
 
 
 class InvalidInput(Exception):
@@ -83,6 +84,7 @@ class Names:
     quiet: str = "--quiet"
     start: str = "--from"
     count: str = "-n"
+    contact: str = "--contact"
     # How the message for an offset-less instant ends: where a wall time goes instead.
     wall_time_hint: str = "or say --tz Region/City"
 
@@ -92,7 +94,7 @@ API_NAMES = Names(
     at="fire_at", delay="fire_in", cron="cron", every="every", rrule="rrule", tz="timezone", ref="ref_id",
     payload="payload", callback_url="callback_url", until="until", max_runs="max_runs", category="category",
     calendar="calendar", holiday_rule="holiday_rule", backfill="backfill", max_lateness="max_lateness",
-    max_attempts="max_attempts", quiet="quiet_hours", start="from", count="n",
+    max_attempts="max_attempts", quiet="quiet_hours", start="from", count="n", contact="contact_id",
     wall_time_hint="or send it as local_time with a timezone",
 )
 
@@ -155,6 +157,15 @@ def parse_wall_time(text: str, flag: str = "local_time") -> datetime:
     if value.tzinfo is not None:
         raise InvalidInput(f"{flag} {text!r} is a wall time: drop its UTC offset, or send it as fire_at", flag)
     return value
+
+
+def parse_wall_or_instant(text: str, flag: str) -> datetime:
+    """An ISO-8601 instant (with its UTC offset: aware) or a wall time (without: naive), for a time
+    read in a zone only the database knows (a contact's)."""
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidInput(f"{flag} {text!r} is not ISO-8601, e.g. 2026-12-24T09:00", flag) from None
 
 
 def parse_payload(text: str | None, flag: str = "--payload", *, encoded: bool = False) -> str:
@@ -247,6 +258,15 @@ def checked_tenant_id(text: str) -> str:
     return text
 
 
+def checked_contact_id(text: str, flag: str = "CONTACT") -> str:
+    if not _CONTACT_ID.fullmatch(text):
+        raise InvalidInput(
+            f"{flag} {text!r}: letters, digits and _ . : @ + -, starting with a letter or digit, at most 128",
+            flag,
+        )
+    return text
+
+
 def checked_ref(text: str, flag: str = "REF") -> str:
     if not text:
         raise InvalidInput(f"{flag} is empty: name the message, e.g. booking:b7d2:24h", flag)
@@ -334,13 +354,15 @@ def checked_until(
 class ScheduleRequest:
     """A message to schedule, checked before any connection is made. One of: `fire_at` (an
     instant), `fire_in_s` (a delay the database adds to its clock), `local_time` (a wall time the
-    database reads in `timezone`) or `recurrence`."""
+    database reads in `timezone`) or `recurrence`. With a `contact_id` and no timezone, the zone is
+    the contact's (docs/audiences.md): known to the database only, which places a wall time in it
+    and times a recurrence's first occurrence."""
 
     tenant_id: str
     ref_id: str
     payload_json: str  # as given, checked: never decoded and encoded again
     callback_url: str | None
-    timezone: str = "UTC"
+    timezone: str | None = "UTC"  # None: the contact's zone
     fire_at: datetime | None = None
     recurrence: Recurrence | None = None
     until: datetime | None = None
@@ -355,6 +377,7 @@ class ScheduleRequest:
     max_attempts: int | None = None
     first_fire_at: datetime | None = None  # a recurring row's first occurrence, when computed
     arrival: Arrival | None = None  # a one-off's: how late it already is (sent at once if late)
+    contact_id: str | None = None  # the contact it is for
     names: Names = CLI_NAMES  # what the caller calls each input, for the messages after build()
 
     @classmethod
@@ -366,6 +389,7 @@ class ScheduleRequest:
         max_runs: int | None = None, category: str = "transactional", calendar: str | None = None,
         holiday_rule: str | None = None, backfill: str | None = None, max_lateness: str | None = None,
         max_attempts: int | None = None, delay_at_now: bool = True, payload_encoded: bool = False,
+        contact_id: str | None = None,
     ) -> ScheduleRequest:
         """Check every value. `delay_at_now`: a delay becomes fire_at = now + delay (the command
         line); otherwise it is kept as fire_in_s for the database's clock (the API, whose identical
@@ -373,14 +397,17 @@ class ScheduleRequest:
 
         Nothing dead on arrival: a one-off already too late for its backfill policy is refused
         (the rule the database applies at insert, reminderd.check_arrival), and so is a recurring
-        one whose until leaves it no occurrence."""
+        one whose until leaves it no occurrence. A contact's zone is known to the database only:
+        there a wall time's lateness and a recurrence's until are checked in it."""
         given = [name for name, value in ((names.at, at), (names.delay, delay), (names.local_time, local_time),
                                           (names.cron, cron), (names.every, every), (names.rrule, rrule))
                  if value is not None]
         if len(given) > 1:
             raise InvalidInput(f"give only one of {', '.join(given)}", given[1])
         at_zone = None if at is None else split_zone(at)[1]
-        timezone = checked_timezone(tz or at_zone, names.tz)  # the recipient's
+        contact = None if contact_id is None else checked_contact_id(contact_id, names.contact)
+        contacts_zone = contact is not None and tz is None and at_zone is None
+        timezone = checked_timezone(tz or at_zone, names.tz)  # the recipient's (UTC: the contact's, for now)
         recurrence = Recurrence.parse(
             cron=cron, every=every, rrule=rrule, timezone=timezone, start=now, names=names
         )
@@ -404,9 +431,18 @@ class ScheduleRequest:
                 fire_at = now + wait
             else:
                 fire_in_s = wait.total_seconds()
+        elif at is not None and contacts_zone:  # an offset-less --at is a wall time in the contact's zone
+            written = parse_wall_or_instant(at, names.at)
+            if written.tzinfo is None:
+                wall = written
+            else:
+                fire_at = due_at = written.astimezone(UTC)
+                when = (names.at, at)
         elif at is not None:
             fire_at = due_at = parse_instant(at, tz, names.at, names=names)
             when = (names.at, at)
+        elif local_time is not None and contacts_zone:
+            wall = parse_wall_time(local_time, names.local_time)
         elif local_time is not None:
             if tz is None:
                 raise InvalidInput(f"{names.local_time} needs {names.tz}: the recipient's, e.g. Asia/Kolkata",
@@ -431,16 +467,24 @@ class ScheduleRequest:
                 raise InvalidInput(too_late(f"{field} {text!r}", on_arrival, names), field)
         until_at = None if until is None else parse_instant(until, timezone, flag=names.until, names=names)
         if recurrence is not None and until is not None and until_at is not None:
-            checked_until(recurrence, timezone, until_at, until, now, names)
+            if not contacts_zone:
+                checked_until(recurrence, timezone, until_at, until, now, names)
+            elif until_at <= now:
+                raise InvalidInput(
+                    f"{names.until} {until!r} is already past: the schedule would finish without sending",
+                    names.until,
+                )
         return cls(
             tenant_id=checked_tenant_id(tenant_id), ref_id=checked_ref(ref_id, names.ref),
             payload_json=parse_payload(payload_json, names.payload, encoded=payload_encoded),
             callback_url=checked_callback_url(callback_url, names.callback_url),
-            timezone=timezone, fire_at=fire_at, recurrence=recurrence, until=until_at,
+            timezone=None if contacts_zone else timezone, fire_at=fire_at, recurrence=recurrence,
+            until=until_at,
             max_runs=max_runs, category=category, calendar=checked_calendar(calendar, names.calendar),
             holiday_rule=checked_choice(holiday_rule, HOLIDAY_RULES, names.holiday_rule),
             backfill=backfill, max_lateness_s=max_lateness_s,
-            fire_in_s=fire_in_s, local_time=wall, max_attempts=max_attempts, arrival=on_arrival, names=names,
+            fire_in_s=fire_in_s, local_time=wall, max_attempts=max_attempts, arrival=on_arrival,
+            contact_id=contact, names=names,
         )
 
     def late_note(self) -> str | None:
@@ -453,9 +497,12 @@ class ScheduleRequest:
         """A recurring request given its first fire_at, timed as the daemon's planner would time it
         (the tenant's holidays skipped): `reminderd status`, the views and the API's answer show it
         at once. Its RRULE is anchored here, so that the database stores the rule this was
-        computed from. InvalidInput when nothing would ever be sent."""
+        computed from. InvalidInput when nothing would ever be sent. In a contact's zone (known to
+        the database only) it is left to the database: reminderd.schedule_recurring times it there."""
         recurrence = self.recurrence
         assert recurrence is not None, "a one-off has its fire_at"
+        if self.timezone is None:
+            return self
         rrule = None if recurrence.rrule is None else anchor_rrule(recurrence.rrule, self.timezone, now)
         timing = Timing.from_row({
             "timezone": self.timezone, "cron": recurrence.cron, "rrule": rrule, "until": self.until,
@@ -480,11 +527,14 @@ class ScheduleRequest:
     def description(self, fire_at: datetime | None, now: datetime) -> str:
         """What was understood, in words: the recurrence, or the instant in UTC and on the
         recipient's clock."""
+        zone = self.timezone or f"contact {self.contact_id}'s timezone"
         if self.recurrence is not None:
-            return f"{self.recurrence.description(self.timezone, now)} ({self.timezone})"
+            return f"{self.recurrence.description(self.timezone or 'UTC', now)} ({zone})"
         when = fire_at or self.fire_at
         if when is None:
             return "once"
+        if self.timezone is None:
+            return f"once, at {iso_utc(when, timespec='auto')} (in {zone})"
         local = when.astimezone(load_timezone(self.timezone)).strftime("%Y-%m-%d %H:%M:%S")
         return f"once, at {iso_utc(when, timespec='auto')} ({local} {self.timezone})"
 

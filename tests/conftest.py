@@ -128,7 +128,9 @@ EMPTY_TABLES = (
     "TRUNCATE reminderd.deliveries, reminderd.events, reminderd.scheduled_messages,"
     " reminderd.tenant_members, reminderd.tenant_holidays, reminderd.api_keys, reminderd.idempotency_keys,"
     " reminderd.fire_counts, reminderd.lateness_counts,"
-    " reminderd.tenants, reminderd.daemons RESTART IDENTITY"
+    " reminderd.tenants, reminderd.daemons,"
+    " reminderd.contacts, reminderd.audiences, reminderd.audience_members, reminderd.broadcast_requests,"
+    " reminderd.broadcast_occurrences, reminderd.broadcast_counts RESTART IDENTITY"
 )
 DEFAULT_CONFIG = (
     "UPDATE reminderd.config SET value = defaults.value FROM (VALUES ('horizon', '90 days'),"

@@ -15,5 +15,6 @@
  (12) dashboard       pages: the dashboard's pages on 1,000,000 messages and 5,000,000 deliveries
  (13) dashboard       feed: the daemon's lateness without and with 50 live-feed streams open
  (13b) dashboard      trigger_cost: a burst drained with and without the dashboard's counting triggers
+ (14) audiences       contacts import; (15) a broadcast staged over 14 zones; (16) its waves delivered
  profile              py-spy and pg_stat_statements during one more delivery run (--profile)
 """

@@ -11,6 +11,7 @@ The rest of the package imports from here, never from the modules below:
 - timing: a row's schedule and the decisions on it (`Timing`, `hold`, `following`), and whether a
   message scheduled now is already too late for its backfill policy (`arrival`)
 - preview: the next fire times as `reminderd preview` lists them
+- waves: a broadcast's wall time read in each of its contacts' zones (`first_everywhere`, `span`)
 """
 
 from .calendars import Holidays, validate_calendar
@@ -34,7 +35,8 @@ from .timing import (
     following,
     hold,
 )
-from .wallclock import InvalidSchedule, iso_utc, load_timezone, to_instant
+from .wallclock import InvalidSchedule, WallSchedule, iso_utc, load_timezone, to_instant
+from .waves import first_everywhere, next_wall, span
 
 __all__ = [
     "BACKFILL_POLICIES",
@@ -50,20 +52,24 @@ __all__ = [
     "RRule",
     "Timing",
     "UnknownPhrase",
+    "WallSchedule",
     "anchor_rrule",
     "arrival",
     "collapse_quiet",
     "compile_phrase",
     "describe",
     "duration_text",
+    "first_everywhere",
     "first_occurrence",
     "following",
     "hold",
     "iso_utc",
     "load_timezone",
+    "next_wall",
     "parse_cron",
     "parse_rrule",
     "preview",
+    "span",
     "to_instant",
     "validate_calendar",
     "validate_cron",

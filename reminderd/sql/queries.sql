@@ -54,7 +54,7 @@ RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
           m.attempts, m.max_attempts, t.signing_secret,
           CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
               AS previous_signing_secret,
-          m.picked_at,
+          m.picked_at, m.contact_id, m.timezone_source, m.broadcast_id,
           {timing_columns $4 $5};
 
 -- record_outcomes --
@@ -110,7 +110,24 @@ moved AS (
     WHERE m.id = o.message_id
       AND m.status = o.held_status
       AND m.picked_at = o.picked_at
-    RETURNING m.id, o.delivery_id, m.ref_id, m.last_event, m.status, m.fire_at, m.last_error
+    RETURNING m.id, o.delivery_id, m.ref_id, m.last_event, m.status, m.fire_at, m.last_error,
+              m.tenant_id, m.broadcast_id, m.contact_id, m.local_time
+),
+-- A broadcast's progress (migration 0009): the rows the attempts moved, counted here once per
+-- batch and wave (the counting trigger leaves them, as the audit trigger leaves their change to
+-- deliveries). A picked row was 'waiting'; one a retry keeps waiting changes no count.
+counted AS (
+    INSERT INTO reminderd.broadcast_counts
+        (broadcast_id, occurrence, tenant_id, waiting, held, sent, failed, expired, cancelled)
+    SELECT moved.broadcast_id, moved.local_time, moved.tenant_id, -count(*),
+           count(*) FILTER (WHERE s.after = 'held'), count(*) FILTER (WHERE s.after = 'sent'),
+           count(*) FILTER (WHERE s.after = 'failed'), count(*) FILTER (WHERE s.after = 'expired'),
+           count(*) FILTER (WHERE s.after = 'cancelled')
+    FROM moved
+    CROSS JOIN LATERAL (SELECT reminderd.broadcast_state(moved.status, moved.last_event) AS after) AS s
+    WHERE moved.delivery_id IS NOT NULL AND moved.broadcast_id IS NOT NULL AND moved.contact_id IS NOT NULL
+      AND s.after <> 'waiting'
+    GROUP BY 1, 2, 3
 ),
 logged AS (
     INSERT INTO reminderd.deliveries
@@ -377,8 +394,8 @@ SELECT messages, deliveries, events
 FROM reminderd.prune(make_interval(days => $1), make_interval(days => $2), make_interval(days => $3));
 
 -- add_tenant --
-INSERT INTO reminderd.tenants (id, callback_url)
-VALUES ($1, $2)
+INSERT INTO reminderd.tenants (id, callback_url, timezone)
+VALUES ($1, $2, $3)
 RETURNING signing_secret;
 
 -- rotate_secret --
@@ -430,13 +447,17 @@ SELECT (SELECT value FROM reminderd.config WHERE key = 'backfill') AS backfill,
 SELECT version_num FROM reminderd.alembic_version;
 
 -- schedule_one_off --
+-- $12 a wall time (local_time) instead of $3, $13 the contact whose zone it is in.
 SELECT reminderd.schedule($1, $2, $3, $4::jsonb, $5, timezone => $6, category => $7, calendar => $8,
-                          holiday_rule => $9, backfill => $10, max_lateness => make_interval(secs => $11));
+                          holiday_rule => $9, backfill => $10, max_lateness => make_interval(secs => $11),
+                          local_time => $12, contact_id => $13);
 
 -- schedule_recurring --
--- $15: the first fire_at the CLI computed with the daemon's code (NULL: planned by the daemon).
+-- $15: the first fire_at the CLI computed with the daemon's code (NULL: computed in SQL, else
+-- planned by the daemon); $16 the contact whose zone it is in ($5 NULL: the contact's zone).
 SELECT reminderd.schedule_recurring($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13,
-                                    make_interval(secs => $14), NULL, $15);
+                                    make_interval(secs => $14), NULL, first_fire_at => $15,
+                                    contact_id => $16);
 
 -- tenant_calendar --
 -- What times a new recurring row's first occurrence as the daemon's planner would: the tenant's
@@ -450,15 +471,21 @@ FROM reminderd.tenants t
 WHERE t.id = $1;
 
 -- set_tenant --
--- $2: whether to set the calendar to $3 (NULL clears); $5: whether to set quiet hours to $6-$7.
+-- $2: whether to set the calendar to $3 (NULL clears); $5: whether to set quiet hours to $6-$7;
+-- $9, $11, $13: whether to set the timezone to $10, the broadcast limit to $12, the approval
+-- threshold to $14 (NULL clears each).
 UPDATE reminderd.tenants
 SET calendar = CASE WHEN $2 THEN $3 ELSE calendar END,
     holiday_rule = coalesce($4, holiday_rule),
     quiet_start = CASE WHEN $5 THEN $6 ELSE quiet_start END,
     quiet_end = CASE WHEN $5 THEN $7 ELSE quiet_end END,
-    quiet_exempt = coalesce($8, quiet_exempt)
+    quiet_exempt = coalesce($8, quiet_exempt),
+    timezone = CASE WHEN $9 THEN $10 ELSE timezone END,
+    broadcast_limit = CASE WHEN $11 THEN $12 ELSE broadcast_limit END,
+    approval_threshold = CASE WHEN $13 THEN $14 ELSE approval_threshold END
 WHERE id = $1
-RETURNING calendar, holiday_rule, quiet_start, quiet_end, quiet_exempt;
+RETURNING calendar, holiday_rule, quiet_start, quiet_end, quiet_exempt, timezone, broadcast_limit,
+          approval_threshold;
 
 -- add_holiday --
 INSERT INTO reminderd.tenant_holidays (tenant_id, day, name) VALUES ($1, $2, $3)
@@ -491,3 +518,161 @@ LEFT JOIN (
     GROUP BY tenant_id
 ) m ON m.tenant_id = t.id
 ORDER BY t.id;
+
+-- Audiences (issue 14; docs/audiences.md) ---------------------------------------------------------
+
+-- reference_versions --
+-- Which phonenumbers and tzdata the reference tables were built from (reminderd/phones.py).
+SELECT source, version FROM reminderd.reference_versions;
+
+-- clear_reference_tables --
+-- Reloading (in one transaction with the loads below): readers wait a moment, never see them empty.
+TRUNCATE reminderd.phone_plans, reminderd.phone_regions, reminderd.phone_prefixes, reminderd.phone_timezones,
+         reminderd.countries;
+
+-- load_phone_plans --
+-- $1: the rows as one JSON array, read as the table's own row type.
+INSERT INTO reminderd.phone_plans SELECT * FROM jsonb_populate_recordset(NULL::reminderd.phone_plans, $1::jsonb);
+
+-- load_phone_regions --
+INSERT INTO reminderd.phone_regions SELECT * FROM jsonb_populate_recordset(NULL::reminderd.phone_regions, $1::jsonb);
+
+-- load_phone_prefixes --
+INSERT INTO reminderd.phone_prefixes SELECT * FROM jsonb_populate_recordset(NULL::reminderd.phone_prefixes, $1::jsonb);
+
+-- load_phone_timezones --
+INSERT INTO reminderd.phone_timezones
+SELECT * FROM jsonb_populate_recordset(NULL::reminderd.phone_timezones, $1::jsonb);
+
+-- load_countries --
+INSERT INTO reminderd.countries SELECT * FROM jsonb_populate_recordset(NULL::reminderd.countries, $1::jsonb);
+
+-- record_reference_versions --
+-- $1: {"phonenumbers": "9.0.43", "tzdata": "2026.6"}.
+INSERT INTO reminderd.reference_versions (source, version)
+SELECT key, value FROM jsonb_each_text($1::jsonb)
+ON CONFLICT (source) DO UPDATE SET version = excluded.version, loaded_at = now();
+
+-- analyze_reference_tables --
+ANALYZE reminderd.phone_plans, reminderd.phone_regions, reminderd.phone_prefixes, reminderd.phone_timezones,
+        reminderd.countries;
+
+-- upsert_contacts --
+-- $2: a JSON array of contacts (reminderd.upsert_contacts). How many were added or changed.
+SELECT reminderd.upsert_contacts($1, $2::jsonb);
+
+-- delete_contacts --
+SELECT reminderd.delete_contacts($1, $2::text[]);
+
+-- contact --
+-- One contact, with the zone its messages get and why (its own fields', else the tenant's).
+SELECT c.contact_id, c.timezone, c.phone, c.country, c.attributes::text AS attributes, c.resolved_timezone,
+       c.timezone_source, coalesce(c.resolved_timezone, t.timezone) AS zone,
+       coalesce(c.timezone_source, CASE WHEN t.timezone IS NOT NULL THEN 'tenant' END) AS zone_source,
+       c.created_at, c.updated_at,
+       ARRAY(SELECT m.audience FROM reminderd.audience_members m
+             WHERE m.tenant_id = c.tenant_id AND m.contact_id = c.contact_id ORDER BY 1) AS audiences
+FROM reminderd.contacts c
+JOIN reminderd.tenants t ON t.id = c.tenant_id
+WHERE c.tenant_id = $1 AND c.contact_id = $2;
+
+-- contact_messages --
+-- $3 how far back ended messages are shown (s), $4 at most this many rows.
+SELECT * FROM reminderd.contact_messages($1, $2, make_interval(secs => $3), $4);
+
+-- add_to_audience --
+SELECT reminderd.add_to_audience($1, $2, $3::text[]);
+
+-- remove_from_audience --
+SELECT reminderd.remove_from_audience($1, $2, $3::text[]);
+
+-- drop_audience --
+SELECT reminderd.drop_audience($1, $2);
+
+-- audiences --
+SELECT a.name, a.created_at, count(m.contact_id) AS members
+FROM reminderd.audiences a
+LEFT JOIN reminderd.audience_members m ON m.tenant_id = a.tenant_id AND m.audience = a.name
+WHERE a.tenant_id = $1
+GROUP BY a.name, a.created_at
+ORDER BY a.name;
+
+-- broadcast --
+SELECT reminderd.broadcast($1, $2, local_time => $3, audience => $4, payload => $5::jsonb, category => $6,
+                           contact_ids => $7, everyone => $8, cron => $9, rrule => $10, until => $11,
+                           callback_url => $12, calendar => $13, holiday_rule => $14, backfill => $15,
+                           max_lateness => make_interval(secs => $16), notify => $17,
+                           stage_ahead => make_interval(secs => $18), actor => $19);
+
+-- broadcast_preview --
+SELECT * FROM reminderd.broadcast_preview($1, $2, audience => $3, contact_ids => $4, everyone => $5);
+
+-- approve_broadcast --
+SELECT reminderd.approve_broadcast($1, $2, $3, $4);
+
+-- reject_broadcast --
+SELECT reminderd.reject_broadcast($1, $2, $3, $4);
+
+-- cancel_broadcast --
+SELECT reminderd.cancel_broadcast($1, $2);
+
+-- broadcasts --
+-- A tenant's broadcasts, newest first, with their progress ($2: only this one, when not NULL).
+SELECT * FROM reminderd.broadcasts
+WHERE tenant_id = $1 AND ($2::bigint IS NULL OR id = $2)
+ORDER BY id DESC
+LIMIT 200;
+
+-- broadcast_occurrences --
+SELECT occurrence, contacts, first_fire_at, last_fire_at, staged_at, completed_at, completion_message_id
+FROM reminderd.broadcast_occurrences
+WHERE broadcast_id = $1
+ORDER BY occurrence DESC
+LIMIT 50;
+
+-- schedule_cadence --
+SELECT * FROM reminderd.schedule_cadence($1, $2, $3, $4::text[]::interval[], at_local => $5, contact_id => $6,
+                                         payload => $7::jsonb, timezone => $8, callback_url => $9,
+                                         category => $10);
+
+-- recurring_broadcasts --
+-- The daemon's broadcast stager (housekeeping.py): recurring broadcasts still to stage.
+SELECT b.id, b.tenant_id, b.ref_prefix, b.cron, b.rrule, b.until, b.next_occurrence,
+       extract(epoch FROM b.stage_ahead)::float8 AS stage_ahead_s, now() AS db_now
+FROM reminderd.broadcast_requests b
+WHERE b.ended_at IS NULL AND b.local_time IS NULL
+ORDER BY b.id
+LIMIT 100;
+
+-- broadcast_zones --
+-- The zones of a broadcast's audience as it stands.
+SELECT DISTINCT a.timezone
+FROM reminderd.broadcast_requests b
+CROSS JOIN LATERAL reminderd.audience_contacts(b.tenant_id, b.audience, b.contact_ids, b.everyone) AS a
+WHERE b.id = $1 AND a.timezone IS NOT NULL;
+
+-- plan_broadcast --
+-- A recurring broadcast's first occurrence (a wall time), unless another daemon planned it first.
+UPDATE reminderd.broadcast_requests
+SET next_occurrence = $2, updated_at = now()
+WHERE id = $1 AND next_occurrence IS NULL AND ended_at IS NULL;
+
+-- skip_broadcast_occurrence --
+-- An occurrence passed over without staging ($4: why), the next one is $3 (NULL: none, it ends).
+UPDATE reminderd.broadcast_requests
+SET next_occurrence = $3, last_error = $4,
+    ended_at = CASE WHEN $3::timestamp IS NULL THEN now() END,
+    ended_reason = CASE WHEN $3::timestamp IS NULL THEN 'no more occurrences' END,
+    updated_at = now()
+WHERE id = $1 AND next_occurrence = $2 AND ended_at IS NULL;
+
+-- end_broadcast --
+UPDATE reminderd.broadcast_requests
+SET ended_at = now(), ended_reason = $2, next_occurrence = NULL, updated_at = now()
+WHERE id = $1 AND ended_at IS NULL;
+
+-- stage_broadcast --
+SELECT reminderd.stage_broadcast($1, $2, $3);
+
+-- complete_broadcasts --
+SELECT broadcast_id, tenant_id, occurrence, message_id FROM reminderd.complete_broadcasts();

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import difflib
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from importlib.resources import files
@@ -25,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from support import poll_until, status_by_id
 
 from reminderd.migrate import HEAD_REVISION, head_revision, upgrade
+from reminderd.queries import QUERIES as QUERIES_NOW
 from reminderd.queries import load
 from reminderd.schedule.cron import InvalidSchedule, load_timezone, next_fire
 from reminderd.testing import add_tenant
@@ -90,8 +92,11 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
 
     assert [v["version_num"] for v in versions] == [HEAD_REVISION]
     assert [t["table_name"] for t in tables] == [
-        "alembic_version", "api_keys", "config", "daemons", "deliveries", "events", "fire_counts",
-        "idempotency_keys", "lateness_counts", "scheduled_messages", "tenant_holidays", "tenant_members",
+        "alembic_version", "api_keys", "audience_members", "audiences", "broadcast_counts",
+        "broadcast_occurrences", "broadcast_requests", "config", "contacts", "countries", "daemons",
+        "deliveries", "events", "fire_counts", "idempotency_keys", "lateness_counts", "phone_plans",
+        "phone_prefixes", "phone_regions", "phone_timezones", "reference_versions", "scheduled_messages",
+        "tenant_holidays", "tenant_members",
         "tenants",
     ]
     assert {f["proname"] for f in functions} >= {
@@ -250,6 +255,72 @@ async def test_a_database_at_0006_with_api_history_upgrades_to_head(empty_databa
     assert version == HEAD_REVISION
     assert tuple(delivery) == ("c1", extra, None)
     assert updatable == {"extra_of": True, "picked_by": True, "last_delivery_id": False}
+
+
+async def test_a_database_at_0008_with_data_upgrades_to_audiences(empty_database_url: str) -> None:
+    # 0009 rebuilds the live-ref index (one more live status, extras still aside) and re-creates the
+    # scheduling functions with contact_id: rows of day one, the API and the registry keep theirs.
+    await asyncio.to_thread(upgrade, empty_database_url, "0008")
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(connection, "acme")
+        cron = await connection.fetchval("SELECT reminderd.schedule_cron('acme', 'c1', '0 9 * * *')")
+        extra = await connection.fetchval("SELECT reminderd.send_now('acme', 'c1')")
+        daemon = uuid.uuid4()
+        await connection.execute(
+            "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status, attempts, picked_at,"
+            " lease_expires_at, picked_by) VALUES ('acme', 'in-flight', now(), 'picked', 1, now(),"
+            " now() + interval '5 minutes', $1)", daemon)
+        before = await connection.fetchval("SELECT fire_at FROM reminderd.scheduled_messages WHERE id = $1",
+                                           cron)
+        await asyncio.to_thread(upgrade, empty_database_url)
+        rows = await connection.fetch(
+            "SELECT ref_id, status, extra_of, picked_by, timezone_source, contact_id, fire_at"
+            " FROM reminderd.scheduled_messages ORDER BY id")
+        again = await connection.fetchval("SELECT reminderd.send_now('acme', 'c1')")
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await connection.execute(
+                "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+                " VALUES ('acme', 'c1', now())"
+            )
+    finally:
+        await connection.close()
+    assert [tuple(r)[:6] for r in rows] == [
+        ("c1", "pending", None, None, "message", None), ("c1", "pending", cron, None, "message", None),
+        ("in-flight", "picked", None, daemon, "message", None),
+    ]
+    assert rows[0]["fire_at"] == before  # its first occurrence, timed when it was scheduled (0005)
+    assert again == extra  # the extra occurrence still waiting is the one send_now returns
+
+
+async def test_a_database_at_0004_with_data_upgrades_to_audiences(empty_database_url: str) -> None:
+    # 0009 adds contacts and broadcasts: messages already there keep everything, take their zone
+    # from themselves ('message'), and stay claimable; the reference data is loaded with it.
+    await asyncio.to_thread(upgrade, empty_database_url, "0004")
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO reminderd.tenants (id, callback_url) VALUES ('acme', 'https://example.com/cb')"
+        )
+        due = await connection.fetchval("SELECT reminderd.schedule('acme', 'due', now(), timezone => "
+                                        "'Asia/Kolkata')")
+        later = await connection.fetchval("SELECT reminderd.schedule_cron('acme', 'weekly', '0 9 * * 1')")
+        await asyncio.to_thread(upgrade, empty_database_url)
+        rows = {r["id"]: r for r in await connection.fetch("SELECT * FROM reminderd.scheduled_messages")}
+        claimed = await connection.fetch(QUERIES_NOW["claim"], 120.0, 10, 300.0, "send", 1800.0,
+                                       uuid.uuid4())
+        await connection.execute("UPDATE reminderd.tenants SET timezone = 'UTC' WHERE id = 'acme'")
+        await connection.execute(
+            """SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "c1", "phone": "+919876543210"}]')"""
+        )
+        zone = await connection.fetchval("SELECT resolved_timezone FROM reminderd.contacts")
+    finally:
+        await connection.close()
+    assert (rows[due]["timezone"], rows[due]["timezone_source"], rows[due]["contact_id"]) == (
+        "Asia/Kolkata", "message", None)
+    assert (rows[later]["cron"], rows[later]["status"]) == ("0 9 * * 1", "pending")
+    assert [(r["id"], r["contact_id"], r["timezone_source"]) for r in claimed] == [(due, None, "message")]
+    assert zone == "Asia/Kolkata"  # phonenumbers' Asia/Calcutta, by its current name
 
 
 # schema.sql: the current schema for reading, kept equal to what the migrations build ------------
@@ -417,6 +488,10 @@ async def test_alembic_finds_no_difference_between_schema_sql_and_the_migrations
         "reminderd.events", "reminderd.fire_counts", "reminderd.idempotency_keys", "reminderd.lateness_counts",
         "reminderd.scheduled_messages", "reminderd.tenant_holidays", "reminderd.tenant_members",
         "reminderd.tenants",
+        "reminderd.audience_members", "reminderd.audiences", "reminderd.broadcast_counts",
+        "reminderd.broadcast_occurrences", "reminderd.broadcast_requests", "reminderd.contacts",
+        "reminderd.countries", "reminderd.phone_plans", "reminderd.phone_prefixes", "reminderd.phone_regions",
+        "reminderd.phone_timezones", "reminderd.reference_versions",
     }
     messages = description.tables["reminderd.scheduled_messages"]
     assert "scheduled_messages_due" in {index.name for index in messages.indexes}

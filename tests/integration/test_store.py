@@ -457,6 +457,23 @@ async def test_claims_and_attempts_queue_no_trigger_call_held_rows_and_retries_d
     assert after_the_rest == {"audit_update": 1, "notify_row_due_soon": 1}
 
 
+async def test_no_update_trigger_of_the_messages_builds_transition_tables(db: asyncpg.Connection) -> None:
+    """A statement-level trigger asking for transition tables makes every UPDATE of the messages
+    (each claim, each batch of outcomes) copy its rows twice, whatever the trigger then finds: the
+    AFTER UPDATE triggers are row-level, each with a WHEN clause (0007; 0009's broadcast counts)."""
+    rows = await db.fetch(
+        "SELECT tgname, tgtype & 1 = 1 AS per_row, tgoldtable, tgnewtable,"
+        " pg_get_triggerdef(oid) LIKE '% WHEN (%' AS filtered"
+        " FROM pg_trigger WHERE tgrelid = 'reminderd.scheduled_messages'::regclass AND NOT tgisinternal"
+        " AND tgtype & 16 = 16 AND tgtype & 2 = 0 ORDER BY tgname"  # UPDATE, not BEFORE
+    )
+    assert [tuple(r) for r in rows] == [
+        (name, True, None, None, True) for name in (
+            "scheduled_messages_audit_update", "scheduled_messages_count_broadcast_update",
+            "scheduled_messages_notify_update")
+    ]
+
+
 async def trigger_calls(db: asyncpg.Connection) -> dict[str, int]:
     rows = await db.fetch(
         "SELECT funcname, calls FROM pg_stat_xact_user_functions"

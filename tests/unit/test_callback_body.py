@@ -11,7 +11,7 @@ from support import make_job
 
 from reminderd.callback import callback_body, parse_retry_after
 from reminderd.jobs import Job, make_webhook_id
-from reminderd.schedule import iso_utc
+from reminderd.schedule import Timing, iso_utc
 from reminderd.signing import generate_secret, sign
 
 OCCURRENCE = datetime(2026, 12, 24, 9, 0, tzinfo=timezone(timedelta(hours=5, minutes=30)))  # 03:30Z
@@ -186,3 +186,38 @@ def test_retry_after_superscript_digit_is_garbage_not_a_crash() -> None:
     except ValueError as exc:
         raise AssertionError(f"BUG: parse_retry_after('²') raised {exc!r} instead of returning None") from None
     assert parsed is None
+
+
+# A contact's message, and a broadcast's completion (issue 14): more keys, same signing rules
+
+
+def test_a_contacts_message_says_the_contact_its_zone_and_why() -> None:
+    contact_job = job(contact_id="cust_8f", timezone_source="phone", timing=Timing(timezone="America/Chicago"))
+    message = decoded(callback_body(contact_job))
+    assert message == {
+        "id": 42, "tenant_id": "acme", "ref_id": "invoice-7", "scheduled_for": "2026-12-24T03:30:00.000Z",
+        "attempt": 3, "contact_id": "cust_8f", "timezone": "America/Chicago", "timezone_source": "phone",
+        "payload": {"amount": 12.5, "currency": "EUR"},
+    }
+
+
+def test_a_broadcast_row_names_its_broadcast_too() -> None:
+    message = decoded(callback_body(job(contact_id="c1", timezone_source="tenant", broadcast_id=7)))
+    assert (message["broadcast_id"], message["contact_id"], message["timezone_source"]) == (7, "c1", "tenant")
+    assert message["timezone"] == "UTC"
+
+
+def test_a_broadcasts_completion_says_its_event() -> None:
+    payload = '{"event": "broadcast.completed", "counts": {"sent": 3}}'
+    message = decoded(callback_body(job(broadcast_id=7, payload_json=payload)))
+    assert message["event"] == "broadcast.completed"
+    assert message["broadcast_id"] == 7
+    assert "contact_id" not in message
+    assert message["payload"] == json.loads(payload)
+
+
+@pytest.mark.parametrize("contact_id", ['a"b', "x\\y", "é@example.com"])
+def test_the_added_keys_are_escaped_and_the_payload_stays_verbatim_and_last(contact_id: str) -> None:
+    body = callback_body(job(contact_id=contact_id, timezone_source="contact", payload_json='{ "k" : 1 }'))
+    assert decoded(body)["contact_id"] == contact_id
+    assert body.endswith(b',"payload":{ "k" : 1 }}')

@@ -323,6 +323,10 @@ def test_the_subcommands_are_the_documented_ones() -> None:
         "tenant holiday", "tenant rate-limit", "send-now", "serve", "api-key", "api-key create", "api-key list",
         "api-key revoke",
         "dev-db", "dev-db start", "dev-db url", "dev-db stop", "dev-db status", "dev-db delete",
+        # Recipients (issue 14, docs/audiences.md)
+        "contacts", "contacts import", "contacts remove", "contact", "contact show", "audience", "audience add",
+        "audience remove", "audience drop", "audience list", "broadcast", "broadcasts", "broadcasts list",
+        "broadcasts show", "broadcasts approve", "broadcasts reject", "broadcasts cancel", "cadence",
     }
 
 

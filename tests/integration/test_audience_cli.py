@@ -1,0 +1,262 @@
+"""The recipients' command line against a real PostgreSQL (docs/audiences.md): `contacts import`
+streams CSV and JSON Lines in batches, writes national phones in E.164, names bad lines; `contact
+show`; `audience`; `broadcast` and its `--dry-run`; `broadcasts`; approval with `--as`; `cadence`;
+`schedule --contact`; the tenant's audience settings. The module shares one emptied database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+from conftest import emptied
+
+from reminderd.cli import main
+from reminderd.exceptions import EX_USAGE
+from reminderd.schedule.cron import next_fire
+
+
+@pytest.fixture
+def database_url(module_database_url: str) -> str:
+    url = emptied(module_database_url)
+    sql(url, "INSERT INTO reminderd.tenants (id, callback_url, timezone) VALUES ('acme', 'https://example.com/cb',"
+             " 'Europe/London')")
+    return url
+
+
+def cli(database_url: str, capsys: pytest.CaptureFixture[str], *args: str, status: int = 0) -> tuple[str, str]:
+    got = main(["--database-url", database_url, *args])
+    out, err = capsys.readouterr()
+    assert got == status, err
+    return out, err
+
+
+def sql(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    async def go() -> list[asyncpg.Record]:
+        connection = await asyncpg.connect(database_url)
+        try:
+            return list(await connection.fetch(query, *args))
+        finally:
+            await connection.close()
+
+    return asyncio.run(go())
+
+
+def zones(database_url: str) -> dict[str, tuple[str | None, str | None]]:
+    rows = sql(database_url, "SELECT contact_id, resolved_timezone, timezone_source FROM reminderd.contacts")
+    return {r["contact_id"]: (r["resolved_timezone"], r["timezone_source"]) for r in rows}
+
+
+def in_days(days: int, hour: int = 9) -> str:
+    day = datetime.now(UTC).date() + timedelta(days=days)
+    return f"{day:%Y-%m-%d}T{hour:02d}:00"
+
+
+CSV = (
+    "\ufeffcontact_id,phone,country,timezone,first_name,attributes\n"
+    'c1,020 7946 0018,GB,,Ann,"{""plan"": ""gold""}"\n'
+    "c2,(312) 555-0100,US,,Bob,\n"
+    "\n"
+    "c3,,IN,,,\n"
+    "c4,+1 212 555 0100,,Asia/Tokyo,Dee,\n"
+)
+
+
+def test_contacts_import_reads_csv_and_the_database_resolves_zones(
+    database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_text(CSV, encoding="utf-8")
+    out, err = cli(database_url, capsys, "contacts", "import", "acme", str(path), "--batch-size", "2")
+    assert out.startswith("4 contacts imported into acme (4 new or changed) in ")
+    assert "\r" not in err  # a progress bar only on a terminal
+    assert zones(database_url) == {
+        "c1": ("Europe/London", "phone"), "c2": ("America/Chicago", "phone"), "c3": ("Asia/Kolkata", "country"),
+        "c4": ("Asia/Tokyo", "contact"),
+    }
+    rows = {r["contact_id"]: r for r in sql(database_url, "SELECT * FROM reminderd.contacts")}
+    assert rows["c1"]["phone"] == "+442079460018"  # national, written in E.164
+    assert rows["c4"]["phone"] == "+12125550100"
+    assert json.loads(rows["c1"]["attributes"]) == {"plan": "gold", "first_name": "Ann"}
+    again, _ = cli(database_url, capsys, "contacts", "import", "acme", str(path))
+    assert again.startswith("4 contacts imported into acme (0 new or changed)")  # an upsert: safe to repeat
+
+
+def test_contacts_import_stops_at_a_bad_line_or_skips_it(
+    database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "contacts.jsonl"
+    path.write_text('{"contact_id": "a", "country": "DE"}\n{"contact_id": "b", "timezone": "Mars/Base"}\n'
+                    '{"contact_id": "c"}\nnot json\n', encoding="utf-8")
+    _, err = cli(database_url, capsys, "contacts", "import", "acme", str(path), status=EX_USAGE)
+    assert "reminderd: error: line 2: timezone 'Mars/Base' is not an IANA zone (such as Europe/London); the " \
+           "import stopped there" in err
+    assert set(zones(database_url)) == {"a"}  # what came before the bad line is in
+    out, err = cli(database_url, capsys, "contacts", "import", "acme", str(path), "--skip-invalid")
+    assert out.startswith("2 contacts imported into acme")
+    assert out.rstrip().endswith("; 2 invalid lines skipped")
+    assert "reminderd: skipped line 2: timezone 'Mars/Base'" in err
+    assert "reminderd: skipped line 4: not JSON" in err
+    assert set(zones(database_url)) == {"a", "c"}
+
+
+def test_contacts_import_names_what_the_database_refuses(
+    database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_text("contact_id,country\nx1,DE\nx2,QQ\n", encoding="utf-8")
+    _, err = cli(database_url, capsys, "contacts", "import", "acme", str(path), status=EX_USAGE)
+    assert 'lines 2-3: unknown country "QQ" in the batch' in err
+    _, err = cli(database_url, capsys, "contacts", "import", "nobody", str(path), status=EX_USAGE)
+    assert 'unknown tenant "nobody"' in err
+    _, err = cli(database_url, capsys, "contacts", "import", "acme", str(tmp_path / "missing.csv"),
+                 status=EX_USAGE)
+    assert "cannot read it" in err
+    _, err = cli(database_url, capsys, "contacts", "import", "acme", "contacts.txt", status=EX_USAGE)
+    assert "name a .csv or .jsonl file, or say --format csv|jsonl" in err
+
+
+def test_contact_show_says_the_zone_why_and_the_messages(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sql(database_url, """SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "cust_8f",
+        "phone": "+13125550100", "attributes": {"name": "Ann"}}]')""")
+    out, _ = cli(database_url, capsys, "schedule", "acme", "renewal", "--at", in_days(5), "--contact",
+                 "cust_8f")
+    message_id = int(out)
+    row = sql(database_url, "SELECT * FROM reminderd.scheduled_messages WHERE id = $1", message_id)[0]
+    wall = datetime.fromisoformat(in_days(5))
+    assert (row["timezone"], row["timezone_source"], row["local_time"]) == ("America/Chicago", "phone", wall)
+    assert row["fire_at"] == wall.replace(tzinfo=ZoneInfo("America/Chicago"))
+    out, _ = cli(database_url, capsys, "contact", "show", "acme", "cust_8f")
+    assert "  timezone    America/Chicago (from its phone +13125550100)" in out
+    assert "messages: 1 live, 0 ended in the last 7 days" in out
+    [line] = [line for line in out.splitlines() if line.startswith(f"{message_id} ")]
+    assert line.split()[1:3] == ["renewal", "pending"]
+    assert "America/Chicago (phone)" in out
+    shown = json.loads(cli(database_url, capsys, "contact", "show", "acme", "cust_8f", "--json")[0])
+    assert shown["contact"]["timezone_source"] == "phone"
+    assert shown["contact"]["attributes"] == {"name": "Ann"}
+    assert [m["id"] for m in shown["messages"]] == [message_id]
+    _, err = cli(database_url, capsys, "contact", "show", "acme", "nobody", status=EX_USAGE)
+    assert 'tenant "acme" has no contact "nobody"' in err
+
+
+def test_a_recurring_schedule_for_a_contact_is_timed_in_its_zone_by_the_database(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sql(database_url, """SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "cust_8f",
+        "phone": "+13125550100"}]')""")
+    out, err = cli(database_url, capsys, "schedule", "acme", "weekly", "--cron", "0 9 * * 1", "--contact",
+                   "cust_8f")
+    row = sql(database_url, "SELECT *, now() AS asked_at FROM reminderd.scheduled_messages WHERE id = $1",
+              int(out))[0]
+    assert (row["timezone"], row["timezone_source"], row["contact_id"]) == (
+        "America/Chicago", "phone", "cust_8f")
+    assert row["fire_at"] == next_fire("0 9 * * 1", "America/Chicago", row["asked_at"])  # due at once (0005)
+    assert "(in the contact's timezone)" in err
+    _, err = cli(database_url, capsys, "schedule", "acme", "weekly", "--cron", "0 9 * * 1", "--contact",
+                 "cust_8f", "--until", "2020-01-01T00:00Z", status=EX_USAGE)
+    assert "--until '2020-01-01T00:00Z' is already past" in err
+    _, err = cli(database_url, capsys, "schedule", "acme", "once", "--at", "2020-01-01T09:00", "--contact",
+                 "cust_8f", status=EX_USAGE)  # a wall time in its zone, too late: the database says so
+    assert "too late to send" in err
+
+
+def test_audiences_broadcast_dry_run_and_approval(database_url: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    sql(database_url,
+        """SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "t1", "timezone": "Asia/Tokyo"},
+        {"contact_id": "t2", "country": "JP"}, {"contact_id": "n1", "phone": "+12125550100"},
+        {"contact_id": "l1"}]')""")
+    out, _ = cli(database_url, capsys, "audience", "add", "acme", "vip", "t1", "t2,n1", "l1")
+    assert out == "audience vip: 4 contacts added (0 were in it)\n"
+    out, _ = cli(database_url, capsys, "audience", "list", "acme")
+    assert "vip" in out and " 4 " in out
+    out, _ = cli(database_url, capsys, "broadcast", "acme", "bf", "--at", in_days(3), "--audience", "vip",
+                 "--dry-run")
+    assert ": 4 contacts in 3 zones" in out
+    assert "sends per UTC hour:" in out
+    day = datetime.fromisoformat(in_days(3))
+    tokyo = day.replace(tzinfo=ZoneInfo("Asia/Tokyo")).astimezone(UTC)
+    assert f"  {tokyo:%Y-%m-%dT%H:00Z}           2  Asia/Tokyo" in out
+    assert "(contact 1, country 1)" in out  # where the zones come from
+    assert out.rstrip().endswith("nothing was staged (--dry-run)")
+    assert sql(database_url, "SELECT count(*) FROM reminderd.scheduled_messages")[0][0] == 0
+
+    cli(database_url, capsys, "tenant", "set", "acme", "--approval-threshold", "3")
+    out, err = cli(database_url, capsys, "broadcast", "acme", "bf", "--at", in_days(3), "--audience", "vip",
+                   "--payload", '{"offer": "x"}', "--as", "alice", "--notify")
+    broadcast_id = int(out)
+    assert f"broadcast {broadcast_id}: 4 messages staged" in err
+    assert "waiting for approval by someone other than alice" in err
+    out, _ = cli(database_url, capsys, "broadcasts", "list", "acme")
+    assert "awaiting approval" in out
+    _, err = cli(database_url, capsys, "broadcasts", "approve", "acme", str(broadcast_id), "--as", "alice",
+                 status=EX_USAGE)
+    assert "another person must approve it" in err
+    out, _ = cli(database_url, capsys, "broadcasts", "approve", "acme", str(broadcast_id), "--as", "bob")
+    assert out == f"broadcast {broadcast_id} approved: 4 messages released\n"
+    out, _ = cli(database_url, capsys, "broadcasts", "show", "acme", str(broadcast_id))
+    assert "approval approved by bob" in out
+    assert "4 staged: 4 waiting, 0 held" in out
+    shown = json.loads(cli(database_url, capsys, "broadcasts", "show", "acme", str(broadcast_id), "--json")[0])
+    assert shown["counts"]["waiting"] == 4
+    assert shown["waves"][0]["contacts"] == 4
+    out, _ = cli(database_url, capsys, "broadcasts", "cancel", "acme", str(broadcast_id))
+    assert out == f"broadcast {broadcast_id} cancelled: 4 messages cancelled\n"
+
+
+def test_a_refused_broadcast_says_why_with_its_zones(database_url: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    sql(database_url, """SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "k", "timezone":
+        "Pacific/Kiritimati"}, {"contact_id": "h", "timezone": "Pacific/Honolulu"}]')""")
+    now = datetime.now(UTC)
+    soon_in_honolulu = (now.astimezone(ZoneInfo("Pacific/Honolulu")) + timedelta(hours=3)).replace(tzinfo=None)
+    _, err = cli(database_url, capsys, "broadcast", "acme", "bf", "--at", f"{soon_in_honolulu:%Y-%m-%dT%H:%M}",
+                 "--everyone", status=EX_USAGE)
+    assert "would send 1 of its 2 messages in the past (1 of its 2 zones)" in err
+    assert "\n  Pacific/Kiritimati: 1 contacts at " in err  # the DETAIL, on its own line
+    _, err = cli(database_url, capsys, "broadcast", "acme", "bf", "--at", "2026-11-27T09:00+01:00",
+                 "--everyone",
+                 status=EX_USAGE)
+    assert "a broadcast's time is a wall time, read in each contact's own zone" in err
+    _, err = cli(database_url, capsys, "broadcast", "acme", "bf", "--cron", "*/10 * * * *", "--everyone",
+                 status=EX_USAGE)
+    assert "fires up to 6 times an hour" in err
+    out, _ = cli(database_url, capsys, "broadcast", "acme", "weekly", "--every", "monday at 09:00",
+                 "--everyone",
+                 "--dry-run")
+    assert "(its first occurrence; the next is " in out
+
+
+def test_cadence_and_the_tenants_audience_settings(database_url: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out, _ = cli(database_url, capsys, "tenant", "set", "acme", "--timezone", "Asia/Kolkata",
+                 "--broadcast-limit",
+                 "1000", "--approval-threshold", "none")
+    assert out.rstrip().endswith(", timezone Asia/Kolkata, broadcasts of at most 1,000 contacts")
+    sql(database_url, """SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "c1"}]')""")
+    anchor = (datetime.now(UTC) + timedelta(days=20)).replace(microsecond=0)
+    out, _ = cli(database_url, capsys, "cadence", "acme", "renewal_42", "--anchor", anchor.isoformat(),
+                 "--offsets=-30d,-7d,-1d", "--at-local", "10:00", "--contact", "c1")
+    lines = out.splitlines()
+    assert lines[0].split() == ["REF", "MESSAGE", "FIRE", "AT", "(UTC)", "ON", "ITS", "CLOCK"]
+    assert lines[1].startswith("renewal_42:-30d  -") and lines[1].endswith("skipped: in the past")
+    assert [line.split()[0] for line in lines[2:]] == ["renewal_42:-7d", "renewal_42:-1d"]
+    rows = sql(database_url,
+               "SELECT ref_id, fire_at, timezone, timezone_source FROM reminderd.scheduled_messages"
+                             " ORDER BY fire_at")
+    local = anchor.astimezone(ZoneInfo("Asia/Kolkata")).date() - timedelta(days=7)
+    assert rows[0]["fire_at"] == datetime(local.year, local.month, local.day, 10,
+                                          tzinfo=ZoneInfo("Asia/Kolkata"))
+    assert {(r["timezone"], r["timezone_source"]) for r in rows} == {("Asia/Kolkata", "tenant")}
+    _, err = cli(database_url, capsys, "cadence", "acme", "r", "--anchor", "2027-01-01T00:00", "--contact",
+                 "c1",
+                 status=EX_USAGE)
+    assert "give its UTC offset" in err

@@ -1,0 +1,543 @@
+"""Broadcasts (issue 14, docs/audiences.md) against a real PostgreSQL, and with a real worker for
+delivery: one row per contact at the wall time in the contact's own zone, checked against Python's
+zoneinfo for every zone (a time skipped by a clock change included); refused whole, with the
+reason, counts and SQLSTATE, when a send would be in the past or beyond the horizon, over the
+tenant's limit, or recurring more often than hourly; approval by a second person; progress counts
+that always equal the rows; the broadcast.completed callback; recurring broadcasts staged one
+occurrence at a time to the audience as it stands then."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+from standardwebhooks.webhooks import Webhook
+from support import LOOKBACK_S, TEST_SECRET, db_now, drain, fast_settings
+
+from reminderd.housekeeping import BroadcastCompleter, BroadcastStager
+from reminderd.jobs import Job
+from reminderd.lifecycle import Event, Status
+from reminderd.outcome import AttemptResult, Outcome
+from reminderd.queries import QUERIES
+from reminderd.schedule import load_timezone, to_instant
+from reminderd.store import Store, _outcome_v1
+from reminderd.testing import Receiver, add_tenant
+
+pytestmark = pytest.mark.shared_database
+
+ZONES = [
+    "Pacific/Kiritimati", "Pacific/Auckland", "Australia/Sydney", "Asia/Tokyo", "Asia/Kolkata",
+        "Asia/Kathmandu",
+    "Asia/Dubai", "Europe/Moscow", "Europe/Berlin", "Europe/London", "America/Sao_Paulo", "America/New_York",
+    "America/Los_Angeles", "Pacific/Honolulu",
+]
+
+
+async def contacts_in(db: asyncpg.Connection, zones: list[str], per_zone: int = 1,
+                      tenant: str = "acme") -> list[str]:
+    items = [{"contact_id": f"{zone.split('/')[-1].lower()}_{n}", "timezone": zone}
+             for zone in zones for n in range(per_zone)]
+    await db.execute("SELECT reminderd.upsert_contacts($1, $2::jsonb)", tenant, json.dumps(items))
+    return [item["contact_id"] for item in items]
+
+
+@pytest.fixture
+async def acme(db: asyncpg.Connection) -> str:
+    await add_tenant(db, "acme")
+    await db.execute("UPDATE reminderd.tenants SET timezone = 'UTC' WHERE id = 'acme'")
+    return "acme"
+
+
+async def refusal(call: Any) -> asyncpg.PostgresError:
+    with pytest.raises(asyncpg.PostgresError) as failure:
+        await call
+    return failure.value
+
+
+async def broadcast(db: asyncpg.Connection, sql_args: str, *args: Any) -> int:
+    broadcast_id: int = await db.fetchval(f"SELECT reminderd.broadcast('acme', {sql_args})", *args)
+    return broadcast_id
+
+
+def days_ahead(days: int, hour: int = 9) -> datetime:
+    day = datetime.now(UTC).date() + timedelta(days=days)
+    return datetime(day.year, day.month, day.day, hour)
+
+
+def next_spring_forward(zone: str) -> datetime:
+    """The first wall time skipped by the next forward clock change in `zone` (naive)."""
+    tz = ZoneInfo(zone)
+    instant = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    for _ in range(24 * 400):
+        later = instant + timedelta(hours=1)
+        if later.astimezone(tz).utcoffset() > instant.astimezone(tz).utcoffset():  # type: ignore[operator]
+            return (instant.astimezone(tz).replace(tzinfo=None) + timedelta(hours=1)).replace(minute=30)
+        instant = later
+    raise AssertionError(f"no clock change in {zone} within 400 days")
+
+
+async def counts_agree(db: asyncpg.Connection, broadcast_id: int) -> dict[str, int]:
+    """The broadcast's counts, asserted equal to a count of its rows."""
+    shown = await db.fetchrow("SELECT * FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+    rows = await db.fetch(
+        "SELECT reminderd.broadcast_state(status, last_event) AS state, count(*) FROM "
+        "reminderd.scheduled_messages"
+        " WHERE broadcast_id = $1 AND contact_id IS NOT NULL GROUP BY 1", broadcast_id)
+    counted = {r["state"]: r["count"] for r in rows}
+    states = ("waiting", "held", "sent", "failed", "expired", "cancelled")
+    assert {state: shown[state] for state in states} == {state: counted.get(state, 0) for state in states}
+    assert shown["staged"] == sum(counted.values())
+    return {state: shown[state] for state in (*states, "staged")}
+
+
+# Staging -----------------------------------------------------------------------------------------------
+
+
+async def test_one_row_per_contact_at_the_wall_time_in_its_own_zone(db: asyncpg.Connection, acme: str) -> None:
+    await db.execute("UPDATE reminderd.config SET value = '400 days' WHERE key = 'horizon'")
+    await contacts_in(db, ZONES, per_zone=3)
+    for local_time in (days_ahead(5), next_spring_forward("America/New_York"),
+                       next_spring_forward("Australia/Sydney")):
+        prefix = f"bf{local_time:%Y%m%d%H%M}"
+        broadcast_id = await broadcast(db, "$1, $2, everyone => true, payload => '{\"offer\": 1}'", prefix,
+                                       local_time)
+        rows = await db.fetch("SELECT * FROM reminderd.scheduled_messages WHERE broadcast_id = $1",
+                              broadcast_id)
+        assert len(rows) == 3 * len(ZONES)
+        for row in rows:
+            expected = to_instant(local_time, load_timezone(row["timezone"]))
+            assert row["fire_at"] == expected, (row["timezone"], local_time)
+            assert row["ref_id"] == f"{prefix}:{row['contact_id']}"
+            assert (row["category"], row["timezone_source"], row["local_time"], row["status"]) == (
+                "marketing", "contact", local_time, "pending")
+            assert json.loads(row["payload"]) == {"offer": 1}
+        first = min(rows, key=lambda row: row["fire_at"])
+        assert first["timezone"] == "Pacific/Kiritimati"  # the zone furthest ahead sends first
+    # cancel_matching cancels a whole campaign by its prefix
+    assert await db.fetchval("SELECT reminderd.cancel_matching('acme', $1)",
+                             f"bf{days_ahead(5):%Y%m%d%H%M}:%") == 42
+
+
+async def test_the_audience_is_a_list_these_contacts_or_everyone(db: asyncpg.Connection, acme: str) -> None:
+    ids = await contacts_in(db, ["Asia/Tokyo", "Europe/Berlin", "America/Chicago"])
+    await db.execute("SELECT reminderd.add_to_audience('acme', 'vip', $1)", ids[:2])
+    by_list = await broadcast(db, "'a', $1, audience => 'vip'", days_ahead(3))
+    by_ids = await broadcast(db, "'b', $1, contact_ids => $2", days_ahead(3), [ids[2], ids[2]])
+    everyone = await broadcast(db, "'c', $1, everyone => true", days_ahead(3))
+    reached = {b: await db.fetchval("SELECT array_agg(contact_id ORDER BY contact_id) FROM"
+                                    " reminderd.scheduled_messages WHERE broadcast_id = $1", b)
+               for b in (by_list, by_ids, everyone)}
+    assert reached == {by_list: sorted(ids[:2]), by_ids: [ids[2]], everyone: sorted(ids)}
+    preview = await db.fetch("SELECT * FROM reminderd.broadcast_preview('acme', $1, everyone => true)",
+                             days_ahead(3))
+    assert [(p["timezone"], p["contacts"], p["from_contact"]) for p in preview] == [
+        ("Asia/Tokyo", 1, 1), ("Europe/Berlin", 1, 1), ("America/Chicago", 1, 1)]
+
+
+async def test_the_same_call_again_is_the_same_broadcast_and_a_prefix_in_use_is_refused(
+    db: asyncpg.Connection, acme: str
+) -> None:
+    await contacts_in(db, ["Asia/Tokyo"])
+    first = await broadcast(db, "'bf', $1, everyone => true", days_ahead(3))
+    assert await broadcast(db, "'bf', $1, everyone => true", days_ahead(3)) == first
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 1
+    failure = await refusal(broadcast(db, "'bf', $1, everyone => true", days_ahead(4)))
+    assert (failure.sqlstate, failure.message) == (
+        "23505", f'broadcast {first} of tenant "acme" already uses ref_prefix "bf" and is not done')
+    await db.execute("SELECT reminderd.schedule('acme', 'promo:x', fire_in => '1 day')")
+    failure = await refusal(broadcast(db, "'promo', $1, everyone => true", days_ahead(3)))
+    assert failure.sqlstate == "23505"
+    assert failure.message == '1 live messages of tenant "acme" already have refs "promo:…"'
+
+
+async def test_a_send_in_the_past_refuses_the_whole_broadcast_naming_the_zones(
+    db: asyncpg.Connection, acme: str
+) -> None:
+    await contacts_in(db, ["Pacific/Kiritimati", "Asia/Tokyo", "America/Los_Angeles"], per_zone=2)
+    now = await db_now(db)
+    # Two hours from now on Tokyo's clock: already past in Kiritimati (UTC+14), ahead elsewhere.
+    local_time = now.astimezone(ZoneInfo("Asia/Tokyo")).replace(tzinfo=None, microsecond=0) + timedelta(hours=2)
+    failure = await refusal(broadcast(db, "'bf', $1, everyone => true", local_time))
+    assert failure.sqlstate == "22023"
+    assert failure.message == (f'broadcast "bf" at {local_time:%Y-%m-%d %H:%M} would send 2 of its 6 messages '
+                               "in the past (1 of its 3 zones)")
+    assert failure.detail.startswith("Pacific/Kiritimati: 2 contacts at ")
+    assert "later local_time" in failure.hint
+    assert await db.fetchval("SELECT count(*) FROM reminderd.broadcast_requests") == 0  # nothing staged
+
+
+async def test_beyond_the_horizon_is_refused(db: asyncpg.Connection, acme: str) -> None:
+    await contacts_in(db, ["Asia/Tokyo"])
+    failure = await refusal(broadcast(db, "'bf', $1, everyone => true", days_ahead(120)))
+    assert failure.sqlstate == "22008"
+    assert "beyond the horizon of 90 days" in failure.message
+
+
+async def test_the_guards_refuse_with_the_count(db: asyncpg.Connection, acme: str) -> None:
+    await contacts_in(db, ZONES, per_zone=2)
+    await db.execute("UPDATE reminderd.tenants SET broadcast_limit = 20 WHERE id = 'acme'")
+    failure = await refusal(broadcast(db, "'bf', $1, everyone => true", days_ahead(3)))
+    assert (failure.sqlstate, failure.message) == (
+        "54000", 'broadcast "bf" would send to 28 contacts; tenant "acme" allows at most 20 in one broadcast')
+    assert failure.detail == "28 contacts over 14 zones."
+    await db.execute("UPDATE reminderd.tenants SET broadcast_limit = NULL WHERE id = 'acme'")
+    failure = await refusal(broadcast(db, "'bf', cron => '*/5 * * * *', everyone => true"))
+    assert (failure.sqlstate, failure.message) == (
+        "22023", "cron '*/5 * * * *' fires up to 12 times an hour: each occurrence would send to 28 contacts, "
+                 "336 messages an hour")
+    failure = await refusal(broadcast(db, "'bf', rrule => 'FREQ=HOURLY;BYMINUTE=0,30', everyone => true"))
+    assert "the rrule fires up to 2 times an hour" in failure.message
+    hourly = await broadcast(db, "'hourly', cron => '0 * * * *', everyone => true")
+    assert hourly > 0  # once an hour is allowed
+    failure = await refusal(broadcast(db, "'bf', $1, audience => 'nobody'", days_ahead(3)))
+    assert (failure.sqlstate, failure.message) == ("P0002", 'unknown audience "nobody" of tenant "acme"')
+    failure = await refusal(broadcast(db, "'bf', $1, contact_ids => ARRAY['tokyo_0', 'x']", days_ahead(3)))
+    assert failure.message == '1 of the contact_ids are not contacts of tenant "acme": x'
+    failure = await refusal(broadcast(db, "'bf', $1", days_ahead(3)))
+    assert failure.message.startswith("give exactly one audience")
+
+
+async def test_contacts_without_a_zone_refuse_it(db: asyncpg.Connection, acme: str) -> None:
+    await db.execute("UPDATE reminderd.tenants SET timezone = NULL WHERE id = 'acme'")
+    await db.execute("""SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "a", "country": "US"},
+                        {"contact_id": "b", "country": "IN"}]')""")
+    failure = await refusal(broadcast(db, "'bf', $1, everyone => true", days_ahead(3)))
+    assert (failure.sqlstate, failure.message) == (
+        "22023", '1 of the 2 contacts have no timezone, and tenant "acme" has no default')
+
+
+# Approval ------------------------------------------------------------------------------------------------
+
+
+async def test_a_big_broadcast_waits_for_another_person(db: asyncpg.Connection, acme: str) -> None:
+    await contacts_in(db, ["Asia/Tokyo", "Europe/Berlin"], per_zone=3)
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 5 WHERE id = 'acme'")
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true, actor => 'alice'", days_ahead(3))
+    assert await db.fetchval("SELECT array_agg(DISTINCT status) FROM reminderd.scheduled_messages") == [
+        "awaiting_approval"]
+    assert await db.fetchval("SELECT reason FROM reminderd.events LIMIT "
+                             "1") == f"broadcast {broadcast_id} awaits approval"
+    assert (await counts_agree(db, broadcast_id))["held"] == 6
+    failure = await refusal(db.execute("SELECT reminderd.approve_broadcast('acme', $1, 'alice')", broadcast_id))
+    assert (failure.sqlstate, failure.message) == (
+        "42501", f"broadcast {broadcast_id} was created by alice: another person must approve it")
+    assert await db.fetchval("SELECT reminderd.approve_broadcast('acme', $1, 'bob', 'checked the copy')",
+                             broadcast_id) == 6
+    assert await db.fetchval("SELECT reminderd.approve_broadcast('acme', $1, 'bob')",
+                             broadcast_id) == 0  # again: 0
+    request = await db.fetchrow("SELECT * FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+    assert (request["approval"], request["decided_by"], request["waiting"]) == ("approved", "bob", 6)
+    events = await db.fetch("SELECT event, status, reason FROM reminderd.events WHERE event = 'approved'")
+    assert len(events) == 6
+    assert events[0]["reason"] == f"broadcast {broadcast_id} approved by bob: checked the copy"
+
+
+async def test_rejecting_cancels_every_row(db: asyncpg.Connection, acme: str) -> None:
+    await contacts_in(db, ["Asia/Tokyo"], per_zone=3)
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 0 WHERE id = 'acme'")
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true", days_ahead(3))
+    assert await db.fetchval("SELECT reminderd.reject_broadcast('acme', $1, 'carol', 'wrong offer')",
+                             broadcast_id) == 3
+    assert await db.fetchval("SELECT array_agg(DISTINCT status || ':' || last_event)"
+                             " FROM reminderd.scheduled_messages") == ["cancelled:rejected"]
+    shown = await db.fetchrow("SELECT * FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+    assert (shown["approval"], shown["cancelled"], shown["done"]) == ("rejected", 3, True)
+    failure = await refusal(db.execute("SELECT reminderd.approve_broadcast('acme', $1, 'dave')", broadcast_id))
+    assert failure.sqlstate == "55000"
+
+
+async def test_rows_whose_time_passed_while_waiting_follow_their_backfill(
+    db: asyncpg.Connection, acme: str, database_url: str, receiver: Receiver
+) -> None:
+    await db.execute("UPDATE reminderd.tenants SET callback_url = $1, approval_threshold = 0 WHERE id = 'acme'",
+                     receiver.url)
+    await contacts_in(db, ["Asia/Tokyo", "Europe/Berlin"])
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true", days_ahead(3))
+    # The approval came late: two hours after the rows' time (placed in the past, as waiting would).
+    await db.execute("UPDATE reminderd.scheduled_messages SET fire_at = now() - interval '2 hours'")
+    await db.execute("SELECT reminderd.approve_broadcast('acme', $1, 'bob')", broadcast_id)
+    await drain(fast_settings(database_url))
+    rows = await db.fetch("SELECT status, last_error FROM reminderd.scheduled_messages")
+    assert {r["status"] for r in rows} == {"expired"}  # more than the default 30 min late: not sent
+    assert all("2h late" in r["last_error"] for r in rows)
+    assert receiver.received == []
+    assert (await counts_agree(db, broadcast_id))["expired"] == 2
+
+
+# Delivery, progress, completion -------------------------------------------------------------------------
+
+
+async def test_a_wave_is_delivered_signed_with_its_contact_and_then_its_completion(
+    db: asyncpg.Connection, acme: str, database_url: str, receiver: Receiver
+) -> None:
+    await db.execute("UPDATE reminderd.tenants SET callback_url = $1, signing_secret = $2 WHERE id = 'acme'",
+                     receiver.url, TEST_SECRET)
+    receiver.secret = TEST_SECRET
+    await db.execute("""SELECT reminderd.upsert_contacts('acme', '[
+                        {"contact_id": "ny", "phone": "+12125550100"},
+                        {"contact_id": "utc"}, {"contact_id": "in", "country": "IN"}]')""")
+    now = await db_now(db)
+    # Due within seconds in each contact's zone: the same instant, written as each zone's wall time.
+    soon = now + timedelta(seconds=2)
+    ids = []
+    for contact_id, zone in (("ny", "America/New_York"), ("utc", "UTC"), ("in", "Asia/Kolkata")):
+        local_time = soon.astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+        ids.append(await broadcast(db, "$1, $2, contact_ids => ARRAY[$3], notify => true, category => 'promo'",
+                                   f"bf_{contact_id}", local_time, contact_id))
+    await drain(fast_settings(database_url), due_within_s=10)
+
+    bodies = [got.message for got in receiver.received]
+    assert all(got.verified for got in receiver.received)
+    assert all(Webhook(TEST_SECRET).verify(got.body, got.headers) for got in receiver.received)
+    sent = {body["contact_id"]: body for body in bodies if "contact_id" in body}
+    assert {c: (b["timezone"], b["timezone_source"]) for c, b in sent.items()} == {
+        "ny": ("America/New_York", "phone"), "utc": ("UTC", "tenant"), "in": ("Asia/Kolkata", "country")}
+    assert sent["ny"]["broadcast_id"] == ids[0]
+    completions = [body for body in bodies if body.get("event") == "broadcast.completed"]
+    assert sorted(body["broadcast_id"] for body in completions) == sorted(ids)
+    assert completions[0]["payload"]["counts"] == {"staged": 1, "sent": 1, "failed": 0, "expired": 0,
+                                                   "cancelled": 0}
+    assert completions[0]["ref_id"].endswith("#completed")
+    for broadcast_id in ids:
+        assert await counts_agree(db, broadcast_id) == {"waiting": 0, "held": 0, "sent": 1, "failed": 0,
+                                                        "expired": 0, "cancelled": 0, "staged": 1}
+        assert await db.fetchval("SELECT done FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+
+
+async def test_the_counts_follow_every_change_of_the_rows(db: asyncpg.Connection, acme: str,
+                                                          store: Store) -> None:
+    await contacts_in(db, ZONES, per_zone=5)
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true", days_ahead(3))
+    assert (await counts_agree(db, broadcast_id))["waiting"] == 70
+    await db.execute("SELECT reminderd.cancel_matching('acme', 'bf:tokyo%')")
+    await db.execute("SELECT reminderd.pause_tenant('acme')")
+    assert (await counts_agree(db, broadcast_id))["held"] == 65
+    await db.execute("SELECT reminderd.resume_tenant('acme')")
+    await db.execute("UPDATE reminderd.scheduled_messages SET status = 'picked' WHERE ref_id LIKE 'bf:berlin%'")
+    await db.execute("UPDATE reminderd.scheduled_messages SET status = 'sent' WHERE ref_id LIKE 'bf:berlin%'")
+    await db.execute("UPDATE reminderd.scheduled_messages SET status = 'dead' WHERE ref_id LIKE 'bf:london%'")
+    await db.execute("UPDATE reminderd.scheduled_messages SET status = 'pending', last_event = 'deferred'"
+                     " WHERE ref_id LIKE 'bf:dubai%'")
+    counts = await counts_agree(db, broadcast_id)
+    assert (counts["sent"], counts["failed"], counts["held"], counts["cancelled"]) == (5, 5, 5, 5)
+    assert not await db.fetchval("SELECT done FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+    # Folding the count rows changes no count; once every row ended the wave is completed.
+    assert await db.fetchval("SELECT count(*) FROM reminderd.broadcast_counts") > 1
+    assert await db.fetchval("SELECT count(*) FROM reminderd.complete_broadcasts(100, 1)") == 0
+    assert await db.fetchval("SELECT count(*) FROM reminderd.broadcast_counts") == 1
+    await counts_agree(db, broadcast_id)
+    await db.execute("UPDATE reminderd.scheduled_messages SET status = 'sent'"
+                     " WHERE status IN ('pending', 'paused') AND broadcast_id IS NOT NULL")
+    assert await BroadcastCompleter(store).run_once() == 1
+    assert await db.fetchval("SELECT done FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE ref_id = "
+                             "'bf#completed'") == 0
+
+
+async def test_the_daemons_claim_and_attempts_count_once_per_batch_without_a_trigger_call(
+    db: asyncpg.Connection, acme: str
+) -> None:
+    """The claim and the attempts' outcomes are the write path's hot statements (issue 13): the
+    counting trigger is row-level and its WHEN clause lets through only the rows it must count. A
+    claim of waiting rows calls nothing (one held back earlier, by quiet hours, is counted); the
+    attempts' outcomes are counted by record_outcomes itself, one count row per wave and batch,
+    and only rows held back before any request (no attempt recorded) call the trigger."""
+    await contacts_in(db, ZONES[:5], per_zone=2)
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true", days_ahead(3))
+    await db.execute("UPDATE reminderd.scheduled_messages SET fire_at = now() - interval '1 second'"
+                     " WHERE broadcast_id = $1", broadcast_id)
+    await db.execute("UPDATE reminderd.scheduled_messages SET last_event = 'deferred'"
+                     " WHERE ref_id = 'bf:tokyo_0'")
+    assert (await counts_agree(db, broadcast_id))["held"] == 1
+    counted_before = await db.fetchval("SELECT count(*) FROM reminderd.broadcast_counts")
+
+    async with db.transaction():
+        await db.execute("SET LOCAL track_functions = 'pl'")
+        claimed = await db.fetch(QUERIES["claim"], LOOKBACK_S, 100, 300.0, "send", 1800.0, None)
+        jobs = sorted(map(Job.from_row, claimed), key=lambda job: job.ref_id)
+        after_claim = await count_calls(db)
+        outcomes = [Outcome(job, AttemptResult(True, 200, None, 5), Event.FIRED, Status.SENT)
+                    for job in jobs[:4]]
+        gone, busy = AttemptResult(False, 410, "HTTP 410", 5), AttemptResult(False, 503, "HTTP 503", 5)
+        outcomes += [Outcome.dead(job, gone, "HTTP 410") for job in jobs[4:6]]
+        outcomes += [Outcome(job, busy, Event.RETRY_SCHEDULED, Status.PENDING, retry_in_s=60.0,
+                             next_scheduled_for=job.scheduled_for, last_error="HTTP 503")
+                     for job in jobs[6:8]]
+        outcomes += [Outcome(job, None, Event.DEFERRED, Status.PENDING, next_fire_at=job.scheduled_for
+                             + timedelta(hours=9), refund_attempt=True, last_error="deferred: quiet hours")
+                     for job in jobs[8:]]
+        moved = await db.fetch(QUERIES["record_outcomes"], [_outcome_v1(outcome) for outcome in outcomes])
+        after_record = await count_calls(db)
+    counted = await db.fetchval("SELECT count(*) FROM reminderd.broadcast_counts") - counted_before
+
+    assert len(jobs) == 10 and len(moved) == 10
+    assert after_claim == 1  # bf:tokyo_0, held by quiet hours, now waiting again
+    assert after_record == 1 + 2  # the two held back before any request
+    assert counted == 1 + 1 + 2  # the claim's, the batch's (one wave), the two held rows'
+    assert await counts_agree(db, broadcast_id) == {"waiting": 2, "held": 2, "sent": 4, "failed": 2,
+                                                    "expired": 0, "cancelled": 0, "staged": 10}
+
+
+async def count_calls(db: asyncpg.Connection) -> int:
+    calls: int | None = await db.fetchval(
+        "SELECT calls FROM pg_stat_xact_user_functions"
+        " WHERE schemaname = 'reminderd' AND funcname = 'count_broadcast_update'"
+    )
+    return calls or 0
+
+
+async def test_a_paused_tenants_broadcast_is_held_and_quiet_hours_hold_marketing(
+    db: asyncpg.Connection, acme: str, database_url: str, receiver: Receiver
+) -> None:
+    await db.execute("UPDATE reminderd.tenants SET callback_url = $1 WHERE id = 'acme'", receiver.url)
+    await contacts_in(db, ["UTC"], per_zone=2)
+    await db.execute("SELECT reminderd.pause_tenant('acme')")
+    paused = await broadcast(db, "'held', $1, everyone => true", days_ahead(3))
+    assert await db.fetchval("SELECT array_agg(DISTINCT status || ':' || paused_by) FROM "
+                             "reminderd.scheduled_messages"
+                             " WHERE broadcast_id = $1", paused) == ["paused:tenant"]
+    assert (await counts_agree(db, paused))["held"] == 2
+    await db.execute("SELECT reminderd.resume_tenant('acme')")
+    assert (await counts_agree(db, paused))["waiting"] == 2
+    # Quiet hours around now on the contacts' clock: a marketing broadcast due now is deferred.
+    now = await db_now(db)
+    start = (now - timedelta(hours=1)).astimezone(UTC).time().replace(second=0, microsecond=0)
+    end = (now + timedelta(hours=2)).astimezone(UTC).time().replace(second=0, microsecond=0)
+    await db.execute("UPDATE reminderd.tenants SET quiet_start = $1, quiet_end = $2 WHERE id = 'acme'",
+                     start, end)
+    local_time = (now + timedelta(seconds=1)).astimezone(UTC).replace(tzinfo=None)
+    quiet = await broadcast(db, "'quiet', $1, everyone => true", local_time)
+    await drain(fast_settings(database_url), due_within_s=5)
+    assert receiver.received == []
+    assert (await counts_agree(db, quiet))["held"] == 2
+    reasons = await db.fetch("SELECT reason FROM reminderd.contact_messages('acme', 'utc_0') WHERE "
+                             "broadcast_id = $1",
+                             quiet)
+    assert "quiet hours" in reasons[0]["reason"]
+
+
+# Recurring broadcasts --------------------------------------------------------------------------------------
+
+
+async def test_each_occurrence_goes_to_the_audience_as_it_stands_then(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    ids = await contacts_in(db, ["Asia/Tokyo", "America/New_York", "Europe/London"])
+    await db.execute("SELECT reminderd.add_to_audience('acme', 'vip', $1)", ids[:2])
+    broadcast_id = await broadcast(db,
+                                   "'weekly', cron => '0 * * * *', audience => 'vip', stage_ahead => '3 hours'")
+    stager = BroadcastStager(store)
+    assert await stager.run_once() == 1  # planned: the first occurrence still ahead in every zone
+    planned = await db.fetchval("SELECT next_occurrence FROM reminderd.broadcast_requests")
+    tokyo_wall = (await db_now(db)).astimezone(ZoneInfo("Asia/Tokyo")).replace(tzinfo=None)
+    assert planned > tokyo_wall
+    assert await stager.run_once() == 2  # staged: stage_ahead covers it
+    await db.execute("SELECT reminderd.add_to_audience('acme', 'vip', $1)", ids[2:])
+    assert await stager.run_once() == 3  # the next occurrence (an hour later) reaches the new member too
+    waves = await db.fetch("SELECT local_time, array_agg(contact_id ORDER BY contact_id) AS contacts"
+                           " FROM reminderd.scheduled_messages WHERE broadcast_id = $1 GROUP BY 1 ORDER BY 1",
+                           broadcast_id)
+    assert [w["contacts"] for w in waves] == [sorted(ids[:2]), sorted(ids)]
+    assert waves[1]["local_time"] - waves[0]["local_time"] == timedelta(hours=1)
+    refs = await db.fetchval("SELECT array_agg(ref_id) FROM reminderd.scheduled_messages WHERE local_time = $1",
+                             waves[0]["local_time"])
+    assert sorted(refs) == sorted(f"weekly:{c}#{waves[0]['local_time']:%Y%m%dT%H%M}" for c in ids[:2])
+    shown = await db.fetchrow("SELECT * FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+    assert (shown["occurrences"], shown["staged"], shown["done"]) == (2, 5, False)
+    assert await stager.run_once() in (0, 3)  # the third is staged only once within stage_ahead
+
+
+async def test_a_missed_occurrence_is_passed_over_and_a_broken_recurrence_ends(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    await contacts_in(db, ["Europe/London"])
+    missed = await broadcast(db, "'daily', cron => '0 9 * * *', everyone => true")
+    broken = await broadcast(db, "'broken', cron => '61 * * * *', everyone => true")
+    ending = await broadcast(db,
+                             "'ending', cron => '0 9 * * *', everyone => true,"
+                             " until => now() + interval '1 minute'")
+    long_ago = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(days=3)
+    await db.execute("UPDATE reminderd.broadcast_requests SET next_occurrence = $1 WHERE id = $2", long_ago,
+                     missed)
+    await BroadcastStager(store).run_once()
+    rows = {r["id"]: r for r in await db.fetch("SELECT * FROM reminderd.broadcasts")}
+    assert rows[missed]["last_error"].startswith(f"occurrence {long_ago:%Y-%m-%d %H:%M} missed")
+    assert rows[missed]["next_occurrence"] > long_ago
+    assert rows[broken]["ended_reason"].startswith("cannot recur:")
+    assert rows[ending]["ended_reason"] == "no occurrence ahead"
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
+
+
+# With day one and the HTTP API (migrations 0005, 0006) ---------------------------------------------------
+
+
+async def test_a_wave_staged_after_its_first_zones_instant_follows_each_rows_backfill(
+    db: asyncpg.Connection, acme: str, database_url: str
+) -> None:
+    # No daemon ran at its first zone's instant: that row is staged late, not refused at insert as a
+    # message of its own would be (check_arrival, 0005), and its backfill policy decides when claimed.
+    await contacts_in(db, ["Pacific/Kiritimati", "Pacific/Honolulu"])
+    broadcast_id = await broadcast(db, "'hourly', cron => '0 * * * *', everyone => true")
+    now = await db_now(db)
+    wall = (now - timedelta(hours=1)).astimezone(ZoneInfo("Pacific/Kiritimati")).replace(
+        tzinfo=None, second=0, microsecond=0)
+    await db.execute("UPDATE reminderd.broadcast_requests SET next_occurrence = $1 WHERE id = $2", wall,
+                     broadcast_id)
+    assert await db.fetchval("SELECT reminderd.stage_broadcast($1, $2)", broadcast_id, wall) == 2
+    rows = {r["timezone"]: r for r in await db.fetch("SELECT * FROM reminderd.scheduled_messages")}
+    assert rows["Pacific/Kiritimati"]["status"] == "pending" and rows["Pacific/Kiritimati"]["fire_at"] < now
+    assert rows["Pacific/Honolulu"]["fire_at"] > now + timedelta(hours=22)
+    await drain(fast_settings(database_url))
+    late = await db.fetchrow("SELECT status, last_error FROM reminderd.scheduled_messages WHERE id = $1",
+                             rows["Pacific/Kiritimati"]["id"])
+    assert late["status"] == "expired" and "late" in late["last_error"]  # over the default 30 minutes
+    assert (await counts_agree(db, broadcast_id))["expired"] == 1
+    failure = await refusal(db.execute("SELECT reminderd.schedule('acme', 'late', now() - interval '1 hour')"))
+    assert failure.sqlstate == "22008"  # a message of its own this late is refused at insert
+
+
+async def test_the_apis_functions_see_a_message_awaiting_approval_as_live(
+    db: asyncpg.Connection, acme: str
+) -> None:
+    await contacts_in(db, ["Asia/Tokyo"], per_zone=2)
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 0 WHERE id = 'acme'")
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true, actor => 'alice'", days_ahead(3))
+    first, second = await db.fetch("SELECT id, ref_id FROM reminderd.scheduled_messages ORDER BY id")
+    item = ("ROW($1, now() + interval '1 day', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
+            " NULL, NULL, NULL, NULL, NULL, NULL)::reminderd.schedule_item_v1")
+    await db.execute("SET ROLE reminderd_api")  # reminderd serve's role: the counts' triggers write as it
+    try:
+        cancelled = await db.fetchval("SELECT reminderd.cancel_message('acme', $1)", first["id"])
+        result = await db.fetchval(f"SELECT result FROM reminderd.schedule_item('acme', {item})",
+                                   second["ref_id"])
+        sent_now = await db.fetchval("SELECT reminderd.send_now('acme', $1)", second["ref_id"])
+    finally:
+        await db.execute("RESET ROLE")
+    assert (cancelled, result) == (1, "replaced")
+    assert sent_now is not None  # the new message, not the one awaiting approval
+    statuses = {r["id"]: r["status"]
+                for r in await db.fetch("SELECT id, status FROM reminderd.scheduled_messages")}
+    assert (statuses[first["id"]], statuses[second["id"]]) == ("cancelled", "cancelled")
+    assert (await counts_agree(db, broadcast_id))["cancelled"] == 2
+
+
+@pytest.mark.parametrize(
+    ("cron", "rrule", "per_hour"),
+    [
+        ("0 9 * * 1", None, 1), ("*/5 * * * *", None, 12), ("0,30 * * * *", None, 2), ("15-20 * * * *", None,
+                                                                                       6),
+        ("0-59/20 * * * *", None, 3), ("0 0 9 * * *", None, 1), ("*/10 5 * * * *", None, 6), ("@hourly",
+                                                                                              None, 1),
+        (None, "FREQ=MINUTELY;INTERVAL=90", 1), (None, "FREQ=MINUTELY;INTERVAL=45", 2),
+        (None, "FREQ=SECONDLY", 3600), (None, "FREQ=DAILY;BYHOUR=9,10;BYMINUTE=0", 1),
+        (None, "DTSTART:20261130T090000\nRRULE:FREQ=HOURLY;BYMINUTE=0,15,30,45", 4),
+    ],
+)
+async def test_how_often_a_recurrence_fires_in_an_hour(
+    db: asyncpg.Connection, cron: str | None, rrule: str | None, per_hour: int
+) -> None:
+    assert await db.fetchval("SELECT reminderd.fires_per_hour($1, $2)", cron, rrule) == per_hour
