@@ -677,6 +677,8 @@ def _actions(status: Status, recurring: bool) -> tuple[str, ...]:
         return ("send-now", "cancel") if recurring else ("cancel",)
     if status is Status.DEAD:
         return ("requeue",)
+    if status is Status.AWAITING_APPROVAL:
+        return ("cancel",)  # approving is a second person's, per broadcast (reminderd broadcasts approve)
     return ()
 
 

@@ -256,7 +256,7 @@ class MessageStory:
 
     @property
     def live(self) -> bool:
-        return self.status in (Status.PENDING, Status.PICKED, Status.PAUSED)
+        return self.status in (Status.PENDING, Status.PICKED, Status.PAUSED, Status.AWAITING_APPROVAL)
 
 
 @dataclass(frozen=True, slots=True)

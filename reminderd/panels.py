@@ -320,6 +320,9 @@ def why(status: Status, *, fire_at: datetime | None, scheduled_for: datetime | N
     if status is Status.PAUSED:
         who = "its tenant is paused" if paused_by == "tenant" or tenant_paused else "it was paused"
         return f"Paused, not sent: {who}. Resume it to send it at its time."
+    if status is Status.AWAITING_APPROVAL:
+        return ("Held: its broadcast awaits a second person's approval (reminderd broadcasts approve); "
+                "rejected, it is cancelled.")
     if status is Status.SENT:
         when = f" {_relative(sent_at, now)}" if sent_at else ""
         return f"Delivered{when} (attempt {attempts})."

@@ -12,6 +12,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -400,6 +401,39 @@ async def test_message_page_tells_the_whole_story_and_its_actions_are_audited_wi
         ("paused", f"{prefix} (ops-alice)"), ("resumed", f"{prefix} (ops-alice)")]
     _, body = await browser.get(f"/messages/{digest}")
     assert f"{prefix} (ops-alice)" in body  # the trail shows who
+
+
+async def test_a_message_of_a_broadcast_awaiting_approval_says_so_and_its_trail_shows_the_approval(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    # Audiences (migration 0009): a big broadcast's messages wait, live, for a second person.
+    contacts = [{"contact_id": "ann", "timezone": "Asia/Tokyo"},
+                {"contact_id": "bo", "timezone": "Europe/Berlin"}]
+    await db.execute("SELECT reminderd.upsert_contacts('acme', $1::jsonb)", json.dumps(contacts))
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 1 WHERE id = 'acme'")
+    day = datetime.now(UTC).date() + timedelta(days=3)
+    broadcast_id = await db.fetchval(
+        "SELECT reminderd.broadcast('acme', 'bf', $1, everyone => true, actor => 'alice')",
+        datetime(day.year, day.month, day.day, 9))
+    first = await db.fetchval("SELECT min(id) FROM reminderd.scheduled_messages WHERE broadcast_id = $1",
+                              broadcast_id)
+    key = await operator(db, browser)
+    status, body = await browser.get(f"/messages/{first}")
+    assert status == 200 and "st-awaiting_approval" in body
+    assert "awaits a second person&#39;s approval" in body
+    assert f"/messages/{first}/cancel" in body and f"/messages/{first}/pause" not in body
+    assert 'id="fires"' in body  # live: its next fire is shown
+    assert await db.fetchval("SELECT reminderd.approve_broadcast('acme', $1, 'bob')", broadcast_id) == 2
+    _, body = await browser.get(f"/messages/{first}")
+    assert "Waiting: due" in body and ">approved<" in body  # the approval is in its trail
+    # Neither staging nor approving is a fire: the aggregates and the feed have nothing.
+    assert await db.fetchval("SELECT count(*) FROM reminderd.fire_counts") == 0
+    _, body = await browser.get("/feed?tenant=acme")
+    assert "bf" not in re.sub(r"<(script|head)\b.*?</\1>", "", body, flags=re.S)
+    status, body, _ = await browser.post(f"/messages/{first}/cancel", {})
+    assert status == 200
+    assert await db.fetchval("SELECT on_behalf_of FROM reminderd.events WHERE message_id = $1"
+                             " AND event = 'cancelled'", first) == f"{key[:15]} (ops-alice)"
 
 
 async def test_searching_by_id_ref_and_prefix(db: asyncpg.Connection, browser: Browser, tenant: str) -> None:

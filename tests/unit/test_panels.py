@@ -230,6 +230,7 @@ def test_why_a_message_is_where_it_is() -> None:
         "Delivered at 2026-12-01T10:13:30Z (4 min ago) (attempt 1).")
     assert "In flight" in _why(Status.PICKED, picked_at=earlier, lease_expires_at=later, attempts=1)
     assert _why(Status.EXPIRED, last_error="missed") == "Expired, never sent: missed."
+    assert "awaits a second person's approval" in _why(Status.AWAITING_APPROVAL)
 
 
 def test_durations_in_words() -> None:
