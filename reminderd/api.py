@@ -16,9 +16,10 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
+import random
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,8 +35,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import refusals, wire
 from .apikeys import Caller, KeyCache
+from .batching import Batcher
 from .exceptions import DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from .lifecycle import Status
+from .logs import LEVELS
 from .metrics import ApiMetrics
 from .problems import CONTENT_TYPE as PROBLEM_JSON
 from .problems import FieldError, Problem, invalid, pointer
@@ -138,9 +141,14 @@ class Api:
         self.head_revision = head_revision
         self.keys = KeyCache(store.api_key, ttl_s=settings.api_key_cache_s, clock=clock)
         self.limiter = RateLimiter()
+        self.batcher = Batcher(
+            lambda tenant, items, atomic: store.schedule_many(tenant, items, atomic=atomic),
+            max_batch=MAX_BATCH,
+        )
         self.metrics = ApiMetrics()
         self.stopping = False
         self.clock = clock  # for the rate limits
+        self._log_requests = LEVELS[settings.log_level] <= logging.INFO  # the level is fixed for the run
         self._document = json.dumps(openapi_document()).encode()
 
     # The routes: every one of them, here. ------------------------------------------------------
@@ -188,7 +196,7 @@ class Api:
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex[:16]
+        request_id = f"{random.getrandbits(64):016x}"  # for the logs, not a secret: no os.urandom per request
         request[REQUEST_ID] = request_id
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
@@ -253,6 +261,8 @@ class Api:
         elapsed_s = time.perf_counter() - started
         self.metrics.observe(route, request.method, response.status, elapsed_s)
         response.headers["X-Request-Id"] = request_id
+        if not self._log_requests:  # filtered anyway: spare building the line's fields
+            return response
         caller = request.get(CALLER)
         log.info(
             "request",
@@ -390,11 +400,13 @@ class Api:
             raise Problem("invalid-json", str(exc)) from None
         if not isinstance(document, dict):
             raise Problem("invalid-json", "the body must be a JSON object")
-        if wire.depth(document, self.settings.api_max_json_depth) > self.settings.api_max_json_depth:
+        limit = self.settings.api_max_json_depth
+        # Each array or object opens with a bracket: no more brackets than the limit, no walk needed.
+        if raw.count(b"{") + raw.count(b"[") > limit and wire.depth(document, limit) > limit:
             raise Problem(
                 "invalid-json",
-                f"the body nests arrays and objects more than "
-                f"{self.settings.api_max_json_depth} levels deep (REMINDERD_API_MAX_JSON_DEPTH)",
+                f"the body nests arrays and objects more than {limit} levels deep "
+                "(REMINDERD_API_MAX_JSON_DEPTH)",
             )
         return document
 
@@ -418,7 +430,7 @@ class Api:
                 raise invalid(f"{name} must be a string", pointer(*at, name))
             values[name] = value
         for name in _DURATION_FIELDS:
-            values[name] = _duration_text(item.get(name), pointer(*at, name))
+            values[name] = _duration_text(item.get(name), at, name)
         for name in _INTEGER_FIELDS:
             value = item.get(name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
@@ -482,8 +494,12 @@ class Api:
         tenant = _tenant(caller)
         now = datetime.now(UTC)
         item = self._schedule_request(tenant, await self._body(request), (), now)
-        item = _timed(item, (), await self._calendar(store, tenant, [item], now), now)
-        (done,) = await store.schedule_many(tenant, [item], atomic=True)
+        if item.recurrence is not None:
+            item = _timed(item, (), await self._calendar(store, tenant, [item], now), now)
+        if store.in_transaction:  # an Idempotency-Key's: the answer is saved in the same transaction
+            (done,) = await store.schedule_many(tenant, [item], atomic=True)
+        else:  # with whatever else this key is scheduling at the moment (reminderd/batching.py)
+            done = await self.batcher.schedule(tenant, caller.key_id, item)
         if done.result == "error":
             raise _refused_item(done, item, ())
         assert done.message_id is not None and done.status is not None
@@ -815,7 +831,7 @@ class Api:
             if "fire_at" in whens:
                 fire_at = parse_instant(body["fire_at"], None, "fire_at", names=API_NAMES)
             elif "fire_in" in whens:
-                text = _duration_text(body["fire_in"], pointer("fire_in"))
+                text = _duration_text(body["fire_in"], (), "fire_in")
                 assert text is not None
                 fire_in_s = parse_duration(text, "fire_in").total_seconds()
             elif "local_time" in whens:
@@ -907,7 +923,7 @@ class Api:
         unknown = sorted(set(body) - {"grace"})
         if unknown:
             raise invalid(f"unknown field {unknown[0]!r}", pointer(unknown[0]))
-        text = _duration_text(body.get("grace", "24h"), pointer("grace"))
+        text = _duration_text(body.get("grace", "24h"), (), "grace")
         try:
             grace = parse_duration(text or "24h", "grace", allow_zero=True)
         except InvalidInput as exc:
@@ -1118,12 +1134,13 @@ def _ref_of(item: Any) -> str | None:
     return ref if isinstance(ref, str) else None
 
 
-def _duration_text(value: Any, at: str) -> str | None:
-    """A duration from JSON: text (2h, PT2H) or a number of seconds."""
+def _duration_text(value: Any, at: tuple[str | int, ...], name: str) -> str | None:
+    """A duration from JSON (the member `name` of the object at `at`): text (2h, PT2H) or a
+    number of seconds."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-        raise invalid(f'{at.rpartition("/")[2]} must be a duration such as "2h" or a number of seconds', at)
+        raise invalid(f'{name} must be a duration such as "2h" or a number of seconds', pointer(*at, name))
     return str(value)
 
 
