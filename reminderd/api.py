@@ -43,7 +43,7 @@ from .metrics import ApiMetrics
 from .problems import CONTENT_TYPE as PROBLEM_JSON
 from .problems import FieldError, Problem, invalid, pointer
 from .ratelimit import RateLimiter, retry_after_header
-from .schedule import InvalidSchedule, hold
+from .schedule import InvalidSchedule, hold, iso_utc
 from .settings import Settings
 from .store import DueNow, ItemScheduled, MessageView, Store, StoredAnswer, TenantCalendar, TenantView
 from .validation import (
@@ -102,6 +102,13 @@ _STRING_FIELDS = (
 _DURATION_FIELDS = ("fire_in", "max_lateness")
 _INTEGER_FIELDS = ("max_attempts", "max_runs")
 SCHEDULE_FIELDS = frozenset((*_STRING_FIELDS, *_DURATION_FIELDS, *_INTEGER_FIELDS, "payload"))
+# The type each field's value has in the usual item (a duration as text; the payload any JSON, so
+# it is left to the fields' own checks when it is not an object), and an item with none of them.
+_FIELD_TYPES: dict[str, type] = {
+    **dict.fromkeys((*_STRING_FIELDS, *_DURATION_FIELDS), str), **dict.fromkeys(_INTEGER_FIELDS, int),
+    "payload": dict,
+}
+_NO_VALUES: dict[str, Any] = dict.fromkeys(SCHEDULE_FIELDS)
 
 Handler = Callable[[web.Request, Caller, Store], Awaitable[web.Response]]
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -423,19 +430,22 @@ class Api:
             raise invalid(
                 "ref_id is required: your name for the message, e.g. booking:b7d2:24h", pointer(*at, "ref_id")
             )
-        values: dict[str, Any] = {}
-        for name in _STRING_FIELDS:
-            value = item.get(name)
-            if value is not None and not isinstance(value, str):
-                raise invalid(f"{name} must be a string", pointer(*at, name))
-            values[name] = value
-        for name in _DURATION_FIELDS:
-            values[name] = _duration_text(item.get(name), at, name)
-        for name in _INTEGER_FIELDS:
-            value = item.get(name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise invalid(f"{name} must be an integer", pointer(*at, name))
-            values[name] = value
+        values: dict[str, Any] = dict(_NO_VALUES)
+        if all(value is None or type(value) is _FIELD_TYPES[name] for name, value in item.items()):
+            values.update(item)  # the usual item: every value of its field's JSON type, in one pass
+        else:  # each field in turn, so that the first wrong one is the one named
+            for name in _STRING_FIELDS:
+                value = item.get(name)
+                if value is not None and not isinstance(value, str):
+                    raise invalid(f"{name} must be a string", pointer(*at, name))
+                values[name] = value
+            for name in _DURATION_FIELDS:
+                values[name] = _duration_text(item.get(name), at, name)
+            for name in _INTEGER_FIELDS:
+                value = item.get(name)
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                    raise invalid(f"{name} must be an integer", pointer(*at, name))
+                values[name] = value
         payload, encoded = (None, False) if "payload" not in item else wire.encode(item["payload"])
         try:
             return ScheduleRequest.build(
@@ -571,6 +581,17 @@ class Api:
                 problem.errors,
                 extra={**problem.extra, "item": index},
             )
+        said: dict[tuple[datetime, str], tuple[str, str]] = {}  # one-offs alike (a campaign): said once
+
+        def said_of(item: ScheduleRequest, fire_at: datetime | None) -> tuple[str | None, str]:
+            """The answer's fire_at and description of an item."""
+            if item.recurrence is not None or fire_at is None:
+                return None if fire_at is None else iso_utc(fire_at, "auto"), item.description(fire_at, now)
+            key = (fire_at, item.timezone)  # all a one-off's description reads
+            if key not in said:
+                said[key] = iso_utc(fire_at, "auto"), item.description(fire_at, now)
+            return said[key]
+
         results: list[dict[str, Any]] = [{} for _ in messages]
         for index, problem in failed.items():
             results[index] = {
@@ -591,14 +612,15 @@ class Api:
                     "error": problem.as_json(),
                 }
             else:
+                fire_at, description = said_of(item, row.fire_at)
                 results[index] = {
                     "index": index,
                     "result": row.result,
                     "id": row.message_id,
                     "ref_id": item.ref_id,
                     "status": row.status,
-                    "fire_at": row.fire_at,
-                    "description": item.description(row.fire_at, now),
+                    "fire_at": fire_at,
+                    "description": description,
                 }
         tally = {
             kind: sum(1 for r in results if r["result"] == kind)

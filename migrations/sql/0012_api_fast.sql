@@ -2,7 +2,7 @@
 -- all at once (the refs' locks, one statement that checks the items and finds identical and live
 -- rows, one UPDATE for the replaced, one INSERT for the new), and reminderd.schedule_many() tries
 -- it first, falling back to its item-by-item path (unchanged) when a ref is given twice or any
--- item is refused.
+-- item is refused. validate_message() skips check_timezone() for UTC.
 -- Run by migrations/versions/0012_api_fast.py in one transaction. History: once released, never
 -- edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 
@@ -331,6 +331,56 @@ BEGIN
 END
 $$;
 
+
+-- Row by row at insert: a message in UTC (most are) no longer calls check_timezone() to be told
+-- that UTC is a timezone (a call with a SET clause, a few microseconds a row); the same refusals.
+--
+-- Reject what SQL can check at insert, with a message that names the problem (a callback_url or
+-- cron of the wrong shape carries the name of the constraint it pre-empts): a timezone or a cron
+-- the daemon could not read (check_timezone, check_cron: every field, and that it fires). An
+-- RRULE without DTSTART is anchored at the local midnight of the day it was written, so INTERVAL
+-- counts from a fixed day and times default to 00:00 (stored, so a DBA sees it).
+CREATE OR REPLACE FUNCTION reminderd.validate_message() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- NULL: the column's NOT NULL says so; UTC: check_timezone's first answer, without the call.
+    IF NEW.timezone IS NOT NULL AND NEW.timezone NOT IN ('UTC', 'Etc/UTC') THEN
+        PERFORM reminderd.check_timezone(NEW.timezone, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
+    END IF;
+    IF NEW.callback_url !~* '^https?://[^/?#[:space:]]+' THEN
+        RAISE EXCEPTION 'callback_url "%" of message % / % is not an http(s) URL', NEW.callback_url,
+            NEW.tenant_id, NEW.ref_id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'callback_url_is_http',
+                  HINT = 'Give an absolute http:// or https:// URL, like https://example.com/hooks.';
+    END IF;
+    IF NEW.cron IS NOT NULL THEN
+        PERFORM reminderd.check_cron(NEW.cron, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
+    END IF;
+    IF NEW.callback_url IS NULL AND NOT EXISTS (
+        SELECT 1 FROM reminderd.tenants t WHERE t.id = NEW.tenant_id AND t.callback_url IS NOT NULL
+    ) THEN
+        IF NOT EXISTS (SELECT 1 FROM reminderd.tenants t WHERE t.id = NEW.tenant_id) THEN
+            RAISE EXCEPTION 'unknown tenant "%"', NEW.tenant_id
+                USING ERRCODE = 'foreign_key_violation',
+                      HINT = 'Create it first: reminderd tenant add ID --callback-url URL';
+        END IF;
+        RAISE EXCEPTION 'no callback_url for message % / %: the row has none and tenant "%" has no default',
+            NEW.tenant_id, NEW.ref_id, NEW.tenant_id
+            USING ERRCODE = 'not_null_violation';
+    END IF;
+    IF NEW.rrule IS NOT NULL AND NEW.rrule !~* '(^|\n)\s*DTSTART' THEN
+        IF NEW.rrule ~* 'COUNT=' THEN
+            RAISE EXCEPTION 'the rrule of message % / % has COUNT but no DTSTART', NEW.tenant_id, NEW.ref_id
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'COUNT counts from DTSTART: give one (DTSTART:20261201T090000), or use max_runs instead.';
+        END IF;
+        NEW.rrule := 'DTSTART:'
+                     || to_char(date_trunc('day', reminderd.wall_time(now(), NEW.timezone)), 'YYYYMMDD"T"HH24MISS')
+                     || E'\n' || btrim(NEW.rrule, E' \t\r\n');
+    END IF;
+    RETURN NEW;
+END
+$$;
 
 REVOKE EXECUTE ON FUNCTION reminderd.schedule_set(text, reminderd.schedule_item_v1[]),
     reminderd.schedule_one(text, reminderd.schedule_item_v1) FROM PUBLIC;

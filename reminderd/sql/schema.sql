@@ -2322,7 +2322,8 @@ $$;
 CREATE FUNCTION reminderd.validate_message() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.timezone IS NOT NULL THEN  -- NULL: the column's NOT NULL says so
+    -- NULL: the column's NOT NULL says so; UTC: check_timezone's first answer, without the call.
+    IF NEW.timezone IS NOT NULL AND NEW.timezone NOT IN ('UTC', 'Etc/UTC') THEN
         PERFORM reminderd.check_timezone(NEW.timezone, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
     END IF;
     IF NEW.callback_url !~* '^https?://[^/?#[:space:]]+' THEN
