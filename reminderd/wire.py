@@ -52,7 +52,7 @@ def _refuse_constant(name: str) -> Any:
 
 def depth(value: Any, limit: int) -> int:
     """How deeply arrays and objects nest in `value`, counting no further than `limit` + 1."""
-    if not isinstance(value, dict | list):
+    if not isinstance(value, (dict, list)):
         return 0
     deepest, stack = 0, [(value, 1)]
     while stack:  # only arrays and objects go on the stack: a batch's scalars cost one check each
@@ -62,7 +62,7 @@ def depth(value: Any, limit: int) -> int:
             if deepest > limit:
                 return deepest
         for child in item.values() if isinstance(item, dict) else item:
-            if isinstance(child, dict | list):
+            if isinstance(child, (dict, list)):
                 stack.append((child, level + 1))
     return deepest
 
