@@ -210,20 +210,19 @@ class Sql:
         """Results, rows and events with the tenant's name and the message ids replaced by what
         they are: (ref, its n-th row)."""
         db = self.connection
+        # Every column (a column a later migration adds too) but the ids, which differ.
         rows = await db.fetch(
-            "SELECT id, ref_id, fire_at, payload::text, callback_url, cron, timezone, status, attempts,"
-            " max_attempts, last_error, created_at, updated_at, scheduled_for, last_event, paused_by, rrule,"
-            " until, max_runs, category, calendar, holiday_rule, backfill, max_lateness,"
+            "SELECT id, ref_id, (to_jsonb(m) - 'id' - 'tenant_id' - 'extra_of')::text AS columns,"
             " extra_of IS NOT NULL AS extra"
-            " FROM reminderd.scheduled_messages WHERE tenant_id = $1 ORDER BY ref_id, id",
+            " FROM reminderd.scheduled_messages m WHERE tenant_id = $1 ORDER BY ref_id, id",
             tenant,
         )
         label: dict[int, tuple[str, int]] = {}
         for row in rows:
             label[row["id"]] = (row["ref_id"], sum(1 for known in label.values() if known[0] == row["ref_id"]))
         events = await db.fetch(
-            "SELECT message_id, event, status, fire_at, reason, actor FROM reminderd.events"
-            " WHERE tenant_id = $1 ORDER BY id",
+            "SELECT message_id, (to_jsonb(e) - 'id' - 'message_id' - 'tenant_id')::text AS columns"
+            " FROM reminderd.events e WHERE tenant_id = $1 ORDER BY id",
             tenant,
         )
         by_message: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
