@@ -581,13 +581,15 @@ class Api:
                 problem.errors,
                 extra={**problem.extra, "item": index},
             )
-        said: dict[tuple[datetime, str], tuple[str, str]] = {}  # one-offs alike (a campaign): said once
+        # One-offs alike (a campaign): said once.
+        said: dict[tuple[datetime, str | None, str | None], tuple[str, str]] = {}
 
         def said_of(item: ScheduleRequest, fire_at: datetime | None) -> tuple[str | None, str]:
             """The answer's fire_at and description of an item."""
             if item.recurrence is not None or fire_at is None:
                 return None if fire_at is None else iso_utc(fire_at, "auto"), item.description(fire_at, now)
-            key = (fire_at, item.timezone)  # all a one-off's description reads
+            # All a one-off's description reads (a contact's zone is named by the contact).
+            key = (fire_at, item.timezone, item.contact_id if item.timezone is None else None)
             if key not in said:
                 said[key] = iso_utc(fire_at, "auto"), item.description(fire_at, now)
             return said[key]

@@ -18,8 +18,9 @@ CREATE TYPE reminderd.item_scheduled_v1 AS (
 COMMENT ON TYPE reminderd.item_scheduled_v1 IS 'One item scheduled by reminderd.schedule_set().';
 
 -- reminderd.schedule_set() for a batch of one one-off item (POST /v1/messages, when nothing else
--- arrives with it): the same steps, each a statement about one row. Raises, without saying why,
--- whatever schedule_item() would refuse.
+-- arrives with it): the same steps, each a statement about one row (no contact, a wall time kept,
+-- awaiting approval live, as there). Raises, without saying why, whatever schedule_item() would
+-- refuse.
 CREATE FUNCTION reminderd.schedule_one(tenant_id text, one reminderd.schedule_item_v1)
 RETURNS reminderd.item_scheduled_v1
 LANGUAGE plpgsql AS $$
@@ -51,6 +52,7 @@ BEGIN
       AND m.callback_url IS NOT DISTINCT FROM one.callback_url
       AND m.max_attempts IS NOT DISTINCT FROM one.max_attempts
       AND m.timezone = coalesce(one.timezone, 'UTC')
+      AND m.contact_id IS NULL
       AND m.category = coalesce(one.category, 'transactional')
       AND m.calendar IS NOT DISTINCT FROM one.calendar
       AND m.holiday_rule IS NOT DISTINCT FROM one.holiday_rule
@@ -65,7 +67,7 @@ BEGIN
     SELECT max(m.id) FILTER (WHERE m.extra_of IS NULL), count(*) > 0 INTO live, doomed
     FROM reminderd.scheduled_messages m
     WHERE m.tenant_id = schedule_one.tenant_id AND m.ref_id = one.ref_id
-      AND m.status IN ('pending', 'picked', 'paused');
+      AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval');
     IF same.id IS NOT NULL THEN
         done := ROW(1, same.id, CASE WHEN same.id = live OR (live IS NULL AND same.status = 'sent') THEN 'unchanged'
                                      WHEN live IS NOT NULL THEN 'replaced' ELSE 'created' END,
@@ -77,14 +79,14 @@ BEGIN
         SET status = 'cancelled', last_error = 'replaced by a new schedule', lease_expires_at = NULL,
             updated_at = now(), last_event = 'replaced'
         WHERE m.tenant_id = schedule_one.tenant_id AND m.ref_id = one.ref_id
-          AND m.status IN ('pending', 'picked', 'paused');
+          AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval');
     END IF;
     INSERT INTO reminderd.scheduled_messages
         (tenant_id, ref_id, fire_at, payload, callback_url, max_attempts, timezone, category, calendar,
-         holiday_rule, backfill, max_lateness)
+         holiday_rule, backfill, max_lateness, local_time)
     VALUES (schedule_one.tenant_id, one.ref_id, due, coalesce(one.payload, '{}'), one.callback_url,
             one.max_attempts, coalesce(one.timezone, 'UTC'), coalesce(one.category, 'transactional'),
-            one.calendar, one.holiday_rule, one.backfill, one.max_lateness)
+            one.calendar, one.holiday_rule, one.backfill, one.max_lateness, one.local_time)
     RETURNING 1, id, CASE WHEN live IS NOT NULL THEN 'replaced' ELSE 'created' END, status, fire_at INTO done;
     RETURN done;
 END
@@ -97,11 +99,14 @@ $$;
 -- batch instead of a dozen per item: the refs' advisory locks (in a fixed order, so two batches
 -- never deadlock on each other); one statement that checks every item and finds the identical
 -- and the live rows; one UPDATE cancelling the live rows being replaced (as cancel_live() does);
--- one INSERT of the new messages. Recurring items go through schedule_item() one by one, in the
--- same transaction. The refs must be distinct (given twice, the later item replaces the earlier
--- one: that is the item-by-item path's), and anything schedule_item() would refuse raises here
--- too, without saying which item: schedule_many() then undoes this call and schedules the items
--- one by one, which says which and why. Rows in no particular order.
+-- one INSERT of the new messages. As schedule() since 0009: an item names no contact (the type
+-- has no contact_id), so its zone is its own (timezone_source 'message'), a contact's message is
+-- never identical to it, its wall time is kept in local_time, and a row awaiting approval is live
+-- (replaced). Recurring items go through schedule_item() one by one, in the same transaction.
+-- The refs must be distinct (given twice, the later item replaces the earlier one: that is the
+-- item-by-item path's), and anything schedule_item() would refuse raises here too, without saying
+-- which item: schedule_many() then undoes this call and schedules the items one by one, which
+-- says which and why. Rows in no particular order.
 CREATE FUNCTION reminderd.schedule_set(tenant_id text, items reminderd.schedule_item_v1[])
 RETURNS SETOF reminderd.item_scheduled_v1
 LANGUAGE plpgsql
@@ -161,6 +166,7 @@ BEGIN
           AND m.callback_url IS NOT DISTINCT FROM i.callback_url
           AND m.max_attempts IS NOT DISTINCT FROM i.max_attempts
           AND m.timezone = coalesce(i.timezone, 'UTC')
+          AND m.contact_id IS NULL
           AND m.category = coalesce(i.category, 'transactional')
           AND m.calendar IS NOT DISTINCT FROM i.calendar
           AND m.holiday_rule IS NOT DISTINCT FROM i.holiday_rule
@@ -178,7 +184,7 @@ BEGIN
         FROM reminderd.scheduled_messages m
         WHERE i.cron IS NULL AND i.rrule IS NULL
           AND m.tenant_id = schedule_set.tenant_id AND m.ref_id = i.ref_id
-          AND m.status IN ('pending', 'picked', 'paused')
+          AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval')
     ) live ON true;
     IF refused THEN
         RAISE EXCEPTION 'this batch is scheduled item by item (reminderd.schedule_item)'
@@ -199,7 +205,7 @@ BEGIN
         SET status = 'cancelled', last_error = 'replaced by a new schedule', lease_expires_at = NULL,
             updated_at = now(), last_event = 'replaced'
         WHERE m.tenant_id = schedule_set.tenant_id AND m.ref_id = ANY (replacing)
-          AND m.status IN ('pending', 'picked', 'paused');
+          AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval');
     END IF;
     RETURN QUERY
     WITH given AS (
@@ -209,10 +215,10 @@ BEGIN
     ), inserted AS (
         INSERT INTO reminderd.scheduled_messages
             (tenant_id, ref_id, fire_at, payload, callback_url, max_attempts, timezone, category, calendar,
-             holiday_rule, backfill, max_lateness)
+             holiday_rule, backfill, max_lateness, local_time)
         SELECT schedule_set.tenant_id, g.ref_id, g.due, coalesce(g.payload, '{}'), g.callback_url, g.max_attempts,
                coalesce(g.timezone, 'UTC'), coalesce(g.category, 'transactional'), g.calendar, g.holiday_rule,
-               g.backfill, g.max_lateness
+               g.backfill, g.max_lateness, g.local_time
         FROM given g
         ORDER BY g.item
         RETURNING id, ref_id, status, fire_at

@@ -3,12 +3,13 @@ batch of one) against the item-by-item path it falls back to (reminderd.schedule
 item; atomic: all in one savepoint, the first error the only row; otherwise a savepoint each):
 for every mix of items the same results in item order, the same rows and the same audit trail.
 
-Both run in one transaction (so with one now()), for two tenants set up alike, and the transaction
-is rolled back. A property test draws the mixes (new refs, identical repeats, replacements, extra
-occurrences, sent messages, refs given twice, a paused tenant, refused items, recurring items,
-atomic or not); a table names the cases that matter, with the results they must have; and the
-function statistics of the transaction prove the set-based path was the one taken whenever it
-could be.
+Both run in one transaction (so with one now()), for two tenants set up alike (a default timezone,
+a contact with a zone of its own, a contact without), and the transaction is rolled back. A
+property test draws the mixes (new refs, identical repeats, replacements, extra occurrences, sent
+messages, contacts' messages, a broadcast's message awaiting approval, refs given twice, a paused
+tenant, refused items, recurring items, atomic or not); a table names the cases that matter, with
+the results they must have; and the function statistics of the transaction prove the set-based path
+was the one taken whenever it could be.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ A, B = "tenant-a", "tenant-b"  # the same length: refusals name the tenant
 MANY = "SELECT * FROM reminderd.schedule_many($1, $2::reminderd.schedule_item_v1[], $3)"
 ONE = "SELECT * FROM reminderd.schedule_item($1, $2::reminderd.schedule_item_v1)"
 ZONE = "Asia/Kolkata"
+TENANT_ZONE = "Europe/London"  # the tenants' default: a zoneless contact's (and OPTIONS' timezone)
+CONTACTS = {"zoned": (ZONE, "contact"), "bare": (TENANT_ZONE, "tenant")}  # zone, timezone_source
+BROADCAST = 7  # the broadcast_id of a message awaiting approval (no broadcasts row: none is read)
 PAYLOADS = ('{}', '{"n": 1}')
 # Everything else an identical call must repeat: each alone, and two together.
 OPTIONS: tuple[dict[str, Any], ...] = (
@@ -48,7 +52,7 @@ OPTIONS: tuple[dict[str, Any], ...] = (
     {"category": "marketing"},
     {"calendar": "GB"},
     {"holiday_rule": "skip"},
-    {"timezone": "Europe/London"},
+    {"timezone": TENANT_ZONE},
     {"category": "marketing", "calendar": "GB"},
 )
 OPTION_COLUMNS = (
@@ -104,11 +108,19 @@ class Before:
     """A row the ref has before the batch."""
 
     ref: str
-    status: str  # pending, picked, paused (at most one live row per ref), sent, cancelled, dead
+    # pending, picked, paused, awaiting_approval (at most one live row per ref), sent, cancelled, dead
+    status: str
     fire_in: timedelta = timedelta(hours=1)  # its fire_at, from now (its created_at)
     payload: str = PAYLOADS[0]
     extra: bool = False  # an extra occurrence sent now (extra_of set)
     options: int = 0
+    # A contact's message (CONTACTS: its zone, and a wall time in it kept in local_time, as
+    # schedule(contact_id => …) keeps them); awaiting approval, a broadcast's, for "zoned" if None.
+    contact: str | None = None
+
+    @property
+    def contact_id(self) -> str | None:
+        return "zoned" if self.contact is None and self.status == "awaiting_approval" else self.contact
 
 
 @dataclass(frozen=True)
@@ -157,16 +169,31 @@ class Sql:
             now: datetime = await db.fetchval("SELECT now()")
             for number, tenant in enumerate((A, B)):
                 await add_tenant(db, tenant, "https://example.com/hooks")
+                await db.execute("UPDATE reminderd.tenants SET timezone = $2 WHERE id = $1",
+                                 tenant, TENANT_ZONE)
+                await db.execute(
+                    "SELECT reminderd.upsert_contacts($1, $2::jsonb)", tenant,
+                    json.dumps([{"contact_id": "zoned", "timezone": ZONE}, {"contact_id": "bare"}]),
+                )
                 if case.paused:
                     await db.execute("UPDATE reminderd.tenants SET paused = true WHERE id = $1", tenant)
                 for index, row in enumerate(case.before):
                     options = {"category": "transactional", "timezone": "UTC", **OPTIONS[row.options]}
+                    source, local_time = "message", None
+                    if row.contact_id is not None:
+                        options["timezone"], source = CONTACTS[row.contact_id]
+                        wall = (now + row.fire_in).astimezone(ZoneInfo(options["timezone"]))
+                        local_time = wall.replace(tzinfo=None)
                     await db.execute(
                         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, payload, status,"
-                        f" extra_of, {', '.join(OPTION_COLUMNS)})"
-                        " VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                        " extra_of, contact_id, timezone_source, local_time, broadcast_id,"
+                        f" {', '.join(OPTION_COLUMNS)})"
+                        " VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10,"
+                        " $11, $12, $13, $14, $15, $16, $17, $18)",
                         tenant, row.ref, now + row.fire_in, row.payload, row.status,
                         1_000_000 * (number + 1) + index if row.extra else None,
+                        row.contact_id, source, local_time,
+                        BROADCAST if row.status == "awaiting_approval" else None,
                         *(options.get(column) for column in OPTION_COLUMNS),
                     )
             items = [item.value(now) for item in case.items]
@@ -347,6 +374,23 @@ CASES = {
         Case(tuple(Item(f"r{n}", "at+1h", options=n) for n in range(1, len(OPTIONS))),
              tuple(Before(f"r{n}", "paused") for n in range(1, len(OPTIONS)))),
         ["replaced"] * (len(OPTIONS) - 1)),
+    "a contact's message is never identical (its contact_id): replaced": (
+        Case((Item("r0", "local"), Item("r1", "at+1h", options=8)),
+             (Before("r0", "pending", timedelta(hours=3), contact="zoned"),
+              Before("r1", "picked", contact="bare"))),
+        ["replaced", "replaced"]),
+    "a contact's message in a batch of one": (
+        Case((Item("r0", "local"),), (Before("r0", "paused", timedelta(hours=3), contact="zoned"),)),
+        ["replaced"]),
+    "a contact's sent message is no answer": (
+        Case((Item("r0", "at+1h", options=8), Item("r1", "local")),
+             (Before("r0", "sent", contact="bare"), Before("r1", "sent", timedelta(hours=3), contact="zoned"))),
+        ["created", "created"]),
+    "a broadcast's message awaiting approval is live: replaced": (
+        Case((Item("r0", "at+1h"), Item("r1", "in1h")), (Before("r0", "awaiting_approval"),)),
+        ["replaced", "created"]),
+    "awaiting approval in a batch of one": (
+        Case((Item("r0", "in1h"),), (Before("r0", "awaiting_approval", contact="bare"),)), ["replaced"]),
     "any option dropped replaces": (
         Case(tuple(Item(f"r{n}", "at+1h") for n in range(1, len(OPTIONS))),
              tuple(Before(f"r{n}", "picked", options=n) for n in range(1, len(OPTIONS)))),
@@ -383,6 +427,23 @@ def test_a_paused_tenants_new_messages_are_held(sql: Sql) -> None:
     assert [r[3] for r in outcome.results] == ["paused", "paused"]
 
 
+@pytest.mark.parametrize("size", [1, 2])
+def test_a_wall_time_is_kept_in_local_time(sql: Sql, size: int) -> None:
+    """As schedule() keeps it since 0009 (for re-planning in a contact's new zone)."""
+    outcome = check(sql, Case(tuple(Item(f"r{n}", "local") for n in range(size))))
+    kept = [json.loads(row[2])["local_time"] for row in outcome.rows]
+    assert len(kept) == size and all(kept), kept
+    assert [json.loads(row[2])["timezone_source"] for row in outcome.rows] == ["message"] * size
+
+
+def test_a_contacts_message_replaced_is_cancelled(sql: Sql) -> None:
+    outcome = check(sql, CASES["a contact's message is never identical (its contact_id): replaced"][0])
+    rows = {(label, json.loads(columns)["status"], json.loads(columns)["contact_id"])
+            for label, _, columns, _ in outcome.rows}
+    assert rows == {(("r0", 0), "cancelled", "zoned"), (("r0", 1), "pending", None),
+                    (("r1", 0), "cancelled", "bare"), (("r1", 1), "pending", None)}
+
+
 def test_an_empty_batch_schedules_nothing(sql: Sql) -> None:
     assert sql.both(Case(())) == (Outcome([], [], []), Outcome([], [], []))
 
@@ -391,22 +452,26 @@ def test_an_empty_batch_schedules_nothing(sql: Sql) -> None:
 
 REFS = st.sampled_from(["r0", "r1", "r2", "r3"])
 OPTION_INDEXES = st.sampled_from([0, 0, 0, *range(len(OPTIONS))])
+CONTACT_IDS = st.sampled_from([None, None, *CONTACTS])
 ITEMS = st.builds(Item, REFS, st.sampled_from([w for w in WHEN if w not in REFUSED] * 4 + sorted(REFUSED)),
                   st.sampled_from(PAYLOADS), OPTION_INDEXES)
 
 
 @st.composite
 def befores(draw: st.DrawFn) -> tuple[Before, ...]:
-    """Each ref's history: old rows, at most one live row, maybe a live extra occurrence."""
+    """Each ref's history: old rows, at most one live row (maybe awaiting approval), maybe a live
+    extra occurrence; any of the first two maybe a contact's."""
     rows: list[Before] = []
     for ref in draw(st.lists(REFS, unique=True, max_size=4)):
         for status in draw(st.lists(st.sampled_from(["sent", "cancelled", "dead"]), max_size=2)):
             rows.append(Before(ref, status, draw(st.sampled_from([timedelta(hours=1), timedelta(hours=2)])),
-                               draw(st.sampled_from(PAYLOADS)), options=draw(OPTION_INDEXES)))
-        live = draw(st.sampled_from([None, "pending", "picked", "paused"]))
+                               draw(st.sampled_from(PAYLOADS)), options=draw(OPTION_INDEXES),
+                               contact=draw(CONTACT_IDS)))
+        live = draw(st.sampled_from([None, "pending", "picked", "paused", "awaiting_approval"]))
         if live is not None:
             rows.append(Before(ref, live, draw(st.sampled_from([timedelta(hours=1), timedelta(hours=2)])),
-                               draw(st.sampled_from(PAYLOADS)), options=draw(OPTION_INDEXES)))
+                               draw(st.sampled_from(PAYLOADS)), options=draw(OPTION_INDEXES),
+                               contact=draw(CONTACT_IDS)))
         if draw(st.booleans()):
             rows.append(Before(ref, "pending", timedelta(hours=1), PAYLOADS[0], extra=True))
     return tuple(rows)
