@@ -16,9 +16,10 @@ import asyncio
 import base64
 import hashlib
 import json
+import logging
+import random
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,13 +35,15 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import dashboard, refusals, wire
 from .apikeys import Caller, KeyCache
+from .batching import Batcher
 from .exceptions import DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from .lifecycle import Status
+from .logs import LEVELS
 from .metrics import ApiMetrics
 from .problems import CONTENT_TYPE as PROBLEM_JSON
 from .problems import FieldError, Problem, invalid, pointer
 from .ratelimit import RateLimiter, retry_after_header
-from .schedule import InvalidSchedule, hold
+from .schedule import InvalidSchedule, hold, iso_utc
 from .settings import Settings
 from .store import DueNow, ItemScheduled, MessageView, Store, StoredAnswer, TenantCalendar, TenantView
 from .validation import (
@@ -99,6 +102,13 @@ _STRING_FIELDS = (
 _DURATION_FIELDS = ("fire_in", "max_lateness")
 _INTEGER_FIELDS = ("max_attempts", "max_runs")
 SCHEDULE_FIELDS = frozenset((*_STRING_FIELDS, *_DURATION_FIELDS, *_INTEGER_FIELDS, "payload"))
+# The type each field's value has in the usual item (a duration as text; the payload any JSON, so
+# it is left to the fields' own checks when it is not an object), and an item with none of them.
+_FIELD_TYPES: dict[str, type] = {
+    **dict.fromkeys((*_STRING_FIELDS, *_DURATION_FIELDS), str), **dict.fromkeys(_INTEGER_FIELDS, int),
+    "payload": dict,
+}
+_NO_VALUES: dict[str, Any] = dict.fromkeys(SCHEDULE_FIELDS)
 
 Handler = Callable[[web.Request, Caller, Store], Awaitable[web.Response]]
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -117,6 +127,7 @@ class Route:
     path: str  # as the OpenAPI document writes it
     handler: Any  # a Handler, or for a public route a plain aiohttp handler
     writes: bool = False  # needs the write scope; takes an Idempotency-Key
+    batched: bool = False  # a write that opens no transaction of its own: reminderd/batching.py's call does
     public: bool = False  # no API key (probes, metrics, the document)
 
 
@@ -138,9 +149,11 @@ class Api:
         self.head_revision = head_revision
         self.keys = KeyCache(store.api_key, ttl_s=settings.api_key_cache_s, clock=clock)
         self.limiter = RateLimiter()
+        self.batcher = Batcher(self._schedule_for, max_batch=MAX_BATCH)
         self.metrics = ApiMetrics()
         self.stopping = False
         self.clock = clock  # for the rate limits
+        self._log_requests = LEVELS[settings.log_level] <= logging.INFO  # the level is fixed for the run
         self._document = json.dumps(openapi_document()).encode()
 
     # The routes: every one of them, here. ------------------------------------------------------
@@ -148,7 +161,7 @@ class Api:
     @cached_property
     def routes(self) -> list[Route]:
         return [
-            Route("POST", "/v1/messages", self.schedule, writes=True),
+            Route("POST", "/v1/messages", self.schedule, writes=True, batched=True),
             Route("GET", "/v1/messages", self.list_messages),
             Route("DELETE", "/v1/messages", self.cancel_by_ref, writes=True),
             Route("POST", "/v1/messages/batch", self.schedule_batch, writes=True),
@@ -193,7 +206,7 @@ class Api:
         if dashboard.serves(request.path):  # pages and a live stream, not JSON: its own middleware
             return await handler(request)
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex[:16]
+        request_id = f"{random.getrandbits(64):016x}"  # for the logs, not a secret: no os.urandom per request
         request[REQUEST_ID] = request_id
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
@@ -258,6 +271,8 @@ class Api:
         elapsed_s = time.perf_counter() - started
         self.metrics.observe(route, request.method, response.status, elapsed_s)
         response.headers["X-Request-Id"] = request_id
+        if not self._log_requests:  # filtered anyway: spare building the line's fields
+            return response
         caller = request.get(CALLER)
         log.info(
             "request",
@@ -295,6 +310,9 @@ class Api:
             if key is not None:
                 return await self._idempotent(request, caller, key, route.handler)
             await request.read()  # the whole body before a connection is held for the write
+            if route.batched:  # its batch's call says which key did it (_schedule_for)
+                batched: web.StreamResponse = await route.handler(request, caller, self.store)
+                return batched
             # One transaction, so the audit trail says which key did it (events.on_behalf_of).
             async with self.store.transaction() as store:
                 await store.act_for(caller.acting_for)
@@ -302,6 +320,14 @@ class Api:
                 return written
 
         return guarded
+
+    async def _schedule_for(self, tenant: str, items: Sequence[ScheduleRequest], atomic: bool, acting_for: str
+                            ) -> list[ItemScheduled]:
+        """One call of the Batcher: one key's waiting schedules in one transaction whose audit
+        events name that key (events.on_behalf_of)."""
+        async with self.store.transaction() as store:
+            await store.act_for(acting_for)
+            return await store.schedule_many(tenant, items, atomic=atomic)
 
     async def _caller(self, request: web.Request, *, writes: bool) -> Caller:
         header = request.headers.get("Authorization")
@@ -403,11 +429,13 @@ class Api:
             raise Problem("invalid-json", str(exc)) from None
         if not isinstance(document, dict):
             raise Problem("invalid-json", "the body must be a JSON object")
-        if wire.depth(document, self.settings.api_max_json_depth) > self.settings.api_max_json_depth:
+        limit = self.settings.api_max_json_depth
+        # Each array or object opens with a bracket: no more brackets than the limit, no walk needed.
+        if raw.count(b"{") + raw.count(b"[") > limit and wire.depth(document, limit) > limit:
             raise Problem(
                 "invalid-json",
-                f"the body nests arrays and objects more than "
-                f"{self.settings.api_max_json_depth} levels deep (REMINDERD_API_MAX_JSON_DEPTH)",
+                f"the body nests arrays and objects more than {limit} levels deep "
+                "(REMINDERD_API_MAX_JSON_DEPTH)",
             )
         return document
 
@@ -424,19 +452,22 @@ class Api:
             raise invalid(
                 "ref_id is required: your name for the message, e.g. booking:b7d2:24h", pointer(*at, "ref_id")
             )
-        values: dict[str, Any] = {}
-        for name in _STRING_FIELDS:
-            value = item.get(name)
-            if value is not None and not isinstance(value, str):
-                raise invalid(f"{name} must be a string", pointer(*at, name))
-            values[name] = value
-        for name in _DURATION_FIELDS:
-            values[name] = _duration_text(item.get(name), pointer(*at, name))
-        for name in _INTEGER_FIELDS:
-            value = item.get(name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise invalid(f"{name} must be an integer", pointer(*at, name))
-            values[name] = value
+        values: dict[str, Any] = dict(_NO_VALUES)
+        if all(value is None or type(value) is _FIELD_TYPES[name] for name, value in item.items()):
+            values.update(item)  # the usual item: every value of its field's JSON type, in one pass
+        else:  # each field in turn, so that the first wrong one is the one named
+            for name in _STRING_FIELDS:
+                value = item.get(name)
+                if value is not None and not isinstance(value, str):
+                    raise invalid(f"{name} must be a string", pointer(*at, name))
+                values[name] = value
+            for name in _DURATION_FIELDS:
+                values[name] = _duration_text(item.get(name), at, name)
+            for name in _INTEGER_FIELDS:
+                value = item.get(name)
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                    raise invalid(f"{name} must be an integer", pointer(*at, name))
+                values[name] = value
         payload, encoded = (None, False) if "payload" not in item else wire.encode(item["payload"])
         try:
             return ScheduleRequest.build(
@@ -495,8 +526,12 @@ class Api:
         tenant = _tenant(caller)
         now = datetime.now(UTC)
         item = self._schedule_request(tenant, await self._body(request), (), now)
-        item = _timed(item, (), await self._calendar(store, tenant, [item], now), now)
-        (done,) = await store.schedule_many(tenant, [item], atomic=True)
+        if item.recurrence is not None:
+            item = _timed(item, (), await self._calendar(store, tenant, [item], now), now)
+        if store.in_transaction:  # an Idempotency-Key's: the answer is saved in the same transaction
+            (done,) = await store.schedule_many(tenant, [item], atomic=True)
+        else:  # with whatever else this key is scheduling at the moment (reminderd/batching.py)
+            done = await self.batcher.schedule(tenant, caller.key_id, item, acting_for=caller.acting_for)
         if done.result == "error":
             raise _refused_item(done, item, ())
         assert done.message_id is not None and done.status is not None
@@ -568,6 +603,19 @@ class Api:
                 problem.errors,
                 extra={**problem.extra, "item": index},
             )
+        # One-offs alike (a campaign): said once.
+        said: dict[tuple[datetime, str | None, str | None], tuple[str, str]] = {}
+
+        def said_of(item: ScheduleRequest, fire_at: datetime | None) -> tuple[str | None, str]:
+            """The answer's fire_at and description of an item."""
+            if item.recurrence is not None or fire_at is None:
+                return None if fire_at is None else iso_utc(fire_at, "auto"), item.description(fire_at, now)
+            # All a one-off's description reads (a contact's zone is named by the contact).
+            key = (fire_at, item.timezone, item.contact_id if item.timezone is None else None)
+            if key not in said:
+                said[key] = iso_utc(fire_at, "auto"), item.description(fire_at, now)
+            return said[key]
+
         results: list[dict[str, Any]] = [{} for _ in messages]
         for index, problem in failed.items():
             results[index] = {
@@ -588,14 +636,15 @@ class Api:
                     "error": problem.as_json(),
                 }
             else:
+                fire_at, description = said_of(item, row.fire_at)
                 results[index] = {
                     "index": index,
                     "result": row.result,
                     "id": row.message_id,
                     "ref_id": item.ref_id,
                     "status": row.status,
-                    "fire_at": row.fire_at,
-                    "description": item.description(row.fire_at, now),
+                    "fire_at": fire_at,
+                    "description": description,
                 }
         tally = {
             kind: sum(1 for r in results if r["result"] == kind)
@@ -828,7 +877,7 @@ class Api:
             if "fire_at" in whens:
                 fire_at = parse_instant(body["fire_at"], None, "fire_at", names=API_NAMES)
             elif "fire_in" in whens:
-                text = _duration_text(body["fire_in"], pointer("fire_in"))
+                text = _duration_text(body["fire_in"], (), "fire_in")
                 assert text is not None
                 fire_in_s = parse_duration(text, "fire_in").total_seconds()
             elif "local_time" in whens:
@@ -920,7 +969,7 @@ class Api:
         unknown = sorted(set(body) - {"grace"})
         if unknown:
             raise invalid(f"unknown field {unknown[0]!r}", pointer(unknown[0]))
-        text = _duration_text(body.get("grace", "24h"), pointer("grace"))
+        text = _duration_text(body.get("grace", "24h"), (), "grace")
         try:
             grace = parse_duration(text or "24h", "grace", allow_zero=True)
         except InvalidInput as exc:
@@ -1131,12 +1180,13 @@ def _ref_of(item: Any) -> str | None:
     return ref if isinstance(ref, str) else None
 
 
-def _duration_text(value: Any, at: str) -> str | None:
-    """A duration from JSON: text (2h, PT2H) or a number of seconds."""
+def _duration_text(value: Any, at: tuple[str | int, ...], name: str) -> str | None:
+    """A duration from JSON (the member `name` of the object at `at`): text (2h, PT2H) or a
+    number of seconds."""
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-        raise invalid(f'{at.rpartition("/")[2]} must be a duration such as "2h" or a number of seconds', at)
+        raise invalid(f'{name} must be a duration such as "2h" or a number of seconds', pointer(*at, name))
     return str(value)
 
 

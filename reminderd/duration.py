@@ -8,6 +8,7 @@ varies. A leading `-` makes the duration negative; whoever reads it decides whet
 
 from __future__ import annotations
 
+import functools
 import re
 
 EXAMPLES = "use a duration such as 90s, 15m, 2h, 3d or 1h30m (a bare number is seconds)"
@@ -22,6 +23,7 @@ _ISO_8601 = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=256)  # pure: the API reads the same few ("2h") over and over
 def parse_seconds(text: str) -> float:
     """The duration `text` in seconds; ValueError saying what a duration looks like."""
     compact = text.strip().lower()

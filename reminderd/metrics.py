@@ -201,10 +201,17 @@ class ApiMetrics:
                                  registry=self.registry)
         self.pool_connections = Gauge("reminderd_db_pool_connections", "Database pool connections by state.",
                                       ["state"], registry=self.registry)
+        # The labelled series of each (route, method, status) seen, looked up once (labels() locks).
+        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
-        self.duration.labels(route).observe(seconds)
+        series = self._series.get((route, method, status))
+        if series is None:
+            series = self._series[route, method, status] = (
+                self.requests.labels(route, method, str(status)), self.duration.labels(route)
+            )
+        series[0].inc()
+        series[1].observe(seconds)
 
     def watch_pool(self, in_use: Callable[[], float], idle: Callable[[], float]) -> None:
         self.pool_connections.labels("in_use").set_function(in_use)

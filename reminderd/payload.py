@@ -70,13 +70,13 @@ def check_encoded(text: str) -> str:
     A large one gets the whole check_payload."""
     if len(text) * 4 > MAX_PAYLOAD_BYTES:
         return check_payload(text)
-    raw = _SURROGATE.search(text)
+    raw = None if text.isascii() else _SURROGATE.search(text)  # a surrogate is not ASCII
     if raw:  # ensure_ascii=False writes a lone surrogate as it is
         half = f"\\u{ord(raw.group()):04x}"
         raise PayloadError(
             f"has half a UTF-16 surrogate pair, {half}, at {where(text, raw.start())}: PostgreSQL refuses it"
         )
-    nul = _NUL_ESCAPE.search(text)
+    nul = _NUL_ESCAPE.search(text) if "\\u0000" in text else None
     if nul:
         at = where(text, nul.end() - 6)
         raise PayloadError(f"has \\u0000 at {at}: PostgreSQL cannot store the NUL character")

@@ -1051,6 +1051,11 @@ class Store:
     def health(self) -> DatabaseHealth:
         return self._bounded.health
 
+    @property
+    def in_transaction(self) -> bool:
+        """A Store of transaction(): its calls are one transaction."""
+        return not isinstance(self._pool, BoundedPool)
+
     @classmethod
     async def connect_retrying(
         cls, database_url: str, stop: asyncio.Event, *, max_size: int = 4, pgbouncer: bool = False,

@@ -52,15 +52,18 @@ def _refuse_constant(name: str) -> Any:
 
 def depth(value: Any, limit: int) -> int:
     """How deeply arrays and objects nest in `value`, counting no further than `limit` + 1."""
+    if not isinstance(value, (dict, list)):
+        return 0
     deepest, stack = 0, [(value, 1)]
-    while stack:
+    while stack:  # only arrays and objects go on the stack: a batch's scalars cost one check each
         item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
+        if level > deepest:
+            deepest = level
             if deepest > limit:
                 return deepest
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, level + 1) for child in children)
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, (dict, list)):
+                stack.append((child, level + 1))
     return deepest
 
 

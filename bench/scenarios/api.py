@@ -157,6 +157,7 @@ async def _measure_http(
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
     say(f"HTTP single: {fmt_rate(rps)} requests, p50 {p50:.1f} ms, p99 {p99:.1f} ms; statuses {statuses}")
     say("  " + describe_cpu(cpu_wall, _as_serve(used)))
+    say("  " + _cpu_per(n, "request", _as_serve(used)))
     report.add(
         "API POST /v1/messages (c=32)",
         fmt_rate(rps),
@@ -187,6 +188,7 @@ async def _measure_http(
         f"batch (p50); statuses {statuses}"
     )
     say("  " + describe_cpu(cpu_wall, _as_serve(used)))
+    say("  " + _cpu_per((batches - 1) * BATCH, "message", _as_serve(used)))
     report.add(
         "API batch of 1,000",
         f"{fmt_rate(mps)} msgs",
@@ -229,6 +231,7 @@ async def _measure_sql(bench: Bench, dbs: Databases, url: str, n: int, batches: 
             f"p99 {percentile(latencies, 99):.1f} ms"
         )
         say("  " + describe_cpu(cpu_wall, used))
+        say("  " + _cpu_per(n, "call", used))
         report.add("SQL reminderd.schedule() (c=32)", fmt_rate(n / wall))
         store = Store(pool)
         requests = [
@@ -240,11 +243,15 @@ async def _measure_sql(bench: Bench, dbs: Databases, url: str, n: int, batches: 
         ]
         _ = _schedule_item_v1  # the composite type the Store sends
         await store.schedule_many(TENANT, requests[0], atomic=True)
+        meter = CpuMeter(None, bench.receiver.pid, dbs.postmaster_pid)
         started = time.perf_counter()
         await asyncio.gather(*(_batch(store, chunk) for chunk in (requests[1::2], requests[2::2])))
         wall = time.perf_counter() - started
+        cpu_wall, used = meter.stop()
         mps = (batches - 1) * BATCH / wall
         say(f"SQL reminderd.schedule_many() of {BATCH} (2 at once): {fmt_rate(mps)} messages")
+        say("  " + describe_cpu(cpu_wall, used))
+        say("  " + _cpu_per((batches - 1) * BATCH, "message", used))
         report.add("SQL schedule_many of 1,000", f"{fmt_rate(mps)} msgs")
     finally:
         await pool.close()
@@ -253,6 +260,13 @@ async def _measure_sql(bench: Bench, dbs: Databases, url: str, n: int, batches: 
 async def _batch(store: Store, chunks: list[list[ScheduleRequest]]) -> None:
     for chunk in chunks:
         await store.schedule_many(TENANT, chunk, atomic=True)
+
+
+def _cpu_per(n: int, unit: str, used: dict[str, float]) -> str:
+    """CPU per request (or message, or call) by process, in microseconds."""
+    parts = [f"{name} {1e6 * seconds / n:.0f}" for name, seconds in used.items()
+             if name not in ("other", "receiver") and seconds > 0]
+    return f"CPU per {unit} (us): " + ", ".join(parts)
 
 
 def _as_serve(used: dict[str, float]) -> dict[str, float]:

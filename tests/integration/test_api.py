@@ -119,6 +119,41 @@ async def test_a_database_refusal_is_a_422_with_its_sqlstate(http: ApiClient, ke
     assert document["sqlstate"] == "22008" and "horizon" in document["detail"]
 
 
+async def test_single_posts_at_once_each_get_their_own_answer(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    """Concurrent single POSTs of one key are written together (reminderd/batching.py), each still
+    answered alone: its own message, its own refusal, the same ref twice one after the other."""
+    far = (datetime.now(UTC) + timedelta(days=400)).isoformat()
+    bodies: list[dict[str, Any]] = [{"ref_id": f"many:{n}", "fire_in": f"{n + 1}h", "payload": {"n": n}}
+                                    for n in range(24)]
+    bodies[7] = {"ref_id": "many:7", "fire_at": far}  # refused by the database (the horizon)
+    bodies += [{"ref_id": "twice", "fire_in": "1h"}, {"ref_id": "twice", "fire_in": "2h"}]
+    answers = await asyncio.gather(*(http.call("POST", "/v1/messages", key, json=body) for body in bodies))
+    refused = problem(answers[7], 422, "database-refused")
+    assert refused["sqlstate"] == "22008" and "horizon" in refused["detail"]
+    assert refused["errors"][0]["pointer"] == "/fire_at"
+    made = [a for n, a in enumerate(answers) if n != 7]
+    assert [a.status for a in made] == [201] * 25, [a.body for a in made]
+    assert [a.json["ref_id"] for a in made] == [b["ref_id"] for n, b in enumerate(bodies) if n != 7]
+    rows = {r["id"]: r for r in await db.fetch(
+        "SELECT id, ref_id, status, payload::text, fire_at - created_at AS delay"
+        " FROM reminderd.scheduled_messages"
+    )}
+    for n, answer in enumerate(answers[:24]):
+        if n != 7:
+            row = rows[answer.json["id"]]
+            assert (row["ref_id"], json.loads(row["payload"]), row["delay"]) == (
+                f"many:{n}", {"n": n}, timedelta(hours=n + 1)
+            )
+    assert not any(r["ref_id"] == "many:7" for r in rows.values())
+    first, second = answers[24].json, answers[25].json
+    assert sorted([first["result"], second["result"]]) == ["created", "replaced"]
+    later = second if second["result"] == "replaced" else first
+    assert {rows[first["id"]]["status"], rows[second["id"]]["status"]} == {"pending", "cancelled"}
+    assert rows[later["id"]]["status"] == "pending"
+
+
 # Nothing dead on arrival, and a recurring message's first occurrence: the CLI's rules (validation.py)
 
 

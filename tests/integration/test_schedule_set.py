@@ -1,0 +1,549 @@
+"""reminderd.schedule_many()'s set-based path (migration 0012: schedule_set, and schedule_one for a
+batch of one) against the item-by-item path it falls back to (reminderd.schedule_item() for each
+item; atomic: all in one savepoint, the first error the only row; otherwise a savepoint each):
+for every mix of items the same results in item order, the same rows and the same audit trail.
+
+Both run in one transaction (so with one now()), for two tenants set up alike (a default timezone,
+a contact with a zone of its own, a contact without), and the transaction is rolled back. A
+property test draws the mixes (new refs, identical repeats, replacements, extra occurrences, sent
+messages, contacts' messages, a broadcast's message awaiting approval, refs given twice, a paused
+tenant, refused items, recurring items, atomic or not); a table names the cases that matter, with
+the results they must have; and the function statistics of the transaction prove the set-based path
+was the one taken whenever it could be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from reminderd.migrate import head_revision, upgrade
+from reminderd.testing import add_tenant
+
+pytestmark = pytest.mark.shared_database
+
+T = TypeVar("T")
+A, B = "tenant-a", "tenant-b"  # the same length: refusals name the tenant
+MANY = "SELECT * FROM reminderd.schedule_many($1, $2::reminderd.schedule_item_v1[], $3)"
+ONE = "SELECT * FROM reminderd.schedule_item($1, $2::reminderd.schedule_item_v1)"
+ZONE = "Asia/Kolkata"
+TENANT_ZONE = "Europe/London"  # the tenants' default: a zoneless contact's (and OPTIONS' timezone)
+CONTACTS = {"zoned": (ZONE, "contact"), "bare": (TENANT_ZONE, "tenant")}  # zone, timezone_source
+BROADCAST = 7  # the broadcast_id of a message awaiting approval (no broadcasts row: none is read)
+PAYLOADS = ('{}', '{"n": 1}')
+# Everything else an identical call must repeat: each alone, and two together.
+OPTIONS: tuple[dict[str, Any], ...] = (
+    {},
+    {"max_attempts": 3},
+    {"backfill": "skip"},
+    {"max_lateness": timedelta(minutes=5)},
+    {"callback_url": "https://other.example/cb"},
+    {"category": "marketing"},
+    {"calendar": "GB"},
+    {"holiday_rule": "skip"},
+    {"timezone": TENANT_ZONE},
+    {"category": "marketing", "calendar": "GB"},
+)
+OPTION_COLUMNS = (
+    "max_attempts", "backfill", "max_lateness", "callback_url", "category", "calendar", "holiday_rule",
+    "timezone",
+)
+
+# What an item says about when it fires, by name (offsets from the transaction's now()).
+WHEN: dict[str, dict[str, Any]] = {
+    "at+1h": {"fire_at": timedelta(hours=1)},
+    "at+2h": {"fire_at": timedelta(hours=2)},
+    "at-10s": {"fire_at": timedelta(seconds=-10)},  # a little late: accepted, due now
+    "at-2d": {"fire_at": timedelta(days=-2)},  # beyond the lookback: refused (22008)
+    "at+400d": {"fire_at": timedelta(days=400)},  # beyond the horizon: refused (22008)
+    "in1h": {"fire_in": timedelta(hours=1)},
+    "in2h": {"fire_in": timedelta(hours=2)},
+    "in-1m": {"fire_in": timedelta(minutes=-1)},  # a negative delay: refused (22023)
+    "local": {"local_time": timedelta(hours=3), "timezone": ZONE},
+    "both": {"fire_at": timedelta(hours=1), "fire_in": timedelta(hours=1)},  # refused (22023)
+    "badtz": {"fire_at": timedelta(hours=1), "timezone": "Mars/Base"},  # refused (22023)
+    "badcat": {"fire_at": timedelta(hours=1), "category": "Not A Category"},  # refused (23514)
+    "cron": {"cron": "0 9 * * *"},
+    "badcron": {"cron": "61 * * * *"},  # refused (22023)
+}
+REFUSED = {"at-2d", "at+400d", "in-1m", "both", "badtz", "badcat", "badcron"}
+FAILING_ROW_ID = re.compile(r"Failing row contains \(\d+,")
+FIELDS = (  # reminderd.schedule_item_v1's
+    "ref_id", "fire_at", "fire_in", "local_time", "cron", "rrule", "timezone", "payload", "callback_url",
+    "category", "max_attempts", "calendar", "holiday_rule", "backfill", "max_lateness", "until", "max_runs",
+    "first_fire_at",
+)
+
+
+@dataclass(frozen=True)
+class Item:
+    ref: str
+    when: str
+    payload: str = PAYLOADS[0]
+    options: int = 0
+
+    def value(self, now: datetime) -> tuple[Any, ...]:
+        given = {**OPTIONS[self.options], **WHEN[self.when]}
+        if "fire_at" in given:
+            given["fire_at"] = now + given["fire_at"]
+        if "local_time" in given:
+            given["local_time"] = (now + given["local_time"]).astimezone(ZoneInfo(ZONE)).replace(tzinfo=None)
+        given.update(ref_id=self.ref, payload=self.payload)
+        return tuple(given.get(name) for name in FIELDS)
+
+
+@dataclass(frozen=True)
+class Before:
+    """A row the ref has before the batch."""
+
+    ref: str
+    # pending, picked, paused, awaiting_approval (at most one live row per ref), sent, cancelled, dead
+    status: str
+    fire_in: timedelta = timedelta(hours=1)  # its fire_at, from now (its created_at)
+    payload: str = PAYLOADS[0]
+    extra: bool = False  # an extra occurrence sent now (extra_of set)
+    options: int = 0
+    # A contact's message (CONTACTS: its zone, and a wall time in it kept in local_time, as
+    # schedule(contact_id => …) keeps them); awaiting approval, a broadcast's, for "zoned" if None.
+    contact: str | None = None
+
+    @property
+    def contact_id(self) -> str | None:
+        return "zoned" if self.contact is None and self.status == "awaiting_approval" else self.contact
+
+
+@dataclass(frozen=True)
+class Case:
+    items: tuple[Item, ...]
+    before: tuple[Before, ...] = ()
+    atomic: bool = True
+    paused: bool = False
+
+
+Result = tuple[Any, ...]
+
+
+@dataclass
+class Outcome:
+    results: list[Result]
+    rows: list[tuple[Any, ...]]
+    events: list[tuple[Any, ...]]
+    schedule_item_calls: int = field(default=0, compare=False)
+
+
+class Sql:
+    """One connection to the module's database on its own event loop (hypothesis tests are plain)."""
+
+    def __init__(self, url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.connection: asyncpg.Connection = self.run(asyncpg.connect(url))
+
+    def run(self, awaitable: Awaitable[T]) -> T:
+        return self.loop.run_until_complete(awaitable)
+
+    def close(self) -> None:
+        self.run(self.connection.close())
+        self.loop.close()
+
+    def both(self, case: Case) -> tuple[Outcome, Outcome]:
+        """The case through schedule_many() for tenant A, item by item for tenant B."""
+        return self.run(self._both(case))
+
+    async def _both(self, case: Case) -> tuple[Outcome, Outcome]:
+        db = self.connection
+        transaction = db.transaction()
+        await transaction.start()
+        try:
+            await db.execute("SET LOCAL track_functions = 'pl'")
+            now: datetime = await db.fetchval("SELECT now()")
+            for number, tenant in enumerate((A, B)):
+                await add_tenant(db, tenant, "https://example.com/hooks")
+                await db.execute("UPDATE reminderd.tenants SET timezone = $2 WHERE id = $1",
+                                 tenant, TENANT_ZONE)
+                await db.execute(
+                    "SELECT reminderd.upsert_contacts($1, $2::jsonb)", tenant,
+                    json.dumps([{"contact_id": "zoned", "timezone": ZONE}, {"contact_id": "bare"}]),
+                )
+                if case.paused:
+                    await db.execute("UPDATE reminderd.tenants SET paused = true WHERE id = $1", tenant)
+                for index, row in enumerate(case.before):
+                    options = {"category": "transactional", "timezone": "UTC", **OPTIONS[row.options]}
+                    source, local_time = "message", None
+                    if row.contact_id is not None:
+                        options["timezone"], source = CONTACTS[row.contact_id]
+                        wall = (now + row.fire_in).astimezone(ZoneInfo(options["timezone"]))
+                        local_time = wall.replace(tzinfo=None)
+                    await db.execute(
+                        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, payload, status,"
+                        " extra_of, contact_id, timezone_source, local_time, broadcast_id,"
+                        f" {', '.join(OPTION_COLUMNS)})"
+                        " VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7, $8, $9, $10,"
+                        " $11, $12, $13, $14, $15, $16, $17, $18)",
+                        tenant, row.ref, now + row.fire_in, row.payload, row.status,
+                        1_000_000 * (number + 1) + index if row.extra else None,
+                        row.contact_id, source, local_time,
+                        BROADCAST if row.status == "awaiting_approval" else None,
+                        *(options.get(column) for column in OPTION_COLUMNS),
+                    )
+            items = [item.value(now) for item in case.items]
+            calls_before = await self._schedule_item_calls()
+            fast = [tuple(r) for r in await db.fetch(MANY, A, items, case.atomic)]
+            calls = await self._schedule_item_calls() - calls_before
+            slow = await self._item_by_item(B, items, case.atomic)
+            return (await self._outcome(A, fast, calls), await self._outcome(B, slow, 0))
+        finally:
+            await transaction.rollback()
+
+    async def _schedule_item_calls(self) -> int:
+        calls: int | None = await self.connection.fetchval(
+            "SELECT calls FROM pg_stat_xact_user_functions"
+            " WHERE schemaname = 'reminderd' AND funcname = 'schedule_item'"
+        )
+        return calls or 0
+
+    async def _item_by_item(self, tenant: str, items: Sequence[tuple[Any, ...]], atomic: bool) -> list[Result]:
+        db, results = self.connection, []
+        if atomic:
+            position = 0
+            try:
+                async with db.transaction():
+                    for position, item in enumerate(items, 1):
+                        row = await db.fetchrow(ONE, tenant, item)
+                        results.append((position, *_scheduled(row)))
+            except asyncpg.PostgresError as exc:
+                return [(position, None, "error", None, None, *_error(exc))]
+            return results
+        for position, item in enumerate(items, 1):
+            try:
+                async with db.transaction():
+                    row = await db.fetchrow(ONE, tenant, item)
+                results.append((position, *_scheduled(row)))
+            except asyncpg.PostgresError as exc:
+                results.append((position, None, "error", None, None, *_error(exc)))
+        return results
+
+    async def _outcome(self, tenant: str, results: list[Result], calls: int) -> Outcome:
+        """Results, rows and events with the tenant's name and the message ids replaced by what
+        they are: (ref, its n-th row)."""
+        db = self.connection
+        # Every column (a column a later migration adds too) but the ids, which differ.
+        rows = await db.fetch(
+            "SELECT id, ref_id, (to_jsonb(m) - 'id' - 'tenant_id' - 'extra_of')::text AS columns,"
+            " extra_of IS NOT NULL AS extra"
+            " FROM reminderd.scheduled_messages m WHERE tenant_id = $1 ORDER BY ref_id, id",
+            tenant,
+        )
+        label: dict[int, tuple[str, int]] = {}
+        for row in rows:
+            label[row["id"]] = (row["ref_id"], sum(1 for known in label.values() if known[0] == row["ref_id"]))
+        events = await db.fetch(
+            "SELECT message_id, (to_jsonb(e) - 'id' - 'message_id' - 'tenant_id')::text AS columns"
+            " FROM reminderd.events e WHERE tenant_id = $1 ORDER BY id",
+            tenant,
+        )
+        by_message: dict[tuple[str, int], list[tuple[Any, ...]]] = {}
+        for row in events:
+            by_message.setdefault(label[row["message_id"]], []).append(tuple(row)[1:])
+        return Outcome(
+            results=[_same_words(tenant, (r[0], label.get(r[1]), *r[2:])) for r in results],
+            rows=[_same_words(tenant, (label[r["id"]], *tuple(r)[1:])) for r in rows],
+            events=sorted((key, trail) for key, trail in by_message.items()),
+            schedule_item_calls=calls,
+        )
+
+
+def _error(exc: asyncpg.PostgresError) -> tuple[Any, ...]:
+    return (exc.sqlstate, exc.args[0] if exc.args else None, exc.hint or None, exc.detail or None,
+            getattr(exc, "constraint_name", None) or None)
+
+
+def _same_words(tenant: str, values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The tenant's name as TENANT, and no message id in a constraint's DETAIL (the paths draw
+    different ids: an attempt undone has used some)."""
+    return tuple(
+        FAILING_ROW_ID.sub("Failing row contains (ID,", v.replace(tenant, "TENANT")) if isinstance(v, str)
+        else v
+        for v in values
+    )
+
+
+def _scheduled(row: asyncpg.Record) -> tuple[Any, ...]:
+    """schedule_item()'s answer as a row of schedule_many() without the item: no error."""
+    return (row["message_id"], row["result"], row["status"], row["fire_at"], None, None, None, None, None)
+
+
+@pytest.fixture(scope="module")
+def sql(module_database_url: str) -> Iterator[Sql]:
+    connection = Sql(module_database_url)
+    yield connection
+    connection.close()
+
+
+def check(sql: Sql, case: Case) -> Outcome:
+    """The set-based path answers as the item-by-item path does, and was taken whenever it could be."""
+    fast, slow = sql.both(case)
+    assert fast.results == slow.results
+    assert fast.rows == slow.rows
+    assert fast.events == slow.events
+    refs = [item.ref for item in case.items]
+    failed = any(result[2] == "error" for result in slow.results)
+    recurring = sum(1 for item in case.items if "cron" in WHEN[item.when])
+    set_based = len(set(refs)) == len(refs) and not failed
+    if set_based and recurring < len(refs):
+        assert fast.schedule_item_calls == recurring, "the set-based path was not taken"
+    return fast
+
+
+# The cases that matter, by name, with what they must answer ------------------------------------
+
+
+def results_of(outcome: Outcome) -> list[str]:
+    return [r[2] if r[2] != "error" else f"error {r[5]}" for r in outcome.results]
+
+
+CASES = {
+    "new refs": (Case((Item("r0", "at+1h"), Item("r1", "in2h"), Item("r2", "local"))),
+                 ["created", "created", "created"]),
+    "a batch of one": (Case((Item("r0", "in1h"),)), ["created"]),
+    "an identical repeat is unchanged": (
+        Case((Item("r0", "at+1h"), Item("r1", "in2h")),
+             (Before("r0", "pending"), Before("r1", "pending", fire_in=timedelta(hours=2)))),
+        ["unchanged", "unchanged"]),
+    "an identical repeat of a sent message is unchanged": (
+        Case((Item("r0", "at+1h"),), (Before("r0", "sent"),)), ["unchanged"]),
+    "another schedule replaces": (
+        Case((Item("r0", "at+2h"), Item("r1", "at+1h", PAYLOADS[1])),
+             (Before("r0", "pending"), Before("r1", "picked"))),
+        ["replaced", "replaced"]),
+    "a live extra occurrence is cancelled too": (
+        Case((Item("r0", "at+2h"),), (Before("r0", "paused"), Before("r0", "pending", extra=True))),
+        ["replaced"]),
+    "a ref given twice: the later replaces the earlier": (
+        Case((Item("r0", "at+1h"), Item("r0", "at+2h"), Item("r1", "in1h"))),
+        ["created", "replaced", "created"]),
+    "a ref given twice alike: the later is unchanged": (
+        Case((Item("r0", "at+1h"), Item("r0", "at+1h"))), ["created", "unchanged"]),
+    "a paused tenant holds new messages": (
+        Case((Item("r0", "at+1h"), Item("r1", "in1h")), paused=True), ["created", "created"]),
+    "a one-off already too late is refused, atomic": (
+        Case((Item("r0", "at+1h"), Item("r1", "at-2d"))), ["error 22008"]),
+    "a one-off already too late is refused alone": (
+        Case((Item("r0", "at+1h"), Item("r1", "at-2d"), Item("r2", "in1h")), atomic=False),
+        ["created", "error 22008", "created"]),
+    "a bad timezone is refused, atomic": (Case((Item("r0", "badtz"), Item("r1", "at+1h"))), ["error 22023"]),
+    "a bad timezone is refused alone": (
+        Case((Item("r0", "at+1h"), Item("r1", "badtz")), atomic=False), ["created", "error 22023"]),
+    "beyond the horizon, a negative delay, both times, a bad category": (
+        Case((Item("r0", "at+400d"), Item("r1", "in-1m"), Item("r2", "both"), Item("r3", "badcat")),
+             atomic=False),
+        ["error 22008", "error 22023", "error 22023", "error 23514"]),
+    "an empty ref is refused": (Case((Item("", "at+1h"), Item("r1", "at+1h")), atomic=False),
+                                ["error 22023", "created"]),
+    "recurring items beside one-offs": (
+        Case((Item("r0", "cron"), Item("r1", "at+1h"), Item("r2", "cron")), (Before("r2", "pending"),)),
+        ["created", "created", "replaced"]),
+    "a bad cron among one-offs": (
+        Case((Item("r0", "at+1h"), Item("r1", "badcron")), atomic=False), ["created", "error 22023"]),
+    "a little late is sent now": (Case((Item("r0", "at-10s"),)), ["created"]),
+    "identical to a sent message while another is live": (
+        Case((Item("r0", "at+1h"),), (Before("r0", "sent"), Before("r0", "pending", timedelta(hours=3)))),
+        ["replaced"]),  # schedule_item's words: the sent one is the answer, the live one stays
+    "the same, in a batch": (
+        Case((Item("r0", "at+1h"), Item("r1", "at+1h")),
+             (Before("r0", "sent"), Before("r0", "pending", timedelta(hours=3)))),
+        ["replaced", "created"]),
+    "identical to a live extra occurrence": (
+        Case((Item("r0", "at+1h"), Item("r1", "in1h")), (Before("r0", "pending", extra=True),)),
+        ["created", "created"]),
+    "every option repeated is unchanged": (
+        Case(tuple(Item(f"r{n}", "at+1h", options=n) for n in range(1, len(OPTIONS))),
+             tuple(Before(f"r{n}", "pending", options=n) for n in range(1, len(OPTIONS)))),
+        ["unchanged"] * (len(OPTIONS) - 1)),
+    "any option changed replaces": (
+        Case(tuple(Item(f"r{n}", "at+1h", options=n) for n in range(1, len(OPTIONS))),
+             tuple(Before(f"r{n}", "paused") for n in range(1, len(OPTIONS)))),
+        ["replaced"] * (len(OPTIONS) - 1)),
+    "a contact's message is never identical (its contact_id): replaced": (
+        Case((Item("r0", "local"), Item("r1", "at+1h", options=8)),
+             (Before("r0", "pending", timedelta(hours=3), contact="zoned"),
+              Before("r1", "picked", contact="bare"))),
+        ["replaced", "replaced"]),
+    "a contact's message in a batch of one": (
+        Case((Item("r0", "local"),), (Before("r0", "paused", timedelta(hours=3), contact="zoned"),)),
+        ["replaced"]),
+    "a contact's sent message is no answer": (
+        Case((Item("r0", "at+1h", options=8), Item("r1", "local")),
+             (Before("r0", "sent", contact="bare"), Before("r1", "sent", timedelta(hours=3), contact="zoned"))),
+        ["created", "created"]),
+    "a broadcast's message awaiting approval is live: replaced": (
+        Case((Item("r0", "at+1h"), Item("r1", "in1h")), (Before("r0", "awaiting_approval"),)),
+        ["replaced", "created"]),
+    "awaiting approval in a batch of one": (
+        Case((Item("r0", "in1h"),), (Before("r0", "awaiting_approval", contact="bare"),)), ["replaced"]),
+    "any option dropped replaces": (
+        Case(tuple(Item(f"r{n}", "at+1h") for n in range(1, len(OPTIONS))),
+             tuple(Before(f"r{n}", "picked", options=n) for n in range(1, len(OPTIONS)))),
+        ["replaced"] * (len(OPTIONS) - 1)),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_case_answers_as_item_by_item(sql: Sql, name: str) -> None:
+    case, expected = CASES[name]
+    outcome = check(sql, case)
+    assert results_of(outcome) == expected
+
+
+@pytest.mark.parametrize("options", range(1, len(OPTIONS)))
+def test_one_item_repeats_and_replaces_by_every_option(sql: Sql, options: int) -> None:
+    """A batch of one (reminderd.schedule_one): identical with the option, replaced without it."""
+    same = check(sql, Case((Item("r0", "in1h", options=options),),
+                           (Before("r0", "pending", options=options),)))
+    changed = check(sql, Case((Item("r0", "in1h", options=options),), (Before("r0", "pending"),)))
+    dropped = check(sql, Case((Item("r0", "in1h"),), (Before("r0", "pending", options=options),)))
+    assert [results_of(o) for o in (same, changed, dropped)] == [["unchanged"], ["replaced"], ["replaced"]]
+
+
+@pytest.mark.parametrize("when", sorted(REFUSED))
+@pytest.mark.parametrize("atomic", [True, False])
+def test_a_refused_item_alone_is_refused_as_item_by_item(sql: Sql, when: str, atomic: bool) -> None:
+    outcome = check(sql, Case((Item("r0", when),), atomic=atomic))
+    assert results_of(outcome)[0].startswith("error")
+
+
+def test_a_paused_tenants_new_messages_are_held(sql: Sql) -> None:
+    outcome = check(sql, CASES["a paused tenant holds new messages"][0])
+    assert [r[3] for r in outcome.results] == ["paused", "paused"]
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_a_wall_time_is_kept_in_local_time(sql: Sql, size: int) -> None:
+    """As schedule() keeps it since 0009 (for re-planning in a contact's new zone)."""
+    outcome = check(sql, Case(tuple(Item(f"r{n}", "local") for n in range(size))))
+    kept = [json.loads(row[2])["local_time"] for row in outcome.rows]
+    assert len(kept) == size and all(kept), kept
+    assert [json.loads(row[2])["timezone_source"] for row in outcome.rows] == ["message"] * size
+
+
+def test_a_contacts_message_replaced_is_cancelled(sql: Sql) -> None:
+    outcome = check(sql, CASES["a contact's message is never identical (its contact_id): replaced"][0])
+    rows = {(label, json.loads(columns)["status"], json.loads(columns)["contact_id"])
+            for label, _, columns, _ in outcome.rows}
+    assert rows == {(("r0", 0), "cancelled", "zoned"), (("r0", 1), "pending", None),
+                    (("r1", 0), "cancelled", "bare"), (("r1", 1), "pending", None)}
+
+
+def test_an_empty_batch_schedules_nothing(sql: Sql) -> None:
+    assert sql.both(Case(())) == (Outcome([], [], []), Outcome([], [], []))
+
+
+# Any mix ---------------------------------------------------------------------------------------
+
+REFS = st.sampled_from(["r0", "r1", "r2", "r3"])
+OPTION_INDEXES = st.sampled_from([0, 0, 0, *range(len(OPTIONS))])
+CONTACT_IDS = st.sampled_from([None, None, *CONTACTS])
+ITEMS = st.builds(Item, REFS, st.sampled_from([w for w in WHEN if w not in REFUSED] * 4 + sorted(REFUSED)),
+                  st.sampled_from(PAYLOADS), OPTION_INDEXES)
+
+
+@st.composite
+def befores(draw: st.DrawFn) -> tuple[Before, ...]:
+    """Each ref's history: old rows, at most one live row (maybe awaiting approval), maybe a live
+    extra occurrence; any of the first two maybe a contact's."""
+    rows: list[Before] = []
+    for ref in draw(st.lists(REFS, unique=True, max_size=4)):
+        for status in draw(st.lists(st.sampled_from(["sent", "cancelled", "dead"]), max_size=2)):
+            rows.append(Before(ref, status, draw(st.sampled_from([timedelta(hours=1), timedelta(hours=2)])),
+                               draw(st.sampled_from(PAYLOADS)), options=draw(OPTION_INDEXES),
+                               contact=draw(CONTACT_IDS)))
+        live = draw(st.sampled_from([None, "pending", "picked", "paused", "awaiting_approval"]))
+        if live is not None:
+            rows.append(Before(ref, live, draw(st.sampled_from([timedelta(hours=1), timedelta(hours=2)])),
+                               draw(st.sampled_from(PAYLOADS)), options=draw(OPTION_INDEXES),
+                               contact=draw(CONTACT_IDS)))
+        if draw(st.booleans()):
+            rows.append(Before(ref, "pending", timedelta(hours=1), PAYLOADS[0], extra=True))
+    return tuple(rows)
+
+
+BATCHES = st.one_of(  # half with distinct refs and fewer refusals: the set-based path's batches
+    st.lists(
+        st.builds(Item, REFS, st.sampled_from([w for w in WHEN if w not in REFUSED] * 12 + sorted(REFUSED)),
+                  st.sampled_from(PAYLOADS), OPTION_INDEXES),
+        min_size=1, max_size=4, unique_by=lambda item: item.ref,
+    ),
+    st.lists(ITEMS, min_size=1, max_size=6),
+).map(tuple)
+CASES_DRAWN = st.builds(Case, BATCHES, befores(), st.booleans(), st.sampled_from([False, False, False, True]))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(CASES_DRAWN)
+def test_any_mix_answers_as_item_by_item(sql: Sql, case: Case) -> None:
+    check(sql, case)
+    refs = [item.ref for item in case.items]
+    set_based = len(set(refs)) == len(refs) and not any(item.when in REFUSED for item in case.items)
+    event("distinct refs, none refused" if set_based else "item by item")  # --hypothesis-show-statistics
+
+
+# The migration, on a database with rows -----------------------------------------------------------
+
+
+async def test_0012_upgrades_a_database_with_messages_and_schedules_them_set_based(
+    empty_database_url: str,
+) -> None:
+    await asyncio.to_thread(upgrade, empty_database_url, "0011")
+    db = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(db, "acme", "https://example.com/hooks")
+        payload = json.dumps({"n": 1})
+        await db.execute(
+            "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, payload, status) VALUES"
+            " ('acme', 'kept', now() + interval '1 hour', $1::jsonb, 'pending'),"
+            " ('acme', 'moved', now() + interval '1 hour', '{}', 'pending'),"
+            " ('acme', 'done', now() - interval '1 hour', '{}', 'sent')",
+            payload,
+        )
+        before = await db.fetch("SELECT id, ref_id FROM reminderd.scheduled_messages ORDER BY id")
+        await asyncio.to_thread(upgrade, empty_database_url)
+        version = await db.fetchval("SELECT version_num FROM reminderd.alembic_version")
+        at = await db.fetchval("SELECT fire_at FROM reminderd.scheduled_messages WHERE ref_id = 'kept'")
+        items = [
+            Item("kept", "at+1h", payload).value(at - timedelta(hours=1)),
+            Item("moved", "at+2h").value(at - timedelta(hours=1)),
+            Item("new", "in1h").value(at),
+        ]
+        results = await db.fetch(MANY, "acme", items, True)
+        statuses = await db.fetch("SELECT ref_id, status FROM reminderd.scheduled_messages ORDER BY id")
+    finally:
+        await db.close()
+    assert version == head_revision("postgresql://unused")
+    ids = {row["ref_id"]: row["id"] for row in before}
+    assert [(r["item"], r["result"]) for r in results] == [(1, "unchanged"), (2, "replaced"), (3, "created")]
+    assert results[0]["message_id"] == ids["kept"]
+    assert [tuple(row) for row in statuses] == [
+        ("kept", "pending"), ("moved", "cancelled"), ("done", "sent"), ("moved", "pending"), ("new", "pending"),
+    ]
+
+
+@pytest.mark.parametrize("size", [0, 1, 2])
+def test_an_unknown_tenant_is_refused_whatever_the_batch(sql: Sql, size: int) -> None:
+    async def attempt() -> asyncpg.PostgresError:
+        now: datetime = await sql.connection.fetchval("SELECT now()")
+        items = [Item(f"r{n}", "at+1h").value(now) for n in range(size)]
+        with pytest.raises(asyncpg.ForeignKeyViolationError) as refused:
+            await sql.connection.fetch(MANY, "nobody", items, True)
+        return refused.value
+
+    assert sql.run(attempt()).args[0] == 'unknown tenant "nobody"'
