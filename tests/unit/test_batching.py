@@ -78,8 +78,9 @@ async def test_each_keys_call_is_written_for_that_key() -> None:
     """The audit trail of a call names the key whose requests it holds (events.on_behalf_of)."""
     db = FakeDatabase()
     batcher = Batcher(db.schedule_many, max_in_flight=1)
+    keys = [(1, "a", "rk_one (app)"), (2, "b", "rk_two (ops)"), (1, "c", "rk_one (app)")]
     tasks = [asyncio.create_task(batcher.schedule("acme", key_id, request(ref), acting_for=name))
-             for key_id, ref, name in [(1, "a", "rk_one (app)"), (2, "b", "rk_two (ops)"), (1, "c", "rk_one (app)")]]
+             for key_id, ref, name in keys]
     await db.running(2)
     await settle()
     db.release(0)
