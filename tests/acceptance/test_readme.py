@@ -81,6 +81,23 @@ SHELL = {
     'reminderd schedule globex late --at 2020-01-01T09:00:00Z || echo "refused, status $?"': Expect(
         out=r"^refused, status 2\n$", err=r"^reminderd: error: --at '2020-01-01T09:00:00Z' was .* ago: too late to "
                                           r"send, nothing older than the lookback \(1d\) is ever sent"),
+    "reminderd tenant set acme --approval-threshold 2": Expect(
+        out=r"^tenant acme: .*, timezone Europe/London, approval above 2\n$"),
+    "reminderd contacts import acme examples/contacts/customers.csv": Expect(
+        out=r"^4 contacts imported into acme \(4 new or changed\) in "),
+    "reminderd audience add acme vip cust_7c cust_5d": Expect(out=r"^audience vip: 2 contacts added \(0 were in it\)\n$"),
+    "reminderd broadcast acme newyear --at 2027-01-01T10:00 --audience vip --dry-run": Expect(
+        out=r"^broadcast newyear to audience vip, .*: 4 contacts in 4 zones\nsends per UTC hour:\n"
+            r"  2027-01-01T01:00Z +1  Asia/Tokyo\n.*nothing was staged \(--dry-run\)\n$"),
+    "reminderd broadcast acme newyear --at 2027-01-01T10:00 --audience vip --as alice": Expect(
+        out=r"^3\n$", err=r"^broadcast 3: 4 messages staged, first wave 2027-01-01T01:00Z, last 2027-01-01T16:00Z; "
+                          r"waiting for approval by someone other than alice\n$"),
+    "reminderd broadcasts approve acme 3 --as bob": Expect(),
+    "reminderd cadence acme renewal_43 --anchor 2027-01-15T00:00Z --at-local 10:00 --contact cust_9a": Expect(
+        out=r"^REF .*\nrenewal_43:-30d +\d+ +2026-12-16T04:30Z  Wed 2026-12-16 10:00\n.*renewal_43:-1d .*\n$"),
+    "reminderd contact show acme cust_8f": Expect(
+        out=r"^contact cust_8f of acme\n  timezone    America/Chicago \(from its phone \+13125550100\)\n.*"
+            r"messages: 6 live, .*\n\d+ +newyear:cust_8f +pending +2027-01-01T16:00Z .* broadcast 3 approved by bob\n.*$"),
     "reminderd dev-db stop": Expect(err=r"^reminderd dev-db: stopped\n$"),
 }
 # The SQL statements (psql -At: values one per line, or the command tag), by their first line.
@@ -101,6 +118,20 @@ SQL = {
     "SELECT reminderd.reschedule('acme', 'booking:b7d2:24h', '2026-12-25 09:00+05:30')": Expect(out="^0\n$"),
     "SELECT reminderd.requeue(id) FROM reminderd.dead_letters WHERE tenant_id = 'acme'": Expect(out="^$"),
     "SELECT reminderd.requeue_dead('acme', now() - interval '1 day')": Expect(out="^0\n$"),
+    "UPDATE reminderd.tenants SET timezone = 'Europe/London' WHERE id = 'acme'": Expect(out="^UPDATE 1\n$"),
+    "SELECT reminderd.upsert_contacts('acme',": Expect(out="^2\n$"),
+    "SELECT reminderd.add_to_audience('acme', 'vip',": Expect(out="^2\n$"),
+    "SELECT reminderd.schedule('acme', 'renewal:8f', local_time => '2026-12-24 09:00', contact_id": Expect(out=ID),
+    "SELECT reminderd.broadcast('acme', 'christmas',": Expect(out="^1\n$"),
+    "SELECT reminderd.broadcast('acme', 'weekly',": Expect(out="^2\n$"),
+    "SELECT ref_id, local_time FROM reminderd.schedule_cadence(": Expect(
+        out=r"^renewal_42:-30d\|2026-12-15 10:00:00\nrenewal_42:-7d\|2027-01-07 10:00:00\n"
+            r"renewal_42:-1d\|2027-01-13 10:00:00\n$"),
+    "SELECT id, ref_prefix, staged, waiting, done FROM reminderd.broadcasts": Expect(
+        out=r"^1\|christmas\|2\|2\|f\n2\|weekly\|0\|0\|f\n$"),
+    "SELECT ref_id, status, timezone, timezone_source FROM reminderd.contact_messages(": Expect(
+        out=r"(?m)\Arenewal_42:-30d\|pending\|America/Chicago\|phone\n(?=.*^renewal:8f\|pending\|America/Chicago\|phone$)"
+            r"(?=.*^christmas:cust_8f\|pending\|America/Chicago\|phone$).*^renewal_42:-1d\|pending\|.*\n$"),
     "SELECT created_at, event, status, fire_at, reason, actor FROM reminderd.events": Expect(
         out=r"\|created\|pending\|2026-12-24 03:30:00\+00\|\|reminderd\n.*\|cancelled\|cancelled\|.*"
             r"\|cancelled by pattern booking:b7d2:%\|reminderd\n$"),
