@@ -124,7 +124,9 @@ def module_database_url(
 
 EMPTY_TABLES = (
     "TRUNCATE reminderd.deliveries, reminderd.events, reminderd.scheduled_messages,"
-    " reminderd.tenant_members, reminderd.tenant_holidays, reminderd.tenants RESTART IDENTITY"
+    " reminderd.tenant_members, reminderd.tenant_holidays, reminderd.tenants,"
+    " reminderd.tenant_budgets, reminderd.endpoints, reminderd.endpoint_health, reminderd.frequency_caps,"
+    " reminderd.contact_sends, reminderd.usage_days, reminderd.usage_increments RESTART IDENTITY"
 )
 DEFAULT_CONFIG = "UPDATE reminderd.config SET value = '90 days' WHERE key = 'horizon'"
 

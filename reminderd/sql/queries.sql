@@ -23,37 +23,353 @@ coalesce(m.backfill, $backfill) AS backfill,
 coalesce(extract(epoch FROM m.max_lateness)::float8, $max_lateness) AS max_lateness_s
 
 -- claim --
--- Claim up to $2 due rows in one short transaction; committed before any HTTP call.
--- $1 lookback (s), $2 batch size, $3 lease (s). attempts counts the attempt being made.
+-- Claim up to $2 due rows in one short transaction; committed before any HTTP call. $1 lookback
+-- (s), $2 batch size, $3 lease (s), $4 and $5 the default backfill and max lateness, $6 the
+-- daemon's concurrency (an endpoint's default max_in_flight), $7 the tenant this daemon's previous
+-- skip scan stopped at (`scanned_to`; NULL at first). attempts counts the attempt being made. docs/sql.md ("The claim") explains each step; in short:
+-- 1. Fair between tenants. When more rows are due than one batch holds, every tenant with due
+--    rows gets an equal share (tenants whose oldest due row is oldest first, when there are more
+--    of them than rows in a batch), found by a skip scan over the tenants' queues; otherwise every
+--    due row fits and is taken. Within a tenant, transactional rows (priority 0) go before others,
+--    marketing (2) last, then the oldest first; across tenants, rows go round by round.
+-- 2. Bounded. A tenant's max_per_second and max_per_hour, an endpoint's max_in_flight (all daemons
+--    together; default $6) and max_per_second, and an endpoint's open circuit hold rows back: they
+--    stay pending, in order, and the first rows held say so (last_error, last_event 'held').
+--    Budgets are per-tenant and per-endpoint rows locked FOR UPDATE SKIP LOCKED: a daemon never
+--    waits for another; one that finds a budget being granted leaves that tenant or endpoint to
+--    the other daemon's claim this time.
+-- 3. The result: the claimed rows, each with `held`, a JSON summary of what was held back and
+--    when to look again (one row with NULL columns when nothing was claimed).
 -- The daemon then decides, before any HTTP, whether the occurrence is sent now or held: deferred
--- (quiet hours), moved off a holiday, expired as too late (backfill policy) or finished.
-WITH due AS (
-    SELECT id
+-- (quiet hours), moved off a holiday, expired as too late (backfill policy), finished, or over a
+-- frequency cap.
+WITH RECURSIVE
+-- Are more rows due than one batch holds? If not, each of them is claimed and nobody waits.
+backlog AS (
+    SELECT count(*) > $2 AS fair
+    FROM (SELECT 1 FROM reminderd.scheduled_messages
+          WHERE status = 'pending' AND fire_at <= now() AND fire_at > now() - make_interval(secs => $1)
+          LIMIT $2 + 1) AS due
+),
+every_due AS (
+    SELECT id, tenant_id, priority, fire_at, callback_url, last_event = 'held' AS was_held
     FROM reminderd.scheduled_messages
-    WHERE status = 'pending'
-      AND fire_at <= now()
-      AND fire_at > now() - make_interval(secs => $1)
+    WHERE status = 'pending' AND fire_at <= now() AND fire_at > now() - make_interval(secs => $1)
+      AND NOT (SELECT fair FROM backlog)
     ORDER BY fire_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
+),
+-- The skip scan: the oldest pending row of each (tenant, priority), one index descent each,
+-- starting after the tenant $7 where this daemon's previous scan stopped (NULL: the first) and
+-- coming round to the start once; at most 4 × $2 of them, so a claim's cost does not grow with the
+-- number of tenants (the next claim goes on from where this one stopped).
+heads AS (
+    SELECT 1 AS step, first.* FROM (
+        SELECT * FROM (
+            (SELECT false AS wrapped, tenant_id, priority, fire_at
+             FROM reminderd.scheduled_messages
+             WHERE status = 'pending' AND (SELECT fair FROM backlog) AND tenant_id > coalesce($7, '')
+             ORDER BY tenant_id, priority, fire_at
+             LIMIT 1)
+            UNION ALL
+            (SELECT true, tenant_id, priority, fire_at
+             FROM reminderd.scheduled_messages
+             WHERE status = 'pending' AND (SELECT fair FROM backlog)
+             ORDER BY tenant_id, priority, fire_at
+             LIMIT 1)
+        ) AS candidates LIMIT 1
+    ) AS first
+    UNION ALL
+    SELECT h.step + 1, next.*
+    FROM heads AS h
+    CROSS JOIN LATERAL (
+        SELECT * FROM (
+            (SELECT h.wrapped AS wrapped, m.tenant_id, m.priority, m.fire_at
+             FROM reminderd.scheduled_messages AS m
+             WHERE m.status = 'pending' AND (m.tenant_id, m.priority) > (h.tenant_id, h.priority)
+             ORDER BY m.tenant_id, m.priority, m.fire_at
+             LIMIT 1)
+            UNION ALL
+            (SELECT true, m.tenant_id, m.priority, m.fire_at
+             FROM reminderd.scheduled_messages AS m
+             WHERE m.status = 'pending' AND NOT h.wrapped
+             ORDER BY m.tenant_id, m.priority, m.fire_at
+             LIMIT 1)
+        ) AS candidates LIMIT 1
+    ) AS next
+    WHERE h.step < 4 * $2 AND NOT (next.wrapped AND next.tenant_id > coalesce($7, ''))
+),
+due_tenants AS (
+    SELECT tenant_id, min(fire_at) AS oldest,
+           bool_or(priority = 0) AS due_0, bool_or(priority = 1) AS due_1, bool_or(priority = 2) AS due_2
+    FROM heads
+    WHERE fire_at <= now()
+    GROUP BY tenant_id
+    ORDER BY oldest
+    LIMIT $2
+),
+shares AS (
+    SELECT d.*, ceil($2::float8 / count(*) OVER ())::integer AS share FROM due_tenants AS d
+),
+-- Each due tenant's share: its transactional rows first, then other categories, marketing last.
+fair_share AS (
+    SELECT c.id, s.tenant_id, c.priority, c.fire_at, c.callback_url, c.was_held
+    FROM shares AS s
+    CROSS JOIN LATERAL (
+        SELECT * FROM (
+            SELECT m.id, m.priority, m.fire_at, m.callback_url, m.last_event = 'held' AS was_held
+            FROM reminderd.scheduled_messages AS m
+            WHERE s.due_0 AND m.tenant_id = s.tenant_id AND m.priority = 0 AND m.status = 'pending'
+              AND m.fire_at <= now() AND m.fire_at > now() - make_interval(secs => $1)
+            ORDER BY m.fire_at
+            LIMIT s.share
+            FOR UPDATE OF m SKIP LOCKED) AS p0
+        UNION ALL
+        SELECT * FROM (
+            SELECT m.id, m.priority, m.fire_at, m.callback_url, m.last_event = 'held' AS was_held
+            FROM reminderd.scheduled_messages AS m
+            WHERE s.due_1 AND m.tenant_id = s.tenant_id AND m.priority = 1 AND m.status = 'pending'
+              AND m.fire_at <= now() AND m.fire_at > now() - make_interval(secs => $1)
+            ORDER BY m.fire_at
+            LIMIT s.share
+            FOR UPDATE OF m SKIP LOCKED) AS p1
+        UNION ALL
+        SELECT * FROM (
+            SELECT m.id, m.priority, m.fire_at, m.callback_url, m.last_event = 'held' AS was_held
+            FROM reminderd.scheduled_messages AS m
+            WHERE s.due_2 AND m.tenant_id = s.tenant_id AND m.priority = 2 AND m.status = 'pending'
+              AND m.fire_at <= now() AND m.fire_at > now() - make_interval(secs => $1)
+            ORDER BY m.fire_at
+            LIMIT s.share
+            FOR UPDATE OF m SKIP LOCKED) AS p2
+        LIMIT s.share
+    ) AS c
+),
+-- The tenants of the candidates, their limits and the endpoint of their callback_url (once each).
+claiming_tenants AS MATERIALIZED (
+    SELECT id, reminderd.endpoint_of(callback_url) AS endpoint, max_per_second, max_per_hour
+    FROM reminderd.tenants
+    WHERE id IN (SELECT tenant_id FROM every_due UNION SELECT tenant_id FROM fair_share)
+),
+-- Candidates in claim order: a tenant's `turn` is its round (its 1st row, its 2nd, …).
+candidates AS MATERIALIZED (
+    SELECT c.*,
+           row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.priority, c.fire_at, c.id) AS turn,
+           CASE WHEN c.callback_url IS NULL THEN t.endpoint ELSE reminderd.endpoint_of(c.callback_url) END
+               AS endpoint,
+           t.max_per_second, t.max_per_hour
+    FROM (SELECT * FROM every_due UNION ALL SELECT * FROM fair_share) AS c
+    JOIN claiming_tenants AS t ON t.id = c.tenant_id
+),
+-- Tenant budgets: how many more rows each limited tenant may send now.
+tenant_locked AS (
+    SELECT b.tenant_id,
+           reminderd.window_at(b.second_counts, b.second_slot, reminderd.second_slot(now()), 51) AS second_counts,
+           reminderd.window_at(b.hour_counts, b.hour_slot, reminderd.hour_slot(now()), 61) AS hour_counts
+    FROM reminderd.tenant_budgets AS b
+    WHERE b.tenant_id IN (SELECT tenant_id FROM candidates
+                          WHERE max_per_second IS NOT NULL OR max_per_hour IS NOT NULL)
+    FOR UPDATE SKIP LOCKED
+),
+tenant_allowance AS (
+    SELECT t.id AS tenant_id, t.max_per_second, t.max_per_hour, l.second_counts, l.hour_counts,
+           l.tenant_id IS NULL AS busy,
+           CASE WHEN l.tenant_id IS NULL THEN 0
+                ELSE greatest(0, least(coalesce(t.max_per_second - reminderd.window_sum(l.second_counts), $2),
+                                       coalesce(t.max_per_hour - reminderd.window_sum(l.hour_counts), $2))) END
+               AS allowance,
+           -- the limit that binds: the one with less room left
+           CASE WHEN coalesce(t.max_per_second - reminderd.window_sum(l.second_counts), $2)
+                     <= coalesce(t.max_per_hour - reminderd.window_sum(l.hour_counts), $2)
+                THEN 'tenant_per_second' ELSE 'tenant_per_hour' END AS binding
+    FROM (SELECT DISTINCT tenant_id FROM candidates WHERE max_per_second IS NOT NULL OR max_per_hour IS NOT NULL) AS c
+    JOIN reminderd.tenants AS t ON t.id = c.tenant_id
+    LEFT JOIN tenant_locked AS l ON l.tenant_id = c.tenant_id
+),
+-- Endpoints: callbacks in flight (all daemons) and the rolling second, for each candidate endpoint.
+endpoint_locked AS (
+    SELECT e.endpoint, e.max_in_flight, e.max_per_second, e.grant_xids, e.grant_counts,
+           reminderd.window_at(e.second_counts, e.second_slot, reminderd.second_slot(now()), 51) AS second_counts
+    FROM reminderd.endpoints AS e
+    WHERE e.endpoint IN (SELECT endpoint FROM candidates)
+    FOR UPDATE SKIP LOCKED
+),
+endpoint_allowance AS (
+    SELECT c.endpoint, e.max_per_second, e.second_counts,
+           -- Registered but being granted by another daemon right now, or too many grants since
+           -- this statement's snapshot to count them: left to the other daemon this time.
+           known.endpoint IS NOT NULL AND (e.endpoint IS NULL OR (
+               cardinality(e.grant_xids) >= 16
+               AND NOT pg_visible_in_snapshot(e.grant_xids[1]::text::xid8, pg_current_snapshot()))) AS busy,
+           coalesce(e.max_in_flight, known.max_in_flight, $6)
+               - (SELECT count(*) FROM reminderd.scheduled_messages AS p
+                  WHERE p.status = 'picked' AND p.endpoint = c.endpoint)
+               -- grants committed after this statement's snapshot: their rows are not seen picked
+               - coalesce((SELECT sum(e.grant_counts[i]) FROM generate_subscripts(e.grant_xids, 1) AS i
+                           WHERE NOT pg_visible_in_snapshot(e.grant_xids[i]::text::xid8, pg_current_snapshot())), 0)
+               AS in_flight_room,
+           coalesce(e.max_per_second - reminderd.window_sum(e.second_counts), $2) AS rate_room
+    FROM (SELECT DISTINCT endpoint FROM candidates WHERE endpoint IS NOT NULL) AS c
+    LEFT JOIN reminderd.endpoints AS known ON known.endpoint = c.endpoint
+    LEFT JOIN endpoint_locked AS e ON e.endpoint = c.endpoint
+),
+new_endpoints AS (
+    INSERT INTO reminderd.endpoints (endpoint)
+    SELECT endpoint FROM endpoint_allowance a
+    WHERE NOT EXISTS (SELECT 1 FROM reminderd.endpoints e WHERE e.endpoint = a.endpoint)
+    ON CONFLICT DO NOTHING
+),
+-- Each candidate judged: claimed, or held back and why.
+judged AS MATERIALIZED (
+    SELECT c.*, h.consecutive_failures AS endpoint_failures,
+           CASE WHEN h.circuit_open_until IS NULL THEN 'closed' ELSE 'half_open' END AS circuit,
+           CASE
+               WHEN h.disabled_at IS NOT NULL THEN 'endpoint_disabled'
+               WHEN h.circuit_open_until > now() THEN 'circuit_open'
+               WHEN ta.busy OR ea.busy THEN 'busy'
+               WHEN ta.tenant_id IS NOT NULL AND c.turn > ta.allowance THEN ta.binding
+           END AS held_by,
+           ta.allowance AS tenant_allowance, ea.in_flight_room, ea.rate_room,
+           h.circuit_open_until IS NOT NULL AS probing,
+           h.circuit_open_until
+    FROM candidates AS c
+    LEFT JOIN tenant_allowance AS ta ON ta.tenant_id = c.tenant_id
+    LEFT JOIN endpoint_allowance AS ea ON ea.endpoint = c.endpoint
+    LEFT JOIN reminderd.endpoint_health AS h ON h.tenant_id = c.tenant_id AND h.endpoint = c.endpoint
+),
+-- Rows that passed their tenant, ranked per endpoint (and per tenant endpoint while it is probed).
+ranked AS (
+    SELECT j.*,
+           row_number() OVER (PARTITION BY j.endpoint ORDER BY j.turn, j.priority, j.fire_at, j.id) AS endpoint_rank,
+           row_number() OVER (PARTITION BY j.tenant_id, j.endpoint ORDER BY j.turn, j.priority, j.fire_at, j.id)
+               AS probe_rank
+    FROM judged AS j
+    WHERE j.held_by IS NULL
+),
+fitting AS (
+    SELECT r.*,
+           CASE
+               WHEN r.endpoint IS NULL THEN NULL
+               WHEN r.endpoint_rank > r.rate_room THEN 'endpoint_per_second'
+               WHEN r.endpoint_rank > r.in_flight_room THEN 'endpoint_in_flight'
+               WHEN r.probing AND (r.probe_rank > 1 OR EXISTS (
+                   SELECT 1 FROM reminderd.scheduled_messages AS p
+                   WHERE p.status = 'picked' AND p.endpoint = r.endpoint AND p.tenant_id = r.tenant_id))
+                   THEN 'circuit_half_open'
+           END AS over
+    FROM ranked AS r
+),
+chosen AS (
+    SELECT f.id, f.endpoint, f.was_held
+    FROM fitting AS f
+    WHERE f.over IS NULL
+    ORDER BY f.turn, f.priority, f.fire_at
+    LIMIT $2
+),
+held AS (
+    SELECT j.id, j.tenant_id, j.endpoint, j.was_held, j.circuit_open_until,
+           coalesce(j.held_by, f.over, 'batch_full') AS reason
+    FROM judged AS j
+    LEFT JOIN fitting AS f ON f.id = j.id
+    WHERE j.id NOT IN (SELECT id FROM chosen)
+),
+-- The rows held by a limit or a failing endpoint say so, once per row and reason.
+marked AS (
+    UPDATE reminderd.scheduled_messages AS m
+    SET last_event = 'held',
+        last_error = CASE h.reason
+            WHEN 'tenant_per_second' THEN format('held: tenant %s is at its max_per_second (%s)', m.tenant_id,
+                                                 (SELECT max_per_second FROM reminderd.tenants WHERE id = m.tenant_id))
+            WHEN 'tenant_per_hour' THEN format('held: tenant %s is at its max_per_hour (%s)', m.tenant_id,
+                                               (SELECT max_per_hour FROM reminderd.tenants WHERE id = m.tenant_id))
+            WHEN 'endpoint_per_second' THEN format('held: endpoint %s is at its max_per_second', h.endpoint)
+            WHEN 'circuit_open' THEN format('held: the circuit of endpoint %s is open (it keeps failing)', h.endpoint)
+            ELSE format('held: endpoint %s is disabled', h.endpoint) END
+    FROM held AS h
+    WHERE m.id = h.id
+      AND h.reason IN ('tenant_per_second', 'tenant_per_hour', 'endpoint_per_second', 'circuit_open',
+                       'endpoint_disabled')
+      AND m.last_event IS DISTINCT FROM 'held'
+    RETURNING m.id, m.tenant_id
+),
+held_usage AS (
+    INSERT INTO reminderd.usage_increments (tenant_id, held)
+    SELECT tenant_id, count(*) FROM marked GROUP BY tenant_id
+),
+-- The grants: added to the budgets this statement locked.
+tenant_spent AS (
+    UPDATE reminderd.tenant_budgets AS b
+    SET second_slot = reminderd.second_slot(now()),
+        second_counts = l.second_counts[1:50] || (l.second_counts[51] + g.rows),
+        hour_slot = reminderd.hour_slot(now()),
+        hour_counts = l.hour_counts[1:60] || (l.hour_counts[61] + g.rows)
+    FROM (SELECT m.tenant_id, count(*)::integer AS rows
+          FROM chosen AS c JOIN reminderd.scheduled_messages AS m ON m.id = c.id GROUP BY m.tenant_id) AS g
+    JOIN tenant_locked AS l ON l.tenant_id = g.tenant_id
+    WHERE b.tenant_id = g.tenant_id
+),
+endpoint_spent AS (
+    UPDATE reminderd.endpoints AS e
+    SET second_slot = reminderd.second_slot(now()),
+        second_counts = l.second_counts[1:50] || (l.second_counts[51] + g.rows),
+        grant_xids = (l.grant_xids || pg_current_xact_id()::text::bigint)[greatest(1, cardinality(l.grant_xids) - 14):],
+        grant_counts = (l.grant_counts || g.rows)[greatest(1, cardinality(l.grant_counts) - 14):]
+    FROM (SELECT endpoint, count(*)::integer AS rows FROM chosen WHERE endpoint IS NOT NULL GROUP BY endpoint) AS g
+    JOIN endpoint_locked AS l ON l.endpoint = g.endpoint
+    WHERE e.endpoint = g.endpoint
+),
+claimed AS (
+    UPDATE reminderd.scheduled_messages AS m
+    SET status = 'picked',
+        attempts = m.attempts + 1,
+        picked_at = now(),
+        lease_expires_at = now() + make_interval(secs => $3),
+        updated_at = now(),
+        endpoint = c.endpoint
+    FROM chosen AS c, reminderd.tenants AS t
+    WHERE m.id = c.id
+      AND t.id = m.tenant_id
+    RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
+              coalesce(m.callback_url, t.callback_url) AS callback_url,
+              coalesce(m.scheduled_for, m.fire_at) AS scheduled_for, m.fire_at,
+              m.attempts, m.max_attempts, t.signing_secret,
+              CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
+                  AS previous_signing_secret,
+              m.picked_at, m.endpoint, c.was_held, m.recipient, m.category, t.frequency_cap_policy,
+              {timing_columns $4 $5}
+),
+summary AS (
+    SELECT jsonb_agg(jsonb_build_object(
+               'tenant', s.tenant_id, 'reason', s.reason, 'rows', s.rows, 'marked', s.marked,
+               'retry_in_s', s.retry_in_s)) AS held
+    FROM (
+        SELECT h.tenant_id, h.reason, count(*) AS rows,
+               count(*) FILTER (WHERE h.id IN (SELECT id FROM marked)) AS marked,
+               min(CASE h.reason
+                   WHEN 'tenant_per_second' THEN reminderd.window_frees_in(ta.second_counts, 0.02,
+                                                                           extract(epoch FROM now())::float8)
+                   WHEN 'tenant_per_hour' THEN reminderd.window_frees_in(ta.hour_counts, 60,
+                                                                         extract(epoch FROM now())::float8)
+                   WHEN 'endpoint_per_second' THEN reminderd.window_frees_in(ea.second_counts, 0.02,
+                                                                             extract(epoch FROM now())::float8)
+                   WHEN 'circuit_open' THEN extract(epoch FROM h.circuit_open_until - now())::float8
+                   WHEN 'endpoint_disabled' THEN NULL
+                   WHEN 'batch_full' THEN 0
+                   WHEN 'busy' THEN 0.002
+                   ELSE 0.05 END) AS retry_in_s
+        FROM held AS h
+        LEFT JOIN tenant_allowance AS ta ON ta.tenant_id = h.tenant_id
+        LEFT JOIN endpoint_allowance AS ea ON ea.endpoint = h.endpoint
+        GROUP BY h.tenant_id, h.reason
+    ) AS s
 )
-UPDATE reminderd.scheduled_messages AS m
-SET status = 'picked',
-    attempts = m.attempts + 1,
-    picked_at = now(),
-    lease_expires_at = now() + make_interval(secs => $3),
-    updated_at = now()
-FROM due, reminderd.tenants AS t
-WHERE m.id = due.id
-  AND t.id = m.tenant_id
-RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
-          coalesce(m.callback_url, t.callback_url) AS callback_url,
-          coalesce(m.scheduled_for, m.fire_at) AS scheduled_for, m.fire_at,
-          m.attempts, m.max_attempts, t.signing_secret,
-          CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
-              AS previous_signing_secret,
-          m.picked_at,
-          {timing_columns $4 $5};
+SELECT c.*, f.max_messages AS cap_max, extract(epoch FROM f.per)::float8 AS cap_per_s, s.held,
+       (SELECT tenant_id FROM heads ORDER BY step DESC LIMIT 1) AS scanned_to
+FROM summary AS s
+LEFT JOIN claimed AS c ON true
+LEFT JOIN reminderd.frequency_caps AS f
+    ON c.recipient IS NOT NULL AND f.tenant_id = c.tenant_id AND f.category = c.category;
 
 -- record_outcomes --
 -- Log a batch of attempts and move each row on, in one round trip. A row is only moved when it
