@@ -49,3 +49,7 @@ class Event(StrEnum):
     PLANNED = "planned"  # a recurring row's first fire_at
     LEASE_EXPIRED = "lease_expired"  # a dead daemon's row, made due again
     RELEASED = "released"  # handed back at shutdown
+    # Fair and bounded sending (migration 0010).
+    HELD = "held"  # due, but a sending limit or a failing endpoint holds it back (the claim writes it)
+    CAPPED = "capped"  # over its recipient's frequency cap: deferred or skipped (the tenant's policy)
+    ENDPOINT_DISABLED = "endpoint_disabled"  # paused: its endpoint answered 410 or failed for days

@@ -5,6 +5,7 @@ and returns frozen dataclasses built by `from_row()`; asyncpg's errors become re
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import asyncpg
 
+from .breaker import BreakerPolicy, Change, EndpointHealth, Observation, observe
 from .exceptions import ConfigError, DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from .jobs import Job, Unplanned
 from .lifecycle import Status
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from .arguments import ScheduleRequest
 
 NOTIFY_CHANNEL = "reminderd_due"
+NO_LIMIT = 2**31 - 1  # an endpoint's max_in_flight when no daemon's concurrency is given
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -224,6 +227,142 @@ class TenantOverview:
         return cls(**dict(row.items()))
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Due rows of one tenant a claim held back, and why: `tenant_per_second`, `tenant_per_hour`,
+    `endpoint_per_second`, `endpoint_in_flight`, `circuit_open`, `circuit_half_open`,
+    `endpoint_disabled`, `busy` (another daemon was granting that budget) or `batch_full`. `marked`
+    rows were newly marked 'held' (last_error, the audit trail); look again in `retry_in_s`."""
+
+    tenant_id: str
+    reason: str
+    rows: int
+    marked: int
+    retry_in_s: float | None
+
+    @classmethod
+    def from_json(cls, item: Mapping[str, Any]) -> Held:
+        return cls(item["tenant"], item["reason"], item["rows"], item["marked"], item["retry_in_s"])
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one claim took, what it held back, and where its skip scan over the tenants stopped
+    (the next claim starts there)."""
+
+    jobs: list[Job]
+    held: tuple[Held, ...] = ()
+    scanned_to: str | None = None
+
+    @property
+    def retry_in_s(self) -> float | None:
+        """When to claim again for the rows held back (None: nothing held that will free up)."""
+        waits = [h.retry_in_s for h in self.held if h.retry_in_s is not None]
+        return max(0.0, min(waits)) if waits else None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactSend:
+    """A send to reserve under a frequency cap."""
+
+    job: Job
+
+    def as_v1(self) -> tuple[Any, ...]:
+        job, cap = self.job, self.job.cap
+        assert cap is not None
+        return (job.webhook_id, job.tenant_id, job.recipient, job.category, cap.max_messages, cap.per_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    webhook_id: str
+    granted: bool
+    frees_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Reservation:
+        return cls(row["webhook_id"], row["granted"], row["frees_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class HealthChange:
+    """A tenant endpoint whose circuit opened or closed, or that was disabled (`paused` rows)."""
+
+    health: EndpointHealth
+    change: Change
+    paused: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointState:
+    """A tenant endpoint that is not simply healthy, or an endpoint with limits (tenant_id None)."""
+
+    tenant_id: str | None
+    endpoint: str
+    state: str  # failing, open, half_open, disabled, closed; limited for an endpoint's limits row
+    consecutive_failures: int | None
+    failing_since: datetime | None
+    last_error: str | None
+    circuit_open_until: datetime | None
+    disabled_reason: str | None
+    max_in_flight: int | None
+    max_per_second: int | None
+    in_flight: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> EndpointState:
+        return cls(row["tenant_id"], row["endpoint"], row["state"], row["consecutive_failures"],
+                   row["failing_since"], row["last_error"], row["circuit_open_until"], row["disabled_reason"],
+                   row["max_in_flight"], row["max_per_second"], row["in_flight"])
+
+
+@dataclass(frozen=True, slots=True)
+class UsageDay:
+    """reminderd.usage_daily: one tenant's usage on one UTC day."""
+
+    tenant_id: str
+    day: date
+    scheduled: int
+    attempted: int
+    delivered: int
+    dead: int
+    expired: int
+    held: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> UsageDay:
+        return cls(**dict(row.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLimits:
+    max_per_second: int | None
+    max_per_hour: int | None
+    frequency_cap_policy: str
+    frequency_caps: tuple[tuple[str, int, float], ...] = ()  # (category, max_messages, per_s)
+
+    def __str__(self) -> str:
+        caps = ", ".join(f"{category} {n} per {per_s:g}s" for category, n, per_s in self.frequency_caps)
+        return (f"max {self.max_per_second or 'unlimited'} per second, "
+                f"{self.max_per_hour or 'unlimited'} per hour; "
+                f"frequency caps: {caps or 'none'} (over a cap: {self.frequency_cap_policy})")
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointLimits:
+    endpoint: str
+    max_in_flight: int | None
+    max_per_second: int | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> EndpointLimits:
+        return cls(row["endpoint"], row["max_in_flight"], row["max_per_second"])
+
+    def __str__(self) -> str:
+        return (f"{self.endpoint}: at most {self.max_in_flight or 'REMINDERD_CONCURRENCY'} in flight, "
+                f"{self.max_per_second or 'unlimited'} per second (all daemons together)")
+
+
 # Batch writes pass one array of a composite type (migration 0004); each tuple below is in the
 # order of its type's attributes. A type is never altered once released: a new version is added
 # beside it, so daemons of the previous release keep working during a rolling upgrade.
@@ -247,6 +386,11 @@ def _plan_v1(p: Plan) -> tuple[Any, ...]:
 
 def _release_v1(r: Release) -> tuple[Any, ...]:
     return (r.job.id, r.job.picked_at, r.started)
+
+
+def _endpoint_health_v1(h: EndpointHealth) -> tuple[Any, ...]:
+    return (h.tenant_id, h.endpoint, h.consecutive_failures, h.failing_since, h.last_failure_at, h.last_error,
+            h.last_success_at, h.circuit_open_until, h.circuit_opens, h.disabled_at, h.disabled_reason)
 
 
 async def _end_transaction(connection: asyncpg.Connection) -> None:
@@ -291,18 +435,33 @@ class Store:
 
     # The claim loop -------------------------------------------------------------------------
 
-    @_translating
     async def claim(
         self, *, lookback_s: float, batch_size: int, lease_s: float, backfill: str = DEFAULT_BACKFILL,
         max_lateness_s: float = DEFAULT_MAX_LATENESS_S,
     ) -> list[Job]:
         """Claim due rows; `backfill` and `max_lateness_s` are the defaults for rows without their own."""
+        claim = await self.claim_due(lookback_s=lookback_s, batch_size=batch_size, lease_s=lease_s,
+                                     backfill=backfill, max_lateness_s=max_lateness_s)
+        return claim.jobs
+
+    @_translating
+    async def claim_due(
+        self, *, lookback_s: float, batch_size: int, lease_s: float, backfill: str = DEFAULT_BACKFILL,
+        max_lateness_s: float = DEFAULT_MAX_LATENESS_S, concurrency: int = NO_LIMIT,
+        scanned_to: str | None = None,
+    ) -> Claim:
+        """Claim due rows fairly and within the limits (queries.sql, claim): the jobs, what was held
+        back, and where the scan over tenants stopped (pass it as `scanned_to` next time).
+        `concurrency` is an endpoint's default max_in_flight (the daemon passes its own)."""
         # The lease as this process's clock sees it, counted from before the query: never later.
         lease_deadline = time.monotonic() + lease_s
         rows = await self._pool.fetch(
-            QUERIES["claim"], lookback_s, batch_size, lease_s, backfill, max_lateness_s
+            QUERIES["claim"], lookback_s, batch_size, lease_s, backfill, max_lateness_s, concurrency, scanned_to
         )
-        return [Job.from_row(row, lease_deadline) for row in rows]
+        first = rows[0]
+        held = tuple(Held.from_json(item) for item in json.loads(first["held"] or "[]"))
+        jobs = [Job.from_row(row, lease_deadline) for row in rows if row["id"] is not None]
+        return Claim(jobs, held, first["scanned_to"])
 
     @_translating
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
@@ -451,6 +610,117 @@ class Store:
     @_translating
     async def tenants(self) -> list[TenantOverview]:
         return [TenantOverview.from_row(row) for row in await self._pool.fetch(QUERIES["list_tenants"])]
+
+    # Fair and bounded sending ----------------------------------------------------------------
+
+    @_translating
+    async def reserve_contact_sends(self, sends: Sequence[ContactSend]) -> dict[str, Reservation]:
+        """Reserve sends under their frequency caps, by webhook-id."""
+        rows = await self._pool.fetch(QUERIES["reserve_contact_sends"], [send.as_v1() for send in sends])
+        return {row["webhook_id"]: Reservation.from_row(row) for row in rows}
+
+    @_translating
+    async def update_endpoint_health(
+        self, observations: Sequence[Observation], policy: BreakerPolicy
+    ) -> list[HealthChange]:
+        """Apply what a batch of attempts said to their tenant endpoints' health, in one
+        transaction holding those rows; disabling one pauses its rows. The changes."""
+        if not observations:
+            return []
+        tenants = [o.tenant_id for o in observations]
+        endpoints = [o.endpoint for o in observations]
+        seen = {(o.tenant_id, o.endpoint): o for o in observations}
+        changes: list[HealthChange] = []
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(QUERIES["add_endpoint_health"], tenants, endpoints)
+            rows = await connection.fetch(QUERIES["lock_endpoint_health"], tenants, endpoints)
+            written = []
+            for row in rows:
+                before = EndpointHealth.from_row(row)
+                observed = seen[(before.tenant_id, before.endpoint)]
+                after, change = observe(before, observed, row["db_now"], policy)
+                if after != before:
+                    written.append(after)
+                if change is not None:
+                    changes.append(HealthChange(after, change))
+            if written:
+                await connection.execute(QUERIES["write_endpoint_health"],
+                                         [_endpoint_health_v1(h) for h in written])
+            for index, item in enumerate(changes):
+                if item.change == "disabled":
+                    paused: int = await connection.fetchval(
+                        QUERIES["disable_endpoint"], item.health.tenant_id, item.health.endpoint,
+                        item.health.disabled_reason)
+                    changes[index] = HealthChange(item.health, item.change, paused)
+        return changes
+
+    @_translating
+    async def enable_endpoint(self, tenant_id: str, endpoint: str | None) -> int:
+        resumed: int = await self._pool.fetchval(QUERIES["enable_endpoint"], tenant_id, endpoint)
+        return resumed
+
+    @_translating
+    async def endpoint_states(self) -> list[EndpointState]:
+        return [EndpointState.from_row(row) for row in await self._pool.fetch(QUERIES["endpoint_states"])]
+
+    @_translating
+    async def set_endpoint(self, endpoint: str, *, max_in_flight: int | str | None,
+                           max_per_second: int | str | None) -> EndpointLimits:
+        """Set an endpoint's limits: a number, "none" to clear, None to keep."""
+        row = await self._pool.fetchrow(
+            QUERIES["set_endpoint"], endpoint, max_in_flight is not None, _limit(max_in_flight),
+            max_per_second is not None, _limit(max_per_second),
+        )
+        return EndpointLimits.from_row(row)
+
+    @_translating
+    async def set_tenant_limits(
+        self, tenant_id: str, *, max_per_second: int | str | None, max_per_hour: int | str | None,
+        policy: str | None, caps: Sequence[tuple[str, int | None, float | None]] = (),
+    ) -> TenantLimits | None:
+        """Set a tenant's sending limits ("none" clears, None keeps) and frequency caps
+        ((category, max, per_s); max None removes the cap); the limits now in force, or None for an
+        unknown tenant."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(
+                QUERIES["set_tenant_limits"], tenant_id, max_per_second is not None, _limit(max_per_second),
+                max_per_hour is not None, _limit(max_per_hour), policy,
+            )
+            if row is None:
+                return None
+            for category, max_messages, per_s in caps:
+                if max_messages is None:
+                    await connection.execute(QUERIES["remove_frequency_cap"], tenant_id, category)
+                else:
+                    await connection.execute(QUERIES["set_frequency_cap"], tenant_id, category, max_messages,
+                                             per_s)
+            caps_now = await connection.fetch(QUERIES["frequency_caps"], tenant_id)
+        return TenantLimits(row["max_per_second"], row["max_per_hour"], row["frequency_cap_policy"],
+                            tuple((c["category"], c["max_messages"], c["per_s"]) for c in caps_now))
+
+    @_translating
+    async def roll_up_usage(self, *, limit: int = 10_000) -> int:
+        folded: int = await self._pool.fetchval(QUERIES["roll_up_usage"], limit)
+        return folded
+
+    @_translating
+    async def usage(self, tenant_id: str, first_day: date, last_day: date) -> list[UsageDay]:
+        rows = await self._pool.fetch(QUERIES["usage"], tenant_id, first_day, last_day)
+        return [UsageDay.from_row(row) for row in rows]
+
+    @_translating
+    async def usage_today(self) -> list[UsageDay]:
+        return [UsageDay.from_row(row) for row in await self._pool.fetch(QUERIES["usage_today"])]
+
+    @_translating
+    async def prune_contact_sends(self, *, limit: int = 1000) -> int:
+        status: str = await self._pool.execute(QUERIES["prune_contact_sends"], limit)
+        return int(status.split()[-1])
+
+
+def _limit(value: int | str | None) -> int | None:
+    """A limit as the queries take it: a number, or NULL for "none" (and for "keep", with its flag)."""
+    return value if isinstance(value, int) else None
 
 
 class Listener:

@@ -88,14 +88,20 @@ CREATE TABLE reminderd.tenant_budgets (
 );
 INSERT INTO reminderd.tenant_budgets (tenant_id) SELECT id FROM reminderd.tenants;
 
+-- A tenant's budget row, and its callback endpoint's row (so that even its first claims count
+-- the callbacks in flight exactly), exist from the start.
 CREATE FUNCTION reminderd.add_tenant_budget() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO reminderd.tenant_budgets (tenant_id) VALUES (NEW.id) ON CONFLICT DO NOTHING;
+    IF reminderd.endpoint_of(NEW.callback_url) IS NOT NULL THEN
+        INSERT INTO reminderd.endpoints (endpoint) VALUES (reminderd.endpoint_of(NEW.callback_url))
+        ON CONFLICT DO NOTHING;
+    END IF;
     RETURN NULL;
 END
 $$;
-CREATE TRIGGER tenants_budget AFTER INSERT ON reminderd.tenants
+CREATE TRIGGER tenants_budget AFTER INSERT OR UPDATE OF callback_url ON reminderd.tenants
     FOR EACH ROW EXECUTE FUNCTION reminderd.add_tenant_budget();
 
 -- Endpoints ---------------------------------------------------------------------------------------
@@ -104,7 +110,7 @@ CREATE TRIGGER tenants_budget AFTER INSERT ON reminderd.tenants
 -- what is not an http(s) URL.
 CREATE FUNCTION reminderd.endpoint_of(url text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT lower(m[2]) || ':' || coalesce(m[3], CASE lower(m[1]) WHEN 'https' THEN '443' ELSE '80' END)
+    SELECT lower(m[2]) || ':' || coalesce(m[3], CASE lower(m[1]) WHEN 'http' THEN '80' WHEN 'https' THEN '443' END)
     FROM regexp_match(url, '^(https?)://(?:[^/?#@]*@)?(\[[^]/?#]*\]|[^:/?#]+)(?::([0-9]+))?', 'i') AS m
 $$;
 
@@ -125,6 +131,10 @@ CREATE TABLE reminderd.endpoints (
     grant_counts  integer[] NOT NULL DEFAULT '{}',
     created_at    timestamptz NOT NULL DEFAULT now()
 );
+
+INSERT INTO reminderd.endpoints (endpoint)
+SELECT DISTINCT reminderd.endpoint_of(callback_url) FROM reminderd.tenants
+WHERE reminderd.endpoint_of(callback_url) IS NOT NULL;
 
 -- The health of a tenant's endpoint, as the daemons saw its answers: the circuit breaker and
 -- disabling. A row exists once an attempt failed; a success after failures resets it.

@@ -193,13 +193,16 @@ endpoint_locked AS (
            reminderd.window_at(e.second_counts, e.second_slot, reminderd.second_slot(now()), 51) AS second_counts
     FROM reminderd.endpoints AS e
     WHERE e.endpoint IN (SELECT endpoint FROM candidates)
+      AND (e.max_in_flight IS NOT NULL OR e.max_per_second IS NOT NULL OR $6 < 2147483647)
     FOR UPDATE SKIP LOCKED
 ),
 endpoint_allowance AS (
     SELECT c.endpoint, e.max_per_second, e.second_counts,
            -- Registered but being granted by another daemon right now, or too many grants since
            -- this statement's snapshot to count them: left to the other daemon this time.
-           known.endpoint IS NOT NULL AND (e.endpoint IS NULL OR (
+           known.endpoint IS NOT NULL
+           AND (known.max_in_flight IS NOT NULL OR known.max_per_second IS NOT NULL OR $6 < 2147483647)
+           AND (e.endpoint IS NULL OR (
                cardinality(e.grant_xids) >= 16
                AND NOT pg_visible_in_snapshot(e.grant_xids[1]::text::xid8, pg_current_snapshot()))) AS busy,
            coalesce(e.max_in_flight, known.max_in_flight, $6)
@@ -261,7 +264,7 @@ fitting AS (
     FROM ranked AS r
 ),
 chosen AS (
-    SELECT f.id, f.endpoint, f.was_held
+    SELECT f.id, f.endpoint, f.was_held, coalesce(f.endpoint_failures, 0) AS endpoint_failures, f.circuit
     FROM fitting AS f
     WHERE f.over IS NULL
     ORDER BY f.turn, f.priority, f.fire_at
@@ -336,7 +339,8 @@ claimed AS (
               m.attempts, m.max_attempts, t.signing_secret,
               CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
                   AS previous_signing_secret,
-              m.picked_at, m.endpoint, c.was_held, m.recipient, m.category, t.frequency_cap_policy,
+              m.picked_at, m.endpoint, c.was_held, c.endpoint_failures, c.circuit, m.recipient, m.category,
+              t.frequency_cap_policy,
               {timing_columns $4 $5}
 ),
 summary AS (
@@ -380,6 +384,14 @@ LEFT JOIN reminderd.frequency_caps AS f
 -- $1: the batch, reminderd.outcome_v1[] (migration 0004).
 WITH outcome AS (
     SELECT * FROM unnest($1::reminderd.outcome_v1[])
+),
+-- Usage metering (reminderd.usage_daily): one increment per tenant in the batch.
+counted AS (
+    INSERT INTO reminderd.usage_increments (tenant_id, attempted, delivered, dead, expired)
+    SELECT tenant_id, count(*) FILTER (WHERE attempted), count(*) FILTER (WHERE delivered),
+           count(*) FILTER (WHERE event = 'dead_lettered'), count(*) FILTER (WHERE event = 'expired')
+    FROM outcome
+    GROUP BY tenant_id
 ),
 logged AS (
     INSERT INTO reminderd.deliveries
@@ -452,7 +464,8 @@ RETURNING m.id, m.tenant_id, m.ref_id, m.attempts;
 
 -- expire_missed --
 -- One-off rows due longer ago than the lookback: expired with the reason, never fired late in an
--- avalanche. $1 lookback (s), $2 batch.
+-- avalanche (also rows a sending limit held that long: the lookback is the hard limit). $1
+-- lookback (s), $2 batch. Counted in the usage (expired).
 WITH missed AS (
     SELECT id
     FROM reminderd.scheduled_messages
@@ -462,18 +475,27 @@ WITH missed AS (
     ORDER BY fire_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
-)
+),
+expired AS (
 UPDATE reminderd.scheduled_messages AS m
 SET status = 'expired',
-    last_error = format('missed: due at %s, more than %s s before a daemon could send it (REMINDERD_LOOKBACK)',
+    last_error = format('missed: due at %s, more than %s s before a daemon could send it (REMINDERD_LOOKBACK)%s',
                         to_char(coalesce(m.scheduled_for, m.fire_at) AT TIME ZONE 'UTC',
                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-                        $1::float8),
+                        $1::float8,
+                        CASE WHEN m.last_event = 'held' THEN '; held back by a sending limit until then: '
+                                                             || m.last_error ELSE '' END),
     last_event = 'expired',
     updated_at = now()
 FROM missed
 WHERE m.id = missed.id
-RETURNING m.id, m.tenant_id, m.ref_id, coalesce(m.scheduled_for, m.fire_at) AS scheduled_for;
+RETURNING m.id, m.tenant_id, m.ref_id, coalesce(m.scheduled_for, m.fire_at) AS scheduled_for
+),
+counted AS (
+    INSERT INTO reminderd.usage_increments (tenant_id, expired)
+    SELECT tenant_id, count(*) FROM expired GROUP BY tenant_id
+)
+SELECT * FROM expired;
 
 -- recurring_to_plan --
 -- Recurring rows needing a new fire_at: never planned (fire_at NULL), or their occurrence was
@@ -624,3 +646,134 @@ LEFT JOIN (
     GROUP BY tenant_id
 ) m ON m.tenant_id = t.id
 ORDER BY t.id;
+
+-- Fair and bounded sending (migration 0010) ------------------------------------------------------
+
+-- reserve_contact_sends --
+-- Frequency caps: reserve the sends of a batch, exactly across daemons. $1: reminderd.contact_send_v1[].
+SELECT webhook_id, granted, frees_at FROM reminderd.reserve_contact_sends($1::reminderd.contact_send_v1[]);
+
+-- add_endpoint_health --
+-- The health rows a batch of observations needs. $1 tenants, $2 endpoints (pairwise).
+INSERT INTO reminderd.endpoint_health (tenant_id, endpoint)
+SELECT tenant_id, endpoint FROM unnest($1::text[], $2::text[]) AS o (tenant_id, endpoint)
+ON CONFLICT DO NOTHING;
+
+-- lock_endpoint_health --
+-- In the transaction that writes them back: the rows, locked, in one order (no deadlocks), and
+-- the database's clock.
+SELECT h.*, now() AS db_now
+FROM reminderd.endpoint_health AS h
+JOIN unnest($1::text[], $2::text[]) AS o (tenant_id, endpoint)
+    ON h.tenant_id = o.tenant_id AND h.endpoint = o.endpoint
+ORDER BY h.tenant_id, h.endpoint
+FOR UPDATE OF h;
+
+-- write_endpoint_health --
+-- $1: reminderd.endpoint_health_v1[].
+UPDATE reminderd.endpoint_health AS h
+SET consecutive_failures = w.consecutive_failures, failing_since = w.failing_since,
+    last_failure_at = w.last_failure_at, last_error = w.last_error, last_success_at = w.last_success_at,
+    circuit_open_until = w.circuit_open_until, circuit_opens = w.circuit_opens,
+    disabled_at = w.disabled_at, disabled_reason = w.disabled_reason, updated_at = now()
+FROM unnest($1::reminderd.endpoint_health_v1[]) AS w
+WHERE h.tenant_id = w.tenant_id AND h.endpoint = w.endpoint;
+
+-- disable_endpoint --
+SELECT reminderd.disable_endpoint($1, $2, $3);
+
+-- enable_endpoint --
+SELECT reminderd.enable_endpoint($1, $2);
+
+-- endpoint_states --
+-- Tenant endpoints that are not simply healthy, and every endpoint with a limit: for
+-- `reminderd status` and the metrics.
+SELECT h.tenant_id, h.endpoint, h.consecutive_failures, h.failing_since, h.last_error,
+       h.circuit_open_until, h.disabled_at, h.disabled_reason,
+       CASE WHEN h.disabled_at IS NOT NULL THEN 'disabled'
+            WHEN h.circuit_open_until > now() THEN 'open'
+            WHEN h.circuit_open_until IS NOT NULL THEN 'half_open'
+            WHEN h.consecutive_failures > 0 THEN 'failing'
+            ELSE 'closed' END AS state,
+       e.max_in_flight, e.max_per_second,
+       (SELECT count(*) FROM reminderd.scheduled_messages p WHERE p.status = 'picked' AND p.endpoint = h.endpoint)
+           AS in_flight
+FROM reminderd.endpoint_health AS h
+LEFT JOIN reminderd.endpoints AS e ON e.endpoint = h.endpoint
+WHERE h.consecutive_failures > 0 OR h.circuit_open_until IS NOT NULL OR h.disabled_at IS NOT NULL
+UNION ALL
+SELECT NULL, e.endpoint, NULL, NULL, NULL, NULL, NULL, NULL, 'limited', e.max_in_flight, e.max_per_second,
+       (SELECT count(*) FROM reminderd.scheduled_messages p WHERE p.status = 'picked' AND p.endpoint = e.endpoint)
+FROM reminderd.endpoints AS e
+WHERE e.max_in_flight IS NOT NULL OR e.max_per_second IS NOT NULL
+ORDER BY 2, 1 NULLS FIRST;
+
+-- set_endpoint --
+-- $2, $4: whether to set max_in_flight to $3 and max_per_second to $5 (NULL clears).
+INSERT INTO reminderd.endpoints AS e (endpoint, max_in_flight, max_per_second)
+VALUES ($1, CASE WHEN $2 THEN $3 END, CASE WHEN $4 THEN $5 END)
+ON CONFLICT (endpoint) DO UPDATE
+SET max_in_flight = CASE WHEN $2 THEN $3 ELSE e.max_in_flight END,
+    max_per_second = CASE WHEN $4 THEN $5 ELSE e.max_per_second END
+RETURNING endpoint, max_in_flight, max_per_second;
+
+-- set_tenant_limits --
+-- $2, $4: whether to set max_per_second to $3 and max_per_hour to $5 (NULL clears); $6 the
+-- frequency-cap policy (NULL keeps it).
+UPDATE reminderd.tenants
+SET max_per_second = CASE WHEN $2 THEN $3 ELSE max_per_second END,
+    max_per_hour = CASE WHEN $4 THEN $5 ELSE max_per_hour END,
+    frequency_cap_policy = coalesce($6, frequency_cap_policy)
+WHERE id = $1
+RETURNING max_per_second, max_per_hour, frequency_cap_policy;
+
+-- set_frequency_cap --
+INSERT INTO reminderd.frequency_caps (tenant_id, category, max_messages, per)
+VALUES ($1, $2, $3, make_interval(secs => $4))
+ON CONFLICT (tenant_id, category) DO UPDATE SET max_messages = excluded.max_messages, per = excluded.per;
+
+-- remove_frequency_cap --
+DELETE FROM reminderd.frequency_caps WHERE tenant_id = $1 AND category = $2;
+
+-- frequency_caps --
+SELECT category, max_messages, extract(epoch FROM per)::float8 AS per_s
+FROM reminderd.frequency_caps WHERE tenant_id = $1 ORDER BY category;
+
+-- roll_up_usage --
+-- Fold up to $1 usage increments into usage_days, in one short transaction. Daemons doing this
+-- at once take different increments (SKIP LOCKED).
+WITH moved AS (
+    DELETE FROM reminderd.usage_increments
+    WHERE id IN (SELECT id FROM reminderd.usage_increments ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING *
+),
+folded AS (
+    INSERT INTO reminderd.usage_days AS u (tenant_id, day, scheduled, attempted, delivered, dead, expired, held)
+    SELECT tenant_id, day, sum(scheduled), sum(attempted), sum(delivered), sum(dead), sum(expired), sum(held)
+    FROM moved
+    GROUP BY tenant_id, day
+    ON CONFLICT (tenant_id, day) DO UPDATE
+    SET scheduled = u.scheduled + excluded.scheduled, attempted = u.attempted + excluded.attempted,
+        delivered = u.delivered + excluded.delivered, dead = u.dead + excluded.dead,
+        expired = u.expired + excluded.expired, held = u.held + excluded.held
+)
+SELECT count(*) FROM moved;
+
+-- usage --
+-- One tenant's usage per day from $2 to $3 (dates, inclusive).
+SELECT tenant_id, day, scheduled, attempted, delivered, dead, expired, held
+FROM reminderd.usage_daily
+WHERE tenant_id = $1 AND day BETWEEN $2 AND $3
+ORDER BY day;
+
+-- usage_today --
+-- Every tenant's usage today (UTC), for the metrics.
+SELECT tenant_id, day, scheduled, attempted, delivered, dead, expired, held
+FROM reminderd.usage_daily
+WHERE day = (now() AT TIME ZONE 'UTC')::date
+ORDER BY tenant_id;
+
+-- prune_contact_sends --
+-- Sends older than their cap's window no longer count: $1 at a time.
+DELETE FROM reminderd.contact_sends
+WHERE webhook_id IN (SELECT webhook_id FROM reminderd.contact_sends WHERE expires_at < now() LIMIT $1);
