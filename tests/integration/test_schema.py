@@ -90,9 +90,9 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
 
     assert [v["version_num"] for v in versions] == [head_revision("postgresql://unused")]
     assert [t["table_name"] for t in tables] == [
-        "alembic_version", "config", "contact_sends", "deliveries", "endpoint_health", "endpoints", "events",
-        "frequency_caps", "scheduled_messages", "tenant_budgets", "tenant_holidays", "tenant_members", "tenants",
-        "usage_days", "usage_increments",
+        "alembic_version", "config", "contact_sends", "deliveries", "endpoint_health", "endpoints",
+        "events", "frequency_caps", "scheduled_messages", "tenant_budgets", "tenant_holidays",
+        "tenant_members", "tenants", "usage_days", "usage_increments",
     ]
     assert {f["proname"] for f in functions} >= {
         "schedule", "schedule_cron", "cancel", "cancel_live", "generate_secret",
@@ -293,8 +293,9 @@ async def test_alembic_finds_no_difference_between_schema_sql_and_the_migrations
     assert set(description.tables) == {
         "reminderd.config", "reminderd.deliveries", "reminderd.events", "reminderd.scheduled_messages",
         "reminderd.tenant_holidays", "reminderd.tenant_members", "reminderd.tenants",
-        "reminderd.contact_sends", "reminderd.endpoint_health", "reminderd.endpoints", "reminderd.frequency_caps",
-        "reminderd.tenant_budgets", "reminderd.usage_days", "reminderd.usage_increments",
+        "reminderd.contact_sends", "reminderd.endpoint_health", "reminderd.endpoints",
+        "reminderd.frequency_caps", "reminderd.tenant_budgets", "reminderd.usage_days",
+        "reminderd.usage_increments",
     }
     messages = description.tables["reminderd.scheduled_messages"]
     assert "scheduled_messages_due" in {index.name for index in messages.indexes}
