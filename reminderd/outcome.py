@@ -9,6 +9,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
+from .duration import in_words
 from .jobs import Job, Unplanned
 from .lifecycle import Event, Status
 from .retry import RetryPolicy
@@ -142,7 +143,7 @@ def capped(job: Job, frees_at: datetime | None) -> Outcome:
     cap = job.cap
     assert cap is not None
     over = (f"recipient {job.recipient} already got {cap.max_messages} {job.category} message(s) in the "
-            f"last {_span(cap.per_s)} (frequency cap)")
+            f"last {in_words(cap.per_s)} (frequency cap)")
     if cap.policy == "defer" and frees_at is not None:
         return Outcome(
             job, None, Event.CAPPED, Status.PENDING,
@@ -161,14 +162,6 @@ def capped(job: Job, frees_at: datetime | None) -> Outcome:
         return Outcome(job, None, Event.CAPPED, Status.FINISHED, last_error=note)
     return Outcome(job, None, Event.CAPPED, Status.PENDING, next_fire_at=instant, reset_attempts=True,
                    last_error=note)
-
-
-def _span(seconds: float) -> str:
-    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
-        if seconds >= size and seconds % size == 0:
-            count = int(seconds // size)
-            return f"{count} {unit}{'s' if count != 1 else ''}" if count != 1 else unit
-    return f"{seconds:g} s"
 
 
 # Planning recurring rows ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 import asyncpg
 
 from .breaker import BreakerPolicy, Change, EndpointHealth, Observation, observe
+from .duration import in_words
 from .exceptions import ConfigError, DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from .jobs import Job, Unplanned
 from .lifecycle import Status
@@ -342,7 +343,7 @@ class TenantLimits:
     frequency_caps: tuple[tuple[str, int, float], ...] = ()  # (category, max_messages, per_s)
 
     def __str__(self) -> str:
-        caps = ", ".join(f"{category} {n} per {per_s:g}s" for category, n, per_s in self.frequency_caps)
+        caps = ", ".join(f"{n} {category} per {in_words(per_s)}" for category, n, per_s in self.frequency_caps)
         return (f"max {self.max_per_second or 'unlimited'} per second, "
                 f"{self.max_per_hour or 'unlimited'} per hour; "
                 f"frequency caps: {caps or 'none'} (over a cap: {self.frequency_cap_policy})")

@@ -711,10 +711,10 @@ ORDER BY 2, 1 NULLS FIRST;
 -- set_endpoint --
 -- $2, $4: whether to set max_in_flight to $3 and max_per_second to $5 (NULL clears).
 INSERT INTO reminderd.endpoints AS e (endpoint, max_in_flight, max_per_second)
-VALUES ($1, CASE WHEN $2 THEN $3 END, CASE WHEN $4 THEN $5 END)
+VALUES ($1, CASE WHEN $2 THEN $3::integer END, CASE WHEN $4 THEN $5::integer END)
 ON CONFLICT (endpoint) DO UPDATE
-SET max_in_flight = CASE WHEN $2 THEN $3 ELSE e.max_in_flight END,
-    max_per_second = CASE WHEN $4 THEN $5 ELSE e.max_per_second END
+SET max_in_flight = CASE WHEN $2 THEN $3::integer ELSE e.max_in_flight END,
+    max_per_second = CASE WHEN $4 THEN $5::integer ELSE e.max_per_second END
 RETURNING endpoint, max_in_flight, max_per_second;
 
 -- set_tenant_limits --
