@@ -28,9 +28,9 @@ coalesce(extract(epoch FROM m.max_lateness)::float8, $max_lateness) AS max_laten
 -- daemon's concurrency (an endpoint's default max_in_flight), $7 the tenant this daemon's previous
 -- skip scan stopped at (`scanned_to`; NULL at first). attempts counts the attempt being made. docs/sql.md ("The claim") explains each step; in short:
 -- 1. Fair between tenants. When more rows are due than one batch holds, every tenant with due
---    rows gets an equal share (tenants whose oldest due row is oldest first, when there are more
---    of them than rows in a batch), found by a skip scan over the tenants' queues; otherwise every
---    due row fits and is taken. Within a tenant, transactional rows (priority 0) go before others,
+--    rows gets an equal share, found by a skip scan over the tenants' queues (with more due
+--    tenants than rows in a batch, one row each, round-robin: the next claim goes on after the
+--    tenant served last); otherwise every due row fits and is taken. Within a tenant, transactional rows (priority 0) go before others,
 --    marketing (2) last, then the oldest first; across tenants, rows go round by round.
 -- 2. Bounded. A tenant's max_per_second and max_per_hour, an endpoint's max_in_flight (all daemons
 --    together; default $6) and max_per_second, and an endpoint's open circuit hold rows back: they
@@ -101,12 +101,12 @@ heads AS (
     WHERE h.step < 4 * $2 AND NOT (next.wrapped AND next.tenant_id > coalesce($7, ''))
 ),
 due_tenants AS (
-    SELECT tenant_id, min(fire_at) AS oldest,
+    SELECT tenant_id, min(fire_at) AS oldest, min(step) AS step,
            bool_or(priority = 0) AS due_0, bool_or(priority = 1) AS due_1, bool_or(priority = 2) AS due_2
     FROM heads
     WHERE fire_at <= now()
     GROUP BY tenant_id
-    ORDER BY oldest
+    ORDER BY step  -- round-robin: from the tenant after the one served last
     LIMIT $2
 ),
 shares AS (
@@ -369,7 +369,11 @@ summary AS (
     ) AS s
 )
 SELECT c.*, f.max_messages AS cap_max, extract(epoch FROM f.per)::float8 AS cap_per_s, s.held,
-       (SELECT tenant_id FROM heads ORDER BY step DESC LIMIT 1) AS scanned_to
+       -- Where the next claim's scan starts: after the last tenant served when some due tenants
+       -- had to wait, else after the last one scanned.
+       CASE WHEN (SELECT count(*) FROM due_tenants) >= $2
+            THEN (SELECT tenant_id FROM due_tenants ORDER BY step DESC LIMIT 1)
+            ELSE (SELECT tenant_id FROM heads ORDER BY step DESC LIMIT 1) END AS scanned_to
 FROM summary AS s
 LEFT JOIN claimed AS c ON true
 LEFT JOIN reminderd.frequency_caps AS f
