@@ -124,8 +124,7 @@ def build_parser() -> Parser:
     _add_command(commands, "demo", "a throwaway database, a demo receiver, callbacks that fire", _demo,
                  parents=[_connection_options(config=False)])
 
-    tenant = _add_command(commands, "tenant",
-                          "manage tenants: add, grant, revoke, rotate-secret, set, holiday, enable-endpoint",
+    tenant = _add_command(commands, "tenant", "manage tenants: add, grant, revoke, rotate-secret, set, holiday",
                           None)
     tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True, parser_class=Parser)
     add = _add_command(tenant_commands, "add", "create a tenant; prints its signing secret once",
@@ -154,7 +153,7 @@ def build_parser() -> Parser:
 
     tenant_set = _add_command(
         tenant_commands, "set",
-        "the tenant's holidays, quiet hours, sending limits and frequency caps ('none' clears)",
+        "holidays, quiet hours, sending limits, frequency caps ('none' clears)",
         DatabaseCommand(TenantSetRequest.from_args, _tenant_set), parents=database,
     )
     tenant_set.add_argument("tenant_id", metavar="TENANT")

@@ -79,7 +79,8 @@ async def test_three_daemons_keep_an_endpoints_max_in_flight_together(
         await poll_until(all_sent(db, 40), timeout_s=60)
 
     print(
-        f"max_in_flight 4, 3 daemons of concurrency 16: at most {receiver.max_in_flight} in flight at the receiver"
+        f"max_in_flight 4, 3 daemons of concurrency 16: at most {receiver.max_in_flight} in flight "
+        "at the receiver"
     )
     assert receiver.max_in_flight <= 4
     assert receiver.max_in_flight >= 2  # it was used, not starved
