@@ -40,12 +40,12 @@ def test_the_threshold_opens_the_circuit_for_the_open_period() -> None:
 def test_a_failed_probe_opens_it_again_for_twice_as_long_up_to_the_cap() -> None:
     health, _ = observe(HEALTHY, failures(3), NOW, POLICY)
     opens = []
-    at = NOW
     for _ in range(5):
-        at = health.circuit_open_until + timedelta(seconds=1)  # type: ignore[operator]
+        assert health.circuit_open_until is not None
+        at = health.circuit_open_until + timedelta(seconds=1)
         health, change = observe(health, failures(1), at, POLICY)
-        assert change == "opened"
-        opens.append((health.circuit_open_until - at).total_seconds())  # type: ignore[operator]
+        assert change == "opened" and health.circuit_open_until is not None
+        opens.append((health.circuit_open_until - at).total_seconds())
     assert opens == [60, 120, 240, 240, 240]
 
 
