@@ -55,12 +55,13 @@ class Sizes:
     timer_span_s: float
     burst_n: int
     backlog_n: int
+    fair_n: int = 100_000  # (7) tenant A's wave
 
 
 FULL = Sizes(ceiling_n=10_000, deliver_n=10_000, timer_n=200, timer_span_s=20.0, burst_n=5_000,
              backlog_n=1_000_000)
 QUICK = Sizes(ceiling_n=2_000, deliver_n=2_000, timer_n=50, timer_span_s=5.0, burst_n=1_000,
-              backlog_n=100_000)
+              backlog_n=100_000, fair_n=10_000)
 
 
 @dataclass(frozen=True)

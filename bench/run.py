@@ -11,6 +11,8 @@ Scenarios (see bench/README.md for what each number means):
  (4) burst: many rows due at one instant.
  (5) claim cost vs backlog: EXPLAIN (ANALYZE, BUFFERS) of the claim with 0 and 1M future rows.
  (6) daemon peak RSS (VmHWM) at the end of (2).
+ (7) fairness: a small tenant's lateness beside another's 100,000-row wave, and the fair claim's
+     cost at 1,000,000 due rows and on the hot path, against the code before issue 15.
 
 Exit status: 0 every target passed, 1 some target failed, 2 a scenario could not run (error/timeout).
 """
@@ -39,6 +41,7 @@ from bench.scenarios import (  # noqa: E402
     claim_cost,
     client_ceiling,
     delivery,
+    fairness,
     http_ceiling,
     profile,
     timer,
@@ -73,6 +76,7 @@ async def run_scenarios(bench: Bench, with_profile: bool) -> None:
                 ("(3) timer precision", timer.run, bench.sizes.timer_span_s + 60),
                 ("(4) burst", burst.run, 120),
                 ("(5) claim cost", claim_cost.run, 900),
+                ("(7) fairness", fairness.run, 1500),
             ):
                 try:
                     await asyncio.wait_for(scenario(bench, dbs), limit_s)
