@@ -146,21 +146,15 @@ fair_share AS (
         LIMIT s.share
     ) AS c
 ),
--- The tenants of the candidates, their limits and the endpoint of their callback_url (once each).
-claiming_tenants AS MATERIALIZED (
-    SELECT id, reminderd.endpoint_of(callback_url) AS endpoint, max_per_second, max_per_hour
-    FROM reminderd.tenants
-    WHERE id IN (SELECT tenant_id FROM every_due UNION SELECT tenant_id FROM fair_share)
-),
 -- Candidates in claim order: a tenant's `turn` is its round (its 1st row, its 2nd, …).
 candidates AS MATERIALIZED (
     SELECT c.*,
            row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.priority, c.fire_at, c.id) AS turn,
-           CASE WHEN c.callback_url IS NULL THEN t.endpoint ELSE reminderd.endpoint_of(c.callback_url) END
+           CASE WHEN c.callback_url IS NULL THEN t.callback_endpoint ELSE reminderd.endpoint_of(c.callback_url) END
                AS endpoint,
            t.max_per_second, t.max_per_hour
     FROM (SELECT * FROM every_due UNION ALL SELECT * FROM fair_share) AS c
-    JOIN claiming_tenants AS t ON t.id = c.tenant_id
+    JOIN reminderd.tenants AS t ON t.id = c.tenant_id
 ),
 -- Tenant budgets: how many more rows each limited tenant may send now.
 tenant_locked AS (

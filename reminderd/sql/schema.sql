@@ -31,6 +31,20 @@ LANGUAGE sql VOLATILE AS $$
         'base64')
 $$;
 
+-- host:port of a callback URL, the port written out (80, 443), the host lower-case; NULL for
+-- what is not an http(s) URL.
+CREATE FUNCTION reminderd.endpoint_of(url text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    part text[] := regexp_match(url, '^(https?)://(?:[^/?#@]*@)?(\[[^]/?#]*\]|[^:/?#]+)(?::([0-9]+))?', 'i');
+BEGIN
+    IF part IS NULL THEN
+        RETURN NULL;
+    END IF;
+    RETURN lower(part[2]) || ':' || coalesce(part[3], CASE lower(part[1]) WHEN 'http' THEN '80' WHEN 'https' THEN '443' END);
+END
+$$;
+
 -- Tables ------------------------------------------------------------------------------------------
 -- Columns are listed in their physical order (the order SELECT * returns them in), which is the
 -- order the migrations added them.
@@ -65,7 +79,9 @@ CREATE TABLE reminderd.tenants (
     max_per_hour               integer CONSTRAINT max_per_hour_positive CHECK (max_per_hour > 0),
     -- Over a frequency cap: defer the message until the cap allows it, or skip it.
     frequency_cap_policy       text NOT NULL DEFAULT 'defer'
-                               CONSTRAINT frequency_cap_policy_is_known CHECK (frequency_cap_policy IN ('defer', 'skip'))
+                               CONSTRAINT frequency_cap_policy_is_known CHECK (frequency_cap_policy IN ('defer', 'skip')),
+    -- host:port of callback_url, for the claim (computed once, on write).
+    callback_endpoint          text GENERATED ALWAYS AS (reminderd.endpoint_of(callback_url)) STORED
 );
 
 -- Which database role acts for which tenant (see my_tenants below).
@@ -366,7 +382,7 @@ GRANT USAGE ON SCHEMA reminderd TO reminderd_app, reminderd_readonly, reminderd_
 
 -- Nobody but the daemon (and the owner) may read a signing secret: column privileges.
 GRANT SELECT (id, callback_url, created_at, paused, calendar, holiday_rule, quiet_start, quiet_end, quiet_exempt,
-              max_per_second, max_per_hour, frequency_cap_policy)
+              max_per_second, max_per_hour, frequency_cap_policy, callback_endpoint)
     ON reminderd.tenants TO reminderd_app, reminderd_readonly;
 
 GRANT SELECT ON reminderd.tenant_members, reminderd.my_tenants, reminderd.deliveries, reminderd.config
@@ -1123,33 +1139,50 @@ GRANT SELECT ON reminderd.queue_overview, reminderd.due_now, reminderd.stuck, re
 -- `newest`. Moved on to slot `now_slot`, older slots fall off and new ones start at 0.
 CREATE FUNCTION reminderd.window_at(counts integer[], newest bigint, now_slot bigint, slots integer)
 RETURNS integer[]
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE
-        WHEN counts IS NULL OR cardinality(counts) <> slots OR now_slot - newest >= slots
-            THEN array_fill(0, ARRAY[slots])
-        WHEN now_slot <= newest THEN counts
-        ELSE counts[(now_slot - newest + 1)::integer : slots] || array_fill(0, ARRAY[(now_slot - newest)::integer])
-    END
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF counts IS NULL OR cardinality(counts) <> slots OR now_slot - newest >= slots THEN
+        RETURN array_fill(0, ARRAY[slots]);
+    ELSIF now_slot <= newest THEN
+        RETURN counts;
+    END IF;
+    RETURN counts[(now_slot - newest + 1)::integer : slots] || array_fill(0, ARRAY[(now_slot - newest)::integer]);
+END
 $$;
 
 CREATE FUNCTION reminderd.window_sum(counts integer[]) RETURNS integer
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT coalesce(sum(c), 0)::integer FROM unnest(counts) AS c
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    total integer := 0;
+    count integer;
+BEGIN
+    FOREACH count IN ARRAY coalesce(counts, '{}') LOOP
+        total := total + count;
+    END LOOP;
+    RETURN total;
+END
 $$;
 
 -- Seconds until the window's oldest counted send falls off it (slot width `width_s`), or NULL.
 CREATE FUNCTION reminderd.window_frees_in(counts integer[], width_s float8, now_s float8) RETURNS float8
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT min(i) * width_s - (now_s - floor(now_s / width_s) * width_s)
-    FROM generate_subscripts(counts, 1) AS i
-    WHERE counts[i] > 0
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    FOR i IN 1 .. coalesce(cardinality(counts), 0) LOOP
+        IF counts[i] > 0 THEN
+            RETURN i * width_s - (now_s - floor(now_s / width_s) * width_s);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END
 $$;
 
 -- The slot of an instant in the one-second window (20 ms slots) and the one-hour window (1 min).
+-- These helpers are PL/pgSQL: their plans are cached for the session, where a SQL function's
+-- would be planned again by each claim.
 CREATE FUNCTION reminderd.second_slot(at timestamptz) RETURNS bigint
-LANGUAGE sql IMMUTABLE AS $$ SELECT floor(extract(epoch FROM at) * 50)::bigint $$;
+LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN RETURN floor(extract(epoch FROM at) * 50)::bigint; END $$;
 CREATE FUNCTION reminderd.hour_slot(at timestamptz) RETURNS bigint
-LANGUAGE sql IMMUTABLE AS $$ SELECT floor(extract(epoch FROM at) / 60)::bigint $$;
+LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN RETURN floor(extract(epoch FROM at) / 60)::bigint; END $$;
 
 -- A tenant's sends in its rolling second (51 slots of 20 ms: never less than a second) and its
 -- rolling hour (61 slots of a minute), for tenants with a limit. The claim locks a tenant's row
@@ -1180,13 +1213,6 @@ CREATE TRIGGER tenants_budget AFTER INSERT OR UPDATE OF callback_url ON reminder
 
 -- Endpoints ---------------------------------------------------------------------------------------
 
--- host:port of a callback URL, the port written out (80, 443), the host lower-case; NULL for
--- what is not an http(s) URL.
-CREATE FUNCTION reminderd.endpoint_of(url text) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT lower(m[2]) || ':' || coalesce(m[3], CASE lower(m[1]) WHEN 'http' THEN '80' WHEN 'https' THEN '443' END)
-    FROM regexp_match(url, '^(https?)://(?:[^/?#@]*@)?(\[[^]/?#]*\]|[^:/?#]+)(?::([0-9]+))?', 'i') AS m
-$$;
 
 -- A callback endpoint (host:port) shared by every tenant whose callbacks go there: its limits,
 -- across all daemons, and the claim's bookkeeping. The claim adds a row for an endpoint it has
