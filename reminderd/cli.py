@@ -192,7 +192,8 @@ def build_parser() -> Parser:
     )
     endpoint_set.add_argument("endpoint", metavar="HOST:PORT")
     endpoint_set.add_argument("--max-in-flight", metavar="N",
-                              help="callbacks in flight at once (none: each daemon's REMINDERD_CONCURRENCY)")
+                              help="callbacks claimed at once, all daemons together "
+                                   "(none: REMINDERD_CONCURRENCY + REMINDERD_BATCH_SIZE)")
     endpoint_set.add_argument("--max-per-second", metavar="N", help="callbacks a second (none: no limit)")
     _add_command(endpoint_commands, "list", "endpoints with limits, and tenant endpoints that are failing",
                  DatabaseCommand(_no_arguments, _endpoint_list), parents=database)
@@ -461,7 +462,7 @@ def _print_endpoints(states: Sequence[EndpointState]) -> None:
     print(f"{'TENANT':<16} {'ENDPOINT':<32} {'STATE':<10} {'FAILURES':>8} {'IN FLIGHT':>9}  DETAIL")
     for s in states:
         if s.state == "limited":
-            detail = (f"max_in_flight {s.max_in_flight or 'REMINDERD_CONCURRENCY'}, "
+            detail = (f"max_in_flight {s.max_in_flight or 'default'}, "
                       f"max_per_second {s.max_per_second or 'none'}")
         elif s.state == "disabled":
             detail = f"{s.disabled_reason}; reminderd tenant enable-endpoint {s.tenant_id}"

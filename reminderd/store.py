@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .arguments import ScheduleRequest
 
 NOTIFY_CHANNEL = "reminderd_due"
-NO_LIMIT = 2**31 - 1  # an endpoint's max_in_flight when no daemon's concurrency is given
+NO_LIMIT = 2**31 - 1  # an endpoint's default max_in_flight when the caller gives none
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -360,7 +360,7 @@ class EndpointLimits:
         return cls(row["endpoint"], row["max_in_flight"], row["max_per_second"])
 
     def __str__(self) -> str:
-        return (f"{self.endpoint}: at most {self.max_in_flight or 'REMINDERD_CONCURRENCY'} in flight, "
+        return (f"{self.endpoint}: at most {self.max_in_flight or 'the default number of'} in flight, "
                 f"{self.max_per_second or 'unlimited'} per second (all daemons together)")
 
 
@@ -411,12 +411,16 @@ class Store:
     async def connect(cls, database_url: str, *, max_size: int = 4, pgbouncer: bool = False) -> Store:
         """A pool of at most `max_size` connections. Behind PgBouncer in transaction mode, no
         prepared statement may outlive a transaction: the statement cache is off (the codecs of
-        the composite types are cached per connection all the same)."""
+        the composite types are cached per connection all the same). JIT compilation is off: the
+        claim is one statement of many small steps whose estimated cost at a million due rows
+        passes jit_above_cost, and compiling it takes seconds where running it takes
+        milliseconds (PgBouncer refuses the setting at connect: docs/operations.md says how to
+        set it for the daemon's role instead)."""
         try:
             pool = await asyncpg.create_pool(
                 database_url, min_size=1, max_size=max_size, command_timeout=60,
                 statement_cache_size=0 if pgbouncer else 100,
-                server_settings={"application_name": "reminderd"},
+                server_settings={"application_name": "reminderd", **({} if pgbouncer else {"jit": "off"})},
                 reset=_end_transaction,
             )
         except _MISCONFIGURED as exc:
@@ -448,16 +452,18 @@ class Store:
     @_translating
     async def claim_due(
         self, *, lookback_s: float, batch_size: int, lease_s: float, backfill: str = DEFAULT_BACKFILL,
-        max_lateness_s: float = DEFAULT_MAX_LATENESS_S, concurrency: int = NO_LIMIT,
+        max_lateness_s: float = DEFAULT_MAX_LATENESS_S, default_max_in_flight: int = NO_LIMIT,
         scanned_to: str | None = None,
     ) -> Claim:
         """Claim due rows fairly and within the limits (queries.sql, claim): the jobs, what was held
         back, and where the scan over tenants stopped (pass it as `scanned_to` next time).
-        `concurrency` is an endpoint's default max_in_flight (the daemon passes its own)."""
+        `default_max_in_flight` is the max_in_flight of an endpoint without its own (the daemon
+        passes what it holds at once: REMINDERD_CONCURRENCY + REMINDERD_BATCH_SIZE)."""
         # The lease as this process's clock sees it, counted from before the query: never later.
         lease_deadline = time.monotonic() + lease_s
         rows = await self._pool.fetch(
-            QUERIES["claim"], lookback_s, batch_size, lease_s, backfill, max_lateness_s, concurrency, scanned_to
+            QUERIES["claim"], lookback_s, batch_size, lease_s, backfill, max_lateness_s, default_max_in_flight,
+            scanned_to,
         )
         first = rows[0]
         held = tuple(Held.from_json(item) for item in json.loads(first["held"] or "[]"))

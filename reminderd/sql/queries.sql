@@ -25,15 +25,16 @@ coalesce(extract(epoch FROM m.max_lateness)::float8, $max_lateness) AS max_laten
 -- claim --
 -- Claim up to $2 due rows in one short transaction; committed before any HTTP call. $1 lookback
 -- (s), $2 batch size, $3 lease (s), $4 and $5 the default backfill and max lateness, $6 the
--- daemon's concurrency (an endpoint's default max_in_flight), $7 the tenant this daemon's previous
--- skip scan stopped at (`scanned_to`; NULL at first). attempts counts the attempt being made. docs/sql.md ("The claim") explains each step; in short:
+-- max_in_flight of an endpoint without its own (the daemon's REMINDERD_CONCURRENCY +
+-- REMINDERD_BATCH_SIZE: what one daemon holds at once), $7 the tenant this daemon's previous skip
+-- scan stopped at (`scanned_to`; NULL at first). attempts counts the attempt being made. docs/sql.md ("The claim") explains each step; in short:
 -- 1. Fair between tenants. When more rows are due than one batch holds, every tenant with due
 --    rows gets an equal share, found by a skip scan over the tenants' queues (with more due
 --    tenants than rows in a batch, one row each, round-robin: the next claim goes on after the
 --    tenant served last); otherwise every due row fits and is taken. Within a tenant, transactional rows (priority 0) go before others,
 --    marketing (2) last, then the oldest first; across tenants, rows go round by round.
 -- 2. Bounded. A tenant's max_per_second and max_per_hour, an endpoint's max_in_flight (all daemons
---    together; default $6) and max_per_second, and an endpoint's open circuit hold rows back: they
+--    together; default $6) and max_per_second, and a tenant endpoint's open circuit hold rows back: they
 --    stay pending, in order, and the first rows held say so (last_error, last_event 'held').
 --    Budgets are per-tenant and per-endpoint rows locked FOR UPDATE SKIP LOCKED: a daemon never
 --    waits for another; one that finds a budget being granted leaves that tenant or endpoint to

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 from support import LOOKBACK_S, TEST_SECRET, db_now, drain, fast_settings, near
 
-from reminderd.store import Store
+from reminderd.store import Claim, Store
 from reminderd.testing import Receiver, add_tenant
 
 LEASE_S = 300.0
@@ -43,9 +43,12 @@ async def due_rows(
     )
 
 
-async def claim(store: Store, batch_size: int = 100, concurrency: int = 64):  # type: ignore[no-untyped-def]
+async def claim(store: Store, batch_size: int = 100, default_max_in_flight: int = 164) -> Claim:
     return await store.claim_due(
-        lookback_s=LOOKBACK_S, batch_size=batch_size, lease_s=LEASE_S, concurrency=concurrency
+        lookback_s=LOOKBACK_S,
+        batch_size=batch_size,
+        lease_s=LEASE_S,
+        default_max_in_flight=default_max_in_flight,
     )
 
 
@@ -250,13 +253,13 @@ async def test_an_endpoints_rate_holds_rows_and_says_so(db: asyncpg.Connection, 
     )
 
 
-async def test_the_default_max_in_flight_is_the_daemons_concurrency(
+async def test_an_endpoint_without_its_own_max_in_flight_takes_the_daemons(
     db: asyncpg.Connection, store: Store
 ) -> None:
     await add_tenant(db, "acme", "https://acme.example/cb")
     await due_rows(db, "acme", 50)
-    assert len((await claim(store, concurrency=8)).jobs) == 8
-    assert len((await claim(store, concurrency=8)).jobs) == 0
+    assert len((await claim(store, default_max_in_flight=8)).jobs) == 8
+    assert len((await claim(store, default_max_in_flight=8)).jobs) == 0
 
 
 # Frequency caps -------------------------------------------------------------------------------
