@@ -193,7 +193,7 @@ def build_parser() -> Parser:
     endpoint_set.add_argument("endpoint", metavar="HOST:PORT")
     endpoint_set.add_argument("--max-in-flight", metavar="N",
                               help="callbacks claimed at once, all daemons together "
-                                   "(none: REMINDERD_CONCURRENCY + REMINDERD_BATCH_SIZE)")
+                                   "(none: each daemon's REMINDERD_CONCURRENCY)")
     endpoint_set.add_argument("--max-per-second", metavar="N", help="callbacks a second (none: no limit)")
     _add_command(endpoint_commands, "list", "endpoints with limits, and tenant endpoints that are failing",
                  DatabaseCommand(_no_arguments, _endpoint_list), parents=database)

@@ -360,7 +360,8 @@ class EndpointLimits:
         return cls(row["endpoint"], row["max_in_flight"], row["max_per_second"])
 
     def __str__(self) -> str:
-        return (f"{self.endpoint}: at most {self.max_in_flight or 'the default number of'} in flight, "
+        in_flight = self.max_in_flight or "REMINDERD_CONCURRENCY per daemon"
+        return (f"{self.endpoint}: at most {in_flight} in flight, "
                 f"{self.max_per_second or 'unlimited'} per second (all daemons together)")
 
 
@@ -457,8 +458,10 @@ class Store:
     ) -> Claim:
         """Claim due rows fairly and within the limits (queries.sql, claim): the jobs, what was held
         back, and where the scan over tenants stopped (pass it as `scanned_to` next time).
-        `default_max_in_flight` is the max_in_flight of an endpoint without its own (the daemon
-        passes what it holds at once: REMINDERD_CONCURRENCY + REMINDERD_BATCH_SIZE)."""
+        `default_max_in_flight` is the max_in_flight of an endpoint without its own; by default
+        none: each daemon's REMINDERD_CONCURRENCY bounds its own callbacks, and only endpoints with
+        a max_in_flight of their own are counted across daemons (the counting costs each claim a
+        lock and an update of the endpoint's row)."""
         # The lease as this process's clock sees it, counted from before the query: never later.
         lease_deadline = time.monotonic() + lease_s
         rows = await self._pool.fetch(

@@ -167,7 +167,7 @@ class Worker:
                 claim = await self._store.claim_due(
                     lookback_s=self.settings.lookback_s, batch_size=want, lease_s=self.settings.lease_s,
                     backfill=self.settings.backfill, max_lateness_s=self.settings.max_lateness_s,
-                    default_max_in_flight=self._capacity, scanned_to=self._scanned_to,
+                    scanned_to=self._scanned_to,
                 )
                 jobs = claim.jobs
                 self._scanned_to = claim.scanned_to

@@ -147,8 +147,8 @@ CREATE TRIGGER tenants_budget AFTER INSERT OR UPDATE OF callback_url ON reminder
 CREATE TABLE reminderd.endpoints (
     endpoint      text PRIMARY KEY CONSTRAINT endpoint_format CHECK (endpoint ~ '^[^:/?#[:space:]]+:[0-9]{1,5}$'
                                                                      OR endpoint ~ '^\[[0-9a-fA-F:.]+\]:[0-9]{1,5}$'),
-    -- Claimed callbacks at once (in flight or about to be), all daemons together; NULL: what the
-    -- claiming daemon holds at once (REMINDERD_CONCURRENCY + REMINDERD_BATCH_SIZE).
+    -- Claimed callbacks at once (in flight or about to be), all daemons together; NULL: no such
+    -- limit (each daemon sends at most its REMINDERD_CONCURRENCY).
     max_in_flight integer CONSTRAINT max_in_flight_positive CHECK (max_in_flight > 0),
     max_per_second integer CONSTRAINT endpoint_max_per_second_positive CHECK (max_per_second > 0),
     -- The claim's bookkeeping: sends in the rolling second, and its latest grants (a claim counts

@@ -25,9 +25,9 @@ coalesce(extract(epoch FROM m.max_lateness)::float8, $max_lateness) AS max_laten
 -- claim --
 -- Claim up to $2 due rows in one short transaction; committed before any HTTP call. $1 lookback
 -- (s), $2 batch size, $3 lease (s), $4 and $5 the default backfill and max lateness, $6 the
--- max_in_flight of an endpoint without its own (the daemon's REMINDERD_CONCURRENCY +
--- REMINDERD_BATCH_SIZE: what one daemon holds at once), $7 the tenant this daemon's previous skip
--- scan stopped at (`scanned_to`; NULL at first). attempts counts the attempt being made. docs/sql.md ("The claim") explains each step; in short:
+-- max_in_flight of an endpoint without its own (the daemon passes 2147483647: none, each daemon's
+-- REMINDERD_CONCURRENCY bounds its own callbacks), $7 the tenant this daemon's previous skip scan
+-- stopped at (`scanned_to`; NULL at first). attempts counts the attempt being made. docs/sql.md ("The claim") explains each step; in short:
 -- 1. Fair between tenants. When more rows are due than one batch holds, every tenant with due
 --    rows gets an equal share, found by a skip scan over the tenants' queues (with more due
 --    tenants than rows in a batch, one row each, round-robin: the next claim goes on after the
