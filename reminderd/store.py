@@ -454,19 +454,20 @@ class Store:
     async def claim_due(
         self, *, lookback_s: float, batch_size: int, lease_s: float, backfill: str = DEFAULT_BACKFILL,
         max_lateness_s: float = DEFAULT_MAX_LATENESS_S, default_max_in_flight: int = NO_LIMIT,
-        scanned_to: str | None = None,
+        scanned_to: str | None = None, bounded: bool = True,
     ) -> Claim:
         """Claim due rows fairly and within the limits (queries.sql, claim): the jobs, what was held
         back, and where the scan over tenants stopped (pass it as `scanned_to` next time).
         `default_max_in_flight` is the max_in_flight of an endpoint without its own; by default
         none: each daemon's REMINDERD_CONCURRENCY bounds its own callbacks, and only endpoints with
         a max_in_flight of their own are counted across daemons (the counting costs each claim a
-        lock and an update of the endpoint's row)."""
+        lock and an update of the endpoint's row). With `bounded` False (no limit anywhere, no
+        circuit open: `sending_is_bounded`), the lean claim_fair runs instead."""
         # The lease as this process's clock sees it, counted from before the query: never later.
         lease_deadline = time.monotonic() + lease_s
         rows = await self._pool.fetch(
-            QUERIES["claim"], lookback_s, batch_size, lease_s, backfill, max_lateness_s, default_max_in_flight,
-            scanned_to,
+            QUERIES["claim" if bounded else "claim_fair"], lookback_s, batch_size, lease_s, backfill,
+            max_lateness_s, default_max_in_flight, scanned_to,
         )
         first = rows[0]
         held = tuple(Held.from_json(item) for item in json.loads(first["held"] or "[]"))
@@ -622,6 +623,12 @@ class Store:
         return [TenantOverview.from_row(row) for row in await self._pool.fetch(QUERIES["list_tenants"])]
 
     # Fair and bounded sending ----------------------------------------------------------------
+
+    @_translating
+    async def sending_is_bounded(self) -> bool:
+        """Whether any tenant or endpoint has a limit, or a tenant endpoint's circuit is not closed."""
+        bounded: bool = await self._pool.fetchval(QUERIES["bounded_sending"])
+        return bounded
 
     @_translating
     async def reserve_contact_sends(self, sends: Sequence[ContactSend]) -> dict[str, Reservation]:

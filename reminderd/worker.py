@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -45,6 +46,7 @@ RECORD_BATCH_MAX = 1000
 DB_BACKOFF_BASE_S = 0.4
 DB_BACKOFF_MAX_S = 30.0
 QUERY_DEADLINE_S = 90.0  # a claim query takes milliseconds; asyncpg's command timeout is 60 s
+BOUNDED_CHECK_EVERY_S = 1.0  # a limit set, or a circuit opened by another daemon, counts within this
 
 
 class Worker:
@@ -72,6 +74,8 @@ class Worker:
                                                     rng=self._rng)
         self._warned_calendars: set[tuple[str, str]] = set()  # (tenant, calendar): logged once
         self._scanned_to: str | None = None  # where the claim's scan over tenants goes on from
+        self._bounded = True  # a limit or a failing endpoint somewhere: the full claim (checked every second)
+        self._bounded_checked = -math.inf
         self._breaker = BreakerPolicy(
             failures_to_open=settings.circuit_failures, open_s=settings.circuit_open_s,
             max_open_s=32 * settings.circuit_open_s, disable_after_s=settings.endpoint_disable_after_s,
@@ -164,10 +168,13 @@ class Worker:
             want = min(room, self.settings.batch_size)
             self.loop_deadline = time.monotonic() + QUERY_DEADLINE_S
             try:
+                if time.monotonic() - self._bounded_checked >= BOUNDED_CHECK_EVERY_S:
+                    self._bounded = await self._store.sending_is_bounded()
+                    self._bounded_checked = time.monotonic()
                 claim = await self._store.claim_due(
                     lookback_s=self.settings.lookback_s, batch_size=want, lease_s=self.settings.lease_s,
                     backfill=self.settings.backfill, max_lateness_s=self.settings.max_lateness_s,
-                    scanned_to=self._scanned_to,
+                    scanned_to=self._scanned_to, bounded=self._bounded,
                 )
                 jobs = claim.jobs
                 self._scanned_to = claim.scanned_to
@@ -377,6 +384,8 @@ class Worker:
             log.error("endpoint_health_failed", error=describe(exc))
             return
         self.metrics.endpoint_changed(changes)
+        if any(item.change != "closed" for item in changes):
+            self._bounded = True  # this daemon's own next claim holds the endpoint's rows
         for item in changes:
             h = item.health
             fields = {"tenant": h.tenant_id, "endpoint": h.endpoint}

@@ -22,55 +22,37 @@ CASE WHEN m.category <> ALL (t.quiet_exempt) THEN t.quiet_end END AS quiet_end,
 coalesce(m.backfill, $backfill) AS backfill,
 coalesce(extract(epoch FROM m.max_lateness)::float8, $max_lateness) AS max_lateness_s
 
--- claim --
--- Claim up to $2 due rows in one short transaction; committed before any HTTP call. $1 lookback
--- (s), $2 batch size, $3 lease (s), $4 and $5 the default backfill and max lateness, $6 the
--- max_in_flight of an endpoint without its own (the daemon passes 2147483647: none, each daemon's
--- REMINDERD_CONCURRENCY bounds its own callbacks), $7 the tenant this daemon's previous skip scan
--- stopped at (`scanned_to`; NULL at first). attempts counts the attempt being made. docs/sql.md ("The claim") explains each step; in short:
--- 1. Fair between tenants. When more rows are due than one batch holds, every tenant with due
---    rows gets an equal share, found by a skip scan over the tenants' queues (with more due
---    tenants than rows in a batch, one row each, round-robin: the next claim goes on after the
---    tenant served last); otherwise every due row fits and is taken. Within a tenant, transactional rows (priority 0) go before others,
---    marketing (2) last, then the oldest first; across tenants, rows go round by round.
--- 2. Bounded. A tenant's max_per_second and max_per_hour, an endpoint's max_in_flight (all daemons
---    together; default $6) and max_per_second, and a tenant endpoint's open circuit hold rows back: they
---    stay pending, in order, and the first rows held say so (last_error, last_event 'held').
---    Budgets are per-tenant and per-endpoint rows locked FOR UPDATE SKIP LOCKED: a daemon never
---    waits for another; one that finds a budget being granted leaves that tenant or endpoint to
---    the other daemon's claim this time.
--- 3. The result: the claimed rows, each with `held`, a JSON summary of what was held back and
---    when to look again (one row with NULL columns when nothing was claimed).
--- The daemon then decides, before any HTTP, whether the occurrence is sent now or held: deferred
--- (quiet hours), moved off a holiday, expired as too late (backfill policy), finished, or over a
--- frequency cap.
-WITH RECURSIVE
+-- due_candidates --
+-- A fragment, not a statement: the fair choice of due rows the claims share, as CTEs ending in
+-- every_due (every due row, when they fit in one batch) and fair_share (each due tenant's share,
+-- when they do not), both locked FOR UPDATE SKIP LOCKED, and heads (the skip scan). Included as
+-- {due_candidates $2 $1 $7}: its parameters in order of first use are $batch, $lookback, $cursor.
 -- Are more rows due than one batch holds? If not, each of them is claimed and nobody waits.
 backlog AS (
-    SELECT count(*) > $2 AS fair
+    SELECT count(*) > $batch AS fair
     FROM (SELECT 1 FROM reminderd.scheduled_messages
-          WHERE status = 'pending' AND fire_at <= now() AND fire_at > now() - make_interval(secs => $1)
-          LIMIT $2 + 1) AS due
+          WHERE status = 'pending' AND fire_at <= now() AND fire_at > now() - make_interval(secs => $lookback)
+          LIMIT $batch + 1) AS due
 ),
 every_due AS (
     SELECT id, tenant_id, priority, fire_at, callback_url, last_event = 'held' AS was_held
     FROM reminderd.scheduled_messages
-    WHERE status = 'pending' AND fire_at <= now() AND fire_at > now() - make_interval(secs => $1)
+    WHERE status = 'pending' AND fire_at <= now() AND fire_at > now() - make_interval(secs => $lookback)
       AND NOT (SELECT fair FROM backlog)
     ORDER BY fire_at
-    LIMIT $2
+    LIMIT $batch
     FOR UPDATE SKIP LOCKED
 ),
 -- The skip scan: the oldest pending row of each (tenant, priority), one index descent each,
--- starting after the tenant $7 where this daemon's previous scan stopped (NULL: the first) and
--- coming round to the start once; at most 4 × $2 of them, so a claim's cost does not grow with the
+-- starting after the tenant $cursor where this daemon's previous scan stopped (NULL: the first) and
+-- coming round to the start once; at most 4 × $batch of them, so a claim's cost does not grow with the
 -- number of tenants (the next claim goes on from where this one stopped).
 heads AS (
     SELECT 1 AS step, first.* FROM (
         SELECT * FROM (
             (SELECT false AS wrapped, tenant_id, priority, fire_at
              FROM reminderd.scheduled_messages
-             WHERE status = 'pending' AND (SELECT fair FROM backlog) AND tenant_id > coalesce($7, '')
+             WHERE status = 'pending' AND (SELECT fair FROM backlog) AND tenant_id > coalesce($cursor, '')
              ORDER BY tenant_id, priority, fire_at
              LIMIT 1)
             UNION ALL
@@ -99,7 +81,7 @@ heads AS (
              LIMIT 1)
         ) AS candidates LIMIT 1
     ) AS next
-    WHERE h.step < 4 * $2 AND NOT (next.wrapped AND next.tenant_id > coalesce($7, ''))
+    WHERE h.step < 4 * $batch AND NOT (next.wrapped AND next.tenant_id > coalesce($cursor, ''))
 ),
 due_tenants AS (
     SELECT tenant_id, min(fire_at) AS oldest, min(step) AS step,
@@ -108,10 +90,10 @@ due_tenants AS (
     WHERE fire_at <= now()
     GROUP BY tenant_id
     ORDER BY step  -- round-robin: from the tenant after the one served last
-    LIMIT $2
+    LIMIT $batch
 ),
 shares AS (
-    SELECT d.*, ceil($2::float8 / count(*) OVER ())::integer AS share FROM due_tenants AS d
+    SELECT d.*, ceil($batch::float8 / count(*) OVER ())::integer AS share FROM due_tenants AS d
 ),
 -- Each due tenant's share: its transactional rows first, then other categories, marketing last.
 fair_share AS (
@@ -122,7 +104,7 @@ fair_share AS (
             SELECT m.id, m.priority, m.fire_at, m.callback_url, m.last_event = 'held' AS was_held
             FROM reminderd.scheduled_messages AS m
             WHERE s.due_0 AND m.tenant_id = s.tenant_id AND m.priority = 0 AND m.status = 'pending'
-              AND m.fire_at <= now() AND m.fire_at > now() - make_interval(secs => $1)
+              AND m.fire_at <= now() AND m.fire_at > now() - make_interval(secs => $lookback)
             ORDER BY m.fire_at
             LIMIT s.share
             FOR UPDATE OF m SKIP LOCKED) AS p0
@@ -131,7 +113,7 @@ fair_share AS (
             SELECT m.id, m.priority, m.fire_at, m.callback_url, m.last_event = 'held' AS was_held
             FROM reminderd.scheduled_messages AS m
             WHERE s.due_1 AND m.tenant_id = s.tenant_id AND m.priority = 1 AND m.status = 'pending'
-              AND m.fire_at <= now() AND m.fire_at > now() - make_interval(secs => $1)
+              AND m.fire_at <= now() AND m.fire_at > now() - make_interval(secs => $lookback)
             ORDER BY m.fire_at
             LIMIT s.share
             FOR UPDATE OF m SKIP LOCKED) AS p1
@@ -140,13 +122,38 @@ fair_share AS (
             SELECT m.id, m.priority, m.fire_at, m.callback_url, m.last_event = 'held' AS was_held
             FROM reminderd.scheduled_messages AS m
             WHERE s.due_2 AND m.tenant_id = s.tenant_id AND m.priority = 2 AND m.status = 'pending'
-              AND m.fire_at <= now() AND m.fire_at > now() - make_interval(secs => $1)
+              AND m.fire_at <= now() AND m.fire_at > now() - make_interval(secs => $lookback)
             ORDER BY m.fire_at
             LIMIT s.share
             FOR UPDATE OF m SKIP LOCKED) AS p2
         LIMIT s.share
     ) AS c
-),
+)
+
+-- claim --
+-- Claim up to $2 due rows in one short transaction; committed before any HTTP call. $1 lookback
+-- (s), $2 batch size, $3 lease (s), $4 and $5 the default backfill and max lateness, $6 the
+-- max_in_flight of an endpoint without its own (the daemon passes 2147483647: none, each daemon's
+-- REMINDERD_CONCURRENCY bounds its own callbacks), $7 the tenant this daemon's previous skip scan
+-- stopped at (`scanned_to`; NULL at first). attempts counts the attempt being made. docs/sql.md ("The claim") explains each step; in short:
+-- 1. Fair between tenants. When more rows are due than one batch holds, every tenant with due
+--    rows gets an equal share, found by a skip scan over the tenants' queues (with more due
+--    tenants than rows in a batch, one row each, round-robin: the next claim goes on after the
+--    tenant served last); otherwise every due row fits and is taken. Within a tenant, transactional rows (priority 0) go before others,
+--    marketing (2) last, then the oldest first; across tenants, rows go round by round.
+-- 2. Bounded. A tenant's max_per_second and max_per_hour, an endpoint's max_in_flight (all daemons
+--    together; default $6) and max_per_second, and a tenant endpoint's open circuit hold rows back: they
+--    stay pending, in order, and the first rows held say so (last_error, last_event 'held').
+--    Budgets are per-tenant and per-endpoint rows locked FOR UPDATE SKIP LOCKED: a daemon never
+--    waits for another; one that finds a budget being granted leaves that tenant or endpoint to
+--    the other daemon's claim this time.
+-- 3. The result: the claimed rows, each with `held`, a JSON summary of what was held back and
+--    when to look again (one row with NULL columns when nothing was claimed).
+-- The daemon then decides, before any HTTP, whether the occurrence is sent now or held: deferred
+-- (quiet hours), moved off a holiday, expired as too late (backfill policy), finished, or over a
+-- frequency cap.
+WITH RECURSIVE
+{due_candidates $2 $1 $7},
 -- Candidates in claim order: a tenant's `turn` is its round (its 1st row, its 2nd, …).
 candidates AS MATERIALIZED (
     SELECT c.*,
@@ -373,6 +380,58 @@ FROM summary AS s
 LEFT JOIN claimed AS c ON true
 LEFT JOIN reminderd.frequency_caps AS f
     ON c.recipient IS NOT NULL AND f.tenant_id = c.tenant_id AND f.category = c.category;
+
+-- claim_fair --
+-- The claim when no tenant or endpoint has a limit and no tenant endpoint's circuit is open or
+-- half-open (the daemon checks every second: bounded_sending): fair between tenants and by
+-- priority as the claim above, without its budgets. The same parameters, the same result.
+WITH RECURSIVE
+{due_candidates $2 $1 $7},
+candidates AS (
+    SELECT c.*, row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.priority, c.fire_at, c.id) AS turn
+    FROM (SELECT * FROM every_due UNION ALL SELECT * FROM fair_share) AS c
+),
+chosen AS (
+    SELECT id, was_held FROM candidates ORDER BY turn, priority, fire_at LIMIT $2
+),
+claimed AS (
+    UPDATE reminderd.scheduled_messages AS m
+    SET status = 'picked',
+        attempts = m.attempts + 1,
+        picked_at = now(),
+        lease_expires_at = now() + make_interval(secs => $3),
+        updated_at = now(),
+        endpoint = CASE WHEN m.callback_url IS NULL THEN t.callback_endpoint
+                        ELSE reminderd.endpoint_of(m.callback_url) END
+    FROM chosen AS c, reminderd.tenants AS t
+    WHERE m.id = c.id
+      AND t.id = m.tenant_id
+    RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
+              coalesce(m.callback_url, t.callback_url) AS callback_url,
+              coalesce(m.scheduled_for, m.fire_at) AS scheduled_for, m.fire_at,
+              m.attempts, m.max_attempts, t.signing_secret,
+              CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
+                  AS previous_signing_secret,
+              m.picked_at, m.endpoint, c.was_held, 0 AS endpoint_failures, 'closed' AS circuit, m.recipient,
+              m.category, t.frequency_cap_policy,
+              {timing_columns $4 $5}
+)
+SELECT c.*, f.max_messages AS cap_max, extract(epoch FROM f.per)::float8 AS cap_per_s, NULL::jsonb AS held,
+       CASE WHEN (SELECT count(*) FROM due_tenants) >= $2
+            THEN (SELECT tenant_id FROM due_tenants ORDER BY step DESC LIMIT 1)
+            ELSE (SELECT tenant_id FROM heads ORDER BY step DESC LIMIT 1) END AS scanned_to
+FROM (SELECT $6::integer) AS one  -- $6 (the default max_in_flight) unused here: one parameter list
+LEFT JOIN claimed AS c ON true
+LEFT JOIN reminderd.frequency_caps AS f
+    ON c.recipient IS NOT NULL AND f.tenant_id = c.tenant_id AND f.category = c.category;
+
+-- bounded_sending --
+-- Whether the full claim is needed: a tenant or an endpoint has a limit, or a tenant endpoint's
+-- circuit is open or half-open, or it is disabled.
+SELECT EXISTS (SELECT 1 FROM reminderd.tenants WHERE max_per_second IS NOT NULL OR max_per_hour IS NOT NULL)
+    OR EXISTS (SELECT 1 FROM reminderd.endpoints WHERE max_in_flight IS NOT NULL OR max_per_second IS NOT NULL)
+    OR EXISTS (SELECT 1 FROM reminderd.endpoint_health
+               WHERE circuit_open_until IS NOT NULL OR disabled_at IS NOT NULL);
 
 -- record_outcomes --
 -- Log a batch of attempts and move each row on, in one round trip. A row is only moved when it
