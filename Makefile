@@ -1,7 +1,7 @@
-# reminderd: make install | demo | test | lint | typecheck | bench | clean
+# reminderd: make install | demo | db | test | lint | typecheck | bench | clean
 PY := .venv/bin/python
 
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo db test lint typecheck bench clean
 
 install: ## PostgreSQL binaries (apt, when missing) and the project in .venv
 	@bash .ci/setup
@@ -9,7 +9,11 @@ install: ## PostgreSQL binaries (apt, when missing) and the project in .venv
 demo: install ## a throwaway database, the daemon and a receiver: watch callbacks fire
 	@$(PY) -m reminderd.cli demo
 
-test: install ## the whole suite against real PostgreSQL
+db: install ## a PostgreSQL for the CLI, kept across runs (reminderd dev-db start): prints its URL
+	@$(PY) -m reminderd.cli dev-db start
+
+test: ## the whole suite against real PostgreSQL (installs PgBouncer too, which only the tests use)
+	@bash .ci/setup --test
 	@$(PY) -m pytest -q
 
 lint: install ## ruff, then mypy --strict

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 
+import asyncpg
 from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 
-def sqlalchemy_url() -> str:
+def database_url() -> str:
     url = context.config.get_main_option("sqlalchemy.url") or os.environ.get("REMINDERD_DATABASE_URL")
     if not url:
         raise SystemExit("REMINDERD_DATABASE_URL is required to run migrations")
-    scheme, _, rest = url.partition("://")
-    return f"postgresql+asyncpg://{rest}" if scheme in {"postgres", "postgresql"} else url
+    return url
 
 
 def run_in(connection: Connection) -> None:
@@ -27,6 +27,8 @@ def run_in(connection: Connection) -> None:
         version_table_schema="reminderd",
         include_schemas=True,
         transaction_per_migration=True,
+        # reminderd.migrate.upgrade() collects the revisions applied, to say what it did.
+        on_version_apply=context.config.attributes.get("on_version_apply", ()),
     )
     with context.begin_transaction():
         # Several hosts may migrate at once (each one's reminderd-migrate.service at boot): one
@@ -39,7 +41,10 @@ def run_in(connection: Connection) -> None:
 
 
 async def run_online() -> None:
-    engine = create_async_engine(sqlalchemy_url())
+    # asyncpg reads the URL itself, as it does for the daemon: sslmode, sslrootcert, several hosts
+    # and the rest mean the same here (SQLAlchemy would pass them to asyncpg as unknown arguments).
+    url = database_url()
+    engine = create_async_engine("postgresql+asyncpg://", async_creator=lambda: asyncpg.connect(url))
     try:
         async with engine.connect() as connection:
             await connection.run_sync(run_in)

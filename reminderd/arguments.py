@@ -8,27 +8,37 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlsplit
 
 from .duration import EXAMPLES, parse_seconds
 from .payload import MAX_PAYLOAD_BYTES, PayloadError, check_payload
 from .schedule import (
     BACKFILL_POLICIES,
+    DEFAULT_MAX_LATENESS_S,
+    Arrival,
     InvalidSchedule,
     QuietHours,
+    Timing,
     UnknownPhrase,
     anchor_rrule,
+    arrival,
     compile_phrase,
     describe,
+    duration_text,
+    first_occurrence,
+    iso_utc,
     load_timezone,
     parse_rrule,
     to_instant,
     validate_calendar,
     validate_cron,
 )
+
+if TYPE_CHECKING:
+    from .store import TenantCalendar
 
 MAX_DELAY_S = 100 * 365 * 86400
 MAX_PAYLOAD_READ = 64 * MAX_PAYLOAD_BYTES  # read no further: room for a pretty-printed file
@@ -197,6 +207,8 @@ class ScheduleRequest:
     holiday_rule: str | None = None
     backfill: str | None = None
     max_lateness_s: float | None = None
+    first_fire_at: datetime | None = None  # a recurring row's first occurrence, when computed
+    arrival: Arrival | None = None  # a one-off's: how late it already is (sent at once if late)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, now: datetime) -> ScheduleRequest:
@@ -217,17 +229,80 @@ class ScheduleRequest:
             fire_at = now + parse_duration(args.delay)
         elif args.at is not None:
             fire_at = parse_instant(args.at, args.tz)
+        max_lateness_s = None if args.max_lateness is None else parse_duration(
+            args.max_lateness, "--max-lateness", allow_zero=True).total_seconds()
+        until = None if args.until is None else parse_instant(args.until, timezone, flag="--until")
+        on_arrival = None
+        if fire_at is not None:
+            on_arrival = arrival(fire_at, now, backfill=args.backfill, max_lateness_s=max_lateness_s)
+            if on_arrival.too_late:
+                raise UsageError(too_late(f"--at {args.at!r}", on_arrival))
+        if recurrence is not None and until is not None:
+            checked_until(recurrence, timezone, until, args.until, now)
         payload_json = parse_payload(*read_payload(args.payload))
         return cls(
             tenant_id=checked_tenant_id(args.tenant_id), ref_id=checked_ref(args.ref_id),
             payload_json=payload_json, callback_url=checked_callback_url(args.callback_url),
-            timezone=timezone, fire_at=fire_at, recurrence=recurrence,
-            until=None if args.until is None else parse_instant(args.until, timezone, flag="--until"),
+            timezone=timezone, fire_at=fire_at, recurrence=recurrence, until=until,
             max_runs=args.max_runs, category=args.category, calendar=checked_calendar(args.calendar),
-            holiday_rule=args.holiday_rule, backfill=args.backfill,
-            max_lateness_s=None if args.max_lateness is None else parse_duration(
-                args.max_lateness, "--max-lateness", allow_zero=True).total_seconds(),
+            holiday_rule=args.holiday_rule, backfill=args.backfill, max_lateness_s=max_lateness_s,
+            arrival=on_arrival,
         )
+
+    def late_note(self) -> str | None:
+        """For a one-off already (slightly) past: that it is sent now, and why that is allowed."""
+        if self.arrival is None or not self.arrival.late:
+            return None
+        return f"it was due {duration_text(self.arrival.late_s)} ago: sent now ({self.arrival.why()})"
+
+    def with_first_occurrence(self, tenant: TenantCalendar, now: datetime) -> ScheduleRequest:
+        """A recurring request given its first fire_at, timed as the daemon's planner would time it
+        (the tenant's holidays skipped): `reminderd status` and the views show it at once. Its
+        RRULE is anchored here, so that the database stores the rule this was computed from."""
+        recurrence = self.recurrence
+        assert recurrence is not None, "a one-off has its fire_at"
+        rrule = None if recurrence.rrule is None else anchor_rrule(recurrence.rrule, self.timezone, now)
+        timing = Timing.from_row({
+            "timezone": self.timezone, "cron": recurrence.cron, "rrule": rrule, "until": self.until,
+            "max_runs": self.max_runs, "runs": 0,
+            "calendar": self.calendar or tenant.calendar, "calendar_from_tenant": self.calendar is None,
+            "holiday_rule": self.holiday_rule or tenant.holiday_rule,
+            "holiday_days": tenant.holiday_days, "holiday_names": tenant.holiday_names,
+            "quiet_start": None, "quiet_end": None, "backfill": self.backfill or "send",
+            "max_lateness_s": self.max_lateness_s or DEFAULT_MAX_LATENESS_S,
+        })
+        try:
+            timing.check()
+            first, why_not = first_occurrence(timing, now)
+        except InvalidSchedule as exc:
+            raise UsageError(str(exc)) from None
+        if first is None:
+            raise UsageError(f"nothing would ever be sent: {why_not}")
+        return replace(self, recurrence=replace(recurrence, rrule=rrule), first_fire_at=first)
+
+
+def too_late(what: str, late: Arrival) -> str:
+    """The one line for a one-off refused as dead on arrival (the database says it the same way)."""
+    allow = "" if late.beyond_lookback else "; --max-lateness (or --backfill latest) allows later"
+    return (f"{what} was {duration_text(late.late_s)} ago: too late to send, {late.why()}, so it would "
+            f"expire at once; schedule it for now or later{allow}")
+
+
+def checked_until(recurrence: Recurrence, timezone: str, until: datetime, text: str, now: datetime) -> None:
+    """A recurring schedule must have an occurrence before its --until (holidays aside: those need
+    the tenant's calendar, checked once connected)."""
+    if until <= now:
+        raise UsageError(f"--until {text!r} is already past: the schedule would finish without sending")
+    rrule = None if recurrence.rrule is None else anchor_rrule(recurrence.rrule, timezone, now)
+    try:
+        first = Timing(timezone=timezone, cron=recurrence.cron, rrule=rrule).occurrence_after(now)
+    except InvalidSchedule as exc:
+        raise UsageError(str(exc)) from None
+    if first is None:
+        raise UsageError(f"--until {text!r}: the schedule has no occurrence left, so nothing would be sent")
+    if first > until:
+        first_at = iso_utc(first, timespec="auto")
+        raise UsageError(f"--until {text!r} is before the first occurrence, {first_at}: nothing is sent")
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, NoReturn, TypeVar
 
-from . import __version__, logs
+from . import __version__, logs, refusals
 from .arguments import (
     CancelRequest,
     EnableEndpointRequest,
@@ -34,9 +34,19 @@ from .arguments import (
     UsageRequest,
     add_recurrence_options,
     add_schedule_options,
+    parse_duration,
 )
-from .exceptions import EX_CONFIG, EX_USAGE, ConfigError, DatabaseRefused, DatabaseUnavailable, SchemaMissing
-from .schedule import Holidays, Timing, anchor_rrule, preview
+from .exceptions import (
+    EX_CONFIG,
+    EX_USAGE,
+    ConfigError,
+    DatabaseMisconfigured,
+    DatabaseRefused,
+    DatabaseUnavailable,
+    ReminderdError,
+    SchemaMissing,
+)
+from .schedule import Holidays, Timing, anchor_rrule, iso_utc, load_timezone, preview
 from .settings import Settings
 from .store import EndpointState, Store, TenantOverview, UsageDay
 
@@ -44,6 +54,7 @@ R = TypeVar("R")
 Handler = Callable[[argparse.Namespace], int]
 DATABASE_SETTINGS = ("database_url", "pgbouncer", "listen_database_url")
 EX_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+INSUFFICIENT_PRIVILEGE = "42501"
 EXIT_STATUSES = (
     "exit status: 0 done; 1 the database cannot be reached; 2 bad input (nothing was changed); "
     "78 a configuration error (REMINDERD_*, --config, --database-url); 130 interrupted"
@@ -113,8 +124,10 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     database = [_connection_options()]
 
-    _add_command(commands, "migrate", "apply database migrations (run before `run`)", _migrate,
-                 parents=database)
+    migrate = _add_command(commands, "migrate", "apply database migrations (run before `run`)", _migrate,
+                           parents=database)
+    migrate.add_argument("--wait", default="2m", metavar="DURATION",
+                         help="how long to keep trying while the database is unreachable (default 2m; 0: once)")
     _add_command(commands, "run", "run the daemon (settings from REMINDERD_* variables)", _run_daemon,
                  parents=database)
     _add_command(commands, "status", "messages by tenant and status, and the next due",
@@ -123,6 +136,23 @@ def build_parser() -> Parser:
                  _show_config, parents=database)
     _add_command(commands, "demo", "a throwaway database, a demo receiver, callbacks that fire", _demo,
                  parents=[_connection_options(config=False)])
+
+    dev_db = _add_command(
+        commands, "dev-db", "a PostgreSQL for trying the CLI: start, stop, url, status, delete", None
+    )
+    dev_db_commands = dev_db.add_subparsers(dest="dev_db_command", required=True, parser_class=Parser)
+    dev_start = _add_command(dev_db_commands, "start", "create (once), start and migrate it; prints its URL",
+                             _dev_db_start)
+    dev_start.add_argument("--export", action="store_true",
+                           help='print `export REMINDERD_DATABASE_URL=…`, for '
+                                'eval "$(reminderd dev-db start --export)"')
+    dev_url = _add_command(dev_db_commands, "url", "print its URL", _dev_db_url)
+    dev_url.add_argument("--export", action="store_true", help="print `export REMINDERD_DATABASE_URL=…`")
+    _add_command(dev_db_commands, "stop", "stop it (its data stays)", _dev_db_stop)
+    dev_status = _add_command(dev_db_commands, "status", "running, stopped or absent (exit 0, 3, 3)",
+                              _dev_db_status)
+    dev_status.add_argument("--json", action="store_true", help="a JSON object")
+    _add_command(dev_db_commands, "delete", "stop it and delete its data", _dev_db_delete)
 
     tenant = _add_command(commands, "tenant", "manage tenants: add, grant, revoke, rotate-secret, set, holiday",
                           None)
@@ -239,11 +269,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"reminderd: error: {exc}", file=sys.stderr)
         return EX_USAGE
-    except ConfigError as exc:  # e.g. a wrong password in REMINDERD_DATABASE_URL
+    except DatabaseMisconfigured as exc:  # e.g. a wrong password in REMINDERD_DATABASE_URL
+        print(f"reminderd: {exc.one_line()}", file=sys.stderr)
+        return EX_CONFIG
+    except ConfigError as exc:
         print(f"reminderd: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
     except DatabaseUnavailable as exc:
-        print(f"reminderd: cannot reach the database: {exc}", file=sys.stderr)
+        print(f"reminderd: {exc.one_line()}", file=sys.stderr)
+        return 1
+    except ReminderdError as exc:  # an expected failure, said in its own words (a migration refused)
+        print(f"reminderd: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("reminderd: interrupted", file=sys.stderr)
@@ -282,10 +318,99 @@ def _daemon_settings(args: argparse.Namespace) -> tuple[Settings, dict[str, str]
     return Settings.load(_environment(args), args.config)
 
 
-def _database_settings(args: argparse.Namespace) -> Settings:
+@dataclass(frozen=True)
+class Database:
+    """The settings a command that connects needs, and where the URL came from, for errors
+    ("--database-url", "REMINDERD_DATABASE_URL", "--config app.toml: database_url")."""
+
+    settings: Settings
+    url_source: str
+
+
+def _database_settings(args: argparse.Namespace) -> Database:
     """What the other commands need: the database. Daemon tuning they do not use is not read (a
     bad REMINDERD_BATCH_SIZE is the daemon's problem), but every name is still checked."""
-    return Settings.load(_environment(args), args.config, only=DATABASE_SETTINGS)[0]
+    settings, sources = Settings.load(_environment(args), args.config, only=DATABASE_SETTINGS)
+    return Database(settings, _url_source(args, sources))
+
+
+def _url_source(args: argparse.Namespace, sources: dict[str, str]) -> str:
+    source = sources.get("REMINDERD_DATABASE_URL", "")
+    if args.database_url:
+        return "--database-url"
+    if source.startswith("env file"):
+        return "REMINDERD_DATABASE_URL_FILE"
+    if source.startswith("config file"):
+        return f"--config {args.config}: database_url"
+    return "REMINDERD_DATABASE_URL"
+
+
+def _dev_db_start(args: argparse.Namespace) -> int:
+    from .devdb import DevDatabase, export_line
+
+    state, _ = _dev_db_call(lambda: DevDatabase().start())
+    print(export_line(state.url) if args.export else state.url)
+    return 0
+
+
+def _dev_db_url(args: argparse.Namespace) -> int:
+    from .devdb import DevDatabase, export_line
+
+    state = _dev_db_call(lambda: DevDatabase().state())
+    if state is None:
+        print("reminderd: there is no dev database yet: `reminderd dev-db start` creates it", file=sys.stderr)
+        return 1
+    print(export_line(state.url) if args.export else state.url)
+    return 0
+
+
+def _dev_db_stop(args: argparse.Namespace) -> int:
+    from .devdb import DevDatabase
+
+    print("reminderd dev-db: stopped" if _dev_db_call(lambda: DevDatabase().stop())
+          else "reminderd dev-db: not running", file=sys.stderr)
+    return 0
+
+
+def _dev_db_status(args: argparse.Namespace) -> int:
+    from .devdb import EX_NOT_RUNNING, DevDatabase, describe
+
+    dev = DevDatabase()
+    state = _dev_db_call(dev.state)
+    running = state is not None and _dev_db_call(lambda: dev.running(state))
+    if args.json:
+        print(json.dumps(describe(state, running, dev.path), indent=2))
+    elif state is None:
+        print(f"absent: `reminderd dev-db start` creates it (in {dev.path})")
+    elif running:
+        print(f"running on 127.0.0.1:{state.port} (cluster in {state.cluster_dir})")
+    else:
+        print(f"stopped (cluster in {state.cluster_dir}): `reminderd dev-db start` starts it")
+    return 0 if running else EX_NOT_RUNNING
+
+
+def _dev_db_delete(args: argparse.Namespace) -> int:
+    from .devdb import DevDatabase
+
+    dev = DevDatabase()
+    deleted = _dev_db_call(dev.delete)
+    print(f"reminderd dev-db: deleted {dev.path}" if deleted else "reminderd dev-db: nothing to delete",
+          file=sys.stderr)
+    return 0
+
+
+def _dev_db_call(call: Callable[[], R]) -> R:
+    """A dev-db step; a cluster that cannot be created or started is one line, exit 1."""
+    from .testing import ClusterError
+
+    try:
+        return call()
+    except ClusterError as exc:
+        raise DevDatabaseFailed(str(exc)) from None
+
+
+class DevDatabaseFailed(ReminderdError):
+    """The dev database could not be created or started."""
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -295,18 +420,20 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from .migrate import upgrade_with_retry
+    from .migrate import migrate
 
-    settings = _database_settings(args)
+    wait_s = parse_duration(args.wait, "--wait", allow_zero=True).total_seconds()
+    database = _database_settings(args)
+    settings, url_source = database.settings, database.url_source
     url = settings.database_url
     if settings.pgbouncer:  # DDL and Alembic's prepared statements need a direct connection
         if not settings.listen_database_url:
             print("reminderd: migrate needs a direct connection: set REMINDERD_LISTEN_DATABASE_URL "
                   "or pass --database-url", file=sys.stderr)
             return EX_CONFIG
-        url = settings.listen_database_url
-    upgrade_with_retry(url)
-    print("reminderd: schema is at the latest migration")
+        url, url_source = settings.listen_database_url, "REMINDERD_LISTEN_DATABASE_URL"
+    done = migrate(url, setting=url_source, wait_s=wait_s, say=lambda line: print(line, file=sys.stderr))
+    print(f"reminderd: {done}")
     return 0
 
 
@@ -337,16 +464,21 @@ def _event_loop_run(coro: Coroutine[Any, Any, int]) -> int:
     return uvloop.run(coro)
 
 
-def _run(command: Callable[[Store, R], Awaitable[int]], request: R, settings: Settings) -> int:
+def _run(command: Callable[[Store, R], Awaitable[int]], request: R, database: Database) -> int:
     async def go() -> int:
-        store = await Store.connect(settings.database_url, max_size=1, pgbouncer=settings.pgbouncer)
+        settings = database.settings
+        store = await Store.connect(settings.database_url, max_size=1, pgbouncer=settings.pgbouncer,
+                                    setting=database.url_source)
         try:
             return await command(store, request)
         except SchemaMissing:
             raise UsageError("the reminderd schema is missing: run `reminderd migrate`") from None
         except DatabaseRefused as exc:
-            hint = f" ({exc.hint})" if exc.hint else ""
-            raise UsageError(f"{exc.message}{hint}") from None
+            if exc.sqlstate == INSUFFICIENT_PRIVILEGE:  # the URL's role, not the input, is wrong
+                roles = "reminderd_app, reminderd_readonly or reminderd_daemon"
+                raise DatabaseMisconfigured(refusals.one_line(exc), setting=database.url_source,
+                                            hint=f"its role needs {roles}: docs/sql.md, Roles") from None
+            raise UsageError(refusals.one_line(exc)) from None
         finally:
             await store.close()
 
@@ -525,10 +657,21 @@ def _schedule_request(args: argparse.Namespace) -> ScheduleRequest:
 
 
 async def _schedule(store: Store, request: ScheduleRequest) -> int:
+    now = datetime.now(UTC)
+    if request.recurrence is not None:  # its first fire_at, timed as the daemon would time it
+        tenant = await store.tenant_calendar(request.tenant_id, from_day=(now - timedelta(days=2)).date())
+        if tenant is None:
+            raise UsageError(f'unknown tenant "{request.tenant_id}"')
+        request = request.with_first_occurrence(tenant, now)
     print(await store.schedule(request))  # the id alone on stdout, for scripts
-    if request.recurrence is not None:  # and, for people, what it understood
-        understood = request.recurrence.description(request.timezone, datetime.now(UTC))
-        print(f"{understood} ({request.timezone})", file=sys.stderr)
+    if request.recurrence is not None and request.first_fire_at is not None:  # for people: what it understood
+        understood = request.recurrence.description(request.timezone, now)
+        tz = load_timezone(request.timezone)
+        first = request.first_fire_at.astimezone(tz)
+        print(f"{understood} ({request.timezone}); first {first:%a %Y-%m-%d %H:%M:%S %Z} "
+              f"({iso_utc(request.first_fire_at, timespec='auto')})", file=sys.stderr)
+    elif (note := request.late_note()) is not None:
+        print(f"reminderd: {note}", file=sys.stderr)
     return 0
 
 

@@ -9,25 +9,25 @@ import os
 import signal
 
 import structlog
-from alembic.script import ScriptDirectory
 
 from . import __version__, logs, sdnotify
 from .callback import CallbackClient
 from .exceptions import EX_CONFIG, ConfigError, DatabaseUnavailable
 from .health import HealthServer
-from .migrate import alembic_config
+from .migrate import head_revision
 from .retry import backoff_s
 from .settings import Settings
-from .store import Store
+from .store import DatabaseDefaults, Store
 from .worker import Worker
 
 log = structlog.get_logger("reminderd")
 
+DEFAULTS_FIX = (
+    "make reminderd.config's backfill, max_lateness and lookback equal to REMINDERD_BACKFILL, "
+    "REMINDERD_MAX_LATENESS and REMINDERD_LOOKBACK: the database refuses late rows by the first, "
+    "the daemon expires them by the second"
+)
 POOL_SIZE = 4  # claim loop, recorder, housekeeping, one spare for /readyz; plus one LISTEN
-
-
-def head_revision(database_url: str) -> str | None:
-    return ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
 
 
 async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Store | None:
@@ -92,6 +92,8 @@ class Daemon:
                 log.error("schema_not_ready", expected=expected, actual=actual,
                           fix="run `reminderd migrate` first")
                 return EX_CONFIG
+            if differences := defaults_differ(settings, await store.database_defaults()):
+                log.warning("database_defaults_differ", **differences, fix=DEFAULTS_FIX)
             client = CallbackClient(settings)
             try:
                 return await self._run_worker(store, client, expected)
@@ -135,6 +137,18 @@ class Daemon:
             if worker.alive:
                 sdnotify.notify("WATCHDOG=1")
             await asyncio.sleep(interval_s)
+
+
+def defaults_differ(settings: Settings, database: DatabaseDefaults) -> dict[str, str]:
+    """Where the defaults the database checks new rows with differ from the daemon's: a row the
+    database accepts could then expire at once, or one the daemon would send be refused."""
+    pairs = {
+        "backfill": (database.backfill, settings.backfill),
+        "max_lateness_s": (database.max_lateness_s, settings.max_lateness_s),
+        "lookback_s": (database.lookback_s, settings.lookback_s),
+    }
+    return {name: f"database {ours!s}, daemon {theirs!s}" for name, (ours, theirs) in pairs.items()
+            if ours is not None and ours != theirs}
 
 
 def _public_settings(settings: Settings) -> dict[str, str]:

@@ -18,6 +18,24 @@ class ConfigError(ReminderdError):
     """The configuration is invalid: fix the named REMINDERD_* setting."""
 
 
+class DatabaseMisconfigured(ConfigError):
+    """The database refused the connection for a reason waiting cannot fix (no such database or
+    role, a wrong password, pg_hba.conf, SSL): the URL in the named setting must change.
+
+    str() is "SETTING: problem"; `one_line()` is "problem (SETTING)", what the CLI prints."""
+
+    def __init__(
+        self, problem: str, *, setting: str = "REMINDERD_DATABASE_URL", hint: str | None = None
+    ) -> None:
+        super().__init__(f"{setting}: {problem}" + (f" ({hint})" if hint else ""))
+        self.problem = problem
+        self.setting = setting
+        self.hint = hint
+
+    def one_line(self) -> str:
+        return f"{self.problem} ({self.setting}" + (f"; {self.hint})" if self.hint else ")")
+
+
 class CallbackRefused(ReminderdError):
     """The callback address is not allowed (not http(s), or not a public address): every attempt
     would be refused, so the row is dead-lettered at once."""
@@ -33,20 +51,40 @@ class DatabaseError(ReminderdError):
 
 
 class DatabaseUnavailable(DatabaseError):
-    """The database cannot be reached right now (refused, reset, timed out, restarting): retry."""
+    """The database cannot be reached right now (refused, reset, timed out, restarting): retry.
+
+    str() names the exception ("ConnectionRefusedError: ..."), for logs; at connect, `reason`
+    says it in words ("connection refused"), `where` names the host and port tried and `setting`
+    the URL's setting, for `one_line()`."""
+
+    def __init__(
+        self, message: str | None = None, *, reason: str | None = None, where: str | None = None,
+        setting: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.where = where
+        self.setting = setting
+
+    def one_line(self) -> str:
+        at = f" at {self.where}" if self.where else ""
+        setting = f" ({self.setting})" if self.setting else ""
+        return f"cannot reach the database{at}: {self.reason or self}{setting}"
 
 
 class DatabaseRefused(DatabaseError):
     """The database refused a statement; its SQLSTATE, message, DETAIL and HINT say why."""
 
     def __init__(
-        self, message: str, *, sqlstate: str | None = None, detail: str | None = None, hint: str | None = None
+        self, message: str, *, sqlstate: str | None = None, detail: str | None = None, hint: str | None = None,
+        constraint: str | None = None,
     ) -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
         self.message = message
         self.detail = detail
         self.hint = hint
+        self.constraint = constraint  # the constraint a 23xxx violation names, if any
 
 
 class SchemaMissing(DatabaseRefused):

@@ -120,7 +120,9 @@ class RecurringPlanner:
 
 
 class ListenerKeeper:
-    """Keeps the LISTEN connection up; without it the loop falls back to polling."""
+    """Keeps the LISTEN connection up; without it the loop falls back to polling. A failed
+    reconnect raises, so it backs off like any failing service (one line per retry, not one per
+    round, while the database is down)."""
 
     name, every_s, first_after_s = "listen", 0.0, 0.0
 
@@ -129,7 +131,7 @@ class ListenerKeeper:
 
     async def run_once(self) -> int:
         if not self._listener.connected:
-            await connect_listener(self._listener)
+            await self._listener.connect()
         return 0
 
 

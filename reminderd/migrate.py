@@ -1,18 +1,43 @@
-"""Apply the Alembic migrations that ship inside the package."""
+"""Apply the Alembic migrations that ship inside the package, and say what was done."""
 
 from __future__ import annotations
 
-import sys
+import asyncio
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 
 from . import migrations  # type: ignore[attr-defined]
+from .exceptions import DatabaseMisconfigured, DatabaseRefused, DatabaseUnavailable, ReminderdError
 from .retry import backoff_s
+from .store import Store, cause, translated
 
 HEAD = "head"
+WAIT_S = 120.0  # how long `reminderd migrate` waits for an unreachable database by default
+
+
+class MigrationFailed(ReminderdError):
+    """A migration failed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Migrated:
+    """What `reminderd migrate` did: the revisions it applied, in order, and the head."""
+
+    applied: tuple[str, ...]
+    head: str | None
+
+    def __str__(self) -> str:
+        if self.applied:
+            return f"applied {', '.join(self.applied)} (head {self.head})"
+        return f"already at head {self.head}"
 
 
 def alembic_config(database_url: str) -> Config:
@@ -23,24 +48,93 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(database_url: str, revision: str = HEAD) -> None:
-    """Bring the schema to `revision`. Blocking: call it from a thread inside an event loop."""
-    command.upgrade(alembic_config(database_url), revision)
+def head_revision(database_url: str = "postgresql://unused") -> str | None:
+    return ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
 
 
-def upgrade_with_retry(database_url: str, *, give_up_after_s: float = 120.0) -> None:
-    """upgrade(), waiting with backoff while the database is unreachable (at boot it may start
-    after us); any other error is raised at once."""
-    deadline = time.monotonic() + give_up_after_s
+def upgrade(database_url: str, revision: str = HEAD) -> list[str]:
+    """Bring the schema to `revision`; the revisions applied, in order. Blocking: call it from a
+    thread inside an event loop."""
+    config = alembic_config(database_url)
+    applied: list[str] = []
+
+    def note(*, step: Any, **_: Any) -> None:
+        if step.is_upgrade:
+            applied.append(step.up_revision_id)
+
+    config.attributes["on_version_apply"] = note  # read by migrations/env.py
+    command.upgrade(config, revision)
+    return applied
+
+
+def migrate(
+    database_url: str, *, setting: str = "REMINDERD_DATABASE_URL", wait_s: float = WAIT_S,
+    say: Callable[[str], None] = print,
+) -> Migrated:
+    """Wait (up to `wait_s`) for the database to answer, then upgrade it to the head.
+
+    While the database is unreachable `say` is told, once, how long this keeps trying, then one
+    line per retry. DatabaseMisconfigured when the URL is wrong (at once: waiting cannot fix it),
+    DatabaseUnavailable when the time is up, MigrationFailed when a migration is refused."""
+    wait_for_database(database_url, setting=setting, wait_s=wait_s, say=say)
+    applied: list[str] = []
+    try:
+        applied = upgrade(database_url)
+    except CommandError as exc:  # e.g. the database is at a revision this release does not know
+        raise MigrationFailed(f"migrate: {exc} (is this reminderd older than the database's schema?)") from None
+    except Exception as exc:
+        mine = translated(found) if isinstance(found := cause(exc), Exception) else exc
+        if isinstance(mine, DatabaseRefused):
+            if mine.sqlstate == "42501":
+                raise DatabaseMisconfigured(
+                    mine.message, setting=setting,
+                    hint="migrations need the database's owner, a role that may also create roles",
+                ) from None
+            hint = f" ({mine.hint})" if mine.hint else ""
+            raise MigrationFailed(
+                f"a migration failed: {mine.message}{hint} [SQLSTATE {mine.sqlstate}]"
+            ) from None
+        if isinstance(mine, DatabaseUnavailable):
+            raise DatabaseUnavailable(str(mine), reason=f"lost the connection while migrating ({mine})",
+                                      setting=setting) from None
+        raise
+    return Migrated(tuple(applied), head_revision(database_url))
+
+
+def wait_for_database(
+    database_url: str, *, setting: str, wait_s: float, say: Callable[[str], None] = print
+) -> None:
+    """Return once the database accepts a connection; retry with backoff for up to `wait_s` (at
+    boot it may start after us), saying so once and then once per retry."""
+    deadline = time.monotonic() + wait_s
     failures = 0
     while True:
         try:
-            upgrade(database_url)
+            asyncio.run(_connect_once(database_url, setting))
             return
-        except (OSError, ConnectionError) as exc:
+        except DatabaseUnavailable as exc:
             failures += 1
             delay_s = backoff_s(failures, base_s=0.5, cap_s=10.0, jitter="half")
             if time.monotonic() + delay_s > deadline:
+                if failures > 1:
+                    exc.reason = f"{exc.reason or exc}; gave up after {_duration(wait_s)}"
                 raise
-            print(f"reminderd: database unreachable ({exc}); retrying in {delay_s:.1f}s", file=sys.stderr)
+            if failures == 1:
+                say(f"reminderd: {exc.one_line()}; retrying for up to {_duration(wait_s)}")
+            else:
+                say(f"reminderd: still unreachable ({exc.reason or exc}); next try in {delay_s:.1f}s")
             time.sleep(delay_s)
+
+
+async def _connect_once(database_url: str, setting: str) -> None:
+    store = await Store.connect(database_url, max_size=1, setting=setting)
+    await store.close()
+
+
+def _duration(seconds: float) -> str:
+    """2m, 90s, 1h 30m."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
+    return " ".join(part for part in parts if part) or f"{seconds:g}s"

@@ -4,8 +4,12 @@ and returns frozen dataclasses built by `from_row()`; asyncpg's errors become re
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import re
+import socket
+import ssl
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +21,7 @@ import asyncpg
 
 from .breaker import BreakerPolicy, Change, EndpointHealth, Observation, observe
 from .duration import in_words
-from .exceptions import ConfigError, DatabaseRefused, DatabaseUnavailable, SchemaMissing
+from .exceptions import ConfigError, DatabaseMisconfigured, DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from .jobs import Job, Unplanned
 from .lifecycle import Status
 from .outcome import Outcome, Plan
@@ -50,7 +54,90 @@ _MISCONFIGURED = (
     asyncpg.ClientConfigurationError,
     asyncpg.InvalidAuthorizationSpecificationError,  # unknown role, no pg_hba.conf entry, bad password
     asyncpg.InvalidCatalogNameError,  # no such database
+    asyncpg.InsufficientPrivilegeError,  # no CONNECT privilege on the database
 )
+_SAID = {  # errno at connect, in words
+    errno.ECONNREFUSED: "connection refused",
+    errno.ETIMEDOUT: "timed out",
+    errno.EHOSTUNREACH: "no route to the host",
+    errno.ENETUNREACH: "the network is unreachable",
+    errno.ECONNRESET: "the connection was reset",
+    errno.ENOENT: "no server socket there",
+}
+
+
+def connect_error(exc: BaseException, database_url: str, setting: str) -> Exception:
+    """reminderd's exception for a failed connection to `database_url` (read from `setting`): a
+    DatabaseMisconfigured naming the problem in a sentence when the URL must change, else a
+    DatabaseUnavailable saying why the server could not be reached and where."""
+    hosts = _hosts(database_url)
+    where = ", ".join(f"{host}:{port}" for host, port in hosts)
+    if isinstance(exc, asyncpg.PostgresError) and isinstance(exc, _MISCONFIGURED):
+        return DatabaseMisconfigured(exc.message, setting=setting, hint=_first_line(exc.hint))
+    if isinstance(exc, asyncpg.ClientConfigurationError):  # an InterfaceError, yet no outage
+        problem = str(exc).splitlines()[0]
+        return DatabaseMisconfigured(problem, setting=setting, hint=_first_line(getattr(exc, "hint", None)))
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return DatabaseMisconfigured(
+            f"the server's certificate is not trusted ({exc.verify_message})", setting=setting,
+            hint="set sslrootcert to the CA that signed it, or sslmode=require to encrypt without verifying",
+        )
+    if isinstance(exc, ssl.SSLError):
+        return DatabaseMisconfigured(f"SSL failed: {exc.reason or exc}", setting=setting)
+    if isinstance(exc, ConnectionError) and "rejected SSL upgrade" in str(exc):
+        return DatabaseMisconfigured(
+            f"the server at {where} does not accept SSL, which the URL's sslmode asks for", setting=setting,
+            hint="remove sslmode, or enable ssl on the server",
+        )
+    if isinstance(exc, socket.gaierror):
+        if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+            names = " or ".join(f'"{host}"' for host, _ in hosts)
+            return DatabaseMisconfigured(f"unknown host {names}: the name does not resolve", setting=setting)
+        return DatabaseUnavailable(_described(exc), reason=f"cannot resolve the host name ({exc.strerror})",
+                                   where=where, setting=setting)
+    mine = translated(exc) if isinstance(exc, Exception) else exc
+    if isinstance(mine, DatabaseUnavailable):
+        return DatabaseUnavailable(str(mine), reason=_reason(exc), where=where, setting=setting)
+    return mine if isinstance(mine, Exception) else DatabaseUnavailable(_described(exc))
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a connection failed, in words: "connection refused", "timed out"."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    codes = [exc.errno] if isinstance(exc, OSError) and exc.errno else []
+    if isinstance(exc, OSError) and not codes:  # asyncpg tried several addresses: "Multiple exceptions: …"
+        codes = [int(code) for code in _ERRNO.findall(str(exc))]
+    for code in codes:
+        if code in _SAID:
+            return _SAID[code]
+    return _described(exc)
+
+
+def _hosts(database_url: str) -> list[tuple[str, str]]:
+    """The (host, port) pairs a URL names, for messages: [("127.0.0.1", "5432")]."""
+    netloc = database_url.partition("://")[2].partition("/")[0].partition("?")[0].rpartition("@")[2]
+    hosts = []
+    for host in netloc.split(",") if netloc else [""]:
+        name, colon, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+        hosts.append((name, port) if colon else (host or "localhost", "5432"))
+    return hosts
+
+
+def _first_line(text: str | None) -> str | None:
+    """A server's HINT as a clause: its first line, lower-case first, no full stop."""
+    if not text or not text.strip():
+        return None
+    line = text.strip().splitlines()[0].rstrip(".")
+    return line[:1].lower() + line[1:]
+
+
+def _described(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+_ERRNO = re.compile(r"\[Errno (\d+)\]")
 
 
 def translated(exc: Exception) -> Exception:
@@ -58,11 +145,24 @@ def translated(exc: Exception) -> Exception:
     if isinstance(exc, asyncpg.ClientConfigurationError):  # an InterfaceError, yet no outage
         return ConfigError(f"REMINDERD_DATABASE_URL: {exc}")
     if isinstance(exc, _UNAVAILABLE):
-        text = str(exc).splitlines()[0] if str(exc) else ""
-        return DatabaseUnavailable(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+        return DatabaseUnavailable(_described(exc))
     if isinstance(exc, asyncpg.PostgresError):
         kind = SchemaMissing if isinstance(exc, _SCHEMA_MISSING) else DatabaseRefused
-        return kind(exc.message, sqlstate=exc.sqlstate, detail=exc.detail, hint=exc.hint)
+        return kind(exc.message, sqlstate=exc.sqlstate, detail=exc.detail, hint=exc.hint,
+                    constraint=getattr(exc, "constraint_name", None))
+    return exc
+
+
+def cause(exc: BaseException) -> BaseException:
+    """The asyncpg or socket error under a library's wrapping (SQLAlchemy's DBAPIError keeps it
+    as the cause of `.orig`), or `exc` itself: what translated() and connect_error() read."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)):
+            return current
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
     return exc
 
 
@@ -202,6 +302,36 @@ class TenantRules:
             f"calendar {self.calendar or 'none'}, holidays {self.holiday_rule}, "
             f"quiet hours {quiet} (exempt: {', '.join(self.quiet_exempt) or 'none'})"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TenantCalendar:
+    """What of a tenant times a new recurring row's first occurrence: its holiday settings and its
+    own days off (from a day before today on)."""
+
+    calendar: str | None
+    holiday_rule: str
+    holiday_days: tuple[date, ...]
+    holiday_names: tuple[str, ...]
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TenantCalendar:
+        return cls(row["calendar"], row["holiday_rule"], tuple(row["holiday_days"]),
+                   tuple(row["holiday_names"]))
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseDefaults:
+    """The defaults the database checks new rows with (reminderd.config), for rows without their
+    own backfill policy and lateness: they should be the daemon's."""
+
+    backfill: str | None
+    max_lateness_s: float | None
+    lookback_s: float | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> DatabaseDefaults:
+        return cls(row["backfill"], row["max_lateness_s"], row["lookback_s"])
 
 
 AppMembership = Literal["inherits", "member", "none"]
@@ -409,14 +539,18 @@ class Store:
         self._pool = pool
 
     @classmethod
-    async def connect(cls, database_url: str, *, max_size: int = 4, pgbouncer: bool = False) -> Store:
+    async def connect(
+        cls, database_url: str, *, max_size: int = 4, pgbouncer: bool = False,
+        setting: str = "REMINDERD_DATABASE_URL",
+    ) -> Store:
         """A pool of at most `max_size` connections. Behind PgBouncer in transaction mode, no
         prepared statement may outlive a transaction: the statement cache is off (the codecs of
-        the composite types are cached per connection all the same). JIT compilation is off: the
-        claim is one statement of many small steps whose estimated cost at a million due rows
-        passes jit_above_cost, and compiling it takes seconds where running it takes
-        milliseconds (PgBouncer refuses the setting at connect: docs/operations.md says how to
-        set it for the daemon's role instead)."""
+        the composite types are cached per connection all the same). A failure names `setting`,
+        where the URL came from (connect_error). JIT compilation is off: the claim is one
+        statement of many small steps whose estimated cost at a million due rows passes
+        jit_above_cost, and compiling it takes seconds where running it takes milliseconds
+        (PgBouncer refuses the setting at connect: docs/operations.md says how to set it for the
+        daemon's role instead)."""
         try:
             pool = await asyncpg.create_pool(
                 database_url, min_size=1, max_size=max_size, command_timeout=60,
@@ -424,10 +558,8 @@ class Store:
                 server_settings={"application_name": "reminderd", **({} if pgbouncer else {"jit": "off"})},
                 reset=_end_transaction,
             )
-        except _MISCONFIGURED as exc:
-            raise ConfigError(f"REMINDERD_DATABASE_URL: {exc}") from None
         except Exception as exc:
-            raise translated(exc) from exc
+            raise connect_error(exc, database_url, setting) from None
         return cls(pool)
 
     def pool_in_use(self) -> float:
@@ -529,6 +661,10 @@ class Store:
             return None
         return value
 
+    @_translating
+    async def database_defaults(self) -> DatabaseDefaults:
+        return DatabaseDefaults.from_row(await self._pool.fetchrow(QUERIES["database_defaults"]))
+
     # The application's side (CLI) -----------------------------------------------------------
 
     @_translating
@@ -550,9 +686,16 @@ class Store:
             message_id = await self._pool.fetchval(
                 QUERIES["schedule_recurring"], r.tenant_id, r.ref_id, r.recurrence.cron, r.recurrence.rrule,
                 r.timezone, r.payload_json, r.callback_url, r.until, r.max_runs, r.category,
-                r.calendar, r.holiday_rule, r.backfill, r.max_lateness_s,
+                r.calendar, r.holiday_rule, r.backfill, r.max_lateness_s, r.first_fire_at,
             )
         return message_id
+
+    @_translating
+    async def tenant_calendar(self, tenant_id: str, *, from_day: date) -> TenantCalendar | None:
+        """The tenant's holiday settings and days off from `from_day` on; None for a tenant that
+        does not exist (or that this role does not act for)."""
+        row = await self._pool.fetchrow(QUERIES["tenant_calendar"], tenant_id, from_day)
+        return None if row is None else TenantCalendar.from_row(row)
 
     @_translating
     async def set_tenant(
@@ -743,20 +886,25 @@ def _limit(value: int | str | None) -> int | None:
 class Listener:
     """A dedicated connection LISTENing for due-soon notifications (a pool connection cannot)."""
 
-    def __init__(self, database_url: str, on_notify: Callable[[str], None]) -> None:
+    def __init__(
+        self, database_url: str, on_notify: Callable[[str], None], *, setting: str = "REMINDERD_DATABASE_URL"
+    ) -> None:
         self._database_url = database_url
         self._on_notify = on_notify
+        self._setting = setting  # where the URL came from, for errors
         self._connection: asyncpg.Connection | None = None
 
     @property
     def connected(self) -> bool:
         return self._connection is not None and not self._connection.is_closed()
 
-    @_translating
     async def connect(self) -> None:
-        connection = await asyncpg.connect(
-            self._database_url, server_settings={"application_name": "reminderd-listen"}
-        )
+        try:
+            connection = await asyncpg.connect(
+                self._database_url, server_settings={"application_name": "reminderd-listen"}
+            )
+        except Exception as exc:
+            raise connect_error(exc, self._database_url, self._setting) from None
         await connection.add_listener(NOTIFY_CHANNEL, self._notified)
         self._connection = connection
 

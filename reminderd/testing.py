@@ -1,6 +1,7 @@
 """The harness that tests, `reminderd demo` and the benchmark share.
 
-- `throwaway_cluster()`: a local PostgreSQL cluster on a free loopback port, deleted on exit.
+- `throwaway_cluster()`: a local PostgreSQL cluster on a free loopback port, deleted on exit
+  (`initdb`, `wait_ready` and `Cluster` also serve `reminderd dev-db`, which keeps one).
 - `Receiver`: a real HTTP receiver that records each callback, checks its signature and answers as
   scripted.
 - `DaemonProcess` / `running_daemon()`: the real `reminderd run` in a subprocess, its output read as
@@ -130,9 +131,9 @@ def throwaway_cluster() -> Iterator[Cluster]:
             shutil.chown(root, user=run_as)
         datadir = root / "data"
         cluster = Cluster(bindir, datadir, free_port(), run_as)
-        _initdb(cluster)
+        initdb(cluster)
         cluster.start()
-        _wait_ready(cluster)
+        wait_ready(cluster)
         try:
             yield cluster
         finally:
@@ -141,32 +142,45 @@ def throwaway_cluster() -> Iterator[Cluster]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _initdb(cluster: Cluster) -> None:
+# The throwaway cluster trades durability for speed; nothing in it needs to survive a crash.
+THROWAWAY_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "200",
+    "shared_buffers": "256MB",
+}
+
+
+def initdb(
+    cluster: Cluster, *, settings: Mapping[str, str] = THROWAWAY_SETTINGS, password_file: Path | None = None,
+    comment: str = "reminderd throwaway cluster: speed over durability",
+) -> None:
+    """Create the cluster's data directory: superuser SUPERUSER, UTF-8, listening on 127.0.0.1
+    only, with `settings` added to postgresql.conf. Without `password_file` every connection is
+    trusted; with it, TCP connections need that password (scram-sha-256) and the local socket,
+    in a directory only the cluster's owner can enter, stays trusted."""
+    auth = ["--auth=trust"] if password_file is None else [
+        "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={password_file}",
+    ]
     result = subprocess.run(
         cluster._command(
             str(cluster.bindir / "initdb"), "-D", str(cluster.datadir), "-U", SUPERUSER,
-            "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync",
+            *auth, "--encoding=UTF8", "--locale=C", "--no-sync",
         ),
         capture_output=True,
         text=True,
     )
     if result.returncode != 0:
         raise ClusterError(f"initdb failed: {result.stderr.strip() or result.stdout.strip()}")
-    settings = {
-        "listen_addresses": "'127.0.0.1'",
-        "fsync": "off",
-        "synchronous_commit": "off",
-        "full_page_writes": "off",
-        "max_connections": "200",
-        "shared_buffers": "256MB",
-        "log_min_messages": "warning",
-    }
-    with open(cluster.datadir / "postgresql.conf", "a", encoding="utf-8") as conf:
-        conf.write("\n# reminderd throwaway cluster: speed over durability\n")
-        conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+    conf = {"listen_addresses": "'127.0.0.1'", "log_min_messages": "warning", **settings}
+    with open(cluster.datadir / "postgresql.conf", "a", encoding="utf-8") as handle:
+        handle.write(f"\n# {comment}\n")
+        handle.writelines(f"{key} = {value}\n" for key, value in conf.items())
 
 
-def _wait_ready(cluster: Cluster, timeout_s: float = 30.0) -> None:
+def wait_ready(cluster: Cluster, timeout_s: float = 30.0) -> None:
+    """Return once the cluster accepts connections on its port."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         ready = subprocess.run(
@@ -390,8 +404,14 @@ class DaemonProcess:
         return [line for line in self.log if line.get("event") == event]
 
     async def wait_logged(self, event: str, timeout_s: float = 20) -> None:
+        await self.wait_for_log(lambda _: bool(self.events(event)), timeout_s)
+
+    async def wait_for_log(
+        self, predicate: Callable[[list[dict[str, object]]], bool], timeout_s: float = 20
+    ) -> None:
+        """Wait until `predicate(the JSON lines so far)` holds."""
         async with self._logged:
-            await asyncio.wait_for(self._logged.wait_for(lambda: bool(self.events(event))), timeout_s)
+            await asyncio.wait_for(self._logged.wait_for(lambda: predicate(self.log)), timeout_s)
 
     def output(self) -> str:
         """The output kept, for an error message."""

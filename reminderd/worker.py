@@ -69,7 +69,10 @@ class Worker:
         self._stop = asyncio.Event()
         self._waiting_for_room = False
         self._until_idle = False
-        self._listener = Listener(settings.listen_url, self._notified) if settings.listen_url else None
+        listen_setting = "REMINDERD_LISTEN_DATABASE_URL" if settings.listen_database_url else None
+        self._listener = Listener(
+            settings.listen_url, self._notified, setting=listen_setting or "REMINDERD_DATABASE_URL"
+        ) if settings.listen_url else None
         self.housekeeping = Housekeeping.for_daemon(settings, store, self.metrics, listener=self._listener,
                                                     rng=self._rng)
         self._warned_calendars: set[tuple[str, str]] = set()  # (tenant, calendar): logged once

@@ -128,7 +128,11 @@ EMPTY_TABLES = (
     " reminderd.tenant_budgets, reminderd.endpoints, reminderd.endpoint_health, reminderd.frequency_caps,"
     " reminderd.contact_sends, reminderd.usage_days, reminderd.usage_increments RESTART IDENTITY"
 )
-DEFAULT_CONFIG = "UPDATE reminderd.config SET value = '90 days' WHERE key = 'horizon'"
+DEFAULT_CONFIG = (
+    "UPDATE reminderd.config SET value = defaults.value FROM (VALUES ('horizon', '90 days'),"
+    " ('backfill', 'send'), ('max_lateness', '30 minutes'), ('lookback', '1 day')) AS defaults (key, value)"
+    " WHERE config.key = defaults.key"
+)
 
 
 def emptied(database_url: str) -> str:

@@ -8,7 +8,8 @@ The rest of the package imports from here, never from the modules below:
 - cron, rrule, human: the three ways to write a recurrence (`parse_cron`, `parse_rrule`,
   `compile_phrase`)
 - calendars, quiet: public holidays skipped, quiet hours deferred (`Holidays`, `QuietHours`)
-- timing: a row's schedule and the decisions on it (`Timing`, `hold`, `following`)
+- timing: a row's schedule and the decisions on it (`Timing`, `hold`, `following`), and whether a
+  message scheduled now is already too late for its backfill policy (`arrival`)
 - preview: the next fire times as `reminderd preview` lists them
 """
 
@@ -21,10 +22,14 @@ from .rrule import RRule, anchor_rrule, parse_rrule
 from .timing import (
     BACKFILL_POLICIES,
     DEFAULT_BACKFILL,
+    DEFAULT_LOOKBACK_S,
     DEFAULT_MAX_LATENESS_S,
+    Arrival,
     Hold,
     Timing,
+    arrival,
     collapse_quiet,
+    duration_text,
     first_occurrence,
     following,
     hold,
@@ -34,7 +39,9 @@ from .wallclock import InvalidSchedule, iso_utc, load_timezone, to_instant
 __all__ = [
     "BACKFILL_POLICIES",
     "DEFAULT_BACKFILL",
+    "DEFAULT_LOOKBACK_S",
     "DEFAULT_MAX_LATENESS_S",
+    "Arrival",
     "Hold",
     "Holidays",
     "InvalidSchedule",
@@ -44,9 +51,11 @@ __all__ = [
     "Timing",
     "UnknownPhrase",
     "anchor_rrule",
+    "arrival",
     "collapse_quiet",
     "compile_phrase",
     "describe",
+    "duration_text",
     "first_occurrence",
     "following",
     "hold",

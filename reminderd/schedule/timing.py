@@ -27,11 +27,15 @@ from .wallclock import InvalidSchedule, WallSchedule, iso_utc, load_timezone, ne
 __all__ = [
     "BACKFILL_POLICIES",
     "DEFAULT_BACKFILL",
+    "DEFAULT_LOOKBACK_S",
     "DEFAULT_MAX_LATENESS_S",
     "ON_TIME_S",
+    "Arrival",
     "Hold",
     "Timing",
+    "arrival",
     "collapse_quiet",
+    "duration_text",
     "first_occurrence",
     "following",
     "hold",
@@ -41,6 +45,7 @@ BACKFILL_POLICIES = ("send", "latest", "skip")
 # For a message without its own (nor, for the daemon, REMINDERD_BACKFILL / REMINDERD_MAX_LATENESS):
 DEFAULT_BACKFILL = "send"
 DEFAULT_MAX_LATENESS_S = 1800.0
+DEFAULT_LOOKBACK_S = 86400.0  # REMINDERD_LOOKBACK's default: nothing later than this is ever sent
 ON_TIME_S = 60.0  # backfill "skip": an occurrence later than this (or max_lateness) was missed
 _MAX_HOLIDAYS_IN_A_ROW = 1000  # a calendar that is all holidays is a mistake, not a loop
 _COUNT_UP_TO = 100  # missed occurrences are counted one by one up to this (a few ms)
@@ -299,6 +304,58 @@ def hold(timing: Timing, *, occurrence: datetime, due_at: datetime, attempt: int
                 "deferred", "pending", why, fire_at=resume, occurrence=carried, keeps_attempt_count=True
             )
     return None
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """How a one-off due at `due_at` stands when it is scheduled at `now`: how late it already is,
+    and whether its backfill policy would still send it. The rule the database applies at insert
+    (reminderd.check_arrival in schema.sql), so a message is refused instead of dead on arrival."""
+
+    late_s: float  # 0 when it is due now or later
+    policy: str
+    allowance_s: float | None  # how late the policy sends it; None: anything inside the lookback
+    lookback_s: float
+
+    @property
+    def beyond_lookback(self) -> bool:
+        return self.late_s >= self.lookback_s
+
+    @property
+    def too_late(self) -> bool:
+        """The daemon would expire it at once: refuse it."""
+        return self.late_s > 0 and (
+            self.beyond_lookback or (self.allowance_s is not None and self.late_s > self.allowance_s)
+        )
+
+    @property
+    def late(self) -> bool:
+        """In the past, yet still sent: at once."""
+        return self.late_s > 0 and not self.too_late
+
+    def why(self) -> str:
+        """What limit a too-late message breaks, or a late one keeps within, in words."""
+        if self.beyond_lookback or self.allowance_s is None:
+            return f"nothing older than the lookback ({duration_text(self.lookback_s)}) is ever sent"
+        return f"backfill={self.policy} sends a message at most {duration_text(self.allowance_s)} late"
+
+
+def arrival(
+    due_at: datetime, now: datetime, *, backfill: str | None, max_lateness_s: float | None,
+    lookback_s: float = DEFAULT_LOOKBACK_S,
+) -> Arrival:
+    """How a one-off due at `due_at` stands at `now` (see Arrival). `backfill` and `max_lateness_s`
+    are the message's own, None for the defaults (send, 30 minutes). The daemon's rules: nothing
+    at or beyond the lookback is claimed; `hold()` expires what is later than the policy allows."""
+    policy = backfill or DEFAULT_BACKFILL
+    lateness_s = DEFAULT_MAX_LATENESS_S if max_lateness_s is None else max_lateness_s
+    allowance_s = None if policy == "latest" else Timing(backfill=policy, max_lateness_s=lateness_s).allowance_s
+    return Arrival(max(0.0, (now - due_at).total_seconds()), policy, allowance_s, lookback_s)
+
+
+def duration_text(seconds: float) -> str:
+    """A duration for people: 45s, 30m, 6h 5m, 2d 3h (reminderd.duration_text in SQL says the same)."""
+    return _duration(timedelta(seconds=seconds))
 
 
 def collapse_quiet(timing: Timing, occurrence: datetime, resume: datetime) -> tuple[datetime, str]:

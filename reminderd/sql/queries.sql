@@ -651,6 +651,15 @@ SELECT (SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'pendin
        (SELECT count(*) FROM reminderd.scheduled_messages
         WHERE status = 'pending' AND fire_at <= now()) AS due_not_picked;
 
+-- database_defaults --
+-- The defaults the database's insert-time check reads (reminderd.check_arrival), for the daemon
+-- to compare with its own REMINDERD_BACKFILL, REMINDERD_MAX_LATENESS and REMINDERD_LOOKBACK.
+SELECT (SELECT value FROM reminderd.config WHERE key = 'backfill') AS backfill,
+       (SELECT extract(epoch FROM value::interval)::float8 FROM reminderd.config
+        WHERE key = 'max_lateness') AS max_lateness_s,
+       (SELECT extract(epoch FROM value::interval)::float8 FROM reminderd.config
+        WHERE key = 'lookback') AS lookback_s;
+
 -- schema_revision --
 SELECT version_num FROM reminderd.alembic_version;
 
@@ -659,8 +668,20 @@ SELECT reminderd.schedule($1, $2, $3, $4::jsonb, $5, timezone => $6, category =>
                           holiday_rule => $9, backfill => $10, max_lateness => make_interval(secs => $11));
 
 -- schedule_recurring --
+-- $15: the first fire_at the CLI computed with the daemon's code (NULL: planned by the daemon).
 SELECT reminderd.schedule_recurring($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11, $12, $13,
-                                    make_interval(secs => $14), NULL);
+                                    make_interval(secs => $14), NULL, $15);
+
+-- tenant_calendar --
+-- What times a new recurring row's first occurrence as the daemon's planner would: the tenant's
+-- holiday settings and its own days off from $2 on (the planner reads the same, timing_columns).
+SELECT t.calendar, t.holiday_rule,
+       ARRAY(SELECT h.day FROM reminderd.tenant_holidays h
+             WHERE h.tenant_id = t.id AND h.day >= $2 ORDER BY h.day LIMIT 400) AS holiday_days,
+       ARRAY(SELECT h.name FROM reminderd.tenant_holidays h
+             WHERE h.tenant_id = t.id AND h.day >= $2 ORDER BY h.day LIMIT 400) AS holiday_names
+FROM reminderd.tenants t
+WHERE t.id = $1;
 
 -- set_tenant --
 -- $2: whether to set the calendar to $3 (NULL clears); $5: whether to set quiet hours to $6-$7.

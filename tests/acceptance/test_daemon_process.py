@@ -131,3 +131,20 @@ async def test_a_database_that_does_not_exist_exits_78_instead_of_retrying(datab
     [error] = process.events("configuration_error")
     text = str(error["error"])
     assert text.startswith("REMINDERD_DATABASE_URL: ") and "no_such_database" in text
+
+
+async def test_the_daemon_warns_when_the_databases_defaults_for_late_rows_differ_from_its_own(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    """The database refuses a late row by reminderd.config, the daemon expires it by its settings:
+    when they differ, a row could be accepted and expire at once. The daemon says so at start."""
+    async with running_daemon(fast_daemon_env(database_url)) as process:
+        await process.wait_logged("ready")
+        assert process.events("database_defaults_differ") == []
+    await db.execute("UPDATE reminderd.config SET value = '10 minutes' WHERE key = 'max_lateness'")
+    async with running_daemon(fast_daemon_env(database_url)) as process:
+        await process.wait_logged("ready")
+        [warning] = process.events("database_defaults_differ")
+    assert warning["max_lateness_s"] == "database 600.0, daemon 1800.0"
+    assert "lookback_s" not in warning and "backfill" not in warning
+    assert "REMINDERD_MAX_LATENESS" in str(warning["fix"])

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from support import LOOKBACK_S, drain, fast_settings, row_by_ref
+from support import LOOKBACK_S, drain, fast_settings, inserted_before_the_outage, row_by_ref
 
 from reminderd.housekeeping import Pruner
 from reminderd.store import Pruned, Store
@@ -90,10 +90,11 @@ async def test_worker_outcomes_are_events_but_claims_are_not(
 async def test_a_message_missed_beyond_the_lookback_is_expired_with_the_reason(
     db: asyncpg.Connection, store: Store, tenant: str
 ) -> None:
-    await db.execute(
-        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
-        " VALUES ('acme', 'missed', '2026-01-01T09:00:00Z'::timestamptz)"
-    )
+    async with inserted_before_the_outage(db):
+        await db.execute(
+            "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+            " VALUES ('acme', 'missed', '2026-01-01T09:00:00Z'::timestamptz)"
+        )
     await db.execute("UPDATE reminderd.scheduled_messages SET updated_at = now() - interval '1 hour'")
 
     assert len(await store.expire_missed(lookback_s=LOOKBACK_S)) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import asyncpg
@@ -141,3 +142,104 @@ def test_tenant_list_shows_each_tenant_its_settings_and_its_messages(
         {"id": "globex", "callback_url": "https://globex.example/cb", "calendar": None, "holiday_rule": "skip",
          "quiet_hours": None, "paused": True, "messages": {"pending": 0, "picked": 0, "paused": 1, "dead": 0}},
     ]
+
+
+# Day one: the database's refusals as sentences; recurring rows due at once; nothing dead on arrival
+
+
+def refused(database_url: str, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    status = main(["--database-url", database_url, *args])
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1, err
+    return status, err.rstrip("\n")
+
+
+def test_a_tenant_that_exists_and_a_holiday_of_an_unknown_tenant_are_sentences(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(database_url, capsys, "tenant", "add", "acme", "--callback-url", "https://acme.example/hooks")
+    again = ("tenant", "add", "acme", "--callback-url", "https://acme.example/h")
+    assert refused(database_url, capsys, *again) == (
+        2, 'reminderd: error: tenant "acme" already exists; change it with UPDATE reminderd.tenants '
+           "(or reminderd tenant set), or choose another id",
+    )
+    assert refused(database_url, capsys, "tenant", "holiday", "add", "ghost", "2026-12-31") == (
+        2, 'reminderd: error: unknown tenant "ghost"; create it first (reminderd tenant add), and check this '
+           "role acts for it",
+    )
+    assert refused(database_url, capsys, "tenant", "set", "ghost", "--calendar", "GB") == (
+        2, 'reminderd: error: unknown tenant "ghost"',
+    )
+    assert refused(database_url, capsys, "schedule", "ghost", "digest", "--cron", "0 9 * * *") == (
+        2, 'reminderd: error: unknown tenant "ghost"',
+    )
+
+
+def test_a_recurring_message_is_due_at_its_first_occurrence_as_soon_as_it_is_scheduled(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(database_url, capsys, "tenant", "add", "acme", "--callback-url", "https://acme.example/hooks")
+    [now] = [row["now"] for row in sql(database_url, "SELECT now()")]
+    # The tenant's own day off on tomorrow's date: the daily 09:00 skips it, as the planner would.
+    tomorrow = (now + timedelta(days=1)).astimezone(UTC).date()
+    cli(database_url, capsys, "tenant", "holiday", "add", "acme", tomorrow.isoformat(), "Company day")
+    status = main(["--database-url", database_url, "schedule", "acme", "digest", "--cron", "0 9 * * *"])
+    out, err = capsys.readouterr()
+    assert status == 0
+    [row] = sql(database_url, "SELECT id, fire_at, status FROM reminderd.scheduled_messages")
+    assert out == f"{row['id']}\n"
+    nine = datetime.combine(now.astimezone(UTC).date(), time(9), UTC)
+    expected = nine if nine > now else nine + timedelta(days=1)
+    if expected.date() == tomorrow:
+        expected += timedelta(days=1)
+    assert (row["fire_at"], row["status"]) == (expected, "pending")
+    assert f"first {expected:%a %Y-%m-%d} 09:00:00 UTC ({expected:%Y-%m-%dT%H:%M:%SZ})" in err
+    # reminderd status shows it at once, not after a daemon planned it.
+    lines = cli(database_url, capsys, "status").splitlines()
+    assert lines[1].split() == ["acme", "pending", "1", expected.isoformat(timespec="seconds")]
+
+
+def test_an_rrule_is_stored_with_the_dtstart_its_first_occurrence_was_computed_from(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(database_url, capsys, "tenant", "add", "acme", "--callback-url", "https://acme.example/hooks")
+    cli(database_url, capsys, "schedule", "acme", "fortnightly", "--rrule", "FREQ=WEEKLY;INTERVAL=2;BYHOUR=9",
+        "--tz", "Asia/Kolkata")
+    [row] = sql(database_url, "SELECT rrule, fire_at FROM reminderd.scheduled_messages")
+    assert row["rrule"].startswith("DTSTART:") and row["rrule"].endswith("\nFREQ=WEEKLY;INTERVAL=2;BYHOUR=9")
+    assert row["fire_at"] is not None
+
+
+def test_a_time_slightly_past_is_sent_now_and_the_cli_says_so(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(database_url, capsys, "tenant", "add", "acme", "--callback-url", "https://acme.example/hooks")
+    [now] = [row["now"] for row in sql(database_url, "SELECT now()")]
+    at = (now - timedelta(minutes=5)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = main(["--database-url", database_url, "schedule", "acme", "late", "--at", at])
+    out, err = capsys.readouterr()
+    assert status == 0 and out.strip().isdigit()
+    assert err.startswith("reminderd: it was due 5m ") and err.endswith(
+        " ago: sent now (backfill=send sends a message at most 30m late)\n"
+    )
+
+
+def test_an_until_that_only_the_tenants_holidays_leave_empty_is_refused_once_they_are_read(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before connecting the CLI refuses an until before the first occurrence; one that only the
+    tenant's days off leave without an occurrence is refused once they are read, nothing stored."""
+    cli(database_url, capsys, "tenant", "add", "acme", "--callback-url", "https://acme.example/hooks")
+    [now] = [row["now"] for row in sql(database_url, "SELECT now()")]
+    today = now.astimezone(UTC).date()
+    for offset in range(3):
+        day = (today + timedelta(days=offset)).isoformat()
+        cli(database_url, capsys, "tenant", "holiday", "add", "acme", day)
+    until = f"{today + timedelta(days=2)}T23:00:00Z"
+    status, line = refused(database_url, capsys, "schedule", "acme", "d", "--cron", "0 9 * * *",
+                           "--until", until)
+    assert status == 2
+    assert line == (f"reminderd: error: nothing would ever be sent: finished: no occurrence left before until "
+                    f"{today + timedelta(days=2)}T23:00:00Z")
+    assert sql(database_url, "SELECT count(*) AS n FROM reminderd.scheduled_messages")[0]["n"] == 0

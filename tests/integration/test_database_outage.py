@@ -1,16 +1,19 @@
-"""Losing the database is not fatal: the worker backs off, reconnects and carries on."""
+"""Losing the database is not fatal: the worker backs off, reconnects and carries on, and says so
+in JSON lines only."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections import Counter
 
 import asyncpg
-from support import fast_settings, poll_until, running_worker, settled
+from support import fast_daemon_env, fast_settings, poll_until, running_worker, settled
 
 from reminderd.callback import CallbackClient
 from reminderd.store import Store
-from reminderd.testing import Cluster, Receiver
+from reminderd.testing import Cluster, Receiver, running_daemon
 from reminderd.worker import Worker
 
 
@@ -61,3 +64,40 @@ async def test_stop_during_a_database_outage_still_exits_within_the_shutdown_tim
         await client.close()
         await store.close()
     assert took_s < 15  # shutdown timeout 2 s plus bounded retries, not "until the database is back"
+
+
+async def test_during_an_outage_every_line_the_daemon_writes_is_json(
+    database_url: str, pg_cluster: Cluster
+) -> None:
+    """asyncpg's pool (and any library) logs through the standard logging module: those records
+    come out as JSON lines like the daemon's own, exception summarised, no traceback, and the same
+    message at most once per REPEAT_S while the outage lasts, on stdout and nowhere else."""
+    env = fast_daemon_env(database_url)
+    async with running_daemon(env) as daemon:
+        await daemon.wait_logged("ready")
+        pg_cluster.stop("fast")
+        try:
+            await daemon.wait_logged("claim_failed")
+            # The pool keeps trying to restore its minimum size: asyncpg logs that with a traceback.
+            await daemon.wait_for_log(lambda log: any(line.get("logger") == "asyncpg.pool" for line in log))
+        finally:
+            pg_cluster.start()
+        db = await asyncpg.connect(database_url)
+        await db.close()
+    lines = list(daemon.lines)
+    assert lines
+    not_json = [line for line in lines if not _is_json_object(line)]
+    assert not_json == []
+    pool = [line for line in daemon.log if line.get("logger") == "asyncpg.pool"]
+    assert pool and all(line["level"] == "warning" and "traceback" not in line for line in pool)
+    assert all(str(line["error"]).startswith(("CannotConnectNowError", "ConnectionRefusedError", "OSError"))
+               for line in pool)
+    by_message = Counter((line["event"], str(line["error"]).partition(":")[0]) for line in pool)
+    assert max(by_message.values()) == 1  # rate-limited: once per REPEAT_S (30 s) each
+
+
+def _is_json_object(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False

@@ -394,7 +394,7 @@ async def test_410_gone_disables_the_endpoint_and_pauses_its_rows_until_enabled(
 async def test_an_endpoint_failing_for_days_is_disabled(
     database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
 ) -> None:
-    receiver.script["r"] = [503]
+    receiver.script["r"] = [503] * 10  # failing still: a retry claimed before the disabling fails too
     await db.execute("SELECT reminderd.schedule('acme', 'r', now())")
     await db.execute("SELECT reminderd.schedule('acme', 'next', now() + interval '1 hour')")
     endpoint = await db.fetchval("SELECT reminderd.endpoint_of($1)", receiver.url)
@@ -426,9 +426,12 @@ async def test_usage_is_counted_per_batch_and_survives_pruning_the_deliveries(
     receiver.script["dead"] = [404]
     await due_rows(db, "acme", 5)
     await db.execute("SELECT reminderd.schedule('acme', 'dead', now())")
-    await db.execute(
+    await db.execute(  # scheduled, then missed by days (as in an outage): the lookback expires it
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
-        " VALUES ('acme', 'missed', now() - interval '3 days')"
+        " VALUES ('acme', 'missed', now() + interval '1 hour')"
+    )
+    await db.execute(
+        "UPDATE reminderd.scheduled_messages SET fire_at = now() - interval '3 days' WHERE ref_id = 'missed'"
     )
 
     await drain(fast_settings(database_url))

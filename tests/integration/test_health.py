@@ -12,8 +12,8 @@ import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 from support import drain, fast_settings, poll_until, row_by_ref, running_worker
 
-from reminderd.daemon import head_revision
 from reminderd.health import HealthServer
+from reminderd.migrate import head_revision
 from reminderd.settings import Settings
 from reminderd.store import Store
 from reminderd.testing import Receiver

@@ -24,8 +24,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from support import poll_until, status_by_id
 
-from reminderd.daemon import head_revision
-from reminderd.migrate import upgrade
+from reminderd.migrate import head_revision, upgrade
 from reminderd.queries import load
 from reminderd.testing import add_tenant
 

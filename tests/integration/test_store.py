@@ -18,10 +18,10 @@ import pytest
 from support import CALLBACK, LOOKBACK_S, db_now, near, row_by_id, row_by_ref
 
 from reminderd.arguments import Recurrence, ScheduleRequest
-from reminderd.daemon import head_revision
 from reminderd.exceptions import ConfigError, DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from reminderd.jobs import Job
 from reminderd.lifecycle import Event, Status
+from reminderd.migrate import head_revision
 from reminderd.outcome import AttemptResult, Outcome, Plan
 from reminderd.queries import QUERIES
 from reminderd.store import Release, Store

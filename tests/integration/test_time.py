@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
-from support import db_now, drain, fast_settings, row_by_ref
+from support import db_now, drain, fast_settings, inserted_before_the_outage, row_by_ref
 
 from reminderd.cli import main
 from reminderd.schedule import Timing, to_instant
@@ -41,10 +41,11 @@ async def test_after_a_six_hour_outage_no_customer_gets_stale_messages(
             "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, cron, fire_at, backfill) "
             "VALUES ('acme', $1, $2, $3, $4)", ref, cron, stale, policy,
         )
-    await db.execute(
-        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) VALUES "
-        "('acme', 'booking-stale', $1), ('acme', 'booking-recent', now() - interval '10 minutes')", stale,
-    )
+    async with inserted_before_the_outage(db):
+        await db.execute(
+            "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) VALUES "
+            "('acme', 'booking-stale', $1), ('acme', 'booking-recent', now() - interval '10 minutes')", stale,
+        )
 
     await drain(fast_settings(database_url))
     assert len(receiver.received) == 2
@@ -359,11 +360,18 @@ def test_cli_schedules_with_the_new_options_and_sets_tenant_rules(
     xmas = int(cli("schedule", "acme", "xmas", "--at", "2026-12-24 09:00 in Asia/Kolkata",
                    "--holiday-rule", "send"))
     monthly = int(cli("schedule", "acme", "monthly", "--rrule", "FREQ=MONTHLY;BYDAY=1MO;BYHOUR=9"))
+    # What it understood, and (new in 0005) the first occurrence it stored as fire_at.
+    first = dict(asyncio.run(_fetch(database_url, "SELECT ref_id, fire_at FROM reminderd.scheduled_messages"
+                                                  " WHERE ref_id <> 'xmas'")))
+    kolkata, utc = first["digest"].astimezone(ZoneInfo("Asia/Kolkata")), first["monthly"].astimezone(UTC)
     assert said[-3:] == [
-        '"weekdays at 9am" = cron "0 9 * * 1-5": At 09:00, Monday through Friday (Asia/Kolkata)',
+        '"weekdays at 9am" = cron "0 9 * * 1-5": At 09:00, Monday through Friday (Asia/Kolkata); '
+        f"first {kolkata:%a %Y-%m-%d} 09:00:00 IST ({first['digest'].astimezone(UTC):%Y-%m-%dT%H:%M:%SZ})",
         "",
-        "monthly on the first Monday at 09:00 (UTC)",
+        f"monthly on the first Monday at 09:00 (UTC); first {utc:%a %Y-%m-%d} 09:00:00 UTC "
+        f"({utc:%Y-%m-%dT%H:%M:%SZ})",
     ]
+    assert kolkata.weekday() < 5 and utc.weekday() == 0 and utc.day <= 7
     assert cli("tenant", "set", "acme", "--calendar", "none", "--quiet", "none") == (
         "tenant acme: calendar none, holidays skip, quiet hours none (exempt: transactional, otp)"
     )
@@ -387,3 +395,11 @@ def test_cli_schedules_with_the_new_options_and_sets_tenant_rules(
     assert (stored[xmas]["fire_at"], stored[xmas]["timezone"], stored[xmas]["holiday_rule"]) == (
         datetime(2026, 12, 24, 3, 30, tzinfo=UTC), "Asia/Kolkata", "send")
     assert stored[monthly]["rrule"].endswith("\nFREQ=MONTHLY;BYDAY=1MO;BYHOUR=9")
+
+
+async def _fetch(database_url: str, query: str) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(database_url)
+    try:
+        return list(await connection.fetch(query))
+    finally:
+        await connection.close()

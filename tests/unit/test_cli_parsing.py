@@ -324,6 +324,7 @@ def test_the_subcommands_are_the_documented_ones() -> None:
         "migrate", "run", "status", "config", "demo", "schedule", "preview", "cancel", "tenant",
         "tenant add", "tenant list", "tenant grant", "tenant revoke", "tenant rotate-secret", "tenant set",
         "tenant holiday", "tenant enable-endpoint", "endpoint", "endpoint set", "endpoint list", "usage",
+        "dev-db", "dev-db start", "dev-db url", "dev-db stop", "dev-db status", "dev-db delete",
     }
 
 
@@ -653,6 +654,63 @@ def test_a_database_url_waiting_cannot_fix_is_a_config_error_on_one_line(
     assert one_line(capsys.readouterr().err) == (
         'reminderd: configuration error: REMINDERD_DATABASE_URL: database "x" does not exist'
     )
+
+
+# Nothing dead on arrival: refused before connecting, with the policy named
+
+
+def _ago(**delta: float) -> str:
+    return (datetime.now(UTC) - timedelta(**delta)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["schedule", "t", "r", "--at", "2020-01-01T09:00:00Z"],
+         "too late to send, nothing older than the lookback (1d) is ever sent, so it would expire at once; "
+         "schedule it for now or later"),
+        (["schedule", "t", "r", "--at", "AGO_2H"],
+         "too late to send, backfill=send sends a message at most 30m late, so it would expire at once; "
+         "schedule it for now or later; --max-lateness (or --backfill latest) allows later"),
+        (["schedule", "t", "r", "--at", "AGO_2M", "--backfill", "skip"],
+         "too late to send, backfill=skip sends a message at most 1m late"),
+        (["schedule", "t", "r", "--at", "AGO_2M", "--max-lateness", "1m"],
+         "too late to send, backfill=send sends a message at most 1m late"),
+        (["schedule", "t", "r", "--cron", "0 9 * * *", "--until", "2020-01-01T00:00:00Z"],
+         "--until '2020-01-01T00:00:00Z' is already past: the schedule would finish without sending"),
+        (["schedule", "t", "r", "--cron", "0 9 29 2 *", "--until", "IN_1M"],
+         "is before the first occurrence, "),
+    ],
+    ids=["beyond-lookback", "beyond-max-lateness", "skip", "own-max-lateness", "until-past", "until-first"],
+)
+def test_a_message_dead_on_arrival_is_refused_before_connecting(
+    argv: list[str], expected: str, connections: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    now = datetime.now(UTC)
+    stamps = {"AGO_2H": _ago(hours=2), "AGO_2M": _ago(minutes=2),
+              "IN_1M": (now + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    assert main([stamps.get(arg, arg) for arg in argv]) == EX_USAGE
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith("reminderd: error: ") and expected in line
+    assert connections == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["schedule", "t", "r", "--at", "AGO_10M"],
+        ["schedule", "t", "r", "--at", "AGO_2H", "--backfill", "latest"],
+        ["schedule", "t", "r", "--at", "AGO_2H", "--max-lateness", "3h"],
+        ["schedule", "t", "r", "--at", "AGO_30S", "--backfill", "skip"],
+    ],
+    ids=["within-30m", "latest", "own-max-lateness", "skip-on-time"],
+)
+def test_a_message_slightly_late_for_its_policy_goes_on_to_connect(
+    argv: list[str], connections: list[str]
+) -> None:
+    stamps = {"AGO_10M": _ago(minutes=10), "AGO_2H": _ago(hours=2), "AGO_30S": _ago(seconds=30)}
+    assert main([stamps.get(arg, arg) for arg in argv]) == 1  # the test double: the database is down
+    assert len(connections) == 1
 
 
 # Sending limits, endpoints, usage (migration 0010)

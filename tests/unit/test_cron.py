@@ -228,6 +228,71 @@ def test_invalid_cron(expr: str) -> None:
         next_fire(expr, "UTC", utc(2026, 1, 1))
 
 
+@pytest.mark.parametrize(
+    ("expr", "reason"),
+    [
+        ("61 * * * *", "minute 61 is out of range 0–59"),
+        ("60 0 9 * * *", "second 60 is out of range 0–59"),
+        ("* 24 * * *", "hour 24 is out of range 0–23"),
+        ("0 9 0 * *", "day of month 0 is out of range 1–31"),
+        ("0 9 32 * *", "day of month 32 is out of range 1–31"),
+        ("0 9 * 13 *", "month 13 is out of range 1–12"),
+        ("0 9 * * 8", "day of week 8 is out of range 0–7"),
+        ("0 1-25 * * *", 'hour 25 in "1-25" is out of range 0–23'),
+        ("-1 * * * *", "minute -1 is out of range 0–59"),
+        ("*/0 * * * *", 'minute "*/0": the step must be at least 1'),
+        ("*/x * * * *", 'minute "*/x": the step after / must be a whole number, like */5'),
+        ("1,,2 * * * *", 'minute "1,,2" has an empty item in its list'),
+        ("1- * * * *", 'minute "1-" is missing a value (0–59)'),
+        ("1.5 * * * *", 'minute "1.5" is not a number: use 0–59'),
+        ("0 9 * FOO *", 'month "FOO" is not a month: use 1–12 or JAN–DEC'),
+        ("0 0 * * FUNDAY", 'day of week "FUNDAY" is not a day: use 0–7 or SUN–SAT'),
+        ("0 9 32W * *", 'day of month 32 in "32W" is out of range 1–31'),
+        ("0 9 LW * *", 'day of month "LW": W (nearest weekday) follows a day number, like 15W'),
+        ("0 9 1W,15 * *", 'day of month "1W,15": W (nearest weekday) takes one day, not a list'),
+        ("0 9 * * 1#6", 'day of week "1#6": week 6 is out of range 1–5'),
+        ("0 9 * * 8#1", 'day of week 8 in "8#1" is out of range 0–7'),
+        ("0 9 * * 1#x", 'day of week "1#x": # is followed by the week of the month, 1–5 '
+                        "(1#1: the first Monday)"),
+        ("0 9 * * L", 'day of week "L": L takes one day number 0–7, like 5L (the last Friday of the month)'),
+        ("0 9 * * FRIL", 'day of week "FRIL": L takes one day number 0–7, like 5L '
+                         "(the last Friday of the month)"),
+        ("0 9 * * 1,L5", 'day of week "1,L5" mixes plain days with # or L, which cron cannot combine: '
+                         "write one or the other"),
+        ("0 9 5,? * *", 'day of month "5,?": ? (any) stands alone, not in a list'),
+    ],
+)
+def test_a_cron_error_names_the_field_and_what_it_allows(expr: str, reason: str) -> None:
+    with pytest.raises(InvalidSchedule) as refused:
+        validate_cron(expr)
+    assert str(refused.value) == f'invalid cron "{expr}": {reason}'
+
+
+CRON_TOKENS = [
+    "*", "?", "L", "W", "#", "-", "/", ",", "0", "1", "5", "7", "8", "12", "13", "15", "23", "24", "31", "32",
+    "59", "60", "61", "MON", "FRI", "SUN", "JAN", "DEC", "FOO", "l", "w", "1#1", "5L", "L5", "15W", "2#6",
+]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from([5, 6]), st.data())
+def test_every_cron_croniter_refuses_is_explained_by_its_field(fields: int, data: st.DataObject) -> None:
+    """Whatever croniter would refuse, the field check refuses first, in its own words: a user never
+    sees croniter's "[61 * * * *] is not acceptable, out of range"."""
+    parts = ["*"] * fields
+    position = data.draw(st.integers(0, fields - 1))
+    parts[position] = "".join(data.draw(st.lists(st.sampled_from(CRON_TOKENS), min_size=1, max_size=4)))
+    expr = " ".join(parts)
+    try:
+        validate_cron(expr)
+    except InvalidSchedule as exc:
+        reason = str(exc).removeprefix(f'invalid cron "{expr}": ')
+        assert "not acceptable" not in reason and "[" not in reason, reason
+        assert reason == "it never fires" or reason.startswith(
+            ("second", "minute", "hour", "day of month", "month", "day of week", "random")
+        ), reason
+
+
 def test_never_firing_cron() -> None:
     expected = re.escape('invalid cron "0 0 30 2 *": it never fires')
     with pytest.raises(InvalidSchedule, match=expected):

@@ -1,0 +1,95 @@
+"""What the database refused, as one line for a person (the CLI's, and the HTTP API's detail).
+
+The SQL functions and triggers raise sentences already: a message, a DETAIL and a HINT a DBA
+understands, with the SQLSTATEs docs/sql.md lists ('tenant "acme" already exists', 'unknown tenant
+"acme"'); those are kept as written, the hint after them. A bare constraint violation in
+PostgreSQL's own words ('duplicate key value violates unique constraint "tenants_pkey"', which a
+race between two inserts can still give) is said here instead, by the constraint's name: every
+constraint of the schema has a sentence (tests/unit/test_refusals.py keeps it so). Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .exceptions import DatabaseRefused
+
+__all__ = ["CONSTRAINTS", "one_line"]
+
+_CALENDAR = "a holiday calendar is a country code such as IN or GB, or a subdivision such as US-CA"
+
+# {value}: the values the error's DETAIL names ("Key (tenant_id, ref_id)=(acme, r1)" -> "acme / r1").
+CONSTRAINTS: dict[str, str] = {
+    # tenants
+    "tenants_pkey": 'tenant "{value}" already exists',
+    "tenant_id_format": (
+        "a tenant id is letters, digits and _ . : -, starting with a letter or digit, at most 128"
+    ),
+    "tenant_callback_url_is_http": "a tenant's callback URL must be an http:// or https:// URL",
+    "tenant_calendar_format": _CALENDAR,
+    "tenant_holiday_rule_is_known": "a holiday rule is skip or send",
+    "quiet_hours_complete": "quiet hours need a start and an end that differ, e.g. 21:00-09:00",
+    # tenant_members, tenant_holidays
+    "tenant_members_pkey": 'role and tenant "{value}" are already mapped',
+    "tenant_members_tenant_id_fkey": 'unknown tenant "{value}"',
+    "tenant_holidays_pkey": 'the holiday "{value}" already exists',
+    "tenant_holidays_tenant_id_fkey": 'unknown tenant "{value}"',
+    "holiday_name_not_empty": "a holiday needs a name",
+    # scheduled_messages
+    "scheduled_messages_pkey": "a message with id {value} already exists",
+    "scheduled_messages_tenant_id_fkey": 'unknown tenant "{value}"',
+    "scheduled_messages_live_ref": (
+        'message "{value}" is already scheduled: schedule it with reminderd.schedule() (or reminderd '
+        "schedule), which replaces the live one, or cancel it first"
+    ),
+    "ref_id_not_empty": "the message's ref is empty: name it, e.g. booking:b7d2:24h",
+    "callback_url_is_http": "a callback URL must be an http:// or https:// URL",
+    "cron_shape": "a cron has five fields (minute hour day month weekday), six with seconds first, or is @daily"
+                  " and the like",
+    "status_is_known": "unknown status: pending, picked, sent, dead, cancelled, paused, expired or finished",
+    "max_attempts_positive": "max_attempts must be at least 1",
+    "paused_by_is_known": "paused_by is message or tenant",
+    "rrule_has_freq": "an RRULE needs FREQ=, e.g. FREQ=WEEKLY;BYDAY=MO",
+    "max_runs_positive": "max_runs must be at least 1",
+    "category_format": "a category is lower-case letters, digits, _ and -, like marketing",
+    "calendar_format": _CALENDAR,
+    "holiday_rule_is_known": "a holiday rule is skip or send",
+    "backfill_is_known": "a backfill policy is send, latest or skip",
+    "max_lateness_not_negative": "max_lateness cannot be negative",
+    "one_off_needs_fire_at": "a one-off message needs a fire_at (or give it a cron or an rrule)",
+    "one_recurrence": "a message recurs by cron or by rrule, not both",
+    "end_conditions_need_recurrence": "until and max_runs end a recurring message: give it a cron or an rrule",
+    # deliveries, events, config
+    "deliveries_pkey": "a delivery with id {value} already exists",
+    "deliveries_message_id_fkey": "no message with id {value}",
+    "events_pkey": "an event with id {value} already exists",
+    "config_pkey": 'the setting "{value}" already exists: UPDATE reminderd.config to change it',
+}
+
+# PostgreSQL's own constraint errors say which row in their DETAIL; reminderd's triggers do not.
+_POSTGRES_DETAIL = re.compile(r"^(Key \(|Failing row contains)")
+_KEY = re.compile(r"^Key \((?P<columns>.*?)\)=\((?P<values>.*)\) (?:already exists|is not present)")
+
+
+def one_line(refused: DatabaseRefused) -> str:
+    """The refusal in a sentence, then its hint: 'unknown tenant "acme"; create it first …'."""
+    template = CONSTRAINTS.get(refused.constraint or "")
+    if template is not None and _POSTGRES_DETAIL.match(refused.detail or ""):
+        return template.format(value=_values(refused.detail or ""))
+    hint = _clause(refused.hint)
+    return f"{refused.message}; {hint}" if hint else refused.message
+
+
+def _values(detail: str) -> str:
+    match = _KEY.match(detail)
+    if match is None:
+        return "?"
+    return " / ".join(value.strip() for value in match.group("values").split(","))
+
+
+def _clause(hint: str | None) -> str | None:
+    """A HINT as the second half of a line: its first line, lower-case first, no full stop."""
+    if not hint or not hint.strip():
+        return None
+    line = hint.strip().splitlines()[0].rstrip(".")
+    return line[:1].lower() + line[1:]
