@@ -29,9 +29,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
-
-from .testing import SUPERUSER, Cluster, ClusterError, find_bindir, free_port, initdb, wait_ready
+from .testing import (
+    SUPERUSER,
+    Cluster,
+    ClusterError,
+    create_database,
+    find_bindir,
+    free_port,
+    initdb,
+    wait_ready,
+)
 
 if TYPE_CHECKING:
     from .migrate import Migrated
@@ -194,17 +201,8 @@ class DevDatabase:
         return state
 
     def _ensure_database(self, state: State) -> None:
-        async def ensure() -> None:
-            admin = state.url.rpartition("/")[0] + "/postgres"
-            connection = await asyncpg.connect(admin)
-            try:
-                if not await connection.fetchval("SELECT true FROM pg_database WHERE datname = $1", DATABASE):
-                    await connection.execute(f'CREATE DATABASE "{DATABASE}"')
-                    self._say(f"created the database {DATABASE}")
-            finally:
-                await connection.close()
-
-        asyncio.run(ensure())
+        if asyncio.run(create_database(state.url.rpartition("/")[0] + "/postgres", DATABASE)):
+            self._say(f"created the database {DATABASE}")
 
     def _save(self, state: State) -> None:
         target = self.path / STATE_FILE

@@ -194,6 +194,19 @@ def wait_ready(cluster: Cluster, timeout_s: float = 30.0) -> None:
     raise ClusterError(f"PostgreSQL did not accept connections on port {cluster.port}")
 
 
+async def create_database(admin_url: str, name: str) -> bool:
+    """Create the database `name` through the superuser connection `admin_url`, unless it exists;
+    whether it was created."""
+    connection = await asyncpg.connect(admin_url)
+    try:
+        if await connection.fetchval("SELECT true FROM pg_database WHERE datname = $1", name):
+            return False
+        await connection.execute(f'CREATE DATABASE "{name}"')
+        return True
+    finally:
+        await connection.close()
+
+
 # The receiver ---------------------------------------------------------------------------------------
 
 Answer = int | tuple[int, dict[str, str]] | tuple[int, dict[str, str], bytes]

@@ -1,7 +1,8 @@
 """Day one: nothing silently accepted. A message already too late for its backfill policy, or a
 recurring one whose `until` is past, is refused at insert (and by reschedule) instead of expiring
-unseen; a duplicate tenant, a holiday of an unknown tenant, a bad callback URL or cron are refused
-in sentences; a recurring row may get its first fire_at when it is scheduled.
+unseen; a duplicate tenant, a holiday of an unknown tenant, a bad callback URL or cron (any field)
+are refused in sentences; zones are read as the daemon reads them; the daemon's cron in SQL
+(next_cron_occurrence) gives a cron row its first fire_at when it is scheduled.
 
 Revision ID: 0005
 Revises: 0004

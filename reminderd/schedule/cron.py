@@ -97,8 +97,9 @@ def parse_cron(expr: str) -> CronSchedule:
         raise _invalid(expr, "it never fires") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise _invalid(expr, str(exc) or type(exc).__name__) from None
-    hours = candidates.expanded[1]
-    return CronSchedule(expr, every_hour=hours == ["*"] or len(hours) == 24, _candidates=candidates)
+    hours = candidates.expanded[1]  # ["*"], ["*", 5] for "*,5", or the hours listed
+    every_hour = "*" in hours or set(range(24)) <= set(hours)
+    return CronSchedule(expr, every_hour=every_hour, _candidates=candidates)
 
 
 @dataclass(frozen=True)

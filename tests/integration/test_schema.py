@@ -26,6 +26,7 @@ from support import poll_until, status_by_id
 
 from reminderd.migrate import head_revision, upgrade
 from reminderd.queries import load
+from reminderd.schedule.cron import InvalidSchedule, load_timezone, next_fire
 from reminderd.testing import add_tenant
 
 LIVE = ("pending", "picked", "paused")
@@ -433,13 +434,27 @@ async def test_schedule_with_null_fire_at_is_refused(tx: asyncpg.Connection) -> 
         await tx.fetchval("SELECT reminderd.schedule('t1', 'r1', NULL)")
 
 
-async def test_schedule_cron_stores_cron_and_timezone_with_no_fire_at(tx: asyncpg.Connection) -> None:
+async def test_schedule_cron_stores_cron_timezone_and_first_occurrence(tx: asyncpg.Connection) -> None:
     await add_tenant(tx)
     message_id = await tx.fetchval(
         "SELECT reminderd.schedule_cron('t1', 'r1', '30 9 * * 1-5', 'Europe/London', '{\"x\": true}')"
     )
-    row = await tx.fetchrow("SELECT * FROM reminderd.scheduled_messages WHERE id = $1", message_id)
+    row = await tx.fetchrow("SELECT *, now() AS scheduled_at FROM reminderd.scheduled_messages WHERE id = $1",
+                            message_id)
     assert row["cron"] == "30 9 * * 1-5"
+    assert row["timezone"] == "Europe/London"
+    assert row["fire_at"] == next_fire("30 9 * * 1-5", "Europe/London", row["scheduled_at"])
+    assert row["status"] == "pending"
+    assert json.loads(row["payload"]) == {"x": True}
+
+
+async def test_schedule_rrule_stores_the_rule_with_no_fire_at_for_the_planner(tx: asyncpg.Connection) -> None:
+    await add_tenant(tx)
+    message_id = await tx.fetchval(
+        "SELECT reminderd.schedule_rrule('t1', 'r1', 'FREQ=WEEKLY;BYDAY=MO', 'Europe/London', '{\"x\": true}')"
+    )
+    row = await tx.fetchrow("SELECT * FROM reminderd.scheduled_messages WHERE id = $1", message_id)
+    assert row["rrule"].endswith("\nFREQ=WEEKLY;BYDAY=MO")
     assert row["timezone"] == "Europe/London"
     assert row["fire_at"] is None
     assert row["status"] == "pending"
@@ -555,6 +570,37 @@ async def test_iana_timezones_are_accepted(tx: asyncpg.Connection, iana: str) ->
     message_id = await tx.fetchval("SELECT reminderd.schedule_cron('t1', 'r1', '@daily', $1)", iana)
     row = await tx.fetchrow("SELECT timezone FROM reminderd.scheduled_messages WHERE id = $1", message_id)
     assert row["timezone"] == iana
+
+
+@pytest.mark.parametrize(
+    ("zone", "hint"),
+    [
+        ("america/new_york", "Timezone names are case-sensitive: America/New_York."),
+        ("EUROPE/LONDON", "Timezone names are case-sensitive: Europe/London."),
+        ("PST", "Use an IANA name such as Europe/London or Asia/Kolkata."),  # an abbreviation, no zone
+    ],
+)
+async def test_a_zone_postgresql_takes_but_the_daemon_cannot_read_is_refused(
+    tx: asyncpg.Connection, zone: str, hint: str
+) -> None:
+    """Python's zoneinfo reads tz database files by their names: a row in such a zone would be dead
+    on arrival. Refused as the daemon would refuse it, with the spelling it reads."""
+    with pytest.raises(InvalidSchedule):
+        load_timezone(zone)
+    await add_tenant(tx)
+    assert await tx.fetchval("SELECT reminderd.is_timezone($1)", zone) is False
+    of_the_message = f'unknown timezone "{zone}" for message t1 / r1'
+    for statement, message in [
+        ("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, cron, timezone)"
+         " VALUES ('t1', 'r1', '@daily', $1)", of_the_message),
+        ("SELECT reminderd.schedule_cron('t1', 'r1', '@daily', $1)", of_the_message),
+        ("SELECT reminderd.schedule('t1', 'r1', local_time => '2026-12-24 09:00', timezone => $1)",
+         f'unknown timezone "{zone}"'),
+    ]:
+        with pytest.raises(asyncpg.InvalidParameterValueError) as refused:
+            async with tx.transaction():
+                await tx.execute(statement, zone)
+        assert (refused.value.message, refused.value.hint) == (message, hint)
 
 
 async def test_timezone_is_checked_on_update_too(tx: asyncpg.Connection) -> None:
@@ -802,9 +848,20 @@ async def test_past_due_row_notifies(db: asyncpg.Connection, notifications: Noti
     assert len(await notifications.until_marker(db)) == 1
 
 
-async def test_unplanned_cron_row_notifies_plan(db: asyncpg.Connection, notifications: Notifications) -> None:
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT reminderd.schedule_rrule('t1', 'r1', 'FREQ=HOURLY')",
+        "SELECT reminderd.schedule_cron('t1', 'r1', '@hourly', calendar => 'GB')",  # holidays: the planner's
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, cron) VALUES ('t1', 'r1', '@hourly')",
+    ],
+    ids=["schedule_rrule", "schedule_cron with a calendar", "insert"],
+)
+async def test_unplanned_recurring_row_notifies_plan(
+    db: asyncpg.Connection, notifications: Notifications, statement: str
+) -> None:
     await add_tenant(db)
-    await db.fetchval("SELECT reminderd.schedule_cron('t1', 'r1', '@hourly')")
+    await db.execute(statement)
     assert await notifications.until_marker(db) == ["plan"]
 
 

@@ -1,11 +1,11 @@
 # ruff: noqa: RUF001 - the expected messages write ranges with an en dash, as issue 10 does
-"""reminderd.next_cron_occurrence() (migrations/sql/next_cron_occurrence.sql) against the daemon's time
-core: next_instant(parse_cron(cron), load_timezone(zone), after) from reminderd/schedule. A table of
-known answers (clock changes, seconds, L/W/#, names, croniter's readings), a property test over
-generated crons x zones x instants, one-line errors, and a check that both read one tz database.
+"""reminderd.next_cron_occurrence() (migration 0005, reminderd/sql/schema.sql) against the daemon's
+time core: next_instant(parse_cron(cron), load_timezone(zone), after) from reminderd/schedule. A
+table of known answers (clock changes, seconds, L/W/#, names, croniter's readings), a property test
+over generated crons x zones x instants, one-line errors, and a check that both read one tz database.
 
-The module loads the SQL file into its own clone of the migrated database; the property test sends
-its comparisons in batches, one round trip each.
+The module runs in its own clone of the migrated database; the property test sends its comparisons
+in batches, one round trip each.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import zoneinfo
 from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
@@ -27,8 +26,6 @@ from hypothesis import strategies as st
 
 from reminderd.schedule import InvalidSchedule, load_timezone, parse_cron
 from reminderd.schedule.wallclock import next_instant
-
-SQL_FILE = Path(__file__).parents[2] / "migrations" / "sql" / "next_cron_occurrence.sql"
 
 # Per-case errors come back as values, so one bad cron does not fail a whole batch.
 ATTEMPT = """
@@ -77,7 +74,6 @@ class SqlCron:
     def __init__(self, url: str) -> None:
         self.loop = asyncio.new_event_loop()
         self.connection: asyncpg.Connection = self.loop.run_until_complete(asyncpg.connect(url))
-        self.run(self.connection.execute(SQL_FILE.read_text()))
         self.run(self.connection.execute(ATTEMPT))
 
     def run(self, awaitable: Awaitable[T]) -> T:
@@ -133,6 +129,11 @@ KNOWN = [
     ("30 1 * * *", "America/New_York", at(2026, 11, 1, 5, 30), at(2026, 11, 2, 6, 30)),  # ... only
     ("30 * * * *", "America/New_York", at(2026, 11, 1, 5, 31), at(2026, 11, 1, 6, 30)),  # hourly: both readings
     ("0 * * * *", "America/New_York", at(2026, 11, 1, 5), at(2026, 11, 1, 6)),
+    # An hour field covering every hour is *, however it is written: both readings of 01:00.
+    ("0 *,5 * * *", "America/New_York", at(2026, 11, 1, 5), at(2026, 11, 1, 6)),
+    ("0 0-11,12-23 * * *", "America/New_York", at(2026, 11, 1, 5), at(2026, 11, 1, 6)),
+    ("0 *,0-23 * * *", "America/New_York", at(2026, 11, 1, 5), at(2026, 11, 1, 6)),
+    ("0 0-22 * * *", "America/New_York", at(2026, 11, 1, 5), at(2026, 11, 1, 7)),  # not all: the first only
     # London, 29 March: 01:00 GMT to 02:00 BST (01:00Z); 25 October: 02:00 BST back to 01:00 GMT (01:00Z).
     ("30 1 * * *", "Europe/London", at(2026, 3, 29), at(2026, 3, 29, 1)),
     ("30 1 * * *", "Europe/London", at(2026, 10, 25), at(2026, 10, 25, 0, 30)),
@@ -275,11 +276,23 @@ def item(kind: FieldKind) -> st.SearchStrategy[str]:
     )
 
 
+def covering_hours() -> st.SearchStrategy[str]:
+    """Hour fields that cover all 24 hours without being a lone *: each is *, a repeated hour
+    firing at both of its readings."""
+    return st.one_of(
+        st.integers(0, 23).map(lambda h: f"*,{h}"),
+        st.integers(0, 23).map(lambda h: f"{h},*"),
+        st.integers(0, 22).map(lambda k: f"0-{k},{k + 1}-23"),
+        st.sampled_from(["0-23", "*/1", "*,0-23", "*/2,1-23/2", "12-11", "0-23/1,5"]),
+    )
+
+
 def field(kind: FieldKind, star: int) -> st.SearchStrategy[str]:
     return weighted(
         (star, st.just("*")),
         (1 if kind in (DAY, WEEKDAY) else 0, st.just("?")),
         (2 if kind in (DAY, WEEKDAY) else 0, special(kind)),
+        (2 if kind is HOUR else 0, covering_hours()),
         (6, st.lists(item(kind), min_size=1, max_size=3).map(",".join)),
         (star, st.just("*")),
     )
@@ -383,6 +396,32 @@ def test_sql_agrees_with_python(sql: SqlCron, batch: list[Case]) -> None:
     assert not disagreements, "\n".join(disagreements)
 
 
+COVERING = covering_hours()
+DAILY_MINUTES = st.sampled_from(["0", "30", "*/20", "0 15", "*"])  # "0 15": seconds 0, minute 15
+DAYS = st.sampled_from(["* * *", "* * 0", "1-7 * *"])
+
+
+@st.composite
+def covering_cases(draw: st.DrawFn) -> tuple[Case, Case]:
+    """A cron whose hour field covers every hour, and the same cron with * there, near a clock change."""
+    zone = draw(st.sampled_from(DST_ZONES))
+    minute, hours, rest = draw(DAILY_MINUTES), draw(COVERING), draw(DAYS)
+    after = draw(instants(zone))
+    return (f"{minute} {hours} {rest}", zone, after), (f"{minute} * {rest}", zone, after)
+
+
+@settings(max_examples=EXAMPLES // 3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(covering_cases(), min_size=10, max_size=20))
+def test_an_hour_field_covering_every_hour_fires_as_star_does(
+    sql: SqlCron, batch: list[tuple[Case, Case]]
+) -> None:
+    """Python and SQL both: "0 *,5 * * *" fires at every reading of a repeated hour, as "0 * * * *"."""
+    covering, star = [c for c, _ in batch], [s for _, s in batch]
+    expected = [python_next(*case) for case in star]
+    assert [python_next(*case) for case in covering] == expected
+    assert sql.many(covering) == sql.many(star) == expected
+
+
 # (3) Bad input: one line, SQLSTATE 22023 ---------------------------------------------------------
 NOW = at(2026, 6, 1)
 BAD_CRONS = [
@@ -415,6 +454,12 @@ BAD_CRONS = [
     ("@every 5m", "expected 5 fields (minute hour day month weekday) or 6 with a leading seconds field, got 2"),
     ("0 0 30 2 *", "it never fires"),
     ("0 0 1 * 1#5", "it never fires"),  # croniter: the 1st must also be able to be a fifth Monday
+    # What croniter takes and cron.py's check_fields refuses (so the daemon refuses it too).
+    ("0 0 W1 * *", 'day of month "W1" is not a day of the month (1–31, L or 15W)'),
+    ("0 0 * * MON-FRI#1", 'day of week "MON-FRI#1": "fri#1" is not a day of the week (0–7 or SUN–SAT)'),
+    ("0 0 * * *,L5", 'day of week "*,L5": # and L cannot be mixed with plain days of the week'),
+    ("0 0 * * 0-6,1#1", 'day of week "0-6,1#1": # and L cannot be mixed with plain days of the week'),
+    ("0 0 * * L05", 'day of week "L05" is not a day of the week (0–7, SUN–SAT, 1#2 or L5)'),
 ]
 
 
@@ -453,6 +498,25 @@ def test_an_unknown_zone_is_refused_as_python_refuses_it(sql: SqlCron, zone: str
         load_timezone(zone)
     error = sql.error("0 9 * * *", zone, NOW)
     assert (error.sqlstate, error.message, error.hint) == ("22023", f'unknown timezone "{zone}"', hint)
+
+
+def test_the_insert_check_takes_exactly_the_zones_python_reads(sql: SqlCron) -> None:
+    """reminderd.is_timezone() (the insert trigger's check) over every zone, in three spellings."""
+    names = sorted({spelling for zone in ALL_ZONES for spelling in (zone, zone.lower(), zone.upper())})
+    rows = sql.run(sql.connection.fetch(
+        "SELECT reminderd.is_timezone(z) AS ok FROM unnest($1::text[]) WITH ORDINALITY AS t (z, n) ORDER BY n",
+        names,
+    ))
+    differ = [name for name, row in zip(names, rows, strict=True)
+              if row["ok"] is isinstance(python_zone(name), Exception)]
+    assert not differ, f"SQL and Python disagree on these zone names: {differ}"
+
+
+def python_zone(name: str) -> object:
+    try:
+        return load_timezone(name)
+    except InvalidSchedule as exc:
+        return exc
 
 
 def test_a_zone_counting_leap_seconds_is_refused_with_postgresql_s_reason(sql: SqlCron) -> None:

@@ -5,6 +5,7 @@ given its first fire_at by schedule_recurring. The module shares one database.""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import timedelta
 
 import asyncpg
@@ -12,6 +13,7 @@ import pytest
 from support import CALLBACK, db_now
 
 from reminderd.migrate import head_revision, upgrade
+from reminderd.schedule.cron import InvalidSchedule, next_fire, parse_cron
 from reminderd.testing import add_tenant
 
 pytestmark = pytest.mark.shared_database
@@ -83,6 +85,39 @@ async def test_a_message_of_the_wrong_shape(db: asyncpg.Connection, statement: s
     assert refused.value.hint
 
 
+INSERT_CRON = "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, cron) VALUES ('acme', 'r1', $1)"
+
+
+@pytest.mark.parametrize(
+    ("statement", "cron", "reason"),
+    [
+        (INSERT_CRON, "61 * * * *", "minute 61 is out of range 0–59"),  # noqa: RUF001 - the message's en dash
+        (INSERT_CRON, "0 9 * * Funday",
+         'day of week "Funday" is not a day of the week (0–7, SUN–SAT, 1#2 or L5)'),  # noqa: RUF001 - as above
+        (INSERT_CRON, "0 0 30 2 *", "it never fires"),
+        ("SELECT reminderd.schedule_cron('acme', 'r1', $1)", "0 0 31 4 *", "it never fires"),
+        ("UPDATE reminderd.scheduled_messages SET cron = $1 WHERE ref_id = 'daily'", "*/0 * * * *",
+         'minute "*/0": the step must be at least 1'),
+    ],
+    ids=["insert: out of range", "insert: a bad name", "insert: never fires", "schedule_cron", "update"],
+)
+async def test_a_cron_the_daemon_cannot_read_is_refused_when_written(
+    db: asyncpg.Connection, statement: str, cron: str, reason: str
+) -> None:
+    """Not dead on arrival: the trigger parses the cron as the daemon will (reminderd.cron_parse,
+    held to the daemon's parser by tests/integration/test_sql_cron.py), and says what is wrong."""
+    await add_tenant(db, "acme", CALLBACK)
+    await db.execute(INSERT_CRON.replace("'r1'", "'daily'"), "@daily")
+    with pytest.raises(asyncpg.InvalidParameterValueError) as refused:
+        await db.execute(statement, cron)
+    assert refused.value.message == f'invalid cron "{cron}": {reason}'
+    assert refused.value.hint
+    with pytest.raises(InvalidSchedule, match=re.escape(f'invalid cron "{cron}"')):
+        parse_cron(cron)
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 1
+    assert await db.fetchval("SELECT cron FROM reminderd.scheduled_messages") == "@daily"
+
+
 # First fire_at -----------------------------------------------------------------------------------
 
 RECURRING = (
@@ -102,14 +137,19 @@ async def test_schedule_recurring_stores_the_first_fire_at_it_is_given(db: async
     assert (event["event"], event["fire_at"]) == ("created", first)
 
 
-async def test_without_a_first_fire_at_the_daemon_plans_it(db: asyncpg.Connection) -> None:
-    """schedule_cron and schedule_rrule go through reminderd.first_occurrence(), which computes
-    nothing yet (next_cron_occurrence will): fire_at stays NULL for the daemon's planner."""
+async def test_without_a_first_fire_at_a_cron_gets_next_cron_occurrence_and_an_rrule_the_planner(
+    db: asyncpg.Connection,
+) -> None:
+    """schedule_cron and schedule_rrule go through reminderd.first_occurrence(): the cron's next
+    occurrence, computed in SQL; NULL for an RRULE, which the daemon's planner times
+    (tests/integration/test_time.py follows both to the planner)."""
     await add_tenant(db, "acme", CALLBACK)
-    message_id = await db.fetchval("SELECT reminderd.schedule_cron('acme', 'digest', '0 9 * * *')")
-    fire_at = await db.fetchval("SELECT fire_at FROM reminderd.scheduled_messages WHERE id = $1", message_id)
-    assert fire_at is None
-    assert await db.fetchval("SELECT reminderd.first_occurrence('0 9 * * *', NULL, 'UTC', now())") is None
+    cron = await db.fetchrow("SELECT reminderd.schedule_cron('acme', 'digest', '0 9 * * *') AS id, now() AS at")
+    rrule = await db.fetchval("SELECT reminderd.schedule_rrule('acme', 'weekly', 'FREQ=WEEKLY')")
+    fire_at = "SELECT fire_at FROM reminderd.scheduled_messages WHERE id = $1"
+    assert await db.fetchval(fire_at, cron["id"]) == next_fire("0 9 * * *", "UTC", cron["at"])
+    assert await db.fetchval(fire_at, rrule) is None
+    assert await db.fetchval("SELECT reminderd.first_occurrence(NULL, 'FREQ=WEEKLY', 'UTC', now())") is None
 
 
 async def test_a_first_fire_at_in_the_past_or_after_until_is_refused(db: asyncpg.Connection) -> None:

@@ -24,6 +24,7 @@ from reminderd.lifecycle import Event, Status
 from reminderd.migrate import head_revision
 from reminderd.outcome import AttemptResult, Outcome, Plan
 from reminderd.queries import QUERIES
+from reminderd.schedule.cron import next_fire
 from reminderd.store import Release, Store
 from reminderd.testing import add_tenant
 
@@ -564,7 +565,7 @@ async def test_plan_recurring_dead_letters_a_row_that_cannot_recur(
     db: asyncpg.Connection, store: Store
 ) -> None:
     await add_tenant(db)
-    message_id = await insert(db, "r1", None, cron="0 0 31 2 *")
+    message_id = await insert(db, "r1", None, rrule="FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=31")
 
     planned = await store.plan_recurring([
         Plan(message_id, None, None, Status.DEAD, "cannot schedule: no occurrence"),
@@ -642,7 +643,9 @@ async def test_schedule_at_replaces_and_cancel_cancels(db: asyncpg.Connection, s
     assert (await row_by_id(db, second))["status"] == "cancelled"
 
 
-async def test_schedule_cron_stores_an_unplanned_recurring_row(db: asyncpg.Connection, store: Store) -> None:
+async def test_schedule_cron_stores_a_recurring_row_due_at_its_first_occurrence(
+    db: asyncpg.Connection, store: Store
+) -> None:
     await store.add_tenant("t1", CALLBACK)
 
     message_id = await store.schedule(
@@ -653,7 +656,25 @@ async def test_schedule_cron_stores_an_unplanned_recurring_row(db: asyncpg.Conne
 
     row = await row_by_id(db, message_id)
     assert (row["cron"], row["timezone"], row["fire_at"], row["status"]) == (
-        "0 9 * * *", "Europe/Paris", None, "pending",
+        "0 9 * * *", "Europe/Paris", next_fire("0 9 * * *", "Europe/Paris", row["created_at"]), "pending",
+    )
+    assert json.loads(row["payload"]) == ["x"]
+    assert await store.recurring_to_plan(lookback_s=LOOKBACK_S) == []
+
+
+async def test_schedule_rrule_stores_an_unplanned_recurring_row(db: asyncpg.Connection, store: Store) -> None:
+    await store.add_tenant("t1", CALLBACK)
+
+    message_id = await store.schedule(
+        ScheduleRequest(
+            "t1", "daily", '["x"]', None, timezone="Europe/Paris",
+            recurrence=Recurrence(rrule="FREQ=DAILY;BYHOUR=9"),
+        )
+    )
+
+    row = await row_by_id(db, message_id)
+    assert (row["rrule"].endswith("\nFREQ=DAILY;BYHOUR=9"), row["timezone"], row["fire_at"], row["status"]) == (
+        True, "Europe/Paris", None, "pending",
     )
     assert json.loads(row["payload"]) == ["x"]
     assert [r.id for r in await store.recurring_to_plan(lookback_s=LOOKBACK_S)] == [message_id]

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -24,6 +25,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from support import TEST_SECRET, drain, fast_settings, poll_until, row_by_ref
 
 from reminderd.queries import QUERIES
+from reminderd.schedule.cron import next_fire
 from reminderd.store import NOTIFY_CHANNEL, Store
 from reminderd.testing import Receiver
 
@@ -492,6 +494,24 @@ async def test_app_role_uses_the_sql_api_and_plain_sql_for_its_own_tenant(
     ]
     # ...and the app reads its own trail back.
     assert await app.fetchval("SELECT count(*) FROM reminderd.events WHERE actor = current_user") == len(events)
+
+
+async def test_app_role_schedules_a_cron_due_at_once_reading_its_tenant_s_days_off(
+    db: asyncpg.Connection, two_tenants: TwoTenants
+) -> None:
+    """schedule_cron computes the first occurrence under the app's privileges and RLS: the cron
+    functions, the tenant's holiday settings and its own days off."""
+    app = two_tenants.app_a
+    schedule = ("SELECT reminderd.schedule_cron('acme', 'new-year', '30 1 1 1 *', 'Asia/Kolkata') AS id,"
+                " now() AS at")
+    fire_at = "SELECT fire_at FROM reminderd.scheduled_messages WHERE id = $1"
+    row = await app.fetchrow(schedule)
+    first = next_fire("30 1 1 1 *", "Asia/Kolkata", row["at"])
+    assert await app.fetchval(fire_at, row["id"]) == first
+    new_year = first.astimezone(ZoneInfo("Asia/Kolkata")).date()
+    await app.execute("INSERT INTO reminderd.tenant_holidays VALUES ('acme', $1, 'Company day')", new_year)
+    row = await app.fetchrow(schedule)
+    assert await app.fetchval(fire_at, row["id"]) is None  # the planner's: it skips the day off
 
 
 # The daemon as a non-superuser -----------------------------------------------------------------

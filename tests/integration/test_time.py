@@ -12,7 +12,11 @@ import pytest
 from support import db_now, drain, fast_settings, inserted_before_the_outage, row_by_ref
 
 from reminderd.cli import main
-from reminderd.schedule import Timing, to_instant
+from reminderd.housekeeping import RecurringPlanner
+from reminderd.schedule import Holidays, Timing, first_occurrence, to_instant
+from reminderd.schedule.cron import next_fire
+from reminderd.schedule.wallclock import wall
+from reminderd.store import Store
 from reminderd.testing import Receiver
 
 
@@ -295,6 +299,104 @@ async def test_cron_and_rrule_are_alternatives(db: asyncpg.Connection, tenant: s
     assert caught.value.constraint_name == "one_recurrence"
 
 
+# The first occurrence, in SQL or by the planner ------------------------------------------------------
+
+async def plan_once(database_url: str, store: Store) -> int:
+    """One step of the daemon's recurring planner (housekeeping), as the NOTIFY 'plan' triggers it."""
+    return await RecurringPlanner(fast_settings(database_url), store).run_once()
+
+
+@pytest.mark.parametrize(
+    ("cron", "zone"),
+    [
+        ("0 9 * * *", "UTC"),
+        ("30 2 * * *", "America/New_York"),
+        ("0 9 * * MON-FRI", "Asia/Kolkata"),
+        ("*/15 * * * *", "Australia/Lord_Howe"),
+        ("0 0 9 * * MON-FRI", "Europe/London"),
+        ("0 9 * * *", "CET"),
+        ("@monthly", "Asia/Kathmandu"),
+        ("0 9 L * *", "Europe/Dublin"),
+        ("0 *,5 * * *", "America/Sao_Paulo"),
+        ("0 9 * * 1#1", "Pacific/Chatham"),
+    ],
+)
+async def test_schedule_cron_is_due_at_the_first_occurrence_the_daemon_would_plan(
+    database_url: str, db: asyncpg.Connection, store: Store, tenant: str, cron: str, zone: str
+) -> None:
+    row = await db.fetchrow(
+        "SELECT reminderd.schedule_cron('acme', 'digest', $1, $2) AS id, now() AS at", cron, zone
+    )
+    expected, _ = first_occurrence(Timing(cron=cron, timezone=zone), row["at"])
+    assert expected is not None
+    assert (await row_by_ref(db, "digest"))["fire_at"] == expected
+    in_sql = await db.fetchval("SELECT reminderd.first_occurrence($1, NULL, $2, $3)", cron, zone, row["at"])
+    assert in_sql == expected
+    assert await plan_once(database_url, store) == 0  # nothing left for the planner
+
+
+async def test_an_rrule_scheduled_in_sql_is_left_to_the_planner(
+    database_url: str, db: asyncpg.Connection, store: Store, tenant: str
+) -> None:
+    await db.execute("SELECT reminderd.schedule_rrule('acme', 'payday', "
+                     "'FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1;BYHOUR=17;BYMINUTE=0', 'Europe/London')")
+    unplanned = await row_by_ref(db, "payday")
+    assert unplanned["fire_at"] is None
+    assert await plan_once(database_url, store) == 1
+    planned = await ended_in(db, "payday", "pending", "planned")
+    timing = Timing(rrule=unplanned["rrule"], timezone="Europe/London")
+    assert planned["fire_at"] == first_occurrence(timing, planned["updated_at"])[0]
+
+
+@pytest.mark.parametrize("whose", ["row", "tenant"])
+async def test_with_a_public_calendar_the_planner_times_the_first_occurrence(
+    database_url: str, db: asyncpg.Connection, store: Store, tenant: str, whose: str
+) -> None:
+    """SQL cannot know public holidays (the holidays package's): the planner skips them."""
+    if whose == "tenant":
+        await db.execute("UPDATE reminderd.tenants SET calendar = 'GB' WHERE id = 'acme'")
+    await db.execute(
+        "SELECT reminderd.schedule_cron('acme', 'digest', '0 9 * * *', 'Europe/London', calendar => $1)",
+        "GB" if whose == "row" else None,
+    )
+    assert (await row_by_ref(db, "digest"))["fire_at"] is None
+    assert await plan_once(database_url, store) == 1
+    planned = await ended_in(db, "digest", "pending", "planned")
+    timing = Timing(cron="0 9 * * *", timezone="Europe/London", holidays=Holidays.of("GB"))
+    assert planned["fire_at"] == first_occurrence(timing, planned["updated_at"])[0]
+
+
+async def test_a_public_calendar_under_holiday_rule_send_does_not_stop_sql(
+    db: asyncpg.Connection, tenant: str
+) -> None:
+    row = await db.fetchrow("SELECT reminderd.schedule_cron('acme', 'digest', '0 9 * * *', 'Europe/London', "
+                            "calendar => 'GB', holiday_rule => 'send') AS id, now() AS at")
+    assert (await row_by_ref(db, "digest"))["fire_at"] == next_fire("0 9 * * *", "Europe/London", row["at"])
+
+
+async def test_a_tenant_day_off_on_the_first_occurrence_is_skipped_by_the_planner(
+    database_url: str, db: asyncpg.Connection, store: Store, tenant: str
+) -> None:
+    # 01:30 on 1 January in Kolkata is 20:00 UTC on 31 December: the day off is the local day.
+    cron, zone = "30 1 1 1 *", "Asia/Kolkata"
+    first = next_fire(cron, zone, await db_now(db))
+    new_year = first.astimezone(ZoneInfo(zone)).date()
+    schedule = f"SELECT reminderd.schedule_cron('acme', 'new-year', '{cron}', '{zone}')"
+
+    await db.execute("INSERT INTO reminderd.tenant_holidays VALUES ('acme', $1, 'Company day')",
+                     new_year + timedelta(days=1))
+    await db.execute(schedule)
+    assert (await row_by_ref(db, "new-year"))["fire_at"] == first  # that day off is not this one's
+
+    await db.execute("INSERT INTO reminderd.tenant_holidays VALUES ('acme', $1, 'Company day')", new_year)
+    await db.execute(schedule)
+    assert (await row_by_ref(db, "new-year"))["fire_at"] is None
+    assert await plan_once(database_url, store) == 1
+    planned = await ended_in(db, "new-year", "pending", "planned")
+    assert planned["fire_at"] == next_fire(cron, zone, first)  # a year on
+    assert "holidays skipped: " in planned["last_error"]
+
+
 # Local wall times in SQL ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
@@ -309,12 +411,36 @@ async def test_cron_and_rrule_are_alternatives(db: asyncpg.Connection, tenant: s
         ("2026-04-05 02:30", "Australia/Sydney"),  # repeated (southern autumn)
         ("2026-10-04 02:30", "Australia/Sydney"),  # skipped (southern spring)
         ("2026-10-04 02:10", "Australia/Lord_Howe"),  # a 30-minute jump
+        # Zones PostgreSQL's AT TIME ZONE reads as fixed abbreviations, without their summer time.
+        ("2026-07-01 12:00", "CET"),
+        ("2026-07-01 12:00", "EET"),
+        ("2026-07-01 12:00", "MET"),
+        ("2026-07-01 12:00", "WET"),
+        ("2026-01-15 12:00", "CET"),
+        ("2026-10-25 02:30", "CET"),  # repeated
     ],
 )
 async def test_sql_local_instant_agrees_with_the_daemon(db: asyncpg.Connection, local: str, zone: str) -> None:
     wall = datetime.fromisoformat(local)
     in_sql = await db.fetchval("SELECT reminderd.local_instant($1, $2)", wall, zone)
     assert in_sql == to_instant(wall, ZoneInfo(zone))
+
+
+@pytest.mark.parametrize(
+    ("instant", "zone"),
+    [
+        ("2026-07-01T22:30:00Z", "CET"),  # 00:30 on 2 July: CET's summer time (the abbreviation says 23:30)
+        ("2026-07-01T22:30:00Z", "WET"),
+        ("2026-12-31T20:00:00Z", "Asia/Kolkata"),  # already 1 January there
+        ("2026-11-01T05:30:00Z", "America/New_York"),  # the first 01:30
+        ("2026-11-01T06:30:00Z", "America/New_York"),  # the second
+    ],
+)
+async def test_sql_wall_time_agrees_with_the_daemon(db: asyncpg.Connection, instant: str, zone: str) -> None:
+    at = datetime.fromisoformat(instant)
+    await db.execute("SET TimeZone = 'Asia/Tokyo'")
+    assert await db.fetchval("SELECT reminderd.wall_time($1, $2)", at, zone) == wall(at, ZoneInfo(zone))
+    assert await db.fetchval("SHOW TimeZone") == "Asia/Tokyo"  # the session's, as it was
 
 
 async def test_schedule_at_a_local_wall_time_stores_the_instant_and_the_timezone(

@@ -113,6 +113,18 @@ def test_ny_fall_back_hourly_fires_in_both_one_oclocks() -> None:
     ]
 
 
+@pytest.mark.parametrize("hours", ["*,5", "5,*", "0-11,12-23", "*,0-23", "0-23", "*/1", "12-11"])
+def test_an_hour_field_covering_every_hour_fires_in_both_one_oclocks_as_star_does(hours: str) -> None:
+    # croniter lists "*,5" as ["*", 5] and "*,0-23" as ["*", 0, ..., 23]: each is every hour all the same.
+    assert chain(f"0 {hours} * * *", NY, utc(2026, 11, 1, 4, 30), 3) == [
+        utc(2026, 11, 1, 5), utc(2026, 11, 1, 6), utc(2026, 11, 1, 7),
+    ]
+
+
+def test_an_hour_field_short_of_one_hour_fires_at_the_first_one_oclock_only() -> None:
+    assert chain("0 0-22 * * *", NY, utc(2026, 11, 1, 4, 30), 2) == [utc(2026, 11, 1, 5), utc(2026, 11, 1, 7)]
+
+
 def test_ny_fall_back_every_30_minutes_keeps_every_real_half_hour() -> None:
     start = utc(2026, 11, 1, 4, 45)  # 00:45 EDT
     expected = [start + timedelta(minutes=15 + 30 * i) for i in range(6)]
