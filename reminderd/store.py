@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
 NOTIFY_CHANNEL = "reminderd_due"
 NO_LIMIT = 2**31 - 1  # an endpoint's default max_in_flight when the caller gives none
+# How the pool's sessions plan (PgBouncer refuses this at connect: docs/operations.md). The claim
+# is one statement of many small steps: at a million due rows its estimated cost passes
+# jit_above_cost, and compiling it takes seconds where running it takes milliseconds (make bench,
+# (7c)).
+DAEMON_SESSION = {"jit": "off"}
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -546,16 +551,12 @@ class Store:
         """A pool of at most `max_size` connections. Behind PgBouncer in transaction mode, no
         prepared statement may outlive a transaction: the statement cache is off (the codecs of
         the composite types are cached per connection all the same). A failure names `setting`,
-        where the URL came from (connect_error). JIT compilation is off: the claim is one
-        statement of many small steps whose estimated cost at a million due rows passes
-        jit_above_cost, and compiling it takes seconds where running it takes milliseconds
-        (PgBouncer refuses the setting at connect: docs/operations.md says how to set it for the
-        daemon's role instead)."""
+        where the URL came from (connect_error). Sessions plan as DAEMON_SESSION says."""
         try:
             pool = await asyncpg.create_pool(
                 database_url, min_size=1, max_size=max_size, command_timeout=60,
                 statement_cache_size=0 if pgbouncer else 100,
-                server_settings={"application_name": "reminderd", **({} if pgbouncer else {"jit": "off"})},
+                server_settings={"application_name": "reminderd", **({} if pgbouncer else DAEMON_SESSION)},
                 reset=_end_transaction,
             )
         except Exception as exc:

@@ -40,6 +40,7 @@ from bench.harness import (
 from bench.report import fmt_rate, percentile, say, section
 from bench.scenarios.claim_cost import explain_rolled_back
 from reminderd.queries import QUERIES, load
+from reminderd.store import DAEMON_SESSION
 from reminderd.testing import add_tenant, daemon_env, running_daemon
 
 # main before issue 15: its claim and its daemon are the baseline of (7c) and (7d).
@@ -171,9 +172,8 @@ async def claim_plans(bench: Bench, dbs: Databases) -> None:
     old = baseline_claim()
     for title, setup in SHAPES.items():
         _name, url = await dbs.fresh("fairclaim")
-        # As the daemon runs it (reminderd.store: jit off; with JIT, compiling this claim's plan
-        # takes seconds at a million due rows).
-        db = await asyncpg.connect(url, command_timeout=900, server_settings={"jit": "off"})
+        # As the daemon runs it (reminderd.store.DAEMON_SESSION: no JIT, a plan for each run).
+        db = await asyncpg.connect(url, command_timeout=900, server_settings=DAEMON_SESSION)
         try:
             started = time.time()
             await db.execute("ALTER TABLE reminderd.scheduled_messages DISABLE TRIGGER USER")

@@ -32,6 +32,7 @@ backlog AS (
     SELECT count(*) > $batch AS fair
     FROM (SELECT 1 FROM reminderd.scheduled_messages
           WHERE status = 'pending' AND fire_at <= now() AND fire_at > now() - make_interval(secs => $lookback)
+          ORDER BY fire_at  -- along scheduled_messages_due, whatever the statistics say
           LIMIT $batch + 1) AS due
 ),
 every_due AS (
