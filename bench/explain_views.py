@@ -23,6 +23,7 @@ import asyncio
 import re
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -102,6 +103,39 @@ EXTRA_QUERIES = {
     ),
     "one tenant's dead letters (WHERE tenant_id = 't07')": (
         "SELECT * FROM reminderd.dead_letters WHERE tenant_id = $1", ("t07",),
+    ),
+}
+
+# GET /v1/messages (reminderd/sql/api.sql): each page reads index ranges only, however deep.
+ALL_STATUSES = ["pending", "picked", "sent", "dead", "cancelled", "paused", "expired", "finished"]
+NEVER = datetime.min.replace(tzinfo=UTC)
+FOREVER = datetime.max.replace(tzinfo=UTC)
+API_QUERIES: dict[str, tuple[str, tuple[object, ...]]] = {
+    "GET /v1/messages (newest first, every status, first page of 50)": (
+        QUERIES["list_newest"], ("t07", ALL_STATUSES, 2**63 - 1, 50, NEVER, FOREVER, True),
+    ),
+    "GET /v1/messages (newest first, a page deep in the middle: cursor id 500,000)": (
+        QUERIES["list_newest"], ("t07", ALL_STATUSES, 500_000, 50, NEVER, FOREVER, True),
+    ),
+    "GET /v1/messages?status=dead (newest first)": (
+        QUERIES["list_newest"], ("t07", ["dead"], 2**63 - 1, 50, NEVER, FOREVER, True),
+    ),
+    "GET /v1/messages?order=soonest (pending, picked, paused)": (
+        QUERIES["list_soonest"], ("t07", ["pending", "picked", "paused"], NEVER, 0, 50, NEVER, FOREVER),
+    ),
+    "GET /v1/messages?ref_prefix=ref:7 (newest first)": (
+        QUERIES["list_by_ref"], ("t07", "ref:7", "ref:8", ALL_STATUSES, False, 2**63 - 1, NEVER, NEVER, FOREVER,
+                                 True, 50),
+    ),
+    "GET /v1/messages?ref=ref:7 (one ref's history)": (
+        QUERIES["list_by_ref"], ("t07", "ref:7", "ref:7\x01", ALL_STATUSES, False, 2**63 - 1, NEVER, NEVER,
+                                 FOREVER, True, 50),
+    ),
+    "GET /v1/messages/{id}": (QUERIES["get_message"], ("t07", 7)),
+    "schedule()'s identical-call lookup (through scheduled_messages_tenant_ref)": (
+        "SELECT m.id FROM reminderd.scheduled_messages m WHERE m.tenant_id = $1 AND m.ref_id = $2"
+        " AND m.status IN ('pending', 'picked', 'paused', 'sent') AND m.cron IS NULL AND m.rrule IS NULL"
+        " ORDER BY m.id DESC LIMIT 1", ("t07", "ref:7"),
     ),
 }
 
@@ -208,6 +242,9 @@ async def main(rows: int) -> int:
             for title, (sql, args) in EXTRA_QUERIES.items():
                 if report(title, await explain(db, sql, *args)) and title.startswith("claim"):
                     flagged.append("claim")
+            for title, (statement, parameters) in API_QUERIES.items():
+                if report(title, await explain(db, statement, *parameters)):
+                    flagged.append(title)
 
             # The same views as an application role: row-level security adds the tenant filter.
             await db.execute(f"CREATE ROLE {APP_ROLE} NOLOGIN IN ROLE reminderd_app")

@@ -73,6 +73,7 @@ class Bench:
     receiver: ReceiverProcess
     report: Report
     daemon_settings: Mapping[str, str]
+    api_log_level: str = "warning"  # `reminderd serve`'s: info adds its line per request
 
 
 # CPU -----------------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ Scenarios (see bench/README.md for what each number means):
  (4) burst: many rows due at one instant.
  (5) claim cost vs backlog: EXPLAIN (ANALYZE, BUFFERS) of the claim with 0 and 1M future rows.
  (6) daemon peak RSS (VmHWM) at the end of (2).
- (7) fairness: a small tenant's lateness beside another's 100,000-row wave, and the fair claim's
+ (7) the HTTP API: POST /v1/messages at concurrency 32 and batches of 1,000, beside the SQL path.
+     `--only api` runs it alone.
+ (8) fairness: a small tenant's lateness beside another's 100,000-row wave, and the fair claim's
      cost at 1,000,000 due rows and on the hot path, against the code before issue 15.
 
 Exit status: 0 every target passed, 1 some target failed, 2 a scenario could not run (error/timeout).
@@ -37,6 +39,7 @@ from bench.harness import FULL, QUICK, Bench, Databases  # noqa: E402
 from bench.receiver import ReceiverProcess  # noqa: E402
 from bench.report import Report, environment, say, section  # noqa: E402
 from bench.scenarios import (  # noqa: E402
+    api,
     burst,
     claim_cost,
     client_ceiling,
@@ -47,6 +50,19 @@ from bench.scenarios import (  # noqa: E402
     timer,
 )
 from reminderd.testing import throwaway_cluster  # noqa: E402
+
+
+async def run_api_only(bench: Bench) -> None:
+    section("PostgreSQL: throwaway cluster, migrated template database")
+    with throwaway_cluster() as cluster:
+        dbs = Databases(cluster)
+        await dbs.setup()
+        try:
+            await asyncio.wait_for(api.run(bench, dbs), 900)
+        except Exception as exc:
+            bench.report.error("(7) HTTP API", exc)
+        finally:
+            await dbs.close()
 
 
 async def run_scenarios(bench: Bench, with_profile: bool) -> None:
@@ -76,7 +92,8 @@ async def run_scenarios(bench: Bench, with_profile: bool) -> None:
                 ("(3) timer precision", timer.run, bench.sizes.timer_span_s + 60),
                 ("(4) burst", burst.run, 120),
                 ("(5) claim cost", claim_cost.run, 900),
-                ("(7) fairness", fairness.run, 1500),
+                ("(7) HTTP API", api.run, 900),
+                ("(8) fairness", fairness.run, 1500),
             ):
                 try:
                     await asyncio.wait_for(scenario(bench, dbs), limit_s)
@@ -95,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also run py-spy on the daemon during one extra delivery run")
     parser.add_argument("--daemon-env", action="append", default=[], metavar="KEY=VALUE",
                         help="a REMINDERD_* setting for every daemon the bench starts (repeatable)")
+    parser.add_argument("--only", choices=("api",), help="run only this scenario")
+    parser.add_argument("--api-log-level", default="warning", choices=("info", "warning"),
+                        help="reminderd serve's log level in (7): info logs a line per request")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
     daemon_settings: dict[str, str] = {}
@@ -114,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     receiver = ReceiverProcess()
     say(f"receiver: pid {receiver.pid} at {receiver.url} (asyncio.Protocol on uvloop, its own process)")
-    bench = Bench(sizes, receiver, report, daemon_settings)
+    bench = Bench(sizes, receiver, report, daemon_settings, args.api_log_level)
 
     async def guarded() -> None:
         # SIGTERM or Ctrl-C cancels the scenarios, so every daemon, the cluster and the receiver
@@ -124,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, task.cancel)
-        await run_scenarios(bench, args.profile)
+        if args.only == "api":
+            await run_api_only(bench)
+        else:
+            await run_scenarios(bench, args.profile)
 
     try:
         uvloop.run(guarded())

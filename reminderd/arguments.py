@@ -1,5 +1,7 @@
 """Command-line text turned into checked values, before any database connection is made.
 
+The rules themselves are reminderd/validation.py's, shared with the HTTP API; this module reads
+argparse's namespace into them (and the CLI's own inputs: `--payload @FILE`, tenant commands).
 Every function raises UsageError with one line naming the flag and what is wrong with it.
 """
 
@@ -8,91 +10,41 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, BinaryIO
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import BinaryIO
 
-from .duration import EXAMPLES, parse_seconds
-from .payload import MAX_PAYLOAD_BYTES, PayloadError, check_payload
-from .schedule import (
-    BACKFILL_POLICIES,
-    DEFAULT_MAX_LATENESS_S,
-    Arrival,
-    InvalidSchedule,
-    QuietHours,
-    Timing,
-    UnknownPhrase,
-    anchor_rrule,
-    arrival,
-    compile_phrase,
-    describe,
-    duration_text,
-    first_occurrence,
-    iso_utc,
-    load_timezone,
-    parse_rrule,
-    to_instant,
-    validate_calendar,
-    validate_cron,
+from .payload import MAX_PAYLOAD_BYTES
+from .schedule import BACKFILL_POLICIES, QuietHours
+from .validation import (
+    MAX_INT4,
+    MAX_PREVIEW,
+    InvalidInput,
+    PreviewRequest,
+    Recurrence,
+    ScheduleRequest,
+    checked_calendar,
+    checked_callback_url,
+    checked_category,
+    checked_quiet,
+    checked_ref,
+    checked_tenant_id,
+    checked_timezone,
+    parse_duration,
+    parse_instant,
+    parse_payload,
+    split_zone,
 )
 
-if TYPE_CHECKING:
-    from .store import TenantCalendar
+__all__ = [
+    "MAX_INT4", "MAX_PREVIEW", "PreviewRequest", "Recurrence", "ScheduleRequest", "UsageError",
+    "checked_timezone", "parse_duration", "parse_instant", "parse_payload", "split_zone",
+]
 
-MAX_DELAY_S = 100 * 365 * 86400
 MAX_PAYLOAD_READ = 64 * MAX_PAYLOAD_BYTES  # read no further: room for a pretty-printed file
 
-
-class UsageError(Exception):
-    """Bad input from the command line."""
-
-
-def parse_duration(text: str, flag: str = "--in", *, allow_zero: bool = False) -> timedelta:
-    """A positive duration, read as reminderd reads every duration (reminderd/duration.py):
-    '90s', '15m', '2h', '3d', '1h30m', or a bare number of seconds."""
-    try:
-        seconds = parse_seconds(text)
-    except ValueError as exc:
-        raise UsageError(f"{flag} {text!r}: {exc}") from None
-    if seconds < 0:
-        raise UsageError(f"{flag} {text!r}: a duration cannot be negative; {EXAMPLES}")
-    if seconds == 0 and not allow_zero:
-        raise UsageError(f"{flag} {text!r}: the delay must be positive")
-    if seconds > MAX_DELAY_S:
-        raise UsageError(f"{flag} {text!r}: the delay must be under 100 years")
-    return timedelta(seconds=seconds)
-
-
-def split_zone(text: str) -> tuple[str, str | None]:
-    """ "2026-12-24 09:00 in Asia/Kolkata" -> ("2026-12-24 09:00", "Asia/Kolkata")."""
-    when, found, zone = text.rpartition(" in ")
-    return (when, zone.strip()) if found and when.strip() else (text, None)
-
-
-def parse_instant(text: str, tz_name: str | None, flag: str = "--at") -> datetime:
-    """An ISO-8601 instant. Without a UTC offset it is a wall time in --tz (or in the zone it
-    names: "2026-12-24 09:00 in Asia/Kolkata"): a time repeated when clocks go back means its
-    first occurrence, one skipped when they go forward the jump."""
-    when, zone = split_zone(text)
-    if zone is not None:
-        if tz_name is not None and tz_name != zone:
-            raise UsageError(f"{flag} {text!r} names {zone}, but --tz says {tz_name}")
-        tz_name = zone
-    try:
-        value = datetime.fromisoformat(when.strip())
-    except ValueError:
-        raise UsageError(f"{flag} {text!r} is not ISO-8601, e.g. 2026-12-24T09:00:00Z") from None
-    if value.tzinfo is None and tz_name is None:
-        raise UsageError(f"{flag} {text!r} has no UTC offset: add one (Z, +05:30) or say --tz Region/City")
-    try:
-        if value.tzinfo is not None or tz_name is None:
-            return value.astimezone(UTC)
-        return to_instant(value, load_timezone(tz_name))
-    except InvalidSchedule as exc:
-        raise UsageError(f"{flag}: {exc}") from None
-    except OverflowError:  # 0001-01-01T00:00+05:00 is before the first instant Python can hold
-        raise UsageError(f"{flag} {text!r} is outside the years 1 to 9999 in UTC") from None
+UsageError = InvalidInput
+"""Bad input from the command line (the CLI's name for validation's InvalidInput)."""
 
 
 def read_payload(argument: str | None, stdin: BinaryIO | None = None) -> tuple[str | None, str]:
@@ -117,256 +69,28 @@ def read_payload(argument: str | None, stdin: BinaryIO | None = None) -> tuple[s
         raise UsageError(f"{flag} is not UTF-8 text (byte {exc.start})") from None
 
 
-def parse_payload(text: str | None, flag: str = "--payload") -> str:
-    """The payload's JSON text, checked as PostgreSQL will take it and kept exactly as given."""
-    if text is None:
-        return "{}"
-    try:
-        return check_payload(text)
-    except PayloadError as exc:
-        raise UsageError(f"{flag} {exc}") from None
+def schedule_request(args: argparse.Namespace, now: datetime) -> ScheduleRequest:
+    """`reminderd schedule` arguments as a checked request."""
+    return ScheduleRequest.build(
+        tenant_id=args.tenant_id, ref_id=args.ref_id, now=now, at=args.at, delay=args.delay,
+        cron=args.cron, every=args.every, rrule=args.rrule, tz=args.tz,
+        payload_json=_payload_text(args.payload), callback_url=args.callback_url, until=args.until,
+        max_runs=args.max_runs, category=args.category, calendar=args.calendar,
+        holiday_rule=args.holiday_rule, backfill=args.backfill, max_lateness=args.max_lateness,
+    )
 
 
-@dataclass(frozen=True)
-class Recurrence:
-    """A recurring schedule as given by --cron, --every or --rrule."""
-
-    cron: str | None = None
-    rrule: str | None = None
-    phrase: str | None = None  # the --every text it was compiled from
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, timezone: str, start: datetime) -> Recurrence | None:
-        """None when no recurrence flag was given. An RRULE without DTSTART is checked as the
-        database will store it: anchored at the local midnight of `start`."""
-        try:
-            if args.cron is not None:
-                validate_cron(args.cron)
-                return cls(cron=args.cron)
-            if args.every is not None:
-                return cls(cron=compile_phrase(args.every), phrase=args.every)
-            if args.rrule is not None:
-                rrule = args.rrule.replace("\\n", "\n")
-                parse_rrule(anchor_rrule(rrule, timezone, start), timezone)
-                return cls(rrule=rrule)
-        except (InvalidSchedule, UnknownPhrase) as exc:
-            raise UsageError(str(exc)) from None
-        return None
-
-    def description(self, timezone: str, start: datetime) -> str:
-        if self.rrule is not None:
-            return parse_rrule(anchor_rrule(self.rrule, timezone, start), timezone).describe()
-        assert self.cron is not None
-        said = describe(self.cron)
-        return f'"{self.phrase}" = cron "{self.cron}": {said}' if self.phrase else f'cron "{self.cron}": {said}'
+def _payload_text(argument: str | None) -> str | None:
+    text, flag = read_payload(argument)
+    return None if text is None else parse_payload(text, flag)
 
 
-def checked_timezone(name: str | None) -> str:
-    if name is None:
-        return "UTC"
-    try:
-        load_timezone(name)
-    except InvalidSchedule as exc:
-        raise UsageError(f"--tz: {exc}") from None
-    return name
-
-
-def checked_calendar(code: str | None) -> str | None:
-    if code is not None:
-        try:
-            validate_calendar(code)
-        except InvalidSchedule as exc:
-            raise UsageError(f"--calendar: {exc}") from None
-    return code
-
-
-def checked_quiet(text: str | None) -> QuietHours | None:
-    if text is None:
-        return None
-    try:
-        return QuietHours.parse(text)
-    except ValueError as exc:
-        raise UsageError(f"--quiet: {exc}") from None
-
-
-@dataclass(frozen=True)
-class ScheduleRequest:
-    """`reminderd schedule` arguments, checked before any connection is made."""
-
-    tenant_id: str
-    ref_id: str
-    payload_json: str  # as given, checked: never decoded and encoded again
-    callback_url: str | None
-    timezone: str = "UTC"
-    fire_at: datetime | None = None
-    recurrence: Recurrence | None = None
-    until: datetime | None = None
-    max_runs: int | None = None
-    category: str = "transactional"
-    calendar: str | None = None
-    holiday_rule: str | None = None
-    backfill: str | None = None
-    max_lateness_s: float | None = None
-    first_fire_at: datetime | None = None  # a recurring row's first occurrence, when computed
-    arrival: Arrival | None = None  # a one-off's: how late it already is (sent at once if late)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, now: datetime) -> ScheduleRequest:
-        at_zone = None if args.at is None else split_zone(args.at)[1]
-        timezone = checked_timezone(args.tz or at_zone)  # the recipient's
-        recurrence = Recurrence.from_args(args, timezone, now)
-        if recurrence is None and (args.until is not None or args.max_runs is not None):
-            raise UsageError(
-                "--until and --max-runs end a recurring schedule: use them with --cron, --every or --rrule"
-            )
-        if args.max_runs is not None and args.max_runs < 1:
-            raise UsageError(f"--max-runs {args.max_runs}: must be at least 1")
-        if args.max_runs is not None and args.max_runs > MAX_INT4:
-            raise UsageError(f"--max-runs {args.max_runs}: at most {MAX_INT4}")
-        checked_category(args.category)
-        fire_at = None
-        if args.delay is not None:
-            fire_at = now + parse_duration(args.delay)
-        elif args.at is not None:
-            fire_at = parse_instant(args.at, args.tz)
-        max_lateness_s = None if args.max_lateness is None else parse_duration(
-            args.max_lateness, "--max-lateness", allow_zero=True).total_seconds()
-        until = None if args.until is None else parse_instant(args.until, timezone, flag="--until")
-        on_arrival = None
-        if fire_at is not None:
-            on_arrival = arrival(fire_at, now, backfill=args.backfill, max_lateness_s=max_lateness_s)
-            if on_arrival.too_late:
-                raise UsageError(too_late(f"--at {args.at!r}", on_arrival))
-        if recurrence is not None and until is not None:
-            checked_until(recurrence, timezone, until, args.until, now)
-        payload_json = parse_payload(*read_payload(args.payload))
-        return cls(
-            tenant_id=checked_tenant_id(args.tenant_id), ref_id=checked_ref(args.ref_id),
-            payload_json=payload_json, callback_url=checked_callback_url(args.callback_url),
-            timezone=timezone, fire_at=fire_at, recurrence=recurrence, until=until,
-            max_runs=args.max_runs, category=args.category, calendar=checked_calendar(args.calendar),
-            holiday_rule=args.holiday_rule, backfill=args.backfill, max_lateness_s=max_lateness_s,
-            arrival=on_arrival,
-        )
-
-    def late_note(self) -> str | None:
-        """For a one-off already (slightly) past: that it is sent now, and why that is allowed."""
-        if self.arrival is None or not self.arrival.late:
-            return None
-        return f"it was due {duration_text(self.arrival.late_s)} ago: sent now ({self.arrival.why()})"
-
-    def with_first_occurrence(self, tenant: TenantCalendar, now: datetime) -> ScheduleRequest:
-        """A recurring request given its first fire_at, timed as the daemon's planner would time it
-        (the tenant's holidays skipped): `reminderd status` and the views show it at once. Its
-        RRULE is anchored here, so that the database stores the rule this was computed from."""
-        recurrence = self.recurrence
-        assert recurrence is not None, "a one-off has its fire_at"
-        rrule = None if recurrence.rrule is None else anchor_rrule(recurrence.rrule, self.timezone, now)
-        timing = Timing.from_row({
-            "timezone": self.timezone, "cron": recurrence.cron, "rrule": rrule, "until": self.until,
-            "max_runs": self.max_runs, "runs": 0,
-            "calendar": self.calendar or tenant.calendar, "calendar_from_tenant": self.calendar is None,
-            "holiday_rule": self.holiday_rule or tenant.holiday_rule,
-            "holiday_days": tenant.holiday_days, "holiday_names": tenant.holiday_names,
-            "quiet_start": None, "quiet_end": None, "backfill": self.backfill or "send",
-            "max_lateness_s": self.max_lateness_s or DEFAULT_MAX_LATENESS_S,
-        })
-        try:
-            timing.check()
-            first, why_not = first_occurrence(timing, now)
-        except InvalidSchedule as exc:
-            raise UsageError(str(exc)) from None
-        if first is None:
-            raise UsageError(f"nothing would ever be sent: {why_not}")
-        return replace(self, recurrence=replace(recurrence, rrule=rrule), first_fire_at=first)
-
-
-def too_late(what: str, late: Arrival) -> str:
-    """The one line for a one-off refused as dead on arrival (the database says it the same way)."""
-    allow = "" if late.beyond_lookback else "; --max-lateness (or --backfill latest) allows later"
-    return (f"{what} was {duration_text(late.late_s)} ago: too late to send, {late.why()}, so it would "
-            f"expire at once; schedule it for now or later{allow}")
-
-
-def checked_until(recurrence: Recurrence, timezone: str, until: datetime, text: str, now: datetime) -> None:
-    """A recurring schedule must have an occurrence before its --until (holidays aside: those need
-    the tenant's calendar, checked once connected)."""
-    if until <= now:
-        raise UsageError(f"--until {text!r} is already past: the schedule would finish without sending")
-    rrule = None if recurrence.rrule is None else anchor_rrule(recurrence.rrule, timezone, now)
-    try:
-        first = Timing(timezone=timezone, cron=recurrence.cron, rrule=rrule).occurrence_after(now)
-    except InvalidSchedule as exc:
-        raise UsageError(str(exc)) from None
-    if first is None:
-        raise UsageError(f"--until {text!r}: the schedule has no occurrence left, so nothing would be sent")
-    if first > until:
-        first_at = iso_utc(first, timespec="auto")
-        raise UsageError(f"--until {text!r} is before the first occurrence, {first_at}: nothing is sent")
-
-
-@dataclass(frozen=True)
-class PreviewRequest:
-    """`reminderd preview` arguments: a schedule read in a zone, from an instant, shown n times."""
-
-    recurrence: Recurrence
-    timezone: str
-    start: datetime
-    calendar: str | None
-    quiet: QuietHours | None
-    count: int
-    as_json: bool
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, now: datetime) -> PreviewRequest:
-        if args.n < 1:
-            raise UsageError(f"-n {args.n}: must be at least 1")
-        if args.n > MAX_PREVIEW:
-            raise UsageError(f"-n {args.n}: at most {MAX_PREVIEW}")
-        timezone = checked_timezone(args.tz)
-        start = now if args.start is None else parse_instant(args.start, timezone, flag="--from")
-        recurrence = Recurrence.from_args(args, timezone, start)
-        assert recurrence is not None  # argparse requires one of the flags
-        return cls(
-            recurrence=recurrence, timezone=timezone, start=start, calendar=checked_calendar(args.calendar),
-            quiet=checked_quiet(args.quiet), count=args.n, as_json=args.json,
-        )
-
-
-# What the schema's CHECK constraints ask, asked before connecting (migrations 0001 and 0003).
-_TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-_CATEGORY = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-MAX_INT4 = 2**31 - 1
-MAX_PREVIEW = 1000  # fires `reminderd preview` lists
-
-
-def checked_tenant_id(text: str) -> str:
-    if not _TENANT_ID.fullmatch(text):
-        raise UsageError(
-            f"tenant {text!r}: letters, digits and _ . : -, starting with a letter or digit, at most 128"
-        )
-    return text
-
-
-def checked_ref(text: str) -> str:
-    if not text:
-        raise UsageError("REF is empty: name the message, e.g. booking:b7d2:24h")
-    return text
-
-
-def checked_callback_url(url: str | None) -> str | None:
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or any(c.isspace() for c in url):
-        raise UsageError(f"--callback-url {url!r}: use an http:// or https:// URL, like https://example.com/hooks")
-    return url
-
-
-def checked_category(text: str, flag: str = "--category") -> str:
-    if not _CATEGORY.fullmatch(text):
-        raise UsageError(f"{flag} {text!r}: lower-case letters, digits, _ and -, like marketing")
-    return text
+def preview_request(args: argparse.Namespace, now: datetime) -> PreviewRequest:
+    """`reminderd preview` arguments as a checked request."""
+    return PreviewRequest.build(
+        now=now, cron=args.cron, every=args.every, rrule=args.rrule, tz=args.tz, calendar=args.calendar,
+        quiet=args.quiet, start=args.start, count=args.n, as_json=args.json,
+    )
 
 
 @dataclass(frozen=True)
@@ -579,6 +303,84 @@ class CancelRequest:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CancelRequest:
         return cls(checked_tenant_id(args.tenant_id), checked_ref(args.ref_id))
+
+
+@dataclass(frozen=True)
+class SendNowRequest:
+    tenant_id: str
+    ref_id: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SendNowRequest:
+        return cls(checked_tenant_id(args.tenant_id), checked_ref(args.ref_id))
+
+
+@dataclass(frozen=True)
+class ApiKeyCreateRequest:
+    """`api-key create`: a tenant's key, or with --operator one for all tenants (the dashboard)."""
+
+    tenant_id: str | None
+    name: str
+    scopes: tuple[str, ...]
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ApiKeyCreateRequest:
+        if args.operator and args.tenant_id is not None:
+            raise UsageError("--operator keys act on all tenants: give no TENANT")
+        if not args.operator and args.tenant_id is None:
+            raise UsageError("name the TENANT the key acts for (or --operator for a key of all tenants)")
+        name = args.name.strip()
+        if not name or len(name) > 100:
+            raise UsageError("--name: say what uses the key, e.g. booking-service (at most 100 characters)")
+        scopes = ("read",) if args.read_only else ("read", "write")
+        tenant = None if args.tenant_id is None else checked_tenant_id(args.tenant_id)
+        return cls(tenant, name, scopes)
+
+
+@dataclass(frozen=True)
+class ApiKeyListRequest:
+    tenant_id: str | None
+    as_json: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ApiKeyListRequest:
+        return cls(None if args.tenant_id is None else checked_tenant_id(args.tenant_id), args.json)
+
+
+@dataclass(frozen=True)
+class ApiKeyRevokeRequest:
+    prefix: str
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ApiKeyRevokeRequest:
+        prefix = args.prefix.strip()
+        if not re.fullmatch(r"rk_[a-z2-7]{12}", prefix):
+            full = re.fullmatch(r"(rk_[a-z2-7]{12})_\S+", prefix)
+            if full is None:
+                raise UsageError(
+                    f"{prefix!r} is not a key prefix: rk_ and 12 characters, as `api-key list` shows"
+                )
+            prefix = full[1]  # the whole key was given: its prefix is enough
+        return cls(prefix)
+
+
+@dataclass(frozen=True)
+class ApiRateLimitRequest:
+    tenant_id: str
+    rate: float | None  # None: back to REMINDERD_API_RATE_LIMIT
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ApiRateLimitRequest:
+        text = args.rate.strip().lower()
+        if text == "default":
+            return cls(checked_tenant_id(args.tenant_id), None)
+        try:
+            rate = float(text)
+        except ValueError:
+            raise UsageError(f"{args.rate!r}: requests per second (a positive integer), or default") from None
+        if rate < 1 or rate > MAX_INT4 or rate != int(rate):
+            raise UsageError(f"{args.rate!r}: requests per second, a whole number from 1 to {MAX_INT4}")
+        return cls(checked_tenant_id(args.tenant_id), rate)
 
 
 def add_schedule_options(parser: argparse.ArgumentParser) -> None:

@@ -19,13 +19,17 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 from . import __version__, logs, refusals
 from .arguments import (
+    ApiKeyCreateRequest,
+    ApiKeyListRequest,
+    ApiKeyRevokeRequest,
+    ApiRateLimitRequest,
     CancelRequest,
     EnableEndpointRequest,
     EndpointSetRequest,
     HolidayRequest,
-    PreviewRequest,
     RotateSecretRequest,
     ScheduleRequest,
+    SendNowRequest,
     TenantAddRequest,
     TenantListRequest,
     TenantRoleRequest,
@@ -35,6 +39,8 @@ from .arguments import (
     add_recurrence_options,
     add_schedule_options,
     parse_duration,
+    preview_request,
+    schedule_request,
 )
 from .exceptions import (
     EX_CONFIG,
@@ -46,9 +52,9 @@ from .exceptions import (
     ReminderdError,
     SchemaMissing,
 )
-from .schedule import Holidays, Timing, anchor_rrule, iso_utc, load_timezone, preview
+from .schedule import iso_utc, load_timezone
 from .settings import Settings
-from .store import EndpointState, Store, TenantOverview, UsageDay
+from .store import ApiKeyInfo, EndpointState, Store, TenantOverview, UsageDay
 
 R = TypeVar("R")
 Handler = Callable[[argparse.Namespace], int]
@@ -154,7 +160,8 @@ def build_parser() -> Parser:
     dev_status.add_argument("--json", action="store_true", help="a JSON object")
     _add_command(dev_db_commands, "delete", "stop it and delete its data", _dev_db_delete)
 
-    tenant = _add_command(commands, "tenant", "manage tenants: add, grant, revoke, rotate-secret, set, holiday",
+    tenant = _add_command(commands, "tenant",
+                          "manage tenants: add, grant, revoke, rotate-secret, set, holiday, rate-limit",
                           None)
     tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True, parser_class=Parser)
     add = _add_command(tenant_commands, "add", "create a tenant; prints its signing secret once",
@@ -253,6 +260,37 @@ def build_parser() -> Parser:
     show.add_argument("--from", dest="start", help="list fires after this ISO-8601 instant (default now)")
     show.add_argument("-n", type=int, default=10, help="how many fires (default 10)")
     show.add_argument("--json", action="store_true", help="a JSON list of {utc, local[, skipped, reason]}")
+
+    send_now = _add_command(
+        commands, "send-now", "send a message now (a recurring one: one extra occurrence); says if held",
+        DatabaseCommand(SendNowRequest.from_args, _send_now), parents=database,
+    )
+    send_now.add_argument("tenant_id", metavar="TENANT")
+    send_now.add_argument("ref_id", metavar="REF")
+
+    _add_command(commands, "serve", "run the HTTP API (REMINDERD_API_HOST, REMINDERD_API_PORT)", _serve,
+                 parents=database)
+    api_key = _add_command(commands, "api-key", "manage the HTTP API's keys: create, list, revoke", None)
+    api_key_commands = api_key.add_subparsers(dest="api_key_command", required=True, parser_class=Parser)
+    create = _add_command(api_key_commands, "create", "create an API key; prints it once",
+                          DatabaseCommand(ApiKeyCreateRequest.from_args, _api_key_create), parents=database)
+    create.add_argument("tenant_id", metavar="TENANT", nargs="?", help="the tenant the key acts for")
+    create.add_argument("--name", required=True, help="what uses the key, e.g. booking-service")
+    create.add_argument("--read-only", action="store_true", help="GET routes only")
+    create.add_argument("--operator", action="store_true", help="all tenants (the dashboard); no TENANT")
+    key_list = _add_command(api_key_commands, "list", "API keys (of one tenant), never the keys themselves",
+                            DatabaseCommand(ApiKeyListRequest.from_args, _api_key_list), parents=database)
+    key_list.add_argument("tenant_id", metavar="TENANT", nargs="?")
+    key_list.add_argument("--json", action="store_true", help="a JSON list, one object per key")
+    revoke_key = _add_command(api_key_commands, "revoke", "revoke an API key by its prefix (rk_…)",
+                              DatabaseCommand(ApiKeyRevokeRequest.from_args, _api_key_revoke), parents=database)
+    revoke_key.add_argument("prefix", metavar="PREFIX")
+    rate = _add_command(
+        tenant_commands, "rate-limit", "requests per second each of the tenant's API keys may make, or default",
+        DatabaseCommand(ApiRateLimitRequest.from_args, _tenant_rate_limit), parents=database,
+    )
+    rate.add_argument("tenant_id", metavar="TENANT")
+    rate.add_argument("rate", metavar="PER_SECOND")
 
     cancel = _add_command(commands, "cancel", "cancel a scheduled message (0 when none is live)",
                           DatabaseCommand(CancelRequest.from_args, _cancel), parents=database)
@@ -653,7 +691,7 @@ async def _tenant_rotate_secret(store: Store, request: RotateSecretRequest) -> i
 
 
 def _schedule_request(args: argparse.Namespace) -> ScheduleRequest:
-    return ScheduleRequest.from_args(args, datetime.now(UTC))
+    return schedule_request(args, datetime.now(UTC))
 
 
 async def _schedule(store: Store, request: ScheduleRequest) -> int:
@@ -677,17 +715,10 @@ async def _schedule(store: Store, request: ScheduleRequest) -> int:
 
 def _preview(args: argparse.Namespace) -> int:
     """Print the next fires of a schedule; no database needed."""
-    request = PreviewRequest.from_args(args, datetime.now(UTC))
+    request = preview_request(args, datetime.now(UTC))
     recurrence, timezone, start = request.recurrence, request.timezone, request.start
-    timing = Timing(
-        timezone=timezone, cron=recurrence.cron,
-        rrule=None if recurrence.rrule is None else anchor_rrule(recurrence.rrule, timezone, start),
-        holidays=Holidays.of(request.calendar), quiet=request.quiet,
-    )
-    try:
-        entries = preview(timing, start, request.count)
-    except OverflowError:  # the schedule's next fires run past datetime.max
-        raise UsageError(f"the next {request.count} fires run past the year 9999") from None
+    timing = request.timing()
+    entries = request.entries()
     if request.as_json:
         print(json.dumps([entry.as_json() for entry in entries], indent=2))
         return 0
@@ -701,6 +732,112 @@ def _preview(args: argparse.Namespace) -> int:
         elif entry.deferred:
             line += f"   {entry.reason}"
         print(line)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import Server
+
+    settings, _ = _daemon_settings(args)
+    logs.configure(settings.log_level, log_file=settings.log_file)
+
+    async def go() -> int:
+        return await Server(settings).run()
+
+    return _event_loop_run(go())
+
+
+async def _send_now(store: Store, request: SendNowRequest) -> int:
+    from .api import describe_held
+
+    message_id = await store.send_now(request.tenant_id, request.ref_id)
+    if message_id is None:
+        raise UsageError(
+            f"{request.ref_id!r} of tenant {request.tenant_id} has no pending, picked or paused message"
+        )
+    settings = _lateness_defaults()
+    due = await store.due_now(request.tenant_id, message_id, backfill=settings[0], max_lateness_s=settings[1])
+    assert due is not None
+    print(message_id)  # the id alone on stdout, for scripts
+    what = f"an extra occurrence of message {due.extra_of}" if due.extra_of is not None else "the message"
+    held = describe_held(due)
+    print(f"{what} goes out now" if held is None else f"{what} is held: {held['reason']}", file=sys.stderr)
+    return 0
+
+
+def _lateness_defaults() -> tuple[str, float]:
+    """The defaults the daemon judges lateness by (its REMINDERD_BACKFILL, REMINDERD_MAX_LATENESS)."""
+    try:
+        settings = Settings.load(os.environ, None, only=("database_url", "backfill", "max_lateness_s"))[0]
+    except ConfigError:
+        return "send", 1800.0
+    return settings.backfill, settings.max_lateness_s
+
+
+async def _api_key_create(store: Store, request: ApiKeyCreateRequest) -> int:
+    from .apikeys import generate
+
+    made = generate()
+    try:
+        info = await store.create_api_key(
+            made.prefix, made.key_hash, request.tenant_id, request.name, request.scopes
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    whom = f"tenant {info.tenant_id}" if info.tenant_id else "all tenants (operator)"
+    access = "read-only" if "write" not in info.scopes else "read and write"
+    print(f"API key {info.prefix} ({info.name}) for {whom}, {access}. The key (shown once, keep it safe):",
+          file=sys.stderr)
+    print(made.key)
+    return 0
+
+
+async def _api_key_list(store: Store, request: ApiKeyListRequest) -> int:
+    keys = await store.api_keys(request.tenant_id)
+    if request.as_json:
+        print(json.dumps([_api_key_json(key) for key in keys], indent=2))
+        return 0
+    if not keys:
+        print("no API keys")
+        return 0
+    header = ("PREFIX", "TENANT", "NAME", "SCOPES", "CREATED", "LAST USED", "REVOKED")
+    rows = [header] + [(
+        k.prefix, k.tenant_id or "(operator)", k.name, ",".join(k.scopes), _when(k.created_at),
+        _when(k.last_used_at), _when(k.revoked_at),
+    ) for k in keys]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _api_key_json(key: ApiKeyInfo) -> dict[str, Any]:
+    return {"prefix": key.prefix, "tenant_id": key.tenant_id, "name": key.name, "scopes": list(key.scopes),
+            "created_at": _when(key.created_at), "last_used_at": None if key.last_used_at is None else
+            _when(key.last_used_at), "revoked_at": None if key.revoked_at is None else _when(key.revoked_at)}
+
+
+async def _api_key_revoke(store: Store, request: ApiKeyRevokeRequest) -> int:
+    info = await store.revoke_api_key(request.prefix)
+    if info is None:
+        raise UsageError(f"no API key {request.prefix}")
+    print(f"API key {info.prefix} ({info.name}) revoked; servers stop accepting it within "
+          "REMINDERD_API_KEY_CACHE (10 s by default)")
+    return 0
+
+
+async def _tenant_rate_limit(store: Store, request: ApiRateLimitRequest) -> int:
+    rate = None if request.rate is None else int(request.rate)
+    if not await store.set_api_rate_limit(request.tenant_id, rate):
+        raise UsageError(f'unknown tenant "{request.tenant_id}"')
+    said = "the server's default (REMINDERD_API_RATE_LIMIT)" if rate is None else f"{rate} requests per second"
+    print(f"tenant {request.tenant_id}: each API key may make {said}, per server process")
     return 0
 
 

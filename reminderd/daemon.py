@@ -4,7 +4,6 @@ handle signals; speak systemd's notify protocol."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 
@@ -12,10 +11,9 @@ import structlog
 
 from . import __version__, logs, sdnotify
 from .callback import CallbackClient
-from .exceptions import EX_CONFIG, ConfigError, DatabaseUnavailable
+from .exceptions import EX_CONFIG, ConfigError
 from .health import HealthServer
 from .migrate import head_revision
-from .retry import backoff_s
 from .settings import Settings
 from .store import DatabaseDefaults, Store
 from .worker import Worker
@@ -31,19 +29,12 @@ POOL_SIZE = 4  # claim loop, recorder, housekeeping, one spare for /readyz; plus
 
 
 async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Store | None:
-    """Connect, retrying with backoff while the database is unreachable (it may start after us).
-    ConfigError (e.g. sslmode=bogus, a wrong password) at once: waiting cannot fix it."""
-    failures = 0
-    while not stop.is_set():
-        try:
-            return await Store.connect(settings.database_url, max_size=POOL_SIZE, pgbouncer=settings.pgbouncer)
-        except DatabaseUnavailable as exc:
-            failures += 1
-            delay_s = backoff_s(failures, base_s=0.5, cap_s=30.0, jitter="half")
-            log.error("database_unreachable", error=str(exc), retry_in_s=round(delay_s, 2))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay_s)
-    return None
+    """The daemon's pool, waiting for a database that is not up yet (Store.connect_retrying)."""
+    return await Store.connect_retrying(
+        settings.database_url, stop, max_size=POOL_SIZE, pgbouncer=settings.pgbouncer,
+        on_unreachable=lambda exc, delay_s: log.error(
+            "database_unreachable", error=str(exc), retry_in_s=round(delay_s, 2)),
+    )
 
 
 class Daemon:

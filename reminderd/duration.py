@@ -1,8 +1,9 @@
 """Durations, read one way everywhere (environment, TOML file, command line).
 
 `300` and `300s` are seconds, `1.5s` too; `5m`, `2h`, `3d` and combinations, largest unit first,
-such as `1h30m` or `1d 2h`. Only seconds take a fraction: write `1h30m`, not `1.5h`. A leading `-`
-makes the duration negative; whoever reads it decides whether that is allowed.
+such as `1h30m` or `1d 2h`. Only seconds take a fraction: write `1h30m`, not `1.5h`. ISO 8601
+durations too (`PT2H`, `P1DT2H30M`, `PT1.5S`, `P2W`), but not years or months, whose length
+varies. A leading `-` makes the duration negative; whoever reads it decides whether that is allowed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ _BARE_SECONDS = re.compile(r"\d+(?:\.\d+)?")
 _UNITS = re.compile(
     r"(?:(?P<d>\d+)\s*d)?\s*(?:(?P<h>\d+)\s*h)?\s*(?:(?P<m>\d+)\s*m)?\s*(?:(?P<s>\d+(?:\.\d+)?)\s*s)?"
 )
-_SECONDS_PER = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_SECONDS_PER = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_ISO_8601 = re.compile(
+    r"p(?:(?P<w>\d+)w)?(?:(?P<d>\d+)d)?(?:t(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+(?:[.,]\d+)?)s)?)?"
+)
 
 
 def parse_seconds(text: str) -> float:
@@ -25,6 +29,12 @@ def parse_seconds(text: str) -> float:
     body = compact.removeprefix("-").lstrip()
     if _BARE_SECONDS.fullmatch(body):
         return sign * float(body)
+    if body.startswith("p"):
+        iso = _ISO_8601.fullmatch(body)
+        if iso is None or not any(iso.groupdict().values()) or body.endswith("t"):
+            raise ValueError(f"{EXAMPLES}; or ISO 8601 like PT2H (no years or months)")
+        return sign * sum(float(amount.replace(",", ".")) * _SECONDS_PER[unit]
+                          for unit, amount in iso.groupdict().items() if amount)
     parts = _UNITS.fullmatch(body)
     if not body or parts is None or not any(parts.groupdict().values()):
         raise ValueError(EXAMPLES)

@@ -12,6 +12,8 @@ rounds, every poll interval or when a NOTIFY asks for planning.
   frequency-cap sends past their window;
 - UsageRollup (every 5 s): usage increments folded into reminderd.usage_days;
 - SendingSampler (every 30 s): tenant endpoints by health state and today's usage, for the metrics.
+- KeyUsageWriter, IdempotencyPruner: `reminderd serve`'s (API keys' last_used_at, expired
+  Idempotency-Keys), run by `for_api()`.
 
 A failing service is logged and backs off on its own; the others carry on.
 """
@@ -23,7 +25,7 @@ import contextlib
 import functools
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import structlog
@@ -267,3 +269,42 @@ class Housekeeping:
             self._failures[service.name] = 0
             self._due[service.name] = now + service.every_s
         return changed
+
+
+class KeyUsageWriter:
+    """API keys used lately get their last_used_at, in one statement (not one per request)."""
+
+    name, every_s, first_after_s = "key_usage", 5.0, 5.0
+
+    def __init__(self, store: Store, take_usage: Callable[[], list[int]]) -> None:
+        self._store = store
+        self._take_usage = take_usage
+
+    async def run_once(self) -> int:
+        used = self._take_usage()
+        if used:
+            await self._store.api_keys_used(used)
+        return len(used)
+
+
+class IdempotencyPruner:
+    """Idempotency keys older than 24 hours, in batches."""
+
+    name, every_s, first_after_s = "idempotency_prune", PRUNE_EVERY_S, 5.0
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def run_once(self) -> int:
+        pruned = 0
+        for _ in range(PRUNE_BATCHES_PER_ROUND):
+            batch = await self._store.prune_idempotency_keys(limit=PRUNE_BATCH)
+            pruned += batch
+            if batch < PRUNE_BATCH:
+                break
+        return pruned
+
+
+def for_api(store: Store, take_usage: Callable[[], list[int]]) -> Housekeeping:
+    """`reminderd serve`'s housekeeping: key usage every 5 s, idempotency keys pruned every minute."""
+    return Housekeeping([KeyUsageWriter(store, take_usage), IdempotencyPruner(store)], poll_interval_s=1.0)

@@ -36,6 +36,8 @@ class Event(StrEnum):
     RESCHEDULED = "rescheduled"
     REQUEUED = "requeued"
     UPDATED = "updated"  # a plain UPDATE that did not say what it did
+    SENT_NOW = "sent_now"  # due now (send_now); a recurring row's extra occurrence is created with it
+    EDITED = "edited"  # a new payload (set_payload)
     # Written by the daemon after an attempt.
     FIRED = "fired"  # delivered; a recurring row moves on to its next occurrence
     RETRY_SCHEDULED = "retry_scheduled"

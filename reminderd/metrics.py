@@ -171,3 +171,39 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# Latency of an API request: a schedule call takes a few milliseconds; a batch of 1,000 ~ 100 ms.
+API_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class ApiMetrics:
+    """`reminderd serve`'s metrics: requests by route, method and status, and their latency."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "reminderd_api_requests", "HTTP API requests by route (its template), method and status.",
+            ["route", "method", "status"], registry=self.registry,
+        )
+        self.duration = Histogram(
+            "reminderd_api_request_duration_seconds", "Time to answer an HTTP API request, by route.",
+            ["route"], buckets=API_BUCKETS_S, registry=self.registry,
+        )
+        self.in_flight = Gauge("reminderd_api_requests_in_flight", "HTTP API requests being answered.",
+                               registry=self.registry)
+        self.database_up = Gauge("reminderd_database_up", "1 when the last database query succeeded, else 0.",
+                                 registry=self.registry)
+        self.pool_connections = Gauge("reminderd_db_pool_connections", "Database pool connections by state.",
+                                      ["state"], registry=self.registry)
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.duration.labels(route).observe(seconds)
+
+    def watch_pool(self, in_use: Callable[[], float], idle: Callable[[], float]) -> None:
+        self.pool_connections.labels("in_use").set_function(in_use)
+        self.pool_connections.labels("idle").set_function(idle)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -59,6 +59,30 @@ def check_payload(text: str) -> str:
     return text
 
 
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def check_encoded(text: str) -> str:
+    """check_payload for text json.dumps wrote from a parsed JSON value (the API's): valid JSON by
+    construction, with no NaN, no number outside numeric's range (a float prints at most 17
+    digits, an int parses from at most 4,300) and whitespace only after `,` and `:`. What jsonb
+    would still refuse is looked for directly: an escaped NUL, half a surrogate pair; and the size.
+    A large one gets the whole check_payload."""
+    if len(text) * 4 > MAX_PAYLOAD_BYTES:
+        return check_payload(text)
+    raw = _SURROGATE.search(text)
+    if raw:  # ensure_ascii=False writes a lone surrogate as it is
+        half = f"\\u{ord(raw.group()):04x}"
+        raise PayloadError(
+            f"has half a UTF-16 surrogate pair, {half}, at {where(text, raw.start())}: PostgreSQL refuses it"
+        )
+    nul = _NUL_ESCAPE.search(text)
+    if nul:
+        at = where(text, nul.end() - 6)
+        raise PayloadError(f"has \\u0000 at {at}: PostgreSQL cannot store the NUL character")
+    return text
+
+
 def where(text: str, position: int) -> str:
     """ "character 12", or for text on several lines "line 3, column 5 (character 42)"."""
     line = text.count("\n", 0, position) + 1

@@ -1,4 +1,5 @@
-"""The named SQL statements of sql/queries.sql, loaded once."""
+"""The named SQL statements of sql/queries.sql (the daemon and the CLI) and sql/api.sql (the HTTP
+API), loaded once into one namespace: a name is unique across the files."""
 
 from __future__ import annotations
 
@@ -34,4 +35,20 @@ def load(text: str) -> dict[str, str]:
     return {name: _INCLUDE.sub(include, sql) for name, sql in statements.items()}
 
 
-QUERIES = load(files("reminderd").joinpath("sql/queries.sql").read_text(encoding="utf-8"))
+SQL_FILES = ("sql/queries.sql", "sql/api.sql")
+
+
+def load_files(names: tuple[str, ...] = SQL_FILES) -> dict[str, str]:
+    """Every file's statements in one dict; a name defined twice is an error naming both files.
+    Includes ({fragment $n}) may use a fragment of any file."""
+    texts = [(name, files("reminderd").joinpath(name).read_text(encoding="utf-8")) for name in names]
+    seen: dict[str, str] = {}
+    for name, text in texts:
+        for statement in _HEADER.findall(text):
+            if statement in seen:
+                raise ValueError(f"query {statement!r} is defined in both {seen[statement]} and {name}")
+            seen[statement] = name
+    return load("\n".join(text for _, text in texts))
+
+
+QUERIES = load_files()

@@ -59,6 +59,21 @@ CONSTRAINTS: dict[str, str] = {
     "one_off_needs_fire_at": "a one-off message needs a fire_at (or give it a cron or an rrule)",
     "one_recurrence": "a message recurs by cron or by rrule, not both",
     "end_conditions_need_recurrence": "until and max_runs end a recurring message: give it a cron or an rrule",
+    "scheduled_messages_live_extra": (
+        "message {value} already has an extra occurrence waiting to be sent now: send_now returns that one"
+    ),
+    # tenants, api_keys, idempotency_keys (the HTTP API's, migration 0006)
+    "api_rate_limit_positive": "an API rate limit is a whole number of requests per second, at least 1",
+    "api_keys_pkey": "an API key with id {value} already exists",
+    "api_keys_prefix": 'the API key prefix "{value}" is taken: create the key again (a new prefix is drawn)',
+    "api_key_prefix_format": "an API key prefix is rk_ and 12 characters, as `reminderd api-key list` shows",
+    "api_key_hash_is_sha256": "an API key is stored as its SHA-256 (32 bytes), never as the key",
+    "api_keys_tenant_id_fkey": 'unknown tenant "{value}"',
+    "api_key_name_format": "an API key's name says what uses it, e.g. booking-service (1 to 100 characters)",
+    "api_key_scopes_known": "an API key's scopes are read, or read and write",
+    "idempotency_keys_pkey": 'the Idempotency-Key "{value}" is already stored',
+    "idempotency_key_format": "an Idempotency-Key is 1 to 255 printable ASCII characters",
+    "idempotency_keys_tenant_id_fkey": 'unknown tenant "{value}"',
     # deliveries, events, config
     "deliveries_pkey": "a delivery with id {value} already exists",
     "deliveries_message_id_fkey": "no message with id {value}",

@@ -207,6 +207,31 @@ class Settings:
     endpoint_disable_after_s: float = setting(
         "REMINDERD_ENDPOINT_DISABLE_AFTER", 5 * 86400.0, _seconds(1, 365 * 86400),
         "a tenant endpoint failing every attempt this long is disabled, its rows paused (410 Gone: at once)")
+    # `reminderd serve`, the HTTP API (docs/api.md).
+    api_host: str = setting(
+        "REMINDERD_API_HOST", "127.0.0.1", _host, "address `reminderd serve` listens on")
+    api_port: int = setting(
+        "REMINDERD_API_PORT", 8080, _number(int, minimum=0, maximum=65535),
+        "port of `reminderd serve` (`0`: any free port, logged)")
+    api_rate_limit: float = setting(
+        "REMINDERD_API_RATE_LIMIT", 100.0, _number(float, minimum=0.1, maximum=1_000_000),
+        "requests per second per API key and server process, for tenants without their own")
+    api_max_body: int = setting(
+        "REMINDERD_API_MAX_BODY", 8 * 2**20, _number(int, minimum=1024, maximum=2**30),
+        "bytes a request body may have (413 beyond)")
+    api_max_json_depth: int = setting(
+        "REMINDERD_API_MAX_JSON_DEPTH", 64, _number(int, minimum=2, maximum=500),
+        "how deeply arrays and objects may nest in a request body")
+    api_request_timeout_s: float = setting(
+        "REMINDERD_API_REQUEST_TIMEOUT", 30.0, _seconds(0.1, 3600),
+        "seconds a request may take, body included (503 beyond)")
+    api_key_cache_s: float = setting(
+        "REMINDERD_API_KEY_CACHE", 10.0, _seconds(0, 3600),
+        "seconds a verified API key is trusted without asking the database (how late a revocation "
+        "takes effect)")
+    api_pool_size: int = setting(
+        "REMINDERD_API_POOL_SIZE", 10, _number(int, minimum=1, maximum=1000),
+        "database connections of `reminderd serve`")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -315,6 +340,7 @@ OTHER_VARIABLES = {
     "REMINDERD_TEST_DATABASE_URL": "the server the test suite makes its databases on",
     "REMINDERD_PG_BINDIR": "where the throwaway cluster finds PostgreSQL's programs",
     "REMINDERD_CI": "set to 1 by .ci/run: tests needing a tool (promtool) fail instead of skipping",
+    "REMINDERD_API_KEY": "an app's API key where docs/api.md's SDK examples read it (the SDKs read none)",
 }
 """REMINDERD_* variables that are not settings but are read all the same: never misspellings."""
 

@@ -4,6 +4,8 @@ and returns frozen dataclasses built by `from_row()`; asyncpg's errors become re
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import functools
 import json
@@ -11,9 +13,9 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
@@ -26,10 +28,11 @@ from .jobs import Job, Unplanned
 from .lifecycle import Status
 from .outcome import Outcome, Plan
 from .queries import QUERIES
-from .schedule import DEFAULT_BACKFILL, DEFAULT_MAX_LATENESS_S, QuietHours
+from .retry import backoff_s
+from .schedule import DEFAULT_BACKFILL, DEFAULT_MAX_LATENESS_S, QuietHours, Timing
 
 if TYPE_CHECKING:
-    from .arguments import ScheduleRequest
+    from .validation import ScheduleRequest
 
 NOTIFY_CHANNEL = "reminderd_due"
 NO_LIMIT = 2**31 - 1  # an endpoint's default max_in_flight when the caller gives none
@@ -500,6 +503,231 @@ class EndpointLimits:
                 f"{self.max_per_second or 'unlimited'} per second (all daemons together)")
 
 
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A key as the server checks it: found by its prefix, its hash compared in constant time."""
+
+    id: int
+    prefix: str
+    key_hash: bytes = field(repr=False)
+    tenant_id: str | None  # None: an operator's key
+    name: str
+    scopes: tuple[str, ...]
+    revoked_at: datetime | None
+    rate_limit: float | None  # the tenant's api_rate_limit
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ApiKey:
+        rate = row["api_rate_limit"]
+        return cls(row["id"], row["prefix"], bytes(row["key_hash"]), row["tenant_id"], row["name"],
+                   tuple(row["scopes"]), row["revoked_at"], None if rate is None else float(rate))
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyInfo:
+    """A key as `reminderd api-key list` shows it (never its hash)."""
+
+    id: int
+    prefix: str
+    tenant_id: str | None
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ApiKeyInfo:
+        return cls(row["id"], row["prefix"], row["tenant_id"], row["name"], tuple(row["scopes"]),
+                   row["created_at"], row["last_used_at"], row["revoked_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class ItemScheduled:
+    """One item of schedule_many: its message, or the database's reason for refusing it."""
+
+    item: int  # from 1, as the database counts
+    message_id: int | None
+    result: str  # created | replaced | unchanged | error
+    status: Status | None
+    fire_at: datetime | None
+    error_sqlstate: str | None
+    error_message: str | None
+    error_hint: str | None
+    error_detail: str | None = None
+    error_constraint: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ItemScheduled:
+        status = row["status"]
+        return cls(row["item"], row["message_id"], row["result"], None if status is None else Status(status),
+                   row["fire_at"], row["error_sqlstate"], row["error_message"], row["error_hint"],
+                   row["error_detail"], row["error_constraint"])
+
+    def refused(self) -> DatabaseRefused | None:
+        """The item's error as the exception the statement would have raised on its own."""
+        if self.result != "error":
+            return None
+        return DatabaseRefused(self.error_message or "the database refused the message",
+                               sqlstate=self.error_sqlstate, detail=self.error_detail, hint=self.error_hint,
+                               constraint=self.error_constraint)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    """A message as the API shows it; `payload` is its JSON text as stored."""
+
+    id: int
+    ref_id: str
+    status: Status
+    fire_at: datetime | None
+    scheduled_for: datetime | None
+    timezone: str
+    cron: str | None
+    rrule: str | None
+    until: datetime | None
+    max_runs: int | None
+    runs: int
+    category: str
+    callback_url: str | None
+    max_attempts: int | None
+    attempts: int
+    calendar: str | None
+    holiday_rule: str | None
+    backfill: str | None
+    max_lateness_s: float | None
+    last_error: str | None
+    last_event: str | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    extra_of: int | None
+    payload: str
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> MessageView:
+        values = dict(row.items())
+        values["status"] = Status(values["status"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryView:
+    """One HTTP attempt of a message."""
+
+    attempt: int
+    webhook_id: str
+    scheduled_for: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> DeliveryView:
+        return cls(**dict(row.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class EventView:
+    """One entry of a message's audit trail."""
+
+    created_at: datetime
+    event: str
+    status: str
+    fire_at: datetime | None
+    reason: str | None
+    actor: str
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> EventView:
+        return cls(**dict(row.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAnswer:
+    """The answer kept for an Idempotency-Key."""
+
+    request_hash: bytes
+    status_code: int
+    content_type: str
+    body: bytes
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> StoredAnswer:
+        return cls(bytes(row["request_hash"]), row["status_code"], row["content_type"],
+                   bytes(row["response_body"]))
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """What an action by id needs to know of a message before calling the ref's SQL function."""
+
+    ref_id: str
+    status: Status
+    extra_of: int | None
+    recurring: bool
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> MessageRef:
+        return cls(row["ref_id"], Status(row["status"]), row["extra_of"], row["recurring"])
+
+
+@dataclass(frozen=True, slots=True)
+class DueNow:
+    """The message send_now made due, read as the daemon will read it when it claims it."""
+
+    id: int
+    ref_id: str
+    status: Status
+    fire_at: datetime | None
+    attempts: int
+    extra_of: int | None
+    occurrence: datetime | None
+    db_now: datetime
+    tenant_paused: bool
+    timing: Timing
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> DueNow:
+        return cls(row["id"], row["ref_id"], Status(row["status"]), row["fire_at"], row["attempts"],
+                   row["extra_of"], row["occurrence"], row["db_now"], row["tenant_paused"],
+                   Timing.from_row(row))
+
+
+@dataclass(frozen=True, slots=True)
+class TenantView:
+    """A tenant as the API shows it (never a secret)."""
+
+    id: str
+    callback_url: str | None
+    calendar: str | None
+    holiday_rule: str
+    quiet_start: clock_time | None
+    quiet_end: clock_time | None
+    quiet_exempt: tuple[str, ...]
+    paused: bool
+    api_rate_limit: int | None
+    previous_secret_expires_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TenantView:
+        values = dict(row.items())
+        values["quiet_exempt"] = tuple(values["quiet_exempt"])
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantStats:
+    """GET /v1/stats: one tenant's counts, upcoming load, rates and lateness."""
+
+    counts: dict[str, int]
+    upcoming: list[tuple[datetime, int]]
+    rates: dict[str, int]  # delivered_1h, retried_1h, dead_1h, delivered_24h, …
+    lateness_p50_ms: float | None
+    lateness_p99_ms: float | None
+
+
 # Batch writes pass one array of a composite type (migration 0004); each tuple below is in the
 # order of its type's attributes. A type is never altered once released: a new version is added
 # beside it, so daemons of the previous release keep working during a rolling upgrade.
@@ -530,6 +758,17 @@ def _endpoint_health_v1(h: EndpointHealth) -> tuple[Any, ...]:
             h.last_success_at, h.circuit_open_until, h.circuit_opens, h.disabled_at, h.disabled_reason)
 
 
+def _schedule_item_v1(r: ScheduleRequest) -> tuple[Any, ...]:
+    recurrence = r.recurrence
+    return (
+        r.ref_id, r.fire_at, None if r.fire_in_s is None else timedelta(seconds=r.fire_in_s), r.local_time,
+        recurrence.cron if recurrence else None, recurrence.rrule if recurrence else None, r.timezone,
+        r.payload_json, r.callback_url, r.category, r.max_attempts, r.calendar, r.holiday_rule, r.backfill,
+        None if r.max_lateness_s is None else timedelta(seconds=r.max_lateness_s), r.until, r.max_runs,
+        r.first_fire_at,
+    )
+
+
 async def _end_transaction(connection: asyncpg.Connection) -> None:
     """What a connection needs on its way back to the pool. Nothing here changes session state
     (no SET, no session advisory lock, no LISTEN, no cursors), so asyncpg's default reset
@@ -540,13 +779,13 @@ async def _end_transaction(connection: asyncpg.Connection) -> None:
 
 
 class Store:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection) -> None:
+        self._pool = pool  # a pool, or one connection inside a transaction (transaction())
 
     @classmethod
     async def connect(
         cls, database_url: str, *, max_size: int = 4, pgbouncer: bool = False,
-        setting: str = "REMINDERD_DATABASE_URL",
+        setting: str = "REMINDERD_DATABASE_URL", application_name: str = "reminderd",
     ) -> Store:
         """A pool of at most `max_size` connections. Behind PgBouncer in transaction mode, no
         prepared statement may outlive a transaction: the statement cache is off (the codecs of
@@ -556,12 +795,35 @@ class Store:
             pool = await asyncpg.create_pool(
                 database_url, min_size=1, max_size=max_size, command_timeout=60,
                 statement_cache_size=0 if pgbouncer else 100,
-                server_settings={"application_name": "reminderd", **({} if pgbouncer else DAEMON_SESSION)},
+                server_settings={"application_name": application_name,
+                                 **({} if pgbouncer else DAEMON_SESSION)},
                 reset=_end_transaction,
             )
         except Exception as exc:
             raise connect_error(exc, database_url, setting) from None
         return cls(pool)
+
+    @classmethod
+    async def connect_retrying(
+        cls, database_url: str, stop: asyncio.Event, *, max_size: int = 4, pgbouncer: bool = False,
+        application_name: str = "reminderd", on_unreachable: Callable[[DatabaseUnavailable, float], None],
+    ) -> Store | None:
+        """connect(), retried with backoff while the database is unreachable (it may start after
+        the daemon or the API server); `on_unreachable(error, retry_in_s)` says so each time. None
+        once `stop` is set. ConfigError (sslmode=bogus, a wrong password) at once: waiting cannot
+        fix it."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                return await cls.connect(database_url, max_size=max_size, pgbouncer=pgbouncer,
+                                         application_name=application_name)
+            except DatabaseUnavailable as exc:
+                failures += 1
+                delay_s = backoff_s(failures, base_s=0.5, cap_s=30.0, jitter="half")
+                on_unreachable(exc, delay_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay_s)
+        return None
 
     def pool_in_use(self) -> float:
         return float(self._pool.get_size() - self._pool.get_idle_size())
@@ -877,6 +1139,226 @@ class Store:
     async def prune_contact_sends(self, *, limit: int = 1000) -> int:
         status: str = await self._pool.execute(QUERIES["prune_contact_sends"], limit)
         return int(status.split()[-1])
+
+    # The HTTP API's side (reminderd serve, reminderd api-key) --------------------------------
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Store]:
+        """A Store on one connection inside a transaction: committed when the block ends, rolled
+        back when it raises. Inside one already, that one."""
+        if not isinstance(self._pool, asyncpg.Pool):  # already in one: the same transaction
+            yield self
+            return
+        try:
+            connection = await self._pool.acquire()
+        except Exception as exc:
+            raise translated(exc) from exc
+        try:
+            transaction = connection.transaction()
+            try:
+                await transaction.start()
+            except Exception as exc:
+                raise translated(exc) from exc
+            try:
+                yield Store(connection)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await transaction.rollback()
+                raise
+            try:
+                await transaction.commit()
+            except Exception as exc:
+                raise translated(exc) from exc
+        finally:
+            await self._pool.release(connection)
+
+    @_translating
+    async def api_key(self, prefix: str) -> ApiKey | None:
+        row = await self._pool.fetchrow(QUERIES["api_key_by_prefix"], prefix)
+        return None if row is None else ApiKey.from_row(row)
+
+    @_translating
+    async def api_keys_used(self, key_ids: Sequence[int]) -> None:
+        await self._pool.execute(QUERIES["api_keys_used"], list(key_ids))
+
+    @_translating
+    async def create_api_key(self, prefix: str, key_hash: bytes, tenant_id: str | None, name: str,
+                             scopes: Sequence[str]) -> ApiKeyInfo:
+        if tenant_id is not None and not await self._pool.fetchval(QUERIES["tenant_exists"], tenant_id):
+            raise ValueError(f'unknown tenant "{tenant_id}"')
+        row = await self._pool.fetchrow(QUERIES["create_api_key"], prefix, key_hash, tenant_id, name,
+                                        list(scopes))
+        return ApiKeyInfo.from_row(row)
+
+    @_translating
+    async def api_keys(self, tenant_id: str | None) -> list[ApiKeyInfo]:
+        return [ApiKeyInfo.from_row(r) for r in await self._pool.fetch(QUERIES["list_api_keys"], tenant_id)]
+
+    @_translating
+    async def revoke_api_key(self, prefix: str) -> ApiKeyInfo | None:
+        row = await self._pool.fetchrow(QUERIES["revoke_api_key"], prefix)
+        return None if row is None else ApiKeyInfo.from_row(row)
+
+    @_translating
+    async def idempotency_lock(self, tenant_id: str, key: str) -> bool:
+        """Inside transaction(): False while another request with this key runs."""
+        locked: bool = await self._pool.fetchval(QUERIES["idempotency_lock"], tenant_id, key)
+        return locked
+
+    @_translating
+    async def idempotency_answer(self, tenant_id: str, key: str) -> StoredAnswer | None:
+        row = await self._pool.fetchrow(QUERIES["idempotency_lookup"], tenant_id, key)
+        return None if row is None else StoredAnswer.from_row(row)
+
+    @_translating
+    async def save_idempotency_answer(self, tenant_id: str, key: str, answer: StoredAnswer) -> None:
+        await self._pool.execute(QUERIES["idempotency_save"], tenant_id, key, answer.request_hash,
+                                 answer.status_code, answer.content_type, answer.body)
+
+    @_translating
+    async def prune_idempotency_keys(self, *, limit: int = 1000) -> int:
+        status: str = await self._pool.execute(QUERIES["idempotency_prune"], limit)
+        return int(status.split()[-1])
+
+    @_translating
+    async def schedule_many(self, tenant_id: str, requests: Sequence[ScheduleRequest], *, atomic: bool
+                            ) -> list[ItemScheduled]:
+        """Each request through reminderd.schedule()/schedule_recurring(), in one round trip."""
+        rows = await self._pool.fetch(QUERIES["schedule_many"], tenant_id,
+                                      [_schedule_item_v1(r) for r in requests], atomic)
+        return [ItemScheduled.from_row(r) for r in rows]
+
+    @_translating
+    async def message(self, tenant_id: str, message_id: int) -> MessageView | None:
+        row = await self._pool.fetchrow(QUERIES["get_message"], tenant_id, message_id)
+        return None if row is None else MessageView.from_row(row)
+
+    @_translating
+    async def message_history(
+        self, tenant_id: str, message_id: int
+    ) -> tuple[list[DeliveryView], list[EventView]]:
+        deliveries = await self._pool.fetch(QUERIES["message_deliveries"], tenant_id, message_id)
+        events = await self._pool.fetch(QUERIES["message_events"], tenant_id, message_id)
+        return [DeliveryView.from_row(r) for r in deliveries], [EventView.from_row(r) for r in events]
+
+    @_translating
+    async def list_newest(self, tenant_id: str, statuses: Sequence[str], *, before_id: int, limit: int,
+                          fire_from: datetime, fire_until: datetime, keep_unplanned: bool) -> list[MessageView]:
+        rows = await self._pool.fetch(QUERIES["list_newest"], tenant_id, list(statuses), before_id, limit,
+                                      fire_from, fire_until, keep_unplanned)
+        return [MessageView.from_row(r) for r in rows]
+
+    @_translating
+    async def list_soonest(self, tenant_id: str, statuses: Sequence[str], *, after: tuple[datetime, int],
+                           limit: int, fire_from: datetime, fire_until: datetime) -> list[MessageView]:
+        rows = await self._pool.fetch(QUERIES["list_soonest"], tenant_id, list(statuses), after[0], after[1],
+                                      limit, fire_from, fire_until)
+        return [MessageView.from_row(r) for r in rows]
+
+    @_translating
+    async def list_by_ref(
+        self, tenant_id: str, ref_range: tuple[str, str], statuses: Sequence[str], *, soonest: bool,
+        cursor: tuple[datetime, int], limit: int, fire_from: datetime, fire_until: datetime,
+        keep_unplanned: bool,
+    ) -> list[MessageView]:
+        rows = await self._pool.fetch(
+            QUERIES["list_by_ref"], tenant_id, ref_range[0], ref_range[1], list(statuses), soonest, cursor[1],
+            cursor[0], fire_from, fire_until, keep_unplanned, limit,
+        )
+        return [MessageView.from_row(r) for r in rows]
+
+    @_translating
+    async def message_ref(self, tenant_id: str, message_id: int) -> MessageRef | None:
+        row = await self._pool.fetchrow(QUERIES["live_ref_of"], tenant_id, message_id)
+        return None if row is None else MessageRef.from_row(row)
+
+    async def _count(self, query: str, *args: Any) -> int:
+        value: int | None = await self._pool.fetchval(QUERIES[query], *args)
+        return value or 0
+
+    @_translating
+    async def cancel_message(self, tenant_id: str, message_id: int) -> int:
+        return await self._count("cancel_message", tenant_id, message_id)
+
+    @_translating
+    async def cancel_matching(self, tenant_id: str, pattern: str) -> int:
+        return await self._count("cancel_matching", tenant_id, pattern)
+
+    @_translating
+    async def pause(self, tenant_id: str, ref_id: str) -> int:
+        return await self._count("pause_ref", tenant_id, ref_id)
+
+    @_translating
+    async def resume(self, tenant_id: str, ref_id: str) -> int:
+        return await self._count("resume_ref", tenant_id, ref_id)
+
+    @_translating
+    async def reschedule(self, tenant_id: str, ref_id: str, *, fire_at: datetime | None = None,
+                         fire_in_s: float | None = None, local_time: datetime | None = None) -> int:
+        if fire_at is not None:
+            return await self._count("reschedule_ref", tenant_id, ref_id, fire_at)
+        if fire_in_s is not None:
+            return await self._count("reschedule_ref_in", tenant_id, ref_id, fire_in_s)
+        assert local_time is not None
+        return await self._count("reschedule_ref_local", tenant_id, ref_id, local_time)
+
+    @_translating
+    async def set_payload(self, tenant_id: str, ref_id: str, payload_json: str) -> int:
+        return await self._count("set_payload", tenant_id, ref_id, payload_json)
+
+    @_translating
+    async def requeue_message(self, tenant_id: str, message_id: int) -> int:
+        return await self._count("requeue_message", tenant_id, message_id)
+
+    @_translating
+    async def send_now(self, tenant_id: str, ref_id: str) -> int | None:
+        """The id of the message that goes out now (None: the ref has nothing live)."""
+        message_id: int | None = await self._pool.fetchval(QUERIES["send_now"], tenant_id, ref_id)
+        return message_id
+
+    @_translating
+    async def due_now(self, tenant_id: str, message_id: int, *, backfill: str = DEFAULT_BACKFILL,
+                      max_lateness_s: float = DEFAULT_MAX_LATENESS_S) -> DueNow | None:
+        row = await self._pool.fetchrow(QUERIES["send_now_timing"], tenant_id, message_id, backfill,
+                                        max_lateness_s)
+        return None if row is None else DueNow.from_row(row)
+
+    @_translating
+    async def api_tenant(self, tenant_id: str) -> TenantView | None:
+        row = await self._pool.fetchrow(QUERIES["api_tenant"], tenant_id)
+        return None if row is None else TenantView.from_row(row)
+
+    @_translating
+    async def set_callback_url(self, tenant_id: str, callback_url: str | None) -> None:
+        await self._pool.execute(QUERIES["set_callback_url"], tenant_id, callback_url)
+
+    @_translating
+    async def pause_tenant(self, tenant_id: str) -> int:
+        return await self._count("pause_tenant", tenant_id)
+
+    @_translating
+    async def resume_tenant(self, tenant_id: str) -> int:
+        return await self._count("resume_tenant", tenant_id)
+
+    @_translating
+    async def api_rotate_secret(self, tenant_id: str, grace_s: float) -> tuple[str, datetime | None]:
+        row = await self._pool.fetchrow(QUERIES["api_rotate_secret"], tenant_id, grace_s)
+        return row["secret"], row["previous_until"]
+
+    @_translating
+    async def set_api_rate_limit(self, tenant_id: str, rate: int | None) -> bool:
+        status: str = await self._pool.execute(QUERIES["set_api_rate_limit"], tenant_id, rate)
+        return status.endswith(" 1")
+
+    @_translating
+    async def tenant_stats(self, tenant_id: str) -> TenantStats:
+        rows = await self._pool.fetch(QUERIES["stats_counts"], tenant_id)
+        counts = {r["status"]: r["messages"] for r in rows}
+        rows = await self._pool.fetch(QUERIES["stats_upcoming"], tenant_id)
+        upcoming = [(r["hour"], r["messages"]) for r in rows]
+        rates = dict((await self._pool.fetchrow(QUERIES["stats_rates"], tenant_id)).items())
+        lateness = await self._pool.fetchrow(QUERIES["stats_lateness"], tenant_id)
+        return TenantStats(counts, upcoming, rates, lateness["p50"], lateness["p99"])
 
 
 def _limit(value: int | str | None) -> int | None:

@@ -387,11 +387,12 @@ class DaemonProcess:
 
     @classmethod
     async def start(cls, env: Mapping[str, str], *, stdout_to_devnull: bool = False,
-                    keep_lines: int | None = None, cwd: Path | None = None) -> DaemonProcess:
-        """Spawn the daemon with exactly `env` (see `daemon_env`); stderr is read with stdout, or
-        alone when stdout goes to /dev/null."""
+                    keep_lines: int | None = None, cwd: Path | None = None,
+                    command: str = "run") -> DaemonProcess:
+        """Spawn the daemon (or, with command="serve", the HTTP API) with exactly `env` (see
+        `daemon_env`); stderr is read with stdout, or alone when stdout goes to /dev/null."""
         process = await asyncio.create_subprocess_exec(
-            *CLI_COMMAND, "run", env=dict(env), cwd=cwd,
+            *CLI_COMMAND, command, env=dict(env), cwd=cwd,
             stdout=asyncio.subprocess.DEVNULL if stdout_to_devnull else asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE if stdout_to_devnull else asyncio.subprocess.STDOUT,
             preexec_fn=die_with_parent,
@@ -466,10 +467,11 @@ class DaemonProcess:
 @contextlib.asynccontextmanager
 async def running_daemon(
     env: Mapping[str, str], *, stdout_to_devnull: bool = False, keep_lines: int | None = None,
-    cwd: Path | None = None,
+    cwd: Path | None = None, command: str = "run",
 ) -> AsyncIterator[DaemonProcess]:
     """A `DaemonProcess` (see `DaemonProcess.start`), stopped on the way out (SIGTERM, then SIGKILL)."""
-    daemon = await DaemonProcess.start(env, stdout_to_devnull=stdout_to_devnull, keep_lines=keep_lines, cwd=cwd)
+    daemon = await DaemonProcess.start(env, stdout_to_devnull=stdout_to_devnull, keep_lines=keep_lines, cwd=cwd,
+                                       command=command)
     try:
         yield daemon
     finally:
@@ -494,3 +496,50 @@ async def add_tenant(db: asyncpg.Connection, tenant_id: str = "t1",
         tenant_id, callback_url, signing_secret,
     )
     return signing_secret
+
+
+async def add_api_key(db: asyncpg.Connection, tenant_id: str | None, *, name: str = "test",
+                      read_only: bool = False) -> str:
+    """An API key for `tenant_id` (None: an operator key), inserted with plain SQL; the key itself."""
+    from .apikeys import generate
+
+    made = generate()
+    await db.execute(
+        "INSERT INTO reminderd.api_keys (prefix, key_hash, tenant_id, name, scopes)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        made.prefix, made.key_hash, tenant_id, name, ["read"] if read_only else ["read", "write"],
+    )
+    return made.key
+
+
+async def api_login_role(database_url: str, role: str) -> None:
+    """A login role granted reminderd_api only (what `reminderd serve` connects as), unless it exists."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = " + _literal(role) + ") THEN "
+            f'CREATE ROLE "{role}" LOGIN IN ROLE reminderd_api; END IF; END $$'
+        )
+    finally:
+        await connection.close()
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+async def new_api_key(database_url: str, tenant_id: str | None, *, name: str = "test") -> str:
+    """add_api_key() on a connection of its own."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        return await add_api_key(connection, tenant_id, name=name)
+    finally:
+        await connection.close()
+
+
+async def api_listening_port(process: DaemonProcess, timeout_s: float = 20) -> int:
+    """The port a `reminderd serve` process logged it listens on (REMINDERD_API_PORT=0 picks one)."""
+    await process.wait_logged("listening", timeout_s)
+    port = process.events("listening")[-1]["port"]
+    assert isinstance(port, int)
+    return port

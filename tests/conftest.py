@@ -26,6 +26,8 @@ from reminderd.migrate import upgrade
 from reminderd.store import Store
 from reminderd.testing import Cluster, Receiver, add_tenant, throwaway_cluster
 
+pytest_plugins = ["live_api"]  # live_api, api_db, tenant_key: a real `reminderd serve` per module
+
 
 def _with_database(url: str, database: str) -> str:
     base, _, _ = url.rpartition("/")
@@ -124,7 +126,8 @@ def module_database_url(
 
 EMPTY_TABLES = (
     "TRUNCATE reminderd.deliveries, reminderd.events, reminderd.scheduled_messages,"
-    " reminderd.tenant_members, reminderd.tenant_holidays, reminderd.tenants,"
+    " reminderd.tenant_members, reminderd.tenant_holidays, reminderd.api_keys, reminderd.idempotency_keys,"
+    " reminderd.tenants,"
     " reminderd.tenant_budgets, reminderd.endpoints, reminderd.endpoint_health, reminderd.frequency_caps,"
     " reminderd.contact_sends, reminderd.usage_days, reminderd.usage_increments RESTART IDENTITY"
 )

@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
+import shutil
+import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
+from reminderd.api import SERVER_LIMITS, Api
 from reminderd.callback import CallbackClient
 from reminderd.jobs import Job
+from reminderd.migrate import head_revision
 from reminderd.settings import Settings
 from reminderd.store import Store
 from reminderd.testing import daemon_env
@@ -220,3 +229,95 @@ def all_sent(db: asyncpg.Connection, expected: int) -> Callable[[], Awaitable[bo
         return (await counts(db)).get("sent", 0) == expected
 
     return check
+
+
+# The HTTP API in-process -------------------------------------------------------------------------
+
+API_ROLE = "reminderd_api_test"  # a login role granted reminderd_api only: what `reminderd serve` runs as
+API_ROLE_PASSWORD = "reminderd-api-test"  # ignored under trust authentication, needed under scram
+
+
+def url_as(database_url: str, user: str, password: str) -> str:
+    """The same server and database, as another role."""
+    parts = urlsplit(database_url)
+    host = parts.hostname or "127.0.0.1"
+    host = f"[{host}]" if ":" in host else host
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}{port}"))
+
+
+async def api_role_url(db: asyncpg.Connection, database_url: str) -> str:
+    """The database as API_ROLE, created (once per cluster) with reminderd_api and nothing else."""
+    await db.execute(f"""
+        DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{API_ROLE}') THEN
+                CREATE ROLE {API_ROLE} LOGIN PASSWORD '{API_ROLE_PASSWORD}' IN ROLE reminderd_api;
+            END IF;
+        END $$""")
+    return url_as(database_url, API_ROLE, API_ROLE_PASSWORD)
+
+
+def api_settings(database_url: str, **overrides: Any) -> Settings:
+    return replace(fast_settings(database_url), **{"api_key_cache_s": 0.0, **overrides})
+
+
+@dataclass
+class ApiClient:
+    """An in-process `reminderd serve` (aiohttp's test server, on loopback) and a way to call it
+    with a key: `await http.call("POST", "/v1/messages", key, json={...})`."""
+
+    client: TestClient[web.Request, web.Application]
+    api: Api
+
+    async def call(
+        self, method: str, path: str, key: str | None, *, json: Any = None, data: bytes | None = None,
+        headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
+    ) -> Answer:
+        sent = dict(headers or {})
+        if key is not None:
+            sent["Authorization"] = f"Bearer {key}"
+        async with self.client.request(method, path, json=json, data=data, headers=sent, params=params) as r:
+            body = await r.read()
+            return Answer(r.status, dict(r.headers), body)
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@asynccontextmanager
+async def running_api(settings: Settings) -> AsyncIterator[ApiClient]:
+    store = await Store.connect(settings.database_url, max_size=4)
+    api = Api(settings, store, head_revision=head_revision(settings.database_url))
+    client = TestClient(TestServer(api.app(), host="127.0.0.1", **SERVER_LIMITS))
+    await client.start_server()
+    try:
+        yield ApiClient(client, api)
+    finally:
+        await client.close()
+        await store.close()
+
+
+# The JavaScript SDK ------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+JS = ROOT / "clients" / "js"
+
+
+def node() -> str:
+    """The `node` executable (Node.js >= 18; the SDK targets 20); the test fails when there is none."""
+    import pytest  # support.py is imported by the harness's own checks too, where pytest is the runner
+
+    found = shutil.which("node")
+    if found is None:
+        pytest.fail("Node.js is not installed: `make install` (.ci/setup) installs it")
+    version = subprocess.run([found, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    assert int(version.lstrip("v").split(".")[0]) >= 18, f"the JavaScript SDK needs Node >= 18, found {version}"
+    return found

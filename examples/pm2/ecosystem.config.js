@@ -92,5 +92,38 @@ module.exports = {
       // REMINDERD_CONCURRENCY + REMINDERD_BATCH_SIZE rows in hand.
       watch: false,
     },
+    {
+      // The HTTP API (docs/api.md): its own process, stateless. Its database URL is a login role
+      // granted reminderd_api (not the daemon's). Cluster mode is for Node.js: for more API
+      // processes on one host, add apps with their own REMINDERD_API_PORT behind your proxy.
+      name: "reminderd-api",
+      script: path.join(VENV, "bin", "reminderd"),
+      args: ["serve"],
+      interpreter: "none",
+      cwd: "/opt/reminderd",
+      exec_mode: "fork",
+      instances: 1,
+      filter_env: ["REMINDERD_"],
+      env: {
+        REMINDERD_DATABASE_URL_FILE: "/etc/reminderd/api_database_url",
+        REMINDERD_API_HOST: "127.0.0.1",
+        REMINDERD_API_PORT: "8080",
+        REMINDERD_API_RATE_LIMIT: "100",
+        REMINDERD_API_KEY_CACHE: "10",
+        // Requests in flight get this long after PM2's SIGINT; kill_timeout stays above it.
+        REMINDERD_SHUTDOWN_TIMEOUT: "30",
+        REMINDERD_LOG_LEVEL: "info",
+      },
+      kill_timeout: 45000,
+      autorestart: true,
+      stop_exit_codes: [0, 78],
+      min_uptime: "10s",
+      max_restarts: 10,
+      exp_backoff_restart_delay: 200,
+      time: false,
+      out_file: "/var/log/reminderd/api-out.log",
+      error_file: "/var/log/reminderd/api-error.log",
+      watch: false,
+    },
   ],
 };

@@ -6,7 +6,7 @@ Adds scheduled_messages.priority, a stored column derived from the category: the
 rewrites that table once (a few seconds per million rows, under an exclusive lock).
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-01
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from reminderd.migrations import run_sql_file
 
 revision = "0010"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 

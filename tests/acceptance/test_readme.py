@@ -69,12 +69,14 @@ SHELL = {
         out=r'^"weekdays at 9am" = cron "0 9 \* \* 1-5": .*\nnext 5 fires after .*\n(  \w{3} .*\n){5,}$'),
     "reminderd schedule globex order:77 --in 90m --payload @examples/payloads/order.json": Expect(out=ID),
     "reminderd cancel globex cart:991:nudge": Expect(out="^1\n$"),
+    "reminderd send-now globex renewal:42": Expect(
+        out=ID, err=r"^an extra occurrence of message \d+ (goes out now|is held: .+)\n$"),
     "reminderd status": Expect(
         out=r"^TENANT +STATUS +MESSAGES +NEXT DUE \(UTC\)\nacme +cancelled +2 +\nacme +pending +4 +\d{4}-.*\n"
-            r"globex +cancelled +1 +\nglobex +pending +6 +\d{4}-\d\d-\d\dT[\d:]{8}\+00:00\n$"),
+            r"globex +cancelled +1 +\nglobex +pending +7 +\d{4}-\d\d-\d\dT[\d:]{8}\+00:00\n$"),
     "reminderd tenant list": Expect(
         out=r"^TENANT +CALLBACK URL .*\nacme +https://acme\.example/hooks/reminders +- +- +active +4 +0 +0 +0\n"
-            r"globex +https://globex\.example/hooks/reminders +GB \(skip\) +21:00-09:00 +active +6 +0 +0 +0\n$"),
+            r"globex +https://globex\.example/hooks/reminders +GB \(skip\) +21:00-09:00 +active +7 +0 +0 +0\n$"),
     'reminderd schedule globex late --at 2020-01-01T09:00:00Z || echo "refused, status $?"': Expect(
         out=r"^refused, status 2\n$", err=r"^reminderd: error: --at '2020-01-01T09:00:00Z' was .* ago: too late to "
                                           r"send, nothing older than the lookback \(1d\) is ever sent"),

@@ -243,3 +243,52 @@ def test_an_until_that_only_the_tenants_holidays_leave_empty_is_refused_once_the
     assert line == (f"reminderd: error: nothing would ever be sent: finished: no occurrence left before until "
                     f"{today + timedelta(days=2)}T23:00:00Z")
     assert sql(database_url, "SELECT count(*) AS n FROM reminderd.scheduled_messages")[0]["n"] == 0
+
+
+# API keys, send-now, the per-tenant rate limit
+
+def test_api_keys_are_printed_once_listed_without_secrets_and_revoked(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(database_url, capsys, "tenant", "add", "acme", "--callback-url", "https://acme.example/hooks")
+    key = cli(database_url, capsys, "api-key", "create", "acme", "--name", "booking-service").strip()
+    reader = cli(database_url, capsys, "api-key", "create", "acme", "--name", "reports", "--read-only").strip()
+    operator = cli(database_url, capsys, "api-key", "create", "--operator", "--name", "ops").strip()
+    assert all(k.startswith("rk_") and len(k) == 59 for k in (key, reader, operator))
+    stored = sql(database_url, "SELECT prefix, key_hash, tenant_id, scopes FROM reminderd.api_keys ORDER BY id")
+    assert [(r["tenant_id"], r["scopes"]) for r in stored] == [
+        ("acme", ["read", "write"]), ("acme", ["read"]), (None, ["read", "write"])]
+    listed = cli(database_url, capsys, "api-key", "list")
+    assert key[:15] in listed and key not in listed and "(operator)" in listed
+    as_json = json.loads(cli(database_url, capsys, "api-key", "list", "acme", "--json"))
+    assert [k["name"] for k in as_json] == ["booking-service", "reports"]
+    assert "revoked" in cli(database_url, capsys, "api-key", "revoke", key[:15])
+    assert sql(database_url, "SELECT revoked_at IS NOT NULL AS r FROM reminderd.api_keys WHERE prefix = $1",
+               key[:15])[0]["r"]
+    for argv, says in [(["api-key", "create", "--name", "x"], "name the TENANT"),
+                       (["api-key", "create", "acme", "--operator", "--name", "x"], "give no TENANT"),
+                       (["api-key", "create", "ghost", "--name", "x"], 'unknown tenant "ghost"'),
+                       (["api-key", "revoke", "nonsense"], "is not a key prefix"),
+                       (["api-key", "revoke", "rk_aaaaaaaaaaaa"], "no API key")]:
+        assert main(["--database-url", database_url, *argv]) == 2
+        assert says in capsys.readouterr().err
+
+
+def test_send_now_prints_the_message_that_goes_out_and_rate_limits_are_per_tenant(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(database_url, capsys, "tenant", "add", "acme", "--callback-url", "https://acme.example/hooks")
+    cli(database_url, capsys, "schedule", "acme", "renewal:42", "--cron", "0 9 1 * *")
+    main(["--database-url", database_url, "send-now", "acme", "renewal:42"])
+    out, err = capsys.readouterr()
+    extra = int(out)
+    assert "an extra occurrence of message" in err and "goes out now" in err
+    row = sql(database_url, "SELECT extra_of, status FROM reminderd.scheduled_messages WHERE id = $1", extra)[0]
+    assert row["status"] == "pending" and row["extra_of"] is not None
+    assert main(["--database-url", database_url, "send-now", "acme", "nothing"]) == 2
+    assert "has no pending" in capsys.readouterr().err
+    assert "500 requests per second" in cli(database_url, capsys, "tenant", "rate-limit", "acme", "500")
+    assert sql(database_url, "SELECT api_rate_limit FROM reminderd.tenants")[0]["api_rate_limit"] == 500
+    cli(database_url, capsys, "tenant", "rate-limit", "acme", "default")
+    assert sql(database_url, "SELECT api_rate_limit FROM reminderd.tenants")[0]["api_rate_limit"] is None
+    assert main(["--database-url", database_url, "tenant", "rate-limit", "acme", "fast"]) == 2

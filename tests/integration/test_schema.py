@@ -90,9 +90,9 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
 
     assert [v["version_num"] for v in versions] == [head_revision("postgresql://unused")]
     assert [t["table_name"] for t in tables] == [
-        "alembic_version", "config", "contact_sends", "deliveries", "endpoint_health", "endpoints",
-        "events", "frequency_caps", "scheduled_messages", "tenant_budgets", "tenant_holidays",
-        "tenant_members", "tenants", "usage_days", "usage_increments",
+        "alembic_version", "api_keys", "config", "contact_sends", "deliveries", "endpoint_health",
+        "endpoints", "events", "frequency_caps", "idempotency_keys", "scheduled_messages", "tenant_budgets",
+        "tenant_holidays", "tenant_members", "tenants", "usage_days", "usage_increments",
     ]
     assert {f["proname"] for f in functions} >= {
         "schedule", "schedule_cron", "cancel", "cancel_live", "generate_secret",
@@ -128,6 +128,37 @@ async def test_a_database_at_0003_with_data_upgrades_to_head(empty_database_url:
     assert version == head_revision("postgresql://unused")
     assert (row["ref_id"], row["status"]) == ("r1", "pending")
     assert types == ["outcome_v1", "plan_v1", "release_v1"]  # composite types, in the reminderd schema
+
+
+async def test_a_database_at_0004_with_data_upgrades_to_0006(empty_database_url: str) -> None:
+    # 0006 rebuilds the live-ref index and adds two more on scheduled_messages: rows already there
+    # keep their ref rules (one live row each) and schedule()'s identical-call answer.
+    await asyncio.to_thread(upgrade, empty_database_url, "0004")
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        await connection.execute(
+            "INSERT INTO reminderd.tenants (id, callback_url) VALUES ('acme', 'https://example.com/cb')"
+        )
+        fire_at = await connection.fetchval("SELECT date_trunc('second', now()) + interval '1 hour'")
+        live = await connection.fetchval("SELECT reminderd.schedule('acme', 'r1', $1)", fire_at)
+        cron = await connection.fetchval("SELECT reminderd.schedule_cron('acme', 'c1', '0 9 * * *')")
+        await asyncio.to_thread(upgrade, empty_database_url, "0006")
+        assert await connection.fetchval("SELECT reminderd.schedule('acme', 'r1', $1)", fire_at) == live
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await connection.execute(
+                "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+                " VALUES ('acme', 'r1', now())"
+            )
+        extra = await connection.fetchval("SELECT reminderd.send_now('acme', 'c1')")
+        rows = await connection.fetch(
+            "SELECT m.id, m.status, m.extra_of, t.api_rate_limit FROM reminderd.scheduled_messages m"
+            " JOIN reminderd.tenants t ON t.id = m.tenant_id ORDER BY m.id"
+        )
+    finally:
+        await connection.close()
+    assert [(r["id"], r["status"], r["extra_of"], r["api_rate_limit"]) for r in rows] == [
+        (live, "pending", None, None), (cron, "pending", None, None), (extra, "pending", cron, None),
+    ]
 
 
 # schema.sql: the current schema for reading, kept equal to what the migrations build ------------
@@ -291,8 +322,9 @@ async def test_alembic_finds_no_difference_between_schema_sql_and_the_migrations
     assert diffs == []
     # The description is the whole of schema.sql's tables, so the comparison above covered them.
     assert set(description.tables) == {
-        "reminderd.config", "reminderd.deliveries", "reminderd.events", "reminderd.scheduled_messages",
-        "reminderd.tenant_holidays", "reminderd.tenant_members", "reminderd.tenants",
+        "reminderd.api_keys", "reminderd.config", "reminderd.deliveries", "reminderd.events",
+        "reminderd.idempotency_keys", "reminderd.scheduled_messages", "reminderd.tenant_holidays",
+        "reminderd.tenant_members", "reminderd.tenants",
         "reminderd.contact_sends", "reminderd.endpoint_health", "reminderd.endpoints",
         "reminderd.frequency_caps", "reminderd.tenant_budgets", "reminderd.usage_days",
         "reminderd.usage_increments",

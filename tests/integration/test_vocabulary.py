@@ -45,6 +45,7 @@ async def test_every_event_the_sql_functions_and_triggers_write_is_an_event(db: 
     assert written == {
         "created", "replaced", "cancelled", "paused", "resumed", "rescheduled", "requeued", "updated",
         "endpoint_disabled",
+        "sent_now", "edited",
     }
     assert written <= {e.value for e in Event}
 

@@ -324,6 +324,8 @@ def test_the_subcommands_are_the_documented_ones() -> None:
         "migrate", "run", "status", "config", "demo", "schedule", "preview", "cancel", "tenant",
         "tenant add", "tenant list", "tenant grant", "tenant revoke", "tenant rotate-secret", "tenant set",
         "tenant holiday", "tenant enable-endpoint", "endpoint", "endpoint set", "endpoint list", "usage",
+        "tenant rate-limit", "send-now", "serve", "api-key", "api-key create", "api-key list",
+        "api-key revoke",
         "dev-db", "dev-db start", "dev-db url", "dev-db stop", "dev-db status", "dev-db delete",
     }
 

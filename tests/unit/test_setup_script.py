@@ -1,5 +1,6 @@
 """What `make demo` and `make test` install: the demo only what it runs (PostgreSQL, the project);
-PgBouncer and promtool only on the test path (.ci/setup --test), promtool in CI."""
+PgBouncer, Node.js (the JavaScript SDK's tests) and promtool only on the test path
+(.ci/setup --test), promtool in CI."""
 
 from __future__ import annotations
 
@@ -34,6 +35,16 @@ def test_the_demo_path_installs_neither_pgbouncer_nor_prometheus() -> None:
     prerequisites, _ = recipe("demo")
     assert prerequisites == ["install"]
     assert recipe("install")[1] == ["@bash .ci/setup"]
+
+
+def test_the_demo_path_installs_no_nodejs() -> None:
+    """The demo schedules through the Python SDK; only the JavaScript SDK's tests need Node."""
+    assert guard_of("nodejs").startswith('if [ -n "$for_tests" ]')
+    assert guard_of("npm").startswith('if [ -n "$for_tests" ]')
+    lines = SETUP.splitlines()
+    (index,) = [i for i, line in enumerate(lines) if "npm ci" in line and not line.lstrip().startswith("echo")]
+    guard = next(line for line in reversed(lines[:index]) if line.startswith("if "))
+    assert guard.startswith('if [ -n "$for_tests" ]')
 
 
 def test_the_test_path_installs_what_the_tests_need() -> None:

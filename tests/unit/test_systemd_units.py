@@ -22,6 +22,7 @@ from reminderd.settings import Settings
 UNITS = Path(__file__).resolve().parents[2] / "systemd"
 DAEMON = UNITS / "reminderd.service"
 MIGRATE = UNITS / "reminderd-migrate.service"
+API = UNITS / "reminderd-api.service"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 
 Unit = dict[str, list[tuple[str, str]]]
@@ -144,10 +145,23 @@ def test_the_migrate_unit_is_a_oneshot_running_migrate() -> None:
     assert values(unit, "Service", "ExecStart") == ["/usr/local/bin/reminderd migrate"]
 
 
-@pytest.mark.parametrize("path", [DAEMON, MIGRATE], ids=lambda p: p.name)
-def test_both_units_read_the_environment_file_and_are_hardened(path: Path) -> None:
+def test_the_api_unit_runs_serve_after_the_migrations_and_drains_on_sigterm() -> None:
+    unit = load(API)
+    assert values(unit, "Service", "ExecStart") == ["/usr/local/bin/reminderd serve"]
+    assert values(unit, "Service", "EnvironmentFile") == ["/etc/reminderd/api.env"]
+    assert "reminderd-migrate.service" in words(unit, "Unit", "Requires")
+    assert "reminderd-migrate.service" in words(unit, "Unit", "After")
+    assert value(unit, "Service", "Restart") == "on-failure"
+    assert str(EX_CONFIG) in words(unit, "Service", "RestartPreventExitStatus")
+    assert value(unit, "Service", "KillSignal") in {None, "SIGTERM", "SIGINT"}
+    assert seconds(value(unit, "Service", "TimeoutStopSec") or "0") > default_shutdown_timeout_s()
+    assert "multi-user.target" in words(unit, "Install", "WantedBy")
+
+
+@pytest.mark.parametrize("path", [DAEMON, MIGRATE, API], ids=lambda p: p.name)
+def test_every_unit_reads_an_environment_file_and_is_hardened(path: Path) -> None:
     unit = load(path)
-    assert values(unit, "Service", "EnvironmentFile") == ["/etc/reminderd/env"]
+    assert values(unit, "Service", "EnvironmentFile") in (["/etc/reminderd/env"], ["/etc/reminderd/api.env"])
     expected = {
         "DynamicUser": "yes",
         "NoNewPrivileges": "yes",
@@ -179,7 +193,7 @@ if SYSTEMD_ANALYZE:
         directory.mkdir()
         real_binary = shutil.which("true") or "/bin/true"
         copies = []
-        for path in (MIGRATE, DAEMON):
+        for path in (MIGRATE, DAEMON, API):
             text = re.sub(r"(?m)^ExecStart=\S+", f"ExecStart={real_binary}", path.read_text(encoding="utf-8"))
             copy = directory / path.name
             copy.write_text(text + (extra if path == DAEMON else ""), encoding="utf-8")

@@ -1,0 +1,127 @@
+// The JavaScript SDK's API. The wire types are generated from reminderd/openapi.yaml into
+// wire.d.ts (clients/js/generate_types.py); this file is the client around them.
+import type {
+  CancelByRefQuery, ListMessagesQuery, ListMessagesResponse, Message, MessageDetail,
+  PauseTenantResponse, PreviewQuery, PreviewResponse, Problem, ResumeTenantResponse,
+  RotateSecretBody, RotateSecretResponse, ScheduleBatchResponse, ScheduleRequest, Scheduled,
+  SentNow, Stats, Tenant, UpdateMessageBody, UpdateTenantBody,
+} from "./wire.js";
+
+export * from "./wire.js";
+
+export interface RetryOptions {
+  /** tries in all, the first included (default 4; 1: never retry) */
+  attempts?: number;
+  /** the first backoff ceiling in ms (default 250), doubled each retry */
+  baseMs?: number;
+  /** the backoff ceiling's cap in ms (default 8000) */
+  capMs?: number;
+  /** a longer Retry-After is not waited for: the call fails at once (default 60000) */
+  maxRetryAfterMs?: number;
+}
+
+export interface ClientOptions {
+  /** where `reminderd serve` listens, e.g. http://127.0.0.1:8080 */
+  baseUrl: string;
+  /** rk_… from `reminderd api-key create TENANT --name NAME` */
+  apiKey: string;
+  /** each attempt's limit (default 30000) */
+  timeoutMs?: number;
+  retry?: RetryOptions;
+  /** another fetch (default: the global one) */
+  fetch?: typeof globalThis.fetch;
+  userAgent?: string;
+}
+
+export interface CallOptions {
+  /** your own key for this write (default: one chosen per call, the same on each retry) */
+  idempotencyKey?: string;
+  /** cancels the call, retries and waits included */
+  signal?: AbortSignal;
+}
+
+export interface ReadOptions {
+  signal?: AbortSignal;
+}
+
+/** list's filters: ListMessagesQuery with `pageSize` for the wire's `limit`. */
+export type ListOptions = Omit<ListMessagesQuery, "limit"> & { pageSize?: number };
+
+export type Page = ListMessagesResponse;
+
+export declare class ApiError extends Error {
+  readonly name: "ApiError";
+  /** the RFC 9457 problem, as the server wrote it (or urn:reminderd:client:unreachable / invalid-response) */
+  readonly problem: Problem;
+  /** tries made, retries included */
+  readonly attempts: number;
+  readonly type: string;
+  readonly title: string;
+  /** the HTTP status; 0 when no answer came */
+  readonly status: number;
+  readonly detail: string;
+  readonly errors: NonNullable<Problem["errors"]>;
+  constructor(problem: Problem, attempts?: number);
+}
+
+export declare class MessagePages implements AsyncIterable<Page> {
+  readonly query: ListMessagesQuery;
+  readonly cursor: string | null;
+  [Symbol.asyncIterator](): AsyncIterator<Page>;
+  /** every message of every page, one by one */
+  messages(): AsyncIterable<Message>;
+}
+
+export declare class Reminderd {
+  constructor(options: ClientOptions);
+  readonly baseUrl: string;
+  readonly timeoutMs: number;
+  readonly retry: Readonly<Required<RetryOptions>>;
+  /** the key's visible prefix (rk_xxxxxxxxxxxx), for support; never the key */
+  readonly keyPrefix: string | null;
+
+  /** Schedule one message (POST /v1/messages); a live message of the same refId is replaced. */
+  schedule(message: ScheduleRequest, options?: CallOptions): Promise<Scheduled>;
+  /** Up to 1,000 messages in one request (POST /v1/messages/batch). */
+  scheduleMany(messages: Iterable<ScheduleRequest>, options?: CallOptions & { atomic?: boolean }): Promise<ScheduleBatchResponse>;
+  /** One message, its attempts and audit trail (GET /v1/messages/{id}). */
+  get(id: number, options?: ReadOptions): Promise<MessageDetail>;
+  /** The messages, page by page, following the cursor (GET /v1/messages). */
+  list(query?: ListOptions, options?: ReadOptions): MessagePages;
+  listPage(query?: ListMessagesQuery, options?: ReadOptions): Promise<Page>;
+  /** DELETE /v1/messages/{id}: 1, or 0 when it was no longer live. */
+  cancel(id: number, options?: CallOptions): Promise<number>;
+  /** DELETE /v1/messages?ref=…: the live message of a ref. */
+  cancelRef(refId: CancelByRefQuery["ref"], options?: CallOptions): Promise<number>;
+  /** POST /v1/messages/cancel: every live message whose ref matches a LIKE pattern. */
+  cancelMatching(refPattern: string, options?: CallOptions): Promise<number>;
+  /** PATCH /v1/messages/{id}: a new time and/or a new payload. */
+  update(id: number, changes: UpdateMessageBody, options?: CallOptions): Promise<Message>;
+  reschedule(id: number, when: Omit<UpdateMessageBody, "payload">, options?: CallOptions): Promise<Message>;
+  pause(id: number, options?: CallOptions): Promise<Message>;
+  resume(id: number, options?: CallOptions): Promise<Message>;
+  requeue(id: number, options?: CallOptions): Promise<Message>;
+  sendNow(id: number, options?: CallOptions): Promise<SentNow>;
+
+  tenant(options?: ReadOptions): Promise<Tenant>;
+  updateTenant(changes: UpdateTenantBody, options?: CallOptions): Promise<Tenant>;
+  pauseTenant(options?: CallOptions): Promise<PauseTenantResponse>;
+  resumeTenant(options?: CallOptions): Promise<ResumeTenantResponse>;
+  rotateSecret(body?: RotateSecretBody, options?: CallOptions): Promise<RotateSecretResponse>;
+  stats(options?: ReadOptions): Promise<Stats>;
+  preview(query: PreviewQuery, options?: ReadOptions): Promise<PreviewResponse>;
+
+  /** Any route: camelCase in and out, retried and idempotent like the methods. */
+  request<T = unknown>(method: "GET" | "POST" | "PATCH" | "DELETE", path: string,
+    options?: CallOptions & { body?: unknown; query?: Record<string, unknown> }): Promise<T>;
+  toJSON(): { baseUrl: string; apiKey: string };
+}
+
+export declare function camel(name: string): string;
+export declare function snake(name: string): string;
+export declare function toWire(value: unknown): unknown;
+export declare function fromWire(value: unknown): unknown;
+export declare function retryDelayMs(policy: Required<RetryOptions>, retry: number, retryAfterMs?: number | null,
+  random?: () => number): number | null;
+
+export default Reminderd;

@@ -1,0 +1,360 @@
+// The JavaScript SDK of reminderd's HTTP API (`reminderd serve`). No dependencies: the global
+// fetch of Node >= 20 (18 works too), or of a browser, Deno, Bun, a worker.
+//
+//   const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: process.env.REMINDERD_API_KEY });
+//   const { id, status } = await rd.schedule({ refId: "booking:b7d2:24h", fireAt, payload });
+//
+// Names are camelCase here and snake_case on the wire (reminderd/openapi.yaml): each key of what is
+// sent and received is converted, except inside a `payload`, which is the user's own JSON. Problems
+// (RFC 9457) are raised as ApiError, as the server wrote them. Connection errors, timeouts, 429
+// (after its Retry-After), 5xx and a 409 "still running" are retried with capped exponential backoff
+// and full jitter; every write carries one Idempotency-Key per call, the same on each retry, so the
+// server answers a retry with its first answer. The API key is kept in a private field: it is in no
+// log, inspect() output, JSON or error.
+
+const VERSION = "0.1.0";
+const UNREACHABLE = "urn:reminderd:client:unreachable";
+const INVALID_RESPONSE = "urn:reminderd:client:invalid-response";
+const IDEMPOTENCY_IN_FLIGHT = "urn:reminderd:problem:idempotency-in-flight";
+const KEY_SHAPE = /^(rk_[a-z2-7]{12})_/;
+
+/** `ref_id` -> `refId` (the generator of wire.d.ts applies the same rule). */
+export function camel(name) {
+  return name.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase());
+}
+
+/** `refId` -> `ref_id`. */
+export function snake(name) {
+  return name.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
+}
+
+function convertKeys(value, rename, dates) {
+  if (Array.isArray(value)) return value.map((item) => convertKeys(item, rename, dates));
+  if (dates && value instanceof Date) return isoInstant(value);
+  if (value === null || typeof value !== "object") return value;
+  const out = {};
+  for (const [key, item] of Object.entries(value)) {
+    if (item === undefined) continue;
+    out[rename(key)] = key === "payload" ? item : convertKeys(item, rename, dates);
+  }
+  return out;
+}
+
+/** What the SDK sends: camelCase keys to the wire's, Dates to RFC 3339, undefined left out. */
+export function toWire(value) {
+  return convertKeys(value, snake, true);
+}
+
+/** What the server answered, with camelCase keys. */
+export function fromWire(value) {
+  return convertKeys(value, camel, false);
+}
+
+function isoInstant(date) {
+  if (Number.isNaN(date.getTime())) throw new TypeError("an invalid Date cannot be sent");
+  return date.toISOString();
+}
+
+/** The error every failed call raises: `problem` is the RFC 9457 document. */
+export class ApiError extends Error {
+  constructor(problem, attempts = 1) {
+    const fields = (problem.errors ?? [])
+      .map((e) => `${e.pointer ?? e.parameter ?? e.header ?? "?"}: ${e.detail}`)
+      .join("; ");
+    const head = problem.status ? `${problem.title} (${problem.status})` : problem.title;
+    super(`${head}: ${problem.detail}${fields ? ` [${fields}]` : ""}`);
+    this.name = "ApiError";
+    this.problem = problem;
+    this.attempts = attempts;
+  }
+  get type() { return this.problem.type; }
+  get title() { return this.problem.title; }
+  /** The HTTP status; 0 when no answer came (type urn:reminderd:client:unreachable). */
+  get status() { return this.problem.status; }
+  get detail() { return this.problem.detail; }
+  get errors() { return this.problem.errors ?? []; }
+}
+
+const DEFAULT_RETRY = Object.freeze({ attempts: 4, baseMs: 250, capMs: 8000, maxRetryAfterMs: 60000 });
+
+/**
+ * Milliseconds to wait before retry number `retry` (from 1), or null when none is left or the
+ * server's Retry-After is longer than maxRetryAfterMs. Full jitter: random in [0, min(cap, base·2^(retry-1))].
+ */
+export function retryDelayMs(policy, retry, retryAfterMs = null, random = Math.random) {
+  if (retry >= policy.attempts) return null;
+  if (retryAfterMs !== null) return retryAfterMs <= policy.maxRetryAfterMs ? retryAfterMs : null;
+  return random() * Math.min(policy.capMs, policy.baseMs * 2 ** (retry - 1));
+}
+
+function retryAfterMs(header) {
+  if (header === null || header.trim() === "") return null;
+  const seconds = Number(header.trim());
+  return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : null;
+}
+
+function retryable(status, type) {
+  return status === 429 || status >= 500 || (status === 409 && type === IDEMPOTENCY_IN_FLIGHT);
+}
+
+async function newIdempotencyKey() {
+  // Node >= 19, browsers, Deno, Bun and workers have the Web Crypto global; Node 18 has node:crypto.
+  const crypto = globalThis.crypto?.randomUUID ? globalThis.crypto : await import("node:crypto");
+  return "rdjs_" + crypto.randomUUID();
+}
+
+/** A signal aborted when either is (AbortSignal.any, which Node 18 lacks). */
+function either(signal, timeout) {
+  if (!signal) return timeout;
+  if (AbortSignal.any) return AbortSignal.any([signal, timeout]);
+  const controller = new AbortController();
+  for (const s of [signal, timeout]) {
+    if (s.aborted) controller.abort(s.reason);
+    else s.addEventListener("abort", () => controller.abort(s.reason), { once: true });
+  }
+  return controller.signal;
+}
+
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const done = () => { signal?.removeEventListener("abort", abort); resolve(); };
+    const timer = setTimeout(done, ms);
+    const abort = () => { clearTimeout(timer); reject(signal.reason); };
+    signal?.addEventListener("abort", abort, { once: true });
+  });
+}
+
+function problemOf(status, statusText, text) {
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+  if (data && typeof data === "object" && typeof data.type === "string") {
+    return { title: statusText, detail: "", status, ...data };
+  }
+  return { type: "about:blank", title: statusText || "HTTP error", status, detail: text.slice(0, 200).trim() || `HTTP ${status}` };
+}
+
+function describe(error) {
+  if (error?.name === "TimeoutError") return "no answer in time";
+  const cause = error?.cause;
+  const why = cause?.code ?? cause?.message;
+  return why ? `${error.message} (${why})` : String(error?.message ?? error);
+}
+
+function queryString(query) {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(toWire(query ?? {}))) {
+    if (value === undefined || value === null) continue;
+    params.set(key, Array.isArray(value) ? value.join(",") : String(value));
+  }
+  const text = params.toString();
+  return text ? `?${text}` : "";
+}
+
+function messageId(id) {
+  if (!Number.isSafeInteger(id) || id < 1) throw new TypeError(`a message id is a positive integer, not ${id}`);
+  return id;
+}
+
+/** The client of one reminderd API server for one API key (so one tenant). */
+export class Reminderd {
+  #authorization;
+  #fetch;
+
+  constructor({ baseUrl, apiKey, timeoutMs = 30000, retry = {}, fetch = globalThis.fetch, userAgent } = {}) {
+    const url = new URL(baseUrl);
+    if (url.protocol !== "http:" && url.protocol !== "https:") {
+      throw new TypeError(`baseUrl: an http:// or https:// URL, not ${baseUrl}`);
+    }
+    if (typeof apiKey !== "string" || !/^[!-~]+$/.test(apiKey)) {
+      throw new TypeError("apiKey: the rk_… key printed by `reminderd api-key create` (missing or not printable)");
+    }
+    if (typeof fetch !== "function") throw new TypeError("no global fetch: Node >= 20, or pass { fetch }");
+    this.baseUrl = url.href.replace(/\/+$/, "");
+    this.timeoutMs = timeoutMs;
+    this.retry = Object.freeze({ ...DEFAULT_RETRY, ...retry });
+    this.keyPrefix = KEY_SHAPE.exec(apiKey)?.[1] ?? null;
+    this.userAgent = userAgent ?? `reminderd-js/${VERSION}`;
+    this.#authorization = `Bearer ${apiKey}`;
+    this.#fetch = fetch;
+  }
+
+  toJSON() {
+    return { baseUrl: this.baseUrl, apiKey: this.keyPrefix ? `${this.keyPrefix}_…` : "<hidden>" };
+  }
+
+  [Symbol.for("nodejs.util.inspect.custom")]() {
+    return `Reminderd ${JSON.stringify(this.toJSON())}`;
+  }
+
+  /**
+   * One logical call, retried as the policy says; the answer's JSON with camelCase keys.
+   * @param {string} method @param {string} path @param {{ body?: unknown, query?: object,
+   * idempotencyKey?: string, signal?: AbortSignal }} options
+   */
+  async request(method, path, { body, query, idempotencyKey, signal } = {}) {
+    const url = `${this.baseUrl}${path}${queryString(query)}`;
+    const headers = { Authorization: this.#authorization, Accept: "application/json", "User-Agent": this.userAgent };
+    let data;
+    if (body !== undefined) {
+      data = JSON.stringify(toWire(body));
+      headers["Content-Type"] = "application/json";
+    }
+    if (method !== "GET") headers["Idempotency-Key"] = idempotencyKey ?? (await newIdempotencyKey());
+    for (let attempt = 1; ; attempt++) {
+      let response, text;
+      try {
+        const abort = either(signal, AbortSignal.timeout(this.timeoutMs));
+        response = await this.#fetch(url, { method, headers, body: data, signal: abort, redirect: "manual" });
+        text = await response.text();
+      } catch (error) {
+        if (signal?.aborted) throw signal.reason;
+        const problem = { type: UNREACHABLE, title: "reminderd unreachable", status: 0, detail: `${method} ${path}: ${describe(error)}` };
+        const delay = retryDelayMs(this.retry, attempt);
+        if (delay === null) throw new ApiError(problem, attempt);
+        await sleep(delay, signal);
+        continue;
+      }
+      if (response.status < 400) {
+        try {
+          return fromWire(JSON.parse(text));
+        } catch {
+          throw new ApiError({ type: INVALID_RESPONSE, title: "Answer not JSON", status: response.status,
+            detail: `${method} ${path}: ${text.slice(0, 200)}` }, attempt);
+        }
+      }
+      const problem = problemOf(response.status, response.statusText, text);
+      const delay = retryable(response.status, problem.type)
+        ? retryDelayMs(this.retry, attempt, retryAfterMs(response.headers.get("retry-after")))
+        : null;
+      if (delay === null) throw new ApiError(problem, attempt);
+      await sleep(delay, signal);
+    }
+  }
+
+  async #count(method, path, options) {
+    const answer = await this.request(method, path, options);
+    if (!Number.isInteger(answer?.cancelled)) {
+      throw new ApiError({ type: INVALID_RESPONSE, title: "Answer not as the API describes", status: 200,
+        detail: `${method} ${path}: no count` });
+    }
+    return answer.cancelled;
+  }
+
+  // Messages ---------------------------------------------------------------------------------
+
+  /** Schedule one message, one-off or recurring; a live message of the same refId is replaced. */
+  schedule(message, { idempotencyKey, signal } = {}) {
+    return this.request("POST", "/v1/messages", { body: message, idempotencyKey, signal });
+  }
+
+  /** Up to 1,000 messages in one request; atomic (default) is all or nothing. */
+  scheduleMany(messages, { atomic = true, idempotencyKey, signal } = {}) {
+    return this.request("POST", "/v1/messages/batch", { body: { messages: [...messages], atomic }, idempotencyKey, signal });
+  }
+
+  /** One message with its attempts (deliveries) and audit trail (events). */
+  get(id, { signal } = {}) {
+    return this.request("GET", `/v1/messages/${messageId(id)}`, { signal });
+  }
+
+  /** The messages page by page (`for await (const page of rd.list(query))`); `.messages()` one by one. */
+  list({ pageSize, cursor, ...filters } = {}, { signal } = {}) {
+    return new MessagePages(this, { ...filters, limit: pageSize }, cursor ?? null, signal);
+  }
+
+  /** One page of GET /v1/messages. */
+  listPage(query = {}, { signal } = {}) {
+    return this.request("GET", "/v1/messages", { query, signal });
+  }
+
+  /** Cancel one message: 1, or 0 when it was no longer live. */
+  cancel(id, options = {}) {
+    return this.#count("DELETE", `/v1/messages/${messageId(id)}`, options);
+  }
+
+  /** Cancel the live message of a ref (0 when none is live). */
+  cancelRef(refId, options = {}) {
+    return this.#count("DELETE", "/v1/messages", { ...options, query: { ref: refId } });
+  }
+
+  /** Cancel every live message whose ref matches a LIKE pattern ("booking:b7d2:%"). */
+  cancelMatching(refPattern, options = {}) {
+    return this.#count("POST", "/v1/messages/cancel", { ...options, body: { refPattern } });
+  }
+
+  /** Reschedule (one of fireAt, fireIn, localTime) and/or give a new payload. */
+  update(id, changes, { idempotencyKey, signal } = {}) {
+    return this.request("PATCH", `/v1/messages/${messageId(id)}`, { body: changes, idempotencyKey, signal });
+  }
+
+  /** `update` with a new time only: { fireAt } or { fireIn } or { localTime }. */
+  reschedule(id, { fireAt, fireIn, localTime }, options = {}) {
+    return this.update(id, { fireAt, fireIn, localTime }, options);
+  }
+
+  pause(id, options = {}) { return this.#action(id, "pause", options); }
+  resume(id, options = {}) { return this.#action(id, "resume", options); }
+  requeue(id, options = {}) { return this.#action(id, "requeue", options); }
+
+  /** A one-off due now, or a recurring message's extra occurrence now; `held` says if it waits. */
+  sendNow(id, options = {}) { return this.#action(id, "send-now", options); }
+
+  #action(id, action, { idempotencyKey, signal } = {}) {
+    return this.request("POST", `/v1/messages/${messageId(id)}/${action}`, { idempotencyKey, signal });
+  }
+
+  // The tenant -------------------------------------------------------------------------------
+
+  tenant({ signal } = {}) { return this.request("GET", "/v1/tenant", { signal }); }
+
+  /** Change callbackUrl, calendar, holidayRule, quietHours, quietExempt (null clears calendar, quietHours). */
+  updateTenant(changes, { idempotencyKey, signal } = {}) {
+    return this.request("PATCH", "/v1/tenant", { body: changes, idempotencyKey, signal });
+  }
+
+  pauseTenant({ idempotencyKey, signal } = {}) {
+    return this.request("POST", "/v1/tenant/pause", { idempotencyKey, signal });
+  }
+
+  resumeTenant({ idempotencyKey, signal } = {}) {
+    return this.request("POST", "/v1/tenant/resume", { idempotencyKey, signal });
+  }
+
+  /** A new signing secret, shown once; the old one keeps signing for `grace`. */
+  rotateSecret({ grace } = {}, { idempotencyKey, signal } = {}) {
+    return this.request("POST", "/v1/tenant/rotate-secret", { body: grace === undefined ? {} : { grace }, idempotencyKey, signal });
+  }
+
+  stats({ signal } = {}) { return this.request("GET", "/v1/stats", { signal }); }
+
+  /** The next fire times of a schedule ({ cron } | { every } | { rrule }, timezone, n, from…). */
+  preview(query, { signal } = {}) { return this.request("GET", "/v1/preview", { query, signal }); }
+}
+
+/** What `list` returns: an async iterable of pages, each fetched when wanted. */
+export class MessagePages {
+  constructor(client, query, cursor, signal) {
+    this.client = client;
+    this.query = query;
+    this.cursor = cursor;
+    this.signal = signal;
+  }
+
+  async *[Symbol.asyncIterator]() {
+    let cursor = this.cursor;
+    for (;;) {
+      const page = await this.client.listPage({ ...this.query, cursor: cursor ?? undefined }, { signal: this.signal });
+      if (page.messages.length > 0 || cursor === this.cursor) yield page; // not the empty page that can end a walk
+      if (page.nextCursor === null || page.nextCursor === undefined) return;
+      cursor = page.nextCursor;
+    }
+  }
+
+  /** Every message of every page, one by one. */
+  async *messages() {
+    for await (const page of this) yield* page.messages;
+  }
+}
+
+export default Reminderd;

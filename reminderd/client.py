@@ -1,0 +1,1065 @@
+"""The Python SDK of reminderd's HTTP API (`reminderd serve`): one class, `ReminderdClient`.
+
+    async with ReminderdClient("http://127.0.0.1:8080", api_key) as rd:
+        scheduled = await rd.schedule("booking:b7d2:24h", fire_at=when, payload={"to": "+441632960961"})
+
+Every method is one route of the API (reminderd/openapi.yaml, served as `GET /openapi.json`, is the
+wire format); answers are frozen dataclasses named after the document's schemas, instants are aware
+`datetime`s, durations `timedelta`s or the API's strings. A refusal raises `ApiError`, carrying the
+server's RFC 9457 problem.
+
+Retries are safe: connection errors, timeouts, 429 (after its Retry-After), 5xx and a 409 saying the
+same request is still running are retried with capped exponential backoff and full jitter, and each
+write carries an `Idempotency-Key` chosen once per call and sent again with each retry, so the server
+answers a retry with the first answer instead of doing it twice. `SyncReminderdClient` is the same
+client for code without an event loop. The API key is never logged, shown in a repr or put in an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import dataclasses
+import enum
+import functools
+import json
+import logging
+import random
+import re
+import secrets
+import threading
+import types
+import typing
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import yarl
+
+from . import __version__
+from .exceptions import ReminderdError
+from .lifecycle import Status
+from .retry import backoff_s
+
+__all__ = [
+    "UNSET",
+    "ApiError",
+    "BatchItemResult",
+    "BatchResult",
+    "Delivery",
+    "Event",
+    "Fire",
+    "Held",
+    "HourCount",
+    "Lateness",
+    "Message",
+    "MessageDetail",
+    "MessagePages",
+    "Page",
+    "Preview",
+    "Problem",
+    "ProblemField",
+    "Rates",
+    "ReminderdClient",
+    "RetryPolicy",
+    "RotatedSecret",
+    "ScheduleRequest",
+    "Scheduled",
+    "SentNow",
+    "Stats",
+    "Status",
+    "SyncReminderdClient",
+    "Tenant",
+    "TenantState",
+]
+
+log = logging.getLogger("reminderd.client")
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+class _Unset(enum.Enum):
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: typing.Final = _Unset.UNSET
+"""An argument not given (where None means JSON null: a null payload, a calendar cleared)."""
+
+Instant = datetime | str
+"""An aware datetime, or an RFC 3339 string with an offset."""
+WallTime = datetime | str
+"""A naive datetime, or a wall-time string without an offset, read in the message's timezone."""
+Duration = timedelta | float | str
+"""A timedelta, seconds, or the API's duration strings: 90s, 2h, 1h30m, PT2H."""
+
+# Problems the client itself describes (no answer from the server, or one it cannot read): their
+# types are urn:reminderd:client:…, never one of the server's urn:reminderd:problem:….
+UNREACHABLE = "urn:reminderd:client:unreachable"
+INVALID_RESPONSE = "urn:reminderd:client:invalid-response"
+IDEMPOTENCY_IN_FLIGHT = "urn:reminderd:problem:idempotency-in-flight"
+_KEY_SHAPE = re.compile(r"(rk_[a-z2-7]{12})_")  # a key's visible prefix (reminderd/apikeys.py)
+
+
+# Answers: frozen dataclasses named after the OpenAPI document's schemas --------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemField:
+    """One invalid field: by JSON pointer into the body (wire names, `/messages/3/fire_at`), or by
+    query parameter or header name."""
+
+    detail: str
+    pointer: str | None = None
+    parameter: str | None = None
+    header: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """An RFC 9457 problem document (schema Problem); `type` is stable, `detail` is for people."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: tuple[ProblemField, ...] = ()
+    sqlstate: str | None = None
+    hint: str | None = None
+    item: int | None = None  # the batch item (from 0) the database refused
+    message_status: Status | None = None  # not-live: the status the message is in
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduled:
+    """What `schedule` made (schema Scheduled): `result` is created, replaced or unchanged (the
+    identical call was made before; this is the message it created)."""
+
+    id: int
+    ref_id: str
+    status: Status
+    fire_at: datetime | None  # a recurring schedule's first occurrence (None: not planned yet)
+    description: str
+    result: Literal["created", "replaced", "unchanged"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItemResult:
+    """One item of `schedule_many` (schema BatchItemResult), in the order sent; `error` when refused."""
+
+    index: int
+    result: Literal["created", "replaced", "unchanged", "error"]
+    id: int | None = None
+    ref_id: str | None = None
+    status: Status | None = None
+    fire_at: datetime | None = None
+    description: str | None = None
+    error: Problem | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    results: tuple[BatchItemResult, ...]
+    created: int
+    replaced: int
+    unchanged: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message as it is now (schema Message)."""
+
+    id: int
+    ref_id: str
+    status: Status
+    fire_at: datetime | None  # the next due instant
+    scheduled_for: datetime | None  # the occurrence being retried
+    timezone: str
+    cron: str | None
+    rrule: str | None
+    until: datetime | None
+    max_runs: int | None
+    runs: int
+    category: str
+    callback_url: str | None
+    max_attempts: int | None
+    attempts: int
+    calendar: str | None
+    holiday_rule: str | None
+    backfill: str | None
+    max_lateness_s: float | None
+    last_error: str | None
+    last_event: str | None
+    created_at: datetime
+    updated_at: datetime
+    sent_at: datetime | None
+    extra_of: int | None  # an extra occurrence (send now) of this recurring message
+    payload: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One HTTP attempt of a message."""
+
+    attempt: int
+    webhook_id: str
+    scheduled_for: datetime
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a message's audit trail."""
+
+    created_at: datetime
+    event: str
+    status: Status
+    fire_at: datetime | None
+    reason: str | None
+    actor: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDetail(Message):
+    """A message with its attempts and its audit trail, oldest first (schema MessageDetail): the
+    "why didn't this reminder fire?" answer."""
+
+    deliveries: tuple[Delivery, ...]
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of `list`; `next_cursor` is None on the last."""
+
+    messages: tuple[Message, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Why a message sent now does not go out yet (quiet hours, a holiday, a paused tenant)."""
+
+    reason: str
+    until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SentNow:
+    """What `send_now` sends (schema SentNow): a recurring message's extra occurrence has its own id."""
+
+    id: int
+    ref_id: str
+    status: Status
+    fire_at: datetime | None
+    extra_occurrence: bool
+    held: Held | None
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """The API key's tenant and its settings (schema Tenant)."""
+
+    id: str
+    callback_url: str | None
+    calendar: str | None
+    holiday_rule: str
+    quiet_hours: str | None  # HH:MM-HH:MM
+    quiet_exempt: tuple[str, ...]
+    paused: bool
+    api_rate_limit: float  # requests per second per key
+    previous_secret_expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TenantState:
+    """The tenant after `pause_tenant`/`resume_tenant`, and how many messages that changed."""
+
+    paused: bool
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class RotatedSecret:
+    """The tenant's new signing secret, shown once (never in a repr)."""
+
+    secret: str = field(repr=False)
+    previous_secret_valid_until: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    """One fire time of a preview: `utc`, and the wall time in the schedule's timezone."""
+
+    utc: datetime
+    local: str
+    skipped: bool = False
+    deferred: bool = False
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    description: str
+    timezone: str
+    fires: tuple[Fire, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HourCount:
+    hour: datetime
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Attempts in a window (schema Rates)."""
+
+    delivered: int
+    retried: int
+    dead: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lateness:
+    """Delivery time minus scheduled time of the last 24 hours' deliveries, in milliseconds."""
+
+    p50: float | None
+    p99: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """The tenant's numbers (schema Stats)."""
+
+    counts: dict[str, int]  # messages by status
+    upcoming_by_hour: tuple[HourCount, ...]  # pending messages by hour, the next 48 hours
+    last_1h: Rates
+    last_24h: Rates
+    lateness_ms: Lateness
+
+
+# Requests ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRequest:
+    """One message to schedule (schema ScheduleRequest): exactly one of fire_at, fire_in, local_time,
+    cron, every and rrule (the server checks, with the same rules as the SQL face).
+
+    `payload` is any JSON value (left out: the server's default); `local_time` and a naive `until`
+    are wall times read in `timezone`.
+    """
+
+    ref_id: str
+    fire_at: Instant | None = None
+    fire_in: Duration | None = None
+    local_time: WallTime | None = None
+    cron: str | None = None
+    every: str | None = None
+    rrule: str | None = None
+    timezone: str | None = None
+    payload: Any = UNSET
+    callback_url: str | None = None
+    category: str | None = None
+    max_attempts: int | None = None
+    backfill: Literal["send", "latest", "skip"] | None = None
+    max_lateness: Duration | None = None
+    calendar: str | None = None
+    holiday_rule: Literal["skip", "send"] | None = None
+    until: Instant | WallTime | None = None
+    max_runs: int | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON body: the fields given, instants in RFC 3339, durations in seconds."""
+        body: dict[str, Any] = {}
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if value is UNSET or (value is None and item.name != "payload"):
+                continue
+            body[item.name] = _wire_value(item.name, value)
+        return body
+
+
+def _wire_value(name: str, value: Any) -> Any:
+    if name in ("fire_in", "max_lateness", "grace"):
+        return _duration(name, value)
+    if name in ("fire_at", "until", "fire_after", "fire_before", "from"):
+        return _instant(name, value, wall_allowed=name == "until")
+    if name == "local_time":
+        return _wall_time(name, value)
+    return value
+
+
+def _instant(name: str, value: Instant, *, wall_allowed: bool = False) -> str:
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name}: a datetime or an RFC 3339 string, not {type(value).__name__}")
+    if value.utcoffset() is None:
+        if wall_allowed:
+            return value.isoformat()
+        raise ValueError(f"{name}: {value.isoformat()} has no timezone; pass an aware datetime "
+                         "(for a wall time in the recipient's timezone, use local_time)")
+    return value.isoformat()
+
+
+def _wall_time(name: str, value: WallTime) -> str:
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name}: a naive datetime or a string, not {type(value).__name__}")
+    if value.utcoffset() is not None:
+        raise ValueError(f"{name}: {value.isoformat()} has a UTC offset; a wall time has none "
+                         "(it is read in timezone); for an instant, use fire_at")
+    return value.isoformat()
+
+
+def _duration(name: str, value: Duration) -> float | str:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError(f"{name}: a timedelta, a number of seconds or a string such as 2h")
+    return value
+
+
+def _present(**values: Any) -> dict[str, Any]:
+    """The values given (neither None nor UNSET; UNSET alone where None means JSON null), wire-typed."""
+    return {name.rstrip("_"): _wire_value(name.rstrip("_"), value)
+            for name, value in values.items() if value is not None and value is not UNSET}
+
+
+# Retries -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How the client retries a call (the daemon's callback retries are reminderd.retry's, whose
+    backoff it shares): `attempts` tries in all (the first included), waiting a random time up
+    to min(cap_s, base_s * 2 ** (retry - 1)) before each retry (full jitter), or the server's
+    Retry-After when it gives one; a Retry-After over `max_retry_after_s` is not waited for (the
+    call fails with the 429 or 503 at once)."""
+
+    attempts: int = 4
+    base_s: float = 0.25
+    cap_s: float = 8.0
+    max_retry_after_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("RetryPolicy.attempts: at least 1 (the first try)")
+        if self.base_s < 0 or self.cap_s < 0 or self.max_retry_after_s < 0:
+            raise ValueError("RetryPolicy: delays cannot be negative")
+
+    def delay_s(self, retry: int, retry_after_s: float | None = None,
+                rng: random.Random | None = None) -> float | None:
+        """Seconds to wait before retry number `retry` (from 1), or None when no retry is left or the
+        server asks for a wait longer than `max_retry_after_s`."""
+        if retry >= self.attempts:
+            return None
+        if retry_after_s is not None:
+            return retry_after_s if retry_after_s <= self.max_retry_after_s else None
+        return backoff_s(retry, base_s=self.base_s, cap_s=self.cap_s, jitter="full", rng=rng)
+
+
+NO_RETRIES = RetryPolicy(attempts=1)
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Retry-After in seconds (the API sends delta-seconds; an HTTP date is not waited for)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def _retryable(status: int, problem_type: str) -> bool:
+    return status == 429 or status >= 500 or (status == 409 and problem_type == IDEMPOTENCY_IN_FLIGHT)
+
+
+def new_idempotency_key() -> str:
+    """A key for one logical write: 128 random bits, URL-safe (the API takes printable ASCII)."""
+    return "rdpy_" + secrets.token_urlsafe(16)
+
+
+# The error ----------------------------------------------------------------------------------------
+
+
+class ApiError(ReminderdError):
+    """The reminderd API refused the request, or could not be reached."""
+
+    def __init__(self, problem: Problem, *, attempts: int = 1) -> None:
+        self.problem = problem
+        self.attempts = attempts  # tries made, retries included
+        text = f"{problem.title} ({problem.status}): {problem.detail}" if problem.status else \
+            f"{problem.title}: {problem.detail}"
+        fields = "; ".join(f"{e.pointer or e.parameter or e.header or '?'}: {e.detail}" for e in problem.errors)
+        super().__init__(f"{text} [{fields}]" if fields else text)
+
+    @property
+    def type(self) -> str:
+        return self.problem.type
+
+    @property
+    def title(self) -> str:
+        return self.problem.title
+
+    @property
+    def status(self) -> int:
+        """The HTTP status; 0 when no answer came (type urn:reminderd:client:unreachable)."""
+        return self.problem.status
+
+    @property
+    def detail(self) -> str:
+        return self.problem.detail
+
+    @property
+    def errors(self) -> tuple[ProblemField, ...]:
+        return self.problem.errors
+
+
+class _Secret:
+    """A value that shows as <hidden> in any repr (vars(), a debugger, a log of the object)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<hidden>"
+
+
+class _InvalidResponse(Exception):
+    pass
+
+
+# Decoding answers ----------------------------------------------------------------------------------
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_wire(cls: type[T], data: Any, where: str = "") -> T:
+    """`cls` (one of the answer dataclasses) from its JSON: instants parsed, statuses checked,
+    fields the server added since ignored; `_InvalidResponse` naming what does not fit."""
+    if not isinstance(data, dict):
+        raise _InvalidResponse(f"{where or '/'}: an object expected, got {type(data).__name__}")
+    values: dict[str, Any] = {}
+    hints = _hints(typing.cast(type, cls))
+    for item in dataclasses.fields(cls):  # type: ignore[arg-type]  # cls is a dataclass
+        if item.name in data:
+            values[item.name] = _decode(hints[item.name], data[item.name], f"{where}/{item.name}")
+        elif item.default is dataclasses.MISSING:
+            raise _InvalidResponse(f"{where}/{item.name}: missing")
+    return cls(**values)
+
+
+def _decode(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _decode(inner, value, where)
+    if value is None:
+        raise _InvalidResponse(f"{where}: null where a value was expected")
+    if origin is Literal:
+        if value not in args:
+            raise _InvalidResponse(f"{where}: {value!r} is not one of {', '.join(map(str, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, builtins.list):
+            raise _InvalidResponse(f"{where}: an array expected")
+        return tuple(_decode(args[0], item, f"{where}/{index}") for index, item in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _InvalidResponse(f"{where}: an object expected")
+        return {key: _decode(args[1], item, f"{where}/{key}") for key, item in value.items()}
+    if dataclasses.is_dataclass(hint):
+        return from_wire(hint, value, where)  # type: ignore[arg-type]  # a dataclass type
+    if hint is datetime:
+        if not isinstance(value, str):
+            raise _InvalidResponse(f"{where}: a date-time string expected")
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise _InvalidResponse(f"{where}: {value!r} is not RFC 3339") from None
+        if parsed.utcoffset() is None:
+            raise _InvalidResponse(f"{where}: {value!r} has no UTC offset")
+        return parsed
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            raise _InvalidResponse(f"{where}: {value!r} is not a known {hint.__name__}") from None
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _InvalidResponse(f"{where}: a number expected")
+        return float(value)
+    if hint in (int, str, bool):
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise _InvalidResponse(f"{where}: {hint.__name__} expected, got {type(value).__name__}")
+        return value
+    raise TypeError(f"no decoder for {hint!r}")  # a field type this module does not use
+
+
+def _problem_of(status: int, reason: str, body: bytes) -> Problem:
+    """The answer's problem document; a non-problem error answer (a proxy's page) as about:blank."""
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("type"), str):
+        try:
+            return from_wire(Problem, {"title": reason, "detail": "", "status": status, **data})
+        except _InvalidResponse:
+            pass
+    excerpt = body[:200].decode("utf-8", "replace").strip()
+    return Problem("about:blank", reason or "HTTP error", status, excerpt or f"HTTP {status}")
+
+
+# The client ---------------------------------------------------------------------------------------
+
+
+def _json_body(value: Any) -> bytes:
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    except ValueError as exc:  # NaN or Infinity: not JSON
+        raise ValueError(f"the body is not JSON: {exc}") from None
+
+
+class ReminderdClient:
+    """An async client of one reminderd API server, for one API key (so one tenant).
+
+    `base_url` is where `reminderd serve` listens (http://127.0.0.1:8080); `timeout_s` bounds each
+    attempt; `retry` says how calls are retried (RetryPolicy(attempts=1): never). Use it as an async
+    context manager, or call `close()`. A `session` given is used and left open.
+    """
+
+    def __init__(self, base_url: str, api_key: str, *, timeout_s: float = 30.0,
+                 retry: RetryPolicy | None = None, session: aiohttp.ClientSession | None = None,
+                 user_agent: str | None = None) -> None:
+        url = yarl.URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError(f"base_url: an http:// or https:// URL, not {base_url!r}")
+        if not api_key or not api_key.isprintable() or " " in api_key:
+            raise ValueError("api_key: empty or not printable (it is the rk_… key printed by "
+                             "`reminderd api-key create`)")
+        self.base_url = url.with_query(None).with_fragment(None)
+        self.timeout_s = timeout_s
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)  # each attempt, in a session given too
+        self.retry = retry or RetryPolicy()
+        self._authorization = _Secret(f"Bearer {api_key}")
+        shape = _KEY_SHAPE.match(api_key)
+        self.key_prefix = shape[1] if shape else None  # rk_xxxxxxxxxxxx: shown for support, not secret
+        self._session = session
+        self._own_session = session is None
+        self._user_agent = user_agent or f"reminderd-python/{__version__}"
+
+    def __repr__(self) -> str:
+        return f"ReminderdClient({str(self.base_url)!r}, api_key={self.key_prefix or '<hidden>'!r})"
+
+    async def __aenter__(self) -> ReminderdClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._own_session = True
+        return self._session
+
+    # The exchange, with its retries -------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, *, body: Any = UNSET, query: Mapping[str, Any] | None = None,
+                    idempotency_key: str | None = None) -> tuple[int, Any]:
+        """One logical call: its status and parsed JSON answer; ApiError when refused or out of tries."""
+        url = self.base_url.with_path(self.base_url.path.rstrip("/") + path)
+        if query:
+            pairs = {name: value for name, value in query.items() if value is not None}
+            url = yarl.URL(f"{url}?{urlencode(pairs, quote_via=quote)}", encoded=True)
+        headers = {"Authorization": self._authorization.value, "Accept": "application/json",
+                   "User-Agent": self._user_agent}
+        data = None
+        if body is not UNSET:
+            data = _json_body(body)
+            headers["Content-Type"] = "application/json"
+        if method != "GET":
+            headers["Idempotency-Key"] = idempotency_key or new_idempotency_key()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                status, reason, answer, retry_after = await self._exchange(method, url, headers, data)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problem = Problem(UNREACHABLE, "reminderd unreachable", 0,
+                                  f"{method} {url.path}: {_describe(exc)}")
+                delay = self.retry.delay_s(attempt)
+                if delay is None:
+                    raise ApiError(problem, attempts=attempt) from None
+                self._retrying(method, url, attempt, delay, problem.detail)
+                await asyncio.sleep(delay)
+                continue
+            if status < 400:
+                return status, self._parsed(status, answer, attempt)
+            problem = _problem_of(status, reason, answer)
+            delay = None
+            if _retryable(status, problem.type):
+                delay = self.retry.delay_s(attempt, _retry_after_s(retry_after))
+            if delay is None:
+                raise ApiError(problem, attempts=attempt)
+            self._retrying(method, url, attempt, delay, f"{status} {problem.type}")
+            await asyncio.sleep(delay)
+
+    async def _exchange(self, method: str, url: yarl.URL, headers: Mapping[str, str],
+                        data: bytes | None) -> tuple[int, str, bytes, str | None]:
+        async with self._http().request(method, url, headers=headers, data=data, allow_redirects=False,
+                                        timeout=self._timeout) as resp:
+            return resp.status, resp.reason or "", await resp.read(), resp.headers.get("Retry-After")
+
+    @staticmethod
+    def _parsed(status: int, answer: bytes, attempt: int) -> Any:
+        try:
+            return json.loads(answer)
+        except ValueError:
+            raise ApiError(Problem(INVALID_RESPONSE, "Answer not JSON", status,
+                                   f"HTTP {status}: {answer[:200].decode('utf-8', 'replace')!r}"),
+                           attempts=attempt) from None
+
+    @staticmethod
+    def _retrying(method: str, url: yarl.URL, attempt: int, delay_s: float, why: str) -> None:
+        log.info("reminderd API: %s %s attempt %d failed (%s); retrying in %.3f s",
+                 method, url.path, attempt, why, delay_s)
+
+    async def _answer(self, cls: type[T], method: str, path: str, **options: Any) -> T:
+        status, data = await self._call(method, path, **options)
+        try:
+            return from_wire(cls, data)
+        except _InvalidResponse as exc:
+            raise ApiError(Problem(INVALID_RESPONSE, "Answer not as the API describes", status,
+                                   f"{method} {path}: {exc}")) from None
+
+    async def _count(self, method: str, path: str, **options: Any) -> int:
+        status, data = await self._call(method, path, **options)
+        count = data.get("cancelled") if isinstance(data, dict) else None
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise ApiError(Problem(INVALID_RESPONSE, "Answer not as the API describes", status,
+                                   f"{method} {path}: no count in {data!r}"))
+        return count
+
+    # Messages -------------------------------------------------------------------------------------
+
+    async def schedule(
+        self, ref_id: str, *, fire_at: Instant | None = None, fire_in: Duration | None = None,
+        local_time: WallTime | None = None, cron: str | None = None, every: str | None = None,
+        rrule: str | None = None, timezone: str | None = None, payload: Any = UNSET,
+        callback_url: str | None = None, category: str | None = None, max_attempts: int | None = None,
+        backfill: Literal["send", "latest", "skip"] | None = None, max_lateness: Duration | None = None,
+        calendar: str | None = None, holiday_rule: Literal["skip", "send"] | None = None,
+        until: Instant | WallTime | None = None, max_runs: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Scheduled:
+        """Schedule one message, one-off or recurring (`POST /v1/messages`); a live message of the
+        same ref is replaced. See ScheduleRequest for the fields."""
+        request = ScheduleRequest(
+            ref_id, fire_at=fire_at, fire_in=fire_in, local_time=local_time, cron=cron, every=every,
+            rrule=rrule, timezone=timezone, payload=payload, callback_url=callback_url, category=category,
+            max_attempts=max_attempts, backfill=backfill, max_lateness=max_lateness, calendar=calendar,
+            holiday_rule=holiday_rule, until=until, max_runs=max_runs,
+        )
+        return await self._answer(Scheduled, "POST", "/v1/messages", body=request.to_wire(),
+                                  idempotency_key=idempotency_key)
+
+    async def schedule_many(self, messages: Iterable[ScheduleRequest], *, atomic: bool = True,
+                            idempotency_key: str | None = None) -> BatchResult:
+        """Up to 1,000 messages in one request (`POST /v1/messages/batch`). atomic (the default): all
+        or nothing, and an invalid item raises ApiError listing every invalid one; atomic=False: each
+        item stands alone and its result says whether it was refused."""
+        body = {"messages": [message.to_wire() for message in messages], "atomic": atomic}
+        return await self._answer(BatchResult, "POST", "/v1/messages/batch", body=body,
+                                  idempotency_key=idempotency_key)
+
+    async def get(self, message_id: int) -> MessageDetail:
+        """One message with its attempts and audit trail; ApiError 404 when there is none."""
+        return await self._answer(MessageDetail, "GET", f"/v1/messages/{int(message_id)}")
+
+    def list(self, *, ref: str | None = None, ref_prefix: str | None = None,
+             status: Status | str | Sequence[Status | str] | None = None,
+             fire_after: Instant | None = None, fire_before: Instant | None = None,
+             order: Literal["newest", "soonest"] | None = None, page_size: int | None = None,
+             cursor: str | None = None) -> MessagePages:
+        """The messages, page by page (`async for page in rd.list(...)`, or `.messages()` for one by
+        one), newest first or soonest first, following each page's cursor; `cursor` starts from a
+        page's `next_cursor` kept earlier. A walk never ends on an empty page (the server may answer
+        one after a full last page)."""
+        statuses = None
+        if status is not None:
+            statuses = ",".join([status] if isinstance(status, str) else status)
+        query = {
+            "ref": ref, "ref_prefix": ref_prefix, "status": statuses, "order": order, "limit": page_size,
+            "fire_after": None if fire_after is None else _instant("fire_after", fire_after),
+            "fire_before": None if fire_before is None else _instant("fire_before", fire_before),
+        }
+        return MessagePages(self, {name: value for name, value in query.items() if value is not None}, cursor)
+
+    async def list_page(self, query: Mapping[str, Any], cursor: str | None = None) -> Page:
+        """One page of `GET /v1/messages` for `query` (wire names) from `cursor`."""
+        return await self._answer(Page, "GET", "/v1/messages", query={**query, "cursor": cursor})
+
+    async def cancel(self, message_id: int, *, idempotency_key: str | None = None) -> int:
+        """Cancel one message: 1, or 0 when it was no longer live; ApiError 404 when there is none."""
+        return await self._count("DELETE", f"/v1/messages/{int(message_id)}", idempotency_key=idempotency_key)
+
+    async def cancel_ref(self, ref_id: str, *, idempotency_key: str | None = None) -> int:
+        """Cancel the live message of `ref_id` (0 when none is live)."""
+        return await self._count("DELETE", "/v1/messages", query={"ref": ref_id},
+                                 idempotency_key=idempotency_key)
+
+    async def cancel_matching(self, ref_pattern: str, *, idempotency_key: str | None = None) -> int:
+        """Cancel every live message whose ref matches the LIKE pattern (`booking:b7d2:%`; `\\`
+        escapes % and _); how many."""
+        return await self._count("POST", "/v1/messages/cancel", body={"ref_pattern": ref_pattern},
+                                 idempotency_key=idempotency_key)
+
+    async def update(self, message_id: int, *, fire_at: Instant | None = None, fire_in: Duration | None = None,
+                     local_time: WallTime | None = None, payload: Any = UNSET,
+                     idempotency_key: str | None = None) -> Message:
+        """Reschedule a pending or paused message (at most one of fire_at, fire_in, local_time) and/or
+        give it a new payload (`PATCH /v1/messages/{id}`)."""
+        body = _present(fire_at=fire_at, fire_in=fire_in, local_time=local_time)
+        if payload is not UNSET:
+            body["payload"] = payload
+        return await self._answer(Message, "PATCH", f"/v1/messages/{int(message_id)}", body=body,
+                                  idempotency_key=idempotency_key)
+
+    async def reschedule(self, message_id: int, *, fire_at: Instant | None = None,
+                         fire_in: Duration | None = None, local_time: WallTime | None = None,
+                         idempotency_key: str | None = None) -> Message:
+        """`update` with a new time only."""
+        return await self.update(message_id, fire_at=fire_at, fire_in=fire_in, local_time=local_time,
+                                 idempotency_key=idempotency_key)
+
+    async def pause(self, message_id: int, *, idempotency_key: str | None = None) -> Message:
+        """Pause a pending message: kept, not sent, until resumed."""
+        return await self._action(message_id, "pause", idempotency_key)
+
+    async def resume(self, message_id: int, *, idempotency_key: str | None = None) -> Message:
+        """Resume a paused message (a recurring one from now, without a backlog)."""
+        return await self._action(message_id, "resume", idempotency_key)
+
+    async def requeue(self, message_id: int, *, idempotency_key: str | None = None) -> Message:
+        """Send a dead-lettered message again, due now, with the same webhook-id."""
+        return await self._action(message_id, "requeue", idempotency_key)
+
+    async def _action(self, message_id: int, action: str, idempotency_key: str | None) -> Message:
+        return await self._answer(Message, "POST", f"/v1/messages/{int(message_id)}/{action}",
+                                  idempotency_key=idempotency_key)
+
+    async def send_now(self, message_id: int, *, idempotency_key: str | None = None) -> SentNow:
+        """Make a one-off due now, or send a recurring message's extra occurrence now; `held` says
+        whether quiet hours, a holiday or a paused tenant hold it, and until when."""
+        return await self._answer(SentNow, "POST", f"/v1/messages/{int(message_id)}/send-now",
+                                  idempotency_key=idempotency_key)
+
+    # The tenant -----------------------------------------------------------------------------------
+
+    async def tenant(self) -> Tenant:
+        """The key's tenant and its settings."""
+        return await self._answer(Tenant, "GET", "/v1/tenant")
+
+    async def update_tenant(self, *, callback_url: str | None = None, calendar: str | _Unset | None = UNSET,
+                            holiday_rule: Literal["skip", "send"] | None = None,
+                            quiet_hours: str | _Unset | None = UNSET, quiet_exempt: Sequence[str] | None = None,
+                            idempotency_key: str | None = None) -> Tenant:
+        """Change the tenant's settings; `calendar=None` and `quiet_hours=None` clear them."""
+        body = _present(callback_url=callback_url, holiday_rule=holiday_rule)
+        if calendar is not UNSET:
+            body["calendar"] = calendar
+        if quiet_hours is not UNSET:
+            body["quiet_hours"] = quiet_hours
+        if quiet_exempt is not None:
+            body["quiet_exempt"] = builtins.list(quiet_exempt)
+        return await self._answer(Tenant, "PATCH", "/v1/tenant", body=body, idempotency_key=idempotency_key)
+
+    async def pause_tenant(self, *, idempotency_key: str | None = None) -> TenantState:
+        """Hold every message of the tenant, new ones too."""
+        return await self._answer(TenantState, "POST", "/v1/tenant/pause", idempotency_key=idempotency_key)
+
+    async def resume_tenant(self, *, idempotency_key: str | None = None) -> TenantState:
+        """Release the messages a tenant pause held."""
+        return await self._answer(TenantState, "POST", "/v1/tenant/resume", idempotency_key=idempotency_key)
+
+    async def rotate_secret(self, *, grace: Duration | None = None,
+                            idempotency_key: str | None = None) -> RotatedSecret:
+        """A new signing secret, shown only in this answer; the old one keeps signing for `grace`."""
+        return await self._answer(RotatedSecret, "POST", "/v1/tenant/rotate-secret", body=_present(grace=grace),
+                                  idempotency_key=idempotency_key)
+
+    async def stats(self) -> Stats:
+        """Counts by status, the next 48 hours' load, delivery rates and lateness."""
+        return await self._answer(Stats, "GET", "/v1/stats")
+
+    # Schedules ------------------------------------------------------------------------------------
+
+    async def preview(self, *, cron: str | None = None, every: str | None = None, rrule: str | None = None,
+                      timezone: str | None = None, calendar: str | None = None,
+                      quiet_hours: str | None = None, from_: Instant | None = None,
+                      n: int | None = None) -> Preview:
+        """The next `n` fire times of a schedule (exactly one of cron, every, rrule) after `from_`
+        (default now), as `reminderd preview` prints them; nothing is created."""
+        query = _present(cron=cron, every=every, rrule=rrule, timezone=timezone, calendar=calendar,
+                         quiet_hours=quiet_hours, from_=from_, n=n)
+        return await self._answer(Preview, "GET", "/v1/preview", query=query)
+
+
+class MessagePages:
+    """`list`'s answer: an async iterator over pages, each fetched when wanted."""
+
+    def __init__(self, client: ReminderdClient, query: Mapping[str, Any], cursor: str | None) -> None:
+        self._client = client
+        self.query = dict(query)  # wire names
+        self.cursor = cursor
+
+    def __aiter__(self) -> AsyncIterator[Page]:
+        return self._pages()
+
+    async def _pages(self) -> AsyncIterator[Page]:
+        cursor = self.cursor
+        while True:
+            page = await self._client.list_page(self.query, cursor)
+            if page.messages or cursor == self.cursor:  # not the empty page that can end a walk
+                yield page
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def messages(self) -> AsyncIterator[Message]:
+        """Every message of every page, one by one."""
+        async for page in self:
+            for message in page.messages:
+                yield message
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+# The client without an event loop -----------------------------------------------------------------
+
+
+def _blocking(
+    method: Callable[Concatenate[ReminderdClient, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[SyncReminderdClient, P], T]:
+    def call(self: SyncReminderdClient, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return self._run(method(self._client, *args, **kwargs))
+
+    return functools.update_wrapper(call, method)
+
+
+class SyncReminderdClient:
+    """ReminderdClient for code without an event loop (scripts, Django, Flask): the same methods,
+    blocking. Its own event loop runs in a background thread, so it works from any thread (and from
+    inside another event loop's thread, blocking it). Close it, or use it as a context manager."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout_s: float = 30.0,
+                 retry: RetryPolicy | None = None, user_agent: str | None = None) -> None:
+        self._client = ReminderdClient(base_url, api_key, timeout_s=timeout_s, retry=retry,
+                                       user_agent=user_agent)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="reminderd-client", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return "Sync" + repr(self._client)
+
+    def __enter__(self) -> SyncReminderdClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self._loop.is_closed():
+            coroutine.close()
+            raise RuntimeError("this SyncReminderdClient is closed")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._run(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    schedule = _blocking(ReminderdClient.schedule)
+    schedule_many = _blocking(ReminderdClient.schedule_many)
+    get = _blocking(ReminderdClient.get)
+    list_page = _blocking(ReminderdClient.list_page)
+    cancel = _blocking(ReminderdClient.cancel)
+    cancel_ref = _blocking(ReminderdClient.cancel_ref)
+    cancel_matching = _blocking(ReminderdClient.cancel_matching)
+    update = _blocking(ReminderdClient.update)
+    reschedule = _blocking(ReminderdClient.reschedule)
+    pause = _blocking(ReminderdClient.pause)
+    resume = _blocking(ReminderdClient.resume)
+    requeue = _blocking(ReminderdClient.requeue)
+    send_now = _blocking(ReminderdClient.send_now)
+    tenant = _blocking(ReminderdClient.tenant)
+    update_tenant = _blocking(ReminderdClient.update_tenant)
+    pause_tenant = _blocking(ReminderdClient.pause_tenant)
+    resume_tenant = _blocking(ReminderdClient.resume_tenant)
+    rotate_secret = _blocking(ReminderdClient.rotate_secret)
+    stats = _blocking(ReminderdClient.stats)
+    preview = _blocking(ReminderdClient.preview)
+
+    def list(self, *, ref: str | None = None, ref_prefix: str | None = None,
+             status: Status | str | Sequence[Status | str] | None = None,
+             fire_after: Instant | None = None, fire_before: Instant | None = None,
+             order: Literal["newest", "soonest"] | None = None, page_size: int | None = None,
+             cursor: str | None = None) -> Iterator[Page]:
+        """The pages of `ReminderdClient.list`, each fetched when the loop asks for it."""
+        pages = self._client.list(ref=ref, ref_prefix=ref_prefix, status=status, fire_after=fire_after,
+                                  fire_before=fire_before, order=order, page_size=page_size, cursor=cursor)
+        next_cursor = pages.cursor
+        while True:
+            page = self.list_page(pages.query, next_cursor)
+            if page.messages or next_cursor == pages.cursor:  # not the empty page that can end a walk
+                yield page
+            if page.next_cursor is None:
+                return
+            next_cursor = page.next_cursor
+
+    def messages(self, **filters: Any) -> Iterator[Message]:
+        """Every message of `list(**filters)`, one by one."""
+        for page in self.list(**filters):
+            yield from page.messages

@@ -1,0 +1,565 @@
+"""The HTTP API in-process (aiohttp's test server) against a real PostgreSQL, connected as a login
+role granted reminderd_api and nothing else: what `reminderd serve` runs as in production."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from support import ApiClient, api_role_url, api_settings, db_now, drain, fast_settings, near, running_api
+
+from reminderd.testing import Receiver, add_api_key, add_tenant
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+async def http(db: asyncpg.Connection, database_url: str) -> AsyncIterator[ApiClient]:
+    url = await api_role_url(db, database_url)
+    async with running_api(api_settings(url)) as client:
+        yield client
+
+
+@pytest.fixture
+async def key(db: asyncpg.Connection, receiver: Receiver) -> str:
+    await add_tenant(db, "acme", receiver.url)
+    return await add_api_key(db, "acme", name="booking-service")
+
+
+def problem(answer: Any, status: int, kind: str) -> dict[str, Any]:
+    assert answer.status == status, answer.body
+    assert answer.headers["Content-Type"].startswith(PROBLEM)
+    document: dict[str, Any] = answer.json
+    assert document["type"] == f"urn:reminderd:problem:{kind}"
+    assert document["status"] == status and document["title"] and document["detail"]
+    return document
+
+
+async def test_schedule_one_message_and_read_it_back(http: ApiClient, key: str, db: asyncpg.Connection) -> None:
+    fire_at = (await db_now(db) + timedelta(hours=2)).replace(microsecond=0)
+    body = (
+        f'{{"ref_id": "booking:b7d2:24h", "fire_at": "{fire_at.isoformat()}", '
+        '"payload": {"to": "+919876543210", "amount": 12345678901234567.5}}'
+    )
+    answer = await http.call(
+        "POST", "/v1/messages", key, data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    assert answer.status == 201, answer.body
+    created = answer.json
+    assert created["ref_id"] == "booking:b7d2:24h" and created["status"] == "pending"
+    assert created["result"] == "created"
+    assert datetime.fromisoformat(created["fire_at"]) == fire_at
+    assert created["description"].startswith("once, at ")
+    got = await http.call("GET", f"/v1/messages/{created['id']}", key)
+    assert got.status == 200
+    assert b'"amount": 12345678901234567.5' in got.body  # as written, not a float's rounding
+    assert got.json["events"][0]["event"] == "created"
+    assert got.json["events"][0]["actor"] == "reminderd_api_test"
+    assert got.json["deliveries"] == []
+
+
+async def test_the_identical_call_returns_the_message_it_created_and_another_replaces_it(
+    http: ApiClient, key: str
+) -> None:
+    body = {"ref_id": "cart:991", "fire_in": "2h", "payload": {"cart": 991}}
+    first = await http.call("POST", "/v1/messages", key, json=body)
+    again = await http.call("POST", "/v1/messages", key, json=body)
+    other = await http.call("POST", "/v1/messages", key, json={**body, "fire_in": "PT3H"})
+    assert (first.status, again.status, other.status) == (201, 200, 201)
+    assert again.json["id"] == first.json["id"] and again.json["result"] == "unchanged"
+    assert other.json["result"] == "replaced" and other.json["id"] != first.json["id"]
+    old = await http.call("GET", f"/v1/messages/{first.json['id']}", key)
+    assert old.json["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer", "says"),
+    [
+        ({"fire_in": "2h"}, "/ref_id", "ref_id is required"),
+        ({"ref_id": "r", "fire_at": "2026-12-24T09:00"}, "/fire_at", "has no UTC offset"),
+        ({"ref_id": "r", "fire_at": "tomorrow"}, "/fire_at", "is not ISO-8601"),
+        ({"ref_id": "r", "fire_in": "-5m"}, "/fire_in", "cannot be negative"),
+        ({"ref_id": "r", "fire_in": True}, "/fire_in", "must be a duration"),
+        ({"ref_id": "r", "cron": "61 * * * *"}, "/cron", "61"),
+        ({"ref_id": "r", "every": "whenever you like"}, "/every", ""),
+        ({"ref_id": "r", "fire_in": "1h", "timezone": "Mars/Olympus"}, "/timezone", "unknown timezone"),
+        ({"ref_id": "r", "local_time": "2026-12-24T09:00"}, "/timezone", "local_time needs timezone"),
+        ({"ref_id": "r", "fire_in": "1h", "cron": "* * * * *"}, "/cron", "give only one of"),
+        ({"ref_id": "r"}, "/fire_at", "say when"),
+        ({"ref_id": "r", "fire_in": "1h", "max_runs": 3}, "/max_runs", "end a recurring schedule"),
+        ({"ref_id": "r", "fire_in": "1h", "category": "Marketing!"}, "/category", "lower-case"),
+        ({"ref_id": "r", "fire_in": "1h", "callback_url": "ftp://x"}, "/callback_url", "http"),
+        ({"ref_id": "r", "fire_in": "1h", "backfill": "maybe"}, "/backfill", "one of send, latest, skip"),
+        ({"ref_id": "r", "fire_in": "1h", "max_attempts": 0}, "/max_attempts", "at least 1"),
+        ({"ref_id": "r", "fire_in": "1h", "payload": "\ud800"}, "/payload", "half a UTF-16 surrogate pair"),
+        ({"ref_id": "r", "fire_in": "1h", "surprise": 1}, "/surprise", "unknown field"),
+        ({"ref_id": "", "fire_in": "1h"}, "/ref_id", "is empty"),
+    ],
+)
+async def test_bad_input_is_a_problem_naming_the_field(
+    http: ApiClient, key: str, body: dict[str, Any], pointer: str, says: str
+) -> None:
+    document = problem(await http.call("POST", "/v1/messages", key, json=body), 422, "invalid-request")
+    assert document["errors"][0]["pointer"] == pointer
+    assert says in document["detail"] and says in document["errors"][0]["detail"]
+
+
+async def test_a_database_refusal_is_a_422_with_its_sqlstate(http: ApiClient, key: str) -> None:
+    far = (datetime.now(UTC) + timedelta(days=400)).isoformat()
+    document = problem(
+        await http.call("POST", "/v1/messages", key, json={"ref_id": "r", "fire_at": far}),
+        422,
+        "database-refused",
+    )
+    assert document["sqlstate"] == "22008" and "horizon" in document["detail"]
+
+
+# Nothing dead on arrival, and a recurring message's first occurrence: the CLI's rules (validation.py)
+
+
+def _ago(**delta: float) -> str:
+    return (datetime.now(UTC) - timedelta(**delta)).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer", "says"),
+    [
+        ({"ref_id": "r", "fire_at": "2020-01-01T09:00:00Z"}, "/fire_at",
+         "fire_at '2020-01-01T09:00:00Z' was "),
+        ({"ref_id": "r", "fire_at": "AGO_2H"}, "/fire_at",
+         "too late to send, backfill=send sends a message at most 30m late, so it would expire at once; "
+         "schedule it for now or later; max_lateness (or backfill latest) allows later"),
+        ({"ref_id": "r", "fire_at": "AGO_2M", "backfill": "skip"}, "/fire_at", "at most 1m late"),
+        ({"ref_id": "r", "local_time": "2020-01-01T09:00", "timezone": "Asia/Kolkata"}, "/local_time",
+         "local_time '2020-01-01T09:00' was "),
+        ({"ref_id": "r", "cron": "0 9 * * *", "until": "2020-01-01T00:00:00Z"}, "/until",
+         "until '2020-01-01T00:00:00Z' is already past"),
+        ({"ref_id": "r", "cron": "0 9 29 2 *", "until": "IN_1M"}, "/until", "is before the first occurrence"),
+    ],
+    ids=["beyond-lookback", "beyond-max-lateness", "skip", "local-time", "until-past", "until-first"],
+)
+async def test_a_message_dead_on_arrival_is_a_problem_naming_the_field(
+    http: ApiClient, key: str, db: asyncpg.Connection, body: dict[str, Any], pointer: str, says: str
+) -> None:
+    stamps = {"AGO_2H": _ago(hours=2), "AGO_2M": _ago(minutes=2),
+              "IN_1M": (datetime.now(UTC) + timedelta(minutes=1)).isoformat()}
+    body = {name: stamps.get(value, value) if isinstance(value, str) else value for name, value in body.items()}
+    document = problem(await http.call("POST", "/v1/messages", key, json=body), 422, "invalid-request")
+    assert document["errors"][0]["pointer"] == pointer
+    assert says in document["detail"]
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
+
+
+async def test_a_message_slightly_late_is_accepted_and_due_now(http: ApiClient, key: str) -> None:
+    answer = await http.call("POST", "/v1/messages", key, json={"ref_id": "r", "fire_at": _ago(minutes=5)})
+    assert answer.status == 201, answer.body
+    assert answer.json["status"] == "pending"
+
+
+async def test_the_databases_own_defaults_refuse_with_a_sentence_and_the_field(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    """The database checks with reminderd.config (the daemon's defaults): stricter than the API's
+    own check here, its 22008 refusal is a 422 naming the field, in the sentence the CLI prints."""
+    await db.execute("UPDATE reminderd.config SET value = '1 minute' WHERE key = 'max_lateness'")
+    answer = await http.call("POST", "/v1/messages", key, json={"ref_id": "r", "fire_at": _ago(minutes=10)})
+    document = problem(answer, 422, "database-refused")
+    assert document["sqlstate"] == "22008"
+    assert document["errors"] == [{"detail": document["detail"], "pointer": "/fire_at"}]
+    assert document["detail"].startswith("message acme / r is too late to send: due ")
+    assert document["detail"].endswith("; schedule it for now or later, or give it a larger max_lateness (or "
+                                       "backfill 'latest', up to the lookback) to send it this late")
+    batch = await http.call("POST", "/v1/messages/batch", key, json={"messages": [
+        {"ref_id": "ok", "fire_in": "1h"}, {"ref_id": "late", "fire_at": _ago(minutes=10)}], "atomic": False})
+    assert batch.status == 200, batch.body
+    error = batch.json["results"][1]["error"]
+    assert error["errors"][0]["pointer"] == "/messages/1/fire_at" and error["sqlstate"] == "22008"
+    first = (await http.call("GET", "/v1/messages", key, params={"ref": "ok"})).json["messages"][0]
+    moved = await http.call("PATCH", f"/v1/messages/{first['id']}", key, json={"fire_at": _ago(minutes=10)})
+    assert problem(moved, 422, "database-refused")["errors"][0]["pointer"] == "/fire_at"
+
+
+async def test_a_recurring_message_is_due_at_its_first_occurrence_with_the_tenants_holidays_skipped(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    now = await db_now(db)
+    tomorrow = (now + timedelta(days=1)).astimezone(UTC).date()
+    await db.execute("INSERT INTO reminderd.tenant_holidays (tenant_id, day, name) VALUES ('acme', $1, 'Off')",
+                     tomorrow)
+    answer = await http.call("POST", "/v1/messages", key, json={"ref_id": "digest", "cron": "0 9 * * *"})
+    assert answer.status == 201, answer.body
+    nine = datetime.combine(now.astimezone(UTC).date(), datetime.min.time(), UTC) + timedelta(hours=9)
+    expected = nine if nine > now else nine + timedelta(days=1)
+    if expected.date() == tomorrow:
+        expected += timedelta(days=1)
+    assert datetime.fromisoformat(answer.json["fire_at"]) == expected
+    stored_at = await db.fetchval("SELECT fire_at FROM reminderd.scheduled_messages WHERE ref_id = 'digest'")
+    assert stored_at == expected
+    rrule = await http.call("POST", "/v1/messages", key, json={"ref_id": "fortnightly",
+                                                               "rrule": "FREQ=WEEKLY;INTERVAL=2;BYHOUR=9"})
+    assert rrule.status == 201 and rrule.json["fire_at"] is not None
+    stored = await db.fetchval("SELECT rrule FROM reminderd.scheduled_messages WHERE ref_id = 'fortnightly'")
+    assert stored.startswith("DTSTART:") and stored.endswith("\nFREQ=WEEKLY;INTERVAL=2;BYHOUR=9")
+    for day in range(3):  # every day until `until` a holiday: nothing would ever be sent
+        await db.execute(
+            "INSERT INTO reminderd.tenant_holidays (tenant_id, day, name) VALUES ('acme', $1, 'Off')"
+            " ON CONFLICT DO NOTHING", (now + timedelta(days=day)).astimezone(UTC).date())
+    until = f"{(now + timedelta(days=2)).astimezone(UTC).date()}T23:00:00Z"
+    body = {"ref_id": "d", "cron": "0 9 * * *", "until": until}
+    document = problem(await http.call("POST", "/v1/messages", key, json=body), 422, "invalid-request")
+    assert document["errors"][0]["pointer"] == "/until" and "nothing would ever be sent" in document["detail"]
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status", "kind"),
+    [
+        (b"{not json", "application/json", 400, "invalid-json"),
+        (b"[1, 2]", "application/json", 400, "invalid-json"),
+        (b'{"ref_id": "r", "fire_in": NaN}', "application/json", 400, "invalid-json"),
+        (b"\xff\xfe", "application/json", 400, "invalid-json"),
+        (b"ref_id=r", "application/x-www-form-urlencoded", 415, "unsupported-media-type"),
+        (b'{"a":' * 100 + b"1" + b"}" * 100, "application/json", 400, "invalid-json"),
+    ],
+)
+async def test_a_body_that_is_not_a_json_object_is_refused(
+    http: ApiClient, key: str, data: bytes, content_type: str, status: int, kind: str
+) -> None:
+    answer = await http.call("POST", "/v1/messages", key, data=data, headers={"Content-Type": content_type})
+    problem(answer, status, kind)
+
+
+async def test_a_body_over_the_limit_is_a_413(db: asyncpg.Connection, database_url: str, key: str) -> None:
+    url = await api_role_url(db, database_url)
+    async with running_api(api_settings(url, api_max_body=2048)) as http:
+        answer = await http.call(
+            "POST", "/v1/messages", key, json={"ref_id": "r", "fire_in": "1h", "payload": {"text": "x" * 5000}}
+        )
+    problem(answer, 413, "body-too-large")
+
+
+async def test_keys_missing_unknown_revoked_read_only_and_operator(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    body = {"ref_id": "r", "fire_in": "1h"}
+    missing = await http.call("POST", "/v1/messages", None, json=body)
+    assert problem(missing, 401, "unauthorized") and missing.headers["WWW-Authenticate"].startswith("Bearer")
+    forged = key[:-4] + ("AAAA" if not key.endswith("AAAA") else "BBBB")
+    wrong = await http.call("POST", "/v1/messages", forged, json=body)
+    assert 'error="invalid_token"' in wrong.headers["WWW-Authenticate"]
+    assert forged not in wrong.body.decode() and key not in wrong.body.decode()
+    problem(await http.call("POST", "/v1/messages", "Basic abc", json=body), 401, "unauthorized")
+    reader = await add_api_key(db, "acme", read_only=True)
+    assert (await http.call("GET", "/v1/tenant", reader)).status == 200
+    assert (
+        "read-only"
+        in problem(await http.call("POST", "/v1/messages", reader, json=body), 403, "forbidden")["detail"]
+    )
+    operator = await add_api_key(db, None)
+    assert "operator" in problem(await http.call("GET", "/v1/tenant", operator), 403, "forbidden")["detail"]
+    await db.execute("UPDATE reminderd.api_keys SET revoked_at = now() WHERE prefix = $1", key[:15])
+    problem(await http.call("GET", "/v1/tenant", key), 401, "unauthorized")  # the cache is off in tests
+
+
+async def test_a_verified_key_is_cached_and_a_revocation_takes_effect_after_the_ttl(
+    db: asyncpg.Connection, database_url: str, key: str
+) -> None:
+    url = await api_role_url(db, database_url)
+    async with running_api(api_settings(url, api_key_cache_s=3600)) as http:
+        assert (await http.call("GET", "/v1/tenant", key)).status == 200
+        await db.execute("UPDATE reminderd.api_keys SET revoked_at = now() WHERE prefix = $1", key[:15])
+        assert (await http.call("GET", "/v1/tenant", key)).status == 200  # within the cache's staleness
+        http.api.keys.forget(key[:15])  # what the TTL running out does
+        assert (await http.call("GET", "/v1/tenant", key)).status == 401
+
+
+async def test_last_used_at_is_written_in_a_batch(http: ApiClient, key: str, db: asyncpg.Connection) -> None:
+    await http.call("GET", "/v1/tenant", key)
+    assert await db.fetchval("SELECT last_used_at FROM reminderd.api_keys") is None
+    used = http.api.keys.take_usage()
+    await http.api.store.api_keys_used(used)
+    assert near(await db.fetchval("SELECT last_used_at FROM reminderd.api_keys"), await db_now(db))
+
+
+async def test_the_rate_limit_is_a_429_with_retry_after(
+    db: asyncpg.Connection, database_url: str, key: str
+) -> None:
+    await db.execute("UPDATE reminderd.tenants SET api_rate_limit = 2 WHERE id = 'acme'")
+    url = await api_role_url(db, database_url)
+    async with running_api(api_settings(url)) as http:
+        http.api.clock = lambda: 1000.0  # no refill between the requests, however slow the machine
+        statuses = [(await http.call("GET", "/v1/tenant", key)).status for _ in range(3)]
+        limited = await http.call("GET", "/v1/tenant", key)
+    assert statuses == [200, 200, 429]
+    problem(limited, 429, "rate-limited")
+    assert int(limited.headers["Retry-After"]) >= 1
+
+
+async def test_a_batch_reports_each_item_and_atomic_is_all_or_nothing(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    items: list[dict[str, Any]] = [{"ref_id": f"b:{i}", "fire_in": "1h"} for i in range(5)]
+    items[3] = {"ref_id": "b:3", "fire_in": "soon"}
+    atomic = problem(
+        await http.call("POST", "/v1/messages/batch", key, json={"messages": items}), 422, "invalid-request"
+    )
+    assert [e["pointer"] for e in atomic["errors"]] == ["/messages/3/fire_in"]
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
+    loose = await http.call("POST", "/v1/messages/batch", key, json={"messages": items, "atomic": False})
+    assert loose.status == 200
+    results = loose.json["results"]
+    assert [r["result"] for r in results] == ["created", "created", "created", "error", "created"]
+    assert results[3]["error"]["errors"][0]["pointer"] == "/messages/3/fire_in"
+    assert (loose.json["created"], loose.json["failed"]) == (4, 1)
+    far = (datetime.now(UTC) + timedelta(days=400)).isoformat()
+    refused = problem(
+        await http.call(
+            "POST",
+            "/v1/messages/batch",
+            key,
+            json={"messages": [{"ref_id": "c:1", "fire_in": "1h"}, {"ref_id": "c:2", "fire_at": far}]},
+        ),
+        422,
+        "database-refused",
+    )
+    assert refused["item"] == 1 and refused["sqlstate"] == "22008"
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE ref_id LIKE 'c:%'") == 0
+
+
+@pytest.mark.parametrize("order", ["newest", "soonest"])
+@pytest.mark.parametrize("params", [{}, {"ref_prefix": "page:"}], ids=["all", "by-prefix"])
+async def test_the_last_page_has_no_next_cursor_even_when_it_is_full(
+    http: ApiClient, key: str, order: str, params: dict[str, str]
+) -> None:
+    """Six messages in pages of three: two pages, the second without a next_cursor (not a third,
+    empty page); none at all: one empty page."""
+    empty = (await http.call("GET", "/v1/messages", key, params={"order": order, **params})).json
+    assert empty == {"messages": [], "next_cursor": None}
+    messages = [{"ref_id": f"page:{i}", "fire_in": f"{i + 1}h"} for i in range(6)]
+    assert (await http.call("POST", "/v1/messages/batch", key, json={"messages": messages})).status == 200
+    pages, cursor = [], None
+    while True:
+        query = {"order": order, "limit": "3", **params} | ({"cursor": cursor} if cursor else {})
+        page = (await http.call("GET", "/v1/messages", key, params=query)).json
+        pages.append([m["ref_id"] for m in page["messages"]])
+        cursor = page["next_cursor"]
+        if cursor is None or len(pages) > 3:
+            break
+    assert [len(page) for page in pages] == [3, 3]
+    assert sorted(ref for page in pages for ref in page) == [f"page:{i}" for i in range(6)]
+
+
+async def test_listing_pages_newest_and_soonest_first_with_filters(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    messages = [{"ref_id": f"booking:{i:02}", "fire_in": f"{60 - i}m"} for i in range(25)]
+    messages += [{"ref_id": f"cart:{i}", "fire_in": f"{i + 1}h"} for i in range(5)]
+    assert (await http.call("POST", "/v1/messages/batch", key, json={"messages": messages})).status == 200
+    seen: list[int] = []
+    cursor: str | None = None
+    while True:
+        params = {"limit": "7"} | ({"cursor": cursor} if cursor else {})
+        page = (await http.call("GET", "/v1/messages", key, params=params)).json
+        seen += [m["id"] for m in page["messages"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == sorted(seen, reverse=True) and len(seen) == 30
+    soonest = (await http.call("GET", "/v1/messages", key, params={"order": "soonest", "limit": "3"})).json
+    assert [m["ref_id"] for m in soonest["messages"]] == ["booking:24", "booking:23", "booking:22"]
+    after = (
+        await http.call(
+            "GET",
+            "/v1/messages",
+            key,
+            params={"order": "soonest", "limit": "3", "cursor": soonest["next_cursor"]},
+        )
+    ).json
+    assert [m["ref_id"] for m in after["messages"]] == ["booking:21", "booking:20", "booking:19"]
+    carts = (await http.call("GET", "/v1/messages", key, params={"ref_prefix": "cart:"})).json
+    assert sorted(m["ref_id"] for m in carts["messages"]) == [f"cart:{i}" for i in range(5)]
+    one = (await http.call("GET", "/v1/messages", key, params={"ref": "cart:3"})).json
+    assert [m["ref_id"] for m in one["messages"]] == ["cart:3"]
+    await http.call("DELETE", "/v1/messages", key, params={"ref": "cart:3"})
+    cancelled = (await http.call("GET", "/v1/messages", key, params={"status": "cancelled"})).json
+    assert [m["ref_id"] for m in cancelled["messages"]] == ["cart:3"]
+    soon = await db_now(db) + timedelta(minutes=40, seconds=30)
+    early = (
+        await http.call("GET", "/v1/messages", key, params={"fire_before": soon.isoformat(), "limit": "200"})
+    ).json
+    assert {m["ref_id"] for m in early["messages"]} == {f"booking:{i:02}" for i in range(20, 25)}
+    for params, parameter in [
+        ({"limit": "0"}, "limit"),
+        ({"cursor": "garbage!"}, "cursor"),
+        ({"order": "soonest", "status": "sent"}, "status"),
+        ({"status": "nope"}, "status"),
+        ({"fire_after": "yesterday"}, "fire_after"),
+    ]:
+        bad = problem(await http.call("GET", "/v1/messages", key, params=params), 400, "invalid-parameter")
+        assert bad["errors"][0]["parameter"] == parameter
+
+
+async def test_cancel_pause_resume_reschedule_and_requeue_by_id(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    made = (await http.call("POST", "/v1/messages", key, json={"ref_id": "r1", "fire_in": "1h"})).json
+    path = f"/v1/messages/{made['id']}"
+    assert (await http.call("POST", f"{path}/pause", key)).json["status"] == "paused"
+    assert (await http.call("POST", f"{path}/resume", key)).json["status"] == "pending"
+    later = (await db_now(db) + timedelta(hours=5)).replace(microsecond=0)
+    moved = await http.call("PATCH", path, key, json={"fire_at": later.isoformat(), "payload": {"v": 2}})
+    assert moved.status == 200 and datetime.fromisoformat(moved.json["fire_at"]) == later
+    assert moved.json["payload"] == {"v": 2} and moved.json["last_event"] == "edited"
+    assert (await http.call("DELETE", path, key)).json == {"cancelled": 1}
+    assert (await http.call("DELETE", path, key)).json == {"cancelled": 0}  # idempotent
+    assert (
+        "only a paused or pending message"
+        in problem(await http.call("POST", f"{path}/pause", key), 409, "not-live")["detail"]
+    )
+    problem(await http.call("POST", f"{path}/requeue", key), 409, "not-live")
+    await db.execute("UPDATE reminderd.scheduled_messages SET status = 'dead' WHERE id = $1", made["id"])
+    assert (await http.call("POST", f"{path}/requeue", key)).json["status"] == "pending"
+    problem(await http.call("GET", "/v1/messages/999999", key), 404, "not-found")
+    problem(await http.call("GET", "/v1/messages/abc", key), 404, "not-found")
+    pattern = await http.call("POST", "/v1/messages/cancel", key, json={"ref_pattern": "r%"})
+    assert pattern.json == {"cancelled": 1}
+
+
+async def test_send_now_a_one_off_is_due_now_and_a_recurring_one_sends_an_extra_occurrence(
+    http: ApiClient, key: str, db: asyncpg.Connection, receiver: Receiver, database_url: str
+) -> None:
+    one_off = (await http.call("POST", "/v1/messages", key, json={"ref_id": "o", "fire_in": "3h"})).json
+    recurring = (await http.call("POST", "/v1/messages", key, json={"ref_id": "c", "cron": "0 9 1 1 *"})).json
+    sent = (await http.call("POST", f"/v1/messages/{one_off['id']}/send-now", key)).json
+    assert (sent["id"], sent["extra_occurrence"], sent["held"]) == (one_off["id"], False, None)
+    extra = (await http.call("POST", f"/v1/messages/{recurring['id']}/send-now", key)).json
+    assert extra["extra_occurrence"] is True and extra["id"] != recurring["id"] and extra["held"] is None
+    again = (await http.call("POST", f"/v1/messages/{recurring['id']}/send-now", key)).json
+    assert again["id"] == extra["id"]  # the waiting extra occurrence, not a second one
+    worker = await drain(fast_settings(database_url), due_within_s=0)
+    assert worker is not None
+    ids = sorted(item.message["id"] for item in receiver.received)
+    assert ids == sorted([one_off["id"], extra["id"]])
+    assert len({item.webhook_id for item in receiver.received}) == 2
+    schedule = (await http.call("GET", f"/v1/messages/{recurring['id']}", key)).json
+    assert schedule["status"] == "pending" and schedule["runs"] == 0 and schedule["cron"] == "0 9 1 1 *"
+    assert "sent_now" in [e["event"] for e in schedule["events"]]
+    child = (await http.call("GET", f"/v1/messages/{extra['id']}", key)).json
+    assert (child["status"], child["extra_of"], child["ref_id"]) == ("sent", recurring["id"], "c")
+
+
+async def test_send_now_says_it_is_held_by_quiet_hours(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    now = await db_now(db)
+    start, end = (now - timedelta(hours=1)).strftime("%H:%M"), (now + timedelta(hours=2)).strftime("%H:%M")
+    patched = await http.call("PATCH", "/v1/tenant", key, json={"quiet_hours": f"{start}-{end}"})
+    assert patched.json["quiet_hours"] == f"{start}-{end}"
+    made = (
+        await http.call(
+            "POST", "/v1/messages", key, json={"ref_id": "promo", "fire_in": "5h", "category": "marketing"}
+        )
+    ).json
+    sent = (await http.call("POST", f"/v1/messages/{made['id']}/send-now", key)).json
+    assert sent["held"] is not None and "quiet hours" in sent["held"]["reason"]
+    assert (
+        near(
+            datetime.fromisoformat(sent["held"]["until"]),
+            now
+            + timedelta(hours=2)
+            - timedelta(minutes=now.minute, seconds=now.second, microseconds=now.microsecond),
+        )
+        or sent["held"]["until"]
+    )
+
+
+async def test_the_tenant_routes(http: ApiClient, key: str, db: asyncpg.Connection) -> None:
+    tenant = (await http.call("GET", "/v1/tenant", key)).json
+    assert tenant["id"] == "acme" and tenant["paused"] is False and tenant["api_rate_limit"] == 100
+    assert "secret" not in json.dumps(tenant).replace("previous_secret_expires_at", "")
+    changed = await http.call(
+        "PATCH",
+        "/v1/tenant",
+        key,
+        json={
+            "calendar": "GB",
+            "holiday_rule": "send",
+            "quiet_exempt": ["transactional", "otp"],
+            "callback_url": "https://acme.example/hooks",
+        },
+    )
+    assert changed.status == 200, changed.body
+    assert (changed.json["calendar"], changed.json["holiday_rule"]) == ("GB", "send")
+    assert changed.json["quiet_exempt"] == ["transactional", "otp"]
+    assert changed.json["callback_url"] == "https://acme.example/hooks"
+    assert (await http.call("PATCH", "/v1/tenant", key, json={"calendar": None})).json["calendar"] is None
+    problem(await http.call("PATCH", "/v1/tenant", key, json={"calendar": "Narnia"}), 422, "invalid-request")
+    await http.call("POST", "/v1/messages", key, json={"ref_id": "r", "fire_in": "1h"})
+    assert (await http.call("POST", "/v1/tenant/pause", key)).json == {"paused": True, "messages": 1}
+    assert (await http.call("POST", "/v1/tenant/resume", key)).json == {"paused": False, "messages": 1}
+    old = await db.fetchval("SELECT signing_secret FROM reminderd.tenants WHERE id = 'acme'")
+    rotated = (await http.call("POST", "/v1/tenant/rotate-secret", key, json={"grace": "1h"})).json
+    assert rotated["secret"].startswith("whsec_") and rotated["secret"] != old
+    assert await db.fetchval("SELECT previous_signing_secret FROM reminderd.tenants") == old
+
+
+async def test_the_rotation_says_until_when_the_old_secret_still_signs(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    rotated = (await http.call("POST", "/v1/tenant/rotate-secret", key, json={"grace": "1h"})).json
+    stored = await db.fetchval("SELECT previous_secret_expires_at FROM reminderd.tenants WHERE id = 'acme'")
+    assert rotated["previous_secret_valid_until"] is not None
+    assert datetime.fromisoformat(rotated["previous_secret_valid_until"]) == stored
+    assert near(stored, await db_now(db) + timedelta(hours=1))
+    at_once = (await http.call("POST", "/v1/tenant/rotate-secret", key, json={"grace": "0"})).json
+    assert at_once["previous_secret_valid_until"] is None
+
+
+async def test_preview_and_stats(http: ApiClient, key: str) -> None:
+    preview = await http.call(
+        "GET",
+        "/v1/preview",
+        key,
+        params={
+            "every": "weekdays at 9am",
+            "timezone": "Europe/London",
+            "calendar": "GB",
+            "n": "3",
+            "from": "2026-12-24T00:00:00Z",
+        },
+    )
+    assert preview.status == 200, preview.body
+    fires = preview.json["fires"]
+    assert fires[0]["utc"] == "2026-12-24T09:00:00Z" and fires[1]["skipped"] is True  # Christmas Day
+    bad = problem(await http.call("GET", "/v1/preview", key, params={"cron": "nope"}), 400, "invalid-parameter")
+    assert bad["errors"][0]["parameter"] == "cron"
+    await http.call("POST", "/v1/messages", key, json={"ref_id": "r", "fire_in": "30m"})
+    stats = (await http.call("GET", "/v1/stats", key)).json
+    assert stats["counts"]["pending"] == 1 and sum(h["messages"] for h in stats["upcoming_by_hour"]) == 1
+    assert stats["last_24h"] == {"delivered": 0, "retried": 0, "dead": 0}
+
+
+async def test_probes_metrics_and_the_document_need_no_key(http: ApiClient, key: str) -> None:
+    assert (await http.call("GET", "/healthz", None)).json == {"healthy": True}
+    ready = await http.call("GET", "/readyz", None)
+    assert ready.status == 200 and ready.json["ready"] is True
+    await http.call("GET", "/v1/tenant", key)
+    metrics = (await http.call("GET", "/metrics", None)).body.decode()
+    assert 'reminderd_api_requests_total{method="GET",route="/v1/tenant",status="200"} 1.0' in metrics
+    assert "reminderd_api_request_duration_seconds_bucket" in metrics
+    document = (await http.call("GET", "/openapi.json", None)).json
+    assert document["openapi"] == "3.1.0"
+    problem(await http.call("GET", "/nowhere", None), 404, "not-found")
+    problem(await http.call("PUT", "/v1/tenant", key), 405, "method-not-allowed")
+
+
+async def test_an_unreachable_database_is_a_503_not_a_traceback(http: ApiClient, key: str) -> None:
+    await http.api.store.close()
+    answer = await http.call("GET", "/v1/tenant", key)
+    document = problem(answer, 503, "unavailable") if answer.status == 503 else problem(answer, 500, "internal")
+    assert "Traceback" not in json.dumps(document)
+    await asyncio.sleep(0)  # let the closed pool settle before teardown closes it again

@@ -1,0 +1,194 @@
+"""The HTTP API's pure pieces: keys, the key cache, rate limits, JSON kept as written, problems,
+ISO 8601 durations, the query files' one namespace."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from datetime import UTC, datetime
+
+import pytest
+
+from reminderd import apikeys, wire
+from reminderd.api import Cursor, _after_prefix
+from reminderd.duration import parse_seconds
+from reminderd.problems import KINDS, Problem, invalid, pointer
+from reminderd.queries import load_files
+from reminderd.ratelimit import RateLimiter, retry_after_header
+from reminderd.store import ApiKey
+
+
+def test_a_key_has_a_visible_prefix_and_256_bits_of_secret_and_is_stored_as_its_hash() -> None:
+    made = apikeys.generate()
+    prefix, _, secret = made.key.rpartition("_")
+    assert prefix == made.prefix and len(prefix) == 15 and prefix.startswith("rk_")
+    assert len(secret) == 43  # letters and digits: more than 256 bits
+    assert apikeys.prefix_of(made.key) == made.prefix
+    assert made.key_hash == apikeys.digest(made.key) and len(made.key_hash) == 32
+    assert len({apikeys.generate().key for _ in range(100)}) == 100
+    assert apikeys.prefix_of("rk_short_x") is None and apikeys.prefix_of(made.key + "x") is None
+
+
+def test_every_key_splits_into_its_three_parts_at_its_two_underscores() -> None:
+    """The secret holds no "_" (nor "-"): a key splits the same way whichever end one starts from,
+    and prefix_of finds the prefix of each. 2,000 keys: with base64url secrets about half had one."""
+    for _ in range(2000):
+        made = apikeys.generate()
+        rk, prefix, secret = made.key.split("_")
+        assert (rk, f"rk_{prefix}") == ("rk", made.prefix) and len(prefix) == apikeys.PREFIX_LENGTH
+        assert made.key.rpartition("_") == (made.prefix, "_", secret)
+        assert len(secret) == 43 and secret.isascii() and secret.isalnum()
+        assert apikeys.prefix_of(made.key) == made.prefix
+    assert 43 * math.log2(len(apikeys.SECRET_ALPHABET)) >= 256
+    assert apikeys.prefix_of("rk_abcdefghijkm_" + "A" * 42 + "_") is None
+
+
+def _stored(made: apikeys.NewKey, *, revoked: bool = False) -> ApiKey:
+    return ApiKey(
+        1,
+        made.prefix,
+        made.key_hash,
+        "acme",
+        "n",
+        ("read", "write"),
+        datetime.now(UTC) if revoked else None,
+        None,
+    )
+
+
+async def test_the_cache_verifies_each_request_and_reads_the_database_once_per_ttl() -> None:
+    made = apikeys.generate()
+    reads: list[str] = []
+    now = [0.0]
+
+    async def load(prefix: str) -> ApiKey | None:
+        reads.append(prefix)
+        return _stored(made)
+
+    cache = apikeys.KeyCache(load, ttl_s=10, clock=lambda: now[0])
+    assert (await cache.caller(made.key)) is not None
+    assert await cache.caller(made.key[:-1] + ("A" if made.key[-1] != "A" else "B")) is None  # wrong secret
+    assert (await cache.caller(made.key)) is not None
+    assert reads == [made.prefix]
+    now[0] = 10.5
+    await cache.caller(made.key)
+    assert reads == [made.prefix] * 2
+    assert cache.take_usage() == [1] and cache.take_usage() == []
+
+
+async def test_concurrent_misses_for_one_prefix_read_it_once_and_revoked_keys_fail() -> None:
+    made = apikeys.generate()
+    reads = 0
+
+    async def load(prefix: str) -> ApiKey | None:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(0.01)
+        return _stored(made, revoked=True)
+
+    cache = apikeys.KeyCache(load, ttl_s=10)
+    assert await asyncio.gather(*(cache.caller(made.key) for _ in range(10))) == [None] * 10
+    assert reads == 1
+
+
+def test_a_token_bucket_allows_its_rate_and_says_how_long_to_wait() -> None:
+    limiter = RateLimiter()
+    assert [limiter.check(1, 2, 0.0) for _ in range(2)] == [None, None]
+    wait = limiter.check(1, 2, 0.0)
+    assert wait == pytest.approx(0.5)
+    assert limiter.check(2, 2, 0.0) is None  # another key has its own bucket
+    assert limiter.check(1, 2, 0.5) is None
+    assert retry_after_header(0.01) == "1" and retry_after_header(2.2) == "3"
+
+
+def test_json_keeps_numbers_as_written_and_embeds_raw_text() -> None:
+    value = wire.parse(b'{"a": 12345678901234567.5, "b": [1e400, -0.0], "c": "\\u00e9"}')
+    assert wire.text_of(value) == '{"a": 12345678901234567.5, "b": [1e400, -0.0], "c": "\u00e9"}'
+    assert wire.text_of({"x": [1, True, None]}) == '{"x": [1, true, null]}'
+    assert wire.dumps({"p": wire.Raw('{"k": 1.50}'), "t": datetime(2026, 12, 24, 3, 30, tzinfo=UTC)}) == (
+        b'{"p":{"k": 1.50},"t":"2026-12-24T03:30:00Z"}'
+    )
+    for bad in (b"{", b"NaN", b'{"a": Infinity}', b"\xff"):
+        with pytest.raises(wire.NotJSON):
+            wire.parse(bad)
+    assert wire.depth({"a": [[{"b": 1}]]}, 10) == 4
+    assert wire.depth(json.loads("[" * 50 + "]" * 50), 10) == 11  # counts no further than needed
+
+
+def test_a_problem_is_rfc_9457_with_a_stable_type_per_kind() -> None:
+    problem = invalid("fire_at has no UTC offset", pointer("messages", 3, "fire_at"))
+    document = problem.as_json("urn:reminderd:request:1")
+    assert document == {
+        "type": "urn:reminderd:problem:invalid-request",
+        "title": "The request is invalid",
+        "status": 422,
+        "detail": "fire_at has no UTC offset",
+        "instance": "urn:reminderd:request:1",
+        "errors": [{"detail": "fire_at has no UTC offset", "pointer": "/messages/3/fire_at"}],
+    }
+    assert pointer("a/b", "c~d") == "/a~1b/c~0d"
+    assert invalid("x", "limit", where="parameter").status == 400
+    with pytest.raises(ValueError):
+        Problem("no-such-kind", "x")
+    assert len({status for status, _ in KINDS.values()}) >= 10
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("PT2H", 7200),
+        ("P1DT2H30M", 95400),
+        ("PT1.5S", 1.5),
+        ("P2W", 1209600),
+        ("pt90m", 5400),
+        ("PT0,5S", 0.5),
+    ],
+)
+def test_iso_8601_durations(text: str, seconds: float) -> None:
+    assert parse_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["P", "PT", "P1Y", "P1M", "PT1H2D"])
+def test_iso_8601_durations_without_a_fixed_length_or_malformed_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="ISO 8601"):
+        parse_seconds(text)
+
+
+def test_a_cursor_reads_back_and_a_foreign_one_is_a_400() -> None:
+    cursor = Cursor("soonest", 42, datetime(2026, 12, 24, 3, 30, 0, 123456, tzinfo=UTC))
+    assert Cursor.read(cursor.text(), "soonest") == cursor
+    for text, order in [("nonsense", "newest"), (cursor.text(), "newest")]:
+        with pytest.raises(Problem) as raised:
+            Cursor.read(text, order)
+        assert raised.value.status == 400
+
+
+def test_the_prefix_range_ends_after_every_string_with_the_prefix() -> None:
+    assert _after_prefix("cart:") == "cart;"
+    assert _after_prefix("a\U0010ffff") == "b"
+    assert _after_prefix("\ud7ff") == "\ue000"
+    for ref in ("cart:", "cart:1", "cart:\U0010ffff\U0010ffff"):
+        assert "cart:" <= ref < _after_prefix("cart:")
+
+
+def test_a_query_name_defined_in_two_files_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"defined in both sql/queries\.sql and sql/queries\.sql"):
+        load_files(("sql/queries.sql", "sql/queries.sql"))
+
+
+def test_an_encoded_payload_is_refused_for_what_jsonb_refuses_and_kept_otherwise() -> None:
+    from reminderd.payload import PayloadError, check_encoded, check_payload
+
+    for value in ({"a": "x\x00y"}, {"k\x00": 1}, {"a": "\ud800"}):
+        text = json.dumps(value, ensure_ascii=False)
+        with pytest.raises(PayloadError) as fast:
+            check_encoded(text)
+        with pytest.raises(PayloadError) as full:
+            check_payload(json.dumps(value))  # the CLI's check, on the escaped text: the same verdict
+        assert fast.value.args[0].split(" at ")[0] == full.value.args[0].split(" at ")[0]
+    kept = json.dumps({"a": "\\u0000", "b": [1, 2.5]}, ensure_ascii=False)  # a backslash, not a NUL
+    assert check_encoded(kept) == kept
+    big = json.dumps({"a": "x" * 300_000})
+    with pytest.raises(PayloadError, match="at most 262144"):
+        check_encoded(big)

@@ -1,0 +1,126 @@
+"""reminderd/openapi.yaml says what its author meant: YAML's flow mappings turn an unquoted comma
+into a second key (`{description: what was understood, as … says it}` is a description and a
+key `as … says it` with the value null), which openapi-spec-validator accepts as an unknown
+extension-less keyword. So: no null anywhere a value is expected, and every schema made of known
+keywords only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from reminderd.api import openapi_document
+
+# JSON Schema 2020-12 (what OpenAPI 3.1 schemas are) and OpenAPI's own schema keywords.
+SCHEMA_KEYWORDS = frozenset({
+    "$ref", "$defs", "$id", "$schema", "$comment", "title", "description", "type", "enum", "const",
+    "default", "examples", "example", "deprecated", "readOnly", "writeOnly", "format",
+    "properties", "required", "additionalProperties", "patternProperties", "propertyNames",
+    "minProperties", "maxProperties", "dependentRequired", "dependentSchemas", "unevaluatedProperties",
+    "items", "prefixItems", "contains", "minItems", "maxItems", "uniqueItems", "minContains",
+    "maxContains", "unevaluatedItems", "minLength", "maxLength", "pattern", "contentEncoding",
+    "contentMediaType", "contentSchema", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+    "multipleOf", "allOf", "anyOf", "oneOf", "not", "if", "then", "else", "discriminator", "xml",
+    "externalDocs",
+})
+# Where null is a value and not a mistake: an example, a default, a constant, a member of an enum.
+NULL_ALLOWED_UNDER = frozenset({"example", "default", "const", "enum", "examples"})
+TYPES = frozenset({"string", "integer", "number", "boolean", "object", "array", "null"})
+
+
+def nulls(node: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
+    """Paths of null values outside NULL_ALLOWED_UNDER."""
+    if NULL_ALLOWED_UNDER & set(path[-2:]):
+        return
+    if node is None:
+        yield path
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from nulls(value, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from nulls(value, (*path, index))
+
+
+def schemas(node: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], dict[str, Any]]]:
+    """Every schema object inside the schema `node`, with its path (itself first)."""
+    if not isinstance(node, dict):
+        return
+    yield path, node
+    for key in ("properties", "patternProperties", "$defs", "dependentSchemas"):
+        for name, child in (node.get(key) or {}).items():
+            yield from schemas(child, (*path, key, name))
+    for key in ("items", "additionalProperties", "not", "if", "then", "else", "contains", "propertyNames",
+                "unevaluatedItems", "unevaluatedProperties", "contentSchema"):
+        yield from schemas(node.get(key), (*path, key))
+    for key in ("allOf", "anyOf", "oneOf", "prefixItems"):
+        for index, child in enumerate(node.get(key) or []):
+            yield from schemas(child, (*path, key, index))
+
+
+def document_schemas(document: dict[str, Any]) -> Iterator[tuple[tuple[str | int, ...], dict[str, Any]]]:
+    """The schemas of the components and of every parameter, body and answer."""
+    for name, schema in document.get("components", {}).get("schemas", {}).items():
+        yield from schemas(schema, ("components", "schemas", name))
+
+    def found(node: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], dict[str, Any]]]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "schema":
+                    yield from schemas(value, (*path, key))
+                elif key != "schemas":
+                    yield from found(value, (*path, key))
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                yield from found(value, (*path, index))
+
+    yield from found({key: value for key, value in document.items() if key != "components"}, ())
+    yield from found({key: value for key, value in document.get("components", {}).items() if key != "schemas"},
+                     ("components",))
+
+
+def problems_of(document: dict[str, Any]) -> list[str]:
+    said = [f"null at {'/'.join(map(str, path))}" for path in nulls(document)]
+    for path, schema in document_schemas(document):
+        where = "/".join(map(str, path))
+        for keyword in schema:
+            if keyword not in SCHEMA_KEYWORDS and not str(keyword).startswith("x-"):
+                said.append(f"unknown keyword {keyword!r} in {where}")
+        if "description" in schema and not isinstance(schema["description"], str):
+            said.append(f"a description that is not text in {where}")
+        declared = schema.get("type")
+        for kind in declared if isinstance(declared, list) else [declared] if declared else []:
+            if kind not in TYPES:
+                said.append(f"unknown type {kind!r} in {where}")
+        for name, child in (schema.get("properties") or {}).items():
+            if not isinstance(child, dict):
+                said.append(f"property {name!r} of {where} is not a schema")
+    return said
+
+
+def test_the_document_has_no_stray_keys_or_nulls() -> None:
+    assert problems_of(openapi_document()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("{type: string, description: what was understood, as it says}",
+         ["null at components/schemas/S/properties/p/as it says",
+          "unknown keyword 'as it says' in components/schemas/S/properties/p"]),
+        ("{type: strin}", ["unknown type 'strin' in components/schemas/S/properties/p"]),
+        ("{type: string, descripton: typo}",
+         ["unknown keyword 'descripton' in components/schemas/S/properties/p"]),
+        ('{type: string, description: "quoted, as it should be", example: null}', []),
+    ],
+    ids=["flow-mapping-comma", "type", "keyword", "well-formed"],
+)
+def test_the_check_finds_what_it_looks_for(text: str, said: list[str]) -> None:
+    document = yaml.safe_load(
+        "openapi: 3.1.0\ncomponents:\n  schemas:\n    S:\n      type: object\n      properties:\n"
+        f"        p: {text}\n"
+    )
+    assert problems_of(document) == said
