@@ -2940,3 +2940,25 @@ GRANT EXECUTE ON FUNCTION
     reminderd.enable_endpoint(text, text),
     reminderd.reserve_contact_sends(reminderd.contact_send_v1[])
 TO reminderd_daemon;
+
+-- reminderd_api (migration 0006): its inserts of messages and its changes of a tenant run the
+-- triggers above; it may read and set a tenant's limits (PATCH /v1/tenant).
+CREATE POLICY api_all ON reminderd.tenant_budgets FOR INSERT TO reminderd_api WITH CHECK (true);
+CREATE POLICY api_all ON reminderd.endpoint_health FOR SELECT TO reminderd_api USING (true);
+CREATE POLICY api_all ON reminderd.frequency_caps TO reminderd_api USING (true) WITH CHECK (true);
+CREATE POLICY api_all ON reminderd.usage_days FOR SELECT TO reminderd_api USING (true);
+CREATE POLICY api_all ON reminderd.usage_increments TO reminderd_api USING (true) WITH CHECK (true);
+GRANT SELECT (max_per_second, max_per_hour, frequency_cap_policy, callback_endpoint) ON reminderd.tenants
+    TO reminderd_api;
+GRANT UPDATE (max_per_second, max_per_hour, frequency_cap_policy) ON reminderd.tenants TO reminderd_api;
+GRANT SELECT ON reminderd.endpoints, reminderd.endpoint_health, reminderd.usage_days, reminderd.usage_daily
+    TO reminderd_api;
+GRANT INSERT ON reminderd.tenant_budgets, reminderd.endpoints TO reminderd_api;
+GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.frequency_caps TO reminderd_api;
+GRANT SELECT, INSERT ON reminderd.usage_increments TO reminderd_api;
+GRANT EXECUTE ON FUNCTION
+    reminderd.endpoint_of(text),
+    reminderd.add_tenant_budget(),
+    reminderd.hold_for_disabled_endpoint(),
+    reminderd.count_scheduled()
+TO reminderd_api;
