@@ -39,7 +39,7 @@ NO_LIMIT = 2**31 - 1  # an endpoint's default max_in_flight when the caller give
 # How the pool's sessions plan (PgBouncer refuses this at connect: docs/operations.md). The claim
 # is one statement of many small steps: at a million due rows its estimated cost passes
 # jit_above_cost, and compiling it takes seconds where running it takes milliseconds (make bench,
-# (7c)).
+# (8c)).
 DAEMON_SESSION = {"jit": "off"}
 
 P = ParamSpec("P")

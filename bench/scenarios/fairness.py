@@ -1,13 +1,13 @@
-"""(7) Fairness between tenants (issue 15), and what the fair, bounded claim costs.
+"""(8) Fairness between tenants (issue 15), and what the fair, bounded claim costs.
 
-(7a) Tenant A has `fair_n` marketing rows due at T, tenant B 100 transactional rows due at T and
-     100 at T+2 s: B's p99 lateness (target < 250 ms) and A's throughput against (7b), the same
+(8a) Tenant A has `fair_n` marketing rows due at T, tenant B 100 transactional rows due at T and
+     100 at T+2 s: B's p99 lateness (target < 250 ms) and A's throughput against (8b), the same
      run without B (target: within 10 %).
-(7c) EXPLAIN (ANALYZE, BUFFERS) of the claim at 1,000,000 due rows: one tenant; over 1,000
+(8c) EXPLAIN (ANALYZE, BUFFERS) of the claim at 1,000,000 due rows: one tenant; over 1,000
      tenants; and 100 due rows beside 1,000,000 future ones (the hot path: only one tenant due),
      each against the claim before issue 15 (BASELINE_CLAIM), custom and generic plans, and the
      claim's round trip as the daemon makes it (a prepared statement).
-(7d) The daemon's throughput on the hot path (one tenant, `deliver_n` due rows), this code against
+(8d) The daemon's throughput on the hot path (one tenant, `deliver_n` due rows), this code against
      the code of BASELINE_REVISION, in the same run.
 """
 
@@ -43,7 +43,7 @@ from reminderd.queries import QUERIES, load
 from reminderd.store import DAEMON_SESSION
 from reminderd.testing import add_tenant, daemon_env, running_daemon
 
-# main before issue 15: its claim and its daemon are the baseline of (7c) and (7d).
+# main before issue 15: its claim and its daemon are the baseline of (8c) and (8d).
 BASELINE_REVISION = "e8d1b19"
 CLAIM_ARGS = (86400.0, 100, 300.0, "send", 1800.0, 64, None)
 
@@ -68,12 +68,12 @@ async def run(bench: Bench, dbs: Databases, parts: str = "abcd") -> None:
         await hot_path_throughput(bench, dbs)
 
 
-# (7a), (7b) ---------------------------------------------------------------------------------------
+# (8a), (8b) ---------------------------------------------------------------------------------------
 
 
 async def fairness(bench: Bench, dbs: Databases) -> None:
     n = bench.sizes.fair_n
-    section(f"(7a/b) fairness: A has {n:,} marketing rows due at T; B 100 transactional at T and 100 at T+2 s")
+    section(f"(8a/b) fairness: A has {n:,} marketing rows due at T; B 100 transactional at T and 100 at T+2 s")
     alone = await wave(bench, dbs, n, with_b=False)
     shared = await wave(bench, dbs, n, with_b=True)
     ratio = shared.a_rate / alone.a_rate
@@ -84,8 +84,8 @@ async def fairness(bench: Bench, dbs: Databases) -> None:
         f"B's lateness: p50 {1000 * percentile(shared.b_lateness_s, 50):.0f} ms, p99 {p99_ms:.0f} ms, "
         f"max {1000 * max(shared.b_lateness_s):.0f} ms (200 rows)"
     )
-    bench.report.add("(7) B's p99 lateness beside A's wave", f"{p99_ms:.0f} ms", "< 250 ms", p99_ms < 250)
-    bench.report.add("(7) A's throughput beside B / alone", f"{100 * ratio:.0f} %", ">= 90 %", ratio >= 0.9)
+    bench.report.add("(8) B's p99 lateness beside A's wave", f"{p99_ms:.0f} ms", "< 250 ms", p99_ms < 250)
+    bench.report.add("(8) A's throughput beside B / alone", f"{100 * ratio:.0f} %", ">= 90 %", ratio >= 0.9)
 
 
 class Wave:
@@ -139,7 +139,7 @@ async def wave(bench: Bench, dbs: Databases, n: int, *, with_b: bool) -> Wave:
     return Wave(a_rate, lateness)
 
 
-# (7c) ---------------------------------------------------------------------------------------------
+# (8c) ---------------------------------------------------------------------------------------------
 
 SHAPES = {
     "one tenant, 100 due + 1,000,000 future (the hot path)": (
@@ -168,7 +168,7 @@ SHAPES = {
 
 
 async def claim_plans(bench: Bench, dbs: Databases) -> None:
-    section("(7c) the claim at 1,000,000 rows: this claim against the claim before issue 15")
+    section("(8c) the claim at 1,000,000 rows: this claim against the claim before issue 15")
     old = baseline_claim()
     for title, setup in SHAPES.items():
         _name, url = await dbs.fresh("fairclaim")
@@ -207,7 +207,7 @@ async def claim_plans(bench: Bench, dbs: Databases) -> None:
                 await db.execute("DEALLOCATE fair_claim")
                 round_trip_ms = await _round_trip_ms(db, sql, args)
                 say(f"  {label} round trip, prepared: {round_trip_ms:.2f} ms (median of 30)")
-                bench.report.add(f"(7c) claim round trip {label}: {title}", f"{round_trip_ms:.2f} ms")
+                bench.report.add(f"(8c) claim round trip {label}: {title}", f"{round_trip_ms:.2f} ms")
         finally:
             await db.close()
 
@@ -231,12 +231,12 @@ async def _round_trip_ms(db: asyncpg.Connection, sql: str, args: tuple[object, .
     return statistics.median(times[10:])
 
 
-# (7d) ---------------------------------------------------------------------------------------------
+# (8d) ---------------------------------------------------------------------------------------------
 
 
 async def hot_path_throughput(bench: Bench, dbs: Databases) -> None:
     n = bench.sizes.deliver_n
-    section(f"(7d) the hot path: one tenant, {n:,} due rows, this daemon against {BASELINE_REVISION}'s")
+    section(f"(8d) the hot path: one tenant, {n:,} due rows, this daemon against {BASELINE_REVISION}'s")
     with tempfile.TemporaryDirectory(prefix="reminderd-baseline-") as baseline:
         await asyncio.to_thread(_extract, BASELINE_REVISION, Path(baseline))
         rates: dict[str, list[float]] = {}
@@ -252,7 +252,7 @@ async def hot_path_throughput(bench: Bench, dbs: Databases) -> None:
     before, now = max(rates["before"]), max(rates["now"])
     say(f"best of two each: before {fmt_rate(before)}, now {fmt_rate(now)} ({100 * now / before:.0f} %)")
     bench.report.add(
-        "(7d) hot-path deliveries/s now / before issue 15",
+        "(8d) hot-path deliveries/s now / before issue 15",
         f"{100 * now / before:.0f} %",
         ">= 90 %",
         now >= 0.9 * before,
