@@ -190,7 +190,9 @@ async def test_claim_plan_uses_the_partial_due_index(db: asyncpg.Connection) -> 
 
     plan = "\n".join(
         row[0]
-        for row in await db.fetch(f"EXPLAIN {QUERIES['claim']}", LOOKBACK_S, 100, LEASE_S, "send", 1800.0, None)
+        for row in await db.fetch(
+            f"EXPLAIN {QUERIES['claim']}", LOOKBACK_S, 100, LEASE_S, "send", 1800.0, 64, None, None
+        )
     )
 
     assert "scheduled_messages_due" in plan, plan
