@@ -51,7 +51,7 @@ class Job:
     held_by_limit: bool = False  # a sending limit held it back: its lateness is the limit's doing
     endpoint_failures: int = 0  # its tenant endpoint's failures in a row when it was claimed
     circuit: str = "closed"  # closed, or half_open: this callback is the probe
-    recipient: str | None = None
+    recipient: str | None = None  # whom the frequency caps count: its contact_id, else its recipient
     category: str = "transactional"
     cap: FrequencyCap | None = None  # its recipient's frequency cap for its category
 

@@ -142,7 +142,8 @@ def capped(job: Job, frees_at: datetime | None) -> Outcome:
     occurrence), as the tenant's policy says."""
     cap = job.cap
     assert cap is not None
-    over = (f"recipient {job.recipient} already got {cap.max_messages} {job.category} message(s) in the "
+    whom = "contact" if job.contact_id is not None else "recipient"
+    over = (f"{whom} {job.recipient} already got {cap.max_messages} {job.category} message(s) in the "
             f"last {in_words(cap.per_s)} (frequency cap)")
     if cap.policy == "defer" and frees_at is not None:
         return Outcome(

@@ -137,7 +137,8 @@ fair_share AS (
 -- max_in_flight of an endpoint without its own (the daemon passes 2147483647: none, each daemon's
 -- REMINDERD_CONCURRENCY bounds its own callbacks), $7 the tenant this daemon's previous skip scan
 -- stopped at (`scanned_to`; NULL at first), $8 the claiming daemon (reminderd.daemons.id, stamped
--- as picked_by). attempts counts the attempt being made. docs/sql.md ("The claim") explains each step; in short:
+-- as picked_by). attempts counts the attempt being made. The frequency caps count a message's
+-- contact_id when it names one (docs/audiences.md), else its recipient: `recipient` below. docs/sql.md ("The claim") explains each step; in short:
 -- 1. Fair between tenants. When more rows are due than one batch holds, every tenant with due
 --    rows gets an equal share, found by a skip scan over the tenants' queues (with more due
 --    tenants than rows in a batch, one row each, round-robin: the next claim goes on after the
@@ -345,7 +346,7 @@ claimed AS (
               CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
                   AS previous_signing_secret,
               m.picked_at, m.endpoint, c.was_held, c.endpoint_failures, c.circuit,
-              m.recipient, m.category, m.contact_id, m.timezone_source,
+              coalesce(m.contact_id, m.recipient) AS recipient, m.category, m.contact_id, m.timezone_source,
               m.broadcast_id,
               t.frequency_cap_policy,
               {timing_columns $4 $5}
@@ -419,7 +420,7 @@ claimed AS (
               CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
                   AS previous_signing_secret,
               m.picked_at, m.endpoint, c.was_held, 0 AS endpoint_failures, 'closed' AS circuit,
-              m.recipient, m.category, m.contact_id, m.timezone_source,
+              coalesce(m.contact_id, m.recipient) AS recipient, m.category, m.contact_id, m.timezone_source,
               m.broadcast_id, t.frequency_cap_policy,
               {timing_columns $4 $5}
 )

@@ -294,6 +294,37 @@ async def test_a_frequency_cap_defers_or_skips_what_is_over_it(
     assert await db.fetchval("SELECT count(*) FROM reminderd.contact_sends") == 3
 
 
+async def test_a_frequency_cap_counts_a_contacts_messages_by_its_contact(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    # With contacts (issue 14), a message naming one is counted by its contact_id, whatever its
+    # recipient; a message naming none by its recipient (which may be the same id: they add up).
+    # Due in the order they are written, so they are reserved in that order too.
+    await db.execute("INSERT INTO reminderd.frequency_caps VALUES ('acme', 'marketing', 2, interval '1 day')")
+    await db.execute("""SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "c1", "timezone": "UTC"},
+                        {"contact_id": "c2", "timezone": "Asia/Tokyo"}]')""")
+    for ref, contact in (("c1:1", "c1"), ("c2:1", "c2")):
+        await db.execute("SELECT reminderd.schedule('acme', $1, now() - interval '4 seconds',"
+                         " category => 'marketing', contact_id => $2)", ref, contact)
+    await due_rows(db, "acme", 1, category="marketing", recipient="c1", prefix="id-only:", ago_s=3)
+    await db.execute(  # the contact's again, with a phone as its recipient: still the contact's count
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, category, recipient, contact_id)"
+        " VALUES ('acme', 'c1:phone', now() - interval '2 seconds', 'marketing', '+447700900123', 'c1')")
+    await due_rows(db, "acme", 1, category="marketing", recipient="+447700900123", prefix="phone-only:",
+                   ago_s=2)
+
+    await drain(fast_settings(database_url))
+
+    got = sorted(item.message["ref_id"] for item in receiver.received)
+    capped = await db.fetch("SELECT ref_id, last_event, last_error FROM reminderd.scheduled_messages"
+                            " WHERE last_event = 'capped'")
+    assert [r["ref_id"] for r in capped] == ["c1:phone"]
+    assert got == ["c1:1", "c2:1", "id-only:1", "phone-only:1"]
+    assert "contact c1 already got 2 marketing message(s) in the last day" in capped[0]["last_error"]
+    assert sorted(r["recipient"] for r in await db.fetch("SELECT recipient FROM reminderd.contact_sends")) == [
+        "+447700900123", "c1", "c1", "c2"]
+
+
 # Endpoint health ------------------------------------------------------------------------------
 
 
