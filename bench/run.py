@@ -22,6 +22,8 @@ Scenarios (see bench/README.md for what each number means):
  (12) contacts import: `reminderd contacts import` of a CSV, contacts per second.
  (13) broadcast staging: 240,000 contacts over 14 zones in one call, checked against zoneinfo.
  (14) waves: the daemon delivering each zone's wave, lateness of the first 5,000 of each.
+ (15) fairness: a small tenant's lateness beside another's 100,000-row wave, and the fair claim's
+      cost at 1,000,000 due rows and on the hot path, against the code before issue 15.
 
 Exit status: 0 every target passed, 1 some target failed, 2 a scenario could not run (error/timeout).
 """
@@ -52,6 +54,7 @@ from bench.scenarios import (  # noqa: E402
     claim_cost,
     client_ceiling,
     delivery,
+    fairness,
     http_ceiling,
     profile,
     scaling,
@@ -132,6 +135,10 @@ async def run_scenarios(bench: Bench, with_profile: bool, soak_minutes: float | 
                 except Exception as exc:
                     report.error(title, exc)
             await audiences.run(bench, dbs)  # (12), (13), (14)
+            try:
+                await asyncio.wait_for(fairness.run(bench, dbs), 1500)
+            except Exception as exc:
+                report.error("(15) fairness", exc)
             if with_profile:
                 await profile.run(bench, dbs)
             if soak_minutes:

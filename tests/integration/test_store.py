@@ -190,7 +190,9 @@ async def test_claim_plan_uses_the_partial_due_index(db: asyncpg.Connection) -> 
 
     plan = "\n".join(
         row[0]
-        for row in await db.fetch(f"EXPLAIN {QUERIES['claim']}", LOOKBACK_S, 100, LEASE_S, "send", 1800.0, None)
+        for row in await db.fetch(
+            f"EXPLAIN {QUERIES['claim']}", LOOKBACK_S, 100, LEASE_S, "send", 1800.0, 64, None, None
+        )
     )
 
     assert "scheduled_messages_due" in plan, plan
@@ -936,3 +938,22 @@ async def test_batch_writes_work_without_a_statement_cache(db: asyncpg.Connectio
     assert (planned.id, planned.status, (await row_by_id(db, recurring))["last_event"]) == (
         recurring, Status.PENDING, Event.PLANNED,
     )
+
+
+async def test_a_transaction_is_bounded_by_the_query_deadline_as_a_whole(database_url: str) -> None:
+    # The daemon's Store bounds every call (the registry) and every transaction, statements and
+    # commit together (update_endpoint_health, issue 15): past the deadline the connection is
+    # terminated, nothing waits on a server that does not answer, and the pool carries on.
+    store = await Store.connect(database_url, max_size=1, query_deadline_s=0.5)
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(DatabaseUnavailable):
+            async with store.transaction() as tx:
+                await tx._pool.execute("SELECT 1")
+                await tx._pool.execute("SELECT pg_sleep(5)")
+        assert asyncio.get_running_loop().time() - started < 3
+        assert store.health.failing_since is not None
+        assert await store.schema_revision() == head_revision()
+        assert store.health.failing_since is None
+    finally:
+        await store.close()
