@@ -542,8 +542,8 @@ metered AS (
         FROM logged
         JOIN outcome AS o ON o.delivery_id = logged.id
         UNION ALL
-        SELECT moved.tenant_id, 0, 0, CASE WHEN moved.last_event = 'dead_lettered' THEN 1 ELSE 0 END,
-               CASE WHEN moved.last_event = 'expired' THEN 1 ELSE 0 END
+        SELECT moved.tenant_id, 0, 0, CASE moved.last_event WHEN 'dead_lettered' THEN 1 ELSE 0 END,
+               CASE moved.last_event WHEN 'expired' THEN 1 ELSE 0 END
         FROM moved
         WHERE moved.last_event IN ('dead_lettered', 'expired')
     ) AS usage

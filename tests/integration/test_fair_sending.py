@@ -10,6 +10,8 @@ import asyncpg
 import pytest
 from support import LOOKBACK_S, TEST_SECRET, db_now, drain, fast_settings, near
 
+from reminderd.lifecycle import Event, Status
+from reminderd.outcome import AttemptResult, Outcome
 from reminderd.store import Claim, Store
 from reminderd.testing import Receiver, add_tenant
 
@@ -478,6 +480,29 @@ async def test_usage_is_counted_per_batch_and_survives_pruning_the_deliveries(
     assert {k: after[k] for k in expected} == expected
     [day] = await store.usage("acme", before["day"], before["day"])
     assert (day.delivered, day.dead) == (5, 1)
+
+
+async def test_usage_counts_the_attempts_logged_and_the_rows_moved_once(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    """record_outcomes meters what it writes (one deliveries row per attempt, migration 0007): a
+    batch written again after an outage swallowed the reply counts nothing twice, and an outcome
+    discarded (its row rescued meanwhile) counts its attempt but not the row as dead."""
+    await add_tenant(db, "acme", "https://acme.example/cb")
+    await due_rows(db, "acme", 2)
+    sent, rescued = sorted((await claim(store)).jobs, key=lambda job: job.ref_id)
+    await db.execute("UPDATE reminderd.scheduled_messages SET picked_at = now() WHERE id = $1", rescued.id)
+    batch = [
+        Outcome(sent, AttemptResult(True, 200, None, 5), Event.FIRED, Status.SENT),
+        Outcome.dead(rescued, AttemptResult(False, 404, "HTTP 404", 5), "permanent failure: HTTP 404"),
+    ]
+
+    assert await store.record_outcomes(batch) == {sent.id}
+    assert await store.record_outcomes(batch) == set()  # the same batch again: nothing moves
+
+    usage = await db.fetchrow("SELECT * FROM reminderd.usage_daily WHERE tenant_id = 'acme'")
+    assert {k: usage[k] for k in ("attempted", "delivered", "dead")} == {"attempted": 2, "delivered": 1, "dead": 0}
+    assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 2
 
 
 async def test_a_database_at_0004_with_rows_upgrades_to_0010(empty_database_url: str) -> None:
