@@ -501,7 +501,7 @@ async def test_usage_counts_the_attempts_logged_and_the_rows_moved_once(
     assert await store.record_outcomes(batch) == set()  # the same batch again: nothing moves
 
     usage = await db.fetchrow("SELECT * FROM reminderd.usage_daily WHERE tenant_id = 'acme'")
-    assert {k: usage[k] for k in ("attempted", "delivered", "dead")} == {"attempted": 2, "delivered": 1, "dead": 0}
+    assert (usage["attempted"], usage["delivered"], usage["dead"]) == (2, 1, 0)
     assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 2
 
 
