@@ -211,8 +211,13 @@ async def test_limits_defer_and_never_drop_even_past_max_lateness(
     assert first_ten == {f"r{i}" for i in range(1, 11)}  # in order: the budget went to the oldest
     times = sorted(item.received_at for item in receiver.received)
     assert times[-1] - times[0] >= 1.9  # 30 at 10 a second: three windows
-    for start in times:
-        assert sum(1 for t in times if start <= t < start + 1.0) <= 10 + 1  # grant time vs arrival jitter
+    # The limit holds where it is enforced, at claim time (picked_at, the claim's now()): never more
+    # than 10 in any second. At the receiver, a loaded machine's send delays may bunch two windows'
+    # worth of arrivals into one second (20 in the suite under load), whatever the claims did.
+    grants = sorted(r["picked_at"].timestamp() for r in await db.fetch(
+        "SELECT picked_at FROM reminderd.scheduled_messages"))
+    for start in grants:
+        assert sum(1 for t in grants if start <= t < start + 1.0) <= 10
 
 
 # Endpoint limits ------------------------------------------------------------------------------
