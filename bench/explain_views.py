@@ -101,7 +101,7 @@ SHAPES: dict[str, dict[str, str]] = {
 
 EXTRA_QUERIES = {
     "claim (QUERIES['claim'], lookback 1 day, batch 100, lease 300 s)": (
-        QUERIES["claim"], (86400.0, 100, 300.0, "send", 1800.0, None),
+        QUERIES["claim"], (86400.0, 100, 300.0, "send", 1800.0, 2147483647, None, None),
     ),
     "why didn't it fire (events of one ref)": (
         "SELECT * FROM reminderd.events WHERE tenant_id = $1 AND ref_id = $2 ORDER BY id", ("t07", "ref:7"),

@@ -61,13 +61,14 @@ class Sizes:
     broadcast_n: int = 240_000  # (15)
     wave_n: int = 5_000  # (16): the receipts of each wave whose lateness is measured
     wave_spacing_s: float = 3.0
+    fair_n: int = 100_000  # (15) tenant A's wave
 
 
 FULL = Sizes(ceiling_n=10_000, deliver_n=10_000, timer_n=200, timer_span_s=20.0, burst_n=5_000,
              backlog_n=10_000_000, write_path_n=20_000)
 QUICK = Sizes(ceiling_n=2_000, deliver_n=2_000, timer_n=50, timer_span_s=5.0, burst_n=1_000,
               backlog_n=100_000, write_path_n=5_000, contacts_import_n=10_000, broadcast_n=24_000, wave_n=500,
-              wave_spacing_s=1.5)
+              wave_spacing_s=1.5, fair_n=10_000)
 
 
 @dataclass(frozen=True)

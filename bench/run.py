@@ -26,6 +26,8 @@ Scenarios (see bench/README.md for what each number means):
  (14) contacts import: `reminderd contacts import` of a CSV, contacts per second.
  (15) broadcast staging: 240,000 contacts over 14 zones in one call, checked against zoneinfo.
  (16) waves: the daemon delivering each zone's wave, lateness of the first 5,000 of each.
+ (17) fairness: a small tenant's lateness beside another's 100,000-row wave, and the fair claim's
+      cost at 1,000,000 due rows and on the hot path, against the code before issue 15.
 
 Exit status: 0 every target passed, 1 some target failed, 2 a scenario could not run (error/timeout).
 """
@@ -58,6 +60,7 @@ from bench.scenarios import (  # noqa: E402
     client_ceiling,
     dashboard,
     delivery,
+    fairness,
     http_ceiling,
     profile,
     scaling,
@@ -166,6 +169,10 @@ async def run_scenarios(bench: Bench, with_profile: bool, soak_minutes: float | 
                 except Exception as exc:
                     report.error(title, exc)
             await audiences.run(bench, dbs)  # (14), (15), (16)
+            try:
+                await asyncio.wait_for(fairness.run(bench, dbs), 1500)
+            except Exception as exc:
+                report.error("(17) fairness", exc)
             if with_profile:
                 await profile.run(bench, dbs)
             if soak_minutes:

@@ -11,7 +11,7 @@ import argparse
 import re
 import sys
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import BinaryIO, Literal
 
 from .duration import parse_seconds
@@ -146,7 +146,8 @@ class RotateSecretRequest:
 
 @dataclass(frozen=True)
 class TenantSetRequest:
-    """`tenant set`: each None leaves a setting alone; calendar and quiet may be "none" (clear)."""
+    """`tenant set`: each None leaves a setting alone; calendar, quiet and the limits may be
+    "none" (clear). A frequency cap is (category, max, per_s), max None removing it."""
 
     tenant_id: str
     calendar: str | None
@@ -156,6 +157,10 @@ class TenantSetRequest:
     timezone: str | None = None
     broadcast_limit: int | Literal["none"] | None = None
     approval_threshold: int | Literal["none"] | None = None
+    max_per_second: int | str | None = None
+    max_per_hour: int | str | None = None
+    frequency_caps: tuple[tuple[str, int | None, float | None], ...] = ()
+    cap_policy: str | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TenantSetRequest:
@@ -171,9 +176,118 @@ class TenantSetRequest:
         timezone = args.timezone
         if timezone is not None and timezone.lower() != "none":
             checked_timezone(timezone, "--timezone")
-        return cls(checked_tenant_id(args.tenant_id), calendar, args.holiday_rule, quiet, exempt, timezone,
-                   checked_count(args.broadcast_limit, "--broadcast-limit"),
-                   checked_count(args.approval_threshold, "--approval-threshold"))
+        caps = tuple(checked_frequency_cap(text) for text in getattr(args, "frequency_cap", None) or ())
+        return cls(
+            checked_tenant_id(args.tenant_id), calendar, args.holiday_rule, quiet, exempt,
+            timezone=timezone,
+            broadcast_limit=checked_count(args.broadcast_limit, "--broadcast-limit"),
+            approval_threshold=checked_count(args.approval_threshold, "--approval-threshold"),
+            max_per_second=checked_limit(getattr(args, "max_per_second", None), "--max-per-second"),
+            max_per_hour=checked_limit(getattr(args, "max_per_hour", None), "--max-per-hour"),
+            frequency_caps=caps, cap_policy=getattr(args, "cap_policy", None),
+        )
+
+    @property
+    def sets_limits(self) -> bool:
+        return (self.max_per_second, self.max_per_hour, self.cap_policy) != (None, None, None) or bool(
+            self.frequency_caps)
+
+
+LIMIT_MAX = 2_147_483_647
+
+
+def checked_limit(text: str | None, flag: str) -> int | str | None:
+    """A limit: a positive whole number, or "none" to clear it; None when not given."""
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return "none"
+    if not text.strip().isdecimal() or not 0 < int(text) <= LIMIT_MAX:
+        raise UsageError(f"{flag} {text!r}: give a positive whole number (at most {LIMIT_MAX}), or none")
+    return int(text)
+
+
+def checked_frequency_cap(text: str) -> tuple[str, int | None, float | None]:
+    """--frequency-cap marketing=2/1d: at most 2 marketing messages per recipient per rolling day;
+    marketing=none removes the cap."""
+    category, equals, rule = text.partition("=")
+    if not equals:
+        raise UsageError(f"--frequency-cap {text!r}: write CATEGORY=N/DURATION, e.g. marketing=2/1d, "
+                         "or CATEGORY=none")
+    category = checked_category(category.strip(), "--frequency-cap")
+    if rule.strip().lower() == "none":
+        return category, None, None
+    count, slash, span = rule.partition("/")
+    if not slash or not count.strip().isdecimal() or not 0 < int(count) <= LIMIT_MAX:
+        raise UsageError(f"--frequency-cap {text!r}: write CATEGORY=N/DURATION with N a positive whole number, "
+                         "e.g. marketing=2/1d")
+    per = parse_duration(span.strip(), "--frequency-cap")
+    if per.total_seconds() > 366 * 86400:
+        raise UsageError(f"--frequency-cap {text!r}: the window is at most 366 days")
+    return category, int(count), per.total_seconds()
+
+
+_ENDPOINT = re.compile(r"^([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})$")
+
+
+def checked_endpoint(text: str) -> str:
+    """host:port as reminderd names endpoints (the host lower-case, the port written out)."""
+    match = _ENDPOINT.match(text.strip())
+    if match is None or not 0 < int(match[2]) <= 65535:
+        raise UsageError(f"{text!r} is not an endpoint: write HOST:PORT, e.g. hooks.example.com:443")
+    return f"{match[1].lower()}:{int(match[2])}"
+
+
+@dataclass(frozen=True)
+class EnableEndpointRequest:
+    """`tenant enable-endpoint`: one of the tenant's endpoints, or all of them."""
+
+    tenant_id: str
+    endpoint: str | None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EnableEndpointRequest:
+        endpoint = None if args.endpoint is None else checked_endpoint(args.endpoint)
+        return cls(checked_tenant_id(args.tenant_id), endpoint)
+
+
+@dataclass(frozen=True)
+class EndpointSetRequest:
+    """`endpoint set`: an endpoint's limits, for all daemons together; "none" clears one."""
+
+    endpoint: str
+    max_in_flight: int | str | None
+    max_per_second: int | str | None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EndpointSetRequest:
+        request = cls(
+            checked_endpoint(args.endpoint), checked_limit(args.max_in_flight, "--max-in-flight"),
+            checked_limit(args.max_per_second, "--max-per-second"),
+        )
+        if request.max_in_flight is None and request.max_per_second is None:
+            raise UsageError("give --max-in-flight or --max-per-second (a number, or none to clear it)")
+        return request
+
+
+@dataclass(frozen=True)
+class UsageRequest:
+    """`usage TENANT --month YYYY-MM`: the month's days (the current month by default)."""
+
+    tenant_id: str
+    first_day: date
+    last_day: date
+    as_json: bool
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, today: date) -> UsageRequest:
+        month = args.month or f"{today:%Y-%m}"
+        try:
+            first = datetime.strptime(month, "%Y-%m").date()
+        except ValueError:
+            raise UsageError(f"--month {month!r} is not a month like 2026-11") from None
+        following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
+        return cls(checked_tenant_id(args.tenant_id), first, following - timedelta(days=1), args.json)
 
 
 @dataclass(frozen=True)

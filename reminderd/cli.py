@@ -24,6 +24,8 @@ from .arguments import (
     ApiKeyRevokeRequest,
     ApiRateLimitRequest,
     CancelRequest,
+    EnableEndpointRequest,
+    EndpointSetRequest,
     HolidayRequest,
     RotateSecretRequest,
     ScheduleRequest,
@@ -33,6 +35,7 @@ from .arguments import (
     TenantRoleRequest,
     TenantSetRequest,
     UsageError,
+    UsageRequest,
     add_recurrence_options,
     add_schedule_options,
     parse_duration,
@@ -52,7 +55,7 @@ from .exceptions import (
 )
 from .schedule import iso_utc, load_timezone
 from .settings import Settings
-from .store import ApiKeyInfo, DaemonStatus, Store, TenantOverview
+from .store import ApiKeyInfo, DaemonStatus, EndpointState, Store, TenantOverview, UsageDay
 
 R = TypeVar("R")
 Handler = Callable[[argparse.Namespace], int]
@@ -189,7 +192,8 @@ def build_parser() -> Parser:
     rotate.add_argument("--grace", default="24h", help="how long the old secret stays valid (default 24h)")
 
     tenant_set = _add_command(
-        tenant_commands, "set", "the tenant's holiday calendar and rule, and quiet hours ('none' clears)",
+        tenant_commands, "set",
+        "holidays, quiet hours, sending limits, frequency caps ('none' clears)",
         DatabaseCommand(TenantSetRequest.from_args, _tenant_set), parents=database,
     )
     tenant_set.add_argument("tenant_id", metavar="TENANT")
@@ -202,12 +206,48 @@ def build_parser() -> Parser:
                             help="most contacts one broadcast may reach, or none")
     tenant_set.add_argument("--approval-threshold", metavar="N",
                             help="broadcasts to more contacts wait for a second person's approval, or none")
+    tenant_set.add_argument("--max-per-second", metavar="N",
+                            help="at most N callbacks a second, all daemons together (none: no limit)")
+    tenant_set.add_argument("--max-per-hour", metavar="N",
+                            help="at most N callbacks an hour: the subscription limit (none: no limit)")
+    tenant_set.add_argument("--frequency-cap", metavar="CATEGORY=N/DURATION", action="append",
+                            help="at most N messages of CATEGORY per recipient per rolling DURATION, "
+                                 "e.g. marketing=2/1d (CATEGORY=none removes it; repeatable)")
+    tenant_set.add_argument("--cap-policy", choices=("defer", "skip"),
+                            help="over a frequency cap: defer the message until it fits, or skip it")
+    enable = _add_command(
+        tenant_commands, "enable-endpoint", "turn the tenant's disabled endpoints back on; paused rows resume",
+        DatabaseCommand(EnableEndpointRequest.from_args, _tenant_enable_endpoint), parents=database,
+    )
+    enable.add_argument("tenant_id", metavar="TENANT")
+    enable.add_argument("--endpoint", metavar="HOST:PORT", help="only this one (default: all of the tenant's)")
     holiday = _add_command(tenant_commands, "holiday", "add or remove one of the tenant's own days off",
                            DatabaseCommand(HolidayRequest.from_args, _tenant_holiday), parents=database)
     holiday.add_argument("action", choices=("add", "remove"))
     holiday.add_argument("tenant_id", metavar="TENANT")
     holiday.add_argument("day", metavar="YYYY-MM-DD")
     holiday.add_argument("name", nargs="?", default="holiday")
+
+    endpoint = _add_command(commands, "endpoint", "callback endpoints (host:port): set their limits, list them",
+                            None)
+    endpoint_commands = endpoint.add_subparsers(dest="endpoint_command", required=True, parser_class=Parser)
+    endpoint_set = _add_command(
+        endpoint_commands, "set", "an endpoint's limits, for all daemons together ('none' clears)",
+        DatabaseCommand(EndpointSetRequest.from_args, _endpoint_set), parents=database,
+    )
+    endpoint_set.add_argument("endpoint", metavar="HOST:PORT")
+    endpoint_set.add_argument("--max-in-flight", metavar="N",
+                              help="callbacks claimed at once, all daemons together "
+                                   "(none: each daemon's REMINDERD_CONCURRENCY)")
+    endpoint_set.add_argument("--max-per-second", metavar="N", help="callbacks a second (none: no limit)")
+    _add_command(endpoint_commands, "list", "endpoints with limits, and tenant endpoints that are failing",
+                 DatabaseCommand(_no_arguments, _endpoint_list), parents=database)
+
+    usage = _add_command(commands, "usage", "a tenant's usage per day: scheduled, attempted, delivered, …",
+                         DatabaseCommand(_usage_request, _usage), parents=database)
+    usage.add_argument("tenant_id", metavar="TENANT")
+    usage.add_argument("--month", metavar="YYYY-MM", help="the month (default: this month, UTC)")
+    usage.add_argument("--json", action="store_true", help="a JSON list, one object per day")
 
     schedule = _add_command(commands, "schedule", "schedule a message; prints its id",
                             DatabaseCommand(_schedule_request, _schedule), parents=database)
@@ -572,7 +612,80 @@ async def _tenant_set(store: Store, request: TenantSetRequest) -> int:
     if not changed:
         raise UsageError(f'unknown tenant "{request.tenant_id}"')
     print(f"tenant {request.tenant_id}: {changed}")
+    if request.sets_limits:
+        limits = await store.set_tenant_limits(
+            request.tenant_id, max_per_second=request.max_per_second, max_per_hour=request.max_per_hour,
+            policy=request.cap_policy, caps=request.frequency_caps,
+        )
+        print(f"tenant {request.tenant_id}: {limits}")
     return 0
+
+
+async def _tenant_enable_endpoint(store: Store, request: EnableEndpointRequest) -> int:
+    resumed = await store.enable_endpoint(request.tenant_id, request.endpoint)
+    which = request.endpoint or "its endpoints"
+    print(f"tenant {request.tenant_id}: {which} enabled; {resumed} paused message(s) resume "
+          "(the first callback goes alone, then the rest as the limits allow)")
+    return 0
+
+
+async def _endpoint_set(store: Store, request: EndpointSetRequest) -> int:
+    print(await store.set_endpoint(request.endpoint, max_in_flight=request.max_in_flight,
+                                   max_per_second=request.max_per_second))
+    return 0
+
+
+async def _endpoint_list(store: Store, _request: None) -> int:
+    states = await store.endpoint_states()
+    if not states:
+        print("no endpoint has limits, and none is failing")
+        return 0
+    _print_endpoints(states)
+    return 0
+
+
+def _print_endpoints(states: Sequence[EndpointState]) -> None:
+    print(f"{'TENANT':<16} {'ENDPOINT':<32} {'STATE':<10} {'FAILURES':>8} {'IN FLIGHT':>9}  DETAIL")
+    for s in states:
+        if s.state == "limited":
+            detail = (f"max_in_flight {s.max_in_flight or 'default'}, "
+                      f"max_per_second {s.max_per_second or 'none'}")
+        elif s.state == "disabled":
+            detail = f"{s.disabled_reason}; reminderd tenant enable-endpoint {s.tenant_id}"
+        elif s.state == "open" and s.circuit_open_until is not None:
+            until = s.circuit_open_until.astimezone(UTC)
+            detail = f"circuit open until {until:%H:%M:%SZ}: {s.last_error or ''}"
+        else:
+            detail = s.last_error or ""
+        failures = "" if s.consecutive_failures is None else str(s.consecutive_failures)
+        print(f"{s.tenant_id or '(all)':<16} {s.endpoint:<32} {s.state:<10} {failures:>8} {s.in_flight:>9}  "
+              f"{detail}")
+
+
+def _usage_request(args: argparse.Namespace) -> UsageRequest:
+    return UsageRequest.from_args(args, datetime.now(UTC).date())
+
+
+USAGE_COLUMNS = ("scheduled", "attempted", "delivered", "dead", "expired", "held")
+
+
+async def _usage(store: Store, request: UsageRequest) -> int:
+    days = await store.usage(request.tenant_id, request.first_day, request.last_day)
+    if request.as_json:
+        print(json.dumps([{"day": f"{d.day:%Y-%m-%d}", **{k: getattr(d, k) for k in USAGE_COLUMNS}}
+                          for d in days], indent=2))
+        return 0
+    print(f"tenant {request.tenant_id}, {request.first_day:%B %Y} (UTC days)")
+    print(f"{'DAY':<10} " + " ".join(f"{c.upper():>10}" for c in USAGE_COLUMNS))
+    for d in days:
+        print(f"{d.day:%Y-%m-%d} " + " ".join(f"{getattr(d, c):>10}" for c in USAGE_COLUMNS))
+    totals = _usage_totals(days)
+    print(f"{'total':<10} " + " ".join(f"{totals[c]:>10}" for c in USAGE_COLUMNS))
+    return 0
+
+
+def _usage_totals(days: Sequence[UsageDay]) -> dict[str, int]:
+    return {c: sum(getattr(d, c) for d in days) for c in USAGE_COLUMNS}
 
 
 async def _tenant_holiday(store: Store, request: HolidayRequest) -> int:
@@ -762,6 +875,10 @@ async def _status(store: Store, _request: None) -> int:
         for row in rows:
             next_due = row.next_due.astimezone(UTC).isoformat(timespec="seconds") if row.next_due else ""
             print(f"{row.tenant_id:<24} {row.status:<10} {row.messages:>9}  {next_due}")
+    endpoints = await store.endpoint_states()
+    if endpoints:
+        print()
+        _print_endpoints(endpoints)
     print()
     _print_daemons(await store.daemons())
     return 0

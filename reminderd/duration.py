@@ -42,3 +42,12 @@ def parse_seconds(text: str) -> float:
         raise ValueError(EXAMPLES)
     amounts = parts.groupdict().items()
     return sign * sum(float(amount) * _SECONDS_PER[unit] for unit, amount in amounts if amount)
+
+
+def in_words(seconds: float) -> str:
+    """A window as people say it: "day", "2 days", "hour", "90 minutes", "45 s"."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return unit if count == 1 else f"{count} {unit}s"
+    return f"{seconds:g} s"

@@ -19,7 +19,10 @@ Maintenance, every poll interval:
 - ListenerKeeper: the LISTEN connection is reconnected after a database outage;
 - QueueDepthSampler (every 30 s): the queue-wide gauges;
 - Pruner (every 60 s): finished rows and old history past their retention, in small batches;
+  frequency-cap sends past their window;
 - CountsPruner (every 5 min): the dashboard's fire counts per minute and hour past their use;
+- UsageRollup (every 5 s): usage increments folded into reminderd.usage_days;
+- SendingSampler (every 30 s): tenant endpoints by health state and today's usage, for the metrics.
 - KeyUsageWriter, IdempotencyPruner: `reminderd serve`'s (API keys' last_used_at, expired
   Idempotency-Keys), run by `for_api()`;
 - BroadcastStager: each recurring broadcast's next wave, staged `stage_ahead` before the instant of
@@ -56,6 +59,7 @@ from .store import QUERY_DEADLINE_S, Held, Listener, Pruned, RecurringBroadcast,
 log = structlog.get_logger("reminderd")
 
 QUEUE_DEPTH_EVERY_S = 30.0
+USAGE_ROLLUP_EVERY_S = 5.0
 PRUNE_EVERY_S = 60.0
 COUNTS_PRUNE_EVERY_S = 300.0
 PRUNE_BATCHES_PER_ROUND = 20  # at most 20,000 rows of each kind a minute, in short transactions
@@ -301,8 +305,10 @@ class Pruner:
             total += batch
             if max(batch.messages, batch.deliveries, batch.events) < PRUNE_BATCH:
                 break
-        if total != Pruned(0, 0, 0):
-            log.info("pruned", messages=total.messages, deliveries=total.deliveries, events=total.events)
+        sends = await self._store.prune_contact_sends(limit=PRUNE_BATCH)
+        if total != Pruned(0, 0, 0) or sends:
+            log.info("pruned", messages=total.messages, deliveries=total.deliveries, events=total.events,
+                     contact_sends=sends)
         return total
 
 
@@ -415,6 +421,34 @@ async def contain_async(broadcast_id: int, step: Awaitable[int]) -> int:
         return 0
 
 
+class UsageRollup:
+    """Usage increments (one per batch or statement) folded into one row per tenant and day."""
+
+    name, every_s, first_after_s = "usage_rollup", USAGE_ROLLUP_EVERY_S, 0.0
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def run_once(self) -> int:
+        await self._store.roll_up_usage()
+        return 0  # reminderd.usage_daily reads the same before and after
+
+
+class SendingSampler:
+    """Tenant endpoints by health state and today's usage, for the metrics (database-wide)."""
+
+    name, every_s, first_after_s = "sending", QUEUE_DEPTH_EVERY_S, 0.0
+
+    def __init__(self, store: Store, metrics: Metrics) -> None:
+        self._store = store
+        self._metrics = metrics
+
+    async def run_once(self) -> int:
+        self._metrics.set_endpoint_states(await self._store.endpoint_states())
+        self._metrics.set_usage_today(await self._store.usage_today())
+        return 0
+
+
 async def connect_listener(listener: Listener) -> None:
     try:
         await listener.connect()
@@ -449,7 +483,8 @@ class Housekeeping:
         if listener is not None:
             services.append(ListenerKeeper(listener))
         services += [QueueDepthSampler(store, metrics), Pruner(settings, store), CountsPruner(store),
-                     BroadcastStager(store), BroadcastCompleter(store)]
+                     UsageRollup(store), SendingSampler(store, metrics), BroadcastStager(store),
+                     BroadcastCompleter(store)]
         return cls(services, poll_interval_s=settings.poll_interval_s, rng=rng)
 
     @classmethod

@@ -13,6 +13,22 @@ from .schedule import Timing
 
 
 @dataclass(frozen=True, slots=True)
+class FrequencyCap:
+    """At most `max_messages` of the message's category to its recipient per rolling `per_s`;
+    over it the tenant's `policy`: defer or skip."""
+
+    max_messages: int
+    per_s: float
+    policy: str = "defer"
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> FrequencyCap | None:
+        if row.get("cap_max") is None or row.get("recipient") is None:
+            return None
+        return cls(row["cap_max"], row["cap_per_s"], row.get("frequency_cap_policy") or "defer")
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     id: int
     tenant_id: str
@@ -31,6 +47,13 @@ class Job:
     contact_id: str | None = None  # the contact it is for (docs/audiences.md)
     timezone_source: str = "message"  # why timing.timezone: message, contact, phone, country, tenant
     broadcast_id: int | None = None  # its broadcast; with no contact, that broadcast's completion callback
+    endpoint: str | None = None  # host:port of its callback (the claim's in-flight count)
+    held_by_limit: bool = False  # a sending limit held it back: its lateness is the limit's doing
+    endpoint_failures: int = 0  # its tenant endpoint's failures in a row when it was claimed
+    circuit: str = "closed"  # closed, or half_open: this callback is the probe
+    recipient: str | None = None  # whom the frequency caps count: its contact_id, else its recipient
+    category: str = "transactional"
+    cap: FrequencyCap | None = None  # its recipient's frequency cap for its category
     # Stable for one occurrence across all its retries, different for each occurrence. No '.' in
     # it: Standard Webhooks signs "{id}.{timestamp}.{body}". Computed once (headers, log, record).
     webhook_id: str = field(init=False)
@@ -58,7 +81,19 @@ class Job:
             contact_id=row["contact_id"],
             timezone_source=row["timezone_source"] or "message",
             broadcast_id=row["broadcast_id"],
+            endpoint=row.get("endpoint"),
+            held_by_limit=bool(row.get("was_held")),
+            endpoint_failures=row.get("endpoint_failures") or 0,
+            circuit=row.get("circuit") or "closed",
+            recipient=row.get("recipient"),
+            category=row.get("category") or "transactional",
+            cap=FrequencyCap.from_row(row),
         )
+
+    @property
+    def endpoint_unhealthy(self) -> bool:
+        """Its endpoint was failing when it was claimed: its answer changes the endpoint's health."""
+        return self.endpoint_failures > 0 or self.circuit != "closed"
 
     @property
     def completes_broadcast(self) -> bool:

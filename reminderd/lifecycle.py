@@ -56,3 +56,7 @@ class Event(StrEnum):
     LEASE_EXPIRED = "lease_expired"  # a row whose lease ran out, made due again
     RESCUED = "rescued"  # a dead daemon's row (its heartbeat stopped), made due again at once
     RELEASED = "released"  # handed back: at shutdown, or a claim whose reply was lost
+    # Fair and bounded sending (migration 0010).
+    HELD = "held"  # due, but a sending limit or a failing endpoint holds it back (the claim writes it)
+    CAPPED = "capped"  # over its recipient's frequency cap: deferred or skipped (the tenant's policy)
+    ENDPOINT_DISABLED = "endpoint_disabled"  # paused: its endpoint answered 410 or failed for days

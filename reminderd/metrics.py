@@ -22,7 +22,10 @@ from .lifecycle import Event, Status
 from .outcome import Outcome
 
 if TYPE_CHECKING:
-    from .store import QueueDepth
+    from .store import EndpointState, HealthChange, HeldBack, QueueDepth, UsageDay
+
+USAGE_KINDS = ("scheduled", "attempted", "delivered", "dead", "expired", "held")
+ENDPOINT_STATES = ("failing", "open", "half_open", "disabled")
 
 # reminderd_callbacks_total{outcome}: the event an outcome recorded, or "refused" for a callback
 # address the SSRF rules refuse (dead-lettered too, but the fix is the operator's, not the receiver's).
@@ -124,8 +127,62 @@ class Metrics:
             "reminderd_db_pool_connections", "Database pool connections by state.",
             ["state"], registry=self.registry,
         )
+        tenant = ["tenant"] if tenant_labels else []
+        self.held = Counter(
+            "reminderd_held", "Due rows a sending limit or a failing endpoint held back, counted once per row "
+            "and reason: tenant_per_second, tenant_per_hour, endpoint_per_second, circuit_open, "
+            "endpoint_disabled; and frequency_cap (deferred or skipped).",
+            ["reason", *tenant], registry=self.registry,
+        )
+        self.endpoint_changes = Counter(
+            "reminderd_endpoint_changes",
+            "Tenant endpoints whose circuit this daemon opened or closed, or that it disabled.",
+            ["change"], registry=self.registry,
+        )
+        self.endpoints = Gauge(
+            "reminderd_endpoints",
+            "Tenant endpoints not simply healthy, by state: failing, open, half_open, disabled "
+            "(database-wide, refreshed on an interval).", ["state"], registry=self.registry,
+        )
+        self.usage_today = Gauge(
+            "reminderd_usage_today",
+            "Today's usage (UTC day), database-wide, as reminderd.usage_daily counts it: "
+            + ", ".join(USAGE_KINDS) + ".", ["kind", *tenant], registry=self.registry,
+        )
         self._last_poll_monotonic = time.monotonic()
         self.last_poll_age.set_function(lambda: time.monotonic() - self._last_poll_monotonic)
+
+    def held_back(self, held: Sequence[HeldBack]) -> None:
+        for item in held:
+            if item.marked:
+                self.held.labels(item.reason, *self._tenant(item.tenant_id)).inc(item.marked)
+
+    def frequency_capped(self, tenant: str) -> None:
+        self.held.labels("frequency_cap", *self._tenant(tenant)).inc()
+
+    def endpoint_changed(self, changes: Sequence[HealthChange]) -> None:
+        for item in changes:
+            self.endpoint_changes.labels(item.change).inc()
+
+    def set_endpoint_states(self, states: Sequence[EndpointState]) -> None:
+        counts = dict.fromkeys(ENDPOINT_STATES, 0)
+        for state in states:
+            if state.state in counts:
+                counts[state.state] += 1
+        for name, count in counts.items():
+            self.endpoints.labels(name).set(count)
+
+    def set_usage_today(self, days: Sequence[UsageDay]) -> None:
+        totals: dict[tuple[str, ...], int] = {}
+        for day in days:
+            for kind in USAGE_KINDS:
+                key = (kind, *self._tenant(day.tenant_id))
+                totals[key] = totals.get(key, 0) + getattr(day, kind)
+        for key, value in totals.items():
+            self.usage_today.labels(*key).set(value)
+
+    def _tenant(self, tenant: str) -> tuple[str, ...]:
+        return (tenant,) if self._tenant_labels else ()
 
     def polled(self, claimed: int) -> None:
         self._last_poll_monotonic = time.monotonic()

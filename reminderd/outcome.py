@@ -9,6 +9,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime
 
+from .duration import in_words
 from .jobs import Job, Unplanned
 from .lifecycle import Event, Status
 from .retry import RetryPolicy
@@ -65,7 +66,7 @@ def before_sending(job: Job, now: datetime) -> Outcome | None:
         return Outcome.dead(job, None, problem)
     try:
         held = hold(job.timing, occurrence=job.scheduled_for, due_at=job.due_at or job.scheduled_for,
-                    attempt=job.attempt, now=now)
+                    attempt=job.attempt, now=now, held_by_limit=job.held_by_limit)
     except InvalidSchedule as exc:
         return Outcome.dead(job, None, str(exc))
     return None if held is None else _held(job, held)
@@ -133,6 +134,35 @@ def _next_occurrence(job: Job, result: AttemptResult, event: Event, last_error: 
         job, result, event, Status.PENDING,
         next_fire_at=instant, reset_attempts=True, last_error=last_error, ran=True,
     )
+
+
+def capped(job: Job, frees_at: datetime | None) -> Outcome:
+    """A message over its recipient's frequency cap, before any request: deferred until the cap
+    allows it (`frees_at`), or skipped (a one-off is cancelled, a recurring row moves to its next
+    occurrence), as the tenant's policy says."""
+    cap = job.cap
+    assert cap is not None
+    whom = "contact" if job.contact_id is not None else "recipient"
+    over = (f"{whom} {job.recipient} already got {cap.max_messages} {job.category} message(s) in the "
+            f"last {in_words(cap.per_s)} (frequency cap)")
+    if cap.policy == "defer" and frees_at is not None:
+        return Outcome(
+            job, None, Event.CAPPED, Status.PENDING,
+            next_fire_at=frees_at, next_scheduled_for=job.scheduled_for,
+            refund_attempt=True, last_error=f"deferred to {iso_utc(frees_at)}: {over}",
+        )
+    if not job.timing.recurring:
+        return Outcome(job, None, Event.CAPPED, Status.CANCELLED, refund_attempt=True,
+                       last_error=f"skipped: {over}; the tenant's policy is skip")
+    try:
+        instant, _ = job.timing.next_after(job.scheduled_for)
+    except InvalidSchedule as exc:
+        return Outcome.dead(job, None, f"cannot recur: {exc}")
+    note = f"occurrence {iso_utc(job.scheduled_for)} skipped: {over}; the tenant's policy is skip"
+    if instant is None:
+        return Outcome(job, None, Event.CAPPED, Status.FINISHED, last_error=note)
+    return Outcome(job, None, Event.CAPPED, Status.PENDING, next_fire_at=instant, reset_attempts=True,
+                   last_error=note)
 
 
 # Planning recurring rows ---------------------------------------------------------------------

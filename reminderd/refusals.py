@@ -50,7 +50,7 @@ CONSTRAINTS: dict[str, str] = {
         "unknown status: pending, picked, sent, dead, cancelled, paused, expired, finished or awaiting_approval"
     ),
     "max_attempts_positive": "max_attempts must be at least 1",
-    "paused_by_is_known": "paused_by is message or tenant",
+    "paused_by_is_known": "paused_by is message, tenant or endpoint",
     "rrule_has_freq": "an RRULE needs FREQ=, e.g. FREQ=WEEKLY;BYDAY=MO",
     "max_runs_positive": "max_runs must be at least 1",
     "category_format": "a category is lower-case letters, digits, _ and -, like marketing",
@@ -140,6 +140,27 @@ CONSTRAINTS: dict[str, str] = {
     "fire_counts_period_is_known": "a count's period is minute or hour",
     "lateness_counts_pkey": 'the lateness counts of "{value}" already exist: the trigger adds to them',
     "lateness_counts_period_is_known": "a count's period is minute or hour",
+    # fair and bounded sending (migration 0010)
+    "max_per_second_positive": "max_per_second must be at least 1 (or NULL: no limit)",
+    "max_per_hour_positive": "max_per_hour must be at least 1 (or NULL: no limit)",
+    "frequency_cap_policy_is_known": "a frequency-cap policy is defer or skip",
+    "recipient_format": "a recipient is not empty and at most 256 characters",
+    "tenant_budgets_pkey": 'tenant "{value}" already has a sending budget',
+    "tenant_budgets_tenant_id_fkey": 'unknown tenant "{value}"',
+    "endpoints_pkey": 'the endpoint "{value}" already exists: reminderd endpoint set changes its limits',
+    "endpoint_format": "an endpoint is host:port, e.g. hooks.example.com:443",
+    "max_in_flight_positive": "max_in_flight must be at least 1 (or NULL: each daemon's REMINDERD_CONCURRENCY)",
+    "endpoint_max_per_second_positive": "an endpoint's max_per_second must be at least 1 (or NULL: no limit)",
+    "endpoint_health_pkey": 'the health of endpoint "{value}" is already recorded',
+    "endpoint_health_tenant_id_fkey": 'unknown tenant "{value}"',
+    "frequency_caps_pkey": 'tenant and category "{value}" already have a frequency cap: update it instead',
+    "frequency_caps_tenant_id_fkey": 'unknown tenant "{value}"',
+    "frequency_cap_category_format": "a category is lower-case letters, digits, _ and -, like marketing",
+    "max_messages_positive": "a frequency cap allows at least 1 message",
+    "per_in_range": "a frequency cap's window is more than 0 and at most 366 days",
+    "contact_sends_pkey": 'the send "{value}" is already reserved',
+    "usage_days_pkey": 'the usage of "{value}" is already counted: add to it',
+    "usage_increments_pkey": "a usage increment with id {value} already exists",
 }
 
 # PostgreSQL's own constraint errors say which row in their DETAIL; reminderd's triggers do not.

@@ -210,6 +210,15 @@ class Settings:
     history_retention_days: int = setting(
         "REMINDERD_HISTORY_RETENTION_DAYS", 30, _number(int, minimum=1, maximum=3650),
         "deliveries and audit events are pruned after this")
+    circuit_failures: int = setting(
+        "REMINDERD_CIRCUIT_FAILURES", 10, _number(int, minimum=1, maximum=100_000),
+        "failures in a row that open a tenant endpoint's circuit (its rows wait, then one probe)")
+    circuit_open_s: float = setting(
+        "REMINDERD_CIRCUIT_OPEN", 30.0, _seconds(0.01, 86400),
+        "seconds a circuit stays open first; doubled after each failed probe, at most 32 times as long")
+    endpoint_disable_after_s: float = setting(
+        "REMINDERD_ENDPOINT_DISABLE_AFTER", 5 * 86400.0, _seconds(1, 365 * 86400),
+        "a tenant endpoint failing every attempt this long is disabled, its rows paused (410 Gone: at once)")
     # `reminderd serve`, the HTTP API (docs/api.md).
     api_host: str = setting(
         "REMINDERD_API_HOST", "127.0.0.1", _host, "address `reminderd serve` listens on")

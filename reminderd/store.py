@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import asyncpg
 
+from .breaker import BreakerPolicy, Change, EndpointHealth, Observation, observe
 from .dashboard_rows import (
     FEED_START,
     FIRES,
@@ -37,6 +38,7 @@ from .dashboard_rows import (
     TenantFires,
     TenantRulesView,
 )
+from .duration import in_words
 from .exceptions import ConfigError, DatabaseMisconfigured, DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from .guard import describe
 from .jobs import Job, Unplanned
@@ -59,6 +61,12 @@ FEED_CHANNEL = "reminderd_feed"  # the ids of the fires a statement recorded (mi
 # watchdog only ever restarts a daemon that is stuck for another reason (a blocked event loop).
 QUERY_DEADLINE_S = 8.0
 CLOSE_DEADLINE_S = 5.0
+NO_LIMIT = 2**31 - 1  # an endpoint's default max_in_flight when the caller gives none
+# How the pool's sessions plan (PgBouncer refuses this at connect: docs/operations.md). The claim
+# is one statement of many small steps: at a million due rows its estimated cost passes
+# jit_above_cost, and compiling it takes seconds where running it takes milliseconds (make bench,
+# (15c)).
+DAEMON_SESSION = {"jit": "off"}
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -479,6 +487,143 @@ class TenantOverview:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> TenantOverview:
         return cls(**dict(row.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class HeldBack:
+    """Due rows of one tenant a claim held back, and why: `tenant_per_second`, `tenant_per_hour`,
+    `endpoint_per_second`, `endpoint_in_flight`, `circuit_open`, `circuit_half_open`,
+    `endpoint_disabled`, `busy` (another daemon was granting that budget) or `batch_full`. `marked`
+    rows were newly marked 'held' (last_error, the audit trail); look again in `retry_in_s`."""
+
+    tenant_id: str
+    reason: str
+    rows: int
+    marked: int
+    retry_in_s: float | None
+
+    @classmethod
+    def from_json(cls, item: Mapping[str, Any]) -> HeldBack:
+        return cls(item["tenant"], item["reason"], item["rows"], item["marked"], item["retry_in_s"])
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What one claim took, what it held back, and where its skip scan over the tenants stopped
+    (the next claim starts there)."""
+
+    jobs: list[Job]
+    held: tuple[HeldBack, ...] = ()
+    scanned_to: str | None = None
+
+    @property
+    def retry_in_s(self) -> float | None:
+        """When to claim again for the rows held back (None: nothing held that will free up)."""
+        waits = [h.retry_in_s for h in self.held if h.retry_in_s is not None]
+        return max(0.0, min(waits)) if waits else None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactSend:
+    """A send to reserve under a frequency cap."""
+
+    job: Job
+
+    def as_v1(self) -> tuple[Any, ...]:
+        job, cap = self.job, self.job.cap
+        assert cap is not None
+        return (job.webhook_id, job.tenant_id, job.recipient, job.category, cap.max_messages, cap.per_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    webhook_id: str
+    granted: bool
+    frees_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Reservation:
+        return cls(row["webhook_id"], row["granted"], row["frees_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class HealthChange:
+    """A tenant endpoint whose circuit opened or closed, or that was disabled (`paused` rows)."""
+
+    health: EndpointHealth
+    change: Change
+    paused: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointState:
+    """A tenant endpoint that is not simply healthy, or an endpoint with limits (tenant_id None)."""
+
+    tenant_id: str | None
+    endpoint: str
+    state: str  # failing, open, half_open, disabled, closed; limited for an endpoint's limits row
+    consecutive_failures: int | None
+    failing_since: datetime | None
+    last_error: str | None
+    circuit_open_until: datetime | None
+    disabled_reason: str | None
+    max_in_flight: int | None
+    max_per_second: int | None
+    in_flight: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> EndpointState:
+        return cls(row["tenant_id"], row["endpoint"], row["state"], row["consecutive_failures"],
+                   row["failing_since"], row["last_error"], row["circuit_open_until"], row["disabled_reason"],
+                   row["max_in_flight"], row["max_per_second"], row["in_flight"])
+
+
+@dataclass(frozen=True, slots=True)
+class UsageDay:
+    """reminderd.usage_daily: one tenant's usage on one UTC day."""
+
+    tenant_id: str
+    day: date
+    scheduled: int
+    attempted: int
+    delivered: int
+    dead: int
+    expired: int
+    held: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> UsageDay:
+        return cls(**dict(row.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class TenantLimits:
+    max_per_second: int | None
+    max_per_hour: int | None
+    frequency_cap_policy: str
+    frequency_caps: tuple[tuple[str, int, float], ...] = ()  # (category, max_messages, per_s)
+
+    def __str__(self) -> str:
+        caps = ", ".join(f"{n} {category} per {in_words(per_s)}" for category, n, per_s in self.frequency_caps)
+        return (f"max {self.max_per_second or 'unlimited'} per second, "
+                f"{self.max_per_hour or 'unlimited'} per hour; "
+                f"frequency caps: {caps or 'none'} (over a cap: {self.frequency_cap_policy})")
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointLimits:
+    endpoint: str
+    max_in_flight: int | None
+    max_per_second: int | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> EndpointLimits:
+        return cls(row["endpoint"], row["max_in_flight"], row["max_per_second"])
+
+    def __str__(self) -> str:
+        in_flight = self.max_in_flight or "REMINDERD_CONCURRENCY per daemon"
+        return (f"{self.endpoint}: at most {in_flight} in flight, "
+                f"{self.max_per_second or 'unlimited'} per second (all daemons together)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -914,6 +1059,11 @@ def _release_v1(r: Release) -> tuple[Any, ...]:
     return (r.job.id, r.job.picked_at, r.started)
 
 
+def _endpoint_health_v1(h: EndpointHealth) -> tuple[Any, ...]:
+    return (h.tenant_id, h.endpoint, h.consecutive_failures, h.failing_since, h.last_failure_at, h.last_error,
+            h.last_success_at, h.circuit_open_until, h.circuit_opens, h.disabled_at, h.disabled_reason)
+
+
 def _schedule_item_v1(r: ScheduleRequest) -> tuple[Any, ...]:
     recurrence = r.recurrence
     return (
@@ -1027,14 +1177,16 @@ class Store:
         """A pool of at most `max_size` connections. Behind PgBouncer in transaction mode, no
         prepared statement may outlive a transaction: the statement cache is off (the codecs of
         the composite types are cached per connection all the same). A failure names `setting`,
-        where the URL came from (connect_error). With `query_deadline_s` (the daemon:
-        QUERY_DEADLINE_S), every call fails within it when the server hangs."""
+        where the URL came from (connect_error). Sessions plan as DAEMON_SESSION says. With
+        `query_deadline_s` (the daemon: QUERY_DEADLINE_S), every call fails within it when the
+        server hangs."""
         try:
             pool = await asyncpg.create_pool(
                 database_url, min_size=1, max_size=max_size, command_timeout=60,
                 timeout=query_deadline_s or 60,  # connecting: a server that accepts and hangs
                 statement_cache_size=0 if pgbouncer else 100,
-                server_settings={"application_name": application_name},
+                server_settings={"application_name": application_name,
+                                 **({} if pgbouncer else DAEMON_SESSION)},
                 reset=_end_transaction,
             )
         except Exception as exc:
@@ -1091,19 +1243,40 @@ class Store:
 
     # The claim loop -------------------------------------------------------------------------
 
-    @_translating
     async def claim(
         self, *, lookback_s: float, batch_size: int, lease_s: float, backfill: str = DEFAULT_BACKFILL,
         max_lateness_s: float = DEFAULT_MAX_LATENESS_S, picked_by: uuid.UUID | None = None,
     ) -> list[Job]:
         """Claim due rows for the daemon `picked_by`; `backfill` and `max_lateness_s` are the
         defaults for rows without their own."""
+        claim = await self.claim_due(lookback_s=lookback_s, batch_size=batch_size, lease_s=lease_s,
+                                     backfill=backfill, max_lateness_s=max_lateness_s, picked_by=picked_by)
+        return claim.jobs
+
+    @_translating
+    async def claim_due(
+        self, *, lookback_s: float, batch_size: int, lease_s: float, backfill: str = DEFAULT_BACKFILL,
+        max_lateness_s: float = DEFAULT_MAX_LATENESS_S, default_max_in_flight: int = NO_LIMIT,
+        scanned_to: str | None = None, bounded: bool = True, picked_by: uuid.UUID | None = None,
+    ) -> Claim:
+        """Claim due rows fairly and within the limits (queries.sql, claim) for the daemon
+        `picked_by` (stamped on each row: a dead daemon's rows are rescued by it): the jobs, what
+        was held back, and where the scan over tenants stopped (pass it as `scanned_to` next time).
+        `default_max_in_flight` is the max_in_flight of an endpoint without its own; by default
+        none: each daemon's REMINDERD_CONCURRENCY bounds its own callbacks, and only endpoints with
+        a max_in_flight of their own are counted across daemons (the counting costs each claim a
+        lock and an update of the endpoint's row). With `bounded` False (no limit anywhere, no
+        circuit open: `sending_is_bounded`), the lean claim_fair runs instead."""
         # The lease as this process's clock sees it, counted from before the query: never later.
         lease_deadline = time.monotonic() + lease_s
         rows = await self._pool.fetch(
-            QUERIES["claim"], lookback_s, batch_size, lease_s, backfill, max_lateness_s, picked_by
+            QUERIES["claim" if bounded else "claim_fair"], lookback_s, batch_size, lease_s, backfill,
+            max_lateness_s, default_max_in_flight, scanned_to, picked_by,
         )
-        return [Job.from_row(row, lease_deadline) for row in rows]
+        first = rows[0]
+        held = tuple(HeldBack.from_json(item) for item in json.loads(first["held"] or "[]"))
+        jobs = [Job.from_row(row, lease_deadline) for row in rows if row["id"] is not None]
+        return Claim(jobs, held, first["scanned_to"])
 
     @_translating
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[int]:
@@ -1554,39 +1727,163 @@ class Store:
     async def cancel_as(self, tenant_id: str, message_id: int, *, on_behalf_of: str) -> int:
         cancelled: int = await self._acting(on_behalf_of, "dashboard_cancel", tenant_id, message_id)
         return cancelled
+    # Fair and bounded sending ----------------------------------------------------------------
+
+    @_translating
+    async def sending_is_bounded(self) -> bool:
+        """Whether any tenant or endpoint has a limit, or a tenant endpoint's circuit is not closed."""
+        bounded: bool = await self._pool.fetchval(QUERIES["bounded_sending"])
+        return bounded
+
+    @_translating
+    async def reserve_contact_sends(self, sends: Sequence[ContactSend]) -> dict[str, Reservation]:
+        """Reserve sends under their frequency caps, by webhook-id."""
+        rows = await self._pool.fetch(QUERIES["reserve_contact_sends"], [send.as_v1() for send in sends])
+        return {row["webhook_id"]: Reservation.from_row(row) for row in rows}
+
+    @_translating
+    async def update_endpoint_health(
+        self, observations: Sequence[Observation], policy: BreakerPolicy
+    ) -> list[HealthChange]:
+        """Apply what a batch of attempts said to their tenant endpoints' health, in one
+        transaction holding those rows; disabling one pauses its rows. The changes."""
+        if not observations:
+            return []
+        tenants = [o.tenant_id for o in observations]
+        endpoints = [o.endpoint for o in observations]
+        seen = {(o.tenant_id, o.endpoint): o for o in observations}
+        changes: list[HealthChange] = []
+        async with self.transaction() as tx:  # bounded, in the daemon, by its query deadline
+            connection = tx._pool
+            await connection.execute(QUERIES["add_endpoint_health"], tenants, endpoints)
+            rows = await connection.fetch(QUERIES["lock_endpoint_health"], tenants, endpoints)
+            written = []
+            for row in rows:
+                before = EndpointHealth.from_row(row)
+                observed = seen[(before.tenant_id, before.endpoint)]
+                after, change = observe(before, observed, row["db_now"], policy)
+                if after != before:
+                    written.append(after)
+                if change is not None:
+                    changes.append(HealthChange(after, change))
+            if written:
+                await connection.execute(QUERIES["write_endpoint_health"],
+                                         [_endpoint_health_v1(h) for h in written])
+            for index, item in enumerate(changes):
+                if item.change == "disabled":
+                    paused: int = await connection.fetchval(
+                        QUERIES["disable_endpoint"], item.health.tenant_id, item.health.endpoint,
+                        item.health.disabled_reason)
+                    changes[index] = HealthChange(item.health, item.change, paused)
+        return changes
+
+    @_translating
+    async def enable_endpoint(self, tenant_id: str, endpoint: str | None) -> int:
+        resumed: int = await self._pool.fetchval(QUERIES["enable_endpoint"], tenant_id, endpoint)
+        return resumed
+
+    @_translating
+    async def endpoint_states(self) -> list[EndpointState]:
+        return [EndpointState.from_row(row) for row in await self._pool.fetch(QUERIES["endpoint_states"])]
+
+    @_translating
+    async def set_endpoint(self, endpoint: str, *, max_in_flight: int | str | None,
+                           max_per_second: int | str | None) -> EndpointLimits:
+        """Set an endpoint's limits: a number, "none" to clear, None to keep."""
+        row = await self._pool.fetchrow(
+            QUERIES["set_endpoint"], endpoint, max_in_flight is not None, _limit(max_in_flight),
+            max_per_second is not None, _limit(max_per_second),
+        )
+        return EndpointLimits.from_row(row)
+
+    @_translating
+    async def set_tenant_limits(
+        self, tenant_id: str, *, max_per_second: int | str | None, max_per_hour: int | str | None,
+        policy: str | None, caps: Sequence[tuple[str, int | None, float | None]] = (),
+    ) -> TenantLimits | None:
+        """Set a tenant's sending limits ("none" clears, None keeps) and frequency caps
+        ((category, max, per_s); max None removes the cap); the limits now in force, or None for an
+        unknown tenant."""
+        async with self.transaction() as tx:
+            connection = tx._pool
+            row = await connection.fetchrow(
+                QUERIES["set_tenant_limits"], tenant_id, max_per_second is not None, _limit(max_per_second),
+                max_per_hour is not None, _limit(max_per_hour), policy,
+            )
+            if row is None:
+                return None
+            for category, max_messages, per_s in caps:
+                if max_messages is None:
+                    await connection.execute(QUERIES["remove_frequency_cap"], tenant_id, category)
+                else:
+                    await connection.execute(QUERIES["set_frequency_cap"], tenant_id, category, max_messages,
+                                             per_s)
+            caps_now = await connection.fetch(QUERIES["frequency_caps"], tenant_id)
+        return TenantLimits(row["max_per_second"], row["max_per_hour"], row["frequency_cap_policy"],
+                            tuple((c["category"], c["max_messages"], c["per_s"]) for c in caps_now))
+
+    @_translating
+    async def roll_up_usage(self, *, limit: int = 10_000) -> int:
+        folded: int = await self._pool.fetchval(QUERIES["roll_up_usage"], limit)
+        return folded
+
+    @_translating
+    async def usage(self, tenant_id: str, first_day: date, last_day: date) -> list[UsageDay]:
+        rows = await self._pool.fetch(QUERIES["usage"], tenant_id, first_day, last_day)
+        return [UsageDay.from_row(row) for row in rows]
+
+    @_translating
+    async def usage_today(self) -> list[UsageDay]:
+        return [UsageDay.from_row(row) for row in await self._pool.fetch(QUERIES["usage_today"])]
+
+    @_translating
+    async def prune_contact_sends(self, *, limit: int = 1000) -> int:
+        status: str = await self._pool.execute(QUERIES["prune_contact_sends"], limit)
+        return int(status.split()[-1])
 
     # The HTTP API's side (reminderd serve, reminderd api-key) --------------------------------
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Store]:
         """A Store on one connection inside a transaction: committed when the block ends, rolled
-        back when it raises. Inside one already, that one."""
+        back when it raises. Inside one already, that one. With a query deadline (the daemon's),
+        the whole transaction is bounded by it, acquiring the connection included; on the
+        deadline the connection is terminated (as BoundedPool does for one statement) and
+        DatabaseUnavailable raised."""
         if not isinstance(self._pool, BoundedPool):  # already in one: the same transaction
             yield self
             return
-        pool = self._pool.pool
+        bounded = self._pool
+        pool = bounded.pool
         try:
-            connection = await pool.acquire()
-        except Exception as exc:
+            async with asyncio.timeout(bounded.deadline_s):
+                connection = await pool.acquire()
+                try:
+                    transaction = connection.transaction()
+                    await transaction.start()
+                    try:
+                        yield Store(connection)
+                    except asyncio.CancelledError:  # the deadline: the transaction's fate is unknown
+                        connection.terminate()
+                        raise
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            await transaction.rollback()
+                        raise
+                    try:
+                        await transaction.commit()
+                    except asyncio.CancelledError:
+                        connection.terminate()
+                        raise
+                finally:
+                    await pool.release(connection)  # nothing to do once terminated
+        except _UNAVAILABLE as exc:
+            bounded.health.failed(exc)
+            assert isinstance(exc, Exception)  # _UNAVAILABLE holds exceptions only
             raise translated(exc) from exc
-        try:
-            transaction = connection.transaction()
-            try:
-                await transaction.start()
-            except Exception as exc:
-                raise translated(exc) from exc
-            try:
-                yield Store(connection)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await transaction.rollback()
-                raise
-            try:
-                await transaction.commit()
-            except Exception as exc:
-                raise translated(exc) from exc
-        finally:
-            await pool.release(connection)
+        except asyncpg.PostgresError as exc:
+            bounded.health.answered()
+            raise translated(exc) from exc
 
     @_translating
     async def api_key(self, prefix: str) -> ApiKey | None:
@@ -1920,6 +2217,11 @@ class Store:
     async def complete_broadcasts(self) -> list[CompletedOccurrence]:
         rows = await self._pool.fetch(QUERIES["complete_broadcasts"])
         return [CompletedOccurrence.from_row(row) for row in rows]
+
+
+def _limit(value: int | str | None) -> int | None:
+    """A limit as the queries take it: a number, or NULL for "none" (and for "keep", with its flag)."""
+    return value if isinstance(value, int) else None
 
 
 class Listener:

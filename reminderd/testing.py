@@ -294,6 +294,8 @@ class Receiver:
     before_answer: Callable[[Received], Awaitable[None]] | None = None
     received: list[Received] = field(default_factory=list)
     url: str = ""
+    in_flight: int = 0  # requests received and not yet answered
+    max_in_flight: int = 0  # the most there ever were at once
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _runner: web.AppRunner | None = None
 
@@ -344,10 +346,15 @@ class Receiver:
             self._changed.notify_all()
         if self.on_receive is not None:
             self.on_receive(item)
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)  # holding the request open is what is under test
-        if self.before_answer is not None:
-            await self.before_answer(item)
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay_s:
+                await asyncio.sleep(self.delay_s)  # holding the request open is what is under test
+            if self.before_answer is not None:
+                await self.before_answer(item)
+        finally:
+            self.in_flight -= 1
         return web.Response(status=status, headers=headers, body=body_out)
 
     async def wait_for(self, predicate: Callable[[list[Received]], bool], timeout_s: float = 15) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,6 +32,7 @@ import structlog
 from structlog.typing import FilteringBoundLogger
 
 from . import logs
+from .breaker import BreakerPolicy, Observation
 from .callback import CallbackClient
 from .exceptions import DatabaseUnavailable
 from .guard import crashed, describe
@@ -38,11 +40,11 @@ from .housekeeping import ClaimReconciler, Heartbeat, Housekeeping, Rescuer, con
 from .jobs import Job
 from .lifecycle import Event
 from .metrics import Metrics
-from .outcome import AttemptResult, Outcome, before_sending, decide
+from .outcome import AttemptResult, Outcome, before_sending, capped, decide
 from .registry import ClaimBook, Contact, Identity
 from .retry import RetryPolicy, backoff_s
 from .settings import Settings
-from .store import QUERY_DEADLINE_S, Listener, Release, Store
+from .store import QUERY_DEADLINE_S, Claim, ContactSend, Listener, Release, Store
 
 log = structlog.get_logger("reminderd")
 T = TypeVar("T")
@@ -51,8 +53,11 @@ RECORD_BATCH_MAX = 1000
 DB_BACKOFF_BASE_S = 0.4
 DB_BACKOFF_MAX_S = 30.0
 # One turn of the claim loop: waiting for the claim book (the reconciler holds it for one query),
-# the claim, the next-due query; each bounded by the daemon's QUERY_DEADLINE_S.
+# the claim, the next-due query; each bounded by the daemon's QUERY_DEADLINE_S. (The frequency
+# caps' reservation and the once-a-second check for limits are small too: a stall fails the
+# first call of the turn, which then backs off.)
 LOOP_DEADLINE_S = 3 * QUERY_DEADLINE_S
+BOUNDED_CHECK_EVERY_S = 1.0  # a limit set, or a circuit opened by another daemon, counts within this
 
 
 class Worker:
@@ -93,6 +98,13 @@ class Worker:
             rescuer=Rescuer(settings, self.identity, store, self.heartbeat.contact),
         )
         self._warned_calendars: set[tuple[str, str]] = set()  # (tenant, calendar): logged once
+        self._scanned_to: str | None = None  # where the claim's scan over tenants goes on from
+        self._bounded = True  # a limit or a failing endpoint somewhere: the full claim (checked every second)
+        self._bounded_checked = -math.inf
+        self._breaker = BreakerPolicy(
+            failures_to_open=settings.circuit_failures, open_s=settings.circuit_open_s,
+            max_open_s=32 * settings.circuit_open_s, disable_after_s=settings.endpoint_disable_after_s,
+        )
         # Claim when at least this much room is free, so a busy daemon claims in batches, not one by one.
         self._capacity = settings.concurrency + settings.batch_size
         self._claim_threshold = max(1, min(settings.batch_size, settings.concurrency) // 4)
@@ -229,24 +241,31 @@ class Worker:
             want = min(room, self.settings.batch_size)
             self.loop_deadline = time.monotonic() + LOOP_DEADLINE_S
             try:
+                if time.monotonic() - self._bounded_checked >= BOUNDED_CHECK_EVERY_S:
+                    self._bounded = await self._store.sending_is_bounded()
+                    self._bounded_checked = time.monotonic()
                 async with self.claims.lock:  # the reconciler never compares while a reply is on its way
-                    jobs = await self._store.claim(
+                    claim = await self._store.claim_due(
                         lookback_s=self.settings.lookback_s, batch_size=want, lease_s=self.settings.lease_s,
                         backfill=self.settings.backfill, max_lateness_s=self.settings.max_lateness_s,
-                        picked_by=self.identity.id,
+                        scanned_to=self._scanned_to, bounded=self._bounded, picked_by=self.identity.id,
                     )
+                    jobs = claim.jobs
                     self.claims.claimed(jobs)
                 if failures:  # the database answers again: say so, and compare what it says is held
                     self._beat_now.set()
                     failures = 0
+                self._scanned_to = claim.scanned_to
+                self.metrics.held_back(claim.held)
                 self._unfinished += len(jobs)
-                for job in jobs:
+                for job in await self._within_frequency_caps(jobs):
                     self._jobs.put_nowait(job)
                 self._tick(len(jobs))
                 if len(jobs) == want:
                     empty_streak = 0
                     continue  # more may be due right now
                 until_due = await self._store.seconds_until_next_due(lookback_s=self.settings.lookback_s)
+                until_due = self._held_back_until(claim, until_due)
                 if self._until_idle and self._unfinished == 0:
                     if await self.housekeeping.run_once():
                         continue  # it changed rows: some may be due now
@@ -262,6 +281,47 @@ class Worker:
                 continue
             empty_streak = empty_streak + 1 if not jobs and until_due is not None and until_due <= 0 else 0
             await self._sleep(self._idle_delay(until_due, empty_streak))
+
+    def _held_back_until(self, claim: Claim, until_due_s: float | None) -> float | None:
+        """With due rows held back by limits, the loop looks again when they may go (the claim
+        says when), not at once and not after the empty-claim backoff."""
+        retry_s = claim.retry_in_s
+        if retry_s is None:
+            return until_due_s
+        if any(h.reason in ("endpoint_in_flight", "circuit_half_open") for h in claim.held):
+            self._waiting_for_room = True  # a callback of ours finishing frees room too
+        return max(retry_s, 0.0005)
+
+    async def _within_frequency_caps(self, jobs: list[Job]) -> list[Job]:
+        """Jobs to a recipient with a frequency cap reserve their send first (one round trip for
+        the batch, exact across daemons); those over the cap are recorded deferred or skipped
+        without a request. The jobs to send."""
+        capped_jobs = [job for job in jobs if job.cap is not None and job.attempt == 1
+                       and before_sending(job, job.picked_at or datetime.now(UTC)) is None]
+        if not capped_jobs:
+            return jobs
+        try:
+            reservations = await self._store.reserve_contact_sends([ContactSend(job) for job in capped_jobs])
+        except Exception as exc:  # the rows' leases hand them back; nothing is sent over a cap
+            log.error("frequency_cap_failed", error=describe(exc), rows=len(capped_jobs))
+            refused = {id(job) for job in capped_jobs}
+            for job in capped_jobs:
+                self.claims.left_to_lease(job)
+            self._finished(len(refused))
+            return [job for job in jobs if id(job) not in refused]
+        to_send = []
+        for job in jobs:
+            reservation = reservations.get(job.webhook_id) if job.cap is not None else None
+            if reservation is not None and not reservation.granted:
+                self.metrics.frequency_capped(job.tenant_id)
+                try:  # a bug here costs this row only
+                    outcome = capped(job, reservation.frees_at)
+                except Exception as exc:
+                    outcome = Outcome.dead(job, None, crashed("capped", job.id, exc))
+                self._outcomes.put_nowait(outcome)
+            else:
+                to_send.append(job)
+        return to_send
 
     def _idle_delay(self, until_due_s: float | None, empty_streak: int) -> float:
         """Sleep until the next known fire_at, never longer than the poll interval.
@@ -387,6 +447,8 @@ class Worker:
                     for outcome in batch:
                         if id(outcome) not in recorded:
                             self.claims.left_to_lease(outcome.job)
+                # A discarded outcome's attempt was made all the same: it says how the endpoint is.
+                await self._observe_endpoints(written)
                 self._finished(len(batch))
 
     async def _record(self, batch: list[Outcome], applied: set[int]) -> list[Outcome]:
@@ -427,6 +489,59 @@ class Worker:
             applied.update(await self._store.outcomes_written(missing))
         except Exception as exc:  # they are logged as discarded: the database had the last word
             log.warning("confirm_failed", error=describe(exc), rows=len(missing))
+
+    async def _observe_endpoints(self, written: Sequence[Outcome]) -> None:
+        """What the attempts said about their tenant endpoints' health (the circuit breaker,
+        disabling: breaker.py). Written only when something is wrong or was: a healthy endpoint
+        costs nothing."""
+        seen: dict[tuple[str, str], Observation] = {}
+        for outcome in written:
+            job, result = outcome.job, outcome.result
+            if result is None or job.endpoint is None or result.refused or result.poison:
+                continue
+            key = (job.tenant_id, job.endpoint)
+            gone = result.status_code == 410
+            if result.delivered and not job.endpoint_unhealthy and key not in seen:
+                continue
+            before = seen.get(key, Observation(job.tenant_id, job.endpoint))
+            seen[key] = before.merged(result.delivered, not result.delivered, gone, result.error)
+        observations = [o for o in seen.values() if o.trailing_failures or o.delivered]
+        if not observations:
+            return
+        try:
+            changes = await self._with_db_retry_value(
+                "endpoint_health", self._store.update_endpoint_health, observations, self._breaker)
+        except Exception as exc:  # health is advisory: the next failures are observed again
+            log.error("endpoint_health_failed", error=describe(exc))
+            return
+        self.metrics.endpoint_changed(changes)
+        if any(item.change != "closed" for item in changes):
+            self._bounded = True  # this daemon's own next claim holds the endpoint's rows
+        for item in changes:
+            h = item.health
+            fields = {"tenant": h.tenant_id, "endpoint": h.endpoint}
+            if item.change == "opened":
+                log.warning("circuit_opened", **fields, failures=h.consecutive_failures,
+                            until=h.circuit_open_until.isoformat() if h.circuit_open_until else None,
+                            error=h.last_error)
+            elif item.change == "closed":
+                log.info("circuit_closed", **fields)
+            else:
+                log.error(Event.ENDPOINT_DISABLED, **fields, reason=h.disabled_reason, paused=item.paused,
+                          fix=f"reminderd tenant enable-endpoint {h.tenant_id}")
+
+    async def _with_db_retry_value(self, what: str, call: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """One call retried briefly through a short database outage."""
+        for failures in range(1, 4):
+            try:
+                return await call(*args)
+            except DatabaseUnavailable as exc:
+                if failures == 3 or self.stopping:
+                    raise
+                delay_s = self._db_backoff_s(failures)
+                log.warning(f"{what}_failed", error=describe(exc), retry_in_s=round(delay_s, 2))
+                await asyncio.sleep(delay_s)
+        raise AssertionError("unreachable")
 
     def _finished(self, count: int) -> None:
         """`count` claimed jobs are done with (recorded, or left to their lease)."""

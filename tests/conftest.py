@@ -130,7 +130,9 @@ EMPTY_TABLES = (
     " reminderd.fire_counts, reminderd.lateness_counts,"
     " reminderd.tenants, reminderd.daemons,"
     " reminderd.contacts, reminderd.audiences, reminderd.audience_members, reminderd.broadcast_requests,"
-    " reminderd.broadcast_occurrences, reminderd.broadcast_counts RESTART IDENTITY"
+    " reminderd.broadcast_occurrences, reminderd.broadcast_counts,"
+    " reminderd.tenant_budgets, reminderd.endpoints, reminderd.endpoint_health, reminderd.frequency_caps,"
+    " reminderd.contact_sends, reminderd.usage_days, reminderd.usage_increments RESTART IDENTITY"
 )
 DEFAULT_CONFIG = (
     "UPDATE reminderd.config SET value = defaults.value FROM (VALUES ('horizon', '90 days'),"

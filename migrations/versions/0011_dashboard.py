@@ -2,7 +2,7 @@
 and who a role acted for in the audit trail (events.on_behalf_of).
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-01
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from reminderd.migrations import run_sql_file
 
 revision = "0011"
-down_revision = "0009"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

@@ -241,16 +241,18 @@ class Hold:
     keeps_attempt_count: bool = False  # the same occurrence waits (True) or a new one starts
 
 
-def hold(timing: Timing, *, occurrence: datetime, due_at: datetime, attempt: int, now: datetime) -> Hold | None:
+def hold(timing: Timing, *, occurrence: datetime, due_at: datetime, attempt: int, now: datetime,
+         held_by_limit: bool = False) -> Hold | None:
     """Why a claimed message must not be sent at `now`, or None to send it.
 
     `occurrence` is the one being sent, `due_at` the fire_at it was claimed at (a retry's or a
     deferral's time), `attempt` 1 for its first try. In order: end conditions, the backfill
-    policy (lateness is counted from due_at), holidays (first tries only), quiet hours."""
+    policy (lateness is counted from due_at; not for a message a sending limit held back, whose
+    lateness is the limit's doing), holidays (first tries only), quiet hours."""
     if timing.recurring and timing.until is not None and occurrence > timing.until:
         past = iso_utc(occurrence, timespec="auto")
         return Hold("finished", "finished", f"finished: the occurrence {past} is past until")
-    late = now - due_at
+    late = timedelta(0) if held_by_limit else now - due_at
     if timing.backfill == "latest":
         if timing.recurring and attempt == 1:
             following_one = timing.occurrence_after(occurrence)

@@ -22,40 +22,424 @@ CASE WHEN m.category <> ALL (t.quiet_exempt) THEN t.quiet_end END AS quiet_end,
 coalesce(m.backfill, $backfill) AS backfill,
 coalesce(extract(epoch FROM m.max_lateness)::float8, $max_lateness) AS max_lateness_s
 
--- claim --
--- Claim up to $2 due rows in one short transaction; committed before any HTTP call.
--- $1 lookback (s), $2 batch size, $3 lease (s), $6 the claiming daemon (reminderd.daemons.id).
--- attempts counts the attempt being made.
--- The daemon then decides, before any HTTP, whether the occurrence is sent now or held: deferred
--- (quiet hours), moved off a holiday, expired as too late (backfill policy) or finished.
-WITH due AS (
-    SELECT id
+-- due_candidates --
+-- A fragment, not a statement: the fair choice of due rows the claims share, as CTEs ending in
+-- every_due (every due row, when they fit in one batch) and fair_share (each due tenant's share,
+-- when they do not), both locked FOR UPDATE SKIP LOCKED, and heads (the skip scan). Included as
+-- {due_candidates $2 $1 $7}: its parameters in order of first use are $batch, $lookback, $cursor.
+-- Are more rows due than one batch holds? If not, each of them is claimed and nobody waits.
+backlog AS (
+    SELECT count(*) > $batch AS fair
+    FROM (SELECT 1 FROM reminderd.scheduled_messages
+          WHERE status = 'pending' AND fire_at <= now() AND fire_at > now() - make_interval(secs => $lookback)
+          ORDER BY fire_at  -- along scheduled_messages_due, whatever the statistics say
+          LIMIT $batch + 1) AS due
+),
+every_due AS (
+    SELECT id, tenant_id, priority, fire_at, callback_url, last_event = 'held' AS was_held
     FROM reminderd.scheduled_messages
-    WHERE status = 'pending'
-      AND fire_at <= now()
-      AND fire_at > now() - make_interval(secs => $1)
+    WHERE status = 'pending' AND fire_at <= now() AND fire_at > now() - make_interval(secs => $lookback)
+      AND NOT (SELECT fair FROM backlog)
     ORDER BY fire_at
-    LIMIT $2
+    LIMIT $batch
     FOR UPDATE SKIP LOCKED
+),
+-- The skip scan: the oldest pending row of each (tenant, priority), one index descent each,
+-- starting after the tenant $cursor where this daemon's previous scan stopped (NULL: the first) and
+-- coming round to the start once; at most 4 × $batch of them, so a claim's cost does not grow with the
+-- number of tenants (the next claim goes on from where this one stopped).
+heads AS (
+    SELECT 1 AS step, first.* FROM (
+        SELECT * FROM (
+            (SELECT false AS wrapped, tenant_id, priority, fire_at
+             FROM reminderd.scheduled_messages
+             WHERE status = 'pending' AND (SELECT fair FROM backlog) AND tenant_id > coalesce($cursor, '')
+             ORDER BY tenant_id, priority, fire_at
+             LIMIT 1)
+            UNION ALL
+            (SELECT true, tenant_id, priority, fire_at
+             FROM reminderd.scheduled_messages
+             WHERE status = 'pending' AND (SELECT fair FROM backlog)
+             ORDER BY tenant_id, priority, fire_at
+             LIMIT 1)
+        ) AS candidates LIMIT 1
+    ) AS first
+    UNION ALL
+    SELECT h.step + 1, next.*
+    FROM heads AS h
+    CROSS JOIN LATERAL (
+        SELECT * FROM (
+            (SELECT h.wrapped AS wrapped, m.tenant_id, m.priority, m.fire_at
+             FROM reminderd.scheduled_messages AS m
+             WHERE m.status = 'pending' AND (m.tenant_id, m.priority) > (h.tenant_id, h.priority)
+             ORDER BY m.tenant_id, m.priority, m.fire_at
+             LIMIT 1)
+            UNION ALL
+            (SELECT true, m.tenant_id, m.priority, m.fire_at
+             FROM reminderd.scheduled_messages AS m
+             WHERE m.status = 'pending' AND NOT h.wrapped
+             ORDER BY m.tenant_id, m.priority, m.fire_at
+             LIMIT 1)
+        ) AS candidates LIMIT 1
+    ) AS next
+    WHERE h.step < 4 * $batch AND NOT (next.wrapped AND next.tenant_id > coalesce($cursor, ''))
+),
+due_tenants AS (
+    SELECT tenant_id, min(fire_at) AS oldest, min(step) AS step,
+           bool_or(priority = 0) AS due_0, bool_or(priority = 1) AS due_1, bool_or(priority = 2) AS due_2
+    FROM heads
+    WHERE fire_at <= now()
+    GROUP BY tenant_id
+    ORDER BY step  -- round-robin: from the tenant after the one served last
+    LIMIT $batch
+),
+shares AS (
+    SELECT d.*, ceil($batch::float8 / count(*) OVER ())::integer AS share FROM due_tenants AS d
+),
+-- Each due tenant's share: its transactional rows first, then other categories, marketing last.
+fair_share AS (
+    SELECT c.id, s.tenant_id, c.priority, c.fire_at, c.callback_url, c.was_held
+    FROM shares AS s
+    CROSS JOIN LATERAL (
+        SELECT * FROM (
+            SELECT m.id, m.priority, m.fire_at, m.callback_url, m.last_event = 'held' AS was_held
+            FROM reminderd.scheduled_messages AS m
+            WHERE s.due_0 AND m.tenant_id = s.tenant_id AND m.priority = 0 AND m.status = 'pending'
+              AND m.fire_at <= now() AND m.fire_at > now() - make_interval(secs => $lookback)
+            ORDER BY m.fire_at
+            LIMIT s.share
+            FOR UPDATE OF m SKIP LOCKED) AS p0
+        UNION ALL
+        SELECT * FROM (
+            SELECT m.id, m.priority, m.fire_at, m.callback_url, m.last_event = 'held' AS was_held
+            FROM reminderd.scheduled_messages AS m
+            WHERE s.due_1 AND m.tenant_id = s.tenant_id AND m.priority = 1 AND m.status = 'pending'
+              AND m.fire_at <= now() AND m.fire_at > now() - make_interval(secs => $lookback)
+            ORDER BY m.fire_at
+            LIMIT s.share
+            FOR UPDATE OF m SKIP LOCKED) AS p1
+        UNION ALL
+        SELECT * FROM (
+            SELECT m.id, m.priority, m.fire_at, m.callback_url, m.last_event = 'held' AS was_held
+            FROM reminderd.scheduled_messages AS m
+            WHERE s.due_2 AND m.tenant_id = s.tenant_id AND m.priority = 2 AND m.status = 'pending'
+              AND m.fire_at <= now() AND m.fire_at > now() - make_interval(secs => $lookback)
+            ORDER BY m.fire_at
+            LIMIT s.share
+            FOR UPDATE OF m SKIP LOCKED) AS p2
+        LIMIT s.share
+    ) AS c
 )
-UPDATE reminderd.scheduled_messages AS m
-SET status = 'picked',
-    attempts = m.attempts + 1,
-    picked_at = now(),
-    picked_by = $6,
-    lease_expires_at = now() + make_interval(secs => $3),
-    updated_at = now()
-FROM due, reminderd.tenants AS t
-WHERE m.id = due.id
-  AND t.id = m.tenant_id
-RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
-          coalesce(m.callback_url, t.callback_url) AS callback_url,
-          coalesce(m.scheduled_for, m.fire_at) AS scheduled_for, m.fire_at,
-          m.attempts, m.max_attempts, t.signing_secret,
-          CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
-              AS previous_signing_secret,
-          m.picked_at, m.contact_id, m.timezone_source, m.broadcast_id,
-          {timing_columns $4 $5};
+
+-- claim --
+-- Claim up to $2 due rows in one short transaction; committed before any HTTP call. $1 lookback
+-- (s), $2 batch size, $3 lease (s), $4 and $5 the default backfill and max lateness, $6 the
+-- max_in_flight of an endpoint without its own (the daemon passes 2147483647: none, each daemon's
+-- REMINDERD_CONCURRENCY bounds its own callbacks), $7 the tenant this daemon's previous skip scan
+-- stopped at (`scanned_to`; NULL at first), $8 the claiming daemon (reminderd.daemons.id, stamped
+-- as picked_by). attempts counts the attempt being made. The frequency caps count a message's
+-- contact_id when it names one (docs/audiences.md), else its recipient: `recipient` below. docs/sql.md ("The claim") explains each step; in short:
+-- 1. Fair between tenants. When more rows are due than one batch holds, every tenant with due
+--    rows gets an equal share, found by a skip scan over the tenants' queues (with more due
+--    tenants than rows in a batch, one row each, round-robin: the next claim goes on after the
+--    tenant served last); otherwise every due row fits and is taken. Within a tenant, transactional rows (priority 0) go before others,
+--    marketing (2) last, then the oldest first; across tenants, rows go round by round.
+-- 2. Bounded. A tenant's max_per_second and max_per_hour, an endpoint's max_in_flight (all daemons
+--    together; default $6) and max_per_second, and a tenant endpoint's open circuit hold rows back: they
+--    stay pending, in order, and the first rows held say so (last_error, last_event 'held').
+--    Budgets are per-tenant and per-endpoint rows locked FOR UPDATE SKIP LOCKED: a daemon never
+--    waits for another; one that finds a budget being granted leaves that tenant or endpoint to
+--    the other daemon's claim this time.
+-- 3. The result: the claimed rows, each with `held`, a JSON summary of what was held back and
+--    when to look again (one row with NULL columns when nothing was claimed).
+-- The daemon then decides, before any HTTP, whether the occurrence is sent now or held: deferred
+-- (quiet hours), moved off a holiday, expired as too late (backfill policy), finished, or over a
+-- frequency cap.
+WITH RECURSIVE
+{due_candidates $2 $1 $7},
+-- Candidates in claim order: a tenant's `turn` is its round (its 1st row, its 2nd, …).
+candidates AS MATERIALIZED (
+    SELECT c.*,
+           row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.priority, c.fire_at, c.id) AS turn,
+           CASE WHEN c.callback_url IS NULL THEN t.callback_endpoint ELSE reminderd.endpoint_of(c.callback_url) END
+               AS endpoint,
+           t.max_per_second, t.max_per_hour
+    FROM (SELECT * FROM every_due UNION ALL SELECT * FROM fair_share) AS c
+    JOIN reminderd.tenants AS t ON t.id = c.tenant_id
+),
+-- Tenant budgets: how many more rows each limited tenant may send now.
+tenant_locked AS (
+    SELECT b.tenant_id,
+           reminderd.window_at(b.second_counts, b.second_slot, reminderd.second_slot(now()), 51) AS second_counts,
+           reminderd.window_at(b.hour_counts, b.hour_slot, reminderd.hour_slot(now()), 61) AS hour_counts
+    FROM reminderd.tenant_budgets AS b
+    WHERE b.tenant_id IN (SELECT tenant_id FROM candidates
+                          WHERE max_per_second IS NOT NULL OR max_per_hour IS NOT NULL)
+    FOR UPDATE SKIP LOCKED
+),
+tenant_allowance AS (
+    SELECT t.id AS tenant_id, t.max_per_second, t.max_per_hour, l.second_counts, l.hour_counts,
+           l.tenant_id IS NULL AS busy,
+           CASE WHEN l.tenant_id IS NULL THEN 0
+                ELSE greatest(0, least(coalesce(t.max_per_second - reminderd.window_sum(l.second_counts), $2),
+                                       coalesce(t.max_per_hour - reminderd.window_sum(l.hour_counts), $2))) END
+               AS allowance,
+           -- the limit that binds: the one with less room left
+           CASE WHEN coalesce(t.max_per_second - reminderd.window_sum(l.second_counts), $2)
+                     <= coalesce(t.max_per_hour - reminderd.window_sum(l.hour_counts), $2)
+                THEN 'tenant_per_second' ELSE 'tenant_per_hour' END AS binding
+    FROM (SELECT DISTINCT tenant_id FROM candidates WHERE max_per_second IS NOT NULL OR max_per_hour IS NOT NULL) AS c
+    JOIN reminderd.tenants AS t ON t.id = c.tenant_id
+    LEFT JOIN tenant_locked AS l ON l.tenant_id = c.tenant_id
+),
+-- Endpoints: callbacks in flight (all daemons) and the rolling second, for each candidate endpoint.
+endpoint_locked AS (
+    SELECT e.endpoint, e.max_in_flight, e.max_per_second, e.grant_xids, e.grant_counts,
+           reminderd.window_at(e.second_counts, e.second_slot, reminderd.second_slot(now()), 51) AS second_counts
+    FROM reminderd.endpoints AS e
+    WHERE e.endpoint IN (SELECT endpoint FROM candidates)
+      AND (e.max_in_flight IS NOT NULL OR e.max_per_second IS NOT NULL OR $6 < 2147483647)
+    FOR UPDATE SKIP LOCKED
+),
+endpoint_allowance AS (
+    SELECT c.endpoint, e.max_per_second, e.second_counts,
+           -- Registered but being granted by another daemon right now, or too many grants since
+           -- this statement's snapshot to count them: left to the other daemon this time.
+           known.endpoint IS NOT NULL
+           AND (known.max_in_flight IS NOT NULL OR known.max_per_second IS NOT NULL OR $6 < 2147483647)
+           AND (e.endpoint IS NULL OR (
+               cardinality(e.grant_xids) >= 16
+               AND NOT pg_visible_in_snapshot(e.grant_xids[1]::text::xid8, pg_current_snapshot()))) AS busy,
+           coalesce(e.max_in_flight, known.max_in_flight, $6)
+               - (SELECT count(*) FROM reminderd.scheduled_messages AS p
+                  WHERE p.status = 'picked' AND p.endpoint = c.endpoint)
+               -- grants committed after this statement's snapshot: their rows are not seen picked
+               - coalesce((SELECT sum(e.grant_counts[i]) FROM generate_subscripts(e.grant_xids, 1) AS i
+                           WHERE NOT pg_visible_in_snapshot(e.grant_xids[i]::text::xid8, pg_current_snapshot())), 0)
+               AS in_flight_room,
+           coalesce(e.max_per_second - reminderd.window_sum(e.second_counts), $2) AS rate_room
+    FROM (SELECT DISTINCT endpoint FROM candidates WHERE endpoint IS NOT NULL) AS c
+    LEFT JOIN reminderd.endpoints AS known ON known.endpoint = c.endpoint
+    LEFT JOIN endpoint_locked AS e ON e.endpoint = c.endpoint
+),
+new_endpoints AS (
+    INSERT INTO reminderd.endpoints (endpoint)
+    SELECT endpoint FROM endpoint_allowance a
+    WHERE NOT EXISTS (SELECT 1 FROM reminderd.endpoints e WHERE e.endpoint = a.endpoint)
+    ON CONFLICT DO NOTHING
+),
+-- Each candidate judged: claimed, or held back and why.
+judged AS MATERIALIZED (
+    SELECT c.*, h.consecutive_failures AS endpoint_failures,
+           CASE WHEN h.circuit_open_until IS NULL THEN 'closed' ELSE 'half_open' END AS circuit,
+           CASE
+               WHEN h.disabled_at IS NOT NULL THEN 'endpoint_disabled'
+               WHEN h.circuit_open_until > now() THEN 'circuit_open'
+               WHEN ta.busy OR ea.busy THEN 'busy'
+               WHEN ta.tenant_id IS NOT NULL AND c.turn > ta.allowance THEN ta.binding
+           END AS held_by,
+           ta.allowance AS tenant_allowance, ea.in_flight_room, ea.rate_room,
+           h.circuit_open_until IS NOT NULL AS probing,
+           h.circuit_open_until
+    FROM candidates AS c
+    LEFT JOIN tenant_allowance AS ta ON ta.tenant_id = c.tenant_id
+    LEFT JOIN endpoint_allowance AS ea ON ea.endpoint = c.endpoint
+    LEFT JOIN reminderd.endpoint_health AS h ON h.tenant_id = c.tenant_id AND h.endpoint = c.endpoint
+),
+-- Rows that passed their tenant, ranked per endpoint (and per tenant endpoint while it is probed).
+ranked AS (
+    SELECT j.*,
+           row_number() OVER (PARTITION BY j.endpoint ORDER BY j.turn, j.priority, j.fire_at, j.id) AS endpoint_rank,
+           row_number() OVER (PARTITION BY j.tenant_id, j.endpoint ORDER BY j.turn, j.priority, j.fire_at, j.id)
+               AS probe_rank
+    FROM judged AS j
+    WHERE j.held_by IS NULL
+),
+fitting AS (
+    SELECT r.*,
+           CASE
+               WHEN r.endpoint IS NULL THEN NULL
+               WHEN r.endpoint_rank > r.rate_room THEN 'endpoint_per_second'
+               WHEN r.endpoint_rank > r.in_flight_room THEN 'endpoint_in_flight'
+               WHEN r.probing AND (r.probe_rank > 1 OR EXISTS (
+                   SELECT 1 FROM reminderd.scheduled_messages AS p
+                   WHERE p.status = 'picked' AND p.endpoint = r.endpoint AND p.tenant_id = r.tenant_id))
+                   THEN 'circuit_half_open'
+           END AS over
+    FROM ranked AS r
+),
+chosen AS (
+    SELECT f.id, f.endpoint, f.was_held, coalesce(f.endpoint_failures, 0) AS endpoint_failures, f.circuit
+    FROM fitting AS f
+    WHERE f.over IS NULL
+    ORDER BY f.turn, f.priority, f.fire_at
+    LIMIT $2
+),
+held AS (
+    SELECT j.id, j.tenant_id, j.endpoint, j.was_held, j.circuit_open_until,
+           coalesce(j.held_by, f.over, 'batch_full') AS reason
+    FROM judged AS j
+    LEFT JOIN fitting AS f ON f.id = j.id
+    WHERE j.id NOT IN (SELECT id FROM chosen)
+),
+-- The rows held by a limit or a failing endpoint say so, once per row and reason.
+marked AS (
+    UPDATE reminderd.scheduled_messages AS m
+    SET last_event = 'held',
+        last_error = CASE h.reason
+            WHEN 'tenant_per_second' THEN format('held: tenant %s is at its max_per_second (%s)', m.tenant_id,
+                                                 (SELECT max_per_second FROM reminderd.tenants WHERE id = m.tenant_id))
+            WHEN 'tenant_per_hour' THEN format('held: tenant %s is at its max_per_hour (%s)', m.tenant_id,
+                                               (SELECT max_per_hour FROM reminderd.tenants WHERE id = m.tenant_id))
+            WHEN 'endpoint_per_second' THEN format('held: endpoint %s is at its max_per_second', h.endpoint)
+            WHEN 'circuit_open' THEN format('held: the circuit of endpoint %s is open (it keeps failing)', h.endpoint)
+            ELSE format('held: endpoint %s is disabled', h.endpoint) END
+    FROM held AS h
+    WHERE m.id = h.id
+      AND h.reason IN ('tenant_per_second', 'tenant_per_hour', 'endpoint_per_second', 'circuit_open',
+                       'endpoint_disabled')
+      AND m.last_event IS DISTINCT FROM 'held'
+    RETURNING m.id, m.tenant_id
+),
+held_usage AS (
+    INSERT INTO reminderd.usage_increments (tenant_id, held)
+    SELECT tenant_id, count(*) FROM marked GROUP BY tenant_id
+),
+-- The grants: added to the budgets this statement locked.
+tenant_spent AS (
+    UPDATE reminderd.tenant_budgets AS b
+    SET second_slot = reminderd.second_slot(now()),
+        second_counts = l.second_counts[1:50] || (l.second_counts[51] + g.rows),
+        hour_slot = reminderd.hour_slot(now()),
+        hour_counts = l.hour_counts[1:60] || (l.hour_counts[61] + g.rows)
+    FROM (SELECT m.tenant_id, count(*)::integer AS rows
+          FROM chosen AS c JOIN reminderd.scheduled_messages AS m ON m.id = c.id GROUP BY m.tenant_id) AS g
+    JOIN tenant_locked AS l ON l.tenant_id = g.tenant_id
+    WHERE b.tenant_id = g.tenant_id
+),
+endpoint_spent AS (
+    UPDATE reminderd.endpoints AS e
+    SET second_slot = reminderd.second_slot(now()),
+        second_counts = l.second_counts[1:50] || (l.second_counts[51] + g.rows),
+        grant_xids = (l.grant_xids || pg_current_xact_id()::text::bigint)[greatest(1, cardinality(l.grant_xids) - 14):],
+        grant_counts = (l.grant_counts || g.rows)[greatest(1, cardinality(l.grant_counts) - 14):]
+    FROM (SELECT endpoint, count(*)::integer AS rows FROM chosen WHERE endpoint IS NOT NULL GROUP BY endpoint) AS g
+    JOIN endpoint_locked AS l ON l.endpoint = g.endpoint
+    WHERE e.endpoint = g.endpoint
+),
+claimed AS (
+    UPDATE reminderd.scheduled_messages AS m
+    SET status = 'picked',
+        attempts = m.attempts + 1,
+        picked_at = now(),
+        picked_by = $8,
+        lease_expires_at = now() + make_interval(secs => $3),
+        updated_at = now(),
+        endpoint = c.endpoint
+    FROM chosen AS c, reminderd.tenants AS t
+    WHERE m.id = c.id
+      AND t.id = m.tenant_id
+    RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
+              coalesce(m.callback_url, t.callback_url) AS callback_url,
+              coalesce(m.scheduled_for, m.fire_at) AS scheduled_for, m.fire_at,
+              m.attempts, m.max_attempts, t.signing_secret,
+              CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
+                  AS previous_signing_secret,
+              m.picked_at, m.endpoint, c.was_held, c.endpoint_failures, c.circuit,
+              coalesce(m.contact_id, m.recipient) AS recipient, m.category, m.contact_id, m.timezone_source,
+              m.broadcast_id,
+              t.frequency_cap_policy,
+              {timing_columns $4 $5}
+),
+summary AS (
+    SELECT jsonb_agg(jsonb_build_object(
+               'tenant', s.tenant_id, 'reason', s.reason, 'rows', s.rows, 'marked', s.marked,
+               'retry_in_s', s.retry_in_s)) AS held
+    FROM (
+        SELECT h.tenant_id, h.reason, count(*) AS rows,
+               count(*) FILTER (WHERE h.id IN (SELECT id FROM marked)) AS marked,
+               min(CASE h.reason
+                   WHEN 'tenant_per_second' THEN reminderd.window_frees_in(ta.second_counts, 0.02,
+                                                                           extract(epoch FROM now())::float8)
+                   WHEN 'tenant_per_hour' THEN reminderd.window_frees_in(ta.hour_counts, 60,
+                                                                         extract(epoch FROM now())::float8)
+                   WHEN 'endpoint_per_second' THEN reminderd.window_frees_in(ea.second_counts, 0.02,
+                                                                             extract(epoch FROM now())::float8)
+                   WHEN 'circuit_open' THEN extract(epoch FROM h.circuit_open_until - now())::float8
+                   WHEN 'endpoint_disabled' THEN NULL
+                   WHEN 'batch_full' THEN 0
+                   WHEN 'busy' THEN 0.002
+                   ELSE 0.05 END) AS retry_in_s
+        FROM held AS h
+        LEFT JOIN tenant_allowance AS ta ON ta.tenant_id = h.tenant_id
+        LEFT JOIN endpoint_allowance AS ea ON ea.endpoint = h.endpoint
+        GROUP BY h.tenant_id, h.reason
+    ) AS s
+)
+SELECT c.*, f.max_messages AS cap_max, extract(epoch FROM f.per)::float8 AS cap_per_s, s.held,
+       -- Where the next claim's scan starts: after the last tenant served when some due tenants
+       -- had to wait, else after the last one scanned.
+       CASE WHEN (SELECT count(*) FROM due_tenants) >= $2
+            THEN (SELECT tenant_id FROM due_tenants ORDER BY step DESC LIMIT 1)
+            ELSE (SELECT tenant_id FROM heads ORDER BY step DESC LIMIT 1) END AS scanned_to
+FROM summary AS s
+LEFT JOIN claimed AS c ON true
+LEFT JOIN reminderd.frequency_caps AS f
+    ON c.recipient IS NOT NULL AND f.tenant_id = c.tenant_id AND f.category = c.category;
+
+-- claim_fair --
+-- The claim when no tenant or endpoint has a limit and no tenant endpoint's circuit is open or
+-- half-open (the daemon checks every second: bounded_sending): fair between tenants and by
+-- priority as the claim above, without its budgets. The same parameters, the same result.
+WITH RECURSIVE
+{due_candidates $2 $1 $7},
+candidates AS (
+    SELECT c.*, row_number() OVER (PARTITION BY c.tenant_id ORDER BY c.priority, c.fire_at, c.id) AS turn
+    FROM (SELECT * FROM every_due UNION ALL SELECT * FROM fair_share) AS c
+),
+chosen AS (
+    SELECT id, was_held FROM candidates ORDER BY turn, priority, fire_at LIMIT $2
+),
+claimed AS (
+    UPDATE reminderd.scheduled_messages AS m
+    SET status = 'picked',
+        attempts = m.attempts + 1,
+        picked_at = now(),
+        picked_by = $8,
+        lease_expires_at = now() + make_interval(secs => $3),
+        updated_at = now(),
+        endpoint = CASE WHEN m.callback_url IS NULL THEN t.callback_endpoint
+                        ELSE reminderd.endpoint_of(m.callback_url) END
+    FROM chosen AS c, reminderd.tenants AS t
+    WHERE m.id = c.id
+      AND t.id = m.tenant_id
+    RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
+              coalesce(m.callback_url, t.callback_url) AS callback_url,
+              coalesce(m.scheduled_for, m.fire_at) AS scheduled_for, m.fire_at,
+              m.attempts, m.max_attempts, t.signing_secret,
+              CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
+                  AS previous_signing_secret,
+              m.picked_at, m.endpoint, c.was_held, 0 AS endpoint_failures, 'closed' AS circuit,
+              coalesce(m.contact_id, m.recipient) AS recipient, m.category, m.contact_id, m.timezone_source,
+              m.broadcast_id, t.frequency_cap_policy,
+              {timing_columns $4 $5}
+)
+SELECT c.*, f.max_messages AS cap_max, extract(epoch FROM f.per)::float8 AS cap_per_s, NULL::jsonb AS held,
+       CASE WHEN (SELECT count(*) FROM due_tenants) >= $2
+            THEN (SELECT tenant_id FROM due_tenants ORDER BY step DESC LIMIT 1)
+            ELSE (SELECT tenant_id FROM heads ORDER BY step DESC LIMIT 1) END AS scanned_to
+FROM (SELECT $6::integer) AS one  -- $6 (the default max_in_flight) unused here: one parameter list
+LEFT JOIN claimed AS c ON true
+LEFT JOIN reminderd.frequency_caps AS f
+    ON c.recipient IS NOT NULL AND f.tenant_id = c.tenant_id AND f.category = c.category;
+
+-- bounded_sending --
+-- Whether the full claim is needed: a tenant or an endpoint has a limit, or a tenant endpoint's
+-- circuit is open or half-open, or it is disabled.
+SELECT EXISTS (SELECT 1 FROM reminderd.tenants WHERE max_per_second IS NOT NULL OR max_per_hour IS NOT NULL)
+    OR EXISTS (SELECT 1 FROM reminderd.endpoints WHERE max_in_flight IS NOT NULL OR max_per_second IS NOT NULL)
+    OR EXISTS (SELECT 1 FROM reminderd.endpoint_health
+               WHERE circuit_open_until IS NOT NULL OR disabled_at IS NOT NULL);
 
 -- record_outcomes --
 -- Log a batch of attempts and move each row on, in one round trip. A row is only moved when it
@@ -144,6 +528,26 @@ logged AS (
     ) AS r
     WHERE o.delivery_id IS NOT NULL  -- an attempt made, and not logged already
       AND r.ref_id IS NOT NULL
+    RETURNING id, tenant_id
+),
+-- Usage metering (reminderd.usage_daily migration 0010): one increment per tenant in the batch.
+-- attempted and delivered count the attempts logged above (a batch written again counts each
+-- once), dead and expired the rows moved there (not an outcome discarded).
+metered AS (
+    INSERT INTO reminderd.usage_increments (tenant_id, attempted, delivered, dead, expired)
+    SELECT tenant_id, sum(attempted), sum(delivered), sum(dead), sum(expired)
+    FROM (
+        SELECT logged.tenant_id, 1 AS attempted, CASE WHEN o.delivered THEN 1 ELSE 0 END AS delivered,
+               0 AS dead, 0 AS expired
+        FROM logged
+        JOIN outcome AS o ON o.delivery_id = logged.id
+        UNION ALL
+        SELECT moved.tenant_id, 0, 0, CASE moved.last_event WHEN 'dead_lettered' THEN 1 ELSE 0 END,
+               CASE moved.last_event WHEN 'expired' THEN 1 ELSE 0 END
+        FROM moved
+        WHERE moved.last_event IN ('dead_lettered', 'expired')
+    ) AS usage
+    GROUP BY tenant_id
 )
 SELECT moved.id FROM moved;
 
@@ -315,7 +719,8 @@ ORDER BY started_at, id;
 
 -- expire_missed --
 -- One-off rows due longer ago than the lookback: expired with the reason, never fired late in an
--- avalanche. $1 lookback (s), $2 batch.
+-- avalanche (also rows a sending limit held that long: the lookback is the hard limit). $1
+-- lookback (s), $2 batch. Counted in the usage (expired).
 WITH missed AS (
     SELECT id
     FROM reminderd.scheduled_messages
@@ -325,18 +730,27 @@ WITH missed AS (
     ORDER BY fire_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
-)
+),
+expired AS (
 UPDATE reminderd.scheduled_messages AS m
 SET status = 'expired',
-    last_error = format('missed: due at %s, more than %s s before a daemon could send it (REMINDERD_LOOKBACK)',
+    last_error = format('missed: due at %s, more than %s s before a daemon could send it (REMINDERD_LOOKBACK)%s',
                         to_char(coalesce(m.scheduled_for, m.fire_at) AT TIME ZONE 'UTC',
                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
-                        $1::float8),
+                        $1::float8,
+                        CASE WHEN m.last_event = 'held' THEN '; held back by a sending limit until then: '
+                                                             || m.last_error ELSE '' END),
     last_event = 'expired',
     updated_at = now()
 FROM missed
 WHERE m.id = missed.id
-RETURNING m.id, m.tenant_id, m.ref_id, coalesce(m.scheduled_for, m.fire_at) AS scheduled_for;
+RETURNING m.id, m.tenant_id, m.ref_id, coalesce(m.scheduled_for, m.fire_at) AS scheduled_for
+),
+counted AS (
+    INSERT INTO reminderd.usage_increments (tenant_id, expired)
+    SELECT tenant_id, count(*) FROM expired GROUP BY tenant_id
+)
+SELECT * FROM expired;
 
 -- recurring_to_plan --
 -- Recurring rows needing a new fire_at: never planned (fire_at NULL), or their occurrence was
@@ -676,3 +1090,133 @@ SELECT reminderd.stage_broadcast($1, $2, $3);
 
 -- complete_broadcasts --
 SELECT broadcast_id, tenant_id, occurrence, message_id FROM reminderd.complete_broadcasts();
+-- Fair and bounded sending (migration 0010) ------------------------------------------------------
+
+-- reserve_contact_sends --
+-- Frequency caps: reserve the sends of a batch, exactly across daemons. $1: reminderd.contact_send_v1[].
+SELECT webhook_id, granted, frees_at FROM reminderd.reserve_contact_sends($1::reminderd.contact_send_v1[]);
+
+-- add_endpoint_health --
+-- The health rows a batch of observations needs. $1 tenants, $2 endpoints (pairwise).
+INSERT INTO reminderd.endpoint_health (tenant_id, endpoint)
+SELECT tenant_id, endpoint FROM unnest($1::text[], $2::text[]) AS o (tenant_id, endpoint)
+ON CONFLICT DO NOTHING;
+
+-- lock_endpoint_health --
+-- In the transaction that writes them back: the rows, locked, in one order (no deadlocks), and
+-- the database's clock.
+SELECT h.*, now() AS db_now
+FROM reminderd.endpoint_health AS h
+JOIN unnest($1::text[], $2::text[]) AS o (tenant_id, endpoint)
+    ON h.tenant_id = o.tenant_id AND h.endpoint = o.endpoint
+ORDER BY h.tenant_id, h.endpoint
+FOR UPDATE OF h;
+
+-- write_endpoint_health --
+-- $1: reminderd.endpoint_health_v1[].
+UPDATE reminderd.endpoint_health AS h
+SET consecutive_failures = w.consecutive_failures, failing_since = w.failing_since,
+    last_failure_at = w.last_failure_at, last_error = w.last_error, last_success_at = w.last_success_at,
+    circuit_open_until = w.circuit_open_until, circuit_opens = w.circuit_opens,
+    disabled_at = w.disabled_at, disabled_reason = w.disabled_reason, updated_at = now()
+FROM unnest($1::reminderd.endpoint_health_v1[]) AS w
+WHERE h.tenant_id = w.tenant_id AND h.endpoint = w.endpoint;
+
+-- disable_endpoint --
+SELECT reminderd.disable_endpoint($1, $2, $3);
+
+-- enable_endpoint --
+SELECT reminderd.enable_endpoint($1, $2);
+
+-- endpoint_states --
+-- Tenant endpoints that are not simply healthy, and every endpoint with a limit: for
+-- `reminderd status` and the metrics.
+SELECT h.tenant_id, h.endpoint, h.consecutive_failures, h.failing_since, h.last_error,
+       h.circuit_open_until, h.disabled_at, h.disabled_reason,
+       CASE WHEN h.disabled_at IS NOT NULL THEN 'disabled'
+            WHEN h.circuit_open_until > now() THEN 'open'
+            WHEN h.circuit_open_until IS NOT NULL THEN 'half_open'
+            WHEN h.consecutive_failures > 0 THEN 'failing'
+            ELSE 'closed' END AS state,
+       e.max_in_flight, e.max_per_second,
+       (SELECT count(*) FROM reminderd.scheduled_messages p WHERE p.status = 'picked' AND p.endpoint = h.endpoint)
+           AS in_flight
+FROM reminderd.endpoint_health AS h
+LEFT JOIN reminderd.endpoints AS e ON e.endpoint = h.endpoint
+WHERE h.consecutive_failures > 0 OR h.circuit_open_until IS NOT NULL OR h.disabled_at IS NOT NULL
+UNION ALL
+SELECT NULL, e.endpoint, NULL, NULL, NULL, NULL, NULL, NULL, 'limited', e.max_in_flight, e.max_per_second,
+       (SELECT count(*) FROM reminderd.scheduled_messages p WHERE p.status = 'picked' AND p.endpoint = e.endpoint)
+FROM reminderd.endpoints AS e
+WHERE e.max_in_flight IS NOT NULL OR e.max_per_second IS NOT NULL
+ORDER BY 2, 1 NULLS FIRST;
+
+-- set_endpoint --
+-- $2, $4: whether to set max_in_flight to $3 and max_per_second to $5 (NULL clears).
+INSERT INTO reminderd.endpoints AS e (endpoint, max_in_flight, max_per_second)
+VALUES ($1, CASE WHEN $2 THEN $3::integer END, CASE WHEN $4 THEN $5::integer END)
+ON CONFLICT (endpoint) DO UPDATE
+SET max_in_flight = CASE WHEN $2 THEN $3::integer ELSE e.max_in_flight END,
+    max_per_second = CASE WHEN $4 THEN $5::integer ELSE e.max_per_second END
+RETURNING endpoint, max_in_flight, max_per_second;
+
+-- set_tenant_limits --
+-- $2, $4: whether to set max_per_second to $3 and max_per_hour to $5 (NULL clears); $6 the
+-- frequency-cap policy (NULL keeps it).
+UPDATE reminderd.tenants
+SET max_per_second = CASE WHEN $2 THEN $3 ELSE max_per_second END,
+    max_per_hour = CASE WHEN $4 THEN $5 ELSE max_per_hour END,
+    frequency_cap_policy = coalesce($6, frequency_cap_policy)
+WHERE id = $1
+RETURNING max_per_second, max_per_hour, frequency_cap_policy;
+
+-- set_frequency_cap --
+INSERT INTO reminderd.frequency_caps (tenant_id, category, max_messages, per)
+VALUES ($1, $2, $3, make_interval(secs => $4))
+ON CONFLICT (tenant_id, category) DO UPDATE SET max_messages = excluded.max_messages, per = excluded.per;
+
+-- remove_frequency_cap --
+DELETE FROM reminderd.frequency_caps WHERE tenant_id = $1 AND category = $2;
+
+-- frequency_caps --
+SELECT category, max_messages, extract(epoch FROM per)::float8 AS per_s
+FROM reminderd.frequency_caps WHERE tenant_id = $1 ORDER BY category;
+
+-- roll_up_usage --
+-- Fold up to $1 usage increments into usage_days, in one short transaction. Daemons doing this
+-- at once take different increments (SKIP LOCKED).
+WITH moved AS (
+    DELETE FROM reminderd.usage_increments
+    WHERE id IN (SELECT id FROM reminderd.usage_increments ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING *
+),
+folded AS (
+    INSERT INTO reminderd.usage_days AS u (tenant_id, day, scheduled, attempted, delivered, dead, expired, held)
+    SELECT tenant_id, day, sum(scheduled), sum(attempted), sum(delivered), sum(dead), sum(expired), sum(held)
+    FROM moved
+    GROUP BY tenant_id, day
+    ON CONFLICT (tenant_id, day) DO UPDATE
+    SET scheduled = u.scheduled + excluded.scheduled, attempted = u.attempted + excluded.attempted,
+        delivered = u.delivered + excluded.delivered, dead = u.dead + excluded.dead,
+        expired = u.expired + excluded.expired, held = u.held + excluded.held
+)
+SELECT count(*) FROM moved;
+
+-- usage --
+-- One tenant's usage per day from $2 to $3 (dates, inclusive).
+SELECT tenant_id, day, scheduled, attempted, delivered, dead, expired, held
+FROM reminderd.usage_daily
+WHERE tenant_id = $1 AND day BETWEEN $2 AND $3
+ORDER BY day;
+
+-- usage_today --
+-- Every tenant's usage today (UTC), for the metrics.
+SELECT tenant_id, day, scheduled, attempted, delivered, dead, expired, held
+FROM reminderd.usage_daily
+WHERE day = (now() AT TIME ZONE 'UTC')::date
+ORDER BY tenant_id;
+
+-- prune_contact_sends --
+-- Sends older than their cap's window no longer count: $1 at a time.
+DELETE FROM reminderd.contact_sends
+WHERE webhook_id IN (SELECT webhook_id FROM reminderd.contact_sends WHERE expires_at < now() LIMIT $1);

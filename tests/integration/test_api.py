@@ -526,7 +526,7 @@ async def test_a_messages_history_and_the_stats_read_what_the_daemon_wrote(
     now = (await db_now(db)).isoformat()
     ok = (await http.call("POST", "/v1/messages", key, json={"ref_id": "ok", "fire_at": now})).json
     gone = (await http.call("POST", "/v1/messages", key, json={"ref_id": "gone", "fire_at": now})).json
-    receiver.script["gone"] = [410]
+    receiver.script["gone"] = [404]  # permanent (a 410 would disable the endpoint)
     await drain(fast_settings(database_url), due_within_s=0)
     delivered = (await http.call("GET", f"/v1/messages/{ok['id']}", key)).json
     assert [(e["event"], e["status"]) for e in delivered["events"]] == [
@@ -536,7 +536,7 @@ async def test_a_messages_history_and_the_stats_read_what_the_daemon_wrote(
     assert [(d["attempt"], d["status_code"]) for d in delivered["deliveries"]] == [(1, 200)]
     dead = (await http.call("GET", f"/v1/messages/{gone['id']}", key)).json
     assert [e["event"] for e in dead["events"]] == ["created", "dead_lettered"]
-    assert dead["events"][1]["reason"].startswith("permanent failure: HTTP 410")
+    assert dead["events"][1]["reason"].startswith("permanent failure: HTTP 404")
     stats = (await http.call("GET", "/v1/stats", key)).json
     assert stats["last_24h"] == {"delivered": 1, "retried": 0, "dead": 1}
 

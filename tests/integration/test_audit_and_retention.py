@@ -67,7 +67,7 @@ async def test_worker_outcomes_are_events_but_claims_are_not(
     database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
 ) -> None:
     receiver.script["flaky"] = [503]
-    receiver.script["gone"] = [410]
+    receiver.script["gone"] = [404]  # permanent (a 410 would disable the endpoint)
     await db.execute("SELECT reminderd.schedule('acme', 'flaky', now())")
     await db.execute("SELECT reminderd.schedule('acme', 'gone', now())")
 
@@ -82,7 +82,7 @@ async def test_worker_outcomes_are_events_but_claims_are_not(
     assert flaky[2]["reason"] is None
     gone = await trail(db, "gone")
     assert names(gone) == ["created", "dead_lettered"]
-    assert gone[1]["status"] == "dead" and gone[1]["reason"].startswith("permanent failure: HTTP 410")
+    assert gone[1]["status"] == "dead" and gone[1]["reason"].startswith("permanent failure: HTTP 404")
     assert await db.fetchval("SELECT count(*) FROM reminderd.trail WHERE status = 'picked'") == 0
     # The attempts themselves are in deliveries, one per claim.
     assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 3

@@ -24,7 +24,7 @@ from reminderd.lifecycle import Event, Status
 from reminderd.outcome import AttemptResult, Outcome
 from reminderd.queries import QUERIES
 from reminderd.schedule import load_timezone, to_instant
-from reminderd.store import Store, _outcome_v1
+from reminderd.store import NO_LIMIT, Store, _outcome_v1
 from reminderd.testing import Receiver, add_tenant
 
 pytestmark = pytest.mark.shared_database
@@ -357,7 +357,7 @@ async def test_the_daemons_claim_and_attempts_count_once_per_batch_without_a_tri
 
     async with db.transaction():
         await db.execute("SET LOCAL track_functions = 'pl'")
-        claimed = await db.fetch(QUERIES["claim"], LOOKBACK_S, 100, 300.0, "send", 1800.0, None)
+        claimed = await db.fetch(QUERIES["claim"], LOOKBACK_S, 100, 300.0, "send", 1800.0, NO_LIMIT, None, None)
         jobs = sorted(map(Job.from_row, claimed), key=lambda job: job.ref_id)
         after_claim = await count_calls(db)
         outcomes = [Outcome(job, AttemptResult(True, 200, None, 5), Event.FIRED, Status.SENT)

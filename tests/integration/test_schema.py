@@ -93,11 +93,12 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
     assert [v["version_num"] for v in versions] == [HEAD_REVISION]
     assert [t["table_name"] for t in tables] == [
         "alembic_version", "api_keys", "audience_members", "audiences", "broadcast_counts",
-        "broadcast_occurrences", "broadcast_requests", "config", "contacts", "countries", "daemons",
-        "deliveries", "events", "fire_counts", "idempotency_keys", "lateness_counts", "phone_plans",
-        "phone_prefixes", "phone_regions", "phone_timezones", "reference_versions", "scheduled_messages",
-        "tenant_holidays", "tenant_members",
-        "tenants",
+        "broadcast_occurrences", "broadcast_requests", "config", "contact_sends", "contacts",
+        "countries", "daemons", "deliveries", "endpoint_health", "endpoints", "events", "fire_counts",
+        "frequency_caps", "idempotency_keys", "lateness_counts", "phone_plans", "phone_prefixes",
+        "phone_regions", "phone_timezones", "reference_versions", "scheduled_messages",
+        "tenant_budgets", "tenant_holidays", "tenant_members", "tenants", "usage_days",
+        "usage_increments",
     ]
     assert {f["proname"] for f in functions} >= {
         "schedule", "schedule_cron", "cancel", "cancel_live", "generate_secret",
@@ -307,8 +308,8 @@ async def test_a_database_at_0004_with_data_upgrades_to_audiences(empty_database
         later = await connection.fetchval("SELECT reminderd.schedule_cron('acme', 'weekly', '0 9 * * 1')")
         await asyncio.to_thread(upgrade, empty_database_url)
         rows = {r["id"]: r for r in await connection.fetch("SELECT * FROM reminderd.scheduled_messages")}
-        claimed = await connection.fetch(QUERIES_NOW["claim"], 120.0, 10, 300.0, "send", 1800.0,
-                                       uuid.uuid4())
+        claimed = await connection.fetch(QUERIES_NOW["claim"], 120.0, 10, 300.0, "send", 1800.0, 2**31 - 1,
+                                         None, uuid.uuid4())
         await connection.execute("UPDATE reminderd.tenants SET timezone = 'UTC' WHERE id = 'acme'")
         await connection.execute(
             """SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "c1", "phone": "+919876543210"}]')"""
@@ -492,6 +493,9 @@ async def test_alembic_finds_no_difference_between_schema_sql_and_the_migrations
         "reminderd.broadcast_occurrences", "reminderd.broadcast_requests", "reminderd.contacts",
         "reminderd.countries", "reminderd.phone_plans", "reminderd.phone_prefixes", "reminderd.phone_regions",
         "reminderd.phone_timezones", "reminderd.reference_versions",
+        "reminderd.contact_sends", "reminderd.endpoint_health", "reminderd.endpoints",
+        "reminderd.frequency_caps", "reminderd.tenant_budgets", "reminderd.usage_days",
+        "reminderd.usage_increments",
     }
     messages = description.tables["reminderd.scheduled_messages"]
     assert "scheduled_messages_due" in {index.name for index in messages.indexes}

@@ -305,7 +305,7 @@ async def test_reschedule_moves_fire_at_and_resets_attempts(db: asyncpg.Connecti
 async def test_requeue_sends_a_dead_message_again_with_the_same_webhook_id(
     database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
 ) -> None:
-    receiver.script["gone"] = [410]  # permanent: dead after its first attempt
+    receiver.script["gone"] = [404]  # permanent: dead after its first attempt (410 disables the endpoint)
     message_id = await schedule(db, "gone", "now()")
 
     await drain(fast_settings(database_url))

@@ -25,7 +25,7 @@ from reminderd.migrate import HEAD_REVISION
 from reminderd.outcome import AttemptResult, Outcome, Plan
 from reminderd.queries import QUERIES
 from reminderd.schedule.cron import next_fire
-from reminderd.store import Release, Store, _outcome_v1
+from reminderd.store import NO_LIMIT, Release, Store, _outcome_v1
 from reminderd.testing import add_tenant
 
 LEASE_S = 300.0
@@ -190,7 +190,9 @@ async def test_claim_plan_uses_the_partial_due_index(db: asyncpg.Connection) -> 
 
     plan = "\n".join(
         row[0]
-        for row in await db.fetch(f"EXPLAIN {QUERIES['claim']}", LOOKBACK_S, 100, LEASE_S, "send", 1800.0, None)
+        for row in await db.fetch(
+            f"EXPLAIN {QUERIES['claim']}", LOOKBACK_S, 100, LEASE_S, "send", 1800.0, 64, None, None
+        )
     )
 
     assert "scheduled_messages_due" in plan, plan
@@ -426,19 +428,22 @@ async def test_a_stale_attempt_is_logged_with_no_change(db: asyncpg.Connection, 
     assert (await row_by_id(db, message_id))["last_delivery_id"] is None
 
 
+@pytest.mark.parametrize("claim_query", ["claim", "claim_fair"])
 async def test_claims_and_attempts_queue_no_trigger_call_held_rows_and_retries_do(
-    db: asyncpg.Connection,
+    db: asyncpg.Connection, claim_query: str
 ) -> None:
     """The claim and the attempts' outcomes are the hot path: the UPDATE triggers' WHEN clauses let
     them through without a call (a statement-level trigger would be called, its transition tables
-    built, for every claim). A row held back writes its event; a retry due soon wakes the daemons."""
+    built, for every claim). A row held back writes its event; a retry due soon wakes the daemons;
+    both, pending again, are checked against a disabled endpoint (migration 0010)."""
     await add_tenant(db)
     for ref in ("delivered", "held", "retried"):
         await insert(db, ref)
 
     async with db.transaction():
         await db.execute("SET LOCAL track_functions = 'pl'")
-        claimed = await db.fetch(QUERIES["claim"], LOOKBACK_S, 10, LEASE_S, "send", 1800.0, None)
+        claimed = await db.fetch(QUERIES[claim_query], LOOKBACK_S, 10, LEASE_S, "send", 1800.0, NO_LIMIT,
+                                 None, None)
         jobs = {job.ref_id: job for job in map(Job.from_row, claimed)}
         after_claim = await trigger_calls(db)
         held = Outcome(jobs["held"], None, Event.DEFERRED, Status.PENDING,
@@ -454,7 +459,7 @@ async def test_claims_and_attempts_queue_no_trigger_call_held_rows_and_retries_d
 
     assert after_claim == {}
     assert after_delivered == {}
-    assert after_the_rest == {"audit_update": 1, "notify_row_due_soon": 1}
+    assert after_the_rest == {"audit_update": 1, "notify_row_due_soon": 1, "hold_for_disabled_endpoint": 2}
 
 
 async def test_no_update_trigger_of_the_messages_builds_transition_tables(db: asyncpg.Connection) -> None:
@@ -477,7 +482,8 @@ async def test_no_update_trigger_of_the_messages_builds_transition_tables(db: as
 async def trigger_calls(db: asyncpg.Connection) -> dict[str, int]:
     rows = await db.fetch(
         "SELECT funcname, calls FROM pg_stat_xact_user_functions"
-        " WHERE schemaname = 'reminderd' AND funcname IN ('audit_update', 'notify_row_due_soon')"
+        " WHERE schemaname = 'reminderd'"
+        " AND funcname IN ('audit_update', 'notify_row_due_soon', 'hold_for_disabled_endpoint')"
     )
     return {r["funcname"]: r["calls"] for r in rows}
 
@@ -936,3 +942,22 @@ async def test_batch_writes_work_without_a_statement_cache(db: asyncpg.Connectio
     assert (planned.id, planned.status, (await row_by_id(db, recurring))["last_event"]) == (
         recurring, Status.PENDING, Event.PLANNED,
     )
+
+
+async def test_a_transaction_is_bounded_by_the_query_deadline_as_a_whole(database_url: str) -> None:
+    # The daemon's Store bounds every call (the registry) and every transaction, statements and
+    # commit together (update_endpoint_health, issue 15): past the deadline the connection is
+    # terminated, nothing waits on a server that does not answer, and the pool carries on.
+    store = await Store.connect(database_url, max_size=1, query_deadline_s=0.5)
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(DatabaseUnavailable):
+            async with store.transaction() as tx:
+                await tx._pool.execute("SELECT 1")
+                await tx._pool.execute("SELECT pg_sleep(5)")
+        assert asyncio.get_running_loop().time() - started < 3
+        assert store.health.failing_since is not None
+        assert await store.schema_revision() == HEAD_REVISION
+        assert store.health.failing_since is None
+    finally:
+        await store.close()

@@ -475,8 +475,9 @@ async def test_signing_secrets_are_hidden_from_app_and_readonly_roles(
         visible = await connection.fetch("SELECT id, callback_url, paused FROM reminderd.tenants")
         assert {r["id"] for r in visible}
     # The claim query returns secrets, so an app role cannot run it (nor take messages that way).
-    claim = two_tenants.app_a.fetch(QUERIES["claim"], 120.0, 10, 300.0, "send", 1800.0, None)
-    failure = await failure_of(claim)
+    failure = await failure_of(
+        two_tenants.app_a.fetch(QUERIES["claim"], 120.0, 10, 300.0, "send", 1800.0, 64, None, None)
+    )
     assert failure.sqlstate == "42501"
     # The daemon signs callbacks: it reads them.
     assert await daemon.fetchval("SELECT count(signing_secret) FROM reminderd.tenants") == 2

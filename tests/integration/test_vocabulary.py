@@ -44,6 +44,7 @@ async def test_every_event_the_sql_functions_and_triggers_write_is_an_event(db: 
     written |= set(re.findall(r"ELSE\s+'(\w+)'\s+END", sources))
     assert written == {
         "created", "replaced", "cancelled", "paused", "resumed", "rescheduled", "requeued", "updated",
+        "endpoint_disabled",
         "sent_now", "edited", "replanned", "approved", "rejected",
     }
     assert written <= {e.value for e in Event}

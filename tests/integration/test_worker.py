@@ -242,7 +242,7 @@ async def test_recurring_row_is_planned_fired_and_advanced(
 async def test_recurring_occurrence_dead_letters_and_the_row_moves_on(
     database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
 ) -> None:
-    receiver.script["hourly"] = [410]
+    receiver.script["hourly"] = [404]  # permanent (a 410 would disable the endpoint)
     message_id = await db.fetchval(
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, cron, fire_at, max_lateness) "
         "VALUES ('acme', 'hourly', '0 * * * *', date_trunc('hour', now()), '1 hour') RETURNING id"
@@ -252,7 +252,7 @@ async def test_recurring_occurrence_dead_letters_and_the_row_moves_on(
     row = await row_by_ref(db, "hourly")
     assert row["status"] == "pending" and row["fire_at"] > occurrence
     assert row["fire_at"] == occurrence + timedelta(hours=1)
-    assert "dead-lettered" in row["last_error"] and "HTTP 410" in row["last_error"]
+    assert "dead-lettered" in row["last_error"] and "HTTP 404" in row["last_error"]
 
 
 async def test_a_message_scheduled_while_idle_fires_on_time_not_at_the_next_poll(

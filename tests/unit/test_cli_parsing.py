@@ -13,10 +13,13 @@ import pytest
 
 from reminderd.arguments import (
     CancelRequest,
+    EnableEndpointRequest,
+    EndpointSetRequest,
     HolidayRequest,
     ScheduleRequest,
     TenantSetRequest,
     UsageError,
+    UsageRequest,
     parse_duration,
     parse_instant,
     parse_payload,
@@ -320,7 +323,8 @@ def test_the_subcommands_are_the_documented_ones() -> None:
     assert {" ".join(path) for path, _ in ALL_COMMANDS} == {
         "migrate", "run", "status", "config", "demo", "schedule", "preview", "cancel", "tenant",
         "tenant add", "tenant list", "tenant grant", "tenant revoke", "tenant rotate-secret", "tenant set",
-        "tenant holiday", "tenant rate-limit", "send-now", "serve", "api-key", "api-key create", "api-key list",
+        "tenant holiday", "tenant enable-endpoint", "endpoint", "endpoint set", "endpoint list", "usage",
+        "tenant rate-limit", "send-now", "serve", "api-key", "api-key create", "api-key list",
         "api-key revoke",
         "dev-db", "dev-db start", "dev-db url", "dev-db stop", "dev-db status", "dev-db delete",
         # Recipients (issue 14, docs/audiences.md)
@@ -713,3 +717,68 @@ def test_a_message_slightly_late_for_its_policy_goes_on_to_connect(
     stamps = {"AGO_10M": _ago(minutes=10), "AGO_2H": _ago(hours=2), "AGO_30S": _ago(seconds=30)}
     assert main([stamps.get(arg, arg) for arg in argv]) == 1  # the test double: the database is down
     assert len(connections) == 1
+
+
+# Sending limits, endpoints, usage (migration 0010)
+
+
+def parsed(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(list(argv))
+
+
+def test_tenant_set_reads_limits_caps_and_the_policy() -> None:
+    request = TenantSetRequest.from_args(parsed(
+        "tenant", "set", "acme", "--max-per-second", "50", "--max-per-hour", "none",
+        "--frequency-cap", "marketing=2/1d", "--frequency-cap", "reminder=none", "--cap-policy", "skip",
+    ))
+    assert (request.max_per_second, request.max_per_hour, request.cap_policy) == (50, "none", "skip")
+    assert request.frequency_caps == (("marketing", 2, 86400.0), ("reminder", None, None))
+    assert request.sets_limits
+    assert not TenantSetRequest.from_args(parsed("tenant", "set", "acme", "--quiet", "none")).sets_limits
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--max-per-second", "0"), "--max-per-second '0': give a positive whole number"),
+        (("--max-per-hour", "1.5"), "--max-per-hour '1.5': give a positive whole number"),
+        (("--frequency-cap", "marketing"), "write CATEGORY=N/DURATION, e.g. marketing=2/1d"),
+        (("--frequency-cap", "marketing=0/1d"), "with N a positive whole number"),
+        (("--frequency-cap", "marketing=2/400d"), "the window is at most 366 days"),
+        (("--frequency-cap", "Marketing=2/1d"), "--frequency-cap"),
+    ],
+)
+def test_tenant_set_refuses_bad_limits_in_one_line(argv: tuple[str, ...], message: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        TenantSetRequest.from_args(parsed("tenant", "set", "acme", *argv))
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_endpoint_set_names_host_and_port_and_needs_a_limit() -> None:
+    request = EndpointSetRequest.from_args(parsed("endpoint", "set", "Hooks.Example.com:0443",
+                                                  "--max-in-flight", "50"))
+    assert (request.endpoint, request.max_in_flight, request.max_per_second) == (
+        "hooks.example.com:443", 50, None)
+    assert EndpointSetRequest.from_args(parsed("endpoint", "set", "[::1]:8080", "--max-per-second", "none")
+                                        ).endpoint == "[::1]:8080"
+    with pytest.raises(UsageError, match="give --max-in-flight or --max-per-second"):
+        EndpointSetRequest.from_args(parsed("endpoint", "set", "hooks.example.com:443"))
+    for bad in ("hooks.example.com", "https://hooks.example.com/cb", "host:99999"):
+        with pytest.raises(UsageError, match="is not an endpoint: write HOST:PORT"):
+            EndpointSetRequest.from_args(parsed("endpoint", "set", bad, "--max-in-flight", "1"))
+
+
+def test_usage_takes_a_month_and_defaults_to_this_one() -> None:
+    request = UsageRequest.from_args(parsed("usage", "acme", "--month", "2026-02"), date(2026, 12, 1))
+    assert (request.first_day, request.last_day) == (date(2026, 2, 1), date(2026, 2, 28))
+    december = UsageRequest.from_args(parsed("usage", "acme"), date(2026, 12, 15))
+    assert (december.first_day, december.last_day) == (date(2026, 12, 1), date(2026, 12, 31))
+    with pytest.raises(UsageError, match="--month '2026-13' is not a month like 2026-11"):
+        UsageRequest.from_args(parsed("usage", "acme", "--month", "2026-13"), date(2026, 12, 1))
+
+
+def test_enable_endpoint_takes_an_optional_endpoint() -> None:
+    assert EnableEndpointRequest.from_args(parsed("tenant", "enable-endpoint", "acme")).endpoint is None
+    only = EnableEndpointRequest.from_args(
+        parsed("tenant", "enable-endpoint", "acme", "--endpoint", "h.example:80"))
+    assert only == EnableEndpointRequest("acme", "h.example:80")
