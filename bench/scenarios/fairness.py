@@ -1,13 +1,13 @@
-"""(15) Fairness between tenants (issue 15), and what the fair, bounded claim costs.
+"""(17) Fairness between tenants (issue 15), and what the fair, bounded claim costs.
 
-(15a) Tenant A has `fair_n` marketing rows due at T, tenant B 100 transactional rows due at T and
-     100 at T+2 s: B's p99 lateness (target < 250 ms) and A's throughput against (15b), the same
+(17a) Tenant A has `fair_n` marketing rows due at T, tenant B 100 transactional rows due at T and
+     100 at T+2 s: B's p99 lateness (target < 250 ms) and A's throughput against (17b), the same
      run without B (target: within 10 %).
-(15c) EXPLAIN (ANALYZE, BUFFERS) of the claim at 1,000,000 due rows: one tenant; over 1,000
+(17c) EXPLAIN (ANALYZE, BUFFERS) of the claim at 1,000,000 due rows: one tenant; over 1,000
      tenants; and 100 due rows beside 1,000,000 future ones (the hot path: only one tenant due),
      each against the claim before issue 15 (BASELINE_CLAIM), custom and generic plans, and the
      claim's round trip as the daemon makes it (a prepared statement).
-(15d) The daemon's throughput on the hot path (one tenant, `deliver_n` due rows), this code against
+(17d) The daemon's throughput on the hot path (one tenant, `deliver_n` due rows), this code against
      the code of BASELINE_REVISION, in the same run.
 """
 
@@ -44,7 +44,7 @@ from reminderd.store import DAEMON_SESSION
 from reminderd.testing import add_tenant, daemon_env, running_daemon
 
 # main before issue 15 (with the write path of issue 13 and the audiences of issue 14): its claim
-# and its daemon are the baseline of (15c) and (15d).
+# and its daemon are the baseline of (17c) and (17d).
 BASELINE_REVISION = "95afa84"
 CLAIM_ARGS = (86400.0, 100, 300.0, "send", 1800.0, 64, None, None)  # ... $7 no scan cursor, $8 no daemon
 BASELINE_CLAIM_ARGS = (*CLAIM_ARGS[:5], None)  # its $6: no daemon
@@ -70,12 +70,12 @@ async def run(bench: Bench, dbs: Databases, parts: str = "abcd") -> None:
         await hot_path_throughput(bench, dbs)
 
 
-# (15a), (15b) ---------------------------------------------------------------------------------------
+# (17a), (17b) ---------------------------------------------------------------------------------------
 
 
 async def fairness(bench: Bench, dbs: Databases) -> None:
     n = bench.sizes.fair_n
-    section(f"(15a/b) fairness: A has {n:,} marketing rows due at T; B 100 transactional at T and 100 at T+2 s")
+    section(f"(17a/b) fairness: A has {n:,} marketing rows due at T; B 100 transactional at T and 100 at T+2 s")
     alone = await wave(bench, dbs, n, with_b=False)
     shared = await wave(bench, dbs, n, with_b=True)
     ratio = shared.a_rate / alone.a_rate
@@ -141,7 +141,7 @@ async def wave(bench: Bench, dbs: Databases, n: int, *, with_b: bool) -> Wave:
     return Wave(a_rate, lateness)
 
 
-# (15c) ---------------------------------------------------------------------------------------------
+# (17c) ---------------------------------------------------------------------------------------------
 
 SHAPES = {
     "one tenant, 100 due + 1,000,000 future (the hot path)": (
@@ -170,7 +170,7 @@ SHAPES = {
 
 
 async def claim_plans(bench: Bench, dbs: Databases) -> None:
-    section("(15c) the claim at 1,000,000 rows: this claim against the claim before issue 15")
+    section("(17c) the claim at 1,000,000 rows: this claim against the claim before issue 15")
     old = baseline_claim()
     for title, setup in SHAPES.items():
         _name, url = await dbs.fresh("fairclaim")
@@ -209,7 +209,7 @@ async def claim_plans(bench: Bench, dbs: Databases) -> None:
                 await db.execute("DEALLOCATE fair_claim")
                 round_trip_ms = await _round_trip_ms(db, sql, args)
                 say(f"  {label} round trip, prepared: {round_trip_ms:.2f} ms (median of 30)")
-                bench.report.add(f"(15c) claim round trip {label}: {title}", f"{round_trip_ms:.2f} ms")
+                bench.report.add(f"(17c) claim round trip {label}: {title}", f"{round_trip_ms:.2f} ms")
         finally:
             await db.close()
 
@@ -233,12 +233,12 @@ async def _round_trip_ms(db: asyncpg.Connection, sql: str, args: tuple[object, .
     return statistics.median(times[10:])
 
 
-# (15d) ---------------------------------------------------------------------------------------------
+# (17d) ---------------------------------------------------------------------------------------------
 
 
 async def hot_path_throughput(bench: Bench, dbs: Databases) -> None:
     n = bench.sizes.deliver_n
-    section(f"(15d) the hot path: one tenant, {n:,} due rows, this daemon against {BASELINE_REVISION}'s")
+    section(f"(17d) the hot path: one tenant, {n:,} due rows, this daemon against {BASELINE_REVISION}'s")
     with tempfile.TemporaryDirectory(prefix="reminderd-baseline-") as baseline:
         await asyncio.to_thread(_extract, BASELINE_REVISION, Path(baseline))
         rates: dict[str, list[float]] = {}
@@ -254,7 +254,7 @@ async def hot_path_throughput(bench: Bench, dbs: Databases) -> None:
     before, now = max(rates["before"]), max(rates["now"])
     say(f"best of two each: before {fmt_rate(before)}, now {fmt_rate(now)} ({100 * now / before:.0f} %)")
     bench.report.add(
-        "(15d) hot-path deliveries/s now / before issue 15",
+        "(17d) hot-path deliveries/s now / before issue 15",
         f"{100 * now / before:.0f} %",
         ">= 90 %",
         now >= 0.9 * before,
