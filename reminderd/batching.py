@@ -36,6 +36,7 @@ ScheduleMany = Callable[[str, Sequence[ScheduleRequest], bool, str], Coroutine[A
 
 class _Waiting(NamedTuple):
     request: ScheduleRequest
+    acting_for: str  # the key's name for the audit trail: the same for every request of one key
     answer: asyncio.Future[ItemScheduled]
 
 
@@ -48,7 +49,6 @@ class Batcher:
         self._max_batch = max_batch
         self._waiting: dict[tuple[str, int], list[_Waiting]] = {}
         self._in_flight: dict[tuple[str, int], int] = {}
-        self._acting_for: dict[tuple[str, int], str] = {}  # whom a key's calls are written for
         self._calls: set[asyncio.Task[None]] = set()
 
     async def schedule(self, tenant_id: str, key_id: int, request: ScheduleRequest, *, acting_for: str = ""
@@ -57,9 +57,8 @@ class Batcher:
         `key_id`, whose name the audit trail records as `acting_for`), written with whatever else
         that key has waiting."""
         key = (tenant_id, key_id)
-        self._acting_for[key] = acting_for
         answer: asyncio.Future[ItemScheduled] = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(key, []).append(_Waiting(request, answer))
+        self._waiting.setdefault(key, []).append(_Waiting(request, acting_for, answer))
         if self._in_flight.get(key, 0) < self._max_in_flight:
             self._in_flight[key] = self._in_flight.get(key, 0) + 1
             call = asyncio.create_task(self._write(key))
@@ -74,7 +73,7 @@ class Batcher:
             while batch := self._take(key):
                 try:
                     rows = await self._schedule_many(
-                        key[0], [w.request for w in batch], len(batch) == 1, self._acting_for.get(key, "")
+                        key[0], [w.request for w in batch], len(batch) == 1, batch[0].acting_for
                     )
                 except Exception as exc:  # the call failed as a whole: so does each request
                     for waiting in batch:
@@ -92,7 +91,6 @@ class Batcher:
             self._in_flight[key] -= 1
             if not self._in_flight[key]:
                 del self._in_flight[key]
-                self._acting_for.pop(key, None)
 
     def _take(self, key: tuple[str, int]) -> list[_Waiting]:
         """The next call's requests, oldest first, without those whose request gave up (timed out)."""
