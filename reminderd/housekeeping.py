@@ -500,8 +500,12 @@ class Housekeeping:
     async def run(self, wake: asyncio.Event) -> None:
         """A round every poll interval, or sooner when `wake` is set (a NOTIFY asks for planning)."""
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the woken result when
+            # a cancel comes as the wake is delivered, and the worker's cancel of this loop at
+            # shutdown was lost (the daemon never exited).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self._poll_interval_s)
+                async with asyncio.timeout(self._poll_interval_s):
+                    await wake.wait()
             wake.clear()
             await self.run_once()
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
+import pytest
 from structlog.testing import capture_logs
 
 from reminderd.housekeeping import Housekeeping
@@ -50,3 +52,43 @@ async def test_interval_services_wait_for_their_time() -> None:
     await housekeeping.run_once()
     await housekeeping.run_once()
     assert (sampler.runs, pruner.runs) == (1, 0)
+
+
+class WakesItself(Fake):
+    """A service during whose round the loop is woken again (the worker's stop() sets the
+    liveness loop's wake while a heartbeat round runs)."""
+
+    def __init__(self, wake: asyncio.Event) -> None:
+        super().__init__("heartbeat")
+        self.wake, self.wakes = wake, True
+        self.ran = asyncio.Event()
+
+    async def run_once(self) -> int:
+        if self.wakes:
+            self.wake.set()
+        await asyncio.sleep(0)  # a round waits on the database
+        self.ran.set()
+        return await super().run_once()
+
+
+@pytest.mark.parametrize("steps", range(8))
+async def test_a_cancel_stops_the_rounds_even_as_the_wake_comes(steps: int) -> None:
+    """The worker cancels the liveness and housekeeping loops once it has drained. A cancel
+    arriving while the loop's wake is being delivered must still stop it (asyncio.wait_for of
+    Python 3.11 returns the woken result instead and loses the cancel: the loop ran on and the
+    daemon never exited). `steps` walks the cancel through the rounds and their wake-ups."""
+    wake = asyncio.Event()
+    service = WakesItself(wake)
+    wake.set()  # a round at once
+    loop = asyncio.create_task(Housekeeping([service], poll_interval_s=60.0).run(wake))
+    await service.ran.wait()
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    loop.cancel()
+    done, _ = await asyncio.wait([loop], timeout=5)
+    if not done:  # the cancel was lost: end the loop for good before failing
+        service.wakes = False
+        while not loop.done():
+            loop.cancel()
+            await asyncio.sleep(0.01)
+    assert done and loop.cancelled()
