@@ -1408,16 +1408,23 @@ class Store:
 
     @_translating
     async def load_reference_data(self, data: ReferenceData) -> None:
-        """Replace the reference tables with `data`, in one transaction."""
+        """Replace the reference tables with `data`, in one transaction, by COPY (their 200,000
+        rows as one JSON document cost PostgreSQL 1.9 s of CPU to read; COPY 0.5 s)."""
         async with self.transaction() as store:
-            await store._pool.execute(QUERIES["clear_reference_tables"])
-            for query, rows in (
-                ("load_phone_plans", data.plans), ("load_phone_regions", data.regions),
-                ("load_phone_prefixes", data.prefixes), ("load_phone_timezones", data.timezones),
-                ("load_countries", data.countries),
+            connection = store._pool
+            assert isinstance(connection, asyncpg.Connection)  # inside a transaction: one connection
+            await connection.execute(QUERIES["clear_reference_tables"])
+            for table, rows in (
+                ("phone_plans", data.plans), ("phone_regions", data.regions),
+                ("phone_prefixes", data.prefixes), ("phone_timezones", data.timezones),
+                ("countries", data.countries),
             ):
-                await store._pool.execute(QUERIES[query], json.dumps(rows))
-            await store._pool.execute(QUERIES["record_reference_versions"], json.dumps(data.versions))
+                columns = list(rows[0])
+                await connection.copy_records_to_table(
+                    table, schema_name="reminderd", columns=columns,
+                    records=[tuple(row[column] for column in columns) for row in rows],
+                )
+            await connection.execute(QUERIES["record_reference_versions"], json.dumps(data.versions))
         await self._pool.execute(QUERIES["analyze_reference_tables"])
 
     # The application's side (CLI) -----------------------------------------------------------

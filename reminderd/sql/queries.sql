@@ -940,26 +940,10 @@ ORDER BY t.id;
 SELECT source, version FROM reminderd.reference_versions;
 
 -- clear_reference_tables --
--- Reloading (in one transaction with the loads below): readers wait a moment, never see them empty.
+-- Reloading (in one transaction with the COPYs of Store.load_reference_data): readers wait a moment,
+-- never see them empty.
 TRUNCATE reminderd.phone_plans, reminderd.phone_regions, reminderd.phone_prefixes, reminderd.phone_timezones,
          reminderd.countries;
-
--- load_phone_plans --
--- $1: the rows as one JSON array, read as the table's own row type.
-INSERT INTO reminderd.phone_plans SELECT * FROM jsonb_populate_recordset(NULL::reminderd.phone_plans, $1::jsonb);
-
--- load_phone_regions --
-INSERT INTO reminderd.phone_regions SELECT * FROM jsonb_populate_recordset(NULL::reminderd.phone_regions, $1::jsonb);
-
--- load_phone_prefixes --
-INSERT INTO reminderd.phone_prefixes SELECT * FROM jsonb_populate_recordset(NULL::reminderd.phone_prefixes, $1::jsonb);
-
--- load_phone_timezones --
-INSERT INTO reminderd.phone_timezones
-SELECT * FROM jsonb_populate_recordset(NULL::reminderd.phone_timezones, $1::jsonb);
-
--- load_countries --
-INSERT INTO reminderd.countries SELECT * FROM jsonb_populate_recordset(NULL::reminderd.countries, $1::jsonb);
 
 -- record_reference_versions --
 -- $1: {"phonenumbers": "9.0.43", "tzdata": "2026.6"}.
