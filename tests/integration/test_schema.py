@@ -324,6 +324,51 @@ async def test_a_database_at_0004_with_data_upgrades_to_audiences(empty_database
     assert zone == "Asia/Kolkata"  # phonenumbers' Asia/Calcutta, by its current name
 
 
+async def test_a_database_at_0008_with_messages_upgrades_to_the_lean_claim(empty_database_url: str) -> None:
+    # 0013 re-adds category_format (the same rule, a cheaper regex), checking the rows already
+    # there, and drops the index on sent refs: sent rows are still found by a retried call.
+    await asyncio.to_thread(upgrade, empty_database_url, "0008")
+    connection = await asyncpg.connect(empty_database_url)
+    longest = "a" + "-_0z" * 7 + "abc"  # 32 characters
+    try:
+        await add_tenant(connection, "acme")
+        fire_at = await connection.fetchval("SELECT date_trunc('second', now()) + interval '1 hour'")
+        await connection.execute(
+            "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, category) VALUES"
+            " ('acme', 'r1', $1, 'transactional'), ('acme', 'r2', $1, $2)", fire_at, longest,
+        )
+        sent = await connection.fetchval("SELECT reminderd.schedule('acme', 'r3', $1)", fire_at)
+        await connection.execute(
+            "UPDATE reminderd.scheduled_messages SET status = 'sent', last_event = 'fired', updated_at = now()"
+            " WHERE id = $1", sent,
+        )
+        await asyncio.to_thread(upgrade, empty_database_url)
+        version = await connection.fetchval("SELECT version_num FROM reminderd.alembic_version")
+        categories = await connection.fetch(
+            "SELECT ref_id, category FROM reminderd.scheduled_messages ORDER BY id"
+        )
+        retried = await connection.fetchval("SELECT reminderd.schedule('acme', 'r3', $1)", fire_at)
+        refused = []
+        for category in (longest + "b", "Marketing", "9lives", "", "news letter"):
+            try:
+                await connection.execute(
+                    "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, category)"
+                    " VALUES ('acme', 'x', $1, $2)", fire_at, category,
+                )
+            except asyncpg.CheckViolationError as exc:
+                refused.append(exc.constraint_name)
+        await connection.execute(
+            "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, category)"
+            " VALUES ('acme', 'x', $1, 'a')", fire_at,
+        )
+    finally:
+        await connection.close()
+    assert version == HEAD_REVISION
+    assert [tuple(c) for c in categories] == [("r1", "transactional"), ("r2", longest), ("r3", "transactional")]
+    assert retried == sent
+    assert refused == ["category_format"] * 5
+
+
 # schema.sql: the current schema for reading, kept equal to what the migrations build ------------
 
 
