@@ -1061,12 +1061,13 @@ BEGIN
     END IF;
     -- reminderd.config in one pass: a query per setting would cost every due-now insert three.
     FOR setting IN
-        SELECT c.key, c.value FROM reminderd.config c WHERE c.key IN ('backfill', 'max_lateness', 'lookback')
+        SELECT c.key, c.value FROM reminderd.config c
     LOOP
         CASE setting.key
             WHEN 'backfill' THEN policy := setting.value;
             WHEN 'max_lateness' THEN configured_lateness := setting.value;
-            ELSE configured_lookback := setting.value;
+            WHEN 'lookback' THEN configured_lookback := setting.value;
+            ELSE NULL;
         END CASE;
     END LOOP;
     policy := coalesce(check_arrival.backfill, policy, 'send');
@@ -2876,6 +2877,8 @@ $$;
 -- counts from a fixed day and times default to 00:00 (stored, so a DBA sees it).
 CREATE FUNCTION reminderd.validate_message() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    tenant_has_default boolean;  -- NULL: no such tenant
 BEGIN
     IF NEW.timezone NOT IN ('UTC', 'Etc/UTC') THEN  -- UTC needs no check; NULL: the column's NOT NULL says so
         PERFORM reminderd.check_timezone(NEW.timezone, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
@@ -2889,17 +2892,17 @@ BEGIN
     IF NEW.cron IS NOT NULL THEN
         PERFORM reminderd.check_cron(NEW.cron, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
     END IF;
-    IF NEW.callback_url IS NULL AND NOT EXISTS (
-        SELECT 1 FROM reminderd.tenants t WHERE t.id = NEW.tenant_id AND t.callback_url IS NOT NULL
-    ) THEN
-        IF NOT EXISTS (SELECT 1 FROM reminderd.tenants t WHERE t.id = NEW.tenant_id) THEN
+    IF NEW.callback_url IS NULL THEN  -- then the tenant's default is needed: one query
+        SELECT t.callback_url IS NOT NULL INTO tenant_has_default FROM reminderd.tenants t WHERE t.id = NEW.tenant_id;
+        IF tenant_has_default IS NULL THEN
             RAISE EXCEPTION 'unknown tenant "%"', NEW.tenant_id
                 USING ERRCODE = 'foreign_key_violation',
                       HINT = 'Create it first: reminderd tenant add ID --callback-url URL';
+        ELSIF NOT tenant_has_default THEN
+            RAISE EXCEPTION 'no callback_url for message % / %: the row has none and tenant "%" has no default',
+                NEW.tenant_id, NEW.ref_id, NEW.tenant_id
+                USING ERRCODE = 'not_null_violation';
         END IF;
-        RAISE EXCEPTION 'no callback_url for message % / %: the row has none and tenant "%" has no default',
-            NEW.tenant_id, NEW.ref_id, NEW.tenant_id
-            USING ERRCODE = 'not_null_violation';
     END IF;
     IF NEW.rrule IS NOT NULL AND NEW.rrule !~* '(^|\n)\s*DTSTART' THEN
         IF NEW.rrule ~* 'COUNT=' THEN
@@ -3004,12 +3007,15 @@ $$;
 -- while it is paused.
 CREATE FUNCTION reminderd.hold_for_paused_tenant() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+    tenant_paused boolean;
 BEGIN
-    IF NEW.status = 'pending' AND EXISTS (
-        SELECT 1 FROM reminderd.tenants t WHERE t.id = NEW.tenant_id AND t.paused
-    ) THEN
-        NEW.status := 'paused';
-        NEW.paused_by := 'tenant';
+    IF NEW.status = 'pending' THEN  -- a query only when it can matter (the condition: an expression)
+        SELECT t.paused INTO tenant_paused FROM reminderd.tenants t WHERE t.id = NEW.tenant_id;
+        IF tenant_paused THEN
+            NEW.status := 'paused';
+            NEW.paused_by := 'tenant';
+        END IF;
     END IF;
     RETURN NEW;
 END
