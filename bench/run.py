@@ -83,15 +83,28 @@ def dashboard_scenarios(bench: Bench) -> list[tuple[str, Scenario, float]]:
     ]
 
 
-async def run_api_only(bench: Bench) -> None:
+def alone(bench: Bench) -> dict[str, list[tuple[str, Scenario, float]]]:
+    """`--only NAME`: these scenarios alone, on their own throwaway cluster (title, scenario, limit in s)."""
+    return {
+        "api": [("(7) HTTP API", api.run, 900)],
+        "write_path": [("(10) write path", write_path.run, 600)],
+        "scaling": [("(11) daemons on one database", scaling.run, 900)],
+        "dashboard": dashboard_scenarios(bench),
+        "dashboard-triggers": dashboard_scenarios(bench)[2:],
+    }
+
+
+async def run_alone(bench: Bench, name: str) -> None:
     section("PostgreSQL: throwaway cluster, migrated template database")
     with throwaway_cluster() as cluster:
         dbs = Databases(cluster)
         await dbs.setup()
         try:
-            await asyncio.wait_for(api.run(bench, dbs), 900)
-        except Exception as exc:
-            bench.report.error("(7) HTTP API", exc)
+            for title, scenario, limit_s in alone(bench)[name]:
+                try:
+                    await asyncio.wait_for(scenario(bench, dbs), limit_s)
+                except Exception as exc:
+                    bench.report.error(title, exc)
         finally:
             await dbs.close()
 
@@ -103,22 +116,6 @@ async def run_soak(bench: Bench, minutes: float) -> None:
         await dbs.setup()
         try:
             await soak_scenario(bench, dbs, minutes)
-        finally:
-            await dbs.close()
-
-
-async def run_dashboard_only(bench: Bench, *, triggers_only: bool = False) -> None:
-    """Only the dashboard's (12), (13) and (13b); or only (13b)."""
-    section("PostgreSQL: throwaway cluster, migrated template database")
-    with throwaway_cluster() as cluster:
-        dbs = Databases(cluster)
-        await dbs.setup()
-        try:
-            for title, scenario, limit_s in dashboard_scenarios(bench)[2 if triggers_only else 0:]:
-                try:
-                    await asyncio.wait_for(scenario(bench, dbs), limit_s)
-                except Exception as exc:
-                    bench.report.error(title, exc)
         finally:
             await dbs.close()
 
@@ -191,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="how long the soak runs (default 10); 0 leaves it out of a full run")
     parser.add_argument("--daemon-env", action="append", default=[], metavar="KEY=VALUE",
                         help="a REMINDERD_* setting for every daemon the bench starts (repeatable)")
-    parser.add_argument("--only", choices=("api", "dashboard", "dashboard-triggers"),
-                        help="run only this scenario: (7), (12)-(13b), or (13b)")
+    parser.add_argument("--only", choices=("api", "write_path", "scaling", "dashboard", "dashboard-triggers"),
+                        help="run only this scenario: api (7), write_path (10), scaling (11), dashboard (12)-(13b), "
+                             "or dashboard-triggers (13b)")
     parser.add_argument("--api-log-level", default="warning", choices=("info", "warning"),
                         help="reminderd serve's log level in (7): info logs a line per request")
     args = parser.parse_args(argv)
@@ -227,10 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             loop.add_signal_handler(signum, task.cancel)
         if args.soak:
             await run_soak(bench, args.soak_minutes)
-        elif args.only == "api":
-            await run_api_only(bench)
-        elif args.only in ("dashboard", "dashboard-triggers"):
-            await run_dashboard_only(bench, triggers_only=args.only == "dashboard-triggers")
+        elif args.only:
+            await run_alone(bench, args.only)
         else:
             await run_scenarios(bench, args.profile, None if args.quick else args.soak_minutes)
 
