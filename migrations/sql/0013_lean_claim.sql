@@ -7,7 +7,8 @@
 -- PostgreSQL checks every CHECK constraint on every UPDATE, whatever it changed: the claim and the
 -- outcome each evaluated category_format, whose bounded repetition ({0,31}) is slow in PostgreSQL's
 -- regex engine: 1.5 µs per check, 0.2 µs as below, the same rule (a lowercase letter, then letters,
--- digits, _ or -, at most 32 characters). Re-adding it checks the rows there once.
+-- digits, _ or -, at most 32 characters). Re-adding it checks the rows there once: a scan of the
+-- table under its lock, ~0.3 s per million rows.
 ALTER TABLE reminderd.scheduled_messages
     DROP CONSTRAINT category_format,
     ADD CONSTRAINT category_format CHECK (category ~ '^[a-z][a-z0-9_-]*$' AND char_length(category) <= 32);
