@@ -38,7 +38,7 @@ async def connect_with_retry(settings: Settings, stop: asyncio.Event) -> Store |
     query it runs is bounded by QUERY_DEADLINE_S."""
     return await Store.connect_retrying(
         settings.database_url, stop, max_size=POOL_SIZE, pgbouncer=settings.pgbouncer,
-        query_deadline_s=QUERY_DEADLINE_S,
+        query_deadline_s=QUERY_DEADLINE_S, synchronous_commit=settings.synchronous_commit,
         on_unreachable=lambda exc, delay_s: log.error(
             "database_unreachable", error=str(exc), retry_in_s=round(delay_s, 2)),
     )

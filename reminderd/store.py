@@ -67,6 +67,11 @@ NO_LIMIT = 2**31 - 1  # an endpoint's default max_in_flight when the caller give
 # jit_above_cost, and compiling it takes seconds where running it takes milliseconds (make bench,
 # (15c)).
 DAEMON_SESSION = {"jit": "off"}
+# The daemon's own claims and outcomes need not wait for the WAL flush: after a PostgreSQL crash
+# (not the daemon's), the last of them (at most 3 × wal_writer_delay, 0.6 s by default) are lost and
+# redone: rows claimed go back to pending or are reaped, callbacks sent are sent again with the
+# same webhook-id. Messages the application writes keep its own connection's setting.
+UNFLUSHED_COMMITS = {"synchronous_commit": "off"}
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -1172,21 +1177,22 @@ class Store:
     async def connect(
         cls, database_url: str, *, max_size: int = 4, pgbouncer: bool = False,
         setting: str = "REMINDERD_DATABASE_URL", application_name: str = "reminderd",
-        query_deadline_s: float | None = None,
+        query_deadline_s: float | None = None, synchronous_commit: bool = True,
     ) -> Store:
         """A pool of at most `max_size` connections. Behind PgBouncer in transaction mode, no
         prepared statement may outlive a transaction: the statement cache is off (the codecs of
         the composite types are cached per connection all the same). A failure names `setting`,
         where the URL came from (connect_error). Sessions plan as DAEMON_SESSION says. With
         `query_deadline_s` (the daemon: QUERY_DEADLINE_S), every call fails within it when the
-        server hangs."""
+        server hangs. Without `synchronous_commit` (the daemon's pool, REMINDERD_SYNCHRONOUS_COMMIT)
+        a commit returns before its WAL is flushed (docs/operations.md, "Durability")."""
+        session = {} if pgbouncer else {**DAEMON_SESSION, **({} if synchronous_commit else UNFLUSHED_COMMITS)}
         try:
             pool = await asyncpg.create_pool(
                 database_url, min_size=1, max_size=max_size, command_timeout=60,
                 timeout=query_deadline_s or 60,  # connecting: a server that accepts and hangs
                 statement_cache_size=0 if pgbouncer else 100,
-                server_settings={"application_name": application_name,
-                                 **({} if pgbouncer else DAEMON_SESSION)},
+                server_settings={"application_name": application_name, **session},
                 reset=_end_transaction,
             )
         except Exception as exc:
@@ -1212,7 +1218,7 @@ class Store:
     async def connect_retrying(
         cls, database_url: str, stop: asyncio.Event, *, max_size: int = 4, pgbouncer: bool = False,
         application_name: str = "reminderd", query_deadline_s: float | None = None,
-        on_unreachable: Callable[[DatabaseUnavailable, float], None],
+        synchronous_commit: bool = True, on_unreachable: Callable[[DatabaseUnavailable, float], None],
     ) -> Store | None:
         """connect(), retried with backoff while the database is unreachable (it may start after
         the daemon or the API server); `on_unreachable(error, retry_in_s)` says so each time. None
@@ -1222,7 +1228,8 @@ class Store:
         while not stop.is_set():
             try:
                 return await cls.connect(database_url, max_size=max_size, pgbouncer=pgbouncer,
-                                         application_name=application_name, query_deadline_s=query_deadline_s)
+                                         application_name=application_name, query_deadline_s=query_deadline_s,
+                                         synchronous_commit=synchronous_commit)
             except DatabaseUnavailable as exc:
                 failures += 1
                 delay_s = backoff_s(failures, base_s=0.5, cap_s=30.0, jitter="half")

@@ -15,9 +15,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from support import CALLBACK, LOOKBACK_S, db_now, near, row_by_id, row_by_ref
+from support import CALLBACK, LOOKBACK_S, db_now, fast_settings, near, row_by_id, row_by_ref
 
 from reminderd.arguments import Recurrence, ScheduleRequest
+from reminderd.daemon import connect_with_retry
 from reminderd.exceptions import ConfigError, DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from reminderd.jobs import Job
 from reminderd.lifecycle import Event, Status
@@ -961,3 +962,28 @@ async def test_a_transaction_is_bounded_by_the_query_deadline_as_a_whole(databas
         assert store.health.failing_since is None
     finally:
         await store.close()
+
+
+# Durability of the daemon's own commits (REMINDERD_SYNCHRONOUS_COMMIT) ----------------------------
+
+
+@pytest.mark.parametrize(("flushed", "expected"), [(False, "off"), (True, "on")])
+async def test_the_daemons_pool_commits_without_waiting_for_the_flush_unless_told_to(
+    database_url: str, flushed: bool, expected: str
+) -> None:
+    admin = await asyncpg.connect(database_url)  # flushed commits by default (the test cluster's are not)
+    alter = "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I {}', current_database()); END $$"
+    await admin.execute(alter.format("SET synchronous_commit = on"))
+    daemon = await connect_with_retry(fast_settings(database_url, synchronous_commit=flushed), asyncio.Event())
+    other = await Store.connect(database_url)  # the CLI's, the API's: the application's own writes
+    try:
+        assert daemon is not None
+        assert await daemon._pool.fetchval("SHOW synchronous_commit") == expected
+        assert await other._pool.fetchval("SHOW synchronous_commit") == "on"
+        assert await daemon._pool.fetchval("SHOW jit") == "off"
+    finally:
+        if daemon is not None:
+            await daemon.close()
+        await other.close()
+        await admin.execute(alter.format("RESET synchronous_commit"))  # the module's next tests: as before
+        await admin.close()
