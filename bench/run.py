@@ -189,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--daemon-env", action="append", default=[], metavar="KEY=VALUE",
                         help="a REMINDERD_* setting for every daemon the bench starts (repeatable)")
     parser.add_argument("--only", choices=("api", "write_path", "scaling", "dashboard", "dashboard-triggers"),
-                        help="run only this scenario: api (7), write_path (10), scaling (11), dashboard (12)-(13b), "
-                             "or dashboard-triggers (13b)")
+                        help="run only this scenario: api (7), write_path (10), scaling (11), "
+                             "dashboard (12)-(13b), or dashboard-triggers (13b)")
     parser.add_argument("--api-log-level", default="warning", choices=("info", "warning"),
                         help="reminderd serve's log level in (7): info logs a line per request")
     args = parser.parse_args(argv)
