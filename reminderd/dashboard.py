@@ -850,8 +850,9 @@ def _broadcast_actions(broadcast: BroadcastProgress) -> tuple[str, ...]:
 
 
 def _messages_of(state: Dashboard, viewer: Viewer, broadcast: BroadcastProgress) -> str:
-    """The messages page, searching the broadcast's refs (`prefix:contact_id`, `…#completed`)."""
-    query = [("q", broadcast.ref_prefix)] + ([("tenant", broadcast.tenant_id)] if viewer.operator else [])
+    """The messages page, searching the broadcast's refs (`prefix:contact_id`; its waves link their
+    broadcast.completed callbacks, `prefix#completed`)."""
+    query = [("q", f"{broadcast.ref_prefix}:")] + ([("tenant", broadcast.tenant_id)] if viewer.operator else [])
     return f"{state.base}/messages?{urlencode(query)}"
 
 

@@ -251,6 +251,7 @@ class MessageStory:
     db_now: datetime
     timing: Timing
     calendar: str | None  # the effective one (the message's, else its tenant's)
+    broadcast_id: int | None  # the broadcast it is a row of
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> MessageStory:
@@ -260,7 +261,7 @@ class MessageStory:
             row["max_attempts"], row["last_error"], row["last_event"], row["created_at"], row["updated_at"],
             row["sent_at"], row["picked_at"], row["lease_expires_at"], row["paused_by"], row["extra_of"],
             row["tenant_paused"], row["db_now"], Timing.from_row(row),
-            row["calendar"] if row["holiday_rule"] == "skip" else None,
+            row["calendar"] if row["holiday_rule"] == "skip" else None, row["broadcast_id"],
         )
 
     @property

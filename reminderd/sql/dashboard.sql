@@ -316,7 +316,7 @@ LIMIT $3;
 -- lateness); no row for a tenant not in view.
 SELECT m.id, m.tenant_id, m.ref_id, m.status, m.fire_at, m.scheduled_for, m.payload::text AS payload,
        m.callback_url, m.category, m.attempts, m.max_attempts, m.last_error, m.last_event, m.created_at,
-       m.updated_at, m.sent_at, m.picked_at, m.lease_expires_at, m.paused_by, m.extra_of,
+       m.updated_at, m.sent_at, m.picked_at, m.lease_expires_at, m.paused_by, m.extra_of, m.broadcast_id,
        m.backfill AS own_backfill, extract(epoch FROM m.max_lateness)::float8 AS own_max_lateness_s,
        t.paused AS tenant_paused, now() AS db_now,
        {timing_columns $3 $4}

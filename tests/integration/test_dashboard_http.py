@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -425,6 +426,7 @@ async def test_a_message_of_a_broadcast_awaiting_approval_says_so_and_its_trail_
     assert "awaits a second person&#39;s approval" in body
     assert f"/messages/{first}/cancel" in body and f"/messages/{first}/pause" not in body
     assert 'id="fires"' in body  # live: its next fire is shown
+    assert f'<a id="broadcast-link" href="/dashboard/broadcasts/{broadcast_id}">' in body  # decided there
     assert await db.fetchval("SELECT reminderd.approve_broadcast('acme', $1, 'bob')", broadcast_id) == 2
     _, body = await browser.get(f"/messages/{first}")
     assert "Waiting: due" in body and ">approved<" in body  # the approval is in its trail
@@ -741,7 +743,8 @@ async def test_approving_from_the_page_makes_the_rows_pending_audited_with_the_k
     assert status == 200 and 'id="approve"' in body and 'id="reject"' in body and 'id="cancel"' not in body
     assert f"You act as <span class=\"actor\">{who}</span>" in body
     status, body, url = await browser.post(f"/broadcasts/{waiting}/approve", {"note": "copy checked"})
-    assert status == 200 and url.endswith(f"/broadcasts/{waiting}?done=approved%3A+3+messages+now+pending")
+    assert status == 200 and urlsplit(url).path == f"/dashboard/broadcasts/{waiting}"
+    assert parse_qs(urlsplit(url).query) == {"done": ["approved: 3 messages now pending"]}
     assert "approved: 3 messages now pending" in body and 'id="approve"' not in body
     assert 'id="cancel"' in body  # now it is running: it can be cancelled
     assert await statuses_of(db, waiting) == ["pending"]
@@ -863,7 +866,7 @@ async def test_a_broadcasts_page_shows_its_waves_and_links_to_its_messages(
     assert f"{wave['first_fire_at'].astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" in waves[1]
     assert '<pre class="payload" id="payload">{&#34;offer&#34;: &#34;BF30&#34;}</pre>' in body
     link = re.search(r'<a id="messages-link" href="([^"]+)"', body)
-    assert link is not None and link[1] == "/dashboard/messages?q=bf&amp;tenant=acme"
+    assert link is not None and link[1] == "/dashboard/messages?q=bf%3A&amp;tenant=acme"
     _, listed = await browser.get(link[1].replace("&amp;", "&").removeprefix("/dashboard"))
     refs = set(re.findall(r'class="ref" href="[^"]+">([^<]+)<', listed))
     assert refs == {"bf:ann", "bf:aki", "bf:bo"}
