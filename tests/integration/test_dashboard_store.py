@@ -765,3 +765,30 @@ async def test_the_broadcast_pages_queries_read_indexes(db: asyncpg.Connection, 
                 assert index in plan, (name, index, plan)
     finally:
         await db.execute("RESET enable_seqscan")
+
+
+async def test_a_database_at_0012_with_a_broadcast_awaiting_approval_upgrades_to_0015(
+    empty_database_url: str
+) -> None:
+    """Migration 0015 runs forward on a database whose broadcasts already wait: reminderd serve's
+    role then reads them and approves one in the name of its key."""
+    await asyncio.to_thread(upgrade, empty_database_url, "0012")
+    db = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(db, "acme")
+        waiting = await broadcast_awaiting(db, "acme", "bf", contacts=4)
+        await asyncio.to_thread(upgrade, empty_database_url, "0015")
+        api = await Store.connect(await api_role_url(db, empty_database_url))
+        try:
+            (shown,) = await api.dashboard_broadcasts("acme", before=2**63 - 1, limit=50, awaiting_only=True)
+            assert (shown.id, shown.held) == (waiting, 4)
+            (counts,) = await api.overview_counts("acme")
+            assert (counts.awaiting, counts.awaiting_broadcasts) == (4, 1)
+            assert await api.approve_broadcast_as("acme", waiting, on_behalf_of="rk_abcdefghijkl (bob)",
+                                                  note=None) == 4
+        finally:
+            await api.close()
+        assert await db.fetchval("SELECT decided_by FROM reminderd.broadcasts WHERE id = $1",
+                                 waiting) == "rk_abcdefghijkl (bob)"
+    finally:
+        await db.close()
