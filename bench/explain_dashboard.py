@@ -123,6 +123,14 @@ async def statements(db: asyncpg.Connection) -> list[tuple[str, str, tuple[Any, 
          (ONE, 3600.0, 1e9, "503", forever, 0, 100)),
         ("dead letters: how many match, operator", "dead_letters_count", (None, 0.0, 1e9, None)),
         ("dead letters: the selected ones", "dead_letters_selected", (None, [dead])),
+        ("overview: awaiting approval per tenant, operator", "overview_awaiting_all", ()),
+        ("overview: awaiting approval, one tenant", "overview_awaiting_tenant", (ONE,)),
+        ("broadcasts: newest first, operator", "dashboard_broadcasts_all", (2**63 - 1, 50, False)),
+        ("broadcasts: awaiting approval, one tenant", "dashboard_broadcasts_tenant",
+         (2**63 - 1, 50, True, ONE)),
+        ("broadcast page: the broadcast", "dashboard_broadcast", (None, 1)),
+        ("broadcast page: its waves", "dashboard_broadcast_waves", (1,)),
+        ("broadcast page: what it would send per UTC hour", "dashboard_awaiting_hours", ([1],)),
     ]
 
 

@@ -6,6 +6,8 @@
     feed          the last 1,000 fires, then each new one as it is recorded (Server-Sent Events)
     messages      search by id, ref or ref prefix; one message's whole story, and its actions
     dead          dead letters by tenant, error and age; requeue one or many
+    broadcasts    each broadcast's progress, and a second person's approval or rejection of a big one;
+                  one broadcast's waves and a link to its messages; cancel
 
 Who sees what: a sign-in takes an API key. An operator's key (no tenant) sees every tenant; a
 tenant's key sees that tenant only, by URL too (another tenant's message answers as one that does
@@ -35,8 +37,8 @@ import structlog
 from aiohttp import web
 
 from .apikeys import WRITE, acting_for, digest, prefix_of
-from .dashboard_rows import FEED_START, FIRES, FeedCursor, FeedEntry, FireTotals, TenantCounts
-from .exceptions import DatabaseUnavailable, ReminderdError
+from .dashboard_rows import FEED_START, FIRES, FeedCursor, FeedEntry, FireTotals, HourSends, TenantCounts
+from .exceptions import DatabaseRefused, DatabaseUnavailable, ReminderdError
 from .feed import FeedFilter, FeedHub, entry_json, oldest_first
 from .lifecycle import Event, Status
 from .pages import ASSETS, render
@@ -64,7 +66,7 @@ from .sessions import (
     login_nonce,
 )
 from .settings import Settings
-from .store import Store
+from .store import BroadcastProgress, Store
 
 log = structlog.get_logger("reminderd")
 
@@ -171,6 +173,9 @@ def dashboard_app(store: Store, settings: Settings, *, database_url: str | None 
         web.post("/messages/{id:[0-9]{1,18}}/{action}", message_action),
         web.get("/dead", dead_letters),
         web.post("/dead/requeue", requeue),
+        web.get("/broadcasts", broadcasts_page),
+        web.get("/broadcasts/{id:[0-9]{1,18}}", broadcast_page),
+        web.post("/broadcasts/{id:[0-9]{1,18}}/{action}", broadcast_action),
         web.get("/login", login_page),
         web.post("/login", login),
         web.post("/logout", logout),
@@ -440,11 +445,7 @@ async def _overview_numbers(state: Dashboard, scope: str | None) -> dict[str, An
         day = fired.last_day if fired else FireTotals()
         late_hour, late_day = buckets.get((c.tenant_id, True), {}), buckets.get((c.tenant_id, False), {})
         lines.append(TenantLine(c, hour, day, lateness(late_hour), lateness(late_day)))
-        total_counts = TenantCounts(
-            "all", total_counts.pending + c.pending, total_counts.picked + c.picked,
-            total_counts.paused + c.paused, total_counts.dead + c.dead, total_counts.due + c.due,
-            min((t for t in (total_counts.oldest_due, c.oldest_due) if t is not None), default=None),
-        )
+        total_counts = total_counts + c
         total_hour, total_day = total_hour + hour, total_day + day
         for source, target in ((late_hour, all_hour), (late_day, all_day)):
             for bucket, n in source.items():
@@ -828,3 +829,125 @@ async def requeue(request: web.Request) -> web.StreamResponse:
     skipped = count - done
     outcome = f"{done} requeued" + (f"; {skipped} not (their refs have a live message)" if skipped > 0 else "")
     raise web.HTTPSeeOther(f"{state.base}/dead?{wanted.query()}&{urlencode({'done': outcome})}")
+
+
+# Broadcasts ----------------------------------------------------------------------------------------
+
+BROADCAST_PAGE = 50
+BROADCAST_ACTIONS = ("approve", "reject", "cancel")
+NOTE_AT_MOST = 500
+NEWEST = 2**63 - 1
+
+
+def _broadcast_actions(broadcast: BroadcastProgress) -> tuple[str, ...]:
+    """The buttons a broadcast in this state has: a second person's decision while it awaits
+    approval; cancelling while anything of it is still to be sent or staged."""
+    if broadcast.awaiting_approval:
+        return ("approve", "reject")
+    if not broadcast.done and broadcast.approval != "rejected":
+        return ("cancel",)
+    return ()
+
+
+def _messages_of(state: Dashboard, viewer: Viewer, broadcast: BroadcastProgress) -> str:
+    """The messages page, searching the broadcast's refs (`prefix:contact_id`; its waves link their
+    broadcast.completed callbacks, `prefix#completed`)."""
+    query = [("q", f"{broadcast.ref_prefix}:")] + ([("tenant", broadcast.tenant_id)] if viewer.operator else [])
+    return f"{state.base}/messages?{urlencode(query)}"
+
+
+def _hours_by_broadcast(hours: list[HourSends]) -> dict[int, list[HourSends]]:
+    by_broadcast: dict[int, list[HourSends]] = {}
+    for hour in hours:
+        by_broadcast.setdefault(hour.broadcast_id, []).append(hour)
+    return by_broadcast
+
+
+async def broadcasts_page(request: web.Request) -> web.Response:
+    viewer = _viewer(request)
+    state = _state(request)
+    scope = _scope(request, viewer)
+    awaiting_only = request.query.get("awaiting") == "1"
+    given = request.query.get("before", "")
+    before = int(given) if given.isdecimal() and len(given) <= 18 else NEWEST
+    rows = await state.store.dashboard_broadcasts(scope, before=before, limit=BROADCAST_PAGE,
+                                                  awaiting_only=awaiting_only)
+    following = None
+    if len(rows) > BROADCAST_PAGE:
+        rows = rows[:BROADCAST_PAGE]
+        following = rows[-1].id
+    waiting = [b.id for b in rows if b.awaiting_approval]
+    hours = _hours_by_broadcast(await state.store.awaiting_hours(waiting)) if waiting else {}
+    filters = [(k, v) for k, v in (("tenant", scope if viewer.operator else None),
+                                   ("awaiting", "1" if awaiting_only else None)) if v]
+    return _page(request, "broadcasts.html", "broadcasts", rows=rows, hours=hours, scope=scope,
+                 awaiting_only=awaiting_only, following=following, first_page=before == NEWEST,
+                 filters=urlencode(filters), tenants_choice=await _tenant_choice(request, viewer),
+                 now=await state.store.database_now())
+
+
+async def broadcast_page(request: web.Request) -> web.Response:
+    viewer = _viewer(request)
+    state = _state(request)
+    broadcast_id = int(request.match_info["id"])
+    found = await state.store.dashboard_broadcast(viewer.tenant_id, broadcast_id)
+    if found is None:  # none, or another tenant's: the same answer
+        raise web.HTTPNotFound(text=f"No broadcast {broadcast_id}.")
+    b = found.progress
+    waves = await state.store.broadcast_waves(broadcast_id)
+    hours = (await state.store.awaiting_hours([broadcast_id])) if b.awaiting_approval else []
+    actions = _broadcast_actions(b) if viewer.can_write else ()
+    return _page(request, "broadcast.html", "broadcast", detail=found, b=b, waves=waves, hours=hours,
+                 actions=actions, messages=_messages_of(state, viewer, b), done=request.query.get("done"),
+                 problem=request.query.get("problem"), now=await state.store.database_now())
+
+
+async def broadcast_action(request: web.Request) -> web.StreamResponse:
+    """Approve, reject or cancel a broadcast, in the name of the key signed in. What the database
+    refuses (the creator approving their own, a decision already taken) comes back as a sentence
+    on the broadcast's page."""
+    viewer = _viewer(request)
+    state = _state(request)
+    action = request.match_info["action"]
+    if action not in BROADCAST_ACTIONS:
+        raise web.HTTPNotFound(text=f"No action {action!r}.")
+    broadcast_id = int(request.match_info["id"])
+    found = await state.store.dashboard_broadcast(viewer.tenant_id, broadcast_id)
+    if found is None:
+        raise web.HTTPNotFound(text=f"No broadcast {broadcast_id}.")
+    b = found.progress
+    form = await request.post()
+    given = form.get("note")
+    note = (given.strip()[:NOTE_AT_MOST] or None) if isinstance(given, str) else None
+    store, who, tenant = state.store, viewer.acting_for, b.tenant_id
+    page = f"{state.base}/broadcasts/{broadcast_id}"
+    if action not in _broadcast_actions(b):
+        state_words = ("awaiting approval" if b.awaiting_approval else "done" if b.done
+                       else b.approval.replace("_", " "))
+        outcome = {"problem": f"{action} is not possible: broadcast {broadcast_id} is {state_words}"}
+    else:
+        try:
+            if action == "approve":
+                released = await store.approve_broadcast_as(tenant, broadcast_id, on_behalf_of=who, note=note)
+                outcome = {"done": f"approved: {released:,} message{'' if released == 1 else 's'} now pending"}
+            elif action == "reject":
+                cancelled = await store.reject_broadcast_as(tenant, broadcast_id, on_behalf_of=who, note=note)
+                outcome = {"done": f"rejected: {cancelled:,} message{'' if cancelled == 1 else 's'} cancelled"}
+            else:
+                cancelled = await store.cancel_broadcast_as(tenant, broadcast_id, on_behalf_of=who)
+                outcome = {"done": f"cancelled: {cancelled:,} message{'' if cancelled == 1 else 's'} cancelled,"
+                                   " nothing more is staged"}
+        except DatabaseRefused as refused:
+            if refused.sqlstate not in BROADCAST_REFUSALS:
+                raise
+            outcome = {"problem": refused.message + (f". {refused.hint}" if refused.hint else "")}
+    log.info("dashboard_broadcast_action", action=action, broadcast_id=broadcast_id, tenant=b.tenant_id,
+             ref_prefix=b.ref_prefix, key=viewer.prefix, **outcome)
+    state.overview_cache.clear()
+    raise web.HTTPSeeOther(f"{page}?{urlencode(outcome)}")
+
+
+# What the broadcast functions refuse for a reason the operator can read (docs/audiences.md,
+# "Errors"): the creator approving their own (42501, with a HINT), a decision already taken or
+# not needed (55000). Anything else is an error page, as elsewhere.
+BROADCAST_REFUSALS = ("42501", "55000")

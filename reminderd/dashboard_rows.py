@@ -52,11 +52,24 @@ class TenantCounts:
     dead: int
     due: int
     oldest_due: datetime | None
+    awaiting: int = 0  # messages of broadcasts awaiting a second person's approval
+    awaiting_broadcasts: int = 0  # those broadcasts
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> TenantCounts:
         return cls(row["tenant_id"], row.get("pending", 0), row.get("picked", 0), row.get("paused", 0),
-                   row.get("dead", 0), row.get("due", 0), row.get("oldest_due"))
+                   row.get("dead", 0), row.get("due", 0), row.get("oldest_due"),
+                   row.get("awaiting_approval", 0), row.get("awaiting_broadcasts", 0))
+
+    def __add__(self, other: TenantCounts) -> TenantCounts:
+        """Both tenants' counts together (the oldest due of either), named after this one."""
+        oldest = min((t for t in (self.oldest_due, other.oldest_due) if t is not None), default=None)
+        return TenantCounts(
+            self.tenant_id, self.pending + other.pending, self.picked + other.picked,
+            self.paused + other.paused, self.dead + other.dead, self.due + other.due, oldest,
+            self.awaiting + other.awaiting,
+            self.awaiting_broadcasts + other.awaiting_broadcasts,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +251,7 @@ class MessageStory:
     db_now: datetime
     timing: Timing
     calendar: str | None  # the effective one (the message's, else its tenant's)
+    broadcast_id: int | None  # the broadcast it is a row of
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> MessageStory:
@@ -247,7 +261,7 @@ class MessageStory:
             row["max_attempts"], row["last_error"], row["last_event"], row["created_at"], row["updated_at"],
             row["sent_at"], row["picked_at"], row["lease_expires_at"], row["paused_by"], row["extra_of"],
             row["tenant_paused"], row["db_now"], Timing.from_row(row),
-            row["calendar"] if row["holiday_rule"] == "skip" else None,
+            row["calendar"] if row["holiday_rule"] == "skip" else None, row["broadcast_id"],
         )
 
     @property
@@ -299,3 +313,39 @@ class AuditEntry:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> AuditEntry:
         return cls(**dict(row.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastWave:
+    """One staged wave (occurrence) of a broadcast, with its rows' progress."""
+
+    occurrence: datetime  # the wall time, read in each contact's zone
+    contacts: int
+    first_fire_at: datetime | None
+    last_fire_at: datetime | None
+    staged_at: datetime
+    completed_at: datetime | None
+    completion_message_id: int | None
+    waiting: int
+    held: int
+    sent: int
+    failed: int
+    expired: int
+    cancelled: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> BroadcastWave:
+        return cls(**dict(row.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class HourSends:
+    """How many of a broadcast's rows awaiting approval fire in one UTC hour."""
+
+    broadcast_id: int
+    hour: datetime
+    sends: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> HourSends:
+        return cls(row["broadcast_id"], row["hour"], row["sends"])

@@ -28,9 +28,11 @@ from .dashboard_rows import (
     FIRES,
     Attempt,
     AuditEntry,
+    BroadcastWave,
     Bucket,
     FeedCursor,
     FeedEntry,
+    HourSends,
     LatenessCount,
     MessageLine,
     MessageStory,
@@ -973,6 +975,40 @@ class BroadcastProgress:
     def from_row(cls, row: Mapping[str, Any]) -> BroadcastProgress:
         return cls(**dict(row.items()))
 
+    @property
+    def awaiting_approval(self) -> bool:
+        return self.approval == "awaiting"
+
+    @property
+    def when(self) -> str:
+        """Its schedule: the local time of a one-off, read on each contact's clock, or its recurrence."""
+        if self.local_time is not None:
+            return f"{self.local_time:%Y-%m-%d %H:%M} on each contact's clock"
+        return f'cron "{self.cron}"' if self.cron is not None else f'RRULE "{self.rrule}"'
+
+
+BROADCAST_PROGRESS_COLUMNS = tuple(BroadcastProgress.__dataclass_fields__)
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastDetail:
+    """A broadcast for its page: its progress and what it asked for."""
+
+    progress: BroadcastProgress
+    payload: str
+    until: datetime | None
+    notify: bool
+    callback_url: str | None
+    calendar: str | None
+    decision_note: str | None
+    stage_ahead_s: float
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> BroadcastDetail:
+        progress = BroadcastProgress.from_row({name: row[name] for name in BROADCAST_PROGRESS_COLUMNS})
+        return cls(progress, row["payload"], row["until"], row["notify"], row["callback_url"], row["calendar"],
+                   row["decision_note"], row["stage_ahead_s"])
+
 
 @dataclass(frozen=True, slots=True)
 class StagedOccurrence:
@@ -1568,12 +1604,16 @@ class Store:
                      for part in (tenants[:half], tenants[half:])]
         else:
             parts = [self._pool.fetch(QUERIES["overview_counts_tenant"], tenant_id)]
-        *by_status, backlog_rows = await asyncio.gather(*parts, backlog)
+        awaiting = self._pool.fetch(self._scoped("overview_awaiting", tenant_id), *args)
+        *by_status, backlog_rows, awaiting_rows = await asyncio.gather(*parts, backlog, awaiting)
         counts: dict[str, dict[str, Any]] = {}
         for row in (r for rows in by_status for r in rows):
             counts.setdefault(row["tenant_id"], {})[row["status"]] = row["messages"]
         for row in backlog_rows:
             counts.setdefault(row["tenant_id"], {}).update(due=row["due"], oldest_due=row["oldest_due"])
+        for row in awaiting_rows:
+            counts.setdefault(row["tenant_id"], {}).update(awaiting_approval=row["messages"],
+                                                           awaiting_broadcasts=row["broadcasts"])
         return [TenantCounts.from_row({"tenant_id": tenant, **values})
                 for tenant, values in sorted(counts.items())]
 
@@ -1740,6 +1780,53 @@ class Store:
     @_translating
     async def cancel_as(self, tenant_id: str, message_id: int, *, on_behalf_of: str) -> int:
         cancelled: int = await self._acting(on_behalf_of, "dashboard_cancel", tenant_id, message_id)
+        return cancelled
+
+    @_translating
+    async def dashboard_broadcasts(self, tenant_id: str | None, *, before: int, limit: int,
+                                   awaiting_only: bool = False) -> list[BroadcastProgress]:
+        """Broadcasts with their progress, newest first, ids below `before`; up to `limit` + 1."""
+        args = (before, limit, awaiting_only) + (() if tenant_id is None else (tenant_id,))
+        rows = await self._pool.fetch(self._scoped("dashboard_broadcasts", tenant_id), *args)
+        return [BroadcastProgress.from_row(r) for r in rows]
+
+    @_translating
+    async def dashboard_broadcast(self, tenant_id: str | None, broadcast_id: int) -> BroadcastDetail | None:
+        """One broadcast in view; None when there is none, or it is another tenant's."""
+        row = await self._pool.fetchrow(QUERIES["dashboard_broadcast"], tenant_id, broadcast_id)
+        return None if row is None else BroadcastDetail.from_row(row)
+
+    @_translating
+    async def broadcast_waves(self, broadcast_id: int) -> list[BroadcastWave]:
+        """A broadcast's waves, newest first (the last 50), each with its progress."""
+        rows = await self._pool.fetch(QUERIES["dashboard_broadcast_waves"], broadcast_id)
+        return [BroadcastWave.from_row(r) for r in rows]
+
+    @_translating
+    async def awaiting_hours(self, broadcast_ids: Sequence[int]) -> list[HourSends]:
+        """What these broadcasts' rows awaiting approval would send, per UTC hour."""
+        rows = await self._pool.fetch(QUERIES["dashboard_awaiting_hours"], list(broadcast_ids))
+        return [HourSends.from_row(r) for r in rows]
+
+    @_translating
+    async def approve_broadcast_as(self, tenant_id: str, broadcast_id: int, *, on_behalf_of: str,
+                                   note: str | None) -> int:
+        """reminderd.approve_broadcast with `on_behalf_of` as the actor (the key signed in): how
+        many rows became pending."""
+        released: int = await self._acting(on_behalf_of, "approve_broadcast", tenant_id, broadcast_id,
+                                           on_behalf_of, note)
+        return released
+
+    @_translating
+    async def reject_broadcast_as(self, tenant_id: str, broadcast_id: int, *, on_behalf_of: str,
+                                  note: str | None) -> int:
+        cancelled: int = await self._acting(on_behalf_of, "reject_broadcast", tenant_id, broadcast_id,
+                                            on_behalf_of, note)
+        return cancelled
+
+    @_translating
+    async def cancel_broadcast_as(self, tenant_id: str, broadcast_id: int, *, on_behalf_of: str) -> int:
+        cancelled: int = await self._acting(on_behalf_of, "cancel_broadcast", tenant_id, broadcast_id)
         return cancelled
     # Fair and bounded sending ----------------------------------------------------------------
 

@@ -52,6 +52,31 @@ SELECT $1::text AS tenant_id, count(*) AS due, min(m.fire_at) AS oldest_due
 FROM reminderd.scheduled_messages m
 WHERE m.tenant_id = $1 AND m.status = 'pending' AND m.fire_at <= now();
 
+-- overview_awaiting_all --
+-- Per tenant, its messages awaiting approval (a range of scheduled_messages_tenant_status, read
+-- without the table) and its broadcasts awaiting approval (the partial index
+-- broadcast_requests_awaiting); only tenants with either.
+SELECT t.id AS tenant_id, c.messages, b.broadcasts
+FROM reminderd.tenants t
+CROSS JOIN LATERAL (
+    SELECT count(*) AS messages
+    FROM reminderd.scheduled_messages m
+    WHERE m.tenant_id = t.id AND m.status = 'awaiting_approval'
+) c
+CROSS JOIN LATERAL (
+    SELECT count(*) AS broadcasts
+    FROM reminderd.broadcast_requests r
+    WHERE r.tenant_id = t.id AND r.approval = 'awaiting'
+) b
+WHERE c.messages > 0 OR b.broadcasts > 0;
+
+-- overview_awaiting_tenant --
+SELECT $1::text AS tenant_id,
+       (SELECT count(*) FROM reminderd.scheduled_messages m
+        WHERE m.tenant_id = $1 AND m.status = 'awaiting_approval') AS messages,
+       (SELECT count(*) FROM reminderd.broadcast_requests r
+        WHERE r.tenant_id = $1 AND r.approval = 'awaiting') AS broadcasts;
+
 -- fire_counts_columns --
 -- A fragment: fires per tenant in the last hour (the current minute and the 59 before it) and the
 -- last 24 hours (the current hour and the 23 before it), from the aggregate fire_counts.
@@ -291,7 +316,7 @@ LIMIT $3;
 -- lateness); no row for a tenant not in view.
 SELECT m.id, m.tenant_id, m.ref_id, m.status, m.fire_at, m.scheduled_for, m.payload::text AS payload,
        m.callback_url, m.category, m.attempts, m.max_attempts, m.last_error, m.last_event, m.created_at,
-       m.updated_at, m.sent_at, m.picked_at, m.lease_expires_at, m.paused_by, m.extra_of,
+       m.updated_at, m.sent_at, m.picked_at, m.lease_expires_at, m.paused_by, m.extra_of, m.broadcast_id,
        m.backfill AS own_backfill, extract(epoch FROM m.max_lateness)::float8 AS own_max_lateness_s,
        t.paused AS tenant_paused, now() AS db_now,
        {timing_columns $3 $4}
@@ -382,6 +407,60 @@ SELECT reminderd.resume($1, $2);
 
 -- dashboard_cancel --
 SELECT reminderd.cancel_message($1, $2);
+
+-- dashboard_broadcasts_all --
+-- Every tenant's broadcasts with their progress (the view reminderd.broadcasts), newest first,
+-- below the cursor $1 (an id), only those awaiting approval when $3: the primary key read
+-- backwards, the progress of each a few rows of broadcast_counts. One more than $2, so the page
+-- knows whether another follows.
+SELECT *
+FROM reminderd.broadcasts b
+WHERE b.id < $1 AND (NOT $3 OR b.approval = 'awaiting')
+ORDER BY b.id DESC
+LIMIT $2 + 1;
+
+-- dashboard_broadcasts_tenant --
+-- The same for one tenant ($4): broadcast_requests_tenant read backwards.
+SELECT *
+FROM reminderd.broadcasts b
+WHERE b.tenant_id = $4 AND b.id < $1 AND (NOT $3 OR b.approval = 'awaiting')
+ORDER BY b.id DESC
+LIMIT $2 + 1;
+
+-- dashboard_broadcast --
+-- One broadcast with its progress and what it asked for; no row for a tenant not in view.
+SELECT b.*, r.payload::text AS payload, r.until, r.notify, r.callback_url, r.calendar, r.decision_note,
+       extract(epoch FROM r.stage_ahead)::float8 AS stage_ahead_s
+FROM reminderd.broadcasts b
+JOIN reminderd.broadcast_requests r ON r.id = b.id
+WHERE b.id = $2 AND ($1::text IS NULL OR b.tenant_id = $1);
+
+-- dashboard_broadcast_waves --
+-- A broadcast's waves (occurrences), newest first, the last 50, each with its rows' progress
+-- (broadcast_counts_occurrence).
+SELECT o.occurrence, o.contacts, o.first_fire_at, o.last_fire_at, o.staged_at, o.completed_at,
+       o.completion_message_id,
+       coalesce(c.waiting, 0) AS waiting, coalesce(c.held, 0) AS held, coalesce(c.sent, 0) AS sent,
+       coalesce(c.failed, 0) AS failed, coalesce(c.expired, 0) AS expired, coalesce(c.cancelled, 0) AS cancelled
+FROM reminderd.broadcast_occurrences o
+LEFT JOIN LATERAL (
+    SELECT sum(k.waiting) AS waiting, sum(k.held) AS held, sum(k.sent) AS sent, sum(k.failed) AS failed,
+           sum(k.expired) AS expired, sum(k.cancelled) AS cancelled
+    FROM reminderd.broadcast_counts k
+    WHERE k.broadcast_id = o.broadcast_id AND k.occurrence = o.occurrence
+) c ON true
+WHERE o.broadcast_id = $1
+ORDER BY o.occurrence DESC
+LIMIT 50;
+
+-- dashboard_awaiting_hours --
+-- What the broadcasts $1 would send, per UTC hour, once approved: their rows awaiting approval
+-- (scheduled_messages_broadcast), counted by the hour they fire in.
+SELECT m.broadcast_id, date_trunc('hour', m.fire_at, 'UTC') AS hour, count(*) AS sends
+FROM reminderd.scheduled_messages m
+WHERE m.broadcast_id = ANY ($1::bigint[]) AND m.status = 'awaiting_approval'
+GROUP BY 1, 2
+ORDER BY 1, 2;
 
 -- prune_counts --
 -- The daemon's housekeeping: the aggregates' minutes after 3 hours, hours after 8 days.

@@ -1,4 +1,4 @@
--- The reminderd schema as it stands after the last migration (0013), in one file, for reading.
+-- The reminderd schema as it stands after the last migration (0015), in one file, for reading.
 --
 -- Three things describe the schema, each with one job:
 --   migrations/sql/NNNN_*.sql   the history. `reminderd migrate` (Alembic) runs each file once, in
@@ -487,6 +487,11 @@ CREATE TABLE reminderd.broadcast_requests (
 CREATE INDEX broadcast_requests_tenant_prefix ON reminderd.broadcast_requests (tenant_id, ref_prefix);
 CREATE INDEX broadcast_requests_recurring ON reminderd.broadcast_requests (id)
     WHERE ended_at IS NULL AND local_time IS NULL;
+-- A tenant's broadcasts newest first (the dashboard's broadcasts page), and those waiting for
+-- approval (its overview's call to action), migration 0015.
+CREATE INDEX broadcast_requests_tenant ON reminderd.broadcast_requests (tenant_id, id);
+CREATE INDEX broadcast_requests_awaiting ON reminderd.broadcast_requests (tenant_id, id)
+    WHERE approval = 'awaiting';
 
 -- One row per staged occurrence (a one-off broadcast has one).
 CREATE TABLE reminderd.broadcast_occurrences (
@@ -910,6 +915,13 @@ GRANT SELECT (timezone, broadcast_limit, approval_threshold), UPDATE (timezone, 
     ON reminderd.tenants TO reminderd_api;
 GRANT SELECT ON reminderd.contacts, reminderd.audiences, reminderd.audience_members, reminderd.broadcast_requests,
     reminderd.broadcast_occurrences, reminderd.broadcast_counts TO reminderd_readonly;
+-- The dashboard's broadcasts (migration 0015): reminderd serve reads every tenant's broadcasts and
+-- waves, and approves, rejects and cancels them (the columns those functions change).
+CREATE POLICY api_all ON reminderd.broadcast_requests TO reminderd_api USING (true) WITH CHECK (true);
+CREATE POLICY api_all ON reminderd.broadcast_occurrences FOR SELECT TO reminderd_api USING (true);
+GRANT SELECT ON reminderd.broadcast_requests, reminderd.broadcast_occurrences TO reminderd_api;
+GRANT UPDATE (approval, decided_by, decided_at, decision_note, next_occurrence, ended_at, ended_reason, updated_at)
+    ON reminderd.broadcast_requests TO reminderd_api;
 
 -- The dashboard's aggregates: per-tenant numbers without payloads or secrets, so applications read
 -- their own tenants' and the other roles every tenant's. Only their trigger functions write them.
@@ -3622,8 +3634,8 @@ $$;
 
 -- Functions: broadcasts ---------------------------------------------------------------------------
 
--- Who is acting: the database role, or, for the daemon role (the CLI and the API server connect as
--- it), the person it names. An application role always acts as itself, so it cannot approve its
+-- Who is acting: the database role, or, for the daemon role (the CLI connects as it) and the API
+-- server's (the dashboard: the key signed in, migration 0015), the person it names. An application role always acts as itself, so it cannot approve its
 -- own broadcast under another name.
 CREATE FUNCTION reminderd.acting_as(actor text) RETURNS text
 LANGUAGE plpgsql STABLE AS $$
@@ -3634,7 +3646,8 @@ BEGIN
     IF btrim(actor) = '' OR length(actor) > 200 THEN
         RAISE EXCEPTION 'actor must be a name of 1 to 200 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF NOT pg_has_role(current_user, 'reminderd_daemon', 'MEMBER') THEN
+    IF NOT (pg_has_role(current_user, 'reminderd_daemon', 'MEMBER')
+            OR pg_has_role(current_user, 'reminderd_api', 'MEMBER')) THEN
         RAISE EXCEPTION 'role % may not act as "%"', current_user, actor
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'Leave actor out: an application role acts as itself (current_user).';
@@ -4533,6 +4546,13 @@ GRANT EXECUTE ON FUNCTION
     reminderd.contact_messages(text, text, interval, integer)
 TO reminderd_app, reminderd_daemon;
 GRANT EXECUTE ON FUNCTION reminderd.complete_broadcasts(integer, integer) TO reminderd_daemon;
+-- The dashboard's broadcasts page (reminderd serve, migration 0015), acting for the key signed in.
+GRANT EXECUTE ON FUNCTION
+    reminderd.acting_as(text),
+    reminderd.approve_broadcast(text, bigint, text, text),
+    reminderd.reject_broadcast(text, bigint, text, text),
+    reminderd.cancel_broadcast(text, bigint)
+TO reminderd_api;
 -- The dashboard's aggregates: their trigger functions for whoever writes events and deliveries,
 -- the bounds for their readers, the pruning for the daemon.
 GRANT EXECUTE ON FUNCTION reminderd.count_fires() TO reminderd_app, reminderd_daemon, reminderd_api;
@@ -4755,6 +4775,7 @@ LEFT JOIN LATERAL (
 ) AS o ON true;
 
 GRANT SELECT ON reminderd.broadcasts TO reminderd_readonly, reminderd_app, reminderd_daemon;
+GRANT SELECT ON reminderd.broadcasts TO reminderd_api;  -- the dashboard (migration 0015)
 -- Fair and bounded sending ------------------------------------------------------------------------
 -- (migration 0010) The claim's fairness and limits (queries.sql, claim), frequency caps, the
 -- health of tenants' endpoints, usage metering. docs/sql.md, "Fair and bounded sending".

@@ -12,7 +12,7 @@ from .conftest import PHONE, WIDE, Site, screenshot_dir, sign_in
 
 pytestmark = pytest.mark.slow
 
-PAGES = ("/", "/upcoming", "/feed", "/messages?q=booking", "/dead")
+PAGES = ("/", "/upcoming", "/feed", "/messages?q=booking", "/dead", "/broadcasts")
 
 
 def wait(driver: WebDriver, timeout_s: float = 10) -> WebDriverWait[WebDriver]:
@@ -217,3 +217,56 @@ def test_upcoming_shades_a_tenants_quiet_hours_and_lists_a_bars_messages(
     browser.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", busy)
     wait(browser).until(lambda d: d.find_elements(By.ID, "bar"))
     assert len(browser.find_elements(By.CSS_SELECTOR, "#bar tbody tr")) == count
+
+
+def test_a_broadcast_awaiting_approval_is_approved_from_the_page_by_a_second_person_and_delivered(
+    browser: WebDriver, site: Site
+) -> None:
+    """The overview says a broadcast awaits approval; its page shows what it would send per UTC
+    hour; an operator other than its creator approves it (the form and its CSRF token, in a real
+    browser) and the daemon delivers its messages, their trail saying who approved."""
+    site.sql("SELECT reminderd.upsert_contacts('acme', $1::jsonb)",
+             '[{"contact_id": "bq_1", "timezone": "UTC"}, {"contact_id": "bq_2", "timezone": "UTC"}]')
+    site.sql("UPDATE reminderd.tenants SET approval_threshold = 1 WHERE id = 'acme'")
+    try:
+        broadcast_id = site.value(
+            "SELECT reminderd.broadcast('acme', 'bq', (now() AT TIME ZONE 'UTC') + interval '3 seconds',"
+            " contact_ids => ARRAY['bq_1', 'bq_2'], category => 'news', actor => 'alice')")
+    finally:
+        site.sql("UPDATE reminderd.tenants SET approval_threshold = NULL WHERE id = 'acme'")
+    hour = site.value("SELECT to_char(min(fire_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:00')"
+                      " FROM reminderd.scheduled_messages WHERE broadcast_id = $1", broadcast_id)
+    sign_in(browser, site, site.operator_key)
+    browser.get(site.url + "/")
+    cta = wait(browser, 15).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#awaiting-cta a"))[0]
+    assert "awaiting approval" in cta.text
+    cta.click()
+    wait(browser).until(lambda d: "/broadcasts?awaiting=1" in d.current_url)
+    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-broadcast="{broadcast_id}"]')
+    assert "2 messages would go out" in row.text and f"{hour} UTC 2" in row.text
+    row.find_element(By.LINK_TEXT, "bq").click()
+    wait(browser).until(lambda d: d.find_elements(By.ID, "approval"))
+    assert "created by alice" in browser.find_element(By.ID, "approval").text
+    assert f"{hour} UTC 2" in browser.find_element(By.ID, "per-hour").text
+    browser.save_screenshot(str(screenshot_dir() / "dashboard-broadcast.png"))
+    approve = browser.find_element(By.ID, "approve").find_element(By.XPATH, "./ancestor::form")
+    approve.find_element(By.NAME, "note").send_keys("copy checked")
+    browser.find_element(By.ID, "approve").click()
+    wait(browser).until(lambda d: d.find_elements(By.ID, "done"))
+    assert browser.find_element(By.ID, "done").text == "approved: 2 messages now pending"
+    who = f"{site.operator_key[:15]} (ops-alice)"
+    assert f"approved by {who}" in browser.find_element(By.ID, "decision").text
+
+    site.background.run(site.receiver.wait_for(
+        lambda got: {r.message["ref_id"] for r in got} >= {"bq:bq_1", "bq:bq_2"}, 20), 30)
+    # The outcomes are recorded just after the callbacks are answered.
+    wait(browser, 15).until(lambda _: site.value(
+        "SELECT sent FROM reminderd.broadcasts WHERE id = $1", broadcast_id) == 2)
+    browser.get(site.url + f"/broadcasts/{broadcast_id}")
+    assert browser.find_element(By.CSS_SELECTOR, '#progress [data-count="sent"]').text == "2"
+    assert browser.find_element(By.CSS_SELECTOR, "#progress [data-done]").text == "yes"
+    browser.find_element(By.ID, "messages-link").click()
+    browser.find_element(By.XPATH, "//table[@id='results']//a[text()='bq:bq_1']").click()
+    wait(browser).until(lambda d: d.find_elements(By.ID, "trail"))
+    trail = browser.find_element(By.ID, "trail").text
+    assert "approved" in trail and who in trail and "fired" in trail

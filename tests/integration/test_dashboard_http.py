@@ -14,11 +14,13 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import asyncpg
 import pytest
-from support import api_role_url, api_settings, poll_until, row_by_ref, running_api
+from support import API_ROLE, api_role_url, api_settings, poll_until, row_by_ref, running_api
 
 from reminderd.sessions import SESSION_COOKIE
 from reminderd.settings import Settings
@@ -101,7 +103,8 @@ async def operator(db: asyncpg.Connection, browser: Browser, *, read_only: bool 
 
 
 async def test_every_page_asks_to_sign_in_first(browser: Browser) -> None:
-    for path in ("/", "/upcoming", "/feed", "/messages", "/messages/1", "/dead"):
+    for path in ("/", "/upcoming", "/feed", "/messages", "/messages/1", "/dead", "/broadcasts",
+                 "/broadcasts/1"):
         async with browser.session.get(browser.url + path, allow_redirects=False) as answer:
             assert answer.status == 303
             assert answer.headers["Location"].startswith("/dashboard/login?next=")
@@ -189,7 +192,7 @@ async def test_the_sign_in_form_needs_its_token(db: asyncpg.Connection, browser:
 async def test_pages_carry_a_csp_without_inline_script_and_no_store(db: asyncpg.Connection, browser: Browser,
                                                                      tenant: str) -> None:
     await operator(db, browser)
-    for path in ("/", "/upcoming", "/feed", "/messages", "/dead", "/login"):
+    for path in ("/", "/upcoming", "/feed", "/messages", "/dead", "/broadcasts", "/login"):
         async with browser.session.get(browser.url + path) as answer:
             policy = answer.headers["Content-Security-Policy"]
             body = await answer.text()
@@ -423,13 +426,16 @@ async def test_a_message_of_a_broadcast_awaiting_approval_says_so_and_its_trail_
     assert "awaits a second person&#39;s approval" in body
     assert f"/messages/{first}/cancel" in body and f"/messages/{first}/pause" not in body
     assert 'id="fires"' in body  # live: its next fire is shown
+    assert f'<a id="broadcast-link" href="/dashboard/broadcasts/{broadcast_id}">' in body  # decided there
     assert await db.fetchval("SELECT reminderd.approve_broadcast('acme', $1, 'bob')", broadcast_id) == 2
     _, body = await browser.get(f"/messages/{first}")
     assert "Waiting: due" in body and ">approved<" in body  # the approval is in its trail
     # Neither staging nor approving is a fire: the aggregates and the feed have nothing.
     assert await db.fetchval("SELECT count(*) FROM reminderd.fire_counts") == 0
     _, body = await browser.get("/feed?tenant=acme")
-    assert "bf" not in re.sub(r"<(script|head)\b.*?</\1>", "", body, flags=re.S)
+    # (in the page's <main>: the header shows the key's random prefix, which may hold "bf")
+    shown = re.search(r"<main>(.*)</main>", body, re.S)
+    assert shown is not None and "bf" not in re.sub(r"<(script|head)\b.*?</\1>", "", shown[1], flags=re.S)
     status, body, _ = await browser.post(f"/messages/{first}/cancel", {})
     assert status == 200
     assert await db.fetchval("SELECT on_behalf_of FROM reminderd.events WHERE message_id = $1"
@@ -621,3 +627,265 @@ async def at_least(items: list[Any], count: int) -> bool:
 
 async def _have(lines: list[str], wanted: str) -> bool:
     return wanted in lines
+
+
+# Broadcasts (issue 14 in the dashboard) ------------------------------------------------------------
+
+
+async def awaiting_broadcast(db: asyncpg.Connection, *, created_by: str = "alice", prefix: str = "bf",
+                             payload: str = '{"offer": "BF30"}') -> int:
+    """A broadcast of acme's to two contacts in Tokyo and one in Berlin, three days ahead at 09:00
+    on each contact's clock, over the tenant's approval threshold: awaiting approval."""
+    contacts = [{"contact_id": "ann", "timezone": "Asia/Tokyo"},
+                {"contact_id": "aki", "timezone": "Asia/Tokyo"},
+                {"contact_id": "bo", "timezone": "Europe/Berlin"}]
+    await db.execute("SELECT reminderd.upsert_contacts('acme', $1::jsonb)", json.dumps(contacts))
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 1 WHERE id = 'acme'")
+    broadcast_id: int = await db.fetchval(
+        "SELECT reminderd.broadcast('acme', $1, $2, everyone => true, payload => $3::jsonb, actor => $4)",
+        prefix, nine_am_in_three_days(), payload, created_by)
+    return broadcast_id
+
+
+def nine_am_in_three_days() -> datetime:
+    day = datetime.now(UTC).date() + timedelta(days=3)
+    return datetime(day.year, day.month, day.day, 9)
+
+
+async def statuses_of(db: asyncpg.Connection, broadcast_id: int) -> list[str]:
+    found: list[str] = await db.fetchval(
+        "SELECT array_agg(DISTINCT status ORDER BY status) FROM reminderd.scheduled_messages"
+        " WHERE broadcast_id = $1", broadcast_id)
+    return found
+
+
+async def test_the_broadcasts_page_shows_each_broadcasts_progress_and_what_one_awaiting_approval_would_send(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    waiting = await awaiting_broadcast(db)
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = NULL WHERE id = 'acme'")
+    weekly = await db.fetchval("SELECT reminderd.broadcast('acme', 'weekly', cron => '0 9 * * 1',"
+                               " contact_ids => ARRAY['bo'], category => 'news', actor => 'carol')")
+    await operator(db, browser)
+    status, body = await browser.get("/broadcasts")
+    assert status == 200 and 'aria-current="page">Broadcasts<' in body
+    rows = dict(re.findall(r'<tr data-broadcast="([0-9]+)">(.*?)</tr>', body, re.S))
+    assert list(rows) == [str(weekly), str(waiting)]  # newest first
+    row = rows[str(waiting)]
+    assert ">bf<" in row and "on each contact&#39;s clock" in row and "everyone" in row and "alice" in row
+    assert "marketing" in row and "awaiting approval" in row
+    view = await db.fetchrow("SELECT * FROM reminderd.broadcasts WHERE id = $1", waiting)
+    for column in ("staged", "sent", "held", "failed", "cancelled"):
+        assert re.search(rf'data-count="{column}">{view[column]}<', row), column
+    assert view["held"] == 3 and "3 messages would go out" in row
+    # Its sends per UTC hour: 09:00 in Tokyo and in Berlin, as zoneinfo has them.
+    local = nine_am_in_three_days()
+    for zone, sends in (("Asia/Tokyo", 2), ("Europe/Berlin", 1)):
+        hour = local.replace(tzinfo=ZoneInfo(zone)).astimezone(UTC)
+        assert re.search(rf"{hour:%Y-%m-%d %H}:00 UTC</span> <span class=\"n\">{sends}<", row), zone
+    other = rows[str(weekly)]
+    assert 'cron &#34;0 9 * * 1&#34;' in other and "1 contacts" in other
+    assert "news" in other and "carol" in other
+    assert "would go out" not in other and ">live<" in other
+    # Only those awaiting approval; a tenant's key sees its own tenant's only.
+    _, body = await browser.get("/broadcasts?awaiting=1")
+    assert re.findall(r'<tr data-broadcast="([0-9]+)">', body) == [str(waiting)]
+    await add_tenant(db, "globex")
+    key = await add_api_key(db, "globex", name="globex-ops")
+    other_browser = Browser(browser.url)
+    try:
+        assert (await other_browser.sign_in(key))[0] == 200
+        _, body = await other_browser.get("/broadcasts?tenant=acme")
+        assert "data-broadcast=" not in body and "No broadcasts" in body
+        nowhere = await other_browser.get("/broadcasts/999999")
+        theirs = await other_browser.get(f"/broadcasts/{waiting}")
+        assert theirs[0] == nowhere[0] == 404
+        assert main(theirs[1], waiting) == main(nowhere[1], 999999)  # the same answer
+        for action in ("approve", "reject", "cancel"):
+            status, _, _ = await other_browser.post(f"/broadcasts/{waiting}/{action}", {})
+            assert status == 404
+    finally:
+        await other_browser.close()
+    assert await statuses_of(db, waiting) == ["awaiting_approval"]
+
+
+async def test_the_overview_counts_messages_awaiting_approval_and_calls_to_action(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    await operator(db, browser)
+    _, body = await browser.get("/")
+    assert 'id="awaiting-cta"' not in body and re.search(r'data-total="awaiting">0<', body)
+    waiting = await awaiting_broadcast(db)
+    _, body = await browser.get("/?fragment=live&tenant=acme")  # another scope: not the cached count
+    assert re.search(r'data-total="awaiting">3<', body)
+    cta = re.search(r'<p class="notice cta" id="awaiting-cta"><a href="([^"]+)">(.*?)</a>', body, re.S)
+    assert cta is not None
+    assert re.sub(r"<[^>]+>", "", cta[2]) == "1 broadcast awaiting approval"
+    assert cta[1] == "/dashboard/broadcasts?awaiting=1&amp;tenant=acme"
+    _, body = await browser.get("/?tenant=acme")
+    counted = await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages"
+                                " WHERE tenant_id = 'acme' AND status = 'awaiting_approval'")
+    cell = re.search(r'data-tenant="acme" data-count="awaiting"><a href="[^"]+">([0-9,]+)<', body)
+    assert cell is not None and int(cell[1]) == counted == 3
+    assert re.search(r'data-tenant="acme" data-count="pending">0<', body)  # not pending: nothing fires
+    await browser.get(f"/broadcasts/{waiting}")
+    await browser.post(f"/broadcasts/{waiting}/approve", {})  # an action: the overview counts again
+    _, body = await browser.get("/?fragment=live&tenant=acme")
+    assert 'id="awaiting-cta"' not in body and re.search(r'data-total="awaiting">0<', body)
+    assert re.search(r'data-total="pending">3<', body)
+
+
+async def test_approving_from_the_page_makes_the_rows_pending_audited_with_the_key(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    waiting = await awaiting_broadcast(db)
+    key = await operator(db, browser)
+    who = f"{key[:15]} (ops-alice)"
+    status, body = await browser.get(f"/broadcasts/{waiting}")
+    assert status == 200 and 'id="approve"' in body and 'id="reject"' in body and 'id="cancel"' not in body
+    assert f"You act as <span class=\"actor\">{who}</span>" in body
+    status, body, url = await browser.post(f"/broadcasts/{waiting}/approve", {"note": "copy checked"})
+    assert status == 200 and urlsplit(url).path == f"/dashboard/broadcasts/{waiting}"
+    assert parse_qs(urlsplit(url).query) == {"done": ["approved: 3 messages now pending"]}
+    assert "approved: 3 messages now pending" in body and 'id="approve"' not in body
+    assert 'id="cancel"' in body  # now it is running: it can be cancelled
+    assert await statuses_of(db, waiting) == ["pending"]
+    decided = await db.fetchrow("SELECT approval, decided_by FROM reminderd.broadcasts WHERE id = $1", waiting)
+    assert tuple(decided) == ("approved", who)
+    assert re.search(rf"approved by <span class=\"actor\">{re.escape(who)}</span>.*: copy checked", body)
+    events = await db.fetch("SELECT actor, on_behalf_of, reason FROM reminderd.events e"
+                            " JOIN reminderd.scheduled_messages m ON m.id = e.message_id"
+                            " WHERE m.broadcast_id = $1 AND e.event = 'approved'", waiting)
+    assert len(events) == 3
+    assert {(e["on_behalf_of"], e["reason"]) for e in events} == {
+        (who, f"broadcast {waiting} approved by {who}: copy checked")}
+    assert {e["actor"] for e in events} == {API_ROLE}  # the role that did it, beside the key
+
+
+async def test_the_creator_approving_their_own_broadcast_gets_the_refusal_as_a_sentence(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    key = await add_api_key(db, None, name="ops-alice")
+    waiting = await awaiting_broadcast(db, created_by=f"{key[:15]} (ops-alice)")  # created with this key
+    assert (await browser.sign_in(key))[0] == 200
+    await browser.get(f"/broadcasts/{waiting}")
+    status, body, url = await browser.post(f"/broadcasts/{waiting}/approve", {})
+    assert status == 200 and "problem=" in url  # the broadcast's page, not an error page
+    problem = re.search(r'<p class="notice bad" role="alert" id="problem">(.*?)</p>', body, re.S)
+    assert problem is not None
+    assert problem[1] == (f"broadcast {waiting} was created by {key[:15]} (ops-alice): another person must "
+                          "approve it. High volumes need a second person: ask someone else to approve it.")
+    assert await statuses_of(db, waiting) == ["awaiting_approval"]
+    assert await db.fetchval("SELECT approval FROM reminderd.broadcasts WHERE id = $1", waiting) == "awaiting"
+    # Rejecting one's own is allowed (it stops a send, it does not start one).
+    status, body, _ = await browser.post(f"/broadcasts/{waiting}/reject", {})
+    assert "rejected: 3 messages cancelled" in body
+
+
+async def test_rejecting_from_the_page_cancels_every_row_audited_with_the_key(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    waiting = await awaiting_broadcast(db)
+    key = await operator(db, browser)
+    who = f"{key[:15]} (ops-alice)"
+    await browser.get(f"/broadcasts/{waiting}")
+    status, body, _ = await browser.post(f"/broadcasts/{waiting}/reject", {"note": "wrong offer"})
+    assert status == 200 and "rejected: 3 messages cancelled" in body
+    assert await statuses_of(db, waiting) == ["cancelled"]
+    shown = await db.fetchrow(
+        "SELECT approval, decided_by, cancelled, done FROM reminderd.broadcasts WHERE id = $1", waiting)
+    assert tuple(shown) == ("rejected", who, 3, True)
+    assert 'id="approve"' not in body and 'id="cancel"' not in body  # decided: nothing more to do
+    events = await db.fetch("SELECT e.on_behalf_of, e.reason FROM reminderd.events e"
+                            " JOIN reminderd.scheduled_messages m ON m.id = e.message_id"
+                            " WHERE m.broadcast_id = $1 AND e.event = 'rejected'", waiting)
+    assert len(events) == 3 and {tuple(e) for e in events} == {
+        (who, f"broadcast {waiting} rejected by {who}: wrong offer")}
+    # Decided once: approving it now is refused with the reason, on the page.
+    status, body, _ = await browser.post(f"/broadcasts/{waiting}/approve", {})
+    assert status == 200 and "approve is not possible: broadcast" in body and "rejected" in body
+
+
+async def test_cancelling_a_running_broadcast_from_the_page(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    waiting = await awaiting_broadcast(db)
+    await db.execute("SELECT reminderd.approve_broadcast('acme', $1, 'bob')", waiting)
+    key = await operator(db, browser)
+    status, body = await browser.get(f"/broadcasts/{waiting}")
+    assert 'id="cancel"' in body and "data-confirm=" in body
+    status, body, _ = await browser.post(f"/broadcasts/{waiting}/cancel", {})
+    assert status == 200 and "cancelled: 3 messages cancelled" in body
+    assert await statuses_of(db, waiting) == ["cancelled"]
+    cancelled = await db.fetch(
+        "SELECT e.on_behalf_of FROM reminderd.events e"
+        " JOIN reminderd.scheduled_messages m ON m.id = e.message_id"
+        " WHERE m.broadcast_id = $1 AND e.event = 'cancelled'", waiting)
+    assert len(cancelled) == 3 and {r["on_behalf_of"] for r in cancelled} == {f"{key[:15]} (ops-alice)"}
+    assert await db.fetchval("SELECT done FROM reminderd.broadcasts WHERE id = $1", waiting)
+
+
+async def test_broadcast_actions_need_the_csrf_token_and_a_key_that_may_write(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    waiting = await awaiting_broadcast(db)
+    await operator(db, browser)
+    await browser.get(f"/broadcasts/{waiting}")
+    status, body, _ = await browser.post(f"/broadcasts/{waiting}/approve", {}, csrf=False)
+    assert status == 403 and "security token" in body
+    status, _, _ = await browser.post(f"/broadcasts/{waiting}/approve", {"csrf": "forged"}, csrf=False)
+    assert status == 403
+    status, body, _ = await browser.post(f"/broadcasts/{waiting}/reject", {},
+                                         headers={"Origin": "https://evil.example"})
+    assert status == 403 and "another site" in body
+    assert await statuses_of(db, waiting) == ["awaiting_approval"]
+
+    reader = Browser(browser.url)
+    try:
+        await operator(db, reader, read_only=True)
+        _, page = await reader.get(f"/broadcasts/{waiting}")
+        assert "/approve" not in page and "/reject" not in page and 'id="approve"' not in page
+        for action in ("approve", "reject", "cancel"):
+            status, body, _ = await reader.post(f"/broadcasts/{waiting}/{action}", {})
+            assert status == 403 and "read-only" in body
+    finally:
+        await reader.close()
+    assert await statuses_of(db, waiting) == ["awaiting_approval"]
+    assert await db.fetchval("SELECT approval FROM reminderd.broadcasts WHERE id = $1", waiting) == "awaiting"
+
+
+async def test_a_broadcasts_page_shows_its_waves_and_links_to_its_messages(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    waiting = await awaiting_broadcast(db)
+    await operator(db, browser)
+    _, body = await browser.get(f"/broadcasts/{waiting}")
+    waves = re.search(r'<table class="grid" id="waves">.*?<tbody>(.*?)</tbody>', body, re.S)
+    assert waves is not None
+    wave = await db.fetchrow("SELECT * FROM reminderd.broadcast_occurrences WHERE broadcast_id = $1", waiting)
+    assert f"{wave['occurrence']:%Y-%m-%d %H:%M}" in waves[1]
+    assert re.search(r'<td class="n">3</td>', waves[1])  # its contacts
+    assert f"{wave['first_fire_at'].astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" in waves[1]
+    assert '<pre class="payload" id="payload">{&#34;offer&#34;: &#34;BF30&#34;}</pre>' in body
+    link = re.search(r'<a id="messages-link" href="([^"]+)"', body)
+    assert link is not None and link[1] == "/dashboard/messages?q=bf%3A&amp;tenant=acme"
+    _, listed = await browser.get(link[1].replace("&amp;", "&").removeprefix("/dashboard"))
+    refs = set(re.findall(r'class="ref" href="[^"]+">([^<]+)<', listed))
+    assert refs == {"bf:ann", "bf:aki", "bf:bo"}
+
+
+async def test_a_script_in_a_broadcasts_prefix_or_payload_is_shown_as_text(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    evil = "<script>alert(1)</script>"
+    waiting = await awaiting_broadcast(db, prefix=evil, payload=json.dumps({"x": evil}),
+                                       created_by=evil)
+    await operator(db, browser)
+    for path in ("/broadcasts", f"/broadcasts/{waiting}", f"/messages?q={evil}&tenant=acme", "/"):
+        status, body = await browser.get(path)
+        assert status == 200, path
+        assert "<script>alert" not in body, path
+        if path != "/":
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body, path
+    status, body, _ = await browser.post(f"/broadcasts/{waiting}/approve", {"note": evil})
+    assert status == 200 and "<script>alert" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body

@@ -8,16 +8,29 @@ queries scope every read to the tenants in view."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
-from support import api_role_url, drain, fast_settings, inserted_before_the_outage, poll_until, row_by_ref
+import pytest
+from support import (
+    API_ROLE,
+    api_role_url,
+    drain,
+    fast_settings,
+    inserted_before_the_outage,
+    poll_until,
+    row_by_ref,
+)
 
 from reminderd.dashboard_rows import FEED_START, FIRES, FeedCursor, FeedEntry, FireTotals
+from reminderd.exceptions import DatabaseRefused
 from reminderd.housekeeping import CountsPruner, Housekeeping
 from reminderd.metrics import Metrics
 from reminderd.migrate import upgrade
 from reminderd.panels import LATENESS_BOUNDS_MS
+from reminderd.queries import QUERIES
 from reminderd.store import Store
 from reminderd.testing import Receiver, add_tenant
 
@@ -585,3 +598,197 @@ async def test_the_api_role_reads_the_daemon_registry_the_overview_shows(
         await api.close()
     assert (daemon.host, daemon.pid, daemon.state, daemon.held) == ("host-a", 101, "alive", 0)
     assert daemon.last_claim_at is not None and daemon.last_claim_at < daemon.heartbeat_at
+
+
+# Broadcasts (issue 14 in the dashboard, migration 0015) ----------------------------------------------
+
+
+async def broadcast_awaiting(db: asyncpg.Connection, tenant: str, prefix: str, *, contacts: int = 3,
+                             created_by: str = "alice") -> int:
+    """A broadcast of `tenant` to `contacts` contacts in Tokyo and Berlin, over its approval threshold."""
+    items = [{"contact_id": f"{prefix}_{n}", "timezone": ("Asia/Tokyo", "Europe/Berlin")[n % 2]}
+             for n in range(contacts)]
+    await db.execute("SELECT reminderd.upsert_contacts($1, $2::jsonb)", tenant, json.dumps(items))
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 1 WHERE id = $1", tenant)
+    day = datetime.now(UTC).date() + timedelta(days=3)
+    broadcast_id: int = await db.fetchval(
+        "SELECT reminderd.broadcast($1, $2, $3, contact_ids => $4, actor => $5)",
+        tenant, prefix, datetime(day.year, day.month, day.day, 9), [i["contact_id"] for i in items], created_by)
+    return broadcast_id
+
+
+async def test_the_api_role_reads_broadcasts_only_among_the_tenants_in_view_and_pages_them(
+    db: asyncpg.Connection, database_url: str, tenant: str
+) -> None:
+    await add_tenant(db, "other")
+    first = await broadcast_awaiting(db, "acme", "bf")
+    theirs = await broadcast_awaiting(db, "other", "sale", contacts=2)
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = NULL WHERE id = 'acme'")
+    running = await db.fetchval("SELECT reminderd.broadcast('acme', 'weekly', cron => '0 9 * * 1',"
+                                " contact_ids => ARRAY['bf_0'], actor => 'carol')")
+    api = await Store.connect(await api_role_url(db, database_url))
+    try:
+        newest = 2**63 - 1
+        assert [b.id for b in await api.dashboard_broadcasts(None, before=newest, limit=50)] == [
+            running, theirs, first]
+        acme = await api.dashboard_broadcasts("acme", before=newest, limit=50)
+        assert [b.id for b in acme] == [running, first]
+        assert [b.id for b in await api.dashboard_broadcasts("acme", before=newest, limit=50,
+                                                             awaiting_only=True)] == [first]
+        # A page is `limit` and one more (so the page knows another follows), below the cursor.
+        assert [b.id for b in await api.dashboard_broadcasts(None, before=newest, limit=1)] == [running, theirs]
+        assert [b.id for b in await api.dashboard_broadcasts(None, before=theirs, limit=1)] == [first]
+        shown = {b.id: b for b in acme}[first]
+        view = await db.fetchrow("SELECT * FROM reminderd.broadcasts WHERE id = $1", first)
+        assert (shown.staged, shown.held, shown.sent, shown.approval, shown.created_by) == (
+            view["staged"], view["held"], view["sent"], "awaiting", "alice") == (3, 3, 0, "awaiting", "alice")
+        assert shown.awaiting_approval and shown.when.endswith("09:00 on each contact's clock")
+        assert {b.id: b for b in acme}[running].when == 'cron "0 9 * * 1"'
+
+        assert await api.dashboard_broadcast("other", first) is None  # another tenant's: none
+        detail = await api.dashboard_broadcast(None, first)
+        assert detail is not None and detail.progress == shown and detail.payload == "{}"
+        waves = await api.broadcast_waves(first)
+        assert [(w.contacts, w.held, w.sent, w.completed_at) for w in waves] == [(3, 3, 0, None)]
+        # What it would send per UTC hour: the rows awaiting approval, by the hour they fire in.
+        hours = await api.awaiting_hours([first, theirs])
+        expected = await db.fetch(
+            "SELECT broadcast_id, date_trunc('hour', fire_at, 'UTC') AS hour, count(*) AS sends"
+            " FROM reminderd.scheduled_messages WHERE status = 'awaiting_approval' GROUP BY 1, 2 ORDER BY 1, 2")
+        assert [(h.broadcast_id, h.hour, h.sends) for h in hours] == [tuple(r) for r in expected]
+        assert [h.sends for h in hours if h.broadcast_id == first] == [2, 1]  # Tokyo's hour, then Berlin's
+
+        counts = {c.tenant_id: c for c in await api.overview_counts(None)}
+        assert (counts["acme"].awaiting, counts["acme"].awaiting_broadcasts) == (3, 1)
+        assert (counts["other"].awaiting, counts["other"].awaiting_broadcasts) == (2, 1)
+        assert counts["acme"].pending == 0  # awaiting approval is not pending: nothing fires
+        (one,) = await api.overview_counts("other")
+        assert (one.tenant_id, one.awaiting, one.awaiting_broadcasts) == ("other", 2, 1)
+    finally:
+        await api.close()
+
+
+async def test_the_api_role_approves_rejects_and_cancels_in_the_name_of_the_key(
+    db: asyncpg.Connection, database_url: str, tenant: str
+) -> None:
+    approved = await broadcast_awaiting(db, "acme", "a")
+    rejected = await broadcast_awaiting(db, "acme", "r")
+    cancelled = await broadcast_awaiting(db, "acme", "c")
+    own = await broadcast_awaiting(db, "acme", "o", created_by="rk_abcdefghijkl (alice)")
+    await db.execute("SELECT reminderd.approve_broadcast('acme', $1, 'bob')", cancelled)
+    who = "rk_abcdefghijkl (alice)"
+    api = await Store.connect(await api_role_url(db, database_url))
+    try:
+        assert await api.approve_broadcast_as("acme", approved, on_behalf_of=who, note="checked") == 3
+        assert await api.reject_broadcast_as("acme", rejected, on_behalf_of=who, note=None) == 3
+        assert await api.cancel_broadcast_as("acme", cancelled, on_behalf_of=who) == 3
+        with pytest.raises(DatabaseRefused) as refused:  # the creator approving their own
+            await api.approve_broadcast_as("acme", own, on_behalf_of=who, note=None)
+        assert refused.value.sqlstate == "42501" and refused.value.hint is not None
+        assert refused.value.message == f"broadcast {own} was created by {who}: another person must approve it"
+        with pytest.raises(DatabaseRefused) as refused:  # decided already
+            await api.approve_broadcast_as("acme", rejected, on_behalf_of="rk_zzzzzzzzzzzz (bob)", note=None)
+        assert refused.value.sqlstate == "55000"
+        with pytest.raises(DatabaseRefused) as refused:  # another tenant's broadcast is not found
+            await api.cancel_broadcast_as("other", approved, on_behalf_of=who)
+        assert refused.value.sqlstate in ("23503", "P0002")
+    finally:
+        await api.close()
+    decided = {r["id"]: tuple(r)[1:] for r in await db.fetch(
+        "SELECT id, approval, decided_by FROM reminderd.broadcasts ORDER BY id")}
+    assert decided[approved] == ("approved", who) and decided[rejected] == ("rejected", who)
+    assert decided[own] == ("awaiting", None)
+    rows = {r["broadcast_id"]: r["statuses"] for r in await db.fetch(
+        "SELECT broadcast_id, array_agg(DISTINCT status) AS statuses FROM reminderd.scheduled_messages"
+        " GROUP BY 1")}
+    assert rows == {approved: ["pending"], rejected: ["cancelled"], cancelled: ["cancelled"],
+                    own: ["awaiting_approval"]}
+    trail = await db.fetch(
+        "SELECT m.broadcast_id, e.event, e.actor, e.on_behalf_of FROM reminderd.events e"
+        " JOIN reminderd.scheduled_messages m ON m.id = e.message_id"
+        " WHERE e.event IN ('approved', 'rejected', 'cancelled') ORDER BY e.id")
+    me = await db.fetchval("SELECT current_user")
+    assert {(r["broadcast_id"], r["event"], r["actor"], r["on_behalf_of"]) for r in trail} == {
+        (approved, "approved", API_ROLE, who), (rejected, "rejected", API_ROLE, who),
+        (cancelled, "approved", me, None),  # by hand, before the test: for nobody else
+        (cancelled, "cancelled", API_ROLE, who)}
+    assert len(trail) == 12  # each row's own event
+
+
+async def test_an_application_role_still_acts_as_itself_only(db: asyncpg.Connection, tenant: str) -> None:
+    """Migration 0015 lets reminderd serve's role name whom it acts for; an application's role
+    still may not, so an app cannot approve its own broadcast under another name."""
+    waiting = await broadcast_awaiting(db, "acme", "bf")
+    await db.execute("SET ROLE reminderd_app")
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError) as refused:
+            await db.execute("SELECT reminderd.acting_as('bob')")
+        assert refused.value.message == 'role reminderd_app may not act as "bob"'
+    finally:
+        await db.execute("RESET ROLE")
+    await db.execute("SET ROLE reminderd_api")
+    try:
+        named = await db.fetchval("SELECT reminderd.acting_as('rk_abcdefghijkl (bob)')")
+        assert named == "rk_abcdefghijkl (bob)"
+    finally:
+        await db.execute("RESET ROLE")
+    assert await db.fetchval("SELECT approval FROM reminderd.broadcasts WHERE id = $1", waiting) == "awaiting"
+
+
+async def test_the_broadcast_pages_queries_read_indexes(db: asyncpg.Connection, tenant: str) -> None:
+    """Each statement of the broadcasts page and the overview's awaiting count can be an index
+    range (on an almost empty table the planner may scan instead, so scans are made expensive)."""
+    waiting = await broadcast_awaiting(db, "acme", "bf")
+    expected = {
+        "overview_awaiting_all": ("scheduled_messages_tenant_status", "broadcast_requests_awaiting"),
+        "overview_awaiting_tenant": ("scheduled_messages_tenant_status", "broadcast_requests_awaiting"),
+        "dashboard_broadcasts_all": ("broadcast_requests_pkey", "broadcast_counts_occurrence"),
+        "dashboard_broadcasts_tenant": ("broadcast_requests_tenant", "broadcast_counts_occurrence"),
+        "dashboard_broadcast": ("broadcast_requests_pkey",),
+        "dashboard_broadcast_waves": ("broadcast_occurrences_pkey", "broadcast_counts_occurrence"),
+        "dashboard_awaiting_hours": ("scheduled_messages_broadcast",),
+    }
+    arguments: dict[str, tuple[Any, ...]] = {
+        "overview_awaiting_all": (), "overview_awaiting_tenant": ("acme",),
+        "dashboard_broadcasts_all": (2**63 - 1, 50, False),
+        "dashboard_broadcasts_tenant": (2**63 - 1, 50, False, "acme"),
+        "dashboard_broadcast": (None, waiting), "dashboard_broadcast_waves": (waiting,),
+        "dashboard_awaiting_hours": ([waiting],),
+    }
+    await db.execute("SET enable_seqscan = off")
+    try:
+        for name, indexes in expected.items():
+            plan = "\n".join(r[0] for r in await db.fetch(f"EXPLAIN {QUERIES[name]}", *arguments[name]))
+            assert "Seq Scan on scheduled_messages" not in plan, name
+            assert "Seq Scan on broadcast_requests" not in plan, name
+            for index in indexes:
+                assert index in plan, (name, index, plan)
+    finally:
+        await db.execute("RESET enable_seqscan")
+
+
+async def test_a_database_at_0012_with_a_broadcast_awaiting_approval_upgrades_to_0015(
+    empty_database_url: str
+) -> None:
+    """Migration 0015 runs forward on a database whose broadcasts already wait: reminderd serve's
+    role then reads them and approves one in the name of its key."""
+    await asyncio.to_thread(upgrade, empty_database_url, "0012")
+    db = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(db, "acme")
+        waiting = await broadcast_awaiting(db, "acme", "bf", contacts=4)
+        await asyncio.to_thread(upgrade, empty_database_url, "0015")
+        api = await Store.connect(await api_role_url(db, empty_database_url))
+        try:
+            (shown,) = await api.dashboard_broadcasts("acme", before=2**63 - 1, limit=50, awaiting_only=True)
+            assert (shown.id, shown.held) == (waiting, 4)
+            (counts,) = await api.overview_counts("acme")
+            assert (counts.awaiting, counts.awaiting_broadcasts) == (4, 1)
+            assert await api.approve_broadcast_as("acme", waiting, on_behalf_of="rk_abcdefghijkl (bob)",
+                                                  note=None) == 4
+        finally:
+            await api.close()
+        assert await db.fetchval("SELECT decided_by FROM reminderd.broadcasts WHERE id = $1",
+                                 waiting) == "rk_abcdefghijkl (bob)"
+    finally:
+        await db.close()
