@@ -23,7 +23,8 @@ Scenarios (see bench/README.md for what each number means):
  (13) the dashboard's live feed: the daemon's lateness without and with 50 feed streams open;
      (13b) a burst drained with and without the dashboard's counting triggers.
      `--only dashboard` runs (12), (13) and (13b) alone, `--only dashboard-triggers` (13b) alone.
- (14) contacts import: `reminderd contacts import` of a CSV, contacts per second.
+ (14) contacts import: `reminderd contacts import` of a CSV, contacts per second. `--only import`
+     runs it alone.
  (15) broadcast staging: 240,000 contacts over 14 zones in one call, checked against zoneinfo.
  (16) waves: the daemon delivering each zone's wave, lateness of the first 5,000 of each.
  (17) fairness: a small tenant's lateness beside another's 100,000-row wave, and the fair claim's
@@ -123,6 +124,20 @@ async def run_dashboard_only(bench: Bench, *, triggers_only: bool = False) -> No
             await dbs.close()
 
 
+async def run_import_only(bench: Bench) -> None:
+    """Only the contacts import (14), on its own throwaway cluster."""
+    section("PostgreSQL: throwaway cluster, migrated template database")
+    with throwaway_cluster() as cluster:
+        dbs = Databases(cluster)
+        await dbs.setup()
+        try:
+            await asyncio.wait_for(audiences.import_contacts(bench, dbs), 600)
+        except Exception as exc:
+            bench.report.error("(14) contacts import", exc)
+        finally:
+            await dbs.close()
+
+
 async def soak_scenario(bench: Bench, dbs: Databases, minutes: float) -> None:
     plan = soak.Plan(duration_s=60 * minutes)
     try:
@@ -191,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="how long the soak runs (default 10); 0 leaves it out of a full run")
     parser.add_argument("--daemon-env", action="append", default=[], metavar="KEY=VALUE",
                         help="a REMINDERD_* setting for every daemon the bench starts (repeatable)")
-    parser.add_argument("--only", choices=("api", "dashboard", "dashboard-triggers"),
-                        help="run only this scenario: (7), (12)-(13b), or (13b)")
+    parser.add_argument("--only", choices=("api", "dashboard", "dashboard-triggers", "import"),
+                        help="run only this scenario: (7), (12)-(13b), (13b), or the contacts import (14)")
     parser.add_argument("--api-log-level", default="warning", choices=("info", "warning"),
                         help="reminderd serve's log level in (7): info logs a line per request")
     args = parser.parse_args(argv)
@@ -229,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             await run_soak(bench, args.soak_minutes)
         elif args.only == "api":
             await run_api_only(bench)
+        elif args.only == "import":
+            await run_import_only(bench)
         elif args.only in ("dashboard", "dashboard-triggers"):
             await run_dashboard_only(bench, triggers_only=args.only == "dashboard-triggers")
         else:
