@@ -6,6 +6,12 @@
 -- Run by migrations/versions/0015_fast_import.py in one transaction. History: once released, never
 -- edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 
+-- A contact id's rule, the same, written as PostgreSQL's regular expressions check it fast: "{0,127}"
+-- made each check cost 2.4 us (an automaton of 128 states), "*" and a length 0.3 us.
+ALTER TABLE reminderd.contacts DROP CONSTRAINT contact_id_format,
+    ADD CONSTRAINT contact_id_format CHECK (contact_id ~ '^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$'
+                                            AND length(contact_id) <= 128);
+
 -- reminderd.phone_timezone() as 0009 made it, but the number without its separators is worked
 -- out once per number, not once per use of it (a quarter of the function's time; the same
 -- answers, tests/integration/test_phone_zones.py).

@@ -408,7 +408,10 @@ CREATE TABLE reminderd.countries (
 CREATE TABLE reminderd.contacts (
     tenant_id         text NOT NULL REFERENCES reminderd.tenants (id) ON DELETE CASCADE,
     contact_id        text NOT NULL
-                      CONSTRAINT contact_id_format CHECK (contact_id ~ '^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$'),
+                      -- "*" and a length, not "{0,127}": the same rule, which PostgreSQL's regular
+                      -- expressions check eight times as fast (migration 0015)
+                      CONSTRAINT contact_id_format CHECK (contact_id ~ '^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$'
+                                                          AND length(contact_id) <= 128),
     timezone          text,
     phone             text CONSTRAINT phone_length CHECK (length(phone) <= 250),
     country           text CONSTRAINT contact_country_format CHECK (country ~ '^[A-Z]{2}$'),
