@@ -1,7 +1,8 @@
 """`reminderd contacts import` at size against a real PostgreSQL (docs/audiences.md, migration 0015):
 every contact of a big mixed file resolved as phonenumbers resolves it, a re-import that changes
-nothing writes nothing, a changed phone re-plans the contact's messages, and a line that leaves a
-field out keeps the contact's value. The module shares one emptied database."""
+nothing writes nothing, a changed phone re-plans the contact's messages, a line that leaves a field
+out keeps the contact's value, and migration 0015 runs over contacts already there. The module
+shares one emptied database."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import pytest
 from test_audience_cli import cli, sql
 
+from reminderd.migrate import upgrade
 from reminderd.phones import international, phone_timezone
 
 pytestmark = pytest.mark.shared_database
@@ -161,3 +164,26 @@ def test_a_line_that_leaves_a_field_out_keeps_the_contacts_value(
     cli(database_url, capsys, "contacts", "import", "acme", str(csv_file))
     k = sql(database_url, "SELECT * FROM reminderd.contacts WHERE contact_id = 'k'")[0]
     assert (k["phone"], k["country"], k["timezone"]) == ("+919876543210", None, "Asia/Tokyo")
+
+
+def test_0015_runs_forward_over_contacts_already_there(
+    empty_database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    url = empty_database_url
+    upgrade(url, "0012")
+    sql(url, "INSERT INTO reminderd.tenants (id, callback_url, timezone) VALUES ('acme', 'https://example.com/cb',"
+             " 'UTC')")
+    sql(url, """SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "t1", "timezone": "Asia/Tokyo"},
+                {"contact_id": "p1", "phone": "+13125550100", "attributes": {"a": 1}}]')""")
+    before = {r["contact_id"]: tuple(r) for r in sql(url, "SELECT * FROM reminderd.contacts")}
+    assert upgrade(url) == ["0015"]
+    assert {r["contact_id"]: tuple(r) for r in sql(url, "SELECT * FROM reminderd.contacts")} == before
+    path = tmp_path / "contacts.jsonl"
+    path.write_text('{"contact_id": "t1", "timezone": "Asia/Tokyo"}\n'
+                    '{"contact_id": "p1", "phone": "+13125550100", "attributes": {"a": 1}}\n'
+                    f'{{"contact_id": "{"x" * 128}", "phone": "+1 212 555 0100"}}\n', encoding="utf-8")
+    out, _ = cli(url, capsys, "contacts", "import", "acme", str(path))
+    assert out.startswith("3 contacts imported into acme (1 new or changed)")  # only the new one
+    assert stored(url)["x" * 128][1:] == ("America/New_York", "phone")
+    with pytest.raises(asyncpg.CheckViolationError, match="contact_id_format"):
+        sql(url, f"INSERT INTO reminderd.contacts (tenant_id, contact_id) VALUES ('acme', '{'y' * 129}')")
