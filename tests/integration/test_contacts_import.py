@@ -6,6 +6,7 @@ shares one emptied database."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import random
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
+from support import poll_until
 from test_audience_cli import cli, sql
 
 from reminderd.migrate import upgrade
@@ -187,3 +189,32 @@ def test_0015_runs_forward_over_contacts_already_there(
     assert stored(url)["x" * 128][1:] == ("America/New_York", "phone")
     with pytest.raises(asyncpg.CheckViolationError, match="contact_id_format"):
         sql(url, f"INSERT INTO reminderd.contacts (tenant_id, contact_id) VALUES ('acme', '{'y' * 129}')")
+
+
+def test_a_contact_added_meanwhile_by_another_transaction_is_updated_not_refused(database_url: str) -> None:
+    """The import adds contacts it did not find with a plain INSERT; one another transaction adds
+    between the look-up and the insert makes the batch go again through ON CONFLICT."""
+    row = ("late", "Asia/Tokyo", None, None, "{}", True, False, False, True)
+
+    async def race() -> int:
+        first = await asyncpg.connect(database_url)
+        second = await asyncpg.connect(database_url)
+        try:
+            async with first.transaction():
+                await first.execute("""SELECT reminderd.upsert_contacts('acme', '{"contact_id": "late"}')""")
+                waiting = asyncio.ensure_future(second.fetchval(
+                    "SELECT reminderd.upsert_contact_rows('acme', $1::reminderd.contact_v1[])", [row]))
+                await poll_until(lambda: blocked(first), timeout_s=10)  # the second waits on the first's row
+            written: int = await waiting
+            return written
+        finally:
+            await first.close()
+            await second.close()
+
+    async def blocked(db: asyncpg.Connection) -> bool:
+        waiting: int = await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                         " AND datname = current_database()")
+        return waiting > 0
+
+    assert asyncio.run(race()) == 1
+    assert stored(database_url)["late"][1:] == ("Asia/Tokyo", "contact")
