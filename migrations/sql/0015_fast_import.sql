@@ -18,7 +18,7 @@ ALTER TABLE reminderd.contacts DROP CONSTRAINT contact_id_format,
 CREATE OR REPLACE FUNCTION reminderd.phone_timezone(phone text) RETURNS TABLE (timezone text)
 LANGUAGE sql STABLE AS $$
     -- A few LATERAL steps, each computed once per number (OFFSET 0 where a flattened query would
-    -- repeat an expression); upsert_contacts inlines it for a whole batch.
+    -- repeat an expression); upsert_contact_rows inlines it for each distinct phone of a batch.
     SELECT CASE WHEN choice.mask & 1 = 0 THEN NULL
                 WHEN choice.mask & 2 <> 0 THEN code.country_timezone
                 WHEN choice.mask & 4 <> 0 THEN choice.zone

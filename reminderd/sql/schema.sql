@@ -3098,7 +3098,7 @@ $$;
 -- written after it is dropped when what is left is still a number; the region among those sharing
 -- the code; the number's type there; then, for a fixed-line number (and mobiles where they are
 -- tied to a place), the longest known prefix of the whole number, otherwise the calling code's.
--- A set-returning SQL function, so a query inlines it (upsert_contacts resolves thousands at once).
+-- A set-returning SQL function, so a query inlines it (upsert_contact_rows resolves thousands at once).
 -- The national number of "+<code><rest>" when the plan's national prefix matched the start of
 -- rest (m: that match and its groups): without the prefix (or rewritten by the plan's rule), unless
 -- the number was viable as written and is not without it, or what is left has no possible length.
@@ -3131,7 +3131,7 @@ $$;
 CREATE FUNCTION reminderd.phone_timezone(phone text) RETURNS TABLE (timezone text)
 LANGUAGE sql STABLE AS $$
     -- A few LATERAL steps, each computed once per number (OFFSET 0 where a flattened query would
-    -- repeat an expression); upsert_contacts inlines it for a whole batch.
+    -- repeat an expression); upsert_contact_rows inlines it for each distinct phone of a batch.
     SELECT CASE WHEN choice.mask & 1 = 0 THEN NULL
                 WHEN choice.mask & 2 <> 0 THEN code.country_timezone
                 WHEN choice.mask & 4 <> 0 THEN choice.zone
@@ -3216,7 +3216,7 @@ $$;
 
 -- A contact's zone from its own fields: its timezone, else its phone's, else its country's (NULL:
 -- the tenant's, read when a message needs it). Before each row written by plain SQL;
--- upsert_contacts resolves whole batches itself and says so (reminderd.contacts_resolved).
+-- upsert_contact_rows resolves whole batches itself and says so (reminderd.contacts_resolved).
 CREATE FUNCTION reminderd.resolve_contact() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
