@@ -1,8 +1,9 @@
 -- 0015 contacts imported at speed: reminderd.upsert_contact_rows() takes a batch as one typed array
 -- (reminderd.contact_v1[], what `reminderd contacts import` sends: no JSON to build, parse and
--- pick apart per contact), checks it in one pass, resolves each distinct phone that needs it once,
--- and writes it in one INSERT … ON CONFLICT that rewrites only contacts that changed.
+-- pick apart per contact), resolves each distinct phone that needs it once, adds new contacts
+-- with a plain INSERT, changes the others through ON CONFLICT and leaves unchanged ones alone.
 -- reminderd.upsert_contacts(tenant, jsonb) checks its JSON's shape, then shares that path.
+-- phone_timezone() strips a number's separators once; the contact id's check is cheaper.
 -- Run by migrations/versions/0015_fast_import.py in one transaction. History: once released, never
 -- edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 
