@@ -96,6 +96,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(after_comm[11]) + int(after_comm[12])) / CLK_TCK
 
 
+def reaped_cpu_seconds(pid: int) -> float:
+    """cutime + cstime of one process: the CPU of its children that ended and were waited for
+    (a PostgreSQL backend whose connection closed, in its postmaster's), in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            after_comm = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(after_comm[13]) + int(after_comm[14])) / CLK_TCK
+
+
 def postgres_pids(postmaster: int | None) -> list[int]:
     """The bench cluster's postmaster and its children (not other PostgreSQL servers here)."""
     return server_processes(postmaster)
@@ -120,7 +131,10 @@ class CpuMeter:
 
     def _sample(self) -> dict[str, float]:
         sample = {name: cpu_seconds(pid) for name, pid in self.pids.items() if pid}
-        sample["postgres"] = sum(cpu_seconds(pid) for pid in postgres_pids(self.postmaster_pid))
+        # Backends that ended within the window count too (a CLI's connections), in the postmaster's
+        # reaped children's CPU.
+        sample["postgres"] = sum(cpu_seconds(pid) for pid in postgres_pids(self.postmaster_pid)) + (
+            reaped_cpu_seconds(self.postmaster_pid) if self.postmaster_pid else 0.0)
         sample["machine"] = machine_busy_seconds()
         return sample
 

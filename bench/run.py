@@ -23,7 +23,8 @@ Scenarios (see bench/README.md for what each number means):
  (13) the dashboard's live feed: the daemon's lateness without and with 50 feed streams open;
      (13b) a burst drained with and without the dashboard's counting triggers.
      `--only dashboard` runs (12), (13) and (13b) alone, `--only dashboard-triggers` (13b) alone.
- (14) contacts import: `reminderd contacts import` of a CSV, contacts per second.
+ (14) contacts import: `reminderd contacts import` of a CSV, contacts per second. `--only import`
+    runs it alone.
  (15) broadcast staging: 240,000 contacts over 14 zones in one call, checked against zoneinfo.
  (16) waves: the daemon delivering each zone's wave, lateness of the first 5,000 of each.
  (17) fairness: a small tenant's lateness beside another's 100,000-row wave, and the fair claim's
@@ -83,6 +84,9 @@ def dashboard_scenarios(bench: Bench) -> list[tuple[str, Scenario, float]]:
     ]
 
 
+ALONE = ("api", "write_path", "scaling", "dashboard", "dashboard-triggers", "import")
+
+
 def alone(bench: Bench) -> dict[str, list[tuple[str, Scenario, float]]]:
     """`--only NAME`: these scenarios alone, on their own throwaway cluster (title, scenario, limit in s)."""
     return {
@@ -91,6 +95,7 @@ def alone(bench: Bench) -> dict[str, list[tuple[str, Scenario, float]]]:
         "scaling": [("(11) daemons on one database", scaling.run, 900)],
         "dashboard": dashboard_scenarios(bench),
         "dashboard-triggers": dashboard_scenarios(bench)[2:],
+        "import": [("(14) contacts import", audiences.import_contacts, 600)],
     }
 
 
@@ -188,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="how long the soak runs (default 10); 0 leaves it out of a full run")
     parser.add_argument("--daemon-env", action="append", default=[], metavar="KEY=VALUE",
                         help="a REMINDERD_* setting for every daemon the bench starts (repeatable)")
-    parser.add_argument("--only", choices=("api", "write_path", "scaling", "dashboard", "dashboard-triggers"),
+    parser.add_argument("--only", choices=ALONE,
                         help="run only this scenario: api (7), write_path (10), scaling (11), "
-                             "dashboard (12)-(13b), or dashboard-triggers (13b)")
+                             "dashboard (12)-(13b), dashboard-triggers (13b), or import (14)")
     parser.add_argument("--api-log-level", default="warning", choices=("info", "warning"),
                         help="reminderd serve's log level in (7): info logs a line per request")
     args = parser.parse_args(argv)

@@ -14,7 +14,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import refusals
 from .arguments import (
@@ -34,11 +34,15 @@ from .exceptions import DatabaseRefused
 from .schedule import BACKFILL_POLICIES, InvalidSchedule, first_everywhere, next_wall, parse_cron, parse_rrule
 from .store import BroadcastProgress, Contact, ContactMessage, Store, ZoneWave
 
+if TYPE_CHECKING:
+    from .contact_files import Line
+
 # cli.py's parser class, whose error() exits with EX_USAGE; as an ArgumentParser here, so that this
 # module (below the command line) never imports it (tests/unit/test_boundaries.py).
 Parser = argparse.ArgumentParser
 AddCommand = Callable[..., Parser]
 IMPORT_WORKERS = 2  # connections upserting at once: the database resolves zones, on both cores
+YIELD_EVERY = 256  # lines read between turns of the event loop: a few ms at most
 PROGRESS_EVERY_S = 0.25
 
 
@@ -207,29 +211,30 @@ class _Progress:
 
 
 async def import_contacts(store: Store, request: ContactsImportRequest) -> int:
-    """Stream the file into reminderd.upsert_contacts in batches, over two connections at once.
-    A contact always goes through the same connection (by its id), so where a file names it
-    twice the later line wins, as in one batch."""
+    """Stream the file into reminderd.upsert_contact_rows in batches (each one typed array), over
+    two connections at once: the file is read and checked while the database writes. A contact
+    always goes through the same connection (by its id), so where a file names it twice the
+    later line wins, as in one batch."""
     from .contact_files import open_contacts, read_contacts
 
     try:
         handle = open_contacts(request.path)
     except OSError as exc:
         raise UsageError(f"FILE {request.path}: cannot read it ({exc.strerror})") from None
-    queues: list[asyncio.Queue[list[tuple[int, dict[str, Any]]] | None]] = [
+    queues: list[asyncio.Queue[list[Line] | None]] = [
         asyncio.Queue(maxsize=2) for _ in range(IMPORT_WORKERS)]
     progress = _Progress()
     totals = {"read": 0, "written": 0, "sent": 0}
     skipped: list[str] = []
     refused: list[str] = []
 
-    async def upsert(queue: asyncio.Queue[list[tuple[int, dict[str, Any]]] | None]) -> None:
+    async def upsert(queue: asyncio.Queue[list[Line] | None]) -> None:
         while (batch := await queue.get()) is not None:
             if refused:
                 continue  # another batch was refused: send nothing more
             try:
-                written = await store.upsert_contacts(request.tenant_id, json.dumps([contact for _,
-                                                                                     contact in batch]))
+                written = await store.upsert_contact_rows(
+                    request.tenant_id, [line.contact for line in batch if line.contact is not None])
             except DatabaseRefused as exc:
                 refused.append(_refusal(exc, batch))
                 continue
@@ -238,7 +243,7 @@ async def import_contacts(store: Store, request: ContactsImportRequest) -> int:
             progress.update(totals["sent"])
 
     workers = [asyncio.create_task(upsert(queue)) for queue in queues]
-    batches: list[list[tuple[int, dict[str, Any]]]] = [[] for _ in queues]
+    batches: list[list[Line]] = [[] for _ in queues]
     stopped: str | None = None
     try:
         with handle:
@@ -253,11 +258,15 @@ async def import_contacts(store: Store, request: ContactsImportRequest) -> int:
                     skipped.append(problem)
                     continue
                 totals["read"] += 1
-                index = zlib.crc32(line.contact["contact_id"].encode()) % len(queues)
-                batches[index].append((line.line, line.contact))
+                index = zlib.crc32(line.contact.contact_id.encode()) % len(queues)
+                batches[index].append(line)
                 if len(batches[index]) >= request.batch_size:
                     await queues[index].put(batches[index])
                     batches[index] = []
+                if totals["read"] % YIELD_EVERY == 0:
+                    # Reading never waits on I/O: let a worker send a batch or take its answer
+                    # now, so neither connection idles while lines are read.
+                    await asyncio.sleep(0)
         for queue, batch in zip(queues, batches, strict=True):
             if batch and not refused:
                 await queue.put(batch)
@@ -284,13 +293,13 @@ async def import_contacts(store: Store, request: ContactsImportRequest) -> int:
     return 0
 
 
-def _refusal(exc: DatabaseRefused, batch: list[tuple[int, dict[str, Any]]]) -> str:
+def _refusal(exc: DatabaseRefused, batch: list[Line]) -> str:
     """The database's reason, naming the file's line where it names the batch's element."""
     words = exc.message.split()
     if words[:1] == ["contact"] and len(words) > 1 and words[1].isdigit() and 0 < int(words[1]) <= len(batch):
-        line = batch[int(words[1]) - 1][0]
+        line = batch[int(words[1]) - 1].line
         return f"line {line}: " + " ".join(words[2:]).removeprefix("of the batch ")
-    lines = f"lines {batch[0][0]}-{batch[-1][0]}"
+    lines = f"lines {batch[0].line}-{batch[-1].line}"
     return f"{lines}: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
 
 

@@ -17,8 +17,9 @@ import json
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
+
+import orjson
 
 from .phones import international
 from .schedule import InvalidSchedule, load_timezone
@@ -29,12 +30,26 @@ _COUNTRY = re.compile(r"[A-Za-z]{2}")
 MAX_LINE = 64 * 1024  # a contact is small; a longer line is a wrong file
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class ContactRow(NamedTuple):
+    """One contact as reminderd.contact_v1 takes it (reminderd.upsert_contact_rows): a field whose
+    has_… is False was not given, and the contact keeps its value; attributes as JSON text."""
+
+    contact_id: str
+    timezone: str | None
+    phone: str | None
+    country: str | None
+    attributes: str | None
+    has_timezone: bool
+    has_phone: bool
+    has_country: bool
+    has_attributes: bool
+
+
+class Line(NamedTuple):
     """One contact read from a file (line: its line number), or why that line is not one."""
 
     line: int
-    contact: dict[str, Any] | None
+    contact: ContactRow | None
     problem: str | None = None
 
 
@@ -47,6 +62,21 @@ def open_contacts(path: str) -> TextIO:
 
 def read_contacts(handle: TextIO, file_format: str) -> Iterator[Line]:
     return _csv(handle) if file_format == "csv" else _jsonl(handle)
+
+
+class _Columns:
+    """Where a CSV file's header puts each field (None: not a column), and its other columns,
+    attributes of their own."""
+
+    def __init__(self, header: list[str]) -> None:
+        self.width = len(header)
+        where = {name: index for index, name in enumerate(header)}
+        self.contact_id = where["contact_id"]
+        self.timezone = where.get("timezone")
+        self.phone = where.get("phone")
+        self.country = where.get("country")
+        self.attributes = where.get("attributes")
+        self.extra = [(name, index) for index, name in enumerate(header) if name not in FIELDS]
 
 
 def _csv(handle: TextIO) -> Iterator[Line]:
@@ -65,6 +95,7 @@ def _csv(handle: TextIO) -> Iterator[Line]:
     if len(set(header)) != len(header):
         yield Line(1, None, "the header row names a column twice")
         return
+    columns = _Columns(header)
     while True:
         try:
             cells = next(reader)
@@ -73,29 +104,34 @@ def _csv(handle: TextIO) -> Iterator[Line]:
         except csv.Error as exc:
             yield Line(reader.line_num, None, f"not CSV: {exc}")
             return
-        if not any(cell.strip() for cell in cells):
+        if (len(cells) != columns.width or not cells[columns.contact_id].strip()) and not any(
+                cell.strip() for cell in cells):
+            continue  # a blank row
+        if len(cells) != columns.width:
+            yield Line(reader.line_num, None, f"{len(cells)} cells, the header has {columns.width}")
             continue
-        if len(cells) != len(header):
-            yield Line(reader.line_num, None, f"{len(cells)} cells, the header has {len(header)}")
-            continue
-        yield _checked(reader.line_num, _from_cells(header, cells), shaped=True)
+        yield _from_cells(reader.line_num, columns, cells)
 
 
-def _from_cells(header: list[str], cells: list[str]) -> dict[str, Any] | str:
-    given = dict(zip(header, (cell.strip() for cell in cells), strict=True))
-    contact: dict[str, Any] = {name: given.pop(name) or None for name in FIELDS[:4] if name in given}
+def _from_cells(number: int, columns: _Columns, cells: list[str]) -> Line:
+    """A CSV row's contact, checked: an empty cell is no value (a given field, cleared)."""
+    contact_id = cells[columns.contact_id].strip()
+    timezone = cells[columns.timezone].strip() or None if columns.timezone is not None else None
+    phone = cells[columns.phone].strip() or None if columns.phone is not None else None
+    country = cells[columns.country].strip() or None if columns.country is not None else None
     attributes: dict[str, Any] = {}
-    if given.get("attributes"):
+    if columns.attributes is not None and (text := cells[columns.attributes].strip()):
         try:
-            attributes = json.loads(given["attributes"])
+            attributes = json.loads(text)
         except ValueError:
-            return "attributes is not JSON"
+            return Line(number, None, "attributes is not JSON")
         if not isinstance(attributes, dict):
-            return "attributes is not a JSON object"
-    given.pop("attributes", None)
-    attributes.update({name: value for name, value in given.items() if value})
-    contact["attributes"] = attributes
-    return contact
+            return Line(number, None, "attributes is not a JSON object")
+    for name, index in columns.extra:
+        if value := cells[index].strip():
+            attributes[name] = value
+    return _checked(number, contact_id, timezone, phone, country, attributes,
+                    columns.timezone is not None, columns.phone is not None, columns.country is not None, True)
 
 
 def _jsonl(handle: TextIO) -> Iterator[Line]:
@@ -113,36 +149,48 @@ def _jsonl(handle: TextIO) -> Iterator[Line]:
         if not isinstance(contact, dict):
             yield Line(number, None, "not a JSON object")
             continue
-        yield _checked(number, contact)
+        yield _from_object(number, contact)
 
 
-def _checked(number: int, contact: dict[str, Any] | str, *, shaped: bool = False) -> Line:
-    """The line's contact as the database will take it (phone in E.164 where it can be read), or
-    what is wrong with it. `shaped`: built from CSV cells, so its keys and types are known."""
-    if isinstance(contact, str):
-        return Line(number, None, contact)
-    if not shaped:
-        unknown = set(contact) - set(FIELDS)
-        if unknown:
-            known = ", ".join(FIELDS)
-            return Line(number, None, f"unknown fields {', '.join(sorted(unknown))} (known: {known})")
-        for name in ("timezone", "phone", "country"):
-            if not isinstance(contact.get(name), str | None):
-                return Line(number, None, f"{name} is not text")
-        if contact.get("attributes") is not None and not isinstance(contact["attributes"], dict):
-            return Line(number, None, "attributes is not a JSON object")
+def _from_object(number: int, contact: dict[str, Any]) -> Line:
+    """A JSON Lines object's contact, checked: a key left out is a field not given."""
+    unknown = set(contact) - set(FIELDS)
+    if unknown:
+        known = ", ".join(FIELDS)
+        return Line(number, None, f"unknown fields {', '.join(sorted(unknown))} (known: {known})")
+    for name in ("timezone", "phone", "country"):
+        if not isinstance(contact.get(name), str | None):
+            return Line(number, None, f"{name} is not text")
+    attributes = contact.get("attributes")
+    if attributes is not None and not isinstance(attributes, dict):
+        return Line(number, None, "attributes is not a JSON object")
     contact_id = contact.get("contact_id")
-    if not isinstance(contact_id, str) or not _CONTACT_ID.fullmatch(contact_id):
-        return Line(number, None, f"contact_id {contact_id!r}: letters, digits and _ . : @ + -, "
-                                  "starting with a letter or digit, at most 128")
-    timezone, country, phone = contact.get("timezone"), contact.get("country"), contact.get("phone")
+    if not isinstance(contact_id, str):
+        return Line(number, None, f"contact_id {contact_id!r}: {_CONTACT_ID_RULE}")
+    return _checked(number, contact_id, contact.get("timezone"), contact.get("phone"), contact.get("country"),
+                    attributes, "timezone" in contact, "phone" in contact, "country" in contact,
+                    "attributes" in contact)
+
+
+_CONTACT_ID_RULE = "letters, digits and _ . : @ + -, starting with a letter or digit, at most 128"
+
+
+def _checked(number: int, contact_id: str, timezone: str | None, phone: str | None, country: str | None,
+             attributes: dict[str, Any] | None, has_timezone: bool, has_phone: bool, has_country: bool,
+             has_attributes: bool) -> Line:
+    """The line's contact as the database will take it (phone in E.164 where it can be read), or
+    what is wrong with it."""
+    if not _CONTACT_ID.fullmatch(contact_id):
+        return Line(number, None, f"contact_id {contact_id!r}: {_CONTACT_ID_RULE}")
     if timezone is not None and not _known_zone(timezone):
         return Line(number, None, f"timezone {timezone!r} is not an IANA zone (such as Europe/London)")
     if country is not None and not _COUNTRY.fullmatch(country):
         return Line(number, None, f"country {country!r} is not a two-letter ISO 3166 code (such as GB)")
     if phone is not None and not (phone[:1] == "+" and phone[1:].isdigit()):  # E.164 already: as it is
-        contact["phone"] = international(phone, country)
-    return Line(number, contact)
+        phone = international(phone, country)
+    return Line(number, ContactRow(contact_id, timezone, phone, country,
+                                   None if attributes is None else orjson.dumps(attributes).decode(),
+                                   has_timezone, has_phone, has_country, has_attributes))
 
 
 @functools.lru_cache(maxsize=1024)

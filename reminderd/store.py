@@ -52,6 +52,7 @@ from .schedule import DEFAULT_BACKFILL, DEFAULT_MAX_LATENESS_S, QuietHours, Timi
 
 if TYPE_CHECKING:
     from .arguments import BroadcastRequest, CadenceRequest
+    from .contact_files import ContactRow
     from .phones import ReferenceData
     from .registry import Identity
     from .validation import ScheduleRequest
@@ -2182,6 +2183,13 @@ class Store:
         """Add or change contacts (a JSON array, as reminderd.upsert_contacts takes it); how many
         were added or changed. Their zones are resolved by the database."""
         written: int = await self._pool.fetchval(QUERIES["upsert_contacts"], tenant_id, contacts_json)
+        return written
+
+    @_translating
+    async def upsert_contact_rows(self, tenant_id: str, contacts: Sequence[ContactRow]) -> int:
+        """Add or change contacts given as reminderd.contact_v1 rows (`reminderd contacts import`):
+        the same rules and errors as upsert_contacts, without JSON to build and pick apart."""
+        written: int = await self._pool.fetchval(QUERIES["upsert_contact_rows"], tenant_id, contacts)
         return written
 
     @_translating

@@ -959,6 +959,11 @@ ANALYZE reminderd.phone_plans, reminderd.phone_regions, reminderd.phone_prefixes
 -- $2: a JSON array of contacts (reminderd.upsert_contacts). How many were added or changed.
 SELECT reminderd.upsert_contacts($1, $2::jsonb);
 
+-- upsert_contact_rows --
+-- $2: the contacts as one typed array (reminderd.upsert_contact_rows, what `reminderd contacts
+-- import` sends). How many were added or changed.
+SELECT reminderd.upsert_contact_rows($1, $2::reminderd.contact_v1[]);
+
 -- delete_contacts --
 SELECT reminderd.delete_contacts($1, $2::text[]);
 
