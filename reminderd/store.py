@@ -679,13 +679,15 @@ class ItemScheduled:
     error_hint: str | None
     error_detail: str | None = None
     error_constraint: str | None = None
+    timezone: str | None = None  # the message's zone, and where it came from (message, contact, …)
+    timezone_source: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> ItemScheduled:
         status = row["status"]
         return cls(row["item"], row["message_id"], row["result"], None if status is None else Status(status),
                    row["fire_at"], row["error_sqlstate"], row["error_message"], row["error_hint"],
-                   row["error_detail"], row["error_constraint"])
+                   row["error_detail"], row["error_constraint"], row["timezone"], row["timezone_source"])
 
     def refused(self) -> DatabaseRefused | None:
         """The item's error as the exception the statement would have raised on its own."""
@@ -725,6 +727,8 @@ class MessageView:
     updated_at: datetime
     sent_at: datetime | None
     extra_of: int | None
+    contact_id: str | None
+    timezone_source: str  # message, contact, phone, country, tenant (docs/audiences.md)
     payload: str
 
     @classmethod
@@ -1064,14 +1068,14 @@ def _endpoint_health_v1(h: EndpointHealth) -> tuple[Any, ...]:
             h.last_success_at, h.circuit_open_until, h.circuit_opens, h.disabled_at, h.disabled_reason)
 
 
-def _schedule_item_v1(r: ScheduleRequest) -> tuple[Any, ...]:
+def _schedule_item_v2(r: ScheduleRequest) -> tuple[Any, ...]:
     recurrence = r.recurrence
     return (
         r.ref_id, r.fire_at, None if r.fire_in_s is None else timedelta(seconds=r.fire_in_s), r.local_time,
         recurrence.cron if recurrence else None, recurrence.rrule if recurrence else None, r.timezone,
         r.payload_json, r.callback_url, r.category, r.max_attempts, r.calendar, r.holiday_rule, r.backfill,
         None if r.max_lateness_s is None else timedelta(seconds=r.max_lateness_s), r.until, r.max_runs,
-        r.first_fire_at,
+        r.first_fire_at, r.contact_id,
     )
 
 
@@ -1938,7 +1942,7 @@ class Store:
                             ) -> list[ItemScheduled]:
         """Each request through reminderd.schedule()/schedule_recurring(), in one round trip."""
         rows = await self._pool.fetch(QUERIES["schedule_many"], tenant_id,
-                                      [_schedule_item_v1(r) for r in requests], atomic)
+                                      [_schedule_item_v2(r) for r in requests], atomic)
         return [ItemScheduled.from_row(r) for r in rows]
 
     @_translating
