@@ -152,3 +152,11 @@ def _known_zone(name: str) -> bool:
     except InvalidSchedule:
         return False
     return True
+
+
+def checked_contact(number: int, contact: Any) -> Line:
+    """One contact sent over the HTTP API (PUT /v1/contacts: an array's element or an NDJSON
+    line), checked as a JSON Lines file's line is."""
+    if not isinstance(contact, dict):
+        return Line(number, None, "not a JSON object")
+    return _checked(number, dict(contact))

@@ -2088,6 +2088,15 @@ class Store:
         return written
 
     @_translating
+    async def upsert_contacts_counted(self, tenant_id: str, contacts_json: str, contact_ids: Sequence[str]
+                                      ) -> tuple[int, int]:
+        """upsert_contacts(), and how many of `contact_ids` (the batch's, distinct) existed before:
+        (added or changed, existed)."""
+        row = await self._pool.fetchrow(QUERIES["upsert_contacts_counted"], tenant_id, contacts_json,
+                                        list(contact_ids))
+        return int(row["written"]), int(row["existed"])
+
+    @_translating
     async def delete_contacts(self, tenant_id: str, contact_ids: Sequence[str]) -> int:
         deleted: int = await self._pool.fetchval(QUERIES["delete_contacts"], tenant_id, list(contact_ids))
         return deleted

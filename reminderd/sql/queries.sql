@@ -975,6 +975,13 @@ ANALYZE reminderd.phone_plans, reminderd.phone_regions, reminderd.phone_prefixes
 -- $2: a JSON array of contacts (reminderd.upsert_contacts). How many were added or changed.
 SELECT reminderd.upsert_contacts($1, $2::jsonb);
 
+-- upsert_contacts_counted --
+-- The same, and how many of the contacts $3 (the batch's ids) existed before it (the statement's
+-- snapshot is taken before the function writes): the HTTP API's new and changed.
+SELECT reminderd.upsert_contacts($1, $2::jsonb) AS written,
+       (SELECT count(*) FROM reminderd.contacts c WHERE c.tenant_id = $1 AND c.contact_id = ANY ($3::text[]))
+           AS existed;
+
 -- delete_contacts --
 SELECT reminderd.delete_contacts($1, $2::text[]);
 

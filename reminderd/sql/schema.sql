@@ -4160,7 +4160,9 @@ BEGIN
             USING ERRCODE = 'no_data_found', HINT = 'Create it by adding contacts: reminderd.add_to_audience(tenant, name, contact_ids).';
     END IF;
     who := reminderd.acting_as(broadcast.actor);
-    SELECT * INTO tenant FROM reminderd.tenants t WHERE t.id = broadcast.tenant_id;
+    -- The columns it reads, by name: a role may read a tenant's settings and not its secret.
+    SELECT t.id, t.broadcast_limit, t.approval_threshold INTO tenant.id, tenant.broadcast_limit, tenant.approval_threshold
+    FROM reminderd.tenants t WHERE t.id = broadcast.tenant_id;
     -- An RRULE without DTSTART counts from today's midnight (as reminderd.validate_message does).
     anchored := CASE WHEN broadcast.rrule IS NOT NULL AND broadcast.rrule !~* '(^|\n)\s*DTSTART'
                      THEN 'DTSTART:' || to_char(date_trunc('day', now() AT TIME ZONE 'UTC'), 'YYYYMMDD"T"HH24MISS')
@@ -4344,7 +4346,10 @@ BEGIN
         RAISE EXCEPTION 'no broadcast with id %', stage_broadcast.broadcast_id USING ERRCODE = 'no_data_found';
     END IF;
     recurring := request.local_time IS NULL;
-    SELECT * INTO tenant FROM reminderd.tenants t WHERE t.id = request.tenant_id;
+    -- The columns it reads, by name: a role may read a tenant's settings and not its secret.
+    SELECT t.id, t.broadcast_limit, t.callback_url, t.paused INTO tenant.id, tenant.broadcast_limit, tenant.callback_url,
+                                                                  tenant.paused
+    FROM reminderd.tenants t WHERE t.id = request.tenant_id;
     IF request.callback_url IS NULL AND tenant.callback_url IS NULL THEN
         RAISE EXCEPTION 'no callback_url for broadcast "%": it has none and tenant "%" has no default',
             request.ref_prefix, request.tenant_id
