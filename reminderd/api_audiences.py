@@ -10,7 +10,6 @@ did it (events.on_behalf_of), and a broadcast's actor, who may not approve it, i
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -25,11 +24,10 @@ from .arguments import Audience, BroadcastRequest, CadenceRequest
 from .contact_files import MAX_LINE, Line, checked_contact
 from .exceptions import DatabaseRefused
 from .problems import FieldError, Problem, invalid, pointer
-from .schedule import InvalidSchedule, first_everywhere, next_wall, parse_cron, parse_rrule
+from .schedule import BACKFILL_POLICIES, InvalidSchedule, first_everywhere, next_wall, parse_cron, parse_rrule
 from .store import BroadcastProgress, Contact, ContactMessage, StagedOccurrence, Store, ZoneWave
 from .validation import (
     API_NAMES,
-    BACKFILL_POLICIES,
     HOLIDAY_RULES,
     InvalidInput,
     Recurrence,
@@ -58,14 +56,41 @@ MAX_ERRORS = 1_000  # per-item errors listed in one answer (the counts count the
 _AUDIENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")  # as the CLI checks it (arguments.py)
 _REF_PREFIX = re.compile(r"[^%#\s\x00]{1,100}")
 _OFFSET = re.compile(r"([+-])(.+)")
-BROADCAST_FIELDS = frozenset({
-    "ref_prefix", "local_time", "cron", "every", "rrule", "audience", "contact_ids", "everyone", "payload",
-    "category", "until", "callback_url", "calendar", "holiday_rule", "backfill", "max_lateness", "notify",
-    "stage_ahead",
-})
-CADENCE_FIELDS = frozenset({
-    "ref_prefix", "anchor", "offsets", "at_local", "contact_id", "timezone", "payload", "callback_url", "category",
-})
+BROADCAST_FIELDS = frozenset(
+    {
+        "ref_prefix",
+        "local_time",
+        "cron",
+        "every",
+        "rrule",
+        "audience",
+        "contact_ids",
+        "everyone",
+        "payload",
+        "category",
+        "until",
+        "callback_url",
+        "calendar",
+        "holiday_rule",
+        "backfill",
+        "max_lateness",
+        "notify",
+        "stage_ahead",
+    }
+)
+CADENCE_FIELDS = frozenset(
+    {
+        "ref_prefix",
+        "anchor",
+        "offsets",
+        "at_local",
+        "contact_id",
+        "timezone",
+        "payload",
+        "callback_url",
+        "category",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -118,21 +143,23 @@ class Recipients:
             if not items:
                 raise invalid("send at least one contact", None)
             if len(items) > MAX_CONTACTS_JSON:
-                raise invalid(f"at most {MAX_CONTACTS_JSON:,} contacts in one JSON array (got {len(items):,}); "
-                              "send more as NDJSON (Content-Type: application/x-ndjson), one a line", None)
+                raise invalid(
+                    f"at most {MAX_CONTACTS_JSON:,} contacts in one JSON array (got {len(items):,}); "
+                    "send more as NDJSON (Content-Type: application/x-ndjson), one a line",
+                    None,
+                )
             batch = []
             for index, item in enumerate(items):
-                line = checked_contact(index, item)
                 upload.received += 1
-                if line.contact is None:
-                    upload.refuse(index, _id_of(item), line.problem or "invalid")
-                else:
+                line = _accepted(index, item, upload)
+                if line is not None:
                     batch.append(line)
             await self._write_contacts(store, caller, tenant, batch, upload, by="index")
         return _json(upload.answer(by="line" if request.content_type in NDJSON else "index"))
 
-    async def _write_contacts(self, store: Store, caller: Caller, tenant: str, batch: list[Line], upload: Upload,
-                              *, by: str) -> None:
+    async def _write_contacts(
+        self, store: Store, caller: Caller, tenant: str, batch: list[Line], upload: Upload, *, by: str
+    ) -> None:
         """One batch in one transaction; an element the database refuses (it names it) is
         reported and the rest written again."""
         while batch:
@@ -141,7 +168,7 @@ class Recipients:
             try:
                 async with store.transaction() as tx:
                     await tx.act_for(caller.acting_for)
-                    written, existed = await tx.upsert_contacts_counted(tenant, json.dumps(contacts), ids)
+                    written, existed = await tx.upsert_contacts_counted(tenant, _array(contacts), ids)
             except DatabaseRefused as exc:
                 position = _element(exc, batch)
                 if position is None:
@@ -184,18 +211,23 @@ class Recipients:
         if contact is None:
             raise _no_contact(contact_id)
         messages = await store.contact_messages(tenant, contact_id, recent_s=recent_s, limit=int(limit_text))
-        return _json({"contact": _contact_json(contact), "messages": [_contact_message_json(m) for m in messages]})
+        return _json(
+            {"contact": _contact_json(contact), "messages": [_contact_message_json(m) for m in messages]}
+        )
 
     # Audiences ----------------------------------------------------------------------------------
 
     async def list_audiences(self, request: web.Request, caller: Caller, store: Store) -> web.Response:
         found = await store.audiences(_tenant(caller))
-        return _json({"audiences": [{"name": a.name, "members": a.members, "created_at": a.created_at}
-                                    for a in found]})
+        return _json(
+            {"audiences": [{"name": a.name, "members": a.members, "created_at": a.created_at} for a in found]}
+        )
 
     async def add_members(self, request: web.Request, caller: Caller, store: Store) -> web.Response:
         audience, ids = _audience(request), await self._contact_ids(request)
-        return _json({"audience": audience, "added": await store.add_to_audience(_tenant(caller), audience, ids)})
+        return _json(
+            {"audience": audience, "added": await store.add_to_audience(_tenant(caller), audience, ids)}
+        )
 
     async def remove_members(self, request: web.Request, caller: Caller, store: Store) -> web.Response:
         audience, ids = _audience(request), await self._contact_ids(request)
@@ -238,7 +270,9 @@ class Recipients:
     async def reject_broadcast(self, request: web.Request, caller: Caller, store: Store) -> web.Response:
         return await self._decide(request, caller, store, approve=False)
 
-    async def _decide(self, request: web.Request, caller: Caller, store: Store, *, approve: bool) -> web.Response:
+    async def _decide(
+        self, request: web.Request, caller: Caller, store: Store, *, approve: bool
+    ) -> web.Response:
         tenant, broadcast_id = _tenant(caller), _broadcast_id(request)
         body = await self.api.read_json(request, required=False)
         _no_unknown(body, {"note"})
@@ -263,10 +297,22 @@ class Recipients:
     async def schedule_cadence(self, request: web.Request, caller: Caller, store: Store) -> web.Response:
         cadence = _cadence_request(_tenant(caller), await self.api.read_json(request))
         steps = await store.schedule_cadence(cadence)
-        return _json({"ref_prefix": cadence.ref_prefix, "steps": [{
-            "ref_id": s.ref_id, "id": s.message_id, "fire_at": s.fire_at, "local_time": _wall(s.local_time),
-            "skipped": s.skipped,
-        } for s in steps]}, 201)
+        return _json(
+            {
+                "ref_prefix": cadence.ref_prefix,
+                "steps": [
+                    {
+                        "ref_id": s.ref_id,
+                        "id": s.message_id,
+                        "fire_at": s.fire_at,
+                        "local_time": _wall(s.local_time),
+                        "skipped": s.skipped,
+                    }
+                    for s in steps
+                ],
+            },
+            201,
+        )
 
 
 # An upload's tally -------------------------------------------------------------------------------
@@ -287,15 +333,30 @@ class Upload:
         where = "line" if by == "line" else "index"
         errors = []
         for error in self.errors:
-            problem = Problem("database-refused" if error["sqlstate"] else "invalid-request",
-                              f"{where} {error['at']}: {error['detail']}",
-                              [FieldError(error["detail"], pointer=None if by == "line" else pointer(error["at"]))],
-                              extra={"sqlstate": error["sqlstate"]} if error["sqlstate"] else {})
-            errors.append({where: error["at"], "result": "error", "contact_id": error["contact_id"],
-                           "error": problem.as_json()})
-        return {"received": self.received, "new": self.new, "changed": self.changed, "unchanged": self.unchanged,
-                "repeated": self.repeated, "failed": self.failed, "errors": errors,
-                "errors_truncated": self.failed > len(errors)}
+            problem = Problem(
+                "database-refused" if error["sqlstate"] else "invalid-request",
+                f"{where} {error['at']}: {error['detail']}",
+                [FieldError(error["detail"], pointer=None if by == "line" else pointer(error["at"]))],
+                extra={"sqlstate": error["sqlstate"]} if error["sqlstate"] else {},
+            )
+            errors.append(
+                {
+                    where: error["at"],
+                    "result": "error",
+                    "contact_id": error["contact_id"],
+                    "error": problem.as_json(),
+                }
+            )
+        return {
+            "received": self.received,
+            "new": self.new,
+            "changed": self.changed,
+            "unchanged": self.unchanged,
+            "repeated": self.repeated,
+            "failed": self.failed,
+            "errors": errors,
+            "errors_truncated": self.failed > len(errors),
+        }
 
 
 async def _ndjson_batches(request: web.Request, upload: Upload) -> AsyncIterator[list[Line]]:
@@ -330,9 +391,8 @@ async def _ndjson_batches(request: web.Request, upload: Upload) -> AsyncIterator
         except wire.NotJSON as exc:
             upload.refuse(number, None, f"not JSON: {exc}")
             continue
-        line = checked_contact(number, item)
-        if line.contact is None:
-            upload.refuse(number, _id_of(item), line.problem or "invalid")
+        line = _accepted(number, item, upload)
+        if line is None:
             continue
         batch.append(line)
         if len(batch) >= CONTACT_BATCH:
@@ -340,6 +400,27 @@ async def _ndjson_batches(request: web.Request, upload: Upload) -> AsyncIterator
             batch = []
     if batch:
         yield batch
+
+
+def _accepted(at: int, item: Any, upload: Upload) -> Line | None:
+    """The contact at `at`, checked as a contacts file's line is and as PostgreSQL's jsonb will
+    take it (its numbers kept as written); None, and the reason recorded, when it is refused."""
+    line = checked_contact(at, item)
+    if line.contact is None:
+        upload.refuse(at, _id_of(item), line.problem or "invalid")
+        return None
+    text, encoded = wire.encode(line.contact)
+    try:
+        parse_payload(text, "contact", encoded=encoded)
+    except InvalidInput as exc:
+        upload.refuse(at, _id_of(item), str(exc))
+        return None
+    return line
+
+
+def _array(contacts: list[dict[str, Any] | None]) -> str:
+    """The batch as the JSON array upsert_contacts takes, numbers as the client wrote them."""
+    return "[" + ", ".join(wire.text_of(contact) for contact in contacts) + "]"
 
 
 def _element(exc: DatabaseRefused, batch: list[Line]) -> int | None:
@@ -389,8 +470,11 @@ def _contact_id(request: web.Request) -> str:
 def _audience(request: web.Request) -> str:
     name = request.match_info["audience"]
     if not _AUDIENCE.fullmatch(name):
-        raise invalid("audience: letters, digits and _ . : -, starting with a letter or digit, at most 128",
-                      "audience", where="parameter")
+        raise invalid(
+            "audience: letters, digits and _ . : -, starting with a letter or digit, at most 128",
+            "audience",
+            where="parameter",
+        )
     return name
 
 
@@ -447,18 +531,31 @@ def _broadcast_request(tenant: str, body: dict[str, Any], caller: Caller, now: d
     try:
         prefix = _text(body, "ref_prefix")
         if prefix is None or not _REF_PREFIX.fullmatch(prefix):
-            raise InvalidInput("ref_prefix is required: 1 to 100 characters without spaces, % or # "
-                               "(the messages' refs are ref_prefix:contact_id)", "ref_prefix")
+            raise InvalidInput(
+                "ref_prefix is required: 1 to 100 characters without spaces, % or # "
+                "(the messages' refs are ref_prefix:contact_id)",
+                "ref_prefix",
+            )
         audience = _audience_of(body)
         for name in ("cron", "every", "rrule", "local_time", "until"):
             _text(body, name)
-        recurrence = Recurrence.parse(cron=body.get("cron"), every=body.get("every"), rrule=body.get("rrule"),
-                                      timezone="UTC", start=now, names=API_NAMES)
-        local_time = None if body.get("local_time") is None else parse_wall_time(body["local_time"], "local_time")
+        recurrence = Recurrence.parse(
+            cron=body.get("cron"),
+            every=body.get("every"),
+            rrule=body.get("rrule"),
+            timezone="UTC",
+            start=now,
+            names=API_NAMES,
+        )
+        local_time = (
+            None if body.get("local_time") is None else parse_wall_time(body["local_time"], "local_time")
+        )
         if (local_time is None) == (recurrence is None):
-            raise InvalidInput("say when: local_time (a wall time, read in each contact's zone) for one wave, "
-                               "or cron, every or rrule for a recurring one",
-                               "local_time" if local_time is not None else "cron")
+            raise InvalidInput(
+                "say when: local_time (a wall time, read in each contact's zone) for one wave, "
+                "or cron, every or rrule for a recurring one",
+                "local_time" if local_time is not None else "cron",
+            )
         if body.get("until") is not None and recurrence is None:
             raise InvalidInput("until ends a recurring broadcast: use it with cron, every or rrule", "until")
         category = _text(body, "category") or "marketing"
@@ -468,11 +565,16 @@ def _broadcast_request(tenant: str, body: dict[str, Any], caller: Caller, now: d
                 raise InvalidInput(f"{name} must be true or false", name)
         payload = None if "payload" not in body else wire.encode(body["payload"])
         return BroadcastRequest(
-            tenant_id=tenant, ref_prefix=prefix, audience=audience,
+            tenant_id=tenant,
+            ref_prefix=prefix,
+            audience=audience,
             payload_json="{}" if payload is None else parse_payload(payload[0], "payload", encoded=payload[1]),
-            category=category, local_time=local_time, recurrence=recurrence,
-            until=None if body.get("until") is None else parse_instant(body["until"], "UTC", "until",
-                                                                       names=API_NAMES),
+            category=category,
+            local_time=local_time,
+            recurrence=recurrence,
+            until=None
+            if body.get("until") is None
+            else parse_instant(body["until"], "UTC", "until", names=API_NAMES),
             callback_url=checked_callback_url(_text(body, "callback_url"), "callback_url"),
             calendar=checked_calendar(_text(body, "calendar"), "calendar"),
             holiday_rule=checked_choice(_text(body, "holiday_rule"), HOLIDAY_RULES, "holiday_rule"),
@@ -489,13 +591,17 @@ def _broadcast_request(tenant: str, body: dict[str, Any], caller: Caller, now: d
 def _audience_of(body: dict[str, Any]) -> Audience:
     given = [name for name in ("audience", "contact_ids", "everyone") if body.get(name) not in (None, False)]
     if len(given) != 1:
-        raise InvalidInput("say whom it reaches: exactly one of audience (a list's name), contact_ids and "
-                           "everyone: true", given[1] if len(given) > 1 else "audience")
+        raise InvalidInput(
+            "say whom it reaches: exactly one of audience (a list's name), contact_ids and everyone: true",
+            given[1] if len(given) > 1 else "audience",
+        )
     if given[0] == "audience":
         name = body["audience"]
         if not isinstance(name, str) or not _AUDIENCE.fullmatch(name):
-            raise InvalidInput("audience: letters, digits and _ . : -, starting with a letter or digit, "
-                               "at most 128", "audience")
+            raise InvalidInput(
+                "audience: letters, digits and _ . : -, starting with a letter or digit, at most 128",
+                "audience",
+            )
         return Audience(name=name)
     if given[0] == "contact_ids":
         return Audience(contact_ids=_ids(body["contact_ids"], "contact_ids", required=True))
@@ -509,27 +615,38 @@ def _cadence_request(tenant: str, body: dict[str, Any]) -> CadenceRequest:
     try:
         prefix = _text(body, "ref_prefix")
         if prefix is None or not _REF_PREFIX.fullmatch(prefix):
-            raise InvalidInput("ref_prefix is required: 1 to 100 characters without spaces, % or # "
-                               "(the messages' refs are ref_prefix:-30d, …)", "ref_prefix")
+            raise InvalidInput(
+                "ref_prefix is required: 1 to 100 characters without spaces, % or # "
+                "(the messages' refs are ref_prefix:-30d, …)",
+                "ref_prefix",
+            )
         contact, zone = _text(body, "contact_id"), _text(body, "timezone")
         if (contact is None) == (zone is None):
-            raise InvalidInput("say whose clock: exactly one of contact_id and timezone",
-                               "timezone" if contact is not None else "contact_id")
+            raise InvalidInput(
+                "say whose clock: exactly one of contact_id and timezone",
+                "timezone" if contact is not None else "contact_id",
+            )
         contact_id = None if contact is None else checked_contact_id(contact, "contact_id")
         timezone = None if zone is None else checked_timezone(zone, "timezone")
         anchor_text = _text(body, "anchor")
         if anchor_text is None:
-            raise InvalidInput("anchor is required: the instant the offsets are counted from, e.g. "
-                               "2027-03-01T00:00:00Z", "anchor")
+            raise InvalidInput(
+                "anchor is required: the instant the offsets are counted from, e.g. 2027-03-01T00:00:00Z",
+                "anchor",
+            )
         if timezone is None:
             anchor = parse_instant(anchor_text, None, "anchor", names=API_NAMES)
         else:
             anchor = parse_instant(anchor_text, timezone, "anchor", names=API_NAMES)
         offsets_given = body.get("offsets", ["-30d", "-7d", "-1d"])
-        if (not isinstance(offsets_given, list) or not 1 <= len(offsets_given) <= 100
-                or not all(isinstance(o, str) for o in offsets_given)):
-            raise InvalidInput('offsets must be a list of 1 to 100 signed durations, e.g. ["-30d", "-7d", "-1d"]',
-                               "offsets")
+        if (
+            not isinstance(offsets_given, list)
+            or not 1 <= len(offsets_given) <= 100
+            or not all(isinstance(o, str) for o in offsets_given)
+        ):
+            raise InvalidInput(
+                'offsets must be a list of 1 to 100 signed durations, e.g. ["-30d", "-7d", "-1d"]', "offsets"
+            )
         offsets = [_interval(text, index) for index, text in enumerate(offsets_given)]
         at_text = _text(body, "at_local")
         at_local = None
@@ -544,9 +661,16 @@ def _cadence_request(tenant: str, body: dict[str, Any]) -> CadenceRequest:
         checked_category(category, "category")
         payload = None if "payload" not in body else wire.encode(body["payload"])
         return CadenceRequest(
-            tenant, prefix, anchor, offsets, at_local, contact_id, timezone,
+            tenant,
+            prefix,
+            anchor,
+            offsets,
+            at_local,
+            contact_id,
+            timezone,
             "{}" if payload is None else parse_payload(payload[0], "payload", encoded=payload[1]),
-            checked_callback_url(_text(body, "callback_url"), "callback_url"), category,
+            checked_callback_url(_text(body, "callback_url"), "callback_url"),
+            category,
         )
     except InvalidInput as exc:
         raise invalid(str(exc), pointer(*exc.field.split("/")) if exc.field else None) from None
@@ -558,8 +682,9 @@ def _interval(text: str, index: int) -> str:
     field = f"offsets/{index}"
     match = _OFFSET.fullmatch(text.strip())
     if match is None:
-        raise InvalidInput(f"offsets[{index}] {text!r}: a signed duration, - for before (-30d), + for after "
-                           "(+1d)", field)
+        raise InvalidInput(
+            f"offsets[{index}] {text!r}: a signed duration, - for before (-30d), + for after (+1d)", field
+        )
     seconds = parse_duration(match.group(2), f"offsets[{index}]", allow_zero=True).total_seconds()
     sign = "-" if match.group(1) == "-" else ""
     days, rest = divmod(seconds, 86400)
@@ -580,20 +705,34 @@ def _wall(value: datetime | None) -> str | None:
 
 def _contact_json(contact: Contact) -> dict[str, Any]:
     return {
-        "contact_id": contact.contact_id, "timezone": contact.timezone, "phone": contact.phone,
-        "country": contact.country, "attributes": contact.attributes,
-        "zone": contact.zone, "zone_source": contact.zone_source, "audiences": list(contact.audiences),
-        "created_at": contact.created_at, "updated_at": contact.updated_at,
+        "contact_id": contact.contact_id,
+        "timezone": contact.timezone,
+        "phone": contact.phone,
+        "country": contact.country,
+        "attributes": contact.attributes,
+        "zone": contact.zone,
+        "zone_source": contact.zone_source,
+        "audiences": list(contact.audiences),
+        "created_at": contact.created_at,
+        "updated_at": contact.updated_at,
     }
 
 
 def _contact_message_json(message: ContactMessage) -> dict[str, Any]:
     return {
-        "id": message.id, "ref_id": message.ref_id, "status": message.status, "fire_at": message.fire_at,
-        "local_fire_at": _wall(message.local_fire_at), "timezone": message.timezone,
-        "timezone_source": message.timezone_source, "recurrence": message.recurrence,
-        "category": message.category, "broadcast_id": message.broadcast_id, "last_event": message.last_event,
-        "reason": message.reason, "updated_at": message.updated_at,
+        "id": message.id,
+        "ref_id": message.ref_id,
+        "status": message.status,
+        "fire_at": message.fire_at,
+        "local_fire_at": _wall(message.local_fire_at),
+        "timezone": message.timezone,
+        "timezone_source": message.timezone_source,
+        "recurrence": message.recurrence,
+        "category": message.category,
+        "broadcast_id": message.broadcast_id,
+        "last_event": message.last_event,
+        "reason": message.reason,
+        "updated_at": message.updated_at,
     }
 
 
@@ -609,20 +748,46 @@ def _state(b: BroadcastProgress) -> str:
 
 def _broadcast_json(b: BroadcastProgress) -> dict[str, Any]:
     return {
-        "id": b.id, "ref_prefix": b.ref_prefix, "audience": b.audience, "local_time": _wall(b.local_time),
-        "cron": b.cron, "rrule": b.rrule, "category": b.category, "approval": b.approval,
-        "created_by": b.created_by, "created_at": b.created_at, "decided_by": b.decided_by,
-        "decided_at": b.decided_at, "occurrences": b.occurrences,
-        "counts": {"staged": b.staged, "waiting": b.waiting, "held": b.held, "sent": b.sent, "failed": b.failed,
-                   "expired": b.expired, "cancelled": b.cancelled},
-        "done": b.done, "state": _state(b), "next_occurrence": _wall(b.next_occurrence), "ended_at": b.ended_at,
-        "ended_reason": b.ended_reason, "last_error": b.last_error,
+        "id": b.id,
+        "ref_prefix": b.ref_prefix,
+        "audience": b.audience,
+        "local_time": _wall(b.local_time),
+        "cron": b.cron,
+        "rrule": b.rrule,
+        "category": b.category,
+        "approval": b.approval,
+        "created_by": b.created_by,
+        "created_at": b.created_at,
+        "decided_by": b.decided_by,
+        "decided_at": b.decided_at,
+        "occurrences": b.occurrences,
+        "counts": {
+            "staged": b.staged,
+            "waiting": b.waiting,
+            "held": b.held,
+            "sent": b.sent,
+            "failed": b.failed,
+            "expired": b.expired,
+            "cancelled": b.cancelled,
+        },
+        "done": b.done,
+        "state": _state(b),
+        "next_occurrence": _wall(b.next_occurrence),
+        "ended_at": b.ended_at,
+        "ended_reason": b.ended_reason,
+        "last_error": b.last_error,
     }
 
 
 def _wave_json(w: StagedOccurrence) -> dict[str, Any]:
-    return {"occurrence": _wall(w.occurrence), "contacts": w.contacts, "first_fire_at": w.first_fire_at,
-            "last_fire_at": w.last_fire_at, "staged_at": w.staged_at, "completed_at": w.completed_at}
+    return {
+        "occurrence": _wall(w.occurrence),
+        "contacts": w.contacts,
+        "first_fire_at": w.first_fire_at,
+        "last_fire_at": w.last_fire_at,
+        "staged_at": w.staged_at,
+        "completed_at": w.completed_at,
+    }
 
 
 async def _broadcast_now(store: Store, tenant: str, broadcast_id: int) -> dict[str, Any]:
@@ -641,11 +806,17 @@ async def _preview(store: Store, broadcast: BroadcastRequest, now: datetime) -> 
     if local_time is None:
         recurrence = broadcast.recurrence
         assert recurrence is not None
-        zones = [w.timezone for w in await store.broadcast_preview(broadcast, now.replace(tzinfo=None))
-                 if w.timezone is not None]
+        zones = [
+            w.timezone
+            for w in await store.broadcast_preview(broadcast, now.replace(tzinfo=None))
+            if w.timezone is not None
+        ]
         try:
-            schedule = (parse_cron(recurrence.cron) if recurrence.cron is not None
-                        else parse_rrule(recurrence.rrule or "", "UTC"))
+            schedule = (
+                parse_cron(recurrence.cron)
+                if recurrence.cron is not None
+                else parse_rrule(recurrence.rrule or "", "UTC")
+            )
         except InvalidSchedule as exc:
             raise invalid(str(exc), pointer(recurrence.field(API_NAMES))) from None
         local_time = first_everywhere(schedule, zones, now)
@@ -661,8 +832,11 @@ async def _preview(store: Store, broadcast: BroadcastRequest, now: datetime) -> 
         per_hour[hour] = per_hour.get(hour, 0) + wave.contacts
     total = sum(w.contacts for w in waves)
     return {
-        "dry_run": True, "ref_prefix": broadcast.ref_prefix, "local_time": _wall(local_time),
-        "next_local_time": _wall(following), "audience_size": total,
+        "dry_run": True,
+        "ref_prefix": broadcast.ref_prefix,
+        "local_time": _wall(local_time),
+        "next_local_time": _wall(following),
+        "audience_size": total,
         "without_timezone": total - sum(w.contacts for w in zoned),
         "sends_per_utc_hour": [{"hour": hour, "messages": count} for hour, count in sorted(per_hour.items())],
         "zones": [_zone_json(w, now) for w in zoned],
@@ -670,10 +844,18 @@ async def _preview(store: Store, broadcast: BroadcastRequest, now: datetime) -> 
 
 
 def _zone_json(w: ZoneWave, now: datetime) -> dict[str, Any]:
-    return {"timezone": w.timezone, "fire_at": w.fire_at, "contacts": w.contacts,
-            "sources": {"contact": w.from_contact, "phone": w.from_phone, "country": w.from_country,
-                        "tenant": w.from_tenant},
-            "in_the_past": w.fire_at is not None and w.fire_at <= now}
+    return {
+        "timezone": w.timezone,
+        "fire_at": w.fire_at,
+        "contacts": w.contacts,
+        "sources": {
+            "contact": w.from_contact,
+            "phone": w.from_phone,
+            "country": w.from_country,
+            "tenant": w.from_tenant,
+        },
+        "in_the_past": w.fire_at is not None and w.fire_at <= now,
+    }
 
 
 __all__ = ["RecipientRoute", "Recipients"]

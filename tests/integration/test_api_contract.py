@@ -102,7 +102,8 @@ async def _arrange(http: ApiClient, owner: str) -> dict[str, Any]:
     await http.call("PUT", "/v1/contacts", owner, json=[{"contact_id": "cust_1", "timezone": "Asia/Tokyo"}])
     await http.call("PUT", "/v1/audiences/vip/members", owner, json={"contact_ids": ["cust_1"]})
     wall = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%dT09:00")
-    await http.call("POST", "/v1/broadcasts", owner, json={"ref_prefix": "bf", "local_time": wall, "audience": "vip"})
+    await http.call("POST", "/v1/broadcasts", owner,
+                    json={"ref_prefix": "bf", "local_time": wall, "audience": "vip"})
     return {"live": live["id"], "cron": cron["id"], "ref": "booking:1", "pattern": "booking:%", "wall": wall}
 
 
@@ -136,7 +137,9 @@ def _requests(ids: dict[str, Any], message_id: int) -> dict[tuple[str, str], dic
         ("DELETE", "/v1/audiences/{audience}"): {},
         ("PUT", "/v1/audiences/{audience}/members"): {"json": {"contact_ids": ["cust_1"]}},
         ("DELETE", "/v1/audiences/{audience}/members"): {"json": {"contact_ids": ["cust_1"]}},
-        ("POST", "/v1/broadcasts"): {"json": {"ref_prefix": "bf", "local_time": ids["wall"], "audience": "vip"}},
+        ("POST", "/v1/broadcasts"): {
+            "json": {"ref_prefix": "bf", "local_time": ids["wall"], "audience": "vip"}
+        },
         ("GET", "/v1/broadcasts"): {},
         ("GET", "/v1/broadcasts/{id}"): {},
         ("POST", "/v1/broadcasts/{id}/approve"): {},
@@ -156,7 +159,8 @@ async def _answers(
 ) -> dict[str, tuple[int, Any]]:
     answers = {}
     for (method, path), request in _requests(ids, message_id).items():
-        url = path.replace("{id}", str(message_id)).replace("{contact_id}", "cust_1").replace("{audience}", "vip")
+        url = path.replace("{id}", str(message_id))
+        url = url.replace("{contact_id}", "cust_1").replace("{audience}", "vip")
         answer = await http.call(method, url, key, **request)
         body: Any = answer.json if answer.headers.get("Content-Type", "").startswith("application/") else None
         if isinstance(body, dict):
