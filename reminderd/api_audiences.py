@@ -14,7 +14,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
@@ -135,7 +135,10 @@ class Recipients:
         tenant = _tenant(caller)
         upload = Upload(MAX_ERRORS)
         if request.content_type in NDJSON:
-            async for batch in _ndjson_batches(request, upload):
+            # With an Idempotency-Key the body was read whole (its answer is kept with it), and
+            # the request is one transaction; otherwise it is read line by line.
+            read = _Buffered(await request.read()) if store.in_transaction else request.content
+            async for batch in _ndjson_batches(read, upload):
                 await self._write_contacts(store, caller, tenant, batch, upload, by="line")
         else:
             document = await self.api.read_json(request, shapes=(list, dict))
@@ -359,12 +362,25 @@ class Upload:
         }
 
 
-async def _ndjson_batches(request: web.Request, upload: Upload) -> AsyncIterator[list[Line]]:
+class _Buffered:
+    """A body already read, handing out its lines as aiohttp's stream does."""
+
+    def __init__(self, body: bytes) -> None:
+        self._lines = iter(body.splitlines(keepends=True))
+
+    async def readline(self) -> bytes:
+        return next(self._lines, b"")
+
+
+class _Lines(Protocol):
+    async def readline(self) -> bytes: ...
+
+
+async def _ndjson_batches(content: _Lines, upload: Upload) -> AsyncIterator[list[Line]]:
     """The body's lines, each checked, in batches of CONTACT_BATCH; never the whole body in memory.
     A bad line is reported by its number and skipped."""
     batch: list[Line] = []
     number = 0
-    content = request.content
     while True:
         raw = await content.readline()  # aiohttp bounds a line by its read buffer's high-water mark
         if not raw:
