@@ -575,3 +575,42 @@ def test_an_unknown_tenant_is_refused_whatever_the_batch(sql: Sql, size: int) ->
         return refused.value
 
     assert sql.run(attempt()).args[0] == 'unknown tenant "nobody"'
+
+
+async def test_0014_upgrades_a_database_with_contacts_and_a_broadcast_the_api_role_then_approves(
+    empty_database_url: str,
+) -> None:
+    """0014 on a database with a contact, its message and a broadcast awaiting approval: the API's
+    role then schedules for the contact in a batch and approves the broadcast naming its key."""
+    await asyncio.to_thread(upgrade, empty_database_url, "0012")
+    db = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(db, "acme", "https://example.com/hooks")
+        await db.execute("UPDATE reminderd.tenants SET timezone = 'UTC', approval_threshold = 1"
+                         " WHERE id = 'acme'")
+        contacts = [{"contact_id": "c1", "timezone": ZONE}, {"contact_id": "c2", "timezone": "Asia/Tokyo"}]
+        await db.execute("SELECT reminderd.upsert_contacts('acme', $1::jsonb)", json.dumps(contacts))
+        await db.execute("SELECT reminderd.schedule('acme', 'old', fire_in => '1 hour', contact_id => 'c1')")
+        broadcast_id = await db.fetchval(
+            "SELECT reminderd.broadcast('acme', 'bf', everyone => true, actor => 'alice',"
+            " local_time => (now() + interval '3 days')::date + time '09:00')")
+        await asyncio.to_thread(upgrade, empty_database_url)
+        now: datetime = await db.fetchval("SELECT now()")
+        async with db.transaction():
+            await db.execute("SET LOCAL ROLE reminderd_api")
+            results = await db.fetch(MANY, "acme", [Item("new", "at+1h", contact="c2").value(now)], True)
+            released = await db.fetchval("SELECT reminderd.approve_broadcast('acme', $1, 'rk_x (bob)', 'ok')",
+                                         broadcast_id)
+        rows = await db.fetch("SELECT ref_id, status, timezone, timezone_source"
+                              " FROM reminderd.scheduled_messages ORDER BY ref_id")
+        decided = await db.fetchval("SELECT decided_by FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+    finally:
+        await db.close()
+    assert [(r["result"], r["timezone"], r["timezone_source"]) for r in results] == [
+        ("created", "Asia/Tokyo", "contact")], [(r["error_sqlstate"], r["error_message"]) for r in results]
+    assert [
+        ("created", "Asia/Tokyo", "contact")]
+    assert released == 2 and decided == "rk_x (bob)"
+    assert [tuple(r) for r in rows] == [
+        ("bf:c1", "pending", ZONE, "contact"), ("bf:c2", "pending", "Asia/Tokyo", "contact"),
+        ("new", "pending", "Asia/Tokyo", "contact"), ("old", "pending", ZONE, "contact")]
