@@ -115,6 +115,8 @@ Duration = timedelta | float | str
 
 # Problems the client itself describes (no answer from the server, or one it cannot read): their
 # types are urn:reminderd:client:…, never one of the server's urn:reminderd:problem:….
+# Where a message's timezone came from: its own, or its contact's own, phone, country, tenant default.
+TimezoneSource = Literal["message", "contact", "phone", "country", "tenant"]
 UNREACHABLE = "urn:reminderd:client:unreachable"
 INVALID_RESPONSE = "urn:reminderd:client:invalid-response"
 IDEMPOTENCY_IN_FLIGHT = "urn:reminderd:problem:idempotency-in-flight"
@@ -163,7 +165,7 @@ class Scheduled:
     description: str
     result: Literal["created", "replaced", "unchanged"]
     timezone: str | None = None  # the zone it is read in (a contact's, when it names one)
-    timezone_source: str | None = None  # message, contact, phone, country or tenant
+    timezone_source: TimezoneSource | None = None
     contact_id: str | None = None
 
 
@@ -179,7 +181,7 @@ class BatchItemResult:
     fire_at: datetime | None = None
     description: str | None = None
     timezone: str | None = None
-    timezone_source: str | None = None
+    timezone_source: TimezoneSource | None = None
     contact_id: str | None = None
     error: Problem | None = None
 
@@ -223,7 +225,7 @@ class Message:
     sent_at: datetime | None
     extra_of: int | None  # an extra occurrence (send now) of this recurring message
     contact_id: str | None  # the contact it is for
-    timezone_source: str  # where its timezone came from: message, contact, phone, country, tenant
+    timezone_source: TimezoneSource
     payload: Any
 
 
@@ -426,7 +428,7 @@ class ContactMessage:
     fire_at: datetime | None
     local_fire_at: str | None
     timezone: str
-    timezone_source: str
+    timezone_source: TimezoneSource
     recurrence: str | None
     category: str
     broadcast_id: int | None
@@ -522,7 +524,7 @@ class ZoneSend:
 class BroadcastPreview:
     """A broadcast's dry run: its audience's size and sends per UTC hour; nothing staged."""
 
-    dry_run: bool
+    dry_run: Literal[True]
     ref_prefix: str
     local_time: str
     next_local_time: str | None
