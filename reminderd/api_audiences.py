@@ -14,7 +14,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -53,6 +53,7 @@ MAX_CONTACTS_JSON = 10_000  # in one JSON array; more: NDJSON, streamed
 CONTACT_BATCH = 5_000  # an NDJSON upload is written in batches of this many, each its own transaction
 MAX_IDS = 10_000  # contact ids in one audience change or one broadcast's contact_ids
 MAX_ERRORS = 1_000  # per-item errors listed in one answer (the counts count them all)
+CHUNK = 64 * 1024  # an NDJSON body is read this much at a time
 _AUDIENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")  # as the CLI checks it (arguments.py)
 _REF_PREFIX = re.compile(r"[^%#\s\x00]{1,100}")
 _OFFSET = re.compile(r"([+-])(.+)")
@@ -137,7 +138,11 @@ class Recipients:
         if request.content_type in NDJSON:
             # With an Idempotency-Key the body was read whole (its answer is kept with it), and
             # the request is one transaction; otherwise it is read line by line.
-            read = _Buffered(await request.read()) if store.in_transaction else request.content
+            read = (
+                _one_chunk(await request.read())
+                if store.in_transaction
+                else request.content.iter_chunked(CHUNK)
+            )
             async for batch in _ndjson_batches(read, upload):
                 await self._write_contacts(store, caller, tenant, batch, upload, by="line")
         else:
@@ -362,42 +367,47 @@ class Upload:
         }
 
 
-class _Buffered:
-    """A body already read, handing out its lines as aiohttp's stream does."""
-
-    def __init__(self, body: bytes) -> None:
-        self._lines = iter(body.splitlines(keepends=True))
-
-    async def readline(self) -> bytes:
-        return next(self._lines, b"")
+async def _one_chunk(body: bytes) -> AsyncIterator[bytes]:
+    yield body
 
 
-class _Lines(Protocol):
-    async def readline(self) -> bytes: ...
+async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The lines of a body read in chunks (without their newline), never more than MAX_LINE + 1
+    bytes of one held: a longer line is handed out cut there (so that it is refused as too long)
+    and the rest of it dropped."""
+    pending = bytearray()
+    skipping = False  # in the rest of a line too long
+    async for chunk in chunks:
+        *complete, rest = chunk.split(b"\n")
+        for part in complete:
+            if skipping:  # the end of the long line
+                skipping = False
+                pending.clear()
+                continue
+            pending += part
+            yield bytes(pending)
+            pending.clear()
+        if skipping:
+            continue
+        pending += rest
+        if len(pending) > MAX_LINE:
+            yield bytes(pending[: MAX_LINE + 1])
+            pending.clear()
+            skipping = True
+    if pending and not skipping:
+        yield bytes(pending)
 
 
-async def _ndjson_batches(content: _Lines, upload: Upload) -> AsyncIterator[list[Line]]:
+async def _ndjson_batches(chunks: AsyncIterator[bytes], upload: Upload) -> AsyncIterator[list[Line]]:
     """The body's lines, each checked, in batches of CONTACT_BATCH; never the whole body in memory.
-    A bad line is reported by its number and skipped."""
+    A bad line is reported by its number (from 1) and skipped."""
     batch: list[Line] = []
     number = 0
-    while True:
-        raw = await content.readline()  # aiohttp bounds a line by its read buffer's high-water mark
-        if not raw:
-            break
+    async for raw in _lines(chunks):
         number += 1
-        while not raw.endswith(b"\n") and len(raw) <= MAX_LINE:  # a long line comes in pieces
-            more = await content.readline()
-            if not more:
-                break
-            raw += more
         if len(raw) > MAX_LINE:
             upload.received += 1
             upload.refuse(number, None, f"longer than {MAX_LINE // 1024} KiB")
-            while not raw.endswith(b"\n"):  # skip the rest of it
-                raw = await content.readline()
-                if not raw:
-                    break
             continue
         if not raw.strip():
             continue

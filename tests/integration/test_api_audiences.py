@@ -134,7 +134,7 @@ async def test_an_ndjson_upload_is_written_in_batches_and_a_bad_line_is_named(
     count = await db.fetchval("SELECT count(*) FROM reminderd.contacts WHERE tenant_id = 'acme'")
     assert count == 8
     too_long = (
-        b'{"contact_id": "long", "attributes": {"x": "' + b"y" * 70_000 + b'"}}\n{"contact_id": "after"}\n'
+        b'{"contact_id": "long", "attributes": {"x": "' + b"y" * 300_000 + b'"}}\n{"contact_id": "after"}\n'
     )
     answer = await http.call("PUT", "/v1/contacts", key, data=too_long, headers=NDJSON)
     assert answer.json["failed"] == 1 and answer.json["new"] == 1
