@@ -176,7 +176,10 @@ class Recipients:
             try:
                 async with store.transaction() as tx:
                     await tx.act_for(caller.acting_for)
-                    written, existed = await tx.upsert_contacts_counted(tenant, _array(contacts), ids)
+                    # A savepoint: inside the request's transaction (an Idempotency-Key's), a
+                    # refused batch must not abort it, since it is written again without the refused.
+                    async with tx.savepoint():
+                        written, existed = await tx.upsert_contacts_counted(tenant, _array(contacts), ids)
             except DatabaseRefused as exc:
                 position = _element(exc, batch)
                 if position is None:

@@ -1889,6 +1889,18 @@ class Store:
             bounded.health.answered()
             raise translated(exc) from exc
 
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[Store]:
+        """Inside transaction(): a savepoint, so that an error in the block undoes the block only
+        and the transaction goes on (a batch refused, then written again without what was refused)."""
+        if isinstance(self._pool, BoundedPool):
+            raise TypeError("savepoint() needs a transaction (Store.transaction())")
+        try:
+            async with self._pool.transaction():  # nested in the transaction: SAVEPOINT
+                yield self
+        except asyncpg.PostgresError as exc:
+            raise translated(exc) from exc
+
     @_translating
     async def api_key(self, prefix: str) -> ApiKey | None:
         row = await self._pool.fetchrow(QUERIES["api_key_by_prefix"], prefix)

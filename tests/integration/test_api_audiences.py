@@ -115,6 +115,24 @@ async def test_bad_contacts_are_reported_by_index_and_the_rest_written(
     assert [r["contact_id"] for r in stored] == ["ok_1", "ok_5"]
 
 
+@pytest.mark.parametrize("ndjson", [False, True])
+async def test_with_an_idempotency_key_a_refused_contact_is_reported_and_the_rest_written_once(
+    http: ApiClient, key: str, db: asyncpg.Connection, ndjson: bool
+) -> None:
+    """With an Idempotency-Key the upload is one transaction (its answer is kept in it): a batch
+    the database refuses is written again without the contact it names, in the same transaction."""
+    items = [{"contact_id": "k1", "country": "GB"}, {"contact_id": "k2", "country": "XX"}, {"contact_id": "k3"}]
+    body = ("\n".join(json.dumps(i) for i in items) + "\n") if ndjson else json.dumps(items)
+    headers = {**(NDJSON if ndjson else {"Content-Type": "application/json"}), "Idempotency-Key": "upload-1"}
+    first = await http.call("PUT", "/v1/contacts", key, data=body.encode(), headers=headers)
+    again = await http.call("PUT", "/v1/contacts", key, data=body.encode(), headers=headers)
+    assert first.status == 200, first.body
+    assert (first.json["new"], first.json["failed"], first.json["errors"][0]["contact_id"]) == (2, 1, "k2")
+    assert again.body == first.body and again.headers["Idempotent-Replayed"] == "true"
+    stored = await db.fetch("SELECT contact_id FROM reminderd.contacts ORDER BY 1")
+    assert [r["contact_id"] for r in stored] == ["k1", "k3"]
+
+
 async def test_an_ndjson_upload_is_written_in_batches_and_a_bad_line_is_named(
     http: ApiClient, key: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
