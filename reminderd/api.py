@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,6 +35,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from . import dashboard, refusals, wire
+from .api_audiences import Recipients
 from .apikeys import Caller, KeyCache
 from .batching import Batcher
 from .exceptions import DatabaseRefused, DatabaseUnavailable, SchemaMissing
@@ -98,6 +100,7 @@ _STRING_FIELDS = (
     "calendar",
     "holiday_rule",
     "until",
+    "contact_id",
 )
 _DURATION_FIELDS = ("fire_in", "max_lateness")
 _INTEGER_FIELDS = ("max_attempts", "max_runs")
@@ -129,6 +132,7 @@ class Route:
     writes: bool = False  # needs the write scope; takes an Idempotency-Key
     batched: bool = False  # a write that opens no transaction of its own: reminderd/batching.py's call does
     public: bool = False  # no API key (probes, metrics, the document)
+    streamed: bool = False  # a write that reads its own body in pieces and opens its own transactions
 
 
 def json_response(document: Any, status: int = 200) -> web.Response:
@@ -155,6 +159,7 @@ class Api:
         self.clock = clock  # for the rate limits
         self._log_requests = LEVELS[settings.log_level] <= logging.INFO  # the level is fixed for the run
         self._document = json.dumps(openapi_document()).encode()
+        self.recipients = Recipients(self)  # contacts, audiences, broadcasts, cadences (api_audiences.py)
 
     # The routes: every one of them, here. ------------------------------------------------------
 
@@ -180,6 +185,8 @@ class Api:
             Route("POST", "/v1/tenant/rotate-secret", self.rotate_secret, writes=True),
             Route("GET", "/v1/preview", self.preview),
             Route("GET", "/v1/stats", self.stats),
+            *(Route(r.method, r.path, r.handler, writes=r.writes, streamed=r.streamed)
+              for r in self.recipients.routes()),
             Route("GET", "/healthz", self.healthz, public=True),
             Route("GET", "/readyz", self.readyz, public=True),
             Route("GET", "/metrics", self.metrics_page, public=True),
@@ -309,6 +316,9 @@ class Api:
             key = request.headers.get("Idempotency-Key")
             if key is not None:
                 return await self._idempotent(request, caller, key, route.handler)
+            if route.streamed:  # its body in pieces, a transaction naming the key for each
+                streamed: web.StreamResponse = await route.handler(request, caller, self.store)
+                return streamed
             await request.read()  # the whole body before a connection is held for the write
             if route.batched:  # its batch's call says which key did it (_schedule_for)
                 batched: web.StreamResponse = await route.handler(request, caller, self.store)
@@ -413,6 +423,13 @@ class Api:
     # Reading requests ---------------------------------------------------------------------------
 
     async def _body(self, request: web.Request, *, required: bool = True) -> dict[str, Any]:
+        document: dict[str, Any] = await self.read_json(request, required=required)
+        return document
+
+    async def read_json(
+        self, request: web.Request, *, required: bool = True, shapes: tuple[type, ...] = (dict,)
+    ) -> Any:
+        """The body's JSON document, of one of `shapes` (an object, unless told); Problem otherwise."""
         raw = await request.read()
         if not raw and not required:
             return {}
@@ -427,8 +444,9 @@ class Api:
             document = wire.parse(raw)
         except wire.NotJSON as exc:
             raise Problem("invalid-json", str(exc)) from None
-        if not isinstance(document, dict):
-            raise Problem("invalid-json", "the body must be a JSON object")
+        if not isinstance(document, shapes):
+            said = " or ".join("a JSON array" if shape is list else "a JSON object" for shape in shapes)
+            raise Problem("invalid-json", f"the body must be {said}")
         limit = self.settings.api_max_json_depth
         # Each array or object opens with a bracket: no more brackets than the limit, no walk needed.
         if raw.count(b"{") + raw.count(b"[") > limit and wire.depth(document, limit) > limit:
@@ -482,6 +500,7 @@ class Api:
                 every=values["every"],
                 rrule=values["rrule"],
                 tz=values["timezone"],
+                contact_id=values["contact_id"],
                 payload_json=payload,
                 callback_url=values["callback_url"],
                 until=values["until"],
@@ -540,9 +559,13 @@ class Api:
             "ref_id": item.ref_id,
             "status": done.status,
             "fire_at": done.fire_at,
-            "description": item.description(done.fire_at, now),
+            "description": _in_its_zone(item, done).description(done.fire_at, now),
             "result": done.result,
+            "timezone": done.timezone,
+            "timezone_source": done.timezone_source,
         }
+        if item.contact_id is not None:
+            document["contact_id"] = item.contact_id
         return json_response(document, 200 if done.result == "unchanged" else 201)
 
     async def schedule_batch(self, request: web.Request, caller: Caller, store: Store) -> web.Response:
@@ -607,7 +630,7 @@ class Api:
         said: dict[tuple[datetime, str | None, str | None], tuple[str, str]] = {}
 
         def said_of(item: ScheduleRequest, fire_at: datetime | None) -> tuple[str | None, str]:
-            """The answer's fire_at and description of an item."""
+            """The answer's fire_at and description of an item (a contact's: in its zone, now known)."""
             if item.recurrence is not None or fire_at is None:
                 return None if fire_at is None else iso_utc(fire_at, "auto"), item.description(fire_at, now)
             # All a one-off's description reads (a contact's zone is named by the contact).
@@ -636,7 +659,7 @@ class Api:
                     "error": problem.as_json(),
                 }
             else:
-                fire_at, description = said_of(item, row.fire_at)
+                fire_at, description = said_of(_in_its_zone(item, row), row.fire_at)
                 results[index] = {
                     "index": index,
                     "result": row.result,
@@ -645,7 +668,11 @@ class Api:
                     "status": row.status,
                     "fire_at": fire_at,
                     "description": description,
+                    "timezone": row.timezone,
+                    "timezone_source": row.timezone_source,
                 }
+                if item.contact_id is not None:
+                    results[index]["contact_id"] = item.contact_id
         tally = {
             kind: sum(1 for r in results if r["result"] == kind)
             for kind in ("created", "replaced", "unchanged", "error")
@@ -1228,6 +1255,8 @@ def _message_json(message: MessageView) -> dict[str, Any]:
         "updated_at": message.updated_at,
         "sent_at": message.sent_at,
         "extra_of": message.extra_of,
+        "contact_id": message.contact_id,
+        "timezone_source": message.timezone_source,
         "payload": wire.Raw(message.payload),
     }
 
@@ -1289,10 +1318,24 @@ def _timed(
         raise invalid(str(exc), pointer(*at, exc.field) if exc.field else pointer(*at)) from None
 
 
+def _in_its_zone(item: ScheduleRequest, done: ItemScheduled) -> ScheduleRequest:
+    """A contact's item with the zone the database gave it (for its description)."""
+    if item.timezone is not None or done.timezone is None:
+        return item
+    return dataclasses.replace(item, timezone=done.timezone)
+
+
+# The status a refusal gets, by SQLSTATE (docs/audiences.md "For the HTTP API"): what is not there
+# is a 404, what is in the way a 409; the rest (22023, 22008, 54000, …) are the request's, 422.
+_REFUSED_KINDS = {"P0002": "not-found", "23505": "conflict", "55000": "conflict"}
+
+
 def _refused(exc: DatabaseRefused, at: str | None = None) -> Problem:
     """A statement the database refused: a 422 whose detail is the refusal in one sentence
     (reminderd.refusals, as the CLI says it), with its SQLSTATE and hint; `at` the JSON pointer of
     the field it is about, when known."""
+    if exc.sqlstate == "42501" and exc.hint:  # a refusal of SQL's own (approving one's own broadcast)
+        return Problem("forbidden", refusals.one_line(exc), extra={"sqlstate": exc.sqlstate, "hint": exc.hint})
     if exc.sqlstate == "42501":  # a grant is missing: the operator's problem, not the client's
         log.error(
             "permission_denied", error=exc.message, fix="grant reminderd_api to the role reminderd serve uses"
@@ -1303,7 +1346,7 @@ def _refused(exc: DatabaseRefused, at: str | None = None) -> Problem:
         extra["hint"] = exc.hint
     detail = refusals.one_line(exc)
     errors = [FieldError(detail, pointer=at)] if at is not None else []
-    return Problem("database-refused", detail, errors, extra=extra)
+    return Problem(_REFUSED_KINDS.get(exc.sqlstate or "", "database-refused"), detail, errors, extra=extra)
 
 
 def _refused_item(done: ItemScheduled, item: ScheduleRequest, at: tuple[str | int, ...]) -> Problem:

@@ -47,8 +47,20 @@ from .retry import backoff_s
 __all__ = [
     "UNSET",
     "ApiError",
+    "AudienceSummary",
     "BatchItemResult",
     "BatchResult",
+    "Broadcast",
+    "BroadcastCounts",
+    "BroadcastPreview",
+    "BroadcastWave",
+    "Cadence",
+    "CadenceStep",
+    "Contact",
+    "ContactError",
+    "ContactMessage",
+    "ContactPicture",
+    "ContactsWritten",
     "Delivery",
     "Event",
     "Fire",
@@ -74,6 +86,8 @@ __all__ = [
     "SyncReminderdClient",
     "Tenant",
     "TenantState",
+    "ZoneSend",
+    "ZoneSources",
 ]
 
 log = logging.getLogger("reminderd.client")
@@ -101,6 +115,8 @@ Duration = timedelta | float | str
 
 # Problems the client itself describes (no answer from the server, or one it cannot read): their
 # types are urn:reminderd:client:…, never one of the server's urn:reminderd:problem:….
+# Where a message's timezone came from: its own, or its contact's own, phone, country, tenant default.
+TimezoneSource = Literal["message", "contact", "phone", "country", "tenant"]
 UNREACHABLE = "urn:reminderd:client:unreachable"
 INVALID_RESPONSE = "urn:reminderd:client:invalid-response"
 IDEMPOTENCY_IN_FLIGHT = "urn:reminderd:problem:idempotency-in-flight"
@@ -148,6 +164,9 @@ class Scheduled:
     fire_at: datetime | None  # a recurring schedule's first occurrence (None: not planned yet)
     description: str
     result: Literal["created", "replaced", "unchanged"]
+    timezone: str | None = None  # the zone it is read in (a contact's, when it names one)
+    timezone_source: TimezoneSource | None = None
+    contact_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +180,9 @@ class BatchItemResult:
     status: Status | None = None
     fire_at: datetime | None = None
     description: str | None = None
+    timezone: str | None = None
+    timezone_source: TimezoneSource | None = None
+    contact_id: str | None = None
     error: Problem | None = None
 
 
@@ -202,6 +224,8 @@ class Message:
     updated_at: datetime
     sent_at: datetime | None
     extra_of: int | None  # an extra occurrence (send now) of this recurring message
+    contact_id: str | None  # the contact it is for
+    timezone_source: TimezoneSource
     payload: Any
 
 
@@ -354,6 +378,178 @@ class Stats:
 
 
 @dataclass(frozen=True, slots=True)
+class ContactError:
+    """A contact `upsert_contacts` refused: by its position (from 0) or, sent as NDJSON, its line."""
+
+    result: Literal["error"]
+    contact_id: str | None
+    error: Problem
+    index: int | None = None
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactsWritten:
+    """What `upsert_contacts` wrote (schema ContactsWritten); each refused contact in `errors`."""
+
+    received: int
+    new: int
+    changed: int
+    unchanged: int
+    repeated: int
+    failed: int
+    errors: tuple[ContactError, ...]
+    errors_truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A contact (schema Contact): `zone` is the zone its messages get, `zone_source` why."""
+
+    contact_id: str
+    timezone: str | None
+    phone: str | None
+    country: str | None
+    attributes: dict[str, Any]
+    zone: str | None
+    zone_source: str | None
+    audiences: tuple[str, ...]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ContactMessage:
+    """One of a contact's messages; `local_fire_at` is on the contact's clock, `reason` why it is held."""
+
+    id: int
+    ref_id: str
+    status: Status
+    fire_at: datetime | None
+    local_fire_at: str | None
+    timezone: str
+    timezone_source: TimezoneSource
+    recurrence: str | None
+    category: str
+    broadcast_id: int | None
+    last_event: str | None
+    reason: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ContactPicture:
+    """`contact_messages`: the contact, its live messages soonest first, then those ended recently."""
+
+    contact: Contact
+    messages: tuple[ContactMessage, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AudienceSummary:
+    name: str
+    members: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastCounts:
+    staged: int
+    waiting: int
+    held: int
+    sent: int
+    failed: int
+    expired: int
+    cancelled: int
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastWave:
+    occurrence: str  # the wall time, read in each contact's zone
+    contacts: int
+    first_fire_at: datetime | None
+    last_fire_at: datetime | None
+    staged_at: datetime
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """A broadcast and its progress (schema Broadcast; `waves` from `get_broadcast` and the writes).
+    `released` (approve) and `cancelled_messages` (reject, cancel) say what the call did."""
+
+    id: int
+    ref_prefix: str
+    audience: str
+    local_time: str | None
+    cron: str | None
+    rrule: str | None
+    category: str
+    approval: Literal["not_needed", "awaiting", "approved", "rejected"]
+    created_by: str
+    created_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+    occurrences: int
+    counts: BroadcastCounts
+    done: bool
+    state: Literal["done", "awaiting_approval", "rejected", "sending", "recurring"]
+    next_occurrence: str | None
+    ended_at: datetime | None
+    ended_reason: str | None
+    last_error: str | None
+    waves: tuple[BroadcastWave, ...] = ()
+    released: int | None = None
+    cancelled_messages: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneSources:
+    contact: int
+    phone: int
+    country: int
+    tenant: int
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneSend:
+    timezone: str
+    fire_at: datetime
+    contacts: int
+    sources: ZoneSources
+    in_the_past: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastPreview:
+    """A broadcast's dry run: its audience's size and sends per UTC hour; nothing staged."""
+
+    dry_run: Literal[True]
+    ref_prefix: str
+    local_time: str
+    next_local_time: str | None
+    audience_size: int
+    without_timezone: int
+    sends_per_utc_hour: tuple[HourCount, ...]
+    zones: tuple[ZoneSend, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CadenceStep:
+    ref_id: str
+    id: int | None
+    fire_at: datetime
+    local_time: str
+    skipped: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Cadence:
+    ref_prefix: str
+    steps: tuple[CadenceStep, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleRequest:
     """One message to schedule (schema ScheduleRequest): exactly one of fire_at, fire_in, local_time,
     cron, every and rrule (the server checks, with the same rules as the SQL face).
@@ -380,6 +576,7 @@ class ScheduleRequest:
     holiday_rule: Literal["skip", "send"] | None = None
     until: Instant | WallTime | None = None
     max_runs: int | None = None
+    contact_id: str | None = None  # without timezone: read in the contact's zone
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON body: the fields given, instants in RFC 3339, durations in seconds."""
@@ -699,7 +896,8 @@ class ReminderdClient:
     # The exchange, with its retries -------------------------------------------------------------
 
     async def _call(self, method: str, path: str, *, body: Any = UNSET, query: Mapping[str, Any] | None = None,
-                    idempotency_key: str | None = None) -> tuple[int, Any]:
+                    idempotency_key: str | None = None, raw: tuple[str, bytes] | None = None,
+                    ) -> tuple[int, Any]:
         """One logical call: its status and parsed JSON answer; ApiError when refused or out of tries."""
         url = self.base_url.with_path(self.base_url.path.rstrip("/") + path)
         if query:
@@ -711,6 +909,8 @@ class ReminderdClient:
         if body is not UNSET:
             data = _json_body(body)
             headers["Content-Type"] = "application/json"
+        elif raw is not None:  # a body already encoded (NDJSON): (content type, bytes)
+            headers["Content-Type"], data = raw
         if method != "GET":
             headers["Idempotency-Key"] = idempotency_key or new_idempotency_key()
         attempt = 0
@@ -784,7 +984,7 @@ class ReminderdClient:
         backfill: Literal["send", "latest", "skip"] | None = None, max_lateness: Duration | None = None,
         calendar: str | None = None, holiday_rule: Literal["skip", "send"] | None = None,
         until: Instant | WallTime | None = None, max_runs: int | None = None,
-        idempotency_key: str | None = None,
+        contact_id: str | None = None, idempotency_key: str | None = None,
     ) -> Scheduled:
         """Schedule one message, one-off or recurring (`POST /v1/messages`); a live message of the
         same ref is replaced. See ScheduleRequest for the fields."""
@@ -792,7 +992,7 @@ class ReminderdClient:
             ref_id, fire_at=fire_at, fire_in=fire_in, local_time=local_time, cron=cron, every=every,
             rrule=rrule, timezone=timezone, payload=payload, callback_url=callback_url, category=category,
             max_attempts=max_attempts, backfill=backfill, max_lateness=max_lateness, calendar=calendar,
-            holiday_rule=holiday_rule, until=until, max_runs=max_runs,
+            holiday_rule=holiday_rule, until=until, max_runs=max_runs, contact_id=contact_id,
         )
         return await self._answer(Scheduled, "POST", "/v1/messages", body=request.to_wire(),
                                   idempotency_key=idempotency_key)
@@ -938,6 +1138,154 @@ class ReminderdClient:
                          quiet_hours=quiet_hours, from_=from_, n=n)
         return await self._answer(Preview, "GET", "/v1/preview", query=query)
 
+    # Contacts, audiences, broadcasts, cadences ----------------------------------------------------
+
+    async def upsert_contacts(self, contacts: Iterable[Mapping[str, Any]], *,
+                              idempotency_key: str | None = None) -> ContactsWritten:
+        """Add or change contacts (`PUT /v1/contacts`): each a mapping with `contact_id` and any of
+        timezone, phone, country, attributes. Up to 10,000 go as one JSON array; more as NDJSON,
+        which the server writes in batches. Invalid contacts are reported in `errors`, the rest
+        written."""
+        items = [dict(contact) for contact in contacts]
+        if len(items) <= CONTACTS_PER_ARRAY:
+            return await self._answer(ContactsWritten, "PUT", "/v1/contacts", body=items,
+                                      idempotency_key=idempotency_key)
+        lines = b"".join(_json_body(item) + b"\n" for item in items)
+        return await self._answer(ContactsWritten, "PUT", "/v1/contacts", raw=("application/x-ndjson", lines),
+                                  idempotency_key=idempotency_key)
+
+    async def contact(self, contact_id: str) -> Contact:
+        """One contact, the zone its messages get and why; ApiError 404 when there is none."""
+        return await self._answer(Contact, "GET", f"/v1/contacts/{_segment(contact_id)}")
+
+    async def delete_contact(self, contact_id: str, *, idempotency_key: str | None = None) -> int:
+        """Delete a contact and cancel its live messages: 1, or 0 when there was none."""
+        status, data = await self._call("DELETE", f"/v1/contacts/{_segment(contact_id)}",
+                                        idempotency_key=idempotency_key)
+        return _number_in(data, "deleted", status)
+
+    async def contact_messages(self, contact_id: str, *, recent: Duration | None = None,
+                               limit: int | None = None) -> ContactPicture:
+        """The contact's whole picture: live messages soonest first, then those ended within
+        `recent` (default 7 days), each with its zone and, when held, why."""
+        query = _present(limit=limit)
+        if recent is not None:
+            query["recent"] = str(_duration("recent", recent))
+        return await self._answer(ContactPicture, "GET", f"/v1/contacts/{_segment(contact_id)}/messages",
+                                  query=query)
+
+    async def audiences(self) -> tuple[AudienceSummary, ...]:
+        """The tenant's named lists and their sizes."""
+        status, data = await self._call("GET", "/v1/audiences")
+        found: tuple[AudienceSummary, ...] = self._decoded(
+            tuple[AudienceSummary, ...], data, "audiences", status)
+        return found
+
+    async def add_to_audience(self, audience: str, contact_ids: Iterable[str], *,
+                              idempotency_key: str | None = None) -> int:
+        """Add contacts to a named list (made if new); how many were added. Unknown contacts: 404."""
+        status, data = await self._call("PUT", f"/v1/audiences/{_segment(audience)}/members",
+                                        body={"contact_ids": builtins.list(contact_ids)},
+                                        idempotency_key=idempotency_key)
+        return _number_in(data, "added", status)
+
+    async def remove_from_audience(self, audience: str, contact_ids: Iterable[str], *,
+                                   idempotency_key: str | None = None) -> int:
+        """Remove contacts from a named list; how many were removed."""
+        status, data = await self._call("DELETE", f"/v1/audiences/{_segment(audience)}/members",
+                                        body={"contact_ids": builtins.list(contact_ids)},
+                                        idempotency_key=idempotency_key)
+        return _number_in(data, "removed", status)
+
+    async def drop_audience(self, audience: str, *, idempotency_key: str | None = None) -> bool:
+        """Drop a named list (its contacts stay); whether there was one."""
+        status, data = await self._call("DELETE", f"/v1/audiences/{_segment(audience)}",
+                                        idempotency_key=idempotency_key)
+        dropped = data.get("dropped") if isinstance(data, dict) else None
+        if not isinstance(dropped, bool):
+            raise ApiError(Problem(INVALID_RESPONSE, "Answer not as the API describes", status,
+                                   f"DELETE /v1/audiences/…: no dropped in {data!r}"))
+        return dropped
+
+    async def broadcast(self, ref_prefix: str, *, local_time: WallTime | None = None, cron: str | None = None,
+                        every: str | None = None, rrule: str | None = None, audience: str | None = None,
+                        contact_ids: Iterable[str] | None = None, everyone: bool = False, payload: Any = UNSET,
+                        category: str | None = None, until: Instant | None = None,
+                        callback_url: str | None = None, calendar: str | None = None,
+                        holiday_rule: Literal["skip", "send"] | None = None,
+                        backfill: Literal["send", "latest", "skip"] | None = None,
+                        max_lateness: Duration | None = None, notify: bool | None = None,
+                        stage_ahead: Duration | None = None, idempotency_key: str | None = None) -> Broadcast:
+        """One message per contact at a wall time in each contact's zone (`POST /v1/broadcasts`):
+        exactly one of audience, contact_ids and everyone=True; exactly one of local_time and
+        cron/every/rrule. Above the tenant's approval threshold it waits for another key's approval."""
+        body = _broadcast_body(locals())
+        return await self._answer(Broadcast, "POST", "/v1/broadcasts", body=body,
+                                  idempotency_key=idempotency_key)
+
+    async def broadcast_dry_run(self, ref_prefix: str, *, local_time: WallTime | None = None,
+                                cron: str | None = None, every: str | None = None, rrule: str | None = None,
+                                audience: str | None = None, contact_ids: Iterable[str] | None = None,
+                                everyone: bool = False, payload: Any = UNSET, category: str | None = None,
+                                until: Instant | None = None) -> BroadcastPreview:
+        """What `broadcast` would send: the audience's size, its sends per UTC hour and its zones
+        (a recurring one's first occurrence); nothing is staged."""
+        body = _broadcast_body(locals())
+        return await self._answer(BroadcastPreview, "POST", "/v1/broadcasts", body=body,
+                                  query={"dry_run": "true"})
+
+    async def broadcasts(self) -> tuple[Broadcast, ...]:
+        """The tenant's broadcasts, newest first (the last 200), with their counts."""
+        status, data = await self._call("GET", "/v1/broadcasts")
+        found: tuple[Broadcast, ...] = self._decoded(tuple[Broadcast, ...], data, "broadcasts", status)
+        return found
+
+    async def get_broadcast(self, broadcast_id: int) -> Broadcast:
+        """One broadcast with its counts, `done` and its waves; ApiError 404 when there is none."""
+        return await self._answer(Broadcast, "GET", f"/v1/broadcasts/{int(broadcast_id)}")
+
+    async def approve_broadcast(self, broadcast_id: int, *, note: str | None = None,
+                                idempotency_key: str | None = None) -> Broadcast:
+        """Approve a broadcast awaiting approval; the key that created it may not (ApiError 403)."""
+        return await self._answer(Broadcast, "POST", f"/v1/broadcasts/{int(broadcast_id)}/approve",
+                                  body=_present(note=note), idempotency_key=idempotency_key)
+
+    async def reject_broadcast(self, broadcast_id: int, *, note: str | None = None,
+                               idempotency_key: str | None = None) -> Broadcast:
+        """Reject a broadcast awaiting approval: every message of it is cancelled."""
+        return await self._answer(Broadcast, "POST", f"/v1/broadcasts/{int(broadcast_id)}/reject",
+                                  body=_present(note=note), idempotency_key=idempotency_key)
+
+    async def cancel_broadcast(self, broadcast_id: int, *, idempotency_key: str | None = None) -> Broadcast:
+        """Cancel a broadcast's live messages; no more waves are staged."""
+        return await self._answer(Broadcast, "POST", f"/v1/broadcasts/{int(broadcast_id)}/cancel",
+                                  idempotency_key=idempotency_key)
+
+    async def schedule_cadence(self, ref_prefix: str, anchor: Instant, *, offsets: Iterable[str] | None = None,
+                               at_local: str | None = None, contact_id: str | None = None,
+                               timezone: str | None = None, payload: Any = UNSET,
+                               callback_url: str | None = None,
+                               category: str | None = None, idempotency_key: str | None = None) -> Cadence:
+        """Messages at offsets around `anchor` ("-30d", "-7d", "-1d" by default) at `at_local` on
+        the clock of `contact_id` (or in `timezone`): refs `ref_prefix:-30d`, …"""
+        body = _present(ref_prefix=ref_prefix, at_local=at_local, contact_id=contact_id, timezone=timezone,
+                        callback_url=callback_url, category=category)
+        body["anchor"] = _instant("anchor", anchor)
+        if offsets is not None:
+            body["offsets"] = builtins.list(offsets)
+        if payload is not UNSET:
+            body["payload"] = payload
+        return await self._answer(Cadence, "POST", "/v1/cadences", body=body, idempotency_key=idempotency_key)
+
+    def _decoded(self, hint: Any, data: Any, member: str, status: int) -> Any:
+        try:
+            if not isinstance(data, dict) or member not in data:
+                raise _InvalidResponse(f"/{member}: missing")
+            return _decode(hint, data[member], f"/{member}")
+        except _InvalidResponse as exc:
+            raise ApiError(Problem(INVALID_RESPONSE, "Answer not as the API describes", status,
+                                   str(exc))) from None
+
 
 class MessagePages:
     """`list`'s answer: an async iterator over pages, each fetched when wanted."""
@@ -965,6 +1313,43 @@ class MessagePages:
         async for page in self:
             for message in page.messages:
                 yield message
+
+
+CONTACTS_PER_ARRAY = 10_000  # PUT /v1/contacts takes this many as a JSON array; more go as NDJSON
+
+
+def _segment(text: str) -> str:
+    """A path segment (a contact id, an audience's name): as it is, the URL quotes what it must
+    (ids are letters, digits and _ . : @ + -; a "/" or "?" could only name nothing)."""
+    return str(text).replace("/", "%2F").replace("?", "%3F").replace("#", "%23")
+
+
+def _number_in(data: Any, member: str, status: int) -> int:
+    value = data.get(member) if isinstance(data, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ApiError(Problem(INVALID_RESPONSE, "Answer not as the API describes", status,
+                               f"no {member} in {data!r}"))
+    return value
+
+
+def _broadcast_body(given: Mapping[str, Any]) -> dict[str, Any]:
+    """A broadcast's JSON body from the method's arguments."""
+    body = _present(ref_prefix=given["ref_prefix"], cron=given["cron"], every=given["every"],
+                    rrule=given["rrule"], audience=given["audience"], category=given["category"],
+                    until=given["until"], callback_url=given.get("callback_url"),
+                    calendar=given.get("calendar"),
+                    holiday_rule=given.get("holiday_rule"), backfill=given.get("backfill"),
+                    max_lateness=given.get("max_lateness"), notify=given.get("notify"),
+                    stage_ahead=given.get("stage_ahead"))
+    if given["local_time"] is not None:
+        body["local_time"] = _wall_time("local_time", given["local_time"])
+    if given["contact_ids"] is not None:
+        body["contact_ids"] = builtins.list(given["contact_ids"])
+    if given["everyone"]:
+        body["everyone"] = True
+    if given["payload"] is not UNSET:
+        body["payload"] = given["payload"]
+    return body
 
 
 def _describe(exc: BaseException) -> str:
@@ -1041,6 +1426,22 @@ class SyncReminderdClient:
     rotate_secret = _blocking(ReminderdClient.rotate_secret)
     stats = _blocking(ReminderdClient.stats)
     preview = _blocking(ReminderdClient.preview)
+    upsert_contacts = _blocking(ReminderdClient.upsert_contacts)
+    contact = _blocking(ReminderdClient.contact)
+    delete_contact = _blocking(ReminderdClient.delete_contact)
+    contact_messages = _blocking(ReminderdClient.contact_messages)
+    audiences = _blocking(ReminderdClient.audiences)
+    add_to_audience = _blocking(ReminderdClient.add_to_audience)
+    remove_from_audience = _blocking(ReminderdClient.remove_from_audience)
+    drop_audience = _blocking(ReminderdClient.drop_audience)
+    broadcast = _blocking(ReminderdClient.broadcast)
+    broadcast_dry_run = _blocking(ReminderdClient.broadcast_dry_run)
+    broadcasts = _blocking(ReminderdClient.broadcasts)
+    get_broadcast = _blocking(ReminderdClient.get_broadcast)
+    approve_broadcast = _blocking(ReminderdClient.approve_broadcast)
+    reject_broadcast = _blocking(ReminderdClient.reject_broadcast)
+    cancel_broadcast = _blocking(ReminderdClient.cancel_broadcast)
+    schedule_cadence = _blocking(ReminderdClient.schedule_cadence)
 
     def list(self, *, ref: str | None = None, ref_prefix: str | None = None,
              status: Status | str | Sequence[Status | str] | None = None,

@@ -130,7 +130,7 @@ def _from_cells(number: int, columns: _Columns, cells: list[str]) -> Line:
     for name, index in columns.extra:
         if value := cells[index].strip():
             attributes[name] = value
-    return _checked(number, contact_id, timezone, phone, country, attributes,
+    return _checked(number, contact_id, timezone, phone, country, orjson.dumps(attributes).decode(),
                     columns.timezone is not None, columns.phone is not None, columns.country is not None, True)
 
 
@@ -154,32 +154,40 @@ def _jsonl(handle: TextIO) -> Iterator[Line]:
 
 def _from_object(number: int, contact: dict[str, Any]) -> Line:
     """A JSON Lines object's contact, checked: a key left out is a field not given."""
+    if (problem := _shape_problem(contact)) is not None:
+        return Line(number, None, problem)
+    attributes = contact.get("attributes")
+    return _checked(number, contact["contact_id"], contact.get("timezone"), contact.get("phone"),
+                    contact.get("country"), None if attributes is None else orjson.dumps(attributes).decode(),
+                    "timezone" in contact, "phone" in contact, "country" in contact, "attributes" in contact)
+
+
+def _shape_problem(contact: dict[str, Any]) -> str | None:
+    """What is wrong with a contact object's keys and their types, if anything."""
     unknown = set(contact) - set(FIELDS)
     if unknown:
         known = ", ".join(FIELDS)
-        return Line(number, None, f"unknown fields {', '.join(sorted(unknown))} (known: {known})")
+        return f"unknown fields {', '.join(sorted(unknown))} (known: {known})"
     for name in ("timezone", "phone", "country"):
         if not isinstance(contact.get(name), str | None):
-            return Line(number, None, f"{name} is not text")
+            return f"{name} is not text"
     attributes = contact.get("attributes")
     if attributes is not None and not isinstance(attributes, dict):
-        return Line(number, None, "attributes is not a JSON object")
+        return "attributes is not a JSON object"
     contact_id = contact.get("contact_id")
     if not isinstance(contact_id, str):
-        return Line(number, None, f"contact_id {contact_id!r}: {_CONTACT_ID_RULE}")
-    return _checked(number, contact_id, contact.get("timezone"), contact.get("phone"), contact.get("country"),
-                    attributes, "timezone" in contact, "phone" in contact, "country" in contact,
-                    "attributes" in contact)
+        return f"contact_id {contact_id!r}: {_CONTACT_ID_RULE}"
+    return None
 
 
 _CONTACT_ID_RULE = "letters, digits and _ . : @ + -, starting with a letter or digit, at most 128"
 
 
 def _checked(number: int, contact_id: str, timezone: str | None, phone: str | None, country: str | None,
-             attributes: dict[str, Any] | None, has_timezone: bool, has_phone: bool, has_country: bool,
+             attributes: str | None, has_timezone: bool, has_phone: bool, has_country: bool,
              has_attributes: bool) -> Line:
-    """The line's contact as the database will take it (phone in E.164 where it can be read), or
-    what is wrong with it."""
+    """The line's contact as the database will take it (phone in E.164 where it can be read;
+    attributes as JSON text), or what is wrong with it."""
     if not _CONTACT_ID.fullmatch(contact_id):
         return Line(number, None, f"contact_id {contact_id!r}: {_CONTACT_ID_RULE}")
     if timezone is not None and not _known_zone(timezone):
@@ -188,8 +196,7 @@ def _checked(number: int, contact_id: str, timezone: str | None, phone: str | No
         return Line(number, None, f"country {country!r} is not a two-letter ISO 3166 code (such as GB)")
     if phone is not None and not (phone[:1] == "+" and phone[1:].isdigit()):  # E.164 already: as it is
         phone = international(phone, country)
-    return Line(number, ContactRow(contact_id, timezone, phone, country,
-                                   None if attributes is None else orjson.dumps(attributes).decode(),
+    return Line(number, ContactRow(contact_id, timezone, phone, country, attributes,
                                    has_timezone, has_phone, has_country, has_attributes))
 
 
@@ -200,3 +207,27 @@ def _known_zone(name: str) -> bool:
     except InvalidSchedule:
         return False
     return True
+
+
+class SentContact(NamedTuple):
+    """One contact sent over the HTTP API, as the object it came as (its attributes' numbers as
+    the client wrote them, its phone in E.164 where it can be read), or why it is refused."""
+
+    line: int
+    contact: dict[str, Any] | None
+    problem: str | None = None
+
+
+def checked_contact(number: int, contact: Any) -> SentContact:
+    """One contact sent over the HTTP API (PUT /v1/contacts: an array's element or an NDJSON
+    line), checked as a JSON Lines file's line is."""
+    if not isinstance(contact, dict):
+        return SentContact(number, None, "not a JSON object")
+    if (problem := _shape_problem(contact)) is not None:
+        return SentContact(number, None, problem)
+    line = _checked(number, contact["contact_id"], contact.get("timezone"), contact.get("phone"),
+                    contact.get("country"), None, "timezone" in contact, "phone" in contact, "country" in contact,
+                    False)
+    if line.contact is None:
+        return SentContact(number, None, line.problem)
+    return SentContact(number, {**contact, **({"phone": line.contact.phone} if "phone" in contact else {})})

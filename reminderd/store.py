@@ -687,13 +687,15 @@ class ItemScheduled:
     error_hint: str | None
     error_detail: str | None = None
     error_constraint: str | None = None
+    timezone: str | None = None  # the message's zone, and where it came from (message, contact, …)
+    timezone_source: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> ItemScheduled:
         status = row["status"]
         return cls(row["item"], row["message_id"], row["result"], None if status is None else Status(status),
                    row["fire_at"], row["error_sqlstate"], row["error_message"], row["error_hint"],
-                   row["error_detail"], row["error_constraint"])
+                   row["error_detail"], row["error_constraint"], row["timezone"], row["timezone_source"])
 
     def refused(self) -> DatabaseRefused | None:
         """The item's error as the exception the statement would have raised on its own."""
@@ -733,6 +735,8 @@ class MessageView:
     updated_at: datetime
     sent_at: datetime | None
     extra_of: int | None
+    contact_id: str | None
+    timezone_source: str  # message, contact, phone, country, tenant (docs/audiences.md)
     payload: str
 
     @classmethod
@@ -1106,14 +1110,14 @@ def _endpoint_health_v1(h: EndpointHealth) -> tuple[Any, ...]:
             h.last_success_at, h.circuit_open_until, h.circuit_opens, h.disabled_at, h.disabled_reason)
 
 
-def _schedule_item_v1(r: ScheduleRequest) -> tuple[Any, ...]:
+def _schedule_item_v2(r: ScheduleRequest) -> tuple[Any, ...]:
     recurrence = r.recurrence
     return (
         r.ref_id, r.fire_at, None if r.fire_in_s is None else timedelta(seconds=r.fire_in_s), r.local_time,
         recurrence.cron if recurrence else None, recurrence.rrule if recurrence else None, r.timezone,
         r.payload_json, r.callback_url, r.category, r.max_attempts, r.calendar, r.holiday_rule, r.backfill,
         None if r.max_lateness_s is None else timedelta(seconds=r.max_lateness_s), r.until, r.max_runs,
-        r.first_fire_at,
+        r.first_fire_at, r.contact_id,
     )
 
 
@@ -1987,6 +1991,18 @@ class Store:
             bounded.health.answered()
             raise translated(exc) from exc
 
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[Store]:
+        """Inside transaction(): a savepoint, so that an error in the block undoes the block only
+        and the transaction goes on (a batch refused, then written again without what was refused)."""
+        if isinstance(self._pool, BoundedPool):
+            raise TypeError("savepoint() needs a transaction (Store.transaction())")
+        try:
+            async with self._pool.transaction():  # nested in the transaction: SAVEPOINT
+                yield self
+        except asyncpg.PostgresError as exc:
+            raise translated(exc) from exc
+
     @_translating
     async def api_key(self, prefix: str) -> ApiKey | None:
         row = await self._pool.fetchrow(QUERIES["api_key_by_prefix"], prefix)
@@ -2040,7 +2056,7 @@ class Store:
                             ) -> list[ItemScheduled]:
         """Each request through reminderd.schedule()/schedule_recurring(), in one round trip."""
         rows = await self._pool.fetch(QUERIES["schedule_many"], tenant_id,
-                                      [_schedule_item_v1(r) for r in requests], atomic)
+                                      [_schedule_item_v2(r) for r in requests], atomic)
         return [ItemScheduled.from_row(r) for r in rows]
 
     @_translating
@@ -2191,6 +2207,15 @@ class Store:
         the same rules and errors as upsert_contacts, without JSON to build and pick apart."""
         written: int = await self._pool.fetchval(QUERIES["upsert_contact_rows"], tenant_id, contacts)
         return written
+
+    @_translating
+    async def upsert_contacts_counted(self, tenant_id: str, contacts_json: str, contact_ids: Sequence[str]
+                                      ) -> tuple[int, int]:
+        """upsert_contacts(), and how many of `contact_ids` (the batch's, distinct) existed before:
+        (added or changed, existed)."""
+        row = await self._pool.fetchrow(QUERIES["upsert_contacts_counted"], tenant_id, contacts_json,
+                                        list(contact_ids))
+        return int(row["written"]), int(row["existed"])
 
     @_translating
     async def delete_contacts(self, tenant_id: str, contact_ids: Sequence[str]) -> int:

@@ -23,7 +23,7 @@ import asyncpg
 
 from bench.harness import TENANT, Bench, CpuMeter, Databases, describe_cpu, tenant_database, wait_for_quiet
 from bench.report import fmt_rate, percentile, say, section
-from reminderd.store import Store, _schedule_item_v1
+from reminderd.store import Store, _schedule_item_v2
 from reminderd.testing import DaemonProcess, add_api_key, daemon_env, free_port, running_daemon
 from reminderd.validation import ScheduleRequest
 
@@ -241,7 +241,7 @@ async def _measure_sql(bench: Bench, dbs: Databases, url: str, n: int, batches: 
             ]
             for b in range(batches)
         ]
-        _ = _schedule_item_v1  # the composite type the Store sends
+        _ = _schedule_item_v2  # the composite type the Store sends
         await store.schedule_many(TENANT, requests[0], atomic=True)
         meter = CpuMeter(None, bench.receiver.pid, dbs.postmaster_pid)
         started = time.perf_counter()

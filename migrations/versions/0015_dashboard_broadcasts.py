@@ -3,7 +3,7 @@ approves, rejects and cancels them in the name of the signed-in key, and two sma
 its broadcasts page and the overview's "awaiting approval" cheap.
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-01
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from reminderd.migrations import run_sql_file
 
 revision = "0015"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

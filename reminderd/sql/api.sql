@@ -56,17 +56,17 @@ WHERE ctid = ANY (ARRAY(SELECT ctid FROM reminderd.idempotency_keys
                         WHERE created_at < now() - interval '24 hours' LIMIT $1));
 
 -- schedule_many --
--- $2: reminderd.schedule_item_v1[] (migration 0006); $3 atomic.
+-- $2: reminderd.schedule_item_v2[] (migration 0014: an item may name a contact); $3 atomic.
 SELECT item, message_id, result, status, fire_at, error_sqlstate, error_message, error_hint, error_detail,
-       error_constraint
-FROM reminderd.schedule_many($1, $2::reminderd.schedule_item_v1[], $3);
+       error_constraint, timezone, timezone_source
+FROM reminderd.schedule_many($1, $2::reminderd.schedule_item_v2[], $3);
 
 -- message_columns --
 -- A fragment: what the API shows of a message.
 m.id, m.ref_id, m.status, m.fire_at, m.scheduled_for, m.timezone, m.cron, m.rrule, m.until, m.max_runs,
 m.runs, m.category, m.callback_url, m.max_attempts, m.attempts, m.calendar, m.holiday_rule, m.backfill,
 extract(epoch FROM m.max_lateness)::float8 AS max_lateness_s, m.last_error, m.last_event, m.created_at,
-m.updated_at, m.sent_at, m.extra_of, m.payload::text AS payload
+m.updated_at, m.sent_at, m.extra_of, m.contact_id, m.timezone_source, m.payload::text AS payload
 
 -- get_message --
 SELECT {message_columns}

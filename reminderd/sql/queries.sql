@@ -964,6 +964,13 @@ SELECT reminderd.upsert_contacts($1, $2::jsonb);
 -- import` sends). How many were added or changed.
 SELECT reminderd.upsert_contact_rows($1, $2::reminderd.contact_v1[]);
 
+-- upsert_contacts_counted --
+-- The same, and how many of the contacts $3 (the batch's ids) existed before it (the statement's
+-- snapshot is taken before the function writes): the HTTP API's new and changed.
+SELECT reminderd.upsert_contacts($1, $2::jsonb) AS written,
+       (SELECT count(*) FROM reminderd.contacts c WHERE c.tenant_id = $1 AND c.contact_id = ANY ($3::text[]))
+           AS existed;
+
 -- delete_contacts --
 SELECT reminderd.delete_contacts($1, $2::text[]);
 

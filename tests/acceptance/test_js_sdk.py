@@ -13,6 +13,8 @@ import pytest
 from live_api import LiveApi, new_tenant
 from support import JS, node
 
+from reminderd.testing import add_api_key
+
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
 LIVE_TESTS = 14  # tests in live.test.js, each with a key of its own
@@ -56,6 +58,22 @@ async def test_the_js_sdk_against_a_real_server(live_api: LiveApi, api_db: async
     created = await api_db.fetchval(
         "SELECT count(*) FROM reminderd.scheduled_messages WHERE ref_id IN ('retried', 'cut')")
     assert created == 4  # one per retried call (three through failures, one cut after commit), never two
+
+
+AUDIENCE_TESTS = 4  # tests in audiences.test.js with a key of their own (and one with SDK_TEST_PAIR)
+
+
+async def test_the_js_sdk_contacts_audiences_and_broadcasts(
+        live_api: LiveApi, api_db: asyncpg.Connection) -> None:
+    keys = [(await new_tenant(api_db)).key for _ in range(AUDIENCE_TESTS)]
+    pair = await new_tenant(api_db)
+    await api_db.execute("UPDATE reminderd.tenants SET approval_threshold = 2 WHERE id = $1", pair.tenant)
+    second = await add_api_key(api_db, pair.tenant, name="second-person")
+    counts = await run_node_tests("test/audiences.test.js", env=_env(
+        SDK_TEST_BASE_URL=live_api.url, SDK_TEST_KEYS=json.dumps(keys),
+        SDK_TEST_PAIR=json.dumps([pair.key, second]),
+    ))
+    assert counts["pass"] == counts["tests"] == AUDIENCE_TESTS + 1
 
 
 def _env(**variables: str) -> dict[str, str]:

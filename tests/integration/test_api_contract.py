@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -97,7 +98,13 @@ async def _arrange(http: ApiClient, owner: str) -> dict[str, Any]:
     cron = (
         await http.call("POST", "/v1/messages", owner, json={"ref_id": "booking:2", "cron": "0 9 * * *"})
     ).json
-    return {"live": live["id"], "cron": cron["id"], "ref": "booking:1", "pattern": "booking:%"}
+    # A contact in an audience, with a broadcast: what the recipients' routes (api_audiences.py) aim at.
+    await http.call("PUT", "/v1/contacts", owner, json=[{"contact_id": "cust_1", "timezone": "Asia/Tokyo"}])
+    await http.call("PUT", "/v1/audiences/vip/members", owner, json={"contact_ids": ["cust_1"]})
+    wall = (datetime.now(UTC) + timedelta(days=3)).strftime("%Y-%m-%dT09:00")
+    await http.call("POST", "/v1/broadcasts", owner,
+                    json={"ref_prefix": "bf", "local_time": wall, "audience": "vip"})
+    return {"live": live["id"], "cron": cron["id"], "ref": "booking:1", "pattern": "booking:%", "wall": wall}
 
 
 def _requests(ids: dict[str, Any], message_id: int) -> dict[tuple[str, str], dict[str, Any]]:
@@ -122,6 +129,24 @@ def _requests(ids: dict[str, Any], message_id: int) -> dict[tuple[str, str], dic
         ("POST", "/v1/tenant/rotate-secret"): {"json": {"grace": "0s"}},
         ("GET", "/v1/preview"): {"params": {"cron": "0 9 * * *"}},
         ("GET", "/v1/stats"): {},
+        ("PUT", "/v1/contacts"): {"json": [{"contact_id": "own_1"}]},
+        ("GET", "/v1/contacts/{contact_id}"): {},
+        ("DELETE", "/v1/contacts/{contact_id}"): {},
+        ("GET", "/v1/contacts/{contact_id}/messages"): {},
+        ("GET", "/v1/audiences"): {},
+        ("DELETE", "/v1/audiences/{audience}"): {},
+        ("PUT", "/v1/audiences/{audience}/members"): {"json": {"contact_ids": ["cust_1"]}},
+        ("DELETE", "/v1/audiences/{audience}/members"): {"json": {"contact_ids": ["cust_1"]}},
+        ("POST", "/v1/broadcasts"): {
+            "json": {"ref_prefix": "bf", "local_time": ids["wall"], "audience": "vip"}
+        },
+        ("GET", "/v1/broadcasts"): {},
+        ("GET", "/v1/broadcasts/{id}"): {},
+        ("POST", "/v1/broadcasts/{id}/approve"): {},
+        ("POST", "/v1/broadcasts/{id}/reject"): {},
+        ("POST", "/v1/broadcasts/{id}/cancel"): {},
+        ("POST", "/v1/cadences"): {"json": {"ref_prefix": "r", "anchor": "2030-01-01T00:00:00Z",
+                                            "contact_id": "cust_1"}},
         ("GET", "/healthz"): {},
         ("GET", "/readyz"): {},
         ("GET", "/metrics"): {},
@@ -134,7 +159,9 @@ async def _answers(
 ) -> dict[str, tuple[int, Any]]:
     answers = {}
     for (method, path), request in _requests(ids, message_id).items():
-        answer = await http.call(method, path.replace("{id}", str(message_id)), key, **request)
+        url = path.replace("{id}", str(message_id))
+        url = url.replace("{contact_id}", "cust_1").replace("{audience}", "vip")
+        answer = await http.call(method, url, key, **request)
         body: Any = answer.json if answer.headers.get("Content-Type", "").startswith("application/") else None
         if isinstance(body, dict):
             body.pop("instance", None)
@@ -181,6 +208,16 @@ async def test_every_route_answers_another_tenants_key_as_for_a_message_that_doe
     listed = foreign["GET /v1/messages"][1]["messages"]
     assert [m["id"] for m in listed] != [ids["live"]] and all(m["payload"] == {} for m in listed)
     assert foreign["GET /v1/tenant"][1]["id"] == "globex"
+    # acme's contact, audience and broadcast: as if there were none.
+    for route in ("GET /v1/contacts/{contact_id}", "GET /v1/contacts/{contact_id}/messages",
+                  "PUT /v1/audiences/{audience}/members", "POST /v1/broadcasts", "POST /v1/cadences"):
+        assert foreign[route][0] == nowhere[route][0] == 404, (route, foreign[route])
+    assert foreign["DELETE /v1/contacts/{contact_id}"] == (200, {"deleted": 0})
+    assert foreign["DELETE /v1/audiences/{audience}"] == (200, {"audience": "vip", "dropped": False})
+    assert foreign["GET /v1/audiences"] == (200, {"audiences": []})
+    assert foreign["GET /v1/broadcasts"] == (200, {"broadcasts": []})
+    assert await db.fetchval("SELECT count(*) FROM reminderd.contacts WHERE tenant_id = 'acme'") == 1
+    assert await db.fetchval("SELECT count(*) FROM reminderd.audience_members WHERE tenant_id = 'acme'") == 1
 
 
 # Idempotency-Key --------------------------------------------------------------------------------

@@ -228,7 +228,7 @@ async def test_list_follows_the_cursor_with_the_same_filters(server: Scripted, r
         "callback_url": None, "max_attempts": None, "attempts": 0, "calendar": None, "holiday_rule": None,
         "backfill": None, "max_lateness_s": None, "last_error": None, "last_event": "created",
         "created_at": "2026-12-01T10:00:00Z", "updated_at": "2026-12-01T10:00:00Z", "sent_at": None,
-        "extra_of": None, "payload": {},
+        "extra_of": None, "contact_id": None, "timezone_source": "message", "payload": {},
     }
     server.script = [(200, {}, {"messages": [message, {**message, "id": 2}], "next_cursor": "c1"}),
                      (200, {}, {"messages": [{**message, "id": 3}], "next_cursor": None})]

@@ -35,8 +35,9 @@ pytestmark = pytest.mark.shared_database
 
 T = TypeVar("T")
 A, B = "tenant-a", "tenant-b"  # the same length: refusals name the tenant
-MANY = "SELECT * FROM reminderd.schedule_many($1, $2::reminderd.schedule_item_v1[], $3)"
-ONE = "SELECT * FROM reminderd.schedule_item($1, $2::reminderd.schedule_item_v1)"
+# schedule_item_v2 (migration 0014): v1 and a contact_id; the v1 functions are 0012's, unchanged.
+MANY = "SELECT * FROM reminderd.schedule_many($1, $2::reminderd.schedule_item_v2[], $3)"
+ONE = "SELECT * FROM reminderd.schedule_item($1, $2::reminderd.schedule_item_v2)"
 ZONE = "Asia/Kolkata"
 TENANT_ZONE = "Europe/London"  # the tenants' default: a zoneless contact's (and OPTIONS' timezone)
 CONTACTS = {"zoned": (ZONE, "contact"), "bare": (TENANT_ZONE, "tenant")}  # zone, timezone_source
@@ -79,10 +80,10 @@ WHEN: dict[str, dict[str, Any]] = {
 }
 REFUSED = {"at-2d", "at+400d", "in-1m", "both", "badtz", "badcat", "badcron"}
 FAILING_ROW_ID = re.compile(r"Failing row contains \(\d+,")
-FIELDS = (  # reminderd.schedule_item_v1's
+FIELDS = (  # reminderd.schedule_item_v2's
     "ref_id", "fire_at", "fire_in", "local_time", "cron", "rrule", "timezone", "payload", "callback_url",
     "category", "max_attempts", "calendar", "holiday_rule", "backfill", "max_lateness", "until", "max_runs",
-    "first_fire_at",
+    "first_fire_at", "contact_id",
 )
 
 
@@ -92,9 +93,12 @@ class Item:
     when: str
     payload: str = PAYLOADS[0]
     options: int = 0
+    contact: str | None = None  # a contact's message: read in its zone, unless an option names one
 
     def value(self, now: datetime) -> tuple[Any, ...]:
-        given = {**OPTIONS[self.options], **WHEN[self.when]}
+        when = {name: value for name, value in WHEN[self.when].items()
+                if not (self.contact is not None and name == "timezone")}
+        given = {**OPTIONS[self.options], **when, "contact_id": self.contact}
         if "fire_at" in given:
             given["fire_at"] = now + given["fire_at"]
         if "local_time" in given:
@@ -198,7 +202,12 @@ class Sql:
                     )
             items = [item.value(now) for item in case.items]
             calls_before = await self._schedule_item_calls()
-            fast = [tuple(r) for r in await db.fetch(MANY, A, items, case.atomic)]
+            answered = await db.fetch(MANY, A, items, case.atomic)
+            fast = [tuple(r)[:10] for r in answered]
+            for r in answered:  # each message's zone and its source, as the row has them
+                zone = await db.fetchrow("SELECT timezone, timezone_source FROM reminderd.scheduled_messages"
+                                         " WHERE id = $1", r["message_id"])
+                assert (r["timezone"], r["timezone_source"]) == ((None, None) if zone is None else tuple(zone))
             calls = await self._schedule_item_calls() - calls_before
             slow = await self._item_by_item(B, items, case.atomic)
             return (await self._outcome(A, fast, calls), await self._outcome(B, slow, 0))
@@ -386,6 +395,25 @@ CASES = {
         Case((Item("r0", "at+1h", options=8), Item("r1", "local")),
              (Before("r0", "sent", contact="bare"), Before("r1", "sent", timedelta(hours=3), contact="zoned"))),
         ["created", "created"]),
+    # Items naming a contact (schedule_item_v2, migration 0014): read in the contact's zone.
+    "a contact's message again is unchanged": (
+        Case((Item("r0", "local", contact="zoned"),),
+             (Before("r0", "pending", timedelta(hours=3), contact="zoned"),)),
+        ["unchanged"]),
+    "contacts' messages in a batch, set-based": (
+        Case((Item("r0", "local", contact="zoned"), Item("r1", "at+1h", contact="bare"), Item("r2", "in1h"),
+              Item("r3", "local", contact="bare"), Item("r4", "at+1h", options=8, contact="zoned"))),
+        ["created"] * 5),
+    "a contact's message in a batch, identical to one before": (
+        Case((Item("r0", "local", contact="zoned"), Item("r1", "in1h")),
+             (Before("r0", "paused", timedelta(hours=3), contact="zoned"),)),
+        ["unchanged", "created"]),
+    "an unknown contact is refused, by item": (
+        Case((Item("r0", "at+1h", contact="nobody"), Item("r1", "at+1h")), atomic=False),
+        ["error P0002", "created"]),
+    "a contact's recurring message": (
+        Case((Item("r0", "cron", contact="zoned"), Item("r1", "at+1h", contact="bare"))),
+        ["created", "created"]),
     "a broadcast's message awaiting approval is live: replaced": (
         Case((Item("r0", "at+1h"), Item("r1", "in1h")), (Before("r0", "awaiting_approval"),)),
         ["replaced", "created"]),
@@ -454,7 +482,7 @@ REFS = st.sampled_from(["r0", "r1", "r2", "r3"])
 OPTION_INDEXES = st.sampled_from([0, 0, 0, *range(len(OPTIONS))])
 CONTACT_IDS = st.sampled_from([None, None, *CONTACTS])
 ITEMS = st.builds(Item, REFS, st.sampled_from([w for w in WHEN if w not in REFUSED] * 4 + sorted(REFUSED)),
-                  st.sampled_from(PAYLOADS), OPTION_INDEXES)
+                  st.sampled_from(PAYLOADS), OPTION_INDEXES, st.sampled_from([None, None, *CONTACTS, "nobody"]))
 
 
 @st.composite
@@ -480,7 +508,7 @@ def befores(draw: st.DrawFn) -> tuple[Before, ...]:
 BATCHES = st.one_of(  # half with distinct refs and fewer refusals: the set-based path's batches
     st.lists(
         st.builds(Item, REFS, st.sampled_from([w for w in WHEN if w not in REFUSED] * 12 + sorted(REFUSED)),
-                  st.sampled_from(PAYLOADS), OPTION_INDEXES),
+                  st.sampled_from(PAYLOADS), OPTION_INDEXES, CONTACT_IDS),
         min_size=1, max_size=4, unique_by=lambda item: item.ref,
     ),
     st.lists(ITEMS, min_size=1, max_size=6),
@@ -547,3 +575,40 @@ def test_an_unknown_tenant_is_refused_whatever_the_batch(sql: Sql, size: int) ->
         return refused.value
 
     assert sql.run(attempt()).args[0] == 'unknown tenant "nobody"'
+
+
+async def test_0014_upgrades_a_database_with_contacts_and_a_broadcast_the_api_role_then_approves(
+    empty_database_url: str,
+) -> None:
+    """0014 on a database with a contact, its message and a broadcast awaiting approval: the API's
+    role then schedules for the contact in a batch and approves the broadcast naming its key."""
+    await asyncio.to_thread(upgrade, empty_database_url, "0012")
+    db = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(db, "acme", "https://example.com/hooks")
+        await db.execute("UPDATE reminderd.tenants SET timezone = 'UTC', approval_threshold = 1"
+                         " WHERE id = 'acme'")
+        contacts = [{"contact_id": "c1", "timezone": ZONE}, {"contact_id": "c2", "timezone": "Asia/Tokyo"}]
+        await db.execute("SELECT reminderd.upsert_contacts('acme', $1::jsonb)", json.dumps(contacts))
+        await db.execute("SELECT reminderd.schedule('acme', 'old', fire_in => '1 hour', contact_id => 'c1')")
+        broadcast_id = await db.fetchval(
+            "SELECT reminderd.broadcast('acme', 'bf', everyone => true, actor => 'alice',"
+            " local_time => (now() + interval '3 days')::date + time '09:00')")
+        await asyncio.to_thread(upgrade, empty_database_url)
+        now: datetime = await db.fetchval("SELECT now()")
+        async with db.transaction():
+            await db.execute("SET LOCAL ROLE reminderd_api")
+            results = await db.fetch(MANY, "acme", [Item("new", "at+1h", contact="c2").value(now)], True)
+            released = await db.fetchval("SELECT reminderd.approve_broadcast('acme', $1, 'rk_x (bob)', 'ok')",
+                                         broadcast_id)
+        rows = await db.fetch("SELECT ref_id, status, timezone, timezone_source"
+                              " FROM reminderd.scheduled_messages ORDER BY ref_id")
+        decided = await db.fetchval("SELECT decided_by FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+    finally:
+        await db.close()
+    assert [(r["result"], r["timezone"], r["timezone_source"]) for r in results] == [
+        ("created", "Asia/Tokyo", "contact")], [(r["error_sqlstate"], r["error_message"]) for r in results]
+    assert released == 2 and decided == "rk_x (bob)"
+    assert [tuple(r) for r in rows] == [
+        ("bf:c1", "pending", ZONE, "contact"), ("bf:c2", "pending", "Asia/Tokyo", "contact"),
+        ("new", "pending", "Asia/Tokyo", "contact"), ("old", "pending", ZONE, "contact")]

@@ -93,6 +93,19 @@ ANSWERS: dict[type, dict[str, Any]] = {
     client.HourCount: SCHEMAS["Stats"]["properties"]["upcoming_by_hour"]["items"],
     client.Rates: SCHEMAS["Rates"],
     client.Lateness: SCHEMAS["Stats"]["properties"]["lateness_ms"],
+    client.ContactsWritten: SCHEMAS["ContactsWritten"],
+    client.ContactError: SCHEMAS["ContactsWritten"]["properties"]["errors"]["items"],
+    client.Contact: SCHEMAS["Contact"],
+    client.ContactMessage: SCHEMAS["ContactMessage"],
+    client.ContactPicture: answer("/v1/contacts/{contact_id}/messages", "get"),
+    client.AudienceSummary: answer("/v1/audiences", "get")["properties"]["audiences"]["items"],
+    client.BroadcastCounts: SCHEMAS["Broadcast"]["properties"]["counts"],
+    client.BroadcastWave: merged(SCHEMAS["BroadcastDetail"])["properties"]["waves"]["items"],
+    client.BroadcastPreview: SCHEMAS["BroadcastPreview"],
+    client.ZoneSend: SCHEMAS["BroadcastPreview"]["properties"]["zones"]["items"],
+    client.ZoneSources: SCHEMAS["BroadcastPreview"]["properties"]["zones"]["items"]["properties"]["sources"],
+    client.Cadence: answer("/v1/cadences", "post", "201"),
+    client.CadenceStep: answer("/v1/cadences", "post", "201")["properties"]["steps"]["items"],
 }
 
 # Each operation of the document (but the operator's probes) and the client method that calls it.
@@ -103,6 +116,12 @@ METHODS = {
     "resumeMessage": "resume", "requeueMessage": "requeue", "sendNow": "send_now", "getTenant": "tenant",
     "updateTenant": "update_tenant", "pauseTenant": "pause_tenant", "resumeTenant": "resume_tenant",
     "rotateSecret": "rotate_secret", "preview": "preview", "stats": "stats",
+    "upsertContacts": "upsert_contacts", "getContact": "contact", "deleteContact": "delete_contact",
+    "contactMessages": "contact_messages", "listAudiences": "audiences", "dropAudience": "drop_audience",
+    "addToAudience": "add_to_audience", "removeFromAudience": "remove_from_audience",
+    "createBroadcast": "broadcast", "listBroadcasts": "broadcasts", "getBroadcast": "get_broadcast",
+    "approveBroadcast": "approve_broadcast", "rejectBroadcast": "reject_broadcast",
+    "cancelBroadcast": "cancel_broadcast", "scheduleCadence": "schedule_cadence",
 }
 PROBES = {"healthz", "readyz", "metrics", "openapi"}
 
@@ -248,7 +267,8 @@ MESSAGE = {
     "max_runs": None, "runs": 0, "category": "transactional", "callback_url": None, "max_attempts": None,
     "attempts": 0, "calendar": None, "holiday_rule": None, "backfill": None, "max_lateness_s": 3600,
     "last_error": None, "last_event": "created", "created_at": "2026-12-01T10:00:00.123456+00:00",
-    "updated_at": "2026-12-01T10:00:00+00:00", "sent_at": None, "extra_of": None,
+    "updated_at": "2026-12-01T10:00:00+00:00", "sent_at": None, "extra_of": None, "contact_id": None,
+    "timezone_source": "message",
     "payload": {"to": "+1", "ref_id": "kept as written"},
 }
 

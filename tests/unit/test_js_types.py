@@ -66,6 +66,12 @@ def test_the_declared_api_covers_every_operation_of_the_document() -> None:
         "resumeMessage": "resume", "requeueMessage": "requeue", "sendNow": "sendNow", "getTenant": "tenant",
         "updateTenant": "updateTenant", "pauseTenant": "pauseTenant", "resumeTenant": "resumeTenant",
         "rotateSecret": "rotateSecret", "preview": "preview", "stats": "stats",
+        "upsertContacts": "upsertContacts", "getContact": "contact", "deleteContact": "deleteContact",
+        "contactMessages": "contactMessages", "listAudiences": "audiences", "dropAudience": "dropAudience",
+        "addToAudience": "addToAudience", "removeFromAudience": "removeFromAudience",
+        "createBroadcast": "broadcast", "listBroadcasts": "broadcasts", "getBroadcast": "getBroadcast",
+        "approveBroadcast": "approveBroadcast", "rejectBroadcast": "rejectBroadcast",
+        "cancelBroadcast": "cancelBroadcast", "scheduleCadence": "scheduleCadence",
     }
     wire = (JS / "src" / "wire.d.ts").read_text(encoding="utf-8")
     operations = set(re.findall(r"^  (\w+): \{ method:", wire, re.MULTILINE))

@@ -5,6 +5,9 @@ import type {
   PauseTenantResponse, PreviewQuery, PreviewResponse, Problem, ResumeTenantResponse,
   RotateSecretBody, RotateSecretResponse, ScheduleBatchResponse, ScheduleRequest, Scheduled,
   SentNow, Stats, Tenant, UpdateMessageBody, UpdateTenantBody,
+  ContactInput, ContactsWritten, Contact, ContactMessagesQuery, ContactMessagesResponse, ListAudiencesResponse,
+  BroadcastRequest, BroadcastDetail, BroadcastPreview, Broadcast, ApproveBroadcastResponse, BroadcastCancelled,
+  CadenceRequest, ScheduleCadenceResponse,
 } from "./wire.js";
 
 export * from "./wire.js";
@@ -111,8 +114,31 @@ export declare class Reminderd {
   stats(options?: ReadOptions): Promise<Stats>;
   preview(query: PreviewQuery, options?: ReadOptions): Promise<PreviewResponse>;
 
+  /** PUT /v1/contacts: up to 10,000 as a JSON array, more as NDJSON; refused ones in `errors`. */
+  upsertContacts(contacts: Iterable<ContactInput>, options?: CallOptions): Promise<ContactsWritten>;
+  contact(contactId: string, options?: ReadOptions): Promise<Contact>;
+  /** 1, or 0 when there was none. */
+  deleteContact(contactId: string, options?: CallOptions): Promise<number>;
+  /** The contact's whole picture (GET /v1/contacts/{contactId}/messages). */
+  contactMessages(contactId: string, query?: ContactMessagesQuery, options?: ReadOptions): Promise<ContactMessagesResponse>;
+  audiences(options?: ReadOptions): Promise<ListAudiencesResponse["audiences"]>;
+  /** How many were added. */
+  addToAudience(audience: string, contactIds: Iterable<string>, options?: CallOptions): Promise<number>;
+  /** How many were removed. */
+  removeFromAudience(audience: string, contactIds: Iterable<string>, options?: CallOptions): Promise<number>;
+  /** Whether there was such a list. */
+  dropAudience(audience: string, options?: CallOptions): Promise<boolean>;
+  broadcast(request: BroadcastRequest, options?: CallOptions): Promise<BroadcastDetail>;
+  broadcastDryRun(request: BroadcastRequest, options?: ReadOptions): Promise<BroadcastPreview>;
+  broadcasts(options?: ReadOptions): Promise<Broadcast[]>;
+  getBroadcast(id: number, options?: ReadOptions): Promise<BroadcastDetail>;
+  approveBroadcast(id: number, decision?: { note?: string }, options?: CallOptions): Promise<ApproveBroadcastResponse>;
+  rejectBroadcast(id: number, decision?: { note?: string }, options?: CallOptions): Promise<BroadcastCancelled>;
+  cancelBroadcast(id: number, options?: CallOptions): Promise<BroadcastCancelled>;
+  scheduleCadence(request: CadenceRequest, options?: CallOptions): Promise<ScheduleCadenceResponse>;
+
   /** Any route: camelCase in and out, retried and idempotent like the methods. */
-  request<T = unknown>(method: "GET" | "POST" | "PATCH" | "DELETE", path: string,
+  request<T = unknown>(method: "GET" | "POST" | "PUT" | "PATCH" | "DELETE", path: string,
     options?: CallOptions & { body?: unknown; query?: Record<string, unknown> }): Promise<T>;
   toJSON(): { baseUrl: string; apiKey: string };
 }

@@ -5,7 +5,8 @@
 //   const { id, status } = await rd.schedule({ refId: "booking:b7d2:24h", fireAt, payload });
 //
 // Names are camelCase here and snake_case on the wire (reminderd/openapi.yaml): each key of what is
-// sent and received is converted, except inside a `payload`, which is the user's own JSON. Problems
+// sent and received is converted, except inside a `payload` or a contact's `attributes`, which are
+// the user's own JSON. Problems
 // (RFC 9457) are raised as ApiError, as the server wrote them. Connection errors, timeouts, 429
 // (after its Retry-After), 5xx and a 409 "still running" are retried with capped exponential backoff
 // and full jitter; every write carries one Idempotency-Key per call, the same on each retry, so the
@@ -28,6 +29,9 @@ export function snake(name) {
   return name.replace(/[A-Z]/g, (c) => "_" + c.toLowerCase());
 }
 
+// The user's own JSON, whose keys are never converted: a message's payload, a contact's attributes.
+const OWN_JSON = new Set(["payload", "attributes"]);
+
 function convertKeys(value, rename, dates) {
   if (Array.isArray(value)) return value.map((item) => convertKeys(item, rename, dates));
   if (dates && value instanceof Date) return isoInstant(value);
@@ -35,7 +39,7 @@ function convertKeys(value, rename, dates) {
   const out = {};
   for (const [key, item] of Object.entries(value)) {
     if (item === undefined) continue;
-    out[rename(key)] = key === "payload" ? item : convertKeys(item, rename, dates);
+    out[rename(key)] = OWN_JSON.has(key) ? item : convertKeys(item, rename, dates);
   }
   return out;
 }
@@ -151,6 +155,18 @@ function queryString(query) {
   return text ? `?${text}` : "";
 }
 
+const CONTACTS_PER_ARRAY = 10000; // PUT /v1/contacts takes this many as a JSON array; more go as NDJSON
+
+/** A contact id or an audience's name as a path segment. */
+function segment(text) {
+  return encodeURIComponent(String(text));
+}
+
+function broadcastId(id) {
+  if (!Number.isSafeInteger(id) || id < 1) throw new TypeError(`a broadcast id is a positive integer, not ${id}`);
+  return id;
+}
+
 function messageId(id) {
   if (!Number.isSafeInteger(id) || id < 1) throw new TypeError(`a message id is a positive integer, not ${id}`);
   return id;
@@ -192,13 +208,16 @@ export class Reminderd {
    * @param {string} method @param {string} path @param {{ body?: unknown, query?: object,
    * idempotencyKey?: string, signal?: AbortSignal }} options
    */
-  async request(method, path, { body, query, idempotencyKey, signal } = {}) {
+  async request(method, path, { body, query, idempotencyKey, signal, raw } = {}) {
     const url = `${this.baseUrl}${path}${queryString(query)}`;
     const headers = { Authorization: this.#authorization, Accept: "application/json", "User-Agent": this.userAgent };
     let data;
     if (body !== undefined) {
       data = JSON.stringify(toWire(body));
       headers["Content-Type"] = "application/json";
+    } else if (raw !== undefined) { // a body already encoded (NDJSON)
+      data = raw.data;
+      headers["Content-Type"] = raw.type;
     }
     if (method !== "GET") headers["Idempotency-Key"] = idempotencyKey ?? (await newIdempotencyKey());
     for (let attempt = 1; ; attempt++) {
@@ -330,6 +349,103 @@ export class Reminderd {
 
   /** The next fire times of a schedule ({ cron } | { every } | { rrule }, timezone, n, from…). */
   preview(query, { signal } = {}) { return this.request("GET", "/v1/preview", { query, signal }); }
+
+  // Contacts, audiences, broadcasts, cadences ---------------------------------------------------
+
+  /**
+   * Add or change contacts (PUT /v1/contacts): each { contactId, timezone?, phone?, country?,
+   * attributes? }. Up to 10,000 go as one JSON array, more as NDJSON (written in batches); invalid
+   * contacts are reported in `errors`, the rest written.
+   */
+  upsertContacts(contacts, { idempotencyKey, signal } = {}) {
+    const items = [...contacts];
+    if (items.length <= CONTACTS_PER_ARRAY) {
+      return this.request("PUT", "/v1/contacts", { body: items, idempotencyKey, signal });
+    }
+    const ndjson = items.map((item) => JSON.stringify(toWire(item))).join("\n") + "\n";
+    return this.request("PUT", "/v1/contacts", { raw: { type: "application/x-ndjson", data: ndjson }, idempotencyKey, signal });
+  }
+
+  /** One contact, the zone its messages get and why (zoneSource), its audiences. */
+  contact(contactId, { signal } = {}) {
+    return this.request("GET", `/v1/contacts/${segment(contactId)}`, { signal });
+  }
+
+  /** Delete a contact (its live messages are cancelled): 1, or 0 when there was none. */
+  deleteContact(contactId, options = {}) {
+    return this.request("DELETE", `/v1/contacts/${segment(contactId)}`, options).then((answer) => answer.deleted);
+  }
+
+  /** The contact's whole picture: live messages soonest first, then those ended within `recent`. */
+  contactMessages(contactId, { recent, limit } = {}, { signal } = {}) {
+    return this.request("GET", `/v1/contacts/${segment(contactId)}/messages`, { query: { recent, limit }, signal });
+  }
+
+  /** The tenant's named lists, with their sizes. */
+  audiences({ signal } = {}) {
+    return this.request("GET", "/v1/audiences", { signal }).then((answer) => answer.audiences);
+  }
+
+  /** Add contacts to a named list (made if new); how many were added. Unknown contacts: 404. */
+  addToAudience(audience, contactIds, options = {}) {
+    const body = { contactIds: [...contactIds] };
+    return this.request("PUT", `/v1/audiences/${segment(audience)}/members`, { ...options, body }).then((answer) => answer.added);
+  }
+
+  /** Remove contacts from a named list; how many were removed. */
+  removeFromAudience(audience, contactIds, options = {}) {
+    const body = { contactIds: [...contactIds] };
+    return this.request("DELETE", `/v1/audiences/${segment(audience)}/members`, { ...options, body }).then((answer) => answer.removed);
+  }
+
+  /** Drop a named list (its contacts stay); whether there was one. */
+  dropAudience(audience, options = {}) {
+    return this.request("DELETE", `/v1/audiences/${segment(audience)}`, options).then((answer) => answer.dropped);
+  }
+
+  /**
+   * One message per contact at a wall time in each contact's zone (POST /v1/broadcasts): one of
+   * audience, contactIds, everyone: true; one of localTime and cron/every/rrule. Above the tenant's
+   * approval threshold it waits for another key's approval.
+   */
+  broadcast(request, { idempotencyKey, signal } = {}) {
+    return this.request("POST", "/v1/broadcasts", { body: request, idempotencyKey, signal });
+  }
+
+  /** What `broadcast` would send: audienceSize, sendsPerUtcHour, zones; nothing is staged. */
+  broadcastDryRun(request, { signal } = {}) {
+    return this.request("POST", "/v1/broadcasts", { body: request, query: { dryRun: "true" }, signal });
+  }
+
+  /** The tenant's broadcasts, newest first (the last 200), with their counts. */
+  broadcasts({ signal } = {}) {
+    return this.request("GET", "/v1/broadcasts", { signal }).then((answer) => answer.broadcasts);
+  }
+
+  /** One broadcast, its counts, done and its waves. */
+  getBroadcast(id, { signal } = {}) {
+    return this.request("GET", `/v1/broadcasts/${broadcastId(id)}`, { signal });
+  }
+
+  /** Approve a broadcast awaiting approval; the key that created it may not (ApiError 403). */
+  approveBroadcast(id, { note } = {}, { idempotencyKey, signal } = {}) {
+    return this.request("POST", `/v1/broadcasts/${broadcastId(id)}/approve`, { body: note === undefined ? {} : { note }, idempotencyKey, signal });
+  }
+
+  /** Reject a broadcast awaiting approval: every message of it is cancelled. */
+  rejectBroadcast(id, { note } = {}, { idempotencyKey, signal } = {}) {
+    return this.request("POST", `/v1/broadcasts/${broadcastId(id)}/reject`, { body: note === undefined ? {} : { note }, idempotencyKey, signal });
+  }
+
+  /** Cancel a broadcast's live messages; no more waves are staged. */
+  cancelBroadcast(id, { idempotencyKey, signal } = {}) {
+    return this.request("POST", `/v1/broadcasts/${broadcastId(id)}/cancel`, { idempotencyKey, signal });
+  }
+
+  /** Messages at offsets around an anchor at a wall time on a contact's clock (POST /v1/cadences). */
+  scheduleCadence(request, { idempotencyKey, signal } = {}) {
+    return this.request("POST", "/v1/cadences", { body: request, idempotencyKey, signal });
+  }
 }
 
 /** What `list` returns: an async iterable of pages, each fetched when wanted. */

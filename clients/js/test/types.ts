@@ -49,7 +49,33 @@ export async function everything(): Promise<void> {
   void fires;
 }
 
+export async function recipients(): Promise<void> {
+  const written = await rd.upsertContacts([{ contactId: "c1", phone: "+44 20 7946 0018", attributes: { first_name: "A" } }]);
+  const refused: number | undefined = written.errors[0]?.index;
+  void refused;
+  const zone: string | null = (await rd.contact("c1")).zone;
+  void zone;
+  const picture = await rd.contactMessages("c1", { recent: "1d" });
+  const reason: string | null = picture.messages[0].reason;
+  void reason;
+  const added: number = await rd.addToAudience("vip", ["c1"]);
+  void added;
+  const preview = await rd.broadcastDryRun({ refPrefix: "bf", localTime: "2026-11-27T09:00", audience: "vip" });
+  const size: number = preview.audienceSize;
+  void size;
+  const made = await rd.broadcast({ refPrefix: "bf", localTime: "2026-11-27T09:00", contactIds: ["c1"] });
+  const released: number = (await rd.approveBroadcast(made.id, { note: "ok" })).released;
+  void released;
+  const cancelled: number = (await rd.cancelBroadcast(made.id)).cancelledMessages;
+  void cancelled;
+  const steps = (await rd.scheduleCadence({ refPrefix: "r", anchor: new Date().toISOString(), contactId: "c1" })).steps;
+  void steps;
+  await rd.schedule({ refId: "c", localTime: "2026-12-24T09:00", contactId: "c1" });
+}
+
 export async function mistakes(): Promise<void> {
+  // @ts-expect-error a broadcast needs its refPrefix
+  await rd.broadcast({ localTime: "2026-11-27T09:00", audience: "vip" });
   // @ts-expect-error refId is required
   await rd.schedule({ fireIn: "2h" });
   // @ts-expect-error the wire's snake_case is not the SDK's name

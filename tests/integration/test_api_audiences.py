@@ -1,0 +1,544 @@
+"""Issue 14 over the HTTP API (reminderd/api_audiences.py), in-process against a real PostgreSQL,
+connected as a login role granted reminderd_api and nothing else: contacts (JSON arrays and NDJSON
+streams, per-item errors by index or line), a contact's whole picture, audiences, broadcasts (dry
+run, approval by another key, SQLSTATEs as problems), cadences, and contact_id on the message
+routes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+from support import ApiClient, api_role_url, api_settings, running_api
+
+from reminderd import api_audiences
+from reminderd.schedule import load_timezone, to_instant
+from reminderd.testing import Receiver, add_api_key, add_tenant
+
+PROBLEM = "application/problem+json"
+NDJSON = {"Content-Type": "application/x-ndjson"}
+
+
+@pytest.fixture
+async def http(db: asyncpg.Connection, database_url: str) -> AsyncIterator[ApiClient]:
+    url = await api_role_url(db, database_url)
+    async with running_api(api_settings(url)) as client:
+        yield client
+
+
+@pytest.fixture
+async def key(db: asyncpg.Connection, receiver: Receiver) -> str:
+    await add_tenant(db, "acme", receiver.url)
+    await db.execute("UPDATE reminderd.tenants SET timezone = 'Europe/London' WHERE id = 'acme'")
+    return await add_api_key(db, "acme", name="alice-service")
+
+
+def problem(answer: Any, status: int, kind: str) -> dict[str, Any]:
+    assert answer.status == status, answer.body
+    assert answer.headers["Content-Type"].startswith(PROBLEM)
+    document: dict[str, Any] = answer.json
+    assert document["type"] == f"urn:reminderd:problem:{kind}"
+    assert document["status"] == status and document["detail"] and "Traceback" not in document["detail"]
+    return document
+
+
+def days_ahead(days: int, hour: int = 9) -> str:
+    day = datetime.now(UTC).date() + timedelta(days=days)
+    return f"{day.isoformat()}T{hour:02d}:00:00"
+
+
+CONTACTS: list[dict[str, Any]] = [
+    {"contact_id": "cust_8f", "phone": "+1 312 555 0100", "attributes": {"name": "Ann"}},
+    {"contact_id": "cust_9a", "country": "IN"},
+    {"contact_id": "cust_7c", "timezone": "Asia/Tokyo"},
+]
+
+
+async def test_contacts_put_counts_new_changed_and_unchanged_and_reads_them_back(
+    http: ApiClient, key: str
+) -> None:
+    first = await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    assert first.status == 200, first.body
+    assert (first.json["new"], first.json["changed"], first.json["unchanged"], first.json["failed"]) == (
+        3,
+        0,
+        0,
+        0,
+    )
+    again = await http.call(
+        "PUT", "/v1/contacts", key, json=[CONTACTS[0], {"contact_id": "cust_9a", "country": "AU"}]
+    )
+    assert (again.json["new"], again.json["changed"], again.json["unchanged"]) == (0, 1, 1)
+    one = await http.call("PUT", "/v1/contacts", key, json={"contact_id": "cust_1", "timezone": "Europe/Paris"})
+    assert one.json["new"] == 1
+    got = await http.call("GET", "/v1/contacts/cust_8f", key)
+    assert got.status == 200
+    assert got.json["zone"] == "America/Chicago" and got.json["zone_source"] == "phone"
+    assert got.json["attributes"] == {"name": "Ann"} and got.json["phone"] == "+13125550100"
+    tokyo = (await http.call("GET", "/v1/contacts/cust_7c", key)).json
+    assert (tokyo["zone"], tokyo["zone_source"]) == ("Asia/Tokyo", "contact")
+    deleted = await http.call("DELETE", "/v1/contacts/cust_7c", key)
+    assert deleted.json == {"deleted": 1}
+    assert (await http.call("DELETE", "/v1/contacts/cust_7c", key)).json == {"deleted": 0}
+    gone = problem(await http.call("GET", "/v1/contacts/cust_7c", key), 404, "not-found")
+    assert "cust_7c" in gone["detail"]
+
+
+async def test_bad_contacts_are_reported_by_index_and_the_rest_written(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    items: list[Any] = [
+        {"contact_id": "ok_1", "timezone": "Europe/Berlin"},
+        {"contact_id": "bad zone", "timezone": "Mars/Base"},
+        {"contact_id": "ok_2", "timezone": "Mars/Base"},
+        "not an object",
+        {"contact_id": "ok_3", "country": "XX"},  # well-formed, but no such country: the database says so
+        {"contact_id": "ok_4", "email": "a@b.c"},
+        {"contact_id": "ok_5", "country": "GB"},
+    ]
+    answer = await http.call("PUT", "/v1/contacts", key, json=items)
+    assert answer.status == 200, answer.body
+    assert (answer.json["received"], answer.json["new"], answer.json["failed"]) == (7, 2, 5)
+    errors = {e["index"]: e for e in answer.json["errors"]}
+    assert sorted(errors) == [1, 2, 3, 4, 5]
+    assert "contact_id 'bad zone'" in errors[1]["error"]["detail"]
+    assert "Mars/Base" in errors[2]["error"]["detail"] and errors[2]["contact_id"] == "ok_2"
+    assert errors[2]["error"]["errors"][0]["pointer"] == "/2"
+    assert errors[3]["error"]["detail"] == "index 3: not a JSON object"
+    assert errors[4]["error"]["sqlstate"] and "XX" in errors[4]["error"]["detail"]
+    assert "unknown fields email" in errors[5]["error"]["detail"]
+    stored = await db.fetch("SELECT contact_id FROM reminderd.contacts WHERE tenant_id = 'acme' ORDER BY 1")
+    assert [r["contact_id"] for r in stored] == ["ok_1", "ok_5"]
+
+
+@pytest.mark.parametrize("ndjson", [False, True])
+async def test_with_an_idempotency_key_a_refused_contact_is_reported_and_the_rest_written_once(
+    http: ApiClient, key: str, db: asyncpg.Connection, ndjson: bool
+) -> None:
+    """With an Idempotency-Key the upload is one transaction (its answer is kept in it): a batch
+    the database refuses is written again without the contact it names, in the same transaction."""
+    items = [{"contact_id": "k1", "country": "GB"}, {"contact_id": "k2", "country": "XX"}, {"contact_id": "k3"}]
+    body = ("\n".join(json.dumps(i) for i in items) + "\n") if ndjson else json.dumps(items)
+    headers = {**(NDJSON if ndjson else {"Content-Type": "application/json"}), "Idempotency-Key": "upload-1"}
+    first = await http.call("PUT", "/v1/contacts", key, data=body.encode(), headers=headers)
+    again = await http.call("PUT", "/v1/contacts", key, data=body.encode(), headers=headers)
+    assert first.status == 200, first.body
+    assert (first.json["new"], first.json["failed"], first.json["errors"][0]["contact_id"]) == (2, 1, "k2")
+    assert again.body == first.body and again.headers["Idempotent-Replayed"] == "true"
+    stored = await db.fetch("SELECT contact_id FROM reminderd.contacts ORDER BY 1")
+    assert [r["contact_id"] for r in stored] == ["k1", "k3"]
+
+
+async def test_an_ndjson_upload_is_written_in_batches_and_a_bad_line_is_named(
+    http: ApiClient, key: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api_audiences, "CONTACT_BATCH", 4)  # several batches from a small upload
+    lines = [json.dumps({"contact_id": f"n_{n}", "timezone": "Asia/Kolkata"}) for n in range(10)]
+    lines[5] = '{"contact_id": "n_5", "timezone": '  # cut short
+    lines.insert(2, "")  # blank lines are no contacts
+    lines[8] = json.dumps({"contact_id": "n_7", "country": "XX"})
+    body = ("\n".join(lines) + "\n").encode()
+    answer = await http.call("PUT", "/v1/contacts", key, data=body, headers=NDJSON)
+    assert answer.status == 200, answer.body
+    assert (answer.json["received"], answer.json["new"], answer.json["failed"]) == (10, 8, 2)
+    by_line = {e["line"]: e["error"]["detail"] for e in answer.json["errors"]}
+    assert sorted(by_line) == [7, 9]  # the blank line counts as a line
+    assert by_line[7].startswith("line 7: not JSON")
+    assert by_line[9].startswith("line 9: ") and "XX" in by_line[9]
+    count = await db.fetchval("SELECT count(*) FROM reminderd.contacts WHERE tenant_id = 'acme'")
+    assert count == 8
+    too_long = (
+        b'{"contact_id": "long", "attributes": {"x": "' + b"y" * 300_000 + b'"}}\n{"contact_id": "after"}\n'
+    )
+    answer = await http.call("PUT", "/v1/contacts", key, data=too_long, headers=NDJSON)
+    assert answer.json["failed"] == 1 and answer.json["new"] == 1
+    assert (
+        answer.json["errors"][0]["line"] == 1
+        and "longer than 64 KiB" in answer.json["errors"][0]["error"]["detail"]
+    )
+
+
+async def test_a_message_for_a_contact_is_timed_in_its_zone_and_in_its_whole_picture(
+    http: ApiClient, key: str
+) -> None:
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    wall = days_ahead(3)
+    answer = await http.call(
+        "POST",
+        "/v1/messages",
+        key,
+        json={"ref_id": "renewal:8f", "local_time": wall, "contact_id": "cust_8f", "payload": {"plan": "pro"}},
+    )
+    assert answer.status == 201, answer.body
+    created = answer.json
+    assert (created["timezone"], created["timezone_source"], created["contact_id"]) == (
+        "America/Chicago",
+        "phone",
+        "cust_8f",
+    )
+    expected = to_instant(datetime.fromisoformat(wall), load_timezone("America/Chicago"))
+    assert datetime.fromisoformat(created["fire_at"]) == expected
+    assert "America/Chicago" in created["description"]
+    again = await http.call(
+        "POST",
+        "/v1/messages",
+        key,
+        json={"ref_id": "renewal:8f", "local_time": wall, "contact_id": "cust_8f", "payload": {"plan": "pro"}},
+    )
+    assert again.status == 200 and again.json["id"] == created["id"] and again.json["result"] == "unchanged"
+    got = (await http.call("GET", f"/v1/messages/{created['id']}", key)).json
+    assert (got["timezone"], got["timezone_source"], got["contact_id"]) == (
+        "America/Chicago",
+        "phone",
+        "cust_8f",
+    )
+    own = await http.call(
+        "POST",
+        "/v1/messages",
+        key,
+        json={"ref_id": "own", "fire_in": "2h", "contact_id": "cust_8f", "timezone": "Asia/Kolkata"},
+    )
+    assert (own.json["timezone"], own.json["timezone_source"]) == ("Asia/Kolkata", "message")
+    picture = await http.call("GET", "/v1/contacts/cust_8f/messages", key, params={"recent": "1d"})
+    assert picture.status == 200, picture.body
+    assert picture.json["contact"]["zone"] == "America/Chicago"
+    refs = [m["ref_id"] for m in picture.json["messages"]]
+    assert refs == ["own", "renewal:8f"]  # live, soonest first
+    renewal = picture.json["messages"][1]
+    assert renewal["local_fire_at"] == wall and renewal["timezone_source"] == "phone"
+    unknown = problem(
+        await http.call(
+            "POST", "/v1/messages", key, json={"ref_id": "x", "fire_in": "1h", "contact_id": "nobody"}
+        ),
+        404,
+        "not-found",
+    )
+    assert unknown["sqlstate"] == "P0002" and "nobody" in unknown["detail"]
+    assert problem(await http.call("GET", "/v1/contacts/nobody/messages", key), 404, "not-found")
+    bad = problem(
+        await http.call("GET", "/v1/contacts/cust_8f/messages", key, params={"recent": "soon"}),
+        400,
+        "invalid-parameter",
+    )
+    assert bad["errors"][0]["parameter"] == "recent"
+
+
+async def test_a_batch_schedules_contacts_messages_set_based_and_reports_an_unknown_contact(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    wall = days_ahead(4, 10)
+    messages: list[dict[str, Any]] = [
+        {"ref_id": f"b:{c['contact_id']}", "local_time": wall, "contact_id": c["contact_id"]} for c in CONTACTS
+    ]
+    messages.append({"ref_id": "b:utc", "local_time": wall, "timezone": "UTC"})
+    messages.append({"ref_id": "b:weekly", "cron": "0 9 * * 1", "contact_id": "cust_7c"})
+    answer = await http.call("POST", "/v1/messages/batch", key, json={"messages": messages})
+    assert answer.status == 200, answer.body
+    results = answer.json["results"]
+    assert [r["result"] for r in results] == ["created"] * 5
+    assert [(r["timezone"], r["timezone_source"]) for r in results] == [
+        ("America/Chicago", "phone"),
+        ("Asia/Kolkata", "country"),
+        ("Asia/Tokyo", "contact"),
+        ("UTC", "message"),
+        ("Asia/Tokyo", "contact"),
+    ]
+    rows = await db.fetch(
+        "SELECT ref_id, fire_at, contact_id, timezone, local_time FROM reminderd.scheduled_messages"
+        " WHERE tenant_id = 'acme' AND cron IS NULL ORDER BY ref_id"
+    )
+    for row in rows:
+        assert row["fire_at"] == to_instant(datetime.fromisoformat(wall), load_timezone(row["timezone"]))
+        assert row["local_time"] == datetime.fromisoformat(wall)
+    weekly = await db.fetchrow(
+        "SELECT fire_at, timezone FROM reminderd.scheduled_messages WHERE ref_id = 'b:weekly'"
+    )
+    local = weekly["fire_at"].astimezone(load_timezone("Asia/Tokyo"))
+    assert (local.weekday(), local.hour, local.minute) == (0, 9, 0)
+    again = await http.call("POST", "/v1/messages/batch", key, json={"messages": messages[:4]})
+    assert [r["result"] for r in again.json["results"]] == ["unchanged"] * 4
+    mixed = await http.call(
+        "POST",
+        "/v1/messages/batch",
+        key,
+        json={
+            "atomic": False,
+            "messages": [
+                {"ref_id": "m:1", "fire_in": "1h", "contact_id": "cust_9a"},
+                {"ref_id": "m:2", "fire_in": "1h", "contact_id": "nobody"},
+            ],
+        },
+    )
+    first, second = mixed.json["results"]
+    assert first["result"] == "created" and first["timezone"] == "Asia/Kolkata"
+    assert second["result"] == "error" and second["error"]["status"] == 404
+    assert second["error"]["sqlstate"] == "P0002"
+
+
+async def test_audiences_are_managed_and_unknown_contacts_are_a_404(http: ApiClient, key: str) -> None:
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    added = await http.call(
+        "PUT", "/v1/audiences/vip/members", key, json={"contact_ids": ["cust_8f", "cust_9a"]}
+    )
+    assert added.status == 200 and added.json == {"audience": "vip", "added": 2}
+    listed = await http.call("GET", "/v1/audiences", key)
+    assert [(a["name"], a["members"]) for a in listed.json["audiences"]] == [("vip", 2)]
+    unknown = problem(
+        await http.call("PUT", "/v1/audiences/vip/members", key, json={"contact_ids": ["cust_8f", "ghost"]}),
+        404,
+        "not-found",
+    )
+    assert "ghost" in unknown["detail"] and unknown["sqlstate"] == "P0002"
+    removed = await http.call("DELETE", "/v1/audiences/vip/members", key, json={"contact_ids": ["cust_9a"]})
+    assert removed.json["removed"] == 1
+    assert (await http.call("GET", "/v1/contacts/cust_8f", key)).json["audiences"] == ["vip"]
+    bad = problem(
+        await http.call("PUT", "/v1/audiences/vip/members", key, json={"contact_ids": ["no way"]}),
+        422,
+        "invalid-request",
+    )
+    assert bad["errors"][0]["pointer"] == "/contact_ids/0"
+    assert (await http.call("DELETE", "/v1/audiences/vip", key)).json == {"audience": "vip", "dropped": True}
+    assert (await http.call("DELETE", "/v1/audiences/vip", key)).json["dropped"] is False
+
+
+async def test_a_broadcast_dry_run_then_staged_with_its_progress(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    await http.call(
+        "PUT", "/v1/audiences/vip/members", key, json={"contact_ids": ["cust_8f", "cust_9a", "cust_7c"]}
+    )
+    wall = days_ahead(5)
+    body = {"ref_prefix": "bf2026", "local_time": wall, "audience": "vip", "payload": {"offer": "BF30"}}
+    dry = await http.call("POST", "/v1/broadcasts", key, json=body, params={"dry_run": "true"})
+    assert dry.status == 200, dry.body
+    assert dry.json["audience_size"] == 3 and dry.json["dry_run"] is True
+    assert sum(h["messages"] for h in dry.json["sends_per_utc_hour"]) == 3
+    assert len(dry.json["sends_per_utc_hour"]) == 3  # Tokyo, Kolkata and Chicago: three UTC hours
+    assert {z["timezone"] for z in dry.json["zones"]} == {"America/Chicago", "Asia/Kolkata", "Asia/Tokyo"}
+    assert await db.fetchval("SELECT count(*) FROM reminderd.broadcast_requests") == 0
+    made = await http.call("POST", "/v1/broadcasts", key, json=body)
+    assert made.status == 201, made.body
+    broadcast = made.json
+    assert broadcast["counts"]["staged"] == 3 and broadcast["state"] == "sending" and not broadcast["done"]
+    assert broadcast["created_by"].endswith("(alice-service)") and broadcast["waves"][0]["contacts"] == 3
+    assert broadcast["local_time"] == wall
+    listed = (await http.call("GET", "/v1/broadcasts", key)).json["broadcasts"]
+    assert [b["id"] for b in listed] == [broadcast["id"]]
+    taken = problem(
+        await http.call("POST", "/v1/broadcasts", key, json={**body, "payload": {"offer": "other"}}),
+        409,
+        "conflict",
+    )
+    assert taken["sqlstate"] == "23505"
+    cancelled = await http.call("POST", f"/v1/broadcasts/{broadcast['id']}/cancel", key)
+    assert cancelled.status == 200 and cancelled.json["cancelled_messages"] == 3
+    assert cancelled.json["counts"]["cancelled"] == 3
+    assert problem(await http.call("GET", "/v1/broadcasts/999999", key), 404, "not-found")
+
+
+async def test_a_big_broadcast_needs_another_keys_approval(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 2 WHERE id = 'acme'")
+    bob = await add_api_key(db, "acme", name="bob-service")
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    body = {"ref_prefix": "big", "local_time": days_ahead(6), "contact_ids": ["cust_8f", "cust_9a", "cust_7c"]}
+    made = await http.call("POST", "/v1/broadcasts", key, json=body)
+    assert made.status == 201, made.body
+    broadcast_id = made.json["id"]
+    assert made.json["state"] == "awaiting_approval" and made.json["counts"]["held"] == 3
+    own = problem(await http.call("POST", f"/v1/broadcasts/{broadcast_id}/approve", key), 403, "forbidden")
+    assert own["sqlstate"] == "42501" and "another person must approve it" in own["detail"]
+    approved = await http.call(
+        "POST", f"/v1/broadcasts/{broadcast_id}/approve", bob, json={"note": "copy checked"}
+    )
+    assert approved.status == 200, approved.body
+    assert approved.json["approval"] == "approved" and approved.json["released"] == 3
+    assert approved.json["decided_by"].endswith("(bob-service)")
+    again = problem(await http.call("POST", f"/v1/broadcasts/{broadcast_id}/reject", bob), 409, "conflict")
+    assert again["sqlstate"] == "55000"
+    second = await http.call("POST", "/v1/broadcasts", key, json={**body, "ref_prefix": "big2"})
+    rejected = await http.call("POST", f"/v1/broadcasts/{second.json['id']}/reject", bob)
+    assert rejected.status == 200 and rejected.json["cancelled_messages"] == 3
+    assert rejected.json["approval"] == "rejected"
+    statuses = await db.fetch(
+        "SELECT DISTINCT status FROM reminderd.scheduled_messages WHERE ref_id LIKE 'big:%'"
+    )
+    assert [r["status"] for r in statuses] == ["pending"]
+
+
+async def test_broadcast_refusals_say_what_is_wrong(http: ApiClient, key: str, db: asyncpg.Connection) -> None:
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    await db.execute("UPDATE reminderd.tenants SET broadcast_limit = 2 WHERE id = 'acme'")
+    over = problem(
+        await http.call(
+            "POST",
+            "/v1/broadcasts",
+            key,
+            json={"ref_prefix": "many", "local_time": days_ahead(2), "everyone": True},
+        ),
+        422,
+        "database-refused",
+    )
+    assert over["sqlstate"] == "54000" and "at most 2" in over["detail"]
+    often = problem(
+        await http.call(
+            "POST",
+            "/v1/broadcasts",
+            key,
+            json={"ref_prefix": "often", "cron": "*/5 * * * *", "contact_ids": ["cust_8f"]},
+        ),
+        422,
+        "database-refused",
+    )
+    assert often["sqlstate"] == "22023" and "12 times an hour" in often["detail"]
+    for body, at in [
+        ({"ref_prefix": "x", "local_time": days_ahead(2)}, "/audience"),
+        ({"ref_prefix": "x", "audience": "vip", "everyone": True, "local_time": days_ahead(2)}, "/everyone"),
+        ({"ref_prefix": "x y", "audience": "vip", "local_time": days_ahead(2)}, "/ref_prefix"),
+        ({"ref_prefix": "x", "audience": "vip"}, "/cron"),
+        ({"ref_prefix": "x", "audience": "vip", "local_time": "2026-13-01T09:00"}, "/local_time"),
+        ({"ref_prefix": "x", "audience": "vip", "local_time": days_ahead(2), "colour": "red"}, "/colour"),
+    ]:
+        refused = problem(await http.call("POST", "/v1/broadcasts", key, json=body), 422, "invalid-request")
+        assert refused["errors"][0]["pointer"] == at, refused
+    missing = problem(
+        await http.call(
+            "POST",
+            "/v1/broadcasts",
+            key,
+            json={"ref_prefix": "x", "audience": "nolist", "local_time": days_ahead(2)},
+        ),
+        404,
+        "not-found",
+    )
+    assert "nolist" in missing["detail"]
+
+
+async def test_a_cadence_over_http(http: ApiClient, key: str) -> None:
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    anchor = (datetime.now(UTC) + timedelta(days=20)).replace(hour=0, minute=0, second=0, microsecond=0)
+    answer = await http.call(
+        "POST",
+        "/v1/cadences",
+        key,
+        json={
+            "ref_prefix": "renewal_42",
+            "anchor": anchor.isoformat(),
+            "offsets": ["-30d", "-7d", "-1d"],
+            "at_local": "10:00",
+            "contact_id": "cust_7c",
+        },
+    )
+    assert answer.status == 201, answer.body
+    steps = {s["ref_id"]: s for s in answer.json["steps"]}
+    assert sorted(steps) == ["renewal_42:-1d", "renewal_42:-30d", "renewal_42:-7d"]
+    assert steps["renewal_42:-30d"]["skipped"] and steps["renewal_42:-30d"]["id"] is None
+    week = steps["renewal_42:-7d"]
+    assert week["local_time"].endswith("T10:00:00") and week["skipped"] is None
+    local = datetime.fromisoformat(week["fire_at"]).astimezone(load_timezone("Asia/Tokyo"))
+    assert (local.hour, local.minute) == (10, 0)
+    bad = problem(
+        await http.call(
+            "POST",
+            "/v1/cadences",
+            key,
+            json={"ref_prefix": "r", "anchor": anchor.isoformat(), "offsets": ["30d"], "contact_id": "cust_7c"},
+        ),
+        422,
+        "invalid-request",
+    )
+    assert bad["errors"][0]["pointer"] == "/offsets/0"
+    both = problem(
+        await http.call(
+            "POST",
+            "/v1/cadences",
+            key,
+            json={"ref_prefix": "r", "anchor": anchor.isoformat(), "contact_id": "cust_7c", "timezone": "UTC"},
+        ),
+        422,
+        "invalid-request",
+    )
+    assert "exactly one of contact_id and timezone" in both["detail"]
+
+
+async def test_another_tenants_key_sees_none_of_it(
+    http: ApiClient, key: str, db: asyncpg.Connection, receiver: Receiver
+) -> None:
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    await http.call("PUT", "/v1/audiences/vip/members", key, json={"contact_ids": ["cust_8f"]})
+    made = await http.call(
+        "POST", "/v1/broadcasts", key, json={"ref_prefix": "bf", "local_time": days_ahead(3), "audience": "vip"}
+    )
+    await add_tenant(db, "globex", receiver.url)
+    other = await add_api_key(db, "globex", name="globex")
+    assert (await http.call("GET", "/v1/contacts/cust_8f", other)).status == 404
+    assert (await http.call("GET", "/v1/contacts/cust_8f/messages", other)).status == 404
+    assert (await http.call("DELETE", "/v1/contacts/cust_8f", other)).json == {"deleted": 0}
+    assert (await http.call("GET", "/v1/audiences", other)).json == {"audiences": []}
+    assert (await http.call("GET", "/v1/broadcasts", other)).json == {"broadcasts": []}
+    for action in ("approve", "reject", "cancel"):
+        assert (await http.call("POST", f"/v1/broadcasts/{made.json['id']}/{action}", other)).status == 404
+    assert (await http.call("GET", f"/v1/broadcasts/{made.json['id']}", other)).status == 404
+    assert (
+        await http.call("PUT", "/v1/audiences/vip/members", other, json={"contact_ids": ["cust_8f"]})
+    ).status == 404
+    still = await db.fetchval(
+        "SELECT count(*) FROM reminderd.scheduled_messages WHERE ref_id LIKE 'bf:%' AND status = 'pending'"
+    )
+    assert still == 1
+
+
+async def test_a_read_only_key_reads_but_cannot_write(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    reader = await add_api_key(db, "acme", name="reader", read_only=True)
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    assert (await http.call("GET", "/v1/contacts/cust_8f", reader)).status == 200
+    problem(await http.call("PUT", "/v1/contacts", reader, json=CONTACTS), 403, "forbidden")
+    problem(await http.call("PUT", "/v1/contacts", reader, data=b"{}\n", headers=NDJSON), 403, "forbidden")
+
+
+@pytest.mark.parametrize(
+    "contact",
+    [
+        {"contact_id": "a", "phone": "8\udbd4\uddd0\u00e8\u0005"},
+        {"contact_id": "a", "phone": "\u0000"},
+        {"contact_id": "a", "attributes": {"x": "\u0000"}},
+        {"contact_id": "a", "phone": "+1\ud800"},
+        {"contact_id": "a", "phone": "8" * 5000},
+        {"contact_id": "a", "attributes": None, "phone": None, "country": None, "timezone": None},
+    ],
+)
+async def test_odd_contacts_are_never_a_500(http: ApiClient, key: str, contact: dict[str, Any]) -> None:
+    answer = await http.call(
+        "PUT",
+        "/v1/contacts",
+        key,
+        data=json.dumps([contact]).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert answer.status < 500, answer.body
+    assert answer.json["received"] == 1 if answer.status == 200 else answer.json["detail"]
+
+
+async def test_numbers_in_attributes_are_kept_as_written(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    """What schemathesis found: a float in attributes (kept as written, not re-encoded) was a 500."""
+    body = (
+        b'[{"contact_id": "n", "attributes": {"big": -1.7976931348623157e+308, "exact": 12345678901234567.5}}]'
+    )
+    answer = await http.call(
+        "PUT", "/v1/contacts", key, data=body, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status == 200 and answer.json["new"] == 1, answer.body
+    stored = await db.fetchval("SELECT attributes::text FROM reminderd.contacts WHERE contact_id = 'n'")
+    assert "12345678901234567.5" in stored
