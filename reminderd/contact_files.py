@@ -226,8 +226,8 @@ def checked_contact(number: int, contact: Any) -> SentContact:
     if (problem := _shape_problem(contact)) is not None:
         return SentContact(number, None, problem)
     line = _checked(number, contact["contact_id"], contact.get("timezone"), contact.get("phone"),
-                    contact.get("country"), None, "timezone" in contact, "phone" in contact, "country" in contact,
-                    False)
+                    contact.get("country"), None, "timezone" in contact, "phone" in contact,
+                    "country" in contact, False)
     if line.contact is None:
         return SentContact(number, None, line.problem)
     return SentContact(number, {**contact, **({"phone": line.contact.phone} if "phone" in contact else {})})
