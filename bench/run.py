@@ -84,7 +84,7 @@ def dashboard_scenarios(bench: Bench) -> list[tuple[str, Scenario, float]]:
     ]
 
 
-ALONE = ("api", "write_path", "scaling", "dashboard", "dashboard-triggers", "import")
+ALONE = ("api", "write_path", "scaling", "dashboard", "dashboard-triggers", "import", "audiences")
 
 
 def alone(bench: Bench) -> dict[str, list[tuple[str, Scenario, float]]]:
@@ -96,6 +96,8 @@ def alone(bench: Bench) -> dict[str, list[tuple[str, Scenario, float]]]:
         "dashboard": dashboard_scenarios(bench),
         "dashboard-triggers": dashboard_scenarios(bench)[2:],
         "import": [("(14) contacts import", audiences.import_contacts, 600)],
+        "audiences": [("(14) contacts import", audiences.import_contacts, 600),
+                      ("(15) broadcast staging", audiences.stage, 600), ("(16) waves", audiences.waves, 900)],
     }
 
 
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a REMINDERD_* setting for every daemon the bench starts (repeatable)")
     parser.add_argument("--only", choices=ALONE,
                         help="run only this scenario: api (7), write_path (10), scaling (11), "
-                             "dashboard (12)-(13b), dashboard-triggers (13b), or import (14)")
+                             "dashboard (12)-(13b), dashboard-triggers (13b), import (14), or audiences (14)-(16)")
     parser.add_argument("--api-log-level", default="warning", choices=("info", "warning"),
                         help="reminderd serve's log level in (7): info logs a line per request")
     args = parser.parse_args(argv)
