@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a REMINDERD_* setting for every daemon the bench starts (repeatable)")
     parser.add_argument("--only", choices=ALONE,
                         help="run only this scenario: api (7), write_path (10), scaling (11), "
-                             "dashboard (12)-(13b), dashboard-triggers (13b), import (14), or audiences (14)-(16)")
+                             "dashboard (12)-(13b), dashboard-triggers (13b), import (14), "
+                             "or audiences (14)-(16)")
     parser.add_argument("--api-log-level", default="warning", choices=("info", "warning"),
                         help="reminderd serve's log level in (7): info logs a line per request")
     args = parser.parse_args(argv)

@@ -198,9 +198,9 @@ class Settings:
     pgbouncer: bool = setting(
         "REMINDERD_PGBOUNCER", False, _flag, "`1` when the URL goes through PgBouncer in transaction mode")
     synchronous_commit: bool = setting(
-        "REMINDERD_SYNCHRONOUS_COMMIT", False, _flag,
-        "`1`: the daemon's claims and outcomes wait for their WAL flush; `0`: a PostgreSQL crash "
-        "makes it redo its last ≤ 0.6 s of them (the same webhook-ids; behind PgBouncer set it on the role)")
+        "REMINDERD_SYNCHRONOUS_COMMIT", True, _flag,
+        "`0`: the daemon's claims and outcomes do not wait for their WAL flush, and a PostgreSQL crash "
+        "makes it redo its last ≤ 0.6 s of them (the same webhook-ids); for a slow WAL disk")
     listen_database_url: str | None = setting(
         "REMINDERD_LISTEN_DATABASE_URL", None, _database_url,
         "direct connection for `LISTEN`; with PgBouncer and without it the daemon only polls",

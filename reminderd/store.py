@@ -70,10 +70,11 @@ NO_LIMIT = 2**31 - 1  # an endpoint's default max_in_flight when the caller give
 # jit_above_cost, and compiling it takes seconds where running it takes milliseconds (make bench,
 # (15c)).
 DAEMON_SESSION = {"jit": "off"}
-# The daemon's own claims and outcomes need not wait for the WAL flush: after a PostgreSQL crash
-# (not the daemon's), the last of them (at most 3 times wal_writer_delay, 0.6 s by default) are lost and
-# redone: rows claimed go back to pending or are reaped, callbacks sent are sent again with the
-# same webhook-id. Messages the application writes keep its own connection's setting.
+# With REMINDERD_SYNCHRONOUS_COMMIT=0 the daemon's own claims and outcomes do not wait for the WAL
+# flush: after a PostgreSQL crash (not the daemon's), the last of them (at most 3 times
+# wal_writer_delay, 0.6 s by default) are lost and redone: rows claimed go back to pending or are
+# handed back, callbacks sent are sent again with the same webhook-id. Messages the application
+# writes keep its own connection's setting.
 UNFLUSHED_COMMITS = {"synchronous_commit": "off"}
 
 P = ParamSpec("P")

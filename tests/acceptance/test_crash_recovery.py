@@ -273,15 +273,15 @@ async def during_the_freeze(ports: list[int], frozen: float) -> dict[str, Any]:
 async def test_a_postgresql_crash_loses_no_message_and_redoes_what_the_daemon_had_not_flushed(
     database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str, pg_cluster: Cluster,
 ) -> None:
-    # The daemon commits its claims and outcomes without waiting for the WAL flush (the default,
-    # REMINDERD_SYNCHRONOUS_COMMIT=0); the application's inserts wait for theirs. A crash of the
+    # The daemon commits its claims and outcomes without waiting for the WAL flush
+    # (REMINDERD_SYNCHRONOUS_COMMIT=0); the application's inserts wait for theirs. A crash of the
     # server (immediate stop: what was not written out is gone) may forget the daemon's last
     # claims and outcomes: those rows are delivered again, with the same webhook-id; none is lost.
     await db.execute("SET synchronous_commit = on")
     await insert_due(db, 600)
     receiver.delay_s = 0.02  # a steady stream, so the crash comes in the middle of it
     env = fast_daemon_env(database_url, REMINDERD_CONCURRENCY="8", REMINDERD_LEASE="20",
-                          REMINDERD_CALLBACK_TIMEOUT="5")
+                          REMINDERD_CALLBACK_TIMEOUT="5", REMINDERD_SYNCHRONOUS_COMMIT="0")
     async with running_daemon(env) as daemon:
         await receiver.wait_for(lambda got: len(got) >= 150)
         pg_cluster.stop("immediate")

@@ -967,14 +967,16 @@ async def test_a_transaction_is_bounded_by_the_query_deadline_as_a_whole(databas
 # Durability of the daemon's own commits (REMINDERD_SYNCHRONOUS_COMMIT) ----------------------------
 
 
-@pytest.mark.parametrize(("flushed", "expected"), [(False, "off"), (True, "on")])
-async def test_the_daemons_pool_commits_without_waiting_for_the_flush_unless_told_to(
-    database_url: str, flushed: bool, expected: str
+@pytest.mark.parametrize(("flushed", "expected"), [(None, "on"), (False, "off"), (True, "on")])
+async def test_the_daemons_pool_commits_without_waiting_for_the_flush_only_when_told_to(
+    database_url: str, flushed: bool | None, expected: str
 ) -> None:
     admin = await asyncpg.connect(database_url)  # flushed commits by default (the test cluster's are not)
     alter = "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I {}', current_database()); END $$"
     await admin.execute(alter.format("SET synchronous_commit = on"))
-    daemon = await connect_with_retry(fast_settings(database_url, synchronous_commit=flushed), asyncio.Event())
+    told = {} if flushed is None else {"synchronous_commit": flushed}
+    settings = fast_settings(database_url, **told)
+    daemon = await connect_with_retry(settings, asyncio.Event())
     other = await Store.connect(database_url)  # the CLI's, the API's: the application's own writes
     try:
         assert daemon is not None
