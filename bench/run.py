@@ -84,13 +84,14 @@ def dashboard_scenarios(bench: Bench) -> list[tuple[str, Scenario, float]]:
     ]
 
 
-ALONE = ("api", "write_path", "scaling", "dashboard", "dashboard-triggers", "import", "audiences")
+ALONE = ("api", "startup", "write_path", "scaling", "dashboard", "dashboard-triggers", "import", "audiences")
 
 
 def alone(bench: Bench) -> dict[str, list[tuple[str, Scenario, float]]]:
     """`--only NAME`: these scenarios alone, on their own throwaway cluster (title, scenario, limit in s)."""
     return {
         "api": [("(7) HTTP API", api.run, 900)],
+        "startup": [("(9) start-up", startup.run, 300)],
         "write_path": [("(10) write path", write_path.run, 600)],
         "scaling": [("(11) daemons on one database", scaling.run, 900)],
         "dashboard": dashboard_scenarios(bench),
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--daemon-env", action="append", default=[], metavar="KEY=VALUE",
                         help="a REMINDERD_* setting for every daemon the bench starts (repeatable)")
     parser.add_argument("--only", choices=ALONE,
-                        help="run only this scenario: api (7), write_path (10), scaling (11), "
+                        help="run only this scenario: api (7), startup (9), write_path (10), scaling (11), "
                              "dashboard (12)-(13b), dashboard-triggers (13b), import (14), "
                              "or audiences (14)-(16)")
     parser.add_argument("--api-log-level", default="warning", choices=("info", "warning"),
