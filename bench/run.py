@@ -73,9 +73,10 @@ from bench.scenarios import (  # noqa: E402
 from reminderd.testing import throwaway_cluster  # noqa: E402
 
 Scenario = Callable[[Bench, Databases], Awaitable[object]]
+Group = list[tuple[str, Scenario, float]]  # title, scenario, time limit in seconds
 
 
-def dashboard_scenarios(bench: Bench) -> list[tuple[str, Scenario, float]]:
+def dashboard_scenarios(bench: Bench) -> Group:
     """The dashboard's (12), (13) and (13b): title, scenario, time limit in seconds."""
     return [
         ("(12) dashboard pages", dashboard.pages, 1800),
@@ -84,22 +85,19 @@ def dashboard_scenarios(bench: Bench) -> list[tuple[str, Scenario, float]]:
     ]
 
 
-ALONE = ("api", "startup", "write_path", "scaling", "dashboard", "dashboard-triggers", "import", "audiences")
-
-
-def alone(bench: Bench) -> dict[str, list[tuple[str, Scenario, float]]]:
-    """`--only NAME`: these scenarios alone, on their own throwaway cluster (title, scenario, limit in s)."""
-    return {
-        "api": [("(7) HTTP API", api.run, 900)],
-        "startup": [("(9) start-up", startup.run, 300)],
-        "write_path": [("(10) write path", write_path.run, 600)],
-        "scaling": [("(11) daemons on one database", scaling.run, 900)],
-        "dashboard": dashboard_scenarios(bench),
-        "dashboard-triggers": dashboard_scenarios(bench)[2:],
-        "import": [("(14) contacts import", audiences.import_contacts, 600)],
-        "audiences": [("(14) contacts import", audiences.import_contacts, 600),
-                      ("(15) broadcast staging", audiences.stage, 600), ("(16) waves", audiences.waves, 900)],
-    }
+# `--only NAME`: these scenarios alone, on their own throwaway cluster.
+ALONE: dict[str, Callable[[Bench], Group]] = {
+    "api": lambda bench: [("(7) HTTP API", api.run, 900)],
+    "startup": lambda bench: [("(9) start-up", startup.run, 300)],
+    "write_path": lambda bench: [("(10) write path", write_path.run, 600)],
+    "scaling": lambda bench: [("(11) daemons on one database", scaling.run, 900)],
+    "dashboard": dashboard_scenarios,
+    "dashboard-triggers": lambda bench: dashboard_scenarios(bench)[2:],
+    "import": lambda bench: [("(14) contacts import", audiences.import_contacts, 600)],
+    "audiences": lambda bench: [("(14) contacts import", audiences.import_contacts, 600),
+                                ("(15) broadcast staging", audiences.stage, 600),
+                                ("(16) waves", audiences.waves, 900)],
+}
 
 
 async def run_alone(bench: Bench, name: str) -> None:
@@ -108,7 +106,7 @@ async def run_alone(bench: Bench, name: str) -> None:
         dbs = Databases(cluster)
         await dbs.setup()
         try:
-            for title, scenario, limit_s in alone(bench)[name]:
+            for title, scenario, limit_s in ALONE[name](bench):
                 try:
                     await asyncio.wait_for(scenario(bench, dbs), limit_s)
                 except Exception as exc:
