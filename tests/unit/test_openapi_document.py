@@ -124,3 +124,11 @@ def test_the_check_finds_what_it_looks_for(text: str, said: list[str]) -> None:
         f"        p: {text}\n"
     )
     assert problems_of(document) == said
+
+
+@pytest.mark.parametrize("route", ["/v1/messages", "/v1/messages/batch"])
+def test_scheduling_for_a_contact_the_tenant_lacks_is_a_documented_404(route: str) -> None:
+    # A message may name a contact_id (issue 14); one the tenant has no contact of is refused with
+    # P0002, a 404 (tests/integration/test_api_audiences.py): schemathesis holds answers to this list.
+    responses = openapi_document()["paths"][route]["post"]["responses"]
+    assert responses["404"] == {"$ref": "#/components/responses/UnknownContact"}
