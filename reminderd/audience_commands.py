@@ -17,25 +17,25 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from . import refusals
-from .arguments import (
-    AudienceChange,
-    BroadcastDecision,
-    BroadcastRef,
-    BroadcastRequest,
-    CadenceRequest,
-    ContactShowRequest,
-    ContactsImportRequest,
-    ContactsRemoveRequest,
-    TenantOnly,
-    UsageError,
-    add_recurrence_options,
-)
 from .exceptions import DatabaseRefused
+from .exceptions import InvalidInput as UsageError  # arguments.UsageError, without importing arguments
+from .options import add_recurrence_options
 from .schedule import BACKFILL_POLICIES, InvalidSchedule, first_everywhere, next_wall, parse_cron, parse_rrule
-from .store import BroadcastProgress, Contact, ContactMessage, Store, ZoneWave
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the requests: imported when a command runs (cli.DatabaseCommand), not by the parser
+    from .arguments import (
+        AudienceChange,
+        BroadcastDecision,
+        BroadcastRef,
+        BroadcastRequest,
+        CadenceRequest,
+        ContactShowRequest,
+        ContactsImportRequest,
+        ContactsRemoveRequest,
+        TenantOnly,
+    )
     from .contact_files import Line
+    from .store import BroadcastProgress, Contact, ContactMessage, Store, ZoneWave
 
 # cli.py's parser class, whose error() exits with EX_USAGE; as an ArgumentParser here, so that this
 # module (below the command line) never imports it (tests/unit/test_boundaries.py).
@@ -55,7 +55,7 @@ def register(commands: Any, database: Sequence[Parser], add_command: AddCommand,
     importing = add_command(
         contacts_commands, "import",
             "add or update contacts from a .csv or .jsonl file, streaming",
-        database_command(ContactsImportRequest.from_args, import_contacts),
+        database_command("ContactsImportRequest", import_contacts),
         parents=database,
     )
     importing.add_argument("tenant_id", metavar="TENANT")
@@ -65,7 +65,7 @@ def register(commands: Any, database: Sequence[Parser], add_command: AddCommand,
     importing.add_argument("--skip-invalid", action="store_true",
                            help="import the rest and list the bad lines, instead of stopping at the first")
     removing = add_command(contacts_commands, "remove", "delete contacts; their pending messages are cancelled",
-                           database_command(ContactsRemoveRequest.from_args, remove_contacts), parents=database)
+                           database_command("ContactsRemoveRequest", remove_contacts), parents=database)
     removing.add_argument("tenant_id", metavar="TENANT")
     removing.add_argument("contact_ids", metavar="CONTACT", nargs="*")
     removing.add_argument("--file", help="contact ids, one a line (- for stdin)")
@@ -74,7 +74,7 @@ def register(commands: Any, database: Sequence[Parser], add_command: AddCommand,
     contact_commands = contact.add_subparsers(dest="contact_command", required=True, parser_class=type(contact))
     show = add_command(contact_commands, "show",
                        "a contact, its zone and why, and its pending and recent messages",
-                       database_command(ContactShowRequest.from_args, show_contact), parents=database)
+                       database_command("ContactShowRequest", show_contact), parents=database)
     show.add_argument("tenant_id", metavar="TENANT")
     show.add_argument("contact_id", metavar="CONTACT")
     show.add_argument("--recent", default="7d", help="ended messages this far back (default 7d)")
@@ -87,7 +87,7 @@ def register(commands: Any, database: Sequence[Parser], add_command: AddCommand,
                             ("remove", "take contacts off a list"), ("drop",
                                                                      "delete a list (not its contacts)")):
         change = add_command(audience_commands, action, summary,
-                             database_command(AudienceChange.from_args, change_audience), parents=database)
+                             database_command("AudienceChange", change_audience), parents=database)
         change.set_defaults(action=action)
         change.add_argument("tenant_id", metavar="TENANT")
         change.add_argument("audience", metavar="AUDIENCE")
@@ -95,7 +95,7 @@ def register(commands: Any, database: Sequence[Parser], add_command: AddCommand,
             change.add_argument("contact_ids", metavar="CONTACT", nargs="*")
             change.add_argument("--file", help="contact ids, one a line (- for stdin)")
     listing = add_command(audience_commands, "list", "a tenant's lists and their sizes",
-                          database_command(TenantOnly.from_args, list_audiences), parents=database)
+                          database_command("TenantOnly", list_audiences), parents=database)
     listing.add_argument("tenant_id", metavar="TENANT")
 
     broadcast = add_command(
@@ -140,18 +140,18 @@ def register(commands: Any, database: Sequence[Parser], add_command: AddCommand,
     broadcasts_commands = broadcasts.add_subparsers(dest="broadcasts_command", required=True,
                                                     parser_class=type(broadcasts))
     listing = add_command(broadcasts_commands, "list", "each broadcast and its progress",
-                          database_command(TenantOnly.from_args, list_broadcasts), parents=database)
+                          database_command("TenantOnly", list_broadcasts), parents=database)
     listing.add_argument("tenant_id", metavar="TENANT")
     listing.add_argument("--json", action="store_true", help="a JSON list")
     show = add_command(broadcasts_commands, "show", "one broadcast, its progress and its waves",
-                       database_command(BroadcastRef.from_args, show_broadcast), parents=database)
+                       database_command("BroadcastRef", show_broadcast), parents=database)
     show.add_argument("tenant_id", metavar="TENANT")
     show.add_argument("broadcast_id", metavar="ID")
     show.add_argument("--json", action="store_true", help="one JSON object")
     for decision, summary in (("approve", "let a broadcast waiting for approval go ahead (another person)"),
                               ("reject", "reject a broadcast waiting for approval: every message cancelled")):
         decide = add_command(broadcasts_commands, decision, summary,
-                             database_command(BroadcastDecision.from_args, decide_broadcast), parents=database)
+                             database_command("BroadcastDecision", decide_broadcast), parents=database)
         decide.set_defaults(decision=decision)
         decide.add_argument("tenant_id", metavar="TENANT")
         decide.add_argument("broadcast_id", metavar="ID")
@@ -159,14 +159,14 @@ def register(commands: Any, database: Sequence[Parser], add_command: AddCommand,
                             help="who decides (default: the database role)")
         decide.add_argument("--note", help="why, for the audit trail")
     cancel = add_command(broadcasts_commands, "cancel", "stop a broadcast: its pending messages are cancelled",
-                         database_command(BroadcastRef.from_args, cancel_broadcast), parents=database)
+                         database_command("BroadcastRef", cancel_broadcast), parents=database)
     cancel.add_argument("tenant_id", metavar="TENANT")
     cancel.add_argument("broadcast_id", metavar="ID")
 
     cadence = add_command(
         commands, "cadence",
             "messages at offsets around an anchor, at a local time (renewals)",
-        database_command(CadenceRequest.from_args, schedule_cadence), parents=database,
+        database_command("CadenceRequest", schedule_cadence), parents=database,
     )
     cadence.add_argument("tenant_id", metavar="TENANT")
     cadence.add_argument("ref_prefix", metavar="PREFIX", help="refs are PREFIX:-30d and so on")
@@ -185,6 +185,8 @@ def register(commands: Any, database: Sequence[Parser], add_command: AddCommand,
 
 
 def _broadcast_request(args: argparse.Namespace) -> BroadcastRequest:
+    from .arguments import BroadcastRequest
+
     return BroadcastRequest.from_args(args, datetime.now(UTC))
 
 

@@ -15,33 +15,9 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
 from . import __version__, logs, refusals
-from .arguments import (
-    ApiKeyCreateRequest,
-    ApiKeyListRequest,
-    ApiKeyRevokeRequest,
-    ApiRateLimitRequest,
-    CancelRequest,
-    EnableEndpointRequest,
-    EndpointSetRequest,
-    HolidayRequest,
-    RotateSecretRequest,
-    ScheduleRequest,
-    SendNowRequest,
-    TenantAddRequest,
-    TenantListRequest,
-    TenantRoleRequest,
-    TenantSetRequest,
-    UsageError,
-    UsageRequest,
-    add_recurrence_options,
-    add_schedule_options,
-    parse_duration,
-    preview_request,
-    schedule_request,
-)
 from .audience_commands import register as register_audience_commands
 from .exceptions import (
     EX_CONFIG,
@@ -53,9 +29,32 @@ from .exceptions import (
     ReminderdError,
     SchemaMissing,
 )
-from .schedule import iso_utc, load_timezone
+from .exceptions import InvalidInput as UsageError  # arguments.UsageError, without importing arguments
+from .options import add_recurrence_options, add_schedule_options
 from .settings import Settings
-from .store import ApiKeyInfo, DaemonStatus, EndpointState, Store, TenantOverview, UsageDay
+
+# What the commands are read into and run against: imported when a command runs (DatabaseCommand),
+# never to build the parser, so `reminderd run` starts without them (tests/unit/test_startup.py).
+if TYPE_CHECKING:
+    from .arguments import (
+        ApiKeyCreateRequest,
+        ApiKeyListRequest,
+        ApiKeyRevokeRequest,
+        ApiRateLimitRequest,
+        CancelRequest,
+        EnableEndpointRequest,
+        EndpointSetRequest,
+        HolidayRequest,
+        RotateSecretRequest,
+        ScheduleRequest,
+        SendNowRequest,
+        TenantAddRequest,
+        TenantListRequest,
+        TenantRoleRequest,
+        TenantSetRequest,
+        UsageRequest,
+    )
+    from .store import ApiKeyInfo, DaemonStatus, EndpointState, Store, TenantOverview, UsageDay
 
 R = TypeVar("R")
 Handler = Callable[[argparse.Namespace], int]
@@ -76,13 +75,25 @@ class Parser(argparse.ArgumentParser):
 @dataclass(frozen=True)
 class DatabaseCommand(Generic[R]):
     """A subcommand that needs the database: its arguments are checked into a request first, so a
-    typo never costs a connection, then `run` gets a Store and the request."""
+    typo never costs a connection, then `run` gets a Store and the request.
 
-    parse: Callable[[argparse.Namespace], R]
+    `parse` is a function of the arguments, or the name of a request class of
+    reminderd/arguments.py (its `from_args`): that module is imported when the command runs, not
+    when the parser is built (tests/unit/test_cli_parsing.py resolves every name)."""
+
+    parse: str | Callable[[argparse.Namespace], R]
     run: Callable[[Store, R], Awaitable[int]]
 
+    def parser(self) -> Callable[[argparse.Namespace], R]:
+        if not isinstance(self.parse, str):
+            return self.parse
+        from . import arguments
+
+        parse: Callable[[argparse.Namespace], R] = getattr(arguments, self.parse).from_args
+        return parse
+
     def __call__(self, args: argparse.Namespace) -> int:
-        request = self.parse(args)
+        request = self.parser()(args)
         return _run(self.run, request, _database_settings(args))
 
 
@@ -166,27 +177,27 @@ def build_parser() -> Parser:
                           None)
     tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True, parser_class=Parser)
     add = _add_command(tenant_commands, "add", "create a tenant; prints its signing secret once",
-                       DatabaseCommand(TenantAddRequest.from_args, _tenant_add), parents=database)
+                       DatabaseCommand("TenantAddRequest", _tenant_add), parents=database)
     add.add_argument("tenant_id", metavar="ID")
     add.add_argument("--callback-url", required=True, help="default callback endpoint (http/https)")
     add.add_argument("--timezone",
                      help="default IANA zone of its contacts that have none (needed to use contacts)")
     listing = _add_command(
         tenant_commands, "list", "every tenant, its settings and its messages waiting and dead",
-        DatabaseCommand(TenantListRequest.from_args, _tenant_list), parents=database,
+        DatabaseCommand("TenantListRequest", _tenant_list), parents=database,
     )
     listing.add_argument("--json", action="store_true", help="a JSON list, one object per tenant")
     grant = _add_command(tenant_commands, "grant", "let a database role act for the tenant (RLS)",
-                         DatabaseCommand(TenantRoleRequest.from_args, _tenant_grant), parents=database)
+                         DatabaseCommand("TenantRoleRequest", _tenant_grant), parents=database)
     grant.add_argument("tenant_id", metavar="TENANT")
     grant.add_argument("role", metavar="ROLE")
     revoke = _add_command(tenant_commands, "revoke", "stop a database role acting for the tenant",
-                          DatabaseCommand(TenantRoleRequest.from_args, _tenant_revoke), parents=database)
+                          DatabaseCommand("TenantRoleRequest", _tenant_revoke), parents=database)
     revoke.add_argument("tenant_id", metavar="TENANT")
     revoke.add_argument("role", metavar="ROLE")
     rotate = _add_command(
         tenant_commands, "rotate-secret", "issue a new signing secret; the old one keeps signing for --grace",
-        DatabaseCommand(RotateSecretRequest.from_args, _tenant_rotate_secret), parents=database,
+        DatabaseCommand("RotateSecretRequest", _tenant_rotate_secret), parents=database,
     )
     rotate.add_argument("tenant_id", metavar="TENANT")
     rotate.add_argument("--grace", default="24h", help="how long the old secret stays valid (default 24h)")
@@ -194,7 +205,7 @@ def build_parser() -> Parser:
     tenant_set = _add_command(
         tenant_commands, "set",
         "holidays, quiet hours, sending limits, frequency caps ('none' clears)",
-        DatabaseCommand(TenantSetRequest.from_args, _tenant_set), parents=database,
+        DatabaseCommand("TenantSetRequest", _tenant_set), parents=database,
     )
     tenant_set.add_argument("tenant_id", metavar="TENANT")
     tenant_set.add_argument("--calendar", help="default holiday calendar, e.g. IN, GB, US-CA, or none")
@@ -217,12 +228,12 @@ def build_parser() -> Parser:
                             help="over a frequency cap: defer the message until it fits, or skip it")
     enable = _add_command(
         tenant_commands, "enable-endpoint", "turn the tenant's disabled endpoints back on; paused rows resume",
-        DatabaseCommand(EnableEndpointRequest.from_args, _tenant_enable_endpoint), parents=database,
+        DatabaseCommand("EnableEndpointRequest", _tenant_enable_endpoint), parents=database,
     )
     enable.add_argument("tenant_id", metavar="TENANT")
     enable.add_argument("--endpoint", metavar="HOST:PORT", help="only this one (default: all of the tenant's)")
     holiday = _add_command(tenant_commands, "holiday", "add or remove one of the tenant's own days off",
-                           DatabaseCommand(HolidayRequest.from_args, _tenant_holiday), parents=database)
+                           DatabaseCommand("HolidayRequest", _tenant_holiday), parents=database)
     holiday.add_argument("action", choices=("add", "remove"))
     holiday.add_argument("tenant_id", metavar="TENANT")
     holiday.add_argument("day", metavar="YYYY-MM-DD")
@@ -233,7 +244,7 @@ def build_parser() -> Parser:
     endpoint_commands = endpoint.add_subparsers(dest="endpoint_command", required=True, parser_class=Parser)
     endpoint_set = _add_command(
         endpoint_commands, "set", "an endpoint's limits, for all daemons together ('none' clears)",
-        DatabaseCommand(EndpointSetRequest.from_args, _endpoint_set), parents=database,
+        DatabaseCommand("EndpointSetRequest", _endpoint_set), parents=database,
     )
     endpoint_set.add_argument("endpoint", metavar="HOST:PORT")
     endpoint_set.add_argument("--max-in-flight", metavar="N",
@@ -271,7 +282,7 @@ def build_parser() -> Parser:
 
     send_now = _add_command(
         commands, "send-now", "send a message now (a recurring one: one extra occurrence); says if held",
-        DatabaseCommand(SendNowRequest.from_args, _send_now), parents=database,
+        DatabaseCommand("SendNowRequest", _send_now), parents=database,
     )
     send_now.add_argument("tenant_id", metavar="TENANT")
     send_now.add_argument("ref_id", metavar="REF")
@@ -281,27 +292,27 @@ def build_parser() -> Parser:
     api_key = _add_command(commands, "api-key", "manage the HTTP API's keys: create, list, revoke", None)
     api_key_commands = api_key.add_subparsers(dest="api_key_command", required=True, parser_class=Parser)
     create = _add_command(api_key_commands, "create", "create an API key; prints it once",
-                          DatabaseCommand(ApiKeyCreateRequest.from_args, _api_key_create), parents=database)
+                          DatabaseCommand("ApiKeyCreateRequest", _api_key_create), parents=database)
     create.add_argument("tenant_id", metavar="TENANT", nargs="?", help="the tenant the key acts for")
     create.add_argument("--name", required=True, help="what uses the key, e.g. booking-service")
     create.add_argument("--read-only", action="store_true", help="GET routes only")
     create.add_argument("--operator", action="store_true", help="all tenants (the dashboard); no TENANT")
     key_list = _add_command(api_key_commands, "list", "API keys (of one tenant), never the keys themselves",
-                            DatabaseCommand(ApiKeyListRequest.from_args, _api_key_list), parents=database)
+                            DatabaseCommand("ApiKeyListRequest", _api_key_list), parents=database)
     key_list.add_argument("tenant_id", metavar="TENANT", nargs="?")
     key_list.add_argument("--json", action="store_true", help="a JSON list, one object per key")
     revoke_key = _add_command(api_key_commands, "revoke", "revoke an API key by its prefix (rk_…)",
-                              DatabaseCommand(ApiKeyRevokeRequest.from_args, _api_key_revoke), parents=database)
+                              DatabaseCommand("ApiKeyRevokeRequest", _api_key_revoke), parents=database)
     revoke_key.add_argument("prefix", metavar="PREFIX")
     rate = _add_command(
         tenant_commands, "rate-limit", "requests per second each of the tenant's API keys may make, or default",
-        DatabaseCommand(ApiRateLimitRequest.from_args, _tenant_rate_limit), parents=database,
+        DatabaseCommand("ApiRateLimitRequest", _tenant_rate_limit), parents=database,
     )
     rate.add_argument("tenant_id", metavar="TENANT")
     rate.add_argument("rate", metavar="PER_SECOND")
 
     cancel = _add_command(commands, "cancel", "cancel a scheduled message (0 when none is live)",
-                          DatabaseCommand(CancelRequest.from_args, _cancel), parents=database)
+                          DatabaseCommand("CancelRequest", _cancel), parents=database)
     cancel.add_argument("tenant_id", metavar="TENANT")
     cancel.add_argument("ref_id", metavar="REF")
 
@@ -469,6 +480,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    from .arguments import parse_duration
     from .migrate import migrate
 
     wait_s = parse_duration(args.wait, "--wait", allow_zero=True).total_seconds()
@@ -514,6 +526,8 @@ def _event_loop_run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 def _run(command: Callable[[Store, R], Awaitable[int]], request: R, database: Database) -> int:
+    from .store import Store
+
     async def go() -> int:
         settings = database.settings
         # A second connection is opened only when a command works on two at once (contacts import).
@@ -663,6 +677,8 @@ def _print_endpoints(states: Sequence[EndpointState]) -> None:
 
 
 def _usage_request(args: argparse.Namespace) -> UsageRequest:
+    from .arguments import UsageRequest
+
     return UsageRequest.from_args(args, datetime.now(UTC).date())
 
 
@@ -707,10 +723,14 @@ async def _tenant_rotate_secret(store: Store, request: RotateSecretRequest) -> i
 
 
 def _schedule_request(args: argparse.Namespace) -> ScheduleRequest:
+    from .arguments import schedule_request
+
     return schedule_request(args, datetime.now(UTC))
 
 
 async def _schedule(store: Store, request: ScheduleRequest) -> int:
+    from .schedule import iso_utc, load_timezone
+
     now = datetime.now(UTC)
     if request.recurrence is not None:  # its first fire_at, timed as the daemon would time it
         tenant = await store.tenant_calendar(request.tenant_id, from_day=(now - timedelta(days=2)).date())
@@ -735,6 +755,8 @@ async def _schedule(store: Store, request: ScheduleRequest) -> int:
 
 def _preview(args: argparse.Namespace) -> int:
     """Print the next fires of a schedule; no database needed."""
+    from .arguments import preview_request
+
     request = preview_request(args, datetime.now(UTC))
     recurrence, timezone, start = request.recurrence, request.timezone, request.start
     timing = request.timing()

@@ -14,6 +14,14 @@ class ReminderdError(Exception):
         super().__init__(message or self.__doc__)
 
 
+class InvalidInput(Exception):
+    """Bad input: the message names the field (`field`, as the caller calls it) and what is wrong."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class ConfigError(ReminderdError):
     """The configuration is invalid: fix the named REMINDERD_* setting."""
 

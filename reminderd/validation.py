@@ -14,6 +14,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from .duration import EXAMPLES, parse_seconds
+from .exceptions import InvalidInput as InvalidInput  # its home is exceptions.py; named here too
 from .payload import PayloadError, check_encoded, check_payload
 from .schedule import (
     BACKFILL_POLICIES,
@@ -49,14 +50,6 @@ HOLIDAY_RULES = ("skip", "send")
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 _CATEGORY = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _CONTACT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}")  # migration 0009's contact_id_format
-
-
-class InvalidInput(Exception):
-    """Bad input: the message names the field (`field`, as the caller calls it) and what is wrong."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
 
 
 @dataclass(frozen=True)
