@@ -45,9 +45,10 @@ from .metrics import ApiMetrics
 from .problems import CONTENT_TYPE as PROBLEM_JSON
 from .problems import FieldError, Problem, invalid, pointer
 from .ratelimit import RateLimiter, retry_after_header
+from .rows import DueNow, ItemScheduled, MessageView, StoredAnswer, TenantCalendar, TenantView
 from .schedule import InvalidSchedule, hold, iso_utc
 from .settings import Settings
-from .store import DueNow, ItemScheduled, MessageView, Store, StoredAnswer, TenantCalendar, TenantView
+from .store import Store
 from .validation import (
     API_NAMES,
     HOLIDAY_RULES,

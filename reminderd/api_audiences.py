@@ -24,8 +24,9 @@ from .arguments import Audience, BroadcastRequest, CadenceRequest
 from .contact_files import MAX_LINE, SentContact, checked_contact
 from .exceptions import DatabaseRefused
 from .problems import FieldError, Problem, invalid, pointer
+from .rows import BroadcastProgress, Contact, ContactMessage, StagedOccurrence, ZoneWave
 from .schedule import BACKFILL_POLICIES, InvalidSchedule, first_everywhere, next_wall, parse_cron, parse_rrule
-from .store import BroadcastProgress, Contact, ContactMessage, StagedOccurrence, Store, ZoneWave
+from .store import Store
 from .validation import (
     API_NAMES,
     HOLIDAY_RULES,

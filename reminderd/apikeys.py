@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from .store import ApiKey
+from .rows import ApiKey
 
 PREFIX_LENGTH = 12
 SECRET_LENGTH = 43

@@ -35,7 +35,8 @@ if TYPE_CHECKING:  # the requests: imported when a command runs (cli.DatabaseCom
         TenantOnly,
     )
     from .contact_files import Line
-    from .store import BroadcastProgress, Contact, ContactMessage, Store, ZoneWave
+    from .rows import BroadcastProgress, Contact, ContactMessage, ZoneWave
+    from .store import Store
 
 # cli.py's parser class, whose error() exits with EX_USAGE; as an ArgumentParser here, so that this
 # module (below the command line) never imports it (tests/unit/test_boundaries.py).

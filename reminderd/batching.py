@@ -27,7 +27,7 @@ import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NamedTuple
 
-from .store import ItemScheduled
+from .rows import ItemScheduled
 from .validation import ScheduleRequest
 
 # (tenant, requests, atomic, acting_for) -> one row per request, in order

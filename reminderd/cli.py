@@ -54,7 +54,8 @@ if TYPE_CHECKING:
         TenantSetRequest,
         UsageRequest,
     )
-    from .store import ApiKeyInfo, DaemonStatus, EndpointState, Store, TenantOverview, UsageDay
+    from .rows import ApiKeyInfo, DaemonStatus, TenantOverview
+    from .store import EndpointState, Store, UsageDay
 
 R = TypeVar("R")
 Handler = Callable[[argparse.Namespace], int]

@@ -56,6 +56,7 @@ from .panels import (
     slot_start,
     why,
 )
+from .rows import BroadcastProgress
 from .schedule import Holidays, InvalidSchedule, QuietHours, load_timezone
 from .sessions import (
     LOGIN_COOKIE,
@@ -66,7 +67,7 @@ from .sessions import (
     login_nonce,
 )
 from .settings import Settings
-from .store import BroadcastProgress, Store
+from .store import Store
 
 log = structlog.get_logger("reminderd")
 

@@ -15,32 +15,13 @@ import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from datetime import time as clock_time
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
 
 import asyncpg
 
 from .breaker import BreakerPolicy, Change, EndpointHealth, Observation, observe
-from .dashboard_rows import (
-    FEED_START,
-    FIRES,
-    Attempt,
-    AuditEntry,
-    BroadcastWave,
-    Bucket,
-    FeedCursor,
-    FeedEntry,
-    HourSends,
-    LatenessCount,
-    MessageLine,
-    MessageStory,
-    TenantCounts,
-    TenantFires,
-    TenantRulesView,
-)
-from .duration import in_words
 from .exceptions import ConfigError, DatabaseMisconfigured, DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from .guard import describe
 from .jobs import Job, Unplanned
@@ -48,13 +29,59 @@ from .lifecycle import Status
 from .outcome import Outcome, Plan
 from .queries import QUERIES
 from .retry import backoff_s
-from .schedule import DEFAULT_BACKFILL, DEFAULT_MAX_LATENESS_S, QuietHours, Timing
+from .schedule import DEFAULT_BACKFILL, DEFAULT_MAX_LATENESS_S, QuietHours
 
+# The rows of the command line, the HTTP API, the audiences (rows.py) and the dashboard
+# (dashboard_rows.py) are imported by the methods that return them: `reminderd run` never builds
+# their classes (tests/unit/test_startup.py).
 if TYPE_CHECKING:
     from .arguments import BroadcastRequest, CadenceRequest
     from .contact_files import ContactRow
+    from .dashboard_rows import (
+        Attempt,
+        AuditEntry,
+        BroadcastWave,
+        Bucket,
+        FeedCursor,
+        FeedEntry,
+        HourSends,
+        LatenessCount,
+        MessageLine,
+        MessageStory,
+        TenantCounts,
+        TenantFires,
+        TenantRulesView,
+    )
     from .phones import ReferenceData
     from .registry import Identity
+    from .rows import (
+        ApiKey,
+        ApiKeyInfo,
+        AudienceSummary,
+        BroadcastDetail,
+        BroadcastProgress,
+        CadenceStep,
+        Contact,
+        ContactMessage,
+        DaemonStatus,
+        DeliveryView,
+        DueNow,
+        EndpointLimits,
+        EventView,
+        ItemScheduled,
+        MessageRef,
+        MessageView,
+        StagedOccurrence,
+        StatusCount,
+        StoredAnswer,
+        TenantCalendar,
+        TenantLimits,
+        TenantOverview,
+        TenantRules,
+        TenantStats,
+        TenantView,
+        ZoneWave,
+    )
     from .validation import ScheduleRequest
 
 NOTIFY_CHANNEL = "reminderd_due"
@@ -311,71 +338,6 @@ class Pruned:
 
 
 @dataclass(frozen=True, slots=True)
-class StatusCount:
-    """`reminderd status`: one tenant's messages in one status, and the next due."""
-
-    tenant_id: str
-    status: Status
-    messages: int
-    next_due: datetime | None
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> StatusCount:
-        return cls(row["tenant_id"], Status(row["status"]), row["messages"], row["next_due"])
-
-
-@dataclass(frozen=True, slots=True)
-class TenantRules:
-    """A tenant's holiday and quiet-hour settings, and its audience settings (default timezone,
-    broadcast limit, approval threshold); str() says them in words."""
-
-    calendar: str | None
-    holiday_rule: str
-    quiet_start: clock_time | None
-    quiet_end: clock_time | None
-    quiet_exempt: tuple[str, ...]
-    timezone: str | None = None
-    broadcast_limit: int | None = None
-    approval_threshold: int | None = None
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> TenantRules:
-        return cls(row["calendar"], row["holiday_rule"], row["quiet_start"], row["quiet_end"],
-                   tuple(row["quiet_exempt"]), row["timezone"], row["broadcast_limit"],
-                       row["approval_threshold"])
-
-    def __str__(self) -> str:
-        quiet = f"{self.quiet_start:%H:%M}-{self.quiet_end:%H:%M}" if self.quiet_start else "none"
-        said = (
-            f"calendar {self.calendar or 'none'}, holidays {self.holiday_rule}, "
-            f"quiet hours {quiet} (exempt: {', '.join(self.quiet_exempt) or 'none'})"
-        )
-        if self.timezone is not None:
-            said += f", timezone {self.timezone}"
-        if self.broadcast_limit is not None:
-            said += f", broadcasts of at most {self.broadcast_limit:,} contacts"
-        if self.approval_threshold is not None:
-            said += f", approval above {self.approval_threshold:,}"
-        return said
-
-
-@dataclass(frozen=True, slots=True)
-class TenantCalendar:
-    """What of a tenant times a new recurring row's first occurrence: its holiday settings and its
-    own days off (from a day before today on)."""
-
-    calendar: str | None
-    holiday_rule: str
-    holiday_days: tuple[date, ...]
-    holiday_names: tuple[str, ...]
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> TenantCalendar:
-        return cls(row["calendar"], row["holiday_rule"], tuple(row["holiday_days"]),
-                   tuple(row["holiday_names"]))
-
-
-@dataclass(frozen=True, slots=True)
 class DatabaseDefaults:
     """The defaults the database checks new rows with (reminderd.config), for rows without their
     own backfill policy and lateness: they should be the daemon's."""
@@ -449,53 +411,7 @@ class Rescued:
                    row["ref_id"], row["attempts"])
 
 
-DaemonState = Literal["alive", "stopping", "dead"]
-
-
-@dataclass(frozen=True, slots=True)
-class DaemonStatus:
-    """A registered daemon as `reminderd status`, the daemon_overview view and the dashboard show
-    it: alive, stopping or dead (silent beyond its dead_after, about to be rescued), the rows it
-    holds and its last claim."""
-
-    id: uuid.UUID
-    host: str
-    pid: int
-    version: str
-    started_at: datetime
-    heartbeat_at: datetime
-    silent_for_s: float
-    state: DaemonState
-    held: int
-    last_claim_at: datetime | None
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> DaemonStatus:
-        return cls(**dict(row.items()))
-
-
 AppMembership = Literal["inherits", "member", "none"]
-
-
-@dataclass(frozen=True, slots=True)
-class TenantOverview:
-    """A tenant as `reminderd tenant list` shows it: its settings and its waiting and dead messages."""
-
-    id: str
-    callback_url: str | None
-    calendar: str | None
-    holiday_rule: str
-    quiet_start: clock_time | None
-    quiet_end: clock_time | None
-    paused: bool
-    pending: int
-    picked: int
-    paused_messages: int
-    dead: int
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> TenantOverview:
-        return cls(**dict(row.items()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -605,447 +521,9 @@ class UsageDay:
         return cls(**dict(row.items()))
 
 
-@dataclass(frozen=True, slots=True)
-class TenantLimits:
-    max_per_second: int | None
-    max_per_hour: int | None
-    frequency_cap_policy: str
-    frequency_caps: tuple[tuple[str, int, float], ...] = ()  # (category, max_messages, per_s)
-
-    def __str__(self) -> str:
-        caps = ", ".join(f"{n} {category} per {in_words(per_s)}" for category, n, per_s in self.frequency_caps)
-        return (f"max {self.max_per_second or 'unlimited'} per second, "
-                f"{self.max_per_hour or 'unlimited'} per hour; "
-                f"frequency caps: {caps or 'none'} (over a cap: {self.frequency_cap_policy})")
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointLimits:
-    endpoint: str
-    max_in_flight: int | None
-    max_per_second: int | None
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> EndpointLimits:
-        return cls(row["endpoint"], row["max_in_flight"], row["max_per_second"])
-
-    def __str__(self) -> str:
-        in_flight = self.max_in_flight or "REMINDERD_CONCURRENCY per daemon"
-        return (f"{self.endpoint}: at most {in_flight} in flight, "
-                f"{self.max_per_second or 'unlimited'} per second (all daemons together)")
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKey:
-    """A key as the server checks it: found by its prefix, its hash compared in constant time."""
-
-    id: int
-    prefix: str
-    key_hash: bytes = field(repr=False)
-    tenant_id: str | None  # None: an operator's key
-    name: str
-    scopes: tuple[str, ...]
-    revoked_at: datetime | None
-    rate_limit: float | None  # the tenant's api_rate_limit
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> ApiKey:
-        rate = row["api_rate_limit"]
-        return cls(row["id"], row["prefix"], bytes(row["key_hash"]), row["tenant_id"], row["name"],
-                   tuple(row["scopes"]), row["revoked_at"], None if rate is None else float(rate))
-
-
-@dataclass(frozen=True, slots=True)
-class ApiKeyInfo:
-    """A key as `reminderd api-key list` shows it (never its hash)."""
-
-    id: int
-    prefix: str
-    tenant_id: str | None
-    name: str
-    scopes: tuple[str, ...]
-    created_at: datetime
-    last_used_at: datetime | None
-    revoked_at: datetime | None
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> ApiKeyInfo:
-        return cls(row["id"], row["prefix"], row["tenant_id"], row["name"], tuple(row["scopes"]),
-                   row["created_at"], row["last_used_at"], row["revoked_at"])
-
-
-@dataclass(frozen=True, slots=True)
-class ItemScheduled:
-    """One item of schedule_many: its message, or the database's reason for refusing it."""
-
-    item: int  # from 1, as the database counts
-    message_id: int | None
-    result: str  # created | replaced | unchanged | error
-    status: Status | None
-    fire_at: datetime | None
-    error_sqlstate: str | None
-    error_message: str | None
-    error_hint: str | None
-    error_detail: str | None = None
-    error_constraint: str | None = None
-    timezone: str | None = None  # the message's zone, and where it came from (message, contact, …)
-    timezone_source: str | None = None
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> ItemScheduled:
-        status = row["status"]
-        return cls(row["item"], row["message_id"], row["result"], None if status is None else Status(status),
-                   row["fire_at"], row["error_sqlstate"], row["error_message"], row["error_hint"],
-                   row["error_detail"], row["error_constraint"], row["timezone"], row["timezone_source"])
-
-    def refused(self) -> DatabaseRefused | None:
-        """The item's error as the exception the statement would have raised on its own."""
-        if self.result != "error":
-            return None
-        return DatabaseRefused(self.error_message or "the database refused the message",
-                               sqlstate=self.error_sqlstate, detail=self.error_detail, hint=self.error_hint,
-                               constraint=self.error_constraint)
-
-
-@dataclass(frozen=True, slots=True)
-class MessageView:
-    """A message as the API shows it; `payload` is its JSON text as stored."""
-
-    id: int
-    ref_id: str
-    status: Status
-    fire_at: datetime | None
-    scheduled_for: datetime | None
-    timezone: str
-    cron: str | None
-    rrule: str | None
-    until: datetime | None
-    max_runs: int | None
-    runs: int
-    category: str
-    callback_url: str | None
-    max_attempts: int | None
-    attempts: int
-    calendar: str | None
-    holiday_rule: str | None
-    backfill: str | None
-    max_lateness_s: float | None
-    last_error: str | None
-    last_event: str | None
-    created_at: datetime
-    updated_at: datetime
-    sent_at: datetime | None
-    extra_of: int | None
-    contact_id: str | None
-    timezone_source: str  # message, contact, phone, country, tenant (docs/audiences.md)
-    payload: str
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> MessageView:
-        values = dict(row.items())
-        values["status"] = Status(values["status"])
-        return cls(**values)
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryView:
-    """One HTTP attempt of a message."""
-
-    attempt: int
-    webhook_id: str
-    scheduled_for: datetime
-    status_code: int | None
-    error: str | None
-    duration_ms: int
-    created_at: datetime
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> DeliveryView:
-        return cls(**dict(row.items()))
-
-
-@dataclass(frozen=True, slots=True)
-class EventView:
-    """One entry of a message's audit trail."""
-
-    created_at: datetime
-    event: str
-    status: str
-    fire_at: datetime | None
-    reason: str | None
-    actor: str
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> EventView:
-        return cls(**dict(row.items()))
-
-
-@dataclass(frozen=True, slots=True)
-class StoredAnswer:
-    """The answer kept for an Idempotency-Key."""
-
-    request_hash: bytes
-    status_code: int
-    content_type: str
-    body: bytes
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> StoredAnswer:
-        return cls(bytes(row["request_hash"]), row["status_code"], row["content_type"],
-                   bytes(row["response_body"]))
-
-
-@dataclass(frozen=True, slots=True)
-class MessageRef:
-    """What an action by id needs to know of a message before calling the ref's SQL function."""
-
-    ref_id: str
-    status: Status
-    extra_of: int | None
-    recurring: bool
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> MessageRef:
-        return cls(row["ref_id"], Status(row["status"]), row["extra_of"], row["recurring"])
-
-
-@dataclass(frozen=True, slots=True)
-class DueNow:
-    """The message send_now made due, read as the daemon will read it when it claims it."""
-
-    id: int
-    ref_id: str
-    status: Status
-    fire_at: datetime | None
-    attempts: int
-    extra_of: int | None
-    occurrence: datetime | None
-    db_now: datetime
-    tenant_paused: bool
-    timing: Timing
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> DueNow:
-        return cls(row["id"], row["ref_id"], Status(row["status"]), row["fire_at"], row["attempts"],
-                   row["extra_of"], row["occurrence"], row["db_now"], row["tenant_paused"],
-                   Timing.from_row(row))
-
-
-@dataclass(frozen=True, slots=True)
-class TenantView:
-    """A tenant as the API shows it (never a secret)."""
-
-    id: str
-    callback_url: str | None
-    calendar: str | None
-    holiday_rule: str
-    quiet_start: clock_time | None
-    quiet_end: clock_time | None
-    quiet_exempt: tuple[str, ...]
-    paused: bool
-    api_rate_limit: int | None
-    previous_secret_expires_at: datetime | None
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> TenantView:
-        values = dict(row.items())
-        values["quiet_exempt"] = tuple(values["quiet_exempt"])
-        return cls(**values)
-
-
-@dataclass(frozen=True, slots=True)
-class TenantStats:
-    """GET /v1/stats: one tenant's counts, upcoming load, rates and lateness."""
-
-    counts: dict[str, int]
-    upcoming: list[tuple[datetime, int]]
-    rates: dict[str, int]  # delivered_1h, retried_1h, dead_1h, delivered_24h, …
-    lateness_p50_ms: float | None
-    lateness_p99_ms: float | None
-
-
 # Audiences (issue 14; docs/audiences.md) ------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Contact:
-    """A contact, and the zone its messages get (`zone`) and why (`zone_source`: contact, phone,
-    country, tenant; None when it has none and its tenant has no default)."""
-
-    contact_id: str
-    timezone: str | None
-    phone: str | None
-    country: str | None
-    attributes: dict[str, Any]
-    zone: str | None
-    zone_source: str | None
-    audiences: tuple[str, ...]
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> Contact:
-        return cls(row["contact_id"], row["timezone"], row["phone"], row["country"],
-                   json.loads(row["attributes"]),
-                   row["zone"], row["zone_source"], tuple(row["audiences"]), row["created_at"],
-                       row["updated_at"])
-
-
-@dataclass(frozen=True, slots=True)
-class ContactMessage:
-    """One of a contact's messages (reminderd.contact_messages): live, or ended recently."""
-
-    id: int
-    ref_id: str
-    status: Status
-    fire_at: datetime | None
-    local_fire_at: datetime | None  # on the contact's clock
-    timezone: str
-    timezone_source: str
-    recurrence: str | None
-    category: str
-    broadcast_id: int | None
-    last_event: str | None
-    reason: str | None
-    updated_at: datetime
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> ContactMessage:
-        return cls(row["id"], row["ref_id"], Status(row["status"]), row["fire_at"], row["local_fire_at"],
-                   row["timezone"], row["timezone_source"], row["recurrence"], row["category"],
-                       row["broadcast_id"],
-                   row["last_event"], row["reason"], row["updated_at"])
-
-
-@dataclass(frozen=True, slots=True)
-class AudienceSummary:
-    name: str
-    members: int
-    created_at: datetime
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> AudienceSummary:
-        return cls(row["name"], row["members"], row["created_at"])
-
-
-@dataclass(frozen=True, slots=True)
-class ZoneWave:
-    """One zone of a broadcast's audience: when its wave fires, and where its contacts' zone came from."""
-
-    timezone: str | None  # None: contacts with no zone (the tenant has no default)
-    fire_at: datetime | None
-    contacts: int
-    from_contact: int
-    from_phone: int
-    from_country: int
-    from_tenant: int
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> ZoneWave:
-        return cls(row["timezone"], row["fire_at"], row["contacts"], row["from_contact"], row["from_phone"],
-                   row["from_country"], row["from_tenant"])
-
-
-@dataclass(frozen=True, slots=True)
-class BroadcastProgress:
-    """A broadcast and its counts, as the reminderd.broadcasts view shows them."""
-
-    id: int
-    tenant_id: str
-    ref_prefix: str
-    audience: str
-    local_time: datetime | None
-    cron: str | None
-    rrule: str | None
-    category: str
-    approval: str
-    created_by: str
-    created_at: datetime
-    decided_by: str | None
-    decided_at: datetime | None
-    occurrences: int
-    staged: int
-    waiting: int
-    held: int
-    sent: int
-    failed: int
-    expired: int
-    cancelled: int
-    done: bool
-    next_occurrence: datetime | None
-    ended_at: datetime | None
-    ended_reason: str | None
-    last_error: str | None
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> BroadcastProgress:
-        return cls(**dict(row.items()))
-
-    @property
-    def awaiting_approval(self) -> bool:
-        return self.approval == "awaiting"
-
-    @property
-    def when(self) -> str:
-        """Its schedule: the local time of a one-off, read on each contact's clock, or its recurrence."""
-        if self.local_time is not None:
-            return f"{self.local_time:%Y-%m-%d %H:%M} on each contact's clock"
-        return f'cron "{self.cron}"' if self.cron is not None else f'RRULE "{self.rrule}"'
-
-
-BROADCAST_PROGRESS_COLUMNS = tuple(BroadcastProgress.__dataclass_fields__)
-
-
-@dataclass(frozen=True, slots=True)
-class BroadcastDetail:
-    """A broadcast for its page: its progress and what it asked for."""
-
-    progress: BroadcastProgress
-    payload: str
-    until: datetime | None
-    notify: bool
-    callback_url: str | None
-    calendar: str | None
-    decision_note: str | None
-    stage_ahead_s: float
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> BroadcastDetail:
-        progress = BroadcastProgress.from_row({name: row[name] for name in BROADCAST_PROGRESS_COLUMNS})
-        return cls(progress, row["payload"], row["until"], row["notify"], row["callback_url"], row["calendar"],
-                   row["decision_note"], row["stage_ahead_s"])
-
-
-@dataclass(frozen=True, slots=True)
-class StagedOccurrence:
-    """One staged wave of a broadcast (a one-off broadcast has one)."""
-
-    occurrence: datetime  # the wall time, read in each contact's zone
-    contacts: int
-    first_fire_at: datetime | None
-    last_fire_at: datetime | None
-    staged_at: datetime
-    completed_at: datetime | None
-    completion_message_id: int | None
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> StagedOccurrence:
-        return cls(**dict(row.items()))
-
-
-@dataclass(frozen=True, slots=True)
-class CadenceStep:
-    """One offset of a cadence: its message, or why it was skipped."""
-
-    ref_id: str
-    message_id: int | None
-    fire_at: datetime
-    local_time: datetime
-    skipped: str | None
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> CadenceStep:
-        return cls(row["ref_id"], row["message_id"], row["fire_at"], row["local_time"], row["skipped"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -1428,6 +906,8 @@ class Store:
     @_translating
     async def daemons(self) -> list[DaemonStatus]:
         """Every registered daemon: alive, stopping or dead, what it holds, its last claim."""
+        from .rows import DaemonStatus
+
         return [DaemonStatus.from_row(row) for row in await self._pool.fetch(QUERIES["daemons"])]
 
     @_translating
@@ -1505,6 +985,8 @@ class Store:
     async def tenant_calendar(self, tenant_id: str, *, from_day: date) -> TenantCalendar | None:
         """The tenant's holiday settings and days off from `from_day` on; None for a tenant that
         does not exist (or that this role does not act for)."""
+        from .rows import TenantCalendar
+
         row = await self._pool.fetchrow(QUERIES["tenant_calendar"], tenant_id, from_day)
         return None if row is None else TenantCalendar.from_row(row)
 
@@ -1518,6 +1000,8 @@ class Store:
         """Change a tenant's settings ("none" clears calendar, quiet hours, timezone, broadcast
         limit or approval threshold; None leaves one alone); the settings now in force, or None for
         an unknown tenant."""
+        from .rows import TenantRules
+
         quiet_hours = quiet if isinstance(quiet, QuietHours) else None
         row = await self._pool.fetchrow(
             QUERIES["set_tenant"], tenant_id,
@@ -1568,6 +1052,8 @@ class Store:
 
     @_translating
     async def status_counts(self) -> list[StatusCount]:
+        from .rows import StatusCount
+
         return [StatusCount.from_row(r) for r in await self._pool.fetch(QUERIES["status_counts"])]
 
     @_translating
@@ -1580,6 +1066,8 @@ class Store:
 
     @_translating
     async def tenants(self) -> list[TenantOverview]:
+        from .rows import TenantOverview
+
         return [TenantOverview.from_row(row) for row in await self._pool.fetch(QUERIES["list_tenants"])]
 
     # The dashboard (sql/dashboard.sql): `tenant_id` is the tenant in view, None for every one --
@@ -1590,6 +1078,8 @@ class Store:
 
     @_translating
     async def tenant_rules(self, tenant_id: str | None) -> list[TenantRulesView]:
+        from .dashboard_rows import TenantRulesView
+
         rows = await self._pool.fetch(QUERIES["dashboard_tenants"], tenant_id)
         return [TenantRulesView.from_row(r) for r in rows]
 
@@ -1601,6 +1091,8 @@ class Store:
     @_translating
     async def overview_counts(self, tenant_id: str | None) -> list[TenantCounts]:
         """Per tenant: its live and dead messages by status, and its backlog."""
+        from .dashboard_rows import TenantCounts
+
         args = () if tenant_id is None else (tenant_id,)
         backlog = self._pool.fetch(self._scoped("overview_backlog", tenant_id), *args)
         if tenant_id is None:  # the big count, in two halves on two connections at once
@@ -1625,12 +1117,16 @@ class Store:
 
     @_translating
     async def overview_fires(self, tenant_id: str | None) -> list[TenantFires]:
+        from .dashboard_rows import TenantFires
+
         args = () if tenant_id is None else (tenant_id,)
         rows = await self._pool.fetch(self._scoped("overview_fires", tenant_id), *args)
         return [TenantFires.from_row(r) for r in rows]
 
     @_translating
     async def overview_lateness(self, tenant_id: str | None) -> list[LatenessCount]:
+        from .dashboard_rows import LatenessCount
+
         args = () if tenant_id is None else (tenant_id,)
         rows = await self._pool.fetch(self._scoped("overview_lateness", tenant_id), *args)
         return [LatenessCount.from_row(r) for r in rows]
@@ -1643,12 +1139,16 @@ class Store:
     async def upcoming(self, tenant_id: str | None, *, start: datetime, end: datetime, unit: str,
                        timezone: str) -> list[Bucket]:
         """Pending messages by `unit` ('hour' or 'minute' on `timezone`'s clock), fire_at in [start, end)."""
+        from .dashboard_rows import Bucket
+
         args = (start, end, unit, timezone) + (() if tenant_id is None else (tenant_id,))
         return [Bucket.from_row(r) for r in await self._pool.fetch(self._scoped("upcoming", tenant_id), *args)]
 
     @_translating
     async def upcoming_messages(self, tenant_id: str | None, *, start: datetime, end: datetime,
                                 limit: int) -> list[MessageLine]:
+        from .dashboard_rows import MessageLine
+
         args = (start, end, limit) + (() if tenant_id is None else (tenant_id,))
         rows = await self._pool.fetch(self._scoped("upcoming_messages", tenant_id), *args)
         return [MessageLine.from_row(r) for r in rows]
@@ -1665,13 +1165,18 @@ class Store:
 
     @_translating
     async def feed_recent(
-        self, tenant_id: str | None, *, after: FeedCursor = FEED_START, limit: int = 1000,
-        kinds: Sequence[str] = FIRES, ref_range: tuple[str, str | None] = ("", None),
+        self, tenant_id: str | None, *, after: FeedCursor | None = None, limit: int = 1000,
+        kinds: Sequence[str] | None = None, ref_range: tuple[str, str | None] = ("", None),
         look_back: int | None = None,
     ) -> list[FeedEntry]:
-        """The newest `limit` fires past the cursor `after`, newest first, of those `kinds` and refs
-        in `ref_range`, found among the newest `look_back` fires of events and of deliveries each
-        (default: `limit`, for a feed that filters by nothing but the tenant)."""
+        """The newest `limit` fires past the cursor `after` (default: from the start), newest first,
+        of those `kinds` (default: every fire) and refs in `ref_range`, found among the newest
+        `look_back` fires of events and of deliveries each (default: `limit`, for a feed that
+        filters by nothing but the tenant)."""
+        from .dashboard_rows import FEED_START, FIRES, FeedEntry
+
+        after = FEED_START if after is None else after
+        kinds = FIRES if kinds is None else kinds
         args: tuple[Any, ...] = (after.event_id, after.delivery_id, limit, list(kinds), *ref_range,
                                  look_back or limit)
         if tenant_id is not None:
@@ -1682,22 +1187,30 @@ class Store:
     @_translating
     async def feed_newest(self) -> FeedCursor:
         """The cursor of a feed that has every fire recorded so far."""
+        from .dashboard_rows import FeedCursor
+
         return FeedCursor.from_row(await self._pool.fetchrow(QUERIES["feed_newest"]))
 
     @_translating
     async def feed_entries(self, event_ids: Sequence[int], delivery_ids: Sequence[int]) -> list[FeedEntry]:
         """The fires among those events and deliveries (a NOTIFY named them), each table's in order."""
+        from .dashboard_rows import FeedEntry
+
         rows = await self._pool.fetch(QUERIES["feed_entries"], list(event_ids), list(delivery_ids))
         return [FeedEntry.from_row(r) for r in rows]
 
     @_translating
     async def message_by_id(self, tenant_id: str | None, message_id: int) -> MessageLine | None:
+        from .dashboard_rows import MessageLine
+
         row = await self._pool.fetchrow(QUERIES["search_by_id"], tenant_id, message_id)
         return None if row is None else MessageLine.from_row(row)
 
     @_translating
     async def messages_by_ref(self, tenant_id: str | None, ref_range: tuple[str, str], *, limit: int
                               ) -> list[MessageLine]:
+        from .dashboard_rows import MessageLine
+
         args = (*ref_range, limit) + (() if tenant_id is None else (tenant_id,))
         rows = await self._pool.fetch(self._scoped("search_by_ref", tenant_id), *args)
         return [MessageLine.from_row(r) for r in rows]
@@ -1708,6 +1221,8 @@ class Store:
                             ) -> tuple[MessageStory, list[Attempt], list[AuditEntry]] | None:
         """One message in view with its attempts and its audit trail; None when there is no such
         message, or it is another tenant's."""
+        from .dashboard_rows import Attempt, AuditEntry, MessageStory
+
         row = await self._pool.fetchrow(QUERIES["dashboard_message"], tenant_id, message_id, backfill,
                                         max_lateness_s)
         if row is None:
@@ -1723,6 +1238,8 @@ class Store:
         before: tuple[datetime, int], limit: int,
     ) -> list[MessageLine]:
         """Newest first, below the cursor `before` = (dead since, id); up to `limit` + 1 rows."""
+        from .dashboard_rows import MessageLine
+
         rows = await self._pool.fetch(QUERIES["dead_letters"], tenant_id, min_age_s, max_age_s, error,
                                       before[0], before[1], limit)
         return [MessageLine.from_row(r) for r in rows]
@@ -1737,6 +1254,8 @@ class Store:
     @_translating
     async def dead_letters_selected(self, tenant_id: str | None, message_ids: Sequence[int]
                                     ) -> list[MessageLine]:
+        from .dashboard_rows import MessageLine
+
         rows = await self._pool.fetch(QUERIES["dead_letters_selected"], tenant_id, list(message_ids))
         return [MessageLine.from_row(r) for r in rows]
 
@@ -1792,6 +1311,8 @@ class Store:
     async def dashboard_broadcasts(self, tenant_id: str | None, *, before: int, limit: int,
                                    awaiting_only: bool = False) -> list[BroadcastProgress]:
         """Broadcasts with their progress, newest first, ids below `before`; up to `limit` + 1."""
+        from .rows import BroadcastProgress
+
         args = (before, limit, awaiting_only) + (() if tenant_id is None else (tenant_id,))
         rows = await self._pool.fetch(self._scoped("dashboard_broadcasts", tenant_id), *args)
         return [BroadcastProgress.from_row(r) for r in rows]
@@ -1799,18 +1320,24 @@ class Store:
     @_translating
     async def dashboard_broadcast(self, tenant_id: str | None, broadcast_id: int) -> BroadcastDetail | None:
         """One broadcast in view; None when there is none, or it is another tenant's."""
+        from .rows import BroadcastDetail
+
         row = await self._pool.fetchrow(QUERIES["dashboard_broadcast"], tenant_id, broadcast_id)
         return None if row is None else BroadcastDetail.from_row(row)
 
     @_translating
     async def broadcast_waves(self, broadcast_id: int) -> list[BroadcastWave]:
         """A broadcast's waves, newest first (the last 50), each with its progress."""
+        from .dashboard_rows import BroadcastWave
+
         rows = await self._pool.fetch(QUERIES["dashboard_broadcast_waves"], broadcast_id)
         return [BroadcastWave.from_row(r) for r in rows]
 
     @_translating
     async def awaiting_hours(self, broadcast_ids: Sequence[int]) -> list[HourSends]:
         """What these broadcasts' rows awaiting approval would send, per UTC hour."""
+        from .dashboard_rows import HourSends
+
         rows = await self._pool.fetch(QUERIES["dashboard_awaiting_hours"], list(broadcast_ids))
         return [HourSends.from_row(r) for r in rows]
 
@@ -1897,6 +1424,8 @@ class Store:
     async def set_endpoint(self, endpoint: str, *, max_in_flight: int | str | None,
                            max_per_second: int | str | None) -> EndpointLimits:
         """Set an endpoint's limits: a number, "none" to clear, None to keep."""
+        from .rows import EndpointLimits
+
         row = await self._pool.fetchrow(
             QUERIES["set_endpoint"], endpoint, max_in_flight is not None, _limit(max_in_flight),
             max_per_second is not None, _limit(max_per_second),
@@ -1911,6 +1440,8 @@ class Store:
         """Set a tenant's sending limits ("none" clears, None keeps) and frequency caps
         ((category, max, per_s); max None removes the cap); the limits now in force, or None for an
         unknown tenant."""
+        from .rows import TenantLimits
+
         async with self.transaction() as tx:
             connection = tx._pool
             row = await connection.fetchrow(
@@ -2006,6 +1537,8 @@ class Store:
 
     @_translating
     async def api_key(self, prefix: str) -> ApiKey | None:
+        from .rows import ApiKey
+
         row = await self._pool.fetchrow(QUERIES["api_key_by_prefix"], prefix)
         return None if row is None else ApiKey.from_row(row)
 
@@ -2016,6 +1549,8 @@ class Store:
     @_translating
     async def create_api_key(self, prefix: str, key_hash: bytes, tenant_id: str | None, name: str,
                              scopes: Sequence[str]) -> ApiKeyInfo:
+        from .rows import ApiKeyInfo
+
         if tenant_id is not None and not await self._pool.fetchval(QUERIES["tenant_exists"], tenant_id):
             raise ValueError(f'unknown tenant "{tenant_id}"')
         row = await self._pool.fetchrow(QUERIES["create_api_key"], prefix, key_hash, tenant_id, name,
@@ -2024,10 +1559,14 @@ class Store:
 
     @_translating
     async def api_keys(self, tenant_id: str | None) -> list[ApiKeyInfo]:
+        from .rows import ApiKeyInfo
+
         return [ApiKeyInfo.from_row(r) for r in await self._pool.fetch(QUERIES["list_api_keys"], tenant_id)]
 
     @_translating
     async def revoke_api_key(self, prefix: str) -> ApiKeyInfo | None:
+        from .rows import ApiKeyInfo
+
         row = await self._pool.fetchrow(QUERIES["revoke_api_key"], prefix)
         return None if row is None else ApiKeyInfo.from_row(row)
 
@@ -2039,6 +1578,8 @@ class Store:
 
     @_translating
     async def idempotency_answer(self, tenant_id: str, key: str) -> StoredAnswer | None:
+        from .rows import StoredAnswer
+
         row = await self._pool.fetchrow(QUERIES["idempotency_lookup"], tenant_id, key)
         return None if row is None else StoredAnswer.from_row(row)
 
@@ -2056,12 +1597,16 @@ class Store:
     async def schedule_many(self, tenant_id: str, requests: Sequence[ScheduleRequest], *, atomic: bool
                             ) -> list[ItemScheduled]:
         """Each request through reminderd.schedule()/schedule_recurring(), in one round trip."""
+        from .rows import ItemScheduled
+
         rows = await self._pool.fetch(QUERIES["schedule_many"], tenant_id,
                                       [_schedule_item_v2(r) for r in requests], atomic)
         return [ItemScheduled.from_row(r) for r in rows]
 
     @_translating
     async def message(self, tenant_id: str, message_id: int) -> MessageView | None:
+        from .rows import MessageView
+
         row = await self._pool.fetchrow(QUERIES["get_message"], tenant_id, message_id)
         return None if row is None else MessageView.from_row(row)
 
@@ -2069,6 +1614,8 @@ class Store:
     async def message_history(
         self, tenant_id: str, message_id: int
     ) -> tuple[list[DeliveryView], list[EventView]]:
+        from .rows import DeliveryView, EventView
+
         deliveries = await self._pool.fetch(QUERIES["message_deliveries"], tenant_id, message_id)
         events = await self._pool.fetch(QUERIES["message_events"], tenant_id, message_id)
         return [DeliveryView.from_row(r) for r in deliveries], [EventView.from_row(r) for r in events]
@@ -2076,6 +1623,8 @@ class Store:
     @_translating
     async def list_newest(self, tenant_id: str, statuses: Sequence[str], *, before_id: int, limit: int,
                           fire_from: datetime, fire_until: datetime, keep_unplanned: bool) -> list[MessageView]:
+        from .rows import MessageView
+
         rows = await self._pool.fetch(QUERIES["list_newest"], tenant_id, list(statuses), before_id, limit,
                                       fire_from, fire_until, keep_unplanned)
         return [MessageView.from_row(r) for r in rows]
@@ -2083,6 +1632,8 @@ class Store:
     @_translating
     async def list_soonest(self, tenant_id: str, statuses: Sequence[str], *, after: tuple[datetime, int],
                            limit: int, fire_from: datetime, fire_until: datetime) -> list[MessageView]:
+        from .rows import MessageView
+
         rows = await self._pool.fetch(QUERIES["list_soonest"], tenant_id, list(statuses), after[0], after[1],
                                       limit, fire_from, fire_until)
         return [MessageView.from_row(r) for r in rows]
@@ -2093,6 +1644,8 @@ class Store:
         cursor: tuple[datetime, int], limit: int, fire_from: datetime, fire_until: datetime,
         keep_unplanned: bool,
     ) -> list[MessageView]:
+        from .rows import MessageView
+
         rows = await self._pool.fetch(
             QUERIES["list_by_ref"], tenant_id, ref_range[0], ref_range[1], list(statuses), soonest, cursor[1],
             cursor[0], fire_from, fire_until, keep_unplanned, limit,
@@ -2101,6 +1654,8 @@ class Store:
 
     @_translating
     async def message_ref(self, tenant_id: str, message_id: int) -> MessageRef | None:
+        from .rows import MessageRef
+
         row = await self._pool.fetchrow(QUERIES["live_ref_of"], tenant_id, message_id)
         return None if row is None else MessageRef.from_row(row)
 
@@ -2151,12 +1706,16 @@ class Store:
     @_translating
     async def due_now(self, tenant_id: str, message_id: int, *, backfill: str = DEFAULT_BACKFILL,
                       max_lateness_s: float = DEFAULT_MAX_LATENESS_S) -> DueNow | None:
+        from .rows import DueNow
+
         row = await self._pool.fetchrow(QUERIES["send_now_timing"], tenant_id, message_id, backfill,
                                         max_lateness_s)
         return None if row is None else DueNow.from_row(row)
 
     @_translating
     async def api_tenant(self, tenant_id: str) -> TenantView | None:
+        from .rows import TenantView
+
         row = await self._pool.fetchrow(QUERIES["api_tenant"], tenant_id)
         return None if row is None else TenantView.from_row(row)
 
@@ -2184,6 +1743,8 @@ class Store:
 
     @_translating
     async def tenant_stats(self, tenant_id: str) -> TenantStats:
+        from .rows import TenantStats
+
         rows = await self._pool.fetch(QUERIES["stats_counts"], tenant_id)
         counts = {r["status"]: r["messages"] for r in rows}
         rows = await self._pool.fetch(QUERIES["stats_upcoming"], tenant_id)
@@ -2225,12 +1786,16 @@ class Store:
 
     @_translating
     async def contact(self, tenant_id: str, contact_id: str) -> Contact | None:
+        from .rows import Contact
+
         row = await self._pool.fetchrow(QUERIES["contact"], tenant_id, contact_id)
         return None if row is None else Contact.from_row(row)
 
     @_translating
     async def contact_messages(self, tenant_id: str, contact_id: str, *, recent_s: float, limit: int = 100
                                ) -> list[ContactMessage]:
+        from .rows import ContactMessage
+
         rows = await self._pool.fetch(QUERIES["contact_messages"], tenant_id, contact_id, recent_s, limit)
         return [ContactMessage.from_row(row) for row in rows]
 
@@ -2252,6 +1817,8 @@ class Store:
 
     @_translating
     async def audiences(self, tenant_id: str) -> list[AudienceSummary]:
+        from .rows import AudienceSummary
+
         return [AudienceSummary.from_row(row) for row in await self._pool.fetch(QUERIES["audiences"],
                                                                                 tenant_id)]
 
@@ -2271,6 +1838,8 @@ class Store:
     @_translating
     async def broadcast_preview(self, request: BroadcastRequest, local_time: datetime) -> list[ZoneWave]:
         """What the broadcast would send at `local_time` (a wall time), per zone; nothing is staged."""
+        from .rows import ZoneWave
+
         r = request
         rows = await self._pool.fetch(QUERIES["broadcast_preview"], r.tenant_id, local_time, r.audience.name,
                                       r.audience.contact_ids, r.audience.everyone)
@@ -2297,16 +1866,22 @@ class Store:
 
     @_translating
     async def broadcasts(self, tenant_id: str, broadcast_id: int | None = None) -> list[BroadcastProgress]:
+        from .rows import BroadcastProgress
+
         rows = await self._pool.fetch(QUERIES["broadcasts"], tenant_id, broadcast_id)
         return [BroadcastProgress.from_row(row) for row in rows]
 
     @_translating
     async def broadcast_occurrences(self, broadcast_id: int) -> list[StagedOccurrence]:
+        from .rows import StagedOccurrence
+
         rows = await self._pool.fetch(QUERIES["broadcast_occurrences"], broadcast_id)
         return [StagedOccurrence.from_row(row) for row in rows]
 
     @_translating
     async def schedule_cadence(self, request: CadenceRequest) -> list[CadenceStep]:
+        from .rows import CadenceStep
+
         r = request
         rows = await self._pool.fetch(
             QUERIES["schedule_cadence"], r.tenant_id, r.ref_prefix, r.anchor, r.offsets, r.at_local,
@@ -2403,7 +1978,6 @@ class Listener:
             with contextlib.suppress(Exception):  # a server that does not answer: close() terminated it
                 await self._connection.close(timeout=CLOSE_DEADLINE_S)
         self._connection = None
-
 
 
 class FeedListener:

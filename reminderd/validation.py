@@ -300,7 +300,7 @@ def checked_int(value: int | None, flag: str, *, minimum: int, maximum: int) -> 
 
 
 class TenantCalendar(Protocol):
-    """What of a tenant times a recurring message's first occurrence (store.TenantCalendar)."""
+    """What of a tenant times a recurring message's first occurrence (rows.TenantCalendar)."""
 
     @property
     def calendar(self) -> str | None: ...

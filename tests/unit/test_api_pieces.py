@@ -16,7 +16,7 @@ from reminderd.duration import parse_seconds
 from reminderd.problems import KINDS, Problem, invalid, pointer
 from reminderd.queries import load_files
 from reminderd.ratelimit import RateLimiter, retry_after_header
-from reminderd.store import ApiKey
+from reminderd.rows import ApiKey
 
 
 def test_a_key_has_a_visible_prefix_and_256_bits_of_secret_and_is_stored_as_its_hash() -> None:

@@ -15,7 +15,7 @@ import pytest
 from reminderd.batching import Batcher
 from reminderd.exceptions import DatabaseUnavailable
 from reminderd.lifecycle import Status
-from reminderd.store import ItemScheduled
+from reminderd.rows import ItemScheduled
 from reminderd.validation import ScheduleRequest
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
