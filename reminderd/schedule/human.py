@@ -14,8 +14,6 @@ from __future__ import annotations
 import calendar
 import re
 
-from cron_descriptor import ExpressionDescriptor, Options
-
 from .cron import ALIASES, validate_cron
 
 __all__ = ["EXAMPLES", "UnknownPhrase", "compile_phrase", "describe"]
@@ -205,6 +203,9 @@ def describe(cron: str) -> str:
     """Plain English for a cron, or "cron: <expr>" when it cannot be said simply and truly.
 
     Raises reminderd.schedule.InvalidSchedule when `cron` is not a valid schedule."""
+    # Imported here: the daemon never says a cron in words, and cron_descriptor costs ~5 ms at start.
+    from cron_descriptor import ExpressionDescriptor, Options
+
     validate_cron(cron)
     fields = ALIASES.get(cron.strip().lower(), cron).split()
     fields[-1] = re.sub(r"\bL([0-7])\b", r"\1L", fields[-1], flags=re.IGNORECASE)  # croniter's L5 is 5L
