@@ -258,7 +258,7 @@ def test_describe_falls_back_when_the_describer_fails(monkeypatch: pytest.Monkey
     def broken(*args: object) -> None:
         raise RuntimeError("describer bug")
 
-    monkeypatch.setattr("reminderd.schedule.human.ExpressionDescriptor", broken)
+    monkeypatch.setattr("cron_descriptor.ExpressionDescriptor", broken)  # human.describe imports it when called
     assert describe("0  9 * * 1-5") == "cron: 0 9 * * 1-5"
 
 
