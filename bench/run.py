@@ -88,6 +88,7 @@ def dashboard_scenarios(bench: Bench) -> Group:
 # `--only NAME`: these scenarios alone, on their own throwaway cluster.
 ALONE: dict[str, Callable[[Bench], Group]] = {
     "api": lambda bench: [("(7) HTTP API", api.run, 900)],
+    "timer": lambda bench: [("(3) timer precision", timer.run, bench.sizes.timer_span_s + 60)],
     "startup": lambda bench: [("(9) start-up", startup.run, 300)],
     "write_path": lambda bench: [("(10) write path", write_path.run, 600)],
     "scaling": lambda bench: [("(11) daemons on one database", scaling.run, 900)],

@@ -57,6 +57,11 @@ DB_BACKOFF_MAX_S = 30.0
 # caps' reservation and the once-a-second check for limits are small too: a stall fails the
 # first call of the turn, which then backs off.)
 LOOP_DEADLINE_S = 3 * QUERY_DEADLINE_S
+# The event loop's timers are millisecond-grained and can fire up to a millisecond before their
+# time (uvloop rounds the delay, libuv counts from its cached loop time): a loop woken before the
+# next row is due claims nothing and pays a second claim. Waking this much after it costs less
+# (bench (3): 8 of 193 timed wakes came back empty without it, none with it).
+WAKE_AFTER_DUE_S = 0.001
 BOUNDED_CHECK_EVERY_S = 1.0  # a limit set, or a circuit opened by another daemon, counts within this
 
 
@@ -324,15 +329,7 @@ class Worker:
         return to_send
 
     def _idle_delay(self, until_due_s: float | None, empty_streak: int) -> float:
-        """Sleep until the next known fire_at, never longer than the poll interval.
-
-        A row that is due but could not be claimed (another daemon is claiming it right now) is
-        looked at again soon, backing off so a stuck row cannot make the loop spin.
-        """
-        if until_due_s is None:
-            return self.settings.poll_interval_s
-        floor = backoff_s(empty_streak, base_s=0.01, cap_s=5.12, jitter="none") if empty_streak else 0.0005
-        return min(self.settings.poll_interval_s, max(until_due_s, floor))
+        return idle_delay(until_due_s, empty_streak, poll_interval_s=self.settings.poll_interval_s)
 
     def _tick(self, claimed: int) -> None:
         self.ticks += 1
@@ -613,3 +610,16 @@ def _log_outcome(lines: FilteringBoundLogger, outcome: Outcome) -> None:
         lines.warning(outcome.event, **fields, error=result.error, retry_in_s=round(outcome.retry_in_s or 0, 2))
     else:
         lines.error(outcome.event, **fields, status=outcome.next_status, error=outcome.last_error)
+
+
+def idle_delay(until_due_s: float | None, empty_streak: int, *, poll_interval_s: float) -> float:
+    """How long the claim loop sleeps: until just after the next known fire_at
+    (WAKE_AFTER_DUE_S), never longer than the poll interval.
+
+    A row that is due but could not be claimed (another daemon is claiming it right now) is
+    looked at again soon, backing off so a stuck row cannot make the loop spin.
+    """
+    if until_due_s is None:
+        return poll_interval_s
+    floor = backoff_s(empty_streak, base_s=0.01, cap_s=5.12, jitter="none") if empty_streak else 0.0005
+    return min(poll_interval_s, max(until_due_s + WAKE_AFTER_DUE_S, floor))
