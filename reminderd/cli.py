@@ -80,7 +80,7 @@ class DatabaseCommand(Generic[R]):
 
     `parse` is a function of the arguments, or the name of a request class of
     reminderd/arguments.py (its `from_args`): that module is imported when the command runs, not
-    when the parser is built (tests/unit/test_cli_parsing.py resolves every name)."""
+    when the parser is built (tests/unit/test_startup.py resolves every name)."""
 
     parse: str | Callable[[argparse.Namespace], R]
     run: Callable[[Store, R], Awaitable[int]]
