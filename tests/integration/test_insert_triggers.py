@@ -38,7 +38,9 @@ async def message(db: asyncpg.Connection, ref: str) -> asyncpg.Record:
     return row
 
 
-async def test_a_paused_tenants_message_dead_on_arrival_is_refused_not_held(db: asyncpg.Connection) -> None:
+async def test_a_paused_tenants_message_dead_on_arrival_is_refused_not_held(
+    db: asyncpg.Connection,
+) -> None:
     await add_tenant(db, "acme")
     await pause_tenant(db, "acme")
     with pytest.raises(asyncpg.DatetimeFieldOverflowError) as refused:
@@ -54,7 +56,9 @@ async def test_a_paused_tenants_message_dead_on_arrival_is_refused_not_held(db: 
     assert tuple(await message(db, "slightly-late")) == ("paused", "tenant", None)
 
 
-async def test_a_disabled_endpoint_holds_a_message_before_its_paused_tenant_does(db: asyncpg.Connection) -> None:
+async def test_a_disabled_endpoint_holds_a_message_before_its_paused_tenant_does(
+    db: asyncpg.Connection,
+) -> None:
     await add_tenant(db, "acme", "https://hooks.example.com/cb")
     await pause_tenant(db, "acme")
     await disable_endpoint(db, "acme", "hooks.example.com:443", "HTTP 410 Gone")
@@ -62,7 +66,8 @@ async def test_a_disabled_endpoint_holds_a_message_before_its_paused_tenant_does
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, callback_url) VALUES"
         " ('acme', 'to-the-default', now() + interval '1 hour', NULL),"
         " ('acme', 'elsewhere', now() + interval '1 hour', 'https://other.example.com/cb')")
-    assert tuple(await message(db, "to-the-default")) == ("paused", "endpoint", "endpoint disabled: HTTP 410 Gone")
+    gone = ("paused", "endpoint", "endpoint disabled: HTTP 410 Gone")
+    assert tuple(await message(db, "to-the-default")) == gone
     assert tuple(await message(db, "elsewhere")) == ("paused", "tenant", None)
     events = await db.fetch("SELECT ref_id, event, status, reason FROM reminderd.events ORDER BY ref_id")
     assert [tuple(e) for e in events] == [
@@ -73,20 +78,21 @@ async def test_a_disabled_endpoint_holds_a_message_before_its_paused_tenant_does
 
 async def test_an_oversized_payload_is_refused_before_an_unknown_timezone(db: asyncpg.Connection) -> None:
     await add_tenant(db, "acme")
-    with pytest.raises(asyncpg.ProgramLimitExceededError, match=r"^payload of message acme / big is \d+ bytes;"
-                       r" at most 262144 \(256 KiB\)$"):
-        await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, timezone, payload)"
-                         f" VALUES ('acme', 'big', now() + interval '1 hour', 'Mars/Base', {BIG_PAYLOAD})")
+    insert = "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, timezone, payload) VALUES "
+    with pytest.raises(asyncpg.ProgramLimitExceededError,
+                       match=r"^payload of message acme / big is \d+ bytes; at most 262144 \(256 KiB\)$"):
+        await db.execute(insert + f"('acme', 'big', now() + interval '1 hour', 'Mars/Base', {BIG_PAYLOAD})")
     # ... and after a message dead on arrival: the order was arrival, holds, payload, validation.
-    with pytest.raises(asyncpg.DatetimeFieldOverflowError, match="^message acme / big is too late to send"):
-        await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, timezone, payload)"
-                         f" VALUES ('acme', 'big', now() - interval '2 days', 'Mars/Base', {BIG_PAYLOAD})")
-    with pytest.raises(asyncpg.InvalidParameterValueError, match='^unknown timezone "Mars/Base" for message acme / z\n'):
-        await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, timezone)"
-                         " VALUES ('acme', 'z', now() + interval '1 hour', 'Mars/Base')")
+    with pytest.raises(asyncpg.DatetimeFieldOverflowError, match=r"^message acme / big is too late to send"):
+        await db.execute(insert + f"('acme', 'big', now() - interval '2 days', 'Mars/Base', {BIG_PAYLOAD})")
+    with pytest.raises(asyncpg.InvalidParameterValueError,
+                       match=r'^unknown timezone "Mars/Base" for message acme / z\n'):
+        await db.execute(insert + "('acme', 'z', now() + interval '1 hour', 'Mars/Base', '{}')")
 
 
-async def test_a_broadcast_row_skips_the_arrival_the_tenant_hold_and_the_validation(db: asyncpg.Connection) -> None:
+async def test_a_broadcast_row_skips_the_arrival_the_tenant_hold_and_the_validation(
+    db: asyncpg.Connection,
+) -> None:
     """stage_broadcast checks and holds a broadcast's rows itself, all at once: the insert trigger
     only holds them for a disabled endpoint and refuses an oversized payload, as before."""
     await add_tenant(db, "paused", "https://paused.example.com/cb")
@@ -95,21 +101,24 @@ async def test_a_broadcast_row_skips_the_arrival_the_tenant_hold_and_the_validat
     await add_tenant(db, "down", "https://down.example.com/cb")
     await disable_endpoint(db, "down", "down.example.com:443", "HTTP 410 Gone")
     await db.execute(
-        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, callback_url, broadcast_id) VALUES"
-        " ('paused', 'late-of-a-paused-tenant', now() - interval '2 days', NULL, 7),"
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, callback_url, broadcast_id)"
+        " VALUES ('paused', 'late-of-a-paused-tenant', now() - interval '2 days', NULL, 7),"
         " ('nodefault', 'no-callback-url', now() + interval '1 hour', NULL, 7),"
         " ('down', 'disabled-endpoint', now() + interval '1 hour', NULL, 7)")
     assert tuple(await message(db, "late-of-a-paused-tenant")) == ("pending", None, None)
     assert tuple(await message(db, "no-callback-url")) == ("pending", None, None)
-    assert tuple(await message(db, "disabled-endpoint")) == ("paused", "endpoint", "endpoint disabled: HTTP 410 Gone")
-    with pytest.raises(asyncpg.ProgramLimitExceededError, match="^payload of message paused / big is"):
-        await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, payload, broadcast_id)"
-                         f" VALUES ('paused', 'big', now() + interval '1 hour', {BIG_PAYLOAD}, 7)")
+    gone = ("paused", "endpoint", "endpoint disabled: HTTP 410 Gone")
+    assert tuple(await message(db, "disabled-endpoint")) == gone
+    with pytest.raises(asyncpg.ProgramLimitExceededError, match=r"^payload of message paused / big is"):
+        await db.execute(
+            "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, payload, broadcast_id)"
+            f" VALUES ('paused', 'big', now() + interval '1 hour', {BIG_PAYLOAD}, 7)")
 
 
 async def test_an_insert_runs_one_row_trigger_and_one_statement_trigger(db: asyncpg.Connection) -> None:
     triggers = await db.fetch(
-        "SELECT tgname, tgtype & 1 = 1 AS per_row, tgtype & 2 = 2 AS before, (SELECT proname FROM pg_proc WHERE oid = tgfoid) AS function"
+        "SELECT tgname, tgtype & 1 = 1 AS per_row, tgtype & 2 = 2 AS before,"
+        " (SELECT proname FROM pg_proc WHERE oid = tgfoid) AS function"
         " FROM pg_trigger WHERE tgrelid = 'reminderd.scheduled_messages'::regclass AND NOT tgisinternal"
         " AND tgtype & 4 = 4 ORDER BY tgname"  # INSERT
     )
@@ -136,26 +145,27 @@ async def test_a_single_row_insert_records_its_event_usage_and_wake_up(
 ) -> None:
     await add_tenant(db, "acme")
     woken: list[str] = []
+    ended = asyncio.Event()  # our own last notification: every earlier one has arrived
+
+    def heard(_connection: object, _pid: int, _channel: str, payload: str) -> None:
+        woken.append(payload)
+        if payload == "end":
+            ended.set()
+
     listener = await asyncpg.connect(database_url)
     try:
-        got = asyncio.Event()
-        await listener.add_listener("reminderd_due", lambda *args: (woken.append(args[3]), got.set()))
+        await listener.add_listener("reminderd_due", heard)
         message_id = await db.fetchval(
             "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
             " VALUES ('acme', 'soon', now() + interval '1 minute') RETURNING id")
-        await asyncio.wait_for(got.wait(), 10)
         fire_at = await db.fetchval("SELECT extract(epoch FROM fire_at)::text FROM reminderd.scheduled_messages"
                                     " WHERE id = $1", message_id)
         await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, cron)"
                          " VALUES ('acme', 'cron', '0 9 * * *')")
         await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
                          " VALUES ('acme', 'later', now() + interval '1 day')")
-        got.clear()
         await db.execute("SELECT pg_notify('reminderd_due', 'end')")
-        await asyncio.wait_for(got.wait(), 10)
-        while woken[-1] != "end":
-            got.clear()
-            await asyncio.wait_for(got.wait(), 10)
+        await asyncio.wait_for(ended.wait(), 10)
     finally:
         await listener.close()
     assert woken == [fire_at, "plan", "end"]  # nothing for a message due in a day
@@ -188,10 +198,11 @@ async def test_0017_runs_forward_over_messages_already_there(empty_database_url:
         before = await db.fetchrow(snapshot)
         await asyncio.to_thread(upgrade, url, "0017")
         assert await db.fetchrow(snapshot) == before
-        assert await db.fetchval("SELECT status FROM reminderd.scheduled_messages WHERE ref_id = 'paused'") == "paused"
+        status_of = "SELECT status FROM reminderd.scheduled_messages WHERE ref_id = $1"
+        assert await db.fetchval(status_of, "paused") == "paused"
         await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
                          " VALUES ('held', 'after', now() + interval '1 hour')")
-        assert await db.fetchval("SELECT status FROM reminderd.scheduled_messages WHERE ref_id = 'after'") == "paused"
+        assert await db.fetchval(status_of, "after") == "paused"
         assert await db.fetchval("SELECT count(*) FROM reminderd.events WHERE ref_id = 'after'") == 1
     finally:
         await db.close()
