@@ -198,13 +198,13 @@ def settled(db: asyncpg.Connection, ref: str, *statuses: str) -> Callable[[], Aw
 async def inserted_before_the_outage(db: asyncpg.Connection) -> AsyncIterator[None]:
     """Rows inserted inside are as if inserted while they were still on time, and then left
     waiting by an outage: the insert-time refusal of a message already too late to send
-    (trigger scheduled_messages_arrival) is off meanwhile, so a test sets up that backlog
-    without waiting hours for it."""
-    await db.execute("ALTER TABLE reminderd.scheduled_messages DISABLE TRIGGER scheduled_messages_arrival")
+    (trigger scheduled_messages_admit, and with it the other insert-time checks and holds) is off
+    meanwhile, so a test sets up that backlog without waiting hours for it."""
+    await db.execute("ALTER TABLE reminderd.scheduled_messages DISABLE TRIGGER scheduled_messages_admit")
     try:
         yield
     finally:
-        await db.execute("ALTER TABLE reminderd.scheduled_messages ENABLE TRIGGER scheduled_messages_arrival")
+        await db.execute("ALTER TABLE reminderd.scheduled_messages ENABLE TRIGGER scheduled_messages_admit")
 
 
 async def insert_due(db: asyncpg.Connection, count: int) -> None:

@@ -3361,26 +3361,6 @@ BEGIN
 END
 $$;
 
--- A row that would be dead on arrival is refused: a one-off already too late for its backfill
--- policy (check_arrival), a recurring row whose until is already past.
-CREATE FUNCTION reminderd.refuse_dead_on_arrival() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.status IN ('pending', 'paused') THEN
-        IF NEW.cron IS NULL AND NEW.rrule IS NULL THEN
-            PERFORM reminderd.check_arrival(NEW.tenant_id, NEW.ref_id, NEW.fire_at, NEW.backfill, NEW.max_lateness);
-        ELSIF NEW.until <= now() THEN
-            RAISE EXCEPTION 'message % / % ends before it starts: its until % is already past', NEW.tenant_id,
-                NEW.ref_id, to_char(NEW.until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
-                USING ERRCODE = 'datetime_field_overflow',
-                      DETAIL = 'A recurring message sends nothing after its until; this one would finish at once.',
-                      HINT = 'Give an until in the future, or none.';
-        END IF;
-    END IF;
-    RETURN NEW;
-END
-$$;
-
 -- A tenant is checked with sentences before its constraints are (the errors carry their names):
 -- one that already exists, an id, callback_url or calendar of the wrong shape, a default zone the
 -- daemon cannot read.
@@ -3464,41 +3444,6 @@ BEGIN
 END
 $$;
 
--- Wake the daemons when an insert makes a row due within 10 minutes (their poll interval is at
--- most that), or adds a cron row for them to plan. One notification per statement, not per row.
-CREATE FUNCTION reminderd.notify_due_soon() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    earliest  timestamptz;
-    unplanned boolean;
-BEGIN
-    SELECT min(fire_at), bool_or(fire_at IS NULL) INTO earliest, unplanned
-    FROM changed_rows WHERE status = 'pending';
-    IF unplanned THEN
-        PERFORM pg_notify('reminderd_due', 'plan');
-    ELSIF earliest < clock_timestamp() + interval '10 minutes' THEN
-        PERFORM pg_notify('reminderd_due', extract(epoch FROM earliest)::text);
-    END IF;
-    RETURN NULL;
-END
-$$;
-
--- The audit trail: one INSERT per statement, not per row, so the daemon's batches stay batches.
-CREATE FUNCTION reminderd.audit_insert() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, fire_at, reason, actor)
-    SELECT n.id, n.tenant_id, n.ref_id, coalesce(n.last_event, 'created'), n.status, n.fire_at,
-           CASE WHEN n.status = 'paused' THEN 'tenant is paused'
-                WHEN n.status = 'awaiting_approval' THEN format('broadcast %s awaits approval', n.broadcast_id)
-                WHEN n.contact_id IS NOT NULL
-                    THEN format('contact %s: timezone %s (%s)', n.contact_id, n.timezone, n.timezone_source) END,
-           current_user
-    FROM changed_rows n;
-    RETURN NULL;
-END
-$$;
-
 -- Every change of status, fire_at or last_event, except a claim and an attempt's outcome (the
 -- attempt's deliveries row records it): the triggers' WHEN clauses pick the rows. The event is
 -- what the writer put in last_event; a plain UPDATE by hand that did not say is recorded as
@@ -3528,6 +3473,187 @@ BEGIN
     ELSE
         PERFORM pg_notify('reminderd_due', extract(epoch FROM NEW.fire_at)::text);
     END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Admit a new row (trigger scheduled_messages_admit), deciding in this order: refuse it if it is
+-- dead on arrival (a one-off already too late, by check_arrival's rule and in its words; a
+-- recurring row whose until is past), hold it for a disabled endpoint (as
+-- hold_for_disabled_endpoint), hold it for a paused tenant (as hold_for_paused_tenant), refuse a
+-- payload over 256 KiB (as check_payload), validate it (as validate_message). A broadcast's rows
+-- are held and checked by stage_broadcast for all its rows at once (one staged late follows its
+-- backfill policy when claimed): for them only the endpoint hold and the payload size apply. One
+-- function, not one trigger each: every call has a fixed cost. The tenant's row is read once, with
+-- whether it has a disabled endpoint; reminderd.config only for a one-off already late.
+CREATE FUNCTION reminderd.admit_message() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    late                interval;  -- a one-off already due: how late (NULL: nothing to check)
+    tenant_found        boolean;
+    tenant_paused       boolean;
+    tenant_url          text;
+    endpoint_disabled   boolean := false;
+    reason              text;
+    policy              text;
+    lateness            interval;
+    configured_lateness text;
+    configured_lookback text;
+BEGIN
+    IF NEW.broadcast_id IS NULL THEN
+        -- Dead on arrival: a one-off (pending or paused) already too late (check_arrival's rule),
+        -- a recurring row whose until is already past.
+        IF NEW.status IN ('pending', 'paused') THEN
+            IF NEW.cron IS NULL AND NEW.rrule IS NULL THEN
+                IF NEW.fire_at < now() THEN
+                    late := now() - NEW.fire_at;
+                END IF;
+            ELSIF NEW.until <= now() THEN
+                RAISE EXCEPTION 'message % / % ends before it starts: its until % is already past', NEW.tenant_id,
+                    NEW.ref_id, to_char(NEW.until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                    USING ERRCODE = 'datetime_field_overflow',
+                          DETAIL = 'A recurring message sends nothing after its until; this one would finish at once.',
+                          HINT = 'Give an until in the future, or none.';
+            END IF;
+        END IF;
+        -- The tenant's row and whether it has a disabled endpoint, in one query.
+        SELECT t.paused, t.callback_url, EXISTS (
+                   SELECT FROM reminderd.endpoint_health h WHERE h.tenant_id = t.id AND h.disabled_at IS NOT NULL)
+        INTO tenant_paused, tenant_url, endpoint_disabled
+        FROM reminderd.tenants t WHERE t.id = NEW.tenant_id;
+        tenant_found := FOUND;
+        endpoint_disabled := NEW.status = 'pending' AND endpoint_disabled;
+        IF late IS NOT NULL THEN  -- reminderd.config's defaults, in one pass
+            SELECT max(c.value) FILTER (WHERE c.key = 'backfill'), max(c.value) FILTER (WHERE c.key = 'max_lateness'),
+                   max(c.value) FILTER (WHERE c.key = 'lookback')
+            INTO policy, configured_lateness, configured_lookback
+            FROM reminderd.config c;
+            policy := coalesce(NEW.backfill, policy, 'send');
+            lateness := coalesce(NEW.max_lateness, configured_lateness::interval, interval '30 minutes');
+            IF late >= coalesce(configured_lookback::interval, interval '1 day')
+               OR late > (CASE policy WHEN 'latest' THEN NULL
+                                      WHEN 'skip' THEN least(lateness, interval '60 seconds')
+                                      ELSE lateness END)
+            THEN  -- refused, in check_arrival's words
+                PERFORM reminderd.check_arrival(NEW.tenant_id, NEW.ref_id, NEW.fire_at, NEW.backfill, NEW.max_lateness);
+            END IF;
+        END IF;
+    ELSIF NEW.status = 'pending' THEN
+        endpoint_disabled := EXISTS (
+            SELECT FROM reminderd.endpoint_health h WHERE h.tenant_id = NEW.tenant_id AND h.disabled_at IS NOT NULL);
+        IF endpoint_disabled AND NEW.callback_url IS NULL THEN
+            SELECT t.callback_url INTO tenant_url FROM reminderd.tenants t WHERE t.id = NEW.tenant_id;
+        END IF;
+    END IF;
+    -- Held for a disabled endpoint ('paused' by 'endpoint'), as hold_for_disabled_endpoint holds.
+    IF endpoint_disabled THEN
+        SELECT h.disabled_reason INTO reason
+        FROM reminderd.endpoint_health h
+        WHERE h.tenant_id = NEW.tenant_id AND h.disabled_at IS NOT NULL
+          AND h.endpoint = reminderd.endpoint_of(coalesce(NEW.callback_url, tenant_url));
+        IF FOUND THEN
+            NEW.status := 'paused';
+            NEW.paused_by := 'endpoint';
+            NEW.last_error := 'endpoint disabled: ' || coalesce(reason, 'see reminderd.endpoint_health');
+        END IF;
+    END IF;
+    -- Held for a paused tenant, as hold_for_paused_tenant holds.
+    IF NEW.broadcast_id IS NULL AND NEW.status = 'pending' AND tenant_paused THEN
+        NEW.status := 'paused';
+        NEW.paused_by := 'tenant';
+    END IF;
+    -- check_payload's limit.
+    IF pg_column_size(NEW.payload) > 262144 THEN
+        RAISE EXCEPTION 'payload of message % / % is % bytes; at most 262144 (256 KiB)',
+            NEW.tenant_id, NEW.ref_id, pg_column_size(NEW.payload)
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    -- validate_message's checks, the tenant's default callback_url as read above.
+    IF NEW.broadcast_id IS NULL THEN
+        IF NEW.timezone NOT IN ('UTC', 'Etc/UTC') THEN  -- UTC needs no check; NULL: the column's NOT NULL says so
+            PERFORM reminderd.check_timezone(NEW.timezone, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
+        END IF;
+        IF NEW.callback_url !~* '^https?://[^/?#[:space:]]+' THEN
+            RAISE EXCEPTION 'callback_url "%" of message % / % is not an http(s) URL', NEW.callback_url,
+                NEW.tenant_id, NEW.ref_id
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'callback_url_is_http',
+                      HINT = 'Give an absolute http:// or https:// URL, like https://example.com/hooks.';
+        END IF;
+        IF NEW.cron IS NOT NULL THEN
+            PERFORM reminderd.check_cron(NEW.cron, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
+        END IF;
+        IF NEW.callback_url IS NULL THEN  -- then the tenant's default is needed
+            IF NOT tenant_found THEN
+                RAISE EXCEPTION 'unknown tenant "%"', NEW.tenant_id
+                    USING ERRCODE = 'foreign_key_violation',
+                          HINT = 'Create it first: reminderd tenant add ID --callback-url URL';
+            ELSIF tenant_url IS NULL THEN
+                RAISE EXCEPTION 'no callback_url for message % / %: the row has none and tenant "%" has no default',
+                    NEW.tenant_id, NEW.ref_id, NEW.tenant_id
+                    USING ERRCODE = 'not_null_violation';
+            END IF;
+        END IF;
+        IF NEW.rrule IS NOT NULL AND NEW.rrule !~* '(^|\n)\s*DTSTART' THEN
+            IF NEW.rrule ~* 'COUNT=' THEN
+                RAISE EXCEPTION 'the rrule of message % / % has COUNT but no DTSTART', NEW.tenant_id, NEW.ref_id
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'COUNT counts from DTSTART: give one (DTSTART:20261201T090000), or use max_runs instead.';
+            END IF;
+            NEW.rrule := 'DTSTART:'
+                         || to_char(date_trunc('day', reminderd.wall_time(now(), NEW.timezone)), 'YYYYMMDD"T"HH24MISS')
+                         || E'\n' || btrim(NEW.rrule, E' \t\r\n');
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- After each INSERT statement (trigger scheduled_messages_record_insert), in this order: the audit
+-- trail (one INSERT per statement, not per row, so the daemon's batches stay batches), the
+-- broadcasts' counts (one row per occurrence the statement staged, with how many rows are in each
+-- state), the wake-up for the daemons (when a row is due within 10 minutes, their poll interval at
+-- most, or a cron row needs planning: one notification per statement) and the tenants' usage
+-- (scheduled: new messages). One function, not four triggers: a single-row INSERT paid each
+-- trigger's set-up.
+CREATE FUNCTION reminderd.record_inserts() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    earliest  timestamptz;
+    unplanned boolean;
+    staged    boolean;  -- rows of a broadcast's occurrence
+BEGIN
+    INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, fire_at, reason, actor)
+    SELECT n.id, n.tenant_id, n.ref_id, coalesce(n.last_event, 'created'), n.status, n.fire_at,
+           CASE WHEN n.status = 'paused' THEN 'tenant is paused'
+                WHEN n.status = 'awaiting_approval' THEN format('broadcast %s awaits approval', n.broadcast_id)
+                WHEN n.contact_id IS NOT NULL
+                    THEN format('contact %s: timezone %s (%s)', n.contact_id, n.timezone, n.timezone_source) END,
+           current_user
+    FROM changed_rows n;
+    SELECT min(n.fire_at) FILTER (WHERE n.status = 'pending'),
+           bool_or(n.fire_at IS NULL) FILTER (WHERE n.status = 'pending'),
+           bool_or(n.broadcast_id IS NOT NULL AND n.contact_id IS NOT NULL)
+    INTO earliest, unplanned, staged
+    FROM changed_rows n;
+    IF staged THEN
+        INSERT INTO reminderd.broadcast_counts
+            (broadcast_id, occurrence, tenant_id, waiting, held, sent, failed, expired, cancelled)
+        SELECT n.broadcast_id, n.local_time, n.tenant_id,
+               count(*) FILTER (WHERE s.state = 'waiting'), count(*) FILTER (WHERE s.state = 'held'),
+               count(*) FILTER (WHERE s.state = 'sent'), count(*) FILTER (WHERE s.state = 'failed'),
+               count(*) FILTER (WHERE s.state = 'expired'), count(*) FILTER (WHERE s.state = 'cancelled')
+        FROM changed_rows n
+        CROSS JOIN LATERAL (SELECT reminderd.broadcast_state(n.status, n.last_event) AS state) AS s
+        WHERE n.broadcast_id IS NOT NULL AND n.contact_id IS NOT NULL
+        GROUP BY 1, 2, 3;
+    END IF;
+    IF unplanned THEN
+        PERFORM pg_notify('reminderd_due', 'plan');
+    ELSIF earliest < clock_timestamp() + interval '10 minutes' THEN
+        PERFORM pg_notify('reminderd_due', extract(epoch FROM earliest)::text);
+    END IF;
+    INSERT INTO reminderd.usage_increments (tenant_id, scheduled)
+    SELECT n.tenant_id, count(*) FROM changed_rows n GROUP BY n.tenant_id;
     RETURN NULL;
 END
 $$;
@@ -4694,24 +4820,6 @@ LANGUAGE sql IMMUTABLE AS $$
                 ELSE status END
 $$;
 
--- One row per occurrence a statement staged, with how many rows are in each state.
-CREATE FUNCTION reminderd.count_broadcast_inserts() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO reminderd.broadcast_counts
-        (broadcast_id, occurrence, tenant_id, waiting, held, sent, failed, expired, cancelled)
-    SELECT n.broadcast_id, n.local_time, n.tenant_id,
-           count(*) FILTER (WHERE s.state = 'waiting'), count(*) FILTER (WHERE s.state = 'held'),
-           count(*) FILTER (WHERE s.state = 'sent'), count(*) FILTER (WHERE s.state = 'failed'),
-           count(*) FILTER (WHERE s.state = 'expired'), count(*) FILTER (WHERE s.state = 'cancelled')
-    FROM changed_rows n
-    CROSS JOIN LATERAL (SELECT reminderd.broadcast_state(n.status, n.last_event) AS state) AS s
-    WHERE n.broadcast_id IS NOT NULL AND n.contact_id IS NOT NULL
-    GROUP BY 1, 2, 3;
-    RETURN NULL;
-END
-$$;
-
 -- One row per broadcast row an update moved between states: +1 where it went, -1 where it left
 -- (the daemon folds them). Row-level, called only as the trigger's WHEN clause decides: a
 -- statement-level UPDATE trigger with transition tables would make every claim copy its rows
@@ -4956,14 +5064,13 @@ GRANT EXECUTE ON FUNCTION
     reminderd.cancel_message(text, bigint),
     reminderd.set_payload(text, text, jsonb),
     reminderd.validate_message(),
-    reminderd.refuse_dead_on_arrival(),
+    reminderd.admit_message(),
     reminderd.validate_tenant(),
     reminderd.validate_holiday(),
     reminderd.check_payload(),
     reminderd.hold_for_paused_tenant(),
-    reminderd.notify_due_soon(),
     reminderd.notify_row_due_soon(),
-    reminderd.audit_insert(),
+    reminderd.record_inserts(),
     reminderd.audit_update()
 TO reminderd_app, reminderd_daemon;
 -- Operator actions, reminderd_daemon's alone (an application role gets 42501 permission denied).
@@ -5012,18 +5119,16 @@ GRANT EXECUTE ON FUNCTION
     reminderd.resume_tenant(text),
     reminderd.api_rotate_secret(text, interval),
     reminderd.validate_message(),
-    reminderd.refuse_dead_on_arrival(),
+    reminderd.admit_message(),
     reminderd.validate_tenant(),
     reminderd.validate_holiday(),
     reminderd.check_payload(),
     reminderd.hold_for_paused_tenant(),
-    reminderd.notify_due_soon(),
     reminderd.notify_row_due_soon(),
-    reminderd.audit_insert(),
+    reminderd.record_inserts(),
     reminderd.audit_update(),
     reminderd.replan_for_tenants(),
     reminderd.broadcast_state(text, text),
-    reminderd.count_broadcast_inserts(),
     reminderd.count_broadcast_update(),
     reminderd.check_timezone(text, text),
     reminderd.first_reading(timestamp),
@@ -5060,7 +5165,6 @@ GRANT EXECUTE ON FUNCTION
     reminderd.reject_broadcast(text, bigint, text, text),
     reminderd.cancel_broadcast(text, bigint),
     reminderd.broadcast_state(text, text),
-    reminderd.count_broadcast_inserts(),
     reminderd.count_broadcast_update(),
     reminderd.offset_label(interval),
     reminderd.schedule_cadence(text, text, timestamptz, interval[], time, text, jsonb, text, text, text, text,
@@ -5135,39 +5239,33 @@ TO reminderd_app, reminderd_daemon, reminderd_api;
 -- Triggers on scheduled_messages ------------------------------------------------------------------
 -- Triggers on the same event fire in the order of their names.
 
--- Before each row is written: refuse it if it is dead on arrival (only rows already due at insert
--- can be: the WHEN clause spares every other row the function call), hold it for a paused tenant,
--- check its payload size, validate it. A broadcast's rows are held and checked by stage_broadcast
--- for all its rows at once; one staged late follows its backfill policy when claimed.
-CREATE TRIGGER scheduled_messages_arrival
+-- Before each row is written: admit it (reminderd.admit_message(): refused if dead on arrival,
+-- held for a disabled endpoint or a paused tenant, its payload size checked, validated, in that
+-- order). A broadcast's rows are held and checked by stage_broadcast for all its rows at once; one
+-- staged late follows its backfill policy when claimed.
+CREATE TRIGGER scheduled_messages_admit
     BEFORE INSERT ON reminderd.scheduled_messages
-    FOR EACH ROW WHEN (NEW.broadcast_id IS NULL AND (NEW.fire_at <= now() OR NEW.until <= now()))
-    EXECUTE FUNCTION reminderd.refuse_dead_on_arrival();
-CREATE TRIGGER scheduled_messages_hold_paused_tenant
-    BEFORE INSERT ON reminderd.scheduled_messages
-    FOR EACH ROW WHEN (NEW.broadcast_id IS NULL) EXECUTE FUNCTION reminderd.hold_for_paused_tenant();
+    FOR EACH ROW EXECUTE FUNCTION reminderd.admit_message();
 -- A retry of a message that was in flight when the tenant was paused, or a message resumed on
 -- its own, would become pending again: held too.
 CREATE TRIGGER scheduled_messages_hold_paused_tenant_update
     BEFORE UPDATE OF status ON reminderd.scheduled_messages
     FOR EACH ROW WHEN (NEW.status = 'pending' AND OLD.status <> 'pending')
     EXECUTE FUNCTION reminderd.hold_for_paused_tenant();
+-- A changed payload, timezone, callback_url, tenant, rrule or cron is checked as on insert.
 CREATE TRIGGER scheduled_messages_payload_size
-    BEFORE INSERT OR UPDATE OF payload ON reminderd.scheduled_messages
+    BEFORE UPDATE OF payload ON reminderd.scheduled_messages
     FOR EACH ROW EXECUTE FUNCTION reminderd.check_payload();
 CREATE TRIGGER scheduled_messages_validate
-    BEFORE INSERT OR UPDATE OF timezone, callback_url, tenant_id, rrule, cron ON reminderd.scheduled_messages
+    BEFORE UPDATE OF timezone, callback_url, tenant_id, rrule, cron ON reminderd.scheduled_messages
     FOR EACH ROW WHEN (NEW.broadcast_id IS NULL) EXECUTE FUNCTION reminderd.validate_message();
 
--- After each statement: the audit trail, then the wake-up for the daemons.
-CREATE TRIGGER scheduled_messages_audit_insert
+-- After each statement: the audit trail, the broadcasts' counts, the wake-up for the daemons and
+-- the tenants' usage (reminderd.record_inserts()).
+CREATE TRIGGER scheduled_messages_record_insert
     AFTER INSERT ON reminderd.scheduled_messages
     REFERENCING NEW TABLE AS changed_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.audit_insert();
-CREATE TRIGGER scheduled_messages_notify_insert
-    AFTER INSERT ON reminderd.scheduled_messages
-    REFERENCING NEW TABLE AS changed_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.notify_due_soon();
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.record_inserts();
 -- After each updated row, as its WHEN clause decides: a statement-level UPDATE trigger with
 -- transition tables would make every claim copy its rows twice for nothing. A claim (picked) and
 -- an attempt's outcome (last_delivery_id moves: deliveries records it) write no event.
@@ -5209,10 +5307,6 @@ CREATE TRIGGER tenants_replan
     AFTER UPDATE ON reminderd.tenants
     REFERENCING OLD TABLE AS previous_tenants NEW TABLE AS changed_tenants
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.replan_for_tenants();
-CREATE TRIGGER scheduled_messages_count_broadcast_insert
-    AFTER INSERT ON reminderd.scheduled_messages
-    REFERENCING NEW TABLE AS changed_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_broadcast_inserts();
 -- Row-level, like the other UPDATE triggers (0007): rows of no broadcast, rows whose state stays
 -- (a claim of a waiting row), and an attempt's outcome (record_outcomes counts it) call nothing.
 CREATE TRIGGER scheduled_messages_count_broadcast_update
@@ -5508,9 +5602,6 @@ BEGIN
     RETURN NEW;
 END
 $$;
-CREATE TRIGGER scheduled_messages_hold_disabled_endpoint
-    BEFORE INSERT ON reminderd.scheduled_messages
-    FOR EACH ROW EXECUTE FUNCTION reminderd.hold_for_disabled_endpoint();
 CREATE TRIGGER scheduled_messages_hold_disabled_endpoint_update
     BEFORE UPDATE OF status ON reminderd.scheduled_messages
     FOR EACH ROW WHEN (NEW.status = 'pending' AND OLD.status <> 'pending')
@@ -5680,20 +5771,6 @@ CREATE TABLE reminderd.usage_increments (
     held      integer NOT NULL DEFAULT 0
 );
 
--- scheduled: new messages, counted once per INSERT statement.
-CREATE FUNCTION reminderd.count_scheduled() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO reminderd.usage_increments (tenant_id, scheduled)
-    SELECT n.tenant_id, count(*) FROM changed_rows n GROUP BY n.tenant_id;
-    RETURN NULL;
-END
-$$;
-CREATE TRIGGER scheduled_messages_usage_insert
-    AFTER INSERT ON reminderd.scheduled_messages
-    REFERENCING NEW TABLE AS changed_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_scheduled();
-
 CREATE VIEW reminderd.usage_daily WITH (security_invoker = true) AS
 SELECT tenant_id, day, sum(scheduled)::bigint AS scheduled, sum(attempted)::bigint AS attempted,
        sum(delivered)::bigint AS delivered, sum(dead)::bigint AS dead, sum(expired)::bigint AS expired,
@@ -5743,7 +5820,7 @@ CREATE POLICY daemon_all ON reminderd.usage_increments TO reminderd_daemon USING
 GRANT SELECT ON reminderd.endpoints, reminderd.endpoint_health, reminderd.usage_days, reminderd.usage_daily
     TO reminderd_app, reminderd_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.frequency_caps TO reminderd_app;
-GRANT INSERT ON reminderd.usage_increments TO reminderd_app;  -- the count_scheduled trigger, as the app
+GRANT INSERT ON reminderd.usage_increments TO reminderd_app;  -- the record_inserts trigger, as the app
 GRANT SELECT ON reminderd.tenant_budgets, reminderd.frequency_caps, reminderd.contact_sends,
     reminderd.usage_increments TO reminderd_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.tenant_budgets, reminderd.endpoints, reminderd.endpoint_health,
@@ -5761,14 +5838,12 @@ REVOKE EXECUTE ON FUNCTION
     reminderd.hold_for_disabled_endpoint(),
     reminderd.disable_endpoint(text, text, text),
     reminderd.enable_endpoint(text, text),
-    reminderd.reserve_contact_sends(reminderd.contact_send_v1[]),
-    reminderd.count_scheduled()
+    reminderd.reserve_contact_sends(reminderd.contact_send_v1[])
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     reminderd.endpoint_of(text),
     reminderd.add_tenant_budget(),
-    reminderd.hold_for_disabled_endpoint(),
-    reminderd.count_scheduled()
+    reminderd.hold_for_disabled_endpoint()
 TO reminderd_app, reminderd_daemon;
 -- The claim's and the operator's, reminderd_daemon's alone.
 GRANT EXECUTE ON FUNCTION
@@ -5800,6 +5875,5 @@ GRANT SELECT, INSERT ON reminderd.usage_increments TO reminderd_api;
 GRANT EXECUTE ON FUNCTION
     reminderd.endpoint_of(text),
     reminderd.add_tenant_budget(),
-    reminderd.hold_for_disabled_endpoint(),
-    reminderd.count_scheduled()
+    reminderd.hold_for_disabled_endpoint()
 TO reminderd_api;

@@ -161,7 +161,7 @@ async def test_a_500_row_insert_writes_500_created_events_in_one_trigger_call(
         )
         calls = await db.fetchval(
             "SELECT calls FROM pg_stat_xact_user_functions"
-            " WHERE schemaname = 'reminderd' AND funcname = 'audit_insert'"
+            " WHERE schemaname = 'reminderd' AND funcname = 'record_inserts'"
         )
     assert status == "INSERT 0 500"
     assert calls == 1

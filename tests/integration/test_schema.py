@@ -102,7 +102,7 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
     ]
     assert {f["proname"] for f in functions} >= {
         "schedule", "schedule_cron", "cancel", "cancel_live", "generate_secret",
-        "is_timezone", "validate_message", "notify_due_soon",
+        "is_timezone", "validate_message", "admit_message", "record_inserts",
     }
 
 

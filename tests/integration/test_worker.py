@@ -197,12 +197,12 @@ async def test_poisoned_rows_end_dead_with_a_reason_and_the_daemon_keeps_going(
     # Rows the insert trigger now refuses, written before it did (as a database upgraded from 0004
     # may hold them): the trigger is off for this one transaction only.
     async with db.transaction():
-        await db.execute("ALTER TABLE reminderd.scheduled_messages DISABLE TRIGGER scheduled_messages_validate")
+        await db.execute("ALTER TABLE reminderd.scheduled_messages DISABLE TRIGGER scheduled_messages_admit")
         await db.execute(
             "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, cron, timezone) VALUES "
             "('acme', 'bad-cron', '61 * * * *', 'UTC'), ('acme', 'bad-zone', '* * * * *', 'PST')"
         )
-        await db.execute("ALTER TABLE reminderd.scheduled_messages ENABLE TRIGGER scheduled_messages_validate")
+        await db.execute("ALTER TABLE reminderd.scheduled_messages ENABLE TRIGGER scheduled_messages_admit")
     await db.execute("SELECT reminderd.schedule('acme', 'good', now())")
     await drain(fast_settings(database_url))
     bad_cron, bad_zone = await row_by_ref(db, "bad-cron"), await row_by_ref(db, "bad-zone")
