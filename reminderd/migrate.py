@@ -97,7 +97,8 @@ async def refresh_reference_data(database_url: str) -> bool:
     try:
         if await store.reference_versions() == phones.versions():
             return False
-        await store.load_reference_data(reference_cache.reference_data())
+        with reference_cache.collector_paused():
+            await store.load_reference_data(reference_cache.reference_data())
         return True
     finally:
         await store.close()

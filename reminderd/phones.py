@@ -107,7 +107,7 @@ GENERAL, SPECIAL, FIXED_LINE, MOBILE = 1, 2, 4, 8
 TABLES_VERSION = "1"
 
 # Each table's columns, in the order built, with their types as the database declares them
-# (format_type(); tests/integration/test_reference_cache.py holds the two equal). A "?" marks a
+# (format_type(); tests/integration/test_reference_load.py holds the two equal). A "?" marks a
 # column that may be NULL. reminderd/reference_cache.py checks rows read back from disk by these.
 COLUMNS: dict[str, dict[str, str]] = {
     "phone_plans": {

@@ -33,7 +33,7 @@ import orjson
 from . import phones
 from .phones import ReferenceData
 
-__all__ = ["cache_directory", "key", "load", "read", "reference_data", "write"]
+__all__ = ["cache_directory", "collector_paused", "key", "load", "read", "reference_data", "write"]
 
 FORMAT = b"reminderd-reference-cache 1"  # bumped when the file's layout changes
 FILE_PREFIX = "reference-"
@@ -76,7 +76,7 @@ def reference_data() -> ReferenceData:
 
 def load(directory: Path | None) -> ReferenceData:
     """The rows from `directory`'s cache file if it is sound, else built and written there."""
-    with _collector_paused():
+    with collector_paused():
         if directory is not None and (found := read(directory)) is not None:
             return found
         data = phones.reference_data()
@@ -86,10 +86,11 @@ def load(directory: Path | None) -> ReferenceData:
 
 
 @contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for a while. Building or reading the tables makes
-    millions of objects and none of them garbage: each collection on the way walks the ones made
-    so far, half the CPU of a build (3.6 s with it, 1.7 s without) and two thirds of a read."""
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for a while. Building, reading or encoding the tables
+    makes millions of objects and none of them garbage: each collection on the way walks the ones
+    made so far, half the CPU of a build (3.6 s with it, 1.7 s without), two thirds of a read
+    (0.35 s, 0.11 s) and a third of their COPY data's encoding (0.35 s, 0.21 s)."""
     enabled = gc.isenabled()
     gc.disable()
     try:

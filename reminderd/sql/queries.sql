@@ -946,9 +946,11 @@ TRUNCATE reminderd.phone_plans, reminderd.phone_regions, reminderd.phone_prefixe
          reminderd.countries;
 
 -- reference_column_types --
--- The type of each column of the reference tables ($1: their names), as format_type() writes it:
--- Store.load_reference_data writes their binary COPY data by it (reminderd/copybinary.py).
-SELECT c.relname AS table_name, a.attname AS column_name, format_type(a.atttypid, a.atttypmod) AS type_name
+-- The type of each column of the reference tables ($1: their names), as format_type() writes it
+-- and "?" after it when the column may be NULL ("text?"): Store.load_reference_data writes their
+-- binary COPY data by it (reminderd/copybinary.py).
+SELECT c.relname AS table_name, a.attname AS column_name,
+       format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN '' ELSE '?' END AS type_name
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 WHERE c.relnamespace = 'reminderd'::regnamespace AND c.relname = ANY($1::text[])

@@ -1,7 +1,7 @@
 """The reference tables' cache on disk (reminderd/reference_cache.py): read back it gives the rows a
 build gives; a file that does not check out (truncated, corrupt, of other versions, of another
 program, wrong in a value) is never used but rebuilt; a directory that cannot be written is no
-error. The tables loaded from it in PostgreSQL: tests/integration/test_reference_cache.py."""
+error. The tables loaded from it in PostgreSQL: tests/integration/test_reference_load.py."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ directory cannot be written still loads them."""
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ async def test_the_tables_loaded_from_the_cache_are_those_of_a_fresh_build(
     assert await store.reference_versions() == phones.versions()
 
 
-async def test_the_load_leaves_the_indexes_of_schema_sql_and_frozen_rows(store: Store, db: asyncpg.Connection) -> None:
+async def test_the_load_leaves_the_indexes_of_schema_sql_and_frozen_rows(
+    store: Store, db: asyncpg.Connection
+) -> None:
     indexes = ("SELECT i.relname AS name, pg_get_indexdef(x.indexrelid) AS definition, x.indisprimary"
                " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
                " WHERE x.indrelid = 'reminderd.phone_prefixes'::regclass ORDER BY 1")
@@ -66,27 +69,24 @@ async def test_the_load_leaves_the_indexes_of_schema_sql_and_frozen_rows(store: 
     for table in phones.COLUMNS:
         pages, visible, frozen = await db.fetchrow(
             "SELECT pg_relation_size(c.oid) / current_setting('block_size')::int, s.all_visible, s.all_frozen"
-            " FROM pg_class c, pg_visibility_map_summary(c.oid) s WHERE c.oid = $1::regclass", f"reminderd.{table}")
+            " FROM pg_class c, pg_visibility_map_summary(c.oid) s WHERE c.oid = $1::regclass",
+            f"reminderd.{table}")
         assert pages > 0 and visible == frozen == pages, table
 
 
 async def test_the_declared_columns_are_the_databases(db: asyncpg.Connection) -> None:
-    rows = await db.fetch(QUERIES["reference_column_types"], list(phones.COLUMNS))
-    nullable = {(row["relname"], row["attname"]): not row["attnotnull"] for row in await db.fetch(
-        "SELECT c.relname, a.attname, a.attnotnull FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
-        " WHERE c.relnamespace = 'reminderd'::regnamespace AND c.relname = ANY($1::text[]) AND a.attnum > 0"
-        " AND NOT a.attisdropped", list(phones.COLUMNS))}
     catalog: dict[str, dict[str, str]] = {}
-    for row in rows:
-        key = (row["table_name"], row["column_name"])
-        catalog.setdefault(row["table_name"], {})[row["column_name"]] = row["type_name"] + ("?" * nullable[key])
+    for row in await db.fetch(QUERIES["reference_column_types"], list(phones.COLUMNS)):
+        catalog.setdefault(row["table_name"], {})[row["column_name"]] = row["type_name"]
     assert {table: dict(sorted(columns.items())) for table, columns in catalog.items()} == {
         table: dict(sorted(columns.items())) for table, columns in phones.COLUMNS.items()}
+    assert catalog["phone_prefixes"]["masks"] == "smallint[]?"
 
 
 VALUES: list[tuple[Any, ...]] = [
     (0, True, "", [], [], []),
-    (-(2**31), False, "Åland Islands, Côte d’Ivoire", [2**31 - 1, -1], [-(2**15), 2**15 - 1], ["Europe/London", ""]),
+    (-(2**31), False, "\u00c5land Islands, C\u00f4te d'Ivoire, \u2019", [2**31 - 1, -1], [-(2**15), 2**15 - 1],
+     ["Europe/London", ""]),
     (None, None, None, None, None, None),
     (7, True, "x" * 10_000, [None, 3], [None], [None, "Asia/Kolkata"]),
 ]
@@ -95,7 +95,7 @@ VALUES: list[tuple[Any, ...]] = [
 async def test_the_binary_copy_writes_each_type_as_postgresql_reads_it(db: asyncpg.Connection) -> None:
     await db.execute("CREATE TEMPORARY TABLE every_type (i integer, b boolean, t text, ia integer[],"
                      " sa smallint[], ta text[], n serial)")
-    types = ["integer", "boolean", "text", "integer[]", "smallint[]", "text[]"]
+    types = ["integer?", "boolean?", "text?", "integer[]?", "smallint[]?", "text[]?"]
     chunks = list(copybinary.stream(VALUES, types, chunk_rows=3))  # two chunks of rows
 
     async def source() -> AsyncIterator[bytes]:
@@ -106,8 +106,26 @@ async def test_the_binary_copy_writes_each_type_as_postgresql_reads_it(db: async
                            format="binary")
     rows = await db.fetch("SELECT i, b, t, ia, sa, ta FROM every_type ORDER BY n")
     assert [tuple(row) for row in rows] == VALUES
+    not_null = [row for row in VALUES if None not in row]
+    await db.execute("TRUNCATE every_type")
+    data = b"".join(copybinary.stream(not_null, [name.rstrip("?") for name in types]))  # the NOT NULL paths
+    await db.copy_to_table("every_type", columns=["i", "b", "t", "ia", "sa", "ta"], format="binary",
+                           source=io.BytesIO(data))
+    rows = await db.fetch("SELECT i, b, t, ia, sa, ta FROM every_type ORDER BY n")
+    assert [tuple(row) for row in rows] == not_null
+
+
+def test_the_binary_copy_refuses_what_it_cannot_write() -> None:
     with pytest.raises(ValueError, match="no binary COPY encoder for the column type 'bigint'"):
         list(copybinary.stream(VALUES, ["bigint"]))
+    with pytest.raises(ValueError, match="not all booleans"):
+        list(copybinary.stream([(1,)], ["boolean"]))
+    with pytest.raises(ValueError, match="not a boolean"):
+        list(copybinary.stream([(1,)], ["boolean?"]))
+    with pytest.raises(ValueError):
+        list(copybinary.stream([(1, 2)], ["integer"]))
+    with pytest.raises(ValueError):
+        list(copybinary.stream([(1,)], ["integer", "integer"]))
 
 
 @pytest.fixture
