@@ -182,7 +182,8 @@ def versions() -> dict[str, str]:
 
 @functools.cache
 def reference_data() -> ReferenceData:
-    """Every row of the reference tables (a second or two to build; built once per process)."""
+    """Every row of the reference tables (a second or two to build; built once per process, and
+    kept between processes by reference_cache.py)."""
     codes = sorted(COUNTRY_CODE_TO_REGION_CODE)
     regions = [row for code in codes for row in _regions(code)]
     prefixes = [row for code in codes for row in _prefixes(code)]
