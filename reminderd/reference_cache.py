@@ -2,10 +2,11 @@
 loads them without building them again (phones.reference_data(): 1.7 s of CPU with the collector
 paused, 3.6 s without; read back and checked: 0.1 s).
 
-One file per build: its name and its first line carry a key made of phones.versions()
-(phonenumbers, tzdata, the tables' own version) and a digest of the code that builds them
-(phones.py, prefixes.py), so an upgraded library or an edited builder never reads old rows. The
-files live in the user's cache directory, $XDG_CACHE_HOME/reminderd or else ~/.cache/reminderd.
+One file per build, named by a digest of its key and holding the key: phones.versions()
+(phonenumbers, tzdata, the tables' own version), reminderd's version and a digest of the code that
+builds them (phones.py, prefixes.py), so an upgraded library or an edited builder never reads old
+rows. The files live in the user's cache directory, $XDG_CACHE_HOME/reminderd or else
+~/.cache/reminderd.
 
 The file is input: JSON (never pickle), used only when everything about it checks out: the
 format line, the SHA-256 of the rest, the key, every table and column phones.COLUMNS names, and
@@ -26,6 +27,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +58,19 @@ def cache_directory() -> Path | None:
 
 @functools.cache
 def key() -> dict[str, str]:
-    """What the rows depend on: the libraries' and tables' versions, and the builder's code."""
+    """What the rows depend on: the libraries' and tables' versions, reminderd's own, and the
+    builder's code (an edited checkout keeps its version; an install without sources, its version)."""
     code = hashlib.sha256()
-    for name in _BUILDERS:
-        code.update(Path(__file__).with_name(name).read_bytes())
-    return {**phones.versions(), "code": code.hexdigest()[:16]}
+    try:
+        for name in _BUILDERS:
+            code.update(Path(__file__).with_name(name).read_bytes())
+    except OSError:
+        code = hashlib.sha256(b"no sources")
+    try:
+        release = metadata.version("reminderd")
+    except metadata.PackageNotFoundError:
+        release = "unknown"
+    return {**phones.versions(), "reminderd": release, "code": code.hexdigest()[:16]}
 
 
 def _path(directory: Path, of: dict[str, str]) -> Path:

@@ -20,7 +20,8 @@ from reminderd.phones import ReferenceData
 
 @pytest.fixture(scope="module")
 def built() -> ReferenceData:
-    return phones.reference_data()
+    with reference_cache.collector_paused():
+        return phones.reference_data()
 
 
 @pytest.fixture(scope="module")
@@ -186,4 +187,5 @@ def test_the_cache_directory_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_the_key_names_the_versions_and_the_builders_code() -> None:
     key = reference_cache.key()
     assert {name: key[name] for name in phones.versions()} == phones.versions()
+    assert set(key) == {*phones.versions(), "reminderd", "code"}
     assert len(key["code"]) == 16
