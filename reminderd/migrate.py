@@ -88,14 +88,17 @@ def upgrade(database_url: str, revision: str = HEAD) -> list[str]:
 
 async def refresh_reference_data(database_url: str) -> bool:
     """Load the tables the database resolves timezones with (reminderd/phones.py), unless they were
-    built from the libraries installed here already; whether it loaded them."""
-    from . import phones  # phonenumbers is imported for migrating only, not by the daemon
+    built from the libraries installed here already; whether it loaded them. Their rows come from
+    the user's cache when it has them (reminderd/reference_cache.py)."""
+    # phonenumbers is imported for migrating only, not by the daemon
+    from . import phones, reference_cache
 
     store = await Store.connect(database_url, max_size=1)
     try:
         if await store.reference_versions() == phones.versions():
             return False
-        await store.load_reference_data(phones.reference_data())
+        with reference_cache.collector_paused():
+            await store.load_reference_data(reference_cache.reference_data())
         return True
     finally:
         await store.close()

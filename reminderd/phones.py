@@ -44,6 +44,7 @@ from phonenumbers.tzdata import TIMEZONE_DATA, TIMEZONE_LONGEST_PREFIX
 from .prefixes import DigitPattern, expand, leading_prefixes
 
 __all__ = [
+    "COLUMNS",
     "SEPARATORS",
     "ReferenceData",
     "canonical",
@@ -101,21 +102,77 @@ MAX_DIGITS = 17  # phonenumbers' longest national number
 GENERAL, SPECIAL, FIXED_LINE, MOBILE = 1, 2, 4, 8
 
 
-@dataclass(frozen=True)
-class ReferenceData:
-    """The rows of the database's reference tables, and the versions they were built from."""
-
-    versions: dict[str, str]
-    plans: list[dict[str, Any]]
-    regions: list[dict[str, Any]]
-    prefixes: list[dict[str, Any]]
-    timezones: list[dict[str, Any]]
-    countries: list[dict[str, Any]]
-
-
 # How the tables are built from the libraries: bumped when that changes, so `reminderd migrate`
 # reloads them even when the libraries did not change.
 TABLES_VERSION = "1"
+
+# Each table's columns, in the order built, with their types as the database declares them
+# (format_type(); tests/integration/test_reference_load.py holds the two equal). A "?" marks a
+# column that may be NULL. reminderd/reference_cache.py checks rows read back from disk by these.
+COLUMNS: dict[str, dict[str, str]] = {
+    "phone_plans": {
+        "country_code": "integer", "main_region": "text", "regions": "integer", "national_prefix": "text?",
+        "national_prefix_groups": "integer", "national_prefix_rule": "text?", "viable": "text?",
+        "lengths": "integer[]", "local_lengths": "integer[]", "geographic_mobile": "boolean",
+        "longest_prefix": "integer", "first_region_has_leading_digits": "boolean", "country_timezone": "text?",
+    },
+    "phone_regions": {"country_code": "integer", "position": "integer", "region": "text",
+                      "has_leading_digits": "boolean"},
+    "phone_prefixes": {"country_code": "integer", "position": "integer", "leading_digits": "boolean",
+                       "prefix": "text", "masks": "smallint[]?", "timezone": "text?"},
+    "phone_timezones": {"prefix": "text", "timezones": "text[]"},
+    "countries": {"country": "text", "name": "text", "timezone": "text?"},
+}
+
+
+@dataclass(frozen=True)
+class ReferenceData:
+    """The rows of the database's reference tables, and the versions they were built from: each
+    table's rows as tuples of values in the order of its COLUMNS (as COPY sends them)."""
+
+    versions: dict[str, str]
+    rows: dict[str, list[tuple[Any, ...]]]
+
+    @classmethod
+    def of(cls, versions: dict[str, str], tables: dict[str, list[dict[str, Any]]]) -> ReferenceData:
+        """From rows as dicts of their columns (each with exactly its table's COLUMNS, in order)."""
+        rows = {}
+        for table, declared in COLUMNS.items():
+            columns = tuple(declared)
+            for row in tables[table]:
+                if tuple(row) != columns:
+                    raise ValueError(f"a row of {table} has the columns {', '.join(row)},"
+                                     f" not {', '.join(columns)}")
+            rows[table] = [tuple(row.values()) for row in tables[table]]
+        return cls(versions, rows)
+
+    @staticmethod
+    def columns(table: str) -> list[str]:
+        return list(COLUMNS[table])
+
+    def dicts(self, table: str) -> list[dict[str, Any]]:
+        columns = self.columns(table)
+        return [dict(zip(columns, row, strict=True)) for row in self.rows[table]]
+
+    @property
+    def plans(self) -> list[dict[str, Any]]:
+        return self.dicts("phone_plans")
+
+    @property
+    def regions(self) -> list[dict[str, Any]]:
+        return self.dicts("phone_regions")
+
+    @property
+    def prefixes(self) -> list[dict[str, Any]]:
+        return self.dicts("phone_prefixes")
+
+    @property
+    def timezones(self) -> list[dict[str, Any]]:
+        return self.dicts("phone_timezones")
+
+    @property
+    def countries(self) -> list[dict[str, Any]]:
+        return self.dicts("countries")
 
 
 def versions() -> dict[str, str]:
@@ -125,22 +182,22 @@ def versions() -> dict[str, str]:
 
 @functools.cache
 def reference_data() -> ReferenceData:
-    """Every row of the reference tables (a second or two to build; built once per process)."""
+    """Every row of the reference tables (a second or two to build; built once per process, and
+    kept between processes by reference_cache.py)."""
     codes = sorted(COUNTRY_CODE_TO_REGION_CODE)
     regions = [row for code in codes for row in _regions(code)]
     prefixes = [row for code in codes for row in _prefixes(code)]
     longest: dict[int, int] = {}
     for row in prefixes:
         longest[row["country_code"]] = max(longest.get(row["country_code"], 0), len(row["prefix"]))
-    return ReferenceData(
-        versions=versions(),
-        plans=[_plan(code, longest.get(code, 0)) for code in codes],
-        regions=regions,
-        prefixes=prefixes,
-        timezones=[{"prefix": prefix, "timezones": list(zones)}
-                   for prefix, zones in sorted(TIMEZONE_DATA.items())],
-        countries=_countries(),
-    )
+    return ReferenceData.of(versions(), {
+        "phone_plans": [_plan(code, longest.get(code, 0)) for code in codes],
+        "phone_regions": regions,
+        "phone_prefixes": prefixes,
+        "phone_timezones": [{"prefix": prefix, "timezones": list(zones)}
+                            for prefix, zones in sorted(TIMEZONE_DATA.items())],
+        "countries": _countries(),
+    })
 
 
 def _metadata(code: int, region: str) -> PhoneMetadata:

@@ -945,6 +945,31 @@ SELECT source, version FROM reminderd.reference_versions;
 TRUNCATE reminderd.phone_plans, reminderd.phone_regions, reminderd.phone_prefixes, reminderd.phone_timezones,
          reminderd.countries;
 
+-- reference_column_types --
+-- The type of each column of the reference tables ($1: their names), as format_type() writes it
+-- and "?" after it when the column may be NULL ("text?"): Store.load_reference_data writes their
+-- binary COPY data by it (reminderd/copybinary.py).
+SELECT c.relname AS table_name, a.attname AS column_name,
+       format_type(a.atttypid, a.atttypmod) || CASE WHEN a.attnotnull THEN '' ELSE '?' END AS type_name
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+WHERE c.relnamespace = 'reminderd'::regnamespace AND c.relname = ANY($1::text[])
+  AND a.attnum > 0 AND NOT a.attisdropped;
+
+-- drop_reference_indexes --
+-- In the transaction that truncated it, before its COPY: phone_prefixes' 203,000 rows are indexed
+-- once they are all in (build_reference_indexes), a sorted build instead of two B-tree insertions a
+-- row. Nobody sees the table without them: TRUNCATE's lock keeps readers waiting until the commit.
+ALTER TABLE reminderd.phone_prefixes DROP CONSTRAINT phone_prefixes_pkey;
+DROP INDEX reminderd.phone_prefixes_any_region;
+
+-- build_reference_indexes --
+-- phone_prefixes' indexes again, exactly as reminderd/sql/schema.sql declares them (the schema test
+-- compares a migrated database, which has had its reference data loaded, with schema.sql's).
+ALTER TABLE reminderd.phone_prefixes ADD CONSTRAINT phone_prefixes_pkey
+    PRIMARY KEY (country_code, position, leading_digits, prefix);
+CREATE INDEX phone_prefixes_any_region ON reminderd.phone_prefixes (country_code, prefix);
+
 -- record_reference_versions --
 -- $1: {"phonenumbers": "9.0.43", "tzdata": "2026.6"}.
 INSERT INTO reminderd.reference_versions (source, version)
