@@ -156,6 +156,13 @@ def test_the_migrate_unit_is_a_oneshot_running_migrate() -> None:
     assert values(unit, "Service", "ExecStart") == ["/usr/local/bin/reminderd migrate"]
 
 
+def test_the_migrate_unit_keeps_the_reference_rows_in_its_cache_directory() -> None:
+    # DynamicUser has no home: without these the rows are rebuilt (seconds) for every new database.
+    unit = load(MIGRATE)
+    assert value(unit, "Service", "CacheDirectory") == "reminderd"
+    assert "XDG_CACHE_HOME=/var/cache" in words(unit, "Service", "Environment")
+
+
 def test_the_api_unit_runs_serve_after_the_migrations_and_drains_on_sigterm() -> None:
     unit = load(API)
     assert values(unit, "Service", "ExecStart") == ["/usr/local/bin/reminderd serve"]
