@@ -1,9 +1,10 @@
 """(10) The write path: PostgreSQL CPU per delivered callback for the claim and the recording of its
-outcome, through the daemon's own Store and queries, without HTTP; with the statistics as they are
-after the insert, and after ANALYZE saw the table full of pending rows (the plan flip of issue 13
-doubled the recording's cost then). Also the insert's share: each message's row, written by one
-INSERT … SELECT with its triggers (validation, arrival, the audit trail), as an application or the
-shared peer harness writes them."""
+outcome, through the daemon's own Store and queries, without HTTP: the lean claim (claim_fair, the
+daemon's when no tenant or endpoint has a limit) and the bounded one (claim, with the budgets);
+with the statistics as they are after the insert, and after ANALYZE saw the table full of pending
+rows (the plan flip of issue 13 doubled the recording's cost then). Also the insert's share: each
+message's row, written by one INSERT … SELECT with its triggers (validation, arrival, the audit
+trail), as an application or the shared peer harness writes them."""
 
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ def backend_cpu_ns(pid: int) -> int:
         return int(handle.read().split()[0])
 
 
-async def measure(dbs: Databases, n: int, *, analyze: bool) -> tuple[float, float, float]:
+async def measure(
+    dbs: Databases, n: int, *, analyze: bool, bounded: bool = False,
+) -> tuple[float, float, float]:
     """(insert, claim, record) backend CPU per job, in µs, for n due rows inserted in one statement,
-    then claimed and delivered in batches."""
+    then claimed (the bounded claim, or the lean one) and delivered in batches."""
     name, url = await dbs.fresh("write_path")
     db = await asyncpg.connect(url)
     try:
@@ -56,7 +59,7 @@ async def measure(dbs: Databases, n: int, *, analyze: bool) -> tuple[float, floa
         claim_ns = record_ns = done = 0
         while done < n:
             before = backend_cpu_ns(backend)
-            jobs = await store.claim(lookback_s=120, batch_size=BATCH, lease_s=300)
+            jobs = (await store.claim_due(lookback_s=120, batch_size=BATCH, lease_s=300, bounded=bounded)).jobs
             claimed = backend_cpu_ns(backend)
             if not jobs:
                 break
@@ -79,11 +82,16 @@ async def run(bench: Bench, dbs: Databases) -> None:
             f"batches of {BATCH}, no HTTP")
     fresh = await asyncio.wait_for(measure(dbs, n, analyze=False), 300)
     analyzed = await asyncio.wait_for(measure(dbs, n, analyze=True), 300)
-    for label, (insert_us, claim_us, record_us) in (("as inserted", fresh), ("after ANALYZE", analyzed)):
+    bounded = await asyncio.wait_for(measure(dbs, n, analyze=False, bounded=True), 300)
+    for label, (insert_us, claim_us, record_us) in (
+        ("as inserted", fresh), ("after ANALYZE", analyzed), ("bounded claim", bounded),
+    ):
         say(f"{label:>14}: claim {claim_us:.1f} µs + record {record_us:.1f} µs = {claim_us + record_us:.1f} µs "
             f"per callback (the backend's CPU); its insert {insert_us:.1f} µs")
     total, after = sum(fresh[1:]), sum(analyzed[1:])
     bench.report.add("(10) PostgreSQL CPU per callback: claim + record", f"{fresh[1]:.0f} + {fresh[2]:.0f} µs")
+    bench.report.add("(10) the same with the bounded claim (a limit set)",
+                     f"{bounded[1]:.0f} + {bounded[2]:.0f} µs")
     bench.report.add("(10) the same after ANALYZE (no plan flip)", f"{after:.0f} µs ({after / total:.2f}x)",
                      f"<= {FLIP_LIMIT}x", after <= FLIP_LIMIT * total)
     bench.report.add("(10) PostgreSQL CPU per message inserted (INSERT … SELECT)", f"{fresh[0]:.0f} µs")
