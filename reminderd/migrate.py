@@ -98,7 +98,12 @@ async def refresh_reference_data(database_url: str) -> bool:
         if await store.reference_versions() == phones.versions():
             return False
         with reference_cache.collector_paused():
-            await store.load_reference_data(reference_cache.reference_data())
+            try:
+                await store.load_reference_data(reference_cache.reference_data())
+            except DatabaseRefused:
+                if not reference_cache.discard():  # not the cache's rows: the database's own refusal
+                    raise
+                await store.load_reference_data(phones.reference_data())  # built afresh
         return True
     finally:
         await store.close()

@@ -3,15 +3,19 @@ loads them without building them again (phones.reference_data(): 1.7 s of CPU wi
 paused, 3.6 s without; read back and checked: 0.1 s).
 
 One file per build, named by a digest of its key and holding the key: phones.versions()
-(phonenumbers, tzdata, the tables' own version), reminderd's version and a digest of the code that
+(phonenumbers, tzdata, the tables' own version), reminderd's version, the Python version (the
+builder reads the interpreter's own regular-expression parser) and a digest of the code that
 builds them (phones.py, prefixes.py), so an upgraded library or an edited builder never reads old
 rows. The files live in the user's cache directory, $XDG_CACHE_HOME/reminderd or else
 ~/.cache/reminderd.
 
 The file is input: JSON (never pickle), used only when everything about it checks out: the
 format line, the SHA-256 of the rest, the key, every table and column phones.COLUMNS names, and
-every value of the type and range its column takes. Anything else (a truncated, corrupt, other
-version's or other program's file) is ignored: the rows are built again and the file rewritten.
+every value of the type and range its column takes, and only from a regular file of at most
+MAX_BYTES that this user owns and nobody else may write, in a directory of the same kind.
+Anything else (a truncated, corrupt, other version's or other program's file, another user's)
+is ignored: the rows are built again and the file rewritten. Rows from the cache that the
+database still refuses are thrown away with their file, and built again (migrate.py).
 Writing is atomic (a temporary file in the same directory, then renamed over the old) and a
 directory that cannot be written (a read-only home, systemd's DynamicUser=) means no cache,
 never an error.
@@ -24,6 +28,8 @@ import functools
 import gc
 import hashlib
 import os
+import stat
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -36,11 +42,12 @@ import orjson
 from . import phones
 from .phones import ReferenceData
 
-__all__ = ["cache_directory", "collector_paused", "key", "load", "read", "reference_data", "write"]
+__all__ = ["cache_directory", "collector_paused", "discard", "key", "load", "read", "reference_data", "write"]
 
 FORMAT = b"reminderd-reference-cache 1"  # bumped when the file's layout changes
 FILE_PREFIX = "reference-"
 STALE_AFTER_S = 30 * 86_400  # other builds' files not used for this long are removed when writing
+MAX_BYTES = 64 * 1024 * 1024  # a file is ~8 MB: anything much larger is not one of ours
 _BUILDERS = ("phones.py", "prefixes.py")
 
 
@@ -70,7 +77,8 @@ def key() -> dict[str, str]:
         release = metadata.version("reminderd")
     except metadata.PackageNotFoundError:
         release = "unknown"
-    return {**phones.versions(), "reminderd": release, "code": code.hexdigest()[:16]}
+    return {**phones.versions(), "reminderd": release, "python": "{}.{}".format(*sys.version_info[:2]),
+            "code": code.hexdigest()[:16]}
 
 
 def _path(directory: Path, of: dict[str, str]) -> Path:
@@ -125,6 +133,8 @@ def write(directory: Path, data: ReferenceData, *, of: dict[str, str] | None = N
     temporary: str | None = None
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _private(os.stat(directory), directory=True):
+            return None
         descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".reference-", suffix=".tmp")
         with os.fdopen(descriptor, "wb") as file:
             file.write(head)
@@ -159,12 +169,33 @@ def _columnar(table: str, rows: list[tuple[Any, ...]]) -> dict[str, Any]:
 
 
 def _remove_stale(directory: Path, *, keep: Path) -> None:
-    """Other builds' files unused for STALE_AFTER_S (reading one marks it used)."""
+    """Other builds' files unused for STALE_AFTER_S (reading one marks it used), and the temporary
+    files of writers killed midway."""
     cutoff = time.time() - STALE_AFTER_S
-    for path in directory.glob(f"{FILE_PREFIX}*.json"):
+    for path in [*directory.glob(f"{FILE_PREFIX}*.json"), *directory.glob(".reference-*.tmp")]:
         with contextlib.suppress(OSError):
             if path != keep and path.stat().st_mtime < cutoff:
                 path.unlink()
+
+
+def discard(directory: Path | None = None) -> bool:
+    """Remove this build's file from `directory` (the user's cache by default); whether there was
+    one. For rows the database refused (migrate.py): they are built again, not read again."""
+    directory = cache_directory() if directory is None else directory
+    if directory is None:
+        return False
+    reference_data.cache_clear()
+    try:
+        _path(directory, key()).unlink()
+    except OSError:
+        return False
+    return True
+
+
+def _private(status: os.stat_result, *, directory: bool = False) -> bool:
+    """Owned by this user, writable by nobody else, and a directory or a regular file."""
+    kind = stat.S_ISDIR if directory else stat.S_ISREG
+    return kind(status.st_mode) and status.st_uid == os.getuid() and not status.st_mode & 0o022
 
 
 # Reading ------------------------------------------------------------------------------------------
@@ -174,9 +205,20 @@ def read(directory: Path) -> ReferenceData | None:
     """This build's rows from `directory`, or None: no file, or one that does not check out."""
     path = _path(directory, key())
     try:
-        content = path.read_bytes()
+        if not _private(os.stat(directory), directory=True):
+            return None
+        # Not a FIFO to hang on or a device to read forever: no link followed, nothing waited for.
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
+    with os.fdopen(descriptor, "rb") as file:
+        status = os.fstat(file.fileno())
+        if not _private(status) or status.st_size > MAX_BYTES:
+            return None
+        try:
+            content = file.read(MAX_BYTES + 1)
+        except OSError:
+            return None
     head, newline, body = content.partition(b"\n")
     name, _, digest = head.rpartition(b" ")
     if not newline or name != FORMAT or hashlib.sha256(body).hexdigest().encode("ascii") != digest:

@@ -146,3 +146,25 @@ async def test_migrate_loads_the_tables_when_the_cache_cannot_be_written(
     await asyncio.to_thread(upgrade, empty_database_url)
     assert not directory.exists()
     assert await sums(empty_database_url) == await sums(database_url)  # the template's, loaded as usual
+
+
+@pytest.fixture
+def cache_of_refused_rows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """This build's cache file, sound in every value, holding a row twice: the load refuses it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    directory = tmp_path / "reminderd"
+    built = phones.reference_data()
+    twice = {**built.rows, "countries": [*built.rows["countries"], built.rows["countries"][0]]}
+    path = reference_cache.write(directory, phones.ReferenceData(built.versions, twice))
+    assert path is not None and reference_cache.read(directory) is not None
+    reference_cache.reference_data.cache_clear()
+    yield directory
+    reference_cache.reference_data.cache_clear()
+
+
+async def test_rows_from_the_cache_the_database_refuses_are_built_again(
+    cache_of_refused_rows: Path, empty_database_url: str, database_url: str
+) -> None:
+    await asyncio.to_thread(upgrade, empty_database_url)  # not a failure, then one on every migrate
+    assert await sums(empty_database_url) == await sums(database_url)
+    assert reference_cache.read(cache_of_refused_rows) is None  # the refused file is gone

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -187,5 +188,43 @@ def test_the_cache_directory_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_the_key_names_the_versions_and_the_builders_code() -> None:
     key = reference_cache.key()
     assert {name: key[name] for name in phones.versions()} == phones.versions()
-    assert set(key) == {*phones.versions(), "reminderd", "code"}
+    assert set(key) == {*phones.versions(), "reminderd", "python", "code"}
+    assert key["python"] == "{}.{}".format(*sys.version_info[:2])  # prefixes.py reads its re parser
     assert len(key["code"]) == 16
+
+
+def test_a_file_others_may_write_is_not_used(cached: Path, built: ReferenceData) -> None:
+    os.chmod(the_file(cached), 0o666)
+    assert reference_cache.read(cached) is None
+    os.chmod(the_file(cached), 0o600)
+    assert reference_cache.read(cached) == built
+
+
+def test_a_directory_others_may_write_is_neither_read_nor_written(cached: Path, built: ReferenceData) -> None:
+    os.chmod(cached, 0o777)  # e.g. XDG_CACHE_HOME=/tmp with a reminderd/ someone else could swap files in
+    assert reference_cache.read(cached) is None
+    assert reference_cache.write(cached, built) is None
+    assert reference_cache.load(cached) == built  # built, as without a cache
+
+
+def test_no_link_is_followed_and_no_fifo_waited_on(cached: Path, built: ReferenceData, tmp_path: Path) -> None:
+    path = the_file(cached)
+    elsewhere = tmp_path / "elsewhere.json"
+    path.rename(elsewhere)
+    path.symlink_to(elsewhere)  # a link, even to a sound file
+    assert reference_cache.read(cached) is None
+    path.unlink()
+    os.mkfifo(path)  # reading a FIFO with no writer would block forever
+    assert reference_cache.read(cached) is None
+
+
+def test_a_file_far_larger_than_ours_is_not_read(cached: Path) -> None:
+    with open(the_file(cached), "ab") as file:
+        file.truncate(reference_cache.MAX_BYTES + 1)
+    assert reference_cache.read(cached) is None
+
+
+def test_discard_removes_this_builds_file(cached: Path, built: ReferenceData) -> None:
+    assert reference_cache.discard(cached) is True
+    assert reference_cache.read(cached) is None
+    assert reference_cache.discard(cached) is False  # nothing left to remove
