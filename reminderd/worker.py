@@ -285,7 +285,8 @@ class Worker:
                 await self._sleep(delay_s)
                 continue
             empty_streak = empty_streak + 1 if not jobs and until_due is not None and until_due <= 0 else 0
-            await self._sleep(self._idle_delay(until_due, empty_streak))
+            await self._sleep(idle_delay(
+                until_due, empty_streak, poll_interval_s=self.settings.poll_interval_s))
 
     def _held_back_until(self, claim: Claim, until_due_s: float | None) -> float | None:
         """With due rows held back by limits, the loop looks again when they may go (the claim
@@ -327,9 +328,6 @@ class Worker:
             else:
                 to_send.append(job)
         return to_send
-
-    def _idle_delay(self, until_due_s: float | None, empty_streak: int) -> float:
-        return idle_delay(until_due_s, empty_streak, poll_interval_s=self.settings.poll_interval_s)
 
     def _tick(self, claimed: int) -> None:
         self.ticks += 1
