@@ -103,7 +103,7 @@ async def refresh_reference_data(database_url: str) -> bool:
             except DatabaseRefused:
                 if not reference_cache.discard():  # not the cache's rows: the database's own refusal
                     raise
-                await store.load_reference_data(phones.reference_data())  # built afresh
+                await store.load_reference_data(reference_cache.reference_data())  # built afresh, cached again
         return True
     finally:
         await store.close()
