@@ -35,8 +35,10 @@ pytestmark = pytest.mark.shared_database
 
 T = TypeVar("T")
 A, B = "tenant-a", "tenant-b"  # the same length: refusals name the tenant
-# schedule_item_v2 (migration 0014): v1 and a contact_id; the v1 functions are 0012's, unchanged.
+# schedule_item_v2 (migration 0014): v1 and a contact_id; the v1 functions hand their items to the
+# v2 ones without a contact (migration 0018).
 MANY = "SELECT * FROM reminderd.schedule_many($1, $2::reminderd.schedule_item_v2[], $3)"
+MANY_V1 = "SELECT * FROM reminderd.schedule_many($1, $2::reminderd.schedule_item_v1[], $3)"
 ONE = "SELECT * FROM reminderd.schedule_item($1, $2::reminderd.schedule_item_v2)"
 ZONE = "Asia/Kolkata"
 TENANT_ZONE = "Europe/London"  # the tenants' default: a zoneless contact's (and OPTIONS' timezone)
@@ -160,11 +162,12 @@ class Sql:
         self.run(self.connection.close())
         self.loop.close()
 
-    def both(self, case: Case) -> tuple[Outcome, Outcome]:
-        """The case through schedule_many() for tenant A, item by item for tenant B."""
-        return self.run(self._both(case))
+    def both(self, case: Case, many: str = MANY) -> tuple[Outcome, Outcome]:
+        """The case through schedule_many() (`many`: of schedule_item_v2, or MANY_V1) for tenant A,
+        item by item (schedule_item of schedule_item_v2) for tenant B."""
+        return self.run(self._both(case, many))
 
-    async def _both(self, case: Case) -> tuple[Outcome, Outcome]:
+    async def _both(self, case: Case, many: str) -> tuple[Outcome, Outcome]:
         db = self.connection
         transaction = db.transaction()
         await transaction.start()
@@ -202,9 +205,10 @@ class Sql:
                     )
             items = [item.value(now) for item in case.items]
             calls_before = await self._schedule_item_calls()
-            answered = await db.fetch(MANY, A, items, case.atomic)
+            version_1 = [item[:-1] for item in items]  # schedule_item_v1: no contact_id
+            answered = await db.fetch(many, A, version_1 if many == MANY_V1 else items, case.atomic)
             fast = [tuple(r)[:10] for r in answered]
-            for r in answered:  # each message's zone and its source, as the row has them
+            for r in answered if many == MANY else ():  # each message's zone and its source, as its row says
                 zone = await db.fetchrow("SELECT timezone, timezone_source FROM reminderd.scheduled_messages"
                                          " WHERE id = $1", r["message_id"])
                 assert (r["timezone"], r["timezone_source"]) == ((None, None) if zone is None else tuple(zone))
@@ -474,6 +478,18 @@ def test_a_contacts_message_replaced_is_cancelled(sql: Sql) -> None:
 
 def test_an_empty_batch_schedules_nothing(sql: Sql) -> None:
     assert sql.both(Case(())) == (Outcome([], [], []), Outcome([], [], []))
+    assert sql.both(Case(()), MANY_V1) == (Outcome([], [], []), Outcome([], [], []))
+
+
+@pytest.mark.parametrize("name", [name for name, (case, _) in CASES.items()
+                                  if all(item.contact is None for item in case.items)])
+def test_version_1_items_answer_as_version_2_without_a_contact(sql: Sql, name: str) -> None:
+    """schedule_many() of schedule_item_v1 (the previous release's servers) gives the results, rows
+    and events of schedule_item() of schedule_item_v2, item by item, for the same items."""
+    case, expected = CASES[name]
+    fast, slow = sql.both(case, MANY_V1)
+    assert (fast.results, fast.rows, fast.events) == (slow.results, slow.rows, slow.events)
+    assert results_of(fast) == expected
 
 
 # Any mix ---------------------------------------------------------------------------------------
@@ -612,3 +628,46 @@ async def test_0014_upgrades_a_database_with_contacts_and_a_broadcast_the_api_ro
     assert [tuple(r) for r in rows] == [
         ("bf:c1", "pending", ZONE, "contact"), ("bf:c2", "pending", "Asia/Tokyo", "contact"),
         ("new", "pending", "Asia/Tokyo", "contact"), ("old", "pending", ZONE, "contact")]
+
+
+V1_AND_V2 = {  # each function of schedule_item_v1, and its schedule_item_v2 counterpart: $1 tenant, $2 item
+    "schedule_item": "SELECT result, status, fire_at FROM reminderd.schedule_item($1, $2::reminderd.{type})",
+    "schedule_one": "SELECT (s).result, (s).status, (s).fire_at"
+                    " FROM reminderd.schedule_one($1, $2::reminderd.{type}) AS s",
+    "schedule_set": "SELECT result, status, fire_at"
+                    " FROM reminderd.schedule_set($1, ARRAY[$2::reminderd.{type}])",
+}
+
+
+@pytest.mark.parametrize(("function", "when"), [
+    (function, when) for function in V1_AND_V2 for when in ("at+1h", "local", "cron", "badtz", "at-2d")
+    if function == "schedule_item" or when != "cron"  # schedule_one and schedule_set take one-off items
+])
+def test_each_version_1_function_answers_as_its_version_2(sql: Sql, function: str, when: str) -> None:
+    """The same answer, or the same error (SQLSTATE, message, DETAIL, HINT), for tenants A and B."""
+
+    async def answer(tenant: str, type_: str) -> tuple[Any, ...]:
+        now: datetime = await sql.connection.fetchval("SELECT now()")
+        item = Item("r0", when).value(now)
+        try:
+            async with sql.connection.transaction():
+                row = await sql.connection.fetchrow(V1_AND_V2[function].format(type=type_), tenant,
+                                                    item[:-1] if type_.endswith("v1") else item)
+        except asyncpg.PostgresError as exc:
+            return _same_words(tenant, _error(exc))
+        assert row is not None
+        return tuple(row)
+
+    async def both() -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        transaction = sql.connection.transaction()
+        await transaction.start()
+        try:
+            for tenant in (A, B):
+                await add_tenant(sql.connection, tenant, "https://example.com/hooks")
+            return await answer(A, "schedule_item_v1"), await answer(B, "schedule_item_v2")
+        finally:
+            await transaction.rollback()
+
+    version_1, version_2 = sql.run(both())
+    assert version_1 == version_2
+    assert version_1[0] in {"created", "22023", "22008"}, version_1
