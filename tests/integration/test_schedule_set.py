@@ -671,3 +671,30 @@ def test_each_version_1_function_answers_as_its_version_2(sql: Sql, function: st
     version_1, version_2 = sql.run(both())
     assert version_1 == version_2
     assert version_1[0] in {"created", "22023", "22008"}, version_1
+
+
+async def test_0018_upgrades_a_database_whose_version_1_batches_then_answer_as_before(
+    empty_database_url: str,
+) -> None:
+    """Messages written through 0017's own version 1 functions, then 0018: the same items again are
+    unchanged, a changed one replaces, and the API's role may still call them."""
+    await asyncio.to_thread(upgrade, empty_database_url, "0017")
+    db = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(db, "acme", "https://example.com/hooks")
+        now: datetime = await db.fetchval("SELECT now()")
+        items = [Item("kept", "at+1h").value(now)[:-1], Item("moved", "local").value(now)[:-1]]
+        first = await db.fetch(MANY_V1, "acme", items, True)
+        await asyncio.to_thread(upgrade, empty_database_url)
+        items[1] = Item("moved", "at+2h").value(now)[:-1]
+        async with db.transaction():
+            await db.execute("SET LOCAL ROLE reminderd_api")
+            again = await db.fetch(MANY_V1, "acme", items, True)
+        statuses = await db.fetch("SELECT ref_id, status FROM reminderd.scheduled_messages ORDER BY id")
+    finally:
+        await db.close()
+    assert [r["result"] for r in first] == ["created", "created"]
+    assert [(r["result"], r["message_id"]) for r in again] == [
+        ("unchanged", first[0]["message_id"]), ("replaced", again[1]["message_id"])]
+    assert [tuple(row) for row in statuses] == [
+        ("kept", "pending"), ("moved", "cancelled"), ("moved", "pending")]
