@@ -120,13 +120,19 @@ def _column(type_name: str) -> ColumnEncoder:
 def stream(rows: Sequence[Sequence[Any]], types: Sequence[str], *, chunk_rows: int = 8192) -> Iterator[bytes]:
     """The COPY data of `rows` (each a sequence of values in column order, None for NULL) whose
     columns have `types`: the header, then the rows in chunks of `chunk_rows`, then the trailer.
-    ValueError for a row of another length or a value its type cannot hold (struct.error, an
-    integer out of its type's range; AttributeError or TypeError, a value of another type)."""
+    ValueError for a row of another length, or a value its column's type cannot hold (an integer
+    out of its range, a value of another type, NULL in a column that may not be NULL), naming the
+    rows of the chunk it is in."""
     encoders = [_column(name) for name in types]
     count = struct.pack("!h", len(encoders))
     yield HEADER
     for start in range(0, len(rows), chunk_rows):
         chunk = rows[start:start + chunk_rows]
-        columns = [encode(column) for encode, column in zip(encoders, zip(*chunk, strict=True), strict=True)]
-        yield b"".join(map(b"".join, zip(itertools.repeat(count, len(chunk)), *columns, strict=True)))
+        try:
+            values = zip(*chunk, strict=True)
+            columns = [encode(column) for encode, column in zip(encoders, values, strict=True)]
+            data = b"".join(map(b"".join, zip(itertools.repeat(count, len(chunk)), *columns, strict=True)))
+        except (struct.error, AttributeError, TypeError, ValueError) as exc:
+            raise ValueError(f"rows {start + 1} to {start + len(chunk)}: {exc}") from exc
+        yield data
     yield TRAILER

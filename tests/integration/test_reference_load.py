@@ -126,6 +126,11 @@ def test_the_binary_copy_refuses_what_it_cannot_write() -> None:
         list(copybinary.stream([(1, 2)], ["integer"]))
     with pytest.raises(ValueError):
         list(copybinary.stream([(1,)], ["integer", "integer"]))
+    # A value its column cannot hold: ValueError naming the rows, whatever the encoder tripped on.
+    for rows, types in (([(1,), (None,)], ["integer"]), ([("1",)], ["integer"]), ([(2**31,)], ["integer"]),
+                        ([(1,)], ["text"]), ([(None,)], ["text"]), ([([1, "x"],)], ["smallint[]?"])):
+        with pytest.raises(ValueError, match=rf"^rows 1 to {len(rows)}: "):
+            list(copybinary.stream(rows, types))
 
 
 @pytest.fixture
