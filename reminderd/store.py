@@ -108,17 +108,48 @@ UNFLUSHED_COMMITS = {"synchronous_commit": "off"}
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# "The database is not reachable right now", as opposed to a statement it refused.
+# "The database cannot take this call right now; the same call may succeed later" (it is
+# restarting, a connection was lost, it failed over), as opposed to a statement it refused for
+# what it says: unavailable() tells them apart, so a write is retried through an outage and only
+# a real refusal drops it.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,  # a restart storm: waiting fixes it
     TimeoutError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08, and asyncpg's "connection was closed"
+    asyncpg.InterfaceError,  # "connection is closed", "another operation is in progress"
+    # A session terminated mid-call (pg_terminate_backend, a PostgreSQL or PgBouncer restart)
+    # can leave asyncpg's protocol in a state it did not expect (asyncpg 0.32: "cannot switch
+    # to state 11; another operation (2) is in progress"); the pool replaces the connection.
+    asyncpg.InternalClientError,
 )
+# Those of the server's refusals that say "not now" rather than "not this".
+_UNAVAILABLE_SQLSTATES = frozenset({
+    "57P01",  # admin_shutdown: a fast shutdown, or the session terminated
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now: starting up, or in recovery
+    "57P05",  # idle_session_timeout: the session was closed
+    "53300",  # too_many_connections: a restart storm, waiting fixes it
+    "25006",  # read_only_sql_transaction: failed over to a node not yet promoted
+    "40001",  # serialization_failure (and a hot standby's recovery conflict): retry the transaction
+    "40P01",  # deadlock_detected: one side was rolled back, retry it
+    "40003",  # statement_completion_unknown
+})
+# An InterfaceError that is no outage: a value the query cannot take, a URL that cannot work.
+_NOT_UNAVAILABLE = (asyncpg.DataError, asyncpg.ClientConfigurationError)
+
+
+def unavailable(exc: BaseException) -> bool:
+    """True when the database could not take a call for a reason that passes (a lost
+    connection, a restart, a failover, a conflict between transactions): retry it. False for
+    anything it refused for its content, and for errors that are not the database's."""
+    if isinstance(exc, _NOT_UNAVAILABLE):
+        return False
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = exc.sqlstate or ""
+        return sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES
+    return isinstance(exc, _UNAVAILABLE)
+
+
 _SCHEMA_MISSING = (asyncpg.UndefinedTableError, asyncpg.UndefinedFunctionError, asyncpg.InvalidSchemaNameError)
 # At connect: waiting cannot fix these, the URL (or the server's pg_hba.conf) must change.
 _MISCONFIGURED = (
@@ -215,7 +246,7 @@ def translated(exc: Exception) -> Exception:
     """reminderd's exception for an asyncpg (or socket) error; any other exception as it is."""
     if isinstance(exc, asyncpg.ClientConfigurationError):  # an InterfaceError, yet no outage
         return ConfigError(f"REMINDERD_DATABASE_URL: {exc}")
-    if isinstance(exc, _UNAVAILABLE):
+    if unavailable(exc):
         return DatabaseUnavailable(_described(exc))
     if isinstance(exc, asyncpg.PostgresError):
         kind = SchemaMissing if isinstance(exc, _SCHEMA_MISSING) else DatabaseRefused
@@ -231,7 +262,7 @@ def cause(exc: BaseException) -> BaseException:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)):
+        if isinstance(current, (asyncpg.PostgresError, *_UNAVAILABLE)):
             return current
         current = getattr(current, "orig", None) or current.__cause__ or current.__context__
     return exc
@@ -672,11 +703,11 @@ class BoundedPool:
                     raise
                 finally:
                     await self.pool.release(connection)  # nothing to do once terminated
-        except _UNAVAILABLE as exc:
-            self.health.failed(exc)
-            raise
-        except asyncpg.PostgresError:  # refused: the database answers all the same
-            self.health.answered()
+        except Exception as exc:
+            if unavailable(exc):
+                self.health.failed(exc)
+            elif isinstance(exc, asyncpg.PostgresError):  # refused: the database answers all the same
+                self.health.answered()
             raise
         self.health.answered()
         return result
@@ -1532,12 +1563,13 @@ class Store:
                         raise
                 finally:
                     await pool.release(connection)  # nothing to do once terminated
-        except _UNAVAILABLE as exc:
-            bounded.health.failed(exc)
-            assert isinstance(exc, Exception)  # _UNAVAILABLE holds exceptions only
-            raise translated(exc) from exc
-        except asyncpg.PostgresError as exc:
-            bounded.health.answered()
+        except Exception as exc:
+            if unavailable(exc):
+                bounded.health.failed(exc)
+            elif isinstance(exc, asyncpg.PostgresError):
+                bounded.health.answered()
+            else:
+                raise
             raise translated(exc) from exc
 
     @contextlib.asynccontextmanager

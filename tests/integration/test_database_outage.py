@@ -9,12 +9,19 @@ import time
 from collections import Counter
 
 import asyncpg
+import pytest
+from structlog.testing import capture_logs
 from support import fast_daemon_env, fast_settings, poll_until, running_worker, settled
 
 from reminderd.callback import CallbackClient
 from reminderd.store import Store
-from reminderd.testing import Cluster, Receiver, running_daemon
+from reminderd.testing import Cluster, Received, Receiver, running_daemon
 from reminderd.worker import Worker
+
+# Every session of the test's database but the asking one: what a PostgreSQL or PgBouncer restart,
+# or a failover, does to the daemon's pool.
+TERMINATE_OTHERS = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()")
 
 
 async def test_worker_survives_a_database_restart(
@@ -38,6 +45,48 @@ async def test_worker_survives_a_database_restart(
     assert worker.ticks > ticks_before_restart
     assert after["attempts"] == 1
     assert [r.message["ref_id"] for r in receiver.received] == ["before", "after"]
+
+
+@pytest.mark.parametrize("failover", [False, True], ids=["sessions-terminated", "read-only-for-a-while"])
+async def test_an_outcome_is_written_through_lost_sessions_not_dropped_and_sent_again(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str, failover: bool
+) -> None:
+    """The daemon's sessions are cut while a callback is in flight (and, failing over, the next
+    ones are read-only for a while): writing its outcome fails, and is retried until the
+    database takes it. The callback is sent once and its attempt is in reminderd.deliveries."""
+    name = await db.fetchval("SELECT current_database()")
+    cut = asyncio.Event()
+
+    async def cut_the_sessions(_request: Received) -> None:
+        if not cut.is_set():
+            cut.set()
+            if failover:
+                await db.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+            assert await db.fetchval(TERMINATE_OTHERS) > 0
+
+    receiver.before_answer = cut_the_sessions
+    await db.execute("SELECT reminderd.schedule('acme', 'once', now())")
+    with capture_logs() as logs:
+        async with running_worker(fast_settings(database_url, lease_s=6)):
+            # Pooled sessions cut mid-call, then (failing over) a node that refuses writes.
+            await poll_until(lambda: _recording_failed(logs, "ReadOnlySQLTransactionError" if failover else ""),
+                             timeout_s=10)
+            if failover:  # promoted: read-write sessions from now on
+                await db.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = off')
+                await db.execute(TERMINATE_OTHERS)
+            row = await poll_until(settled(db, "once", "sent", "pending", "dead"), timeout_s=20)
+    assert (row["status"], row["attempts"]) == ("sent", 1)
+    assert [r.message["ref_id"] for r in receiver.received] == ["once"]  # sent once, not again at its lease
+    deliveries = await db.fetch("SELECT attempt, status_code, event FROM reminderd.deliveries")
+    assert [tuple(d) for d in deliveries] == [(1, 200, "fired")]
+    assert [e for e in logs if e["event"] == "record_rejected"] == []
+
+
+async def _recording_failed(logs: list[dict[str, object]], error: str) -> bool:
+    """Once writing an outcome failed with `error` in its description (or was rejected: the
+    defect this guards against, which the assertions after then show)."""
+    return any(e["event"] == "record_rejected" or (e["event"] == "record_failed" and error in str(e["error"]))
+               for e in logs)
 
 
 async def test_stop_during_a_database_outage_still_exits_within_the_shutdown_timeout(
