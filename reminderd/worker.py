@@ -302,8 +302,21 @@ class Worker:
         """Jobs to a recipient with a frequency cap reserve their send first (one round trip for
         the batch, exact across daemons); those over the cap are recorded deferred or skipped
         without a request. The jobs to send."""
-        capped_jobs = [job for job in jobs if job.cap is not None and job.attempt == 1
-                       and before_sending(job, job.picked_at or datetime.now(UTC)) is None]
+        capped_jobs: list[Job] = []
+        crashed_jobs: set[int] = set()
+        for job in jobs:
+            if job.cap is None or job.attempt != 1:
+                continue
+            try:  # only a job that would be sent now reserves; a bug in the timing costs this row only
+                held = before_sending(job, job.picked_at or datetime.now(UTC))
+            except Exception as exc:
+                self._outcomes.put_nowait(Outcome.dead(job, None, crashed("timing", job.id, exc)))
+                crashed_jobs.add(id(job))
+                continue
+            if held is None:
+                capped_jobs.append(job)
+        if crashed_jobs:
+            jobs = [job for job in jobs if id(job) not in crashed_jobs]
         if not capped_jobs:
             return jobs
         try:

@@ -4,12 +4,14 @@ circuit breaker, disabling on 410 or after days of failures, enabling again), us
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
 from support import LOOKBACK_S, TEST_SECRET, db_now, drain, fast_settings, near
 
+from reminderd import worker as worker_module
+from reminderd.jobs import Job
 from reminderd.lifecycle import Event, Status
 from reminderd.outcome import AttemptResult, Outcome
 from reminderd.store import Claim, Store
@@ -330,6 +332,35 @@ async def test_a_frequency_cap_counts_a_contacts_messages_by_its_contact(
     assert "contact c1 already got 2 marketing message(s) in the last day" in capped[0]["last_error"]
     assert sorted(r["recipient"] for r in await db.fetch("SELECT recipient FROM reminderd.contact_sends")) == [
         "+447700900123", "c1", "c1", "c2"]
+
+
+async def test_a_crash_timing_a_capped_row_dead_letters_only_that_row(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before reserving its send, a capped row is timed: a bug there costs that row, as it does
+    # when the sender times a row, not the rows claimed with it (they are sent, none waits for its lease).
+    timing = worker_module.before_sending
+
+    def crash_for_one(job: Job, now: datetime) -> Outcome | None:
+        if job.ref_id == "capped:1":
+            raise RuntimeError("a bug")
+        return timing(job, now)
+
+    monkeypatch.setattr(worker_module, "before_sending", crash_for_one)
+    await db.execute("INSERT INTO reminderd.frequency_caps VALUES ('acme', 'marketing', 2, interval '1 day')")
+    await due_rows(db, "acme", 1, category="marketing", recipient="+447700900123", prefix="capped:")
+    await due_rows(db, "acme", 1, category="marketing", recipient="+447700900999", prefix="capped-ok:")
+    await due_rows(db, "acme", 5, prefix="ok:")
+
+    await drain(fast_settings(database_url, lease_s=300), timeout_s=15)
+
+    assert sorted(item.message["ref_id"] for item in receiver.received) == [
+        "capped-ok:1", "ok:1", "ok:2", "ok:3", "ok:4", "ok:5"]
+    crashed = await db.fetchrow("SELECT status, last_error FROM reminderd.scheduled_messages"
+                                " WHERE ref_id = 'capped:1'")
+    assert tuple(crashed) == ("dead", "internal error while timing: RuntimeError: a bug")
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE status <> 'sent'") == 1
+    assert await db.fetchval("SELECT count(*) FROM reminderd.contact_sends") == 1  # it reserved nothing
 
 
 # Endpoint health ------------------------------------------------------------------------------
