@@ -165,6 +165,18 @@ def capped(job: Job, frees_at: datetime | None) -> Outcome:
                    last_error=note)
 
 
+def handed_back(job: Job, reason: str, *, retry_in_s: float | None = None) -> Outcome:
+    """A claimed message this daemon does not send after all (too little of its lease left for a
+    request, its frequency cap not checked): pending again with its occurrence (same webhook-id),
+    and the attempt its claim counted given back, since none was made, so `attempts`, the
+    callback's `attempt` and max_attempts count real attempts only. Due where it was (its
+    lateness still counted from then), or in `retry_in_s`."""
+    return Outcome(
+        job, None, Event.RELEASED, Status.PENDING,
+        retry_in_s=retry_in_s, next_scheduled_for=job.scheduled_for, refund_attempt=True, last_error=reason,
+    )
+
+
 # Planning recurring rows ---------------------------------------------------------------------
 
 

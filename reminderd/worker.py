@@ -40,7 +40,7 @@ from .housekeeping import ClaimReconciler, Heartbeat, Housekeeping, Rescuer, con
 from .jobs import Job
 from .lifecycle import Event
 from .metrics import Metrics
-from .outcome import AttemptResult, Outcome, before_sending, capped, decide
+from .outcome import AttemptResult, Outcome, before_sending, capped, decide, handed_back
 from .registry import ClaimBook, Contact, Identity
 from .retry import RetryPolicy, backoff_s
 from .settings import Settings
@@ -62,6 +62,8 @@ LOOP_DEADLINE_S = 3 * QUERY_DEADLINE_S
 # next row is due claims nothing and pays a second claim. Waking this much after it costs less
 # (bench (3): 8 of 193 timed wakes came back empty without it, none with it).
 WAKE_AFTER_DUE_S = 0.001
+LEASE_TOO_SHORT = ("not sent: it waited in the daemon's queue until too little of its lease was left for a "
+                   "request; handed back (raise REMINDERD_LEASE or REMINDERD_CONCURRENCY)")
 BOUNDED_CHECK_EVERY_S = 1.0  # a limit set, or a circuit opened by another daemon, counts within this
 
 
@@ -321,12 +323,14 @@ class Worker:
             return jobs
         try:
             reservations = await self._store.reserve_contact_sends([ContactSend(job) for job in capped_jobs])
-        except Exception as exc:  # the rows' leases hand them back; nothing is sent over a cap
-            log.error("frequency_cap_failed", error=describe(exc), rows=len(capped_jobs))
-            refused = {id(job) for job in capped_jobs}
+        except Exception as exc:  # nothing is sent over a cap: handed back, their attempts given back
+            log.error("frequency_cap_failed", error=describe(exc), rows=len(capped_jobs),
+                      retry_in_s=self.settings.retry_base_s)
+            reason = (f"not sent: its frequency cap could not be checked ({describe(exc)}); "
+                      f"handed back, due again in {self.settings.retry_base_s:g}s")
             for job in capped_jobs:
-                self.claims.left_to_lease(job)
-            self._finished(len(refused))
+                self._outcomes.put_nowait(handed_back(job, reason, retry_in_s=self.settings.retry_base_s))
+            refused = {id(job) for job in capped_jobs}
             return [job for job in jobs if id(job) not in refused]
         to_send = []
         for job in jobs:
@@ -376,11 +380,11 @@ class Worker:
                 continue
             if time.monotonic() + self.settings.callback_timeout_s > job.lease_deadline:
                 # Waited so long in the queue that its lease could run out mid-request: another
-                # daemon may redeliver it then. Leave it to the lease; sending now could send twice.
-                log.warning("lease_too_short", message_id=job.id, attempt=job.attempt,
-                            fix="raise REMINDERD_LEASE or REMINDERD_CONCURRENCY")
-                self.claims.left_to_lease(job)
-                self._finished(1)
+                # daemon may redeliver it then, and sending now could send twice. Handed back
+                # unsent, its attempt given back (none was made), due again where it was.
+                log.warning("lease_too_short", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
+                            attempt=job.attempt, fix="raise REMINDERD_LEASE or REMINDERD_CONCURRENCY")
+                self._outcomes.put_nowait(handed_back(job, LEASE_TOO_SHORT))
                 continue
             if job.timing.ignored_calendar is not None:
                 self._warn_if_calendar_ignored(job)

@@ -5,12 +5,14 @@ circuit breaker, disabling on 410 or after days of failures, enabling again), us
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 from support import LOOKBACK_S, TEST_SECRET, db_now, drain, fast_settings, near
 
 from reminderd import worker as worker_module
+from reminderd.exceptions import DatabaseUnavailable
 from reminderd.jobs import Job
 from reminderd.lifecycle import Event, Status
 from reminderd.outcome import AttemptResult, Outcome
@@ -361,6 +363,38 @@ async def test_a_crash_timing_a_capped_row_dead_letters_only_that_row(
     assert tuple(crashed) == ("dead", "internal error while timing: RuntimeError: a bug")
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE status <> 'sent'") == 1
     assert await db.fetchval("SELECT count(*) FROM reminderd.contact_sends") == 1  # it reserved nothing
+
+
+async def test_a_cap_that_could_not_be_checked_hands_its_rows_back_with_their_attempts(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reservation fails (here: once): the capped rows are not sent, nor left to their lease
+    # with an attempt that was never made; they are handed back, due again shortly, and sent.
+    reserve = Store.reserve_contact_sends
+    failures = [DatabaseUnavailable("ConnectionResetError: reset")]
+
+    async def fail_once(self: Store, sends: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await reserve(self, sends)
+
+    monkeypatch.setattr(Store, "reserve_contact_sends", fail_once)
+    await db.execute("INSERT INTO reminderd.frequency_caps VALUES ('acme', 'marketing', 2, interval '1 day')")
+    await due_rows(db, "acme", 1, category="marketing", recipient="+447700900123", prefix="capped:")
+    await due_rows(db, "acme", 1, prefix="otp:")
+
+    await drain(fast_settings(database_url, lease_s=300, retry_base_s=0.1), timeout_s=15)
+
+    assert failures == []
+    assert sorted(item.message["ref_id"] for item in receiver.received) == ["capped:1", "otp:1"]
+    assert [item.message["attempt"] for item in receiver.received] == [1, 1]
+    row = await db.fetchrow("SELECT id, status, attempts FROM reminderd.scheduled_messages WHERE ref_id = 'capped:1'")
+    assert (row["status"], row["attempts"]) == ("sent", 1)
+    trail = await db.fetch("SELECT event, reason FROM reminderd.events WHERE message_id = $1 ORDER BY id", row["id"])
+    released = [r["reason"] for r in trail if r["event"] == "released"]
+    assert released == ["not sent: its frequency cap could not be checked (DatabaseUnavailable: "
+                        "ConnectionResetError: reset); handed back, due again in 0.1s"]
+    assert await db.fetchval("SELECT count(*) FROM reminderd.contact_sends") == 1  # reserved once, when sent
 
 
 # Endpoint health ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 from standardwebhooks.webhooks import Webhook
+from structlog.testing import capture_logs
 from support import TEST_SECRET, drain, fast_settings, poll_until, row_by_ref, running_worker
 
 from reminderd import housekeeping as housekeeping_module
@@ -350,6 +351,41 @@ async def test_a_job_whose_lease_ran_out_in_the_queue_is_not_sent_twice(
         await poll_until(all_sent, timeout_s=40)
     per_ref = receiver.by_ref()
     assert len(per_ref) == 8 and all(len(sends) == 1 for sends in per_ref.values())
+
+
+async def test_a_job_left_unsent_for_want_of_lease_gives_its_attempt_back(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    # One sender, a receiver taking 1 s: the second and third jobs of a claim wait in the queue
+    # until less of their 2.5 s lease is left than a 2 s request may take, and are handed back
+    # unsent. Only requests made count: no row is dead-lettered before its third request.
+    receiver.delay_s = 1.0
+    receiver.script = {"r:1": [503], "r:2": [503]}
+    await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, max_attempts)"
+                     " SELECT 'acme', 'r:' || n, now(), 3 FROM generate_series(1, 3) n")
+
+    async def ended() -> bool:
+        done: int = await db.fetchval(
+            "SELECT count(*) FROM reminderd.scheduled_messages WHERE status IN ('sent', 'dead')")
+        return done == 3
+
+    with capture_logs() as logs:
+        settings = fast_settings(database_url, lease_s=2.5, callback_timeout_s=2, concurrency=1)
+        async with running_worker(settings):
+            await poll_until(ended, timeout_s=30)
+    assert any(e["event"] == "lease_too_short" for e in logs)  # what is under test happened
+    rows = await db.fetch("SELECT id, ref_id, status, attempts FROM reminderd.scheduled_messages ORDER BY ref_id")
+    assert [(r["ref_id"], r["status"], r["attempts"]) for r in rows] == [
+        ("r:1", "sent", 2), ("r:2", "sent", 2), ("r:3", "sent", 1)]
+    per_ref = receiver.by_ref()
+    for row in rows:  # the callback's attempt counts requests: 1, 2, …, each logged once
+        sent = [item.message["attempt"] for item in per_ref[row["ref_id"]]]
+        assert sent == list(range(1, row["attempts"] + 1))
+        logged = await db.fetch("SELECT attempt FROM reminderd.deliveries WHERE message_id = $1 ORDER BY id",
+                                row["id"])
+        assert [d["attempt"] for d in logged] == sent
+    released = await db.fetch("SELECT reason FROM reminderd.events WHERE event = 'released'")
+    assert released and all(r["reason"] == worker_module.LEASE_TOO_SHORT for r in released)
 
 
 # Burst mode: Worker.run(until_idle=True) -----------------------------------------------------

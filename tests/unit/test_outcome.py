@@ -12,7 +12,7 @@ from support import make_job
 
 from reminderd.jobs import Job, Unplanned
 from reminderd.lifecycle import Event, Status
-from reminderd.outcome import AttemptResult, Plan, before_sending, decide, plan, preflight
+from reminderd.outcome import AttemptResult, Plan, before_sending, decide, handed_back, plan, preflight
 from reminderd.retry import RetryPolicy
 from reminderd.schedule import QuietHours, Timing
 
@@ -261,3 +261,22 @@ def test_a_row_at_its_max_runs_is_finished() -> None:
     planned = plan(unplanned(max_runs=2, runs=2), NOW, lookback_s=86400)
     assert (planned.next_status, planned.next_fire_at, planned.event) == (Status.FINISHED, None, Event.FINISHED)
     assert planned.last_error == "finished: ran 2 time(s) (max_runs)"
+
+
+# Handed back unsent
+
+
+@pytest.mark.parametrize("job", [one_off(attempt=2), recurring(attempt=1)], ids=["one-off retry", "recurring"])
+def test_a_job_handed_back_unsent_gives_its_attempt_back_and_keeps_its_occurrence(job: Job) -> None:
+    outcome = handed_back(job, "not sent: no lease left")
+    assert (outcome.event, outcome.next_status) == (Event.RELEASED, Status.PENDING)
+    assert outcome.result is None and not outcome.delivered  # no attempt is logged
+    assert outcome.refund_attempt and not outcome.reset_attempts and not outcome.ran
+    assert outcome.next_scheduled_for == job.scheduled_for  # the same webhook-id when it is sent
+    assert outcome.next_fire_at is None and outcome.retry_in_s is None  # due where it was: lateness counts on
+    assert outcome.last_error == "not sent: no lease left"
+
+
+def test_a_job_handed_back_for_later_is_due_then() -> None:
+    outcome = handed_back(one_off(), "not sent: its cap could not be checked", retry_in_s=5.0)
+    assert outcome.retry_in_s == 5.0 and outcome.refund_attempt
