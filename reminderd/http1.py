@@ -157,6 +157,11 @@ class Http1Client:
                 addresses = await checked_addresses(endpoint.host, endpoint.port, self._resolve, self._allowed)
             except OSError as exc:
                 raise CallbackFailed(f"cannot resolve {endpoint.host}: {_strerror(exc)}") from None
+            except UnicodeError as exc:  # not a name DNS can hold (an empty label, one over 63 characters)
+                why = exc.__cause__ or exc  # the idna codec's own reason, under "encoding … failed"
+                raise CallbackRefused(
+                    f"callback_url host {endpoint.host!r} is not a valid host name ({why})"
+                ) from None
             if not addresses:
                 raise CallbackFailed(f"cannot resolve {endpoint.host}: no address")
         loop = asyncio.get_running_loop()

@@ -530,6 +530,15 @@ async def test_an_unknown_name_is_a_failed_attempt(make_client: MakeClient) -> N
     assert result.error == "cannot resolve nowhere.test: Name or service not known"
 
 
+@pytest.mark.parametrize("host", ["exa..mple.com", "a" * 64 + ".example"], ids=["empty-label", "label-over-63"])
+async def test_a_host_that_is_no_valid_name_is_refused_not_a_crash(make_client: MakeClient, host: str) -> None:
+    # The system's resolver gives up on such a name before asking any DNS server (its IDNA
+    # encoding fails: a UnicodeError, no OSError). Every attempt would fail alike: a refusal
+    # naming the host (dead-lettered at once), not an exception out of send().
+    result = await send(make_client(), f"http://{host}:8080/cb")
+    assert_refused(result, f"callback_url host {host!r} is not a valid host name (label empty or too long)")
+
+
 async def test_a_closed_port_is_a_failed_attempt(make_client: MakeClient) -> None:
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
