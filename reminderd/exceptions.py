@@ -59,7 +59,8 @@ class DatabaseError(ReminderdError):
 
 
 class DatabaseUnavailable(DatabaseError):
-    """The database cannot be reached right now (refused, reset, timed out, restarting): retry.
+    """The database cannot take the call right now (refused, reset, timed out, restarting, failing
+    over to a read-only node, a conflict between transactions): retry.
 
     str() names the exception ("ConnectionRefusedError: ..."), for logs; at connect, `reason`
     says it in words ("connection refused"), `where` names the host and port tried and `setting`

@@ -7,6 +7,8 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import asyncpg
 import pytest
@@ -82,7 +84,7 @@ async def test_an_outcome_is_written_through_lost_sessions_not_dropped_and_sent_
     assert [e for e in logs if e["event"] == "record_rejected"] == []
 
 
-async def _recording_failed(logs: list[dict[str, object]], error: str) -> bool:
+async def _recording_failed(logs: Sequence[Mapping[str, Any]], error: str) -> bool:
     """Once writing an outcome failed with `error` in its description (or was rejected: the
     defect this guards against, which the assertions after then show)."""
     return any(e["event"] == "record_rejected" or (e["event"] == "record_failed" and error in str(e["error"]))

@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from support import LOOKBACK_S, TEST_SECRET, db_now, drain, fast_settings, near
 
+from reminderd import outcome as outcome_module
 from reminderd import worker as worker_module
 from reminderd.exceptions import DatabaseUnavailable
 from reminderd.jobs import Job
@@ -341,7 +342,7 @@ async def test_a_crash_timing_a_capped_row_dead_letters_only_that_row(
 ) -> None:
     # Before reserving its send, a capped row is timed: a bug there costs that row, as it does
     # when the sender times a row, not the rows claimed with it (they are sent, none waits for its lease).
-    timing = worker_module.before_sending
+    timing = outcome_module.before_sending
 
     def crash_for_one(job: Job, now: datetime) -> Outcome | None:
         if job.ref_id == "capped:1":
@@ -388,9 +389,11 @@ async def test_a_cap_that_could_not_be_checked_hands_its_rows_back_with_their_at
     assert failures == []
     assert sorted(item.message["ref_id"] for item in receiver.received) == ["capped:1", "otp:1"]
     assert [item.message["attempt"] for item in receiver.received] == [1, 1]
-    row = await db.fetchrow("SELECT id, status, attempts FROM reminderd.scheduled_messages WHERE ref_id = 'capped:1'")
+    row = await db.fetchrow(
+        "SELECT id, status, attempts FROM reminderd.scheduled_messages WHERE ref_id = 'capped:1'")
     assert (row["status"], row["attempts"]) == ("sent", 1)
-    trail = await db.fetch("SELECT event, reason FROM reminderd.events WHERE message_id = $1 ORDER BY id", row["id"])
+    trail = await db.fetch(
+        "SELECT event, reason FROM reminderd.events WHERE message_id = $1 ORDER BY id", row["id"])
     released = [r["reason"] for r in trail if r["event"] == "released"]
     assert released == ["not sent: its frequency cap could not be checked (DatabaseUnavailable: "
                         "ConnectionResetError: reset); handed back, due again in 0.1s"]

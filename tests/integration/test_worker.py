@@ -391,7 +391,8 @@ async def test_a_job_left_unsent_for_want_of_lease_gives_its_attempt_back(
         async with running_worker(settings):
             await poll_until(ended, timeout_s=30)
     assert any(e["event"] == "lease_too_short" for e in logs)  # what is under test happened
-    rows = await db.fetch("SELECT id, ref_id, status, attempts FROM reminderd.scheduled_messages ORDER BY ref_id")
+    rows = await db.fetch(
+        "SELECT id, ref_id, status, attempts FROM reminderd.scheduled_messages ORDER BY ref_id")
     assert [(r["ref_id"], r["status"], r["attempts"]) for r in rows] == [
         ("r:1", "sent", 2), ("r:2", "sent", 2), ("r:3", "sent", 1)]
     per_ref = receiver.by_ref()
