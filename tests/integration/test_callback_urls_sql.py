@@ -100,6 +100,20 @@ async def test_what_the_cli_refuses_sql_refuses_naming_callback_url(
         assert (error.message, error.hint) == (f'callback_url "{url}" of {whose} {wrong}', hint)
 
 
+@pytest.mark.parametrize("role", ["reminderd_api", "reminderd_daemon", "reminderd_readonly"])
+async def test_every_role_gets_the_refusal_not_a_permission_error(db: asyncpg.Connection, role: str) -> None:
+    """The check runs as whoever writes (reminderd serve, the CLI's daemon role); any role may ask
+    the rule."""
+    await add_tenant(db, "acme", CALLBACK)
+    async with db.transaction():
+        await db.execute(f"SET LOCAL ROLE {role}")
+        assert await db.fetchval("SELECT reminderd.callback_url_problem('http://h:0/')") == (
+            'has port "0": a port is 1 to 65535')
+        if role != "reminderd_readonly":
+            with pytest.raises(asyncpg.CheckViolationError, match='of tenant "acme" has port "0"'):
+                await db.execute("UPDATE reminderd.tenants SET callback_url = 'http://h:0/' WHERE id = 'acme'")
+
+
 async def test_a_message_whose_url_changes_is_checked(db: asyncpg.Connection) -> None:
     await add_tenant(db, "acme", CALLBACK)
     await db.execute("SELECT reminderd.schedule('acme', 'r1', now() + interval '1 hour', callback_url => $1)",
