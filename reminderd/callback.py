@@ -13,7 +13,7 @@ from datetime import datetime
 import orjson
 from yarl import URL
 
-from . import __version__
+from . import __version__, callback_urls
 from .exceptions import CallbackFailed, CallbackRefused
 from .http1 import Http1Client, Response
 from .jobs import Job
@@ -69,13 +69,16 @@ def _audience_fields(job: Job) -> bytes:
 
 
 def check_url(raw: str | None, allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> URL:
-    """The callback URL, or CallbackRefused naming what is wrong with it."""
+    """The callback URL, or CallbackRefused naming what is wrong with it: its address, then the
+    rule the CLI, the API and SQL check when it is written (callback_urls), which a row written
+    before that check (migration 0019) or past it (a name that does not encode) may break."""
     if not raw:
         raise CallbackRefused("no callback_url on the message and none on its tenant")
     try:
         url = URL(raw)
     except ValueError:
-        raise CallbackRefused("callback_url is not a valid URL") from None
+        wrong = callback_urls.problem(raw)
+        raise CallbackRefused(f"callback_url {wrong}" if wrong else "callback_url is not a valid URL") from None
     if url.scheme not in {"http", "https"} or not url.host:
         raise CallbackRefused(f"callback_url must be an http(s) URL, not {url.scheme or 'schemeless'}")
     try:
@@ -92,10 +95,17 @@ def check_url(raw: str | None, allowed: tuple[ipaddress.IPv4Network | ipaddress.
             raise CallbackRefused(
                 f"callback_url host {url.host!r} is an address in a non-standard form"
             ) from None
-        return url  # a name: checked on what it resolves to, at each connection (http1)
+        return _well_formed(url, raw)  # a name: checked on what it resolves to, at each connection (http1)
     reason = refusal(str(literal), allowed)
     if reason:
         raise CallbackRefused(reason)
+    return _well_formed(url, raw)
+
+
+def _well_formed(url: URL, raw: str) -> URL:
+    wrong = callback_urls.problem(raw)
+    if wrong:
+        raise CallbackRefused(f"callback_url {wrong}")
     return url
 
 

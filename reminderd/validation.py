@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
-from urllib.parse import urlsplit
 
+from . import callback_urls
 from .duration import EXAMPLES, parse_seconds
 from .exceptions import InvalidInput as InvalidInput  # its home is exceptions.py; named here too
 from .payload import PayloadError, check_encoded, check_payload
@@ -267,13 +267,17 @@ def checked_ref(text: str, flag: str = "REF") -> str:
 
 
 def checked_callback_url(url: str | None, flag: str = "--callback-url") -> str | None:
+    """The URL, or InvalidInput saying what is wrong with it: the rule SQL keeps too
+    (reminderd/callback_urls.py), so nothing the database or the daemon would refuse is sent on."""
     if url is None:
         return None
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or any(c.isspace() for c in url):
+    wrong = callback_urls.problem(url)
+    if wrong == callback_urls.UNREADABLE:
         raise InvalidInput(
             f"{flag} {url!r}: use an http:// or https:// URL, like https://example.com/hooks", flag
         )
+    if wrong:
+        raise InvalidInput(f"{flag} {url!r} {wrong}", flag)
     return url
 
 

@@ -321,3 +321,67 @@ def node() -> str:
     version = subprocess.run([found, "--version"], capture_output=True, text=True, check=True).stdout.strip()
     assert int(version.lstrip("v").split(".")[0]) >= 18, f"the JavaScript SDK needs Node >= 18, found {version}"
     return found
+
+
+# Callback URLs and what is wrong with each (reminderd/callback_urls.py; None: nothing), one or more
+# for each step of the rule, in its order; the last, IDNA_ONLY of them, only Python can say.
+CALLBACK_URLS = [
+    ("https://hooks.example.com/reminders?x=1#f", None),
+    ("HTTP://Hooks.Example.COM:8080", None),
+    ("http://user:pw@hooks.example.com/cb", None),
+    ("http://localhost:9000/cb", None),
+    ("http://under_score-and-dash.example./cb", None),  # a trailing dot: fully qualified
+    ("http://" + "a" * 63 + ".example/cb", None),
+    ("http://" + ".".join(["a" * 63] * 3) + "." + "a" * 61 + "/cb", None),  # 253 characters
+    ("http://h:65535/", None),
+    ("http://h:1/", None),
+    ("http://192.0.2.1/cb", None),
+    ("http://[2001:db8::1]:8443/cb", None),
+    ("http://[::ffff:192.0.2.1]/cb", None),
+    ("http://bücher.example/cb", None),
+    ("ftp://example.com/x", "is not an http(s) URL"),
+    ("https://", "is not an http(s) URL"),
+    ("http:///cb", "is not an http(s) URL"),
+    ("example.com/cb", "is not an http(s) URL"),
+    ("http://a b.example/cb", "has a space or a control character"),
+    ("http://example.com/a b", "has a space or a control character"),
+    ("http://ex\tample.com/", "has a space or a control character"),
+    ("http://example.com/\u3000", "has a space or a control character"),
+    ("http://a@b@example.com/",
+     "has more than one @ before its host (write an @ of the user or password as %40)"),
+    ("http://user@/cb", "has no host"),
+    ("http://:8080/cb", "has no host"),
+    ("http://example.com:1234567/cb", 'has port "1234567": a port is 1 to 65535'),
+    ("http://example.com:65536/cb", 'has port "65536": a port is 1 to 65535'),
+    ("http://example.com:0/cb", 'has port "0": a port is 1 to 65535'),
+    ("http://example.com:/cb", 'has port "": a port is 1 to 65535'),
+    ("http://example.com:80:80/cb", 'has port "80:80": a port is 1 to 65535'),
+    ("http://[::1%25lo]/cb", 'has host "[::1%25lo]", which is not an IPv6 address'),
+    ("http://[192.0.2.1]/cb", 'has host "[192.0.2.1]", which is not an IPv6 address'),
+    ("http://[::1/cb", 'has host "[::1", which is not an IPv6 address'),
+    ("http://[::1.2.3]/cb", 'has host "[::1.2.3]", which is not an IPv6 address'),
+    ("http://127.1/cb",
+     'has host "127.1", an address in a non-standard form (write four numbers, like 192.0.2.1)'),
+    ("http://2130706433/cb",
+     'has host "2130706433", an address in a non-standard form (write four numbers, like 192.0.2.1)'),
+    ("http://0x7f.0.0.1/cb",
+     'has host "0x7f.0.0.1", an address in a non-standard form (write four numbers, like 192.0.2.1)'),
+    ("http://192.0.2.01/cb",
+     'has host "192.0.2.01", an address in a non-standard form (write four numbers, like 192.0.2.1)'),
+    ("http://a!b.example/cb", 'has host "a!b.example" with "!", which a host name cannot have'),
+    ("http://a%41.example/cb", 'has host "a%41.example" with "%", which a host name cannot have'),
+    ("http://a\\b.example/cb", 'has host "a\\b.example" with "\\", which a host name cannot have'),
+    ("http://exa..mple.com/cb", 'has host "exa..mple.com" with an empty label'),
+    ("http://.example.com/cb", 'has host ".example.com" with an empty label'),
+    ("http://example.com../cb", 'has host "example.com.." with an empty label'),
+    ("http://" + "a" * 64 + ".example/cb",
+     f'has host "{"a" * 64}.example" with a label longer than 63 characters'),
+    ("http://" + ".".join(["a" * 63] * 4) + "/cb",
+     f'has host "{".".join(["a" * 63] * 4)}" longer than 253 characters'),
+    # Python's alone: a non-ASCII name the daemon cannot encode (IDNA).
+    ("http://\u00ad.example/cb",
+     'has host "\\u00ad.example", which is not an international domain name (IDNA)'),
+    ("http://\uff11\uff12\uff17.\uff11/cb",
+     'has host "\uff11\uff12\uff17.\uff11", which encoded (IDNA) as "127.1" is not a host name'),
+]
+IDNA_ONLY = 2

@@ -1,4 +1,4 @@
--- The reminderd schema as it stands after the last migration (0018), in one file, for reading.
+-- The reminderd schema as it stands after the last migration (0019), in one file, for reading.
 --
 -- Three things describe the schema, each with one job:
 --   migrations/sql/NNNN_*.sql   the history. `reminderd migrate` (Alembic) runs each file once, in
@@ -33,16 +33,25 @@ LANGUAGE sql VOLATILE AS $$
 $$;
 
 -- host:port of a callback URL, the port written out (80, 443), the host lower-case; NULL for
--- what is not an http(s) URL.
+-- what is not an http(s) URL, and for what reminderd.endpoints would refuse as an endpoint
+-- (endpoint_format below: a port of six digits, a space in the host), which only a row written
+-- before migration 0019 checked callback URLs can have: the claim passes such a row on to the
+-- daemon, which refuses it (reminderd.callback_url_problem's words), instead of failing whole.
 CREATE FUNCTION reminderd.endpoint_of(url text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
-    part text[] := regexp_match(url, '^(https?)://(?:[^/?#@]*@)?(\[[^]/?#]*\]|[^:/?#]+)(?::([0-9]+))?', 'i');
+    part     text[] := regexp_match(url, '^(https?)://(?:[^/?#@]*@)?(\[[^]/?#]*\]|[^:/?#]+)(?::([0-9]+))?', 'i');
+    endpoint text;
 BEGIN
     IF part IS NULL THEN
         RETURN NULL;
     END IF;
-    RETURN lower(part[2]) || ':' || coalesce(part[3], CASE lower(part[1]) WHEN 'http' THEN '80' WHEN 'https' THEN '443' END);
+    endpoint := lower(part[2]) || ':'
+                || coalesce(part[3], CASE lower(part[1]) WHEN 'http' THEN '80' WHEN 'https' THEN '443' END);
+    IF endpoint ~ '^[^:/?#[:space:]]+:[0-9]{1,5}$' OR endpoint ~ '^\[[0-9a-fA-F:.]+\]:[0-9]{1,5}$' THEN
+        RETURN endpoint;
+    END IF;
+    RETURN NULL;
 END
 $$;
 
@@ -997,6 +1006,128 @@ GRANT SELECT ON reminderd.fire_counts, reminderd.lateness_counts
 --   (docs/audiences.md lists which function raises which)
 
 -- Functions: checks shared by the API and the triggers --------------------------------------------
+
+-- What is wrong with `url` as a callback URL, in a few words that follow the URL in a sentence
+-- ('has port "1234567": a port is 1 to 65535'); NULL when it is one (and for NULL). Checked in
+-- this order: an http(s) URL; no space or control character anywhere (C0, space, DEL, C1 and the
+-- Unicode spaces); at most one @ (the user:password part's own is %40); a host; a port from 1 to
+-- 65535; and the host an IPv6 address in brackets, an IPv4 address as four numbers (not the other
+-- forms inet_aton reads: 127.1, 2130706433, 0x7f.1), or a name: letters, digits, - and _ (or
+-- non-ASCII letters) in labels of 1 to 63 characters, 253 at most, a trailing dot allowed. The
+-- command line, the HTTP API and the daemon keep the same rule in the same words
+-- (reminderd/callback_urls.py); they also check that a non-ASCII name encodes (IDNA), which SQL
+-- cannot, and the daemon refuses a row whose URL does not on its first attempt.
+CREATE FUNCTION reminderd.callback_url_problem(url text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    authority text;
+    host      text;
+    rest      text;
+    part      text[];
+    name      text;
+BEGIN
+    IF url IS NULL THEN
+        RETURN NULL;
+    END IF;
+    -- The common case in three quick tests, which pass only what every step below passes: a name of
+    -- 63 characters at most (with its port) whose last label starts with a letter (so not an
+    -- address), no @, a port from 1 to 65535 without leading zeros, no space or control character.
+    IF length(split_part(url, '/', 3)) <= 63
+       AND url ~ ('^https?://([A-Za-z0-9_-]+\.)*[A-Za-z_-][A-Za-z0-9_-]*'
+                  '(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9][0-9]|6[0-4][0-9][0-9][0-9]|[1-5][0-9][0-9][0-9][0-9]'
+                  '|[1-9][0-9]?[0-9]?[0-9]?))?([/?#]|$)')
+       AND url !~ '[\x01-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]' THEN
+        RETURN NULL;
+    END IF;
+    IF url !~* '^https?://[^/?#]' THEN
+        RETURN 'is not an http(s) URL';
+    END IF;
+    IF url ~ '[\x01-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]' THEN
+        RETURN 'has a space or a control character';
+    END IF;
+    authority := substring(url FROM '^[A-Za-z]+://([^/?#]*)');
+    IF authority ~ '@.*@' THEN
+        RETURN 'has more than one @ before its host (write an @ of the user or password as %40)';
+    END IF;
+    authority := regexp_replace(authority, '^[^@]*@', '');
+    part := regexp_match(authority, '^(\[[^]]*\])(.*)$');
+    IF part IS NOT NULL AND (part[2] = '' OR part[2] LIKE ':%') THEN  -- [v6 address], then :port or nothing
+        host := part[1];
+        rest := part[2];
+    ELSIF authority LIKE '[%' THEN
+        host := authority;
+        rest := '';
+    ELSE
+        part := regexp_match(authority, '^([^:]*)(.*)$');
+        host := part[1];
+        rest := part[2];
+    END IF;
+    IF host = '' THEN
+        RETURN 'has no host';
+    END IF;
+    IF rest <> '' AND (CASE WHEN rest ~ '^:[0-9]{1,5}$' THEN substr(rest, 2)::integer NOT BETWEEN 1 AND 65535
+                            ELSE true END) THEN
+        RETURN format('has port "%s": a port is 1 to 65535', substr(rest, 2));
+    END IF;
+    IF host LIKE '[%' THEN
+        -- hex digits and colons, perhaps ending in an IPv4 address as four numbers (inet reads ::1.2.3)
+        IF host ~ '^\[[0-9A-Fa-f:]+(:(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3})?\]$' THEN
+            BEGIN
+                IF family(substr(host, 2, length(host) - 2)::inet) = 6 THEN
+                    RETURN NULL;
+                END IF;
+            EXCEPTION WHEN invalid_text_representation THEN
+                NULL;  -- not an address: said below
+            END;
+        END IF;
+        RETURN format('has host "%s", which is not an IPv6 address', host);
+    END IF;
+    IF host ~* '^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]*))*\.?$' THEN
+        IF host !~ '^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}$' THEN
+            RETURN format('has host "%s", an address in a non-standard form (write four numbers, like 192.0.2.1)',
+                          host);
+        END IF;
+        RETURN NULL;
+    END IF;
+    name := regexp_replace(host, '\.$', '');
+    IF name ~ '[\x21-\x2c\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7e]' THEN
+        RETURN format('has host "%s" with "%s", which a host name cannot have', host,
+                      substring(name FROM '[\x21-\x2c\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7e]'));
+    END IF;
+    IF name ~ '(^|\.)(\.|$)' THEN
+        RETURN format('has host "%s" with an empty label', host);
+    END IF;
+    IF name ~ '[^.]{64}' THEN
+        RETURN format('has host "%s" with a label longer than 63 characters', host);
+    END IF;
+    IF length(name) > 253 THEN
+        RETURN format('has host "%s" longer than 253 characters', host);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Refuse a callback URL that is not one (callback_url_problem), in a sentence naming it and whose
+-- it is ('callback_url "http://a b/" of message acme / r1 has a space or a control character'):
+-- 23514 check_violation carrying the name of the constraint it stands for (callback_url_is_http,
+-- tenant_callback_url_is_http, broadcast_callback_url_is_http: those check the shape only, so that
+-- a row written before migration 0019 can still be moved on), with the rule as the HINT.
+CREATE FUNCTION reminderd.check_callback_url(url text, subject text, constraint_name text) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    problem text := reminderd.callback_url_problem(url);
+BEGIN
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'callback_url "%" of % %', url, subject, problem
+            USING ERRCODE = 'check_violation', CONSTRAINT = constraint_name,
+                  HINT = CASE WHEN problem = 'is not an http(s) URL'
+                              THEN 'Give an absolute http:// or https:// URL, like https://example.com/hooks.'
+                              ELSE 'A callback URL is http(s)://host[:port]/path: a host name (labels of 1 to 63 '
+                                   'letters, digits, - or _; at most 253 characters) or an IP address, a port '
+                                   'from 1 to 65535, no spaces or control characters.' END;
+    END IF;
+END
+$$;
 
 -- Refuse (22023) a zone the daemon cannot read: Python's zoneinfo reads tz database files by name,
 -- so a zone is an IANA name spelt as its file is. PostgreSQL alone would also take
@@ -2997,10 +3128,11 @@ $$;
 -- Functions: what the triggers run (the triggers themselves follow) -------------------------------
 
 -- Reject what SQL can check at insert, with a message that names the problem (a callback_url or
--- cron of the wrong shape carries the name of the constraint it pre-empts): a timezone or a cron
--- the daemon could not read (check_timezone, check_cron: every field, and that it fires). An
--- RRULE without DTSTART is anchored at the local midnight of the day it was written, so INTERVAL
--- counts from a fixed day and times default to 00:00 (stored, so a DBA sees it).
+-- cron of the wrong shape carries the name of the constraint it pre-empts): a new or changed
+-- callback_url that is not one (check_callback_url), a timezone or a cron the daemon could not
+-- read (check_timezone, check_cron: every field, and that it fires). An RRULE without DTSTART is
+-- anchored at the local midnight of the day it was written, so INTERVAL counts from a fixed day
+-- and times default to 00:00 (stored, so a DBA sees it).
 CREATE FUNCTION reminderd.validate_message() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -3009,11 +3141,10 @@ BEGIN
     IF NEW.timezone NOT IN ('UTC', 'Etc/UTC') THEN  -- UTC needs no check; NULL: the column's NOT NULL says so
         PERFORM reminderd.check_timezone(NEW.timezone, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
     END IF;
-    IF NEW.callback_url !~* '^https?://[^/?#[:space:]]+' THEN
-        RAISE EXCEPTION 'callback_url "%" of message % / % is not an http(s) URL', NEW.callback_url,
-            NEW.tenant_id, NEW.ref_id
-            USING ERRCODE = 'check_violation', CONSTRAINT = 'callback_url_is_http',
-                  HINT = 'Give an absolute http:// or https:// URL, like https://example.com/hooks.';
+    -- Only a new or changed URL: a row written before 0019 checked URLs keeps moving on.
+    IF NEW.callback_url IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.callback_url IS DISTINCT FROM OLD.callback_url) THEN
+        PERFORM reminderd.check_callback_url(NEW.callback_url, format('message %s / %s', NEW.tenant_id, NEW.ref_id),
+                                             'callback_url_is_http');
     END IF;
     IF NEW.cron IS NOT NULL THEN
         PERFORM reminderd.check_cron(NEW.cron, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
@@ -3045,8 +3176,8 @@ END
 $$;
 
 -- A tenant is checked with sentences before its constraints are (the errors carry their names):
--- one that already exists, an id, callback_url or calendar of the wrong shape, a default zone the
--- daemon cannot read.
+-- one that already exists, an id or calendar of the wrong shape, a callback_url that is not one
+-- (check_callback_url), a default zone the daemon cannot read.
 CREATE FUNCTION reminderd.validate_tenant() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -3060,10 +3191,11 @@ BEGIN
             USING ERRCODE = 'check_violation', CONSTRAINT = 'tenant_id_format',
                   DETAIL = 'A tenant id is letters, digits and _ . : -, starts with a letter or digit, and has at most 128 characters.';
     END IF;
-    IF NEW.callback_url !~* '^https?://[^/?#[:space:]]+' THEN
-        RAISE EXCEPTION 'callback_url "%" of tenant "%" is not an http(s) URL', NEW.callback_url, NEW.id
-            USING ERRCODE = 'check_violation', CONSTRAINT = 'tenant_callback_url_is_http',
-                  HINT = 'Give an absolute http:// or https:// URL, like https://example.com/hooks.';
+    -- Only a new or changed URL: a tenant whose URL was written before 0019 checked URLs can still
+    -- change its calendar (the daemon refuses its callbacks, saying why).
+    IF NEW.callback_url IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.callback_url IS DISTINCT FROM OLD.callback_url) THEN
+        PERFORM reminderd.check_callback_url(NEW.callback_url, format('tenant "%s"', NEW.id),
+                                             'tenant_callback_url_is_http');
     END IF;
     IF NEW.calendar !~ '^[A-Z]{2}(-[A-Z0-9]{1,10})?$' THEN
         RAISE EXCEPTION 'calendar "%" of tenant "%" is not a holiday calendar code', NEW.calendar, NEW.id
@@ -3256,11 +3388,10 @@ BEGIN
         IF NEW.timezone NOT IN ('UTC', 'Etc/UTC') THEN  -- UTC needs no check; NULL: the column's NOT NULL says so
             PERFORM reminderd.check_timezone(NEW.timezone, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
         END IF;
-        IF NEW.callback_url !~* '^https?://[^/?#[:space:]]+' THEN
-            RAISE EXCEPTION 'callback_url "%" of message % / % is not an http(s) URL', NEW.callback_url,
-                NEW.tenant_id, NEW.ref_id
-                USING ERRCODE = 'check_violation', CONSTRAINT = 'callback_url_is_http',
-                      HINT = 'Give an absolute http:// or https:// URL, like https://example.com/hooks.';
+        IF NEW.callback_url IS NOT NULL THEN
+            PERFORM reminderd.check_callback_url(NEW.callback_url,
+                                                 format('message %s / %s', NEW.tenant_id, NEW.ref_id),
+                                                 'callback_url_is_http');
         END IF;
         IF NEW.cron IS NOT NULL THEN
             PERFORM reminderd.check_cron(NEW.cron, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
@@ -4605,6 +4736,20 @@ BEGIN
 END
 $$;
 
+-- A broadcast's callback_url is checked as a message's is (check_callback_url), when it is written:
+-- its rows, which stage_broadcast writes with it, are not checked one by one.
+CREATE FUNCTION reminderd.validate_broadcast_request() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.callback_url IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.callback_url IS DISTINCT FROM OLD.callback_url) THEN
+        PERFORM reminderd.check_callback_url(NEW.callback_url,
+                                             format('broadcast "%s" of tenant "%s"', NEW.ref_prefix, NEW.tenant_id),
+                                             'broadcast_callback_url_is_http');
+    END IF;
+    RETURN NEW;
+END
+$$;
+
 -- Functions: cadences -----------------------------------------------------------------------------
 
 -- An offset as a ref suffix: -30 days -> -30d, 1 day 12:00 -> +1d12h, -2 months -> -2mo.
@@ -4715,6 +4860,14 @@ GRANT EXECUTE ON FUNCTION
     reminderd.cron_next_wall(timestamp, bigint, bigint, bigint, bigint, bigint, integer, bigint, bigint),
     reminderd.next_cron_occurrence(text, text, timestamptz)
 TO reminderd_app, reminderd_daemon, reminderd_readonly;
+-- Callback URLs (migration 0019): the rule is pure, any role may ask it; the check is what the
+-- triggers of every role's writes call.
+GRANT EXECUTE ON FUNCTION reminderd.callback_url_problem(text)
+TO reminderd_app, reminderd_daemon, reminderd_readonly, reminderd_api;
+GRANT EXECUTE ON FUNCTION
+    reminderd.check_callback_url(text, text, text),
+    reminderd.validate_broadcast_request()
+TO reminderd_app, reminderd_daemon, reminderd_api;
 GRANT EXECUTE ON FUNCTION
     reminderd.is_timezone(text),
     reminderd.check_tenant(text),
@@ -4981,6 +5134,10 @@ CREATE TRIGGER tenants_validate
 CREATE TRIGGER tenant_holidays_validate
     BEFORE INSERT OR UPDATE OF tenant_id, name ON reminderd.tenant_holidays
     FOR EACH ROW EXECUTE FUNCTION reminderd.validate_holiday();
+-- A broadcast's callback_url, as a message's (migration 0019).
+CREATE TRIGGER broadcast_requests_validate
+    BEFORE INSERT OR UPDATE OF callback_url ON reminderd.broadcast_requests
+    FOR EACH ROW EXECUTE FUNCTION reminderd.validate_broadcast_request();
 CREATE TRIGGER contacts_resolve
     BEFORE INSERT OR UPDATE OF timezone, phone, country ON reminderd.contacts
     FOR EACH ROW WHEN (current_setting('reminderd.contacts_resolved', true) IS DISTINCT FROM 'on')

@@ -94,6 +94,8 @@ async def test_the_identical_call_returns_the_message_it_created_and_another_rep
         ({"ref_id": "r", "fire_in": "1h", "max_runs": 3}, "/max_runs", "end a recurring schedule"),
         ({"ref_id": "r", "fire_in": "1h", "category": "Marketing!"}, "/category", "lower-case"),
         ({"ref_id": "r", "fire_in": "1h", "callback_url": "ftp://x"}, "/callback_url", "http"),
+        ({"ref_id": "r", "fire_in": "1h", "callback_url": "http://h:99999/"}, "/callback_url",
+         'has port "99999": a port is 1 to 65535'),
         ({"ref_id": "r", "fire_in": "1h", "backfill": "maybe"}, "/backfill", "one of send, latest, skip"),
         ({"ref_id": "r", "fire_in": "1h", "max_attempts": 0}, "/max_attempts", "at least 1"),
         ({"ref_id": "r", "fire_in": "1h", "payload": "\ud800"}, "/payload", "half a UTF-16 surrogate pair"),

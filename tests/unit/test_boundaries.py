@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "reminderd"
 # creates databases for tests, the demo and the bench).
 TALKS_TO_POSTGRES = {"store", "testing"}
 # Pure decisions and rules: no database, no HTTP, no loop.
-PURE = {"outcome", "retry", "guard", "lifecycle", "duration", "payload", "signing", "jobs"}
+PURE = {"outcome", "retry", "guard", "lifecycle", "duration", "payload", "signing", "jobs", "callback_urls"}
 IO_MODULES = {"store", "callback", "http1", "worker", "housekeeping", "daemon", "health", "cli", "demo"}
 # What the loop's building blocks must not reach up into.
 ENTRY_POINTS = {"cli", "daemon", "demo"}

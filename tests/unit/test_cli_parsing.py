@@ -590,6 +590,10 @@ def test_a_bad_payload_file_is_one_line(
          "--callback-url 'ftp://x': use an http:// or https:// URL, like https://example.com/hooks"),
         (["tenant", "add", "acme", "--callback-url", "hooks.example/x"],
          "--callback-url 'hooks.example/x': use an http:// or https:// URL, like https://example.com/hooks"),
+        (["tenant", "add", "acme", "--callback-url", "http://example.com:1234567/cb"],
+         "--callback-url 'http://example.com:1234567/cb' has port \"1234567\": a port is 1 to 65535"),
+        (["schedule", "t", "r", "--in", "5m", "--callback-url", "http://exa..mple.com/cb"],
+         "--callback-url 'http://exa..mple.com/cb' has host \"exa..mple.com\" with an empty label"),
         (["tenant", "add", "-acme", "--callback-url", "https://a.example"], None),  # argparse: an option
         (["tenant", "add", "a" * 129, "--callback-url", "https://a.example"], f"tenant {'a' * 129!r}:"),
         (["tenant", "holiday", "add", "t", "2026-12-31", " "],

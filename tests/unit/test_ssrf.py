@@ -164,6 +164,35 @@ def test_check_url_refuses_an_unparseable_url() -> None:
         check_url("http://[::1/cb", ())
 
 
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://example.com:1234567/cb", 'callback_url has port "1234567": a port is 1 to 65535'),
+        ("http://a b.example/cb", "callback_url has a space or a control character"),
+        ("http://exa..mple.com/cb", 'callback_url has host "exa..mple.com" with an empty label'),
+        ("http://" + "a" * 64 + ".example/cb",
+         f'callback_url has host "{"a" * 64}.example" with a label longer than 63 characters'),
+        ("http://\u00ad.example/cb", 'callback_url has host "\\u00ad.example", which is not an international'
+                                    " domain name (IDNA)"),
+    ],
+)
+async def test_a_url_written_before_urls_were_checked_is_refused_before_any_lookup(
+    url: str, reason: str
+) -> None:
+    """A row written before migration 0019 (or past SQL's check: a name that does not encode):
+    refused with what is wrong with it, permanently, and no name is looked up."""
+    with pytest.raises(CallbackRefused) as refused:
+        check_url(url, ())
+    assert str(refused.value) == reason
+
+    async def no_lookup(host: str, port: int) -> list[str]:
+        raise AssertionError(f"looked up {host}")
+
+    result = await send_once(url, no_lookup)
+    assert result.error == f"refused: {reason}"
+    assert result.permanent and result.poison and result.refused
+
+
 # checked_addresses(), with a resolver answering from a fixed table
 
 

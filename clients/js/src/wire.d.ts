@@ -39,7 +39,7 @@ export type Duration = string | number;
 /** any JSON value (an object by convention), sent in the callback as written; at most 256 KiB */
 export type Payload = unknown;
 
-/** an http:// or https:// URL */
+/** an http:// or https:// URL whose host is a name (labels of 1 to 63 letters, digits, - or _, at most 253 characters) or an IP address, with a port from 1 to 65535 and no spaces or control characters (docs/sql.md, "Callback URLs") */
 export type CallbackUrl = string;
 
 export type Category = string;
