@@ -198,13 +198,14 @@ async def test_a_callback_host_that_is_no_valid_name_is_refused_once_not_retried
     # A row that reaches the daemon with such a URL (written before write-time checks refused it):
     # the system's resolver fails on the name before asking DNS.
     await db.execute("SELECT reminderd.schedule('acme', 'odd', now(), max_attempts => 3)")
-    await db.execute("UPDATE reminderd.scheduled_messages SET callback_url = 'http://exa..mple.com/cb'")
+    async with db.transaction():  # the write-time check (migration 0019) would refuse it
+        await db.execute("SET LOCAL session_replication_role = replica")
+        await db.execute("UPDATE reminderd.scheduled_messages SET callback_url = 'http://exa..mple.com/cb'")
     with capture_logs() as logs:
         await drain(fast_settings(database_url))
     row = await row_by_ref(db, "odd")
     assert (row["status"], row["attempts"]) == ("dead", 1)
-    assert row["last_error"] == ("refused: callback_url host 'exa..mple.com' is not a valid host name "
-                                 "(label empty or too long)")
+    assert row["last_error"] == 'refused: callback_url has host "exa..mple.com" with an empty label'
     assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 1
     assert [e for e in logs if e["event"].endswith("_crashed")] == []
 
