@@ -39,6 +39,7 @@ from conformance.scripted_server import (
     respond,
 )
 from reminderd.callback import callback_body
+from reminderd.exceptions import CallbackRefused
 from reminderd.http1 import Http1Client
 from reminderd.outcome import AttemptResult
 from reminderd.settings import Network
@@ -530,13 +531,34 @@ async def test_an_unknown_name_is_a_failed_attempt(make_client: MakeClient) -> N
     assert result.error == "cannot resolve nowhere.test: Name or service not known"
 
 
-@pytest.mark.parametrize("host", ["exa..mple.com", "a" * 64 + ".example"], ids=["empty-label", "label-over-63"])
-async def test_a_host_that_is_no_valid_name_is_refused_not_a_crash(make_client: MakeClient, host: str) -> None:
-    # The system's resolver gives up on such a name before asking any DNS server (its IDNA
-    # encoding fails: a UnicodeError, no OSError). Every attempt would fail alike: a refusal
-    # naming the host (dead-lettered at once), not an exception out of send().
+@pytest.mark.parametrize(("host", "why"), [
+    ("exa..mple.com", "with an empty label"), ("a" * 64 + ".example", "with a label longer than 63 characters"),
+], ids=["empty-label", "label-over-63"])
+async def test_a_host_that_is_no_valid_name_is_refused_not_a_crash(
+    make_client: MakeClient, host: str, why: str
+) -> None:
+    # The system's resolver would give up on such a name before asking any DNS server (its IDNA
+    # encoding fails: a UnicodeError, no OSError); the callback URL rule refuses it first. Every
+    # attempt would fail alike: a refusal naming the host (dead-lettered at once), not an
+    # exception out of send().
     result = await send(make_client(), f"http://{host}:8080/cb")
-    assert_refused(result, f"callback_url host {host!r} is not a valid host name (label empty or too long)")
+    assert_refused(result, f'callback_url has host "{host}" {why}')
+
+
+async def test_the_http1_client_refuses_a_name_the_resolver_cannot_encode() -> None:
+    # Behind the rule above: should a name pass it and still fail the system resolver's IDNA
+    # encoding (a UnicodeError, no OSError), the client refuses it, naming the host and the reason.
+    async def resolve(host: str, port: int) -> list[str]:
+        raise UnicodeError("encoding with 'idna' codec failed") from UnicodeError("label empty or too long")
+
+    client = Http1Client([ipaddress.ip_network("127.0.0.0/8")], resolver=resolve)
+    try:
+        with pytest.raises(CallbackRefused) as refused:
+            await client.post(URL("http://odd.example:8080/cb"), b"{}", [], 1.0)
+    finally:
+        await client.close()
+    assert str(refused.value) == ("callback_url host 'odd.example' is not a valid host name "
+                                  "(label empty or too long)")
 
 
 async def test_a_closed_port_is_a_failed_attempt(make_client: MakeClient) -> None:
