@@ -36,6 +36,7 @@ from urllib.parse import urlencode, urlsplit
 
 import structlog
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from .apikeys import WRITE, acting_for, digest, prefix_of
 from .dashboard_rows import FEED_START, FIRES, FeedCursor, FeedEntry, FireTotals, HourSends, TenantCounts
@@ -311,7 +312,7 @@ async def _check_post(request: web.Request, viewer: Viewer) -> None:
     if not _same_origin(request):
         _refused(request, viewer, "foreign_origin")
         raise web.HTTPForbidden(text="This form was sent from another site.")
-    form = await request.post()
+    form = await _form(request)
     token = form.get("csrf")
     if not same_token(viewer.csrf, token if isinstance(token, str) else None):
         _refused(request, viewer, "csrf_token")
@@ -322,6 +323,14 @@ async def _check_post(request: web.Request, viewer: Viewer) -> None:
         raise web.HTTPForbidden(text="This key is read-only: it may look, not change anything.")
     if any(isinstance(value, str) and "\x00" in value for value in form.values()):
         raise web.HTTPBadRequest(text="The form holds a NUL character, which nothing here can hold.")
+
+
+async def _form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """The POSTed form (read once, then kept by aiohttp); a 400 for one that is not UTF-8 text."""
+    try:
+        return await request.post()
+    except UnicodeDecodeError:
+        raise web.HTTPBadRequest(text="The form is not UTF-8 text: send it from the page's own form.") from None
 
 
 def _refused(request: web.Request, viewer: Viewer, reason: str) -> None:
@@ -401,7 +410,7 @@ async def login_page(request: web.Request, *, problem: str | None = None, status
 
 async def login(request: web.Request) -> web.StreamResponse:
     state = _state(request)
-    form = await request.post()
+    form = await _form(request)
     nonce = request.cookies.get(LOGIN_COOKIE)
     token = form.get("csrf")
     if not _same_origin(request) or nonce is None or not isinstance(token, str) \
@@ -868,7 +877,7 @@ async def requeue(request: web.Request) -> web.StreamResponse:
     many, then (confirm=yes) the requeue itself."""
     viewer = _viewer(request)
     state = _state(request)
-    form = await request.post()
+    form = await _form(request)
     wanted = _dead_filter(form, viewer)
     only = form.get("only")  # one row's own button
     every = form.get("scope") == "matching" and only is None
@@ -984,7 +993,7 @@ async def broadcast_action(request: web.Request) -> web.StreamResponse:
     if found is None:
         raise web.HTTPNotFound(text=f"No broadcast {broadcast_id}.")
     b = found.progress
-    form = await request.post()
+    form = await _form(request)
     given = form.get("note")
     note = (given.strip()[:NOTE_AT_MOST] or None) if isinstance(given, str) else None
     store, who, tenant = state.store, viewer.acting_for, b.tenant_id

@@ -367,6 +367,17 @@ async def test_query_values_no_page_can_use_are_a_400_page_with_the_security_hea
     assert says in body
 
 
+async def test_a_form_that_is_not_utf8_is_a_400_page(db: asyncpg.Connection, browser: Browser) -> None:
+    await operator(db, browser)
+    form = b"csrf=" + browser.csrf.encode() + b"&key=\xff"  # raw bytes, not percent-encoded
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    for path in ("/login", "/dead/requeue"):
+        async with browser.session.post(browser.url + path, data=form, headers=headers) as answer:
+            body = await answer.text()
+            assert answer.status == 400 and all(name in answer.headers for name in SECURITY_HEADERS), body
+        assert "not UTF-8" in body
+
+
 async def test_a_bug_is_a_500_page_with_the_security_headers_and_one_log_line_without_its_values(
     db: asyncpg.Connection, browser: Browser, monkeypatch: pytest.MonkeyPatch
 ) -> None:
