@@ -24,7 +24,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from functools import cached_property
 from importlib.resources import files
 from typing import Any
@@ -295,11 +294,16 @@ class Api:
         return response
 
     def _problem(self, problem: Problem, request_id: str) -> web.Response:
-        response = web.Response(
-            body=problem.body(f"urn:reminderd:request:{request_id}"),
-            status=problem.status,
-            content_type=PROBLEM_JSON,
-        )
+        instance = f"urn:reminderd:request:{request_id}"
+        try:
+            body = problem.body(instance)
+        except Exception as exc:  # a member json cannot write: still a problem, never a bare 500
+            log.exception("api_error", request_id=request_id, problem=problem.kind, error=type(exc).__name__)
+            problem = Problem(
+                "internal", f"an internal error; the server's log says more under request_id {request_id}"
+            )
+            body = problem.body(instance)
+        response = web.Response(body=body, status=problem.status, content_type=PROBLEM_JSON)
         response.headers.update(problem.headers)
         return response
 
@@ -428,9 +432,17 @@ class Api:
         return document
 
     async def read_json(
-        self, request: web.Request, *, required: bool = True, shapes: tuple[type, ...] = (dict,)
+        self,
+        request: web.Request,
+        *,
+        required: bool = True,
+        shapes: tuple[type, ...] = (dict,),
+        alone: str | None = None,
     ) -> Any:
-        """The body's JSON document, of one of `shapes` (an object, unless told); Problem otherwise."""
+        """The body's JSON document, of one of `shapes` (an object, unless told); Problem otherwise,
+        also for a string PostgreSQL cannot store (wire.unstorable), named by its pointer. `alone`:
+        the member whose elements the handler judges one by one (a batch's `messages`; "" for the
+        body's own, an array's or a lone object's), each refused alone for such a string."""
         raw = await request.read()
         if not raw and not required:
             return {}
@@ -449,13 +461,15 @@ class Api:
             said = " or ".join("a JSON array" if shape is list else "a JSON object" for shape in shapes)
             raise Problem("invalid-json", f"the body must be {said}")
         limit = self.settings.api_max_json_depth
-        # Each array or object opens with a bracket: no more brackets than the limit, no walk needed.
-        if raw.count(b"{") + raw.count(b"[") > limit and wire.depth(document, limit) > limit:
+        if wire.too_deep(raw, document, limit):
             raise Problem(
                 "invalid-json",
                 f"the body nests arrays and objects more than {limit} levels deep "
                 "(REMINDERD_API_MAX_JSON_DEPTH)",
             )
+        for found in wire.unstorable(document, raw):
+            if not _in_an_element(found.path, alone, document):
+                raise invalid(found.detail(), pointer(*found.path))
         return document
 
     def _schedule_request(
@@ -481,7 +495,7 @@ class Api:
                     raise invalid(f"{name} must be a string", pointer(*at, name))
                 values[name] = value
             for name in _DURATION_FIELDS:
-                values[name] = _duration_text(item.get(name), at, name)
+                values[name] = _duration_text(item.get(name), at, name, allow_zero=name == "max_lateness")
             for name in _INTEGER_FIELDS:
                 value = item.get(name)
                 if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
@@ -571,7 +585,7 @@ class Api:
 
     async def schedule_batch(self, request: web.Request, caller: Caller, store: Store) -> web.Response:
         tenant = _tenant(caller)
-        body = await self._body(request)
+        body = await self.read_json(request, alone="messages")
         unknown = sorted(set(body) - {"messages", "atomic"})
         if unknown:
             raise invalid(f"unknown field {unknown[0]!r}", pointer(unknown[0]))
@@ -587,8 +601,11 @@ class Api:
         now = datetime.now(UTC)
         requests: dict[int, ScheduleRequest] = {}
         failed: dict[int, Problem] = {}
+        look = wire.may_hold_unstorable(await request.read())  # read_json left these to each message
         for index, item in enumerate(messages):
             try:
+                for found in wire.unstorable(item) if look else ():
+                    raise invalid(found.detail(), pointer("messages", index, *found.path))
                 requests[index] = self._schedule_request(tenant, item, ("messages", index), now)
             except Problem as refused:
                 failed[index] = refused
@@ -997,7 +1014,7 @@ class Api:
         unknown = sorted(set(body) - {"grace"})
         if unknown:
             raise invalid(f"unknown field {unknown[0]!r}", pointer(unknown[0]))
-        text = _duration_text(body.get("grace", "24h"), (), "grace")
+        text = _duration_text(body.get("grace", "24h"), (), "grace", allow_zero=True)
         try:
             grace = parse_duration(text or "24h", "grace", allow_zero=True)
         except InvalidInput as exc:
@@ -1167,6 +1184,8 @@ class Cursor:
             kind, message_id, micros = raw.split(":")
             fire_at = datetime.fromtimestamp(int(micros) / 1e6, UTC) if micros else NEVER
             cursor = cls(kind, int(message_id), fire_at)
+            if not 0 <= cursor.id <= MAX_BIGINT:  # a message id is a bigint
+                raise ValueError(message_id)
         except (ValueError, UnicodeDecodeError, OverflowError, OSError):
             raise invalid(
                 "cursor is not one this server gave out: pass next_cursor back as it is",
@@ -1204,18 +1223,29 @@ def _no_message(message_id: int) -> Problem:
 
 
 def _ref_of(item: Any) -> str | None:
+    """An invalid item's ref_id, to repeat in its result: None when it has none the answer can hold."""
     ref = item.get("ref_id") if isinstance(item, dict) else None
-    return ref if isinstance(ref, str) else None
+    return ref if isinstance(ref, str) and wire.storable(ref) else None
 
 
-def _duration_text(value: Any, at: tuple[str | int, ...], name: str) -> str | None:
-    """A duration from JSON (the member `name` of the object at `at`): text (2h, PT2H) or a
-    number of seconds."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
-        raise invalid(f'{name} must be a duration such as "2h" or a number of seconds', pointer(*at, name))
-    return str(value)
+def _in_an_element(path: tuple[str | int, ...], alone: str | None, document: Any) -> bool:
+    """Whether `path` leads into an element of the member `alone` (read_json)."""
+    if alone is None:
+        return False
+    if alone == "":
+        return isinstance(document, dict) or (bool(path) and isinstance(path[0], int))
+    return len(path) >= 2 and path[0] == alone and isinstance(path[1], int)
+
+
+def _duration_text(
+    value: Any, at: tuple[str | int, ...], name: str, *, allow_zero: bool = False
+) -> str | None:
+    """A duration from JSON (the member `name` of the object at `at`): text (2h, PT2H) or any
+    JSON number of seconds (wire.duration); Problem naming it otherwise."""
+    try:
+        return wire.duration(value, name, allow_zero=allow_zero)
+    except InvalidInput as exc:
+        raise invalid(str(exc), pointer(*at, name)) from None
 
 
 def _after_prefix(prefix: str) -> str:

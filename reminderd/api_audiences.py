@@ -144,10 +144,10 @@ class Recipients:
                 if store.in_transaction
                 else request.content.iter_chunked(CHUNK)
             )
-            async for batch in _ndjson_batches(read, upload):
+            async for batch in _ndjson_batches(read, upload, self.api.settings.api_max_json_depth):
                 await self._write_contacts(store, caller, tenant, batch, upload, by="line")
         else:
-            document = await self.api.read_json(request, shapes=(list, dict))
+            document = await self.api.read_json(request, shapes=(list, dict), alone="")
             items = document if isinstance(document, list) else [document]
             if not items:
                 raise invalid("send at least one contact", None)
@@ -158,9 +158,10 @@ class Recipients:
                     None,
                 )
             batch = []
+            look = wire.may_hold_unstorable(await request.read())  # read_json left these to each contact
             for index, item in enumerate(items):
                 upload.received += 1
-                line = _accepted(index, item, upload)
+                line = _accepted(index, item, upload, look=look)
                 if line is not None:
                     batch.append(line)
             await self._write_contacts(store, caller, tenant, batch, upload, by="index")
@@ -402,9 +403,12 @@ async def _lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         yield bytes(pending)
 
 
-async def _ndjson_batches(chunks: AsyncIterator[bytes], upload: Upload) -> AsyncIterator[list[SentContact]]:
+async def _ndjson_batches(
+    chunks: AsyncIterator[bytes], upload: Upload, max_depth: int
+) -> AsyncIterator[list[SentContact]]:
     """The body's lines, each checked, in batches of CONTACT_BATCH; never the whole body in memory.
-    A bad line is reported by its number (from 1) and skipped."""
+    A bad line is reported by its number (from 1) and skipped; one nesting arrays and objects more
+    than `max_depth` deep is bad (REMINDERD_API_MAX_JSON_DEPTH, as for a JSON body)."""
     batch: list[SentContact] = []
     number = 0
     async for raw in _lines(chunks):
@@ -421,7 +425,14 @@ async def _ndjson_batches(chunks: AsyncIterator[bytes], upload: Upload) -> Async
         except wire.NotJSON as exc:
             upload.refuse(number, None, f"not JSON: {exc}")
             continue
-        line = _accepted(number, item, upload)
+        if wire.too_deep(raw, item, max_depth):
+            upload.refuse(
+                number,
+                None,
+                f"nests arrays and objects more than {max_depth} levels deep (REMINDERD_API_MAX_JSON_DEPTH)",
+            )
+            continue
+        line = _accepted(number, item, upload, look=wire.may_hold_unstorable(raw))
         if line is None:
             continue
         batch.append(line)
@@ -432,9 +443,13 @@ async def _ndjson_batches(chunks: AsyncIterator[bytes], upload: Upload) -> Async
         yield batch
 
 
-def _accepted(at: int, item: Any, upload: Upload) -> SentContact | None:
-    """The contact at `at`, checked as a contacts file's line is and as PostgreSQL's jsonb will
-    take it (its numbers kept as written); None, and the reason recorded, when it is refused."""
+def _accepted(at: int, item: Any, upload: Upload, *, look: bool) -> SentContact | None:
+    """The contact at `at`, checked as a contacts file's line is and as PostgreSQL will take it
+    (its numbers kept as written; `look`: for a string it cannot store, as the text it was parsed
+    from may hold one); None, and the reason recorded, when it is refused."""
+    for found in wire.unstorable(item) if look else ():
+        upload.refuse(at, _id_of(item), found.detail("the contact"))
+        return None
     line = checked_contact(at, item)
     if line.contact is None:
         upload.refuse(at, _id_of(item), line.problem or "invalid")
@@ -477,8 +492,9 @@ def _said(exc: DatabaseRefused) -> str:
 
 
 def _id_of(item: Any) -> str | None:
+    """A refused item's contact_id, to repeat in the answer: None when it has none the answer can hold."""
     value = item.get("contact_id") if isinstance(item, dict) else None
-    return value if isinstance(value, str) else None
+    return value if isinstance(value, str) and wire.storable(value) else None
 
 
 # Reading requests ----------------------------------------------------------------------------------
@@ -548,12 +564,8 @@ def _text(body: dict[str, Any], name: str) -> str | None:
 
 
 def _duration_s(body: dict[str, Any], name: str, *, allow_zero: bool) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise InvalidInput(f'{name} must be a duration such as "30m" or a number of seconds', name)
-    return parse_duration(str(value), name, allow_zero=allow_zero).total_seconds()
+    text = wire.duration(body.get(name), name, allow_zero=allow_zero)
+    return None if text is None else parse_duration(text, name, allow_zero=allow_zero).total_seconds()
 
 
 def _broadcast_request(tenant: str, body: dict[str, Any], caller: Caller, now: datetime) -> BroadcastRequest:

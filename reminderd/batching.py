@@ -9,7 +9,9 @@ Nothing else changes. Each request still gets its own answer: its item is judged
 on its own), in the order the requests arrived (the same ref twice: the later replaces the
 earlier, as two calls in a row would), and it is answered only once the call that wrote it has
 committed. A call that fails as a whole (the database unreachable) fails each of its requests, as
-each would have failed alone.
+each would have failed alone. A call refused for what it holds (one request's value the database
+refused for the whole array, or a bug) is rolled back and made again one request at a time, so
+that a bad request fails only itself and the others are written, each with its own answer.
 
 There is no waiting for company: a request that finds fewer than `max_in_flight` calls of its key
 running starts one at once, alone if need be; the others join the next call, which starts as
@@ -27,8 +29,13 @@ import asyncio
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NamedTuple
 
+import structlog
+
+from .exceptions import DatabaseUnavailable, SchemaMissing
 from .rows import ItemScheduled
 from .validation import ScheduleRequest
+
+log = structlog.get_logger("reminderd.api")
 
 # (tenant, requests, atomic, acting_for) -> one row per request, in order
 ScheduleMany = Callable[[str, Sequence[ScheduleRequest], bool, str], Coroutine[Any, Any, list[ItemScheduled]]]
@@ -75,8 +82,13 @@ class Batcher:
                     rows = await self._schedule_many(
                         key[0], [w.request for w in batch], len(batch) == 1, batch[0].acting_for
                     )
-                except Exception as exc:  # the call failed as a whole: so does each request
-                    for waiting in batch:
+                except Exception as exc:
+                    if len(batch) > 1 and not _whole(exc):  # for what one of them holds: each alone
+                        log.warning("schedule_batch_retried_alone", tenant=key[0], requests=len(batch),
+                                    error=type(exc).__name__)
+                        await self._one_by_one(key[0], batch)
+                        continue
+                    for waiting in batch:  # the call failed as a whole: so does each request
                         if not waiting.answer.done():
                             waiting.answer.set_exception(exc)
                     continue
@@ -92,6 +104,26 @@ class Batcher:
             if not self._in_flight[key]:
                 del self._in_flight[key]
 
+    async def _one_by_one(self, tenant_id: str, batch: list[_Waiting]) -> None:
+        """Each request of a refused call in a call of its own, in order, each with its answer; an
+        outage meanwhile fails the rest, as it fails any call."""
+        for position, waiting in enumerate(batch):
+            if waiting.answer.done():
+                continue
+            try:
+                (row,) = await self._schedule_many(tenant_id, [waiting.request], True, waiting.acting_for)
+            except Exception as exc:
+                if not waiting.answer.done():
+                    waiting.answer.set_exception(exc)
+                if _whole(exc):
+                    for rest in batch[position + 1:]:
+                        if not rest.answer.done():
+                            rest.answer.set_exception(exc)
+                    return
+                continue
+            if not waiting.answer.done():
+                waiting.answer.set_result(row)
+
     def _take(self, key: tuple[str, int]) -> list[_Waiting]:
         """The next call's requests, oldest first, without those whose request gave up (timed out)."""
         waiting = [w for w in self._waiting.pop(key, []) if not w.answer.done()]
@@ -99,3 +131,9 @@ class Batcher:
             self._waiting[key] = waiting[self._max_batch:]
             waiting = waiting[: self._max_batch]
         return waiting
+
+
+def _whole(exc: Exception) -> bool:
+    """Whether a failed call failed for what every call would meet (the database unreachable, the
+    schema not migrated), not for what its requests hold."""
+    return isinstance(exc, DatabaseUnavailable | SchemaMissing)

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import hmac
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ from urllib.parse import urlencode, urlsplit
 
 import structlog
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from .apikeys import WRITE, acting_for, digest, prefix_of
 from .dashboard_rows import FEED_START, FIRES, FeedCursor, FeedEntry, FireTotals, HourSends, TenantCounts
@@ -64,7 +66,9 @@ from .sessions import (
     SESSION_COOKIE,
     SESSION_MAX_AGE_S,
     Signer,
+    is_nonce,
     login_nonce,
+    same_token,
 )
 from .settings import Settings
 from .store import Store
@@ -217,9 +221,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def _timed_and_guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Security headers on every answer, the server time it took (Server-Timing), and errors as
-    pages: a database that is away is a 503 saying so, never a traceback."""
+    pages: a database that is away is a 503 saying so, a bug a 500 page and one log line, never
+    a traceback."""
     started = time.perf_counter()
     try:
+        _check_query(request)
         response = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:  # a redirect: raised on, with the same headers
@@ -232,9 +238,32 @@ async def _timed_and_guarded(request: web.Request, handler: Handler) -> web.Stre
     except ReminderdError as exc:
         log.warning("dashboard_refused", path=request.path, error=str(exc))
         response = _error_page(request, 409, str(exc).splitlines()[0])
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # a bug: one line, with where it was raised; no values, so no secrets
+        log.error("dashboard_error", method=request.method, path=request.path, error=type(exc).__name__,
+                  at=_raised_at(exc))
+        response = _error_page(request, 500, "Something went wrong on the server: its log has a "
+                                             "dashboard_error line about it.")
     if not response.prepared:  # a stream has sent its own already
         _secure(response.headers, started)
     return response
+
+
+def _raised_at(exc: BaseException) -> str:
+    """Where an exception was raised: "dashboard.py:533 in upcoming"."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
+
+
+def _check_query(request: web.Request) -> None:
+    """A 400 for a query value no page can use: one holding NUL, which PostgreSQL text cannot hold."""
+    for name, value in request.query.items():
+        if "\x00" in value or "\x00" in name:
+            raise web.HTTPBadRequest(text=f"The address's {name or 'query'} holds a NUL character (%00).")
 
 
 def _secure(headers: Any, started: float) -> None:
@@ -278,15 +307,36 @@ async def _session_viewer(request: web.Request) -> Viewer | None:
 
 
 async def _check_post(request: web.Request, viewer: Viewer) -> None:
+    """Refused (403, and a log line with the key's prefix, never a token): a POST from another
+    site, without this session's CSRF token, or of a read-only key."""
     if not _same_origin(request):
+        _refused(request, viewer, "foreign_origin")
         raise web.HTTPForbidden(text="This form was sent from another site.")
-    form = await request.post()
+    form = await _form(request)
     token = form.get("csrf")
-    if not isinstance(token, str) or not hmac.compare_digest(viewer.csrf, token):
+    if not same_token(viewer.csrf, token if isinstance(token, str) else None):
+        _refused(request, viewer, "csrf_token")
         raise web.HTTPForbidden(
             text="The form's security token is missing or stale: reload the page and try again.")
     if not viewer.can_write and not request.path.endswith("/logout"):
+        _refused(request, viewer, "read_only")
         raise web.HTTPForbidden(text="This key is read-only: it may look, not change anything.")
+    if any(isinstance(value, str) and "\x00" in value for value in form.values()):
+        raise web.HTTPBadRequest(text="The form holds a NUL character, which nothing here can hold.")
+
+
+async def _form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """The POSTed form (read once, then kept by aiohttp); a 400 for one that is not UTF-8 text."""
+    try:
+        return await request.post()
+    except UnicodeDecodeError:
+        raise web.HTTPBadRequest(text="The form is not UTF-8 text: send it from the page's own form.") from None
+
+
+def _refused(request: web.Request, viewer: Viewer, reason: str) -> None:
+    log.info("dashboard_post_refused", reason=reason, method=request.method, path=request.path,
+             key=viewer.prefix, tenant=viewer.tenant_id,
+             origin=request.headers.get("Origin") or request.headers.get("Referer"))
 
 
 def _same_origin(request: web.Request) -> bool:
@@ -301,7 +351,12 @@ def _same_origin(request: web.Request) -> bool:
 
 def _error_page(request: web.Request, status: int, text: str) -> web.Response:
     viewer = request.get(VIEWER)
-    body = render("error.html", **_common(request, viewer, "error"), status=status, text=text)
+    try:
+        body = render("error.html", **_common(request, viewer, "error"), status=status, text=text)
+    except Exception as exc:  # the page itself failed: a plain one, still an answer
+        log.error("dashboard_error", method=request.method, path=request.path, error=type(exc).__name__,
+                  at=_raised_at(exc))
+        status, body = 500, "<!doctype html><title>Error</title><p>Something went wrong on the server.</p>"
     return web.Response(status=status, text=body, content_type="text/html")
 
 
@@ -343,7 +398,8 @@ def _over_tls(request: web.Request) -> bool:
 
 async def login_page(request: web.Request, *, problem: str | None = None, status: int = 200) -> web.Response:
     state = _state(request)
-    nonce = request.cookies.get(LOGIN_COOKIE) or login_nonce()
+    given = request.cookies.get(LOGIN_COOKIE)
+    nonce = given if is_nonce(given) else login_nonce()
     target = _safe_next(request, request.query.get("next"))
     body = render("login.html", **_common(request, None, "login"), csrf=state.signer.csrf_token(nonce),
                   next=target, problem=problem)
@@ -354,7 +410,7 @@ async def login_page(request: web.Request, *, problem: str | None = None, status
 
 async def login(request: web.Request) -> web.StreamResponse:
     state = _state(request)
-    form = await request.post()
+    form = await _form(request)
     nonce = request.cookies.get(LOGIN_COOKIE)
     token = form.get("csrf")
     if not _same_origin(request) or nonce is None or not isinstance(token, str) \
@@ -525,12 +581,20 @@ async def upcoming(request: web.Request) -> web.Response:
 
 
 def _bar(request: web.Request) -> tuple[datetime, datetime] | None:
+    """The bar whose messages to list (?from=&to=, as the chart links them); a 400 for instants
+    beyond what a message can have (year 1 to 9999 in UTC, the end within two days)."""
     try:
         start = datetime.fromisoformat(request.query["from"])
         end = datetime.fromisoformat(request.query["to"])
     except (KeyError, ValueError):
         return None
-    if start.tzinfo is None or end.tzinfo is None or not start < end <= start + timedelta(days=2):
+    if start.tzinfo is None or end.tzinfo is None:
+        return None
+    try:
+        start.astimezone(UTC), end.astimezone(UTC), start + timedelta(days=2)
+    except OverflowError:
+        raise web.HTTPBadRequest(text="from and to must be instants from year 1 to 9998.") from None
+    if not start < end <= start + timedelta(days=2):
         return None
     return start, end
 
@@ -542,7 +606,17 @@ def _feed_filter(request: web.Request, viewer: Viewer) -> tuple[FeedFilter, list
     chosen = [k for k in request.query.getall("status", []) if k in FEED_KINDS]
     kinds = frozenset(e for k in chosen for e in FEED_KINDS[k][1]) if chosen else frozenset(FIRES)
     prefix = request.query.get("ref", "")[:200]
+    if prefix:
+        _ref_range(prefix, "ref")
     return FeedFilter(_scope(request, viewer), kinds, prefix), chosen
+
+
+def _ref_range(prefix: str, name: str) -> tuple[str, str]:
+    """panels.prefix_range, or a 400 page when the prefix has none."""
+    try:
+        return prefix_range(prefix)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"{name}: {exc}.") from None
 
 
 async def _recent(state: Dashboard, wanted: FeedFilter, after: FeedCursor = FEED_START) -> list[FeedEntry]:
@@ -640,7 +714,7 @@ async def search(request: web.Request) -> web.StreamResponse:
             if found is not None and request.query.get("exact") != "0":
                 raise web.HTTPSeeOther(f"{state.base}/messages/{found.id}")
             results = [found] if found else []
-        results += [m for m in await state.store.messages_by_ref(scope, prefix_range(query), limit=100)
+        results += [m for m in await state.store.messages_by_ref(scope, _ref_range(query, "Search"), limit=100)
                     if m not in results]
     return _page(request, "messages.html", "messages", query=query, results=results, scope=scope,
                  tenants_choice=await _tenant_choice(request, viewer), now=await state.store.database_now())
@@ -791,9 +865,11 @@ def _cursor(text: str | None) -> tuple[datetime, int] | None:
     at, _, message_id = text.rpartition("_")
     try:
         when = datetime.fromisoformat(at)
-    except ValueError:
+        when.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return (when, int(message_id)) if message_id.isdecimal() and when.tzinfo is not None else None
+    fits = message_id.isascii() and message_id.isdecimal() and len(message_id) <= 18  # a bigint
+    return (when, int(message_id)) if fits and when.tzinfo is not None else None
 
 
 async def requeue(request: web.Request) -> web.StreamResponse:
@@ -801,7 +877,7 @@ async def requeue(request: web.Request) -> web.StreamResponse:
     many, then (confirm=yes) the requeue itself."""
     viewer = _viewer(request)
     state = _state(request)
-    form = await request.post()
+    form = await _form(request)
     wanted = _dead_filter(form, viewer)
     only = form.get("only")  # one row's own button
     every = form.get("scope") == "matching" and only is None
@@ -917,7 +993,7 @@ async def broadcast_action(request: web.Request) -> web.StreamResponse:
     if found is None:
         raise web.HTTPNotFound(text=f"No broadcast {broadcast_id}.")
     b = found.progress
-    form = await request.post()
+    form = await _form(request)
     given = form.get("note")
     note = (given.strip()[:NOTE_AT_MOST] or None) if isinstance(given, str) else None
     store, who, tenant = state.store, viewer.acting_for, b.tenant_id

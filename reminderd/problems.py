@@ -87,7 +87,9 @@ class Problem(Exception):
         return document
 
     def body(self, instance: str | None = None) -> bytes:
-        return json.dumps(self.as_json(instance), ensure_ascii=False).encode()
+        """The answer's JSON, always encodable: a detail may repeat a value with a lone surrogate
+        in it ("timezone 'x\\ud800' …"), which is written as its JSON escape."""
+        return json.dumps(self.as_json(instance), ensure_ascii=False).encode("utf-8", "backslashreplace")
 
 
 def pointer(*parts: str | int) -> str:

@@ -22,6 +22,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from .apikeys import PREFIX_LENGTH
 
@@ -69,8 +70,8 @@ class Signer:
         return f"{body}.{self._mac(body)}"
 
     def session(self, cookie: str | None, now_s: float, max_age_s: float = SESSION_MAX_AGE_S) -> Session | None:
-        """The session a cookie holds, if it is ours, intact and not expired."""
-        if not cookie or len(cookie) > 400:
+        """The session a cookie holds, if it is ours, intact and not expired (ours is ASCII)."""
+        if not cookie or len(cookie) > 400 or not cookie.isascii():
             return None
         parts = cookie.split(".")
         if len(parts) != 6 or parts[0] != _VERSION:
@@ -86,12 +87,29 @@ class Signer:
         return Session(prefix, int(key_id), int(issued), nonce)
 
     def csrf_token(self, nonce: str) -> str:
-        """The CSRF token of the session (or sign-in form) with this nonce."""
+        """The CSRF token of the session (or sign-in form) with this nonce (login_nonce's)."""
         return _b64(hmac.new(self._csrf_key, f"csrf.{nonce}".encode("ascii"), hashlib.sha256).digest())
 
     def csrf_ok(self, nonce: str, presented: str | None) -> bool:
-        return presented is not None and hmac.compare_digest(self.csrf_token(nonce), presented)
+        """Whether `presented` is the token of `nonce`: False for a nonce not login_nonce()'s."""
+        return is_nonce(nonce) and same_token(self.csrf_token(nonce), presented)
 
 
 def login_nonce() -> str:
     return _b64(secrets.token_bytes(16))
+
+
+_NONCE = re.compile(r"[A-Za-z0-9_-]{22}")  # 16 random bytes, base64url
+
+
+def is_nonce(text: str | None) -> TypeGuard[str]:
+    """Whether `text` (a sign-in form's cookie, sent back by the browser) is one login_nonce() made."""
+    return text is not None and _NONCE.fullmatch(text) is not None
+
+
+def same_token(expected: str, presented: str | None) -> bool:
+    """Whether a presented token (any text a form holds) is the expected one, compared in
+    constant time as bytes: hmac.compare_digest takes only ASCII str."""
+    if presented is None:
+        return False
+    return hmac.compare_digest(expected.encode(), presented.encode("utf-8", "backslashreplace"))

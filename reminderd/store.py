@@ -250,7 +250,8 @@ def translated(exc: Exception) -> Exception:
         return DatabaseUnavailable(_described(exc))
     if isinstance(exc, asyncpg.PostgresError):
         kind = SchemaMissing if isinstance(exc, _SCHEMA_MISSING) else DatabaseRefused
-        return kind(exc.message, sqlstate=exc.sqlstate, detail=exc.detail, hint=exc.hint,
+        # exc.message is the server's; one asyncpg raises itself (a value it cannot send) has none
+        return kind(exc.message or str(exc), sqlstate=exc.sqlstate, detail=exc.detail, hint=exc.hint,
                     constraint=getattr(exc, "constraint_name", None))
     return exc
 

@@ -4,6 +4,7 @@ role granted reminderd_api and nothing else: what `reminderd serve` runs as in p
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -109,6 +110,162 @@ async def test_bad_input_is_a_problem_naming_the_field(
     document = problem(await http.call("POST", "/v1/messages", key, json=body), 422, "invalid-request")
     assert document["errors"][0]["pointer"] == pointer
     assert says in document["detail"] and says in document["errors"][0]["detail"]
+
+
+# Text PostgreSQL cannot store (NUL, half a surrogate pair): refused by its field when the body is read
+
+JSON_BODY = {"Content-Type": "application/json"}
+NUL, HALF = "\\u0000", "\\ud800"  # as JSON writes them in a body
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "pointer"),
+    [
+        ("POST", "/v1/messages", f'{{"ref_id": "a{NUL}b", "fire_in": "1h"}}', "/ref_id"),
+        ("POST", "/v1/messages", f'{{"ref_id": "a{HALF}b", "fire_in": "1h"}}', "/ref_id"),
+        ("POST", "/v1/messages", f'{{"ref_id": "s", "fire_in": "1h", "timezone": "x{HALF}"}}', "/timezone"),
+        ("POST", "/v1/messages", f'{{"ref_id": "s", "cron": "x{HALF}"}}', "/cron"),
+        ("POST", "/v1/messages", f'{{"ref_id": "s", "every": "x{HALF}"}}', "/every"),
+        ("POST", "/v1/messages", f'{{"ref_id": "s", "rrule": "x{HALF}"}}', "/rrule"),
+        ("POST", "/v1/messages", f'{{"ref_id": "s", "fire_in": "1h", "calendar": "x{HALF}"}}', "/calendar"),
+        ("POST", "/v1/messages", f'{{"ref_id": "s", "fire_in": "1h", "callback_url": "https://a{NUL}"}}',
+         "/callback_url"),
+        ("POST", "/v1/messages", f'{{"ref_id": "s", "fire_in": "1h", "payload": {{"to": [1, "x{NUL}"]}}}}',
+         "/payload/to/1"),
+        ("POST", "/v1/messages", f'{{"ref_id": "s", "fire_in": "1h", "payload": {{"k{HALF}": 1}}}}',
+         "/payload"),
+        ("PATCH", "/v1/tenant", f'{{"calendar": "x{HALF}"}}', "/calendar"),
+        ("POST", "/v1/messages/batch", f'{{"messages": [{{"ref_id": "s", "fire_in": "1h"}}], "x{NUL}": 1}}',
+         ""),
+    ],
+    ids=["nul-ref", "half-ref", "timezone", "cron", "every", "rrule", "calendar", "callback-url", "in-payload",
+         "payload-name", "tenant-calendar", "batch-member-name"],
+)
+async def test_a_string_postgresql_cannot_store_is_a_422_naming_its_field(
+    http: ApiClient, key: str, db: asyncpg.Connection, method: str, path: str, body: str, pointer: str
+) -> None:
+    """Refused as the body is read, for any field (nothing reaches the database, which would refuse
+    the whole statement for it), and the answer is JSON although a value repeated in it could not be
+    UTF-8: never the bare text/plain 500 it was."""
+    document = problem(await http.call(method, path, key, data=body.encode(), headers=JSON_BODY),
+                       422, "invalid-request")
+    assert document["errors"][0]["pointer"] == pointer
+    assert "PostgreSQL cannot store it" in document["detail"]
+    assert ("NUL character" if NUL in body else "half a UTF-16 surrogate pair") in document["detail"]
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
+    assert await db.fetchval("SELECT calendar IS NULL FROM reminderd.tenants WHERE id = 'acme'")
+
+
+async def test_single_posts_with_text_the_database_cannot_store_fail_only_themselves(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    """Sixty single POSTs of one key at once, every tenth with a NUL in its ref_id: the batcher
+    writes the others together and each is created; each bad one is its own 422 (a bad one used to
+    make the database refuse the whole call, and every request in it got that 422)."""
+    def body(n: int) -> bytes:
+        return (f'{{"ref_id": "bad{NUL}{n}", "fire_in": "1h"}}' if n % 10 == 5
+                else f'{{"ref_id": "race:{n}", "fire_in": "1h"}}').encode()
+
+    answers = await asyncio.gather(
+        *(http.call("POST", "/v1/messages", key, data=body(n), headers=JSON_BODY) for n in range(60))
+    )
+    for n, answer in enumerate(answers):
+        if n % 10 == 5:
+            assert problem(answer, 422, "invalid-request")["errors"][0]["pointer"] == "/ref_id"
+        else:
+            assert answer.status == 201, answer.body
+    refs = await db.fetch("SELECT ref_id FROM reminderd.scheduled_messages")
+    assert sorted(r["ref_id"] for r in refs) == sorted(f"race:{n}" for n in range(60) if n % 10 != 5)
+
+
+async def test_a_batched_call_the_database_refuses_whole_is_written_one_request_at_a_time(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    """Past the body's checks, the batcher itself (reminderd/batching.py) against the real
+    database: a ref with a NUL makes PostgreSQL refuse the call's whole array; each request is then
+    written alone, so the others are created and the bad one gets its own refusal, with a detail."""
+    from reminderd.exceptions import DatabaseRefused
+    from reminderd.validation import ScheduleRequest
+
+    key_id = await db.fetchval("SELECT id FROM reminderd.api_keys WHERE name = 'booking-service'")
+    refs = [f"together:{n}" if n != 4 else "bad\x00ref" for n in range(8)]
+    answers = await asyncio.gather(
+        *(http.api.batcher.schedule("acme", key_id, ScheduleRequest("acme", ref, "{}", None, fire_in_s=3600.0),
+                                    acting_for="rk_x (booking-service)") for ref in refs),
+        return_exceptions=True,
+    )
+    refused = answers.pop(4)
+    assert isinstance(refused, DatabaseRefused) and refused.message and refused.sqlstate
+    assert "0x00" in refused.message or "NUL" in refused.message or "null" in refused.message.lower()
+    assert [getattr(a, "result", a) for a in answers] == ["created"] * 7
+    written = await db.fetch("SELECT ref_id FROM reminderd.scheduled_messages")
+    assert sorted(r["ref_id"] for r in written) == sorted(r for r in refs if "\x00" not in r)
+
+
+async def test_a_non_atomic_batch_refuses_only_its_items_with_text_the_database_cannot_store(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    body = (f'{{"atomic": false, "messages": [{{"ref_id": "ok", "fire_in": "1h"}},'
+            f' {{"ref_id": "b{HALF}", "fire_in": "soon"}}, {{"ref_id": "n{NUL}", "fire_in": "1h"}},'
+            f' {{"ref_id": "ok2", "fire_in": "1h", "payload": {{"k": "v{NUL}"}}}}]}}')
+    answer = await http.call("POST", "/v1/messages/batch", key, data=body.encode(), headers=JSON_BODY)
+    assert answer.status == 200, answer.body
+    assert (answer.json["created"], answer.json["failed"]) == (1, 3)
+    results = answer.json["results"]
+    assert [r["result"] for r in results] == ["created", "error", "error", "error"]
+    assert [r["ref_id"] for r in results] == ["ok", None, None, "ok2"]  # what an answer cannot hold: none
+    assert [r["error"]["errors"][0]["pointer"] for r in results[1:]] == [
+        "/messages/1/ref_id", "/messages/2/ref_id", "/messages/3/payload/k"]
+    assert [r["ref_id"] for r in await db.fetch("SELECT ref_id FROM reminderd.scheduled_messages")] == ["ok"]
+    atomic = problem(await http.call("POST", "/v1/messages/batch", key, data=body.replace(
+        '"atomic": false', '"atomic": true').encode(), headers=JSON_BODY), 422, "invalid-request")
+    assert [e["pointer"] for e in atomic["errors"]] == [
+        "/messages/1/ref_id", "/messages/2/ref_id", "/messages/3/payload/k"]
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 1
+
+
+async def test_a_problem_json_cannot_write_is_still_a_problem_never_a_bare_500(
+    http: ApiClient, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reminderd.problems import Problem
+    from reminderd.store import Store
+
+    async def unwritable(self: Store, tenant_id: str) -> None:
+        raise Problem("invalid-request", "x", extra={"unwritable": object()})
+
+    monkeypatch.setattr(Store, "tenant_stats", unwritable)
+    document = problem(await http.call("GET", "/v1/stats", key), 500, "internal")
+    assert "request_id" in document["detail"] and document["instance"].startswith("urn:reminderd:request:")
+
+
+# JSON numbers of seconds: any number, written any way JSON writes one (openapi.yaml's Duration)
+
+
+async def test_a_duration_may_be_any_json_number_of_seconds(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    for n, written in enumerate(("1e3", "1000", "1000.0", "1.0E+3", "10e2")):
+        body = f'{{"ref_id": "n:{n}", "fire_in": {written}, "max_lateness": 6e1}}'.encode()
+        answer = await http.call("POST", "/v1/messages", key, data=body, headers=JSON_BODY)
+        assert answer.status == 201, answer.body
+    rows = await db.fetch(
+        "SELECT fire_at - created_at AS delay, max_lateness FROM reminderd.scheduled_messages")
+    assert {(r["delay"], r["max_lateness"]) for r in rows} == {(timedelta(seconds=1000), timedelta(minutes=1))}
+    for written in ("-1e3", "0e0", "1e99"):
+        body = f'{{"ref_id": "bad", "fire_in": {written}}}'.encode()
+        refused = problem(await http.call("POST", "/v1/messages", key, data=body, headers=JSON_BODY),
+                          422, "invalid-request")
+        assert refused["detail"].startswith(f"fire_in '{written}': ")  # as the client wrote it
+        assert refused["errors"][0]["pointer"] == "/fire_in"
+    message_id = (await db.fetchval("SELECT min(id) FROM reminderd.scheduled_messages"))
+    moved = await http.call("PATCH", f"/v1/messages/{message_id}", key, data=b'{"fire_in": 2e3}',
+                            headers=JSON_BODY)
+    assert moved.status == 200, moved.body
+    rotated = await http.call("POST", "/v1/tenant/rotate-secret", key, data=b'{"grace": 3.6e3}',
+                              headers=JSON_BODY)
+    assert rotated.status == 200, rotated.body
+    stored = await db.fetchval("SELECT previous_secret_expires_at FROM reminderd.tenants WHERE id = 'acme'")
+    assert near(stored, await db_now(db) + timedelta(hours=1))
 
 
 async def test_a_database_refusal_is_a_422_with_its_sqlstate(http: ApiClient, key: str) -> None:
@@ -429,9 +586,11 @@ async def test_listing_pages_newest_and_soonest_first_with_filters(
         await http.call("GET", "/v1/messages", key, params={"fire_before": soon.isoformat(), "limit": "200"})
     ).json
     assert {m["ref_id"] for m in early["messages"]} == {f"booking:{i:02}" for i in range(20, 25)}
+    beyond_bigint = base64.urlsafe_b64encode(b"newest:99999999999999999999999:").decode().rstrip("=")
     for params, parameter in [
         ({"limit": "0"}, "limit"),
         ({"cursor": "garbage!"}, "cursor"),
+        ({"cursor": beyond_bigint}, "cursor"),  # forged: an id no message can have
         ({"order": "soonest", "status": "sent"}, "status"),
         ({"status": "nope"}, "status"),
         ({"fire_after": "yesterday"}, "fire_after"),

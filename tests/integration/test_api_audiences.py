@@ -162,6 +162,87 @@ async def test_an_ndjson_upload_is_written_in_batches_and_a_bad_line_is_named(
     )
 
 
+NUL, HALF = "\\u0000", "\\ud800"  # as JSON writes them in a body
+
+
+@pytest.mark.parametrize("ndjson", [False, True])
+async def test_a_contact_with_text_the_database_cannot_store_is_refused_alone_and_the_rest_written(
+    http: ApiClient, key: str, db: asyncpg.Connection, ndjson: bool
+) -> None:
+    """One bad string fails its own contact, wherever it is (its id too: then the answer names it
+    by its place, not by an id it could not repeat); a later one no longer turns the answer into a
+    500 after the earlier contacts were written."""
+    items = ['{"contact_id": "good", "timezone": "UTC"}', f'{{"contact_id": "c{HALF}"}}',
+             f'{{"contact_id": "k", "attributes": {{"note": "a{NUL}"}}}}', '{"contact_id": "also_good"}']
+    body = "\n".join(items) + "\n" if ndjson else "[" + ", ".join(items) + "]"
+    answer = await http.call("PUT", "/v1/contacts", key, data=body.encode(),
+                             headers=NDJSON if ndjson else {"Content-Type": "application/json"})
+    assert answer.status == 200, answer.body
+    assert (answer.json["received"], answer.json["new"], answer.json["failed"]) == (4, 2, 2)
+    where = "line" if ndjson else "index"
+    errors = {e[where]: e for e in answer.json["errors"]}
+    first, second = (2, 3) if ndjson else (1, 2)
+    assert sorted(errors) == [first, second]
+    assert errors[first]["contact_id"] is None and errors[second]["contact_id"] == "k"
+    assert errors[first]["error"]["detail"] == (
+        f"{where} {first}: contact_id has half a UTF-16 surrogate pair, \\ud800: PostgreSQL cannot store it")
+    assert "/attributes/note has \\u0000, the NUL character" in errors[second]["error"]["detail"]
+    stored = await db.fetch("SELECT contact_id FROM reminderd.contacts ORDER BY 1")
+    assert [r["contact_id"] for r in stored] == ["also_good", "good"]
+
+
+async def test_an_ndjson_line_nesting_deeper_than_a_json_body_may_is_refused_alone(
+    db: asyncpg.Connection, database_url: str, key: str
+) -> None:
+    url = await api_role_url(db, database_url)
+    async with running_api(api_settings(url, api_max_json_depth=4)) as http:
+        deep = '{"contact_id": "deep", "attributes": {"a": {"b": {"c": {"d": 1}}}}}'
+        fits = '{"contact_id": "fits", "attributes": {"a": {"b": [1]}}}'
+        answer = await http.call("PUT", "/v1/contacts", key, data=f"{deep}\n{fits}\n".encode(), headers=NDJSON)
+        assert answer.status == 200, answer.body
+        assert (answer.json["new"], answer.json["failed"]) == (1, 1)
+        assert answer.json["errors"][0]["error"]["detail"] == (
+            "line 1: nests arrays and objects more than 4 levels deep (REMINDERD_API_MAX_JSON_DEPTH)")
+        as_json = await http.call("PUT", "/v1/contacts", key, json=[json.loads(deep)])
+        problem(as_json, 400, "invalid-json")  # the same limit, for the same contact as JSON
+    assert [r["contact_id"] for r in await db.fetch("SELECT contact_id FROM reminderd.contacts")] == ["fits"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "pointer"),
+    [
+        ("/v1/broadcasts", f'{{"ref_prefix": "x", "cron": "0 9 * * {HALF}", "everyone": true}}', "/cron"),
+        ("/v1/broadcasts", f'{{"ref_prefix": "x", "local_time": "T", "everyone": true, "payload": ["{NUL}"]}}',
+         "/payload/0"),
+        ("/v1/cadences", f'{{"ref_prefix": "r", "anchor": "2027-01-20T00:00:00Z", "timezone": "x{HALF}"}}',
+         "/timezone"),
+        ("/v1/audiences/vip/members", f'{{"contact_ids": ["a{NUL}"]}}', "/contact_ids/0"),
+    ],
+    ids=["broadcast-cron", "broadcast-payload", "cadence-timezone", "members"],
+)
+async def test_text_the_database_cannot_store_is_a_422_naming_its_field_on_every_route(
+    http: ApiClient, key: str, path: str, body: str, pointer: str
+) -> None:
+    method = "PUT" if path.endswith("/members") else "POST"
+    refused = problem(await http.call(method, path, key, data=body.encode(),
+                                      headers={"Content-Type": "application/json"}), 422, "invalid-request")
+    assert refused["errors"][0]["pointer"] == pointer and "PostgreSQL cannot store it" in refused["detail"]
+
+
+async def test_a_broadcasts_durations_may_be_json_numbers_of_seconds(http: ApiClient, key: str) -> None:
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    body = (b'{"ref_prefix": "n", "every": "every day at 9am", "everyone": true, "max_lateness": 6e1,'
+            b' "stage_ahead": 3.6E3}')
+    dry = await http.call("POST", "/v1/broadcasts?dry_run=true", key, data=body,
+                          headers={"Content-Type": "application/json"})
+    assert dry.status == 200, dry.body
+    refused = problem(await http.call("POST", "/v1/broadcasts?dry_run=true", key,
+                                      data=body.replace(b"3.6E3", b"-3.6E3"),
+                                      headers={"Content-Type": "application/json"}), 422, "invalid-request")
+    assert refused["detail"].startswith("stage_ahead '-3.6E3': ")
+    assert refused["errors"][0]["pointer"] == "/stage_ahead"
+
+
 async def test_a_message_for_a_contact_is_timed_in_its_zone_and_in_its_whole_picture(
     http: ApiClient, key: str
 ) -> None:

@@ -308,6 +308,142 @@ async def test_a_post_without_the_csrf_token_or_from_another_site_is_refused(
     assert status == 200 and (await row_by_ref(db, "later"))["status"] == "cancelled"
 
 
+def _latin1(text: str) -> str:
+    """`text` as its UTF-8 bytes in a header: what a browser sends for a non-ASCII cookie or field."""
+    return text.encode().decode("latin-1")
+
+
+async def test_a_cookie_that_is_not_ascii_is_no_session_and_signing_in_still_works(
+    db: asyncpg.Connection, browser: Browser
+) -> None:
+    for value in ("v1.a.1.1.x.\u00e9", "\u00e9", "v1.rk_abcdefghijkl.1.1.\u00e9.x"):
+        assert await with_cookie(browser.url, _latin1(value)) == 303  # as for any bad session: sign in
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session, session.get(
+        browser.url + "/login", headers={"Cookie": "reminderd_login=" + _latin1("n\u00e9")}
+    ) as answer:
+        assert answer.status == 200 and CSRF.search(await answer.text())  # a fresh sign-in form
+        assert "n\u00e9" not in answer.headers["Set-Cookie"]
+    await operator(db, browser)
+
+
+async def test_a_csrf_token_that_is_not_ascii_is_refused_as_any_wrong_one(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    await db.execute("SELECT reminderd.schedule('acme', 'later', now() + interval '1 hour')")
+    later = (await row_by_ref(db, "later"))["id"]
+    await operator(db, browser)
+    for token in ("\u00e9", browser.csrf + "\u00e9"):
+        status, body, _ = await browser.post(f"/messages/{later}/cancel", {"csrf": token}, csrf=False)
+        assert status == 403 and "security token" in body
+    await browser.get("/login")
+    status, body, _ = await browser.post("/login", {"key": "rk_x", "csrf": "\u00e9"}, csrf=False)
+    assert status == 403 and "expired" in body
+    assert (await row_by_ref(db, "later"))["status"] == "pending"
+
+
+SECURITY_HEADERS = ("Content-Security-Policy", "X-Content-Type-Options", "X-Frame-Options")
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        ("/upcoming?from=9999-12-31T00:00:00%2B00:00&to=9999-12-31T01:00:00%2B00:00", "from and to"),
+        ("/upcoming?from=9999-12-31T20:00:00-14:00&to=9999-12-31T21:00:00-14:00", "from and to"),
+        ("/messages?q=%F4%8F%BF%BF", "U+10FFFF"),
+        ("/feed?ref=%F4%8F%BF%BF", "U+10FFFF"),
+        ("/messages?q=a%00b", "NUL"),
+        ("/dead?error=%00", "NUL"),
+    ],
+    ids=["upcoming-overflow", "upcoming-utc-overflow", "search", "feed", "nul", "nul-filter"],
+)
+async def test_query_values_no_page_can_use_are_a_400_page_with_the_security_headers(
+    db: asyncpg.Connection, browser: Browser, path: str, says: str
+) -> None:
+    await operator(db, browser)
+    async with browser.session.get(browser.url + path) as answer:
+        body = await answer.text()
+        assert answer.status == 400 and answer.headers["Content-Type"].startswith("text/html"), body
+        assert all(name in answer.headers for name in SECURITY_HEADERS)
+    assert says in body
+
+
+async def test_a_form_that_is_not_utf8_is_a_400_page(db: asyncpg.Connection, browser: Browser) -> None:
+    await operator(db, browser)
+    form = b"csrf=" + browser.csrf.encode() + b"&key=\xff"  # raw bytes, not percent-encoded
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    for path in ("/login", "/dead/requeue"):
+        async with browser.session.post(browser.url + path, data=form, headers=headers) as answer:
+            body = await answer.text()
+            assert answer.status == 400 and all(name in answer.headers for name in SECURITY_HEADERS), body
+        assert "not UTF-8" in body
+
+
+async def test_a_bug_is_a_500_page_with_the_security_headers_and_one_log_line_without_its_values(
+    db: asyncpg.Connection, browser: Browser, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from structlog.testing import capture_logs
+
+    from reminderd.store import Store
+
+    async def broken(self: Store, *args: Any, **kwargs: Any) -> list[Any]:
+        raise RuntimeError("something secret-ish: rk_abcdefghijkl_s3cr3t")
+
+    await operator(db, browser)
+    monkeypatch.setattr(Store, "messages_by_ref", broken)
+    with capture_logs() as logs:
+        async with browser.session.get(browser.url + "/messages?q=booking") as answer:
+            body = await answer.text()
+    assert answer.status == 500 and answer.headers["Content-Type"].startswith("text/html")
+    assert all(name in answer.headers for name in SECURITY_HEADERS) and "Traceback" not in body
+    errors = [entry for entry in logs if entry["event"] == "dashboard_error"]
+    assert len(errors) == 1 and errors[0]["error"] == "RuntimeError"
+    assert errors[0]["path"] == "/dashboard/messages"
+    assert errors[0]["at"].endswith("in broken")
+    assert "s3cr3t" not in repr(logs)
+
+
+async def test_a_forged_dead_letters_cursor_is_the_first_page_not_a_refusal(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status)"
+                     " VALUES ('acme', 'gone:1', now(), 'dead')")
+    await operator(db, browser)
+    for before in ("2026-01-01T00:00:00%2B00:00_99999999999999999999999", "9999-12-31T23:00:00-14:00_1"):
+        status, body = await browser.get(f"/dead?before={before}")
+        assert status == 200 and "The database refused" not in body
+        assert "gone:1" in body  # not a cursor: the first page
+
+
+async def test_refused_posts_are_logged_with_the_keys_prefix_never_a_token(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    from structlog.testing import capture_logs
+
+    await db.execute("SELECT reminderd.schedule('acme', 'later', now() + interval '1 hour')")
+    later = (await row_by_ref(db, "later"))["id"]
+    await operator(db, browser)
+    await browser.get(f"/messages/{later}")
+    token = browser.csrf
+    with capture_logs() as logs:
+        await browser.post(f"/messages/{later}/cancel", {"csrf": "forged-token-value"}, csrf=False)
+        await browser.post(f"/messages/{later}/cancel", {}, headers={"Origin": "https://evil.example"})
+    reader = Browser(browser.url)
+    try:
+        await operator(db, reader, read_only=True)
+        await reader.get(f"/messages/{later}")
+        with capture_logs() as read_only_logs:
+            await reader.post(f"/messages/{later}/cancel", {})
+    finally:
+        await reader.close()
+    refused = [e for e in logs + read_only_logs if e["event"] == "dashboard_post_refused"]
+    assert [e["reason"] for e in refused] == ["csrf_token", "foreign_origin", "read_only"]
+    assert all(e["key"].startswith("rk_") for e in refused)
+    assert {e["path"] for e in refused} == {f"/dashboard/messages/{later}/cancel"}
+    assert refused[1]["origin"] == "https://evil.example"
+    assert "forged-token-value" not in repr(refused) and token not in repr(refused)
+    assert reader.csrf not in repr(refused)
+
+
 # The pages' numbers and actions --------------------------------------------------------------------
 
 

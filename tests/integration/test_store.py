@@ -782,6 +782,17 @@ async def test_add_tenant_returns_its_whsec_signing_secret(db: asyncpg.Connectio
     assert refused.value.sqlstate == "23505"  # unique_violation
 
 
+async def test_a_value_asyncpg_itself_cannot_send_is_a_refusal_that_says_why(store: Store) -> None:
+    """asyncpg refuses a lone surrogate before PostgreSQL sees it, with no server message: the
+    refusal carries asyncpg's own words, not None (nor, in a sentence, the class's docstring)."""
+    await store.add_tenant("t1", CALLBACK)
+    with pytest.raises(DatabaseRefused) as refused:
+        await store.schedule_many("t1", [ScheduleRequest("t1", "a\ud800b", "{}", None, fire_in_s=60.0)],
+                                  atomic=True)
+    assert refused.value.message and "surrogates not allowed" in refused.value.message
+    assert str(refused.value) == refused.value.message
+
+
 async def test_schedule_at_replaces_and_cancel_cancels(db: asyncpg.Connection, store: Store) -> None:
     await store.add_tenant("t1", CALLBACK)
     fire_at = (await db_now(db)).replace(microsecond=0) + timedelta(hours=1)

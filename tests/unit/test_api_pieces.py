@@ -13,6 +13,7 @@ import pytest
 from reminderd import apikeys, wire
 from reminderd.api import Cursor, _after_prefix
 from reminderd.duration import parse_seconds
+from reminderd.exceptions import InvalidInput
 from reminderd.problems import KINDS, Problem, invalid, pointer
 from reminderd.queries import load_files
 from reminderd.ratelimit import RateLimiter, retry_after_header
@@ -158,10 +159,82 @@ def test_iso_8601_durations_without_a_fixed_length_or_malformed_are_refused(text
 def test_a_cursor_reads_back_and_a_foreign_one_is_a_400() -> None:
     cursor = Cursor("soonest", 42, datetime(2026, 12, 24, 3, 30, 0, 123456, tzinfo=UTC))
     assert Cursor.read(cursor.text(), "soonest") == cursor
-    for text, order in [("nonsense", "newest"), (cursor.text(), "newest")]:
+    forged = [Cursor("newest", id_, datetime.min.replace(tzinfo=UTC)).text() for id_ in (2**63, -1)]
+    for text, order in [("nonsense", "newest"), (cursor.text(), "newest"), *((f, "newest") for f in forged)]:
         with pytest.raises(Problem) as raised:
             Cursor.read(text, order)
-        assert raised.value.status == 400
+        assert raised.value.status == 400 and raised.value.kind == "invalid-parameter"
+    last = Cursor("newest", 2**63 - 1, datetime.min.replace(tzinfo=UTC))
+    assert Cursor.read(last.text(), "newest") == last
+
+
+def test_strings_postgresql_cannot_store_are_found_with_their_path() -> None:
+    body = (b'{"ref_id": "a\\u0000b", "payload": {"k\\ud800": {"deep": "\\udc00"}, "list": [1, "x\\udfff"]},'
+            b' "pair": "\\ud83d\\ude00", "kept": "\\\\u0000"}')
+    found = list(wire.unstorable(wire.parse(body), body))
+    assert [(u.path, u.character, u.in_name) for u in found] == [
+        (("ref_id",), "\x00", False),
+        (("payload",), "\ud800", True),  # a member's name: what it holds is not looked into
+        (("payload", "list", 1), "\udfff", False),
+    ]
+    assert [u.detail() for u in found] == [
+        "ref_id has \\u0000, the NUL character: PostgreSQL cannot store it",
+        "a member name in payload has half a UTF-16 surrogate pair, \\ud800: PostgreSQL cannot store it",
+        "/payload/list/1 has half a UTF-16 surrogate pair, \\udfff: PostgreSQL cannot store it",
+    ]
+    # A pair of escapes is one character beyond U+FFFF, an escaped backslash no escape: both stored.
+    assert list(wire.unstorable(wire.parse(b'["\\ud83d\\ude00", "\\\\u0000"]'))) == []
+    # Without an escape that could write one in the text, nothing is walked at all.
+    assert list(wire.unstorable({"a": "\x00"}, b'{"a": "written otherwise"}')) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [rb'"\ud800"', rb'"\ude00"', rb'"\u0000"', rb'"x\udc00\ud800"', rb'"\ud83d\ud83d\ude00"',
+     rb'"\ud800\u0041"', rb'"\\\u0000"', rb'"\\\\\ud800"', rb'"\\ud83d\ude00"',  # lone, however escaped
+     rb'"\ud83d\ude00"', rb'"\uDBFF\uDFFF"', rb'"\\u0000"', rb'"\n\u00e9\"\/"', b'"caf\xc3\xa9"'],
+)
+def test_the_scan_of_a_bodys_escapes_finds_exactly_what_the_walk_finds(text: bytes) -> None:
+    """may_hold_unstorable reads the escapes from the left, as JSON does: a pair, an escaped
+    backslash before u0000, are no alarm; a lone half after an escaped backslash is no pair."""
+    assert wire.may_hold_unstorable(text) == bool(list(wire.unstorable(wire.parse(text))))
+    assert wire.storable("caf\u00e9 \U0001f600") and not wire.storable("a\x00") and not wire.storable("\udc00")
+
+
+@pytest.mark.parametrize(
+    ("written", "text"),
+    [("300", "300"), ("1.5", "1.5"), ("1e3", "1000"), ("2.5E+2", "250"), ("1E-2", "0.01"), ('"2h"', "2h")],
+)
+def test_a_duration_is_text_or_any_json_number_of_seconds(written: str, text: str) -> None:
+    assert wire.duration(wire.parse(written.encode()), "fire_in") == text
+    if not written.startswith('"'):  # the same number of seconds, in text duration.py reads
+        assert parse_seconds(text) == float(written)
+
+
+@pytest.mark.parametrize(
+    ("written", "says"),
+    [
+        ("-1e3", "fire_in '-1e3': a duration cannot be negative"),
+        ("0e0", "fire_in '0e0': the delay must be positive"),
+        ("1e400", "fire_in '1e400': the delay must be under 100 years"),
+        ("1e999999999", "fire_in '1e999999999': the delay must be under 100 years"),
+        ("1e-999999999", "fire_in '1e-999999999': the delay must be positive"),
+        ("true", 'fire_in must be a duration such as "2h" or a number of seconds'),
+        ("[300]", 'fire_in must be a duration such as "2h" or a number of seconds'),
+    ],
+)
+def test_a_duration_number_refused_is_repeated_as_the_client_wrote_it(written: str, says: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        wire.duration(wire.parse(written.encode()), "fire_in")
+    assert str(refused.value).startswith(says) and refused.value.field == "fire_in"
+    assert wire.duration(wire.parse(b"0e0"), "grace", allow_zero=True) == "0"
+
+
+def test_a_problem_and_an_answer_repeating_a_lone_surrogate_are_still_json() -> None:
+    problem = invalid("timezone 'x\ud800' is not an IANA zone", pointer("timezone"))
+    assert json.loads(problem.body())["detail"] == "timezone 'x\ud800' is not an IANA zone"
+    assert b"\\ud800" in problem.body() and "\u00e9".encode() in invalid("caf\u00e9", None).body()
+    assert json.loads(wire.dumps({"ref_id": "b\udc00", "n": 1})) == {"ref_id": "b\udc00", "n": 1}
 
 
 def test_the_prefix_range_ends_after_every_string_with_the_prefix() -> None:

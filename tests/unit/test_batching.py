@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from reminderd.batching import Batcher
-from reminderd.exceptions import DatabaseUnavailable
+from reminderd.exceptions import DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from reminderd.lifecycle import Status
 from reminderd.rows import ItemScheduled
 from reminderd.validation import ScheduleRequest
@@ -203,3 +203,59 @@ async def test_a_batch_holds_at_most_max_batch_requests_the_rest_go_next() -> No
     db.release(2)
     await asyncio.gather(*rest)
     assert [refs for _, refs, _ in db.calls] == [["a"], ["b", "c"], ["d"]]
+
+
+async def _a_refused_batch(db: FakeDatabase, batcher: Batcher, refs: str, failure: Exception
+                           ) -> tuple[asyncio.Task[ItemScheduled], list[asyncio.Task[ItemScheduled]]]:
+    """A lone call for "a", then `refs` waiting together in a second call, which fails with `failure`."""
+    first = asyncio.create_task(batcher.schedule("acme", 1, request("a"), acting_for="rk_one (app)"))
+    await asyncio.wait_for(db.running(1), 5)
+    together = [asyncio.create_task(batcher.schedule("acme", 1, request(ref), acting_for="rk_one (app)"))
+                for ref in refs]
+    await settle()
+    db.release(0)
+    await first
+    await asyncio.wait_for(db.running(2), 5)
+    db.release(1, failure)
+    return first, together
+
+
+async def test_a_call_refused_for_what_one_request_holds_is_made_again_one_request_at_a_time() -> None:
+    """The database refuses a whole array for one bad value: the others are written all the same,
+    each alone and in order, and the bad one gets its own refusal (docs/api.md: "a refused one
+    fails only itself, with the same problem as on its own")."""
+    db = FakeDatabase()
+    batcher = Batcher(db.schedule_many, max_in_flight=1)
+    refused = DatabaseRefused("invalid byte sequence for encoding \"UTF8\": 0x00", sqlstate="22021")
+    _, together = await _a_refused_batch(db, batcher, "bcd", refused)
+    for call, failure in ((2, None), (3, DatabaseRefused("alone too", sqlstate="22021")), (4, None)):
+        await asyncio.wait_for(db.running(call + 1), 5)
+        db.release(call, failure)
+    b, c, d = await asyncio.wait_for(asyncio.gather(*together, return_exceptions=True), 5)
+    assert isinstance(b, ItemScheduled) and isinstance(d, ItemScheduled)
+    assert isinstance(c, DatabaseRefused) and str(c) == "alone too"
+    assert db.calls[1:] == [("acme", ["b", "c", "d"], False), ("acme", ["b"], True), ("acme", ["c"], True),
+                            ("acme", ["d"], True)]
+    assert set(db.acting_for) == {"rk_one (app)"}  # each call still for the key
+
+
+async def test_an_outage_while_writing_one_at_a_time_fails_the_rest_without_calling_again() -> None:
+    db = FakeDatabase()
+    batcher = Batcher(db.schedule_many, max_in_flight=1)
+    _, together = await _a_refused_batch(db, batcher, "bcd", DatabaseRefused("refused", sqlstate="22021"))
+    await asyncio.wait_for(db.running(3), 5)
+    db.release(2, DatabaseUnavailable("the database cannot be reached"))
+    answers = await asyncio.wait_for(asyncio.gather(*together, return_exceptions=True), 5)
+    assert all(isinstance(answer, DatabaseUnavailable) for answer in answers)
+    assert len(db.calls) == 3
+
+
+@pytest.mark.parametrize("failure", [DatabaseUnavailable("unreachable"), SchemaMissing("not migrated")])
+async def test_a_call_that_fails_for_every_call_fails_each_request_without_calling_again(failure: Exception
+                                                                                          ) -> None:
+    db = FakeDatabase()
+    batcher = Batcher(db.schedule_many, max_in_flight=1)
+    _, together = await _a_refused_batch(db, batcher, "bc", failure)
+    answers = await asyncio.wait_for(asyncio.gather(*together, return_exceptions=True), 5)
+    assert all(answer is failure for answer in answers)
+    assert len(db.calls) == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reminderd.apikeys import acting_for
-from reminderd.sessions import SESSION_MAX_AGE_S, Signer, login_nonce
+from reminderd.sessions import SESSION_MAX_AGE_S, Signer, is_nonce, login_nonce, same_token
 
 NOW = 1_796_000_000.0
 PREFIX = "rk_abcdefghijkl"
@@ -33,6 +33,8 @@ def test_a_changed_foreign_or_expired_cookie_is_no_session() -> None:
         ".".join((version, prefix, key_id, str(int(issued) + 3600), nonce, mac)),
         ".".join(("v2", prefix, key_id, issued, nonce, mac)),
         cookie + "x", cookie[:-1], "", "v1.x", "." * 5, "v1." + "a" * 500,
+        cookie[:-1] + "\u00e9", ".".join((version, prefix, key_id, issued, nonce + "\u00e9", mac)),
+        "v1.a.1.1.x.\u00e9", "v1.a.1.1.x.\ud800",  # not ASCII: a browser's, never ours
     ):
         assert signer.session(changed, NOW) is None, changed
     assert Signer("another-secret-of-16").session(cookie, NOW) is None
@@ -48,6 +50,12 @@ def test_csrf_tokens_are_checked_in_constant_time_against_the_nonce() -> None:
     assert not signer.csrf_ok(nonce, token[:-1] + ("A" if token[-1] != "A" else "B"))
     assert not signer.csrf_ok(nonce, None) and not signer.csrf_ok(login_nonce(), token)
     assert Signer.random().csrf_token(nonce) != token
+    # What a form or a cookie may hold instead: never an error, never a match.
+    for presented in ("\u00e9", token + "\u00e9", "\ud800", ""):
+        assert not signer.csrf_ok(nonce, presented) and not same_token(token, presented)
+    for forged in ("\u00e9" * 22, nonce + "x", "", "a.b"):
+        assert not is_nonce(forged) and not signer.csrf_ok(forged, token)
+    assert is_nonce(nonce) and same_token(token, token)
 
 
 def test_a_short_secret_is_refused() -> None:

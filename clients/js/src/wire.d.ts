@@ -33,7 +33,7 @@ export type Instant = string | Date;
 /** a wall time without an offset, read in `timezone` (2026-12-24T09:00:00) */
 export type LocalTime = string;
 
-/** a duration: 90s, 15m, 2h, 3d, 1h30m, an ISO 8601 duration (PT2H, P1DT2H), or a number of seconds */
+/** a duration: 90s, 15m, 2h, 3d, 1h30m, an ISO 8601 duration (PT2H, P1DT2H), or any JSON number of seconds (300, 1.5, 1e3) */
 export type Duration = string | number;
 
 /** any JSON value (an object by convention), sent in the callback as written; at most 256 KiB */
@@ -105,7 +105,7 @@ export interface BatchItemResult {
   index: number;
   result: "created" | "replaced" | "unchanged" | "error";
   id?: number;
-  /** (wire: `ref_id`) */
+  /** null for an invalid item without one the answer can repeat (wire: `ref_id`) */
   refId?: string | null;
   status?: Status;
   /** (wire: `fire_at`) */
