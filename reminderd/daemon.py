@@ -66,7 +66,11 @@ class Daemon:
         except ConfigError as exc:
             log.error("reload_failed", error=str(exc), keeping="the current settings")
             return
-        logs.configure(fresh.log_level, log_file=fresh.log_file)
+        try:
+            logs.configure(fresh.log_level, log_file=fresh.log_file)
+        except ConfigError as exc:  # the new log file cannot be opened: the old one is still open
+            log.error("reload_failed", error=str(exc), keeping="the current settings")
+            return
         log.warning("reloaded", log_level=fresh.log_level, log_file=fresh.log_file)
 
     async def run(self) -> int:

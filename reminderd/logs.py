@@ -16,8 +16,10 @@ fill stderr with tracebacks outside the JSON stream.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json as json_module
 import logging
+import os
 import sys
 import threading
 import time
@@ -29,6 +31,8 @@ from typing import Any, BinaryIO, TextIO
 import orjson
 import structlog
 from structlog.typing import EventDict, WrappedLogger
+
+from .exceptions import ConfigError
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 REPEAT_S = 30.0  # a library's same message is logged at most once per this many seconds
@@ -127,7 +131,7 @@ def configure(level: str = "info", *, json: bool | None = None, log_file: str | 
     logrotate can move it away."""
     stream: TextIO = sys.stdout
     if log_file:
-        stream = open(log_file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        stream = open_log_file(log_file)
     OUTPUT.use(stream, opened=bool(log_file))
     as_json = not stream.isatty() if json is None else json
     renderer: structlog.typing.Processor = _render_json if as_json else structlog.dev.ConsoleRenderer()
@@ -143,6 +147,27 @@ def configure(level: str = "info", *, json: bool | None = None, log_file: str | 
         cache_logger_on_first_use=False,  # SIGHUP changes level and file: module loggers follow
     )
     route_standard_logging(stream, _render_json_text if as_json else renderer, level)
+
+
+_CANNOT_OPEN = {
+    errno.ENOENT: "no such directory",
+    errno.ENOTDIR: "a part of its path is not a directory",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EISDIR: "it is a directory",
+    errno.EROFS: "the file system is read-only",
+}
+
+
+def open_log_file(path: str) -> TextIO:
+    """REMINDERD_LOG_FILE opened for appending, or ConfigError saying why it cannot be."""
+    try:
+        return open(path, "a", encoding="utf-8", buffering=1)
+    except OSError as exc:
+        why = _CANNOT_OPEN.get(exc.errno or 0) or (exc.strerror or str(exc)).lower()
+        if exc.errno == errno.ENOENT:
+            why = f"{why} {os.path.dirname(os.path.abspath(path))}"
+        raise ConfigError(f"REMINDERD_LOG_FILE={path}: cannot write to it ({why})") from None
 
 
 def _render_json_text(logger: object, method: str, event_dict: MutableMapping[str, Any]) -> str:

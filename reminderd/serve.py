@@ -119,5 +119,9 @@ class Server:
             await store.close()
 
     def _reopen_logs(self) -> None:
-        logs.configure(self.settings.log_level, log_file=self.settings.log_file)
+        try:
+            logs.configure(self.settings.log_level, log_file=self.settings.log_file)
+        except ConfigError as exc:  # its directory went away: the file open now is kept
+            log.error("reload_failed", error=str(exc), keeping="the current log file")
+            return
         log.warning("reloaded", log_file=self.settings.log_file)

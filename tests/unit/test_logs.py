@@ -5,6 +5,7 @@ repeats held back with a count."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -17,6 +18,7 @@ import pytest
 import structlog
 
 from reminderd import logs
+from reminderd.exceptions import EX_CONFIG, ConfigError
 from reminderd.logs import Repeats
 
 
@@ -259,3 +261,75 @@ def test_reconfiguring_reopens_the_log_file_and_applies_to_a_logger_made_before(
     assert [json.loads(line)["event"] for line in first.read_text().splitlines()] == ["one"]
     assert [json.loads(line)["event"] for line in second.read_text().splitlines()] == ["two"]
     assert stream.raw_writes == []
+
+
+# A log file that cannot be opened: a configuration error, not a traceback
+
+
+@pytest.mark.parametrize(
+    ("where", "why"),
+    [
+        ("missing/reminderd.log", "no such directory {tmp}/missing"),
+        ("a-file/reminderd.log", "a part of its path is not a directory"),
+        (".", "it is a directory"),
+    ],
+    ids=["no-directory", "under-a-file", "a-directory"],
+)
+def test_a_log_file_that_cannot_be_opened_is_a_config_error_saying_why(
+    stream: Stream, tmp_path: Path, where: str, why: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    path = str(tmp_path / where)
+    configure(stream, "info")
+    with pytest.raises(ConfigError) as raised:
+        configure(stream, "info", log_file=path)
+    assert str(raised.value) == f"REMINDERD_LOG_FILE={path}: cannot write to it ({why.format(tmp=tmp_path)})"
+    structlog.get_logger("reminderd").info("still here")  # the output in use is kept (SIGHUP)
+    assert [line["event"] for line in stream.lines()] == ["still here"]
+
+
+def test_a_log_file_without_permission_says_so(
+    stream: Stream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As root nothing is refused for permissions: the refusal is the kernel's EACCES, given."""
+
+    def refused(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("builtins.open", refused)
+    with pytest.raises(ConfigError, match=r"^REMINDERD_LOG_FILE=/var/log/x\.log: cannot write to it "
+                                          r"\(permission denied\)$"):
+        logs.open_log_file("/var/log/x.log")
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_run_and_serve_with_a_log_file_they_cannot_open_exit_78_on_one_line(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reminderd.cli import main
+
+    monkeypatch.setenv("REMINDERD_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    monkeypatch.setenv("REMINDERD_LOG_FILE", str(tmp_path / "missing" / "x.log"))
+    assert main([command]) == EX_CONFIG
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"reminderd: configuration error: REMINDERD_LOG_FILE={tmp_path}/missing/x.log: "
+                              f"cannot write to it (no such directory {tmp_path}/missing)\n")
+
+
+def test_a_sighup_whose_log_file_cannot_be_opened_keeps_the_current_one(
+    stream: Stream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reminderd.daemon import Daemon
+    from reminderd.settings import Settings
+
+    monkeypatch.setenv("REMINDERD_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    daemon = Daemon(Settings.from_env())
+    configure(stream, "info")
+    gone = tmp_path / "gone"  # the log's directory went away
+    monkeypatch.setenv("REMINDERD_LOG_FILE", str(gone / "x.log"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdout", stream)
+        daemon.reload()  # a signal handler: raising here would be asyncio's "Exception in callback"
+    [line] = stream.lines()
+    assert (line["event"], line["keeping"]) == ("reload_failed", "the current settings")
+    assert line["error"] == f"REMINDERD_LOG_FILE={gone}/x.log: cannot write to it (no such directory {gone})"
