@@ -347,12 +347,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_INTERRUPTED
 
 
-_DURATION_OPTIONS = ("--in", "--grace", "--max-lateness")
+# Every option whose value is a duration (a cadence's --offsets are signed: -30d,-7d,-1d).
+_DURATION_OPTIONS = ("--in", "--grace", "--max-lateness", "--wait", "--recent", "--stage-ahead", "--offsets")
 
 
 def _negative_values_attached(argv: Sequence[str]) -> list[str]:
     """argparse reads `--in -5m` as two options and says "expected one argument"; the user meant
-    `--in=-5m`, which parse_duration then refuses with a sentence saying why."""
+    `--in=-5m`, which parse_duration then refuses with a sentence saying why (and which a
+    cadence's `--offsets -30d,-1d` means as written)."""
     attached: list[str] = []
     index = 0
     while index < len(argv):
