@@ -862,3 +862,42 @@ def test_a_cadence_takes_its_signed_offsets_after_a_space_as_its_default_writes_
                                       "--offsets", "-30d,-1d", "--payload", "{}"])
     request = CadenceRequest.from_args(build_parser().parse_args(argv))
     assert request.offsets == ["-30 days -0 seconds", "-1 days -0 seconds"]
+
+
+CASE_HINT = "timezone names are case-sensitive"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["schedule", "t", "r", "--at", "2027-01-01T09:00", "--tz", ""],
+         "--tz is empty: name an IANA zone such as Europe/London or Asia/Kolkata"),
+        (["schedule", "t", "r", "--in", "1h", "--tz", " "],
+         "--tz is empty: name an IANA zone such as Europe/London or Asia/Kolkata"),
+        (["preview", "--cron", "0 9 * * *", "--tz", ""],
+         "--tz is empty: name an IANA zone such as Europe/London or Asia/Kolkata"),
+        (["schedule", "t", "r", "--at", "2027-01-01T09:00", "--tz", "america/new_york"],
+         f'--tz: unknown timezone "america/new_york"; {CASE_HINT}: America/New_York'),
+        (["schedule", "t", "r", "--at", "2027-01-01T09:00 in america/new_york"],
+         f'--at: unknown timezone "america/new_york"; {CASE_HINT}: America/New_York'),
+        (["schedule", "t", "r", "--cron", "0 9 * * *", "--tz", "utc"],
+         f'--tz: unknown timezone "utc"; {CASE_HINT}: UTC'),
+        (["preview", "--cron", "0 9 * * *", "--tz", "EUROPE/LONDON"],
+         f'--tz: unknown timezone "EUROPE/LONDON"; {CASE_HINT}: Europe/London'),
+        (["tenant", "add", "acme", "--callback-url", "https://example.com/cb", "--timezone", "asia/kolkata"],
+         f'--timezone: unknown timezone "asia/kolkata"; {CASE_HINT}: Asia/Kolkata'),
+        (["schedule", "t", "r", "--in", "1h", "--tz", "Europe/London "],
+         '--tz: unknown timezone "Europe/London "; write it without spaces around it'),
+        (["schedule", "t", "r", "--in", "1h", "--tz", "Mars/Base"], '--tz: unknown timezone "Mars/Base"'),
+    ],
+    ids=["empty-tz", "blank-tz", "empty-preview-tz", "tz-case", "at-zone-case", "utc-case", "upper-case",
+         "tenant-timezone-case", "spaces", "no-such-zone"],
+)
+def test_a_timezone_is_refused_naming_the_flag_it_came_from_with_the_databases_case_hint(
+    argv: list[str], message: str, connections: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--tz ""` blamed --at ('--at: unknown timezone ""'); a zone in the wrong case got no hint,
+    where SQL's reminderd.check_timezone gives "Timezone names are case-sensitive: …"."""
+    assert main(argv) == EX_USAGE
+    assert one_line(capsys.readouterr().err) == f"reminderd: error: {message}"
+    assert connections == []
