@@ -510,7 +510,13 @@ def _run_daemon(args: argparse.Namespace) -> int:
     async def go() -> int:
         return await Daemon(settings, args.config).run()
 
-    return _event_loop_run(go())
+    return _stopped_status(_event_loop_run(go()))
+
+
+def _stopped_status(status: int) -> int:
+    """A daemon's or server's exit status: 1, quietly, when it stopped because the reader of its
+    log output went away (EPIPE), so a supervisor restarts it with a new one."""
+    return 1 if status == 0 and logs.OUTPUT.broken else status
 
 
 def _show_config(args: argparse.Namespace) -> int:
@@ -789,7 +795,7 @@ def _serve(args: argparse.Namespace) -> int:
     async def go() -> int:
         return await Server(settings).run()
 
-    return _event_loop_run(go())
+    return _stopped_status(_event_loop_run(go()))
 
 
 async def _send_now(store: Store, request: SendNowRequest) -> int:

@@ -78,6 +78,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        # stdout's reader went away (`| head`, journald restarted): stop as on SIGTERM, exit 1 (cli.py).
+        logs.OUTPUT.on_broken = lambda: loop.call_soon_threadsafe(self.request_stop, "EPIPE")
 
         settings = self.settings
         log.info("starting", version=__version__, **_public_settings(settings))
