@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from calendar import monthrange
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 from typing import BinaryIO, Literal
 
 from .duration import parse_seconds
 from .payload import MAX_PAYLOAD_BYTES
 from .schedule import QuietHours, load_timezone, to_instant
 from .validation import (
+    MAX_DELAY_S,
     MAX_INT4,
     MAX_PREVIEW,
     InvalidInput,
@@ -286,8 +288,8 @@ class UsageRequest:
             first = datetime.strptime(month, "%Y-%m").date()
         except ValueError:
             raise UsageError(f"--month {month!r} is not a month like 2026-11") from None
-        following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
-        return cls(checked_tenant_id(args.tenant_id), first, following - timedelta(days=1), args.json)
+        last = first.replace(day=monthrange(first.year, first.month)[1])  # 9999-12 has no next month
+        return cls(checked_tenant_id(args.tenant_id), first, last, args.json)
 
 
 @dataclass(frozen=True)
@@ -393,7 +395,7 @@ class ApiRateLimitRequest:
             rate = float(text)
         except ValueError:
             raise UsageError(f"{args.rate!r}: requests per second (a positive integer), or default") from None
-        if rate < 1 or rate > MAX_INT4 or rate != int(rate):
+        if not 1 <= rate <= MAX_INT4 or rate != int(rate):  # NaN is no number in the range either
             raise UsageError(f"{args.rate!r}: requests per second, a whole number from 1 to {MAX_INT4}")
         return cls(checked_tenant_id(args.tenant_id), rate)
 
@@ -428,11 +430,16 @@ def contact_ids(listed: list[str] | None, file: str | None, flag: str) -> list[s
     return list(dict.fromkeys(checked_contact_id(text, flag) for text in given))
 
 
+def _whole_number(text: str) -> bool:
+    """Digits 0-9 only: str.isdigit() also takes "²", which int() refuses."""
+    return text.isascii() and text.isdecimal()
+
+
 def checked_count(text: str | None, flag: str) -> int | Literal["none"] | None:
     """A positive count, or "none" (clears it)."""
     if text is None or text.lower() == "none":
         return None if text is None else "none"
-    if not text.isdigit() or int(text) > MAX_INT4:
+    if not _whole_number(text) or int(text) > MAX_INT4:
         raise UsageError(f"{flag} {text!r}: a whole number of contacts (at most {MAX_INT4:,}), or none")
     return int(text)
 
@@ -545,7 +552,7 @@ class BroadcastRef:
 
 
 def checked_broadcast_id(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 2**63:
+    if not _whole_number(text) or not 0 < int(text) < 2**63:
         raise UsageError(f"ID {text!r}: a broadcast's number, as `reminderd broadcasts list` shows it")
     return int(text)
 
@@ -678,7 +685,15 @@ class CadenceRequest:
             if timezone is None:
                 raise UsageError(f"--anchor {args.anchor!r}: give its UTC offset (2027-01-15T00:00Z): "
                                  "the contact's zone is known to the database only")
-            anchor = to_instant(anchor, load_timezone(timezone))
+            try:
+                anchor = to_instant(anchor, load_timezone(timezone))
+            except OverflowError:
+                raise UsageError(f"--anchor {args.anchor!r} is outside the years 1 to 9999 in UTC") from None
+        else:
+            try:  # asyncpg cannot send an instant beyond them either
+                anchor.astimezone(UTC)
+            except OverflowError:
+                raise UsageError(f"--anchor {args.anchor!r} is outside the years 1 to 9999 in UTC") from None
         offsets = [interval_text(part.strip(), "--offsets") for part in args.offsets.split(",") if part.strip()]
         if not offsets:
             raise UsageError("--offsets: at least one, e.g. -30d,-7d,-1d")
@@ -702,6 +717,8 @@ def interval_text(text: str, flag: str) -> str:
         seconds = parse_seconds(text.removeprefix("+"))
     except ValueError as exc:
         raise UsageError(f"{flag} {text!r}: {exc}, with a sign for before (-30d) or after (+1d)") from None
+    if not abs(seconds) < MAX_DELAY_S:
+        raise UsageError(f"{flag} {text!r}: an offset is under 100 years before or after")
     sign = "-" if seconds < 0 else ""
     days, rest = divmod(abs(seconds), 86400)
     return f"{sign}{int(days)} days {sign}{rest:g} seconds"

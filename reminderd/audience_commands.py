@@ -273,8 +273,8 @@ async def import_contacts(store: Store, request: ContactsImportRequest) -> int:
         for queue, batch in zip(queues, batches, strict=True):
             if batch and not refused:
                 await queue.put(batch)
-    except (UnicodeDecodeError, OSError) as exc:
-        stopped = f"FILE {request.path}: cannot read it on ({exc})"
+    except OSError as exc:  # a byte that is not UTF-8 is its line's problem (contact_files.not_utf8)
+        stopped = f"FILE {request.path}: cannot read it ({exc.strerror or exc})"
     finally:
         for queue in queues:
             await queue.put(None)

@@ -347,12 +347,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EX_INTERRUPTED
 
 
-_DURATION_OPTIONS = ("--in", "--grace", "--max-lateness")
+# Every option whose value is a duration (a cadence's --offsets are signed: -30d,-7d,-1d).
+_DURATION_OPTIONS = ("--in", "--grace", "--max-lateness", "--wait", "--recent", "--stage-ahead", "--offsets")
 
 
 def _negative_values_attached(argv: Sequence[str]) -> list[str]:
     """argparse reads `--in -5m` as two options and says "expected one argument"; the user meant
-    `--in=-5m`, which parse_duration then refuses with a sentence saying why."""
+    `--in=-5m`, which parse_duration then refuses with a sentence saying why (and which a
+    cadence's `--offsets -30d,-1d` means as written)."""
     attached: list[str] = []
     index = 0
     while index < len(argv):
@@ -508,7 +510,13 @@ def _run_daemon(args: argparse.Namespace) -> int:
     async def go() -> int:
         return await Daemon(settings, args.config).run()
 
-    return _event_loop_run(go())
+    return _stopped_status(_event_loop_run(go()))
+
+
+def _stopped_status(status: int) -> int:
+    """A daemon's or server's exit status: 1, quietly, when it stopped because the reader of its
+    log output went away (EPIPE), so a supervisor restarts it with a new one."""
+    return 1 if status == 0 and logs.OUTPUT.broken else status
 
 
 def _show_config(args: argparse.Namespace) -> int:
@@ -787,7 +795,7 @@ def _serve(args: argparse.Namespace) -> int:
     async def go() -> int:
         return await Server(settings).run()
 
-    return _event_loop_run(go())
+    return _stopped_status(_event_loop_run(go()))
 
 
 async def _send_now(store: Store, request: SendNowRequest) -> int:

@@ -16,7 +16,7 @@ import io
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple, TextIO
 
 import orjson
@@ -54,10 +54,27 @@ class Line(NamedTuple):
 
 
 def open_contacts(path: str) -> TextIO:
-    """The file (or stdin for `-`) as text; a byte-order mark an editor left is no content."""
+    """The file (or stdin for `-`) as text; a byte-order mark an editor left is no content. A
+    byte that is not UTF-8 is kept as a lone surrogate (surrogateescape), for the line holding
+    it to be refused by number (`not_utf8`) rather than the whole read to fail somewhere."""
     if path == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def not_utf8(texts: Iterable[str]) -> str | None:
+    """Why a line (its cells) read by open_contacts() is not text: "not UTF-8 text (byte 0xe9; save
+    the file as UTF-8)"; None when it is."""
+    for text in texts:
+        if text.isascii():  # most cells: a flag of the string, no scan
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate: surrogateescape's stand-in for a byte
+            if text.startswith(("\udcff\udcfe", "\udcfe\udcff")):  # UTF-16's byte-order mark
+                return "UTF-16 text, not UTF-8 (save the file as UTF-8)"
+            return f"not UTF-8 text (byte 0x{ord(text[exc.start]) - 0xDC00:02x}; save the file as UTF-8)"
+    return None
 
 
 def read_contacts(handle: TextIO, file_format: str) -> Iterator[Line]:
@@ -82,12 +99,16 @@ class _Columns:
 def _csv(handle: TextIO) -> Iterator[Line]:
     reader = csv.reader(handle)
     try:
-        header = [name.strip().lower() for name in next(reader)]
+        cells = next(reader)
     except StopIteration:
         return
     except csv.Error as exc:
         yield Line(1, None, f"not CSV: {exc}")
         return
+    if (problem := not_utf8(cells)) is not None:
+        yield Line(reader.line_num, None, f"the header row is {problem}")
+        return
+    header = [name.strip().lower() for name in cells]
     if "contact_id" not in header:
         yield Line(1, None,
                    f"the header row has no contact_id column (it has {', '.join(header) or 'nothing'})")
@@ -109,6 +130,9 @@ def _csv(handle: TextIO) -> Iterator[Line]:
             continue  # a blank row
         if len(cells) != columns.width:
             yield Line(reader.line_num, None, f"{len(cells)} cells, the header has {columns.width}")
+            continue
+        if (problem := not_utf8(cells)) is not None:
+            yield Line(reader.line_num, None, problem)
             continue
         yield _from_cells(reader.line_num, columns, cells)
 
@@ -140,6 +164,9 @@ def _jsonl(handle: TextIO) -> Iterator[Line]:
             yield Line(number, None, f"longer than {MAX_LINE // 1024} KiB")
             continue
         if not text.strip():
+            continue
+        if (problem := not_utf8((text,))) is not None:
+            yield Line(number, None, problem)
             continue
         try:
             contact = json.loads(text)

@@ -66,7 +66,11 @@ class Daemon:
         except ConfigError as exc:
             log.error("reload_failed", error=str(exc), keeping="the current settings")
             return
-        logs.configure(fresh.log_level, log_file=fresh.log_file)
+        try:
+            logs.configure(fresh.log_level, log_file=fresh.log_file)
+        except ConfigError as exc:  # the new log file cannot be opened: the old one is still open
+            log.error("reload_failed", error=str(exc), keeping="the current settings")
+            return
         log.warning("reloaded", log_level=fresh.log_level, log_file=fresh.log_file)
 
     async def run(self) -> int:
@@ -74,6 +78,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        # stdout's reader went away (`| head`, journald restarted): stop as on SIGTERM, exit 1 (cli.py).
+        logs.OUTPUT.on_broken = lambda: loop.call_soon_threadsafe(self.request_stop, "EPIPE")
 
         settings = self.settings
         log.info("starting", version=__version__, **_public_settings(settings))

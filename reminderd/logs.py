@@ -11,13 +11,25 @@ their records are routed to the same place in the same format: one line per reco
 summarised in `error` (its traceback only at debug level), and the same message at most once per
 `REPEAT_S` seconds, with the count of those left out (`suppressed`), so a database outage does not
 fill stderr with tracebacks outside the JSON stream.
+
+When stdout is a pipe or a socket (journald, `| jq`, a supervisor), nothing its reader does can
+stop the daemon (`_Pipe`): a reader that stops reading holds a write up for at most `STALL_S`,
+after which lines are dropped, and counted in a `log_lines_dropped` line once it reads again; a
+reader that goes away (EPIPE) leaves the output writing to /dev/null and calls `on_broken`, for
+the daemon to stop as on SIGTERM.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import errno
+import fcntl
 import json as json_module
 import logging
+import os
+import select
+import stat
 import sys
 import threading
 import time
@@ -30,8 +42,15 @@ import orjson
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+from .exceptions import ConfigError
+
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 REPEAT_S = 30.0  # a library's same message is logged at most once per this many seconds
+# The longest a log line may hold up the event loop when stdout's reader does not read: then lines
+# are dropped. Well below the default REMINDERD_DEAD_AFTER (15 s), so a stuck reader does not make
+# a live daemon look dead; SIGTERM is seen within it.
+STALL_S = 2.0
+PIPE_BYTES = 2**20  # asked of a pipe's buffer (Linux's pipe-max-size by default), for a slow reader
 
 
 class Output:
@@ -46,6 +65,13 @@ class Output:
         self.binary: BinaryIO | None = None
         self._pending: list[bytes] | None = None
         self._opened: TextIO | None = None  # a log file this output opened, closed when replaced
+        self._pipe: _Pipe | None = None  # when the stream is a pipe or a socket
+        self.on_broken: Callable[[], object] | None = None  # called once when its reader has gone
+
+    @property
+    def broken(self) -> bool:
+        """The reader of the pipe or socket written to has gone (EPIPE): lines go to /dev/null."""
+        return self._pipe is not None and self._pipe.broken
 
     def use(self, stream: TextIO, *, opened: bool = False) -> None:
         """Write to `stream` from now on; `opened`: a file configure() opened, so this output
@@ -53,8 +79,13 @@ class Output:
         previous, self._opened = self._opened, (stream if opened else None)
         self.text = stream
         self.binary = getattr(stream, "buffer", None)
+        self._pipe = _Pipe.of(stream, self._pipe, self._reader_gone)
         if previous is not None and previous is not stream:
             previous.close()
+
+    def _reader_gone(self) -> None:
+        if self.on_broken is not None:
+            self.on_broken()
 
     def msg(self, line: bytes | str) -> None:
         data = line if isinstance(line, bytes) else line.encode()
@@ -79,14 +110,129 @@ class Output:
                 pending.append(b"")
                 self._write(b"\n".join(pending))
 
+    def write_now(self, data: bytes) -> None:
+        """Write `data` (whole lines) at once, even inside a batch: the standard library's records."""
+        self._write(data)
+
     def _write(self, data: bytes) -> None:
-        if self.binary is not None:
+        if self._pipe is not None:
+            with contextlib.suppress(OSError):  # what print() left in the text layer goes first
+                self.text.flush()
+            self._pipe.write(data)
+        elif self.binary is not None:
             self.text.flush()  # anything printed through the text layer goes first
             self.binary.write(data)
             self.binary.flush()
         else:
             self.text.write(data.decode())
             self.text.flush()
+
+
+class _Pipe:
+    """stdout as a pipe or a socket, written without blocking (O_NONBLOCK): a write waits for its
+    reader at most STALL_S, then the output is stalled and lines are dropped without waiting
+    until one goes through whole, preceded by the rest of a line cut short and a
+    `log_lines_dropped` line with their count. EPIPE (or any other error of the stream) breaks
+    it: the descriptor is pointed at /dev/null (nothing written later, by anyone, fails) and
+    `on_broken` is called once."""
+
+    def __init__(self, fd: int, on_broken: Callable[[], None]) -> None:
+        self.fd = fd
+        self.on_broken = on_broken
+        self.broken = False
+        self.stalled = False
+        self.dropped = 0  # whole lines dropped since the output stalled
+        self._cut = b""  # the rest of a line written in part: it goes first
+        os.set_blocking(fd, False)
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            with contextlib.suppress(OSError, AttributeError):  # Linux only; more than allowed: kept
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        atexit.register(self.restore)
+
+    @classmethod
+    def of(cls, stream: TextIO, current: _Pipe | None, on_broken: Callable[[], None]) -> _Pipe | None:
+        """A _Pipe for `stream` when it is a pipe or a socket (the one in use when it is the same),
+        else None: files and terminals are written as they are."""
+        try:
+            fd = stream.fileno()
+            mode = os.fstat(fd).st_mode
+        except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation is an OSError too
+            return None
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            return None
+        return current if current is not None and current.fd == fd else cls(fd, on_broken)
+
+    def write(self, data: bytes) -> None:
+        """Write `data`, whole lines, or drop them: see the class."""
+        if self.broken:
+            return
+        deadline = time.monotonic() + (0.0 if self.stalled else STALL_S)
+        cut, notice = self._cut, self._notice() if self.dropped else b""
+        # One write: the notice never goes out without a line after it (a pipe takes a write of
+        # up to 4 KiB whole or not at all).
+        sent = self._send(cut + notice + data, deadline)
+        if self.broken or sent == len(cut) + len(notice) + len(data):
+            self._cut, self.dropped, self.stalled = b"", 0, False
+            return
+        if sent < len(cut):  # still on the line cut short: the notice waits with its count
+            self._cut = cut[sent:]
+            self._drop(data)
+            return
+        sent -= len(cut)
+        if sent < len(notice):
+            self._cut = notice[sent:] if sent else b""
+            self.dropped = 0 if sent else self.dropped  # told, once the notice is out
+            self._drop(data)
+            return
+        sent -= len(notice)
+        self.dropped = 0
+        if sent and data[sent - 1:sent] != b"\n":  # a line written in part: its rest is owed
+            end = data.find(b"\n", sent) + 1 or len(data)
+            self._cut, data = data[sent:end], data[end:]
+        else:
+            self._cut, data = b"", data[sent:]
+        self._drop(data)
+
+    def _notice(self) -> bytes:
+        return orjson.dumps({"event": "log_lines_dropped", "dropped": self.dropped, "level": "warning",
+                             "timestamp": _now_iso(), "why": f"stdout was not read for {STALL_S:g} s"}) + b"\n"
+
+    def _drop(self, data: bytes) -> None:
+        self.stalled = True
+        self.dropped += data.count(b"\n")
+
+    def _send(self, data: bytes, deadline: float) -> int:
+        """Bytes of `data` written by `deadline` (all of them once the stream broke)."""
+        view, sent = memoryview(data), 0
+        while sent < len(data):
+            try:
+                sent += os.write(self.fd, view[sent:])
+            except BlockingIOError:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([], [self.fd], [], left)[1]:
+                    break
+            except OSError:  # EPIPE, ECONNRESET: the reader is gone
+                self._break()
+                return len(data)
+        return sent
+
+    def _break(self) -> None:
+        self.broken = True
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.fd)  # Python's own flush of stdout at exit must not fail either
+            os.close(devnull)
+        self.on_broken()
+
+    def restore(self) -> None:
+        """Blocking again at exit: others may write to the same pipe after this process (a shell)."""
+        with contextlib.suppress(OSError):
+            os.set_blocking(self.fd, True)
+
+
+def _now_iso() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(now)) + f"{int(now % 1 * 1_000_000):06d}Z"
 
 
 OUTPUT = Output()
@@ -127,7 +273,7 @@ def configure(level: str = "info", *, json: bool | None = None, log_file: str | 
     logrotate can move it away."""
     stream: TextIO = sys.stdout
     if log_file:
-        stream = open(log_file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        stream = open_log_file(log_file)
     OUTPUT.use(stream, opened=bool(log_file))
     as_json = not stream.isatty() if json is None else json
     renderer: structlog.typing.Processor = _render_json if as_json else structlog.dev.ConsoleRenderer()
@@ -145,6 +291,27 @@ def configure(level: str = "info", *, json: bool | None = None, log_file: str | 
     route_standard_logging(stream, _render_json_text if as_json else renderer, level)
 
 
+_CANNOT_OPEN = {
+    errno.ENOENT: "no such directory",
+    errno.ENOTDIR: "a part of its path is not a directory",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.EISDIR: "it is a directory",
+    errno.EROFS: "the file system is read-only",
+}
+
+
+def open_log_file(path: str) -> TextIO:
+    """REMINDERD_LOG_FILE opened for appending, or ConfigError saying why it cannot be."""
+    try:
+        return open(path, "a", encoding="utf-8", buffering=1)
+    except OSError as exc:
+        why = _CANNOT_OPEN.get(exc.errno or 0) or (exc.strerror or str(exc)).lower()
+        if exc.errno == errno.ENOENT:
+            why = f"{why} {os.path.dirname(os.path.abspath(path))}"
+        raise ConfigError(f"REMINDERD_LOG_FILE={path}: cannot write to it ({why})") from None
+
+
 def _render_json_text(logger: object, method: str, event_dict: MutableMapping[str, Any]) -> str:
     """The JSON line as text: what logging's handlers write."""
     return _render_json(logger, method, event_dict).decode()
@@ -154,13 +321,24 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
     """The root logger's handler that configure() installs (and replaces on the next call)."""
 
 
+class _ToOutput:
+    """The stream logging's handler writes to: OUTPUT, a record's text at a time."""
+
+    def write(self, text: str) -> None:
+        OUTPUT.write_now(text.encode())
+
+    def flush(self) -> None:
+        pass
+
+
 def route_standard_logging(stream: TextIO, renderer: structlog.typing.Processor, level: str) -> None:
     """Send every standard `logging` record (libraries: asyncpg, asyncio, aiohttp, alembic) and
     every warning to `stream`, rendered like reminderd's own lines. Libraries' info lines are
     chatter (alembic's "Context impl PostgresqlImpl."): only their warnings and errors are kept,
     unless the level is debug."""
     verbose = level == "debug"
-    handler = _Handler(stream)
+    # Through OUTPUT when it is OUTPUT's stream: one writer, which a stopped reader cannot block.
+    handler = _Handler(_ToOutput() if stream is OUTPUT.text else stream)
     handler.addFilter(Repeats(REPEAT_S))
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[

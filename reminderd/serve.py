@@ -43,6 +43,7 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self._reopen_logs)
+        logs.OUTPUT.on_broken = lambda: loop.call_soon_threadsafe(self.request_stop, "EPIPE")  # as the daemon
         settings = self.settings
         log.info("starting", version=__version__, host=settings.api_host, port=settings.api_port)
         try:
@@ -119,5 +120,9 @@ class Server:
             await store.close()
 
     def _reopen_logs(self) -> None:
-        logs.configure(self.settings.log_level, log_file=self.settings.log_file)
+        try:
+            logs.configure(self.settings.log_level, log_file=self.settings.log_file)
+        except ConfigError as exc:  # its directory went away: the file open now is kept
+            log.error("reload_failed", error=str(exc), keeping="the current log file")
+            return
         log.warning("reloaded", log_file=self.settings.log_file)

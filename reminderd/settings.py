@@ -84,15 +84,50 @@ def _networks(raw: str) -> tuple[Network, ...]:
 
 
 def _database_url(raw: str) -> str:
+    """A PostgreSQL URL whose shape asyncpg reads as written: hosts as `host`, `host:port` or
+    `[v6]:port` (a list: `h1:5432,h2:5433`), ports 1-65535, the query as `name=value` pairs.
+    What the server must judge (a setting's name or value in the query) is judged at connect."""
     if not raw.startswith(("postgresql://", "postgres://")):
         raise ValueError("must start with postgresql://")
-    hosts = urlsplit(raw).netloc.rpartition("@")[2]
-    for host in hosts.split(","):  # libpq and asyncpg accept host1:5432,host2:5433
-        port = host.rpartition("]")[2] if host.startswith("[") else host  # [::1]:5432
-        _, colon, number = port.rpartition(":")
-        if colon and number and not (number.isdecimal() and 0 < int(number) <= 65535):
-            raise ValueError(f"port {number!r} is not a port number (1-65535)")
+    try:
+        parts = urlsplit(raw)
+    except ValueError:  # "Invalid IPv6 URL"
+        raise ValueError("a host in [brackets] is not closed: write an IPv6 address as [::1]:5432") from None
+    if parts.netloc.count("@") > 1:  # asyncpg splits at the first @, libpq at the last
+        raise ValueError("the user name or password holds an @: write it as %40")
+    hosts = parts.netloc.rpartition("@")[2]
+    if hosts:
+        _check_hosts(hosts)
+    try:
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True) if parts.query else []
+    except ValueError:
+        raise ValueError("its query is not name=value pairs joined by &, such as ?sslmode=require") from None
+    for name, value in query:
+        if name == "host" and value:
+            _check_hosts(value)
+        elif name == "port" and value:
+            for number in value.split(","):
+                _check_port(number)
     return raw
+
+
+_HOST = re.compile(r"(?P<name>\[[^\]]+\]|[^:\[\]]*)(?::(?P<port>.*))?", re.DOTALL)
+
+
+def _check_hosts(hosts: str) -> None:
+    """`host`, `host:port`, `[::1]:5432` or a socket directory, comma-separated."""
+    for host in hosts.split(","):  # libpq and asyncpg accept host1:5432,host2:5433
+        match = _HOST.fullmatch(host)
+        if not host or match is None or not match["name"]:
+            shown = f"{host!r} is" if host else "an empty host is"
+            raise ValueError(f"{shown} not a host or host:port (an IPv6 address goes in brackets: [::1]:5432)")
+        if match["port"] and not match["name"].startswith("/"):  # "db:" is the default port, as for libpq
+            _check_port(match["port"])
+
+
+def _check_port(number: str) -> None:
+    if not (number.isascii() and number.isdecimal() and 0 < int(number) <= 65535):
+        raise ValueError(f"port {number!r} is not a port number (1-65535)")
 
 
 def _flag(raw: str) -> bool:

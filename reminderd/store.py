@@ -176,6 +176,19 @@ def connect_error(exc: BaseException, database_url: str, setting: str) -> Except
     where = ", ".join(f"{host}:{port}" for host, port in hosts)
     if isinstance(exc, asyncpg.PostgresError) and isinstance(exc, _MISCONFIGURED):
         return DatabaseMisconfigured(exc.message, setting=setting, hint=_first_line(exc.hint))
+    if isinstance(exc, asyncpg.PostgresError) and exc.sqlstate in _REFUSED_SETTING:
+        # asyncpg sends the query parameters it does not know itself to the server as settings
+        # (?connect_timeout=10, libpq's, is one): the server refused one by name or by value.
+        return DatabaseMisconfigured(
+            exc.message, setting=setting, hint=_first_line(exc.hint) or (
+                "a query parameter asyncpg does not know is sent to the server as a setting: remove it"
+                if exc.sqlstate == "42704" else None),
+        )
+    if isinstance(exc, ValueError | ArithmeticError | LookupError):  # asyncpg could not read the URL
+        said = _unsecret(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, database_url)
+        return DatabaseMisconfigured(f"asyncpg cannot read the URL ({said})", setting=setting)
+    if isinstance(exc, FileNotFoundError | PermissionError) and (named := _missing_ssl_file(database_url)):
+        return DatabaseMisconfigured(named, setting=setting)
     if isinstance(exc, asyncpg.ClientConfigurationError):  # an InterfaceError, yet no outage
         problem = str(exc).splitlines()[0]
         return DatabaseMisconfigured(problem, setting=setting, hint=_first_line(getattr(exc, "hint", None)))
@@ -201,6 +214,42 @@ def connect_error(exc: BaseException, database_url: str, setting: str) -> Except
     if isinstance(mine, DatabaseUnavailable):
         return DatabaseUnavailable(str(mine), reason=_reason(exc), where=where, setting=setting)
     return mine if isinstance(mine, Exception) else DatabaseUnavailable(_described(exc))
+
+
+# What a server says at connect of a setting the URL's query gave it: no such parameter (42704),
+# a value it cannot take (22023), one only a restart sets (55P02), one only the server's file sets
+# (55P02 too) or a superuser (42501, with the privileges above).
+_REFUSED_SETTING = frozenset({"42704", "22023", "55P02"})
+_SSL_FILES = ("sslrootcert", "sslcert", "sslkey", "sslcrl")
+
+
+def _unsecret(text: str, database_url: str) -> str:
+    """`text` without the URL's password (as written, decoded, or cut at an @ as asyncpg cuts it)
+    or a secret parameter's value, wherever one stands apart from letters and digits."""
+    from urllib.parse import parse_qsl, unquote, urlsplit  # here: the rest of the store parses no URL
+
+    password = database_url.partition("://")[2].partition("/")[0].rpartition("@")[0].partition(":")[2]
+    secrets = {password, *password.split("@")}
+    with contextlib.suppress(ValueError):
+        secrets |= {value for name, value in parse_qsl(urlsplit(database_url).query)
+                    if name.lower() in ("password", "sslpassword")}
+    for secret in sorted(secrets | {unquote(secret) for secret in secrets}, key=len, reverse=True):
+        if secret:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
+    return text
+
+
+def _missing_ssl_file(database_url: str) -> str | None:
+    """The URL's sslrootcert, sslcert, sslkey or sslcrl that cannot be read, said so: asyncpg's
+    FileNotFoundError names no file."""
+    import os.path
+    from urllib.parse import parse_qsl, urlsplit
+
+    with contextlib.suppress(ValueError):
+        for name, path in parse_qsl(urlsplit(database_url).query):
+            if name in _SSL_FILES and not os.access(path, os.R_OK):
+                return f"{name} {path}: {'permission denied' if os.path.exists(path) else 'no such file'}"
+    return None
 
 
 def _reason(exc: BaseException) -> str:

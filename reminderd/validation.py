@@ -215,13 +215,33 @@ class Recurrence:
 
 
 def checked_timezone(name: str | None, flag: str = "--tz") -> str:
+    """An IANA zone as its file is spelt (what the daemon can read); None is UTC. A wrong case
+    gets the hint the database gives (reminderd.check_timezone): "America/New_York"."""
     if name is None:
         return "UTC"
+    if not name.strip():
+        raise InvalidInput(f"{flag} is empty: name an IANA zone such as Europe/London or Asia/Kolkata", flag)
     try:
         load_timezone(name)
     except InvalidSchedule as exc:
-        raise InvalidInput(f"{flag}: {exc}", flag) from None
+        spelt = _zone_spelt(name.strip())
+        hint = ("; write it without spaces around it" if spelt == name.strip()
+                else f"; timezone names are case-sensitive: {spelt}" if spelt else "")
+        raise InvalidInput(f"{flag}: {exc}{hint}", flag) from None
     return name
+
+
+_ZONE_SPELLINGS: dict[str, str] = {}  # every zone tzdata knows, by its lower-case name
+
+
+def _zone_spelt(name: str) -> str | None:
+    """The zone `name` is in another case ("america/new_york": "America/New_York"), or None. The
+    zones are listed once, the first time a name is not found."""
+    if not _ZONE_SPELLINGS:
+        import zoneinfo  # only here: listing tzdata reads a directory
+
+        _ZONE_SPELLINGS.update((zone.lower(), zone) for zone in zoneinfo.available_timezones())
+    return _ZONE_SPELLINGS.get(name.lower())
 
 
 def checked_calendar(code: str | None, flag: str = "--calendar") -> str | None:
@@ -404,7 +424,9 @@ class ScheduleRequest:
         at_zone = None if at is None else split_zone(at)[1]
         contact = None if contact_id is None else checked_contact_id(contact_id, names.contact)
         contacts_zone = contact is not None and tz is None and at_zone is None
-        timezone = checked_timezone(tz or at_zone, names.tz)  # the recipient's (UTC: the contact's, for now)
+        # The recipient's (UTC: the contact's, for now), named by where it was written: --tz, or
+        # --at's "… in Region/City". An empty --tz is refused, not taken for UTC.
+        timezone = checked_timezone(tz, names.tz) if tz is not None else checked_timezone(at_zone, names.at)
         recurrence = Recurrence.parse(
             cron=cron, every=every, rrule=rrule, timezone=timezone, start=now, names=names
         )

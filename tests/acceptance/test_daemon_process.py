@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import os
 import signal
 import socket
 from collections import Counter
@@ -11,7 +15,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 from support import TEST_SECRET, all_sent, counts, fast_daemon_env, insert_due, poll_until
 
-from reminderd.testing import Receiver, running_daemon
+from reminderd.testing import CLI_COMMAND, Receiver, die_with_parent, running_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -164,3 +168,72 @@ async def test_an_http_port_in_use_exits_78_before_claiming_anything(
     [failed] = process.events("http_listen_failed")
     assert "REMINDERD_HTTP_PORT" in str(failed["fix"])
     assert await counts(db) == {"pending": 5}
+
+
+async def _daemon_writing_to(write_fd: int, env: dict[str, str]) -> asyncio.subprocess.Process:
+    """`reminderd run` whose stdout is `write_fd`, a pipe the test reads as it pleases (or not)."""
+    try:
+        return await asyncio.create_subprocess_exec(*CLI_COMMAND, "run", env=env, stdout=write_fd,
+                                                    stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent)
+    finally:
+        os.close(write_fd)  # the daemon's now: the pipe breaks when it exits
+
+
+async def test_a_stdout_nobody_reads_neither_holds_up_deliveries_nor_sigterm(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    """The reviewer's daemon, its stdout a pipe no longer read, blocked in write() once the pipe
+    was full and ignored SIGTERM for 40 s. Now a full pipe holds a line up for 2 s at most; the
+    lines after are dropped, and counted once the pipe is read again."""
+    await insert_due(db, 8000)  # some 1.7 MB of log lines: more than the pipe holds (1 MiB)
+    read_fd, write_fd = os.pipe()
+    process = await _daemon_writing_to(write_fd, fast_daemon_env(database_url, REMINDERD_BATCH_SIZE="200"))
+    try:
+        await poll_until(all_sent(db, 8000), timeout_s=90)  # not a line read meanwhile
+        unread = _drain(read_fd)
+        assert len(unread) > 2**16  # beyond what a pipe holds by default: the daemon asked for more
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 15) == 0
+        assert await process.stderr.read() == b"" if process.stderr else True
+    finally:
+        if process.returncode is None:
+            process.kill()
+    lines = [json.loads(line) for line in (unread + _drain(read_fd)).splitlines()]  # every line whole
+    os.close(read_fd)
+    events = [line["event"] for line in lines]
+    [dropped] = [line for line in lines if line["event"] == "log_lines_dropped"]
+    assert int(str(dropped["dropped"])) >= 8000 - events.count("fired") > 0
+    after = events[events.index("log_lines_dropped"):]  # the pipe read again: the shutdown is logged
+    assert {"signal", "stopped"} <= set(after)
+
+
+async def test_a_stdout_whose_reader_goes_away_stops_the_daemon_quietly_handing_back_its_rows(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    """`reminderd run | head -c 200` crashed with "--- Logging error ---" and a traceback on
+    stderr, leaving its claimed rows picked. Now EPIPE stops it as SIGTERM does: exit 1, nothing
+    on stderr, nothing left picked."""
+    receiver.delay_s = 0.5  # callbacks in flight when the pipe breaks
+    await insert_due(db, 50)
+    read_fd, write_fd = os.pipe()
+    process = await _daemon_writing_to(write_fd, fast_daemon_env(database_url, REMINDERD_CONCURRENCY="8"))
+    try:
+        await receiver.wait_for(lambda got: len(got) >= 8)
+        os.read(read_fd, 200)
+        os.close(read_fd)
+        assert await asyncio.wait_for(process.wait(), 20) == 1
+        assert await process.stderr.read() == b"" if process.stderr else True
+    finally:
+        if process.returncode is None:
+            process.kill()
+    assert "picked" not in await counts(db)
+
+
+def _drain(read_fd: int) -> bytes:
+    """What the pipe holds now, without waiting for more."""
+    os.set_blocking(read_fd, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(read_fd, 2**16):
+            chunks.append(chunk)
+    return b"".join(chunks)

@@ -105,6 +105,33 @@ def test_contacts_import_stops_at_a_bad_line_or_skips_it(
     assert set(zones(database_url)) == {"a", "c"}
 
 
+def test_contacts_import_names_the_line_that_is_not_utf8(
+    database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A file exported as Latin-1 was "cannot read it on ('utf-8' codec can't decode byte 0xe9 in
+    position 37 …)", a position in an 8 KiB chunk, and the lines of that chunk before it were lost.
+    Now the line is named and treated as any bad line: stop there, or skip it."""
+    path = tmp_path / "latin1.csv"
+    lines = ["contact_id,city"] + [f"c{n},Paris" for n in range(1, 2001)] + ["c2001,M\xfcnchen", "c2002,Wien"]
+    path.write_bytes("\r\n".join(lines).encode("latin-1") + b"\r\n")
+    _, err = cli(database_url, capsys, "contacts", "import", "acme", str(path), status=EX_USAGE)
+    assert err.splitlines()[-1] == (
+        "reminderd: error: line 2002: not UTF-8 text (byte 0xfc; save the file as UTF-8); the import stopped "
+        "there (importing again is safe: contacts are updated, not duplicated)")
+    assert len(zones(database_url)) == 2000  # every line before it is in
+    out, err = cli(database_url, capsys, "contacts", "import", "acme", str(path), "--skip-invalid")
+    assert out.startswith("2,001 contacts imported into acme (1 new or changed)")
+    assert "reminderd: skipped line 2002: not UTF-8 text (byte 0xfc; save the file as UTF-8)" in err
+    jsonl = tmp_path / "latin1.jsonl"
+    jsonl.write_bytes(b'{"contact_id": "j1"}\n{"contact_id": "j2", "attributes": {"city": "M\xfcnchen"}}\n')
+    _, err = cli(database_url, capsys, "contacts", "import", "acme", str(jsonl), status=EX_USAGE)
+    assert "reminderd: error: line 2: not UTF-8 text (byte 0xfc; save the file as UTF-8); the import " in err
+    utf16 = tmp_path / "excel.csv"
+    utf16.write_text("contact_id\nu1\n", encoding="utf-16")
+    _, err = cli(database_url, capsys, "contacts", "import", "acme", str(utf16), status=EX_USAGE)
+    assert "error: line 1: the header row is UTF-16 text, not UTF-8 (save the file as UTF-8); " in err
+
+
 def test_contacts_import_names_what_the_database_refuses(
     database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -124,6 +124,30 @@ def test_the_setting_named_is_where_the_url_came_from(
     assert capsys.readouterr().err == 'reminderd: database "nosuchdb" does not exist (REMINDERD_DATABASE_URL)\n'
 
 
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda argv: argv[0])
+def test_a_malformed_url_or_a_query_parameter_the_server_refuses_is_exit_78(
+    database_url: str, command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The reviewer's: a port asyncpg reads as int('5432:5') was a 56-line traceback, a query
+    parameter the server refuses (libpq's connect_timeout) "unrecognized configuration parameter",
+    exit 1. Both are the URL's fault: one line naming the setting, exit 78, no password."""
+    password = urlsplit(database_url).password or "no-password"
+    malformed = database_url.replace(f":{urlsplit(database_url).port}/", f":{urlsplit(database_url).port}:5/")
+    monkeypatch.setenv("REMINDERD_DATABASE_URL", malformed)
+    assert main(command) == EX_CONFIG
+    out, err = capsys.readouterr()
+    assert (out, err.count("\n")) == ("", 1)
+    assert err.startswith("reminderd: configuration error: REMINDERD_DATABASE_URL=postgresql://")
+    assert err.endswith(f": port '{urlsplit(database_url).port}:5' is not a port number (1-65535)\n")
+    monkeypatch.setenv("REMINDERD_DATABASE_URL", with_url(database_url, query="connect_timeout=abc"))
+    assert main(command) == EX_CONFIG
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == ('reminderd: unrecognized configuration parameter "connect_timeout" (REMINDERD_DATABASE_URL; '
+                   "a query parameter asyncpg does not know is sent to the server as a setting: remove it)\n")
+    assert password not in err
+
+
 @pytest.mark.slow
 async def test_the_daemon_exits_78_on_a_wrong_password_instead_of_retrying(
     strict_roles: str, database_url: str

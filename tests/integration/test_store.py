@@ -19,7 +19,13 @@ from support import CALLBACK, LOOKBACK_S, db_now, fast_settings, near, row_by_id
 
 from reminderd.arguments import Recurrence, ScheduleRequest
 from reminderd.daemon import connect_with_retry
-from reminderd.exceptions import ConfigError, DatabaseRefused, DatabaseUnavailable, SchemaMissing
+from reminderd.exceptions import (
+    ConfigError,
+    DatabaseMisconfigured,
+    DatabaseRefused,
+    DatabaseUnavailable,
+    SchemaMissing,
+)
 from reminderd.jobs import Job
 from reminderd.lifecycle import Event, Status
 from reminderd.migrate import HEAD_REVISION
@@ -902,6 +908,56 @@ async def test_a_url_waiting_cannot_fix_is_a_config_error_naming_the_setting(
     with pytest.raises(ConfigError, match=r"^REMINDERD_DATABASE_URL: ") as caught:
         await Store.connect(url)
     assert ("no_such_db" if wrong == "database" else "nobody_here") in str(caught.value)
+
+
+UNREADABLE = "asyncpg cannot read the URL"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("postgresql://app:hunter2@127.0.0.1:5432:5/x", f"{UNREADABLE} (invalid literal for int() with base "
+                                                      "10: '5432:5')"),
+        ("postgresql://app:hunter2@127.0.0.1:5432,/x", f"{UNREADABLE} (string index out of range)"),
+        ("postgresql://app:hunter2@127.0.0.1:5432:hunter2/x", f"{UNREADABLE} (invalid literal for int() with "
+                                                            "base 10: '5432:***')"),
+        ("postgresql://app:hunter2@127.0.0.1/x?sslmode", f"{UNREADABLE} (bad query field: 'sslmode')"),
+        ("postgresql://app@127.0.0.1/x?sslmode=verify-full&sslrootcert=/no/such/ca.pem",
+         "sslrootcert /no/such/ca.pem: no such file"),
+    ],
+    ids=["two-ports", "empty-host", "password-in-the-port", "no-value", "missing-ca"],
+)
+async def test_a_url_asyncpg_cannot_read_is_a_config_error_not_a_traceback(url: str, problem: str) -> None:
+    """What settings refuse first (tests/unit/test_settings.py) is refused here too, for callers
+    that pass a URL of their own: one line naming the setting, the password never shown."""
+    with pytest.raises(DatabaseMisconfigured) as caught:
+        await Store.connect(url, setting="REMINDERD_DATABASE_URL")
+    assert caught.value.one_line() == f"{problem} (REMINDERD_DATABASE_URL)"
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("query", "problem", "hint"),
+    [
+        ("connect_timeout=abc", 'unrecognized configuration parameter "connect_timeout"',
+         "a query parameter asyncpg does not know is sent to the server as a setting: remove it"),
+        ("bogusparam=1", 'unrecognized configuration parameter "bogusparam"',
+         "a query parameter asyncpg does not know is sent to the server as a setting: remove it"),
+        ("statement_timeout=abc", 'invalid value for parameter "statement_timeout": "abc"', None),
+        ("shared_buffers=1", 'parameter "shared_buffers" cannot be changed without restarting the server',
+         None),
+    ],
+    ids=["libpq-only", "unknown", "bad-value", "restart-only"],
+)
+async def test_a_query_parameter_the_server_refuses_is_a_config_error(
+    database_url: str, query: str, problem: str, hint: str | None
+) -> None:
+    """asyncpg hands the query parameters it does not know to the server as settings: the server's
+    refusal is the URL's fault, not an outage nor a refused statement."""
+    with pytest.raises(DatabaseMisconfigured) as caught:
+        await Store.connect(f"{database_url}?{query}")
+    assert (caught.value.problem, caught.value.hint, caught.value.setting) == (
+        problem, hint, "REMINDERD_DATABASE_URL")
 
 
 async def test_a_missing_schema_is_schema_missing(empty_database_url: str) -> None:

@@ -786,3 +786,122 @@ def test_enable_endpoint_takes_an_optional_endpoint() -> None:
     only = EnableEndpointRequest.from_args(
         parsed("tenant", "enable-endpoint", "acme", "--endpoint", "h.example:80"))
     assert only == EnableEndpointRequest("acme", "h.example:80")
+
+
+def test_the_last_month_a_date_can_hold_has_no_following_month_to_count_back_from() -> None:
+    request = UsageRequest.from_args(parsed("usage", "acme", "--month", "9999-12"), date(2026, 12, 1))
+    assert (request.first_day, request.last_day) == (date(9999, 12, 1), date(9999, 12, 31))
+    leap = UsageRequest.from_args(parsed("usage", "acme", "--month", "2028-02"), date(2026, 12, 1))
+    assert leap.last_day == date(2028, 2, 29)
+
+
+BIG = "9" * 400  # a float of it is inf
+PER_SECOND = "requests per second, a whole number from 1 to 2147483647"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["tenant", "rate-limit", "acme", "nan"], f"'nan': {PER_SECOND}"),
+        (["tenant", "rate-limit", "acme", "inf"], f"'inf': {PER_SECOND}"),
+        (["tenant", "set", "acme", "--broadcast-limit", "²"],
+         "--broadcast-limit '²': a whole number of contacts (at most 2,147,483,647), or none"),
+        (["tenant", "set", "acme", "--approval-threshold", "1²"],
+         "--approval-threshold '1²': a whole number of contacts (at most 2,147,483,647), or none"),
+        (["broadcasts", "show", "acme", "²"],
+         "ID '²': a broadcast's number, as `reminderd broadcasts list` shows it"),
+        (["broadcasts", "approve", "acme", "²"],
+         "ID '²': a broadcast's number, as `reminderd broadcasts list` shows it"),
+        (["cadence", "acme", "p", "--anchor", "9999-12-31T23:00", "--tz", "America/New_York"],
+         "--anchor '9999-12-31T23:00' is outside the years 1 to 9999 in UTC"),
+        (["cadence", "acme", "p", "--anchor", "0001-01-01T00:00", "--tz", "Asia/Kolkata"],
+         "--anchor '0001-01-01T00:00' is outside the years 1 to 9999 in UTC"),
+        (["cadence", "acme", "p", "--anchor", "0001-01-01T00:00+05:00", "--tz", "UTC"],
+         "--anchor '0001-01-01T00:00+05:00' is outside the years 1 to 9999 in UTC"),
+        (["cadence", "acme", "p", "--anchor", "2027-01-01T00:00Z", "--tz", "UTC", "--offsets", f"-{BIG}d"],
+         f"--offsets '-{BIG}d': an offset is under 100 years before or after"),
+        (["cadence", "acme", "p", "--anchor", "2027-01-01T00:00Z", "--tz", "UTC", "--offsets", "-7d,+36500d"],
+         "--offsets '+36500d': an offset is under 100 years before or after"),
+    ],
+    ids=["rate-nan", "rate-inf", "limit-superscript", "threshold-superscript", "broadcast-id-superscript",
+         "approve-superscript", "anchor-after-9999", "anchor-before-1", "aware-anchor-before-1", "offset-inf",
+         "offset-over-100-years"],
+)
+def test_numbers_and_dates_out_of_any_range_are_one_line_exit_2(
+    argv: list[str], message: str, connections: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """NaN passes every comparison false, "²" passes str.isdigit() yet not int(), a year past 9999
+    overflows date arithmetic: each was a traceback. Refused before connecting."""
+    assert main(argv) == EX_USAGE
+    assert one_line(capsys.readouterr().err) == f"reminderd: error: {message}"
+    assert connections == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["migrate", "--wait", "-1s"], "--wait '-1s': a duration cannot be negative"),
+        (["contact", "show", "acme", "c1", "--recent", "-7d"], "--recent '-7d': a duration cannot be negative"),
+        (["broadcast", "acme", "p", "--everyone", "--cron", "0 9 * * *", "--stage-ahead", "-1h"],
+         "--stage-ahead '-1h': a duration cannot be negative"),
+        (["tenant", "rotate-secret", "acme", "--grace", "-1h"], "--grace '-1h': a duration cannot be negative"),
+    ],
+    ids=["migrate-wait", "contact-recent", "broadcast-stage-ahead", "rotate-grace"],
+)
+def test_a_negative_duration_is_refused_by_the_duration_parser_not_by_argparse(
+    argv: list[str], message: str, connections: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse took `--wait -1s` for two options: "expected one argument"."""
+    assert main(argv) == EX_USAGE
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"reminderd: error: {message}; ") and "expected one argument" not in line
+    assert connections == []
+
+
+def test_a_cadence_takes_its_signed_offsets_after_a_space_as_its_default_writes_them() -> None:
+    from reminderd.arguments import CadenceRequest
+    from reminderd.cli import _negative_values_attached
+
+    argv = _negative_values_attached(["cadence", "acme", "p", "--anchor", "2027-01-15T00:00Z", "--tz", "UTC",
+                                      "--offsets", "-30d,-1d", "--payload", "{}"])
+    request = CadenceRequest.from_args(build_parser().parse_args(argv))
+    assert request.offsets == ["-30 days -0 seconds", "-1 days -0 seconds"]
+
+
+CASE_HINT = "timezone names are case-sensitive"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["schedule", "t", "r", "--at", "2027-01-01T09:00", "--tz", ""],
+         "--tz is empty: name an IANA zone such as Europe/London or Asia/Kolkata"),
+        (["schedule", "t", "r", "--in", "1h", "--tz", " "],
+         "--tz is empty: name an IANA zone such as Europe/London or Asia/Kolkata"),
+        (["preview", "--cron", "0 9 * * *", "--tz", ""],
+         "--tz is empty: name an IANA zone such as Europe/London or Asia/Kolkata"),
+        (["schedule", "t", "r", "--at", "2027-01-01T09:00", "--tz", "america/new_york"],
+         f'--tz: unknown timezone "america/new_york"; {CASE_HINT}: America/New_York'),
+        (["schedule", "t", "r", "--at", "2027-01-01T09:00 in america/new_york"],
+         f'--at: unknown timezone "america/new_york"; {CASE_HINT}: America/New_York'),
+        (["schedule", "t", "r", "--cron", "0 9 * * *", "--tz", "utc"],
+         f'--tz: unknown timezone "utc"; {CASE_HINT}: UTC'),
+        (["preview", "--cron", "0 9 * * *", "--tz", "EUROPE/LONDON"],
+         f'--tz: unknown timezone "EUROPE/LONDON"; {CASE_HINT}: Europe/London'),
+        (["tenant", "add", "acme", "--callback-url", "https://example.com/cb", "--timezone", "asia/kolkata"],
+         f'--timezone: unknown timezone "asia/kolkata"; {CASE_HINT}: Asia/Kolkata'),
+        (["schedule", "t", "r", "--in", "1h", "--tz", "Europe/London "],
+         '--tz: unknown timezone "Europe/London "; write it without spaces around it'),
+        (["schedule", "t", "r", "--in", "1h", "--tz", "Mars/Base"], '--tz: unknown timezone "Mars/Base"'),
+    ],
+    ids=["empty-tz", "blank-tz", "empty-preview-tz", "tz-case", "at-zone-case", "utc-case", "upper-case",
+         "tenant-timezone-case", "spaces", "no-such-zone"],
+)
+def test_a_timezone_is_refused_naming_the_flag_it_came_from_with_the_databases_case_hint(
+    argv: list[str], message: str, connections: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--tz ""` blamed --at ('--at: unknown timezone ""'); a zone in the wrong case got no hint,
+    where SQL's reminderd.check_timezone gives "Timezone names are case-sensitive: …"."""
+    assert main(argv) == EX_USAGE
+    assert one_line(capsys.readouterr().err) == f"reminderd: error: {message}"
+    assert connections == []

@@ -5,10 +5,16 @@ repeats held back with a count."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import logging
+import os
 import re
+import stat
+import sys
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +23,7 @@ import pytest
 import structlog
 
 from reminderd import logs
+from reminderd.exceptions import EX_CONFIG, ConfigError
 from reminderd.logs import Repeats
 
 
@@ -259,3 +266,147 @@ def test_reconfiguring_reopens_the_log_file_and_applies_to_a_logger_made_before(
     assert [json.loads(line)["event"] for line in first.read_text().splitlines()] == ["one"]
     assert [json.loads(line)["event"] for line in second.read_text().splitlines()] == ["two"]
     assert stream.raw_writes == []
+
+
+# A log file that cannot be opened: a configuration error, not a traceback
+
+
+@pytest.mark.parametrize(
+    ("where", "why"),
+    [
+        ("missing/reminderd.log", "no such directory {tmp}/missing"),
+        ("a-file/reminderd.log", "a part of its path is not a directory"),
+        (".", "it is a directory"),
+    ],
+    ids=["no-directory", "under-a-file", "a-directory"],
+)
+def test_a_log_file_that_cannot_be_opened_is_a_config_error_saying_why(
+    stream: Stream, tmp_path: Path, where: str, why: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    path = str(tmp_path / where)
+    configure(stream, "info")
+    with pytest.raises(ConfigError) as raised:
+        configure(stream, "info", log_file=path)
+    assert str(raised.value) == f"REMINDERD_LOG_FILE={path}: cannot write to it ({why.format(tmp=tmp_path)})"
+    structlog.get_logger("reminderd").info("still here")  # the output in use is kept (SIGHUP)
+    assert [line["event"] for line in stream.lines()] == ["still here"]
+
+
+def test_a_log_file_without_permission_says_so(
+    stream: Stream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As root nothing is refused for permissions: the refusal is the kernel's EACCES, given."""
+
+    def refused(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("builtins.open", refused)
+    with pytest.raises(ConfigError, match=r"^REMINDERD_LOG_FILE=/var/log/x\.log: cannot write to it "
+                                          r"\(permission denied\)$"):
+        logs.open_log_file("/var/log/x.log")
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_run_and_serve_with_a_log_file_they_cannot_open_exit_78_on_one_line(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from reminderd.cli import main
+
+    monkeypatch.setenv("REMINDERD_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    monkeypatch.setenv("REMINDERD_LOG_FILE", str(tmp_path / "missing" / "x.log"))
+    assert main([command]) == EX_CONFIG
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"reminderd: configuration error: REMINDERD_LOG_FILE={tmp_path}/missing/x.log: "
+                              f"cannot write to it (no such directory {tmp_path}/missing)\n")
+
+
+def test_a_sighup_whose_log_file_cannot_be_opened_keeps_the_current_one(
+    stream: Stream, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reminderd.daemon import Daemon
+    from reminderd.settings import Settings
+
+    monkeypatch.setenv("REMINDERD_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    daemon = Daemon(Settings.from_env())
+    configure(stream, "info")
+    gone = tmp_path / "gone"  # the log's directory went away
+    monkeypatch.setenv("REMINDERD_LOG_FILE", str(gone / "x.log"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdout", stream)
+        daemon.reload()  # a signal handler: raising here would be asyncio's "Exception in callback"
+    [line] = stream.lines()
+    assert (line["event"], line["keeping"]) == ("reload_failed", "the current settings")
+    assert line["error"] == f"REMINDERD_LOG_FILE={gone}/x.log: cannot write to it (no such directory {gone})"
+
+
+# stdout as a pipe: a reader that stops reading, or goes away, never stops the daemon
+
+
+@pytest.fixture
+def pipe(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, io.TextIOWrapper]]:
+    """OUTPUT writing to a pipe of 64 KiB whose read end the test holds; a stall is 50 ms."""
+    monkeypatch.setattr(logs, "STALL_S", 0.05)
+    monkeypatch.setattr(logs, "PIPE_BYTES", 2**16)
+    read_fd, write_fd = os.pipe()
+    stream = os.fdopen(write_fd, "w", encoding="utf-8")
+    logs.configure("info", json=True)
+    logs.OUTPUT.use(stream)
+    yield read_fd, stream
+    logs.OUTPUT.use(sys.stdout)
+    stream.close()
+    with contextlib.suppress(OSError):
+        os.close(read_fd)
+
+
+def drain(read_fd: int) -> bytes:
+    os.set_blocking(read_fd, False)
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(read_fd, 2**16):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_reader_that_stops_reading_holds_a_write_up_for_a_stall_then_lines_are_dropped_and_counted(
+    pipe: tuple[int, io.TextIOWrapper],
+) -> None:
+    read_fd, _ = pipe
+    log = structlog.get_logger("reminderd")
+    slowest_s, written = 0.0, 0
+    while written < 400:  # 400 lines of 1 KiB: six times what the pipe holds
+        started = time.monotonic()
+        log.info("fired", message_id=written, padding="x" * 1000)
+        slowest_s = max(slowest_s, time.monotonic() - started)
+        written += 1
+    assert slowest_s < 1.0  # once the pipe is full, a line waits one stall (50 ms), then none do
+    first = drain(read_fd)
+    log.info("caught_up")
+    rest = drain(read_fd)
+    lines = [json.loads(line) for line in (first + rest).splitlines()]  # every line whole: JSON
+    fired = [line["message_id"] for line in lines if line["event"] == "fired"]
+    [notice] = [line for line in lines if line["event"] == "log_lines_dropped"]
+    assert fired == list(range(len(fired))) and 0 < len(fired) < 400  # the first ones, in order
+    assert notice["dropped"] == 400 - len(fired) and notice["level"] == "warning"
+    assert [line["event"] for line in lines[-2:]] == ["log_lines_dropped", "caught_up"]
+
+
+def test_a_reader_that_goes_away_breaks_the_output_once_quietly_and_calls_on_broken(
+    pipe: tuple[int, io.TextIOWrapper], capsys: pytest.CaptureFixture[str],
+) -> None:
+    read_fd, stream = pipe
+    calls: list[str] = []
+    logs.OUTPUT.on_broken = lambda: calls.append("broken")
+    try:
+        log = structlog.get_logger("reminderd")
+        log.info("one")
+        os.close(read_fd)  # `| head -c 200` has read enough
+        log.info("two")
+        logging.getLogger("asyncpg").error("a library's line")  # through the same output, no "Logging error"
+        log.info("three")
+        assert calls == ["broken"] and logs.OUTPUT.broken
+        assert stat.S_ISCHR(os.fstat(stream.fileno()).st_mode)  # /dev/null now: Python's own flush at exit
+        print("printed", file=stream, flush=True)
+    finally:
+        logs.OUTPUT.on_broken = None
+    assert capsys.readouterr().err == ""

@@ -295,6 +295,47 @@ def test_database_urls_with_good_ports_are_accepted(url: str) -> None:
     assert Settings.from_env({"REMINDERD_DATABASE_URL": url}).database_url == url
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        (f"postgresql://app:{PASSWORD}@127.0.0.1:5432:5/app", "port '5432:5' is not a port number (1-65535)"),
+        (f"postgresql://app:{PASSWORD}@db:5432,/app",
+         "an empty host is not a host or host:port (an IPv6 address goes in brackets: [::1]:5432)"),
+        (f"postgresql://app:{PASSWORD}@[::1]x:5432/app",
+         "'[::1]x:5432' is not a host or host:port (an IPv6 address goes in brackets: [::1]:5432)"),
+        (f"postgresql://app:{PASSWORD}@[::1/app",
+         "a host in [brackets] is not closed: write an IPv6 address as [::1]:5432"),
+        (f"postgresql://app:{PASSWORD}@db:5432/app?sslmode",
+         "its query is not name=value pairs joined by &, such as ?sslmode=require"),
+        (f"postgresql://app:{PASSWORD}@db/app?sslmode=require&&application_name=x",
+         "its query is not name=value pairs joined by &, such as ?sslmode=require"),
+        ("postgresql:///app?host=/run/postgresql&port=5432x", "port '5432x' is not a port number (1-65535)"),
+        ("postgresql:///app?host=db:5432:5", "port '5432:5' is not a port number (1-65535)"),
+        (f"postgresql://app:{PASSWORD}@secret@db/app", "the user name or password holds an @: write it as %40"),
+    ],
+    ids=["two-ports", "empty-host", "after-brackets", "unclosed-bracket", "no-value", "empty-pair",
+         "query-port", "query-host", "unescaped-at"],
+)
+def test_a_malformed_database_url_is_a_config_error_saying_what_is_wrong(url: str, problem: str) -> None:
+    """asyncpg reads these as a traceback (int('5432:5'), an IndexError), or reads the wrong thing
+    ([::1]x is ::1): refused up front, the password never shown."""
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"REMINDERD_DATABASE_URL": url})
+    message = str(raised.value)
+    assert message.startswith("REMINDERD_DATABASE_URL=") and message.endswith(f": {problem}")
+    assert PASSWORD not in message and "secret" not in message
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://app@db:/app", "postgresql://app@/app", "postgresql://%2Frun%2Fpostgresql/app",
+     "postgresql:///app?host=/run/postgresql&port=5433", "postgresql://app@db/app?sslmode=require&target_session_attrs=any",
+     "postgresql://app@db/app?application_name=", "postgresql://app@h1,h2:5433,[::1]/app"],
+)
+def test_database_urls_of_every_legitimate_shape_are_accepted(url: str) -> None:
+    assert Settings.from_env({"REMINDERD_DATABASE_URL": url}).database_url == url
+
+
 # *_FILE
 
 
