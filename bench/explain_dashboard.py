@@ -79,7 +79,9 @@ async def statements(db: asyncpg.Connection) -> list[tuple[str, str, tuple[Any, 
     forever = await db.fetchval("SELECT 'infinity'::timestamptz")
     fires = list(FIRES)
     return [
-        ("sign-in, and each request: the key by its prefix", "api_key_by_prefix", ("rk_abcdefghijkl",)),
+        ("sign-in: the key by its prefix", "api_key_by_prefix", ("rk_abcdefghijkl",)),
+        ("each request: the session's key, and whether it was signed out", "dashboard_session_key",
+         ("rk_abcdefghijkl", "A" * 22)),
         ("overview: counts per tenant and status, operator: one half of 50 tenants", "overview_counts_of",
          ([f"t{i:02d}" for i in range(0, 50, 2)],)),
         ("overview: counts by status, one tenant", "overview_counts_tenant", (ONE,)),

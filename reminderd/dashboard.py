@@ -12,10 +12,10 @@
 Who sees what: a sign-in takes an API key. An operator's key (no tenant) sees every tenant; a
 tenant's key sees that tenant only, by URL too (another tenant's message answers as one that does
 not exist); a read-only key sees no buttons and its POSTs are refused. The session is a signed
-cookie (reminderd/sessions.py: HttpOnly, SameSite=Strict, Secure over TLS), every form that changes
-something carries a CSRF token, every page a Content-Security-Policy without inline script, and
-every value from the database is escaped by the templates. Each action is audited with the key
-that did it (events.on_behalf_of).
+cookie (reminderd/sessions.py: HttpOnly, SameSite=Strict, Secure over TLS) that signing out ends
+on the server too, every form that changes something carries a CSRF token, every page a
+Content-Security-Policy without inline script, and every value from the database is escaped by
+the templates. Each action is audited with the key that did it (events.on_behalf_of).
 
 `dashboard_app()` is the sub-application `reminderd serve` mounts at /dashboard/ (the feed's LISTEN
 connection opens and closes with it); reminderd.testing runs it on its own for the tests.
@@ -65,6 +65,7 @@ from .sessions import (
     LOGIN_MAX_AGE_S,
     SESSION_COOKIE,
     SESSION_MAX_AGE_S,
+    Session,
     Signer,
     is_nonce,
     login_nonce,
@@ -117,6 +118,7 @@ class Viewer:
     tenant_id: str | None  # None: an operator's key, every tenant
     can_write: bool
     csrf: str
+    session: Session
 
     @property
     def operator(self) -> bool:
@@ -299,11 +301,16 @@ async def _session_viewer(request: web.Request) -> Viewer | None:
     session = state.signer.session(request.cookies.get(SESSION_COOKIE), time.time())
     if session is None:
         return None
-    key = await state.store.api_key(session.prefix)  # each request: a revoked key's session ends at once
-    if key is None or key.id != session.key_id or key.revoked_at is not None:
+    # Each request reads the key again, and whether this session was signed out: a revoked key's
+    # sessions end at once, a signed-out session's copies too.
+    found = await state.store.dashboard_session(session.prefix, session.nonce)
+    if found is None or found.signed_out:
+        return None
+    key = found.key
+    if key.id != session.key_id or key.revoked_at is not None:
         return None
     return Viewer(key.id, key.prefix, key.name, key.tenant_id, WRITE in key.scopes,
-                  state.signer.csrf_token(session.nonce))
+                  state.signer.csrf_token(session.nonce), session)
 
 
 async def _check_post(request: web.Request, viewer: Viewer) -> None:
@@ -441,7 +448,17 @@ def _safe_next(request: web.Request, target: str | None) -> str:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    response = web.HTTPSeeOther(_state(request).base + "/login")
+    """Sign out: this session ends on the server (its nonce in reminderd.dashboard_signouts, until
+    it would have expired), so a copy of its cookie is no session either; the key's other
+    sessions go on. The middleware checked its CSRF token first (a read-only key may sign out)."""
+    state = _state(request)
+    viewer = _viewer(request)
+    session = viewer.session
+    done = await state.store.dashboard_sign_out(session.nonce, session.key_id,
+                                                datetime.fromtimestamp(session.expires_s, UTC))
+    log.info("dashboard_signed_out", prefix=viewer.prefix, key=viewer.name, tenant=viewer.tenant_id,
+             pruned=done.pruned)
+    response = web.HTTPSeeOther(state.base + "/login")
     response.del_cookie(SESSION_COOKIE, path=_state(request).base + "/")
     raise response
 

@@ -10,6 +10,7 @@ from datetime import time as clock_time
 from typing import Any
 
 from .lifecycle import Event, Status
+from .rows import ApiKey
 from .schedule import Timing
 
 # The events the daemon records when it sends or holds back an occurrence: the live feed's rows,
@@ -349,3 +350,28 @@ class HourSends:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> HourSends:
         return cls(row["broadcast_id"], row["hour"], row["sends"])
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKey:
+    """The key a dashboard session signed in with, and whether that session was signed out."""
+
+    key: ApiKey
+    signed_out: bool
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> SessionKey:
+        return cls(ApiKey.from_row(row), row["signed_out"])
+
+
+@dataclass(frozen=True, slots=True)
+class SignOut:
+    """What a sign-out wrote: the session's row (False: it was signed out already), and how many
+    rows of sessions long expired it deleted."""
+
+    signed_out: bool
+    pruned: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> SignOut:
+        return cls(row["signed_out"], row["pruned"])

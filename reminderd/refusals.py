@@ -76,6 +76,12 @@ CONSTRAINTS: dict[str, str] = {
     "idempotency_keys_pkey": 'the Idempotency-Key "{value}" is already stored',
     "idempotency_key_format": "an Idempotency-Key is 1 to 255 printable ASCII characters",
     "idempotency_keys_tenant_id_fkey": 'unknown tenant "{value}"',
+    # dashboard_signouts (the dashboard's sign-outs, migration 0020): the nonce never in a sentence
+    "dashboard_signouts_pkey": "that dashboard session is signed out already",
+    "dashboard_signout_nonce_format": (
+        "a dashboard session's nonce is 22 base64url characters, as reminderd/sessions.py draws it"
+    ),
+    "dashboard_signouts_key_id_fkey": "unknown API key id {value}: sign in again",
     # deliveries, events, config
     "deliveries_pkey": "a delivery with id {value} already exists",
     "events_pkey": "an event with id {value} already exists",

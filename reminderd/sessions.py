@@ -5,10 +5,13 @@ is a signed cookie, never the key:
     v1.<prefix>.<key id>.<issued, unix s>.<nonce>.<HMAC-SHA256 of the rest>
 
 It says which key signed in and when; every request reads that key again (so a revoked key's
-sessions end at once, and a key's scopes and tenant are the database's, not the cookie's). The
-nonce gives each session its CSRF token: HMAC(secret, "csrf." + nonce), put in every form that
-changes something and compared in constant time. A sign-in form carries the same kind of token,
-tied to a short-lived cookie of its own (a login CSRF token).
+sessions end at once, and a key's scopes and tenant are the database's, not the cookie's), and in
+the same statement whether this session was signed out: signing out puts the session's nonce in
+reminderd.dashboard_signouts until the cookie would have expired anyway (`Session.expires_s`), so
+a copy of the cookie is no session either, while the key's other sessions go on. The nonce gives
+each session its CSRF token: HMAC(secret, "csrf." + nonce), put in every form that changes
+something and compared in constant time. A sign-in form carries the same kind of token, tied to
+a short-lived cookie of its own (a login CSRF token).
 
 The secret signing both is `REMINDERD_SESSION_SECRET`; without one, each process draws its own at
 start (sessions then last as long as the process, and only on it).
@@ -46,6 +49,12 @@ class Session:
     key_id: int
     issued_s: int
     nonce: str
+
+    @property
+    def expires_s(self) -> int:
+        """When the cookie stops being a session whatever the server remembers of it (unix s):
+        the last instant Signer.session() takes it. A sign-out need be kept no longer."""
+        return self.issued_s + SESSION_MAX_AGE_S
 
 
 class Signer:

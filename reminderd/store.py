@@ -49,6 +49,8 @@ if TYPE_CHECKING:
         LatenessCount,
         MessageLine,
         MessageStory,
+        SessionKey,
+        SignOut,
         TenantCounts,
         TenantFires,
         TenantRulesView,
@@ -1169,6 +1171,23 @@ class Store:
         return [TenantOverview.from_row(row) for row in await self._pool.fetch(QUERIES["list_tenants"])]
 
     # The dashboard (sql/dashboard.sql): `tenant_id` is the tenant in view, None for every one --
+
+    @_translating
+    async def dashboard_session(self, prefix: str, nonce: str) -> SessionKey | None:
+        """The key a session signed in with (by its prefix) and whether the session (by its nonce)
+        was signed out, in one statement: every dashboard request asks."""
+        from .dashboard_rows import SessionKey
+
+        row = await self._pool.fetchrow(QUERIES["dashboard_session_key"], prefix, nonce)
+        return None if row is None else SessionKey.from_row(row)
+
+    @_translating
+    async def dashboard_sign_out(self, nonce: str, key_id: int, expires_at: datetime) -> SignOut:
+        """Sign a session out until it expires anyway; sign-outs long expired are deleted with it."""
+        from .dashboard_rows import SignOut
+
+        return SignOut.from_row(await self._pool.fetchrow(QUERIES["dashboard_sign_out"], nonce, key_id,
+                                                          expires_at))
 
     def _scoped(self, name: str, tenant_id: str | None) -> str:
         """The statement `name` for every tenant (`name_all`) or for one (`name_tenant`, $1)."""

@@ -126,7 +126,8 @@ def module_database_url(
 
 EMPTY_TABLES = (
     "TRUNCATE reminderd.deliveries, reminderd.events, reminderd.scheduled_messages,"
-    " reminderd.tenant_members, reminderd.tenant_holidays, reminderd.api_keys, reminderd.idempotency_keys,"
+    " reminderd.tenant_members, reminderd.tenant_holidays, reminderd.api_keys, reminderd.dashboard_signouts,"
+    " reminderd.idempotency_keys,"
     " reminderd.fire_counts, reminderd.lateness_counts,"
     " reminderd.tenants, reminderd.daemons,"
     " reminderd.contacts, reminderd.audiences, reminderd.audience_members, reminderd.broadcast_requests,"

@@ -7,6 +7,38 @@
 -- them (an operator): statements whose plans differ come in two, `_all` and `_tenant`; the others
 -- take the tenant as $1, NULL for all of them, where the row is found by its id first.
 
+-- dashboard_session_key --
+-- Each dashboard request: the key its session signed in with, found by its prefix $1 (as
+-- api_key_by_prefix), and whether that session, by its nonce $2, was signed out (POST /logout;
+-- dashboard_signouts_pkey): one round trip for both.
+SELECT k.id, k.prefix, k.key_hash, k.tenant_id, k.name, k.scopes, k.revoked_at, t.api_rate_limit,
+       EXISTS (SELECT FROM reminderd.dashboard_signouts s WHERE s.nonce = $2) AS signed_out
+FROM reminderd.api_keys k
+LEFT JOIN reminderd.tenants t ON t.id = k.tenant_id
+WHERE k.prefix = $1;
+
+-- dashboard_sign_out --
+-- POST /logout: the session with nonce $1, of key $2, signed out until $3 (when it expires
+-- anyway). The same statement deletes at most 100 sign-outs an hour past their session's expiry
+-- (dashboard_signouts_expires; the hour a margin for the servers' clocks against this one), so
+-- the table keeps about the last 13 hours' sign-outs with no housekeeping. Signing out a session
+-- twice changes nothing.
+WITH pruned AS (
+    DELETE FROM reminderd.dashboard_signouts
+    WHERE nonce = ANY (ARRAY(
+        SELECT nonce FROM reminderd.dashboard_signouts
+        WHERE expires_at < now() - interval '1 hour'
+        ORDER BY expires_at
+        LIMIT 100))
+    RETURNING 1
+), signed_out AS (
+    INSERT INTO reminderd.dashboard_signouts (nonce, key_id, expires_at)
+    VALUES ($1, $2, $3)
+    ON CONFLICT (nonce) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM signed_out) = 1 AS signed_out, (SELECT count(*) FROM pruned) AS pruned;
+
 -- dashboard_tenants --
 -- The tenants in view ($1 NULL: every one), with the rules the upcoming page shades.
 SELECT id, paused, calendar, holiday_rule, quiet_start, quiet_end, quiet_exempt

@@ -1,4 +1,4 @@
--- The reminderd schema as it stands after the last migration (0019), in one file, for reading.
+-- The reminderd schema as it stands after the last migration (0020), in one file, for reading.
 --
 -- Three things describe the schema, each with one job:
 --   migrations/sql/NNNN_*.sql   the history. `reminderd migrate` (Alembic) runs each file once, in
@@ -315,6 +315,23 @@ CREATE TABLE reminderd.api_keys (
 );
 COMMENT ON TABLE reminderd.api_keys IS
     'API keys of reminderd serve: a SHA-256 of each key, never the key. tenant_id NULL: an operator key.';
+
+-- Dashboard sessions signed out before they expired, by the session's nonce (reminderd/sessions.py:
+-- 16 random bytes in base64url, in the signed cookie), migration 0020: POST /dashboard/logout writes
+-- the row, every dashboard request reads it with the session's key (sql/dashboard.sql
+-- dashboard_session_key), so a copy of a signed-out cookie is no session; the key's other
+-- sessions go on. expires_at is when the session would have expired anyway (issued + 12 hours);
+-- past it the cookie is refused whatever this table says, so each sign-out deletes rows an hour
+-- past their expires_at (at most 100 a time, the hour a margin for the servers' clocks against the
+-- database's): the table holds about the last 13 hours' sign-outs and needs no housekeeping.
+CREATE TABLE reminderd.dashboard_signouts (
+    nonce         text PRIMARY KEY CONSTRAINT dashboard_signout_nonce_format CHECK (nonce ~ '^[A-Za-z0-9_-]{22}$'),
+    key_id        bigint NOT NULL REFERENCES reminderd.api_keys (id) ON DELETE CASCADE,
+    signed_out_at timestamptz NOT NULL DEFAULT now(),
+    expires_at    timestamptz NOT NULL
+);
+COMMENT ON TABLE reminderd.dashboard_signouts IS
+    'Dashboard sessions signed out (by nonce) before they expire; each sign-out deletes rows past expires_at: no housekeeping.';
 
 -- Idempotency-Key: the first successful answer to a write, kept 24 hours and replayed byte for
 -- byte to a retry with the same key and the same request. Written in the transaction of the write.
@@ -644,6 +661,8 @@ CREATE INDEX events_tenant_fires ON reminderd.events (tenant_id, id)
 
 CREATE UNIQUE INDEX api_keys_prefix ON reminderd.api_keys (prefix);
 CREATE INDEX api_keys_tenant ON reminderd.api_keys (tenant_id);
+-- The sign-outs past their session's expiry, which each sign-out deletes.
+CREATE INDEX dashboard_signouts_expires ON reminderd.dashboard_signouts (expires_at);
 CREATE INDEX idempotency_keys_created ON reminderd.idempotency_keys (created_at);
 
 -- Types -------------------------------------------------------------------------------------------
@@ -910,6 +929,8 @@ GRANT SELECT ON reminderd.tenant_holidays, reminderd.deliveries, reminderd.confi
 GRANT SELECT, INSERT ON reminderd.events TO reminderd_api;
 GRANT SELECT ON reminderd.api_keys TO reminderd_api;
 GRANT UPDATE (last_used_at) ON reminderd.api_keys TO reminderd_api;
+-- Like api_keys: no row-level security, no application role may read it at all.
+GRANT SELECT, INSERT, DELETE ON reminderd.dashboard_signouts TO reminderd_api;
 GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.idempotency_keys TO reminderd_api;
 
 -- Contacts, audiences and broadcasts: like the messages (each role its tenants' rows). The

@@ -22,7 +22,8 @@ import asyncpg
 import pytest
 from support import API_ROLE, api_role_url, api_settings, poll_until, row_by_ref, running_api
 
-from reminderd.sessions import SESSION_COOKIE
+from reminderd.migrate import upgrade
+from reminderd.sessions import SESSION_COOKIE, SESSION_MAX_AGE_S
 from reminderd.settings import Settings
 from reminderd.testing import Receiver, add_api_key, add_tenant
 
@@ -184,6 +185,216 @@ async def test_the_sign_in_form_needs_its_token(db: asyncpg.Connection, browser:
     await browser.get("/login")
     status, body, _ = await browser.post("/login", {"key": key}, csrf=False)
     assert status == 403 and "expired" in body
+
+
+# Signing out ----------------------------------------------------------------------------------------
+
+
+def session_cookie(browser: Browser) -> str:
+    return next(c.value for c in browser.session.cookie_jar if c.key == SESSION_COOKIE)
+
+
+async def sign_out(browser: Browser, form: dict[str, str], *,
+                   headers: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """POST /logout as the page's Sign out button does: the status, Location and session Set-Cookie."""
+    async with browser.session.post(browser.url + "/logout", data=form, allow_redirects=False,
+                                    headers=headers or {}) as answer:
+        cleared = [c for c in answer.headers.getall("Set-Cookie", []) if c.startswith(SESSION_COOKIE)]
+        return answer.status, answer.headers.get("Location", ""), "".join(cleared)
+
+
+async def as_copy(url: str, cookie: str, method: str, path: str,
+                  form: dict[str, str] | None = None) -> tuple[int, str]:
+    """One request made with exactly this session cookie (a copy of it: another browser, a thief):
+    its status and Location."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session, session.request(
+        method, url + path, headers={"Cookie": f"{SESSION_COOKIE}={cookie}"}, data=form, allow_redirects=False
+    ) as answer:
+        return answer.status, answer.headers.get("Location", "")
+
+
+async def signed_out(db: asyncpg.Connection) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in await db.fetch(
+        "SELECT nonce, key_id, expires_at FROM reminderd.dashboard_signouts ORDER BY expires_at, nonce")]
+
+
+async def test_signing_out_ends_the_session_on_the_server_so_a_copy_of_its_cookie_is_no_session(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    from structlog.testing import capture_logs
+
+    await db.execute("SELECT reminderd.schedule('acme', 'later', now() + interval '1 hour')")
+    later = (await row_by_ref(db, "later"))["id"]
+    key = await operator(db, browser)
+    copied = session_cookie(browser)
+    _, _, key_id, issued, nonce, _ = copied.split(".")
+    status, page = await browser.get(f"/messages/{later}")
+    assert status == 200 and "Pause" in page
+    token = browser.csrf
+    assert await as_copy(browser.url, copied, "GET", f"/messages/{later}") == (200, "")
+
+    with capture_logs() as logs:
+        status, location, cleared = await sign_out(browser, {"csrf": token})
+    assert (status, location) == (303, "/dashboard/login")
+    assert "Max-Age=0" in cleared and "Path=/dashboard/" in cleared  # the browser's copy dropped
+    # The server's: the session's nonce, until it would have expired anyway (never the cookie).
+    assert await signed_out(db) == [
+        (nonce, int(key_id), datetime.fromtimestamp(int(issued) + SESSION_MAX_AGE_S, UTC))]
+    [line] = [e for e in logs if e["event"] == "dashboard_signed_out"]
+    assert line["prefix"] == key[:15] and line["key"] == "ops-alice"
+    assert nonce not in repr(logs) and token not in repr(logs) and copied not in repr(logs)
+
+    # The copy: every page asks to sign in, every POST is refused, the feed's stream too.
+    status, location = await as_copy(browser.url, copied, "GET", f"/messages/{later}")
+    assert status == 303 and location.startswith("/dashboard/login?next=")
+    assert (await as_copy(browser.url, copied, "GET", "/"))[0] == 303
+    assert (await as_copy(browser.url, copied, "GET", "/feed/stream"))[0] == 401
+    for action in ("pause", "cancel"):
+        status, _ = await as_copy(browser.url, copied, "POST", f"/messages/{later}/{action}", {"csrf": token})
+        assert status == 401
+    assert (await as_copy(browser.url, copied, "POST", "/logout", {"csrf": token}))[0] == 401
+    assert (await row_by_ref(db, "later"))["status"] == "pending"
+    assert len(await signed_out(db)) == 1
+    # The browser itself has no session left; the key signs in again, to a new session.
+    assert (await browser.get("/", redirects=False))[0] == 303
+    assert (await browser.sign_in(key))[0] == 200
+    assert session_cookie(browser).split(".")[4] != nonce
+    assert (await browser.get(f"/messages/{later}", redirects=False))[0] == 200
+
+
+async def test_signing_out_leaves_the_keys_other_sessions_signed_in(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    """Signing out on one laptop does not sign out another: the same key, signed in twice."""
+    await db.execute("SELECT reminderd.schedule('acme', 'later', now() + interval '1 hour')")
+    later = (await row_by_ref(db, "later"))["id"]
+    key = await operator(db, browser)
+    laptop = Browser(browser.url)
+    try:
+        assert (await laptop.sign_in(key))[0] == 200
+        assert session_cookie(laptop) != session_cookie(browser)
+        await browser.get("/")
+        assert (await sign_out(browser, {"csrf": browser.csrf}))[0] == 303
+        assert (await browser.get("/", redirects=False))[0] == 303
+        status, page = await laptop.get(f"/messages/{later}", redirects=False)
+        assert status == 200 and "Pause" in page
+        status, _, _ = await laptop.post(f"/messages/{later}/pause", {})
+        assert status == 200 and (await row_by_ref(db, "later"))["status"] == "paused"
+    finally:
+        await laptop.close()
+
+
+async def test_a_sign_out_without_the_sessions_csrf_token_signs_nobody_out(
+    db: asyncpg.Connection, browser: Browser
+) -> None:
+    """Refused as any POST without it (403, the page says why), so another site cannot sign a
+    person out; the session goes on and nothing is written."""
+    await operator(db, browser)
+    await browser.get("/")
+    other = Browser(browser.url)
+    try:
+        await operator(db, other)
+        await other.get("/")
+        for form, headers in (({}, None), ({"csrf": "forged"}, None), ({"csrf": other.csrf}, None),
+                              ({"csrf": browser.csrf}, {"Origin": "https://evil.example"})):
+            status, _, cleared = await sign_out(browser, form, headers=headers)
+            assert status == 403 and cleared == "", form
+        status, body, _ = await browser.post("/logout", {}, csrf=False)
+        assert status == 403 and "security token" in body
+    finally:
+        await other.close()
+    assert await signed_out(db) == []
+    assert (await browser.get("/", redirects=False))[0] == 200
+
+
+async def test_a_read_only_key_may_sign_out_and_its_session_ends(
+    db: asyncpg.Connection, browser: Browser
+) -> None:
+    await operator(db, browser, read_only=True)
+    copied = session_cookie(browser)
+    await browser.get("/")
+    status, location, _ = await sign_out(browser, {"csrf": browser.csrf})
+    assert (status, location) == (303, "/dashboard/login")
+    assert (await as_copy(browser.url, copied, "GET", "/"))[0] == 303
+    assert len(await signed_out(db)) == 1
+
+
+MARGIN, LIVE = "within-the-margin-xxxx", "still-a-session-xxxxxx"
+
+
+async def test_each_sign_out_deletes_up_to_100_sign_outs_an_hour_past_their_sessions_expiry(
+    db: asyncpg.Connection, browser: Browser
+) -> None:
+    """No housekeeping: the sign-outs themselves keep the table to the sessions that could still be
+    presented (plus an hour's margin for clocks)."""
+    await operator(db, browser)
+    key_id = await db.fetchval("SELECT id FROM reminderd.api_keys")
+    await db.execute(
+        "INSERT INTO reminderd.dashboard_signouts (nonce, key_id, signed_out_at, expires_at)"
+        " SELECT lpad(i::text, 22, 'x'), $1, now() - interval '13 hours',"
+        "        now() - interval '2 hours' - i * interval '1 s'"
+        " FROM generate_series(1, 150) AS i", key_id)
+    await db.execute(
+        "INSERT INTO reminderd.dashboard_signouts (nonce, key_id, expires_at) VALUES"
+        " ($2, $1, now() - interval '30 minutes'), ($3, $1, now() + interval '6 hours')", key_id, MARGIN, LIVE)
+    await browser.get("/")
+    assert (await sign_out(browser, {"csrf": browser.csrf}))[0] == 303
+    left = [nonce for nonce, _, _ in await signed_out(db)]
+    # The 100 longest expired went; the 50 others, the one within the margin, the live one and the
+    # new one stay.
+    assert left[:50] == [f"{i:x>22}" for i in range(50, 0, -1)]
+    assert left[50:52] == [MARGIN, LIVE] and len(left) == 53
+    await operator(db, browser)
+    await browser.get("/")
+    assert (await sign_out(browser, {"csrf": browser.csrf}))[0] == 303
+    assert [nonce for nonce, _, _ in await signed_out(db)][:2] == [MARGIN, LIVE]
+    assert len(await signed_out(db)) == 4
+
+
+async def test_the_sign_outs_migration_upgrades_a_database_with_keys_and_messages(
+    empty_database_url: str
+) -> None:
+    """Keys and messages written before it stay as they were; only reminderd_api may touch the new
+    table; a key made before signs in and out, and the signed-out session's copy is no session."""
+    await asyncio.to_thread(upgrade, empty_database_url, "0019")
+    db = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(db, "acme", "https://example.com/cb")
+        key = await add_api_key(db, None, name="ops-alice")
+        await add_api_key(db, "acme", name="booking", read_only=True)
+        message_id = await db.fetchval("SELECT reminderd.schedule('acme', 'later', now() + interval '1 hour')")
+        keys, messages = ("SELECT * FROM reminderd.api_keys ORDER BY id",
+                          "SELECT id, ref_id, status, fire_at FROM reminderd.scheduled_messages ORDER BY id")
+        async def rows() -> list[list[tuple[Any, ...]]]:
+            return [[tuple(r) for r in await db.fetch(query)] for query in (keys, messages)]
+
+        before = await rows()
+        assert await db.fetchval("SELECT to_regclass('reminderd.dashboard_signouts')") is None
+
+        await asyncio.to_thread(upgrade, empty_database_url)
+
+        assert await rows() == before
+        privileges = {
+            role: [p for p in ("SELECT", "INSERT", "UPDATE", "DELETE") if await db.fetchval(
+                "SELECT has_table_privilege($1, 'reminderd.dashboard_signouts', $2)", role, p)]
+            for role in ("reminderd_api", "reminderd_app", "reminderd_readonly", "reminderd_daemon")
+        }
+        assert privileges == {"reminderd_api": ["SELECT", "INSERT", "DELETE"], "reminderd_app": [],
+                              "reminderd_readonly": [], "reminderd_daemon": []}
+        settings = api_settings(await api_role_url(db, empty_database_url), session_secret=SECRET)
+        async with serving(settings) as url:
+            browser = Browser(url)
+            try:
+                assert (await browser.sign_in(key))[0] == 200
+                copied = session_cookie(browser)
+                assert (await browser.get(f"/messages/{message_id}", redirects=False))[0] == 200
+                assert (await sign_out(browser, {"csrf": browser.csrf}))[0] == 303
+                assert (await as_copy(url, copied, "GET", f"/messages/{message_id}"))[0] == 303
+            finally:
+                await browser.close()
+        assert len(await signed_out(db)) == 1
+    finally:
+        await db.close()
 
 
 # Headers and escaping ------------------------------------------------------------------------------

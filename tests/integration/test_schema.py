@@ -94,8 +94,8 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
     assert [t["table_name"] for t in tables] == [
         "alembic_version", "api_keys", "audience_members", "audiences", "broadcast_counts",
         "broadcast_occurrences", "broadcast_requests", "config", "contact_sends", "contacts",
-        "countries", "daemons", "deliveries", "endpoint_health", "endpoints", "events", "fire_counts",
-        "frequency_caps", "idempotency_keys", "lateness_counts", "phone_plans", "phone_prefixes",
+        "countries", "daemons", "dashboard_signouts", "deliveries", "endpoint_health", "endpoints", "events",
+        "fire_counts", "frequency_caps", "idempotency_keys", "lateness_counts", "phone_plans", "phone_prefixes",
         "phone_regions", "phone_timezones", "reference_versions", "scheduled_messages",
         "tenant_budgets", "tenant_holidays", "tenant_members", "tenants", "usage_days",
         "usage_increments",
@@ -530,7 +530,8 @@ async def test_alembic_finds_no_difference_between_schema_sql_and_the_migrations
     assert diffs == []
     # The description is the whole of schema.sql's tables, so the comparison above covered them.
     assert set(description.tables) == {
-        "reminderd.api_keys", "reminderd.config", "reminderd.daemons", "reminderd.deliveries",
+        "reminderd.api_keys", "reminderd.config", "reminderd.daemons", "reminderd.dashboard_signouts",
+        "reminderd.deliveries",
         "reminderd.events", "reminderd.fire_counts", "reminderd.idempotency_keys", "reminderd.lateness_counts",
         "reminderd.scheduled_messages", "reminderd.tenant_holidays", "reminderd.tenant_members",
         "reminderd.tenants",

@@ -42,6 +42,18 @@ def test_a_changed_foreign_or_expired_cookie_is_no_session() -> None:
     assert signer.session(cookie, NOW - 3600) is None  # issued in the future
 
 
+def test_a_session_expires_at_its_issue_time_plus_the_max_age_whatever_the_server_remembers() -> None:
+    """A sign-out is kept until expires_s (reminderd.dashboard_signouts.expires_at): from the next
+    second on, the cookie itself is refused, so deleting the sign-out then cannot bring it back."""
+    signer = Signer("a-secret-of-sixteen-chars")
+    cookie = signer.session_cookie(PREFIX, 42, NOW + 0.75)
+    session = signer.session(cookie, NOW)
+    assert session is not None and session.expires_s == int(NOW) + SESSION_MAX_AGE_S
+    assert signer.session(cookie, session.expires_s) == session
+    assert signer.session(cookie, session.expires_s + 1) is None
+    assert signer.session(cookie, session.expires_s + 0.001) is None
+
+
 def test_csrf_tokens_are_checked_in_constant_time_against_the_nonce() -> None:
     signer = Signer(b"0123456789abcdef0123")
     nonce = login_nonce()
