@@ -5,7 +5,8 @@ sent and its phone written in E.164.
 CSV columns: `contact_id` (required), `timezone`, `phone`, `country`, `attributes` (a JSON object);
 any other column is an attribute (text). An empty cell is no value. JSON Lines: one object a line
 with those keys, as reminderd.upsert_contacts takes them. A phone written nationally ("020 7946
-0018") is read as its `country` would dial it.
+0018") is read as its `country` would dial it; one that is not +<country code> <number> then (letters,
+an extension, no country to read a national number by) is refused on its line, as the database would.
 """
 
 from __future__ import annotations
@@ -21,12 +22,17 @@ from typing import Any, NamedTuple, TextIO
 
 import orjson
 
-from .phones import international
+from .phones import SEPARATORS, international
 from .schedule import InvalidSchedule, load_timezone
 
 FIELDS = ("contact_id", "timezone", "phone", "country", "attributes")
 _CONTACT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}")
 _COUNTRY = re.compile(r"[A-Za-z]{2}")
+# A phone as docs/audiences.md writes it: a + and digits, with separators (phones.SEPARATORS) between;
+# as SQL's reminderd.is_phone takes it once they are gone: the first digit not 0, three at least.
+_PHONE_TEXT = re.compile(rf"(?:[0-9+]|{SEPARATORS.pattern})+")
+_PHONE = re.compile(r"\+[1-9][0-9]{2,}")
+_PHONE_RULE = "+<country code> <number> (such as +44 20 7946 0018)"
 MAX_LINE = 64 * 1024  # a contact is small; a longer line is a wrong file
 
 
@@ -213,18 +219,42 @@ _CONTACT_ID_RULE = "letters, digits and _ . : @ + -, starting with a letter or d
 def _checked(number: int, contact_id: str, timezone: str | None, phone: str | None, country: str | None,
              attributes: str | None, has_timezone: bool, has_phone: bool, has_country: bool,
              has_attributes: bool) -> Line:
-    """The line's contact as the database will take it (phone in E.164 where it can be read;
-    attributes as JSON text), or what is wrong with it."""
+    """The line's contact as the database will take it (phone in E.164; attributes as JSON text), or
+    what is wrong with it."""
     if not _CONTACT_ID.fullmatch(contact_id):
         return Line(number, None, f"contact_id {contact_id!r}: {_CONTACT_ID_RULE}")
     if timezone is not None and not _known_zone(timezone):
         return Line(number, None, f"timezone {timezone!r} is not an IANA zone (such as Europe/London)")
     if country is not None and not _COUNTRY.fullmatch(country):
         return Line(number, None, f"country {country!r} is not a two-letter ISO 3166 code (such as GB)")
-    if phone is not None and not (phone[:1] == "+" and phone[1:].isdigit()):  # E.164 already: as it is
-        phone = international(phone, country)
+    if phone is not None:
+        phone, problem = _written_phone(phone, country)
+        if problem is not None:
+            return Line(number, None, problem)
     return Line(number, ContactRow(contact_id, timezone, phone, country, attributes,
                                    has_timezone, has_phone, has_country, has_attributes))
+
+
+def _written_phone(phone: str, country: str | None) -> tuple[str | None, str | None]:
+    """`phone` as the database takes it, in E.164 (one written nationally read as `country` dials
+    it; nothing but spaces: no phone), or what is wrong with it: the database refuses what is not
+    +<country code> <number> (reminderd.is_phone), and so is it refused here, on its line."""
+    if not phone.strip():
+        return None, None
+    if _PHONE.fullmatch(phone):  # E.164 already: as it is
+        return phone, None
+    if not _PHONE_TEXT.fullmatch(phone):
+        return None, f"phone {phone!r} is not {_PHONE_RULE}"
+    written = international(phone, country)
+    if _PHONE.fullmatch(written):
+        return written, None
+    if "+" in phone:
+        return None, f"phone {phone!r} is not {_PHONE_RULE}"
+    if country is None:
+        return None, (f"phone {phone!r} has no country code: write it +<country code> <number>, or give the"
+                      " contact's country")
+    return None, (f"phone {phone!r} has no country code and is not a number of {country.upper()}: write it"
+                  " +<country code> <number>")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -238,7 +268,7 @@ def _known_zone(name: str) -> bool:
 
 class SentContact(NamedTuple):
     """One contact sent over the HTTP API, as the object it came as (its attributes' numbers as
-    the client wrote them, its phone in E.164 where it can be read), or why it is refused."""
+    the client wrote them, its phone in E.164), or why it is refused."""
 
     line: int
     contact: dict[str, Any] | None

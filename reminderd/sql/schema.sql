@@ -1,4 +1,4 @@
--- The reminderd schema as it stands after the last migration (0020), in one file, for reading.
+-- The reminderd schema as it stands after the last migration (0021), in one file, for reading.
 --
 -- Three things describe the schema, each with one job:
 --   migrations/sql/NNNN_*.sql   the history. `reminderd migrate` (Alembic) runs each file once, in
@@ -1215,13 +1215,41 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION reminderd.check_fire_at(fire_at timestamptz) RETURNS void
+-- Refuse (22008) a time that is not finite (-infinity, infinity: PostgreSQL's own error would be
+-- "cannot subtract infinite timestamps", or the row would never fire), in a sentence naming it and
+-- whose it is ('fire_at -infinity of message acme / r1 is not a finite time'), the HINT saying what
+-- to give instead. `field` names it as its caller took it (fire_at, first_fire_at, local_time,
+-- anchor), `shown` is its value as text, `subject` whose it is.
+CREATE FUNCTION reminderd.refuse_infinite_time(field text, shown text, subject text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RAISE EXCEPTION '% % of % is not a finite time', field, shown, coalesce(subject, 'this call')
+        USING ERRCODE = 'datetime_field_overflow',
+              HINT = CASE field
+                         WHEN 'local_time' THEN 'Give a wall time, like ''2026-12-24 09:00''.'
+                         WHEN 'first_fire_at' THEN 'Leave it NULL: the first occurrence after now is planned for you.'
+                         WHEN 'anchor' THEN 'Give the time its offsets count from, like a renewal date: '
+                                            '''2027-03-01 00:00+00''.'
+                         ELSE 'Give a time to send it at, like now() + interval ''1 hour''.' END;
+END
+$$;
+
+-- Refuse (22008) a fire_at that is not finite (refuse_infinite_time), or further ahead than the
+-- horizon (reminderd.config 'horizon'). `subject` says whose it is ('message acme / r1'); `given`
+-- how the caller gave it, when not as this instant ('fire_in 1000000 years': a delay that would
+-- overflow a timestamptz is refused as beyond the horizon, its caller passing an instant past it).
+CREATE FUNCTION reminderd.check_fire_at(fire_at timestamptz, subject text DEFAULT NULL, given text DEFAULT NULL)
+RETURNS void
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
     horizon interval := (SELECT value::interval FROM reminderd.config WHERE key = 'horizon');
 BEGIN
+    IF NOT isfinite(fire_at) THEN
+        PERFORM reminderd.refuse_infinite_time('fire_at', fire_at::text, subject);
+    END IF;
     IF fire_at > now() + horizon THEN
-        RAISE EXCEPTION 'fire_at % is further ahead than the horizon of %', fire_at, horizon
+        RAISE EXCEPTION '% is further ahead than the horizon of %',
+            coalesce(given, 'fire_at ' || fire_at::text) || coalesce(' of ' || subject, ''), horizon
             USING ERRCODE = 'datetime_field_overflow',
                   HINT = 'A DBA can change it: UPDATE reminderd.config SET value = ''180 days'' WHERE key = ''horizon''';
     END IF;
@@ -1321,6 +1349,117 @@ BEGIN
                          '@weekly, @monthly, @yearly.';
     END IF;
     PERFORM reminderd.cron_parse(cron);
+END
+$$;
+
+-- Refuse a value a CHECK constraint of scheduled_messages would (migration 0021), in a sentence of
+-- one line naming it and whose it is ('max_attempts 0 of message acme / r1 is less than 1'): 23514
+-- carrying the constraint's name, as the constraint's own error would, with a HINT saying what is
+-- allowed, where PostgreSQL's own would name no row and list its 40 columns in a DETAIL. Text
+-- values are shown as JSON strings, so a newline in one stays on the line. `subject` says whose
+-- they are ('message acme / r1', 'broadcast "bf" of tenant "acme"'); category_constraint names the
+-- constraint of the category (a broadcast's is broadcast_category_format). Values the constraints
+-- take raise nothing. The triggers call it only when a quick test says a value is wrong, so a valid
+-- row never pays for it.
+CREATE FUNCTION reminderd.check_message_values(
+    subject text, rrule text, max_runs integer, max_attempts integer, category text, calendar text,
+    holiday_rule text, backfill text, max_lateness interval, category_constraint text DEFAULT 'category_format'
+) RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF rrule !~* '(^|\n)\s*(RRULE:)?FREQ=' THEN
+        RAISE EXCEPTION 'rrule % of % has no FREQ', to_jsonb(rrule)::text, subject
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'rrule_has_freq',
+                  HINT = 'An RRULE says how often it repeats, like FREQ=WEEKLY;BYDAY=MO: FREQ is YEARLY, MONTHLY, '
+                         'WEEKLY, DAILY, HOURLY, MINUTELY or SECONDLY.';
+    END IF;
+    IF max_runs < 1 THEN
+        RAISE EXCEPTION 'max_runs % of % is less than 1', max_runs, subject
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'max_runs_positive',
+                  HINT = 'Give how many occurrences it sends, at least 1, or NULL for no limit.';
+    END IF;
+    IF max_attempts < 1 THEN
+        RAISE EXCEPTION 'max_attempts % of % is less than 1', max_attempts, subject
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'max_attempts_positive',
+                  HINT = 'Give at least 1 attempt, or NULL for the daemon''s REMINDERD_MAX_ATTEMPTS.';
+    END IF;
+    IF category !~ '^[a-z][a-z0-9_-]*$' OR char_length(category) > 32 THEN
+        RAISE EXCEPTION 'category % of % is not a category name', to_jsonb(category)::text, subject
+            USING ERRCODE = 'check_violation', CONSTRAINT = category_constraint,
+                  HINT = 'A category is lower-case letters, digits, _ and -, starting with a letter, at most 32 '
+                         'characters, like marketing.';
+    END IF;
+    IF calendar !~ '^[A-Z]{2}(-[A-Z0-9]{1,10})?$' THEN
+        RAISE EXCEPTION 'calendar % of % is not a holiday calendar code', to_jsonb(calendar)::text, subject
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'calendar_format',
+                  HINT = 'A country code such as IN or GB, or a subdivision such as US-CA (the holidays package''s '
+                         'codes); NULL takes the tenant''s.';
+    END IF;
+    IF holiday_rule NOT IN ('skip', 'send') THEN
+        RAISE EXCEPTION 'holiday_rule % of % is not skip or send', to_jsonb(holiday_rule)::text, subject
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'holiday_rule_is_known',
+                  HINT = 'skip moves a message off its holidays, send sends on them; NULL takes the tenant''s rule.';
+    END IF;
+    IF backfill NOT IN ('send', 'latest', 'skip') THEN
+        RAISE EXCEPTION 'backfill % of % is not send, latest or skip', to_jsonb(backfill)::text, subject
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'backfill_is_known',
+                  HINT = 'After an outage: send (what is at most max_lateness late), latest (only the most recent '
+                         'missed occurrence) or skip (nothing late); NULL takes REMINDERD_BACKFILL.';
+    END IF;
+    IF max_lateness < interval '0' THEN
+        RAISE EXCEPTION 'max_lateness % of % is negative', max_lateness, subject
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'max_lateness_not_negative',
+                  HINT = 'Give how late it may still be sent, 0 or more, like 30 minutes; NULL takes '
+                         'REMINDERD_MAX_LATENESS.';
+    END IF;
+END
+$$;
+
+-- Refuse a message row (`m`, being written; `old`, what it was, for an UPDATE) that its CHECK
+-- constraints would, in sentences (23514 and the constraint's name, as check_message_values), and
+-- a new fire_at or local_time that is not finite (22008, refuse_infinite_time). The row's shape
+-- first (an empty ref, no time to fire at, two recurrences, end conditions of a one-off), then its
+-- values. A time written before migration 0021 checked them is left alone (only a changed one is
+-- refused), so such a row can still be changed otherwise. Called by admit_message and
+-- validate_message when their quick test finds something wrong.
+CREATE FUNCTION reminderd.check_message(m reminderd.scheduled_messages, old reminderd.scheduled_messages DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    subject constant text := format('message %s / %s', m.tenant_id, m.ref_id);
+BEGIN
+    IF m.ref_id = '' THEN
+        RAISE EXCEPTION 'a message of tenant "%" has an empty ref_id', m.tenant_id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'ref_id_not_empty',
+                  HINT = 'Name it, like booking:b7d2:24h: its ref is how it is cancelled, moved or replaced.';
+    END IF;
+    IF NOT isfinite(m.fire_at) AND m.fire_at IS DISTINCT FROM old.fire_at THEN
+        PERFORM reminderd.refuse_infinite_time('fire_at', m.fire_at::text, subject);
+    END IF;
+    IF NOT isfinite(m.local_time) AND m.local_time IS DISTINCT FROM old.local_time THEN
+        PERFORM reminderd.refuse_infinite_time('local_time', m.local_time::text, subject);
+    END IF;
+    IF m.cron IS NULL AND m.rrule IS NULL THEN
+        IF m.fire_at IS NULL THEN
+            RAISE EXCEPTION '% has no fire_at, cron or rrule', subject
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'one_off_needs_fire_at',
+                      HINT = 'Give a one-off message its fire_at, or a recurring one a cron or an rrule.';
+        END IF;
+        IF m.until IS NOT NULL OR m.max_runs IS NOT NULL THEN
+            RAISE EXCEPTION '% has % but no cron or rrule', subject,
+                CASE WHEN m.max_runs IS NULL THEN 'an until' WHEN m.until IS NULL THEN 'a max_runs'
+                     ELSE 'an until and a max_runs' END
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'end_conditions_need_recurrence',
+                      HINT = 'until and max_runs end a recurring message: give it a cron or an rrule, or leave them '
+                             'NULL.';
+        END IF;
+    ELSIF m.cron IS NOT NULL AND m.rrule IS NOT NULL THEN
+        RAISE EXCEPTION '% has both a cron and an rrule', subject
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'one_recurrence',
+                  HINT = 'A message recurs by one of them: give the cron or the rrule.';
+    END IF;
+    PERFORM reminderd.check_message_values(subject, m.rrule, m.max_runs, m.max_attempts, m.category, m.calendar,
+                                           m.holiday_rule, m.backfill, m.max_lateness);
 END
 $$;
 
@@ -2091,8 +2230,18 @@ BEGIN
     PERFORM reminderd.check_tenant(schedule.tenant_id);
     SELECT z.zone, z.source INTO zone, source
     FROM reminderd.message_timezone(schedule.tenant_id, schedule.contact_id, schedule.timezone) AS z;
+    -- Times that are no time, before any arithmetic on them (migration 0021): a wall time that is not
+    -- finite, a delay past what a timestamptz holds (294276 AD), refused as beyond the horizon.
+    IF NOT isfinite(schedule.local_time) THEN
+        PERFORM reminderd.refuse_infinite_time('local_time', schedule.local_time::text,
+                                               format('message %s / %s', schedule.tenant_id, schedule.ref_id));
+    ELSIF schedule.fire_in > interval '200000 years' THEN
+        PERFORM reminderd.check_fire_at(now() + interval '200000 years',
+                                        format('message %s / %s', schedule.tenant_id, schedule.ref_id),
+                                        format('fire_in %s', schedule.fire_in));
+    END IF;
     due := coalesce(schedule.fire_at, now() + schedule.fire_in, reminderd.local_instant(schedule.local_time, zone));
-    PERFORM reminderd.check_fire_at(due);
+    PERFORM reminderd.check_fire_at(due, format('message %s / %s', schedule.tenant_id, schedule.ref_id));
     -- A retried call (the same request again) returns the message the first call created, even if
     -- it is in flight or already sent, so a client that timed out and retries never causes a
     -- second send. Anything else replaces.
@@ -2165,6 +2314,9 @@ BEGIN
                                     schedule_recurring.timezone) AS z;
     PERFORM reminderd.check_timezone(zone, subject);
     PERFORM reminderd.check_cron(schedule_recurring.cron, subject);
+    IF NOT isfinite(schedule_recurring.first_fire_at) THEN  -- migration 0021
+        PERFORM reminderd.refuse_infinite_time('first_fire_at', schedule_recurring.first_fire_at::text, subject);
+    END IF;
     IF schedule_recurring.first_fire_at < now() - interval '1 minute' THEN
         RAISE EXCEPTION 'first_fire_at % of message % / % is in the past',
             to_char(schedule_recurring.first_fire_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
@@ -2386,7 +2538,8 @@ BEGIN
     IF reschedule.fire_at IS NULL THEN
         RAISE EXCEPTION 'fire_at must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    PERFORM reminderd.check_fire_at(reschedule.fire_at);
+    PERFORM reminderd.check_fire_at(reschedule.fire_at, format('message %s / %s', reschedule.tenant_id,
+                                                               reschedule.ref_id));
     FOR message IN
         SELECT m.backfill, m.max_lateness FROM reminderd.scheduled_messages m
         WHERE m.tenant_id = reschedule.tenant_id AND m.ref_id = reschedule.ref_id
@@ -2564,9 +2717,14 @@ BEGIN
         SELECT z.zone, z.source INTO zone, source
         FROM reminderd.message_timezone(schedule_one.tenant_id, one.contact_id, one.timezone) AS z;
     END IF;
-    due := coalesce(one.fire_at, now() + one.fire_in, reminderd.local_instant(one.local_time, zone));
+    -- A time that is no time (migration 0021: not finite, or a delay past what a timestamptz holds)
+    -- stands for infinity here, and is refused below, so that schedule_item says why.
+    due := coalesce(one.fire_at,
+                    CASE WHEN one.fire_in > interval '200000 years' THEN 'infinity' ELSE now() + one.fire_in END,
+                    CASE WHEN NOT isfinite(one.local_time) THEN 'infinity'
+                         ELSE reminderd.local_instant(one.local_time, zone) END);
     IF coalesce(one.ref_id, '') = '' OR num_nonnulls(one.fire_at, one.fire_in, one.local_time) <> 1
-       OR one.fire_in < interval '0'
+       OR one.fire_in < interval '0' OR NOT isfinite(due)
        OR due > now() + (SELECT c.value::interval FROM reminderd.config c WHERE c.key = 'horizon')
        OR NOT EXISTS (SELECT FROM reminderd.tenants t WHERE t.id = schedule_one.tenant_id)
     THEN
@@ -2670,6 +2828,7 @@ BEGIN
            OR bool_or(coalesce(i.ref_id, '') = ''
                    OR (i.cron IS NULL AND i.rrule IS NULL
                        AND (num_nonnulls(i.fire_at, i.fire_in, i.local_time) <> 1 OR i.fire_in < interval '0'
+                            OR NOT isfinite(i.due)
                             OR i.due > now() + (SELECT c.value::interval FROM reminderd.config c
                                                 WHERE c.key = 'horizon'))))
                OR count(DISTINCT i.ref_id) <> count(*),
@@ -2686,8 +2845,13 @@ BEGIN
            array_agg(i.zone ORDER BY i.item), array_agg(i.source ORDER BY i.item)
     INTO refused, recurring, kept, fresh, replacing, zones, sources
     FROM (SELECT z.*,
+                 -- A time that is no time (migration 0021) stands for infinity: refused above.
                  CASE WHEN z.cron IS NULL AND z.rrule IS NULL
-                      THEN coalesce(z.fire_at, now() + z.fire_in, reminderd.local_instant(z.local_time, z.zone)) END AS due
+                      THEN coalesce(z.fire_at,
+                                    CASE WHEN z.fire_in > interval '200000 years' THEN 'infinity'
+                                         ELSE now() + z.fire_in END,
+                                    CASE WHEN NOT isfinite(z.local_time) THEN 'infinity'
+                                         ELSE reminderd.local_instant(z.local_time, z.zone) END) END AS due
           FROM (SELECT u.*, u.ordinality::integer AS item,
                        coalesce(c.zone[1], coalesce(u.timezone, 'UTC')) AS zone,
                        coalesce(c.zone[2], 'message') AS source
@@ -3149,16 +3313,33 @@ $$;
 -- Functions: what the triggers run (the triggers themselves follow) -------------------------------
 
 -- Reject what SQL can check at insert, with a message that names the problem (a callback_url or
--- cron of the wrong shape carries the name of the constraint it pre-empts): a new or changed
--- callback_url that is not one (check_callback_url), a timezone or a cron the daemon could not
--- read (check_timezone, check_cron: every field, and that it fires). An RRULE without DTSTART is
--- anchored at the local midnight of the day it was written, so INTERVAL counts from a fixed day
--- and times default to 00:00 (stored, so a DBA sees it).
+-- cron of the wrong shape carries the name of the constraint it pre-empts): a value the row's
+-- CHECK constraints would refuse, or a new fire_at or local_time that is not finite
+-- (check_message), a new or changed callback_url that is not one (check_callback_url), a timezone
+-- or a cron the daemon could not read (check_timezone, check_cron: every field, and that it
+-- fires). An RRULE without DTSTART is anchored at the local midnight of the day it was written,
+-- so INTERVAL counts from a fixed day and times default to 00:00 (stored, so a DBA sees it).
 CREATE FUNCTION reminderd.validate_message() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     tenant_has_default boolean;  -- NULL: no such tenant
 BEGIN
+    -- The row's CHECK constraints, and a new time that is not finite, in sentences (check_message):
+    -- one quick test, true only when something is wrong (migration 0021).
+    IF NEW.ref_id = '' OR NEW.max_attempts < 1 OR NEW.max_runs < 1 OR NEW.max_lateness < interval '0'
+       OR (NOT isfinite(NEW.fire_at) AND NEW.fire_at IS DISTINCT FROM OLD.fire_at)
+       OR (NOT isfinite(NEW.local_time) AND NEW.local_time IS DISTINCT FROM OLD.local_time)
+       OR (NEW.cron IS NULL AND NEW.rrule IS NULL AND (NEW.fire_at IS NULL OR NEW.until IS NOT NULL
+                                                      OR NEW.max_runs IS NOT NULL))
+       OR (NEW.cron IS NOT NULL AND NEW.rrule IS NOT NULL)
+       OR NEW.rrule !~* '(^|\n)\s*(RRULE:)?FREQ='
+       OR (NEW.category NOT IN ('transactional', 'marketing')
+           AND (NEW.category !~ '^[a-z][a-z0-9_-]*$' OR char_length(NEW.category) > 32))
+       OR NEW.calendar !~ '^[A-Z][A-Z](-[A-Z0-9]+)?$' OR char_length(NEW.calendar) > 13
+       OR NEW.holiday_rule NOT IN ('skip', 'send') OR NEW.backfill NOT IN ('send', 'latest', 'skip')
+    THEN
+        PERFORM reminderd.check_message(NEW, OLD);
+    END IF;
     IF NEW.timezone NOT IN ('UTC', 'Etc/UTC') THEN  -- UTC needs no check; NULL: the column's NOT NULL says so
         PERFORM reminderd.check_timezone(NEW.timezone, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
     END IF;
@@ -3313,9 +3494,10 @@ BEGIN
 END
 $$;
 
--- Admit a new row (trigger scheduled_messages_admit), deciding in this order: refuse it if it is
--- dead on arrival (a one-off already too late, by check_arrival's rule and in its words; a
--- recurring row whose until is past), hold it for a disabled endpoint (as
+-- Admit a new row (trigger scheduled_messages_admit), deciding in this order: refuse a value its
+-- CHECK constraints would, or a time that is not finite (check_message, in sentences); refuse it
+-- if it is dead on arrival (a one-off already too late, by check_arrival's rule and in its words;
+-- a recurring row whose until is past), hold it for a disabled endpoint (as
 -- hold_for_disabled_endpoint), hold it for a paused tenant (as hold_for_paused_tenant), refuse a
 -- payload over 256 KiB (as check_payload), validate it (as validate_message). A broadcast's rows
 -- are held and checked by stage_broadcast for all its rows at once (one staged late follows its
@@ -3337,6 +3519,29 @@ DECLARE
     configured_lookback text;
 BEGIN
     IF NEW.broadcast_id IS NULL THEN
+        -- The row's CHECK constraints, and a time that is not finite, in sentences (check_message),
+        -- before anything reads them (migration 0021). Two quick tests, so that a valid row pays for
+        -- no call and a row without options for few column reads: does it set anything a constraint
+        -- checks, then is something wrong (calendar's {1,10} spelt as a cheaper test)?
+        IF num_nonnulls(NEW.max_attempts, NEW.max_runs, NEW.max_lateness, NEW.local_time, NEW.calendar,
+                        NEW.holiday_rule, NEW.backfill, NEW.rrule, NEW.until) > 0
+           OR NEW.category NOT IN ('transactional', 'marketing') OR NEW.ref_id = ''
+           OR NOT isfinite(NEW.fire_at) OR (NEW.fire_at IS NULL AND NEW.cron IS NULL)
+        THEN
+            IF NEW.ref_id = '' OR NEW.max_attempts < 1 OR NEW.max_runs < 1 OR NEW.max_lateness < interval '0'
+               OR NOT isfinite(NEW.fire_at) OR NOT isfinite(NEW.local_time)
+               OR (NEW.cron IS NULL AND NEW.rrule IS NULL AND (NEW.fire_at IS NULL OR NEW.until IS NOT NULL
+                                                              OR NEW.max_runs IS NOT NULL))
+               OR (NEW.cron IS NOT NULL AND NEW.rrule IS NOT NULL)
+               OR NEW.rrule !~* '(^|\n)\s*(RRULE:)?FREQ='
+               OR (NEW.category NOT IN ('transactional', 'marketing')
+                   AND (NEW.category !~ '^[a-z][a-z0-9_-]*$' OR char_length(NEW.category) > 32))
+               OR NEW.calendar !~ '^[A-Z][A-Z](-[A-Z0-9]+)?$' OR char_length(NEW.calendar) > 13
+               OR NEW.holiday_rule NOT IN ('skip', 'send') OR NEW.backfill NOT IN ('send', 'latest', 'skip')
+            THEN
+                PERFORM reminderd.check_message(NEW);
+            END IF;
+        END IF;
         -- Dead on arrival: a one-off (pending or paused) already too late (check_arrival's rule),
         -- a recurring row whose until is already past.
         IF NEW.status IN ('pending', 'paused') THEN
@@ -3495,6 +3700,18 @@ $$;
 
 -- Functions: timezones of phones, contacts and messages -----------------------------------------
 
+-- Is `phone` written as a phone number, +<country code> <number>: a + and then digits (the first
+-- not 0, at least three), with the separators reminderd.phone_timezone() reads past anywhere
+-- (ASCII white space, parentheses, dots, dashes, slashes: "+44 (0)20 7946-0018")? NULL for NULL.
+-- The rule the contacts' trigger and upsert_contact_rows refuse a phone by (migration 0021), and
+-- reminderd/contact_files.py checks for the CLI and the HTTP API after writing a national number
+-- in E.164. A number written so but not valid is still a phone: its zone falls through.
+CREATE FUNCTION reminderd.is_phone(phone text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    -- E.164 (as the CLI and the API send it) first: without translate(), a quarter of the time.
+    SELECT phone ~ '^\+[1-9][0-9]{2,}$' OR translate(phone, E' \t\n\r\f\x0b().-/', '') ~ '^\+[1-9][0-9]{2,}$'
+$$;
+
 -- The zone phonenumbers gives a number written "+<code> <number>" (spaces, dashes, dots, slashes
 -- and parentheses allowed), or no row: not such a number, not valid, or its place spans several
 -- zones. phonenumbers' own algorithm on its own data (reminderd/phones.py builds the tables; a test
@@ -3544,7 +3761,8 @@ LANGUAGE sql STABLE AS $$
            END
     -- OFFSET 0: the number without separators computed once, not once per use (a quarter of the
     -- function's time).
-    FROM (SELECT translate(phone, E' \t\n\r\f\v().-/', '') AS written OFFSET 0) AS given
+    -- (\x0b: the vertical tab; E'\v' would be the letter v, as it was before migration 0021.)
+    FROM (SELECT translate(phone, E' \t\n\r\f\x0b().-/', '') AS written OFFSET 0) AS given
     -- The calling code (the shortest leading 1-3 digits that are one; none starts with 0), and a
     -- national prefix written after it ("+44 (0)20 …"), matched.
     CROSS JOIN LATERAL (
@@ -3621,9 +3839,25 @@ $$;
 -- A contact's zone from its own fields: its timezone, else its phone's, else its country's (NULL:
 -- the tenant's, read when a message needs it). Before each row written by plain SQL;
 -- upsert_contact_rows resolves whole batches itself and says so (reminderd.contacts_resolved).
+-- A new or changed phone that is not +<country code> <number> (reminderd.is_phone) is refused
+-- (22023, migration 0021); one written before keeps its row moving.
 CREATE FUNCTION reminderd.resolve_contact() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
+    IF NEW.phone IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.phone IS DISTINCT FROM OLD.phone) THEN
+        IF length(NEW.phone) > 250 THEN
+            RAISE EXCEPTION 'phone of contact % / % is % characters; at most 250', NEW.tenant_id, NEW.contact_id,
+                length(NEW.phone)
+                USING ERRCODE = 'check_violation', CONSTRAINT = 'phone_length',
+                      HINT = 'A phone is written +<country code> <number>, like +44 20 7946 0018.';
+        ELSIF NOT reminderd.is_phone(NEW.phone) THEN
+            RAISE EXCEPTION 'phone % of contact % / % is not +<country code> <number>', to_jsonb(NEW.phone)::text,
+                NEW.tenant_id, NEW.contact_id
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A phone is written +<country code> <number>, like +44 20 7946 0018: a +, then digits, '
+                             'with spaces, dashes, dots, slashes or parentheses between them if you like.';
+        END IF;
+    END IF;
     IF NEW.country IS NOT NULL AND NOT EXISTS (SELECT 1 FROM reminderd.countries c WHERE c.country = NEW.country) THEN
         RAISE EXCEPTION 'unknown country "%" for contact % / %', NEW.country, NEW.tenant_id, NEW.contact_id
             USING ERRCODE = 'invalid_parameter_value',
@@ -3690,12 +3924,18 @@ BEGIN
 
     -- The element rules (contact_id, phone, country, attributes) are the table's constraints: a
     -- batch that breaks one is looked at again only then, to name its first bad element
-    -- (checking each element first cost as much as the regular expression twice).
+    -- (checking each element first cost as much as the regular expression twice). A phone given
+    -- must be one (reminderd.is_phone, migration 0021), which no constraint says (a contact whose
+    -- phone was written before keeps moving): tested first, named the same way.
     -- Contacts not there when looked up are added with a plain INSERT (ON CONFLICT's speculative
     -- insertion cost 2-3 us a row more); one added meanwhile by another transaction makes the
     -- batch go again, carefully: every contact through ON CONFLICT.
     LOOP
     BEGIN
+        IF EXISTS (SELECT FROM unnest(upsert_contact_rows.contacts) AS c
+                   WHERE c.has_phone AND btrim(c.phone) <> '' AND NOT reminderd.is_phone(c.phone)) THEN
+            RAISE EXCEPTION USING ERRCODE = 'check_violation';  -- named below
+        END IF;
         -- Resolved here for the whole batch: the row trigger stands aside for this statement.
         PERFORM set_config('reminderd.contacts_resolved', 'on', true);
         WITH latest AS (
@@ -3790,6 +4030,8 @@ BEGIN
                   WHEN c.contact_id !~ '^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$' THEN
                       'has a contact_id with characters other than letters, digits and _ . : @ + - (at most 128, starting with a letter or digit)'
                   WHEN length(c.phone) > 250 THEN '"phone" is longer than 250 characters'
+                  WHEN c.has_phone AND btrim(c.phone) <> '' AND NOT reminderd.is_phone(c.phone) THEN
+                      format('has phone %s, which is not +<country code> <number>', to_jsonb(c.phone))
                   WHEN c.country !~ '^[A-Za-z]{2}$' THEN '"country" is not a two-letter ISO 3166 code'
                   WHEN jsonb_typeof(c.attributes) <> 'object' THEN '"attributes" is not a JSON object'
                   END AS why
@@ -3802,8 +4044,12 @@ BEGIN
                 coalesce(to_jsonb(bad.contact_id)::text, 'missing'), bad.why
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = 'Nothing in this batch was changed.',
-                      HINT = 'Each contact: {"contact_id": "cust_8f", "timezone": "Europe/London", "phone": "+447700900123", '
-                             '"country": "GB", "attributes": {…}}; every field but contact_id is optional.';
+                      HINT = CASE WHEN bad.why LIKE 'has phone %'
+                                  THEN 'A phone is written +<country code> <number>, like +44 20 7946 0018: a +, then '
+                                       'digits, with spaces, dashes, dots, slashes or parentheses between them if you like.'
+                                  ELSE 'Each contact: {"contact_id": "cust_8f", "timezone": "Europe/London", '
+                                       '"phone": "+447700900123", "country": "GB", "attributes": {…}}; every field but '
+                                       'contact_id is optional.' END;
         END IF;
         RAISE;  -- not an element's (a trigger's refusal): as it was
     END;
@@ -4239,6 +4485,11 @@ BEGIN
         RAISE EXCEPTION 'ref_prefix % must be 1 to 100 characters without spaces, %% or #',
             coalesce(quote_literal(broadcast.ref_prefix), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT isfinite(broadcast.local_time) THEN  -- migration 0021: before any zone reads it
+        PERFORM reminderd.refuse_infinite_time('local_time', broadcast.local_time::text,
+                                               format('broadcast "%s" of tenant "%s"', broadcast.ref_prefix,
+                                                      broadcast.tenant_id));
     END IF;
     IF broadcast.audience IS NOT NULL AND NOT EXISTS (
         SELECT 1 FROM reminderd.audiences a WHERE a.tenant_id = broadcast.tenant_id AND a.name = broadcast.audience
@@ -4757,8 +5008,9 @@ BEGIN
 END
 $$;
 
--- A broadcast's callback_url is checked as a message's is (check_callback_url), when it is written:
--- its rows, which stage_broadcast writes with it, are not checked one by one.
+-- A broadcast's callback_url is checked as a message's is (check_callback_url), and the values its
+-- messages will carry as theirs are (check_message_values), when they are written: its rows, which
+-- stage_broadcast writes with them, are not checked one by one.
 CREATE FUNCTION reminderd.validate_broadcast_request() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -4766,6 +5018,17 @@ BEGIN
         PERFORM reminderd.check_callback_url(NEW.callback_url,
                                              format('broadcast "%s" of tenant "%s"', NEW.ref_prefix, NEW.tenant_id),
                                              'broadcast_callback_url_is_http');
+    END IF;
+    -- What its messages will carry, as a message's values are checked (check_message_values,
+    -- migration 0021): refused here, not when its rows are staged.
+    IF TG_OP = 'INSERT' OR (NEW.category, NEW.calendar, NEW.holiday_rule, NEW.backfill, NEW.max_lateness,
+                            NEW.max_attempts)
+                           IS DISTINCT FROM (OLD.category, OLD.calendar, OLD.holiday_rule, OLD.backfill,
+                                             OLD.max_lateness, OLD.max_attempts) THEN
+        PERFORM reminderd.check_message_values(format('broadcast "%s" of tenant "%s"', NEW.ref_prefix, NEW.tenant_id),
+                                               NULL, NULL, NEW.max_attempts, NEW.category, NEW.calendar,
+                                               NEW.holiday_rule, NEW.backfill, NEW.max_lateness,
+                                               'broadcast_category_format');
     END IF;
     RETURN NEW;
 END
@@ -4812,6 +5075,22 @@ BEGIN
        OR coalesce(cardinality(schedule_cadence.offsets), 0) = 0 THEN
         RAISE EXCEPTION 'a cadence needs a ref_prefix, an anchor and at least one offset'
             USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    -- Times that are no time (migration 0021), before any arithmetic on them: an anchor that is not
+    -- finite, an offset past what a timestamp holds.
+    IF NOT isfinite(schedule_cadence.anchor) THEN
+        PERFORM reminderd.refuse_infinite_time('anchor', schedule_cadence.anchor::text,
+                                               format('cadence "%s" of tenant "%s"', schedule_cadence.ref_prefix,
+                                                      schedule_cadence.tenant_id));
+    END IF;
+    SELECT o INTO step FROM unnest(schedule_cadence.offsets) AS o
+    WHERE o NOT BETWEEN interval '-200000 years' AND interval '200000 years'
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'offset % of cadence "%" of tenant "%" takes it out of the range of time', step,
+            schedule_cadence.ref_prefix, schedule_cadence.tenant_id
+            USING ERRCODE = 'datetime_field_overflow',
+                  HINT = 'Give offsets of days or weeks from the anchor, like -30 days, -7 days, -1 day.';
     END IF;
     SELECT z.zone INTO zone
     FROM reminderd.message_timezone(schedule_cadence.tenant_id, schedule_cadence.contact_id, schedule_cadence.timezone) AS z;
@@ -4889,10 +5168,19 @@ GRANT EXECUTE ON FUNCTION
     reminderd.check_callback_url(text, text, text),
     reminderd.validate_broadcast_request()
 TO reminderd_app, reminderd_daemon, reminderd_api;
+-- Values refused in sentences (migration 0021): the phone rule is pure, any role may ask it; the
+-- checks are what the functions and triggers of every role's writes call.
+GRANT EXECUTE ON FUNCTION reminderd.is_phone(text)
+TO reminderd_app, reminderd_daemon, reminderd_readonly, reminderd_api;
+GRANT EXECUTE ON FUNCTION
+    reminderd.refuse_infinite_time(text, text, text),
+    reminderd.check_message_values(text, text, integer, integer, text, text, text, text, interval, text),
+    reminderd.check_message(reminderd.scheduled_messages, reminderd.scheduled_messages)
+TO reminderd_app, reminderd_daemon, reminderd_api;
 GRANT EXECUTE ON FUNCTION
     reminderd.is_timezone(text),
     reminderd.check_tenant(text),
-    reminderd.check_fire_at(timestamptz),
+    reminderd.check_fire_at(timestamptz, text, text),
     reminderd.duration_text(interval),
     reminderd.check_arrival(text, text, timestamptz, text, interval),
     reminderd.check_cron(text, text),
@@ -4944,7 +5232,7 @@ TO reminderd_daemon;
 GRANT EXECUTE ON FUNCTION
     reminderd.is_timezone(text),
     reminderd.check_tenant(text),
-    reminderd.check_fire_at(timestamptz),
+    reminderd.check_fire_at(timestamptz, text, text),
     reminderd.duration_text(interval),
     reminderd.check_arrival(text, text, timestamptz, text, interval),
     reminderd.first_occurrence(text, text, text, timestamptz),
@@ -5112,13 +5400,22 @@ CREATE TRIGGER scheduled_messages_hold_paused_tenant_update
     BEFORE UPDATE OF status ON reminderd.scheduled_messages
     FOR EACH ROW WHEN (NEW.status = 'pending' AND OLD.status <> 'pending')
     EXECUTE FUNCTION reminderd.hold_for_paused_tenant();
--- A changed payload, timezone, callback_url, tenant, rrule or cron is checked as on insert.
+-- A changed payload, timezone, callback_url, tenant, rrule or cron is checked as on insert, and so
+-- are the columns whose CHECK constraints validate_message pre-empts (migration 0021: none of them
+-- is set by the daemon's own updates). A new fire_at that is not finite is refused too: the WHEN
+-- clause tests it, so the daemon's updates of fire_at call nothing.
 CREATE TRIGGER scheduled_messages_payload_size
     BEFORE UPDATE OF payload ON reminderd.scheduled_messages
     FOR EACH ROW EXECUTE FUNCTION reminderd.check_payload();
 CREATE TRIGGER scheduled_messages_validate
-    BEFORE UPDATE OF timezone, callback_url, tenant_id, rrule, cron ON reminderd.scheduled_messages
+    BEFORE UPDATE OF timezone, callback_url, tenant_id, rrule, cron, ref_id, local_time, until, max_runs,
+                     max_attempts, category, calendar, holiday_rule, backfill, max_lateness
+    ON reminderd.scheduled_messages
     FOR EACH ROW WHEN (NEW.broadcast_id IS NULL) EXECUTE FUNCTION reminderd.validate_message();
+CREATE TRIGGER scheduled_messages_validate_fire_at
+    BEFORE UPDATE OF fire_at ON reminderd.scheduled_messages
+    FOR EACH ROW WHEN (NOT isfinite(NEW.fire_at) AND NEW.fire_at IS DISTINCT FROM OLD.fire_at)
+    EXECUTE FUNCTION reminderd.validate_message();
 
 -- After each statement: the audit trail, the broadcasts' counts, the wake-up for the daemons and
 -- the tenants' usage (reminderd.record_inserts()).
@@ -5155,9 +5452,10 @@ CREATE TRIGGER tenants_validate
 CREATE TRIGGER tenant_holidays_validate
     BEFORE INSERT OR UPDATE OF tenant_id, name ON reminderd.tenant_holidays
     FOR EACH ROW EXECUTE FUNCTION reminderd.validate_holiday();
--- A broadcast's callback_url, as a message's (migration 0019).
+-- A broadcast's callback_url (migration 0019) and its messages' values (0021), as a message's.
 CREATE TRIGGER broadcast_requests_validate
-    BEFORE INSERT OR UPDATE OF callback_url ON reminderd.broadcast_requests
+    BEFORE INSERT OR UPDATE OF callback_url, category, calendar, holiday_rule, backfill, max_lateness, max_attempts
+    ON reminderd.broadcast_requests
     FOR EACH ROW EXECUTE FUNCTION reminderd.validate_broadcast_request();
 CREATE TRIGGER contacts_resolve
     BEFORE INSERT OR UPDATE OF timezone, phone, country ON reminderd.contacts

@@ -115,6 +115,26 @@ async def test_bad_contacts_are_reported_by_index_and_the_rest_written(
     assert [r["contact_id"] for r in stored] == ["ok_1", "ok_5"]
 
 
+async def test_a_phone_that_is_not_one_is_reported_by_index_and_the_rest_written(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    """As `reminderd contacts import` refuses it (reminderd/contact_files.py), and the database."""
+    items = [{"contact_id": "p1", "phone": "hello world"}, {"contact_id": "p2", "phone": "020 7946 0018"},
+             {"contact_id": "p3", "phone": "020 7946 0018", "country": "GB"},
+             {"contact_id": "p4", "phone": "+1 (312) 555-0100"}]
+    answer = await http.call("PUT", "/v1/contacts", key, json=items)
+    assert answer.status == 200, answer.body
+    assert (answer.json["received"], answer.json["new"], answer.json["failed"]) == (4, 2, 2)
+    errors = {e["index"]: e["error"]["detail"] for e in answer.json["errors"]}
+    assert errors == {
+        0: "index 0: phone 'hello world' is not +<country code> <number> (such as +44 20 7946 0018)",
+        1: "index 1: phone '020 7946 0018' has no country code: write it +<country code> <number>, or give the"
+           " contact's country",
+    }
+    stored = await db.fetch("SELECT contact_id, phone FROM reminderd.contacts ORDER BY 1")
+    assert [tuple(r) for r in stored] == [("p3", "+442079460018"), ("p4", "+13125550100")]
+
+
 @pytest.mark.parametrize("ndjson", [False, True])
 async def test_with_an_idempotency_key_a_refused_contact_is_reported_and_the_rest_written_once(
     http: ApiClient, key: str, db: asyncpg.Connection, ndjson: bool

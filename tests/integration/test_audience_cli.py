@@ -132,6 +132,27 @@ def test_contacts_import_names_the_line_that_is_not_utf8(
     assert "error: line 1: the header row is UTF-16 text, not UTF-8 (save the file as UTF-8); " in err
 
 
+def test_contacts_import_refuses_a_phone_that_is_not_one_on_its_line(
+    database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """What was taken before migration 0021 (phone 'notaphone', then no zone: silently the
+    tenant's) stops the import at its line, or is skipped; the forms the docs allow go in."""
+    path = tmp_path / "h.csv"
+    path.write_text("contact_id,phone,country\nc1,+44 20 7946 0018,\nc2,020 7946 0018,GB\nc9,notaphone,\n"
+                    "c3,(+1) 312-555-0100,\nc4,212 555 0100,\n", encoding="utf-8")
+    _, err = cli(database_url, capsys, "contacts", "import", "acme", str(path), status=EX_USAGE)
+    assert ("reminderd: error: line 4: phone 'notaphone' is not +<country code> <number> (such as +44 20 7946"
+            " 0018); the import stopped there") in err
+    assert zones(database_url) == {"c1": ("Europe/London", "phone"), "c2": ("Europe/London", "phone")}
+    out, err = cli(database_url, capsys, "contacts", "import", "acme", str(path), "--skip-invalid")
+    assert out.rstrip().endswith("; 2 invalid lines skipped")
+    assert "reminderd: skipped line 6: phone '212 555 0100' has no country code: write it +<country code>" \
+           " <number>, or give the contact's country" in err
+    assert sorted(zones(database_url)) == ["c1", "c2", "c3"]
+    [c3] = sql(database_url, "SELECT phone FROM reminderd.contacts WHERE contact_id = 'c3'")
+    assert c3["phone"] == "+13125550100"
+
+
 def test_contacts_import_names_what_the_database_refuses(
     database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -1,0 +1,63 @@
+"""reminderd/contact_files.py's phones, for `reminderd contacts import` and PUT /v1/contacts alike:
+every form docs/audiences.md allows is taken (written with +, or nationally with the contact's
+country, then in E.164), and anything else is refused on its line, saying what to write, as the
+database refuses it (reminderd.is_phone, migration 0021: tests/integration/test_sql_values.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from reminderd.contact_files import checked_contact, read_contacts
+
+TAKEN = [
+    ("+44 20 7946 0018", None, "+442079460018"),
+    ("+44 (0)20 7946-0018", None, "+4402079460018"),  # as written, the separators dropped: SQL reads the (0)
+    ("(+91) 98765.43210", None, "+919876543210"),
+    ("+1/212/555/0100", None, "+12125550100"),
+    ("+12125550100", None, "+12125550100"),
+    ("020 7946 0018", "GB", "+442079460018"),  # national, read as its country dials
+    ("(415) 555-2671", "us", "+14155552671"),
+    ("0044 20 7946 0018", "GB", "+442079460018"),
+    ("+1 212 000 0000", None, "+12120000000"),  # not a valid number, but written as one: no zone, no refusal
+    ("   ", None, None),  # nothing: the phone is cleared
+    ("", None, None),
+]
+RULE = "is not +<country code> <number> (such as +44 20 7946 0018)"
+REFUSED = [
+    ("hello world", None, f"phone 'hello world' {RULE}"),
+    ("notaphone", "GB", f"phone 'notaphone' {RULE}"),
+    ("+44 20 7946 0018 ext. 12", None, f"phone '+44 20 7946 0018 ext. 12' {RULE}"),
+    ("+1-800-FLOWERS", "US", f"phone '+1-800-FLOWERS' {RULE}"),
+    ("+0 123", None, f"phone '+0 123' {RULE}"),
+    ("++44 20 7946 0018", None, f"phone '++44 20 7946 0018' {RULE}"),
+    ("44+20 7946 0018", None, f"phone '44+20 7946 0018' {RULE}"),
+    ("+\u0663\u0663\u0663\u0663", None, f"phone '+\u0663\u0663\u0663\u0663' {RULE}"),
+    ("020 7946 0018", None, "phone '020 7946 0018' has no country code: write it +<country code> <number>,"
+                            " or give the contact's country"),
+    ("1", "GB", "phone '1' has no country code and is not a number of GB: write it +<country code> <number>"),
+]
+
+
+@pytest.mark.parametrize(("phone", "country", "sent"), TAKEN)
+def test_every_form_of_a_phone_the_docs_allow_is_taken(
+    phone: str, country: str | None, sent: str | None
+) -> None:
+    contact = {"contact_id": "c1", "phone": phone, **({"country": country} if country else {})}
+    line = checked_contact(3, contact)
+    assert (line.problem, line.contact) == (None, {**contact, "phone": sent})
+    csv = f"contact_id,phone,country\nc1,{phone},{country or ''}\n"
+    [read] = list(read_contacts(io.StringIO(csv), "csv"))
+    assert read.problem is None and read.contact is not None
+    assert (read.contact.phone, read.contact.has_phone) == (sent if phone.strip() else None, True)
+
+
+@pytest.mark.parametrize(("phone", "country", "problem"), REFUSED)
+def test_a_phone_that_is_not_one_is_refused_on_its_line(phone: str, country: str | None, problem: str) -> None:
+    contact = {"contact_id": "c1", "phone": phone, **({"country": country} if country else {})}
+    line = checked_contact(3, contact)
+    assert (line.line, line.contact, line.problem) == (3, None, problem)
+    jsonl = io.StringIO('{"contact_id": "c0"}\n' + json.dumps(contact) + "\n")
+    assert [(read.line, read.problem) for read in read_contacts(jsonl, "jsonl")] == [(1, None), (2, problem)]
