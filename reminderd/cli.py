@@ -369,16 +369,14 @@ def _negative_values_attached(argv: Sequence[str]) -> list[str]:
     return attached
 
 
-def _environment(args: argparse.Namespace) -> dict[str, str]:
-    env = dict(os.environ)
-    if args.database_url:
-        env["REMINDERD_DATABASE_URL"] = args.database_url
-    return env
+def _flags(args: argparse.Namespace) -> dict[str, tuple[str, str]]:
+    """The settings given as flags, which win over REMINDERD_* and --config and are named as typed."""
+    return {"database_url": ("--database-url", args.database_url)} if args.database_url else {}
 
 
 def _daemon_settings(args: argparse.Namespace) -> tuple[Settings, dict[str, str]]:
     """Every setting, and where each came from: for `run` and `config`."""
-    return Settings.load(_environment(args), args.config)
+    return Settings.load(os.environ, args.config, flags=_flags(args))
 
 
 @dataclass(frozen=True)
@@ -393,7 +391,7 @@ class Database:
 def _database_settings(args: argparse.Namespace) -> Database:
     """What the other commands need: the database. Daemon tuning they do not use is not read (a
     bad REMINDERD_BATCH_SIZE is the daemon's problem), but every name is still checked."""
-    settings, sources = Settings.load(_environment(args), args.config, only=DATABASE_SETTINGS)
+    settings, sources = Settings.load(os.environ, args.config, only=DATABASE_SETTINGS, flags=_flags(args))
     return Database(settings, _url_source(args, sources))
 
 

@@ -10,7 +10,7 @@ import tomllib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .duration import parse_seconds
 from .exceptions import ConfigError
@@ -95,6 +95,9 @@ def _database_url(raw: str) -> str:
         raise ValueError("a host in [brackets] is not closed: write an IPv6 address as [::1]:5432") from None
     if parts.netloc.count("@") > 1:  # asyncpg splits at the first @, libpq at the last
         raise ValueError("the user name or password holds an @: write it as %40")
+    if _at_after_host(parts):  # a password's / ? or # ended the host early: its rest is no host
+        raise ValueError("an @ comes after the host: write a /, ? or # of the user name or password as %2F, "
+                         "%3F or %23 (and an @ of the database name as %40)")
     hosts = parts.netloc.rpartition("@")[2]
     if hosts:
         _check_hosts(hosts)
@@ -109,6 +112,14 @@ def _database_url(raw: str) -> str:
             for number in value.split(","):
                 _check_port(number)
     return raw
+
+
+def _at_after_host(parts: SplitResult) -> bool:
+    """Is there an @ past the host, where a URL's user information cannot be: in the path, the
+    fragment, or the query before its first =? (A /, ? or # of a password ends the host early:
+    `postgresql://app:pa/ss@db/app` is host `app`, port `pa`, database `ss@db/app`.) An @ of a
+    query's value (`?user=app@corp`) is a value's."""
+    return "@" in parts.path or "@" in parts.fragment or "@" in parts.query.partition("=")[0]
 
 
 _HOST = re.compile(r"(?P<name>\[[^\]]+\]|[^:\[\]]*)(?::(?P<port>.*))?", re.DOTALL)
@@ -296,12 +307,15 @@ class Settings:
     @classmethod
     def load(
         cls, environ: Mapping[str, str] | None = None, config_file: str | None = None,
-        *, only: Collection[str] | None = None,
+        *, only: Collection[str] | None = None, flags: Mapping[str, tuple[str, str]] | None = None,
     ) -> tuple[Settings, dict[str, str]]:
-        """Settings from the environment over a TOML file over the defaults, and where each came
-        from ("env", "env file", "config file" or "default"), keyed by variable name. With `only`,
-        just those fields are read (the others keep their defaults); every REMINDERD_* name in the
-        environment is checked all the same, so a misspelt one never passes unnoticed."""
+        """Settings from command-line flags over the environment over a TOML file over the
+        defaults, and where each came from ("flag --database-url", "env", "env file", "config
+        file" or "default"), keyed by variable name. `flags` maps a field to the flag it was given
+        by and its value ({"database_url": ("--database-url", url)}): a bad value is named by the
+        flag the user typed, not by the variable it stands in for. With `only`, just those fields
+        are read (the others keep their defaults); every REMINDERD_* name in the environment is
+        checked all the same, so a misspelt one never passes unnoticed."""
         env = os.environ if environ is None else environ
         check_variable_names(env)
         from_file = _read_config_file(config_file) if config_file else {}
@@ -309,6 +323,14 @@ class Settings:
         sources: dict[str, str] = {}
         for name, spec in SETTINGS.items():
             if only is not None and name not in only:
+                continue
+            if flags and name in flags:
+                flag, given = flags[name]
+                try:
+                    values[name] = spec.parse(given)
+                except ValueError as exc:
+                    raise ConfigError(f"{flag} {_shown(spec, given)}: {exc}") from None
+                sources[spec.env] = f"flag {flag}"
                 continue
             raw, source = _read(env, spec.env)
             where = spec.env
@@ -325,9 +347,13 @@ class Settings:
                 values[name] = spec.parse(raw)
             except ValueError as exc:
                 shown = _shown(spec, raw)
-                raise ConfigError(
-                    f"{where}={shown}: {exc}" if where == spec.env else f"{where} = {shown}: {exc}"
-                ) from None
+                if source.startswith("env file"):  # the variable the user set is NAME_FILE
+                    message = f"{spec.env}={shown} (from {spec.env}_FILE={env[spec.env + '_FILE']}): {exc}"
+                elif where == spec.env:
+                    message = f"{where}={shown}: {exc}"
+                else:
+                    message = f"{where} = {shown}: {exc}"
+                raise ConfigError(message) from None
             sources[spec.env] = source
         settings = cls(**values)
         settings._check_relations()
@@ -514,6 +540,8 @@ def mask_url(url: str) -> str:
         return "<hidden>"
     if not url.startswith(("postgresql://", "postgres://")):
         return "<hidden>"
+    if _at_after_host(parts):  # a password holding / ? or #: all before the last @ may be it
+        return f"{parts.scheme}://***@{url.rpartition('@')[2]}"
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     if password is None and not any(key.lower() in _SECRET_PARAMETERS for key, _ in pairs):
         return url

@@ -293,6 +293,57 @@ def test_database_url_flag_overrides_the_environment(
     capsys.readouterr()
 
 
+MALFORMED_URLS = {  # a malformed URL, and what is wrong with it (its password: s3cr3t, or all of it)
+    "scheme": ("mysql://app:s3cr3t@db/app", "<hidden>: must start with postgresql://"),
+    "port": ("postgresql://app:s3cr3t@db:99999/app",
+             "postgresql://app:***@db:99999/app: port '99999' is not a port number (1-65535)"),
+    "slash in the password": ("postgresql://app:s3/cr3t@db/app", "postgresql://***@db/app: an @ comes after the"
+                              " host: write a /, ? or # of the user name or password as %2F, %3F or %23 (and an"
+                              " @ of the database name as %40)"),
+    "hash in the password": ("postgresql://app:s3#cr3t@db/app", "postgresql://***@db/app: an @ comes after the"
+                             " host: write a /, ? or # of the user name or password as %2F, %3F or %23 (and an"
+                             " @ of the database name as %40)"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_URLS))
+@pytest.mark.parametrize("command", [["status"], ["run"], ["cancel", "t", "r"]], ids=lambda argv: argv[0])
+def test_a_malformed_url_is_named_as_the_user_gave_it(
+    case: str, command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Given by --database-url it was reported as REMINDERD_DATABASE_URL (the variable the flag
+    stood in for), from a _FILE as the variable itself; a password holding / or # was printed, as a
+    'port'. Each names what the user set, exit 78, and no part of the password."""
+    url, problem = MALFORMED_URLS[case]
+    monkeypatch.setenv("REMINDERD_DATABASE_URL", "postgresql://env@127.0.0.1:1/env")
+    monkeypatch.delenv("REMINDERD_DATABASE_URL_FILE", raising=False)
+    monkeypatch.delenv("REMINDERD_CONFIG", raising=False)
+    assert main(["--database-url", url, *command]) == EX_CONFIG
+    assert capsys.readouterr().err == f"reminderd: configuration error: --database-url {problem}\n"
+    assert main([*command, "--database-url", url]) == EX_CONFIG  # after the subcommand too
+    assert capsys.readouterr().err == f"reminderd: configuration error: --database-url {problem}\n"
+    monkeypatch.setenv("REMINDERD_DATABASE_URL", url)
+    assert main(command) == EX_CONFIG
+    assert capsys.readouterr().err == f"reminderd: configuration error: REMINDERD_DATABASE_URL={problem}\n"
+    monkeypatch.delenv("REMINDERD_DATABASE_URL")
+    (tmp_path / "url").write_text(url + "\n", encoding="utf-8")
+    monkeypatch.setenv("REMINDERD_DATABASE_URL_FILE", str(tmp_path / "url"))
+    assert main(command) == EX_CONFIG
+    shown, _, why = problem.partition(": ")
+    assert capsys.readouterr().err == (f"reminderd: configuration error: REMINDERD_DATABASE_URL={shown}"
+                                       f" (from REMINDERD_DATABASE_URL_FILE={tmp_path / 'url'}): {why}\n")
+
+
+def test_a_good_database_url_flag_is_taken_over_a_bad_variable(
+    connections: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REMINDERD_DATABASE_URL", "mysql://not@this/one")
+    main(["--database-url", "postgresql://flag@127.0.0.1:2/y", "cancel", "t", "r"])
+    assert connections == ["postgresql://flag@127.0.0.1:2/y"]
+    capsys.readouterr()
+
+
 def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["--version"])

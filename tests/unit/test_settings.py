@@ -530,3 +530,14 @@ def test_only_reads_the_named_settings_but_checks_every_name(tmp_path: Path) -> 
     assert (settings.database_url, settings.batch_size, settings.concurrency) == (URL, 100, 64)
     with pytest.raises(ConfigError, match="did you mean REMINDERD_CONCURRENCY"):
         Settings.load({"REMINDERD_CONCURENCY": "0"}, path, only=("database_url",))
+
+
+@pytest.mark.parametrize("url", ["postgresql://app:pa/ss@db/app", "postgresql://app:pa?ss@db/app",
+                                 "postgresql://app:pa#ss@db/app", "postgresql://app:p@a/ss@db/app"])
+def test_mask_url_hides_a_password_that_ends_the_host_early(url: str) -> None:
+    """A / ? or # in a password ends urlsplit's host there (host app, port pa): all before the
+    last @ is hidden, and the URL is refused saying how to write it."""
+    assert mask_url(url) == "postgresql://***@db/app"
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"REMINDERD_DATABASE_URL": url})
+    assert "pa" not in str(raised.value).replace("password", "")
