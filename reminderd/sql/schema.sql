@@ -1228,9 +1228,26 @@ BEGIN
               HINT = CASE field
                          WHEN 'local_time' THEN 'Give a wall time, like ''2026-12-24 09:00''.'
                          WHEN 'first_fire_at' THEN 'Leave it NULL: the first occurrence after now is planned for you.'
+                         WHEN 'until' THEN 'Give the time it ends at, or NULL for no end.'
                          WHEN 'anchor' THEN 'Give the time its offsets count from, like a renewal date: '
                                             '''2027-03-01 00:00+00''.'
                          ELSE 'Give a time to send it at, like now() + interval ''1 hour''.' END;
+END
+$$;
+
+-- Refuse (22008) a wall time no zone can place: not finite (refuse_infinite_time), or so near the
+-- end of time that a zone's offset takes it past (migration 0022). `subject` says whose it is.
+CREATE FUNCTION reminderd.check_local_time(local_time timestamp, subject text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF NOT isfinite(local_time) THEN
+        PERFORM reminderd.refuse_infinite_time('local_time', local_time::text, subject);
+    ELSIF local_time NOT BETWEEN timestamp '4714-11-26 00:00 BC' AND timestamp '294276-12-30 00:00' THEN
+        RAISE EXCEPTION 'local_time % of % is past the range of time a zone can place (4714 BC to 294276 AD)',
+            local_time, coalesce(subject, 'this call')
+            USING ERRCODE = 'datetime_field_overflow',
+                  HINT = 'Give a wall time, like ''2026-12-24 09:00''.';
+    END IF;
 END
 $$;
 
@@ -1540,6 +1557,11 @@ LANGUAGE plpgsql STABLE STRICT
 SET TimeZone = 'UTC'  -- restored on return; set to `timezone` below
 AS $$
 BEGIN
+    -- Not finite, or so near the end of time that a zone's offset takes it past (migration 0022):
+    -- refused naming the field, not "timestamp out of range" / "cannot subtract infinite timestamps".
+    IF local_time NOT BETWEEN timestamp '4714-11-26 00:00 BC' AND timestamp '294276-12-30 00:00' THEN
+        PERFORM reminderd.check_local_time(local_time);
+    END IF;
     PERFORM reminderd.check_timezone(timezone);
     PERFORM set_config('TimeZone', timezone, true);
     RETURN reminderd.first_reading(local_time);
@@ -4700,7 +4722,31 @@ BEGIN
                   WHERE o.broadcast_id = request.id AND o.occurrence = stage_broadcast.occurrence) THEN
         RETURN 0;
     END IF;
+    -- Values its messages could not have (check_message_values), a payload over 256 KiB: a request
+    -- written before migration 0021 refused them ends here, once, saying why (migration 0022),
+    -- instead of failing at every occurrence. A one-off's were checked when it was written.
     IF recurring THEN
+        BEGIN
+            PERFORM reminderd.check_message_values(format('broadcast "%s" of tenant "%s"', request.ref_prefix,
+                                                          request.tenant_id),
+                                                   NULL, NULL, request.max_attempts, request.category, request.calendar,
+                                                   request.holiday_rule, request.backfill, request.max_lateness,
+                                                   'broadcast_category_format');
+        EXCEPTION WHEN check_violation THEN
+            problem := SQLERRM;
+        END;
+        IF problem IS NULL AND pg_column_size(request.payload::text::jsonb) > 262144 THEN  -- as written, not as stored
+            problem := format('its payload is %s bytes; at most 262144 (256 KiB)', pg_column_size(request.payload::text::jsonb));
+        END IF;
+        IF problem IS NOT NULL THEN
+            UPDATE reminderd.broadcast_requests r
+            SET next_occurrence = NULL, ended_at = now(), ended_reason = 'cannot be staged: ' || problem,
+                last_error = format('occurrence %s not staged: %s', to_char(stage_broadcast.occurrence, 'YYYY-MM-DD HH24:MI'),
+                                    problem),
+                updated_at = now()
+            WHERE r.id = request.id;
+            RETURN 0;
+        END IF;
         SELECT count(*), count(*) FILTER (WHERE a.timezone IS NULL) INTO contacts, zoneless
         FROM reminderd.audience_contacts(request.tenant_id, request.audience, request.contact_ids, request.everyone) AS a;
         problem := CASE WHEN contacts = 0 THEN 'the audience is empty'
@@ -4770,14 +4816,21 @@ CREATE FUNCTION reminderd.broadcast_preview(
     everyone boolean DEFAULT false
 ) RETURNS TABLE (timezone text, fire_at timestamptz, contacts bigint, from_contact bigint, from_phone bigint,
                  from_country bigint, from_tenant bigint)
-LANGUAGE sql STABLE AS $$
-    SELECT a.timezone, reminderd.local_instant(broadcast_preview.local_time, a.timezone), count(*),
-           count(*) FILTER (WHERE a.timezone_source = 'contact'), count(*) FILTER (WHERE a.timezone_source = 'phone'),
-           count(*) FILTER (WHERE a.timezone_source = 'country'), count(*) FILTER (WHERE a.timezone_source = 'tenant')
-    FROM reminderd.audience_contacts(broadcast_preview.tenant_id, broadcast_preview.audience,
-                                     broadcast_preview.contact_ids, coalesce(broadcast_preview.everyone, false)) AS a
-    GROUP BY a.timezone
-    ORDER BY 2 NULLS FIRST, 1
+LANGUAGE plpgsql STABLE AS $$
+#variable_conflict use_column
+BEGIN
+    -- A wall time that is not finite, or past the range of time (migration 0022), refused naming it.
+    PERFORM reminderd.check_local_time(broadcast_preview.local_time,
+                                       format('the broadcast preview of tenant "%s"', broadcast_preview.tenant_id));
+    RETURN QUERY
+        SELECT a.timezone, reminderd.local_instant(broadcast_preview.local_time, a.timezone), count(*),
+               count(*) FILTER (WHERE a.timezone_source = 'contact'), count(*) FILTER (WHERE a.timezone_source = 'phone'),
+               count(*) FILTER (WHERE a.timezone_source = 'country'), count(*) FILTER (WHERE a.timezone_source = 'tenant')
+        FROM reminderd.audience_contacts(broadcast_preview.tenant_id, broadcast_preview.audience,
+                                         broadcast_preview.contact_ids, coalesce(broadcast_preview.everyone, false)) AS a
+        GROUP BY a.timezone
+        ORDER BY 2 NULLS FIRST, 1;
+END
 $$;
 
 -- A broadcast waiting for approval goes ahead once a different person approves it; its rows
@@ -5030,6 +5083,18 @@ BEGIN
                                                NEW.holiday_rule, NEW.backfill, NEW.max_lateness,
                                                'broadcast_category_format');
     END IF;
+    -- Times the stager could not count with (migration 0022): an until that is not finite, a
+    -- stage_ahead of more than a year (it is subtracted from each occurrence's first instant).
+    IF NOT isfinite(NEW.until) AND (TG_OP = 'INSERT' OR NEW.until IS DISTINCT FROM OLD.until) THEN
+        PERFORM reminderd.refuse_infinite_time('until', NEW.until::text,
+                                               format('broadcast "%s" of tenant "%s"', NEW.ref_prefix, NEW.tenant_id));
+    END IF;
+    IF NEW.stage_ahead > interval '366 days' AND (TG_OP = 'INSERT' OR NEW.stage_ahead IS DISTINCT FROM OLD.stage_ahead) THEN
+        RAISE EXCEPTION 'stage_ahead % of broadcast "%" of tenant "%" is more than a year', NEW.stage_ahead,
+            NEW.ref_prefix, NEW.tenant_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give how long before an occurrence its messages are written, like 1 hour (at most 366 days).';
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -5177,6 +5242,8 @@ GRANT EXECUTE ON FUNCTION
     reminderd.check_message_values(text, text, integer, integer, text, text, text, text, interval, text),
     reminderd.check_message(reminderd.scheduled_messages, reminderd.scheduled_messages)
 TO reminderd_app, reminderd_daemon, reminderd_api;
+GRANT EXECUTE ON FUNCTION reminderd.check_local_time(timestamp, text)
+TO reminderd_app, reminderd_daemon, reminderd_readonly, reminderd_api;
 GRANT EXECUTE ON FUNCTION
     reminderd.is_timezone(text),
     reminderd.check_tenant(text),
@@ -5454,7 +5521,8 @@ CREATE TRIGGER tenant_holidays_validate
     FOR EACH ROW EXECUTE FUNCTION reminderd.validate_holiday();
 -- A broadcast's callback_url (migration 0019) and its messages' values (0021), as a message's.
 CREATE TRIGGER broadcast_requests_validate
-    BEFORE INSERT OR UPDATE OF callback_url, category, calendar, holiday_rule, backfill, max_lateness, max_attempts
+    BEFORE INSERT OR UPDATE OF callback_url, category, calendar, holiday_rule, backfill, max_lateness, max_attempts,
+                               until, stage_ahead
     ON reminderd.broadcast_requests
     FOR EACH ROW EXECUTE FUNCTION reminderd.validate_broadcast_request();
 CREATE TRIGGER contacts_resolve

@@ -28,8 +28,10 @@ from structlog.testing import capture_logs
 from support import CALLBACK, db_now, drain, fast_settings
 
 from reminderd.exceptions import DatabaseRefused
+from reminderd.housekeeping import BroadcastStager
 from reminderd.migrate import refresh_reference_data, upgrade
 from reminderd.refusals import one_line
+from reminderd.store import Store
 from reminderd.testing import Receiver, add_tenant
 
 pytestmark = pytest.mark.shared_database
@@ -514,3 +516,166 @@ async def test_0021_upgrades_a_database_holding_what_it_now_refuses(
     assert rows["weekly"]["fire_at"] is not None and rows["wall"]["timezone"] == "Asia/Kolkata"
     assert [item.message["ref_id"] for item in receiver.received] == ["good"]
     assert [e for e in logs if e["event"] in ("claim_failed", "send_crashed") or e.get("exc_info")] == []
+
+
+# Broadcasts' wall times and values (migration 0022) --------------------------------------------
+
+PREVIEW = ("SELECT * FROM reminderd.broadcast_preview('acme', '{}'::timestamp,"
+           " contact_ids => ARRAY['c1', 'ny'])")
+NEW_YORK = ("SELECT reminderd.upsert_contacts('acme',"
+            " '[{\"contact_id\": \"ny\", \"timezone\": \"America/New_York\"}]')")
+END_OF_TIME = "294276-12-31 23:00:00"  # a timestamp; its instant in New York is past the last timestamptz
+PAST_RANGE = "local_time {} of {} is past the range of time a zone can place (4714 BC to 294276 AD)"
+
+
+@pytest.mark.parametrize("wall", ["-infinity", "infinity", END_OF_TIME])
+async def test_a_broadcast_preview_refuses_a_wall_time_no_zone_can_place(
+    db: asyncpg.Connection, acme: str, wall: str
+) -> None:
+    """Before 0022: "cannot subtract infinite timestamps", "timestamp out of range"."""
+    await db.execute(A_CONTACT)
+    await db.execute(NEW_YORK)
+    error = await refusal(db, PREVIEW.format(wall))
+    subject = 'the broadcast preview of tenant "acme"'
+    message = (f"local_time {wall} of {subject} is not a finite time" if wall.endswith("infinity")
+               else PAST_RANGE.format(wall, subject))
+    assert (error.sqlstate, error.message, error.hint) == ("22008", message, WALL_HINT)
+    one_clear_line(error)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [f"SELECT reminderd.broadcast('acme', 'bx', local_time => '{END_OF_TIME}', contact_ids => ARRAY['ny'])",
+     f"SELECT reminderd.schedule('acme', 's1', local_time => '{END_OF_TIME}', timezone => 'America/New_York')",
+     f"SELECT reminderd.local_instant('{END_OF_TIME}', 'America/New_York')"],
+    ids=["broadcast", "schedule", "local_instant"],
+)
+async def test_a_wall_time_past_the_range_of_time_is_refused_naming_it(
+    db: asyncpg.Connection, acme: str, statement: str
+) -> None:
+    await db.execute(NEW_YORK)
+    error = await refusal(db, statement)
+    assert (error.sqlstate, error.message, error.hint) == (
+        "22008", PAST_RANGE.format(END_OF_TIME, "this call"), WALL_HINT)
+    assert await db.fetchval("SELECT reminderd.local_instant('294276-12-29 23:00', 'America/New_York')"
+                             " IS NOT NULL")
+
+
+@pytest.mark.parametrize(
+    ("given", "sqlstate", "message", "hint"),
+    [("until => '-infinity'", "22008",
+      'until -infinity of broadcast "bw" of tenant "acme" is not a finite time',
+      "Give the time it ends at, or NULL for no end."),
+     ("until => 'infinity'", "22008", 'until infinity of broadcast "bw" of tenant "acme" is not a finite time',
+      "Give the time it ends at, or NULL for no end."),
+     ("stage_ahead => '100000 years'", "22023",
+      'stage_ahead 100000 years of broadcast "bw" of tenant "acme" is more than a year',
+      "Give how long before an occurrence its messages are written, like 1 hour (at most 366 days).")],
+    ids=["-infinity", "infinity", "stage_ahead"],
+)
+async def test_a_recurring_broadcast_is_refused_times_its_stager_cannot_count_with(
+    db: asyncpg.Connection, acme: str, given: str, sqlstate: str, message: str, hint: str
+) -> None:
+    """Before 0022 they were taken, and the daemon's stager failed on them at every round (a
+    TypeError comparing datetime.max, an OverflowError)."""
+    await db.execute(A_CONTACT)
+    error = await refusal(db, f"SELECT reminderd.broadcast('acme', 'bw', cron => '0 9 * * *',"
+                              f" contact_ids => ARRAY['c1'], {given})")
+    assert (error.sqlstate, error.message, error.hint) == (sqlstate, message, hint)
+    one_clear_line(error)
+    assert await db.fetchval("SELECT count(*) FROM reminderd.broadcast_requests") == 0
+
+
+WRITTEN_BEFORE = {  # recurring broadcasts 0021 refuses, written with the triggers bypassed: (column, value)
+    "r-att": ("max_attempts", "0"), "r-bf": ("backfill", "'bogus'"), "r-cal": ("calendar", "'xx'"),
+    "r-late": ("max_lateness", "'-1 minute'"),
+    "r-big": ("payload", "jsonb_build_object('x', repeat('a', 300000))"),
+}
+ENDED = {
+    "r-att": 'max_attempts 0 of broadcast "r-att" of tenant "acme" is less than 1',
+    "r-bf": 'backfill "bogus" of broadcast "r-bf" of tenant "acme" is not send, latest or skip',
+    "r-cal": 'calendar "xx" of broadcast "r-cal" of tenant "acme" is not a holiday calendar code',
+    "r-late": 'max_lateness -00:01:00 of broadcast "r-late" of tenant "acme" is negative',
+    "r-big": "its payload is 300017 bytes; at most 262144 (256 KiB)",
+}
+
+
+REQUESTS = "reminderd.broadcast_requests (tenant_id, ref_prefix, contact_ids, cron, created_by"
+
+
+async def write_before(db: asyncpg.Connection) -> None:
+    async with db.transaction():
+        await db.execute("SET LOCAL session_replication_role = replica")
+        for prefix, (column, value) in WRITTEN_BEFORE.items():
+            await db.execute(f"INSERT INTO {REQUESTS}, {column}) VALUES ('acme', '{prefix}', ARRAY['c1'],"
+                             f" '0 * * * *', 'x', {value})")
+        for prefix, until, stage_ahead in (("r-never", "-infinity", "1 hour"),
+                                           ("r-ever", "infinity", "1 hour"), ("r-ahead", None, "100000 years")):
+            await db.execute(f"INSERT INTO {REQUESTS}, until, stage_ahead) VALUES ('acme', $1, ARRAY['c1'],"
+                             " '0 * * * *', 'x', $2::text::timestamptz, $3::text::interval)",
+                             prefix, until, stage_ahead)
+
+
+async def test_the_stager_ends_a_broadcast_whose_values_its_messages_could_not_have_once(
+    db: asyncpg.Connection, database_url: str, acme: str
+) -> None:
+    """Written before 0021 refused them: staging failed on a CHECK constraint (or the payload's
+    size) at every occurrence. Now stage_broadcast ends it the first time, saying why."""
+    await db.execute(A_CONTACT)
+    async with db.transaction():
+        await db.execute("SET LOCAL session_replication_role = replica")
+        for prefix, (column, value) in WRITTEN_BEFORE.items():
+            await db.execute(f"INSERT INTO {REQUESTS}, {column}, next_occurrence) VALUES ('acme', '{prefix}',"
+                             f" ARRAY['c1'], '0 * * * *', 'x', {value},"
+                             " date_trunc('hour', now() AT TIME ZONE 'UTC') + interval '1 hour')")
+    with capture_logs() as logs:
+        await drain(fast_settings(database_url))
+    rows = {r["ref_prefix"]: r for r in await db.fetch(
+        "SELECT ref_prefix, ended_at, ended_reason, last_error FROM reminderd.broadcast_requests")}
+    for prefix, problem in ENDED.items():
+        assert rows[prefix]["ended_at"] is not None
+        assert rows[prefix]["ended_reason"] == f"cannot be staged: {problem}"
+        assert rows[prefix]["last_error"].endswith(f" not staged: {problem}")
+    assert [e for e in logs if e["event"] == "broadcast_step_failed"] == []
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
+
+
+async def test_0022_repairs_or_ends_the_recurring_broadcasts_0021_would_refuse(
+    empty_database_url: str, receiver: Receiver
+) -> None:
+    """A 0021 database holding recurring broadcasts written before (the triggers bypassed): values
+    their messages could not have, an until that is not finite, a stage_ahead of 100000 years.
+    0022 ends the first with the reason, takes until infinity as no end and ends -infinity's,
+    brings stage_ahead to a year; the daemon's stager then fails on none of them."""
+    await asyncio.to_thread(upgrade, empty_database_url, "0021")
+    db = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(db, "acme", receiver.url)
+        await db.execute(A_CONTACT)
+        await write_before(db)
+        await asyncio.to_thread(upgrade, empty_database_url)
+        rows = {r["ref_prefix"]: r for r in await db.fetch(
+            "SELECT ref_prefix, ended_at, ended_reason, last_error, until, stage_ahead"
+            " FROM reminderd.broadcast_requests")}
+        for prefix, problem in ENDED.items():
+            assert rows[prefix]["ended_reason"] == f"cannot be staged: {problem} (refused since migration 0021)"
+            assert rows[prefix]["last_error"] == f"{problem} (refused since migration 0021)"
+        assert rows["r-never"]["ended_reason"] == ("cannot be staged: until -infinity is no time (refused since"
+                                                   " migration 0022)")
+        assert (rows["r-ever"]["ended_at"], rows["r-ever"]["until"]) == (None, None)
+        assert rows["r-ever"]["last_error"] == ("until infinity is no time (refused since migration 0022): it"
+                                                " recurs with no end")
+        assert (rows["r-ahead"]["ended_at"], rows["r-ahead"]["stage_ahead"]) == (None, timedelta(days=366))
+        store = await Store.connect(empty_database_url)
+        try:
+            with capture_logs() as logs:
+                for _ in range(3):  # plan, stage, the next: each step of the stager
+                    await BroadcastStager(store).run_once()
+        finally:
+            await store.close()
+        planned = await db.fetch("SELECT ref_prefix FROM reminderd.broadcast_requests"
+                                 " WHERE ended_at IS NULL AND next_occurrence IS NOT NULL ORDER BY ref_prefix")
+    finally:
+        await db.close()
+    assert [r["ref_prefix"] for r in planned] == ["r-ahead", "r-ever"]
+    assert [e for e in logs if e["event"] == "broadcast_step_failed"] == []
