@@ -428,27 +428,33 @@ async def test_an_app_role_cannot_hide_a_change_from_the_trail(
     ) == 1
 
 
-async def test_an_app_role_may_update_every_column_but_last_delivery_id(db: asyncpg.Connection) -> None:
-    """Its UPDATE privilege is granted column by column (all but last_delivery_id): a column added
-    later must be added to that grant too, or applications cannot set it."""
+# What only the sequence and the daemon's claim set (migration 0024), and last_delivery_id (the trail).
+NOT_UPDATABLE_BY_APPLICATIONS = {"last_delivery_id", "id", "picked_at", "picked_by", "endpoint"}
+
+
+async def test_an_app_role_may_update_every_column_but_the_trails_and_the_daemons(db: asyncpg.Connection) -> None:
+    """Its UPDATE privilege is granted column by column (all but last_delivery_id and, since 0024,
+    the columns only the sequence and a claim set): a column added later must be added to that
+    grant too, or applications cannot set it."""
     rows = await db.fetch(
         "SELECT attname, has_column_privilege('reminderd_app', attrelid, attname, 'UPDATE') AS updatable"
         " FROM pg_attribute WHERE attrelid = 'reminderd.scheduled_messages'::regclass"
         " AND attnum > 0 AND NOT attisdropped"
     )
-    assert {r["attname"] for r in rows if not r["updatable"]} == {"last_delivery_id"}
+    assert {r["attname"] for r in rows if not r["updatable"]} == NOT_UPDATABLE_BY_APPLICATIONS
 
 
-async def test_the_api_role_may_update_every_column_but_last_delivery_id(db: asyncpg.Connection) -> None:
+async def test_the_api_role_may_update_every_column_but_the_trails_and_the_daemons(db: asyncpg.Connection) -> None:
     """`reminderd serve` connects as reminderd_api, granted UPDATE column by column like
     reminderd_app: it cannot hide a change from the trail either, and may set every other column
-    (picked_by, extra_of and last_delivery_id came after its role)."""
+    (picked_by, extra_of and last_delivery_id came after its role; 0024 took id, picked_at,
+    picked_by and endpoint back from both)."""
     rows = await db.fetch(
         "SELECT attname, has_column_privilege('reminderd_api', attrelid, attname, 'UPDATE') AS updatable"
         " FROM pg_attribute WHERE attrelid = 'reminderd.scheduled_messages'::regclass"
         " AND attnum > 0 AND NOT attisdropped"
     )
-    assert {r["attname"] for r in rows if not r["updatable"]} == {"last_delivery_id"}
+    assert {r["attname"] for r in rows if not r["updatable"]} == NOT_UPDATABLE_BY_APPLICATIONS
     assert await db.fetchval("SELECT has_table_privilege('reminderd_api', 'reminderd.trail', 'SELECT')")
 
 
