@@ -140,7 +140,8 @@ CONSTRAINTS: dict[str, str] = {
     "one_audience": "a broadcast reaches exactly one of: a named audience, a list of contact_ids, everyone",
     "one_when": "a broadcast has exactly one of local_time, cron and rrule",
     "broadcast_occurrences_pkey": "that occurrence of broadcast {value} is already staged",
-    "broadcast_occurrences_broadcast_id_fkey": "no broadcast with id {value}",
+    "broadcast_occurrences_broadcast_fkey": "tenant and broadcast {value}: the tenant has no such broadcast",
+    "broadcast_requests_tenant": "a broadcast of tenant and id {value} already exists",
     # the dashboard's aggregates (migration 0011): kept by triggers, one row per period and tenant
     "fire_counts_pkey": 'the fire counts of "{value}" already exist: the trigger adds to them',
     "fire_counts_period_is_known": "a count's period is minute or hour",
@@ -167,6 +168,8 @@ CONSTRAINTS: dict[str, str] = {
     "contact_sends_pkey": 'the send "{value}" is already reserved',
     "usage_days_pkey": 'the usage of "{value}" is already counted: add to it',
     "usage_increments_pkey": "a usage increment with id {value} already exists",
+    "usage_increments_not_negative": "usage only grows: its counts are 0 or more",
+    "usage_days_not_negative": "usage only grows: its counts are 0 or more",
 }
 
 # PostgreSQL's own constraint errors say which row in their DETAIL; reminderd's triggers do not.

@@ -1344,10 +1344,12 @@ class Store:
                                         max_lateness_s)
         if row is None:
             return None
-        attempts = await self._pool.fetch(QUERIES["dashboard_deliveries"], message_id)
-        events = await self._pool.fetch(QUERIES["dashboard_trail"], message_id)
-        return (MessageStory.from_row(row), [Attempt.from_row(r) for r in attempts],
-                [AuditEntry.from_row(r) for r in events])
+        story = MessageStory.from_row(row)
+        # The message's own tenant's history only: the trail outlives a deleted message, and its id
+        # may have been given to another tenant's row since.
+        attempts = await self._pool.fetch(QUERIES["dashboard_deliveries"], message_id, story.tenant_id)
+        events = await self._pool.fetch(QUERIES["dashboard_trail"], message_id, story.tenant_id)
+        return (story, [Attempt.from_row(r) for r in attempts], [AuditEntry.from_row(r) for r in events])
 
     @_translating
     async def dead_letters(

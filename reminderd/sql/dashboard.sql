@@ -357,24 +357,26 @@ JOIN reminderd.tenants t ON t.id = m.tenant_id
 WHERE m.id = $2 AND ($1::text IS NULL OR m.tenant_id = $1);
 
 -- dashboard_deliveries --
--- A message's last 100 attempts, oldest first (deliveries_message).
+-- A message's last 100 attempts, oldest first (deliveries_message): of its tenant $2, as the trail
+-- outlives a deleted message and its id may be another tenant's since.
 SELECT id, attempt, webhook_id, scheduled_for, status_code, error, duration_ms, created_at
-FROM (SELECT * FROM reminderd.deliveries d WHERE d.message_id = $1 ORDER BY d.id DESC LIMIT 100) d
+FROM (SELECT * FROM reminderd.deliveries d WHERE d.message_id = $1 AND d.tenant_id = $2
+      ORDER BY d.id DESC LIMIT 100) d
 ORDER BY id;
 
 -- dashboard_trail --
 -- A message's trail, the last 200 entries, oldest first: its events (events_message) and the
 -- changes its attempts made (deliveries_message; an attempt that changed nothing is only an
--- attempt), in the trail's order.
+-- attempt), in the trail's order; of its tenant $2, as dashboard_deliveries.
 SELECT t.*
 FROM (
     SELECT *
     FROM ((SELECT e.id AS event_id, NULL::bigint AS delivery_id, e.created_at, e.event, e.status, e.fire_at,
                   e.reason, e.actor, e.on_behalf_of
-           FROM reminderd.events e WHERE e.message_id = $1 ORDER BY e.id DESC LIMIT 200)
+           FROM reminderd.events e WHERE e.message_id = $1 AND e.tenant_id = $2 ORDER BY e.id DESC LIMIT 200)
           UNION ALL
           (SELECT NULL::bigint, d.id, d.created_at, d.event, d.status, d.fire_at, d.reason, d.actor, NULL::text
-           FROM reminderd.deliveries d WHERE d.message_id = $1 AND d.event IS NOT NULL
+           FROM reminderd.deliveries d WHERE d.message_id = $1 AND d.tenant_id = $2 AND d.event IS NOT NULL
            ORDER BY d.id DESC LIMIT 200)) newest
     ORDER BY created_at DESC, event_id DESC, delivery_id DESC
     LIMIT 200
@@ -479,9 +481,10 @@ LEFT JOIN LATERAL (
     SELECT sum(k.waiting) AS waiting, sum(k.held) AS held, sum(k.sent) AS sent, sum(k.failed) AS failed,
            sum(k.expired) AS expired, sum(k.cancelled) AS cancelled
     FROM reminderd.broadcast_counts k
-    WHERE k.broadcast_id = o.broadcast_id AND k.occurrence = o.occurrence
+    WHERE k.broadcast_id = o.broadcast_id AND k.occurrence = o.occurrence AND k.tenant_id = o.tenant_id
 ) c ON true
 WHERE o.broadcast_id = $1
+  AND o.tenant_id = (SELECT r.tenant_id FROM reminderd.broadcast_requests r WHERE r.id = $1)
 ORDER BY o.occurrence DESC
 LIMIT 50;
 

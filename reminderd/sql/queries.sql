@@ -1059,9 +1059,11 @@ ORDER BY id DESC
 LIMIT 200;
 
 -- broadcast_occurrences --
+-- A broadcast's waves, of its own tenant only (migration 0023).
 SELECT occurrence, contacts, first_fire_at, last_fire_at, staged_at, completed_at, completion_message_id
-FROM reminderd.broadcast_occurrences
-WHERE broadcast_id = $1
+FROM reminderd.broadcast_occurrences o
+WHERE o.broadcast_id = $1
+  AND o.tenant_id = (SELECT r.tenant_id FROM reminderd.broadcast_requests r WHERE r.id = $1)
 ORDER BY occurrence DESC
 LIMIT 50;
 

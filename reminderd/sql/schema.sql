@@ -193,7 +193,9 @@ CREATE TABLE reminderd.scheduled_messages (
                          CONSTRAINT timezone_source_is_known CHECK (
                              timezone_source IN ('message', 'contact', 'phone', 'country', 'tenant')),
     local_time       timestamp,
-    broadcast_id     bigint,               -- no foreign key: history outlives its broadcast's request
+    -- No foreign key: history outlives its broadcast's request. A row written with one names a
+    -- broadcast of its own tenant (count_inserts, check_broadcast_of_row; migration 0023).
+    broadcast_id     bigint,
     CONSTRAINT zone_from_contact_needs_contact CHECK (timezone_source = 'message' OR contact_id IS NOT NULL),
     CONSTRAINT one_off_needs_fire_at CHECK (cron IS NOT NULL OR rrule IS NOT NULL OR fire_at IS NOT NULL),
     CONSTRAINT one_recurrence CHECK (cron IS NULL OR rrule IS NULL),
@@ -518,13 +520,16 @@ CREATE INDEX broadcast_requests_recurring ON reminderd.broadcast_requests (id)
     WHERE ended_at IS NULL AND local_time IS NULL;
 -- A tenant's broadcasts newest first (the dashboard's broadcasts page), and those waiting for
 -- approval (its overview's call to action), migration 0015.
-CREATE INDEX broadcast_requests_tenant ON reminderd.broadcast_requests (tenant_id, id);
+-- Unique (migration 0023): the key the occurrences' foreign key names, so an occurrence is of a
+-- broadcast of its own tenant.
+ALTER TABLE reminderd.broadcast_requests ADD CONSTRAINT broadcast_requests_tenant UNIQUE (tenant_id, id);
 CREATE INDEX broadcast_requests_awaiting ON reminderd.broadcast_requests (tenant_id, id)
     WHERE approval = 'awaiting';
 
--- One row per staged occurrence (a one-off broadcast has one).
+-- One row per staged occurrence (a one-off broadcast has one), of a broadcast of its own tenant
+-- (migration 0023: the foreign key names both).
 CREATE TABLE reminderd.broadcast_occurrences (
-    broadcast_id          bigint NOT NULL REFERENCES reminderd.broadcast_requests (id) ON DELETE CASCADE,
+    broadcast_id          bigint NOT NULL,
     occurrence            timestamp NOT NULL,  -- the wall time, read in each contact's zone
     tenant_id             text NOT NULL,
     contacts              integer NOT NULL,
@@ -533,14 +538,18 @@ CREATE TABLE reminderd.broadcast_occurrences (
     staged_at             timestamptz NOT NULL DEFAULT now(),
     completed_at          timestamptz,
     completion_message_id bigint,
-    PRIMARY KEY (broadcast_id, occurrence)
+    PRIMARY KEY (broadcast_id, occurrence),
+    CONSTRAINT broadcast_occurrences_broadcast_fkey FOREIGN KEY (tenant_id, broadcast_id)
+        REFERENCES reminderd.broadcast_requests (tenant_id, id) ON DELETE CASCADE
 );
 CREATE INDEX broadcast_occurrences_open ON reminderd.broadcast_occurrences (broadcast_id)
     WHERE completed_at IS NULL;
 
 -- Progress, kept without a scan: each statement that changes broadcast rows appends one row per
 -- occurrence with how many rows entered and left each state (triggers below); the daemon folds
--- them into one row per occurrence now and then. A state's count is the sum of its column.
+-- them into one row per occurrence now and then. A state's count is the sum of its column. Only
+-- the daemon and the triggers (as the owner) write here (migration 0023); every read joins on the
+-- tenant too.
 CREATE TABLE reminderd.broadcast_counts (
     broadcast_id bigint NOT NULL,
     occurrence   timestamp NOT NULL,
@@ -892,13 +901,16 @@ GRANT SELECT (id, callback_url, created_at, paused, calendar, holiday_rule, quie
 GRANT SELECT ON reminderd.tenant_members, reminderd.my_tenants, reminderd.deliveries, reminderd.config
     TO reminderd_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.tenant_holidays TO reminderd_app;
--- Every column but last_delivery_id, which would let an application hide a change from the trail.
+-- Every column but last_delivery_id, which would let an application hide a change from the trail,
+-- and (migration 0023) the ones only the sequence and the daemon's claim set: id (another tenant's
+-- next id), picked_at, picked_by and endpoint (a row held against an endpoint's max_in_flight).
+-- lease_expires_at stays: cancelling a picked row drops its lease.
 GRANT SELECT, INSERT, DELETE ON reminderd.scheduled_messages TO reminderd_app;
-GRANT UPDATE (id, tenant_id, ref_id, payload, callback_url, fire_at, cron, timezone, status, attempts,
-              max_attempts, last_error, created_at, updated_at, picked_at, sent_at, lease_expires_at,
+GRANT UPDATE (tenant_id, ref_id, payload, callback_url, fire_at, cron, timezone, status, attempts,
+              max_attempts, last_error, created_at, updated_at, sent_at, lease_expires_at,
               scheduled_for, last_event, paused_by, rrule, until, max_runs, runs, category, calendar,
-              holiday_rule, backfill, max_lateness, extra_of, picked_by, contact_id, timezone_source,
-              local_time, broadcast_id, priority, recipient, endpoint)
+              holiday_rule, backfill, max_lateness, extra_of, contact_id, timezone_source,
+              local_time, broadcast_id, priority, recipient)
     ON reminderd.scheduled_messages TO reminderd_app, reminderd_api;
 GRANT SELECT, INSERT ON reminderd.events TO reminderd_app;
 
@@ -958,9 +970,9 @@ CREATE POLICY app_own_tenants ON reminderd.broadcast_requests TO reminderd_app
 CREATE POLICY app_own_tenants ON reminderd.broadcast_occurrences TO reminderd_app
     USING (tenant_id = ANY (ARRAY(SELECT tenant_id FROM reminderd.my_tenants)))
     WITH CHECK (tenant_id = ANY (ARRAY(SELECT tenant_id FROM reminderd.my_tenants)));
-CREATE POLICY app_own_tenants ON reminderd.broadcast_counts TO reminderd_app
-    USING (tenant_id = ANY (ARRAY(SELECT tenant_id FROM reminderd.my_tenants)))
-    WITH CHECK (tenant_id = ANY (ARRAY(SELECT tenant_id FROM reminderd.my_tenants)));
+-- Read only (migration 0023): the triggers write the counts as the owner.
+CREATE POLICY app_own_tenants ON reminderd.broadcast_counts FOR SELECT TO reminderd_app
+    USING (tenant_id = ANY (ARRAY(SELECT tenant_id FROM reminderd.my_tenants)));
 
 CREATE POLICY read_all ON reminderd.contacts FOR SELECT TO reminderd_readonly USING (true);
 CREATE POLICY read_all ON reminderd.audiences FOR SELECT TO reminderd_readonly USING (true);
@@ -981,13 +993,18 @@ GRANT SELECT (timezone, broadcast_limit, approval_threshold) ON reminderd.tenant
 GRANT SELECT ON reminderd.reference_versions, reminderd.phone_plans, reminderd.phone_regions,
     reminderd.phone_prefixes, reminderd.phone_timezones, reminderd.countries TO reminderd_app, reminderd_readonly, reminderd_daemon;
 GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.contacts, reminderd.audiences, reminderd.audience_members,
-    reminderd.broadcast_requests, reminderd.broadcast_occurrences TO reminderd_app, reminderd_daemon;
-GRANT SELECT, INSERT ON reminderd.broadcast_counts TO reminderd_app;
+    reminderd.broadcast_requests TO reminderd_app, reminderd_daemon;
+-- An application stages a one-off broadcast (reminderd.broadcast() calls stage_broadcast) but does
+-- not change or remove a wave (migration 0023): the daemon completes them.
+GRANT SELECT, INSERT ON reminderd.broadcast_occurrences TO reminderd_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.broadcast_occurrences TO reminderd_daemon;
+GRANT SELECT ON reminderd.broadcast_counts TO reminderd_app;
 GRANT SELECT, INSERT, DELETE ON reminderd.broadcast_counts TO reminderd_daemon;
--- reminderd serve's writes of messages run the progress counts' triggers, which write here; its
--- tenant settings statement (queries.sql set_tenant, PATCH /v1/tenant) names the new columns.
+-- reminderd serve reads the progress counts (its writes of messages run the counts' triggers, which
+-- write them as the owner, migration 0023); its tenant settings statement (queries.sql set_tenant,
+-- PATCH /v1/tenant) names the new columns.
 CREATE POLICY api_all ON reminderd.broadcast_counts TO reminderd_api USING (true) WITH CHECK (true);
-GRANT SELECT, INSERT ON reminderd.broadcast_counts TO reminderd_api;
+GRANT SELECT ON reminderd.broadcast_counts TO reminderd_api;
 GRANT SELECT (timezone, broadcast_limit, approval_threshold), UPDATE (timezone, broadcast_limit, approval_threshold)
     ON reminderd.tenants TO reminderd_api;
 GRANT SELECT ON reminderd.contacts, reminderd.audiences, reminderd.audience_members, reminderd.broadcast_requests,
@@ -3670,19 +3687,17 @@ BEGIN
 END
 $$;
 
--- After each INSERT statement (trigger scheduled_messages_record_insert), in this order: the audit
--- trail (one INSERT per statement, not per row, so the daemon's batches stay batches), the
--- broadcasts' counts (one row per occurrence the statement staged, with how many rows are in each
--- state), the wake-up for the daemons (when a row is due within 10 minutes, their poll interval at
--- most, or a cron row needs planning: one notification per statement) and the tenants' usage
--- (scheduled: new messages). One function, not four triggers: a single-row INSERT paid each
--- trigger's set-up.
+-- After each INSERT statement (trigger scheduled_messages_record_insert), as the role inserting: the
+-- audit trail (one INSERT per statement, not per row, so the daemon's batches stay batches; its
+-- actor is that role) and the wake-up for the daemons (when a row is due within 10 minutes, their
+-- poll interval at most, or a cron row needs planning: one notification per statement). What no
+-- application role may write itself is count_inserts' (migration 0023). One function for both, not
+-- one trigger each: a single-row INSERT paid each trigger's set-up.
 CREATE FUNCTION reminderd.record_inserts() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     earliest  timestamptz;
     unplanned boolean;
-    staged    boolean;  -- rows of a broadcast's occurrence
 BEGIN
     INSERT INTO reminderd.events (message_id, tenant_id, ref_id, event, status, fire_at, reason, actor)
     SELECT n.id, n.tenant_id, n.ref_id, coalesce(n.last_event, 'created'), n.status, n.fire_at,
@@ -3693,10 +3708,59 @@ BEGIN
            current_user
     FROM changed_rows n;
     SELECT min(n.fire_at) FILTER (WHERE n.status = 'pending'),
-           bool_or(n.fire_at IS NULL) FILTER (WHERE n.status = 'pending'),
-           bool_or(n.broadcast_id IS NOT NULL AND n.contact_id IS NOT NULL)
-    INTO earliest, unplanned, staged
+           bool_or(n.fire_at IS NULL) FILTER (WHERE n.status = 'pending')
+    INTO earliest, unplanned
     FROM changed_rows n;
+    IF unplanned THEN
+        PERFORM pg_notify('reminderd_due', 'plan');
+    ELSIF earliest < clock_timestamp() + interval '10 minutes' THEN
+        PERFORM pg_notify('reminderd_due', extract(epoch FROM earliest)::text);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- After each INSERT statement (trigger scheduled_messages_count_insert, migration 0023), as the
+-- owner: what an application role inserting messages must neither choose nor write itself.
+--   ids        the sequence numbers the rows: an id past its last value would be one another
+--              tenant's next INSERT is given, and fails on (42501). One comparison per statement.
+--   broadcasts a row naming a broadcast names one of its own tenant (23503, the same words whether
+--              the id is another tenant's or nobody's). Rows of no broadcast test nothing.
+--   counts     the broadcasts' counts (one row per occurrence the statement staged, with how many
+--              rows are in each state) and the tenants' usage (scheduled: new messages), which
+--              reminderd_app and reminderd_api may read but not write.
+-- SECURITY DEFINER, so a trigger function: nobody can call it with counts of their own.
+CREATE FUNCTION reminderd.count_inserts() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    top_id     bigint;
+    staged     boolean;  -- rows of a broadcast's occurrence
+    broadcasts boolean;  -- rows naming a broadcast
+    stray      record;
+BEGIN
+    SELECT max(n.id), bool_or(n.broadcast_id IS NOT NULL AND n.contact_id IS NOT NULL), bool_or(n.broadcast_id IS NOT NULL)
+    INTO top_id, staged, broadcasts
+    FROM changed_rows n;
+    IF top_id > coalesce(pg_sequence_last_value('reminderd.scheduled_messages_id_seq'::regclass), 0) THEN
+        RAISE EXCEPTION 'message id % is not yours to choose: reminderd.scheduled_messages_id_seq numbers the messages '
+                        'and has not reached it', top_id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Leave id out of the INSERT: its default numbers the row. A DBA restoring rows moves the sequence '
+                         'past them first (SELECT setval(''reminderd.scheduled_messages_id_seq'', ...)).';
+    END IF;
+    IF broadcasts THEN
+        SELECT n.tenant_id, n.broadcast_id INTO stray
+        FROM (SELECT DISTINCT c.tenant_id, c.broadcast_id FROM changed_rows c WHERE c.broadcast_id IS NOT NULL) AS n
+        WHERE NOT EXISTS (SELECT 1 FROM reminderd.broadcast_requests r
+                          WHERE r.tenant_id = n.tenant_id AND r.id = n.broadcast_id)
+        LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'tenant "%" has no broadcast %: a message names a broadcast of its own tenant',
+                stray.tenant_id, stray.broadcast_id
+                USING ERRCODE = 'foreign_key_violation',
+                      HINT = 'Leave broadcast_id out: reminderd.broadcast() stages a broadcast''s messages itself.';
+        END IF;
+    END IF;
     IF staged THEN
         INSERT INTO reminderd.broadcast_counts
             (broadcast_id, occurrence, tenant_id, waiting, held, sent, failed, expired, cancelled)
@@ -3709,14 +3773,49 @@ BEGIN
         WHERE n.broadcast_id IS NOT NULL AND n.contact_id IS NOT NULL
         GROUP BY 1, 2, 3;
     END IF;
-    IF unplanned THEN
-        PERFORM pg_notify('reminderd_due', 'plan');
-    ELSIF earliest < clock_timestamp() + interval '10 minutes' THEN
-        PERFORM pg_notify('reminderd_due', extract(epoch FROM earliest)::text);
-    END IF;
     INSERT INTO reminderd.usage_increments (tenant_id, scheduled)
     SELECT n.tenant_id, count(*) FROM changed_rows n GROUP BY n.tenant_id;
     RETURN NULL;
+END
+$$;
+
+-- A row whose broadcast_id or tenant changes names a broadcast of its own tenant, as count_inserts
+-- checks on INSERT (trigger scheduled_messages_broadcast_of_tenant, migration 0023). As the role
+-- updating: it sees its own tenants' broadcasts, and the tenant is compared too. Its search_path
+-- fixed, as refuse_pick's: the role's own could not bend what the check calls.
+CREATE FUNCTION reminderd.check_broadcast_of_row() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM reminderd.broadcast_requests r
+                   WHERE r.tenant_id = NEW.tenant_id AND r.id = NEW.broadcast_id) THEN
+        RAISE EXCEPTION 'tenant "%" has no broadcast %: message % / % names a broadcast of its own tenant',
+            NEW.tenant_id, NEW.broadcast_id, NEW.tenant_id, NEW.ref_id
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'Leave broadcast_id as it is: reminderd.broadcast() stages a broadcast''s messages itself.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- Only a daemon claims (trigger scheduled_messages_picked_by_daemon_*, migration 0023): a row in
+-- status picked counts against its endpoint's max_in_flight until its lease expires, so a role that
+-- could write one could hold every tenant of a shared endpoint. reminderd_app and reminderd_api
+-- may not update picked_at, picked_by, endpoint (nor id): a move into picked that leaves picked_at
+-- as it was is not a claim, and the triggers' WHEN clauses call this only then, so the daemon's
+-- claims (which set picked_at) call nothing. The daemon's role and the owner (a DBA, the tests'
+-- fixtures) may. As the role writing, its search_path fixed (else its own schema could shadow
+-- pg_has_role); called only by the rare statement the WHEN clauses let through.
+CREATE FUNCTION reminderd.refuse_pick() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF pg_has_role(current_user, 'reminderd_daemon', 'USAGE')
+       OR pg_has_role(current_user, (SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID), 'USAGE') THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION 'message % / % cannot be set to picked by role %: only a reminderd daemon claims messages',
+        NEW.tenant_id, NEW.ref_id, current_user
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Leave status to the daemon: a pending message that is due is claimed at once.';
 END
 $$;
 
@@ -4875,7 +4974,7 @@ BEGIN
         last_error = format('broadcast %s approved by %s', request.id, who)
                      || coalesce(': ' || approve_broadcast.note, ''),
         updated_at = now()
-    WHERE m.broadcast_id = request.id AND m.status = 'awaiting_approval';
+    WHERE m.broadcast_id = request.id AND m.tenant_id = request.tenant_id AND m.status = 'awaiting_approval';
     GET DIAGNOSTICS released = ROW_COUNT;
     RETURN released;
 END
@@ -4916,7 +5015,8 @@ BEGIN
     SET status = 'cancelled', last_event = 'rejected', lease_expires_at = NULL,
         last_error = format('broadcast %s rejected by %s', request.id, who) || coalesce(': ' || reject_broadcast.note, ''),
         updated_at = now()
-    WHERE m.broadcast_id = request.id AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval');
+    WHERE m.broadcast_id = request.id AND m.tenant_id = request.tenant_id
+      AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval');
     GET DIAGNOSTICS cancelled = ROW_COUNT;
     RETURN cancelled;
 END
@@ -4964,8 +5064,10 @@ $$;
 -- statement-level UPDATE trigger with transition tables would make every claim copy its rows
 -- twice (migration 0007). An attempt's outcome (last_delivery_id moves) is counted by
 -- record_outcomes itself, once per batch (queries.sql), as its deliveries row records its change.
+-- As the owner (migration 0023): reminderd_app and reminderd_api read the counts but do not write
+-- them; the row's own tenant and broadcast (count_inserts, check_broadcast_of_row) are what it counts.
 CREATE FUNCTION reminderd.count_broadcast_update() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     before text := reminderd.broadcast_state(OLD.status, OLD.last_event);
     after  text := reminderd.broadcast_state(NEW.status, NEW.last_event);
@@ -5015,16 +5117,16 @@ BEGIN
         GROUP BY 1, 2, 3;
     END LOOP;
     FOR done IN
-        SELECT o.broadcast_id, o.occurrence, o.tenant_id, o.contacts, r.ref_prefix, r.notify, r.callback_url,
+        SELECT o.broadcast_id, o.occurrence, r.tenant_id, o.contacts, r.ref_prefix, r.notify, r.callback_url,
                r.local_time IS NULL AS recurring, totals.*
         FROM reminderd.broadcast_occurrences o
-        JOIN reminderd.broadcast_requests r ON r.id = o.broadcast_id
+        JOIN reminderd.broadcast_requests r ON r.id = o.broadcast_id AND r.tenant_id = o.tenant_id
         CROSS JOIN LATERAL (
             SELECT coalesce(sum(k.waiting), 0) AS waiting, coalesce(sum(k.held), 0) AS held,
                    coalesce(sum(k.sent), 0) AS sent, coalesce(sum(k.failed), 0) AS failed,
                    coalesce(sum(k.expired), 0) AS expired, coalesce(sum(k.cancelled), 0) AS cancelled
             FROM reminderd.broadcast_counts k
-            WHERE k.broadcast_id = o.broadcast_id AND k.occurrence = o.occurrence
+            WHERE k.broadcast_id = o.broadcast_id AND k.occurrence = o.occurrence AND k.tenant_id = r.tenant_id
         ) AS totals
         WHERE o.completed_at IS NULL AND totals.waiting + totals.held = 0
         ORDER BY o.staged_at
@@ -5490,6 +5592,31 @@ CREATE TRIGGER scheduled_messages_record_insert
     AFTER INSERT ON reminderd.scheduled_messages
     REFERENCING NEW TABLE AS changed_rows
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.record_inserts();
+-- ... and, as the owner, the ids and broadcasts the rows name, the broadcasts' counts and the
+-- tenants' usage (reminderd.count_inserts(), migration 0023). Before record_insert (names): a
+-- refused statement writes no trail first.
+CREATE TRIGGER scheduled_messages_count_insert
+    AFTER INSERT ON reminderd.scheduled_messages
+    REFERENCING NEW TABLE AS changed_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_inserts();
+-- A broadcast_id or tenant changed: the broadcast is one of the row's tenant (migration 0023).
+CREATE TRIGGER scheduled_messages_broadcast_of_tenant
+    BEFORE UPDATE OF broadcast_id, tenant_id ON reminderd.scheduled_messages
+    FOR EACH ROW
+    WHEN (NEW.broadcast_id IS NOT NULL
+          AND (NEW.broadcast_id IS DISTINCT FROM OLD.broadcast_id OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id))
+    EXECUTE FUNCTION reminderd.check_broadcast_of_row();
+-- Only a daemon moves a row into picked (reminderd.refuse_pick(), migration 0023): a claim sets
+-- picked_at, so the daemon's claims call nothing; neither does a row not written as picked.
+CREATE TRIGGER scheduled_messages_picked_by_daemon_insert
+    BEFORE INSERT ON reminderd.scheduled_messages
+    FOR EACH ROW WHEN (NEW.status = 'picked')
+    EXECUTE FUNCTION reminderd.refuse_pick();
+CREATE TRIGGER scheduled_messages_picked_by_daemon_update
+    BEFORE UPDATE OF status ON reminderd.scheduled_messages
+    FOR EACH ROW
+    WHEN (NEW.status = 'picked' AND OLD.status <> 'picked' AND NEW.picked_at IS NOT DISTINCT FROM OLD.picked_at)
+    EXECUTE FUNCTION reminderd.refuse_pick();
 -- After each updated row, as its WHEN clause decides: a statement-level UPDATE trigger with
 -- transition tables would make every claim copy its rows twice for nothing. A claim (picked) and
 -- an attempt's outcome (last_delivery_id moves: deliveries records it) write no event.
@@ -5660,10 +5787,11 @@ LEFT JOIN LATERAL (
     SELECT sum(k.waiting) AS waiting, sum(k.held) AS held, sum(k.sent) AS sent, sum(k.failed) AS failed,
            sum(k.expired) AS expired, sum(k.cancelled) AS cancelled
     FROM reminderd.broadcast_counts k
-    WHERE k.broadcast_id = b.id
+    WHERE k.broadcast_id = b.id AND k.tenant_id = b.tenant_id
 ) AS c ON true
 LEFT JOIN LATERAL (
-    SELECT count(*) AS occurrences FROM reminderd.broadcast_occurrences x WHERE x.broadcast_id = b.id
+    SELECT count(*) AS occurrences FROM reminderd.broadcast_occurrences x
+    WHERE x.broadcast_id = b.id AND x.tenant_id = b.tenant_id
 ) AS o ON true;
 
 GRANT SELECT ON reminderd.broadcasts TO reminderd_readonly, reminderd_app, reminderd_daemon, reminderd_api;
@@ -5986,7 +6114,9 @@ CREATE TABLE reminderd.usage_days (
     dead      bigint NOT NULL DEFAULT 0,
     expired   bigint NOT NULL DEFAULT 0,
     held      bigint NOT NULL DEFAULT 0,
-    PRIMARY KEY (tenant_id, day)
+    PRIMARY KEY (tenant_id, day),
+    CONSTRAINT usage_days_not_negative CHECK (  -- migration 0023
+        scheduled >= 0 AND attempted >= 0 AND delivered >= 0 AND dead >= 0 AND expired >= 0 AND held >= 0)
 );
 
 CREATE TABLE reminderd.usage_increments (
@@ -5998,7 +6128,10 @@ CREATE TABLE reminderd.usage_increments (
     delivered integer NOT NULL DEFAULT 0,
     dead      integer NOT NULL DEFAULT 0,
     expired   integer NOT NULL DEFAULT 0,
-    held      integer NOT NULL DEFAULT 0
+    held      integer NOT NULL DEFAULT 0,
+    -- Usage only grows (migration 0023).
+    CONSTRAINT usage_increments_not_negative CHECK (
+        scheduled >= 0 AND attempted >= 0 AND delivered >= 0 AND dead >= 0 AND expired >= 0 AND held >= 0)
 );
 
 CREATE VIEW reminderd.usage_daily WITH (security_invoker = true) AS
@@ -6029,9 +6162,9 @@ CREATE POLICY app_own_tenants ON reminderd.frequency_caps TO reminderd_app
     WITH CHECK (tenant_id = ANY (ARRAY(SELECT tenant_id FROM reminderd.my_tenants)));
 CREATE POLICY app_own_tenants ON reminderd.usage_days FOR SELECT TO reminderd_app
     USING (tenant_id = ANY (ARRAY(SELECT tenant_id FROM reminderd.my_tenants)));
-CREATE POLICY app_own_tenants ON reminderd.usage_increments TO reminderd_app
-    USING (tenant_id = ANY (ARRAY(SELECT tenant_id FROM reminderd.my_tenants)))
-    WITH CHECK (tenant_id = ANY (ARRAY(SELECT tenant_id FROM reminderd.my_tenants)));
+-- Read only (migration 0023): count_inserts writes an application's usage as the owner.
+CREATE POLICY app_own_tenants ON reminderd.usage_increments FOR SELECT TO reminderd_app
+    USING (tenant_id = ANY (ARRAY(SELECT tenant_id FROM reminderd.my_tenants)));
 
 CREATE POLICY read_all ON reminderd.tenant_budgets FOR SELECT TO reminderd_readonly USING (true);
 CREATE POLICY read_all ON reminderd.endpoint_health FOR SELECT TO reminderd_readonly USING (true);
@@ -6050,7 +6183,7 @@ CREATE POLICY daemon_all ON reminderd.usage_increments TO reminderd_daemon USING
 GRANT SELECT ON reminderd.endpoints, reminderd.endpoint_health, reminderd.usage_days, reminderd.usage_daily
     TO reminderd_app, reminderd_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.frequency_caps TO reminderd_app;
-GRANT INSERT ON reminderd.usage_increments TO reminderd_app;  -- the record_inserts trigger, as the app
+GRANT SELECT ON reminderd.usage_increments TO reminderd_app;  -- count_inserts writes it, as the owner (0023)
 GRANT SELECT ON reminderd.tenant_budgets, reminderd.frequency_caps, reminderd.contact_sends,
     reminderd.usage_increments TO reminderd_readonly;
 GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.tenant_budgets, reminderd.endpoints, reminderd.endpoint_health,
@@ -6101,7 +6234,7 @@ GRANT SELECT ON reminderd.endpoints, reminderd.endpoint_health, reminderd.usage_
     TO reminderd_api;
 GRANT INSERT ON reminderd.tenant_budgets, reminderd.endpoints TO reminderd_api;
 GRANT SELECT, INSERT, UPDATE, DELETE ON reminderd.frequency_caps TO reminderd_api;
-GRANT SELECT, INSERT ON reminderd.usage_increments TO reminderd_api;
+GRANT SELECT ON reminderd.usage_increments TO reminderd_api;  -- count_inserts writes it (0023)
 GRANT EXECUTE ON FUNCTION
     reminderd.endpoint_of(text),
     reminderd.add_tenant_budget(),
