@@ -21,7 +21,7 @@
 -- under a tenant other than their broadcast's are deleted (they were forged), a message naming
 -- another tenant's broadcast forgets it, negative usage counts become 0. A row picked by no
 -- daemon with a lease that never ends is given a lease that has ended, so the reaper frees it.
--- Run by migrations/versions/0024_tenant_bounds.py in one transaction. History: once released,
+-- Run by migrations/versions/0023_tenant_bounds.py in one transaction. History: once released,
 -- never edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 
 -- Repairs ----------------------------------------------------------------------------------------

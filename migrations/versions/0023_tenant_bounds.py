@@ -19,7 +19,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    run_sql_file("0024_tenant_bounds")
+    run_sql_file("0023_tenant_bounds")
 
 
 def downgrade() -> None:
