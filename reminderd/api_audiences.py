@@ -266,7 +266,8 @@ class Recipients:
             raise invalid("dry_run must be true or false", "dry_run", where="parameter")
         now = datetime.now(UTC)
         broadcast = _broadcast_request(_tenant(caller), await self.api.read_json(request), caller, now)
-        if dry_run == "true":
+        if dry_run == "true":  # the real call, rolled back: refused as it would be, or the preview
+            await store.broadcast_dry_run(broadcast)
             return _json(await _preview(store, broadcast, now))
         broadcast_id = await store.broadcast(broadcast)
         return _json(await _broadcast_now(store, broadcast.tenant_id, broadcast_id), 201)
