@@ -160,6 +160,7 @@ class Api:
         self._log_requests = LEVELS[settings.log_level] <= logging.INFO  # the level is fixed for the run
         self._document = json.dumps(openapi_document()).encode()
         self.recipients = Recipients(self)  # contacts, audiences, broadcasts, cadences (api_audiences.py)
+        self.dashboard: dashboard.Dashboard | None = None  # what its handlers share, once app() mounted it
 
     # The routes: every one of them, here. ------------------------------------------------------
 
@@ -201,7 +202,7 @@ class Api:
             app.router.add_route(route.method, path, self._guarded(route), name=_route_name(route))
         # The operator dashboard (reminderd/dashboard.py): its pages under /dashboard/, signed in
         # with the same API keys; its own middleware (HTML errors, sessions), not this one.
-        dashboard.mount(app, self.store, self.settings)
+        self.dashboard = dashboard.mount(app, self.store, self.settings)
         return app
 
     # Every request ------------------------------------------------------------------------------

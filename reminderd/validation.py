@@ -623,4 +623,5 @@ class PreviewRequest:
                                    f"ends; {fix}", blame) from None
             falls = "falls" if off.fits == 1 else "fall"
             raise InvalidInput(f"the next {count} fires run past the year 9999: only {off.fits} {falls} "
-                               f"before it ends; ask for {off.fits} or fewer ({names.count})", names.count) from None
+                               f"before it ends; ask for {off.fits} or fewer ({names.count})",
+                               names.count) from None

@@ -288,7 +288,8 @@ def test_a_dry_run_is_refused_as_the_real_broadcast_would_be(
     database_url: str, capsys: pytest.CaptureFixture[str], case: str
 ) -> None:
     """--dry-run says what the real call would: the same line and status, and nothing is staged."""
-    sql(database_url, """SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "t1", "timezone": "Asia/Tokyo"}]')""")
+    sql(database_url,
+        """SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "t1", "timezone": "Asia/Tokyo"}]')""")
     args = ["broadcast", "acme", "bf", "--at", in_days(3), "--contacts", "t1"]
     if case == "unknown-contacts":
         args[-1] = "t1,nobody"
