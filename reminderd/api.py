@@ -381,6 +381,15 @@ class Api:
             raise Problem("forbidden", "this API key is read-only")
         return caller
 
+    async def still_authorized(self, request: web.Request, caller: Caller) -> bool:
+        """Whether the request's key still authenticates as `caller`, and may still write if it
+        could: what a long request asks between its writes (an NDJSON upload, before each batch),
+        through the key cache, so the database at most once per REMINDERD_API_KEY_CACHE, and a
+        revocation stops it as it would a new request."""
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        again = await self.keys.caller(key.strip()) if scheme.lower() == "bearer" else None
+        return again is not None and again.key_id == caller.key_id and (again.may_write or not caller.may_write)
+
     async def _idempotent(
         self, request: web.Request, caller: Caller, key: str, handler: Handler
     ) -> web.StreamResponse:

@@ -6,6 +6,7 @@ routes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from support import ApiClient, api_role_url, api_settings, running_api
+from support import ApiClient, api_role_url, api_settings, poll_until, running_api
 
 from reminderd import api_audiences
 from reminderd.schedule import load_timezone, to_instant
@@ -247,6 +248,45 @@ async def test_text_the_database_cannot_store_is_a_422_naming_its_field_on_every
     refused = problem(await http.call(method, path, key, data=body.encode(),
                                       headers={"Content-Type": "application/json"}), 422, "invalid-request")
     assert refused["errors"][0]["pointer"] == pointer and "PostgreSQL cannot store it" in refused["detail"]
+
+
+@pytest.mark.parametrize("revoke", ["revoked", "read-only"])
+async def test_an_ndjson_upload_stops_at_the_next_batch_once_its_key_is_revoked(
+    http: ApiClient, key: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, revoke: str
+) -> None:
+    """A streamed upload outlives the check its request had: each batch asks again (the key
+    cache's rule, 0 s here), so once the key is revoked (or made read-only) nothing more is
+    written and the answer is a 401 saying what was."""
+    monkeypatch.setattr(api_audiences, "CONTACT_BATCH", 2)
+    written = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        for n in range(2):
+            yield (json.dumps({"contact_id": f"s_{n}", "timezone": "Asia/Tokyo"}) + "\n").encode()
+        await written.wait()  # the first batch is written: now the key goes
+        if revoke == "revoked":
+            await db.execute("UPDATE reminderd.api_keys SET revoked_at = now()")
+        else:
+            await db.execute("UPDATE reminderd.api_keys SET scopes = '{read}'")
+        for n in range(2, 6):
+            yield (json.dumps({"contact_id": f"s_{n}", "timezone": "Asia/Tokyo"}) + "\n").encode()
+
+    async def first_batch() -> bool:
+        if await db.fetchval("SELECT count(*) FROM reminderd.contacts") == 2:
+            written.set()
+        return written.is_set()
+
+    watcher = asyncio.create_task(poll_until(first_batch))
+    async with http.client.put("/v1/contacts", data=body(), headers={
+        **NDJSON, "Authorization": f"Bearer {key}"}) as answer:
+        status, document = answer.status, await answer.json(content_type=None)
+    await watcher
+    assert status == 401 and document["type"] == "urn:reminderd:problem:unauthorized", document
+    assert document["detail"] == ("the API key was revoked (or made read-only) during the upload: what it "
+                                  "sent up to line 2 was written, nothing after")
+    assert document["written_through_line"] == 2
+    stored = await db.fetch("SELECT contact_id FROM reminderd.contacts ORDER BY 1")
+    assert [r["contact_id"] for r in stored] == ["s_0", "s_1"]
 
 
 async def test_a_broadcasts_durations_may_be_json_numbers_of_seconds(http: ApiClient, key: str) -> None:
