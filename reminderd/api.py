@@ -160,6 +160,7 @@ class Api:
         self._log_requests = LEVELS[settings.log_level] <= logging.INFO  # the level is fixed for the run
         self._document = json.dumps(openapi_document()).encode()
         self.recipients = Recipients(self)  # contacts, audiences, broadcasts, cadences (api_audiences.py)
+        self.dashboard: dashboard.Dashboard | None = None  # what its handlers share, once app() mounted it
 
     # The routes: every one of them, here. ------------------------------------------------------
 
@@ -201,7 +202,7 @@ class Api:
             app.router.add_route(route.method, path, self._guarded(route), name=_route_name(route))
         # The operator dashboard (reminderd/dashboard.py): its pages under /dashboard/, signed in
         # with the same API keys; its own middleware (HTML errors, sessions), not this one.
-        dashboard.mount(app, self.store, self.settings)
+        self.dashboard = dashboard.mount(app, self.store, self.settings)
         return app
 
     # Every request ------------------------------------------------------------------------------
@@ -379,6 +380,15 @@ class Api:
         if writes and not caller.may_write:
             raise Problem("forbidden", "this API key is read-only")
         return caller
+
+    async def still_authorized(self, request: web.Request, caller: Caller) -> bool:
+        """Whether the request's key still authenticates as `caller`, and may still write if it
+        could: what a long request asks between its writes (an NDJSON upload, before each batch),
+        through the key cache, so the database at most once per REMINDERD_API_KEY_CACHE, and a
+        revocation stops it as it would a new request."""
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        again = await self.keys.caller(key.strip()) if scheme.lower() == "bearer" else None
+        return again is not None and again.key_id == caller.key_id and (again.may_write or not caller.may_write)
 
     async def _idempotent(
         self, request: web.Request, caller: Caller, key: str, handler: Handler

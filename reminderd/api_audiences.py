@@ -144,8 +144,14 @@ class Recipients:
                 if store.in_transaction
                 else request.content.iter_chunked(CHUNK)
             )
+            written_through = 0  # the last line of the batches written
             async for batch in _ndjson_batches(read, upload, self.api.settings.api_max_json_depth):
+                # A long upload outlives the check its request had: each batch asks again.
+                if not await self.api.still_authorized(request, caller):
+                    raise _revoked_during_upload(0 if store.in_transaction else written_through)
+                last = batch[-1].line  # (_write_contacts takes out what the database refuses)
                 await self._write_contacts(store, caller, tenant, batch, upload, by="line")
+                written_through = last
         else:
             document = await self.api.read_json(request, shapes=(list, dict), alone="")
             items = document if isinstance(document, list) else [document]
@@ -266,7 +272,8 @@ class Recipients:
             raise invalid("dry_run must be true or false", "dry_run", where="parameter")
         now = datetime.now(UTC)
         broadcast = _broadcast_request(_tenant(caller), await self.api.read_json(request), caller, now)
-        if dry_run == "true":
+        if dry_run == "true":  # the real call, rolled back: refused as it would be, or the preview
+            await store.broadcast_dry_run(broadcast)
             return _json(await _preview(store, broadcast, now))
         broadcast_id = await store.broadcast(broadcast)
         return _json(await _broadcast_now(store, broadcast.tenant_id, broadcast_id), 201)
@@ -529,6 +536,20 @@ def _broadcast_id(request: web.Request) -> int:
     if not 0 < value < 2**63:
         raise Problem("not-found", f"no broadcast {value}")
     return value
+
+
+def _revoked_during_upload(written_through: int) -> Problem:
+    """The key was revoked (or lost its write scope) while an NDJSON upload ran: a 401 saying
+    what stays written (the batches before, each its own transaction; with an Idempotency-Key
+    the upload is one, rolled back)."""
+    kept = (f"what it sent up to line {written_through:,} was written, nothing after" if written_through
+            else "nothing was written")
+    return Problem(
+        "unauthorized",
+        f"the API key was revoked (or made read-only) during the upload: {kept}",
+        extra={"written_through_line": written_through},
+        headers={"WWW-Authenticate": 'Bearer realm="reminderd", error="invalid_token"'},
+    )
 
 
 def _no_contact(contact_id: str) -> Problem:

@@ -402,9 +402,10 @@ async def list_audiences(store: Store, request: TenantOnly) -> int:
 
 
 async def save_broadcast(store: Store, request: BroadcastRequest) -> int:
-    if request.dry_run:
-        return await _dry_run(store, request)
     try:
+        if request.dry_run:  # the real call, rolled back: refused as it would be
+            await store.broadcast_dry_run(request)
+            return await _dry_run(store, request)
         broadcast_id = await store.broadcast(request)
     except DatabaseRefused as exc:  # a broadcast refused: its zones and counts on a line of their own
         detail = f"\n  {exc.detail}" if exc.detail else ""
@@ -427,7 +428,8 @@ async def save_broadcast(store: Store, request: BroadcastRequest) -> int:
 
 
 async def _dry_run(store: Store, request: BroadcastRequest) -> int:
-    """The audience, its zones and why, and the sends per UTC hour of the (first) wave."""
+    """The audience, its zones and why, and the sends per UTC hour of the (first) wave, of a
+    broadcast the real call would take (store.broadcast_dry_run said so)."""
     local_time = request.local_time
     note = ""
     if local_time is None:
@@ -450,9 +452,6 @@ async def _dry_run(store: Store, request: BroadcastRequest) -> int:
     print(f"broadcast {request.ref_prefix} to {request.audience}, at {local_time:%Y-%m-%d %H:%M} on each "
           "contact's "
           f"clock{note}: {total:,} contacts in {len(zoned)} zones")
-    without = total - sum(wave.contacts for wave in zoned)
-    if without:
-        print(f"  {without:,} contacts have no timezone and the tenant has no default: it would be refused")
     print("sends per UTC hour:")
     per_hour: dict[datetime, list[ZoneWave]] = {}
     for wave in zoned:
@@ -468,9 +467,8 @@ async def _dry_run(store: Store, request: BroadcastRequest) -> int:
         sources = ", ".join(f"{name} {count:,}" for name, count in (
             ("contact", wave.from_contact), ("phone", wave.from_phone), ("country", wave.from_country),
             ("tenant", wave.from_tenant)) if count)
-        late = "  (in the past: it would be refused)" if wave.fire_at <= datetime.now(UTC) else ""
         print(f"  {wave.timezone:<32} {wave.fire_at.astimezone(UTC):%Y-%m-%dT%H:%MZ}  {wave.contacts:>10,}  "
-              f"({sources}){late}")
+              f"({sources})")
     print("nothing was staged (--dry-run)")
     return 0
 

@@ -81,6 +81,11 @@ OVERVIEW_CACHE_S = 2.0  # one count of a big queue serves every open overview fo
 FEED_SIZE = 1000
 FEED_LOOK_BACK = 10_000  # a status or ref filter reads the newest this many fires, no more
 FEED_HEARTBEAT_S = 15.0
+# An open stream asks again whether its session still holds (signed out, the key revoked, the
+# cookie expired) this often, or after this many events, whichever comes first: one small query
+# per stream per interval, and a sign-out ends the stream within it.
+SESSION_RECHECK_S = 5.0
+SESSION_RECHECK_EVENTS = 200
 BAR_MESSAGES = 200
 DEAD_PAGE = 100
 REQUEUE_AT_MOST = 10_000
@@ -139,6 +144,8 @@ class Dashboard:
     feed: FeedHub
     base: str
     overview_cache: dict[str | None, tuple[float, dict[str, Any]]]
+    session_recheck_s: float = SESSION_RECHECK_S  # tests shorten it
+    session_recheck_events: int = SESSION_RECHECK_EVENTS
 
 
 DASHBOARD = web.AppKey("dashboard", Dashboard)
@@ -192,14 +199,17 @@ def dashboard_app(store: Store, settings: Settings, *, database_url: str | None 
     return app
 
 
-def mount(app: web.Application, store: Store, settings: Settings, *, database_url: str | None = None) -> None:
-    """Mount the dashboard at /dashboard/ of `app` (and send / there)."""
-    app.add_subapp(PREFIX + "/", dashboard_app(store, settings, database_url=database_url))
+def mount(app: web.Application, store: Store, settings: Settings, *, database_url: str | None = None
+          ) -> Dashboard:
+    """Mount the dashboard at /dashboard/ of `app` (and send / there); what its handlers share."""
+    dashboard = dashboard_app(store, settings, database_url=database_url)
+    app.add_subapp(PREFIX + "/", dashboard)
 
     async def to_dashboard(_request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound(PREFIX + "/")
 
     app.router.add_get(PREFIX, to_dashboard)
+    return dashboard[DASHBOARD]
 
 
 def serves(path: str) -> bool:
@@ -666,7 +676,10 @@ async def feed_page(request: web.Request) -> web.Response:
 async def feed_stream(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: each fire the filter takes, as it is recorded (`event: fire`, with the
     feed's cursor once it is had as the SSE id, so a reconnecting browser resumes where it was:
-    it gets the fires it missed, none twice). No cursor: from now on."""
+    it gets the fires it missed, none twice). No cursor: from now on. The session is checked
+    again every `session_recheck_s` or `session_recheck_events` events, whichever comes first:
+    once it is signed out (or its key revoked, its cookie expired) the stream says
+    `event: signed-out` and ends, and a browser reconnecting is refused (401)."""
     viewer = _viewer(request)
     state = _state(request)
     wanted, _ = _feed_filter(request, viewer)
@@ -678,6 +691,7 @@ async def feed_stream(request: web.Request) -> web.StreamResponse:
         "X-Content-Type-Options": "nosniff",
     })
     subscription = state.feed.subscribe(wanted)  # before the catch-up read: nothing falls between
+    clock = asyncio.get_running_loop().time
     try:
         await response.prepare(request)
         await response.write(b"retry: 2000\n\n")
@@ -690,18 +704,34 @@ async def feed_stream(request: web.Request) -> web.StreamResponse:
                 cursor = cursor.past(missed)
                 await response.write(_event(missed, cursor))
                 sent.add(missed.key)
+        check_at, unchecked = clock() + state.session_recheck_s, 0
+        beat_at = clock() + FEED_HEARTBEAT_S
         while True:
+            wait_s = max(0.0, min(check_at, beat_at) - clock())
             try:
-                entry = await asyncio.wait_for(subscription.queue.get(), FEED_HEARTBEAT_S)
+                entry = await asyncio.wait_for(subscription.queue.get(), wait_s)
             except TimeoutError:
-                await response.write(b": keep-alive\n\n")
+                entry = None  # nothing came
+            else:
+                if entry is None:  # the server is stopping, or this browser fell behind: it reconnects
+                    break
+            if clock() >= check_at or (entry is not None and unchecked >= state.session_recheck_events):
+                ended = await _session_ended(request, viewer)
+                if ended is not None:
+                    if ended == "signed-out":  # the page stops listening; any other end, it reconnects
+                        await response.write(b"event: signed-out\ndata: {}\n\n")
+                    break
+                check_at, unchecked = clock() + state.session_recheck_s, 0
+            if entry is None:
+                if clock() >= beat_at:
+                    await response.write(b": keep-alive\n\n")
+                    beat_at = clock() + FEED_HEARTBEAT_S
                 continue
-            if entry is None:  # the server is stopping, or this browser fell behind: it reconnects
-                break
             if entry.key in sent:
                 continue
             cursor = cursor.past(entry)
             await response.write(_event(entry, cursor))
+            unchecked, beat_at = unchecked + 1, clock() + FEED_HEARTBEAT_S
     except (ConnectionResetError, ConnectionError):
         pass  # the browser went away
     finally:
@@ -709,6 +739,21 @@ async def feed_stream(request: web.Request) -> web.StreamResponse:
     with contextlib.suppress(ConnectionError):
         await response.write_eof()
     return response
+
+
+async def _session_ended(request: web.Request, viewer: Viewer) -> str | None:
+    """Why an open stream's session no longer holds ("signed-out": signed out, the key revoked,
+    the cookie expired; "unchecked": the database did not answer), or None while it does: the
+    check every request makes, made again."""
+    try:
+        again = await _session_viewer(request)
+    except (DatabaseUnavailable, DatabaseRefused) as exc:  # unverified is not signed in: end it
+        log.warning("dashboard_stream_ended", reason="unchecked", key=viewer.prefix, error=str(exc))
+        return "unchecked"
+    if again is not None and again.key_id == viewer.key_id:
+        return None
+    log.info("dashboard_stream_ended", reason="signed_out", key=viewer.prefix, tenant=viewer.tenant_id)
+    return "signed-out"
 
 
 def _event(entry: FeedEntry, cursor: FeedCursor) -> bytes:

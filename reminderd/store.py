@@ -334,6 +334,10 @@ def _translating(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Cor
     return call
 
 
+class _RolledBack(Exception):
+    """Raised in a savepoint to undo it: a dry run's real call (Store.broadcast_dry_run)."""
+
+
 # What the queries return -------------------------------------------------------------------
 
 
@@ -1954,6 +1958,17 @@ class Store:
             r.actor,
         )
         return broadcast_id
+
+    async def broadcast_dry_run(self, request: BroadcastRequest) -> None:
+        """What broadcast() would refuse, refused the same (DatabaseRefused): the call itself,
+        made in a savepoint that is rolled back, so a dry run cannot disagree with it. Nothing
+        it wrote stays; it takes as long as the call, and uses up the ids it drew, as any
+        rolled-back insert does."""
+        async with self.transaction() as tx:
+            with contextlib.suppress(_RolledBack):
+                async with tx.savepoint():
+                    await tx.broadcast(request)
+                    raise _RolledBack
 
     @_translating
     async def broadcast_preview(self, request: BroadcastRequest, local_time: datetime) -> list[ZoneWave]:

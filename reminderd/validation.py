@@ -22,6 +22,7 @@ from .schedule import (
     Arrival,
     Holidays,
     InvalidSchedule,
+    OffTheCalendar,
     PreviewEntry,
     QuietHours,
     Timing,
@@ -569,6 +570,8 @@ class PreviewRequest:
     quiet: QuietHours | None
     count: int
     as_json: bool
+    names: Names = CLI_NAMES  # what the caller calls each input, for the errors
+    start_given: bool = False  # a start was given (not now)
 
     @classmethod
     def build(
@@ -590,7 +593,7 @@ class PreviewRequest:
         return cls(
             recurrence=recurrence, timezone=timezone, start=begin,
             calendar=checked_calendar(calendar, names.calendar), quiet=checked_quiet(quiet, names.quiet),
-            count=count, as_json=as_json,
+            count=count, as_json=as_json, names=names, start_given=start is not None,
         )
 
     def timing(self) -> Timing:
@@ -604,8 +607,21 @@ class PreviewRequest:
         )
 
     def entries(self) -> list[PreviewEntry]:
-        """The next fires; InvalidInput when they run past the year 9999."""
+        """The next fires; InvalidInput naming what to change when they run off the calendar: the
+        start when none fits (or, not given, the schedule), the count when only some do."""
         try:
             return preview(self.timing(), self.start, self.count)
-        except OverflowError:  # the schedule's next fires run past datetime.max
-            raise InvalidInput(f"the next {self.count} fires run past the year 9999", None) from None
+        except OffTheCalendar as off:
+            names, count = self.names, self.count
+            blame = names.start if self.start_given else self.recurrence.field(names)
+            if off.early:  # before the year 1, on the zone's clock
+                raise InvalidInput(f"the next {count} fires fall before the year 1 on the clock of "
+                                   f"{self.timezone}: start later ({names.start})", names.start) from None
+            if off.fits == 0:
+                fix = f"start earlier ({blame})" if self.start_given else f"{blame} starts too late"
+                raise InvalidInput(f"the next {count} fires run past the year 9999: none falls before it "
+                                   f"ends; {fix}", blame) from None
+            falls = "falls" if off.fits == 1 else "fall"
+            raise InvalidInput(f"the next {count} fires run past the year 9999: only {off.fits} {falls} "
+                               f"before it ends; ask for {off.fits} or fewer ({names.count})",
+                               names.count) from None

@@ -17,7 +17,7 @@ The rest of the package imports from here, never from the modules below:
 from .calendars import Holidays, validate_calendar
 from .cron import parse_cron, validate_cron
 from .human import UnknownPhrase, compile_phrase, describe
-from .preview import PreviewEntry, preview
+from .preview import OffTheCalendar, PreviewEntry, preview
 from .quiet import QuietHours
 from .rrule import RRule, anchor_rrule, parse_rrule
 from .timing import (
@@ -47,6 +47,7 @@ __all__ = [
     "Hold",
     "Holidays",
     "InvalidSchedule",
+    "OffTheCalendar",
     "PreviewEntry",
     "QuietHours",
     "RRule",

@@ -18,9 +18,19 @@ from typing import Any
 from .timing import Timing, collapse_quiet
 from .wallclock import iso_utc
 
-__all__ = ["PreviewEntry", "preview"]
+__all__ = ["OffTheCalendar", "PreviewEntry", "preview"]
 
 _MAX_SKIPPED = 1000
+
+
+class OffTheCalendar(OverflowError):
+    """The next fires run off the calendar a datetime holds (an instant past the year 9999, or a
+    local time before the year 1, `early`): `fits` of them came before."""
+
+    def __init__(self, fits: int, *, early: bool) -> None:
+        super().__init__(f"only {fits} fires fit in the years 1 to 9999")
+        self.fits = fits
+        self.early = early
 
 
 @dataclass(frozen=True)
@@ -46,8 +56,19 @@ class PreviewEntry:
 
 
 def preview(timing: Timing, start: datetime, count: int) -> list[PreviewEntry]:
-    """The next `count` fires strictly after `start`, with the holiday occurrences passed over."""
+    """The next `count` fires strictly after `start`, with the holiday occurrences passed over;
+    OffTheCalendar when they run past the year 9999 (or before the year 1 on the zone's clock)."""
     entries: list[PreviewEntry] = []
+    try:
+        _fill(entries, timing, start, count)
+    except OverflowError:
+        last = entries[-1].utc if entries else start  # the overflow came just after it
+        raise OffTheCalendar(sum(not entry.skipped for entry in entries), early=last.year < 5000) from None
+    return entries
+
+
+def _fill(entries: list[PreviewEntry], timing: Timing, start: datetime, count: int) -> None:
+    """preview()'s loop: `entries` holds the fires so far when an instant overflows."""
     fires = skipped = 0
     after = start
     while fires < count:
@@ -69,7 +90,6 @@ def preview(timing: Timing, start: datetime, count: int) -> list[PreviewEntry]:
                 entries.append(_entry(timing, resume, deferred=True, reason=why + note))
                 continue
         entries.append(_entry(timing, instant))
-    return entries
 
 
 def _entry(timing: Timing, instant: datetime, **details: Any) -> PreviewEntry:

@@ -97,6 +97,7 @@
       if (empty) empty.hidden = rows.children.length > 0;
     };
     const say = function () {
+      if (state.dataset.state === "signed-out") return;
       if (paused) state.textContent = "paused" + (held.length ? " · " + held.length + " new" : "");
       else state.textContent = live ? "live" : "reconnecting…";
       state.dataset.state = paused ? "paused" : live ? "live" : "reconnecting";
@@ -114,6 +115,11 @@
     const source = new EventSource(table.dataset.stream);
     source.addEventListener("open", function () { live = true; say(); });
     source.addEventListener("error", function () { live = false; say(); });
+    source.addEventListener("signed-out", function () {  // the session ended: no reconnecting
+      source.close();
+      state.textContent = "signed out: reload to sign in again";
+      state.dataset.state = "signed-out";
+    });
     source.addEventListener("fire", function (event) {
       const fire = JSON.parse(event.data);
       if (paused) {

@@ -90,14 +90,14 @@ SHELL = {
         out=r"^broadcast newyear to audience vip, .*: 4 contacts in 4 zones\nsends per UTC hour:\n"
             r"  2027-01-01T01:00Z +1  Asia/Tokyo\n.*nothing was staged \(--dry-run\)\n$"),
     "reminderd broadcast acme newyear --at 2027-01-01T10:00 --audience vip --as alice": Expect(
-        out=r"^3\n$", err=r"^broadcast 3: 4 messages staged, first wave 2027-01-01T01:00Z, last 2027-01-01T16:00Z; "
+        out=r"^4\n$", err=r"^broadcast 4: 4 messages staged, first wave 2027-01-01T01:00Z, last 2027-01-01T16:00Z; "
                           r"waiting for approval by someone other than alice\n$"),
-    "reminderd broadcasts approve acme 3 --as bob": Expect(),
+    "reminderd broadcasts approve acme 4 --as bob": Expect(),  # 3 went to the dry run's rolled-back call
     "reminderd cadence acme renewal_43 --anchor 2027-01-15T00:00Z --at-local 10:00 --contact cust_9a": Expect(
         out=r"^REF .*\nrenewal_43:-30d +\d+ +2026-12-16T04:30Z  Wed 2026-12-16 10:00\n.*renewal_43:-1d .*\n$"),
     "reminderd contact show acme cust_8f": Expect(
         out=r"^contact cust_8f of acme\n  timezone    America/Chicago \(from its phone \+13125550100\)\n.*"
-            r"messages: 6 live, .*\n\d+ +newyear:cust_8f +pending +2027-01-01T16:00Z .* broadcast 3 approved by bob\n.*$"),
+            r"messages: 6 live, .*\n\d+ +newyear:cust_8f +pending +2027-01-01T16:00Z .* broadcast 4 approved by bob\n.*$"),
     "reminderd dev-db stop": Expect(err=r"^reminderd dev-db: stopped\n$"),
 }
 # The SQL statements (psql -At: values one per line, or the command tag), by their first line.

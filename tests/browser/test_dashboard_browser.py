@@ -8,6 +8,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from reminderd.testing import add_api_key
+
 from .conftest import PHONE, WIDE, Site, screenshot_dir, sign_in
 
 pytestmark = pytest.mark.slow
@@ -78,6 +80,21 @@ def test_the_overview_counts_equal_what_sql_says(browser: WebDriver, site: Site)
     wait(browser, 15).until(lambda d: d.find_element(
         By.CSS_SELECTOR, 'td[data-tenant="acme"][data-count="pending"]').text.replace(",", "") == str(pending))
     assert browser.execute_script("return window.reminderdMarker") == 1
+
+
+def test_an_open_feed_of_a_key_revoked_says_signed_out_and_stops_listening(
+    browser: WebDriver, site: Site
+) -> None:
+    """The stream checks its session every 5 s (dashboard.SESSION_RECHECK_S) and says
+    `signed-out`: the page stops listening, rather than reconnecting to a 401."""
+    key = site.background.run(add_api_key(site.db, None, name="ops-leaving"))
+    sign_in(browser, site, key)
+    browser.get(site.url + "/feed")
+    wait(browser).until(lambda d: d.find_element(By.ID, "feed-state").get_attribute("data-state") == "live")
+    site.sql("UPDATE reminderd.api_keys SET revoked_at = now() WHERE name = 'ops-leaving'")
+    wait(browser, 15).until(
+        lambda d: d.find_element(By.ID, "feed-state").get_attribute("data-state") == "signed-out")
+    assert "signed out" in browser.find_element(By.ID, "feed-state").text
 
 
 def test_a_message_appears_in_the_live_feed_within_a_second_of_its_delivery(

@@ -793,6 +793,40 @@ async def test_preview_and_stats(http: ApiClient, key: str) -> None:
     assert stats["last_24h"] == {"delivered": 0, "retried": 0, "dead": 0}
 
 
+PREVIEW_DAILY = {"cron": "0 9 * * *", "timezone": "UTC"}
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter", "said"),
+    [
+        ({"cron": "nope"}, "cron", "nope"),
+        ({"timezone": "UTC"}, "cron", "exactly one of cron, every and rrule"),
+        ({"cron": "0 9 * * *", "every": "daily at 9am"}, "every", "exactly one of"),
+        ({**PREVIEW_DAILY, "timezone": "Mars/Base"}, "timezone", "Mars/Base"),
+        ({**PREVIEW_DAILY, "calendar": "XX"}, "calendar", "XX"),
+        ({**PREVIEW_DAILY, "quiet_hours": "22:00"}, "quiet_hours", "22:00"),
+        ({**PREVIEW_DAILY, "from": "tomorrow"}, "from", "tomorrow"),
+        ({**PREVIEW_DAILY, "n": "0"}, "n", "n must be"),
+        ({"rrule": "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=30"}, "rrule", "never fires"),
+        # Past the year 9999: none of the fires fit (from is to blame), or only some (n is).
+        ({**PREVIEW_DAILY, "from": "9999-12-31T23:00:00Z"}, "from", "the next 10 fires run past the year 9999"),
+        ({**PREVIEW_DAILY, "from": "9999-12-29T00:00:00Z", "n": "5"}, "n",
+         "the next 5 fires run past the year 9999: only 3"),
+        # Before the year 1 on the zone's clock: from is to blame.
+        ({"cron": "* * * * *", "timezone": "America/New_York", "from": "0001-01-01T00:30:00Z"}, "from",
+         "before the year 1"),
+    ],
+    ids=["cron", "none", "two", "timezone", "calendar", "quiet", "from", "n", "never", "past-9999-from",
+         "past-9999-n", "before-year-1"],
+)
+async def test_every_preview_error_names_its_parameter(
+    http: ApiClient, key: str, params: dict[str, str], parameter: str, said: str
+) -> None:
+    bad = problem(await http.call("GET", "/v1/preview", key, params=params), 400, "invalid-parameter")
+    assert [e["parameter"] for e in bad["errors"]] == [parameter], bad
+    assert said in bad["detail"] and bad["errors"][0]["detail"] == bad["detail"]
+
+
 async def test_probes_metrics_and_the_document_need_no_key(http: ApiClient, key: str) -> None:
     assert (await http.call("GET", "/healthz", None)).json == {"healthy": True}
     ready = await http.call("GET", "/readyz", None)

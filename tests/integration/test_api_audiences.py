@@ -6,6 +6,7 @@ routes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from support import ApiClient, api_role_url, api_settings, running_api
+from support import ApiClient, api_role_url, api_settings, poll_until, running_api
 
 from reminderd import api_audiences
 from reminderd.schedule import load_timezone, to_instant
@@ -249,6 +250,45 @@ async def test_text_the_database_cannot_store_is_a_422_naming_its_field_on_every
     assert refused["errors"][0]["pointer"] == pointer and "PostgreSQL cannot store it" in refused["detail"]
 
 
+@pytest.mark.parametrize("revoke", ["revoked", "read-only"])
+async def test_an_ndjson_upload_stops_at_the_next_batch_once_its_key_is_revoked(
+    http: ApiClient, key: str, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch, revoke: str
+) -> None:
+    """A streamed upload outlives the check its request had: each batch asks again (the key
+    cache's rule, 0 s here), so once the key is revoked (or made read-only) nothing more is
+    written and the answer is a 401 saying what was."""
+    monkeypatch.setattr(api_audiences, "CONTACT_BATCH", 2)
+    written = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        for n in range(2):
+            yield (json.dumps({"contact_id": f"s_{n}", "timezone": "Asia/Tokyo"}) + "\n").encode()
+        await written.wait()  # the first batch is written: now the key goes
+        if revoke == "revoked":
+            await db.execute("UPDATE reminderd.api_keys SET revoked_at = now()")
+        else:
+            await db.execute("UPDATE reminderd.api_keys SET scopes = '{read}'")
+        for n in range(2, 6):
+            yield (json.dumps({"contact_id": f"s_{n}", "timezone": "Asia/Tokyo"}) + "\n").encode()
+
+    async def first_batch() -> bool:
+        if await db.fetchval("SELECT count(*) FROM reminderd.contacts") == 2:
+            written.set()
+        return written.is_set()
+
+    watcher = asyncio.create_task(poll_until(first_batch))
+    async with http.client.put("/v1/contacts", data=body(), headers={
+        **NDJSON, "Authorization": f"Bearer {key}"}) as answer:
+        status, document = answer.status, await answer.json(content_type=None)
+    await watcher
+    assert status == 401 and document["type"] == "urn:reminderd:problem:unauthorized", document
+    assert document["detail"] == ("the API key was revoked (or made read-only) during the upload: what it "
+                                  "sent up to line 2 was written, nothing after")
+    assert document["written_through_line"] == 2
+    stored = await db.fetch("SELECT contact_id FROM reminderd.contacts ORDER BY 1")
+    assert [r["contact_id"] for r in stored] == ["s_0", "s_1"]
+
+
 async def test_a_broadcasts_durations_may_be_json_numbers_of_seconds(http: ApiClient, key: str) -> None:
     await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
     body = (b'{"ref_prefix": "n", "every": "every day at 9am", "everyone": true, "max_lateness": 6e1,'
@@ -473,6 +513,74 @@ async def test_a_big_broadcast_needs_another_keys_approval(
         "SELECT DISTINCT status FROM reminderd.scheduled_messages WHERE ref_id LIKE 'big:%'"
     )
     assert [r["status"] for r in statuses] == ["pending"]
+
+
+def without_instance(document: dict[str, Any]) -> dict[str, Any]:
+    """A problem as two answers to the same input share it: all but its request's own URN."""
+    return {k: v for k, v in document.items() if k != "instance"}
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "sqlstate"),
+    [
+        ("unknown-contacts", 404, "P0002"),
+        ("unknown-audience", 404, "P0002"),
+        ("prefix-in-use", 409, "23505"),
+        ("over-the-limit", 422, "54000"),
+        ("more-often-than-hourly", 422, "22023"),
+        ("in-the-past", 422, "22023"),
+        ("without-a-zone", 422, "22023"),
+    ],
+)
+async def test_a_broadcast_dry_run_answers_what_the_real_call_answers(
+    http: ApiClient, key: str, db: asyncpg.Connection, case: str, status: int, sqlstate: str
+) -> None:
+    """The same status and problem for the same input, the dry run first: nothing it does stays."""
+    await http.call("PUT", "/v1/contacts", key, json=[*CONTACTS, {"contact_id": "zoneless"}])
+    body: dict[str, Any] = {"ref_prefix": case, "local_time": days_ahead(2), "contact_ids": ["cust_8f"]}
+    if case == "unknown-contacts":
+        body["contact_ids"] = ["cust_8f", "nobody", "ghost"]
+    elif case == "unknown-audience":
+        body = {**{k: v for k, v in body.items() if k != "contact_ids"}, "audience": "nolist"}
+    elif case == "prefix-in-use":
+        first = await http.call("POST", "/v1/broadcasts", key, json={**body, "payload": {"v": 1}})
+        assert first.status == 201, first.body
+    elif case == "over-the-limit":
+        await db.execute("UPDATE reminderd.tenants SET broadcast_limit = 2 WHERE id = 'acme'")
+        body["contact_ids"] = ["cust_8f", "cust_9a", "cust_7c"]
+    elif case == "more-often-than-hourly":
+        body = {**{k: v for k, v in body.items() if k != "local_time"}, "cron": "*/5 * * * *"}
+    elif case == "in-the-past":
+        body["local_time"] = days_ahead(-1)
+    else:
+        await db.execute("UPDATE reminderd.tenants SET timezone = NULL WHERE id = 'acme'")
+        body["contact_ids"] = ["cust_8f", "zoneless"]
+    before = await db.fetchval("SELECT count(*) FROM reminderd.broadcast_requests")
+    dry = await http.call("POST", "/v1/broadcasts", key, json=body, params={"dry_run": "true"})
+    real = await http.call("POST", "/v1/broadcasts", key, json=body)
+    said = problem(real, status, "not-found" if status == 404 else "conflict" if status == 409
+                   else "database-refused")
+    assert said["sqlstate"] == sqlstate, said
+    assert (dry.status, without_instance(dry.json)) == (real.status, without_instance(said))
+    assert await db.fetchval("SELECT count(*) FROM reminderd.broadcast_requests") == before
+
+
+async def test_a_broadcast_dry_run_stages_nothing_and_leaves_the_prefix_free(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    """What the real call would write (the request, its messages, their audit trail) is rolled
+    back: the real call afterwards is the first, with the prefix free."""
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    trail = await db.fetchval("SELECT count(*) FROM reminderd.events")
+    body = {"ref_prefix": "dry", "local_time": days_ahead(3), "everyone": True}
+    for params in ({"dry_run": "true"}, {"dry_run": "true"}):
+        dry = await http.call("POST", "/v1/broadcasts", key, json=body, params=params)
+        assert dry.status == 200 and dry.json["audience_size"] == 3, dry.body
+    assert await db.fetchval("SELECT count(*) FROM reminderd.broadcast_requests") == 0
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
+    assert await db.fetchval("SELECT count(*) FROM reminderd.events") == trail
+    made = await http.call("POST", "/v1/broadcasts", key, json=body)
+    assert made.status == 201 and made.json["counts"]["staged"] == 3, made.body
 
 
 async def test_broadcast_refusals_say_what_is_wrong(http: ApiClient, key: str, db: asyncpg.Connection) -> None:

@@ -283,6 +283,30 @@ def test_a_refused_broadcast_says_why_with_its_zones(database_url: str,
     assert "(its first occurrence; the next is " in out
 
 
+@pytest.mark.parametrize("case", ["unknown-contacts", "unknown-audience", "in-the-past", "prefix-in-use"])
+def test_a_dry_run_is_refused_as_the_real_broadcast_would_be(
+    database_url: str, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    """--dry-run says what the real call would: the same line and status, and nothing is staged."""
+    sql(database_url,
+        """SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "t1", "timezone": "Asia/Tokyo"}]')""")
+    args = ["broadcast", "acme", "bf", "--at", in_days(3), "--contacts", "t1"]
+    if case == "unknown-contacts":
+        args[-1] = "t1,nobody"
+    elif case == "unknown-audience":
+        args[-2:] = ["--audience", "nolist"]
+    elif case == "in-the-past":
+        args[4] = in_days(-1)
+    else:
+        cli(database_url, capsys, *args)
+        args += ["--payload", '{"offer": "other"}']  # another broadcast, the same prefix
+    messages = sql(database_url, "SELECT count(*) FROM reminderd.scheduled_messages")[0][0]
+    _, dry = cli(database_url, capsys, *args, "--dry-run", status=EX_USAGE)
+    _, real = cli(database_url, capsys, *args, status=EX_USAGE)
+    assert dry == real and dry.startswith("reminderd: error: ")
+    assert sql(database_url, "SELECT count(*) FROM reminderd.scheduled_messages")[0][0] == messages
+
+
 def test_cadence_and_the_tenants_audience_settings(database_url: str,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     out, _ = cli(database_url, capsys, "tenant", "set", "acme", "--timezone", "Asia/Kolkata",

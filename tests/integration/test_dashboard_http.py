@@ -22,6 +22,8 @@ import asyncpg
 import pytest
 from support import API_ROLE, api_role_url, api_settings, poll_until, row_by_ref, running_api
 
+from reminderd.dashboard import Dashboard
+from reminderd.exceptions import DatabaseUnavailable
 from reminderd.migrate import upgrade
 from reminderd.sessions import SESSION_COOKIE, SESSION_MAX_AGE_S
 from reminderd.settings import Settings
@@ -974,6 +976,126 @@ async def at_least(items: list[Any], count: int) -> bool:
 
 async def _have(lines: list[str], wanted: str) -> bool:
     return wanted in lines
+
+
+# An open feed and its session ----------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def rechecking(settings: Settings, *, every_s: float, every_events: int = 10_000
+                     ) -> AsyncIterator[tuple[Browser, Dashboard]]:
+    """A browser on a dashboard whose open streams check their session again this often, and
+    what the dashboard's handlers share."""
+    async with running_api(settings) as http:
+        state = http.api.dashboard
+        assert state is not None
+        state.session_recheck_s, state.session_recheck_events = every_s, every_events
+        client = Browser(str(http.client.make_url("/dashboard")))
+        try:
+            yield client, state
+        finally:
+            await client.close()
+
+
+@asynccontextmanager
+async def open_stream(browser: Browser) -> AsyncIterator[tuple[list[str], asyncio.Task[int]]]:
+    """acme's feed, read line by line as it arrives; the task ends (with the status) when the
+    server ends the stream."""
+    lines: list[str] = []
+
+    async def listen() -> int:
+        async with browser.session.get(browser.url + "/feed/stream?tenant=acme") as answer:
+            async for raw in answer.content:
+                lines.append(raw.decode().rstrip("\n"))
+            return answer.status
+
+    reader = asyncio.create_task(listen())
+    try:
+        await poll_until(lambda: _have(lines, "retry: 2000"))
+        yield lines, reader
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+
+
+async def ended(reader: asyncio.Task[int]) -> bool:
+    return reader.done()
+
+
+async def test_signing_out_ends_a_feed_open_in_that_session_within_the_recheck(
+    db: asyncpg.Connection, settings: Settings, tenant: str
+) -> None:
+    async with rechecking(settings, every_s=0.05) as (browser, _):
+        await operator(db, browser)
+        copied = session_cookie(browser)
+        await browser.get("/")
+        async with open_stream(browser) as (lines, reader):
+            await _fire(db, "before", table="events")
+            await poll_until(lambda: _have(lines, "event: fire"))
+            assert not reader.done()  # checked again many times meanwhile: still a session
+            assert (await sign_out(browser, {"csrf": browser.csrf}))[0] == 303
+            await poll_until(lambda: ended(reader))
+            assert reader.result() == 200 and "event: signed-out" in lines
+            await _fire(db, "after", table="events")
+        assert not any('"ref_id": "after"' in line for line in lines)
+        # The browser reconnecting (EventSource does, by itself) is refused.
+        assert (await as_copy(browser.url, copied, "GET", "/feed/stream"))[0] == 401
+
+
+async def test_revoking_the_key_ends_its_open_feeds_within_the_recheck(
+    db: asyncpg.Connection, settings: Settings, tenant: str
+) -> None:
+    async with rechecking(settings, every_s=0.05) as (browser, _):
+        await operator(db, browser)
+        async with open_stream(browser) as (lines, reader):
+            await db.execute("UPDATE reminderd.api_keys SET revoked_at = now()")
+            await poll_until(lambda: ended(reader))
+            assert "event: signed-out" in lines and "event: fire" not in lines
+
+
+async def test_a_busy_feed_checks_its_session_every_n_events_too(
+    db: asyncpg.Connection, settings: Settings, tenant: str
+) -> None:
+    """However fast fires come, no more than N go out unchecked: here N = 2, and no time passes
+    for the interval to matter."""
+    async with rechecking(settings, every_s=3600, every_events=2) as (browser, _):
+        await operator(db, browser)
+        async with open_stream(browser) as (lines, reader):
+            for ref in ("a", "b", "c"):  # checked again before the third: still a session
+                await _fire(db, ref, table="events")
+            await poll_until(lambda: fires_in(lines, 3))
+            await db.execute("UPDATE reminderd.api_keys SET revoked_at = now()")
+            for ref in ("d", "e", "f"):
+                await _fire(db, ref, table="events")
+            await poll_until(lambda: ended(reader))
+        refs = [json.loads(line.removeprefix("data: "))["ref_id"] for line in lines if '"ref_id"' in line]
+        assert refs == ["a", "b", "c", "d"] and lines[-3:] == ["event: signed-out", "data: {}", ""]
+
+
+async def test_a_feed_whose_session_cannot_be_checked_ends_and_the_browser_reconnects(
+    db: asyncpg.Connection, settings: Settings, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database not answering the check is no reason to keep streaming: the stream ends
+    without `signed-out` (so the page reconnects, and is checked as any request is)."""
+    from structlog.testing import capture_logs
+
+    async with rechecking(settings, every_s=0.05) as (browser, state):
+        await operator(db, browser)
+        async with open_stream(browser) as (lines, reader):
+            async def unreachable(prefix: str, nonce: str) -> None:
+                raise DatabaseUnavailable("the database did not answer")
+
+            with capture_logs() as logs:
+                monkeypatch.setattr(state.store, "dashboard_session", unreachable)
+                await poll_until(lambda: ended(reader))
+        assert "event: signed-out" not in lines
+        [line] = [e for e in logs if e["event"] == "dashboard_stream_ended"]
+        assert line["reason"] == "unchecked" and line["key"].startswith("rk_")
+
+
+async def fires_in(lines: list[str], count: int) -> bool:
+    return lines.count("event: fire") >= count
 
 
 # Broadcasts (issue 14 in the dashboard) ------------------------------------------------------------

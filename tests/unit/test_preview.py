@@ -100,6 +100,13 @@ def test_from_without_an_offset_is_read_in_tz(capsys: pytest.CaptureFixture[str]
         (["--cron", "0 9 * * *", "--from", "tomorrow"], "--from 'tomorrow' is not ISO-8601"),
         (["--cron", "0 9 * * *", "-n", "0"], "-n 0: must be at least 1"),
         (["--rrule", "FREQ=DAILY;COUNT=3"], "an RRULE with COUNT needs a DTSTART"),
+        # Off the calendar: what to change is named, the start or the count.
+        (["--cron", "0 9 * * *", "--from", "9999-12-31T23:00:00Z"],
+         "the next 10 fires run past the year 9999: none falls before it ends; start earlier (--from)"),
+        (["--cron", "0 9 * * *", "--from", "9999-12-29T00:00:00Z", "-n", "5"],
+         "the next 5 fires run past the year 9999: only 3 fall before it ends; ask for 3 or fewer (-n)"),
+        (["--cron", "* * * * *", "--tz", "America/New_York", "--from", "0001-01-01T00:30:00Z"],
+         "the next 10 fires fall before the year 1 on the clock of America/New_York: start later (--from)"),
     ],
 )
 def test_bad_input_gets_one_clear_line(

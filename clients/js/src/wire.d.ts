@@ -444,7 +444,7 @@ export interface BroadcastPreview {
   nextLocalTime: string | null;
   /** (wire: `audience_size`) */
   audienceSize: number;
-  /** contacts with no zone, the tenant no default: it would be refused (wire: `without_timezone`) */
+  /** contacts with no zone, the tenant no default: always 0, since the call refuses a broadcast with any (wire: `without_timezone`) */
   withoutTimezone: number;
   /** (wire: `sends_per_utc_hour`) */
   sendsPerUtcHour: {
@@ -462,7 +462,7 @@ export interface BroadcastPreview {
       country: number;
       tenant: number;
     };
-    /** it would be refused (wire: `in_the_past`) */
+    /** always false: the call refuses a wave with a zone in the past (wire: `in_the_past`) */
     inThePast: boolean;
   }[];
 }
