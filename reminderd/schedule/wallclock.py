@@ -38,6 +38,11 @@ _WINDOW = timedelta(hours=3)
 _MAX_CANDIDATES = 100_000
 _MAX_RESTARTS = 8
 
+# How far ahead a search looks for the era of an offset to begin: its wall times read under
+# another offset now may be read under it after a clock change days away (a quiet window
+# ending at 17:30 in Sydney, asked at 18:29 on the day before the clock goes back).
+_ERA_HORIZON = timedelta(days=32)
+
 
 class InvalidSchedule(ValueError):
     """A schedule or timezone that cannot be scheduled; the message says what is wrong."""
@@ -156,10 +161,10 @@ def _next_reading_at_offset(
                 return instant, None
             first = _instants(candidate, tz, every_hour=False)[0]
             if wall(first, tz) == candidate:  # a real wall time, but read under another offset
-                if _offset(instant + _WINDOW, tz) != offset:
+                era_start = _era_start(instant, offset, tz)
+                if era_start is None:
                     return None, actual  # this offset's era is over
-                era_start = _jump(instant, instant + _WINDOW, tz)  # or soon to begin: go on from there
-                cursor = _naive(era_start + offset) - tiny
+                cursor = _naive(era_start + offset) - tiny  # or yet to begin: go on from there
             elif first > after:  # skipped by a forward jump: it fires at the jump
                 return first, None
             else:  # skipped, and the jump is past: go on from the end of the gap
@@ -168,6 +173,19 @@ def _next_reading_at_offset(
         else:
             return None, None  # the schedule has ended
     raise InvalidSchedule(f"no fire time found in {tz.key} after {after:%Y-%m-%d %H:%M:%S}Z")
+
+
+def _era_start(instant: datetime, offset: timedelta, tz: ZoneInfo) -> datetime | None:
+    """The instant after `instant` at which `tz` next shows UTC+`offset`, looked for up to
+    _ERA_HORIZON ahead (further than the gap between two readings of any schedule read every
+    hour: a day, or a month for one day of the month); None when it does not within it."""
+    probe = instant
+    while probe < instant + _ERA_HORIZON:
+        step = probe + _WINDOW
+        if _offset(step, tz) == offset:
+            return _jump(probe, step, tz)
+        probe = step
+    return None
 
 
 def _naive(instant: datetime) -> datetime:

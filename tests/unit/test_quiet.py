@@ -269,3 +269,21 @@ def test_deferred_instant_is_the_first_one_outside_the_window(
         assert instant < resume <= instant + timedelta(days=2)
         assert not quiet.contains(resume.astimezone(tz))
         assert quiet.contains((resume - timedelta(seconds=1)).astimezone(tz))
+
+
+@pytest.mark.parametrize(
+    ("zone", "start", "end", "resume"),
+    [
+        # 18:29 AEDT on the day before the clock goes back at 03:00: the window's next end,
+        # 17:30, is read only under AEST (+10), an era that begins 8.5 hours later.
+        ("Australia/Sydney", time(17, 45), time(17, 30), utc(2026, 4, 5, 7, 30)),
+        ("Australia/Lord_Howe", time(18, 15), time(18, 0), utc(2026, 4, 5, 7, 30)),
+    ],
+)
+def test_a_window_ending_after_a_clock_change_a_day_away_ends_there(
+    zone: str, start: time, end: time, resume: datetime
+) -> None:
+    """Found by the property below: the next end lies beyond a backward clock change more than a
+    few hours away, so it is read under the offset that change brings (it used to raise)."""
+    deferred, reason = QuietHours(start, end).defer(utc(2026, 4, 4, 7, 29), zone)
+    assert (deferred, reason is not None) == (resume, True)
