@@ -283,7 +283,9 @@ class UsageRequest:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, today: date) -> UsageRequest:
-        month = args.month or f"{today:%Y-%m}"
+        if args.month is not None and not args.month.strip():
+            raise UsageError("--month is empty: give a month like 2026-11, or leave --month out for this month")
+        month = f"{today:%Y-%m}" if args.month is None else args.month
         try:
             first = datetime.strptime(month, "%Y-%m").date()
         except ValueError:

@@ -33,8 +33,12 @@ REFUSED = "refused"
 OUTCOMES: tuple[str, ...] = (
     Event.FIRED, Event.RETRY_SCHEDULED, Event.DEAD_LETTERED, REFUSED, Event.EXPIRED,
     # Held back without a request:
-    Event.DEFERRED, Event.HOLIDAY_SKIPPED, Event.MISSED_SKIPPED, Event.FINISHED,
+    Event.DEFERRED, Event.HOLIDAY_SKIPPED, Event.MISSED_SKIPPED, Event.FINISHED, Event.CAPPED,
+    # Handed back unsent (lease_too_short, frequency_cap_failed):
+    Event.RELEASED,
 )
+# The outcomes that dead-letter: each needs a person (examples/prometheus/alerts.yml alerts on them).
+DEAD_LETTERING: tuple[str, ...] = (Event.DEAD_LETTERED, REFUSED)
 
 # Latency of a local receiver is milliseconds; a slow one hits the callback timeout (10 s).
 CALLBACK_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

@@ -177,6 +177,19 @@ def handed_back(job: Job, reason: str, *, retry_in_s: float | None = None) -> Ou
     )
 
 
+def cut_short(job: Job, duration_ms: int, shutdown_timeout_s: float) -> Outcome:
+    """A request still unanswered when the shutdown's grace (REMINDERD_SHUTDOWN_TIMEOUT) ran out:
+    it may have reached the receiver, so it is an attempt, logged and counted like any other;
+    the row is handed back pending with its occurrence (same webhook-id), due again now."""
+    error = (f"cut short at shutdown: no answer within REMINDERD_SHUTDOWN_TIMEOUT "
+             f"({shutdown_timeout_s:g}s)")
+    return Outcome(
+        job, AttemptResult(False, None, error, duration_ms), Event.RELEASED, Status.PENDING,
+        retry_in_s=0.0, next_scheduled_for=job.scheduled_for,
+        last_error=f"attempt {job.attempt} {error}; handed back, due again now",
+    )
+
+
 # Planning recurring rows ---------------------------------------------------------------------
 
 

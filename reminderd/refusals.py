@@ -14,7 +14,7 @@ import re
 
 from .exceptions import DatabaseRefused
 
-__all__ = ["CONSTRAINTS", "one_line"]
+__all__ = ["CONSTRAINTS", "one_line", "unknown_tenant"]
 
 _CALENDAR = "a holiday calendar is a country code such as IN or GB, or a subdivision such as US-CA"
 
@@ -199,3 +199,10 @@ def _clause(hint: str | None) -> str | None:
         return None
     line = hint.strip().splitlines()[0].rstrip(".")
     return line[:1].lower() + line[1:]
+
+
+def unknown_tenant(tenant_id: str) -> str:
+    """What reminderd.check_tenant() says (23503 and its hint), for a command that reads a tenant's
+    rows: an unknown tenant is a typo or the wrong role, never an empty answer."""
+    return (f'unknown tenant "{tenant_id}"; '
+            "create it first (reminderd tenant add), and check this role acts for it")

@@ -1145,6 +1145,12 @@ class Store:
         await self._pool.execute(QUERIES["grant_tenant"], tenant_id, role_name)
 
     @_translating
+    async def tenant_exists(self, tenant_id: str) -> bool:
+        """Whether `tenant_id` is a tenant this role sees (row-level security hides the others)."""
+        exists: bool = await self._pool.fetchval(QUERIES["tenant_exists"], tenant_id)
+        return exists
+
+    @_translating
     async def revoke_tenant(self, tenant_id: str, role_name: str) -> int:
         status: str = await self._pool.execute(QUERIES["revoke_tenant"], tenant_id, role_name)
         return int(status.split()[-1])

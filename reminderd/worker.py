@@ -40,7 +40,7 @@ from .housekeeping import ClaimReconciler, Heartbeat, Housekeeping, Rescuer, con
 from .jobs import Job
 from .lifecycle import Event
 from .metrics import Metrics
-from .outcome import AttemptResult, Outcome, before_sending, capped, decide, handed_back
+from .outcome import AttemptResult, Outcome, before_sending, capped, cut_short, decide, handed_back
 from .registry import ClaimBook, Contact, Identity
 from .retry import RetryPolicy, backoff_s
 from .settings import Settings
@@ -80,7 +80,8 @@ class Worker:
         self._policy = RetryPolicy(settings.retry_base_s, settings.retry_cap_s, settings.max_attempts)
         self._jobs: asyncio.Queue[Job | None] = asyncio.Queue()
         self._outcomes: asyncio.Queue[Outcome | None] = asyncio.Queue()
-        self._in_flight: dict[tuple[int, object], Job] = {}  # keyed by (id, claim token)
+        # Requests being made, keyed by (id, claim token): the job, and when its request began.
+        self._in_flight: dict[tuple[int, object], tuple[Job, float]] = {}
         self.metrics.watch_in_flight(self._in_flight.__len__)
         self._unfinished = 0  # claimed, and not yet recorded (nor left to its lease)
         self._wake = asyncio.Event()
@@ -207,12 +208,18 @@ class Worker:
         for task in still_running:
             task.cancel()
         await asyncio.gather(*still_running, return_exceptions=True)
-        cut_short = [Release(job, started=True) for job in self._in_flight.values()]
-        if cut_short:
-            log.warning("shutdown_timeout", cut_short=len(cut_short))
+        # A request cut short may have reached the receiver: an attempt, recorded as any other
+        # (in reminderd.deliveries, its attempt counted) and its row handed back, due again now.
+        cut_at = time.monotonic()
+        cut = [cut_short(job, round((cut_at - began) * 1000), self.settings.shutdown_timeout_s)
+               for job, began in self._in_flight.values()]
+        if cut:
+            log.warning("shutdown_timeout", cut_short=len(cut))
+        for outcome in cut:
+            self._outcomes.put_nowait(outcome)
         self._outcomes.put_nowait(None)
         await recorder
-        releases = [Release(job, started=False) for job in unstarted] + cut_short
+        releases = [Release(job, started=False) for job in unstarted]
         released = True
         if releases:
             try:
@@ -408,7 +415,7 @@ class Worker:
 
     async def _send(self, job: Job) -> AttemptResult:
         key = (job.id, job.picked_at)
-        self._in_flight[key] = job
+        self._in_flight[key] = (job, time.monotonic())
         try:
             result = await self._client.send(job)  # cancelled at shutdown timeout: stays in flight
         except Exception as exc:  # a bug costs this attempt, never the daemon
@@ -510,6 +517,8 @@ class Worker:
         for outcome in written:
             job, result = outcome.job, outcome.result
             if result is None or job.endpoint is None or result.refused or result.poison:
+                continue
+            if outcome.event is Event.RELEASED:  # cut short at shutdown: the endpoint said nothing
                 continue
             key = (job.tenant_id, job.endpoint)
             gone = result.status_code == 410
@@ -623,6 +632,8 @@ def _log_outcome(lines: FilteringBoundLogger, outcome: Outcome) -> None:
         lines.info(outcome.event, **fields)
     elif outcome.event is Event.RETRY_SCHEDULED:
         lines.warning(outcome.event, **fields, error=result.error, retry_in_s=round(outcome.retry_in_s or 0, 2))
+    elif outcome.event is Event.RELEASED:  # cut short at shutdown, handed back
+        lines.warning(outcome.event, **fields, status=outcome.next_status, error=result.error)
     else:
         lines.error(outcome.event, **fields, status=outcome.next_status, error=outcome.last_error)
 

@@ -15,7 +15,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 from support import TEST_SECRET, all_sent, counts, fast_daemon_env, insert_due, poll_until
 
-from reminderd.testing import CLI_COMMAND, Receiver, die_with_parent, running_daemon
+from reminderd.testing import CLI_COMMAND, Received, Receiver, die_with_parent, running_daemon
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +45,60 @@ async def test_sigterm_drains_in_flight_hands_back_the_rest_and_exits_0(
         assert await process.exit_code() == 0
     per_ref = Counter(r.message["ref_id"] for r in receiver.received)
     assert len(per_ref) == 60 and set(per_ref.values()) == {1}
+
+
+async def test_an_attempt_cut_short_at_shutdown_is_in_deliveries_and_redelivered_with_its_webhook_id(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    answer = asyncio.Event()  # the receiver holds every request until the daemon has stopped
+
+    async def hold(_: Received) -> None:
+        await answer.wait()
+
+    receiver.before_answer = hold
+    await insert_due(db, 12)
+    env = fast_daemon_env(database_url, REMINDERD_CONCURRENCY="4", REMINDERD_BATCH_SIZE="4",
+                          REMINDERD_SHUTDOWN_TIMEOUT="0.3")
+    try:
+        async with running_daemon(env) as process:
+            await receiver.wait_for(lambda got: len(got) >= 4)
+            process.send_signal(signal.SIGTERM)
+            assert await process.exit_code() == 0
+            log = process.log
+    finally:
+        answer.set()
+    cut_short = {item.webhook_id for item in receiver.received}
+    assert len(cut_short) == 4  # one request per sender, none answered
+    assert [line["cut_short"] for line in log if line["event"] == "shutdown_timeout"] == [4]
+    assert sorted(str(line["webhook_id"]) for line in log if line["event"] == "released") == sorted(cut_short)
+
+    logged = await db.fetch(
+        "SELECT d.webhook_id, d.attempt, d.status_code, d.error, d.event, d.status, m.status AS now_status,"
+        "       m.attempts, m.last_event"
+        " FROM reminderd.deliveries d JOIN reminderd.scheduled_messages m ON m.id = d.message_id")
+    assert {row["webhook_id"] for row in logged} == cut_short and len(logged) == 4
+    for row in logged:  # the attempt reached the receiver: it is logged, counted and due again
+        assert (row["attempt"], row["status_code"]) == (1, None)
+        assert (row["event"], row["status"]) == ("released", "pending")
+        assert row["error"].startswith("cut short at shutdown: no answer within REMINDERD_SHUTDOWN_TIMEOUT")
+        assert (row["now_status"], row["attempts"], row["last_event"]) == ("pending", 1, "released")
+    assert "picked" not in await counts(db)
+
+    # A second daemon delivers everything: the rows cut short again, with their webhook-id.
+    receiver.before_answer = None
+    async with running_daemon(fast_daemon_env(database_url)) as process:
+        await poll_until(all_sent(db, 12), timeout_s=30)
+        process.send_signal(signal.SIGTERM)
+        assert await process.exit_code() == 0
+    for attempts in receiver.by_ref().values():
+        assert len({item.webhook_id for item in attempts}) == 1
+        assert [item.message["attempt"] for item in attempts] == list(range(1, len(attempts) + 1))
+    assert {item.webhook_id for item in receiver.received if item.message["attempt"] == 2} == cut_short
+    rows = await db.fetch(
+        "SELECT m.attempts, array_agg(d.attempt ORDER BY d.id) AS logged"
+        " FROM reminderd.scheduled_messages m JOIN reminderd.deliveries d ON d.message_id = m.id GROUP BY m.id")
+    assert len(rows) == 12
+    assert all(row["logged"] == list(range(1, row["attempts"] + 1)) for row in rows)  # every attempt, once
 
 
 async def test_kill_9_mid_flight_then_restart_redelivers_with_the_same_webhook_id(

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 from conftest import emptied
 
+from reminderd import refusals
 from reminderd.callback import callback_body
 from reminderd.cli import main
 from reminderd.payload import PayloadError, check_payload
@@ -174,6 +176,42 @@ def test_a_tenant_that_exists_and_a_holiday_of_an_unknown_tenant_are_sentences(
     assert refused(database_url, capsys, "schedule", "ghost", "digest", "--cron", "0 9 * * *") == (
         2, 'reminderd: error: unknown tenant "ghost"',
     )
+
+
+def test_commands_that_read_or_remove_a_tenants_rows_refuse_an_unknown_tenant(
+    database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Not an empty answer and exit 0: the line reminderd.check_tenant() gives the commands that
+    write (tenant holiday add), whatever the command."""
+    cli(database_url, capsys, "tenant", "add", "acme", "--callback-url", "https://acme.example/hooks")
+    expected = refused(database_url, capsys, "tenant", "holiday", "add", "ghost", "2026-12-31")
+    assert expected == (2, "reminderd: error: " + refusals.unknown_tenant("ghost"))
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text("contact_id,phone\nc1,+44 20 7946 0000\n", encoding="utf-8")
+    for argv in (["usage", "ghost"], ["usage", "ghost", "--json"], ["usage", "ghost", "--month", "2026-11"],
+                 ["tenant", "revoke", "ghost", "postgres"],
+                 ["tenant", "holiday", "remove", "ghost", "2026-12-31"],
+                 ["api-key", "list", "ghost"], ["api-key", "list", "ghost", "--json"],
+                 ["cancel", "ghost", "r1"],
+                 ["contacts", "import", "ghost", str(contacts)], ["contact", "show", "ghost", "c1"],
+                 ["audience", "list", "ghost"], ["broadcasts", "list", "ghost"],
+                 ["broadcasts", "list", "ghost", "--json"], ["broadcasts", "show", "ghost", "1"]):
+        assert refused(database_url, capsys, *argv) == expected, argv
+    assert sql(database_url, "SELECT count(*) AS n FROM reminderd.contacts")[0]["n"] == 0
+    # A tenant that exists still gets its (empty) answers.
+    assert "total" in cli(database_url, capsys, "usage", "acme")
+    assert cli(database_url, capsys, "cancel", "acme", "r1") == "0\n"
+    assert cli(database_url, capsys, "audience", "list", "acme") == "no audiences\n"
+    assert cli(database_url, capsys, "api-key", "list", "acme", "--json") == "[]\n"
+    assert refused(database_url, capsys, "contact", "show", "acme", "c1") == (
+        2, 'reminderd: error: tenant "acme" has no contact "c1"')
+
+
+def test_an_empty_month_is_refused_in_a_line_naming_it(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert refused(database_url, capsys, "usage", "acme", "--month", "") == (
+        2, "reminderd: error: --month is empty: give a month like 2026-11, or leave --month out for this month")
 
 
 def test_a_recurring_message_is_due_at_its_first_occurrence_as_soon_as_it_is_scheduled(

@@ -18,12 +18,12 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from reminderd.metrics import OUTCOMES, Metrics
+from reminderd.metrics import DEAD_LETTERING, OUTCOMES, Metrics
 from reminderd.store import QueueDepth
 
 ALERTS = Path(__file__).resolve().parents[2] / "examples" / "prometheus" / "alerts.yml"
 METRIC_NAME = re.compile(r"\breminderd_[A-Za-z0-9_]+")
-LABEL_MATCHER = re.compile(r'\b(\w+)\s*=~?\s*"([^"]*)"')
+LABEL_MATCHER = re.compile(r'\b(\w+)\s*(=~?)\s*"([^"]*)"')
 DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 PROMTOOL = shutil.which("promtool")
 
@@ -83,7 +83,8 @@ def test_every_promised_alert_is_there_on_its_metric() -> None:
     for alert, metric in EXPECTED.items():
         assert re.search(rf"\b{metric}\b", by_name[alert]), f"{alert} does not use {metric}"
     assert 'up{job="reminderd"}' in by_name["ReminderdDown"]
-    assert 'outcome="dead_lettered"' in by_name["ReminderdDeadLettersRising"]
+    assert "reminderd_callbacks_total{outcome=~" in by_name["ReminderdDeadLettersRising"]
+    assert counted_outcomes(by_name["ReminderdDeadLettersRising"]) == set(DEAD_LETTERING)
     assert "histogram_quantile(0.99" in by_name["ReminderdFireLatenessHigh"]
 
 
@@ -96,11 +97,26 @@ def test_every_metric_an_alert_uses_is_exported(tenant_labels: bool) -> None:
         assert not missing, f"{rule['alert']} uses {sorted(missing)}, which reminderd does not export"
 
 
+def counted_outcomes(expr: str) -> set[str]:
+    """The outcomes an expression's `outcome` matchers select (a regex is anchored, as in PromQL)."""
+    selected: set[str] = set()
+    for label, operator, value in LABEL_MATCHER.findall(expr):
+        if label == "outcome":
+            selected |= {o for o in OUTCOMES if (re.fullmatch(value, o) if operator == "=~" else o == value)}
+    return selected
+
+
+def test_every_dead_lettering_outcome_is_counted_under_its_own_name() -> None:
+    assert set(DEAD_LETTERING) == {"dead_lettered", "refused"} and set(DEAD_LETTERING) <= set(OUTCOMES)
+
+
 def test_label_values_in_matchers_are_ones_the_daemon_uses() -> None:
     for rule in load_rules():
-        for label, value in LABEL_MATCHER.findall(rule["expr"]):
+        for label, operator, value in LABEL_MATCHER.findall(rule["expr"]):
             if label == "outcome":
-                assert value in OUTCOMES, f"{rule['alert']}: outcome={value!r} is never counted"
+                alternatives = value.split("|") if operator == "=~" else [value]
+                for alternative in alternatives:
+                    assert alternative in OUTCOMES, f"{rule['alert']}: outcome={alternative!r} is never counted"
 
 
 def test_the_exporter_really_names_the_counter_with_total() -> None:
@@ -141,6 +157,9 @@ tests:
       - series: 'reminderd_callbacks_total{{job="reminderd", instance="a:9464",
                    outcome="dead_lettered", tenant="acme"}}'
         values: '0 0 1 1 1 1 1 1 1 1'
+      - series: 'reminderd_callbacks_total{{job="reminderd", instance="a:9464",
+                   outcome="refused", tenant="zeta"}}'
+        values: '0 0 3 3 3 3 3 3 3 3'
       - series: 'reminderd_callbacks_total{{job="reminderd", outcome="fired", tenant="beta"}}'
         values: '0+10x30'
 {lateness}
@@ -174,6 +193,7 @@ tests:
         alertname: ReminderdDeadLettersRising
         exp_alerts:
           - exp_labels: {{severity: ticket, job: reminderd, tenant: acme}}
+          - exp_labels: {{severity: ticket, job: reminderd, tenant: zeta}}
       - eval_time: 20m
         alertname: ReminderdFireLatenessHigh
         exp_alerts:

@@ -832,6 +832,14 @@ def test_usage_takes_a_month_and_defaults_to_this_one() -> None:
         UsageRequest.from_args(parsed("usage", "acme", "--month", "2026-13"), date(2026, 12, 1))
 
 
+@pytest.mark.parametrize("month", ["", " "])
+def test_an_empty_month_is_refused_not_taken_for_this_month(month: str) -> None:
+    with pytest.raises(UsageError) as refused:
+        UsageRequest.from_args(parsed("usage", "acme", "--month", month), date(2026, 12, 1))
+    assert str(refused.value) == (
+        "--month is empty: give a month like 2026-11, or leave --month out for this month")
+
+
 def test_enable_endpoint_takes_an_optional_endpoint() -> None:
     assert EnableEndpointRequest.from_args(parsed("tenant", "enable-endpoint", "acme")).endpoint is None
     only = EnableEndpointRequest.from_args(

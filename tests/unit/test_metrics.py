@@ -9,8 +9,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import make_job
 
 from reminderd.lifecycle import Event, Status
-from reminderd.metrics import BatchHistogram, Metrics
-from reminderd.outcome import AttemptResult, Outcome
+from reminderd.metrics import OUTCOMES, BatchHistogram, Metrics
+from reminderd.outcome import AttemptResult, Outcome, handed_back
 
 BUCKETS = (0.01, 0.1, 1.0)
 
@@ -59,6 +59,22 @@ def test_a_recorded_batch_counts_each_outcome_by_tenant_and_times_the_answers() 
     assert got[("reminderd_fire_lateness_seconds_count", ())] == 2
     assert got[("reminderd_fire_lateness_seconds_bucket", (("le", "0.25"),))] == 1  # job 2: on time
     assert got[("reminderd_fire_lateness_seconds_bucket", (("le", "0.5"),))] == 2  # job 1: 0.5 s late
+
+
+def test_outcomes_held_or_handed_back_without_a_request_are_counted_under_names_outcomes_lists() -> None:
+    """Every label value the counter gets is one OUTCOMES (and so the alerts' checks and the
+    counter's help) knows: a frequency cap's `capped`, a hand-back's `released`."""
+    metrics = Metrics(tenant_labels=False)
+    metrics.recorded([
+        Outcome(make_job(id=1), None, Event.CAPPED, Status.CANCELLED, refund_attempt=True),
+        handed_back(make_job(id=2), "lease too short"),
+    ], 0.0)
+    got = {labels for name, labels in samples(metrics.exposition()) if name == "reminderd_callbacks_total"}
+    assert got == {(("outcome", "capped"),), (("outcome", "released"),)}
+    assert {"capped", "released"} <= set(OUTCOMES)
+    help_text = next(f.documentation for f in text_string_to_metric_families(metrics.exposition().decode())
+                     if f.name == "reminderd_callbacks")
+    assert "capped" in help_text and "released" in help_text
 
 
 def test_callbacks_in_flight_are_read_when_scraped() -> None:

@@ -13,6 +13,7 @@ from support import make_job
 from reminderd.jobs import Job, Unplanned
 from reminderd.lifecycle import Event, Status
 from reminderd.outcome import AttemptResult, Plan, before_sending, decide, handed_back, plan, preflight
+from reminderd.outcome import cut_short as cut_short_at_shutdown
 from reminderd.retry import RetryPolicy
 from reminderd.schedule import QuietHours, Timing
 
@@ -280,3 +281,20 @@ def test_a_job_handed_back_unsent_gives_its_attempt_back_and_keeps_its_occurrenc
 def test_a_job_handed_back_for_later_is_due_then() -> None:
     outcome = handed_back(one_off(), "not sent: its cap could not be checked", retry_in_s=5.0)
     assert outcome.retry_in_s == 5.0 and outcome.refund_attempt
+
+
+# Cut short at shutdown
+
+
+@pytest.mark.parametrize("job", [one_off(attempt=2), recurring(attempt=1)], ids=["one-off retry", "recurring"])
+def test_a_request_cut_short_at_shutdown_is_an_attempt_and_its_row_is_due_again_now(job: Job) -> None:
+    outcome = cut_short_at_shutdown(job, 312, shutdown_timeout_s=0.3)
+    assert (outcome.event, outcome.next_status) == (Event.RELEASED, Status.PENDING)
+    assert outcome.result is not None and not outcome.delivered  # an attempt, logged in deliveries
+    assert (outcome.result.status_code, outcome.result.duration_ms) == (None, 312)
+    assert outcome.result.error == "cut short at shutdown: no answer within REMINDERD_SHUTDOWN_TIMEOUT (0.3s)"
+    assert not outcome.refund_attempt and not outcome.reset_attempts and not outcome.ran  # the attempt counts
+    assert outcome.next_scheduled_for == job.scheduled_for  # the same webhook-id when it is sent again
+    assert outcome.next_fire_at is None and outcome.retry_in_s == 0.0  # due again now
+    assert outcome.last_error == (f"attempt {job.attempt} cut short at shutdown: no answer within "
+                                  "REMINDERD_SHUTDOWN_TIMEOUT (0.3s); handed back, due again now")
