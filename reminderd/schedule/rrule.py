@@ -192,7 +192,8 @@ def anchor_rrule(rrule: str, timezone: str, start: datetime) -> str:
         return rrule
     if re.search(r"COUNT=", rrule, re.IGNORECASE):
         raise InvalidSchedule(
-            "an RRULE with COUNT needs a DTSTART (COUNT counts from it): add a DTSTART line, or use --max-runs"
+            "an RRULE with COUNT needs a DTSTART (COUNT counts from it): add a DTSTART line, or end it with "
+            "UNTIL instead (a message also by its max runs)"
         )
     day = start.astimezone(load_timezone(timezone)).date()
     return f"DTSTART:{day:%Y%m%d}T000000\n{rrule.strip()}"

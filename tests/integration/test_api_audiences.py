@@ -500,11 +500,27 @@ async def test_broadcast_refusals_say_what_is_wrong(http: ApiClient, key: str, d
         "database-refused",
     )
     assert often["sqlstate"] == "22023" and "12 times an hour" in often["detail"]
+    ended = problem(
+        await http.call(
+            "POST",
+            "/v1/broadcasts",
+            key,
+            json={"ref_prefix": "ended", "cron": "0 9 * * *", "contact_ids": ["cust_8f"],
+                  "until": "2026-01-01T09:00:00Z"},
+        ),
+        422,
+        "database-refused",
+    )
+    assert ended["sqlstate"] == "22008" and ended["detail"].startswith(
+        'broadcast "ended" of tenant "acme" ends before it starts: its until 2026-01-01T09:00:00Z is already'
+        " past")
     for body, at in [
         ({"ref_prefix": "x", "local_time": days_ahead(2)}, "/audience"),
         ({"ref_prefix": "x", "audience": "vip", "everyone": True, "local_time": days_ahead(2)}, "/everyone"),
         ({"ref_prefix": "x y", "audience": "vip", "local_time": days_ahead(2)}, "/ref_prefix"),
         ({"ref_prefix": "x", "audience": "vip"}, "/cron"),
+        ({"ref_prefix": "x", "audience": "vip", "cron": "61 * * * *"}, "/cron"),
+        ({"ref_prefix": "x", "audience": "vip", "rrule": "FREQ=DAILY;COUNT=3;BYHOUR=9"}, "/rrule"),
         ({"ref_prefix": "x", "audience": "vip", "local_time": "2026-13-01T09:00"}, "/local_time"),
         ({"ref_prefix": "x", "audience": "vip", "local_time": days_ahead(2), "colour": "red"}, "/colour"),
     ]:

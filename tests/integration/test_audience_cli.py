@@ -277,6 +277,15 @@ def test_a_refused_broadcast_says_why_with_its_zones(database_url: str,
     _, err = cli(database_url, capsys, "broadcast", "acme", "bf", "--cron", "*/10 * * * *", "--everyone",
                  status=EX_USAGE)
     assert "fires up to 6 times an hour" in err
+    for args, said in [
+        (["--cron", "61 * * * *"], "minute 61 is out of range 0\N{EN DASH}59"),
+        (["--rrule", "FREQ=DAILY;COUNT=3;BYHOUR=9"], "an RRULE with COUNT needs a DTSTART"),
+        (["--cron", "0 9 * * *", "--until", "2026-01-01T09:00Z"],
+         'broadcast "bf" of tenant "acme" ends before it starts: its until 2026-01-01T09:00:00Z is already'
+         " past"),
+    ]:
+        _, err = cli(database_url, capsys, "broadcast", "acme", "bf", *args, "--everyone", status=EX_USAGE)
+        assert said in err and "Traceback" not in err, err
     out, _ = cli(database_url, capsys, "broadcast", "acme", "weekly", "--every", "monday at 09:00",
                  "--everyone",
                  "--dry-run")
