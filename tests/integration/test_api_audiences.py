@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -442,6 +443,27 @@ async def test_a_broadcast_dry_run_then_staged_with_its_progress(
     assert cancelled.status == 200 and cancelled.json["cancelled_messages"] == 3
     assert cancelled.json["counts"]["cancelled"] == 3
     assert problem(await http.call("GET", "/v1/broadcasts/999999", key), 404, "not-found")
+
+
+async def test_a_recurring_broadcasts_dry_run_ends_where_the_daemon_would(http: ApiClient, key: str) -> None:
+    # Its until, and an RRULE's UNTIL=…Z, are instants compared with an occurrence's first zone's
+    # instant, as the stager compares them (Tokyo, UTC+9: 20:00 is 11:00Z).
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    tokyo = ZoneInfo("Asia/Tokyo")
+    soon = (datetime.now(UTC) + timedelta(minutes=5)).astimezone(tokyo)
+    evening = soon.replace(hour=20, minute=0, second=0, microsecond=0, tzinfo=None)
+    if evening <= soon.replace(tzinfo=None):
+        evening += timedelta(days=1)
+    ends = evening.replace(tzinfo=tokyo).astimezone(UTC) + timedelta(hours=1)  # 21:00 in Tokyo
+    for recurrence in [
+        {"rrule": f"FREQ=DAILY;BYHOUR=20;BYMINUTE=0;UNTIL={ends:%Y%m%dT%H%M%S}Z"},
+        {"cron": "0 20 * * *", "until": ends.isoformat()},
+    ]:
+        body = {"ref_prefix": "evening", "contact_ids": ["cust_7c"], **recurrence}
+        dry = await http.call("POST", "/v1/broadcasts", key, json=body, params={"dry_run": "true"})
+        assert dry.status == 200, dry.body
+        assert (dry.json["local_time"], dry.json["next_local_time"]) == (evening.isoformat(timespec="seconds"),
+                                                                         None), recurrence
 
 
 async def test_a_big_broadcast_needs_another_keys_approval(

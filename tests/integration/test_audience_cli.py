@@ -290,6 +290,16 @@ def test_a_refused_broadcast_says_why_with_its_zones(database_url: str,
                  "--everyone",
                  "--dry-run")
     assert "(its first occurrence; the next is " in out
+    # An RRULE's UNTIL=…Z is an instant (RFC 5545): 21:00 in Kiritimati (UTC+14) leaves its 20:00 the last.
+    kiritimati = ZoneInfo("Pacific/Kiritimati")
+    soon = (now + timedelta(minutes=5)).astimezone(kiritimati).replace(tzinfo=None)
+    evening = soon.replace(hour=20, minute=0, second=0, microsecond=0)
+    evening += timedelta(days=1) if evening <= soon else timedelta(0)
+    ends = evening.replace(tzinfo=kiritimati).astimezone(UTC) + timedelta(hours=1)
+    out, _ = cli(database_url, capsys, "broadcast", "acme", "evening", "--rrule",
+                 f"FREQ=DAILY;BYHOUR=20;BYMINUTE=0;UNTIL={ends:%Y%m%dT%H%M%S}Z", "--everyone", "--dry-run")
+    assert f"at {evening:%Y-%m-%d %H:%M} on each contact's clock: 2 contacts" in out
+    assert "the next is" not in out
 
 
 def test_cadence_and_the_tenants_audience_settings(database_url: str,

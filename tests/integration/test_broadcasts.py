@@ -530,6 +530,38 @@ async def test_a_count_with_its_own_dtstart_sends_that_many_times(
         "ended_reason"] == "no more occurrences"
 
 
+async def test_an_rrules_until_in_utc_is_an_instant_for_contacts_west_and_east_of_utc(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    # RFC 5545: UNTIL=…Z is an instant. Read as a UTC wall time on each contact's clock, Los Angeles
+    # was sent 09:00 that day (17:00Z, after it) and Tokyo never 20:00 (11:00Z, before it).
+    await contacts_in(db, ["America/Los_Angeles", "Asia/Tokyo"])
+    day = (datetime.now(UTC) + timedelta(days=2)).date()
+    until = datetime(day.year, day.month, day.day, 12, 0, tzinfo=UTC)
+    rule = f"FREQ=DAILY;BYHOUR=9,20;BYMINUTE=0;UNTIL={day:%Y%m%d}T120000Z"
+    ids = {zone: await broadcast(db, "$1, rrule => $2, contact_ids => $3, stage_ahead => '5 days'",
+                                 zone.split("/")[-1].lower(), rule, [f"{zone.split('/')[-1].lower()}_0"])
+           for zone in ("America/Los_Angeles", "Asia/Tokyo")}
+    stager = BroadcastStager(store)
+    for _ in range(12):
+        if not await stager.run_once():
+            break
+    last: dict[str, datetime] = {}
+    for zone, broadcast_id in ids.items():
+        fires = [r["fire_at"] for r in await db.fetch(
+            "SELECT fire_at FROM reminderd.scheduled_messages WHERE broadcast_id = $1 ORDER BY fire_at",
+            broadcast_id)]
+        assert fires and all(fire <= until for fire in fires), (zone, fires)
+        last[zone] = fires[-1]
+        ended = await db.fetchval("SELECT ended_reason FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+        assert ended == "no more occurrences"
+    previous = day - timedelta(days=1)
+    assert last["America/Los_Angeles"] == to_instant(datetime(previous.year, previous.month, previous.day, 20),
+                                                     load_timezone("America/Los_Angeles"))
+    assert last["Asia/Tokyo"] == to_instant(datetime(day.year, day.month, day.day, 20),
+                                            load_timezone("Asia/Tokyo"))
+
+
 # With day one and the HTTP API (migrations 0005, 0006) ---------------------------------------------------
 
 
