@@ -173,7 +173,7 @@ BEGIN
         IF broadcast.until <= now() THEN
             RAISE EXCEPTION 'broadcast "%" of tenant "%" ends before it starts: its until % is already past',
                 broadcast.ref_prefix, broadcast.tenant_id,
-                to_char(broadcast.until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                coalesce(to_char(broadcast.until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), broadcast.until::text)
                 USING ERRCODE = 'datetime_field_overflow',
                       DETAIL = 'A recurring broadcast stages nothing after its until; this one would end at once.',
                       HINT = 'Give an until in the future, or none.';

@@ -497,6 +497,7 @@ async def test_a_missed_occurrence_is_passed_over_and_a_broken_recurrence_ends(
          'broadcast "b" of tenant "acme" ends before it starts: its until 2026-01-01T09:00:00Z is already past',
          "Give an until in the future, or none."),
         ("rrule => 'FREQ=DAILY;BYHOUR=9', until => now()", "22008", "ends before it starts", None),
+        ("cron => '0 9 * * *', until => '-infinity'", "22008", "its until -infinity is already past", None),
     ],
 )
 async def test_a_recurrence_that_could_never_send_is_refused_at_insert(
