@@ -25,7 +25,7 @@ from .contact_files import MAX_LINE, SentContact, checked_contact
 from .exceptions import DatabaseRefused
 from .problems import FieldError, Problem, invalid, pointer
 from .rows import BroadcastProgress, Contact, ContactMessage, StagedOccurrence, ZoneWave
-from .schedule import BACKFILL_POLICIES, InvalidSchedule, first_everywhere, next_wall, parse_cron, parse_rrule
+from .schedule import BACKFILL_POLICIES, InvalidSchedule, Waves
 from .store import Store
 from .validation import (
     API_NAMES,
@@ -609,6 +609,7 @@ def _broadcast_request(tenant: str, body: dict[str, Any], caller: Caller, now: d
             timezone="UTC",
             start=now,
             names=API_NAMES,
+            until_as_instant=True,
         )
         local_time = (
             None if body.get("local_time") is None else parse_wall_time(body["local_time"], "local_time")
@@ -875,17 +876,15 @@ async def _preview(store: Store, broadcast: BroadcastRequest, now: datetime) -> 
             if w.timezone is not None
         ]
         try:
-            schedule = (
-                parse_cron(recurrence.cron)
-                if recurrence.cron is not None
-                else parse_rrule(recurrence.rrule or "", "UTC")
+            recurring = Waves.parse(
+                cron=recurrence.cron, rrule=recurrence.rrule, until=broadcast.until, start=now
             )
         except InvalidSchedule as exc:
             raise invalid(str(exc), pointer(recurrence.field(API_NAMES))) from None
-        local_time = first_everywhere(schedule, zones, now)
+        local_time = recurring.first(zones, now)
         if local_time is None:
             raise invalid("the recurrence has no occurrence ahead", pointer(recurrence.field(API_NAMES)))
-        following = next_wall(schedule, local_time)
+        following = recurring.after(local_time, zones)
     waves = await store.broadcast_preview(broadcast, local_time)
     zoned = [w for w in waves if w.timezone is not None and w.fire_at is not None]
     per_hour: dict[datetime, int] = {}

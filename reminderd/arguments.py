@@ -503,7 +503,7 @@ class BroadcastRequest:
         if not _REF_PREFIX.fullmatch(prefix):
             raise UsageError(f"PREFIX {prefix!r}: 1 to 100 characters without spaces, % or #")
         recurrence = Recurrence.parse(cron=args.cron, every=args.every, rrule=args.rrule, timezone="UTC",
-                                      start=now)
+                                      start=now, until_as_instant=True)
         local_time = None
         if args.at is not None:
             local_time = parse_wall_or_instant(args.at, "--at")

@@ -20,7 +20,7 @@ from . import refusals
 from .exceptions import DatabaseRefused
 from .exceptions import InvalidInput as UsageError  # arguments.UsageError, without importing arguments
 from .options import add_recurrence_options
-from .schedule import BACKFILL_POLICIES, InvalidSchedule, first_everywhere, next_wall, parse_cron, parse_rrule
+from .schedule import BACKFILL_POLICIES, InvalidSchedule, Waves
 
 if TYPE_CHECKING:  # the requests: imported when a command runs (cli.DatabaseCommand), not by the parser
     from .arguments import (
@@ -444,17 +444,18 @@ async def _dry_run(store: Store, request: BroadcastRequest) -> int:
     note = ""
     if local_time is None:
         assert request.recurrence is not None
-        zones_now = await store.broadcast_preview(request, datetime.now(UTC).replace(tzinfo=None))
+        now = datetime.now(UTC)
+        zones_now = await store.broadcast_preview(request, now.replace(tzinfo=None))
         zones = [wave.timezone for wave in zones_now if wave.timezone is not None]
         try:
-            schedule = (parse_cron(request.recurrence.cron) if request.recurrence.cron is not None
-                        else parse_rrule(request.recurrence.rrule or "", "UTC"))
+            recurring = Waves.parse(cron=request.recurrence.cron, rrule=request.recurrence.rrule,
+                                    until=request.until, start=now)
         except InvalidSchedule as exc:
             raise UsageError(str(exc)) from None
-        local_time = first_everywhere(schedule, zones, datetime.now(UTC))
+        local_time = recurring.first(zones, now)
         if local_time is None:
             raise UsageError("the recurrence has no occurrence ahead")
-        following = next_wall(schedule, local_time)
+        following = recurring.after(local_time, zones)
         note = f" (its first occurrence; the next is {following:%Y-%m-%d %H:%M})" if following else ""
     waves = await store.broadcast_preview(request, local_time)
     total = sum(wave.contacts for wave in waves)

@@ -52,7 +52,7 @@ from .metrics import Metrics
 from .outcome import Plan, plan
 from .registry import ClaimBook, Contact, Identity
 from .retry import backoff_s
-from .schedule import InvalidSchedule, first_everywhere, next_wall, parse_cron, parse_rrule, span
+from .schedule import InvalidSchedule, Waves, span
 from .settings import Settings
 from .store import QUERY_DEADLINE_S, Held, Listener, Pruned, RecurringBroadcast, Rescued, Store
 
@@ -333,8 +333,9 @@ class BroadcastStager:
     audience, staged stage_ahead before the first zone's instant (the audience's zones are read
     at most every minute, so a contact added in a new zone is noticed in time), passed over when
     even the last zone's instant is gone (the daemon was not running), and the broadcast ends
-    after `until` or the recurrence's last occurrence. The decisions are pure (reminderd.schedule
-    waves); several daemons may run this: the database stages each occurrence once."""
+    after `until` (or an RRULE's UNTIL=…Z, an instant too) or the recurrence's last occurrence.
+    The decisions are pure (reminderd.schedule Waves); several daemons may run this: the database
+    stages each occurrence once."""
 
     name, every_s, first_after_s = "stage_broadcasts", 0.0, 0.0
 
@@ -360,15 +361,15 @@ class BroadcastStager:
     async def _step(self, b: RecurringBroadcast) -> int:
         fields = {"broadcast_id": b.id, "tenant": b.tenant_id, "ref_prefix": b.ref_prefix}
         try:
-            schedule = parse_cron(b.cron) if b.cron is not None else parse_rrule(b.rrule or "", "UTC")
+            waves = Waves.parse(cron=b.cron, rrule=b.rrule, until=b.until)
         except InvalidSchedule as exc:
             await self._store.end_broadcast(b.id, f"cannot recur: {exc}")
             log.error("broadcast_ended", **fields, reason=f"cannot recur: {exc}")
             return 1
         zones = await self._zones_of(b.id)
         if b.next_occurrence is None:
-            occurrence = first_everywhere(schedule, zones, b.db_now)
-            if occurrence is None or (b.until is not None and span(occurrence, zones)[0] > b.until):
+            occurrence = waves.first(zones, b.db_now)
+            if occurrence is None:
                 await self._store.end_broadcast(b.id, "no occurrence ahead")
                 log.info("broadcast_ended", **fields, reason="no occurrence ahead")
                 return 1
@@ -377,9 +378,7 @@ class BroadcastStager:
             return int(planned)
         occurrence = b.next_occurrence
         first_at, last_at = span(occurrence, zones)
-        following = next_wall(schedule, occurrence)
-        if following is not None and b.until is not None and span(following, zones)[0] > b.until:
-            following = None
+        following = waves.after(occurrence, zones)
         if last_at < b.db_now:
             reason = (f"occurrence {occurrence:%Y-%m-%d %H:%M} missed: its last zone's instant passed "
                       "before a daemon could stage it")

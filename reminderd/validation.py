@@ -184,10 +184,11 @@ class Recurrence:
     @classmethod
     def parse(
         cls, *, cron: str | None, every: str | None, rrule: str | None, timezone: str, start: datetime,
-        names: Names = CLI_NAMES,
+        names: Names = CLI_NAMES, until_as_instant: bool = False,
     ) -> Recurrence | None:
         """None when none is given. An RRULE without DTSTART is checked as the database will
-        store it: anchored at the local midnight of `start`."""
+        store it: anchored at the local midnight of `start`. `until_as_instant`: an UNTIL=…Z bounds
+        no wall time (a broadcast's rule, read on each contact's clock: schedule.Waves)."""
         field = names.cron if cron is not None else names.every if every is not None else names.rrule
         try:
             if cron is not None:
@@ -197,7 +198,7 @@ class Recurrence:
                 return cls(cron=compile_phrase(every), phrase=every)
             if rrule is not None:
                 rrule = rrule.replace("\\n", "\n")
-                parse_rrule(anchor_rrule(rrule, timezone, start), timezone)
+                parse_rrule(anchor_rrule(rrule, timezone, start), timezone, until_as_instant=until_as_instant)
                 return cls(rrule=rrule)
         except (InvalidSchedule, UnknownPhrase) as exc:
             raise InvalidInput(str(exc), field) from None

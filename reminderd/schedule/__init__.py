@@ -11,7 +11,7 @@ The rest of the package imports from here, never from the modules below:
 - timing: a row's schedule and the decisions on it (`Timing`, `hold`, `following`), and whether a
   message scheduled now is already too late for its backfill policy (`arrival`)
 - preview: the next fire times as `reminderd preview` lists them
-- waves: a broadcast's wall time read in each of its contacts' zones (`first_everywhere`, `span`)
+- waves: a broadcast's wall time read in each of its contacts' zones (`Waves`, `first_everywhere`, `span`)
 """
 
 from .calendars import Holidays, validate_calendar
@@ -36,7 +36,7 @@ from .timing import (
     hold,
 )
 from .wallclock import InvalidSchedule, WallSchedule, iso_utc, load_timezone, to_instant
-from .waves import first_everywhere, next_wall, span
+from .waves import Waves, first_everywhere, next_wall, span
 
 __all__ = [
     "BACKFILL_POLICIES",
@@ -54,6 +54,7 @@ __all__ = [
     "Timing",
     "UnknownPhrase",
     "WallSchedule",
+    "Waves",
     "anchor_rrule",
     "arrival",
     "collapse_quiet",

@@ -98,12 +98,16 @@ def _unknown(text: str) -> UnknownPhrase:
 
 def _every(n: int, unit: str) -> str:
     span, whole = {"second": (60, "minute"), "minute": (60, "hour"), "hour": (24, "day")}[unit]
+    if n == span:  # "every 60 minutes" is every hour, "every 24 hours" every day at midnight
+        return {"second": "* * * * *", "minute": "0 * * * *", "hour": "0 0 * * *"}[unit]
     steps = [step for step in range(1, span) if span % step == 0]
     if n not in steps:
         choices = ", ".join(map(str, steps))
+        longer = f"every 2 {whole}s" if unit != "hour" else "daily at 9am, every monday at 9am"
         raise UnknownPhrase(
             f"cannot run every {n} {unit}s: cron counts {unit}s afresh each {whole}, "
-            f"so the number must divide {span} evenly ({choices})"
+            f"so the number must divide {span} evenly ({choices}) or be {span}; "
+            f"a longer step is written in {whole}s ({longer})"
         )
     step = "*" if n == 1 else f"*/{n}"
     return {"second": f"{step} * * * * *", "minute": f"{step} * * * *", "hour": f"0 {step} * * *"}[unit]

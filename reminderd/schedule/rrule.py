@@ -105,6 +105,11 @@ class RRule:
         return self._compiled.parts.count
 
     @property
+    def until_instant(self) -> datetime | None:
+        """The rule's UNTIL as an instant (aware, UTC) when it was written in UTC (…Z), else None."""
+        return self._compiled.parts.until_instant
+
+    @property
     def every_hour(self) -> bool:
         """True when it fires in every hour of the days it fires on."""
         parts = self._compiled.parts
@@ -176,13 +181,20 @@ class RRule:
             previous = wall
 
 
-def parse_rrule(text: str, tz_name: str, default_start: datetime | None = None) -> RRule:
+def parse_rrule(
+    text: str, tz_name: str, default_start: datetime | None = None, *, until_as_instant: bool = False
+) -> RRule:
     """Parse and check a recurrence: lines DTSTART (optional), RRULE (exactly one; "RRULE:" may be
     left out), EXDATE and RDATE, with wall times in `tz_name`. Without DTSTART, `default_start`
-    (a naive wall time) is the start. Raises InvalidSchedule naming what is wrong."""
+    (a naive wall time) is the start. Raises InvalidSchedule naming what is wrong.
+
+    An UNTIL written in UTC (…Z) is an instant (RFC 5545): read as the wall time it is in
+    `tz_name`. With `until_as_instant` (a rule read on many clocks, a broadcast's) it does not
+    bound the wall times listed at all; the caller compares occurrences' instants with
+    `until_instant` itself."""
     if default_start is not None and default_start.tzinfo is not None:
         raise ValueError("default_start must be a naive wall time")
-    return _parse(text, tz_name, default_start)
+    return _parse(text, tz_name, default_start, until_as_instant)
 
 
 def anchor_rrule(rrule: str, timezone: str, start: datetime) -> str:
@@ -192,14 +204,15 @@ def anchor_rrule(rrule: str, timezone: str, start: datetime) -> str:
         return rrule
     if re.search(r"COUNT=", rrule, re.IGNORECASE):
         raise InvalidSchedule(
-            "an RRULE with COUNT needs a DTSTART (COUNT counts from it): add a DTSTART line, or use --max-runs"
+            "an RRULE with COUNT needs a DTSTART (COUNT counts from it): add a DTSTART line, or end it with "
+            "UNTIL instead (a message also by its max runs)"
         )
     day = start.astimezone(load_timezone(timezone)).date()
     return f"DTSTART:{day:%Y%m%d}T000000\n{rrule.strip()}"
 
 
 @functools.lru_cache(maxsize=1024)
-def _parse(text: str, tz_name: str, default_start: datetime | None) -> RRule:
+def _parse(text: str, tz_name: str, default_start: datetime | None, until_as_instant: bool) -> RRule:
     try:
         tz = load_timezone(tz_name)
     except InvalidSchedule as exc:
@@ -239,6 +252,8 @@ def _parse(text: str, tz_name: str, default_start: datetime | None) -> RRule:
     if rule_line is None:
         raise _error("no RRULE line (e.g. RRULE:FREQ=DAILY)")
     parts = _parse_parts(rule_line, tz)
+    if until_as_instant and parts.until_instant is not None:
+        parts = replace(parts, until=None)
     if start is None:
         start = default_start
     if start is None:
@@ -356,7 +371,7 @@ def _parse_parts(line: str, tz: ZoneInfo) -> RuleParts:
         raise _rule_error(line, "FREQ=SECONDLY is not supported; use cron with a seconds field")
     if freq_name not in _FREQS:
         raise _rule_error(line, f'unknown FREQ "{freq_name}" (use {join_words(list(_FREQ_NAMES), "or")})')
-    interval, count, until, until_is_date, wkst = 1, None, None, False, 0
+    interval, count, until, until_is_date, until_instant, wkst = 1, None, None, False, None, 0
     byday: tuple[tuple[int, int], ...] = ()
     lists: dict[str, tuple[int, ...]] = {}
     for name, value in values.items():
@@ -365,7 +380,7 @@ def _parse_parts(line: str, tz: ZoneInfo) -> RuleParts:
         elif name == "COUNT":
             count = _int(line, name, value, 1, _MAX_COUNT, " (use UNTIL for longer runs)")
         elif name == "UNTIL":
-            until, until_is_date = _until(line, value, tz)
+            until, until_is_date, until_instant = _until(line, value, tz)
         elif name == "WKST":
             wkst = _weekday(line, name, value)
         elif name == "BYDAY":
@@ -382,6 +397,7 @@ def _parse_parts(line: str, tz: ZoneInfo) -> RuleParts:
         count=count,
         until=until,
         until_is_date=until_is_date,
+        until_instant=until_instant,
         wkst=wkst,
         bymonth=lists.get("BYMONTH", ()),
         byweekno=lists.get("BYWEEKNO", ()),
@@ -450,18 +466,21 @@ def _byday(line: str, text: str) -> tuple[int, int]:
     return _WEEKDAYS.index(match[2]), n
 
 
-def _until(line: str, text: str, tz: ZoneInfo) -> tuple[datetime, bool]:
-    """UNTIL as a naive wall time, and whether it was a bare date (then it covers the whole day)."""
+def _until(line: str, text: str, tz: ZoneInfo) -> tuple[datetime, bool, datetime | None]:
+    """UNTIL as a naive wall time, whether it was a bare date (then it covers the whole day), and
+    the instant it is when written in UTC (…Z)."""
     match = _UNTIL.fullmatch(text.upper())
     until = _datetime(match[1], match[2] or "235959") if match else None
     if match is None or until is None:
         raise _rule_error(line, f'bad UNTIL value "{text}" (expected YYYYMMDDTHHMMSS, optionally ending in Z)')
+    instant = None
     if match[3]:
+        instant = until.replace(tzinfo=UTC)
         try:
-            until = until.replace(tzinfo=UTC).astimezone(tz).replace(tzinfo=None)
+            until = instant.astimezone(tz).replace(tzinfo=None)
         except OverflowError:
             raise _rule_error(line, f'bad UNTIL value "{text}" (out of range)') from None
-    return until, match[2] is None
+    return until, match[2] is None, instant
 
 
 # Building and checking the dateutil rule

@@ -25,6 +25,7 @@ class RuleParts:
     count: int | None = None
     until: datetime | None = None  # naive wall time, inclusive
     until_is_date: bool = False  # UNTIL was a bare date: the whole day is included
+    until_instant: datetime | None = None  # UNTIL written in UTC (…Z): that instant, aware
     wkst: int = 0  # Monday
     bymonth: tuple[int, ...] = ()
     byweekno: tuple[int, ...] = ()

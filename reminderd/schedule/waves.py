@@ -1,10 +1,10 @@
 """A broadcast's waves: one wall time (09:00 on Monday) read in each of its contacts' zones, so it
 reaches the zone whose clock is furthest ahead first and the one furthest behind last.
 
-    schedule = parse_cron("0 9 * * 1")
-    occurrence = first_everywhere(schedule, zones, now)   # the first 09:00 still ahead in every zone
-    first_at, last_at = span(occurrence, zones)            # its first and last wave
-    following = next_wall(schedule, occurrence)            # the occurrence after it
+    waves = Waves.parse(cron="0 9 * * 1", rrule=None, until=None)
+    occurrence = waves.first(zones, now)        # the first 09:00 still ahead in every zone
+    first_at, last_at = span(occurrence, zones)  # its first and last wave
+    following = waves.after(occurrence, zones)   # the occurrence after it (None: the broadcast ends)
 
 A recurring broadcast is staged one occurrence at a time (reminderd/housekeeping.py), so every
 occurrence goes to the audience as it stands then. Pure: `now` is an argument.
@@ -13,11 +13,51 @@ occurrence goes to the audience as it stands then. Pure: `now` is an argument.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, time
 
+from .cron import parse_cron
+from .rrule import parse_rrule
 from .wallclock import WallSchedule, load_timezone, to_instant, wall
 
-__all__ = ["first_everywhere", "next_wall", "span"]
+__all__ = ["Waves", "first_everywhere", "next_wall", "span"]
+
+
+@dataclass(frozen=True)
+class Waves:
+    """A recurring broadcast's occurrences: wall times read on each contact's clock, up to the
+    instant it ends by (`until`, and an RRULE's UNTIL written in UTC, …Z, which is an instant: RFC
+    5545), compared with each occurrence's first zone's instant. Its other date-times, an UNTIL
+    without Z among them, are wall times on every clock. Build it with `Waves.parse`."""
+
+    schedule: WallSchedule
+    until: datetime | None  # aware: no occurrence whose first zone's instant is later
+
+    @classmethod
+    def parse(
+        cls, *, cron: str | None, rrule: str | None, until: datetime | None, start: datetime | None = None
+    ) -> Waves:
+        """An RRULE without DTSTART counts from the UTC midnight of `start`'s day, as
+        reminderd.broadcast stores it. Raises InvalidSchedule naming what is wrong."""
+        if cron is not None:
+            return cls(parse_cron(cron), until)
+        midnight = None if start is None else datetime.combine(start.astimezone(UTC).date(), time())
+        rule = parse_rrule(rrule or "", "UTC", midnight, until_as_instant=True)
+        ends = [instant for instant in (until, rule.until_instant) if instant is not None]
+        return cls(rule, min(ends, default=None))
+
+    def first(self, zones: Sequence[str], now: datetime) -> datetime | None:
+        """The first occurrence still ahead in every one of `zones` at `now`; None: none is left."""
+        return self._within(first_everywhere(self.schedule, zones, now), zones)
+
+    def after(self, occurrence: datetime, zones: Sequence[str]) -> datetime | None:
+        """The occurrence after `occurrence`; None once the broadcast ends."""
+        return self._within(next_wall(self.schedule, occurrence), zones)
+
+    def _within(self, occurrence: datetime | None, zones: Sequence[str]) -> datetime | None:
+        if occurrence is None or (self.until is not None and span(occurrence, zones)[0] > self.until):
+            return None
+        return occurrence
 
 
 def next_wall(schedule: WallSchedule, after: datetime) -> datetime | None:

@@ -4713,6 +4713,27 @@ BEGIN
                   HINT = 'Split the audience, or raise the limit: reminderd tenant set TENANT --broadcast-limit N.';
     END IF;
     IF broadcast.local_time IS NULL THEN
+        -- Refused here as a message's recurrence is at insert (migration 0024), not ended by the
+        -- daemon's stager once accepted: a cron it could not read, COUNT without DTSTART, an until past.
+        IF broadcast.cron IS NOT NULL THEN
+            PERFORM reminderd.check_cron(broadcast.cron, format('broadcast "%s" of tenant "%s"', broadcast.ref_prefix,
+                                                                broadcast.tenant_id));
+        END IF;
+        IF broadcast.rrule !~* '(^|\n)\s*DTSTART' AND broadcast.rrule ~* 'COUNT=' THEN
+            RAISE EXCEPTION 'the rrule of broadcast "%" of tenant "%" has COUNT but no DTSTART', broadcast.ref_prefix,
+                broadcast.tenant_id
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'COUNT counts from DTSTART: give one (DTSTART:20261201T090000, a wall time on each '
+                             'contact''s clock), or end it with until or UNTIL instead.';
+        END IF;
+        IF broadcast.until <= now() THEN
+            RAISE EXCEPTION 'broadcast "%" of tenant "%" ends before it starts: its until % is already past',
+                broadcast.ref_prefix, broadcast.tenant_id,
+                coalesce(to_char(broadcast.until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'), broadcast.until::text)
+                USING ERRCODE = 'datetime_field_overflow',
+                      DETAIL = 'A recurring broadcast stages nothing after its until; this one would end at once.',
+                      HINT = 'Give an until in the future, or none.';
+        END IF;
         per_hour := reminderd.fires_per_hour(broadcast.cron, anchored);
         IF per_hour > 1 THEN
             RAISE EXCEPTION '% fires up to % times an hour: each occurrence would send to % contacts, % messages an hour',

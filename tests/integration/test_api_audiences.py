@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -484,6 +485,27 @@ async def test_a_broadcast_dry_run_then_staged_with_its_progress(
     assert problem(await http.call("GET", "/v1/broadcasts/999999", key), 404, "not-found")
 
 
+async def test_a_recurring_broadcasts_dry_run_ends_where_the_daemon_would(http: ApiClient, key: str) -> None:
+    # Its until, and an RRULE's UNTIL=…Z, are instants compared with an occurrence's first zone's
+    # instant, as the stager compares them (Tokyo, UTC+9: 20:00 is 11:00Z).
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    tokyo = ZoneInfo("Asia/Tokyo")
+    soon = (datetime.now(UTC) + timedelta(minutes=5)).astimezone(tokyo)
+    evening = soon.replace(hour=20, minute=0, second=0, microsecond=0, tzinfo=None)
+    if evening <= soon.replace(tzinfo=None):
+        evening += timedelta(days=1)
+    ends = evening.replace(tzinfo=tokyo).astimezone(UTC) + timedelta(hours=1)  # 21:00 in Tokyo
+    for recurrence in [
+        {"rrule": f"FREQ=DAILY;BYHOUR=20;BYMINUTE=0;UNTIL={ends:%Y%m%dT%H%M%S}Z"},
+        {"cron": "0 20 * * *", "until": ends.isoformat()},
+    ]:
+        body = {"ref_prefix": "evening", "contact_ids": ["cust_7c"], **recurrence}
+        dry = await http.call("POST", "/v1/broadcasts", key, json=body, params={"dry_run": "true"})
+        assert dry.status == 200, dry.body
+        assert (dry.json["local_time"], dry.json["next_local_time"]) == (evening.isoformat(timespec="seconds"),
+                                                                         None), recurrence
+
+
 async def test_a_big_broadcast_needs_another_keys_approval(
     http: ApiClient, key: str, db: asyncpg.Connection
 ) -> None:
@@ -608,11 +630,27 @@ async def test_broadcast_refusals_say_what_is_wrong(http: ApiClient, key: str, d
         "database-refused",
     )
     assert often["sqlstate"] == "22023" and "12 times an hour" in often["detail"]
+    ended = problem(
+        await http.call(
+            "POST",
+            "/v1/broadcasts",
+            key,
+            json={"ref_prefix": "ended", "cron": "0 9 * * *", "contact_ids": ["cust_8f"],
+                  "until": "2026-01-01T09:00:00Z"},
+        ),
+        422,
+        "database-refused",
+    )
+    assert ended["sqlstate"] == "22008" and ended["detail"].startswith(
+        'broadcast "ended" of tenant "acme" ends before it starts: its until 2026-01-01T09:00:00Z is already'
+        " past")
     for body, at in [
         ({"ref_prefix": "x", "local_time": days_ahead(2)}, "/audience"),
         ({"ref_prefix": "x", "audience": "vip", "everyone": True, "local_time": days_ahead(2)}, "/everyone"),
         ({"ref_prefix": "x y", "audience": "vip", "local_time": days_ahead(2)}, "/ref_prefix"),
         ({"ref_prefix": "x", "audience": "vip"}, "/cron"),
+        ({"ref_prefix": "x", "audience": "vip", "cron": "61 * * * *"}, "/cron"),
+        ({"ref_prefix": "x", "audience": "vip", "rrule": "FREQ=DAILY;COUNT=3;BYHOUR=9"}, "/rrule"),
         ({"ref_prefix": "x", "audience": "vip", "local_time": "2026-13-01T09:00"}, "/local_time"),
         ({"ref_prefix": "x", "audience": "vip", "local_time": days_ahead(2), "colour": "red"}, "/colour"),
     ]:

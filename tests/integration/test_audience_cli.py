@@ -277,10 +277,29 @@ def test_a_refused_broadcast_says_why_with_its_zones(database_url: str,
     _, err = cli(database_url, capsys, "broadcast", "acme", "bf", "--cron", "*/10 * * * *", "--everyone",
                  status=EX_USAGE)
     assert "fires up to 6 times an hour" in err
+    for args, said in [
+        (["--cron", "61 * * * *"], "minute 61 is out of range 0\N{EN DASH}59"),
+        (["--rrule", "FREQ=DAILY;COUNT=3;BYHOUR=9"], "an RRULE with COUNT needs a DTSTART"),
+        (["--cron", "0 9 * * *", "--until", "2026-01-01T09:00Z"],
+         'broadcast "bf" of tenant "acme" ends before it starts: its until 2026-01-01T09:00:00Z is already'
+         " past"),
+    ]:
+        _, err = cli(database_url, capsys, "broadcast", "acme", "bf", *args, "--everyone", status=EX_USAGE)
+        assert said in err and "Traceback" not in err, err
     out, _ = cli(database_url, capsys, "broadcast", "acme", "weekly", "--every", "monday at 09:00",
                  "--everyone",
                  "--dry-run")
     assert "(its first occurrence; the next is " in out
+    # An RRULE's UNTIL=…Z is an instant (RFC 5545): 21:00 in Kiritimati (UTC+14) leaves its 20:00 the last.
+    kiritimati = ZoneInfo("Pacific/Kiritimati")
+    soon = (now + timedelta(minutes=5)).astimezone(kiritimati).replace(tzinfo=None)
+    evening = soon.replace(hour=20, minute=0, second=0, microsecond=0)
+    evening += timedelta(days=1) if evening <= soon else timedelta(0)
+    ends = evening.replace(tzinfo=kiritimati).astimezone(UTC) + timedelta(hours=1)
+    out, _ = cli(database_url, capsys, "broadcast", "acme", "evening", "--rrule",
+                 f"FREQ=DAILY;BYHOUR=20;BYMINUTE=0;UNTIL={ends:%Y%m%dT%H%M%S}Z", "--everyone", "--dry-run")
+    assert f"at {evening:%Y-%m-%d %H:%M} on each contact's clock: 2 contacts" in out
+    assert "the next is" not in out
 
 
 @pytest.mark.parametrize("case", ["unknown-contacts", "unknown-audience", "in-the-past", "prefix-in-use"])

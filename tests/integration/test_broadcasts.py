@@ -456,10 +456,16 @@ async def test_a_missed_occurrence_is_passed_over_and_a_broken_recurrence_ends(
 ) -> None:
     await contacts_in(db, ["Europe/London"])
     missed = await broadcast(db, "'daily', cron => '0 9 * * *', everyone => true")
-    broken = await broadcast(db, "'broken', cron => '61 * * * *', everyone => true")
+    broken = await broadcast(db, "'broken', cron => '0 9 * * *', everyone => true")
+    ended = await broadcast(db, "'ended', cron => '0 9 * * *', everyone => true")
     ending = await broadcast(db,
                              "'ending', cron => '0 9 * * *', everyone => true,"
                              " until => now() + interval '1 minute'")
+    # As written before migration 0024 refused them at insert (no trigger checks these columns): the
+    # stager still ends them, saying why.
+    await db.execute("UPDATE reminderd.broadcast_requests SET cron = '61 * * * *' WHERE id = $1", broken)
+    await db.execute("UPDATE reminderd.broadcast_requests SET until = now() - interval '1 day' WHERE id = $1",
+                     ended)
     long_ago = datetime.now(UTC).replace(tzinfo=None, microsecond=0) - timedelta(days=3)
     await db.execute("UPDATE reminderd.broadcast_requests SET next_occurrence = $1 WHERE id = $2", long_ago,
                      missed)
@@ -467,9 +473,94 @@ async def test_a_missed_occurrence_is_passed_over_and_a_broken_recurrence_ends(
     rows = {r["id"]: r for r in await db.fetch("SELECT * FROM reminderd.broadcasts")}
     assert rows[missed]["last_error"].startswith(f"occurrence {long_ago:%Y-%m-%d %H:%M} missed")
     assert rows[missed]["next_occurrence"] > long_ago
-    assert rows[broken]["ended_reason"].startswith("cannot recur:")
+    assert rows[broken]["ended_reason"] == ('cannot recur: invalid cron "61 * * * *": minute 61 is out of range'
+                                            " 0\N{EN DASH}59")
+    assert rows[ended]["ended_reason"] == "no occurrence ahead"
     assert rows[ending]["ended_reason"] == "no occurrence ahead"
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "sqlstate", "message", "hint"),
+    [
+        ("cron => '61 * * * *'", "22023", 'invalid cron "61 * * * *": minute 61 is out of range 0\N{EN DASH}59',
+         None),
+        ("cron => '0 9 * *'", "23514",
+         'cron "0 9 * *" of broadcast "b" of tenant "acme" is not five fields (minute hour day month weekday)',
+         "Five fields like '0 9 * * 1-5', six with a leading seconds field, or @hourly, @daily, @weekly, "
+         "@monthly, @yearly."),
+        ("rrule => 'FREQ=DAILY;COUNT=3;BYHOUR=0;BYMINUTE=0'", "22023",
+         'the rrule of broadcast "b" of tenant "acme" has COUNT but no DTSTART',
+         "COUNT counts from DTSTART: give one (DTSTART:20261201T090000, a wall time on each contact's clock), "
+         "or end it with until or UNTIL instead."),
+        ("cron => '0 9 * * *', until => '2026-01-01 09:00Z'", "22008",
+         'broadcast "b" of tenant "acme" ends before it starts: its until 2026-01-01T09:00:00Z is already past',
+         "Give an until in the future, or none."),
+        ("rrule => 'FREQ=DAILY;BYHOUR=9', until => now()", "22008", "ends before it starts", None),
+        ("cron => '0 9 * * *', until => '-infinity'", "22008", "its until -infinity is already past", None),
+    ],
+)
+async def test_a_recurrence_that_could_never_send_is_refused_at_insert(
+    db: asyncpg.Connection, acme: str, args: str, sqlstate: str, message: str, hint: str | None
+) -> None:
+    # Migration 0024: as a message's recurrence is (the same call to schedule_cron or schedule_rrule is
+    # refused), where the broadcast was accepted and then ended by the stager, having sent nothing.
+    await contacts_in(db, ["Europe/London"])
+    failure = await refusal(broadcast(db, f"'b', {args}, everyone => true"))
+    assert failure.sqlstate == sqlstate and message in failure.message
+    if hint is not None:
+        assert failure.hint == hint
+    assert await db.fetchval("SELECT count(*) FROM reminderd.broadcast_requests") == 0
+
+
+async def test_a_count_with_its_own_dtstart_sends_that_many_times(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    # COUNT counts from the rule's own DTSTART, even in the zone whose clock is furthest ahead.
+    await contacts_in(db, ["Pacific/Kiritimati", "Pacific/Honolulu"])
+    start = (datetime.now(UTC).astimezone(ZoneInfo("Pacific/Kiritimati")) + timedelta(days=1)).date()
+    rule = f"DTSTART:{start:%Y%m%d}T000000\nRRULE:FREQ=DAILY;COUNT=3;BYHOUR=0;BYMINUTE=0"
+    broadcast_id = await broadcast(db, "'c3', rrule => $1, everyone => true, stage_ahead => '5 days'", rule)
+    stager = BroadcastStager(store)
+    for _ in range(5):
+        await stager.run_once()
+    waves = await db.fetch("SELECT occurrence, contacts FROM reminderd.broadcast_occurrences ORDER BY 1")
+    assert [(w["occurrence"].date(), w["contacts"]) for w in waves] == [
+        (start + timedelta(days=n), 2) for n in range(3)]
+    assert (await db.fetchrow("SELECT ended_reason FROM reminderd.broadcasts WHERE id = $1", broadcast_id))[
+        "ended_reason"] == "no more occurrences"
+
+
+async def test_an_rrules_until_in_utc_is_an_instant_for_contacts_west_and_east_of_utc(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    # RFC 5545: UNTIL=…Z is an instant. Read as a UTC wall time on each contact's clock, Los Angeles
+    # was sent 09:00 that day (17:00Z, after it) and Tokyo never 20:00 (11:00Z, before it).
+    await contacts_in(db, ["America/Los_Angeles", "Asia/Tokyo"])
+    day = (datetime.now(UTC) + timedelta(days=2)).date()
+    until = datetime(day.year, day.month, day.day, 12, 0, tzinfo=UTC)
+    rule = f"FREQ=DAILY;BYHOUR=9,20;BYMINUTE=0;UNTIL={day:%Y%m%d}T120000Z"
+    ids = {zone: await broadcast(db, "$1, rrule => $2, contact_ids => $3, stage_ahead => '5 days'",
+                                 zone.split("/")[-1].lower(), rule, [f"{zone.split('/')[-1].lower()}_0"])
+           for zone in ("America/Los_Angeles", "Asia/Tokyo")}
+    stager = BroadcastStager(store)
+    for _ in range(12):
+        if not await stager.run_once():
+            break
+    last: dict[str, datetime] = {}
+    for zone, broadcast_id in ids.items():
+        fires = [r["fire_at"] for r in await db.fetch(
+            "SELECT fire_at FROM reminderd.scheduled_messages WHERE broadcast_id = $1 ORDER BY fire_at",
+            broadcast_id)]
+        assert fires and all(fire <= until for fire in fires), (zone, fires)
+        last[zone] = fires[-1]
+        ended = await db.fetchval("SELECT ended_reason FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+        assert ended == "no more occurrences"
+    previous = day - timedelta(days=1)
+    assert last["America/Los_Angeles"] == to_instant(datetime(previous.year, previous.month, previous.day, 20),
+                                                     load_timezone("America/Los_Angeles"))
+    assert last["Asia/Tokyo"] == to_instant(datetime(day.year, day.month, day.day, 20),
+                                            load_timezone("Asia/Tokyo"))
 
 
 # With day one and the HTTP API (migrations 0005, 0006) ---------------------------------------------------

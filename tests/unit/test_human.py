@@ -28,6 +28,9 @@ AFTER = datetime(2026, 1, 1, tzinfo=UTC)  # Thursday 1 January 2026, 05:30 in Ko
         ("hourly", "0 * * * *"),
         ("every 2 hours", "0 */2 * * *"),
         ("every 12 hours", "0 */12 * * *"),
+        ("every 60 seconds", "* * * * *"),  # a whole unit is the next one's every 1
+        ("every 60 minutes", "0 * * * *"),
+        ("every 24 hours", "0 0 * * *"),
         ("daily at 9am", "0 9 * * *"),
         ("Daily at 9 AM", "0 9 * * *"),
         ("every day at 09:15", "15 9 * * *"),
@@ -96,6 +99,7 @@ def test_every_advertised_example_compiles(phrase: str) -> None:
         ("every 15 minutes", datetime(2026, 1, 1, 5, 45)),
         ("every 2 hours", datetime(2026, 1, 1, 6)),
         ("every 30 seconds", datetime(2026, 1, 1, 5, 30, 30)),
+        ("every 24 hours", datetime(2026, 1, 2)),
         ("first monday of each month at 9am", datetime(2026, 1, 5, 9)),
         ("last friday of each month at 5pm", datetime(2026, 1, 30, 17)),
         ("at 9am on weekdays", datetime(2026, 1, 1, 9)),
@@ -128,15 +132,22 @@ def test_bad_time_is_named(phrase: str, bad: str) -> None:
     ("phrase", "reason"),
     [
         ("every 7 minutes", "must divide 60 evenly (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)"),
-        ("every 60 minutes", "must divide 60"),
+        (
+            "every 120 minutes",
+            "cannot run every 120 minutes: cron counts minutes afresh each hour, so the number must divide 60 "
+            "evenly (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) or be 60; a longer step is written in hours "
+            "(every 2 hours)",
+        ),
         ("every 0 minutes", "must divide 60"),
         ("every 5 hours", "must divide 24 evenly (1, 2, 3, 4, 6, 8, 12)"),
+        ("every 48 hours", "must divide 24 evenly (1, 2, 3, 4, 6, 8, 12) or be 24; a longer step is written in"
+                           " days"),
         (
             "every 7 seconds",
             "cannot run every 7 seconds: cron counts seconds afresh each minute, "
             "so the number must divide 60 evenly (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)",
         ),
-        ("every 60 seconds", "must divide 60"),
+        ("every 90 seconds", "must divide 60 evenly (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) or be 60"),
         ("every 0 seconds", "must divide 60"),
         (
             "every month on the 31st at 9am",

@@ -145,6 +145,18 @@ def test_utc_until_is_read_as_the_wall_time_in_the_rows_zone() -> None:
     assert listed[-1] == datetime(2026, 1, 10, 9)
     one_second_earlier = rule("FREQ=DAILY;BYHOUR=9;BYMINUTE=0;UNTIL=20260110T032959Z", tz="Asia/Kolkata")
     assert walls(one_second_earlier)[-1] == datetime(2026, 1, 9, 9)
+    assert until.until_instant == datetime(2026, 1, 10, 3, 30, tzinfo=UTC)
+
+
+def test_utc_until_as_an_instant_bounds_no_wall_time() -> None:
+    # For a rule read on many clocks (a broadcast's): the caller compares instants with it.
+    text = "FREQ=DAILY;BYHOUR=9;BYMINUTE=0;UNTIL=20260110T033000Z"
+    unbounded = parse_rrule(text, "UTC", JAN_1, until_as_instant=True)
+    assert unbounded.until_instant == datetime(2026, 1, 10, 3, 30, tzinfo=UTC)
+    assert len(walls(unbounded, limit=20)) == 20
+    assert rule("FREQ=DAILY;UNTIL=20260110T033000", tz="UTC").until_instant is None  # a wall time
+    floating = parse_rrule("FREQ=DAILY;BYHOUR=9;UNTIL=20260103T090000", "UTC", JAN_1, until_as_instant=True)
+    assert walls(floating) == on(["2026-01-01", "2026-01-02", "2026-01-03"], 9)  # still bounds the walls
 
 
 def test_walls_after_is_strictly_after() -> None:

@@ -3,10 +3,21 @@ first; pure, checked against zoneinfo."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from reminderd.schedule import first_everywhere, next_wall, parse_cron, parse_rrule, span
+import pytest
+
+from reminderd.schedule import (
+    InvalidSchedule,
+    Waves,
+    first_everywhere,
+    next_wall,
+    parse_cron,
+    parse_rrule,
+    span,
+    to_instant,
+)
 
 ZONES = ["Pacific/Auckland", "Asia/Kolkata", "Europe/London", "America/Los_Angeles"]
 
@@ -48,3 +59,61 @@ def test_no_zones_reads_it_in_utc() -> None:
     now = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
     assert first_everywhere(parse_cron("0 9 * * *"), [], now) == datetime(2026, 11, 30, 9, 0)
     assert span(datetime(2026, 11, 30, 9, 0), []) == (datetime(2026, 11, 30, 9, 0, tzinfo=UTC),) * 2
+
+
+# The instant a broadcast ends by: its until, and an RRULE's UNTIL written in UTC (…Z, an instant).
+
+EAST_WEST = ["Asia/Tokyo", "America/Los_Angeles"]  # UTC+9 and UTC-8 in December
+UNTIL_Z = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)  # 21:00 in Tokyo, 04:00 in Los Angeles
+TWICE_A_DAY = "DTSTART:20261201T000000\nRRULE:FREQ=DAILY;BYHOUR=9,20;BYMINUTE=0"  # DTSTART as stored
+
+
+def occurrences(waves: Waves, zones: list[str], now: datetime) -> list[datetime]:
+    found, occurrence = [], waves.first(zones, now)
+    while occurrence is not None:
+        found.append(occurrence)
+        occurrence = waves.after(occurrence, zones)
+    return found
+
+
+def test_an_until_in_utc_is_an_instant_on_every_contacts_clock() -> None:
+    waves = Waves.parse(cron=None, rrule=f"{TWICE_A_DAY};UNTIL=20261204T120000Z", until=None)
+    assert waves.until == UNTIL_Z
+    now = datetime(2026, 12, 3, 0, 0, tzinfo=UTC)
+    # West of UTC: 09:00 on the 4th in Los Angeles is 17:00Z, after the UNTIL; 20:00 on the 3rd is
+    # 04:00Z on the 4th, before it.
+    west = occurrences(waves, ["America/Los_Angeles"], now)
+    assert west[-1] == datetime(2026, 12, 3, 20, 0)
+    assert all(to_instant(w, ZoneInfo("America/Los_Angeles")) <= UNTIL_Z for w in west)
+    # East of UTC: 20:00 on the 4th in Tokyo is 11:00Z, before the UNTIL (read as a UTC wall time
+    # it was after 12:00, and lost).
+    east = occurrences(waves, ["Asia/Tokyo"], now)
+    assert east[-1] == datetime(2026, 12, 4, 20, 0)
+    # Both: an occurrence goes to every zone while its first zone's instant is not after it, as `until`.
+    assert occurrences(waves, EAST_WEST, now)[-1] == datetime(2026, 12, 4, 20, 0)
+
+
+def test_the_earlier_of_until_and_the_rrules_until_ends_it() -> None:
+    rule = f"{TWICE_A_DAY};UNTIL=20261204T120000Z"
+    sooner = datetime(2026, 12, 4, 0, 0, tzinfo=UTC)
+    assert Waves.parse(cron=None, rrule=rule, until=sooner).until == sooner
+    assert Waves.parse(cron=None, rrule=rule, until=UNTIL_Z + timedelta(days=1)).until == UNTIL_Z
+    assert Waves.parse(cron="0 9 * * *", rrule=None, until=sooner).until == sooner
+    cron_waves = Waves.parse(cron="0 9 * * *", rrule=None, until=sooner)
+    assert occurrences(cron_waves, ["America/Los_Angeles"], datetime(2026, 12, 1, tzinfo=UTC)) == [
+        datetime(2026, 12, day, 9, 0) for day in (1, 2, 3)]  # 17:00Z on the 3rd; the 4th's is after it
+
+
+def test_an_until_without_z_is_a_wall_time_on_every_clock() -> None:
+    waves = Waves.parse(cron=None, rrule=f"{TWICE_A_DAY};UNTIL=20261204T120000", until=None)
+    assert waves.until is None
+    now = datetime(2026, 12, 3, 0, 0, tzinfo=UTC)
+    for zone in EAST_WEST:
+        assert occurrences(waves, [zone], now)[-1] == datetime(2026, 12, 4, 9, 0)
+
+
+def test_a_broadcasts_rule_is_still_checked_whole() -> None:
+    with pytest.raises(InvalidSchedule, match="COUNT and UNTIL cannot both be given"):
+        Waves.parse(cron=None, rrule="FREQ=DAILY;COUNT=3;UNTIL=20261204T120000Z", until=None)
+    with pytest.raises(InvalidSchedule, match="minute 61 is out of range"):
+        Waves.parse(cron="61 * * * *", rrule=None, until=None)
