@@ -27,10 +27,10 @@ export interface Problem {
 
 export type Status = "pending" | "picked" | "sent" | "dead" | "cancelled" | "paused" | "expired" | "finished" | "awaiting_approval";
 
-/** RFC 3339 with a UTC offset, e.g. 2026-12-24T09:00:00+05:30 */
+/** RFC 3339 with a UTC offset, e.g. 2037-12-24T09:00:00+05:30 */
 export type Instant = string | Date;
 
-/** a wall time without an offset, read in `timezone` (2026-12-24T09:00:00) */
+/** a wall time without an offset, read in `timezone` (2037-12-24T09:00:00) */
 export type LocalTime = string;
 
 /** a duration: 90s, 15m, 2h, 3d, 1h30m, an ISO 8601 duration (PT2H, P1DT2H), or any JSON number of seconds (300, 1.5, 1e3) */
