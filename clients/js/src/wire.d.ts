@@ -231,8 +231,19 @@ export interface Tenant {
 }
 
 export interface Stats {
-  /** messages by status */
-  counts: Record<string, number>;
+  /** messages by status, every status (0 when it has none) */
+  counts: {
+    pending: number;
+    picked: number;
+    sent: number;
+    dead: number;
+    cancelled: number;
+    paused: number;
+    expired: number;
+    finished: number;
+    /** (wire: `awaiting_approval`) */
+    awaitingApproval: number;
+  };
   /** pending messages by hour, for the next 48 hours (wire: `upcoming_by_hour`) */
   upcomingByHour: {
     hour: string;
