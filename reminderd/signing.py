@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
+import re
 import secrets
 from functools import lru_cache
 
 SECRET_PREFIX = "whsec_"
+# A secret the daemon signs with: whsec_, then the base64 of at least one byte, padded as base64 is.
+# reminderd.is_signing_secret (reminderd/sql/schema.sql) is the same expression, so the database
+# refuses what this would (tests/integration/test_signing_secrets.py compares them).
+SECRET_FORMAT = re.compile(
+    r"whsec_(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})"
+)
 
 
 def generate_secret() -> str:
@@ -19,14 +25,11 @@ def generate_secret() -> str:
 @lru_cache(maxsize=4096)
 def secret_key(secret: str) -> bytes:
     """The HMAC key inside a `whsec_…` secret. Never echoes the secret in its error."""
-    encoded = secret.removeprefix(SECRET_PREFIX)
-    try:
-        key = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("signing secret is not base64 after the whsec_ prefix") from None
-    if not key:
-        raise ValueError("signing secret is empty")
-    return key
+    if SECRET_FORMAT.fullmatch(secret) is None:
+        raise ValueError(
+            "signing secret is not whsec_ followed by base64: rotate it (reminderd tenant rotate-secret)"
+        )
+    return base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
 
 
 def sign(secret: str, webhook_id: str, timestamp_s: int, body: bytes) -> str:
