@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 
 import asyncpg
 from alembic import context
@@ -40,11 +41,28 @@ def run_in(connection: Connection) -> None:
         context.run_migrations()
 
 
+def say_warnings(_connection: object, message: asyncpg.PostgresLogMessage) -> None:
+    """A migration's RAISE WARNING (rows it names and leaves as they were, for an operator to see
+    to) goes to stderr, beside what `reminderd migrate` says it applied; notices stay quiet."""
+    if (getattr(message, "severity_en", None) or message.severity) == "WARNING":
+        said = [f"reminderd migrate: warning: {message.message}"]
+        for label, text in (("detail", message.detail), ("hint", message.hint)):
+            if text:
+                said.append(f"  {label}: {text}")
+        print("\n".join(said), file=sys.stderr, flush=True)
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    connection = await asyncpg.connect(url)
+    connection.add_log_listener(say_warnings)
+    return connection
+
+
 async def run_online() -> None:
     # asyncpg reads the URL itself, as it does for the daemon: sslmode, sslrootcert, several hosts
     # and the rest mean the same here (SQLAlchemy would pass them to asyncpg as unknown arguments).
     url = database_url()
-    engine = create_async_engine("postgresql+asyncpg://", async_creator=lambda: asyncpg.connect(url))
+    engine = create_async_engine("postgresql+asyncpg://", async_creator=lambda: connect(url))
     try:
         async with engine.connect() as connection:
             await connection.run_sync(run_in)

@@ -39,6 +39,7 @@ from .apikeys import Caller, KeyCache
 from .batching import Batcher
 from .exceptions import DatabaseRefused, DatabaseUnavailable, SchemaMissing
 from .lifecycle import Status
+from .limits import RequestLimits, too_long
 from .logs import LEVELS
 from .metrics import ApiMetrics
 from .problems import CONTENT_TYPE as PROBLEM_JSON
@@ -158,7 +159,9 @@ class Api:
         self.stopping = False
         self.clock = clock  # for the rate limits
         self._log_requests = LEVELS[settings.log_level] <= logging.INFO  # the level is fixed for the run
-        self._document = json.dumps(openapi_document()).encode()
+        document = openapi_document()
+        self._document = json.dumps(document).encode()
+        self.limits = RequestLimits.from_document(document)  # its maxLengths, enforced (reminderd/limits.py)
         self.recipients = Recipients(self)  # contacts, audiences, broadcasts, cadences (api_audiences.py)
         self.dashboard: dashboard.Dashboard | None = None  # what its handlers share, once app() mounted it
 
@@ -316,6 +319,9 @@ class Api:
         async def guarded(request: web.Request) -> web.StreamResponse:
             caller = await self._caller(request, writes=route.writes)
             request[CALLER] = caller
+            long = self.limits.parameters_too_long(route.method, route.path, request.match_info, request.query)
+            if long is not None:
+                raise invalid(long.detail(), str(long.path[0]), where="parameter")
             if not route.writes:
                 response: web.StreamResponse = await route.handler(request, caller, self.store)
                 return response
@@ -480,6 +486,10 @@ class Api:
         for found in wire.unstorable(document, raw):
             if not _in_an_element(found.path, alone, document):
                 raise invalid(found.detail(), pointer(*found.path))
+        resource = request.match_info.route.resource
+        for long in self.limits.body_too_long(request.method, resource.canonical if resource else "", document):
+            if not _in_an_element(long.path, alone, document):
+                raise invalid(long.detail(), pointer(*long.path))
         return document
 
     def _schedule_request(
@@ -612,10 +622,13 @@ class Api:
         requests: dict[int, ScheduleRequest] = {}
         failed: dict[int, Problem] = {}
         look = wire.may_hold_unstorable(await request.read())  # read_json left these to each message
+        bounds = self.limits.element_bounds("POST", "/v1/messages/batch", ("messages", 0))  # and these
         for index, item in enumerate(messages):
             try:
                 for found in wire.unstorable(item) if look else ():
                     raise invalid(found.detail(), pointer("messages", index, *found.path))
+                for long in too_long(bounds, item, ("messages", index)):
+                    raise invalid(long.detail(), pointer(*long.path))
                 requests[index] = self._schedule_request(tenant, item, ("messages", index), now)
             except Problem as refused:
                 failed[index] = refused

@@ -23,6 +23,7 @@ from .apikeys import Caller
 from .arguments import Audience, BroadcastRequest, CadenceRequest
 from .contact_files import MAX_LINE, SentContact, checked_contact
 from .exceptions import DatabaseRefused
+from .limits import too_long
 from .problems import FieldError, Problem, invalid, pointer
 from .rows import BroadcastProgress, Contact, ContactMessage, StagedOccurrence, ZoneWave
 from .schedule import BACKFILL_POLICIES, InvalidSchedule, Waves
@@ -165,8 +166,12 @@ class Recipients:
                 )
             batch = []
             look = wire.may_hold_unstorable(await request.read())  # read_json left these to each contact
+            bounds = self.api.limits.element_bounds("PUT", "/v1/contacts", (0,))  # and these (openapi.yaml)
             for index, item in enumerate(items):
                 upload.received += 1
+                if (long := next(too_long(bounds, item, ()), None)) is not None:
+                    upload.refuse(index, _id_of(item), long.detail())
+                    continue
                 line = _accepted(index, item, upload, look=look)
                 if line is not None:
                     batch.append(line)

@@ -127,6 +127,19 @@ def _add_command(
     return command
 
 
+def _name_subcommands(commands: argparse._SubParsersAction[Parser]) -> None:
+    """A group's summary ends with its subcommands, as registered ("manage tenants: add, list, …"),
+    so that none is ever left out of `reminderd --help`."""
+    for entry in commands._choices_actions:
+        group = commands.choices[entry.dest]
+        inner = [action for action in group._actions if isinstance(action, argparse._SubParsersAction)]
+        if not inner or entry.help is None:
+            continue
+        stem = entry.help.split(": ")[0]
+        entry.help = f"{stem}: {', '.join(inner[0].choices)}"
+        group.description = f"{stem[0].upper()}{stem[1:]}."  # its own --help lists them below it
+
+
 def build_parser() -> Parser:
     parser = Parser(prog="reminderd", description="Durable scheduled callbacks on PostgreSQL.",
                     epilog=EXIT_STATUSES)
@@ -173,9 +186,7 @@ def build_parser() -> Parser:
     dev_status.add_argument("--json", action="store_true", help="a JSON object")
     _add_command(dev_db_commands, "delete", "stop it and delete its data", _dev_db_delete)
 
-    tenant = _add_command(commands, "tenant",
-                          "manage tenants: add, grant, revoke, rotate-secret, set, holiday, rate-limit",
-                          None)
+    tenant = _add_command(commands, "tenant", "manage tenants", None)  # ": add, list, …" (_name_subcommands)
     tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True, parser_class=Parser)
     add = _add_command(tenant_commands, "add", "create a tenant; prints its signing secret once",
                        DatabaseCommand("TenantAddRequest", _tenant_add), parents=database)
@@ -319,6 +330,7 @@ def build_parser() -> Parser:
 
     # Recipients: contacts, audiences, broadcasts, cadences (reminderd/audience_commands.py).
     register_audience_commands(commands, database, _add_command, DatabaseCommand)
+    _name_subcommands(commands)
     return parser
 
 

@@ -33,6 +33,7 @@ import typing
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -810,7 +811,7 @@ def _decode(hint: Any, value: Any, where: str) -> Any:
         except ValueError:
             raise _InvalidResponse(f"{where}: {value!r} is not a known {hint.__name__}") from None
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
             raise _InvalidResponse(f"{where}: a number expected")
         return float(value)
     if hint in (int, str, bool):
@@ -839,10 +840,26 @@ def _problem_of(status: int, reason: str, body: bytes) -> Problem:
 
 
 def _json_body(value: Any) -> bytes:
+    """The request's JSON; a `Decimal` (as answers hold a payload's fractions) written as its digits,
+    so a payload read back and sent again is unchanged."""
+    numbers: list[str] = []
+    mark = secrets.token_hex(8)  # what no string of the body holds, around each number's place
+
+    def default(number: Any) -> Any:
+        if not isinstance(number, Decimal):
+            raise TypeError(f"Object of type {type(number).__name__} is not JSON serializable")
+        if not number.is_finite():
+            raise ValueError(f"Out of range float values are not JSON compliant: {number}")
+        numbers.append(str(number))
+        return f"{mark}{len(numbers) - 1}{mark}"
+
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=default)
     except ValueError as exc:  # NaN or Infinity: not JSON
         raise ValueError(f"the body is not JSON: {exc}") from None
+    for index, number in enumerate(numbers):
+        text = text.replace(f'"{mark}{index}{mark}"', number, 1)
+    return text.encode()
 
 
 class ReminderdClient:
@@ -947,7 +964,7 @@ class ReminderdClient:
     @staticmethod
     def _parsed(status: int, answer: bytes, attempt: int) -> Any:
         try:
-            return json.loads(answer)
+            return json.loads(answer, parse_float=Decimal)  # a payload's 12345678901234567.5 stays that
         except ValueError:
             raise ApiError(Problem(INVALID_RESPONSE, "Answer not JSON", status,
                                    f"HTTP {status}: {answer[:200].decode('utf-8', 'replace')!r}"),

@@ -21,7 +21,10 @@ _CALENDAR = "a holiday calendar is a country code such as IN or GB, or a subdivi
 # {value}: the values the error's DETAIL names ("Key (tenant_id, ref_id)=(acme, r1)" -> "acme / r1").
 CONSTRAINTS: dict[str, str] = {
     # tenants
-    "tenants_pkey": 'tenant "{value}" already exists',
+    "tenants_pkey": (
+        'tenant "{value}" already exists; change it with UPDATE reminderd.tenants (or reminderd tenant set), '
+        "or choose another id"
+    ),
     "tenant_id_format": (
         "a tenant id is letters, digits and _ . : -, starting with a letter or digit, at most 128"
     ),

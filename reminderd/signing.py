@@ -5,10 +5,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import re
 import secrets
 from functools import lru_cache
 
 SECRET_PREFIX = "whsec_"
+# A secret the daemon signs with: whsec_, then the base64 of at least one byte, padded as base64 is.
+# reminderd.is_signing_secret (reminderd/sql/schema.sql) is the same expression, so the database
+# refuses what this would (tests/integration/test_signing_secrets.py compares them).
+SECRET_FORMAT = re.compile(
+    r"whsec_(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})"
+)
 
 
 def generate_secret() -> str:
@@ -16,16 +23,26 @@ def generate_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def is_signing_secret(secret: str) -> bool:
+    """Whether `secret` may be written as a tenant's secret: SECRET_FORMAT, the rule the database
+    holds new and changed secrets to (reminderd.is_signing_secret)."""
+    return SECRET_FORMAT.fullmatch(secret) is not None
+
+
 @lru_cache(maxsize=4096)
 def secret_key(secret: str) -> bytes:
-    """The HMAC key inside a `whsec_…` secret. Never echoes the secret in its error."""
+    """The HMAC key inside a `whsec_…` secret. Never echoes the secret in its error. Laxer than
+    is_signing_secret on purpose: a secret written before migration 0025 without the prefix, or
+    padded loosely, still signs as it did."""
     encoded = secret.removeprefix(SECRET_PREFIX)
     try:
         key = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError("signing secret is not base64 after the whsec_ prefix") from None
+        raise ValueError(
+            "signing secret is not whsec_ followed by base64: rotate it (reminderd tenant rotate-secret)"
+        ) from None
     if not key:
-        raise ValueError("signing secret is empty")
+        raise ValueError("signing secret is empty: rotate it (reminderd tenant rotate-secret)")
     return key
 
 

@@ -1875,7 +1875,7 @@ class Store:
     async def tenant_stats(self, tenant_id: str) -> TenantStats:
         from .rows import TenantStats
 
-        rows = await self._pool.fetch(QUERIES["stats_counts"], tenant_id)
+        rows = await self._pool.fetch(QUERIES["stats_counts"], tenant_id, [status.value for status in Status])
         counts = {r["status"]: r["messages"] for r in rows}
         rows = await self._pool.fetch(QUERIES["stats_upcoming"], tenant_id)
         upcoming = [(r["hour"], r["messages"]) for r in rows]

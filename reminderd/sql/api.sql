@@ -219,10 +219,11 @@ SELECT reminderd.resume_tenant($1);
 SELECT secret, previous_until FROM reminderd.api_rotate_secret($1, make_interval(secs => $2));
 
 -- stats_counts --
--- Messages by status: each count one range of scheduled_messages_tenant_status.
+-- Messages by status, for each status in $2 (every status reminderd.lifecycle.Status names, so a
+-- new one is never left out): each count one range of scheduled_messages_tenant_status.
 SELECT s.status, (SELECT count(*) FROM reminderd.scheduled_messages m
                   WHERE m.tenant_id = $1 AND m.status = s.status) AS messages
-FROM unnest(ARRAY['pending', 'picked', 'sent', 'dead', 'cancelled', 'paused', 'expired', 'finished']) AS s(status);
+FROM unnest($2::text[]) AS s(status);
 
 -- stats_upcoming --
 -- Pending messages by hour for the next 48 hours (scheduled_messages_overview).

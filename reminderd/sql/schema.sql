@@ -2640,6 +2640,15 @@ $$;
 
 -- Functions: secrets and retention ----------------------------------------------------------------
 
+-- Is `secret` one the daemon can sign with: whsec_, then the base64 of at least one byte, padded
+-- as base64 is (reminderd/signing.py's SECRET_FORMAT, the same expression; a test compares them
+-- on valid and invalid secrets)? NULL for NULL. The rule validate_tenant refuses a new secret by
+-- (migration 0025).
+CREATE FUNCTION reminderd.is_signing_secret(secret text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT secret ~ '^whsec_(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$'
+$$;
+
 -- Secret rotation: a new secret now, the old one still signs for `grace`.
 CREATE FUNCTION reminderd.rotate_secret(tenant_id text, grace interval DEFAULT '24 hours') RETURNS text
 LANGUAGE plpgsql AS $$
@@ -2648,8 +2657,8 @@ DECLARE
     fresh text := reminderd.generate_secret();
 BEGIN
     PERFORM reminderd.check_tenant(rotate_secret.tenant_id);
-    UPDATE reminderd.tenants
-    SET previous_signing_secret = signing_secret,
+    UPDATE reminderd.tenants  -- a secret nothing can sign with (written before 0025) is not kept
+    SET previous_signing_secret = CASE WHEN reminderd.is_signing_secret(signing_secret) THEN signing_secret END,
         previous_secret_expires_at = now() + rotate_secret.grace,
         signing_secret = fresh
     WHERE id = rotate_secret.tenant_id;
@@ -3417,16 +3426,14 @@ END
 $$;
 
 -- A tenant is checked with sentences before its constraints are (the errors carry their names):
--- one that already exists, an id or calendar of the wrong shape, a callback_url that is not one
--- (check_callback_url), a default zone the daemon cannot read.
+-- an id or calendar of the wrong shape, a callback_url that is not one (check_callback_url), a
+-- default zone the daemon cannot read, a new or changed signing secret the daemon could not sign
+-- with (is_signing_secret; the value is never echoed). One that already exists is left to the
+-- primary key (migration 0025): a check here would defeat INSERT … ON CONFLICT; reminderd's CLI
+-- and API say tenants_pkey in a sentence (reminderd/refusals.py).
 CREATE FUNCTION reminderd.validate_tenant() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'INSERT' AND EXISTS (SELECT 1 FROM reminderd.tenants t WHERE t.id = NEW.id) THEN
-        RAISE EXCEPTION 'tenant "%" already exists', NEW.id
-            USING ERRCODE = 'unique_violation', CONSTRAINT = 'tenants_pkey',
-                  HINT = 'Change it with UPDATE reminderd.tenants (or reminderd tenant set), or choose another id.';
-    END IF;
     IF NEW.id !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$' THEN
         RAISE EXCEPTION 'tenant id "%" is not allowed', NEW.id
             USING ERRCODE = 'check_violation', CONSTRAINT = 'tenant_id_format',
@@ -3445,6 +3452,22 @@ BEGIN
     END IF;
     IF NEW.timezone IS NOT NULL THEN
         PERFORM reminderd.check_timezone(NEW.timezone, format('tenant "%s"', NEW.id));
+    END IF;
+    -- Only a new or changed secret: one written before 0025 stays readable, and the tenant can still
+    -- change its calendar (the daemon dead-letters its messages, saying why, until it is rotated).
+    -- A rotation moves the current secret to previous_signing_secret: that is not a new value.
+    IF NOT reminderd.is_signing_secret(NEW.signing_secret)
+       AND (TG_OP = 'INSERT' OR NEW.signing_secret IS DISTINCT FROM OLD.signing_secret) THEN
+        RAISE EXCEPTION 'the signing_secret of tenant "%" is not whsec_ followed by base64', NEW.id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave it out to have one generated, or write whsec_ and the base64 of at least one byte (reminderd.generate_secret() makes one).';
+    END IF;
+    IF NOT reminderd.is_signing_secret(NEW.previous_signing_secret)
+       AND NEW.previous_signing_secret IS DISTINCT FROM OLD.previous_signing_secret
+       AND NEW.previous_signing_secret IS DISTINCT FROM OLD.signing_secret THEN
+        RAISE EXCEPTION 'the previous_signing_secret of tenant "%" is not whsec_ followed by base64', NEW.id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It is the secret a rotation replaced (reminderd.rotate_secret sets it): leave it NULL, or write whsec_ and the base64 of at least one byte.';
     END IF;
     RETURN NEW;
 END
@@ -5360,6 +5383,9 @@ TO reminderd_app, reminderd_daemon, reminderd_api;
 -- checks are what the functions and triggers of every role's writes call.
 GRANT EXECUTE ON FUNCTION reminderd.is_phone(text)
 TO reminderd_app, reminderd_daemon, reminderd_readonly, reminderd_api;
+-- Signing secrets (migration 0025): the rule is pure, any role may ask it.
+GRANT EXECUTE ON FUNCTION reminderd.is_signing_secret(text)
+TO reminderd_app, reminderd_daemon, reminderd_readonly, reminderd_api;
 GRANT EXECUTE ON FUNCTION
     reminderd.refuse_infinite_time(text, text, text),
     reminderd.check_message_values(text, text, integer, integer, text, text, text, text, interval, text),
@@ -5662,7 +5688,8 @@ CREATE TRIGGER scheduled_messages_notify_update
 -- Triggers on tenants, tenant_holidays and contacts, and the broadcast counts ----------------------
 -- A tenant and a tenant's day off are checked with sentences before their constraints are.
 CREATE TRIGGER tenants_validate
-    BEFORE INSERT OR UPDATE OF id, callback_url, calendar, timezone ON reminderd.tenants
+    BEFORE INSERT OR UPDATE OF id, callback_url, calendar, timezone, signing_secret, previous_signing_secret
+    ON reminderd.tenants
     FOR EACH ROW EXECUTE FUNCTION reminderd.validate_tenant();
 CREATE TRIGGER tenant_holidays_validate
     BEFORE INSERT OR UPDATE OF tenant_id, name ON reminderd.tenant_holidays

@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import aiohttp
 import asyncpg
@@ -139,6 +140,22 @@ async def test_get_answers_the_message_with_its_audit_trail(rd: ReminderdClient)
     assert [event.event for event in message.events] == ["created", "paused"]
     assert message.deliveries == ()
     assert message.created_at.tzinfo is not None
+
+
+async def test_a_payloads_numbers_are_read_and_sent_again_as_written(
+        rd: ReminderdClient, api_db: asyncpg.Connection) -> None:
+    """Fractions are read as Decimal (a float would round 12345678901234567.5), and a Decimal is
+    sent as its digits: a payload read back and sent again is the one stored."""
+    written = {"big": Decimal("12345678901234567.5"), "price": Decimal("1.50"), "n": 7}
+    scheduled = await rd.schedule("num:1", fire_in="1h", payload=written)
+    message = await rd.get(scheduled.id)
+    assert message.payload == written and str(message.payload["big"]) == "12345678901234567.5"
+    assert str(message.payload["price"]) == "1.50" and type(message.payload["n"]) is int
+    stored = "SELECT payload::text FROM reminderd.scheduled_messages WHERE id = $1"
+    before = await api_db.fetchval(stored, scheduled.id)
+    again = await rd.update(scheduled.id, payload=message.payload)
+    assert again.payload == written and await api_db.fetchval(stored, scheduled.id) == before
+    assert "12345678901234567.5" in before
 
 
 async def test_list_walks_every_page_newest_first_with_its_filters(rd: ReminderdClient) -> None:

@@ -50,9 +50,9 @@ SHELL = {
     "reminderd migrate": Expect(out=rf"^reminderd: already at head {head_revision()}\n$"),
     "reminderd tenant add globex --callback-url https://globex.example/hooks/reminders": Expect(
         out=r"^tenant globex created\. Signing secret \(shown once, keep it safe\):\nwhsec_[A-Za-z0-9+/=]{44}\n$"),
-    "reminderd schedule globex booking:b7d2:24h --at 2026-12-24T09:00:00+05:30 --payload "
+    "reminderd schedule globex booking:b7d2:24h --at 2037-12-24T09:00:00+05:30 --payload "
     "'{\"to\": \"+919876543210\"}'": Expect(out=ID, err="^$"),
-    'reminderd schedule globex booking:b7d2:1h --at "2026-12-24 08:00" --tz Asia/Kolkata': Expect(out=ID),
+    'reminderd schedule globex booking:b7d2:1h --at "2037-12-24 08:00" --tz Asia/Kolkata': Expect(out=ID),
     "reminderd schedule globex cart:991:nudge --in 2h": Expect(out=ID),
     'reminderd schedule globex renewal:42 --cron "0 9 1 * *" --tz Asia/Kolkata --max-runs 12': Expect(
         out=ID, err=r'^cron "0 9 1 \* \*": At 09:00, on day 1 of the month \(Asia/Kolkata\); first \w{3} '
@@ -63,8 +63,8 @@ SHELL = {
         out=ID, err=r"\(UTC\); first "),
     "reminderd tenant set globex --calendar GB --quiet 21:00-09:00": Expect(
         out=r"^tenant globex: calendar GB, holidays skip, quiet hours 21:00-09:00 \(exempt: transactional\)\n$"),
-    'reminderd tenant holiday add globex 2026-12-31 "Company day"': Expect(
-        out=r"^tenant globex: 2026-12-31 is a holiday \(Company day\)\n$"),
+    'reminderd tenant holiday add globex 2037-12-31 "Company day"': Expect(
+        out=r"^tenant globex: 2037-12-31 is a holiday \(Company day\)\n$"),
     'reminderd preview --every "weekdays at 9am" --tz Europe/London --calendar GB -n 5': Expect(
         out=r'^"weekdays at 9am" = cron "0 9 \* \* 1-5": .*\nnext 5 fires after .*\n(  \w{3} .*\n){5,}$'),
     "reminderd schedule globex order:77 --in 90m --payload @examples/payloads/order.json": Expect(out=ID),
@@ -86,26 +86,27 @@ SHELL = {
     "reminderd contacts import acme examples/contacts/customers.csv": Expect(
         out=r"^4 contacts imported into acme \(4 new or changed\) in "),
     "reminderd audience add acme vip cust_7c cust_5d": Expect(out=r"^audience vip: 2 contacts added \(0 were in it\)\n$"),
-    "reminderd broadcast acme newyear --at 2027-01-01T10:00 --audience vip --dry-run": Expect(
+    "reminderd broadcast acme newyear --at 2038-01-01T10:00 --audience vip --dry-run": Expect(
         out=r"^broadcast newyear to audience vip, .*: 4 contacts in 4 zones\nsends per UTC hour:\n"
-            r"  2027-01-01T01:00Z +1  Asia/Tokyo\n.*nothing was staged \(--dry-run\)\n$"),
-    "reminderd broadcast acme newyear --at 2027-01-01T10:00 --audience vip --as alice": Expect(
-        out=r"^4\n$", err=r"^broadcast 4: 4 messages staged, first wave 2027-01-01T01:00Z, last 2027-01-01T16:00Z; "
+            r"  2038-01-01T01:00Z +1  Asia/Tokyo\n.*nothing was staged \(--dry-run\)\n$"),
+    "reminderd broadcast acme newyear --at 2038-01-01T10:00 --audience vip --as alice": Expect(
+        out=r"^4\n$", err=r"^broadcast 4: 4 messages staged, first wave 2038-01-01T01:00Z, last 2038-01-01T16:00Z; "
                           r"waiting for approval by someone other than alice\n$"),
     "reminderd broadcasts approve acme 4 --as bob": Expect(),  # 3 went to the dry run's rolled-back call
-    "reminderd cadence acme renewal_43 --anchor 2027-01-15T00:00Z --at-local 10:00 --contact cust_9a": Expect(
-        out=r"^REF .*\nrenewal_43:-30d +\d+ +2026-12-16T04:30Z  Wed 2026-12-16 10:00\n.*renewal_43:-1d .*\n$"),
+    "reminderd cadence acme renewal_43 --anchor 2038-01-15T00:00Z --at-local 10:00 --contact cust_9a": Expect(
+        out=r"^REF .*\nrenewal_43:-30d +\d+ +2037-12-16T04:30Z  Wed 2037-12-16 10:00\n.*renewal_43:-1d .*\n$"),
     "reminderd contact show acme cust_8f": Expect(
         out=r"^contact cust_8f of acme\n  timezone    America/Chicago \(from its phone \+13125550100\)\n.*"
-            r"messages: 6 live, .*\n\d+ +newyear:cust_8f +pending +2027-01-01T16:00Z .* broadcast 4 approved by bob\n.*$"),
+            r"messages: 6 live, .*\n\d+ +newyear:cust_8f +pending +2038-01-01T16:00Z .* broadcast 4 approved by bob\n.*$"),
     "reminderd dev-db stop": Expect(err=r"^reminderd dev-db: stopped\n$"),
 }
 # The SQL statements (psql -At: values one per line, or the command tag), by their first line.
 SQL = {
     "INSERT INTO reminderd.tenants (id, callback_url)": Expect(out=r"^whsec_[A-Za-z0-9+/=]{44}\nINSERT 0 1\n$"),
+    "UPDATE reminderd.config SET value = '20 years' WHERE key = 'horizon'": Expect(out="^UPDATE 1\n$"),
     "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, payload)": Expect(out="^INSERT 0 1\n$"),
     "SELECT reminderd.schedule('acme', 'cart:991:nudge', now() + interval '2 hours'": Expect(out=ID),
-    "SELECT reminderd.schedule('acme', 'xmas:77', local_time => '2026-12-24 09:00'": Expect(out=ID),
+    "SELECT reminderd.schedule('acme', 'xmas:77', local_time => '2037-12-24 09:00'": Expect(out=ID),
     "SELECT reminderd.schedule_cron('acme', 'renewal:42', '0 9 1 * *'": Expect(out=ID),
     "SELECT reminderd.schedule_rrule('acme', 'payday',": Expect(out=ID),
     "SELECT reminderd.cancel('acme', 'cart:991:nudge')": Expect(out="^1\n$"),
@@ -115,25 +116,25 @@ SQL = {
     "SELECT reminderd.resume('acme', 'renewal:42')": Expect(out="^1\n$"),
     "SELECT reminderd.pause_tenant('acme')": Expect(out="^4\n$"),
     "SELECT reminderd.resume_tenant('acme')": Expect(out="^4\n$"),
-    "SELECT reminderd.reschedule('acme', 'booking:b7d2:24h', '2026-12-25 09:00+05:30')": Expect(out="^0\n$"),
+    "SELECT reminderd.reschedule('acme', 'booking:b7d2:24h', '2037-12-25 09:00+05:30')": Expect(out="^0\n$"),
     "SELECT reminderd.requeue(id) FROM reminderd.dead_letters WHERE tenant_id = 'acme'": Expect(out="^$"),
     "SELECT reminderd.requeue_dead('acme', now() - interval '1 day')": Expect(out="^0\n$"),
     "UPDATE reminderd.tenants SET timezone = 'Europe/London' WHERE id = 'acme'": Expect(out="^UPDATE 1\n$"),
     "SELECT reminderd.upsert_contacts('acme',": Expect(out="^2\n$"),
     "SELECT reminderd.add_to_audience('acme', 'vip',": Expect(out="^2\n$"),
-    "SELECT reminderd.schedule('acme', 'renewal:8f', local_time => '2026-12-24 09:00', contact_id": Expect(out=ID),
+    "SELECT reminderd.schedule('acme', 'renewal:8f', local_time => '2037-12-24 09:00', contact_id": Expect(out=ID),
     "SELECT reminderd.broadcast('acme', 'christmas',": Expect(out="^1\n$"),
     "SELECT reminderd.broadcast('acme', 'weekly',": Expect(out="^2\n$"),
     "SELECT ref_id, local_time FROM reminderd.schedule_cadence(": Expect(
-        out=r"^renewal_42:-30d\|2026-12-15 10:00:00\nrenewal_42:-7d\|2027-01-07 10:00:00\n"
-            r"renewal_42:-1d\|2027-01-13 10:00:00\n$"),
+        out=r"^renewal_42:-30d\|2037-12-15 10:00:00\nrenewal_42:-7d\|2038-01-07 10:00:00\n"
+            r"renewal_42:-1d\|2038-01-13 10:00:00\n$"),
     "SELECT id, ref_prefix, staged, waiting, done FROM reminderd.broadcasts": Expect(
         out=r"^1\|christmas\|2\|2\|f\n2\|weekly\|0\|0\|f\n$"),
     "SELECT ref_id, status, timezone, timezone_source FROM reminderd.contact_messages(": Expect(
         out=r"(?m)\Arenewal_42:-30d\|pending\|America/Chicago\|phone\n(?=.*^renewal:8f\|pending\|America/Chicago\|phone$)"
             r"(?=.*^christmas:cust_8f\|pending\|America/Chicago\|phone$).*^renewal_42:-1d\|pending\|.*\n$"),
     "SELECT at, event, status, fire_at, reason, actor, attempt, status_code FROM reminderd.trail": Expect(
-        out=r"\|created\|pending\|2026-12-24 03:30:00\+00\|\|reminderd\|\|\n.*\|cancelled\|cancelled\|.*"
+        out=r"\|created\|pending\|2037-12-24 03:30:00\+00\|\|reminderd\|\|\n.*\|cancelled\|cancelled\|.*"
             r"\|cancelled by pattern booking:b7d2:%\|reminderd\|\|\n$"),
 }
 

@@ -517,6 +517,8 @@ async def test_a_big_broadcast_needs_another_keys_approval(
     assert made.status == 201, made.body
     broadcast_id = made.json["id"]
     assert made.json["state"] == "awaiting_approval" and made.json["counts"]["held"] == 3
+    counts = (await http.call("GET", "/v1/stats", key)).json["counts"]
+    assert counts["awaiting_approval"] == 3 and counts["pending"] == 0  # every status counted
     own = problem(await http.call("POST", f"/v1/broadcasts/{broadcast_id}/approve", key), 403, "forbidden")
     assert own["sqlstate"] == "42501" and "another person must approve it" in own["detail"]
     approved = await http.call(

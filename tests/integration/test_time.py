@@ -473,6 +473,8 @@ def test_cli_schedules_with_the_new_options_and_sets_tenant_rules(
         return out.strip()
 
     cli("tenant", "add", "acme", "--callback-url", "https://hooks.example/cb")
+    # Dates relative to today: a fixed one would expire (a one-off must be ahead, within the horizon).
+    xmas_day, next_year = (datetime.now(UTC) + timedelta(days=30)).date(), datetime.now(UTC).year + 1
     assert cli("tenant", "set", "acme", "--calendar", "IN", "--quiet", "21:00-09:00",
                "--quiet-exempt", "transactional,otp") == (
         "tenant acme: calendar IN, holidays skip, quiet hours 21:00-09:00 (exempt: transactional, otp)"
@@ -481,9 +483,9 @@ def test_cli_schedules_with_the_new_options_and_sets_tenant_rules(
         "tenant acme: 2026-12-31 is a holiday (Company day)"
     )
     digest = int(cli("schedule", "acme", "digest", "--every", "weekdays at 9am", "--tz", "Asia/Kolkata",
-                     "--max-runs", "5", "--until", "2027-06-01T00:00", "--category", "marketing",
+                     "--max-runs", "5", "--until", f"{next_year}-06-01T00:00", "--category", "marketing",
                      "--backfill", "latest", "--max-lateness", "10m"))
-    xmas = int(cli("schedule", "acme", "xmas", "--at", "2026-12-24 09:00 in Asia/Kolkata",
+    xmas = int(cli("schedule", "acme", "xmas", "--at", f"{xmas_day} 09:00 in Asia/Kolkata",
                    "--holiday-rule", "send"))
     monthly = int(cli("schedule", "acme", "monthly", "--rrule", "FREQ=MONTHLY;BYDAY=1MO;BYHOUR=9"))
     # What it understood, and (new in 0005) the first occurrence it stored as fire_at.
@@ -515,11 +517,11 @@ def test_cli_schedules_with_the_new_options_and_sets_tenant_rules(
     stored = asyncio.run(rows())
     assert (stored[digest]["cron"], stored[digest]["timezone"], stored[digest]["max_runs"]) == (
         "0 9 * * 1-5", "Asia/Kolkata", 5)
-    assert stored[digest]["until"] == datetime(2027, 5, 31, 18, 30, tzinfo=UTC)  # midnight in Kolkata
+    assert stored[digest]["until"] == datetime(next_year, 5, 31, 18, 30, tzinfo=UTC)  # midnight in Kolkata
     assert (stored[digest]["category"], stored[digest]["backfill"], stored[digest]["max_lateness"]) == (
         "marketing", "latest", timedelta(minutes=10))
     assert (stored[xmas]["fire_at"], stored[xmas]["timezone"], stored[xmas]["holiday_rule"]) == (
-        datetime(2026, 12, 24, 3, 30, tzinfo=UTC), "Asia/Kolkata", "send")
+        datetime(xmas_day.year, xmas_day.month, xmas_day.day, 3, 30, tzinfo=UTC), "Asia/Kolkata", "send")
     assert stored[monthly]["rrule"].endswith("\nFREQ=MONTHLY;BYDAY=1MO;BYHOUR=9")
 
 

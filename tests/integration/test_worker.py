@@ -308,7 +308,10 @@ async def test_graceful_stop_finishes_in_flight_and_hands_back_the_rest(
 async def test_a_damaged_signing_secret_dead_letters_at_once_without_leaking_it(
     database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
 ) -> None:
-    await db.execute("UPDATE reminderd.tenants SET signing_secret = 'whsec_!!not-base64!!' WHERE id = 'acme'")
+    async with db.transaction():  # a secret written before 0025 refused it: past the triggers, as then
+        await db.execute("SET LOCAL session_replication_role = replica")
+        await db.execute(
+            "UPDATE reminderd.tenants SET signing_secret = 'whsec_!!not-base64!!' WHERE id = 'acme'")
     await db.execute("SELECT reminderd.schedule('acme', 'unsignable', now())")
     await drain(fast_settings(database_url))
     row = await row_by_ref(db, "unsignable")

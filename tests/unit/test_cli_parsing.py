@@ -964,3 +964,25 @@ def test_a_timezone_is_refused_naming_the_flag_it_came_from_with_the_databases_c
     assert main(argv) == EX_USAGE
     assert one_line(capsys.readouterr().err) == f"reminderd: error: {message}"
     assert connections == []
+
+
+def test_each_group_names_every_one_of_its_subcommands_in_help() -> None:
+    """`reminderd --help` says a group's subcommands as the parser registers them (tenant's summary
+    once left out list and enable-endpoint)."""
+    parser = build_parser()
+    (commands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    said = " ".join(parser.format_help().split())
+    groups = 0
+    for name, command in commands.choices.items():
+        inner = [action for action in command._actions if isinstance(action, argparse._SubParsersAction)]
+        if not inner:
+            continue
+        groups += 1
+        listed = ", ".join(inner[0].choices)
+        (entry,) = [entry for entry in commands._choices_actions if entry.dest == name]
+        assert entry.help is not None and entry.help.endswith(f": {listed}"), name
+        assert " ".join(entry.help.split()) in said.replace("- ", "-")  # wrapped at a hyphen
+    assert groups >= 8
+    tenant = [entry.help for entry in commands._choices_actions if entry.dest == "tenant"]
+    assert tenant == ["manage tenants: add, list, grant, revoke, rotate-secret, set, enable-endpoint, holiday, "
+                      "rate-limit"]

@@ -177,8 +177,9 @@ def fits(hint: Any, schema: dict[str, Any]) -> str | None:
             return f"{hint} for an array"
         return fits(typing.get_args(hint)[0], schema["items"])
     if kind == "object":
-        if "properties" in schema:
+        if "properties" in schema and not isinstance(schema.get("additionalProperties"), dict):
             return None if dataclasses.is_dataclass(hint) else f"{hint} for an object"
+        # A map that names the keys it always has (Stats.counts: every status) is still a map.
         if typing.get_origin(hint) is not dict:
             return f"{hint} for a map"
         return fits(typing.get_args(hint)[1], schema["additionalProperties"])

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from reminderd.api import openapi_document
+from reminderd.lifecycle import Status
 
 # JSON Schema 2020-12 (what OpenAPI 3.1 schemas are) and OpenAPI's own schema keywords.
 SCHEMA_KEYWORDS = frozenset({
@@ -132,3 +133,11 @@ def test_scheduling_for_a_contact_the_tenant_lacks_is_a_documented_404(route: st
     # P0002, a 404 (tests/integration/test_api_audiences.py): schemathesis holds answers to this list.
     responses = openapi_document()["paths"][route]["post"]["responses"]
     assert responses["404"] == {"$ref": "#/components/responses/UnknownContact"}
+
+
+def test_stats_counts_name_every_status() -> None:
+    """GET /v1/stats counts every status reminderd.lifecycle.Status names (the query is given the
+    enum's values), and the document says so: a status added later is listed, or this fails."""
+    counts = openapi_document()["components"]["schemas"]["Stats"]["properties"]["counts"]
+    assert counts["required"] == [status.value for status in Status]
+    assert sorted(counts["properties"]) == sorted(status.value for status in Status)

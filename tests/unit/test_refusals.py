@@ -22,7 +22,10 @@ def test_postgresqls_own_words_for_a_constraint_become_a_sentence() -> None:
         'duplicate key value violates unique constraint "tenants_pkey"', sqlstate="23505",
         constraint="tenants_pkey", detail="Key (id)=(acme) already exists.",
     )
-    assert one_line(duplicate) == 'tenant "acme" already exists'
+    assert one_line(duplicate) == (
+        'tenant "acme" already exists; change it with UPDATE reminderd.tenants (or reminderd tenant set), '
+        "or choose another id"
+    )
     live = DatabaseRefused(
         'duplicate key value violates unique constraint "scheduled_messages_live_ref"', sqlstate="23505",
         constraint="scheduled_messages_live_ref",

@@ -27,10 +27,10 @@ export interface Problem {
 
 export type Status = "pending" | "picked" | "sent" | "dead" | "cancelled" | "paused" | "expired" | "finished" | "awaiting_approval";
 
-/** RFC 3339 with a UTC offset, e.g. 2026-12-24T09:00:00+05:30 */
+/** RFC 3339 with a UTC offset, e.g. 2037-12-24T09:00:00+05:30 */
 export type Instant = string | Date;
 
-/** a wall time without an offset, read in `timezone` (2026-12-24T09:00:00) */
+/** a wall time without an offset, read in `timezone` (2037-12-24T09:00:00) */
 export type LocalTime = string;
 
 /** a duration: 90s, 15m, 2h, 3d, 1h30m, an ISO 8601 duration (PT2H, P1DT2H), or any JSON number of seconds (300, 1.5, 1e3) */
@@ -231,8 +231,19 @@ export interface Tenant {
 }
 
 export interface Stats {
-  /** messages by status */
-  counts: Record<string, number>;
+  /** messages by status, every status (0 when it has none) */
+  counts: {
+    pending: number;
+    picked: number;
+    sent: number;
+    dead: number;
+    cancelled: number;
+    paused: number;
+    expired: number;
+    finished: number;
+    /** (wire: `awaiting_approval`) */
+    awaitingApproval: number;
+  };
   /** pending messages by hour, for the next 48 hours (wire: `upcoming_by_hour`) */
   upcomingByHour: {
     hour: string;
