@@ -100,11 +100,17 @@ async def test_a_broadcast_row_skips_the_arrival_the_tenant_hold_and_the_validat
     await add_tenant(db, "nodefault", None)
     await add_tenant(db, "down", "https://down.example.com/cb")
     await disable_endpoint(db, "down", "down.example.com:443", "HTTP 410 Gone")
+    # A message names a broadcast of its own tenant (migration 0023): one request each.
+    broadcast = {tenant: await db.fetchval(
+        "INSERT INTO reminderd.broadcast_requests (tenant_id, ref_prefix, everyone, local_time, created_by)"
+        " VALUES ($1, 'b', true, localtimestamp + interval '1 day', 'test') RETURNING id", tenant)
+        for tenant in ("paused", "nodefault", "down")}
     await db.execute(
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, callback_url, broadcast_id)"
-        " VALUES ('paused', 'late-of-a-paused-tenant', now() - interval '2 days', NULL, 7),"
-        " ('nodefault', 'no-callback-url', now() + interval '1 hour', NULL, 7),"
-        " ('down', 'disabled-endpoint', now() + interval '1 hour', NULL, 7)")
+        " VALUES ('paused', 'late-of-a-paused-tenant', now() - interval '2 days', NULL, $1),"
+        " ('nodefault', 'no-callback-url', now() + interval '1 hour', NULL, $2),"
+        " ('down', 'disabled-endpoint', now() + interval '1 hour', NULL, $3)",
+        broadcast["paused"], broadcast["nodefault"], broadcast["down"])
     assert tuple(await message(db, "late-of-a-paused-tenant")) == ("pending", None, None)
     assert tuple(await message(db, "no-callback-url")) == ("pending", None, None)
     gone = ("paused", "endpoint", "endpoint disabled: HTTP 410 Gone")
@@ -112,10 +118,12 @@ async def test_a_broadcast_row_skips_the_arrival_the_tenant_hold_and_the_validat
     with pytest.raises(asyncpg.ProgramLimitExceededError, match=r"^payload of message paused / big is"):
         await db.execute(
             "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, payload, broadcast_id)"
-            f" VALUES ('paused', 'big', now() + interval '1 hour', {BIG_PAYLOAD}, 7)")
+            f" VALUES ('paused', 'big', now() + interval '1 hour', {BIG_PAYLOAD}, {broadcast['paused']})")
 
 
-async def test_an_insert_runs_one_row_trigger_and_one_statement_trigger(db: asyncpg.Connection) -> None:
+async def test_an_insert_runs_one_row_trigger_and_two_statement_triggers(db: asyncpg.Connection) -> None:
+    """Besides admit_message, a row pays only the WHEN of refuse_pick (a row inserted as picked);
+    a statement records its events as the caller, and counts and checks ids as the owner (0023)."""
     triggers = await db.fetch(
         "SELECT tgname, tgtype & 1 = 1 AS per_row, tgtype & 2 = 2 AS before,"
         " (SELECT proname FROM pg_proc WHERE oid = tgfoid) AS function"
@@ -124,6 +132,8 @@ async def test_an_insert_runs_one_row_trigger_and_one_statement_trigger(db: asyn
     )
     assert [tuple(t) for t in triggers] == [
         ("scheduled_messages_admit", True, True, "admit_message"),
+        ("scheduled_messages_count_insert", False, False, "count_inserts"),
+        ("scheduled_messages_picked_by_daemon_insert", True, True, "refuse_pick"),
         ("scheduled_messages_record_insert", False, False, "record_inserts"),
     ]
     await add_tenant(db, "acme")
@@ -136,7 +146,8 @@ async def test_an_insert_runs_one_row_trigger_and_one_statement_trigger(db: asyn
         calls = await db.fetch("SELECT funcname, calls FROM pg_stat_xact_user_functions"
                                " WHERE schemaname = 'reminderd' ORDER BY funcname")
     assert {c["funcname"]: c["calls"] for c in calls} == {
-        "admit_message": 4, "record_inserts": 2, "count_fires": 2,  # count_fires: events' own trigger
+        "admit_message": 4, "record_inserts": 2, "count_inserts": 2,
+        "count_fires": 2,  # count_fires: events' own trigger; refuse_pick: never called (its WHEN)
     }
 
 
