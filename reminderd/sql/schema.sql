@@ -4749,6 +4749,11 @@ BEGIN
                       HINT = 'COUNT counts from DTSTART: give one (DTSTART:20261201T090000, a wall time on each '
                              'contact''s clock), or end it with until or UNTIL instead.';
         END IF;
+        IF NOT isfinite(broadcast.until) THEN  -- as its trigger would (migration 0022): not a time
+            PERFORM reminderd.refuse_infinite_time('until', broadcast.until::text,
+                                                   format('broadcast "%s" of tenant "%s"', broadcast.ref_prefix,
+                                                          broadcast.tenant_id));
+        END IF;
         IF broadcast.until <= now() THEN
             RAISE EXCEPTION 'broadcast "%" of tenant "%" ends before it starts: its until % is already past',
                 broadcast.ref_prefix, broadcast.tenant_id,
