@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, TextIO
 
 import orjson
 
-from .phones import SEPARATORS, international
+from .phones import SEPARATORS, country_codes, international
 from .schedule import InvalidSchedule, load_timezone
 
 FIELDS = ("contact_id", "timezone", "phone", "country", "attributes")
@@ -218,15 +218,17 @@ _CONTACT_ID_RULE = "letters, digits and _ . : @ + -, starting with a letter or d
 
 def _checked(number: int, contact_id: str, timezone: str | None, phone: str | None, country: str | None,
              attributes: str | None, has_timezone: bool, has_phone: bool, has_country: bool,
-             has_attributes: bool) -> Line:
+             has_attributes: bool, *, countries: bool = True) -> Line:
     """The line's contact as the database will take it (phone in E.164; attributes as JSON text), or
-    what is wrong with it."""
+    what is wrong with it; a country not in reminderd.countries too, unless not `countries`."""
     if not _CONTACT_ID.fullmatch(contact_id):
         return Line(number, None, f"contact_id {contact_id!r}: {_CONTACT_ID_RULE}")
     if timezone is not None and not _known_zone(timezone):
         return Line(number, None, f"timezone {timezone!r} is not an IANA zone (such as Europe/London)")
     if country is not None and not _COUNTRY.fullmatch(country):
         return Line(number, None, f"country {country!r} is not a two-letter ISO 3166 code (such as GB)")
+    if countries and country is not None and not _known_country(country):
+        return Line(number, None, f"country {country!r} is not an ISO 3166 country (such as GB)")
     if phone is not None:
         phone, problem = _written_phone(phone, country)
         if problem is not None:
@@ -259,11 +261,21 @@ def _written_phone(phone: str, country: str | None) -> tuple[str | None, str | N
 
 @functools.lru_cache(maxsize=1024)
 def _known_zone(name: str) -> bool:
+    """A zone the database takes (reminderd.is_timezone): one Python reads, but not from the
+    leap-second ("right/") or "posix/" copies of the zones a system may have, which PostgreSQL's
+    own zone files do not hold."""
+    if name.startswith(("right/", "posix/")):
+        return False
     try:
         load_timezone(name)
     except InvalidSchedule:
         return False
     return True
+
+
+def _known_country(code: str) -> bool:
+    """One of the countries of reminderd.countries (tzdata's iso3166.tab, as the database loads it)."""
+    return code.upper() in country_codes()
 
 
 class SentContact(NamedTuple):
@@ -284,7 +296,8 @@ def checked_contact(number: int, contact: Any) -> SentContact:
         return SentContact(number, None, problem)
     line = _checked(number, contact["contact_id"], contact.get("timezone"), contact.get("phone"),
                     contact.get("country"), None, "timezone" in contact, "phone" in contact,
-                    "country" in contact, False)
+                    "country" in contact, False,
+                    countries=False)  # the database's refusal, naming the element, carries its SQLSTATE
     if line.contact is None:
         return SentContact(number, None, line.problem)
     return SentContact(number, {**contact, **({"phone": line.contact.phone} if "phone" in contact else {})})

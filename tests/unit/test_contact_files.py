@@ -61,3 +61,29 @@ def test_a_phone_that_is_not_one_is_refused_on_its_line(phone: str, country: str
     assert (line.line, line.contact, line.problem) == (3, None, problem)
     jsonl = io.StringIO('{"contact_id": "c0"}\n' + json.dumps(contact) + "\n")
     assert [(read.line, read.problem) for read in read_contacts(jsonl, "jsonl")] == [(1, None), (2, problem)]
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ('{"contact_id": "c", "country": "ZZ"}', "country 'ZZ' is not an ISO 3166 country (such as GB)"),
+        ('{"contact_id": "c", "country": "qq"}', "country 'qq' is not an ISO 3166 country (such as GB)"),
+        ('{"contact_id": "c", "timezone": "right/Europe/Paris"}',
+         "timezone 'right/Europe/Paris' is not an IANA zone (such as Europe/London)"),
+        ('{"contact_id": "c", "timezone": "posix/Asia/Tokyo"}',
+         "timezone 'posix/Asia/Tokyo' is not an IANA zone (such as Europe/London)"),
+    ],
+)
+def test_a_country_or_zone_the_database_does_not_know_is_refused_on_its_line(line: str, problem: str) -> None:
+    """Checked here as the database checks them (reminderd.countries, reminderd.is_timezone), so
+    the line is named before a batch is sent; the HTTP API's zones alike (its countries are the
+    database's to refuse, the answer carrying the SQLSTATE)."""
+    [read] = read_contacts(io.StringIO(line + "\n"), "jsonl")
+    assert (read.line, read.contact, read.problem) == (1, None, problem)
+    assert checked_contact(1, json.loads(line)).problem == (problem if "timezone" in line else None)
+
+
+def test_a_country_of_any_case_the_database_knows_is_taken() -> None:
+    [read] = read_contacts(io.StringIO('{"contact_id": "c", "country": "gb", "timezone": "Europe/Paris"}\n'),
+                           "jsonl")
+    assert read.contact is not None and read.contact.country == "gb"
