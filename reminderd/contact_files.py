@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import json
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -22,6 +21,7 @@ from typing import Any, NamedTuple, TextIO
 
 import orjson
 
+from . import wire
 from .phones import SEPARATORS, country_codes, international
 from .schedule import InvalidSchedule, load_timezone
 
@@ -152,7 +152,7 @@ def _from_cells(number: int, columns: _Columns, cells: list[str]) -> Line:
     attributes: dict[str, Any] = {}
     if columns.attributes is not None and (text := cells[columns.attributes].strip()):
         try:
-            attributes = json.loads(text)
+            attributes = wire.loads(text)
         except ValueError:
             return Line(number, None, "attributes is not JSON")
         if not isinstance(attributes, dict):
@@ -160,7 +160,7 @@ def _from_cells(number: int, columns: _Columns, cells: list[str]) -> Line:
     for name, index in columns.extra:
         if value := cells[index].strip():
             attributes[name] = value
-    return _checked(number, contact_id, timezone, phone, country, orjson.dumps(attributes).decode(),
+    return _checked(number, contact_id, timezone, phone, country, _json(attributes),
                     columns.timezone is not None, columns.phone is not None, columns.country is not None, True)
 
 
@@ -175,7 +175,7 @@ def _jsonl(handle: TextIO) -> Iterator[Line]:
             yield Line(number, None, problem)
             continue
         try:
-            contact = json.loads(text)
+            contact = wire.loads(text)
         except ValueError as exc:
             yield Line(number, None, f"not JSON ({exc.args[0].split(':')[0]})")
             continue
@@ -191,8 +191,17 @@ def _from_object(number: int, contact: dict[str, Any]) -> Line:
         return Line(number, None, problem)
     attributes = contact.get("attributes")
     return _checked(number, contact["contact_id"], contact.get("timezone"), contact.get("phone"),
-                    contact.get("country"), None if attributes is None else orjson.dumps(attributes).decode(),
+                    contact.get("country"), None if attributes is None else _json(attributes),
                     "timezone" in contact, "phone" in contact, "country" in contact, "attributes" in contact)
+
+
+def _json(attributes: dict[str, Any]) -> str:
+    """Attributes as JSON text, their numbers as written (as PUT /v1/contacts keeps them: an
+    integer beyond 64 bits, a fraction's digits)."""
+    try:
+        return orjson.dumps(attributes).decode()  # most: text and small integers, fast
+    except TypeError:  # a number kept as written (wire.loads), or an integer beyond 64 bits
+        return wire.text_of(attributes)
 
 
 def _shape_problem(contact: dict[str, Any]) -> str | None:

@@ -228,6 +228,24 @@ def test_of_two_lines_the_database_refuses_in_one_round_the_first_is_named(
     assert contact_ids(database_url) == {f"c{n}" for n in range(1, 20)}
 
 
+def test_attribute_numbers_are_stored_as_upsert_contacts_stores_them(
+    database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An integer beyond 64 bits in a line's attributes was a TypeError traceback; PUT
+    /v1/contacts (reminderd.upsert_contacts, numbers as written) stores it: so does the import."""
+    attributes = '{"n": 123456789012345678901234567890, "x": 0.10, "s": "text"}'
+    path = tmp_path / "contacts.jsonl"
+    path.write_text(f'{{"contact_id": "a1", "attributes": {attributes}}}\n', encoding="utf-8")
+    out, _ = cli(database_url, capsys, "contacts", "import", "acme", str(path))
+    assert out.startswith("1 contacts imported into acme (1 new or changed)")
+    sql(database_url, "SELECT reminderd.upsert_contacts('acme', $1::jsonb)",
+        f'[{{"contact_id": "a2", "attributes": {attributes}}}]')
+    rows = sql(database_url, "SELECT contact_id, attributes::text FROM reminderd.contacts ORDER BY 1")
+    assert [(r["contact_id"], r["attributes"]) for r in rows] == [
+        ("a1", '{"n": 123456789012345678901234567890, "s": "text", "x": 0.10}'),
+        ("a2", '{"n": 123456789012345678901234567890, "s": "text", "x": 0.10}')]
+
+
 def test_contact_show_says_the_zone_why_and_the_messages(
     database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

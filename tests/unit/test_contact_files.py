@@ -87,3 +87,28 @@ def test_a_country_of_any_case_the_database_knows_is_taken() -> None:
     [read] = read_contacts(io.StringIO('{"contact_id": "c", "country": "gb", "timezone": "Europe/Paris"}\n'),
                            "jsonl")
     assert read.contact is not None and read.contact.country == "gb"
+
+
+BIG = "123456789012345678901234567890"
+
+
+@pytest.mark.parametrize(
+    ("file_format", "text"),
+    [
+        ("jsonl", f'{{"contact_id": "a1", "attributes": {{"n": {BIG}, "x": 0.10, "e": 1E+400}}}}\n'),
+        ("csv", f'contact_id,attributes\na1,"{{""n"": {BIG}, ""x"": 0.10, ""e"": 1E+400}}"\n'),
+    ],
+)
+def test_attribute_numbers_are_kept_as_written(file_format: str, text: str) -> None:
+    """An integer beyond 64 bits (a TypeError traceback, from orjson) or a fraction is kept as the
+    line writes it, as PUT /v1/contacts keeps it (reminderd/wire.py)."""
+    [read] = read_contacts(io.StringIO(text), file_format)
+    assert read.contact is not None, read.problem
+    assert read.contact.attributes == f'{{"n": {BIG}, "x": 0.10, "e": 1E+400}}'
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_number_json_does_not_have_is_refused_on_its_line(constant: str) -> None:
+    """json.loads took NaN and orjson wrote it as null: a value silently changed."""
+    [read] = read_contacts(io.StringIO(f'{{"contact_id": "a1", "attributes": {{"n": {constant}}}}}\n'), "jsonl")
+    assert (read.contact, read.problem) == (None, f"not JSON ({constant} is not JSON)")
