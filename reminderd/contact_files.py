@@ -102,14 +102,61 @@ class _Columns:
         self.extra = [(name, index) for index, name in enumerate(header) if name not in FIELDS]
 
 
+def _lines(handle: TextIO) -> Iterator[str | None]:
+    """The handle's lines as iterating it gives them (a line ends at \\n, \\r\\n or \\r), None for one
+    longer than MAX_LINE: never more than MAX_LINE + 1 characters of a line in memory, the rest of
+    a long one read in chunks of that size and dropped."""
+    limit = MAX_LINE + 1
+    text = handle.readline(limit)
+    while text:
+        if len(text) <= MAX_LINE:
+            yield text
+            text = handle.readline(limit)
+            continue
+        following = ""  # what was read of the next line while finding where this one ends
+        while text and not text.endswith("\n"):
+            if text.endswith("\r"):  # its end, unless a \n follows (\r\n cut at the limit)
+                if len(text) < limit or (following := handle.readline(limit)) == "\n":
+                    following = ""
+                break
+            text = handle.readline(limit)
+        yield None
+        text = following or handle.readline(limit)
+
+
+class _CappedLines:
+    """A CSV file's physical lines for csv.reader, each at most MAX_LINE characters: a longer one is
+    given as a blank line, its number kept in `too_long` for the row to be refused by it."""
+
+    def __init__(self, handle: TextIO) -> None:
+        self._lines = _lines(handle)
+        self.read = 0
+        self.too_long: list[int] = []
+
+    def __iter__(self) -> _CappedLines:
+        return self
+
+    def __next__(self) -> str:
+        text = next(self._lines)
+        self.read += 1
+        if text is None:
+            self.too_long.append(self.read)
+            return "\n"
+        return text
+
+
 def _csv(handle: TextIO) -> Iterator[Line]:
-    reader = csv.reader(handle)
+    lines = _CappedLines(handle)
+    reader = csv.reader(lines)
     try:
         cells = next(reader)
     except StopIteration:
         return
     except csv.Error as exc:
         yield Line(1, None, f"not CSV: {exc}")
+        return
+    if lines.too_long:
+        yield Line(lines.too_long[0], None, f"the header row is longer than {MAX_LINE // 1024} KiB")
         return
     if (problem := not_utf8(cells)) is not None:
         yield Line(reader.line_num, None, f"the header row is {problem}")
@@ -131,6 +178,10 @@ def _csv(handle: TextIO) -> Iterator[Line]:
         except csv.Error as exc:
             yield Line(reader.line_num, None, f"not CSV: {exc}")
             return
+        if lines.too_long:  # the row holds a line too long to read: refused by it
+            yield Line(lines.too_long[0], None, f"longer than {MAX_LINE // 1024} KiB")
+            lines.too_long.clear()
+            continue
         if (len(cells) != columns.width or not cells[columns.contact_id].strip()) and not any(
                 cell.strip() for cell in cells):
             continue  # a blank row
@@ -165,8 +216,8 @@ def _from_cells(number: int, columns: _Columns, cells: list[str]) -> Line:
 
 
 def _jsonl(handle: TextIO) -> Iterator[Line]:
-    for number, text in enumerate(handle, start=1):
-        if len(text) > MAX_LINE:
+    for number, text in enumerate(_lines(handle), start=1):
+        if text is None:
             yield Line(number, None, f"longer than {MAX_LINE // 1024} KiB")
             continue
         if not text.strip():

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import io
 import json
+import tracemalloc
+from typing import Any
 
 import pytest
 
-from reminderd.contact_files import checked_contact, read_contacts
+from reminderd.contact_files import MAX_LINE, checked_contact, read_contacts
 
 TAKEN = [
     ("+44 20 7946 0018", None, "+442079460018"),
@@ -112,3 +114,67 @@ def test_a_number_json_does_not_have_is_refused_on_its_line(constant: str) -> No
     """json.loads took NaN and orjson wrote it as null: a value silently changed."""
     [read] = read_contacts(io.StringIO(f'{{"contact_id": "a1", "attributes": {{"n": {constant}}}}}\n'), "jsonl")
     assert (read.contact, read.problem) == (None, f"not JSON ({constant} is not JSON)")
+
+
+class _Generated(io.RawIOBase):
+    """A file of `head`, `fill` repeated to `size` bytes, then `tail`, made as it is read (no copy
+    of it anywhere: what reading it holds is what the reader keeps)."""
+
+    def __init__(self, head: bytes, fill: bytes, size: int, tail: bytes) -> None:
+        self._parts = iter([head, *([fill * (65536 // len(fill))] * (size // 65536)), tail])
+        self._left = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._left:
+            self._left = next(self._parts, b"")
+            if not self._left:
+                return 0
+        count = min(len(buffer), len(self._left))
+        buffer[:count] = self._left[:count]
+        self._left = self._left[count:]
+        return count
+
+
+@pytest.mark.parametrize(
+    ("file_format", "head", "fill", "size", "tail"),
+    [
+        # One JSON Lines line of 16 MB: read whole before it was refused (a 121 MB one: 281 MB).
+        ("jsonl", b'{"contact_id": "a1", "attributes": {"s": "', b"x", 16 << 20,
+         b'"}}\n{"contact_id": "a2"}\n'),
+        # One CSV row of 2 million cells (csv.reader built every cell of it).
+        ("csv", b"contact_id,a\nc1,", b"x,", 4 << 20, b"\nc2,y\n"),
+    ],
+)
+def test_a_long_line_is_refused_without_being_held_in_memory(
+    file_format: str, head: bytes, fill: bytes, size: int, tail: bytes
+) -> None:
+    handle = io.TextIOWrapper(io.BufferedReader(_Generated(head, fill, size, tail)), encoding="utf-8",
+                              newline="")
+    tracemalloc.start()
+    try:
+        lines = list(read_contacts(handle, file_format))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    first = 1 if file_format == "jsonl" else 2
+    assert [(line.line, line.problem) for line in lines] == [(first, "longer than 64 KiB"), (first + 1, None)]
+    assert lines[1].contact is not None and lines[1].contact.contact_id in ("a2", "c2")
+    assert peak < 2 << 20, f"{peak:,} bytes at most in memory, reading a {size:,}-byte line"
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", "\r"])
+@pytest.mark.parametrize("length", [MAX_LINE - 2, MAX_LINE - 1, MAX_LINE, MAX_LINE + 1, 3 * MAX_LINE + 5])
+def test_lines_around_the_limit_end_where_they_end(ending: str, length: int) -> None:
+    """A line is too long by its characters and its line ending, as before; the line after a long
+    one is read whole, even where a \\r\\n is cut at the limit."""
+    long = '{"contact_id": "a1", "attributes": {"s": "' + "x" * (length - 45) + '"}}' + ending
+    text = long + '{"contact_id": "a2"}' + ending + '{"contact_id": "a3"}' + ending
+    handle = io.TextIOWrapper(io.BytesIO(text.encode()), encoding="utf-8", newline="")
+    lines = list(read_contacts(handle, "jsonl"))
+    assert [line.line for line in lines] == [1, 2, 3]
+    too_long = len(long) > MAX_LINE
+    assert lines[0].problem == ("longer than 64 KiB" if too_long else None)
+    assert [line.contact.contact_id for line in lines[1:] if line.contact] == ["a2", "a3"]
