@@ -482,19 +482,11 @@ def _array(contacts: list[dict[str, Any] | None]) -> str:
 
 def _element(exc: DatabaseRefused, batch: list[SentContact]) -> int | None:
     """Which element of the batch (from 0) upsert_contacts refused: the one it numbers ("contact
-    17 of the batch …"), or the first with the value it names ('unknown country "XX" in the batch')."""
+    17 of the batch …")."""
     numbered = re.match(r"contact (\d+) of the batch", exc.message)
-    if numbered is not None:
-        return int(numbered.group(1)) - 1 if 0 < int(numbered.group(1)) <= len(batch) else None
-    named = re.match(r'unknown (country|timezone) "(.*)" in the batch', exc.message)
-    if named is None:
+    if numbered is None:
         return None
-    field, value = named.groups()
-    for position, line in enumerate(batch):
-        given = (line.contact or {}).get(field)
-        if isinstance(given, str) and (given.upper() if field == "country" else given) == value:
-            return position
-    return None
+    return int(numbered.group(1)) - 1 if 0 < int(numbered.group(1)) <= len(batch) else None
 
 
 def _said(exc: DatabaseRefused) -> str:

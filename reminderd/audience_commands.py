@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -214,10 +215,15 @@ class _Progress:
 
 
 async def import_contacts(store: Store, request: ContactsImportRequest) -> int:
-    """Stream the file into reminderd.upsert_contact_rows in batches (each one typed array), over
-    two connections at once: the file is read and checked while the database writes. A contact
-    always goes through the same connection (by its id), so where a file names it twice the
-    later line wins, as in one batch."""
+    """Stream the file into reminderd.upsert_contact_rows in rounds of consecutive lines, each
+    round split by contact id over two connections at once (the file is read and checked while
+    the database writes) and committed on both only when both halves are taken: a round is
+    imported whole or not at all, and rounds go in file order. A contact always goes through
+    the same statement of its round, so where a file names it twice the later line wins.
+
+    A line the database refuses (it names the element) is a bad line as one read here is: the
+    round is written again without it and what follows it (the import stops there, everything
+    before it imported, nothing after), or with --skip-invalid without it alone."""
     from .contact_files import open_contacts, read_contacts
 
     await _require_tenant(store, request.tenant_id)  # before a line is read: one line, nothing imported
@@ -225,86 +231,145 @@ async def import_contacts(store: Store, request: ContactsImportRequest) -> int:
         handle = open_contacts(request.path)
     except OSError as exc:
         raise UsageError(f"FILE {request.path}: cannot read it ({exc.strerror})") from None
-    queues: list[asyncio.Queue[list[Line] | None]] = [
-        asyncio.Queue(maxsize=2) for _ in range(IMPORT_WORKERS)]
+    rounds: asyncio.Queue[list[Line] | None] = asyncio.Queue(maxsize=2)
     progress = _Progress()
     totals = {"read": 0, "written": 0, "sent": 0}
-    skipped: list[str] = []
+    skipped: list[tuple[int, str]] = []
     refused: list[str] = []
+    failed: list[Exception] = []
 
-    async def upsert(queue: asyncio.Queue[list[Line] | None]) -> None:
-        while (batch := await queue.get()) is not None:
-            if refused:
-                continue  # another batch was refused: send nothing more
+    async def write_rounds() -> None:
+        while (lines := await rounds.get()) is not None:
+            if refused or failed:
+                continue  # a round was refused, or the database is gone: send nothing more
             try:
-                written = await store.upsert_contact_rows(
-                    request.tenant_id, [line.contact for line in batch if line.contact is not None])
-            except DatabaseRefused as exc:
-                refused.append(_refusal(exc, batch))
-                continue
-            totals["written"] += written  # added after the await: the two workers never lose a count
-            totals["sent"] += len(batch)
-            progress.update(totals["sent"])
+                await write(lines)
+            except Exception as exc:  # raised once the reader stops (it would wait on the queue)
+                failed.append(exc)
 
-    workers = [asyncio.create_task(upsert(queue)) for queue in queues]
-    batches: list[list[Line]] = [[] for _ in queues]
+    async def write(lines: list[Line]) -> None:
+        while lines:
+            answer = await _write_round(store, request.tenant_id, lines)
+            if isinstance(answer, int):
+                totals["written"] += answer
+                totals["sent"] += len(lines)
+                progress.update(totals["sent"])
+                return
+            if isinstance(answer, str):  # no line named: nothing of these lines imported
+                refused[:] = [answer]
+                return
+            if request.skip_invalid:
+                skipped.extend(answer)
+                lines = [line for line in lines if line.line not in dict(answer)]
+                continue
+            first, problem = min(answer)
+            refused[:] = [f"line {first}: {problem}"]
+            lines = [line for line in lines if line.line < first]  # imported, unless one is refused too
+
+    writer = asyncio.create_task(write_rounds())
+    pending: list[Line] = []
+    round_size = request.batch_size * IMPORT_WORKERS
     stopped: str | None = None
     try:
         with handle:
             for line in read_contacts(handle, request.file_format):
-                if refused:
+                if refused or failed:
                     break
                 if line.contact is None:
-                    problem = f"line {line.line}: {line.problem}"
                     if not request.skip_invalid:
-                        stopped = problem
+                        stopped = f"line {line.line}: {line.problem}"
                         break
-                    skipped.append(problem)
+                    skipped.append((line.line, str(line.problem)))
                     continue
                 totals["read"] += 1
-                index = zlib.crc32(line.contact.contact_id.encode()) % len(queues)
-                batches[index].append(line)
-                if len(batches[index]) >= request.batch_size:
-                    await queues[index].put(batches[index])
-                    batches[index] = []
+                pending.append(line)
+                if len(pending) >= round_size:
+                    await rounds.put(pending)
+                    pending = []
                 if totals["read"] % YIELD_EVERY == 0:
-                    # Reading never waits on I/O: let a worker send a batch or take its answer
+                    # Reading never waits on I/O: let the writer send a round or take its answer
                     # now, so neither connection idles while lines are read.
                     await asyncio.sleep(0)
-        for queue, batch in zip(queues, batches, strict=True):
-            if batch and not refused:
-                await queue.put(batch)
+        if pending and not (refused or failed):
+            await rounds.put(pending)
     except OSError as exc:  # a byte that is not UTF-8 is its line's problem (contact_files.not_utf8)
         stopped = f"FILE {request.path}: cannot read it ({exc.strerror or exc})"
     finally:
-        for queue in queues:
-            await queue.put(None)
-        await asyncio.gather(*workers)
+        await rounds.put(None)
+        await writer
+    if failed:
+        raise failed[0]
     progress.update(totals["sent"], final=True)
     elapsed_s = time.monotonic() - progress.started
     summary = (f"{totals['sent']:,} contacts imported into {request.tenant_id} ({totals['written']:,} new "
                "or changed) "
                f"in {elapsed_s:.1f} s, {progress.rate(totals['sent']):,.0f}/s")
-    for problem in skipped[:20]:
-        print(f"reminderd: skipped {problem}", file=sys.stderr)
+    skipped.sort()
+    for number, problem in skipped[:20]:
+        print(f"reminderd: skipped line {number}: {problem}", file=sys.stderr)
     if len(skipped) > 20:
         print(f"reminderd: skipped {len(skipped) - 20:,} more invalid lines", file=sys.stderr)
     if stopped or refused:
         print(summary, file=sys.stderr)
-        raise UsageError(f"{stopped or refused[0]}; the import stopped there (importing again is safe: "
-                         "contacts are updated, not duplicated)")
+        # A refusal is of a line before any the reader stopped at (rounds hold only lines before it).
+        raise UsageError(f"{refused[0] if refused else stopped}; the import stopped there (importing again is "
+                         "safe: contacts are updated, not duplicated)")
     print(summary + (f"; {len(skipped):,} invalid lines skipped" if skipped else ""))
     return 0
 
 
-def _refusal(exc: DatabaseRefused, batch: list[Line]) -> str:
-    """The database's reason, naming the file's line where it names the batch's element."""
+class _Refused(Exception):
+    """A half of a round was refused: every half's transaction is rolled back."""
+
+
+async def _write_round(store: Store, tenant_id: str, lines: list[Line]) -> int | str | list[tuple[int, str]]:
+    """One round of lines, split by contact id over IMPORT_WORKERS connections, each half in its
+    own transaction, committed when every half was taken: how many contacts were added or
+    changed. Otherwise nothing is committed, and the answer is the lines the database refused,
+    with why ([(line, problem)]), or its reason when it named no element."""
+    halves: list[list[Line]] = [[] for _ in range(IMPORT_WORKERS)]
+    for line in lines:
+        assert line.contact is not None
+        halves[zlib.crc32(line.contact.contact_id.encode()) % IMPORT_WORKERS].append(line)
+    halves = [half for half in halves if half]
+
+    async def upsert(connection: Store, half: list[Line]) -> int | DatabaseRefused:
+        try:
+            return await connection.upsert_contact_rows(
+                tenant_id, [line.contact for line in half if line.contact is not None])
+        except DatabaseRefused as exc:
+            return exc
+
+    answers: list[int | DatabaseRefused] = []
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            connections = [await stack.enter_async_context(store.transaction()) for _ in halves]
+            answers = list(await asyncio.gather(*(
+                upsert(connection, half) for connection, half in zip(connections, halves, strict=True))))
+            if any(isinstance(answer, DatabaseRefused) for answer in answers):
+                raise _Refused
+    except _Refused:
+        pass
+    else:
+        return sum(answer for answer in answers if isinstance(answer, int))
+    bad: list[tuple[int, str]] = []
+    for answer, half in zip(answers, halves, strict=True):
+        if isinstance(answer, DatabaseRefused):
+            named = _refused_line(answer, half)
+            if named is None:
+                return f"lines {lines[0].line}-{lines[-1].line}: {answer.message}" + (
+                    f" ({answer.hint})" if answer.hint else "")
+            bad.append(named)
+    return bad
+
+
+def _refused_line(exc: DatabaseRefused, batch: list[Line]) -> tuple[int, str] | None:
+    """The file's line the database refused and why, where it names the batch's element
+    ("contact 17 of the batch (contact_id …) has …"); None where it names none."""
     words = exc.message.split()
     if words[:1] == ["contact"] and len(words) > 1 and words[1].isdigit() and 0 < int(words[1]) <= len(batch):
-        line = batch[int(words[1]) - 1].line
-        return f"line {line}: " + " ".join(words[2:]).removeprefix("of the batch ")
-    lines = f"lines {batch[0].line}-{batch[-1].line}"
-    return f"{lines}: {exc.message}" + (f" ({exc.hint})" if exc.hint else "")
+        return batch[int(words[1]) - 1].line, " ".join(words[2:]).removeprefix("of the batch ")
+    return None
 
 
 async def remove_contacts(store: Store, request: ContactsRemoveRequest) -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import functools
 import io
-import json
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -22,7 +21,8 @@ from typing import Any, NamedTuple, TextIO
 
 import orjson
 
-from .phones import SEPARATORS, international
+from . import wire
+from .phones import SEPARATORS, country_codes, international
 from .schedule import InvalidSchedule, load_timezone
 
 FIELDS = ("contact_id", "timezone", "phone", "country", "attributes")
@@ -102,14 +102,61 @@ class _Columns:
         self.extra = [(name, index) for index, name in enumerate(header) if name not in FIELDS]
 
 
+def _lines(handle: TextIO) -> Iterator[str | None]:
+    """The handle's lines as iterating it gives them (a line ends at \\n, \\r\\n or \\r), None for one
+    longer than MAX_LINE: never more than MAX_LINE + 1 characters of a line in memory, the rest of
+    a long one read in chunks of that size and dropped."""
+    limit = MAX_LINE + 1
+    text = handle.readline(limit)
+    while text:
+        if len(text) <= MAX_LINE:
+            yield text
+            text = handle.readline(limit)
+            continue
+        following = ""  # what was read of the next line while finding where this one ends
+        while text and not text.endswith("\n"):
+            if text.endswith("\r"):  # its end, unless a \n follows (\r\n cut at the limit)
+                if len(text) < limit or (following := handle.readline(limit)) == "\n":
+                    following = ""
+                break
+            text = handle.readline(limit)
+        yield None
+        text = following or handle.readline(limit)
+
+
+class _CappedLines:
+    """A CSV file's physical lines for csv.reader, each at most MAX_LINE characters: a longer one is
+    given as a blank line, its number kept in `too_long` for the row to be refused by it."""
+
+    def __init__(self, handle: TextIO) -> None:
+        self._lines = _lines(handle)
+        self.read = 0
+        self.too_long: list[int] = []
+
+    def __iter__(self) -> _CappedLines:
+        return self
+
+    def __next__(self) -> str:
+        text = next(self._lines)
+        self.read += 1
+        if text is None:
+            self.too_long.append(self.read)
+            return "\n"
+        return text
+
+
 def _csv(handle: TextIO) -> Iterator[Line]:
-    reader = csv.reader(handle)
+    lines = _CappedLines(handle)
+    reader = csv.reader(lines)
     try:
         cells = next(reader)
     except StopIteration:
         return
     except csv.Error as exc:
         yield Line(1, None, f"not CSV: {exc}")
+        return
+    if lines.too_long:
+        yield Line(lines.too_long[0], None, f"the header row is longer than {MAX_LINE // 1024} KiB")
         return
     if (problem := not_utf8(cells)) is not None:
         yield Line(reader.line_num, None, f"the header row is {problem}")
@@ -131,6 +178,10 @@ def _csv(handle: TextIO) -> Iterator[Line]:
         except csv.Error as exc:
             yield Line(reader.line_num, None, f"not CSV: {exc}")
             return
+        if lines.too_long:  # the row holds a line too long to read: refused by it
+            yield Line(lines.too_long[0], None, f"longer than {MAX_LINE // 1024} KiB")
+            lines.too_long.clear()
+            continue
         if (len(cells) != columns.width or not cells[columns.contact_id].strip()) and not any(
                 cell.strip() for cell in cells):
             continue  # a blank row
@@ -152,7 +203,7 @@ def _from_cells(number: int, columns: _Columns, cells: list[str]) -> Line:
     attributes: dict[str, Any] = {}
     if columns.attributes is not None and (text := cells[columns.attributes].strip()):
         try:
-            attributes = json.loads(text)
+            attributes = wire.loads(text)
         except ValueError:
             return Line(number, None, "attributes is not JSON")
         if not isinstance(attributes, dict):
@@ -160,13 +211,13 @@ def _from_cells(number: int, columns: _Columns, cells: list[str]) -> Line:
     for name, index in columns.extra:
         if value := cells[index].strip():
             attributes[name] = value
-    return _checked(number, contact_id, timezone, phone, country, orjson.dumps(attributes).decode(),
+    return _checked(number, contact_id, timezone, phone, country, _json(attributes),
                     columns.timezone is not None, columns.phone is not None, columns.country is not None, True)
 
 
 def _jsonl(handle: TextIO) -> Iterator[Line]:
-    for number, text in enumerate(handle, start=1):
-        if len(text) > MAX_LINE:
+    for number, text in enumerate(_lines(handle), start=1):
+        if text is None:
             yield Line(number, None, f"longer than {MAX_LINE // 1024} KiB")
             continue
         if not text.strip():
@@ -175,7 +226,7 @@ def _jsonl(handle: TextIO) -> Iterator[Line]:
             yield Line(number, None, problem)
             continue
         try:
-            contact = json.loads(text)
+            contact = wire.loads(text)
         except ValueError as exc:
             yield Line(number, None, f"not JSON ({exc.args[0].split(':')[0]})")
             continue
@@ -191,8 +242,17 @@ def _from_object(number: int, contact: dict[str, Any]) -> Line:
         return Line(number, None, problem)
     attributes = contact.get("attributes")
     return _checked(number, contact["contact_id"], contact.get("timezone"), contact.get("phone"),
-                    contact.get("country"), None if attributes is None else orjson.dumps(attributes).decode(),
+                    contact.get("country"), None if attributes is None else _json(attributes),
                     "timezone" in contact, "phone" in contact, "country" in contact, "attributes" in contact)
+
+
+def _json(attributes: dict[str, Any]) -> str:
+    """Attributes as JSON text, their numbers as written (as PUT /v1/contacts keeps them: an
+    integer beyond 64 bits, a fraction's digits)."""
+    try:
+        return orjson.dumps(attributes).decode()  # most: text and small integers, fast
+    except TypeError:  # a number kept as written (wire.loads), or an integer beyond 64 bits
+        return wire.text_of(attributes)
 
 
 def _shape_problem(contact: dict[str, Any]) -> str | None:
@@ -218,15 +278,17 @@ _CONTACT_ID_RULE = "letters, digits and _ . : @ + -, starting with a letter or d
 
 def _checked(number: int, contact_id: str, timezone: str | None, phone: str | None, country: str | None,
              attributes: str | None, has_timezone: bool, has_phone: bool, has_country: bool,
-             has_attributes: bool) -> Line:
+             has_attributes: bool, *, countries: bool = True) -> Line:
     """The line's contact as the database will take it (phone in E.164; attributes as JSON text), or
-    what is wrong with it."""
+    what is wrong with it; a country not in reminderd.countries too, unless not `countries`."""
     if not _CONTACT_ID.fullmatch(contact_id):
         return Line(number, None, f"contact_id {contact_id!r}: {_CONTACT_ID_RULE}")
     if timezone is not None and not _known_zone(timezone):
         return Line(number, None, f"timezone {timezone!r} is not an IANA zone (such as Europe/London)")
     if country is not None and not _COUNTRY.fullmatch(country):
         return Line(number, None, f"country {country!r} is not a two-letter ISO 3166 code (such as GB)")
+    if countries and country is not None and not _known_country(country):
+        return Line(number, None, f"country {country!r} is not an ISO 3166 country (such as GB)")
     if phone is not None:
         phone, problem = _written_phone(phone, country)
         if problem is not None:
@@ -259,11 +321,21 @@ def _written_phone(phone: str, country: str | None) -> tuple[str | None, str | N
 
 @functools.lru_cache(maxsize=1024)
 def _known_zone(name: str) -> bool:
+    """A zone the database takes (reminderd.is_timezone): one Python reads, but not from the
+    leap-second ("right/") or "posix/" copies of the zones a system may have, which PostgreSQL's
+    own zone files do not hold."""
+    if name.startswith(("right/", "posix/")):
+        return False
     try:
         load_timezone(name)
     except InvalidSchedule:
         return False
     return True
+
+
+def _known_country(code: str) -> bool:
+    """One of the countries of reminderd.countries (tzdata's iso3166.tab, as the database loads it)."""
+    return code.upper() in country_codes()
 
 
 class SentContact(NamedTuple):
@@ -284,7 +356,8 @@ def checked_contact(number: int, contact: Any) -> SentContact:
         return SentContact(number, None, problem)
     line = _checked(number, contact["contact_id"], contact.get("timezone"), contact.get("phone"),
                     contact.get("country"), None, "timezone" in contact, "phone" in contact,
-                    "country" in contact, False)
+                    "country" in contact, False,
+                    countries=False)  # the database's refusal, naming the element, carries its SQLSTATE
     if line.contact is None:
         return SentContact(number, None, line.problem)
     return SentContact(number, {**contact, **({"phone": line.contact.phone} if "phone" in contact else {})})

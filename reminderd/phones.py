@@ -353,6 +353,14 @@ def _future_rule(zone: str) -> bytes:
     return data.rstrip(b"\n").rpartition(b"\n")[2]
 
 
+@functools.cache
+def country_codes() -> frozenset[str]:
+    """The ISO 3166 alpha-2 codes reminderd.countries holds (read from tzdata, not built with
+    the rest of the reference data: a millisecond)."""
+    return frozenset(line.split("\t", 1)[0] for line in _tzdata_text("iso3166.tab").splitlines()
+                     if line and not line.startswith("#"))
+
+
 def _countries() -> list[dict[str, Any]]:
     names = {}
     for line in _tzdata_text("iso3166.tab").splitlines():

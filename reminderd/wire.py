@@ -45,7 +45,7 @@ def parse(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise NotJSON(f"the body is not UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text, parse_float=_Written, parse_constant=_refuse_constant)
+        return loads(text)
     except json.JSONDecodeError as exc:
         raise NotJSON(
             f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -54,6 +54,12 @@ def parse(body: bytes) -> Any:
         raise NotJSON("the body nests arrays and objects too deeply") from None
     except ValueError as exc:  # an integer of more digits than int() converts (4300)
         raise NotJSON(f"the body is not usable JSON: {exc}") from None
+
+
+def loads(text: str) -> Any:
+    """json.loads(text), keeping every number as written (text_of() writes it again so), refusing
+    NaN and Infinity (JSONDecodeError); ValueError for an integer of more than 4300 digits."""
+    return json.loads(text, parse_float=_Written, parse_constant=_refuse_constant)
 
 
 def _refuse_constant(name: str) -> Any:

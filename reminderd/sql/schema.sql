@@ -4043,27 +4043,32 @@ DECLARE
     careful boolean := false;
 BEGIN
     PERFORM reminderd.check_tenant(upsert_contact_rows.tenant_id);
-    -- Timezones and countries: each distinct value once.
-    SELECT z.value INTO bad
-    FROM (SELECT DISTINCT c.timezone AS value FROM unnest(upsert_contact_rows.contacts) AS c
-          WHERE c.timezone IS NOT NULL OFFSET 0) AS z  -- OFFSET 0: each distinct zone checked once
-    WHERE NOT reminderd.is_timezone(z.value)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'unknown timezone "%" in the batch', bad.value
+    -- Timezones and countries: each distinct value once; a batch with an unknown one is looked at
+    -- again only then, to name its first element giving one.
+    IF EXISTS (SELECT FROM (SELECT DISTINCT c.timezone AS value FROM unnest(upsert_contact_rows.contacts) AS c
+                            WHERE c.timezone IS NOT NULL OFFSET 0) AS z  -- OFFSET 0: each distinct zone checked once
+               WHERE NOT reminderd.is_timezone(z.value))
+       OR EXISTS (SELECT FROM (SELECT DISTINCT upper(c.country) AS value FROM unnest(upsert_contact_rows.contacts) AS c
+                               WHERE c.country IS NOT NULL) AS k
+                  WHERE k.value ~ '^[A-Z]{2}$'  -- not two letters: the table's constraint, its element named below
+                    AND NOT EXISTS (SELECT 1 FROM reminderd.countries c WHERE c.country = k.value)) THEN
+        SELECT given.n, given.contact_id, given.field, given.value INTO bad
+        FROM (SELECT c.ordinality AS n, c.contact_id,
+                     CASE WHEN c.timezone IS NOT NULL AND NOT reminderd.is_timezone(c.timezone) THEN 'timezone'
+                          WHEN upper(c.country) ~ '^[A-Z]{2}$'
+                               AND NOT EXISTS (SELECT 1 FROM reminderd.countries k WHERE k.country = upper(c.country))
+                              THEN 'country' END AS field,
+                     CASE WHEN c.timezone IS NOT NULL AND NOT reminderd.is_timezone(c.timezone) THEN c.timezone
+                          ELSE upper(c.country) END AS value
+              FROM unnest(upsert_contact_rows.contacts) WITH ORDINALITY AS c) AS given
+        WHERE given.field IS NOT NULL
+        ORDER BY given.n
+        LIMIT 1;
+        RAISE EXCEPTION 'contact % of the batch (contact_id %) has unknown % "%"', bad.n,
+            coalesce(to_jsonb(bad.contact_id)::text, 'missing'), bad.field, bad.value
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Nothing in this batch was changed.',
-                  HINT = 'Use an IANA name such as Europe/London or Asia/Kolkata.';
-    END IF;
-    SELECT k.value INTO bad
-    FROM (SELECT DISTINCT upper(c.country) AS value FROM unnest(upsert_contact_rows.contacts) AS c
-          WHERE c.country IS NOT NULL) AS k
-    WHERE k.value ~ '^[A-Z]{2}$'  -- not two letters: the table's constraint, its element named below
-      AND NOT EXISTS (SELECT 1 FROM reminderd.countries c WHERE c.country = k.value)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'unknown country "%" in the batch', bad.value
-            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Nothing in this batch was changed.',
-                  HINT = 'Use an ISO 3166 alpha-2 code such as GB, IN or US (reminderd.countries lists them).';
+                  HINT = CASE bad.field WHEN 'timezone' THEN 'Use an IANA name such as Europe/London or Asia/Kolkata.'
+                         ELSE 'Use an ISO 3166 alpha-2 code such as GB, IN or US (reminderd.countries lists them).' END;
     END IF;
 
     -- The element rules (contact_id, phone, country, attributes) are the table's constraints: a

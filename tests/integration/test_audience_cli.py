@@ -159,7 +159,8 @@ def test_contacts_import_names_what_the_database_refuses(
     path = tmp_path / "contacts.csv"
     path.write_text("contact_id,country\nx1,DE\nx2,QQ\n", encoding="utf-8")
     _, err = cli(database_url, capsys, "contacts", "import", "acme", str(path), status=EX_USAGE)
-    assert 'lines 2-3: unknown country "QQ" in the batch' in err
+    assert "line 3: country 'QQ' is not an ISO 3166 country (such as GB); the import stopped there" in err
+    assert sorted(zones(database_url)) == ["x1"]
     _, err = cli(database_url, capsys, "contacts", "import", "nobody", str(path), status=EX_USAGE)
     assert 'unknown tenant "nobody"' in err
     _, err = cli(database_url, capsys, "contacts", "import", "acme", str(tmp_path / "missing.csv"),
@@ -167,6 +168,82 @@ def test_contacts_import_names_what_the_database_refuses(
     assert "cannot read it" in err
     _, err = cli(database_url, capsys, "contacts", "import", "acme", "contacts.txt", status=EX_USAGE)
     assert "name a .csv or .jsonl file, or say --format csv|jsonl" in err
+
+
+def contact_ids(database_url: str) -> set[str]:
+    return {r["contact_id"] for r in sql(database_url, "SELECT contact_id FROM reminderd.contacts")}
+
+
+@pytest.mark.parametrize("bad", ['"country": "ZZ"', '"timezone": "right/Europe/Paris"'])
+def test_a_line_the_database_refuses_stops_the_import_there_naming_it(
+    database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    bad: str,
+) -> None:
+    """A line only the database refuses (its own check stood aside here) is a bad line as one read
+    is: named, everything before it imported and nothing after it, or with --skip-invalid the
+    rest imported and it listed. (The whole batch of its connection was lost, lines before it
+    too, lines after it imported over the other connection, and the error said "lines 4-8000".)"""
+    from reminderd import contact_files
+
+    monkeypatch.setattr(contact_files, "_known_country", lambda code: True)
+    monkeypatch.setattr(contact_files, "_known_zone", lambda name: True)
+    path = tmp_path / "contacts.jsonl"
+    lines = [f'{{"contact_id": "c{n}", "country": "GB"}}' for n in range(1, 301)]
+    lines[122] = f'{{"contact_id": "c123", {bad}}}'  # line 123: the 7th round of 20, its 3rd line
+    lines[140] = '{"contact_id": "c141", "country": "QQ"}'  # a later round: never sent
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    field, value = (part.strip(' "') for part in bad.split(":"))
+    said = f'line 123: (contact_id "c123") has unknown {field} "{value}"'
+    _, err = cli(database_url, capsys, "contacts", "import", "acme", str(path), "--batch-size", "10",
+                 status=EX_USAGE)
+    assert f"{said}; the import stopped there" in err
+    assert "122 contacts imported" in err
+    assert contact_ids(database_url) == {f"c{n}" for n in range(1, 123)}
+
+    out, err = cli(database_url, capsys, "contacts", "import", "acme", str(path), "--batch-size", "10",
+                   "--skip-invalid")
+    assert f"reminderd: skipped {said}" in err
+    assert 'reminderd: skipped line 141: (contact_id "c141") has unknown country "QQ"' in err
+    assert out.rstrip().endswith("; 2 invalid lines skipped")
+    assert contact_ids(database_url) == {f"c{n}" for n in range(1, 301)} - {"c123", "c141"}
+
+
+def test_of_two_lines_the_database_refuses_in_one_round_the_first_is_named(
+    database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database names the first bad element of each connection's half of a round; the import
+    stops at the first of the file, whichever half it is in (a bad phone found after an unknown
+    country in the same half included)."""
+    from reminderd import contact_files
+
+    monkeypatch.setattr(contact_files, "_known_country", lambda code: True)
+    monkeypatch.setattr(contact_files, "_written_phone", lambda phone, country: (phone, None))
+    path = tmp_path / "contacts.jsonl"
+    lines = [f'{{"contact_id": "c{n}"}}' for n in range(1, 41)]
+    lines[29] = '{"contact_id": "c30", "country": "ZZ"}'
+    lines[19] = '{"contact_id": "c20", "phone": "+1"}'  # before it, named only once c30's refusal is gone
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _, err = cli(database_url, capsys, "contacts", "import", "acme", str(path), status=EX_USAGE)
+    assert 'line 20: (contact_id "c20") has phone "+1", which is not +<country code> <number>' in err
+    assert contact_ids(database_url) == {f"c{n}" for n in range(1, 20)}
+
+
+def test_attribute_numbers_are_stored_as_upsert_contacts_stores_them(
+    database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An integer beyond 64 bits in a line's attributes was a TypeError traceback; PUT
+    /v1/contacts (reminderd.upsert_contacts, numbers as written) stores it: so does the import."""
+    attributes = '{"n": 123456789012345678901234567890, "x": 0.10, "s": "text"}'
+    path = tmp_path / "contacts.jsonl"
+    path.write_text(f'{{"contact_id": "a1", "attributes": {attributes}}}\n', encoding="utf-8")
+    out, _ = cli(database_url, capsys, "contacts", "import", "acme", str(path))
+    assert out.startswith("1 contacts imported into acme (1 new or changed)")
+    sql(database_url, "SELECT reminderd.upsert_contacts('acme', $1::jsonb)",
+        f'[{{"contact_id": "a2", "attributes": {attributes}}}]')
+    rows = sql(database_url, "SELECT contact_id, attributes::text FROM reminderd.contacts ORDER BY 1")
+    assert [(r["contact_id"], r["attributes"]) for r in rows] == [
+        ("a1", '{"n": 123456789012345678901234567890, "s": "text", "x": 0.10}'),
+        ("a2", '{"n": 123456789012345678901234567890, "s": "text", "x": 0.10}')]
 
 
 def test_contact_show_says_the_zone_why_and_the_messages(

@@ -117,8 +117,15 @@ async def test_fields_left_out_are_kept_null_clears_and_the_last_of_a_contact_wi
          'contact 1 of the batch (contact_id "c") has unknown fields (email)'),
         ([{"contact_id": "c", "country": "Germany"}], "is not a two-letter ISO 3166 code"),
         ([{"contact_id": "c", "attributes": [1]}], '"attributes" is not a JSON object'),
-        ([{"contact_id": "c", "timezone": "Mars/Olympus"}], 'unknown timezone "Mars/Olympus" in the batch'),
-        ([{"contact_id": "c", "country": "XX"}], 'unknown country "XX" in the batch'),
+        ([{"contact_id": "c", "timezone": "Mars/Olympus"}],
+         'contact 1 of the batch (contact_id "c") has unknown timezone "Mars/Olympus"'),
+        ([{"contact_id": "c", "country": "XX"}],
+         'contact 1 of the batch (contact_id "c") has unknown country "XX"'),
+        ([{"contact_id": "a", "country": "GB"}, {"contact_id": "b", "country": "zz"}, {"contact_id": "c"}],
+         'contact 2 of the batch (contact_id "b") has unknown country "ZZ"'),
+        ([{"contact_id": "a", "timezone": "Europe/Paris"}, {"contact_id": "b", "country": "GB"},
+          {"contact_id": "c", "timezone": "right/Europe/Paris"}, {"contact_id": "d", "country": "QQ"}],
+         'contact 3 of the batch (contact_id "c") has unknown timezone "right/Europe/Paris"'),
     ],
 )
 async def test_a_bad_element_refuses_the_whole_batch_naming_it(
