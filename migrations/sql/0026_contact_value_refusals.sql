@@ -1,4 +1,4 @@
--- 0028 an unknown timezone or country in a contacts batch is refused naming its element, as every
+-- 0026 an unknown timezone or country in a contacts batch is refused naming its element, as every
 -- other rule of reminderd.upsert_contact_rows() is: 'contact 6123 of the batch (contact_id "c6123")
 -- has unknown country "ZZ"' (it said only 'unknown country "ZZ" in the batch', so that
 -- `reminderd contacts import` could not say the line). The same SQLSTATE (22023), DETAIL and HINT.
