@@ -47,7 +47,8 @@ async def next_occurrence_after_an_attempt_in_flight(
             assert (await row_by_id(db, message_id))["status"] == "picked"
             await db.execute(change)
             in_flight = await row_by_id(db, message_id)
-            assert (in_flight["status"], in_flight["timezone"]) == ("picked", "America/Chicago")  # for that attempt
+            # for that attempt
+            assert (in_flight["status"], in_flight["timezone"]) == ("picked", "America/Chicago")
             release.set()
 
             async def planned() -> asyncpg.Record | None:
@@ -112,7 +113,7 @@ async def test_a_message_already_attempted_keeps_its_attempts_and_webhook_id_whe
         await receiver.wait_for(lambda got: len(got) == 2)
 
         async def sent() -> bool:
-            return (await row_by_id(db, message_id))["status"] == "sent"
+            return bool((await row_by_id(db, message_id))["status"] == "sent")
 
         await poll_until(sent)
     first, second = (json.loads(r.body) for r in receiver.received)
@@ -152,10 +153,12 @@ async def test_a_requeued_occurrence_keeps_its_webhook_id_when_its_zone_moves(db
                                    "'c1')", wall)
     # requeued after it died: attempts 0, its occurrence kept; the receiver has seen it (a delivery)
     occurrence = await db.fetchval(
-        "UPDATE reminderd.scheduled_messages SET scheduled_for = fire_at, fire_at = now() + interval '1 minute' "
+        "UPDATE reminderd.scheduled_messages SET scheduled_for = fire_at, "
+        "fire_at = now() + interval '1 minute' "
         "WHERE id = $1 RETURNING scheduled_for", message_id)
     await db.execute("INSERT INTO reminderd.deliveries (message_id, tenant_id, ref_id, webhook_id, attempt, "
-                     "scheduled_for, status_code, duration_ms) VALUES ($1, 'acme', 'a', 'msg_x', 1, $2, 503, 5)",
+                     "scheduled_for, status_code, duration_ms) "
+                     "VALUES ($1, 'acme', 'a', 'msg_x', 1, $2, 503, 5)",
                      message_id, occurrence)
     await upsert(db, {"contact_id": "c1", "timezone": "Asia/Kathmandu"})
     row = await row_by_id(db, message_id)
@@ -171,7 +174,8 @@ async def test_a_plain_delete_of_a_contact_cancels_its_live_messages(db: asyncpg
     kept = await db.fetchval("SELECT reminderd.schedule('acme', 'b', fire_in => '1 day', contact_id => 'c2')")
     await db.execute("DELETE FROM reminderd.contacts WHERE contact_id = 'c1'")
     row = await row_by_id(db, gone)
-    assert (row["status"], row["last_event"], row["last_error"]) == ("cancelled", "cancelled", "contact c1 deleted")
+    assert (row["status"], row["last_event"], row["last_error"]) == (
+        "cancelled", "cancelled", "contact c1 deleted")
     assert (await row_by_id(db, kept))["status"] == "pending"
     # back again, with another zone: the cancelled message stays cancelled, in its old zone
     await upsert(db, {"contact_id": "c1", "timezone": "Asia/Tokyo"})
@@ -186,11 +190,13 @@ async def test_a_message_held_or_reaped_after_its_zone_moved_takes_the_new_zone(
                      "'https://example.com/cb', 'Europe/London')")
     await upsert(db, {"contact_id": "c1", "timezone": "Asia/Kolkata"})
     held = await db.fetchval("SELECT reminderd.schedule_cron('acme', 'held', '0 9 * * *', contact_id => 'c1')")
-    reaped = await db.fetchval("SELECT reminderd.schedule_cron('acme', 'reaped', '0 9 * * *', contact_id => 'c1')")
+    reaped = await db.fetchval(
+        "SELECT reminderd.schedule_cron('acme', 'reaped', '0 9 * * *', contact_id => 'c1')")
     plain = await db.fetchval("SELECT reminderd.schedule_cron('acme', 'plain', '0 9 * * *', timezone => 'UTC')")
     # claimed as the daemon claims: picked, the attempt counted, the occurrence a minute ago
-    await db.execute("UPDATE reminderd.scheduled_messages SET status = 'picked', picked_at = clock_timestamp(), "
-                     "fire_at = now() - interval '1 minute', attempts = 1, scheduled_for = now() - interval '1 minute'")
+    await db.execute("UPDATE reminderd.scheduled_messages SET status = 'picked', "
+                     "picked_at = clock_timestamp(), fire_at = now() - interval '1 minute', attempts = 1, "
+                     "scheduled_for = now() - interval '1 minute'")
     await upsert(db, {"contact_id": "c1", "timezone": "Asia/Tokyo"})
     assert (await row_by_id(db, held))["timezone"] == "Asia/Kolkata"  # for the attempt in flight
     # held back before any request, as record_outcomes leaves a deferral: the attempt refunded
