@@ -4260,7 +4260,8 @@ BEGIN
 END
 $$;
 
--- Contacts removed (and from every audience); their live messages are cancelled first.
+-- Contacts removed (and from every audience); their live messages are cancelled by the trigger
+-- contacts_cancel_messages.
 CREATE FUNCTION reminderd.delete_contacts(tenant_id text, contact_ids text[]) RETURNS integer
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -4268,11 +4269,6 @@ DECLARE
     deleted integer;
 BEGIN
     PERFORM reminderd.check_tenant(delete_contacts.tenant_id);
-    UPDATE reminderd.scheduled_messages
-    SET status = 'cancelled', last_event = 'cancelled', last_error = 'contact ' || contact_id || ' deleted',
-        lease_expires_at = NULL, updated_at = now()
-    WHERE tenant_id = delete_contacts.tenant_id AND contact_id = ANY (delete_contacts.contact_ids)
-      AND status IN ('pending', 'picked', 'paused', 'awaiting_approval');
     DELETE FROM reminderd.contacts
     WHERE tenant_id = delete_contacts.tenant_id AND contact_id = ANY (delete_contacts.contact_ids);
     GET DIAGNOSTICS deleted = ROW_COUNT;
@@ -4312,11 +4308,26 @@ BEGIN
 END
 $$;
 
+-- Has the receiver been sent this occurrence of the message (its webhook-id)? An attempt of it
+-- counted, or one logged (a dead row requeued has attempts 0 and the same occurrence).
+CREATE FUNCTION reminderd.occurrence_attempted(message_id bigint, attempts integer, scheduled_for timestamptz)
+RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT occurrence_attempted.attempts > 0
+        OR occurrence_attempted.scheduled_for IS NOT NULL
+           AND EXISTS (SELECT 1 FROM reminderd.deliveries d
+                       WHERE d.message_id = occurrence_attempted.message_id
+                         AND d.scheduled_for = occurrence_attempted.scheduled_for)
+$$;
+
 -- When a contact's zone changes, its live messages that take their zone from it are re-planned
 -- in the same statement: a wall time (local_time) is placed again in the new zone, a recurring
 -- row is planned again by the daemon from now (fire_at NULL), an instant keeps its fire_at (its
--- quiet hours and holidays are read in the new zone). Rows being sent right now keep theirs.
--- Only the source changing (the same zone, now from the contact's own field) is recorded quietly.
+-- quiet hours and holidays are read in the new zone). A row already attempted for its occurrence
+-- keeps it (its webhook-id), its attempts and its retry's time; only its zone moves. A row being
+-- sent right now keeps its zone for that attempt and is marked (last_event 'replanned'):
+-- reminderd.rezone_after_attempt moves it when the attempt ends. Only the source changing (the same
+-- zone, now from the contact's own field) is recorded quietly.
 CREATE FUNCTION reminderd.replan_for_contacts() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -4352,28 +4363,28 @@ BEGIN
         WHERE (n.resolved_timezone, n.timezone_source) IS DISTINCT FROM (o.resolved_timezone, o.timezone_source)
     )
     UPDATE reminderd.scheduled_messages m
-    SET timezone = moved.zone,
-        timezone_source = moved.source,
-        fire_at = CASE WHEN m.timezone = moved.zone THEN m.fire_at
+    SET timezone = CASE WHEN m.status = 'picked' THEN m.timezone ELSE moved.zone END,
+        timezone_source = CASE WHEN m.status = 'picked' THEN m.timezone_source ELSE moved.source END,
+        fire_at = CASE WHEN m.status = 'picked' OR m.timezone = moved.zone
+                            OR reminderd.occurrence_attempted(m.id, m.attempts, m.scheduled_for) THEN m.fire_at
                        WHEN m.local_time IS NOT NULL THEN reminderd.local_instant(m.local_time, moved.zone)
                        WHEN m.cron IS NOT NULL OR m.rrule IS NOT NULL THEN NULL
                        ELSE m.fire_at END,
-        scheduled_for = CASE WHEN m.timezone <> moved.zone AND (m.local_time IS NOT NULL OR m.cron IS NOT NULL
-                                                                 OR m.rrule IS NOT NULL)
+        scheduled_for = CASE WHEN m.status <> 'picked' AND m.timezone <> moved.zone
+                                  AND (m.local_time IS NOT NULL OR m.cron IS NOT NULL OR m.rrule IS NOT NULL)
+                                  AND NOT reminderd.occurrence_attempted(m.id, m.attempts, m.scheduled_for)
                              THEN NULL ELSE m.scheduled_for END,
-        attempts = CASE WHEN m.timezone <> moved.zone AND (m.local_time IS NOT NULL OR m.cron IS NOT NULL
-                                                           OR m.rrule IS NOT NULL)
-                        THEN 0 ELSE m.attempts END,
-        last_event = CASE WHEN m.timezone <> moved.zone THEN 'replanned' ELSE m.last_event END,
-        last_error = CASE WHEN m.timezone <> moved.zone
+        last_event = CASE WHEN m.status = 'picked' OR m.timezone <> moved.zone THEN 'replanned'
+                          ELSE m.last_event END,
+        last_error = CASE WHEN m.status <> 'picked' AND m.timezone <> moved.zone
                           THEN format('contact %s: timezone %s (%s) -> %s (%s)', m.contact_id, m.timezone,
                                       m.timezone_source, moved.zone, moved.source)
                           ELSE m.last_error END,
-        updated_at = CASE WHEN m.timezone <> moved.zone THEN now() ELSE m.updated_at END
+        updated_at = CASE WHEN m.status = 'picked' OR m.timezone <> moved.zone THEN now() ELSE m.updated_at END
     FROM moved
     WHERE m.tenant_id = moved.tenant_id AND m.contact_id = moved.contact_id
       AND m.timezone_source <> 'message'
-      AND m.status IN ('pending', 'paused', 'awaiting_approval');
+      AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval');
     RETURN NULL;
 END
 $$;
@@ -4396,20 +4407,73 @@ BEGIN
                   HINT = 'Set another zone instead, or give those contacts a timezone of their own.';
     END IF;
     UPDATE reminderd.scheduled_messages m
-    SET timezone = n.timezone,
-        fire_at = CASE WHEN m.local_time IS NOT NULL THEN reminderd.local_instant(m.local_time, n.timezone)
+    SET timezone = CASE WHEN m.status = 'picked' THEN m.timezone ELSE n.timezone END,
+        fire_at = CASE WHEN m.status = 'picked'
+                            OR reminderd.occurrence_attempted(m.id, m.attempts, m.scheduled_for) THEN m.fire_at
+                       WHEN m.local_time IS NOT NULL THEN reminderd.local_instant(m.local_time, n.timezone)
                        WHEN m.cron IS NOT NULL OR m.rrule IS NOT NULL THEN NULL
                        ELSE m.fire_at END,
-        scheduled_for = CASE WHEN m.local_time IS NOT NULL OR m.cron IS NOT NULL OR m.rrule IS NOT NULL
+        scheduled_for = CASE WHEN m.status <> 'picked'
+                                  AND (m.local_time IS NOT NULL OR m.cron IS NOT NULL OR m.rrule IS NOT NULL)
+                                  AND NOT reminderd.occurrence_attempted(m.id, m.attempts, m.scheduled_for)
                              THEN NULL ELSE m.scheduled_for END,
-        attempts = CASE WHEN m.local_time IS NOT NULL OR m.cron IS NOT NULL OR m.rrule IS NOT NULL
-                        THEN 0 ELSE m.attempts END,
         last_event = 'replanned',
-        last_error = format('tenant %s: timezone %s -> %s (tenant)', n.id, m.timezone, n.timezone),
+        last_error = CASE WHEN m.status = 'picked' THEN m.last_error
+                          ELSE format('tenant %s: timezone %s -> %s (tenant)', n.id, m.timezone, n.timezone) END,
         updated_at = now()
     FROM changed_tenants n
     WHERE m.tenant_id = n.id AND m.timezone_source = 'tenant' AND m.timezone IS DISTINCT FROM n.timezone
-      AND m.status IN ('pending', 'paused', 'awaiting_approval');
+      AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval');
+    RETURN NULL;
+END
+$$;
+
+-- A message marked by a replan while it was being sent (replan_for_contacts, replan_for_tenants),
+-- as the attempt ends and it waits again (record_outcomes, or a lease run out): the zone its
+-- contact (or tenant) gives it now, and, unless it was attempted for its occurrence (a retry
+-- keeps its webhook-id, attempts and time), that occurrence placed as the replan places one: a
+-- wall time again, a recurring row planned again from now (its next occurrence in the new zone).
+-- The zone back where it was, or the contact gone: nothing changes.
+CREATE FUNCTION reminderd.rezone_after_attempt() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    zone   text;
+    source text;
+BEGIN
+    SELECT coalesce(c.resolved_timezone, t.timezone), coalesce(c.timezone_source, 'tenant') INTO zone, source
+    FROM reminderd.contacts c
+    JOIN reminderd.tenants t ON t.id = c.tenant_id
+    WHERE c.tenant_id = NEW.tenant_id AND c.contact_id = NEW.contact_id;
+    IF zone IS NULL OR (zone, source) = (NEW.timezone, NEW.timezone_source) THEN
+        RETURN NEW;
+    END IF;
+    IF zone <> NEW.timezone THEN
+        NEW.last_error := concat_ws('; ', NEW.last_error,
+                                    format('contact %s: timezone %s (%s) -> %s (%s) after the attempt',
+                                           NEW.contact_id, NEW.timezone, NEW.timezone_source, zone, source));
+        IF (NEW.local_time IS NOT NULL OR NEW.cron IS NOT NULL OR NEW.rrule IS NOT NULL)
+           AND NOT reminderd.occurrence_attempted(NEW.id, NEW.attempts, NEW.scheduled_for) THEN
+            NEW.fire_at := CASE WHEN NEW.local_time IS NOT NULL THEN reminderd.local_instant(NEW.local_time, zone) END;
+            NEW.scheduled_for := NULL;
+        END IF;
+    END IF;
+    NEW.timezone := zone;
+    NEW.timezone_source := source;
+    RETURN NEW;
+END
+$$;
+
+-- A contact deleted by any means (delete_contacts, a plain DELETE): its live messages are
+-- cancelled, in the same statement.
+CREATE FUNCTION reminderd.cancel_for_deleted_contacts() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE reminderd.scheduled_messages m
+    SET status = 'cancelled', last_event = 'cancelled', last_error = 'contact ' || m.contact_id || ' deleted',
+        lease_expires_at = NULL, updated_at = now()
+    FROM deleted_contacts d
+    WHERE m.tenant_id = d.tenant_id AND m.contact_id = d.contact_id
+      AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval');
     RETURN NULL;
 END
 $$;
@@ -5543,6 +5607,12 @@ GRANT EXECUTE ON FUNCTION
     reminderd.contact_messages(text, text, interval, integer)
 TO reminderd_app, reminderd_daemon;
 GRANT EXECUTE ON FUNCTION reminderd.complete_broadcasts(integer, integer) TO reminderd_daemon;
+-- Re-planning around attempts and a contact's deletion (migration 0026).
+REVOKE EXECUTE ON FUNCTION reminderd.occurrence_attempted(bigint, integer, timestamptz),
+    reminderd.rezone_after_attempt(), reminderd.cancel_for_deleted_contacts() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION reminderd.occurrence_attempted(bigint, integer, timestamptz),
+    reminderd.rezone_after_attempt(), reminderd.cancel_for_deleted_contacts()
+TO reminderd_app, reminderd_daemon, reminderd_api;
 -- The dashboard's aggregates: their trigger functions for whoever writes events and deliveries,
 -- the bounds for their readers, the pruning for the daemon.
 GRANT EXECUTE ON FUNCTION reminderd.count_fires() TO reminderd_app, reminderd_daemon, reminderd_api;
@@ -5722,6 +5792,20 @@ CREATE TRIGGER tenants_replan
     AFTER UPDATE ON reminderd.tenants
     REFERENCING OLD TABLE AS previous_tenants NEW TABLE AS changed_tenants
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.replan_for_tenants();
+-- A contact deleted by any means: its live messages cancelled (migration 0026).
+CREATE TRIGGER contacts_cancel_messages
+    AFTER DELETE ON reminderd.contacts
+    REFERENCING OLD TABLE AS deleted_contacts
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.cancel_for_deleted_contacts();
+-- A message marked by a replan while it was being sent takes its zone now, as the attempt ends
+-- (migration 0026).
+CREATE TRIGGER scheduled_messages_rezone_after_attempt
+    BEFORE UPDATE OF status ON reminderd.scheduled_messages
+    FOR EACH ROW
+    WHEN (OLD.status = 'picked' AND OLD.last_event = 'replanned'
+          AND NEW.status IN ('pending', 'paused', 'awaiting_approval')
+          AND OLD.contact_id IS NOT NULL AND OLD.timezone_source <> 'message')
+    EXECUTE FUNCTION reminderd.rezone_after_attempt();
 -- Row-level, like the other UPDATE triggers (0007): rows of no broadcast, rows whose state stays
 -- (a claim of a waiting row), and an attempt's outcome (record_outcomes counts it) call nothing.
 CREATE TRIGGER scheduled_messages_count_broadcast_update
