@@ -5607,7 +5607,7 @@ GRANT EXECUTE ON FUNCTION
     reminderd.contact_messages(text, text, interval, integer)
 TO reminderd_app, reminderd_daemon;
 GRANT EXECUTE ON FUNCTION reminderd.complete_broadcasts(integer, integer) TO reminderd_daemon;
--- Re-planning around attempts and a contact's deletion (migration 0026).
+-- Re-planning around attempts and a contact's deletion (migration 0027).
 REVOKE EXECUTE ON FUNCTION reminderd.occurrence_attempted(bigint, integer, timestamptz),
     reminderd.rezone_after_attempt(), reminderd.cancel_for_deleted_contacts() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION reminderd.occurrence_attempted(bigint, integer, timestamptz),
@@ -5792,13 +5792,13 @@ CREATE TRIGGER tenants_replan
     AFTER UPDATE ON reminderd.tenants
     REFERENCING OLD TABLE AS previous_tenants NEW TABLE AS changed_tenants
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.replan_for_tenants();
--- A contact deleted by any means: its live messages cancelled (migration 0026).
+-- A contact deleted by any means: its live messages cancelled (migration 0027).
 CREATE TRIGGER contacts_cancel_messages
     AFTER DELETE ON reminderd.contacts
     REFERENCING OLD TABLE AS deleted_contacts
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.cancel_for_deleted_contacts();
 -- A message marked by a replan while it was being sent takes its zone now, as the attempt ends
--- (migration 0026).
+-- (migration 0027).
 CREATE TRIGGER scheduled_messages_rezone_after_attempt
     BEFORE UPDATE OF status ON reminderd.scheduled_messages
     FOR EACH ROW

@@ -3,8 +3,8 @@ when its attempt ends (its next occurrence planned in it), a message already att
 occurrence keeps its attempts and webhook-id, and a plain DELETE of a contact cancels its live
 messages.
 
-Revision ID: 0026
-Revises: 0025
+Revision ID: 0027
+Revises: 0026
 Create Date: 2026-12-02
 """
 
@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from reminderd.migrations import run_sql_file
 
-revision = "0026"
-down_revision = "0025"
+revision = "0027"
+down_revision = "0026"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    run_sql_file("0026_replan_around_attempts")
+    run_sql_file("0027_replan_around_attempts")
 
 
 def downgrade() -> None:
-    raise NotImplementedError("0026 is forward-only: restore from a backup to go back")
+    raise NotImplementedError("0027 is forward-only: restore from a backup to go back")

@@ -1,4 +1,4 @@
--- 0026 re-planning for a contact's new zone, around attempts (docs/audiences.md, "When a contact's
+-- 0027 re-planning for a contact's new zone, around attempts (docs/audiences.md, "When a contact's
 -- zone changes"):
 --   in flight   a message being sent (picked) when its contact's zone (or its tenant's default)
 --               changed kept the old zone for good: replan_for_contacts and replan_for_tenants left
@@ -17,7 +17,7 @@
 --   DELETE      a plain DELETE FROM reminderd.contacts left its contacts' live messages live, in a
 --               zone nothing would re-plan. Now it cancels them, as delete_contacts does
 --               (contacts_cancel_messages); delete_contacts leaves the cancelling to it.
--- Rows written before are kept as they are. Run by migrations/versions/0026_replan_around_attempts.py
+-- Rows written before are kept as they are. Run by migrations/versions/0027_replan_around_attempts.py
 -- in one transaction. History: once released, never edited; a schema change is a new migration
 -- (and an edit of reminderd/sql/schema.sql).
 
