@@ -161,10 +161,12 @@ def _next_reading_at_offset(
                 return instant, None
             first = _instants(candidate, tz, every_hour=False)[0]
             if wall(first, tz) == candidate:  # a real wall time, but read under another offset
-                era_start = _era_start(instant, offset, tz)
+                era_start = _era_start(instant, offset, tz, before=_following(schedule, candidate, offset))
                 if era_start is None:
-                    return None, actual  # this offset's era is over
-                cursor = _naive(era_start + offset) - tiny  # or yet to begin: go on from there
+                    # Its era is over, or begins only after the schedule's next wall time read
+                    # under it: the offset in force here answers.
+                    return None, actual
+                cursor = _naive(era_start + offset) - tiny  # or soon to begin: go on from there
             elif first > after:  # skipped by a forward jump: it fires at the jump
                 return first, None
             else:  # skipped, and the jump is past: go on from the end of the gap
@@ -175,17 +177,27 @@ def _next_reading_at_offset(
     raise InvalidSchedule(f"no fire time found in {tz.key} after {after:%Y-%m-%d %H:%M:%S}Z")
 
 
-def _era_start(instant: datetime, offset: timedelta, tz: ZoneInfo) -> datetime | None:
-    """The instant after `instant` at which `tz` next shows UTC+`offset`, looked for up to
-    _ERA_HORIZON ahead (further than the gap between two readings of any schedule read every
-    hour: a day, or a month for one day of the month); None when it does not within it."""
+def _era_start(instant: datetime, offset: timedelta, tz: ZoneInfo, before: datetime) -> datetime | None:
+    """The instant at which `tz` next shows UTC+`offset` after `instant`, if it does within
+    _WINDOW, or else by `before` (looked for at most _ERA_HORIZON ahead); None when not."""
     probe = instant
-    while probe < instant + _ERA_HORIZON:
+    while True:
         step = probe + _WINDOW
         if _offset(step, tz) == offset:
-            return _jump(probe, step, tz)
+            start = _jump(probe, step, tz)
+            return start if probe == instant or start <= before else None
         probe = step
-    return None
+        if probe >= min(before, instant + _ERA_HORIZON):
+            return None
+
+
+def _following(schedule: WallSchedule, candidate: datetime, offset: timedelta) -> datetime:
+    """The instant of the schedule's next wall time after `candidate`, read at UTC+`offset`
+    (the end of time when it has none)."""
+    following = next(iter(schedule.walls_after(candidate)), None)
+    if following is None or following - datetime.min < offset:
+        return datetime.max.replace(tzinfo=UTC)
+    return (following - offset).replace(tzinfo=UTC)
 
 
 def _naive(instant: datetime) -> datetime:

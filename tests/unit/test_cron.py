@@ -450,3 +450,18 @@ def test_chained_fires(zone_start: tuple[str, datetime], expr: str) -> None:
     else:
         assert all(f.astimezone(tz).weekday() == 0 for f in fires)
         assert all(f.astimezone(tz).time() == time(9) for f in fires)
+
+
+@pytest.mark.parametrize(
+    ("zone", "after", "fire"),
+    [
+        # The clock goes back on 3 November, between the last fire of 1 November and the next,
+        # 1 December: that reading is in the era after the change, weeks away. It used to end.
+        ("America/New_York", utc(2024, 11, 2, 3, 14), utc(2024, 12, 1, 5)),
+        ("America/St_Johns", utc(2024, 11, 2, 2, 14), utc(2024, 12, 1, 3, 30)),
+    ],
+)
+def test_an_hourly_cron_of_one_day_a_month_goes_on_past_a_clock_change_weeks_away(
+    zone: str, after: datetime, fire: datetime
+) -> None:
+    assert next_fire("0 * 1 * *", zone, after) == fire
