@@ -43,7 +43,6 @@ ONE = "SELECT * FROM reminderd.schedule_item($1, $2::reminderd.schedule_item_v2)
 ZONE = "Asia/Kolkata"
 TENANT_ZONE = "Europe/London"  # the tenants' default: a zoneless contact's (and OPTIONS' timezone)
 CONTACTS = {"zoned": (ZONE, "contact"), "bare": (TENANT_ZONE, "tenant")}  # zone, timezone_source
-BROADCAST = 7  # the broadcast_id of a message awaiting approval (no broadcasts row: none is read)
 PAYLOADS = ('{}', '{"n": 1}')
 # Everything else an identical call must repeat: each alone, and two together.
 OPTIONS: tuple[dict[str, Any], ...] = (
@@ -184,6 +183,12 @@ class Sql:
                 )
                 if case.paused:
                     await db.execute("UPDATE reminderd.tenants SET paused = true WHERE id = $1", tenant)
+                broadcast = None  # a message awaiting approval names a broadcast of its tenant (0023)
+                if any(row.status == "awaiting_approval" for row in case.before):
+                    broadcast = await db.fetchval(
+                        "INSERT INTO reminderd.broadcast_requests (tenant_id, ref_prefix, everyone, local_time,"
+                        " created_by) VALUES ($1, 'b', true, localtimestamp + interval '1 day', 'test') RETURNING id",
+                        tenant)
                 for index, row in enumerate(case.before):
                     options = {"category": "transactional", "timezone": "UTC", **OPTIONS[row.options]}
                     source, local_time = "message", None
@@ -200,7 +205,7 @@ class Sql:
                         tenant, row.ref, now + row.fire_in, row.payload, row.status,
                         1_000_000 * (number + 1) + index if row.extra else None,
                         row.contact_id, source, local_time,
-                        BROADCAST if row.status == "awaiting_approval" else None,
+                        broadcast if row.status == "awaiting_approval" else None,
                         *(options.get(column) for column in OPTION_COLUMNS),
                     )
             items = [item.value(now) for item in case.items]
@@ -250,9 +255,11 @@ class Sql:
         """Results, rows and events with the tenant's name and the message ids replaced by what
         they are: (ref, its n-th row)."""
         db = self.connection
-        # Every column (a column a later migration adds too) but the ids, which differ.
+        # Every column (a column a later migration adds too) but the ids, which differ (a
+        # broadcast's too: each tenant names its own, migration 0023; whether one is named is kept).
         rows = await db.fetch(
-            "SELECT id, ref_id, (to_jsonb(m) - 'id' - 'tenant_id' - 'extra_of')::text AS columns,"
+            "SELECT id, ref_id, (to_jsonb(m) - 'id' - 'tenant_id' - 'extra_of' || jsonb_build_object("
+            "'broadcast_id', broadcast_id IS NOT NULL))::text AS columns,"
             " extra_of IS NOT NULL AS extra"
             " FROM reminderd.scheduled_messages m WHERE tenant_id = $1 ORDER BY ref_id, id",
             tenant,
@@ -261,7 +268,8 @@ class Sql:
         for row in rows:
             label[row["id"]] = (row["ref_id"], sum(1 for known in label.values() if known[0] == row["ref_id"]))
         events = await db.fetch(
-            "SELECT message_id, (to_jsonb(e) - 'id' - 'message_id' - 'tenant_id')::text AS columns"
+            "SELECT message_id, regexp_replace((to_jsonb(e) - 'id' - 'message_id' - 'tenant_id')::text,"
+            " 'broadcast [0-9]+ ', 'broadcast N ', 'g') AS columns"  # each tenant's own broadcast
             " FROM reminderd.events e WHERE tenant_id = $1 ORDER BY id",
             tenant,
         )
