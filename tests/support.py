@@ -387,7 +387,7 @@ CALLBACK_URLS = [
 IDNA_ONLY = 2
 
 
-# Database URLs with hostile passwords (tests/unit/test_url_secrets.py, tests/acceptance/test_daemon_url_secrets.py)
+# Database URLs with hostile passwords (tests/unit/test_url_secrets.py, acceptance/test_daemon_url_secrets.py)
 
 HOSTILE_URL_CHARACTERS = "/?#@=&:%[] "
 # Letters and digits no message, setting name or default holds (no REMINDERD_… letter): a piece of
