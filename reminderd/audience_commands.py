@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from . import refusals
-from .exceptions import DatabaseRefused
+from .exceptions import DatabaseRefused, RoleRefused
 from .exceptions import InvalidInput as UsageError  # arguments.UsageError, without importing arguments
 from .options import add_recurrence_options
 from .schedule import BACKFILL_POLICIES, InvalidSchedule, Waves
@@ -476,6 +476,11 @@ async def list_audiences(store: Store, request: TenantOnly) -> int:
 # Broadcasts --------------------------------------------------------------------------------------
 
 
+# Who may call reminderd.broadcast() (docs/sql.md, Roles); a dry run calls it too, in a savepoint.
+BROADCAST_ROLES = ("reminderd_app (a member of the tenant) or reminderd_daemon to broadcast, "
+                   "--dry-run too, which makes the real call and rolls it back")
+
+
 async def save_broadcast(store: Store, request: BroadcastRequest) -> int:
     try:
         if request.dry_run:  # the real call, rolled back: refused as it would be
@@ -483,6 +488,8 @@ async def save_broadcast(store: Store, request: BroadcastRequest) -> int:
             return await _dry_run(store, request)
         broadcast_id = await store.broadcast(request)
     except DatabaseRefused as exc:  # a broadcast refused: its zones and counts on a line of their own
+        if exc.sqlstate == "42501" and exc.hint is None:  # permission denied: the URL's role is wrong
+            raise RoleRefused(exc, BROADCAST_ROLES) from None
         detail = f"\n  {exc.detail}" if exc.detail else ""
         raise UsageError(refusals.one_line(exc) + detail) from None
     print(broadcast_id)  # the id alone on stdout, for scripts

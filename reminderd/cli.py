@@ -27,6 +27,7 @@ from .exceptions import (
     DatabaseRefused,
     DatabaseUnavailable,
     ReminderdError,
+    RoleRefused,
     SchemaMissing,
 )
 from .exceptions import InvalidInput as UsageError  # arguments.UsageError, without importing arguments
@@ -561,7 +562,8 @@ def _run(command: Callable[[Store, R], Awaitable[int]], request: R, database: Da
             # role, not the input, is wrong. reminderd's own (approving one's own broadcast, acting
             # under another name: docs/audiences.md) refuse the input and say what to do instead.
             if exc.sqlstate == INSUFFICIENT_PRIVILEGE and exc.hint is None:
-                roles = "reminderd_app, reminderd_readonly or reminderd_daemon"
+                roles = exc.roles if isinstance(exc, RoleRefused) else (
+                    "reminderd_app, reminderd_readonly or reminderd_daemon")
                 raise DatabaseMisconfigured(refusals.one_line(exc), setting=database.url_source,
                                             hint=f"its role needs {roles}: docs/sql.md, Roles") from None
             raise UsageError(refusals.one_line(exc)) from None

@@ -96,5 +96,15 @@ class DatabaseRefused(DatabaseError):
         self.constraint = constraint  # the constraint a 23xxx violation names, if any
 
 
+class RoleRefused(DatabaseRefused):
+    """PostgreSQL's 42501 (permission denied) for a call only some roles may make: the URL's role,
+    not the input, is wrong; `roles` says which roles may, for the hint."""
+
+    def __init__(self, refused: DatabaseRefused, roles: str) -> None:
+        super().__init__(refused.message, sqlstate=refused.sqlstate, detail=refused.detail,
+                         constraint=refused.constraint)
+        self.roles = roles
+
+
 class SchemaMissing(DatabaseRefused):
     """The reminderd schema is missing or out of date: run `reminderd migrate`."""

@@ -10,7 +10,7 @@ import tomllib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
-from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 from .duration import parse_seconds
 from .exceptions import ConfigError
@@ -95,7 +95,7 @@ def _database_url(raw: str) -> str:
         raise ValueError("a host in [brackets] is not closed: write an IPv6 address as [::1]:5432") from None
     if parts.netloc.count("@") > 1:  # asyncpg splits at the first @, libpq at the last
         raise ValueError("the user name or password holds an @: write it as %40")
-    if _at_after_host(parts):  # a password's / ? or # ended the host early: its rest is no host
+    if _unsure_password(raw):  # a password's / ? or # may have ended the host early
         raise ValueError("an @ comes after the host: write a /, ? or # of the user name or password as %2F, "
                          "%3F or %23 (and an @ of the database name as %40)")
     hosts = parts.netloc.rpartition("@")[2]
@@ -105,21 +105,48 @@ def _database_url(raw: str) -> str:
         query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True) if parts.query else []
     except ValueError:
         raise ValueError("its query is not name=value pairs joined by &, such as ?sslmode=require") from None
-    for name, value in query:
-        if name == "host" and value:
-            _check_hosts(value)
-        elif name == "port" and value:
-            for number in value.split(","):
-                _check_port(number)
+    for index, (name, value) in enumerate(query):
+        try:
+            if name == "host" and value:
+                _check_hosts(value)
+            elif name == "port" and value:
+                for number in value.split(","):
+                    _check_port(number)
+        except ValueError:
+            if any("pass" in earlier.lower() for earlier, _ in query[:index]):  # it may be a password's rest
+                said = f"its {name} parameter is not a {name} (not shown: it follows a password)"
+                raise ValueError(said) from None
+            raise
     return raw
 
 
-def _at_after_host(parts: SplitResult) -> bool:
-    """Is there an @ past the host, where a URL's user information cannot be: in the path, the
-    fragment, or the query before its first =? (A /, ? or # of a password ends the host early:
-    `postgresql://app:pa/ss@db/app` is host `app`, port `pa`, database `ss@db/app`.) An @ of a
-    query's value (`?user=app@corp`) is a value's."""
-    return "@" in parts.path or "@" in parts.fragment or "@" in parts.query.partition("=")[0]
+def _password_span(url: str) -> tuple[int, int] | None:
+    """Where a password may lie in `url` (from, to), whatever the URL's shape, or None if it holds
+    none. A password starts after the user name's `:` and ends at an @, but a /, ? or # in it ends
+    urlsplit's (and asyncpg's) host early: `postgresql://app:pa/ss@db/app` is host `app`, port `pa`.
+    So when an @ comes after the host, the password may run to the last @. Only a user name
+    without a password (`app@db/my@db`: the @ of the database name) is sure to hold none."""
+    start = url.find("://") + 3
+    last_at = url.rfind("@")
+    if start < 3 or last_at < start:
+        return None
+    host_end = next((at for at in range(start, len(url)) if url[at] in "/?#"), len(url))
+    authority = url[start:host_end]
+    if last_at >= host_end and authority.count("@") == 1 and ":" not in authority.partition("@")[0]:
+        return None
+    colon = url.find(":", start, last_at)
+    return None if colon < 0 else (colon + 1, last_at)
+
+
+def _unsure_password(url: str) -> bool:
+    """Does an @ after the host leave unsure where a password ends (`app:Zq?k=9mP@db/app`,
+    `app:pw@db/my@db`)? Such a URL is refused: read as asyncpg reads it, its password's rest would be
+    sent as a host, a port or a database name, and come back in their errors."""
+    span = _password_span(url)
+    if span is None:
+        return False
+    start = url.find("://") + 3
+    return any(url[at] in "/?#" for at in range(start, span[1]))
 
 
 _HOST = re.compile(r"(?P<name>\[[^\]]+\]|[^:\[\]]*)(?::(?P<port>.*))?", re.DOTALL)
@@ -531,31 +558,29 @@ def _shown(spec: Setting, raw: str) -> str:
 def mask_url(url: str) -> str:
     """postgresql://user:secret@host/db?password=x -> postgresql://user:***@host/db?password=***.
 
-    Text that is not a URL this can take apart is hidden whole: it may be a password.
+    Conservative: where it is unsure where a password ends (an @ after the host), all between
+    :// and the last @ is hidden; a query value named like a password (password, sslpassword,
+    passfile) is hidden with all after it. Text that is not a PostgreSQL URL is hidden whole.
     """
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "<hidden>"
     if not url.startswith(("postgresql://", "postgres://")):
         return "<hidden>"
-    if _at_after_host(parts):  # a password holding / ? or #: all before the last @ may be it
-        return f"{parts.scheme}://***@{url.rpartition('@')[2]}"
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    if password is None and not any(key.lower() in _SECRET_PARAMETERS for key, _ in pairs):
-        return url
-    netloc = parts.netloc
-    if password is not None:
-        userinfo, _, host = netloc.rpartition("@")
-        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
-    query = parts.query
-    if any(key.lower() in _SECRET_PARAMETERS for key, _ in pairs):
-        query = urlencode(
-            [(key, "***" if key.lower() in _SECRET_PARAMETERS else value) for key, value in pairs],
-            safe="*/",
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    span = _password_span(url)
+    if span is None:
+        return _mask_query(url)
+    start = url.find("://") + 3
+    shown = url[:start] if _unsure_password(url) else url[:span[0]]  # unsure: the user name too
+    return shown + "***" + _mask_query(url[span[1]:])
 
 
-_SECRET_PARAMETERS = {"password", "sslpassword"}
+_SECRET_QUERY = re.compile(r"(?<=[?&#;])([^=&?#;]*)=")
+
+
+def _mask_query(text: str) -> str:
+    """`text` up to the value of its first parameter named like a password, then ***."""
+    for match in _SECRET_QUERY.finditer(text):
+        if "pass" in unquote_plus(match[1]).lower():
+            return text[:match.end()] + "***"
+    return text
+
+
+

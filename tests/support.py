@@ -385,3 +385,26 @@ CALLBACK_URLS = [
      'has host "\uff11\uff12\uff17.\uff11", which encoded (IDNA) as "127.1" is not a host name'),
 ]
 IDNA_ONLY = 2
+
+
+# Database URLs with hostile passwords (tests/unit/test_url_secrets.py, acceptance/test_daemon_url_secrets.py)
+
+HOSTILE_URL_CHARACTERS = "/?#@=&:%[] "
+# Letters and digits no message, setting name or default holds (no REMINDERD_… letter): a piece of
+# a password found in the output is the password's, not a word of the sentence around it.
+PASSWORD_MARKS = "QXZJKWVY789"
+
+
+def url_with_password(password: str, port: int = 5432) -> str:
+    return f"postgresql://app:{password}@127.0.0.1:{port}/app"
+
+
+def assert_password_hidden(password: str, url: str, text: str) -> None:
+    """No piece of `password` of 4 characters or more shows in `text`, but pieces that are also in
+    the rest of `url` or hold no letter or digit (the output's own punctuation, `  # env`)."""
+    rest = url.replace(password, "", 1)
+    pieces = [password[start:end] for start in range(len(password))
+              for end in range(start + 4, len(password) + 1)
+              if password[start:end] not in rest and any(c in PASSWORD_MARKS for c in password[start:end])]
+    shown = [piece for piece in pieces if piece in text]
+    assert not shown, f"BUG: the password {password!r} shows ({shown[:3]}) in:\n{text}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from conftest import emptied
 
 from reminderd.cli import main
-from reminderd.exceptions import EX_USAGE
+from reminderd.exceptions import EX_CONFIG, EX_USAGE
 from reminderd.schedule.cron import next_fire
 
 
@@ -401,6 +402,29 @@ def test_a_dry_run_is_refused_as_the_real_broadcast_would_be(
     _, real = cli(database_url, capsys, *args, status=EX_USAGE)
     assert dry == real and dry.startswith("reminderd: error: ")
     assert sql(database_url, "SELECT count(*) FROM reminderd.scheduled_messages")[0][0] == messages
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "real"])
+def test_a_broadcast_as_a_read_only_role_says_which_role_it_needs(
+    database_url: str, capsys: pytest.CaptureFixture[str], dry_run: bool
+) -> None:
+    """The URL's role, not the input, is wrong: exit 78 naming the roles that may broadcast (a dry
+    run makes the real call, rolled back, so it needs them too), not exit 2 'permission denied'."""
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    sql(database_url, f"CREATE ROLE {role} LOGIN IN ROLE reminderd_readonly")
+    try:
+        scheme, _, rest = database_url.partition("://")
+        reader = f"{scheme}://{role}@{rest.rpartition('@')[2]}"
+        args = ["broadcast", "acme", "bf", "--at", in_days(3), "--everyone"]
+        args += ["--dry-run"] if dry_run else []
+        _, err = cli(reader, capsys, *args, status=EX_CONFIG)
+        assert err == (
+            "reminderd: permission denied for function broadcast (--database-url; its role needs "
+            "reminderd_app (a member of the tenant) or reminderd_daemon to broadcast, --dry-run too, "
+            "which makes the real call and rolls it back: docs/sql.md, Roles)\n")
+    finally:
+        sql(database_url, f"DROP OWNED BY {role}")
+        sql(database_url, f"DROP ROLE {role}")
 
 
 def test_cadence_and_the_tenants_audience_settings(database_url: str,
