@@ -332,6 +332,8 @@ class Recipients:
                         "fire_at": s.fire_at,
                         "local_time": _wall(s.local_time),
                         "skipped": s.skipped,
+                        "outcome": s.outcome,
+                        "cancelled_id": s.cancelled_id,
                     }
                     for s in steps
                 ],

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # the requests: imported when a command runs (cli.DatabaseCom
         TenantOnly,
     )
     from .contact_files import Line
-    from .rows import BroadcastProgress, Contact, ContactMessage, ZoneWave
+    from .rows import BroadcastProgress, CadenceStep, Contact, ContactMessage, ZoneWave
     from .store import Store
 
 # cli.py's parser class, whose error() exits with EX_USAGE; as an ArgumentParser here, so that this
@@ -596,9 +596,18 @@ async def schedule_cadence(store: Store, request: CadenceRequest) -> int:
     _table([("REF", "MESSAGE", "FIRE AT (UTC)", "ON ITS CLOCK", "")] + [(
         step.ref_id, str(step.message_id) if step.message_id else "-",
         step.fire_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ"), step.local_time.strftime("%a %Y-%m-%d %H:%M"),
-        f"skipped: {step.skipped}" if step.skipped else "",
+        _cadence_outcome(step),
     ) for step in steps])
     return 0
+
+
+def _cadence_outcome(step: CadenceStep) -> str:
+    said = [f"skipped: {step.skipped}"] if step.skipped else []
+    if step.outcome == "replaced":
+        said.append(f"replaced message {step.cancelled_id}")
+    elif step.outcome == "cancelled":
+        said.append(f"cancelled message {step.cancelled_id}")
+    return "; ".join(said)
 
 
 # Output ------------------------------------------------------------------------------------------

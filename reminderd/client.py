@@ -542,6 +542,8 @@ class CadenceStep:
     fire_at: datetime
     local_time: str
     skipped: str | None
+    outcome: str
+    cancelled_id: int | None
 
 
 @dataclass(frozen=True, slots=True)

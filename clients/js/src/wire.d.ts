@@ -710,6 +710,10 @@ export interface ScheduleCadenceResponse {
     /** on the contact's clock (wire: `local_time`) */
     localTime: string;
     skipped: string | null;
+    /** what the call did to this ref: a new message (scheduled), the same one again (unchanged), a new one in place of the live one (replaced), nothing as its time is past (skipped), or the live message cancelled as the new anchor puts it in the past or its offset is no longer listed (cancelled; a ref no longer listed gets a row of its own, with the times the cancelled message had) */
+    outcome: "scheduled" | "unchanged" | "replaced" | "skipped" | "cancelled";
+    /** the live message this call cancelled or replaced (wire: `cancelled_id`) */
+    cancelledId: number | null;
   })[];
 }
 
