@@ -347,6 +347,13 @@ def test_cadence_and_the_tenants_audience_settings(database_url: str,
     assert rows[0]["fire_at"] == datetime(local.year, local.month, local.day, 10,
                                           tzinfo=ZoneInfo("Asia/Kolkata"))
     assert {(r["timezone"], r["timezone_source"]) for r in rows} == {("Asia/Kolkata", "tenant")}
+    earlier = (anchor - timedelta(days=15)).isoformat()
+    out, _ = cli(database_url, capsys, "cadence", "acme", "renewal_42", "--anchor", earlier,
+                 "--offsets=-7d,-1d", "--at-local", "10:00", "--contact", "c1")
+    said = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert said["renewal_42:-7d"].endswith("skipped: in the past; cancelled message 1")
+    assert said["renewal_42:-1d"].endswith("replaced message 2")
+    assert list(said) == ["renewal_42:-7d", "renewal_42:-1d"]
     _, err = cli(database_url, capsys, "cadence", "acme", "r", "--anchor", "2027-01-01T00:00", "--contact",
                  "c1",
                  status=EX_USAGE)
