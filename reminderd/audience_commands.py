@@ -414,8 +414,8 @@ async def list_audiences(store: Store, request: TenantOnly) -> int:
 async def save_broadcast(store: Store, request: BroadcastRequest) -> int:
     try:
         if request.dry_run:  # the real call, rolled back: refused as it would be
-            await store.broadcast_dry_run(request)
-            return await _dry_run(store, request)
+            approval = await store.broadcast_dry_run(request)
+            return await _dry_run(store, request, approval)
         broadcast_id = await store.broadcast(request)
     except DatabaseRefused as exc:  # a broadcast refused: its zones and counts on a line of their own
         detail = f"\n  {exc.detail}" if exc.detail else ""
@@ -437,7 +437,7 @@ async def save_broadcast(store: Store, request: BroadcastRequest) -> int:
     return 0
 
 
-async def _dry_run(store: Store, request: BroadcastRequest) -> int:
+async def _dry_run(store: Store, request: BroadcastRequest, approval: str) -> int:
     """The audience, its zones and why, and the sends per UTC hour of the (first) wave, of a
     broadcast the real call would take (store.broadcast_dry_run said so)."""
     local_time = request.local_time
@@ -480,6 +480,8 @@ async def _dry_run(store: Store, request: BroadcastRequest) -> int:
             ("tenant", wave.from_tenant)) if count)
         print(f"  {wave.timezone:<32} {wave.fire_at.astimezone(UTC):%Y-%m-%dT%H:%MZ}  {wave.contacts:>10,}  "
               f"({sources})")
+    print("approval: " + ("needed: over the tenant's approval threshold, its messages would wait for another"
+                          " person" if approval == "awaiting" else "not needed"))
     print("nothing was staged (--dry-run)")
     return 0
 

@@ -512,6 +512,10 @@ CREATE TABLE reminderd.broadcast_requests (
     ended_reason    text,
     last_error      text,          -- why an occurrence of a recurring broadcast was not staged
     updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- (migration 0027) How many contacts the approval covered: the largest wave awaiting it when it
+    -- was given (none staged yet: the audience then). A recurring wave larger than this and the
+    -- tenant's approval_threshold awaits approval again.
+    approved_contacts bigint,
     CONSTRAINT one_audience CHECK (num_nonnulls(audience, contact_ids) + everyone::integer = 1),
     CONSTRAINT one_when CHECK (num_nonnulls(local_time, cron, rrule) = 1)
 );
@@ -4828,7 +4832,9 @@ $$;
 -- daemon, which names the one after it as `following`). The audience as it stands now, one row per
 -- contact at `occurrence` read in the contact's zone, in one statement. A recurring occurrence
 -- that cannot be staged (the audience is empty or over the limit, contacts without a zone) is
--- passed over with the reason in last_error. Returns the rows staged.
+-- passed over with the reason in last_error; one over the approval_threshold that its approval
+-- did not cover (none needed, or approved for fewer) is staged awaiting_approval and the request
+-- awaits approval again. Returns the rows staged.
 CREATE FUNCTION reminderd.stage_broadcast(broadcast_id bigint, occurrence timestamp, following timestamp DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql SET jit = off AS $$
@@ -4843,6 +4849,7 @@ DECLARE
     staged    integer;
     first_at  timestamptz;
     last_at   timestamptz;
+    over_threshold boolean;
 BEGIN
     SELECT * INTO request FROM reminderd.broadcast_requests r WHERE r.id = stage_broadcast.broadcast_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -4850,8 +4857,8 @@ BEGIN
     END IF;
     recurring := request.local_time IS NULL;
     -- The columns it reads, by name: a role may read a tenant's settings and not its secret.
-    SELECT t.id, t.broadcast_limit, t.callback_url, t.paused INTO tenant.id, tenant.broadcast_limit, tenant.callback_url,
-                                                                  tenant.paused
+    SELECT t.id, t.broadcast_limit, t.approval_threshold, t.callback_url, t.paused
+    INTO tenant.id, tenant.broadcast_limit, tenant.approval_threshold, tenant.callback_url, tenant.paused
     FROM reminderd.tenants t WHERE t.id = request.tenant_id;
     IF request.callback_url IS NULL AND tenant.callback_url IS NULL THEN
         RAISE EXCEPTION 'no callback_url for broadcast "%": it has none and tenant "%" has no default',
@@ -4909,10 +4916,21 @@ BEGIN
             RETURN 0;
         END IF;
     END IF;
+    -- Approval and the limit are decided from the rows this statement stages (migration 0027), not
+    -- from a count read before: a contact added in between (READ COMMITTED) cannot slip a wave past
+    -- them, and a recurring request that needed no approval when it was made needs it for a wave
+    -- over the threshold.
     WITH audience AS MATERIALIZED (
         SELECT a.contact_id, a.timezone, a.timezone_source
         FROM reminderd.audience_contacts(request.tenant_id, request.audience, request.contact_ids, request.everyone) AS a
         WHERE a.timezone IS NOT NULL
+    ),
+    size AS MATERIALIZED (
+        SELECT count(*) AS contacts,
+               coalesce(count(*) > tenant.approval_threshold, false)
+               AND (request.approval = 'not_needed'
+                    OR request.approval = 'approved' AND count(*) > coalesce(request.approved_contacts, 0)) AS over
+        FROM audience
     ),
     zones AS MATERIALIZED (  -- each zone's instant computed once, not once per contact
         SELECT z.timezone, reminderd.local_instant(stage_broadcast.occurrence, z.timezone) AS fire_at
@@ -4929,14 +4947,42 @@ BEGIN
                z.fire_at, request.payload, request.callback_url, request.max_attempts, a.timezone, request.category,
                request.calendar, request.holiday_rule, request.backfill, request.max_lateness, a.contact_id,
                a.timezone_source, stage_broadcast.occurrence, request.id,
-               coalesce(CASE WHEN request.approval = 'awaiting' THEN 'awaiting_approval'
+               coalesce(CASE WHEN request.approval = 'awaiting' OR size.over THEN 'awaiting_approval'
                              WHEN tenant.paused THEN 'paused' END, 'pending'),
-               CASE WHEN tenant.paused AND request.approval <> 'awaiting' THEN 'tenant' END
+               CASE WHEN tenant.paused AND request.approval <> 'awaiting' AND NOT size.over THEN 'tenant' END
         FROM audience a
         JOIN zones z ON z.timezone = a.timezone
+        CROSS JOIN size
+        WHERE size.contacts <= coalesce(tenant.broadcast_limit, size.contacts)
         RETURNING fire_at
     )
-    SELECT count(*), min(fire_at), max(fire_at) INTO staged, first_at, last_at FROM inserted;
+    SELECT count(inserted.fire_at), min(inserted.fire_at), max(inserted.fire_at), max(size.contacts), bool_or(size.over)
+    INTO staged, first_at, last_at, contacts, over_threshold
+    FROM size LEFT JOIN inserted ON true;
+    IF contacts > tenant.broadcast_limit THEN
+        problem := format('%s contacts, over the tenant''s limit of %s', reminderd.thousands(contacts),
+                          reminderd.thousands(tenant.broadcast_limit));
+        IF NOT recurring THEN
+            RAISE EXCEPTION 'broadcast "%" would send to % contacts; tenant "%" allows at most % in one broadcast',
+                request.ref_prefix, reminderd.thousands(contacts), request.tenant_id,
+                reminderd.thousands(tenant.broadcast_limit)
+                USING ERRCODE = 'program_limit_exceeded',
+                      DETAIL = 'The audience grew while the broadcast was staged.',
+                      HINT = 'Split the audience, or raise the limit: reminderd tenant set TENANT --broadcast-limit N.';
+        END IF;
+        UPDATE reminderd.broadcast_requests r
+        SET next_occurrence = stage_broadcast.following,
+            last_error = format('occurrence %s not staged: %s', to_char(stage_broadcast.occurrence, 'YYYY-MM-DD HH24:MI'),
+                                problem),
+            ended_at = CASE WHEN stage_broadcast.following IS NULL THEN now() END,
+            ended_reason = CASE WHEN stage_broadcast.following IS NULL THEN 'no more occurrences' END,
+            updated_at = now()
+        WHERE r.id = request.id;
+        RETURN 0;
+    END IF;
+    IF over_threshold THEN
+        UPDATE reminderd.broadcast_requests r SET approval = 'awaiting', updated_at = now() WHERE r.id = request.id;
+    END IF;
     INSERT INTO reminderd.broadcast_occurrences
         (broadcast_id, occurrence, tenant_id, contacts, first_fire_at, last_fire_at)
     VALUES (request.id, stage_broadcast.occurrence, request.tenant_id, staged, first_at, last_at);
@@ -4977,7 +5023,8 @@ END
 $$;
 
 -- A broadcast waiting for approval goes ahead once a different person approves it; its rows
--- become pending (those whose time has passed meanwhile follow their backfill policy).
+-- become pending (those whose time has passed meanwhile follow their backfill policy). The
+-- approval covers the largest wave awaiting it (approved_contacts, migration 0027).
 CREATE FUNCTION reminderd.approve_broadcast(tenant_id text, broadcast_id bigint, actor text DEFAULT NULL,
                                             note text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -5011,7 +5058,14 @@ BEGIN
     END IF;
     UPDATE reminderd.broadcast_requests r
     SET approval = 'approved', decided_by = who, decided_at = now(), decision_note = approve_broadcast.note,
-        updated_at = now()
+        updated_at = now(),
+        approved_contacts = coalesce(
+            (SELECT max(w.contacts) FROM (SELECT count(*) AS contacts FROM reminderd.scheduled_messages m
+                                          WHERE m.broadcast_id = request.id AND m.tenant_id = request.tenant_id
+                                            AND m.status = 'awaiting_approval'
+                                          GROUP BY m.local_time) AS w),
+            (SELECT count(*) FROM reminderd.audience_contacts(request.tenant_id, request.audience, request.contact_ids,
+                                                              request.everyone)))
     WHERE r.id = request.id;
     UPDATE reminderd.scheduled_messages m
     SET status = 'pending', last_event = 'approved',

@@ -461,6 +461,7 @@ async def test_a_broadcast_dry_run_then_staged_with_its_progress(
     dry = await http.call("POST", "/v1/broadcasts", key, json=body, params={"dry_run": "true"})
     assert dry.status == 200, dry.body
     assert dry.json["audience_size"] == 3 and dry.json["dry_run"] is True
+    assert dry.json["approval"] == "not_needed"
     assert sum(h["messages"] for h in dry.json["sends_per_utc_hour"]) == 3
     assert len(dry.json["sends_per_utc_hour"]) == 3  # Tokyo, Kolkata and Chicago: three UTC hours
     assert {z["timezone"] for z in dry.json["zones"]} == {"America/Chicago", "Asia/Kolkata", "Asia/Tokyo"}

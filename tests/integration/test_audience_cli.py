@@ -234,10 +234,14 @@ def test_audiences_broadcast_dry_run_and_approval(database_url: str,
     tokyo = day.replace(tzinfo=ZoneInfo("Asia/Tokyo")).astimezone(UTC)
     assert f"  {tokyo:%Y-%m-%dT%H:00Z}           2  Asia/Tokyo" in out
     assert "(contact 1, country 1)" in out  # where the zones come from
-    assert out.rstrip().endswith("nothing was staged (--dry-run)")
+    assert out.rstrip().endswith("approval: not needed\nnothing was staged (--dry-run)")
     assert sql(database_url, "SELECT count(*) FROM reminderd.scheduled_messages")[0][0] == 0
 
     cli(database_url, capsys, "tenant", "set", "acme", "--approval-threshold", "3")
+    out, _ = cli(database_url, capsys, "broadcast", "acme", "bf", "--at", in_days(3), "--audience", "vip",
+                 "--dry-run")
+    assert ("approval: needed: over the tenant's approval threshold, its messages would wait for another person"
+            in out.splitlines())
     out, err = cli(database_url, capsys, "broadcast", "acme", "bf", "--at", in_days(3), "--audience", "vip",
                    "--payload", '{"offer": "x"}', "--as", "alice", "--notify")
     broadcast_id = int(out)

@@ -7,13 +7,15 @@ and every returned row says what happened to its ref."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 from support import db_now
+from test_audience_cli import sql
 
+from reminderd.migrate import upgrade
 from reminderd.testing import add_tenant
 
 pytestmark = pytest.mark.shared_database
@@ -47,8 +49,8 @@ async def live_refs(db: asyncpg.Connection) -> dict[str, int]:
 
 
 async def trail(db: asyncpg.Connection, message_id: int) -> list[tuple[str, str, str | None]]:
-    rows = await db.fetch("SELECT event, status, reason FROM reminderd.events WHERE message_id = $1 ORDER BY id",
-                          message_id)
+    rows = await db.fetch("SELECT event, status, reason FROM reminderd.events WHERE message_id = $1"
+                          " ORDER BY id", message_id)
     return [(row["event"], row["status"], row["reason"]) for row in rows]
 
 
@@ -69,7 +71,8 @@ async def test_the_same_call_again_returns_the_same_messages(db: asyncpg.Connect
     assert await live_refs(db) == {ref: step["message_id"] for ref, step in first.items()}
 
 
-async def test_an_earlier_anchor_cancels_the_steps_it_puts_in_the_past(db: asyncpg.Connection, acme: str) -> None:
+async def test_an_earlier_anchor_cancels_the_steps_it_puts_in_the_past(db: asyncpg.Connection,
+                                                                       acme: str) -> None:
     first = await cadence(db, "ren", await midnight_in(db, 60))
     ids = {ref: step["message_id"] for ref, step in first.items()}
     moved = await cadence(db, "ren", await midnight_in(db, 5))
@@ -123,3 +126,34 @@ async def test_a_late_step_planned_for_the_same_time_stands(db: asyncpg.Connecti
     assert [(r["ref_id"], r["outcome"], r["message_id"], r["skipped"], r["cancelled_id"]) for r in rows] == [
         ("ren:-1d", "unchanged", late, None, None)]
     assert await live_refs(db) == {"ren:-1d": late}
+
+
+def test_0027_runs_forward_over_cadences_and_broadcasts_already_there(empty_database_url: str) -> None:
+    """Messages a cadence made before stay as they were (the next call tidies them); an approved
+    broadcast's approval covers its largest wave so far, or, none staged, its audience then."""
+    url = empty_database_url
+    upgrade(url, "0025")
+    sql(url, "INSERT INTO reminderd.tenants (id, callback_url, timezone) VALUES ('acme', 'https://example.com/cb',"
+             " 'UTC')")
+    sql(url, """SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "a"}, {"contact_id": "b"},
+                {"contact_id": "c"}]')""")
+    sql(url, "SELECT reminderd.add_to_audience('acme', 'all', '{a,b,c}')")
+    anchor = f"'{datetime.now(UTC).replace(microsecond=0) + timedelta(days=60):%Y-%m-%d %H:%M:%S}+00'"
+    sql(url, f"SELECT * FROM reminderd.schedule_cadence('acme', 'ren', {anchor})")
+    sql(url, "INSERT INTO reminderd.broadcast_requests (tenant_id, ref_prefix, audience, cron, approval,"
+             " created_by)"
+             " VALUES ('acme', 'waved', 'all', '0 9 * * 1', 'approved', 'alice'),"
+             " ('acme', 'unstaged', 'all', '0 9 * * 2', 'approved', 'alice'),"
+             " ('acme', 'free', 'all', '0 9 * * 3', 'not_needed', 'alice')")
+    sql(url, "INSERT INTO reminderd.broadcast_occurrences (broadcast_id, occurrence, tenant_id, contacts)"
+             " SELECT id, timestamp '2026-11-02 09:00' + n * interval '7 days', tenant_id, 5 + n"
+             " FROM reminderd.broadcast_requests, generate_series(0, 2) AS n WHERE ref_prefix = 'waved'")
+    before = sql(url, "SELECT id, ref_id, status FROM reminderd.scheduled_messages ORDER BY id")
+    assert upgrade(url, "0027") == ["0027"]
+    assert sql(url, "SELECT id, ref_id, status FROM reminderd.scheduled_messages ORDER BY id") == before
+    approved = sql(url, "SELECT ref_prefix, approved_contacts FROM reminderd.broadcast_requests ORDER BY id")
+    assert [tuple(row) for row in approved] == [("waved", 7), ("unstaged", 3), ("free", None)]
+    steps = sql(url, f"SELECT ref_id, outcome FROM reminderd.schedule_cadence('acme', 'ren', {anchor},"
+                     " '{-1 day}')")
+    assert sorted(tuple(row) for row in steps) == [("ren:-1d", "unchanged"), ("ren:-30d", "cancelled"),
+                                                   ("ren:-7d", "cancelled")]

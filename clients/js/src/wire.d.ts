@@ -447,6 +447,8 @@ export type BroadcastDetail = Broadcast & {
 export interface BroadcastPreview {
   /** (wire: `dry_run`) */
   dryRun: true;
+  /** the approval the real call gives it, decided from the rows it stages (awaiting: over the tenant's approval_threshold, its messages would wait for another person); a recurring wave larger than its approval covered awaits approval again when it is staged */
+  approval: "not_needed" | "awaiting";
   /** (wire: `ref_prefix`) */
   refPrefix: string;
   /** the wave's wall time (a recurring one's first occurrence) (wire: `local_time`) */

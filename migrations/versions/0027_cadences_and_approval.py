@@ -1,6 +1,7 @@
 """Cadences: an offset a new anchor puts in the past cancels the message planned for it, an offset
 no longer listed cancels its message, and the answer says what happened to each ref (outcome,
-cancelled_id).
+cancelled_id). Broadcasts: approval and the limit are decided from the rows staged, and a recurring
+wave over the approval_threshold that its approval did not cover (approved_contacts) awaits approval.
 
 Revision ID: 0027
 Revises: 0025
@@ -18,7 +19,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    run_sql_file("0027_cadence_replaces")
+    run_sql_file("0027_cadences_and_approval")
 
 
 def downgrade() -> None:
