@@ -8,6 +8,7 @@ occurrence at a time to the audience as it stands then."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 from standardwebhooks.webhooks import Webhook
-from support import LOOKBACK_S, TEST_SECRET, db_now, drain, fast_settings
+from support import LOOKBACK_S, TEST_SECRET, db_now, drain, fast_settings, poll_until
 
 from reminderd.housekeeping import BroadcastCompleter, BroadcastStager
 from reminderd.jobs import Job
@@ -707,3 +708,51 @@ async def test_a_one_off_decides_approval_from_the_rows_it_stages(db: asyncpg.Co
         days_ahead(3))
     error = await refusal(db.fetchval("SELECT reminderd.stage_broadcast($1, $2)", over, days_ahead(3)))
     assert error.sqlstate == "54000" and "would send to 6 contacts" in str(error)
+
+
+@pytest.mark.parametrize(("joining", "outcome"), [(4, "awaiting_approval"), (47, "refused")])
+async def test_contacts_joining_while_a_broadcast_is_made_are_judged_with_it(
+    db: asyncpg.Connection, acme: str, database_url: str, joining: int, outcome: str
+) -> None:
+    """broadcast() counts the audience, then stages it in another statement (READ COMMITTED): an
+    add_to_audience committed in between is in the rows, so approval and the limit are decided on
+    them. The interleaving is forced: the other transaction holds the tenant's row, which the
+    request's foreign key check (after the count, before the staging) waits for."""
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 5, broadcast_limit = 10"
+                     " WHERE id = 'acme'")
+    ids = await contacts_in(db, ["Europe/London"], per_zone=3 + joining)
+    await db.execute("SELECT reminderd.add_to_audience('acme', 'tiny', $1)", ids[:3])
+    other = await asyncpg.connect(database_url)
+    caller = await asyncpg.connect(database_url)
+    try:
+        joins = other.transaction()
+        await joins.start()
+        await other.execute("SELECT reminderd.add_to_audience('acme', 'tiny', $1)", ids[3:])
+        await other.execute("SELECT 1 FROM reminderd.tenants WHERE id = 'acme' FOR UPDATE")
+        pid = caller.get_server_pid()
+        made = asyncio.ensure_future(caller.fetchval(
+            "SELECT reminderd.broadcast('acme', 'raced', $1, audience => 'tiny', actor => 'alice')",
+            days_ahead(3)))
+
+        async def waiting() -> bool:
+            return bool(await db.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity"
+                                          " WHERE pid = $1", pid))
+
+        await poll_until(waiting)
+        await joins.commit()
+        if outcome == "refused":
+            failure = await refusal(made)
+            assert failure.sqlstate == "54000"
+            assert str(failure).startswith(f'broadcast "raced" would send to {3 + joining} contacts')
+            assert await db.fetchval("SELECT count(*) FROM reminderd.broadcast_requests") == 0
+        else:
+            broadcast_id = await made
+            assert await db.fetchval("SELECT array_agg(DISTINCT status) || count(*)::text FROM"
+                                     " reminderd.scheduled_messages WHERE broadcast_id = $1",
+                                     broadcast_id) == ["awaiting_approval", "7"]
+            assert await db.fetchval("SELECT approval FROM reminderd.broadcast_requests WHERE id = $1",
+                                     broadcast_id) == "awaiting"
+            await counts_agree(db, broadcast_id)
+    finally:
+        await other.close()
+        await caller.close()
