@@ -278,8 +278,8 @@ class Recipients:
         now = datetime.now(UTC)
         broadcast = _broadcast_request(_tenant(caller), await self.api.read_json(request), caller, now)
         if dry_run == "true":  # the real call, rolled back: refused as it would be, or the preview
-            await store.broadcast_dry_run(broadcast)
-            return _json(await _preview(store, broadcast, now))
+            approval = await store.broadcast_dry_run(broadcast)
+            return _json({**await _preview(store, broadcast, now), "approval": approval})
         broadcast_id = await store.broadcast(broadcast)
         return _json(await _broadcast_now(store, broadcast.tenant_id, broadcast_id), 201)
 
@@ -332,6 +332,8 @@ class Recipients:
                         "fire_at": s.fire_at,
                         "local_time": _wall(s.local_time),
                         "skipped": s.skipped,
+                        "outcome": s.outcome,
+                        "cancelled_id": s.cancelled_id,
                     }
                     for s in steps
                 ],

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # the requests: imported when a command runs (cli.DatabaseCom
         TenantOnly,
     )
     from .contact_files import Line
-    from .rows import BroadcastProgress, Contact, ContactMessage, ZoneWave
+    from .rows import BroadcastProgress, CadenceStep, Contact, ContactMessage, ZoneWave
     from .store import Store
 
 # cli.py's parser class, whose error() exits with EX_USAGE; as an ArgumentParser here, so that this
@@ -484,8 +484,8 @@ BROADCAST_ROLES = ("reminderd_app (a member of the tenant) or reminderd_daemon t
 async def save_broadcast(store: Store, request: BroadcastRequest) -> int:
     try:
         if request.dry_run:  # the real call, rolled back: refused as it would be
-            await store.broadcast_dry_run(request)
-            return await _dry_run(store, request)
+            approval = await store.broadcast_dry_run(request)
+            return await _dry_run(store, request, approval)
         broadcast_id = await store.broadcast(request)
     except DatabaseRefused as exc:  # a broadcast refused: its zones and counts on a line of their own
         if exc.sqlstate == "42501" and exc.hint is None:  # permission denied: the URL's role is wrong
@@ -509,7 +509,7 @@ async def save_broadcast(store: Store, request: BroadcastRequest) -> int:
     return 0
 
 
-async def _dry_run(store: Store, request: BroadcastRequest) -> int:
+async def _dry_run(store: Store, request: BroadcastRequest, approval: str) -> int:
     """The audience, its zones and why, and the sends per UTC hour of the (first) wave, of a
     broadcast the real call would take (store.broadcast_dry_run said so)."""
     local_time = request.local_time
@@ -552,6 +552,8 @@ async def _dry_run(store: Store, request: BroadcastRequest) -> int:
             ("tenant", wave.from_tenant)) if count)
         print(f"  {wave.timezone:<32} {wave.fire_at.astimezone(UTC):%Y-%m-%dT%H:%MZ}  {wave.contacts:>10,}  "
               f"({sources})")
+    print("approval: " + ("needed: over the tenant's approval threshold, its messages would wait for another"
+                          " person" if approval == "awaiting" else "not needed"))
     print("nothing was staged (--dry-run)")
     return 0
 
@@ -668,9 +670,18 @@ async def schedule_cadence(store: Store, request: CadenceRequest) -> int:
     _table([("REF", "MESSAGE", "FIRE AT (UTC)", "ON ITS CLOCK", "")] + [(
         step.ref_id, str(step.message_id) if step.message_id else "-",
         step.fire_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ"), step.local_time.strftime("%a %Y-%m-%d %H:%M"),
-        f"skipped: {step.skipped}" if step.skipped else "",
+        _cadence_outcome(step),
     ) for step in steps])
     return 0
+
+
+def _cadence_outcome(step: CadenceStep) -> str:
+    said = [f"skipped: {step.skipped}"] if step.skipped else []
+    if step.outcome == "replaced":
+        said.append(f"replaced message {step.cancelled_id}")
+    elif step.outcome == "cancelled":
+        said.append(f"cancelled message {step.cancelled_id}")
+    return "; ".join(said)
 
 
 # Output ------------------------------------------------------------------------------------------

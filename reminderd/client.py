@@ -533,6 +533,7 @@ class BroadcastPreview:
     without_timezone: int
     sends_per_utc_hour: tuple[HourCount, ...]
     zones: tuple[ZoneSend, ...]
+    approval: Literal["not_needed", "awaiting"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -542,6 +543,8 @@ class CadenceStep:
     fire_at: datetime
     local_time: str
     skipped: str | None
+    outcome: Literal["scheduled", "unchanged", "replaced", "skipped", "cancelled"]
+    cancelled_id: int | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -557,14 +557,18 @@ class StagedOccurrence:
 
 @dataclass(frozen=True, slots=True)
 class CadenceStep:
-    """One offset of a cadence: its message, or why it was skipped."""
+    """One ref of a cadence: its message, or why there is none; what the call did to it (outcome:
+    scheduled, unchanged, replaced, skipped, cancelled) and the message it cancelled or replaced."""
 
     ref_id: str
     message_id: int | None
     fire_at: datetime
     local_time: datetime
     skipped: str | None
+    outcome: str
+    cancelled_id: int | None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> CadenceStep:
-        return cls(row["ref_id"], row["message_id"], row["fire_at"], row["local_time"], row["skipped"])
+        return cls(row["ref_id"], row["message_id"], row["fire_at"], row["local_time"], row["skipped"],
+                   row["outcome"], row["cancelled_id"])

@@ -1965,16 +1965,20 @@ class Store:
         )
         return broadcast_id
 
-    async def broadcast_dry_run(self, request: BroadcastRequest) -> None:
+    async def broadcast_dry_run(self, request: BroadcastRequest) -> str:
         """What broadcast() would refuse, refused the same (DatabaseRefused): the call itself,
-        made in a savepoint that is rolled back, so a dry run cannot disagree with it. Nothing
-        it wrote stays; it takes as long as the call, and uses up the ids it drew, as any
+        made in a savepoint that is rolled back, so a dry run cannot disagree with it; else the
+        approval the call gave it (not_needed, awaiting), as decided from the rows it staged.
+        Nothing it wrote stays; it takes as long as the call, and uses up the ids it drew, as any
         rolled-back insert does."""
+        approval = ""
         async with self.transaction() as tx:
             with contextlib.suppress(_RolledBack):
                 async with tx.savepoint():
-                    await tx.broadcast(request)
+                    broadcast_id = await tx.broadcast(request)
+                    approval = (await tx.broadcasts(request.tenant_id, broadcast_id))[0].approval
                     raise _RolledBack
+        return approval
 
     @_translating
     async def broadcast_preview(self, request: BroadcastRequest, local_time: datetime) -> list[ZoneWave]:

@@ -512,6 +512,10 @@ CREATE TABLE reminderd.broadcast_requests (
     ended_reason    text,
     last_error      text,          -- why an occurrence of a recurring broadcast was not staged
     updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- (migration 0027) How many contacts the approval covered: the largest wave awaiting it when it
+    -- was given (none staged yet: the audience then). A recurring wave larger than this and the
+    -- tenant's approval_threshold awaits approval again.
+    approved_contacts bigint,
     CONSTRAINT one_audience CHECK (num_nonnulls(audience, contact_ids) + everyone::integer = 1),
     CONSTRAINT one_when CHECK (num_nonnulls(local_time, cron, rrule) = 1)
 );
@@ -4902,7 +4906,9 @@ $$;
 -- daemon, which names the one after it as `following`). The audience as it stands now, one row per
 -- contact at `occurrence` read in the contact's zone, in one statement. A recurring occurrence
 -- that cannot be staged (the audience is empty or over the limit, contacts without a zone) is
--- passed over with the reason in last_error. Returns the rows staged.
+-- passed over with the reason in last_error; one over the approval_threshold that its approval
+-- did not cover (none needed, or approved for fewer) is staged awaiting_approval and the request
+-- awaits approval again. Returns the rows staged.
 CREATE FUNCTION reminderd.stage_broadcast(broadcast_id bigint, occurrence timestamp, following timestamp DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql SET jit = off AS $$
@@ -4917,6 +4923,7 @@ DECLARE
     staged    integer;
     first_at  timestamptz;
     last_at   timestamptz;
+    over_threshold boolean;
 BEGIN
     SELECT * INTO request FROM reminderd.broadcast_requests r WHERE r.id = stage_broadcast.broadcast_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -4924,8 +4931,8 @@ BEGIN
     END IF;
     recurring := request.local_time IS NULL;
     -- The columns it reads, by name: a role may read a tenant's settings and not its secret.
-    SELECT t.id, t.broadcast_limit, t.callback_url, t.paused INTO tenant.id, tenant.broadcast_limit, tenant.callback_url,
-                                                                  tenant.paused
+    SELECT t.id, t.broadcast_limit, t.approval_threshold, t.callback_url, t.paused
+    INTO tenant.id, tenant.broadcast_limit, tenant.approval_threshold, tenant.callback_url, tenant.paused
     FROM reminderd.tenants t WHERE t.id = request.tenant_id;
     IF request.callback_url IS NULL AND tenant.callback_url IS NULL THEN
         RAISE EXCEPTION 'no callback_url for broadcast "%": it has none and tenant "%" has no default',
@@ -4983,10 +4990,21 @@ BEGIN
             RETURN 0;
         END IF;
     END IF;
+    -- Approval and the limit are decided from the rows this statement stages (migration 0027), not
+    -- from a count read before: a contact added in between (READ COMMITTED) cannot slip a wave past
+    -- them, and a recurring request that needed no approval when it was made needs it for a wave
+    -- over the threshold.
     WITH audience AS MATERIALIZED (
         SELECT a.contact_id, a.timezone, a.timezone_source
         FROM reminderd.audience_contacts(request.tenant_id, request.audience, request.contact_ids, request.everyone) AS a
         WHERE a.timezone IS NOT NULL
+    ),
+    size AS MATERIALIZED (
+        SELECT count(*) AS contacts,
+               coalesce(count(*) > tenant.approval_threshold, false)
+               AND (request.approval = 'not_needed'
+                    OR request.approval = 'approved' AND count(*) > coalesce(request.approved_contacts, 0)) AS over
+        FROM audience
     ),
     zones AS MATERIALIZED (  -- each zone's instant computed once, not once per contact
         SELECT z.timezone, reminderd.local_instant(stage_broadcast.occurrence, z.timezone) AS fire_at
@@ -5003,14 +5021,42 @@ BEGIN
                z.fire_at, request.payload, request.callback_url, request.max_attempts, a.timezone, request.category,
                request.calendar, request.holiday_rule, request.backfill, request.max_lateness, a.contact_id,
                a.timezone_source, stage_broadcast.occurrence, request.id,
-               coalesce(CASE WHEN request.approval = 'awaiting' THEN 'awaiting_approval'
+               coalesce(CASE WHEN request.approval = 'awaiting' OR size.over THEN 'awaiting_approval'
                              WHEN tenant.paused THEN 'paused' END, 'pending'),
-               CASE WHEN tenant.paused AND request.approval <> 'awaiting' THEN 'tenant' END
+               CASE WHEN tenant.paused AND request.approval <> 'awaiting' AND NOT size.over THEN 'tenant' END
         FROM audience a
         JOIN zones z ON z.timezone = a.timezone
+        CROSS JOIN size
+        WHERE size.contacts <= coalesce(tenant.broadcast_limit, size.contacts)
         RETURNING fire_at
     )
-    SELECT count(*), min(fire_at), max(fire_at) INTO staged, first_at, last_at FROM inserted;
+    SELECT count(inserted.fire_at), min(inserted.fire_at), max(inserted.fire_at), max(size.contacts), bool_or(size.over)
+    INTO staged, first_at, last_at, contacts, over_threshold
+    FROM size LEFT JOIN inserted ON true;
+    IF contacts > tenant.broadcast_limit THEN
+        problem := format('%s contacts, over the tenant''s limit of %s', reminderd.thousands(contacts),
+                          reminderd.thousands(tenant.broadcast_limit));
+        IF NOT recurring THEN
+            RAISE EXCEPTION 'broadcast "%" would send to % contacts; tenant "%" allows at most % in one broadcast',
+                request.ref_prefix, reminderd.thousands(contacts), request.tenant_id,
+                reminderd.thousands(tenant.broadcast_limit)
+                USING ERRCODE = 'program_limit_exceeded',
+                      DETAIL = 'The audience grew while the broadcast was staged.',
+                      HINT = 'Split the audience, or raise the limit: reminderd tenant set TENANT --broadcast-limit N.';
+        END IF;
+        UPDATE reminderd.broadcast_requests r
+        SET next_occurrence = stage_broadcast.following,
+            last_error = format('occurrence %s not staged: %s', to_char(stage_broadcast.occurrence, 'YYYY-MM-DD HH24:MI'),
+                                problem),
+            ended_at = CASE WHEN stage_broadcast.following IS NULL THEN now() END,
+            ended_reason = CASE WHEN stage_broadcast.following IS NULL THEN 'no more occurrences' END,
+            updated_at = now()
+        WHERE r.id = request.id;
+        RETURN 0;
+    END IF;
+    IF over_threshold THEN
+        UPDATE reminderd.broadcast_requests r SET approval = 'awaiting', updated_at = now() WHERE r.id = request.id;
+    END IF;
     INSERT INTO reminderd.broadcast_occurrences
         (broadcast_id, occurrence, tenant_id, contacts, first_fire_at, last_fire_at)
     VALUES (request.id, stage_broadcast.occurrence, request.tenant_id, staged, first_at, last_at);
@@ -5051,7 +5097,8 @@ END
 $$;
 
 -- A broadcast waiting for approval goes ahead once a different person approves it; its rows
--- become pending (those whose time has passed meanwhile follow their backfill policy).
+-- become pending (those whose time has passed meanwhile follow their backfill policy). The
+-- approval covers the largest wave awaiting it (approved_contacts, migration 0027).
 CREATE FUNCTION reminderd.approve_broadcast(tenant_id text, broadcast_id bigint, actor text DEFAULT NULL,
                                             note text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -5085,7 +5132,14 @@ BEGIN
     END IF;
     UPDATE reminderd.broadcast_requests r
     SET approval = 'approved', decided_by = who, decided_at = now(), decision_note = approve_broadcast.note,
-        updated_at = now()
+        updated_at = now(),
+        approved_contacts = coalesce(
+            (SELECT max(w.contacts) FROM (SELECT count(*) AS contacts FROM reminderd.scheduled_messages m
+                                          WHERE m.broadcast_id = request.id AND m.tenant_id = request.tenant_id
+                                            AND m.status = 'awaiting_approval'
+                                          GROUP BY m.local_time) AS w),
+            (SELECT count(*) FROM reminderd.audience_contacts(request.tenant_id, request.audience, request.contact_ids,
+                                                              request.everyone)))
     WHERE r.id = request.id;
     UPDATE reminderd.scheduled_messages m
     SET status = 'pending', last_event = 'approved',
@@ -5337,9 +5391,14 @@ $$;
 
 -- Messages at offsets around an anchor instant (a renewal, an appointment), each at a local wall
 -- time in the contact's zone (at_local; or the anchor's own time of day), refs prefix:-30d and so
--- on, cancellable together with cancel_matching(tenant, 'prefix:%'). An offset already past is
--- skipped and says so; the rest are scheduled as reminderd.schedule would (same call again:
--- the same messages).
+-- on, cancellable together with cancel_matching(tenant, 'prefix:%'). The call says what the
+-- cadence is now (migration 0027): the same call again returns the same messages ('unchanged');
+-- a new anchor replaces them ('replaced', cancelled_id the message it replaced); an offset
+-- already past creates nothing ('skipped'), and cancels the live message of its ref that was
+-- planned for another time ('cancelled'; an earlier anchor must not leave reminders for a renewal
+-- that already happened); a live prefix:<offset> message whose offset the call no longer lists
+-- is cancelled too (a row of its own: 'cancelled', with that message's times). Each cancellation
+-- is in the message's trail with its reason.
 CREATE FUNCTION reminderd.schedule_cadence(
     tenant_id text, ref_prefix text, anchor timestamptz,
     offsets interval[] DEFAULT '{-30 days,-7 days,-1 day}', at_local time DEFAULT NULL,
@@ -5347,13 +5406,17 @@ CREATE FUNCTION reminderd.schedule_cadence(
     callback_url text DEFAULT NULL, category text DEFAULT 'transactional', calendar text DEFAULT NULL,
     holiday_rule text DEFAULT NULL, backfill text DEFAULT NULL, max_lateness interval DEFAULT NULL,
     max_attempts integer DEFAULT NULL
-) RETURNS TABLE (ref_id text, message_id bigint, fire_at timestamptz, local_time timestamp, skipped text)
+) RETURNS TABLE (ref_id text, message_id bigint, fire_at timestamptz, local_time timestamp, skipped text,
+                 outcome text, cancelled_id bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     zone text;
     step interval;
     wall timestamp;
+    refs text[] := '{}';
+    live record;
+    known bigint[];
 BEGIN
     PERFORM reminderd.check_tenant(schedule_cadence.tenant_id);
     IF coalesce(schedule_cadence.ref_prefix, '') = '' OR schedule_cadence.anchor IS NULL
@@ -5387,10 +5450,35 @@ BEGIN
         ref_id := schedule_cadence.ref_prefix || ':' || reminderd.offset_label(step);
         local_time := wall;
         fire_at := reminderd.local_instant(wall, zone);
+        cancelled_id := NULL;
+        refs := refs || ref_id;
+        PERFORM pg_advisory_xact_lock(hashtextextended(schedule_cadence.tenant_id || chr(31) || ref_id, 0));
+        SELECT m.id, coalesce(m.scheduled_for, m.fire_at) AS due INTO live
+        FROM reminderd.scheduled_messages m
+        WHERE m.tenant_id = schedule_cadence.tenant_id AND m.ref_id = schedule_cadence.ref_id
+          AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval');
         IF fire_at <= now() THEN
             message_id := NULL;
             skipped := 'in the past';
+            outcome := 'skipped';
+            -- Its live message, if it was planned for another time (an earlier anchor), is cancelled;
+            -- one due at this very time is this step's own message, late (the same call again): it
+            -- stands, and the daemon sends it under its backfill policy.
+            IF live.id IS NOT NULL AND live.due IS DISTINCT FROM fire_at THEN
+                PERFORM reminderd.cancel_live(schedule_cadence.tenant_id, ref_id,
+                    format('cancelled: cadence %s now puts %s in the past (anchor %s)', schedule_cadence.ref_prefix,
+                           ref_id, to_char(schedule_cadence.anchor AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')));
+                outcome := 'cancelled';
+                cancelled_id := live.id;
+            ELSIF live.id IS NOT NULL THEN
+                message_id := live.id;
+                skipped := NULL;
+                outcome := 'unchanged';
+            END IF;
         ELSE
+            SELECT array_agg(m.id) INTO known
+            FROM reminderd.scheduled_messages m
+            WHERE m.tenant_id = schedule_cadence.tenant_id AND m.ref_id = schedule_cadence.ref_id;
             message_id := reminderd.schedule(
                 schedule_cadence.tenant_id, ref_id, payload => schedule_cadence.payload,
                 callback_url => schedule_cadence.callback_url, max_attempts => schedule_cadence.max_attempts,
@@ -5399,7 +5487,41 @@ BEGIN
                 backfill => schedule_cadence.backfill, max_lateness => schedule_cadence.max_lateness,
                 contact_id => schedule_cadence.contact_id);
             skipped := NULL;
+            IF message_id = ANY (known) THEN
+                outcome := 'unchanged';
+            ELSIF live.id IS NOT NULL THEN
+                outcome := 'replaced';
+                cancelled_id := live.id;
+            ELSE
+                outcome := 'scheduled';
+            END IF;
         END IF;
+        RETURN NEXT;
+    END LOOP;
+    -- The offsets this call no longer lists: their live messages (refs prefix:<an offset label>,
+    -- one-off) are cancelled.
+    FOR live IN
+        SELECT m.id, m.ref_id, m.fire_at, m.timezone
+        FROM reminderd.scheduled_messages m
+        WHERE m.tenant_id = schedule_cadence.tenant_id
+          AND starts_with(m.ref_id, schedule_cadence.ref_prefix || ':')
+          AND substr(m.ref_id, length(schedule_cadence.ref_prefix) + 2)
+              ~ '^([+-]([0-9]+mo)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?|[+-]0)$'
+          AND m.ref_id <> ALL (refs)
+          AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval')
+          AND m.cron IS NULL AND m.rrule IS NULL
+        ORDER BY m.fire_at, m.id
+    LOOP
+        PERFORM reminderd.cancel_live(schedule_cadence.tenant_id, live.ref_id,
+            format('cancelled: cadence %s no longer lists offset %s', schedule_cadence.ref_prefix,
+                   substr(live.ref_id, length(schedule_cadence.ref_prefix) + 2)));
+        ref_id := live.ref_id;
+        message_id := NULL;
+        fire_at := live.fire_at;
+        local_time := reminderd.wall_time(live.fire_at, live.timezone);
+        skipped := 'not in the cadence any more';
+        outcome := 'cancelled';
+        cancelled_id := live.id;
         RETURN NEXT;
     END LOOP;
 END

@@ -461,6 +461,7 @@ async def test_a_broadcast_dry_run_then_staged_with_its_progress(
     dry = await http.call("POST", "/v1/broadcasts", key, json=body, params={"dry_run": "true"})
     assert dry.status == 200, dry.body
     assert dry.json["audience_size"] == 3 and dry.json["dry_run"] is True
+    assert dry.json["approval"] == "not_needed"
     assert sum(h["messages"] for h in dry.json["sends_per_utc_hour"]) == 3
     assert len(dry.json["sends_per_utc_hour"]) == 3  # Tokyo, Kolkata and Chicago: three UTC hours
     assert {z["timezone"] for z in dry.json["zones"]} == {"America/Chicago", "Asia/Kolkata", "Asia/Tokyo"}
@@ -791,3 +792,24 @@ async def test_numbers_in_attributes_are_kept_as_written(
     assert answer.status == 200 and answer.json["new"] == 1, answer.body
     stored = await db.fetchval("SELECT attributes::text FROM reminderd.contacts WHERE contact_id = 'n'")
     assert "12345678901234567.5" in stored
+
+
+async def test_a_cadence_moved_earlier_says_what_it_cancelled(http: ApiClient, key: str) -> None:
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+
+    async def steps(days: int, offsets: list[str]) -> dict[str, dict[str, Any]]:
+        anchor = (datetime.now(UTC) + timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
+        answer = await http.call("POST", "/v1/cadences", key, json={
+            "ref_prefix": "ren", "anchor": anchor.isoformat(), "offsets": offsets, "at_local": "10:00",
+            "contact_id": "cust_7c"})
+        assert answer.status == 201, answer.body
+        return {s["ref_id"]: s for s in answer.json["steps"]}
+
+    first = await steps(60, ["-30d", "-7d", "-1d"])
+    assert {ref: s["outcome"] for ref, s in first.items()} == dict.fromkeys(first, "scheduled")
+    moved = await steps(5, ["-7d", "-1d"])
+    assert {ref: (s["outcome"], s["cancelled_id"], s["skipped"]) for ref, s in moved.items()} == {
+        "ren:-7d": ("cancelled", first["ren:-7d"]["id"], "in the past"),
+        "ren:-1d": ("replaced", first["ren:-1d"]["id"], None),
+        "ren:-30d": ("cancelled", first["ren:-30d"]["id"], "not in the cadence any more"),
+    }

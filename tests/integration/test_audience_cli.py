@@ -312,10 +312,14 @@ def test_audiences_broadcast_dry_run_and_approval(database_url: str,
     tokyo = day.replace(tzinfo=ZoneInfo("Asia/Tokyo")).astimezone(UTC)
     assert f"  {tokyo:%Y-%m-%dT%H:00Z}           2  Asia/Tokyo" in out
     assert "(contact 1, country 1)" in out  # where the zones come from
-    assert out.rstrip().endswith("nothing was staged (--dry-run)")
+    assert out.rstrip().endswith("approval: not needed\nnothing was staged (--dry-run)")
     assert sql(database_url, "SELECT count(*) FROM reminderd.scheduled_messages")[0][0] == 0
 
     cli(database_url, capsys, "tenant", "set", "acme", "--approval-threshold", "3")
+    out, _ = cli(database_url, capsys, "broadcast", "acme", "bf", "--at", in_days(3), "--audience", "vip",
+                 "--dry-run")
+    assert ("approval: needed: over the tenant's approval threshold, its messages would wait for another person"
+            in out.splitlines())
     out, err = cli(database_url, capsys, "broadcast", "acme", "bf", "--at", in_days(3), "--audience", "vip",
                    "--payload", '{"offer": "x"}', "--as", "alice", "--notify")
     broadcast_id = int(out)
@@ -448,6 +452,13 @@ def test_cadence_and_the_tenants_audience_settings(database_url: str,
     assert rows[0]["fire_at"] == datetime(local.year, local.month, local.day, 10,
                                           tzinfo=ZoneInfo("Asia/Kolkata"))
     assert {(r["timezone"], r["timezone_source"]) for r in rows} == {("Asia/Kolkata", "tenant")}
+    earlier = (anchor - timedelta(days=15)).isoformat()
+    out, _ = cli(database_url, capsys, "cadence", "acme", "renewal_42", "--anchor", earlier,
+                 "--offsets=-7d,-1d", "--at-local", "10:00", "--contact", "c1")
+    said = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert said["renewal_42:-7d"].endswith("skipped: in the past; cancelled message 1")
+    assert said["renewal_42:-1d"].endswith("replaced message 2")
+    assert list(said) == ["renewal_42:-7d", "renewal_42:-1d"]
     _, err = cli(database_url, capsys, "cadence", "acme", "r", "--anchor", "2027-01-01T00:00", "--contact",
                  "c1",
                  status=EX_USAGE)

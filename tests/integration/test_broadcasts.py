@@ -8,6 +8,7 @@ occurrence at a time to the audience as it stands then."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +17,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 from standardwebhooks.webhooks import Webhook
-from support import LOOKBACK_S, TEST_SECRET, db_now, drain, fast_settings
+from support import LOOKBACK_S, TEST_SECRET, db_now, drain, fast_settings, poll_until
 
 from reminderd.housekeeping import BroadcastCompleter, BroadcastStager
 from reminderd.jobs import Job
@@ -634,3 +635,126 @@ async def test_how_often_a_recurrence_fires_in_an_hour(
     db: asyncpg.Connection, cron: str | None, rrule: str | None, per_hour: int
 ) -> None:
     assert await db.fetchval("SELECT reminderd.fires_per_hour($1, $2)", cron, rrule) == per_hour
+
+
+async def test_a_wave_grown_past_what_its_approval_covered_awaits_approval_again(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    """The approval of a recurring request covers the size it had: a wave over the tenant's
+    approval_threshold, of a request that needed none or was approved for fewer, is staged
+    awaiting_approval and the request awaits approval again; a wave over broadcast_limit stages
+    nothing and says why."""
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 2, broadcast_limit = 5"
+                     " WHERE id = 'acme'")
+    ids = await contacts_in(db, ["Asia/Tokyo", "America/New_York", "Europe/London"], per_zone=2)
+    await db.execute("SELECT reminderd.add_to_audience('acme', 'tiny', $1)", ids[:2])
+    broadcast_id = await broadcast(db, "'hourly', cron => '0 * * * *', audience => 'tiny',"
+                                       " stage_ahead => '1 day', actor => 'alice'")
+
+    async def approval() -> tuple[str, int | None]:
+        row = await db.fetchrow("SELECT approval, approved_contacts FROM reminderd.broadcast_requests"
+                                " WHERE id = $1", broadcast_id)
+        return row["approval"], row["approved_contacts"]
+
+    async def waves() -> list[tuple[int, list[str]]]:
+        rows = await db.fetch("SELECT count(*) AS n, array_agg(DISTINCT status) AS statuses FROM"
+                              " reminderd.scheduled_messages WHERE broadcast_id = $1 GROUP BY local_time"
+                              " ORDER BY local_time", broadcast_id)
+        return [(row["n"], row["statuses"]) for row in rows]
+
+    assert await approval() == ("not_needed", None)
+    stager = BroadcastStager(store)
+    assert await stager.run_once() == 1  # planned
+    assert await stager.run_once() == 2  # the first wave: two contacts, pending
+    await db.execute("SELECT reminderd.add_to_audience('acme', 'tiny', $1)", ids[2:3])
+    assert await stager.run_once() == 3  # three contacts: over the threshold, no approval given
+    assert await waves() == [(2, ["pending"]), (3, ["awaiting_approval"])]
+    assert await approval() == ("awaiting", None)
+    assert await db.fetchval("SELECT reminderd.approve_broadcast('acme', $1, 'bob')", broadcast_id) == 3
+    assert await approval() == ("approved", 3)
+    assert await stager.run_once() == 3  # as many as approved: pending
+    await db.execute("SELECT reminderd.add_to_audience('acme', 'tiny', $1)", ids[3:4])
+    assert await stager.run_once() == 4  # more than approved: awaits approval again
+    assert await waves() == [(2, ["pending"]), (3, ["pending"]), (3, ["pending"]), (4, ["awaiting_approval"])]
+    assert await approval() == ("awaiting", 3)
+    await db.execute("SELECT reminderd.add_to_audience('acme', 'tiny', $1)", ids[4:])
+    await stager.run_once()  # six contacts: over the limit, passed over
+    assert len(await waves()) == 4
+    error = await db.fetchval("SELECT last_error FROM reminderd.broadcast_requests WHERE id = $1", broadcast_id)
+    assert error.endswith("not staged: 6 contacts, over the tenant's limit of 5")
+    assert await db.fetchval("SELECT reminderd.approve_broadcast('acme', $1, 'bob')", broadcast_id) == 4
+    assert await approval() == ("approved", 4)
+    await counts_agree(db, broadcast_id)
+
+
+async def test_a_one_off_decides_approval_from_the_rows_it_stages(db: asyncpg.Connection, acme: str) -> None:
+    """The count broadcast() reads first and the rows stage_broadcast() writes are two statements:
+    whatever lands between them (here a request whose approval was decided on a smaller count,
+    as a concurrent add_to_audience leaves it) is judged by the rows staged."""
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 2, broadcast_limit = 4"
+                     " WHERE id = 'acme'")
+    ids = await contacts_in(db, ["Asia/Tokyo", "Europe/London"], per_zone=3)
+    await db.execute("SELECT reminderd.add_to_audience('acme', 'list', $1)", ids[:3])
+    request = await db.fetchval(
+        "INSERT INTO reminderd.broadcast_requests (tenant_id, ref_prefix, audience, local_time, approval,"
+        " created_by) VALUES ('acme', 'raced', 'list', $1, 'not_needed', 'alice') RETURNING id", days_ahead(3))
+    assert await db.fetchval("SELECT reminderd.stage_broadcast($1, $2)", request, days_ahead(3)) == 3
+    assert await db.fetchval("SELECT array_agg(DISTINCT status) FROM reminderd.scheduled_messages"
+                             " WHERE broadcast_id = $1", request) == ["awaiting_approval"]
+    assert await db.fetchval("SELECT approval FROM reminderd.broadcast_requests WHERE id = $1",
+                             request) == "awaiting"
+    await db.execute("SELECT reminderd.add_to_audience('acme', 'list2', $1)", ids)
+    over = await db.fetchval(
+        "INSERT INTO reminderd.broadcast_requests (tenant_id, ref_prefix, audience, local_time, approval,"
+        " created_by) VALUES ('acme', 'raced2', 'list2', $1, 'not_needed', 'alice') RETURNING id",
+        days_ahead(3))
+    error = await refusal(db.fetchval("SELECT reminderd.stage_broadcast($1, $2)", over, days_ahead(3)))
+    assert error.sqlstate == "54000" and "would send to 6 contacts" in str(error)
+
+
+@pytest.mark.parametrize(("joining", "outcome"), [(4, "awaiting_approval"), (47, "refused")])
+async def test_contacts_joining_while_a_broadcast_is_made_are_judged_with_it(
+    db: asyncpg.Connection, acme: str, database_url: str, joining: int, outcome: str
+) -> None:
+    """broadcast() counts the audience, then stages it in another statement (READ COMMITTED): an
+    add_to_audience committed in between is in the rows, so approval and the limit are decided on
+    them. The interleaving is forced: the other transaction holds the tenant's row, which the
+    request's foreign key check (after the count, before the staging) waits for."""
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 5, broadcast_limit = 10"
+                     " WHERE id = 'acme'")
+    ids = await contacts_in(db, ["Europe/London"], per_zone=3 + joining)
+    await db.execute("SELECT reminderd.add_to_audience('acme', 'tiny', $1)", ids[:3])
+    other = await asyncpg.connect(database_url)
+    caller = await asyncpg.connect(database_url)
+    try:
+        joins = other.transaction()
+        await joins.start()
+        await other.execute("SELECT reminderd.add_to_audience('acme', 'tiny', $1)", ids[3:])
+        await other.execute("SELECT 1 FROM reminderd.tenants WHERE id = 'acme' FOR UPDATE")
+        pid = caller.get_server_pid()
+        made = asyncio.ensure_future(caller.fetchval(
+            "SELECT reminderd.broadcast('acme', 'raced', $1, audience => 'tiny', actor => 'alice')",
+            days_ahead(3)))
+
+        async def waiting() -> bool:
+            return bool(await db.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity"
+                                          " WHERE pid = $1", pid))
+
+        await poll_until(waiting)
+        await joins.commit()
+        if outcome == "refused":
+            failure = await refusal(made)
+            assert failure.sqlstate == "54000"
+            assert str(failure).startswith(f'broadcast "raced" would send to {3 + joining} contacts')
+            assert await db.fetchval("SELECT count(*) FROM reminderd.broadcast_requests") == 0
+        else:
+            broadcast_id = await made
+            assert await db.fetchval("SELECT array_agg(DISTINCT status) || count(*)::text FROM"
+                                     " reminderd.scheduled_messages WHERE broadcast_id = $1",
+                                     broadcast_id) == ["awaiting_approval", "7"]
+            assert await db.fetchval("SELECT approval FROM reminderd.broadcast_requests WHERE id = $1",
+                                     broadcast_id) == "awaiting"
+            await counts_agree(db, broadcast_id)
+    finally:
+        await other.close()
+        await caller.close()

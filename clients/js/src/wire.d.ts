@@ -447,6 +447,8 @@ export type BroadcastDetail = Broadcast & {
 export interface BroadcastPreview {
   /** (wire: `dry_run`) */
   dryRun: true;
+  /** the approval the real call gives it, decided from the rows it stages (awaiting: over the tenant's approval_threshold, its messages would wait for another person); a recurring wave larger than its approval covered awaits approval again when it is staged */
+  approval: "not_needed" | "awaiting";
   /** (wire: `ref_prefix`) */
   refPrefix: string;
   /** the wave's wall time (a recurring one's first occurrence) (wire: `local_time`) */
@@ -710,6 +712,10 @@ export interface ScheduleCadenceResponse {
     /** on the contact's clock (wire: `local_time`) */
     localTime: string;
     skipped: string | null;
+    /** what the call did to this ref: a new message (scheduled), the same one again (unchanged), a new one in place of the live one (replaced), nothing as its time is past (skipped), or the live message cancelled as the new anchor puts it in the past or its offset is no longer listed (cancelled; a ref no longer listed gets a row of its own, with the times the cancelled message had) */
+    outcome: "scheduled" | "unchanged" | "replaced" | "skipped" | "cancelled";
+    /** the live message this call cancelled or replaced (wire: `cancelled_id`) */
+    cancelledId: number | null;
   })[];
 }
 
