@@ -512,7 +512,7 @@ CREATE TABLE reminderd.broadcast_requests (
     ended_reason    text,
     last_error      text,          -- why an occurrence of a recurring broadcast was not staged
     updated_at      timestamptz NOT NULL DEFAULT now(),
-    -- (migration 0027) How many contacts the approval covered: the largest wave awaiting it when it
+    -- (migration 0028) How many contacts the approval covered: the largest wave awaiting it when it
     -- was given (none staged yet: the audience then). A recurring wave larger than this and the
     -- tenant's approval_threshold awaits approval again.
     approved_contacts bigint,
@@ -4990,7 +4990,7 @@ BEGIN
             RETURN 0;
         END IF;
     END IF;
-    -- Approval and the limit are decided from the rows this statement stages (migration 0027), not
+    -- Approval and the limit are decided from the rows this statement stages (migration 0028), not
     -- from a count read before: a contact added in between (READ COMMITTED) cannot slip a wave past
     -- them, and a recurring request that needed no approval when it was made needs it for a wave
     -- over the threshold.
@@ -5098,7 +5098,7 @@ $$;
 
 -- A broadcast waiting for approval goes ahead once a different person approves it; its rows
 -- become pending (those whose time has passed meanwhile follow their backfill policy). The
--- approval covers the largest wave awaiting it (approved_contacts, migration 0027).
+-- approval covers the largest wave awaiting it (approved_contacts, migration 0028).
 CREATE FUNCTION reminderd.approve_broadcast(tenant_id text, broadcast_id bigint, actor text DEFAULT NULL,
                                             note text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -5392,7 +5392,7 @@ $$;
 -- Messages at offsets around an anchor instant (a renewal, an appointment), each at a local wall
 -- time in the contact's zone (at_local; or the anchor's own time of day), refs prefix:-30d and so
 -- on, cancellable together with cancel_matching(tenant, 'prefix:%'). The call says what the
--- cadence is now (migration 0027): the same call again returns the same messages ('unchanged');
+-- cadence is now (migration 0028): the same call again returns the same messages ('unchanged');
 -- a new anchor replaces them ('replaced', cancelled_id the message it replaced); an offset
 -- already past creates nothing ('skipped'), and cancels the live message of its ref that was
 -- planned for another time ('cancelled'; an earlier anchor must not leave reminders for a renewal

@@ -128,11 +128,11 @@ async def test_a_late_step_planned_for_the_same_time_stands(db: asyncpg.Connecti
     assert await live_refs(db) == {"ren:-1d": late}
 
 
-def test_0027_runs_forward_over_cadences_and_broadcasts_already_there(empty_database_url: str) -> None:
+def test_0028_runs_forward_over_cadences_and_broadcasts_already_there(empty_database_url: str) -> None:
     """Messages a cadence made before stay as they were (the next call tidies them); an approved
     broadcast's approval covers its largest wave so far, or, none staged, its audience then."""
     url = empty_database_url
-    upgrade(url, "0025")
+    upgrade(url, "0027")
     sql(url, "INSERT INTO reminderd.tenants (id, callback_url, timezone) VALUES ('acme', 'https://example.com/cb',"
              " 'UTC')")
     sql(url, """SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "a"}, {"contact_id": "b"},
@@ -149,7 +149,7 @@ def test_0027_runs_forward_over_cadences_and_broadcasts_already_there(empty_data
              " SELECT id, timestamp '2026-11-02 09:00' + n * interval '7 days', tenant_id, 5 + n"
              " FROM reminderd.broadcast_requests, generate_series(0, 2) AS n WHERE ref_prefix = 'waved'")
     before = sql(url, "SELECT id, ref_id, status FROM reminderd.scheduled_messages ORDER BY id")
-    assert upgrade(url, "0027") == ["0027"]
+    assert upgrade(url, "0028") == ["0028"]
     assert sql(url, "SELECT id, ref_id, status FROM reminderd.scheduled_messages ORDER BY id") == before
     approved = sql(url, "SELECT ref_prefix, approved_contacts FROM reminderd.broadcast_requests ORDER BY id")
     assert [tuple(row) for row in approved] == [("waved", 7), ("unstaged", 3), ("free", None)]

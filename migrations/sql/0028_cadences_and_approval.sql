@@ -1,4 +1,4 @@
--- 0027 cadences and broadcast approval (docs/audiences.md, "Cadences" and "Approval"):
+-- 0028 cadences and broadcast approval (docs/audiences.md, "Cadences" and "Approval"):
 --   cadences   Moving an anchor earlier left the old reminders live: schedule_cadence reported an
 --              offset the new anchor puts in the past "skipped: in the past" while the message
 --              planned for it by the earlier call stayed pending (reminders for a renewal that
@@ -20,7 +20,7 @@
 --              again.
 -- Rows written before: messages unchanged (the next call for a cadence tidies it); an approved
 -- broadcast's approved_contacts is its largest wave so far (none staged: its audience now).
--- Run by migrations/versions/0027_cadences_and_approval.py in one transaction. History: once released,
+-- Run by migrations/versions/0028_cadences_and_approval.py in one transaction. History: once released,
 -- never edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 
 DROP FUNCTION reminderd.schedule_cadence(text, text, timestamptz, interval[], time, text, jsonb, text, text, text,
@@ -29,7 +29,7 @@ DROP FUNCTION reminderd.schedule_cadence(text, text, timestamptz, interval[], ti
 -- Messages at offsets around an anchor instant (a renewal, an appointment), each at a local wall
 -- time in the contact's zone (at_local; or the anchor's own time of day), refs prefix:-30d and so
 -- on, cancellable together with cancel_matching(tenant, 'prefix:%'). The call says what the
--- cadence is now (migration 0027): the same call again returns the same messages ('unchanged');
+-- cadence is now (migration 0028): the same call again returns the same messages ('unchanged');
 -- a new anchor replaces them ('replaced', cancelled_id the message it replaced); an offset
 -- already past creates nothing ('skipped'), and cancels the live message of its ref that was
 -- planned for another time ('cancelled'; an earlier anchor must not leave reminders for a renewal
@@ -265,7 +265,7 @@ BEGIN
             RETURN 0;
         END IF;
     END IF;
-    -- Approval and the limit are decided from the rows this statement stages (migration 0027), not
+    -- Approval and the limit are decided from the rows this statement stages (migration 0028), not
     -- from a count read before: a contact added in between (READ COMMITTED) cannot slip a wave past
     -- them, and a recurring request that needed no approval when it was made needs it for a wave
     -- over the threshold.
@@ -349,7 +349,7 @@ $$;
 
 -- A broadcast waiting for approval goes ahead once a different person approves it; its rows
 -- become pending (those whose time has passed meanwhile follow their backfill policy). The
--- approval covers the largest wave awaiting it (approved_contacts, migration 0027).
+-- approval covers the largest wave awaiting it (approved_contacts, migration 0028).
 CREATE OR REPLACE FUNCTION reminderd.approve_broadcast(tenant_id text, broadcast_id bigint, actor text DEFAULT NULL,
                                             note text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
