@@ -187,7 +187,8 @@ class Sql:
                 if any(row.status == "awaiting_approval" for row in case.before):
                     broadcast = await db.fetchval(
                         "INSERT INTO reminderd.broadcast_requests (tenant_id, ref_prefix, everyone, local_time,"
-                        " created_by) VALUES ($1, 'b', true, localtimestamp + interval '1 day', 'test') RETURNING id",
+                        " created_by) VALUES ($1, 'b', true, localtimestamp + interval '1 day', 'test')"
+                        " RETURNING id",
                         tenant)
                 for index, row in enumerate(case.before):
                     options = {"category": "transactional", "timezone": "UTC", **OPTIONS[row.options]}
