@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
-from support import TEST_SECRET
+from support import TEST_SECRET, ApiClient, api_role_url, api_settings, running_api
 
 from reminderd.migrate import upgrade
 from reminderd.store import Store
@@ -183,3 +183,11 @@ async def receiver() -> AsyncIterator[Receiver]:
 async def tenant(db: asyncpg.Connection, receiver: Receiver) -> str:
     await add_tenant(db, "acme", receiver.url, signing_secret=TEST_SECRET)
     return "acme"
+
+
+@pytest.fixture
+async def http(db: asyncpg.Connection, database_url: str) -> AsyncIterator[ApiClient]:
+    """The HTTP API on an ephemeral loopback port, logged in as its own role (reminderd_api)."""
+    url = await api_role_url(db, database_url)
+    async with running_api(api_settings(url)) as client:
+        yield client

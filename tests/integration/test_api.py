@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,13 +16,6 @@ from support import ApiClient, api_role_url, api_settings, db_now, drain, fast_s
 from reminderd.testing import Receiver, add_api_key, add_tenant
 
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-async def http(db: asyncpg.Connection, database_url: str) -> AsyncIterator[ApiClient]:
-    url = await api_role_url(db, database_url)
-    async with running_api(api_settings(url)) as client:
-        yield client
 
 
 @pytest.fixture

@@ -26,13 +26,6 @@ NDJSON = {"Content-Type": "application/x-ndjson"}
 
 
 @pytest.fixture
-async def http(db: asyncpg.Connection, database_url: str) -> AsyncIterator[ApiClient]:
-    url = await api_role_url(db, database_url)
-    async with running_api(api_settings(url)) as client:
-        yield client
-
-
-@pytest.fixture
 async def key(db: asyncpg.Connection, receiver: Receiver) -> str:
     await add_tenant(db, "acme", receiver.url)
     await db.execute("UPDATE reminderd.tenants SET timezone = 'Europe/London' WHERE id = 'acme'")

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 from openapi_spec_validator import validate
-from support import ApiClient, api_role_url, api_settings, running_api
+from support import ApiClient
 
 from reminderd import dashboard
 from reminderd.api import Api, openapi_document
@@ -22,13 +21,6 @@ from reminderd.store import Store
 from reminderd.testing import Receiver, add_api_key, add_tenant
 
 METHODS = {"get", "post", "patch", "delete", "put"}
-
-
-@pytest.fixture
-async def http(db: asyncpg.Connection, database_url: str) -> AsyncIterator[ApiClient]:
-    url = await api_role_url(db, database_url)
-    async with running_api(api_settings(url)) as client:
-        yield client
 
 
 @pytest.fixture

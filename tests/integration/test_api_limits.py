@@ -5,12 +5,12 @@ problem naming the field, never taken."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
 import pytest
-from support import ApiClient, api_role_url, api_settings, running_api
+from support import ApiClient
 
 from reminderd.api import openapi_document
 from reminderd.limits import Bounds, RequestLimits
@@ -49,13 +49,6 @@ def cases() -> Iterator[Any]:
             for at, max_length in leaves(limits.body):
                 yield pytest.param(method, path, ("pointer", at), max_length,
                                    id=f"{method} {path} {pointer(*at)}")
-
-
-@pytest.fixture
-async def http(db: asyncpg.Connection, database_url: str) -> AsyncIterator[ApiClient]:
-    url = await api_role_url(db, database_url)
-    async with running_api(api_settings(url)) as client:
-        yield client
 
 
 @pytest.fixture
