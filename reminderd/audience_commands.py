@@ -226,7 +226,7 @@ async def import_contacts(store: Store, request: ContactsImportRequest) -> int:
     before it imported, nothing after), or with --skip-invalid without it alone."""
     from .contact_files import open_contacts, read_contacts
 
-    await _require_tenant(store, request.tenant_id)  # before a line is read: one line, nothing imported
+    await require_tenant(store, request.tenant_id)  # before a line is read: one line, nothing imported
     try:
         handle = open_contacts(request.path)
     except OSError as exc:
@@ -378,9 +378,9 @@ async def remove_contacts(store: Store, request: ContactsRemoveRequest) -> int:
     return 0
 
 
-async def _require_tenant(store: Store, tenant_id: str) -> None:
-    """A command that reads a tenant's rows refuses an unknown tenant (a typo, or a role that does
-    not act for it) instead of finding nothing."""
+async def require_tenant(store: Store, tenant_id: str) -> None:
+    """A command that reads or removes a tenant's rows refuses an unknown tenant (a typo, or a role
+    that does not act for it) instead of finding nothing (these commands and cli.py's)."""
     if not await store.tenant_exists(tenant_id):
         raise UsageError(refusals.unknown_tenant(tenant_id))
 
@@ -388,7 +388,7 @@ async def _require_tenant(store: Store, tenant_id: str) -> None:
 async def show_contact(store: Store, request: ContactShowRequest) -> int:
     contact = await store.contact(request.tenant_id, request.contact_id)
     if contact is None:
-        await _require_tenant(store, request.tenant_id)
+        await require_tenant(store, request.tenant_id)
         raise UsageError(f'tenant "{request.tenant_id}" has no contact "{request.contact_id}"')
     messages = await store.contact_messages(request.tenant_id, request.contact_id, recent_s=request.recent_s)
     if request.as_json:
@@ -463,7 +463,7 @@ async def change_audience(store: Store, request: AudienceChange) -> int:
 
 
 async def list_audiences(store: Store, request: TenantOnly) -> int:
-    await _require_tenant(store, request.tenant_id)
+    await require_tenant(store, request.tenant_id)
     audiences = await store.audiences(request.tenant_id)
     if not audiences:
         print("no audiences")
@@ -559,7 +559,7 @@ async def _dry_run(store: Store, request: BroadcastRequest, approval: str) -> in
 
 
 async def list_broadcasts(store: Store, request: TenantOnly) -> int:
-    await _require_tenant(store, request.tenant_id)
+    await require_tenant(store, request.tenant_id)
     broadcasts = await store.broadcasts(request.tenant_id)
     if request.as_json:
         print(json.dumps([_broadcast_json(b) for b in broadcasts], indent=2))
@@ -579,7 +579,7 @@ async def list_broadcasts(store: Store, request: TenantOnly) -> int:
 async def show_broadcast(store: Store, request: BroadcastRef) -> int:
     found = await store.broadcasts(request.tenant_id, request.broadcast_id)
     if not found:
-        await _require_tenant(store, request.tenant_id)
+        await require_tenant(store, request.tenant_id)
         raise UsageError(f'tenant "{request.tenant_id}" has no broadcast {request.broadcast_id}')
     broadcast = found[0]
     waves = await store.broadcast_occurrences(broadcast.id)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar
 
 from . import __version__, logs, refusals
 from .audience_commands import register as register_audience_commands
+from .audience_commands import require_tenant
 from .exceptions import (
     EX_CONFIG,
     EX_USAGE,
@@ -631,15 +632,8 @@ def _tenant_json(tenant: TenantOverview) -> dict[str, Any]:
     }
 
 
-async def _require_tenant(store: Store, tenant_id: str) -> None:
-    """A command that reads or removes a tenant's rows refuses an unknown tenant (a typo, or a role
-    that does not act for it) instead of finding nothing."""
-    if not await store.tenant_exists(tenant_id):
-        raise UsageError(refusals.unknown_tenant(tenant_id))
-
-
 async def _tenant_revoke(store: Store, request: TenantRoleRequest) -> int:
-    await _require_tenant(store, request.tenant_id)
+    await require_tenant(store, request.tenant_id)
     removed = await store.revoke_tenant(request.tenant_id, request.role)
     print(f"role {request.role} no longer acts for tenant {request.tenant_id}" if removed
           else "nothing to revoke")
@@ -715,7 +709,7 @@ USAGE_COLUMNS = ("scheduled", "attempted", "delivered", "dead", "expired", "held
 
 
 async def _usage(store: Store, request: UsageRequest) -> int:
-    await _require_tenant(store, request.tenant_id)
+    await require_tenant(store, request.tenant_id)
     days = await store.usage(request.tenant_id, request.first_day, request.last_day)
     if request.as_json:
         print(json.dumps([{"day": f"{d.day:%Y-%m-%d}", **{k: getattr(d, k) for k in USAGE_COLUMNS}}
@@ -739,7 +733,7 @@ async def _tenant_holiday(store: Store, request: HolidayRequest) -> int:
         await store.add_holiday(request.tenant_id, request.day, request.name)
         print(f"tenant {request.tenant_id}: {request.day:%Y-%m-%d} is a holiday ({request.name})")
     else:
-        await _require_tenant(store, request.tenant_id)
+        await require_tenant(store, request.tenant_id)
         removed = await store.remove_holiday(request.tenant_id, request.day)
         print(f"tenant {request.tenant_id}: {request.day:%Y-%m-%d} removed" if removed else "no such holiday")
     return 0
@@ -867,7 +861,7 @@ async def _api_key_create(store: Store, request: ApiKeyCreateRequest) -> int:
 
 async def _api_key_list(store: Store, request: ApiKeyListRequest) -> int:
     if request.tenant_id is not None:
-        await _require_tenant(store, request.tenant_id)
+        await require_tenant(store, request.tenant_id)
     keys = await store.api_keys(request.tenant_id)
     if request.as_json:
         print(json.dumps([_api_key_json(key) for key in keys], indent=2))
@@ -917,7 +911,7 @@ async def _tenant_rate_limit(store: Store, request: ApiRateLimitRequest) -> int:
 
 
 async def _cancel(store: Store, request: CancelRequest) -> int:
-    await _require_tenant(store, request.tenant_id)  # reminderd.cancel() answers 0 for one
+    await require_tenant(store, request.tenant_id)  # reminderd.cancel() answers 0 for one
     print(await store.cancel(request.tenant_id, request.ref_id))
     return 0
 
