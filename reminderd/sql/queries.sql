@@ -305,12 +305,14 @@ held_usage AS (
     INSERT INTO reminderd.usage_increments (tenant_id, held)
     SELECT tenant_id, count(*) FROM marked GROUP BY tenant_id
 ),
--- The grants: added to the budgets this statement locked.
+-- The grants: added to the budgets this statement locked, in the newest slot. A window never
+-- moves back: a claim that started before another committed (its now() is older than the slot
+-- that claim wrote) adds to that newer slot, whose counts window_at handed back unshifted.
 tenant_spent AS (
     UPDATE reminderd.tenant_budgets AS b
-    SET second_slot = reminderd.second_slot(now()),
+    SET second_slot = greatest(b.second_slot, reminderd.second_slot(now())),
         second_counts = l.second_counts[1:50] || (l.second_counts[51] + g.rows),
-        hour_slot = reminderd.hour_slot(now()),
+        hour_slot = greatest(b.hour_slot, reminderd.hour_slot(now())),
         hour_counts = l.hour_counts[1:60] || (l.hour_counts[61] + g.rows)
     FROM (SELECT m.tenant_id, count(*)::integer AS rows
           FROM chosen AS c JOIN reminderd.scheduled_messages AS m ON m.id = c.id GROUP BY m.tenant_id) AS g
@@ -319,7 +321,7 @@ tenant_spent AS (
 ),
 endpoint_spent AS (
     UPDATE reminderd.endpoints AS e
-    SET second_slot = reminderd.second_slot(now()),
+    SET second_slot = greatest(e.second_slot, reminderd.second_slot(now())),
         second_counts = l.second_counts[1:50] || (l.second_counts[51] + g.rows),
         grant_xids = (l.grant_xids || pg_current_xact_id()::text::bigint)[greatest(1, cardinality(l.grant_xids) - 14):],
         grant_counts = (l.grant_counts || g.rows)[greatest(1, cardinality(l.grant_counts) - 14):]

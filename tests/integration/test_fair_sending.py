@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from support import LOOKBACK_S, TEST_SECRET, db_now, drain, fast_settings, near
+from support import LOOKBACK_S, TEST_SECRET, db_now, drain, fast_settings, near, poll_until
 
 from reminderd import outcome as outcome_module
 from reminderd import worker as worker_module
@@ -17,6 +17,7 @@ from reminderd.exceptions import DatabaseUnavailable
 from reminderd.jobs import Job
 from reminderd.lifecycle import Event, Status
 from reminderd.outcome import AttemptResult, Outcome
+from reminderd.queries import QUERIES
 from reminderd.store import Claim, Store
 from reminderd.testing import Receiver, add_tenant
 
@@ -263,6 +264,57 @@ async def test_an_endpoints_rate_holds_rows_and_says_so(db: asyncpg.Connection, 
         )
         == 6
     )
+
+
+async def test_a_claim_that_started_before_a_later_claim_committed_never_moves_a_window_back(
+    db: asyncpg.Connection, store: Store, database_url: str
+) -> None:
+    # Claim A's statement time (now()) is older than claim B's, but A reaches the budgets after B
+    # committed. Its grants must go on B's newer slot: written at A's older slot, they would age out
+    # of the rolling second early, and a claim within B's second would grant them again.
+    await add_tenant(db, "acme", "http://127.0.0.1:9/cb")
+    await db.execute("UPDATE reminderd.tenants SET max_per_second = 10 WHERE id = 'acme'")
+    await db.execute("UPDATE reminderd.endpoints SET max_per_second = 10 WHERE endpoint = '127.0.0.1:9'")
+    await due_rows(db, "acme", 40)
+    a = await asyncpg.connect(database_url)
+    try:
+        async with a.transaction():
+            a_now = await a.fetchval("SELECT now()")
+            await poll_until(lambda: db.fetchval("SELECT clock_timestamp() > $1::timestamptz + interval '0.5 s'", a_now))
+            b = await claim(store, batch_size=6)
+            b_slot = await db.fetchval("SELECT reminderd.second_slot($1)", b.jobs[0].picked_at)
+            rows_a = await a.fetch(QUERIES["claim"], LOOKBACK_S, 10, LEASE_S, "all", 3600.0, 2147483647, None, None)
+    finally:
+        await a.close()
+    assert len(b.jobs) == 6 and sum(1 for r in rows_a if r["id"] is not None) == 4
+    assert b_slot - await db.fetchval("SELECT reminderd.second_slot($1)", a_now) >= 25
+    # A claim 0.98 s after B (49 slots of 20 ms) still counts all ten, in the tenant's and the endpoint's window.
+    for table in ("tenant_budgets", "endpoints"):
+        slot, in_bs_second = await db.fetchrow(
+            f"SELECT second_slot, reminderd.window_sum(reminderd.window_at(second_counts, second_slot, $1, 51))"
+            f" FROM reminderd.{table}",
+            b_slot + 49,
+        )
+        assert (table, slot, in_bs_second) == (table, b_slot, 10)
+
+
+async def test_a_claim_older_than_the_budgets_newest_minute_adds_to_that_minute(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    # The hour window likewise, per minute slot: the budget as a claim that started a minute
+    # boundary later left it (2 sent in its minute); this claim's now() is in the minute before.
+    await add_tenant(db, "acme", "https://acme.example/cb")
+    await db.execute("UPDATE reminderd.tenants SET max_per_hour = 5 WHERE id = 'acme'")
+    await due_rows(db, "acme", 10)
+    async with db.transaction():
+        newest = await db.fetchval(
+            "UPDATE reminderd.tenant_budgets SET hour_slot = reminderd.hour_slot(now()) + 1,"
+            " hour_counts = array_fill(0, ARRAY[60]) || 2 WHERE tenant_id = 'acme' RETURNING hour_slot"
+        )
+        rows = await db.fetch(QUERIES["claim"], LOOKBACK_S, 10, LEASE_S, "all", 3600.0, 2147483647, None, None)
+    assert sum(1 for r in rows if r["id"] is not None) == 3
+    slot, counts = await db.fetchrow("SELECT hour_slot, hour_counts FROM reminderd.tenant_budgets")
+    assert (slot, counts[-1], sum(counts)) == (newest, 5, 5)
 
 
 async def test_an_endpoint_without_its_own_max_in_flight_takes_the_daemons(
