@@ -733,6 +733,33 @@ WITH missed AS (
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ),
+-- A claim judges a batch's worth at the head of each tenant's queue and marks those a limit holds
+-- (last_event 'held'). The rows in line behind them wait for the same limit unmarked: a limit
+-- their tenant or endpoint is at (or, for a rate, granted rows under since this row was due)
+-- names it here, and the usage counts them held, once (the marked ones were counted then).
+behind AS (
+    SELECT missed.id,
+           CASE
+               WHEN t.max_per_hour IS NOT NULL AND reminderd.window_sum(reminderd.window_at(
+                        b.hour_counts, b.hour_slot, reminderd.hour_slot(now()), 61)) >= t.max_per_hour
+                   THEN format('tenant %s''s max_per_hour (%s)', t.id, t.max_per_hour)
+               WHEN t.max_per_second IS NOT NULL AND b.second_slot >= reminderd.second_slot(m.fire_at)
+                   THEN format('tenant %s''s max_per_second (%s)', t.id, t.max_per_second)
+               WHEN h.disabled_at IS NOT NULL THEN format('endpoint %s, disabled', h.endpoint)
+               WHEN h.circuit_open_until > now() THEN format('the open circuit of endpoint %s', h.endpoint)
+               WHEN e.max_per_second IS NOT NULL AND e.second_slot >= reminderd.second_slot(m.fire_at)
+                   THEN format('endpoint %s''s max_per_second (%s)', e.endpoint, e.max_per_second)
+           END AS limited_by
+    FROM missed
+    JOIN reminderd.scheduled_messages AS m ON m.id = missed.id
+    JOIN reminderd.tenants AS t ON t.id = m.tenant_id
+    CROSS JOIN LATERAL (SELECT coalesce(m.endpoint, CASE WHEN m.callback_url IS NULL THEN t.callback_endpoint
+                                                         ELSE reminderd.endpoint_of(m.callback_url) END) AS endpoint) AS r
+    LEFT JOIN reminderd.tenant_budgets AS b ON b.tenant_id = t.id
+    LEFT JOIN reminderd.endpoint_health AS h ON h.tenant_id = t.id AND h.endpoint = r.endpoint
+    LEFT JOIN reminderd.endpoints AS e ON e.endpoint = r.endpoint
+    WHERE m.last_event IS DISTINCT FROM 'held'
+),
 expired AS (
 UPDATE reminderd.scheduled_messages AS m
 SET status = 'expired',
@@ -741,18 +768,24 @@ SET status = 'expired',
                                 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
                         $1::float8,
                         CASE WHEN m.last_event = 'held' THEN '; held back by a sending limit until then: '
-                                                             || m.last_error ELSE '' END),
+                                                             || m.last_error
+                             WHEN behind.limited_by IS NOT NULL
+                                 THEN '; held back by a sending limit until then: in line behind rows held by '
+                                      || behind.limited_by
+                             ELSE '' END),
     last_event = 'expired',
     updated_at = now()
 FROM missed
+LEFT JOIN behind ON behind.id = missed.id
 WHERE m.id = missed.id
-RETURNING m.id, m.tenant_id, m.ref_id, coalesce(m.scheduled_for, m.fire_at) AS scheduled_for
+RETURNING m.id, m.tenant_id, m.ref_id, coalesce(m.scheduled_for, m.fire_at) AS scheduled_for,
+          behind.limited_by IS NOT NULL AS held_behind
 ),
 counted AS (
-    INSERT INTO reminderd.usage_increments (tenant_id, expired)
-    SELECT tenant_id, count(*) FROM expired GROUP BY tenant_id
+    INSERT INTO reminderd.usage_increments (tenant_id, expired, held)
+    SELECT tenant_id, count(*), count(*) FILTER (WHERE held_behind) FROM expired GROUP BY tenant_id
 )
-SELECT * FROM expired;
+SELECT id, tenant_id, ref_id, scheduled_for FROM expired;
 
 -- recurring_to_plan --
 -- Recurring rows needing a new fire_at: never planned (fire_at NULL), or their occurrence was

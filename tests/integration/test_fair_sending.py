@@ -317,6 +317,45 @@ async def test_a_claim_older_than_the_budgets_newest_minute_adds_to_that_minute(
     assert (slot, counts[-1], sum(counts)) == (newest, 5, 5)
 
 
+async def test_rows_a_limit_kept_behind_the_held_ones_expire_saying_so_and_count_as_held(
+    db: asyncpg.Connection, store: Store
+) -> None:
+    # A claim judges a batch's worth of a tenant's queue: 3 sent, then 5 marked held. The 32
+    # behind them wait for the same limit; when the lookback expires them, their reason says so and
+    # the usage counts them held, once each.
+    await add_tenant(db, "acme", "https://acme.example/cb")
+    await add_tenant(db, "free", "https://free.example/cb")
+    await db.execute("UPDATE reminderd.tenants SET max_per_hour = 3 WHERE id = 'acme'")
+    await due_rows(db, "acme", 40, ago_s=10, spread_ms=1)
+    await due_rows(db, "free", 2, ago_s=10)
+    assert len((await claim(store, batch_size=5)).jobs) == 5  # 3 of acme, 2 of free
+    [held_back] = (await claim(store, batch_size=5)).held  # acme's next 5 judged, and marked
+    assert (held_back.reason, held_back.marked) == ("tenant_per_hour", 5)
+    await db.execute("UPDATE reminderd.scheduled_messages SET status = 'sent' WHERE status = 'picked'")
+    await due_rows(db, "free", 1, ago_s=10, prefix="late:")  # unlimited, just too late
+
+    expired = await store.expire_missed(lookback_s=5)
+
+    assert len(expired) == 38
+    reasons = {
+        r["ref_id"]: r["last_error"]
+        for r in await db.fetch("SELECT ref_id, last_error FROM reminderd.scheduled_messages WHERE status = 'expired'")
+    }
+    missed = "more than 5 s before a daemon could send it (REMINDERD_LOOKBACK)"
+    held = "; held back by a sending limit until then: held: tenant acme is at its max_per_hour (3)"
+    behind = "; held back by a sending limit until then: in line behind rows held by tenant acme's max_per_hour (3)"
+    acme = [reason for ref, reason in reasons.items() if ref.startswith("acme")]
+    assert len(acme) == 37 and all(missed in reason for reason in acme)
+    assert sum(reason.endswith(held) for reason in acme) == 5
+    assert sum(reason.endswith(behind) for reason in acme) == 32
+    assert reasons["late:1"].endswith("(REMINDERD_LOOKBACK)")
+    usage = {
+        r["tenant_id"]: (r["held"], r["expired"])
+        for r in await db.fetch("SELECT tenant_id, held, expired FROM reminderd.usage_daily")
+    }
+    assert usage == {"acme": (37, 37), "free": (0, 1)}
+
+
 async def test_an_endpoint_without_its_own_max_in_flight_takes_the_daemons(
     db: asyncpg.Connection, store: Store
 ) -> None:
