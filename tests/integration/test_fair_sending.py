@@ -266,6 +266,10 @@ async def test_an_endpoints_rate_holds_rows_and_says_so(db: asyncpg.Connection, 
     )
 
 
+# The claim's parameters (queries.sql, claim): batch 10, no default max_in_flight, no daemon.
+CLAIM_ARGS = (LOOKBACK_S, 10, LEASE_S, "all", 3600.0, 2147483647, None, None)
+
+
 async def test_a_claim_that_started_before_a_later_claim_committed_never_moves_a_window_back(
     db: asyncpg.Connection, store: Store, database_url: str
 ) -> None:
@@ -280,15 +284,17 @@ async def test_a_claim_that_started_before_a_later_claim_committed_never_moves_a
     try:
         async with a.transaction():
             a_now = await a.fetchval("SELECT now()")
-            await poll_until(lambda: db.fetchval("SELECT clock_timestamp() > $1::timestamptz + interval '0.5 s'", a_now))
+            half_a_second_later = "SELECT clock_timestamp() > $1::timestamptz + interval '0.5 s'"
+            await poll_until(lambda: db.fetchval(half_a_second_later, a_now))
             b = await claim(store, batch_size=6)
             b_slot = await db.fetchval("SELECT reminderd.second_slot($1)", b.jobs[0].picked_at)
-            rows_a = await a.fetch(QUERIES["claim"], LOOKBACK_S, 10, LEASE_S, "all", 3600.0, 2147483647, None, None)
+            rows_a = await a.fetch(QUERIES["claim"], *CLAIM_ARGS)
     finally:
         await a.close()
     assert len(b.jobs) == 6 and sum(1 for r in rows_a if r["id"] is not None) == 4
     assert b_slot - await db.fetchval("SELECT reminderd.second_slot($1)", a_now) >= 25
-    # A claim 0.98 s after B (49 slots of 20 ms) still counts all ten, in the tenant's and the endpoint's window.
+    # A claim 0.98 s after B (49 slots of 20 ms) still counts all ten, in the tenant's and the
+    # endpoint's window.
     for table in ("tenant_budgets", "endpoints"):
         slot, in_bs_second = await db.fetchrow(
             f"SELECT second_slot, reminderd.window_sum(reminderd.window_at(second_counts, second_slot, $1, 51))"
@@ -311,7 +317,7 @@ async def test_a_claim_older_than_the_budgets_newest_minute_adds_to_that_minute(
             "UPDATE reminderd.tenant_budgets SET hour_slot = reminderd.hour_slot(now()) + 1,"
             " hour_counts = array_fill(0, ARRAY[60]) || 2 WHERE tenant_id = 'acme' RETURNING hour_slot"
         )
-        rows = await db.fetch(QUERIES["claim"], LOOKBACK_S, 10, LEASE_S, "all", 3600.0, 2147483647, None, None)
+        rows = await db.fetch(QUERIES["claim"], *CLAIM_ARGS)
     assert sum(1 for r in rows if r["id"] is not None) == 3
     slot, counts = await db.fetchrow("SELECT hour_slot, hour_counts FROM reminderd.tenant_budgets")
     assert (slot, counts[-1], sum(counts)) == (newest, 5, 5)
@@ -339,11 +345,15 @@ async def test_rows_a_limit_kept_behind_the_held_ones_expire_saying_so_and_count
     assert len(expired) == 38
     reasons = {
         r["ref_id"]: r["last_error"]
-        for r in await db.fetch("SELECT ref_id, last_error FROM reminderd.scheduled_messages WHERE status = 'expired'")
+        for r in await db.fetch(
+            "SELECT ref_id, last_error FROM reminderd.scheduled_messages WHERE status = 'expired'"
+        )
     }
     missed = "more than 5 s before a daemon could send it (REMINDERD_LOOKBACK)"
     held = "; held back by a sending limit until then: held: tenant acme is at its max_per_hour (3)"
-    behind = "; held back by a sending limit until then: in line behind rows held by tenant acme's max_per_hour (3)"
+    behind = (
+        "; held back by a sending limit until then: in line behind rows held by tenant acme's max_per_hour (3)"
+    )
     acme = [reason for ref, reason in reasons.items() if ref.startswith("acme")]
     assert len(acme) == 37 and all(missed in reason for reason in acme)
     assert sum(reason.endswith(held) for reason in acme) == 5
