@@ -6298,7 +6298,7 @@ CREATE TABLE reminderd.frequency_caps (
     PRIMARY KEY (tenant_id, category)
 );
 
--- Sending limits in sentences (migration 0030): a value the limits' CHECK constraints or the
+-- Sending limits in sentences (migration 0029): a value the limits' CHECK constraints or the
 -- frequency caps' foreign key refuse, written in plain SQL, is refused naming the value and whose
 -- it is, with a HINT, under the constraint's own SQLSTATE and name (docs/sql.md, "Errors and
 -- SQLSTATEs"). The constraints stay. The triggers on tenants and endpoints fire only for a bad

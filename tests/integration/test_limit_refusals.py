@@ -1,4 +1,4 @@
-"""Sending limits a CHECK or a foreign key refuses, written in plain SQL (migration 0030): refused
+"""Sending limits a CHECK or a foreign key refuses, written in plain SQL (migration 0029): refused
 in a sentence naming the value and whose it is, with a HINT, the constraint's SQLSTATE and name,
 as the CLI and the API have said them all along."""
 
@@ -91,14 +91,14 @@ async def test_valid_limits_and_a_cap_of_a_known_tenant_are_taken(db: asyncpg.Co
     assert await db.fetchval("SELECT max_messages FROM reminderd.frequency_caps") == 3
 
 
-def test_0030_runs_forward_over_limits_and_caps_already_there(empty_database_url: str) -> None:
+def test_0029_runs_forward_over_limits_and_caps_already_there(empty_database_url: str) -> None:
     url = empty_database_url
     upgrade(url, "0028")
     sql(url, "INSERT INTO reminderd.tenants (id, callback_url, max_per_second, max_per_hour)"
              " VALUES ('acme', 'http://127.0.0.1:9/cb', 5, 100)")
     sql(url, "UPDATE reminderd.endpoints SET max_in_flight = 4")
     sql(url, CAP.format(2, "'1 day'"))
-    assert upgrade(url) == ["0030"]
+    assert upgrade(url) == ["0029"]
     limits = sql(url, "SELECT max_per_second, max_per_hour FROM reminderd.tenants")
     assert [tuple(r) for r in limits] == [(5, 100)]
     assert [tuple(r) for r in sql(url, "SELECT max_messages, per FROM reminderd.frequency_caps")] == [

@@ -2,7 +2,7 @@
 constraint refuses is refused naming the value and whose it is, with a HINT (same SQLSTATE and
 constraint name); a cap of an unknown tenant says so in a sentence (23503).
 
-Revision ID: 0030
+Revision ID: 0029
 Revises: 0028
 Create Date: 2026-12-02
 """
@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from reminderd.migrations import run_sql_file
 
-revision = "0030"
+revision = "0029"
 down_revision = "0028"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    run_sql_file("0030_limit_refusals")
+    run_sql_file("0029_limit_refusals")
 
 
 def downgrade() -> None:
-    raise NotImplementedError("0030 is forward-only: restore from a backup to go back")
+    raise NotImplementedError("0029 is forward-only: restore from a backup to go back")

@@ -1,11 +1,11 @@
--- 0030 sending limits in sentences (docs/sql.md, "Errors and SQLSTATEs"): a tenant's max_per_second,
+-- 0029 sending limits in sentences (docs/sql.md, "Errors and SQLSTATEs"): a tenant's max_per_second,
 -- max_per_hour and frequency_cap_policy, an endpoint's max_in_flight and max_per_second, and a
 -- frequency cap's tenant, max_messages and per were refused in plain SQL by their constraints alone
 -- ("violates check constraint max_in_flight_positive", a raw foreign-key error for an unknown
 -- tenant), naming neither the value nor whose it is. Now triggers refuse them in a sentence with a
 -- HINT, under the same SQLSTATE (23514, 23503) and constraint name. Rows already written are valid
 -- (the constraints always held): nothing to repair.
--- Run by migrations/versions/0030_limit_refusals.py in one transaction. History: once released,
+-- Run by migrations/versions/0029_limit_refusals.py in one transaction. History: once released,
 -- never edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 
 CREATE FUNCTION reminderd.validate_tenant_limits() RETURNS trigger
