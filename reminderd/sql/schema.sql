@@ -1589,6 +1589,33 @@ BEGIN
 END
 $$;
 
+-- The instant an RRULE's UNTIL ends it, or NULL (no UNTIL, or one it cannot read: check_message and
+-- the daemon name those). RFC 5545: UNTIL=…Z is an instant; a floating date-time, or a date (its
+-- whole day: until 23:59:59), is a wall time read in the row's `timezone` (rrule.py _until).
+CREATE FUNCTION reminderd.rrule_until(rrule text, timezone text) RETURNS timestamptz
+LANGUAGE plpgsql STABLE STRICT AS $$
+DECLARE
+    part constant text[] := regexp_match(rrule, '(?:^|[\n:;])\s*UNTIL\s*=\s*(\d{8})(?:T(\d{6})(Z?))?\s*(?:;|\r?\n|$)', 'i');
+    digits text;
+    wall   timestamp;
+BEGIN
+    IF part IS NULL THEN
+        RETURN NULL;
+    END IF;
+    digits := part[1] || coalesce(part[2], '235959');
+    BEGIN
+        wall := make_timestamp(substr(digits, 1, 4)::int, substr(digits, 5, 2)::int, substr(digits, 7, 2)::int,
+                               substr(digits, 9, 2)::int, substr(digits, 11, 2)::int, substr(digits, 13, 2)::int);
+    EXCEPTION WHEN datetime_field_overflow THEN  -- 20260230, 250000: not a time
+        RETURN NULL;
+    END;
+    IF part[3] <> '' THEN
+        RETURN wall AT TIME ZONE 'UTC';
+    END IF;
+    RETURN reminderd.local_instant(wall, timezone);
+END
+$$;
+
 -- reminderd.next_cron_occurrence(cron, timezone, after): the first instant strictly after `after` at
 -- which `cron`, read in the IANA `timezone`, fires. The SQL twin of the daemon's time core, and
 -- agrees with it exactly:
@@ -3621,6 +3648,18 @@ BEGIN
                     USING ERRCODE = 'datetime_field_overflow',
                           DETAIL = 'A recurring message sends nothing after its until; this one would finish at once.',
                           HINT = 'Give an until in the future, or none.';
+            ELSIF NEW.rrule ~* 'UNTIL' AND NEW.rrule !~* '(^|\n)\s*RDATE'
+                  AND reminderd.rrule_until(NEW.rrule, NEW.timezone) < now() THEN  -- its RRULE's own (migration 0029)
+                RAISE EXCEPTION 'message % / % ends before it starts: its RRULE''s UNTIL % is already past',
+                    NEW.tenant_id, NEW.ref_id,
+                    upper(substring(NEW.rrule FROM '(?i)UNTIL\s*=\s*([0-9TZ]+)'))
+                    USING ERRCODE = 'datetime_field_overflow',
+                          DETAIL = format('UNTIL ends it at %s; a recurring message sends nothing after it, so this '
+                                          'one would finish at once.',
+                                          to_char(reminderd.rrule_until(NEW.rrule, NEW.timezone) AT TIME ZONE 'UTC',
+                                                  'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+                          HINT = 'Give the RRULE an UNTIL in the future (UNTIL=…Z is in UTC, one without Z on the '
+                                 'row''s clock), or none.';
             END IF;
         END IF;
         -- The tenant's row and whether it has a disabled endpoint, in one query.
@@ -5588,6 +5627,8 @@ GRANT EXECUTE ON FUNCTION
     reminderd.check_message(reminderd.scheduled_messages, reminderd.scheduled_messages)
 TO reminderd_app, reminderd_daemon, reminderd_api;
 GRANT EXECUTE ON FUNCTION reminderd.check_local_time(timestamp, text)
+TO reminderd_app, reminderd_daemon, reminderd_readonly, reminderd_api;
+GRANT EXECUTE ON FUNCTION reminderd.rrule_until(text, text)
 TO reminderd_app, reminderd_daemon, reminderd_readonly, reminderd_api;
 GRANT EXECUTE ON FUNCTION
     reminderd.is_timezone(text),
