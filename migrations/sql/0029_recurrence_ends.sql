@@ -1,10 +1,16 @@
--- 0029 recurrence ends (docs/sql.md, "Nothing dead on arrival"): a recurring message whose RRULE's own UNTIL is
---   already past was accepted and then finished by the planner at its first planning without ever
---   firing (dead on arrival, "finished: the RRULE has no more occurrences"). admit_message now
---   refuses it as it refuses a past until (22008, "ends before it starts"), reading UNTIL=…Z as an
---   instant and a floating date-time or a date (its whole day) on the row's clock
---   (reminderd.rrule_until, new). Only rows whose rrule mentions UNTIL pay for it; a rule with an
---   RDATE (which may still lie ahead) is left to the planner. Rows already stored are untouched.
+-- 0029 recurrence ends and a contact's identity:
+--   rrule      A recurring message whose RRULE's own UNTIL is already past was accepted, then
+--              finished by the planner at its first planning without ever firing (dead on arrival,
+--              "finished: the RRULE has no more occurrences"). admit_message now refuses it as it
+--              refuses a past until (22008, "ends before it starts"; docs/sql.md, "Nothing dead on
+--              arrival"), reading UNTIL=…Z as an instant and a floating date-time or a date (its
+--              whole day) on the row's clock (reminderd.rrule_until, new). Only rows whose rrule
+--              mentions UNTIL pay for it; a rule with an RDATE (which may still lie ahead) is left to
+--              the planner. Rows already stored are untouched.
+--   contacts   TRUNCATE reminderd.contacts (which fires no DELETE trigger) and an UPDATE of a
+--              contact's contact_id or tenant_id left its live messages pointing at a contact that
+--              is gone (0027 cancels them on DELETE only). Both are refused now (0A000), with a
+--              hint to delete instead (docs/audiences.md, "Contacts").
 
 -- The instant an RRULE's UNTIL ends it, or NULL (no UNTIL, or one it cannot read: check_message and
 -- the daemon name those). RFC 5545: UNTIL=…Z is an instant; a floating date-time, or a date (its
@@ -192,3 +198,41 @@ BEGIN
     RETURN NEW;
 END
 $$;
+
+-- TRUNCATE fires no DELETE trigger: it would leave live messages for contacts that are gone
+-- (contacts_cancel_messages cancels them on DELETE only). Refused, saying to delete (migration 0029).
+CREATE FUNCTION reminderd.refuse_contacts_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'reminderd.contacts cannot be truncated: its contacts'' live messages would be left pointing at nobody'
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'Delete them instead (DELETE FROM reminderd.contacts, or reminderd.delete_contacts(tenant, ids)): '
+                     'their live messages are cancelled.';
+END
+$$;
+
+-- A contact's id is its identity: its messages and audience memberships name it by it, so moving
+-- it would leave them pointing at nobody (migration 0029).
+CREATE FUNCTION reminderd.refuse_contact_id_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'contact % / % cannot change its % to %: the id is its identity', OLD.tenant_id, OLD.contact_id,
+        CASE WHEN NEW.contact_id IS DISTINCT FROM OLD.contact_id THEN 'contact_id' ELSE 'tenant_id' END,
+        CASE WHEN NEW.contact_id IS DISTINCT FROM OLD.contact_id THEN NEW.contact_id ELSE NEW.tenant_id END
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'Its messages and audiences name it by its id: delete it and add the other one '
+                     '(its live messages are cancelled; schedule them again for the new id).';
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION reminderd.refuse_contacts_truncate(), reminderd.refuse_contact_id_change() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION reminderd.refuse_contacts_truncate(), reminderd.refuse_contact_id_change()
+TO reminderd_app, reminderd_daemon, reminderd_api;
+
+CREATE TRIGGER contacts_refuse_truncate
+    BEFORE TRUNCATE ON reminderd.contacts
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.refuse_contacts_truncate();
+CREATE TRIGGER contacts_keep_id
+    BEFORE UPDATE OF tenant_id, contact_id ON reminderd.contacts
+    FOR EACH ROW WHEN (OLD.tenant_id IS DISTINCT FROM NEW.tenant_id OR OLD.contact_id IS DISTINCT FROM NEW.contact_id)
+    EXECUTE FUNCTION reminderd.refuse_contact_id_change();

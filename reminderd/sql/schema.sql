@@ -4522,6 +4522,33 @@ END
 $$;
 
 
+-- TRUNCATE fires no DELETE trigger: it would leave live messages for contacts that are gone
+-- (contacts_cancel_messages cancels them on DELETE only). Refused, saying to delete (migration 0029).
+CREATE FUNCTION reminderd.refuse_contacts_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'reminderd.contacts cannot be truncated: its contacts'' live messages would be left pointing at nobody'
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'Delete them instead (DELETE FROM reminderd.contacts, or reminderd.delete_contacts(tenant, ids)): '
+                     'their live messages are cancelled.';
+END
+$$;
+
+-- A contact's id is its identity: its messages and audience memberships name it by it, so moving
+-- it would leave them pointing at nobody (migration 0029).
+CREATE FUNCTION reminderd.refuse_contact_id_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'contact % / % cannot change its % to %: the id is its identity', OLD.tenant_id, OLD.contact_id,
+        CASE WHEN NEW.contact_id IS DISTINCT FROM OLD.contact_id THEN 'contact_id' ELSE 'tenant_id' END,
+        CASE WHEN NEW.contact_id IS DISTINCT FROM OLD.contact_id THEN NEW.contact_id ELSE NEW.tenant_id END
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'Its messages and audiences name it by its id: delete it and add the other one '
+                     '(its live messages are cancelled; schedule them again for the new id).';
+END
+$$;
+
+
 -- Functions: audiences ----------------------------------------------------------------------------
 
 -- Add contacts to a named list (created on first use); how many were not in it yet.
@@ -5776,6 +5803,9 @@ REVOKE EXECUTE ON FUNCTION reminderd.occurrence_attempted(bigint, integer, times
 GRANT EXECUTE ON FUNCTION reminderd.occurrence_attempted(bigint, integer, timestamptz),
     reminderd.rezone_after_attempt(), reminderd.cancel_for_deleted_contacts()
 TO reminderd_app, reminderd_daemon, reminderd_api;
+-- A contact's identity kept (migration 0029).
+GRANT EXECUTE ON FUNCTION reminderd.refuse_contacts_truncate(), reminderd.refuse_contact_id_change()
+TO reminderd_app, reminderd_daemon, reminderd_api;
 -- The dashboard's aggregates: their trigger functions for whoever writes events and deliveries,
 -- the bounds for their readers, the pruning for the daemon.
 GRANT EXECUTE ON FUNCTION reminderd.count_fires() TO reminderd_app, reminderd_daemon, reminderd_api;
@@ -5960,6 +5990,14 @@ CREATE TRIGGER contacts_cancel_messages
     AFTER DELETE ON reminderd.contacts
     REFERENCING OLD TABLE AS deleted_contacts
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.cancel_for_deleted_contacts();
+-- TRUNCATE refused (it fires no DELETE trigger), and a contact's id kept (migration 0029).
+CREATE TRIGGER contacts_refuse_truncate
+    BEFORE TRUNCATE ON reminderd.contacts
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.refuse_contacts_truncate();
+CREATE TRIGGER contacts_keep_id
+    BEFORE UPDATE OF tenant_id, contact_id ON reminderd.contacts
+    FOR EACH ROW WHEN (OLD.tenant_id IS DISTINCT FROM NEW.tenant_id OR OLD.contact_id IS DISTINCT FROM NEW.contact_id)
+    EXECUTE FUNCTION reminderd.refuse_contact_id_change();
 -- A message marked by a replan while it was being sent takes its zone now, as the attempt ends
 -- (migration 0027).
 CREATE TRIGGER scheduled_messages_rezone_after_attempt
