@@ -206,3 +206,24 @@ async def test_an_rrule_until_in_the_future_or_on_the_rows_own_clock_today_is_ac
         "   + interval '1 hour', 'YYYYMMDD\"T\"HH24MISS'), 'Pacific/Pago_Pago')"
     )
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 2
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ("FREQ=DAILY;UNTIL=20200201T000000Z", "2020-02-01T00:00:00Z"),
+        ("RRULE:FREQ=DAILY;UNTIL=20200201", "2020-02-01T22:59:59Z"),  # its whole day in Paris
+        ("FREQ=DAILY;until = 20200701T120000;BYHOUR=9", "2020-07-01T10:00:00Z"),
+        ("FREQ=DAILY;UNTIL=20240229T000000Z", "2024-02-29T00:00:00Z"),
+        ("FREQ=DAILY;UNTIL=20230229T000000Z", None),  # not a date: the planner's to name
+        ("FREQ=DAILY;UNTIL=20200201T250000Z", None),
+        ("FREQ=DAILY;UNTIL=tomorrow", None),
+        ("FREQ=DAILY", None),
+    ],
+)
+async def test_rrule_until_reads_an_until_as_the_daemon_does(
+    db: asyncpg.Connection, rule: str, expected: str | None
+) -> None:
+    until = await db.fetchval("SELECT to_char(reminderd.rrule_until($1, 'Europe/Paris') AT TIME ZONE 'UTC', "
+                              "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')", rule)
+    assert until == expected
