@@ -224,11 +224,15 @@ class MissedExpirer:
 
 
 class RecurringPlanner:
+    """Plans recurring rows; a row it finishes or dead-letters is counted in
+    reminderd_callbacks_total as the worker counts its own (the dead-letter alert sees it)."""
+
     name, every_s, first_after_s = "plan_recurring", 0.0, 0.0
 
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics) -> None:
         self._settings = settings
         self._store = store
+        self._metrics = metrics
 
     async def run_once(self) -> int:
         s = self._settings
@@ -247,8 +251,10 @@ class RecurringPlanner:
             fields = {"message_id": row.id, "tenant": row.tenant_id, "ref": row.ref_id}
             if row.status is Status.FINISHED:
                 log.info(Event.FINISHED, **fields, note=row.last_error)
+                self._metrics.count(Event.FINISHED, row.tenant_id)
             elif row.status is Status.DEAD:
                 log.error(Event.DEAD_LETTERED, **fields, error=row.last_error)
+                self._metrics.count(Event.DEAD_LETTERED, row.tenant_id)
             else:
                 assert row.fire_at is not None
                 log.info(Event.PLANNED, **fields, fire_at=row.fire_at.isoformat(), note=row.last_error)
@@ -477,7 +483,8 @@ class Housekeeping:
     ) -> Housekeeping:
         services: list[Service] = [] if rescuer is None else [rescuer]
         services += [
-            LeaseReaper(store), MissedExpirer(settings, store, metrics), RecurringPlanner(settings, store),
+            LeaseReaper(store), MissedExpirer(settings, store, metrics),
+            RecurringPlanner(settings, store, metrics),
         ]
         if listener is not None:
             services.append(ListenerKeeper(listener))

@@ -46,6 +46,7 @@ MAX_DELAY_S = 100 * 365 * 86400
 MAX_INT4 = 2**31 - 1
 MAX_PREVIEW = 1000  # fires a preview lists
 MAX_ATTEMPTS = 1000  # as REMINDERD_MAX_ATTEMPTS allows
+_LAST_CLOCK = "Etc/GMT+12"  # UTC-12: the zone whose clock reads a wall time last (Etc/ signs are inverted)
 HOLIDAY_RULES = ("skip", "send")
 # What the schema's CHECK constraints ask, asked before connecting (migrations 0001 and 0003).
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -203,6 +204,22 @@ class Recurrence:
         except (InvalidSchedule, UnknownPhrase) as exc:
             raise InvalidInput(str(exc), field) from None
         return None
+
+    def check_not_ended(self, timezone: str | None, now: datetime, names: Names) -> None:
+        """InvalidInput when an RRULE has no occurrence left after `now` (its UNTIL, or all its
+        COUNT occurrences, already past): it would finish without sending. In a zone not known
+        here (None: a contact's) it is read on the last clock of all, UTC-12, so that only a rule
+        ended in every zone is refused."""
+        if self.rrule is None:
+            return
+        zone = timezone or _LAST_CLOCK
+        try:
+            why = parse_rrule(anchor_rrule(self.rrule, zone, now), zone).ended_by(now)
+        except InvalidSchedule as exc:
+            raise InvalidInput(str(exc), names.rrule) from None
+        if why is not None:
+            raise InvalidInput(f"{names.rrule} ends before it starts: {why}; nothing would ever be sent",
+                               names.rrule)
 
     def field(self, names: Names) -> str:
         """What the caller called the input this recurrence came from."""
@@ -432,6 +449,8 @@ class ScheduleRequest:
         recurrence = Recurrence.parse(
             cron=cron, every=every, rrule=rrule, timezone=timezone, start=now, names=names
         )
+        if recurrence is not None:
+            recurrence.check_not_ended(None if contacts_zone else timezone, now, names)
         if recurrence is None and (until is not None or max_runs is not None):
             raise InvalidInput(
                 f"{names.until} and {names.max_runs} end a recurring schedule: use them with "

@@ -139,6 +139,22 @@ class RRule:
         rdates = compiled.rdates[bisect_right(compiled.rdates, start) :]
         return self._kept(heapq.merge(rule_walls, rdates))
 
+    def ended_by(self, now: datetime) -> str | None:
+        """Why the rule has no occurrence left after the instant `now` (aware), read on the clock
+        of its zone: its UNTIL, or every one of its COUNT occurrences, already past. None while one
+        is left. Bounded: an UNTIL rule stops at its UNTIL, a COUNT rule lists at most _MAX_COUNT."""
+        wall_now = now.astimezone(load_timezone(self.tz_name)).replace(tzinfo=None)
+        if next(self.walls_after(wall_now), None) is not None:
+            return None
+        parts = self._compiled.parts
+        until = re.search(r"UNTIL\s*=\s*([0-9TZ]+)", parts.line, re.IGNORECASE)
+        if until is not None:
+            return f"its UNTIL {until[1].upper()} is already past"
+        if parts.count is not None:
+            return (f"its COUNT {parts.count} occurrences from DTSTART {self.start:%Y-%m-%dT%H:%M:%S} "
+                    "are all already past")
+        return "it has no occurrence left"
+
     def describe(self) -> str:
         """Plain English, e.g. "monthly on the first Monday at 09:00"."""
         compiled = self._compiled

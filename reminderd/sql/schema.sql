@@ -1589,6 +1589,39 @@ BEGIN
 END
 $$;
 
+-- The instant an RRULE's UNTIL ends it, or NULL (no UNTIL, or one it cannot read: check_message and
+-- the daemon name those). RFC 5545: UNTIL=…Z is an instant; a floating date-time, or a date (its
+-- whole day: until 23:59:59), is a wall time read in the row's `timezone` (rrule.py _until).
+CREATE FUNCTION reminderd.rrule_until(rrule text, timezone text) RETURNS timestamptz
+LANGUAGE plpgsql STABLE STRICT AS $$
+DECLARE
+    part constant text[] := regexp_match(rrule, '(?:^|[\n:;])\s*UNTIL\s*=\s*(\d{8})(?:T(\d{6})(Z?))?\s*(?:;|\r?\n|$)', 'i');
+    digits text;
+    month  int;
+    wall   timestamp;
+BEGIN
+    IF part IS NULL THEN
+        RETURN NULL;
+    END IF;
+    digits := part[1] || coalesce(part[2], '235959');
+    month := substr(digits, 5, 2)::int;
+    -- 20260230, 250000: not a time. Tested, not caught: an EXCEPTION block would cost every such row
+    -- a subtransaction.
+    IF substr(digits, 1, 4)::int = 0 OR month NOT BETWEEN 1 AND 12 OR substr(digits, 7, 2)::int NOT BETWEEN 1 AND
+           extract(day FROM make_date(substr(digits, 1, 4)::int, month, 1) + interval '1 month - 1 day')
+       OR substr(digits, 9, 2)::int > 23 OR substr(digits, 11, 2)::int > 59 OR substr(digits, 13, 2)::int > 59
+    THEN
+        RETURN NULL;
+    END IF;
+    wall := make_timestamp(substr(digits, 1, 4)::int, month, substr(digits, 7, 2)::int,
+                           substr(digits, 9, 2)::int, substr(digits, 11, 2)::int, substr(digits, 13, 2)::int);
+    IF part[3] <> '' THEN
+        RETURN wall AT TIME ZONE 'UTC';
+    END IF;
+    RETURN reminderd.local_instant(wall, timezone);
+END
+$$;
+
 -- reminderd.next_cron_occurrence(cron, timezone, after): the first instant strictly after `after` at
 -- which `cron`, read in the IANA `timezone`, fires. The SQL twin of the daemon's time core, and
 -- agrees with it exactly:
@@ -3621,6 +3654,18 @@ BEGIN
                     USING ERRCODE = 'datetime_field_overflow',
                           DETAIL = 'A recurring message sends nothing after its until; this one would finish at once.',
                           HINT = 'Give an until in the future, or none.';
+            ELSIF NEW.rrule ~* 'UNTIL' AND NEW.rrule !~* '(^|\n)\s*RDATE'
+                  AND reminderd.rrule_until(NEW.rrule, NEW.timezone) < now() THEN  -- its RRULE's own (migration 0029)
+                RAISE EXCEPTION 'message % / % ends before it starts: its RRULE''s UNTIL % is already past',
+                    NEW.tenant_id, NEW.ref_id,
+                    upper(substring(NEW.rrule FROM '(?i)UNTIL\s*=\s*([0-9TZ]+)'))
+                    USING ERRCODE = 'datetime_field_overflow',
+                          DETAIL = format('UNTIL ends it at %s; a recurring message sends nothing after it, so this '
+                                          'one would finish at once.',
+                                          to_char(reminderd.rrule_until(NEW.rrule, NEW.timezone) AT TIME ZONE 'UTC',
+                                                  'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+                          HINT = 'Give the RRULE an UNTIL in the future (UNTIL=…Z is in UTC, one without Z on the '
+                                 'row''s clock), or none.';
             END IF;
         END IF;
         -- The tenant's row and whether it has a disabled endpoint, in one query.
@@ -4479,6 +4524,33 @@ BEGIN
     WHERE m.tenant_id = d.tenant_id AND m.contact_id = d.contact_id
       AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval');
     RETURN NULL;
+END
+$$;
+
+
+-- TRUNCATE fires no DELETE trigger: it would leave live messages for contacts that are gone
+-- (contacts_cancel_messages cancels them on DELETE only). Refused, saying to delete (migration 0029).
+CREATE FUNCTION reminderd.refuse_contacts_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'reminderd.contacts cannot be truncated: its contacts'' live messages would be left pointing at nobody'
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'Delete them instead (DELETE FROM reminderd.contacts, or reminderd.delete_contacts(tenant, ids)): '
+                     'their live messages are cancelled.';
+END
+$$;
+
+-- A contact's id is its identity: its messages and audience memberships name it by it, so moving
+-- it would leave them pointing at nobody (migration 0029).
+CREATE FUNCTION reminderd.refuse_contact_id_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'contact % / % cannot change its % to %: the id is its identity', OLD.tenant_id, OLD.contact_id,
+        CASE WHEN NEW.contact_id IS DISTINCT FROM OLD.contact_id THEN 'contact_id' ELSE 'tenant_id' END,
+        CASE WHEN NEW.contact_id IS DISTINCT FROM OLD.contact_id THEN NEW.contact_id ELSE NEW.tenant_id END
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'Its messages and audiences name it by its id: delete it and add the other one '
+                     '(its live messages are cancelled; schedule them again for the new id).';
 END
 $$;
 
@@ -5589,6 +5661,8 @@ GRANT EXECUTE ON FUNCTION
 TO reminderd_app, reminderd_daemon, reminderd_api;
 GRANT EXECUTE ON FUNCTION reminderd.check_local_time(timestamp, text)
 TO reminderd_app, reminderd_daemon, reminderd_readonly, reminderd_api;
+GRANT EXECUTE ON FUNCTION reminderd.rrule_until(text, text)
+TO reminderd_app, reminderd_daemon, reminderd_readonly, reminderd_api;
 GRANT EXECUTE ON FUNCTION
     reminderd.is_timezone(text),
     reminderd.check_tenant(text),
@@ -5734,6 +5808,9 @@ REVOKE EXECUTE ON FUNCTION reminderd.occurrence_attempted(bigint, integer, times
     reminderd.rezone_after_attempt(), reminderd.cancel_for_deleted_contacts() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION reminderd.occurrence_attempted(bigint, integer, timestamptz),
     reminderd.rezone_after_attempt(), reminderd.cancel_for_deleted_contacts()
+TO reminderd_app, reminderd_daemon, reminderd_api;
+-- A contact's identity kept (migration 0029).
+GRANT EXECUTE ON FUNCTION reminderd.refuse_contacts_truncate(), reminderd.refuse_contact_id_change()
 TO reminderd_app, reminderd_daemon, reminderd_api;
 -- The dashboard's aggregates: their trigger functions for whoever writes events and deliveries,
 -- the bounds for their readers, the pruning for the daemon.
@@ -5919,6 +5996,14 @@ CREATE TRIGGER contacts_cancel_messages
     AFTER DELETE ON reminderd.contacts
     REFERENCING OLD TABLE AS deleted_contacts
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.cancel_for_deleted_contacts();
+-- TRUNCATE refused (it fires no DELETE trigger), and a contact's id kept (migration 0029).
+CREATE TRIGGER contacts_refuse_truncate
+    BEFORE TRUNCATE ON reminderd.contacts
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.refuse_contacts_truncate();
+CREATE TRIGGER contacts_keep_id
+    BEFORE UPDATE OF tenant_id, contact_id ON reminderd.contacts
+    FOR EACH ROW WHEN (OLD.tenant_id IS DISTINCT FROM NEW.tenant_id OR OLD.contact_id IS DISTINCT FROM NEW.contact_id)
+    EXECUTE FUNCTION reminderd.refuse_contact_id_change();
 -- A message marked by a replan while it was being sent takes its zone now, as the attempt ends
 -- (migration 0027).
 CREATE TRIGGER scheduled_messages_rezone_after_attempt

@@ -839,3 +839,19 @@ async def test_an_unreachable_database_is_a_503_not_a_traceback(http: ApiClient,
     document = problem(answer, 503, "unavailable") if answer.status == 503 else problem(answer, 500, "internal")
     assert "Traceback" not in json.dumps(document)
     await asyncio.sleep(0)  # let the closed pool settle before teardown closes it again
+
+
+async def test_an_rrule_with_no_occurrence_left_is_refused_naming_the_rrule(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    """Its own UNTIL past, or a contact's message whose zone the database reads: 422 at /rrule in
+    the API's words before the insert, nothing stored."""
+    rule = "DTSTART:20200101T090000\nRRULE:FREQ=DAILY;UNTIL=20200201T000000Z"
+    for body in ({"ref_id": "r1", "rrule": rule, "timezone": "Europe/Paris"},
+                 {"ref_id": "r2", "rrule": rule, "contact_id": "c1"},
+                 {"ref_id": "r3", "rrule": "DTSTART:20200101T090000\nRRULE:FREQ=DAILY;COUNT=3"}):
+        document = problem(await http.call("POST", "/v1/messages", key, json=body), 422, "invalid-request")
+        assert document["errors"][0]["pointer"] == "/rrule"
+        assert document["detail"].startswith("rrule ends before it starts: its ")
+        assert document["detail"].endswith(" already past; nothing would ever be sent")
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0

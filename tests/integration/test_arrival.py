@@ -162,3 +162,68 @@ async def test_rows_that_are_not_live_and_recurring_rows_due_in_the_past_are_not
     await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, cron, fire_at)"
                      " VALUES ('acme', 'cron', '@hourly', now() - interval '5 days')")
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 3
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, rrule, timezone, payload) VALUES"
+        " ('acme', 'over', E'DTSTART:20200101T090000\\nRRULE:FREQ=DAILY;UNTIL=20200201T000000Z',"
+        " 'Europe/Paris', '{}')",
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, rrule, timezone) VALUES"
+        " ('acme', 'over', E'DTSTART:20200101T090000\\nRRULE:FREQ=DAILY;UNTIL=20200201', 'Europe/Paris')",
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, rrule, timezone) VALUES"
+        " ('acme', 'over', 'FREQ=WEEKLY;until=20200201T235959', 'Asia/Kolkata')",
+        "SELECT reminderd.schedule_rrule('acme', 'over', E'DTSTART:20200101T090000\\nRRULE:FREQ=DAILY;"
+        "UNTIL=20200201T000000Z', 'Europe/Paris')",
+    ],
+    ids=["insert-utc", "insert-date", "insert-floating", "schedule_rrule"],
+)
+async def test_a_recurring_message_whose_rrule_until_is_past_is_refused(
+    db: asyncpg.Connection, statement: str
+) -> None:
+    """An RRULE's own UNTIL, already past, leaves it nothing: refused as a past until is."""
+    await add_tenant(db, "acme", CALLBACK)
+    with pytest.raises(asyncpg.DatetimeFieldOverflowError) as refused:
+        await db.execute(statement)
+    assert refused.value.message.startswith("message acme / over ends before it starts: its RRULE's UNTIL ")
+    assert refused.value.hint is not None and "UNTIL" in refused.value.hint
+    assert refused.value.detail is not None and refused.value.detail.startswith("UNTIL ends it at 2020-0")
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
+
+
+async def test_an_rrule_until_in_the_future_or_on_the_rows_own_clock_today_is_accepted(
+    db: asyncpg.Connection,
+) -> None:
+    """An UNTIL still ahead is kept; a wall-time UNTIL is read on the row's clock: an hour from now
+    in Pacific/Pago_Pago (UTC-11) would be ten hours past if it were read in UTC."""
+    await add_tenant(db, "acme", CALLBACK)
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, rrule, timezone) VALUES"
+        " ('acme', 'ahead', E'DTSTART:20200101T090000\\nRRULE:FREQ=DAILY;UNTIL=29990101T000000Z',"
+        "  'Europe/Paris'),"
+        " ('acme', 'west', 'FREQ=HOURLY;UNTIL=' || to_char(now() AT TIME ZONE 'Pacific/Pago_Pago'"
+        "   + interval '1 hour', 'YYYYMMDD\"T\"HH24MISS'), 'Pacific/Pago_Pago')"
+    )
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 2
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ("FREQ=DAILY;UNTIL=20200201T000000Z", "2020-02-01T00:00:00Z"),
+        ("RRULE:FREQ=DAILY;UNTIL=20200201", "2020-02-01T22:59:59Z"),  # its whole day in Paris
+        ("FREQ=DAILY;until = 20200701T120000;BYHOUR=9", "2020-07-01T10:00:00Z"),
+        ("FREQ=DAILY;UNTIL=20240229T000000Z", "2024-02-29T00:00:00Z"),
+        ("FREQ=DAILY;UNTIL=20230229T000000Z", None),  # not a date: the planner's to name
+        ("FREQ=DAILY;UNTIL=20200201T250000Z", None),
+        ("FREQ=DAILY;UNTIL=tomorrow", None),
+        ("FREQ=DAILY", None),
+    ],
+)
+async def test_rrule_until_reads_an_until_as_the_daemon_does(
+    db: asyncpg.Connection, rule: str, expected: str | None
+) -> None:
+    until = await db.fetchval("SELECT to_char(reminderd.rrule_until($1, 'Europe/Paris') AT TIME ZONE 'UTC', "
+                              "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')", rule)
+    assert until == expected

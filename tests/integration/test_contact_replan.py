@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
+import pytest
 from support import fast_settings, poll_until, row_by_id, running_worker
 
 from reminderd.schedule.cron import next_fire
@@ -212,3 +213,39 @@ async def test_a_message_held_or_reaped_after_its_zone_moved_takes_the_new_zone(
     assert rows[reaped]["fire_at"] is not None
     assert rows[plain]["timezone"] == "UTC"
     assert "-> Asia/Tokyo (contact) after the attempt" in rows[held]["last_error"]
+
+
+async def test_truncating_contacts_is_refused_saying_to_delete_them(db: asyncpg.Connection) -> None:
+    """TRUNCATE fires no DELETE trigger: it would leave live messages for contacts that are gone.
+    Refused (0A000) with a hint to delete instead; nothing is removed."""
+    await db.execute("INSERT INTO reminderd.tenants (id, callback_url, timezone) VALUES ('acme', "
+                     "'https://example.com/cb', 'Europe/London')")
+    await upsert(db, {"contact_id": "c1", "timezone": "Asia/Kolkata"})
+    live = await db.fetchval("SELECT reminderd.schedule('acme', 'a', fire_in => '1 day', contact_id => 'c1')")
+    for statement in ("TRUNCATE reminderd.contacts CASCADE",
+                      "TRUNCATE reminderd.audience_members, reminderd.contacts"):
+        with pytest.raises(asyncpg.FeatureNotSupportedError) as refused:
+            await db.execute(statement)
+        assert refused.value.message == ("reminderd.contacts cannot be truncated: its contacts' live messages "
+                                         "would be left pointing at nobody")
+        assert refused.value.hint is not None and refused.value.hint.startswith("Delete them instead")
+    assert await db.fetchval("SELECT count(*) FROM reminderd.contacts") == 1
+    assert (await row_by_id(db, live))["status"] == "pending"
+
+
+async def test_changing_a_contacts_id_is_refused_its_id_is_its_identity(db: asyncpg.Connection) -> None:
+    """A contact's messages and memberships name it by its id: moving the id would leave them
+    pointing at nobody. Refused (0A000) naming the contact, with a hint; other changes stay free."""
+    await db.execute("INSERT INTO reminderd.tenants (id, callback_url, timezone) VALUES ('acme', "
+                     "'https://example.com/cb', 'Europe/London')")
+    await upsert(db, {"contact_id": "c1", "timezone": "Asia/Kolkata"})
+    live = await db.fetchval("SELECT reminderd.schedule('acme', 'a', fire_in => '1 day', contact_id => 'c1')")
+    with pytest.raises(asyncpg.FeatureNotSupportedError) as refused:
+        await db.execute("UPDATE reminderd.contacts SET contact_id = 'c9' WHERE contact_id = 'c1'")
+    assert refused.value.message == (
+        "contact acme / c1 cannot change its contact_id to c9: the id is its identity")
+    assert refused.value.hint is not None and "delete" in refused.value.hint
+    await db.execute("UPDATE reminderd.contacts SET contact_id = 'c1', timezone = 'Asia/Tokyo' "
+                     "WHERE contact_id = 'c1'")
+    row = await row_by_id(db, live)
+    assert (row["status"], row["contact_id"], row["timezone"]) == ("pending", "c1", "Asia/Tokyo")

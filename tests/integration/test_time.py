@@ -13,6 +13,7 @@ from support import db_now, drain, fast_settings, inserted_before_the_outage, ro
 
 from reminderd.cli import main
 from reminderd.housekeeping import RecurringPlanner
+from reminderd.metrics import Metrics
 from reminderd.schedule import Holidays, Timing, first_occurrence, to_instant
 from reminderd.schedule.cron import next_fire
 from reminderd.schedule.wallclock import wall
@@ -281,6 +282,25 @@ async def test_an_invalid_rrule_dead_letters_with_its_reason(
     assert row["last_error"].startswith("cannot schedule: invalid RRULE")
 
 
+async def test_the_planners_dead_letters_and_ends_are_counted_as_callbacks_are(
+    database_url: str, db: asyncpg.Connection, store: Store, tenant: str
+) -> None:
+    """A row the planner dead-letters (an RRULE the daemon cannot read) or finishes (a COUNT
+    all past: SQL lists no occurrences) is in reminderd_callbacks_total, as docs/operations.md
+    promises: the dead-letter alert sees it."""
+    await db.execute("SELECT reminderd.schedule_rrule('acme', 'bad', 'FREQ=MONTHLY;BYDAY=XX')")
+    await db.execute("SELECT reminderd.schedule_rrule('acme', 'over', "
+                     "E'DTSTART:20200101T090000\\nRRULE:FREQ=DAILY;COUNT=3')")
+    metrics = Metrics()
+    assert await RecurringPlanner(fast_settings(database_url), store, metrics).run_once() == 2
+    assert (await row_by_ref(db, "bad"))["status"] == "dead"
+    assert (await row_by_ref(db, "over"))["status"] == "finished"
+    counted = {outcome: metrics.registry.get_sample_value(
+        "reminderd_callbacks_total", {"outcome": outcome, "tenant": "acme"})
+        for outcome in ("dead_lettered", "finished")}
+    assert counted == {"dead_lettered": 1.0, "finished": 1.0}
+
+
 async def test_an_rrule_with_count_needs_its_own_dtstart(db: asyncpg.Connection, tenant: str) -> None:
     with pytest.raises(asyncpg.InvalidParameterValueError, match="has COUNT but no DTSTART"):
         await db.execute("SELECT reminderd.schedule_rrule('acme', 'thrice', 'FREQ=DAILY;COUNT=3')")
@@ -303,7 +323,7 @@ async def test_cron_and_rrule_are_alternatives(db: asyncpg.Connection, tenant: s
 
 async def plan_once(database_url: str, store: Store) -> int:
     """One step of the daemon's recurring planner (housekeeping), as the NOTIFY 'plan' triggers it."""
-    return await RecurringPlanner(fast_settings(database_url), store).run_once()
+    return await RecurringPlanner(fast_settings(database_url), store, Metrics()).run_once()
 
 
 @pytest.mark.parametrize(

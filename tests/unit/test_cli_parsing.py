@@ -986,3 +986,43 @@ def test_each_group_names_every_one_of_its_subcommands_in_help() -> None:
     tenant = [entry.help for entry in commands._choices_actions if entry.dest == "tenant"]
     assert tenant == ["manage tenants: add, list, grant, revoke, rotate-secret, set, enable-endpoint, holiday, "
                       "rate-limit"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--rrule", "DTSTART:20200101T090000\\nRRULE:FREQ=DAILY;UNTIL=20200201T000000Z",
+          "--tz", "Europe/Paris"],
+         "its UNTIL 20200201T000000Z is already past"),
+        (["--rrule", "DTSTART:20200101T090000\\nRRULE:FREQ=DAILY;UNTIL=20200201", "--tz", "Europe/Paris"],
+         "its UNTIL 20200201 is already past"),
+        (["--rrule", "DTSTART:20200101T090000\\nRRULE:FREQ=DAILY;COUNT=3", "--tz", "Europe/Paris"],
+         "its COUNT 3 occurrences from DTSTART 2020-01-01T09:00:00 are all already past"),
+        (["--rrule", "DTSTART:20200101T090000\\nRRULE:FREQ=DAILY;UNTIL=20200201T000000Z", "--contact", "c1"],
+         "its UNTIL 20200201T000000Z is already past"),
+    ],
+    ids=["until-utc", "until-date", "count", "contacts-zone"],
+)
+def test_an_rrule_with_no_occurrence_left_is_refused_before_connecting(
+    argv: list[str], said: str, connections: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An RRULE whose own UNTIL is past, or all of whose COUNT occurrences are, would finish
+    without sending: refused in the CLI's words, nothing connected."""
+    status = main(["schedule", "acme", "r1", *argv])
+    assert (status, connections) == (EX_USAGE, [])
+    assert one_line(capsys.readouterr().err) == (
+        f"reminderd: error: --rrule ends before it starts: {said}; nothing would ever be sent")
+
+
+def test_an_rrule_until_still_ahead_on_some_clock_reaches_for_the_database(
+    connections: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A contact's zone is the database's to know: a wall-time UNTIL past in UTC but not yet in
+    UTC-12 is left to it; with the row's own zone, UTC, it is refused here."""
+    wall = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y%m%dT%H%M%S")
+    rule = f"FREQ=HOURLY;UNTIL={wall}"
+    assert main(["schedule", "acme", "r1", "--rrule", rule, "--contact", "c1"]) == 1
+    assert connections == ["postgresql://x@127.0.0.1:1/x"]
+    capsys.readouterr()
+    assert main(["schedule", "acme", "r1", "--rrule", rule, "--tz", "UTC"]) == EX_USAGE
+    assert "already past" in capsys.readouterr().err and len(connections) == 1

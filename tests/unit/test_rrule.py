@@ -159,6 +159,24 @@ def test_utc_until_as_an_instant_bounds_no_wall_time() -> None:
     assert walls(floating) == on(["2026-01-01", "2026-01-02", "2026-01-03"], 9)  # still bounds the walls
 
 
+def test_ended_by_names_an_until_or_a_count_left_with_no_occurrence() -> None:
+    """Read on the rule's own clock: 09:00 on the 10th in Kolkata is 03:30 UTC."""
+    until = rule("FREQ=DAILY;BYHOUR=9;BYMINUTE=0;UNTIL=20260110T033000Z", tz="Asia/Kolkata")
+    assert until.ended_by(datetime(2026, 1, 10, 3, 29, 59, tzinfo=UTC)) is None
+    assert until.ended_by(datetime(2026, 1, 10, 3, 30, tzinfo=UTC)) == (
+        "its UNTIL 20260110T033000Z is already past")
+    floating = rule("FREQ=DAILY;BYHOUR=23;until=20260102", tz="America/Los_Angeles")
+    assert floating.ended_by(datetime(2026, 1, 3, 6, 59, tzinfo=UTC)) is None  # 22:59 on the 2nd there
+    assert floating.ended_by(datetime(2026, 1, 3, 7, 0, tzinfo=UTC)) == "its UNTIL 20260102 is already past"
+    three = rule("FREQ=DAILY;BYHOUR=9;COUNT=3")  # Berlin: the last is 08:00 UTC on the 3rd
+    assert three.ended_by(datetime(2026, 1, 3, 7, 59, tzinfo=UTC)) is None
+    assert three.ended_by(datetime(2026, 1, 3, 8, 0, tzinfo=UTC)) == (
+        "its COUNT 3 occurrences from DTSTART 2026-01-01T00:00:00 are all already past")
+    with_rdate = rule("RRULE:FREQ=DAILY;BYHOUR=9;UNTIL=20260102\nRDATE:20270101T090000")
+    assert with_rdate.ended_by(datetime(2026, 6, 1, tzinfo=UTC)) is None  # its RDATE is still ahead
+    assert rule("FREQ=DAILY").ended_by(datetime(2999, 1, 1, tzinfo=UTC)) is None
+
+
 def test_walls_after_is_strictly_after() -> None:
     daily = rule("FREQ=DAILY;BYHOUR=9")
     assert walls(daily, after=datetime(2026, 1, 2, 9), limit=1) == [datetime(2026, 1, 3, 9)]
