@@ -144,7 +144,7 @@ DEFAULT_CONFIG = (
 
 def emptied(database_url: str) -> str:
     """The database with every reminderd table emptied and the SQL settings back at defaults."""
-    # replica: no triggers, so that contacts' refusal of TRUNCATE (migration 0029) lets the harness empty it
+    # replica: no triggers, so that contacts' refusal of TRUNCATE (migration 0030) lets the harness empty it
     asyncio.run(_admin(database_url, "SET session_replication_role = replica", EMPTY_TABLES, DEFAULT_CONFIG))
     return database_url
 

@@ -3655,7 +3655,7 @@ BEGIN
                           DETAIL = 'A recurring message sends nothing after its until; this one would finish at once.',
                           HINT = 'Give an until in the future, or none.';
             ELSIF NEW.rrule ~* 'UNTIL' AND NEW.rrule !~* '(^|\n)\s*RDATE'
-                  AND reminderd.rrule_until(NEW.rrule, NEW.timezone) < now() THEN  -- its RRULE's own (migration 0029)
+                  AND reminderd.rrule_until(NEW.rrule, NEW.timezone) < now() THEN  -- its RRULE's own (migration 0030)
                 RAISE EXCEPTION 'message % / % ends before it starts: its RRULE''s UNTIL % is already past',
                     NEW.tenant_id, NEW.ref_id,
                     upper(substring(NEW.rrule FROM '(?i)UNTIL\s*=\s*([0-9TZ]+)'))
@@ -4529,7 +4529,7 @@ $$;
 
 
 -- TRUNCATE fires no DELETE trigger: it would leave live messages for contacts that are gone
--- (contacts_cancel_messages cancels them on DELETE only). Refused, saying to delete (migration 0029).
+-- (contacts_cancel_messages cancels them on DELETE only). Refused, saying to delete (migration 0030).
 CREATE FUNCTION reminderd.refuse_contacts_truncate() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -4541,7 +4541,7 @@ END
 $$;
 
 -- A contact's id is its identity: its messages and audience memberships name it by it, so moving
--- it would leave them pointing at nobody (migration 0029).
+-- it would leave them pointing at nobody (migration 0030).
 CREATE FUNCTION reminderd.refuse_contact_id_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -5809,7 +5809,7 @@ REVOKE EXECUTE ON FUNCTION reminderd.occurrence_attempted(bigint, integer, times
 GRANT EXECUTE ON FUNCTION reminderd.occurrence_attempted(bigint, integer, timestamptz),
     reminderd.rezone_after_attempt(), reminderd.cancel_for_deleted_contacts()
 TO reminderd_app, reminderd_daemon, reminderd_api;
--- A contact's identity kept (migration 0029).
+-- A contact's identity kept (migration 0030).
 GRANT EXECUTE ON FUNCTION reminderd.refuse_contacts_truncate(), reminderd.refuse_contact_id_change()
 TO reminderd_app, reminderd_daemon, reminderd_api;
 -- The dashboard's aggregates: their trigger functions for whoever writes events and deliveries,
@@ -5996,7 +5996,7 @@ CREATE TRIGGER contacts_cancel_messages
     AFTER DELETE ON reminderd.contacts
     REFERENCING OLD TABLE AS deleted_contacts
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.cancel_for_deleted_contacts();
--- TRUNCATE refused (it fires no DELETE trigger), and a contact's id kept (migration 0029).
+-- TRUNCATE refused (it fires no DELETE trigger), and a contact's id kept (migration 0030).
 CREATE TRIGGER contacts_refuse_truncate
     BEFORE TRUNCATE ON reminderd.contacts
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.refuse_contacts_truncate();

@@ -98,7 +98,7 @@ def test_0029_runs_forward_over_limits_and_caps_already_there(empty_database_url
              " VALUES ('acme', 'http://127.0.0.1:9/cb', 5, 100)")
     sql(url, "UPDATE reminderd.endpoints SET max_in_flight = 4")
     sql(url, CAP.format(2, "'1 day'"))
-    assert upgrade(url) == ["0029"]
+    assert upgrade(url, "0029") == ["0029"]
     limits = sql(url, "SELECT max_per_second, max_per_hour FROM reminderd.tenants")
     assert [tuple(r) for r in limits] == [(5, 100)]
     assert [tuple(r) for r in sql(url, "SELECT max_messages, per FROM reminderd.frequency_caps")] == [

@@ -1,4 +1,4 @@
--- 0029 recurrence ends and a contact's identity:
+-- 0030 recurrence ends and a contact's identity:
 --   rrule      A recurring message whose RRULE's own UNTIL is already past was accepted, then
 --              finished by the planner at its first planning without ever firing (dead on arrival,
 --              "finished: the RRULE has no more occurrences"). admit_message now refuses it as it
@@ -101,7 +101,7 @@ BEGIN
                           DETAIL = 'A recurring message sends nothing after its until; this one would finish at once.',
                           HINT = 'Give an until in the future, or none.';
             ELSIF NEW.rrule ~* 'UNTIL' AND NEW.rrule !~* '(^|\n)\s*RDATE'
-                  AND reminderd.rrule_until(NEW.rrule, NEW.timezone) < now() THEN  -- its RRULE's own (migration 0029)
+                  AND reminderd.rrule_until(NEW.rrule, NEW.timezone) < now() THEN  -- its RRULE's own (migration 0030)
                 RAISE EXCEPTION 'message % / % ends before it starts: its RRULE''s UNTIL % is already past',
                     NEW.tenant_id, NEW.ref_id,
                     upper(substring(NEW.rrule FROM '(?i)UNTIL\s*=\s*([0-9TZ]+)'))
@@ -206,7 +206,7 @@ END
 $$;
 
 -- TRUNCATE fires no DELETE trigger: it would leave live messages for contacts that are gone
--- (contacts_cancel_messages cancels them on DELETE only). Refused, saying to delete (migration 0029).
+-- (contacts_cancel_messages cancels them on DELETE only). Refused, saying to delete (migration 0030).
 CREATE FUNCTION reminderd.refuse_contacts_truncate() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -218,7 +218,7 @@ END
 $$;
 
 -- A contact's id is its identity: its messages and audience memberships name it by it, so moving
--- it would leave them pointing at nobody (migration 0029).
+-- it would leave them pointing at nobody (migration 0030).
 CREATE FUNCTION reminderd.refuse_contact_id_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
