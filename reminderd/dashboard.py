@@ -921,6 +921,12 @@ async def dead_letters(request: web.Request) -> web.Response:
                  first_page=cursor is None)
 
 
+def _field(form: Mapping[str, Any], name: str) -> str:
+    """A form's text field, or "" (absent, or a file)."""
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
 def _cursor(text: str | None) -> tuple[datetime, int] | None:
     if not text:
         return None
@@ -945,22 +951,34 @@ async def requeue(request: web.Request) -> web.StreamResponse:
     every = form.get("scope") == "matching" and only is None
     given = [only] if isinstance(only, str) else form.getall("id", [])
     ids = sorted({int(v) for v in given if isinstance(v, str) and v.isdecimal() and len(v) <= 18})
+    confirmed = form.get("confirm") == "yes"
+    # "All that match": the page counts them and its Yes carries the newest it counted (the mark)
+    # and the count; the Yes requeues none newer, and asks again if the count changed meanwhile.
+    mark = _cursor(_field(form, "mark")) if every and confirmed else None
+    newest: tuple[datetime, int] | None = None
+    changed: int | None = None
     if every:
-        count = await state.store.dead_letters_count(wanted.tenant_id, min_age_s=wanted.min_age_s,
-                                                     max_age_s=wanted.max_age_s, error=wanted.error)
+        count, newest = await state.store.dead_letters_mark(
+            wanted.tenant_id, min_age_s=wanted.min_age_s, max_age_s=wanted.max_age_s, error=wanted.error,
+            upto=mark)
         count = min(count, REQUEUE_AT_MOST)
+        asked = _field(form, "count")
+        if mark is not None and asked != str(count):
+            changed = int(asked) if asked.isdecimal() and len(asked) <= 18 else None
+            mark = None
         chosen = []
     else:
         chosen = await state.store.dead_letters_selected(viewer.tenant_id, ids)
         count = len(chosen)
-    if form.get("confirm") != "yes":
+    if not confirmed or (every and mark is None):
         return _page(request, "confirm.html", "dead", count=count, every=every, chosen=chosen, wanted=wanted,
-                     at_most=REQUEUE_AT_MOST)
+                     at_most=REQUEUE_AT_MOST, changed=changed,
+                     mark=f"{newest[0].isoformat()}_{newest[1]}" if newest is not None else "")
     tenant = viewer.tenant_id
     if every:
         done = await state.store.requeue_dead_matching(
             wanted.tenant_id, min_age_s=wanted.min_age_s, max_age_s=wanted.max_age_s, error=wanted.error,
-            limit=REQUEUE_AT_MOST, on_behalf_of=viewer.acting_for)
+            limit=REQUEUE_AT_MOST, on_behalf_of=viewer.acting_for, upto=mark)
     else:
         done = await state.store.requeue_dead(tenant, [m.id for m in chosen], on_behalf_of=viewer.acting_for)
     log.info("dashboard_requeued", requeued=done, asked=count, key=viewer.prefix, tenant=wanted.tenant_id)
