@@ -356,14 +356,26 @@ def _refused(request: web.Request, viewer: Viewer, reason: str) -> None:
              origin=request.headers.get("Origin") or request.headers.get("Referer"))
 
 
+def _refused_sign_in(request: web.Request, reason: str) -> None:
+    """_refused, for a sign-in (no key yet: never the one presented)."""
+    log.info("dashboard_post_refused", reason=reason, method=request.method, path=request.path, key=None,
+             tenant=None, origin=request.headers.get("Origin") or request.headers.get("Referer"))
+
+
 def _same_origin(request: web.Request) -> bool:
-    """No Origin (or Referer) naming another site than this one."""
+    """No Origin (or Referer) naming another site than this one: the request's Host, or the
+    public origin REMINDERD_DASHBOARD_ORIGIN names (for a proxy that does not pass the browser's
+    Host). X-Forwarded-Host is not trusted: anyone can send it."""
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         return False
     origin = request.headers.get("Origin") or request.headers.get("Referer")
     if not origin or origin == "null":
         return origin != "null"
-    return urlsplit(origin).netloc == request.host
+    given = urlsplit(origin)
+    if given.netloc == request.host:
+        return True
+    public = _state(request).settings.dashboard_origin
+    return public is not None and f"{given.scheme}://{given.netloc}".lower() == public
 
 
 def _error_page(request: web.Request, status: int, text: str) -> web.Response:
@@ -430,8 +442,13 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await _form(request)
     nonce = request.cookies.get(LOGIN_COOKIE)
     token = form.get("csrf")
-    if not _same_origin(request) or nonce is None or not isinstance(token, str) \
-            or not state.signer.csrf_ok(nonce, token):
+    if not _same_origin(request):
+        _refused_sign_in(request, "foreign_origin")
+        return await login_page(request, status=403, problem=(
+            "This sign-in was sent from another site than this dashboard. If it is this dashboard's own "
+            "address, its proxy must pass the browser's Host, or REMINDERD_DASHBOARD_ORIGIN name it."))
+    if nonce is None or not isinstance(token, str) or not state.signer.csrf_ok(nonce, token):
+        _refused_sign_in(request, "csrf_token")
         return await login_page(request, problem="The sign-in form expired: try again.", status=403)
     presented = form.get("key")
     presented = presented.strip() if isinstance(presented, str) else ""
