@@ -396,6 +396,24 @@ def _common(request: web.Request, viewer: Viewer | None, page: str) -> dict[str,
             "assets": {name: f"{state.base}/static/{name}?v={asset.version}" for name, asset in ASSETS.items()}}
 
 
+def _noticed(request: web.Request, path: str, kind: str, text: str, query: str = "") -> str:
+    """Where an action sends the browser: `path` (and `query`) with its outcome, `kind` "done" or
+    "problem", signed for this session so that the page shows it (_notice)."""
+    sig = _state(request).signer.notice_token(_viewer(request).session.nonce, f"{path}.{kind}", text)
+    return f"{path}?" + "&".join(part for part in (query, urlencode({kind: text, "sig": sig})) if part)
+
+
+def _notice(request: web.Request, kind: str) -> str | None:
+    """The outcome an action put in this page's URL (_noticed), if this server signed it for this
+    session; any other text in ?done= or ?problem= is not shown (a link may say anything)."""
+    text = request.query.get(kind)
+    if not text:
+        return None
+    nonce = _viewer(request).session.nonce
+    expected = _state(request).signer.notice_token(nonce, f"{request.path}.{kind}", text)
+    return text if same_token(expected, request.query.get("sig")) else None
+
+
 def _page(request: web.Request, template: str, page: str, **context: Any) -> web.Response:
     viewer = _viewer(request)
     body = render(template, **_common(request, viewer, page), **context)
@@ -818,7 +836,7 @@ async def message(request: web.Request) -> web.Response:
                 max_attempts=story.max_attempts, last_error=story.last_error, picked_at=story.picked_at,
                 lease_expires_at=story.lease_expires_at, sent_at=story.sent_at, paused_by=story.paused_by,
                 tenant_paused=story.tenant_paused, now=now),
-        actions=actions, done=request.query.get("done"),
+        actions=actions, done=_notice(request, "done"),
     )
 
 
@@ -874,7 +892,7 @@ async def message_action(request: web.Request) -> web.StreamResponse:
     log.info("dashboard_action", action=action, message_id=message_id, tenant=found.tenant_id,
              ref=found.ref_id, key=viewer.prefix, outcome=outcome)
     state.overview_cache.clear()
-    raise web.HTTPSeeOther(f"{state.base}/messages/{target}?{urlencode({'done': outcome})}")
+    raise web.HTTPSeeOther(_noticed(request, f"{state.base}/messages/{target}", "done", outcome))
 
 
 # Dead letters --------------------------------------------------------------------------------------
@@ -934,7 +952,7 @@ async def dead_letters(request: web.Request) -> web.Response:
                                                     max_age_s=wanted.max_age_s, error=wanted.error)
     return _page(request, "dead.html", "dead", rows=rows, wanted=wanted, matching=matching,
                  following=following, ages=AGES, tenants_choice=await _tenant_choice(request, viewer),
-                 done=request.query.get("done"), now=await state.store.database_now(),
+                 done=_notice(request, "done"), now=await state.store.database_now(),
                  first_page=cursor is None)
 
 
@@ -1002,7 +1020,7 @@ async def requeue(request: web.Request) -> web.StreamResponse:
     state.overview_cache.clear()
     skipped = count - done
     outcome = f"{done} requeued" + (f"; {skipped} not (their refs have a live message)" if skipped > 0 else "")
-    raise web.HTTPSeeOther(f"{state.base}/dead?{wanted.query()}&{urlencode({'done': outcome})}")
+    raise web.HTTPSeeOther(_noticed(request, f"{state.base}/dead", "done", outcome, wanted.query()))
 
 
 # Broadcasts ----------------------------------------------------------------------------------------
@@ -1072,8 +1090,8 @@ async def broadcast_page(request: web.Request) -> web.Response:
     hours = (await state.store.awaiting_hours([broadcast_id])) if b.awaiting_approval else []
     actions = _broadcast_actions(b) if viewer.can_write else ()
     return _page(request, "broadcast.html", "broadcast", detail=found, b=b, waves=waves, hours=hours,
-                 actions=actions, messages=_messages_of(state, viewer, b), done=request.query.get("done"),
-                 problem=request.query.get("problem"), now=await state.store.database_now())
+                 actions=actions, messages=_messages_of(state, viewer, b), done=_notice(request, "done"),
+                 problem=_notice(request, "problem"), now=await state.store.database_now())
 
 
 async def broadcast_action(request: web.Request) -> web.StreamResponse:
@@ -1118,7 +1136,8 @@ async def broadcast_action(request: web.Request) -> web.StreamResponse:
     log.info("dashboard_broadcast_action", action=action, broadcast_id=broadcast_id, tenant=b.tenant_id,
              ref_prefix=b.ref_prefix, key=viewer.prefix, **outcome)
     state.overview_cache.clear()
-    raise web.HTTPSeeOther(f"{page}?{urlencode(outcome)}")
+    [(kind, text)] = outcome.items()
+    raise web.HTTPSeeOther(_noticed(request, page, kind, text))
 
 
 # What the broadcast functions refuse for a reason the operator can read (docs/audiences.md,
