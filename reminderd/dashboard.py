@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote_to_bytes, urlencode, urlsplit
 
 import structlog
 from aiohttp import web
@@ -343,11 +343,32 @@ async def _check_post(request: web.Request, viewer: Viewer) -> None:
 
 
 async def _form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
-    """The POSTed form (read once, then kept by aiohttp); a 400 for one that is not UTF-8 text."""
+    """The POSTed form (read once, then kept by aiohttp); a 400 for one that is not UTF-8 text,
+    naming the field (aiohttp would put U+FFFD for each percent-encoded byte that is not)."""
+    if request.content_type == "application/x-www-form-urlencoded":
+        _strict_utf8(await request.read())
     try:
         return await request.post()
     except UnicodeDecodeError:
         raise web.HTTPBadRequest(text="The form is not UTF-8 text: send it from the page's own form.") from None
+
+
+def _strict_utf8(body: bytes) -> None:
+    """A 400 naming the first field of an urlencoded form whose name or value, percent-decoded,
+    is not UTF-8."""
+    for pair in body.split(b"&"):
+        raw_name, _, raw_value = pair.partition(b"=")
+        try:
+            name = unquote_to_bytes(raw_name.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            raise web.HTTPBadRequest(text="The form has a field whose name is not UTF-8 text (a field's "
+                                          "name must be): send it from the page's own form.") from None
+        try:
+            unquote_to_bytes(raw_value.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            shown = name if name.isprintable() and len(name) <= 40 else "a field"
+            raise web.HTTPBadRequest(text=f"The form's field “{shown}” is not UTF-8 text: send it from the "
+                                          "page's own form.") from None
 
 
 def _refused(request: web.Request, viewer: Viewer, reason: str) -> None:
