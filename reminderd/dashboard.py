@@ -627,9 +627,11 @@ async def upcoming(request: web.Request) -> web.Response:
     tz_name = request.query.get("tz", "").strip()
     if not tz_name:
         tz_name = (await store.next_timezone(scope) if scope else None) or "UTC"
+    problem = None
     try:
         tz = load_timezone(tz_name)
     except InvalidSchedule:
+        problem = f'unknown timezone "{tz_name[:100]}": showing UTC'
         tz_name, tz = "UTC", load_timezone("UTC")
     hours_start = slot_start(now, "hour", tz)
     hours_end = hours_start + timedelta(hours=48)
@@ -656,8 +658,8 @@ async def upcoming(request: web.Request) -> web.Response:
     bar = _bar(request)
     if bar is not None:
         listed = (bar, await store.upcoming_messages(scope, start=bar[0], end=bar[1], limit=BAR_MESSAGES))
-    return _page(request, "upcoming.html", "upcoming", scope=scope, tz_name=tz_name, hours=hours,
-                 minutes=minutes, rule=rule, listed=listed, now=now, bar_limit=BAR_MESSAGES,
+    return _page(request, "upcoming.html", "upcoming", scope=scope, tz_name=tz_name, problem=problem,
+                 hours=hours, minutes=minutes, rule=rule, listed=listed, now=now, bar_limit=BAR_MESSAGES,
                  tenants_choice=await _tenant_choice(request, viewer),
                  query=urlencode(([("tenant", scope)] if scope and viewer.operator else [])
                                  + [("tz", tz_name)]))
