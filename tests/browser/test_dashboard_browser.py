@@ -287,3 +287,36 @@ def test_a_broadcast_awaiting_approval_is_approved_from_the_page_by_a_second_per
     wait(browser).until(lambda d: d.find_elements(By.ID, "trail"))
     trail = browser.find_element(By.ID, "trail").text
     assert "approved" in trail and who in trail and "fired" in trail
+
+
+COUNT_INTERVALS = """
+window.__intervals = {set: [], cleared: []};
+const setInterval_ = window.setInterval, clearInterval_ = window.clearInterval;
+window.setInterval = function (f, ms) {
+  const id = setInterval_(f, ms); window.__intervals.set.push(id); return id;
+};
+window.clearInterval = function (id) { window.__intervals.cleared.push(id); return clearInterval_(id); };
+"""
+
+
+def test_the_overview_says_when_its_session_ended_and_stops_asking(browser: WebDriver, site: Site) -> None:
+    hook = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": COUNT_INTERVALS})
+    try:
+        sign_in(browser, site, site.operator_key)
+        browser.get(site.url + "/")
+        said = browser.find_element(By.ID, "live-state")
+        assert not said.is_displayed()
+        # Signed out elsewhere (here: the page's own sign-out form, sent without leaving the page).
+        status = browser.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            const form = document.querySelector('form[action$="/logout"]');
+            fetch(form.action, {method: 'POST', body: new URLSearchParams(new FormData(form)),
+                                credentials: 'same-origin', redirect: 'manual'}).then(a => done(a.type));
+        """)
+        assert status == "opaqueredirect"  # 303 to the sign-in page: signed out
+        wait(browser, 15).until(lambda d: said.is_displayed())
+        assert said.text == "signed out: reload to sign in"
+        intervals = browser.execute_script("return window.__intervals")
+        assert intervals["set"] and set(intervals["set"]) <= set(intervals["cleared"])
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": hook["identifier"]})
