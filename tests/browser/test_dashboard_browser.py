@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chromium.webdriver import ChromiumDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -320,3 +323,20 @@ def test_the_overview_says_when_its_session_ended_and_stops_asking(browser: WebD
         assert intervals["set"] and set(intervals["set"]) <= set(intervals["cleared"])
     finally:
         browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": hook["identifier"]})
+
+
+def console(driver: WebDriver) -> list[dict[str, Any]]:
+    """What the page logged to its console since the last call."""
+    assert isinstance(driver, ChromiumDriver)
+    logged: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]  # selenium: untyped
+    return logged
+
+
+def test_a_page_names_its_icon_so_the_browser_asks_for_no_favicon_ico(browser: WebDriver, site: Site) -> None:
+    console(browser)  # what earlier tests logged
+    sign_in(browser, site, site.operator_key)
+    for path in PAGES:
+        browser.get(site.url + path)
+    assert [e["message"] for e in console(browser) if "favicon" in e["message"]] == []
+    icon = browser.execute_script("return document.querySelector('link[rel=icon]').href")
+    assert "/dashboard/static/favicon.svg" in icon
