@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote_to_bytes, urlencode, urlsplit
 
 import structlog
 from aiohttp import web
@@ -343,11 +343,32 @@ async def _check_post(request: web.Request, viewer: Viewer) -> None:
 
 
 async def _form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
-    """The POSTed form (read once, then kept by aiohttp); a 400 for one that is not UTF-8 text."""
+    """The POSTed form (read once, then kept by aiohttp); a 400 for one that is not UTF-8 text,
+    naming the field (aiohttp would put U+FFFD for each percent-encoded byte that is not)."""
+    if request.content_type == "application/x-www-form-urlencoded":
+        _strict_utf8(await request.read())
     try:
         return await request.post()
     except UnicodeDecodeError:
         raise web.HTTPBadRequest(text="The form is not UTF-8 text: send it from the page's own form.") from None
+
+
+def _strict_utf8(body: bytes) -> None:
+    """A 400 naming the first field of an urlencoded form whose name or value, percent-decoded,
+    is not UTF-8."""
+    for pair in body.split(b"&"):
+        raw_name, _, raw_value = pair.partition(b"=")
+        try:
+            name = unquote_to_bytes(raw_name.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            raise web.HTTPBadRequest(text="The form has a field whose name is not UTF-8 text (a field's "
+                                          "name must be): send it from the page's own form.") from None
+        try:
+            unquote_to_bytes(raw_value.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            shown = name if name.isprintable() and len(name) <= 40 else "a field"
+            raise web.HTTPBadRequest(text=f"The form's field “{shown}” is not UTF-8 text: send it from the "
+                                          "page's own form.") from None
 
 
 def _refused(request: web.Request, viewer: Viewer, reason: str) -> None:
@@ -356,14 +377,26 @@ def _refused(request: web.Request, viewer: Viewer, reason: str) -> None:
              origin=request.headers.get("Origin") or request.headers.get("Referer"))
 
 
+def _refused_sign_in(request: web.Request, reason: str) -> None:
+    """_refused, for a sign-in (no key yet: never the one presented)."""
+    log.info("dashboard_post_refused", reason=reason, method=request.method, path=request.path, key=None,
+             tenant=None, origin=request.headers.get("Origin") or request.headers.get("Referer"))
+
+
 def _same_origin(request: web.Request) -> bool:
-    """No Origin (or Referer) naming another site than this one."""
+    """No Origin (or Referer) naming another site than this one: the request's Host, or the
+    public origin REMINDERD_DASHBOARD_ORIGIN names (for a proxy that does not pass the browser's
+    Host). X-Forwarded-Host is not trusted: anyone can send it."""
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
         return False
     origin = request.headers.get("Origin") or request.headers.get("Referer")
     if not origin or origin == "null":
         return origin != "null"
-    return urlsplit(origin).netloc == request.host
+    given = urlsplit(origin)
+    if given.netloc == request.host:
+        return True
+    public = _state(request).settings.dashboard_origin
+    return public is not None and f"{given.scheme}://{given.netloc}".lower() == public
 
 
 def _error_page(request: web.Request, status: int, text: str) -> web.Response:
@@ -382,6 +415,24 @@ def _common(request: web.Request, viewer: Viewer | None, page: str) -> dict[str,
     state = _state(request)
     return {"viewer": viewer, "base": state.base, "page": page,
             "assets": {name: f"{state.base}/static/{name}?v={asset.version}" for name, asset in ASSETS.items()}}
+
+
+def _noticed(request: web.Request, path: str, kind: str, text: str, query: str = "") -> str:
+    """Where an action sends the browser: `path` (and `query`) with its outcome, `kind` "done" or
+    "problem", signed for this session so that the page shows it (_notice)."""
+    sig = _state(request).signer.notice_token(_viewer(request).session.nonce, f"{path}.{kind}", text)
+    return f"{path}?" + "&".join(part for part in (query, urlencode({kind: text, "sig": sig})) if part)
+
+
+def _notice(request: web.Request, kind: str) -> str | None:
+    """The outcome an action put in this page's URL (_noticed), if this server signed it for this
+    session; any other text in ?done= or ?problem= is not shown (a link may say anything)."""
+    text = request.query.get(kind)
+    if not text:
+        return None
+    nonce = _viewer(request).session.nonce
+    expected = _state(request).signer.notice_token(nonce, f"{request.path}.{kind}", text)
+    return text if same_token(expected, request.query.get("sig")) else None
 
 
 def _page(request: web.Request, template: str, page: str, **context: Any) -> web.Response:
@@ -430,8 +481,13 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await _form(request)
     nonce = request.cookies.get(LOGIN_COOKIE)
     token = form.get("csrf")
-    if not _same_origin(request) or nonce is None or not isinstance(token, str) \
-            or not state.signer.csrf_ok(nonce, token):
+    if not _same_origin(request):
+        _refused_sign_in(request, "foreign_origin")
+        return await login_page(request, status=403, problem=(
+            "This sign-in was sent from another site than this dashboard. If it is this dashboard's own "
+            "address, its proxy must pass the browser's Host, or REMINDERD_DASHBOARD_ORIGIN name it."))
+    if nonce is None or not isinstance(token, str) or not state.signer.csrf_ok(nonce, token):
+        _refused_sign_in(request, "csrf_token")
         return await login_page(request, problem="The sign-in form expired: try again.", status=403)
     presented = form.get("key")
     presented = presented.strip() if isinstance(presented, str) else ""
@@ -571,9 +627,11 @@ async def upcoming(request: web.Request) -> web.Response:
     tz_name = request.query.get("tz", "").strip()
     if not tz_name:
         tz_name = (await store.next_timezone(scope) if scope else None) or "UTC"
+    problem = None
     try:
         tz = load_timezone(tz_name)
     except InvalidSchedule:
+        problem = f'unknown timezone "{tz_name[:100]}": showing UTC'
         tz_name, tz = "UTC", load_timezone("UTC")
     hours_start = slot_start(now, "hour", tz)
     hours_end = hours_start + timedelta(hours=48)
@@ -600,8 +658,8 @@ async def upcoming(request: web.Request) -> web.Response:
     bar = _bar(request)
     if bar is not None:
         listed = (bar, await store.upcoming_messages(scope, start=bar[0], end=bar[1], limit=BAR_MESSAGES))
-    return _page(request, "upcoming.html", "upcoming", scope=scope, tz_name=tz_name, hours=hours,
-                 minutes=minutes, rule=rule, listed=listed, now=now, bar_limit=BAR_MESSAGES,
+    return _page(request, "upcoming.html", "upcoming", scope=scope, tz_name=tz_name, problem=problem,
+                 hours=hours, minutes=minutes, rule=rule, listed=listed, now=now, bar_limit=BAR_MESSAGES,
                  tenants_choice=await _tenant_choice(request, viewer),
                  query=urlencode(([("tenant", scope)] if scope and viewer.operator else [])
                                  + [("tz", tz_name)]))
@@ -801,7 +859,7 @@ async def message(request: web.Request) -> web.Response:
                 max_attempts=story.max_attempts, last_error=story.last_error, picked_at=story.picked_at,
                 lease_expires_at=story.lease_expires_at, sent_at=story.sent_at, paused_by=story.paused_by,
                 tenant_paused=story.tenant_paused, now=now),
-        actions=actions, done=request.query.get("done"),
+        actions=actions, done=_notice(request, "done"),
     )
 
 
@@ -857,7 +915,7 @@ async def message_action(request: web.Request) -> web.StreamResponse:
     log.info("dashboard_action", action=action, message_id=message_id, tenant=found.tenant_id,
              ref=found.ref_id, key=viewer.prefix, outcome=outcome)
     state.overview_cache.clear()
-    raise web.HTTPSeeOther(f"{state.base}/messages/{target}?{urlencode({'done': outcome})}")
+    raise web.HTTPSeeOther(_noticed(request, f"{state.base}/messages/{target}", "done", outcome))
 
 
 # Dead letters --------------------------------------------------------------------------------------
@@ -917,8 +975,14 @@ async def dead_letters(request: web.Request) -> web.Response:
                                                     max_age_s=wanted.max_age_s, error=wanted.error)
     return _page(request, "dead.html", "dead", rows=rows, wanted=wanted, matching=matching,
                  following=following, ages=AGES, tenants_choice=await _tenant_choice(request, viewer),
-                 done=request.query.get("done"), now=await state.store.database_now(),
+                 done=_notice(request, "done"), now=await state.store.database_now(),
                  first_page=cursor is None)
+
+
+def _field(form: Mapping[str, Any], name: str) -> str:
+    """A form's text field, or "" (absent, or a file)."""
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
 
 
 def _cursor(text: str | None) -> tuple[datetime, int] | None:
@@ -945,29 +1009,41 @@ async def requeue(request: web.Request) -> web.StreamResponse:
     every = form.get("scope") == "matching" and only is None
     given = [only] if isinstance(only, str) else form.getall("id", [])
     ids = sorted({int(v) for v in given if isinstance(v, str) and v.isdecimal() and len(v) <= 18})
+    confirmed = form.get("confirm") == "yes"
+    # "All that match": the page counts them and its Yes carries the newest it counted (the mark)
+    # and the count; the Yes requeues none newer, and asks again if the count changed meanwhile.
+    mark = _cursor(_field(form, "mark")) if every and confirmed else None
+    newest: tuple[datetime, int] | None = None
+    changed: int | None = None
     if every:
-        count = await state.store.dead_letters_count(wanted.tenant_id, min_age_s=wanted.min_age_s,
-                                                     max_age_s=wanted.max_age_s, error=wanted.error)
+        count, newest = await state.store.dead_letters_mark(
+            wanted.tenant_id, min_age_s=wanted.min_age_s, max_age_s=wanted.max_age_s, error=wanted.error,
+            upto=mark)
         count = min(count, REQUEUE_AT_MOST)
+        asked = _field(form, "count")
+        if mark is not None and asked != str(count):
+            changed = int(asked) if asked.isdecimal() and len(asked) <= 18 else None
+            mark = None
         chosen = []
     else:
         chosen = await state.store.dead_letters_selected(viewer.tenant_id, ids)
         count = len(chosen)
-    if form.get("confirm") != "yes":
+    if not confirmed or (every and mark is None):
         return _page(request, "confirm.html", "dead", count=count, every=every, chosen=chosen, wanted=wanted,
-                     at_most=REQUEUE_AT_MOST)
+                     at_most=REQUEUE_AT_MOST, changed=changed,
+                     mark=f"{newest[0].isoformat()}_{newest[1]}" if newest is not None else "")
     tenant = viewer.tenant_id
     if every:
         done = await state.store.requeue_dead_matching(
             wanted.tenant_id, min_age_s=wanted.min_age_s, max_age_s=wanted.max_age_s, error=wanted.error,
-            limit=REQUEUE_AT_MOST, on_behalf_of=viewer.acting_for)
+            limit=REQUEUE_AT_MOST, on_behalf_of=viewer.acting_for, upto=mark)
     else:
         done = await state.store.requeue_dead(tenant, [m.id for m in chosen], on_behalf_of=viewer.acting_for)
     log.info("dashboard_requeued", requeued=done, asked=count, key=viewer.prefix, tenant=wanted.tenant_id)
     state.overview_cache.clear()
     skipped = count - done
     outcome = f"{done} requeued" + (f"; {skipped} not (their refs have a live message)" if skipped > 0 else "")
-    raise web.HTTPSeeOther(f"{state.base}/dead?{wanted.query()}&{urlencode({'done': outcome})}")
+    raise web.HTTPSeeOther(_noticed(request, f"{state.base}/dead", "done", outcome, wanted.query()))
 
 
 # Broadcasts ----------------------------------------------------------------------------------------
@@ -1037,8 +1113,8 @@ async def broadcast_page(request: web.Request) -> web.Response:
     hours = (await state.store.awaiting_hours([broadcast_id])) if b.awaiting_approval else []
     actions = _broadcast_actions(b) if viewer.can_write else ()
     return _page(request, "broadcast.html", "broadcast", detail=found, b=b, waves=waves, hours=hours,
-                 actions=actions, messages=_messages_of(state, viewer, b), done=request.query.get("done"),
-                 problem=request.query.get("problem"), now=await state.store.database_now())
+                 actions=actions, messages=_messages_of(state, viewer, b), done=_notice(request, "done"),
+                 problem=_notice(request, "problem"), now=await state.store.database_now())
 
 
 async def broadcast_action(request: web.Request) -> web.StreamResponse:
@@ -1083,7 +1159,8 @@ async def broadcast_action(request: web.Request) -> web.StreamResponse:
     log.info("dashboard_broadcast_action", action=action, broadcast_id=broadcast_id, tenant=b.tenant_id,
              ref_prefix=b.ref_prefix, key=viewer.prefix, **outcome)
     state.overview_cache.clear()
-    raise web.HTTPSeeOther(f"{page}?{urlencode(outcome)}")
+    [(kind, text)] = outcome.items()
+    raise web.HTTPSeeOther(_noticed(request, page, kind, text))
 
 
 # What the broadcast functions refuse for a reason the operator can read (docs/audiences.md,

@@ -66,6 +66,7 @@ class Signer:
             raise ValueError("the session secret must be at least 16 bytes")
         self._session_key = hmac.new(raw, b"reminderd session", hashlib.sha256).digest()
         self._csrf_key = hmac.new(raw, b"reminderd csrf", hashlib.sha256).digest()
+        self._notice_key = hmac.new(raw, b"reminderd notice", hashlib.sha256).digest()
 
     @classmethod
     def random(cls) -> Signer:
@@ -98,6 +99,13 @@ class Signer:
     def csrf_token(self, nonce: str) -> str:
         """The CSRF token of the session (or sign-in form) with this nonce (login_nonce's)."""
         return _b64(hmac.new(self._csrf_key, f"csrf.{nonce}".encode("ascii"), hashlib.sha256).digest())
+
+    def notice_token(self, nonce: str, where: str, text: str) -> str:
+        """The signature of a notice the server puts in a page's URL after an action (`where`
+        names the page and the notice's kind), for the session with this nonce: a page shows only
+        the notices its own server wrote for this session, never one a link makes up."""
+        signed = f"notice.{nonce}.{where}.{text}".encode("utf-8", "surrogatepass")
+        return _b64(hmac.new(self._notice_key, signed, hashlib.sha256).digest())
 
     def csrf_ok(self, nonce: str, presented: str | None) -> bool:
         """Whether `presented` is the token of `nonce`: False for a nonce not login_nonce()'s."""

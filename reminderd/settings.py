@@ -193,6 +193,20 @@ def _session_secret(raw: str) -> str:
     return raw
 
 
+def _origin(raw: str) -> str:
+    parts = urlsplit(raw.strip())
+    try:
+        no_port = parts.port == 0
+    except ValueError:  # not a number, or beyond 65535
+        no_port = True
+    if no_port:
+        raise ValueError("has a port that is not one (1 to 65535)")
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username is not None \
+            or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("must be an origin, scheme and host (and port): `https://reminderd.example.com`")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
 def _log_level(raw: str) -> str:
     level = raw.lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -325,6 +339,10 @@ class Settings:
         "REMINDERD_SESSION_SECRET", None, _session_secret,
         "signs the dashboard's session cookies (16+ characters; give every `reminderd serve` the same); "
         "unset: one per process, drawn at start", unset="(random)", secret=True)
+    dashboard_origin: str | None = setting(
+        "REMINDERD_DASHBOARD_ORIGIN", None, _origin,
+        "the dashboard's public origin (`https://reminderd.example.com`) when a proxy in front does not "
+        "pass the browser's Host: a form's Origin may then name it", unset="(the request's Host)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -1410,10 +1410,25 @@ class Store:
 
     @_translating
     async def requeue_dead_matching(self, tenant_id: str | None, *, min_age_s: float, max_age_s: float,
-                                    error: str | None, limit: int, on_behalf_of: str) -> int:
+                                    error: str | None, limit: int, on_behalf_of: str,
+                                    upto: tuple[datetime, int] | None = None) -> int:
+        """Requeue what the filter matches; with `upto` (dead_letters_mark's), none newer."""
+        at, message_id = upto if upto is not None else (None, None)
         requeued: int = await self._acting(on_behalf_of, "requeue_dead_matching", tenant_id, min_age_s,
-                                           max_age_s, error, limit)
+                                           max_age_s, error, limit, at, message_id)
         return requeued
+
+    @_translating
+    async def dead_letters_mark(self, tenant_id: str | None, *, min_age_s: float, max_age_s: float,
+                                error: str | None, upto: tuple[datetime, int] | None = None
+                                ) -> tuple[int, tuple[datetime, int] | None]:
+        """How many dead letters the filter matches (none newer than `upto`), and the newest."""
+        at, message_id = upto if upto is not None else (None, None)
+        row = await self._pool.fetchrow(QUERIES["dead_letters_mark"], tenant_id, min_age_s, max_age_s, error,
+                                        at, message_id)
+        assert row is not None
+        newest = None if row["newest_id"] is None else (row["newest_at"], row["newest_id"])
+        return row["matching"], newest
 
     @_translating
     async def send_now_as(self, tenant_id: str, ref_id: str, *, on_behalf_of: str) -> int | None:

@@ -419,14 +419,34 @@ FROM (SELECT id FROM reminderd.scheduled_messages
       WHERE id = ANY ($2::bigint[]) AND status = 'dead' AND ($1::text IS NULL OR tenant_id = $1)
       ORDER BY id) m;
 
+-- dead_letters_mark --
+-- What a "Requeue N dead letters?" page counts: how many dead letters the filter matches (as
+-- dead_letters_count) at or below the mark ($5, $6) = (dead since, id) (NULL: any), and the
+-- newest of them, the mark its Yes carries (so a letter that dies after the page was drawn is
+-- not requeued by it).
+WITH matching AS (
+    SELECT m.updated_at, m.id
+    FROM reminderd.scheduled_messages m
+    WHERE m.status = 'dead' AND ($1::text IS NULL OR m.tenant_id = $1)
+      AND m.updated_at <= now() - make_interval(secs => $2)
+      AND m.updated_at >= now() - make_interval(secs => $3)
+      AND ($4::text IS NULL OR strpos(lower(m.last_error), lower($4)) > 0)
+      AND ($5::timestamptz IS NULL OR (m.updated_at, m.id) <= ($5, $6::bigint))
+)
+SELECT (SELECT count(*) FROM matching) AS matching, newest.updated_at AS newest_at, newest.id AS newest_id
+FROM (SELECT 1) one
+LEFT JOIN (SELECT * FROM matching ORDER BY updated_at DESC, id DESC LIMIT 1) newest ON true;
+
 -- requeue_dead_matching --
--- Requeue the dead letters a filter matches (as dead_letters_count), at most $5 of them.
+-- Requeue the dead letters a filter matches (as dead_letters_count), at most $5 of them, only
+-- those at or below the mark ($6, $7) = (dead since, id) when one is given (dead_letters_mark).
 SELECT count(*) FILTER (WHERE reminderd.requeue(m.id) = 1)
 FROM (SELECT id FROM reminderd.scheduled_messages m
       WHERE m.status = 'dead' AND ($1::text IS NULL OR m.tenant_id = $1)
         AND m.updated_at <= now() - make_interval(secs => $2)
         AND m.updated_at >= now() - make_interval(secs => $3)
         AND ($4::text IS NULL OR strpos(lower(m.last_error), lower($4)) > 0)
+        AND ($6::timestamptz IS NULL OR (m.updated_at, m.id) <= ($6, $7::bigint))
       ORDER BY m.id
       LIMIT $5) m;
 

@@ -21,14 +21,25 @@
     });
   }
 
-  // Overview: the live region again every 5 s, in place (scroll position and focus stay).
+  // Overview: the live region again every 5 s, in place (scroll position and focus stay); once
+  // the session has ended (sent to the sign-in page, or refused), it says so and stops asking.
   if (page === "overview") {
     const live = document.getElementById("live");
+    const said = document.getElementById("live-state");
+    let timer = null;
+    let ended = false;
     const refresh = async function () {
-      if (document.hidden) return;
+      if (document.hidden || ended) return;
       try {
         const answer = await fetch(live.dataset.refresh, { credentials: "same-origin", cache: "no-store" });
-        if (!answer.ok || answer.redirected) return;
+        if (answer.redirected || answer.status === 401) {
+          ended = true;
+          window.clearInterval(timer);
+          said.textContent = "signed out: reload to sign in";
+          said.hidden = false;
+          return;
+        }
+        if (!answer.ok) return;
         const parsed = new DOMParser().parseFromString(await answer.text(), "text/html");
         live.replaceChildren(...parsed.body.childNodes);
         live.dataset.refreshed = String(Date.now());
@@ -36,7 +47,7 @@
         /* the server is away for a moment: the next round tries again */
       }
     };
-    window.setInterval(refresh, 5000);
+    timer = window.setInterval(refresh, 5000);
     document.addEventListener("visibilitychange", function () { if (!document.hidden) refresh(); });
   }
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chromium.webdriver import ChromiumDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -287,3 +290,53 @@ def test_a_broadcast_awaiting_approval_is_approved_from_the_page_by_a_second_per
     wait(browser).until(lambda d: d.find_elements(By.ID, "trail"))
     trail = browser.find_element(By.ID, "trail").text
     assert "approved" in trail and who in trail and "fired" in trail
+
+
+COUNT_INTERVALS = """
+window.__intervals = {set: [], cleared: []};
+const setInterval_ = window.setInterval, clearInterval_ = window.clearInterval;
+window.setInterval = function (f, ms) {
+  const id = setInterval_(f, ms); window.__intervals.set.push(id); return id;
+};
+window.clearInterval = function (id) { window.__intervals.cleared.push(id); return clearInterval_(id); };
+"""
+
+
+def test_the_overview_says_when_its_session_ended_and_stops_asking(browser: WebDriver, site: Site) -> None:
+    hook = browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": COUNT_INTERVALS})
+    try:
+        sign_in(browser, site, site.operator_key)
+        browser.get(site.url + "/")
+        said = browser.find_element(By.ID, "live-state")
+        assert not said.is_displayed()
+        # Signed out elsewhere (here: the page's own sign-out form, sent without leaving the page).
+        status = browser.execute_async_script("""
+            const done = arguments[arguments.length - 1];
+            const form = document.querySelector('form[action$="/logout"]');
+            fetch(form.action, {method: 'POST', body: new URLSearchParams(new FormData(form)),
+                                credentials: 'same-origin', redirect: 'manual'}).then(a => done(a.type));
+        """)
+        assert status == "opaqueredirect"  # 303 to the sign-in page: signed out
+        wait(browser, 15).until(lambda d: said.is_displayed())
+        assert said.text == "signed out: reload to sign in"
+        intervals = browser.execute_script("return window.__intervals")
+        assert intervals["set"] and set(intervals["set"]) <= set(intervals["cleared"])
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": hook["identifier"]})
+
+
+def console(driver: WebDriver) -> list[dict[str, Any]]:
+    """What the page logged to its console since the last call."""
+    assert isinstance(driver, ChromiumDriver)
+    logged: list[dict[str, Any]] = driver.get_log("browser")  # type: ignore[no-untyped-call]  # selenium: untyped
+    return logged
+
+
+def test_a_page_names_its_icon_so_the_browser_asks_for_no_favicon_ico(browser: WebDriver, site: Site) -> None:
+    console(browser)  # what earlier tests logged
+    sign_in(browser, site, site.operator_key)
+    for path in PAGES:
+        browser.get(site.url + path)
+    assert [e["message"] for e in console(browser) if "favicon" in e["message"]] == []
+    icon = browser.execute_script("return document.querySelector('link[rel=icon]').href")
+    assert "/dashboard/static/favicon.svg" in icon

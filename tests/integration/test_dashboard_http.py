@@ -744,7 +744,7 @@ async def test_message_page_tells_the_whole_story_and_its_actions_are_audited_wi
     assert "Waiting: due" in body
 
     status, body, url = await browser.post(f"/messages/{digest}/pause", {})
-    assert url.endswith(f"/messages/{digest}?done=paused") and "Paused, not sent" in body
+    assert f"/messages/{digest}?done=paused&sig=" in url and "Paused, not sent" in body
     status, body, _ = await browser.post(f"/messages/{digest}/resume", {})
     assert "resumed" in body
     trail = await db.fetch("SELECT event, on_behalf_of FROM reminderd.events WHERE message_id = $1 ORDER BY id",
@@ -818,11 +818,11 @@ async def test_requeue_from_the_dead_letters_page_says_how_many_first(
     await operator(db, browser)
     _, body = await browser.get("/dead?error=410")
     assert '<span id="matching">3</span>' in body
-    status, body, _ = await browser.post("/dead/requeue", {"scope": "matching", "error": "410"})
-    assert status == 200 and "Requeue 3 dead letters?" in body
+    status, asked, _ = await browser.post("/dead/requeue", {"scope": "matching", "error": "410"})
+    assert status == 200 and "Requeue 3 dead letters?" in asked
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'dead'") == 5
-    status, body, url = await browser.post("/dead/requeue",
-                                           {"scope": "matching", "error": "410", "confirm": "yes"})
+    assert ("confirm", "yes") in hidden_fields(asked)  # the Yes: the page's form, as a browser sends it
+    status, body, url = await browser.post("/dead/requeue", hidden_fields(asked))
     assert "3 requeued" in body and "error=410" in url
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'dead'") == 2
     chosen = [str(r["id"]) for r in await db.fetch(
@@ -1215,7 +1215,8 @@ async def test_approving_from_the_page_makes_the_rows_pending_audited_with_the_k
     assert f"You act as <span class=\"actor\">{who}</span>" in body
     status, body, url = await browser.post(f"/broadcasts/{waiting}/approve", {"note": "copy checked"})
     assert status == 200 and urlsplit(url).path == f"/dashboard/broadcasts/{waiting}"
-    assert parse_qs(urlsplit(url).query) == {"done": ["approved: 3 messages now pending"]}
+    query = parse_qs(urlsplit(url).query)
+    assert query.keys() == {"done", "sig"} and query["done"] == ["approved: 3 messages now pending"]
     assert "approved: 3 messages now pending" in body and 'id="approve"' not in body
     assert 'id="cancel"' in body  # now it is running: it can be cancelled
     assert await statuses_of(db, waiting) == ["pending"]
@@ -1358,3 +1359,177 @@ async def test_a_script_in_a_broadcasts_prefix_or_payload_is_shown_as_text(
             assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body, path
     status, body, _ = await browser.post(f"/broadcasts/{waiting}/approve", {"note": evil})
     assert status == 200 and "<script>alert" not in body and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+
+
+# What a review in a real browser found ---------------------------------------------------------------
+
+HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+def hidden_fields(body: str) -> list[tuple[str, str]]:
+    """The hidden inputs of the page's forms but the CSRF token (Browser.post adds its own)."""
+    import html
+    return [(name, html.unescape(value)) for name, value in HIDDEN.findall(body) if name != "csrf"]
+
+
+async def test_requeue_yes_requeues_only_the_dead_letters_the_page_counted(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    await add_tenant(db, "globex")
+    await db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status, last_error, updated_at)"
+        " SELECT 'acme', 'boom:' || g, now(), 'dead', 'boomx', now() - interval '1 hour'"
+        " FROM generate_series(1, 3) g")
+    await operator(db, browser)
+    status, asked, _ = await browser.post("/dead/requeue", {"scope": "matching", "error": "boomx"})
+    assert status == 200 and "Requeue 3 dead letters?" in asked
+    await db.execute(  # they die after the page was drawn
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status, last_error)"
+        " SELECT 'globex', 'boom:' || g, now(), 'dead', 'boomx' FROM generate_series(1, 4) g")
+    status, body, url = await browser.post("/dead/requeue", hidden_fields(asked))
+    assert status == 200 and parse_qs(urlsplit(url).query)["done"] == ["3 requeued"]
+    left = await db.fetch("SELECT tenant_id, status FROM reminderd.scheduled_messages ORDER BY id")
+    assert [tuple(r) for r in left] == [("acme", "pending")] * 3 + [("globex", "dead")] * 4
+
+    # Fewer than confirmed (one requeued meanwhile): the page says so and asks again.
+    status, asked, _ = await browser.post("/dead/requeue", {"scope": "matching", "error": "boomx"})
+    assert "Requeue 4 dead letters?" in asked
+    await db.execute(
+        "SELECT reminderd.requeue(max(id)) FROM reminderd.scheduled_messages WHERE status = 'dead'")
+    status, body, _ = await browser.post("/dead/requeue", hidden_fields(asked))
+    assert status == 200 and "Requeue 3 dead letters?" in body
+    assert "4 were counted when you asked; 3 match now" in body
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'dead'") == 3
+    # A Yes without the page's mark (a form made elsewhere) only asks.
+    status, body, _ = await browser.post("/dead/requeue",
+                                         {"scope": "matching", "error": "boomx", "confirm": "yes"})
+    assert status == 200 and "Requeue 3 dead letters?" in body
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'dead'") == 3
+
+
+async def test_a_sign_in_from_another_origin_says_so_and_is_logged(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    from structlog.testing import capture_logs
+
+    key = await add_api_key(db, None, name="ops-alice")
+    for origin in ("https://reminderd.example.com", "http://evil.example"):
+        await browser.get("/login")
+        with capture_logs() as logs:
+            status, body, _ = await browser.post("/login", {"key": key}, headers={
+                "Origin": origin, "X-Forwarded-Proto": "https"})
+        assert status == 403 and "sent from another site" in body and "expired" not in body
+        assert "REMINDERD_DASHBOARD_ORIGIN" in body
+        [line] = [e for e in logs if e["event"] == "dashboard_post_refused"]
+        assert line["reason"] == "foreign_origin" and line["origin"] == origin
+        assert line["path"] == "/dashboard/login"
+        assert key not in repr(logs) and browser.csrf not in repr(logs)
+    await browser.get("/login")
+    with capture_logs() as logs:
+        status, body, _ = await browser.post("/login", {"key": key, "csrf": "stale"}, csrf=False)
+    assert status == 403 and "The sign-in form expired: try again." in body
+    [line] = [e for e in logs if e["event"] == "dashboard_post_refused"]
+    assert line["reason"] == "csrf_token" and "stale" not in repr(logs)
+
+
+async def test_a_configured_public_origin_lets_a_proxy_pass_its_own_host(
+    db: asyncpg.Connection, settings: Settings, tenant: str
+) -> None:
+    public = replace(settings, dashboard_origin="https://reminderd.example.com")
+    async with serving(public) as url:
+        client = Browser(url)
+        try:
+            key = await add_api_key(db, None, name="ops-alice")
+            await client.get("/login")
+            status, body, _ = await client.post("/login", {"key": key, "next": "/dashboard/"}, headers={
+                "Origin": "https://reminderd.example.com"})
+            assert status == 200 and "ops-alice" in body
+            await client.get("/dead")
+            status, _, _ = await client.post("/logout", {}, headers={"Origin": "https://evil.example"})
+            assert status == 403
+            status, _, _ = await client.post("/logout", {}, headers={
+                "Origin": "http://evil.example", "X-Forwarded-Host": "evil.example"})
+            assert status == 403  # X-Forwarded-Host is not trusted
+        finally:
+            await client.close()
+
+
+def test_the_public_origin_setting_is_an_origin() -> None:
+    from reminderd.exceptions import ConfigError
+
+    given = {"REMINDERD_DATABASE_URL": "postgresql://u@127.0.0.1/db"}
+    ok = Settings.from_env({**given, "REMINDERD_DASHBOARD_ORIGIN": "https://Reminderd.example.com:8443/"})
+    assert ok.dashboard_origin == "https://reminderd.example.com:8443"
+    for bad in ("reminderd.example.com", "ftp://x.example", "https://x.example/dashboard", "https://"):
+        with pytest.raises(ConfigError, match="REMINDERD_DASHBOARD_ORIGIN"):
+            Settings.from_env({**given, "REMINDERD_DASHBOARD_ORIGIN": bad})
+
+
+async def test_a_notice_in_the_url_shows_only_when_this_server_wrote_it(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    waiting = await awaiting_broadcast(db)
+    await db.execute("SELECT reminderd.schedule('acme', 'later', now() + interval '1 hour')")
+    later = (await row_by_ref(db, "later"))["id"]
+    await operator(db, browser)
+    phish = "Your session has expired. Sign in again at https://evil.example"
+    for path in (f"/broadcasts/{waiting}?problem={phish}", f"/broadcasts/{waiting}?done={phish}",
+                 f"/messages/{later}?done={phish}", f"/dead?done={phish}"):
+        status, body = await browser.get(path)
+        assert status == 200 and "evil.example" not in body and 'role="alert"' not in body, path
+    # The server's own notice shows (its URL signed for this session), and only in this session.
+    await browser.get(f"/messages/{later}")
+    status, body, url = await browser.post(f"/messages/{later}/pause", {})
+    assert status == 200 and "paused" in parse_qs(urlsplit(url).query)["done"]
+    assert re.search(r'id="done"[^>]*>paused<', body)
+    forged = url.replace("done=paused", "done=cancelled")
+    assert not re.search(r'id="done"', (await browser.get(forged[len(browser.url):]))[1])
+    other = Browser(browser.url)
+    try:
+        await operator(db, other)
+        assert not re.search(r'id="done"', (await other.get(url[len(browser.url):]))[1])
+    finally:
+        await other.close()
+
+
+async def test_a_form_that_is_not_utf8_is_a_400_naming_the_field(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    waiting = await awaiting_broadcast(db)
+    await db.execute("SELECT reminderd.schedule('acme', 'later', now() + interval '1 hour')")
+    later = (await row_by_ref(db, "later"))["id"]
+    await operator(db, browser)
+    await browser.get(f"/broadcasts/{waiting}")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    token = browser.csrf.replace("-", "%2D")
+    for path, body, field in ((f"/broadcasts/{waiting}/reject", f"csrf={token}&note=caf%E9+cr%E8me", "note"),
+                              (f"/messages/{later}/pause", f"csrf={token}&x=%FF", "x"),
+                              (f"/messages/{later}/pause", f"csrf={token}&%FF=1", "a field's name")):
+        async with browser.session.post(browser.url + path, data=body.encode(), headers=form,
+                                        allow_redirects=False) as answer:
+            import html
+            text = html.unescape(await answer.text())
+            assert answer.status == 400 and f"{field}" in text and "UTF-8" in text, (path, text)
+    assert await statuses_of(db, waiting) == ["awaiting_approval"]
+    assert (await row_by_ref(db, "later"))["status"] == "pending"
+
+
+async def test_an_unknown_clock_on_upcoming_says_so(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    await operator(db, browser)
+    status, body = await browser.get("/upcoming?tenant=acme&tz=Europe/Pariss")
+    import html
+    assert status == 200 and 'unknown timezone "Europe/Pariss": showing UTC' in html.unescape(body)
+    status, body = await browser.get("/upcoming?tenant=acme&tz=Europe/Paris")
+    assert status == 200 and "unknown timezone" not in body
+
+
+async def test_every_page_names_its_icon_and_the_icon_is_served(db: asyncpg.Connection, browser: Browser,
+                                                               tenant: str) -> None:
+    await operator(db, browser)
+    _, body = await browser.get("/")
+    found = re.search(r'<link rel="icon" href="(/dashboard/static/[^"]+)"', body)
+    assert found is not None
+    async with browser.session.get(browser.url[:-len("/dashboard")] + found[1].replace("&amp;", "&")) as answer:
+        assert answer.status == 200 and answer.content_type == "image/svg+xml"
