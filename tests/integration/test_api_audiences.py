@@ -712,6 +712,37 @@ async def test_a_cadence_over_http(http: ApiClient, key: str) -> None:
     assert "exactly one of contact_id and timezone" in both["detail"]
 
 
+async def test_a_cadence_offset_is_written_exactly_and_a_fraction_of_a_second_refused(
+    http: ApiClient, key: str
+) -> None:
+    """An offset's seconds became `{:g}` text, 6 significant digits: -86399.99s was rounded into the
+    ref `cz:-24h`, -0.00001s an exponent PostgreSQL cannot read (-1e-05 seconds). A step's ref
+    names whole seconds, so a fraction is refused, naming the offset as written."""
+    anchor = (datetime.now(UTC) + timedelta(days=60)).replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
+
+    async def cadence(offsets: list[str]) -> Any:
+        return await http.call("POST", "/v1/cadences", key, json={
+            "ref_prefix": "cz", "anchor": anchor, "at_local": "10:00", "timezone": "Europe/London",
+            "offsets": offsets})
+
+    made = await cadence(["-86399s", "-1234567s", "+100001s"])
+    assert made.status == 201, made.body
+    assert sorted(step["ref_id"] for step in made.json["steps"]) == [
+        "cz:+1d3h46m41s", "cz:-14d6h56m7s", "cz:-23h59m59s"]
+    for written, index in (("-0.00001s", 0), ("-86399.99s", 0), ("-12345.678s", 1), ("+0.5s", 1)):
+        offsets = ["-1d", written] if index else [written]
+        refused = problem(await cadence(offsets), 422, "invalid-request")
+        assert refused["errors"] == [{"pointer": f"/offsets/{index}", "detail": refused["detail"]}]
+        assert refused["detail"] == (
+            f"offsets[{index}] {written!r}: an offset is a whole number of seconds (its step's ref names it)"
+        )
+    for written, says in (("-99y", "use a duration such as"), ("+-5s", "one sign"),
+                          (f"-{100 * 366}d", "under 100 years")):
+        refused = problem(await cadence([written]), 422, "invalid-request")
+        assert refused["errors"][0]["pointer"] == "/offsets/0", refused
+        assert refused["detail"].startswith(f"offsets[0] {written!r}: ") and says in refused["detail"], refused
+
+
 async def test_another_tenants_key_sees_none_of_it(
     http: ApiClient, key: str, db: asyncpg.Connection, receiver: Receiver
 ) -> None:
