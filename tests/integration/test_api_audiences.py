@@ -718,7 +718,8 @@ async def test_a_cadence_offset_is_written_exactly_and_a_fraction_of_a_second_re
     """An offset's seconds became `{:g}` text, 6 significant digits: -86399.99s was rounded into the
     ref `cz:-24h`, -0.00001s an exponent PostgreSQL cannot read (-1e-05 seconds). A step's ref
     names whole seconds, so a fraction is refused, naming the offset as written."""
-    anchor = (datetime.now(UTC) + timedelta(days=60)).replace(hour=0, minute=0, second=0, microsecond=0).isoformat()
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    anchor = (midnight + timedelta(days=60)).isoformat()
 
     async def cadence(offsets: list[str]) -> Any:
         return await http.call("POST", "/v1/cadences", key, json={

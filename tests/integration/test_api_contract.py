@@ -267,7 +267,9 @@ async def test_a_rotation_s_secret_is_never_stored_nor_replayed(
     assert secret.encode() not in stored[0]["response_body"]
     assert b"whsec_" not in stored[0]["response_body"] and b"secret" not in stored[0]["response_body"]
     for caller in (acme, other_key):
-        again = await http.call("POST", "/v1/tenant/rotate-secret", caller, json={"grace": "1h"}, headers=headers)
+        again = await http.call(
+            "POST", "/v1/tenant/rotate-secret", caller, json={"grace": "1h"}, headers=headers
+        )
         assert again.status == 409, again.body
         assert again.json["type"] == "urn:reminderd:problem:secret-shown-once"
         assert "Idempotent-Replayed" not in again.headers
