@@ -1051,6 +1051,9 @@ class Api:
         unknown = sorted(set(body) - {"grace"})
         if unknown:
             raise invalid(f"unknown field {unknown[0]!r}", pointer(unknown[0]))
+        if "grace" in body and body["grace"] is None:  # the document allows none: leave it out for 24h
+            raise invalid("grace: null is not a duration; leave grace out for 24h, or give one (1h, 0s)",
+                          pointer("grace"))
         text = _duration_text(body.get("grace", "24h"), (), "grace", allow_zero=True)
         try:
             grace = parse_duration(text or "24h", "grace", allow_zero=True)
