@@ -531,6 +531,19 @@ async def test_a_big_broadcast_needs_another_keys_approval(
         "SELECT DISTINCT status FROM reminderd.scheduled_messages WHERE ref_id LIKE 'big:%'"
     )
     assert [r["status"] for r in statuses] == ["pending"]
+    # The same decision again changes nothing (200, nothing released or cancelled); the creator's
+    # own key is refused whether or not another key approved it already.
+    approved_again = await http.call("POST", f"/v1/broadcasts/{broadcast_id}/approve", bob)
+    assert approved_again.status == 200 and approved_again.json["released"] == 0, approved_again.body
+    assert approved_again.json["decided_by"] == approved.json["decided_by"]
+    own_again = problem(await http.call("POST", f"/v1/broadcasts/{broadcast_id}/approve", key), 403, "forbidden")
+    assert own_again["sqlstate"] == "42501" and "another person must approve it" in own_again["detail"]
+    rejected_again = await http.call("POST", f"/v1/broadcasts/{second.json['id']}/reject", key)
+    assert rejected_again.status == 200 and rejected_again.json["cancelled_messages"] == 0
+    assert rejected_again.json["decided_by"] == rejected.json["decided_by"]
+    for route, decided in (("approve", second.json["id"]), ("reject", broadcast_id)):
+        other_way = problem(await http.call("POST", f"/v1/broadcasts/{decided}/{route}", bob), 409, "conflict")
+        assert other_way["sqlstate"] == "55000"
 
 
 def without_instance(document: dict[str, Any]) -> dict[str, Any]:
