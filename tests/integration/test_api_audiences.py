@@ -536,7 +536,9 @@ async def test_a_big_broadcast_needs_another_keys_approval(
     approved_again = await http.call("POST", f"/v1/broadcasts/{broadcast_id}/approve", bob)
     assert approved_again.status == 200 and approved_again.json["released"] == 0, approved_again.body
     assert approved_again.json["decided_by"] == approved.json["decided_by"]
-    own_again = problem(await http.call("POST", f"/v1/broadcasts/{broadcast_id}/approve", key), 403, "forbidden")
+    own_again = problem(
+        await http.call("POST", f"/v1/broadcasts/{broadcast_id}/approve", key), 403, "forbidden"
+    )
     assert own_again["sqlstate"] == "42501" and "another person must approve it" in own_again["detail"]
     rejected_again = await http.call("POST", f"/v1/broadcasts/{second.json['id']}/reject", key)
     assert rejected_again.status == 200 and rejected_again.json["cancelled_messages"] == 0

@@ -252,8 +252,10 @@ async def test_rejecting_cancels_every_row(db: asyncpg.Connection, acme: str) ->
     assert (shown["approval"], shown["cancelled"], shown["done"]) == ("rejected", 3, True)
     failure = await refusal(db.execute("SELECT reminderd.approve_broadcast('acme', $1, 'dave')", broadcast_id))
     assert failure.sqlstate == "55000"
-    assert await db.fetchval("SELECT reminderd.reject_broadcast('acme', $1, 'erin')", broadcast_id) == 0  # again
-    assert await db.fetchval("SELECT decided_by FROM reminderd.broadcasts WHERE id = $1", broadcast_id) == "carol"
+    again = await db.fetchval("SELECT reminderd.reject_broadcast('acme', $1, 'erin')", broadcast_id)
+    assert again == 0  # the same decision again changes nothing
+    decided_by = await db.fetchval("SELECT decided_by FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+    assert decided_by == "carol"
 
 
 async def test_rows_whose_time_passed_while_waiting_follow_their_backfill(
@@ -785,7 +787,8 @@ def test_0032_runs_forward_over_kept_answers_and_approved_broadcasts(empty_datab
                             " local_time, approval, created_by, decided_by)"
                             " VALUES ('acme', 'b', '{}', '2027-06-01 09:00', 'approved', 'alice', 'bob')"
                             " RETURNING id")[0]["id"]
-    assert sql(url, "SELECT reminderd.approve_broadcast('acme', $1, 'alice')", broadcast_id)[0][0] == 0  # the bug
+    before = sql(url, "SELECT reminderd.approve_broadcast('acme', $1, 'alice')", broadcast_id)
+    assert before[0][0] == 0  # the bug: the creator's own approval answered
     assert upgrade(url, "0032")[-1] == "0032"
     kept = {row["key"]: (row["status_code"], row["content_type"], bytes(row["response_body"]))
             for row in sql(url, "SELECT * FROM reminderd.idempotency_keys")}
