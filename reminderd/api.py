@@ -81,6 +81,9 @@ MAX_BIGINT = 2**63 - 1
 NEVER = datetime.min.replace(tzinfo=UTC)
 FOREVER = datetime.max.replace(tzinfo=UTC)
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+# What an Idempotency-Key keeps of an answer holding a secret (a rotation's): that it was given, not
+# the answer (reminderd.idempotency_keys.content_type; its response_body is empty).
+SHOWN_ONCE = "reminderd/shown-once"
 WWW_AUTHENTICATE = 'Bearer realm="reminderd"'
 # aiohttp's HTTP parser answers a longer request line or header itself, in plain text, before any
 # middleware: room for the longest query the document allows (2,000 characters, percent-encoded).
@@ -134,6 +137,7 @@ class Route:
     batched: bool = False  # a write that opens no transaction of its own: reminderd/batching.py's call does
     public: bool = False  # no API key (probes, metrics, the document)
     streamed: bool = False  # a write that reads its own body in pieces and opens its own transactions
+    shows_secret: bool = False  # its answer holds a secret, shown once: an Idempotency-Key never keeps it
 
 
 def json_response(document: Any, status: int = 200) -> web.Response:
@@ -186,7 +190,7 @@ class Api:
             Route("PATCH", "/v1/tenant", self.update_tenant, writes=True),
             Route("POST", "/v1/tenant/pause", self.pause_tenant, writes=True),
             Route("POST", "/v1/tenant/resume", self.resume_tenant, writes=True),
-            Route("POST", "/v1/tenant/rotate-secret", self.rotate_secret, writes=True),
+            Route("POST", "/v1/tenant/rotate-secret", self.rotate_secret, writes=True, shows_secret=True),
             Route("GET", "/v1/preview", self.preview),
             Route("GET", "/v1/stats", self.stats),
             *(Route(r.method, r.path, r.handler, writes=r.writes, streamed=r.streamed)
@@ -327,7 +331,7 @@ class Api:
                 return response
             key = request.headers.get("Idempotency-Key")
             if key is not None:
-                return await self._idempotent(request, caller, key, route.handler)
+                return await self._idempotent(request, caller, key, route)
             if route.streamed:  # its body in pieces, a transaction naming the key for each
                 streamed: web.StreamResponse = await route.handler(request, caller, self.store)
                 return streamed
@@ -397,11 +401,13 @@ class Api:
         return again is not None and again.key_id == caller.key_id and (again.may_write or not caller.may_write)
 
     async def _idempotent(
-        self, request: web.Request, caller: Caller, key: str, handler: Handler
+        self, request: web.Request, caller: Caller, key: str, route: Route
     ) -> web.StreamResponse:
         """Stripe's rules: the first successful answer is stored in the write's own transaction and
         replayed to the same request; another request with the key gets 422; while the first one
-        runs, 409."""
+        runs, 409. An answer holding a secret is not stored: only that it was given, and the same
+        request again gets a 409 secret-shown-once (the secret is never shown twice, nor to
+        another key of the tenant)."""
         if not IDEMPOTENCY_KEY.fullmatch(key):
             raise invalid(
                 "Idempotency-Key: 1 to 255 printable ASCII characters", "Idempotency-Key", where="header"
@@ -427,18 +433,26 @@ class Api:
                         "this Idempotency-Key was used for another request "
                         "(another method, path or body) in the last 24 hours",
                     )
+                if stored.content_type == SHOWN_ONCE:
+                    raise Problem(
+                        "secret-shown-once",
+                        "this rotation was already done with this Idempotency-Key; its new secret was "
+                        "shown once, in that request's answer, and is not shown again",
+                    )
                 replay = web.Response(
                     body=stored.body, status=stored.status_code, content_type=stored.content_type
                 )
                 replay.headers["Idempotent-Replayed"] = "true"
                 return replay
+            handler: Handler = route.handler
             response = await handler(request, caller, store)
             if 200 <= response.status < 300 and isinstance(response.body, bytes):
-                await store.save_idempotency_answer(
-                    tenant,
-                    key,
-                    StoredAnswer(fingerprint, response.status, response.content_type, response.body),
+                kept = (
+                    StoredAnswer(fingerprint, response.status, SHOWN_ONCE, b"")
+                    if route.shows_secret
+                    else StoredAnswer(fingerprint, response.status, response.content_type, response.body)
                 )
+                await store.save_idempotency_answer(tenant, key, kept)
             return response
 
     # Reading requests ---------------------------------------------------------------------------
@@ -1037,6 +1051,9 @@ class Api:
         unknown = sorted(set(body) - {"grace"})
         if unknown:
             raise invalid(f"unknown field {unknown[0]!r}", pointer(unknown[0]))
+        if "grace" in body and body["grace"] is None:  # the document allows none: leave it out for 24h
+            raise invalid("grace: null is not a duration; leave grace out for 24h, or give one (1h, 0s)",
+                          pointer("grace"))
         text = _duration_text(body.get("grace", "24h"), (), "grace", allow_zero=True)
         try:
             grace = parse_duration(text or "24h", "grace", allow_zero=True)

@@ -22,6 +22,7 @@ from . import wire
 from .apikeys import Caller
 from .arguments import Audience, BroadcastRequest, CadenceRequest
 from .contact_files import MAX_LINE, SentContact, checked_contact
+from .duration import parse_seconds, signed_interval
 from .exceptions import DatabaseRefused
 from .limits import too_long
 from .problems import FieldError, Problem, invalid, pointer
@@ -31,6 +32,7 @@ from .store import Store
 from .validation import (
     API_NAMES,
     HOLIDAY_RULES,
+    MAX_DELAY_S,
     InvalidInput,
     Recurrence,
     checked_calendar,
@@ -741,17 +743,26 @@ def _cadence_request(tenant: str, body: dict[str, Any]) -> CadenceRequest:
 
 def _interval(text: str, index: int) -> str:
     """A signed duration ("-30d", "+1d12h") as a PostgreSQL interval whose parts share its sign,
-    so days stay calendar days (as the CLI writes it: arguments.interval_text)."""
+    so days stay calendar days (as the CLI writes it: arguments.interval_text). A refusal names
+    the offset as written, at its pointer (/offsets/3)."""
     field = f"offsets/{index}"
+    said = f"offsets[{index}] {text!r}"
     match = _OFFSET.fullmatch(text.strip())
     if match is None:
-        raise InvalidInput(
-            f"offsets[{index}] {text!r}: a signed duration, - for before (-30d), + for after (+1d)", field
-        )
-    seconds = parse_duration(match.group(2), f"offsets[{index}]", allow_zero=True).total_seconds()
-    sign = "-" if match.group(1) == "-" else ""
-    days, rest = divmod(seconds, 86400)
-    return f"{sign}{int(days)} days {sign}{rest:g} seconds"
+        raise InvalidInput(f"{said}: a signed duration, - for before (-30d), + for after (+1d)", field)
+    try:
+        seconds = parse_seconds(match.group(2))
+    except ValueError as exc:
+        raise InvalidInput(f"{said}: {exc}", field) from None
+    if seconds < 0:
+        raise InvalidInput(f"{said}: one sign, - for before (-30d) or + for after (+1d)", field)
+    if not seconds < MAX_DELAY_S:
+        raise InvalidInput(f"{said}: an offset is under 100 years before or after", field)
+    try:
+        return signed_interval(-seconds if match.group(1) == "-" else seconds)
+    except ValueError:
+        raise InvalidInput(f"{said}: an offset is a whole number of seconds (its step's ref names it)",
+                           field) from None
 
 
 # Answers -----------------------------------------------------------------------------------------------

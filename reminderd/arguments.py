@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import BinaryIO, Literal
 
-from .duration import parse_seconds
+from .duration import parse_seconds, signed_interval
 from .payload import MAX_PAYLOAD_BYTES
 from .schedule import QuietHours, load_timezone, to_instant
 from .validation import (
@@ -721,6 +721,8 @@ def interval_text(text: str, flag: str) -> str:
         raise UsageError(f"{flag} {text!r}: {exc}, with a sign for before (-30d) or after (+1d)") from None
     if not abs(seconds) < MAX_DELAY_S:
         raise UsageError(f"{flag} {text!r}: an offset is under 100 years before or after")
-    sign = "-" if seconds < 0 else ""
-    days, rest = divmod(abs(seconds), 86400)
-    return f"{sign}{int(days)} days {sign}{rest:g} seconds"
+    try:
+        return signed_interval(seconds)
+    except ValueError:
+        raise UsageError(f"{flag} {text!r}: an offset is a whole number of seconds (its step's ref names it)"
+                         ) from None

@@ -81,6 +81,7 @@ __all__ = [
     "RotatedSecret",
     "ScheduleRequest",
     "Scheduled",
+    "SecretShownOnce",
     "SentNow",
     "Stats",
     "Status",
@@ -121,6 +122,7 @@ TimezoneSource = Literal["message", "contact", "phone", "country", "tenant"]
 UNREACHABLE = "urn:reminderd:client:unreachable"
 INVALID_RESPONSE = "urn:reminderd:client:invalid-response"
 IDEMPOTENCY_IN_FLIGHT = "urn:reminderd:problem:idempotency-in-flight"
+SECRET_SHOWN_ONCE = "urn:reminderd:problem:secret-shown-once"
 _KEY_SHAPE = re.compile(r"(rk_[a-z2-7]{12})_")  # a key's visible prefix (reminderd/apikeys.py)
 
 
@@ -733,6 +735,17 @@ class ApiError(ReminderdError):
         return self.problem.errors
 
 
+class SecretShownOnce(ApiError):
+    """The rotation was done, but its answer (the new signing secret, shown once) did not reach this
+    client: the retry of `rotate_secret` with the same Idempotency-Key got a 409 instead of the
+    secret, which the server never keeps. Rotate again (a new call) for a secret you can see."""
+
+
+def _api_error(problem: Problem, attempts: int) -> ApiError:
+    """The error for a problem the server answered: its own class where a caller must tell it apart."""
+    return (SecretShownOnce if problem.type == SECRET_SHOWN_ONCE else ApiError)(problem, attempts=attempts)
+
+
 class _Secret:
     """A value that shows as <hidden> in any repr (vars(), a debugger, a log of the object)."""
 
@@ -954,7 +967,7 @@ class ReminderdClient:
             if _retryable(status, problem.type):
                 delay = self.retry.delay_s(attempt, _retry_after_s(retry_after))
             if delay is None:
-                raise ApiError(problem, attempts=attempt)
+                raise _api_error(problem, attempt)
             self._retrying(method, url, attempt, delay, f"{status} {problem.type}")
             await asyncio.sleep(delay)
 
@@ -1138,7 +1151,10 @@ class ReminderdClient:
 
     async def rotate_secret(self, *, grace: Duration | None = None,
                             idempotency_key: str | None = None) -> RotatedSecret:
-        """A new signing secret, shown only in this answer; the old one keeps signing for `grace`."""
+        """A new signing secret, shown only in this answer; the old one keeps signing for `grace`.
+        The server never keeps the secret for a retry: when the first try's answer is lost after the
+        rotation was done, the retry (same Idempotency-Key, so never a second rotation) raises
+        SecretShownOnce."""
         return await self._answer(RotatedSecret, "POST", "/v1/tenant/rotate-secret", body=_present(grace=grace),
                                   idempotency_key=idempotency_key)
 

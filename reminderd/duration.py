@@ -44,6 +44,18 @@ def parse_seconds(text: str) -> float:
     return sign * sum(float(amount) * _SECONDS_PER[unit] for unit, amount in amounts if amount)
 
 
+def signed_interval(seconds: float) -> str:
+    """Whole seconds, signed, as a PostgreSQL interval whose parts share the sign, so days stay
+    calendar days (a day is 23 or 25 hours across a clock change): -90061 -> '-1 days -3661 seconds'.
+    Exact, never rounded; ValueError for a fraction of a second."""
+    whole = round(seconds)
+    if abs(seconds - whole) > 1e-6:  # float noise of a whole number is not a fraction
+        raise ValueError("a whole number of seconds")
+    sign = "-" if seconds < 0 else ""
+    days, rest = divmod(abs(whole), 86400)
+    return f"{sign}{days} days {sign}{rest} seconds"
+
+
 def in_words(seconds: float) -> str:
     """A window as people say it: "day", "2 days", "hour", "90 minutes", "45 s"."""
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):

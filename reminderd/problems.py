@@ -25,6 +25,7 @@ KINDS: dict[str, tuple[int, str]] = {
     "method-not-allowed": (405, "Method not allowed"),
     "not-live": (409, "The message is not in a state for this"),
     "idempotency-in-flight": (409, "A request with this Idempotency-Key is still running"),
+    "secret-shown-once": (409, "The secret was shown once and is not shown again"),
     "conflict": (409, "The request conflicts with what is there (a prefix in use, a decision made)"),
     "body-too-large": (413, "The body is too large"),
     "unsupported-media-type": (415, "The body must be application/json"),

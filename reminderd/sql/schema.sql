@@ -5171,6 +5171,8 @@ $$;
 -- A broadcast waiting for approval goes ahead once a different person approves it; its rows
 -- become pending (those whose time has passed meanwhile follow their backfill policy). The
 -- approval covers the largest wave awaiting it (approved_contacts, migration 0028).
+-- Approving an approved one again returns 0 and changes nothing (its decided_by stays), but never
+-- for its creator (42501, migration 0031); one rejected or needing no approval is 55000.
 CREATE FUNCTION reminderd.approve_broadcast(tenant_id text, broadcast_id bigint, actor text DEFAULT NULL,
                                             note text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -5189,18 +5191,20 @@ BEGIN
         RAISE EXCEPTION 'tenant "%" has no broadcast %', approve_broadcast.tenant_id, approve_broadcast.broadcast_id
             USING ERRCODE = 'no_data_found';
     END IF;
-    IF request.approval = 'approved' THEN
-        RETURN 0;
-    ELSIF request.approval = 'not_needed' THEN
+    IF request.approval = 'not_needed' THEN
         RAISE EXCEPTION 'broadcast % needs no approval', request.id USING ERRCODE = 'object_not_in_prerequisite_state';
     ELSIF request.approval = 'rejected' THEN
         RAISE EXCEPTION 'broadcast % was rejected by % at %', request.id, request.decided_by, request.decided_at
             USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
+    -- The creator is refused before "approved already": their own approval is never an answer.
     IF who = request.created_by THEN
         RAISE EXCEPTION 'broadcast % was created by %: another person must approve it', request.id, who
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'High volumes need a second person: ask someone else to approve it.';
+    END IF;
+    IF request.approval = 'approved' THEN
+        RETURN 0;  -- the same decision again: nothing changes
     END IF;
     UPDATE reminderd.broadcast_requests r
     SET approval = 'approved', decided_by = who, decided_at = now(), decision_note = approve_broadcast.note,
@@ -5225,6 +5229,7 @@ END
 $$;
 
 -- Rejected: every row of the broadcast is cancelled, and a recurring one stages no more.
+-- Rejecting a rejected one again returns 0 and changes nothing; one approved or needing none is 55000.
 CREATE FUNCTION reminderd.reject_broadcast(tenant_id text, broadcast_id bigint, actor text DEFAULT NULL,
                                            note text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$

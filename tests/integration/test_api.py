@@ -761,6 +761,21 @@ async def test_the_rotation_says_until_when_the_old_secret_still_signs(
     assert at_once["previous_secret_valid_until"] is None
 
 
+async def test_a_null_grace_is_refused_as_the_document_says_not_read_as_24_hours(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    old = await db.fetchval("SELECT signing_secret FROM reminderd.tenants WHERE id = 'acme'")
+    refused = problem(await http.call("POST", "/v1/tenant/rotate-secret", key, json={"grace": None}),
+                      422, "invalid-request")
+    assert refused["errors"] == [{"pointer": "/grace", "detail": refused["detail"]}]
+    assert refused["detail"].startswith("grace: null is not a duration")
+    assert await db.fetchval("SELECT signing_secret FROM reminderd.tenants WHERE id = 'acme'") == old
+    left_out = await http.call("POST", "/v1/tenant/rotate-secret", key, json={})
+    assert left_out.status == 200, left_out.body
+    until = datetime.fromisoformat(left_out.json["previous_secret_valid_until"])
+    assert near(until, await db_now(db) + timedelta(hours=24))
+
+
 async def test_preview_and_stats(http: ApiClient, key: str) -> None:
     preview = await http.call(
         "GET",

@@ -531,6 +531,21 @@ async def test_a_big_broadcast_needs_another_keys_approval(
         "SELECT DISTINCT status FROM reminderd.scheduled_messages WHERE ref_id LIKE 'big:%'"
     )
     assert [r["status"] for r in statuses] == ["pending"]
+    # The same decision again changes nothing (200, nothing released or cancelled); the creator's
+    # own key is refused whether or not another key approved it already.
+    approved_again = await http.call("POST", f"/v1/broadcasts/{broadcast_id}/approve", bob)
+    assert approved_again.status == 200 and approved_again.json["released"] == 0, approved_again.body
+    assert approved_again.json["decided_by"] == approved.json["decided_by"]
+    own_again = problem(
+        await http.call("POST", f"/v1/broadcasts/{broadcast_id}/approve", key), 403, "forbidden"
+    )
+    assert own_again["sqlstate"] == "42501" and "another person must approve it" in own_again["detail"]
+    rejected_again = await http.call("POST", f"/v1/broadcasts/{second.json['id']}/reject", key)
+    assert rejected_again.status == 200 and rejected_again.json["cancelled_messages"] == 0
+    assert rejected_again.json["decided_by"] == rejected.json["decided_by"]
+    for route, decided in (("approve", second.json["id"]), ("reject", broadcast_id)):
+        other_way = problem(await http.call("POST", f"/v1/broadcasts/{decided}/{route}", bob), 409, "conflict")
+        assert other_way["sqlstate"] == "55000"
 
 
 def without_instance(document: dict[str, Any]) -> dict[str, Any]:
@@ -710,6 +725,38 @@ async def test_a_cadence_over_http(http: ApiClient, key: str) -> None:
         "invalid-request",
     )
     assert "exactly one of contact_id and timezone" in both["detail"]
+
+
+async def test_a_cadence_offset_is_written_exactly_and_a_fraction_of_a_second_refused(
+    http: ApiClient, key: str
+) -> None:
+    """An offset's seconds became `{:g}` text, 6 significant digits: -86399.99s was rounded into the
+    ref `cz:-24h`, -0.00001s an exponent PostgreSQL cannot read (-1e-05 seconds). A step's ref
+    names whole seconds, so a fraction is refused, naming the offset as written."""
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    anchor = (midnight + timedelta(days=60)).isoformat()
+
+    async def cadence(offsets: list[str]) -> Any:
+        return await http.call("POST", "/v1/cadences", key, json={
+            "ref_prefix": "cz", "anchor": anchor, "at_local": "10:00", "timezone": "Europe/London",
+            "offsets": offsets})
+
+    made = await cadence(["-86399s", "-1234567s", "+100001s"])
+    assert made.status == 201, made.body
+    assert sorted(step["ref_id"] for step in made.json["steps"]) == [
+        "cz:+1d3h46m41s", "cz:-14d6h56m7s", "cz:-23h59m59s"]
+    for written, index in (("-0.00001s", 0), ("-86399.99s", 0), ("-12345.678s", 1), ("+0.5s", 1)):
+        offsets = ["-1d", written] if index else [written]
+        refused = problem(await cadence(offsets), 422, "invalid-request")
+        assert refused["errors"] == [{"pointer": f"/offsets/{index}", "detail": refused["detail"]}]
+        assert refused["detail"] == (
+            f"offsets[{index}] {written!r}: an offset is a whole number of seconds (its step's ref names it)"
+        )
+    for written, says in (("-99y", "use a duration such as"), ("+-5s", "one sign"),
+                          (f"-{100 * 366}d", "under 100 years")):
+        refused = problem(await cadence([written]), 422, "invalid-request")
+        assert refused["errors"][0]["pointer"] == "/offsets/0", refused
+        assert refused["detail"].startswith(f"offsets[0] {written!r}: ") and says in refused["detail"], refused
 
 
 async def test_another_tenants_key_sees_none_of_it(

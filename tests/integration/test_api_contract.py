@@ -250,6 +250,35 @@ async def test_a_key_is_per_tenant_and_a_failed_request_is_not_kept(
     assert await db.fetchval("SELECT count(*) FROM reminderd.idempotency_keys") == 2
 
 
+async def test_a_rotation_s_secret_is_never_stored_nor_replayed(
+    http: ApiClient, keys: tuple[str, str], db: asyncpg.Connection
+) -> None:
+    """The new signing secret is shown once: the Idempotency-Key's row keeps no trace of it, and the
+    same request again (by this key or another of the tenant) rotates nothing and shows nothing."""
+    acme, _ = keys
+    other_key = await add_api_key(db, "acme", name="second")
+    headers = {"Idempotency-Key": "rot-1"}
+    first = await http.call("POST", "/v1/tenant/rotate-secret", acme, json={"grace": "1h"}, headers=headers)
+    assert first.status == 200, first.body
+    secret = first.json["secret"]
+    assert await db.fetchval("SELECT signing_secret FROM reminderd.tenants WHERE id = 'acme'") == secret
+    stored = await db.fetch("SELECT status_code, content_type, response_body FROM reminderd.idempotency_keys")
+    assert len(stored) == 1  # the key is spent: a retry cannot rotate twice
+    assert secret.encode() not in stored[0]["response_body"]
+    assert b"whsec_" not in stored[0]["response_body"] and b"secret" not in stored[0]["response_body"]
+    for caller in (acme, other_key):
+        again = await http.call(
+            "POST", "/v1/tenant/rotate-secret", caller, json={"grace": "1h"}, headers=headers
+        )
+        assert again.status == 409, again.body
+        assert again.json["type"] == "urn:reminderd:problem:secret-shown-once"
+        assert "Idempotent-Replayed" not in again.headers
+        assert secret not in again.body.decode() and "whsec_" not in again.body.decode()
+    assert await db.fetchval("SELECT signing_secret FROM reminderd.tenants WHERE id = 'acme'") == secret
+    other = await http.call("POST", "/v1/tenant/rotate-secret", acme, json={"grace": "2h"}, headers=headers)
+    assert other.status == 422 and other.json["type"] == "urn:reminderd:problem:idempotency-mismatch"
+
+
 async def test_a_concurrent_duplicate_in_flight_is_a_409(
     http: ApiClient, keys: tuple[str, str], db: asyncpg.Connection, database_url: str
 ) -> None:

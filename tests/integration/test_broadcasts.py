@@ -230,6 +230,9 @@ async def test_a_big_broadcast_waits_for_another_person(db: asyncpg.Connection, 
                              broadcast_id) == 6
     assert await db.fetchval("SELECT reminderd.approve_broadcast('acme', $1, 'bob')",
                              broadcast_id) == 0  # again: 0
+    failure = await refusal(db.execute("SELECT reminderd.approve_broadcast('acme', $1, 'alice')", broadcast_id))
+    assert (failure.sqlstate, failure.message) == (  # the creator, approved or not
+        "42501", f"broadcast {broadcast_id} was created by alice: another person must approve it")
     request = await db.fetchrow("SELECT * FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
     assert (request["approval"], request["decided_by"], request["waiting"]) == ("approved", "bob", 6)
     events = await db.fetch("SELECT event, status, reason FROM reminderd.events WHERE event = 'approved'")
@@ -249,6 +252,10 @@ async def test_rejecting_cancels_every_row(db: asyncpg.Connection, acme: str) ->
     assert (shown["approval"], shown["cancelled"], shown["done"]) == ("rejected", 3, True)
     failure = await refusal(db.execute("SELECT reminderd.approve_broadcast('acme', $1, 'dave')", broadcast_id))
     assert failure.sqlstate == "55000"
+    again = await db.fetchval("SELECT reminderd.reject_broadcast('acme', $1, 'erin')", broadcast_id)
+    assert again == 0  # the same decision again changes nothing
+    decided_by = await db.fetchval("SELECT decided_by FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+    assert decided_by == "carol"
 
 
 async def test_rows_whose_time_passed_while_waiting_follow_their_backfill(
@@ -758,3 +765,35 @@ async def test_contacts_joining_while_a_broadcast_is_made_are_judged_with_it(
     finally:
         await other.close()
         await caller.close()
+
+
+def test_0031_runs_forward_over_kept_answers_and_approved_broadcasts(empty_database_url: str) -> None:
+    """A rotation's answer kept before loses its secret (kept: that it was done), every other kept
+    answer stays byte for byte; an approved broadcast's creator is refused from then on."""
+    from test_audience_cli import sql
+
+    from reminderd.migrate import upgrade
+
+    url = empty_database_url
+    upgrade(url, "0028")
+    sql(url, "INSERT INTO reminderd.tenants (id, callback_url, timezone) VALUES ('acme', 'https://example.com/cb',"
+             " 'UTC')")
+    rotated = b'{"secret":"whsec_c2VjcmV0c2VjcmV0","previous_secret_valid_until":null}'
+    scheduled = b'{"id":1,"ref_id":"r","status":"pending"}'
+    sql(url, "INSERT INTO reminderd.idempotency_keys (tenant_id, key, request_hash, status_code, content_type,"
+             " response_body) VALUES ('acme', 'rot-1', '\\x01', 200, 'application/json', $1),"
+             " ('acme', 'msg-1', '\\x02', 201, 'application/json', $2)", rotated, scheduled)
+    broadcast_id = sql(url, "INSERT INTO reminderd.broadcast_requests (tenant_id, ref_prefix, contact_ids,"
+                            " local_time, approval, created_by, decided_by)"
+                            " VALUES ('acme', 'b', '{}', '2027-06-01 09:00', 'approved', 'alice', 'bob')"
+                            " RETURNING id")[0]["id"]
+    before = sql(url, "SELECT reminderd.approve_broadcast('acme', $1, 'alice')", broadcast_id)
+    assert before[0][0] == 0  # the bug: the creator's own approval answered
+    assert upgrade(url, "0031")[-1] == "0031"
+    kept = {row["key"]: (row["status_code"], row["content_type"], bytes(row["response_body"]))
+            for row in sql(url, "SELECT * FROM reminderd.idempotency_keys")}
+    assert kept == {"rot-1": (200, "reminderd/shown-once", b""), "msg-1": (201, "application/json", scheduled)}
+    with pytest.raises(asyncpg.PostgresError) as refused:
+        sql(url, "SELECT reminderd.approve_broadcast('acme', $1, 'alice')", broadcast_id)
+    assert refused.value.sqlstate == "42501"
+    assert sql(url, "SELECT reminderd.approve_broadcast('acme', $1, 'carol')", broadcast_id)[0][0] == 0

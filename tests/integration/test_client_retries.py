@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from reminderd.client import ApiError, ReminderdClient, RetryPolicy, SyncReminderdClient
+from reminderd.client import ApiError, ReminderdClient, RetryPolicy, SecretShownOnce, SyncReminderdClient
 from reminderd.testing import free_port
 
 KEY = "rk_abcdefghijkm_" + "s3cr3t" * 7 + "x"
@@ -182,6 +182,19 @@ async def test_a_refusal_is_raised_at_once_with_its_problem(
     assert (error.status, error.type, error.attempts) == (status, f"urn:reminderd:problem:{kind}", 1)
     assert error.errors[0].pointer == "/fire_at" and error.errors[0].detail == "bad"
     assert len(server.seen) == 1
+
+
+async def test_a_rotation_whose_answer_was_lost_raises_secret_shown_once(
+        server: Scripted, rd: ReminderdClient) -> None:
+    """The first try rotated but its answer was cut; the retry (same key, so no second rotation) gets
+    the server's 409 instead of the secret: its own error, raised at once, never retried."""
+    server.script = [CUT, (409, {}, problem(409, "secret-shown-once"))]
+    with pytest.raises(SecretShownOnce) as raised:
+        await rd.rotate_secret(grace="1h")
+    assert (raised.value.status, raised.value.attempts) == (409, 2)
+    assert raised.value.type == "urn:reminderd:problem:secret-shown-once"
+    assert [seen.path for seen in server.seen] == ["/v1/tenant/rotate-secret"] * 2
+    assert len(set(keys(server))) == 1
 
 
 async def test_an_answer_not_as_described_is_an_invalid_response_problem(

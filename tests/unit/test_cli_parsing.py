@@ -881,10 +881,15 @@ PER_SECOND = "requests per second, a whole number from 1 to 2147483647"
          f"--offsets '-{BIG}d': an offset is under 100 years before or after"),
         (["cadence", "acme", "p", "--anchor", "2027-01-01T00:00Z", "--tz", "UTC", "--offsets", "-7d,+36500d"],
          "--offsets '+36500d': an offset is under 100 years before or after"),
+        (["cadence", "acme", "p", "--anchor", "2027-01-01T00:00Z", "--tz", "UTC",
+          "--offsets", "-7d,-86399.99s"],
+         "--offsets '-86399.99s': an offset is a whole number of seconds (its step's ref names it)"),
+        (["cadence", "acme", "p", "--anchor", "2027-01-01T00:00Z", "--tz", "UTC", "--offsets", "-0.00001s"],
+         "--offsets '-0.00001s': an offset is a whole number of seconds (its step's ref names it)"),
     ],
     ids=["rate-nan", "rate-inf", "limit-superscript", "threshold-superscript", "broadcast-id-superscript",
          "approve-superscript", "anchor-after-9999", "anchor-before-1", "aware-anchor-before-1", "offset-inf",
-         "offset-over-100-years"],
+         "offset-over-100-years", "offset-rounded-to-a-day", "offset-with-an-exponent"],
 )
 def test_numbers_and_dates_out_of_any_range_are_one_line_exit_2(
     argv: list[str], message: str, connections: list[str], capsys: pytest.CaptureFixture[str]
@@ -925,6 +930,10 @@ def test_a_cadence_takes_its_signed_offsets_after_a_space_as_its_default_writes_
                                       "--offsets", "-30d,-1d", "--payload", "{}"])
     request = CadenceRequest.from_args(build_parser().parse_args(argv))
     assert request.offsets == ["-30 days -0 seconds", "-1 days -0 seconds"]
+    exact = CadenceRequest.from_args(build_parser().parse_args(_negative_values_attached(
+        ["cadence", "acme", "p", "--anchor", "2027-01-15T00:00Z", "--tz", "UTC",
+         "--offsets", "-86399s,+1.0s,+1d1s", "--payload", "{}"])))
+    assert exact.offsets == ["-0 days -86399 seconds", "0 days 1 seconds", "1 days 1 seconds"]
 
 
 CASE_HINT = "timezone names are case-sensitive"

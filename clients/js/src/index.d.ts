@@ -53,7 +53,7 @@ export type ListOptions = Omit<ListMessagesQuery, "limit"> & { pageSize?: number
 export type Page = ListMessagesResponse;
 
 export declare class ApiError extends Error {
-  readonly name: "ApiError";
+  readonly name: "ApiError" | "SecretShownOnceError";
   /** the RFC 9457 problem, as the server wrote it (or urn:reminderd:client:unreachable / invalid-response) */
   readonly problem: Problem;
   /** tries made, retries included */
@@ -65,6 +65,11 @@ export declare class ApiError extends Error {
   readonly detail: string;
   readonly errors: NonNullable<Problem["errors"]>;
   constructor(problem: Problem, attempts?: number);
+}
+
+/** A rotation's retry that found the rotation done: its secret was shown once and is not shown again. */
+export declare class SecretShownOnceError extends ApiError {
+  readonly name: "SecretShownOnceError";
 }
 
 export declare class MessagePages implements AsyncIterable<Page> {

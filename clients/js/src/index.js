@@ -17,6 +17,7 @@ const VERSION = "0.1.0";
 const UNREACHABLE = "urn:reminderd:client:unreachable";
 const INVALID_RESPONSE = "urn:reminderd:client:invalid-response";
 const IDEMPOTENCY_IN_FLIGHT = "urn:reminderd:problem:idempotency-in-flight";
+const SECRET_SHOWN_ONCE = "urn:reminderd:problem:secret-shown-once";
 const KEY_SHAPE = /^(rk_[a-z2-7]{12})_/;
 
 /** `ref_id` -> `refId` (the generator of wire.d.ts applies the same rule). */
@@ -77,6 +78,22 @@ export class ApiError extends Error {
   get status() { return this.problem.status; }
   get detail() { return this.problem.detail; }
   get errors() { return this.problem.errors ?? []; }
+}
+
+/**
+ * The rotation was done, but its answer (the new signing secret, shown once) did not reach this
+ * client: the retry of rotateSecret with the same Idempotency-Key got a 409 instead of the secret,
+ * which the server never keeps. Rotate again (a new call) for a secret you can see.
+ */
+export class SecretShownOnceError extends ApiError {
+  constructor(problem, attempts = 1) {
+    super(problem, attempts);
+    this.name = "SecretShownOnceError";
+  }
+}
+
+function apiError(problem, attempts) {
+  return problem.type === SECRET_SHOWN_ONCE ? new SecretShownOnceError(problem, attempts) : new ApiError(problem, attempts);
 }
 
 const DEFAULT_RETRY = Object.freeze({ attempts: 4, baseMs: 250, capMs: 8000, maxRetryAfterMs: 60000 });
@@ -246,7 +263,7 @@ export class Reminderd {
       const delay = retryable(response.status, problem.type)
         ? retryDelayMs(this.retry, attempt, retryAfterMs(response.headers.get("retry-after")))
         : null;
-      if (delay === null) throw new ApiError(problem, attempt);
+      if (delay === null) throw apiError(problem, attempt);
       await sleep(delay, signal);
     }
   }

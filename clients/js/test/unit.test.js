@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { inspect } from "node:util";
 
-import { ApiError, Reminderd, camel, fromWire, retryDelayMs, snake, toWire } from "../src/index.js";
+import { ApiError, Reminderd, SecretShownOnceError, camel, fromWire, retryDelayMs, snake, toWire } from "../src/index.js";
 
 const KEY = "rk_abcdefghijkm_" + "s3cr3t".repeat(7) + "x";
 const FAST = { attempts: 4, baseMs: 1, capMs: 5 };
@@ -114,6 +114,20 @@ test("out of attempts, the last problem is raised", async () => {
     return true;
   });
   assert.equal(seen.length, 4);
+});
+
+test("a rotation whose answer was lost raises SecretShownOnceError, once, with the same key", async () => {
+  const { fetch, seen } = scripted(["cut", { status: 409, body: problem(409, "secret-shown-once") }]);
+  const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch, retry: FAST });
+  await assert.rejects(rd.rotateSecret({ grace: "1h" }), (error) => {
+    assert.ok(error instanceof SecretShownOnceError && error instanceof ApiError);
+    assert.equal(error.name, "SecretShownOnceError");
+    assert.equal(error.status, 409);
+    assert.equal(error.attempts, 2);
+    return true;
+  });
+  assert.equal(seen.length, 2);
+  assert.equal(seen[0].headers["Idempotency-Key"], seen[1].headers["Idempotency-Key"]);
 });
 
 for (const [status, kind] of [[422, "invalid-request"], [409, "not-live"], [404, "not-found"], [401, "unauthorized"], [422, "idempotency-mismatch"]]) {
