@@ -7,6 +7,15 @@
 --                 or UTC when it names no contact; a row naming a contact that does not exist is
 --                 refused (P0002, 'unknown contact "x" of tenant "acme"'). Rows without a contact
 --                 pay one NULL test; a broadcast's rows are staged from their contacts as before.
+--   batch element A contact of an upsert_contacts batch that replan_for_contacts refused (it would
+--                 leave the contact with no zone while its messages need one) refused the whole
+--                 batch naming only the contact id, so PUT /v1/contacts and `reminderd contacts
+--                 import` could not tell which element it was and failed everything. Now
+--                 upsert_contact_rows names that element as it names the others ('contact 2 of the
+--                 batch (contact_id "z1") would have no timezone, and 2 of its messages need one',
+--                 22023, constraint contact_zone_needed), and every element refusal also names its
+--                 element in the error's column field ('contacts[2]'), which the API and the CLI
+--                 read instead of the message.
 -- Rows written before: unchanged (one that named a contact and was left at UTC cannot be told from
 -- one that asked for UTC).
 -- Run by migrations/versions/0031_contact_rows.py in one transaction. History: once released,
@@ -179,5 +188,339 @@ BEGIN
         END IF;
     END IF;
     RETURN NEW;
+END
+$$;
+
+-- Contacts, many at once, as reminderd.upsert_contacts() takes them (the same rules, the same
+-- errors: one bad element refuses the batch, named by its position). Returns how many contacts
+-- were added or changed; a contact given twice takes its last element. The zone of a contact is
+-- worked out only when what it is worked out from changed, and each distinct phone once.
+CREATE OR REPLACE FUNCTION reminderd.upsert_contact_rows(tenant_id text, contacts reminderd.contact_v1[]) RETURNS integer
+LANGUAGE plpgsql
+-- A plan for each batch as it is: a generic plan, which PL/pgSQL switches to after five calls,
+-- knows neither the batch's size nor its tenant's, and took 15 times as long.
+SET plan_cache_mode = force_custom_plan SET jit = off AS $$
+#variable_conflict use_column
+DECLARE
+    bad     record;
+    written integer;
+    careful boolean := false;
+    refused text;
+BEGIN
+    PERFORM reminderd.check_tenant(upsert_contact_rows.tenant_id);
+    -- Timezones and countries: each distinct value once; a batch with an unknown one is looked at
+    -- again only then, to name its first element giving one.
+    IF EXISTS (SELECT FROM (SELECT DISTINCT c.timezone AS value FROM unnest(upsert_contact_rows.contacts) AS c
+                            WHERE c.timezone IS NOT NULL OFFSET 0) AS z  -- OFFSET 0: each distinct zone checked once
+               WHERE NOT reminderd.is_timezone(z.value))
+       OR EXISTS (SELECT FROM (SELECT DISTINCT upper(c.country) AS value FROM unnest(upsert_contact_rows.contacts) AS c
+                               WHERE c.country IS NOT NULL) AS k
+                  WHERE k.value ~ '^[A-Z]{2}$'  -- not two letters: the table's constraint, its element named below
+                    AND NOT EXISTS (SELECT 1 FROM reminderd.countries c WHERE c.country = k.value)) THEN
+        SELECT given.n, given.contact_id, given.field, given.value INTO bad
+        FROM (SELECT c.ordinality AS n, c.contact_id,
+                     CASE WHEN c.timezone IS NOT NULL AND NOT reminderd.is_timezone(c.timezone) THEN 'timezone'
+                          WHEN upper(c.country) ~ '^[A-Z]{2}$'
+                               AND NOT EXISTS (SELECT 1 FROM reminderd.countries k WHERE k.country = upper(c.country))
+                              THEN 'country' END AS field,
+                     CASE WHEN c.timezone IS NOT NULL AND NOT reminderd.is_timezone(c.timezone) THEN c.timezone
+                          ELSE upper(c.country) END AS value
+              FROM unnest(upsert_contact_rows.contacts) WITH ORDINALITY AS c) AS given
+        WHERE given.field IS NOT NULL
+        ORDER BY given.n
+        LIMIT 1;
+        RAISE EXCEPTION 'contact % of the batch (contact_id %) has unknown % "%"', bad.n,
+            coalesce(to_jsonb(bad.contact_id)::text, 'missing'), bad.field, bad.value
+            USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Nothing in this batch was changed.',
+                  COLUMN = format('contacts[%s]', bad.n),
+                  HINT = CASE bad.field WHEN 'timezone' THEN 'Use an IANA name such as Europe/London or Asia/Kolkata.'
+                         ELSE 'Use an ISO 3166 alpha-2 code such as GB, IN or US (reminderd.countries lists them).' END;
+    END IF;
+
+    -- The element rules (contact_id, phone, country, attributes) are the table's constraints: a
+    -- batch that breaks one is looked at again only then, to name its first bad element
+    -- (checking each element first cost as much as the regular expression twice). A phone given
+    -- must be one (reminderd.is_phone, migration 0021), which no constraint says (a contact whose
+    -- phone was written before keeps moving): tested first, named the same way.
+    -- Contacts not there when looked up are added with a plain INSERT (ON CONFLICT's speculative
+    -- insertion cost 2-3 us a row more); one added meanwhile by another transaction makes the
+    -- batch go again, carefully: every contact through ON CONFLICT.
+    LOOP
+    BEGIN
+        IF EXISTS (SELECT FROM unnest(upsert_contact_rows.contacts) AS c
+                   WHERE c.has_phone AND btrim(c.phone) <> '' AND NOT reminderd.is_phone(c.phone)) THEN
+            RAISE EXCEPTION USING ERRCODE = 'check_violation';  -- named below
+        END IF;
+        -- Resolved here for the whole batch: the row trigger stands aside for this statement.
+        PERFORM set_config('reminderd.contacts_resolved', 'on', true);
+        WITH latest AS (
+            -- A contact given twice: its last element wins.
+            SELECT DISTINCT ON (c.contact_id) c.*
+            FROM unnest(upsert_contact_rows.contacts) WITH ORDINALITY AS c
+            ORDER BY c.contact_id, c.ordinality DESC
+        ),
+        merged AS (
+            SELECT l.contact_id,
+                   CASE WHEN l.has_timezone THEN l.timezone ELSE c.timezone END AS timezone,
+                   CASE WHEN l.has_phone THEN nullif(btrim(l.phone), '') ELSE c.phone END AS phone,
+                   CASE WHEN l.has_country THEN upper(l.country) ELSE c.country END AS country,
+                   CASE WHEN l.has_attributes THEN coalesce(l.attributes, '{}') ELSE coalesce(c.attributes, '{}') END
+                       AS attributes,
+                   c.contact_id IS NOT NULL AS known,
+                   c.timezone AS was_timezone, c.phone AS was_phone, c.country AS was_country,
+                   c.attributes AS was_attributes, c.resolved_timezone AS was_resolved, c.timezone_source AS was_source
+            FROM latest l
+            -- One index lookup per contact given, never a scan of the tenant's contacts (OFFSET 0: not
+            -- flattened into a join the planner may hash).
+            LEFT JOIN LATERAL (
+                SELECT * FROM reminderd.contacts c
+                WHERE c.tenant_id = upsert_contact_rows.tenant_id AND c.contact_id = l.contact_id
+                OFFSET 0
+            ) AS c ON true
+        ),
+        judged AS (
+            SELECT m.*, m.known AND m.timezone IS NOT DISTINCT FROM m.was_timezone
+                        AND m.phone IS NOT DISTINCT FROM m.was_phone AND m.country IS NOT DISTINCT FROM m.was_country
+                        AS same_inputs
+            FROM merged m
+        ),
+        -- A phone is read only when it matters (no own timezone, and what the zone is worked out from
+        -- changed), and each distinct phone once.
+        by_phone AS (
+            SELECT p.phone, z.timezone
+            FROM (SELECT DISTINCT j.phone FROM judged j
+                  WHERE j.timezone IS NULL AND NOT j.same_inputs AND j.phone IS NOT NULL) AS p
+            CROSS JOIN LATERAL reminderd.phone_timezone(p.phone) AS z
+        ),
+        resolved AS (
+            SELECT j.contact_id, j.known, j.timezone, j.phone, j.country, j.attributes,
+                   CASE WHEN j.timezone IS NOT NULL THEN j.timezone
+                        WHEN j.same_inputs THEN j.was_resolved
+                        ELSE coalesce(p.timezone, k.timezone) END AS resolved_timezone,
+                   CASE WHEN j.timezone IS NOT NULL THEN 'contact'
+                        WHEN j.same_inputs THEN j.was_source
+                        WHEN p.timezone IS NOT NULL THEN 'phone'
+                        WHEN k.timezone IS NOT NULL THEN 'country' END AS timezone_source
+            FROM judged j
+            LEFT JOIN by_phone p ON p.phone = j.phone AND j.timezone IS NULL AND NOT j.same_inputs
+            LEFT JOIN reminderd.countries k ON k.country = j.country
+            -- A contact given as it is stays as it is: not even locked by ON CONFLICT (nothing written).
+            WHERE NOT (j.same_inputs AND j.attributes = j.was_attributes)
+        ),
+        added AS (
+            INSERT INTO reminderd.contacts
+                (tenant_id, contact_id, timezone, phone, country, attributes, resolved_timezone, timezone_source)
+            SELECT upsert_contact_rows.tenant_id, r.contact_id, r.timezone, r.phone, r.country, r.attributes,
+                   r.resolved_timezone, r.timezone_source
+            FROM resolved r
+            WHERE NOT r.known AND NOT careful
+            RETURNING 1
+        ),
+        changed AS (
+            INSERT INTO reminderd.contacts AS c
+                (tenant_id, contact_id, timezone, phone, country, attributes, resolved_timezone, timezone_source)
+            SELECT upsert_contact_rows.tenant_id, r.contact_id, r.timezone, r.phone, r.country, r.attributes,
+                   r.resolved_timezone, r.timezone_source
+            FROM resolved r
+            WHERE r.known OR careful
+            ON CONFLICT (tenant_id, contact_id) DO UPDATE
+            SET timezone = excluded.timezone, phone = excluded.phone, country = excluded.country,
+                attributes = excluded.attributes, resolved_timezone = excluded.resolved_timezone,
+                timezone_source = excluded.timezone_source, updated_at = now()
+            WHERE (c.timezone, c.phone, c.country, c.attributes)
+                  IS DISTINCT FROM (excluded.timezone, excluded.phone, excluded.country, excluded.attributes)
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM added) + (SELECT count(*) FROM changed) INTO written;
+        EXIT;
+    EXCEPTION WHEN unique_violation THEN
+        IF careful THEN
+            RAISE;
+        END IF;
+        careful := true;  -- a contact added meanwhile: again
+    WHEN invalid_parameter_value THEN
+        -- replan_for_contacts refused a contact it would leave with no zone while its messages need
+        -- one (migration 0031): named as an element, the last giving that contact.
+        GET STACKED DIAGNOSTICS refused := CONSTRAINT_NAME;
+        IF refused = 'contact_zone_needed' THEN
+            SELECT l.ordinality AS n, l.contact_id, count(*) AS live INTO bad
+            FROM (SELECT DISTINCT ON (c.contact_id) c.*
+                  FROM unnest(upsert_contact_rows.contacts) WITH ORDINALITY AS c
+                  ORDER BY c.contact_id, c.ordinality DESC) AS l
+            JOIN reminderd.contacts k ON k.tenant_id = upsert_contact_rows.tenant_id AND k.contact_id = l.contact_id
+            JOIN reminderd.scheduled_messages m ON m.tenant_id = k.tenant_id AND m.contact_id = k.contact_id
+            WHERE m.timezone_source <> 'message' AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval')
+              AND CASE WHEN l.has_timezone THEN l.timezone ELSE k.timezone END IS NULL
+              AND (SELECT z.timezone FROM reminderd.phone_timezone(
+                       CASE WHEN l.has_phone THEN nullif(btrim(l.phone), '') ELSE k.phone END) AS z) IS NULL
+              AND (SELECT y.timezone FROM reminderd.countries y
+                   WHERE y.country = CASE WHEN l.has_country THEN upper(l.country) ELSE k.country END) IS NULL
+            GROUP BY 1, 2
+            ORDER BY 1
+            LIMIT 1;
+            IF FOUND THEN
+                RAISE EXCEPTION 'contact % of the batch (contact_id %) would have no timezone, and % of its messages need one',
+                    bad.n, to_jsonb(bad.contact_id)::text, bad.live
+                    USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Nothing in this batch was changed.',
+                          COLUMN = format('contacts[%s]', bad.n), CONSTRAINT = 'contact_zone_needed',
+                          HINT = 'Set the tenant''s default first (reminderd tenant set TENANT --timezone Europe/London).';
+            END IF;
+        END IF;
+        RAISE;
+    WHEN check_violation OR not_null_violation THEN
+        SELECT given.n, given.contact_id, given.why INTO bad
+        FROM (SELECT c.ordinality AS n, c.contact_id, CASE
+                  WHEN c.contact_id IS NULL THEN 'has no "contact_id" string'
+                  WHEN c.contact_id !~ '^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}$' THEN
+                      'has a contact_id with characters other than letters, digits and _ . : @ + - (at most 128, starting with a letter or digit)'
+                  WHEN length(c.phone) > 250 THEN '"phone" is longer than 250 characters'
+                  WHEN c.has_phone AND btrim(c.phone) <> '' AND NOT reminderd.is_phone(c.phone) THEN
+                      format('has phone %s, which is not +<country code> <number>', to_jsonb(c.phone))
+                  WHEN c.country !~ '^[A-Za-z]{2}$' THEN '"country" is not a two-letter ISO 3166 code'
+                  WHEN jsonb_typeof(c.attributes) <> 'object' THEN '"attributes" is not a JSON object'
+                  END AS why
+              FROM unnest(upsert_contact_rows.contacts) WITH ORDINALITY AS c) AS given
+        WHERE given.why IS NOT NULL
+        ORDER BY given.n
+        LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'contact % of the batch (contact_id %) %', bad.n,
+                coalesce(to_jsonb(bad.contact_id)::text, 'missing'), bad.why
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = 'Nothing in this batch was changed.', COLUMN = format('contacts[%s]', bad.n),
+                      HINT = CASE WHEN bad.why LIKE 'has phone %'
+                                  THEN 'A phone is written +<country code> <number>, like +44 20 7946 0018: a +, then '
+                                       'digits, with spaces, dashes, dots, slashes or parentheses between them if you like.'
+                                  ELSE 'Each contact: {"contact_id": "cust_8f", "timezone": "Europe/London", '
+                                       '"phone": "+447700900123", "country": "GB", "attributes": {…}}; every field but '
+                                       'contact_id is optional.' END;
+        END IF;
+        RAISE;  -- not an element's (a trigger's refusal): as it was
+    END;
+    END LOOP;
+    PERFORM set_config('reminderd.contacts_resolved', 'off', true);
+    RETURN written;
+END
+$$;
+
+-- Contacts, one or many: a JSON array of {"contact_id", "timezone", "phone", "country",
+-- "attributes"} (or one such object). A field left out keeps its value; null clears it;
+-- attributes are replaced whole. The whole batch is checked first: one bad element refuses it,
+-- named by its position. Returns how many contacts were added or changed. The JSON's shape is
+-- checked here (its types, unknown fields); the values' rules are reminderd.upsert_contact_rows()'s.
+CREATE OR REPLACE FUNCTION reminderd.upsert_contacts(tenant_id text, contacts jsonb) RETURNS integer
+LANGUAGE plpgsql SET jit = off AS $$
+#variable_conflict use_column
+DECLARE
+    items   jsonb;
+    bad     record;
+BEGIN
+    PERFORM reminderd.check_tenant(upsert_contacts.tenant_id);
+    items := CASE jsonb_typeof(upsert_contacts.contacts) WHEN 'array' THEN upsert_contacts.contacts
+                                                         WHEN 'object' THEN jsonb_build_array(upsert_contacts.contacts) END;
+    IF items IS NULL THEN
+        RAISE EXCEPTION 'contacts must be a JSON array of objects (or one object), not %',
+            coalesce(jsonb_typeof(upsert_contacts.contacts), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example: [{"contact_id": "cust_8f", "phone": "+14155552671", "country": "US"}]';
+    END IF;
+    SELECT given.n, given.e->'contact_id' AS contact_id, problem.why INTO bad
+    FROM jsonb_array_elements(items) WITH ORDINALITY AS given (e, n)
+    CROSS JOIN LATERAL (SELECT CASE
+        WHEN jsonb_typeof(given.e) <> 'object' THEN 'is not a JSON object'
+        WHEN jsonb_typeof(given.e->'contact_id') IS DISTINCT FROM 'string' THEN 'has no "contact_id" string'
+        WHEN jsonb_typeof(given.e->'timezone') NOT IN ('string', 'null') THEN '"timezone" is not a string'
+        WHEN jsonb_typeof(given.e->'phone') NOT IN ('string', 'null') THEN '"phone" is not a string'
+        WHEN jsonb_typeof(given.e->'country') NOT IN ('string', 'null') THEN '"country" is not a string'
+        WHEN jsonb_typeof(given.e->'attributes') NOT IN ('object', 'null') THEN '"attributes" is not a JSON object'
+        WHEN given.e - ARRAY['contact_id', 'timezone', 'phone', 'country', 'attributes'] <> '{}' THEN
+            format('has unknown fields (%s)', (SELECT string_agg(k, ', ') FROM jsonb_object_keys(
+                   given.e - ARRAY['contact_id', 'timezone', 'phone', 'country', 'attributes']) AS k))
+        END AS why) AS problem
+    WHERE problem.why IS NOT NULL
+    ORDER BY given.n
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'contact % of the batch (contact_id %) %', bad.n, coalesce(bad.contact_id::text, 'missing'), bad.why
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Nothing in this batch was changed.', COLUMN = format('contacts[%s]', bad.n),
+                  HINT = 'Each contact: {"contact_id": "cust_8f", "timezone": "Europe/London", "phone": "+447700900123", '
+                         '"country": "GB", "attributes": {…}}; every field but contact_id is optional.';
+    END IF;
+    RETURN reminderd.upsert_contact_rows(upsert_contacts.tenant_id, ARRAY(
+        SELECT ROW(e->>'contact_id', e->>'timezone', e->>'phone', e->>'country', nullif(e->'attributes', 'null'),
+                   e ? 'timezone', e ? 'phone', e ? 'country', e ? 'attributes')::reminderd.contact_v1
+        FROM jsonb_array_elements(items) WITH ORDINALITY AS given (e, n)
+        ORDER BY n));
+END
+$$;
+
+-- When a contact's zone changes, its live messages that take their zone from it are re-planned
+-- in the same statement: a wall time (local_time) is placed again in the new zone, a recurring
+-- row is planned again by the daemon from now (fire_at NULL), an instant keeps its fire_at (its
+-- quiet hours and holidays are read in the new zone). A row already attempted for its occurrence
+-- keeps it (its webhook-id), its attempts and its retry's time; only its zone moves. A row being
+-- sent right now keeps its zone for that attempt and is marked (last_event 'replanned'):
+-- reminderd.rezone_after_attempt moves it when the attempt ends. Only the source changing (the same
+-- zone, now from the contact's own field) is recorded quietly.
+CREATE OR REPLACE FUNCTION reminderd.replan_for_contacts() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    stranded record;
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM changed_contacts n
+        JOIN previous_contacts o ON o.tenant_id = n.tenant_id AND o.contact_id = n.contact_id
+        WHERE (n.resolved_timezone, n.timezone_source) IS DISTINCT FROM (o.resolved_timezone, o.timezone_source)
+    ) THEN
+        RETURN NULL;
+    END IF;
+    SELECT n.tenant_id, n.contact_id, count(*) AS live INTO stranded
+    FROM changed_contacts n
+    JOIN reminderd.tenants t ON t.id = n.tenant_id
+    JOIN reminderd.scheduled_messages m ON m.tenant_id = n.tenant_id AND m.contact_id = n.contact_id
+    WHERE n.resolved_timezone IS NULL AND t.timezone IS NULL AND m.timezone_source <> 'message'
+      AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval')
+    GROUP BY 1, 2
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'contact "%" of tenant "%" would have no timezone, and % of its messages need one',
+            stranded.contact_id, stranded.tenant_id, stranded.live
+            USING ERRCODE = 'invalid_parameter_value', TABLE = 'contacts', COLUMN = 'timezone',
+                  CONSTRAINT = 'contact_zone_needed',  -- upsert_contact_rows names its element by it
+                  HINT = 'Set the tenant''s default first (reminderd tenant set TENANT --timezone Europe/London).';
+    END IF;
+    WITH moved AS (
+        SELECT n.tenant_id, n.contact_id, coalesce(n.resolved_timezone, t.timezone) AS zone,
+               coalesce(n.timezone_source, 'tenant') AS source
+        FROM changed_contacts n
+        JOIN previous_contacts o ON o.tenant_id = n.tenant_id AND o.contact_id = n.contact_id
+        JOIN reminderd.tenants t ON t.id = n.tenant_id
+        WHERE (n.resolved_timezone, n.timezone_source) IS DISTINCT FROM (o.resolved_timezone, o.timezone_source)
+    )
+    UPDATE reminderd.scheduled_messages m
+    SET timezone = CASE WHEN m.status = 'picked' THEN m.timezone ELSE moved.zone END,
+        timezone_source = CASE WHEN m.status = 'picked' THEN m.timezone_source ELSE moved.source END,
+        fire_at = CASE WHEN m.status = 'picked' OR m.timezone = moved.zone
+                            OR reminderd.occurrence_attempted(m.id, m.attempts, m.scheduled_for) THEN m.fire_at
+                       WHEN m.local_time IS NOT NULL THEN reminderd.local_instant(m.local_time, moved.zone)
+                       WHEN m.cron IS NOT NULL OR m.rrule IS NOT NULL THEN NULL
+                       ELSE m.fire_at END,
+        scheduled_for = CASE WHEN m.status <> 'picked' AND m.timezone <> moved.zone
+                                  AND (m.local_time IS NOT NULL OR m.cron IS NOT NULL OR m.rrule IS NOT NULL)
+                                  AND NOT reminderd.occurrence_attempted(m.id, m.attempts, m.scheduled_for)
+                             THEN NULL ELSE m.scheduled_for END,
+        last_event = CASE WHEN m.status = 'picked' OR m.timezone <> moved.zone THEN 'replanned'
+                          ELSE m.last_event END,
+        last_error = CASE WHEN m.status <> 'picked' AND m.timezone <> moved.zone
+                          THEN format('contact %s: timezone %s (%s) -> %s (%s)', m.contact_id, m.timezone,
+                                      m.timezone_source, moved.zone, moved.source)
+                          ELSE m.last_error END,
+        updated_at = CASE WHEN m.status = 'picked' OR m.timezone <> moved.zone THEN now() ELSE m.updated_at END
+    FROM moved
+    WHERE m.tenant_id = moved.tenant_id AND m.contact_id = moved.contact_id
+      AND m.timezone_source <> 'message'
+      AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval');
+    RETURN NULL;
 END
 $$;

@@ -4061,6 +4061,7 @@ DECLARE
     bad     record;
     written integer;
     careful boolean := false;
+    refused text;
 BEGIN
     PERFORM reminderd.check_tenant(upsert_contact_rows.tenant_id);
     -- Timezones and countries: each distinct value once; a batch with an unknown one is looked at
@@ -4087,6 +4088,7 @@ BEGIN
         RAISE EXCEPTION 'contact % of the batch (contact_id %) has unknown % "%"', bad.n,
             coalesce(to_jsonb(bad.contact_id)::text, 'missing'), bad.field, bad.value
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Nothing in this batch was changed.',
+                  COLUMN = format('contacts[%s]', bad.n),
                   HINT = CASE bad.field WHEN 'timezone' THEN 'Use an IANA name such as Europe/London or Asia/Kolkata.'
                          ELSE 'Use an ISO 3166 alpha-2 code such as GB, IN or US (reminderd.countries lists them).' END;
     END IF;
@@ -4192,6 +4194,35 @@ BEGIN
             RAISE;
         END IF;
         careful := true;  -- a contact added meanwhile: again
+    WHEN invalid_parameter_value THEN
+        -- replan_for_contacts refused a contact it would leave with no zone while its messages need
+        -- one (migration 0031): named as an element, the last giving that contact.
+        GET STACKED DIAGNOSTICS refused := CONSTRAINT_NAME;
+        IF refused = 'contact_zone_needed' THEN
+            SELECT l.ordinality AS n, l.contact_id, count(*) AS live INTO bad
+            FROM (SELECT DISTINCT ON (c.contact_id) c.*
+                  FROM unnest(upsert_contact_rows.contacts) WITH ORDINALITY AS c
+                  ORDER BY c.contact_id, c.ordinality DESC) AS l
+            JOIN reminderd.contacts k ON k.tenant_id = upsert_contact_rows.tenant_id AND k.contact_id = l.contact_id
+            JOIN reminderd.scheduled_messages m ON m.tenant_id = k.tenant_id AND m.contact_id = k.contact_id
+            WHERE m.timezone_source <> 'message' AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval')
+              AND CASE WHEN l.has_timezone THEN l.timezone ELSE k.timezone END IS NULL
+              AND (SELECT z.timezone FROM reminderd.phone_timezone(
+                       CASE WHEN l.has_phone THEN nullif(btrim(l.phone), '') ELSE k.phone END) AS z) IS NULL
+              AND (SELECT y.timezone FROM reminderd.countries y
+                   WHERE y.country = CASE WHEN l.has_country THEN upper(l.country) ELSE k.country END) IS NULL
+            GROUP BY 1, 2
+            ORDER BY 1
+            LIMIT 1;
+            IF FOUND THEN
+                RAISE EXCEPTION 'contact % of the batch (contact_id %) would have no timezone, and % of its messages need one',
+                    bad.n, to_jsonb(bad.contact_id)::text, bad.live
+                    USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Nothing in this batch was changed.',
+                          COLUMN = format('contacts[%s]', bad.n), CONSTRAINT = 'contact_zone_needed',
+                          HINT = 'Set the tenant''s default first (reminderd tenant set TENANT --timezone Europe/London).';
+            END IF;
+        END IF;
+        RAISE;
     WHEN check_violation OR not_null_violation THEN
         SELECT given.n, given.contact_id, given.why INTO bad
         FROM (SELECT c.ordinality AS n, c.contact_id, CASE
@@ -4212,7 +4243,7 @@ BEGIN
             RAISE EXCEPTION 'contact % of the batch (contact_id %) %', bad.n,
                 coalesce(to_jsonb(bad.contact_id)::text, 'missing'), bad.why
                 USING ERRCODE = 'invalid_parameter_value',
-                      DETAIL = 'Nothing in this batch was changed.',
+                      DETAIL = 'Nothing in this batch was changed.', COLUMN = format('contacts[%s]', bad.n),
                       HINT = CASE WHEN bad.why LIKE 'has phone %'
                                   THEN 'A phone is written +<country code> <number>, like +44 20 7946 0018: a +, then '
                                        'digits, with spaces, dashes, dots, slashes or parentheses between them if you like.'
@@ -4268,7 +4299,7 @@ BEGIN
     IF FOUND THEN
         RAISE EXCEPTION 'contact % of the batch (contact_id %) %', bad.n, coalesce(bad.contact_id::text, 'missing'), bad.why
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'Nothing in this batch was changed.',
+                  DETAIL = 'Nothing in this batch was changed.', COLUMN = format('contacts[%s]', bad.n),
                   HINT = 'Each contact: {"contact_id": "cust_8f", "timezone": "Europe/London", "phone": "+447700900123", '
                          '"country": "GB", "attributes": {…}}; every field but contact_id is optional.';
     END IF;
@@ -4371,7 +4402,8 @@ BEGIN
     IF FOUND THEN
         RAISE EXCEPTION 'contact "%" of tenant "%" would have no timezone, and % of its messages need one',
             stranded.contact_id, stranded.tenant_id, stranded.live
-            USING ERRCODE = 'invalid_parameter_value',
+            USING ERRCODE = 'invalid_parameter_value', TABLE = 'contacts', COLUMN = 'timezone',
+                  CONSTRAINT = 'contact_zone_needed',  -- upsert_contact_rows names its element by it
                   HINT = 'Set the tenant''s default first (reminderd tenant set TENANT --timezone Europe/London).';
     END IF;
     WITH moved AS (

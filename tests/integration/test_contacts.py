@@ -222,8 +222,8 @@ async def test_a_plain_insert_naming_a_contact_reads_it_in_the_contacts_zone(
     await upsert(db, {"contact_id": "c1", "timezone": "Asia/Tokyo"})
     await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, contact_id)"
                      " VALUES ('acme', 'p1', now() + interval '1 hour', 'c1')")
-    await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, contact_id, timezone)"
-                     " VALUES ('acme', 'p2', now() + interval '1 hour', 'c1', 'UTC')")  # its own zone wins
+    await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, contact_id,"
+                     " timezone) VALUES ('acme', 'p2', now() + interval '1 hour', 'c1', 'UTC')")  # its own wins
     await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
                      " VALUES ('acme', 'p3', now() + interval '1 hour')")  # no contact: UTC, as before
     query = "SELECT ref_id, timezone, timezone_source FROM reminderd.scheduled_messages ORDER BY ref_id"
