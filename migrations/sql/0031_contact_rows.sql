@@ -16,12 +16,70 @@
 --                 22023, constraint contact_zone_needed), and every element refusal also names its
 --                 element in the error's column field ('contacts[2]'), which the API and the CLI
 --                 read instead of the message.
+--   zones         Files of the zone directory that name no IANA zone were taken as zones:
+--                 localtime (whatever zone the host reading it is in), posixrules, Factory and the
+--                 posix/ copies (right/ PostgreSQL refuses). check_timezone (and so is_timezone,
+--                 every insert's check, contacts) now refuses them as the CLI and the API do:
+--                 'unknown timezone "localtime"', 22023, DETAIL 'localtime is the zone of whichever
+--                 host reads it (/etc/localtime), not an IANA zone.'
 -- Rows written before: unchanged (one that named a contact and was left at UTC cannot be told from
--- one that asked for UTC).
+-- one that asked for UTC; a message or contact already in such a zone keeps it until it is next
+-- changed).
 -- Run by migrations/versions/0031_contact_rows.py in one transaction. History: once released,
 -- never edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 
 ALTER TABLE reminderd.scheduled_messages ALTER COLUMN timezone DROP DEFAULT;
+
+-- Refuse (22023) a zone the daemon cannot read: Python's zoneinfo reads tz database files by name,
+-- so a zone is an IANA name spelt as its file is. PostgreSQL alone would also take
+-- "america/new_york" (its names are case-insensitive; the HINT gives the right spelling), POSIX
+-- rules such as "UTC+3" (whose sign is the opposite of ISO 8601's) and "+05". `subject` ("message
+-- acme / r1") says whose zone it is.
+CREATE OR REPLACE FUNCTION reminderd.check_timezone(timezone text, subject text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql STABLE
+SET TimeZone = 'UTC'  -- restored on return: the check tries the zone
+AS $$
+DECLARE
+    problem   constant text := format('unknown timezone "%s"', timezone) || coalesce(' for ' || subject, '');
+    hint      constant text := 'Use an IANA name such as Europe/London or Asia/Kolkata.';
+    canonical text;
+BEGIN
+    IF timezone IN ('UTC', 'Etc/UTC') THEN
+        RETURN;
+    ELSIF timezone IS NULL THEN
+        RAISE EXCEPTION 'timezone must not be NULL%', coalesce(' for ' || subject, '')
+            USING ERRCODE = 'null_value_not_allowed';
+    ELSIF timezone !~ '^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$' THEN
+        RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value', HINT = hint;
+    ELSIF timezone IN ('localtime', 'posixrules', 'Factory') OR timezone LIKE 'posix/%' THEN
+        -- Files of the zone directory that name no IANA zone (migration 0031; Python's
+        -- wallclock.not_an_iana_zone says the same): localtime is the zone of the host reading it.
+        -- (right/, the copies counting leap seconds, PostgreSQL refuses itself.)
+        RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = timezone || CASE timezone
+                WHEN 'localtime' THEN ' is the zone of whichever host reads it (/etc/localtime)'
+                WHEN 'posixrules' THEN ' is the rules POSIX TZ strings borrow'
+                WHEN 'Factory' THEN ' is tzdata''s placeholder for a zone not set'
+                ELSE format(' is a copy of %s under another name', substr(timezone, 7)) END || ', not an IANA zone.',
+            HINT = CASE WHEN timezone LIKE 'posix/%' THEN format('Use %s.', substr(timezone, 7)) ELSE hint END;
+    END IF;
+    BEGIN
+        PERFORM set_config('TimeZone', timezone, true);
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value', DETAIL = SQLERRM, HINT = hint;
+    END;
+    canonical := current_setting('TimeZone');
+    IF canonical <> timezone OR (timezone ~ '[0-9]' AND timezone !~ '[a-z]'
+        AND timezone NOT IN ('EST5EDT', 'CST6CDT', 'MST7MDT', 'PST8PDT', 'GMT0', 'GMT+0', 'GMT-0')
+        AND NOT EXISTS (SELECT FROM pg_timezone_names z WHERE z.name = timezone))
+    THEN
+        RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value',
+            HINT = CASE WHEN lower(canonical) = lower(timezone) AND canonical <> upper(timezone)
+                        THEN format('Timezone names are case-sensitive: %s.', canonical)
+                        ELSE hint END;
+    END IF;
+END
+$$;
 
 -- Admit a new row (trigger scheduled_messages_admit), deciding in this order: refuse a value its
 -- CHECK constraints would, or a time that is not finite (check_message, in sentences); refuse it

@@ -1194,6 +1194,17 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed';
     ELSIF timezone !~ '^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$' THEN
         RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value', HINT = hint;
+    ELSIF timezone IN ('localtime', 'posixrules', 'Factory') OR timezone LIKE 'posix/%' THEN
+        -- Files of the zone directory that name no IANA zone (migration 0031; Python's
+        -- wallclock.not_an_iana_zone says the same): localtime is the zone of the host reading it.
+        -- (right/, the copies counting leap seconds, PostgreSQL refuses itself.)
+        RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = timezone || CASE timezone
+                WHEN 'localtime' THEN ' is the zone of whichever host reads it (/etc/localtime)'
+                WHEN 'posixrules' THEN ' is the rules POSIX TZ strings borrow'
+                WHEN 'Factory' THEN ' is tzdata''s placeholder for a zone not set'
+                ELSE format(' is a copy of %s under another name', substr(timezone, 7)) END || ', not an IANA zone.',
+            HINT = CASE WHEN timezone LIKE 'posix/%' THEN format('Use %s.', substr(timezone, 7)) ELSE hint END;
     END IF;
     BEGIN
         PERFORM set_config('TimeZone', timezone, true);
