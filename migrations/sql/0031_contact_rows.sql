@@ -2,11 +2,13 @@
 --   plain INSERT  A row naming a contact written by a plain INSERT or COPY (not schedule()) was
 --                 read in UTC with timezone_source 'message' (the column's default), so a change of
 --                 its contact's zone never re-planned it, and an unknown contact was taken. Now
---                 scheduled_messages.timezone has no default: a row that names no zone is given its
---                 contact's, as schedule() gives it (reminderd.message_timezone, with its source),
---                 or UTC when it names no contact; a row naming a contact that does not exist is
+--                 scheduled_messages.timezone defaults to 'Etc/Universal' (UTC by another name, so
+--                 a row written with triggers off is still UTC), which admit_message recognises: a
+--                 row left at it is given its contact's zone, as schedule() gives it
+--                 (reminderd.message_timezone, with its source), or 'UTC' when it names no
+--                 contact (as before); a row naming a contact that does not exist is
 --                 refused (P0002, 'unknown contact "x" of tenant "acme"'). Rows without a contact
---                 pay one NULL test; a broadcast's rows are staged from their contacts as before.
+--                 pay one comparison; a broadcast's rows are staged from their contacts as before.
 --   batch element A contact of an upsert_contacts batch that replan_for_contacts refused (it would
 --                 leave the contact with no zone while its messages need one) refused the whole
 --                 batch naming only the contact id, so PUT /v1/contacts and `reminderd contacts
@@ -28,7 +30,7 @@
 -- Run by migrations/versions/0031_contact_rows.py in one transaction. History: once released,
 -- never edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 
-ALTER TABLE reminderd.scheduled_messages ALTER COLUMN timezone DROP DEFAULT;
+ALTER TABLE reminderd.scheduled_messages ALTER COLUMN timezone SET DEFAULT 'Etc/Universal';
 
 -- Refuse (22023) a zone the daemon cannot read: Python's zoneinfo reads tz database files by name,
 -- so a zone is an IANA name spelt as its file is. PostgreSQL alone would also take
@@ -105,18 +107,18 @@ DECLARE
     configured_lateness text;
     configured_lookback text;
 BEGIN
-    -- A row naming a contact (migration 0031): with no zone of its own, the contact's, as schedule()
-    -- reads it (message_timezone, with its source); an unknown contact is refused (P0002). A
-    -- broadcast's rows were staged from their contacts. A row naming neither is UTC.
+    -- A row naming a contact (migration 0031): with no zone of its own (the column's default), the
+    -- contact's, as schedule() reads it (message_timezone, with its source); an unknown contact is
+    -- refused (P0002). A broadcast's rows were staged from their contacts. A row naming neither is UTC.
     IF NEW.contact_id IS NOT NULL AND NEW.broadcast_id IS NULL THEN
-        IF NEW.timezone IS NULL THEN
+        IF NEW.timezone = 'Etc/Universal' THEN
             SELECT z.zone, z.source INTO NEW.timezone, NEW.timezone_source
             FROM reminderd.message_timezone(NEW.tenant_id, NEW.contact_id, NULL) AS z;
         ELSIF NOT EXISTS (SELECT FROM reminderd.contacts c
                           WHERE c.tenant_id = NEW.tenant_id AND c.contact_id = NEW.contact_id) THEN
             PERFORM reminderd.message_timezone(NEW.tenant_id, NEW.contact_id, NEW.timezone);  -- refuses it
         END IF;
-    ELSIF NEW.timezone IS NULL THEN
+    ELSIF NEW.timezone = 'Etc/Universal' THEN
         NEW.timezone := 'UTC';
     END IF;
     IF NEW.broadcast_id IS NULL THEN

@@ -140,9 +140,10 @@ CREATE TABLE reminderd.scheduled_messages (
     -- Five fields, six with seconds first, or a nickname (@daily).
     cron             text CONSTRAINT cron_shape CHECK (
                          cron ~* '^\s*(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\S+(\s+\S+){4,5})\s*$'),
-    -- The recipient's: cron, RRULE and quiet hours read it. No default (migration 0031): a row that
-    -- names none is given its contact's zone, or UTC, by admit_message.
-    timezone         text NOT NULL,
+    -- The recipient's: cron, RRULE and quiet hours read it. Left out, it is 'Etc/Universal' (UTC by
+    -- another name, which no writer gives: migration 0031), which admit_message replaces with the
+    -- contact's zone for a row naming one, else with 'UTC' (a row written with triggers off keeps UTC).
+    timezone         text NOT NULL DEFAULT 'Etc/Universal',
     status           text NOT NULL DEFAULT 'pending' CONSTRAINT status_is_known CHECK (
                          status IN ('pending', 'picked', 'sent', 'dead', 'cancelled', 'paused', 'expired', 'finished',
                                     'awaiting_approval')),
@@ -3597,18 +3598,18 @@ DECLARE
     configured_lateness text;
     configured_lookback text;
 BEGIN
-    -- A row naming a contact (migration 0031): with no zone of its own, the contact's, as schedule()
-    -- reads it (message_timezone, with its source); an unknown contact is refused (P0002). A
-    -- broadcast's rows were staged from their contacts. A row naming neither is UTC.
+    -- A row naming a contact (migration 0031): with no zone of its own (the column's default), the
+    -- contact's, as schedule() reads it (message_timezone, with its source); an unknown contact is
+    -- refused (P0002). A broadcast's rows were staged from their contacts. A row naming neither is UTC.
     IF NEW.contact_id IS NOT NULL AND NEW.broadcast_id IS NULL THEN
-        IF NEW.timezone IS NULL THEN
+        IF NEW.timezone = 'Etc/Universal' THEN
             SELECT z.zone, z.source INTO NEW.timezone, NEW.timezone_source
             FROM reminderd.message_timezone(NEW.tenant_id, NEW.contact_id, NULL) AS z;
         ELSIF NOT EXISTS (SELECT FROM reminderd.contacts c
                           WHERE c.tenant_id = NEW.tenant_id AND c.contact_id = NEW.contact_id) THEN
             PERFORM reminderd.message_timezone(NEW.tenant_id, NEW.contact_id, NEW.timezone);  -- refuses it
         END IF;
-    ELSIF NEW.timezone IS NULL THEN
+    ELSIF NEW.timezone = 'Etc/Universal' THEN
         NEW.timezone := 'UTC';
     END IF;
     IF NEW.broadcast_id IS NULL THEN

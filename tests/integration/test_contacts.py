@@ -355,6 +355,11 @@ async def test_a_contact_may_not_lose_the_zone_its_messages_need(db: asyncpg.Con
     await db.execute("SELECT reminderd.schedule('acme', 'r', fire_in => '1 day', contact_id => 'c1')")
     failure = await refusal(upsert(db, {"contact_id": "c1", "country": None}))
     assert failure.sqlstate == "22023"
+    assert failure.message == ('contact 1 of the batch (contact_id "c1") would have no timezone, and 1 of its'
+                               " messages need one")  # an element of the batch, as the others (0031)
+    assert (failure.column_name, failure.constraint_name) == ("contacts[1]", "contact_zone_needed")
+    failure = await refusal(db.execute("UPDATE reminderd.contacts SET country = NULL WHERE contact_id = 'c1'"))
+    assert failure.sqlstate == "22023"
     assert failure.message == ('contact "c1" of tenant "acme" would have no timezone, and 1 of its messages '
                                "need one")
 
