@@ -485,18 +485,14 @@ def _array(contacts: list[dict[str, Any] | None]) -> str:
 
 
 def _element(exc: DatabaseRefused, batch: list[SentContact]) -> int | None:
-    """Which element of the batch (from 0) upsert_contacts refused: the one it numbers ("contact
-    17 of the batch …")."""
-    numbered = re.match(r"contact (\d+) of the batch", exc.message)
-    if numbered is None:
-        return None
-    return int(numbered.group(1)) - 1 if 0 < int(numbered.group(1)) <= len(batch) else None
+    """Which element of the batch (from 0) upsert_contacts refused: the one its error names."""
+    number = exc.batch_element
+    return number - 1 if number is not None and number <= len(batch) else None
 
 
 def _said(exc: DatabaseRefused) -> str:
     """The refusal without the batch's numbering (which the answer says as index or line)."""
-    text = re.sub(r"^contact \d+ of the batch ", "contact ", exc.message)
-    return text + (f" ({exc.hint})" if exc.hint else "")
+    return f"contact {exc.element_said}" + (f" ({exc.hint})" if exc.hint else "")
 
 
 def _id_of(item: Any) -> str | None:

@@ -364,11 +364,11 @@ async def _write_round(store: Store, tenant_id: str, lines: list[Line]) -> int |
 
 
 def _refused_line(exc: DatabaseRefused, batch: list[Line]) -> tuple[int, str] | None:
-    """The file's line the database refused and why, where it names the batch's element
-    ("contact 17 of the batch (contact_id …) has …"); None where it names none."""
-    words = exc.message.split()
-    if words[:1] == ["contact"] and len(words) > 1 and words[1].isdigit() and 0 < int(words[1]) <= len(batch):
-        return batch[int(words[1]) - 1].line, " ".join(words[2:]).removeprefix("of the batch ")
+    """The file's line the database refused and why, where it names the batch's element (its
+    error's column field, "contacts[17]"); None where it names none."""
+    number = exc.batch_element
+    if number is not None and number <= len(batch):
+        return batch[number - 1].line, exc.element_said
     return None
 
 

@@ -23,7 +23,7 @@ import orjson
 
 from . import wire
 from .phones import SEPARATORS, country_codes, international
-from .schedule import InvalidSchedule, load_timezone
+from .schedule import InvalidSchedule, load_iana_timezone
 
 FIELDS = ("contact_id", "timezone", "phone", "country", "attributes")
 _CONTACT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,127}")
@@ -321,13 +321,10 @@ def _written_phone(phone: str, country: str | None) -> tuple[str | None, str | N
 
 @functools.lru_cache(maxsize=1024)
 def _known_zone(name: str) -> bool:
-    """A zone the database takes (reminderd.is_timezone): one Python reads, but not from the
-    leap-second ("right/") or "posix/" copies of the zones a system may have, which PostgreSQL's
-    own zone files do not hold."""
-    if name.startswith(("right/", "posix/")):
-        return False
+    """A zone the database takes (reminderd.is_timezone): an IANA one Python reads (not localtime,
+    nor the "right/" or "posix/" copies of the zones a system may have)."""
     try:
-        load_timezone(name)
+        load_iana_timezone(name)
     except InvalidSchedule:
         return False
     return True

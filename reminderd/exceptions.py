@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 # Exit statuses of the command line and the daemon.
 EX_USAGE = 2  # bad command-line input (argparse's own status)
 EX_CONFIG = 78  # sysexits.h: a configuration error; systemd should not restart-loop on it
@@ -86,7 +88,7 @@ class DatabaseRefused(DatabaseError):
 
     def __init__(
         self, message: str, *, sqlstate: str | None = None, detail: str | None = None, hint: str | None = None,
-        constraint: str | None = None,
+        constraint: str | None = None, column: str | None = None,
     ) -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
@@ -94,6 +96,23 @@ class DatabaseRefused(DatabaseError):
         self.detail = detail
         self.hint = hint
         self.constraint = constraint  # the constraint a 23xxx violation names, if any
+        self.column = column  # the error's column field: "contacts[17]" for an element of a contacts batch
+
+    @property
+    def batch_element(self) -> int | None:
+        """The element of a contacts batch (from 1) that upsert_contacts or upsert_contact_rows
+        refused, as its error's column field names it ("contacts[17]"); None for any other refusal."""
+        named = _BATCH_ELEMENT.fullmatch(self.column or "")
+        return int(named.group(1)) if named else None
+
+    @property
+    def element_said(self) -> str:
+        """The refusal of an element without its number in the batch (which the caller says as its
+        own index or line): '(contact_id "x") has unknown country "ZZ"'."""
+        return self.message.removeprefix(f"contact {self.batch_element} of the batch ")
+
+
+_BATCH_ELEMENT = re.compile(r"contacts\[([1-9][0-9]{0,9})\]")
 
 
 class RoleRefused(DatabaseRefused):
@@ -102,7 +121,7 @@ class RoleRefused(DatabaseRefused):
 
     def __init__(self, refused: DatabaseRefused, roles: str) -> None:
         super().__init__(refused.message, sqlstate=refused.sqlstate, detail=refused.detail,
-                         constraint=refused.constraint)
+                         constraint=refused.constraint, column=refused.column)
         self.roles = roles
 
 

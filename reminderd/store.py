@@ -303,7 +303,7 @@ def translated(exc: Exception) -> Exception:
         kind = SchemaMissing if isinstance(exc, _SCHEMA_MISSING) else DatabaseRefused
         # exc.message is the server's; one asyncpg raises itself (a value it cannot send) has none
         return kind(exc.message or str(exc), sqlstate=exc.sqlstate, detail=exc.detail, hint=exc.hint,
-                    constraint=getattr(exc, "constraint_name", None))
+                    constraint=getattr(exc, "constraint_name", None), column=getattr(exc, "column_name", None))
     return exc
 
 

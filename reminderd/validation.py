@@ -34,7 +34,9 @@ from .schedule import (
     duration_text,
     first_occurrence,
     iso_utc,
+    load_iana_timezone,
     load_timezone,
+    not_an_iana_zone,
     parse_rrule,
     preview,
     to_instant,
@@ -241,7 +243,7 @@ def checked_timezone(name: str | None, flag: str = "--tz") -> str:
     if not name.strip():
         raise InvalidInput(f"{flag} is empty: name an IANA zone such as Europe/London or Asia/Kolkata", flag)
     try:
-        load_timezone(name)
+        load_iana_timezone(name)
     except InvalidSchedule as exc:
         spelt = _zone_spelt(name.strip())
         hint = ("; write it without spaces around it" if spelt == name.strip()
@@ -259,7 +261,8 @@ def _zone_spelt(name: str) -> str | None:
     if not _ZONE_SPELLINGS:
         import zoneinfo  # only here: listing tzdata reads a directory
 
-        _ZONE_SPELLINGS.update((zone.lower(), zone) for zone in zoneinfo.available_timezones())
+        _ZONE_SPELLINGS.update((zone.lower(), zone) for zone in zoneinfo.available_timezones()
+                               if not_an_iana_zone(zone) is None)
     return _ZONE_SPELLINGS.get(name.lower())
 
 

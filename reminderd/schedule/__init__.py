@@ -35,7 +35,15 @@ from .timing import (
     following,
     hold,
 )
-from .wallclock import InvalidSchedule, WallSchedule, iso_utc, load_timezone, to_instant
+from .wallclock import (
+    InvalidSchedule,
+    WallSchedule,
+    iso_utc,
+    load_iana_timezone,
+    load_timezone,
+    not_an_iana_zone,
+    to_instant,
+)
 from .waves import Waves, first_everywhere, next_wall, span
 
 __all__ = [
@@ -66,8 +74,10 @@ __all__ = [
     "following",
     "hold",
     "iso_utc",
+    "load_iana_timezone",
     "load_timezone",
     "next_wall",
+    "not_an_iana_zone",
     "parse_cron",
     "parse_rrule",
     "preview",

@@ -69,6 +69,36 @@ def load_timezone(name: str) -> ZoneInfo:
         raise InvalidSchedule(f'unknown timezone "{name}"') from None
 
 
+# Files a zone directory holds that zoneinfo reads but that name no IANA zone: localtime (a link to
+# /etc/localtime), posixrules, Factory ("-00"), and the posix/ and right/ copies of every zone
+# (zoneinfo.available_timezones() lists localtime and Factory, not the rest). What is given as a
+# zone is refused as one of these (load_iana_timezone), as reminderd.check_timezone refuses it.
+_NOT_ZONES = {
+    "localtime": "the zone of whichever host reads it (/etc/localtime)",
+    "posixrules": "the rules POSIX TZ strings borrow",
+    "Factory": "tzdata's placeholder for a zone not set",
+}
+
+
+def not_an_iana_zone(name: str) -> str | None:
+    """Why `name`, which a zone directory may hold, is no IANA zone; None when it may be one."""
+    copy, _, zone = name.partition("/")
+    if copy == "posix" and zone:
+        return f"a copy of {zone} under another name: write {zone}"
+    if copy == "right" and zone:
+        return f"a copy of {zone} counting leap seconds: write {zone}"
+    return _NOT_ZONES.get(name)
+
+
+def load_iana_timezone(name: str) -> ZoneInfo:
+    """The IANA timezone `name`, refusing what a zone directory holds under a name that is none
+    (localtime: the zone depends on the host reading it)."""
+    why = not_an_iana_zone(name)
+    if why is not None:
+        raise InvalidSchedule(f'unknown timezone "{name}": {why}, not an IANA zone')
+    return load_timezone(name)
+
+
 Timespec = Literal["auto", "hours", "minutes", "seconds", "milliseconds", "microseconds"]
 
 

@@ -140,7 +140,10 @@ CREATE TABLE reminderd.scheduled_messages (
     -- Five fields, six with seconds first, or a nickname (@daily).
     cron             text CONSTRAINT cron_shape CHECK (
                          cron ~* '^\s*(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\S+(\s+\S+){4,5})\s*$'),
-    timezone         text NOT NULL DEFAULT 'UTC',  -- the recipient's: cron, RRULE and quiet hours read it
+    -- The recipient's: cron, RRULE and quiet hours read it. Left out, it is 'Etc/Universal' (UTC by
+    -- another name, which no writer gives: migration 0032), which admit_message replaces with the
+    -- contact's zone for a row naming one, else with 'UTC' (a row written with triggers off keeps UTC).
+    timezone         text NOT NULL DEFAULT 'Etc/Universal',
     status           text NOT NULL DEFAULT 'pending' CONSTRAINT status_is_known CHECK (
                          status IN ('pending', 'picked', 'sent', 'dead', 'cancelled', 'paused', 'expired', 'finished',
                                     'awaiting_approval')),
@@ -1192,6 +1195,17 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed';
     ELSIF timezone !~ '^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$' THEN
         RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value', HINT = hint;
+    ELSIF timezone IN ('localtime', 'posixrules', 'Factory') OR timezone LIKE 'posix/%' THEN
+        -- Files of the zone directory that name no IANA zone (migration 0032; Python's
+        -- wallclock.not_an_iana_zone says the same): localtime is the zone of the host reading it.
+        -- (right/, the copies counting leap seconds, PostgreSQL refuses itself.)
+        RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = timezone || CASE timezone
+                WHEN 'localtime' THEN ' is the zone of whichever host reads it (/etc/localtime)'
+                WHEN 'posixrules' THEN ' is the rules POSIX TZ strings borrow'
+                WHEN 'Factory' THEN ' is tzdata''s placeholder for a zone not set'
+                ELSE format(' is a copy of %s under another name', substr(timezone, 7)) END || ', not an IANA zone.',
+            HINT = CASE WHEN timezone LIKE 'posix/%' THEN format('Use %s.', substr(timezone, 7)) ELSE hint END;
     END IF;
     BEGIN
         PERFORM set_config('TimeZone', timezone, true);
@@ -3617,6 +3631,20 @@ DECLARE
     configured_lateness text;
     configured_lookback text;
 BEGIN
+    -- A row naming a contact (migration 0032): with no zone of its own (the column's default), the
+    -- contact's, as schedule() reads it (message_timezone, with its source); an unknown contact is
+    -- refused (P0002). A broadcast's rows were staged from their contacts. A row naming neither is UTC.
+    IF NEW.contact_id IS NOT NULL AND NEW.broadcast_id IS NULL THEN
+        IF NEW.timezone = 'Etc/Universal' THEN
+            SELECT z.zone, z.source INTO NEW.timezone, NEW.timezone_source
+            FROM reminderd.message_timezone(NEW.tenant_id, NEW.contact_id, NULL) AS z;
+        ELSIF NOT EXISTS (SELECT FROM reminderd.contacts c
+                          WHERE c.tenant_id = NEW.tenant_id AND c.contact_id = NEW.contact_id) THEN
+            PERFORM reminderd.message_timezone(NEW.tenant_id, NEW.contact_id, NEW.timezone);  -- refuses it
+        END IF;
+    ELSIF NEW.timezone = 'Etc/Universal' THEN
+        NEW.timezone := 'UTC';
+    END IF;
     IF NEW.broadcast_id IS NULL THEN
         -- The row's CHECK constraints, and a time that is not finite, in sentences (check_message),
         -- before anything reads them (migration 0021). Two quick tests, so that a valid row pays for
@@ -4090,6 +4118,7 @@ DECLARE
     bad     record;
     written integer;
     careful boolean := false;
+    refused text;
 BEGIN
     PERFORM reminderd.check_tenant(upsert_contact_rows.tenant_id);
     -- Timezones and countries: each distinct value once; a batch with an unknown one is looked at
@@ -4116,6 +4145,7 @@ BEGIN
         RAISE EXCEPTION 'contact % of the batch (contact_id %) has unknown % "%"', bad.n,
             coalesce(to_jsonb(bad.contact_id)::text, 'missing'), bad.field, bad.value
             USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Nothing in this batch was changed.',
+                  COLUMN = format('contacts[%s]', bad.n),
                   HINT = CASE bad.field WHEN 'timezone' THEN 'Use an IANA name such as Europe/London or Asia/Kolkata.'
                          ELSE 'Use an ISO 3166 alpha-2 code such as GB, IN or US (reminderd.countries lists them).' END;
     END IF;
@@ -4221,6 +4251,35 @@ BEGIN
             RAISE;
         END IF;
         careful := true;  -- a contact added meanwhile: again
+    WHEN invalid_parameter_value THEN
+        -- replan_for_contacts refused a contact it would leave with no zone while its messages need
+        -- one (migration 0032): named as an element, the last giving that contact.
+        GET STACKED DIAGNOSTICS refused := CONSTRAINT_NAME;
+        IF refused = 'contact_zone_needed' THEN
+            SELECT l.ordinality AS n, l.contact_id, count(*) AS live INTO bad
+            FROM (SELECT DISTINCT ON (c.contact_id) c.*
+                  FROM unnest(upsert_contact_rows.contacts) WITH ORDINALITY AS c
+                  ORDER BY c.contact_id, c.ordinality DESC) AS l
+            JOIN reminderd.contacts k ON k.tenant_id = upsert_contact_rows.tenant_id AND k.contact_id = l.contact_id
+            JOIN reminderd.scheduled_messages m ON m.tenant_id = k.tenant_id AND m.contact_id = k.contact_id
+            WHERE m.timezone_source <> 'message' AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval')
+              AND CASE WHEN l.has_timezone THEN l.timezone ELSE k.timezone END IS NULL
+              AND (SELECT z.timezone FROM reminderd.phone_timezone(
+                       CASE WHEN l.has_phone THEN nullif(btrim(l.phone), '') ELSE k.phone END) AS z) IS NULL
+              AND (SELECT y.timezone FROM reminderd.countries y
+                   WHERE y.country = CASE WHEN l.has_country THEN upper(l.country) ELSE k.country END) IS NULL
+            GROUP BY 1, 2
+            ORDER BY 1
+            LIMIT 1;
+            IF FOUND THEN
+                RAISE EXCEPTION 'contact % of the batch (contact_id %) would have no timezone, and % of its messages need one',
+                    bad.n, to_jsonb(bad.contact_id)::text, bad.live
+                    USING ERRCODE = 'invalid_parameter_value', DETAIL = 'Nothing in this batch was changed.',
+                          COLUMN = format('contacts[%s]', bad.n), CONSTRAINT = 'contact_zone_needed',
+                          HINT = 'Set the tenant''s default first (reminderd tenant set TENANT --timezone Europe/London).';
+            END IF;
+        END IF;
+        RAISE;
     WHEN check_violation OR not_null_violation THEN
         SELECT given.n, given.contact_id, given.why INTO bad
         FROM (SELECT c.ordinality AS n, c.contact_id, CASE
@@ -4241,7 +4300,7 @@ BEGIN
             RAISE EXCEPTION 'contact % of the batch (contact_id %) %', bad.n,
                 coalesce(to_jsonb(bad.contact_id)::text, 'missing'), bad.why
                 USING ERRCODE = 'invalid_parameter_value',
-                      DETAIL = 'Nothing in this batch was changed.',
+                      DETAIL = 'Nothing in this batch was changed.', COLUMN = format('contacts[%s]', bad.n),
                       HINT = CASE WHEN bad.why LIKE 'has phone %'
                                   THEN 'A phone is written +<country code> <number>, like +44 20 7946 0018: a +, then '
                                        'digits, with spaces, dashes, dots, slashes or parentheses between them if you like.'
@@ -4297,7 +4356,7 @@ BEGIN
     IF FOUND THEN
         RAISE EXCEPTION 'contact % of the batch (contact_id %) %', bad.n, coalesce(bad.contact_id::text, 'missing'), bad.why
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = 'Nothing in this batch was changed.',
+                  DETAIL = 'Nothing in this batch was changed.', COLUMN = format('contacts[%s]', bad.n),
                   HINT = 'Each contact: {"contact_id": "cust_8f", "timezone": "Europe/London", "phone": "+447700900123", '
                          '"country": "GB", "attributes": {…}}; every field but contact_id is optional.';
     END IF;
@@ -4400,7 +4459,8 @@ BEGIN
     IF FOUND THEN
         RAISE EXCEPTION 'contact "%" of tenant "%" would have no timezone, and % of its messages need one',
             stranded.contact_id, stranded.tenant_id, stranded.live
-            USING ERRCODE = 'invalid_parameter_value',
+            USING ERRCODE = 'invalid_parameter_value', TABLE = 'contacts', COLUMN = 'timezone',
+                  CONSTRAINT = 'contact_zone_needed',  -- upsert_contact_rows names its element by it
                   HINT = 'Set the tenant''s default first (reminderd tenant set TENANT --timezone Europe/London).';
     END IF;
     WITH moved AS (

@@ -104,6 +104,18 @@ async def test_bad_input_is_a_problem_naming_the_field(
     assert says in document["detail"] and says in document["errors"][0]["detail"]
 
 
+@pytest.mark.parametrize("zone", ["localtime", "posixrules", "Factory", "posix/Europe/London", "right/UTC"])
+async def test_a_zone_file_that_names_no_iana_zone_is_a_problem_naming_the_field(
+    http: ApiClient, key: str, zone: str
+) -> None:
+    """localtime is whatever zone the host reading it is in (they were taken, right/UTC refused only
+    by the database; migration 0032)."""
+    body = {"ref_id": "r", "every": "every day at 9am", "timezone": zone}
+    document = problem(await http.call("POST", "/v1/messages", key, json=body), 422, "invalid-request")
+    assert document["errors"][0]["pointer"] == "/timezone"
+    assert f'unknown timezone "{zone}": ' in document["detail"] and "not an IANA zone" in document["detail"]
+
+
 # Text PostgreSQL cannot store (NUL, half a surrogate pair): refused by its field when the body is read
 
 JSON_BODY = {"Content-Type": "application/json"}

@@ -177,6 +177,35 @@ async def test_an_ndjson_upload_is_written_in_batches_and_a_bad_line_is_named(
     )
 
 
+@pytest.mark.parametrize("ndjson", [False, True])
+async def test_a_contact_that_would_strand_its_messages_is_refused_alone_and_the_rest_written(
+    http: ApiClient, key: str, db: asyncpg.Connection, ndjson: bool
+) -> None:
+    """The replanning trigger's refusal (a contact left with no zone while its messages need one)
+    is the element's, by index or line, as the batch's own checks are."""
+    await db.execute("UPDATE reminderd.tenants SET timezone = NULL WHERE id = 'acme'")
+    await http.call("PUT", "/v1/contacts", key, json=[{"contact_id": "z1", "timezone": "Asia/Tokyo"}])
+    await db.execute("SELECT reminderd.schedule('acme', 'wall', local_time => $1, contact_id => 'z1')",
+                     datetime.now(UTC).replace(tzinfo=None) + timedelta(days=3))
+    await db.execute("SELECT reminderd.schedule_cron('acme', 'daily', '0 9 * * *', contact_id => 'z1')")
+    items = [{"contact_id": "good1", "timezone": "Europe/Paris"}, {"contact_id": "z1", "timezone": None},
+             {"contact_id": "good2", "timezone": "Europe/Rome"}]
+    body = ("\n".join(json.dumps(i) for i in items) + "\n") if ndjson else json.dumps(items)
+    headers = NDJSON if ndjson else {"Content-Type": "application/json"}
+    answer = await http.call("PUT", "/v1/contacts", key, data=body.encode(), headers=headers)
+    assert answer.status == 200, answer.body
+    assert (answer.json["new"], answer.json["failed"]) == (2, 1)
+    [error] = answer.json["errors"]
+    where = "line" if ndjson else "index"
+    assert (error[where], error["contact_id"], error["error"]["sqlstate"]) == (
+        2 if ndjson else 1, "z1", "22023")
+    assert 'contact (contact_id "z1") would have no timezone, and 2 of its messages need one' in (
+        error["error"]["detail"])
+    stored = await db.fetch("SELECT contact_id, timezone FROM reminderd.contacts ORDER BY 1")
+    assert [tuple(r) for r in stored] == [
+        ("good1", "Europe/Paris"), ("good2", "Europe/Rome"), ("z1", "Asia/Tokyo")]
+
+
 NUL, HALF = "\\u0000", "\\ud800"  # as JSON writes them in a body
 
 

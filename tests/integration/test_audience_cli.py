@@ -463,3 +463,27 @@ def test_cadence_and_the_tenants_audience_settings(database_url: str,
                  "c1",
                  status=EX_USAGE)
     assert "give its UTC offset" in err
+
+
+def test_a_line_that_would_strand_its_contacts_messages_is_a_bad_line_like_any_other(
+    database_url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The replanning trigger's refusal (a contact left with no zone while its messages need one)
+    names its line as the batch's own checks do (migration 0032; it failed the whole round)."""
+    sql(database_url, "UPDATE reminderd.tenants SET timezone = NULL WHERE id = 'acme'")
+    sql(database_url, "SELECT reminderd.upsert_contacts('acme', $1::jsonb)",
+        '[{"contact_id": "z1", "timezone": "Asia/Tokyo"}]')
+    sql(database_url, "SELECT reminderd.schedule_cron('acme', 'daily', '0 9 * * *', contact_id => 'z1')")
+    sql(database_url, "SELECT reminderd.schedule('acme', 'once', fire_in => '1 day', contact_id => 'z1')")
+    path = tmp_path / "contacts.jsonl"
+    path.write_text('{"contact_id": "good1", "timezone": "Europe/Paris"}\n'
+                    '{"contact_id": "z1", "timezone": null}\n'
+                    '{"contact_id": "good2", "timezone": "Europe/Rome"}\n', encoding="utf-8")
+    said = 'line 2: (contact_id "z1") would have no timezone, and 2 of its messages need one'
+    _, err = cli(database_url, capsys, "contacts", "import", "acme", str(path), status=EX_USAGE)
+    assert f"{said}; the import stopped there" in err
+    assert contact_ids(database_url) == {"good1", "z1"}
+    _, err = cli(database_url, capsys, "contacts", "import", "acme", str(path), "--skip-invalid")
+    assert f"reminderd: skipped {said}" in err
+    assert contact_ids(database_url) == {"good1", "good2", "z1"}
+    assert zones(database_url)["z1"] == ("Asia/Tokyo", "contact")

@@ -216,6 +216,57 @@ async def test_unknown_contacts_and_contacts_without_a_zone_are_refused(db: asyn
     assert "reminderd tenant set TENANT --timezone" in failure.hint
 
 
+async def test_a_plain_insert_naming_a_contact_reads_it_in_the_contacts_zone(
+    db: asyncpg.Connection, acme: str
+) -> None:
+    await upsert(db, {"contact_id": "c1", "timezone": "Asia/Tokyo"})
+    await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, contact_id)"
+                     " VALUES ('acme', 'p1', now() + interval '1 hour', 'c1')")
+    await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, contact_id,"
+                     " timezone) VALUES ('acme', 'p2', now() + interval '1 hour', 'c1', 'UTC')")  # its own wins
+    await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+                     " VALUES ('acme', 'p3', now() + interval '1 hour')")  # no contact: UTC, as before
+    query = "SELECT ref_id, timezone, timezone_source FROM reminderd.scheduled_messages ORDER BY ref_id"
+    assert [tuple(r) for r in await db.fetch(query)] == [
+        ("p1", "Asia/Tokyo", "contact"), ("p2", "UTC", "message"), ("p3", "UTC", "message")]
+    await upsert(db, {"contact_id": "c1", "timezone": "America/Chicago"})  # re-planned with the contact
+    assert [tuple(r) for r in await db.fetch(query)] == [
+        ("p1", "America/Chicago", "contact"), ("p2", "UTC", "message"), ("p3", "UTC", "message")]
+
+
+async def test_a_plain_insert_naming_an_unknown_contact_is_refused(db: asyncpg.Connection, acme: str) -> None:
+    for zone in ("DEFAULT", "'Asia/Tokyo'"):
+        failure = await refusal(db.execute(
+            "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, contact_id, timezone)"
+            f" VALUES ('acme', 'p1', now() + interval '1 hour', 'nobody', {zone})"))
+        assert (failure.sqlstate, failure.message) == ("P0002", 'unknown contact "nobody" of tenant "acme"')
+        assert "upsert_contacts" in failure.hint
+    await db.execute("UPDATE reminderd.tenants SET timezone = NULL WHERE id = 'acme'")
+    await upsert(db, {"contact_id": "zoneless", "country": "US"})
+    failure = await refusal(db.execute(
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, contact_id)"
+        " VALUES ('acme', 'p1', now() + interval '1 hour', 'zoneless')"))
+    assert (failure.sqlstate, failure.message.split(":")[0]) == (
+        "22023", 'contact "zoneless" of tenant "acme" has no timezone')
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
+
+
+async def test_copy_resolves_the_rows_naming_a_contact(db: asyncpg.Connection, acme: str) -> None:
+    await upsert(db, {"contact_id": "c1", "timezone": "Asia/Tokyo"}, {"contact_id": "c2"})
+    due = datetime.now(UTC) + timedelta(hours=1)
+    await db.copy_records_to_table(
+        "scheduled_messages", schema_name="reminderd", columns=["tenant_id", "ref_id", "fire_at", "contact_id"],
+        records=[("acme", "k1", due, "c1"), ("acme", "k2", due, "c2"), ("acme", "k3", due, None)])
+    rows = await db.fetch("SELECT ref_id, timezone, timezone_source FROM reminderd.scheduled_messages"
+                          " ORDER BY ref_id")
+    assert [tuple(r) for r in rows] == [
+        ("k1", "Asia/Tokyo", "contact"), ("k2", "Europe/London", "tenant"), ("k3", "UTC", "message")]
+    failure = await refusal(db.copy_records_to_table(
+        "scheduled_messages", schema_name="reminderd", columns=["tenant_id", "ref_id", "fire_at", "contact_id"],
+        records=[("acme", "k4", due, None), ("acme", "k5", due, "nobody")]))
+    assert failure.sqlstate == "P0002"
+
+
 # Re-planning ------------------------------------------------------------------------------------------
 
 
@@ -303,6 +354,11 @@ async def test_a_contact_may_not_lose_the_zone_its_messages_need(db: asyncpg.Con
     await upsert(db, {"contact_id": "c1", "country": "IN"})
     await db.execute("SELECT reminderd.schedule('acme', 'r', fire_in => '1 day', contact_id => 'c1')")
     failure = await refusal(upsert(db, {"contact_id": "c1", "country": None}))
+    assert failure.sqlstate == "22023"
+    assert failure.message == ('contact 1 of the batch (contact_id "c1") would have no timezone, and 1 of its'
+                               " messages need one")  # an element of the batch, as the others (0032)
+    assert (failure.column_name, failure.constraint_name) == ("contacts[1]", "contact_zone_needed")
+    failure = await refusal(db.execute("UPDATE reminderd.contacts SET country = NULL WHERE contact_id = 'c1'"))
     assert failure.sqlstate == "22023"
     assert failure.message == ('contact "c1" of tenant "acme" would have no timezone, and 1 of its messages '
                                "need one")

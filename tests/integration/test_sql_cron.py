@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reminderd.schedule import InvalidSchedule, load_timezone, parse_cron
-from reminderd.schedule.wallclock import next_instant
+from reminderd.schedule.wallclock import load_iana_timezone, next_instant, not_an_iana_zone
 
 # Per-case errors come back as values, so one bad cron does not fail a whole batch.
 ATTEMPT = """
@@ -318,7 +318,8 @@ def crons(draw: st.DrawFn) -> str:
     return draw(SEPARATORS).join(fields)
 
 
-ALL_ZONES = sorted(zoneinfo.available_timezones())
+# Every IANA zone (not localtime or Factory, which zoneinfo lists too: reminderd refuses them).
+ALL_ZONES = sorted(z for z in zoneinfo.available_timezones() if not_an_iana_zone(z) is None)
 DST_ZONES = [  # zones whose clocks change in 2026; the property test leans on them
     z for z in ALL_ZONES
     if at(2026, 1, 15).astimezone(zoneinfo.ZoneInfo(z)).utcoffset()
@@ -514,7 +515,7 @@ def test_the_insert_check_takes_exactly_the_zones_python_reads(sql: SqlCron) -> 
 
 def python_zone(name: str) -> object:
     try:
-        return load_timezone(name)
+        return load_iana_timezone(name)
     except InvalidSchedule as exc:
         return exc
 
@@ -525,6 +526,29 @@ def test_a_zone_counting_leap_seconds_is_refused_with_postgresql_s_reason(sql: S
     error = sql.error("0 9 * * *", "right/UTC", NOW)
     assert (error.sqlstate, error.message) == ("22023", 'unknown timezone "right/UTC"')
     assert error.detail == 'time zone "right/UTC" appears to use leap seconds'
+
+
+@pytest.mark.parametrize(
+    ("zone", "detail", "hint"),
+    [
+        ("localtime", "localtime is the zone of whichever host reads it (/etc/localtime), not an IANA zone.",
+         None),
+        ("posixrules", "posixrules is the rules POSIX TZ strings borrow, not an IANA zone.", None),
+        ("Factory", "Factory is tzdata's placeholder for a zone not set, not an IANA zone.", None),
+        ("posix/Europe/London", "posix/Europe/London is a copy of Europe/London under another name, not an IANA"
+                                " zone.", "Use Europe/London."),
+    ],
+)
+def test_a_file_of_the_zone_directory_that_names_no_iana_zone_is_refused_as_python_refuses_it(
+    sql: SqlCron, zone: str, detail: str, hint: str | None
+) -> None:
+    """PostgreSQL reads these (localtime: whatever zone the server's host is in); so did the insert
+    check until migration 0032. Python refuses them too (reminderd.validation.checked_timezone)."""
+    assert isinstance(python_zone(zone), InvalidSchedule)
+    error = sql.error("0 9 * * *", zone, NOW)
+    assert (error.sqlstate, error.message, error.detail) == ("22023", f'unknown timezone "{zone}"', detail)
+    assert error.hint == (hint or "Use an IANA name such as Europe/London or Asia/Kolkata.")
+    assert sql.run(sql.connection.fetchval("SELECT reminderd.is_timezone($1)", zone)) is False
 
 
 def test_beyond_the_search_raises(sql: SqlCron) -> None:

@@ -25,6 +25,7 @@ from reminderd.arguments import (
     parse_payload,
 )
 from reminderd.cli import build_parser, main
+from reminderd.contact_files import checked_contact
 from reminderd.exceptions import EX_CONFIG, EX_USAGE, ConfigError, DatabaseUnavailable
 from reminderd.schedule import QuietHours
 from reminderd.settings import Settings
@@ -1035,3 +1036,26 @@ def test_an_rrule_until_still_ahead_on_some_clock_reaches_for_the_database(
     capsys.readouterr()
     assert main(["schedule", "acme", "r1", "--rrule", rule, "--tz", "UTC"]) == EX_USAGE
     assert "already past" in capsys.readouterr().err and len(connections) == 1
+
+
+@pytest.mark.parametrize(
+    ("zone", "why"),
+    [
+        ("localtime", "the zone of whichever host reads it (/etc/localtime)"),
+        ("posixrules", "the rules POSIX TZ strings borrow"),
+        ("Factory", "tzdata's placeholder for a zone not set"),
+        ("posix/Europe/London", "a copy of Europe/London under another name: write Europe/London"),
+        ("right/UTC", "a copy of UTC counting leap seconds: write UTC"),
+    ],
+)
+def test_a_file_of_the_zone_directory_that_names_no_iana_zone_is_refused(
+    zone: str, why: str, connections: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Python's zoneinfo reads these (localtime: whatever zone the host is in), so they were taken
+    (migration 0032: the database refuses them too, and contacts files and the API with it)."""
+    assert main(["schedule", "t", "r", "--cron", "0 9 * * *", "--tz", zone]) == EX_USAGE
+    assert one_line(capsys.readouterr().err) == (
+        f'reminderd: error: --tz: unknown timezone "{zone}": {why}, not an IANA zone')
+    assert connections == []
+    assert checked_contact(1, {"contact_id": "c1", "timezone": zone}).problem == (
+        f"timezone {zone!r} is not an IANA zone (such as Europe/London)")
