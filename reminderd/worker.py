@@ -102,6 +102,7 @@ class Worker:
         self._unfinished = 0  # claimed, and not yet recorded (nor left to its lease)
         # Outcomes waiting for another transaction to release their row, since (monotonic).
         self._locked: list[tuple[Outcome, float]] = []
+        self._locked_logged: set[int] = set()  # id() of their jobs: logged once, even if locked again
         self._locked_checked = -math.inf
         self._wake = asyncio.Event()
         self._plan_now = asyncio.Event()
@@ -504,6 +505,7 @@ class Worker:
                 else:
                     _log_discarded(lines, outcome)
                 self.claims.finished(outcome.job)
+                self._locked_logged.discard(id(outcome.job))
         # By job: a refused outcome is written as its fallback; a locked row's waits (not finished).
         done = {id(outcome.job) for outcome in written} | {id(outcome.job) for outcome, _ in self._locked}
         for outcome in batch:
@@ -562,6 +564,7 @@ class Worker:
             self.claims.left_to_lease(job)
         self._finished(len(self._locked))
         self._locked = []
+        self._locked_logged.clear()
 
     def _wait_for_lock(self, outcome: Outcome) -> None:
         """Keep `outcome` until its row is free (logged once per outcome)."""
@@ -569,6 +572,9 @@ class Worker:
         if id(job) in self._locked_jobs():
             return
         self._locked.append((outcome, time.monotonic()))
+        if id(job) in self._locked_logged:
+            return
+        self._locked_logged.add(id(job))
         log.warning("record_row_locked", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
                     attempt=job.attempt, outcome=outcome.event,
                     reason="another transaction holds the row locked (an UPDATE left open?)",

@@ -5,7 +5,10 @@
 -- A fragment, not a statement: the columns reminderd/schedule/timing.py reads, included by the claim and
 -- the planner as {timing_columns $n $m}, which number its $backfill and $max_lateness. Effective
 -- values: the row's over its tenant's over the daemon's defaults.
-m.timezone, m.cron, m.rrule, m.until, m.max_runs, m.runs,
+m.timezone, m.cron, m.rrule, m.max_runs, m.runs,
+-- An until beyond the years Python holds reads as NULL here (the claim dead-letters such a row: readable_times).
+CASE WHEN m.until BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z' OR m.until IN ('infinity', '-infinity')
+     THEN m.until END AS until,
 coalesce(m.calendar, t.calendar) AS calendar, m.calendar IS NULL AS calendar_from_tenant,
 coalesce(m.holiday_rule, t.holiday_rule) AS holiday_rule,
 CASE WHEN coalesce(m.holiday_rule, t.holiday_rule) = 'skip' THEN ARRAY(
@@ -34,13 +37,17 @@ CASE WHEN coalesce(m.scheduled_for, m.fire_at) BETWEEN '0001-01-01 00:00Z' AND '
 CASE WHEN m.fire_at BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z' THEN m.fire_at END AS fire_at,
 CASE WHEN m.attempts < 2147483647
           AND coalesce(m.scheduled_for, m.fire_at) BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
-          AND m.fire_at BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z' THEN NULL
+          AND m.fire_at BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
+          AND (m.until IS NULL OR m.until BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
+               OR m.until IN ('infinity', '-infinity')) THEN NULL
      WHEN m.attempts >= 2147483647
           THEN format('attempts = %s: the largest integer, no further attempt can be counted', m.attempts)
-     WHEN coalesce(m.scheduled_for, m.fire_at) BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
+     WHEN NOT coalesce(m.scheduled_for, m.fire_at) BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
+          THEN format('scheduled_for = %s: outside the years 1 to 9999 the daemon can read',
+                      coalesce(m.scheduled_for, m.fire_at))
+     WHEN NOT m.fire_at BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
           THEN format('fire_at = %s: outside the years 1 to 9999 the daemon can read', m.fire_at)
-     ELSE format('scheduled_for = %s: outside the years 1 to 9999 the daemon can read',
-                 coalesce(m.scheduled_for, m.fire_at)) END AS unreadable
+     ELSE format('until = %s: outside the years 1 to 9999 the daemon can read', m.until) END AS unreadable
 
 -- due_candidates --
 -- A fragment, not a statement: the fair choice of due rows the claims share, as CTEs ending in

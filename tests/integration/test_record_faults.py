@@ -5,7 +5,7 @@ daemon (every claim, or every outcome) or resent a message at every lease."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -28,7 +28,9 @@ async def _written_by_hand(db: asyncpg.Connection, sql: str, message_id: int) ->
         await db.execute(sql, message_id)
 
 
-def _reached(db: asyncpg.Connection, message_id: int, status: str) -> Callable[[], Awaitable[asyncpg.Record | None]]:
+def _reached(
+    db: asyncpg.Connection, message_id: int, status: str
+) -> Callable[[], Awaitable[asyncpg.Record | None]]:
     async def check() -> asyncpg.Record | None:  # not scheduled_for: some tests put it beyond Python's years
         row = await db.fetchrow("SELECT status, last_event, last_error, attempts, runs "
                                 "FROM reminderd.scheduled_messages WHERE id = $1", message_id)
@@ -37,7 +39,7 @@ def _reached(db: asyncpg.Connection, message_id: int, status: str) -> Callable[[
     return check
 
 
-def _events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def _events(logs: Sequence[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
     return [entry for entry in logs if entry["event"] == name]
 
 
@@ -76,7 +78,8 @@ async def test_a_locked_row_waits_alone_and_every_other_outcome_is_recorded(
                 await receiver.wait_for(lambda got: len(got) == 2)  # both in flight
                 lock = other.transaction()
                 await lock.start()
-                await other.execute("UPDATE reminderd.scheduled_messages SET payload = '{\"x\": 1}' WHERE id = $1", a)
+                await other.execute(
+                    "UPDATE reminderd.scheduled_messages SET payload = '{\"x\": 1}' WHERE id = $1", a)
                 release.set()
                 try:
                     await poll_until(_reached(db, b, "sent"), timeout_s=10)
@@ -104,9 +107,10 @@ async def _one_odd_row_and_one_due(db: asyncpg.Connection, receiver: Receiver, e
 async def test_a_time_beyond_the_year_9999_is_dead_lettered_and_the_claim_goes_on(
     database_url: str, db: asyncpg.Connection, receiver: Receiver
 ) -> None:
-    odd, ordinary = await _one_odd_row_and_one_due(db, receiver, "UPDATE reminderd.scheduled_messages "
-                                                   "SET scheduled_for = '10000-01-01 00:00+00', fire_at = now() "
-                                                   "WHERE id = $1")
+    odd, ordinary = await _one_odd_row_and_one_due(
+        db, receiver,
+        "UPDATE reminderd.scheduled_messages SET scheduled_for = '10000-01-01 00:00+00', fire_at = now() "
+        "WHERE id = $1")
     with capture_logs() as logs:
         async with running_worker(fast_settings(database_url)):
             await poll_until(_reached(db, ordinary, "sent"))
@@ -119,6 +123,25 @@ async def test_a_time_beyond_the_year_9999_is_dead_lettered_and_the_claim_goes_o
     assert line["message_id"] == odd and line["dead_lettered"] is True
     assert not _events(logs, "claim_failed")
     assert await db.fetchval("SELECT sum(dead) FROM reminderd.usage_daily WHERE tenant_id = 'acme'") == 1
+
+
+async def test_an_until_beyond_the_year_9999_is_dead_lettered_and_the_claim_goes_on(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver
+) -> None:
+    await add_tenant(db, "acme", receiver.url)
+    daily = await db.fetchval("SELECT reminderd.schedule_cron('acme', 'daily', '0 9 * * *')")
+    await _written_by_hand(db, "UPDATE reminderd.scheduled_messages SET until = '10000-01-01 00:00+00', "
+                               "fire_at = now() WHERE id = $1", daily)
+    ordinary = await db.fetchval("SELECT reminderd.schedule('acme', 'b', now())")
+    with capture_logs() as logs:
+        async with running_worker(fast_settings(database_url)):
+            await poll_until(_reached(db, ordinary, "sent"))
+            row = await poll_until(_reached(db, daily, "dead"))
+    assert row["last_error"] == ("until = 10000-01-01 00:00:00+00: outside the years 1 to 9999 "
+                                 "the daemon can read")
+    assert [r.message["ref_id"] for r in receiver.received] == ["b"]
+    assert [line["message_id"] for line in _events(logs, "claim_unreadable")] == [daily]
+    assert not _events(logs, "claim_failed")
 
 
 async def test_attempts_at_the_largest_integer_is_dead_lettered_and_the_claim_goes_on(
@@ -179,7 +202,8 @@ async def test_a_refused_outcome_is_dead_lettered_with_the_reason_not_sent_again
     assert sorted(r.message["ref_id"] for r in receiver.received) == ["b", "daily"]  # sent once
     [line] = _events(logs, "record_rejected")
     assert line["message_id"] == daily and line["outcome"] == "fired"
-    delivery = await db.fetchrow("SELECT status_code, event FROM reminderd.deliveries WHERE message_id = $1", daily)
+    delivery = await db.fetchrow(
+        "SELECT status_code, event FROM reminderd.deliveries WHERE message_id = $1", daily)
     assert dict(delivery) == {"status_code": 200, "event": "dead_lettered"}  # the attempt is in the audit
 
 
@@ -200,3 +224,36 @@ async def test_an_outcome_refused_even_as_a_dead_letter_is_left_to_its_lease_and
 
 async def _async(value: Any) -> Any:
     return value
+
+
+async def test_an_outcome_still_locked_at_shutdown_is_left_to_its_lease(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    release = asyncio.Event()
+
+    async def hold(_: Received) -> None:
+        await release.wait()
+
+    async with Receiver(before_answer=hold) as receiver:
+        await add_tenant(db, "acme", receiver.url)
+        a = await db.fetchval("SELECT reminderd.schedule('acme', 'a', now())")
+        settings = fast_settings(database_url, lease_s=30, callback_timeout_s=1.5, shutdown_timeout_s=1)
+        other = await asyncpg.connect(database_url)
+        lock = other.transaction()
+        try:
+            with capture_logs() as logs:
+                async with _daemon_like_worker(settings):
+                    await receiver.wait_for(lambda got: len(got) == 1)
+                    await lock.start()
+                    await other.execute(
+                        "UPDATE reminderd.scheduled_messages SET payload = '{}' WHERE id = $1", a)
+                    release.set()
+                    await poll_until(lambda: _async(_events(logs, "record_row_locked")))
+                # stopped (the worker's run returned within its bound), the row still locked
+        finally:
+            await lock.rollback()
+            await other.close()
+    [line] = _events(logs, "record_abandoned")
+    assert line["message_id"] == a
+    assert (await row_by_id(db, a))["status"] == "picked"  # its lease hands it on
+    assert len(receiver.received) == 1
