@@ -521,6 +521,18 @@ class HeldBack:
 
 
 @dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A claimed row the daemon cannot make a job of (`reason` names the column and its value):
+    dead-lettered (`Store.dead_letter_unreadable`) instead of wedging every claim."""
+
+    id: int
+    tenant_id: str
+    ref_id: str
+    picked_at: datetime
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     """What one claim took, what it held back, and where its skip scan over the tenants stopped
     (the next claim starts there)."""
@@ -528,6 +540,7 @@ class Claim:
     jobs: list[Job]
     held: tuple[HeldBack, ...] = ()
     scanned_to: str | None = None
+    unreadable: tuple[Unreadable, ...] = ()  # claimed, yet no job: to dead-letter
 
     @property
     def retry_in_s(self) -> float | None:
@@ -896,8 +909,32 @@ class Store:
         )
         first = rows[0]
         held = tuple(HeldBack.from_json(item) for item in json.loads(first["held"] or "[]"))
-        jobs = [Job.from_row(row, lease_deadline) for row in rows if row["id"] is not None]
-        return Claim(jobs, held, first["scanned_to"])
+        jobs: list[Job] = []
+        unreadable: list[Unreadable] = []
+        for row in rows:  # one row that cannot be read costs that row only
+            if row["id"] is None:
+                continue
+            reason = row["unreadable"]
+            if reason is None:
+                try:
+                    jobs.append(Job.from_row(row, lease_deadline))
+                    continue
+                except Exception as exc:
+                    reason = f"cannot be read into a job: {describe(exc)}"
+            unreadable.append(Unreadable(row["id"], row["tenant_id"], row["ref_id"], row["picked_at"], reason))
+        return Claim(jobs, held, first["scanned_to"], tuple(unreadable))
+
+    @_translating
+    async def dead_letter_unreadable(self, row: Unreadable) -> bool:
+        """Dead-letter a claimed row that could not be read (queries.sql); False when it was no
+        longer picked by that claim."""
+        moved = await self._pool.fetchval(QUERIES["dead_letter_unreadable"], row.id, row.picked_at, row.reason)
+        return moved is not None
+
+    @_translating
+    async def locked_messages(self, message_ids: Sequence[int]) -> set[int]:
+        """Of `message_ids`, those another transaction holds locked now (nothing waits)."""
+        return {row["id"] for row in await self._pool.fetch(QUERIES["locked_messages"], list(message_ids))}
 
     @_translating
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[int]:

@@ -34,7 +34,7 @@ from structlog.typing import FilteringBoundLogger
 from . import logs
 from .breaker import BreakerPolicy, Observation
 from .callback import CallbackClient
-from .exceptions import DatabaseUnavailable
+from .exceptions import DatabaseRefused, DatabaseUnavailable
 from .guard import crashed, describe
 from .housekeeping import ClaimReconciler, Heartbeat, Housekeeping, Rescuer, connect_listener
 from .jobs import Job
@@ -44,7 +44,7 @@ from .outcome import AttemptResult, Outcome, before_sending, capped, cut_short, 
 from .registry import ClaimBook, Contact, Identity
 from .retry import RetryPolicy, backoff_s
 from .settings import Settings
-from .store import QUERY_DEADLINE_S, Claim, ContactSend, Listener, Release, Store
+from .store import QUERY_DEADLINE_S, Claim, ContactSend, Listener, Release, Store, Unreadable
 
 log = structlog.get_logger("reminderd")
 T = TypeVar("T")
@@ -65,6 +65,22 @@ WAKE_AFTER_DUE_S = 0.001
 LEASE_TOO_SHORT = ("not sent: it waited in the daemon's queue until too little of its lease was left for a "
                    "request; handed back (raise REMINDERD_LEASE or REMINDERD_CONCURRENCY)")
 BOUNDED_CHECK_EVERY_S = 1.0  # a limit set, or a circuit opened by another daemon, counts within this
+# Outcomes whose row another transaction keeps locked (record_outcomes waits 1 s, its lock_timeout)
+# are looked at again this often, by a query that waits for nothing.
+LOCKED_RETRY_S = 0.25
+LOCK_ROUNDS_MAX = 3  # a batch met a new lock this many times: the rows it met wait on their own
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+class _RetryLocked:
+    """The recorder's wake-up to look at outcomes waiting for a row lock."""
+
+
+_RETRY_LOCKED = _RetryLocked()
+
+
+def _lock_timed_out(exc: BaseException) -> bool:
+    return isinstance(exc, DatabaseRefused) and exc.sqlstate == LOCK_NOT_AVAILABLE
 
 
 class Worker:
@@ -84,6 +100,10 @@ class Worker:
         self._in_flight: dict[tuple[int, object], tuple[Job, float]] = {}
         self.metrics.watch_in_flight(self._in_flight.__len__)
         self._unfinished = 0  # claimed, and not yet recorded (nor left to its lease)
+        # Outcomes waiting for another transaction to release their row, since (monotonic).
+        self._locked: list[tuple[Outcome, float]] = []
+        self._locked_logged: set[int] = set()  # id() of their jobs: logged once, even if locked again
+        self._locked_checked = -math.inf
         self._wake = asyncio.Event()
         self._plan_now = asyncio.Event()
         self._stop = asyncio.Event()
@@ -270,6 +290,8 @@ class Worker:
                     self._beat_now.set()
                     failures = 0
                 self._scanned_to = claim.scanned_to
+                if claim.unreadable:
+                    await self._dead_letter_unreadable(claim.unreadable)
                 self.metrics.held_back(claim.held)
                 self._unfinished += len(jobs)
                 for job in await self._within_frequency_caps(jobs):
@@ -296,6 +318,22 @@ class Worker:
             empty_streak = empty_streak + 1 if not jobs and until_due is not None and until_due <= 0 else 0
             await self._sleep(idle_delay(
                 until_due, empty_streak, poll_interval_s=self.settings.poll_interval_s))
+
+    async def _dead_letter_unreadable(self, rows: Sequence[Unreadable]) -> None:
+        """Claimed rows that cannot be made jobs (a value written by hand beyond what the daemon
+        can read): dead-lettered one by one, each logged, so they stop coming back to every claim.
+        One that cannot be dead-lettered is handed back by the claim reconciler (never received)."""
+        for row in rows:
+            try:
+                moved = await self._store.dead_letter_unreadable(row)
+            except Exception as exc:
+                log.error("unreadable_dead_letter_failed", message_id=row.id, tenant=row.tenant_id,
+                          ref=row.ref_id, reason=row.reason, error=describe(exc),
+                          consequence="handed back by the claim reconciler, then claimed and tried again")
+                continue
+            log.error("claim_unreadable", message_id=row.id, tenant=row.tenant_id, ref=row.ref_id,
+                      reason=row.reason, dead_lettered=moved,
+                      fix="correct the value, then reminderd requeue (or cancel the message)")
 
     def _held_back_until(self, claim: Claim, until_due_s: float | None) -> float | None:
         """With due rows held back by limits, the loop looks again when they may go (the claim
@@ -436,11 +474,11 @@ class Worker:
     async def _recorder(self) -> None:
         stopping = False
         while not stopping:
-            first = await self._outcomes.get()
+            first = await self._next_outcome()
             batch: list[Outcome] = []
             if first is None:
                 stopping = True
-            else:
+            elif not isinstance(first, _RetryLocked):
                 batch.append(first)
             while len(batch) < RECORD_BATCH_MAX and not self._outcomes.empty():
                 item = self._outcomes.get_nowait()
@@ -448,34 +486,112 @@ class Worker:
                     stopping = True
                 else:
                     batch.append(item)
+            batch += await self._unlocked_outcomes(stopping)
             if batch:
-                now_s = time.time()
-                applied: set[int] = set()
-                written = await self._record(batch, applied)
-                self.metrics.recorded(written, now_s)
-                lines: FilteringBoundLogger = log.bind()  # once per batch, not once per line
-                with logs.batch():  # the batch's canonical lines in one write
-                    for outcome in written:
-                        if outcome.job.id in applied:
-                            _log_outcome(lines, outcome)
-                        else:
-                            _log_discarded(lines, outcome)
-                        self.claims.finished(outcome.job)
-                if len(written) < len(batch):
-                    recorded = {id(outcome) for outcome in written}
-                    for outcome in batch:
-                        if id(outcome) not in recorded:
-                            self.claims.left_to_lease(outcome.job)
-                # A discarded outcome's attempt was made all the same: it says how the endpoint is.
-                await self._observe_endpoints(written)
-                self._finished(len(batch))
+                await self._write(batch)
+        await self._last_locked_outcomes()
 
-    async def _record(self, batch: list[Outcome], applied: set[int]) -> list[Outcome]:
+    async def _write(self, batch: list[Outcome]) -> None:
+        """Record `batch`, then log each row's line, tell the claim book and the endpoints' health."""
+        now_s = time.time()
+        applied: set[int] = set()
+        written = await self._record(batch, applied)
+        self.metrics.recorded(written, now_s)
+        lines: FilteringBoundLogger = log.bind()  # once per batch, not once per line
+        with logs.batch():  # the batch's canonical lines in one write
+            for outcome in written:
+                if outcome.job.id in applied:
+                    _log_outcome(lines, outcome)
+                else:
+                    _log_discarded(lines, outcome)
+                self.claims.finished(outcome.job)
+                self._locked_logged.discard(id(outcome.job))
+        # By job: a refused outcome is written as its fallback; a locked row's waits (not finished).
+        done = {id(outcome.job) for outcome in written} | {id(outcome.job) for outcome, _ in self._locked}
+        for outcome in batch:
+            if id(outcome.job) not in done:
+                self.claims.left_to_lease(outcome.job)
+        # A discarded outcome's attempt was made all the same: it says how the endpoint is.
+        await self._observe_endpoints(written)
+        waiting = self._locked_jobs()
+        self._finished(sum(1 for outcome in batch if id(outcome.job) not in waiting))
+
+    async def _next_outcome(self) -> Outcome | _RetryLocked | None:
+        """The next outcome to record; `_RETRY_LOCKED` when outcomes wait for a row lock and none
+        came within LOCKED_RETRY_S (they are looked at again)."""
+        if not self._locked:
+            return await self._outcomes.get()
+        try:
+            return await asyncio.wait_for(self._outcomes.get(), LOCKED_RETRY_S)
+        except TimeoutError:
+            return _RETRY_LOCKED
+
+    def _locked_jobs(self) -> set[int]:
+        return {id(outcome.job) for outcome, _ in self._locked}
+
+    async def _unlocked_outcomes(self, stopping: bool) -> list[Outcome]:
+        """The outcomes waiting for a row lock whose rows are free now (one query that waits for
+        nothing, at most every LOCKED_RETRY_S): recorded with the next batch, so a locked row
+        never holds up the others."""
+        if not self._locked or (not stopping and time.monotonic() < self._locked_checked + LOCKED_RETRY_S):
+            return []
+        self._locked_checked = time.monotonic()
+        try:
+            still = await self._store.locked_messages([outcome.job.id for outcome, _ in self._locked])
+        except Exception as exc:  # looked at again next time
+            log.warning("locked_check_failed", error=describe(exc), rows=len(self._locked))
+            return []
+        free = [outcome for outcome, _ in self._locked if outcome.job.id not in still]
+        self._locked = [(outcome, since) for outcome, since in self._locked if outcome.job.id in still]
+        return free
+
+    async def _last_locked_outcomes(self) -> None:
+        """At shutdown: outcomes still waiting for a row lock get REMINDERD_SHUTDOWN_TIMEOUT for
+        it; the rest are left to their leases (their rows are redelivered once free)."""
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        while self._locked and time.monotonic() < deadline:
+            free = await self._unlocked_outcomes(stopping=True)
+            if free:
+                await self._write(free)
+            else:
+                await asyncio.sleep(min(LOCKED_RETRY_S, max(0.0, deadline - time.monotonic())))
+        for outcome, since in self._locked:
+            job = outcome.job
+            log.error("record_abandoned", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
+                      attempt=job.attempt, outcome=outcome.event, waited_s=round(time.monotonic() - since, 1),
+                      reason="its row stayed locked by another transaction until shutdown",
+                      consequence="its lease expires and it is redelivered")
+            self.claims.left_to_lease(job)
+        self._finished(len(self._locked))
+        self._locked = []
+        self._locked_logged.clear()
+
+    def _wait_for_lock(self, outcome: Outcome) -> None:
+        """Keep `outcome` until its row is free (logged once per outcome)."""
+        job = outcome.job
+        if id(job) in self._locked_jobs():
+            return
+        self._locked.append((outcome, time.monotonic()))
+        if id(job) in self._locked_logged:
+            return
+        self._locked_logged.add(id(job))
+        log.warning("record_row_locked", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
+                    attempt=job.attempt, outcome=outcome.event,
+                    reason="another transaction holds the row locked (an UPDATE left open?)",
+                    consequence="its outcome is recorded once the lock is released; other rows are not held up",
+                    fix="find the transaction in pg_stat_activity (wait_event_type Lock) and end it")
+
+    async def _record(
+        self, batch: list[Outcome], applied: set[int], *, lock_rounds: int = 0, fallback: bool = True,
+    ) -> list[Outcome]:
         """Write a batch of outcomes; return those written, and add to `applied` the ids of the rows
         they moved on (the others were no longer picked by the same claim: discarded). Through a
-        database outage the batch is retried; a batch the database refuses for its content is
-        written row by row, so one bad row cannot hold up the others (that row's lease then runs
-        out and it is redelivered)."""
+        database outage the batch is retried. A row another transaction keeps locked (more than
+        the statement's lock_timeout) waits on its own (`_wait_for_lock`) while the others are
+        written. A batch the database refuses for its content is written row by row, so one bad
+        row cannot hold up the others; a row refused on its own is dead-lettered with the
+        database's reason instead (a cron row would otherwise be sent again at every lease), and
+        only if even that is refused is it left to its lease."""
 
         tries = 0
 
@@ -491,12 +607,49 @@ class Worker:
                 return batch
             return []
         except Exception as exc:
+            if _lock_timed_out(exc):
+                return await self._record_around_locks(batch, applied, lock_rounds, fallback)
             if len(batch) == 1:
-                log.error("record_rejected", message_id=batch[0].job.id, error=describe(exc))
-                return []
+                return await self._record_refused(batch[0], exc, applied) if fallback else []
         written: list[Outcome] = []
         for outcome in batch:
-            written += await self._record([outcome], applied)
+            written += await self._record([outcome], applied, fallback=fallback)
+        return written
+
+    async def _record_around_locks(
+        self, batch: list[Outcome], applied: set[int], rounds: int, fallback: bool,
+    ) -> list[Outcome]:
+        """A row of `batch` was locked: the outcomes of the rows locked now wait, the others are
+        written (again, bounded, if another lock is met meanwhile)."""
+        try:
+            locked = await self._with_db_retry_value(
+                "record", self._store.locked_messages, [outcome.job.id for outcome in batch])
+        except Exception as exc:
+            log.warning("locked_check_failed", error=describe(exc), rows=len(batch))
+            locked = {outcome.job.id for outcome in batch}
+        free = [outcome for outcome in batch if outcome.job.id not in locked]
+        if rounds >= LOCK_ROUNDS_MAX:  # locks come and go faster than we write: each waits alone
+            free, locked = [], {outcome.job.id for outcome in batch}
+        for outcome in batch:
+            if outcome.job.id in locked:
+                self._wait_for_lock(outcome)
+        return await self._record(free, applied, lock_rounds=rounds + 1, fallback=fallback) if free else []
+
+    async def _record_refused(self, outcome: Outcome, exc: Exception, applied: set[int]) -> list[Outcome]:
+        """The database refused this row's outcome: dead-letter it with the reason instead."""
+        job = outcome.job
+        reason = getattr(exc, "message", None) or describe(exc)
+        dead = Outcome.dead(job, outcome.result, f"the outcome could not be recorded: {reason}")
+        written = await self._record([dead], applied, fallback=False)
+        if written:
+            log.error("record_rejected", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
+                      attempt=job.attempt, outcome=outcome.event, error=describe(exc),
+                      consequence="dead-lettered instead (requeue it once the row is fixed)")
+        elif id(job) not in self._locked_jobs():
+            log.critical("record_fallback_rejected", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
+                         attempt=job.attempt, outcome=outcome.event, error=describe(exc),
+                         consequence="left to its lease: it is sent again each time its lease runs out",
+                         fix="correct the row (or cancel it) in reminderd.scheduled_messages")
         return written
 
     async def _confirm_written(self, batch: list[Outcome], applied: set[int]) -> None:

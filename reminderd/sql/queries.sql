@@ -5,7 +5,10 @@
 -- A fragment, not a statement: the columns reminderd/schedule/timing.py reads, included by the claim and
 -- the planner as {timing_columns $n $m}, which number its $backfill and $max_lateness. Effective
 -- values: the row's over its tenant's over the daemon's defaults.
-m.timezone, m.cron, m.rrule, m.until, m.max_runs, m.runs,
+m.timezone, m.cron, m.rrule, m.max_runs, m.runs,
+-- An until beyond the years Python holds reads as NULL here (the claim dead-letters such a row: readable_times).
+CASE WHEN m.until BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z' OR m.until IN ('infinity', '-infinity')
+     THEN m.until END AS until,
 coalesce(m.calendar, t.calendar) AS calendar, m.calendar IS NULL AS calendar_from_tenant,
 coalesce(m.holiday_rule, t.holiday_rule) AS holiday_rule,
 CASE WHEN coalesce(m.holiday_rule, t.holiday_rule) = 'skip' THEN ARRAY(
@@ -21,6 +24,30 @@ CASE WHEN m.category <> ALL (t.quiet_exempt) THEN t.quiet_start END AS quiet_sta
 CASE WHEN m.category <> ALL (t.quiet_exempt) THEN t.quiet_end END AS quiet_end,
 coalesce(m.backfill, $backfill) AS backfill,
 coalesce(extract(epoch FROM m.max_lateness)::float8, $max_lateness) AS max_lateness_s
+
+-- readable_times --
+-- A fragment, not a statement: a claimed row's scheduled_for and fire_at, and `unreadable`, why the
+-- daemon cannot make a job of it (NULL for every ordinary row: the first test fails). A value an
+-- application wrote by hand beyond the years Python holds (1 to 9999) would fail the decoding of
+-- the whole reply, every row of the claim with it; an attempts at the largest integer cannot count
+-- one more (the claim leaves it there). Such a row is returned without those times, and the
+-- daemon dead-letters it (dead_letter_unreadable) naming the column and its value.
+CASE WHEN coalesce(m.scheduled_for, m.fire_at) BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
+     THEN coalesce(m.scheduled_for, m.fire_at) END AS scheduled_for,
+CASE WHEN m.fire_at BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z' THEN m.fire_at END AS fire_at,
+CASE WHEN m.attempts < 2147483647
+          AND coalesce(m.scheduled_for, m.fire_at) BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
+          AND m.fire_at BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
+          AND (m.until IS NULL OR m.until BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
+               OR m.until IN ('infinity', '-infinity')) THEN NULL
+     WHEN m.attempts >= 2147483647
+          THEN format('attempts = %s: the largest integer, no further attempt can be counted', m.attempts)
+     WHEN NOT coalesce(m.scheduled_for, m.fire_at) BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
+          THEN format('scheduled_for = %s: outside the years 1 to 9999 the daemon can read',
+                      coalesce(m.scheduled_for, m.fire_at))
+     WHEN NOT m.fire_at BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
+          THEN format('fire_at = %s: outside the years 1 to 9999 the daemon can read', m.fire_at)
+     ELSE format('until = %s: outside the years 1 to 9999 the daemon can read', m.until) END AS unreadable
 
 -- due_candidates --
 -- A fragment, not a statement: the fair choice of due rows the claims share, as CTEs ending in
@@ -332,7 +359,7 @@ endpoint_spent AS (
 claimed AS (
     UPDATE reminderd.scheduled_messages AS m
     SET status = 'picked',
-        attempts = m.attempts + 1,
+        attempts = m.attempts + CASE WHEN m.attempts < 2147483647 THEN 1 ELSE 0 END,  -- at the top: unreadable below
         picked_at = now(),
         picked_by = $8,
         lease_expires_at = now() + make_interval(secs => $3),
@@ -343,7 +370,7 @@ claimed AS (
       AND t.id = m.tenant_id
     RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
               coalesce(m.callback_url, t.callback_url) AS callback_url,
-              coalesce(m.scheduled_for, m.fire_at) AS scheduled_for, m.fire_at,
+              {readable_times},
               m.attempts, m.max_attempts, t.signing_secret,
               CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
                   AS previous_signing_secret,
@@ -405,7 +432,7 @@ chosen AS (
 claimed AS (
     UPDATE reminderd.scheduled_messages AS m
     SET status = 'picked',
-        attempts = m.attempts + 1,
+        attempts = m.attempts + CASE WHEN m.attempts < 2147483647 THEN 1 ELSE 0 END,  -- at the top: unreadable below
         picked_at = now(),
         picked_by = $8,
         lease_expires_at = now() + make_interval(secs => $3),
@@ -417,7 +444,7 @@ claimed AS (
       AND t.id = m.tenant_id
     RETURNING m.id, m.tenant_id, m.ref_id, m.payload::text AS payload,
               coalesce(m.callback_url, t.callback_url) AS callback_url,
-              coalesce(m.scheduled_for, m.fire_at) AS scheduled_for, m.fire_at,
+              {readable_times},
               m.attempts, m.max_attempts, t.signing_secret,
               CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
                   AS previous_signing_secret,
@@ -465,6 +492,12 @@ SELECT EXISTS (SELECT 1 FROM reminderd.tenants WHERE max_per_second IS NOT NULL 
 -- a filter on scheduled_messages alone, which let the planner read the rows through the partial
 -- index on picked rows; after ANALYZE saw none picked, that index looks empty, and the plan
 -- walked it once per outcome (issue 13: statements of seconds).
+--
+-- A row locked by another transaction (an application's UPDATE left open) is waited for 1 s at
+-- most (lock_timeout, set for this statement's transaction before any row is locked: the one-time
+-- filter below), well within the daemon's 8 s deadline: the statement then fails with 55P03 and
+-- the daemon records the batch's other rows at once and that row's outcome once it is free
+-- (locked_messages), instead of taking the wait for an outage and retrying the whole batch.
 WITH outcome AS MATERIALIZED (
     SELECT o.*, 'picked'::text AS held_status,
            CASE WHEN o.attempted  -- not for a message held back before any request
@@ -473,6 +506,7 @@ WITH outcome AS MATERIALIZED (
                                    AND d.webhook_id = o.webhook_id AND d.created_at >= o.picked_at)
                 THEN nextval('reminderd.deliveries_id_seq') END AS delivery_id
     FROM unnest($1::reminderd.outcome_v1[]) AS o
+    WHERE (SELECT set_config('lock_timeout', '1s', true)) IS NOT NULL
 ),
 moved AS (
     UPDATE reminderd.scheduled_messages AS m
@@ -485,7 +519,7 @@ moved AS (
         attempts = CASE WHEN o.reset_attempts THEN 0
                         WHEN o.refund_attempt THEN m.attempts - 1
                         ELSE m.attempts END,
-        runs = m.runs + CASE WHEN o.ran THEN 1 ELSE 0 END,
+        runs = m.runs + CASE WHEN o.ran AND m.runs < 2147483647 THEN 1 ELSE 0 END,  -- stays at the top
         sent_at = CASE WHEN o.delivered THEN now() ELSE m.sent_at END,
         last_error = o.last_error,
         last_event = o.event,
@@ -552,6 +586,41 @@ metered AS (
     GROUP BY tenant_id
 )
 SELECT moved.id FROM moved;
+
+-- locked_messages --
+-- Of the messages $1 (bigint[]), those another transaction holds locked now: their outcomes wait
+-- (record_outcomes failed on one of them with 55P03). Nothing waits here (SKIP LOCKED), and the
+-- locks this statement takes are gone when it ends. A message deleted meanwhile is not locked: its
+-- outcome is written (and discarded) with the others.
+WITH free AS (
+    SELECT m.id FROM reminderd.scheduled_messages AS m
+    WHERE m.id = ANY($1::bigint[])
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+SELECT m.id FROM reminderd.scheduled_messages AS m
+WHERE m.id = ANY($1::bigint[]) AND m.id NOT IN (SELECT id FROM free);
+
+-- dead_letter_unreadable --
+-- A claimed row the daemon cannot make a job of (`unreadable` in the claim, or a value its code
+-- refused): dead, without an attempt (the claim's count of one is given back), the reason in
+-- last_error, so it stops coming back to every claim. Fenced by the claim's token as
+-- record_outcomes is. $1 the message, $2 its picked_at, $3 the reason. Returns its id when moved.
+WITH dead AS (
+    UPDATE reminderd.scheduled_messages AS m
+    SET status = 'dead',
+        last_event = 'dead_lettered',
+        last_error = $3,
+        attempts = CASE WHEN m.attempts BETWEEN 1 AND 2147483646 THEN m.attempts - 1 ELSE m.attempts END,
+        lease_expires_at = NULL,
+        updated_at = now()
+    WHERE m.id = $1 AND m.status = 'picked' AND m.picked_at = $2
+    RETURNING m.id, m.tenant_id
+),
+metered AS (
+    INSERT INTO reminderd.usage_increments (tenant_id, dead)
+    SELECT tenant_id, 1 FROM dead
+)
+SELECT id FROM dead;
 
 -- outcomes_written --
 -- After a batch had to be written again (an outage swallowed a reply): which of the outcomes the

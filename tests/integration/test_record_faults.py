@@ -1,0 +1,259 @@
+"""One odd row costs that row only: a row another transaction keeps locked, a value written by hand
+that the daemon cannot read or count, an outcome the database refuses. Each once wedged the whole
+daemon (every claim, or every outcome) or resent a message at every lease."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from structlog.testing import capture_logs
+from support import fast_settings, poll_until, row_by_id, running_worker
+
+from reminderd.callback import CallbackClient
+from reminderd.settings import Settings
+from reminderd.store import Store
+from reminderd.testing import Received, Receiver, add_tenant
+from reminderd.worker import Worker
+
+
+async def _written_by_hand(db: asyncpg.Connection, sql: str, message_id: int) -> None:
+    """As an application (or an older schema) left it: the schema's own refusals of such values
+    on UPDATE are triggers, not run here, since rows written before them exist."""
+    async with db.transaction():
+        await db.execute("SET LOCAL session_replication_role = replica")
+        await db.execute(sql, message_id)
+
+
+def _reached(
+    db: asyncpg.Connection, message_id: int, status: str
+) -> Callable[[], Awaitable[asyncpg.Record | None]]:
+    async def check() -> asyncpg.Record | None:  # not scheduled_for: some tests put it beyond Python's years
+        row = await db.fetchrow("SELECT status, last_event, last_error, attempts, runs "
+                                "FROM reminderd.scheduled_messages WHERE id = $1", message_id)
+        return row if row["status"] == status else None
+
+    return check
+
+
+def _events(logs: Sequence[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
+    return [entry for entry in logs if entry["event"] == name]
+
+
+@asynccontextmanager
+async def _daemon_like_worker(settings: Settings) -> AsyncIterator[Worker]:
+    """A worker whose every query is bounded as the daemon's are (QUERY_DEADLINE_S, shortened)."""
+    store = await Store.connect(settings.database_url, query_deadline_s=2.0)
+    client = CallbackClient(settings)
+    worker = Worker(settings, store, client)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
+        await client.close()
+        await store.close()
+
+
+async def test_a_locked_row_waits_alone_and_every_other_outcome_is_recorded(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    release = asyncio.Event()
+
+    async def hold(_: Received) -> None:
+        await release.wait()
+
+    async with Receiver(before_answer=hold) as receiver:
+        await add_tenant(db, "acme", receiver.url)
+        a = await db.fetchval("SELECT reminderd.schedule('acme', 'a', now())")
+        b = await db.fetchval("SELECT reminderd.schedule('acme', 'b', now())")
+        settings = fast_settings(database_url, lease_s=4, callback_timeout_s=1.5)
+        other = await asyncpg.connect(database_url)
+        with capture_logs() as logs:
+            async with _daemon_like_worker(settings):
+                await receiver.wait_for(lambda got: len(got) == 2)  # both in flight
+                lock = other.transaction()
+                await lock.start()
+                await other.execute(
+                    "UPDATE reminderd.scheduled_messages SET payload = '{\"x\": 1}' WHERE id = $1", a)
+                release.set()
+                try:
+                    await poll_until(_reached(db, b, "sent"), timeout_s=10)
+                    c = await db.fetchval("SELECT reminderd.schedule('acme', 'c', now())")
+                    await poll_until(_reached(db, c, "sent"), timeout_s=10)
+                    assert (await row_by_id(db, a))["status"] == "picked"  # its outcome waits for the lock
+                finally:
+                    await lock.rollback()
+                await poll_until(_reached(db, a, "sent"), timeout_s=10)
+        await other.close()
+    assert {ref: len(got) for ref, got in receiver.by_ref().items()} == {"a": 1, "b": 1, "c": 1}
+    assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries WHERE message_id = $1", a) == 1
+    assert [entry["message_id"] for entry in _events(logs, "record_row_locked")] == [a]  # logged once
+    assert not _events(logs, "record_failed")  # a lock is not an outage
+
+
+async def _one_odd_row_and_one_due(db: asyncpg.Connection, receiver: Receiver, edit: str) -> tuple[int, int]:
+    await add_tenant(db, "acme", receiver.url)
+    odd = await db.fetchval("SELECT reminderd.schedule('acme', 'odd', now() + interval '1 hour')")
+    await _written_by_hand(db, edit, odd)
+    ordinary = await db.fetchval("SELECT reminderd.schedule('acme', 'b', now())")
+    return odd, ordinary
+
+
+async def test_a_time_beyond_the_year_9999_is_dead_lettered_and_the_claim_goes_on(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver
+) -> None:
+    odd, ordinary = await _one_odd_row_and_one_due(
+        db, receiver,
+        "UPDATE reminderd.scheduled_messages SET scheduled_for = '10000-01-01 00:00+00', fire_at = now() "
+        "WHERE id = $1")
+    with capture_logs() as logs:
+        async with running_worker(fast_settings(database_url)):
+            await poll_until(_reached(db, ordinary, "sent"))
+            row = await poll_until(_reached(db, odd, "dead"))
+    assert row["last_event"] == "dead_lettered" and row["attempts"] == 0  # no attempt was made
+    assert row["last_error"] == ("scheduled_for = 10000-01-01 00:00:00+00: outside the years 1 to 9999 "
+                                 "the daemon can read")
+    assert [r.message["ref_id"] for r in receiver.received] == ["b"]
+    [line] = _events(logs, "claim_unreadable")
+    assert line["message_id"] == odd and line["dead_lettered"] is True
+    assert not _events(logs, "claim_failed")
+    assert await db.fetchval("SELECT sum(dead) FROM reminderd.usage_daily WHERE tenant_id = 'acme'") == 1
+
+
+async def test_an_until_beyond_the_year_9999_is_dead_lettered_and_the_claim_goes_on(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver
+) -> None:
+    await add_tenant(db, "acme", receiver.url)
+    daily = await db.fetchval("SELECT reminderd.schedule_cron('acme', 'daily', '0 9 * * *')")
+    await _written_by_hand(db, "UPDATE reminderd.scheduled_messages SET until = '10000-01-01 00:00+00', "
+                               "fire_at = now() WHERE id = $1", daily)
+    ordinary = await db.fetchval("SELECT reminderd.schedule('acme', 'b', now())")
+    with capture_logs() as logs:
+        async with running_worker(fast_settings(database_url)):
+            await poll_until(_reached(db, ordinary, "sent"))
+            row = await poll_until(_reached(db, daily, "dead"))
+    assert row["last_error"] == ("until = 10000-01-01 00:00:00+00: outside the years 1 to 9999 "
+                                 "the daemon can read")
+    assert [r.message["ref_id"] for r in receiver.received] == ["b"]
+    assert [line["message_id"] for line in _events(logs, "claim_unreadable")] == [daily]
+    assert not _events(logs, "claim_failed")
+
+
+async def test_attempts_at_the_largest_integer_is_dead_lettered_and_the_claim_goes_on(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver
+) -> None:
+    odd, ordinary = await _one_odd_row_and_one_due(db, receiver, "UPDATE reminderd.scheduled_messages "
+                                                   "SET attempts = 2147483647, fire_at = now() WHERE id = $1")
+    with capture_logs() as logs:
+        async with running_worker(fast_settings(database_url)):
+            await poll_until(_reached(db, ordinary, "sent"))
+            row = await poll_until(_reached(db, odd, "dead"))
+    assert row["attempts"] == 2147483647
+    assert row["last_error"] == "attempts = 2147483647: the largest integer, no further attempt can be counted"
+    assert [r.message["ref_id"] for r in receiver.received] == ["b"]
+    assert [line["message_id"] for line in _events(logs, "claim_unreadable")] == [odd]
+    assert not _events(logs, "claim_failed")
+
+
+async def test_runs_at_the_largest_integer_is_recorded_once_and_stays_there(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver
+) -> None:
+    await add_tenant(db, "acme", receiver.url)
+    daily = await db.fetchval("SELECT reminderd.schedule_cron('acme', 'daily', '0 9 * * *')")
+    await _written_by_hand(db, "UPDATE reminderd.scheduled_messages SET runs = 2147483647, fire_at = now() "
+                               "WHERE id = $1", daily)
+    with capture_logs() as logs:
+        async with running_worker(fast_settings(database_url, lease_s=2.5, callback_timeout_s=1)):
+            row = await poll_until(_reached(db, daily, "pending"), timeout_s=10)  # planned for tomorrow 09:00
+            assert row["last_event"] == "fired"
+    assert row["runs"] == 2147483647
+    assert len(receiver.received) == 1
+    assert not _events(logs, "record_rejected")
+
+
+async def _refuse(db: asyncpg.Connection, message_id: int, when: str) -> None:
+    """A trigger standing in for any refusal of the daemon's UPDATE of this row."""
+    await db.execute(f"""
+        CREATE FUNCTION public.refuse_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = '22023'; END $$;
+        CREATE TRIGGER refuse_outcome BEFORE UPDATE ON reminderd.scheduled_messages
+            FOR EACH ROW WHEN (NEW.id = {int(message_id)} AND {when}) EXECUTE FUNCTION public.refuse_outcome();
+    """)
+
+
+async def test_a_refused_outcome_is_dead_lettered_with_the_reason_not_sent_again(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver
+) -> None:
+    await add_tenant(db, "acme", receiver.url)
+    daily = await db.fetchval("SELECT reminderd.schedule_cron('acme', 'daily', '0 9 * * *')")
+    ordinary = await db.fetchval("SELECT reminderd.schedule('acme', 'b', now())")
+    await _refuse(db, daily, "NEW.status = 'pending' AND OLD.status = 'picked'")  # its next occurrence
+    await db.execute("UPDATE reminderd.scheduled_messages SET fire_at = now() WHERE id = $1", daily)
+    with capture_logs() as logs:
+        async with running_worker(fast_settings(database_url, lease_s=2.5, callback_timeout_s=1)):
+            row = await poll_until(_reached(db, daily, "dead"), timeout_s=10)
+            await poll_until(_reached(db, ordinary, "sent"))
+    assert row["last_error"] == "the outcome could not be recorded: refused by the test"
+    assert sorted(r.message["ref_id"] for r in receiver.received) == ["b", "daily"]  # sent once
+    [line] = _events(logs, "record_rejected")
+    assert line["message_id"] == daily and line["outcome"] == "fired"
+    delivery = await db.fetchrow(
+        "SELECT status_code, event FROM reminderd.deliveries WHERE message_id = $1", daily)
+    assert dict(delivery) == {"status_code": 200, "event": "dead_lettered"}  # the attempt is in the audit
+
+
+async def test_an_outcome_refused_even_as_a_dead_letter_is_left_to_its_lease_and_said_loudly(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver
+) -> None:
+    await add_tenant(db, "acme", receiver.url)
+    odd = await db.fetchval("SELECT reminderd.schedule('acme', 'odd', now())")
+    await _refuse(db, odd, "OLD.status = 'picked'")
+    with capture_logs() as logs:
+        async with running_worker(fast_settings(database_url, lease_s=30)):
+            await receiver.wait_for(lambda got: len(got) == 1)
+            await poll_until(lambda: _async(_events(logs, "record_fallback_rejected")))
+    [line] = _events(logs, "record_fallback_rejected")
+    assert line["message_id"] == odd and line["log_level"] == "critical"
+    assert (await row_by_id(db, odd))["status"] == "picked"
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def test_an_outcome_still_locked_at_shutdown_is_left_to_its_lease(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    release = asyncio.Event()
+
+    async def hold(_: Received) -> None:
+        await release.wait()
+
+    async with Receiver(before_answer=hold) as receiver:
+        await add_tenant(db, "acme", receiver.url)
+        a = await db.fetchval("SELECT reminderd.schedule('acme', 'a', now())")
+        settings = fast_settings(database_url, lease_s=30, callback_timeout_s=1.5, shutdown_timeout_s=1)
+        other = await asyncpg.connect(database_url)
+        lock = other.transaction()
+        try:
+            with capture_logs() as logs:
+                async with _daemon_like_worker(settings):
+                    await receiver.wait_for(lambda got: len(got) == 1)
+                    await lock.start()
+                    await other.execute(
+                        "UPDATE reminderd.scheduled_messages SET payload = '{}' WHERE id = $1", a)
+                    release.set()
+                    await poll_until(lambda: _async(_events(logs, "record_row_locked")))
+                # stopped (the worker's run returned within its bound), the row still locked
+        finally:
+            await lock.rollback()
+            await other.close()
+    [line] = _events(logs, "record_abandoned")
+    assert line["message_id"] == a
+    assert (await row_by_id(db, a))["status"] == "picked"  # its lease hands it on
+    assert len(receiver.received) == 1
