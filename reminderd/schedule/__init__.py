@@ -36,7 +36,7 @@ from .timing import (
     hold,
 )
 from .wallclock import InvalidSchedule, WallSchedule, iso_utc, load_timezone, to_instant
-from .waves import Waves, first_everywhere, next_wall, span
+from .waves import Waves, first_everywhere, next_wall, readable_zones, span
 
 __all__ = [
     "BACKFILL_POLICIES",
@@ -71,6 +71,7 @@ __all__ = [
     "parse_cron",
     "parse_rrule",
     "preview",
+    "readable_zones",
     "span",
     "to_instant",
     "validate_calendar",

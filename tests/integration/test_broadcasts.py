@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 from standardwebhooks.webhooks import Webhook
+from structlog.testing import capture_logs
 from support import LOOKBACK_S, TEST_SECRET, db_now, drain, fast_settings, poll_until
 
 from reminderd.housekeeping import BroadcastCompleter, BroadcastStager
@@ -824,3 +825,24 @@ async def test_a_hand_update_of_a_broadcasts_row_is_checked_as_any_rows(
     assert failure.message == 'category "Promo!" of message acme / bf:utc_0 is not a category name'
     await db.execute("UPDATE reminderd.scheduled_messages SET timezone = 'Europe/Paris', category = 'promo'"
                      " WHERE broadcast_id = $1", broadcast_id)
+
+
+async def test_a_contacts_zone_the_daemon_cannot_read_does_not_stop_the_waves_plan(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    """A zone written before the database checked contacts' zones (0033), or unknown to the
+    daemon's tz database: the stager plans the broadcast over the zones it can read, saying which
+    it passed over, instead of failing the whole step at every round."""
+    await contacts_in(db, ["Europe/London", "Asia/Tokyo"])
+    await db.execute("ALTER TABLE reminderd.contacts DISABLE TRIGGER contacts_check_zones_update")
+    await db.execute("UPDATE reminderd.contacts SET resolved_timezone = 'Mars/Base'"
+                     " WHERE contact_id = 'tokyo_0'")
+    await db.execute("ALTER TABLE reminderd.contacts ENABLE TRIGGER contacts_check_zones_update")
+    broadcast_id = await broadcast(db, "'wk', cron => '0 9 * * 1', everyone => true")
+    with capture_logs() as logs:
+        assert await BroadcastStager(store).run_once() == 1
+    assert await db.fetchval("SELECT next_occurrence FROM reminderd.broadcast_requests WHERE id = $1",
+                             broadcast_id) is not None
+    assert [(e["event"], e["zones"]) for e in logs if e["log_level"] == "warning"] == [
+        ("broadcast_zones_unreadable", ["Mars/Base"])]
+    assert not [e for e in logs if e["event"] == "broadcast_step_failed"]
