@@ -52,7 +52,7 @@ from .metrics import Metrics
 from .outcome import Plan, plan
 from .registry import ClaimBook, Contact, Identity
 from .retry import backoff_s
-from .schedule import InvalidSchedule, Waves, span
+from .schedule import InvalidSchedule, Waves, readable_zones, span
 from .settings import Settings
 from .store import QUERY_DEADLINE_S, Held, Listener, Pruned, RecurringBroadcast, Rescued, Store
 
@@ -360,7 +360,10 @@ class BroadcastStager:
     async def _zones_of(self, broadcast_id: int) -> list[str]:
         read_at, zones = self._zones.get(broadcast_id, (0.0, []))
         if time.monotonic() - read_at > ZONES_FRESH_S:
-            zones = await self._store.broadcast_zones(broadcast_id)
+            zones, unreadable = readable_zones(await self._store.broadcast_zones(broadcast_id))
+            if unreadable:  # passed over in the plan, not retried with the whole wave forever
+                log.warning("broadcast_zones_unreadable", broadcast_id=broadcast_id, zones=unreadable,
+                            reason="unknown to this daemon's tz database; the wave is planned without them")
             self._zones[broadcast_id] = (time.monotonic(), zones)
         return zones
 

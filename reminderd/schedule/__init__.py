@@ -44,7 +44,7 @@ from .wallclock import (
     not_an_iana_zone,
     to_instant,
 )
-from .waves import Waves, first_everywhere, next_wall, span
+from .waves import Waves, first_everywhere, next_wall, readable_zones, span
 
 __all__ = [
     "BACKFILL_POLICIES",
@@ -81,6 +81,7 @@ __all__ = [
     "parse_cron",
     "parse_rrule",
     "preview",
+    "readable_zones",
     "span",
     "to_instant",
     "validate_calendar",

@@ -18,9 +18,9 @@ from datetime import UTC, datetime, time
 
 from .cron import parse_cron
 from .rrule import parse_rrule
-from .wallclock import WallSchedule, load_timezone, to_instant, wall
+from .wallclock import InvalidSchedule, WallSchedule, load_timezone, to_instant, wall
 
-__all__ = ["Waves", "first_everywhere", "next_wall", "span"]
+__all__ = ["Waves", "first_everywhere", "next_wall", "readable_zones", "span"]
 
 
 @dataclass(frozen=True)
@@ -79,3 +79,18 @@ def span(occurrence: datetime, zones: Sequence[str]) -> tuple[datetime, datetime
     """The first and last instant at which `occurrence` (a wall time) is read in `zones`."""
     instants = [to_instant(occurrence, load_timezone(zone)) for zone in zones or ("UTC",)]
     return min(instants), max(instants)
+
+
+def readable_zones(zones: Sequence[str]) -> tuple[list[str], list[str]]:
+    """`zones` split into those the daemon can read and those it cannot (written before the
+    database checked contacts' zones, or unknown to this machine's tz database): a wave is planned
+    over the first, so one contact's zone cannot stop the whole broadcast."""
+    readable, unreadable = [], []
+    for zone in zones:
+        try:
+            load_timezone(zone)
+        except InvalidSchedule:
+            unreadable.append(zone)
+        else:
+            readable.append(zone)
+    return readable, unreadable

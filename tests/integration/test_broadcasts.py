@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 from standardwebhooks.webhooks import Webhook
+from structlog.testing import capture_logs
 from support import LOOKBACK_S, TEST_SECRET, db_now, drain, fast_settings, poll_until
 
 from reminderd.housekeeping import BroadcastCompleter, BroadcastStager
@@ -797,3 +798,90 @@ def test_0031_runs_forward_over_kept_answers_and_approved_broadcasts(empty_datab
         sql(url, "SELECT reminderd.approve_broadcast('acme', $1, 'alice')", broadcast_id)
     assert refused.value.sqlstate == "42501"
     assert sql(url, "SELECT reminderd.approve_broadcast('acme', $1, 'carol')", broadcast_id)[0][0] == 0
+
+
+# Completion and hand edits (migration 0033) ----------------------------------------------------------------
+
+
+async def test_a_wave_whose_completion_ref_is_taken_completes_without_stopping_the_others(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    """acme's application has a live message of its own named bf#completed: acme's wave completes
+    without its callback, saying why, and globex's completes with its own."""
+    await add_tenant(db, "globex")
+    await db.execute("UPDATE reminderd.tenants SET timezone = 'UTC' WHERE id = 'globex'")
+    for tenant in ("acme", "globex"):
+        await db.execute("""SELECT reminderd.upsert_contacts($1, '[{"contact_id": "u1"}]')""", tenant)
+    taken = await db.fetchval("SELECT reminderd.schedule('acme', 'bf#completed', now() + interval '1 day')")
+    mine = await broadcast(db, "'bf', $1, contact_ids => ARRAY['u1'], notify => true", days_ahead(3))
+    theirs = await db.fetchval("SELECT reminderd.broadcast('globex', 'gx', $1, contact_ids => ARRAY['u1'],"
+                               " notify => true)", days_ahead(3))
+    await db.execute("SELECT reminderd.cancel_broadcast('acme', $1)", mine)
+    await db.execute("SELECT reminderd.cancel_broadcast('globex', $1)", theirs)
+
+    assert await BroadcastCompleter(store).run_once() == 2
+    waves = {r["broadcast_id"]: r for r in await db.fetch(
+        "SELECT broadcast_id, completed_at, completion_message_id FROM reminderd.broadcast_occurrences")}
+    assert all(wave["completed_at"] is not None for wave in waves.values())
+    assert waves[mine]["completion_message_id"] is None
+    callback = await db.fetchrow("SELECT ref_id, status FROM reminderd.scheduled_messages WHERE id = $1",
+                                 waves[theirs]["completion_message_id"])
+    assert (callback["ref_id"], callback["status"]) == ("gx#completed", "pending")
+    assert await db.fetchval("SELECT last_error FROM reminderd.broadcast_requests WHERE id = $1", mine) == (
+        f"broadcast.completed callback of occurrence {days_ahead(3):%Y-%m-%dT%H:%M:%S} not queued:"
+        ' duplicate key value violates unique constraint "scheduled_messages_live_ref"')
+    query = "SELECT status FROM reminderd.scheduled_messages WHERE id = $1"
+    assert await db.fetchval(query, taken) == "pending"
+    assert await BroadcastCompleter(store).run_once() == 0
+
+
+async def test_a_paused_tenants_completion_callback_is_created_paused(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    await contacts_in(db, ["UTC"])
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true, notify => true", days_ahead(3))
+    await db.execute("SELECT reminderd.pause_tenant('acme')")
+    await db.execute("SELECT reminderd.cancel_broadcast('acme', $1)", broadcast_id)
+    assert await BroadcastCompleter(store).run_once() == 1
+    query = "SELECT status, paused_by FROM reminderd.scheduled_messages WHERE ref_id = 'bf#completed'"
+    assert tuple(await db.fetchrow(query)) == ("paused", "tenant")
+    await db.execute("SELECT reminderd.resume_tenant('acme')")
+    assert tuple(await db.fetchrow(query)) == ("pending", None)
+
+
+async def test_a_hand_update_of_a_broadcasts_row_is_checked_as_any_rows(
+    db: asyncpg.Connection, acme: str
+) -> None:
+    await contacts_in(db, ["UTC"])
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true", days_ahead(3))
+    failure = await refusal(db.execute("UPDATE reminderd.scheduled_messages SET timezone = 'Mars/Olympus'"
+                                       " WHERE broadcast_id = $1", broadcast_id))
+    assert (failure.sqlstate, failure.message) == (
+        "22023", 'unknown timezone "Mars/Olympus" for message acme / bf:utc_0')
+    failure = await refusal(db.execute(
+        "UPDATE reminderd.scheduled_messages SET category = 'Promo!' WHERE broadcast_id = $1", broadcast_id))
+    assert failure.sqlstate == "23514"
+    assert failure.message == 'category "Promo!" of message acme / bf:utc_0 is not a category name'
+    await db.execute("UPDATE reminderd.scheduled_messages SET timezone = 'Europe/Paris', category = 'promo'"
+                     " WHERE broadcast_id = $1", broadcast_id)
+
+
+async def test_a_contacts_zone_the_daemon_cannot_read_does_not_stop_the_waves_plan(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    """A zone written before the database checked contacts' zones (0033), or unknown to the
+    daemon's tz database: the stager plans the broadcast over the zones it can read, saying which
+    it passed over, instead of failing the whole step at every round."""
+    await contacts_in(db, ["Europe/London", "Asia/Tokyo"])
+    await db.execute("ALTER TABLE reminderd.contacts DISABLE TRIGGER contacts_check_zones_update")
+    await db.execute("UPDATE reminderd.contacts SET resolved_timezone = 'Mars/Base'"
+                     " WHERE contact_id = 'tokyo_0'")
+    await db.execute("ALTER TABLE reminderd.contacts ENABLE TRIGGER contacts_check_zones_update")
+    broadcast_id = await broadcast(db, "'wk', cron => '0 9 * * 1', everyone => true")
+    with capture_logs() as logs:
+        assert await BroadcastStager(store).run_once() == 1
+    assert await db.fetchval("SELECT next_occurrence FROM reminderd.broadcast_requests WHERE id = $1",
+                             broadcast_id) is not None
+    assert [(e["event"], e["zones"]) for e in logs if e["log_level"] == "warning"] == [
+        ("broadcast_zones_unreadable", ["Mars/Base"])]
+    assert not [e for e in logs if e["event"] == "broadcast_step_failed"]

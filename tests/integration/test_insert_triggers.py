@@ -122,8 +122,9 @@ async def test_a_broadcast_row_skips_the_arrival_the_tenant_hold_and_the_validat
 
 
 async def test_an_insert_runs_one_row_trigger_and_two_statement_triggers(db: asyncpg.Connection) -> None:
-    """Besides admit_message, a row pays only the WHEN of refuse_pick (a row inserted as picked);
-    a statement records its events as the caller, and counts and checks ids as the owner (0023)."""
+    """Besides admit_message, a row pays only the WHENs of refuse_pick (a row inserted as picked)
+    and refuse_out_of_range (a time or counter the daemon cannot read, 0033); a statement records
+    its events as the caller, and counts and checks ids as the owner (0023)."""
     triggers = await db.fetch(
         "SELECT tgname, tgtype & 1 = 1 AS per_row, tgtype & 2 = 2 AS before,"
         " (SELECT proname FROM pg_proc WHERE oid = tgfoid) AS function"
@@ -135,6 +136,7 @@ async def test_an_insert_runs_one_row_trigger_and_two_statement_triggers(db: asy
         ("scheduled_messages_count_insert", False, False, "count_inserts"),
         ("scheduled_messages_picked_by_daemon_insert", True, True, "refuse_pick"),
         ("scheduled_messages_record_insert", False, False, "record_inserts"),
+        ("scheduled_messages_values_in_range_insert", True, True, "refuse_out_of_range"),
     ]
     await add_tenant(db, "acme")
     async with db.transaction():
@@ -147,7 +149,7 @@ async def test_an_insert_runs_one_row_trigger_and_two_statement_triggers(db: asy
                                " WHERE schemaname = 'reminderd' ORDER BY funcname")
     assert {c["funcname"]: c["calls"] for c in calls} == {
         "admit_message": 4, "record_inserts": 2, "count_inserts": 2,
-        "count_fires": 2,  # count_fires: events' own trigger; refuse_pick: never called (its WHEN)
+        "count_fires": 2,  # count_fires: events' own trigger; refuse_pick, refuse_out_of_range: never called
     }
 
 

@@ -15,6 +15,7 @@ from reminderd.schedule import (
     next_wall,
     parse_cron,
     parse_rrule,
+    readable_zones,
     span,
     to_instant,
 )
@@ -117,3 +118,8 @@ def test_a_broadcasts_rule_is_still_checked_whole() -> None:
         Waves.parse(cron=None, rrule="FREQ=DAILY;COUNT=3;UNTIL=20261204T120000Z", until=None)
     with pytest.raises(InvalidSchedule, match="minute 61 is out of range"):
         Waves.parse(cron="61 * * * *", rrule=None, until=None)
+
+
+def test_zones_the_daemon_cannot_read_are_set_apart() -> None:
+    assert readable_zones(["Europe/London", "Mars/Base", "UTC", "Asia/Kolkata", "../etc/passwd"]) == (
+        ["Europe/London", "UTC", "Asia/Kolkata"], ["Mars/Base", "../etc/passwd"])
