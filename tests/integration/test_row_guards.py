@@ -176,7 +176,7 @@ async def test_a_contacts_zone_written_before_is_left_alone(db: asyncpg.Connecti
 
 def test_0033_resolves_again_the_contacts_whose_zone_is_none(empty_database_url: str) -> None:
     url = empty_database_url
-    upgrade(url, "0028")
+    upgrade(url, "0032")
     asyncio.run(refresh_reference_data(url))
     sql(url, "INSERT INTO reminderd.tenants (id, callback_url, timezone) VALUES ('acme', 'https://example.com/cb',"
              " 'UTC')")
