@@ -501,7 +501,9 @@ CREATE TABLE reminderd.broadcast_requests (
     stage_ahead     interval NOT NULL DEFAULT '1 hour'
                     CONSTRAINT stage_ahead_positive CHECK (stage_ahead > interval '0'),
     approval        text NOT NULL DEFAULT 'not_needed'
-                    CONSTRAINT approval_is_known CHECK (approval IN ('not_needed', 'awaiting', 'approved', 'rejected')),
+                    -- 'cancelled' (migration 0034): cancelled while it awaited approval.
+                    CONSTRAINT approval_is_known
+                    CHECK (approval IN ('not_needed', 'awaiting', 'approved', 'rejected', 'cancelled')),
     created_by      text NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     decided_by      text,
@@ -5130,6 +5132,16 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'High volumes need a second person: ask someone else to approve it.';
     END IF;
+    -- (migration 0034) Staged, nothing more to stage, and none of its rows awaits approval (its
+    -- contacts were deleted): an approval would release nothing (scheduled_messages_broadcast).
+    IF request.ended_at IS NOT NULL AND NOT EXISTS (
+        SELECT FROM reminderd.scheduled_messages m
+        WHERE m.broadcast_id = request.id AND m.status = 'awaiting_approval' AND m.tenant_id = request.tenant_id
+    ) THEN
+        RAISE EXCEPTION 'broadcast % has nothing left to approve: none of its messages awaits approval', request.id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Its contacts were deleted or its messages cancelled: make a new broadcast to send again.';
+    END IF;
     UPDATE reminderd.broadcast_requests r
     SET approval = 'approved', decided_by = who, decided_at = now(), decision_note = approve_broadcast.note,
         updated_at = now(),
@@ -5194,7 +5206,10 @@ BEGIN
 END
 $$;
 
--- Stop a broadcast: its live rows are cancelled, and a recurring one stages no more.
+-- Stop a broadcast: its live rows are cancelled, and a recurring one stages no more. One awaiting
+-- approval is approval 'cancelled' (migration 0034: it said 'awaiting' with nothing left); it
+-- ended 'cancelled' unless it had ended otherwise before (a one-off 'staged' whose rows were all
+-- sent, or sent and cancelled by this call, says 'cancelled' once this call cancelled any).
 CREATE FUNCTION reminderd.cancel_broadcast(tenant_id text, broadcast_id bigint) RETURNS integer
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -5202,10 +5217,9 @@ DECLARE
     cancelled integer;
 BEGIN
     PERFORM reminderd.check_tenant(cancel_broadcast.tenant_id);
-    UPDATE reminderd.broadcast_requests r
-    SET ended_at = coalesce(r.ended_at, now()), ended_reason = coalesce(r.ended_reason, 'cancelled'),
-        next_occurrence = NULL, updated_at = now()
-    WHERE r.id = cancel_broadcast.broadcast_id AND r.tenant_id = cancel_broadcast.tenant_id;
+    PERFORM FROM reminderd.broadcast_requests r
+    WHERE r.id = cancel_broadcast.broadcast_id AND r.tenant_id = cancel_broadcast.tenant_id
+    FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant "%" has no broadcast %', cancel_broadcast.tenant_id, cancel_broadcast.broadcast_id
             USING ERRCODE = 'no_data_found';
@@ -5216,6 +5230,13 @@ BEGIN
     WHERE m.broadcast_id = cancel_broadcast.broadcast_id AND m.tenant_id = cancel_broadcast.tenant_id
       AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval');
     GET DIAGNOSTICS cancelled = ROW_COUNT;
+    UPDATE reminderd.broadcast_requests r
+    SET ended_at = coalesce(r.ended_at, now()),
+        ended_reason = CASE WHEN r.ended_reason IS NULL OR (r.ended_reason = 'staged' AND cancelled > 0)
+                            OR r.approval = 'awaiting' THEN 'cancelled' ELSE r.ended_reason END,
+        approval = CASE WHEN r.approval = 'awaiting' THEN 'cancelled' ELSE r.approval END,
+        next_occurrence = NULL, updated_at = now()
+    WHERE r.id = cancel_broadcast.broadcast_id AND r.tenant_id = cancel_broadcast.tenant_id;
     RETURN cancelled;
 END
 $$;

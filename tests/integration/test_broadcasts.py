@@ -251,6 +251,44 @@ async def test_rejecting_cancels_every_row(db: asyncpg.Connection, acme: str) ->
     assert failure.sqlstate == "55000"
 
 
+async def test_cancelling_a_broadcast_awaiting_approval_ends_the_approval(db: asyncpg.Connection, acme: str) -> None:
+    """It still said "awaiting" (and ended_reason 'staged') with every row cancelled: the overview
+    kept asking for an approval of nothing."""
+    await contacts_in(db, ["Asia/Tokyo", "Europe/Berlin"], per_zone=3)
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 5 WHERE id = 'acme'")
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true, actor => 'alice'", days_ahead(3))
+    assert await db.fetchval("SELECT reminderd.cancel_broadcast('acme', $1)", broadcast_id) == 6
+    shown = await db.fetchrow("SELECT * FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+    assert (shown["approval"], shown["ended_reason"], shown["cancelled"], shown["done"]) == (
+        "cancelled", "cancelled", 6, True)
+    failure = await refusal(db.execute("SELECT reminderd.approve_broadcast('acme', $1, 'bob')", broadcast_id))
+    assert failure.sqlstate == "55000"
+    assert await db.fetchval("SELECT reminderd.cancel_broadcast('acme', $1)", broadcast_id) == 0  # again: 0
+
+
+async def test_cancelling_a_sent_broadcast_keeps_how_it_ended(db: asyncpg.Connection, acme: str) -> None:
+    await contacts_in(db, ["Asia/Tokyo"], per_zone=2)
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true", days_ahead(3))
+    await db.execute("UPDATE reminderd.scheduled_messages SET status = 'sent' WHERE broadcast_id = $1", broadcast_id)
+    assert await db.fetchval("SELECT reminderd.cancel_broadcast('acme', $1)", broadcast_id) == 0
+    shown = await db.fetchrow("SELECT * FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+    assert (shown["approval"], shown["ended_reason"]) == ("not_needed", "staged")  # nothing was cancelled
+
+
+async def test_a_broadcast_whose_contacts_were_all_deleted_has_nothing_left_to_approve(
+    db: asyncpg.Connection, acme: str
+) -> None:
+    contacts = await contacts_in(db, ["Asia/Tokyo"], per_zone=3)
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 2 WHERE id = 'acme'")
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true, actor => 'alice'", days_ahead(3))
+    await db.execute("SELECT reminderd.delete_contacts('acme', $1)", contacts)
+    failure = await refusal(db.execute("SELECT reminderd.approve_broadcast('acme', $1, 'bob')", broadcast_id))
+    assert (failure.sqlstate, failure.message) == (
+        "55000", f"broadcast {broadcast_id} has nothing left to approve: none of its messages awaits approval")
+    assert await db.fetchval("SELECT approval FROM reminderd.broadcast_requests WHERE id = $1",
+                             broadcast_id) == "awaiting"  # unchanged: nothing was decided
+
+
 async def test_rows_whose_time_passed_while_waiting_follow_their_backfill(
     db: asyncpg.Connection, acme: str, database_url: str, receiver: Receiver
 ) -> None:
