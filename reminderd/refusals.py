@@ -126,6 +126,7 @@ CONSTRAINTS: dict[str, str] = {
         "an audience's name is letters, digits and _ . : -, starting with a letter or digit, at most 128"
     ),
     "audience_members_pkey": 'contact "{value}" is already in that audience',
+    "audience_members_counted": "an audience's member count is not negative (a trigger keeps it)",
     "audience_members_tenant_id_audience_fkey": (
         'unknown audience "{value}": reminderd.add_to_audience creates it'
     ),

@@ -4,7 +4,14 @@
 --              of nothing. Now its approval is 'cancelled' (a new value) and it ended 'cancelled'.
 --              approve_broadcast refuses (55000) a broadcast that has nothing more to stage and no
 --              row awaiting approval (its contacts were deleted).
--- Rows written before: a broadcast awaiting approval that cancel_broadcast cancelled is 'cancelled'.
+--   audiences  GET /v1/audiences and `reminderd audience list` counted every member of the
+--              tenant on each call (a seq scan of audience_members). audiences.members (new) is
+--              kept by statement triggers on audience_members (insert, delete, update: whatever
+--              changed the rows, a contact's deletion too) and read instead.
+-- Rows written before: every audience's members counted once, after the triggers exist (their
+-- CREATE TRIGGER locks audience_members against writes until this transaction commits, so no
+-- change falls between the count and the triggers). A broadcast awaiting approval that
+-- cancel_broadcast cancelled is approval 'cancelled', ended 'cancelled'.
 -- Run by migrations/versions/0034_audience_sizes.py in one transaction. History: once released,
 -- never edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 
@@ -114,3 +121,60 @@ BEGIN
     RETURN cancelled;
 END
 $$;
+
+ALTER TABLE reminderd.audiences ADD COLUMN
+    members bigint NOT NULL DEFAULT 0 CONSTRAINT audience_members_counted CHECK (members >= 0);
+
+-- (migration 0034) audiences.members follows its rows, whatever changed them (add_to_audience,
+-- remove_from_audience, a contact's deletion, plain SQL): one UPDATE per audience a statement
+-- touched, in name order (two statements lock the same rows in the same order: no deadlock), each
+-- adding the change to the row as it is when locked, so concurrent changes add up exactly.
+CREATE FUNCTION reminderd.count_audience_members() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    change record;
+BEGIN
+    -- Each trigger names only its own transition tables (new_members, old_members).
+    IF TG_OP = 'INSERT' THEN
+        FOR change IN SELECT n.tenant_id, n.audience, count(*) AS delta FROM new_members n
+                      GROUP BY 1, 2 ORDER BY 1, 2 LOOP
+            UPDATE reminderd.audiences a SET members = a.members + change.delta
+            WHERE a.tenant_id = change.tenant_id AND a.name = change.audience;
+        END LOOP;
+    ELSIF TG_OP = 'DELETE' THEN
+        FOR change IN SELECT o.tenant_id, o.audience, -count(*) AS delta FROM old_members o
+                      GROUP BY 1, 2 ORDER BY 1, 2 LOOP
+            UPDATE reminderd.audiences a SET members = a.members + change.delta
+            WHERE a.tenant_id = change.tenant_id AND a.name = change.audience;
+        END LOOP;
+    ELSE
+        FOR change IN SELECT d.tenant_id, d.audience, sum(d.delta) AS delta
+                      FROM (SELECT n.tenant_id, n.audience, 1 AS delta FROM new_members n
+                            UNION ALL
+                            SELECT o.tenant_id, o.audience, -1 FROM old_members o) AS d
+                      GROUP BY 1, 2 HAVING sum(d.delta) <> 0 ORDER BY 1, 2 LOOP
+            UPDATE reminderd.audiences a SET members = a.members + change.delta
+            WHERE a.tenant_id = change.tenant_id AND a.name = change.audience;
+        END LOOP;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- An audience's member count (migration 0034).
+CREATE TRIGGER audience_members_count_insert
+    AFTER INSERT ON reminderd.audience_members REFERENCING NEW TABLE AS new_members
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_audience_members();
+CREATE TRIGGER audience_members_count_delete
+    AFTER DELETE ON reminderd.audience_members REFERENCING OLD TABLE AS old_members
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_audience_members();
+CREATE TRIGGER audience_members_count_update
+    AFTER UPDATE ON reminderd.audience_members REFERENCING OLD TABLE AS old_members NEW TABLE AS new_members
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_audience_members();
+REVOKE EXECUTE ON FUNCTION reminderd.count_audience_members() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION reminderd.count_audience_members() TO reminderd_app, reminderd_daemon, reminderd_api;
+
+UPDATE reminderd.audiences a
+SET members = c.members
+FROM (SELECT m.tenant_id, m.audience, count(*) AS members FROM reminderd.audience_members m GROUP BY 1, 2) AS c
+WHERE a.tenant_id = c.tenant_id AND a.name = c.audience;

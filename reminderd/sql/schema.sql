@@ -460,7 +460,10 @@ CREATE TABLE reminderd.audiences (
     tenant_id  text NOT NULL REFERENCES reminderd.tenants (id) ON DELETE CASCADE,
     name       text NOT NULL CONSTRAINT audience_name_format CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$'),
     created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant_id, name)
+    PRIMARY KEY (tenant_id, name),
+    -- (migration 0034) How many contacts it holds, kept by the trigger audience_members_count:
+    -- listing audiences reads this, not every member.
+    members    bigint NOT NULL DEFAULT 0 CONSTRAINT audience_members_counted CHECK (members >= 0)
 );
 
 CREATE TABLE reminderd.audience_members (
@@ -4536,6 +4539,42 @@ BEGIN
 END
 $$;
 
+-- (migration 0034) audiences.members follows its rows, whatever changed them (add_to_audience,
+-- remove_from_audience, a contact's deletion, plain SQL): one UPDATE per audience a statement
+-- touched, in name order (two statements lock the same rows in the same order: no deadlock), each
+-- adding the change to the row as it is when locked, so concurrent changes add up exactly.
+CREATE FUNCTION reminderd.count_audience_members() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    change record;
+BEGIN
+    -- Each trigger names only its own transition tables (new_members, old_members).
+    IF TG_OP = 'INSERT' THEN
+        FOR change IN SELECT n.tenant_id, n.audience, count(*) AS delta FROM new_members n
+                      GROUP BY 1, 2 ORDER BY 1, 2 LOOP
+            UPDATE reminderd.audiences a SET members = a.members + change.delta
+            WHERE a.tenant_id = change.tenant_id AND a.name = change.audience;
+        END LOOP;
+    ELSIF TG_OP = 'DELETE' THEN
+        FOR change IN SELECT o.tenant_id, o.audience, -count(*) AS delta FROM old_members o
+                      GROUP BY 1, 2 ORDER BY 1, 2 LOOP
+            UPDATE reminderd.audiences a SET members = a.members + change.delta
+            WHERE a.tenant_id = change.tenant_id AND a.name = change.audience;
+        END LOOP;
+    ELSE
+        FOR change IN SELECT d.tenant_id, d.audience, sum(d.delta) AS delta
+                      FROM (SELECT n.tenant_id, n.audience, 1 AS delta FROM new_members n
+                            UNION ALL
+                            SELECT o.tenant_id, o.audience, -1 FROM old_members o) AS d
+                      GROUP BY 1, 2 HAVING sum(d.delta) <> 0 ORDER BY 1, 2 LOOP
+            UPDATE reminderd.audiences a SET members = a.members + change.delta
+            WHERE a.tenant_id = change.tenant_id AND a.name = change.audience;
+        END LOOP;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 -- A list and its members gone (the contacts stay); 1, or 0 when there was no such list.
 CREATE FUNCTION reminderd.drop_audience(tenant_id text, audience text) RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -5756,6 +5795,8 @@ REVOKE EXECUTE ON FUNCTION reminderd.occurrence_attempted(bigint, integer, times
 GRANT EXECUTE ON FUNCTION reminderd.occurrence_attempted(bigint, integer, timestamptz),
     reminderd.rezone_after_attempt(), reminderd.cancel_for_deleted_contacts()
 TO reminderd_app, reminderd_daemon, reminderd_api;
+-- An audience's member count, for whoever changes its members (migration 0034).
+GRANT EXECUTE ON FUNCTION reminderd.count_audience_members() TO reminderd_app, reminderd_daemon, reminderd_api;
 -- The dashboard's aggregates: their trigger functions for whoever writes events and deliveries,
 -- the bounds for their readers, the pruning for the daemon.
 GRANT EXECUTE ON FUNCTION reminderd.count_fires() TO reminderd_app, reminderd_daemon, reminderd_api;
@@ -5935,6 +5976,16 @@ CREATE TRIGGER tenants_replan
     AFTER UPDATE ON reminderd.tenants
     REFERENCING OLD TABLE AS previous_tenants NEW TABLE AS changed_tenants
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.replan_for_tenants();
+-- An audience's member count (migration 0034).
+CREATE TRIGGER audience_members_count_insert
+    AFTER INSERT ON reminderd.audience_members REFERENCING NEW TABLE AS new_members
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_audience_members();
+CREATE TRIGGER audience_members_count_delete
+    AFTER DELETE ON reminderd.audience_members REFERENCING OLD TABLE AS old_members
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_audience_members();
+CREATE TRIGGER audience_members_count_update
+    AFTER UPDATE ON reminderd.audience_members REFERENCING OLD TABLE AS old_members NEW TABLE AS new_members
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_audience_members();
 -- A contact deleted by any means: its live messages cancelled (migration 0027).
 CREATE TRIGGER contacts_cancel_messages
     AFTER DELETE ON reminderd.contacts

@@ -14,7 +14,8 @@ import asyncpg
 from reminderd.queries import QUERIES
 from reminderd.testing import add_tenant
 
-STATUSES = ["pending", "picked", "sent", "dead", "cancelled", "paused", "expired", "finished", "awaiting_approval"]
+STATUSES = ["pending", "picked", "sent", "dead", "cancelled", "paused", "expired", "finished",
+            "awaiting_approval"]
 EARLIEST = datetime.min.replace(tzinfo=UTC)
 LATEST = datetime.max.replace(tzinfo=UTC)
 
