@@ -452,12 +452,12 @@ SELECT reminderd.cancel_message($1, $2);
 
 -- dashboard_broadcasts_all --
 -- Every tenant's broadcasts with their progress (the view reminderd.broadcasts), newest first,
--- below the cursor $1 (an id), only those awaiting approval when $3: the primary key read
--- backwards, the progress of each a few rows of broadcast_counts. One more than $2, so the page
--- knows whether another follows.
+-- below the cursor $1 (an id), only those awaiting approval when $3 (not one done: its rows are
+-- gone, nothing is left to approve): the primary key read backwards, the progress of each a few
+-- rows of broadcast_counts. One more than $2, so the page knows whether another follows.
 SELECT *
 FROM reminderd.broadcasts b
-WHERE b.id < $1 AND (NOT $3 OR b.approval = 'awaiting')
+WHERE b.id < $1 AND (NOT $3 OR (b.approval = 'awaiting' AND NOT b.done))
 ORDER BY b.id DESC
 LIMIT $2 + 1;
 
@@ -465,7 +465,7 @@ LIMIT $2 + 1;
 -- The same for one tenant ($4): broadcast_requests_tenant read backwards.
 SELECT *
 FROM reminderd.broadcasts b
-WHERE b.tenant_id = $4 AND b.id < $1 AND (NOT $3 OR b.approval = 'awaiting')
+WHERE b.tenant_id = $4 AND b.id < $1 AND (NOT $3 OR (b.approval = 'awaiting' AND NOT b.done))
 ORDER BY b.id DESC
 LIMIT $2 + 1;
 

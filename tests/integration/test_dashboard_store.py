@@ -748,7 +748,13 @@ async def test_the_overview_asks_for_no_approval_of_a_cancelled_broadcast_or_of_
     for scope in (None, "acme"):
         (counts,) = await store.overview_counts(scope)
         assert (counts.awaiting, counts.awaiting_broadcasts) == (2, 1), scope
-    assert waiting and emptied_out
+    shown = {b.id: b for b in await store.dashboard_broadcasts("acme", before=2**63 - 1, limit=50,
+                                                               awaiting_only=False)}
+    assert [b for b in shown if shown[b].awaiting_approval] == [waiting]
+    assert (shown[emptied_out].approval, shown[emptied_out].done) == ("awaiting", True)
+    assert (shown[cancelled].approval, shown[cancelled].ended_reason) == ("cancelled", "cancelled")
+    asked = await store.dashboard_broadcasts("acme", before=2**63 - 1, limit=50, awaiting_only=True)
+    assert [b.id for b in asked] == [waiting]
 
 
 async def test_the_broadcast_pages_queries_read_indexes(db: asyncpg.Connection, tenant: str) -> None:
