@@ -308,14 +308,19 @@ async def import_contacts(store: Store, request: ContactsImportRequest) -> int:
     for number, problem in skipped[:20]:
         print(f"reminderd: skipped line {number}: {problem}", file=sys.stderr)
     if len(skipped) > 20:
-        print(f"reminderd: skipped {len(skipped) - 20:,} more invalid lines", file=sys.stderr)
+        print(f"reminderd: skipped {_lines(len(skipped) - 20, 'more invalid')}", file=sys.stderr)
     if stopped or refused:
         print(summary, file=sys.stderr)
         # A refusal is of a line before any the reader stopped at (rounds hold only lines before it).
         raise UsageError(f"{refused[0] if refused else stopped}; the import stopped there (importing again is "
                          "safe: contacts are updated, not duplicated)")
-    print(summary + (f"; {len(skipped):,} invalid lines skipped" if skipped else ""))
+    print(summary + (f"; {_lines(len(skipped), 'invalid')} skipped" if skipped else ""))
     return 0
+
+
+def _lines(count: int, kind: str) -> str:
+    """"1 invalid line", "2 invalid lines"."""
+    return f"{count:,} {kind} line{'' if count == 1 else 's'}"
 
 
 class _Refused(Exception):

@@ -488,7 +488,7 @@ class Broadcast:
     cron: str | None
     rrule: str | None
     category: str
-    approval: Literal["not_needed", "awaiting", "approved", "rejected"]
+    approval: Literal["not_needed", "awaiting", "approved", "rejected", "cancelled"]
     created_by: str
     created_at: datetime
     decided_by: str | None

@@ -126,6 +126,7 @@ CONSTRAINTS: dict[str, str] = {
         "an audience's name is letters, digits and _ . : -, starting with a letter or digit, at most 128"
     ),
     "audience_members_pkey": 'contact "{value}" is already in that audience',
+    "audience_members_counted": "an audience's member count is not negative (a trigger keeps it)",
     "audience_members_tenant_id_audience_fkey": (
         'unknown audience "{value}": reminderd.add_to_audience creates it'
     ),
@@ -139,7 +140,7 @@ CONSTRAINTS: dict[str, str] = {
     "broadcast_callback_url_is_http": "a broadcast's callback URL must be an http:// or https:// URL",
     "broadcast_category_format": "a category is lower-case letters, digits, _ and -, like marketing",
     "stage_ahead_positive": "stage_ahead must be a positive interval, e.g. 1 hour",
-    "approval_is_known": "a broadcast's approval is not_needed, awaiting, approved or rejected",
+    "approval_is_known": "a broadcast's approval is not_needed, awaiting, approved, rejected or cancelled",
     "one_audience": "a broadcast reaches exactly one of: a named audience, a list of contact_ids, everyone",
     "one_when": "a broadcast has exactly one of local_time, cron and rrule",
     "broadcast_occurrences_pkey": "that occurrence of broadcast {value} is already staged",

@@ -505,7 +505,9 @@ class BroadcastProgress:
 
     @property
     def awaiting_approval(self) -> bool:
-        return self.approval == "awaiting"
+        """Waiting for a decision that would release something: not one staged whose rows are all
+        gone (its contacts deleted), which approve_broadcast refuses (migration 0034)."""
+        return self.approval == "awaiting" and not self.done
 
     @property
     def when(self) -> str:

@@ -96,14 +96,19 @@ ORDER BY at, event_id, delivery_id;
 -- Newest first in the statuses $2: for each status, the first $4 entries of
 -- scheduled_messages_tenant_status below the cursor id $3, then the newest $4 of those.
 -- $5/$6 bound fire_at (-infinity/infinity: no bound; $7 true also keeps rows without a fire_at).
+-- The tenant is matched as = ANY (ARRAY[$1]), not = $1, and is the first sort key: an equality
+-- with a constant would drop it from the order as redundant, and the primary key, read backwards,
+-- would then give the order too. A plan may pick that walk when the statistics make a status
+-- look common (a tenant holding most of the table): for each status it has no row in, the walk
+-- read to the table's end. As written, only scheduled_messages_tenant_status gives the order.
 SELECT page.*
 FROM unnest($2::text[]) AS s(status)
 CROSS JOIN LATERAL (
     SELECT {message_columns}
     FROM reminderd.scheduled_messages m
-    WHERE m.tenant_id = $1 AND m.status = s.status AND m.id < $3
+    WHERE m.tenant_id = ANY (ARRAY[$1::text]) AND m.status = s.status AND m.id < $3
       AND ((m.fire_at >= $5 AND m.fire_at < $6) OR (m.fire_at IS NULL AND $7))
-    ORDER BY m.id DESC
+    ORDER BY m.tenant_id DESC, m.id DESC
     LIMIT $4
 ) page
 ORDER BY page.id DESC

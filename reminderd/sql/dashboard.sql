@@ -87,7 +87,9 @@ WHERE m.tenant_id = $1 AND m.status = 'pending' AND m.fire_at <= now();
 -- overview_awaiting_all --
 -- Per tenant, its messages awaiting approval (a range of scheduled_messages_tenant_status, read
 -- without the table) and its broadcasts awaiting approval (the partial index
--- broadcast_requests_awaiting); only tenants with either.
+-- broadcast_requests_awaiting); only tenants with either. A broadcast with nothing more to stage
+-- and no row left awaiting (its contacts were deleted) is not asked for: approving it is refused
+-- (a few rows of scheduled_messages_broadcast per broadcast awaiting).
 SELECT t.id AS tenant_id, c.messages, b.broadcasts
 FROM reminderd.tenants t
 CROSS JOIN LATERAL (
@@ -99,6 +101,9 @@ CROSS JOIN LATERAL (
     SELECT count(*) AS broadcasts
     FROM reminderd.broadcast_requests r
     WHERE r.tenant_id = t.id AND r.approval = 'awaiting'
+      AND (r.ended_at IS NULL OR EXISTS (SELECT FROM reminderd.scheduled_messages m
+                                         WHERE m.broadcast_id = r.id AND m.status = 'awaiting_approval'
+                                           AND m.tenant_id = r.tenant_id))
 ) b
 WHERE c.messages > 0 OR b.broadcasts > 0;
 
@@ -107,7 +112,10 @@ SELECT $1::text AS tenant_id,
        (SELECT count(*) FROM reminderd.scheduled_messages m
         WHERE m.tenant_id = $1 AND m.status = 'awaiting_approval') AS messages,
        (SELECT count(*) FROM reminderd.broadcast_requests r
-        WHERE r.tenant_id = $1 AND r.approval = 'awaiting') AS broadcasts;
+        WHERE r.tenant_id = $1 AND r.approval = 'awaiting'
+          AND (r.ended_at IS NULL OR EXISTS (SELECT FROM reminderd.scheduled_messages m
+                                             WHERE m.broadcast_id = r.id AND m.status = 'awaiting_approval'
+                                               AND m.tenant_id = r.tenant_id))) AS broadcasts;
 
 -- fire_counts_columns --
 -- A fragment: fires per tenant in the last hour (the current minute and the 59 before it) and the
@@ -464,12 +472,12 @@ SELECT reminderd.cancel_message($1, $2);
 
 -- dashboard_broadcasts_all --
 -- Every tenant's broadcasts with their progress (the view reminderd.broadcasts), newest first,
--- below the cursor $1 (an id), only those awaiting approval when $3: the primary key read
--- backwards, the progress of each a few rows of broadcast_counts. One more than $2, so the page
--- knows whether another follows.
+-- below the cursor $1 (an id), only those awaiting approval when $3 (not one done: its rows are
+-- gone, nothing is left to approve): the primary key read backwards, the progress of each a few
+-- rows of broadcast_counts. One more than $2, so the page knows whether another follows.
 SELECT *
 FROM reminderd.broadcasts b
-WHERE b.id < $1 AND (NOT $3 OR b.approval = 'awaiting')
+WHERE b.id < $1 AND (NOT $3 OR (b.approval = 'awaiting' AND NOT b.done))
 ORDER BY b.id DESC
 LIMIT $2 + 1;
 
@@ -477,7 +485,7 @@ LIMIT $2 + 1;
 -- The same for one tenant ($4): broadcast_requests_tenant read backwards.
 SELECT *
 FROM reminderd.broadcasts b
-WHERE b.tenant_id = $4 AND b.id < $1 AND (NOT $3 OR b.approval = 'awaiting')
+WHERE b.tenant_id = $4 AND b.id < $1 AND (NOT $3 OR (b.approval = 'awaiting' AND NOT b.done))
 ORDER BY b.id DESC
 LIMIT $2 + 1;
 

@@ -1129,11 +1129,11 @@ SELECT reminderd.remove_from_audience($1, $2, $3::text[]);
 SELECT reminderd.drop_audience($1, $2);
 
 -- audiences --
-SELECT a.name, a.created_at, count(m.contact_id) AS members
+-- A tenant's lists with their sizes (audiences.members, kept by a trigger: migration 0034), never
+-- a count of their members.
+SELECT a.name, a.created_at, a.members
 FROM reminderd.audiences a
-LEFT JOIN reminderd.audience_members m ON m.tenant_id = a.tenant_id AND m.audience = a.name
 WHERE a.tenant_id = $1
-GROUP BY a.name, a.created_at
 ORDER BY a.name;
 
 -- broadcast --

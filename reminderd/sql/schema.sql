@@ -463,7 +463,10 @@ CREATE TABLE reminderd.audiences (
     tenant_id  text NOT NULL REFERENCES reminderd.tenants (id) ON DELETE CASCADE,
     name       text NOT NULL CONSTRAINT audience_name_format CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$'),
     created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant_id, name)
+    PRIMARY KEY (tenant_id, name),
+    -- (migration 0034) How many contacts it holds, kept by the trigger audience_members_count:
+    -- listing audiences reads this, not every member.
+    members    bigint NOT NULL DEFAULT 0 CONSTRAINT audience_members_counted CHECK (members >= 0)
 );
 
 CREATE TABLE reminderd.audience_members (
@@ -504,7 +507,9 @@ CREATE TABLE reminderd.broadcast_requests (
     stage_ahead     interval NOT NULL DEFAULT '1 hour'
                     CONSTRAINT stage_ahead_positive CHECK (stage_ahead > interval '0'),
     approval        text NOT NULL DEFAULT 'not_needed'
-                    CONSTRAINT approval_is_known CHECK (approval IN ('not_needed', 'awaiting', 'approved', 'rejected')),
+                    -- 'cancelled' (migration 0034): cancelled while it awaited approval.
+                    CONSTRAINT approval_is_known
+                    CHECK (approval IN ('not_needed', 'awaiting', 'approved', 'rejected', 'cancelled')),
     created_by      text NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     decided_by      text,
@@ -4779,6 +4784,42 @@ BEGIN
 END
 $$;
 
+-- (migration 0034) audiences.members follows its rows, whatever changed them (add_to_audience,
+-- remove_from_audience, a contact's deletion, plain SQL): one UPDATE per audience a statement
+-- touched, in name order (two statements lock the same rows in the same order: no deadlock), each
+-- adding the change to the row as it is when locked, so concurrent changes add up exactly.
+CREATE FUNCTION reminderd.count_audience_members() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    change record;
+BEGIN
+    -- Each trigger names only its own transition tables (new_members, old_members).
+    IF TG_OP = 'INSERT' THEN
+        FOR change IN SELECT n.tenant_id, n.audience, count(*) AS delta FROM new_members n
+                      GROUP BY 1, 2 ORDER BY 1, 2 LOOP
+            UPDATE reminderd.audiences a SET members = a.members + change.delta
+            WHERE a.tenant_id = change.tenant_id AND a.name = change.audience;
+        END LOOP;
+    ELSIF TG_OP = 'DELETE' THEN
+        FOR change IN SELECT o.tenant_id, o.audience, -count(*) AS delta FROM old_members o
+                      GROUP BY 1, 2 ORDER BY 1, 2 LOOP
+            UPDATE reminderd.audiences a SET members = a.members + change.delta
+            WHERE a.tenant_id = change.tenant_id AND a.name = change.audience;
+        END LOOP;
+    ELSE
+        FOR change IN SELECT d.tenant_id, d.audience, sum(d.delta) AS delta
+                      FROM (SELECT n.tenant_id, n.audience, 1 AS delta FROM new_members n
+                            UNION ALL
+                            SELECT o.tenant_id, o.audience, -1 FROM old_members o) AS d
+                      GROUP BY 1, 2 HAVING sum(d.delta) <> 0 ORDER BY 1, 2 LOOP
+            UPDATE reminderd.audiences a SET members = a.members + change.delta
+            WHERE a.tenant_id = change.tenant_id AND a.name = change.audience;
+        END LOOP;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 -- A list and its members gone (the contacts stay); 1, or 0 when there was no such list.
 CREATE FUNCTION reminderd.drop_audience(tenant_id text, audience text) RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -5379,6 +5420,16 @@ BEGIN
     IF request.approval = 'approved' THEN
         RETURN 0;  -- the same decision again: nothing changes
     END IF;
+    -- (migration 0034) Staged, nothing more to stage, and none of its rows awaits approval (its
+    -- contacts were deleted): an approval would release nothing (scheduled_messages_broadcast).
+    IF request.ended_at IS NOT NULL AND NOT EXISTS (
+        SELECT FROM reminderd.scheduled_messages m
+        WHERE m.broadcast_id = request.id AND m.status = 'awaiting_approval' AND m.tenant_id = request.tenant_id
+    ) THEN
+        RAISE EXCEPTION 'broadcast % has nothing left to approve: none of its messages awaits approval', request.id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Its contacts were deleted or its messages cancelled: make a new broadcast to send again.';
+    END IF;
     UPDATE reminderd.broadcast_requests r
     SET approval = 'approved', decided_by = who, decided_at = now(), decision_note = approve_broadcast.note,
         updated_at = now(),
@@ -5444,7 +5495,10 @@ BEGIN
 END
 $$;
 
--- Stop a broadcast: its live rows are cancelled, and a recurring one stages no more.
+-- Stop a broadcast: its live rows are cancelled, and a recurring one stages no more. One awaiting
+-- approval is approval 'cancelled' (migration 0034: it said 'awaiting' with nothing left); it
+-- ended 'cancelled' unless it had ended otherwise before (a one-off 'staged' whose rows were all
+-- sent, or sent and cancelled by this call, says 'cancelled' once this call cancelled any).
 CREATE FUNCTION reminderd.cancel_broadcast(tenant_id text, broadcast_id bigint) RETURNS integer
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -5452,10 +5506,9 @@ DECLARE
     cancelled integer;
 BEGIN
     PERFORM reminderd.check_tenant(cancel_broadcast.tenant_id);
-    UPDATE reminderd.broadcast_requests r
-    SET ended_at = coalesce(r.ended_at, now()), ended_reason = coalesce(r.ended_reason, 'cancelled'),
-        next_occurrence = NULL, updated_at = now()
-    WHERE r.id = cancel_broadcast.broadcast_id AND r.tenant_id = cancel_broadcast.tenant_id;
+    PERFORM FROM reminderd.broadcast_requests r
+    WHERE r.id = cancel_broadcast.broadcast_id AND r.tenant_id = cancel_broadcast.tenant_id
+    FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant "%" has no broadcast %', cancel_broadcast.tenant_id, cancel_broadcast.broadcast_id
             USING ERRCODE = 'no_data_found';
@@ -5466,6 +5519,13 @@ BEGIN
     WHERE m.broadcast_id = cancel_broadcast.broadcast_id AND m.tenant_id = cancel_broadcast.tenant_id
       AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval');
     GET DIAGNOSTICS cancelled = ROW_COUNT;
+    UPDATE reminderd.broadcast_requests r
+    SET ended_at = coalesce(r.ended_at, now()),
+        ended_reason = CASE WHEN r.ended_reason IS NULL OR (r.ended_reason = 'staged' AND cancelled > 0)
+                            OR r.approval = 'awaiting' THEN 'cancelled' ELSE r.ended_reason END,
+        approval = CASE WHEN r.approval = 'awaiting' THEN 'cancelled' ELSE r.approval END,
+        next_occurrence = NULL, updated_at = now()
+    WHERE r.id = cancel_broadcast.broadcast_id AND r.tenant_id = cancel_broadcast.tenant_id;
     RETURN cancelled;
 END
 $$;
@@ -6010,6 +6070,8 @@ TO reminderd_app, reminderd_daemon, reminderd_api;
 -- A contact's identity kept (migration 0030).
 GRANT EXECUTE ON FUNCTION reminderd.refuse_contacts_truncate(), reminderd.refuse_contact_id_change()
 TO reminderd_app, reminderd_daemon, reminderd_api;
+-- An audience's member count, for whoever changes its members (migration 0034).
+GRANT EXECUTE ON FUNCTION reminderd.count_audience_members() TO reminderd_app, reminderd_daemon, reminderd_api;
 -- The dashboard's aggregates: their trigger functions for whoever writes events and deliveries,
 -- the bounds for their readers, the pruning for the daemon.
 GRANT EXECUTE ON FUNCTION reminderd.count_fires() TO reminderd_app, reminderd_daemon, reminderd_api;
@@ -6232,6 +6294,16 @@ CREATE TRIGGER tenants_replan
     AFTER UPDATE ON reminderd.tenants
     REFERENCING OLD TABLE AS previous_tenants NEW TABLE AS changed_tenants
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.replan_for_tenants();
+-- An audience's member count (migration 0034).
+CREATE TRIGGER audience_members_count_insert
+    AFTER INSERT ON reminderd.audience_members REFERENCING NEW TABLE AS new_members
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_audience_members();
+CREATE TRIGGER audience_members_count_delete
+    AFTER DELETE ON reminderd.audience_members REFERENCING OLD TABLE AS old_members
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_audience_members();
+CREATE TRIGGER audience_members_count_update
+    AFTER UPDATE ON reminderd.audience_members REFERENCING OLD TABLE AS old_members NEW TABLE AS new_members
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_audience_members();
 -- A contact deleted by any means: its live messages cancelled (migration 0027).
 CREATE TRIGGER contacts_cancel_messages
     AFTER DELETE ON reminderd.contacts

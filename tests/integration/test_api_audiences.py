@@ -815,6 +815,26 @@ async def test_another_tenants_key_sees_none_of_it(
     assert still == 1
 
 
+async def test_a_cancelled_broadcast_or_one_whose_contacts_were_deleted_has_nothing_to_approve(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    """Both answered 200 approved, releasing nothing."""
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 1 WHERE id = 'acme'")
+    bob = await add_api_key(db, "acme", name="bob-service")
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    body = {"local_time": days_ahead(6), "contact_ids": ["cust_8f", "cust_9a"]}
+    cancelled = (await http.call("POST", "/v1/broadcasts", key, json={**body, "ref_prefix": "c1"})).json["id"]
+    emptied = (await http.call("POST", "/v1/broadcasts", key, json={**body, "ref_prefix": "c2"})).json["id"]
+    assert (await http.call("POST", f"/v1/broadcasts/{cancelled}/cancel", key)).status == 200
+    shown = (await http.call("GET", f"/v1/broadcasts/{cancelled}", key)).json
+    assert shown["approval"] == "cancelled"
+    for contact in ("cust_8f", "cust_9a"):
+        assert (await http.call("DELETE", f"/v1/contacts/{contact}", key)).status == 200
+    refused = problem(await http.call("POST", f"/v1/broadcasts/{emptied}/approve", bob), 409, "conflict")
+    assert refused["sqlstate"] == "55000" and "has nothing left to approve" in refused["detail"]
+    assert problem(await http.call("POST", f"/v1/broadcasts/{cancelled}/approve", bob), 409, "conflict")
+
+
 async def test_a_read_only_key_reads_but_cannot_write(
     http: ApiClient, key: str, db: asyncpg.Connection
 ) -> None:

@@ -122,6 +122,7 @@ def test_contacts_import_names_the_line_that_is_not_utf8(
     assert len(zones(database_url)) == 2000  # every line before it is in
     out, err = cli(database_url, capsys, "contacts", "import", "acme", str(path), "--skip-invalid")
     assert out.startswith("2,001 contacts imported into acme (1 new or changed)")
+    assert out.rstrip().endswith("; 1 invalid line skipped")  # was "1 invalid lines skipped"
     assert "reminderd: skipped line 2002: not UTF-8 text (byte 0xfc; save the file as UTF-8)" in err
     jsonl = tmp_path / "latin1.jsonl"
     jsonl.write_bytes(b'{"contact_id": "j1"}\n{"contact_id": "j2", "attributes": {"city": "M\xfcnchen"}}\n')

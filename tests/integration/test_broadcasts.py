@@ -23,6 +23,7 @@ from support import LOOKBACK_S, TEST_SECRET, db_now, drain, fast_settings, poll_
 from reminderd.housekeeping import BroadcastCompleter, BroadcastStager
 from reminderd.jobs import Job
 from reminderd.lifecycle import Event, Status
+from reminderd.migrate import upgrade
 from reminderd.outcome import AttemptResult, Outcome
 from reminderd.queries import QUERIES
 from reminderd.schedule import load_timezone, to_instant
@@ -257,6 +258,70 @@ async def test_rejecting_cancels_every_row(db: asyncpg.Connection, acme: str) ->
     assert again == 0  # the same decision again changes nothing
     decided_by = await db.fetchval("SELECT decided_by FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
     assert decided_by == "carol"
+
+
+async def test_cancelling_a_broadcast_awaiting_approval_ends_the_approval(
+    db: asyncpg.Connection, acme: str
+) -> None:
+    """It still said "awaiting" (and ended_reason 'staged') with every row cancelled: the overview
+    kept asking for an approval of nothing."""
+    await contacts_in(db, ["Asia/Tokyo", "Europe/Berlin"], per_zone=3)
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 5 WHERE id = 'acme'")
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true, actor => 'alice'", days_ahead(3))
+    assert await db.fetchval("SELECT reminderd.cancel_broadcast('acme', $1)", broadcast_id) == 6
+    shown = await db.fetchrow("SELECT * FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+    assert (shown["approval"], shown["ended_reason"], shown["cancelled"], shown["done"]) == (
+        "cancelled", "cancelled", 6, True)
+    failure = await refusal(db.execute("SELECT reminderd.approve_broadcast('acme', $1, 'bob')", broadcast_id))
+    assert failure.sqlstate == "55000"
+    assert await db.fetchval("SELECT reminderd.cancel_broadcast('acme', $1)", broadcast_id) == 0  # again: 0
+
+
+async def test_cancelling_a_sent_broadcast_keeps_how_it_ended(db: asyncpg.Connection, acme: str) -> None:
+    await contacts_in(db, ["Asia/Tokyo"], per_zone=2)
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true", days_ahead(3))
+    await db.execute("UPDATE reminderd.scheduled_messages SET status = 'sent' WHERE broadcast_id = $1",
+                     broadcast_id)
+    assert await db.fetchval("SELECT reminderd.cancel_broadcast('acme', $1)", broadcast_id) == 0
+    shown = await db.fetchrow("SELECT * FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+    assert (shown["approval"], shown["ended_reason"]) == ("not_needed", "staged")  # nothing was cancelled
+
+
+async def test_a_broadcast_whose_contacts_were_all_deleted_has_nothing_left_to_approve(
+    db: asyncpg.Connection, acme: str
+) -> None:
+    contacts = await contacts_in(db, ["Asia/Tokyo"], per_zone=3)
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 2 WHERE id = 'acme'")
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true, actor => 'alice'", days_ahead(3))
+    await db.execute("SELECT reminderd.delete_contacts('acme', $1)", contacts)
+    failure = await refusal(db.execute("SELECT reminderd.approve_broadcast('acme', $1, 'bob')", broadcast_id))
+    assert (failure.sqlstate, failure.message) == (
+        "55000", f"broadcast {broadcast_id} has nothing left to approve: none of its messages awaits approval")
+    assert await db.fetchval("SELECT approval FROM reminderd.broadcast_requests WHERE id = $1",
+                             broadcast_id) == "awaiting"  # unchanged: nothing was decided
+
+
+async def test_a_database_at_0028_with_a_cancelled_broadcast_still_awaiting_upgrades_it_to_cancelled(
+    empty_database_url: str
+) -> None:
+    await asyncio.to_thread(upgrade, empty_database_url, "0028")
+    db = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(db, "acme")
+        await contacts_in(db, ["Asia/Tokyo"], per_zone=3)
+        await db.execute("UPDATE reminderd.tenants SET approval_threshold = 1 WHERE id = 'acme'")
+        cancelled, waiting = [
+            await broadcast(db, f"'{prefix}', $1, everyone => true, actor => 'alice'", days_ahead(3))
+            for prefix in ("bf", "bg")]
+        assert await db.fetchval("SELECT reminderd.cancel_broadcast('acme', $1)", cancelled) == 3
+        before = await db.fetchval("SELECT approval FROM reminderd.broadcasts WHERE id = $1", cancelled)
+        assert before == "awaiting"
+        await asyncio.to_thread(upgrade, empty_database_url, "head")
+        shown = {r["id"]: (r["approval"], r["ended_reason"])
+                 for r in await db.fetch("SELECT * FROM reminderd.broadcasts")}
+        assert shown == {cancelled: ("cancelled", "cancelled"), waiting: ("awaiting", "staged")}
+    finally:
+        await db.close()
 
 
 async def test_rows_whose_time_passed_while_waiting_follow_their_backfill(

@@ -735,6 +735,28 @@ async def test_an_application_role_still_acts_as_itself_only(db: asyncpg.Connect
     assert await db.fetchval("SELECT approval FROM reminderd.broadcasts WHERE id = $1", waiting) == "awaiting"
 
 
+async def test_the_overview_asks_for_no_approval_of_a_cancelled_broadcast_or_of_one_with_nothing_left(
+    db: asyncpg.Connection, store: Store, tenant: str
+) -> None:
+    """It said "1 broadcast awaiting approval (0 messages held)" after the broadcast was cancelled,
+    and after its contacts were all deleted."""
+    cancelled = await broadcast_awaiting(db, "acme", "bf")
+    emptied_out = await broadcast_awaiting(db, "acme", "bg", contacts=2)
+    waiting = await broadcast_awaiting(db, "acme", "bh", contacts=2)
+    await db.execute("SELECT reminderd.cancel_broadcast('acme', $1)", cancelled)
+    await db.execute("SELECT reminderd.delete_contacts('acme', ARRAY['bg_0', 'bg_1'])")
+    for scope in (None, "acme"):
+        (counts,) = await store.overview_counts(scope)
+        assert (counts.awaiting, counts.awaiting_broadcasts) == (2, 1), scope
+    shown = {b.id: b for b in await store.dashboard_broadcasts("acme", before=2**63 - 1, limit=50,
+                                                               awaiting_only=False)}
+    assert [b for b in shown if shown[b].awaiting_approval] == [waiting]
+    assert (shown[emptied_out].approval, shown[emptied_out].done) == ("awaiting", True)
+    assert (shown[cancelled].approval, shown[cancelled].ended_reason) == ("cancelled", "cancelled")
+    asked = await store.dashboard_broadcasts("acme", before=2**63 - 1, limit=50, awaiting_only=True)
+    assert [b.id for b in asked] == [waiting]
+
+
 async def test_the_broadcast_pages_queries_read_indexes(db: asyncpg.Connection, tenant: str) -> None:
     """Each statement of the broadcasts page and the overview's awaiting count can be an index
     range (on an almost empty table the planner may scan instead, so scans are made expensive)."""

@@ -394,7 +394,7 @@ export interface Broadcast {
   cron: string | null;
   rrule: string | null;
   category: string;
-  approval: "not_needed" | "awaiting" | "approved" | "rejected";
+  approval: "not_needed" | "awaiting" | "approved" | "rejected" | "cancelled";
   /** who saved it (an API key: prefix (name)) (wire: `created_by`) */
   createdBy: string;
   /** (wire: `created_at`) */
