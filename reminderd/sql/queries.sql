@@ -29,19 +29,19 @@ coalesce(extract(epoch FROM m.max_lateness)::float8, $max_lateness) AS max_laten
 -- A fragment, not a statement: a claimed row's scheduled_for and fire_at, and `unreadable`, why the
 -- daemon cannot make a job of it (NULL for every ordinary row: the first test fails). A value an
 -- application wrote by hand beyond the years Python holds (1 to 9999) would fail the decoding of
--- the whole reply, every row of the claim with it; an attempts at the largest integer cannot count
--- one more (the claim leaves it there). Such a row is returned without those times, and the
+-- the whole reply, every row of the claim with it; an attempts at 1000000000, the schema's limit
+-- (refuse_out_of_range, migration 0033), cannot count one more (the claim leaves it there). Such a row is returned without those times, and the
 -- daemon dead-letters it (dead_letter_unreadable) naming the column and its value.
 CASE WHEN coalesce(m.scheduled_for, m.fire_at) BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
      THEN coalesce(m.scheduled_for, m.fire_at) END AS scheduled_for,
 CASE WHEN m.fire_at BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z' THEN m.fire_at END AS fire_at,
-CASE WHEN m.attempts < 2147483647
+CASE WHEN m.attempts < 1000000000
           AND coalesce(m.scheduled_for, m.fire_at) BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
           AND m.fire_at BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
           AND (m.until IS NULL OR m.until BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
                OR m.until IN ('infinity', '-infinity')) THEN NULL
-     WHEN m.attempts >= 2147483647
-          THEN format('attempts = %s: the largest integer, no further attempt can be counted', m.attempts)
+     WHEN m.attempts >= 1000000000
+          THEN format('attempts = %s: at or beyond 1000000000, no further attempt can be counted', m.attempts)
      WHEN NOT coalesce(m.scheduled_for, m.fire_at) BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
           THEN format('scheduled_for = %s: outside the years 1 to 9999 the daemon can read',
                       coalesce(m.scheduled_for, m.fire_at))
@@ -359,7 +359,7 @@ endpoint_spent AS (
 claimed AS (
     UPDATE reminderd.scheduled_messages AS m
     SET status = 'picked',
-        attempts = m.attempts + CASE WHEN m.attempts < 2147483647 THEN 1 ELSE 0 END,  -- at the top: unreadable below
+        attempts = m.attempts + CASE WHEN m.attempts < 1000000000 THEN 1 ELSE 0 END,  -- at the limit: unreadable below
         picked_at = now(),
         picked_by = $8,
         lease_expires_at = now() + make_interval(secs => $3),
@@ -432,7 +432,7 @@ chosen AS (
 claimed AS (
     UPDATE reminderd.scheduled_messages AS m
     SET status = 'picked',
-        attempts = m.attempts + CASE WHEN m.attempts < 2147483647 THEN 1 ELSE 0 END,  -- at the top: unreadable below
+        attempts = m.attempts + CASE WHEN m.attempts < 1000000000 THEN 1 ELSE 0 END,  -- at the limit: unreadable below
         picked_at = now(),
         picked_by = $8,
         lease_expires_at = now() + make_interval(secs => $3),
@@ -519,7 +519,7 @@ moved AS (
         attempts = CASE WHEN o.reset_attempts THEN 0
                         WHEN o.refund_attempt THEN m.attempts - 1
                         ELSE m.attempts END,
-        runs = m.runs + CASE WHEN o.ran AND m.runs < 2147483647 THEN 1 ELSE 0 END,  -- stays at the top
+        runs = m.runs + CASE WHEN o.ran AND m.runs < 1000000000 THEN 1 ELSE 0 END,  -- stays at the limit (0033)
         sent_at = CASE WHEN o.delivered THEN now() ELSE m.sent_at END,
         last_error = o.last_error,
         last_event = o.event,
@@ -610,7 +610,9 @@ WITH dead AS (
     SET status = 'dead',
         last_event = 'dead_lettered',
         last_error = $3,
-        attempts = CASE WHEN m.attempts BETWEEN 1 AND 2147483646 THEN m.attempts - 1 ELSE m.attempts END,
+        -- At the limit the claim counted none (readable_times); a row it took there from 999999999
+        -- keeps the 1000000000 too, one attempt too many at a count no retry policy reaches.
+        attempts = CASE WHEN m.attempts BETWEEN 1 AND 999999999 THEN m.attempts - 1 ELSE m.attempts END,
         lease_expires_at = NULL,
         updated_at = now()
     WHERE m.id = $1 AND m.status = 'picked' AND m.picked_at = $2

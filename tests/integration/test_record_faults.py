@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import pytest
 from structlog.testing import capture_logs
 from support import fast_settings, poll_until, row_by_id, running_worker
 
@@ -144,34 +145,40 @@ async def test_an_until_beyond_the_year_9999_is_dead_lettered_and_the_claim_goes
     assert not _events(logs, "claim_failed")
 
 
-async def test_attempts_at_the_largest_integer_is_dead_lettered_and_the_claim_goes_on(
-    database_url: str, db: asyncpg.Connection, receiver: Receiver
+# 1000000000 is the schema's limit (refuse_out_of_range, migration 0033): one more would be refused,
+# and that refusal would fail every claim. Beyond it, a row written before the trigger or without it.
+@pytest.mark.parametrize("attempts", [1000000000, 1000000001, 2147483646, 2147483647])
+async def test_attempts_at_the_limit_or_beyond_is_dead_lettered_and_the_claim_goes_on(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, attempts: int
 ) -> None:
     odd, ordinary = await _one_odd_row_and_one_due(db, receiver, "UPDATE reminderd.scheduled_messages "
-                                                   "SET attempts = 2147483647, fire_at = now() WHERE id = $1")
+                                                   f"SET attempts = {attempts}, max_attempts = 5, "
+                                                   "fire_at = now() WHERE id = $1")
     with capture_logs() as logs:
         async with running_worker(fast_settings(database_url)):
             await poll_until(_reached(db, ordinary, "sent"))
             row = await poll_until(_reached(db, odd, "dead"))
-    assert row["attempts"] == 2147483647
-    assert row["last_error"] == "attempts = 2147483647: the largest integer, no further attempt can be counted"
+    assert row["attempts"] == attempts
+    assert row["last_error"] == (f"attempts = {attempts}: at or beyond 1000000000, "
+                                 "no further attempt can be counted")
     assert [r.message["ref_id"] for r in receiver.received] == ["b"]
     assert [line["message_id"] for line in _events(logs, "claim_unreadable")] == [odd]
     assert not _events(logs, "claim_failed")
 
 
-async def test_runs_at_the_largest_integer_is_recorded_once_and_stays_there(
-    database_url: str, db: asyncpg.Connection, receiver: Receiver
+@pytest.mark.parametrize("runs", [1000000000, 2147483647])  # the schema's limit; beyond, as written by hand
+async def test_runs_at_the_limit_or_beyond_is_recorded_once_and_stays_there(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, runs: int
 ) -> None:
     await add_tenant(db, "acme", receiver.url)
     daily = await db.fetchval("SELECT reminderd.schedule_cron('acme', 'daily', '0 9 * * *')")
-    await _written_by_hand(db, "UPDATE reminderd.scheduled_messages SET runs = 2147483647, fire_at = now() "
+    await _written_by_hand(db, f"UPDATE reminderd.scheduled_messages SET runs = {runs}, fire_at = now() "
                                "WHERE id = $1", daily)
     with capture_logs() as logs:
         async with running_worker(fast_settings(database_url, lease_s=2.5, callback_timeout_s=1)):
             row = await poll_until(_reached(db, daily, "pending"), timeout_s=10)  # planned for tomorrow 09:00
             assert row["last_event"] == "fired"
-    assert row["runs"] == 2147483647
+    assert row["runs"] == runs
     assert len(receiver.received) == 1
     assert not _events(logs, "record_rejected")
 
