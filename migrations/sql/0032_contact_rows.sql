@@ -24,6 +24,10 @@
 --                 every insert's check, contacts) now refuses them as the CLI and the API do:
 --                 'unknown timezone "localtime"', 22023, DETAIL 'localtime is the zone of whichever
 --                 host reads it (/etc/localtime), not an IANA zone.'
+--   explicit UTC  A zone given as 'Etc/Universal' (schedule(timezone => 'Etc/Universal'), the CLI's
+--                 --tz, the API's timezone) with a contact looked like the default above: the row
+--                 was labelled in the contact's zone but timed in UTC. reminderd.message_timezone,
+--                 which every scheduling function reads its zone from, now gives it as 'UTC'.
 -- Rows written before: unchanged (one that named a contact and was left at UTC cannot be told from
 -- one that asked for UTC; a message or contact already in such a zone keeps it until it is next
 -- changed).
@@ -79,6 +83,40 @@ BEGIN
             HINT = CASE WHEN lower(canonical) = lower(timezone) AND canonical <> upper(timezone)
                         THEN format('Timezone names are case-sensitive: %s.', canonical)
                         ELSE hint END;
+    END IF;
+END
+$$;
+
+-- The zone of a message: the one it names (source 'message'), or its contact's (contact, phone,
+-- country) or its tenant's default (tenant); UTC for a message naming neither. An 'Etc/Universal'
+-- it names is 'UTC', the same zone (migration 0032): the column's default stands for a zone left
+-- out, which admit_message replaces with the contact's, so a zone given must not look like it.
+CREATE OR REPLACE FUNCTION reminderd.message_timezone(tenant_id text, contact_id text, timezone text,
+                                                      OUT zone text, OUT source text)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF message_timezone.contact_id IS NULL THEN
+        zone := coalesce(nullif(message_timezone.timezone, 'Etc/Universal'), 'UTC');
+        source := 'message';
+        RETURN;
+    END IF;
+    SELECT coalesce(c.resolved_timezone, t.timezone), coalesce(c.timezone_source, 'tenant') INTO zone, source
+    FROM reminderd.contacts c
+    JOIN reminderd.tenants t ON t.id = c.tenant_id
+    WHERE c.tenant_id = message_timezone.tenant_id AND c.contact_id = message_timezone.contact_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown contact "%" of tenant "%"', message_timezone.contact_id, message_timezone.tenant_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'Add it first: SELECT reminderd.upsert_contacts(tenant, ''[{"contact_id": "…", "phone": "+…"}]'')';
+    END IF;
+    IF message_timezone.timezone IS NOT NULL THEN
+        zone := CASE WHEN message_timezone.timezone = 'Etc/Universal' THEN 'UTC' ELSE message_timezone.timezone END;
+        source := 'message';
+    ELSIF zone IS NULL THEN
+        RAISE EXCEPTION 'contact "%" of tenant "%" has no timezone: none of its own, no phone or country that gives one, and the tenant has no default',
+            message_timezone.contact_id, message_timezone.tenant_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Set the tenant''s default (reminderd tenant set TENANT --timezone Europe/London), or the contact''s timezone.';
     END IF;
 END
 $$;

@@ -4449,13 +4449,15 @@ END
 $$;
 
 -- The zone of a message: the one it names (source 'message'), or its contact's (contact, phone,
--- country) or its tenant's default (tenant); UTC for a message naming neither.
+-- country) or its tenant's default (tenant); UTC for a message naming neither. An 'Etc/Universal'
+-- it names is 'UTC', the same zone (migration 0032): the column's default stands for a zone left
+-- out, which admit_message replaces with the contact's, so a zone given must not look like it.
 CREATE FUNCTION reminderd.message_timezone(tenant_id text, contact_id text, timezone text,
                                            OUT zone text, OUT source text)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
     IF message_timezone.contact_id IS NULL THEN
-        zone := coalesce(message_timezone.timezone, 'UTC');
+        zone := coalesce(nullif(message_timezone.timezone, 'Etc/Universal'), 'UTC');
         source := 'message';
         RETURN;
     END IF;
@@ -4469,7 +4471,7 @@ BEGIN
                   HINT = 'Add it first: SELECT reminderd.upsert_contacts(tenant, ''[{"contact_id": "…", "phone": "+…"}]'')';
     END IF;
     IF message_timezone.timezone IS NOT NULL THEN
-        zone := message_timezone.timezone;
+        zone := CASE WHEN message_timezone.timezone = 'Etc/Universal' THEN 'UTC' ELSE message_timezone.timezone END;
         source := 'message';
     ELSIF zone IS NULL THEN
         RAISE EXCEPTION 'contact "%" of tenant "%" has no timezone: none of its own, no phone or country that gives one, and the tenant has no default',

@@ -882,3 +882,18 @@ async def test_an_rrule_with_no_occurrence_left_is_refused_naming_the_rrule(
         assert document["detail"].startswith("rrule ends before it starts: its ")
         assert document["detail"].endswith(" already past; nothing would ever be sent")
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
+
+
+async def test_an_explicit_etc_universal_with_a_contact_stays_the_messages_zone(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    await db.execute("SELECT reminderd.upsert_contacts('acme', '[{\"contact_id\": \"tok\", \"timezone\": \"Asia/Tokyo\"}]')")
+    day = (await db_now(db)).date() + timedelta(days=10)
+    body = {"ref_id": "u1", "local_time": f"{day.isoformat()}T09:00:00", "timezone": "Etc/Universal",
+            "contact_id": "tok"}
+    answer = await http.call("POST", "/v1/messages", key, json=body)
+    assert answer.status == 201, answer.body
+    row = await db.fetchrow("SELECT timezone, timezone_source, fire_at FROM reminderd.scheduled_messages")
+    assert (row["timezone"], row["timezone_source"]) == ("UTC", "message")
+    assert row["fire_at"] == datetime(day.year, day.month, day.day, 9, tzinfo=UTC)
+    assert datetime.fromisoformat(answer.json["fire_at"]) == row["fire_at"]

@@ -249,6 +249,19 @@ def test_an_rrule_is_stored_with_the_dtstart_its_first_occurrence_was_computed_f
     assert row["fire_at"] is not None
 
 
+def test_an_explicit_etc_universal_with_a_contact_stays_the_messages_zone(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli(database_url, capsys, "tenant", "add", "acme", "--callback-url", "https://acme.example/hooks")
+    sql(database_url, "SELECT reminderd.upsert_contacts('acme', '[{\"contact_id\": \"tok\", "
+                      "\"timezone\": \"Asia/Tokyo\"}]')")
+    cli(database_url, capsys, "schedule", "acme", "cli3", "--cron", "0 9 * * *", "--tz", "Etc/Universal",
+        "--contact", "tok")
+    [row] = sql(database_url, "SELECT timezone, timezone_source, fire_at FROM reminderd.scheduled_messages")
+    assert (row["timezone"], row["timezone_source"]) == ("UTC", "message")
+    assert (row["fire_at"].astimezone(UTC).hour, row["fire_at"].minute) == (9, 0)  # 09:00 UTC, not Tokyo's
+
+
 def test_a_time_slightly_past_is_sent_now_and_the_cli_says_so(
     database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
