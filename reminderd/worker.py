@@ -331,6 +331,8 @@ class Worker:
                           ref=row.ref_id, reason=row.reason, error=describe(exc),
                           consequence="handed back by the claim reconciler, then claimed and tried again")
                 continue
+            if moved:  # counted as the planner's dead letters are (the alert on them reads it)
+                self.metrics.count(Event.DEAD_LETTERED, row.tenant_id)
             log.error("claim_unreadable", message_id=row.id, tenant=row.tenant_id, ref=row.ref_id,
                       reason=row.reason, dead_lettered=moved,
                       fix="correct the value, then reminderd requeue (or cancel the message)")

@@ -29,6 +29,14 @@ async def _written_by_hand(db: asyncpg.Connection, sql: str, message_id: int) ->
         await db.execute(sql, message_id)
 
 
+def _counted(worker: Worker) -> dict[str, float]:
+    """reminderd_callbacks_total of tenant acme, by outcome (those counted at all)."""
+    return {sample.labels["outcome"]: sample.value
+            for family in worker.metrics.registry.collect() if family.name == "reminderd_callbacks"
+            for sample in family.samples
+            if sample.name == "reminderd_callbacks_total" and sample.labels["tenant"] == "acme" and sample.value}
+
+
 def _reached(
     db: asyncpg.Connection, message_id: int, status: str
 ) -> Callable[[], Awaitable[asyncpg.Record | None]]:
@@ -113,9 +121,10 @@ async def test_a_time_beyond_the_year_9999_is_dead_lettered_and_the_claim_goes_o
         "UPDATE reminderd.scheduled_messages SET scheduled_for = '10000-01-01 00:00+00', fire_at = now() "
         "WHERE id = $1")
     with capture_logs() as logs:
-        async with running_worker(fast_settings(database_url)):
+        async with running_worker(fast_settings(database_url)) as worker:
             await poll_until(_reached(db, ordinary, "sent"))
             row = await poll_until(_reached(db, odd, "dead"))
+    assert _counted(worker) == {"fired": 1, "dead_lettered": 1}  # ReminderdDeadLettersRising sees it
     assert row["last_event"] == "dead_lettered" and row["attempts"] == 0  # no attempt was made
     assert row["last_error"] == ("scheduled_for = 10000-01-01 00:00:00+00: outside the years 1 to 9999 "
                                  "the daemon can read")
@@ -202,9 +211,10 @@ async def test_a_refused_outcome_is_dead_lettered_with_the_reason_not_sent_again
     await _refuse(db, daily, "NEW.status = 'pending' AND OLD.status = 'picked'")  # its next occurrence
     await db.execute("UPDATE reminderd.scheduled_messages SET fire_at = now() WHERE id = $1", daily)
     with capture_logs() as logs:
-        async with running_worker(fast_settings(database_url, lease_s=2.5, callback_timeout_s=1)):
+        async with running_worker(fast_settings(database_url, lease_s=2.5, callback_timeout_s=1)) as worker:
             row = await poll_until(_reached(db, daily, "dead"), timeout_s=10)
             await poll_until(_reached(db, ordinary, "sent"))
+    assert _counted(worker) == {"fired": 1, "dead_lettered": 1}  # the fallback's, not the refused outcome's
     assert row["last_error"] == "the outcome could not be recorded: refused by the test"
     assert sorted(r.message["ref_id"] for r in receiver.received) == ["b", "daily"]  # sent once
     [line] = _events(logs, "record_rejected")
