@@ -204,7 +204,11 @@ def _origin(raw: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username is not None \
             or parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError("must be an origin, scheme and host (and port): `https://reminderd.example.com`")
-    return f"{parts.scheme}://{parts.netloc.lower()}"
+    # As a browser's Origin spells it (RFC 6454): the scheme's default port left out, a port as a number.
+    netloc = parts.netloc.lower()
+    host = netloc if netloc.endswith("]") else netloc.rsplit(":", 1)[0]  # an IPv6 address keeps its colons
+    port = "" if parts.port in (None, {"http": 80, "https": 443}[parts.scheme]) else f":{parts.port}"
+    return f"{parts.scheme}://{host}{port}"
 
 
 def _log_level(raw: str) -> str:

@@ -1465,6 +1465,20 @@ def test_the_public_origin_setting_is_an_origin() -> None:
             Settings.from_env({**given, "REMINDERD_DASHBOARD_ORIGIN": bad})
 
 
+@pytest.mark.parametrize(("given", "origin"), [
+    ("https://dash.example.com:443", "https://dash.example.com"),
+    ("http://Dash.example.com:80/", "http://dash.example.com"),
+    ("https://[::1]:443", "https://[::1]"),
+    ("http://dash.example.com:443", "http://dash.example.com:443"),  # not http's default
+    ("https://dash.example.com:08443", "https://dash.example.com:8443"),
+])
+def test_the_public_origin_is_spelt_as_a_browser_sends_it(given: str, origin: str) -> None:
+    """A browser's Origin leaves a scheme's default port out: one configured with it matches too."""
+    settings = Settings.from_env({"REMINDERD_DATABASE_URL": "postgresql://u@127.0.0.1/db",
+                                  "REMINDERD_DASHBOARD_ORIGIN": given})
+    assert settings.dashboard_origin == origin
+
+
 async def test_a_notice_in_the_url_shows_only_when_this_server_wrote_it(
     db: asyncpg.Connection, browser: Browser, tenant: str
 ) -> None:
