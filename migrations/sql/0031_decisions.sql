@@ -12,10 +12,16 @@
 -- Run by migrations/versions/0031_decisions.py in one transaction. History: once released, never
 -- edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 
+-- A rotation's answer only: the table keeps no route, but that answer is the only one whose JSON
+-- (wire.dumps, compact) starts with its secret, and whose keys are exactly these two. Another answer
+-- that merely holds such strings (a message's payload) is kept byte for byte. The bytes are read as
+-- JSON only once they start so (CASE: the order is kept).
 UPDATE reminderd.idempotency_keys
 SET content_type = 'reminderd/shown-once', response_body = ''::bytea
-WHERE position(convert_to('"secret":', 'UTF8') IN response_body) > 0
-  AND position(convert_to('whsec_', 'UTF8') IN response_body) > 0;
+WHERE CASE WHEN status_code = 200 AND substring(response_body FROM 1 FOR 17) = convert_to('{"secret":"whsec_', 'UTF8')
+           THEN (SELECT array_agg(k ORDER BY k) FROM jsonb_object_keys(convert_from(response_body, 'UTF8')::jsonb) AS k)
+                = ARRAY['previous_secret_valid_until', 'secret']
+           ELSE false END;
 
 -- A broadcast waiting for approval goes ahead once a different person approves it; its rows
 -- become pending (those whose time has passed meanwhile follow their backfill policy). The

@@ -846,9 +846,12 @@ def test_0031_runs_forward_over_kept_answers_and_approved_broadcasts(empty_datab
              " 'UTC')")
     rotated = b'{"secret":"whsec_c2VjcmV0c2VjcmV0","previous_secret_valid_until":null}'
     scheduled = b'{"id":1,"ref_id":"r","status":"pending"}'
+    # A message's own payload may hold both strings the rotation's answer does: not a rotation.
+    lookalike = b'{"id":2,"ref_id":"s","payload":{"secret":"whsec_not-ours"},"status":"pending"}'
     sql(url, "INSERT INTO reminderd.idempotency_keys (tenant_id, key, request_hash, status_code, content_type,"
              " response_body) VALUES ('acme', 'rot-1', '\\x01', 200, 'application/json', $1),"
-             " ('acme', 'msg-1', '\\x02', 201, 'application/json', $2)", rotated, scheduled)
+             " ('acme', 'msg-1', '\\x02', 201, 'application/json', $2),"
+             " ('acme', 'msg-2', '\\x03', 201, 'application/json', $3)", rotated, scheduled, lookalike)
     broadcast_id = sql(url, "INSERT INTO reminderd.broadcast_requests (tenant_id, ref_prefix, contact_ids,"
                             " local_time, approval, created_by, decided_by)"
                             " VALUES ('acme', 'b', '{}', '2027-06-01 09:00', 'approved', 'alice', 'bob')"
@@ -858,7 +861,8 @@ def test_0031_runs_forward_over_kept_answers_and_approved_broadcasts(empty_datab
     assert upgrade(url, "0031")[-1] == "0031"
     kept = {row["key"]: (row["status_code"], row["content_type"], bytes(row["response_body"]))
             for row in sql(url, "SELECT * FROM reminderd.idempotency_keys")}
-    assert kept == {"rot-1": (200, "reminderd/shown-once", b""), "msg-1": (201, "application/json", scheduled)}
+    assert kept == {"rot-1": (200, "reminderd/shown-once", b""), "msg-1": (201, "application/json", scheduled),
+                    "msg-2": (201, "application/json", lookalike)}
     with pytest.raises(asyncpg.PostgresError) as refused:
         sql(url, "SELECT reminderd.approve_broadcast('acme', $1, 'alice')", broadcast_id)
     assert refused.value.sqlstate == "42501"
