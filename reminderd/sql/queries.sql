@@ -30,18 +30,21 @@ coalesce(extract(epoch FROM m.max_lateness)::float8, $max_lateness) AS max_laten
 -- daemon cannot make a job of it (NULL for every ordinary row: the first test fails). A value an
 -- application wrote by hand beyond the years Python holds (1 to 9999) would fail the decoding of
 -- the whole reply, every row of the claim with it; an attempts at 1000000000, the schema's limit
--- (refuse_out_of_range, migration 0033), cannot count one more (the claim leaves it there). Such a row is returned without those times, and the
+-- (refuse_out_of_range, migration 0033), cannot count one more, nor one below 0 (written before
+-- that limit): the claim leaves it there. Such a row is returned without those times, and the
 -- daemon dead-letters it (dead_letter_unreadable) naming the column and its value.
 CASE WHEN coalesce(m.scheduled_for, m.fire_at) BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
      THEN coalesce(m.scheduled_for, m.fire_at) END AS scheduled_for,
 CASE WHEN m.fire_at BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z' THEN m.fire_at END AS fire_at,
-CASE WHEN m.attempts < 1000000000
+CASE WHEN m.attempts BETWEEN 0 AND 999999999
           AND coalesce(m.scheduled_for, m.fire_at) BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
           AND m.fire_at BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
           AND (m.until IS NULL OR m.until BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
                OR m.until IN ('infinity', '-infinity')) THEN NULL
      WHEN m.attempts >= 1000000000
           THEN format('attempts = %s: at or beyond 1000000000, no further attempt can be counted', m.attempts)
+     WHEN m.attempts < 0
+          THEN format('attempts = %s: below 0, no count of attempts', m.attempts)
      WHEN NOT coalesce(m.scheduled_for, m.fire_at) BETWEEN '0001-01-01 00:00Z' AND '9999-12-31 23:59:59.999999Z'
           THEN format('scheduled_for = %s: outside the years 1 to 9999 the daemon can read',
                       coalesce(m.scheduled_for, m.fire_at))
@@ -359,7 +362,7 @@ endpoint_spent AS (
 claimed AS (
     UPDATE reminderd.scheduled_messages AS m
     SET status = 'picked',
-        attempts = m.attempts + CASE WHEN m.attempts < 1000000000 THEN 1 ELSE 0 END,  -- at the limit: unreadable below
+        attempts = m.attempts + CASE WHEN m.attempts BETWEEN 0 AND 999999999 THEN 1 ELSE 0 END,  -- else unreadable below
         picked_at = now(),
         picked_by = $8,
         lease_expires_at = now() + make_interval(secs => $3),
@@ -432,7 +435,7 @@ chosen AS (
 claimed AS (
     UPDATE reminderd.scheduled_messages AS m
     SET status = 'picked',
-        attempts = m.attempts + CASE WHEN m.attempts < 1000000000 THEN 1 ELSE 0 END,  -- at the limit: unreadable below
+        attempts = m.attempts + CASE WHEN m.attempts BETWEEN 0 AND 999999999 THEN 1 ELSE 0 END,  -- else unreadable below
         picked_at = now(),
         picked_by = $8,
         lease_expires_at = now() + make_interval(secs => $3),

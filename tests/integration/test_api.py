@@ -887,7 +887,8 @@ async def test_an_rrule_with_no_occurrence_left_is_refused_naming_the_rrule(
 async def test_an_explicit_etc_universal_with_a_contact_stays_the_messages_zone(
     http: ApiClient, key: str, db: asyncpg.Connection
 ) -> None:
-    await db.execute("SELECT reminderd.upsert_contacts('acme', '[{\"contact_id\": \"tok\", \"timezone\": \"Asia/Tokyo\"}]')")
+    await db.execute("SELECT reminderd.upsert_contacts('acme', $1::jsonb)",
+                     json.dumps([{"contact_id": "tok", "timezone": "Asia/Tokyo"}]))
     day = (await db_now(db)).date() + timedelta(days=10)
     body = {"ref_id": "u1", "local_time": f"{day.isoformat()}T09:00:00", "timezone": "Etc/Universal",
             "contact_id": "tok"}

@@ -489,11 +489,12 @@ async def test_an_explicit_etc_universal_is_the_messages_zone_not_the_contacts(
     caller gives is stored as 'UTC', the same zone, so it stays the message's and its time with it."""
     await upsert(db, {"contact_id": "tok", "timezone": "Asia/Tokyo"})
     wall = next_local("UTC", 10)
-    once = await db.fetchval("SELECT reminderd.schedule('acme', 'u1', local_time => $1, timezone => 'Etc/Universal',"
-                             " contact_id => 'tok')", wall)
-    daily = await db.fetchval("SELECT reminderd.schedule_cron('acme', 'u2', '0 9 * * *', timezone => 'Etc/Universal',"
-                              " contact_id => 'tok')")
-    rows = {r["id"]: r for r in await db.fetch("SELECT *, now() AS scheduled_at FROM reminderd.scheduled_messages")}
+    once = await db.fetchval("SELECT reminderd.schedule('acme', 'u1', local_time => $1,"
+                             " timezone => 'Etc/Universal', contact_id => 'tok')", wall)
+    daily = await db.fetchval("SELECT reminderd.schedule_cron('acme', 'u2', '0 9 * * *',"
+                              " timezone => 'Etc/Universal', contact_id => 'tok')")
+    rows = {r["id"]: r
+            for r in await db.fetch("SELECT *, now() AS scheduled_at FROM reminderd.scheduled_messages")}
     assert (rows[once]["timezone"], rows[once]["timezone_source"]) == ("UTC", "message")
     assert rows[once]["fire_at"] == wall.replace(tzinfo=UTC)
     assert (rows[daily]["timezone"], rows[daily]["timezone_source"]) == ("UTC", "message")

@@ -34,7 +34,8 @@ def _counted(worker: Worker) -> dict[str, float]:
     return {sample.labels["outcome"]: sample.value
             for family in worker.metrics.registry.collect() if family.name == "reminderd_callbacks"
             for sample in family.samples
-            if sample.name == "reminderd_callbacks_total" and sample.labels["tenant"] == "acme" and sample.value}
+            if sample.name == "reminderd_callbacks_total" and sample.labels["tenant"] == "acme"
+            and sample.value}
 
 
 def _reached(
@@ -156,9 +157,13 @@ async def test_an_until_beyond_the_year_9999_is_dead_lettered_and_the_claim_goes
 
 # 1000000000 is the schema's limit (refuse_out_of_range, migration 0033): one more would be refused,
 # and that refusal would fail every claim. Beyond it, a row written before the trigger or without it.
-@pytest.mark.parametrize("attempts", [1000000000, 1000000001, 2147483646, 2147483647])
+@pytest.mark.parametrize(("attempts", "reason"), [
+    *((n, "at or beyond 1000000000, no further attempt can be counted")
+      for n in (1000000000, 1000000001, 2147483646, 2147483647)),
+    (-5, "below 0, no count of attempts"),  # the claim's -4 would be refused as well
+])
 async def test_attempts_at_the_limit_or_beyond_is_dead_lettered_and_the_claim_goes_on(
-    database_url: str, db: asyncpg.Connection, receiver: Receiver, attempts: int
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, attempts: int, reason: str
 ) -> None:
     odd, ordinary = await _one_odd_row_and_one_due(db, receiver, "UPDATE reminderd.scheduled_messages "
                                                    f"SET attempts = {attempts}, max_attempts = 5, "
@@ -168,8 +173,7 @@ async def test_attempts_at_the_limit_or_beyond_is_dead_lettered_and_the_claim_go
             await poll_until(_reached(db, ordinary, "sent"))
             row = await poll_until(_reached(db, odd, "dead"))
     assert row["attempts"] == attempts
-    assert row["last_error"] == (f"attempts = {attempts}: at or beyond 1000000000, "
-                                 "no further attempt can be counted")
+    assert row["last_error"] == f"attempts = {attempts}: {reason}"
     assert [r.message["ref_id"] for r in receiver.received] == ["b"]
     assert [line["message_id"] for line in _events(logs, "claim_unreadable")] == [odd]
     assert not _events(logs, "claim_failed")
