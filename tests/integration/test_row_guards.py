@@ -209,8 +209,10 @@ def test_0033_gives_a_posix_copy_its_iana_name_and_leaves_a_host_zone_saying_so(
     asyncio.run(refresh_reference_data(url))
     sql(url, "INSERT INTO reminderd.tenants (id, callback_url, timezone) VALUES ('acme', 'https://example.com/cb',"
              " 'UTC')")
-    sql(url, """SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "kolkata", "timezone": "posix/Asia/Kolkata"},
-                {"contact_id": "host", "timezone": "localtime"}, {"contact_id": "fine", "timezone": "Europe/Paris"}]')""")
+    sql(url, """SELECT reminderd.upsert_contacts('acme', '[
+                {"contact_id": "kolkata", "timezone": "posix/Asia/Kolkata"},
+                {"contact_id": "host", "timezone": "localtime"},
+                {"contact_id": "fine", "timezone": "Europe/Paris"}]')""")
     sql(url, "SELECT reminderd.broadcast('acme', 'wave', date_trunc('day', now() AT TIME ZONE 'UTC')"
              " + interval '10 days 04:00', everyone => true)")
     planned = "SELECT contact_id, fire_at, timezone FROM reminderd.scheduled_messages ORDER BY contact_id"
