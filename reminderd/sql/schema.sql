@@ -5622,7 +5622,8 @@ $$;
 -- for those whose broadcast asked for one (a message like any other: signed, retried, audited;
 -- created paused by 'tenant' while its tenant is paused, as any row inserted then is). Each wave on
 -- its own (migration 0033): one whose callback cannot be queued (its ref taken by a live message,
--- say) is completed all the same, without one, and its broadcast's last_error says why.
+-- say) is completed all the same, without one, and its broadcast's last_error says why; a passing
+-- error (a deadlock, a lock timeout) fails the round instead, and the wave is tried again.
 -- One caller at a time. Returns the occurrences completed.
 CREATE FUNCTION reminderd.complete_broadcasts(batch integer DEFAULT 100, fold_above integer DEFAULT 20)
 RETURNS TABLE (broadcast_id bigint, tenant_id text, occurrence timestamp, message_id bigint)
@@ -5696,7 +5697,12 @@ BEGIN
                         CASE WHEN done.tenant_paused THEN 'tenant' END,
                         CASE WHEN done.tenant_paused THEN 'tenant paused' END)
                 RETURNING id INTO message_id;
-            EXCEPTION WHEN OTHERS THEN  -- this wave only: completed without its callback, and why
+            -- This wave only, for an error that says the row cannot be written (its ref taken, a
+            -- value or a trigger refusing it): completed without its callback, and why. A passing
+            -- one (deadlock, lock timeout, serialization failure, cancel, shutdown) is the round's:
+            -- raised, so the wave waits for the next round and gets its callback then.
+            EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception OR no_data_found
+                           OR program_limit_exceeded OR insufficient_privilege OR feature_not_supported THEN
                 UPDATE reminderd.broadcast_requests r
                 SET last_error = format('broadcast.completed callback of occurrence %s not queued: %s',
                                         to_char(done.occurrence, 'YYYY-MM-DD"T"HH24:MI:SS'), SQLERRM),
