@@ -17,10 +17,12 @@
 --               staged. Now the zones each statement writes are checked once each (statement
 --               triggers), whatever the session says.
 -- Rows written before: messages and counters are left as they are (only a new value is refused);
--- contacts whose timezone or resolved_timezone is no zone are resolved again from what is left
--- (their own zone dropped if it is none, then phone, country), one pass over contacts with each
--- distinct zone checked once; should that fail (a contact left without a zone its messages need),
--- they stay as they were, with a WARNING.
+-- contacts whose timezone or resolved_timezone is no zone (each distinct zone checked once): a
+-- posix/ copy of a zone is given its IANA name (posix/Asia/Kolkata is Asia/Kolkata: their messages
+-- keep their times); localtime, posixrules and Factory are left as they are; any other is resolved
+-- again from what is left (their own zone dropped, then phone, country, tenant). Each kind is
+-- counted in a WARNING; should a change fail (a contact left without a zone its messages need),
+-- those contacts stay as they were, with a WARNING.
 -- Run by migrations/versions/0033_row_guards.py in one transaction. History: once released,
 -- never edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 
