@@ -22,6 +22,7 @@ Maintenance, every poll interval:
   frequency-cap sends past their window;
 - CountsPruner (every 5 min): the dashboard's fire counts per minute and hour past their use;
 - UsageRollup (every 5 s): usage increments folded into reminderd.usage_days;
+- AudienceCountFolder (every 5 s): each audience's appended member-count changes folded into one;
 - SendingSampler (every 30 s): tenant endpoints by health state and today's usage, for the metrics.
 - KeyUsageWriter, IdempotencyPruner: `reminderd serve`'s (API keys' last_used_at, expired
   Idempotency-Keys), run by `for_api()`;
@@ -429,6 +430,20 @@ async def contain_async(broadcast_id: int, step: Awaitable[int]) -> int:
         return 0
 
 
+class AudienceCountFolder:
+    """Each audience's member-count changes (one appended per statement that changed its members)
+    folded into one, so listing audiences sums a few rows (reminderd.fold_audience_member_counts)."""
+
+    name, every_s, first_after_s = "fold_audience_member_counts", USAGE_ROLLUP_EVERY_S, 0.0
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def run_once(self) -> int:
+        await self._store.fold_audience_member_counts()
+        return 0  # the sizes read the same before and after
+
+
 class UsageRollup:
     """Usage increments (one per batch or statement) folded into one row per tenant and day."""
 
@@ -492,8 +507,8 @@ class Housekeeping:
         if listener is not None:
             services.append(ListenerKeeper(listener))
         services += [QueueDepthSampler(store, metrics), Pruner(settings, store), CountsPruner(store),
-                     UsageRollup(store), SendingSampler(store, metrics), BroadcastStager(store),
-                     BroadcastCompleter(store)]
+                     UsageRollup(store), AudienceCountFolder(store), SendingSampler(store, metrics),
+                     BroadcastStager(store), BroadcastCompleter(store)]
         return cls(services, poll_interval_s=settings.poll_interval_s, rng=rng)
 
     @classmethod

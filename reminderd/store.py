@@ -1642,6 +1642,12 @@ class Store:
                             tuple((c["category"], c["max_messages"], c["per_s"]) for c in caps_now))
 
     @_translating
+    async def fold_audience_member_counts(self) -> int:
+        """Each list's appended member-count changes folded into one (migration 0034); the lists folded."""
+        folded: int = await self._pool.fetchval(QUERIES["fold_audience_member_counts"])
+        return folded
+
+    @_translating
     async def roll_up_usage(self, *, limit: int = 10_000) -> int:
         folded: int = await self._pool.fetchval(QUERIES["roll_up_usage"], limit)
         return folded

@@ -28,9 +28,11 @@
 --                 --tz, the API's timezone) with a contact looked like the default above: the row
 --                 was labelled in the contact's zone but timed in UTC. reminderd.message_timezone,
 --                 which every scheduling function reads its zone from, now gives it as 'UTC'.
--- Rows written before: unchanged (one that named a contact and was left at UTC cannot be told from
--- one that asked for UTC; a message or contact already in such a zone keeps it until it is next
--- changed).
+-- Rows written before: unchanged here (one that named a contact and was left at UTC cannot be told
+-- from one that asked for UTC; a message already in such a zone keeps it until it is next changed).
+-- Contacts in such a zone are seen to by 0033: a posix/ copy is given its IANA name (posix/X is X,
+-- its messages keep their times), localtime, posixrules and Factory are left as they are, each
+-- counted in a WARNING.
 -- Run by migrations/versions/0032_contact_rows.py in one transaction. History: once released,
 -- never edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 

@@ -17,10 +17,12 @@
 --               staged. Now the zones each statement writes are checked once each (statement
 --               triggers), whatever the session says.
 -- Rows written before: messages and counters are left as they are (only a new value is refused);
--- contacts whose timezone or resolved_timezone is no zone are resolved again from what is left
--- (their own zone dropped if it is none, then phone, country), one pass over contacts with each
--- distinct zone checked once; should that fail (a contact left without a zone its messages need),
--- they stay as they were, with a WARNING.
+-- contacts whose timezone or resolved_timezone is no zone (each distinct zone checked once): a
+-- posix/ copy of a zone is given its IANA name (posix/Asia/Kolkata is Asia/Kolkata: their messages
+-- keep their times); localtime, posixrules and Factory are left as they are; any other is resolved
+-- again from what is left (their own zone dropped, then phone, country, tenant). Each kind is
+-- counted in a WARNING; should a change fail (a contact left without a zone its messages need),
+-- those contacts stay as they were, with a WARNING.
 -- Run by migrations/versions/0033_row_guards.py in one transaction. History: once released,
 -- never edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 
@@ -29,7 +31,8 @@
 -- for those whose broadcast asked for one (a message like any other: signed, retried, audited;
 -- created paused by 'tenant' while its tenant is paused, as any row inserted then is). Each wave on
 -- its own (migration 0033): one whose callback cannot be queued (its ref taken by a live message,
--- say) is completed all the same, without one, and its broadcast's last_error says why.
+-- say) is completed all the same, without one, and its broadcast's last_error says why; a passing
+-- error (a deadlock, a lock timeout) fails the round instead, and the wave is tried again.
 -- One caller at a time. Returns the occurrences completed.
 CREATE OR REPLACE FUNCTION reminderd.complete_broadcasts(batch integer DEFAULT 100, fold_above integer DEFAULT 20)
 RETURNS TABLE (broadcast_id bigint, tenant_id text, occurrence timestamp, message_id bigint)
@@ -103,7 +106,12 @@ BEGIN
                         CASE WHEN done.tenant_paused THEN 'tenant' END,
                         CASE WHEN done.tenant_paused THEN 'tenant paused' END)
                 RETURNING id INTO message_id;
-            EXCEPTION WHEN OTHERS THEN  -- this wave only: completed without its callback, and why
+            -- This wave only, for an error that says the row cannot be written (its ref taken, a
+            -- value or a trigger refusing it): completed without its callback, and why. A passing
+            -- one (deadlock, lock timeout, serialization failure, cancel, shutdown) is the round's:
+            -- raised, so the wave waits for the next round and gets its callback then.
+            EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception OR no_data_found
+                           OR program_limit_exceeded OR insufficient_privilege OR feature_not_supported THEN
                 UPDATE reminderd.broadcast_requests r
                 SET last_error = format('broadcast.completed callback of occurrence %s not queued: %s',
                                         to_char(done.occurrence, 'YYYY-MM-DD"T"HH24:MI:SS'), SQLERRM),
@@ -287,17 +295,58 @@ CREATE TRIGGER contacts_check_zones_update
     REFERENCING OLD TABLE AS previous_contacts NEW TABLE AS changed_contacts
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.check_contact_zones();
 
--- Contacts written before with a zone that is none: resolved again (contacts_resolve).
+-- Contacts written before with a zone that is none (0032 refuses them now). Nothing moves a message
+-- without saying so: each kind is counted in a WARNING (reminderd migrate prints it).
+--   posix/X   an exact copy of X (check_timezone's HINT says "Use X"): the contact is given X, its
+--             messages keep their times (the replan finds the same instants) and take the name.
+--   localtime, posixrules, Factory   the zone of whichever host reads the file: left as they are
+--             (only the operator knows which zone was meant), named with their count.
+--   any other that names no zone at all (written with the triggers off): resolved again from the
+--             contact's phone, country or tenant (contacts_resolve), as the daemon cannot read it.
 DO $$
 DECLARE
-    bad text[];
+    bad       text[];
+    copies    text[];
+    host_made text[];
+    changed   bigint;
+    left_in   text;
 BEGIN
-    SELECT array_agg(z.zone) INTO bad
+    SELECT array_agg(z.zone) FILTER (WHERE z.zone LIKE 'posix/%' AND reminderd.is_timezone(substr(z.zone, 7))),
+           array_agg(z.zone) FILTER (WHERE z.zone IN ('localtime', 'posixrules', 'Factory')),
+           array_agg(z.zone) FILTER (WHERE NOT (z.zone LIKE 'posix/%' AND reminderd.is_timezone(substr(z.zone, 7)))
+                                       AND z.zone NOT IN ('localtime', 'posixrules', 'Factory'))
+    INTO copies, host_made, bad
     FROM (SELECT DISTINCT u.zone
           FROM reminderd.contacts c CROSS JOIN LATERAL (VALUES (c.timezone), (c.resolved_timezone)) AS u (zone)
           WHERE u.zone NOT IN ('UTC', 'Etc/UTC')
           OFFSET 0) AS z
     WHERE NOT reminderd.is_timezone(z.zone);
+    IF copies IS NOT NULL THEN
+        BEGIN
+            UPDATE reminderd.contacts c SET timezone = substr(c.timezone, 7), phone = c.phone
+            WHERE c.timezone = ANY (copies);
+            GET DIAGNOSTICS changed = ROW_COUNT;
+            IF changed > 0 THEN
+                RAISE WARNING '% contact% with a posix/ zone given its IANA name (%)', changed,
+                              CASE WHEN changed = 1 THEN '' ELSE 's' END, array_to_string(copies, ', ')
+                    USING DETAIL = 'posix/X is a copy of X: their messages keep their times.';
+            END IF;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'contacts with the zones % left as they were: %', copies, SQLERRM;
+        END;
+    END IF;
+    SELECT count(DISTINCT (c.tenant_id, c.contact_id)), string_agg(DISTINCT u.zone, ', ' ORDER BY u.zone)
+    INTO changed, left_in
+    FROM reminderd.contacts c CROSS JOIN LATERAL (VALUES (c.timezone), (c.resolved_timezone)) AS u (zone)
+    WHERE u.zone = ANY (host_made || copies);
+    IF changed > 0 THEN
+        RAISE WARNING '% contact% left in the zone of no IANA name (%)', changed,
+                      CASE WHEN changed = 1 THEN '' ELSE 's' END, left_in
+            USING DETAIL = 'localtime, posixrules and Factory are the zone of whichever host reads them; '
+                           'their messages were left as they were.',
+                  HINT = 'Set each one''s timezone to the IANA name meant (reminderd.upsert_contacts): '
+                         'its messages follow.';
+    END IF;
     IF bad IS NULL THEN
         RETURN;
     END IF;
@@ -305,6 +354,10 @@ BEGIN
         UPDATE reminderd.contacts c
         SET timezone = CASE WHEN c.timezone = ANY (bad) THEN NULL ELSE c.timezone END, phone = c.phone
         WHERE c.timezone = ANY (bad) OR c.resolved_timezone = ANY (bad);
+        GET DIAGNOSTICS changed = ROW_COUNT;
+        RAISE WARNING '% contact% with a zone that is none (%) resolved again from phone, country or tenant',
+                      changed, CASE WHEN changed = 1 THEN '' ELSE 's' END, array_to_string(bad, ', ')
+            USING DETAIL = 'The daemon cannot read such a zone: their messages were planned again in the new one.';
     EXCEPTION WHEN OTHERS THEN
         RAISE WARNING 'contacts with the zones % left as they were: %', bad, SQLERRM;
     END;

@@ -5,9 +5,13 @@
 --              approve_broadcast refuses (55000) a broadcast that has nothing more to stage and no
 --              row awaiting approval (its contacts were deleted).
 --   audiences  GET /v1/audiences and `reminderd audience list` counted every member of the
---              tenant on each call (a seq scan of audience_members). audiences.members (new) is
---              kept by statement triggers on audience_members (insert, delete, update: whatever
---              changed the rows, a contact's deletion too) and read instead.
+--              tenant on each call (a seq scan of audience_members). Now statement triggers on
+--              audience_members (insert, delete, update: whatever changed the rows, a contact's
+--              deletion too) append each list's change to audience_member_counts (new), whose few
+--              rows per list are summed instead, and the daemon folds them
+--              (fold_audience_member_counts). Appended, not a counter updated in place: membership
+--              changes share no lock (no deadlock). TRUNCATE of audience_members, which fires no
+--              DELETE trigger, is refused (0A000) as 0030 refuses it for contacts.
 -- Rows written before: every audience's members counted once, after the triggers exist (their
 -- CREATE TRIGGER locks audience_members against writes until this transaction commits, so no
 -- change falls between the count and the triggers). A broadcast awaiting approval that
@@ -124,42 +128,92 @@ BEGIN
 END
 $$;
 
-ALTER TABLE reminderd.audiences ADD COLUMN
-    members bigint NOT NULL DEFAULT 0 CONSTRAINT audience_members_counted CHECK (members >= 0);
+-- (migration 0034) Each list's size, kept as changes appended per statement (the broadcast_counts
+-- pattern, docs/audiences.md): a list holds the sum of its rows' delta. A change of members only
+-- appends a row, never updates one in place, so unrelated membership changes share no lock and
+-- cannot deadlock (a count kept in the audiences row made each change hold that row until commit).
+-- The daemon folds a list's changes into one now and then (fold_audience_member_counts). Written by
+-- the triggers (as the owner) and the fold only. No foreign key: a dropped list's changes add up to
+-- nothing and are folded away.
+CREATE TABLE reminderd.audience_member_counts (
+    tenant_id text NOT NULL,
+    audience  text NOT NULL,
+    delta     bigint NOT NULL
+) WITH (autovacuum_vacuum_insert_scale_factor = 0.05);
+CREATE INDEX audience_member_counts_audience ON reminderd.audience_member_counts (tenant_id, audience);
+ALTER TABLE reminderd.audience_member_counts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY app_own_tenants ON reminderd.audience_member_counts FOR SELECT TO reminderd_app
+    USING (tenant_id = ANY (ARRAY(SELECT tenant_id FROM reminderd.my_tenants)));
+CREATE POLICY read_all ON reminderd.audience_member_counts FOR SELECT TO reminderd_readonly USING (true);
+CREATE POLICY daemon_all ON reminderd.audience_member_counts TO reminderd_daemon USING (true) WITH CHECK (true);
+CREATE POLICY api_all ON reminderd.audience_member_counts FOR SELECT TO reminderd_api USING (true);
+GRANT SELECT ON reminderd.audience_member_counts TO reminderd_app, reminderd_readonly, reminderd_api;
+GRANT SELECT, INSERT, DELETE ON reminderd.audience_member_counts TO reminderd_daemon;
 
--- (migration 0034) audiences.members follows its rows, whatever changed them (add_to_audience,
--- remove_from_audience, a contact's deletion, plain SQL): one UPDATE per audience a statement
--- touched, in name order (two statements lock the same rows in the same order: no deadlock), each
--- adding the change to the row as it is when locked, so concurrent changes add up exactly.
+-- The change each statement made to each list it touched (add_to_audience, remove_from_audience, a
+-- contact's or a list's deletion, plain SQL): one row per list, appended.
 CREATE FUNCTION reminderd.count_audience_members() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    change record;
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- Each trigger names only its own transition tables (new_members, old_members).
     IF TG_OP = 'INSERT' THEN
-        FOR change IN SELECT n.tenant_id, n.audience, count(*) AS delta FROM new_members n
-                      GROUP BY 1, 2 ORDER BY 1, 2 LOOP
-            UPDATE reminderd.audiences a SET members = a.members + change.delta
-            WHERE a.tenant_id = change.tenant_id AND a.name = change.audience;
-        END LOOP;
+        INSERT INTO reminderd.audience_member_counts (tenant_id, audience, delta)
+        SELECT n.tenant_id, n.audience, count(*) FROM new_members n GROUP BY 1, 2;
     ELSIF TG_OP = 'DELETE' THEN
-        FOR change IN SELECT o.tenant_id, o.audience, -count(*) AS delta FROM old_members o
-                      GROUP BY 1, 2 ORDER BY 1, 2 LOOP
-            UPDATE reminderd.audiences a SET members = a.members + change.delta
-            WHERE a.tenant_id = change.tenant_id AND a.name = change.audience;
-        END LOOP;
+        INSERT INTO reminderd.audience_member_counts (tenant_id, audience, delta)
+        SELECT o.tenant_id, o.audience, -count(*) FROM old_members o GROUP BY 1, 2;
     ELSE
-        FOR change IN SELECT d.tenant_id, d.audience, sum(d.delta) AS delta
-                      FROM (SELECT n.tenant_id, n.audience, 1 AS delta FROM new_members n
-                            UNION ALL
-                            SELECT o.tenant_id, o.audience, -1 FROM old_members o) AS d
-                      GROUP BY 1, 2 HAVING sum(d.delta) <> 0 ORDER BY 1, 2 LOOP
-            UPDATE reminderd.audiences a SET members = a.members + change.delta
-            WHERE a.tenant_id = change.tenant_id AND a.name = change.audience;
-        END LOOP;
+        INSERT INTO reminderd.audience_member_counts (tenant_id, audience, delta)
+        SELECT d.tenant_id, d.audience, sum(d.delta)
+        FROM (SELECT n.tenant_id, n.audience, 1 AS delta FROM new_members n
+              UNION ALL
+              SELECT o.tenant_id, o.audience, -1 FROM old_members o) AS d
+        GROUP BY 1, 2 HAVING sum(d.delta) <> 0;
     END IF;
     RETURN NULL;
+END
+$$;
+
+-- Up to `batch` lists with more than `fold_above` changes (or whose changes add up to nothing, a
+-- dropped list's) folded into one change each. A change committed while it runs is not in its
+-- snapshot: neither deleted nor summed, it stays. One caller at a time. Returns the lists folded.
+CREATE FUNCTION reminderd.fold_audience_member_counts(batch integer DEFAULT 100, fold_above integer DEFAULT 20)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    list   record;
+    folded integer := 0;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('reminderd.fold_audience_member_counts')) THEN
+        RETURN 0;
+    END IF;
+    FOR list IN
+        SELECT k.tenant_id, k.audience FROM reminderd.audience_member_counts k
+        GROUP BY 1, 2 HAVING count(*) > fold_audience_member_counts.fold_above OR sum(k.delta) = 0
+        LIMIT fold_audience_member_counts.batch
+    LOOP
+        WITH gone AS (
+            DELETE FROM reminderd.audience_member_counts k
+            WHERE k.tenant_id = list.tenant_id AND k.audience = list.audience
+            RETURNING k.delta
+        )
+        INSERT INTO reminderd.audience_member_counts (tenant_id, audience, delta)
+        SELECT list.tenant_id, list.audience, sum(g.delta) FROM gone g HAVING sum(g.delta) <> 0;
+        folded := folded + 1;
+    END LOOP;
+    RETURN folded;
+END
+$$;
+
+-- TRUNCATE fires no DELETE trigger: it would leave the counts of every list as they were. Refused,
+-- saying to delete (migration 0034).
+CREATE FUNCTION reminderd.refuse_audience_members_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'reminderd.audience_members cannot be truncated: the audiences'' member counts would be left wrong'
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'Delete them instead (DELETE FROM reminderd.audience_members, or reminderd.drop_audience(tenant, '
+                     'name)): the counts follow.';
 END
 $$;
 
@@ -173,10 +227,15 @@ CREATE TRIGGER audience_members_count_delete
 CREATE TRIGGER audience_members_count_update
     AFTER UPDATE ON reminderd.audience_members REFERENCING OLD TABLE AS old_members NEW TABLE AS new_members
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_audience_members();
-REVOKE EXECUTE ON FUNCTION reminderd.count_audience_members() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION reminderd.count_audience_members() TO reminderd_app, reminderd_daemon, reminderd_api;
+CREATE TRIGGER audience_members_refuse_truncate
+    BEFORE TRUNCATE ON reminderd.audience_members
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.refuse_audience_members_truncate();
+REVOKE EXECUTE ON FUNCTION reminderd.count_audience_members(), reminderd.fold_audience_member_counts(integer, integer),
+    reminderd.refuse_audience_members_truncate() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION reminderd.count_audience_members(), reminderd.refuse_audience_members_truncate()
+TO reminderd_app, reminderd_daemon, reminderd_api;
+GRANT EXECUTE ON FUNCTION reminderd.fold_audience_member_counts(integer, integer) TO reminderd_daemon;
 
-UPDATE reminderd.audiences a
-SET members = c.members
-FROM (SELECT m.tenant_id, m.audience, count(*) AS members FROM reminderd.audience_members m GROUP BY 1, 2) AS c
-WHERE a.tenant_id = c.tenant_id AND a.name = c.audience;
+-- Every list's members counted once, after the triggers exist (see the header).
+INSERT INTO reminderd.audience_member_counts (tenant_id, audience, delta)
+SELECT m.tenant_id, m.audience, count(*) FROM reminderd.audience_members m GROUP BY 1, 2;

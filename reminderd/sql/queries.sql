@@ -1134,9 +1134,11 @@ SELECT reminderd.remove_from_audience($1, $2, $3::text[]);
 SELECT reminderd.drop_audience($1, $2);
 
 -- audiences --
--- A tenant's lists with their sizes (audiences.members, kept by a trigger: migration 0034), never
--- a count of their members.
-SELECT a.name, a.created_at, a.members
+-- A tenant's lists with their sizes (the sum of the few changes audience_member_counts holds for
+-- each, appended by a trigger and folded by the daemon: migration 0034), never a count of members.
+SELECT a.name, a.created_at,
+       coalesce((SELECT sum(k.delta) FROM reminderd.audience_member_counts k
+                 WHERE k.tenant_id = a.tenant_id AND k.audience = a.name), 0)::bigint AS members
 FROM reminderd.audiences a
 WHERE a.tenant_id = $1
 ORDER BY a.name;
@@ -1222,6 +1224,9 @@ SELECT reminderd.stage_broadcast($1, $2, $3);
 
 -- complete_broadcasts --
 SELECT broadcast_id, tenant_id, occurrence, message_id FROM reminderd.complete_broadcasts();
+
+-- fold_audience_member_counts --
+SELECT reminderd.fold_audience_member_counts();
 -- Fair and bounded sending (migration 0010) ------------------------------------------------------
 
 -- reserve_contact_sends --

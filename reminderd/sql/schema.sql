@@ -463,10 +463,7 @@ CREATE TABLE reminderd.audiences (
     tenant_id  text NOT NULL REFERENCES reminderd.tenants (id) ON DELETE CASCADE,
     name       text NOT NULL CONSTRAINT audience_name_format CHECK (name ~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$'),
     created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant_id, name),
-    -- (migration 0034) How many contacts it holds, kept by the trigger audience_members_count:
-    -- listing audiences reads this, not every member.
-    members    bigint NOT NULL DEFAULT 0 CONSTRAINT audience_members_counted CHECK (members >= 0)
+    PRIMARY KEY (tenant_id, name)
 );
 
 CREATE TABLE reminderd.audience_members (
@@ -4786,39 +4783,92 @@ BEGIN
 END
 $$;
 
--- (migration 0034) audiences.members follows its rows, whatever changed them (add_to_audience,
--- remove_from_audience, a contact's deletion, plain SQL): one UPDATE per audience a statement
--- touched, in name order (two statements lock the same rows in the same order: no deadlock), each
--- adding the change to the row as it is when locked, so concurrent changes add up exactly.
+-- (migration 0034) Each list's size, kept as changes appended per statement (the broadcast_counts
+-- pattern, docs/audiences.md): a list holds the sum of its rows' delta. A change of members only
+-- appends a row, never updates one in place, so unrelated membership changes share no lock and
+-- cannot deadlock (a count kept in the audiences row made each change hold that row until commit).
+-- The daemon folds a list's changes into one now and then (fold_audience_member_counts). Written by
+-- the triggers (as the owner) and the fold only. No foreign key: a dropped list's changes add up to
+-- nothing and are folded away.
+CREATE TABLE reminderd.audience_member_counts (
+    tenant_id text NOT NULL,
+    audience  text NOT NULL,
+    delta     bigint NOT NULL
+) WITH (autovacuum_vacuum_insert_scale_factor = 0.05);
+CREATE INDEX audience_member_counts_audience ON reminderd.audience_member_counts (tenant_id, audience);
+ALTER TABLE reminderd.audience_member_counts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY app_own_tenants ON reminderd.audience_member_counts FOR SELECT TO reminderd_app
+    USING (tenant_id = ANY (ARRAY(SELECT tenant_id FROM reminderd.my_tenants)));
+CREATE POLICY read_all ON reminderd.audience_member_counts FOR SELECT TO reminderd_readonly USING (true);
+CREATE POLICY daemon_all ON reminderd.audience_member_counts TO reminderd_daemon USING (true) WITH CHECK (true);
+CREATE POLICY api_all ON reminderd.audience_member_counts FOR SELECT TO reminderd_api USING (true);
+GRANT SELECT ON reminderd.audience_member_counts TO reminderd_app, reminderd_readonly, reminderd_api;
+GRANT SELECT, INSERT, DELETE ON reminderd.audience_member_counts TO reminderd_daemon;
+
+-- The change each statement made to each list it touched (add_to_audience, remove_from_audience, a
+-- contact's or a list's deletion, plain SQL): one row per list, appended.
 CREATE FUNCTION reminderd.count_audience_members() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    change record;
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- Each trigger names only its own transition tables (new_members, old_members).
     IF TG_OP = 'INSERT' THEN
-        FOR change IN SELECT n.tenant_id, n.audience, count(*) AS delta FROM new_members n
-                      GROUP BY 1, 2 ORDER BY 1, 2 LOOP
-            UPDATE reminderd.audiences a SET members = a.members + change.delta
-            WHERE a.tenant_id = change.tenant_id AND a.name = change.audience;
-        END LOOP;
+        INSERT INTO reminderd.audience_member_counts (tenant_id, audience, delta)
+        SELECT n.tenant_id, n.audience, count(*) FROM new_members n GROUP BY 1, 2;
     ELSIF TG_OP = 'DELETE' THEN
-        FOR change IN SELECT o.tenant_id, o.audience, -count(*) AS delta FROM old_members o
-                      GROUP BY 1, 2 ORDER BY 1, 2 LOOP
-            UPDATE reminderd.audiences a SET members = a.members + change.delta
-            WHERE a.tenant_id = change.tenant_id AND a.name = change.audience;
-        END LOOP;
+        INSERT INTO reminderd.audience_member_counts (tenant_id, audience, delta)
+        SELECT o.tenant_id, o.audience, -count(*) FROM old_members o GROUP BY 1, 2;
     ELSE
-        FOR change IN SELECT d.tenant_id, d.audience, sum(d.delta) AS delta
-                      FROM (SELECT n.tenant_id, n.audience, 1 AS delta FROM new_members n
-                            UNION ALL
-                            SELECT o.tenant_id, o.audience, -1 FROM old_members o) AS d
-                      GROUP BY 1, 2 HAVING sum(d.delta) <> 0 ORDER BY 1, 2 LOOP
-            UPDATE reminderd.audiences a SET members = a.members + change.delta
-            WHERE a.tenant_id = change.tenant_id AND a.name = change.audience;
-        END LOOP;
+        INSERT INTO reminderd.audience_member_counts (tenant_id, audience, delta)
+        SELECT d.tenant_id, d.audience, sum(d.delta)
+        FROM (SELECT n.tenant_id, n.audience, 1 AS delta FROM new_members n
+              UNION ALL
+              SELECT o.tenant_id, o.audience, -1 FROM old_members o) AS d
+        GROUP BY 1, 2 HAVING sum(d.delta) <> 0;
     END IF;
     RETURN NULL;
+END
+$$;
+
+-- Up to `batch` lists with more than `fold_above` changes (or whose changes add up to nothing, a
+-- dropped list's) folded into one change each. A change committed while it runs is not in its
+-- snapshot: neither deleted nor summed, it stays. One caller at a time. Returns the lists folded.
+CREATE FUNCTION reminderd.fold_audience_member_counts(batch integer DEFAULT 100, fold_above integer DEFAULT 20)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    list   record;
+    folded integer := 0;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(hashtext('reminderd.fold_audience_member_counts')) THEN
+        RETURN 0;
+    END IF;
+    FOR list IN
+        SELECT k.tenant_id, k.audience FROM reminderd.audience_member_counts k
+        GROUP BY 1, 2 HAVING count(*) > fold_audience_member_counts.fold_above OR sum(k.delta) = 0
+        LIMIT fold_audience_member_counts.batch
+    LOOP
+        WITH gone AS (
+            DELETE FROM reminderd.audience_member_counts k
+            WHERE k.tenant_id = list.tenant_id AND k.audience = list.audience
+            RETURNING k.delta
+        )
+        INSERT INTO reminderd.audience_member_counts (tenant_id, audience, delta)
+        SELECT list.tenant_id, list.audience, sum(g.delta) FROM gone g HAVING sum(g.delta) <> 0;
+        folded := folded + 1;
+    END LOOP;
+    RETURN folded;
+END
+$$;
+
+-- TRUNCATE fires no DELETE trigger: it would leave the counts of every list as they were. Refused,
+-- saying to delete (migration 0034).
+CREATE FUNCTION reminderd.refuse_audience_members_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'reminderd.audience_members cannot be truncated: the audiences'' member counts would be left wrong'
+        USING ERRCODE = 'feature_not_supported',
+              HINT = 'Delete them instead (DELETE FROM reminderd.audience_members, or reminderd.drop_audience(tenant, '
+                     'name)): the counts follow.';
 END
 $$;
 
@@ -5574,7 +5624,8 @@ $$;
 -- for those whose broadcast asked for one (a message like any other: signed, retried, audited;
 -- created paused by 'tenant' while its tenant is paused, as any row inserted then is). Each wave on
 -- its own (migration 0033): one whose callback cannot be queued (its ref taken by a live message,
--- say) is completed all the same, without one, and its broadcast's last_error says why.
+-- say) is completed all the same, without one, and its broadcast's last_error says why; a passing
+-- error (a deadlock, a lock timeout) fails the round instead, and the wave is tried again.
 -- One caller at a time. Returns the occurrences completed.
 CREATE FUNCTION reminderd.complete_broadcasts(batch integer DEFAULT 100, fold_above integer DEFAULT 20)
 RETURNS TABLE (broadcast_id bigint, tenant_id text, occurrence timestamp, message_id bigint)
@@ -5648,7 +5699,12 @@ BEGIN
                         CASE WHEN done.tenant_paused THEN 'tenant' END,
                         CASE WHEN done.tenant_paused THEN 'tenant paused' END)
                 RETURNING id INTO message_id;
-            EXCEPTION WHEN OTHERS THEN  -- this wave only: completed without its callback, and why
+            -- This wave only, for an error that says the row cannot be written (its ref taken, a
+            -- value or a trigger refusing it): completed without its callback, and why. A passing
+            -- one (deadlock, lock timeout, serialization failure, cancel, shutdown) is the round's:
+            -- raised, so the wave waits for the next round and gets its callback then.
+            EXCEPTION WHEN integrity_constraint_violation OR data_exception OR raise_exception OR no_data_found
+                           OR program_limit_exceeded OR insufficient_privilege OR feature_not_supported THEN
                 UPDATE reminderd.broadcast_requests r
                 SET last_error = format('broadcast.completed callback of occurrence %s not queued: %s',
                                         to_char(done.occurrence, 'YYYY-MM-DD"T"HH24:MI:SS'), SQLERRM),
@@ -6072,8 +6128,10 @@ TO reminderd_app, reminderd_daemon, reminderd_api;
 -- A contact's identity kept (migration 0030).
 GRANT EXECUTE ON FUNCTION reminderd.refuse_contacts_truncate(), reminderd.refuse_contact_id_change()
 TO reminderd_app, reminderd_daemon, reminderd_api;
--- An audience's member count, for whoever changes its members (migration 0034).
-GRANT EXECUTE ON FUNCTION reminderd.count_audience_members() TO reminderd_app, reminderd_daemon, reminderd_api;
+-- An audience's member count, for whoever changes its members; its fold, the daemon's (migration 0034).
+GRANT EXECUTE ON FUNCTION reminderd.count_audience_members(), reminderd.refuse_audience_members_truncate()
+TO reminderd_app, reminderd_daemon, reminderd_api;
+GRANT EXECUTE ON FUNCTION reminderd.fold_audience_member_counts(integer, integer) TO reminderd_daemon;
 -- The dashboard's aggregates: their trigger functions for whoever writes events and deliveries,
 -- the bounds for their readers, the pruning for the daemon.
 GRANT EXECUTE ON FUNCTION reminderd.count_fires() TO reminderd_app, reminderd_daemon, reminderd_api;
@@ -6306,6 +6364,9 @@ CREATE TRIGGER audience_members_count_delete
 CREATE TRIGGER audience_members_count_update
     AFTER UPDATE ON reminderd.audience_members REFERENCING OLD TABLE AS old_members NEW TABLE AS new_members
     FOR EACH STATEMENT EXECUTE FUNCTION reminderd.count_audience_members();
+CREATE TRIGGER audience_members_refuse_truncate
+    BEFORE TRUNCATE ON reminderd.audience_members
+    FOR EACH STATEMENT EXECUTE FUNCTION reminderd.refuse_audience_members_truncate();
 -- A contact deleted by any means: its live messages cancelled (migration 0027).
 CREATE TRIGGER contacts_cancel_messages
     AFTER DELETE ON reminderd.contacts
@@ -6756,9 +6817,10 @@ CREATE TRIGGER endpoints_validate_limits
     EXECUTE FUNCTION reminderd.validate_endpoint_limits();
 
 -- A cap is written by a person, rarely: checked each time (a WHEN cannot ask whether the tenant
--- exists). SECURITY DEFINER as the foreign key's own check is: the API's role may not read tenants' ids.
+-- exists). Looked up as the writer, through its row-level security: a tenant an app role does not
+-- act for is as unknown to it as one that does not exist (as the owner it told which ids exist).
 CREATE FUNCTION reminderd.validate_frequency_cap() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF TG_OP = 'INSERT' OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id THEN
         IF NOT EXISTS (SELECT 1 FROM reminderd.tenants t WHERE t.id = NEW.tenant_id) THEN

@@ -1,7 +1,8 @@
-"""An audience keeps its member count (audiences.members, migration 0034): listing audiences
-(GET /v1/audiences, `reminderd audience list`) read every member of the tenant on each call, a seq
-scan of audience_members (107 ms at 100,000 members). The count follows every way a member comes
-or goes: add_to_audience, remove_from_audience, a contact's deletion, plain SQL."""
+"""An audience keeps its member count (changes appended to audience_member_counts, migration 0034):
+listing audiences (GET /v1/audiences, `reminderd audience list`) read every member of the tenant on
+each call, a seq scan of audience_members (107 ms at 100,000 members). The count follows every way a
+member comes or goes: add_to_audience, remove_from_audience, a contact's deletion, plain SQL; no
+membership change waits on another's count; TRUNCATE is refused and an application writes no count."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import asyncio
 import json
 
 import asyncpg
+import pytest
+from support import poll_until
 
 from reminderd.migrate import upgrade
 from reminderd.queries import QUERIES
@@ -83,6 +86,101 @@ async def test_concurrent_adds_and_removals_count_exactly(db: asyncpg.Connection
     members = await counted(db, "acme")
     assert await sizes(db, "acme") == members
     assert 280 <= members["vip"] <= 400
+
+
+async def test_membership_changes_share_no_lock_so_they_cannot_deadlock(
+    db: asyncpg.Connection, database_url: str
+) -> None:
+    """u7 is in all and vip. A adds u6 to vip, B deletes u7 (leaving all and vip), A adds u6 to all:
+    unrelated rows, so neither waits on the other (a count kept in the audiences row made each
+    change hold that row until commit: B waited for A's vip, A for B's all, and B was killed)."""
+    await add_tenant(db, "acme")
+    await contacts(db, "acme", 8, prefix="u")
+    for name in ("all", "vip"):
+        await db.execute("SELECT reminderd.add_to_audience('acme', $1, ARRAY['u7'])", name)
+    a, b = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        a_tx, b_tx = a.transaction(), b.transaction()
+        await a_tx.start()
+        await b_tx.start()
+        await a.execute("SELECT reminderd.add_to_audience('acme', 'vip', ARRAY['u6'])")
+        deleting = asyncio.create_task(b.execute("DELETE FROM reminderd.contacts WHERE contact_id = 'u7'"))
+        b_pid = b.get_server_pid()
+
+        async def done_or_waiting() -> bool:
+            waiting = await db.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                                        b_pid)
+            return deleting.done() or bool(waiting)
+
+        await poll_until(done_or_waiting)
+        await asyncio.wait_for(a.execute("SELECT reminderd.add_to_audience('acme', 'all', ARRAY['u6'])"), 30)
+        await a_tx.commit()
+        await asyncio.wait_for(deleting, 30)
+        await b_tx.commit()
+    finally:
+        await a.close()
+        await b.close()
+    assert await sizes(db, "acme") == await counted(db, "acme") == {"all": 1, "vip": 1}
+
+
+async def test_the_counts_are_folded_without_losing_a_change(db: asyncpg.Connection, database_url: str) -> None:
+    """Each statement appends a change; folding sums a list's changes into one, and a change
+    committed while the fold runs is kept."""
+    await add_tenant(db, "acme")
+    ids = await contacts(db, "acme", 30)
+    for n in range(0, 30, 3):
+        await db.execute("SELECT reminderd.add_to_audience('acme', 'vip', $1)", ids[n:n + 3])
+    await db.execute("SELECT reminderd.remove_from_audience('acme', 'vip', $1)", ids[:2])
+    changes = "SELECT count(*) FROM reminderd.audience_member_counts WHERE tenant_id = 'acme'"
+    assert await db.fetchval(changes) == 11
+    other = await asyncpg.connect(database_url)
+    try:
+        folding = db.transaction()
+        await folding.start()
+        assert await db.fetchval("SELECT reminderd.fold_audience_member_counts(fold_above => 1)") == 1
+        await other.execute("SELECT reminderd.add_to_audience('acme', 'vip', ARRAY['c0'])")  # commits
+        await folding.commit()
+    finally:
+        await other.close()
+    assert await db.fetchval(changes) == 2
+    assert await sizes(db, "acme") == await counted(db, "acme") == {"vip": 29}
+    await db.execute("SELECT reminderd.drop_audience('acme', 'vip')")
+    assert await db.fetchval("SELECT reminderd.fold_audience_member_counts(fold_above => 1)") == 1
+    assert await db.fetchval(changes) == 0  # a dropped list's changes add up to nothing, and go
+
+
+async def test_no_write_can_make_a_count_wrong(db: asyncpg.Connection, database_url: str) -> None:
+    """TRUNCATE fires no DELETE trigger: refused. An application may not write a count."""
+    await add_tenant(db, "acme")
+    ids = await contacts(db, "acme", 3)
+    await db.execute("SELECT reminderd.add_to_audience('acme', 'vip', $1)", ids)
+    with pytest.raises(asyncpg.PostgresError) as refused:
+        await db.execute("TRUNCATE reminderd.audience_members")
+    assert refused.value.sqlstate == "0A000"
+    assert refused.value.message == ("reminderd.audience_members cannot be truncated:"
+                                     " the audiences' member counts would be left wrong")
+    await db.execute("CREATE ROLE sizes_app IN ROLE reminderd_app")
+    await db.execute("INSERT INTO reminderd.tenant_members (role_name, tenant_id) VALUES ('sizes_app', 'acme')")
+    app = await asyncpg.connect(database_url)
+    try:
+        await app.execute("SET ROLE sizes_app")
+        assert await sizes(app, "acme") == {"vip": 3}
+        for statement in (
+            "INSERT INTO reminderd.audience_member_counts (tenant_id, audience, delta)"
+            " VALUES ('acme', 'vip', 1000000)",
+            "UPDATE reminderd.audience_member_counts SET delta = 1000000",
+            "DELETE FROM reminderd.audience_member_counts",
+        ):
+            with pytest.raises(asyncpg.PostgresError) as refused:
+                await app.execute(statement)
+            assert refused.value.sqlstate == "42501", statement
+        await app.execute("SELECT reminderd.remove_from_audience('acme', 'vip', ARRAY['c0'])")
+        assert await sizes(app, "acme") == {"vip": 2}
+    finally:
+        await app.close()
+        await db.execute("DELETE FROM reminderd.tenant_members WHERE role_name = 'sizes_app'")
+        await db.execute("DROP OWNED BY sizes_app; DROP ROLE sizes_app")
+    assert await sizes(db, "acme") == await counted(db, "acme") == {"vip": 2}
 
 
 async def test_listing_audiences_reads_no_member(db: asyncpg.Connection) -> None:

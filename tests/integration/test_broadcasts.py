@@ -904,6 +904,35 @@ async def test_a_wave_whose_completion_ref_is_taken_completes_without_stopping_t
     assert await BroadcastCompleter(store).run_once() == 0
 
 
+async def test_a_wave_whose_callback_meets_a_passing_error_waits_for_the_next_round(
+    db: asyncpg.Connection, acme: str, database_url: str
+) -> None:
+    """A lock timeout (or a deadlock, a serialization failure) says nothing about the callback: the
+    wave is not completed without it, the error is the round's, and the next round queues it."""
+    await contacts_in(db, ["UTC"])
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true, notify => true", days_ahead(3))
+    await db.execute("SELECT reminderd.cancel_broadcast('acme', $1)", broadcast_id)
+    other = await asyncpg.connect(database_url)
+    try:
+        holding = other.transaction()
+        await holding.start()  # a live bf#completed not yet committed: the callback's insert waits on it
+        await other.execute("SELECT reminderd.schedule('acme', 'bf#completed', now() + interval '1 day')")
+        await db.execute("SET lock_timeout = '200ms'")
+        with pytest.raises(asyncpg.PostgresError) as passing:
+            await db.fetch("SELECT * FROM reminderd.complete_broadcasts()")
+        assert passing.value.sqlstate == "55P03"
+        await db.execute("RESET lock_timeout")
+        await holding.rollback()
+    finally:
+        await other.close()
+    assert await db.fetchval("SELECT last_error FROM reminderd.broadcast_requests WHERE id = $1",
+                             broadcast_id) is None
+    completed = await db.fetch("SELECT message_id FROM reminderd.complete_broadcasts()")
+    assert len(completed) == 1 and completed[0]["message_id"] is not None
+    assert await db.fetchval("SELECT ref_id FROM reminderd.scheduled_messages WHERE id = $1",
+                             completed[0]["message_id"]) == "bf#completed"
+
+
 async def test_a_paused_tenants_completion_callback_is_created_paused(
     db: asyncpg.Connection, acme: str, store: Store
 ) -> None:

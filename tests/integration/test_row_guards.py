@@ -7,7 +7,8 @@
 - a contact's timezone or resolved_timezone that is no zone, refused (22023) however it is
   written: an UPDATE of resolved_timezone alone, or a session that says reminderd.contacts_resolved
   itself (the bulk path's flag), each distinct zone checked once per statement;
-- migration 0033 upgrades a database holding such contacts: they are resolved again.
+- migration 0033 upgrades a database holding such contacts: a posix/ copy is given its IANA name,
+  localtime and the like are left (both said in a WARNING), a zone that is none is resolved again.
 """
 
 from __future__ import annotations
@@ -195,3 +196,36 @@ def test_0033_resolves_again_the_contacts_whose_zone_is_none(empty_database_url:
                                         ("by_hand", None, "Asia/Kolkata", "country"),
                                         ("fine", "Europe/Paris", "Europe/Paris", "contact"),
                                         ("own", None, "Asia/Kolkata", "country")]
+
+
+def test_0033_gives_a_posix_copy_its_iana_name_and_leaves_a_host_zone_saying_so(
+    empty_database_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """posix/Asia/Kolkata is Asia/Kolkata by another name: its contact keeps its zone (spelt as an
+    IANA name) and its messages their times. localtime is some host's zone: left as it is, for an
+    operator to see to. Neither moves a message, and the migration says how many it changed or left."""
+    url = empty_database_url
+    upgrade(url, "0031")  # before 0032 refused these names
+    asyncio.run(refresh_reference_data(url))
+    sql(url, "INSERT INTO reminderd.tenants (id, callback_url, timezone) VALUES ('acme', 'https://example.com/cb',"
+             " 'UTC')")
+    sql(url, """SELECT reminderd.upsert_contacts('acme', '[
+                {"contact_id": "kolkata", "timezone": "posix/Asia/Kolkata"},
+                {"contact_id": "host", "timezone": "localtime"},
+                {"contact_id": "fine", "timezone": "Europe/Paris"}]')""")
+    sql(url, "SELECT reminderd.broadcast('acme', 'wave', date_trunc('day', now() AT TIME ZONE 'UTC')"
+             " + interval '10 days 04:00', everyone => true)")
+    planned = "SELECT contact_id, fire_at, timezone FROM reminderd.scheduled_messages ORDER BY contact_id"
+    before = [tuple(r) for r in sql(url, planned)]
+    capfd.readouterr()
+    assert upgrade(url, "0033") == ["0032", "0033"]
+    said = capfd.readouterr().err
+    rows = sql(url, "SELECT contact_id, timezone, resolved_timezone FROM reminderd.contacts ORDER BY 1")
+    assert [tuple(r) for r in rows] == [("fine", "Europe/Paris", "Europe/Paris"),
+                                        ("host", "localtime", "localtime"),
+                                        ("kolkata", "Asia/Kolkata", "Asia/Kolkata")]
+    after = [tuple(r) for r in sql(url, planned)]
+    assert [(contact, fire_at) for contact, fire_at, _ in after] == [(c, f) for c, f, _ in before]
+    assert [zone for _, _, zone in after] == ["Europe/Paris", "localtime", "Asia/Kolkata"]
+    assert "reminderd migrate: warning: 1 contact with a posix/ zone given its IANA name" in said
+    assert "reminderd migrate: warning: 1 contact left in the zone of no IANA name (localtime)" in said

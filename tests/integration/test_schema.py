@@ -92,7 +92,8 @@ async def test_upgrade_creates_the_schema_and_is_idempotent(empty_database_url: 
 
     assert [v["version_num"] for v in versions] == [HEAD_REVISION]
     assert [t["table_name"] for t in tables] == [
-        "alembic_version", "api_keys", "audience_members", "audiences", "broadcast_counts",
+        "alembic_version", "api_keys", "audience_member_counts", "audience_members", "audiences",
+        "broadcast_counts",
         "broadcast_occurrences", "broadcast_requests", "config", "contact_sends", "contacts",
         "countries", "daemons", "dashboard_signouts", "deliveries", "endpoint_health", "endpoints", "events",
         "fire_counts", "frequency_caps", "idempotency_keys", "lateness_counts", "phone_plans", "phone_prefixes",
@@ -536,7 +537,8 @@ async def test_alembic_finds_no_difference_between_schema_sql_and_the_migrations
         "reminderd.events", "reminderd.fire_counts", "reminderd.idempotency_keys", "reminderd.lateness_counts",
         "reminderd.scheduled_messages", "reminderd.tenant_holidays", "reminderd.tenant_members",
         "reminderd.tenants",
-        "reminderd.audience_members", "reminderd.audiences", "reminderd.broadcast_counts",
+        "reminderd.audience_member_counts", "reminderd.audience_members", "reminderd.audiences",
+        "reminderd.broadcast_counts",
         "reminderd.broadcast_occurrences", "reminderd.broadcast_requests", "reminderd.contacts",
         "reminderd.countries", "reminderd.phone_plans", "reminderd.phone_prefixes", "reminderd.phone_regions",
         "reminderd.phone_timezones", "reminderd.reference_versions",

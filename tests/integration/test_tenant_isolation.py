@@ -394,6 +394,31 @@ async def test_inserting_a_message_for_the_other_tenant_fails_naming_it(
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE ref_id = 'sneak'") == 0
 
 
+async def test_a_frequency_cap_for_another_tenant_is_refused_as_one_for_a_tenant_that_does_not_exist(
+    db: asyncpg.Connection, two_tenants: TwoTenants
+) -> None:
+    """Whether globex exists is none of acme's business: its cap is refused in the very words a
+    ghost's is (0029's check once looked as the owner, and said which ids exist)."""
+    app = two_tenants.app_a
+    await app.execute("INSERT INTO reminderd.frequency_caps VALUES ('acme', 'marketing', 2, '1 day')")
+
+    def answer(failure: asyncpg.PostgresError, tenant_id: str) -> tuple[Any, ...]:
+        return (failure.sqlstate, failure.message.replace(f'"{tenant_id}"', '"X"'), failure.hint,
+                failure.constraint_name)
+
+    for statement in (
+        "INSERT INTO reminderd.frequency_caps VALUES ('{}', 'marketing', 2, '1 day')",
+        "UPDATE reminderd.frequency_caps SET tenant_id = '{}' WHERE tenant_id = 'acme'",
+    ):
+        other, ghost = [
+            answer(await failure_of(app.execute(statement.format(tenant_id))), tenant_id)
+            for tenant_id in ("globex", "ghost")
+        ]
+        assert other == ghost, statement
+        assert other[:2] == ("23503", 'unknown tenant "X"'), statement
+    assert await db.fetchval("SELECT count(*) FROM reminderd.frequency_caps WHERE tenant_id <> 'acme'") == 0
+
+
 async def test_an_app_role_cannot_forge_audit_rows_in_another_roles_name(
     db: asyncpg.Connection, two_tenants: TwoTenants
 ) -> None:
