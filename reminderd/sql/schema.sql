@@ -3581,6 +3581,31 @@ BEGIN
 END
 $$;
 
+-- Refuse an ordinary message (not a broadcast's) whose ref is the completion callback's of one of
+-- its tenant's broadcasts with notify (migration 0035): prefix#completed, or
+-- prefix#completed#YYYYMMDDTHHMM for a recurring one's wave. Taken by the tenant's own row, that
+-- wave would complete without its callback (complete_broadcasts). Only refs containing
+-- '#completed' call it (the triggers' WHEN); a ref_prefix has no '#', so the prefix is what comes
+-- before the first one. 23514, constraint completion_ref_reserved. A message written before its
+-- broadcast still takes the ref: then the wave completes without its callback, saying why.
+CREATE FUNCTION reminderd.check_completion_ref() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    prefix text := split_part(NEW.ref_id, '#', 1);
+BEGIN
+    IF NEW.ref_id ~ '^[^#]+#completed(#[0-9]{8}T[0-9]{4})?$'
+       AND EXISTS (SELECT FROM reminderd.broadcast_requests r
+                   WHERE r.tenant_id = NEW.tenant_id AND r.ref_prefix = prefix AND r.notify) THEN
+        RAISE EXCEPTION 'ref "%" of message % / % is the broadcast.completed callback''s of broadcast "%"',
+            NEW.ref_id, NEW.tenant_id, NEW.ref_id, prefix
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'completion_ref_reserved',
+                  HINT = format('reminderd writes it when each wave of broadcast "%s" ends (notify => true): '
+                                'give this message another ref.', prefix);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
 -- A tenant's own day off names a tenant that exists (as reminderd tenant set says it: "unknown
 -- tenant"), and has a name.
 CREATE FUNCTION reminderd.validate_holiday() RETURNS trigger
@@ -6350,6 +6375,17 @@ CREATE TRIGGER broadcast_requests_calendar_known_update
     BEFORE UPDATE OF calendar ON reminderd.broadcast_requests
     FOR EACH ROW WHEN (NEW.calendar IS DISTINCT FROM OLD.calendar AND NEW.calendar IS NOT NULL)
     EXECUTE FUNCTION reminderd.check_calendar_known('broadcast_calendar_known');
+-- An ordinary message taking a broadcast's completion ref (migration 0035): only refs with
+-- '#completed' in them pay.
+CREATE TRIGGER scheduled_messages_completion_ref_insert
+    BEFORE INSERT ON reminderd.scheduled_messages
+    FOR EACH ROW WHEN (NEW.broadcast_id IS NULL AND NEW.ref_id LIKE '%#completed%')
+    EXECUTE FUNCTION reminderd.check_completion_ref();
+CREATE TRIGGER scheduled_messages_completion_ref_update
+    BEFORE UPDATE OF ref_id, tenant_id ON reminderd.scheduled_messages
+    FOR EACH ROW WHEN (NEW.broadcast_id IS NULL AND NEW.ref_id LIKE '%#completed%'
+                       AND (NEW.ref_id IS DISTINCT FROM OLD.ref_id OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id))
+    EXECUTE FUNCTION reminderd.check_completion_ref();
 CREATE TRIGGER contacts_resolve
     BEFORE INSERT OR UPDATE OF timezone, phone, country ON reminderd.contacts
     FOR EACH ROW WHEN (current_setting('reminderd.contacts_resolved', true) IS DISTINCT FROM 'on')
