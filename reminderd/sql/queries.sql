@@ -374,6 +374,8 @@ claimed AS (
               m.attempts, m.max_attempts, t.signing_secret,
               CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
                   AS previous_signing_secret,
+              CASE WHEN t.earlier_secret_expires_at > now() THEN t.earlier_signing_secret END
+                  AS earlier_signing_secret,
               m.picked_at, m.endpoint, c.was_held, c.endpoint_failures, c.circuit,
               coalesce(m.contact_id, m.recipient) AS recipient, m.category, m.contact_id, m.timezone_source,
               m.broadcast_id,
@@ -448,6 +450,8 @@ claimed AS (
               m.attempts, m.max_attempts, t.signing_secret,
               CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
                   AS previous_signing_secret,
+              CASE WHEN t.earlier_secret_expires_at > now() THEN t.earlier_signing_secret END
+                  AS earlier_signing_secret,
               m.picked_at, m.endpoint, c.was_held, 0 AS endpoint_failures, 'closed' AS circuit,
               coalesce(m.contact_id, m.recipient) AS recipient, m.category, m.contact_id, m.timezone_source,
               m.broadcast_id, t.frequency_cap_policy,

@@ -99,7 +99,11 @@ CREATE TABLE reminderd.tenants (
     frequency_cap_policy       text NOT NULL DEFAULT 'defer'
                                CONSTRAINT frequency_cap_policy_is_known CHECK (frequency_cap_policy IN ('defer', 'skip')),
     -- host:port of callback_url, for the claim (computed once, on write).
-    callback_endpoint          text GENERATED ALWAYS AS (reminderd.endpoint_of(callback_url)) STORED
+    callback_endpoint          text GENERATED ALWAYS AS (reminderd.endpoint_of(callback_url)) STORED,
+    -- A second rotated-out secret (migration 0035): the one previous_signing_secret held when the
+    -- tenant was rotated again within its grace; it signs too until it expires (rotate_secret).
+    earlier_signing_secret     text,
+    earlier_secret_expires_at  timestamptz
 );
 COMMENT ON COLUMN reminderd.tenants.api_rate_limit IS
     'Requests per second each API key of the tenant may make (per reminderd serve process); '
@@ -2719,7 +2723,13 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT secret ~ '^whsec_(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$'
 $$;
 
--- Secret rotation: a new secret now, the old one still signs for `grace`.
+-- Secret rotation: a new secret now, the old one still signs for `grace`. Rotating again within a
+-- grace (a rotation whose answer was lost, say) never cuts a secret's grace short: the one still in
+-- its grace moves to earlier_signing_secret and keeps signing until its own expiry, so receivers
+-- that know only the secret before the lost one keep verifying (migration 0035). Two rotated-out
+-- secrets are kept: at a third rotation within a grace, the oldest still in its grace and the one
+-- being replaced are kept, the one between them dropped. No old secret signs beyond this
+-- rotation's grace: grace 0 (a leaked secret) retires every old one at once.
 CREATE FUNCTION reminderd.rotate_secret(tenant_id text, grace interval DEFAULT '24 hours') RETURNS text
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -2727,11 +2737,23 @@ DECLARE
     fresh text := reminderd.generate_secret();
 BEGIN
     PERFORM reminderd.check_tenant(rotate_secret.tenant_id);
-    UPDATE reminderd.tenants  -- a secret nothing can sign with (written before 0025) is not kept
-    SET previous_signing_secret = CASE WHEN reminderd.is_signing_secret(signing_secret) THEN signing_secret END,
+    UPDATE reminderd.tenants t  -- a secret nothing can sign with (written before 0025) is not kept
+    SET earlier_signing_secret = CASE WHEN kept.secret IS NOT NULL AND kept.until > now() THEN kept.secret END,
+        earlier_secret_expires_at = CASE WHEN kept.secret IS NOT NULL AND kept.until > now() THEN kept.until END,
+        previous_signing_secret = CASE WHEN reminderd.is_signing_secret(t.signing_secret) THEN t.signing_secret END,
         previous_secret_expires_at = now() + rotate_secret.grace,
         signing_secret = fresh
-    WHERE id = rotate_secret.tenant_id;
+    FROM (SELECT o.id, coalesce(earlier.secret, previous.secret) AS secret,
+                 least(coalesce(earlier.until, previous.until), now() + rotate_secret.grace) AS until
+          FROM reminderd.tenants o
+          LEFT JOIN LATERAL (SELECT o.earlier_signing_secret AS secret, o.earlier_secret_expires_at AS until
+                             WHERE o.earlier_secret_expires_at > now()
+                               AND reminderd.is_signing_secret(o.earlier_signing_secret)) AS earlier ON true
+          LEFT JOIN LATERAL (SELECT o.previous_signing_secret AS secret, o.previous_secret_expires_at AS until
+                             WHERE o.previous_secret_expires_at > now()
+                               AND reminderd.is_signing_secret(o.previous_signing_secret)) AS previous ON true
+          WHERE o.id = rotate_secret.tenant_id) AS kept
+    WHERE t.id = rotate_secret.tenant_id AND kept.id = t.id;
     RETURN fresh;
 END
 $$;
@@ -3538,6 +3560,12 @@ BEGIN
         RAISE EXCEPTION 'the previous_signing_secret of tenant "%" is not whsec_ followed by base64', NEW.id
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'It is the secret a rotation replaced (reminderd.rotate_secret sets it): leave it NULL, or write whsec_ and the base64 of at least one byte.';
+    END IF;
+    IF NOT reminderd.is_signing_secret(NEW.earlier_signing_secret)
+       AND NEW.earlier_signing_secret IS DISTINCT FROM OLD.earlier_signing_secret THEN
+        RAISE EXCEPTION 'the earlier_signing_secret of tenant "%" is not whsec_ followed by base64', NEW.id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It is the secret an earlier rotation replaced, kept by another within its grace (reminderd.rotate_secret sets it): leave it NULL, or write whsec_ and the base64 of at least one byte.';
     END IF;
     RETURN NEW;
 END
@@ -6338,7 +6366,8 @@ CREATE TRIGGER scheduled_messages_notify_update
 -- Triggers on tenants, tenant_holidays and contacts, and the broadcast counts ----------------------
 -- A tenant and a tenant's day off are checked with sentences before their constraints are.
 CREATE TRIGGER tenants_validate
-    BEFORE INSERT OR UPDATE OF id, callback_url, calendar, timezone, signing_secret, previous_signing_secret
+    BEFORE INSERT OR UPDATE OF id, callback_url, calendar, timezone, signing_secret, previous_signing_secret,
+                               earlier_signing_secret
     ON reminderd.tenants
     FOR EACH ROW EXECUTE FUNCTION reminderd.validate_tenant();
 CREATE TRIGGER tenant_holidays_validate

@@ -1,5 +1,7 @@
 """The holiday calendars the installed holidays package knows (reminderd.holiday_calendars, loaded
-by reminderd migrate), and a message, broadcast or tenant naming another one refused.
+by reminderd migrate), and a message, broadcast or tenant naming another one refused; an ordinary
+message refused a notify broadcast's completion ref; a rotation within a grace keeps the secret
+still in its grace signing (tenants.earlier_signing_secret).
 
 Revision ID: 0035
 Revises: 0034
@@ -17,7 +19,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    run_sql_file("0035_holiday_calendars")
+    run_sql_file("0035_calendars_refs_rotation")
 
 
 def downgrade() -> None:

@@ -1,4 +1,4 @@
--- 0035 holiday calendars (docs/time.md, docs/sql.md):
+-- 0035 holiday calendars, completion refs, rotation (docs/time.md, docs/sql.md, docs/audiences.md):
 --   calendars  a message, broadcast or tenant could name a calendar of the right shape that the
 --              holidays package does not know (calendar => 'ZZ', UPDATE … SET calendar = 'ZZ'):
 --              accepted, then dead-lettered by the daemon when it fired ("unknown holiday
@@ -9,11 +9,17 @@
 --   completion an ordinary message could take the ref prefix#completed of a broadcast with notify
 --              of its tenant: that wave then completed without its callback. check_completion_ref
 --              (triggers for refs containing '#completed' only) refuses it: 23514.
--- Rows written before: left as they are (only a new or changed calendar is checked); the table is
--- empty until `reminderd migrate` loads it right after this migration, and an empty table
--- refuses nothing.
--- Run by migrations/versions/0035_holiday_calendars.py in one transaction. History: once released,
--- never edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
+--   rotation   rotating a tenant's secret again within the grace period (after a lost answer:
+--              the API's 409 secret-shown-once says to rotate again) made the unseen secret the
+--              previous one and ended the original's grace at once. tenants gains
+--              earlier_signing_secret and earlier_secret_expires_at: rotate_secret keeps the
+--              oldest secret still in its grace there (never beyond the new rotation's grace) and
+--              the daemon signs with it too (the claims return it).
+-- Rows written before: left as they are (only a new or changed calendar or ref is checked); the
+-- calendars' table is empty until `reminderd migrate` loads it right after this migration, and an
+-- empty table refuses nothing. A tenant in a grace keeps it; its next rotation keeps that secret.
+-- Run by migrations/versions/0035_calendars_refs_rotation.py in one transaction. History: once
+-- released, never edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 
 -- The holiday calendars the installed `holidays` package knows (migration 0035): every country
 -- code and country-subdivision code the daemon reads a `calendar` as (IN, GB, US-CA), loaded by
@@ -132,3 +138,91 @@ CREATE TRIGGER scheduled_messages_completion_ref_update
     FOR EACH ROW WHEN (NEW.broadcast_id IS NULL AND NEW.ref_id LIKE '%#completed%'
                        AND (NEW.ref_id IS DISTINCT FROM OLD.ref_id OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id))
     EXECUTE FUNCTION reminderd.check_completion_ref();
+
+-- Rotation within a grace keeps the secret still in its grace.
+ALTER TABLE reminderd.tenants
+    ADD COLUMN earlier_signing_secret text,
+    ADD COLUMN earlier_secret_expires_at timestamptz;
+
+CREATE OR REPLACE FUNCTION reminderd.rotate_secret(tenant_id text, grace interval DEFAULT '24 hours') RETURNS text
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    fresh text := reminderd.generate_secret();
+BEGIN
+    PERFORM reminderd.check_tenant(rotate_secret.tenant_id);
+    UPDATE reminderd.tenants t  -- a secret nothing can sign with (written before 0025) is not kept
+    SET earlier_signing_secret = CASE WHEN kept.secret IS NOT NULL AND kept.until > now() THEN kept.secret END,
+        earlier_secret_expires_at = CASE WHEN kept.secret IS NOT NULL AND kept.until > now() THEN kept.until END,
+        previous_signing_secret = CASE WHEN reminderd.is_signing_secret(t.signing_secret) THEN t.signing_secret END,
+        previous_secret_expires_at = now() + rotate_secret.grace,
+        signing_secret = fresh
+    FROM (SELECT o.id, coalesce(earlier.secret, previous.secret) AS secret,
+                 least(coalesce(earlier.until, previous.until), now() + rotate_secret.grace) AS until
+          FROM reminderd.tenants o
+          LEFT JOIN LATERAL (SELECT o.earlier_signing_secret AS secret, o.earlier_secret_expires_at AS until
+                             WHERE o.earlier_secret_expires_at > now()
+                               AND reminderd.is_signing_secret(o.earlier_signing_secret)) AS earlier ON true
+          LEFT JOIN LATERAL (SELECT o.previous_signing_secret AS secret, o.previous_secret_expires_at AS until
+                             WHERE o.previous_secret_expires_at > now()
+                               AND reminderd.is_signing_secret(o.previous_signing_secret)) AS previous ON true
+          WHERE o.id = rotate_secret.tenant_id) AS kept
+    WHERE t.id = rotate_secret.tenant_id AND kept.id = t.id;
+    RETURN fresh;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION reminderd.validate_tenant() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$' THEN
+        RAISE EXCEPTION 'tenant id "%" is not allowed', NEW.id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'tenant_id_format',
+                  DETAIL = 'A tenant id is letters, digits and _ . : -, starts with a letter or digit, and has at most 128 characters.';
+    END IF;
+    -- Only a new or changed URL: a tenant whose URL was written before 0019 checked URLs can still
+    -- change its calendar (the daemon refuses its callbacks, saying why).
+    IF NEW.callback_url IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.callback_url IS DISTINCT FROM OLD.callback_url) THEN
+        PERFORM reminderd.check_callback_url(NEW.callback_url, format('tenant "%s"', NEW.id),
+                                             'tenant_callback_url_is_http');
+    END IF;
+    IF NEW.calendar !~ '^[A-Z]{2}(-[A-Z0-9]{1,10})?$' THEN
+        RAISE EXCEPTION 'calendar "%" of tenant "%" is not a holiday calendar code', NEW.calendar, NEW.id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'tenant_calendar_format',
+                  HINT = 'A country code such as IN or GB, or a subdivision such as US-CA (the holidays package''s codes).';
+    END IF;
+    IF NEW.timezone IS NOT NULL THEN
+        PERFORM reminderd.check_timezone(NEW.timezone, format('tenant "%s"', NEW.id));
+    END IF;
+    -- Only a new or changed secret: one written before 0025 stays readable, and the tenant can still
+    -- change its calendar (the daemon dead-letters its messages, saying why, until it is rotated).
+    -- A rotation moves the current secret to previous_signing_secret: that is not a new value.
+    IF NOT reminderd.is_signing_secret(NEW.signing_secret)
+       AND (TG_OP = 'INSERT' OR NEW.signing_secret IS DISTINCT FROM OLD.signing_secret) THEN
+        RAISE EXCEPTION 'the signing_secret of tenant "%" is not whsec_ followed by base64', NEW.id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave it out to have one generated, or write whsec_ and the base64 of at least one byte (reminderd.generate_secret() makes one).';
+    END IF;
+    IF NOT reminderd.is_signing_secret(NEW.previous_signing_secret)
+       AND NEW.previous_signing_secret IS DISTINCT FROM OLD.previous_signing_secret
+       AND NEW.previous_signing_secret IS DISTINCT FROM OLD.signing_secret THEN
+        RAISE EXCEPTION 'the previous_signing_secret of tenant "%" is not whsec_ followed by base64', NEW.id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It is the secret a rotation replaced (reminderd.rotate_secret sets it): leave it NULL, or write whsec_ and the base64 of at least one byte.';
+    END IF;
+    IF NOT reminderd.is_signing_secret(NEW.earlier_signing_secret)
+       AND NEW.earlier_signing_secret IS DISTINCT FROM OLD.earlier_signing_secret THEN
+        RAISE EXCEPTION 'the earlier_signing_secret of tenant "%" is not whsec_ followed by base64', NEW.id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It is the secret an earlier rotation replaced, kept by another within its grace (reminderd.rotate_secret sets it): leave it NULL, or write whsec_ and the base64 of at least one byte.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+DROP TRIGGER tenants_validate ON reminderd.tenants;
+CREATE TRIGGER tenants_validate
+    BEFORE INSERT OR UPDATE OF id, callback_url, calendar, timezone, signing_secret, previous_signing_secret,
+                               earlier_signing_secret
+    ON reminderd.tenants
+    FOR EACH ROW EXECUTE FUNCTION reminderd.validate_tenant();
