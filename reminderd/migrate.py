@@ -93,7 +93,7 @@ async def refresh_reference_data(database_url: str) -> bool:
     from the user's cache when it has them (reminderd/reference_cache.py)."""
     # phonenumbers is imported for migrating only, not by the daemon
     from . import phones, reference_cache
-    from .schedule.calendars import known_calendars
+    from .schedule import known_calendars
 
     store = await Store.connect(database_url, max_size=1)
     try:

@@ -16,7 +16,7 @@ from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, SUPPORTED_
 from phonenumbers.tzdata import TIMEZONE_DATA
 
 from reminderd.phones import phone_timezone, versions
-from reminderd.schedule.calendars import known_calendars
+from reminderd.schedule import known_calendars
 
 pytestmark = pytest.mark.shared_database
 

@@ -18,7 +18,7 @@ import pytest
 from reminderd import copybinary, phones, reference_cache
 from reminderd.migrate import upgrade
 from reminderd.queries import QUERIES
-from reminderd.schedule.calendars import known_calendars
+from reminderd.schedule import known_calendars
 from reminderd.store import Store
 
 

@@ -14,8 +14,7 @@ from support import db_now, drain, fast_settings, inserted_before_the_outage, ro
 from reminderd.cli import main
 from reminderd.housekeeping import RecurringPlanner
 from reminderd.metrics import Metrics
-from reminderd.schedule import Holidays, Timing, first_occurrence, to_instant
-from reminderd.schedule.calendars import known_calendars
+from reminderd.schedule import Holidays, Timing, first_occurrence, known_calendars, to_instant
 from reminderd.schedule.cron import next_fire
 from reminderd.schedule.wallclock import wall
 from reminderd.store import Store
