@@ -110,11 +110,13 @@ def _well_formed(url: URL, raw: str) -> URL:
 
 
 def signature_header(job: Job, webhook_id: str, timestamp_s: int, body: bytes) -> str:
-    """One signature, or two space-separated while a rotated-out secret is still in its grace
-    period, so receivers holding either secret verify (Standard Webhooks allows several)."""
+    """One signature, or one more space-separated for each rotated-out secret still in its grace
+    period (two at most: rotate_secret), so receivers holding any of them verify (Standard Webhooks
+    allows several)."""
     signature = sign(job.signing_secret, webhook_id, timestamp_s, body)
-    if job.previous_signing_secret:
-        signature += " " + sign(job.previous_signing_secret, webhook_id, timestamp_s, body)
+    for old in (job.previous_signing_secret, job.earlier_signing_secret):
+        if old:
+            signature += " " + sign(old, webhook_id, timestamp_s, body)
     return signature
 
 

@@ -40,6 +40,7 @@ class Job:
     max_attempts: int | None
     signing_secret: str = field(repr=False)  # never printed
     previous_signing_secret: str | None = field(default=None, repr=False)  # during a rotation
+    earlier_signing_secret: str | None = field(default=None, repr=False)  # rotated again within a grace
     picked_at: datetime | None = None  # the claim's token: outcomes are recorded only for it
     lease_deadline: float = math.inf  # time.monotonic() when the lease runs out
     due_at: datetime | None = None  # the fire_at it was claimed at (a retry's or deferral's time)
@@ -74,6 +75,7 @@ class Job:
             max_attempts=row["max_attempts"],
             signing_secret=row["signing_secret"],
             previous_signing_secret=row["previous_signing_secret"],
+            earlier_signing_secret=row["earlier_signing_secret"],
             picked_at=row["picked_at"],
             lease_deadline=lease_deadline,
             due_at=row["fire_at"],

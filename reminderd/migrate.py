@@ -44,7 +44,7 @@ class Migrated:
 
 # The newest revision in migrations/versions/: the schema this code works with. The daemon refuses
 # to start on any other; tests/unit/test_migrate.py checks it against what Alembic reads there.
-HEAD_REVISION = "0034"
+HEAD_REVISION = "0035"
 
 
 def alembic_config(database_url: str) -> Config:
@@ -87,16 +87,24 @@ def upgrade(database_url: str, revision: str = HEAD) -> list[str]:
 
 
 async def refresh_reference_data(database_url: str) -> bool:
-    """Load the tables the database resolves timezones with (reminderd/phones.py), unless they were
-    built from the libraries installed here already; whether it loaded them. Their rows come from
-    the user's cache when it has them (reminderd/reference_cache.py)."""
+    """Load the tables the database resolves timezones with (reminderd/phones.py) and the holiday
+    calendars it checks a calendar against (reminderd.holiday_calendars), unless they were built
+    from the libraries installed here already; whether it loaded any. The phone tables' rows come
+    from the user's cache when it has them (reminderd/reference_cache.py)."""
     # phonenumbers is imported for migrating only, not by the daemon
     from . import phones, reference_cache
+    from .schedule import known_calendars
 
     store = await Store.connect(database_url, max_size=1)
     try:
-        if await store.reference_versions() == phones.versions():
-            return False
+        loaded = await store.reference_versions()
+        holidays_version, calendars = known_calendars()
+        refreshed = False
+        if loaded.get("holidays") != holidays_version and await store.has_holiday_calendars():
+            await store.load_holiday_calendars(holidays_version, calendars)
+            refreshed = True
+        if {source: loaded.get(source) for source in phones.versions()} == phones.versions():
+            return refreshed
         with reference_cache.collector_paused():
             try:
                 await store.load_reference_data(reference_cache.reference_data())

@@ -1097,6 +1097,19 @@ class Store:
             await connection.execute(QUERIES["record_reference_versions"], json.dumps(data.versions))
         await self._pool.execute(QUERIES["analyze_reference_tables"])
 
+    @_translating
+    async def has_holiday_calendars(self) -> bool:
+        """Whether the schema is recent enough to list holiday calendars (migration 0035)."""
+        found: bool = await self._pool.fetchval(QUERIES["has_holiday_calendars"])
+        return found
+
+    @_translating
+    async def load_holiday_calendars(self, version: str, codes: list[str]) -> None:
+        """Replace reminderd.holiday_calendars with `codes` (the holidays package's, at `version`)."""
+        async with self.transaction() as store:
+            await store._pool.execute(QUERIES["clear_holiday_calendars"])
+            await store._pool.execute(QUERIES["load_holiday_calendars"], codes, version)
+
     # The application's side (CLI) -----------------------------------------------------------
 
     @_translating

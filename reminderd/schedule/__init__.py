@@ -14,7 +14,7 @@ The rest of the package imports from here, never from the modules below:
 - waves: a broadcast's wall time read in each of its contacts' zones (`Waves`, `first_everywhere`, `span`)
 """
 
-from .calendars import Holidays, validate_calendar
+from .calendars import Holidays, known_calendars, validate_calendar
 from .cron import parse_cron, validate_cron
 from .human import UnknownPhrase, compile_phrase, describe
 from .preview import OffTheCalendar, PreviewEntry, preview
@@ -74,6 +74,7 @@ __all__ = [
     "following",
     "hold",
     "iso_utc",
+    "known_calendars",
     "load_iana_timezone",
     "load_timezone",
     "next_wall",

@@ -16,7 +16,7 @@ from datetime import date
 
 from .wallclock import InvalidSchedule
 
-__all__ = ["Holidays", "validate_calendar"]
+__all__ = ["Holidays", "known_calendars", "validate_calendar"]
 
 _CODE = re.compile(r"([A-Z]{2})(?:-([A-Z0-9]{1,10}))?")
 
@@ -25,6 +25,20 @@ def validate_calendar(code: str) -> None:
     """Raise InvalidSchedule unless `code` names a calendar: a country ("IN", "GB") or a
     country-subdivision ("US-CA") that the holidays package knows."""
     _country_and_subdivision(code)
+
+
+def known_calendars() -> tuple[str, list[str]]:
+    """The holidays package's version and every code validate_calendar accepts, sorted: each
+    country's ("IN") and each of its subdivisions' ("US-CA"). `reminderd migrate` loads them into
+    reminderd.holiday_calendars, so the database refuses another one before the daemon meets it."""
+    from importlib import metadata
+
+    import holidays
+
+    codes = [code for country, subdivisions in holidays.list_supported_countries().items()
+             for code in (country, *(f"{country}-{subdivision}" for subdivision in subdivisions))
+             if _CODE.fullmatch(code)]  # its three-letter aliases are no calendar column's shape
+    return metadata.version("holidays"), sorted(set(codes))
 
 
 @functools.lru_cache(maxsize=256)

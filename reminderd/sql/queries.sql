@@ -377,6 +377,8 @@ claimed AS (
               m.attempts, m.max_attempts, t.signing_secret,
               CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
                   AS previous_signing_secret,
+              CASE WHEN t.earlier_secret_expires_at > now() THEN t.earlier_signing_secret END
+                  AS earlier_signing_secret,
               m.picked_at, m.endpoint, c.was_held, c.endpoint_failures, c.circuit,
               coalesce(m.contact_id, m.recipient) AS recipient, m.category, m.contact_id, m.timezone_source,
               m.broadcast_id,
@@ -451,6 +453,8 @@ claimed AS (
               m.attempts, m.max_attempts, t.signing_secret,
               CASE WHEN t.previous_secret_expires_at > now() THEN t.previous_signing_secret END
                   AS previous_signing_secret,
+              CASE WHEN t.earlier_secret_expires_at > now() THEN t.earlier_signing_secret END
+                  AS earlier_signing_secret,
               m.picked_at, m.endpoint, c.was_held, 0 AS endpoint_failures, 'closed' AS circuit,
               coalesce(m.contact_id, m.recipient) AS recipient, m.category, m.contact_id, m.timezone_source,
               m.broadcast_id, t.frequency_cap_policy,
@@ -1088,6 +1092,25 @@ ON CONFLICT (source) DO UPDATE SET version = excluded.version, loaded_at = now()
 -- analyze_reference_tables --
 ANALYZE reminderd.phone_plans, reminderd.phone_regions, reminderd.phone_prefixes, reminderd.phone_timezones,
         reminderd.countries;
+
+-- has_holiday_calendars --
+-- Whether the schema has reminderd.holiday_calendars (migration 0035): a database migrated to an
+-- older revision has its phone tables loaded without it.
+SELECT to_regclass('reminderd.holiday_calendars') IS NOT NULL;
+
+-- clear_holiday_calendars --
+-- Reloading the holiday calendars (in one transaction with load_holiday_calendars).
+DELETE FROM reminderd.holiday_calendars;
+
+-- load_holiday_calendars --
+-- $1: the codes the installed holidays package knows (IN, US-CA), $2: its version.
+WITH added AS (
+    INSERT INTO reminderd.holiday_calendars (code, country, subdivision)
+    SELECT code, split_part(code, '-', 1), nullif(split_part(code, '-', 2), '')
+    FROM unnest($1::text[]) AS code
+)
+INSERT INTO reminderd.reference_versions (source, version) VALUES ('holidays', $2)
+ON CONFLICT (source) DO UPDATE SET version = excluded.version, loaded_at = now();
 
 -- upsert_contacts --
 -- $2: a JSON array of contacts (reminderd.upsert_contacts). How many were added or changed.

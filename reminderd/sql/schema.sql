@@ -99,7 +99,11 @@ CREATE TABLE reminderd.tenants (
     frequency_cap_policy       text NOT NULL DEFAULT 'defer'
                                CONSTRAINT frequency_cap_policy_is_known CHECK (frequency_cap_policy IN ('defer', 'skip')),
     -- host:port of callback_url, for the claim (computed once, on write).
-    callback_endpoint          text GENERATED ALWAYS AS (reminderd.endpoint_of(callback_url)) STORED
+    callback_endpoint          text GENERATED ALWAYS AS (reminderd.endpoint_of(callback_url)) STORED,
+    -- A second rotated-out secret (migration 0035): the one previous_signing_secret held when the
+    -- tenant was rotated again within its grace; it signs too until it expires (rotate_secret).
+    earlier_signing_secret     text,
+    earlier_secret_expires_at  timestamptz
 );
 COMMENT ON COLUMN reminderd.tenants.api_rate_limit IS
     'Requests per second each API key of the tenant may make (per reminderd serve process); '
@@ -434,6 +438,20 @@ CREATE TABLE reminderd.countries (
     name     text NOT NULL,
     timezone text
 );
+
+-- The holiday calendars the installed `holidays` package knows (migration 0035): every country
+-- code and country-subdivision code the daemon reads a `calendar` as (IN, GB, US-CA), loaded by
+-- `reminderd migrate` with the other reference data and reloaded when the package's version
+-- changes (its version is reference_versions' 'holidays'). A message, broadcast or tenant naming
+-- a calendar not listed here is refused (check_calendar_known); while the table is empty (never
+-- loaded) any calendar of the right shape is accepted and the daemon checks it.
+CREATE TABLE reminderd.holiday_calendars (
+    code        text PRIMARY KEY,  -- as a calendar column writes it: IN, US-CA
+    country     text NOT NULL,     -- IN, US
+    subdivision text               -- CA; NULL for the country's own
+);
+COMMENT ON TABLE reminderd.holiday_calendars IS
+    'The holiday calendar codes the installed holidays package knows; loaded by reminderd migrate.';
 
 -- A tenant's contacts. The database resolves each contact's zone from its timezone, phone and
 -- country (in that order) into resolved_timezone and timezone_source; NULL means the tenant's.
@@ -2702,7 +2720,13 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT secret ~ '^whsec_(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$'
 $$;
 
--- Secret rotation: a new secret now, the old one still signs for `grace`.
+-- Secret rotation: a new secret now, the old one still signs for `grace`. Rotating again within a
+-- grace (a rotation whose answer was lost, say) never cuts a secret's grace short: the one still in
+-- its grace moves to earlier_signing_secret and keeps signing until its own expiry, so receivers
+-- that know only the secret before the lost one keep verifying (migration 0035). Two rotated-out
+-- secrets are kept: at a third rotation within a grace, the oldest still in its grace and the one
+-- being replaced are kept, the one between them dropped. No old secret signs beyond this
+-- rotation's grace: grace 0 (a leaked secret) retires every old one at once.
 CREATE FUNCTION reminderd.rotate_secret(tenant_id text, grace interval DEFAULT '24 hours') RETURNS text
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -2710,11 +2734,23 @@ DECLARE
     fresh text := reminderd.generate_secret();
 BEGIN
     PERFORM reminderd.check_tenant(rotate_secret.tenant_id);
-    UPDATE reminderd.tenants  -- a secret nothing can sign with (written before 0025) is not kept
-    SET previous_signing_secret = CASE WHEN reminderd.is_signing_secret(signing_secret) THEN signing_secret END,
+    UPDATE reminderd.tenants t  -- a secret nothing can sign with (written before 0025) is not kept
+    SET earlier_signing_secret = CASE WHEN kept.secret IS NOT NULL AND kept.until > now() THEN kept.secret END,
+        earlier_secret_expires_at = CASE WHEN kept.secret IS NOT NULL AND kept.until > now() THEN kept.until END,
+        previous_signing_secret = CASE WHEN reminderd.is_signing_secret(t.signing_secret) THEN t.signing_secret END,
         previous_secret_expires_at = now() + rotate_secret.grace,
         signing_secret = fresh
-    WHERE id = rotate_secret.tenant_id;
+    FROM (SELECT o.id, coalesce(earlier.secret, previous.secret) AS secret,
+                 least(coalesce(earlier.until, previous.until), now() + rotate_secret.grace) AS until
+          FROM reminderd.tenants o
+          LEFT JOIN LATERAL (SELECT o.earlier_signing_secret AS secret, o.earlier_secret_expires_at AS until
+                             WHERE o.earlier_secret_expires_at > now()
+                               AND reminderd.is_signing_secret(o.earlier_signing_secret)) AS earlier ON true
+          LEFT JOIN LATERAL (SELECT o.previous_signing_secret AS secret, o.previous_secret_expires_at AS until
+                             WHERE o.previous_secret_expires_at > now()
+                               AND reminderd.is_signing_secret(o.previous_signing_secret)) AS previous ON true
+          WHERE o.id = rotate_secret.tenant_id) AS kept
+    WHERE t.id = rotate_secret.tenant_id AND kept.id = t.id;
     RETURN fresh;
 END
 $$;
@@ -3521,6 +3557,75 @@ BEGIN
         RAISE EXCEPTION 'the previous_signing_secret of tenant "%" is not whsec_ followed by base64', NEW.id
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'It is the secret a rotation replaced (reminderd.rotate_secret sets it): leave it NULL, or write whsec_ and the base64 of at least one byte.';
+    END IF;
+    IF NOT reminderd.is_signing_secret(NEW.earlier_signing_secret)
+       AND NEW.earlier_signing_secret IS DISTINCT FROM OLD.earlier_signing_secret THEN
+        RAISE EXCEPTION 'the earlier_signing_secret of tenant "%" is not whsec_ followed by base64', NEW.id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It is the secret an earlier rotation replaced, kept by another within its grace (reminderd.rotate_secret sets it): leave it NULL, or write whsec_ and the base64 of at least one byte.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- Refuse a calendar the installed `holidays` package does not know (migration 0035), when a
+-- message (not a broadcast's: its broadcast was checked), a broadcast or a tenant is written with
+-- one, or changes to one: 23514 with the constraint name TG_ARGV[0], in the daemon's words
+-- (reminderd/schedule/calendars.py), so that no row is accepted only to be dead-lettered when it
+-- fires. Rows without a calendar never call it (the triggers' WHEN), one with a known calendar
+-- pays one index lookup. A calendar of the wrong shape is left to its format check; while
+-- holiday_calendars is empty (never loaded) every calendar is accepted, as before 0035.
+CREATE FUNCTION reminderd.check_calendar_known() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    wanted   text := split_part(NEW.calendar, '-', 1);
+    row_json jsonb;
+    subject  text;
+BEGIN
+    IF NEW.calendar !~ '^[A-Z]{2}(-[A-Z0-9]{1,10})?$'
+       OR EXISTS (SELECT FROM reminderd.holiday_calendars c WHERE c.code = NEW.calendar)
+       OR NOT EXISTS (SELECT FROM reminderd.holiday_calendars) THEN
+        RETURN NEW;
+    END IF;
+    row_json := to_jsonb(NEW);
+    subject := CASE TG_TABLE_NAME
+        WHEN 'scheduled_messages' THEN format('message %s / %s', row_json->>'tenant_id', row_json->>'ref_id')
+        WHEN 'broadcast_requests' THEN format('broadcast "%s" of tenant "%s"', row_json->>'ref_prefix',
+                                              row_json->>'tenant_id')
+        ELSE format('tenant "%s"', row_json->>'id') END;
+    RAISE EXCEPTION 'unknown holiday calendar "%" of %: %', NEW.calendar, subject,
+        CASE WHEN NOT EXISTS (SELECT FROM reminderd.holiday_calendars c WHERE c.country = wanted)
+             THEN format('no public holidays known for country %s', wanted)
+             ELSE format('%s has no subdivision %s', wanted, substr(NEW.calendar, 4)) END
+        USING ERRCODE = 'check_violation', CONSTRAINT = TG_ARGV[0],
+              HINT = format('The holidays package %s (loaded by reminderd migrate) knows %s calendars; see them: '
+                            'SELECT code FROM reminderd.holiday_calendars WHERE country = %L; NULL means no '
+                            'public holidays.',
+                            (SELECT v.version FROM reminderd.reference_versions v WHERE v.source = 'holidays'),
+                            (SELECT count(*) FROM reminderd.holiday_calendars), wanted);
+END
+$$;
+
+-- Refuse an ordinary message (not a broadcast's) whose ref is the completion callback's of one of
+-- its tenant's broadcasts with notify (migration 0035): prefix#completed, or
+-- prefix#completed#YYYYMMDDTHHMM for a recurring one's wave. Taken by the tenant's own row, that
+-- wave would complete without its callback (complete_broadcasts). Only refs containing
+-- '#completed' call it (the triggers' WHEN); a ref_prefix has no '#', so the prefix is what comes
+-- before the first one. 23514, constraint completion_ref_reserved. A message written before its
+-- broadcast still takes the ref: then the wave completes without its callback, saying why.
+CREATE FUNCTION reminderd.check_completion_ref() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    prefix text := split_part(NEW.ref_id, '#', 1);
+BEGIN
+    IF NEW.ref_id ~ '^[^#]+#completed(#[0-9]{8}T[0-9]{4})?$'
+       AND EXISTS (SELECT FROM reminderd.broadcast_requests r
+                   WHERE r.tenant_id = NEW.tenant_id AND r.ref_prefix = prefix AND r.notify) THEN
+        RAISE EXCEPTION 'ref "%" of message % / % is the broadcast.completed callback''s of broadcast "%"',
+            NEW.ref_id, NEW.tenant_id, NEW.ref_id, prefix
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'completion_ref_reserved',
+                  HINT = format('reminderd writes it when each wave of broadcast "%s" ends (notify => true): '
+                                'give this message another ref.', prefix);
     END IF;
     RETURN NEW;
 END
@@ -6321,7 +6426,8 @@ CREATE TRIGGER scheduled_messages_notify_update
 -- Triggers on tenants, tenant_holidays and contacts, and the broadcast counts ----------------------
 -- A tenant and a tenant's day off are checked with sentences before their constraints are.
 CREATE TRIGGER tenants_validate
-    BEFORE INSERT OR UPDATE OF id, callback_url, calendar, timezone, signing_secret, previous_signing_secret
+    BEFORE INSERT OR UPDATE OF id, callback_url, calendar, timezone, signing_secret, previous_signing_secret,
+                               earlier_signing_secret
     ON reminderd.tenants
     FOR EACH ROW EXECUTE FUNCTION reminderd.validate_tenant();
 CREATE TRIGGER tenant_holidays_validate
@@ -6333,6 +6439,42 @@ CREATE TRIGGER broadcast_requests_validate
                                until, stage_ahead
     ON reminderd.broadcast_requests
     FOR EACH ROW EXECUTE FUNCTION reminderd.validate_broadcast_request();
+-- A calendar the holidays package does not know (migration 0035): only rows with one pay.
+CREATE TRIGGER scheduled_messages_calendar_known_insert
+    BEFORE INSERT ON reminderd.scheduled_messages
+    FOR EACH ROW WHEN (NEW.calendar IS NOT NULL AND NEW.broadcast_id IS NULL)
+    EXECUTE FUNCTION reminderd.check_calendar_known('calendar_known');
+CREATE TRIGGER scheduled_messages_calendar_known_update
+    BEFORE UPDATE OF calendar ON reminderd.scheduled_messages
+    FOR EACH ROW WHEN (NEW.calendar IS DISTINCT FROM OLD.calendar AND NEW.calendar IS NOT NULL)
+    EXECUTE FUNCTION reminderd.check_calendar_known('calendar_known');
+CREATE TRIGGER tenants_calendar_known_insert
+    BEFORE INSERT ON reminderd.tenants
+    FOR EACH ROW WHEN (NEW.calendar IS NOT NULL)
+    EXECUTE FUNCTION reminderd.check_calendar_known('tenant_calendar_known');
+CREATE TRIGGER tenants_calendar_known_update
+    BEFORE UPDATE OF calendar ON reminderd.tenants
+    FOR EACH ROW WHEN (NEW.calendar IS DISTINCT FROM OLD.calendar AND NEW.calendar IS NOT NULL)
+    EXECUTE FUNCTION reminderd.check_calendar_known('tenant_calendar_known');
+CREATE TRIGGER broadcast_requests_calendar_known_insert
+    BEFORE INSERT ON reminderd.broadcast_requests
+    FOR EACH ROW WHEN (NEW.calendar IS NOT NULL)
+    EXECUTE FUNCTION reminderd.check_calendar_known('broadcast_calendar_known');
+CREATE TRIGGER broadcast_requests_calendar_known_update
+    BEFORE UPDATE OF calendar ON reminderd.broadcast_requests
+    FOR EACH ROW WHEN (NEW.calendar IS DISTINCT FROM OLD.calendar AND NEW.calendar IS NOT NULL)
+    EXECUTE FUNCTION reminderd.check_calendar_known('broadcast_calendar_known');
+-- An ordinary message taking a broadcast's completion ref (migration 0035): only refs with
+-- '#completed' in them pay.
+CREATE TRIGGER scheduled_messages_completion_ref_insert
+    BEFORE INSERT ON reminderd.scheduled_messages
+    FOR EACH ROW WHEN (NEW.broadcast_id IS NULL AND NEW.ref_id LIKE '%#completed%')
+    EXECUTE FUNCTION reminderd.check_completion_ref();
+CREATE TRIGGER scheduled_messages_completion_ref_update
+    BEFORE UPDATE OF ref_id, tenant_id ON reminderd.scheduled_messages
+    FOR EACH ROW WHEN (NEW.broadcast_id IS NULL AND NEW.ref_id LIKE '%#completed%'
+                       AND (NEW.ref_id IS DISTINCT FROM OLD.ref_id OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id))
+    EXECUTE FUNCTION reminderd.check_completion_ref();
 CREATE TRIGGER contacts_resolve
     BEFORE INSERT OR UPDATE OF timezone, phone, country ON reminderd.contacts
     FOR EACH ROW WHEN (current_setting('reminderd.contacts_resolved', true) IS DISTINCT FROM 'on')
@@ -7055,3 +7197,6 @@ GRANT EXECUTE ON FUNCTION
     reminderd.add_tenant_budget(),
     reminderd.hold_for_disabled_endpoint()
 TO reminderd_api;
+
+-- The holiday calendars (migration 0035): read by every role whose writes check a calendar.
+GRANT SELECT ON reminderd.holiday_calendars TO reminderd_app, reminderd_readonly, reminderd_daemon, reminderd_api;

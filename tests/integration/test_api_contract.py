@@ -279,6 +279,32 @@ async def test_a_rotation_s_secret_is_never_stored_nor_replayed(
     assert other.status == 422 and other.json["type"] == "urn:reminderd:problem:idempotency-mismatch"
 
 
+async def test_rotating_again_after_a_shown_once_answer_keeps_the_original_secret_signing(
+    http: ApiClient, keys: tuple[str, str], db: asyncpg.Connection
+) -> None:
+    """The 409 secret-shown-once says to rotate again: doing so keeps the secret the receivers know
+    (the one before the lost rotation) signing until its own grace ends (migration 0035)."""
+    acme, _ = keys
+    original = await db.fetchval("SELECT signing_secret FROM reminderd.tenants WHERE id = 'acme'")
+    headers = {"Idempotency-Key": "rot-lost"}
+    lost = await http.call("POST", "/v1/tenant/rotate-secret", acme, json={"grace": "1h"}, headers=headers)
+    assert lost.status == 200, lost.body  # and its answer never reached the caller
+    first_grace = await db.fetchval(
+        "SELECT previous_secret_expires_at FROM reminderd.tenants WHERE id = 'acme'")
+    again = await http.call("POST", "/v1/tenant/rotate-secret", acme, json={"grace": "1h"}, headers=headers)
+    assert again.status == 409 and again.json["type"] == "urn:reminderd:problem:secret-shown-once"
+    second = await http.call("POST", "/v1/tenant/rotate-secret", acme, json={"grace": "2h"})
+    assert second.status == 200, second.body
+    row = await db.fetchrow("SELECT signing_secret, previous_signing_secret, previous_secret_expires_at,"
+                            " earlier_signing_secret, earlier_secret_expires_at FROM reminderd.tenants"
+                            " WHERE id = 'acme'")
+    assert row["signing_secret"] == second.json["secret"]
+    assert row["previous_signing_secret"] == lost.json["secret"]
+    assert (row["earlier_signing_secret"], row["earlier_secret_expires_at"]) == (original, first_grace)
+    until = datetime.fromisoformat(second.json["previous_secret_valid_until"])
+    assert until == row["previous_secret_expires_at"]
+
+
 async def test_a_concurrent_duplicate_in_flight_is_a_409(
     http: ApiClient, keys: tuple[str, str], db: asyncpg.Connection, database_url: str
 ) -> None:

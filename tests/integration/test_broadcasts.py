@@ -916,6 +916,8 @@ async def test_a_wave_whose_callback_meets_a_passing_error_waits_for_the_next_ro
     try:
         holding = other.transaction()
         await holding.start()  # a live bf#completed not yet committed: the callback's insert waits on it
+        # (written with triggers off: an ordinary row may no longer take the ref, migration 0035)
+        await other.execute("SET session_replication_role = replica")
         await other.execute("SELECT reminderd.schedule('acme', 'bf#completed', now() + interval '1 day')")
         await db.execute("SET lock_timeout = '200ms'")
         with pytest.raises(asyncpg.PostgresError) as passing:
@@ -931,6 +933,41 @@ async def test_a_wave_whose_callback_meets_a_passing_error_waits_for_the_next_ro
     assert len(completed) == 1 and completed[0]["message_id"] is not None
     assert await db.fetchval("SELECT ref_id FROM reminderd.scheduled_messages WHERE id = $1",
                              completed[0]["message_id"]) == "bf#completed"
+
+
+async def test_an_ordinary_message_cannot_take_a_broadcasts_completion_ref(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    """Once broadcast bf (notify) exists, acme's own rows cannot take bf#completed (or a recurring
+    wave's bf#completed#…) by schedule(), INSERT or UPDATE, so its wave keeps its callback; other
+    refs with #completed, other tenants and broadcasts without notify are not concerned."""
+    await add_tenant(db, "globex")
+    await db.execute("""SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "u1"}]')""")
+    mine = await broadcast(db, "'bf', $1, contact_ids => ARRAY['u1'], notify => true", days_ahead(3))
+    await broadcast(db, "'quiet', $1, contact_ids => ARRAY['u1']", days_ahead(3))
+    await db.execute("SELECT reminderd.schedule('acme', 'own', now() + interval '1 day')")
+    for statement in (
+        "SELECT reminderd.schedule('acme', 'bf#completed', now() + interval '1 day')",
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at)"
+        " VALUES ('acme', 'bf#completed#20371127T0900', now() + interval '1 day')",
+        "UPDATE reminderd.scheduled_messages SET ref_id = 'bf#completed' WHERE ref_id = 'own'",
+    ):
+        with pytest.raises(asyncpg.CheckViolationError) as refused:
+            await db.execute(statement)
+        assert refused.value.constraint_name == "completion_ref_reserved"
+        assert refused.value.message.startswith('ref "bf#completed')
+        assert refused.value.message.endswith('is the broadcast.completed callback\'s of broadcast "bf"')
+        assert refused.value.hint.endswith("give this message another ref.")
+    for tenant, ref in (("globex", "bf#completed"), ("acme", "quiet#completed"), ("acme", "bf#completed-x"),
+                        ("acme", "bf#completedness"), ("acme", "x#bf#completed")):
+        await db.execute("SELECT reminderd.schedule($1, $2, now() + interval '1 day')", tenant, ref)
+
+    await db.execute("SELECT reminderd.cancel_broadcast('acme', $1)", mine)
+    assert await BroadcastCompleter(store).run_once() == 1  # bf's wave; quiet is still waiting
+    completion = await db.fetchval("SELECT completion_message_id FROM reminderd.broadcast_occurrences"
+                                   " WHERE broadcast_id = $1", mine)
+    assert await db.fetchval("SELECT ref_id FROM reminderd.scheduled_messages WHERE id = $1",
+                             completion) == "bf#completed"
 
 
 async def test_a_paused_tenants_completion_callback_is_created_paused(

@@ -497,6 +497,7 @@ async def test_signing_secrets_are_hidden_from_app_and_readonly_roles(
     store: Store, roles: Roles, two_tenants: TwoTenants
 ) -> None:
     await store.rotate_secret("acme", 3600)  # so previous_signing_secret holds a secret too
+    await store.rotate_secret("acme", 3600)  # and earlier_signing_secret (migration 0035)
     readonly = await roles.connect(await roles.create("dba_ro", "reminderd_readonly"))
     daemon = await roles.connect(await roles.create("daemon", "reminderd_daemon"))
 
@@ -504,6 +505,7 @@ async def test_signing_secrets_are_hidden_from_app_and_readonly_roles(
         for query in (
             "SELECT signing_secret FROM reminderd.tenants",
             "SELECT previous_signing_secret FROM reminderd.tenants",
+            "SELECT earlier_signing_secret FROM reminderd.tenants",
             "SELECT * FROM reminderd.tenants",
             "SELECT t FROM reminderd.tenants t",
             "SELECT id FROM reminderd.tenants WHERE signing_secret LIKE 'whsec_%'",
@@ -671,6 +673,57 @@ async def test_rotation_signs_with_both_secrets_during_the_grace_period_then_onl
         with pytest.raises(WebhookVerificationError):
             Webhook(stale).verify(after.body, after.headers)
     assert time.time() - after.received_at < 60
+
+
+async def test_rotating_again_after_a_lost_answer_keeps_the_original_secret_signing_until_its_grace_ends(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    """The first rotation's answer was lost, so its secret was never deployed: rotating again must
+    not end the original's grace (migration 0035). Receivers that know only the original, only
+    the lost one or only the newest verify every callback until the grace each one was given ends."""
+    lost = await db.fetchval("SELECT reminderd.rotate_secret('acme', interval '1 hour')")  # the answer lost
+    first_grace = await db.fetchval(
+        "SELECT previous_secret_expires_at FROM reminderd.tenants WHERE id = 'acme'")
+    code, out, err = await run_cli(database_url, "tenant", "rotate-secret", "acme", "--grace", "2h")
+    assert code == 0, err
+    newest = out.strip().splitlines()[-1]
+    row = await db.fetchrow("SELECT earlier_signing_secret, earlier_secret_expires_at, previous_signing_secret,"
+                            " previous_secret_expires_at - now() AS grace"
+                            " FROM reminderd.tenants WHERE id = 'acme'")
+    assert (row["earlier_signing_secret"], row["previous_signing_secret"]) == (TEST_SECRET, lost)
+    assert row["earlier_secret_expires_at"] == first_grace  # not cut short, nor lengthened
+    assert 7190 < row["grace"].total_seconds() <= 7200
+
+    await db.execute("SELECT reminderd.schedule('acme', 'twice-rotated', now())")
+    await drain(fast_settings(database_url))
+    (during,) = receiver.by_ref()["twice-rotated"]
+    assert len(during.signature.split(" ")) == 3
+    for secret in (TEST_SECRET, lost, newest):
+        assert Webhook(secret).verify(during.body, during.headers)["ref_id"] == "twice-rotated"
+
+    # A third rotation within the graces keeps the oldest (the original) and the one it replaces.
+    third = await db.fetchval("SELECT reminderd.rotate_secret('acme', interval '1 hour')")
+    row = await db.fetchrow("SELECT earlier_signing_secret, earlier_secret_expires_at, previous_signing_secret"
+                            " FROM reminderd.tenants WHERE id = 'acme'")
+    assert tuple(row) == (TEST_SECRET, first_grace, newest)
+    await db.execute("SELECT reminderd.schedule('acme', 'thrice-rotated', now())")
+    await drain(fast_settings(database_url))
+    (thrice,) = receiver.by_ref()["thrice-rotated"]
+    for secret in (TEST_SECRET, newest, third):
+        assert Webhook(secret).verify(thrice.body, thrice.headers)["ref_id"] == "thrice-rotated"
+    with pytest.raises(WebhookVerificationError):
+        Webhook(lost).verify(thrice.body, thrice.headers)
+
+    # Grace 0 (a leaked secret): every old one stops signing at once.
+    leaked = await db.fetchval("SELECT reminderd.rotate_secret('acme', interval '0')")
+    await db.execute("SELECT reminderd.schedule('acme', 'after-leak', now())")
+    await drain(fast_settings(database_url))
+    (after,) = receiver.by_ref()["after-leak"]
+    assert len(after.signature.split(" ")) == 1
+    assert Webhook(leaked).verify(after.body, after.headers)["ref_id"] == "after-leak"
+    for stale in (TEST_SECRET, lost, newest, third):
+        with pytest.raises(WebhookVerificationError):
+            Webhook(stale).verify(after.body, after.headers)
 
 
 # Values that point into another tenant's data (migration 0023) -------------------------------------

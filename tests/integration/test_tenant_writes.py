@@ -73,7 +73,7 @@ async def test_the_database_and_signing_py_refuse_the_same_secrets_and_the_daemo
     assert await db.fetchval("SELECT reminderd.is_signing_secret(NULL)") is None
 
 
-@pytest.mark.parametrize("column", ["signing_secret", "previous_signing_secret"])
+@pytest.mark.parametrize("column", ["signing_secret", "previous_signing_secret", "earlier_signing_secret"])
 async def test_a_bad_secret_is_refused_in_one_line_without_its_value(
     db: asyncpg.Connection, column: str
 ) -> None:
@@ -156,5 +156,36 @@ async def test_0025_keeps_bad_secrets_written_before_names_them_and_their_messag
         await db.execute("SELECT reminderd.schedule('acme', 'signable', now())")
         await drain(fast_settings(empty_database_url))
         assert [item.message["ref_id"] for item in receiver.received] == ["signable"]
+    finally:
+        await db.close()
+
+
+async def test_0035_upgrades_a_database_mid_rotation_and_keeps_what_it_now_refuses(
+    empty_database_url: str,
+) -> None:
+    """Written under 0034: a tenant in a rotation's grace, a message with a calendar the holidays
+    package does not know. After 0035 rotating again keeps the original secret signing, and the
+    message stays as it was, changeable otherwise; a new such calendar is refused."""
+    await asyncio.to_thread(upgrade, empty_database_url, "0034")
+    db = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(db, "acme", CALLBACK)
+        original = await db.fetchval("SELECT signing_secret FROM reminderd.tenants WHERE id = 'acme'")
+        lost = await db.fetchval("SELECT reminderd.rotate_secret('acme', interval '1 hour')")
+        await db.execute("SELECT reminderd.schedule('acme', 'zz', now() + interval '1 day', calendar => 'ZZ')")
+
+        await asyncio.to_thread(upgrade, empty_database_url)
+
+        newest = await db.fetchval("SELECT reminderd.rotate_secret('acme', interval '1 hour')")
+        row = await db.fetchrow("SELECT signing_secret, previous_signing_secret, earlier_signing_secret"
+                                " FROM reminderd.tenants WHERE id = 'acme'")
+        assert tuple(row) == (newest, lost, original)
+        await db.execute("UPDATE reminderd.scheduled_messages SET payload = '{\"n\": 1}' WHERE ref_id = 'zz'")
+        kept = "SELECT calendar FROM reminderd.scheduled_messages WHERE ref_id = 'zz'"
+        assert await db.fetchval(kept) == "ZZ"
+        with pytest.raises(asyncpg.CheckViolationError) as refused:
+            await db.execute("SELECT reminderd.schedule('acme', 'zz2', now() + interval '1 day',"
+                             " calendar => 'ZZ')")
+        assert refused.value.constraint_name == "calendar_known"
     finally:
         await db.close()

@@ -14,7 +14,7 @@ from support import db_now, drain, fast_settings, inserted_before_the_outage, ro
 from reminderd.cli import main
 from reminderd.housekeeping import RecurringPlanner
 from reminderd.metrics import Metrics
-from reminderd.schedule import Holidays, Timing, first_occurrence, to_instant
+from reminderd.schedule import Holidays, Timing, first_occurrence, known_calendars, to_instant
 from reminderd.schedule.cron import next_fire
 from reminderd.schedule.wallclock import wall
 from reminderd.store import Store
@@ -194,6 +194,9 @@ async def test_holidays_move_a_one_off_and_skip_a_recurring_occurrence(
 async def test_an_unknown_calendar_dead_letters_the_row_with_its_reason(
     database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
 ) -> None:
+    # A database whose holiday calendars were never loaded (migration 0035) accepts it; the daemon
+    # then refuses it when it fires.
+    await db.execute("DELETE FROM reminderd.holiday_calendars")
     await db.execute(
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, calendar) "
         "VALUES ('acme', 'nowhere', now(), 'XX')"
@@ -207,12 +210,71 @@ async def test_an_unknown_calendar_dead_letters_the_row_with_its_reason(
 async def test_a_typo_in_the_tenants_calendar_does_not_dead_letter_its_messages(
     database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
 ) -> None:
+    await db.execute("DELETE FROM reminderd.holiday_calendars")  # never loaded: the database cannot tell
     await db.execute("UPDATE reminderd.tenants SET calendar = 'XX'")
     await db.execute(
         "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at) VALUES ('acme', 'a', now())"
     )
     await drain(fast_settings(database_url))
     await ended_in(db, "a", "sent")
+
+
+UNKNOWN_CALENDAR = 'unknown holiday calendar "{}" of {}: {}'
+NO_COUNTRY = "no public holidays known for country ZZ"
+
+
+async def test_a_calendar_the_holidays_package_does_not_know_is_refused_when_written(
+    db: asyncpg.Connection, tenant: str
+) -> None:
+    """Never a dead-on-arrival row: schedule(), a plain INSERT or UPDATE, a tenant's calendar and a
+    broadcast's are refused a calendar reminderd migrate did not load (migration 0035)."""
+    version, codes = known_calendars()
+    assert await db.fetchval("SELECT array_agg(code ORDER BY code) FROM reminderd.holiday_calendars") == codes
+    assert await db.fetchval(
+        "SELECT version FROM reminderd.reference_versions WHERE source = 'holidays'") == version
+    assert {"IN", "GB", "US", "US-CA"} <= set(codes) and "ZZ" not in codes
+
+    in_a_day = "now() + interval '1 day'"
+    refused = [
+        (f"SELECT reminderd.schedule('acme', 'zz', {in_a_day}, calendar => 'ZZ')",
+         "calendar_known", UNKNOWN_CALENDAR.format("ZZ", "message acme / zz", NO_COUNTRY)),
+        ("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, calendar) "
+         f"VALUES ('acme', 'us-zz', {in_a_day}, 'US-ZZ')", "calendar_known",
+         UNKNOWN_CALENDAR.format("US-ZZ", "message acme / us-zz", "US has no subdivision ZZ")),
+        ("UPDATE reminderd.scheduled_messages SET calendar = 'ZZ' WHERE ref_id = 'fine'",
+         "calendar_known", UNKNOWN_CALENDAR.format("ZZ", "message acme / fine", NO_COUNTRY)),
+        ("UPDATE reminderd.tenants SET calendar = 'ZZ' WHERE id = 'acme'",
+         "tenant_calendar_known", UNKNOWN_CALENDAR.format("ZZ", 'tenant "acme"', NO_COUNTRY)),
+        ("SELECT reminderd.schedule_cron('acme', 'daily', '0 9 * * *', 'UTC', calendar => 'GB-ZZZ')",
+         "calendar_known",
+         UNKNOWN_CALENDAR.format("GB-ZZZ", "message acme / daily", "GB has no subdivision ZZZ")),
+    ]
+    await db.execute(f"SELECT reminderd.schedule('acme', 'fine', {in_a_day}, calendar => 'US-CA')")
+    for statement, constraint, message in refused:
+        with pytest.raises(asyncpg.CheckViolationError) as caught:
+            await db.execute(statement)
+        assert (caught.value.constraint_name, caught.value.message) == (constraint, message)
+        assert caught.value.sqlstate == "23514"
+        assert caught.value.hint.startswith(
+            f"The holidays package {version} (loaded by reminderd migrate) knows {len(codes)} calendars;"
+            " see them: SELECT code FROM reminderd.holiday_calendars WHERE country = ")
+        assert caught.value.detail is None
+    fine = "SELECT calendar FROM reminderd.scheduled_messages WHERE ref_id = 'fine'"
+    assert await db.fetchval(fine) == "US-CA"
+    assert await db.fetchval("SELECT calendar FROM reminderd.tenants WHERE id = 'acme'") is None
+
+    # Known codes pass; a row keeping a calendar a newer package dropped is not checked again until
+    # the calendar itself changes.
+    await db.execute("UPDATE reminderd.tenants SET calendar = 'IN' WHERE id = 'acme'")
+    await db.execute("DELETE FROM reminderd.holiday_calendars WHERE code = 'US-CA'")
+    await db.execute("UPDATE reminderd.scheduled_messages SET payload = '{\"n\": 1}' WHERE ref_id = 'fine'")
+    await db.execute("UPDATE reminderd.scheduled_messages SET calendar = 'US-CA' WHERE ref_id = 'fine'")
+    await db.execute("UPDATE reminderd.scheduled_messages SET calendar = NULL WHERE ref_id = 'fine'")
+    with pytest.raises(asyncpg.CheckViolationError, match="US has no subdivision CA"):
+        await db.execute("UPDATE reminderd.scheduled_messages SET calendar = 'US-CA' WHERE ref_id = 'fine'")
+    with pytest.raises(asyncpg.CheckViolationError) as caught:  # a bad shape: its format check says so
+        await db.execute("UPDATE reminderd.tenants SET calendar = 'india' WHERE id = 'acme'")
+    assert caught.value.constraint_name == "tenant_calendar_format"
 
 
 async def test_calendar_codes_are_checked_for_shape_on_insert(db: asyncpg.Connection, tenant: str) -> None:
