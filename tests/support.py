@@ -152,6 +152,16 @@ async def db_now(db: asyncpg.Connection) -> datetime:
     return now
 
 
+def scans_of(node: dict[str, Any], relation: str) -> list[str]:
+    """How `relation` is read in a JSON plan: the index of each scan of it, or the scan's type."""
+    found = []
+    if node.get("Relation Name") == relation and "Scan" in node.get("Node Type", ""):
+        found.append(node.get("Index Name") or node["Node Type"])
+    for child in node.get("Plans", []):
+        found += scans_of(child, relation)
+    return found
+
+
 def near(actual: datetime | None, expected: datetime) -> bool:
     return actual is not None and abs(actual - expected) < TOLERANCE
 

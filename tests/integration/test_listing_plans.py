@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from support import scans_of
 
 from reminderd.queries import QUERIES
 from reminderd.testing import add_tenant
@@ -46,16 +47,6 @@ async def plan_scans(db: asyncpg.Connection, query: str, *arguments: Any) -> dic
             [document] = json.loads(await db.fetchval(f"EXPLAIN (FORMAT JSON) {query}", *arguments))
         scans[mode] = scans_of(document["Plan"], "scheduled_messages")
     return scans
-
-
-def scans_of(node: dict[str, Any], relation: str) -> list[str]:
-    """How `relation` is read in a JSON plan: the index of each scan of it, or the scan's type."""
-    found = []
-    if node.get("Relation Name") == relation and "Scan" in node.get("Node Type", ""):
-        found.append(node.get("Index Name") or node["Node Type"])
-    for child in node.get("Plans", []):
-        found += scans_of(child, relation)
-    return found
 
 
 async def test_newest_first_reads_each_status_from_the_tenant_status_index(db: asyncpg.Connection) -> None:

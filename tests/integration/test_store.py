@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from support import CALLBACK, LOOKBACK_S, db_now, fast_settings, near, row_by_id, row_by_ref
+from support import CALLBACK, LOOKBACK_S, db_now, fast_settings, near, row_by_id, row_by_ref, scans_of
 
 from reminderd.arguments import Recurrence, ScheduleRequest
 from reminderd.daemon import connect_with_retry
@@ -530,16 +530,6 @@ async def test_recording_looks_rows_up_by_id_whatever_the_statistics_say(
     await store.record_outcomes([delivered(job) for job in jobs])
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'sent'") == 1000
     assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 1000
-
-
-def scans_of(node: dict[str, Any], relation: str) -> list[str]:
-    """How `relation` is read in a JSON plan: the index of each scan of it, or the scan's type."""
-    found = []
-    if node.get("Relation Name") == relation and "Scan" in node.get("Node Type", ""):
-        found.append(node.get("Index Name") or node["Node Type"])
-    for child in node.get("Plans", []):
-        found += scans_of(child, relation)
-    return found
 
 
 # release ----------------------------------------------------------------------------------------
