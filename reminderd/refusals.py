@@ -105,6 +105,7 @@ CONSTRAINTS: dict[str, str] = {
     "phone_prefixes_pkey": "the phone prefix {value} is already loaded",
     "phone_timezones_pkey": "the zones of phone prefix {value} are already loaded",
     "countries_pkey": 'the country "{value}" is already loaded',
+    "holiday_calendars_pkey": 'the holiday calendar "{value}" is already loaded',
     # contacts and audiences
     "contacts_pkey": 'contact "{value}" already exists: reminderd.upsert_contacts changes it',
     "contacts_tenant_id_fkey": 'unknown tenant "{value}"',
@@ -126,7 +127,6 @@ CONSTRAINTS: dict[str, str] = {
         "an audience's name is letters, digits and _ . : -, starting with a letter or digit, at most 128"
     ),
     "audience_members_pkey": 'contact "{value}" is already in that audience',
-    "audience_members_counted": "an audience's member count is not negative (a trigger keeps it)",
     "audience_members_tenant_id_audience_fkey": (
         'unknown audience "{value}": reminderd.add_to_audience creates it'
     ),
