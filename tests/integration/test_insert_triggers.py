@@ -122,8 +122,9 @@ async def test_a_broadcast_row_skips_the_arrival_the_tenant_hold_and_the_validat
 
 
 async def test_an_insert_runs_one_row_trigger_and_two_statement_triggers(db: asyncpg.Connection) -> None:
-    """Besides admit_message, a row pays only the WHENs of refuse_pick (a row inserted as picked)
-    and refuse_out_of_range (a time or counter the daemon cannot read, 0033); a statement records
+    """Besides admit_message, a row pays only the WHENs of refuse_pick (a row inserted as picked),
+    refuse_out_of_range (a time or counter the daemon cannot read, 0033), check_calendar_known (a
+    row with a calendar) and check_completion_ref (a ref with #completed, 0035); a statement records
     its events as the caller, and counts and checks ids as the owner (0023)."""
     triggers = await db.fetch(
         "SELECT tgname, tgtype & 1 = 1 AS per_row, tgtype & 2 = 2 AS before,"
@@ -133,6 +134,8 @@ async def test_an_insert_runs_one_row_trigger_and_two_statement_triggers(db: asy
     )
     assert [tuple(t) for t in triggers] == [
         ("scheduled_messages_admit", True, True, "admit_message"),
+        ("scheduled_messages_calendar_known_insert", True, True, "check_calendar_known"),
+        ("scheduled_messages_completion_ref_insert", True, True, "check_completion_ref"),
         ("scheduled_messages_count_insert", False, False, "count_inserts"),
         ("scheduled_messages_picked_by_daemon_insert", True, True, "refuse_pick"),
         ("scheduled_messages_record_insert", False, False, "record_inserts"),
