@@ -227,7 +227,8 @@ async def test_truncating_contacts_is_refused_saying_to_delete_them(db: asyncpg.
         with pytest.raises(asyncpg.FeatureNotSupportedError) as refused:
             await db.execute(statement)
         assert refused.value.message in {  # audience_members, truncated with it, is refused too (0034)
-            "reminderd.contacts cannot be truncated: its contacts' live messages would be left pointing at nobody",
+            "reminderd.contacts cannot be truncated: its contacts' live messages would be left pointing"
+            " at nobody",
             "reminderd.audience_members cannot be truncated: the audiences' member counts would be left wrong"}
         assert refused.value.hint is not None and refused.value.hint.startswith("Delete them instead")
     assert await db.fetchval("SELECT count(*) FROM reminderd.contacts") == 1
