@@ -93,15 +93,15 @@ async def refresh_reference_data(database_url: str) -> bool:
     from the user's cache when it has them (reminderd/reference_cache.py)."""
     # phonenumbers is imported for migrating only, not by the daemon
     from . import phones, reference_cache
-    from .schedule import known_calendars
+    from .schedule import calendars_version, known_calendars
 
     store = await Store.connect(database_url, max_size=1)
     try:
         loaded = await store.reference_versions()
-        holidays_version, calendars = known_calendars()
+        holidays_version = calendars_version()
         refreshed = False
         if loaded.get("holidays") != holidays_version and await store.has_holiday_calendars():
-            await store.load_holiday_calendars(holidays_version, calendars)
+            await store.load_holiday_calendars(holidays_version, known_calendars())
             refreshed = True
         if {source: loaded.get(source) for source in phones.versions()} == phones.versions():
             return refreshed

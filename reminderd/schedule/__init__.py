@@ -14,7 +14,7 @@ The rest of the package imports from here, never from the modules below:
 - waves: a broadcast's wall time read in each of its contacts' zones (`Waves`, `first_everywhere`, `span`)
 """
 
-from .calendars import Holidays, known_calendars, validate_calendar
+from .calendars import Holidays, calendars_version, known_calendars, validate_calendar
 from .cron import parse_cron, validate_cron
 from .human import UnknownPhrase, compile_phrase, describe
 from .preview import OffTheCalendar, PreviewEntry, preview
@@ -65,6 +65,7 @@ __all__ = [
     "Waves",
     "anchor_rrule",
     "arrival",
+    "calendars_version",
     "collapse_quiet",
     "compile_phrase",
     "describe",

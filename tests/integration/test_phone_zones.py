@@ -16,7 +16,7 @@ from phonenumbers.phonenumberutil import COUNTRY_CODE_TO_REGION_CODE, SUPPORTED_
 from phonenumbers.tzdata import TIMEZONE_DATA
 
 from reminderd.phones import phone_timezone, versions
-from reminderd.schedule import known_calendars
+from reminderd.schedule import calendars_version
 
 pytestmark = pytest.mark.shared_database
 
@@ -94,5 +94,5 @@ async def test_real_numbers(db: asyncpg.Connection, phone: str, zone: str | None
 async def test_migrate_recorded_the_library_versions_it_loaded(db: asyncpg.Connection) -> None:
     rows = await db.fetch("SELECT * FROM reminderd.reference_versions")
     loaded = {row["source"]: row["version"] for row in rows}
-    assert loaded == {**versions(), "holidays": known_calendars()[0]}  # and the holiday calendars' (0035)
+    assert loaded == {**versions(), "holidays": calendars_version()}  # and the holiday calendars' (0035)
     assert await db.fetchval("SELECT count(*) FROM reminderd.phone_prefixes") > 100_000

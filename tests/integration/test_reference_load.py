@@ -18,7 +18,7 @@ import pytest
 from reminderd import copybinary, phones, reference_cache
 from reminderd.migrate import upgrade
 from reminderd.queries import QUERIES
-from reminderd.schedule import known_calendars
+from reminderd.schedule import calendars_version
 from reminderd.store import Store
 
 
@@ -52,7 +52,7 @@ async def test_the_tables_loaded_from_the_cache_are_those_of_a_fresh_build(
     assert {table: count for table, (count, _) in fresh.items()} == {
         table: len(rows) for table, rows in built.rows.items()}
     assert fresh["phone_prefixes"][0] > 100_000
-    assert await store.reference_versions() == {**phones.versions(), "holidays": known_calendars()[0]}
+    assert await store.reference_versions() == {**phones.versions(), "holidays": calendars_version()}
 
 
 async def test_the_load_leaves_the_indexes_of_schema_sql_and_frozen_rows(

@@ -14,7 +14,14 @@ from support import db_now, drain, fast_settings, inserted_before_the_outage, ro
 from reminderd.cli import main
 from reminderd.housekeeping import RecurringPlanner
 from reminderd.metrics import Metrics
-from reminderd.schedule import Holidays, Timing, first_occurrence, known_calendars, to_instant
+from reminderd.schedule import (
+    Holidays,
+    Timing,
+    calendars_version,
+    first_occurrence,
+    known_calendars,
+    to_instant,
+)
 from reminderd.schedule.cron import next_fire
 from reminderd.schedule.wallclock import wall
 from reminderd.store import Store
@@ -228,7 +235,7 @@ async def test_a_calendar_the_holidays_package_does_not_know_is_refused_when_wri
 ) -> None:
     """Never a dead-on-arrival row: schedule(), a plain INSERT or UPDATE, a tenant's calendar and a
     broadcast's are refused a calendar reminderd migrate did not load (migration 0035)."""
-    version, codes = known_calendars()
+    version, codes = calendars_version(), known_calendars()
     assert await db.fetchval("SELECT array_agg(code ORDER BY code) FROM reminderd.holiday_calendars") == codes
     assert await db.fetchval(
         "SELECT version FROM reminderd.reference_versions WHERE source = 'holidays'") == version
