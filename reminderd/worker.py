@@ -100,8 +100,9 @@ class Worker:
         self._in_flight: dict[tuple[int, object], tuple[Job, float]] = {}
         self.metrics.watch_in_flight(self._in_flight.__len__)
         self._unfinished = 0  # claimed, and not yet recorded (nor left to its lease)
-        # Outcomes waiting for another transaction to release their row, since (monotonic).
-        self._locked: list[tuple[Outcome, float]] = []
+        # Outcomes waiting for another transaction to release their row, since (monotonic); by id()
+        # of their jobs.
+        self._locked: dict[int, tuple[Outcome, float]] = {}
         self._locked_logged: set[int] = set()  # id() of their jobs: logged once, even if locked again
         self._locked_checked = -math.inf
         self._wake = asyncio.Event()
@@ -509,14 +510,13 @@ class Worker:
                 self.claims.finished(outcome.job)
                 self._locked_logged.discard(id(outcome.job))
         # By job: a refused outcome is written as its fallback; a locked row's waits (not finished).
-        done = {id(outcome.job) for outcome in written} | {id(outcome.job) for outcome, _ in self._locked}
+        done = {id(outcome.job) for outcome in written}
         for outcome in batch:
-            if id(outcome.job) not in done:
+            if id(outcome.job) not in done and id(outcome.job) not in self._locked:
                 self.claims.left_to_lease(outcome.job)
         # A discarded outcome's attempt was made all the same: it says how the endpoint is.
         await self._observe_endpoints(written)
-        waiting = self._locked_jobs()
-        self._finished(sum(1 for outcome in batch if id(outcome.job) not in waiting))
+        self._finished(sum(1 for outcome in batch if id(outcome.job) not in self._locked))
 
     async def _next_outcome(self) -> Outcome | _RetryLocked | None:
         """The next outcome to record; `_RETRY_LOCKED` when outcomes wait for a row lock and none
@@ -528,9 +528,6 @@ class Worker:
         except TimeoutError:
             return _RETRY_LOCKED
 
-    def _locked_jobs(self) -> set[int]:
-        return {id(outcome.job) for outcome, _ in self._locked}
-
     async def _unlocked_outcomes(self, stopping: bool) -> list[Outcome]:
         """The outcomes waiting for a row lock whose rows are free now (one query that waits for
         nothing, at most every LOCKED_RETRY_S): recorded with the next batch, so a locked row
@@ -539,12 +536,12 @@ class Worker:
             return []
         self._locked_checked = time.monotonic()
         try:
-            still = await self._store.locked_messages([outcome.job.id for outcome, _ in self._locked])
+            still = await self._store.locked_messages([outcome.job.id for outcome, _ in self._locked.values()])
         except Exception as exc:  # looked at again next time
             log.warning("locked_check_failed", error=describe(exc), rows=len(self._locked))
             return []
-        free = [outcome for outcome, _ in self._locked if outcome.job.id not in still]
-        self._locked = [(outcome, since) for outcome, since in self._locked if outcome.job.id in still]
+        free = [outcome for outcome, _ in self._locked.values() if outcome.job.id not in still]
+        self._locked = {key: kept for key, kept in self._locked.items() if kept[0].job.id in still}
         return free
 
     async def _last_locked_outcomes(self) -> None:
@@ -557,7 +554,7 @@ class Worker:
                 await self._write(free)
             else:
                 await asyncio.sleep(min(LOCKED_RETRY_S, max(0.0, deadline - time.monotonic())))
-        for outcome, since in self._locked:
+        for outcome, since in self._locked.values():
             job = outcome.job
             log.error("record_abandoned", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
                       attempt=job.attempt, outcome=outcome.event, waited_s=round(time.monotonic() - since, 1),
@@ -565,15 +562,15 @@ class Worker:
                       consequence="its lease expires and it is redelivered")
             self.claims.left_to_lease(job)
         self._finished(len(self._locked))
-        self._locked = []
+        self._locked = {}
         self._locked_logged.clear()
 
     def _wait_for_lock(self, outcome: Outcome) -> None:
         """Keep `outcome` until its row is free (logged once per outcome)."""
         job = outcome.job
-        if id(job) in self._locked_jobs():
+        if id(job) in self._locked:
             return
-        self._locked.append((outcome, time.monotonic()))
+        self._locked[id(job)] = (outcome, time.monotonic())
         if id(job) in self._locked_logged:
             return
         self._locked_logged.add(id(job))
@@ -647,7 +644,7 @@ class Worker:
             log.error("record_rejected", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
                       attempt=job.attempt, outcome=outcome.event, error=describe(exc),
                       consequence="dead-lettered instead (requeue it once the row is fixed)")
-        elif id(job) not in self._locked_jobs():
+        elif id(job) not in self._locked:
             log.critical("record_fallback_rejected", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
                          attempt=job.attempt, outcome=outcome.event, error=describe(exc),
                          consequence="left to its lease: it is sent again each time its lease runs out",
