@@ -373,14 +373,17 @@ def test_a_refused_broadcast_says_why_with_its_zones(database_url: str,
                  "--everyone",
                  "--dry-run")
     assert "(its first occurrence; the next is " in out
-    # An RRULE's UNTIL=…Z is an instant (RFC 5545): 21:00 in Kiritimati (UTC+14) leaves its 20:00 the last.
+    # An RRULE's UNTIL=…Z is an instant (RFC 5545): an hour after Kiritimati's (UTC+14) wall time
+    # leaves that one the last. The hour is 2-3 h ahead on Kiritimati's clock, never at the edge of now
+    # (a fixed 20:00 made the test fail in the minutes before it, 05:55-06:00 UTC).
     kiritimati = ZoneInfo("Pacific/Kiritimati")
-    soon = (now + timedelta(minutes=5)).astimezone(kiritimati).replace(tzinfo=None)
-    evening = soon.replace(hour=20, minute=0, second=0, microsecond=0)
-    evening += timedelta(days=1) if evening <= soon else timedelta(0)
+    here = now.astimezone(kiritimati).replace(tzinfo=None)
+    hour = (here.hour + 3) % 24
+    evening = here.replace(hour=hour, minute=0, second=0, microsecond=0)
+    evening += timedelta(days=1) if evening <= here else timedelta(0)
     ends = evening.replace(tzinfo=kiritimati).astimezone(UTC) + timedelta(hours=1)
     out, _ = cli(database_url, capsys, "broadcast", "acme", "evening", "--rrule",
-                 f"FREQ=DAILY;BYHOUR=20;BYMINUTE=0;UNTIL={ends:%Y%m%dT%H%M%S}Z", "--everyone", "--dry-run")
+                 f"FREQ=DAILY;BYHOUR={hour};BYMINUTE=0;UNTIL={ends:%Y%m%dT%H%M%S}Z", "--everyone", "--dry-run")
     assert f"at {evening:%Y-%m-%d %H:%M} on each contact's clock: 2 contacts" in out
     assert "the next is" not in out
 
