@@ -336,7 +336,8 @@ class Worker:
                 self.metrics.count(Event.DEAD_LETTERED, row.tenant_id)
             log.error("claim_unreadable", message_id=row.id, tenant=row.tenant_id, ref=row.ref_id,
                       reason=row.reason, dead_lettered=moved,
-                      fix="correct the value, then reminderd requeue (or cancel the message)")
+                      fix=f"correct the value, then SELECT reminderd.requeue({row.id}), or requeue it "
+                          "on the dashboard (or cancel the message)")
 
     def _held_back_until(self, claim: Claim, until_due_s: float | None) -> float | None:
         """With due rows held back by limits, the loop looks again when they may go (the claim

@@ -134,6 +134,10 @@ async def test_a_time_beyond_the_year_9999_is_dead_lettered_and_the_claim_goes_o
     assert line["message_id"] == odd and line["dead_lettered"] is True
     assert not _events(logs, "claim_failed")
     assert await db.fetchval("SELECT sum(dead) FROM reminderd.usage_daily WHERE tenant_id = 'acme'") == 1
+    # The fix the log line names is one that exists and works once the value is corrected.
+    assert f"SELECT reminderd.requeue({odd})" in line["fix"]
+    await db.execute("UPDATE reminderd.scheduled_messages SET scheduled_for = now() WHERE id = $1", odd)
+    assert await db.fetchval(f"SELECT reminderd.requeue({odd})") == 1
 
 
 async def test_an_until_beyond_the_year_9999_is_dead_lettered_and_the_claim_goes_on(
