@@ -154,6 +154,7 @@ class Problem:
     hint: str | None = None
     item: int | None = None  # the batch item (from 0) the database refused
     message_status: Status | None = None  # not-live: the status the message is in
+    written_through_line: int | None = None  # a key revoked during an NDJSON upload: the lines kept
 
 
 @dataclass(frozen=True, slots=True)

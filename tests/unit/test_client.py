@@ -321,6 +321,46 @@ def test_a_problem_answer_and_a_proxys_error_page_are_both_problems() -> None:
         ("about:blank", "Bad Gateway", 502, "<html>upstream down</html>")
 
 
+def _extension_members_sent() -> dict[str, str]:
+    """Each member a handler adds to a problem (Problem(..., extra={...}), or extra["x"] = ...), by name,
+    with the module that adds it: read from the server's source, so a new member cannot be missed."""
+    import ast
+    from pathlib import Path
+
+    found: dict[str, str] = {}
+    for module in sorted(Path(client.__file__).parent.glob("*.py")):
+        if module.name == "client.py":
+            continue
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            dicts: list[ast.expr] = []
+            if isinstance(node, ast.keyword) and node.arg == "extra":
+                dicts.append(node.value)
+            if isinstance(node, ast.AnnAssign | ast.Assign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Name) and target.id == "extra" and node.value is not None:
+                        dicts.append(node.value)
+                    if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) \
+                            and target.value.id == "extra" and isinstance(target.slice, ast.Constant):
+                        found[str(target.slice.value)] = module.name
+            for value in dicts:
+                for inner in ast.walk(value):
+                    if isinstance(inner, ast.Dict):
+                        for key in inner.keys:
+                            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                                found[key.value] = module.name
+    return found
+
+
+def test_every_extension_member_the_server_sends_is_in_the_problem_schema_and_the_problem() -> None:
+    sent = _extension_members_sent()
+    assert {"sqlstate", "hint", "item", "message_status", "written_through_line"} <= set(sent)
+    documented = set(SCHEMAS["Problem"]["properties"])
+    assert {name: where for name, where in sent.items() if name not in documented} == {}
+    fields = {item.name for item in dataclasses.fields(Problem)}
+    assert set(sent) <= fields
+
+
 def test_an_api_error_says_what_is_wrong_field_by_field() -> None:
     error = ApiError(Problem(INVALID, "Invalid request", 422, "2 fields are invalid",
                              errors=(ProblemField("not RFC 3339", pointer="/fire_at"),

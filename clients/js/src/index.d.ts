@@ -54,7 +54,7 @@ export type Page = ListMessagesResponse;
 
 export declare class ApiError extends Error {
   readonly name: "ApiError" | "SecretShownOnceError";
-  /** the RFC 9457 problem, as the server wrote it (or urn:reminderd:client:unreachable / invalid-response) */
+  /** the RFC 9457 problem, its members camelCase (or urn:reminderd:client:unreachable / invalid-response) */
   readonly problem: Problem;
   /** tries made, retries included */
   readonly attempts: number;

@@ -7,7 +7,7 @@
 // Names are camelCase here and snake_case on the wire (reminderd/openapi.yaml): each key of what is
 // sent and received is converted, except inside a `payload` or a contact's `attributes`, which are
 // the user's own JSON. Problems
-// (RFC 9457) are raised as ApiError, as the server wrote them. Connection errors, timeouts, 429
+// (RFC 9457) are raised as ApiError, their members camelCase (messageStatus) like every answer's. Connection errors, timeouts, 429
 // (after its Retry-After), 5xx and a 409 "still running" are retried with capped exponential backoff
 // and full jitter; every write carries one Idempotency-Key per call, the same on each retry, so the
 // server answers a retry with its first answer. The API key is kept in a private field: it is in no
@@ -150,7 +150,7 @@ function problemOf(status, statusText, text) {
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
   if (data && typeof data === "object" && typeof data.type === "string") {
-    return { title: statusText, detail: "", status, ...data };
+    return fromWire({ title: statusText, detail: "", status, ...data }); // messageStatus, as wire.d.ts says
   }
   return { type: "about:blank", title: statusText || "HTTP error", status, detail: text.slice(0, 200).trim() || `HTTP ${status}` };
 }

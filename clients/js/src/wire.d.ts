@@ -23,6 +23,8 @@ export interface Problem {
   item?: number;
   /** (wire: `message_status`) */
   messageStatus?: Status;
+  /** unauthorized during an NDJSON upload (the key revoked or made read-only): the last line written, in batches before the revocation (0: nothing was written) (wire: `written_through_line`) */
+  writtenThroughLine?: number;
 }
 
 export type Status = "pending" | "picked" | "sent" | "dead" | "cancelled" | "paused" | "expired" | "finished" | "awaiting_approval";

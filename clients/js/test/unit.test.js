@@ -210,3 +210,21 @@ test("bad options and ids are refused at once", () => {
   assert.throws(() => rd.get("7; DROP"), /a message id is a positive integer/);
   assert.throws(() => rd.cancel(0), /positive integer/);
 });
+
+test("a problem's extension members are camelCase, as in wire.d.ts and a batch item's error", async () => {
+  const { fetch } = scripted([
+    { status: 409, body: problem(409, "not-live", { message_status: "sent" }) },
+    { status: 401, body: problem(401, "unauthorized", { written_through_line: 20000 }) },
+  ]);
+  const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch, retry: FAST });
+  await assert.rejects(rd.pause(1), (error) => {
+    assert.equal(error.problem.messageStatus, "sent");
+    assert.equal(error.problem.message_status, undefined);
+    return true;
+  });
+  await assert.rejects(rd.upsertContacts([{ contactId: "c1" }]), (error) => {
+    assert.equal(error.problem.writtenThroughLine, 20000);
+    assert.equal(error.problem.written_through_line, undefined);
+    return true;
+  });
+});
