@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import builtins
 import dataclasses
+import email.utils
 import enum
 import functools
 import json
 import logging
+import math
 import random
 import re
 import secrets
@@ -32,7 +34,7 @@ import types
 import typing
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 from urllib.parse import quote, urlencode
@@ -661,10 +663,15 @@ class RetryPolicy:
     max_retry_after_s: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError("RetryPolicy.attempts: at least 1 (the first try)")
-        if self.base_s < 0 or self.cap_s < 0 or self.max_retry_after_s < 0:
-            raise ValueError("RetryPolicy: delays cannot be negative")
+        # NaN, a negative or an endless number would retry forever or never wait: refused here.
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ValueError("RetryPolicy.attempts: a whole number of tries from 1 (the first included), "
+                             f"not {self.attempts!r}")
+        for name in ("base_s", "cap_s", "max_retry_after_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                    or value < 0:
+                raise ValueError(f"RetryPolicy.{name}: a finite number of seconds, 0 or more, not {value!r}")
 
     def delay_s(self, retry: int, retry_after_s: float | None = None,
                 rng: random.Random | None = None) -> float | None:
@@ -680,15 +687,24 @@ class RetryPolicy:
 NO_RETRIES = RetryPolicy(attempts=1)
 
 
-def _retry_after_s(value: str | None) -> float | None:
-    """Retry-After in seconds (the API sends delta-seconds; an HTTP date is not waited for)."""
-    if value is None:
+def _retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After in seconds from `now`: delta-seconds (what the API sends) or an HTTP date (what a
+    proxy in front may send); None when absent or unreadable (the backoff is used then). An endless
+    one ("1e400") is inf, longer than any max_retry_after_s: the call fails at once."""
+    text = (value or "").strip()
+    if not text:
         return None
     try:
-        seconds = float(value.strip())
+        seconds = float(text)
     except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
+        try:
+            at = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        if at.utcoffset() is None:
+            return None
+        return max(0.0, (at - (now or datetime.now(UTC))).total_seconds())
+    return seconds if seconds >= 0 else None  # NaN is not >= 0
 
 
 def _retryable(status: int, problem_type: str) -> bool:

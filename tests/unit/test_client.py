@@ -388,7 +388,35 @@ def test_retry_after_is_waited_for_unless_too_long_and_attempts_run_out() -> Non
     assert policy.delay_s(2) is not None
     assert policy.delay_s(3) is None  # the third try was the last
     assert client.NO_RETRIES.delay_s(1) is None
-    assert client._retry_after_s("12") == 12 and client._retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") is None
+    assert client._retry_after_s("12") == 12
+
+
+def test_retry_after_is_read_as_delta_seconds_or_an_http_date_and_an_endless_one_is_too_long() -> None:
+    now = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    assert client._retry_after_s("3", now) == 3
+    assert client._retry_after_s("Wed, 02 Dec 2026 10:00:07 GMT", now) == 7
+    assert client._retry_after_s("Wed, 02 Dec 2026 09:59:00 GMT", now) == 0
+    assert client._retry_after_s("inf", now) == float("inf")
+    assert RetryPolicy().delay_s(1, client._retry_after_s("1e400", now)) is None
+    for unreadable in ("soon", "-5", "nan", "", None):
+        assert client._retry_after_s(unreadable, now) is None, unreadable
+
+
+@pytest.mark.parametrize(("options", "why"), [
+    ({"attempts": 0}, r"RetryPolicy.attempts: a whole number of tries from 1"),
+    ({"attempts": -1}, r"RetryPolicy.attempts"),
+    ({"attempts": float("nan")}, r"RetryPolicy.attempts"),
+    ({"attempts": float("inf")}, r"RetryPolicy.attempts"),
+    ({"attempts": 2.5}, r"RetryPolicy.attempts"),
+    ({"attempts": True}, r"RetryPolicy.attempts"),
+    ({"base_s": float("nan")}, r"RetryPolicy.base_s: a finite number of seconds"),
+    ({"cap_s": -1}, r"RetryPolicy.cap_s"),
+    ({"max_retry_after_s": float("inf")}, r"RetryPolicy.max_retry_after_s"),
+])
+def test_a_retry_policy_that_would_retry_forever_or_never_wait_is_refused(
+        options: dict[str, Any], why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        RetryPolicy(**options)
 
 
 @pytest.mark.parametrize(("status", "problem_type", "retried"), [

@@ -12,6 +12,7 @@ import type {
 
 export * from "./wire.js";
 
+/** Checked at construction: attempts a whole number from 1, the others finite and not negative; unknown names refused. */
 export interface RetryOptions {
   /** tries in all, the first included (default 4; 1: never retry) */
   attempts?: number;
@@ -152,6 +153,8 @@ export declare function camel(name: string): string;
 export declare function snake(name: string): string;
 export declare function toWire(value: unknown): unknown;
 export declare function fromWire(value: unknown): unknown;
+/** A Retry-After header (delta-seconds or an HTTP date) in ms from nowMs; null when absent or unreadable. */
+export declare function retryAfterMs(header: string | null, nowMs?: number): number | null;
 export declare function retryDelayMs(policy: Required<RetryOptions>, retry: number, retryAfterMs?: number | null,
   random?: () => number): number | null;
 

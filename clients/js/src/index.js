@@ -98,6 +98,29 @@ function apiError(problem, attempts) {
 
 const DEFAULT_RETRY = Object.freeze({ attempts: 4, baseMs: 250, capMs: 8000, maxRetryAfterMs: 60000 });
 
+/** The retry option checked: NaN, a negative or an endless number would retry forever or never wait. */
+function retryPolicy(retry) {
+  if (retry === null || typeof retry !== "object") throw new TypeError("retry: an object such as { attempts: 4 }");
+  for (const name of Object.keys(retry)) {
+    if (!(name in DEFAULT_RETRY)) throw new TypeError(`retry: no option ${name} (attempts, baseMs, capMs, maxRetryAfterMs)`);
+  }
+  const policy = { ...DEFAULT_RETRY };
+  for (const [name, value] of Object.entries(retry)) if (value !== undefined) policy[name] = value;
+  if (!Number.isSafeInteger(policy.attempts) || policy.attempts < 1) {
+    throw new RangeError(`retry.attempts: a whole number of tries from 1 (the first included), not ${show(policy.attempts)}`);
+  }
+  for (const name of ["baseMs", "capMs", "maxRetryAfterMs"]) {
+    if (typeof policy[name] !== "number" || !Number.isFinite(policy[name]) || policy[name] < 0) {
+      throw new RangeError(`retry.${name}: a finite number of milliseconds, 0 or more, not ${show(policy[name])}`);
+    }
+  }
+  return Object.freeze(policy);
+}
+
+function show(value) {
+  return typeof value === "string" ? JSON.stringify(value) : String(value);
+}
+
 /**
  * Milliseconds to wait before retry number `retry` (from 1), or null when none is left or the
  * server's Retry-After is longer than maxRetryAfterMs. Full jitter: random in [0, min(cap, base·2^(retry-1))].
@@ -108,10 +131,20 @@ export function retryDelayMs(policy, retry, retryAfterMs = null, random = Math.r
   return random() * Math.min(policy.capMs, policy.baseMs * 2 ** (retry - 1));
 }
 
-function retryAfterMs(header) {
-  if (header === null || header.trim() === "") return null;
-  const seconds = Number(header.trim());
-  return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : null;
+/**
+ * A Retry-After header in milliseconds from `nowMs`: delta-seconds (what reminderd sends) or an HTTP
+ * date (what a proxy in front may send); null when absent or unreadable (the backoff is used then).
+ * An endless one ("1e400") is Infinity, longer than any maxRetryAfterMs: the call fails at once.
+ */
+export function retryAfterMs(header, nowMs = Date.now()) {
+  const text = header?.trim();
+  if (!text) return null;
+  if (/^[0-9.eE+]+$|^Infinity$/.test(text)) {
+    const seconds = Number(text);
+    return Number.isNaN(seconds) ? null : seconds * 1000;
+  }
+  const at = /[a-z]/i.test(text) ? Date.parse(text) : NaN;
+  return Number.isNaN(at) ? null : Math.max(0, at - nowMs);
 }
 
 function retryable(status, type) {
@@ -205,7 +238,7 @@ export class Reminderd {
     if (typeof fetch !== "function") throw new TypeError("no global fetch: Node >= 20, or pass { fetch }");
     this.baseUrl = url.href.replace(/\/+$/, "");
     this.timeoutMs = timeoutMs;
-    this.retry = Object.freeze({ ...DEFAULT_RETRY, ...retry });
+    this.retry = retryPolicy(retry);
     this.keyPrefix = KEY_SHAPE.exec(apiKey)?.[1] ?? null;
     this.userAgent = userAgent ?? `reminderd-js/${VERSION}`;
     this.#authorization = `Bearer ${apiKey}`;

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { inspect } from "node:util";
 
-import { ApiError, Reminderd, SecretShownOnceError, camel, fromWire, retryDelayMs, snake, toWire } from "../src/index.js";
+import { ApiError, Reminderd, SecretShownOnceError, camel, fromWire, retryAfterMs, retryDelayMs, snake, toWire } from "../src/index.js";
 
 const KEY = "rk_abcdefghijkm_" + "s3cr3t".repeat(7) + "x";
 const FAST = { attempts: 4, baseMs: 1, capMs: 5 };
@@ -227,4 +227,40 @@ test("a problem's extension members are camelCase, as in wire.d.ts and a batch i
     assert.equal(error.problem.written_through_line, undefined);
     return true;
   });
+});
+
+for (const [retry, why] of [
+  [{ attempts: NaN }, /retry\.attempts: a whole number of tries from 1/],
+  [{ attempts: -1 }, /retry\.attempts/],
+  [{ attempts: 0 }, /retry\.attempts/],
+  [{ attempts: Infinity }, /retry\.attempts/],
+  [{ attempts: 2.5 }, /retry\.attempts/],
+  [{ baseMs: NaN }, /retry\.baseMs: a finite number of milliseconds/],
+  [{ capMs: -1 }, /retry\.capMs/],
+  [{ maxRetryAfterMs: Infinity }, /retry\.maxRetryAfterMs/],
+  [{ attempts: "3" }, /retry\.attempts/],
+  [{ atempts: 3 }, /retry: no option atempts/],
+]) {
+  test(`retry ${JSON.stringify(retry, (k, v) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v))} is refused at construction`, () => {
+    assert.throws(() => new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch: scripted().fetch, retry }),
+      (error) => error instanceof RangeError || error instanceof TypeError ? (assert.match(error.message, why), true) : false);
+  });
+}
+
+test("Retry-After is read as delta-seconds or an HTTP date; an endless one is too long", () => {
+  const now = Date.parse("2026-12-02T10:00:00Z");
+  assert.equal(retryAfterMs("3", now), 3000);
+  assert.equal(retryAfterMs("Wed, 02 Dec 2026 10:00:07 GMT", now), 7000);
+  assert.equal(retryAfterMs("Wed, 02 Dec 2026 09:59:00 GMT", now), 0);
+  assert.equal(retryAfterMs("Infinity", now), Infinity);
+  assert.equal(retryAfterMs("soon", now), null);
+  assert.equal(retryAfterMs("-5", now), null);
+  assert.equal(retryAfterMs(null, now), null);
+});
+
+test("a 503 whose Retry-After is endless fails at once, not after a backoff", async () => {
+  const { fetch, seen } = scripted([{ status: 503, headers: { "Retry-After": "1e400" }, body: problem(503, "unavailable") }]);
+  const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch, retry: FAST });
+  await assert.rejects(rd.schedule({ refId: "r", fireIn: 60 }), (error) => error.status === 503 && error.attempts === 1);
+  assert.equal(seen.length, 1);
 });
