@@ -1352,20 +1352,35 @@ class MessagePages:
         return self._pages()
 
     async def _pages(self) -> AsyncIterator[Page]:
-        cursor = self.cursor
+        cursor: str | None = self.cursor
+        followed = {cursor}
         while True:
             page = await self._client.list_page(self.query, cursor)
             if page.messages or cursor == self.cursor:  # not the empty page that can end a walk
                 yield page
-            if page.next_cursor is None:
+            cursor = _next_cursor(page, followed)
+            if cursor is None:
                 return
-            cursor = page.next_cursor
 
     async def messages(self) -> AsyncIterator[Message]:
         """Every message of every page, one by one."""
         async for page in self:
             for message in page.messages:
                 yield message
+
+
+def _next_cursor(page: Page, followed: set[str | None]) -> str | None:
+    """The cursor a walk follows next (None: the walk is done), added to `followed`; ApiError when the
+    server answers one already followed (a bug, or a proxy's cache), where the walk would never end."""
+    cursor = page.next_cursor
+    if cursor is None:
+        return None
+    if cursor in followed:
+        raise ApiError(Problem(INVALID_RESPONSE, "Answer not as the API describes", 200,
+                               f"GET /v1/messages: the server answered cursor {cursor} again; following it "
+                               "would never end"))
+    followed.add(cursor)
+    return cursor
 
 
 CONTACTS_PER_ARRAY = 10_000  # PUT /v1/contacts takes this many as a JSON array; more go as NDJSON
@@ -1504,14 +1519,15 @@ class SyncReminderdClient:
         """The pages of `ReminderdClient.list`, each fetched when the loop asks for it."""
         pages = self._client.list(ref=ref, ref_prefix=ref_prefix, status=status, fire_after=fire_after,
                                   fire_before=fire_before, order=order, page_size=page_size, cursor=cursor)
-        next_cursor = pages.cursor
+        next_cursor: str | None = pages.cursor
+        followed = {next_cursor}
         while True:
             page = self.list_page(pages.query, next_cursor)
             if page.messages or next_cursor == pages.cursor:  # not the empty page that can end a walk
                 yield page
-            if page.next_cursor is None:
+            next_cursor = _next_cursor(page, followed)
+            if next_cursor is None:
                 return
-            next_cursor = page.next_cursor
 
     def messages(self, **filters: Any) -> Iterator[Message]:
         """Every message of `list(**filters)`, one by one."""

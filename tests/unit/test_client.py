@@ -482,3 +482,42 @@ def test_the_client_imports_nothing_of_the_server() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == str(["reminderd", "reminderd.client", "reminderd.exceptions",
                                        "reminderd.lifecycle", "reminderd.retry"])
+
+
+# Pages
+
+
+def _going_round(rd: ReminderdClient) -> list[str | None]:
+    """Make `rd` answer GET /v1/messages with one message a page, its next cursor c1, c2, c1, c2, …;
+    the cursors asked for."""
+    asked: list[str | None] = []
+    message = dict(MESSAGE)
+
+    async def call(method: str, path: str, **options: Any) -> tuple[int, Any]:
+        asked.append(options["query"]["cursor"])
+        if len(asked) > 20:
+            raise AssertionError("the walk went on")
+        return 200, {"messages": [{**message, "id": len(asked)}], "next_cursor": f"c{2 - len(asked) % 2}"}
+
+    rd._call = call  # type: ignore[method-assign]  # the network, scripted
+    return asked
+
+
+async def test_a_server_answering_a_cursor_already_followed_ends_the_walk_with_an_error() -> None:
+    async with ReminderdClient("http://127.0.0.1:8080", KEY) as rd:
+        asked = _going_round(rd)
+        ids = []
+        with pytest.raises(ApiError, match="the server answered cursor c1 again") as raised:
+            async for message in rd.list().messages():
+                ids.append(message.id)
+    assert raised.value.type == client.INVALID_RESPONSE
+    assert (ids, asked) == ([1, 2, 3], [None, "c1", "c2"])
+
+
+def test_the_blocking_walk_ends_on_a_cursor_already_followed_too() -> None:
+    with SyncReminderdClient("http://127.0.0.1:8080", KEY) as rd:
+        asked = _going_round(rd._client)
+        with pytest.raises(ApiError, match="the server answered cursor c1 again"):
+            for _ in rd.messages():
+                pass
+    assert asked == [None, "c1", "c2"]

@@ -509,10 +509,16 @@ export class MessagePages {
 
   async *[Symbol.asyncIterator]() {
     let cursor = this.cursor;
+    const followed = new Set([cursor]);
     for (;;) {
       const page = await this.client.listPage({ ...this.query, cursor: cursor ?? undefined }, { signal: this.signal });
       if (page.messages.length > 0 || cursor === this.cursor) yield page; // not the empty page that can end a walk
       if (page.nextCursor === null || page.nextCursor === undefined) return;
+      if (followed.has(page.nextCursor)) { // a server (or a proxy's cache) going round: the walk would never end
+        throw new ApiError({ type: INVALID_RESPONSE, title: "Answer not as the API describes", status: 200,
+          detail: `GET /v1/messages: the server answered cursor ${page.nextCursor} again; following it would never end` });
+      }
+      followed.add(page.nextCursor);
       cursor = page.nextCursor;
     }
   }

@@ -264,3 +264,19 @@ test("a 503 whose Retry-After is endless fails at once, not after a backoff", as
   await assert.rejects(rd.schedule({ refId: "r", fireIn: 60 }), (error) => error.status === 503 && error.attempts === 1);
   assert.equal(seen.length, 1);
 });
+
+test("a server answering a cursor already followed ends the walk with an error, not an endless loop", async () => {
+  const message = { id: 1, ref_id: "b:1", status: "pending" };
+  const again = Array.from({ length: 50 }, (_, i) => ({ body: { messages: [{ ...message, id: i + 2 }], next_cursor: i % 2 ? "c1" : "c2" } }));
+  const { fetch, seen } = scripted([{ body: { messages: [message], next_cursor: "c1" } }, ...again]);
+  const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch });
+  const ids = [];
+  await assert.rejects((async () => { for await (const m of rd.list().messages()) ids.push(m.id); })(), (error) => {
+    assert.ok(error instanceof ApiError);
+    assert.equal(error.type, "urn:reminderd:client:invalid-response");
+    assert.match(error.message, /cursor c1 again/);
+    return true;
+  });
+  assert.deepEqual(ids, [1, 2, 3]);
+  assert.equal(seen.length, 3);
+});
