@@ -763,6 +763,11 @@ def _api_error(problem: Problem, attempts: int) -> ApiError:
     return (SecretShownOnce if problem.type == SECRET_SHOWN_ONCE else ApiError)(problem, attempts=attempts)
 
 
+def _without_credentials(text: str) -> str:
+    """A URL's user and password (`//user:password@`) as `//…@`, in any text."""
+    return re.sub(r"//\S*@", "//…@", text)
+
+
 class _Secret:
     """A value that shows as <hidden> in any repr (vars(), a debugger, a log of the object)."""
 
@@ -906,9 +911,17 @@ class ReminderdClient:
     def __init__(self, base_url: str, api_key: str, *, timeout_s: float = 30.0,
                  retry: RetryPolicy | None = None, session: aiohttp.ClientSession | None = None,
                  user_agent: str | None = None) -> None:
-        url = yarl.URL(base_url)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"base_url: an http:// or https:// URL, not {base_url!r}")
+        try:
+            url = yarl.URL(base_url)
+            valid = url.scheme in ("http", "https") and bool(url.host) and url.port is not None
+        except (TypeError, ValueError):  # its message may quote the URL, credentials and all
+            valid = False
+        if not valid:
+            shown = _without_credentials(str(base_url))
+            raise ValueError(f"base_url: an http:// or https:// URL, not {shown!r}")
+        if url.user is not None or url.password is not None:
+            raise ValueError("base_url: credentials go in api_key, not in the URL "
+                             f"({_without_credentials(str(base_url))!r})")
         if not api_key or not api_key.isprintable() or " " in api_key:
             raise ValueError("api_key: empty or not printable (it is the rk_… key printed by "
                              "`reminderd api-key create`)")

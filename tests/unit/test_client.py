@@ -466,6 +466,18 @@ def test_a_bad_base_url_or_key_is_refused_at_once(base_url: str, key: str, why: 
     assert key == "" or key not in str(raised.value)
 
 
+@pytest.mark.parametrize("base_url", [
+    "http://admin:hunter2@127.0.0.1:8080", "https://rk_abcdefghijkm_hunter2@api.example.com",
+    "ftp://u:hunter2@127.0.0.1", "http://u:p/hunter2@127.0.0.1",
+])
+def test_a_base_url_with_credentials_is_refused_without_echoing_them(base_url: str) -> None:
+    with pytest.raises(ValueError, match=r"^base_url: ") as raised:
+        ReminderdClient(base_url, KEY)
+    assert "hunter2" not in str(raised.value) and "hunter2" not in repr(raised.value)
+    if base_url.startswith("http") and "/hunter2" not in base_url:
+        assert "credentials go in api_key" in str(raised.value)
+
+
 def test_scheduled_is_frozen() -> None:
     scheduled = Scheduled(1, "r", Status.PENDING, None, "once", "created")
     with pytest.raises(dataclasses.FrozenInstanceError):

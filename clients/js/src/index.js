@@ -222,16 +222,31 @@ function messageId(id) {
   return id;
 }
 
+/** A URL's user and password (`//user:password@`) as `//…@`, in any text. */
+function withoutCredentials(text) {
+  return text.replace(/\/\/\S*@/g, "//…@");
+}
+
 /** The client of one reminderd API server for one API key (so one tenant). */
 export class Reminderd {
   #authorization;
   #fetch;
 
   constructor({ baseUrl, apiKey, timeoutMs = 30000, retry = {}, fetch = globalThis.fetch, userAgent } = {}) {
-    const url = new URL(baseUrl);
-    if (url.protocol !== "http:" && url.protocol !== "https:") {
-      throw new TypeError(`baseUrl: an http:// or https:// URL, not ${baseUrl}`);
+    let url;
+    try {
+      url = new URL(baseUrl);
+    } catch { // its TypeError carries the input, credentials and all
+      url = null;
     }
+    if (url === null || (url.protocol !== "http:" && url.protocol !== "https:")) {
+      throw new TypeError(`baseUrl: an http:// or https:// URL, not ${withoutCredentials(String(baseUrl))}`);
+    }
+    if (url.username || url.password) {
+      throw new TypeError(`baseUrl: credentials go in apiKey, not in the URL (${withoutCredentials(url.href)})`);
+    }
+    url.search = "";
+    url.hash = "";
     if (typeof apiKey !== "string" || !/^[!-~]+$/.test(apiKey)) {
       throw new TypeError("apiKey: the rk_… key printed by `reminderd api-key create` (missing or not printable)");
     }

@@ -280,3 +280,16 @@ test("a server answering a cursor already followed ends the walk with an error, 
   assert.deepEqual(ids, [1, 2, 3]);
   assert.equal(seen.length, 3);
 });
+
+for (const baseUrl of ["http://admin:hunter2@127.0.0.1:8080", "https://rk_abcdefghijkm_hunter2@api.example.com", "ftp://u:hunter2@127.0.0.1", "http://u:hunter2@[::1", "http://u:p/hunter2@127.0.0.1"]) {
+  test(`a base URL with credentials is refused without echoing them: ${baseUrl.replace("hunter2", "…")}`, () => {
+    assert.throws(() => new Reminderd({ baseUrl, apiKey: KEY, fetch: scripted().fetch }), (error) => {
+      assert.ok(error instanceof TypeError);
+      assert.match(error.message, /^baseUrl: /);
+      if (baseUrl.startsWith("http") && !baseUrl.endsWith("[::1") && !baseUrl.includes("/hunter2")) assert.match(error.message, /credentials go in apiKey/);
+      const shown = `${error.message} ${error.stack} ${inspect(error, { showHidden: true, depth: 5 })} ${JSON.stringify(error)}`;
+      assert.ok(!shown.includes("hunter2"), shown);
+      return true;
+    });
+  });
+}
