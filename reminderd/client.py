@@ -719,10 +719,41 @@ def new_idempotency_key() -> str:
 # The error ----------------------------------------------------------------------------------------
 
 
+# What an error must never show, wherever it quotes a request, a URL or an answer: an API key
+# (rk_<prefix>_<secret>: its prefix kept), a bearer token, a signing secret (whsec_…), a URL's user
+# and password, a query parameter named like a secret.
+_SECRETS = (
+    (re.compile(r"\b(rk_[a-z2-7]{12})_[A-Za-z0-9_-]+"), r"\1_…"),
+    (re.compile(r"\b(Bearer)\s+[!-~]+", re.IGNORECASE), r"\1 …"),
+    (re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]*"), "whsec_…"),
+    (re.compile(r"//[^\s/?#@]*@"), "//…@"),
+    (re.compile(r"([?&;][a-z_]*(?:key|token|secret|password|signature|auth)[a-z_]*=)[^&#\s\"']*",
+                re.IGNORECASE), r"\1…"),
+)
+
+
+def _redact(text: str, also: str | None = None) -> str:
+    """`text` with the secrets an error must not show replaced by …; `also`: one more (the key)."""
+    if also:
+        text = text.replace(also, "…")
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redacted(problem: Problem, also: str | None = None) -> Problem:
+    return dataclasses.replace(
+        problem, title=_redact(problem.title, also), detail=_redact(problem.detail, also),
+        instance=None if problem.instance is None else _redact(problem.instance, also),
+        errors=tuple(dataclasses.replace(e, detail=_redact(e.detail, also)) for e in problem.errors),
+    )
+
+
 class ApiError(ReminderdError):
-    """The reminderd API refused the request, or could not be reached."""
+    """The reminderd API refused the request, or could not be reached (any secret in it as …)."""
 
     def __init__(self, problem: Problem, *, attempts: int = 1) -> None:
+        problem = _redacted(problem)
         self.problem = problem
         self.attempts = attempts  # tries made, retries included
         text = f"{problem.title} ({problem.status}): {problem.detail}" if problem.status else \
@@ -929,6 +960,7 @@ class ReminderdClient:
         self.timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)  # each attempt, in a session given too
         self.retry = retry or RetryPolicy()
+        self._api_key = _Secret(api_key)  # hidden in the errors it builds
         self._authorization = _Secret(f"Bearer {api_key}")
         shape = _KEY_SHAPE.match(api_key)
         self.key_prefix = shape[1] if shape else None  # rk_xxxxxxxxxxxx: shown for support, not secret
@@ -983,7 +1015,7 @@ class ReminderdClient:
                 status, reason, answer, retry_after = await self._exchange(method, url, headers, data)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = Problem(UNREACHABLE, "reminderd unreachable", 0,
-                                  f"{method} {url.path}: {_describe(exc)}")
+                                  _redact(f"{method} {url.path}: {_describe(exc)}", self._api_key.value))
                 delay = self.retry.delay_s(attempt)
                 if delay is None:
                     raise ApiError(problem, attempts=attempt) from None
@@ -992,7 +1024,7 @@ class ReminderdClient:
                 continue
             if status < 400:
                 return status, self._parsed(status, answer, attempt)
-            problem = _problem_of(status, reason, answer)
+            problem = _redacted(_problem_of(status, reason, answer), self._api_key.value)
             delay = None
             if _retryable(status, problem.type):
                 delay = self.retry.delay_s(attempt, _retry_after_s(retry_after))
@@ -1007,13 +1039,12 @@ class ReminderdClient:
                                         timeout=self._timeout) as resp:
             return resp.status, resp.reason or "", await resp.read(), resp.headers.get("Retry-After")
 
-    @staticmethod
-    def _parsed(status: int, answer: bytes, attempt: int) -> Any:
+    def _parsed(self, status: int, answer: bytes, attempt: int) -> Any:
         try:
             return json.loads(answer, parse_float=Decimal)  # a payload's 12345678901234567.5 stays that
         except ValueError:
-            raise ApiError(Problem(INVALID_RESPONSE, "Answer not JSON", status,
-                                   f"HTTP {status}: {answer[:200].decode('utf-8', 'replace')!r}"),
+            excerpt = _redact(answer[:200].decode("utf-8", "replace"), self._api_key.value)
+            raise ApiError(Problem(INVALID_RESPONSE, "Answer not JSON", status, f"HTTP {status}: {excerpt!r}"),
                            attempts=attempt) from None
 
     @staticmethod

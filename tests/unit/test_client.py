@@ -8,11 +8,13 @@ import inspect
 import random
 import types
 import typing
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
 from enum import Enum
 from importlib.resources import files
 from typing import Any, Literal
 
+import aiohttp
 import pytest
 import yaml
 
@@ -533,3 +535,31 @@ def test_the_blocking_walk_ends_on_a_cursor_already_followed_too() -> None:
             for _ in rd.messages():
                 pass
     assert asked == [None, "c1", "c2"]
+
+
+# Secrets in errors
+
+SIGNING_SECRET = "whsec_" + "c2VjcmV0" * 5 + "="
+
+
+@pytest.mark.parametrize("api_key", [KEY, "S" * 40])  # the rk_ shape, and a key hidden as itself
+@pytest.mark.parametrize("answer", ["echoing", "proxy page", "cut answer"])
+async def test_an_error_quoting_a_request_a_url_or_an_answer_shows_no_api_key_or_signing_secret(
+        api_key: str, answer: str) -> None:
+    hidden = "S" * 40 if api_key != KEY else "S" * 20
+
+    async def exchange(method: str, url: Any, headers: Mapping[str, str], data: bytes | None,
+                       ) -> tuple[int, str, bytes, str | None]:
+        authorization = headers["Authorization"]
+        if answer == "echoing":
+            raise aiohttp.ClientError(f"failed: {url}?token={api_key} Authorization: {authorization}")
+        if answer == "proxy page":
+            return 502, "Bad Gateway", f"bad gateway for Authorization: {authorization}".encode(), None
+        return 200, "OK", f'{{"secret":"{SIGNING_SECRET}","previous_secret_valid_until'.encode(), None
+
+    async with ReminderdClient("http://127.0.0.1:8080", api_key, retry=client.NO_RETRIES) as rd:
+        rd._exchange = exchange  # type: ignore[method-assign]  # the network, scripted
+        with pytest.raises(ApiError) as raised:
+            await rd.rotate_secret()
+    shown = f"{raised.value} {raised.value!r} {raised.value.problem!r}"
+    assert hidden not in shown and "c2VjcmV0" not in shown, shown

@@ -73,6 +73,14 @@ export declare class SecretShownOnceError extends ApiError {
   readonly name: "SecretShownOnceError";
 }
 
+/** A rotation's answer: `secret` is read by name; console.log, inspect() and JSON.stringify show "<hidden>". */
+export declare class RotatedSecret implements RotateSecretResponse {
+  /** whsec_…, shown only in this answer */
+  readonly secret: string;
+  readonly previousSecretValidUntil: string | null;
+  toJSON(): { secret: "<hidden>"; previousSecretValidUntil: string | null };
+}
+
 export declare class MessagePages implements AsyncIterable<Page> {
   readonly query: ListMessagesQuery;
   readonly cursor: string | null;
@@ -116,7 +124,7 @@ export declare class Reminderd {
   updateTenant(changes: UpdateTenantBody, options?: CallOptions): Promise<Tenant>;
   pauseTenant(options?: CallOptions): Promise<PauseTenantResponse>;
   resumeTenant(options?: CallOptions): Promise<ResumeTenantResponse>;
-  rotateSecret(body?: RotateSecretBody, options?: CallOptions): Promise<RotateSecretResponse>;
+  rotateSecret(body?: RotateSecretBody, options?: CallOptions): Promise<RotatedSecret>;
   stats(options?: ReadOptions): Promise<Stats>;
   preview(query: PreviewQuery, options?: ReadOptions): Promise<PreviewResponse>;
 
@@ -149,6 +157,8 @@ export declare class Reminderd {
   toJSON(): { baseUrl: string; apiKey: string };
 }
 
+/** `text` with API keys, bearer tokens, signing secrets, a URL's credentials and secret-named query values as …. */
+export declare function redact(text: string, also?: string | null): string;
 export declare function camel(name: string): string;
 export declare function snake(name: string): string;
 export declare function toWire(value: unknown): unknown;

@@ -60,9 +60,36 @@ function isoInstant(date) {
   return date.toISOString();
 }
 
-/** The error every failed call raises: `problem` is the RFC 9457 document. */
+// What an error must never show, wherever it quotes a request, a URL or an answer: an API key
+// (rk_<prefix>_<secret>: its prefix kept), a bearer token, a signing secret (whsec_…), a URL's user
+// and password, a query parameter named like a secret.
+const SECRETS = [
+  [/\b(rk_[a-z2-7]{12})_[A-Za-z0-9_-]+/g, "$1_…"],
+  [/\b(Bearer)\s+[!-~]+/gi, "$1 …"],
+  [/\bwhsec_[A-Za-z0-9+/=_-]*/g, "whsec_…"],
+  [/\/\/[^\s/?#@]*@/g, "//…@"],
+  [/([?&;](?:[a-z_]*(?:key|token|secret|password|signature|auth)[a-z_]*)=)[^&#\s"']*/gi, "$1…"],
+];
+
+/** `text` with the secrets an error must not show replaced by …; `also`: one more to hide (the key). */
+export function redact(text, also = null) {
+  let out = String(text);
+  if (also) out = out.split(also).join("…");
+  for (const [pattern, replacement] of SECRETS) out = out.replace(pattern, replacement);
+  return out;
+}
+
+function redactedProblem(problem, also = null) {
+  const out = { ...problem };
+  for (const name of ["title", "detail", "instance"]) if (typeof out[name] === "string") out[name] = redact(out[name], also);
+  if (Array.isArray(out.errors)) out.errors = out.errors.map((e) => (typeof e?.detail === "string" ? { ...e, detail: redact(e.detail, also) } : e));
+  return out;
+}
+
+/** The error every failed call raises: `problem` is the RFC 9457 document (any secret in it as …). */
 export class ApiError extends Error {
   constructor(problem, attempts = 1) {
+    problem = redactedProblem(problem);
     const fields = (problem.errors ?? [])
       .map((e) => `${e.pointer ?? e.parameter ?? e.header ?? "?"}: ${e.detail}`)
       .join("; ");
@@ -89,6 +116,29 @@ export class SecretShownOnceError extends ApiError {
   constructor(problem, attempts = 1) {
     super(problem, attempts);
     this.name = "SecretShownOnceError";
+  }
+}
+
+/**
+ * A rotation's answer: `secret` (whsec_…, shown once) is read by name, and shown by no console.log,
+ * inspect() or JSON.stringify (which write "<hidden>").
+ */
+export class RotatedSecret {
+  #secret;
+
+  constructor({ secret, ...rest }) {
+    this.#secret = secret;
+    Object.assign(this, rest); // previousSecretValidUntil
+  }
+
+  get secret() { return this.#secret; }
+
+  toJSON() { return { ...this, secret: "<hidden>" }; }
+
+  toString() { return "[RotatedSecret <hidden>]"; }
+
+  [Symbol.for("nodejs.util.inspect.custom")]() {
+    return `RotatedSecret ${JSON.stringify(this.toJSON())}`;
   }
 }
 
@@ -229,6 +279,7 @@ function withoutCredentials(text) {
 
 /** The client of one reminderd API server for one API key (so one tenant). */
 export class Reminderd {
+  #apiKey;
   #authorization;
   #fetch;
 
@@ -256,6 +307,7 @@ export class Reminderd {
     this.retry = retryPolicy(retry);
     this.keyPrefix = KEY_SHAPE.exec(apiKey)?.[1] ?? null;
     this.userAgent = userAgent ?? `reminderd-js/${VERSION}`;
+    this.#apiKey = apiKey;
     this.#authorization = `Bearer ${apiKey}`;
     this.#fetch = fetch;
   }
@@ -293,7 +345,8 @@ export class Reminderd {
         text = await response.text();
       } catch (error) {
         if (signal?.aborted) throw signal.reason;
-        const problem = { type: UNREACHABLE, title: "reminderd unreachable", status: 0, detail: `${method} ${path}: ${describe(error)}` };
+        const problem = { type: UNREACHABLE, title: "reminderd unreachable", status: 0,
+          detail: redact(`${method} ${path}: ${describe(error)}`, this.#apiKey) };
         const delay = retryDelayMs(this.retry, attempt);
         if (delay === null) throw new ApiError(problem, attempt);
         await sleep(delay, signal);
@@ -304,10 +357,10 @@ export class Reminderd {
           return fromWire(JSON.parse(text));
         } catch {
           throw new ApiError({ type: INVALID_RESPONSE, title: "Answer not JSON", status: response.status,
-            detail: `${method} ${path}: ${text.slice(0, 200)}` }, attempt);
+            detail: redact(`${method} ${path}: ${text.slice(0, 200)}`, this.#apiKey) }, attempt);
         }
       }
-      const problem = problemOf(response.status, response.statusText, text);
+      const problem = redactedProblem(problemOf(response.status, response.statusText, text), this.#apiKey);
       const delay = retryable(response.status, problem.type)
         ? retryDelayMs(this.retry, attempt, retryAfterMs(response.headers.get("retry-after")))
         : null;
@@ -407,7 +460,8 @@ export class Reminderd {
 
   /** A new signing secret, shown once; the old one keeps signing for `grace`. */
   rotateSecret({ grace } = {}, { idempotencyKey, signal } = {}) {
-    return this.request("POST", "/v1/tenant/rotate-secret", { body: grace === undefined ? {} : { grace }, idempotencyKey, signal });
+    return this.request("POST", "/v1/tenant/rotate-secret", { body: grace === undefined ? {} : { grace }, idempotencyKey, signal })
+      .then((answer) => new RotatedSecret(answer));
   }
 
   stats({ signal } = {}) { return this.request("GET", "/v1/stats", { signal }); }

@@ -293,3 +293,38 @@ for (const baseUrl of ["http://admin:hunter2@127.0.0.1:8080", "https://rk_abcdef
     });
   });
 }
+
+const SECRET = "whsec_" + "c2VjcmV0".repeat(5) + "=";
+
+test("a rotated signing secret is read by name, and in no console.log, JSON or inspect()", async () => {
+  const { fetch } = scripted([{ status: 200, body: { secret: SECRET, previous_secret_valid_until: "2026-12-02T11:00:00Z" } }]);
+  const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch });
+  const rotated = await rd.rotateSecret({ grace: "1h" });
+  assert.equal(rotated.secret, SECRET);
+  assert.equal(rotated.previousSecretValidUntil, "2026-12-02T11:00:00Z");
+  const shown = [inspect(rotated), inspect(rotated, { showHidden: true, getters: true, depth: 10 }), JSON.stringify(rotated),
+    JSON.stringify({ rotated }), String(Object.entries(rotated)), `${rotated}`];
+  for (const text of shown) assert.ok(!text.includes("c2VjcmV0"), text);
+  assert.match(JSON.stringify(rotated), /previousSecretValidUntil/);
+});
+
+test("an error quoting a request, a URL or an answer shows no API key or signing secret", async () => {
+  const other = "S".repeat(40); // a key without the rk_ shape: hidden as itself
+  for (const apiKey of [KEY, other]) {
+    const hidden = apiKey === KEY ? "s3cr3t" : other;
+    const echoing = async (url, init) => {
+      throw new TypeError(`fetch failed: ${url}?token=${hidden} Authorization: ${init.headers.Authorization}`);
+    };
+    const proxyPage = async (url, init) => new Response(`<pre>bad gateway for Authorization: ${init.headers.Authorization}</pre>`, { status: 502 });
+    const cutAnswer = async () => new Response(`{"secret":"${SECRET}","previous_secret_valid_until`, { status: 200 });
+    for (const fetch of [echoing, proxyPage, cutAnswer]) {
+      const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey, fetch, retry: { attempts: 1 } });
+      await assert.rejects(rd.rotateSecret(), (error) => {
+        assert.ok(error instanceof ApiError, String(error));
+        const text = `${error.message} ${error.stack} ${inspect(error, { depth: 10 })} ${JSON.stringify(error.problem)}`;
+        assert.ok(!text.includes(hidden) && !text.includes("c2VjcmV0"), text);
+        return true;
+      });
+    }
+  }
+});
