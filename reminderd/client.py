@@ -917,18 +917,28 @@ def _json_body(value: Any) -> bytes:
     def default(number: Any) -> Any:
         if not isinstance(number, Decimal):
             raise TypeError(f"Object of type {type(number).__name__} is not JSON serializable")
-        if not number.is_finite():
-            raise ValueError(f"Out of range float values are not JSON compliant: {number}")
         numbers.append(str(number))
         return f"{mark}{len(numbers) - 1}{mark}"
 
-    try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=default)
-    except ValueError as exc:  # NaN or Infinity: not JSON
-        raise ValueError(f"the body is not JSON: {exc}") from None
+    _finite(value, "")
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=default)
     for index, number in enumerate(numbers):
         text = text.replace(f'"{mark}{index}{mark}"', number, 1)
     return text.encode()
+
+
+def _finite(value: Any, where: str) -> None:
+    """ValueError naming the first NaN or Infinity in `value` by its JSON pointer (`/payload/amount`):
+    JSON has no such number, and the request is refused before it is sent."""
+    if isinstance(value, float | Decimal) and not (math.isfinite(value) if isinstance(value, float)
+                                                   else value.is_finite()):
+        raise ValueError(f"{where or '/'}: {value} is not a number JSON can carry (a finite number is)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite(item, f"{where}/{str(key).replace('~', '~0').replace('/', '~1')}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _finite(item, f"{where}/{index}")
 
 
 class ReminderdClient:
@@ -956,6 +966,10 @@ class ReminderdClient:
         if not api_key or not api_key.isprintable() or " " in api_key:
             raise ValueError("api_key: empty or not printable (it is the rk_… key printed by "
                              "`reminderd api-key create`)")
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) \
+                or not math.isfinite(timeout_s) or timeout_s <= 0:
+            raise ValueError("timeout_s: a finite number of seconds above 0 (each attempt's limit), "
+                             f"not {timeout_s!r}")
         self.base_url = url.with_query(None).with_fragment(None)
         self.timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)  # each attempt, in a session given too
@@ -997,6 +1011,9 @@ class ReminderdClient:
         url = self.base_url.with_path(self.base_url.path.rstrip("/") + path)
         if query:
             pairs = {name: value for name, value in query.items() if value is not None}
+            for name, value in pairs.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValueError(f"{name}: {value} is not a number a query can carry (a finite number is)")
             url = yarl.URL(f"{url}?{urlencode(pairs, quote_via=quote)}", encoded=True)
         headers = {"Authorization": self._authorization.value, "Accept": "application/json",
                    "User-Agent": self._user_agent}
@@ -1012,7 +1029,9 @@ class ReminderdClient:
         while True:
             attempt += 1
             try:
-                status, reason, answer, retry_after = await self._exchange(method, url, headers, data)
+                # aiohttp's timeout too: for a session given, or an exchange that has none
+                async with asyncio.timeout(self.timeout_s):
+                    status, reason, answer, retry_after = await self._exchange(method, url, headers, data)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = Problem(UNREACHABLE, "reminderd unreachable", 0,
                                   _redact(f"{method} {url.path}: {_describe(exc)}", self._api_key.value))

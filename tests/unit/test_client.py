@@ -3,6 +3,7 @@ reads answers, its retry policy, and that the API key shows nowhere."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import random
@@ -10,6 +11,7 @@ import types
 import typing
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from enum import Enum
 from importlib.resources import files
 from typing import Any, Literal
@@ -257,8 +259,57 @@ def test_a_naive_instant_and_an_aware_wall_time_are_refused_before_sending() -> 
 
 
 def test_a_body_that_is_not_json_is_refused_before_sending() -> None:
-    with pytest.raises(ValueError, match="not JSON"):
+    with pytest.raises(ValueError, match=r"^/amount: nan is not a number JSON can carry"):
         client._json_body({"amount": float("nan")})
+
+
+@pytest.mark.parametrize(("call", "where"), [
+    (lambda rd: rd.schedule("r", fire_in=float("nan")), r"^/fire_in: nan is not a number JSON can carry"),
+    (lambda rd: rd.schedule("r", fire_in=60, max_attempts=float("inf")), r"^/max_attempts: inf"),
+    (lambda rd: rd.schedule("r", fire_in=60, payload={"amount": Decimal("-Infinity")}),
+     r"^/payload/amount: -Inf"),
+    (lambda rd: rd.schedule_many([ScheduleRequest("a", fire_in=60),
+                                  ScheduleRequest("b", fire_in=float("nan"))]), r"^/messages/1/fire_in: nan"),
+    (lambda rd: rd.preview(cron="0 9 * * *", n=float("nan")), r"^n: nan"),
+    (lambda rd: rd.contact_messages("c1", limit=float("inf")), r"^limit: inf"),
+])
+async def test_nan_and_infinity_are_refused_by_name_before_sending(call: Any, where: str) -> None:
+    sent: list[str] = []
+
+    async def exchange(method: str, url: Any, headers: Mapping[str, str], data: bytes | None,
+                       ) -> tuple[int, str, bytes, str | None]:
+        sent.append(method)
+        return 500, "", b"", None
+
+    async with ReminderdClient("http://127.0.0.1:8080", KEY, retry=client.NO_RETRIES) as rd:
+        rd._exchange = exchange  # type: ignore[method-assign]  # the network, scripted
+        with pytest.raises(ValueError, match=where):
+            await call(rd)
+    assert sent == []
+
+
+@pytest.mark.parametrize("timeout_s", [float("nan"), 0, -1, float("inf")])
+def test_a_timeout_that_never_ends_or_never_starts_is_refused(timeout_s: float) -> None:
+    with pytest.raises(ValueError, match=r"^timeout_s: a finite number of seconds above 0"):
+        ReminderdClient("http://127.0.0.1:8080", KEY, timeout_s=timeout_s)
+
+
+async def test_the_timeout_holds_with_an_exchange_that_never_answers() -> None:
+    calls = 0
+
+    async def deaf(method: str, url: Any, headers: Mapping[str, str], data: bytes | None,
+                   ) -> tuple[int, str, bytes, str | None]:
+        nonlocal calls
+        calls += 1
+        await asyncio.Event().wait()  # never set: no answer, ever
+        raise AssertionError("unreachable")
+
+    async with ReminderdClient("http://127.0.0.1:8080", KEY, timeout_s=0.05,
+                               retry=RetryPolicy(attempts=2, base_s=0.001, cap_s=0.001)) as rd:
+        rd._exchange = deaf  # type: ignore[method-assign]  # the network, scripted
+        with pytest.raises(ApiError, match="no answer in time") as raised:
+            await asyncio.wait_for(rd.tenant(), 5)
+    assert (raised.value.type, raised.value.attempts, calls) == (client.UNREACHABLE, 2, 2)
 
 
 # What is read

@@ -29,7 +29,7 @@ export interface ClientOptions {
   baseUrl: string;
   /** rk_… from `reminderd api-key create TENANT --name NAME` */
   apiKey: string;
-  /** each attempt's limit (default 30000) */
+  /** each attempt's limit in ms, a finite number above 0 (default 30000); it holds with a fetch that ignores its signal too */
   timeoutMs?: number;
   retry?: RetryOptions;
   /** another fetch (default: the global one) */

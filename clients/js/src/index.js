@@ -45,9 +45,21 @@ function convertKeys(value, rename, dates) {
   return out;
 }
 
-/** What the SDK sends: camelCase keys to the wire's, Dates to RFC 3339, undefined left out. */
+/** What the SDK sends: camelCase keys to the wire's, Dates to RFC 3339, undefined left out; a NaN or
+ * an Infinity (which JSON.stringify would send as null) refused, by its path. */
 export function toWire(value) {
+  finite(value, "");
   return convertKeys(value, snake, true);
+}
+
+function finite(value, path) {
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    throw new TypeError(`${path || "the value"}: ${value} is not a number JSON can carry (a finite number is)`);
+  }
+  if (Array.isArray(value)) value.forEach((item, index) => finite(item, `${path}[${index}]`));
+  else if (value !== null && typeof value === "object" && !(value instanceof Date)) {
+    for (const [key, item] of Object.entries(value)) finite(item, path ? `${path}.${key}` : key);
+  }
 }
 
 /** What the server answered, with camelCase keys. */
@@ -219,6 +231,30 @@ function either(signal, timeout) {
   return controller.signal;
 }
 
+/**
+ * `work`, or a rejection when `ms` pass (a TimeoutError, also aborting `controller` for a fetch that
+ * listens) or `signal` aborts (its reason), whichever comes first; the timer is cleared after.
+ */
+function deadline(ms, signal, controller, work) {
+  let timer;
+  let onAbort;
+  const stopped = new Promise((_, reject) => {
+    timer = setTimeout(() => {
+      const reason = new DOMException("no answer in time", "TimeoutError");
+      controller.abort(reason);
+      reject(reason);
+    }, ms);
+    onAbort = () => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
+  work.catch(() => {}); // settled after the race was lost: nobody waits for it
+  return Promise.race([work, stopped]).finally(() => {
+    clearTimeout(timer);
+    signal.removeEventListener("abort", onAbort);
+  });
+}
+
 function sleep(ms, signal) {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
@@ -302,6 +338,9 @@ export class Reminderd {
       throw new TypeError("apiKey: the rk_… key printed by `reminderd api-key create` (missing or not printable)");
     }
     if (typeof fetch !== "function") throw new TypeError("no global fetch: Node >= 20, or pass { fetch }");
+    if (typeof timeoutMs !== "number" || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+      throw new RangeError(`timeoutMs: a finite number of milliseconds above 0 (each attempt's limit), not ${show(timeoutMs)}`);
+    }
     this.baseUrl = url.href.replace(/\/+$/, "");
     this.timeoutMs = timeoutMs;
     this.retry = retryPolicy(retry);
@@ -339,10 +378,14 @@ export class Reminderd {
     if (method !== "GET") headers["Idempotency-Key"] = idempotencyKey ?? (await newIdempotencyKey());
     for (let attempt = 1; ; attempt++) {
       let response, text;
+      const attemptDone = new AbortController();
       try {
-        const abort = either(signal, AbortSignal.timeout(this.timeoutMs));
-        response = await this.#fetch(url, { method, headers, body: data, signal: abort, redirect: "manual" });
-        text = await response.text();
+        const abort = either(signal, attemptDone.signal);
+        // Raced against the timer and the signal: a fetch that ignores its signal cannot outlast them.
+        [response, text] = await deadline(this.timeoutMs, abort, attemptDone, (async () => {
+          const answered = await this.#fetch(url, { method, headers, body: data, signal: abort, redirect: "manual" });
+          return [answered, await answered.text()];
+        })());
       } catch (error) {
         if (signal?.aborted) throw signal.reason;
         const problem = { type: UNREACHABLE, title: "reminderd unreachable", status: 0,

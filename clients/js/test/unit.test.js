@@ -328,3 +328,51 @@ test("an error quoting a request, a URL or an answer shows no API key or signing
     }
   }
 });
+
+for (const [call, where] of [
+  [(rd) => rd.schedule({ refId: "r", fireIn: NaN }), /^fireIn: NaN is not a number JSON can carry/],
+  [(rd) => rd.schedule({ refId: "r", fireIn: 60, maxAttempts: Infinity }), /^maxAttempts: Infinity/],
+  [(rd) => rd.schedule({ refId: "r", fireIn: 60, payload: { amount: -Infinity } }), /^payload\.amount: -Infinity/],
+  [(rd) => rd.scheduleMany([{ refId: "a", fireIn: 60 }, { refId: "b", fireIn: NaN }]), /^messages\[1\]\.fireIn: NaN/],
+  [(rd) => rd.preview({ cron: "0 9 * * *", n: NaN }), /^n: NaN/],
+  [(rd) => rd.contactMessages("c1", { limit: Infinity }), /^limit: Infinity/],
+]) {
+  test(`NaN and Infinity are refused before sending: ${where.source}`, async () => {
+    const { fetch, seen } = scripted();
+    const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch });
+    await assert.rejects(async () => call(rd), (error) => error instanceof TypeError && where.test(error.message));
+    assert.equal(seen.length, 0);
+  });
+}
+
+for (const timeoutMs of [NaN, 0, -1, Infinity, "30"]) {
+  test(`timeoutMs ${String(timeoutMs)} is refused at construction`, () => {
+    assert.throws(() => new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch: scripted().fetch, timeoutMs }),
+      /timeoutMs: a finite number of milliseconds above 0/);
+  });
+}
+
+test("the timeout holds with a fetch that ignores its AbortSignal", { timeout: 5000 }, async () => {
+  let calls = 0;
+  const deaf = () => { calls++; return new Promise(() => {}); }; // never answers, never looks at the signal
+  const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch: deaf, timeoutMs: 50, retry: { attempts: 2, baseMs: 1, capMs: 1 } });
+  const started = performance.now();
+  await assert.rejects(rd.tenant(), (error) => {
+    assert.equal(error.type, "urn:reminderd:client:unreachable");
+    assert.match(error.detail, /no answer in time/);
+    assert.equal(error.attempts, 2);
+    return true;
+  });
+  assert.equal(calls, 2);
+  assert.ok(performance.now() - started < 2000);
+  const controller = new AbortController();
+  const call = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch: deaf }).tenant({ signal: controller.signal });
+  setTimeout(() => controller.abort(new Error("gave up")), 20);
+  await assert.rejects(call, /gave up/);
+});
+
+test("a body that never ends is timed out too", { timeout: 5000 }, async () => {
+  const endless = async () => ({ status: 200, headers: new Headers(), text: () => new Promise(() => {}) });
+  const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch: endless, timeoutMs: 50, retry: { attempts: 1 } });
+  await assert.rejects(rd.tenant(), (error) => error.type === "urn:reminderd:client:unreachable");
+});
