@@ -2,7 +2,7 @@
 // wire.d.ts (clients/js/generate_types.py); this file is the client around them.
 import type {
   CancelByRefQuery, ListMessagesQuery, ListMessagesResponse, Message, MessageDetail,
-  PauseTenantResponse, PreviewQuery, PreviewResponse, Problem, ResumeTenantResponse,
+  PauseTenantResponse, PreviewQuery, PreviewResponse, Problem, ProblemType, ResumeTenantResponse,
   RotateSecretBody, RotateSecretResponse, ScheduleBatchResponse, ScheduleRequest, Scheduled,
   SentNow, Stats, Tenant, UpdateMessageBody, UpdateTenantBody,
   ContactInput, ContactsWritten, Contact, ContactMessagesQuery, ContactMessagesResponse, ListAudiencesResponse,
@@ -53,19 +53,27 @@ export type ListOptions = Omit<ListMessagesQuery, "limit"> & { pageSize?: number
 
 export type Page = ListMessagesResponse;
 
+/**
+ * What an ApiError's `type` is: a kind the API documents (ProblemType), one the client describes
+ * (no answer; an answer not as the API describes), or about:blank (an error page that is not a
+ * problem, a proxy's).
+ */
+export type ApiErrorType = ProblemType | "urn:reminderd:client:unreachable" | "urn:reminderd:client:invalid-response"
+  | "about:blank";
+
 export declare class ApiError extends Error {
   readonly name: "ApiError" | "SecretShownOnceError";
   /** the RFC 9457 problem, its members camelCase (or urn:reminderd:client:unreachable / invalid-response) */
-  readonly problem: Problem;
+  readonly problem: Problem & { type: ApiErrorType };
   /** tries made, retries included */
   readonly attempts: number;
-  readonly type: string;
+  readonly type: ApiErrorType;
   readonly title: string;
   /** the HTTP status; 0 when no answer came */
   readonly status: number;
   readonly detail: string;
   readonly errors: NonNullable<Problem["errors"]>;
-  constructor(problem: Problem, attempts?: number);
+  constructor(problem: Problem & { type: ApiErrorType }, attempts?: number);
 }
 
 /** A rotation's retry that found the rotation done: its secret was shown once and is not shown again. */

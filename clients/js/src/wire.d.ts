@@ -2,7 +2,7 @@
 // reminderd HTTP API, version 1. Property names are camelCased (wire: snake_case);
 // a `payload` (and a contact's `attributes`) is sent and received exactly as written.
 
-/** RFC 9457. `type` is one of: urn:reminderd:problem:invalid-json, urn:reminderd:problem:invalid-parameter, urn:reminderd:problem:invalid-request, urn:reminderd:problem:unsupported-media-type, urn:reminderd:problem:body-too-large, urn:reminderd:problem:unauthorized, urn:reminderd:problem:forbidden, urn:reminderd:problem:not-found, urn:reminderd:problem:method-not-allowed, urn:reminderd:problem:not-live, urn:reminderd:problem:idempotency-in-flight, urn:reminderd:problem:idempotency-mismatch, urn:reminderd:problem:secret-shown-once, urn:reminderd:problem:conflict, urn:reminderd:problem:database-refused, urn:reminderd:problem:rate-limited, urn:reminderd:problem:timeout, urn:reminderd:problem:unavailable, urn:reminderd:problem:internal. */
+/** RFC 9457. `type` is one of ProblemType (a client matches on it; `detail` is for people). */
 export interface Problem {
   type: string;
   title: string;
@@ -26,6 +26,9 @@ export interface Problem {
   /** unauthorized during an NDJSON upload (the key revoked or made read-only): the last line written, in batches before the revocation (0: nothing was written) (wire: `written_through_line`) */
   writtenThroughLine?: number;
 }
+
+/** every kind of problem the API answers with (reminderd/problems.py, docs/api.md) */
+export type ProblemType = "urn:reminderd:problem:invalid-json" | "urn:reminderd:problem:invalid-parameter" | "urn:reminderd:problem:unauthorized" | "urn:reminderd:problem:forbidden" | "urn:reminderd:problem:not-found" | "urn:reminderd:problem:method-not-allowed" | "urn:reminderd:problem:not-live" | "urn:reminderd:problem:idempotency-in-flight" | "urn:reminderd:problem:secret-shown-once" | "urn:reminderd:problem:conflict" | "urn:reminderd:problem:body-too-large" | "urn:reminderd:problem:unsupported-media-type" | "urn:reminderd:problem:invalid-request" | "urn:reminderd:problem:idempotency-mismatch" | "urn:reminderd:problem:database-refused" | "urn:reminderd:problem:rate-limited" | "urn:reminderd:problem:internal" | "urn:reminderd:problem:timeout" | "urn:reminderd:problem:unavailable";
 
 export type Status = "pending" | "picked" | "sent" | "dead" | "cancelled" | "paused" | "expired" | "finished" | "awaiting_approval";
 

@@ -95,3 +95,15 @@ export function problems(error: unknown): string | undefined {
   }
   return undefined;
 }
+
+export function problemKinds(error: ApiError): string {
+  switch (error.type) {
+    case "urn:reminderd:problem:not-live": return `not live: ${error.problem.messageStatus}`;
+    case "urn:reminderd:problem:rate-limited": return "slow down";
+    case "urn:reminderd:client:unreachable": return "no answer";
+    case "about:blank": return "a proxy's page";
+    // @ts-expect-error a type the API does not document
+    case "urn:reminderd:problem:not-livee": return "a typo";
+    default: return error.type;
+  }
+}
