@@ -766,7 +766,7 @@ export interface Operations {
   addToAudience: { method: "PUT"; path: "/v1/audiences/{audience}/members"; query: never; body: AddToAudienceBody; response: AddToAudienceResponse };
   removeFromAudience: { method: "DELETE"; path: "/v1/audiences/{audience}/members"; query: never; body: RemoveFromAudienceBody; response: RemoveFromAudienceResponse };
   listBroadcasts: { method: "GET"; path: "/v1/broadcasts"; query: never; body: never; response: ListBroadcastsResponse };
-  createBroadcast: { method: "POST"; path: "/v1/broadcasts"; query: CreateBroadcastQuery; body: BroadcastRequest; response: BroadcastPreview };
+  createBroadcast: { method: "POST"; path: "/v1/broadcasts"; query: CreateBroadcastQuery; body: BroadcastRequest; response: BroadcastPreview | BroadcastDetail };
   getBroadcast: { method: "GET"; path: "/v1/broadcasts/{id}"; query: never; body: never; response: BroadcastDetail };
   approveBroadcast: { method: "POST"; path: "/v1/broadcasts/{id}/approve"; query: never; body: ApproveBroadcastBody; response: ApproveBroadcastResponse };
   rejectBroadcast: { method: "POST"; path: "/v1/broadcasts/{id}/reject"; query: never; body: RejectBroadcastBody; response: BroadcastCancelled };
