@@ -6,11 +6,12 @@
 //
 // Names are camelCase here and snake_case on the wire (reminderd/openapi.yaml): each key of what is
 // sent and received is converted, except inside a `payload` or a contact's `attributes`, which are
-// the user's own JSON. Problems
-// (RFC 9457) are raised as ApiError, their members camelCase (messageStatus) like every answer's. Connection errors, timeouts, 429
-// (after its Retry-After), 5xx and a 409 "still running" are retried with capped exponential backoff
-// and full jitter; every write carries one Idempotency-Key per call, the same on each retry, so the
-// server answers a retry with its first answer. The API key is kept in a private field: it is in no
+// the user's own JSON. Problems (RFC 9457) are raised as ApiError, their members camelCase
+// (messageStatus) like every answer's, any secret they quote as …. Connection errors, timeouts
+// (each attempt races a timer), 429 and 503 (after their Retry-After), 5xx and a 409 "still
+// running" are retried with capped exponential backoff and full jitter; every write carries one
+// Idempotency-Key per call, the same on each retry, so the server answers a retry with its first
+// answer. The API key is kept in a private field: it is in no
 // log, inspect() output, JSON or error.
 
 const VERSION = "0.1.0";
