@@ -20,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import builtins
 import dataclasses
+import email.utils
 import enum
 import functools
 import json
 import logging
+import math
 import random
 import re
 import secrets
@@ -32,7 +34,7 @@ import types
 import typing
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 from urllib.parse import quote, urlencode
@@ -154,6 +156,7 @@ class Problem:
     hint: str | None = None
     item: int | None = None  # the batch item (from 0) the database refused
     message_status: Status | None = None  # not-live: the status the message is in
+    written_through_line: int | None = None  # a key revoked during an NDJSON upload: the lines kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -660,10 +663,15 @@ class RetryPolicy:
     max_retry_after_s: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError("RetryPolicy.attempts: at least 1 (the first try)")
-        if self.base_s < 0 or self.cap_s < 0 or self.max_retry_after_s < 0:
-            raise ValueError("RetryPolicy: delays cannot be negative")
+        # NaN, a negative or an endless number would retry forever or never wait: refused here.
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
+            raise ValueError("RetryPolicy.attempts: a whole number of tries from 1 (the first included), "
+                             f"not {self.attempts!r}")
+        for name in ("base_s", "cap_s", "max_retry_after_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                    or value < 0:
+                raise ValueError(f"RetryPolicy.{name}: a finite number of seconds, 0 or more, not {value!r}")
 
     def delay_s(self, retry: int, retry_after_s: float | None = None,
                 rng: random.Random | None = None) -> float | None:
@@ -679,15 +687,24 @@ class RetryPolicy:
 NO_RETRIES = RetryPolicy(attempts=1)
 
 
-def _retry_after_s(value: str | None) -> float | None:
-    """Retry-After in seconds (the API sends delta-seconds; an HTTP date is not waited for)."""
-    if value is None:
+def _retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """Retry-After in seconds from `now`: delta-seconds (what the API sends) or an HTTP date (what a
+    proxy in front may send); None when absent or unreadable (the backoff is used then). An endless
+    one ("1e400") is inf, longer than any max_retry_after_s: the call fails at once."""
+    text = (value or "").strip()
+    if not text:
         return None
     try:
-        seconds = float(value.strip())
+        seconds = float(text)
     except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
+        try:
+            at = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        if at.utcoffset() is None:
+            return None
+        return max(0.0, (at - (now or datetime.now(UTC))).total_seconds())
+    return seconds if seconds >= 0 else None  # NaN is not >= 0
 
 
 def _retryable(status: int, problem_type: str) -> bool:
@@ -702,10 +719,41 @@ def new_idempotency_key() -> str:
 # The error ----------------------------------------------------------------------------------------
 
 
+# What an error must never show, wherever it quotes a request, a URL or an answer: an API key
+# (rk_<prefix>_<secret>: its prefix kept), a bearer token, a signing secret (whsec_…), a URL's user
+# and password, a query parameter named like a secret.
+_SECRETS = (
+    (re.compile(r"\b(rk_[a-z2-7]{12})_[A-Za-z0-9_-]+"), r"\1_…"),
+    (re.compile(r"\b(Bearer)\s+[!-~]+", re.IGNORECASE), r"\1 …"),
+    (re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]*"), "whsec_…"),
+    (re.compile(r"//[^\s/?#@]*@"), "//…@"),
+    (re.compile(r"([?&;][a-z_]*(?:key|token|secret|password|signature|auth)[a-z_]*=)[^&#\s\"']*",
+                re.IGNORECASE), r"\1…"),
+)
+
+
+def _redact(text: str, also: str | None = None) -> str:
+    """`text` with the secrets an error must not show replaced by …; `also`: one more (the key)."""
+    if also:
+        text = text.replace(also, "…")
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redacted(problem: Problem, also: str | None = None) -> Problem:
+    return dataclasses.replace(
+        problem, title=_redact(problem.title, also), detail=_redact(problem.detail, also),
+        instance=None if problem.instance is None else _redact(problem.instance, also),
+        errors=tuple(dataclasses.replace(e, detail=_redact(e.detail, also)) for e in problem.errors),
+    )
+
+
 class ApiError(ReminderdError):
-    """The reminderd API refused the request, or could not be reached."""
+    """The reminderd API refused the request, or could not be reached (any secret in it as …)."""
 
     def __init__(self, problem: Problem, *, attempts: int = 1) -> None:
+        problem = _redacted(problem)
         self.problem = problem
         self.attempts = attempts  # tries made, retries included
         text = f"{problem.title} ({problem.status}): {problem.detail}" if problem.status else \
@@ -744,6 +792,11 @@ class SecretShownOnce(ApiError):
 def _api_error(problem: Problem, attempts: int) -> ApiError:
     """The error for a problem the server answered: its own class where a caller must tell it apart."""
     return (SecretShownOnce if problem.type == SECRET_SHOWN_ONCE else ApiError)(problem, attempts=attempts)
+
+
+def _without_credentials(text: str) -> str:
+    """A URL's user and password (`//user:password@`) as `//…@`, in any text."""
+    return re.sub(r"//\S*@", "//…@", text)
 
 
 class _Secret:
@@ -864,18 +917,28 @@ def _json_body(value: Any) -> bytes:
     def default(number: Any) -> Any:
         if not isinstance(number, Decimal):
             raise TypeError(f"Object of type {type(number).__name__} is not JSON serializable")
-        if not number.is_finite():
-            raise ValueError(f"Out of range float values are not JSON compliant: {number}")
         numbers.append(str(number))
         return f"{mark}{len(numbers) - 1}{mark}"
 
-    try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=default)
-    except ValueError as exc:  # NaN or Infinity: not JSON
-        raise ValueError(f"the body is not JSON: {exc}") from None
+    _finite(value, "")
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=default)
     for index, number in enumerate(numbers):
         text = text.replace(f'"{mark}{index}{mark}"', number, 1)
     return text.encode()
+
+
+def _finite(value: Any, where: str) -> None:
+    """ValueError naming the first NaN or Infinity in `value` by its JSON pointer (`/payload/amount`):
+    JSON has no such number, and the request is refused before it is sent."""
+    if isinstance(value, float | Decimal) and not (math.isfinite(value) if isinstance(value, float)
+                                                   else value.is_finite()):
+        raise ValueError(f"{where or '/'}: {value} is not a number JSON can carry (a finite number is)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite(item, f"{where}/{str(key).replace('~', '~0').replace('/', '~1')}")
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _finite(item, f"{where}/{index}")
 
 
 class ReminderdClient:
@@ -889,16 +952,29 @@ class ReminderdClient:
     def __init__(self, base_url: str, api_key: str, *, timeout_s: float = 30.0,
                  retry: RetryPolicy | None = None, session: aiohttp.ClientSession | None = None,
                  user_agent: str | None = None) -> None:
-        url = yarl.URL(base_url)
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(f"base_url: an http:// or https:// URL, not {base_url!r}")
+        try:
+            url = yarl.URL(base_url)
+            valid = url.scheme in ("http", "https") and bool(url.host) and url.port is not None
+        except (TypeError, ValueError):  # its message may quote the URL, credentials and all
+            valid = False
+        if not valid:
+            shown = _without_credentials(str(base_url))
+            raise ValueError(f"base_url: an http:// or https:// URL, not {shown!r}")
+        if url.user is not None or url.password is not None:
+            raise ValueError("base_url: credentials go in api_key, not in the URL "
+                             f"({_without_credentials(str(base_url))!r})")
         if not api_key or not api_key.isprintable() or " " in api_key:
             raise ValueError("api_key: empty or not printable (it is the rk_… key printed by "
                              "`reminderd api-key create`)")
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) \
+                or not math.isfinite(timeout_s) or timeout_s <= 0:
+            raise ValueError("timeout_s: a finite number of seconds above 0 (each attempt's limit), "
+                             f"not {timeout_s!r}")
         self.base_url = url.with_query(None).with_fragment(None)
         self.timeout_s = timeout_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)  # each attempt, in a session given too
         self.retry = retry or RetryPolicy()
+        self._api_key = _Secret(api_key)  # hidden in the errors it builds
         self._authorization = _Secret(f"Bearer {api_key}")
         shape = _KEY_SHAPE.match(api_key)
         self.key_prefix = shape[1] if shape else None  # rk_xxxxxxxxxxxx: shown for support, not secret
@@ -935,6 +1011,9 @@ class ReminderdClient:
         url = self.base_url.with_path(self.base_url.path.rstrip("/") + path)
         if query:
             pairs = {name: value for name, value in query.items() if value is not None}
+            for name, value in pairs.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ValueError(f"{name}: {value} is not a number a query can carry (a finite number is)")
             url = yarl.URL(f"{url}?{urlencode(pairs, quote_via=quote)}", encoded=True)
         headers = {"Authorization": self._authorization.value, "Accept": "application/json",
                    "User-Agent": self._user_agent}
@@ -950,10 +1029,12 @@ class ReminderdClient:
         while True:
             attempt += 1
             try:
-                status, reason, answer, retry_after = await self._exchange(method, url, headers, data)
+                # aiohttp's timeout too: for a session given, or an exchange that has none
+                async with asyncio.timeout(self.timeout_s):
+                    status, reason, answer, retry_after = await self._exchange(method, url, headers, data)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = Problem(UNREACHABLE, "reminderd unreachable", 0,
-                                  f"{method} {url.path}: {_describe(exc)}")
+                                  _redact(f"{method} {url.path}: {_describe(exc)}", self._api_key.value))
                 delay = self.retry.delay_s(attempt)
                 if delay is None:
                     raise ApiError(problem, attempts=attempt) from None
@@ -962,7 +1043,7 @@ class ReminderdClient:
                 continue
             if status < 400:
                 return status, self._parsed(status, answer, attempt)
-            problem = _problem_of(status, reason, answer)
+            problem = _redacted(_problem_of(status, reason, answer), self._api_key.value)
             delay = None
             if _retryable(status, problem.type):
                 delay = self.retry.delay_s(attempt, _retry_after_s(retry_after))
@@ -977,13 +1058,12 @@ class ReminderdClient:
                                         timeout=self._timeout) as resp:
             return resp.status, resp.reason or "", await resp.read(), resp.headers.get("Retry-After")
 
-    @staticmethod
-    def _parsed(status: int, answer: bytes, attempt: int) -> Any:
+    def _parsed(self, status: int, answer: bytes, attempt: int) -> Any:
         try:
             return json.loads(answer, parse_float=Decimal)  # a payload's 12345678901234567.5 stays that
         except ValueError:
-            raise ApiError(Problem(INVALID_RESPONSE, "Answer not JSON", status,
-                                   f"HTTP {status}: {answer[:200].decode('utf-8', 'replace')!r}"),
+            excerpt = _redact(answer[:200].decode("utf-8", "replace"), self._api_key.value)
+            raise ApiError(Problem(INVALID_RESPONSE, "Answer not JSON", status, f"HTTP {status}: {excerpt!r}"),
                            attempts=attempt) from None
 
     @staticmethod
@@ -1335,20 +1415,35 @@ class MessagePages:
         return self._pages()
 
     async def _pages(self) -> AsyncIterator[Page]:
-        cursor = self.cursor
+        cursor: str | None = self.cursor
+        followed = {cursor}
         while True:
             page = await self._client.list_page(self.query, cursor)
             if page.messages or cursor == self.cursor:  # not the empty page that can end a walk
                 yield page
-            if page.next_cursor is None:
+            cursor = _next_cursor(page, followed)
+            if cursor is None:
                 return
-            cursor = page.next_cursor
 
     async def messages(self) -> AsyncIterator[Message]:
         """Every message of every page, one by one."""
         async for page in self:
             for message in page.messages:
                 yield message
+
+
+def _next_cursor(page: Page, followed: set[str | None]) -> str | None:
+    """The cursor a walk follows next (None: the walk is done), added to `followed`; ApiError when the
+    server answers one already followed (a bug, or a proxy's cache), where the walk would never end."""
+    cursor = page.next_cursor
+    if cursor is None:
+        return None
+    if cursor in followed:
+        raise ApiError(Problem(INVALID_RESPONSE, "Answer not as the API describes", 200,
+                               f"GET /v1/messages: the server answered cursor {cursor} again; following it "
+                               "would never end"))
+    followed.add(cursor)
+    return cursor
 
 
 CONTACTS_PER_ARRAY = 10_000  # PUT /v1/contacts takes this many as a JSON array; more go as NDJSON
@@ -1487,14 +1582,15 @@ class SyncReminderdClient:
         """The pages of `ReminderdClient.list`, each fetched when the loop asks for it."""
         pages = self._client.list(ref=ref, ref_prefix=ref_prefix, status=status, fire_after=fire_after,
                                   fire_before=fire_before, order=order, page_size=page_size, cursor=cursor)
-        next_cursor = pages.cursor
+        next_cursor: str | None = pages.cursor
+        followed = {next_cursor}
         while True:
             page = self.list_page(pages.query, next_cursor)
             if page.messages or next_cursor == pages.cursor:  # not the empty page that can end a walk
                 yield page
-            if page.next_cursor is None:
+            next_cursor = _next_cursor(page, followed)
+            if next_cursor is None:
                 return
-            next_cursor = page.next_cursor
 
     def messages(self, **filters: Any) -> Iterator[Message]:
         """Every message of `list(**filters)`, one by one."""

@@ -205,18 +205,18 @@ class Generator:
             body = self._resolve(operation.get("requestBody", {})).get("content", {}).get("application/json")
             if body:
                 body_type = self._named(f"{op}Body", body["schema"], sent=True)
-            answer_type = "never"
-            for status in ("200", "201"):
-                answer = operation["responses"].get(status)
-                if answer is None:
+            answers: list[str] = []  # each success answer documented (createBroadcast: 201, its dry run 200)
+            for status, answer in sorted(operation["responses"].items(), key=lambda item: str(item[0])):
+                if not str(status).startswith("2"):
                     continue
                 if "$ref" in answer:
-                    answer_type = answer["$ref"].rsplit("/", 1)[1]
-                    break
-                content = answer.get("content", {}).get("application/json")
-                if content:
-                    answer_type = self._named(f"{op}Response", content["schema"], sent=False)
-                    break
+                    named = answer["$ref"].rsplit("/", 1)[1]
+                else:
+                    content = answer.get("content", {}).get("application/json")
+                    named = self._named(f"{op}Response", content["schema"], sent=False) if content else ""
+                if named and named not in answers:
+                    answers.append(named)
+            answer_type = " | ".join(answers) or "never"
             table.append(
                 f"  {operation['operationId']}: {{ method: {json.dumps(method.upper())};"
                 f" path: {json.dumps(path)};"

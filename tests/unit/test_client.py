@@ -3,16 +3,20 @@ reads answers, its retry policy, and that the API key shows nowhere."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import random
 import types
 import typing
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from enum import Enum
 from importlib.resources import files
 from typing import Any, Literal
 
+import aiohttp
 import pytest
 import yaml
 
@@ -255,8 +259,57 @@ def test_a_naive_instant_and_an_aware_wall_time_are_refused_before_sending() -> 
 
 
 def test_a_body_that_is_not_json_is_refused_before_sending() -> None:
-    with pytest.raises(ValueError, match="not JSON"):
+    with pytest.raises(ValueError, match=r"^/amount: nan is not a number JSON can carry"):
         client._json_body({"amount": float("nan")})
+
+
+@pytest.mark.parametrize(("call", "where"), [
+    (lambda rd: rd.schedule("r", fire_in=float("nan")), r"^/fire_in: nan is not a number JSON can carry"),
+    (lambda rd: rd.schedule("r", fire_in=60, max_attempts=float("inf")), r"^/max_attempts: inf"),
+    (lambda rd: rd.schedule("r", fire_in=60, payload={"amount": Decimal("-Infinity")}),
+     r"^/payload/amount: -Inf"),
+    (lambda rd: rd.schedule_many([ScheduleRequest("a", fire_in=60),
+                                  ScheduleRequest("b", fire_in=float("nan"))]), r"^/messages/1/fire_in: nan"),
+    (lambda rd: rd.preview(cron="0 9 * * *", n=float("nan")), r"^n: nan"),
+    (lambda rd: rd.contact_messages("c1", limit=float("inf")), r"^limit: inf"),
+])
+async def test_nan_and_infinity_are_refused_by_name_before_sending(call: Any, where: str) -> None:
+    sent: list[str] = []
+
+    async def exchange(method: str, url: Any, headers: Mapping[str, str], data: bytes | None,
+                       ) -> tuple[int, str, bytes, str | None]:
+        sent.append(method)
+        return 500, "", b"", None
+
+    async with ReminderdClient("http://127.0.0.1:8080", KEY, retry=client.NO_RETRIES) as rd:
+        rd._exchange = exchange  # type: ignore[method-assign]  # the network, scripted
+        with pytest.raises(ValueError, match=where):
+            await call(rd)
+    assert sent == []
+
+
+@pytest.mark.parametrize("timeout_s", [float("nan"), 0, -1, float("inf")])
+def test_a_timeout_that_never_ends_or_never_starts_is_refused(timeout_s: float) -> None:
+    with pytest.raises(ValueError, match=r"^timeout_s: a finite number of seconds above 0"):
+        ReminderdClient("http://127.0.0.1:8080", KEY, timeout_s=timeout_s)
+
+
+async def test_the_timeout_holds_with_an_exchange_that_never_answers() -> None:
+    calls = 0
+
+    async def deaf(method: str, url: Any, headers: Mapping[str, str], data: bytes | None,
+                   ) -> tuple[int, str, bytes, str | None]:
+        nonlocal calls
+        calls += 1
+        await asyncio.Event().wait()  # never set: no answer, ever
+        raise AssertionError("unreachable")
+
+    async with ReminderdClient("http://127.0.0.1:8080", KEY, timeout_s=0.05,
+                               retry=RetryPolicy(attempts=2, base_s=0.001, cap_s=0.001)) as rd:
+        rd._exchange = deaf  # type: ignore[method-assign]  # the network, scripted
+        with pytest.raises(ApiError, match="no answer in time") as raised:
+            await asyncio.wait_for(rd.tenant(), 5)
+    assert (raised.value.type, raised.value.attempts, calls) == (client.UNREACHABLE, 2, 2)
 
 
 # What is read
@@ -321,6 +374,46 @@ def test_a_problem_answer_and_a_proxys_error_page_are_both_problems() -> None:
         ("about:blank", "Bad Gateway", 502, "<html>upstream down</html>")
 
 
+def _extension_members_sent() -> dict[str, str]:
+    """Each member a handler adds to a problem (Problem(..., extra={...}), or extra["x"] = ...), by name,
+    with the module that adds it: read from the server's source, so a new member cannot be missed."""
+    import ast
+    from pathlib import Path
+
+    found: dict[str, str] = {}
+    for module in sorted(Path(client.__file__).parent.glob("*.py")):
+        if module.name == "client.py":
+            continue
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            dicts: list[ast.expr] = []
+            if isinstance(node, ast.keyword) and node.arg == "extra":
+                dicts.append(node.value)
+            if isinstance(node, ast.AnnAssign | ast.Assign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for target in targets:
+                    if isinstance(target, ast.Name) and target.id == "extra" and node.value is not None:
+                        dicts.append(node.value)
+                    if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) \
+                            and target.value.id == "extra" and isinstance(target.slice, ast.Constant):
+                        found[str(target.slice.value)] = module.name
+            for value in dicts:
+                for inner in ast.walk(value):
+                    if isinstance(inner, ast.Dict):
+                        for key in inner.keys:
+                            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                                found[key.value] = module.name
+    return found
+
+
+def test_every_extension_member_the_server_sends_is_in_the_problem_schema_and_the_problem() -> None:
+    sent = _extension_members_sent()
+    assert {"sqlstate", "hint", "item", "message_status", "written_through_line"} <= set(sent)
+    documented = set(SCHEMAS["Problem"]["properties"])
+    assert {name: where for name, where in sent.items() if name not in documented} == {}
+    fields = {item.name for item in dataclasses.fields(Problem)}
+    assert set(sent) <= fields
+
+
 def test_an_api_error_says_what_is_wrong_field_by_field() -> None:
     error = ApiError(Problem(INVALID, "Invalid request", 422, "2 fields are invalid",
                              errors=(ProblemField("not RFC 3339", pointer="/fire_at"),
@@ -348,7 +441,35 @@ def test_retry_after_is_waited_for_unless_too_long_and_attempts_run_out() -> Non
     assert policy.delay_s(2) is not None
     assert policy.delay_s(3) is None  # the third try was the last
     assert client.NO_RETRIES.delay_s(1) is None
-    assert client._retry_after_s("12") == 12 and client._retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT") is None
+    assert client._retry_after_s("12") == 12
+
+
+def test_retry_after_is_read_as_delta_seconds_or_an_http_date_and_an_endless_one_is_too_long() -> None:
+    now = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    assert client._retry_after_s("3", now) == 3
+    assert client._retry_after_s("Wed, 02 Dec 2026 10:00:07 GMT", now) == 7
+    assert client._retry_after_s("Wed, 02 Dec 2026 09:59:00 GMT", now) == 0
+    assert client._retry_after_s("inf", now) == float("inf")
+    assert RetryPolicy().delay_s(1, client._retry_after_s("1e400", now)) is None
+    for unreadable in ("soon", "-5", "nan", "", None):
+        assert client._retry_after_s(unreadable, now) is None, unreadable
+
+
+@pytest.mark.parametrize(("options", "why"), [
+    ({"attempts": 0}, r"RetryPolicy.attempts: a whole number of tries from 1"),
+    ({"attempts": -1}, r"RetryPolicy.attempts"),
+    ({"attempts": float("nan")}, r"RetryPolicy.attempts"),
+    ({"attempts": float("inf")}, r"RetryPolicy.attempts"),
+    ({"attempts": 2.5}, r"RetryPolicy.attempts"),
+    ({"attempts": True}, r"RetryPolicy.attempts"),
+    ({"base_s": float("nan")}, r"RetryPolicy.base_s: a finite number of seconds"),
+    ({"cap_s": -1}, r"RetryPolicy.cap_s"),
+    ({"max_retry_after_s": float("inf")}, r"RetryPolicy.max_retry_after_s"),
+])
+def test_a_retry_policy_that_would_retry_forever_or_never_wait_is_refused(
+        options: dict[str, Any], why: str) -> None:
+    with pytest.raises(ValueError, match=why):
+        RetryPolicy(**options)
 
 
 @pytest.mark.parametrize(("status", "problem_type", "retried"), [
@@ -398,6 +519,18 @@ def test_a_bad_base_url_or_key_is_refused_at_once(base_url: str, key: str, why: 
     assert key == "" or key not in str(raised.value)
 
 
+@pytest.mark.parametrize("base_url", [
+    "http://admin:hunter2@127.0.0.1:8080", "https://rk_abcdefghijkm_hunter2@api.example.com",
+    "ftp://u:hunter2@127.0.0.1", "http://u:p/hunter2@127.0.0.1",
+])
+def test_a_base_url_with_credentials_is_refused_without_echoing_them(base_url: str) -> None:
+    with pytest.raises(ValueError, match=r"^base_url: ") as raised:
+        ReminderdClient(base_url, KEY)
+    assert "hunter2" not in str(raised.value) and "hunter2" not in repr(raised.value)
+    if base_url.startswith("http") and "/hunter2" not in base_url:
+        assert "credentials go in api_key" in str(raised.value)
+
+
 def test_scheduled_is_frozen() -> None:
     scheduled = Scheduled(1, "r", Status.PENDING, None, "once", "created")
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -414,3 +547,70 @@ def test_the_client_imports_nothing_of_the_server() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == str(["reminderd", "reminderd.client", "reminderd.exceptions",
                                        "reminderd.lifecycle", "reminderd.retry"])
+
+
+# Pages
+
+
+def _going_round(rd: ReminderdClient) -> list[str | None]:
+    """Make `rd` answer GET /v1/messages with one message a page, its next cursor c1, c2, c1, c2, …;
+    the cursors asked for."""
+    asked: list[str | None] = []
+    message = dict(MESSAGE)
+
+    async def call(method: str, path: str, **options: Any) -> tuple[int, Any]:
+        asked.append(options["query"]["cursor"])
+        if len(asked) > 20:
+            raise AssertionError("the walk went on")
+        return 200, {"messages": [{**message, "id": len(asked)}], "next_cursor": f"c{2 - len(asked) % 2}"}
+
+    rd._call = call  # type: ignore[method-assign]  # the network, scripted
+    return asked
+
+
+async def test_a_server_answering_a_cursor_already_followed_ends_the_walk_with_an_error() -> None:
+    async with ReminderdClient("http://127.0.0.1:8080", KEY) as rd:
+        asked = _going_round(rd)
+        ids = []
+        with pytest.raises(ApiError, match="the server answered cursor c1 again") as raised:
+            async for message in rd.list().messages():
+                ids.append(message.id)
+    assert raised.value.type == client.INVALID_RESPONSE
+    assert (ids, asked) == ([1, 2, 3], [None, "c1", "c2"])
+
+
+def test_the_blocking_walk_ends_on_a_cursor_already_followed_too() -> None:
+    with SyncReminderdClient("http://127.0.0.1:8080", KEY) as rd:
+        asked = _going_round(rd._client)
+        with pytest.raises(ApiError, match="the server answered cursor c1 again"):
+            for _ in rd.messages():
+                pass
+    assert asked == [None, "c1", "c2"]
+
+
+# Secrets in errors
+
+SIGNING_SECRET = "whsec_" + "c2VjcmV0" * 5 + "="
+
+
+@pytest.mark.parametrize("api_key", [KEY, "S" * 40])  # the rk_ shape, and a key hidden as itself
+@pytest.mark.parametrize("answer", ["echoing", "proxy page", "cut answer"])
+async def test_an_error_quoting_a_request_a_url_or_an_answer_shows_no_api_key_or_signing_secret(
+        api_key: str, answer: str) -> None:
+    hidden = "S" * 40 if api_key != KEY else "S" * 20
+
+    async def exchange(method: str, url: Any, headers: Mapping[str, str], data: bytes | None,
+                       ) -> tuple[int, str, bytes, str | None]:
+        authorization = headers["Authorization"]
+        if answer == "echoing":
+            raise aiohttp.ClientError(f"failed: {url}?token={api_key} Authorization: {authorization}")
+        if answer == "proxy page":
+            return 502, "Bad Gateway", f"bad gateway for Authorization: {authorization}".encode(), None
+        return 200, "OK", f'{{"secret":"{SIGNING_SECRET}","previous_secret_valid_until'.encode(), None
+
+    async with ReminderdClient("http://127.0.0.1:8080", api_key, retry=client.NO_RETRIES) as rd:
+        rd._exchange = exchange  # type: ignore[method-assign]  # the network, scripted
+        with pytest.raises(ApiError) as raised:
+            await rd.rotate_secret()
+    shown = f"{raised.value} {raised.value!r} {raised.value.problem!r}"
+    assert hidden not in shown and "c2VjcmV0" not in shown, shown

@@ -81,6 +81,24 @@ def test_the_declared_api_covers_every_operation_of_the_document() -> None:
         assert re.search(rf"^  {method}\(", implemented, re.MULTILINE), f"index.js has no {method}()"
 
 
+def test_each_operations_answer_type_is_the_union_of_every_success_answer_it_documents() -> None:
+    document = yaml.safe_load((ROOT / "reminderd" / "openapi.yaml").read_text(encoding="utf-8"))
+    wire = (JS / "src" / "wire.d.ts").read_text(encoding="utf-8")
+    answers = dict(re.findall(r"^  (\w+): \{ method: .*; response: (.+) \};$", wire, re.MULTILINE))
+    for item in document["paths"].values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or "operationId" not in operation:
+                continue
+            named = set()
+            for status, answer in operation["responses"].items():
+                schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+                if str(status).startswith("2") and "$ref" in schema:
+                    named.add(schema["$ref"].rsplit("/", 1)[1])
+            declared = set(answers[operation["operationId"]].split(" | "))
+            assert named <= declared, (operation["operationId"], named, declared)
+    assert set(answers["createBroadcast"].split(" | ")) == {"BroadcastDetail", "BroadcastPreview"}
+
+
 def test_the_package_is_esm_without_runtime_dependencies() -> None:
     package = json.loads((JS / "package.json").read_text(encoding="utf-8"))
     assert package["type"] == "module"

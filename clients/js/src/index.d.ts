@@ -2,7 +2,7 @@
 // wire.d.ts (clients/js/generate_types.py); this file is the client around them.
 import type {
   CancelByRefQuery, ListMessagesQuery, ListMessagesResponse, Message, MessageDetail,
-  PauseTenantResponse, PreviewQuery, PreviewResponse, Problem, ResumeTenantResponse,
+  PauseTenantResponse, PreviewQuery, PreviewResponse, Problem, ProblemType, ResumeTenantResponse,
   RotateSecretBody, RotateSecretResponse, ScheduleBatchResponse, ScheduleRequest, Scheduled,
   SentNow, Stats, Tenant, UpdateMessageBody, UpdateTenantBody,
   ContactInput, ContactsWritten, Contact, ContactMessagesQuery, ContactMessagesResponse, ListAudiencesResponse,
@@ -12,6 +12,7 @@ import type {
 
 export * from "./wire.js";
 
+/** Checked at construction: attempts a whole number from 1, the others finite and not negative; unknown names refused. */
 export interface RetryOptions {
   /** tries in all, the first included (default 4; 1: never retry) */
   attempts?: number;
@@ -28,7 +29,7 @@ export interface ClientOptions {
   baseUrl: string;
   /** rk_… from `reminderd api-key create TENANT --name NAME` */
   apiKey: string;
-  /** each attempt's limit (default 30000) */
+  /** each attempt's limit in ms, a finite number above 0 (default 30000); it holds with a fetch that ignores its signal too */
   timeoutMs?: number;
   retry?: RetryOptions;
   /** another fetch (default: the global one) */
@@ -52,24 +53,40 @@ export type ListOptions = Omit<ListMessagesQuery, "limit"> & { pageSize?: number
 
 export type Page = ListMessagesResponse;
 
+/**
+ * What an ApiError's `type` is: a kind the API documents (ProblemType), one the client describes
+ * (no answer; an answer not as the API describes), or about:blank (an error page that is not a
+ * problem, a proxy's).
+ */
+export type ApiErrorType = ProblemType | "urn:reminderd:client:unreachable" | "urn:reminderd:client:invalid-response"
+  | "about:blank";
+
 export declare class ApiError extends Error {
   readonly name: "ApiError" | "SecretShownOnceError";
-  /** the RFC 9457 problem, as the server wrote it (or urn:reminderd:client:unreachable / invalid-response) */
-  readonly problem: Problem;
+  /** the RFC 9457 problem, its members camelCase (or urn:reminderd:client:unreachable / invalid-response) */
+  readonly problem: Problem & { type: ApiErrorType };
   /** tries made, retries included */
   readonly attempts: number;
-  readonly type: string;
+  readonly type: ApiErrorType;
   readonly title: string;
   /** the HTTP status; 0 when no answer came */
   readonly status: number;
   readonly detail: string;
   readonly errors: NonNullable<Problem["errors"]>;
-  constructor(problem: Problem, attempts?: number);
+  constructor(problem: Problem & { type: ApiErrorType }, attempts?: number);
 }
 
 /** A rotation's retry that found the rotation done: its secret was shown once and is not shown again. */
 export declare class SecretShownOnceError extends ApiError {
   readonly name: "SecretShownOnceError";
+}
+
+/** A rotation's answer: `secret` is read by name; console.log, inspect() and JSON.stringify show "<hidden>". */
+export declare class RotatedSecret implements RotateSecretResponse {
+  /** whsec_…, shown only in this answer */
+  readonly secret: string;
+  readonly previousSecretValidUntil: string | null;
+  toJSON(): { secret: "<hidden>"; previousSecretValidUntil: string | null };
 }
 
 export declare class MessagePages implements AsyncIterable<Page> {
@@ -115,7 +132,7 @@ export declare class Reminderd {
   updateTenant(changes: UpdateTenantBody, options?: CallOptions): Promise<Tenant>;
   pauseTenant(options?: CallOptions): Promise<PauseTenantResponse>;
   resumeTenant(options?: CallOptions): Promise<ResumeTenantResponse>;
-  rotateSecret(body?: RotateSecretBody, options?: CallOptions): Promise<RotateSecretResponse>;
+  rotateSecret(body?: RotateSecretBody, options?: CallOptions): Promise<RotatedSecret>;
   stats(options?: ReadOptions): Promise<Stats>;
   preview(query: PreviewQuery, options?: ReadOptions): Promise<PreviewResponse>;
 
@@ -148,10 +165,14 @@ export declare class Reminderd {
   toJSON(): { baseUrl: string; apiKey: string };
 }
 
+/** `text` with API keys, bearer tokens, signing secrets, a URL's credentials and secret-named query values as …. */
+export declare function redact(text: string, also?: string | null): string;
 export declare function camel(name: string): string;
 export declare function snake(name: string): string;
 export declare function toWire(value: unknown): unknown;
 export declare function fromWire(value: unknown): unknown;
+/** A Retry-After header (delta-seconds or an HTTP date) in ms from nowMs; null when absent or unreadable. */
+export declare function retryAfterMs(header: string | null, nowMs?: number): number | null;
 export declare function retryDelayMs(policy: Required<RetryOptions>, retry: number, retryAfterMs?: number | null,
   random?: () => number): number | null;
 

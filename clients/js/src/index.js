@@ -6,11 +6,12 @@
 //
 // Names are camelCase here and snake_case on the wire (reminderd/openapi.yaml): each key of what is
 // sent and received is converted, except inside a `payload` or a contact's `attributes`, which are
-// the user's own JSON. Problems
-// (RFC 9457) are raised as ApiError, as the server wrote them. Connection errors, timeouts, 429
-// (after its Retry-After), 5xx and a 409 "still running" are retried with capped exponential backoff
-// and full jitter; every write carries one Idempotency-Key per call, the same on each retry, so the
-// server answers a retry with its first answer. The API key is kept in a private field: it is in no
+// the user's own JSON. Problems (RFC 9457) are raised as ApiError, their members camelCase
+// (messageStatus) like every answer's, any secret they quote as …. Connection errors, timeouts
+// (each attempt races a timer), 429 and 503 (after their Retry-After), 5xx and a 409 "still
+// running" are retried with capped exponential backoff and full jitter; every write carries one
+// Idempotency-Key per call, the same on each retry, so the server answers a retry with its first
+// answer. The API key is kept in a private field: it is in no
 // log, inspect() output, JSON or error.
 
 const VERSION = "0.1.0";
@@ -45,9 +46,21 @@ function convertKeys(value, rename, dates) {
   return out;
 }
 
-/** What the SDK sends: camelCase keys to the wire's, Dates to RFC 3339, undefined left out. */
+/** What the SDK sends: camelCase keys to the wire's, Dates to RFC 3339, undefined left out; a NaN or
+ * an Infinity (which JSON.stringify would send as null) refused, by its path. */
 export function toWire(value) {
+  finite(value, "");
   return convertKeys(value, snake, true);
+}
+
+function finite(value, path) {
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    throw new TypeError(`${path || "the value"}: ${value} is not a number JSON can carry (a finite number is)`);
+  }
+  if (Array.isArray(value)) value.forEach((item, index) => finite(item, `${path}[${index}]`));
+  else if (value !== null && typeof value === "object" && !(value instanceof Date)) {
+    for (const [key, item] of Object.entries(value)) finite(item, path ? `${path}.${key}` : key);
+  }
 }
 
 /** What the server answered, with camelCase keys. */
@@ -60,9 +73,36 @@ function isoInstant(date) {
   return date.toISOString();
 }
 
-/** The error every failed call raises: `problem` is the RFC 9457 document. */
+// What an error must never show, wherever it quotes a request, a URL or an answer: an API key
+// (rk_<prefix>_<secret>: its prefix kept), a bearer token, a signing secret (whsec_…), a URL's user
+// and password, a query parameter named like a secret.
+const SECRETS = [
+  [/\b(rk_[a-z2-7]{12})_[A-Za-z0-9_-]+/g, "$1_…"],
+  [/\b(Bearer)\s+[!-~]+/gi, "$1 …"],
+  [/\bwhsec_[A-Za-z0-9+/=_-]*/g, "whsec_…"],
+  [/\/\/[^\s/?#@]*@/g, "//…@"],
+  [/([?&;](?:[a-z_]*(?:key|token|secret|password|signature|auth)[a-z_]*)=)[^&#\s"']*/gi, "$1…"],
+];
+
+/** `text` with the secrets an error must not show replaced by …; `also`: one more to hide (the key). */
+export function redact(text, also = null) {
+  let out = String(text);
+  if (also) out = out.split(also).join("…");
+  for (const [pattern, replacement] of SECRETS) out = out.replace(pattern, replacement);
+  return out;
+}
+
+function redactedProblem(problem, also = null) {
+  const out = { ...problem };
+  for (const name of ["title", "detail", "instance"]) if (typeof out[name] === "string") out[name] = redact(out[name], also);
+  if (Array.isArray(out.errors)) out.errors = out.errors.map((e) => (typeof e?.detail === "string" ? { ...e, detail: redact(e.detail, also) } : e));
+  return out;
+}
+
+/** The error every failed call raises: `problem` is the RFC 9457 document (any secret in it as …). */
 export class ApiError extends Error {
   constructor(problem, attempts = 1) {
+    problem = redactedProblem(problem);
     const fields = (problem.errors ?? [])
       .map((e) => `${e.pointer ?? e.parameter ?? e.header ?? "?"}: ${e.detail}`)
       .join("; ");
@@ -92,11 +132,57 @@ export class SecretShownOnceError extends ApiError {
   }
 }
 
+/**
+ * A rotation's answer: `secret` (whsec_…, shown once) is read by name, and shown by no console.log,
+ * inspect() or JSON.stringify (which write "<hidden>").
+ */
+export class RotatedSecret {
+  #secret;
+
+  constructor({ secret, ...rest }) {
+    this.#secret = secret;
+    Object.assign(this, rest); // previousSecretValidUntil
+  }
+
+  get secret() { return this.#secret; }
+
+  toJSON() { return { ...this, secret: "<hidden>" }; }
+
+  toString() { return "[RotatedSecret <hidden>]"; }
+
+  [Symbol.for("nodejs.util.inspect.custom")]() {
+    return `RotatedSecret ${JSON.stringify(this.toJSON())}`;
+  }
+}
+
 function apiError(problem, attempts) {
   return problem.type === SECRET_SHOWN_ONCE ? new SecretShownOnceError(problem, attempts) : new ApiError(problem, attempts);
 }
 
 const DEFAULT_RETRY = Object.freeze({ attempts: 4, baseMs: 250, capMs: 8000, maxRetryAfterMs: 60000 });
+
+/** The retry option checked: NaN, a negative or an endless number would retry forever or never wait. */
+function retryPolicy(retry) {
+  if (retry === null || typeof retry !== "object") throw new TypeError("retry: an object such as { attempts: 4 }");
+  for (const name of Object.keys(retry)) {
+    if (!(name in DEFAULT_RETRY)) throw new TypeError(`retry: no option ${name} (attempts, baseMs, capMs, maxRetryAfterMs)`);
+  }
+  const policy = { ...DEFAULT_RETRY };
+  for (const [name, value] of Object.entries(retry)) if (value !== undefined) policy[name] = value;
+  if (!Number.isSafeInteger(policy.attempts) || policy.attempts < 1) {
+    throw new RangeError(`retry.attempts: a whole number of tries from 1 (the first included), not ${show(policy.attempts)}`);
+  }
+  for (const name of ["baseMs", "capMs", "maxRetryAfterMs"]) {
+    if (typeof policy[name] !== "number" || !Number.isFinite(policy[name]) || policy[name] < 0) {
+      throw new RangeError(`retry.${name}: a finite number of milliseconds, 0 or more, not ${show(policy[name])}`);
+    }
+  }
+  return Object.freeze(policy);
+}
+
+function show(value) {
+  return typeof value === "string" ? JSON.stringify(value) : String(value);
+}
 
 /**
  * Milliseconds to wait before retry number `retry` (from 1), or null when none is left or the
@@ -108,10 +194,20 @@ export function retryDelayMs(policy, retry, retryAfterMs = null, random = Math.r
   return random() * Math.min(policy.capMs, policy.baseMs * 2 ** (retry - 1));
 }
 
-function retryAfterMs(header) {
-  if (header === null || header.trim() === "") return null;
-  const seconds = Number(header.trim());
-  return Number.isFinite(seconds) && seconds >= 0 ? seconds * 1000 : null;
+/**
+ * A Retry-After header in milliseconds from `nowMs`: delta-seconds (what reminderd sends) or an HTTP
+ * date (what a proxy in front may send); null when absent or unreadable (the backoff is used then).
+ * An endless one ("1e400") is Infinity, longer than any maxRetryAfterMs: the call fails at once.
+ */
+export function retryAfterMs(header, nowMs = Date.now()) {
+  const text = header?.trim();
+  if (!text) return null;
+  if (/^[0-9.eE+]+$|^Infinity$/.test(text)) {
+    const seconds = Number(text);
+    return Number.isNaN(seconds) ? null : seconds * 1000;
+  }
+  const at = /[a-z]/i.test(text) ? Date.parse(text) : NaN;
+  return Number.isNaN(at) ? null : Math.max(0, at - nowMs);
 }
 
 function retryable(status, type) {
@@ -136,6 +232,30 @@ function either(signal, timeout) {
   return controller.signal;
 }
 
+/**
+ * `work`, or a rejection when `ms` pass (a TimeoutError, also aborting `controller` for a fetch that
+ * listens) or `signal` aborts (its reason), whichever comes first; the timer is cleared after.
+ */
+function deadline(ms, signal, controller, work) {
+  let timer;
+  let onAbort;
+  const stopped = new Promise((_, reject) => {
+    timer = setTimeout(() => {
+      const reason = new DOMException("no answer in time", "TimeoutError");
+      controller.abort(reason);
+      reject(reason);
+    }, ms);
+    onAbort = () => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+  });
+  work.catch(() => {}); // settled after the race was lost: nobody waits for it
+  return Promise.race([work, stopped]).finally(() => {
+    clearTimeout(timer);
+    signal.removeEventListener("abort", onAbort);
+  });
+}
+
 function sleep(ms, signal) {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
@@ -150,7 +270,7 @@ function problemOf(status, statusText, text) {
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
   if (data && typeof data === "object" && typeof data.type === "string") {
-    return { title: statusText, detail: "", status, ...data };
+    return fromWire({ title: statusText, detail: "", status, ...data }); // messageStatus, as wire.d.ts says
   }
   return { type: "about:blank", title: statusText || "HTTP error", status, detail: text.slice(0, 200).trim() || `HTTP ${status}` };
 }
@@ -189,25 +309,45 @@ function messageId(id) {
   return id;
 }
 
+/** A URL's user and password (`//user:password@`) as `//…@`, in any text. */
+function withoutCredentials(text) {
+  return text.replace(/\/\/\S*@/g, "//…@");
+}
+
 /** The client of one reminderd API server for one API key (so one tenant). */
 export class Reminderd {
+  #apiKey;
   #authorization;
   #fetch;
 
   constructor({ baseUrl, apiKey, timeoutMs = 30000, retry = {}, fetch = globalThis.fetch, userAgent } = {}) {
-    const url = new URL(baseUrl);
-    if (url.protocol !== "http:" && url.protocol !== "https:") {
-      throw new TypeError(`baseUrl: an http:// or https:// URL, not ${baseUrl}`);
+    let url;
+    try {
+      url = new URL(baseUrl);
+    } catch { // its TypeError carries the input, credentials and all
+      url = null;
     }
+    if (url === null || (url.protocol !== "http:" && url.protocol !== "https:")) {
+      throw new TypeError(`baseUrl: an http:// or https:// URL, not ${withoutCredentials(String(baseUrl))}`);
+    }
+    if (url.username || url.password) {
+      throw new TypeError(`baseUrl: credentials go in apiKey, not in the URL (${withoutCredentials(url.href)})`);
+    }
+    url.search = "";
+    url.hash = "";
     if (typeof apiKey !== "string" || !/^[!-~]+$/.test(apiKey)) {
       throw new TypeError("apiKey: the rk_… key printed by `reminderd api-key create` (missing or not printable)");
     }
     if (typeof fetch !== "function") throw new TypeError("no global fetch: Node >= 20, or pass { fetch }");
+    if (typeof timeoutMs !== "number" || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+      throw new RangeError(`timeoutMs: a finite number of milliseconds above 0 (each attempt's limit), not ${show(timeoutMs)}`);
+    }
     this.baseUrl = url.href.replace(/\/+$/, "");
     this.timeoutMs = timeoutMs;
-    this.retry = Object.freeze({ ...DEFAULT_RETRY, ...retry });
+    this.retry = retryPolicy(retry);
     this.keyPrefix = KEY_SHAPE.exec(apiKey)?.[1] ?? null;
     this.userAgent = userAgent ?? `reminderd-js/${VERSION}`;
+    this.#apiKey = apiKey;
     this.#authorization = `Bearer ${apiKey}`;
     this.#fetch = fetch;
   }
@@ -239,13 +379,18 @@ export class Reminderd {
     if (method !== "GET") headers["Idempotency-Key"] = idempotencyKey ?? (await newIdempotencyKey());
     for (let attempt = 1; ; attempt++) {
       let response, text;
+      const attemptDone = new AbortController();
       try {
-        const abort = either(signal, AbortSignal.timeout(this.timeoutMs));
-        response = await this.#fetch(url, { method, headers, body: data, signal: abort, redirect: "manual" });
-        text = await response.text();
+        const abort = either(signal, attemptDone.signal);
+        // Raced against the timer and the signal: a fetch that ignores its signal cannot outlast them.
+        [response, text] = await deadline(this.timeoutMs, abort, attemptDone, (async () => {
+          const answered = await this.#fetch(url, { method, headers, body: data, signal: abort, redirect: "manual" });
+          return [answered, await answered.text()];
+        })());
       } catch (error) {
         if (signal?.aborted) throw signal.reason;
-        const problem = { type: UNREACHABLE, title: "reminderd unreachable", status: 0, detail: `${method} ${path}: ${describe(error)}` };
+        const problem = { type: UNREACHABLE, title: "reminderd unreachable", status: 0,
+          detail: redact(`${method} ${path}: ${describe(error)}`, this.#apiKey) };
         const delay = retryDelayMs(this.retry, attempt);
         if (delay === null) throw new ApiError(problem, attempt);
         await sleep(delay, signal);
@@ -256,10 +401,10 @@ export class Reminderd {
           return fromWire(JSON.parse(text));
         } catch {
           throw new ApiError({ type: INVALID_RESPONSE, title: "Answer not JSON", status: response.status,
-            detail: `${method} ${path}: ${text.slice(0, 200)}` }, attempt);
+            detail: redact(`${method} ${path}: ${text.slice(0, 200)}`, this.#apiKey) }, attempt);
         }
       }
-      const problem = problemOf(response.status, response.statusText, text);
+      const problem = redactedProblem(problemOf(response.status, response.statusText, text), this.#apiKey);
       const delay = retryable(response.status, problem.type)
         ? retryDelayMs(this.retry, attempt, retryAfterMs(response.headers.get("retry-after")))
         : null;
@@ -359,7 +504,8 @@ export class Reminderd {
 
   /** A new signing secret, shown once; the old one keeps signing for `grace`. */
   rotateSecret({ grace } = {}, { idempotencyKey, signal } = {}) {
-    return this.request("POST", "/v1/tenant/rotate-secret", { body: grace === undefined ? {} : { grace }, idempotencyKey, signal });
+    return this.request("POST", "/v1/tenant/rotate-secret", { body: grace === undefined ? {} : { grace }, idempotencyKey, signal })
+      .then((answer) => new RotatedSecret(answer));
   }
 
   stats({ signal } = {}) { return this.request("GET", "/v1/stats", { signal }); }
@@ -476,10 +622,16 @@ export class MessagePages {
 
   async *[Symbol.asyncIterator]() {
     let cursor = this.cursor;
+    const followed = new Set([cursor]);
     for (;;) {
       const page = await this.client.listPage({ ...this.query, cursor: cursor ?? undefined }, { signal: this.signal });
       if (page.messages.length > 0 || cursor === this.cursor) yield page; // not the empty page that can end a walk
       if (page.nextCursor === null || page.nextCursor === undefined) return;
+      if (followed.has(page.nextCursor)) { // a server (or a proxy's cache) going round: the walk would never end
+        throw new ApiError({ type: INVALID_RESPONSE, title: "Answer not as the API describes", status: 200,
+          detail: `GET /v1/messages: the server answered cursor ${page.nextCursor} again; following it would never end` });
+      }
+      followed.add(page.nextCursor);
       cursor = page.nextCursor;
     }
   }

@@ -2,7 +2,7 @@
 // reminderd HTTP API, version 1. Property names are camelCased (wire: snake_case);
 // a `payload` (and a contact's `attributes`) is sent and received exactly as written.
 
-/** RFC 9457. `type` is one of: urn:reminderd:problem:invalid-json, urn:reminderd:problem:invalid-parameter, urn:reminderd:problem:invalid-request, urn:reminderd:problem:unsupported-media-type, urn:reminderd:problem:body-too-large, urn:reminderd:problem:unauthorized, urn:reminderd:problem:forbidden, urn:reminderd:problem:not-found, urn:reminderd:problem:method-not-allowed, urn:reminderd:problem:not-live, urn:reminderd:problem:idempotency-in-flight, urn:reminderd:problem:idempotency-mismatch, urn:reminderd:problem:secret-shown-once, urn:reminderd:problem:conflict, urn:reminderd:problem:database-refused, urn:reminderd:problem:rate-limited, urn:reminderd:problem:timeout, urn:reminderd:problem:unavailable, urn:reminderd:problem:internal. */
+/** RFC 9457. `type` is one of ProblemType (a client matches on it; `detail` is for people). */
 export interface Problem {
   type: string;
   title: string;
@@ -23,7 +23,12 @@ export interface Problem {
   item?: number;
   /** (wire: `message_status`) */
   messageStatus?: Status;
+  /** unauthorized during an NDJSON upload (the key revoked or made read-only): the last line written, in batches before the revocation (0: nothing was written) (wire: `written_through_line`) */
+  writtenThroughLine?: number;
 }
+
+/** every kind of problem the API answers with (reminderd/problems.py, docs/api.md) */
+export type ProblemType = "urn:reminderd:problem:invalid-json" | "urn:reminderd:problem:invalid-parameter" | "urn:reminderd:problem:unauthorized" | "urn:reminderd:problem:forbidden" | "urn:reminderd:problem:not-found" | "urn:reminderd:problem:method-not-allowed" | "urn:reminderd:problem:not-live" | "urn:reminderd:problem:idempotency-in-flight" | "urn:reminderd:problem:secret-shown-once" | "urn:reminderd:problem:conflict" | "urn:reminderd:problem:body-too-large" | "urn:reminderd:problem:unsupported-media-type" | "urn:reminderd:problem:invalid-request" | "urn:reminderd:problem:idempotency-mismatch" | "urn:reminderd:problem:database-refused" | "urn:reminderd:problem:rate-limited" | "urn:reminderd:problem:internal" | "urn:reminderd:problem:timeout" | "urn:reminderd:problem:unavailable";
 
 export type Status = "pending" | "picked" | "sent" | "dead" | "cancelled" | "paused" | "expired" | "finished" | "awaiting_approval";
 
@@ -761,7 +766,7 @@ export interface Operations {
   addToAudience: { method: "PUT"; path: "/v1/audiences/{audience}/members"; query: never; body: AddToAudienceBody; response: AddToAudienceResponse };
   removeFromAudience: { method: "DELETE"; path: "/v1/audiences/{audience}/members"; query: never; body: RemoveFromAudienceBody; response: RemoveFromAudienceResponse };
   listBroadcasts: { method: "GET"; path: "/v1/broadcasts"; query: never; body: never; response: ListBroadcastsResponse };
-  createBroadcast: { method: "POST"; path: "/v1/broadcasts"; query: CreateBroadcastQuery; body: BroadcastRequest; response: BroadcastPreview };
+  createBroadcast: { method: "POST"; path: "/v1/broadcasts"; query: CreateBroadcastQuery; body: BroadcastRequest; response: BroadcastPreview | BroadcastDetail };
   getBroadcast: { method: "GET"; path: "/v1/broadcasts/{id}"; query: never; body: never; response: BroadcastDetail };
   approveBroadcast: { method: "POST"; path: "/v1/broadcasts/{id}/approve"; query: never; body: ApproveBroadcastBody; response: ApproveBroadcastResponse };
   rejectBroadcast: { method: "POST"; path: "/v1/broadcasts/{id}/reject"; query: never; body: RejectBroadcastBody; response: BroadcastCancelled };

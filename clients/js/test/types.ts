@@ -1,7 +1,7 @@
 // Compiled by `tsc -p clients/js` (tests/unit/test_js_types.py), never run: the declarations are
 // valid TypeScript and type what users write. Each @ts-expect-error must be an error.
 import { ApiError, Reminderd } from "../src/index.js";
-import type { Message, MessageDetail, Page, Problem, ScheduleRequest, Scheduled, SentNow, Stats, Status } from "../src/index.js";
+import type { Message, MessageDetail, Operations, Page, Problem, ScheduleRequest, Scheduled, SentNow, Stats, Status } from "../src/index.js";
 
 declare const apiKey: string;
 const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey, retry: { attempts: 3 } });
@@ -94,4 +94,34 @@ export function problems(error: unknown): string | undefined {
     return `${error.status} ${error.type} ${pointer}`;
   }
   return undefined;
+}
+
+export function problemKinds(error: ApiError): string {
+  switch (error.type) {
+    case "urn:reminderd:problem:not-live": return `not live: ${error.problem.messageStatus}`;
+    case "urn:reminderd:problem:rate-limited": return "slow down";
+    case "urn:reminderd:client:unreachable": return "no answer";
+    case "about:blank": return "a proxy's page";
+    // @ts-expect-error a type the API does not document
+    case "urn:reminderd:problem:not-livee": return "a typo";
+    default: return error.type;
+  }
+}
+
+/** POST /v1/broadcasts answers a broadcast (201: staged, or awaiting approval) or, with ?dry_run=true, a preview (200). */
+export function createBroadcastAnswers(answer: Operations["createBroadcast"]["response"]): string {
+  if ("dryRun" in answer) return `${answer.audienceSize} contacts, ${answer.approval}`;
+  if (answer.approval === "awaiting") {
+    const state: "awaiting_approval" | "done" | "rejected" | "sending" | "recurring" = answer.state;
+    return `broadcast ${answer.id} waits for approval (${state})`;
+  }
+  return `broadcast ${answer.id}: ${answer.counts.staged} staged`;
+}
+
+export async function broadcastAnswers(): Promise<string> {
+  const made = await rd.broadcast({ refPrefix: "bf", localTime: "2026-11-27T09:00", audience: "vip" });
+  const preview = await rd.broadcastDryRun({ refPrefix: "bf", localTime: "2026-11-27T09:00", audience: "vip" });
+  // @ts-expect-error a dry run's answer is no broadcast: it has no id
+  void preview.id;
+  return `${made.approval === "awaiting" ? made.state : made.id} ${preview.dryRun}`;
 }

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { inspect } from "node:util";
 
-import { ApiError, Reminderd, SecretShownOnceError, camel, fromWire, retryDelayMs, snake, toWire } from "../src/index.js";
+import { ApiError, Reminderd, SecretShownOnceError, camel, fromWire, retryAfterMs, retryDelayMs, snake, toWire } from "../src/index.js";
 
 const KEY = "rk_abcdefghijkm_" + "s3cr3t".repeat(7) + "x";
 const FAST = { attempts: 4, baseMs: 1, capMs: 5 };
@@ -209,4 +209,170 @@ test("bad options and ids are refused at once", () => {
   const rd = new Reminderd({ baseUrl: "http://127.0.0.1", apiKey: KEY, fetch: scripted().fetch });
   assert.throws(() => rd.get("7; DROP"), /a message id is a positive integer/);
   assert.throws(() => rd.cancel(0), /positive integer/);
+});
+
+test("a problem's extension members are camelCase, as in wire.d.ts and a batch item's error", async () => {
+  const { fetch } = scripted([
+    { status: 409, body: problem(409, "not-live", { message_status: "sent" }) },
+    { status: 401, body: problem(401, "unauthorized", { written_through_line: 20000 }) },
+  ]);
+  const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch, retry: FAST });
+  await assert.rejects(rd.pause(1), (error) => {
+    assert.equal(error.problem.messageStatus, "sent");
+    assert.equal(error.problem.message_status, undefined);
+    return true;
+  });
+  await assert.rejects(rd.upsertContacts([{ contactId: "c1" }]), (error) => {
+    assert.equal(error.problem.writtenThroughLine, 20000);
+    assert.equal(error.problem.written_through_line, undefined);
+    return true;
+  });
+});
+
+for (const [retry, why] of [
+  [{ attempts: NaN }, /retry\.attempts: a whole number of tries from 1/],
+  [{ attempts: -1 }, /retry\.attempts/],
+  [{ attempts: 0 }, /retry\.attempts/],
+  [{ attempts: Infinity }, /retry\.attempts/],
+  [{ attempts: 2.5 }, /retry\.attempts/],
+  [{ baseMs: NaN }, /retry\.baseMs: a finite number of milliseconds/],
+  [{ capMs: -1 }, /retry\.capMs/],
+  [{ maxRetryAfterMs: Infinity }, /retry\.maxRetryAfterMs/],
+  [{ attempts: "3" }, /retry\.attempts/],
+  [{ atempts: 3 }, /retry: no option atempts/],
+]) {
+  test(`retry ${JSON.stringify(retry, (k, v) => (typeof v === "number" && !Number.isFinite(v) ? String(v) : v))} is refused at construction`, () => {
+    assert.throws(() => new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch: scripted().fetch, retry }),
+      (error) => error instanceof RangeError || error instanceof TypeError ? (assert.match(error.message, why), true) : false);
+  });
+}
+
+test("Retry-After is read as delta-seconds or an HTTP date; an endless one is too long", () => {
+  const now = Date.parse("2026-12-02T10:00:00Z");
+  assert.equal(retryAfterMs("3", now), 3000);
+  assert.equal(retryAfterMs("Wed, 02 Dec 2026 10:00:07 GMT", now), 7000);
+  assert.equal(retryAfterMs("Wed, 02 Dec 2026 09:59:00 GMT", now), 0);
+  assert.equal(retryAfterMs("Infinity", now), Infinity);
+  assert.equal(retryAfterMs("soon", now), null);
+  assert.equal(retryAfterMs("-5", now), null);
+  assert.equal(retryAfterMs(null, now), null);
+});
+
+test("a 503 whose Retry-After is endless fails at once, not after a backoff", async () => {
+  const { fetch, seen } = scripted([{ status: 503, headers: { "Retry-After": "1e400" }, body: problem(503, "unavailable") }]);
+  const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch, retry: FAST });
+  await assert.rejects(rd.schedule({ refId: "r", fireIn: 60 }), (error) => error.status === 503 && error.attempts === 1);
+  assert.equal(seen.length, 1);
+});
+
+test("a server answering a cursor already followed ends the walk with an error, not an endless loop", async () => {
+  const message = { id: 1, ref_id: "b:1", status: "pending" };
+  const again = Array.from({ length: 50 }, (_, i) => ({ body: { messages: [{ ...message, id: i + 2 }], next_cursor: i % 2 ? "c1" : "c2" } }));
+  const { fetch, seen } = scripted([{ body: { messages: [message], next_cursor: "c1" } }, ...again]);
+  const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch });
+  const ids = [];
+  await assert.rejects((async () => { for await (const m of rd.list().messages()) ids.push(m.id); })(), (error) => {
+    assert.ok(error instanceof ApiError);
+    assert.equal(error.type, "urn:reminderd:client:invalid-response");
+    assert.match(error.message, /cursor c1 again/);
+    return true;
+  });
+  assert.deepEqual(ids, [1, 2, 3]);
+  assert.equal(seen.length, 3);
+});
+
+for (const baseUrl of ["http://admin:hunter2@127.0.0.1:8080", "https://rk_abcdefghijkm_hunter2@api.example.com", "ftp://u:hunter2@127.0.0.1", "http://u:hunter2@[::1", "http://u:p/hunter2@127.0.0.1"]) {
+  test(`a base URL with credentials is refused without echoing them: ${baseUrl.replace("hunter2", "…")}`, () => {
+    assert.throws(() => new Reminderd({ baseUrl, apiKey: KEY, fetch: scripted().fetch }), (error) => {
+      assert.ok(error instanceof TypeError);
+      assert.match(error.message, /^baseUrl: /);
+      if (baseUrl.startsWith("http") && !baseUrl.endsWith("[::1") && !baseUrl.includes("/hunter2")) assert.match(error.message, /credentials go in apiKey/);
+      const shown = `${error.message} ${error.stack} ${inspect(error, { showHidden: true, depth: 5 })} ${JSON.stringify(error)}`;
+      assert.ok(!shown.includes("hunter2"), shown);
+      return true;
+    });
+  });
+}
+
+const SECRET = "whsec_" + "c2VjcmV0".repeat(5) + "=";
+
+test("a rotated signing secret is read by name, and in no console.log, JSON or inspect()", async () => {
+  const { fetch } = scripted([{ status: 200, body: { secret: SECRET, previous_secret_valid_until: "2026-12-02T11:00:00Z" } }]);
+  const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch });
+  const rotated = await rd.rotateSecret({ grace: "1h" });
+  assert.equal(rotated.secret, SECRET);
+  assert.equal(rotated.previousSecretValidUntil, "2026-12-02T11:00:00Z");
+  const shown = [inspect(rotated), inspect(rotated, { showHidden: true, getters: true, depth: 10 }), JSON.stringify(rotated),
+    JSON.stringify({ rotated }), String(Object.entries(rotated)), `${rotated}`];
+  for (const text of shown) assert.ok(!text.includes("c2VjcmV0"), text);
+  assert.match(JSON.stringify(rotated), /previousSecretValidUntil/);
+});
+
+test("an error quoting a request, a URL or an answer shows no API key or signing secret", async () => {
+  const other = "S".repeat(40); // a key without the rk_ shape: hidden as itself
+  for (const apiKey of [KEY, other]) {
+    const hidden = apiKey === KEY ? "s3cr3t" : other;
+    const echoing = async (url, init) => {
+      throw new TypeError(`fetch failed: ${url}?token=${hidden} Authorization: ${init.headers.Authorization}`);
+    };
+    const proxyPage = async (url, init) => new Response(`<pre>bad gateway for Authorization: ${init.headers.Authorization}</pre>`, { status: 502 });
+    const cutAnswer = async () => new Response(`{"secret":"${SECRET}","previous_secret_valid_until`, { status: 200 });
+    for (const fetch of [echoing, proxyPage, cutAnswer]) {
+      const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey, fetch, retry: { attempts: 1 } });
+      await assert.rejects(rd.rotateSecret(), (error) => {
+        assert.ok(error instanceof ApiError, String(error));
+        const text = `${error.message} ${error.stack} ${inspect(error, { depth: 10 })} ${JSON.stringify(error.problem)}`;
+        assert.ok(!text.includes(hidden) && !text.includes("c2VjcmV0"), text);
+        return true;
+      });
+    }
+  }
+});
+
+for (const [call, where] of [
+  [(rd) => rd.schedule({ refId: "r", fireIn: NaN }), /^fireIn: NaN is not a number JSON can carry/],
+  [(rd) => rd.schedule({ refId: "r", fireIn: 60, maxAttempts: Infinity }), /^maxAttempts: Infinity/],
+  [(rd) => rd.schedule({ refId: "r", fireIn: 60, payload: { amount: -Infinity } }), /^payload\.amount: -Infinity/],
+  [(rd) => rd.scheduleMany([{ refId: "a", fireIn: 60 }, { refId: "b", fireIn: NaN }]), /^messages\[1\]\.fireIn: NaN/],
+  [(rd) => rd.preview({ cron: "0 9 * * *", n: NaN }), /^n: NaN/],
+  [(rd) => rd.contactMessages("c1", { limit: Infinity }), /^limit: Infinity/],
+]) {
+  test(`NaN and Infinity are refused before sending: ${where.source}`, async () => {
+    const { fetch, seen } = scripted();
+    const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch });
+    await assert.rejects(async () => call(rd), (error) => error instanceof TypeError && where.test(error.message));
+    assert.equal(seen.length, 0);
+  });
+}
+
+for (const timeoutMs of [NaN, 0, -1, Infinity, "30"]) {
+  test(`timeoutMs ${String(timeoutMs)} is refused at construction`, () => {
+    assert.throws(() => new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch: scripted().fetch, timeoutMs }),
+      /timeoutMs: a finite number of milliseconds above 0/);
+  });
+}
+
+test("the timeout holds with a fetch that ignores its AbortSignal", { timeout: 5000 }, async () => {
+  let calls = 0;
+  const deaf = () => { calls++; return new Promise(() => {}); }; // never answers, never looks at the signal
+  const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch: deaf, timeoutMs: 50, retry: { attempts: 2, baseMs: 1, capMs: 1 } });
+  const started = performance.now();
+  await assert.rejects(rd.tenant(), (error) => {
+    assert.equal(error.type, "urn:reminderd:client:unreachable");
+    assert.match(error.detail, /no answer in time/);
+    assert.equal(error.attempts, 2);
+    return true;
+  });
+  assert.equal(calls, 2);
+  assert.ok(performance.now() - started < 2000);
+  const controller = new AbortController();
+  const call = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch: deaf }).tenant({ signal: controller.signal });
+  setTimeout(() => controller.abort(new Error("gave up")), 20);
+  await assert.rejects(call, /gave up/);
+});
+
+test("a body that never ends is timed out too", { timeout: 5000 }, async () => {
+  const endless = async () => ({ status: 200, headers: new Headers(), text: () => new Promise(() => {}) });
+  const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch: endless, timeoutMs: 50, retry: { attempts: 1 } });
+  await assert.rejects(rd.tenant(), (error) => error.type === "urn:reminderd:client:unreachable");
 });
