@@ -1216,3 +1216,28 @@ async def test_a_wave_gets_one_completion_row_however_often_completion_runs(
     again = await db.fetch("SELECT * FROM reminderd.complete_broadcasts()")
     assert [r["message_id"] for r in again] == [linked]  # the one it has, not a second
     assert await completion_rows(db, broadcast_id) == 1
+
+
+async def test_a_database_at_0035_with_a_notify_broadcast_beside_its_ref_upgrades_and_completes_it(
+    empty_database_url: str
+) -> None:
+    """0036 runs forward over rows 0035 accepted: the message that took bf#completed first and the
+    notify broadcast written after it stay, and the wave completes without its callback, saying why."""
+    await asyncio.to_thread(upgrade, empty_database_url, "0035")
+    db = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(db, "acme")
+        await contacts_in(db, ["Asia/Tokyo"])
+        taken = await db.fetchval("SELECT reminderd.schedule('acme', 'bf#completed', now() + interval '1 day')")
+        broadcast_id = await broadcast(db, "'bf', $1, everyone => true, notify => true", days_ahead(3))
+        await asyncio.to_thread(upgrade, empty_database_url, "head")
+        await db.execute("SELECT reminderd.cancel_broadcast('acme', $1)", broadcast_id)
+        completed = await db.fetch("SELECT * FROM reminderd.complete_broadcasts()")
+        assert [(r["broadcast_id"], r["message_id"]) for r in completed] == [(broadcast_id, None)]
+        status = "SELECT status FROM reminderd.scheduled_messages WHERE id = $1"
+        assert await db.fetchval(status, taken) == "pending"
+        last_error = await db.fetchval("SELECT last_error FROM reminderd.broadcast_requests WHERE id = $1",
+                                       broadcast_id)
+        assert last_error.endswith('violates unique constraint "scheduled_messages_live_ref"')
+    finally:
+        await db.close()
