@@ -3611,21 +3611,64 @@ $$;
 -- prefix#completed#YYYYMMDDTHHMM for a recurring one's wave. Taken by the tenant's own row, that
 -- wave would complete without its callback (complete_broadcasts). Only refs containing
 -- '#completed' call it (the triggers' WHEN); a ref_prefix has no '#', so the prefix is what comes
--- before the first one. 23514, constraint completion_ref_reserved. A message written before its
--- broadcast still takes the ref: then the wave completes without its callback, saying why.
+-- before the first one. 23514, constraint completion_ref_reserved. The reverse, a notify broadcast
+-- whose completion ref a live message holds already, is check_completion_ref_free's (migration
+-- 0036); both take the lock reminderd.broadcast() takes on the tenant and prefix before they look,
+-- so that of a message and a broadcast written at once the second waits and is refused.
 CREATE FUNCTION reminderd.check_completion_ref() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     prefix text := split_part(NEW.ref_id, '#', 1);
 BEGIN
-    IF NEW.ref_id ~ '^[^#]+#completed(#[0-9]{8}T[0-9]{4})?$'
-       AND EXISTS (SELECT FROM reminderd.broadcast_requests r
-                   WHERE r.tenant_id = NEW.tenant_id AND r.ref_prefix = prefix AND r.notify) THEN
+    IF NEW.ref_id !~ '^[^#]+#completed(#[0-9]{8}T[0-9]{4})?$' THEN
+        RETURN NEW;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtextextended(NEW.tenant_id || chr(31) || '#broadcast' || chr(31) || prefix, 0));
+    IF EXISTS (SELECT FROM reminderd.broadcast_requests r
+               WHERE r.tenant_id = NEW.tenant_id AND r.ref_prefix = prefix AND r.notify) THEN
         RAISE EXCEPTION 'ref "%" of message % / % is the broadcast.completed callback''s of broadcast "%"',
             NEW.ref_id, NEW.tenant_id, NEW.ref_id, prefix
             USING ERRCODE = 'check_violation', CONSTRAINT = 'completion_ref_reserved',
                   HINT = format('reminderd writes it when each wave of broadcast "%s" ends (notify => true): '
                                 'give this message another ref.', prefix);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+-- Refuse a broadcast with notify (written so, or changed to it) whose completion callback's ref
+-- (prefix#completed, or prefix#completed#YYYYMMDDTHHMM for a recurring one's wave) a live
+-- ordinary message of its tenant holds already (migration 0036): its wave would complete without
+-- its callback. 23505, constraint completion_ref_free, naming the message. One that is no longer
+-- live holds nothing (the callback is written beside it). Under the lock check_completion_ref
+-- takes too (reminderd.broadcast() holds it already). Only broadcasts with notify call it.
+CREATE FUNCTION reminderd.check_completion_ref_free() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    held record;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(NEW.tenant_id || chr(31) || '#broadcast' || chr(31)
+                                                   || NEW.ref_prefix, 0));
+    -- refs prefix#completed and prefix#completed#…: '$' is the character after '#'.
+    SELECT m.id, m.ref_id, m.status INTO held
+    FROM reminderd.scheduled_messages m
+    WHERE m.tenant_id = NEW.tenant_id AND m.broadcast_id IS NULL AND m.extra_of IS NULL
+      AND (m.ref_id = NEW.ref_prefix || '#completed'
+           OR (m.ref_id ~>=~ (NEW.ref_prefix || '#completed#') AND m.ref_id ~<~ (NEW.ref_prefix || '#completed$')))
+      AND m.ref_id ~ '^[^#]+#completed(#[0-9]{8}T[0-9]{4})?$'
+      AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval')
+    ORDER BY m.id
+    LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'broadcast "%" of tenant "%" would notify with ref "%", which live message % (% / %) has',
+            NEW.ref_prefix, NEW.tenant_id, held.ref_id, held.id, NEW.tenant_id, held.ref_id
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'completion_ref_free',
+                  DETAIL = format('reminderd writes its broadcast.completed callback as "%s" when a wave ends; '
+                                  'with message %s (%s) there, the wave would complete without it.',
+                                  held.ref_id, held.id, held.status),
+                  HINT = format('Give the broadcast another ref_prefix, cancel message %s first '
+                                '(reminderd.cancel(%L, %L)), or leave notify out.', held.id, NEW.tenant_id,
+                                held.ref_id);
     END IF;
     RETURN NEW;
 END
@@ -5539,11 +5582,60 @@ BEGIN
 END
 $$;
 
+-- Refuse (55000) deciding a broadcast that has nothing left to decide (migration 0036), in the
+-- same words whichever the decision ('approve' or 'reject'): one that needs no approval, was
+-- approved (for a rejection) or rejected (for an approval), was cancelled while it awaited one, or
+-- awaits one with nothing more to stage and none of its rows awaiting approval (its contacts were
+-- deleted: it is done). A message, a DETAIL saying what became of its messages, a HINT saying what
+-- to do instead. approve_broadcast and reject_broadcast call it where they refuse.
+CREATE FUNCTION reminderd.refuse_broadcast_decision(request reminderd.broadcast_requests, decision text)
+RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    decided text := format('%s at %s', request.decided_by,
+                           to_char(request.decided_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'));
+    cancel  text := 'To stop it, cancel it: reminderd.cancel_broadcast(tenant, id).';
+    resend  text := 'Make a new broadcast to send it after all.';
+    nothing text := 'It sends nothing already: there is nothing to stop.';
+BEGIN
+    CASE request.approval
+    WHEN 'not_needed' THEN
+        RAISE EXCEPTION 'broadcast % needs no approval: there is nothing to %', request.id, decision
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('It was within tenant "%s"''s approval_threshold: its messages are sent without '
+                                  'a decision.', request.tenant_id),
+                  HINT = cancel;
+    WHEN 'approved' THEN
+        RAISE EXCEPTION 'broadcast % was approved by %: there is nothing to %', request.id, decided, decision
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Its messages were released to be sent when it was approved.', HINT = cancel;
+    WHEN 'rejected' THEN
+        RAISE EXCEPTION 'broadcast % was rejected by %: there is nothing to %', request.id, decided, decision
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Its messages were cancelled when it was rejected.', HINT = resend;
+    WHEN 'cancelled' THEN
+        RAISE EXCEPTION 'broadcast % was cancelled while it awaited approval: there is nothing to %', request.id,
+            decision
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Its messages were cancelled at %s.',
+                                  to_char(request.ended_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+                  HINT = CASE decision WHEN 'approve' THEN resend ELSE nothing END;
+    ELSE  -- awaiting, with nothing left (approve_broadcast and reject_broadcast test it)
+        RAISE EXCEPTION 'broadcast % has nothing left to %: none of its messages awaits approval', request.id,
+            decision
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Its contacts were deleted or its messages cancelled: it is done, and sends nothing.',
+                  HINT = CASE decision WHEN 'approve' THEN 'Make a new broadcast to send again.' ELSE nothing END;
+    END CASE;
+END
+$$;
+
 -- A broadcast waiting for approval goes ahead once a different person approves it; its rows
 -- become pending (those whose time has passed meanwhile follow their backfill policy). The
 -- approval covers the largest wave awaiting it (approved_contacts, migration 0028).
 -- Approving an approved one again returns 0 and changes nothing (its decided_by stays), but never
--- for its creator (42501, migration 0031); one rejected or needing no approval is 55000.
+-- for its creator (42501, migration 0031); one rejected, cancelled, needing no approval or with
+-- nothing left to approve is 55000 (refuse_broadcast_decision, as reject_broadcast refuses).
 CREATE FUNCTION reminderd.approve_broadcast(tenant_id text, broadcast_id bigint, actor text DEFAULT NULL,
                                             note text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -5562,11 +5654,8 @@ BEGIN
         RAISE EXCEPTION 'tenant "%" has no broadcast %', approve_broadcast.tenant_id, approve_broadcast.broadcast_id
             USING ERRCODE = 'no_data_found';
     END IF;
-    IF request.approval = 'not_needed' THEN
-        RAISE EXCEPTION 'broadcast % needs no approval', request.id USING ERRCODE = 'object_not_in_prerequisite_state';
-    ELSIF request.approval = 'rejected' THEN
-        RAISE EXCEPTION 'broadcast % was rejected by % at %', request.id, request.decided_by, request.decided_at
-            USING ERRCODE = 'object_not_in_prerequisite_state';
+    IF request.approval IN ('not_needed', 'rejected', 'cancelled') THEN
+        PERFORM reminderd.refuse_broadcast_decision(request, 'approve');
     END IF;
     -- The creator is refused before "approved already": their own approval is never an answer.
     IF who = request.created_by THEN
@@ -5583,9 +5672,7 @@ BEGIN
         SELECT FROM reminderd.scheduled_messages m
         WHERE m.broadcast_id = request.id AND m.status = 'awaiting_approval' AND m.tenant_id = request.tenant_id
     ) THEN
-        RAISE EXCEPTION 'broadcast % has nothing left to approve: none of its messages awaits approval', request.id
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Its contacts were deleted or its messages cancelled: make a new broadcast to send again.';
+        PERFORM reminderd.refuse_broadcast_decision(request, 'approve');
     END IF;
     UPDATE reminderd.broadcast_requests r
     SET approval = 'approved', decided_by = who, decided_at = now(), decision_note = approve_broadcast.note,
@@ -5610,7 +5697,9 @@ END
 $$;
 
 -- Rejected: every row of the broadcast is cancelled, and a recurring one stages no more.
--- Rejecting a rejected one again returns 0 and changes nothing; one approved or needing none is 55000.
+-- Rejecting a rejected one again returns 0 and changes nothing; one approved, cancelled, needing
+-- no approval or with nothing left to reject (migration 0036: it answered 0 and said 'rejected')
+-- is 55000, refused as approve_broadcast refuses (refuse_broadcast_decision).
 CREATE FUNCTION reminderd.reject_broadcast(tenant_id text, broadcast_id bigint, actor text DEFAULT NULL,
                                            note text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -5630,12 +5719,13 @@ BEGIN
             USING ERRCODE = 'no_data_found';
     END IF;
     IF request.approval = 'rejected' THEN
-        RETURN 0;
-    ELSIF request.approval <> 'awaiting' THEN
-        RAISE EXCEPTION 'broadcast % is not waiting for approval (it is %)', request.id,
-            replace(request.approval, '_', ' ')
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'To stop it, cancel it: reminderd.cancel_broadcast(tenant, id).';
+        RETURN 0;  -- the same decision again: nothing changes
+    END IF;
+    IF request.approval <> 'awaiting' OR (request.ended_at IS NOT NULL AND NOT EXISTS (
+        SELECT FROM reminderd.scheduled_messages m
+        WHERE m.broadcast_id = request.id AND m.status = 'awaiting_approval' AND m.tenant_id = request.tenant_id
+    )) THEN
+        PERFORM reminderd.refuse_broadcast_decision(request, 'reject');
     END IF;
     UPDATE reminderd.broadcast_requests r
     SET approval = 'rejected', decided_by = who, decided_at = now(), decision_note = reject_broadcast.note,
@@ -5731,14 +5821,17 @@ $$;
 -- its own (migration 0033): one whose callback cannot be queued (its ref taken by a live message,
 -- say) is completed all the same, without one, and its broadcast's last_error says why; a passing
 -- error (a deadlock, a lock timeout) fails the round instead, and the wave is tried again.
--- One caller at a time. Returns the occurrences completed.
+-- One caller at a time. A wave has one callback (migration 0036): one it has already (a DBA set
+-- completed_at back to NULL by hand, to retry a callback that was not queued) is linked again, not
+-- written twice. Returns the occurrences completed.
 CREATE FUNCTION reminderd.complete_broadcasts(batch integer DEFAULT 100, fold_above integer DEFAULT 20)
 RETURNS TABLE (broadcast_id bigint, tenant_id text, occurrence timestamp, message_id bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
-    folded record;
-    done   record;
+    folded       record;
+    done         record;
+    callback_ref text;
 BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('reminderd.complete_broadcasts')) THEN
         RETURN;
@@ -5781,16 +5874,21 @@ BEGIN
         tenant_id := done.tenant_id;
         occurrence := done.occurrence;
         message_id := NULL;
+        callback_ref := done.ref_prefix || '#completed'
+                        || CASE WHEN done.recurring THEN '#' || to_char(done.occurrence, 'YYYYMMDD"T"HH24MI') ELSE '' END;
         IF done.notify THEN
+            SELECT m.id INTO message_id FROM reminderd.scheduled_messages m
+            WHERE m.tenant_id = done.tenant_id AND m.ref_id = callback_ref AND m.broadcast_id = done.broadcast_id
+              AND m.contact_id IS NULL
+            ORDER BY m.id
+            LIMIT 1;
+        END IF;
+        IF done.notify AND message_id IS NULL THEN
             BEGIN
                 INSERT INTO reminderd.scheduled_messages
                     (tenant_id, ref_id, fire_at, payload, callback_url, broadcast_id, category, status, paused_by,
                      last_error)
-                VALUES (done.tenant_id,
-                        done.ref_prefix || '#completed'
-                            || CASE WHEN done.recurring THEN '#' || to_char(done.occurrence, 'YYYYMMDD"T"HH24MI')
-                                    ELSE '' END,
-                        now(),
+                VALUES (done.tenant_id, callback_ref, now(),
                         jsonb_build_object(
                             'event', 'broadcast.completed', 'broadcast_id', done.broadcast_id,
                             'ref_prefix', done.ref_prefix,
@@ -6213,6 +6311,7 @@ GRANT EXECUTE ON FUNCTION
                         text, text, text, interval, integer, boolean, interval, text),
     reminderd.stage_broadcast(bigint, timestamp, timestamp),
     reminderd.broadcast_preview(text, timestamp, text, text[], boolean),
+    reminderd.refuse_broadcast_decision(reminderd.broadcast_requests, text),
     reminderd.approve_broadcast(text, bigint, text, text),
     reminderd.reject_broadcast(text, bigint, text, text),
     reminderd.cancel_broadcast(text, bigint),
@@ -6291,6 +6390,7 @@ GRANT EXECUTE ON FUNCTION
                         text, text, text, interval, integer, boolean, interval, text),
     reminderd.stage_broadcast(bigint, timestamp, timestamp),
     reminderd.broadcast_preview(text, timestamp, text, text[], boolean),
+    reminderd.refuse_broadcast_decision(reminderd.broadcast_requests, text),
     reminderd.approve_broadcast(text, bigint, text, text),
     reminderd.reject_broadcast(text, bigint, text, text),
     reminderd.cancel_broadcast(text, bigint),
@@ -6475,6 +6575,17 @@ CREATE TRIGGER scheduled_messages_completion_ref_update
     FOR EACH ROW WHEN (NEW.broadcast_id IS NULL AND NEW.ref_id LIKE '%#completed%'
                        AND (NEW.ref_id IS DISTINCT FROM OLD.ref_id OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id))
     EXECUTE FUNCTION reminderd.check_completion_ref();
+-- A notify broadcast whose completion ref a live message holds (migration 0036): only broadcasts
+-- with notify pay.
+CREATE TRIGGER broadcast_requests_completion_ref_free_insert
+    BEFORE INSERT ON reminderd.broadcast_requests
+    FOR EACH ROW WHEN (NEW.notify)
+    EXECUTE FUNCTION reminderd.check_completion_ref_free();
+CREATE TRIGGER broadcast_requests_completion_ref_free_update
+    BEFORE UPDATE OF notify, ref_prefix, tenant_id ON reminderd.broadcast_requests
+    FOR EACH ROW WHEN (NEW.notify AND (NOT OLD.notify OR NEW.ref_prefix IS DISTINCT FROM OLD.ref_prefix
+                                       OR NEW.tenant_id IS DISTINCT FROM OLD.tenant_id))
+    EXECUTE FUNCTION reminderd.check_completion_ref_free();
 CREATE TRIGGER contacts_resolve
     BEFORE INSERT OR UPDATE OF timezone, phone, country ON reminderd.contacts
     FOR EACH ROW WHEN (current_setting('reminderd.contacts_resolved', true) IS DISTINCT FROM 'on')

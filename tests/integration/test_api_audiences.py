@@ -835,6 +835,46 @@ async def test_a_cancelled_broadcast_or_one_whose_contacts_were_deleted_has_noth
     assert problem(await http.call("POST", f"/v1/broadcasts/{cancelled}/approve", bob), 409, "conflict")
 
 
+async def test_rejecting_a_broadcast_with_nothing_left_to_reject_is_a_409_as_approving_it_is(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    """Rejecting one whose contacts were all deleted answered 200 and marked it rejected, where
+    approving it is a 409; now both are 409 conflict (55000), with the database's hint."""
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 1 WHERE id = 'acme'")
+    bob = await add_api_key(db, "acme", name="bob-service")
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    body = {"local_time": days_ahead(6), "contact_ids": ["cust_8f", "cust_9a"]}
+    cancelled = (await http.call("POST", "/v1/broadcasts", key, json={**body, "ref_prefix": "c1"})).json["id"]
+    emptied = (await http.call("POST", "/v1/broadcasts", key, json={**body, "ref_prefix": "c2"})).json["id"]
+    assert (await http.call("POST", f"/v1/broadcasts/{cancelled}/cancel", key)).status == 200
+    for contact in ("cust_8f", "cust_9a"):
+        assert (await http.call("DELETE", f"/v1/contacts/{contact}", key)).status == 200
+    for broadcast_id, left in ((emptied, "has nothing left to reject"), (cancelled, "was cancelled")):
+        for route in ("approve", "reject"):
+            refused = problem(await http.call("POST", f"/v1/broadcasts/{broadcast_id}/{route}", bob), 409,
+                              "conflict")
+            assert refused["sqlstate"] == "55000" and refused["hint"], refused
+        assert left in refused["detail"], refused
+        shown = (await http.call("GET", f"/v1/broadcasts/{broadcast_id}", key)).json
+        assert shown["decided_by"] is None and shown["done"] and shown["state"] == "done"
+
+
+async def test_a_notify_broadcast_whose_completion_ref_a_message_holds_is_a_409(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    """The dry run says so too, as the real call does: 23505, the ref taken and which message."""
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    held = await http.call("POST", "/v1/messages", key, json={"ref_id": "bf#completed", "fire_in": "2h"})
+    assert held.status == 201, held.body
+    body = {"ref_prefix": "bf", "local_time": days_ahead(6), "contact_ids": ["cust_7c"], "notify": True}
+    for params in ({"dry_run": "true"}, {}):
+        refused = problem(await http.call("POST", "/v1/broadcasts", key, json=body, params=params), 409,
+                          "conflict")
+        assert refused["sqlstate"] == "23505" and 'would notify with ref "bf#completed"' in refused["detail"]
+        assert refused["hint"].startswith("Give the broadcast another ref_prefix")
+    assert (await http.call("GET", "/v1/broadcasts", key)).json == {"broadcasts": []}
+
+
 async def test_a_read_only_key_reads_but_cannot_write(
     http: ApiClient, key: str, db: asyncpg.Connection
 ) -> None:

@@ -876,13 +876,17 @@ async def test_a_wave_whose_completion_ref_is_taken_completes_without_stopping_t
     db: asyncpg.Connection, acme: str, store: Store
 ) -> None:
     """acme's application has a live message of its own named bf#completed: acme's wave completes
-    without its callback, saying why, and globex's completes with its own."""
+    without its callback, saying why, and globex's completes with its own. (Neither order of
+    writing them is accepted since 0035 and 0036: the message is one written before, or with the
+    triggers off.)"""
     await add_tenant(db, "globex")
     await db.execute("UPDATE reminderd.tenants SET timezone = 'UTC' WHERE id = 'globex'")
     for tenant in ("acme", "globex"):
         await db.execute("""SELECT reminderd.upsert_contacts($1, '[{"contact_id": "u1"}]')""", tenant)
-    taken = await db.fetchval("SELECT reminderd.schedule('acme', 'bf#completed', now() + interval '1 day')")
     mine = await broadcast(db, "'bf', $1, contact_ids => ARRAY['u1'], notify => true", days_ahead(3))
+    await db.execute("SET session_replication_role = replica")
+    taken = await db.fetchval("SELECT reminderd.schedule('acme', 'bf#completed', now() + interval '1 day')")
+    await db.execute("RESET session_replication_role")
     theirs = await db.fetchval("SELECT reminderd.broadcast('globex', 'gx', $1, contact_ids => ARRAY['u1'],"
                                " notify => true)", days_ahead(3))
     await db.execute("SELECT reminderd.cancel_broadcast('acme', $1)", mine)
@@ -1020,3 +1024,220 @@ async def test_a_contacts_zone_the_daemon_cannot_read_does_not_stop_the_waves_pl
     assert [(e["event"], e["zones"]) for e in logs if e["log_level"] == "warning"] == [
         ("broadcast_zones_unreadable", ["Mars/Base"])]
     assert not [e for e in logs if e["event"] == "broadcast_step_failed"]
+
+
+# Deciding with nothing left to decide; a completion ref already taken; one completion per wave (0036)
+
+
+async def decision_refused(db: asyncpg.Connection, decision: str, broadcast_id: int) -> asyncpg.PostgresError:
+    call = f"SELECT reminderd.{decision}_broadcast('acme', $1, 'bob')"
+    failure = await refusal(db.execute(call, broadcast_id))
+    assert failure.sqlstate == "55000", (decision, failure.message)
+    assert failure.detail and failure.hint, (decision, failure.message)  # what it is, and what to do
+    return failure
+
+
+@pytest.mark.parametrize("state", ["not_needed", "sent", "cancelled", "emptied", "rejected"])
+async def test_rejecting_with_nothing_left_to_reject_is_refused_as_approving_is(
+    db: asyncpg.Connection, acme: str, state: str
+) -> None:
+    """Both decisions on a broadcast past deciding are 55000 with a DETAIL and a HINT. Rejecting one
+    awaiting approval whose rows were all gone (its contacts deleted) answered 0 and marked it
+    rejected, where approving it was refused; the same decision again stays no error (0)."""
+    contacts = await contacts_in(db, ["Asia/Tokyo"], per_zone=3)
+    threshold = 10 if state == "not_needed" else 2
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = $1 WHERE id = 'acme'", threshold)
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true, actor => 'alice'", days_ahead(3))
+    if state == "sent":
+        await db.execute("SELECT reminderd.approve_broadcast('acme', $1, 'carol')", broadcast_id)
+        await db.execute("UPDATE reminderd.scheduled_messages SET status = 'sent' WHERE broadcast_id = $1",
+                         broadcast_id)
+    elif state == "cancelled":
+        await db.execute("SELECT reminderd.cancel_broadcast('acme', $1)", broadcast_id)
+    elif state == "emptied":
+        await db.execute("SELECT reminderd.delete_contacts('acme', $1)", contacts)
+    elif state == "rejected":
+        await db.execute("SELECT reminderd.reject_broadcast('acme', $1, 'carol')", broadcast_id)
+    before = await db.fetchrow("SELECT approval, decided_by, ended_reason FROM reminderd.broadcast_requests"
+                               " WHERE id = $1", broadcast_id)
+    same_again = {"sent": "approve", "rejected": "reject"}.get(state)  # no error: 0, nothing changes
+    refused = {}
+    for decision in ("approve", "reject"):
+        if decision == same_again:
+            again = f"SELECT reminderd.{decision}_broadcast('acme', $1, 'dave')"
+            assert await db.fetchval(again, broadcast_id) == 0
+        else:
+            refused[decision] = await decision_refused(db, decision, broadcast_id)
+    if len(refused) == 2:  # the same sentence, each naming its own decision
+        assert refused["reject"].message == refused["approve"].message.replace("approve", "reject")
+    after = await db.fetchrow("SELECT approval, decided_by, ended_reason FROM reminderd.broadcast_requests"
+                              " WHERE id = $1", broadcast_id)
+    assert after == before  # nothing decided
+    if state == "emptied":
+        assert refused["approve"].message == (
+            f"broadcast {broadcast_id} has nothing left to approve: none of its messages awaits approval")
+
+
+async def test_a_broadcast_awaiting_approval_whose_rows_are_all_gone_is_done_and_completes(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    """Reported as a defect ("awaiting approval with no rows"), it is not one: the broadcast says
+    done, the overview no longer counts it as awaiting, and its wave completes with its callback."""
+    contacts = await contacts_in(db, ["Asia/Tokyo"], per_zone=3)
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 2 WHERE id = 'acme'")
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true, notify => true, actor => 'alice'",
+                                   days_ahead(3))
+    await db.execute("SELECT reminderd.delete_contacts('acme', $1)", contacts)
+    shown = await db.fetchrow("SELECT * FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+    assert (shown["approval"], shown["done"], shown["held"], shown["cancelled"]) == ("awaiting", True, 0, 3)
+    progress = (await store.broadcasts("acme", broadcast_id))[0]
+    assert progress.done and not progress.awaiting_approval
+    assert await BroadcastCompleter(store).run_once() == 1
+    completion = await db.fetchval("SELECT completion_message_id FROM reminderd.broadcast_occurrences"
+                                   " WHERE broadcast_id = $1", broadcast_id)
+    payload = await db.fetchval("SELECT payload FROM reminderd.scheduled_messages WHERE id = $1", completion)
+    assert json.loads(payload)["counts"] == {"staged": 3, "sent": 0, "failed": 0, "expired": 0, "cancelled": 3}
+
+
+@pytest.mark.parametrize("ref", ["bf#completed", "bf#completed#20371127T0900"])
+async def test_a_notify_broadcast_cannot_take_a_completion_ref_an_ordinary_message_holds(
+    db: asyncpg.Connection, acme: str, ref: str
+) -> None:
+    """The reverse of completion_ref_reserved: acme's live message bf#completed (or a recurring
+    wave's) was there first, and a broadcast bf with notify was accepted, its wave to complete
+    without its callback. Refused (23505 completion_ref_free), by broadcast(), INSERT or UPDATE;
+    without notify, for a message no longer live, or another tenant's, it is accepted."""
+    await add_tenant(db, "globex")
+    for tenant in ("acme", "globex"):
+        await db.execute("SELECT reminderd.upsert_contacts($1, $2)", tenant,
+                         '[{"contact_id": "u1", "timezone": "UTC"}]')
+    held = await db.fetchval("SELECT reminderd.schedule('acme', $1, now() + interval '1 day')", ref)
+    when = days_ahead(3)
+    for statement, args in (
+        ("SELECT reminderd.broadcast('acme', 'bf', $1, contact_ids => ARRAY['u1'], notify => true)", (when,)),
+        ("SELECT reminderd.broadcast('acme', 'bf', cron => '0 9 * * *', contact_ids => ARRAY['u1'],"
+         " notify => true)", ()),
+        ("INSERT INTO reminderd.broadcast_requests (tenant_id, ref_prefix, local_time, everyone, notify,"
+         " created_by) VALUES ('acme', 'bf', $1, true, true, 'dba')", (when,)),
+    ):
+        with pytest.raises(asyncpg.UniqueViolationError) as refused:
+            await db.execute(statement, *args)
+        assert refused.value.constraint_name == "completion_ref_free"
+        assert refused.value.message == (
+            f'broadcast "bf" of tenant "acme" would notify with ref "{ref}", which live message {held}'
+            f' (acme / {ref}) has')
+        assert refused.value.hint.startswith("Give the broadcast another ref_prefix")
+    assert await db.fetchval("SELECT count(*) FROM reminderd.broadcast_requests") == 0
+    quiet = await broadcast(db, "'bf', $1, contact_ids => ARRAY['u1']", when)
+    with pytest.raises(asyncpg.UniqueViolationError) as refused:
+        await db.execute("UPDATE reminderd.broadcast_requests SET notify = true WHERE id = $1", quiet)
+    assert refused.value.constraint_name == "completion_ref_free"
+    await db.execute("SELECT reminderd.cancel_broadcast('acme', $1)", quiet)
+    await db.fetchval("SELECT reminderd.broadcast('globex', 'bf', $1, contact_ids => ARRAY['u1'],"
+                      " notify => true)", when)
+    await db.execute("SELECT reminderd.cancel('acme', $1)", ref)
+    assert await broadcast(db, "'bf', $1, contact_ids => ARRAY['u1'], notify => true", when)
+
+
+@pytest.mark.parametrize("first", ["message", "broadcast"])
+async def test_a_completion_ref_goes_to_one_of_two_racing_writers(
+    db: asyncpg.Connection, acme: str, database_url: str, first: str
+) -> None:
+    """A message bf#completed and a notify broadcast bf written at once, from two connections: each
+    check read before the other committed, and both were accepted. The second waits for the first
+    (the lock broadcast() takes on its tenant and prefix) and is refused."""
+    await db.execute("""SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "u1"}]')""")
+    message = "SELECT reminderd.schedule('acme', 'bf#completed', now() + interval '1 day')"
+    made = "SELECT reminderd.broadcast('acme', 'bf', $1, contact_ids => ARRAY['u1'], notify => true)"
+    statements = {"message": (message,), "broadcast": (made, days_ahead(3))}
+    second = "broadcast" if first == "message" else "message"
+    holder = await asyncpg.connect(database_url)
+    racer = await asyncpg.connect(database_url)
+    try:
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute(*statements[first])
+        pid = racer.get_server_pid()
+        racing = asyncio.ensure_future(racer.execute(*statements[second]))
+
+        async def waiting() -> bool:
+            return bool(await db.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity"
+                                          " WHERE pid = $1", pid))
+
+        await poll_until(waiting)
+        await holding.commit()
+        failure = await refusal(racing)
+    finally:
+        await holder.close()
+        await racer.close()
+    expected = (("23505", "completion_ref_free") if second == "broadcast"
+                else ("23514", "completion_ref_reserved"))
+    assert (failure.sqlstate, failure.constraint_name) == expected
+    assert await db.fetchval("SELECT count(*) FROM reminderd.broadcast_requests") == (first == "broadcast")
+    ordinary = "SELECT count(*) FROM reminderd.scheduled_messages WHERE broadcast_id IS NULL"
+    assert await db.fetchval(ordinary) == (first == "message")
+
+
+async def completion_rows(db: asyncpg.Connection, broadcast_id: int) -> int:
+    rows: int = await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages"
+                                  " WHERE broadcast_id = $1 AND contact_id IS NULL", broadcast_id)
+    return rows
+
+
+async def test_a_wave_gets_one_completion_row_however_often_completion_runs(
+    db: asyncpg.Connection, acme: str, database_url: str
+) -> None:
+    """Run twice, from two connections at once (the second while the first has not committed, then
+    again once it has), and after a DBA reopened the wave by hand (completed_at = NULL, to have a
+    callback that was not queued queued): exactly one completion row, the wave linked to it."""
+    await contacts_in(db, ["UTC"])
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true, notify => true", days_ahead(3))
+    await db.execute("SELECT reminderd.cancel_broadcast('acme', $1)", broadcast_id)
+    one, two = await asyncpg.connect(database_url), await asyncpg.connect(database_url)
+    try:
+        first, second = one.transaction(), two.transaction()
+        await first.start()
+        await second.start()
+        assert len(await one.fetch("SELECT * FROM reminderd.complete_broadcasts()")) == 1
+        assert await two.fetch("SELECT * FROM reminderd.complete_broadcasts()") == []  # one caller at a time
+        await first.commit()
+        assert await two.fetch("SELECT * FROM reminderd.complete_broadcasts()") == []
+        await second.commit()
+    finally:
+        await one.close()
+        await two.close()
+    assert await db.fetch("SELECT * FROM reminderd.complete_broadcasts()") == []
+    assert await completion_rows(db, broadcast_id) == 1
+    linked = await db.fetchval("SELECT completion_message_id FROM reminderd.broadcast_occurrences"
+                               " WHERE broadcast_id = $1", broadcast_id)
+    await db.execute("UPDATE reminderd.scheduled_messages SET status = 'sent' WHERE id = $1", linked)
+    await db.execute("UPDATE reminderd.broadcast_occurrences SET completed_at = NULL,"
+                     " completion_message_id = NULL WHERE broadcast_id = $1", broadcast_id)
+    again = await db.fetch("SELECT * FROM reminderd.complete_broadcasts()")
+    assert [r["message_id"] for r in again] == [linked]  # the one it has, not a second
+    assert await completion_rows(db, broadcast_id) == 1
+
+
+async def test_a_database_at_0035_with_a_notify_broadcast_beside_its_ref_upgrades_and_completes_it(
+    empty_database_url: str
+) -> None:
+    """0036 runs forward over rows 0035 accepted: the message that took bf#completed first and the
+    notify broadcast written after it stay, and the wave completes without its callback, saying why."""
+    await asyncio.to_thread(upgrade, empty_database_url, "0035")
+    db = await asyncpg.connect(empty_database_url)
+    try:
+        await add_tenant(db, "acme")
+        await contacts_in(db, ["Asia/Tokyo"])
+        taken = await db.fetchval("SELECT reminderd.schedule('acme', 'bf#completed', now() + interval '1 day')")
+        broadcast_id = await broadcast(db, "'bf', $1, everyone => true, notify => true", days_ahead(3))
+        await asyncio.to_thread(upgrade, empty_database_url, "head")
+        await db.execute("SELECT reminderd.cancel_broadcast('acme', $1)", broadcast_id)
+        completed = await db.fetch("SELECT * FROM reminderd.complete_broadcasts()")
+        assert [(r["broadcast_id"], r["message_id"]) for r in completed] == [(broadcast_id, None)]
+        status = "SELECT status FROM reminderd.scheduled_messages WHERE id = $1"
+        assert await db.fetchval(status, taken) == "pending"
+        last_error = await db.fetchval("SELECT last_error FROM reminderd.broadcast_requests WHERE id = $1",
+                                       broadcast_id)
+        assert last_error.endswith('violates unique constraint "scheduled_messages_live_ref"')
+    finally:
+        await db.close()
