@@ -944,6 +944,15 @@ class Store:
         return {row["id"] for row in rows}
 
     @_translating
+    async def dead_letter_refused(self, dead: Outcome) -> bool:
+        """Dead-letter the row of an outcome whose record was refused, the row alone (queries.sql);
+        False when it was no longer picked by that claim."""
+        job = dead.job
+        moved = await self._pool.fetchval(
+            QUERIES["dead_letter_refused"], job.id, job.picked_at, dead.last_error, dead.delivered)
+        return moved is not None
+
+    @_translating
     async def outcomes_written(self, outcomes: Sequence[Outcome]) -> set[int]:
         """Of outcomes a repeated write did not apply, the ids of those an earlier write had."""
         rows = await self._pool.fetch(QUERIES["outcomes_written"], [_outcome_v1(o) for o in outcomes])

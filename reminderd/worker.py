@@ -40,7 +40,7 @@ from .housekeeping import ClaimReconciler, Heartbeat, Housekeeping, Rescuer, con
 from .jobs import Job
 from .lifecycle import Event
 from .metrics import Metrics
-from .outcome import AttemptResult, Outcome, before_sending, capped, cut_short, decide, handed_back
+from .outcome import AttemptResult, Outcome, before_sending, capped, cut_short, decide, handed_back, unrecorded
 from .registry import ClaimBook, Contact, Identity
 from .retry import RetryPolicy, backoff_s
 from .settings import Settings
@@ -635,11 +635,15 @@ class Worker:
         return await self._record(free, applied, lock_rounds=rounds + 1, fallback=fallback) if free else []
 
     async def _record_refused(self, outcome: Outcome, exc: Exception, applied: set[int]) -> list[Outcome]:
-        """The database refused this row's outcome: dead-letter it with the reason instead."""
+        """The database refused this row's outcome: dead-letter it with the reason instead, its
+        attempt logged as any other; if even that is refused (a table the record writes besides
+        the row refused it), the row alone is dead-lettered (store.dead_letter_refused)."""
         job = outcome.job
         reason = getattr(exc, "message", None) or describe(exc)
-        dead = Outcome.dead(job, outcome.result, f"the outcome could not be recorded: {reason}")
+        dead = unrecorded(outcome, reason)
         written = await self._record([dead], applied, fallback=False)
+        if not written and id(job) not in self._locked:
+            written = await self._dead_letter_row_alone(dead, applied)
         if written:
             log.error("record_rejected", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
                       attempt=job.attempt, outcome=outcome.event, error=describe(exc),
@@ -650,6 +654,19 @@ class Worker:
                          consequence="left to its lease: it is sent again each time its lease runs out",
                          fix="correct the row (or cancel it) in reminderd.scheduled_messages")
         return written
+
+    async def _dead_letter_row_alone(self, dead: Outcome, applied: set[int]) -> list[Outcome]:
+        """`dead`, written to its row only; [] when even that is refused (or the row was no longer
+        this claim's: then its new owner decides)."""
+        try:
+            moved = await self._with_db_retry_value("record", self._store.dead_letter_refused, dead)
+        except Exception as exc:
+            log.warning("record_row_alone_failed", message_id=dead.job.id, error=describe(exc))
+            return []
+        if moved:
+            applied.add(dead.job.id)
+            return [dead]
+        return []
 
     async def _confirm_written(self, batch: list[Outcome], applied: set[int]) -> None:
         """Add to `applied` the outcomes of `batch` that an earlier, unanswered try wrote."""
