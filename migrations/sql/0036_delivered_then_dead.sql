@@ -39,22 +39,22 @@ COMMENT ON FUNCTION reminderd.died_delivered(reminderd.scheduled_messages) IS
 CREATE FUNCTION reminderd.requeue(message_id bigint, resend boolean DEFAULT false) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
-    found    reminderd.scheduled_messages;
+    message  reminderd.scheduled_messages;
     onward   boolean;
     requeued integer;
 BEGIN
-    SELECT * INTO found FROM reminderd.scheduled_messages m WHERE m.id = requeue.message_id;
+    SELECT * INTO message FROM reminderd.scheduled_messages m WHERE m.id = requeue.message_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no message with id %', requeue.message_id USING ERRCODE = 'no_data_found';
     END IF;
-    onward := NOT requeue.resend AND reminderd.died_delivered(found);
-    IF onward AND found.cron IS NULL AND found.rrule IS NULL THEN
+    onward := NOT requeue.resend AND reminderd.died_delivered(message);
+    IF onward AND message.cron IS NULL AND message.rrule IS NULL THEN
         RAISE EXCEPTION 'message % / % (id %) was delivered before it died: requeueing it would send it again',
-                        found.tenant_id, found.ref_id, found.id
+                        message.tenant_id, message.ref_id, message.id
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Its dead reason: %s', found.last_error),
+                  DETAIL = format('Its dead reason: %s', message.last_error),
                   HINT = format('Pass resend => true to send it again: SELECT reminderd.requeue(%s, resend => true);',
-                                found.id);
+                                message.id);
     END IF;
     UPDATE reminderd.scheduled_messages m
     SET status = 'pending', attempts = 0,
