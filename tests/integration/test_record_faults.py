@@ -106,6 +106,52 @@ async def test_a_locked_row_waits_alone_and_every_other_outcome_is_recorded(
     assert not _events(logs, "record_failed")  # a lock is not an outage
 
 
+async def test_a_lock_on_a_table_the_record_writes_delays_the_batch_without_losing_or_resending_it(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    await db.execute("""
+        CREATE TABLE public.tally (n integer NOT NULL);
+        INSERT INTO public.tally VALUES (0);
+        CREATE FUNCTION public.count_delivery() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN UPDATE public.tally SET n = n + 1; RETURN NULL; END $$;
+        CREATE TRIGGER count_delivery AFTER INSERT ON reminderd.deliveries
+            FOR EACH ROW EXECUTE FUNCTION public.count_delivery();
+    """)  # a user's trigger writing a table of its own, which an open transaction keeps locked
+    async with Receiver(before_answer=_together(2)) as receiver:
+        await add_tenant(db, "acme", receiver.url)
+        a, b = [await db.fetchval("SELECT reminderd.schedule('acme', $1, now())", ref) for ref in ("a", "b")]
+        other = await asyncpg.connect(database_url)
+        lock = other.transaction()
+        await lock.start()
+        await other.execute("UPDATE public.tally SET n = n")
+        settings = fast_settings(database_url, lease_s=30, callback_timeout_s=1.5)
+        held = True
+        try:
+            with capture_logs() as logs:
+                async with _daemon_like_worker(settings) as worker:
+                    await poll_until(lambda: _async(len(_events(logs, "record_lock_wait")) >= 2), timeout_s=15)
+                    assert [(await row_by_id(db, m))["status"] for m in (a, b)] == ["picked", "picked"]
+                    await lock.rollback()
+                    held = False
+                    for message_id in (a, b):
+                        await poll_until(_reached(db, message_id, "sent"), timeout_s=15)
+                    pool_timeouts = [await worker._store._pool.fetchval("SHOW lock_timeout") for _ in range(4)]
+        finally:
+            if held:  # a check above failed with the lock still held
+                await lock.rollback()
+            await other.close()
+    assert {ref: len(got) for ref, got in receiver.by_ref().items()} == {"a": 1, "b": 1}
+    logged = await db.fetchval("SELECT count(*) FROM reminderd.deliveries")
+    assert (logged, await db.fetchval("SELECT n FROM public.tally")) == (2, 2)  # each attempt logged once
+    waits = _events(logs, "record_lock_wait")
+    assert {m for wait in waits for m in wait["message_ids"]} <= {a, b}  # the later one queued behind
+    assert all(wait["retry_in_s"] > 0 for wait in waits)
+    assert all(wait["log_level"] == "warning" for wait in waits)
+    assert not _events(logs, "record_row_locked") and not _events(logs, "record_rejected")
+    assert not _events(logs, "dead_lettered")
+    assert set(pool_timeouts) == {"0"}  # the record's lock_timeout stayed in its own statement
+
+
 async def _one_odd_row_and_one_due(db: asyncpg.Connection, receiver: Receiver, edit: str) -> tuple[int, int]:
     await add_tenant(db, "acme", receiver.url)
     odd = await db.fetchval("SELECT reminderd.schedule('acme', 'odd', now() + interval '1 hour')")
