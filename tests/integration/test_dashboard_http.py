@@ -857,6 +857,11 @@ async def test_the_dashboards_requeue_skips_dead_letters_that_died_delivered_and
     _, _, url = await browser.post("/dead/requeue", [("only", str(one)), ("confirm", "yes")])
     assert parse_qs(urlsplit(url).query)["done"] == [
         "0 requeued; 1 skipped: delivered before they died (requeueing would send them again)"]
+    _, _, url = await browser.post(f"/messages/{one}/requeue", {})  # the message page's button
+    assert parse_qs(urlsplit(url).query)["done"] == [
+        "not requeued: it was delivered before it died, requeueing would send it again "
+        "(reminderd.requeue(id, resend => true) does it on purpose)"]
+    assert await db.fetchval("SELECT status FROM reminderd.scheduled_messages WHERE id = $1", one) == "dead"
 
 
 async def test_upcoming_draws_48_hourly_and_60_minute_bars_and_a_bar_lists_its_messages(
