@@ -902,7 +902,10 @@ class Api:
         return await self._message_now(store, tenant, message_id)
 
     async def requeue_message(self, request: web.Request, caller: Caller, store: Store) -> web.Response:
+        """A dead message back to pending; one that died after its receiver accepted it only with
+        ?resend=true (a recurring one goes to its next occurrence without it)."""
         tenant, message_id = _tenant(caller), self._message_id(request)
+        resend = Query(request.query).choice("resend", ("true", "false"), "false") == "true"
         found = await store.message_ref(tenant, message_id)
         if found is None:
             raise _no_message(message_id)
@@ -912,7 +915,17 @@ class Api:
                 f"message {message_id} is {found.status}: only a dead message can be requeued",
                 extra={"message_status": str(found.status)},
             )
-        if not await store.requeue_message(tenant, message_id):
+        try:
+            requeued = await store.requeue_message(tenant, message_id, resend=resend)
+        except DatabaseRefused as exc:
+            if exc.sqlstate != DELIVERED_BEFORE_IT_DIED:
+                raise
+            raise Problem(
+                "conflict",
+                f"message {message_id} was delivered before it died: requeueing it would send it again",
+                extra={"sqlstate": exc.sqlstate, "hint": "add ?resend=true to send it again all the same"},
+            ) from None
+        if not requeued:
             raise Problem(
                 "not-live",
                 f"message {message_id} cannot be requeued: its ref {found.ref_id!r} has a live message already",
@@ -1398,6 +1411,7 @@ def _in_its_zone(item: ScheduleRequest, done: ItemScheduled) -> ScheduleRequest:
 
 # The status a refusal gets, by SQLSTATE (docs/audiences.md "For the HTTP API"): what is not there
 # is a 404, what is in the way a 409; the rest (22023, 22008, 54000, …) are the request's, 422.
+DELIVERED_BEFORE_IT_DIED = "55000"  # reminderd.requeue of a one-off that died delivered, without resend
 _REFUSED_KINDS = {"P0002": "not-found", "23505": "conflict", "55000": "conflict"}
 
 

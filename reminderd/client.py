@@ -1187,13 +1187,18 @@ class ReminderdClient:
         """Resume a paused message (a recurring one from now, without a backlog)."""
         return await self._action(message_id, "resume", idempotency_key)
 
-    async def requeue(self, message_id: int, *, idempotency_key: str | None = None) -> Message:
-        """Send a dead-lettered message again, due now, with the same webhook-id."""
-        return await self._action(message_id, "requeue", idempotency_key)
+    async def requeue(self, message_id: int, *, resend: bool = False, idempotency_key: str | None = None
+                      ) -> Message:
+        """Send a dead-lettered message again, due now, with the same webhook-id. One that died
+        after its receiver accepted it is refused (ApiError, 409 conflict) unless `resend`; a
+        recurring one goes to its next occurrence instead."""
+        return await self._action(message_id, "requeue", idempotency_key,
+                                  query={"resend": "true"} if resend else None)
 
-    async def _action(self, message_id: int, action: str, idempotency_key: str | None) -> Message:
+    async def _action(self, message_id: int, action: str, idempotency_key: str | None,
+                      query: Mapping[str, str] | None = None) -> Message:
         return await self._answer(Message, "POST", f"/v1/messages/{int(message_id)}/{action}",
-                                  idempotency_key=idempotency_key)
+                                  idempotency_key=idempotency_key, query=query)
 
     async def send_now(self, message_id: int, *, idempotency_key: str | None = None) -> SentNow:
         """Make a one-off due now, or send a recurring message's extra occurrence now; `held` says

@@ -909,8 +909,12 @@ async def message_action(request: web.Request) -> web.StreamResponse:
         outcome = "cancelled" if cancelled else "not cancelled"
         target = message_id
     else:
-        requeued = await store.requeue_dead(found.tenant_id, [message_id], on_behalf_of=who)
-        outcome = "requeued: due now" if requeued else "not requeued (its ref has a live message)"
+        done = await store.requeue_dead(found.tenant_id, [message_id], on_behalf_of=who)
+        if done.delivered:
+            outcome = ("not requeued: it was delivered before it died, requeueing would send it again "
+                       "(reminderd.requeue(id, resend => true) does it on purpose)")
+        else:
+            outcome = "requeued: due now" if done.requeued else "not requeued (its ref has a live message)"
         target = message_id
     log.info("dashboard_action", action=action, message_id=message_id, tenant=found.tenant_id,
              ref=found.ref_id, key=viewer.prefix, outcome=outcome)
@@ -1039,10 +1043,15 @@ async def requeue(request: web.Request) -> web.StreamResponse:
             limit=REQUEUE_AT_MOST, on_behalf_of=viewer.acting_for, upto=mark)
     else:
         done = await state.store.requeue_dead(tenant, [m.id for m in chosen], on_behalf_of=viewer.acting_for)
-    log.info("dashboard_requeued", requeued=done, asked=count, key=viewer.prefix, tenant=wanted.tenant_id)
+    log.info("dashboard_requeued", requeued=done.requeued, skipped_delivered=done.delivered, asked=count,
+             key=viewer.prefix, tenant=wanted.tenant_id)
     state.overview_cache.clear()
-    skipped = count - done
-    outcome = f"{done} requeued" + (f"; {skipped} not (their refs have a live message)" if skipped > 0 else "")
+    live = count - done.requeued - done.delivered
+    outcome = f"{done.requeued} requeued"
+    if done.delivered:
+        outcome += f"; {done.delivered} skipped: delivered before they died (requeueing would send them again)"
+    if live > 0:
+        outcome += f"; {live} not (their refs have a live message)"
     raise web.HTTPSeeOther(_noticed(request, f"{state.base}/dead", "done", outcome, wanted.query()))
 
 

@@ -25,6 +25,19 @@ FIRES: tuple[Event, ...] = (
 
 
 @dataclass(frozen=True, slots=True)
+class Requeued:
+    """What a dashboard requeue of dead letters did: how many went back to pending, and how many
+    one-offs it skipped because they died after delivery (requeueing would send them again)."""
+
+    requeued: int
+    delivered: int
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Requeued:
+        return cls(row["requeued"], row["delivered"])
+
+
+@dataclass(frozen=True, slots=True)
 class TenantRulesView:
     """A tenant as the upcoming page shades it."""
 

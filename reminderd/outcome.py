@@ -125,8 +125,10 @@ def _next_occurrence(job: Job, result: AttemptResult, event: Event, last_error: 
     try:
         instant, note = following(job.timing, job.scheduled_for)
     except InvalidSchedule as exc:
-        return Outcome(job, result, Event.DEAD_LETTERED, Status.DEAD, last_error=f"cannot recur: {exc}",
-                       ran=True)
+        why = f"cannot recur: {exc}"
+        if result.delivered:  # said, so that nobody requeues it to send it again by mistake
+            why = f"{delivered_as(job, result)}, but {why}"
+        return Outcome(job, result, Event.DEAD_LETTERED, Status.DEAD, last_error=why, ran=True)
     last_error = "; ".join(text for text in (last_error, note) if text) or None
     if instant is None:
         return Outcome(job, result, event, Status.FINISHED, last_error=last_error, ran=True)
@@ -134,6 +136,22 @@ def _next_occurrence(job: Job, result: AttemptResult, event: Event, last_error: 
         job, result, event, Status.PENDING,
         next_fire_at=instant, reset_attempts=True, last_error=last_error, ran=True,
     )
+
+
+def delivered_as(job: Job, result: AttemptResult) -> str:
+    """How a dead reason says that the receiver accepted this attempt (reminderd.died_delivered)."""
+    return f"delivered (HTTP {result.status_code}, attempt {job.attempt})"
+
+
+def unrecorded(outcome: Outcome, reason: str) -> Outcome:
+    """The dead letter written instead of an outcome the database refused (`reason`, its message):
+    requeue-able once the row is fixed. One the receiver accepted says so, with its HTTP status
+    and attempt, so that nobody sends it again by mistake."""
+    job, result = outcome.job, outcome.result
+    if result is None or not result.delivered:
+        return Outcome.dead(job, result, f"the outcome could not be recorded: {reason}")
+    return Outcome.dead(job, result, f"{delivered_as(job, result)}, but its outcome could not be recorded: "
+                                     f"{reason}; dead-lettered so that it is not sent again")
 
 
 def capped(job: Job, frees_at: datetime | None) -> Outcome:

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         LatenessCount,
         MessageLine,
         MessageStory,
+        Requeued,
         SessionKey,
         SignOut,
         TenantCounts,
@@ -944,6 +945,15 @@ class Store:
         return {row["id"] for row in rows}
 
     @_translating
+    async def dead_letter_refused(self, dead: Outcome) -> bool:
+        """Dead-letter the row of an outcome whose record was refused, the row alone (queries.sql);
+        False when it was no longer picked by that claim."""
+        job = dead.job
+        moved = await self._pool.fetchval(
+            QUERIES["dead_letter_refused"], job.id, job.picked_at, dead.last_error, dead.delivered)
+        return moved is not None
+
+    @_translating
     async def outcomes_written(self, outcomes: Sequence[Outcome]) -> set[int]:
         """Of outcomes a repeated write did not apply, the ids of those an earlier write had."""
         rows = await self._pool.fetch(QUERIES["outcomes_written"], [_outcome_v1(o) for o in outcomes])
@@ -1444,6 +1454,14 @@ class Store:
             await tx.act_for(on_behalf_of)
             return await tx._pool.fetchval(QUERIES[query], *args)
 
+    async def _acting_row(self, on_behalf_of: str, query: str, *args: Any) -> asyncpg.Record:
+        """`_acting`, for a query answering one row."""
+        async with self.transaction() as tx:
+            await tx.act_for(on_behalf_of)
+            row = await tx._pool.fetchrow(QUERIES[query], *args)
+            assert row is not None
+            return row
+
     @_translating
     async def act_for(self, on_behalf_of: str) -> None:
         """Inside a transaction (transaction()): the audit events written in the rest of it say
@@ -1454,19 +1472,22 @@ class Store:
 
     @_translating
     async def requeue_dead(self, tenant_id: str | None, message_ids: Sequence[int], *, on_behalf_of: str
-                           ) -> int:
-        requeued: int = await self._acting(on_behalf_of, "requeue_dead_ids", tenant_id, list(message_ids))
-        return requeued
+                           ) -> Requeued:
+        from .dashboard_rows import Requeued
+
+        return Requeued.from_row(
+            await self._acting_row(on_behalf_of, "requeue_dead_ids", tenant_id, list(message_ids)))
 
     @_translating
     async def requeue_dead_matching(self, tenant_id: str | None, *, min_age_s: float, max_age_s: float,
                                     error: str | None, limit: int, on_behalf_of: str,
-                                    upto: tuple[datetime, int] | None = None) -> int:
+                                    upto: tuple[datetime, int] | None = None) -> Requeued:
         """Requeue what the filter matches; with `upto` (dead_letters_mark's), none newer."""
+        from .dashboard_rows import Requeued
+
         at, message_id = upto if upto is not None else (None, None)
-        requeued: int = await self._acting(on_behalf_of, "requeue_dead_matching", tenant_id, min_age_s,
-                                           max_age_s, error, limit, at, message_id)
-        return requeued
+        return Requeued.from_row(await self._acting_row(on_behalf_of, "requeue_dead_matching", tenant_id,
+                                                        min_age_s, max_age_s, error, limit, at, message_id))
 
     @_translating
     async def dead_letters_mark(self, tenant_id: str | None, *, min_age_s: float, max_age_s: float,
@@ -1895,8 +1916,9 @@ class Store:
         return await self._count("set_payload", tenant_id, ref_id, payload_json)
 
     @_translating
-    async def requeue_message(self, tenant_id: str, message_id: int) -> int:
-        return await self._count("requeue_message", tenant_id, message_id)
+    async def requeue_message(self, tenant_id: str, message_id: int, *, resend: bool = False) -> int:
+        """reminderd.requeue: 1 when requeued; 55000 refused for a one-off that died delivered."""
+        return await self._count("requeue_message", tenant_id, message_id, resend)
 
     @_translating
     async def send_now(self, tenant_id: str, ref_id: str) -> int | None:

@@ -40,7 +40,7 @@ from .housekeeping import ClaimReconciler, Heartbeat, Housekeeping, Rescuer, con
 from .jobs import Job
 from .lifecycle import Event
 from .metrics import Metrics
-from .outcome import AttemptResult, Outcome, before_sending, capped, cut_short, decide, handed_back
+from .outcome import AttemptResult, Outcome, before_sending, capped, cut_short, decide, handed_back, unrecorded
 from .registry import ClaimBook, Contact, Identity
 from .retry import RetryPolicy, backoff_s
 from .settings import Settings
@@ -69,7 +69,10 @@ BOUNDED_CHECK_EVERY_S = 1.0  # a limit set, or a circuit opened by another daemo
 # are looked at again this often, by a query that waits for nothing.
 LOCKED_RETRY_S = 0.25
 LOCK_ROUNDS_MAX = 3  # a batch met a new lock this many times: the rows it met wait on their own
-LOCK_NOT_AVAILABLE = "55P03"
+# A record that waited beyond its lock_timeout (55P03), or was chosen as a deadlock's victim
+# (40P01), was rolled back whole: nothing in it was refused, it is tried again.
+LOCK_CONFLICTS = frozenset({"55P03", "40P01"})
+LOCK_WAIT_MAX_S = 5.0  # the longest pause between such tries (each try waits its 1 s lock_timeout too)
 
 
 class _RetryLocked:
@@ -79,8 +82,8 @@ class _RetryLocked:
 _RETRY_LOCKED = _RetryLocked()
 
 
-def _lock_timed_out(exc: BaseException) -> bool:
-    return isinstance(exc, DatabaseRefused) and exc.sqlstate == LOCK_NOT_AVAILABLE
+def _lock_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, DatabaseRefused) and exc.sqlstate in LOCK_CONFLICTS
 
 
 class Worker:
@@ -140,6 +143,7 @@ class Worker:
         self.ticks = 0
         self.ready = asyncio.Event()  # set after the first successful claim
         self.stopping = False
+        self._stopped_at: float | None = None  # monotonic, when stop() was first called
         # The claim loop promises to come round again before this instant; past it, it is wedged.
         self.loop_deadline = time.monotonic() + LOOP_DEADLINE_S
 
@@ -151,6 +155,8 @@ class Worker:
     def stop(self) -> None:
         """Stop claiming; in-flight callbacks get REMINDERD_SHUTDOWN_TIMEOUT to finish."""
         self.stopping = True
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
         self._stop.set()
         self._wake.set()
         self._beat_now.set()  # the registry says so at once
@@ -588,45 +594,84 @@ class Worker:
         they moved on (the others were no longer picked by the same claim: discarded). Through a
         database outage the batch is retried. A row another transaction keeps locked (more than
         the statement's lock_timeout) waits on its own (`_wait_for_lock`) while the others are
-        written. A batch the database refuses for its content is written row by row, so one bad
-        row cannot hold up the others; a row refused on its own is dead-lettered with the
+        written; a lock on another table the record writes (a trigger's table, say) holds up the
+        whole batch, tried again with backoff until it is written (`_wait_out_lock`), nothing of
+        it dead-lettered for that. A batch the database refuses for its content is written row by
+        row, so one bad row cannot hold up the others; a row refused on its own is dead-lettered with the
         database's reason instead (a cron row would otherwise be sent again at every lease), and
         only if even that is refused is it left to its lease."""
 
         tries = 0
+        lock_waits = 0
 
         async def record(outcomes: Sequence[Outcome]) -> None:
             nonlocal tries
             tries += 1
             applied.update(await self._store.record_outcomes(outcomes))
 
-        try:
-            if await self._with_db_retry("record", record, batch):
-                if tries > 1:  # an earlier try may have been committed, its reply lost
-                    await self._confirm_written(batch, applied)
-                return batch
-            return []
-        except Exception as exc:
-            if _lock_timed_out(exc):
-                return await self._record_around_locks(batch, applied, lock_rounds, fallback)
-            if len(batch) == 1:
-                return await self._record_refused(batch[0], exc, applied) if fallback else []
+        while True:
+            try:
+                if await self._with_db_retry("record", record, batch):
+                    if tries > 1:  # an earlier try may have been committed, its reply lost
+                        await self._confirm_written(batch, applied)
+                    return batch
+                return []
+            except Exception as exc:
+                if not _lock_conflict(exc):
+                    if len(batch) == 1:
+                        return await self._record_refused(batch[0], exc, applied) if fallback else []
+                    break
+                locked = await self._locked_of(batch)
+                if locked:
+                    return await self._record_around_locks(batch, applied, locked, lock_rounds, fallback)
+                lock_waits += 1
+                if not await self._wait_out_lock(batch, lock_waits, exc):
+                    return []
         written: list[Outcome] = []
         for outcome in batch:
             written += await self._record([outcome], applied, fallback=fallback)
         return written
 
-    async def _record_around_locks(
-        self, batch: list[Outcome], applied: set[int], rounds: int, fallback: bool,
-    ) -> list[Outcome]:
-        """A row of `batch` was locked: the outcomes of the rows locked now wait, the others are
-        written (again, bounded, if another lock is met meanwhile)."""
+    async def _locked_of(self, batch: list[Outcome]) -> set[int]:
+        """The ids of `batch`'s rows another transaction holds locked now (all, if that cannot be
+        told: they wait for their rows, looked at again)."""
         try:
-            locked = await self._with_db_retry_value(
+            return await self._with_db_retry_value(
                 "record", self._store.locked_messages, [outcome.job.id for outcome in batch])
         except Exception as exc:
             log.warning("locked_check_failed", error=describe(exc), rows=len(batch))
-            locked = {outcome.job.id for outcome in batch}
+            return {outcome.job.id for outcome in batch}
+
+    async def _wait_out_lock(self, batch: list[Outcome], waits: int, exc: Exception) -> bool:
+        """The batch's record was held up by a lock on a table it writes other than its rows (no
+        row of it is locked): wait before trying the whole batch again, longer each time. False
+        once stopping and REMINDERD_SHUTDOWN_TIMEOUT would pass: the rows are left to their
+        leases."""
+        delay_s = backoff_s(waits, base_s=DB_BACKOFF_BASE_S, cap_s=LOCK_WAIT_MAX_S, jitter="half",
+                            rng=self._rng)
+        if self._stopped_at is not None and (
+                time.monotonic() + delay_s > self._stopped_at + self.settings.shutdown_timeout_s):
+            log.error("record_abandoned", rows=len(batch), error=describe(exc),
+                      reason="a lock on a table the record writes was still held at shutdown",
+                      consequence="leases expire and the rows are redelivered")
+            return False
+        log.warning("record_lock_wait", rows=len(batch), tries=waits, retry_in_s=round(delay_s, 2),
+                    message_ids=[outcome.job.id for outcome in batch[:10]], error=describe(exc),
+                    reason="another transaction holds a lock on a table the record writes (a trigger's table?)",
+                    consequence="recorded once the lock is released; nothing is lost or sent again",
+                    fix="find the transaction in pg_stat_activity (wait_event_type Lock) and end it")
+        if self.stopping:
+            await asyncio.sleep(delay_s)
+        else:  # a stop request cuts the wait short and starts the shutdown's deadline
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay_s)
+        return True
+
+    async def _record_around_locks(
+        self, batch: list[Outcome], applied: set[int], locked: set[int], rounds: int, fallback: bool,
+    ) -> list[Outcome]:
+        """Rows of `batch` (`locked`) were locked: the outcomes of the rows locked now wait, the
+        others are written (again, bounded, if another lock is met meanwhile)."""
         free = [outcome for outcome in batch if outcome.job.id not in locked]
         if rounds >= LOCK_ROUNDS_MAX:  # locks come and go faster than we write: each waits alone
             free, locked = [], {outcome.job.id for outcome in batch}
@@ -636,11 +681,15 @@ class Worker:
         return await self._record(free, applied, lock_rounds=rounds + 1, fallback=fallback) if free else []
 
     async def _record_refused(self, outcome: Outcome, exc: Exception, applied: set[int]) -> list[Outcome]:
-        """The database refused this row's outcome: dead-letter it with the reason instead."""
+        """The database refused this row's outcome: dead-letter it with the reason instead, its
+        attempt logged as any other; if even that is refused (a table the record writes besides
+        the row refused it), the row alone is dead-lettered (store.dead_letter_refused)."""
         job = outcome.job
         reason = getattr(exc, "message", None) or describe(exc)
-        dead = Outcome.dead(job, outcome.result, f"the outcome could not be recorded: {reason}")
+        dead = unrecorded(outcome, reason)
         written = await self._record([dead], applied, fallback=False)
+        if not written and id(job) not in self._locked:
+            written = await self._dead_letter_row_alone(dead, applied)
         if written:
             log.error("record_rejected", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
                       attempt=job.attempt, outcome=outcome.event, error=describe(exc),
@@ -651,6 +700,19 @@ class Worker:
                          consequence="left to its lease: it is sent again each time its lease runs out",
                          fix="correct the row (or cancel it) in reminderd.scheduled_messages")
         return written
+
+    async def _dead_letter_row_alone(self, dead: Outcome, applied: set[int]) -> list[Outcome]:
+        """`dead`, written to its row only; [] when even that is refused (or the row was no longer
+        this claim's: then its new owner decides)."""
+        try:
+            moved = await self._with_db_retry_value("record", self._store.dead_letter_refused, dead)
+        except Exception as exc:
+            log.warning("record_row_alone_failed", message_id=dead.job.id, error=describe(exc))
+            return []
+        if moved:
+            applied.add(dead.job.id)
+            return [dead]
+        return []
 
     async def _confirm_written(self, batch: list[Outcome], applied: set[int]) -> None:
         """Add to `applied` the outcomes of `batch` that an earlier, unanswered try wrote."""

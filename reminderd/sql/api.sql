@@ -187,8 +187,10 @@ WHERE m.tenant_id = $1 AND m.ref_id = $2 AND m.status IN ('pending', 'paused') A
 SELECT reminderd.set_payload($1, $2, $3::jsonb);
 
 -- requeue_message --
--- Only this tenant's message: reminderd.requeue() itself takes any id.
-SELECT reminderd.requeue(m.id) FROM reminderd.scheduled_messages m WHERE m.tenant_id = $1 AND m.id = $2;
+-- Only this tenant's message: reminderd.requeue() itself takes any id. $3 resend (one that died
+-- delivered: without it a one-off is refused, 55000, and a recurring one moves to its next occurrence).
+SELECT reminderd.requeue(m.id, resend => $3)
+FROM reminderd.scheduled_messages m WHERE m.tenant_id = $1 AND m.id = $2;
 
 -- send_now --
 SELECT reminderd.send_now($1, $2);

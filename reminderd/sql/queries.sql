@@ -631,6 +631,25 @@ metered AS (
 )
 SELECT id FROM dead;
 
+-- dead_letter_refused --
+-- The last resort for an outcome the database refused, when its dead letter written by
+-- record_outcomes was refused too (a table it writes besides the row refused this row's part: a
+-- user's trigger on reminderd.deliveries, say): the row alone is dead-lettered with the reason,
+-- so a message the receiver accepted is not sent again at every lease. The attempt is not logged
+-- in reminderd.deliveries nor metered (the reason says what it was: HTTP status, attempt); the
+-- audit trigger records the change in reminderd.events. sent_at marks a delivered one for
+-- reminderd.died_delivered. Fenced by the claim's token as record_outcomes is. $1 the message,
+-- $2 its picked_at, $3 the reason, $4 whether it was delivered. Returns its id when moved.
+UPDATE reminderd.scheduled_messages AS m
+SET status = 'dead',
+    last_event = 'dead_lettered',
+    last_error = $3,
+    sent_at = CASE WHEN $4 THEN now() ELSE m.sent_at END,
+    lease_expires_at = NULL,
+    updated_at = now()
+WHERE m.id = $1 AND m.status = 'picked' AND m.picked_at = $2
+RETURNING m.id;
+
 -- outcomes_written --
 -- After a batch had to be written again (an outage swallowed a reply): which of the outcomes the
 -- second write did not apply had been applied by the first. Such a row is still marked with the

@@ -237,6 +237,22 @@ async def test_pause_resume_send_now_and_requeue(rd: ReminderdClient, api_db: as
     assert requeued.status == Status.PENDING and requeued.last_event == "requeued"
 
 
+async def test_requeue_of_one_that_died_delivered_needs_resend(rd: ReminderdClient, api_db: asyncpg.Connection
+                                                                ) -> None:
+    scheduled = await rd.schedule("life:2", fire_in="3h")
+    async with api_db.transaction():  # as the daemon leaves one delivered, then refused at recording
+        await api_db.execute("SET LOCAL session_replication_role = replica")
+        await api_db.execute(
+            "UPDATE reminderd.scheduled_messages SET status = 'dead', picked_at = now() - interval '1 minute', "
+            "sent_at = now(), scheduled_for = fire_at WHERE id = $1", scheduled.id)
+    with pytest.raises(ApiError) as raised:
+        await rd.requeue(scheduled.id)
+    assert (raised.value.status, raised.value.type) == (409, "urn:reminderd:problem:conflict")
+    assert raised.value.problem.hint == "add ?resend=true to send it again all the same"
+    requeued = await rd.requeue(scheduled.id, resend=True)
+    assert requeued.status == Status.PENDING and requeued.last_event == "requeued"
+
+
 async def test_send_now_of_a_recurring_message_is_an_extra_occurrence(rd: ReminderdClient) -> None:
     recurring = await rd.schedule("pulse", cron="0 9 * * *", timezone="Asia/Kolkata")
     extra = await rd.send_now(recurring.id)

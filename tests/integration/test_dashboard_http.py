@@ -835,6 +835,35 @@ async def test_requeue_from_the_dead_letters_page_says_how_many_first(
     assert [r["on_behalf_of"].endswith("(ops-alice)") for r in acted] == [True]
 
 
+async def test_the_dashboards_requeue_skips_dead_letters_that_died_delivered_and_says_how_many(
+    db: asyncpg.Connection, browser: Browser, tenant: str
+) -> None:
+    await db.execute(  # two delivered in their last claim (sent_at after picked_at), then dead; one failed
+        "INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, status, last_error, updated_at,"
+        "                                          picked_at, sent_at)"
+        " SELECT 'acme', 'odd:' || g, now(), 'dead', 'boom', now() - interval '2 hours',"
+        "        now() - interval '3 hours', CASE WHEN g <= 2 THEN now() - interval '2 hours' END"
+        " FROM generate_series(1, 3) g"
+    )
+    await operator(db, browser)
+    status, asked, _ = await browser.post("/dead/requeue", {"scope": "matching", "error": "boom"})
+    assert status == 200 and "Requeue 3 dead letters?" in asked
+    _, _, url = await browser.post("/dead/requeue", hidden_fields(asked))
+    assert parse_qs(urlsplit(url).query)["done"] == [
+        "1 requeued; 2 skipped: delivered before they died (requeueing would send them again)"]
+    dead = await db.fetch("SELECT ref_id FROM reminderd.scheduled_messages WHERE status = 'dead' ORDER BY 1")
+    assert [r["ref_id"] for r in dead] == ["odd:1", "odd:2"]
+    one = await db.fetchval("SELECT id FROM reminderd.scheduled_messages WHERE ref_id = 'odd:1'")
+    _, _, url = await browser.post("/dead/requeue", [("only", str(one)), ("confirm", "yes")])
+    assert parse_qs(urlsplit(url).query)["done"] == [
+        "0 requeued; 1 skipped: delivered before they died (requeueing would send them again)"]
+    _, _, url = await browser.post(f"/messages/{one}/requeue", {})  # the message page's button
+    assert parse_qs(urlsplit(url).query)["done"] == [
+        "not requeued: it was delivered before it died, requeueing would send it again "
+        "(reminderd.requeue(id, resend => true) does it on purpose)"]
+    assert await db.fetchval("SELECT status FROM reminderd.scheduled_messages WHERE id = $1", one) == "dead"
+
+
 async def test_upcoming_draws_48_hourly_and_60_minute_bars_and_a_bar_lists_its_messages(
     db: asyncpg.Connection, browser: Browser, tenant: str
 ) -> None:

@@ -348,8 +348,8 @@ async def test_an_action_for_an_api_key_is_audited_with_it_and_with_the_role(
     ids = [r["id"] for r in await db.fetch("SELECT id FROM reminderd.scheduled_messages ORDER BY id")]
     who = "rk_abcdefghijkl (alice)"
 
-    assert await store.requeue_dead("other", ids, on_behalf_of=who) == 0  # not in view
-    assert await store.requeue_dead("acme", ids[:1], on_behalf_of=who) == 1
+    assert (await store.requeue_dead("other", ids, on_behalf_of=who)).requeued == 0  # not in view
+    assert (await store.requeue_dead("acme", ids[:1], on_behalf_of=who)).requeued == 1
     await db.execute("SELECT reminderd.requeue($1)", ids[1])  # by hand: for nobody else
 
     trail = await db.fetch(
@@ -453,8 +453,9 @@ async def test_dead_letters_filter_by_tenant_error_and_age_and_page_newest_first
     after = await store.dead_letters("acme", min_age_s=0, max_age_s=1e9, error=None,
                                      before=(first[0].updated_at, first[0].id), limit=5)
     assert [r.ref_id for r in after] == ["a", "c"]
-    assert await store.requeue_dead_matching("acme", min_age_s=3600, max_age_s=1e9, error="410",
-                                             limit=100, on_behalf_of="x") == 2
+    done = await store.requeue_dead_matching("acme", min_age_s=3600, max_age_s=1e9, error="410",
+                                             limit=100, on_behalf_of="x")
+    assert (done.requeued, done.delivered) == (2, 0)
     assert await refs(None) == ["d", "b"]
 
 

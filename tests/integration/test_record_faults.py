@@ -106,6 +106,52 @@ async def test_a_locked_row_waits_alone_and_every_other_outcome_is_recorded(
     assert not _events(logs, "record_failed")  # a lock is not an outage
 
 
+async def test_a_lock_on_a_table_the_record_writes_delays_the_batch_without_losing_or_resending_it(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    await db.execute("""
+        CREATE TABLE public.tally (n integer NOT NULL);
+        INSERT INTO public.tally VALUES (0);
+        CREATE FUNCTION public.count_delivery() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN UPDATE public.tally SET n = n + 1; RETURN NULL; END $$;
+        CREATE TRIGGER count_delivery AFTER INSERT ON reminderd.deliveries
+            FOR EACH ROW EXECUTE FUNCTION public.count_delivery();
+    """)  # a user's trigger writing a table of its own, which an open transaction keeps locked
+    async with Receiver(before_answer=_together(2)) as receiver:
+        await add_tenant(db, "acme", receiver.url)
+        a, b = [await db.fetchval("SELECT reminderd.schedule('acme', $1, now())", ref) for ref in ("a", "b")]
+        other = await asyncpg.connect(database_url)
+        lock = other.transaction()
+        await lock.start()
+        await other.execute("UPDATE public.tally SET n = n")
+        settings = fast_settings(database_url, lease_s=30, callback_timeout_s=1.5)
+        held = True
+        try:
+            with capture_logs() as logs:
+                async with _daemon_like_worker(settings) as worker:
+                    await poll_until(lambda: _async(len(_events(logs, "record_lock_wait")) >= 2), timeout_s=15)
+                    assert [(await row_by_id(db, m))["status"] for m in (a, b)] == ["picked", "picked"]
+                    await lock.rollback()
+                    held = False
+                    for message_id in (a, b):
+                        await poll_until(_reached(db, message_id, "sent"), timeout_s=15)
+                    pool_timeouts = [await worker._store._pool.fetchval("SHOW lock_timeout") for _ in range(4)]
+        finally:
+            if held:  # a check above failed with the lock still held
+                await lock.rollback()
+            await other.close()
+    assert {ref: len(got) for ref, got in receiver.by_ref().items()} == {"a": 1, "b": 1}
+    logged = await db.fetchval("SELECT count(*) FROM reminderd.deliveries")
+    assert (logged, await db.fetchval("SELECT n FROM public.tally")) == (2, 2)  # each attempt logged once
+    waits = _events(logs, "record_lock_wait")
+    assert {m for wait in waits for m in wait["message_ids"]} <= {a, b}  # the later one queued behind
+    assert all(wait["retry_in_s"] > 0 for wait in waits)
+    assert all(wait["log_level"] == "warning" for wait in waits)
+    assert not _events(logs, "record_row_locked") and not _events(logs, "record_rejected")
+    assert not _events(logs, "dead_lettered")
+    assert set(pool_timeouts) == {"0"}  # the record's lock_timeout stayed in its own statement
+
+
 async def _one_odd_row_and_one_due(db: asyncpg.Connection, receiver: Receiver, edit: str) -> tuple[int, int]:
     await add_tenant(db, "acme", receiver.url)
     odd = await db.fetchval("SELECT reminderd.schedule('acme', 'odd', now() + interval '1 hour')")
@@ -223,13 +269,85 @@ async def test_a_refused_outcome_is_dead_lettered_with_the_reason_not_sent_again
             row = await poll_until(_reached(db, daily, "dead"), timeout_s=10)
             await poll_until(_reached(db, ordinary, "sent"))
     assert _counted(worker) == {"fired": 1, "dead_lettered": 1}  # the fallback's, not the refused outcome's
-    assert row["last_error"] == "the outcome could not be recorded: refused by the test"
+    assert row["last_error"] == ("delivered (HTTP 200, attempt 1), but its outcome could not be recorded: "
+                                 "refused by the test; dead-lettered so that it is not sent again")
+    assert await db.fetchval("SELECT reminderd.died_delivered(m) FROM reminderd.scheduled_messages m "
+                             "WHERE id = $1", daily)
     assert sorted(r.message["ref_id"] for r in receiver.received) == ["b", "daily"]  # sent once
     [line] = _events(logs, "record_rejected")
     assert line["message_id"] == daily and line["outcome"] == "fired"
     delivery = await db.fetchrow(
         "SELECT status_code, event FROM reminderd.deliveries WHERE message_id = $1", daily)
     assert dict(delivery) == {"status_code": 200, "event": "dead_lettered"}  # the attempt is in the audit
+
+
+def _together(count: int) -> Callable[[Received], Awaitable[None]]:
+    """A receiver's hold: no answer before `count` requests came, so their outcomes are one batch."""
+    arrived: list[Received] = []
+    all_in = asyncio.Event()
+
+    async def hold(request: Received) -> None:
+        arrived.append(request)
+        if len(arrived) >= count:
+            all_in.set()
+        await all_in.wait()
+
+    return hold
+
+
+async def _died_delivered(db: asyncpg.Connection, message_id: int) -> bool:
+    died: bool = await db.fetchval(
+        "SELECT reminderd.died_delivered(m) FROM reminderd.scheduled_messages m WHERE m.id = $1", message_id)
+    return died
+
+
+async def test_a_delivered_one_off_refused_at_recording_is_dead_lettered_as_delivered_the_rest_recorded(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    async with Receiver(before_answer=_together(3)) as receiver:
+        await add_tenant(db, "acme", receiver.url)
+        a, odd, c = [await db.fetchval("SELECT reminderd.schedule('acme', $1, now())", ref)
+                     for ref in ("a", "odd", "c")]
+        await _refuse(db, odd, "NEW.status = 'sent'")  # a CHECK or a user's trigger refusing its next state
+        with capture_logs() as logs:
+            async with running_worker(fast_settings(database_url, lease_s=2.5, callback_timeout_s=1)):
+                row = await poll_until(_reached(db, odd, "dead"), timeout_s=10)
+                for other in (a, c):
+                    await poll_until(_reached(db, other, "sent"))
+    assert row["last_error"] == ("delivered (HTTP 200, attempt 1), but its outcome could not be recorded: "
+                                 "refused by the test; dead-lettered so that it is not sent again")
+    assert {ref: len(got) for ref, got in receiver.by_ref().items()} == {"a": 1, "odd": 1, "c": 1}
+    assert [await _died_delivered(db, m) for m in (a, odd, c)] == [False, True, False]
+    [line] = _events(logs, "record_rejected")
+    assert line["message_id"] == odd and line["outcome"] == "fired"
+    assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries WHERE status_code = 200") == 3
+
+
+async def test_a_delivered_row_whose_attempt_cannot_be_logged_is_dead_lettered_not_sent_again(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    async with Receiver(before_answer=_together(2)) as receiver:
+        await add_tenant(db, "acme", receiver.url)
+        odd = await db.fetchval("SELECT reminderd.schedule('acme', 'odd', now())")
+        ordinary = await db.fetchval("SELECT reminderd.schedule('acme', 'b', now())")
+        await db.execute(f"""
+            CREATE FUNCTION public.refuse_delivery() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'no audit for you' USING ERRCODE = '22023'; END $$;
+            CREATE TRIGGER refuse_delivery BEFORE INSERT ON reminderd.deliveries
+                FOR EACH ROW WHEN (NEW.message_id = {int(odd)}) EXECUTE FUNCTION public.refuse_delivery();
+        """)  # a table the record writes refuses this row's part (the dead letter writes it too)
+        with capture_logs() as logs:
+            async with running_worker(fast_settings(database_url, lease_s=2.5, callback_timeout_s=1)) as worker:
+                row = await poll_until(_reached(db, odd, "dead"), timeout_s=10)
+                await poll_until(_reached(db, ordinary, "sent"))
+    assert row["last_error"] == ("delivered (HTTP 200, attempt 1), but its outcome could not be recorded: "
+                                 "no audit for you; dead-lettered so that it is not sent again")
+    assert {ref: len(got) for ref, got in receiver.by_ref().items()} == {"odd": 1, "b": 1}
+    assert await _died_delivered(db, odd)
+    assert _counted(worker) == {"fired": 1, "dead_lettered": 1}
+    assert not _events(logs, "record_fallback_rejected")
+    [line] = _events(logs, "record_rejected")
+    assert line["message_id"] == odd
 
 
 async def test_an_outcome_refused_even_as_a_dead_letter_is_left_to_its_lease_and_said_loudly(

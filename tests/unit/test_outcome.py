@@ -187,7 +187,8 @@ def test_poison_result_is_dead_even_for_cron_rows(job: Job) -> None:
 def test_delivered_cron_row_that_cannot_recur_is_dead() -> None:
     outcome = decide(recurring(timezone="Mars/Olympus_Mons"), DELIVERED, POLICY, rng())
     assert (outcome.event, outcome.next_status) == (Event.DEAD_LETTERED, Status.DEAD)
-    assert outcome.last_error == 'cannot recur: unknown timezone "Mars/Olympus_Mons"'
+    assert outcome.last_error == ('delivered (HTTP 204, attempt 1), but cannot recur: unknown timezone '
+                                  '"Mars/Olympus_Mons"')
 
 
 # Preflight

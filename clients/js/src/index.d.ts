@@ -125,7 +125,8 @@ export declare class Reminderd {
   reschedule(id: number, when: Omit<UpdateMessageBody, "payload">, options?: CallOptions): Promise<Message>;
   pause(id: number, options?: CallOptions): Promise<Message>;
   resume(id: number, options?: CallOptions): Promise<Message>;
-  requeue(id: number, options?: CallOptions): Promise<Message>;
+  /** A dead message again; one that died after its receiver accepted it only with `resend: true`. */
+  requeue(id: number, options?: CallOptions & { resend?: boolean }): Promise<Message>;
   sendNow(id: number, options?: CallOptions): Promise<SentNow>;
 
   tenant(options?: ReadOptions): Promise<Tenant>;

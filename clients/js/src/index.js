@@ -476,13 +476,16 @@ export class Reminderd {
 
   pause(id, options = {}) { return this.#action(id, "pause", options); }
   resume(id, options = {}) { return this.#action(id, "resume", options); }
-  requeue(id, options = {}) { return this.#action(id, "requeue", options); }
+  /** A dead message again; one that died after delivery only with `{ resend: true }` (409 without). */
+  requeue(id, { resend, ...options } = {}) {
+    return this.#action(id, "requeue", { ...options, query: resend ? { resend: "true" } : undefined });
+  }
 
   /** A one-off due now, or a recurring message's extra occurrence now; `held` says if it waits. */
   sendNow(id, options = {}) { return this.#action(id, "send-now", options); }
 
-  #action(id, action, { idempotencyKey, signal } = {}) {
-    return this.request("POST", `/v1/messages/${messageId(id)}/${action}`, { idempotencyKey, signal });
+  #action(id, action, { idempotencyKey, signal, query } = {}) {
+    return this.request("POST", `/v1/messages/${messageId(id)}/${action}`, { idempotencyKey, signal, query });
   }
 
   // The tenant -------------------------------------------------------------------------------

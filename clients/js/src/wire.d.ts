@@ -570,6 +570,11 @@ export interface UpdateMessageBody {
   payload?: Payload;
 }
 
+export interface RequeueMessageQuery {
+  /** send it again even if it died after delivery */
+  resend?: "true" | "false";
+}
+
 export interface UpdateTenantBody {
   /** (wire: `callback_url`) */
   callbackUrl?: CallbackUrl;
@@ -748,7 +753,7 @@ export interface Operations {
   cancelMessage: { method: "DELETE"; path: "/v1/messages/{id}"; query: never; body: never; response: CancelledCount };
   pauseMessage: { method: "POST"; path: "/v1/messages/{id}/pause"; query: never; body: never; response: Message };
   resumeMessage: { method: "POST"; path: "/v1/messages/{id}/resume"; query: never; body: never; response: Message };
-  requeueMessage: { method: "POST"; path: "/v1/messages/{id}/requeue"; query: never; body: never; response: Message };
+  requeueMessage: { method: "POST"; path: "/v1/messages/{id}/requeue"; query: RequeueMessageQuery; body: never; response: Message };
   sendNow: { method: "POST"; path: "/v1/messages/{id}/send-now"; query: never; body: never; response: SentNow };
   getTenant: { method: "GET"; path: "/v1/tenant"; query: never; body: never; response: Tenant };
   updateTenant: { method: "PATCH"; path: "/v1/tenant"; query: never; body: UpdateTenantBody; response: Tenant };

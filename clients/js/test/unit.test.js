@@ -183,6 +183,15 @@ test("list follows the cursor with the same filters, and never ends on an empty 
   assert.deepEqual(queries, [filters, { ...filters, cursor: "c1" }, { ...filters, cursor: "c2" }]);
 });
 
+test("requeue sends resend=true only when asked to", async () => {
+  const { fetch, seen } = scripted([{ status: 200 }, { status: 200 }], { id: 7, ref_id: "r", status: "pending" });
+  const rd = new Reminderd({ baseUrl: "http://127.0.0.1:8080", apiKey: KEY, fetch });
+  await rd.requeue(7);
+  await rd.requeue(7, { resend: true });
+  assert.deepEqual(seen.map((s) => `${s.url.pathname}${s.url.search}`),
+    ["/v1/messages/7/requeue", "/v1/messages/7/requeue?resend=true"]);
+});
+
 test("the backoff is full jitter under a doubling ceiling, capped", () => {
   const policy = { attempts: 10, baseMs: 100, capMs: 800, maxRetryAfterMs: 60000 };
   for (const [retry, ceiling] of [[1, 100], [2, 200], [3, 400], [4, 800], [9, 800]]) {
