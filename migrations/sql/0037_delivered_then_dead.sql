@@ -1,4 +1,4 @@
--- 0036 delivered, then dead (docs/sql.md "died_delivered", "requeue"):
+-- 0037 delivered, then dead (docs/sql.md "died_delivered", "requeue"):
 --   recording  a callback the receiver accepted (2xx) whose outcome the database refused for its
 --              row (a user's trigger, a CHECK, a table the record writes) was dead-lettered as
 --              "the outcome could not be recorded", or, when even that was refused, left to its
@@ -14,12 +14,12 @@
 --              how many in a NOTICE.
 -- Rows written before: left as they are; a dead row delivered in its last claim is seen as such
 -- by died_delivered (sent_at after picked_at) whatever wrote it.
--- Run by migrations/versions/0036_delivered_then_dead.py in one transaction. History: once
+-- Run by migrations/versions/0037_delivered_then_dead.py in one transaction. History: once
 -- released, never edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 
 DROP FUNCTION reminderd.requeue(bigint);
 
--- Whether a dead row died after its receiver accepted it (migration 0036): the attempt of its
+-- Whether a dead row died after its receiver accepted it (migration 0037): the attempt of its
 -- last claim was delivered (sent_at set by that claim's record, after its picked_at), and the row
 -- was dead-lettered all the same: its outcome could not be recorded, or a recurring row could not
 -- compute its next occurrence. Its dead reason says so ("delivered (HTTP 200, attempt 1), but …").

@@ -2668,7 +2668,7 @@ BEGIN
 END
 $$;
 
--- Whether a dead row died after its receiver accepted it (migration 0036): the attempt of its
+-- Whether a dead row died after its receiver accepted it (migration 0037): the attempt of its
 -- last claim was delivered (sent_at set by that claim's record, after its picked_at), and the row
 -- was dead-lettered all the same: its outcome could not be recorded, or a recurring row could not
 -- compute its next occurrence. Its dead reason says so ("delivered (HTTP 200, attempt 1), but …").

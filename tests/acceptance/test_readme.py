@@ -117,7 +117,7 @@ SQL = {
     "SELECT reminderd.pause_tenant('acme')": Expect(out="^4\n$"),
     "SELECT reminderd.resume_tenant('acme')": Expect(out="^4\n$"),
     "SELECT reminderd.reschedule('acme', 'booking:b7d2:24h', '2037-12-25 09:00+05:30')": Expect(out="^0\n$"),
-    "SELECT reminderd.requeue(id) FROM reminderd.dead_letters WHERE tenant_id = 'acme'": Expect(out="^$"),
+    "SELECT reminderd.requeue(id) FROM reminderd.dead_letters WHERE tenant_id = 'acme' AND ref_id = 'cart:991:nudge'": Expect(out="^$"),
     "SELECT reminderd.requeue_dead('acme', now() - interval '1 day')": Expect(out="^0\n$"),
     "UPDATE reminderd.tenants SET timezone = 'Europe/London' WHERE id = 'acme'": Expect(out="^UPDATE 1\n$"),
     "SELECT reminderd.upsert_contacts('acme',": Expect(out="^2\n$"),
