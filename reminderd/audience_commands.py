@@ -119,7 +119,8 @@ def register(commands: Any, database: Sequence[Parser], add_command: AddCommand,
                            help="JSON payload of every message; @FILE, - for stdin")
     broadcast.add_argument("--category", default="marketing",
                            help="marketing (default: held by quiet hours) or e.g. transactional")
-    broadcast.add_argument("--until", help="recurring: no occurrence after this instant (ISO-8601)")
+    broadcast.add_argument("--until", help="recurring: no contact is sent an occurrence whose instant in "
+                           "their own zone is after this (ISO-8601)")
     broadcast.add_argument("--callback-url", help="override the tenant's callback URL")
     broadcast.add_argument("--calendar", help="holiday calendar, e.g. IN, GB, US-CA (default: the tenant's)")
     broadcast.add_argument("--holiday-rule", choices=("skip", "send"),

@@ -367,7 +367,7 @@ export interface BroadcastRequest {
   everyone?: boolean;
   payload?: Payload;
   category?: Category;
-  /** recurring: no wave after this instant (RFC 3339) */
+  /** recurring: no contact is sent a wave whose instant in their own zone is after this (RFC 3339) */
   until?: string;
   /** (wire: `callback_url`) */
   callbackUrl?: CallbackUrl;
