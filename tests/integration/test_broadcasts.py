@@ -1189,3 +1189,24 @@ def test_0036_runs_forward_over_a_staged_wave(empty_database_url: str) -> None:
     assert sql(url, "SELECT reminderd.stage_broadcast($1, $2, NULL)", broadcast_id, d_9)[0][0] == 1
     assert [r["contact_id"] for r in sql(url, "SELECT contact_id FROM reminderd.scheduled_messages"
                                               " WHERE local_time = $1", d_9)] == ["kiritimati_0"]
+
+
+async def test_an_until_moved_before_the_planned_occurrence_ends_the_broadcast_unsent(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    # A DBA moves the until of a planned broadcast before its next occurrence's first instant: no
+    # contact is sent it, and the broadcast ends (it was staged for everyone).
+    await contacts_in(db, ["Europe/London", "Pacific/Pago_Pago"])
+    broadcast_id = await broadcast(db, "'daily', cron => '0 9 * * *', everyone => true,"
+                                       " stage_ahead => '2 days'")
+    stager = BroadcastStager(store)
+    assert await stager.run_once() == 1  # planned
+    occurrence = await db.fetchval("SELECT next_occurrence FROM reminderd.broadcast_requests WHERE id = $1",
+                                   broadcast_id)
+    first = to_instant(occurrence, load_timezone("Europe/London"))
+    await db.execute("UPDATE reminderd.broadcast_requests SET until = $1 WHERE id = $2",
+                     first - timedelta(minutes=1), broadcast_id)
+    assert await stager.run_once() == 1
+    assert await db.fetchval("SELECT ended_reason FROM reminderd.broadcasts WHERE id = $1",
+                             broadcast_id) == "no more occurrences"
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
