@@ -27,7 +27,7 @@ from .exceptions import DatabaseRefused
 from .limits import too_long
 from .problems import FieldError, Problem, invalid, pointer
 from .rows import BroadcastProgress, Contact, ContactMessage, StagedOccurrence, ZoneWave
-from .schedule import BACKFILL_POLICIES, InvalidSchedule, Waves
+from .schedule import BACKFILL_POLICIES, InvalidSchedule, Waves, readable_zones
 from .store import Store
 from .validation import (
     API_NAMES,
@@ -871,16 +871,18 @@ async def _broadcast_now(store: Store, tenant: str, broadcast_id: int) -> dict[s
 
 async def _preview(store: Store, broadcast: BroadcastRequest, now: datetime) -> dict[str, Any]:
     """The dry run: the audience's size, its sends per UTC hour and its zones with their sources,
-    for a one-off's wave or a recurring broadcast's first occurrence; nothing is staged."""
-    local_time, following = broadcast.local_time, None
+    for a one-off's wave or a recurring broadcast's first occurrence; nothing is staged. Contacts
+    the wave would not be sent are counted apart: without a zone, in a zone this database server
+    cannot read (staged dead), and, for a recurring one, those whose instant of it is after its until."""
+    local_time, following, until = broadcast.local_time, None, None
     if local_time is None:
         recurrence = broadcast.recurrence
         assert recurrence is not None
-        zones = [
+        zones, _ = readable_zones([
             w.timezone
             for w in await store.broadcast_preview(broadcast, now.replace(tzinfo=None))
             if w.timezone is not None
-        ]
+        ])  # as the stager plans: over the zones the daemon can read
         try:
             recurring = Waves.parse(
                 cron=recurrence.cron, rrule=recurrence.rrule, until=broadcast.until, start=now
@@ -891,8 +893,10 @@ async def _preview(store: Store, broadcast: BroadcastRequest, now: datetime) -> 
         if local_time is None:
             raise invalid("the recurrence has no occurrence ahead", pointer(recurrence.field(API_NAMES)))
         following = recurring.after(local_time, zones)
+        until = recurring.until
     waves = await store.broadcast_preview(broadcast, local_time)
-    zoned = [w for w in waves if w.timezone is not None and w.fire_at is not None]
+    placed = [w for w in waves if w.timezone is not None and w.fire_at is not None]
+    zoned = [w for w in placed if until is None or (w.fire_at is not None and w.fire_at <= until)]  # as staged
     per_hour: dict[datetime, int] = {}
     for wave in zoned:
         assert wave.fire_at is not None
@@ -905,7 +909,9 @@ async def _preview(store: Store, broadcast: BroadcastRequest, now: datetime) -> 
         "local_time": _wall(local_time),
         "next_local_time": _wall(following),
         "audience_size": total,
-        "without_timezone": total - sum(w.contacts for w in zoned),
+        "without_timezone": sum(w.contacts for w in waves if w.timezone is None),
+        "unreadable_timezone": sum(w.contacts for w in waves if w.timezone is not None and w.fire_at is None),
+        "after_until": sum(w.contacts for w in placed) - sum(w.contacts for w in zoned),
         "sends_per_utc_hour": [{"hour": hour, "messages": count} for hour, count in sorted(per_hour.items())],
         "zones": [_zone_json(w, now) for w in zoned],
     }

@@ -21,7 +21,7 @@ from . import refusals
 from .exceptions import DatabaseRefused, RoleRefused
 from .exceptions import InvalidInput as UsageError  # arguments.UsageError, without importing arguments
 from .options import add_recurrence_options
-from .schedule import BACKFILL_POLICIES, InvalidSchedule, Waves
+from .schedule import BACKFILL_POLICIES, InvalidSchedule, Waves, readable_zones
 
 if TYPE_CHECKING:  # the requests: imported when a command runs (cli.DatabaseCommand), not by the parser
     from .arguments import (
@@ -119,7 +119,8 @@ def register(commands: Any, database: Sequence[Parser], add_command: AddCommand,
                            help="JSON payload of every message; @FILE, - for stdin")
     broadcast.add_argument("--category", default="marketing",
                            help="marketing (default: held by quiet hours) or e.g. transactional")
-    broadcast.add_argument("--until", help="recurring: no occurrence after this instant (ISO-8601)")
+    broadcast.add_argument("--until", help="recurring: no contact is sent an occurrence whose instant in "
+                           "their own zone is after this (ISO-8601)")
     broadcast.add_argument("--callback-url", help="override the tenant's callback URL")
     broadcast.add_argument("--calendar", help="holiday calendar, e.g. IN, GB, US-CA (default: the tenant's)")
     broadcast.add_argument("--holiday-rule", choices=("skip", "send"),
@@ -516,14 +517,16 @@ async def save_broadcast(store: Store, request: BroadcastRequest) -> int:
 
 async def _dry_run(store: Store, request: BroadcastRequest, approval: str) -> int:
     """The audience, its zones and why, and the sends per UTC hour of the (first) wave, of a
-    broadcast the real call would take (store.broadcast_dry_run said so)."""
+    broadcast the real call would take (store.broadcast_dry_run said so); the contacts it would
+    not send to (in a zone this database server cannot read, or past a recurring one's until on
+    their own clock) said apart."""
     local_time = request.local_time
-    note = ""
+    note, until = "", None
     if local_time is None:
         assert request.recurrence is not None
         now = datetime.now(UTC)
         zones_now = await store.broadcast_preview(request, now.replace(tzinfo=None))
-        zones = [wave.timezone for wave in zones_now if wave.timezone is not None]
+        zones, _ = readable_zones([wave.timezone for wave in zones_now if wave.timezone is not None])
         try:
             recurring = Waves.parse(cron=request.recurrence.cron, rrule=request.recurrence.rrule,
                                     until=request.until, start=now)
@@ -534,12 +537,22 @@ async def _dry_run(store: Store, request: BroadcastRequest, approval: str) -> in
             raise UsageError("the recurrence has no occurrence ahead")
         following = recurring.after(local_time, zones)
         note = f" (its first occurrence; the next is {following:%Y-%m-%d %H:%M})" if following else ""
+        until = recurring.until
     waves = await store.broadcast_preview(request, local_time)
     total = sum(wave.contacts for wave in waves)
-    zoned = [wave for wave in waves if wave.timezone is not None]
+    placed = [wave for wave in waves if wave.timezone is not None and wave.fire_at is not None]
+    zoned = [wave for wave in placed if until is None or (wave.fire_at is not None and wave.fire_at <= until)]
+    unreadable = sum(wave.contacts for wave in waves if wave.timezone is not None and wave.fire_at is None)
+    after_until = sum(wave.contacts for wave in placed) - sum(wave.contacts for wave in zoned)
     print(f"broadcast {request.ref_prefix} to {request.audience}, at {local_time:%Y-%m-%d %H:%M} on each "
           "contact's "
           f"clock{note}: {total:,} contacts in {len(zoned)} zones")
+    if unreadable:
+        print(f"  {unreadable:,} contacts in a zone this database server cannot read: their rows would be"
+              " staged dead, saying so")
+    if after_until:
+        print(f"  {after_until:,} contacts not sent this occurrence: its instant in their zone is after the"
+              " until")
     print("sends per UTC hour:")
     per_hour: dict[datetime, list[ZoneWave]] = {}
     for wave in zoned:

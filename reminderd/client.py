@@ -536,6 +536,8 @@ class BroadcastPreview:
     next_local_time: str | None
     audience_size: int
     without_timezone: int
+    unreadable_timezone: int  # in a zone the database server cannot read: staged dead, in no zone
+    after_until: int  # recurring: past the until on their own clock, not sent this occurrence
     sends_per_utc_hour: tuple[HourCount, ...]
     zones: tuple[ZoneSend, ...]
     approval: Literal["not_needed", "awaiting"]

@@ -341,6 +341,9 @@ class BroadcastStager:
     at most every minute, so a contact added in a new zone is noticed in time), passed over when
     even the last zone's instant is gone (the daemon was not running), and the broadcast ends
     after `until` (or an RRULE's UNTIL=…Z, an instant too) or the recurrence's last occurrence.
+    That instant ends each contact on their own: an occurrence goes to the contacts whose own
+    instant of it is not after it (Waves.reached; the database stages just those), and the
+    broadcast goes on while it reaches anyone.
     The decisions are pure (reminderd.schedule Waves); several daemons may run this: the database
     stages each occurrence once."""
 
@@ -387,7 +390,12 @@ class BroadcastStager:
             log.info("broadcast_planned", **fields, occurrence=occurrence.isoformat())
             return int(planned)
         occurrence = b.next_occurrence
-        first_at, last_at = span(occurrence, zones)
+        reached = waves.reached(occurrence, zones)
+        if not reached:  # its until was moved before it: the broadcast is over for every contact
+            await self._store.end_broadcast(b.id, "no more occurrences")
+            log.info("broadcast_ended", **fields, reason="no more occurrences")
+            return 1
+        first_at, last_at = span(occurrence, reached)  # of the contacts it is sent to
         following = waves.after(occurrence, zones)
         if last_at < b.db_now:
             reason = (f"occurrence {occurrence:%Y-%m-%d %H:%M} missed: its last zone's instant passed "

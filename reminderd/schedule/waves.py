@@ -3,7 +3,8 @@ reaches the zone whose clock is furthest ahead first and the one furthest behind
 
     waves = Waves.parse(cron="0 9 * * 1", rrule=None, until=None)
     occurrence = waves.first(zones, now)        # the first 09:00 still ahead in every zone
-    first_at, last_at = span(occurrence, zones)  # its first and last wave
+    reached = waves.reached(occurrence, zones)   # the zones it is sent to (its until ends each on its own)
+    first_at, last_at = span(occurrence, reached)  # its first and last wave
     following = waves.after(occurrence, zones)   # the occurrence after it (None: the broadcast ends)
 
 A recurring broadcast is staged one occurrence at a time (reminderd/housekeeping.py), so every
@@ -27,11 +28,15 @@ __all__ = ["Waves", "first_everywhere", "next_wall", "readable_zones", "span"]
 class Waves:
     """A recurring broadcast's occurrences: wall times read on each contact's clock, up to the
     instant it ends by (`until`, and an RRULE's UNTIL written in UTC, …Z, which is an instant: RFC
-    5545), compared with each occurrence's first zone's instant. Its other date-times, an UNTIL
-    without Z among them, are wall times on every clock. Build it with `Waves.parse`."""
+    5545). That instant ends each zone on its own: an occurrence reaches the zones whose own
+    instant of it is not later (`reached`), and the broadcast goes on while it reaches one, so a
+    contact east of UTC is not cut a day early, nor one west of it sent a day late. Its other
+    date-times, an UNTIL without Z among them, are wall times on every clock (the recurrence stops
+    at the same wall time for everyone). reminderd.stage_broadcast stages the same contacts
+    (reminderd.broadcast_end). Build it with `Waves.parse`."""
 
     schedule: WallSchedule
-    until: datetime | None  # aware: no occurrence whose first zone's instant is later
+    until: datetime | None  # aware: no contact is sent an occurrence whose instant in its zone is later
 
     @classmethod
     def parse(
@@ -54,8 +59,16 @@ class Waves:
         """The occurrence after `occurrence`; None once the broadcast ends."""
         return self._within(next_wall(self.schedule, occurrence), zones)
 
+    def reaches(self, occurrence: datetime, zone: str) -> bool:
+        """Is `occurrence` sent to contacts in `zone`: is its instant there not after the until?"""
+        return self.until is None or to_instant(occurrence, load_timezone(zone)) <= self.until
+
+    def reached(self, occurrence: datetime, zones: Sequence[str]) -> list[str]:
+        """The zones of `zones` that `occurrence` is sent to (`reaches`), in their order."""
+        return [zone for zone in zones or ("UTC",) if self.reaches(occurrence, zone)]
+
     def _within(self, occurrence: datetime | None, zones: Sequence[str]) -> datetime | None:
-        if occurrence is None or (self.until is not None and span(occurrence, zones)[0] > self.until):
+        if occurrence is None or not self.reached(occurrence, zones):
             return None
         return occurrence
 

@@ -1656,6 +1656,31 @@ BEGIN
 END
 $$;
 
+-- The instant at which the clock in `timezone` first reads `local_time`, as
+-- reminderd.local_instant(), or NULL when this server's tz database cannot read `timezone`
+-- (migration 0038): a contact's zone checked when it was written elsewhere or earlier (copied by
+-- logical replication, which fires no trigger, from a primary whose tzdata has a zone this
+-- server's lacks; restored from a dump; written before 0033 checked contacts' zones). A broadcast
+-- stages such a contact's row dead saying why, instead of failing for the whole audience.
+CREATE FUNCTION reminderd.local_instant_if_readable(local_time timestamp, timezone text) RETURNS timestamptz
+LANGUAGE sql STABLE STRICT AS $$
+    SELECT CASE WHEN reminderd.is_timezone(local_instant_if_readable.timezone)
+                THEN reminderd.local_instant(local_instant_if_readable.local_time, local_instant_if_readable.timezone) END
+$$;
+
+-- The instant a recurring broadcast's occurrences end by, or NULL (migration 0038): the earlier of
+-- its until and its RRULE's UNTIL=…Z (RFC 5545: an instant). It ends each contact on their own: an
+-- occurrence is sent to a contact only when its instant in the contact's zone is not later
+-- (stage_broadcast; the daemon's schedule.Waves.reached), so a contact east of UTC is not cut a day
+-- early nor one west of it sent a day late. An UNTIL without Z is a wall time on every contact's
+-- clock: the recurrence itself stops there, for everyone at the same wall time.
+CREATE FUNCTION reminderd.broadcast_end(until timestamptz, rrule text) RETURNS timestamptz
+LANGUAGE sql STABLE AS $$
+    SELECT least(broadcast_end.until,
+                 CASE WHEN broadcast_end.rrule ~* '(^|[\n:;])\s*UNTIL\s*=\s*\d{8}T\d{6}Z'
+                      THEN reminderd.rrule_until(broadcast_end.rrule, 'UTC') END)
+$$;
+
 -- reminderd.next_cron_occurrence(cron, timezone, after): the first instant strictly after `after` at
 -- which `cron`, read in the IANA `timezone`, fires. The SQL twin of the daemon's time core, and
 -- agrees with it exactly:
@@ -3997,6 +4022,7 @@ BEGIN
     SELECT n.id, n.tenant_id, n.ref_id, coalesce(n.last_event, 'created'), n.status, n.fire_at,
            CASE WHEN n.status = 'paused' THEN 'tenant is paused'
                 WHEN n.status = 'awaiting_approval' THEN format('broadcast %s awaits approval', n.broadcast_id)
+                WHEN n.status = 'dead' THEN n.last_error  -- a broadcast's row staged dead (migration 0038)
                 WHEN n.contact_id IS NOT NULL
                     THEN format('contact %s: timezone %s (%s)', n.contact_id, n.timezone, n.timezone_source) END,
            current_user
@@ -5374,14 +5400,15 @@ BEGIN
                       HINT = 'A recurring broadcast fires at most once an hour.';
         END IF;
     ELSE
-        -- Every zone's instant of the wall time: none in the past, none beyond the horizon.
+        -- Every zone's instant of the wall time: none in the past, none beyond the horizon (a zone
+        -- this server cannot read has none: its contacts are staged dead, migration 0038).
         SELECT count(*) AS zones, sum(z.contacts)::bigint AS contacts,
                string_agg(format('%s: %s contacts at %s', z.timezone, reminderd.thousands(z.contacts),
                                  to_char(z.fire_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI"Z"')), '; '
                           ORDER BY z.fire_at) AS detail
         INTO late
         FROM (SELECT e->>'timezone' AS timezone, (e->>'contacts')::bigint AS contacts,
-                     reminderd.local_instant(broadcast.local_time, e->>'timezone') AS fire_at
+                     reminderd.local_instant_if_readable(broadcast.local_time, e->>'timezone') AS fire_at
               FROM jsonb_array_elements(by_zone) AS e
               OFFSET 0) AS z
         WHERE z.fire_at <= now();
@@ -5398,7 +5425,7 @@ BEGIN
                           ORDER BY z.fire_at) AS detail
         INTO late
         FROM (SELECT e->>'timezone' AS timezone, (e->>'contacts')::bigint AS contacts,
-                     reminderd.local_instant(broadcast.local_time, e->>'timezone') AS fire_at
+                     reminderd.local_instant_if_readable(broadcast.local_time, e->>'timezone') AS fire_at
               FROM jsonb_array_elements(by_zone) AS e
               OFFSET 0) AS z
         WHERE z.fire_at > now() + (SELECT value::interval FROM reminderd.config WHERE key = 'horizon');
@@ -5434,7 +5461,10 @@ $$;
 
 -- Stage one occurrence of a broadcast (a one-off's only one; a recurring one's next, by the
 -- daemon, which names the one after it as `following`). The audience as it stands now, one row per
--- contact at `occurrence` read in the contact's zone, in one statement. A recurring occurrence
+-- contact at `occurrence` read in the contact's zone, in one statement: for a recurring one, the
+-- contacts whose instant of it is not after its end (broadcast_end: until, UNTIL=…Z), each by
+-- their own; a contact whose zone this server's tz database cannot read is staged dead, its
+-- last_error saying so, and the others as ever (migration 0038). A recurring occurrence
 -- that cannot be staged (the audience is empty or over the limit, contacts without a zone) is
 -- passed over with the reason in last_error; one over the approval_threshold that its approval
 -- did not cover (none needed, or approved for fewer) is staged awaiting_approval and the request
@@ -5454,6 +5484,7 @@ DECLARE
     first_at  timestamptz;
     last_at   timestamptz;
     over_threshold boolean;
+    ends_at   timestamptz;
 BEGIN
     SELECT * INTO request FROM reminderd.broadcast_requests r WHERE r.id = stage_broadcast.broadcast_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -5476,6 +5507,7 @@ BEGIN
                   WHERE o.broadcast_id = request.id AND o.occurrence = stage_broadcast.occurrence) THEN
         RETURN 0;
     END IF;
+    ends_at := CASE WHEN recurring THEN reminderd.broadcast_end(request.until, request.rrule) END;
     -- Values its messages could not have (check_message_values), a payload over 256 KiB: a request
     -- written before migration 0021 refused them ends here, once, saying why (migration 0022),
     -- instead of failing at every occurrence. A one-off's were checked when it was written.
@@ -5529,38 +5561,51 @@ BEGIN
         FROM reminderd.audience_contacts(request.tenant_id, request.audience, request.contact_ids, request.everyone) AS a
         WHERE a.timezone IS NOT NULL
     ),
+    zones AS MATERIALIZED (  -- each zone's instant computed once, not once per contact; NULL: unreadable here
+        SELECT z.timezone, reminderd.local_instant_if_readable(stage_broadcast.occurrence, z.timezone) AS fire_at
+        FROM (SELECT DISTINCT timezone FROM audience) AS z
+    ),
+    reached AS MATERIALIZED (  -- those the occurrence is sent to: ends_at ends each on their own instant
+        SELECT a.contact_id, a.timezone, a.timezone_source, z.fire_at
+        FROM audience a
+        JOIN zones z ON z.timezone = a.timezone
+        WHERE coalesce(z.fire_at <= ends_at, true)
+    ),
     size AS MATERIALIZED (
         SELECT count(*) AS contacts,
                coalesce(count(*) > tenant.approval_threshold, false)
                AND (request.approval = 'not_needed'
                     OR request.approval = 'approved' AND count(*) > coalesce(request.approved_contacts, 0)) AS over
-        FROM audience
-    ),
-    zones AS MATERIALIZED (  -- each zone's instant computed once, not once per contact
-        SELECT z.timezone, reminderd.local_instant(stage_broadcast.occurrence, z.timezone) AS fire_at
-        FROM (SELECT DISTINCT timezone FROM audience) AS z
+        FROM reached
     ),
     inserted AS (
         INSERT INTO reminderd.scheduled_messages
             (tenant_id, ref_id, fire_at, payload, callback_url, max_attempts, timezone, category, calendar,
              holiday_rule, backfill, max_lateness, contact_id, timezone_source, local_time, broadcast_id, status,
-             paused_by)
+             paused_by, last_error)
         SELECT request.tenant_id,
                request.ref_prefix || ':' || a.contact_id
                    || CASE WHEN recurring THEN '#' || to_char(stage_broadcast.occurrence, 'YYYYMMDD"T"HH24MI') ELSE '' END,
-               z.fire_at, request.payload, request.callback_url, request.max_attempts, a.timezone, request.category,
-               request.calendar, request.holiday_rule, request.backfill, request.max_lateness, a.contact_id,
-               a.timezone_source, stage_broadcast.occurrence, request.id,
-               coalesce(CASE WHEN request.approval = 'awaiting' OR size.over THEN 'awaiting_approval'
-                             WHEN tenant.paused THEN 'paused' END, 'pending'),
-               CASE WHEN tenant.paused AND request.approval <> 'awaiting' AND NOT size.over THEN 'tenant' END
-        FROM audience a
-        JOIN zones z ON z.timezone = a.timezone
+               coalesce(a.fire_at, now()), request.payload, request.callback_url, request.max_attempts, a.timezone,
+               request.category, request.calendar, request.holiday_rule, request.backfill, request.max_lateness,
+               a.contact_id, a.timezone_source, stage_broadcast.occurrence, request.id,
+               CASE WHEN a.fire_at IS NULL THEN 'dead'  -- its zone is unreadable here: dead, saying why
+                    WHEN request.approval = 'awaiting' OR size.over THEN 'awaiting_approval'
+                    WHEN tenant.paused THEN 'paused' ELSE 'pending' END,
+               CASE WHEN a.fire_at IS NOT NULL AND tenant.paused AND request.approval <> 'awaiting' AND NOT size.over
+                    THEN 'tenant' END,
+               CASE WHEN a.fire_at IS NULL
+                    THEN format('timezone "%s" of contact %s is unknown to this database server''s tz database: '
+                                '%s has no instant there; correct the contact''s timezone, or update the server''s '
+                                'tzdata', a.timezone, a.contact_id, to_char(stage_broadcast.occurrence,
+                                                                            'YYYY-MM-DD HH24:MI')) END
+        FROM reached a
         CROSS JOIN size
         WHERE size.contacts <= coalesce(tenant.broadcast_limit, size.contacts)
-        RETURNING fire_at
+        RETURNING fire_at, status
     )
-    SELECT count(inserted.fire_at), min(inserted.fire_at), max(inserted.fire_at), max(size.contacts), bool_or(size.over)
+    SELECT count(inserted.fire_at), min(inserted.fire_at) FILTER (WHERE inserted.status <> 'dead'),
+           max(inserted.fire_at) FILTER (WHERE inserted.status <> 'dead'), max(size.contacts), bool_or(size.over)
     INTO staged, first_at, last_at, contacts, over_threshold
     FROM size LEFT JOIN inserted ON true;
     IF contacts > tenant.broadcast_limit THEN
@@ -5603,7 +5648,8 @@ END
 $$;
 
 -- What a broadcast at local_time would send, without staging anything (the CLI's --dry-run): per
--- zone, its instant and how many contacts, by where their zone came from.
+-- zone, its instant (NULL for a zone this server cannot read: those contacts would be staged dead,
+-- migration 0038) and how many contacts, by where their zone came from.
 CREATE FUNCTION reminderd.broadcast_preview(
     tenant_id text, local_time timestamp, audience text DEFAULT NULL, contact_ids text[] DEFAULT NULL,
     everyone boolean DEFAULT false
@@ -5616,7 +5662,7 @@ BEGIN
     PERFORM reminderd.check_local_time(broadcast_preview.local_time,
                                        format('the broadcast preview of tenant "%s"', broadcast_preview.tenant_id));
     RETURN QUERY
-        SELECT a.timezone, reminderd.local_instant(broadcast_preview.local_time, a.timezone), count(*),
+        SELECT a.timezone, reminderd.local_instant_if_readable(broadcast_preview.local_time, a.timezone), count(*),
                count(*) FILTER (WHERE a.timezone_source = 'contact'), count(*) FILTER (WHERE a.timezone_source = 'phone'),
                count(*) FILTER (WHERE a.timezone_source = 'country'), count(*) FILTER (WHERE a.timezone_source = 'tenant')
         FROM reminderd.audience_contacts(broadcast_preview.tenant_id, broadcast_preview.audience,
@@ -6227,6 +6273,9 @@ TO reminderd_app, reminderd_daemon, reminderd_api;
 GRANT EXECUTE ON FUNCTION reminderd.check_local_time(timestamp, text)
 TO reminderd_app, reminderd_daemon, reminderd_readonly, reminderd_api;
 GRANT EXECUTE ON FUNCTION reminderd.rrule_until(text, text)
+TO reminderd_app, reminderd_daemon, reminderd_readonly, reminderd_api;
+GRANT EXECUTE ON FUNCTION reminderd.local_instant_if_readable(timestamp, text),
+    reminderd.broadcast_end(timestamptz, text)
 TO reminderd_app, reminderd_daemon, reminderd_readonly, reminderd_api;
 GRANT EXECUTE ON FUNCTION
     reminderd.is_timezone(text),

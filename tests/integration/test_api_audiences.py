@@ -529,6 +529,54 @@ async def test_a_recurring_broadcasts_dry_run_ends_where_the_daemon_would(http: 
                                                                          None), recurrence
 
 
+async def test_a_recurring_dry_run_counts_the_contacts_its_until_ends_before_this_occurrence(
+    http: ApiClient, key: str
+) -> None:
+    """The until ends each contact by their own instant: an until an hour after the first
+    occurrence reaches Kiritimati (UTC+14) is 24 hours before it reaches Pago Pago (UTC-11), so the
+    occurrence is sent to Kiritimati only, and the dry run says so."""
+    zones = {"kiritimati": "Pacific/Kiritimati", "pago": "Pacific/Pago_Pago"}
+    contacts = [{"contact_id": c, "timezone": z} for c, z in zones.items()]
+    await http.call("PUT", "/v1/contacts", key, json=contacts)
+    kiritimati = ZoneInfo("Pacific/Kiritimati")
+    hour = (datetime.now(UTC) + timedelta(hours=3)).astimezone(kiritimati).replace(
+        minute=0, second=0, microsecond=0)  # 2 to 3 hours ahead on Kiritimati's clock: the first occurrence
+    until = hour.astimezone(UTC) + timedelta(hours=1)
+    body = {"ref_prefix": "ends", "everyone": True, "cron": f"0 {hour.hour} * * *", "until": until.isoformat()}
+    dry = await http.call("POST", "/v1/broadcasts", key, json=body, params={"dry_run": "true"})
+    assert dry.status == 200, dry.body
+    assert (dry.json["local_time"], dry.json["next_local_time"]) == (
+        hour.replace(tzinfo=None).isoformat(timespec="seconds"), None)
+    assert [z["timezone"] for z in dry.json["zones"]] == ["Pacific/Kiritimati"]
+    assert (dry.json["audience_size"], dry.json["after_until"], dry.json["unreadable_timezone"]) == (2, 1, 0)
+    assert dry.json["sends_per_utc_hour"] == [{"hour": hour.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                                               "messages": 1}]
+
+
+async def test_a_dry_run_counts_contacts_in_a_zone_this_server_cannot_read(
+    http: ApiClient, key: str, db: asyncpg.Connection
+) -> None:
+    """Such a contact (see contact_in_a_zone_this_server_lacks: a row copied by logical replication
+    from a server with newer tzdata) neither refuses the broadcast nor is dropped unsaid: the dry
+    run counts it as unreadable_timezone, the real call stages it dead and the others as ever."""
+    from test_broadcasts import contact_in_a_zone_this_server_lacks
+
+    await http.call("PUT", "/v1/contacts", key, json=CONTACTS)
+    await contact_in_a_zone_this_server_lacks(db, "lost_1")
+    for when in ({"local_time": days_ahead(4)}, {"cron": "0 9 * * *"}):
+        body = {"ref_prefix": "bf", "everyone": True, **when}
+        dry = await http.call("POST", "/v1/broadcasts", key, json=body, params={"dry_run": "true"})
+        assert dry.status == 200, dry.body
+        assert (dry.json["audience_size"], dry.json["unreadable_timezone"], dry.json["without_timezone"],
+                dry.json["after_until"]) == (4, 1, 0, 0), when
+        assert sum(z["contacts"] for z in dry.json["zones"]) == 3
+        assert "America/Nuevo_Lugar" not in {z["timezone"] for z in dry.json["zones"]}
+    made = await http.call("POST", "/v1/broadcasts", key, json={"ref_prefix": "bf", "everyone": True,
+                                                                 "local_time": days_ahead(4)})
+    assert made.status == 201, made.body
+    assert (made.json["counts"]["staged"], made.json["counts"]["failed"]) == (4, 1)
+
+
 async def test_a_big_broadcast_needs_another_keys_approval(
     http: ApiClient, key: str, db: asyncpg.Connection
 ) -> None:

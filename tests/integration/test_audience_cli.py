@@ -384,8 +384,34 @@ def test_a_refused_broadcast_says_why_with_its_zones(database_url: str,
     ends = evening.replace(tzinfo=kiritimati).astimezone(UTC) + timedelta(hours=1)
     out, _ = cli(database_url, capsys, "broadcast", "acme", "evening", "--rrule",
                  f"FREQ=DAILY;BYHOUR={hour};BYMINUTE=0;UNTIL={ends:%Y%m%dT%H%M%S}Z", "--everyone", "--dry-run")
-    assert f"at {evening:%Y-%m-%d %H:%M} on each contact's clock: 2 contacts" in out
+    assert f"at {evening:%Y-%m-%d %H:%M} on each contact's clock: 2 contacts in 1 zones" in out
     assert "the next is" not in out
+    # The until ends each contact by their own instant: Honolulu's (24 hours after Kiritimati's) is after it.
+    assert "\n  1 contacts not sent this occurrence: its instant in their zone is after the until\n" in out
+    assert "Pacific/Honolulu" not in out
+
+
+def test_a_dry_run_says_how_many_contacts_are_in_a_zone_this_server_cannot_read(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A contact row copied by logical replication (no triggers) from a server whose tzdata has a
+    zone this one lacks (test_broadcasts.contact_in_a_zone_this_server_lacks): said, not refused."""
+    from test_broadcasts import contact_in_a_zone_this_server_lacks
+
+    async def write() -> None:
+        connection = await asyncpg.connect(database_url)
+        try:
+            await contact_in_a_zone_this_server_lacks(connection, "lost_0")
+        finally:
+            await connection.close()
+
+    sql(database_url, """SELECT reminderd.upsert_contacts('acme',
+        '[{"contact_id": "t1", "timezone": "Asia/Tokyo"}]')""")
+    asyncio.run(write())
+    out, _ = cli(database_url, capsys, "broadcast", "acme", "bf", "--at", in_days(3), "--everyone", "--dry-run")
+    assert (": 2 contacts in 1 zones\n"
+            "  1 contacts in a zone this database server cannot read: their rows would") in out
+    assert "America/Nuevo_Lugar" not in out
 
 
 @pytest.mark.parametrize("case", ["unknown-contacts", "unknown-audience", "in-the-past", "prefix-in-use"])

@@ -26,7 +26,7 @@ from reminderd.lifecycle import Event, Status
 from reminderd.migrate import upgrade
 from reminderd.outcome import AttemptResult, Outcome
 from reminderd.queries import QUERIES
-from reminderd.schedule import load_timezone, to_instant
+from reminderd.schedule import Waves, load_timezone, span, to_instant
 from reminderd.store import NO_LIMIT, Store, _outcome_v1
 from reminderd.testing import Receiver, add_tenant
 
@@ -1241,3 +1241,193 @@ async def test_a_database_at_0035_with_a_notify_broadcast_beside_its_ref_upgrade
         assert last_error.endswith('violates unique constraint "scheduled_messages_live_ref"')
     finally:
         await db.close()
+
+
+# A recurring broadcast's until ends each contact by their own instant (migration 0038) ----------------
+
+UNTIL_ZONES = ["Pacific/Kiritimati", "Europe/London", "Pacific/Pago_Pago"]  # UTC+14, UTC+0/+1, UTC-11
+
+
+@pytest.mark.parametrize("ending", ["until", "rrule UNTIL=…Z"])
+async def test_an_until_ends_each_contacts_waves_by_that_contacts_own_instant(
+    db: asyncpg.Connection, acme: str, store: Store, ending: str
+) -> None:
+    """09:00 every day on each contact's clock, until 12:00Z on day D: Kiritimati's 09:00 on D
+    (19:00Z the day before) and London's (08:00 or 09:00Z) are before it, Pago Pago's (20:00Z) is
+    after it, so Pago Pago's last is D-1. Compared with the first zone's instant for everyone, Pago
+    Pago was sent D too, 8 hours after the until. The stager (the daemon's plan) and stage_broadcast
+    agree on who each wave reaches."""
+    await contacts_in(db, UNTIL_ZONES)
+    day = (datetime.now(UTC) + timedelta(days=3)).date()
+    until = datetime(day.year, day.month, day.day, 12, 0, tzinfo=UTC)
+    if ending == "until":
+        broadcast_id = await broadcast(db, "'daily', cron => '0 9 * * *', until => $1, everyone => true,"
+                                           " stage_ahead => '5 days'", until)
+    else:
+        broadcast_id = await broadcast(db, "'daily', rrule => $1, everyone => true, stage_ahead => '5 days'",
+                                       f"FREQ=DAILY;BYHOUR=9;BYMINUTE=0;UNTIL={day:%Y%m%d}T120000Z")
+    stager = BroadcastStager(store)
+    for _ in range(15):
+        if not await stager.run_once():
+            break
+    assert await db.fetchval("SELECT ended_reason FROM reminderd.broadcasts WHERE id = $1",
+                             broadcast_id) == "no more occurrences"
+    rows = await db.fetch("SELECT timezone, local_time, fire_at FROM reminderd.scheduled_messages"
+                          " WHERE broadcast_id = $1", broadcast_id)
+    assert all(r["fire_at"] <= until for r in rows), [r for r in rows if r["fire_at"] > until]
+    last = {zone: max(r["local_time"] for r in rows if r["timezone"] == zone) for zone in UNTIL_ZONES}
+    d_9 = datetime(day.year, day.month, day.day, 9)
+    assert last == {"Pacific/Kiritimati": d_9, "Europe/London": d_9,
+                    "Pacific/Pago_Pago": d_9 - timedelta(days=1)}
+    waves = Waves.parse(cron="0 9 * * *", rrule=None, until=until)
+    for wave in await db.fetch("SELECT * FROM reminderd.broadcast_occurrences WHERE broadcast_id = $1",
+                               broadcast_id):
+        reached = waves.reached(wave["occurrence"], UNTIL_ZONES)
+        staged = {r["timezone"] for r in rows if r["local_time"] == wave["occurrence"]}
+        assert staged == set(reached), wave["occurrence"]
+        assert (wave["first_fire_at"], wave["last_fire_at"]) == span(wave["occurrence"], reached)
+
+
+async def test_an_until_without_z_ends_every_contact_on_the_same_wall_time(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    # A floating UNTIL is compared with the occurrence on each contact's clock (RFC 5545): D's 09:00
+    # is everyone's last, whatever its instant.
+    await contacts_in(db, UNTIL_ZONES)
+    day = (datetime.now(UTC) + timedelta(days=3)).date()
+    broadcast_id = await broadcast(db, "'daily', rrule => $1, everyone => true, stage_ahead => '5 days'",
+                                   f"FREQ=DAILY;BYHOUR=9;BYMINUTE=0;UNTIL={day:%Y%m%d}T235959")
+    stager = BroadcastStager(store)
+    for _ in range(15):
+        if not await stager.run_once():
+            break
+    rows = await db.fetch("SELECT timezone, local_time FROM reminderd.scheduled_messages"
+                          " WHERE broadcast_id = $1", broadcast_id)
+    d_9 = datetime(day.year, day.month, day.day, 9)
+    assert {zone: max(r["local_time"] for r in rows if r["timezone"] == zone) for zone in UNTIL_ZONES} == {
+        zone: d_9 for zone in UNTIL_ZONES}
+
+
+# A contact whose zone this server's tz database cannot read (migration 0038) -------------------------
+
+
+async def contact_in_a_zone_this_server_lacks(db: asyncpg.Connection, contact_id: str,
+                                              zone: str = "America/Nuevo_Lugar") -> None:
+    """How such a row comes to be: the contacts' triggers check every zone written (0033), but
+    logical replication applies rows with session_replication_role = replica, firing no trigger,
+    and a subscriber's PostgreSQL (built --with-system-tzdata on an older OS) may lack a zone its
+    primary's tzdata has (America/Ciudad_Juarez came in 2022g); a dump restored into such a server,
+    or a row written before 0033, is the same. Written here as replication writes it, as the owner."""
+    await db.execute("SET session_replication_role = replica")
+    try:
+        await db.execute(
+            "INSERT INTO reminderd.contacts"
+            " (tenant_id, contact_id, timezone, resolved_timezone, timezone_source)"
+            " VALUES ('acme', $1, $2, $2, 'contact')", contact_id, zone)
+    finally:
+        await db.execute("SET session_replication_role = DEFAULT")
+
+
+async def test_a_contact_in_a_zone_this_server_cannot_read_is_staged_dead_and_the_others_sent(
+    db: asyncpg.Connection, acme: str
+) -> None:
+    await contacts_in(db, ["Europe/London", "Asia/Tokyo"])
+    await contact_in_a_zone_this_server_lacks(db, "lost_0")
+    wall = days_ahead(3)
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true", wall)
+    rows = {r["contact_id"]: r for r in await db.fetch(
+        "SELECT * FROM reminderd.scheduled_messages WHERE broadcast_id = $1", broadcast_id)}
+    assert {c: r["status"] for c, r in rows.items()} == {"london_0": "pending", "tokyo_0": "pending",
+                                                         "lost_0": "dead"}
+    assert rows["lost_0"]["last_error"] == (
+        'timezone "America/Nuevo_Lugar" of contact lost_0 is unknown to this database server\'s tz database: '
+        f"{wall:%Y-%m-%d %H:%M} has no instant there; correct the contact's timezone, or update the server's "
+        "tzdata")
+    assert rows["tokyo_0"]["fire_at"] == to_instant(wall, load_timezone("Asia/Tokyo"))
+    event = await db.fetchrow("SELECT event, status, reason FROM reminderd.events WHERE message_id = $1",
+                              rows["lost_0"]["id"])
+    assert (event["status"], event["reason"]) == ("dead", rows["lost_0"]["last_error"])
+    wave = await db.fetchrow("SELECT * FROM reminderd.broadcast_occurrences WHERE broadcast_id = $1",
+                             broadcast_id)
+    assert (wave["contacts"], wave["first_fire_at"], wave["last_fire_at"]) == (
+        3, rows["tokyo_0"]["fire_at"], rows["london_0"]["fire_at"])
+    shown = await db.fetchrow("SELECT staged, failed FROM reminderd.broadcasts WHERE id = $1", broadcast_id)
+    assert (shown["staged"], shown["failed"]) == (3, 1)
+    preview = {r["timezone"]: r for r in await db.fetch(
+        "SELECT * FROM reminderd.broadcast_preview('acme', $1, everyone => true)", wall)}
+    assert preview["America/Nuevo_Lugar"]["fire_at"] is None and preview["America/Nuevo_Lugar"]["contacts"] == 1
+    assert preview["Asia/Tokyo"]["fire_at"] == rows["tokyo_0"]["fire_at"]
+
+
+async def test_a_recurring_wave_stages_a_contact_in_an_unreadable_zone_dead_and_goes_on(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    await contacts_in(db, ["Europe/London"])
+    await contact_in_a_zone_this_server_lacks(db, "lost_0")
+    broadcast_id = await broadcast(db, "'daily', cron => '0 9 * * *', everyone => true,"
+                                       " stage_ahead => '2 days'")
+    with capture_logs() as logs:
+        stager = BroadcastStager(store)
+        assert await stager.run_once() == 1  # planned
+        assert await stager.run_once() == 2  # staged: London pending, lost_0 dead
+    assert not [e for e in logs if e["event"] == "broadcast_step_failed"]
+    unreadable = [e["zones"] for e in logs if e["event"] == "broadcast_zones_unreadable"]
+    assert unreadable == [["America/Nuevo_Lugar"]]
+    rows = {r["contact_id"]: r for r in await db.fetch(
+        "SELECT * FROM reminderd.scheduled_messages WHERE broadcast_id = $1", broadcast_id)}
+    assert {c: r["status"] for c, r in rows.items()} == {"london_0": "pending", "lost_0": "dead"}
+    assert rows["lost_0"]["last_error"].startswith(
+        'timezone "America/Nuevo_Lugar" of contact lost_0 is unknown')
+    assert await db.fetchval("SELECT next_occurrence FROM reminderd.broadcast_requests WHERE id = $1",
+                             broadcast_id) > rows["london_0"]["local_time"]
+
+
+def test_0038_runs_forward_over_a_staged_wave(empty_database_url: str) -> None:
+    """A wave staged under 0035 keeps its rows; the broadcast's next wave is staged by 0038's rules
+    (its until ends each contact by their own instant)."""
+    from test_audience_cli import sql
+
+    from reminderd.migrate import upgrade
+
+    url = empty_database_url
+    upgrade(url, "0035")
+    sql(url, "INSERT INTO reminderd.tenants (id, callback_url, timezone) VALUES ('acme', 'https://example.com/cb',"
+             " 'UTC')")
+    sql(url, "SELECT reminderd.upsert_contacts('acme', $1::jsonb)", json.dumps(
+        [{"contact_id": "kiritimati_0", "timezone": "Pacific/Kiritimati"},
+         {"contact_id": "pago_pago_0", "timezone": "Pacific/Pago_Pago"}]))
+    day = (datetime.now(UTC) + timedelta(days=3)).date()
+    until = datetime(day.year, day.month, day.day, 12, 0, tzinfo=UTC)
+    broadcast_id = sql(url, "SELECT reminderd.broadcast('acme', 'daily', cron => '0 9 * * *', until => $1,"
+                            " everyone => true)", until)[0][0]
+    d_9 = datetime(day.year, day.month, day.day, 9)
+    eve = d_9 - timedelta(days=1)
+    sql(url, "UPDATE reminderd.broadcast_requests SET next_occurrence = $1 WHERE id = $2", eve, broadcast_id)
+    assert sql(url, "SELECT reminderd.stage_broadcast($1, $2, $3)", broadcast_id, eve, d_9)[0][0] == 2
+    before = sql(url, "SELECT * FROM reminderd.scheduled_messages ORDER BY id")
+    assert upgrade(url, "0038") == ["0036", "0037", "0038"]
+    assert sql(url, "SELECT * FROM reminderd.scheduled_messages ORDER BY id") == before
+    assert sql(url, "SELECT reminderd.stage_broadcast($1, $2, NULL)", broadcast_id, d_9)[0][0] == 1
+    assert [r["contact_id"] for r in sql(url, "SELECT contact_id FROM reminderd.scheduled_messages"
+                                              " WHERE local_time = $1", d_9)] == ["kiritimati_0"]
+
+
+async def test_an_until_moved_before_the_planned_occurrence_ends_the_broadcast_unsent(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    # A DBA moves the until of a planned broadcast before its next occurrence's first instant: no
+    # contact is sent it, and the broadcast ends (it was staged for everyone).
+    await contacts_in(db, ["Europe/London", "Pacific/Pago_Pago"])
+    broadcast_id = await broadcast(db, "'daily', cron => '0 9 * * *', everyone => true,"
+                                       " stage_ahead => '2 days'")
+    stager = BroadcastStager(store)
+    assert await stager.run_once() == 1  # planned
+    occurrence = await db.fetchval("SELECT next_occurrence FROM reminderd.broadcast_requests WHERE id = $1",
+                                   broadcast_id)
+    first = to_instant(occurrence, load_timezone("Europe/London"))
+    await db.execute("UPDATE reminderd.broadcast_requests SET until = $1 WHERE id = $2",
+                     first - timedelta(minutes=1), broadcast_id)
+    assert await stager.run_once() == 1
+    assert await db.fetchval("SELECT ended_reason FROM reminderd.broadcasts WHERE id = $1",
+                             broadcast_id) == "no more occurrences"
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0

@@ -90,8 +90,62 @@ def test_an_until_in_utc_is_an_instant_on_every_contacts_clock() -> None:
     # it was after 12:00, and lost).
     east = occurrences(waves, ["Asia/Tokyo"], now)
     assert east[-1] == datetime(2026, 12, 4, 20, 0)
-    # Both: an occurrence goes to every zone while its first zone's instant is not after it, as `until`.
-    assert occurrences(waves, EAST_WEST, now)[-1] == datetime(2026, 12, 4, 20, 0)
+    # Both: the broadcast goes on while an occurrence reaches a zone, but each zone only up to its
+    # own instant: 20:00 on the 4th goes to Tokyo (11:00Z), not to Los Angeles (04:00Z on the 5th).
+    both = occurrences(waves, EAST_WEST, now)
+    assert both[-1] == datetime(2026, 12, 4, 20, 0)
+    assert [(w, waves.reached(w, EAST_WEST)) for w in both[-3:]] == [
+        (datetime(2026, 12, 3, 20, 0), EAST_WEST),
+        (datetime(2026, 12, 4, 9, 0), ["Asia/Tokyo"]),
+        (datetime(2026, 12, 4, 20, 0), ["Asia/Tokyo"]),
+    ]
+
+
+# 09:00 on each contact's clock, until 12:00Z on the 5th (December: London is on UTC).
+KIRITIMATI, LONDON, PAGO_PAGO = "Pacific/Kiritimati", "Europe/London", "Pacific/Pago_Pago"  # +14, 0, -11
+DAILY_9 = "DTSTART:20261201T000000\nRRULE:FREQ=DAILY;BYHOUR=9;BYMINUTE=0"
+UNTIL_5TH = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    "waves",
+    [
+        Waves.parse(cron="0 9 * * *", rrule=None, until=UNTIL_5TH),
+        Waves.parse(cron=None, rrule=f"{DAILY_9};UNTIL=20261205T120000Z", until=None),
+    ],
+    ids=["until", "rrule-until-z"],
+)
+def test_an_until_instant_ends_each_contact_by_their_own_instant(waves: Waves) -> None:
+    """Each contact is sent every 09:00 whose instant in their own zone is not after the until: in
+    Kiritimati 09:00 on the 5th (19:00Z on the 4th), in London 09:00 on the 5th (09:00Z), in Pago
+    Pago 09:00 on the 4th (20:00Z), not on the 5th (20:00Z, after it). One instant for everyone cut
+    the contacts of one side: the first zone's sent Pago Pago the 5th, the last zone's would have
+    cut Kiritimati and London on the 4th."""
+    zones = [KIRITIMATI, LONDON, PAGO_PAGO]
+    now = datetime(2026, 12, 2, 0, 0, tzinfo=UTC)  # the clock, injected
+    found = occurrences(waves, zones, now)
+    assert found[-1] == datetime(2026, 12, 5, 9, 0)  # the 6th's is 19:00Z on the 5th in Kiritimati: after it
+    last_for = {zone: max(w for w in found if waves.reaches(w, zone)) for zone in zones}
+    assert last_for == {KIRITIMATI: datetime(2026, 12, 5, 9, 0), LONDON: datetime(2026, 12, 5, 9, 0),
+                        PAGO_PAGO: datetime(2026, 12, 4, 9, 0)}
+    for wall in found:
+        for zone in waves.reached(wall, zones):
+            assert to_instant(wall, ZoneInfo(zone)) <= UNTIL_5TH
+    fifth = datetime(2026, 12, 5, 9, 0)
+    assert waves.reached(fifth, zones) == [KIRITIMATI, LONDON]
+    assert span(fifth, waves.reached(fifth, zones)) == (
+        datetime(2026, 12, 4, 19, 0, tzinfo=UTC), datetime(2026, 12, 5, 9, 0, tzinfo=UTC))
+    assert waves.after(fifth, zones) is None
+
+
+def test_an_until_without_z_ends_every_contact_on_the_same_wall_time() -> None:
+    # RFC 5545: a floating UNTIL is compared with each occurrence as read on its contact's clock, so
+    # 09:00 on the 5th is everyone's last, and reaches every zone (no instant ends it).
+    waves = Waves.parse(cron=None, rrule=f"{DAILY_9};UNTIL=20261205T235959", until=None)
+    zones = [KIRITIMATI, LONDON, PAGO_PAGO]
+    found = occurrences(waves, zones, datetime(2026, 12, 2, 0, 0, tzinfo=UTC))
+    assert found[-1] == datetime(2026, 12, 5, 9, 0)
+    assert all(waves.reached(w, zones) == zones for w in found)
 
 
 def test_the_earlier_of_until_and_the_rrules_until_ends_it() -> None:

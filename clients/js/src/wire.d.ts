@@ -372,7 +372,7 @@ export interface BroadcastRequest {
   everyone?: boolean;
   payload?: Payload;
   category?: Category;
-  /** recurring: no wave after this instant (RFC 3339) */
+  /** recurring: no contact is sent a wave whose instant in their own zone is after this (RFC 3339) */
   until?: string;
   /** (wire: `callback_url`) */
   callbackUrl?: CallbackUrl;
@@ -464,6 +464,10 @@ export interface BroadcastPreview {
   audienceSize: number;
   /** contacts with no zone, the tenant no default: always 0, since the call refuses a broadcast with any (wire: `without_timezone`) */
   withoutTimezone: number;
+  /** contacts whose zone this database server's tz database cannot read (a row copied from a server with newer tzdata, or written before zones were checked): the call stages their rows dead, saying so in last_error, and the others as ever; they are in no zone below (wire: `unreadable_timezone`) */
+  unreadableTimezone: number;
+  /** a recurring broadcast's contacts this occurrence is not sent to: its instant in their zone is after the until (or the RRULE's UNTIL=…Z), which ends each contact on their own; 0 for a one-off (wire: `after_until`) */
+  afterUntil: number;
   /** (wire: `sends_per_utc_hour`) */
   sendsPerUtcHour: {
     hour: string;
