@@ -7,6 +7,10 @@
 --   ASCII hosts A non-ASCII host (https://bücher.example/hook) was taken by SQL, refused by the
 --               CLI and the API only when it did not encode. Now refused everywhere, the HINT
 --               giving the IDNA form (https://xn--bcher-kva.example/hook: callback_url_idna_form).
+--   tenant      UPDATE reminderd.scheduled_messages SET tenant_id = … moved a message to another
+--               tenant (a tenant-scoped role was stopped by the checks or RLS, the owner was not).
+--               Now refused by the trigger scheduled_messages_keep_tenant: 0A000, naming the
+--               message and both tenants, the HINT saying to create a new message instead.
 -- Rows written before: left as they are (only a new or changed URL is checked); the daemon sends
 -- a non-ASCII host that encodes as before, and dead-letters an undecodable one on its first
 -- attempt, saying why.
@@ -330,12 +334,32 @@ BEGIN
 END
 $$;
 
+-- A message belongs to its tenant for good (migration 0036): its ref, signing secret, limits and
+-- audit trail are the tenant's, so moving it to another would send it as the other's. Refused.
+CREATE FUNCTION reminderd.refuse_message_tenant_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'message % (% / %) cannot move from tenant "%" to tenant "%": a message belongs to its tenant',
+        OLD.id, OLD.tenant_id, OLD.ref_id, OLD.tenant_id, NEW.tenant_id
+        USING ERRCODE = 'feature_not_supported',
+              HINT = format('Create a new message for tenant "%s" (reminderd.schedule) and cancel this one '
+                            '(reminderd.cancel(%L, %L)).', NEW.tenant_id, OLD.tenant_id, OLD.ref_id);
+END
+$$;
+
+-- A message kept to its tenant (migration 0036).
+CREATE TRIGGER scheduled_messages_keep_tenant
+    BEFORE UPDATE OF tenant_id ON reminderd.scheduled_messages
+    FOR EACH ROW WHEN (OLD.tenant_id IS DISTINCT FROM NEW.tenant_id)
+    EXECUTE FUNCTION reminderd.refuse_message_tenant_change();
+
 REVOKE EXECUTE ON FUNCTION
     reminderd.punycode_bias(bigint, integer, boolean),
     reminderd.punycode_digit(bigint),
     reminderd.punycode_decode(text),
     reminderd.punycode_encode(text),
-    reminderd.callback_url_idna_form(text)
+    reminderd.callback_url_idna_form(text),
+    reminderd.refuse_message_tenant_change()
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     reminderd.punycode_bias(bigint, integer, boolean),
@@ -344,3 +368,4 @@ GRANT EXECUTE ON FUNCTION
     reminderd.punycode_encode(text),
     reminderd.callback_url_idna_form(text)
 TO reminderd_app, reminderd_daemon, reminderd_readonly, reminderd_api;
+GRANT EXECUTE ON FUNCTION reminderd.refuse_message_tenant_change() TO reminderd_app, reminderd_daemon, reminderd_api;

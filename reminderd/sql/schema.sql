@@ -5032,6 +5032,18 @@ END
 $$;
 
 
+-- A message belongs to its tenant for good (migration 0036): its ref, signing secret, limits and
+-- audit trail are the tenant's, so moving it to another would send it as the other's. Refused.
+CREATE FUNCTION reminderd.refuse_message_tenant_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'message % (% / %) cannot move from tenant "%" to tenant "%": a message belongs to its tenant',
+        OLD.id, OLD.tenant_id, OLD.ref_id, OLD.tenant_id, NEW.tenant_id
+        USING ERRCODE = 'feature_not_supported',
+              HINT = format('Create a new message for tenant "%s" (reminderd.schedule) and cancel this one '
+                            '(reminderd.cancel(%L, %L)).', NEW.tenant_id, OLD.tenant_id, OLD.ref_id);
+END
+$$;
 
 -- Functions: audiences ----------------------------------------------------------------------------
 
@@ -6437,6 +6449,8 @@ TO reminderd_app, reminderd_daemon, reminderd_api;
 -- A contact's identity kept (migration 0030).
 GRANT EXECUTE ON FUNCTION reminderd.refuse_contacts_truncate(), reminderd.refuse_contact_id_change()
 TO reminderd_app, reminderd_daemon, reminderd_api;
+-- A message kept to its tenant (migration 0036).
+GRANT EXECUTE ON FUNCTION reminderd.refuse_message_tenant_change() TO reminderd_app, reminderd_daemon, reminderd_api;
 -- An audience's member count, for whoever changes its members; its fold, the daemon's (migration 0034).
 GRANT EXECUTE ON FUNCTION reminderd.count_audience_members(), reminderd.refuse_audience_members_truncate()
 TO reminderd_app, reminderd_daemon, reminderd_api;
@@ -6726,6 +6740,11 @@ CREATE TRIGGER contacts_keep_id
     BEFORE UPDATE OF tenant_id, contact_id ON reminderd.contacts
     FOR EACH ROW WHEN (OLD.tenant_id IS DISTINCT FROM NEW.tenant_id OR OLD.contact_id IS DISTINCT FROM NEW.contact_id)
     EXECUTE FUNCTION reminderd.refuse_contact_id_change();
+-- A message kept to its tenant (migration 0036).
+CREATE TRIGGER scheduled_messages_keep_tenant
+    BEFORE UPDATE OF tenant_id ON reminderd.scheduled_messages
+    FOR EACH ROW WHEN (OLD.tenant_id IS DISTINCT FROM NEW.tenant_id)
+    EXECUTE FUNCTION reminderd.refuse_message_tenant_change();
 -- A message marked by a replan while it was being sent takes its zone now, as the attempt ends
 -- (migration 0027).
 CREATE TRIGGER scheduled_messages_rezone_after_attempt
