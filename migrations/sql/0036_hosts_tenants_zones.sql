@@ -11,6 +11,11 @@
 --               tenant (a tenant-scoped role was stopped by the checks or RLS, the owner was not).
 --               Now refused by the trigger scheduled_messages_keep_tenant: 0A000, naming the
 --               message and both tenants, the HINT saying to create a new message instead.
+--   zones       A posix/ copy of a zone (posix/Europe/Paris) given to a message or a tenant was
+--               refused (22023, HINT "Use Europe/Paris."). Now stored under its IANA name, with a
+--               WARNING saying it was renamed (stored_timezone, called by validate_message,
+--               admit_message, validate_tenant and message_timezone). A right/ copy (counting leap
+--               seconds) stays refused, now naming the zone to use in its DETAIL and HINT.
 -- Rows written before: left as they are (only a new or changed URL is checked); the daemon sends
 -- a non-ASCII host that encodes as before, and dead-letters an undecodable one on its first
 -- attempt, saying why.
@@ -353,13 +358,401 @@ CREATE TRIGGER scheduled_messages_keep_tenant
     FOR EACH ROW WHEN (OLD.tenant_id IS DISTINCT FROM NEW.tenant_id)
     EXECUTE FUNCTION reminderd.refuse_message_tenant_change();
 
+-- The zone to store for a message or a tenant (migration 0036): a posix/ copy of a zone
+-- (posix/Europe/Paris: tzdata's posix/ directory, which PostgreSQL and Python's zoneinfo both
+-- read) under its IANA name, with a WARNING saying so, since the zone lists of Python
+-- (zoneinfo.available_timezones), the dashboard and the CLI know only that name; any other as
+-- check_timezone takes it, or refused as it refuses it (a right/ copy, counting leap seconds).
+CREATE FUNCTION reminderd.stored_timezone(timezone text, subject text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    iana constant text := substr(timezone, 7);
+BEGIN
+    IF timezone LIKE 'posix/%' AND reminderd.is_timezone(iana) THEN
+        RAISE WARNING 'timezone "%" for % stored as "%"', timezone, subject, iana
+            USING DETAIL = format('%s is tzdata''s copy of %s under another name, which the zone lists of '
+                                  'Python, the dashboard and the CLI do not have.', timezone, iana),
+                  HINT = format('Write %s.', iana);
+        RETURN iana;
+    END IF;
+    PERFORM reminderd.check_timezone(timezone, subject);
+    RETURN timezone;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION reminderd.check_timezone(timezone text, subject text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql STABLE
+SET TimeZone = 'UTC'  -- restored on return: the check tries the zone
+AS $$
+DECLARE
+    problem   constant text := format('unknown timezone "%s"', timezone) || coalesce(' for ' || subject, '');
+    hint      constant text := 'Use an IANA name such as Europe/London or Asia/Kolkata.';
+    canonical text;
+BEGIN
+    IF timezone IN ('UTC', 'Etc/UTC') THEN
+        RETURN;
+    ELSIF timezone IS NULL THEN
+        RAISE EXCEPTION 'timezone must not be NULL%', coalesce(' for ' || subject, '')
+            USING ERRCODE = 'null_value_not_allowed';
+    ELSIF timezone !~ '^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$' THEN
+        RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value', HINT = hint;
+    ELSIF timezone IN ('localtime', 'posixrules', 'Factory') OR timezone LIKE 'posix/%' OR timezone LIKE 'right/%' THEN
+        -- Files of the zone directory that name no IANA zone (migration 0032; Python's
+        -- wallclock.not_an_iana_zone says the same): localtime is the zone of the host reading it;
+        -- right/, the copies counting leap seconds, which POSIX time (PostgreSQL's, Python's) does
+        -- not (0036: PostgreSQL's own refusal said so without naming the zone to use). A message's
+        -- or tenant's posix/ zone is stored under its IANA name before this is asked
+        -- (stored_timezone, 0036).
+        RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value',
+            DETAIL = timezone || CASE timezone
+                WHEN 'localtime' THEN ' is the zone of whichever host reads it (/etc/localtime)'
+                WHEN 'posixrules' THEN ' is the rules POSIX TZ strings borrow'
+                WHEN 'Factory' THEN ' is tzdata''s placeholder for a zone not set'
+                ELSE format(CASE WHEN timezone LIKE 'right/%' THEN ' is a copy of %s counting leap seconds'
+                                 ELSE ' is a copy of %s under another name' END, substr(timezone, 7))
+                END || ', not an IANA zone.',
+            HINT = CASE WHEN timezone ~ '^(posix|right)/' THEN format('Use %s.', substr(timezone, 7)) ELSE hint END;
+    END IF;
+    BEGIN
+        PERFORM set_config('TimeZone', timezone, true);
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value', DETAIL = SQLERRM, HINT = hint;
+    END;
+    canonical := current_setting('TimeZone');
+    IF canonical <> timezone OR (timezone ~ '[0-9]' AND timezone !~ '[a-z]'
+        AND timezone NOT IN ('EST5EDT', 'CST6CDT', 'MST7MDT', 'PST8PDT', 'GMT0', 'GMT+0', 'GMT-0')
+        AND NOT EXISTS (SELECT FROM pg_timezone_names z WHERE z.name = timezone))
+    THEN
+        RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value',
+            HINT = CASE WHEN lower(canonical) = lower(timezone) AND canonical <> upper(timezone)
+                        THEN format('Timezone names are case-sensitive: %s.', regexp_replace(canonical, '^posix/', ''))
+                        ELSE hint END;
+    END IF;
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION reminderd.validate_message() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    tenant_has_default boolean;  -- NULL: no such tenant
+BEGIN
+    -- The row's CHECK constraints, and a new time that is not finite, in sentences (check_message):
+    -- one quick test, true only when something is wrong (migration 0021).
+    IF NEW.ref_id = '' OR NEW.max_attempts < 1 OR NEW.max_runs < 1 OR NEW.max_lateness < interval '0'
+       OR (NOT isfinite(NEW.fire_at) AND NEW.fire_at IS DISTINCT FROM OLD.fire_at)
+       OR (NOT isfinite(NEW.local_time) AND NEW.local_time IS DISTINCT FROM OLD.local_time)
+       OR (NEW.cron IS NULL AND NEW.rrule IS NULL AND (NEW.fire_at IS NULL OR NEW.until IS NOT NULL
+                                                      OR NEW.max_runs IS NOT NULL))
+       OR (NEW.cron IS NOT NULL AND NEW.rrule IS NOT NULL)
+       OR NEW.rrule !~* '(^|\n)\s*(RRULE:)?FREQ='
+       OR (NEW.category NOT IN ('transactional', 'marketing')
+           AND (NEW.category !~ '^[a-z][a-z0-9_-]*$' OR char_length(NEW.category) > 32))
+       OR NEW.calendar !~ '^[A-Z][A-Z](-[A-Z0-9]+)?$' OR char_length(NEW.calendar) > 13
+       OR NEW.holiday_rule NOT IN ('skip', 'send') OR NEW.backfill NOT IN ('send', 'latest', 'skip')
+    THEN
+        PERFORM reminderd.check_message(NEW, OLD);
+    END IF;
+    IF NEW.timezone NOT IN ('UTC', 'Etc/UTC') THEN  -- UTC needs no check; NULL: the column's NOT NULL says so
+        NEW.timezone := reminderd.stored_timezone(NEW.timezone, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
+    END IF;
+    -- Only a new or changed URL: a row written before 0019 checked URLs keeps moving on.
+    IF NEW.callback_url IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.callback_url IS DISTINCT FROM OLD.callback_url) THEN
+        PERFORM reminderd.check_callback_url(NEW.callback_url, format('message %s / %s', NEW.tenant_id, NEW.ref_id),
+                                             'callback_url_is_http');
+    END IF;
+    IF NEW.cron IS NOT NULL THEN
+        PERFORM reminderd.check_cron(NEW.cron, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
+    END IF;
+    IF NEW.callback_url IS NULL THEN  -- then the tenant's default is needed: one query
+        SELECT t.callback_url IS NOT NULL INTO tenant_has_default FROM reminderd.tenants t WHERE t.id = NEW.tenant_id;
+        IF tenant_has_default IS NULL THEN
+            RAISE EXCEPTION 'unknown tenant "%"', NEW.tenant_id
+                USING ERRCODE = 'foreign_key_violation',
+                      HINT = 'Create it first: reminderd tenant add ID --callback-url URL';
+        ELSIF NOT tenant_has_default THEN
+            RAISE EXCEPTION 'no callback_url for message % / %: the row has none and tenant "%" has no default',
+                NEW.tenant_id, NEW.ref_id, NEW.tenant_id
+                USING ERRCODE = 'not_null_violation';
+        END IF;
+    END IF;
+    IF NEW.rrule IS NOT NULL AND NEW.rrule !~* '(^|\n)\s*DTSTART' THEN
+        IF NEW.rrule ~* 'COUNT=' THEN
+            RAISE EXCEPTION 'the rrule of message % / % has COUNT but no DTSTART', NEW.tenant_id, NEW.ref_id
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'COUNT counts from DTSTART: give one (DTSTART:20261201T090000), or use max_runs instead.';
+        END IF;
+        NEW.rrule := 'DTSTART:'
+                     || to_char(date_trunc('day', reminderd.wall_time(now(), NEW.timezone)), 'YYYYMMDD"T"HH24MISS')
+                     || E'\n' || btrim(NEW.rrule, E' \t\r\n');
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION reminderd.validate_tenant() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id !~ '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$' THEN
+        RAISE EXCEPTION 'tenant id "%" is not allowed', NEW.id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'tenant_id_format',
+                  DETAIL = 'A tenant id is letters, digits and _ . : -, starts with a letter or digit, and has at most 128 characters.';
+    END IF;
+    -- Only a new or changed URL: a tenant whose URL was written before 0019 checked URLs can still
+    -- change its calendar (the daemon refuses its callbacks, saying why).
+    IF NEW.callback_url IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.callback_url IS DISTINCT FROM OLD.callback_url) THEN
+        PERFORM reminderd.check_callback_url(NEW.callback_url, format('tenant "%s"', NEW.id),
+                                             'tenant_callback_url_is_http');
+    END IF;
+    IF NEW.calendar !~ '^[A-Z]{2}(-[A-Z0-9]{1,10})?$' THEN
+        RAISE EXCEPTION 'calendar "%" of tenant "%" is not a holiday calendar code', NEW.calendar, NEW.id
+            USING ERRCODE = 'check_violation', CONSTRAINT = 'tenant_calendar_format',
+                  HINT = 'A country code such as IN or GB, or a subdivision such as US-CA (the holidays package''s codes).';
+    END IF;
+    IF NEW.timezone IS NOT NULL THEN
+        NEW.timezone := reminderd.stored_timezone(NEW.timezone, format('tenant "%s"', NEW.id));
+    END IF;
+    -- Only a new or changed secret: one written before 0025 stays readable, and the tenant can still
+    -- change its calendar (the daemon dead-letters its messages, saying why, until it is rotated).
+    -- A rotation moves the current secret to previous_signing_secret: that is not a new value.
+    IF NOT reminderd.is_signing_secret(NEW.signing_secret)
+       AND (TG_OP = 'INSERT' OR NEW.signing_secret IS DISTINCT FROM OLD.signing_secret) THEN
+        RAISE EXCEPTION 'the signing_secret of tenant "%" is not whsec_ followed by base64', NEW.id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave it out to have one generated, or write whsec_ and the base64 of at least one byte (reminderd.generate_secret() makes one).';
+    END IF;
+    IF NOT reminderd.is_signing_secret(NEW.previous_signing_secret)
+       AND NEW.previous_signing_secret IS DISTINCT FROM OLD.previous_signing_secret
+       AND NEW.previous_signing_secret IS DISTINCT FROM OLD.signing_secret THEN
+        RAISE EXCEPTION 'the previous_signing_secret of tenant "%" is not whsec_ followed by base64', NEW.id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It is the secret a rotation replaced (reminderd.rotate_secret sets it): leave it NULL, or write whsec_ and the base64 of at least one byte.';
+    END IF;
+    IF NOT reminderd.is_signing_secret(NEW.earlier_signing_secret)
+       AND NEW.earlier_signing_secret IS DISTINCT FROM OLD.earlier_signing_secret THEN
+        RAISE EXCEPTION 'the earlier_signing_secret of tenant "%" is not whsec_ followed by base64', NEW.id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It is the secret an earlier rotation replaced, kept by another within its grace (reminderd.rotate_secret sets it): leave it NULL, or write whsec_ and the base64 of at least one byte.';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION reminderd.admit_message() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    late                interval;  -- a one-off already due: how late (NULL: nothing to check)
+    tenant_found        boolean;
+    tenant_paused       boolean;
+    tenant_url          text;
+    endpoint_disabled   boolean := false;
+    reason              text;
+    policy              text;
+    lateness            interval;
+    configured_lateness text;
+    configured_lookback text;
+BEGIN
+    -- A row naming a contact (migration 0032): with no zone of its own (the column's default), the
+    -- contact's, as schedule() reads it (message_timezone, with its source); an unknown contact is
+    -- refused (P0002). A broadcast's rows were staged from their contacts. A row naming neither is UTC.
+    IF NEW.contact_id IS NOT NULL AND NEW.broadcast_id IS NULL THEN
+        IF NEW.timezone = 'Etc/Universal' THEN
+            SELECT z.zone, z.source INTO NEW.timezone, NEW.timezone_source
+            FROM reminderd.message_timezone(NEW.tenant_id, NEW.contact_id, NULL) AS z;
+        ELSIF NOT EXISTS (SELECT FROM reminderd.contacts c
+                          WHERE c.tenant_id = NEW.tenant_id AND c.contact_id = NEW.contact_id) THEN
+            PERFORM reminderd.message_timezone(NEW.tenant_id, NEW.contact_id, NEW.timezone);  -- refuses it
+        END IF;
+    ELSIF NEW.timezone = 'Etc/Universal' THEN
+        NEW.timezone := 'UTC';
+    END IF;
+    IF NEW.broadcast_id IS NULL THEN
+        -- The row's CHECK constraints, and a time that is not finite, in sentences (check_message),
+        -- before anything reads them (migration 0021). Two quick tests, so that a valid row pays for
+        -- no call and a row without options for few column reads: does it set anything a constraint
+        -- checks, then is something wrong (calendar's {1,10} spelt as a cheaper test)?
+        IF num_nonnulls(NEW.max_attempts, NEW.max_runs, NEW.max_lateness, NEW.local_time, NEW.calendar,
+                        NEW.holiday_rule, NEW.backfill, NEW.rrule, NEW.until) > 0
+           OR NEW.category NOT IN ('transactional', 'marketing') OR NEW.ref_id = ''
+           OR NOT isfinite(NEW.fire_at) OR (NEW.fire_at IS NULL AND NEW.cron IS NULL)
+        THEN
+            IF NEW.ref_id = '' OR NEW.max_attempts < 1 OR NEW.max_runs < 1 OR NEW.max_lateness < interval '0'
+               OR NOT isfinite(NEW.fire_at) OR NOT isfinite(NEW.local_time)
+               OR (NEW.cron IS NULL AND NEW.rrule IS NULL AND (NEW.fire_at IS NULL OR NEW.until IS NOT NULL
+                                                              OR NEW.max_runs IS NOT NULL))
+               OR (NEW.cron IS NOT NULL AND NEW.rrule IS NOT NULL)
+               OR NEW.rrule !~* '(^|\n)\s*(RRULE:)?FREQ='
+               OR (NEW.category NOT IN ('transactional', 'marketing')
+                   AND (NEW.category !~ '^[a-z][a-z0-9_-]*$' OR char_length(NEW.category) > 32))
+               OR NEW.calendar !~ '^[A-Z][A-Z](-[A-Z0-9]+)?$' OR char_length(NEW.calendar) > 13
+               OR NEW.holiday_rule NOT IN ('skip', 'send') OR NEW.backfill NOT IN ('send', 'latest', 'skip')
+            THEN
+                PERFORM reminderd.check_message(NEW);
+            END IF;
+        END IF;
+        -- Dead on arrival: a one-off (pending or paused) already too late (check_arrival's rule),
+        -- a recurring row whose until is already past.
+        IF NEW.status IN ('pending', 'paused') THEN
+            IF NEW.cron IS NULL AND NEW.rrule IS NULL THEN
+                IF NEW.fire_at < now() THEN
+                    late := now() - NEW.fire_at;
+                END IF;
+            ELSIF NEW.until <= now() THEN
+                RAISE EXCEPTION 'message % / % ends before it starts: its until % is already past', NEW.tenant_id,
+                    NEW.ref_id, to_char(NEW.until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+                    USING ERRCODE = 'datetime_field_overflow',
+                          DETAIL = 'A recurring message sends nothing after its until; this one would finish at once.',
+                          HINT = 'Give an until in the future, or none.';
+            ELSIF NEW.rrule ~* 'UNTIL' AND NEW.rrule !~* '(^|\n)\s*RDATE'
+                  AND reminderd.rrule_until(NEW.rrule, NEW.timezone) < now() THEN  -- its RRULE's own (migration 0030)
+                RAISE EXCEPTION 'message % / % ends before it starts: its RRULE''s UNTIL % is already past',
+                    NEW.tenant_id, NEW.ref_id,
+                    upper(substring(NEW.rrule FROM '(?i)UNTIL\s*=\s*([0-9TZ]+)'))
+                    USING ERRCODE = 'datetime_field_overflow',
+                          DETAIL = format('UNTIL ends it at %s; a recurring message sends nothing after it, so this '
+                                          'one would finish at once.',
+                                          to_char(reminderd.rrule_until(NEW.rrule, NEW.timezone) AT TIME ZONE 'UTC',
+                                                  'YYYY-MM-DD"T"HH24:MI:SS"Z"')),
+                          HINT = 'Give the RRULE an UNTIL in the future (UNTIL=…Z is in UTC, one without Z on the '
+                                 'row''s clock), or none.';
+            END IF;
+        END IF;
+        -- The tenant's row and whether it has a disabled endpoint, in one query.
+        SELECT t.paused, t.callback_url, EXISTS (
+                   SELECT FROM reminderd.endpoint_health h WHERE h.tenant_id = t.id AND h.disabled_at IS NOT NULL)
+        INTO tenant_paused, tenant_url, endpoint_disabled
+        FROM reminderd.tenants t WHERE t.id = NEW.tenant_id;
+        tenant_found := FOUND;
+        endpoint_disabled := NEW.status = 'pending' AND endpoint_disabled;
+        IF late IS NOT NULL THEN  -- reminderd.config's defaults, in one pass
+            SELECT max(c.value) FILTER (WHERE c.key = 'backfill'), max(c.value) FILTER (WHERE c.key = 'max_lateness'),
+                   max(c.value) FILTER (WHERE c.key = 'lookback')
+            INTO policy, configured_lateness, configured_lookback
+            FROM reminderd.config c;
+            policy := coalesce(NEW.backfill, policy, 'send');
+            lateness := coalesce(NEW.max_lateness, configured_lateness::interval, interval '30 minutes');
+            IF late >= coalesce(configured_lookback::interval, interval '1 day')
+               OR late > (CASE policy WHEN 'latest' THEN NULL
+                                      WHEN 'skip' THEN least(lateness, interval '60 seconds')
+                                      ELSE lateness END)
+            THEN  -- refused, in check_arrival's words
+                PERFORM reminderd.check_arrival(NEW.tenant_id, NEW.ref_id, NEW.fire_at, NEW.backfill, NEW.max_lateness);
+            END IF;
+        END IF;
+    ELSIF NEW.status = 'pending' THEN
+        endpoint_disabled := EXISTS (
+            SELECT FROM reminderd.endpoint_health h WHERE h.tenant_id = NEW.tenant_id AND h.disabled_at IS NOT NULL);
+        IF endpoint_disabled AND NEW.callback_url IS NULL THEN
+            SELECT t.callback_url INTO tenant_url FROM reminderd.tenants t WHERE t.id = NEW.tenant_id;
+        END IF;
+    END IF;
+    -- Held for a disabled endpoint ('paused' by 'endpoint'), as hold_for_disabled_endpoint holds.
+    IF endpoint_disabled THEN
+        SELECT h.disabled_reason INTO reason
+        FROM reminderd.endpoint_health h
+        WHERE h.tenant_id = NEW.tenant_id AND h.disabled_at IS NOT NULL
+          AND h.endpoint = reminderd.endpoint_of(coalesce(NEW.callback_url, tenant_url));
+        IF FOUND THEN
+            NEW.status := 'paused';
+            NEW.paused_by := 'endpoint';
+            NEW.last_error := 'endpoint disabled: ' || coalesce(reason, 'see reminderd.endpoint_health');
+        END IF;
+    END IF;
+    -- Held for a paused tenant, as hold_for_paused_tenant holds.
+    IF NEW.broadcast_id IS NULL AND NEW.status = 'pending' AND tenant_paused THEN
+        NEW.status := 'paused';
+        NEW.paused_by := 'tenant';
+    END IF;
+    -- check_payload's limit.
+    IF pg_column_size(NEW.payload) > 262144 THEN
+        RAISE EXCEPTION 'payload of message % / % is % bytes; at most 262144 (256 KiB)',
+            NEW.tenant_id, NEW.ref_id, pg_column_size(NEW.payload)
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    -- validate_message's checks, the tenant's default callback_url as read above.
+    IF NEW.broadcast_id IS NULL THEN
+        IF NEW.timezone NOT IN ('UTC', 'Etc/UTC') THEN  -- UTC needs no check; NULL: the column's NOT NULL says so
+            NEW.timezone := reminderd.stored_timezone(NEW.timezone, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
+        END IF;
+        IF NEW.callback_url IS NOT NULL THEN
+            PERFORM reminderd.check_callback_url(NEW.callback_url,
+                                                 format('message %s / %s', NEW.tenant_id, NEW.ref_id),
+                                                 'callback_url_is_http');
+        END IF;
+        IF NEW.cron IS NOT NULL THEN
+            PERFORM reminderd.check_cron(NEW.cron, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
+        END IF;
+        IF NEW.callback_url IS NULL THEN  -- then the tenant's default is needed
+            IF NOT tenant_found THEN
+                RAISE EXCEPTION 'unknown tenant "%"', NEW.tenant_id
+                    USING ERRCODE = 'foreign_key_violation',
+                          HINT = 'Create it first: reminderd tenant add ID --callback-url URL';
+            ELSIF tenant_url IS NULL THEN
+                RAISE EXCEPTION 'no callback_url for message % / %: the row has none and tenant "%" has no default',
+                    NEW.tenant_id, NEW.ref_id, NEW.tenant_id
+                    USING ERRCODE = 'not_null_violation';
+            END IF;
+        END IF;
+        IF NEW.rrule IS NOT NULL AND NEW.rrule !~* '(^|\n)\s*DTSTART' THEN
+            IF NEW.rrule ~* 'COUNT=' THEN
+                RAISE EXCEPTION 'the rrule of message % / % has COUNT but no DTSTART', NEW.tenant_id, NEW.ref_id
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'COUNT counts from DTSTART: give one (DTSTART:20261201T090000), or use max_runs instead.';
+            END IF;
+            NEW.rrule := 'DTSTART:'
+                         || to_char(date_trunc('day', reminderd.wall_time(now(), NEW.timezone)), 'YYYYMMDD"T"HH24MISS')
+                         || E'\n' || btrim(NEW.rrule, E' \t\r\n');
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+
+CREATE OR REPLACE FUNCTION reminderd.message_timezone(tenant_id text, contact_id text, timezone text,
+                                           OUT zone text, OUT source text)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF message_timezone.timezone LIKE 'posix/%' THEN  -- its IANA name, with a WARNING (0036)
+        timezone := reminderd.stored_timezone(message_timezone.timezone,
+                                              format('a message of tenant "%s"', message_timezone.tenant_id));
+    END IF;
+    IF message_timezone.contact_id IS NULL THEN
+        zone := coalesce(nullif(message_timezone.timezone, 'Etc/Universal'), 'UTC');
+        source := 'message';
+        RETURN;
+    END IF;
+    SELECT coalesce(c.resolved_timezone, t.timezone), coalesce(c.timezone_source, 'tenant') INTO zone, source
+    FROM reminderd.contacts c
+    JOIN reminderd.tenants t ON t.id = c.tenant_id
+    WHERE c.tenant_id = message_timezone.tenant_id AND c.contact_id = message_timezone.contact_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown contact "%" of tenant "%"', message_timezone.contact_id, message_timezone.tenant_id
+            USING ERRCODE = 'no_data_found',
+                  HINT = 'Add it first: SELECT reminderd.upsert_contacts(tenant, ''[{"contact_id": "…", "phone": "+…"}]'')';
+    END IF;
+    IF message_timezone.timezone IS NOT NULL THEN
+        zone := CASE WHEN message_timezone.timezone = 'Etc/Universal' THEN 'UTC' ELSE message_timezone.timezone END;
+        source := 'message';
+    ELSIF zone IS NULL THEN
+        RAISE EXCEPTION 'contact "%" of tenant "%" has no timezone: none of its own, no phone or country that gives one, and the tenant has no default',
+            message_timezone.contact_id, message_timezone.tenant_id
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Set the tenant''s default (reminderd tenant set TENANT --timezone Europe/London), or the contact''s timezone.';
+    END IF;
+END
+$$;
+
 REVOKE EXECUTE ON FUNCTION
     reminderd.punycode_bias(bigint, integer, boolean),
     reminderd.punycode_digit(bigint),
     reminderd.punycode_decode(text),
     reminderd.punycode_encode(text),
     reminderd.callback_url_idna_form(text),
-    reminderd.refuse_message_tenant_change()
+    reminderd.refuse_message_tenant_change(),
+    reminderd.stored_timezone(text, text)
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     reminderd.punycode_bias(bigint, integer, boolean),
@@ -369,3 +762,4 @@ GRANT EXECUTE ON FUNCTION
     reminderd.callback_url_idna_form(text)
 TO reminderd_app, reminderd_daemon, reminderd_readonly, reminderd_api;
 GRANT EXECUTE ON FUNCTION reminderd.refuse_message_tenant_change() TO reminderd_app, reminderd_daemon, reminderd_api;
+GRANT EXECUTE ON FUNCTION reminderd.stored_timezone(text, text) TO reminderd_app, reminderd_daemon, reminderd_readonly, reminderd_api;

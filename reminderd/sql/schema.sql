@@ -1410,17 +1410,22 @@ BEGIN
             USING ERRCODE = 'null_value_not_allowed';
     ELSIF timezone !~ '^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$' THEN
         RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value', HINT = hint;
-    ELSIF timezone IN ('localtime', 'posixrules', 'Factory') OR timezone LIKE 'posix/%' THEN
+    ELSIF timezone IN ('localtime', 'posixrules', 'Factory') OR timezone LIKE 'posix/%' OR timezone LIKE 'right/%' THEN
         -- Files of the zone directory that name no IANA zone (migration 0032; Python's
-        -- wallclock.not_an_iana_zone says the same): localtime is the zone of the host reading it.
-        -- (right/, the copies counting leap seconds, PostgreSQL refuses itself.)
+        -- wallclock.not_an_iana_zone says the same): localtime is the zone of the host reading it;
+        -- right/, the copies counting leap seconds, which POSIX time (PostgreSQL's, Python's) does
+        -- not (0036: PostgreSQL's own refusal said so without naming the zone to use). A message's
+        -- or tenant's posix/ zone is stored under its IANA name before this is asked
+        -- (stored_timezone, 0036).
         RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value',
             DETAIL = timezone || CASE timezone
                 WHEN 'localtime' THEN ' is the zone of whichever host reads it (/etc/localtime)'
                 WHEN 'posixrules' THEN ' is the rules POSIX TZ strings borrow'
                 WHEN 'Factory' THEN ' is tzdata''s placeholder for a zone not set'
-                ELSE format(' is a copy of %s under another name', substr(timezone, 7)) END || ', not an IANA zone.',
-            HINT = CASE WHEN timezone LIKE 'posix/%' THEN format('Use %s.', substr(timezone, 7)) ELSE hint END;
+                ELSE format(CASE WHEN timezone LIKE 'right/%' THEN ' is a copy of %s counting leap seconds'
+                                 ELSE ' is a copy of %s under another name' END, substr(timezone, 7))
+                END || ', not an IANA zone.',
+            HINT = CASE WHEN timezone ~ '^(posix|right)/' THEN format('Use %s.', substr(timezone, 7)) ELSE hint END;
     END IF;
     BEGIN
         PERFORM set_config('TimeZone', timezone, true);
@@ -1434,7 +1439,7 @@ BEGIN
     THEN
         RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value',
             HINT = CASE WHEN lower(canonical) = lower(timezone) AND canonical <> upper(timezone)
-                        THEN format('Timezone names are case-sensitive: %s.', canonical)
+                        THEN format('Timezone names are case-sensitive: %s.', regexp_replace(canonical, '^posix/', ''))
                         ELSE hint END;
     END IF;
 END
@@ -1451,6 +1456,28 @@ BEGIN
     RETURN true;
 EXCEPTION WHEN invalid_parameter_value THEN
     RETURN false;
+END
+$$;
+
+-- The zone to store for a message or a tenant (migration 0036): a posix/ copy of a zone
+-- (posix/Europe/Paris: tzdata's posix/ directory, which PostgreSQL and Python's zoneinfo both
+-- read) under its IANA name, with a WARNING saying so, since the zone lists of Python
+-- (zoneinfo.available_timezones), the dashboard and the CLI know only that name; any other as
+-- check_timezone takes it, or refused as it refuses it (a right/ copy, counting leap seconds).
+CREATE FUNCTION reminderd.stored_timezone(timezone text, subject text) RETURNS text
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    iana constant text := substr(timezone, 7);
+BEGIN
+    IF timezone LIKE 'posix/%' AND reminderd.is_timezone(iana) THEN
+        RAISE WARNING 'timezone "%" for % stored as "%"', timezone, subject, iana
+            USING DETAIL = format('%s is tzdata''s copy of %s under another name, which the zone lists of '
+                                  'Python, the dashboard and the CLI do not have.', timezone, iana),
+                  HINT = format('Write %s.', iana);
+        RETURN iana;
+    END IF;
+    PERFORM reminderd.check_timezone(timezone, subject);
+    RETURN timezone;
 END
 $$;
 
@@ -3673,7 +3700,7 @@ BEGIN
         PERFORM reminderd.check_message(NEW, OLD);
     END IF;
     IF NEW.timezone NOT IN ('UTC', 'Etc/UTC') THEN  -- UTC needs no check; NULL: the column's NOT NULL says so
-        PERFORM reminderd.check_timezone(NEW.timezone, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
+        NEW.timezone := reminderd.stored_timezone(NEW.timezone, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
     END IF;
     -- Only a new or changed URL: a row written before 0019 checked URLs keeps moving on.
     IF NEW.callback_url IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.callback_url IS DISTINCT FROM OLD.callback_url) THEN
@@ -3735,7 +3762,7 @@ BEGIN
                   HINT = 'A country code such as IN or GB, or a subdivision such as US-CA (the holidays package''s codes).';
     END IF;
     IF NEW.timezone IS NOT NULL THEN
-        PERFORM reminderd.check_timezone(NEW.timezone, format('tenant "%s"', NEW.id));
+        NEW.timezone := reminderd.stored_timezone(NEW.timezone, format('tenant "%s"', NEW.id));
     END IF;
     -- Only a new or changed secret: one written before 0025 stays readable, and the tenant can still
     -- change its calendar (the daemon dead-letters its messages, saying why, until it is rotated).
@@ -4053,7 +4080,7 @@ BEGIN
     -- validate_message's checks, the tenant's default callback_url as read above.
     IF NEW.broadcast_id IS NULL THEN
         IF NEW.timezone NOT IN ('UTC', 'Etc/UTC') THEN  -- UTC needs no check; NULL: the column's NOT NULL says so
-            PERFORM reminderd.check_timezone(NEW.timezone, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
+            NEW.timezone := reminderd.stored_timezone(NEW.timezone, format('message %s / %s', NEW.tenant_id, NEW.ref_id));
         END IF;
         IF NEW.callback_url IS NOT NULL THEN
             PERFORM reminderd.check_callback_url(NEW.callback_url,
@@ -4753,6 +4780,10 @@ CREATE FUNCTION reminderd.message_timezone(tenant_id text, contact_id text, time
                                            OUT zone text, OUT source text)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
+    IF message_timezone.timezone LIKE 'posix/%' THEN  -- its IANA name, with a WARNING (0036)
+        timezone := reminderd.stored_timezone(message_timezone.timezone,
+                                              format('a message of tenant "%s"', message_timezone.tenant_id));
+    END IF;
     IF message_timezone.contact_id IS NULL THEN
         zone := coalesce(nullif(message_timezone.timezone, 'Etc/Universal'), 'UTC');
         source := 'message';
@@ -6451,6 +6482,8 @@ GRANT EXECUTE ON FUNCTION reminderd.refuse_contacts_truncate(), reminderd.refuse
 TO reminderd_app, reminderd_daemon, reminderd_api;
 -- A message kept to its tenant (migration 0036).
 GRANT EXECUTE ON FUNCTION reminderd.refuse_message_tenant_change() TO reminderd_app, reminderd_daemon, reminderd_api;
+-- The zone a message or tenant stores (migration 0036), for whoever writes them.
+GRANT EXECUTE ON FUNCTION reminderd.stored_timezone(text, text) TO reminderd_app, reminderd_daemon, reminderd_readonly, reminderd_api;
 -- An audience's member count, for whoever changes its members; its fold, the daemon's (migration 0034).
 GRANT EXECUTE ON FUNCTION reminderd.count_audience_members(), reminderd.refuse_audience_members_truncate()
 TO reminderd_app, reminderd_daemon, reminderd_api;
