@@ -1,4 +1,4 @@
--- 0036 callback hosts, a message's tenant, zone names (docs/sql.md, docs/api.md, docs/time.md):
+-- 0036 callback hosts, a message's tenant, zone names (docs/sql.md, docs/api.md):
 --   A-labels    A callback URL whose host has an A-label punycode cannot decode
 --               (https://xn--zz.example/hook) was taken; the daemon then failed on every attempt
 --               ("internal error while sending: UnicodeError") until it gave up. Now
@@ -16,9 +16,9 @@
 --               WARNING saying it was renamed (stored_timezone, called by validate_message,
 --               admit_message, validate_tenant and message_timezone). A right/ copy (counting leap
 --               seconds) stays refused, now naming the zone to use in its DETAIL and HINT.
--- Rows written before: left as they are (only a new or changed URL is checked); the daemon sends
--- a non-ASCII host that encodes as before, and dead-letters an undecodable one on its first
--- attempt, saying why.
+-- Rows written before: left as they are (only a new or changed URL or zone is checked); the
+-- daemon sends a non-ASCII host that encodes as before, and dead-letters an undecodable one on its
+-- first attempt, saying why. No stored zone is a posix/ or right/ copy (refused since 0032).
 -- Run by migrations/versions/0036_hosts_tenants_zones.py in one transaction. History: once
 -- released, never edited; a schema change is a new migration (and an edit of reminderd/sql/schema.sql).
 
