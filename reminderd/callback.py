@@ -71,15 +71,18 @@ def _audience_fields(job: Job) -> bytes:
 def check_url(raw: str | None, allowed: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> URL:
     """The callback URL, or CallbackRefused naming what is wrong with it: its address, then the
     rule the CLI, the API and SQL check when it is written (callback_urls), which a row written
-    before that check (migration 0019) or past it (a name that does not encode) may break."""
+    before that check (migrations 0019, 0039) or past it (an A-label IDNA refuses) may break.
+    Only the host as written in ASCII (raw_host) is read: decoding an A-label (URL.host) raises on
+    one punycode cannot decode (xn--zz)."""
     if not raw:
         raise CallbackRefused("no callback_url on the message and none on its tenant")
     try:
         url = URL(raw)
     except ValueError:
-        wrong = callback_urls.problem(raw)
+        wrong = callback_urls.problem(raw, international=True)
         raise CallbackRefused(f"callback_url {wrong}" if wrong else "callback_url is not a valid URL") from None
-    if url.scheme not in {"http", "https"} or not url.host:
+    host = url.raw_host
+    if url.scheme not in {"http", "https"} or not host:
         raise CallbackRefused(f"callback_url must be an http(s) URL, not {url.scheme or 'schemeless'}")
     try:
         port = url.port
@@ -88,12 +91,12 @@ def check_url(raw: str | None, allowed: tuple[ipaddress.IPv4Network | ipaddress.
     if not port:
         raise CallbackRefused("callback_url has a port outside 1-65535")
     try:
-        literal = ipaddress.ip_address(url.host)
+        literal = ipaddress.ip_address(host)
     except ValueError:
-        if _NUMERIC_HOST.match(url.host):
+        if _NUMERIC_HOST.match(host):
             # 2130706433, 127.1, 0x7f.1: inet_aton reads these as addresses, ip_address does not.
             raise CallbackRefused(
-                f"callback_url host {url.host!r} is an address in a non-standard form"
+                f"callback_url host {host!r} is an address in a non-standard form"
             ) from None
         return _well_formed(url, raw)  # a name: checked on what it resolves to, at each connection (http1)
     reason = refusal(str(literal), allowed)
@@ -103,7 +106,7 @@ def check_url(raw: str | None, allowed: tuple[ipaddress.IPv4Network | ipaddress.
 
 
 def _well_formed(url: URL, raw: str) -> URL:
-    wrong = callback_urls.problem(raw)
+    wrong = callback_urls.problem(raw, international=True)
     if wrong:
         raise CallbackRefused(f"callback_url {wrong}")
     return url

@@ -4,12 +4,16 @@ same as reminderd.callback_url_problem() in SQL (docs/sql.md, "Callback URLs"). 
 `problem(url)` says what is wrong with a URL in a few words, as the SQL function says it, checked
 in the same order: an http(s) URL; no space or control character anywhere; at most one @ (the
 user:password part's own is %40); a host; a port from 1 to 65535; and the host an IPv6 address in
-brackets, an IPv4 address as four numbers, or a name — letters, digits, - and _ (or non-ASCII
-letters) in labels of 1 to 63 characters, 253 at most, a trailing dot allowed. A name with
-non-ASCII letters must also encode (IDNA, as the daemon encodes it): SQL cannot check that, so
-here alone that is refused, and the daemon refuses it on a row written past this check.
-"""
+brackets, an IPv4 address as four numbers, or a name — ASCII letters, digits, - and _ in labels of 1
+to 63 characters, 253 at most, a trailing dot allowed, and each label starting xn-- an A-label that
+decodes (punycode, IDNA) to the label it stands for. An international name is written in its IDNA
+form (https://xn--bcher-kva.example/, not https://bücher.example/): `idna_form(url)` gives it.
+SQL checks A-labels as punycode, not against the IDNA tables: one that decodes to a character IDNA
+refuses (xn--4ba, an upper-case Á) is refused here alone, and by the daemon on a row written past it.
 
+The daemon, which also sends rows written before international names were refused (migration
+0039), checks with `international=True`: a non-ASCII name is then taken when it encodes (IDNA).
+"""
 from __future__ import annotations
 
 import ipaddress
@@ -17,7 +21,7 @@ import re
 
 import idna
 
-__all__ = ["UNREADABLE", "problem"]
+__all__ = ["UNREADABLE", "idna_form", "problem"]
 
 # The problem of a URL that is not an http(s) URL at all (the CLI and the API say it their way).
 UNREADABLE = "is not an http(s) URL"
@@ -41,11 +45,13 @@ _IPV6 = re.compile(rf"[0-9A-Fa-f:]+(:{_OCTET}(\.{_OCTET}){{3}})?")
 _NOT_IN_A_NAME = re.compile(r"[\x21-\x2c\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7e]")
 _EMPTY_LABEL = re.compile(r"(^|\.)(\.|$)")
 _LONG_LABEL = re.compile(r"[^.]{64}")
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
-def problem(url: str) -> str | None:
+def problem(url: str, *, international: bool = False) -> str | None:
     """What is wrong with `url` as a callback URL ('has port "1234567": a port is 1 to 65535'),
-    to follow the URL in a sentence; None when it is a callback URL."""
+    to follow the URL in a sentence; None when it is a callback URL. `international`: a non-ASCII
+    name that encodes (IDNA) is one too (the daemon's rule for rows written before 0039)."""
     if not _HTTP.match(url):
         return UNREADABLE
     if _SPACE_OR_CONTROL.search(url):
@@ -68,10 +74,10 @@ def problem(url: str) -> str | None:
         port = rest[1:]
         if not _PORT.fullmatch(port) or not 1 <= int(port) <= 65535:
             return f'has port "{port}": a port is 1 to 65535'
-    return _host_problem(host)
+    return _host_problem(host, international)
 
 
-def _host_problem(host: str) -> str | None:
+def _host_problem(host: str, international: bool) -> str | None:
     if host.startswith("["):
         inner = host[1:-1] if host.endswith("]") else ""
         if not _IPV6.fullmatch(inner) or not _is_ipv6(inner):
@@ -92,14 +98,57 @@ def _host_problem(host: str) -> str | None:
     if len(name) > 253:
         return f'has host "{host}" longer than 253 characters'
     if name.isascii():
-        return None
+        return _a_label_problem(host, name)
+    if not international:
+        wide = _NOT_ASCII.search(name)
+        assert wide is not None, "checked by isascii"
+        return (f'has host "{host}" with "{wide.group()}" (U+{ord(wide.group()):04X}), which a host name cannot'
+                ' have: write an international name in its IDNA form (xn--)')
     encoded = _idna(name)
     if encoded is None:
         return f'has host "{_visible(host)}", which is not an international domain name (IDNA)'
     if (NUMERIC_HOST.fullmatch(encoded) or _NOT_IN_A_NAME.search(encoded) or _EMPTY_LABEL.search(encoded)
             or _LONG_LABEL.search(encoded) or len(encoded) > 253):
         return f'has host "{_visible(host)}", which encoded (IDNA) as "{encoded}" is not a host name'
+    return _a_label_problem(host, encoded)
+
+
+def _a_label_problem(host: str, name: str) -> str | None:
+    for label in name.split("."):
+        if label[:4].lower() == "xn--" and _decoded(label) is None:
+            return f'has host "{host}" with label "{label}", which is not a valid IDNA A-label (punycode)'
     return None
+
+
+def _decoded(label: str) -> str | None:
+    """The U-label an A-label stands for, decoded as the daemon's URLs decode it (yarl: IDNA 2008,
+    else IDNA 2003, each checking that it encodes back to the same A-label); None if it does not."""
+    label = label.lower()  # as URLs hold hosts (the IDNA 2003 codec reads an XN-- label as ASCII)
+    try:
+        return idna.decode(label)
+    except (UnicodeError, IndexError):
+        pass
+    try:
+        return label.encode("ascii").decode("idna")
+    except UnicodeError:
+        return None
+
+
+def idna_form(url: str) -> str | None:
+    """`url` with its non-ASCII host name in its IDNA form (https://xn--bcher-kva.example/hook for
+    https://bücher.example/hook), when that form is a callback URL; None otherwise."""
+    authority = _AUTHORITY.match(url)
+    if authority is None:
+        return None
+    user, at, host_and_port = authority.group(1).rpartition("@")
+    host, colon, port = host_and_port.partition(":")
+    encoded = _idna(host.removesuffix("."))
+    if encoded is None or encoded == host.removesuffix("."):
+        return None
+    dot = "." if host.endswith(".") else ""
+    start, end = authority.span(1)
+    written = url[:start] + user + at + encoded + dot + colon + port + url[end:]
+    return written if problem(written) is None else None
 
 
 def _visible(text: str) -> str:

@@ -230,7 +230,7 @@ class _Endpoint:
         self.tls = url.scheme == "https"
         self.host = url.raw_host or ""
         self.port = url.port or 0
-        self.server_name = url.host or ""
+        self.server_name = url.raw_host or ""  # an A-label as written: URL.host decodes it, and may raise
         try:
             ipaddress.ip_address(self.server_name)
         except ValueError:

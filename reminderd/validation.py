@@ -319,7 +319,9 @@ def checked_callback_url(url: str | None, flag: str = "--callback-url") -> str |
             f"{flag} {url!r}: use an http:// or https:// URL, like https://example.com/hooks", flag
         )
     if wrong:
-        raise InvalidInput(f"{flag} {url!r} {wrong}", flag)
+        written = callback_urls.idna_form(url)
+        suggestion = f" (as {written})" if written else ""
+        raise InvalidInput(f"{flag} {url!r} {wrong}{suggestion}", flag)
     return url
 
 

@@ -334,7 +334,8 @@ def node() -> str:
 
 
 # Callback URLs and what is wrong with each (reminderd/callback_urls.py; None: nothing), one or more
-# for each step of the rule, in its order; the last, IDNA_ONLY of them, only Python can say.
+# for each step of the rule, in its order; the last, IDNA_ONLY of them, only Python can say (SQL does
+# not hold the IDNA tables).
 CALLBACK_URLS = [
     ("https://hooks.example.com/reminders?x=1#f", None),
     ("HTTP://Hooks.Example.COM:8080", None),
@@ -348,7 +349,9 @@ CALLBACK_URLS = [
     ("http://192.0.2.1/cb", None),
     ("http://[2001:db8::1]:8443/cb", None),
     ("http://[::ffff:192.0.2.1]/cb", None),
-    ("http://bücher.example/cb", None),
+    ("http://xn--bcher-kva.example/cb", None),  # bücher.example, in its IDNA form
+    ("http://XN--BCHER-KVA.example/cb", None),
+    ("http://xn--ls8h.example/cb", None),  # an emoji: IDNA 2003's, as the daemon decodes it
     ("ftp://example.com/x", "is not an http(s) URL"),
     ("https://", "is not an http(s) URL"),
     ("http:///cb", "is not an http(s) URL"),
@@ -388,11 +391,29 @@ CALLBACK_URLS = [
      f'has host "{"a" * 64}.example" with a label longer than 63 characters'),
     ("http://" + ".".join(["a" * 63] * 4) + "/cb",
      f'has host "{".".join(["a" * 63] * 4)}" longer than 253 characters'),
-    # Python's alone: a non-ASCII name the daemon cannot encode (IDNA).
-    ("http://\u00ad.example/cb",
-     'has host "\\u00ad.example", which is not an international domain name (IDNA)'),
-    ("http://\uff11\uff12\uff17.\uff11/cb",
-     'has host "\uff11\uff12\uff17.\uff11", which encoded (IDNA) as "127.1" is not a host name'),
+    ("http://bücher.example/cb", 'has host "bücher.example" with "ü" (U+00FC), which a host name cannot have:'
+     ' write an international name in its IDNA form (xn--)'),
+    ("http://\u00ad.example/cb", 'has host "\u00ad.example" with "\u00ad" (U+00AD), which a host name cannot'
+     ' have: write an international name in its IDNA form (xn--)'),
+    ("http://\uff11\uff12\uff17.\uff11/cb", 'has host "\uff11\uff12\uff17.\uff11" with "\uff11" (U+FF11),'
+     ' which a host name cannot have: write an international name in its IDNA form (xn--)'),
+    ("https://xn--zz.example/hook",  # punycode cannot decode it
+     'has host "xn--zz.example" with label "xn--zz", which is not a valid IDNA A-label (punycode)'),
+    ("https://a.xn--a.example/hook",  # a control character (U+0080)
+     'has host "a.xn--a.example" with label "xn--a", which is not a valid IDNA A-label (punycode)'),
+    ("https://XN--.example/hook",  # nothing
+     'has host "XN--.example" with label "XN--", which is not a valid IDNA A-label (punycode)'),
+    ("https://xn--abc-.example/hook",  # ASCII only: abc
+     'has host "xn--abc-.example" with label "xn--abc-", which is not a valid IDNA A-label (punycode)'),
+    ("https://xn--a-ecp.example/hook",  # a⒈, not in normal form (NFKC: a1.)
+     'has host "xn--a-ecp.example" with label "xn--a-ecp", which is not a valid IDNA A-label (punycode)'),
+    ("https://xn--a-vca.example/hook",  # a and a soft hyphen, which shows as nothing
+     'has host "xn--a-vca.example" with label "xn--a-vca", which is not a valid IDNA A-label (punycode)'),
+    # Python's alone: an A-label that decodes to what the IDNA tables refuse.
+    ("https://xn--a-0hc.example/hook",  # a Latin a and a Hebrew alef: the bidi rule
+     'has host "xn--a-0hc.example" with label "xn--a-0hc", which is not a valid IDNA A-label (punycode)'),
+    ("https://xn--4ba.example/hook",  # an upper-case Á
+     'has host "xn--4ba.example" with label "xn--4ba", which is not a valid IDNA A-label (punycode)'),
 ]
 IDNA_ONLY = 2
 

@@ -295,3 +295,35 @@ def _drain(read_fd: int) -> bytes:
         while chunk := os.read(read_fd, 2**16):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def test_a_callback_host_it_cannot_decode_is_dead_lettered_and_the_daemon_keeps_running(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver, tenant: str
+) -> None:
+    """An A-label punycode cannot decode (xn--zz), written past the checks as an older release could
+    have: refused on its first attempt, saying why; the others are sent, then SIGTERM exits 0."""
+    async with db.transaction():
+        await db.execute("SET LOCAL session_replication_role = replica")  # the write-time checks bypassed
+        await db.execute("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, callback_url)"
+                         " VALUES ('acme', 'undecodable', now(), 'https://xn--zz.example/hook')")
+    await insert_due(db, 3)
+
+    async def settled() -> bool:
+        found = await counts(db)
+        return found.get("sent", 0) == 3 and found.get("dead", 0) == 1
+
+    async with running_daemon(fast_daemon_env(database_url)) as process:
+        await poll_until(settled, timeout_s=30)
+        process.send_signal(signal.SIGTERM)
+        assert await process.exit_code() == 0
+        log = process.log
+    why = ('refused: callback_url has host "xn--zz.example" with label "xn--zz", which is not a valid IDNA'
+           ' A-label (punycode)')
+    dead = await db.fetchrow("SELECT attempts, last_error FROM reminderd.scheduled_messages"
+                             " WHERE ref_id = 'undecodable'")
+    assert tuple(dead) == (1, why)
+    assert sorted(r.message["ref_id"] for r in receiver.received) == ["bulk:1", "bulk:2", "bulk:3"]
+    assert [(line["ref"], line["error"]) for line in log if line["event"] == "dead_lettered"] == [
+        ("undecodable", why)]
+    assert [line for line in log if line["event"] == "send_crashed" or "exception" in line] == []
+    assert log[-1]["event"] == "deregistered"  # stopped as asked, not crashed

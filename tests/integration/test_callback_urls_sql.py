@@ -19,7 +19,7 @@ import pytest
 from structlog.testing import capture_logs
 from support import CALLBACK, CALLBACK_URLS, IDNA_ONLY, TEST_SECRET, drain, fast_settings
 
-from reminderd.callback_urls import problem
+from reminderd.callback_urls import idna_form, problem
 from reminderd.exceptions import InvalidInput
 from reminderd.migrate import upgrade
 from reminderd.store import Store
@@ -36,6 +36,9 @@ RULE_HINT = ("A callback URL is http(s)://host[:port]/path: a host name (labels 
              " - or _; at most 253 characters) or an IP address, a port from 1 to 65535, no spaces or control"
              " characters.")
 HTTP_HINT = "Give an absolute http:// or https:// URL, like https://example.com/hooks."
+IDNA_HINT = ("An international name is written in its IDNA form: each label with a non-ASCII letter as xn-- and"
+             " its punycode, as Python's idna package writes it (https://xn--bcher-kva.example/ for"
+             " https://bücher.example/).")
 
 # Made of the pieces a URL's steps turn on, so that every step, and the quick test SQL tries first,
 # meets what lies on either side of its edge (a 63- and a 64-character host, port 65535 and 65536).
@@ -57,7 +60,7 @@ PROBLEMS = "SELECT u, reminderd.callback_url_problem(u) AS wrong FROM unnest($1:
 async def test_sql_says_what_python_says_for_each_step(db: asyncpg.Connection) -> None:
     said = await db.fetch(PROBLEMS, [url for url, _ in CALLBACK_URLS])
     assert [(row["u"], row["wrong"]) for row in said] == [
-        *CHECKED_IN_SQL, *((url, None) for url, _ in CALLBACK_URLS[-IDNA_ONLY:])]  # SQL cannot encode names
+        *CHECKED_IN_SQL, *((url, None) for url, _ in CALLBACK_URLS[-IDNA_ONLY:])]  # SQL holds no IDNA tables
     assert await db.fetchval("SELECT reminderd.callback_url_problem(NULL)") is None
 
 
@@ -66,7 +69,7 @@ async def test_sql_and_python_agree_on_thousands_of_odd_urls(db: asyncpg.Connect
     said = await db.fetch(PROBLEMS, urls)
     differ = [(row["u"], problem(row["u"]), row["wrong"]) for row in said
               if problem(row["u"]) != row["wrong"]
-              and not (row["wrong"] is None and "(IDNA)" in (problem(row["u"]) or ""))]
+              and not (row["wrong"] is None and "IDNA A-label" in (problem(row["u"]) or ""))]
     assert differ == []
     accepted = sum(row["wrong"] is None for row in said)
     assert 100 < accepted < len(urls) - 1000, "the sample should hold both kinds"
@@ -80,7 +83,9 @@ async def test_what_the_cli_refuses_sql_refuses_naming_callback_url(
         checked_callback_url(url)
     assert wrong in str(cli.value) or wrong == NOT_HTTP
     await add_tenant(db, "acme", CALLBACK)
-    hint = HTTP_HINT if wrong == NOT_HTTP else RULE_HINT
+    written = idna_form(url)
+    hint = (HTTP_HINT if wrong == NOT_HTTP else f"Write the name in its IDNA form: {written}" if written
+            else IDNA_HINT if "IDNA" in wrong else RULE_HINT)
     refusals = [
         ("SELECT reminderd.schedule('acme', 'r1', now() + interval '1 hour', callback_url => $1)",
          "message acme / r1", "callback_url_is_http"),
@@ -266,3 +271,60 @@ async def test_0019_upgrades_a_database_with_unchecked_urls_in_it(
     }
     assert [item.message["ref_id"] for item in receiver.received] == ["acme"]
     assert troubles(logs) == []
+
+
+# Hosts that are not names: A-labels punycode cannot decode ------------------------------------------
+
+BAD_A_LABELS = {
+    "xn:zz": ("https://xn--zz.example/hook",
+              'refused: callback_url has host "xn--zz.example" with label "xn--zz", which is not a valid'
+              ' IDNA A-label (punycode)'),
+    "xn:control": ("https://xn--a.example/hook",
+                   'refused: callback_url has host "xn--a.example" with label "xn--a", which is not a valid'
+                   ' IDNA A-label (punycode)'),
+    "xn:empty": ("http://XN--.example/hook",
+                 'refused: callback_url has host "XN--.example" with label "XN--", which is not a valid'
+                 ' IDNA A-label (punycode)'),
+}
+
+
+@pytest.mark.parametrize("bounded", [True, False], ids=["bounded", "lean"])
+async def test_the_daemon_refuses_a_host_it_cannot_decode_and_keeps_sending(
+    db: asyncpg.Connection, database_url: str, receiver: Receiver, tenant: str, bounded: bool
+) -> None:
+    """Written past the checks (an older release took them): dead on the first attempt, saying why;
+    the daemon neither crashes nor stops sending the others."""
+    if bounded:
+        await db.execute("UPDATE reminderd.tenants SET max_per_second = 1000 WHERE id = $1", tenant)
+    for ref, (url, _) in BAD_A_LABELS.items():
+        await insert_unchecked(db, UNCHECKED_MESSAGE, tenant, ref, url)
+    await insert_unchecked(db, UNCHECKED_TENANT, "undecodable", BAD_A_LABELS["xn:zz"][0])
+    await db.execute("SELECT reminderd.schedule('undecodable', 'its-default', now())")
+    await db.execute("SELECT reminderd.schedule($1, 'good', now())", tenant)
+    with capture_logs() as logs:
+        await drain(fast_settings(database_url))
+    rows = await db.fetch("SELECT ref_id, status, attempts, last_error FROM reminderd.scheduled_messages")
+    assert outcomes(rows) == {
+        "good": ("sent", 1, None),
+        **{ref: ("dead", 1, error) for ref, (_, error) in BAD_A_LABELS.items()},
+        "its-default": ("dead", 1, BAD_A_LABELS["xn:zz"][1]),
+    }
+    assert [item.message["ref_id"] for item in receiver.received] == ["good"]
+    assert troubles(logs) == []
+
+
+async def test_sql_punycode_is_pythons(db: asyncpg.Connection) -> None:
+    """reminderd.punycode_encode and punycode_decode (0039) give what Python's codec gives, on names
+    of every script, and NULL for what it cannot decode."""
+    pick = random.Random(36)
+    names = ["bücher", "münchen-ost", "💩", "日本語", "ü", "a-b-ü", "παράδειγμα", "пример", "ß"]
+    names += ["".join(chr(pick.choice([pick.randint(0x61, 0x7a), pick.randint(0xa1, 0x2fff),
+                                       pick.randint(0x3000, 0xffef)])) for _ in range(pick.randint(1, 9)))
+              for _ in range(300)]
+    names = [n for n in names if not any(0xd800 <= ord(c) <= 0xdfff for c in n)]  # no surrogates
+    codes = [name.encode("punycode").decode("ascii") for name in names]
+    got = await db.fetch("SELECT reminderd.punycode_encode(n) AS code, reminderd.punycode_decode(c) AS name"
+                         " FROM unnest($1::text[], $2::text[]) AS pairs (n, c)", names, codes)
+    assert [(row["code"], row["name"]) for row in got] == list(zip(codes, names, strict=True))
+    assert await db.fetchval("SELECT array_agg(reminderd.punycode_decode(c) IS NULL)"
+                             " FROM unnest(ARRAY['zz', '55', 'a!', '99999999999']) AS c") == [True] * 4

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -229,3 +231,94 @@ def test_0033_gives_a_posix_copy_its_iana_name_and_leaves_a_host_zone_saying_so(
     assert [zone for _, _, zone in after] == ["Europe/Paris", "localtime", "Asia/Kolkata"]
     assert "reminderd migrate: warning: 1 contact with a posix/ zone given its IANA name" in said
     assert "reminderd migrate: warning: 1 contact left in the zone of no IANA name (localtime)" in said
+
+
+
+# Zones stored under their IANA name (migration 0039) ------------------------------------------------
+
+async def warnings_of(db: asyncpg.Connection, statement: str, *args: object) -> list[str]:
+    """The WARNINGs `statement` raised, each as message / DETAIL / HINT."""
+    said: list[asyncpg.PostgresMessage] = []
+
+    def listen(_connection: object, message: asyncpg.PostgresMessage) -> None:
+        said.append(message)
+
+    db.add_log_listener(listen)
+    try:
+        await db.execute(statement, *args)
+    finally:
+        db.remove_log_listener(listen)
+    return [f"{m.message} / {m.detail} / {m.hint}" for m in said if m.severity == "WARNING"]
+
+
+def renamed(subject: str) -> str:
+    return (f'timezone "posix/Europe/Paris" for {subject} stored as "Europe/Paris" / posix/Europe/Paris is'
+            " tzdata's copy of Europe/Paris under another name, which the zone lists of Python, the dashboard"
+            " and the CLI do not have. / Write Europe/Paris.")
+
+
+@pytest.mark.parametrize(
+    ("statement", "subject"),
+    [
+        ("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, timezone)"
+         " VALUES ('acme', 'r1', now() + interval '1 day', 'posix/Europe/Paris')", "message acme / r1"),
+        ("SELECT reminderd.schedule('acme', 'r1', fire_in => '1 day', timezone => 'posix/Europe/Paris')",
+         'a message of tenant "acme"'),
+        ("SELECT reminderd.schedule('acme', 'r1', local_time => '{local}', timezone => 'posix/Europe/Paris')",
+         'a message of tenant "acme"'),
+        ("SELECT reminderd.schedule_cron('acme', 'r1', '0 9 * * *', 'posix/Europe/Paris')",
+         'a message of tenant "acme"'),
+    ],
+    ids=["insert", "schedule", "local_time", "cron"],
+)
+async def test_a_message_given_a_posix_copy_of_a_zone_stores_its_iana_name_saying_so(
+    db: asyncpg.Connection, statement: str, subject: str
+) -> None:
+    await add_tenant(db, "acme", CALLBACK)
+    local = datetime.combine(date.today() + timedelta(days=30), time(9))
+    assert await warnings_of(db, statement.replace("{local}", local.isoformat(" "))) == [renamed(subject)]
+    row = await db.fetchrow("SELECT timezone, fire_at FROM reminderd.scheduled_messages WHERE ref_id = 'r1'")
+    assert row["timezone"] == "Europe/Paris"
+    if "local_time" in statement:  # timed in Paris
+        assert row["fire_at"] == local.replace(tzinfo=ZoneInfo("Europe/Paris"))
+    assert await warnings_of(db, "UPDATE reminderd.scheduled_messages SET timezone = 'posix/Europe/Paris'"
+                                 " WHERE ref_id = 'r1'") == [renamed("message acme / r1")]
+    assert await db.fetchval("SELECT timezone FROM reminderd.scheduled_messages WHERE ref_id = 'r1'") == (
+        "Europe/Paris")
+
+
+async def test_a_tenant_given_a_posix_copy_of_a_zone_stores_its_iana_name_saying_so(
+    db: asyncpg.Connection,
+) -> None:
+    insert = ("INSERT INTO reminderd.tenants (id, callback_url, timezone)"
+              " VALUES ('acme', $1, 'posix/Europe/Paris')")
+    assert await warnings_of(db, insert, CALLBACK) == [renamed('tenant "acme"')]
+    await db.execute("UPDATE reminderd.tenants SET timezone = 'Asia/Kolkata'")
+    assert await warnings_of(db, "UPDATE reminderd.tenants SET timezone = 'posix/Europe/Paris'") == [
+        renamed('tenant "acme"')]
+    assert await db.fetchval("SELECT timezone FROM reminderd.tenants") == "Europe/Paris"
+
+
+@pytest.mark.parametrize(
+    ("statement", "subject"),
+    [
+        ("INSERT INTO reminderd.scheduled_messages (tenant_id, ref_id, fire_at, timezone)"
+         " VALUES ('acme', 'r1', now() + interval '1 day', $1)", " for message acme / r1"),
+        ("UPDATE reminderd.tenants SET timezone = $1", ' for tenant "acme"'),
+        ("SELECT reminderd.schedule('acme', 'r1', local_time => now()::timestamp + interval '1 day',"
+         " timezone => $1)", ""),
+    ],
+    ids=["message", "tenant", "local_time"],
+)
+async def test_a_zone_counting_leap_seconds_is_refused_naming_the_zone_to_use(
+    db: asyncpg.Connection, statement: str, subject: str
+) -> None:
+    await add_tenant(db, "acme", CALLBACK)
+    with pytest.raises(asyncpg.InvalidParameterValueError) as refused:
+        await db.execute(statement, "right/Europe/Paris")
+    error = refused.value
+    assert (error.message, error.detail, error.hint) == (
+        f'unknown timezone "right/Europe/Paris"{subject}',
+        "right/Europe/Paris is a copy of Europe/Paris counting leap seconds, not an IANA zone.",
+        "Use Europe/Paris.")
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0

@@ -520,12 +520,15 @@ def python_zone(name: str) -> object:
         return exc
 
 
-def test_a_zone_counting_leap_seconds_is_refused_with_postgresql_s_reason(sql: SqlCron) -> None:
+def test_a_zone_counting_leap_seconds_is_refused_naming_the_zone_to_use(sql: SqlCron) -> None:
     # Python's zoneinfo reads right/UTC (ignoring its leap seconds); PostgreSQL refuses it. Not an
-    # IANA zone name in use (zoneinfo.available_timezones() leaves right/ out), so refused here.
+    # IANA zone name in use (zoneinfo.available_timezones() leaves right/ out), so refused here,
+    # before PostgreSQL's own words ('time zone "right/UTC" appears to use leap seconds'), which
+    # did not say what to write instead (0039).
     error = sql.error("0 9 * * *", "right/UTC", NOW)
     assert (error.sqlstate, error.message) == ("22023", 'unknown timezone "right/UTC"')
-    assert error.detail == 'time zone "right/UTC" appears to use leap seconds'
+    assert (error.detail, error.hint) == ("right/UTC is a copy of UTC counting leap seconds, not an IANA zone.",
+                                          "Use UTC.")
 
 
 @pytest.mark.parametrize(

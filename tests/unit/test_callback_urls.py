@@ -12,7 +12,7 @@ import unicodedata
 import pytest
 from support import CALLBACK_URLS
 
-from reminderd.callback_urls import SPACE_OR_CONTROL, problem
+from reminderd.callback_urls import SPACE_OR_CONTROL, idna_form, problem
 from reminderd.exceptions import InvalidInput
 from reminderd.validation import checked_callback_url
 
@@ -56,3 +56,23 @@ def test_the_api_names_its_field() -> None:
         checked_callback_url("http://h:0/", "callback_url")
     assert checked_callback_url("https://hooks.example.com/cb", "callback_url") == "https://hooks.example.com/cb"
     assert checked_callback_url(None) is None
+
+
+def test_an_international_name_is_refused_in_one_line_giving_its_idna_form() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        checked_callback_url("https://user:pw@Bücher.example:8443/hook?x=ü", "callback_url")
+    assert str(refused.value) == (
+        "callback_url 'https://user:pw@Bücher.example:8443/hook?x=ü' has host \"Bücher.example\" with \"ü\""
+        " (U+00FC), which a host name cannot have: write an international name in its IDNA form (xn--)"
+        " (as https://user:pw@xn--bcher-kva.example:8443/hook?x=ü)")
+    assert idna_form("https://bücher.example/hook") == "https://xn--bcher-kva.example/hook"
+    assert idna_form("https://\u00ad.example/hook") is None  # no IDNA form: no suggestion
+    assert problem(idna_form("https://ü.example./h") or "") is None
+
+
+def test_the_daemon_still_takes_an_international_name_written_before_0039() -> None:
+    assert problem("https://bücher.example/hook", international=True) is None
+    assert problem("https://bücher.xn--zz.example/hook", international=True) == (
+        'has host "bücher.xn--zz.example" with label "xn--zz", which is not a valid IDNA A-label (punycode)')
+    assert problem("http://\u00ad.example/cb", international=True) == (
+        'has host "\\u00ad.example", which is not an international domain name (IDNA)')
