@@ -52,7 +52,7 @@ BEGIN
         RAISE EXCEPTION 'message % / % (id %) was delivered before it died: requeueing it would send it again',
                         message.tenant_id, message.ref_id, message.id
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Its dead reason: %s', message.last_error),
+                  DETAIL = format('Its dead reason: %s', coalesce(message.last_error, '(none recorded)')),
                   HINT = format('Pass resend => true to send it again: SELECT reminderd.requeue(%s, resend => true);',
                                 message.id);
     END IF;
