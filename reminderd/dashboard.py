@@ -913,6 +913,8 @@ async def message_action(request: web.Request) -> web.StreamResponse:
         if done.delivered:
             outcome = ("not requeued: it was delivered before it died, requeueing would send it again "
                        "(reminderd.requeue(id, resend => true) does it on purpose)")
+        elif done.onward:
+            outcome = "requeued: moved to its next occurrence (its last was delivered before it died)"
         else:
             outcome = "requeued: due now" if done.requeued else "not requeued (its ref has a live message)"
         target = message_id
@@ -1014,6 +1016,7 @@ async def requeue(request: web.Request) -> web.StreamResponse:
     given = [only] if isinstance(only, str) else form.getall("id", [])
     ids = sorted({int(v) for v in given if isinstance(v, str) and v.isdecimal() and len(v) <= 18})
     confirmed = form.get("confirm") == "yes"
+    at_most = REQUEUE_AT_MOST
     # "All that match": the page counts them and its Yes carries the newest it counted (the mark)
     # and the count; the Yes requeues none newer, and asks again if the count changed meanwhile.
     mark = _cursor(_field(form, "mark")) if every and confirmed else None
@@ -1023,7 +1026,7 @@ async def requeue(request: web.Request) -> web.StreamResponse:
         count, newest = await state.store.dead_letters_mark(
             wanted.tenant_id, min_age_s=wanted.min_age_s, max_age_s=wanted.max_age_s, error=wanted.error,
             upto=mark)
-        count = min(count, REQUEUE_AT_MOST)
+        count = min(count, at_most)
         asked = _field(form, "count")
         if mark is not None and asked != str(count):
             changed = int(asked) if asked.isdecimal() and len(asked) <= 18 else None
@@ -1034,24 +1037,31 @@ async def requeue(request: web.Request) -> web.StreamResponse:
         count = len(chosen)
     if not confirmed or (every and mark is None):
         return _page(request, "confirm.html", "dead", count=count, every=every, chosen=chosen, wanted=wanted,
-                     at_most=REQUEUE_AT_MOST, changed=changed,
+                     at_most=at_most, changed=changed,
                      mark=f"{newest[0].isoformat()}_{newest[1]}" if newest is not None else "")
     tenant = viewer.tenant_id
     if every:
         done = await state.store.requeue_dead_matching(
             wanted.tenant_id, min_age_s=wanted.min_age_s, max_age_s=wanted.max_age_s, error=wanted.error,
-            limit=REQUEUE_AT_MOST, on_behalf_of=viewer.acting_for, upto=mark)
+            limit=at_most, on_behalf_of=viewer.acting_for, upto=mark)
     else:
         done = await state.store.requeue_dead(tenant, [m.id for m in chosen], on_behalf_of=viewer.acting_for)
-    log.info("dashboard_requeued", requeued=done.requeued, skipped_delivered=done.delivered, asked=count,
-             key=viewer.prefix, tenant=wanted.tenant_id)
+    log.info("dashboard_requeued", requeued=done.requeued, onward=done.onward, skipped_delivered=done.delivered,
+             blocked=done.blocked, asked=count, key=viewer.prefix, tenant=wanted.tenant_id)
     state.overview_cache.clear()
-    live = count - done.requeued - done.delivered
     outcome = f"{done.requeued} requeued"
+    if done.onward == 1:
+        outcome += ", 1 of them moved to its next occurrence (its last was delivered before it died)"
+    elif done.onward:
+        outcome += (f", {done.onward} of them moved to their next occurrence "
+                    "(their last was delivered before they died)")
     if done.delivered:
-        outcome += f"; {done.delivered} skipped: delivered before they died (requeueing would send them again)"
-    if live > 0:
-        outcome += f"; {live} not (their refs have a live message)"
+        # All that match counts the skipped up to at_most, as it requeues at most that many.
+        at_least = "at least " if every and done.delivered >= at_most else ""
+        outcome += (f"; {at_least}{done.delivered} skipped: delivered before they died "
+                    "(requeueing would send them again)")
+    if done.blocked:
+        outcome += f"; {done.blocked} not (their refs have a live message)"
     raise web.HTTPSeeOther(_noticed(request, f"{state.base}/dead", "done", outcome, wanted.query()))
 
 

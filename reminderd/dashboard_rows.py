@@ -26,15 +26,19 @@ FIRES: tuple[Event, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Requeued:
-    """What a dashboard requeue of dead letters did: how many went back to pending, and how many
-    one-offs it skipped because they died after delivery (requeueing would send them again)."""
+    """What a dashboard requeue of dead letters did: how many went back to pending, how many of
+    those to their next occurrence (onward: recurring ones that died after delivery), how many were
+    left dead because their ref has a live message (blocked), and how many one-offs it skipped
+    because they died after delivery (requeueing would send them again)."""
 
     requeued: int
+    onward: int
+    blocked: int
     delivered: int
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Requeued:
-        return cls(row["requeued"], row["delivered"])
+        return cls(row["requeued"], row["onward"], row["blocked"], row["delivered"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -1482,7 +1482,9 @@ class Store:
     async def requeue_dead_matching(self, tenant_id: str | None, *, min_age_s: float, max_age_s: float,
                                     error: str | None, limit: int, on_behalf_of: str,
                                     upto: tuple[datetime, int] | None = None) -> Requeued:
-        """Requeue what the filter matches; with `upto` (dead_letters_mark's), none newer."""
+        """Requeue what the filter matches, at most `limit`, taken after leaving out the one-offs
+        that died delivered (counted apart, up to `limit`); with `upto` (dead_letters_mark's), none
+        newer."""
         from .dashboard_rows import Requeued
 
         at, message_id = upto if upto is not None else (None, None)

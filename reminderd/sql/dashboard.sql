@@ -421,15 +421,27 @@ WHERE m.id = ANY ($2::bigint[]) AND m.status = 'dead' AND ($1::text IS NULL OR m
 ORDER BY m.updated_at DESC, m.id DESC;
 
 -- requeue_dead_ids --
--- Requeue the dead letters among the ids $2 of the tenants in view: how many went back to pending
--- (requeued), and how many one-offs were skipped because they died after delivery (delivered:
--- requeueing would send them again; reminderd.requeue(id, resend => true) does it on purpose).
-SELECT coalesce(sum(CASE WHEN m.delivered THEN 0 ELSE reminderd.requeue(m.id) END), 0)::integer AS requeued,
-       count(*) FILTER (WHERE m.delivered)::integer AS delivered
-FROM (SELECT id, reminderd.died_delivered(d) AND d.cron IS NULL AND d.rrule IS NULL AS delivered
-      FROM reminderd.scheduled_messages d
-      WHERE id = ANY ($2::bigint[]) AND status = 'dead' AND ($1::text IS NULL OR tenant_id = $1)
-      ORDER BY id) m;
+-- Requeue the dead letters among the ids $2 of the tenants in view (reminderd.requeue, lowest id
+-- first): how many went back to pending (requeued), how many of those went to their next
+-- occurrence instead of the delivered one (onward: recurring rows that died after delivery), how
+-- many were not requeued because their ref has a live message again (blocked), and how many
+-- one-offs were skipped because they died after delivery (delivered: requeueing would send them
+-- again; reminderd.requeue(id, resend => true) does it on purpose).
+WITH chosen AS (
+    SELECT d.id, reminderd.died_delivered(d) AS died_delivered, d.cron IS NULL AND d.rrule IS NULL AS one_off
+    FROM reminderd.scheduled_messages d
+    WHERE d.id = ANY ($2::bigint[]) AND d.status = 'dead' AND ($1::text IS NULL OR d.tenant_id = $1)
+), done AS (
+    SELECT reminderd.requeue(c.id) AS requeued, c.died_delivered AS onward
+    FROM chosen c
+    WHERE NOT (c.died_delivered AND c.one_off)
+    ORDER BY c.id
+)
+SELECT coalesce(sum(d.requeued), 0)::integer AS requeued,
+       coalesce(sum(d.requeued) FILTER (WHERE d.onward), 0)::integer AS onward,
+       (count(*) - coalesce(sum(d.requeued), 0))::integer AS blocked,
+       (SELECT count(*) FROM chosen c WHERE c.died_delivered AND c.one_off)::integer AS delivered
+FROM done d;
 
 -- dead_letters_mark --
 -- What a "Requeue N dead letters?" page counts: how many dead letters the filter matches (as
@@ -450,20 +462,32 @@ FROM (SELECT 1) one
 LEFT JOIN (SELECT * FROM matching ORDER BY updated_at DESC, id DESC LIMIT 1) newest ON true;
 
 -- requeue_dead_matching --
--- Requeue the dead letters a filter matches (as dead_letters_count), at most $5 of them, only
--- those at or below the mark ($6, $7) = (dead since, id) when one is given (dead_letters_mark).
--- Counted as requeue_dead_ids: requeued, and the one-offs skipped as delivered.
-SELECT coalesce(sum(CASE WHEN m.delivered THEN 0 ELSE reminderd.requeue(m.id) END), 0)::integer AS requeued,
-       count(*) FILTER (WHERE m.delivered)::integer AS delivered
-FROM (SELECT id, reminderd.died_delivered(m) AND m.cron IS NULL AND m.rrule IS NULL AS delivered
-      FROM reminderd.scheduled_messages m
-      WHERE m.status = 'dead' AND ($1::text IS NULL OR m.tenant_id = $1)
-        AND m.updated_at <= now() - make_interval(secs => $2)
-        AND m.updated_at >= now() - make_interval(secs => $3)
-        AND ($4::text IS NULL OR strpos(lower(m.last_error), lower($4)) > 0)
-        AND ($6::timestamptz IS NULL OR (m.updated_at, m.id) <= ($6, $7::bigint))
-      ORDER BY m.id
-      LIMIT $5) m;
+-- Requeue the dead letters a filter matches (as dead_letters_count), only those at or below the
+-- mark ($6, $7) = (dead since, id) when one is given (dead_letters_mark): at most $5 of them,
+-- lowest id first, counted as requeue_dead_ids. The one-offs that died after delivery are left
+-- out before the $5 are taken (taken, they would be taken again at every press, and those after
+-- them never reached), and counted apart, up to $5 of them (delivered = $5: at least that many).
+WITH matching AS NOT MATERIALIZED (
+    SELECT m.id, reminderd.died_delivered(m) AS died_delivered, m.cron IS NULL AND m.rrule IS NULL AS one_off
+    FROM reminderd.scheduled_messages m
+    WHERE m.status = 'dead' AND ($1::text IS NULL OR m.tenant_id = $1)
+      AND m.updated_at <= now() - make_interval(secs => $2)
+      AND m.updated_at >= now() - make_interval(secs => $3)
+      AND ($4::text IS NULL OR strpos(lower(m.last_error), lower($4)) > 0)
+      AND ($6::timestamptz IS NULL OR (m.updated_at, m.id) <= ($6, $7::bigint))
+), done AS (
+    SELECT reminderd.requeue(c.id) AS requeued, c.died_delivered AS onward
+    FROM matching c
+    WHERE NOT (c.died_delivered AND c.one_off)
+    ORDER BY c.id
+    LIMIT $5
+)
+SELECT coalesce(sum(d.requeued), 0)::integer AS requeued,
+       coalesce(sum(d.requeued) FILTER (WHERE d.onward), 0)::integer AS onward,
+       (count(*) - coalesce(sum(d.requeued), 0))::integer AS blocked,
+       (SELECT count(*) FROM (SELECT FROM matching c WHERE c.died_delivered AND c.one_off LIMIT $5) s
+       )::integer AS delivered
+FROM done d;
 
 -- dashboard_send_now --
 SELECT reminderd.send_now($1, $2);

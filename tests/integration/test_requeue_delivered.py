@@ -113,6 +113,30 @@ async def test_the_dashboards_requeue_skips_those_that_died_delivered_and_counts
     assert statuses == ["dead", "pending", "dead"]
 
 
+async def test_requeue_dead_matching_takes_its_limit_past_the_skipped_and_says_which_moved_onward(
+    db: asyncpg.Connection, acme: str, store: Store
+) -> None:
+    skipped = [await _one_off(db, f"delivered:{n}", delivered=True) for n in range(3)]  # the lowest ids
+    daily = await db.fetchval("SELECT reminderd.schedule_cron('acme', 'daily', '0 9 * * *')")
+    await _dead(db, daily, delivered=True)
+    failed = [await _one_off(db, f"failed:{n}", delivered=False) for n in range(2)]
+
+    async def press(limit: int) -> tuple[int, int, int, int]:
+        done = await store.requeue_dead_matching("acme", min_age_s=0, max_age_s=1e9, error=None, limit=limit,
+                                                 on_behalf_of="ops")
+        return done.requeued, done.onward, done.delivered, done.blocked
+
+    assert await press(2) == (2, 1, 2, 0)  # daily (to its next occurrence) and failed:0; skipped counted to 2
+    assert await press(2) == (1, 0, 2, 0)
+    assert await press(5) == (0, 0, 3, 0)
+    statuses = [(await row_by_id(db, m))["status"] for m in (*skipped, daily, *failed)]
+    assert statuses == ["dead"] * 3 + ["pending"] * 3
+    await _dead(db, failed[0], delivered=False)
+    await db.fetchval("SELECT reminderd.schedule('acme', 'failed:0', now() + interval '1 hour')")  # live again
+    done = await store.requeue_dead("acme", [skipped[0], failed[0]], on_behalf_of="ops")
+    assert (done.requeued, done.onward, done.delivered, done.blocked) == (0, 0, 1, 1)
+
+
 async def test_the_api_answers_409_for_one_that_died_delivered_unless_resend_is_true(
     http: ApiClient, db: asyncpg.Connection, acme: str
 ) -> None:
