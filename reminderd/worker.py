@@ -112,6 +112,8 @@ class Worker:
         self._plan_now = asyncio.Event()
         self._stop = asyncio.Event()
         self._waiting_for_room = False
+        # The recorder waits out a lock on a table it writes (`_wait_out_lock`): nothing is claimed.
+        self._record_blocked = False
         self._until_idle = False
         listen_setting = "REMINDERD_LISTEN_DATABASE_URL" if settings.listen_database_url else None
         self._listener = Listener(
@@ -274,7 +276,7 @@ class Worker:
         failures = 0
         empty_streak = 0
         while not self._stop.is_set():
-            room = self._capacity - self._jobs.qsize() - len(self._in_flight)
+            room = self._room()
             if room < self._claim_threshold:
                 self._waiting_for_room = True
                 await self._sleep(self.settings.poll_interval_s)
@@ -401,6 +403,14 @@ class Worker:
                 to_send.append(job)
         return to_send
 
+    def _room(self) -> int:
+        """How many rows the claim loop may claim now: none while the recorder waits out a lock
+        (what it cannot record would pile up behind it, and every row claimed meanwhile would
+        wait, its lease running out)."""
+        if self._record_blocked:
+            return 0
+        return self._capacity - self._jobs.qsize() - len(self._in_flight)
+
     def _tick(self, claimed: int) -> None:
         self.ticks += 1
         self.metrics.polled(claimed)
@@ -456,9 +466,7 @@ class Worker:
                     outcome = Outcome.dead(job, result, crashed("decide", job.id, exc))
             self._outcomes.put_nowait(outcome)
             # Wake the claim loop once there is room for a batch, not at every finished callback.
-            if self._waiting_for_room and (
-                self._capacity - self._jobs.qsize() - len(self._in_flight) >= self._claim_threshold
-            ):
+            if self._waiting_for_room and self._room() >= self._claim_threshold:
                 self._wake.set()
 
     async def _send(self, job: Job) -> AttemptResult:
@@ -595,8 +603,9 @@ class Worker:
         database outage the batch is retried. A row another transaction keeps locked (more than
         the statement's lock_timeout) waits on its own (`_wait_for_lock`) while the others are
         written; a lock on another table the record writes (a trigger's table, say) holds up the
-        whole batch, tried again with backoff until it is written (`_wait_out_lock`), nothing of
-        it dead-lettered for that. A batch the database refuses for its content is written row by
+        whole batch, tried again with backoff until it is written (`_wait_out_lock`: meanwhile
+        nothing is claimed and the held rows keep their leases), nothing of it dead-lettered for
+        that. A batch the database refuses for its content is written row by
         row, so one bad row cannot hold up the others; a row refused on its own is dead-lettered with the
         database's reason instead (a cron row would otherwise be sent again at every lease), and
         only if even that is refused is it left to its lease."""
@@ -609,24 +618,29 @@ class Worker:
             tries += 1
             applied.update(await self._store.record_outcomes(outcomes))
 
-        while True:
-            try:
-                if await self._with_db_retry("record", record, batch):
-                    if tries > 1:  # an earlier try may have been committed, its reply lost
-                        await self._confirm_written(batch, applied)
-                    return batch
-                return []
-            except Exception as exc:
-                if not _lock_conflict(exc):
-                    if len(batch) == 1:
-                        return await self._record_refused(batch[0], exc, applied) if fallback else []
-                    break
-                locked = await self._locked_of(batch)
-                if locked:
-                    return await self._record_around_locks(batch, applied, locked, lock_rounds, fallback)
-                lock_waits += 1
-                if not await self._wait_out_lock(batch, lock_waits, exc):
+        try:
+            while True:
+                try:
+                    if await self._with_db_retry("record", record, batch):
+                        if tries > 1:  # an earlier try may have been committed, its reply lost
+                            await self._confirm_written(batch, applied)
+                        return batch
                     return []
+                except Exception as exc:
+                    if not _lock_conflict(exc):
+                        if len(batch) == 1:
+                            return await self._record_refused(batch[0], exc, applied) if fallback else []
+                        break
+                    locked = await self._locked_of(batch)
+                    if locked:
+                        return await self._record_around_locks(batch, applied, locked, lock_rounds, fallback)
+                    lock_waits += 1
+                    if not await self._wait_out_lock(batch, lock_waits, exc):
+                        return []
+        finally:
+            if lock_waits and self._record_blocked:  # the lock is gone (or given up): claim again
+                self._record_blocked = False
+                self._wake.set()
         written: list[Outcome] = []
         for outcome in batch:
             written += await self._record([outcome], applied, fallback=fallback)
@@ -644,21 +658,29 @@ class Worker:
 
     async def _wait_out_lock(self, batch: list[Outcome], waits: int, exc: Exception) -> bool:
         """The batch's record was held up by a lock on a table it writes other than its rows (no
-        row of it is locked): wait before trying the whole batch again, longer each time. False
-        once stopping and REMINDERD_SHUTDOWN_TIMEOUT would pass: the rows are left to their
-        leases."""
-        delay_s = backoff_s(waits, base_s=DB_BACKOFF_BASE_S, cap_s=LOCK_WAIT_MAX_S, jitter="half",
-                            rng=self._rng)
+        row of it is locked): wait before trying the whole batch again, longer each time (never
+        more than a quarter of the lease). Meanwhile the claim loop claims nothing, and each wait
+        first extends the leases of every row this daemon holds (the batch, the outcomes behind
+        it, the callbacks in flight), so the lease reaper hands none of them to another claim.
+        False once stopping and REMINDERD_SHUTDOWN_TIMEOUT would pass: the rows are left to
+        their leases."""
+        cap_s = min(LOCK_WAIT_MAX_S, self.settings.lease_s / 4)
+        delay_s = backoff_s(waits, base_s=DB_BACKOFF_BASE_S, cap_s=cap_s, jitter="half", rng=self._rng)
         if self._stopped_at is not None and (
                 time.monotonic() + delay_s > self._stopped_at + self.settings.shutdown_timeout_s):
             log.error("record_abandoned", rows=len(batch), error=describe(exc),
                       reason="a lock on a table the record writes was still held at shutdown",
                       consequence="leases expire and the rows are redelivered")
             return False
+        self._record_blocked = True
+        kept = await self._extend_leases()
         log.warning("record_lock_wait", rows=len(batch), tries=waits, retry_in_s=round(delay_s, 2),
                     message_ids=[outcome.job.id for outcome in batch[:10]], error=describe(exc),
+                    leases_extended=kept,
                     reason="another transaction holds a lock on a table the record writes (a trigger's table?)",
-                    consequence="recorded once the lock is released; nothing is lost or sent again",
+                    consequence="recorded once the lock is released; until then this daemon claims "
+                                "nothing and extends the leases of the rows it holds at each try, so none "
+                                "is sent again",
                     fix="find the transaction in pg_stat_activity (wait_event_type Lock) and end it")
         if self.stopping:
             await asyncio.sleep(delay_s)
@@ -666,6 +688,20 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay_s)
         return True
+
+    async def _extend_leases(self) -> int | None:
+        """A lease of REMINDERD_LEASE from now for every row this daemon holds and is not done
+        with; how many got it (None when the query failed: the leases run on, logged)."""
+        claims = [(message_id, token) for message_id, token in self.claims.held if token is not None]
+        if not claims:
+            return 0
+        try:
+            return len(await self._store.extend_leases(claims, self.settings.lease_s))
+        except Exception as exc:
+            log.error("lease_extend_failed", rows=len(claims), error=describe(exc),
+                      consequence="rows whose lease runs out before their outcome is recorded are "
+                                  "claimed again and sent again")
+            return None
 
     async def _record_around_locks(
         self, batch: list[Outcome], applied: set[int], locked: set[int], rounds: int, fallback: bool,

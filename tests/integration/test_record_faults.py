@@ -106,9 +106,8 @@ async def test_a_locked_row_waits_alone_and_every_other_outcome_is_recorded(
     assert not _events(logs, "record_failed")  # a lock is not an outage
 
 
-async def test_a_lock_on_a_table_the_record_writes_delays_the_batch_without_losing_or_resending_it(
-    database_url: str, db: asyncpg.Connection
-) -> None:
+async def _count_deliveries_in_a_table(db: asyncpg.Connection) -> None:
+    """A user's trigger writing a table of its own (public.tally), which an open transaction can keep locked."""
     await db.execute("""
         CREATE TABLE public.tally (n integer NOT NULL);
         INSERT INTO public.tally VALUES (0);
@@ -116,7 +115,13 @@ async def test_a_lock_on_a_table_the_record_writes_delays_the_batch_without_losi
         BEGIN UPDATE public.tally SET n = n + 1; RETURN NULL; END $$;
         CREATE TRIGGER count_delivery AFTER INSERT ON reminderd.deliveries
             FOR EACH ROW EXECUTE FUNCTION public.count_delivery();
-    """)  # a user's trigger writing a table of its own, which an open transaction keeps locked
+    """)
+
+
+async def test_a_lock_on_a_table_the_record_writes_delays_the_batch_without_losing_or_resending_it(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    await _count_deliveries_in_a_table(db)
     async with Receiver(before_answer=_together(2)) as receiver:
         await add_tenant(db, "acme", receiver.url)
         a, b = [await db.fetchval("SELECT reminderd.schedule('acme', $1, now())", ref) for ref in ("a", "b")]
@@ -150,6 +155,54 @@ async def test_a_lock_on_a_table_the_record_writes_delays_the_batch_without_losi
     assert not _events(logs, "record_row_locked") and not _events(logs, "record_rejected")
     assert not _events(logs, "dead_lettered")
     assert set(pool_timeouts) == {"0"}  # the record's lock_timeout stayed in its own statement
+
+
+async def test_a_lock_held_beyond_the_lease_sends_nothing_again_and_claims_nothing_until_released(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    await _count_deliveries_in_a_table(db)
+    async with Receiver(before_answer=_together(2)) as receiver:
+        await add_tenant(db, "acme", receiver.url)
+        a, b = [await db.fetchval("SELECT reminderd.schedule('acme', $1, now())", ref) for ref in ("a", "b")]
+        other = await asyncpg.connect(database_url)
+        lock = other.transaction()
+        await lock.start()
+        await other.execute("UPDATE public.tally SET n = n")
+        settings = fast_settings(database_url, lease_s=3, callback_timeout_s=1)
+        held = True
+        try:
+            with capture_logs() as logs:
+                async with _daemon_like_worker(settings):
+                    await poll_until(lambda: _async(_events(logs, "record_lock_wait")), timeout_s=15)
+                    c = await db.fetchval("SELECT reminderd.schedule('acme', 'c', now())")
+                    claimed_at = await db.fetchval(
+                        "SELECT max(picked_at) FROM reminderd.scheduled_messages WHERE id = ANY($1)", [a, b])
+                    # Three leases pass on the database's clock, the lock held (the reaper runs every 0.2 s).
+                    await poll_until(lambda: db.fetchval(
+                        "SELECT NULLIF(clock_timestamp() > $1::timestamptz + interval '9 seconds', false)",
+                        claimed_at), timeout_s=20)
+                    during = {m: await row_by_id(db, m) for m in (a, b, c)}
+                    leases_kept = await db.fetchval(
+                        "SELECT bool_and(lease_expires_at > clock_timestamp()) "
+                        "FROM reminderd.scheduled_messages WHERE id = ANY($1)", [a, b])
+                    await lock.rollback()
+                    held = False
+                    for message_id in (a, b, c):
+                        await poll_until(_reached(db, message_id, "sent"), timeout_s=15)
+        finally:
+            if held:  # a check above failed with the lock still held
+                await lock.rollback()
+            await other.close()
+    assert [during[m]["status"] for m in (a, b, c)] == ["picked", "picked", "pending"]  # c not claimed
+    assert [during[m]["picked_at"] for m in (a, b)] == [claimed_at, claimed_at]  # never reaped nor reclaimed
+    assert leases_kept
+    assert {ref: len(got) for ref, got in receiver.by_ref().items()} == {"a": 1, "b": 1, "c": 1}
+    logged = await db.fetchval("SELECT count(*) FROM reminderd.deliveries")
+    assert (logged, await db.fetchval("SELECT n FROM public.tally")) == (3, 3)  # each attempt logged once
+    assert not _events(logs, "lease_expired") and not _events(logs, "outcome_discarded")
+    waits = _events(logs, "record_lock_wait")
+    assert all(wait["leases_extended"] == 2 for wait in waits)
+    assert all(wait["retry_in_s"] <= settings.lease_s / 4 for wait in waits)
 
 
 async def _one_odd_row_and_one_due(db: asyncpg.Connection, receiver: Receiver, edit: str) -> tuple[int, int]:
