@@ -719,27 +719,35 @@ class Worker:
     async def _record_refused(self, outcome: Outcome, exc: Exception, applied: set[int]) -> list[Outcome]:
         """The database refused this row's outcome: dead-letter it with the reason instead, its
         attempt logged as any other; if even that is refused (a table the record writes besides
-        the row refused it), the row alone is dead-lettered (store.dead_letter_refused)."""
+        the row refused it), a delivered row alone is dead-lettered (store.dead_letter_refused),
+        so the receiver does not get it again at every lease. An attempt that was not delivered is
+        left to its lease then: made again once the lease runs out, as after a daemon's death."""
         job = outcome.job
         reason = getattr(exc, "message", None) or describe(exc)
         dead = unrecorded(outcome, reason)
         written = await self._record([dead], applied, fallback=False)
-        if not written and id(job) not in self._locked:
+        if not written and dead.delivered and id(job) not in self._locked:
             written = await self._dead_letter_row_alone(dead, applied)
         if written:
+            moved = job.id in applied
             log.error("record_rejected", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
                       attempt=job.attempt, outcome=outcome.event, error=describe(exc),
-                      consequence="dead-lettered instead (requeue it once the row is fixed)")
+                      consequence="dead-lettered instead (requeue it once the row is fixed)" if moved
+                      else "not recorded: the row is no longer picked by this claim; its new owner decides")
         elif id(job) not in self._locked:
             log.critical("record_fallback_rejected", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
-                         attempt=job.attempt, outcome=outcome.event, error=describe(exc),
-                         consequence="left to its lease: it is sent again each time its lease runs out",
+                         attempt=job.attempt, outcome=outcome.event, delivered=dead.delivered,
+                         error=describe(exc),
+                         consequence="left to its lease: it is sent again each time its lease runs out"
+                         if dead.delivered else "left to its lease: the attempt (not delivered, not logged) "
+                                                "is made again once its lease runs out",
                          fix="correct the row (or cancel it) in reminderd.scheduled_messages")
         return written
 
     async def _dead_letter_row_alone(self, dead: Outcome, applied: set[int]) -> list[Outcome]:
-        """`dead`, written to its row only; [] when even that is refused (or the row was no longer
-        this claim's: then its new owner decides)."""
+        """`dead`, written to its row only; [] when even that is refused. A row no longer this
+        claim's is not moved (its new owner decides): `dead` is returned unapplied, logged as
+        discarded."""
         try:
             moved = await self._with_db_retry_value("record", self._store.dead_letter_refused, dead)
         except Exception as exc:
@@ -747,8 +755,7 @@ class Worker:
             return []
         if moved:
             applied.add(dead.job.id)
-            return [dead]
-        return []
+        return [dead]
 
     async def _confirm_written(self, batch: list[Outcome], applied: set[int]) -> None:
         """Add to `applied` the outcomes of `batch` that an earlier, unanswered try wrote."""

@@ -653,10 +653,11 @@ metered AS (
 SELECT id FROM dead;
 
 -- dead_letter_refused --
--- The last resort for an outcome the database refused, when its dead letter written by
+-- The last resort for a delivered outcome the database refused, when its dead letter written by
 -- record_outcomes was refused too (a table it writes besides the row refused this row's part: a
 -- user's trigger on reminderd.deliveries, say): the row alone is dead-lettered with the reason,
--- so a message the receiver accepted is not sent again at every lease. The attempt is not logged
+-- so a message the receiver accepted is not sent again at every lease (one not delivered is left
+-- to its lease instead, and retried). The attempt is not logged
 -- in reminderd.deliveries nor metered (the reason says what it was: HTTP status, attempt); the
 -- audit trigger records the change in reminderd.events. sent_at marks a delivered one for
 -- reminderd.died_delivered. Fenced by the claim's token as record_outcomes is. $1 the message,

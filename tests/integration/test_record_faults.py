@@ -403,6 +403,33 @@ async def test_a_delivered_row_whose_attempt_cannot_be_logged_is_dead_lettered_n
     assert line["message_id"] == odd
 
 
+async def test_an_undelivered_attempt_whose_record_is_refused_is_left_to_its_lease_and_retried_not_dead(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    async with Receiver(script={"flaky": [503]}) as receiver:
+        await add_tenant(db, "acme", receiver.url)
+        flaky = await db.fetchval("SELECT reminderd.schedule('acme', 'flaky', now())")
+        await db.execute("""
+            CREATE FUNCTION public.refuse_delivery() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'no audit for you' USING ERRCODE = '22023'; END $$;
+            CREATE TRIGGER refuse_delivery BEFORE INSERT ON reminderd.deliveries
+                FOR EACH ROW WHEN (NEW.status_code = 503) EXECUTE FUNCTION public.refuse_delivery();
+        """)  # its retry and its dead letter both write the 503 attempt: both refused
+        with capture_logs() as logs:
+            async with running_worker(fast_settings(database_url, lease_s=2.5, callback_timeout_s=1)):
+                row = await poll_until(_reached(db, flaky, "sent"), timeout_s=15)
+    assert [r.status for r in receiver.received] == [503, 200]  # retried once its lease ran out
+    assert row["attempts"] == 2 and row["last_event"] == "fired"
+    assert not await _died_delivered(db, flaky)
+    assert await db.fetchval("SELECT array_agg(status_code) FROM reminderd.deliveries") == [200]
+    assert [line["message_id"] for line in _events(logs, "lease_expired")] == [flaky]
+    [line] = _events(logs, "record_fallback_rejected")
+    assert line["message_id"] == flaky and line["delivered"] is False
+    assert line["consequence"] == ("left to its lease: the attempt (not delivered, not logged) is made again "
+                                   "once its lease runs out")
+    assert not _events(logs, "record_rejected") and not _events(logs, "dead_lettered")
+
+
 async def test_an_outcome_refused_even_as_a_dead_letter_is_left_to_its_lease_and_said_loudly(
     database_url: str, db: asyncpg.Connection, receiver: Receiver
 ) -> None:
