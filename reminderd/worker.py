@@ -69,9 +69,10 @@ BOUNDED_CHECK_EVERY_S = 1.0  # a limit set, or a circuit opened by another daemo
 # are looked at again this often, by a query that waits for nothing.
 LOCKED_RETRY_S = 0.25
 LOCK_ROUNDS_MAX = 3  # a batch met a new lock this many times: the rows it met wait on their own
-# A record that waited beyond its lock_timeout (55P03), or was chosen as a deadlock's victim
-# (40P01), was rolled back whole: nothing in it was refused, it is tried again.
-LOCK_CONFLICTS = frozenset({"55P03", "40P01"})
+# A record that waited beyond its lock_timeout (55P03) was rolled back whole: nothing in it was
+# refused, it is tried again once the lock is gone. (A deadlock's victim, 40P01, is not waited for:
+# its locks went with it, and the store raises it as DatabaseUnavailable, retried as an outage is.)
+LOCK_CONFLICTS = frozenset({"55P03"})
 LOCK_WAIT_MAX_S = 5.0  # the longest pause between such tries (each try waits its 1 s lock_timeout too)
 
 

@@ -205,6 +205,33 @@ async def test_a_lock_held_beyond_the_lease_sends_nothing_again_and_claims_nothi
     assert all(wait["retry_in_s"] <= settings.lease_s / 4 for wait in waits)
 
 
+async def test_a_record_chosen_as_a_deadlocks_victim_is_written_again_as_after_an_outage(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver
+) -> None:
+    await add_tenant(db, "acme", receiver.url)
+    await db.execute("""
+        CREATE SEQUENCE public.deadlocks;
+        CREATE FUNCTION public.deadlock_once() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF nextval('public.deadlocks') = 1 THEN  -- a sequence is not rolled back: the first try only
+                RAISE EXCEPTION 'deadlock detected (by the test)' USING ERRCODE = '40P01';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER deadlock_once BEFORE INSERT ON reminderd.deliveries
+            FOR EACH ROW EXECUTE FUNCTION public.deadlock_once();
+    """)
+    a = await db.fetchval("SELECT reminderd.schedule('acme', 'a', now())")
+    with capture_logs() as logs:
+        async with running_worker(fast_settings(database_url)):
+            await poll_until(_reached(db, a, "sent"))
+    assert len(receiver.received) == 1
+    assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 1
+    [failed] = _events(logs, "record_failed")  # retried as a passing conflict: its locks went with it
+    assert "DeadlockDetectedError: deadlock detected (by the test)" in failed["error"]
+    assert not _events(logs, "record_lock_wait") and not _events(logs, "record_rejected")
+
+
 async def _one_odd_row_and_one_due(db: asyncpg.Connection, receiver: Receiver, edit: str) -> tuple[int, int]:
     await add_tenant(db, "acme", receiver.url)
     odd = await db.fetchval("SELECT reminderd.schedule('acme', 'odd', now() + interval '1 hour')")
