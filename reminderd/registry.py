@@ -125,6 +125,11 @@ class ClaimBook:
         self._left[job.id] = job.picked_at
 
     @property
+    def held(self) -> list[Claim]:
+        """The claims not done with (queued, in flight, or their outcome not yet recorded)."""
+        return list(self._held.items())
+
+    @property
     def revoked(self) -> frozenset[Claim]:
         """The claims taken away that the sender has not skipped yet."""
         return frozenset(self._revoked)

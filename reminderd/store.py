@@ -938,6 +938,15 @@ class Store:
         return {row["id"] for row in await self._pool.fetch(QUERIES["locked_messages"], list(message_ids))}
 
     @_translating
+    async def extend_leases(self, claims: Sequence[tuple[int, datetime]], lease_s: float) -> set[int]:
+        """Give the rows of `claims` (id, picked_at) still picked by them a lease of `lease_s` from
+        now (queries.sql, extend_leases); the ids of those extended (a row another transaction
+        holds locked is skipped: nothing waits)."""
+        rows = await self._pool.fetch(
+            QUERIES["extend_leases"], [c[0] for c in claims], [c[1] for c in claims], lease_s)
+        return {row["id"] for row in rows}
+
+    @_translating
     async def record_outcomes(self, outcomes: Sequence[Outcome]) -> set[int]:
         """Write a batch of outcomes; the ids of the rows they moved on. The others were no
         longer picked by the same claim (rescued, lease expired, cancelled): not applied."""

@@ -69,9 +69,10 @@ BOUNDED_CHECK_EVERY_S = 1.0  # a limit set, or a circuit opened by another daemo
 # are looked at again this often, by a query that waits for nothing.
 LOCKED_RETRY_S = 0.25
 LOCK_ROUNDS_MAX = 3  # a batch met a new lock this many times: the rows it met wait on their own
-# A record that waited beyond its lock_timeout (55P03), or was chosen as a deadlock's victim
-# (40P01), was rolled back whole: nothing in it was refused, it is tried again.
-LOCK_CONFLICTS = frozenset({"55P03", "40P01"})
+# A record that waited beyond its lock_timeout (55P03) was rolled back whole: nothing in it was
+# refused, it is tried again once the lock is gone. (A deadlock's victim, 40P01, is not waited for:
+# its locks went with it, and the store raises it as DatabaseUnavailable, retried as an outage is.)
+LOCK_CONFLICTS = frozenset({"55P03"})
 LOCK_WAIT_MAX_S = 5.0  # the longest pause between such tries (each try waits its 1 s lock_timeout too)
 
 
@@ -112,6 +113,8 @@ class Worker:
         self._plan_now = asyncio.Event()
         self._stop = asyncio.Event()
         self._waiting_for_room = False
+        # The recorder waits out a lock on a table it writes (`_wait_out_lock`): nothing is claimed.
+        self._record_blocked = False
         self._until_idle = False
         listen_setting = "REMINDERD_LISTEN_DATABASE_URL" if settings.listen_database_url else None
         self._listener = Listener(
@@ -274,7 +277,7 @@ class Worker:
         failures = 0
         empty_streak = 0
         while not self._stop.is_set():
-            room = self._capacity - self._jobs.qsize() - len(self._in_flight)
+            room = self._room()
             if room < self._claim_threshold:
                 self._waiting_for_room = True
                 await self._sleep(self.settings.poll_interval_s)
@@ -401,6 +404,14 @@ class Worker:
                 to_send.append(job)
         return to_send
 
+    def _room(self) -> int:
+        """How many rows the claim loop may claim now: none while the recorder waits out a lock
+        (what it cannot record would pile up behind it, and every row claimed meanwhile would
+        wait, its lease running out)."""
+        if self._record_blocked:
+            return 0
+        return self._capacity - self._jobs.qsize() - len(self._in_flight)
+
     def _tick(self, claimed: int) -> None:
         self.ticks += 1
         self.metrics.polled(claimed)
@@ -456,9 +467,7 @@ class Worker:
                     outcome = Outcome.dead(job, result, crashed("decide", job.id, exc))
             self._outcomes.put_nowait(outcome)
             # Wake the claim loop once there is room for a batch, not at every finished callback.
-            if self._waiting_for_room and (
-                self._capacity - self._jobs.qsize() - len(self._in_flight) >= self._claim_threshold
-            ):
+            if self._waiting_for_room and self._room() >= self._claim_threshold:
                 self._wake.set()
 
     async def _send(self, job: Job) -> AttemptResult:
@@ -595,8 +604,9 @@ class Worker:
         database outage the batch is retried. A row another transaction keeps locked (more than
         the statement's lock_timeout) waits on its own (`_wait_for_lock`) while the others are
         written; a lock on another table the record writes (a trigger's table, say) holds up the
-        whole batch, tried again with backoff until it is written (`_wait_out_lock`), nothing of
-        it dead-lettered for that. A batch the database refuses for its content is written row by
+        whole batch, tried again with backoff until it is written (`_wait_out_lock`: meanwhile
+        nothing is claimed and the held rows keep their leases), nothing of it dead-lettered for
+        that. A batch the database refuses for its content is written row by
         row, so one bad row cannot hold up the others; a row refused on its own is dead-lettered with the
         database's reason instead (a cron row would otherwise be sent again at every lease), and
         only if even that is refused is it left to its lease."""
@@ -609,24 +619,29 @@ class Worker:
             tries += 1
             applied.update(await self._store.record_outcomes(outcomes))
 
-        while True:
-            try:
-                if await self._with_db_retry("record", record, batch):
-                    if tries > 1:  # an earlier try may have been committed, its reply lost
-                        await self._confirm_written(batch, applied)
-                    return batch
-                return []
-            except Exception as exc:
-                if not _lock_conflict(exc):
-                    if len(batch) == 1:
-                        return await self._record_refused(batch[0], exc, applied) if fallback else []
-                    break
-                locked = await self._locked_of(batch)
-                if locked:
-                    return await self._record_around_locks(batch, applied, locked, lock_rounds, fallback)
-                lock_waits += 1
-                if not await self._wait_out_lock(batch, lock_waits, exc):
+        try:
+            while True:
+                try:
+                    if await self._with_db_retry("record", record, batch):
+                        if tries > 1:  # an earlier try may have been committed, its reply lost
+                            await self._confirm_written(batch, applied)
+                        return batch
                     return []
+                except Exception as exc:
+                    if not _lock_conflict(exc):
+                        if len(batch) == 1:
+                            return await self._record_refused(batch[0], exc, applied) if fallback else []
+                        break
+                    locked = await self._locked_of(batch)
+                    if locked:
+                        return await self._record_around_locks(batch, applied, locked, lock_rounds, fallback)
+                    lock_waits += 1
+                    if not await self._wait_out_lock(batch, lock_waits, exc):
+                        return []
+        finally:
+            if lock_waits and self._record_blocked:  # the lock is gone (or given up): claim again
+                self._record_blocked = False
+                self._wake.set()
         written: list[Outcome] = []
         for outcome in batch:
             written += await self._record([outcome], applied, fallback=fallback)
@@ -644,21 +659,29 @@ class Worker:
 
     async def _wait_out_lock(self, batch: list[Outcome], waits: int, exc: Exception) -> bool:
         """The batch's record was held up by a lock on a table it writes other than its rows (no
-        row of it is locked): wait before trying the whole batch again, longer each time. False
-        once stopping and REMINDERD_SHUTDOWN_TIMEOUT would pass: the rows are left to their
-        leases."""
-        delay_s = backoff_s(waits, base_s=DB_BACKOFF_BASE_S, cap_s=LOCK_WAIT_MAX_S, jitter="half",
-                            rng=self._rng)
+        row of it is locked): wait before trying the whole batch again, longer each time (never
+        more than a quarter of the lease). Meanwhile the claim loop claims nothing, and each wait
+        first extends the leases of every row this daemon holds (the batch, the outcomes behind
+        it, the callbacks in flight), so the lease reaper hands none of them to another claim.
+        False once stopping and REMINDERD_SHUTDOWN_TIMEOUT would pass: the rows are left to
+        their leases."""
+        cap_s = min(LOCK_WAIT_MAX_S, self.settings.lease_s / 4)
+        delay_s = backoff_s(waits, base_s=DB_BACKOFF_BASE_S, cap_s=cap_s, jitter="half", rng=self._rng)
         if self._stopped_at is not None and (
                 time.monotonic() + delay_s > self._stopped_at + self.settings.shutdown_timeout_s):
             log.error("record_abandoned", rows=len(batch), error=describe(exc),
                       reason="a lock on a table the record writes was still held at shutdown",
                       consequence="leases expire and the rows are redelivered")
             return False
+        self._record_blocked = True
+        kept = await self._extend_leases()
         log.warning("record_lock_wait", rows=len(batch), tries=waits, retry_in_s=round(delay_s, 2),
                     message_ids=[outcome.job.id for outcome in batch[:10]], error=describe(exc),
+                    leases_extended=kept,
                     reason="another transaction holds a lock on a table the record writes (a trigger's table?)",
-                    consequence="recorded once the lock is released; nothing is lost or sent again",
+                    consequence="recorded once the lock is released; until then this daemon claims "
+                                "nothing and extends the leases of the rows it holds at each try, so none "
+                                "is sent again",
                     fix="find the transaction in pg_stat_activity (wait_event_type Lock) and end it")
         if self.stopping:
             await asyncio.sleep(delay_s)
@@ -666,6 +689,20 @@ class Worker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay_s)
         return True
+
+    async def _extend_leases(self) -> int | None:
+        """A lease of REMINDERD_LEASE from now for every row this daemon holds and is not done
+        with; how many got it (None when the query failed: the leases run on, logged)."""
+        claims = [(message_id, token) for message_id, token in self.claims.held if token is not None]
+        if not claims:
+            return 0
+        try:
+            return len(await self._store.extend_leases(claims, self.settings.lease_s))
+        except Exception as exc:
+            log.error("lease_extend_failed", rows=len(claims), error=describe(exc),
+                      consequence="rows whose lease runs out before their outcome is recorded are "
+                                  "claimed again and sent again")
+            return None
 
     async def _record_around_locks(
         self, batch: list[Outcome], applied: set[int], locked: set[int], rounds: int, fallback: bool,
@@ -683,27 +720,35 @@ class Worker:
     async def _record_refused(self, outcome: Outcome, exc: Exception, applied: set[int]) -> list[Outcome]:
         """The database refused this row's outcome: dead-letter it with the reason instead, its
         attempt logged as any other; if even that is refused (a table the record writes besides
-        the row refused it), the row alone is dead-lettered (store.dead_letter_refused)."""
+        the row refused it), a delivered row alone is dead-lettered (store.dead_letter_refused),
+        so the receiver does not get it again at every lease. An attempt that was not delivered is
+        left to its lease then: made again once the lease runs out, as after a daemon's death."""
         job = outcome.job
         reason = getattr(exc, "message", None) or describe(exc)
         dead = unrecorded(outcome, reason)
         written = await self._record([dead], applied, fallback=False)
-        if not written and id(job) not in self._locked:
+        if not written and dead.delivered and id(job) not in self._locked:
             written = await self._dead_letter_row_alone(dead, applied)
         if written:
+            moved = job.id in applied
             log.error("record_rejected", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
                       attempt=job.attempt, outcome=outcome.event, error=describe(exc),
-                      consequence="dead-lettered instead (requeue it once the row is fixed)")
+                      consequence="dead-lettered instead (requeue it once the row is fixed)" if moved
+                      else "not recorded: the row is no longer picked by this claim; its new owner decides")
         elif id(job) not in self._locked:
             log.critical("record_fallback_rejected", message_id=job.id, tenant=job.tenant_id, ref=job.ref_id,
-                         attempt=job.attempt, outcome=outcome.event, error=describe(exc),
-                         consequence="left to its lease: it is sent again each time its lease runs out",
+                         attempt=job.attempt, outcome=outcome.event, delivered=dead.delivered,
+                         error=describe(exc),
+                         consequence="left to its lease: it is sent again each time its lease runs out"
+                         if dead.delivered else "left to its lease: the attempt (not delivered, not logged) "
+                                                "is made again once its lease runs out",
                          fix="correct the row (or cancel it) in reminderd.scheduled_messages")
         return written
 
     async def _dead_letter_row_alone(self, dead: Outcome, applied: set[int]) -> list[Outcome]:
-        """`dead`, written to its row only; [] when even that is refused (or the row was no longer
-        this claim's: then its new owner decides)."""
+        """`dead`, written to its row only; [] when even that is refused. A row no longer this
+        claim's is not moved (its new owner decides): `dead` is returned unapplied, logged as
+        discarded."""
         try:
             moved = await self._with_db_retry_value("record", self._store.dead_letter_refused, dead)
         except Exception as exc:
@@ -711,8 +756,7 @@ class Worker:
             return []
         if moved:
             applied.add(dead.job.id)
-            return [dead]
-        return []
+        return [dead]
 
     async def _confirm_written(self, batch: list[Outcome], applied: set[int]) -> None:
         """Add to `applied` the outcomes of `batch` that an earlier, unanswered try wrote."""

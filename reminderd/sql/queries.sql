@@ -607,6 +607,27 @@ WITH free AS (
 SELECT m.id FROM reminderd.scheduled_messages AS m
 WHERE m.id = ANY($1::bigint[]) AND m.id NOT IN (SELECT id FROM free);
 
+-- extend_leases --
+-- While the daemon's outcome write waits out a lock on a table it writes other than the messages'
+-- rows (worker._wait_out_lock), the rows it holds keep their lease, so the lease reaper does not
+-- hand them to a claim that would send them again. Only rows still picked by the same claim (the
+-- fencing token, as record_outcomes); a row another transaction holds locked is skipped, not
+-- waited for (the reaper skips it too). A lease only grows. $1 the ids (bigint[]), $2 their
+-- claims' picked_at (timestamptz[]), $3 the lease (s). Returns the ids extended.
+WITH free AS (
+    SELECT m.id
+    FROM reminderd.scheduled_messages AS m
+    JOIN unnest($1::bigint[], $2::timestamptz[]) AS held (id, picked_at)
+      ON held.id = m.id AND held.picked_at = m.picked_at
+    WHERE m.status = 'picked'
+    FOR NO KEY UPDATE OF m SKIP LOCKED
+)
+UPDATE reminderd.scheduled_messages AS m
+SET lease_expires_at = greatest(m.lease_expires_at, now() + make_interval(secs => $3))
+FROM free
+WHERE m.id = free.id
+RETURNING m.id;
+
 -- dead_letter_unreadable --
 -- A claimed row the daemon cannot make a job of (`unreadable` in the claim, or a value its code
 -- refused): dead, without an attempt (the claim's count of one is given back), the reason in
@@ -632,10 +653,11 @@ metered AS (
 SELECT id FROM dead;
 
 -- dead_letter_refused --
--- The last resort for an outcome the database refused, when its dead letter written by
+-- The last resort for a delivered outcome the database refused, when its dead letter written by
 -- record_outcomes was refused too (a table it writes besides the row refused this row's part: a
 -- user's trigger on reminderd.deliveries, say): the row alone is dead-lettered with the reason,
--- so a message the receiver accepted is not sent again at every lease. The attempt is not logged
+-- so a message the receiver accepted is not sent again at every lease (one not delivered is left
+-- to its lease instead, and retried). The attempt is not logged
 -- in reminderd.deliveries nor metered (the reason says what it was: HTTP status, attempt); the
 -- audit trigger records the change in reminderd.events. sent_at marks a delivered one for
 -- reminderd.died_delivered. Fenced by the claim's token as record_outcomes is. $1 the message,

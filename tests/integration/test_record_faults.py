@@ -106,9 +106,8 @@ async def test_a_locked_row_waits_alone_and_every_other_outcome_is_recorded(
     assert not _events(logs, "record_failed")  # a lock is not an outage
 
 
-async def test_a_lock_on_a_table_the_record_writes_delays_the_batch_without_losing_or_resending_it(
-    database_url: str, db: asyncpg.Connection
-) -> None:
+async def _count_deliveries_in_a_table(db: asyncpg.Connection) -> None:
+    """A user's trigger writing a table of its own (public.tally), which an open transaction can keep locked."""
     await db.execute("""
         CREATE TABLE public.tally (n integer NOT NULL);
         INSERT INTO public.tally VALUES (0);
@@ -116,7 +115,13 @@ async def test_a_lock_on_a_table_the_record_writes_delays_the_batch_without_losi
         BEGIN UPDATE public.tally SET n = n + 1; RETURN NULL; END $$;
         CREATE TRIGGER count_delivery AFTER INSERT ON reminderd.deliveries
             FOR EACH ROW EXECUTE FUNCTION public.count_delivery();
-    """)  # a user's trigger writing a table of its own, which an open transaction keeps locked
+    """)
+
+
+async def test_a_lock_on_a_table_the_record_writes_delays_the_batch_without_losing_or_resending_it(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    await _count_deliveries_in_a_table(db)
     async with Receiver(before_answer=_together(2)) as receiver:
         await add_tenant(db, "acme", receiver.url)
         a, b = [await db.fetchval("SELECT reminderd.schedule('acme', $1, now())", ref) for ref in ("a", "b")]
@@ -150,6 +155,81 @@ async def test_a_lock_on_a_table_the_record_writes_delays_the_batch_without_losi
     assert not _events(logs, "record_row_locked") and not _events(logs, "record_rejected")
     assert not _events(logs, "dead_lettered")
     assert set(pool_timeouts) == {"0"}  # the record's lock_timeout stayed in its own statement
+
+
+async def test_a_lock_held_beyond_the_lease_sends_nothing_again_and_claims_nothing_until_released(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    await _count_deliveries_in_a_table(db)
+    async with Receiver(before_answer=_together(2)) as receiver:
+        await add_tenant(db, "acme", receiver.url)
+        a, b = [await db.fetchval("SELECT reminderd.schedule('acme', $1, now())", ref) for ref in ("a", "b")]
+        other = await asyncpg.connect(database_url)
+        lock = other.transaction()
+        await lock.start()
+        await other.execute("UPDATE public.tally SET n = n")
+        settings = fast_settings(database_url, lease_s=3, callback_timeout_s=1)
+        held = True
+        try:
+            with capture_logs() as logs:
+                async with _daemon_like_worker(settings):
+                    await poll_until(lambda: _async(_events(logs, "record_lock_wait")), timeout_s=15)
+                    c = await db.fetchval("SELECT reminderd.schedule('acme', 'c', now())")
+                    claimed_at = await db.fetchval(
+                        "SELECT max(picked_at) FROM reminderd.scheduled_messages WHERE id = ANY($1)", [a, b])
+                    # Three leases pass on the database's clock, the lock held (the reaper runs every 0.2 s).
+                    await poll_until(lambda: db.fetchval(
+                        "SELECT NULLIF(clock_timestamp() > $1::timestamptz + interval '9 seconds', false)",
+                        claimed_at), timeout_s=20)
+                    during = {m: await row_by_id(db, m) for m in (a, b, c)}
+                    leases_kept = await db.fetchval(
+                        "SELECT bool_and(lease_expires_at > clock_timestamp()) "
+                        "FROM reminderd.scheduled_messages WHERE id = ANY($1)", [a, b])
+                    await lock.rollback()
+                    held = False
+                    for message_id in (a, b, c):
+                        await poll_until(_reached(db, message_id, "sent"), timeout_s=15)
+        finally:
+            if held:  # a check above failed with the lock still held
+                await lock.rollback()
+            await other.close()
+    assert [during[m]["status"] for m in (a, b, c)] == ["picked", "picked", "pending"]  # c not claimed
+    assert [during[m]["picked_at"] for m in (a, b)] == [claimed_at, claimed_at]  # never reaped nor reclaimed
+    assert leases_kept
+    assert {ref: len(got) for ref, got in receiver.by_ref().items()} == {"a": 1, "b": 1, "c": 1}
+    logged = await db.fetchval("SELECT count(*) FROM reminderd.deliveries")
+    assert (logged, await db.fetchval("SELECT n FROM public.tally")) == (3, 3)  # each attempt logged once
+    assert not _events(logs, "lease_expired") and not _events(logs, "outcome_discarded")
+    waits = _events(logs, "record_lock_wait")
+    assert all(wait["leases_extended"] == 2 for wait in waits)
+    assert all(wait["retry_in_s"] <= settings.lease_s / 4 for wait in waits)
+
+
+async def test_a_record_chosen_as_a_deadlocks_victim_is_written_again_as_after_an_outage(
+    database_url: str, db: asyncpg.Connection, receiver: Receiver
+) -> None:
+    await add_tenant(db, "acme", receiver.url)
+    await db.execute("""
+        CREATE SEQUENCE public.deadlocks;
+        CREATE FUNCTION public.deadlock_once() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF nextval('public.deadlocks') = 1 THEN  -- a sequence is not rolled back: the first try only
+                RAISE EXCEPTION 'deadlock detected (by the test)' USING ERRCODE = '40P01';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER deadlock_once BEFORE INSERT ON reminderd.deliveries
+            FOR EACH ROW EXECUTE FUNCTION public.deadlock_once();
+    """)
+    a = await db.fetchval("SELECT reminderd.schedule('acme', 'a', now())")
+    with capture_logs() as logs:
+        async with running_worker(fast_settings(database_url)):
+            await poll_until(_reached(db, a, "sent"))
+    assert len(receiver.received) == 1
+    assert await db.fetchval("SELECT count(*) FROM reminderd.deliveries") == 1
+    [failed] = _events(logs, "record_failed")  # retried as a passing conflict: its locks went with it
+    assert "DeadlockDetectedError: deadlock detected (by the test)" in failed["error"]
+    assert not _events(logs, "record_lock_wait") and not _events(logs, "record_rejected")
 
 
 async def _one_odd_row_and_one_due(db: asyncpg.Connection, receiver: Receiver, edit: str) -> tuple[int, int]:
@@ -348,6 +428,33 @@ async def test_a_delivered_row_whose_attempt_cannot_be_logged_is_dead_lettered_n
     assert not _events(logs, "record_fallback_rejected")
     [line] = _events(logs, "record_rejected")
     assert line["message_id"] == odd
+
+
+async def test_an_undelivered_attempt_whose_record_is_refused_is_left_to_its_lease_and_retried_not_dead(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    async with Receiver(script={"flaky": [503]}) as receiver:
+        await add_tenant(db, "acme", receiver.url)
+        flaky = await db.fetchval("SELECT reminderd.schedule('acme', 'flaky', now())")
+        await db.execute("""
+            CREATE FUNCTION public.refuse_delivery() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'no audit for you' USING ERRCODE = '22023'; END $$;
+            CREATE TRIGGER refuse_delivery BEFORE INSERT ON reminderd.deliveries
+                FOR EACH ROW WHEN (NEW.status_code = 503) EXECUTE FUNCTION public.refuse_delivery();
+        """)  # its retry and its dead letter both write the 503 attempt: both refused
+        with capture_logs() as logs:
+            async with running_worker(fast_settings(database_url, lease_s=2.5, callback_timeout_s=1)):
+                row = await poll_until(_reached(db, flaky, "sent"), timeout_s=15)
+    assert [r.status for r in receiver.received] == [503, 200]  # retried once its lease ran out
+    assert row["attempts"] == 2 and row["last_event"] == "fired"
+    assert not await _died_delivered(db, flaky)
+    assert await db.fetchval("SELECT array_agg(status_code) FROM reminderd.deliveries") == [200]
+    assert [line["message_id"] for line in _events(logs, "lease_expired")] == [flaky]
+    [line] = _events(logs, "record_fallback_rejected")
+    assert line["message_id"] == flaky and line["delivered"] is False
+    assert line["consequence"] == ("left to its lease: the attempt (not delivered, not logged) is made again "
+                                   "once its lease runs out")
+    assert not _events(logs, "record_rejected") and not _events(logs, "dead_lettered")
 
 
 async def test_an_outcome_refused_even_as_a_dead_letter_is_left_to_its_lease_and_said_loudly(
