@@ -820,6 +820,8 @@ async def test_requeue_from_the_dead_letters_page_says_how_many_first(
     assert '<span id="matching">3</span>' in body
     status, asked, _ = await browser.post("/dead/requeue", {"scope": "matching", "error": "410"})
     assert status == 200 and "Requeue 3 dead letters?" in asked
+    # What requeue skips, said before it is done.
+    assert "Those delivered before they died are not sent again" in " ".join(asked.split())
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE status = 'dead'") == 5
     assert ("confirm", "yes") in hidden_fields(asked)  # the Yes: the page's form, as a browser sends it
     status, body, url = await browser.post("/dead/requeue", hidden_fields(asked))
