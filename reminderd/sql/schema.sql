@@ -3214,9 +3214,11 @@ $$;
 -- Several messages at once, set-based: what reminderd.schedule_many() tries first. The rules of
 -- reminderd.schedule_item() (so of schedule() and schedule_recurring()), the same replacement,
 -- the same identical-call answer, rows, events and results, in a few statements for the whole
--- batch instead of a dozen per item: the refs' advisory locks (in a fixed order, so two batches
--- never deadlock on each other); one statement that checks every item and finds the identical
--- and the live rows; one UPDATE cancelling the live rows being replaced (as cancel_live() does);
+-- batch instead of a dozen per item: the refs' advisory locks, then the broadcast lock of each
+-- completion-callback ref's prefix (prefix#completed…, which check_completion_ref re-takes:
+-- migration 0036), in a fixed order and before anything is written, so two batches never
+-- deadlock on each other nor on a broadcast() being staged; one statement that checks every item
+-- and finds the identical and the live rows; one UPDATE cancelling the live rows being replaced (as cancel_live() does);
 -- one INSERT of the new messages. As schedule() since 0009: an item names no contact (the type
 -- has no contact_id), so its zone is its own (timezone_source 'message'), a contact's message is
 -- never identical to it, its wall time is kept in local_time, and a row awaiting approval is live
@@ -3245,10 +3247,18 @@ DECLARE
     done      record;
     one       reminderd.item_scheduled_v1;
 BEGIN
+    -- The refs' locks, then (migration 0036) the lock reminderd.broadcast() takes on the prefix of
+    -- each completion-callback ref: the order schedule() takes them in (its ref's, then its
+    -- trigger's), each set sorted.
     PERFORM pg_advisory_xact_lock(k.key)
-    FROM (SELECT DISTINCT hashtextextended(schedule_set.tenant_id || chr(31) || i.ref_id, 0) AS key
+    FROM (SELECT false AS prefix, hashtextextended(schedule_set.tenant_id || chr(31) || i.ref_id, 0) AS key
           FROM unnest(schedule_set.items) i
-          ORDER BY 1) k;
+          UNION
+          SELECT true, hashtextextended(schedule_set.tenant_id || chr(31) || '#broadcast' || chr(31)
+                                        || split_part(i.ref_id, '#', 1), 0)
+          FROM unnest(schedule_set.items) i
+          WHERE i.ref_id ~ '^[^#]+#completed(#[0-9]{8}T[0-9]{4})?$'
+          ORDER BY 1, 2) k;
     -- After the locks, so in a snapshot that sees every earlier call for these refs. same: the
     -- message an identical call made (schedule()'s rule); live: the ref's live row (not an extra
     -- occurrence); doomed: whether the ref has anything live that cancel_live() would cancel.
@@ -3905,16 +3915,36 @@ $$;
 -- before the first one. 23514, constraint completion_ref_reserved. The reverse, a notify broadcast
 -- whose completion ref a live message holds already, is check_completion_ref_free's (migration
 -- 0036); both take the lock reminderd.broadcast() takes on the tenant and prefix before they look,
--- so that of a message and a broadcast written at once the second waits and is refused.
+-- so that of a message and a broadcast written at once the second waits and is refused. Only a
+-- transaction that has written nothing yet waits for it (one that has may hold a row the broadcast
+-- waits for: a deadlock); schedule_set takes it with its refs' locks before writing anything; any
+-- other writer of such a ref while that broadcast is being written is refused, 55P03, to try again.
 CREATE FUNCTION reminderd.check_completion_ref() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    prefix text := split_part(NEW.ref_id, '#', 1);
+    prefix   text := split_part(NEW.ref_id, '#', 1);
+    lock_key bigint := hashtextextended(NEW.tenant_id || chr(31) || '#broadcast' || chr(31) || prefix, 0);
 BEGIN
     IF NEW.ref_id !~ '^[^#]+#completed(#[0-9]{8}T[0-9]{4})?$' THEN
         RETURN NEW;
     END IF;
-    PERFORM pg_advisory_xact_lock(hashtextextended(NEW.tenant_id || chr(31) || '#broadcast' || chr(31) || prefix, 0));
+    -- Waited for only by a transaction that has written nothing yet (schedule(), a first INSERT):
+    -- one that has may hold a row that the broadcast() holding the lock waits for, a deadlock.
+    -- schedule_set took it before writing anything (a re-take, granted at once); any other writer
+    -- of such a ref while a broadcast of its prefix is being written is refused, to try again.
+    IF NOT pg_try_advisory_xact_lock(lock_key) THEN
+        IF pg_current_xact_id_if_assigned() IS NULL THEN
+            PERFORM pg_advisory_xact_lock(lock_key);
+        ELSE
+            RAISE EXCEPTION 'ref "%" of message % / % cannot be checked now: broadcast "%" of tenant "%" is being '
+                            'written', NEW.ref_id, NEW.tenant_id, NEW.ref_id, prefix, NEW.tenant_id
+                USING ERRCODE = 'lock_not_available',
+                      DETAIL = format('A ref "%s#completed…" is the broadcast.completed callback''s of a broadcast '
+                                      'with notify: whether it is taken is known once that broadcast is committed.',
+                                      prefix),
+                      HINT = 'Try again in a moment.';
+        END IF;
+    END IF;
     IF EXISTS (SELECT FROM reminderd.broadcast_requests r
                WHERE r.tenant_id = NEW.tenant_id AND r.ref_prefix = prefix AND r.notify) THEN
         RAISE EXCEPTION 'ref "%" of message % / % is the broadcast.completed callback''s of broadcast "%"',

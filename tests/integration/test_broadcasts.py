@@ -1431,3 +1431,84 @@ async def test_an_until_moved_before_the_planned_occurrence_ends_the_broadcast_u
     assert await db.fetchval("SELECT ended_reason FROM reminderd.broadcasts WHERE id = $1",
                              broadcast_id) == "no more occurrences"
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
+
+
+async def test_two_batches_of_completion_refs_in_opposite_orders_do_not_deadlock(
+    db: asyncpg.Connection, acme: str, database_url: str
+) -> None:
+    """Two batches with the completion refs of prefixes p and q, in opposite orders, written at
+    once: each row's trigger took its prefix's broadcast lock in the batch's order, so one batch held
+    p's and waited for q's while the other held q's and waited for p's (40P01; schedule_many hid it
+    by writing the items one by one). schedule_set takes them all, in one order, before writing:
+    the second waits for the first, and both are written."""
+    keys = [await db.fetchval("SELECT hashtextextended('acme' || chr(31) || '#broadcast' || chr(31) || $1, 0)",
+                              prefix) for prefix in ("p", "q")]
+    # schedule_set itself: schedule_many would undo a deadlock and write the items one by one.
+    batch = ("SELECT count(*) FILTER (WHERE s.result = 'created') FROM reminderd.schedule_set('acme', ("
+             "SELECT array_agg(jsonb_populate_record(NULL::reminderd.schedule_item_v2,"
+             " jsonb_build_object('ref_id', r, 'fire_in', '1 day')) ORDER BY n)"
+             " FROM unnest(ARRAY[$1, $2]) WITH ORDINALITY AS u(r, n))) AS s")
+    holder = await asyncpg.connect(database_url)
+    first = await asyncpg.connect(database_url)
+    second = await asyncpg.connect(database_url)
+    try:
+        holding = holder.transaction()
+        await holding.start()  # holds both prefixes' locks, as two broadcasts being written would
+        await holder.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k", keys)
+
+        async def waiting(pid: int) -> bool:
+            return bool(await db.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity"
+                                          " WHERE pid = $1", pid))
+
+        one = asyncio.ensure_future(first.fetchval(batch, "p#completed#20370101T0900",
+                                                   "q#completed#20370101T0900"))
+        await poll_until(lambda: waiting(first.get_server_pid()))
+        other = asyncio.ensure_future(second.fetchval(batch, "q#completed#20370102T0900",
+                                                      "p#completed#20370102T0900"))
+        await poll_until(lambda: waiting(second.get_server_pid()))
+        await holding.commit()
+        results = await asyncio.gather(one, other, return_exceptions=True)
+    finally:
+        await holder.close()
+        await first.close()
+        await second.close()
+    assert results == [2, 2]
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages"
+                             " WHERE ref_id LIKE '_#completed#%' AND status = 'pending'") == 4
+
+
+async def test_a_completion_ref_written_after_a_row_a_broadcast_waits_for_is_refused_not_deadlocked(
+    db: asyncpg.Connection, acme: str, database_url: str
+) -> None:
+    """A transaction wrote p:c1, not yet committed, and broadcast('p') (holding its prefix's lock)
+    waits to stage p:c1 after it. The transaction then writes p#completed: its trigger waited for
+    the broadcast's lock, a deadlock (40P01), where before 0036 the broadcast was refused 23505.
+    It is refused at once (55P03, to try again), and the broadcast goes ahead."""
+    await db.execute("""SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "c1"}]')""")
+    writer = await asyncpg.connect(database_url)
+    broadcaster = await asyncpg.connect(database_url)
+    try:
+        writing = writer.transaction()
+        await writing.start()
+        await writer.execute("SELECT reminderd.schedule('acme', 'p:c1', now() + interval '1 day')")
+        made = asyncio.ensure_future(broadcaster.fetchval(
+            "SELECT reminderd.broadcast('acme', 'p', $1, contact_ids => ARRAY['c1'])", days_ahead(3)))
+        pid = broadcaster.get_server_pid()
+
+        async def waiting() -> bool:
+            return bool(await db.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity"
+                                          " WHERE pid = $1", pid))
+
+        await poll_until(waiting)
+        refused = await refusal(writer.execute(
+            "SELECT reminderd.schedule('acme', 'p#completed', now() + interval '1 day')"))
+        await writing.rollback()
+        broadcast_id = await made
+    finally:
+        await writer.close()
+        await broadcaster.close()
+    assert refused.sqlstate == "55P03"
+    assert refused.message == ('ref "p#completed" of message acme / p#completed cannot be checked now:'
+                               ' broadcast "p" of tenant "acme" is being written')
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE broadcast_id = $1",
+                             broadcast_id) == 1
