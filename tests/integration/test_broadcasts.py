@@ -1473,7 +1473,7 @@ async def test_two_batches_of_completion_refs_in_opposite_orders_do_not_deadlock
         await holder.close()
         await first.close()
         await second.close()
-    assert results == [2, 2]
+    assert list(results) == [2, 2]
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages"
                              " WHERE ref_id LIKE '_#completed#%' AND status = 'pending'") == 4
 
