@@ -910,7 +910,10 @@ async def message_action(request: web.Request) -> web.StreamResponse:
         target = message_id
     else:
         done = await store.requeue_dead(found.tenant_id, [message_id], on_behalf_of=who)
-        if done.delivered:
+        if done.unreadable:
+            outcome = ("not requeued: its timezone is one the database server cannot read (correct the "
+                       "contact's timezone, or update the server's tzdata)")
+        elif done.delivered:
             outcome = ("not requeued: it was delivered before it died, requeueing would send it again "
                        "(reminderd.requeue(id, resend => true) does it on purpose)")
         else:
@@ -1043,13 +1046,15 @@ async def requeue(request: web.Request) -> web.StreamResponse:
             limit=REQUEUE_AT_MOST, on_behalf_of=viewer.acting_for, upto=mark)
     else:
         done = await state.store.requeue_dead(tenant, [m.id for m in chosen], on_behalf_of=viewer.acting_for)
-    log.info("dashboard_requeued", requeued=done.requeued, skipped_delivered=done.delivered, asked=count,
-             key=viewer.prefix, tenant=wanted.tenant_id)
+    log.info("dashboard_requeued", requeued=done.requeued, skipped_delivered=done.delivered,
+             skipped_unreadable=done.unreadable, asked=count, key=viewer.prefix, tenant=wanted.tenant_id)
     state.overview_cache.clear()
-    live = count - done.requeued - done.delivered
+    live = count - done.requeued - done.delivered - done.unreadable
     outcome = f"{done.requeued} requeued"
     if done.delivered:
         outcome += f"; {done.delivered} skipped: delivered before they died (requeueing would send them again)"
+    if done.unreadable:
+        outcome += f"; {done.unreadable} skipped: in a timezone the database server cannot read"
     if live > 0:
         outcome += f"; {live} not (their refs have a live message)"
     raise web.HTTPSeeOther(_noticed(request, f"{state.base}/dead", "done", outcome, wanted.query()))

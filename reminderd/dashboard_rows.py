@@ -26,15 +26,17 @@ FIRES: tuple[Event, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class Requeued:
-    """What a dashboard requeue of dead letters did: how many went back to pending, and how many
-    one-offs it skipped because they died after delivery (requeueing would send them again)."""
+    """What a dashboard requeue of dead letters did: how many went back to pending, how many
+    one-offs it skipped because they died after delivery (requeueing would send them again), and
+    how many because their zone is one the database server cannot read (no instant to send at)."""
 
     requeued: int
     delivered: int
+    unreadable: int
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Requeued:
-        return cls(row["requeued"], row["delivered"])
+        return cls(row["requeued"], row["delivered"], row["unreadable"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@
 --              returns the zone with fire_at NULL (the API's dry run counts unreadable_timezone).
 --              Such a contact is staged dead once per broadcast: later waves pass over it (the
 --              broadcast's last_error says how many), and approval and the limit count only the
---              rows sent. requeue refuses a dead row whose zone is unreadable (55000; requeue_dead
+--              rows sent. requeue refuses a dead row whose zone is unreadable (22023; requeue_dead
 --              skips it, with a NOTICE); a staged-dead row whose zone is readable now goes to its
 --              wall time's instant (now if that passed), not to when it was staged.
 -- Rows written before: left as they are (waves already staged keep their rows); a recurring
@@ -537,7 +537,7 @@ $$;
 -- One that died after delivery (died_delivered) is not sent again by mistake: a one-off is
 -- refused (55000) unless `resend`; a recurring one, unless `resend`, goes to its next occurrence
 -- (fire_at NULL: the daemon plans its first occurrence after now), not to the delivered one.
--- (migration 0038) One in a zone this server's tz database cannot read is refused (55000): it
+-- (migration 0038) One in a zone this server's tz database cannot read is refused (22023): it
 -- has no instant of its local time. A broadcast's row staged dead for that reason (never claimed)
 -- whose zone is readable now goes to its wall time's instant in its zone, or now if that passed.
 CREATE OR REPLACE FUNCTION reminderd.requeue(message_id bigint, resend boolean DEFAULT false) RETURNS integer
@@ -560,7 +560,7 @@ BEGIN
         RAISE EXCEPTION 'message % / % (id %) is in timezone "%", which this database server''s tz database '
                         'cannot read: requeued, it would be sent at no instant of its local time',
                         message.tenant_id, message.ref_id, message.id, message.timezone
-            USING ERRCODE = 'object_not_in_prerequisite_state',
+            USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = format('Its dead reason: %s', message.last_error),
                   HINT = CASE WHEN message.contact_id IS NOT NULL
                               THEN format('Correct the timezone of contact %s (its next messages use it), or update '

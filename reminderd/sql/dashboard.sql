@@ -422,11 +422,16 @@ ORDER BY m.updated_at DESC, m.id DESC;
 
 -- requeue_dead_ids --
 -- Requeue the dead letters among the ids $2 of the tenants in view: how many went back to pending
--- (requeued), and how many one-offs were skipped because they died after delivery (delivered:
--- requeueing would send them again; reminderd.requeue(id, resend => true) does it on purpose).
-SELECT coalesce(sum(CASE WHEN m.delivered THEN 0 ELSE reminderd.requeue(m.id) END), 0)::integer AS requeued,
-       count(*) FILTER (WHERE m.delivered)::integer AS delivered
-FROM (SELECT id, reminderd.died_delivered(d) AND d.cron IS NULL AND d.rrule IS NULL AS delivered
+-- (requeued), how many one-offs were skipped because they died after delivery (delivered:
+-- requeueing would send them again; reminderd.requeue(id, resend => true) does it on purpose), and
+-- how many because their zone is one this database server cannot read (unreadable: requeue refuses
+-- them, migration 0038).
+SELECT coalesce(sum(CASE WHEN m.delivered OR m.unreadable THEN 0 ELSE reminderd.requeue(m.id) END), 0)::integer
+           AS requeued,
+       count(*) FILTER (WHERE m.delivered AND NOT m.unreadable)::integer AS delivered,
+       count(*) FILTER (WHERE m.unreadable)::integer AS unreadable
+FROM (SELECT id, reminderd.died_delivered(d) AND d.cron IS NULL AND d.rrule IS NULL AS delivered,
+             NOT reminderd.is_timezone(d.timezone) AS unreadable
       FROM reminderd.scheduled_messages d
       WHERE id = ANY ($2::bigint[]) AND status = 'dead' AND ($1::text IS NULL OR tenant_id = $1)
       ORDER BY id) m;
@@ -452,10 +457,13 @@ LEFT JOIN (SELECT * FROM matching ORDER BY updated_at DESC, id DESC LIMIT 1) new
 -- requeue_dead_matching --
 -- Requeue the dead letters a filter matches (as dead_letters_count), at most $5 of them, only
 -- those at or below the mark ($6, $7) = (dead since, id) when one is given (dead_letters_mark).
--- Counted as requeue_dead_ids: requeued, and the one-offs skipped as delivered.
-SELECT coalesce(sum(CASE WHEN m.delivered THEN 0 ELSE reminderd.requeue(m.id) END), 0)::integer AS requeued,
-       count(*) FILTER (WHERE m.delivered)::integer AS delivered
-FROM (SELECT id, reminderd.died_delivered(m) AND m.cron IS NULL AND m.rrule IS NULL AS delivered
+-- Counted as requeue_dead_ids: requeued, and those skipped as delivered or in an unreadable zone.
+SELECT coalesce(sum(CASE WHEN m.delivered OR m.unreadable THEN 0 ELSE reminderd.requeue(m.id) END), 0)::integer
+           AS requeued,
+       count(*) FILTER (WHERE m.delivered AND NOT m.unreadable)::integer AS delivered,
+       count(*) FILTER (WHERE m.unreadable)::integer AS unreadable
+FROM (SELECT id, reminderd.died_delivered(m) AND m.cron IS NULL AND m.rrule IS NULL AS delivered,
+             NOT reminderd.is_timezone(m.timezone) AS unreadable
       FROM reminderd.scheduled_messages m
       WHERE m.status = 'dead' AND ($1::text IS NULL OR m.tenant_id = $1)
         AND m.updated_at <= now() - make_interval(secs => $2)

@@ -1577,7 +1577,7 @@ async def test_a_row_staged_dead_in_an_unreadable_zone_is_not_requeued_to_be_sen
 ) -> None:
     """Requeued, a row staged dead (its zone unreadable) was due at once: fire_at was when it was
     staged, not the contact's local time. While its zone is unreadable requeue refuses it, saying
-    why (55000), and requeue_dead passes over it saying how many; once readable, it goes to its
+    why (22023), and requeue_dead passes over it saying how many; once readable, it goes to its
     wall time's instant in its zone."""
     await contacts_in(db, ["Europe/London"])
     await contact_in_a_zone_this_server_lacks(db, "lost_0")
@@ -1586,7 +1586,7 @@ async def test_a_row_staged_dead_in_an_unreadable_zone_is_not_requeued_to_be_sen
     dead = await db.fetchval("SELECT id FROM reminderd.scheduled_messages WHERE broadcast_id = $1"
                              " AND status = 'dead'", broadcast_id)
     refused = await refusal(db.execute("SELECT reminderd.requeue($1)", dead))
-    assert refused.sqlstate == "55000"
+    assert refused.sqlstate == "22023"
     assert refused.message == (
         f'message acme / bf:lost_0 (id {dead}) is in timezone "America/Nuevo_Lugar", which this database'
         " server's tz database cannot read: requeued, it would be sent at no instant of its local time")
@@ -1596,6 +1596,8 @@ async def test_a_row_staged_dead_in_an_unreadable_zone_is_not_requeued_to_be_sen
     db.add_log_listener(lambda _connection, message: notices.append(message.message))
     assert await db.fetchval("SELECT reminderd.requeue_dead('acme', '-infinity')") == 0
     assert notices == ["1 dead message(s) of tenant acme skipped: in a zone this database server cannot read"]
+    skipped = await db.fetchrow(QUERIES["requeue_dead_ids"], "acme", [dead])  # the dashboard's
+    assert dict(skipped) == {"requeued": 0, "delivered": 0, "unreadable": 1}
     # The server's tzdata updated (here: the row's zone made one it reads): placed, not sent now.
     await db.execute("UPDATE reminderd.scheduled_messages SET timezone = 'Asia/Tokyo' WHERE id = $1", dead)
     assert await db.fetchval("SELECT reminderd.requeue($1)", dead) == 1
