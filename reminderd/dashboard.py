@@ -910,7 +910,10 @@ async def message_action(request: web.Request) -> web.StreamResponse:
         target = message_id
     else:
         done = await store.requeue_dead(found.tenant_id, [message_id], on_behalf_of=who)
-        if done.delivered:
+        if done.unreadable:
+            outcome = ("not requeued: its timezone is one the database server cannot read (correct the "
+                       "contact's timezone, or update the server's tzdata)")
+        elif done.delivered:
             outcome = ("not requeued: it was delivered before it died, requeueing would send it again "
                        "(reminderd.requeue(id, resend => true) does it on purpose)")
         elif done.onward:
@@ -1047,7 +1050,8 @@ async def requeue(request: web.Request) -> web.StreamResponse:
     else:
         done = await state.store.requeue_dead(tenant, [m.id for m in chosen], on_behalf_of=viewer.acting_for)
     log.info("dashboard_requeued", requeued=done.requeued, onward=done.onward, skipped_delivered=done.delivered,
-             blocked=done.blocked, asked=count, key=viewer.prefix, tenant=wanted.tenant_id)
+             skipped_unreadable=done.unreadable, blocked=done.blocked, asked=count, key=viewer.prefix,
+             tenant=wanted.tenant_id)
     state.overview_cache.clear()
     outcome = f"{done.requeued} requeued"
     if done.onward == 1:
@@ -1060,6 +1064,9 @@ async def requeue(request: web.Request) -> web.StreamResponse:
         at_least = "at least " if every and done.delivered >= at_most else ""
         outcome += (f"; {at_least}{done.delivered} skipped: delivered before they died "
                     "(requeueing would send them again)")
+    if done.unreadable:
+        at_least = "at least " if every and done.unreadable >= at_most else ""
+        outcome += f"; {at_least}{done.unreadable} skipped: in a timezone the database server cannot read"
     if done.blocked:
         outcome += f"; {done.blocked} not (their refs have a live message)"
     raise web.HTTPSeeOther(_noticed(request, f"{state.base}/dead", "done", outcome, wanted.query()))

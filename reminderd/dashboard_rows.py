@@ -28,17 +28,19 @@ FIRES: tuple[Event, ...] = (
 class Requeued:
     """What a dashboard requeue of dead letters did: how many went back to pending, how many of
     those to their next occurrence (onward: recurring ones that died after delivery), how many were
-    left dead because their ref has a live message (blocked), and how many one-offs it skipped
-    because they died after delivery (requeueing would send them again)."""
+    left dead because their ref has a live message (blocked), how many one-offs it skipped because
+    they died after delivery (requeueing would send them again), and how many because their zone is
+    one the database server cannot read (unreadable: no instant to send at)."""
 
     requeued: int
     onward: int
     blocked: int
     delivered: int
+    unreadable: int
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Requeued:
-        return cls(row["requeued"], row["onward"], row["blocked"], row["delivered"])
+        return cls(row["requeued"], row["onward"], row["blocked"], row["delivered"], row["unreadable"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,10 @@
 --              completion_ref_free. Both checks take the lock reminderd.broadcast() takes on the
 --              tenant and prefix, so of a message and a broadcast written at once the second is
 --              refused (each read before the other committed, and both were accepted).
+--              schedule_set (replaced) takes those locks after its refs' ones, in one order, before
+--              writing; the trigger waits for one only in a transaction that has written nothing
+--              (any other writer meanwhile is refused, 55P03): no batch deadlocks on them with
+--              another batch or with a broadcast staging a row the batch wrote.
 --   callbacks  complete_broadcasts wrote a second broadcast.completed callback for a wave reopened by
 --              hand (completed_at set back to NULL): it links the wave's own callback again instead.
 -- Rows written before: left as they are (a notify broadcast already beside a live message of its
@@ -190,16 +194,36 @@ GRANT EXECUTE ON FUNCTION reminderd.refuse_broadcast_decision(reminderd.broadcas
 -- before the first one. 23514, constraint completion_ref_reserved. The reverse, a notify broadcast
 -- whose completion ref a live message holds already, is check_completion_ref_free's (migration
 -- 0036); both take the lock reminderd.broadcast() takes on the tenant and prefix before they look,
--- so that of a message and a broadcast written at once the second waits and is refused.
+-- so that of a message and a broadcast written at once the second waits and is refused. Only a
+-- transaction that has written nothing yet waits for it (one that has may hold a row the broadcast
+-- waits for: a deadlock); schedule_set takes it with its refs' locks before writing anything; any
+-- other writer of such a ref while that broadcast is being written is refused, 55P03, to try again.
 CREATE OR REPLACE FUNCTION reminderd.check_completion_ref() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    prefix text := split_part(NEW.ref_id, '#', 1);
+    prefix   text := split_part(NEW.ref_id, '#', 1);
+    lock_key bigint := hashtextextended(NEW.tenant_id || chr(31) || '#broadcast' || chr(31) || prefix, 0);
 BEGIN
     IF NEW.ref_id !~ '^[^#]+#completed(#[0-9]{8}T[0-9]{4})?$' THEN
         RETURN NEW;
     END IF;
-    PERFORM pg_advisory_xact_lock(hashtextextended(NEW.tenant_id || chr(31) || '#broadcast' || chr(31) || prefix, 0));
+    -- Waited for only by a transaction that has written nothing yet (schedule(), a first INSERT):
+    -- one that has may hold a row that the broadcast() holding the lock waits for, a deadlock.
+    -- schedule_set took it before writing anything (a re-take, granted at once); any other writer
+    -- of such a ref while a broadcast of its prefix is being written is refused, to try again.
+    IF NOT pg_try_advisory_xact_lock(lock_key) THEN
+        IF pg_current_xact_id_if_assigned() IS NULL THEN
+            PERFORM pg_advisory_xact_lock(lock_key);
+        ELSE
+            RAISE EXCEPTION 'ref "%" of message % / % cannot be checked now: broadcast "%" of tenant "%" is being '
+                            'written', NEW.ref_id, NEW.tenant_id, NEW.ref_id, prefix, NEW.tenant_id
+                USING ERRCODE = 'lock_not_available',
+                      DETAIL = format('A ref "%s#completed…" is the broadcast.completed callback''s of a broadcast '
+                                      'with notify: whether it is taken is known once that broadcast is committed.',
+                                      prefix),
+                      HINT = 'Try again in a moment.';
+        END IF;
+    END IF;
     IF EXISTS (SELECT FROM reminderd.broadcast_requests r
                WHERE r.tenant_id = NEW.tenant_id AND r.ref_prefix = prefix AND r.notify) THEN
         RAISE EXCEPTION 'ref "%" of message % / % is the broadcast.completed callback''s of broadcast "%"',
@@ -209,6 +233,170 @@ BEGIN
                                 'give this message another ref.', prefix);
     END IF;
     RETURN NEW;
+END
+$$;
+
+-- Several messages at once, set-based: what reminderd.schedule_many() tries first. The rules of
+-- reminderd.schedule_item() (so of schedule() and schedule_recurring()), the same replacement,
+-- the same identical-call answer, rows, events and results, in a few statements for the whole
+-- batch instead of a dozen per item: the refs' advisory locks, then the broadcast lock of each
+-- completion-callback ref's prefix (prefix#completed…, which check_completion_ref re-takes:
+-- migration 0036), in a fixed order and before anything is written, so two batches never
+-- deadlock on each other nor on a broadcast() being staged; one statement that checks every item
+-- and finds the identical and the live rows; one UPDATE cancelling the live rows being replaced (as cancel_live() does);
+-- one INSERT of the new messages. As schedule() since 0009: an item names no contact (the type
+-- has no contact_id), so its zone is its own (timezone_source 'message'), a contact's message is
+-- never identical to it, its wall time is kept in local_time, and a row awaiting approval is live
+-- (replaced). Recurring items go through schedule_item() one by one, in the same transaction.
+-- The refs must be distinct (given twice, the later item replaces the earlier one: that is the
+-- item-by-item path's), and anything schedule_item() would refuse raises here too, without saying
+-- which item: schedule_many() then undoes this call and schedules the items one by one, which
+-- says which and why. Rows in no particular order.
+CREATE OR REPLACE FUNCTION reminderd.schedule_set(tenant_id text, items reminderd.schedule_item_v2[])
+RETURNS SETOF reminderd.item_scheduled_v1
+LANGUAGE plpgsql
+-- Its statements are planned once, not at each call: a custom plan for a batch of a few items
+-- would cost more than writing them (their generic plans suit 1 to 1,000 items alike).
+SET plan_cache_mode = force_generic_plan
+AS $$
+#variable_conflict use_column
+DECLARE
+    refused   boolean;
+    recurring integer[];                    -- positions of the recurring items
+    kept      reminderd.item_scheduled_v1[];  -- one-offs an identical call made: their message
+    fresh     reminderd.item_scheduled_v1[];  -- one-offs to insert, fire_at their due instant
+    replacing text[];                       -- the refs whose live rows the fresh ones replace
+    zones     text[];                       -- each item's zone and its source, by position
+    sources   text[];
+    position  integer;
+    done      record;
+    one       reminderd.item_scheduled_v1;
+BEGIN
+    -- The refs' locks, then (migration 0036) the lock reminderd.broadcast() takes on the prefix of
+    -- each completion-callback ref: the order schedule() takes them in (its ref's, then its
+    -- trigger's), each set sorted.
+    PERFORM pg_advisory_xact_lock(k.key)
+    FROM (SELECT false AS prefix, hashtextextended(schedule_set.tenant_id || chr(31) || i.ref_id, 0) AS key
+          FROM unnest(schedule_set.items) i
+          UNION
+          SELECT true, hashtextextended(schedule_set.tenant_id || chr(31) || '#broadcast' || chr(31)
+                                        || split_part(i.ref_id, '#', 1), 0)
+          FROM unnest(schedule_set.items) i
+          WHERE i.ref_id ~ '^[^#]+#completed(#[0-9]{8}T[0-9]{4})?$'
+          ORDER BY 1, 2) k;
+    -- After the locks, so in a snapshot that sees every earlier call for these refs. same: the
+    -- message an identical call made (schedule()'s rule); live: the ref's live row (not an extra
+    -- occurrence); doomed: whether the ref has anything live that cancel_live() would cancel.
+    SELECT NOT EXISTS (SELECT FROM reminderd.tenants t WHERE t.id = schedule_set.tenant_id)
+           OR bool_or(coalesce(i.ref_id, '') = ''
+                   OR (i.cron IS NULL AND i.rrule IS NULL
+                       AND (num_nonnulls(i.fire_at, i.fire_in, i.local_time) <> 1 OR i.fire_in < interval '0'
+                            OR NOT isfinite(i.due)
+                            OR i.due > now() + (SELECT c.value::interval FROM reminderd.config c
+                                                WHERE c.key = 'horizon'))))
+               OR count(DISTINCT i.ref_id) <> count(*),
+           array_agg(i.item) FILTER (WHERE i.cron IS NOT NULL OR i.rrule IS NOT NULL),
+           array_agg(ROW(i.item, same.id,
+                         CASE WHEN same.id = live.id OR (live.id IS NULL AND same.status = 'sent') THEN 'unchanged'
+                              WHEN live.id IS NOT NULL THEN 'replaced' ELSE 'created' END,
+                         same.status, same.fire_at)::reminderd.item_scheduled_v1)
+               FILTER (WHERE same.id IS NOT NULL),
+           array_agg(ROW(i.item, NULL, CASE WHEN live.id IS NOT NULL THEN 'replaced' ELSE 'created' END,
+                         NULL, i.due)::reminderd.item_scheduled_v1)
+               FILTER (WHERE i.cron IS NULL AND i.rrule IS NULL AND same.id IS NULL),
+           array_agg(i.ref_id) FILTER (WHERE i.cron IS NULL AND i.rrule IS NULL AND same.id IS NULL AND live.doomed),
+           array_agg(i.zone ORDER BY i.item), array_agg(i.source ORDER BY i.item)
+    INTO refused, recurring, kept, fresh, replacing, zones, sources
+    FROM (SELECT z.*,
+                 -- A time that is no time (migration 0021) stands for infinity: refused above.
+                 CASE WHEN z.cron IS NULL AND z.rrule IS NULL
+                      THEN coalesce(z.fire_at,
+                                    CASE WHEN z.fire_in > interval '200000 years' THEN 'infinity'
+                                         ELSE now() + z.fire_in END,
+                                    CASE WHEN NOT isfinite(z.local_time) THEN 'infinity'
+                                         ELSE reminderd.local_instant(z.local_time, z.zone) END) END AS due
+          FROM (SELECT u.*, u.ordinality::integer AS item,
+                       coalesce(c.zone[1], coalesce(u.timezone, 'UTC')) AS zone,
+                       coalesce(c.zone[2], 'message') AS source
+                FROM unnest(schedule_set.items) WITH ORDINALITY AS u
+                -- A contact's zone (reminderd.message_timezone: P0002 for an unknown one), only for
+                -- the items that name one.
+                LEFT JOIN LATERAL (
+                    SELECT ARRAY[t.zone, t.source] AS zone
+                    FROM reminderd.message_timezone(schedule_set.tenant_id, u.contact_id, u.timezone) AS t
+                    WHERE u.contact_id IS NOT NULL
+                ) c ON true) z) i
+    LEFT JOIN LATERAL (
+        SELECT m.id, m.status, m.fire_at
+        FROM reminderd.scheduled_messages m
+        WHERE i.cron IS NULL AND i.rrule IS NULL
+          AND m.tenant_id = schedule_set.tenant_id AND m.ref_id = i.ref_id
+          AND m.status IN ('pending', 'picked', 'paused', 'sent')
+          AND m.cron IS NULL AND m.rrule IS NULL
+          AND m.payload = coalesce(i.payload, '{}')
+          AND m.callback_url IS NOT DISTINCT FROM i.callback_url
+          AND m.max_attempts IS NOT DISTINCT FROM i.max_attempts
+          AND m.timezone = i.zone
+          AND m.contact_id IS NOT DISTINCT FROM i.contact_id
+          AND m.category = coalesce(i.category, 'transactional')
+          AND m.calendar IS NOT DISTINCT FROM i.calendar
+          AND m.holiday_rule IS NOT DISTINCT FROM i.holiday_rule
+          AND m.backfill IS NOT DISTINCT FROM i.backfill
+          AND m.max_lateness IS NOT DISTINCT FROM i.max_lateness
+          AND CASE WHEN i.fire_in IS NULL
+                   THEN coalesce(m.scheduled_for, m.fire_at) = i.due
+                   ELSE abs(extract(epoch FROM coalesce(m.scheduled_for, m.fire_at) - m.created_at)
+                            - extract(epoch FROM i.fire_in)) < 1 END
+        ORDER BY m.id DESC
+        LIMIT 1
+    ) same ON true
+    LEFT JOIN LATERAL (
+        SELECT max(m.id) FILTER (WHERE m.extra_of IS NULL) AS id, count(*) > 0 AS doomed
+        FROM reminderd.scheduled_messages m
+        WHERE i.cron IS NULL AND i.rrule IS NULL
+          AND m.tenant_id = schedule_set.tenant_id AND m.ref_id = i.ref_id
+          AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval')
+    ) live ON true;
+    IF refused THEN
+        RAISE EXCEPTION 'this batch is scheduled item by item (reminderd.schedule_item)'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A ref is given twice, or an item is refused: schedule_many() says which.';
+    END IF;
+    FOREACH position IN ARRAY coalesce(recurring, '{}') LOOP
+        done := reminderd.schedule_item(schedule_set.tenant_id, schedule_set.items[position]);
+        one := ROW(position, done.message_id, done.result, done.status, done.fire_at);
+        RETURN NEXT one;
+    END LOOP;
+    RETURN QUERY SELECT * FROM unnest(kept);
+    IF fresh IS NULL THEN
+        RETURN;
+    END IF;
+    IF replacing IS NOT NULL THEN
+        UPDATE reminderd.scheduled_messages m
+        SET status = 'cancelled', last_error = 'replaced by a new schedule', lease_expires_at = NULL,
+            updated_at = now(), last_event = 'replaced'
+        WHERE m.tenant_id = schedule_set.tenant_id AND m.ref_id = ANY (replacing)
+          AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval');
+    END IF;
+    RETURN QUERY
+    WITH given AS (
+        SELECT f.item, f.result, f.fire_at AS due, i.*
+        FROM unnest(fresh) f
+        JOIN unnest(schedule_set.items) WITH ORDINALITY AS i ON i.ordinality = f.item
+    ), inserted AS (
+        INSERT INTO reminderd.scheduled_messages
+            (tenant_id, ref_id, fire_at, payload, callback_url, max_attempts, timezone, category, calendar,
+             holiday_rule, backfill, max_lateness, local_time, contact_id, timezone_source)
+        SELECT schedule_set.tenant_id, g.ref_id, g.due, coalesce(g.payload, '{}'), g.callback_url, g.max_attempts,
+               zones[g.item], coalesce(g.category, 'transactional'), g.calendar, g.holiday_rule,
+               g.backfill, g.max_lateness, g.local_time, g.contact_id, sources[g.item]
+        FROM given g
+        ORDER BY g.item
+        RETURNING id, ref_id, status, fire_at
+    )
+    SELECT g.item, n.id, g.result, n.status, n.fire_at
+    FROM given g
+    JOIN inserted n ON n.ref_id = g.ref_id;
 END
 $$;
 

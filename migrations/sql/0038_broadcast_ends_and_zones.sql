@@ -15,6 +15,11 @@
 --              contact's row is staged dead with a last_error naming the zone and the contact (its
 --              audit event says the same), the others are staged as ever, and broadcast_preview
 --              returns the zone with fire_at NULL (the API's dry run counts unreadable_timezone).
+--              Such a contact is staged dead once per broadcast: later waves pass over it (the
+--              broadcast's last_error says how many), and approval and the limit count only the
+--              rows sent. requeue refuses a dead row whose zone is unreadable (22023; requeue_dead
+--              skips it, with a NOTICE); a staged-dead row whose zone is readable now goes to its
+--              wall time's instant (now if that passed), not to when it was staged.
 -- Rows written before: left as they are (waves already staged keep their rows); a recurring
 -- broadcast's next occurrence is staged by the new rules.
 -- Run by migrations/versions/0038_broadcast_ends_and_zones.py in one transaction. History: once
@@ -70,6 +75,7 @@ DECLARE
     missing   text[];
     contacts  bigint;
     zoneless  bigint;
+    sendable  bigint;  -- contacts in a zone this server can read: those it would send to
     zones     bigint;
     late      record;
     per_hour  integer;
@@ -174,9 +180,13 @@ BEGIN
           FROM reminderd.audience_contacts(broadcast.tenant_id, broadcast.audience, broadcast.contact_ids,
                                            coalesce(broadcast.everyone, false)) AS a
           GROUP BY a.timezone) AS z;
+    -- The limit and the approval count only the contacts it would send to: one in a zone this
+    -- server cannot read is staged dead, and sent nothing.
     SELECT coalesce(sum((z->>'contacts')::bigint), 0),
-           coalesce(sum((z->>'contacts')::bigint) FILTER (WHERE z->>'timezone' IS NULL), 0), count(*)
-    INTO contacts, zoneless, zones
+           coalesce(sum((z->>'contacts')::bigint) FILTER (WHERE z->>'timezone' IS NULL), 0),
+           coalesce(sum((z->>'contacts')::bigint) FILTER (WHERE reminderd.is_timezone(z->>'timezone')), 0),
+           count(*)
+    INTO contacts, zoneless, sendable, zones
     FROM jsonb_array_elements(by_zone) AS z;
     IF contacts = 0 THEN
         RAISE EXCEPTION 'the audience of broadcast "%" is empty', broadcast.ref_prefix
@@ -188,9 +198,9 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Set one: reminderd tenant set TENANT --timezone Europe/London (or give the contacts a timezone, phone or country).';
     END IF;
-    IF tenant.broadcast_limit IS NOT NULL AND contacts > tenant.broadcast_limit THEN
+    IF tenant.broadcast_limit IS NOT NULL AND sendable > tenant.broadcast_limit THEN
         RAISE EXCEPTION 'broadcast "%" would send to % contacts; tenant "%" allows at most % in one broadcast',
-            broadcast.ref_prefix, reminderd.thousands(contacts), broadcast.tenant_id,
+            broadcast.ref_prefix, reminderd.thousands(sendable), broadcast.tenant_id,
             reminderd.thousands(tenant.broadcast_limit)
             USING ERRCODE = 'program_limit_exceeded',
                   DETAIL = format('%s contacts over %s zones.', reminderd.thousands(contacts), zones),
@@ -280,7 +290,7 @@ BEGIN
             coalesce(broadcast.payload, '{}'), broadcast.callback_url, coalesce(broadcast.category, 'marketing'),
             broadcast.calendar, broadcast.holiday_rule, broadcast.backfill, broadcast.max_lateness,
             broadcast.max_attempts, coalesce(broadcast.notify, false), coalesce(broadcast.stage_ahead, interval '1 hour'),
-            coalesce(CASE WHEN contacts > tenant.approval_threshold THEN 'awaiting' END, 'not_needed'), who)
+            coalesce(CASE WHEN sendable > tenant.approval_threshold THEN 'awaiting' END, 'not_needed'), who)
     RETURNING id INTO new_id;
     IF broadcast.local_time IS NOT NULL THEN
         PERFORM reminderd.stage_broadcast(new_id, broadcast.local_time);
@@ -313,6 +323,8 @@ DECLARE
     last_at   timestamptz;
     over_threshold boolean;
     ends_at   timestamptz;
+    unreadable bigint;   -- contacts in a zone this server cannot read
+    passed_over bigint;  -- of those, the ones staged dead at an earlier occurrence: not again
 BEGIN
     SELECT * INTO request FROM reminderd.broadcast_requests r WHERE r.id = stage_broadcast.broadcast_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -361,13 +373,22 @@ BEGIN
             WHERE r.id = request.id;
             RETURN 0;
         END IF;
-        SELECT count(*), count(*) FILTER (WHERE a.timezone IS NULL) INTO contacts, zoneless
-        FROM reminderd.audience_contacts(request.tenant_id, request.audience, request.contact_ids, request.everyone) AS a;
+        -- Those in a zone this server cannot read are sent nothing: not counted against the limit.
+        SELECT coalesce(sum(z.contacts), 0), coalesce(sum(z.contacts) FILTER (WHERE z.timezone IS NULL), 0),
+               coalesce(sum(z.contacts) FILTER (WHERE z.timezone IS NOT NULL AND NOT reminderd.is_timezone(z.timezone)),
+                        0)
+        INTO contacts, zoneless, unreadable
+        FROM (SELECT a.timezone, count(*) AS contacts
+              FROM reminderd.audience_contacts(request.tenant_id, request.audience, request.contact_ids,
+                                               request.everyone) AS a
+              GROUP BY a.timezone) AS z;
         problem := CASE WHEN contacts = 0 THEN 'the audience is empty'
                         WHEN zoneless > 0 THEN format('%s contacts have no timezone and the tenant has no default',
                                                       reminderd.thousands(zoneless))
-                        WHEN contacts > tenant.broadcast_limit THEN format('%s contacts, over the tenant''s limit of %s',
-                            reminderd.thousands(contacts), reminderd.thousands(tenant.broadcast_limit)) END;
+                        WHEN contacts - unreadable > tenant.broadcast_limit
+                            THEN format('%s contacts, over the tenant''s limit of %s',
+                                        reminderd.thousands(contacts - unreadable),
+                                        reminderd.thousands(tenant.broadcast_limit)) END;
         IF problem IS NOT NULL THEN
             UPDATE reminderd.broadcast_requests r
             SET next_occurrence = stage_broadcast.following,
@@ -394,16 +415,24 @@ BEGIN
         FROM (SELECT DISTINCT timezone FROM audience) AS z
     ),
     reached AS MATERIALIZED (  -- those the occurrence is sent to: ends_at ends each on their own instant
-        SELECT a.contact_id, a.timezone, a.timezone_source, z.fire_at
+        SELECT a.contact_id, a.timezone, a.timezone_source, z.fire_at,
+               -- In a zone unreadable here, and staged dead at an earlier occurrence: not again
+               -- (migration 0038), but counted (passed_over).
+               z.fire_at IS NULL AND EXISTS (
+                   SELECT FROM reminderd.scheduled_messages m
+                   WHERE m.broadcast_id = request.id AND m.status = 'dead' AND m.tenant_id = request.tenant_id
+                     AND m.contact_id = a.contact_id AND m.picked_at IS NULL) AS passed_over
         FROM audience a
         JOIN zones z ON z.timezone = a.timezone
         WHERE coalesce(z.fire_at <= ends_at, true)
     ),
-    size AS MATERIALIZED (
-        SELECT count(*) AS contacts,
-               coalesce(count(*) > tenant.approval_threshold, false)
+    size AS MATERIALIZED (  -- the rows it sends: approval and the limit count no dead one (migration 0038)
+        SELECT count(*) FILTER (WHERE fire_at IS NOT NULL) AS contacts,
+               count(*) FILTER (WHERE passed_over) AS passed_over,
+               coalesce(count(*) FILTER (WHERE fire_at IS NOT NULL) > tenant.approval_threshold, false)
                AND (request.approval = 'not_needed'
-                    OR request.approval = 'approved' AND count(*) > coalesce(request.approved_contacts, 0)) AS over
+                    OR request.approval = 'approved'
+                       AND count(*) FILTER (WHERE fire_at IS NOT NULL) > coalesce(request.approved_contacts, 0)) AS over
         FROM reached
     ),
     inserted AS (
@@ -429,12 +458,13 @@ BEGIN
                                                                             'YYYY-MM-DD HH24:MI')) END
         FROM reached a
         CROSS JOIN size
-        WHERE size.contacts <= coalesce(tenant.broadcast_limit, size.contacts)
+        WHERE size.contacts <= coalesce(tenant.broadcast_limit, size.contacts) AND NOT a.passed_over
         RETURNING fire_at, status
     )
     SELECT count(inserted.fire_at), min(inserted.fire_at) FILTER (WHERE inserted.status <> 'dead'),
-           max(inserted.fire_at) FILTER (WHERE inserted.status <> 'dead'), max(size.contacts), bool_or(size.over)
-    INTO staged, first_at, last_at, contacts, over_threshold
+           max(inserted.fire_at) FILTER (WHERE inserted.status <> 'dead'), max(size.contacts), bool_or(size.over),
+           max(size.passed_over)
+    INTO staged, first_at, last_at, contacts, over_threshold, passed_over
     FROM size LEFT JOIN inserted ON true;
     IF contacts > tenant.broadcast_limit THEN
         problem := format('%s contacts, over the tenant''s limit of %s', reminderd.thousands(contacts),
@@ -468,7 +498,10 @@ BEGIN
         ended_at = CASE WHEN NOT recurring OR stage_broadcast.following IS NULL THEN now() END,
         ended_reason = CASE WHEN NOT recurring THEN 'staged'
                             WHEN stage_broadcast.following IS NULL THEN 'no more occurrences' END,
-        last_error = NULL,
+        last_error = CASE WHEN passed_over > 0 THEN format(
+            'occurrence %s staged without %s contacts in a zone this database server cannot read: each was '
+            'staged dead once, at an earlier occurrence (correct their timezone, or update the server''s tzdata)',
+            to_char(stage_broadcast.occurrence, 'YYYY-MM-DD HH24:MI'), reminderd.thousands(passed_over)) END,
         updated_at = now()
     WHERE r.id = request.id;
     RETURN staged;
@@ -497,6 +530,109 @@ BEGIN
                                          broadcast_preview.contact_ids, coalesce(broadcast_preview.everyone, false)) AS a
         GROUP BY a.timezone
         ORDER BY 2 NULLS FIRST, 1;
+END
+$$;
+
+-- A dead row goes back to pending, due now, attempts reset (same occurrence: same webhook-id).
+-- One that died after delivery (died_delivered) is not sent again by mistake: a one-off is
+-- refused (55000) unless `resend`; a recurring one, unless `resend`, goes to its next occurrence
+-- (fire_at NULL: the daemon plans its first occurrence after now), not to the delivered one.
+-- (migration 0038) One in a zone this server's tz database cannot read is refused (22023): it
+-- has no instant of its local time. A broadcast's row staged dead for that reason (never claimed)
+-- whose zone is readable now goes to its wall time's instant in its zone, or now if that passed.
+CREATE OR REPLACE FUNCTION reminderd.requeue(message_id bigint, resend boolean DEFAULT false) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    message  reminderd.scheduled_messages;
+    onward   boolean;
+    placed   boolean;
+    requeued integer;
+BEGIN
+    SELECT * INTO message FROM reminderd.scheduled_messages m WHERE m.id = requeue.message_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no message with id %', requeue.message_id USING ERRCODE = 'no_data_found';
+    END IF;
+    onward := NOT requeue.resend AND reminderd.died_delivered(message);
+    -- A broadcast's row staged dead, never claimed: its zone was unreadable then (migration 0038).
+    placed := message.broadcast_id IS NOT NULL AND message.contact_id IS NOT NULL AND message.picked_at IS NULL
+              AND message.local_time IS NOT NULL;
+    IF message.status = 'dead' AND NOT reminderd.is_timezone(message.timezone) THEN
+        RAISE EXCEPTION 'message % / % (id %) is in timezone "%", which this database server''s tz database '
+                        'cannot read: requeued, it would be sent at no instant of its local time',
+                        message.tenant_id, message.ref_id, message.id, message.timezone
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Its dead reason: %s', message.last_error),
+                  HINT = CASE WHEN message.contact_id IS NOT NULL
+                              THEN format('Correct the timezone of contact %s (its next messages use it), or update '
+                                          'the server''s tzdata and requeue it then.', message.contact_id)
+                              ELSE 'Update the server''s tzdata and requeue it then, or schedule it again in a '
+                                   'zone this server can read.' END;
+    END IF;
+    IF onward AND message.cron IS NULL AND message.rrule IS NULL THEN
+        RAISE EXCEPTION 'message % / % (id %) was delivered before it died: requeueing it would send it again',
+                        message.tenant_id, message.ref_id, message.id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = format('Its dead reason: %s', message.last_error),
+                  HINT = format('Pass resend => true to send it again: SELECT reminderd.requeue(%s, resend => true);',
+                                message.id);
+    END IF;
+    UPDATE reminderd.scheduled_messages m
+    SET status = 'pending', attempts = 0,
+        scheduled_for = CASE WHEN onward OR placed THEN NULL ELSE coalesce(m.scheduled_for, m.fire_at) END,
+        fire_at = CASE WHEN onward THEN NULL
+                       WHEN placed THEN greatest(reminderd.local_instant(m.local_time, m.timezone), now())
+                       ELSE now() END,
+        last_event = 'requeued',
+        last_error = CASE WHEN onward THEN 'requeued to its next occurrence (the last was delivered) from: '
+                          ELSE 'requeued from: ' END || coalesce(m.last_error, ''),
+        updated_at = now()
+    WHERE m.id = requeue.message_id AND m.status = 'dead'
+      AND NOT EXISTS (SELECT 1 FROM reminderd.scheduled_messages live
+                      WHERE live.tenant_id = m.tenant_id AND live.ref_id = m.ref_id
+                        AND live.status IN ('pending', 'picked', 'paused', 'awaiting_approval'));
+    GET DIAGNOSTICS requeued = ROW_COUNT;
+    RETURN requeued;
+END
+$$;
+
+-- A tenant's rows that died at or after `since`, requeued (requeue); one-offs that died after
+-- delivery are skipped (a NOTICE says how many: requeue each with resend => true to send it again),
+-- and so are rows in a zone this server cannot read (migration 0038: a NOTICE too).
+CREATE OR REPLACE FUNCTION reminderd.requeue_dead(tenant_id text, since timestamptz) RETURNS integer
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    requeued integer := 0;
+    skipped  integer := 0;
+    zoneless integer := 0;
+    message  record;
+BEGIN
+    PERFORM reminderd.check_tenant(requeue_dead.tenant_id);
+    FOR message IN
+        SELECT m.id, reminderd.died_delivered(m) AND m.cron IS NULL AND m.rrule IS NULL AS delivered,
+               NOT reminderd.is_timezone(m.timezone) AS unreadable
+        FROM reminderd.scheduled_messages m
+        WHERE m.tenant_id = requeue_dead.tenant_id AND m.status = 'dead' AND m.updated_at >= requeue_dead.since
+        ORDER BY m.id
+    LOOP
+        IF message.unreadable THEN
+            zoneless := zoneless + 1;
+        ELSIF message.delivered THEN
+            skipped := skipped + 1;
+        ELSE
+            requeued := requeued + reminderd.requeue(message.id);
+        END IF;
+    END LOOP;
+    IF skipped > 0 THEN
+        RAISE NOTICE '% dead message(s) of tenant % skipped: delivered before they died', skipped, requeue_dead.tenant_id
+            USING HINT = 'Requeue one with reminderd.requeue(id, resend => true) to send it again.';
+    END IF;
+    IF zoneless > 0 THEN
+        RAISE NOTICE '% dead message(s) of tenant % skipped: in a zone this database server cannot read', zoneless,
+            requeue_dead.tenant_id
+            USING HINT = 'Correct their contacts'' timezone, or update the server''s tzdata and requeue them then.';
+    END IF;
+    RETURN requeued;
 END
 $$;
 

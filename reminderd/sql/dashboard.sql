@@ -424,23 +424,27 @@ ORDER BY m.updated_at DESC, m.id DESC;
 -- Requeue the dead letters among the ids $2 of the tenants in view (reminderd.requeue, lowest id
 -- first): how many went back to pending (requeued), how many of those went to their next
 -- occurrence instead of the delivered one (onward: recurring rows that died after delivery), how
--- many were not requeued because their ref has a live message again (blocked), and how many
--- one-offs were skipped because they died after delivery (delivered: requeueing would send them
--- again; reminderd.requeue(id, resend => true) does it on purpose).
+-- many were not requeued because their ref has a live message again (blocked), how many one-offs
+-- were skipped because they died after delivery (delivered: requeueing would send them again;
+-- reminderd.requeue(id, resend => true) does it on purpose), and how many because their zone is one
+-- this database server cannot read (unreadable: requeue refuses them, migration 0038).
 WITH chosen AS (
-    SELECT d.id, reminderd.died_delivered(d) AS died_delivered, d.cron IS NULL AND d.rrule IS NULL AS one_off
+    SELECT d.id, reminderd.died_delivered(d) AS died_delivered, d.cron IS NULL AND d.rrule IS NULL AS one_off,
+           NOT reminderd.is_timezone(d.timezone) AS unreadable
     FROM reminderd.scheduled_messages d
     WHERE d.id = ANY ($2::bigint[]) AND d.status = 'dead' AND ($1::text IS NULL OR d.tenant_id = $1)
 ), done AS (
     SELECT reminderd.requeue(c.id) AS requeued, c.died_delivered AS onward
     FROM chosen c
-    WHERE NOT (c.died_delivered AND c.one_off)
+    WHERE NOT (c.died_delivered AND c.one_off) AND NOT c.unreadable
     ORDER BY c.id
 )
 SELECT coalesce(sum(d.requeued), 0)::integer AS requeued,
        coalesce(sum(d.requeued) FILTER (WHERE d.onward), 0)::integer AS onward,
        (count(*) - coalesce(sum(d.requeued), 0))::integer AS blocked,
-       (SELECT count(*) FROM chosen c WHERE c.died_delivered AND c.one_off)::integer AS delivered
+       (SELECT count(*) FROM chosen c WHERE c.died_delivered AND c.one_off AND NOT c.unreadable)::integer
+           AS delivered,
+       (SELECT count(*) FROM chosen c WHERE c.unreadable)::integer AS unreadable
 FROM done d;
 
 -- dead_letters_mark --
@@ -464,11 +468,13 @@ LEFT JOIN (SELECT * FROM matching ORDER BY updated_at DESC, id DESC LIMIT 1) new
 -- requeue_dead_matching --
 -- Requeue the dead letters a filter matches (as dead_letters_count), only those at or below the
 -- mark ($6, $7) = (dead since, id) when one is given (dead_letters_mark): at most $5 of them,
--- lowest id first, counted as requeue_dead_ids. The one-offs that died after delivery are left
--- out before the $5 are taken (taken, they would be taken again at every press, and those after
--- them never reached), and counted apart, up to $5 of them (delivered = $5: at least that many).
+-- lowest id first, counted as requeue_dead_ids. The one-offs that died after delivery and the rows
+-- in a zone this server cannot read are left out before the $5 are taken (taken, they would be
+-- taken again at every press, and those after them never reached), and counted apart, up to $5 of
+-- each (a count of $5: at least that many).
 WITH matching AS NOT MATERIALIZED (
-    SELECT m.id, reminderd.died_delivered(m) AS died_delivered, m.cron IS NULL AND m.rrule IS NULL AS one_off
+    SELECT m.id, reminderd.died_delivered(m) AS died_delivered, m.cron IS NULL AND m.rrule IS NULL AS one_off,
+           m.timezone
     FROM reminderd.scheduled_messages m
     WHERE m.status = 'dead' AND ($1::text IS NULL OR m.tenant_id = $1)
       AND m.updated_at <= now() - make_interval(secs => $2)
@@ -478,15 +484,17 @@ WITH matching AS NOT MATERIALIZED (
 ), done AS (
     SELECT reminderd.requeue(c.id) AS requeued, c.died_delivered AS onward
     FROM matching c
-    WHERE NOT (c.died_delivered AND c.one_off)
+    WHERE NOT (c.died_delivered AND c.one_off) AND reminderd.is_timezone(c.timezone)
     ORDER BY c.id
     LIMIT $5
 )
 SELECT coalesce(sum(d.requeued), 0)::integer AS requeued,
        coalesce(sum(d.requeued) FILTER (WHERE d.onward), 0)::integer AS onward,
        (count(*) - coalesce(sum(d.requeued), 0))::integer AS blocked,
-       (SELECT count(*) FROM (SELECT FROM matching c WHERE c.died_delivered AND c.one_off LIMIT $5) s
-       )::integer AS delivered
+       (SELECT count(*) FROM (SELECT FROM matching c WHERE c.died_delivered AND c.one_off
+                              AND reminderd.is_timezone(c.timezone) LIMIT $5) s)::integer AS delivered,
+       (SELECT count(*) FROM (SELECT FROM matching c WHERE NOT reminderd.is_timezone(c.timezone) LIMIT $5) s
+       )::integer AS unreadable
 FROM done d;
 
 -- dashboard_send_now --

@@ -2932,11 +2932,15 @@ COMMENT ON FUNCTION reminderd.died_delivered(reminderd.scheduled_messages) IS
 -- One that died after delivery (died_delivered) is not sent again by mistake: a one-off is
 -- refused (55000) unless `resend`; a recurring one, unless `resend`, goes to its next occurrence
 -- (fire_at NULL: the daemon plans its first occurrence after now), not to the delivered one.
+-- (migration 0038) One in a zone this server's tz database cannot read is refused (22023): it
+-- has no instant of its local time. A broadcast's row staged dead for that reason (never claimed)
+-- whose zone is readable now goes to its wall time's instant in its zone, or now if that passed.
 CREATE FUNCTION reminderd.requeue(message_id bigint, resend boolean DEFAULT false) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     message  reminderd.scheduled_messages;
     onward   boolean;
+    placed   boolean;
     requeued integer;
 BEGIN
     SELECT * INTO message FROM reminderd.scheduled_messages m WHERE m.id = requeue.message_id;
@@ -2944,6 +2948,21 @@ BEGIN
         RAISE EXCEPTION 'no message with id %', requeue.message_id USING ERRCODE = 'no_data_found';
     END IF;
     onward := NOT requeue.resend AND reminderd.died_delivered(message);
+    -- A broadcast's row staged dead, never claimed: its zone was unreadable then (migration 0038).
+    placed := message.broadcast_id IS NOT NULL AND message.contact_id IS NOT NULL AND message.picked_at IS NULL
+              AND message.local_time IS NOT NULL;
+    IF message.status = 'dead' AND NOT reminderd.is_timezone(message.timezone) THEN
+        RAISE EXCEPTION 'message % / % (id %) is in timezone "%", which this database server''s tz database '
+                        'cannot read: requeued, it would be sent at no instant of its local time',
+                        message.tenant_id, message.ref_id, message.id, message.timezone
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Its dead reason: %s', message.last_error),
+                  HINT = CASE WHEN message.contact_id IS NOT NULL
+                              THEN format('Correct the timezone of contact %s (its next messages use it), or update '
+                                          'the server''s tzdata and requeue it then.', message.contact_id)
+                              ELSE 'Update the server''s tzdata and requeue it then, or schedule it again in a '
+                                   'zone this server can read.' END;
+    END IF;
     IF onward AND message.cron IS NULL AND message.rrule IS NULL THEN
         RAISE EXCEPTION 'message % / % (id %) was delivered before it died: requeueing it would send it again',
                         message.tenant_id, message.ref_id, message.id
@@ -2954,8 +2973,10 @@ BEGIN
     END IF;
     UPDATE reminderd.scheduled_messages m
     SET status = 'pending', attempts = 0,
-        scheduled_for = CASE WHEN onward THEN NULL ELSE coalesce(m.scheduled_for, m.fire_at) END,
-        fire_at = CASE WHEN onward THEN NULL ELSE now() END,
+        scheduled_for = CASE WHEN onward OR placed THEN NULL ELSE coalesce(m.scheduled_for, m.fire_at) END,
+        fire_at = CASE WHEN onward THEN NULL
+                       WHEN placed THEN greatest(reminderd.local_instant(m.local_time, m.timezone), now())
+                       ELSE now() END,
         last_event = 'requeued',
         last_error = CASE WHEN onward THEN 'requeued to its next occurrence (the last was delivered) from: '
                           ELSE 'requeued from: ' END || coalesce(m.last_error, ''),
@@ -2970,23 +2991,28 @@ END
 $$;
 
 -- A tenant's rows that died at or after `since`, requeued (requeue); one-offs that died after
--- delivery are skipped (a NOTICE says how many: requeue each with resend => true to send it again).
+-- delivery are skipped (a NOTICE says how many: requeue each with resend => true to send it again),
+-- and so are rows in a zone this server cannot read (migration 0038: a NOTICE too).
 CREATE FUNCTION reminderd.requeue_dead(tenant_id text, since timestamptz) RETURNS integer
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
     requeued integer := 0;
     skipped  integer := 0;
+    zoneless integer := 0;
     message  record;
 BEGIN
     PERFORM reminderd.check_tenant(requeue_dead.tenant_id);
     FOR message IN
-        SELECT m.id, reminderd.died_delivered(m) AND m.cron IS NULL AND m.rrule IS NULL AS delivered
+        SELECT m.id, reminderd.died_delivered(m) AND m.cron IS NULL AND m.rrule IS NULL AS delivered,
+               NOT reminderd.is_timezone(m.timezone) AS unreadable
         FROM reminderd.scheduled_messages m
         WHERE m.tenant_id = requeue_dead.tenant_id AND m.status = 'dead' AND m.updated_at >= requeue_dead.since
         ORDER BY m.id
     LOOP
-        IF message.delivered THEN
+        IF message.unreadable THEN
+            zoneless := zoneless + 1;
+        ELSIF message.delivered THEN
             skipped := skipped + 1;
         ELSE
             requeued := requeued + reminderd.requeue(message.id);
@@ -2995,6 +3021,11 @@ BEGIN
     IF skipped > 0 THEN
         RAISE NOTICE '% dead message(s) of tenant % skipped: delivered before they died', skipped, requeue_dead.tenant_id
             USING HINT = 'Requeue one with reminderd.requeue(id, resend => true) to send it again.';
+    END IF;
+    IF zoneless > 0 THEN
+        RAISE NOTICE '% dead message(s) of tenant % skipped: in a zone this database server cannot read', zoneless,
+            requeue_dead.tenant_id
+            USING HINT = 'Correct their contacts'' timezone, or update the server''s tzdata and requeue them then.';
     END IF;
     RETURN requeued;
 END
@@ -3214,9 +3245,11 @@ $$;
 -- Several messages at once, set-based: what reminderd.schedule_many() tries first. The rules of
 -- reminderd.schedule_item() (so of schedule() and schedule_recurring()), the same replacement,
 -- the same identical-call answer, rows, events and results, in a few statements for the whole
--- batch instead of a dozen per item: the refs' advisory locks (in a fixed order, so two batches
--- never deadlock on each other); one statement that checks every item and finds the identical
--- and the live rows; one UPDATE cancelling the live rows being replaced (as cancel_live() does);
+-- batch instead of a dozen per item: the refs' advisory locks, then the broadcast lock of each
+-- completion-callback ref's prefix (prefix#completed…, which check_completion_ref re-takes:
+-- migration 0036), in a fixed order and before anything is written, so two batches never
+-- deadlock on each other nor on a broadcast() being staged; one statement that checks every item
+-- and finds the identical and the live rows; one UPDATE cancelling the live rows being replaced (as cancel_live() does);
 -- one INSERT of the new messages. As schedule() since 0009: an item names no contact (the type
 -- has no contact_id), so its zone is its own (timezone_source 'message'), a contact's message is
 -- never identical to it, its wall time is kept in local_time, and a row awaiting approval is live
@@ -3245,10 +3278,18 @@ DECLARE
     done      record;
     one       reminderd.item_scheduled_v1;
 BEGIN
+    -- The refs' locks, then (migration 0036) the lock reminderd.broadcast() takes on the prefix of
+    -- each completion-callback ref: the order schedule() takes them in (its ref's, then its
+    -- trigger's), each set sorted.
     PERFORM pg_advisory_xact_lock(k.key)
-    FROM (SELECT DISTINCT hashtextextended(schedule_set.tenant_id || chr(31) || i.ref_id, 0) AS key
+    FROM (SELECT false AS prefix, hashtextextended(schedule_set.tenant_id || chr(31) || i.ref_id, 0) AS key
           FROM unnest(schedule_set.items) i
-          ORDER BY 1) k;
+          UNION
+          SELECT true, hashtextextended(schedule_set.tenant_id || chr(31) || '#broadcast' || chr(31)
+                                        || split_part(i.ref_id, '#', 1), 0)
+          FROM unnest(schedule_set.items) i
+          WHERE i.ref_id ~ '^[^#]+#completed(#[0-9]{8}T[0-9]{4})?$'
+          ORDER BY 1, 2) k;
     -- After the locks, so in a snapshot that sees every earlier call for these refs. same: the
     -- message an identical call made (schedule()'s rule); live: the ref's live row (not an extra
     -- occurrence); doomed: whether the ref has anything live that cancel_live() would cancel.
@@ -3905,16 +3946,36 @@ $$;
 -- before the first one. 23514, constraint completion_ref_reserved. The reverse, a notify broadcast
 -- whose completion ref a live message holds already, is check_completion_ref_free's (migration
 -- 0036); both take the lock reminderd.broadcast() takes on the tenant and prefix before they look,
--- so that of a message and a broadcast written at once the second waits and is refused.
+-- so that of a message and a broadcast written at once the second waits and is refused. Only a
+-- transaction that has written nothing yet waits for it (one that has may hold a row the broadcast
+-- waits for: a deadlock); schedule_set takes it with its refs' locks before writing anything; any
+-- other writer of such a ref while that broadcast is being written is refused, 55P03, to try again.
 CREATE FUNCTION reminderd.check_completion_ref() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    prefix text := split_part(NEW.ref_id, '#', 1);
+    prefix   text := split_part(NEW.ref_id, '#', 1);
+    lock_key bigint := hashtextextended(NEW.tenant_id || chr(31) || '#broadcast' || chr(31) || prefix, 0);
 BEGIN
     IF NEW.ref_id !~ '^[^#]+#completed(#[0-9]{8}T[0-9]{4})?$' THEN
         RETURN NEW;
     END IF;
-    PERFORM pg_advisory_xact_lock(hashtextextended(NEW.tenant_id || chr(31) || '#broadcast' || chr(31) || prefix, 0));
+    -- Waited for only by a transaction that has written nothing yet (schedule(), a first INSERT):
+    -- one that has may hold a row that the broadcast() holding the lock waits for, a deadlock.
+    -- schedule_set took it before writing anything (a re-take, granted at once); any other writer
+    -- of such a ref while a broadcast of its prefix is being written is refused, to try again.
+    IF NOT pg_try_advisory_xact_lock(lock_key) THEN
+        IF pg_current_xact_id_if_assigned() IS NULL THEN
+            PERFORM pg_advisory_xact_lock(lock_key);
+        ELSE
+            RAISE EXCEPTION 'ref "%" of message % / % cannot be checked now: broadcast "%" of tenant "%" is being '
+                            'written', NEW.ref_id, NEW.tenant_id, NEW.ref_id, prefix, NEW.tenant_id
+                USING ERRCODE = 'lock_not_available',
+                      DETAIL = format('A ref "%s#completed…" is the broadcast.completed callback''s of a broadcast '
+                                      'with notify: whether it is taken is known once that broadcast is committed.',
+                                      prefix),
+                      HINT = 'Try again in a moment.';
+        END IF;
+    END IF;
     IF EXISTS (SELECT FROM reminderd.broadcast_requests r
                WHERE r.tenant_id = NEW.tenant_id AND r.ref_prefix = prefix AND r.notify) THEN
         RAISE EXCEPTION 'ref "%" of message % / % is the broadcast.completed callback''s of broadcast "%"',
@@ -5477,6 +5538,7 @@ DECLARE
     missing   text[];
     contacts  bigint;
     zoneless  bigint;
+    sendable  bigint;  -- contacts in a zone this server can read: those it would send to
     zones     bigint;
     late      record;
     per_hour  integer;
@@ -5581,9 +5643,13 @@ BEGIN
           FROM reminderd.audience_contacts(broadcast.tenant_id, broadcast.audience, broadcast.contact_ids,
                                            coalesce(broadcast.everyone, false)) AS a
           GROUP BY a.timezone) AS z;
+    -- The limit and the approval count only the contacts it would send to: one in a zone this
+    -- server cannot read is staged dead, and sent nothing.
     SELECT coalesce(sum((z->>'contacts')::bigint), 0),
-           coalesce(sum((z->>'contacts')::bigint) FILTER (WHERE z->>'timezone' IS NULL), 0), count(*)
-    INTO contacts, zoneless, zones
+           coalesce(sum((z->>'contacts')::bigint) FILTER (WHERE z->>'timezone' IS NULL), 0),
+           coalesce(sum((z->>'contacts')::bigint) FILTER (WHERE reminderd.is_timezone(z->>'timezone')), 0),
+           count(*)
+    INTO contacts, zoneless, sendable, zones
     FROM jsonb_array_elements(by_zone) AS z;
     IF contacts = 0 THEN
         RAISE EXCEPTION 'the audience of broadcast "%" is empty', broadcast.ref_prefix
@@ -5595,9 +5661,9 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Set one: reminderd tenant set TENANT --timezone Europe/London (or give the contacts a timezone, phone or country).';
     END IF;
-    IF tenant.broadcast_limit IS NOT NULL AND contacts > tenant.broadcast_limit THEN
+    IF tenant.broadcast_limit IS NOT NULL AND sendable > tenant.broadcast_limit THEN
         RAISE EXCEPTION 'broadcast "%" would send to % contacts; tenant "%" allows at most % in one broadcast',
-            broadcast.ref_prefix, reminderd.thousands(contacts), broadcast.tenant_id,
+            broadcast.ref_prefix, reminderd.thousands(sendable), broadcast.tenant_id,
             reminderd.thousands(tenant.broadcast_limit)
             USING ERRCODE = 'program_limit_exceeded',
                   DETAIL = format('%s contacts over %s zones.', reminderd.thousands(contacts), zones),
@@ -5687,7 +5753,7 @@ BEGIN
             coalesce(broadcast.payload, '{}'), broadcast.callback_url, coalesce(broadcast.category, 'marketing'),
             broadcast.calendar, broadcast.holiday_rule, broadcast.backfill, broadcast.max_lateness,
             broadcast.max_attempts, coalesce(broadcast.notify, false), coalesce(broadcast.stage_ahead, interval '1 hour'),
-            coalesce(CASE WHEN contacts > tenant.approval_threshold THEN 'awaiting' END, 'not_needed'), who)
+            coalesce(CASE WHEN sendable > tenant.approval_threshold THEN 'awaiting' END, 'not_needed'), who)
     RETURNING id INTO new_id;
     IF broadcast.local_time IS NOT NULL THEN
         PERFORM reminderd.stage_broadcast(new_id, broadcast.local_time);
@@ -5724,6 +5790,8 @@ DECLARE
     last_at   timestamptz;
     over_threshold boolean;
     ends_at   timestamptz;
+    unreadable bigint;   -- contacts in a zone this server cannot read
+    passed_over bigint;  -- of those, the ones staged dead at an earlier occurrence: not again
 BEGIN
     SELECT * INTO request FROM reminderd.broadcast_requests r WHERE r.id = stage_broadcast.broadcast_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -5772,13 +5840,22 @@ BEGIN
             WHERE r.id = request.id;
             RETURN 0;
         END IF;
-        SELECT count(*), count(*) FILTER (WHERE a.timezone IS NULL) INTO contacts, zoneless
-        FROM reminderd.audience_contacts(request.tenant_id, request.audience, request.contact_ids, request.everyone) AS a;
+        -- Those in a zone this server cannot read are sent nothing: not counted against the limit.
+        SELECT coalesce(sum(z.contacts), 0), coalesce(sum(z.contacts) FILTER (WHERE z.timezone IS NULL), 0),
+               coalesce(sum(z.contacts) FILTER (WHERE z.timezone IS NOT NULL AND NOT reminderd.is_timezone(z.timezone)),
+                        0)
+        INTO contacts, zoneless, unreadable
+        FROM (SELECT a.timezone, count(*) AS contacts
+              FROM reminderd.audience_contacts(request.tenant_id, request.audience, request.contact_ids,
+                                               request.everyone) AS a
+              GROUP BY a.timezone) AS z;
         problem := CASE WHEN contacts = 0 THEN 'the audience is empty'
                         WHEN zoneless > 0 THEN format('%s contacts have no timezone and the tenant has no default',
                                                       reminderd.thousands(zoneless))
-                        WHEN contacts > tenant.broadcast_limit THEN format('%s contacts, over the tenant''s limit of %s',
-                            reminderd.thousands(contacts), reminderd.thousands(tenant.broadcast_limit)) END;
+                        WHEN contacts - unreadable > tenant.broadcast_limit
+                            THEN format('%s contacts, over the tenant''s limit of %s',
+                                        reminderd.thousands(contacts - unreadable),
+                                        reminderd.thousands(tenant.broadcast_limit)) END;
         IF problem IS NOT NULL THEN
             UPDATE reminderd.broadcast_requests r
             SET next_occurrence = stage_broadcast.following,
@@ -5805,16 +5882,24 @@ BEGIN
         FROM (SELECT DISTINCT timezone FROM audience) AS z
     ),
     reached AS MATERIALIZED (  -- those the occurrence is sent to: ends_at ends each on their own instant
-        SELECT a.contact_id, a.timezone, a.timezone_source, z.fire_at
+        SELECT a.contact_id, a.timezone, a.timezone_source, z.fire_at,
+               -- In a zone unreadable here, and staged dead at an earlier occurrence: not again
+               -- (migration 0038), but counted (passed_over).
+               z.fire_at IS NULL AND EXISTS (
+                   SELECT FROM reminderd.scheduled_messages m
+                   WHERE m.broadcast_id = request.id AND m.status = 'dead' AND m.tenant_id = request.tenant_id
+                     AND m.contact_id = a.contact_id AND m.picked_at IS NULL) AS passed_over
         FROM audience a
         JOIN zones z ON z.timezone = a.timezone
         WHERE coalesce(z.fire_at <= ends_at, true)
     ),
-    size AS MATERIALIZED (
-        SELECT count(*) AS contacts,
-               coalesce(count(*) > tenant.approval_threshold, false)
+    size AS MATERIALIZED (  -- the rows it sends: approval and the limit count no dead one (migration 0038)
+        SELECT count(*) FILTER (WHERE fire_at IS NOT NULL) AS contacts,
+               count(*) FILTER (WHERE passed_over) AS passed_over,
+               coalesce(count(*) FILTER (WHERE fire_at IS NOT NULL) > tenant.approval_threshold, false)
                AND (request.approval = 'not_needed'
-                    OR request.approval = 'approved' AND count(*) > coalesce(request.approved_contacts, 0)) AS over
+                    OR request.approval = 'approved'
+                       AND count(*) FILTER (WHERE fire_at IS NOT NULL) > coalesce(request.approved_contacts, 0)) AS over
         FROM reached
     ),
     inserted AS (
@@ -5840,12 +5925,13 @@ BEGIN
                                                                             'YYYY-MM-DD HH24:MI')) END
         FROM reached a
         CROSS JOIN size
-        WHERE size.contacts <= coalesce(tenant.broadcast_limit, size.contacts)
+        WHERE size.contacts <= coalesce(tenant.broadcast_limit, size.contacts) AND NOT a.passed_over
         RETURNING fire_at, status
     )
     SELECT count(inserted.fire_at), min(inserted.fire_at) FILTER (WHERE inserted.status <> 'dead'),
-           max(inserted.fire_at) FILTER (WHERE inserted.status <> 'dead'), max(size.contacts), bool_or(size.over)
-    INTO staged, first_at, last_at, contacts, over_threshold
+           max(inserted.fire_at) FILTER (WHERE inserted.status <> 'dead'), max(size.contacts), bool_or(size.over),
+           max(size.passed_over)
+    INTO staged, first_at, last_at, contacts, over_threshold, passed_over
     FROM size LEFT JOIN inserted ON true;
     IF contacts > tenant.broadcast_limit THEN
         problem := format('%s contacts, over the tenant''s limit of %s', reminderd.thousands(contacts),
@@ -5879,7 +5965,10 @@ BEGIN
         ended_at = CASE WHEN NOT recurring OR stage_broadcast.following IS NULL THEN now() END,
         ended_reason = CASE WHEN NOT recurring THEN 'staged'
                             WHEN stage_broadcast.following IS NULL THEN 'no more occurrences' END,
-        last_error = NULL,
+        last_error = CASE WHEN passed_over > 0 THEN format(
+            'occurrence %s staged without %s contacts in a zone this database server cannot read: each was '
+            'staged dead once, at an earlier occurrence (correct their timezone, or update the server''s tzdata)',
+            to_char(stage_broadcast.occurrence, 'YYYY-MM-DD HH24:MI'), reminderd.thousands(passed_over)) END,
         updated_at = now()
     WHERE r.id = request.id;
     RETURN staged;

@@ -9,6 +9,7 @@ occurrence at a time to the audience as it stands then."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -1431,3 +1432,176 @@ async def test_an_until_moved_before_the_planned_occurrence_ends_the_broadcast_u
     assert await db.fetchval("SELECT ended_reason FROM reminderd.broadcasts WHERE id = $1",
                              broadcast_id) == "no more occurrences"
     assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages") == 0
+
+
+async def test_two_batches_of_completion_refs_in_opposite_orders_do_not_deadlock(
+    db: asyncpg.Connection, acme: str, database_url: str
+) -> None:
+    """Two batches with the completion refs of prefixes p and q, in opposite orders, written at
+    once: each row's trigger took its prefix's broadcast lock in the batch's order, so one batch held
+    p's and waited for q's while the other held q's and waited for p's (40P01; schedule_many hid it
+    by writing the items one by one). schedule_set takes them all, in one order, before writing:
+    the second waits for the first, and both are written."""
+    keys = [await db.fetchval("SELECT hashtextextended('acme' || chr(31) || '#broadcast' || chr(31) || $1, 0)",
+                              prefix) for prefix in ("p", "q")]
+    # schedule_set itself: schedule_many would undo a deadlock and write the items one by one.
+    batch = ("SELECT count(*) FILTER (WHERE s.result = 'created') FROM reminderd.schedule_set('acme', ("
+             "SELECT array_agg(jsonb_populate_record(NULL::reminderd.schedule_item_v2,"
+             " jsonb_build_object('ref_id', r, 'fire_in', '1 day')) ORDER BY n)"
+             " FROM unnest(ARRAY[$1, $2]) WITH ORDINALITY AS u(r, n))) AS s")
+    holder = await asyncpg.connect(database_url)
+    first = await asyncpg.connect(database_url)
+    second = await asyncpg.connect(database_url)
+    try:
+        holding = holder.transaction()
+        await holding.start()  # holds both prefixes' locks, as two broadcasts being written would
+        await holder.execute("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k", keys)
+
+        async def waiting(pid: int) -> bool:
+            return bool(await db.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity"
+                                          " WHERE pid = $1", pid))
+
+        one = asyncio.ensure_future(first.fetchval(batch, "p#completed#20370101T0900",
+                                                   "q#completed#20370101T0900"))
+        await poll_until(lambda: waiting(first.get_server_pid()))
+        other = asyncio.ensure_future(second.fetchval(batch, "q#completed#20370102T0900",
+                                                      "p#completed#20370102T0900"))
+        await poll_until(lambda: waiting(second.get_server_pid()))
+        await holding.commit()
+        results = await asyncio.gather(one, other, return_exceptions=True)
+    finally:
+        await holder.close()
+        await first.close()
+        await second.close()
+    assert list(results) == [2, 2]
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages"
+                             " WHERE ref_id LIKE '_#completed#%' AND status = 'pending'") == 4
+
+
+async def test_a_completion_ref_written_after_a_row_a_broadcast_waits_for_is_refused_not_deadlocked(
+    db: asyncpg.Connection, acme: str, database_url: str
+) -> None:
+    """A transaction wrote p:c1, not yet committed, and broadcast('p') (holding its prefix's lock)
+    waits to stage p:c1 after it. The transaction then writes p#completed: its trigger waited for
+    the broadcast's lock, a deadlock (40P01), where before 0036 the broadcast was refused 23505.
+    It is refused at once (55P03, to try again), and the broadcast goes ahead."""
+    await db.execute("""SELECT reminderd.upsert_contacts('acme', '[{"contact_id": "c1"}]')""")
+    writer = await asyncpg.connect(database_url)
+    broadcaster = await asyncpg.connect(database_url)
+    try:
+        writing = writer.transaction()
+        await writing.start()
+        await writer.execute("SELECT reminderd.schedule('acme', 'p:c1', now() + interval '1 day')")
+        made = asyncio.ensure_future(broadcaster.fetchval(
+            "SELECT reminderd.broadcast('acme', 'p', $1, contact_ids => ARRAY['c1'])", days_ahead(3)))
+        pid = broadcaster.get_server_pid()
+
+        async def waiting() -> bool:
+            return bool(await db.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity"
+                                          " WHERE pid = $1", pid))
+
+        await poll_until(waiting)
+        refused = await refusal(writer.execute(
+            "SELECT reminderd.schedule('acme', 'p#completed', now() + interval '1 day')"))
+        await writing.rollback()
+        broadcast_id = await made
+    finally:
+        await writer.close()
+        await broadcaster.close()
+    assert refused.sqlstate == "55P03"
+    assert refused.message == ('ref "p#completed" of message acme / p#completed cannot be checked now:'
+                               ' broadcast "p" of tenant "acme" is being written')
+    assert await db.fetchval("SELECT count(*) FROM reminderd.scheduled_messages WHERE broadcast_id = $1",
+                             broadcast_id) == 1
+
+
+async def stage_daily_waves(db: asyncpg.Connection, waves: int) -> tuple[int, list[datetime]]:
+    """A daily broadcast to everyone, its next `waves` occurrences staged one after the other."""
+    broadcast_id = await broadcast(db, "'daily', cron => '0 9 * * *', everyone => true")
+    days = [days_ahead(2 + n).replace(tzinfo=None) for n in range(waves + 1)]
+    await db.execute("UPDATE reminderd.broadcast_requests SET next_occurrence = $1 WHERE id = $2",
+                     days[0], broadcast_id)
+    for day, following in itertools.pairwise(days):
+        await db.execute("SELECT reminderd.stage_broadcast($1, $2, $3)", broadcast_id, day, following)
+    return broadcast_id, days[:waves]
+
+
+async def test_a_contact_in_an_unreadable_zone_is_staged_dead_once_not_at_every_wave(
+    db: asyncpg.Connection, acme: str
+) -> None:
+    """A daily broadcast with one contact in a zone this server cannot read made one new dead letter
+    a day (the dead-letter alert kept firing). It is staged dead at the first wave only; the later
+    waves pass over it, and the broadcast's last_error says so."""
+    await contacts_in(db, ["Europe/London"])
+    await contact_in_a_zone_this_server_lacks(db, "lost_0")
+    broadcast_id, days = await stage_daily_waves(db, 3)
+    rows = await db.fetch("SELECT contact_id, status, local_time FROM reminderd.scheduled_messages"
+                          " WHERE broadcast_id = $1 ORDER BY local_time, contact_id", broadcast_id)
+    assert [(r["contact_id"], r["status"]) for r in rows] == [
+        ("london_0", "pending"), ("lost_0", "dead"), ("london_0", "pending"), ("london_0", "pending")]
+    assert [w["contacts"] for w in await db.fetch(
+        "SELECT contacts FROM reminderd.broadcast_occurrences WHERE broadcast_id = $1 ORDER BY occurrence",
+        broadcast_id)] == [2, 1, 1]
+    assert await db.fetchval("SELECT last_error FROM reminderd.broadcast_requests WHERE id = $1",
+                             broadcast_id) == (
+        f"occurrence {days[2]:%Y-%m-%d %H:%M} staged without 1 contacts in a zone this database server cannot"
+        " read: each was staged dead once, at an earlier occurrence (correct their timezone, or update the"
+        " server's tzdata)")
+
+
+async def test_contacts_in_an_unreadable_zone_count_toward_neither_approval_nor_the_limit(
+    db: asyncpg.Connection, acme: str
+) -> None:
+    """Approval and broadcast_limit count the rows a wave sends: a dead row is sent nothing. Two
+    contacts, one in a zone this server cannot read, with a threshold and a limit of 1: it went to
+    approval (a recurring wave: awaiting), or was refused over the limit (54000)."""
+    await contacts_in(db, ["Europe/London"])
+    await contact_in_a_zone_this_server_lacks(db, "lost_0")
+    await db.execute("UPDATE reminderd.tenants SET approval_threshold = 1, broadcast_limit = 1"
+                     " WHERE id = 'acme'")
+    one_off = await broadcast(db, "'bf', $1, everyone => true", days_ahead(3))
+    broadcast_id, _ = await stage_daily_waves(db, 2)
+    for made in (one_off, broadcast_id):
+        assert await db.fetchval("SELECT approval FROM reminderd.broadcast_requests WHERE id = $1",
+                                 made) == "not_needed"
+        statuses = await db.fetch("SELECT contact_id, status FROM reminderd.scheduled_messages"
+                                  " WHERE broadcast_id = $1 ORDER BY id", made)
+        assert [(r["contact_id"], r["status"]) for r in statuses][:2] == [
+            ("london_0", "pending"), ("lost_0", "dead")]
+    assert await db.fetchval("SELECT count(*) FROM reminderd.broadcast_occurrences WHERE broadcast_id = $1",
+                             broadcast_id) == 2
+
+
+async def test_a_row_staged_dead_in_an_unreadable_zone_is_not_requeued_to_be_sent_at_once(
+    db: asyncpg.Connection, acme: str
+) -> None:
+    """Requeued, a row staged dead (its zone unreadable) was due at once: fire_at was when it was
+    staged, not the contact's local time. While its zone is unreadable requeue refuses it, saying
+    why (22023), and requeue_dead passes over it saying how many; once readable, it goes to its
+    wall time's instant in its zone."""
+    await contacts_in(db, ["Europe/London"])
+    await contact_in_a_zone_this_server_lacks(db, "lost_0")
+    wall = days_ahead(3)
+    broadcast_id = await broadcast(db, "'bf', $1, everyone => true", wall)
+    dead = await db.fetchval("SELECT id FROM reminderd.scheduled_messages WHERE broadcast_id = $1"
+                             " AND status = 'dead'", broadcast_id)
+    refused = await refusal(db.execute("SELECT reminderd.requeue($1)", dead))
+    assert refused.sqlstate == "22023"
+    assert refused.message == (
+        f'message acme / bf:lost_0 (id {dead}) is in timezone "America/Nuevo_Lugar", which this database'
+        " server's tz database cannot read: requeued, it would be sent at no instant of its local time")
+    assert refused.hint == ("Correct the timezone of contact lost_0 (its next messages use it), or update the"
+                            " server's tzdata and requeue it then.")
+    notices: list[str] = []
+    db.add_log_listener(lambda _connection, message: notices.append(message.message))
+    assert await db.fetchval("SELECT reminderd.requeue_dead('acme', '-infinity')") == 0
+    assert notices == ["1 dead message(s) of tenant acme skipped: in a zone this database server cannot read"]
+    skipped = await db.fetchrow(QUERIES["requeue_dead_ids"], "acme", [dead])  # the dashboard's
+    assert dict(skipped) == {"requeued": 0, "delivered": 0, "unreadable": 1}
+    # The server's tzdata updated (here: the row's zone made one it reads): placed, not sent now.
+    await db.execute("UPDATE reminderd.scheduled_messages SET timezone = 'Asia/Tokyo' WHERE id = $1", dead)
+    assert await db.fetchval("SELECT reminderd.requeue($1)", dead) == 1
+    row = await db.fetchrow("SELECT status, fire_at, scheduled_for FROM reminderd.scheduled_messages"
+                            " WHERE id = $1", dead)
+    assert (row["status"], row["fire_at"], row["scheduled_for"]) == (
+        "pending", to_instant(wall, load_timezone("Asia/Tokyo")), None)
