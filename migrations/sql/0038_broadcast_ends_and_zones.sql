@@ -561,7 +561,7 @@ BEGIN
                         'cannot read: requeued, it would be sent at no instant of its local time',
                         message.tenant_id, message.ref_id, message.id, message.timezone
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('Its dead reason: %s', message.last_error),
+                  DETAIL = format('Its dead reason: %s', coalesce(message.last_error, '(none recorded)')),
                   HINT = CASE WHEN message.contact_id IS NOT NULL
                               THEN format('Correct the timezone of contact %s (its next messages use it), or update '
                                           'the server''s tzdata and requeue it then.', message.contact_id)
@@ -572,7 +572,7 @@ BEGIN
         RAISE EXCEPTION 'message % / % (id %) was delivered before it died: requeueing it would send it again',
                         message.tenant_id, message.ref_id, message.id
             USING ERRCODE = 'object_not_in_prerequisite_state',
-                  DETAIL = format('Its dead reason: %s', message.last_error),
+                  DETAIL = format('Its dead reason: %s', coalesce(message.last_error, '(none recorded)')),
                   HINT = format('Pass resend => true to send it again: SELECT reminderd.requeue(%s, resend => true);',
                                 message.id);
     END IF;

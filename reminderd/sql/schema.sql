@@ -2956,7 +2956,7 @@ BEGIN
                         'cannot read: requeued, it would be sent at no instant of its local time',
                         message.tenant_id, message.ref_id, message.id, message.timezone
             USING ERRCODE = 'invalid_parameter_value',
-                  DETAIL = format('Its dead reason: %s', message.last_error),
+                  DETAIL = format('Its dead reason: %s', coalesce(message.last_error, '(none recorded)')),
                   HINT = CASE WHEN message.contact_id IS NOT NULL
                               THEN format('Correct the timezone of contact %s (its next messages use it), or update '
                                           'the server''s tzdata and requeue it then.', message.contact_id)

@@ -1597,7 +1597,7 @@ async def test_a_row_staged_dead_in_an_unreadable_zone_is_not_requeued_to_be_sen
     assert await db.fetchval("SELECT reminderd.requeue_dead('acme', '-infinity')") == 0
     assert notices == ["1 dead message(s) of tenant acme skipped: in a zone this database server cannot read"]
     skipped = await db.fetchrow(QUERIES["requeue_dead_ids"], "acme", [dead])  # the dashboard's
-    assert dict(skipped) == {"requeued": 0, "delivered": 0, "unreadable": 1}
+    assert dict(skipped) == {"requeued": 0, "onward": 0, "blocked": 0, "delivered": 0, "unreadable": 1}
     # The server's tzdata updated (here: the row's zone made one it reads): placed, not sent now.
     await db.execute("UPDATE reminderd.scheduled_messages SET timezone = 'Asia/Tokyo' WHERE id = $1", dead)
     assert await db.fetchval("SELECT reminderd.requeue($1)", dead) == 1
