@@ -97,29 +97,47 @@ def template_database(pg_server_url: str) -> Iterator[str]:
     asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture(scope="session")
+def clone_template(pg_server_url: str, template_database: str) -> str:
+    """How a test's database is made: `CREATE DATABASE "<name>"` + this. FILE_COPY copies the
+    template's files (a checkpoint, cheap with the throwaway cluster's fsync off) where PostgreSQL
+    15's default WAL_LOG writes all of its 44 MB of reference data to the WAL: 0.23 s against
+    0.43 s per test for creating and dropping it, some minutes over the suite."""
+
+    async def version() -> int:
+        connection = await asyncpg.connect(pg_server_url)
+        try:
+            return int(await connection.fetchval("SHOW server_version_num"))
+        finally:
+            await connection.close()
+
+    strategy = " STRATEGY FILE_COPY" if asyncio.run(version()) >= 150000 else ""  # before 15: no choice
+    return f' TEMPLATE "{template_database}"{strategy}'
+
+
 _clone_numbers = itertools.count()
 
 
 @pytest.fixture
-def database_url(request: pytest.FixtureRequest, pg_server_url: str, template_database: str) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest, pg_server_url: str, clone_template: str) -> Iterator[str]:
     """A clone of the template for this test; in a `shared_database` module, the module's clone,
     emptied."""
     if request.node.get_closest_marker("shared_database") is not None:
         yield emptied(request.getfixturevalue("module_database_url"))
         return
     name = f"reminderd_test_{os.getpid()}_{next(_clone_numbers)}"
-    asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+    asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}"{clone_template}'))
     yield _with_database(pg_server_url, name)
     asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")
 def module_database_url(
-    request: pytest.FixtureRequest, pg_server_url: str, template_database: str
+    request: pytest.FixtureRequest, pg_server_url: str, clone_template: str
 ) -> Iterator[str]:
     """One clone of the template for a whole module (see `shared_database`)."""
     name = f"reminderd_{request.module.__name__.rpartition('.')[2]}_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+    asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}"{clone_template}'))
     yield _with_database(pg_server_url, name)
     asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
