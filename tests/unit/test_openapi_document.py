@@ -141,3 +141,22 @@ def test_stats_counts_name_every_status() -> None:
     counts = openapi_document()["components"]["schemas"]["Stats"]["properties"]["counts"]
     assert counts["required"] == [status.value for status in Status]
     assert sorted(counts["properties"]) == sorted(status.value for status in Status)
+
+
+def test_the_document_is_parsed_once_and_each_caller_gets_a_copy_equal_to_pyyamls_own_parse() -> None:
+    """Parsed once per process (libyaml where there is one: every `reminderd serve` start and
+    every test's API paid 0.37 s for the pure-Python parser), each caller's copy its own."""
+    from pathlib import Path
+
+    import reminderd
+
+    text = (Path(reminderd.__file__).parent / "openapi.yaml").read_text(encoding="utf-8")
+    first = openapi_document()
+    assert first == yaml.safe_load(text)  # the fast loader reads it as the safe one does
+    first["paths"].clear()
+    first["info"]["title"] = "changed by a caller"
+    second = openapi_document()
+    assert second == yaml.safe_load(text) and second["paths"]  # nobody sees another caller's change
+    from reminderd.api import _parsed_openapi_document
+
+    assert _parsed_openapi_document.cache_info().misses == 1  # parsed once for all of them
