@@ -6,7 +6,8 @@ Where the server comes from, first match wins:
 3. a throwaway cluster from the local PostgreSQL server binaries (reminderd.testing).
 
 A module whose tests change rows only marks itself `pytestmark = pytest.mark.shared_database`: its
-tests then share one clone, emptied before each test, instead of a clone each (~0.3 s).
+tests then share one clone, emptied before each test, instead of a clone each. Clones are made
+ahead and dropped behind in a background thread (clones.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import pytest
+from clones import Clones
 from support import TEST_SECRET, ApiClient, api_role_url, api_settings, running_api
 
 from reminderd.migrate import upgrade
@@ -115,31 +117,35 @@ def clone_template(pg_server_url: str, template_database: str) -> str:
     return f' TEMPLATE "{template_database}"{strategy}'
 
 
-_clone_numbers = itertools.count()
+@pytest.fixture(scope="session")
+def clones(pg_server_url: str, clone_template: str) -> Iterator[Clones]:
+    """Clones of the template made ahead and dropped behind the tests, in a background thread."""
+    factory = Clones(pg_server_url, clone_template)
+    yield factory
+    factory.close()
+
+
+_empty_numbers = itertools.count()
 
 
 @pytest.fixture
-def database_url(request: pytest.FixtureRequest, pg_server_url: str, clone_template: str) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest, pg_server_url: str, clones: Clones) -> Iterator[str]:
     """A clone of the template for this test; in a `shared_database` module, the module's clone,
     emptied."""
     if request.node.get_closest_marker("shared_database") is not None:
         yield emptied(request.getfixturevalue("module_database_url"))
         return
-    name = f"reminderd_test_{os.getpid()}_{next(_clone_numbers)}"
-    asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}"{clone_template}'))
+    name = clones.take()
     yield _with_database(pg_server_url, name)
-    asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    clones.give_back(name)
 
 
 @pytest.fixture(scope="module")
-def module_database_url(
-    request: pytest.FixtureRequest, pg_server_url: str, clone_template: str
-) -> Iterator[str]:
+def module_database_url(pg_server_url: str, clones: Clones) -> Iterator[str]:
     """One clone of the template for a whole module (see `shared_database`)."""
-    name = f"reminderd_{request.module.__name__.rpartition('.')[2]}_{uuid.uuid4().hex[:8]}"
-    asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}"{clone_template}'))
+    name = clones.take()
     yield _with_database(pg_server_url, name)
-    asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    clones.give_back(name)
 
 
 EMPTY_TABLES = (
@@ -170,7 +176,7 @@ def emptied(database_url: str) -> str:
 @pytest.fixture
 def empty_database_url(pg_server_url: str) -> Iterator[str]:
     """A database with no schema at all, for migration tests."""
-    name = f"reminderd_empty_{os.getpid()}_{next(_clone_numbers)}"
+    name = f"reminderd_empty_{os.getpid()}_{next(_empty_numbers)}"
     asyncio.run(_admin(pg_server_url, f'CREATE DATABASE "{name}"'))
     yield _with_database(pg_server_url, name)
     asyncio.run(_admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
