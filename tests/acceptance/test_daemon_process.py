@@ -255,11 +255,11 @@ async def test_a_stdout_nobody_reads_neither_holds_up_deliveries_nor_sigterm(
     lines = [json.loads(line) for line in (unread + _drain(read_fd)).splitlines()]  # every line whole
     os.close(read_fd)
     events = [line["event"] for line in lines]
-    # Each time the pipe is read again after lines were dropped, one notice counts them: once when
-    # the test reads, once more if the lines still to come (logged after their rows were recorded)
-    # filled it again before the daemon stopped.
+    # Once the pipe takes a write again after lines were dropped, one notice counts them: when the
+    # test reads, and whenever a short line fits in the room a full pipe still has (a write of up to
+    # 4 KiB goes whole or not at all), so a few notices, not one per dropped line.
     notices = [line for line in lines if line["event"] == "log_lines_dropped"]
-    assert 1 <= len(notices) <= 2, notices
+    assert 1 <= len(notices) <= 10, notices
     assert sum(int(str(notice["dropped"])) for notice in notices) >= 8000 - events.count("fired") > 0
     after = events[events.index("log_lines_dropped"):]  # the pipe read again: the shutdown is logged
     assert {"signal", "stopped"} <= set(after)
