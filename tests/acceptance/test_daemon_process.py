@@ -257,10 +257,11 @@ async def test_a_stdout_nobody_reads_neither_holds_up_deliveries_nor_sigterm(
     events = [line["event"] for line in lines]
     # Once the pipe takes a write again after lines were dropped, one notice counts them: when the
     # test reads, and whenever a short line fits in the room a full pipe still has (a write of up to
-    # 4 KiB goes whole or not at all), so a few notices, not one per dropped line.
+    # 4 KiB goes whole or not at all), so a few notices (2 to 5 seen), not one per dropped line.
     notices = [line for line in lines if line["event"] == "log_lines_dropped"]
-    assert 1 <= len(notices) <= 10, notices
-    assert sum(int(str(notice["dropped"])) for notice in notices) >= 8000 - events.count("fired") > 0
+    dropped = sum(int(str(notice["dropped"])) for notice in notices)
+    assert dropped >= 8000 - events.count("fired") > 0
+    assert 1 <= len(notices) <= max(2, dropped // 100), (len(notices), dropped)
     after = events[events.index("log_lines_dropped"):]  # the pipe read again: the shutdown is logged
     assert {"signal", "stopped"} <= set(after)
 
