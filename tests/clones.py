@@ -64,17 +64,19 @@ class Clones:
     def _next_job(self) -> tuple[str, str] | None:
         with self._changed:
             while True:
-                if not self._ready and not self._closing and self._failure is None:
-                    return "create", f"reminderd_test_{os.getpid()}_{next(self._numbers)}"
+                making = self._failure is None and not self._closing
+                if making and not self._ready:
+                    return "create", self._new_name()
                 if self._drops:
                     return "drop", self._drops.popleft()
                 if self._closing:
-                    if self._ready:
-                        return "drop", self._ready.popleft()
-                    return None
-                if len(self._ready) < self._ahead and self._failure is None:
-                    return "create", f"reminderd_test_{os.getpid()}_{next(self._numbers)}"
+                    return ("drop", self._ready.popleft()) if self._ready else None
+                if making and len(self._ready) < self._ahead:
+                    return "create", self._new_name()
                 self._changed.wait()
+
+    def _new_name(self) -> str:
+        return f"reminderd_test_{os.getpid()}_{next(self._numbers)}"
 
     def _run(self) -> None:
         asyncio.run(self._work())
@@ -88,29 +90,36 @@ class Clones:
                 if kind == "create"
                 else f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
             )
-            deadline = time.monotonic() + self._patience
-            while True:
-                try:
-                    if connection is None or connection.is_closed():
-                        connection = await asyncpg.connect(self._server_url)
-                    await connection.execute(statement)
-                    break
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-                    if connection is not None:
-                        connection.terminate()
-                        connection = None
-                    if kind == "create" and isinstance(error, asyncpg.DuplicateDatabaseError):
-                        break  # made before the connection was lost: it is there
-                    if time.monotonic() > deadline:
-                        if kind == "create":
-                            with self._changed:
-                                self._failure = error
-                                self._changed.notify_all()
-                        break  # a drop that keeps failing leaves a database behind, not a failure
-                    await asyncio.sleep(0.2)  # the server is restarting: wait for it to answer again
-            if kind == "create" and self._failure is None:
+            connection, error = await self._execute(connection, statement)
+            if kind == "create":
                 with self._changed:
-                    self._ready.append(name)
+                    if error is None:
+                        self._ready.append(name)
+                    else:
+                        self._failure = error
                     self._changed.notify_all()
+            # a drop that keeps failing leaves a database behind, not a failure
         if connection is not None:
             await connection.close()
+
+    async def _execute(
+        self, connection: asyncpg.Connection | None, statement: str
+    ) -> tuple[asyncpg.Connection | None, BaseException | None]:
+        """Run `statement`, reconnecting while the server restarts, for up to `patience` seconds:
+        the connection to go on with, and the last error if it never went through."""
+        deadline = time.monotonic() + self._patience
+        while True:
+            try:
+                if connection is None or connection.is_closed():
+                    connection = await asyncpg.connect(self._server_url)
+                await connection.execute(statement)
+                return connection, None
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                if connection is not None:
+                    connection.terminate()
+                    connection = None
+                if isinstance(error, asyncpg.DuplicateDatabaseError):
+                    return None, None  # made before the connection was lost: it is there
+                if time.monotonic() > deadline:
+                    return None, error
+                await asyncio.sleep(0.2)  # the server is restarting: wait for it to answer again
