@@ -14,7 +14,7 @@ db: install ## a PostgreSQL for the CLI, kept across runs (reminderd dev-db star
 
 test: ## the whole suite against real PostgreSQL and a real browser (installs PgBouncer, chromium, … once)
 	@bash .ci/setup --test
-	@$(PY) -m pytest -q --durations=25
+	@$(PY) -m pytest -q --durations=25 -n auto --maxprocesses 4 --dist loadfile
 
 lint: install ## ruff, then mypy --strict
 	@.venv/bin/ruff check .
