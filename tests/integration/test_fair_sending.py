@@ -215,8 +215,6 @@ async def test_limits_defer_and_never_drop_even_past_max_lateness(
     sent = await db.fetch("SELECT ref_id FROM reminderd.scheduled_messages ORDER BY sent_at, fire_at")
     first_ten = {r["ref_id"] for r in sent[:10]}
     assert first_ten == {f"r{i}" for i in range(1, 11)}  # in order: the budget went to the oldest
-    times = sorted(item.received_at for item in receiver.received)
-    assert times[-1] - times[0] >= 1.9  # 30 at 10 a second: three windows
     # The limit holds where it is enforced, at claim time (picked_at, the claim's now()): never more
     # than 10 in any second. At the receiver, a loaded machine's send delays may bunch two windows'
     # worth of arrivals into one second (20 in the suite under load), whatever the claims did.
@@ -224,6 +222,7 @@ async def test_limits_defer_and_never_drop_even_past_max_lateness(
         "SELECT picked_at FROM reminderd.scheduled_messages"))
     for start in grants:
         assert sum(1 for t in grants if start <= t < start + 1.0) <= 10
+    assert grants[-1] - grants[0] >= 1.9  # 30 at 10 a second: three windows (arrivals may bunch, as above)
 
 
 # Endpoint limits ------------------------------------------------------------------------------
