@@ -1423,12 +1423,17 @@ def _in_its_zone(item: ScheduleRequest, done: ItemScheduled) -> ScheduleRequest:
 # is a 404, what is in the way a 409; the rest (22023, 22008, 54000, …) are the request's, 422.
 DELIVERED_BEFORE_IT_DIED = "55000"  # reminderd.requeue of a one-off that died delivered, without resend
 _REFUSED_KINDS = {"P0002": "not-found", "23505": "conflict", "55000": "conflict"}
+# Refusals that say nothing about the request, only about the moment: a lock another transaction
+# holds (55P03: a completion ref while a broadcast of its prefix is being written, migration 0036),
+# a deadlock (40P01), a serialization failure (40001). A 503 with Retry-After, which the SDKs retry.
+_TRY_AGAIN = frozenset({"55P03", "40P01", "40001"})
 
 
 def _refused(exc: DatabaseRefused, at: str | None = None) -> Problem:
     """A statement the database refused: a 422 whose detail is the refusal in one sentence
     (reminderd.refusals, as the CLI says it), with its SQLSTATE and hint; `at` the JSON pointer of
-    the field it is about, when known."""
+    the field it is about, when known. A 404 or 409 for what is missing or in the way, a 503 `busy`
+    for a lock, deadlock or serialization failure of the moment."""
     if exc.sqlstate == "42501" and exc.hint:  # a refusal of SQL's own (approving one's own broadcast)
         return Problem("forbidden", refusals.one_line(exc), extra={"sqlstate": exc.sqlstate, "hint": exc.hint})
     if exc.sqlstate == "42501":  # a grant is missing: the operator's problem, not the client's
@@ -1441,6 +1446,8 @@ def _refused(exc: DatabaseRefused, at: str | None = None) -> Problem:
         extra["hint"] = exc.hint
     detail = refusals.one_line(exc)
     errors = [FieldError(detail, pointer=at)] if at is not None else []
+    if exc.sqlstate in _TRY_AGAIN:
+        return Problem("busy", detail, errors, extra=extra, headers={"Retry-After": "1"})
     return Problem(_REFUSED_KINDS.get(exc.sqlstate or "", "database-refused"), detail, errors, extra=extra)
 
 

@@ -34,6 +34,7 @@ KINDS: dict[str, tuple[int, str]] = {
     "database-refused": (422, "The database refused the request"),
     "rate-limited": (429, "Too many requests"),
     "internal": (500, "Internal error"),
+    "busy": (503, "What the request needs is being written by another transaction"),
     "timeout": (503, "The request took too long"),
     "unavailable": (503, "The database cannot be reached right now"),
 }

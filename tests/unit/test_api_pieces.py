@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 import pytest
 
 from reminderd import apikeys, wire
-from reminderd.api import Cursor, _after_prefix
+from reminderd.api import Cursor, _after_prefix, _refused
 from reminderd.duration import parse_seconds
-from reminderd.exceptions import InvalidInput
+from reminderd.exceptions import DatabaseRefused, InvalidInput
 from reminderd.problems import KINDS, Problem, invalid, pointer
 from reminderd.queries import load_files
 from reminderd.ratelimit import RateLimiter, retry_after_header
@@ -265,3 +265,21 @@ def test_an_encoded_payload_is_refused_for_what_jsonb_refuses_and_kept_otherwise
     big = json.dumps({"a": "x" * 300_000})
     with pytest.raises(PayloadError, match="at most 262144"):
         check_encoded(big)
+
+
+@pytest.mark.parametrize("sqlstate", ["55P03", "40P01", "40001"])
+def test_a_lock_deadlock_or_serialization_refusal_is_a_503_to_retry_not_the_requests(sqlstate: str) -> None:
+    refused = DatabaseRefused(
+        'ref "p#completed" of message acme / p#completed cannot be checked now: broadcast "p" of tenant "acme" '
+        "is being written", sqlstate=sqlstate, hint="Try again in a moment.",
+    )
+    problem = _refused(refused, "/messages/1/ref_id")
+    assert (problem.status, problem.type) == (503, "urn:reminderd:problem:busy")
+    assert problem.headers == {"Retry-After": "1"}
+    assert problem.as_json()["sqlstate"] == sqlstate and problem.as_json()["hint"] == "Try again in a moment."
+    assert [error.pointer for error in problem.errors] == ["/messages/1/ref_id"]
+
+
+def test_a_refusal_of_the_request_itself_stays_a_422() -> None:
+    problem = _refused(DatabaseRefused("payload of message acme / r is 300000 bytes", sqlstate="54000"))
+    assert (problem.status, problem.kind, problem.headers) == (422, "database-refused", {})
