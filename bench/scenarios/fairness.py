@@ -14,11 +14,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
@@ -265,11 +268,44 @@ def _extract(revision: str, into: Path) -> None:
     """The code of `revision` (git archive), to run its daemon beside this one."""
     archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    # The package finds its migrations as reminderd.migrations, which pyproject.toml maps to the
+    # top-level migrations/ on install: without this link the installed checkout's would be found.
+    (into / "reminderd" / "migrations").symlink_to("../migrations")
+
+
+@contextlib.asynccontextmanager
+async def _database_of(
+    bench: Bench, dbs: Databases, code: Path
+) -> AsyncIterator[tuple[str, str, asyncpg.Connection]]:
+    """This code's own clone, or for the baseline an empty database migrated by the baseline's own
+    `reminderd migrate` (its daemon refuses a schema newer than its own), holding the bench tenant."""
+    if code == ROOT:
+        async with tenant_database(dbs, bench.receiver, "hotpath") as made:
+            yield made
+        return
+    name = "bench_hotpath_baseline"
+    await dbs.drop(name)
+    await dbs.admin.execute(f'CREATE DATABASE "{name}"')
+    url = dbs.cluster.url(name)
+    env = {**os.environ, "PYTHONPATH": str(code), "REMINDERD_DATABASE_URL": url}
+    await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "reminderd.cli", "migrate"], env=env, cwd=code, check=True,
+        capture_output=True,
+    )
+    await dbs.admin.execute("CHECKPOINT")
+    db = await asyncpg.connect(url)
+    try:
+        await add_tenant(db, TENANT, bench.receiver.url)
+        bench.receiver.reset()
+        yield name, url, db
+    finally:
+        await db.close()
+        await dbs.drop(name)
 
 
 async def _deliver(bench: Bench, dbs: Databases, n: int, code: Path) -> float:
     receiver = bench.receiver
-    async with tenant_database(dbs, receiver, "hotpath") as (name, url, db):
+    async with _database_of(bench, dbs, code) as (name, url, db):
         env = daemon_env(
             url, REMINDERD_CONCURRENCY="64", REMINDERD_LOG_LEVEL="warning", REMINDERD_HTTP_PORT="0"
         )
@@ -297,8 +333,6 @@ async def _deliver(bench: Bench, dbs: Databases, n: int, code: Path) -> float:
 
 
 if __name__ == "__main__":  # alone: .venv/bin/python -m bench.scenarios.fairness [--quick] [--parts acd]
-    import sys
-
     import uvloop
 
     from bench.harness import FULL, QUICK
