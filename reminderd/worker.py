@@ -289,6 +289,8 @@ class Worker:
                     self._bounded = await self._store.sending_is_bounded()
                     self._bounded_checked = time.monotonic()
                 async with self.claims.lock:  # the reconciler never compares while a reply is on its way
+                    if self._record_blocked:  # the recorder began waiting out a lock since `room`
+                        continue
                     claim = await self._store.claim_due(
                         lookback_s=self.settings.lookback_s, batch_size=want, lease_s=self.settings.lease_s,
                         backfill=self.settings.backfill, max_lateness_s=self.settings.max_lateness_s,
@@ -674,6 +676,8 @@ class Worker:
                       consequence="leases expire and the rows are redelivered")
             return False
         self._record_blocked = True
+        async with self.claims.lock:  # a claim under way ends first (its rows get leases below); none starts
+            pass
         kept = await self._extend_leases()
         log.warning("record_lock_wait", rows=len(batch), tries=waits, retry_in_s=round(delay_s, 2),
                     message_ids=[outcome.job.id for outcome in batch[:10]], error=describe(exc),

@@ -205,6 +205,41 @@ async def test_a_lock_held_beyond_the_lease_sends_nothing_again_and_claims_nothi
     assert all(wait["retry_in_s"] <= settings.lease_s / 4 for wait in waits)
 
 
+async def test_a_claim_under_way_when_the_record_starts_waiting_out_a_lock_claims_nothing_after_it(
+    database_url: str, db: asyncpg.Connection
+) -> None:
+    await _count_deliveries_in_a_table(db)
+    async with Receiver(before_answer=_together(2)) as receiver:
+        await add_tenant(db, "acme", receiver.url)
+        a, b = [await db.fetchval("SELECT reminderd.schedule('acme', $1, now())", ref) for ref in ("a", "b")]
+        other = await asyncpg.connect(database_url)
+        lock = other.transaction()
+        await lock.start()
+        await other.execute("UPDATE public.tally SET n = n")
+        held = True
+        try:
+            with capture_logs() as logs:
+                async with _daemon_like_worker(fast_settings(database_url, lease_s=8)) as worker:
+                    await receiver.wait_for(lambda got: len(got) == 2)
+                    # As if a claim were under way (the loop, polling every 0.2 s, is let through by
+                    # `room` and then waits here) when the recorder meets the lock on public.tally.
+                    async with worker.claims.lock:
+                        await poll_until(lambda: _async(worker._record_blocked), timeout_s=15)
+                        c = await db.fetchval("SELECT reminderd.schedule('acme', 'c', now())")
+                    await poll_until(lambda: _async(len(_events(logs, "record_lock_wait")) >= 2), timeout_s=20)
+                    c_during = (await row_by_id(db, c))["status"]
+                    await lock.rollback()
+                    held = False
+                    for message_id in (a, b, c):
+                        await poll_until(_reached(db, message_id, "sent"), timeout_s=15)
+        finally:
+            if held:  # a check above failed with the lock still held
+                await lock.rollback()
+            await other.close()
+    assert c_during == "pending"  # the claim waiting at the lock looked again and claimed nothing
+    assert {ref: len(got) for ref, got in receiver.by_ref().items()} == {"a": 1, "b": 1, "c": 1}
+
+
 async def test_a_record_chosen_as_a_deadlocks_victim_is_written_again_as_after_an_outage(
     database_url: str, db: asyncpg.Connection, receiver: Receiver
 ) -> None:
