@@ -3357,11 +3357,18 @@ BEGIN
         LIMIT 1
     ) same ON true
     LEFT JOIN LATERAL (
-        SELECT max(m.id) FILTER (WHERE m.extra_of IS NULL) AS id, count(*) > 0 AS doomed
-        FROM reminderd.scheduled_messages m
-        WHERE i.cron IS NULL AND i.rrule IS NULL
-          AND m.tenant_id = schedule_set.tenant_id AND m.ref_id = i.ref_id
-          AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval')
+        -- In the order of scheduled_messages_tenant_ref (tenant_id, ref_id, id), as same's ORDER
+        -- BY: its generic plan, made once per connection, then reads the ref's rows from that
+        -- index whatever the statistics said when it was made. Unordered, a plan made on an empty
+        -- table read the tenant's whole range of scheduled_messages_tenant_status for each item
+        -- (migration 0040).
+        SELECT max(l.id) FILTER (WHERE l.extra_of IS NULL) AS id, count(*) > 0 AS doomed
+        FROM (SELECT m.id, m.extra_of
+              FROM reminderd.scheduled_messages m
+              WHERE i.cron IS NULL AND i.rrule IS NULL
+                AND m.tenant_id = schedule_set.tenant_id AND m.ref_id = i.ref_id
+                AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval')
+              ORDER BY m.id DESC) l
     ) live ON true;
     IF refused THEN
         RAISE EXCEPTION 'this batch is scheduled item by item (reminderd.schedule_item)'
@@ -3378,11 +3385,19 @@ BEGIN
         RETURN;
     END IF;
     IF replacing IS NOT NULL THEN
+        -- Each ref's live rows found as live found them, then updated by id (migration 0040).
         UPDATE reminderd.scheduled_messages m
         SET status = 'cancelled', last_error = 'replaced by a new schedule', lease_expires_at = NULL,
             updated_at = now(), last_event = 'replaced'
-        WHERE m.tenant_id = schedule_set.tenant_id AND m.ref_id = ANY (replacing)
-          AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval');
+        FROM (SELECT l.id
+              FROM unnest(replacing) AS r (ref_id)
+              CROSS JOIN LATERAL (
+                  SELECT d.id
+                  FROM reminderd.scheduled_messages d
+                  WHERE d.tenant_id = schedule_set.tenant_id AND d.ref_id = r.ref_id
+                    AND d.status IN ('pending', 'picked', 'paused', 'awaiting_approval')
+                  ORDER BY d.id DESC) l) AS doomed
+        WHERE m.id = doomed.id AND m.status IN ('pending', 'picked', 'paused', 'awaiting_approval');
     END IF;
     RETURN QUERY
     WITH given AS (
