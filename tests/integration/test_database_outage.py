@@ -150,8 +150,9 @@ async def test_during_an_outage_every_line_the_daemon_writes_is_json(
     assert not_json == []
     pool = [line for line in daemon.log if line.get("logger") == "asyncpg.pool"]
     assert pool and all(line["level"] == "warning" and "traceback" not in line for line in pool)
-    assert all(str(line["error"]).startswith(("CannotConnectNowError", "ConnectionRefusedError", "OSError"))
-               for line in pool)
+    # Refused, not yet accepting, or (under load, a connection caught by the stopping server) reset.
+    failures = ("CannotConnectNowError", "ConnectionRefusedError", "ConnectionResetError", "OSError")
+    assert all(str(line["error"]).startswith(failures) for line in pool), [line["error"] for line in pool]
     by_message = Counter((line["event"], str(line["error"]).partition(":")[0]) for line in pool)
     assert max(by_message.values()) == 1  # rate-limited: once per REPEAT_S (30 s) each
 

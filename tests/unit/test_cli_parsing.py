@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from reminderd import validation
 from reminderd.arguments import (
     CancelRequest,
     EnableEndpointRequest,
@@ -26,7 +27,7 @@ from reminderd.arguments import (
 )
 from reminderd.cli import build_parser, main
 from reminderd.contact_files import checked_contact
-from reminderd.exceptions import EX_CONFIG, EX_USAGE, ConfigError, DatabaseUnavailable
+from reminderd.exceptions import EX_CONFIG, EX_USAGE, ConfigError, DatabaseUnavailable, InvalidInput
 from reminderd.schedule import QuietHours
 from reminderd.settings import Settings
 from reminderd.store import Store
@@ -1028,14 +1029,42 @@ def test_an_rrule_until_still_ahead_on_some_clock_reaches_for_the_database(
     connections: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A contact's zone is the database's to know: a wall-time UNTIL past in UTC but not yet in
-    UTC-12 is left to it; with the row's own zone, UTC, it is refused here."""
+    UTC-12 is left to it, at any time of the UTC day; with the row's own zone, UTC, it is refused
+    here."""
     wall = (datetime.now(UTC) - timedelta(hours=2)).strftime("%Y%m%dT%H%M%S")
     rule = f"FREQ=HOURLY;UNTIL={wall}"
     assert main(["schedule", "acme", "r1", "--rrule", rule, "--contact", "c1"]) == 1
     assert connections == ["postgresql://x@127.0.0.1:1/x"]
     capsys.readouterr()
     assert main(["schedule", "acme", "r1", "--rrule", rule, "--tz", "UTC"]) == EX_USAGE
-    assert "already past" in capsys.readouterr().err and len(connections) == 1
+    # Past on UTC's clock; in UTC's first two hours of a day, before its DTSTART too.
+    refusal = capsys.readouterr().err
+    assert ("already past" in refusal or "it never fires" in refusal) and len(connections) == 1
+
+
+@pytest.mark.parametrize(
+    ("until", "utc_refusal"),
+    [
+        ("20261203T224800", "it never fires"),  # wall time: yesterday in UTC, today on UTC-12's clock
+        ("20261204T100000Z", None),  # an instant still ahead on every clock
+    ],
+)
+def test_a_contacts_rrule_without_dtstart_is_judged_on_every_clock_just_after_utc_midnight(
+    until: str, utc_refusal: str | None
+) -> None:
+    """00:48 UTC: UTC's day began 48 minutes ago, UTC-12's has 11 hours left. A rule anchored at
+    the contact's midnight (unknown here) fires on some clock, so the CLI leaves it to the
+    database; anchored at UTC's own midnight, a wall-time UNTIL of yesterday never fires."""
+    now = datetime(2026, 12, 4, 0, 48, tzinfo=UTC)
+    rule = f"FREQ=HOURLY;UNTIL={until}"
+    build = validation.ScheduleRequest.build
+    request = build(tenant_id="acme", ref_id="r1", now=now, rrule=rule, contact_id="c1")
+    assert request.recurrence is not None and request.timezone is None
+    if utc_refusal is None:
+        assert build(tenant_id="acme", ref_id="r1", now=now, rrule=rule, tz="UTC").recurrence is not None
+    else:
+        with pytest.raises(InvalidInput, match=utc_refusal):
+            build(tenant_id="acme", ref_id="r1", now=now, rrule=rule, tz="UTC")
 
 
 @pytest.mark.parametrize(
