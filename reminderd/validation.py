@@ -49,7 +49,6 @@ MAX_INT4 = 2**31 - 1
 MAX_PREVIEW = 1000  # fires a preview lists
 MAX_ATTEMPTS = 1000  # as REMINDERD_MAX_ATTEMPTS allows
 _LAST_CLOCK = "Etc/GMT+12"  # UTC-12: the zone whose clock reads a wall time last (Etc/ signs are inverted)
-_FIRST_CLOCK = "Etc/GMT-14"  # UTC+14: the zone whose day starts first (an UNTIL=…Z is past it last)
 HOLIDAY_RULES = ("skip", "send")
 # What the schema's CHECK constraints ask, asked before connecting (migrations 0001 and 0003).
 _TENANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
@@ -452,22 +451,13 @@ class ScheduleRequest:
         # The recipient's (UTC: the contact's, for now), named by where it was written: --tz, or
         # --at's "… in Region/City". An empty --tz is refused, not taken for UTC.
         timezone = checked_timezone(tz, names.tz) if tz is not None else checked_timezone(at_zone, names.at)
-        # A contact's zone is not known here: an RRULE without DTSTART is anchored at the contact's
-        # midnight, so it is refused only when it fires from neither the last midnight of all
-        # (UTC-12's, for an UNTIL in wall time) nor the first (UTC+14's, for an UNTIL=…Z).
-        clocks = (_LAST_CLOCK, _FIRST_CLOCK) if contacts_zone and rrule is not None else (timezone,)
-        refusal: InvalidInput | None = None
-        for clock in clocks:
-            try:
-                recurrence = Recurrence.parse(
-                    cron=cron, every=every, rrule=rrule, timezone=clock, start=now, names=names
-                )
-                break
-            except InvalidInput as exc:
-                refusal = refusal or exc
-        else:
-            assert refusal is not None
-            raise refusal
+        # A contact's zone is not known here: an RRULE without DTSTART, anchored at the contact's
+        # midnight, is checked from the last midnight of all (UTC-12's, the earliest date), so
+        # that no clock's rule is refused. An UNTIL=…Z still ahead is after that midnight too.
+        recurrence = Recurrence.parse(
+            cron=cron, every=every, rrule=rrule, timezone=_LAST_CLOCK if contacts_zone else timezone, start=now,
+            names=names,
+        )
         if recurrence is not None:
             recurrence.check_not_ended(None if contacts_zone else timezone, now, names)
         if recurrence is None and (until is not None or max_runs is not None):

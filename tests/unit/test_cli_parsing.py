@@ -1046,14 +1046,14 @@ def test_an_rrule_until_still_ahead_on_some_clock_reaches_for_the_database(
     ("until", "utc_refusal"),
     [
         ("20261203T224800", "it never fires"),  # wall time: yesterday in UTC, today on UTC-12's clock
-        ("20261204T100000Z", None),  # an instant still ahead on every clock
+        ("20261204T100000Z", None),  # an instant still ahead: after every clock's midnight
     ],
 )
 def test_a_contacts_rrule_without_dtstart_is_judged_on_every_clock_just_after_utc_midnight(
     until: str, utc_refusal: str | None
 ) -> None:
     """00:48 UTC: UTC's day began 48 minutes ago, UTC-12's has 11 hours left. A rule anchored at
-    the contact's midnight (unknown here) fires on some clock, so the CLI leaves it to the
+    the contact's midnight (unknown here) fires on UTC-12's clock, so the CLI leaves it to the
     database; anchored at UTC's own midnight, a wall-time UNTIL of yesterday never fires."""
     now = datetime(2026, 12, 4, 0, 48, tzinfo=UTC)
     rule = f"FREQ=HOURLY;UNTIL={until}"
