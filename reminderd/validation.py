@@ -207,16 +207,13 @@ class Recurrence:
             raise InvalidInput(str(exc), field) from None
         return None
 
-    def check_not_ended(self, timezone: str | None, now: datetime, names: Names) -> None:
+    def check_not_ended(self, timezone: str, now: datetime, names: Names) -> None:
         """InvalidInput when an RRULE has no occurrence left after `now` (its UNTIL, or all its
-        COUNT occurrences, already past): it would finish without sending. In a zone not known
-        here (None: a contact's) it is read on the last clock of all, UTC-12, so that only a rule
-        ended in every zone is refused."""
+        COUNT occurrences, already past) on `timezone`'s clock: it would finish without sending."""
         if self.rrule is None:
             return
-        zone = timezone or _LAST_CLOCK
         try:
-            why = parse_rrule(anchor_rrule(self.rrule, zone, now), zone).ended_by(now)
+            why = parse_rrule(anchor_rrule(self.rrule, timezone, now), timezone).ended_by(now)
         except InvalidSchedule as exc:
             raise InvalidInput(str(exc), names.rrule) from None
         if why is not None:
@@ -451,15 +448,16 @@ class ScheduleRequest:
         # The recipient's (UTC: the contact's, for now), named by where it was written: --tz, or
         # --at's "… in Region/City". An empty --tz is refused, not taken for UTC.
         timezone = checked_timezone(tz, names.tz) if tz is not None else checked_timezone(at_zone, names.at)
-        # A contact's zone is not known here: an RRULE without DTSTART, anchored at the contact's
-        # midnight, is checked from the last midnight of all (UTC-12's, the earliest date), so
-        # that no clock's rule is refused. An UNTIL=…Z still ahead is after that midnight too.
+        # A contact's zone is not known here: its recurrence is read on the last clock of all,
+        # UTC-12's (the earliest date: an RRULE without DTSTART is anchored at its midnight), so
+        # that only a rule that never fires, or has ended, in every zone is refused. An UNTIL=…Z
+        # still ahead is after that midnight too.
+        clock = _LAST_CLOCK if contacts_zone else timezone
         recurrence = Recurrence.parse(
-            cron=cron, every=every, rrule=rrule, timezone=_LAST_CLOCK if contacts_zone else timezone, start=now,
-            names=names,
+            cron=cron, every=every, rrule=rrule, timezone=clock, start=now, names=names
         )
         if recurrence is not None:
-            recurrence.check_not_ended(None if contacts_zone else timezone, now, names)
+            recurrence.check_not_ended(clock, now, names)
         if recurrence is None and (until is not None or max_runs is not None):
             raise InvalidInput(
                 f"{names.until} and {names.max_runs} end a recurring schedule: use them with "

@@ -31,14 +31,15 @@ def one_off(ref: str, payload: str = "{}") -> tuple[Any, ...]:
     return (ref, None, timedelta(hours=2), None, None, None, None, payload, *[None] * 11)
 
 
+def nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """A JSON plan's node and every node under it."""
+    return [node] + [n for child in node.get("Plans", []) for n in nodes(child)]
+
+
 def scans(node: dict[str, Any]) -> list[tuple[str, str]]:
     """Every scan of scheduled_messages in a JSON plan: its index (or node type) and its condition."""
-    found = []
-    if node.get("Relation Name") == "scheduled_messages" and "Scan" in node.get("Node Type", ""):
-        found.append((node.get("Index Name") or node["Node Type"], node.get("Index Cond", "")))
-    for child in node.get("Plans", []):
-        found += scans(child)
-    return found
+    return [(n.get("Index Name") or n["Node Type"], n.get("Index Cond", "")) for n in nodes(node)
+            if n.get("Relation Name") == "scheduled_messages" and "Scan" in n.get("Node Type", "")]
 
 
 async def grow(db: asyncpg.Connection) -> None:
@@ -115,10 +116,6 @@ def assert_read_by_ref(plans: list[dict[str, Any]]) -> None:
         by_ref = index == "scheduled_messages_tenant_ref" and "ref_id =" in condition
         by_id = index == "scheduled_messages_pkey" and condition.startswith("(id =")
         assert by_ref or by_id, read
-    removed = [node.get("Rows Removed by Filter", 0) for plan in plans for node in _nodes(plan["Plan"])
+    removed = [node.get("Rows Removed by Filter", 0) for plan in plans for node in nodes(plan["Plan"])
                if node.get("Relation Name") == "scheduled_messages"]
     assert max(removed, default=0) <= 1, removed
-
-
-def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
-    return [node] + [n for child in node.get("Plans", []) for n in _nodes(child)]
